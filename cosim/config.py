@@ -1,0 +1,270 @@
+"""Typed, frozen scenario configuration loaded from TOML.
+
+A scenario file has these tables (every key optional except where noted; units in the names):
+
+    [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
+                slot_s, step_length_s, backend, sumo_args
+    [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
+    [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
+    [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
+    [output]    dir, coverage, flush_slots
+    [layers.NAME]  one table per enabled layer (validated by the layer itself)
+
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the file and
+the dotted key. ``dump_toml`` writes the effective configuration (absolute paths), which loads
+back to an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from cosim.errors import ConfigError
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+       choices: tuple | None = None, doc: str = "") -> Any:
+    """A dataclass field with validation metadata."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ScenarioSection:
+    sumocfg: str = _f("", doc="SUMO configuration, relative to the scenario file")
+    name: str = _f("", doc="scenario name (default: the file's stem)")
+    seed: int = _f(42, lo=0, hi=2**31 - 1, doc="drives SUMO --seed and every random draw")
+    begin_s: float = _f(-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
+    end_s: float = _f(-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
+    slot_s: float = _f(1.0, lo=0.0, lo_open=True, doc="slot length gamma [s]; a multiple of the step length")
+    step_length_s: float = _f(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
+    backend: str = _f("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
+    sumo_args: list = _f([], doc="extra SUMO command-line arguments")
+
+
+@dataclass(frozen=True)
+class WorldSection:
+    grid_cell_m: float = _f(25.0, lo=0.0, lo_open=True, doc="road grid cell length g' [m]")
+    dwell_model: str = _f("straight", choices=("straight", "idm"), doc="coverage dwell predictor")
+    dwell_cap_s: float = _f(600.0, lo=0.0, lo_open=True, doc="cap for stopped/slow vehicles [s]")
+    idm_max_accel_mps2: float = _f(2.6, lo=0.0, lo_open=True, doc="IDM lambda_max [m/s^2]")
+    idm_max_decel_mps2: float = _f(4.5, lo=0.0, lo_open=True, doc="IDM zeta_max [m/s^2]")
+    idm_desired_speed_mps: float = _f(13.89, lo=0.0, lo_open=True, doc="IDM v_max [m/s]")
+    idm_delta: float = _f(4.0, lo=1.0, hi=5.0, doc="IDM driver sensitivity delta")
+    idm_min_gap_m: float = _f(2.5, lo=0.0, doc="IDM safe distance phi_min [m]")
+    idm_headway_s: float = _f(1.0, lo=0.0, doc="IDM reaction time theta [s]")
+    idm_horizon_s: float = _f(60.0, lo=0.0, lo_open=True, doc="IDM integration horizon [s]")
+
+
+@dataclass(frozen=True)
+class RsuSection:
+    radius_m: float = _f(500.0, lo=0.0, lo_open=True, doc="coverage radius d'_m [m]")
+    placement: str = _f("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
+    spacing_m: float = _f(-1.0, doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
+    compute_flops: list = _f([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
+    bandwidth_hz: list = _f([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
+    tx_power_dbm: float = _f(30.0, lo=-30.0, hi=60.0, doc="RSU transmit power [dBm]")
+    sites: list = _f([], doc="explicit sites: [{id, x, y}] in SUMO coordinates [m]")
+
+
+@dataclass(frozen=True)
+class ChannelSection:
+    noise_dbm: float = _f(-100.0, lo=-200.0, hi=0.0, doc="noise power sigma^2 [dBm]")
+    interference: bool = _f(True, doc="inter-RSU interference xi from the other RSUs")
+    fading: str = _f("rayleigh", choices=("rayleigh", "none"), doc="block fading per slot")
+    vehicle_tx_power_dbm: float = _f(23.0, lo=-30.0, hi=60.0, doc="vehicle transmit power [dBm]")
+    vehicle_bandwidth_hz: list = _f([50e6, 80e6], doc="vehicle bandwidth w_n [Hz]: value or [lo, hi]")
+    vehicle_compute_flops: list = _f([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi]")
+    v2i_pl_ref_db: float = _f(128.1, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
+    v2i_pl_exponent: float = _f(3.76, lo=1.0, hi=8.0, doc="V2I path-loss exponent")
+    v2v_pl_ref_db: float = _f(63.3, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
+    v2v_pl_exponent: float = _f(1.77, lo=1.0, hi=8.0, doc="V2V path-loss exponent")
+    v2v_range_m: float = _f(300.0, lo=0.0, lo_open=True, doc="V2V contact range [m]")
+    min_distance_m: float = _f(1.0, lo=0.0, lo_open=True, doc="distances are clipped to this [m]")
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    dir: str = _f("", doc="results folder; empty = runs/<name>-<seed>-<timestamp>")
+    coverage: bool = _f(True, doc="write coverage.parquet (one row per slot and vehicle)")
+    flush_slots: int = _f(50, lo=1, doc="slots buffered before a parquet row group is written")
+
+
+@dataclass(frozen=True)
+class Config:
+    scenario: ScenarioSection = field(default_factory=ScenarioSection)
+    world: WorldSection = field(default_factory=WorldSection)
+    rsu: RsuSection = field(default_factory=RsuSection)
+    channel: ChannelSection = field(default_factory=ChannelSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    layers: dict = field(default_factory=dict)
+    source_file: str = field(default="", compare=False)  # where it was loaded from (not saved)
+
+    @property
+    def sumocfg_path(self) -> Path:
+        return Path(self.scenario.sumocfg)
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name or Path(self.source_file or self.scenario.sumocfg).stem
+
+    def replace(self, **sections: dict) -> "Config":
+        """A copy with some keys overridden: ``cfg.replace(scenario={"seed": 3})``."""
+        out = self
+        for sec, values in sections.items():
+            if sec == "layers":
+                out = dataclasses.replace(out, layers={**out.layers, **values})
+                continue
+            cur = getattr(out, sec)
+            data = {**dataclasses.asdict(cur), **values}
+            new = _build(type(cur), data, out.source_file or "<override>", sec)
+            out = dataclasses.replace(out, **{sec: new})
+        return out
+
+
+_SECTIONS = {k: v for k, v in typing.get_type_hints(Config).items() if k not in ("layers", "source_file")}
+
+
+def _resolve_hint(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: must be finite, got {value!r}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif hint is list:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [float(value)]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
+            raise ConfigError(f"{where}: {value!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} {lo:g})")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{where}: {value!r} is out of range (must be <= {hi:g})")
+    return value
+
+
+def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: [{prefix}] must be a table")
+    hints = _resolve_hint(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{file}: unknown key '{prefix}.{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _check_value(value, hints[name], dict(fields[name].metadata), f"{file}: {prefix}.{name}")
+    return cls(**kwargs)
+
+
+def range_pair(values: list, where: str) -> tuple[float, float]:
+    """``[v]`` or ``[lo, hi]`` -> (lo, hi), validated."""
+    if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{where}: expected a number or [lo, hi], got {values!r}")
+    lo, hi = float(values[0]), float(values[-1])
+    if not (0 < lo <= hi):
+        raise ConfigError(f"{where}: need 0 < lo <= hi, got {values!r}")
+    return lo, hi
+
+
+def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None) -> Config:
+    """Build and validate a :class:`Config`; relative paths resolve against ``base_dir``."""
+    unknown = sorted(set(data) - set(_SECTIONS) - {"layers"})
+    if unknown:
+        raise ConfigError(f"{file}: unknown table '[{unknown[0]}]' (known: {', '.join([*_SECTIONS, 'layers'])})")
+    sections = {name: _build(cls, data.get(name, {}), file, name) for name, cls in _SECTIONS.items()}
+    layers = data.get("layers", {})
+    if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
+        raise ConfigError(f"{file}: [layers] must hold one table per layer, e.g. [layers.dvit]")
+    scen = sections["scenario"]
+    if not scen.sumocfg:
+        raise ConfigError(f"{file}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
+    base = base_dir if base_dir is not None else Path.cwd()
+    sumocfg = Path(scen.sumocfg)
+    if not sumocfg.is_absolute():
+        sumocfg = (base / sumocfg).resolve()
+    sections["scenario"] = dataclasses.replace(scen, sumocfg=str(sumocfg))
+    out = sections["output"]
+    if out.dir and not Path(out.dir).is_absolute():
+        sections["output"] = dataclasses.replace(out, dir=str((base / out.dir).resolve()))
+    rsu = sections["rsu"]
+    range_pair(rsu.compute_flops, f"{file}: rsu.compute_flops")
+    range_pair(rsu.bandwidth_hz, f"{file}: rsu.bandwidth_hz")
+    ch = sections["channel"]
+    range_pair(ch.vehicle_bandwidth_hz, f"{file}: channel.vehicle_bandwidth_hz")
+    range_pair(ch.vehicle_compute_flops, f"{file}: channel.vehicle_compute_flops")
+    for i, site in enumerate(rsu.sites):
+        if not isinstance(site, dict) or set(site) - {"id", "x", "y"} or not {"x", "y"} <= set(site):
+            raise ConfigError(f"{file}: rsu.sites[{i}] must be {{id = \"...\", x = ..., y = ...}}")
+    if rsu.placement == "sites" and not rsu.sites:
+        raise ConfigError(f"{file}: rsu.placement = \"sites\" needs at least one [[rsu.sites]] entry")
+    return Config(**sections, layers=dict(layers), source_file=file)
+
+
+def load(path: str | Path) -> Config:
+    """Load a scenario TOML file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such scenario file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return from_dict(data, str(path), path.parent.resolve())
+
+
+def for_sumocfg(sumocfg: str | Path, **overrides: Any) -> Config:
+    """Defaults for attaching to any existing ``.sumocfg`` (RSUs placed automatically)."""
+    path = Path(sumocfg)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such SUMO configuration")
+    scen = {"sumocfg": str(path.resolve()), "name": path.stem.replace(".sumocfg", ""), **overrides}
+    return from_dict({"scenario": scen}, str(path), path.parent.resolve())
+
+
+def to_dict(cfg: Config) -> dict:
+    data = {name: dataclasses.asdict(getattr(cfg, name)) for name in _SECTIONS}
+    if cfg.layers:
+        data["layers"] = cfg.layers
+    return data
+
+
+def dump_toml(cfg: Config) -> str:
+    header = "# Effective cosim configuration of this run; `cosim run config.toml` re-runs it.\n"
+    return header + tomli_w.dumps(to_dict(cfg))

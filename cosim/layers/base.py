@@ -1,0 +1,113 @@
+"""The layer contract and the layer registry.
+
+A layer is the AI workload attached to the traffic: it sees the :class:`~cosim.world.World`
+once per slot and writes rows to result tables. The run calls
+
+    layer = LayerClass(config_table, ctx)   # validate the [layers.NAME] table, allocate
+    layer.on_start()                       # once, before the first slot
+    layer.on_slot(world)                   # every slot
+    block = layer.on_end()                 # once; a dict that goes to summary.json["layers"][NAME]
+
+**Side-by-side policies.** A layer that compares policies (schedulers, pricing, eviction) runs
+them all inside one run: it draws the slot's requests once from ``world.rng("<layer>.requests")``
+and hands the same requests, the same world (same positions, same fading, which the world
+derives from (seed, slot, link) alone) to every policy's own state. :class:`PolicyLayer` does
+that bookkeeping.
+
+Registering a layer is one decorator: ``@register_layer("dvit")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from cosim.errors import ConfigError
+
+
+@dataclass
+class LayerContext:
+    """What a layer gets at construction."""
+
+    seed: int
+    slot_s: float
+    scenario_file: str
+    table: Callable[[str], Any]  # table(name) -> writer with .append(columns: dict[str, array])
+
+
+class Layer:
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: dict, ctx: LayerContext):
+        self.config = config
+        self.ctx = ctx
+
+    def on_start(self) -> None:
+        pass
+
+    def on_slot(self, world) -> None:  # noqa: ANN001 - World, kept loose to avoid an import cycle
+        pass
+
+    def on_end(self) -> dict:
+        return {}
+
+
+class PolicyLayer(Layer):
+    """A layer that evaluates several registered policies on one shared request stream.
+
+    Subclasses set ``policy_registry`` (name -> factory) and implement ``requests(world)`` (the
+    slot's requests, drawn once) and ``serve(policy_name, state, world, requests)``.
+    """
+
+    policy_registry: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+    def __init__(self, config: dict, ctx: LayerContext):
+        super().__init__(config, ctx)
+        names = config.get("policies", list(self.policy_registry))
+        if not isinstance(names, list) or not names:
+            raise ConfigError(f"{ctx.scenario_file}: layers.{self.name}.policies must be a non-empty list")
+        for p in names:
+            if p not in self.policy_registry:
+                raise ConfigError(f"{ctx.scenario_file}: layers.{self.name}.policies: unknown policy '{p}' "
+                                  f"(known: {', '.join(sorted(self.policy_registry))})")
+        self.policies = {p: self.policy_registry[p]() for p in names}
+
+    def requests(self, world) -> Any:  # noqa: ANN001
+        raise NotImplementedError
+
+    def serve(self, name: str, policy: Any, world, requests: Any) -> None:  # noqa: ANN001
+        raise NotImplementedError
+
+    def on_slot(self, world) -> None:  # noqa: ANN001
+        reqs = self.requests(world)
+        for name, policy in self.policies.items():
+            self.serve(name, policy, world, reqs)
+
+
+LAYERS: dict[str, type[Layer]] = {}
+
+
+def register_layer(name: str) -> Callable[[type[Layer]], type[Layer]]:
+    def deco(cls: type[Layer]) -> type[Layer]:
+        if name in LAYERS and LAYERS[name] is not cls:
+            raise ValueError(f"layer '{name}' registered twice")
+        cls.name = name
+        LAYERS[name] = cls
+        return cls
+
+    return deco
+
+
+def make_layers(tables: dict[str, dict], ctx: LayerContext) -> list[Layer]:
+    """Instantiate the configured layers; an unknown name is a config error."""
+    from cosim import layers as _registered  # noqa: F401 - imports the layer modules once
+
+    out = []
+    for name, table in tables.items():
+        if table.get("enabled", True) is False:
+            continue
+        if name not in LAYERS:
+            known = ", ".join(sorted(LAYERS)) or "none yet"
+            raise ConfigError(f"{ctx.scenario_file}: unknown layer '[layers.{name}]' (known: {known})")
+        out.append(LAYERS[name]({k: v for k, v in table.items() if k != "enabled"}, ctx))
+    return out

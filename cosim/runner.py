@@ -1,0 +1,302 @@
+"""The slot loop: SUMO -> snapshot -> world -> layers -> recorder.
+
+Two ways in:
+
+* :func:`run` — cosim drives SUMO (libsumo in-process by default, or TraCI) and the plugin acts
+  every slot gamma.
+* :func:`attach` — the user's own TraCI/libsumo script drives SUMO; one call registers a
+  ``traci.StepListener`` that does the same work after each ``simulationStep``.
+
+Both end in :meth:`Session.finish`, which closes every table and writes ``summary.json`` —
+also when SUMO dies mid-run or the user interrupts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import traci
+
+import cosim
+from cosim import config as cfgmod
+from cosim.config import Config
+from cosim.errors import CosimError, SumoDied
+from cosim.layers.base import LayerContext, make_layers
+from cosim.recorder import Recorder
+from cosim.sources.base import Snapshot
+from cosim.sources.sumo import SubscriptionReader, SumoSource, sumo_command
+from cosim.world import World, net_file_of, read_net
+
+EPS = 1e-6
+
+
+def versions(sumo_version: str = "") -> dict[str, str]:
+    out = {"cosim": cosim.__version__, "python": platform.python_version(), "sumo": sumo_version}
+    for pkg in ("numpy", "pandas", "pyarrow", "torch", "eclipse-sumo", "libsumo", "traci", "sumolib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = ""
+    return out
+
+
+def default_out_dir(cfg: Config) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.name}-s{cfg.scenario.seed}-{stamp}"
+
+
+def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
+    """``begin``/``end``/``step-length`` from a .sumocfg, if set there."""
+    from lxml import etree
+
+    try:
+        node = etree.parse(str(sumocfg)).getroot().find(f".//{key}")
+    except (OSError, etree.XMLSyntaxError):
+        return None
+    try:
+        return float(node.get("value")) if node is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Timing:
+    sumo_s: float = 0.0
+    plugin_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Session:
+    """The plugin's state for one run: world, layers, recorder, timing."""
+
+    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
+        self.net = read_net(net_file)
+        self.world = World(cfg, self.net)
+        ctx = LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
+                           scenario_file=cfg.source_file, table=self.recorder.table)
+        self.layers = make_layers(cfg.layers, ctx)
+        self.timing = Timing()
+        self.slots = 0
+        self.max_vehicles = 0
+        self.sumo_version = ""
+        self.finished = False
+        (self.out_dir / "config.toml").write_text(cfgmod.dump_toml(cfg))
+        for layer in self.layers:
+            layer.on_start()
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        self.world.update(snap, slot=self.slots)
+        for layer in self.layers:
+            layer.on_slot(self.world)
+        self.recorder.record_world(self.world)
+        self.slots += 1
+        self.max_vehicles = max(self.max_vehicles, len(snap))
+
+    def finish(self, status: str = "completed", error: str | None = None) -> dict:
+        if self.finished:
+            return self.summary
+        self.finished = True
+        layer_blocks: dict[str, Any] = {}
+        for layer in self.layers:
+            try:
+                layer_blocks[layer.name] = layer.on_end()
+            except Exception as exc:  # keep the other results
+                layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
+        self.recorder.close()
+        wall = time.perf_counter() - self.timing.started
+        r = self.world.rsus
+        self.summary = {
+            "scenario": self.cfg.name,
+            "scenario_file": self.cfg.source_file,
+            "sumocfg": self.cfg.scenario.sumocfg,
+            "seed": self.cfg.scenario.seed,
+            "status": status,
+            "error": error,
+            "versions": versions(self.sumo_version),
+            "slot_s": self.cfg.scenario.slot_s,
+            "slots": self.slots,
+            "sim_time_end_s": self.world.time_s if self.slots else None,
+            "vehicles_seen": len(self.world.vehicles_seen),
+            "max_concurrent_vehicles": self.max_vehicles,
+            "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(rad),
+                      "compute_flops": float(c), "bandwidth_hz": float(w)}
+                     for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
+            "wall_s": {"total": wall, "sumo": self.timing.sumo_s, "plugin": self.timing.plugin_s},
+            "tables": {name: t.rows for name, t in self.recorder.tables.items()},
+            "layers": layer_blocks,
+        }
+        self.recorder.write_json("summary.json", self.summary)
+        return self.summary
+
+
+class Progress:
+    """One status line, refreshed about once a second (stderr)."""
+
+    def __init__(self, enabled: bool, end_s: float | None):
+        self.enabled, self.end_s = enabled, end_s
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, session: Session, t: float, n: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < 1.0:
+            return
+        self.last = now
+        tm = session.timing
+        elapsed = max(now - tm.started, 1e-9)
+        busy = tm.sumo_s + tm.plugin_s
+        share = 100 * tm.plugin_s / busy if busy > 0 else 0.0
+        end = f"/{self.end_s:g}" if self.end_s else ""
+        line = (f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {session.slots / elapsed:.0f} slots/s  "
+                f"(plugin {share:.0f}% of time)")
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100))
+            if force:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
+        port: int | None = None, progress: bool = True, sumo_binary: str | None = None,
+        extra_sumo_args: list[str] | None = None) -> dict:
+    """Run SUMO with the plugin attached; returns the summary (also in ``out_dir/summary.json``).
+
+    Raises :class:`SumoDied` (after writing everything so far) if SUMO stops mid-run.
+    """
+    sc = cfg.scenario
+    backend = backend or sc.backend
+    if gui and backend == "libsumo":
+        backend = "traci"  # sumo-gui is only reachable over a socket
+    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    net_file = net_file_of(sc.sumocfg)
+    step = sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
+    ratio = sc.slot_s / step
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
+                         f"SUMO step length {step:g} s")
+    end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
+                       step_length_s=sc.step_length_s, log_file=out / "sumo.log",
+                       extra=[*sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
+    session = Session(cfg, out, net_file)
+    source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s)
+    prog = Progress(progress, end_s)
+    status, error = "completed", None
+    try:
+        source.start()
+        session.sumo_version = source.sumo_version
+        t = source.time_s()
+        k = 0
+        begin = t
+        while True:
+            k += 1
+            target = begin + k * sc.slot_s
+            if end_s is not None and target > end_s + EPS:
+                break
+            t0 = time.perf_counter()
+            snap = source.step_to(target)
+            t1 = time.perf_counter()
+            session.on_snapshot(snap)
+            t2 = time.perf_counter()
+            session.timing.sumo_s += t1 - t0
+            session.timing.plugin_s += t2 - t1
+            prog.update(session, snap.time_s, len(snap))
+            if end_s is None and source.finished():
+                break
+        prog.update(session, session.world.time_s, len(session.world.snap), force=True)
+    except SumoDied as exc:
+        status, error = "sumo-died", str(exc)
+        raise
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user"
+        raise
+    except BaseException as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        source.close()
+        summary = session.finish(status, error)
+    return summary
+
+
+class CosimListener(traci.StepListener):
+    """Runs the plugin inside someone else's TraCI/libsumo loop (see :func:`attach`)."""
+
+    def __init__(self, conn: Any, session: Session, on_finish: Callable[[dict], None] | None = None):
+        self.conn = conn
+        self.session = session
+        self.reader = SubscriptionReader(conn)
+        self.slot_s = session.cfg.scenario.slot_s
+        self.next_slot = float(conn.simulation.getTime()) + self.slot_s
+        self.on_finish = on_finish
+
+    def step(self, t: float = 0) -> bool:
+        now = float(self.conn.simulation.getTime())
+        if now + EPS < self.next_slot:
+            return True
+        t0 = time.perf_counter()
+        snap = self.reader.read(now)
+        self.session.on_snapshot(snap)
+        self.session.timing.plugin_s += time.perf_counter() - t0
+        # the next boundary after `now` (a caller may step several slots at once)
+        self.next_slot += self.slot_s * max(1, math.floor((now - self.next_slot) / self.slot_s + EPS) + 1)
+        return True
+
+    def cleanUp(self) -> None:
+        summary = self.session.finish("completed")
+        if self.on_finish:
+            self.on_finish(summary)
+
+    def close(self) -> dict:
+        """Write the results now (also happens on ``traci.close()``/``removeStepListener``)."""
+        return self.session.finish("completed")
+
+
+def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_dir: str | Path | None = None,
+           **scenario_overrides: Any) -> CosimListener:
+    """Attach the plugin to a running simulation with one call.
+
+    ``conn`` is the ``traci`` module (default), the ``libsumo`` module, or a
+    ``traci.Connection``. ``scenario`` is a scenario TOML path or :class:`Config`; without one,
+    defaults are used with RSUs placed automatically on the running network. Results are
+    written when the listener is removed or the connection closes (``traci.close()``).
+    """
+    conn = conn if conn is not None else traci
+    if isinstance(scenario, Config):
+        cfg = scenario
+    elif scenario is not None:
+        cfg = cfgmod.load(scenario)
+    else:
+        cfgfile = conn.simulation.getOption("configuration-file")
+        seed = int(conn.simulation.getOption("seed") or 42)
+        if cfgfile:
+            cfg = cfgmod.for_sumocfg(cfgfile, seed=seed)
+        else:
+            netf = conn.simulation.getOption("net-file")
+            cfg = cfgmod.from_dict({"scenario": {"sumocfg": netf, "name": Path(netf).stem, "seed": seed}},
+                                   "<attach>", Path.cwd())
+    if scenario_overrides:
+        cfg = cfg.replace(scenario=scenario_overrides)
+    netf = conn.simulation.getOption("net-file")
+    out = Path(out_dir) if out_dir else default_out_dir(cfg)
+    session = Session(cfg, out, netf)
+    session.sumo_version = conn.getVersion()[1]
+    listener = CosimListener(conn, session)
+    conn.addStepListener(listener)
+    return listener

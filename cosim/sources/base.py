@@ -1,0 +1,76 @@
+"""The traffic-source contract: one struct-of-arrays :class:`Snapshot` per slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+#: Columns of a snapshot, with units. Every array has one entry per vehicle, in one order.
+SNAPSHOT_FIELDS = {
+    "ids": "vehicle id (str)",
+    "x": "position x [m] (SUMO network coordinates, front bumper)",
+    "y": "position y [m]",
+    "speed": "speed [m/s]",
+    "angle": "heading [deg], SUMO convention: 0 = north, clockwise",
+    "accel": "acceleration [m/s^2]",
+    "edge": "edge id (str); ':'-prefixed ids are junction-internal edges",
+    "lane": "lane id (str)",
+    "lane_pos": "position along the lane [m]",
+    "length": "vehicle length [m]",
+}
+
+
+@dataclass
+class Snapshot:
+    """All vehicles in the simulation at ``time_s``, as parallel arrays."""
+
+    time_s: float
+    ids: np.ndarray  # object (str)
+    x: np.ndarray
+    y: np.ndarray
+    speed: np.ndarray
+    angle: np.ndarray
+    accel: np.ndarray
+    edge: np.ndarray  # object (str)
+    lane: np.ndarray  # object (str)
+    lane_pos: np.ndarray
+    length: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls, time_s: float) -> "Snapshot":
+        f = np.zeros(0)
+        o = np.zeros(0, dtype=object)
+        return cls(time_s, o, f, f, f, f, f, o, o, f, f)
+
+    def sorted_by_id(self) -> "Snapshot":
+        order = np.argsort(self.ids.astype(str), kind="stable")
+        return Snapshot(self.time_s, *(getattr(self, k)[order] for k in SNAPSHOT_FIELDS))
+
+    def velocity(self) -> tuple[np.ndarray, np.ndarray]:
+        """Velocity vector (vx, vy) [m/s] from speed and SUMO's compass angle."""
+        rad = np.deg2rad(self.angle)
+        return self.speed * np.sin(rad), self.speed * np.cos(rad)
+
+
+class TrafficSource(Protocol):
+    """Anything that yields one snapshot per slot: live SUMO (libsumo, TraCI) or a replay."""
+
+    #: the simulation end time [s] if known, else ``None``
+    end_s: float | None
+
+    def start(self) -> None: ...
+
+    def step_to(self, time_s: float) -> Snapshot:
+        """Advance to ``time_s`` (a slot boundary) and return the state there."""
+        ...
+
+    def finished(self) -> bool:
+        """True once no vehicle is left and none is expected (or the end time is reached)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,69 @@
+"""Road-side units: explicit sites or an automatic lattice that covers the network."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosim.config import Config, range_pair
+from cosim.world.channel import RSU_BW, RSU_CPU, hash_uniform
+from cosim.world.network import NetInfo
+
+
+@dataclass(frozen=True)
+class RsuSet:
+    ids: tuple
+    x: np.ndarray  # [m]
+    y: np.ndarray  # [m]
+    radius_m: np.ndarray
+    compute_flops: np.ndarray  # c0 [FLOP/s]
+    bandwidth_hz: np.ndarray  # w0 [Hz]
+    tx_power_dbm: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def lattice_sites(bounds: tuple, spacing_m: float, junction_xy: np.ndarray, radius_m: float) -> np.ndarray:
+    """Square lattice centred on the network bounds; points with no junction in range dropped.
+
+    With spacing <= radius * sqrt(2) the discs cover every point of the bounding box.
+    """
+    xmin, ymin, xmax, ymax = bounds
+    pts = []
+    for lo, hi in ((xmin, xmax), (ymin, ymax)):
+        n = max(1, math.ceil((hi - lo) / spacing_m - 1e-9))
+        first = lo + ((hi - lo) - (n - 1) * spacing_m) / 2
+        pts.append(first + spacing_m * np.arange(n))
+    gx, gy = np.meshgrid(pts[0], pts[1])
+    sites = np.column_stack([gx.ravel(), gy.ravel()])
+    if len(junction_xy):
+        d2 = ((sites[:, None, :] - junction_xy[None, :, :]) ** 2).sum(-1)
+        keep = (d2 <= radius_m ** 2).any(axis=1)
+        if keep.any():
+            sites = sites[keep]
+    return sites
+
+
+def build_rsus(cfg: Config, net: NetInfo) -> RsuSet:
+    rc = cfg.rsu
+    if rc.placement == "sites":
+        ids = tuple(str(s.get("id", f"rsu{i}")) for i, s in enumerate(rc.sites))
+        xy = np.array([[float(s["x"]), float(s["y"])] for s in rc.sites])
+    else:
+        spacing = rc.spacing_m if rc.spacing_m > 0 else rc.radius_m * math.sqrt(2)
+        xy = lattice_sites(net.bounds, spacing, net.junction_xy, rc.radius_m)
+        ids = tuple(f"rsu{i}" for i in range(len(xy)))
+    m = len(ids)
+    idx = np.arange(m)
+    seed = cfg.scenario.seed
+    c_lo, c_hi = range_pair(rc.compute_flops, "rsu.compute_flops")
+    w_lo, w_hi = range_pair(rc.bandwidth_hz, "rsu.bandwidth_hz")
+    return RsuSet(
+        ids=ids, x=xy[:, 0].copy(), y=xy[:, 1].copy(), radius_m=np.full(m, rc.radius_m),
+        compute_flops=c_lo + (c_hi - c_lo) * hash_uniform(seed, idx, RSU_CPU),
+        bandwidth_hz=w_lo + (w_hi - w_lo) * hash_uniform(seed, idx, RSU_BW),
+        tx_power_dbm=np.full(m, rc.tx_power_dbm),
+    )

@@ -1,0 +1,177 @@
+"""The world a layer sees each slot: vehicles on grid cells, RSU association, dwell, radio rates.
+
+``World.update(snapshot)`` computes, vectorised over the N vehicles and M RSUs:
+
+* ``cell`` — road grid cell per vehicle (-1 off-network);
+* ``serving`` — index of the nearest RSU within its radius (-1 none), ``dist_m`` to it;
+* ``dwell_s`` — predicted remaining time in the serving RSU's coverage (eq. 12 or IDM);
+* ``rate_v2i_bps`` / ``rate_i2v_bps`` — eq. (3) rates to/from the serving RSU (0 if none);
+* ``bandwidth_hz`` / ``compute_flops`` — per-vehicle capabilities, drawn once per vehicle from
+  the configured ranges (seeded by the vehicle id, so the same vehicle always has the same);
+* per-RSU ``connected``, ``handover_in``, ``handover_out``, ``joined``, ``left`` counts.
+
+V2V rates are computed on demand with :meth:`World.v2v_rate_bps`. Layers draw their own random
+numbers from :meth:`World.rng`, which is a pure function of (seed, slot, stream name).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cosim.config import Config, range_pair
+from cosim.sources.base import Snapshot
+from cosim.world import channel as ch
+from cosim.world.coverage import dwell_idm, dwell_straight
+from cosim.world.grid import RoadGrid
+from cosim.world.network import NetInfo
+from cosim.world.rsu import RsuSet, build_rsus
+
+
+class World:
+    def __init__(self, cfg: Config, net: NetInfo, rsus: RsuSet | None = None):
+        self.cfg = cfg
+        self.net = net
+        self.seed = cfg.scenario.seed
+        self.grid = RoadGrid.from_edge_lengths(net.edge_length, cfg.world.grid_cell_m)
+        self.rsus = rsus if rsus is not None else build_rsus(cfg, net)
+        c = cfg.channel
+        self.noise_mw = float(ch.dbm_to_mw(c.noise_dbm))
+        self.vehicle_p_mw = float(ch.dbm_to_mw(c.vehicle_tx_power_dbm))
+        self.rsu_p_mw = ch.dbm_to_mw(self.rsus.tx_power_dbm)
+        self._veh_bw = range_pair(c.vehicle_bandwidth_hz, "channel.vehicle_bandwidth_hz")
+        self._veh_cpu = range_pair(c.vehicle_compute_flops, "channel.vehicle_compute_flops")
+        self._uid_cache: dict[str, int] = {}
+        self._prev_uid = np.zeros(0, dtype=np.uint64)
+        self._prev_serving = np.zeros(0, dtype=np.int64)
+        self.slot = -1
+        self.time_s = float("nan")
+        self.snap = Snapshot.empty(0.0)
+        self.vehicles_seen: set[str] = set()
+        m = len(self.rsus)
+        self._zero_m = np.zeros(m, dtype=np.int64)
+        self.connected = self.handover_in = self.handover_out = self.joined = self.left = self._zero_m
+
+    # -- per slot --------------------------------------------------------------------------
+    def update(self, snap: Snapshot, slot: int | None = None) -> "World":
+        self.slot = self.slot + 1 if slot is None else slot
+        self.time_s = snap.time_s
+        self.snap = snap
+        n, m = len(snap), len(self.rsus)
+        cache = self._uid_cache
+        for vid in snap.ids:
+            if vid not in cache:
+                cache[vid] = ch.stable_uid(vid)
+                self.vehicles_seen.add(vid)
+        self.uid = np.fromiter((cache[v] for v in snap.ids), np.uint64, n)
+        self.cell = self.grid.cells(snap.edge, snap.lane_pos)
+        self.vx, self.vy = snap.velocity()
+        u_bw = ch.hash_uniform(self.seed, self.uid, ch.VEH_BW)
+        u_cpu = ch.hash_uniform(self.seed, self.uid, ch.VEH_CPU)
+        self.bandwidth_hz = self._veh_bw[0] + (self._veh_bw[1] - self._veh_bw[0]) * u_bw
+        self.compute_flops = self._veh_cpu[0] + (self._veh_cpu[1] - self._veh_cpu[0]) * u_cpu
+
+        r = self.rsus
+        if m and n:
+            d_all = np.hypot(snap.x[:, None] - r.x[None, :], snap.y[:, None] - r.y[None, :])
+        else:
+            d_all = np.zeros((n, m))
+        self.dist_all_m = d_all
+        masked = np.where(d_all <= r.radius_m[None, :], d_all, np.inf)
+        if m:
+            serving = np.argmin(masked, axis=1) if n else np.zeros(0, dtype=np.int64)
+            has = np.isfinite(masked[np.arange(n), serving]) if n else np.zeros(0, dtype=bool)
+        else:
+            serving, has = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        self.serving = np.where(has, serving, -1).astype(np.int64)
+        srv = np.where(has, serving, 0)
+        self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
+        self._dwell(has, srv)
+        self._rates(has, srv, d_all)
+        self._handovers()
+        return self
+
+    def _dwell(self, has: np.ndarray, srv: np.ndarray) -> None:
+        wc, r, s = self.cfg.world, self.rsus, self.snap
+        n = len(s)
+        self.dwell_s = np.full(n, np.nan)
+        if not has.any():
+            return
+        cx, cy, rad = r.x[srv[has]], r.y[srv[has]], r.radius_m[srv[has]]
+        if wc.dwell_model == "idm":
+            self.dwell_s[has] = dwell_idm(
+                s.x[has], s.y[has], s.speed[has], s.angle[has], s.lane[has], s.lane_pos[has], s.length[has],
+                cx, cy, rad, cap_s=wc.dwell_cap_s, dt=self.cfg.scenario.slot_s, horizon_s=wc.idm_horizon_s,
+                a_max=wc.idm_max_accel_mps2, b_max=wc.idm_max_decel_mps2, v_des=wc.idm_desired_speed_mps,
+                delta=wc.idm_delta, s0=wc.idm_min_gap_m, headway=wc.idm_headway_s)
+        else:
+            self.dwell_s[has] = dwell_straight(s.x[has], s.y[has], self.vx[has], self.vy[has], cx, cy, rad,
+                                               cap_s=wc.dwell_cap_s)
+
+    def _rates(self, has: np.ndarray, srv: np.ndarray, d_all: np.ndarray) -> None:
+        c, r = self.cfg.channel, self.rsus
+        n = len(self.snap)
+        gain_all = ch.path_gain(d_all, c.v2i_pl_ref_db, c.v2i_pl_exponent, 1000.0, c.min_distance_m)
+        rx_all = gain_all * self.rsu_p_mw[None, :]
+        idx = np.arange(n)
+        gain = gain_all[idx, srv] if len(r) else np.zeros(n)
+        if c.interference and len(r) > 1:
+            self.interference_mw = rx_all.sum(axis=1) - rx_all[idx, srv]
+        else:
+            self.interference_mw = np.zeros(n)
+        if c.fading == "rayleigh":
+            h_up = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, self.uid, srv, ch.V2I))
+            h_dn = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, self.uid, srv, ch.I2V))
+        else:
+            h_up = h_dn = np.ones(n)
+        up = ch.shannon_rate(self.bandwidth_hz, self.vehicle_p_mw, gain * h_up, self.noise_mw, self.interference_mw)
+        w0 = r.bandwidth_hz[srv] if len(r) else np.zeros(n)
+        p0 = self.rsu_p_mw[srv] if len(r) else np.zeros(n)
+        dn = ch.shannon_rate(w0, p0, gain * h_dn, self.noise_mw, self.interference_mw)
+        self.rate_v2i_bps = np.where(has, up, 0.0)
+        self.rate_i2v_bps = np.where(has, dn, 0.0)
+
+    def _handovers(self) -> None:
+        m = len(self.rsus)
+        order = np.argsort(self.uid, kind="stable")
+        uid_sorted, srv_sorted = self.uid[order], self.serving[order]
+        prev_u, prev_s = self._prev_uid, self._prev_serving
+        if len(prev_u):
+            pos = np.minimum(np.searchsorted(prev_u, self.uid), len(prev_u) - 1)
+            found = prev_u[pos] == self.uid
+            before = np.where(found, prev_s[pos], -1)
+        else:
+            before = np.full(len(self.uid), -1)
+        now = self.serving
+        moved = (before >= 0) & (now >= 0) & (before != now)
+        self.handover_in = np.bincount(now[moved], minlength=m)
+        self.handover_out = np.bincount(before[moved], minlength=m)
+        self.joined = np.bincount(now[(now >= 0) & (before < 0)], minlength=m)
+        # vehicles that lost coverage or left the simulation
+        lost_here = before[(before >= 0) & (now < 0)]
+        if len(prev_u):
+            pos = np.minimum(np.searchsorted(uid_sorted, prev_u), max(len(uid_sorted) - 1, 0))
+            gone = (uid_sorted[pos] != prev_u) if len(uid_sorted) else np.ones(len(prev_u), dtype=bool)
+            lost_here = np.concatenate([lost_here, prev_s[gone & (prev_s >= 0)]])
+        self.left = np.bincount(lost_here.astype(np.int64), minlength=m)
+        self.connected = np.bincount(now[now >= 0], minlength=m)
+        self._prev_uid, self._prev_serving = uid_sorted, srv_sorted
+
+    # -- on demand ---------------------------------------------------------------------------
+    def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Eq. (3) rate from vehicle ``i`` to vehicle ``j`` (snapshot indices) this slot.
+
+        Zero beyond ``channel.v2v_range_m`` and for i == j; fading is symmetric in (i, j).
+        """
+        c, s = self.cfg.channel, self.snap
+        i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        d = np.hypot(s.x[i] - s.x[j], s.y[i] - s.y[j])
+        gain = ch.path_gain(d, c.v2v_pl_ref_db, c.v2v_pl_exponent, 1.0, c.min_distance_m)
+        if c.fading == "rayleigh":
+            a, b = np.minimum(self.uid[i], self.uid[j]), np.maximum(self.uid[i], self.uid[j])
+            gain = gain * ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, a, b, ch.V2V))
+        rate = ch.shannon_rate(self.bandwidth_hz[i], self.vehicle_p_mw, gain, self.noise_mw)
+        return np.where((d <= c.v2v_range_m) & (i != j), rate, 0.0)
+
+    def rng(self, stream: str) -> np.random.Generator:
+        """A generator that depends only on (seed, slot, stream): same draws for every policy."""
+        return np.random.default_rng([self.seed, max(self.slot, 0), ch.stable_uid(stream)])
