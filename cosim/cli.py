@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -103,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SumoDied as exc:
-        print(f"cosim: error: {exc} (results up to the last slot are on disk)", file=sys.stderr)
+        print(f"cosim: error: {_one_line(exc)} (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_SUMO_DIED
     except CosimError as exc:
-        print(f"cosim: error: {exc}", file=sys.stderr)
+        print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("\ncosim: interrupted (results up to the last slot are on disk)", file=sys.stderr)

@@ -13,6 +13,7 @@ also when SUMO dies mid-run or the user interrupts.
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import importlib.metadata as md
 import math
@@ -32,7 +33,7 @@ from cosim.errors import CosimError, SumoDied
 from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
-from cosim.sources.sumo import SubscriptionReader, SumoSource, sumo_command
+from cosim.sources.sumo import SumoSource, make_reader, sumo_command
 from cosim.world import World, net_file_of, read_net
 
 EPS = 1e-6
@@ -103,6 +104,8 @@ class Session:
         self.slots += 1
         self.max_vehicles = max(self.max_vehicles, len(snap))
 
+    summary: dict | None = None
+
     def finish(self, status: str = "completed", error: str | None = None) -> dict:
         if self.finished:
             return self.summary
@@ -127,7 +130,7 @@ class Session:
             "slot_s": self.cfg.scenario.slot_s,
             "slots": self.slots,
             "sim_time_end_s": self.world.time_s if self.slots else None,
-            "vehicles_seen": len(self.world.vehicles_seen),
+            "vehicles_seen": len(self.world.vehicle_names),
             "max_concurrent_vehicles": self.max_vehicles,
             "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(rad),
                       "compute_flops": float(c), "bandwidth_hz": float(w)}
@@ -241,7 +244,7 @@ class CosimListener(traci.StepListener):
     def __init__(self, conn: Any, session: Session, on_finish: Callable[[dict], None] | None = None):
         self.conn = conn
         self.session = session
-        self.reader = SubscriptionReader(conn)
+        self.reader = make_reader(conn)
         self.slot_s = session.cfg.scenario.slot_s
         self.next_slot = float(conn.simulation.getTime()) + self.slot_s
         self.on_finish = on_finish
@@ -275,7 +278,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     ``conn`` is the ``traci`` module (default), the ``libsumo`` module, or a
     ``traci.Connection``. ``scenario`` is a scenario TOML path or :class:`Config`; without one,
     defaults are used with RSUs placed automatically on the running network. Results are
-    written when the listener is removed or the connection closes (``traci.close()``).
+    written when ``listener.close()`` is called, when the listener is removed or the TraCI
+    connection closes (``traci.close()``), and at the latest when the interpreter exits.
     """
     conn = conn if conn is not None else traci
     if isinstance(scenario, Config):
@@ -299,4 +303,7 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     session.sumo_version = conn.getVersion()[1]
     listener = CosimListener(conn, session)
     conn.addStepListener(listener)
+    # traci.close() calls cleanUp(); libsumo.close() does not, so results are also written at
+    # interpreter exit if listener.close() was never called.
+    atexit.register(session.finish, "completed")
     return listener

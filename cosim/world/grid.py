@@ -19,6 +19,16 @@ class RoadGrid:
     offset: dict  # edge id -> first cell id
     n_cells: dict  # edge id -> number of cells on the edge
     total: int
+    index: dict = None  # edge id -> row in the arrays below
+    _off: np.ndarray = None
+    _cnt: np.ndarray = None
+
+    def __post_init__(self) -> None:
+        edges = list(self.offset)
+        object.__setattr__(self, "index", {e: i for i, e in enumerate(edges)})
+        # one extra row (-1 offset) for edges the network does not know
+        object.__setattr__(self, "_off", np.array([*(self.offset[e] for e in edges), -1], dtype=np.int64))
+        object.__setattr__(self, "_cnt", np.array([*(self.n_cells[e] for e in edges), 1], dtype=np.int64))
 
     @classmethod
     def from_edge_lengths(cls, lengths: dict[str, float], cell_m: float) -> "RoadGrid":
@@ -34,8 +44,9 @@ class RoadGrid:
         n = len(edges)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        off = np.fromiter((self.offset.get(e, -1) for e in edges), np.int64, n)
-        cnt = np.fromiter((self.n_cells.get(e, 1) for e in edges), np.int64, n)
+        unknown = len(self.index)
+        row = np.fromiter(map(self.index.get, edges, [unknown] * n), np.int64, n)
+        off, cnt = self._off[row], self._cnt[row]
         k = np.floor(np.maximum(lane_pos, 0.0) / self.cell_m).astype(np.int64)
         k = np.minimum(k, cnt - 1)  # a position exactly at the edge end stays on the edge
         return np.where(off >= 0, off + k, -1)

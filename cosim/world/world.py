@@ -40,13 +40,14 @@ class World:
         self.rsu_p_mw = ch.dbm_to_mw(self.rsus.tx_power_dbm)
         self._veh_bw = range_pair(c.vehicle_bandwidth_hz, "channel.vehicle_bandwidth_hz")
         self._veh_cpu = range_pair(c.vehicle_compute_flops, "channel.vehicle_compute_flops")
-        self._uid_cache: dict[str, int] = {}
+        self._uid_cache: dict[str, tuple[int, int]] = {}
+        self.vehicle_names: list[str] = []
+        self._bw = self._cpu = None
         self._prev_uid = np.zeros(0, dtype=np.uint64)
         self._prev_serving = np.zeros(0, dtype=np.int64)
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
-        self.vehicles_seen: set[str] = set()
         m = len(self.rsus)
         self._zero_m = np.zeros(m, dtype=np.int64)
         self.connected = self.handover_in = self.handover_out = self.joined = self.left = self._zero_m
@@ -60,15 +61,15 @@ class World:
         cache = self._uid_cache
         for vid in snap.ids:
             if vid not in cache:
-                cache[vid] = ch.stable_uid(vid)
-                self.vehicles_seen.add(vid)
-        self.uid = np.fromiter((cache[v] for v in snap.ids), np.uint64, n)
+                cache[vid] = (ch.stable_uid(vid), len(self.vehicle_names))
+                self.vehicle_names.append(vid)
+        pairs = np.array([cache[v] for v in snap.ids], dtype=np.uint64).reshape(n, 2)
+        self.uid = pairs[:, 0]
+        #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
+        self.vidx = pairs[:, 1].astype(np.int64)
         self.cell = self.grid.cells(snap.edge, snap.lane_pos)
         self.vx, self.vy = snap.velocity()
-        u_bw = ch.hash_uniform(self.seed, self.uid, ch.VEH_BW)
-        u_cpu = ch.hash_uniform(self.seed, self.uid, ch.VEH_CPU)
-        self.bandwidth_hz = self._veh_bw[0] + (self._veh_bw[1] - self._veh_bw[0]) * u_bw
-        self.compute_flops = self._veh_cpu[0] + (self._veh_cpu[1] - self._veh_cpu[0]) * u_cpu
+        self._bw = self._cpu = None
 
         r = self.rsus
         if m and n:
@@ -157,6 +158,22 @@ class World:
         self._prev_uid, self._prev_serving = uid_sorted, srv_sorted
 
     # -- on demand ---------------------------------------------------------------------------
+    @property
+    def bandwidth_hz(self) -> np.ndarray:
+        """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
+        if self._bw is None:
+            lo, hi = self._veh_bw
+            self._bw = lo + (hi - lo) * ch.hash_uniform(self.seed, self.uid, ch.VEH_BW)
+        return self._bw
+
+    @property
+    def compute_flops(self) -> np.ndarray:
+        """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
+        if self._cpu is None:
+            lo, hi = self._veh_cpu
+            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.seed, self.uid, ch.VEH_CPU)
+        return self._cpu
+
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Eq. (3) rate from vehicle ``i`` to vehicle ``j`` (snapshot indices) this slot.
 
