@@ -145,6 +145,7 @@ def _resolve_hint(cls: type) -> dict[str, Any]:
 
 
 def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
+    orig = value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -171,9 +172,9 @@ def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
     lo, hi = meta.get("lo"), meta.get("hi")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
-            raise ConfigError(f"{where}: {value!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} {lo:g})")
+            raise ConfigError(f"{where}: {orig!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} {lo:g})")
         if hi is not None and value > hi:
-            raise ConfigError(f"{where}: {value!r} is out of range (must be <= {hi:g})")
+            raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {hi:g})")
     return value
 
 
