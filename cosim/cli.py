@@ -78,6 +78,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config", help="show a scenario's effective configuration, or every key with its default",
+        description="Without FILE: every scenario key with its default, unit and meaning. With FILE (.toml or "
+                    ".sumocfg): the effective configuration cosim would run, as TOML.",
+    )
+    p.add_argument("file", nargs="?", help="scenario .toml or SUMO .sumocfg")
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from cosim import config as cfgmod
+
+    if args.file:
+        f = Path(args.file)
+        cfg = cfgmod.load(f) if f.suffix == ".toml" else cfgmod.for_sumocfg(f)
+        sys.stdout.write(cfgmod.dump_toml(cfg))
+    else:
+        sys.stdout.write(cfgmod.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cosim import __version__
 
@@ -91,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"cosim {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_config(sub)
     return ap
 
 

@@ -18,6 +18,7 @@ back to an equal object.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import typing
@@ -269,3 +270,26 @@ def to_dict(cfg: Config) -> dict:
 def dump_toml(cfg: Config) -> str:
     header = "# Effective cosim configuration of this run; `cosim run config.toml` re-runs it.\n"
     return header + tomli_w.dumps(to_dict(cfg))
+
+
+def describe() -> str:
+    """Every key of every table with its default and documentation (``cosim config``)."""
+    lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
+    for name, cls in _SECTIONS.items():
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            meta = f.metadata
+            extra = []
+            if meta.get("choices"):
+                extra.append("one of " + ", ".join(map(str, meta["choices"])))
+            if meta.get("lo") is not None:
+                extra.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']:g}")
+            if meta.get("hi") is not None:
+                extra.append(f"<= {meta['hi']:g}")
+            doc = meta.get("doc", "") + (f" ({'; '.join(extra)})" if extra else "")
+            value = json.dumps(default) if isinstance(default, list) else tomli_w.dumps({"v": default})[4:].strip()
+            lines.append(f"{f.name} = {value}  # {doc}")
+        lines.append("")
+    lines.append("[layers.NAME]  # one table per enabled layer; keys are documented by each layer")
+    return "\n".join(lines) + "\n"

@@ -59,3 +59,12 @@ def test_stable_uid_is_deterministic_and_distinct():
     ids = {ch.stable_uid(f"v{i}") for i in range(10_000)}
     assert len(ids) == 10_000
     assert all(0 <= i < 2**63 for i in ids)
+
+
+def test_scalar_folding_matches_the_array_path():
+    # folding leading scalar keys in Python must give the same numbers as mixing them as arrays
+    keys = np.arange(50, dtype=np.uint64)
+    folded = ch.hash_uniform(3, 9, 2, keys)
+    as_arrays = ch.hash_uniform(np.full(50, 3), np.full(50, 9), np.full(50, 2), keys)
+    np.testing.assert_array_equal(folded, as_arrays)
+    assert float(ch.hash_uniform(3, 9, 2, 17)) == folded[17]

@@ -39,13 +39,37 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix_int(z: int) -> int:
+    """splitmix64 finaliser on a Python int (same function as :func:`_mix`)."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
 def hash_uniform(*keys) -> np.ndarray:
-    """Uniform [0, 1) numbers, one per broadcast element of the integer ``keys``."""
+    """Uniform [0, 1) numbers, one per broadcast element of the integer ``keys``.
+
+    h = mix(... mix(mix(0 ^ k1) ^ k2) ... ^ kn); leading scalar keys are folded in Python, so
+    put scalars (seed, slot, stream tag) first and arrays last for speed.
+    """
+    h0 = 0
+    i = 0
+    while i < len(keys) and np.ndim(keys[i]) == 0:
+        h0 = _mix_int(h0 ^ (int(keys[i]) & _MASK))
+        i += 1
+    rest = keys[i:]
     with np.errstate(over="ignore"):
-        arrays = np.broadcast_arrays(*(np.asarray(k).astype(np.uint64) for k in keys))
-        h = np.zeros(arrays[0].shape, dtype=np.uint64)
-        for k in arrays:
-            h = _mix(h ^ k)
+        if not rest:
+            h = np.asarray(h0, dtype=np.uint64)
+        else:
+            arrays = np.broadcast_arrays(*(np.asarray(k).astype(np.uint64, copy=False) for k in rest))
+            h = np.full(arrays[0].shape, h0, dtype=np.uint64)
+            for k in arrays:
+                h = _mix(h ^ k)
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 

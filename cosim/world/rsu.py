@@ -63,7 +63,7 @@ def build_rsus(cfg: Config, net: NetInfo) -> RsuSet:
     w_lo, w_hi = range_pair(rc.bandwidth_hz, "rsu.bandwidth_hz")
     return RsuSet(
         ids=ids, x=xy[:, 0].copy(), y=xy[:, 1].copy(), radius_m=np.full(m, rc.radius_m),
-        compute_flops=c_lo + (c_hi - c_lo) * hash_uniform(seed, idx, RSU_CPU),
-        bandwidth_hz=w_lo + (w_hi - w_lo) * hash_uniform(seed, idx, RSU_BW),
+        compute_flops=c_lo + (c_hi - c_lo) * hash_uniform(seed, RSU_CPU, idx),
+        bandwidth_hz=w_lo + (w_hi - w_lo) * hash_uniform(seed, RSU_BW, idx),
         tx_power_dbm=np.full(m, rc.tx_power_dbm),
     )

@@ -40,7 +40,8 @@ class World:
         self.rsu_p_mw = ch.dbm_to_mw(self.rsus.tx_power_dbm)
         self._veh_bw = range_pair(c.vehicle_bandwidth_hz, "channel.vehicle_bandwidth_hz")
         self._veh_cpu = range_pair(c.vehicle_compute_flops, "channel.vehicle_compute_flops")
-        self._uid_cache: dict[str, tuple[int, int]] = {}
+        self._uid_cache: dict[str, int] = {}
+        self._vidx_cache: dict[str, int] = {}
         self.vehicle_names: list[str] = []
         self._bw = self._cpu = None
         self._prev_uid = np.zeros(0, dtype=np.uint64)
@@ -58,15 +59,15 @@ class World:
         self.time_s = snap.time_s
         self.snap = snap
         n, m = len(snap), len(self.rsus)
-        cache = self._uid_cache
+        uids, idxs = self._uid_cache, self._vidx_cache
         for vid in snap.ids:
-            if vid not in cache:
-                cache[vid] = (ch.stable_uid(vid), len(self.vehicle_names))
+            if vid not in uids:
+                uids[vid] = ch.stable_uid(vid)
+                idxs[vid] = len(self.vehicle_names)
                 self.vehicle_names.append(vid)
-        pairs = np.array([cache[v] for v in snap.ids], dtype=np.uint64).reshape(n, 2)
-        self.uid = pairs[:, 0]
+        self.uid = np.fromiter(map(uids.__getitem__, snap.ids), np.uint64, n)
         #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
-        self.vidx = pairs[:, 1].astype(np.int64)
+        self.vidx = np.fromiter(map(idxs.__getitem__, snap.ids), np.int64, n)
         self.cell = self.grid.cells(snap.edge, snap.lane_pos)
         self.vx, self.vy = snap.velocity()
         self._bw = self._cpu = None
@@ -120,8 +121,8 @@ class World:
         else:
             self.interference_mw = np.zeros(n)
         if c.fading == "rayleigh":
-            h_up = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, self.uid, srv, ch.V2I))
-            h_dn = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, self.uid, srv, ch.I2V))
+            h_up = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.V2I, self.uid, srv))
+            h_dn = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.I2V, self.uid, srv))
         else:
             h_up = h_dn = np.ones(n)
         up = ch.shannon_rate(self.bandwidth_hz, self.vehicle_p_mw, gain * h_up, self.noise_mw, self.interference_mw)
@@ -163,7 +164,7 @@ class World:
         """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
         if self._bw is None:
             lo, hi = self._veh_bw
-            self._bw = lo + (hi - lo) * ch.hash_uniform(self.seed, self.uid, ch.VEH_BW)
+            self._bw = lo + (hi - lo) * ch.hash_uniform(self.seed, ch.VEH_BW, self.uid)
         return self._bw
 
     @property
@@ -171,7 +172,7 @@ class World:
         """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
         if self._cpu is None:
             lo, hi = self._veh_cpu
-            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.seed, self.uid, ch.VEH_CPU)
+            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.seed, ch.VEH_CPU, self.uid)
         return self._cpu
 
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -185,7 +186,7 @@ class World:
         gain = ch.path_gain(d, c.v2v_pl_ref_db, c.v2v_pl_exponent, 1.0, c.min_distance_m)
         if c.fading == "rayleigh":
             a, b = np.minimum(self.uid[i], self.uid[j]), np.maximum(self.uid[i], self.uid[j])
-            gain = gain * ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, a, b, ch.V2V))
+            gain = gain * ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.V2V, a, b))
         rate = ch.shannon_rate(self.bandwidth_hz[i], self.vehicle_p_mw, gain, self.noise_mw)
         return np.where((d <= c.v2v_range_m) & (i != j), rate, 0.0)
 
