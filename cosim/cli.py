@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -37,10 +38,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gui", action="store_true", help="use sumo-gui (implies --backend traci; needs a display)")
     p.add_argument("--port", type=int, help="TraCI port (default: a free one)")
     p.add_argument("--seed", type=int, help="override the scenario seed (drives SUMO and every random draw)")
+    p.add_argument("--begin", type=float, metavar="S", help="override the begin time [s]")
     p.add_argument("--end", type=float, metavar="S", help="override the end time [s]")
     p.add_argument("--slot", type=float, metavar="S", help="override the slot length gamma [s]")
     p.add_argument("--step-length", type=float, metavar="S", help="override SUMO's step length [s]")
     p.add_argument("--sumo-binary", metavar="PATH", help="SUMO binary for the traci backend (default: the wheel's)")
+    p.add_argument("--sumo-args", metavar="ARGS", default="",
+                   help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_run)
@@ -59,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = cfgmod.for_sumocfg(target)
     else:
         raise CosimError(f"{target}: expected a scenario .toml or a SUMO .sumocfg")
-    overrides = {k: v for k, v in {"seed": args.seed, "end_s": args.end, "slot_s": args.slot,
+    overrides = {k: v for k, v in {"seed": args.seed, "begin_s": args.begin, "end_s": args.end, "slot_s": args.slot,
                                     "step_length_s": args.step_length}.items() if v is not None}
     if overrides:
         cfg = cfg.replace(scenario=overrides)
@@ -68,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.gui and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise CosimError("--gui needs a display (DISPLAY is not set); run without --gui")
     summary = run(cfg, args.out, backend=args.backend, gui=args.gui, port=args.port, progress=not args.quiet,
-                  sumo_binary=args.sumo_binary)
+                  sumo_binary=args.sumo_binary, extra_sumo_args=shlex.split(args.sumo_args))
     w = summary["wall_s"]
     out = Path(args.out) if args.out else None
     where = out or Path(cfg.output.dir or "runs")

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import traci
 
 import cosim
 from cosim import config as cfgmod
+from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config
 from cosim.errors import CosimError, SumoDied
 from cosim.layers.base import LayerContext, make_layers
@@ -117,8 +119,17 @@ class Session:
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
         self.recorder.close()
-        wall = time.perf_counter() - self.timing.started
         r = self.world.rsus
+        dwell_block: dict[str, Any] = {}
+        if self.cfg.output.coverage and self.slots:
+            try:
+                dwell_block = dwell_error_from_parquet(
+                    self.out_dir / "coverage.parquet", list(r.ids), np.column_stack([r.x, r.y, r.radius_m]),
+                    self.cfg.scenario.slot_s, self.cfg.world.dwell_cap_s)
+                dwell_block["model"] = self.cfg.world.dwell_model
+            except Exception as exc:  # an analysis must not lose the run
+                dwell_block = {"error": f"{type(exc).__name__}: {exc}"}
+        wall = time.perf_counter() - self.timing.started
         self.summary = {
             "scenario": self.cfg.name,
             "scenario_file": self.cfg.source_file,
@@ -137,6 +148,7 @@ class Session:
                      for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
             "wall_s": {"total": wall, "sumo": self.timing.sumo_s, "plugin": self.timing.plugin_s},
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
+            "dwell_prediction": dwell_block,
             "layers": layer_blocks,
         }
         self.recorder.write_json("summary.json", self.summary)

@@ -152,28 +152,41 @@ class SubscriptionReader:
 
 
 class DirectReader:
-    """libsumo only: in-process getters, one ``map`` per variable over all vehicles."""
+    """libsumo only: in-process getters, one ``map`` per variable over all vehicles.
+
+    The SWIG functions of ``libsumo._libsumo`` are called directly, skipping the Python
+    wrapper frame that ``libsumo.vehicle.getX`` adds to every call.
+    """
 
     def __init__(self, conn: Any):
         self.conn = conn
-        self.lengths = _Cache(conn.vehicle.getLength)
+        raw = getattr(conn, "_libsumo", None)
+        V = conn.vehicle
+        pick = lambda name, fallback: getattr(raw, name, None) or fallback  # noqa: E731
+        self._ids = pick("vehicle_getIDList", V.getIDList)
+        self._pos = pick("vehicle_getPosition", V.getPosition)
+        self._speed = pick("vehicle_getSpeed", V.getSpeed)
+        self._angle = pick("vehicle_getAngle", V.getAngle)
+        self._accel = pick("vehicle_getAcceleration", V.getAcceleration)
+        self._lane = pick("vehicle_getLaneID", V.getLaneID)
+        self._lanepos = pick("vehicle_getLanePosition", V.getLanePosition)
+        self.lengths = _Cache(pick("vehicle_getLength", V.getLength))
         self.edges = _Cache(_edge_of_lane)
 
     def read(self, time_s: float) -> Snapshot:
-        V = self.conn.vehicle
-        ids = V.getIDList()
+        ids = self._ids()
         n = len(ids)
         if n == 0:
             return Snapshot.empty(time_s)
         if len(self.lengths) > 50_000:
             self.lengths.clear()
-        pos = np.array(list(map(V.getPosition, ids)), dtype=float).reshape(n, 2)
+        pos = np.array(list(map(self._pos, ids)), dtype=float).reshape(n, 2)
         f = lambda fn: np.fromiter(map(fn, ids), float, n)  # noqa: E731
-        lanes = list(map(V.getLaneID, ids))
+        lanes = list(map(self._lane, ids))
         edge = np.array(list(map(self.edges.__getitem__, lanes)), dtype=object)
         return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=pos[:, 0], y=pos[:, 1],
-                        speed=f(V.getSpeed), angle=f(V.getAngle), accel=f(V.getAcceleration), edge=edge,
-                        lane=np.array(lanes, dtype=object), lane_pos=f(V.getLanePosition),
+                        speed=f(self._speed), angle=f(self._angle), accel=f(self._accel), edge=edge,
+                        lane=np.array(lanes, dtype=object), lane_pos=f(self._lanepos),
                         length=np.fromiter(map(self.lengths.__getitem__, ids), float, n))
 
     def unsubscribe(self) -> None:

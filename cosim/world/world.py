@@ -40,12 +40,14 @@ class World:
         self.rsu_p_mw = ch.dbm_to_mw(self.rsus.tx_power_dbm)
         self._veh_bw = range_pair(c.vehicle_bandwidth_hz, "channel.vehicle_bandwidth_hz")
         self._veh_cpu = range_pair(c.vehicle_compute_flops, "channel.vehicle_compute_flops")
-        self._uid_cache: dict[str, int] = {}
         self._vidx_cache: dict[str, int] = {}
+        self._uids: list[int] = []
+        self._uid_arr = np.zeros(0, dtype=np.uint64)
+        self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
+        self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
+        self._prev_vidx = np.zeros(0, dtype=np.int64)
         self.vehicle_names: list[str] = []
         self._bw = self._cpu = None
-        self._prev_uid = np.zeros(0, dtype=np.uint64)
-        self._prev_serving = np.zeros(0, dtype=np.int64)
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
@@ -59,15 +61,17 @@ class World:
         self.time_s = snap.time_s
         self.snap = snap
         n, m = len(snap), len(self.rsus)
-        uids, idxs = self._uid_cache, self._vidx_cache
+        idxs = self._vidx_cache
         for vid in snap.ids:
-            if vid not in uids:
-                uids[vid] = ch.stable_uid(vid)
+            if vid not in idxs:
                 idxs[vid] = len(self.vehicle_names)
                 self.vehicle_names.append(vid)
-        self.uid = np.fromiter(map(uids.__getitem__, snap.ids), np.uint64, n)
+                self._uids.append(ch.stable_uid(vid))
         #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
         self.vidx = np.fromiter(map(idxs.__getitem__, snap.ids), np.int64, n)
+        if len(self._uid_arr) < len(self._uids):
+            self._uid_arr = np.array(self._uids, dtype=np.uint64)
+        self.uid = self._uid_arr[self.vidx]
         self.cell = self.grid.cells(snap.edge, snap.lane_pos)
         self.vx, self.vy = snap.velocity()
         self._bw = self._cpu = None
@@ -133,30 +137,29 @@ class World:
         self.rate_i2v_bps = np.where(has, dn, 0.0)
 
     def _handovers(self) -> None:
-        m = len(self.rsus)
-        order = np.argsort(self.uid, kind="stable")
-        uid_sorted, srv_sorted = self.uid[order], self.serving[order]
-        prev_u, prev_s = self._prev_uid, self._prev_serving
-        if len(prev_u):
-            pos = np.minimum(np.searchsorted(prev_u, self.uid), len(prev_u) - 1)
-            found = prev_u[pos] == self.uid
-            before = np.where(found, prev_s[pos], -1)
-        else:
-            before = np.full(len(self.uid), -1)
-        now = self.serving
+        """Per-RSU handover/join/leave counts against the previous slot (direct indexing by
+        vehicle index: no searches, which miss the cache after every SUMO step)."""
+        m, nv = len(self.rsus), len(self.vehicle_names)
+        if len(self._last_srv) < nv:
+            grow = max(nv, 2 * len(self._last_srv)) - len(self._last_srv)
+            self._last_srv = np.concatenate([self._last_srv, np.full(grow, -1, dtype=np.int64)])
+            self._last_slot = np.concatenate([self._last_slot, np.full(grow, -2, dtype=np.int64)])
+        vidx, now = self.vidx, self.serving
+        was_here = self._last_slot[vidx] == self.slot - 1
+        before = np.where(was_here, self._last_srv[vidx], -1)
         moved = (before >= 0) & (now >= 0) & (before != now)
         self.handover_in = np.bincount(now[moved], minlength=m)
         self.handover_out = np.bincount(before[moved], minlength=m)
         self.joined = np.bincount(now[(now >= 0) & (before < 0)], minlength=m)
-        # vehicles that lost coverage or left the simulation
-        lost_here = before[(before >= 0) & (now < 0)]
-        if len(prev_u):
-            pos = np.minimum(np.searchsorted(uid_sorted, prev_u), max(len(uid_sorted) - 1, 0))
-            gone = (uid_sorted[pos] != prev_u) if len(uid_sorted) else np.ones(len(prev_u), dtype=bool)
-            lost_here = np.concatenate([lost_here, prev_s[gone & (prev_s >= 0)]])
-        self.left = np.bincount(lost_here.astype(np.int64), minlength=m)
+        self._last_slot[vidx] = self.slot
+        # lost coverage here, or left the simulation (seen last slot, not now)
+        prev = self._prev_vidx
+        gone_srv = self._last_srv[prev[self._last_slot[prev] == self.slot - 1]]
+        lost = np.concatenate([before[(before >= 0) & (now < 0)], gone_srv[gone_srv >= 0]])
+        self.left = np.bincount(lost, minlength=m)
         self.connected = np.bincount(now[now >= 0], minlength=m)
-        self._prev_uid, self._prev_serving = uid_sorted, srv_sorted
+        self._last_srv[vidx] = now
+        self._prev_vidx = vidx
 
     # -- on demand ---------------------------------------------------------------------------
     @property
