@@ -18,10 +18,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env_drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`cosim ...` in a fresh process (libsumo allows one SUMO per process)."""
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
     return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout)
+                          cwd=cwd or ROOT, timeout=timeout, env=env)
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def _busy_port():
 
 
 @pytest.mark.parametrize("case", ["missing", "broken_xml", "bad_toml", "no_binary", "port_busy", "unknown_layer",
-                                  "wrong_suffix", "slot_not_multiple"])
+                                  "wrong_suffix", "slot_not_multiple", "gui_without_display"])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, case):
     args: list[str]
     keep = None
@@ -192,11 +192,14 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, case):
         (tmp_path / "x.txt").write_text("")
         args = ["run", str(tmp_path / "x.txt")]
         expect = "expected a scenario .toml or a SUMO .sumocfg"
-    else:
+    elif case == "slot_not_multiple":
         args = ["run", str(GRID6_TOML), "--slot", "0.3"]
         expect = "is not a multiple of the SUMO step length"
+    else:
+        args = ["run", str(GRID6_TOML), "--gui"]
+        expect = "--gui needs a display"
     try:
-        proc = run_cli(*args, "--out", str(tmp_path / "out"), "-q")
+        proc = run_cli(*args, "--out", str(tmp_path / "out"), "-q", env_drop=("DISPLAY",))
     finally:
         if keep:
             keep.close()

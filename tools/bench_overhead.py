@@ -11,6 +11,16 @@ noise hits all three alike; the medians of whole-command wall times give the rat
     python tools/bench_overhead.py some.sumocfg --step-length 0.1
 
 Targets (issue 2, several hundred concurrent vehicles): libsumo <= 1.15x, TraCI <= 3x bare SUMO.
+
+Wall time on a shared 2-core VM drifts by tens of percent between identical runs. ``--instructions``
+measures instead with valgrind (callgrind), which counts executed instructions exactly: SUMO's
+state is saved at ``--warmup`` seconds (traffic at its steady level), every variant resumes from
+it twice, for a short and a long window, and the difference of the two counts cancels start-up
+(Python imports, loading the network) — leaving the steady-state cost per simulated second.
+Instructions are not seconds (cache misses cost more time than their count says), so this mode
+complements the wall-time ratios rather than replacing them.
+
+    python tools/bench_overhead.py scenarios/grid6.toml --instructions --step-length 0.1
 """
 
 from __future__ import annotations
@@ -41,6 +51,69 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     return dt
 
 
+def callgrind_total(cmd: list[str], workdir: Path, tag: str, env: dict) -> int:
+    """Instructions executed by ``cmd`` and every process it starts (valgrind --trace-children)."""
+    out = workdir / f"cg-{tag}"
+    out.mkdir(parents=True, exist_ok=True)
+    vg = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out}/cg.%p"]
+    proc = subprocess.run(vg + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {tag} failed under valgrind:\n{proc.stderr[-2000:]}")
+    total = 0
+    for f in out.glob("cg.*"):
+        for line in f.read_text(errors="replace").splitlines():
+            if line.startswith("totals:") or line.startswith("summary:"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+def instructions_mode(args, cfg, step: float, tmp: Path, env: dict) -> None:
+    import shutil
+
+    from cosim.sumo_home import sumo_binary
+
+    if not shutil.which("valgrind"):
+        sys.exit("bench: --instructions needs valgrind (apt-get install valgrind)")
+    # valgrind 3.19 cannot decode AVX-512; Arrow would pick it at run time (same results either way)
+    env = {**env, "ARROW_USER_SIMD_LEVEL": "AVX2"}
+    sc = cfg.scenario
+    w0 = args.warmup
+    state = tmp / "state.xml.gz"
+    warm = sumo_command(sc.sumocfg, seed=sc.seed, end_s=w0 + 1, step_length_s=step, extra=list(sc.sumo_args)
+                        + ["--save-state.times", f"{w0:g}", "--save-state.files", str(state)])
+    subprocess.run(warm, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    short, long_ = w0 + args.window / 2, w0 + 1.5 * args.window
+    resume = ["--load-state", str(state)]
+
+    def bare(end: float) -> list[str]:
+        return sumo_command(sc.sumocfg, seed=sc.seed, begin_s=w0, end_s=end, step_length_s=step,
+                            extra=list(sc.sumo_args) + resume, binary=sumo_binary("sumo"))
+
+    def cosim(end: float, backend: str) -> list[str]:
+        return [sys.executable, "-m", "cosim", "run", str(args.target), "-q", "--begin", f"{w0:g}", "--end", f"{end:g}",
+                "--step-length", f"{step:g}", "--sumo-args", " ".join(resume), "--backend", backend,
+                "--out", str(tmp / f"{backend}-{end:g}")]
+
+    variants = {"bare sumo": bare, "cosim libsumo": lambda e: cosim(e, "libsumo")}
+    if not args.no_traci:
+        variants["cosim traci"] = lambda e: cosim(e, "traci")
+    delta = {}
+    for name, make in variants.items():
+        counts = [callgrind_total(make(end), tmp, f"{name.replace(' ', '-')}-{end:g}", env) for end in (short, long_)]
+        delta[name] = counts[1] - counts[0]
+        print(f"{name:14s} {counts[0]:>16,d} {counts[1]:>16,d} instructions", file=sys.stderr)
+    summary = json.loads((tmp / f"libsumo-{long_:g}" / "summary.json").read_text())
+    slots = args.window / sc.slot_s
+    print(f"\nscenario {cfg.name}: steady state from t={w0:g} s, window {args.window:g} s ({slots:g} slots of "
+          f"{sc.slot_s:g} s), step {step:g} s, ~{summary['max_concurrent_vehicles']} vehicles; instruction counts "
+          "(valgrind), start-up cancelled")
+    print(f"{'variant':16s} {'instr/slot':>14s} {'ratio':>7s}")
+    base = delta["bare sumo"]
+    for name, d in delta.items():
+        print(f"{name:16s} {d / slots:14,.0f} {d / base:6.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target", help="scenario .toml or SUMO .sumocfg")
@@ -48,6 +121,10 @@ def main() -> None:
     ap.add_argument("--step-length", type=float, help="SUMO step length [s] (default: the scenario's)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variant")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions with valgrind instead of timing (noise-free, steady state)")
+    ap.add_argument("--warmup", type=float, default=300.0, help="--instructions: start of the window [s]")
+    ap.add_argument("--window", type=float, default=20.0, help="--instructions: simulated seconds compared")
     args = ap.parse_args()
 
     target = Path(args.target)
@@ -61,6 +138,9 @@ def main() -> None:
     if step and step > 0:
         cosim += ["--step-length", str(step)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if args.instructions:
+        instructions_mode(args, cfg, step, tmp, env)
+        return
     variants = {"bare sumo": lambda i: timed(bare, env),
                 "cosim libsumo": lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}")], env)}
     if not args.no_traci:

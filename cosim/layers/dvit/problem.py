@@ -1,0 +1,109 @@
+"""One DViT task's scheduling problem, and the exact evaluation of a plan against it.
+
+Devices are indexed 0 = the serving RSU r'_m (v_0), 1..N = helper vehicles, U = N + 1 = the
+requesting user v'_n. A plan assigns each of the K denoising steps to a device. Latency of step
+k on device o_k (eq. 7): T_k = T_comm + T_comp + T_queue, with T_comm = n' mu / B (eq. 4; from
+the RSU for k = 1, from o_{k-1} otherwise, 0 when the device does not change). The task total
+(eq. 14) adds the request upload D_req / B(user -> RSU).
+
+Constraints (eq. 14): C1 a step never returns from a vehicle to the RSU; C2 once on the user,
+the task stays there; C3 T_k <= T_max; C4 total - T_loc <= the user's dwell in coverage (T_loc
+= the user's own steps); and the last ``local_steps`` steps run on the user (local prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RSU, HELPER, USER = 0, 1, 2
+
+
+@dataclass
+class Problem:
+    comp_s: np.ndarray  # (V,) per-step computation time L D / c_j [s]
+    queue_s: np.ndarray  # (V,) eq. (6) waiting time [s]
+    comm_s: np.ndarray  # (V, V) hand-off time i -> j [s]: 0 on the diagonal, inf without a link
+    upload_s: float  # D_req / B(user -> RSU) [s]
+    user_dwell_s: float  # remaining time of the user in coverage [s]
+    steps: int  # K
+    local_steps: int  # the last steps on the user
+    t_max_s: float  # C3
+    # device features the heuristic policies rank by
+    dist_to_rsu_m: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bandwidth_hz: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    compute_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # positions [m]
+    speed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # velocities [m/s]
+
+    def __post_init__(self) -> None:
+        # C2: the last step(s) run on the user; the result has to reach the user at all
+        self.local_steps = max(1, min(int(self.local_steps), int(self.steps)))
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.comp_s)
+
+    @property
+    def user(self) -> int:
+        return self.n_devices - 1
+
+    def kinds(self) -> np.ndarray:
+        k = np.full(self.n_devices, HELPER)
+        k[0], k[-1] = RSU, USER
+        return k
+
+    def step_cost(self) -> np.ndarray:
+        """(V,) compute + queue time of one step on each device [s]."""
+        return self.comp_s + self.queue_s
+
+    def allowed(self) -> np.ndarray:
+        """(V, V) transitions i -> j allowed by C1 and C2."""
+        k = self.kinds()
+        ok = np.ones((self.n_devices, self.n_devices), dtype=bool)
+        ok[k != RSU, 0] = False  # C1: never back to the RSU
+        ok[k == USER, :] = False  # C2: the user keeps the task ...
+        ok[self.user, self.user] = True  # ... on itself
+        return ok
+
+
+@dataclass
+class Evaluation:
+    total_s: float
+    comm_s: np.ndarray  # (K,)
+    comp_s: np.ndarray
+    queue_s: np.ndarray
+    feasible: bool
+    reason: str  # "" when feasible, else the first violated constraint
+
+    @property
+    def step_s(self) -> np.ndarray:
+        return self.comm_s + self.comp_s + self.queue_s
+
+
+def evaluate(p: Problem, plan: np.ndarray) -> Evaluation:
+    """Latency terms and constraint check of ``plan`` (device index per step)."""
+    plan = np.asarray(plan, dtype=np.int64)
+    if len(plan) != p.steps:
+        raise ValueError(f"plan has {len(plan)} steps, the problem {p.steps}")
+    prev = np.concatenate([[0], plan[:-1]])  # step 1 receives from the RSU (eq. 4, k = 1)
+    comm = np.where(prev == plan, 0.0, p.comm_s[prev, plan])
+    comp, queue = p.comp_s[plan], p.queue_s[plan]
+    step = comm + comp + queue
+    total = p.upload_s + float(step.sum())
+    reason = ""
+    allowed = p.allowed()
+    if not np.all(allowed[prev[1:], plan[1:]]):
+        reason = "C1/C2"
+    elif p.local_steps and not np.all(plan[p.steps - p.local_steps:] == p.user):
+        reason = "local-steps"
+    elif not np.all(np.isfinite(step)):
+        reason = "no-link"
+    elif np.any(step > p.t_max_s + 1e-12):
+        reason = "C3"
+    else:
+        t_loc = float(step[plan == p.user].sum())
+        if total - t_loc > p.user_dwell_s + 1e-12:
+            reason = "C4"
+    return Evaluation(total, comm, comp, queue, reason == "", reason)

@@ -1,0 +1,231 @@
+"""DViT step schedulers behind one registry: ``plan(problem, rng) -> device per step``.
+
+* ``optimal`` (ours): the exact minimum of eq. (14) under C1-C4 and the local-step rule for the
+  given problem, by dynamic programming over the K x |V'| layered graph (see :func:`optimal`).
+* ``vidi``: Algorithm 1 of the paper — value iteration over the state space W' x C' x H'
+  (bandwidth, compute, position grid cell of the device holding the task), actions = devices,
+  reward F(s, a) = T_k(a) (eq. 7), transitions per eq. (17), discount rho, stop when the largest
+  change is <= phi, then a constraint ("conflict") check while rolling the policy out.
+* The paper's baselines (Sec. IV), as we read them — each runs the non-local steps on one device
+  chosen by its criterion, then the local steps on the user:
+  ``mddi`` the helper vehicle nearest the RSU ("vehicles gathered around the RSU"); ``mbdi`` the
+  device (RSU or helper) with the most bandwidth; ``mcpdi`` the device with the most compute;
+  ``vli`` the vehicle (helper or the user itself) with the most compute, no RSU; ``sdi`` a random
+  admissible device for every step.
+
+Adding a policy is one function plus one ``@register`` line.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem, evaluate
+
+Policy = Callable[[Problem, np.random.Generator], "np.ndarray | None"]
+SCHEDULERS: dict[str, Policy] = {}
+
+
+def register(name: str) -> Callable[[Policy], Policy]:
+    def deco(fn: Policy) -> Policy:
+        SCHEDULERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _single_device(p: Problem, device: int) -> np.ndarray:
+    plan = np.full(p.steps, device, dtype=np.int64)
+    plan[p.steps - p.local_steps:] = p.user
+    return plan
+
+
+@register("optimal")
+def optimal(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray | None:
+    """Exact minimum of eq. (14) under C1-C4 and the local-step rule.
+
+    Every feasible plan is a prefix on non-user devices (RSU first if at all, then helpers; C1)
+    followed by a suffix on the user (C2) of at least ``local_steps`` steps. ``pre[k, j]`` is the
+    least time of steps 1..k ending on non-user device j, with every step <= T_max (C3); it is a
+    shortest path over the layered graph. For each switch step s and last prefix device d the
+    total is upload + pre[s-1, d] + (hand-off to the user) + (K - s + 1) user steps, and C4 asks
+    upload + pre[s-1, d] <= the user's dwell. Minimising the prefix minimises both sides, so
+    taking the best feasible (s, d) is exact. O(K |V'|^2) with numpy over devices.
+    """
+    K, V, U = p.steps, p.n_devices, p.user
+    cost = p.step_cost()
+    allowed = p.allowed()
+    tmax = p.t_max_s + 1e-12
+    user_step = cost[U]
+    if user_step > tmax:
+        return None
+    inf = np.inf
+    n_prefix = K - p.local_steps  # the prefix may be 0..n_prefix steps long
+    pre = np.full((max(n_prefix, 0) + 1, V), inf)
+    parent = np.full((max(n_prefix, 0) + 1, V), -1, dtype=np.int64)
+    if n_prefix >= 1:
+        first = np.where(np.arange(V) == 0, 0.0, p.comm_s[0]) + cost  # eq. (4), k = 1
+        first[U] = inf
+        first[first > tmax] = inf
+        pre[1] = first
+        trans_ok = allowed.copy()
+        trans_ok[:, U] = False
+        step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
+        step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
+        for k in range(2, n_prefix + 1):
+            tot = pre[k - 1][:, None] + step_mat
+            parent[k] = np.argmin(tot, axis=0)
+            pre[k] = tot[parent[k], np.arange(V)]
+    best, best_s, best_d = inf, -1, -1
+    # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
+    first_user = p.comm_s[0, U] + user_step
+    if first_user <= tmax and p.upload_s <= p.user_dwell_s + 1e-12:
+        best, best_s = p.upload_s + first_user + (K - 1) * user_step, 1
+    for s in range(2, n_prefix + 2):
+        into_user = p.comm_s[:, U] + user_step
+        tot_pre = pre[s - 1]
+        ok = np.isfinite(tot_pre) & (into_user <= tmax) & (p.upload_s + tot_pre <= p.user_dwell_s + 1e-12)
+        ok[U] = False
+        if not ok.any():
+            continue
+        totals = np.where(ok, p.upload_s + tot_pre + into_user + (K - s) * user_step, inf)
+        d = int(np.argmin(totals))
+        if totals[d] < best:
+            best, best_s, best_d = totals[d], s, d
+    if best_s < 0:
+        return None
+    plan = np.full(K, U, dtype=np.int64)
+    j = best_d
+    for k in range(best_s - 1, 0, -1):
+        plan[k - 1] = j
+        j = parent[k, j] if k > 1 else j
+    return plan
+
+
+@register("vidi")
+def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, phi: float = 1e-4,
+         max_iter: int = 1000) -> np.ndarray | None:
+    """Algorithm 1 (value iteration distributed inference), as the paper writes it.
+
+    States s = (w, c, h) in W' x C' x H' (eq. 15): the bandwidth, compute and grid position of
+    the device holding the intermediate result. H' holds each device's cell and the cell it
+    reaches within one step (vehicles move). Actions a = the device to run the next step
+    (eq. 16). Reward F(s, a) = T_k(a) (eq. 7): hand-off from a device of bandwidth w at h to
+    device a (rate from the log-distance channel at mean fading), plus a's compute and queue
+    time. Transitions (eq. 17): w' = w_a and c' = c_a (one possible value each), h' uniform over
+    a's two reachable cells. The current compute c enters neither F nor P, so v is constant along
+    C' and is computed on W' x H' and broadcast — the same fixed point. Iterate
+    v <- min_a F + rho P v until max |dv| <= phi, then roll the greedy policy out from the RSU
+    for K steps, checking every action against C1/C2, C3 and the local-step rule ("check for
+    conflicts"), falling back to the next-best admissible action.
+    """
+    K, V, U = p.steps, p.n_devices, p.user
+    cost = p.step_cost()
+    # state components per device: bandwidth index = device, position cells = 2 per device
+    n_w, n_h = V, 2 * V
+    xy = p.xy if len(p.xy) == V else np.zeros((V, 2))
+    vel = p.speed_xy if len(p.speed_xy) == V else np.zeros((V, 2))
+    step_t = float(np.median(cost)) if V else 0.0
+    cells = np.concatenate([xy, xy + vel * step_t])  # H': now, and after one step
+    # hand-off time from (w of device i, at cell h) to device a: scale the measured i -> a
+    # hand-off by the path-gain change between a's distance now and from cell h (log-distance,
+    # exponent 3.76), a model-based estimate as the paper's MDP needs one for every state
+    base_d = np.maximum(np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=-1), 1.0)  # (V, V)
+    comm = np.where(np.isfinite(p.comm_s), p.comm_s, 1e6)
+    d_h = np.maximum(np.linalg.norm(cells[:, None, :] - xy[None, :, :], axis=-1), 1.0)  # (H, V)
+    # F[w, h, a]: hand-off from bandwidth owner w positioned at h to a, + a's step cost
+    ratio = (d_h[None, :, :] / base_d[:, None, :]) ** (3.76 / 4)  # rate ~ log; damped scaling
+    F = comm[:, None, :] * ratio + cost[None, None, :]
+    same = (np.arange(V)[:, None] == np.arange(V)[None, :])[:, None, :] & (
+        np.arange(n_h)[None, :, None] % V == np.arange(V)[None, None, :])
+    F = np.where(same, cost[None, None, :], F)
+    # next states of action a: (w_a, h in {a, a + V}) with probability 1/2 each (eq. 17)
+    v = np.zeros((n_w, n_h))
+    a_idx = np.arange(V)
+    for _ in range(max_iter):
+        nxt = 0.5 * (v[a_idx, a_idx] + v[a_idx, a_idx + V])  # (V,) expected v after action a
+        q = F + rho * nxt[None, None, :]
+        v_new = q.min(axis=2)
+        delta = np.max(np.abs(v_new - v))
+        v = v_new
+        if delta <= phi:
+            break
+    nxt = 0.5 * (v[a_idx, a_idx] + v[a_idx, a_idx + V])
+    allowed = p.allowed()
+    tmax = p.t_max_s + 1e-12
+    plan = np.empty(K, dtype=np.int64)
+    cur = 0  # the RSU holds the request
+    for k in range(K):
+        if k >= K - p.local_steps:
+            choice = U
+        else:
+            qk = F[cur, cur] + rho * nxt  # the holder is at its current cell
+            order = np.argsort(qk, kind="stable")
+            choice = -1
+            for a in order:
+                if k > 0 and not allowed[cur, a]:
+                    continue
+                hand = 0.0 if (a == cur and k > 0) or (k == 0 and a == 0) else p.comm_s[cur if k else 0, a]
+                if hand + cost[a] <= tmax:
+                    choice = int(a)
+                    break
+            if choice < 0:
+                choice = U
+        plan[k] = choice
+        cur = choice
+    return plan
+
+
+@register("mddi")
+def mddi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+    kinds = p.kinds()
+    helpers = np.flatnonzero(kinds == HELPER)
+    if len(helpers) == 0:
+        return _single_device(p, p.user)
+    return _single_device(p, int(helpers[np.argmin(p.dist_to_rsu_m[helpers])]))
+
+
+def _best_of(p: Problem, score: np.ndarray, kinds_ok: tuple) -> np.ndarray:
+    cand = np.flatnonzero(np.isin(p.kinds(), kinds_ok))
+    return _single_device(p, int(cand[np.argmax(score[cand])]))
+
+
+@register("mbdi")
+def mbdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+    return _best_of(p, p.bandwidth_hz, (RSU, HELPER))
+
+
+@register("mcpdi")
+def mcpdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+    return _best_of(p, p.compute_flops, (RSU, HELPER))
+
+
+@register("vli")
+def vli(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+    return _best_of(p, p.compute_flops, (HELPER, USER))
+
+
+@register("sdi")
+def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+    rng = rng if rng is not None else np.random.default_rng(0)
+    allowed = p.allowed()
+    plan = np.empty(p.steps, dtype=np.int64)
+    cur = int(rng.integers(0, p.n_devices))
+    for k in range(p.steps):
+        if k >= p.steps - p.local_steps:
+            cur = p.user
+        elif k > 0:
+            cur = int(rng.choice(np.flatnonzero(allowed[cur])))
+        plan[k] = cur
+    return plan
+
+
+def plan_and_check(name: str, p: Problem, rng: np.random.Generator):
+    """Run a policy; returns (plan or None, Evaluation or None)."""
+    plan = SCHEDULERS[name](p, rng)
+    return (None, None) if plan is None else (plan, evaluate(p, plan))
+
+
+__all__ = ["SCHEDULERS", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi", "USER"]
