@@ -133,7 +133,7 @@ class Config:
                 continue
             cur = getattr(out, sec)
             data = {**dataclasses.asdict(cur), **values}
-            new = _build(type(cur), data, out.source_file or "<override>", sec)
+            new = build_section(type(cur), data, out.source_file or "<override>", sec)
             out = dataclasses.replace(out, **{sec: new})
         return out
 
@@ -179,7 +179,8 @@ def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
+def build_section(cls: type, data: dict, file: str, prefix: str) -> Any:
+    """Validate ``data`` against the dataclass ``cls`` (errors name ``file`` and ``prefix.key``)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: [{prefix}] must be a table")
     hints = _resolve_hint(cls)
@@ -208,7 +209,7 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None) ->
     unknown = sorted(set(data) - set(_SECTIONS) - {"layers"})
     if unknown:
         raise ConfigError(f"{file}: unknown table '[{unknown[0]}]' (known: {', '.join([*_SECTIONS, 'layers'])})")
-    sections = {name: _build(cls, data.get(name, {}), file, name) for name, cls in _SECTIONS.items()}
+    sections = {name: build_section(cls, data.get(name, {}), file, name) for name, cls in _SECTIONS.items()}
     layers = data.get("layers", {})
     if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
         raise ConfigError(f"{file}: [layers] must hold one table per layer, e.g. [layers.dvit]")

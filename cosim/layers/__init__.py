@@ -5,5 +5,6 @@ below when adding a layer.
 """
 
 from cosim.layers.base import LAYERS, Layer, LayerContext, PolicyLayer, register_layer
+from cosim.layers.dvit import layer as _dvit  # noqa: F401  registers "dvit"
 
 __all__ = ["LAYERS", "Layer", "LayerContext", "PolicyLayer", "register_layer"]

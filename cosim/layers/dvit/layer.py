@@ -1,0 +1,398 @@
+"""The DViT distributed-inference layer: schedules denoising steps against live SUMO traffic.
+
+Every slot, tasks arrive as a Poisson stream (``request_rate_per_s`` over the whole network),
+each from a vehicle drawn among those in coverage. Each task is planned at its request time by
+every configured policy on the world of that slot (same request, same fading for every policy),
+then *executed* over the following slots as SUMO moves the vehicles:
+
+* the request upload D_req / B(user -> RSU) comes first; then each step k starts when step k-1
+  ends and is charged with the rates of the slot it starts in (eq. 7);
+* a helper that has left the simulation or the RSU's coverage before its step, or a step that
+  took longer than T_max, makes the RSU reschedule the remaining steps with the same policy
+  (the paper's rule; ours: on a sub-problem whose origin is the device holding the result);
+* a helper that vanishes while holding the result loses the task ("device-lost"); the user
+  leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3.
+
+Success is judged on what happened: all K steps done, no step over T_max, C4 held.
+Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` block per policy in
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cosim.config import build_section, range_pair
+from cosim.errors import ConfigError
+from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
+from cosim.layers.dvit.problem import Problem, evaluate
+from cosim.layers.dvit.schedulers import SCHEDULERS
+from cosim.world import channel as ch
+
+
+@dataclass(frozen=True)
+class DViTConfig:
+    policies: list = field(default_factory=lambda: ["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"])
+    preset: str = "calibrated"  # "calibrated" | "paper-literal" (compute ranges, see costmodel)
+    request_rate_per_s: float = 1.0  # tasks per second over the whole network
+    steps: int = 50  # K
+    local_steps: int = 5  # last steps on the user (>= 1)
+    t_max_s: float = 0.8  # C3 [s]
+    request_bits: float = 1e6  # D_req [bit]
+    image_hw: int = 512
+    patch: int = 16
+    dim: int = 512
+    layers: int = 6  # L
+    heads: int = 8
+    mlp_dim: int = 2048
+    token_bits: int = 32
+    max_helpers: int = 20  # candidate vehicles per task (nearest to the user within V2V range)
+    vehicle_compute_flops: list = field(default_factory=list)  # [lo, hi]; empty = the preset's
+    rsu_compute_flops: list = field(default_factory=list)
+    vehicle_queue: list = field(default_factory=list)  # [beta, eta] [1/s]; empty = the preset's
+    rsu_queue: list = field(default_factory=list)
+    vidi_rho: float = 0.9  # discount
+    vidi_phi: float = 1e-4  # stop threshold [s]
+
+
+def _check(cfg: DViTConfig, file: str) -> None:
+    where = f"{file}: layers.dvit"
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"{where}.preset: {cfg.preset!r} is not one of {', '.join(PRESETS)}")
+    for name in cfg.policies:
+        if name not in SCHEDULERS:
+            raise ConfigError(f"{where}.policies: unknown policy '{name}' (known: {', '.join(sorted(SCHEDULERS))})")
+    if not cfg.policies:
+        raise ConfigError(f"{where}.policies: needs at least one policy")
+    for key, lo in (("request_rate_per_s", 0.0), ("t_max_s", 1e-9), ("request_bits", 0.0)):
+        if getattr(cfg, key) < lo:
+            raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
+    for key in ("steps", "image_hw", "patch", "dim", "layers", "heads", "mlp_dim", "token_bits", "max_helpers"):
+        if getattr(cfg, key) < (0 if key == "max_helpers" else 1):
+            raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
+    if not 1 <= cfg.local_steps <= cfg.steps:
+        raise ConfigError(f"{where}.local_steps: must be between 1 and steps ({cfg.steps})")
+    if cfg.dim % cfg.heads or cfg.image_hw % cfg.patch:
+        raise ConfigError(f"{where}: dim must divide by heads and image_hw by patch")
+
+
+@dataclass
+class Task:
+    task_id: int
+    policy: str
+    t_request: float
+    user: str
+    rsu: int
+    clock: float = 0.0  # when the next step may start [s]
+    plan: list = field(default_factory=list)  # device names for the remaining steps ("@rsu" = the RSU)
+    holder: str = "@rsu"
+    devices: list = field(default_factory=list)
+    comm: list = field(default_factory=list)
+    comp: list = field(default_factory=list)
+    queue: list = field(default_factory=list)
+    planned_s: float = float("nan")
+    reschedules: int = 0
+    c3_violations: int = 0
+    rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
+    status: str = "running"  # running | done | failed
+    reason: str = ""
+
+    @property
+    def k(self) -> int:
+        return len(self.devices)
+
+
+RSU_NAME = "@rsu"
+
+
+@register_layer("dvit")
+class DViTLayer(Layer):
+    def __init__(self, config: dict, ctx: LayerContext):
+        super().__init__(config, ctx)
+        self.cfg = build_section(DViTConfig, config, ctx.scenario_file, "layers.dvit")
+        _check(self.cfg, ctx.scenario_file)
+        c = self.cfg
+        preset = PRESETS[c.preset]
+        where = f"{ctx.scenario_file}: layers.dvit"
+        self.shape = DViTShape(c.image_hw, c.patch, c.dim, c.layers, c.heads, c.mlp_dim, c.token_bits)
+        self.veh_cpu = range_pair(c.vehicle_compute_flops or list(preset.vehicle_compute_flops), f"{where}.vehicle_compute_flops")
+        self.rsu_cpu = range_pair(c.rsu_compute_flops or list(preset.rsu_compute_flops), f"{where}.rsu_compute_flops")
+        vq = c.vehicle_queue or list(preset.vehicle_queue)
+        rq = c.rsu_queue or list(preset.rsu_queue)
+        for key, q in (("vehicle_queue", vq), ("rsu_queue", rq)):
+            if len(q) != 2 or not 0 <= q[0] < q[1]:
+                raise ConfigError(f"{where}.{key}: expected [beta, eta] with 0 <= beta < eta, got {q!r}")
+        self.veh_wait = mm1_wait_s(*vq)
+        self.rsu_wait = mm1_wait_s(*rq)
+        self.flops_step = self.shape.flops_per_step()
+        self.bits = self.shape.handoff_bits()
+        self.active: list[Task] = []
+        self.stats = {p: {"tasks": 0, "done": 0, "success": 0, "latency": [], "planned": [], "reschedules": 0}
+                      for p in c.policies}
+        self.next_id = 0
+        self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
+
+    def on_start(self) -> None:
+        self.table = self.ctx.table("dvit_tasks")
+
+    # -- the world as a scheduling problem ---------------------------------------------------
+    def _compute(self, world, idx: np.ndarray) -> np.ndarray:
+        """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
+        if self._cpu_slot != world.slot:
+            lo, hi = self.veh_cpu
+            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.VEH_CPU, world.uid)
+            self._cpu_slot = world.slot
+        return self._cpu[idx]
+
+    def _rsu_compute(self, rsu: int) -> float:
+        if rsu not in self._rsu_cpu:
+            lo, hi = self.rsu_cpu
+            self._rsu_cpu[rsu] = float(lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.RSU_CPU, rsu))
+        return self._rsu_cpu[rsu]
+
+    def build_problem(self, world, user: int, rsu: int, origin: int | None, steps: int) -> tuple[Problem, list]:
+        """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user]."""
+        s = world.snap
+        served = np.flatnonzero(world.serving == rsu)
+        cand = served[(served != user) & (served != (origin if origin is not None else -1))]
+        d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
+        cand = cand[d_user <= world.cfg.channel.v2v_range_m]
+        cand = cand[np.argsort(np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user]), kind="stable")]
+        cand = cand[: self.cfg.max_helpers]
+        veh = np.concatenate([[origin] if origin is not None else [], cand, [user]]).astype(np.int64)
+        V = len(veh) + (1 if origin is None else 0)
+        r = world.rsus
+        comp = np.empty(V)
+        queue = np.full(V, self.veh_wait)
+        if origin is None:
+            vidx = np.concatenate([[-1], veh])
+            comp[0] = self.flops_step / self._rsu_compute(rsu)
+            queue[0] = self.rsu_wait
+            comp[1:] = self.flops_step / self._compute(world, veh)
+        else:
+            vidx = veh
+            comp[:] = self.flops_step / self._compute(world, veh)
+        comm = np.full((V, V), np.inf)
+        np.fill_diagonal(comm, 0.0)
+        vi = np.flatnonzero(vidx >= 0)
+        if len(vi):
+            a, b = np.meshgrid(vidx[vi], vidx[vi], indexing="ij")
+            rate = world.v2v_rate_bps(a.ravel(), b.ravel()).reshape(a.shape)
+            with np.errstate(divide="ignore"):
+                sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
+            np.fill_diagonal(sub, 0.0)
+            comm[np.ix_(vi, vi)] = sub
+        if origin is None:
+            i2v = world.rate_i2v_bps[veh]
+            comm[0, 1:] = np.where(i2v > 0, self.bits / np.where(i2v > 0, i2v, 1.0), np.inf)
+        # C1 for a helper origin: the sub-problem's device 0 is that helper (no RSU in it)
+        up = world.rate_v2i_bps[user]
+        upload = self.cfg.request_bits / up if up > 0 else np.inf
+        xy = np.column_stack([s.x[np.maximum(vidx, 0)], s.y[np.maximum(vidx, 0)]])
+        vel = np.column_stack([world.vx[np.maximum(vidx, 0)], world.vy[np.maximum(vidx, 0)]])
+        bw = world.bandwidth_hz[np.maximum(vidx, 0)].copy()
+        cpu = np.concatenate([[self._rsu_compute(rsu)], self._compute(world, veh)]) if origin is None else \
+            self._compute(world, veh)
+        if origin is None:
+            xy[0], vel[0], bw[0] = (r.x[rsu], r.y[rsu]), (0.0, 0.0), r.bandwidth_hz[rsu]
+        dist = np.hypot(xy[:, 0] - r.x[rsu], xy[:, 1] - r.y[rsu])
+        dwell = world.dwell_s[user]
+        p = Problem(comp, queue, comm, float(upload), float(dwell if np.isfinite(dwell) else 0.0), steps,
+                    min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
+                    compute_flops=cpu, xy=xy, speed_xy=vel)
+        names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
+        return p, names
+
+    def _plan(self, policy: str, problem: Problem, task: Task, world) -> list | None:
+        rng = world.rng(f"dvit.{policy}.{task.task_id}.{task.reschedules}")
+        if policy == "vidi":
+            plan = SCHEDULERS[policy](problem, rng, rho=self.cfg.vidi_rho, phi=self.cfg.vidi_phi)
+        else:
+            plan = SCHEDULERS[policy](problem, rng)
+        return None if plan is None else [int(x) for x in plan]
+
+    # -- per slot ---------------------------------------------------------------------------
+    def on_slot(self, world) -> None:
+        t, gamma = world.time_s, self.ctx.slot_s
+        index = {v: i for i, v in enumerate(world.snap.ids)}
+        self._advance(world, index, t)
+        rng = world.rng("dvit.requests")
+        served = np.flatnonzero(world.serving >= 0)
+        n = int(rng.poisson(self.cfg.request_rate_per_s * gamma)) if len(served) else 0
+        users = rng.choice(served, size=n, replace=True) if n else np.zeros(0, dtype=np.int64)
+        offsets = np.sort(rng.uniform(0.0, gamma, n))
+        for u, off in zip(users, offsets):
+            tid = self.next_id
+            self.next_id += 1
+            rsu = int(world.serving[u])
+            problem, names = self.build_problem(world, int(u), rsu, None, self.cfg.steps)  # shared by all
+            for policy in self.cfg.policies:
+                task = Task(tid, policy, t + off, str(world.snap.ids[u]), rsu)
+                self.stats[policy]["tasks"] += 1
+                plan = self._plan(policy, problem, task, world)
+                if plan is None:
+                    self._finish(task, "failed", "infeasible", t)
+                    continue
+                task.planned_s = evaluate(problem, np.array(plan)).total_s
+                task.plan = [names[j] for j in plan]
+                task.clock = task.t_request + problem.upload_s
+                if not np.isfinite(task.clock):
+                    self._finish(task, "failed", "no-uplink", t)
+                    continue
+                self.active.append(task)
+        self._advance(world, index, t + gamma, only_new=True)
+
+    def _advance(self, world, index: dict, until: float, only_new: bool = False) -> None:
+        """Run every active task's steps that start before ``until`` with this slot's world."""
+        still = []
+        for task in self.active:
+            if task.status == "running":
+                self._run_steps(task, world, index, until)
+            if task.status == "running":
+                still.append(task)
+        self.active = still
+
+    def _step_time(self, world, index: dict, task: Task, dev: str, rsu: int) -> tuple[float, float, float]:
+        src = task.holder
+        if dev == src:
+            comm = 0.0
+        elif src == RSU_NAME:
+            rate = world.rate_i2v_bps[index[dev]] if world.serving[index[dev]] == rsu else 0.0
+            comm = self.bits / rate if rate > 0 else np.inf
+        else:
+            rate = world.v2v_rate_bps([index[src]], [index[dev]])[0]
+            comm = self.bits / rate if rate > 0 else np.inf
+        if dev == RSU_NAME:
+            comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait
+        else:
+            comp, queue = self.flops_step / float(self._compute(world, index[dev])), self.veh_wait
+        return comm, comp, queue
+
+    def _run_steps(self, task: Task, world, index: dict, until: float) -> None:
+        K, rsu = self.cfg.steps, task.rsu
+        while task.status == "running" and task.k < K and task.clock < until:
+            if task.user not in index:
+                return self._finish(task, "failed", "user-vanished", world.time_s)
+            if task.holder != RSU_NAME and task.holder not in index:
+                return self._finish(task, "failed", "device-lost", world.time_s)
+            dev = task.plan[0]
+            # the holder keeps computing what it holds (no link needed); a device that is to
+            # receive the result must still be in the simulation and, unless it is the user, in
+            # the RSU's coverage
+            ok = dev == RSU_NAME or dev == task.holder or (
+                dev in index and (dev == task.user or world.serving[index[dev]] == rsu))
+            comm = comp = queue = 0.0
+            if ok:
+                comm, comp, queue = self._step_time(world, index, task, dev, rsu)
+                ok = comm + comp + queue <= self.cfg.t_max_s
+                if not ok and dev == task.holder:
+                    ok = True  # nothing to gain by moving: the step runs, late (C3)
+            if not ok and dev != task.user:
+                if task.rescheduled_at == task.k:  # the new plan did not help either
+                    if not (dev == RSU_NAME or dev in index):
+                        return self._finish(task, "failed", "device-lost", world.time_s)
+                    comm, comp, queue = self._step_time(world, index, task, dev, rsu)
+                else:
+                    task.rescheduled_at = task.k
+                    if not self._reschedule(task, world, index):
+                        return
+                    continue
+            if dev == task.user and task.holder != task.user:
+                if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
+                    return self._finish(task, "failed", "C4", world.time_s)
+            if not np.isfinite(comm):
+                return self._finish(task, "failed", "no-link", world.time_s)
+            step = comm + comp + queue
+            if step > self.cfg.t_max_s + 1e-12:
+                task.c3_violations += 1
+            task.devices.append(dev)
+            task.comm.append(comm)
+            task.comp.append(comp)
+            task.queue.append(queue)
+            task.clock += step
+            task.holder = dev
+            task.plan.pop(0)
+            # the world is fixed within a slot: further steps on the same device cost comp + queue
+            # each, so run the ones that start before `until` as one batch
+            same = 0
+            while same < len(task.plan) and task.plan[same] == dev:
+                same += 1
+            per = comp + queue
+            if same and task.clock < until and per > 0:
+                j = min(same, int(np.ceil((until - task.clock) / per)))
+                if per > self.cfg.t_max_s + 1e-12:
+                    task.c3_violations += j
+                task.devices += [dev] * j
+                task.comm += [0.0] * j
+                task.comp += [comp] * j
+                task.queue += [queue] * j
+                task.clock += j * per
+                del task.plan[:j]
+        if task.k >= K and task.status == "running":
+            if task.c3_violations:
+                self._finish(task, "failed", "C3", world.time_s)
+            else:
+                self._finish(task, "done", "", world.time_s)
+
+    def _reschedule(self, task: Task, world, index: dict) -> bool:
+        task.reschedules += 1
+        self.stats[task.policy]["reschedules"] += 1
+        remaining = self.cfg.steps - task.k
+        origin = None if task.holder == RSU_NAME else index[task.holder]
+        if task.holder == task.user:
+            task.plan = [task.user] * remaining
+            return True
+        problem, names = self.build_problem(world, index[task.user], task.rsu, origin, remaining)
+        plan = self._plan(task.policy, problem, task, world)
+        if plan is None:
+            self._finish(task, "failed", "reschedule-infeasible", world.time_s)
+            return False
+        task.plan = [names[j] for j in plan]
+        return True
+
+    def _finish(self, task: Task, status: str, reason: str, now: float) -> None:
+        task.status, task.reason = status, reason
+        st = self.stats[task.policy]
+        done = status == "done" or reason == "C3"
+        latency = task.clock - task.t_request if done else float("nan")
+        if done:
+            st["done"] += 1
+            st["latency"].append(latency)
+        if status == "done":
+            st["success"] += 1
+        if np.isfinite(task.planned_s):
+            st["planned"].append(task.planned_s)
+        self.table.append({
+            "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
+            "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
+            "rsu": np.array([task.rsu]), "steps": np.array([self.cfg.steps]),
+            "devices": np.array([",".join(task.devices)], dtype=object),
+            "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
+            "queue_s": np.array([float(np.sum(task.queue))]),
+            "step_comm_s": np.array([";".join(f"{x:.6g}" for x in task.comm)], dtype=object),
+            "step_comp_s": np.array([";".join(f"{x:.6g}" for x in task.comp)], dtype=object),
+            "step_queue_s": np.array([";".join(f"{x:.6g}" for x in task.queue)], dtype=object),
+            "planned_latency_s": np.array([task.planned_s]), "latency_s": np.array([latency]),
+            "reschedules": np.array([task.reschedules]), "success": np.array([status == "done"]),
+            "failure": np.array([reason], dtype=object),
+        })
+
+    def on_end(self) -> dict:
+        for task in self.active:
+            if task.status == "running":
+                self._finish(task, "failed", "unfinished", float("nan"))
+        out = {}
+        for p, st in self.stats.items():
+            lat = np.array(st["latency"])
+            out[p] = {
+                "tasks": st["tasks"], "completed": st["done"],
+                "success_rate": st["success"] / st["tasks"] if st["tasks"] else None,
+                "mean_latency_s": float(lat.mean()) if len(lat) else None,
+                "p95_latency_s": float(np.quantile(lat, 0.95)) if len(lat) else None,
+                "mean_planned_latency_s": float(np.mean(st["planned"])) if st["planned"] else None,
+                "reschedules": st["reschedules"],
+            }
+        return out
