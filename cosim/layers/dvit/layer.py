@@ -94,6 +94,7 @@ class Task:
     comp: list = field(default_factory=list)
     queue: list = field(default_factory=list)
     planned_s: float = float("nan")
+    planned_ok: bool = False  # the plan met C1-C4 on the world it was made on
     reschedules: int = 0
     c3_violations: int = 0
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
@@ -218,34 +219,43 @@ class DViTLayer(Layer):
     def on_slot(self, world) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
         index = {v: i for i, v in enumerate(world.snap.ids)}
-        self._advance(world, index, t)
         rng = world.rng("dvit.requests")
         served = np.flatnonzero(world.serving >= 0)
         n = int(rng.poisson(self.cfg.request_rate_per_s * gamma)) if len(served) else 0
         users = rng.choice(served, size=n, replace=True) if n else np.zeros(0, dtype=np.int64)
         offsets = np.sort(rng.uniform(0.0, gamma, n))
         for u, off in zip(users, offsets):
-            tid = self.next_id
-            self.next_id += 1
-            rsu = int(world.serving[u])
-            problem, names = self.build_problem(world, int(u), rsu, None, self.cfg.steps)  # shared by all
-            for policy in self.cfg.policies:
-                task = Task(tid, policy, t + off, str(world.snap.ids[u]), rsu)
-                self.stats[policy]["tasks"] += 1
-                plan = self._plan(policy, problem, task, world)
-                if plan is None:
-                    self._finish(task, "failed", "infeasible", t)
-                    continue
-                task.planned_s = evaluate(problem, np.array(plan)).total_s
-                task.plan = [names[j] for j in plan]
-                task.clock = task.t_request + problem.upload_s
-                if not np.isfinite(task.clock):
-                    self._finish(task, "failed", "no-uplink", t)
-                    continue
-                self.active.append(task)
-        self._advance(world, index, t + gamma, only_new=True)
+            self.submit(world, int(u), t + off)
+        # every step that starts in [t, t + gamma) runs with this slot's world
+        self._advance(world, index, t + gamma)
 
-    def _advance(self, world, index: dict, until: float, only_new: bool = False) -> None:
+    def submit(self, world, user: int, t_request: float) -> int:
+        """A request from vehicle ``user`` (snapshot index) at ``t_request``: planned now by every
+        policy on this world. Returns the task id."""
+        tid = self.next_id
+        self.next_id += 1
+        rsu = int(world.serving[user])
+        if rsu < 0:
+            raise ValueError("the requesting vehicle is not in any RSU's coverage")
+        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
+        for policy in self.cfg.policies:
+            task = Task(tid, policy, t_request, str(world.snap.ids[user]), rsu)
+            self.stats[policy]["tasks"] += 1
+            plan = self._plan(policy, problem, task, world)
+            if plan is None:
+                self._finish(task, "failed", "infeasible", world.time_s)
+                continue
+            ev = evaluate(problem, np.array(plan))
+            task.planned_s, task.planned_ok = ev.total_s, ev.feasible
+            task.plan = [names[j] for j in plan]
+            task.clock = task.t_request + problem.upload_s
+            if not np.isfinite(task.clock):
+                self._finish(task, "failed", "no-uplink", world.time_s)
+                continue
+            self.active.append(task)
+        return tid
+
+    def _advance(self, world, index: dict, until: float) -> None:
         """Run every active task's steps that start before ``until`` with this slot's world."""
         still = []
         for task in self.active:
@@ -375,7 +385,8 @@ class DViTLayer(Layer):
             "step_comm_s": np.array([";".join(f"{x:.6g}" for x in task.comm)], dtype=object),
             "step_comp_s": np.array([";".join(f"{x:.6g}" for x in task.comp)], dtype=object),
             "step_queue_s": np.array([";".join(f"{x:.6g}" for x in task.queue)], dtype=object),
-            "planned_latency_s": np.array([task.planned_s]), "latency_s": np.array([latency]),
+            "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
+            "latency_s": np.array([latency]),
             "reschedules": np.array([task.reschedules]), "success": np.array([status == "done"]),
             "failure": np.array([reason], dtype=object),
         })

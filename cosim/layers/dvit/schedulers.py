@@ -83,17 +83,17 @@ def optimal(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray | 
     first_user = p.comm_s[0, U] + user_step
     if first_user <= tmax and p.upload_s <= p.user_dwell_s + 1e-12:
         best, best_s = p.upload_s + first_user + (K - 1) * user_step, 1
-    for s in range(2, n_prefix + 2):
+    if n_prefix >= 1:  # switch steps s = 2 .. n_prefix + 1, all at once: rows of pre[1:]
         into_user = p.comm_s[:, U] + user_step
-        tot_pre = pre[s - 1]
-        ok = np.isfinite(tot_pre) & (into_user <= tmax) & (p.upload_s + tot_pre <= p.user_dwell_s + 1e-12)
-        ok[U] = False
-        if not ok.any():
-            continue
-        totals = np.where(ok, p.upload_s + tot_pre + into_user + (K - s) * user_step, inf)
-        d = int(np.argmin(totals))
-        if totals[d] < best:
-            best, best_s, best_d = totals[d], s, d
+        P = pre[1:]
+        s_vals = np.arange(2, n_prefix + 2)
+        ok = np.isfinite(P) & (into_user <= tmax)[None, :] & (p.upload_s + P <= p.user_dwell_s + 1e-12)
+        ok[:, U] = False
+        totals = np.where(ok, p.upload_s + P + into_user[None, :] + (K - s_vals)[:, None] * user_step, inf)
+        flat = int(np.argmin(totals))
+        si, d = divmod(flat, V)
+        if totals[si, d] < best:
+            best, best_s, best_d = totals[si, d], int(s_vals[si]), d
     if best_s < 0:
         return None
     plan = np.full(K, U, dtype=np.int64)

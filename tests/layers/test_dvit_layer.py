@@ -1,0 +1,125 @@
+"""The DViT layer on scripted worlds: hand-worked problems and the live-execution corner cases."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cosim.config import from_dict
+from cosim.layers.base import LayerContext
+from cosim.layers.dvit.layer import RSU_NAME, DViTLayer
+from cosim.recorder import Recorder
+from cosim.sources.base import Snapshot
+from cosim.world.network import NetInfo
+from cosim.world.world import World
+
+NET = NetInfo("mem", {"e": 5000.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 1000.0, 0.0))
+
+
+def world():
+    cfg = from_dict({
+        "scenario": {"sumocfg": "/dev/null", "seed": 3},
+        "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+        "channel": {"fading": "none", "interference": False, "vehicle_bandwidth_hz": 50e6},
+    }, "t.toml")
+    return World(cfg, NET)
+
+
+def snap(t, ids, xs, speed=0.0):
+    n = len(ids)
+    xs = np.asarray(xs, float)
+    return Snapshot(t, np.array(ids, dtype=object), xs, np.zeros(n), np.full(n, speed), np.full(n, 90.0), np.zeros(n),
+                    np.array(["e"] * n, dtype=object), np.array(["e_0"] * n, dtype=object), xs, np.full(n, 5.0))
+
+
+def layer(tmp_path, **cfg):
+    rec = Recorder(tmp_path)
+    ctx = LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table)
+    lay = DViTLayer({"request_rate_per_s": 0.0, **cfg}, ctx)
+    lay.on_start()
+    return lay, rec
+
+
+def test_problem_with_no_helpers_is_rsu_plus_user_by_hand(tmp_path):
+    w = world().update(snap(1.0, ["u"], [200.0]))
+    lay, _ = layer(tmp_path, rsu_compute_flops=[2e12, 2e12], vehicle_compute_flops=[1e12, 1e12],
+                   rsu_queue=[0.0, 10.0], vehicle_queue=[0.0, 10.0])
+    p, names = lay.build_problem(w, 0, 0, None, 50)
+    assert names == [RSU_NAME, "u"]
+    step = 51.6e9  # L D (eq. 5, Sec. IV shape), to 0.1 %
+    assert p.comp_s[0] == pytest.approx(step / 2e12, rel=1e-3) and p.comp_s[1] == pytest.approx(step / 1e12, rel=1e-3)
+    np.testing.assert_array_equal(p.queue_s, [0.0, 0.0])
+    # RSU -> user: n' mu / I2V rate; user -> RSU impossible (C1)
+    assert p.comm_s[0, 1] == pytest.approx(1025 * 512 * 32 / w.rate_i2v_bps[0])
+    assert math.isinf(p.comm_s[1, 0])
+    assert p.upload_s == pytest.approx(1e6 / w.rate_v2i_bps[0])
+    assert p.user_dwell_s == 600.0  # parked user: capped dwell
+
+
+def test_user_leaving_coverage_before_the_handoff_fails_c4(tmp_path):
+    w = world()
+    lay, rec = layer(tmp_path, policies=["mcpdi", "optimal"], steps=50, local_steps=5)
+    w.update(snap(1.0, ["u"], [450.0], speed=30.0))  # 50 m from the rim, 30 m/s outwards: dwell 1.67 s
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    w.update(snap(2.0, ["u"], [480.0], speed=30.0))
+    lay.on_slot(w)
+    w.update(snap(3.0, ["u"], [510.0], speed=30.0))  # out of coverage
+    lay.on_slot(w)
+    for _ in range(8):
+        w.update(snap(w.time_s + 1, ["u"], [510.0], speed=30.0))
+        lay.on_slot(w)
+    out = lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
+    # mcpdi keeps 45 steps on the (busy) RSU: ~4.9 s before the hand-off, the user is gone by then
+    assert df.loc["mcpdi", "failure"] == "C4" and not df.loc["mcpdi", "success"]
+    # optimal saw the 1.67 s dwell at planning time (C4) and ran (almost) everything on the user
+    assert df.loc["optimal", "success"] and df.loc["optimal", "devices"].startswith("u")
+    assert out["optimal"]["success_rate"] == 1.0 and out["mcpdi"]["success_rate"] == 0.0
+
+
+def test_helper_vanishing_while_holding_the_result_loses_the_task(tmp_path):
+    w = world()
+    lay, rec = layer(tmp_path, policies=["mddi"], steps=50, local_steps=5)
+    w.update(snap(1.0, ["u", "h"], [100.0, 20.0]))  # mddi picks the helper nearest the RSU: "h"
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    w.update(snap(2.0, ["u"], [100.0]))  # "h" left the simulation mid-task
+    lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
+    assert row["failure"] == "device-lost" and row["devices"].split(",")[0] == "h"
+
+
+def test_planned_helper_gone_before_its_step_forces_a_reschedule(tmp_path):
+    # seeded draws (seed 3) over [0.1, 4] TFLOP/s: user "v2" at u = 0.06 (0.33 TFLOP/s), helper "h4" at
+    # u = 0.955 (3.8 TFLOP/s); with a saturated RSU the optimum runs the prefix on "h4"
+    w = world()
+    lay, rec = layer(tmp_path, policies=["optimal"], steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
+                     vehicle_compute_flops=[0.1e12, 4e12])
+    w.update(snap(1.0, ["v2", "h4"], [100.0, 120.0]))
+    lay.submit(w, 0, 1.0)
+    assert lay.active[0].plan[:45] == ["h4"] * 45
+    w.update(snap(1.0, ["v2"], [100.0]))  # the helper vanishes before the first step runs
+    lay.on_slot(w)
+    for _ in range(20):
+        w.update(snap(w.time_s + 1, ["v2"], [100.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
+    assert row["reschedules"] == 1 and "h4" not in row["devices"].split(",") and row["success"]
+
+
+def test_unknown_config_key_and_policy(tmp_path):
+    from cosim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'layers.dvit.stepz'"):
+        layer(tmp_path, stepz=3)
+    with pytest.raises(ConfigError, match="unknown policy 'fastest'"):
+        layer(tmp_path, policies=["fastest"])
+    with pytest.raises(ConfigError, match="local_steps"):
+        layer(tmp_path, steps=4, local_steps=5)
