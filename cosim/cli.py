@@ -126,6 +126,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # per-slot linear algebra is small: BLAS worker threads only spin and steal the second core
+    # (which the parquet writer uses). Must be set before numpy is first imported.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
