@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Planning time of every DViT scheduler for one task, K = 50 steps and 20 candidate vehicles.
+
+Problems are built from real grid6 traffic (a SUMO run to t = 300 s, then one problem per
+vehicle in coverage, 20 nearest helpers each) and timed policy by policy, best of 5 passes.
+Targets (issue 3): optimal <= 2 ms, vidi <= 50 ms. The cost of a whole run with the layer on is
+measured by ``python tools/bench_overhead.py scenarios/grid6_dvit.toml``.
+
+    python tools/bench_dvit.py [--problems 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from cosim import config  # noqa: E402
+from cosim.layers.base import LayerContext  # noqa: E402
+from cosim.layers.dvit.layer import DViTLayer  # noqa: E402
+from cosim.layers.dvit.schedulers import SCHEDULERS  # noqa: E402
+from cosim.sources.sumo import SumoSource, sumo_command  # noqa: E402
+from cosim.world import World, net_file_of, read_net  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=50)
+    ap.add_argument("--at", type=float, default=300.0, help="simulation time of the snapshot [s]")
+    args = ap.parse_args()
+    cfg = config.load(ROOT / "scenarios" / "grid6_dvit.toml")
+    src = SumoSource(sumo_command(cfg.scenario.sumocfg, seed=42, step_length_s=0.25), "libsumo")
+    src.start()
+    world = World(cfg, read_net(net_file_of(cfg.scenario.sumocfg)))
+    for t in range(1, int(args.at) + 1):
+        snap = src.step_to(float(t))
+    world.update(snap)
+    src.close()
+    layer = DViTLayer(dict(cfg.layers["dvit"]), LayerContext(42, 1.0, "bench", lambda name: None))
+    users = np.flatnonzero(world.serving >= 0)[: args.problems]
+    problems = [layer.build_problem(world, int(u), int(world.serving[u]), None, 50)[0] for u in users]
+    helpers = np.mean([p.n_devices - 2 for p in problems])
+    print(f"{len(problems)} problems from grid6 at t={args.at:g} s: K = 50, {helpers:.1f} candidate vehicles on average")
+    print(f"{'policy':8s} {'ms/plan':>8s}")
+    for name, fn in SCHEDULERS.items():
+        rng = np.random.default_rng(0)
+        best = np.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for p in problems:
+                fn(p, rng)
+            best = min(best, (time.perf_counter() - t0) / len(problems))
+        print(f"{name:8s} {best * 1e3:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
