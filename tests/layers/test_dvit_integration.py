@@ -58,3 +58,21 @@ def test_libsumo_and_traci_give_identical_task_tables(runs):
     a = pd.read_parquet(runs["libsumo"] / "dvit_tasks.parquet")
     b = pd.read_parquet(runs["traci"] / "dvit_tasks.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_execution_mode_on_real_traffic(tmp_path):
+    toml = tmp_path / "exec.toml"
+    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n[output]\ncoverage = false\n'
+                    '[layers.dvit]\npolicies = ["optimal", "mddi"]\nrequest_rate_per_s = 1.0\nexecute = true\n'
+                    "execute_max_tasks = 1\nimage_hw = 32\npatch = 8\ndim = 32\nlayers = 2\nheads = 4\nmlp_dim = 64\n"
+                    "steps = 12\nlocal_steps = 3\n")
+    proc = run_cli("run", str(toml), "--out", str(tmp_path / "o"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())["layers"]["dvit"]
+    for policy in ("optimal", "mddi"):
+        e = s[policy]["execution"]
+        assert e["tasks_executed"] == 1
+        assert e["max_abs_diff_vs_single_device"] == 0.0
+        assert e["local_prompt_left_user"] is False
+        assert e["handoff_bytes_eq4"] == 17 * 32 * 4
+    assert s["mddi"]["execution"]["handoff_bytes_mean"] > 3 * 32 * 32 * 4  # the latent image, plus framing

@@ -56,6 +56,8 @@ class DViTConfig:
     rsu_queue: list = field(default_factory=list)
     vidi_rho: float = 0.9  # discount
     vidi_phi: float = 1e-4  # stop threshold [s]
+    execute: bool = False  # really run the scheduled steps (torch DiT + DDIM) for some tasks
+    execute_max_tasks: int = 2  # per policy; the default shape costs ~2.7 TFLOP per task on the CPU
 
 
 def _check(cfg: DViTConfig, file: str) -> None:
@@ -373,6 +375,8 @@ class DViTLayer(Layer):
             st["latency"].append(latency)
         if status == "done":
             st["success"] += 1
+            if self.cfg.execute and st.setdefault("executed", 0) < self.cfg.execute_max_tasks:
+                self._execute(task, st)
         if np.isfinite(task.planned_s):
             st["planned"].append(task.planned_s)
         self.table.append({
@@ -391,6 +395,28 @@ class DViTLayer(Layer):
             "failure": np.array([reason], dtype=object),
         })
 
+    def _execute(self, task: Task, st: dict) -> None:
+        """Run the task's schedule for real; compare with one device; measure the hand-offs."""
+        import torch
+
+        from cosim.layers.dvit.execute import execute_plan, execute_single
+        from cosim.layers.dvit.model import DiT
+
+        if not hasattr(self, "_model"):
+            torch.manual_seed(self.ctx.seed)
+            self._model = DiT(self.shape).eval()
+        g = torch.Generator().manual_seed(self.ctx.seed)
+        public = torch.randn(1, self.shape.dim, generator=g)  # the RSU's public prompt embedding
+        local = torch.randn(1, self.shape.dim, generator=torch.Generator().manual_seed(int(ch.stable_uid(task.user)) % 2**62))
+        seed = self.ctx.seed * 1_000_003 + task.task_id
+        res = execute_plan(self._model, task.devices, task.user, public, local, seed, rsu=RSU_NAME)
+        ref = execute_single(self._model, task.devices, task.user, public, local, seed)
+        st["executed"] += 1
+        st["max_abs_diff"] = max(st.get("max_abs_diff", 0.0), float((res.image - ref).abs().max()))
+        st.setdefault("handoff_bytes", []).extend(b for _, _, b in res.handoffs)
+        leaked = any(d.name != task.user and "local" in d.conds_used for d in res.devices.values())
+        st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
+
     def on_end(self) -> dict:
         for task in self.active:
             if task.status == "running":
@@ -406,4 +432,13 @@ class DViTLayer(Layer):
                 "mean_planned_latency_s": float(np.mean(st["planned"])) if st["planned"] else None,
                 "reschedules": st["reschedules"],
             }
+            if self.cfg.execute:
+                hb = st.get("handoff_bytes", [])
+                out[p]["execution"] = {
+                    "tasks_executed": st.get("executed", 0),
+                    "max_abs_diff_vs_single_device": st.get("max_abs_diff"),
+                    "local_prompt_left_user": st.get("local_prompt_left_user", False),
+                    "handoff_bytes_mean": float(np.mean(hb)) if hb else None,
+                    "handoff_bytes_eq4": self.bits / 8,  # n' mu
+                }
         return out
