@@ -102,8 +102,9 @@ def test_libsumo_and_traci_snapshots_are_identical():
 
 ATTACH_SCRIPT = """
 import sys, traci, libsumo, cosim
+from cosim.sumo_home import sumo_binary
 mod = libsumo if sys.argv[1] == "libsumo" else traci
-mod.start(["sumo", "-c", sys.argv[2], "--seed", "42", "--no-step-log", "true"])
+mod.start([sumo_binary("sumo"), "-c", sys.argv[2], "--seed", "42", "--no-step-log", "true"])
 listener = cosim.attach(mod, out_dir=sys.argv[3])
 for _ in range(30):
     mod.simulationStep()
