@@ -30,6 +30,14 @@ class Coded:
     names: Sequence[str]
 
 
+@dataclass(frozen=True)
+class Lists:
+    """A column whose cells are lists (e.g. per-step latencies): written as a parquet list column."""
+
+    values: list  # one list per row
+    item: Any = None  # pyarrow item type; None = inferred
+
+
 class TableWriter:
     """Append column batches (numpy arrays, lists or :class:`Coded`); every ``flush_batches``
     appends they are concatenated per column and written as one parquet row group on a
@@ -98,6 +106,9 @@ class TableWriter:
 
 def _column(parts: list) -> pa.Array:
     """One Arrow column from the appended pieces (arrays, lists, scalars or Coded per batch)."""
+    if parts and isinstance(parts[0], Lists):
+        rows = [row for p in parts for row in p.values]
+        return pa.array(rows, type=pa.list_(parts[0].item) if parts[0].item is not None else None)
     if parts and isinstance(parts[0], Coded):
         codes = np.concatenate([p.codes for p in parts]).astype(np.int64)
         names = parts[-1].names

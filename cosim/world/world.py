@@ -162,20 +162,22 @@ class World:
         self._prev_vidx = vidx
 
     # -- on demand ---------------------------------------------------------------------------
+    def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
+        """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""
+        return lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self.uid)
+
     @property
     def bandwidth_hz(self) -> np.ndarray:
         """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
         if self._bw is None:
-            lo, hi = self._veh_bw
-            self._bw = lo + (hi - lo) * ch.hash_uniform(self.seed, ch.VEH_BW, self.uid)
+            self._bw = self.vehicle_draw(ch.VEH_BW, *self._veh_bw)
         return self._bw
 
     @property
     def compute_flops(self) -> np.ndarray:
         """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
         if self._cpu is None:
-            lo, hi = self._veh_cpu
-            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.seed, ch.VEH_CPU, self.uid)
+            self._cpu = self.vehicle_draw(ch.VEH_CPU, *self._veh_cpu)
         return self._cpu
 
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

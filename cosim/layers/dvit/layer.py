@@ -23,10 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from cosim.config import build_section, range_pair
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.recorder import Lists
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.layers.dvit.schedulers import SCHEDULERS
@@ -144,9 +146,8 @@ class DViTLayer(Layer):
     # -- the world as a scheduling problem ---------------------------------------------------
     def _compute(self, world, idx: np.ndarray) -> np.ndarray:
         """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
-        if self._cpu_slot != world.slot:
-            lo, hi = self.veh_cpu
-            self._cpu = lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.VEH_CPU, world.uid)
+        if self._cpu_slot != world.slot:  # the world's c_n draw, mapped onto this layer's range
+            self._cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
             self._cpu_slot = world.slot
         return self._cpu[idx]
 
@@ -383,12 +384,12 @@ class DViTLayer(Layer):
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
             "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
             "rsu": np.array([task.rsu]), "steps": np.array([self.cfg.steps]),
-            "devices": np.array([",".join(task.devices)], dtype=object),
+            "devices": Lists([list(task.devices)], pa.string()),
             "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
             "queue_s": np.array([float(np.sum(task.queue))]),
-            "step_comm_s": np.array([";".join(f"{x:.6g}" for x in task.comm)], dtype=object),
-            "step_comp_s": np.array([";".join(f"{x:.6g}" for x in task.comp)], dtype=object),
-            "step_queue_s": np.array([";".join(f"{x:.6g}" for x in task.queue)], dtype=object),
+            "step_comm_s": Lists([list(task.comm)], pa.float64()),
+            "step_comp_s": Lists([list(task.comp)], pa.float64()),
+            "step_queue_s": Lists([list(task.queue)], pa.float64()),
             "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
             "latency_s": np.array([latency]),
             "reschedules": np.array([task.reschedules]), "success": np.array([status == "done"]),
