@@ -139,6 +139,7 @@ class DViTLayer(Layer):
                       for p in c.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
+        self._v2v_slot, self._v2v = -1, {}
 
     def on_start(self) -> None:
         self.table = self.ctx.table("dvit_tasks")
@@ -276,7 +277,13 @@ class DViTLayer(Layer):
             rate = world.rate_i2v_bps[index[dev]] if world.serving[index[dev]] == rsu else 0.0
             comm = self.bits / rate if rate > 0 else np.inf
         else:
-            rate = world.v2v_rate_bps([index[src]], [index[dev]])[0]
+            key = (index[src], index[dev])
+            if self._v2v_slot != world.slot:  # the world is fixed within a slot: cache pair rates
+                self._v2v.clear()
+                self._v2v_slot = world.slot
+            rate = self._v2v.get(key)
+            if rate is None:
+                rate = self._v2v[key] = float(world.v2v_rate_bps([key[0]], [key[1]])[0])
             comm = self.bits / rate if rate > 0 else np.inf
         if dev == RSU_NAME:
             comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait

@@ -213,13 +213,16 @@ def vli(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
 def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng(0)
     allowed = p.allowed()
+    options = [np.flatnonzero(allowed[i]) for i in range(p.n_devices)]
+    u = rng.random(p.steps)  # one draw per step, all at once
     plan = np.empty(p.steps, dtype=np.int64)
-    cur = int(rng.integers(0, p.n_devices))
+    cur = int(u[0] * p.n_devices)
     for k in range(p.steps):
         if k >= p.steps - p.local_steps:
             cur = p.user
         elif k > 0:
-            cur = int(rng.choice(np.flatnonzero(allowed[cur])))
+            opts = options[cur]
+            cur = int(opts[int(u[k] * len(opts))])
         plan[k] = cur
     return plan
 
