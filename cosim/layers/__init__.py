@@ -1,10 +1,15 @@
-"""AI workloads attached to the traffic. Importing this package registers every layer.
+"""AI workloads attached to the traffic.
 
-Each layer module registers itself with ``@register_layer("name")``; add the module's import
-below when adding a layer.
+Layer modules register themselves with ``@register_layer("name")``; :data:`LAYER_MODULES` names
+the module of each built-in layer, imported only when a scenario enables that layer (so a run
+without layers does not pay for importing them). Add a line there when adding a layer.
 """
 
 from cosim.layers.base import LAYERS, Layer, LayerContext, PolicyLayer, register_layer
-from cosim.layers.dvit import layer as _dvit  # noqa: F401  registers "dvit"
 
-__all__ = ["LAYERS", "Layer", "LayerContext", "PolicyLayer", "register_layer"]
+#: built-in layer name -> module that registers it
+LAYER_MODULES = {
+    "dvit": "cosim.layers.dvit.layer",
+}
+
+__all__ = ["LAYERS", "LAYER_MODULES", "Layer", "LayerContext", "PolicyLayer", "register_layer"]

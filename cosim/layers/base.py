@@ -100,14 +100,18 @@ def register_layer(name: str) -> Callable[[type[Layer]], type[Layer]]:
 
 def make_layers(tables: dict[str, dict], ctx: LayerContext) -> list[Layer]:
     """Instantiate the configured layers; an unknown name is a config error."""
-    from cosim import layers as _registered  # noqa: F401 - imports the layer modules once
+    import importlib
+
+    from cosim.layers import LAYER_MODULES
 
     out = []
     for name, table in tables.items():
         if table.get("enabled", True) is False:
             continue
+        if name not in LAYERS and name in LAYER_MODULES:
+            importlib.import_module(LAYER_MODULES[name])
         if name not in LAYERS:
-            known = ", ".join(sorted(LAYERS)) or "none yet"
+            known = ", ".join(sorted(set(LAYERS) | set(LAYER_MODULES))) or "none yet"
             raise ConfigError(f"{ctx.scenario_file}: unknown layer '[layers.{name}]' (known: {known})")
         out.append(LAYERS[name]({k: v for k, v in table.items() if k != "enabled"}, ctx))
     return out
