@@ -46,6 +46,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sumo-args", metavar="ARGS", default="",
                    help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
+    p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet (exact, for `cosim replay`) "
+                                                    "or TRACE.xml[.gz] (SUMO's FCD output)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_run)
 
@@ -72,13 +74,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.gui and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise CosimError("--gui needs a display (DISPLAY is not set); run without --gui")
     summary = run(cfg, args.out, backend=args.backend, gui=args.gui, port=args.port, progress=not args.quiet,
-                  sumo_binary=args.sumo_binary, extra_sumo_args=shlex.split(args.sumo_args))
+                  sumo_binary=args.sumo_binary, extra_sumo_args=shlex.split(args.sumo_args), record=args.record)
+    _report(summary, args.out, cfg)
+    return 0
+
+
+def _report(summary: dict, out_arg: str | None, cfg) -> None:  # noqa: ANN001
     w = summary["wall_s"]
-    out = Path(args.out) if args.out else None
-    where = out or Path(cfg.output.dir or "runs")
+    where = Path(out_arg) if out_arg else Path(cfg.output.dir or "runs")
     print(f"{summary['slots']} slots, {summary['vehicles_seen']} vehicles, {len(summary['rsus'])} RSUs; "
           f"wall {w['total']:.1f}s (SUMO {w['sumo']:.1f}s, plugin {w['plugin']:.1f}s)")
     print(f"results: {summary.get('out_dir', where)}")
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay", help="run the plugin on a recorded trace (no SUMO)",
+        description="Replay a recorded trace through the same world and layers as a live run. A .parquet trace "
+                    "from `cosim run --record` reproduces the live run's results exactly; an FCD .xml[.gz] "
+                    "(any `sumo --fcd-output`) to the precision it was written with.",
+    )
+    p.add_argument("trace", help="trace.parquet or FCD trace.xml[.gz]")
+    p.add_argument("--scenario", required=True, metavar="TOML", help="scenario (network, RSUs, layers, seed)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
+    p.add_argument("--end", type=float, metavar="S", help="stop at this time [s] (default: the scenario's end)")
+    p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from cosim import config as cfgmod
+    from cosim.runner import replay
+
+    cfg = cfgmod.load(args.scenario)
+    if args.end is not None:
+        cfg = cfg.replace(scenario={"end_s": args.end})
+    if args.no_coverage:
+        cfg = cfg.replace(output={"coverage": False})
+    summary = replay(cfg, args.trace, args.out, progress=not args.quiet)
+    _report(summary, args.out, cfg)
     return 0
 
 
@@ -117,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"cosim {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_replay(sub)
     _add_config(sub)
     return ap
 

@@ -80,7 +80,7 @@ class Timing:
 class Session:
     """The plugin's state for one run: world, layers, recorder, timing."""
 
-    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path):
+    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path, record: Path | None = None):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
@@ -90,6 +90,12 @@ class Session:
                            scenario_file=cfg.source_file, table=self.recorder.table)
         self.layers = make_layers(cfg.layers, ctx)
         self.timing = Timing()
+        self.trace = None
+        if record is not None:
+            from cosim.recorder import TableWriter
+
+            record.parent.mkdir(parents=True, exist_ok=True)
+            self.trace = TableWriter(record, cfg.output.flush_slots)
         self.slots = 0
         self.max_vehicles = 0
         self.sumo_version = ""
@@ -99,6 +105,10 @@ class Session:
             layer.on_start()
 
     def on_snapshot(self, snap: Snapshot) -> None:
+        if self.trace is not None and len(snap):
+            from cosim.sources.replay import snapshot_columns
+
+            self.trace.append(snapshot_columns(snap))
         self.world.update(snap, slot=self.slots)
         for layer in self.layers:
             layer.on_slot(self.world)
@@ -119,6 +129,8 @@ class Session:
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
         self.recorder.close()
+        if self.trace is not None:
+            self.trace.close()
         r = self.world.rsus
         dwell_block: dict[str, Any] = {}
         if self.cfg.output.coverage and self.slots:
@@ -188,10 +200,12 @@ class Progress:
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
         port: int | None = None, progress: bool = True, sumo_binary: str | None = None,
-        extra_sumo_args: list[str] | None = None) -> dict:
+        extra_sumo_args: list[str] | None = None, record: str | Path | None = None) -> dict:
     """Run SUMO with the plugin attached; returns the summary (also in ``out_dir/summary.json``).
 
     Raises :class:`SumoDied` (after writing everything so far) if SUMO stops mid-run.
+    ``record``: also write the traffic as a trace — ``*.parquet``: cosim's snapshots at full
+    precision (a replay reproduces the run exactly); ``*.xml[.gz]``: SUMO's FCD output.
     """
     sc = cfg.scenario
     backend = backend or sc.backend
@@ -209,19 +223,46 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
                        step_length_s=sc.step_length_s, log_file=out / "sumo.log",
                        extra=[*sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
-    session = Session(cfg, out, net_file)
+    record_path = Path(record) if record else None
+    if record_path is not None and not record_path.name.endswith(".parquet"):
+        # SUMO's own FCD trace, one record per slot
+        # SUMO labels a record with the time its step began: the state at slot boundary t is the
+        # record labelled t - step, so start one step before the first boundary
+        first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
+        cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
+                "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
+        record_path = None
+    session = Session(cfg, out, net_file, record=record_path)
     source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s)
+    return drive(session, source, sc.slot_s, end_s, progress)
+
+
+def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> dict:
+    """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results."""
+    from cosim.sources.replay import ReplaySource
+
+    sc = cfg.scenario
+    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    end_s = sc.end_s if sc.end_s >= 0 else None
+    step = sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
+    source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step)
+    session = Session(cfg, out, net_file_of(sc.sumocfg))
+    return drive(session, source, sc.slot_s, end_s, progress)
+
+
+def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool) -> dict:
+    """The slot loop over any TrafficSource; always finishes the session (results on disk)."""
     prog = Progress(progress, end_s)
     status, error = "completed", None
     try:
         source.start()
         session.sumo_version = source.sumo_version
-        t = source.time_s()
+        begin = source.time_s()
         k = 0
-        begin = t
         while True:
             k += 1
-            target = begin + k * sc.slot_s
+            target = begin + k * slot_s
             if end_s is not None and target > end_s + EPS:
                 break
             t0 = time.perf_counter()

@@ -1,0 +1,175 @@
+"""Recorded traffic as a :class:`TrafficSource`: no SUMO process needed.
+
+Two formats, both streamed (memory stays flat however long the trace):
+
+* ``.parquet`` — what ``cosim run --record trace.parquet`` writes: every snapshot field of every
+  slot at full double precision, so a replay reproduces the live run's results exactly.
+* SUMO FCD XML (``.xml`` or ``.xml.gz``, e.g. ``cosim run --record trace.xml.gz`` or any
+  ``sumo --fcd-output``): read with lxml's ``iterparse``, each ``<timestep>`` cleared once read.
+  Values carry the precision SUMO wrote (``--precision``), so results match the live run only to
+  that precision. ``length`` is taken as 5 m unless the trace has it. SUMO labels a record with
+  the time its step *began*: the record labelled t is the state at t + step length, which is
+  what a live run sees at that time, so FCD times are shifted by ``fcd_step_s``.
+
+Bad input (broken or truncated XML, a timestep going backwards, a vehicle without a required
+attribute) raises :class:`~cosim.errors.CosimError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cosim.errors import CosimError
+from cosim.sources.base import SNAPSHOT_FIELDS, Snapshot
+
+EPS = 1e-6
+TRACE_COLUMNS = ["time_s", *SNAPSHOT_FIELDS]  # the parquet trace layout (one row per vehicle and slot)
+
+
+def snapshot_columns(snap: Snapshot) -> dict:
+    """A snapshot as trace columns (for the recorder)."""
+    n = len(snap)
+    return {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
+
+
+def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(str(path))
+    except Exception as exc:
+        raise CosimError(f"{path}: not a readable parquet trace ({exc})") from None
+    missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
+    if missing:
+        raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)}")
+    carry: dict | None = None
+    last_t = -np.inf
+    for rg in range(pf.num_row_groups):
+        t = pf.read_row_group(rg, columns=TRACE_COLUMNS)
+        cols = {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
+        for c in ("ids", "edge", "lane"):
+            cols[c] = cols[c].astype(object)
+        if carry is not None:
+            cols = {c: np.concatenate([carry[c], cols[c]]) for c in TRACE_COLUMNS}
+        times = cols["time_s"]
+        if len(times) and np.any(np.diff(times) < 0):
+            raise CosimError(f"{path}: row group {rg}: time goes backwards (trace must be sorted by time)")
+        if len(times) and times[0] < last_t - EPS:
+            raise CosimError(f"{path}: row group {rg}: time goes backwards (trace must be sorted by time)")
+        bounds = np.flatnonzero(np.diff(times)) + 1
+        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(times)]])
+        # the last time of this row group may continue in the next: carry it over
+        for s, e in list(zip(starts, ends))[:-1]:
+            yield Snapshot(float(times[s]), *(cols[f][s:e] for f in SNAPSHOT_FIELDS))
+        if len(times):
+            s, e = starts[-1], ends[-1]
+            carry = {c: cols[c][s:e] for c in TRACE_COLUMNS}
+            last_t = float(times[s])
+    if carry is not None and len(carry["time_s"]):
+        yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
+
+
+_REQUIRED = ("id", "x", "y", "angle", "speed", "lane", "pos")
+
+
+def _fcd_snapshots(path: Path, shift: float = 0.0) -> Iterator[Snapshot]:
+    from lxml import etree
+
+    import gzip
+
+    last_t = -np.inf
+    stream = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    try:
+        for _, ts in etree.iterparse(stream, events=("end",), tag="timestep", huge_tree=True):
+            try:
+                t = float(ts.get("time")) + shift
+            except (TypeError, ValueError):
+                raise CosimError(f"{path}: line {ts.sourceline}: <timestep> without a numeric time") from None
+            if t < last_t - EPS:
+                raise CosimError(f"{path}: line {ts.sourceline}: timestep {t:g} comes after {last_t:g} (unsorted)")
+            last_t = t
+            vehs = ts.findall("vehicle")
+            rows = []
+            for v in vehs:
+                a = v.attrib
+                miss = [k for k in _REQUIRED if k not in a]
+                if miss:
+                    raise CosimError(f"{path}: line {v.sourceline}: vehicle {a.get('id', '?')!r} lacks {', '.join(miss)}")
+                rows.append(a)
+            n = len(rows)
+            try:
+                f = lambda k, default=None: np.array(  # noqa: E731
+                    [float(r[k]) if k in r else default for r in rows], dtype=float).reshape(n)
+                lane = np.array([r["lane"] for r in rows], dtype=object)
+                snap = Snapshot(t, np.array([r["id"] for r in rows], dtype=object), f("x"), f("y"), f("speed"),
+                                f("angle"), f("acceleration", 0.0), np.array([ln.rpartition("_")[0] for ln in lane],
+                                                                             dtype=object),
+                                lane, f("pos"), f("length", 5.0))
+            except ValueError as exc:
+                raise CosimError(f"{path}: line {ts.sourceline}: a non-numeric vehicle attribute ({exc})") from None
+            ts.clear()
+            while ts.getprevious() is not None:  # drop what was already read: flat memory
+                del ts.getparent()[0]
+            yield snap
+    except etree.XMLSyntaxError as exc:
+        raise CosimError(f"{path}: broken or truncated XML at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, EOFError) as exc:  # gzip: a truncated or corrupt archive
+        raise CosimError(f"{path}: cannot read the trace ({exc})") from None
+    finally:
+        stream.close()
+
+
+class ReplaySource:
+    """Yields the recorded snapshot at each slot boundary (empty where the trace has none)."""
+
+    def __init__(self, path: str | Path, end_s: float | None = None, begin_s: float = 0.0, fcd_step_s: float = 0.0):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CosimError(f"{self.path}: no such trace file")
+        name = self.path.name.lower()
+        if name.endswith(".parquet"):
+            self._open = _parquet_snapshots
+        elif name.endswith((".xml", ".xml.gz")):
+            self._open = lambda p: _fcd_snapshots(p, fcd_step_s)
+        else:
+            raise CosimError(f"{self.path}: expected a .parquet or FCD .xml[.gz] trace")
+        self.end_s = end_s
+        self.sumo_version = "replay"
+        self._it: Iterator[Snapshot] | None = None
+        self._next: Snapshot | None = None
+        self._done = False
+        self.begin_s = begin_s  # slots fall at begin + k * slot, as in the live run
+
+    def start(self) -> None:
+        self._it = self._open(self.path)
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            self._next = next(self._it)
+        except StopIteration:
+            self._next, self._done = None, True
+
+    def first_time(self) -> float | None:
+        return None if self._next is None else self._next.time_s
+
+    def step_to(self, time_s: float) -> Snapshot:
+        while self._next is not None and self._next.time_s < time_s - EPS:
+            self._advance()  # a record between slots (e.g. FCD written every SUMO step)
+        if self._next is not None and abs(self._next.time_s - time_s) <= EPS:
+            snap = self._next
+            self._advance()
+            return snap
+        return Snapshot.empty(time_s)
+
+    def finished(self) -> bool:
+        return self._done
+
+    def time_s(self) -> float:
+        return self.begin_s
+
+    def close(self) -> None:
+        self._it = None
