@@ -117,6 +117,74 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demand_args(p: argparse.ArgumentParser, period: float) -> None:
+    p.add_argument("--name", required=True, help="writes sumo_nets/NAME/ and scenarios/NAME.toml")
+    p.add_argument("--root", default=".", help="folder holding sumo_nets/ and scenarios/ (default: .)")
+    p.add_argument("--period", type=float, default=period, help=f"seconds between departures (default {period:g})")
+    p.add_argument("--fringe-factor", type=float, default=5.0, help="likelier trips from/to the fringe (default 5)")
+    p.add_argument("--end", type=float, default=3600.0, help="last departure [s] (default 3600)")
+    p.add_argument("--seed", type=int, default=42, help="seeds netgenerate/randomTrips (default 42)")
+
+
+def _demand(args: argparse.Namespace):  # noqa: ANN202
+    from cosim.netbuild import DemandSpec
+
+    if args.period <= 0 or args.end <= 0:
+        raise CosimError("--period and --end must be > 0")
+    return DemandSpec(end_s=args.end, period_s=args.period, fringe_factor=args.fringe_factor,
+                      min_distance_m=100.0, seed=args.seed)
+
+
+def _add_netgen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("netgen", help="generate a network (grid, spider, random) with demand and a scenario",
+                       description="Build a SUMO network with netgenerate, random demand with randomTrips/duarouter, "
+                                   "and a ready scenario TOML (RSUs on an automatic lattice).")
+    p.add_argument("kind", choices=("grid", "spider", "random"))
+    p.add_argument("--size", type=int, default=5, help="grid: junctions per side; spider: arms and circles; "
+                                                       "random: 20 x size growth steps (default 5)")
+    p.add_argument("--length", type=float, default=200.0, help="block / ring spacing / edge length [m] (default 200)")
+    p.add_argument("--lanes", type=int, default=2, help="lanes per direction (default 2)")
+    _demand_args(p, period=0.5)
+    p.set_defaults(func=cmd_netgen)
+
+
+def cmd_netgen(args: argparse.Namespace) -> int:
+    from cosim.netbuild import build_scenario, netgenerate
+
+    if args.size < 2 or args.length <= 0 or args.lanes < 1:
+        raise CosimError("--size >= 2, --length > 0 and --lanes >= 1 are needed")
+    cfg, scen = build_scenario(
+        args.name, Path(args.root), lambda out: netgenerate(args.kind, out, size=args.size, length_m=args.length,
+                                                              lanes=args.lanes, seed=args.seed),
+        _demand(args), comment=f"cosim netgen {args.kind} --size {args.size} --length {args.length:g}")
+    print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
+    return 0
+
+
+def _add_import_osm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-osm", help="build a network, demand and scenario from an OpenStreetMap extract",
+                       description="netconvert with urban settings (junction joining, guessed traffic lights, ramps, "
+                                   "roundabouts; passenger roads), demand with randomTrips/duarouter, optional building "
+                                   "polygons (polyconvert), RSUs on an automatic lattice, and a ready scenario TOML.")
+    p.add_argument("osm", help="OpenStreetMap extract (.osm or .osm.gz / .osm.xml.gz)")
+    p.add_argument("--polygons", action="store_true", help="also convert buildings etc. with polyconvert")
+    _demand_args(p, period=1.0)
+    p.set_defaults(func=cmd_import_osm)
+
+
+def cmd_import_osm(args: argparse.Namespace) -> int:
+    from cosim.netbuild import build_scenario, netconvert_osm
+
+    osm = Path(args.osm)
+    if not osm.is_file():
+        raise CosimError(f"{osm}: no such OSM file")
+    cfg, scen = build_scenario(args.name, Path(args.root), lambda out: netconvert_osm(osm, out), _demand(args),
+                               polygons=osm if args.polygons else None,
+                               comment=f"cosim import-osm {osm.name}\nMap data (c) OpenStreetMap contributors, ODbL 1.0")
+    print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
+    return 0
+
+
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "config", help="show a scenario's effective configuration, or every key with its default",
@@ -153,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
     _add_replay(sub)
+    _add_netgen(sub)
+    _add_import_osm(sub)
     _add_config(sub)
     return ap
 

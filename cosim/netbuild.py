@@ -6,6 +6,7 @@ so no system SUMO is needed. Every random choice is driven by the ``seed`` argum
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -96,3 +97,83 @@ def write_sumocfg(path: Path, net: Path, routes: Path, end_s: float, step_length
         '        <duration-log.disable value="true"/>\n    </report>\n</configuration>\n'
     )
     return path
+
+
+def netgenerate(kind: str, out_net: Path, *, size: int = 5, length_m: float = 200.0, lanes: int = 2,
+                speed_mps: float = 13.89, traffic_lights: bool = True, seed: int = 42) -> Path:
+    """A generated network: ``grid`` (size x size junctions), ``spider`` (size arms and circles)
+    or ``random`` (size * 20 growth iterations); ``length_m`` is the block / ring / mean edge length."""
+    if kind == "grid":
+        return netgenerate_grid(out_net, GridSpec(size, size, length_m, lanes, speed_mps, traffic_lights), seed)
+    if kind == "spider":
+        shape = ["--spider", "--spider.arm-number", str(max(3, size)), "--spider.circle-number", str(size),
+                 "--spider.space-radius", str(length_m)]
+    elif kind == "random":
+        shape = ["--rand", "--rand.iterations", str(20 * size), "--rand.min-distance", str(0.5 * length_m),
+                 "--rand.max-distance", str(1.5 * length_m), "--rand.grid"]
+    else:
+        raise CosimError(f"unknown network kind '{kind}' (use grid, spider or random)")
+    cmd = [sumo_binary("netgenerate"), *shape, "--default.lanenumber", str(lanes), "--default.speed", str(speed_mps),
+           "--no-turnarounds", "true", "--seed", str(seed), "-o", str(out_net)]
+    if traffic_lights:
+        cmd += ["--default-junction-type", "traffic_light"]
+    _run(cmd, "netgenerate")
+    return out_net
+
+
+#: netconvert settings for urban OSM extracts (SUMO's recommended import options)
+OSM_NETCONVERT_ARGS = [
+    "--geometry.remove", "--ramps.guess", "--junctions.join", "--tls.guess-signals", "--tls.discard-simple",
+    "--tls.join", "--tls.default-type", "actuated", "--roundabouts.guess", "--keep-edges.by-vclass", "passenger",
+    "--remove-edges.isolated", "--output.street-names", "--output.original-names",
+]
+
+
+def netconvert_osm(osm: Path, out_net: Path) -> Path:
+    if not Path(osm).is_file():
+        raise CosimError(f"{osm}: no such OSM file")
+    _run([sumo_binary("netconvert"), "--osm-files", str(osm), *OSM_NETCONVERT_ARGS, "-o", str(out_net)],
+         f"netconvert on {osm}")
+    if not out_net.is_file() or out_net.stat().st_size < 200:
+        raise CosimError(f"{osm}: the extract holds no road a passenger car can drive")
+    return out_net
+
+
+def polyconvert_osm(osm: Path, net: Path, out_poly: Path) -> Path:
+    typemap = Path(sumo_tool("../data/typemap/osmPolyconvert.typ.xml")).resolve()
+    cmd = [sumo_binary("polyconvert"), "--osm-files", str(osm), "--net-file", str(net), "-o", str(out_poly)]
+    if typemap.is_file():
+        cmd += ["--type-file", str(typemap)]
+    _run(cmd, "polyconvert")
+    return out_poly
+
+
+def write_scenario(path: Path, sumocfg: Path, *, seed: int, end_s: float, step_length_s: float = 0.25,
+                   comment: str = "") -> Path:
+    rel = Path(os.path.relpath(Path(sumocfg).resolve(), Path(path).parent.resolve())).as_posix()
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    path.write_text(f"{head}[scenario]\nsumocfg = \"{rel}\"\nseed = {seed}\nend_s = {end_s:g}\nslot_s = 1.0\n"
+                    f"step_length_s = {step_length_s:g}\n\n[rsu]\nradius_m = 500.0\nplacement = \"lattice\"\n")
+    return path
+
+
+def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, polygons: Path | None = None,
+                   comment: str = "") -> tuple[Path, Path]:
+    """sumo_nets/NAME/{NAME.net.xml, NAME.rou.xml, NAME.sumocfg} + scenarios/NAME.toml under ``root``."""
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise CosimError(f"--name {name!r}: use letters, digits, '-' or '_'")
+    net_dir = root / "sumo_nets" / name
+    net_dir.mkdir(parents=True, exist_ok=True)
+    net = net_builder(net_dir / f"{name}.net.xml")
+    from cosim.world.network import read_net
+
+    read_net(net)  # fails clearly on a network without drivable edges
+    routes = random_trips(net, net_dir / f"{name}.rou.xml", demand)
+    extra = ()
+    if polygons is not None:
+        extra = (polyconvert_osm(polygons, net, net_dir / f"{name}.poly.xml"),)
+    cfg = write_sumocfg(net_dir / f"{name}.sumocfg", net, routes, end_s=demand.end_s, extra_inputs=extra)
+    (root / "scenarios").mkdir(parents=True, exist_ok=True)
+    scen = write_scenario(root / "scenarios" / f"{name}.toml", cfg, seed=demand.seed, end_s=min(demand.end_s, 600.0),
+                          comment=comment)
+    return cfg, scen
