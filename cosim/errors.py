@@ -13,3 +13,13 @@ class ConfigError(CosimError):
 
 class SumoDied(CosimError):
     """SUMO stopped answering (crash, error in its inputs, killed) in the middle of a run."""
+
+
+def last_error_line(text: str) -> str:
+    """The line of a SUMO tool's output that says what went wrong (its last "Error..." line)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    if errors:
+        return errors[-1]
+    lines = [ln for ln in lines if not ln.startswith("Quitting")]
+    return lines[-1] if lines else ""

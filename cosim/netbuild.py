@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosim.errors import CosimError
+from cosim.errors import CosimError, last_error_line
 from cosim.sumo_home import sumo_binary, sumo_tool
 
 
@@ -42,8 +42,8 @@ class DemandSpec:
 def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        last = (proc.stderr or proc.stdout).strip().splitlines()
-        raise CosimError(f"{what} failed: {last[-1] if last else 'exit ' + str(proc.returncode)}")
+        why = last_error_line((proc.stderr or "") + "\n" + (proc.stdout or ""))
+        raise CosimError(f"{what} failed: {why or 'exit ' + str(proc.returncode)}")
 
 
 def netgenerate_grid(out_net: Path, spec: GridSpec, seed: int = 42) -> Path:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import traci.constants as tc
 
-from cosim.errors import CosimError, SumoDied
+from cosim.errors import CosimError, SumoDied, last_error_line
 from cosim.sources.base import Snapshot
 from cosim.sumo_home import sumo_binary
 
@@ -321,11 +321,4 @@ class SumoSource:
 
     @staticmethod
     def _last_error(text: str) -> str:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("Error")]
-        if errors:
-            return errors[-1]
-        if lines and lines[-1].startswith("Quitting"):
-            lines = lines[:-1]
-        return lines[-1] if lines else ""
-
+        return last_error_line(text)
