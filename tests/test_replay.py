@@ -107,6 +107,31 @@ def test_bad_traces_name_file_and_line(tmp_path, case, expect):
 def test_missing_and_unknown_traces(tmp_path):
     with pytest.raises(CosimError, match="no such trace file"):
         ReplaySource(tmp_path / "nope.parquet")
-    (tmp_path / "t.csv").write_text("x\n")
-    with pytest.raises(CosimError, match="expected a .parquet or FCD"):
-        ReplaySource(tmp_path / "t.csv")
+    (tmp_path / "t.txt").write_text("x\n")
+    with pytest.raises(CosimError, match="expected a .parquet, .csv"):
+        ReplaySource(tmp_path / "t.txt")
+
+
+def test_csv_trace_equals_parquet_trace_and_reports_bad_lines(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cosim.sources.replay import TRACE_COLUMNS
+
+    rows = {"time_s": [1.0, 1.0, 2.0], "ids": ["a", "b", "a"], "x": [0.1 + 0.2, 5.0, 1 / 3], "y": [1.0, 2.0, 3.0],
+            "speed": [1.0, 2.0, 3.0], "angle": [0.0, 90.0, 180.0], "accel": [0.0, -1.5, 0.25],
+            "edge": ["e", "f", "e"], "lane": ["e_0", "f_1", "e_0"], "lane_pos": [1.0, 2.0, 3.0], "length": [5.0, 4.5, 5.0]}
+    pq.write_table(pa.table(rows), tmp_path / "t.parquet")
+    pd.DataFrame(rows)[TRACE_COLUMNS].to_csv(tmp_path / "t.csv", index=False, float_format="%.17g")
+    a, b = ReplaySource(tmp_path / "t.parquet"), ReplaySource(tmp_path / "t.csv")
+    a.start()
+    b.start()
+    for t in (1.0, 2.0):
+        sa, sb = a.step_to(t), b.step_to(t)
+        for f in ("ids", "x", "accel", "edge", "lane", "length"):
+            np.testing.assert_array_equal(getattr(sa, f), getattr(sb, f))  # bit for bit (0.1 + 0.2, 1/3)
+    bad = tmp_path / "bad.csv"
+    bad.write_text((tmp_path / "t.csv").read_text().replace(",5,", ",,", 1))
+    src = ReplaySource(bad)
+    with pytest.raises(CosimError, match=r"bad.csv: line 3: a row with a missing value"):
+        src.start()

@@ -1,9 +1,11 @@
 """Recorded traffic as a :class:`TrafficSource`: no SUMO process needed.
 
-Two formats, both streamed (memory stays flat however long the trace):
+Three formats, all streamed (memory stays flat however long the trace):
 
 * ``.parquet`` — what ``cosim run --record trace.parquet`` writes: every snapshot field of every
   slot at full double precision, so a replay reproduces the live run's results exactly.
+* ``.csv`` / ``.csv.gz`` — the same columns as the parquet trace (header row, sorted by time),
+  read in chunks with round-trip float parsing (exact when written with full precision).
 * SUMO FCD XML (``.xml`` or ``.xml.gz``, e.g. ``cosim run --record trace.xml.gz`` or any
   ``sumo --fcd-output``): read with lxml's ``iterparse``, each ``<timestep>`` cleared once read.
   Values carry the precision SUMO wrote (``--precision``), so results match the live run only to
@@ -35,6 +37,31 @@ def snapshot_columns(snap: Snapshot) -> dict:
     return {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
 
 
+def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
+    """Snapshots from column chunks sorted by time (a time may continue into the next chunk)."""
+    carry: dict | None = None
+    last_t = -np.inf
+    for i, cols in enumerate(chunks):
+        for c in ("ids", "edge", "lane"):
+            cols[c] = np.asarray(cols[c]).astype(object)
+        if carry is not None:
+            cols = {c: np.concatenate([carry[c], cols[c]]) for c in TRACE_COLUMNS}
+        times = np.asarray(cols["time_s"], dtype=float)
+        if len(times) and (np.any(np.diff(times) < 0) or times[0] < last_t - EPS):
+            raise CosimError(f"{path}: chunk {i}: time goes backwards (a trace must be sorted by time)")
+        if not len(times):
+            continue
+        bounds = np.flatnonzero(np.diff(times)) + 1
+        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(times)]])
+        for s, e in list(zip(starts, ends))[:-1]:
+            yield Snapshot(float(times[s]), *(cols[f][s:e] for f in SNAPSHOT_FIELDS))
+        s, e = starts[-1], ends[-1]
+        carry = {c: cols[c][s:e] for c in TRACE_COLUMNS}
+        last_t = float(times[s])
+    if carry is not None:
+        yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
+
+
 def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
     import pyarrow.parquet as pq
 
@@ -45,31 +72,29 @@ def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
     missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)}")
-    carry: dict | None = None
-    last_t = -np.inf
-    for rg in range(pf.num_row_groups):
-        t = pf.read_row_group(rg, columns=TRACE_COLUMNS)
-        cols = {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
-        for c in ("ids", "edge", "lane"):
-            cols[c] = cols[c].astype(object)
-        if carry is not None:
-            cols = {c: np.concatenate([carry[c], cols[c]]) for c in TRACE_COLUMNS}
-        times = cols["time_s"]
-        if len(times) and np.any(np.diff(times) < 0):
-            raise CosimError(f"{path}: row group {rg}: time goes backwards (trace must be sorted by time)")
-        if len(times) and times[0] < last_t - EPS:
-            raise CosimError(f"{path}: row group {rg}: time goes backwards (trace must be sorted by time)")
-        bounds = np.flatnonzero(np.diff(times)) + 1
-        starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(times)]])
-        # the last time of this row group may continue in the next: carry it over
-        for s, e in list(zip(starts, ends))[:-1]:
-            yield Snapshot(float(times[s]), *(cols[f][s:e] for f in SNAPSHOT_FIELDS))
-        if len(times):
-            s, e = starts[-1], ends[-1]
-            carry = {c: cols[c][s:e] for c in TRACE_COLUMNS}
-            last_t = float(times[s])
-    if carry is not None and len(carry["time_s"]):
-        yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
+    chunks = ({c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
+              for t in (pf.read_row_group(rg, columns=TRACE_COLUMNS) for rg in range(pf.num_row_groups)))
+    yield from _by_time(path, chunks)
+
+
+def _csv_snapshots(path: Path) -> Iterator[Snapshot]:
+    """A CSV with the parquet trace's columns (header row), sorted by time; gzip by suffix."""
+    import pandas as pd
+
+    try:
+        # pandas >= 3 parses floats round-trip exactly by default
+        reader = pd.read_csv(path, chunksize=200_000, dtype={"ids": str, "edge": str, "lane": str})
+        for i, df in enumerate(reader):
+            missing = [c for c in TRACE_COLUMNS if c not in df.columns]
+            if missing:
+                raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)} (line 1)")
+            bad = df[TRACE_COLUMNS].isna().any(axis=1).to_numpy()
+            if bad.any():
+                line = int(np.flatnonzero(bad)[0]) + 2 + i * 200_000
+                raise CosimError(f"{path}: line {line}: a row with a missing value")
+            yield {c: df[c].to_numpy() for c in TRACE_COLUMNS}
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise CosimError(f"{path}: unreadable CSV trace ({' '.join(str(exc).split())})") from None
 
 
 _REQUIRED = ("id", "x", "y", "angle", "speed", "lane", "pos")
@@ -140,10 +165,12 @@ class ReplaySource:
         name = self.path.name.lower()
         if name.endswith(".parquet"):
             self._open = _parquet_snapshots
+        elif name.endswith((".csv", ".csv.gz")):
+            self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
             self._open = lambda p: _fcd_snapshots(p, fcd_step_s)
         else:
-            raise CosimError(f"{self.path}: expected a .parquet or FCD .xml[.gz] trace")
+            raise CosimError(f"{self.path}: expected a .parquet, .csv[.gz] or FCD .xml[.gz] trace")
         self.end_s = end_s
         self.sumo_version = "replay"
         self._it: Iterator[Snapshot] | None = None
