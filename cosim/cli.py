@@ -75,16 +75,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CosimError("--gui needs a display (DISPLAY is not set); run without --gui")
     summary = run(cfg, args.out, backend=args.backend, gui=args.gui, port=args.port, progress=not args.quiet,
                   sumo_binary=args.sumo_binary, extra_sumo_args=shlex.split(args.sumo_args), record=args.record)
-    _report(summary, args.out, cfg)
+    _report(summary, args.out)
     return 0
 
 
-def _report(summary: dict, out_arg: str | None, cfg) -> None:  # noqa: ANN001
+def _report(summary: dict, out_arg: str | None) -> None:
     w = summary["wall_s"]
-    where = Path(out_arg) if out_arg else Path(cfg.output.dir or "runs")
+    where = summary.get("out_dir") or out_arg
     print(f"{summary['slots']} slots, {summary['vehicles_seen']} vehicles, {len(summary['rsus'])} RSUs; "
           f"wall {w['total']:.1f}s (SUMO {w['sumo']:.1f}s, plugin {w['plugin']:.1f}s)")
-    print(f"results: {summary.get('out_dir', where)}")
+    print(f"results: {where}")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +113,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.no_coverage:
         cfg = cfg.replace(output={"coverage": False})
     summary = replay(cfg, args.trace, args.out, progress=not args.quiet)
-    _report(summary, args.out, cfg)
+    _report(summary, args.out)
     return 0
 
 

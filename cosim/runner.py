@@ -145,6 +145,7 @@ class Session:
         self.summary = {
             "scenario": self.cfg.name,
             "scenario_file": self.cfg.source_file,
+            "out_dir": str(self.out_dir),
             "sumocfg": self.cfg.scenario.sumocfg,
             "seed": self.cfg.scenario.seed,
             "status": status,
