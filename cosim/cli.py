@@ -23,6 +23,13 @@ EXIT_SUMO_DIED = 3
 EXIT_INTERRUPTED = 130
 
 
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """Options every command that writes a results folder shares."""
+    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
+    p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run SUMO with the plugin attached",
@@ -33,7 +40,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                "slot 1 s, seed 42. Relative paths inside it resolve against its folder, as in SUMO.",
     )
     p.add_argument("target", help="scenario TOML file or SUMO .sumocfg")
-    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
+    _output_args(p)
     p.add_argument("--backend", choices=("libsumo", "traci"), help="libsumo (in-process, default) or traci (socket)")
     p.add_argument("--gui", action="store_true", help="use sumo-gui (implies --backend traci; needs a display)")
     p.add_argument("--port", type=int, help="TraCI port (default: a free one)")
@@ -45,10 +52,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sumo-binary", metavar="PATH", help="SUMO binary for the traci backend (default: the wheel's)")
     p.add_argument("--sumo-args", metavar="ARGS", default="",
                    help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
-    p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
     p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet (exact, for `cosim replay`) "
                                                     "or TRACE.xml[.gz] (SUMO's FCD output)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_run)
 
 
@@ -96,10 +101,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("trace", help="trace.parquet or FCD trace.xml[.gz]")
     p.add_argument("--scenario", required=True, metavar="TOML", help="scenario (network, RSUs, layers, seed)")
-    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
     p.add_argument("--end", type=float, metavar="S", help="stop at this time [s] (default: the scenario's end)")
-    p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    _output_args(p)
     p.set_defaults(func=cmd_replay)
 
 

@@ -188,9 +188,6 @@ class ReplaySource:
         except StopIteration:
             self._next, self._done = None, True
 
-    def first_time(self) -> float | None:
-        return None if self._next is None else self._next.time_s
-
     def step_to(self, time_s: float) -> Snapshot:
         while self._next is not None and self._next.time_s < time_s - EPS:
             self._advance()  # a record between slots (e.g. FCD written every SUMO step)

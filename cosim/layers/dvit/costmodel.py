@@ -35,7 +35,7 @@ loaded, which is the situation the paper's scheduling addresses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,6 @@ class DViTParams:
     rsu_compute_flops: tuple = (1.5e12, 2.0e12)  # c_0 range [FLOP/s]
     vehicle_queue: tuple = (2.0, 20.0)  # (beta, eta) [1/s]
     rsu_queue: tuple = (30.0, 40.0)  # (beta, eta) [1/s]: a busy RSU (75 % utilised)
-
-    def with_shape(self, **kw) -> "DViTParams":
-        return replace(self, shape=replace(self.shape, **kw))
 
 
 PRESETS = {

@@ -227,10 +227,4 @@ def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
     return plan
 
 
-def plan_and_check(name: str, p: Problem, rng: np.random.Generator):
-    """Run a policy; returns (plan or None, Evaluation or None)."""
-    plan = SCHEDULERS[name](p, rng)
-    return (None, None) if plan is None else (plan, evaluate(p, plan))
-
-
-__all__ = ["SCHEDULERS", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi", "USER"]
+__all__ = ["SCHEDULERS", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
