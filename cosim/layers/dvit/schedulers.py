@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem, evaluate
+from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
 
 Policy = Callable[[Problem, np.random.Generator], "np.ndarray | None"]
 SCHEDULERS: dict[str, Policy] = {}
@@ -124,7 +124,7 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, p
     K, V, U = p.steps, p.n_devices, p.user
     cost = p.step_cost()
     # state components per device: bandwidth index = device, position cells = 2 per device
-    n_w, n_h = V, 2 * V
+    n_h = 2 * V  # H': each device's cell now and after one step
     xy = p.xy if len(p.xy) == V else np.zeros((V, 2))
     vel = p.speed_xy if len(p.speed_xy) == V else np.zeros((V, 2))
     step_t = float(np.median(cost)) if V else 0.0
