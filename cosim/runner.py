@@ -188,8 +188,13 @@ class Progress:
         busy = tm.sumo_s + tm.plugin_s
         share = 100 * tm.plugin_s / busy if busy > 0 else 0.0
         end = f"/{self.end_s:g}" if self.end_s else ""
-        line = (f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {session.slots / elapsed:.0f} slots/s  "
-                f"(plugin {share:.0f}% of time)")
+        rate = session.slots / elapsed
+        eta = ""
+        if self.end_s and rate > 0 and not force:
+            left = max(0.0, (self.end_s - t) / session.cfg.scenario.slot_s) / rate
+            eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
+        line = (f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
+                f"(plugin {share:.0f}% of time){eta}")
         if self.tty:
             sys.stderr.write("\r" + line.ljust(100))
             if force:
