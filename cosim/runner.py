@@ -70,6 +70,19 @@ def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
         return None
 
 
+def results_dir(cfg: Config, out_dir: str | Path | None) -> Path:
+    """The results folder: the argument, else ``output.dir``, else runs/<name>-s<seed>-<time>."""
+    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def step_length_s(cfg: Config) -> float:
+    """SUMO's step length: the scenario's override, else the sumocfg's, else SUMO's 1 s default."""
+    sc = cfg.scenario
+    return sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
+
+
 @dataclass
 class Timing:
     sumo_s: float = 0.0
@@ -217,10 +230,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     backend = backend or sc.backend
     if gui and backend == "libsumo":
         backend = "traci"  # sumo-gui is only reachable over a socket
-    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(cfg, out_dir)
     net_file = net_file_of(sc.sumocfg)
-    step = sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
+    step = step_length_s(cfg)
     ratio = sc.slot_s / step
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
         raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
@@ -248,10 +260,9 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     from cosim.sources.replay import ReplaySource
 
     sc = cfg.scenario
-    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(cfg, out_dir)
     end_s = sc.end_s if sc.end_s >= 0 else None
-    step = sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
+    step = step_length_s(cfg)
     source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step)
     session = Session(cfg, out, net_file_of(sc.sumocfg))
     return drive(session, source, sc.slot_s, end_s, progress)

@@ -86,13 +86,17 @@ def _edge_of_lane(lane: str) -> str:
 
 
 class _Cache(dict):
-    """dict with a fallback: ``cache[k]`` computes and keeps ``fn(k)`` on a miss."""
+    """dict with a fallback: ``cache[k]`` computes and keeps ``fn(k)`` on a miss; emptied when it
+    reaches ``max_items`` so that very long runs (vehicles come and go) stay bounded."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, max_items: int = 50_000):
         super().__init__()
         self.fn = fn
+        self.max_items = max_items
 
     def __missing__(self, key):
+        if len(self) >= self.max_items:
+            self.clear()
         value = self[key] = self.fn(key)
         return value
 
@@ -140,8 +144,6 @@ class SubscriptionReader:
 
     def read(self, time_s: float) -> Snapshot:
         res = self.conn.junction.getContextSubscriptionResults(self.anchor)
-        if len(self.lengths) > 50_000:  # bound the caches on very long runs
-            self.lengths.clear()
         return snapshot_from_results(time_s, res or {}, self.lengths.__getitem__, self.edges)
 
     def unsubscribe(self) -> None:
@@ -178,8 +180,6 @@ class DirectReader:
         n = len(ids)
         if n == 0:
             return Snapshot.empty(time_s)
-        if len(self.lengths) > 50_000:
-            self.lengths.clear()
         pos = np.array(list(map(self._pos, ids)), dtype=float).reshape(n, 2)
         f = lambda fn: np.fromiter(map(fn, ids), float, n)  # noqa: E731
         lanes = list(map(self._lane, ids))
