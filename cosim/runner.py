@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import traci
@@ -311,13 +311,12 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
 class CosimListener(traci.StepListener):
     """Runs the plugin inside someone else's TraCI/libsumo loop (see :func:`attach`)."""
 
-    def __init__(self, conn: Any, session: Session, on_finish: Callable[[dict], None] | None = None):
+    def __init__(self, conn: Any, session: Session):
         self.conn = conn
         self.session = session
         self.reader = make_reader(conn)
         self.slot_s = session.cfg.scenario.slot_s
         self.next_slot = float(conn.simulation.getTime()) + self.slot_s
-        self.on_finish = on_finish
 
     def step(self, t: float = 0) -> bool:
         now = float(self.conn.simulation.getTime())
@@ -332,9 +331,7 @@ class CosimListener(traci.StepListener):
         return True
 
     def cleanUp(self) -> None:
-        summary = self.session.finish("completed")
-        if self.on_finish:
-            self.on_finish(summary)
+        self.session.finish("completed")
 
     def close(self) -> dict:
         """Write the results now (also happens on ``traci.close()``/``removeStepListener``)."""
