@@ -35,7 +35,7 @@ from cosim.errors import CosimError, SumoDied
 from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
-from cosim.sources.sumo import SumoSource, make_reader, sumo_command
+from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
 from cosim.world import World, net_file_of, read_net
 
 EPS = 1e-6
@@ -275,6 +275,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
     try:
         source.start()
         session.sumo_version = source.sumo_version
+        session.world.route_of = getattr(source, "route_of", None)
         begin = source.time_s()
         k = 0
         while True:
@@ -368,6 +369,7 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     out = Path(out_dir) if out_dir else default_out_dir(cfg)
     session = Session(cfg, out, netf)
     session.sumo_version = conn.getVersion()[1]
+    session.world.route_of = route_lookup(conn)
     listener = CosimListener(conn, session)
     conn.addStepListener(listener)
     # traci.close() calls cleanUp(); libsumo.close() does not, so results are also written at

@@ -101,6 +101,21 @@ class _Cache(dict):
         return value
 
 
+def route_lookup(conn: Any) -> "_Cache":
+    """``lookup[vehicle_id]`` -> the vehicle's route (tuple of edge ids), asked of SUMO once per
+    vehicle and kept (a rerouted vehicle keeps its first route). Only layers that look ahead
+    (the cache layer's ``lc-predictive``) use it, so a run pays for it only then; () for a vehicle
+    SUMO no longer knows."""
+
+    def fetch(vid: str) -> tuple:
+        try:
+            return tuple(conn.vehicle.getRoute(vid))
+        except Exception:  # the vehicle left between the snapshot and the call
+            return ()
+
+    return _Cache(fetch, max_items=20_000)
+
+
 def snapshot_from_results(time_s: float, res: dict[str, dict[int, Any]], length_of=None,
                           edge_cache: dict | None = None) -> Snapshot:
     """Columns from a ``{vehicle: {var: value}}`` subscription result (C-level transposition).
@@ -237,6 +252,7 @@ class SumoSource:
             self._start_traci()
         self.reader = make_reader(self.conn)
         self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES])
+        self.route_of = route_lookup(self.conn)
 
     def _start_libsumo(self) -> None:
         import libsumo

@@ -6,7 +6,7 @@ time a full object model takes). Also finds the net file a ``.sumocfg`` names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ class NetInfo:
     edge_length: dict  # edge id (internal ':' edges included) -> length [m] (of its first lane)
     junction_xy: np.ndarray  # (J, 2) [m], non-internal junctions
     bounds: tuple  # (xmin, ymin, xmax, ymax) [m]
+    #: drivable edge id -> (from x, from y, to x, to y) [m]: its end junctions, for walking routes
+    edge_ends: dict = field(default_factory=dict)
 
     @property
     def drivable_edges(self) -> list[str]:
@@ -50,6 +52,8 @@ def read_net(path: str | Path) -> NetInfo:
         raise CosimError(f"{path}: no such network file")
     edge_length: dict[str, float] = {}
     junctions: list[tuple[float, float]] = []
+    junction_at: dict[str, tuple[float, float]] = {}
+    edge_nodes: dict[str, tuple[str, str]] = {}
     bounds = None
     cur_edge: str | None = None
     try:
@@ -59,13 +63,17 @@ def read_net(path: str | Path) -> NetInfo:
             if event == "start":
                 if tag == "edge":
                     cur_edge = el.get("id")
+                    if el.get("function") != "internal" and el.get("from") is not None:
+                        edge_nodes[cur_edge] = (el.get("from"), el.get("to"))
                 elif tag == "lane" and cur_edge is not None and cur_edge not in edge_length:
                     edge_length[cur_edge] = float(el.get("length"))
                 continue
             if tag == "location":
                 bounds = tuple(float(v) for v in el.get("convBoundary").split(","))
             elif tag == "junction" and el.get("type") != "internal":
-                junctions.append((float(el.get("x")), float(el.get("y"))))
+                xy = (float(el.get("x")), float(el.get("y")))
+                junctions.append(xy)
+                junction_at[el.get("id")] = xy
             elif tag == "edge":
                 cur_edge = None
             if tag in ("edge", "junction", "location"):
@@ -79,4 +87,6 @@ def read_net(path: str | Path) -> NetInfo:
     jxy = np.array(junctions, dtype=float).reshape(-1, 2)
     if bounds is None:
         bounds = (jxy[:, 0].min(), jxy[:, 1].min(), jxy[:, 0].max(), jxy[:, 1].max())
-    return NetInfo(str(path), edge_length, jxy, bounds)
+    ends = {e: (*junction_at[a], *junction_at[b]) for e, (a, b) in edge_nodes.items()
+            if a in junction_at and b in junction_at}
+    return NetInfo(str(path), edge_length, jxy, bounds, ends)

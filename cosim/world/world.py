@@ -47,6 +47,8 @@ class World:
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
         self._prev_vidx = np.zeros(0, dtype=np.int64)
         self.vehicle_names: list[str] = []
+        #: vehicle id -> its route (edge ids), where the source knows routes (live SUMO); None on replay
+        self.route_of = None
         self._bw = self._cpu = None
         self.slot = -1
         self.time_s = float("nan")
