@@ -28,6 +28,30 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
+                        "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
+    p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
+
+
+def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
+    from cosim import config as cfgmod
+
+    values = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise CosimError(f"--set {item!r}: expected TABLE.KEY=VALUE")
+        values[key.strip()] = cfgmod.parse_value(text.strip())
+    if values:
+        cfg = cfgmod.apply_overrides(cfg, values)
+    if args.no_coverage:
+        cfg = cfg.replace(output={"coverage": False})
+    if args.no_layers:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, layers={})
+    return cfg
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                     "step_length_s": args.step_length}.items() if v is not None}
     if overrides:
         cfg = cfg.replace(scenario=overrides)
-    if args.no_coverage:
-        cfg = cfg.replace(output={"coverage": False})
+    cfg = _apply_output_args(cfg, args)
     if args.gui and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise CosimError("--gui needs a display (DISPLAY is not set); run without --gui")
     summary = run(cfg, args.out, backend=args.backend, gui=args.gui, port=args.port, progress=not args.quiet,
@@ -113,8 +136,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = cfgmod.load(args.scenario)
     if args.end is not None:
         cfg = cfg.replace(scenario={"end_s": args.end})
-    if args.no_coverage:
-        cfg = cfg.replace(output={"coverage": False})
+    cfg = _apply_output_args(cfg, args)
     summary = replay(cfg, args.trace, args.out, progress=not args.quiet)
     _report(summary, args.out)
     return 0

@@ -134,6 +134,33 @@ class Config:
         return out
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML reads it (``40``, ``1e9``, ``true``, ``[1, 2]``, ``"x"``);
+    anything that is not a TOML value is taken as a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set") -> "Config":
+    """``{"scenario.seed": 3, "layers.cache.gpu_memory_gb": 40}`` -> a validated copy of ``cfg``.
+    A layer key creates the layer's table if the scenario has none."""
+    sections: dict[str, dict] = {}
+    layers: dict[str, dict] = {}
+    for key, value in values.items():
+        parts = key.split(".")
+        if parts[0] == "layers" and len(parts) == 3:
+            layers.setdefault(parts[1], dict(cfg.layers.get(parts[1], {})))[parts[2]] = value
+        elif len(parts) == 2 and parts[0] in _SECTIONS:
+            sections.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, or "
+                              f"layers.NAME.KEY; tables: {', '.join(_SECTIONS)}, layers)")
+    out = cfg.replace(**sections) if sections else cfg
+    return out.replace(layers=layers) if layers else out
+
+
 _SECTIONS = {k: v for k, v in typing.get_type_hints(Config).items() if k not in ("layers", "source_file")}
 
 
@@ -269,24 +296,38 @@ def dump_toml(cfg: Config) -> str:
     return header + tomli_w.dumps(to_dict(cfg))
 
 
+def _describe_fields(cls: type) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        meta = f.metadata
+        extra = []
+        if meta.get("choices"):
+            extra.append("one of " + ", ".join(map(str, meta["choices"])))
+        if meta.get("lo") is not None:
+            extra.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']:g}")
+        if meta.get("hi") is not None:
+            extra.append(f"<= {meta['hi']:g}")
+        doc = meta.get("doc", "") + (f" ({'; '.join(extra)})" if extra else "")
+        value = json.dumps(default) if isinstance(default, list) else tomli_w.dumps({"v": default})[4:].strip()
+        lines.append(f"{f.name} = {value}" + (f"  # {doc}" if doc else ""))
+    return lines
+
+
 def describe() -> str:
-    """Every key of every table with its default and documentation (``cosim config``)."""
+    """Every key of every table with its default and documentation (``cosim config``), the
+    built-in layers' tables included."""
+    import importlib
+
+    from cosim.layers import LAYER_MODULES, LAYERS
+
     lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
     for name, cls in _SECTIONS.items():
-        lines.append(f"[{name}]")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            meta = f.metadata
-            extra = []
-            if meta.get("choices"):
-                extra.append("one of " + ", ".join(map(str, meta["choices"])))
-            if meta.get("lo") is not None:
-                extra.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']:g}")
-            if meta.get("hi") is not None:
-                extra.append(f"<= {meta['hi']:g}")
-            doc = meta.get("doc", "") + (f" ({'; '.join(extra)})" if extra else "")
-            value = json.dumps(default) if isinstance(default, list) else tomli_w.dumps({"v": default})[4:].strip()
-            lines.append(f"{f.name} = {value}  # {doc}")
-        lines.append("")
-    lines.append("[layers.NAME]  # one table per enabled layer; keys are documented by each layer")
-    return "\n".join(lines) + "\n"
+        lines += [f"[{name}]", *_describe_fields(cls), ""]
+    for name, module in LAYER_MODULES.items():
+        mod = importlib.import_module(module)
+        cls = getattr(LAYERS[name], "config_class", None)
+        if cls is not None:
+            title = (mod.__doc__ or "").strip().splitlines()[0].rstrip(".:,")
+            lines += [f"[layers.{name}]  # {title}", *_describe_fields(cls), ""]
+    return "\n".join(lines)

@@ -9,6 +9,8 @@ noise hits all three alike; the medians of whole-command wall times give the rat
 
     python tools/bench_overhead.py scenarios/grid6.toml --end 1200 --repeat 3
     python tools/bench_overhead.py some.sumocfg --step-length 0.1
+    python tools/bench_overhead.py scenarios/grid6_cache.toml --no-traci \
+        --set layers.cache.request_rate_per_vehicle_s=0.25     # a layer on: adds a "no layers" variant
 
 Targets (issue 2, several hundred concurrent vehicles): libsumo <= 1.15x, TraCI <= 3x bare SUMO.
 
@@ -121,6 +123,8 @@ def main() -> None:
     ap.add_argument("--step-length", type=float, help="SUMO step length [s] (default: the scenario's)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variant")
+    ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                    help="scenario override passed to every cosim variant (as `cosim run --set`)")
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions with valgrind instead of timing (noise-free, steady state)")
     ap.add_argument("--warmup", type=float, default=300.0, help="--instructions: start of the window [s]")
@@ -137,12 +141,16 @@ def main() -> None:
     cosim = [sys.executable, "-m", "cosim", "run", str(target), "-q", "--end", str(args.end)]
     if step and step > 0:
         cosim += ["--step-length", str(step)]
+    for item in args.set:
+        cosim += ["--set", item]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if args.instructions:
         instructions_mode(args, cfg, step, tmp, env)
         return
-    variants = {"bare sumo": lambda i: timed(bare, env),
-                "cosim libsumo": lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}")], env)}
+    variants = {"bare sumo": lambda i: timed(bare, env)}
+    if cfg.layers:  # the core alone beside the core with the layers: the layers' own share
+        variants["cosim no layers"] = lambda i: timed(cosim + ["--no-layers", "--out", str(tmp / f"core{i}")], env)
+    variants["cosim libsumo"] = lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}")], env)
     if not args.no_traci:
         variants["cosim traci"] = lambda i: timed(cosim + ["--backend", "traci", "--out", str(tmp / f"traci{i}")], env)
     times: dict[str, list[float]] = {k: [] for k in variants}
