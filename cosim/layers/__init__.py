@@ -10,6 +10,7 @@ from cosim.layers.base import LAYERS, Layer, LayerContext, PolicyLayer, register
 #: built-in layer name -> module that registers it
 LAYER_MODULES = {
     "dvit": "cosim.layers.dvit.layer",
+    "cache": "cosim.layers.cache.layer",
 }
 
 __all__ = ["LAYERS", "LAYER_MODULES", "Layer", "LayerContext", "PolicyLayer", "register_layer"]

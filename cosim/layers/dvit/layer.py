@@ -115,6 +115,8 @@ RSU_NAME = "@rsu"
 
 @register_layer("dvit")
 class DViTLayer(Layer):
+    config_class = DViTConfig
+
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
         self.cfg = build_section(DViTConfig, config, ctx.scenario_file, "layers.dvit")

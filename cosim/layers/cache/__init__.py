@@ -1,0 +1,1 @@
+"""Edge model caching of pretrained foundation models (paper 002): see :mod:`.layer`."""

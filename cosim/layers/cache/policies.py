@@ -1,0 +1,181 @@
+"""One RSU's model cache with Age-of-Context bookkeeping, and the eviction policies.
+
+**Age of Context (our formulation of Sec. V-B).** Every request an RSU serves with a model
+leaves one example in that model's context at that RSU. An example of age ``dt`` counts
+``exp(-dt / tau)`` (the non-increasing age utility of Fig. 2); for a request of service ``s``
+an example of the same service counts fully and one of another service of the same model counts
+``cross_relevance`` (relevance). The effective number of examples is the weighted sum, capped by
+the task's context window (Table I's K):
+
+    K_s(t) = min(window_s, S_s(t) + cross_relevance * sum_{s' != s, same model} S_s'(t)),
+    S_s(t) = sum over examples e of service s: exp(-(t - t_e) / tau).
+
+S_s is kept as one decayed sum per (RSU, service), so adding an example and reading K are O(1).
+Evicting a model drops its context (S = 0 for its services).
+
+**Policies** (``POLICIES``): passive caching for all — a request for a model that is not ready
+at its RSU goes to the cloud, and the RSU loads the model in the background (reserving its memory
+at once; it is ready ``size / load_bandwidth`` later), evicting cached models one at a time, in
+the policy's order, until the model fits. A model larger than the GPU memory is never loaded.
+
+* ``lc`` — least context first (sum of S over the model's services); ties: least recently used;
+* ``lfu`` — least requested first (requests for the model at this RSU since the run began);
+* ``fifo`` — first loaded first; ``lru`` — least recently used first; ``random`` — uniform;
+* ``cloud`` — never caches;
+* ``lc-predictive`` (ours) — LC's context plus the demand SUMO's routes predict: the value of a
+  cached model is ``context + predicted requests in the horizon``; it evicts the lowest value,
+  admits a missed model only if its predicted demand pays for its switching cost, and preloads
+  models for the vehicles about to enter coverage (active caching).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+class EdgeCache:
+    """One RSU's GPU memory under one policy. Plain Python lists: there are few models, and per
+    element list access is several times faster than numpy scalar access."""
+
+    __slots__ = ("capacity", "size", "service_model", "model_services", "tau", "cross", "window",
+                 "cached", "ready_at", "loaded_at", "last_used", "freq", "used", "busy_until", "S", "S_t",
+                 "demand")
+
+    def __init__(self, capacity_gb: float, size_gb: list[float], service_model: list[int],
+                 window: list[int], tau_s: float, cross_relevance: float):
+        m, s = len(size_gb), len(service_model)
+        self.capacity = capacity_gb
+        self.size = size_gb
+        self.service_model = service_model
+        self.model_services = [[j for j in range(s) if service_model[j] == i] for i in range(m)]
+        self.tau, self.cross, self.window = tau_s, cross_relevance, window
+        self.cached = [False] * m
+        self.ready_at = [math.inf] * m
+        self.loaded_at = [math.inf] * m
+        self.last_used = [-math.inf] * m
+        self.freq = [0] * m
+        self.used = 0.0
+        self.busy_until = 0.0
+        self.S = [0.0] * s
+        self.S_t = [0.0] * s
+        self.demand = [0.0] * m  # predicted requests in the horizon (lc-predictive)
+
+    # -- Age of Context -------------------------------------------------------------------
+    def _decayed(self, j: int, t: float) -> float:
+        v = self.S[j]
+        return v * math.exp(-(t - self.S_t[j]) / self.tau) if v else 0.0
+
+    def examples(self, service: int, t: float) -> float:
+        """K_s(t): effective examples in context for a request of ``service`` at ``t``."""
+        own = self._decayed(service, t)
+        other = 0.0
+        for j in self.model_services[self.service_model[service]]:
+            if j != service:
+                other += self._decayed(j, t)
+        return min(float(self.window[service]), own + self.cross * other)
+
+    def add_example(self, service: int, t: float) -> None:
+        self.S[service] = self._decayed(service, t) + 1.0
+        self.S_t[service] = t
+
+    def context(self, model: int, t: float) -> float:
+        """Examples the model holds at this RSU (LC's eviction key)."""
+        return sum(self._decayed(j, t) for j in self.model_services[model])
+
+    # -- memory ---------------------------------------------------------------------------
+    def evict(self, model: int) -> None:
+        self.cached[model] = False
+        self.used -= self.size[model]
+        self.ready_at[model] = self.loaded_at[model] = math.inf
+        for j in self.model_services[model]:
+            self.S[j] = 0.0
+
+    def load(self, model: int, t: float, load_s: float) -> None:
+        self.cached[model] = True
+        self.used += self.size[model]
+        self.loaded_at[model] = t
+        self.ready_at[model] = t + load_s
+
+    def free(self) -> float:
+        return self.capacity - self.used
+
+
+# An eviction order ranks ``cands`` (cached, ready, not the model being loaded): first out first.
+# The keys are computed once per decision: evicting one model does not change another's key.
+Order = Callable[[EdgeCache, list, float, np.random.Generator], list]
+
+
+def _lc(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return sorted(cands, key=lambda m: (c.context(m, t), c.last_used[m]))
+
+
+def _lfu(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return sorted(cands, key=lambda m: (c.freq[m], c.last_used[m]))
+
+
+def _fifo(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return sorted(cands, key=lambda m: (c.loaded_at[m], m))
+
+
+def _lru(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return sorted(cands, key=lambda m: (c.last_used[m], m))
+
+
+def _random(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return [cands[j] for j in rng.permutation(len(cands))]
+
+
+def _value(c: EdgeCache, m: int, t: float) -> float:
+    return c.context(m, t) + c.demand[m]
+
+
+def _lc_predictive(c: EdgeCache, cands: list, t: float, rng) -> list:
+    return sorted(cands, key=lambda m: (_value(c, m, t), c.last_used[m]))
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    order: Order | None  # None: never caches (cloud)
+    predictive: bool = False
+    random: bool = False  # draws random numbers (gets a generator)
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    Policy("lc", _lc), Policy("lfu", _lfu), Policy("fifo", _fifo), Policy("lru", _lru),
+    Policy("random", _random, random=True), Policy("cloud", None), Policy("lc-predictive", _lc_predictive, True),
+)}
+
+
+def make_room(c: EdgeCache, model: int, t: float, order: Order, rng, admit_value: float | None = None) -> list[int] | None:
+    """Evict models (in the policy's order) until ``model`` fits. Returns the evicted models, or
+    None (and evicts nothing) if it cannot fit — too large, or the rest is still loading — or,
+    when ``admit_value`` is given, if the victims together are worth more than that."""
+    if c.size[model] > c.capacity:
+        return None
+    need = c.size[model] - c.free()
+    if need <= 1e-9:
+        return []
+    cands = [m for m in range(len(c.size)) if c.cached[m] and m != model and c.ready_at[m] <= t]
+    chosen: list[int] = []
+    for v in order(c, cands, t, rng):
+        chosen.append(v)
+        need -= c.size[v]
+        if need <= 1e-9:
+            break
+    else:
+        return None
+    # a victim picked early (a small model) may be unneeded once a large one is out: keep it
+    for v in list(chosen):
+        if c.size[v] <= -need - 1e-9:
+            chosen.remove(v)
+            need += c.size[v]
+    if admit_value is not None and sum(_value(c, v, t) for v in chosen) > admit_value:
+        return None
+    for v in chosen:
+        c.evict(v)
+    return chosen

@@ -1,0 +1,246 @@
+"""The edge-cache layer: Table I's fit, Age of Context, each cost term and each eviction policy,
+worked by hand on scripted request sequences."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cosim.config import from_dict
+from cosim.errors import ConfigError
+from cosim.layers.base import LayerContext
+from cosim.layers.cache.catalog import accuracy, per_task, table1
+from cosim.layers.cache.layer import CacheLayer, row_columns
+from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
+from cosim.recorder import Recorder
+from cosim.sources.base import Snapshot
+from cosim.world.network import NetInfo
+from cosim.world.world import World
+
+
+# -- Table I and Fig. 4 ------------------------------------------------------------------------
+def test_fit_passes_through_every_table1_point():
+    _, services = table1()
+    lfm = [s for s in services if s.learns_in_context]
+    assert len(lfm) == 6 and len(services) == 22
+    for s in lfm:
+        f = s.fit()
+        assert accuracy(f, 0) == pytest.approx(s.zero_shot)
+        assert accuracy(f, 1) == pytest.approx(s.one_shot)
+        assert accuracy(f, s.window) == pytest.approx(s.few_shot)
+
+
+def test_fit_of_gpt3_13b_arithmetic_by_hand():
+    s = {x.name: x for x in table1()[1]}["gpt3-13b/arithmetic"]
+    a0, a1, alpha = s.fit()
+    # a1 = 15.98 - 3.79 = 12.19; 50^alpha = 2^(10.55/12.19) - 1 = 2^0.865464 - 1 = e^0.599896 - 1 = 0.821929
+    # alpha = ln 0.821929 / ln 50 = -0.196101 / 3.912023 = -0.050128 (few-shot is below one-shot)
+    assert (a0, a1) == pytest.approx((3.79, 12.19))
+    assert alpha == pytest.approx(-0.050128, abs=2e-6)
+
+
+def test_vision_models_do_not_learn_in_context():
+    s = {x.name: x for x in table1()[1]}["clip-vit-h14/classification"]
+    assert not s.learns_in_context and s.best_accuracy == 77.97
+    assert accuracy(s.fit(), 10) == 77.97
+
+
+def test_per_task_catalog_has_one_copy_per_service_with_its_own_size():
+    models, services = per_task(*table1())
+    assert len(models) == len(services) == 22
+    size = {m.name: m.params_m for m in models}
+    assert size["uniformer-b:detection"] == 69 and size["uniformer-b:image-cls"] == 50  # Table I rows
+    assert size["gpt3-175b:translation"] == 174600
+    assert {s.model for s in services} == set(size)
+
+
+# -- Age of Context ----------------------------------------------------------------------------
+def edge(capacity=10.0, sizes=(4.0, 4.0, 4.0, 6.0), tau=10.0, cross=0.5, window=(32, 32, 0, 0, 0)):
+    # services: 0 and 1 belong to model 0; 2 -> model 1; 3 -> model 2; 4 -> model 3
+    return EdgeCache(capacity, list(sizes), [0, 0, 1, 2, 3], list(window), tau, cross)
+
+
+def test_age_of_context_decays_and_weighs_relevance_by_hand():
+    c = edge()
+    c.add_example(0, 0.0)
+    assert c.examples(0, 10.0) == pytest.approx(math.exp(-1))  # one example, one tau old
+    c.add_example(0, 10.0)
+    assert c.S[0] == pytest.approx(1 + math.exp(-1))
+    assert c.examples(0, 20.0) == pytest.approx((1 + math.exp(-1)) * math.exp(-1))  # 0.5032
+    # service 1 of the same model sees service 0's examples at relevance 0.5
+    assert c.examples(1, 20.0) == pytest.approx(0.5 * (1 + math.exp(-1)) * math.exp(-1))
+    assert c.context(0, 20.0) == pytest.approx((1 + math.exp(-1)) * math.exp(-1))
+
+
+def test_context_window_caps_k_and_eviction_drops_context():
+    c = edge()
+    c.load(0, 0.0, 0.0)
+    for _ in range(40):
+        c.add_example(0, 5.0)
+    assert c.examples(0, 5.0) == 32.0  # the window
+    c.evict(0)
+    assert c.examples(0, 5.0) == 0.0 and c.context(0, 5.0) == 0.0 and c.used == 0.0
+
+
+# -- eviction order on a scripted sequence -----------------------------------------------------
+def scripted(policy: str) -> list[int]:
+    """Models 0, 1, 2 (4 GB each, capacity 10 GB: two fit) requested as
+    t=0: m0 (load), t=1: m1 (load), t=2..4: m0 x3 (hits), t=5: m1 (hit), then m2 needs room."""
+    c = edge()
+    rng = np.random.default_rng(0)
+    seq = [(0.0, 0), (1.0, 2), (2.0, 0), (3.0, 0), (4.0, 0), (5.0, 2)]  # (time, service)
+    for t, s in seq:
+        m = c.service_model[s]
+        c.freq[m] += 1
+        if not c.cached[m]:
+            make_room(c, m, t, POLICIES[policy].order, rng)
+            c.load(m, t, 0.0)
+        else:
+            c.add_example(s, t)
+        c.last_used[m] = t
+    return make_room(c, 3, 6.0, POLICIES[policy].order, rng)
+
+
+def test_each_policy_evicts_the_model_it_should():
+    # m0: loaded first, 4 requests, 3 examples, last used t=4; m1: loaded second, 2 requests,
+    # 1 example (t=5), last used t=5. m3 (6 GB) needs 2 GB more than the free 2 GB: one victim.
+    assert scripted("fifo") == [0]  # first in
+    assert scripted("lru") == [0]  # used at 4 < 5
+    assert scripted("lfu") == [1]  # 2 requests < 4
+    # LC: context of m0 = e^-0.4 + e^-0.3 + e^-0.2 = 2.231, of m1 = e^-0.1 = 0.905
+    assert scripted("lc") == [1]
+
+
+def test_lc_and_lfu_part_ways_when_context_has_aged():
+    # m0 was popular long ago (3 examples at t=0..2), m1 requested once recently (t=60):
+    # LFU keeps m0 (3 > 1 requests); LC keeps m1 (e^-6 * 3 = 0.0074 < e^-0.1 = 0.905)
+    out = {}
+    for policy in ("lc", "lfu"):
+        c = edge()
+        for m in (0, 1):
+            c.load(m, 0.0, 0.0)
+        for t in (0.0, 1.0, 2.0):
+            c.add_example(0, t)
+            c.freq[0] += 1
+        c.add_example(2, 59.0)
+        c.freq[1] += 1
+        out[policy] = make_room(c, 3, 60.0, POLICIES[policy].order, np.random.default_rng(0))
+    assert out == {"lc": [0], "lfu": [1]}
+
+
+def test_make_room_restores_victims_that_were_not_needed():
+    # 1 GB + 6 GB cached, capacity 10, free 3: loading 8 GB needs 5 more. LRU picks the small
+    # one first (older), then the 6 GB one; the 1 GB eviction turns out unneeded and is undone
+    c = EdgeCache(10.0, [1.0, 6.0, 8.0], [0, 1, 2], [0, 0, 0], 10.0, 0.0)
+    c.load(0, 0.0, 0.0)
+    c.load(1, 0.0, 0.0)
+    c.last_used = [1.0, 2.0, -math.inf]
+    assert make_room(c, 2, 3.0, POLICIES["lru"].order, None) == [1]
+    assert c.cached[:2] == [True, False] and c.free() == pytest.approx(9.0)
+
+
+def test_make_room_refuses_a_model_larger_than_memory_and_models_still_loading():
+    c = edge(sizes=(4.0, 4.0, 4.0, 11.0))
+    assert make_room(c, 3, 0.0, POLICIES["lc"].order, None) is None
+    c.load(0, 0.0, 5.0)  # ready at 5
+    c.load(1, 0.0, 5.0)
+    assert make_room(c, 2, 1.0, POLICIES["lc"].order, None) is None and c.cached[:2] == [True, True]
+
+
+# -- the layer's cost terms, by hand --------------------------------------------------------
+NET = NetInfo("mem", {"e": 5000.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 1000.0, 0.0))
+TINY = [
+    {"name": "A", "params_m": 1000, "services": [{"task": "x", "gflops": 100, "zero_shot": 50, "one_shot": 60,
+                                                  "few_shot": 70, "window": 8}]},
+    {"name": "B", "params_m": 3000, "services": [{"task": "y", "gflops": 200, "zero_shot": 80}]},
+]
+
+
+def tiny_layer(tmp_path, **cfg):
+    rec = Recorder(tmp_path)
+    ctx = LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table)
+    base = {"catalog": "custom", "models": TINY, "gpu_memory_gb": 7.0, "load_gbps": 2.0, "edge_tflops": 1.0,
+            "cloud_tflops": 10.0, "cloud_latency_s": 0.2, "cloud_fee": 0.1, "aoc_tau_s": 10.0, "example_cost": 0.02,
+            "request_rate_per_vehicle_s": 0.0}
+    lay = CacheLayer({**base, **cfg}, ctx)
+    lay.on_start()
+    return lay, rec
+
+
+def test_cost_terms_of_a_scripted_sequence_by_hand(tmp_path):
+    lay, rec = tiny_layer(tmp_path, policies=["lc"])
+    edges = lay._edges("lc", 1)
+    rows = []
+    # A: 2 GB, loads in 1 s; B: 6 GB, 3 s; memory 7 GB. A/x: 1e11 FLOP -> 0.1 s at the edge.
+    lay._serve(0, "lc", edges, [0.0, 0.5, 2.0, 3.0, 4.0], [0] * 5, [0, 0, 0, 0, 1], [0.01] * 5, None, rows)
+    cols = row_columns(rows)
+    assert cols["out"] == [1, 4, 0, 0, 1]  # miss, loading, hit, hit, miss (evicts A)
+    # cloud cost = transfer 0.01 + RTT 0.2 + fee 0.1 + 1e11 / 1e13 = 0.32
+    assert cols["cloud"][:2] == pytest.approx([0.32, 0.32])
+    assert cols["switch"] == pytest.approx([1.0, 0.0, 0.0, 0.0, 3.0])
+    assert cols["evicted"] == ["", "", "", "", "A"]
+    # hit at t=2: K = 0 -> a = 50; a_best = a(8) = 70; accuracy cost 0.2; inference 0.1 s
+    assert cols["k"][2] == 0.0 and cols["acc"][2] == pytest.approx(50.0)
+    assert cols["acc_cost"][2] == pytest.approx(0.2) and cols["infer"][2] == pytest.approx(0.1)
+    assert cols["offload"][2] == 0.01
+    # hit at t=3: K = e^-0.1 = 0.904837; alpha = ln 3 / ln 8 = 0.528321 (70 = 50 + 10 log2(1 + 8^alpha))
+    # a = 50 + 10 log2(1 + e^(-0.0528321)) = 50 + 10 log2(1.948539) = 50 + 10 * 0.962393 = 59.6239
+    assert cols["k"][3] == pytest.approx(0.904837, abs=1e-6)
+    assert cols["acc"][3] == pytest.approx(59.6239, abs=1e-4)
+    assert cols["infer"][3] == pytest.approx(0.1 * (1 + 0.02 * 0.904837))
+    # B's miss at t=4 goes to the cloud: 0.01 + 0.3 + 2e11 / 1e13
+    assert cols["cloud"][4] == pytest.approx(0.33)
+    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1}
+
+
+def test_queue_and_outage_send_requests_elsewhere(tmp_path):
+    lay, _ = tiny_layer(tmp_path, policies=["lru"], max_queue_s=0.15, transfer_timeout_s=1.0)
+    edges = lay._edges("lru", 1)
+    edges[0].load(0, -10.0, 1.0)  # A ready
+    rows = []
+    # three requests at t=0: 0.1 s each; the third would wait 0.2 s > 0.15 -> busy (cloud);
+    # a fourth whose radio transfer takes 2 s is lost (outage) and costs the 1 s timeout
+    lay._serve(0, "lru", edges, [0.0, 0.0, 0.0, 0.0], [0] * 4, [0] * 4, [0.01, 0.01, 0.01, 2.0], None, rows)
+    cols = row_columns(rows)
+    assert cols["out"] == [0, 0, 5, 8]
+    assert cols["infer"][:2] == pytest.approx([0.1, 0.1 + 0.1 * (1 + 0.02 * 1.0)])
+    assert cols["offload"][3] == 1.0 and cols["cloud"][3] == 0.0
+
+
+def test_cloud_policy_never_caches(tmp_path):
+    lay, _ = tiny_layer(tmp_path, policies=["cloud"])
+    edges = lay._edges("cloud", 1)
+    rows = []
+    lay._serve(0, "cloud", edges, [0.0, 5.0], [0, 0], [0, 0], [0.01, 0.01], None, rows)
+    cols = row_columns(rows)
+    assert cols["out"] == [6, 6] and not any(edges[0].cached) and cols["acc_cost"] == [0.0, 0.0]
+
+
+# -- lc-predictive: where SUMO's route takes a vehicle -------------------------------------
+def test_route_walk_follows_the_route_around_the_corner(tmp_path):
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 100.0, 100.0),
+                  {"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)})
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "sites": [{"id": "A", "x": 0.0, "y": 0.0}]}}, "t.toml")
+    w = World(cfg, net)
+    s = Snapshot(0.0, np.array(["v", "w"], dtype=object), np.array([50.0, 50.0]), np.zeros(2), np.array([10.0, 10.0]),
+                 np.array([90.0, 90.0]), np.zeros(2), np.array(["e1", "e1"], dtype=object),
+                 np.array(["e1_0", "e1_0"], dtype=object), np.array([50.0, 50.0]), np.full(2, 5.0))
+    w.update(s)
+    lay, _ = tiny_layer(tmp_path)
+    w.route_of = {"v": ("e1", "e2"), "w": ("e1",)}
+    x, y = lay._ahead(w, 10.0)  # 100 m: 50 m to the end of e1, 50 m up e2; w's route ends
+    assert (x[0], y[0]) == pytest.approx((100.0, 50.0))
+    assert math.isinf(x[1])
+    w.route_of = None  # a replay has no routes: straight ahead
+    x, y = lay._ahead(w, 10.0)
+    assert (x[0], y[0]) == pytest.approx((150.0, 0.0), abs=1e-9)
+
+
+def test_bad_cache_config_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="layers.cache.policies: unknown policy 'lfru'"):
+        tiny_layer(tmp_path, policies=["lfru"])
+    with pytest.raises(ConfigError, match=r"layers.cache.models\[0\].services\[0\]: missing key 'gflops'"):
+        tiny_layer(tmp_path, models=[{"name": "A", "params_m": 1, "services": [{"task": "x", "zero_shot": 1}]}])
+    with pytest.raises(ConfigError, match="layers.cache.popularity: need 2"):
+        tiny_layer(tmp_path, popularity=[1.0])
