@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,27 @@ def test_for_sumocfg_defaults():
     assert cfg.name == "grid6" and cfg.scenario.seed == 42 and cfg.rsu.placement == "lattice"
     with pytest.raises(ConfigError):
         config.for_sumocfg("missing.sumocfg")
+
+
+def test_overrides_from_the_command_line_are_typed_and_validated():
+    cfg = config.load(GRID6_TOML)
+    assert [config.parse_value(v) for v in ("40", "1e9", "true", "[1, 2]", '"x"', "lc")] == [40, 1e9, True, [1, 2], "x", "lc"]
+    out = config.apply_overrides(cfg, {"scenario.seed": 7, "layers.cache.gpu_memory_gb": 40})
+    assert out.scenario.seed == 7 and out.layers == {"cache": {"gpu_memory_gb": 40}}
+    assert cfg.scenario.seed == 42 and cfg.layers == {}  # the original is untouched
+    with pytest.raises(ConfigError, match="'seed' is not a key"):
+        config.apply_overrides(cfg, {"seed": 7})
+    with pytest.raises(ConfigError, match="scenario.seed: expected an integer"):
+        config.apply_overrides(cfg, {"scenario.seed": "x"})
+
+
+def test_describe_documents_every_layer_key():
+    from cosim.layers.cache.layer import CacheConfig
+    from cosim.layers.dvit.layer import DViTConfig
+
+    text = config.describe()
+    for table, cls in (("layers.cache", CacheConfig), ("layers.dvit", DViTConfig)):
+        block = text.split(f"[{table}]")[1].split("\n[")[0]
+        for f in dataclasses.fields(cls):
+            assert f"\n{f.name} = " in block, (table, f.name)
+    assert "gpu_memory_gb = 80.0  # GPU memory per RSU [GB]" in text

@@ -8,7 +8,7 @@ import pytest
 
 from cosim.sources.sumo import SumoSource, sumo_command
 
-from ..conftest import GRID6_CFG, run_cli
+from ..conftest import GRID6_CFG, ROOT, run_cli
 
 pytestmark = pytest.mark.sumo
 
@@ -88,3 +88,21 @@ def test_route_lookup_reads_sumo_routes():
         assert src.route_of["no-such-vehicle"] == ()
     finally:
         src.close()
+
+
+def test_set_and_no_layers_on_the_command_line(tmp_path):
+    from cosim import config
+
+    scen = str(ROOT / "scenarios" / "grid6_cache.toml")
+    proc = run_cli("run", scen, "--end", "5", "-q", "--out", str(tmp_path / "a"),
+                   "--set", "layers.cache.gpu_memory_gb=40", "--set", "layers.cache.policies=[\"lc\"]")
+    assert proc.returncode == 0, proc.stderr
+    cfg = config.load(tmp_path / "a" / "config.toml")
+    assert cfg.layers["cache"]["gpu_memory_gb"] == 40 and cfg.layers["cache"]["policies"] == ["lc"]
+    assert list(json.loads((tmp_path / "a" / "summary.json").read_text())["layers"]["cache"]) == ["lc"]
+    proc = run_cli("run", scen, "--end", "5", "-q", "--out", str(tmp_path / "b"), "--no-layers")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "b" / "cache_requests.parquet").exists()
+    proc = run_cli("run", scen, "--end", "5", "-q", "--set", "layers.cache.gpu_memory_gb=-1")
+    assert proc.returncode == 2 and "layers.cache.gpu_memory_gb: -1 is out of range" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
