@@ -242,13 +242,13 @@ class CacheLayer(Layer):
         svc_model, best, window, fits, flops, cloud_base = (self.svc_model, self.best, self.window, self.fits,
                                                             self.flops, self.cloud_base)
         timeout, max_queue, w_acc, ex_cost = c.transfer_timeout_s, c.max_queue_s, c.accuracy_weight, c.example_cost
-        order, predictive, append = pol.order, pol.predictive, rows.append
+        keys, predictive, append = pol.keys, pol.predictive, rows.append
         for i, (t, r, s, tr) in enumerate(zip(times, rsus, svcs, transfer)):
             e, mdl = edges[r], svc_model[s]
             if tr > timeout:  # lost in a deep fade: the same for every policy
                 append((pi, i, r, s, mdl, _OUTAGE, "", 0.0, math.nan, 0.0, 0.0, 0.0, timeout, 0.0, t))
                 continue
-            if order is None:  # the cloud policy
+            if keys is None:  # the cloud policy
                 append((pi, i, r, s, mdl, 6, "", 0.0, best[s], 0.0, 0.0, 0.0, 0.0, tr + cloud_base[s], t))
                 continue
             e.freq[mdl] += 1
@@ -276,7 +276,7 @@ class CacheLayer(Layer):
             if predictive:
                 demand = e.demand[mdl] + 1.0
                 admit = demand if demand * self.saving[mdl] > self.load_s[mdl] else -1.0
-            gone = None if admit is not None and admit < 0 else make_room(e, mdl, t, order, rng, admit)
+            gone = None if admit is not None and admit < 0 else make_room(e, mdl, t, keys, rng, admit)
             switch, evicted = 0.0, ""
             if gone is None:
                 out = 2 if admit is None or admit >= 0 else 3
@@ -357,14 +357,14 @@ class CacheLayer(Layer):
         """Active caching: at each RSU, load the models with the most predicted demand whose
         demand pays for the load and outweighs what it would evict."""
         st = self.stats[self.cfg.policies[pi]]
-        order = POLICIES[self.cfg.policies[pi]].order
+        keys = POLICIES[self.cfg.policies[pi]].keys
         for r, e in enumerate(edges):
             e.demand = demand[r].tolist()
             for mdl in np.argsort(-demand[r], kind="stable").tolist():
                 d = e.demand[mdl]
                 if e.cached[mdl] or d * self.saving[mdl] <= self.load_s[mdl]:
                     continue
-                gone = make_room(e, mdl, t, order, rng, admit_value=d)
+                gone = make_room(e, mdl, t, keys, rng, admit_value=d)
                 if gone is None:
                     continue
                 e.load(mdl, t, self.load_s[mdl])

@@ -30,6 +30,7 @@ the policy's order, until the model fits. A model larger than the GPU memory is 
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -84,7 +85,12 @@ class EdgeCache:
 
     def context(self, model: int, t: float) -> float:
         """Examples the model holds at this RSU (LC's eviction key)."""
-        return sum(self._decayed(j, t) for j in self.model_services[model])
+        total = 0.0
+        S, S_t, tau = self.S, self.S_t, self.tau
+        for j in self.model_services[model]:
+            if S[j]:
+                total += S[j] * math.exp((S_t[j] - t) / tau)
+        return total
 
     # -- memory ---------------------------------------------------------------------------
     def evict(self, model: int) -> None:
@@ -104,29 +110,30 @@ class EdgeCache:
         return self.capacity - self.used
 
 
-# An eviction order ranks ``cands`` (cached, ready, not the model being loaded): first out first.
-# The keys are computed once per decision: evicting one model does not change another's key.
-Order = Callable[[EdgeCache, list, float, np.random.Generator], list]
+# An eviction rule gives each candidate (cached, ready, not the model being loaded) a key; the
+# smallest key goes first. Keys are computed once per decision (evicting one model does not
+# change another's key) and victims popped from a heap: O(models + victims log models).
+Keys = Callable[[EdgeCache, list, float, np.random.Generator], list]
 
 
 def _lc(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return sorted(cands, key=lambda m: (c.context(m, t), c.last_used[m]))
+    return [(c.context(m, t), c.last_used[m]) for m in cands]
 
 
 def _lfu(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return sorted(cands, key=lambda m: (c.freq[m], c.last_used[m]))
+    return [(c.freq[m], c.last_used[m]) for m in cands]
 
 
 def _fifo(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return sorted(cands, key=lambda m: (c.loaded_at[m], m))
+    return [(c.loaded_at[m], m) for m in cands]
 
 
 def _lru(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return sorted(cands, key=lambda m: (c.last_used[m], m))
+    return [(c.last_used[m], m) for m in cands]
 
 
 def _random(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return [cands[j] for j in rng.permutation(len(cands))]
+    return rng.random(len(cands)).tolist()
 
 
 def _value(c: EdgeCache, m: int, t: float) -> float:
@@ -134,13 +141,13 @@ def _value(c: EdgeCache, m: int, t: float) -> float:
 
 
 def _lc_predictive(c: EdgeCache, cands: list, t: float, rng) -> list:
-    return sorted(cands, key=lambda m: (_value(c, m, t), c.last_used[m]))
+    return [(_value(c, m, t), c.last_used[m]) for m in cands]
 
 
 @dataclass(frozen=True)
 class Policy:
     name: str
-    order: Order | None  # None: never caches (cloud)
+    keys: Keys | None  # None: never caches (cloud)
     predictive: bool = False
     random: bool = False  # draws random numbers (gets a generator)
 
@@ -151,8 +158,8 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 )}
 
 
-def make_room(c: EdgeCache, model: int, t: float, order: Order, rng, admit_value: float | None = None) -> list[int] | None:
-    """Evict models (in the policy's order) until ``model`` fits. Returns the evicted models, or
+def make_room(c: EdgeCache, model: int, t: float, keys: Keys, rng, admit_value: float | None = None) -> list[int] | None:
+    """Evict models (smallest key first) until ``model`` fits. Returns the evicted models, or
     None (and evicts nothing) if it cannot fit — too large, or the rest is still loading — or,
     when ``admit_value`` is given, if the victims together are worth more than that."""
     if c.size[model] > c.capacity:
@@ -161,14 +168,15 @@ def make_room(c: EdgeCache, model: int, t: float, order: Order, rng, admit_value
     if need <= 1e-9:
         return []
     cands = [m for m in range(len(c.size)) if c.cached[m] and m != model and c.ready_at[m] <= t]
+    ranked = list(zip(keys(c, cands, t, rng), cands))
+    heapq.heapify(ranked)
     chosen: list[int] = []
-    for v in order(c, cands, t, rng):
+    while need > 1e-9:
+        if not ranked:
+            return None
+        v = heapq.heappop(ranked)[1]
         chosen.append(v)
         need -= c.size[v]
-        if need <= 1e-9:
-            break
-    else:
-        return None
     # a victim picked early (a small model) may be unneeded once a large one is out: keep it
     for v in list(chosen):
         if c.size[v] <= -need - 1e-9:

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Table II of Xu et al. (edge PFM caching) on SUMO traffic, plus cost over time and vs GPU memory.
+
+Every run is `cosim run scenarios/grid6_cache.toml` with all eviction policies side by side on
+the same requests; runs go to parallel processes (one SUMO each).
+
+* Table II: each metric of the paper's table per policy, averaged over ``--seeds`` seeds (mean
+  and the spread across seeds), with the paper's numbers and orderings beside ours;
+* ``lc-predictive`` with SUMO's routes against the same policy extrapolating straight ahead
+  (``predict_routes = false``): what knowing the routes is worth;
+* cost over time (cumulative system cost per policy) and cost per request vs GPU memory.
+
+    python tools/cache_table2.py --out runs/cache-table2 [--end 600] [--seeds 3] [--jobs 2]
+
+Writes table2.csv, memory.csv, cost_over_time.png and cost_vs_memory.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "grid6_cache.toml"
+POLICIES = ["random", "cloud", "fifo", "lfu", "lc", "lru", "lc-predictive"]
+#: Table II of the paper (Random, Cloud, FIFO, LFU, LC)
+PAPER = {
+    "system_cost": {"random": 25.67, "cloud": 7.29, "fifo": 27.51, "lfu": 5.93, "lc": 4.88},
+    "switching_cost": {"random": 18.72, "cloud": 0, "fifo": 23.28, "lfu": 0.37, "lc": 0.32},
+    "total_accuracy_cost": {"random": 0.13, "cloud": 0, "fifo": 0.52, "lfu": 0.36, "lc": 0.44},
+    "average_accuracy_cost": {"random": 0.0151, "cloud": 0, "fifo": 0.0085, "lfu": 0.0083, "lc": 0.0076},
+    "inference_latency": {"random": 0.12, "cloud": 0, "fifo": 1.30, "lfu": 1.32, "lc": 1.26},
+    "offloading_latency": {"random": 0.04, "cloud": 0, "fifo": 0.35, "lfu": 0.24, "lc": 0.31},
+    "cloud_cost": {"random": 6.63, "cloud": 7.29, "fifo": 2.05, "lfu": 3.63, "lc": 2.52},
+    "edge_execution_ratio": {"random": 0.098, "cloud": 0, "fifo": 0.707, "lfu": 0.494, "lc": 0.65},
+}
+
+
+def run(out: Path, name: str, end: float, seed: int, sets: dict) -> dict:
+    res = out / name
+    cmd = [sys.executable, "-m", "cosim", "run", str(SCENARIO), "--out", str(res), "-q", "--no-coverage",
+           "--end", str(end), "--seed", str(seed)]
+    for k, v in sets.items():
+        cmd += ["--set", f"layers.cache.{k}={json.dumps(v)}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: {proc.stderr.strip()}")
+    return json.loads((res / "summary.json").read_text())["layers"]["cache"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/cache-table2")
+    ap.add_argument("--end", type=float, default=600.0, help="simulated seconds per run")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 1..N for Table II")
+    ap.add_argument("--memory", default="20,40,80,160,320,480", help="GPU memory points [GB]")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(f"seed{s}", s, {}) for s in range(1, args.seeds + 1)]
+    jobs += [(f"seed{s}-straight", s, {"policies": ["lc-predictive"], "predict_routes": False})
+             for s in range(1, args.seeds + 1)]
+    jobs += [(f"mem{m}", 1, {"gpu_memory_gb": float(m)}) for m in args.memory.split(",")]
+    done = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for i, (job, res) in enumerate(zip(jobs, pool.map(lambda j: run(out, j[0], args.end, j[1], j[2]), jobs))):
+            print(f"[{i + 1}/{len(jobs)}] {job[0]}", file=sys.stderr)
+            done.append((job, res))
+
+    rows = []
+    for (name, seed, sets), res in done:
+        for policy, block in res.items():
+            if sets.get("predict_routes") is False:
+                policy = "lc-predictive (straight)"
+            rows.append({"run": name, "seed": seed, "gpu_memory_gb": sets.get("gpu_memory_gb", 80.0),
+                         "policy": policy, **block})
+    df = pd.DataFrame(rows)
+    df.to_csv(out / "runs.csv", index=False)
+    t2 = df[df.run.str.startswith("seed")]
+    metrics = list(PAPER)
+    mean = t2.groupby("policy")[metrics + ["system_cost_per_request", "requests"]].mean()
+    spread = t2.groupby("policy")["system_cost"].agg(lambda x: x.max() - x.min())
+    order = [p for p in POLICIES + ["lc-predictive (straight)"] if p in mean.index]
+    table = mean.loc[order].T
+    table.loc["system_cost spread over seeds"] = spread.loc[order]
+    table.to_csv(out / "table2.csv")
+    pd.set_option("display.width", 200)
+    print(f"\nTable II on grid6 ({args.end:g} s, {args.seeds} seeds, mean over seeds; costs are totals per run)")
+    print(table.round(4).to_string())
+    ours = mean["system_cost"].loc[[p for p in ("random", "cloud", "fifo", "lfu", "lc") if p in mean.index]]
+    print("\nsystem-cost order, ours :", " < ".join(ours.sort_values().index))
+    print("system-cost order, paper:", " < ".join(sorted(PAPER["system_cost"], key=PAPER["system_cost"].get)))
+    if "lc-predictive (straight)" in mean.index:
+        a, b = mean.loc["lc-predictive", "system_cost"], mean.loc["lc-predictive (straight)", "system_cost"]
+        print(f"lc-predictive: routes {a:.1f} vs straight-ahead {b:.1f} ({100 * (b - a) / b:+.1f} % from routes); "
+              f"vs lc {mean.loc['lc', 'system_cost']:.1f}")
+    mem = df[df.run.str.startswith("mem")]
+    mem.to_csv(out / "memory.csv", index=False)
+    print("\ncost per request vs GPU memory [GB]")
+    print(mem.pivot(index="policy", columns="gpu_memory_gb", values="system_cost_per_request").round(3).to_string())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
+        return
+    req = pd.read_parquet(out / "seed1" / "cache_requests.parquet", columns=["policy", "t_s", "system_cost"])
+    plt.figure(figsize=(5.5, 3.6))
+    for policy, g in req.groupby("policy", observed=True):
+        g = g.sort_values("t_s")
+        plt.plot(g["t_s"], g["system_cost"].cumsum(), label=policy)
+    plt.xlabel("simulation time [s]")
+    plt.ylabel("cumulative system cost")
+    plt.title("edge cache on grid6 (seed 1)")
+    plt.legend(fontsize=7)
+    plt.tight_layout()
+    plt.savefig(out / "cost_over_time.png", dpi=120)
+    plt.close()
+    plt.figure(figsize=(5.5, 3.6))
+    for policy, g in mem.groupby("policy"):
+        g = g.sort_values("gpu_memory_gb")
+        plt.plot(g["gpu_memory_gb"], g["system_cost_per_request"], marker="o", label=policy)
+    plt.xscale("log", base=2)
+    plt.xlabel("GPU memory per RSU [GB]")
+    plt.ylabel("system cost per request")
+    plt.title("edge cache on grid6 (seed 1)")
+    plt.legend(fontsize=7)
+    plt.tight_layout()
+    plt.savefig(out / "cost_vs_memory.png", dpi=120)
+    plt.close()
+    print(f"wrote {out}/table2.csv, memory.csv, cost_over_time.png, cost_vs_memory.png", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
