@@ -11,6 +11,7 @@ from cosim.layers.base import LAYERS, Layer, LayerContext, PolicyLayer, register
 LAYER_MODULES = {
     "dvit": "cosim.layers.dvit.layer",
     "cache": "cosim.layers.cache.layer",
+    "moe": "cosim.layers.moe.layer",
 }
 
 __all__ = ["LAYERS", "LAYER_MODULES", "Layer", "LayerContext", "PolicyLayer", "register_layer"]

@@ -29,7 +29,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 # stream tags
-V2I, I2V, V2V, VEH_BW, VEH_CPU, RSU_BW, RSU_CPU, VEH_PREF, VEH_MEM = (np.uint64(k) for k in range(1, 10))
+V2I, I2V, V2V, VEH_BW, VEH_CPU, RSU_BW, RSU_CPU, VEH_PREF, VEH_MEM, VEH_ENERGY = (np.uint64(k) for k in range(1, 11))
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""MoE expert parallelism on vehicles with Stackelberg pricing (paper 001): see :mod:`.layer`."""

@@ -1,0 +1,408 @@
+"""The MoE expert-parallel layer (paper 001; our formulation — the paper publishes only its
+abstract): experts on infrastructure vehicles, physical gating, V2V expert parallelism and a
+Stackelberg pricing game solved by GECPA, against live SUMO traffic.
+
+A task (Poisson, ``request_rate_per_s`` over the network) comes from a task vehicle (TV) that
+runs the non-expert layers and the gate; its ``moe_layers`` x ``experts`` experts are placed on
+infrastructure vehicles (IVs) within V2V range:
+
+* **placement** — the ``ivs_per_task`` best candidates (link-aware policies: mean V2V rate x
+  (1 - outage probability) x remaining contact / deadline; ``nearest``: distance), experts
+  dealt round-robin so each IV holds one expert per layer where it can, within each IV's memory;
+  an expert that fits nowhere is not placed (masked);
+* **routing** — the torch gate of :mod:`.model` on the task's tokens: physical gating (scores x
+  link quality, unreachable experts masked) for every policy but ``nearest`` (plain top-k);
+* **pricing** — the Stackelberg game of :mod:`.game` on the work routed to each IV, solved by
+  the policy's solver; the TV buys f_i = W_i / T* (or declines: the task fails "priced-out");
+* **execution** — layer by layer over the following slots as SUMO moves: layer latency = TV
+  compute (attention + gate) + max over the IVs used of (upload of its tokens + W_il / f_i +
+  loading its experts' weights from memory + download), with eq. (3) V2V rates at the slot's
+  distances and fading; an IV that has left V2V range (or the simulation) has its tokens
+  re-routed to the reachable IV of the task with the best link (``reroutes``), or the task
+  fails "iv-left-range" if none is left.
+
+Success: every layer done within ``deadline_s`` and the TV still there. Results:
+``moe_tasks.parquet`` (one row per task and policy) and a ``moe`` block per policy in
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from cosim.config import _f, build_section
+from cosim.errors import ConfigError
+from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.layers.moe.game import SOLVERS, Game, SolverConfig
+from cosim.recorder import Lists
+from cosim.world import channel as ch
+from cosim.world.coverage import dwell_straight
+
+#: policy -> (pricing solver, link-aware placement and physical gating)
+POLICIES = {"gecpa": ("gecpa", True), "gradient": ("gradient", True), "evolutionary": ("evolutionary", True),
+            "random": ("random", True), "uniform": ("uniform", True), "nearest": ("uniform", False)}
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    policies: list = _f(list(POLICIES), doc="pricing/allocation policies run side by side")
+    request_rate_per_s: float = _f(0.2, lo=0.0, doc="tasks per second over the whole network")
+    moe_layers: int = _f(8, lo=1, doc="MoE layers in the model")
+    experts: int = _f(8, lo=1, doc="experts per MoE layer")
+    top_k: int = _f(2, lo=1, doc="experts per token")
+    hidden: int = _f(2048, lo=1, doc="hidden size d")
+    expert_ffn: int = _f(8192, lo=1, doc="expert FFN size")
+    bytes_per_param: float = _f(2.0, lo=0.0, lo_open=True, doc="bytes per weight and per activation (2 = fp16)")
+    tokens: int = _f(256, lo=1, doc="tokens per task")
+    deadline_s: float = _f(1.0, lo=0.0, lo_open=True, doc="a task must finish within this [s]")
+    ivs_per_task: int = _f(8, lo=1, doc="infrastructure vehicles a task uses at most")
+    iv_memory_gb: list = _f([0.5, 2.0], doc="IV memory for experts [GB]: value or [lo, hi] (fixed per vehicle)")
+    iv_compute_tflops: list = _f([0.2, 1.0], doc="IV compute capacity F_i [TFLOP/s]: value or [lo, hi]")
+    tv_compute_tflops: float = _f(2.0, lo=0.0, lo_open=True, doc="task vehicle compute (attention, gate) [TFLOP/s]")
+    memory_gbps: float = _f(50.0, lo=0.0, lo_open=True, doc="IV memory bandwidth for loading expert weights [GB/s]")
+    energy_kappa: list = _f([5.0, 20.0], doc="IV energy coefficient kappa_i: value or [lo, hi] (per vehicle)")
+    tv_value: float = _f(20.0, lo=0.0, lo_open=True, doc="v: the TV's marginal value of compute at an IV with average work")
+    tv_saturation_tflops: float = _f(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
+    substitutability: float = _f(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
+    price_range: list = _f([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
+    uniform_price: float = _f(10.0, lo=0.0, lo_open=True, doc="the price of the uniform and nearest policies")
+    min_rate_bps: float = _f(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
+    rate_ref_bps: float = _f(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
+    population: int = _f(6, lo=2, doc="GECPA / evolutionary population")
+    generations: int = _f(6, lo=1, doc="GECPA / evolutionary generations")
+
+
+def _check(cfg: MoEConfig, where: str) -> None:
+    if not cfg.policies:
+        raise ConfigError(f"{where}.policies: needs at least one policy")
+    for p in cfg.policies:
+        if p not in POLICIES:
+            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(POLICIES)})")
+    if cfg.top_k > cfg.experts:
+        raise ConfigError(f"{where}.top_k: {cfg.top_k} is more than experts ({cfg.experts})")
+    lo, hi = (cfg.price_range + [0, 0])[:2]
+    if len(cfg.price_range) != 2 or not 0 < lo < hi:
+        raise ConfigError(f"{where}.price_range: expected [lo, hi] with 0 < lo < hi, got {cfg.price_range!r}")
+    if not lo <= cfg.uniform_price <= hi:
+        raise ConfigError(f"{where}.uniform_price: must lie in price_range")
+
+
+@dataclass
+class Task:
+    task_id: int
+    policy: str
+    t_request: float
+    tv: str
+    ivs: list  # IV names, index j = player j of the game
+    layer_iv: np.ndarray  # (L, E) index into ivs of each expert's host, -1 not placed
+    tokens: np.ndarray  # (L, E) tokens routed to each expert
+    prices: np.ndarray
+    f: np.ndarray  # TFLOP/s bought from each IV
+    u_iv: np.ndarray
+    u_tv: float
+    nash_gap: float
+    solve_ms: float
+    clock: float = 0.0
+    layer: int = 0
+    comm: list = field(default_factory=list)
+    comp: list = field(default_factory=list)
+    mem: list = field(default_factory=list)
+    tv_s: list = field(default_factory=list)
+    reroutes: int = 0
+    status: str = "running"
+    reason: str = ""
+
+
+@register_layer("moe")
+class MoELayer(Layer):
+    config_class = MoEConfig
+
+    def __init__(self, config: dict, ctx: LayerContext):
+        super().__init__(config, ctx)
+        where = f"{ctx.scenario_file}: layers.moe"
+        self.cfg = c = build_section(MoEConfig, config, ctx.scenario_file, "layers.moe")
+        _check(c, where)
+        from cosim.config import range_pair
+
+        self.mem_gb = range_pair(c.iv_memory_gb, f"{where}.iv_memory_gb")
+        self.cpu = range_pair(c.iv_compute_tflops, f"{where}.iv_compute_tflops")
+        self.kappa = range_pair(c.energy_kappa, f"{where}.energy_kappa")
+        d, ff, b = c.hidden, c.expert_ffn, c.bytes_per_param
+        self.expert_gb = 2 * d * ff * b / 1e9  # two weight matrices
+        self.flop_per_token = 4.0 * d * ff / 1e12  # TFLOP per (token, expert): two matmuls, 2 FLOP per MAC
+        self.token_bits = d * b * 8
+        # TV per layer: Q, K, V, O projections + scores and weighted sum + the gate
+        self.tv_tflop = (8.0 * c.tokens * d * d + 4.0 * c.tokens * c.tokens * d + 2.0 * c.tokens * d * c.experts) / 1e12
+        self.solver_cfg = SolverConfig(population=c.population, generations=c.generations, uniform_price=c.uniform_price)
+        self.active: list[Task] = []
+        self.next_id = 0
+        self.stats = {p: {"tasks": 0, "success": 0, "latency": [], "u_iv": [], "u_tv": [], "gap": [], "solve_ms": [],
+                          "declined": 0, "reroutes": 0} for p in c.policies}
+        self._gate_chol = None
+
+    def on_start(self) -> None:
+        self.table = self.ctx.table("moe_tasks")
+
+    # -- the world as IVs -------------------------------------------------------------------
+    def _gate_factor(self):
+        """Cholesky factor of W_g^T W_g for each MoE layer of a torch gate seeded by the run's
+        seed: logits of Gaussian hidden states x ~ N(0, I) through W_g are N(0, W_g^T W_g), so
+        drawing z @ L gives the gate's logits without materialising (tokens x hidden) states."""
+        if self._gate_chol is None:
+            import torch
+
+            g = torch.Generator().manual_seed(self.ctx.seed)
+            c = self.cfg
+            w = torch.randn(c.moe_layers, c.hidden, c.experts, generator=g) / math.sqrt(c.hidden)
+            cov = w.transpose(1, 2) @ w + 1e-6 * torch.eye(c.experts)
+            self._gate_chol = torch.linalg.cholesky(cov).transpose(1, 2)  # logits = z @ L^T
+        return self._gate_chol
+
+    def candidates(self, world, tv: int) -> dict:
+        """Vehicles within V2V range of ``tv``, with what the policies need to rank them."""
+        c, s, chn = self.cfg, world.snap, world.cfg.channel
+        d = np.hypot(s.x - s.x[tv], s.y - s.y[tv])
+        idx = np.flatnonzero((d <= chn.v2v_range_m) & (np.arange(len(s)) != tv))
+        dist = d[idx]
+        gain = ch.path_gain(dist, chn.v2v_pl_ref_db, chn.v2v_pl_exponent, 1.0, chn.min_distance_m)
+        snr = world.vehicle_p_mw * gain / world.noise_mw
+        bw = world.bandwidth_hz[idx]
+        mean_rate = bw * np.log2(1.0 + snr)
+        outage = 1.0 - np.exp(-(2.0 ** (c.min_rate_bps / bw) - 1.0) / np.maximum(snr, 1e-300))
+        contact = dwell_straight(s.x[idx] - s.x[tv], s.y[idx] - s.y[tv], world.vx[idx] - world.vx[tv],
+                                 world.vy[idx] - world.vy[tv], 0.0, 0.0, chn.v2v_range_m, cap_s=600.0)
+        contact = np.nan_to_num(contact, nan=0.0)
+        quality = mean_rate / (mean_rate + c.rate_ref_bps) * (1.0 - outage) * np.minimum(1.0, contact / c.deadline_s)
+        return {"idx": idx, "dist": dist, "quality": quality,
+                "mem": world.vehicle_draw(ch.VEH_MEM, *self.mem_gb)[idx],
+                "cpu": world.vehicle_draw(ch.VEH_CPU, *self.cpu)[idx],
+                "kappa": world.vehicle_draw(ch.VEH_ENERGY, *self.kappa)[idx]}
+
+    def place(self, cand: dict, link_aware: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen candidate positions, (L, E) host of each expert as an index into them, -1 none)."""
+        c = self.cfg
+        order = np.argsort(-cand["quality"] if link_aware else cand["dist"], kind="stable")
+        if link_aware:
+            order = order[cand["quality"][order] > 0]
+        chosen = order[: c.ivs_per_task]
+        slots = np.floor(cand["mem"][chosen] / self.expert_gb).astype(np.int64)
+        host = np.full((c.moe_layers, c.experts), -1, dtype=np.int64)
+        n = len(chosen)
+        if n == 0:
+            return chosen, host
+        k = 0
+        for layer in range(c.moe_layers):
+            for e in range(c.experts):
+                for _ in range(n):  # the next IV in turn with memory left
+                    j = k % n
+                    k += 1
+                    if slots[j] > 0:
+                        slots[j] -= 1
+                        host[layer, e] = j
+                        break
+        return chosen, host
+
+    def route(self, host: np.ndarray, quality: np.ndarray | None, seed: int) -> np.ndarray:
+        """Tokens routed to each expert, (L, E), by the torch gate (physical if ``quality``),
+        every MoE layer in one batched call."""
+        import torch
+
+        from cosim.layers.moe.model import route_from_logits
+
+        c = self.cfg
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(c.moe_layers, c.tokens, c.experts, generator=g)
+        logits = z @ self._gate_factor()  # (L, tokens, E)
+        q = np.where(host >= 0, 1.0 if quality is None else quality[np.maximum(host, 0)], 0.0)
+        idx, w = route_from_logits(logits, c.top_k, torch.as_tensor(q, dtype=torch.float32)[:, None, :])
+        hits = torch.nn.functional.one_hot(idx, c.experts) * (w > 0)[..., None]
+        return hits.sum(dim=(1, 2)).numpy().astype(np.int64)
+
+    # -- per slot ---------------------------------------------------------------------------
+    def on_slot(self, world) -> None:
+        t, gamma = world.time_s, self.ctx.slot_s
+        rng = world.rng("moe.requests")
+        n = int(rng.poisson(self.cfg.request_rate_per_s * gamma)) if len(world.snap) else 0
+        users = rng.choice(len(world.snap), size=n, replace=True) if n else np.zeros(0, dtype=np.int64)
+        offsets = np.sort(rng.uniform(0.0, gamma, n))
+        for u, off in zip(users, offsets):
+            self.submit(world, int(u), t + off)
+        index = {v: i for i, v in enumerate(world.snap.ids)}
+        still = []
+        for task in self.active:
+            self._advance(task, world, index, t + gamma)
+            if task.status == "running":
+                still.append(task)
+        self.active = still
+
+    def submit(self, world, tv: int, t_request: float) -> int:
+        c = self.cfg
+        tid = self.next_id
+        self.next_id += 1
+        cand = self.candidates(world, tv)
+        seed = int(ch.stable_uid(f"moe.{self.ctx.seed}.{tid}") % 2**62)
+        cache: dict = {}  # placements and routings shared by the policies that share them
+        for policy in c.policies:
+            solver, aware = POLICIES[policy]
+            if aware not in cache:
+                chosen, host = self.place(cand, aware)
+                tokens = self.route(host, cand["quality"][chosen] if aware else None, seed) if len(chosen) else None
+                cache[aware] = (chosen, host, tokens)
+            chosen, host, tokens = cache[aware]
+            self.stats[policy]["tasks"] += 1
+            names = [str(world.snap.ids[cand["idx"][j]]) for j in chosen]
+            empty = np.zeros(0)
+            if not len(chosen) or tokens.sum() == 0:
+                task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host, np.zeros_like(host), empty,
+                            empty, empty, 0.0, math.nan, 0.0)
+                self._finish(task, "failed", "no-ivs")
+                continue
+            work = np.zeros(len(chosen))
+            np.add.at(work, host[host >= 0], tokens[host >= 0] * self.flop_per_token)
+            used = work > 0
+            game = Game(work[used], cand["cpu"][chosen][used], cand["kappa"][chosen][used], c.tv_value,
+                        c.tv_saturation_tflops, c.substitutability, *c.price_range)
+            t0 = time.perf_counter()
+            p_used = SOLVERS[solver](game, world.rng(f"moe.{policy}.{tid}"), self.solver_cfg)
+            solve_ms = 1e3 * (time.perf_counter() - t0)
+            out = game.outcome(p_used[None])
+            gap = float(game.nash_gap(p_used[None], grid=64, refine=20)[0])
+            prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
+            prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
+            if not out["declined"][0] and (f[used] == 0).any():
+                # allocation: experts on IVs the TV bought nothing from are masked, and the gate
+                # routes their tokens to the bought ones
+                bought = np.where(f > 0, cand["quality"][chosen] if aware else 1.0, 0.0)
+                key = (aware, bought.tobytes())
+                if key not in cache:
+                    cache[key] = self.route(host, bought, seed)
+                tokens = cache[key]
+            task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host, tokens, prices, f, u_iv,
+                        float(out["u_tv"][0]), gap, solve_ms, clock=t_request)
+            if out["declined"][0]:
+                self.stats[policy]["declined"] += 1
+                self._finish(task, "failed", "priced-out")
+                continue
+            self.active.append(task)
+        return tid
+
+    def _advance(self, task: Task, world, index: dict, until: float) -> None:
+        c = self.cfg
+        while task.status == "running" and task.layer < c.moe_layers and task.clock < until:
+            if task.tv not in index:
+                return self._finish(task, "failed", "tv-vanished")
+            tv = index[task.tv]
+            s = world.snap
+            host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
+            per_iv: dict[int, list] = {}
+            for e in np.flatnonzero(toks > 0):
+                per_iv.setdefault(int(host[e]), []).append(int(e))
+            # IVs gone or out of range: their tokens go to the reachable task IV with the best link
+            ok = {}
+            for j, name in enumerate(task.ivs):
+                i = index.get(name)
+                ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
+            lost = [j for j in per_iv if not ok[j]]
+            if lost:
+                alive = [j for j in range(len(task.ivs)) if ok[j] and task.f[j] > 0]
+                if not alive:
+                    return self._finish(task, "failed", "iv-left-range")
+                ids = np.array([index[task.ivs[j]] for j in alive])
+                rates = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+                to = alive[int(np.argmax(rates))]
+                for j in lost:
+                    per_iv.setdefault(to, []).extend(per_iv.pop(j))
+                    task.layer_iv[task.layer:][task.layer_iv[task.layer:] == j] = to
+                task.reroutes += 1
+            ivs = list(per_iv)
+            tv_s = self.tv_tflop / c.tv_compute_tflops
+            if not ivs:  # no token reached an expert in this layer (all masked): the TV's part only
+                task.tv_s.append(tv_s)
+                task.comm.append(0.0)
+                task.comp.append(0.0)
+                task.mem.append(0.0)
+                task.clock += tv_s
+                task.layer += 1
+                continue
+            ids = np.array([index[task.ivs[j]] for j in ivs])
+            up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+            down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
+            n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
+            with np.errstate(divide="ignore"):
+                comm = n_tok * self.token_bits / up + n_tok * self.token_bits / down
+            comp = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
+            mem = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
+            k = int(np.argmax(comm + comp + mem))
+            task.tv_s.append(tv_s)
+            task.comm.append(float(comm[k]))
+            task.comp.append(float(comp[k]))
+            task.mem.append(float(mem[k]))
+            task.clock += tv_s + float(comm[k] + comp[k] + mem[k])
+            task.layer += 1
+            if not math.isfinite(task.clock):
+                return self._finish(task, "failed", "no-link")
+        if task.layer >= c.moe_layers and task.status == "running":
+            latency = task.clock - task.t_request
+            self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
+                         "" if latency <= c.deadline_s + 1e-12 else "deadline")
+
+    def _finish(self, task: Task, status: str, reason: str) -> None:
+        task.status, task.reason = status, reason
+        st = self.stats[task.policy]
+        completed = task.layer >= self.cfg.moe_layers
+        latency = task.clock - task.t_request if completed else math.nan
+        if completed:
+            st["latency"].append(latency)
+        st["success"] += status == "done"
+        st["reroutes"] += task.reroutes
+        traded = len(task.f) and task.f.sum() > 0
+        if traded:
+            st["u_iv"].append(float(task.u_iv[task.f > 0].mean()))
+            st["u_tv"].append(task.u_tv)
+            st["gap"].append(task.nash_gap)
+        if len(task.prices):
+            st["solve_ms"].append(task.solve_ms)
+        used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv] if task.ivs else []
+        self.table.append({
+            "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
+            "t_request_s": np.array([task.t_request]), "tv": np.array([task.tv], dtype=object),
+            "ivs": Lists([list(task.ivs)], pa.string()),
+            "layer_ivs": Lists([["|".join(u) for u in used]], pa.string()),
+            "tokens_per_expert": Lists([task.tokens.ravel().tolist()], pa.int64()),
+            "prices": Lists([task.prices.tolist()], pa.float64()),
+            "compute_tflops": Lists([task.f.tolist()], pa.float64()),
+            "layer_comm_s": Lists([task.comm], pa.float64()), "layer_comp_s": Lists([task.comp], pa.float64()),
+            "layer_mem_s": Lists([task.mem], pa.float64()), "layer_tv_s": Lists([task.tv_s], pa.float64()),
+            "latency_s": np.array([latency]),
+            "iv_utility": np.array([float(task.u_iv[task.f > 0].mean()) if traded else 0.0]),
+            "tv_utility": np.array([task.u_tv]), "nash_gap": np.array([task.nash_gap]),
+            "solve_ms": np.array([task.solve_ms]), "reroutes": np.array([task.reroutes]),
+            "success": np.array([status == "done"]), "failure": np.array([reason], dtype=object),
+        })
+
+    def on_end(self) -> dict:
+        for task in self.active:
+            if task.status == "running":
+                self._finish(task, "failed", "unfinished")
+        out = {}
+        for p, st in self.stats.items():
+            lat = np.asarray(st["latency"])
+            mean = (lambda v: float(np.mean(v)) if len(v) else None)
+            out[p] = {
+                "tasks": st["tasks"],
+                "success_rate": st["success"] / st["tasks"] if st["tasks"] else None,
+                "mean_latency_s": mean(lat),
+                "p95_latency_s": float(np.quantile(lat, 0.95)) if len(lat) else None,
+                "mean_iv_utility": mean(st["u_iv"]),
+                "mean_tv_utility": mean(st["u_tv"]),
+                "mean_nash_gap": mean(st["gap"]),
+                "declined": st["declined"],
+                "reroutes": st["reroutes"],
+                "mean_solve_ms": mean(st["solve_ms"]),
+            }
+        return out

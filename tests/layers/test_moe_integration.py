@@ -1,0 +1,58 @@
+"""The MoE layer on real SUMO traffic (grid6)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ..conftest import GRID6_CFG, run_cli
+
+pytestmark = pytest.mark.sumo
+
+POLICIES = ["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moe")
+    toml = root / "moe.toml"
+    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 90\nstep_length_s = 0.5\n[output]\ncoverage = false\n'
+                    "[layers.moe]\nrequest_rate_per_s = 1.0\n")
+    proc = run_cli("run", str(toml), "--out", str(root / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    return root / "out"
+
+
+def test_tasks_table_and_summary(run):
+    df = pd.read_parquet(run / "moe_tasks.parquet")
+    for col in ("task", "policy", "t_request_s", "tv", "ivs", "layer_ivs", "tokens_per_expert", "prices",
+                "compute_tflops", "layer_comm_s", "layer_comp_s", "layer_mem_s", "latency_s", "iv_utility",
+                "tv_utility", "nash_gap", "success", "failure", "reroutes"):
+        assert col in df.columns, col
+    s = json.loads((run / "summary.json").read_text())["layers"]["moe"]
+    assert list(s) == POLICIES
+    n = df["task"].nunique()
+    assert n > 50
+    for policy, block in s.items():
+        rows = df[df.policy == policy]
+        assert block["tasks"] == len(rows) == n
+        assert block["success_rate"] == pytest.approx(rows["success"].mean())
+        done = rows[rows.success]
+        assert (done["latency_s"] <= 1.0 + 1e-9).all()  # the deadline
+        # every layer ran, and the latency is the sum of its layers' terms
+        assert (done["layer_comm_s"].map(len) == 8).all()
+        total = (done["layer_comm_s"].map(sum) + done["layer_comp_s"].map(sum) + done["layer_mem_s"].map(sum)
+                 + done["layer_tv_s"].map(sum))
+        np.testing.assert_allclose(done["latency_s"], total, rtol=1e-9)
+        # top-2 of 256 tokens in 8 layers: at most 4096 routed (token, expert) pairs
+        assert (rows["tokens_per_expert"].map(sum) <= 8 * 256 * 2).all()
+    # the same tasks from the same vehicles for every policy
+    tv = df.pivot(index="task", columns="policy", values="tv")
+    assert (tv.nunique(axis=1) == 1).all()
+
+
+def test_gecpa_prices_closer_to_equilibrium_than_the_fixed_and_random_ones(run):
+    s = json.loads((run / "summary.json").read_text())["layers"]["moe"]
+    assert s["gecpa"]["mean_nash_gap"] < s["uniform"]["mean_nash_gap"]
+    assert s["gecpa"]["mean_nash_gap"] < s["random"]["mean_nash_gap"]

@@ -1,0 +1,116 @@
+"""The MoE layer on scripted worlds: placement, latency terms by hand, IVs leaving range."""
+
+import numpy as np
+import pytest
+
+from cosim.config import from_dict
+from cosim.errors import ConfigError
+from cosim.layers.base import LayerContext
+from cosim.layers.moe.layer import MoELayer
+from cosim.recorder import Recorder
+from cosim.sources.base import Snapshot
+from cosim.world.network import NetInfo
+from cosim.world.world import World
+
+NET = NetInfo("mem", {"e": 5000.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 5000.0, 0.0))
+TINY = {"policies": ["uniform"], "request_rate_per_s": 0.0, "moe_layers": 2, "experts": 2, "top_k": 1, "tokens": 6,
+        "hidden": 8, "expert_ffn": 16, "ivs_per_task": 2, "iv_memory_gb": [1.0], "iv_compute_tflops": [0.5],
+        "energy_kappa": [10.0], "tv_compute_tflops": 1.0, "memory_gbps": 1e-5}
+
+
+def world():
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+                     "channel": {"fading": "none", "interference": False, "vehicle_bandwidth_hz": 50e6}}, "t.toml")
+    return World(cfg, NET)
+
+
+def snap(t, ids, xs):
+    n = len(ids)
+    xs = np.asarray(xs, float)
+    return Snapshot(t, np.array(ids, dtype=object), xs, np.zeros(n), np.zeros(n), np.full(n, 90.0), np.zeros(n),
+                    np.array(["e"] * n, dtype=object), np.array(["e_0"] * n, dtype=object), xs, np.full(n, 5.0))
+
+
+def layer(tmp_path, **cfg):
+    rec = Recorder(tmp_path)
+    lay = MoELayer({**TINY, **cfg}, LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table))
+    lay.on_start()
+    return lay
+
+
+def test_placement_ranks_by_link_and_respects_memory(tmp_path):
+    w = world().update(snap(0.0, ["tv", "near", "far", "gone"], [0.0, 50.0, 250.0, 900.0]))
+    lay = layer(tmp_path, ivs_per_task=3)
+    cand = lay.candidates(w, 0)
+    assert [str(w.snap.ids[i]) for i in cand["idx"]] == ["near", "far"]  # "gone" is beyond V2V range
+    assert cand["quality"][0] > cand["quality"][1] > 0  # nearer: better link
+    chosen, host = lay.place(cand, link_aware=True)
+    assert chosen.tolist() == [0, 1]
+    assert host.tolist() == [[0, 1], [0, 1]]  # round robin: one expert per layer on each IV
+    # memory for one expert each (expert = 2 * 8 * 16 * 2 bytes = 512 B): the rest are not placed
+    lay2 = layer(tmp_path / "b", iv_memory_gb=[512e-9])
+    _, host = lay2.place(lay2.candidates(w, 0), link_aware=True)
+    assert host.tolist() == [[0, 1], [-1, -1]]
+
+
+def test_layer_latency_terms_by_hand(tmp_path):
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path)
+    lay.submit(w, 0, 0.0)
+    task = lay.active[0]
+    assert task.ivs == ["a", "b"] and task.tokens.sum() == 2 * 6  # top-1: every token once per layer
+    index = {v: i for i, v in enumerate(w.snap.ids)}
+    lay._advance(task, w, index, 1.0)
+    assert task.status == "done" and len(task.comm) == 2
+    bits = 8 * 2 * 8  # hidden 8 x 2 bytes
+    flop = 4 * 8 * 16 / 1e12  # TFLOP per (token, expert)
+    tv = (8 * 6 * 64 + 4 * 36 * 8 + 2 * 6 * 8 * 2) / 1e12 / 1.0
+    expected = 0.0
+    for layer_i in range(2):
+        worst = 0.0
+        for j, name in enumerate(task.ivs):
+            n = task.tokens[layer_i][task.layer_iv[layer_i] == j].sum()
+            if n == 0:
+                continue
+            k = index[name]
+            up, down = w.v2v_rate_bps([0], [k])[0], w.v2v_rate_bps([k], [0])[0]
+            t = n * bits / up + n * bits / down + n * flop / task.f[j] + 512e-9 / 1e-5
+            worst = max(worst, t)
+        expected += tv + worst
+    assert task.clock - task.t_request == pytest.approx(expected)
+    assert task.tv_s == pytest.approx([tv, tv])
+
+
+def test_an_iv_leaving_range_reroutes_then_fails(tmp_path):
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path)
+    lay.submit(w0, 0, 0.0)
+    task = lay.active[0]
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))  # b out of V2V range
+    lay._advance(task, moved, {"tv": 0, "a": 1, "b": 2}, 1.0)
+    assert task.status == "done" and task.reroutes >= 1
+    assert set(np.unique(task.layer_iv)) <= {0}  # everything went to "a"
+    lay.submit(w0, 0, 0.0)
+    task = lay.active[-1]
+    gone = world().update(snap(0.0, ["tv"], [0.0]))  # both IVs left the simulation
+    lay._advance(task, gone, {"tv": 0}, 1.0)
+    assert (task.status, task.reason) == ("failed", "iv-left-range")
+
+
+def test_no_iv_in_range_and_pricing_out_are_failures_with_reasons(tmp_path):
+    lay = layer(tmp_path, policies=["uniform"], uniform_price=900.0)  # above any value: the TV buys nothing
+    w = world().update(snap(0.0, ["tv", "a"], [0.0, 60.0]))
+    lay.submit(w, 0, 0.0)
+    lay.submit(world().update(snap(0.0, ["tv"], [0.0])), 0, 0.0)
+    st = lay.on_end()["uniform"]
+    assert st["tasks"] == 2 and st["success_rate"] == 0.0 and st["declined"] == 1
+
+
+def test_bad_config_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="layers.moe.policies: unknown policy 'gecpo'"):
+        layer(tmp_path, policies=["gecpo"])
+    with pytest.raises(ConfigError, match="layers.moe.top_k: 3 is more than experts"):
+        layer(tmp_path, top_k=3)
+    with pytest.raises(ConfigError, match="layers.moe.price_range"):
+        layer(tmp_path, price_range=[5.0, 1.0])
