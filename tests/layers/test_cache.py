@@ -93,12 +93,12 @@ def scripted(policy: str) -> list[int]:
         m = c.service_model[s]
         c.freq[m] += 1
         if not c.cached[m]:
-            make_room(c, m, t, POLICIES[policy].order, rng)
+            make_room(c, m, t, POLICIES[policy].keys, rng)
             c.load(m, t, 0.0)
         else:
             c.add_example(s, t)
         c.last_used[m] = t
-    return make_room(c, 3, 6.0, POLICIES[policy].order, rng)
+    return make_room(c, 3, 6.0, POLICIES[policy].keys, rng)
 
 
 def test_each_policy_evicts_the_model_it_should():
@@ -124,7 +124,7 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
             c.freq[0] += 1
         c.add_example(2, 59.0)
         c.freq[1] += 1
-        out[policy] = make_room(c, 3, 60.0, POLICIES[policy].order, np.random.default_rng(0))
+        out[policy] = make_room(c, 3, 60.0, POLICIES[policy].keys, np.random.default_rng(0))
     assert out == {"lc": [0], "lfu": [1]}
 
 
@@ -135,16 +135,16 @@ def test_make_room_restores_victims_that_were_not_needed():
     c.load(0, 0.0, 0.0)
     c.load(1, 0.0, 0.0)
     c.last_used = [1.0, 2.0, -math.inf]
-    assert make_room(c, 2, 3.0, POLICIES["lru"].order, None) == [1]
+    assert make_room(c, 2, 3.0, POLICIES["lru"].keys, None) == [1]
     assert c.cached[:2] == [True, False] and c.free() == pytest.approx(9.0)
 
 
 def test_make_room_refuses_a_model_larger_than_memory_and_models_still_loading():
     c = edge(sizes=(4.0, 4.0, 4.0, 11.0))
-    assert make_room(c, 3, 0.0, POLICIES["lc"].order, None) is None
+    assert make_room(c, 3, 0.0, POLICIES["lc"].keys, None) is None
     c.load(0, 0.0, 5.0)  # ready at 5
     c.load(1, 0.0, 5.0)
-    assert make_room(c, 2, 1.0, POLICIES["lc"].order, None) is None and c.cached[:2] == [True, True]
+    assert make_room(c, 2, 1.0, POLICIES["lc"].keys, None) is None and c.cached[:2] == [True, True]
 
 
 # -- the layer's cost terms, by hand --------------------------------------------------------
