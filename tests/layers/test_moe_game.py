@@ -40,6 +40,30 @@ def test_exact_equilibrium_by_hand_for_two_symmetric_ivs():
     assert g.nash_gap(p[None], grid=256, refine=40)[0] < 1e-9
 
 
+def follower_by_passes(g: Game, p: np.ndarray) -> np.ndarray:
+    """Reference best response: solve on the active set, drop IVs that would buy < 0, repeat."""
+    x = g.a - p
+    active = x > 0
+    d = g.beta - g.gamma
+    while True:
+        n = active.sum(axis=-1, keepdims=True)
+        tot = np.where(active, x, 0.0).sum(axis=-1, keepdims=True)
+        f = np.where(active, (x - g.gamma / (d + n * g.gamma) * tot) / d, 0.0)
+        drop = active & (f <= 0)
+        if not drop.any():
+            return np.minimum(np.maximum(f, 0.0), g.F)
+        active &= ~drop
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 100_000), st.integers(1, 12), st.floats(0.0, 0.95))
+def test_water_filling_equals_dropping_ivs_pass_by_pass(seed, n, sigma):
+    rng = np.random.default_rng(seed)
+    g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 5.0, n), rng.uniform(5, 20, n), sigma=sigma)
+    p = np.exp(rng.uniform(np.log(0.01), np.log(100), (4, n)))
+    np.testing.assert_allclose(g.follower(p), follower_by_passes(g, p), atol=1e-12)
+
+
 def game_from(seed: int, n: int) -> Game:
     rng = np.random.default_rng(seed)
     return Game(rng.uniform(0.02, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
@@ -86,10 +110,16 @@ def test_gecpa_reaches_the_exact_equilibrium_when_it_is_interior():
 
 def test_gecpa_has_a_smaller_nash_gap_than_random_and_uniform_pricing():
     wins = {"random": 0, "uniform": 0}
+    total = {"gecpa": 0.0, "random": 0.0, "uniform": 0.0}
     for seed in range(10):
         g = game_from(seed, 8)
         gap = {name: g.nash_gap(SOLVERS[name](g, np.random.default_rng(seed), SolverConfig())[None], grid=128, refine=30)[0]
-               for name in ("gecpa", "random", "uniform")}
+               for name in total}
+        for name in total:
+            total[name] += gap[name]
         for other in wins:
             wins[other] += gap["gecpa"] < gap[other]
-    assert wins == {"random": 10, "uniform": 10}
+    # always closer to equilibrium than random prices; nearly always than one fixed price (a
+    # fixed price can happen to sit near a game's equilibrium), and far closer on average
+    assert wins["random"] == 10 and wins["uniform"] >= 8
+    assert total["gecpa"] < total["uniform"] / 5 and total["gecpa"] < total["random"] / 5

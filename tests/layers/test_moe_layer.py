@@ -114,3 +114,15 @@ def test_bad_config_names_the_key(tmp_path):
         layer(tmp_path, top_k=3)
     with pytest.raises(ConfigError, match="layers.moe.price_range"):
         layer(tmp_path, price_range=[5.0, 1.0])
+
+
+def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, policies=["uniform", "gecpa"])
+    lay.submit(w0, 0, 0.0)
+    first, second = lay.active
+    before = second.layer_iv.copy()
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
+    lay._advance(first, moved, {"tv": 0, "a": 1, "b": 2}, 10.0)
+    assert first.reroutes >= 1
+    np.testing.assert_array_equal(second.layer_iv, before)

@@ -74,7 +74,7 @@ class MoEConfig:
     min_rate_bps: float = _f(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
     rate_ref_bps: float = _f(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
     population: int = _f(6, lo=2, doc="GECPA / evolutionary population")
-    generations: int = _f(6, lo=1, doc="GECPA / evolutionary generations")
+    generations: int = _f(5, lo=1, doc="GECPA / evolutionary generations")
 
 
 def _check(cfg: MoEConfig, where: str) -> None:
@@ -282,7 +282,8 @@ class MoELayer(Layer):
                 if key not in cache:
                     cache[key] = self.route(host, bought, seed)
                 tokens = cache[key]
-            task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host, tokens, prices, f, u_iv,
+            # the placement is shared between policies: each task re-routes its own copy
+            task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host.copy(), tokens, prices, f, u_iv,
                         float(out["u_tv"][0]), gap, solve_ms, clock=t_request)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
@@ -344,7 +345,8 @@ class MoELayer(Layer):
             task.mem.append(float(mem[k]))
             task.clock += tv_s + float(comm[k] + comp[k] + mem[k])
             task.layer += 1
-            if not math.isfinite(task.clock):
+            if not math.isfinite(task.clock):  # a V2V rate of 0 (cannot happen within range)
+                task.layer -= 1
                 return self._finish(task, "failed", "no-link")
         if task.layer >= c.moe_layers and task.status == "running":
             latency = task.clock - task.t_request
