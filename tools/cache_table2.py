@@ -18,15 +18,15 @@ Writes table2.csv, memory.csv, cost_over_time.png and cost_vs_memory.png.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import importlib.util
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from _runs import ROOT, line_plot, run_cosim
+
 SCENARIO = ROOT / "scenarios" / "grid6_cache.toml"
 POLICIES = ["random", "cloud", "fifo", "lfu", "lc", "lru", "lc-predictive"]
 #: Table II of the paper (Random, Cloud, FIFO, LFU, LC)
@@ -43,15 +43,8 @@ PAPER = {
 
 
 def run(out: Path, name: str, end: float, seed: int, sets: dict) -> dict:
-    res = out / name
-    cmd = [sys.executable, "-m", "cosim", "run", str(SCENARIO), "--out", str(res), "-q", "--no-coverage",
-           "--end", str(end), "--seed", str(seed)]
-    for k, v in sets.items():
-        cmd += ["--set", f"layers.cache.{k}={json.dumps(v)}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: {proc.stderr.strip()}")
-    return json.loads((res / "summary.json").read_text())["layers"]["cache"]
+    summary = run_cosim(SCENARIO, out / name, end=end, seed=seed, sets={f"layers.cache.{k}": v for k, v in sets.items()})
+    return summary["layers"]["cache"]
 
 
 def main() -> None:
@@ -105,38 +98,16 @@ def main() -> None:
     mem.to_csv(out / "memory.csv", index=False)
     print("\ncost per request vs GPU memory [GB]")
     print(mem.pivot(index="policy", columns="gpu_memory_gb", values="system_cost_per_request").round(3).to_string())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
         return
     req = pd.read_parquet(out / "seed1" / "cache_requests.parquet", columns=["policy", "t_s", "system_cost"])
-    plt.figure(figsize=(5.5, 3.6))
-    for policy, g in req.groupby("policy", observed=True):
-        g = g.sort_values("t_s")
-        plt.plot(g["t_s"], g["system_cost"].cumsum(), label=policy)
-    plt.xlabel("simulation time [s]")
-    plt.ylabel("cumulative system cost")
-    plt.title("edge cache on grid6 (seed 1)")
-    plt.legend(fontsize=7)
-    plt.tight_layout()
-    plt.savefig(out / "cost_over_time.png", dpi=120)
-    plt.close()
-    plt.figure(figsize=(5.5, 3.6))
-    for policy, g in mem.groupby("policy"):
-        g = g.sort_values("gpu_memory_gb")
-        plt.plot(g["gpu_memory_gb"], g["system_cost_per_request"], marker="o", label=policy)
-    plt.xscale("log", base=2)
-    plt.xlabel("GPU memory per RSU [GB]")
-    plt.ylabel("system cost per request")
-    plt.title("edge cache on grid6 (seed 1)")
-    plt.legend(fontsize=7)
-    plt.tight_layout()
-    plt.savefig(out / "cost_vs_memory.png", dpi=120)
-    plt.close()
+    req = req.sort_values("t_s", kind="stable")
+    req["cumulative"] = req.groupby("policy", observed=True)["system_cost"].cumsum()
+    line_plot(req.astype({"policy": str}), "t_s", "cumulative", out / "cost_over_time.png", "simulation time [s]",
+              "cumulative system cost", "edge cache on grid6 (seed 1)", marker="")
+    line_plot(mem, "gpu_memory_gb", "system_cost_per_request", out / "cost_vs_memory.png", "GPU memory per RSU [GB]",
+              "system cost per request", "edge cache on grid6 (seed 1)", logx=True)
     print(f"wrote {out}/table2.csv, memory.csv, cost_over_time.png, cost_vs_memory.png", file=sys.stderr)
 
 

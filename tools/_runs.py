@@ -1,0 +1,47 @@
+"""Helpers the figure tools share: run `cosim run` in a subprocess with overrides, and plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cosim(scenario: Path, out: Path, *, end: float, seed: int, sets: dict) -> dict:
+    """`cosim run SCENARIO --set K=V ...` into ``out``; returns summary.json (exits on failure)."""
+    cmd = [sys.executable, "-m", "cosim", "run", str(scenario), "--out", str(out), "-q", "--no-coverage",
+           "--end", str(end), "--seed", str(seed)]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{out.name}: {proc.stderr.strip()}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def line_plot(df, x: str, y: str, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False,
+              marker: str = "o", band: tuple[str, str] | None = None) -> None:
+    """One line per policy (column ``policy``) of ``y`` against ``x``; needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.figure(figsize=(5.5, 3.6))
+    for policy, g in df.groupby("policy", sort=False):
+        g = g.sort_values(x)
+        line = plt.plot(g[x], g[y], marker=marker or None, label=policy)[0]
+        if band is not None:  # a confidence band: columns (lo, hi)
+            plt.fill_between(g[x], g[band[0]], g[band[1]], color=line.get_color(), alpha=0.15)
+    if logx:
+        plt.xscale("log", base=2)
+    plt.xlabel(xlabel)
+    plt.ylabel(ylabel)
+    plt.title(title)
+    plt.legend(fontsize=7)
+    plt.tight_layout()
+    plt.savefig(path, dpi=120)
+    plt.close()

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Pricing-round time and equilibrium quality of every MoE pricing solver (issue 4: GECPA for
+20 IVs in <= 50 ms), on random games of the layer's default scale.
+
+    python tools/bench_moe.py [--ivs 20] [--games 20]
+
+For the layer's share of a whole run, use the side-by-side benchmark:
+    python tools/bench_overhead.py scenarios/grid6_moe.toml --no-traci
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cosim.layers.moe.game import SOLVERS, Game, SolverConfig, exact_equilibrium  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ivs", type=int, default=20)
+    ap.add_argument("--games", type=int, default=20)
+    args = ap.parse_args()
+    cfg = SolverConfig()
+    games = []
+    for seed in range(args.games):
+        rng = np.random.default_rng(seed)
+        # work per IV for 8 layers x 8 experts x top-2 x 256 tokens over the IVs; the layer's ranges
+        games.append(Game(rng.uniform(0.01, 0.05, args.ivs), rng.uniform(0.2, 1.0, args.ivs), rng.uniform(5, 20, args.ivs)))
+    for g in games[:2]:  # warm-up
+        SOLVERS["gecpa"](g, np.random.default_rng(0), cfg)
+    print(f"{args.games} random games with {args.ivs} IVs; Nash gap from a 256-point grid + golden section")
+    print(f"{'solver':13s} {'median ms':>10s} {'max ms':>8s} {'mean gap':>10s} {'max gap':>9s} {'mean IV utility':>16s}")
+    for name, solve in SOLVERS.items():
+        times, gaps, util = [], [], []
+        for i, g in enumerate(games):
+            t0 = time.perf_counter()
+            p = solve(g, np.random.default_rng(i), cfg)
+            times.append(1e3 * (time.perf_counter() - t0))
+            gaps.append(g.nash_gap(p[None], grid=256, refine=40)[0])
+            util.append(g.outcome(p[None])["u_iv"].mean())
+        print(f"{name:13s} {np.median(times):10.2f} {max(times):8.2f} {np.mean(gaps):10.4f} {max(gaps):9.4f} {np.mean(util):16.4f}")
+    interior = [(g, *exact_equilibrium(g)) for g in games]
+    interior = [(g, p) for g, p, f in interior if (f > 0).all() and (f < g.F).all()]
+    if interior:
+        gaps = [g.nash_gap(p[None], grid=256, refine=40)[0] for g, p in interior]
+        print(f"exact equilibrium (linear solve) where interior ({len(interior)} games): mean gap {np.mean(gaps):.2e}")
+    print("target: gecpa <= 50 ms per round for 20 IVs")
+
+
+if __name__ == "__main__":
+    main()
