@@ -249,7 +249,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_netgen(sub)
     _add_import_osm(sub)
     _add_config(sub)
+    _add_sweep(sub)
+    _add_plot(sub)
     return ap
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a grid of parameters x seeds x scenarios in parallel, merge the results",
+        description="Expand a sweep file (a [grid] of scenario keys x seeds x scenarios) into runs, execute them in "
+                    "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
+                    "results.parquet and summary.csv (mean and 95 %% CI over seeds). Re-running skips finished "
+                    "runs; a failed run is recorded with its error and the others go on.",
+        epilog="Sweep file: [sweep] name, scenarios = [...], seeds = [1, 2, 3] (or a count), end_s; [set] "
+               "'TABLE.KEY' = value for every run; [grid] 'TABLE.KEY' = [values...]. Examples in tools/sweeps/.",
+    )
+    p.add_argument("file", help="sweep .toml")
+    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local processes (default) or Ray tasks (pip install 'cosim[ray]')")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel runs (default: the CPU count; local Ray: its CPUs)")
+    p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cosim import sweep
+
+    sw = sweep.load(args.file)
+    if args.jobs is not None and args.jobs < 1:
+        raise CosimError("--jobs must be >= 1")
+    out = Path(args.out) if args.out else sweep.default_out(sw)
+    if args.dry_run:
+        cells = sw.cells()
+        for c in cells:
+            state = "finished" if sweep.finished(out / "cells" / c.cell_id) else "to run"
+            params = " ".join(f"{k}={v}" for k, v in c.params)
+            print(f"{c.cell_id}  {Path(c.scenario).name}  seed={c.seed}  {params}  [{state}]")
+        print(f"{len(cells)} runs; results in {out}")
+        return 0
+    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
+    print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed (see cells.csv); "
+          f"results: {res['out']}/results.parquet, summary.csv")
+    return 0 if res["failed"] == 0 else EXIT_ERROR
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot", help="draw the standard figures of a sweep",
+        description="Draw each layer's headline metrics against the swept parameter, one line per policy, with 95 %% "
+                    "confidence bands over seeds (PNG).",
+    )
+    p.add_argument("results", help="a sweep results folder (or its results.parquet)")
+    p.add_argument("--x", metavar="KEY", help="the swept key on the x axis (default: the one with most values)")
+    p.add_argument("--metric", action="append", metavar="NAME",
+                   help="a summary number to draw (repeatable; default: each layer's headline ones)")
+    p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RESULTS/plots)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from cosim.plot import plot
+
+    for path in plot(args.results, x=args.x, metrics=args.metric, out=args.out):
+        print(path)
+    return 0
 
 
 def _one_line(exc: BaseException) -> str:

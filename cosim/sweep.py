@@ -1,0 +1,437 @@
+"""Experiment sweeps: a grid of scenario keys x seeds x scenarios, run in parallel processes on
+this machine (or as Ray tasks on a cluster), merged into one table.
+
+A sweep file::
+
+    [sweep]
+    name = "cache-memory"
+    scenarios = ["../scenarios/grid6_cache.toml"]   # relative to this file
+    seeds = [1, 2, 3]
+    end_s = 300                                     # optional: every run's end time [s]
+
+    [set]                                           # optional: the same override for every run
+    "output.coverage" = false
+
+    [grid]                                          # one axis per key; runs = the cartesian product
+    "layers.cache.gpu_memory_gb" = [40, 80, 160]
+
+Each run (a *cell*: scenario x grid point x seed) is one ``cosim run`` in its own process (libsumo
+allows one SUMO per process) writing ``cells/<id>/`` under the sweep's results folder, where
+``<id>`` is a hash of what defines the cell. A cell is finished when ``cells/<id>/cell.json``
+says ``completed``: re-running an interrupted sweep skips finished cells and runs the rest; a
+cell whose configuration is broken or whose run fails is recorded with its error (``failed``) and
+the others go on. ``results.parquet`` has one row per (cell, layer, policy) with every number of
+the layer's summary block; ``summary.csv`` the mean and 95 % confidence interval (Student t) over
+seeds per (scenario, grid point, layer, policy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from cosim.errors import ConfigError
+
+#: two-sided 95 % Student t quantiles, by degrees of freedom (1..30); 1.96 beyond
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t95(dof: int) -> float:
+    return _T95[dof - 1] if 1 <= dof <= len(_T95) else 1.96
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: str  # absolute path of the scenario file
+    params: tuple  # ((key, value), ...) of the grid point, in the sweep's key order
+    seed: int
+    fixed: tuple = ()  # ((key, value), ...) of [set], plus the sweep's end time
+    cell_id: str = ""
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return {**dict(self.fixed), **dict(self.params), "scenario.seed": self.seed}
+
+    def to_json(self) -> dict:
+        return {"id": self.cell_id, "scenario": self.scenario, "params": dict(self.params), "seed": self.seed,
+                "fixed": dict(self.fixed)}
+
+
+@dataclass
+class Sweep:
+    name: str
+    file: Path
+    scenarios: list[Path]
+    seeds: list[int]
+    grid: dict[str, list]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    end_s: float | None = None
+
+    def cells(self) -> list[Cell]:
+        fixed = dict(self.fixed)
+        if self.end_s is not None:
+            fixed["scenario.end_s"] = self.end_s
+        fixed_t = tuple(sorted(fixed.items()))
+        keys = list(self.grid)
+        out = []
+        for scen in self.scenarios:
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                params = tuple(zip(keys, values))
+                for seed in self.seeds:
+                    key = json.dumps([str(scen), [list(p) for p in params], seed, [list(f) for f in fixed_t]],
+                                     sort_keys=True, default=str)
+                    cid = hashlib.sha1(key.encode()).hexdigest()[:12]
+                    out.append(Cell(str(scen), params, seed, fixed_t, cid))
+        return out
+
+
+_SWEEP_KEYS = {"name", "scenarios", "seeds", "end_s"}
+
+
+def load(path: str | Path) -> Sweep:
+    """Read and check a sweep file; bad input is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such sweep file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: bad TOML: {exc}") from None
+    unknown = set(data) - {"sweep", "grid", "set"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table '[{sorted(unknown)[0]}]' (known: sweep, grid, set)")
+    sw = data.get("sweep")
+    if not isinstance(sw, dict):
+        raise ConfigError(f"{path}: missing [sweep] table (name, scenarios, seeds)")
+    bad = set(sw) - _SWEEP_KEYS
+    if bad:
+        raise ConfigError(f"{path}: unknown key 'sweep.{sorted(bad)[0]}' (known: {', '.join(sorted(_SWEEP_KEYS))})")
+    scen = sw.get("scenarios")
+    if not isinstance(scen, list) or not scen or not all(isinstance(s, str) for s in scen):
+        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files")
+    scenarios = []
+    for s in scen:
+        p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
+        if not p.is_file():
+            raise ConfigError(f"{path}: sweep.scenarios: no such file {s!r} (paths are relative to the sweep file)")
+        scenarios.append(p)
+    seeds = sw.get("seeds", [42])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(1, seeds + 1))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise ConfigError(f"{path}: sweep.seeds must be a list of integers (or a count N for 1..N)")
+    end = sw.get("end_s")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or end <= 0):
+        raise ConfigError(f"{path}: sweep.end_s must be a positive number")
+    grid = data.get("grid", {})
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{path}: grid.\"{k}\" must be a non-empty list of values")
+        _check_key(path, f"grid.\"{k}\"", k)
+    fixed = data.get("set", {})
+    for k in fixed:
+        _check_key(path, f"set.\"{k}\"", k)
+    return Sweep(str(sw.get("name", path.stem)), path, scenarios, seeds, grid, fixed, None if end is None else float(end))
+
+
+def _check_key(path: Path, where: str, key: str) -> None:
+    parts = key.split(".")
+    if not ((len(parts) == 2) or (len(parts) == 3 and parts[0] == "layers")):
+        raise ConfigError(f"{path}: {where}: expected TABLE.KEY or layers.NAME.KEY")
+
+
+# -- one cell ---------------------------------------------------------------------------------
+def run_cell(cell: dict, out: Path) -> dict:
+    """Run one cell in this process (the worker side): load, override, run. Writes cell.json."""
+    from cosim import config as cfgmod
+    from cosim.errors import CosimError
+    from cosim.runner import run
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**cell, "status": "running", "error": None, "started": time.time()}
+    t0 = time.perf_counter()
+    try:
+        cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]),
+                                     {**cell["fixed"], **cell["params"], "scenario.seed": cell["seed"]},
+                                     where=f"cell {cell['id']}")
+        run(cfg, out, progress=False)
+        record["status"] = "completed"
+    except CosimError as exc:
+        record.update(status="failed", error=str(exc))
+    except Exception as exc:  # keep the sweep going; the error is in the record
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    record["wall_s"] = time.perf_counter() - t0
+    (out / "cell.json").write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock) -> dict:
+    """Run a cell in a fresh Python process (one SUMO per process); returns its record."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / "cell-spec.json"
+    spec.write_text(json.dumps(cell, default=str))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cosim.sweep", str(spec), str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    with lock:
+        procs.add(proc)
+    _, err = proc.communicate()
+    with lock:
+        procs.discard(proc)
+    rec_file = out / "cell.json"
+    if rec_file.is_file():
+        rec = json.loads(rec_file.read_text())
+        if rec.get("status") in ("completed", "failed"):
+            return rec
+    last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    rec = {**cell, "status": "failed", "error": f"worker died ({proc.returncode}): {last[0]}"}
+    rec_file.write_text(json.dumps(rec, indent=1, default=str))
+    return rec
+
+
+def finished(out: Path) -> dict | None:
+    f = out / "cell.json"
+    if not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+    return rec if rec.get("status") == "completed" and (out / "summary.json").is_file() else None
+
+
+# -- engines ----------------------------------------------------------------------------------
+class Progress:
+    """cells done / failed / running / total and an ETA, on one line (stderr)."""
+
+    def __init__(self, total: int, skipped: int, enabled: bool):
+        self.total, self.skipped, self.enabled = total, skipped, enabled
+        self.done = self.failed = self.running = 0
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def show(self, final: bool = False) -> None:
+        if not self.enabled or (final and not self.tty):  # a log already has the last line
+            return
+        ran = self.done + self.failed
+        left = self.total - self.skipped - ran
+        el = time.perf_counter() - self.t0
+        eta = f"  ETA {_hms(el / ran * left)}" if ran and left else ""
+        line = (f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier), "
+                f"{self.failed} failed, {self.running} running{eta}  [{_hms(el)}]")
+        print(("\r" if self.tty and not final else "") + line, end="\n" if final or not self.tty else "",
+              file=sys.stderr, flush=True)
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> list[dict]:
+    procs: set = set()
+    lock = threading.Lock()
+    out = []
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        pending = set()
+        it = iter(todo)
+        for cell, d in itertools.islice(it, jobs):
+            pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock))
+        progress.running = len(pending)
+        progress.show()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                rec = fut.result()
+                out.append(rec)
+                progress.done += rec["status"] == "completed"
+                progress.failed += rec["status"] != "completed"
+            for cell, d in itertools.islice(it, len(done)):
+                pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock))
+            progress.running = len(pending)
+            progress.show()
+    except KeyboardInterrupt:
+        with lock:
+            for p in procs:
+                p.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def run_ray(todo: list[tuple[dict, Path]], address: str | None, progress: Progress, jobs: int | None) -> list[dict]:
+    """Each cell as a Ray task (1 CPU) running the same worker command as the local engine;
+    the results folder must be on a filesystem every node sees."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray: pip install 'cosim[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+        if address is None and jobs:
+            kw["num_cpus"] = jobs
+        ray.init(**kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_cell)
+        refs = {remote.remote(cell, str(d)): cell for cell, d in todo}
+        progress.running = min(len(refs), int(ray.available_resources().get("CPU", 1)) or 1)
+        progress.show()
+        out = []
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            rec = ray.get(done[0])
+            out.append(rec)
+            progress.done += rec["status"] == "completed"
+            progress.failed += rec["status"] != "completed"
+            progress.running = min(len(pending), progress.running)
+            progress.show()
+        return out
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_cell(cell: dict, out: str) -> dict:
+    return _subprocess_cell(cell, Path(out), set(), threading.Lock())
+
+
+# -- the whole sweep ----------------------------------------------------------------------------
+def default_out(sw: Sweep) -> Path:
+    return Path("runs") / "sweeps" / sw.name
+
+
+def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: int | None = None,
+            address: str | None = None, progress: bool = True) -> dict:
+    """Run every unfinished cell, then merge. Returns {"cells", "completed", "failed", "out"}."""
+    out = Path(out) if out else default_out(sw)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    (out / "sweep.toml").write_text(sw.file.read_text())
+    cells = sw.cells()
+    todo, skipped = [], 0
+    for c in cells:
+        d = out / "cells" / c.cell_id
+        if finished(d):
+            skipped += 1
+        else:
+            todo.append((c.to_json(), d))
+    jobs = jobs or os.cpu_count() or 1
+    prog = Progress(len(cells), skipped, progress)
+    if engine == "local":
+        run_local(todo, jobs, prog)
+    elif engine == "ray":
+        run_ray(todo, address, prog, jobs if address is None else None)
+    else:
+        raise ConfigError(f"unknown engine '{engine}' (use local or ray)")
+    prog.show(final=True)
+    return merge(sw, out, cells)
+
+
+def _flatten(prefix: str, block: Any, row: dict) -> None:
+    for k, v in block.items():
+        if isinstance(v, dict):
+            _flatten(f"{prefix}{k}.", v, row)
+        elif v is None or isinstance(v, (int, float)):  # bools too
+            row[f"{prefix}{k}"] = v
+
+
+def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
+    """results.parquet (one row per cell, layer, policy) and summary.csv (mean, 95 % CI)."""
+    import pandas as pd
+
+    cells = cells if cells is not None else sw.cells()
+    rows, status = [], []
+    for c in cells:
+        d = out / "cells" / c.cell_id
+        base = {"cell": c.cell_id, "scenario": Path(c.scenario).stem, "seed": c.seed,
+                **{k: _cellvalue(v) for k, v in c.params}}
+        rec = {}
+        if (d / "cell.json").is_file():
+            try:
+                rec = json.loads((d / "cell.json").read_text())
+            except json.JSONDecodeError:
+                rec = {}
+        st = rec.get("status", "missing")
+        status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s")})
+        if st != "completed" or not (d / "summary.json").is_file():
+            continue
+        summary = json.loads((d / "summary.json").read_text())
+        core = {"layer": "core", "policy": "", "vehicles_seen": summary.get("vehicles_seen"),
+                "max_concurrent_vehicles": summary.get("max_concurrent_vehicles"),
+                "wall_s": summary.get("wall_s", {}).get("total")}
+        rows.append({**base, **core})
+        for layer, block in (summary.get("layers") or {}).items():
+            for policy, values in block.items():
+                if not isinstance(values, dict):
+                    continue
+                row = {**base, "layer": layer, "policy": policy}
+                _flatten("", values, row)
+                rows.append(row)
+    res = pd.DataFrame(rows)
+    res.to_parquet(out / "results.parquet", index=False)
+    st = pd.DataFrame(status)
+    st.to_csv(out / "cells.csv", index=False)
+    summary_csv(res, list(sw.grid), out / "summary.csv")
+    n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
+    return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
+            "out": str(out)}
+
+
+def _cellvalue(v: Any) -> Any:
+    """Grid values as table cells: lists become their TOML-like text (e.g. SUMO args)."""
+    return json.dumps(v) if isinstance(v, (list, dict)) else v
+
+
+def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
+    """Mean and 95 % CI half-width over seeds of every numeric column, per group."""
+    import numpy as np
+    import pandas as pd
+
+    if res.empty:
+        pd.DataFrame().to_csv(path, index=False)
+        return pd.DataFrame()
+    keys = ["scenario", *grid_keys, "layer", "policy"]
+    skip = set(keys) | {"cell", "seed"}
+    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
+    out = []
+    for group, g in res.groupby(keys, dropna=False, sort=False):
+        row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+        row["n"] = len(g)
+        for m in metrics:
+            v = g[m].astype(float).dropna()
+            v = v[np.isfinite(v)]
+            row[f"{m}.mean"] = float(v.mean()) if len(v) else math.nan
+            row[f"{m}.ci95"] = float(t95(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+        out.append(row)
+    df = pd.DataFrame(out)
+    df.to_csv(path, index=False)
+    return df
+
+
+def _worker_main(argv: list[str]) -> int:
+    """``python -m cosim.sweep CELL_SPEC.json OUT_DIR``: run one cell (what the engines start)."""
+    cell = json.loads(Path(argv[0]).read_text())
+    rec = run_cell(cell, Path(argv[1]))
+    return 0 if rec["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))

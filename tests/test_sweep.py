@@ -1,0 +1,180 @@
+"""Sweeps: the sweep file, the cell expansion, the statistics, and real sweeps on grid6 with
+the local and Ray engines, resuming, failures and plots."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cosim import sweep
+from cosim.errors import ConfigError
+
+from .conftest import ROOT, run_cli
+
+SCEN = ROOT / "scenarios" / "grid6_cache.toml"
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def tiny(tmp_path: Path, grid: str = '"layers.cache.gpu_memory_gb" = [40, 80]', seeds: str = "[1, 2]",
+         end: float = 20) -> Path:
+    return write(tmp_path, f'[sweep]\nname = "tiny"\nscenarios = ["{SCEN}"]\nseeds = {seeds}\nend_s = {end}\n'
+                           '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n'
+                           '"layers.cache.policies" = ["lc", "lfu"]\n'
+                           f"[grid]\n{grid}\n")
+
+
+def test_cells_are_the_product_with_stable_ids(tmp_path):
+    sw = sweep.load(tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [40, 80, 160]\n"rsu.radius_m" = [300, 500]',
+                         seeds="3"))
+    cells = sw.cells()
+    assert len(cells) == 3 * 2 * 3 and sw.seeds == [1, 2, 3]
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert [c.cell_id for c in sweep.load(tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [40, 80, 160]\n'
+                                                              '"rsu.radius_m" = [300, 500]', seeds="3")).cells()] \
+        == [c.cell_id for c in cells]  # same definition, same ids (what resuming relies on)
+    c = cells[0]
+    assert c.overrides == {"output.coverage": False, "scenario.step_length_s": 0.5,
+                           "layers.cache.policies": ["lc", "lfu"], "scenario.end_s": 20.0,
+                           "layers.cache.gpu_memory_gb": 40, "rsu.radius_m": 300, "scenario.seed": 1}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[sweep]\nscenarios = []\n", "sweep.scenarios must be a non-empty list"),
+    ('[sweep]\nscenarios = ["nope.toml"]\n', "no such file 'nope.toml'"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = ["a"]\n', "sweep.seeds must be a list of integers"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nspeed = 1\n', "unknown key 'sweep.speed'"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"layers.cache.gpu_memory_gb" = []\n', "must be a non-empty list"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\nseed = [1]\n', "expected TABLE.KEY"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\n[grids]\n', "unknown table '[grids]'"),
+    ("[sweep\n", "bad TOML"),
+])
+def test_bad_sweep_files_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        sweep.load(write(tmp_path, text))
+
+
+def test_mean_and_student_t_interval_by_hand(tmp_path):
+    res = pd.DataFrame({"scenario": ["a"] * 4, "k": [1, 1, 1, 2], "layer": ["x"] * 4, "policy": ["p"] * 4,
+                        "cell": list("abcd"), "seed": [1, 2, 3, 1], "m": [1.0, 2.0, 3.0, 5.0]})
+    out = sweep.summary_csv(res, ["k"], tmp_path / "s.csv")
+    row = out[out.k == 1].iloc[0]
+    # mean 2, sample sd 1, n 3: 4.303 * 1 / sqrt(3) = 2.4843
+    assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.4843, abs=1e-4)
+    one = out[out.k == 2].iloc[0]
+    assert one["m.mean"] == 5.0 and pd.isna(one["m.ci95"])  # one seed: no interval
+    assert sweep.t95(1) == 12.706 and sweep.t95(100) == 1.96
+
+
+# -- real sweeps on grid6 -----------------------------------------------------------------------
+sumo = pytest.mark.sumo
+
+
+@sumo
+def test_local_sweep_merges_and_reports_a_broken_cell(tmp_path):
+    f = tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [40, -1]')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "--jobs", "2", "-q")
+    assert proc.returncode == 2  # one run failed
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert sorted(cells["status"]) == ["completed", "completed", "failed", "failed"]
+    bad = cells[cells.status == "failed"]
+    assert (bad["layers.cache.gpu_memory_gb"] == -1).all()
+    assert bad["error"].str.contains("layers.cache.gpu_memory_gb: -1 is out of range").all()
+    res = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    lc = res[(res.layer == "cache") & (res.policy == "lc")]
+    assert sorted(lc["seed"]) == [1, 2] and (lc["layers.cache.gpu_memory_gb"] == 40).all()
+    # each row is that run's summary block, unchanged
+    for _, row in lc.iterrows():
+        block = json.loads((tmp_path / "out" / "cells" / row["cell"] / "summary.json").read_text())["layers"]["cache"]["lc"]
+        assert row["system_cost"] == pytest.approx(block["system_cost"]) and row["requests"] == block["requests"]
+    summ = pd.read_csv(tmp_path / "out" / "summary.csv")
+    s = summ[(summ.layer == "cache") & (summ.policy == "lc")].iloc[0]
+    assert s["n"] == 2 and s["system_cost.mean"] == pytest.approx(lc["system_cost"].mean())
+
+
+def _workers() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"cosim.sweep" in cmd and len(cmd) > 2 and cmd[1] == b"-m":
+                pids.append(int(d.name))
+    return pids
+
+
+@sumo
+def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
+    f = tiny(tmp_path, seeds="[1, 2, 3]", end=60)
+    out = tmp_path / "out"
+    env = {**os.environ}
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "sweep", str(f), "--out", str(out), "--jobs", "2", "-q"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    victim = None
+    while time.time() < deadline and victim is None:  # kill the first worker we see mid-run
+        ws = _workers()
+        if ws:
+            time.sleep(1.0)
+            victim = ws[0]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.05)
+    assert victim is not None
+    proc.communicate(timeout=300)
+    cells = pd.read_csv(out / "cells.csv")
+    assert (cells.status == "failed").sum() == 1 and cells.error.str.contains("worker died").sum() == 1
+    before = {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in cells[cells.status == "completed"].cell}
+    again = run_cli("sweep", str(f), "--out", str(out), "--jobs", "2", "-q")
+    assert again.returncode == 0, again.stderr
+    cells = pd.read_csv(out / "cells.csv")
+    assert (cells.status == "completed").all() and len(cells) == 6
+    after = {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in before}
+    assert after == before  # the finished ones were not run again
+
+
+@sumo
+def test_ray_engine_gives_the_local_engine_s_table(tmp_path):
+    pytest.importorskip("ray")
+    f = tiny(tmp_path)
+    local = run_cli("sweep", str(f), "--out", str(tmp_path / "local"), "--jobs", "2", "-q")
+    ray = run_cli("sweep", str(f), "--out", str(tmp_path / "ray"), "--engine", "ray", "--jobs", "2", "-q")
+    assert local.returncode == 0 and ray.returncode == 0, ray.stderr
+    a, b = (pd.read_parquet(tmp_path / d / "results.parquet") for d in ("local", "ray"))
+    cols = [c for c in a.columns if not c.startswith("wall_s")]  # everything but timings
+    key = ["cell", "layer", "policy"]
+    pd.testing.assert_frame_equal(a[cols].sort_values(key).reset_index(drop=True),
+                                  b[cols].sort_values(key).reset_index(drop=True))
+
+
+@sumo
+def test_plot_draws_the_standard_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    f = tiny(tmp_path, seeds="[1]")
+    assert run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q").returncode == 0
+    proc = run_cli("plot", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    pngs = sorted(p.name for p in (tmp_path / "out" / "plots").glob("*.png"))
+    assert "grid6_cache-cache-system_cost_per_request.png" in pngs
+    assert all((tmp_path / "out" / "plots" / p).stat().st_size > 5000 for p in pngs)
+    bad = run_cli("plot", str(tmp_path))
+    assert bad.returncode == 2 and "not a sweep results folder" in bad.stderr
+
+
+def test_every_shipped_sweep_file_loads():
+    files = sorted((ROOT / "tools" / "sweeps").glob("*.toml"))
+    assert len(files) >= 6
+    for f in files:
+        sw = sweep.load(f)
+        assert sw.cells() and all(Path(s).is_file() for s in sw.scenarios), f
