@@ -91,8 +91,10 @@ class Sweep:
         for scen in self.scenarios:
             for values in itertools.product(*(self.grid[k] for k in keys)):
                 params = tuple(zip(keys, values))
+                # ids hash the scenario as the sweep file names it, so a moved checkout resumes
+                where = os.path.relpath(scen, self.file.parent)
                 for seed in self.seeds:
-                    key = json.dumps([str(scen), [list(p) for p in params], seed, [list(f) for f in fixed_t]],
+                    key = json.dumps([where, [list(p) for p in params], seed, [list(f) for f in fixed_t]],
                                      sort_keys=True, default=str)
                     cid = hashlib.sha1(key.encode()).hexdigest()[:12]
                     out.append(Cell(str(scen), params, seed, fixed_t, cid))
