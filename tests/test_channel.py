@@ -68,3 +68,26 @@ def test_scalar_folding_matches_the_array_path():
     as_arrays = ch.hash_uniform(np.full(50, 3), np.full(50, 9), np.full(50, 2), keys)
     np.testing.assert_array_equal(folded, as_arrays)
     assert float(ch.hash_uniform(3, 9, 2, 17)) == folded[17]
+
+
+def test_pair_rate_matches_the_array_path():
+    import numpy as np
+
+    from cosim.config import from_dict
+    from cosim.sources.base import Snapshot
+    from cosim.world.network import NetInfo
+    from cosim.world.world import World
+
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 5}}, "t.toml")
+    w = World(cfg, NetInfo("mem", {"e": 5000.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 5000.0, 0.0)))
+    rng = np.random.default_rng(0)
+    n = 40
+    xs, ys = rng.uniform(0, 600, n), rng.uniform(0, 600, n)
+    w.update(Snapshot(1.0, np.array([f"v{k}" for k in range(n)], dtype=object), xs, ys, np.zeros(n), np.zeros(n),
+                      np.zeros(n), np.array(["e"] * n, dtype=object), np.array(["e_0"] * n, dtype=object), xs,
+                      np.full(n, 5.0)), slot=7)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    arr = w.v2v_rate_bps(i.ravel(), j.ravel())
+    pair = np.array([w.v2v_rate_pair(a, b) for a, b in zip(i.ravel(), j.ravel())])
+    assert (arr > 0).sum() > 100 and ((arr == 0) == (pair == 0)).all()
+    np.testing.assert_allclose(pair, arr, rtol=1e-12)

@@ -285,7 +285,7 @@ class DViTLayer(Layer):
                 self._v2v_slot = world.slot
             rate = self._v2v.get(key)
             if rate is None:
-                rate = self._v2v[key] = float(world.v2v_rate_bps([key[0]], [key[1]])[0])
+                rate = self._v2v[key] = world.v2v_rate_pair(key[0], key[1])
             comm = self.bits / rate if rate > 0 else np.inf
         if dev == RSU_NAME:
             comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait
