@@ -84,11 +84,10 @@ class Game:
         xs = -np.sort(-x, axis=-1)
         cs = np.cumsum(xs, axis=-1)
         g = gm / (d + np.arange(1, x.shape[-1] + 1) * gm)
-        n = ((xs - g * cs) > 0).sum(axis=-1, keepdims=True)
+        n = ((xs - g * cs) > 0).sum(axis=-1, keepdims=True)  # the bought IVs: a prefix of the sorted
         last = np.maximum(n - 1, 0)
         tot = np.take_along_axis(cs, last, axis=-1)
-        gn = gm / (d + n * gm)
-        f = np.where((n > 0) & (x >= np.take_along_axis(xs, last, axis=-1)), (x - gn * tot) / d, 0.0)
+        f = np.where((n > 0) & (x >= np.take_along_axis(xs, last, axis=-1)), (x - gm / (d + n * gm) * tot) / d, 0.0)
         return np.minimum(np.maximum(f, 0.0), self.F)
 
     def outcome(self, p: np.ndarray) -> dict[str, np.ndarray]:
@@ -101,11 +100,9 @@ class Game:
 
     def deviation_utility(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """U_i when IV i alone moves its price to q[b, i, g] (others keep p[b]): (B, N, G)."""
-        B, N = p.shape
-        G = q.shape[-1]
-        pp = np.repeat(np.repeat(p[:, None, None, :], N, axis=1), G, axis=2)  # (B, N, G, N)
+        N = p.shape[1]
         eye = np.eye(N, dtype=bool)[None, :, None, :]
-        pp = np.where(eye, q[..., None], pp)  # pp[b, i, g, i] = q[b, i, g]
+        pp = np.where(eye, q[..., None], p[:, None, None, :])  # (B, N, G, N): pp[b, i, g, i] = q[b, i, g]
         f = (self.follower(pp) * eye).sum(axis=-1)  # f_i of deviation i: (B, N, G)
         return f * (q - self.kappa[None, :, None] * f)
 

@@ -271,7 +271,7 @@ class MoELayer(Layer):
             p_used = SOLVERS[solver](game, world.rng(f"moe.{policy}.{tid}"), self.solver_cfg)
             solve_ms = 1e3 * (time.perf_counter() - t0)
             out = game.outcome(p_used[None])
-            gap = float(game.nash_gap(p_used[None], grid=64, refine=20)[0])
+            gap = float(game.nash_gap(p_used[None], grid=48, refine=12)[0])
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
