@@ -32,8 +32,8 @@ import tomli_w
 from cosim.errors import ConfigError
 
 
-def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-       choices: tuple | None = None, doc: str = "") -> Any:
+def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           choices: tuple | None = None, doc: str = "") -> Any:
     """A dataclass field with validation metadata."""
     meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc}
     if isinstance(default, (list, dict)):
@@ -43,63 +43,63 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_ope
 
 @dataclass(frozen=True)
 class ScenarioSection:
-    sumocfg: str = _f("", doc="SUMO configuration, relative to the scenario file")
-    name: str = _f("", doc="scenario name (default: the file's stem)")
-    seed: int = _f(42, lo=0, hi=2**31 - 1, doc="drives SUMO --seed and every random draw")
-    begin_s: float = _f(-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
-    end_s: float = _f(-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
-    slot_s: float = _f(1.0, lo=0.0, lo_open=True, doc="slot length gamma [s]; a multiple of the step length")
-    step_length_s: float = _f(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
-    backend: str = _f("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
-    sumo_args: list = _f([], doc="extra SUMO command-line arguments")
+    sumocfg: str = option("", doc="SUMO configuration, relative to the scenario file")
+    name: str = option("", doc="scenario name (default: the file's stem)")
+    seed: int = option(42, lo=0, hi=2**31 - 1, doc="drives SUMO --seed and every random draw")
+    begin_s: float = option(-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
+    end_s: float = option(-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
+    slot_s: float = option(1.0, lo=0.0, lo_open=True, doc="slot length gamma [s]; a multiple of the step length")
+    step_length_s: float = option(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
+    backend: str = option("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
+    sumo_args: list = option([], doc="extra SUMO command-line arguments")
 
 
 @dataclass(frozen=True)
 class WorldSection:
-    grid_cell_m: float = _f(25.0, lo=0.0, lo_open=True, doc="road grid cell length g' [m]")
-    dwell_model: str = _f("straight", choices=("straight", "idm"), doc="coverage dwell predictor")
-    dwell_cap_s: float = _f(600.0, lo=0.0, lo_open=True, doc="cap for stopped/slow vehicles [s]")
-    idm_max_accel_mps2: float = _f(2.6, lo=0.0, lo_open=True, doc="IDM lambda_max [m/s^2]")
-    idm_max_decel_mps2: float = _f(4.5, lo=0.0, lo_open=True, doc="IDM zeta_max [m/s^2]")
-    idm_desired_speed_mps: float = _f(13.89, lo=0.0, lo_open=True, doc="IDM v_max [m/s]")
-    idm_delta: float = _f(4.0, lo=1.0, hi=5.0, doc="IDM driver sensitivity delta")
-    idm_min_gap_m: float = _f(2.5, lo=0.0, doc="IDM safe distance phi_min [m]")
-    idm_headway_s: float = _f(1.0, lo=0.0, doc="IDM reaction time theta [s]")
-    idm_horizon_s: float = _f(60.0, lo=0.0, lo_open=True, doc="IDM integration horizon [s]")
+    grid_cell_m: float = option(25.0, lo=0.0, lo_open=True, doc="road grid cell length g' [m]")
+    dwell_model: str = option("straight", choices=("straight", "idm"), doc="coverage dwell predictor")
+    dwell_cap_s: float = option(600.0, lo=0.0, lo_open=True, doc="cap for stopped/slow vehicles [s]")
+    idm_max_accel_mps2: float = option(2.6, lo=0.0, lo_open=True, doc="IDM lambda_max [m/s^2]")
+    idm_max_decel_mps2: float = option(4.5, lo=0.0, lo_open=True, doc="IDM zeta_max [m/s^2]")
+    idm_desired_speed_mps: float = option(13.89, lo=0.0, lo_open=True, doc="IDM v_max [m/s]")
+    idm_delta: float = option(4.0, lo=1.0, hi=5.0, doc="IDM driver sensitivity delta")
+    idm_min_gap_m: float = option(2.5, lo=0.0, doc="IDM safe distance phi_min [m]")
+    idm_headway_s: float = option(1.0, lo=0.0, doc="IDM reaction time theta [s]")
+    idm_horizon_s: float = option(60.0, lo=0.0, lo_open=True, doc="IDM integration horizon [s]")
 
 
 @dataclass(frozen=True)
 class RsuSection:
-    radius_m: float = _f(500.0, lo=0.0, lo_open=True, doc="coverage radius d'_m [m]")
-    placement: str = _f("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
-    spacing_m: float = _f(-1.0, doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
-    compute_flops: list = _f([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
-    bandwidth_hz: list = _f([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
-    tx_power_dbm: float = _f(30.0, lo=-30.0, hi=60.0, doc="RSU transmit power [dBm]")
-    sites: list = _f([], doc="explicit sites: [{id, x, y}] in SUMO coordinates [m]")
+    radius_m: float = option(500.0, lo=0.0, lo_open=True, doc="coverage radius d'_m [m]")
+    placement: str = option("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
+    spacing_m: float = option(-1.0, doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
+    compute_flops: list = option([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
+    bandwidth_hz: list = option([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
+    tx_power_dbm: float = option(30.0, lo=-30.0, hi=60.0, doc="RSU transmit power [dBm]")
+    sites: list = option([], doc="explicit sites: [{id, x, y}] in SUMO coordinates [m]")
 
 
 @dataclass(frozen=True)
 class ChannelSection:
-    noise_dbm: float = _f(-100.0, lo=-200.0, hi=0.0, doc="noise power sigma^2 [dBm]")
-    interference: bool = _f(True, doc="inter-RSU interference xi from the other RSUs")
-    fading: str = _f("rayleigh", choices=("rayleigh", "none"), doc="block fading per slot")
-    vehicle_tx_power_dbm: float = _f(23.0, lo=-30.0, hi=60.0, doc="vehicle transmit power [dBm]")
-    vehicle_bandwidth_hz: list = _f([50e6, 80e6], doc="vehicle bandwidth w_n [Hz]: value or [lo, hi]")
-    vehicle_compute_flops: list = _f([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi]")
-    v2i_pl_ref_db: float = _f(128.1, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
-    v2i_pl_exponent: float = _f(3.76, lo=1.0, hi=8.0, doc="V2I path-loss exponent")
-    v2v_pl_ref_db: float = _f(63.3, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
-    v2v_pl_exponent: float = _f(1.77, lo=1.0, hi=8.0, doc="V2V path-loss exponent")
-    v2v_range_m: float = _f(300.0, lo=0.0, lo_open=True, doc="V2V contact range [m]")
-    min_distance_m: float = _f(1.0, lo=0.0, lo_open=True, doc="distances are clipped to this [m]")
+    noise_dbm: float = option(-100.0, lo=-200.0, hi=0.0, doc="noise power sigma^2 [dBm]")
+    interference: bool = option(True, doc="inter-RSU interference xi from the other RSUs")
+    fading: str = option("rayleigh", choices=("rayleigh", "none"), doc="block fading per slot")
+    vehicle_tx_power_dbm: float = option(23.0, lo=-30.0, hi=60.0, doc="vehicle transmit power [dBm]")
+    vehicle_bandwidth_hz: list = option([50e6, 80e6], doc="vehicle bandwidth w_n [Hz]: value or [lo, hi]")
+    vehicle_compute_flops: list = option([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi]")
+    v2i_pl_ref_db: float = option(128.1, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
+    v2i_pl_exponent: float = option(3.76, lo=1.0, hi=8.0, doc="V2I path-loss exponent")
+    v2v_pl_ref_db: float = option(63.3, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
+    v2v_pl_exponent: float = option(1.77, lo=1.0, hi=8.0, doc="V2V path-loss exponent")
+    v2v_range_m: float = option(300.0, lo=0.0, lo_open=True, doc="V2V contact range [m]")
+    min_distance_m: float = option(1.0, lo=0.0, lo_open=True, doc="distances are clipped to this [m]")
 
 
 @dataclass(frozen=True)
 class OutputSection:
-    dir: str = _f("", doc="results folder; empty = runs/<name>-<seed>-<timestamp>")
-    coverage: bool = _f(True, doc="write coverage.parquet (one row per slot and vehicle)")
-    flush_slots: int = _f(50, lo=1, doc="slots buffered before a parquet row group is written")
+    dir: str = option("", doc="results folder; empty = runs/<name>-<seed>-<timestamp>")
+    coverage: bool = option(True, doc="write coverage.parquet (one row per slot and vehicle)")
+    flush_slots: int = option(50, lo=1, doc="slots buffered before a parquet row group is written")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosim.config import _f, build_section
+from cosim.config import build_section, option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, register_layer
 from cosim.layers.cache.catalog import Model, Service, per_task, table1, zipf
@@ -67,38 +67,38 @@ _EDGE = 0  # outcome code of "hit", the only outcome served at the edge
 
 @dataclass(frozen=True)
 class CacheConfig:
-    policies: list = _f(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
+    policies: list = option(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
                         doc="eviction policies run side by side")
-    catalog: str = _f("table1-per-task", choices=("table1", "table1-per-task", "custom"),
+    catalog: str = option("table1-per-task", choices=("table1", "table1-per-task", "custom"),
                       doc="table1: the six PFMs of Table I; table1-per-task: one fine-tuned copy per task "
                           "(22 models); custom: the `models` list")
-    models: list = _f([], doc="catalog = custom: [{name, params_m, per_token, services = "
+    models: list = option([], doc="catalog = custom: [{name, params_m, per_token, services = "
                               "[{task, gflops, zero_shot, one_shot, few_shot, window}]}]")
-    gpu_memory_gb: float = _f(80.0, lo=0.0, lo_open=True, doc="GPU memory per RSU [GB] (80: one A100-80GB)")
-    bytes_per_param: float = _f(2.0, lo=0.0, lo_open=True, doc="bytes per parameter (2 = fp16)")
-    load_gbps: float = _f(8.0, lo=0.0, lo_open=True, doc="model loading bandwidth into GPU memory [GB/s]")
-    edge_tflops: float = _f(312.0, lo=0.0, lo_open=True, doc="RSU GPU compute [TFLOP/s]")
-    cloud_tflops: float = _f(1000.0, lo=0.0, lo_open=True, doc="cloud compute per request [TFLOP/s]")
-    cloud_latency_s: float = _f(0.2, lo=0.0, doc="core-network round trip to the cloud [s]")
-    cloud_fee: float = _f(0.1, lo=0.0, doc="cloud price per request [cost units]")
-    max_queue_s: float = _f(1.0, lo=0.0, doc="an edge request that would wait longer goes to the cloud [s]")
-    transfer_timeout_s: float = _f(1.0, lo=0.0, lo_open=True,
+    gpu_memory_gb: float = option(80.0, lo=0.0, lo_open=True, doc="GPU memory per RSU [GB] (80: one A100-80GB)")
+    bytes_per_param: float = option(2.0, lo=0.0, lo_open=True, doc="bytes per parameter (2 = fp16)")
+    load_gbps: float = option(8.0, lo=0.0, lo_open=True, doc="model loading bandwidth into GPU memory [GB/s]")
+    edge_tflops: float = option(312.0, lo=0.0, lo_open=True, doc="RSU GPU compute [TFLOP/s]")
+    cloud_tflops: float = option(1000.0, lo=0.0, lo_open=True, doc="cloud compute per request [TFLOP/s]")
+    cloud_latency_s: float = option(0.2, lo=0.0, doc="core-network round trip to the cloud [s]")
+    cloud_fee: float = option(0.1, lo=0.0, doc="cloud price per request [cost units]")
+    max_queue_s: float = option(1.0, lo=0.0, doc="an edge request that would wait longer goes to the cloud [s]")
+    transfer_timeout_s: float = option(1.0, lo=0.0, lo_open=True,
                                    doc="a request whose radio transfer (this slot's fading) takes longer is lost [s]")
-    request_rate_per_vehicle_s: float = _f(0.05, lo=0.0, doc="requests per covered vehicle per second")
-    popularity_exponent: float = _f(0.8, lo=0.0, doc="Zipf exponent over services (catalog order)")
-    popularity: list = _f([], doc="explicit weight per service (catalog order); overrides the Zipf law")
-    preference: float = _f(0.7, lo=0.0, hi=1.0, doc="probability a vehicle asks for its own preferred service")
-    request_tokens: int = _f(100, lo=1, doc="tokens generated per LFM request")
-    request_bits: float = _f(8e5, lo=0.0, doc="request upload size [bit]")
-    response_bits: float = _f(8e5, lo=0.0, doc="response download size [bit]")
-    aoc_tau_s: float = _f(120.0, lo=0.0, lo_open=True, doc="Age of Context: an example's weight is exp(-age/tau)")
-    cross_relevance: float = _f(0.3, lo=0.0, hi=1.0, doc="weight of an example of another task of the same model")
-    example_cost: float = _f(0.02, lo=0.0, doc="compute per example in context, as a fraction of a request's")
-    accuracy_weight: float = _f(1.0, lo=0.0, doc="weight of the accuracy cost in the system cost")
-    horizon_s: float = _f(30.0, lo=0.0, lo_open=True, doc="lc-predictive: look-ahead along SUMO routes [s]")
-    predict_every_s: float = _f(5.0, lo=0.0, lo_open=True, doc="lc-predictive: how often it predicts and preloads [s]")
-    predict_routes: bool = _f(True, doc="lc-predictive: walk SUMO routes (false: extrapolate straight ahead)")
-    predict_min_speed_mps: float = _f(3.0, lo=0.0, doc="lc-predictive: speed floor for stopped vehicles [m/s]")
+    request_rate_per_vehicle_s: float = option(0.05, lo=0.0, doc="requests per covered vehicle per second")
+    popularity_exponent: float = option(0.8, lo=0.0, doc="Zipf exponent over services (catalog order)")
+    popularity: list = option([], doc="explicit weight per service (catalog order); overrides the Zipf law")
+    preference: float = option(0.7, lo=0.0, hi=1.0, doc="probability a vehicle asks for its own preferred service")
+    request_tokens: int = option(100, lo=1, doc="tokens generated per LFM request")
+    request_bits: float = option(8e5, lo=0.0, doc="request upload size [bit]")
+    response_bits: float = option(8e5, lo=0.0, doc="response download size [bit]")
+    aoc_tau_s: float = option(120.0, lo=0.0, lo_open=True, doc="Age of Context: an example's weight is exp(-age/tau)")
+    cross_relevance: float = option(0.3, lo=0.0, hi=1.0, doc="weight of an example of another task of the same model")
+    example_cost: float = option(0.02, lo=0.0, doc="compute per example in context, as a fraction of a request's")
+    accuracy_weight: float = option(1.0, lo=0.0, doc="weight of the accuracy cost in the system cost")
+    horizon_s: float = option(30.0, lo=0.0, lo_open=True, doc="lc-predictive: look-ahead along SUMO routes [s]")
+    predict_every_s: float = option(5.0, lo=0.0, lo_open=True, doc="lc-predictive: how often it predicts and preloads [s]")
+    predict_routes: bool = option(True, doc="lc-predictive: walk SUMO routes (false: extrapolate straight ahead)")
+    predict_min_speed_mps: float = option(3.0, lo=0.0, doc="lc-predictive: speed floor for stopped vehicles [m/s]")
 
 
 def _catalog(cfg: CacheConfig, where: str) -> tuple[list[Model], list[Service]]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from cosim.config import _f, build_section
+from cosim.config import build_section, option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, register_layer
 from cosim.layers.moe.game import SOLVERS, Game, SolverConfig
@@ -50,31 +50,31 @@ POLICIES = {"gecpa": ("gecpa", True), "gradient": ("gradient", True), "evolution
 
 @dataclass(frozen=True)
 class MoEConfig:
-    policies: list = _f(list(POLICIES), doc="pricing/allocation policies run side by side")
-    request_rate_per_s: float = _f(0.2, lo=0.0, doc="tasks per second over the whole network")
-    moe_layers: int = _f(8, lo=1, doc="MoE layers in the model")
-    experts: int = _f(8, lo=1, doc="experts per MoE layer")
-    top_k: int = _f(2, lo=1, doc="experts per token")
-    hidden: int = _f(2048, lo=1, doc="hidden size d")
-    expert_ffn: int = _f(8192, lo=1, doc="expert FFN size")
-    bytes_per_param: float = _f(2.0, lo=0.0, lo_open=True, doc="bytes per weight and per activation (2 = fp16)")
-    tokens: int = _f(256, lo=1, doc="tokens per task")
-    deadline_s: float = _f(1.0, lo=0.0, lo_open=True, doc="a task must finish within this [s]")
-    ivs_per_task: int = _f(8, lo=1, doc="infrastructure vehicles a task uses at most")
-    iv_memory_gb: list = _f([0.5, 2.0], doc="IV memory for experts [GB]: value or [lo, hi] (fixed per vehicle)")
-    iv_compute_tflops: list = _f([0.2, 1.0], doc="IV compute capacity F_i [TFLOP/s]: value or [lo, hi]")
-    tv_compute_tflops: float = _f(2.0, lo=0.0, lo_open=True, doc="task vehicle compute (attention, gate) [TFLOP/s]")
-    memory_gbps: float = _f(50.0, lo=0.0, lo_open=True, doc="IV memory bandwidth for loading expert weights [GB/s]")
-    energy_kappa: list = _f([5.0, 20.0], doc="IV energy coefficient kappa_i: value or [lo, hi] (per vehicle)")
-    tv_value: float = _f(20.0, lo=0.0, lo_open=True, doc="v: the TV's marginal value of compute at an IV with average work")
-    tv_saturation_tflops: float = _f(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
-    substitutability: float = _f(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
-    price_range: list = _f([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
-    uniform_price: float = _f(10.0, lo=0.0, lo_open=True, doc="the price of the uniform and nearest policies")
-    min_rate_bps: float = _f(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
-    rate_ref_bps: float = _f(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
-    population: int = _f(6, lo=2, doc="GECPA / evolutionary population")
-    generations: int = _f(5, lo=1, doc="GECPA / evolutionary generations")
+    policies: list = option(list(POLICIES), doc="pricing/allocation policies run side by side")
+    request_rate_per_s: float = option(0.2, lo=0.0, doc="tasks per second over the whole network")
+    moe_layers: int = option(8, lo=1, doc="MoE layers in the model")
+    experts: int = option(8, lo=1, doc="experts per MoE layer")
+    top_k: int = option(2, lo=1, doc="experts per token")
+    hidden: int = option(2048, lo=1, doc="hidden size d")
+    expert_ffn: int = option(8192, lo=1, doc="expert FFN size")
+    bytes_per_param: float = option(2.0, lo=0.0, lo_open=True, doc="bytes per weight and per activation (2 = fp16)")
+    tokens: int = option(256, lo=1, doc="tokens per task")
+    deadline_s: float = option(1.0, lo=0.0, lo_open=True, doc="a task must finish within this [s]")
+    ivs_per_task: int = option(8, lo=1, doc="infrastructure vehicles a task uses at most")
+    iv_memory_gb: list = option([0.5, 2.0], doc="IV memory for experts [GB]: value or [lo, hi] (fixed per vehicle)")
+    iv_compute_tflops: list = option([0.2, 1.0], doc="IV compute capacity F_i [TFLOP/s]: value or [lo, hi]")
+    tv_compute_tflops: float = option(2.0, lo=0.0, lo_open=True, doc="task vehicle compute (attention, gate) [TFLOP/s]")
+    memory_gbps: float = option(50.0, lo=0.0, lo_open=True, doc="IV memory bandwidth for loading expert weights [GB/s]")
+    energy_kappa: list = option([5.0, 20.0], doc="IV energy coefficient kappa_i: value or [lo, hi] (per vehicle)")
+    tv_value: float = option(20.0, lo=0.0, lo_open=True, doc="v: the TV's marginal value of compute at an IV with average work")
+    tv_saturation_tflops: float = option(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
+    substitutability: float = option(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
+    price_range: list = option([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
+    uniform_price: float = option(10.0, lo=0.0, lo_open=True, doc="the price of the uniform and nearest policies")
+    min_rate_bps: float = option(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
+    rate_ref_bps: float = option(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
+    population: int = option(6, lo=2, doc="GECPA / evolutionary population")
+    generations: int = option(5, lo=1, doc="GECPA / evolutionary generations")
 
 
 def _check(cfg: MoEConfig, where: str) -> None:
