@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from cosim.config import build_section, range_pair
+from cosim.config import build_section, option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, register_layer
 from cosim.recorder import Lists
@@ -37,29 +37,30 @@ from cosim.world import channel as ch
 
 @dataclass(frozen=True)
 class DViTConfig:
-    policies: list = field(default_factory=lambda: ["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"])
-    preset: str = "calibrated"  # "calibrated" | "paper-literal" (compute ranges, see costmodel)
-    request_rate_per_s: float = 1.0  # tasks per second over the whole network
-    steps: int = 50  # K
-    local_steps: int = 5  # last steps on the user (>= 1)
-    t_max_s: float = 0.8  # C3 [s]
-    request_bits: float = 1e6  # D_req [bit]
-    image_hw: int = 512
-    patch: int = 16
-    dim: int = 512
-    layers: int = 6  # L
-    heads: int = 8
-    mlp_dim: int = 2048
-    token_bits: int = 32
-    max_helpers: int = 20  # candidate vehicles per task (nearest to the user within V2V range)
-    vehicle_compute_flops: list = field(default_factory=list)  # [lo, hi]; empty = the preset's
-    rsu_compute_flops: list = field(default_factory=list)
-    vehicle_queue: list = field(default_factory=list)  # [beta, eta] [1/s]; empty = the preset's
-    rsu_queue: list = field(default_factory=list)
-    vidi_rho: float = 0.9  # discount
-    vidi_phi: float = 1e-4  # stop threshold [s]
-    execute: bool = False  # really run the scheduled steps (torch DiT + DDIM) for some tasks
-    execute_max_tasks: int = 2  # per policy; the default shape costs ~2.7 TFLOP per task on the CPU
+    policies: list = option(["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"],
+                            doc="schedulers run side by side")
+    preset: str = option("calibrated", doc="compute ranges: calibrated | paper-literal (see docs/dvit.md)")
+    request_rate_per_s: float = option(1.0, doc="tasks per second over the whole network")
+    steps: int = option(50, doc="K denoising steps per task")
+    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1")
+    t_max_s: float = option(0.8, doc="C3: the most a step may take [s]")
+    request_bits: float = option(1e6, doc="D_req, the request upload [bit]")
+    image_hw: int = option(512, doc="image height = width [px]")
+    patch: int = option(16, doc="patch size [px]")
+    dim: int = option(512, doc="transformer width")
+    layers: int = option(6, doc="L encoder layers")
+    heads: int = option(8, doc="attention heads")
+    mlp_dim: int = option(2048, doc="encoder MLP width")
+    token_bits: int = option(32, doc="bits per latent value handed over (mu)")
+    max_helpers: int = option(20, doc="candidate vehicles per task (nearest to the user within V2V range)")
+    vehicle_compute_flops: list = option([], doc="[lo, hi] vehicle compute [FLOP/s]; empty = the preset's")
+    rsu_compute_flops: list = option([], doc="[lo, hi] RSU compute [FLOP/s]; empty = the preset's")
+    vehicle_queue: list = option([], doc="[beta, eta] M/M/1 arrival and service rates [1/s]; empty = the preset's")
+    rsu_queue: list = option([], doc="[beta, eta] of the RSU [1/s]; empty = the preset's")
+    vidi_rho: float = option(0.9, doc="VIDI discount rho")
+    vidi_phi: float = option(1e-4, doc="VIDI stop threshold phi [s]")
+    execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
+    execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
 
 def _check(cfg: DViTConfig, file: str) -> None:
