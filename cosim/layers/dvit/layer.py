@@ -31,7 +31,7 @@ from cosim.layers.base import Layer, LayerContext, register_layer
 from cosim.recorder import Lists
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
-from cosim.layers.dvit.schedulers import SCHEDULERS
+from cosim.layers.dvit.schedulers import SCHEDULERS, STOCHASTIC
 from cosim.world import channel as ch
 
 
@@ -215,7 +215,8 @@ class DViTLayer(Layer):
         return p, names
 
     def _plan(self, policy: str, problem: Problem, task: Task, world) -> list | None:
-        rng = world.rng(f"dvit.{policy}.{task.task_id}.{task.reschedules}")
+        # a generator costs ~40 us to make: only for the schedulers that draw
+        rng = world.rng(f"dvit.{policy}.{task.task_id}.{task.reschedules}") if policy in STOCHASTIC else None
         if policy == "vidi":
             plan = SCHEDULERS[policy](problem, rng, rho=self.cfg.vidi_rho, phi=self.cfg.vidi_phi)
         else:

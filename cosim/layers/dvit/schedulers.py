@@ -13,7 +13,7 @@
   ``vli`` the vehicle (helper or the user itself) with the most compute, no RSU; ``sdi`` a random
   admissible device for every step.
 
-Adding a policy is one function plus one ``@register`` line.
+Adding a policy is one function plus one ``@register`` line (``stochastic=True`` if it draws).
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
 
 Policy = Callable[[Problem, np.random.Generator], "np.ndarray | None"]
 SCHEDULERS: dict[str, Policy] = {}
+#: the schedulers that draw random numbers (the others are passed no generator)
+STOCHASTIC: set[str] = set()
 
 
-def register(name: str) -> Callable[[Policy], Policy]:
+def register(name: str, stochastic: bool = False) -> Callable[[Policy], Policy]:
     def deco(fn: Policy) -> Policy:
         SCHEDULERS[name] = fn
+        if stochastic:
+            STOCHASTIC.add(name)
         return fn
 
     return deco
@@ -159,9 +163,12 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, p
     tmax = p.t_max_s + 1e-12
     plan = np.empty(K, dtype=np.int64)
     cur = 0  # the RSU holds the request
+    memo: dict[int, int] = {}  # after step 0 the greedy choice depends on the holder alone
     for k in range(K):
         if k >= K - p.local_steps:
             choice = U
+        elif k > 0 and cur in memo:
+            choice = memo[cur]
         else:
             qk = F[cur, cur] + rho * nxt  # the holder is at its current cell
             order = np.argsort(qk, kind="stable")
@@ -175,6 +182,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, p
                     break
             if choice < 0:
                 choice = U
+            if k > 0:
+                memo[cur] = choice
         plan[k] = choice
         cur = choice
     return plan
@@ -209,7 +218,7 @@ def vli(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
     return _best_of(p, p.compute_flops, (HELPER, USER))
 
 
-@register("sdi")
+@register("sdi", stochastic=True)
 def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng(0)
     allowed = p.allowed()
