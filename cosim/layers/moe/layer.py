@@ -246,32 +246,44 @@ class MoELayer(Layer):
         self.next_id += 1
         cand = self.candidates(world, tv)
         seed = int(ch.stable_uid(f"moe.{self.ctx.seed}.{tid}") % 2**62)
-        cache: dict = {}  # placements and routings shared by the policies that share them
+        tv_name = str(world.snap.ids[tv])
+        shared: dict = {}  # per placement kind: (chosen, host, tokens, game) — shared by its policies
+        priced = []
         for policy in c.policies:
             solver, aware = POLICIES[policy]
-            if aware not in cache:
+            if aware not in shared:
                 chosen, host = self.place(cand, aware)
                 tokens = self.route(host, cand["quality"][chosen] if aware else None, seed) if len(chosen) else None
-                cache[aware] = (chosen, host, tokens)
-            chosen, host, tokens = cache[aware]
+                game = None
+                if len(chosen) and tokens.sum() > 0:
+                    work = np.zeros(len(chosen))
+                    np.add.at(work, host[host >= 0], tokens[host >= 0] * self.flop_per_token)
+                    used = work > 0
+                    game = (Game(work[used], cand["cpu"][chosen][used], cand["kappa"][chosen][used], c.tv_value,
+                                 c.tv_saturation_tflops, c.substitutability, *c.price_range), used)
+                shared[aware] = (chosen, host, tokens, game)
+            chosen, host, tokens, game = shared[aware]
             self.stats[policy]["tasks"] += 1
             names = [str(world.snap.ids[cand["idx"][j]]) for j in chosen]
-            empty = np.zeros(0)
-            if not len(chosen) or tokens.sum() == 0:
-                task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host, np.zeros_like(host), empty,
-                            empty, empty, 0.0, math.nan, 0.0)
+            if game is None:
+                empty = np.zeros(0)
+                task = Task(tid, policy, t_request, tv_name, names, host, np.zeros_like(host), empty, empty, empty, 0.0,
+                            math.nan, 0.0)
                 self._finish(task, "failed", "no-ivs")
                 continue
-            work = np.zeros(len(chosen))
-            np.add.at(work, host[host >= 0], tokens[host >= 0] * self.flop_per_token)
-            used = work > 0
-            game = Game(work[used], cand["cpu"][chosen][used], cand["kappa"][chosen][used], c.tv_value,
-                        c.tv_saturation_tflops, c.substitutability, *c.price_range)
+            rng = world.rng(f"moe.{policy}.{tid}") if solver in ("gecpa", "evolutionary", "random") else None
             t0 = time.perf_counter()
-            p_used = SOLVERS[solver](game, world.rng(f"moe.{policy}.{tid}"), self.solver_cfg)
-            solve_ms = 1e3 * (time.perf_counter() - t0)
+            p_used = SOLVERS[solver](game[0], rng, self.solver_cfg)
+            priced.append((policy, aware, names, p_used, 1e3 * (time.perf_counter() - t0)))
+        # the Nash gap of every policy's prices, one batched evaluation per game
+        gaps: dict = {}
+        for aware in {a for _, a, _, _, _ in priced}:
+            rows = [i for i, item in enumerate(priced) if item[1] == aware]
+            g = shared[aware][3][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
+            gaps.update({i: float(v) for i, v in zip(rows, g)})
+        for i, (policy, aware, names, p_used, solve_ms) in enumerate(priced):
+            chosen, host, tokens, (game, used) = shared[aware]
             out = game.outcome(p_used[None])
-            gap = float(game.nash_gap(p_used[None], grid=48, refine=12)[0])
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
@@ -279,12 +291,12 @@ class MoELayer(Layer):
                 # routes their tokens to the bought ones
                 bought = np.where(f > 0, cand["quality"][chosen] if aware else 1.0, 0.0)
                 key = (aware, bought.tobytes())
-                if key not in cache:
-                    cache[key] = self.route(host, bought, seed)
-                tokens = cache[key]
+                if key not in shared:
+                    shared[key] = self.route(host, bought, seed)
+                tokens = shared[key]
             # the placement is shared between policies: each task re-routes its own copy
-            task = Task(tid, policy, t_request, str(world.snap.ids[tv]), names, host.copy(), tokens, prices, f, u_iv,
-                        float(out["u_tv"][0]), gap, solve_ms, clock=t_request)
+            task = Task(tid, policy, t_request, tv_name, names, host.copy(), tokens, prices, f, u_iv,
+                        float(out["u_tv"][0]), gaps[i], solve_ms, clock=t_request)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
                 self._finish(task, "failed", "priced-out")
