@@ -221,7 +221,7 @@ def _fitness(game: Game, pop: np.ndarray, grid: int, refine: int) -> np.ndarray:
 
 
 def _best(game: Game, pop: np.ndarray) -> np.ndarray:
-    return pop[int(np.argmin(_fitness(game, pop, 48, 12)))]
+    return pop[int(np.argmin(_fitness(game, pop, 24, 6)))]
 
 
 def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
