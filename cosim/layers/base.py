@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from cosim.config import build_section
 from cosim.errors import ConfigError
 
 
@@ -37,10 +38,17 @@ class LayerContext:
 
 class Layer:
     name: ClassVar[str] = ""
+    #: the dataclass of the layer's ``[layers.NAME]`` keys (``config.option`` fields): validated
+    #: into ``self.cfg`` at construction and listed by ``cosim config``; None for a free-form table
+    config_class: ClassVar[type | None] = None
 
     def __init__(self, config: dict, ctx: LayerContext):
         self.config = config
         self.ctx = ctx
+        #: how errors name this layer's table: "<scenario file>: layers.NAME"
+        self.where = f"{ctx.scenario_file}: layers.{self.name}"
+        if self.config_class is not None:
+            self.cfg = build_section(self.config_class, config, ctx.scenario_file, f"layers.{self.name}")
 
     def on_start(self) -> None:
         pass
@@ -64,12 +72,9 @@ class PolicyLayer(Layer):
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
         names = config.get("policies", list(self.policy_registry))
-        if not isinstance(names, list) or not names:
-            raise ConfigError(f"{ctx.scenario_file}: layers.{self.name}.policies must be a non-empty list")
-        for p in names:
-            if p not in self.policy_registry:
-                raise ConfigError(f"{ctx.scenario_file}: layers.{self.name}.policies: unknown policy '{p}' "
-                                  f"(known: {', '.join(sorted(self.policy_registry))})")
+        if not isinstance(names, list):
+            raise ConfigError(f"{self.where}.policies must be a non-empty list")
+        check_policies(names, sorted(self.policy_registry), self.where)
         self.policies = {p: self.policy_registry[p]() for p in names}
 
     def requests(self, world) -> Any:  # noqa: ANN001
@@ -82,6 +87,15 @@ class PolicyLayer(Layer):
         reqs = self.requests(world)
         for name, policy in self.policies.items():
             self.serve(name, policy, world, reqs)
+
+
+def check_policies(names: list, known, where: str) -> None:
+    """One line naming the key if ``names`` is empty or holds a policy not in ``known``."""
+    if not names:
+        raise ConfigError(f"{where}.policies: needs at least one policy")
+    for p in names:
+        if p not in known:
+            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(known)})")
 
 
 LAYERS: dict[str, type[Layer]] = {}

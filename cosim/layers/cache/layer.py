@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosim.config import build_section, option
+from cosim.config import option
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
 from cosim.layers.cache.catalog import Model, Service, per_task, table1, zipf
 from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
 from cosim.recorder import Coded
@@ -133,11 +133,7 @@ def _catalog(cfg: CacheConfig, where: str) -> tuple[list[Model], list[Service]]:
 
 
 def _check(cfg: CacheConfig, n_services: int, where: str) -> None:
-    if not cfg.policies:
-        raise ConfigError(f"{where}.policies: needs at least one policy")
-    for p in cfg.policies:
-        if p not in POLICIES:
-            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(POLICIES)})")
+    check_policies(cfg.policies, list(POLICIES), where)
     if cfg.popularity and (len(cfg.popularity) != n_services or min(cfg.popularity) < 0 or sum(cfg.popularity) <= 0):
         raise ConfigError(f"{where}.popularity: need {n_services} non-negative weights (one per service), "
                           f"not all zero")
@@ -149,10 +145,9 @@ class CacheLayer(Layer):
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
-        where = f"{ctx.scenario_file}: layers.cache"
-        self.cfg = c = build_section(CacheConfig, config, ctx.scenario_file, "layers.cache")
-        self.models, self.services = _catalog(c, where)
-        _check(c, len(self.services), where)
+        c = self.cfg
+        self.models, self.services = _catalog(c, self.where)
+        _check(c, len(self.services), self.where)
         self.model_index = {m.name: i for i, m in enumerate(self.models)}
         self.model_names = [m.name for m in self.models]
         self.service_names = [sv.name for sv in self.services]

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from cosim.config import build_section, option, range_pair
+from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
 from cosim.recorder import Lists
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
@@ -67,11 +67,7 @@ def _check(cfg: DViTConfig, file: str) -> None:
     where = f"{file}: layers.dvit"
     if cfg.preset not in PRESETS:
         raise ConfigError(f"{where}.preset: {cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    for name in cfg.policies:
-        if name not in SCHEDULERS:
-            raise ConfigError(f"{where}.policies: unknown policy '{name}' (known: {', '.join(sorted(SCHEDULERS))})")
-    if not cfg.policies:
-        raise ConfigError(f"{where}.policies: needs at least one policy")
+    check_policies(cfg.policies, sorted(SCHEDULERS), where)
     for key, lo in (("request_rate_per_s", 0.0), ("t_max_s", 1e-9), ("request_bits", 0.0)):
         if getattr(cfg, key) < lo:
             raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
@@ -120,7 +116,6 @@ class DViTLayer(Layer):
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
-        self.cfg = build_section(DViTConfig, config, ctx.scenario_file, "layers.dvit")
         _check(self.cfg, ctx.scenario_file)
         c = self.cfg
         preset = PRESETS[c.preset]

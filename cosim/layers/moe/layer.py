@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from cosim.config import build_section, option
+from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, register_layer
+from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
 from cosim.layers.moe.game import SOLVERS, Game, SolverConfig
 from cosim.recorder import Lists
 from cosim.world import channel as ch
@@ -78,11 +78,7 @@ class MoEConfig:
 
 
 def _check(cfg: MoEConfig, where: str) -> None:
-    if not cfg.policies:
-        raise ConfigError(f"{where}.policies: needs at least one policy")
-    for p in cfg.policies:
-        if p not in POLICIES:
-            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(POLICIES)})")
+    check_policies(cfg.policies, list(POLICIES), where)
     if cfg.top_k > cfg.experts:
         raise ConfigError(f"{where}.top_k: {cfg.top_k} is more than experts ({cfg.experts})")
     lo, hi = (cfg.price_range + [0, 0])[:2]
@@ -124,11 +120,8 @@ class MoELayer(Layer):
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
-        where = f"{ctx.scenario_file}: layers.moe"
-        self.cfg = c = build_section(MoEConfig, config, ctx.scenario_file, "layers.moe")
+        c, where = self.cfg, self.where
         _check(c, where)
-        from cosim.config import range_pair
-
         self.mem_gb = range_pair(c.iv_memory_gb, f"{where}.iv_memory_gb")
         self.cpu = range_pair(c.iv_compute_tflops, f"{where}.iv_compute_tflops")
         self.kappa = range_pair(c.energy_kappa, f"{where}.energy_kappa")
