@@ -40,9 +40,12 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
     except ImportError:
         raise CosimError("cosim plot needs matplotlib: pip install 'cosim[plot]'") from None
     grid = list(tomllib.loads((folder / "sweep.toml").read_text()).get("grid", {}))
-    df = pd.read_csv(folder / "summary.csv")
+    try:
+        df = pd.read_csv(folder / "summary.csv")
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
     if df.empty:
-        raise CosimError(f"{folder}: no finished cell to plot")
+        raise CosimError(f"{folder}: no finished run to plot (see cells.csv for the errors)")
     if x is None:
         varying = [k for k in grid if k in df.columns and df[k].nunique() > 1]
         if not varying:

@@ -170,6 +170,12 @@ def test_plot_draws_the_standard_figures(tmp_path):
     assert all((tmp_path / "out" / "plots" / p).stat().st_size > 5000 for p in pngs)
     bad = run_cli("plot", str(tmp_path))
     assert bad.returncode == 2 and "not a sweep results folder" in bad.stderr
+    # a sweep whose every run failed: one line, no traceback
+    f = tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [-1]', seeds="[1]")
+    assert run_cli("sweep", str(f), "--out", str(tmp_path / "bad"), "-q").returncode == 2
+    none = run_cli("plot", str(tmp_path / "bad"))
+    assert none.returncode == 2 and "no finished run to plot" in none.stderr
+    assert len(none.stderr.strip().splitlines()) == 1
 
 
 def test_every_shipped_sweep_file_loads():
