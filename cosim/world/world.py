@@ -29,6 +29,14 @@ from cosim.world.network import NetInfo
 from cosim.world.rsu import RsuSet, build_rsus
 
 
+def grown(a: np.ndarray, n: int, fill: int) -> np.ndarray:
+    """``a`` (one entry per world vehicle index) long enough for ``n`` vehicles: doubled and
+    padded with ``fill`` when short, so that appending vehicles costs amortised O(1)."""
+    if len(a) >= n:
+        return a
+    return np.concatenate([a, np.full(max(n, 2 * len(a)) - len(a), fill, dtype=a.dtype)])
+
+
 class World:
     def __init__(self, cfg: Config, net: NetInfo, rsus: RsuSet | None = None):
         self.cfg = cfg
@@ -144,10 +152,8 @@ class World:
         """Per-RSU handover/join/leave counts against the previous slot (direct indexing by
         vehicle index: no searches, which miss the cache after every SUMO step)."""
         m, nv = len(self.rsus), len(self.vehicle_names)
-        if len(self._last_srv) < nv:
-            grow = max(nv, 2 * len(self._last_srv)) - len(self._last_srv)
-            self._last_srv = np.concatenate([self._last_srv, np.full(grow, -1, dtype=np.int64)])
-            self._last_slot = np.concatenate([self._last_slot, np.full(grow, -2, dtype=np.int64)])
+        self._last_srv = grown(self._last_srv, nv, -1)
+        self._last_slot = grown(self._last_slot, nv, -2)
         vidx, now = self.vidx, self.serving
         was_here = self._last_slot[vidx] == self.slot - 1
         before = np.where(was_here, self._last_srv[vidx], -1)

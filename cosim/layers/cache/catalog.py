@@ -65,14 +65,11 @@ class Service:
         return accuracy(self.fit(), self.window) if self.learns_in_context else self.zero_shot
 
 
-def accuracy(fit: tuple[float, float, float], k: float | np.ndarray) -> float | np.ndarray:
-    """Fig. 4: a(K) = a0 + a1*log2(1 + K^alpha) [%]; K = 0 gives a0 for any alpha."""
+def accuracy(fit: tuple[float, float, float], k: float) -> float:
+    """Fig. 4: a(K) = a0 + a1*log2(1 + K^alpha) [%]; K = 0 gives a0 for any alpha. Plain math:
+    the cache layer calls it once per request served at the edge."""
     a0, a1, alpha = fit
-    k = np.asarray(k, dtype=float)
-    with np.errstate(divide="ignore"):
-        kp = np.where(k > 0, np.power(np.where(k > 0, k, 1.0), alpha), 0.0)
-    out = a0 + a1 * np.log2(1.0 + kp)
-    return float(out) if out.ndim == 0 else out
+    return a0 + a1 * math.log2(1.0 + k ** alpha) if k > 0 else a0
 
 
 @dataclass(frozen=True)

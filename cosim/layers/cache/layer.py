@@ -40,29 +40,24 @@ import numpy as np
 from cosim.config import option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
-from cosim.layers.cache.catalog import Model, Service, per_task, table1, zipf
+from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
 from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
 from cosim.recorder import Coded
 from cosim.world import channel as ch
+from cosim.world.world import grown
 
 OUTCOMES = ("hit", "miss", "miss-no-room", "miss-rejected", "loading", "busy", "cloud", "preload", "outage")
-_PRELOAD, _OUTAGE = 7, 8
+# their codes in result rows; "hit" is the only outcome served at the edge
+_EDGE, _MISS, _NO_ROOM, _REJECTED, _LOADING, _BUSY, _CLOUD, _PRELOAD, _OUTAGE = range(len(OUTCOMES))
 #: fields of one result row, as ``_serve`` appends them
 ROW = ("policy", "veh", "rsu", "svc", "mdl", "out", "evicted", "k", "acc", "switch", "acc_cost", "infer", "offload",
        "cloud", "t")
 _SUMS = ("switch", "acc_cost", "infer", "offload", "cloud", "requests", "edge")
 
 
-def _accuracy(fit: tuple[float, float, float], k: float) -> float:
-    """Fig. 4's curve for one scalar K (math, not numpy: this runs once per edge request)."""
-    a0, a1, alpha = fit
-    return a0 + a1 * math.log2(1.0 + k ** alpha) if k > 0 else a0
-
-
 def row_columns(rows: list[tuple]) -> dict[str, list]:
     """Rows appended by ``_serve`` as columns (for inspection and tests)."""
     return {k: list(v) for k, v in zip(ROW, zip(*rows))} if rows else {k: [] for k in ROW}
-_EDGE = 0  # outcome code of "hit", the only outcome served at the edge
 
 
 @dataclass(frozen=True)
@@ -205,9 +200,7 @@ class CacheLayer(Layer):
     # -- per slot ------------------------------------------------------------------------
     def on_slot(self, world) -> None:
         times, veh, svc = self.requests(world)
-        if len(self.last_model) < len(world.vehicle_names):
-            grow = max(len(world.vehicle_names), 2 * len(self.last_model)) - len(self.last_model)
-            self.last_model = np.concatenate([self.last_model, np.full(grow, -1, dtype=np.int64)])
+        self.last_model = grown(self.last_model, len(world.vehicle_names), -1)
         m = len(world.rsus)
         c = self.cfg
         transfer = (c.request_bits / world.rate_v2i_bps[veh] + c.response_bits / world.rate_i2v_bps[veh]) \
@@ -244,19 +237,19 @@ class CacheLayer(Layer):
                 append((pi, i, r, s, mdl, _OUTAGE, "", 0.0, math.nan, 0.0, 0.0, 0.0, timeout, 0.0, t))
                 continue
             if keys is None:  # the cloud policy
-                append((pi, i, r, s, mdl, 6, "", 0.0, best[s], 0.0, 0.0, 0.0, 0.0, tr + cloud_base[s], t))
+                append((pi, i, r, s, mdl, _CLOUD, "", 0.0, best[s], 0.0, 0.0, 0.0, 0.0, tr + cloud_base[s], t))
                 continue
             e.freq[mdl] += 1
             if e.cached[mdl]:
                 if e.ready_at[mdl] > t:
-                    out = 4  # still loading
+                    out = _LOADING
                 else:
                     wait = e.busy_until - t if e.busy_until > t else 0.0
                     if wait > max_queue:
-                        out = 5  # busy
+                        out = _BUSY
                     else:
                         k = e.examples(s, t) if window[s] else 0.0
-                        acc = _accuracy(fits[s], k) if window[s] else best[s]
+                        acc = accuracy(fits[s], k) if window[s] else best[s]
                         infer = wait + flops[s] * (1.0 + ex_cost * k) / edge_flops
                         e.busy_until = t + infer
                         e.add_example(s, t)
@@ -274,9 +267,9 @@ class CacheLayer(Layer):
             gone = None if admit is not None and admit < 0 else make_room(e, mdl, t, keys, rng, admit)
             switch, evicted = 0.0, ""
             if gone is None:
-                out = 2 if admit is None or admit >= 0 else 3
+                out = _NO_ROOM if admit is None or admit >= 0 else _REJECTED
             else:
-                out = 1
+                out = _MISS
                 e.load(mdl, t, self.load_s[mdl])
                 e.last_used[mdl] = t
                 switch = self.load_s[mdl]

@@ -86,10 +86,8 @@ class EdgeCache:
     def context(self, model: int, t: float) -> float:
         """Examples the model holds at this RSU (LC's eviction key)."""
         total = 0.0
-        S, S_t, tau = self.S, self.S_t, self.tau
         for j in self.model_services[model]:
-            if S[j]:
-                total += S[j] * math.exp((S_t[j] - t) / tau)
+            total += self._decayed(j, t)
         return total
 
     # -- memory ---------------------------------------------------------------------------
