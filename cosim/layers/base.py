@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+import numpy as np
+
 from cosim.config import build_section
 from cosim.errors import ConfigError
 
@@ -87,6 +89,14 @@ class PolicyLayer(Layer):
         reqs = self.requests(world)
         for name, policy in self.policies.items():
             self.serve(name, policy, world, reqs)
+
+
+def arrivals(rng, mean: float, pool: np.ndarray, t0: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """A slot's requests: Poisson(``mean``) many, each from a member of ``pool`` drawn uniformly
+    (with replacement), at uniform times in [t0, t0 + gamma), time-sorted. (who, when)."""
+    n = int(rng.poisson(mean)) if len(pool) else 0
+    who = rng.choice(pool, size=n) if n else np.zeros(0, dtype=np.int64)
+    return who, t0 + np.sort(rng.uniform(0.0, gamma, n))
 
 
 def check_policies(names: list, known, where: str) -> None:

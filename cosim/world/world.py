@@ -59,7 +59,7 @@ class World:
         self.vehicle_names: list[str] = []
         #: vehicle id -> its route (edge ids), where the source knows routes (live SUMO); None on replay
         self.route_of = None
-        self._bw = self._cpu = None
+        self._bw = self._cpu = self._index = None
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
@@ -86,7 +86,7 @@ class World:
         self.uid = self._uid_arr[self.vidx]
         self.cell = self.grid.cells(snap.edge, snap.lane_pos)
         self.vx, self.vy = snap.velocity()
-        self._bw = self._cpu = None
+        self._bw = self._cpu = self._index = None
 
         r = self.rsus
         if m and n:
@@ -175,6 +175,13 @@ class World:
     def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
         """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""
         return lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self.uid)
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Vehicle id -> its index in this slot's snapshot (built on first use each slot)."""
+        if self._index is None:
+            self._index = {v: i for i, v in enumerate(self.snap.ids)}
+        return self._index
 
     @property
     def bandwidth_hz(self) -> np.ndarray:

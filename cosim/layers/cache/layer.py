@@ -39,7 +39,7 @@ import numpy as np
 
 from cosim.config import option
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
+from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
 from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
 from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
 from cosim.recorder import Coded
@@ -189,9 +189,8 @@ class CacheLayer(Layer):
         c, gamma = self.cfg, self.ctx.slot_s
         rng = world.rng("cache.requests")
         covered = np.flatnonzero(world.serving >= 0)
-        n = int(rng.poisson(c.request_rate_per_vehicle_s * len(covered) * gamma)) if len(covered) else 0
-        veh = rng.choice(covered, size=n) if n else np.zeros(0, dtype=np.int64)
-        times = world.time_s + np.sort(rng.uniform(0.0, gamma, n))
+        veh, times = arrivals(rng, c.request_rate_per_vehicle_s * len(covered) * gamma, covered, world.time_s, gamma)
+        n = len(veh)
         own = np.searchsorted(self.cdf, ch.hash_uniform(world.seed, ch.VEH_PREF, world.uid[veh]), side="right")
         other = np.searchsorted(self.cdf, rng.uniform(0.0, 1.0, n), side="right")
         svc = np.where(rng.uniform(0.0, 1.0, n) < c.preference, own, other)

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
+from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
 from cosim.recorder import Lists
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
@@ -63,8 +63,7 @@ class DViTConfig:
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
 
-def _check(cfg: DViTConfig, file: str) -> None:
-    where = f"{file}: layers.dvit"
+def _check(cfg: DViTConfig, where: str) -> None:
     if cfg.preset not in PRESETS:
         raise ConfigError(f"{where}.preset: {cfg.preset!r} is not one of {', '.join(PRESETS)}")
     check_policies(cfg.policies, sorted(SCHEDULERS), where)
@@ -116,10 +115,9 @@ class DViTLayer(Layer):
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
-        _check(self.cfg, ctx.scenario_file)
-        c = self.cfg
+        c, where = self.cfg, self.where
+        _check(c, where)
         preset = PRESETS[c.preset]
-        where = f"{ctx.scenario_file}: layers.dvit"
         self.shape = DViTShape(c.image_hw, c.patch, c.dim, c.layers, c.heads, c.mlp_dim, c.token_bits)
         self.veh_cpu = range_pair(c.vehicle_compute_flops or list(preset.vehicle_compute_flops), f"{where}.vehicle_compute_flops")
         self.rsu_cpu = range_pair(c.rsu_compute_flops or list(preset.rsu_compute_flops), f"{where}.rsu_compute_flops")
@@ -221,16 +219,12 @@ class DViTLayer(Layer):
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
-        index = {v: i for i, v in enumerate(world.snap.ids)}
-        rng = world.rng("dvit.requests")
-        served = np.flatnonzero(world.serving >= 0)
-        n = int(rng.poisson(self.cfg.request_rate_per_s * gamma)) if len(served) else 0
-        users = rng.choice(served, size=n, replace=True) if n else np.zeros(0, dtype=np.int64)
-        offsets = np.sort(rng.uniform(0.0, gamma, n))
-        for u, off in zip(users, offsets):
-            self.submit(world, int(u), t + off)
+        users, when = arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
+                               np.flatnonzero(world.serving >= 0), t, gamma)
+        for u, t_request in zip(users, when):
+            self.submit(world, int(u), t_request)
         # every step that starts in [t, t + gamma) runs with this slot's world
-        self._advance(world, index, t + gamma)
+        self._advance(world, world.index, t + gamma)
 
     def submit(self, world, user: int, t_request: float) -> int:
         """A request from vehicle ``user`` (snapshot index) at ``t_request``: planned now by every

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, check_policies, register_layer
+from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
 from cosim.layers.moe.game import SOLVERS, Game, SolverConfig
 from cosim.recorder import Lists
 from cosim.world import channel as ch
@@ -219,16 +219,13 @@ class MoELayer(Layer):
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
-        rng = world.rng("moe.requests")
-        n = int(rng.poisson(self.cfg.request_rate_per_s * gamma)) if len(world.snap) else 0
-        users = rng.choice(len(world.snap), size=n, replace=True) if n else np.zeros(0, dtype=np.int64)
-        offsets = np.sort(rng.uniform(0.0, gamma, n))
-        for u, off in zip(users, offsets):
-            self.submit(world, int(u), t + off)
-        index = {v: i for i, v in enumerate(world.snap.ids)}
+        users, when = arrivals(world.rng("moe.requests"), self.cfg.request_rate_per_s * gamma,
+                               np.arange(len(world.snap)), t, gamma)
+        for u, t_request in zip(users, when):
+            self.submit(world, int(u), t_request)
         still = []
         for task in self.active:
-            self._advance(task, world, index, t + gamma)
+            self._advance(task, world, world.index, t + gamma)
             if task.status == "running":
                 still.append(task)
         self.active = still
