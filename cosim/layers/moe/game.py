@@ -253,5 +253,7 @@ def solve_uniform(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solv
 
 
 Solver = Callable[[Game, np.random.Generator, SolverConfig], np.ndarray]
+#: the solvers that draw random numbers (the others are passed no generator)
+STOCHASTIC = {"gecpa", "evolutionary", "random"}
 SOLVERS: dict[str, Solver] = {"gecpa": solve_gecpa, "gradient": solve_gradient, "evolutionary": solve_evolutionary,
                               "random": solve_random, "uniform": solve_uniform}

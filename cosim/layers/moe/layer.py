@@ -38,7 +38,7 @@ import pyarrow as pa
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
-from cosim.layers.moe.game import SOLVERS, Game, SolverConfig
+from cosim.layers.moe.game import SOLVERS, STOCHASTIC, Game, SolverConfig
 from cosim.recorder import Lists
 from cosim.world import channel as ch
 from cosim.world.coverage import dwell_straight
@@ -70,11 +70,12 @@ class MoEConfig:
     tv_saturation_tflops: float = option(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
     substitutability: float = option(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
     price_range: list = option([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
-    uniform_price: float = option(10.0, lo=0.0, lo_open=True, doc="the price of the uniform and nearest policies")
+    uniform_price: float = option(SolverConfig.uniform_price, lo=0.0, lo_open=True,
+                                  doc="the price of the uniform and nearest policies")
     min_rate_bps: float = option(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
     rate_ref_bps: float = option(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
-    population: int = option(6, lo=2, doc="GECPA / evolutionary population")
-    generations: int = option(5, lo=1, doc="GECPA / evolutionary generations")
+    population: int = option(SolverConfig.population, lo=2, doc="GECPA / evolutionary population")
+    generations: int = option(SolverConfig.generations, lo=1, doc="GECPA / evolutionary generations")
 
 
 def _check(cfg: MoEConfig, where: str) -> None:
@@ -130,7 +131,8 @@ class MoELayer(Layer):
         self.flop_per_token = 4.0 * d * ff / 1e12  # TFLOP per (token, expert): two matmuls, 2 FLOP per MAC
         self.token_bits = d * b * 8
         # TV per layer: Q, K, V, O projections + scores and weighted sum + the gate
-        self.tv_tflop = (8.0 * c.tokens * d * d + 4.0 * c.tokens * c.tokens * d + 2.0 * c.tokens * d * c.experts) / 1e12
+        tv_tflop = (8.0 * c.tokens * d * d + 4.0 * c.tokens * c.tokens * d + 2.0 * c.tokens * d * c.experts) / 1e12
+        self.tv_layer_s = tv_tflop / c.tv_compute_tflops
         self.solver_cfg = SolverConfig(population=c.population, generations=c.generations, uniform_price=c.uniform_price)
         self.active: list[Task] = []
         self.next_id = 0
@@ -261,7 +263,7 @@ class MoELayer(Layer):
                             math.nan, 0.0)
                 self._finish(task, "failed", "no-ivs")
                 continue
-            rng = world.rng(f"moe.{policy}.{tid}") if solver in ("gecpa", "evolutionary", "random") else None
+            rng = world.rng(f"moe.{policy}.{tid}") if solver in STOCHASTIC else None
             t0 = time.perf_counter()
             p_used = SOLVERS[solver](game[0], rng, self.solver_cfg)
             priced.append((policy, aware, names, p_used, 1e3 * (time.perf_counter() - t0)))
@@ -322,34 +324,27 @@ class MoELayer(Layer):
                     per_iv.setdefault(to, []).extend(per_iv.pop(j))
                     task.layer_iv[task.layer:][task.layer_iv[task.layer:] == j] = to
                 task.reroutes += 1
+            comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
             ivs = list(per_iv)
-            tv_s = self.tv_tflop / c.tv_compute_tflops
-            if not ivs:  # no token reached an expert in this layer (all masked): the TV's part only
-                task.tv_s.append(tv_s)
-                task.comm.append(0.0)
-                task.comp.append(0.0)
-                task.mem.append(0.0)
-                task.clock += tv_s
-                task.layer += 1
-                continue
-            ids = np.array([index[task.ivs[j]] for j in ivs])
-            up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
-            down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
-            n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
-            with np.errstate(divide="ignore"):
-                comm = n_tok * self.token_bits / up + n_tok * self.token_bits / down
-            comp = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
-            mem = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
-            k = int(np.argmax(comm + comp + mem))
-            task.tv_s.append(tv_s)
-            task.comm.append(float(comm[k]))
-            task.comp.append(float(comp[k]))
-            task.mem.append(float(mem[k]))
-            task.clock += tv_s + float(comm[k] + comp[k] + mem[k])
-            task.layer += 1
-            if not math.isfinite(task.clock):  # a V2V rate of 0 (cannot happen within range)
-                task.layer -= 1
+            if ivs:
+                ids = np.array([index[task.ivs[j]] for j in ivs])
+                up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+                down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
+                n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
+                with np.errstate(divide="ignore"):
+                    comm_i = n_tok * self.token_bits / up + n_tok * self.token_bits / down
+                comp_i = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
+                mem_i = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
+                k = int(np.argmax(comm_i + comp_i + mem_i))
+                comm, comp, mem = float(comm_i[k]), float(comp_i[k]), float(mem_i[k])
+            if not math.isfinite(comm):  # a V2V rate of 0 (cannot happen within range)
                 return self._finish(task, "failed", "no-link")
+            task.tv_s.append(self.tv_layer_s)
+            task.comm.append(comm)
+            task.comp.append(comp)
+            task.mem.append(mem)
+            task.clock += self.tv_layer_s + (comm + comp + mem)
+            task.layer += 1
         if task.layer >= c.moe_layers and task.status == "running":
             latency = task.clock - task.t_request
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
