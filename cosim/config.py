@@ -143,16 +143,23 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def key_parts(key: str) -> list[str] | None:
+    """``"TABLE.KEY"`` -> [TABLE, KEY], ``"layers.NAME.KEY"`` -> [layers, NAME, KEY]; None for
+    anything else (the shapes an override key may have)."""
+    parts = key.split(".")
+    return parts if len(parts) == 2 or (len(parts) == 3 and parts[0] == "layers") else None
+
+
 def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set") -> "Config":
     """``{"scenario.seed": 3, "layers.cache.gpu_memory_gb": 40}`` -> a validated copy of ``cfg``.
     A layer key creates the layer's table if the scenario has none."""
     sections: dict[str, dict] = {}
     layers: dict[str, dict] = {}
     for key, value in values.items():
-        parts = key.split(".")
-        if parts[0] == "layers" and len(parts) == 3:
+        parts = key_parts(key)
+        if parts and len(parts) == 3:
             layers.setdefault(parts[1], dict(cfg.layers.get(parts[1], {})))[parts[2]] = value
-        elif len(parts) == 2 and parts[0] in _SECTIONS:
+        elif parts and parts[0] in _SECTIONS:
             sections.setdefault(parts[0], {})[parts[1]] = value
         else:
             raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, or "
@@ -326,7 +333,7 @@ def describe() -> str:
         lines += [f"[{name}]", *_describe_fields(cls), ""]
     for name, module in LAYER_MODULES.items():
         mod = importlib.import_module(module)
-        cls = getattr(LAYERS[name], "config_class", None)
+        cls = LAYERS[name].config_class
         if cls is not None:
             title = (mod.__doc__ or "").strip().splitlines()[0].rstrip(".:,")
             lines += [f"[layers.{name}]  # {title}", *_describe_fields(cls), ""]

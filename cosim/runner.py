@@ -18,7 +18,6 @@ import datetime as _dt
 import importlib.metadata as md
 import math
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
 from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
+from cosim.status import write_status
 from cosim.world import World, net_file_of, read_net
 
 EPS = 1e-6
@@ -187,7 +187,6 @@ class Progress:
     def __init__(self, enabled: bool, end_s: float | None):
         self.enabled, self.end_s = enabled, end_s
         self.last = 0.0
-        self.tty = sys.stderr.isatty()
 
     def update(self, session: Session, t: float, n: int, force: bool = False) -> None:
         if not self.enabled:
@@ -206,15 +205,8 @@ class Progress:
         if self.end_s and rate > 0 and not force:
             left = max(0.0, (self.end_s - t) / session.cfg.scenario.slot_s) / rate
             eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
-        line = (f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
-                f"(plugin {share:.0f}% of time){eta}")
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(100))
-            if force:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        write_status(f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
+                     f"(plugin {share:.0f}% of time){eta}", final=force)
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,

@@ -43,7 +43,9 @@ from typing import Any
 
 import tomllib
 
+from cosim.config import key_parts
 from cosim.errors import ConfigError
+from cosim.status import write_status
 
 #: two-sided 95 % Student t quantiles, by degrees of freedom (1..30); 1.96 beyond
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -68,7 +70,7 @@ class Cell:
 
     def to_json(self) -> dict:
         return {"id": self.cell_id, "scenario": self.scenario, "params": dict(self.params), "seed": self.seed,
-                "fixed": dict(self.fixed)}
+                "fixed": dict(self.fixed), "overrides": self.overrides}
 
 
 @dataclass
@@ -151,8 +153,7 @@ def load(path: str | Path) -> Sweep:
 
 
 def _check_key(path: Path, where: str, key: str) -> None:
-    parts = key.split(".")
-    if not ((len(parts) == 2) or (len(parts) == 3 and parts[0] == "layers")):
+    if key_parts(key) is None:
         raise ConfigError(f"{path}: {where}: expected TABLE.KEY or layers.NAME.KEY")
 
 
@@ -167,9 +168,7 @@ def run_cell(cell: dict, out: Path) -> dict:
     record = {**cell, "status": "running", "error": None, "started": time.time()}
     t0 = time.perf_counter()
     try:
-        cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]),
-                                     {**cell["fixed"], **cell["params"], "scenario.seed": cell["seed"]},
-                                     where=f"cell {cell['id']}")
+        cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
         run(cfg, out, progress=False)
         record["status"] = "completed"
     except CosimError as exc:
@@ -233,10 +232,8 @@ class Progress:
         left = self.total - self.skipped - ran
         el = time.perf_counter() - self.t0
         eta = f"  ETA {_hms(el / ran * left)}" if ran and left else ""
-        line = (f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier), "
-                f"{self.failed} failed, {self.running} running{eta}  [{_hms(el)}]")
-        print(("\r" if self.tty and not final else "") + line, end="\n" if final or not self.tty else "",
-              file=sys.stderr, flush=True)
+        write_status(f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier), "
+                     f"{self.failed} failed, {self.running} running{eta}  [{_hms(el)}]", final)
 
 
 def _hms(s: float) -> str:
