@@ -56,11 +56,10 @@ def hash_uniform(*keys) -> np.ndarray:
     h = mix(... mix(mix(0 ^ k1) ^ k2) ... ^ kn); leading scalar keys are folded in Python, so
     put scalars (seed, slot, stream tag) first and arrays last for speed.
     """
-    h0 = 0
     i = 0
     while i < len(keys) and np.ndim(keys[i]) == 0:
-        h0 = _mix_int(h0 ^ (int(keys[i]) & _MASK))
         i += 1
+    h0 = _fold(keys[:i])
     rest = keys[i:]
     with np.errstate(over="ignore"):
         if not rest:
@@ -73,12 +72,17 @@ def hash_uniform(*keys) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def hash_uniform_int(*keys: int) -> float:
-    """:func:`hash_uniform` of scalar keys, in pure Python (a few microseconds, no arrays)."""
+def _fold(keys) -> int:
+    """mix(... mix(mix(0 ^ k1) ^ k2) ... ^ kn) of scalar keys, on Python ints."""
     h = 0
     for k in keys:
         h = _mix_int(h ^ (int(k) & _MASK))
-    return (h >> 11) * (1.0 / 9007199254740992.0)
+    return h
+
+
+def hash_uniform_int(*keys: int) -> float:
+    """:func:`hash_uniform` of scalar keys, in pure Python (a few microseconds, no arrays)."""
+    return (_fold(keys) >> 11) * (1.0 / 9007199254740992.0)
 
 
 def stable_uid(name: str) -> int:
