@@ -23,7 +23,7 @@ def run_cosim(scenario: Path, out: Path, *, end: float, seed: int, sets: dict) -
 
 
 def line_plot(df, x: str, y: str, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False,
-              marker: str = "o", band: tuple[str, str] | None = None) -> None:
+              marker: str = "o") -> None:
     """One line per policy (column ``policy``) of ``y`` against ``x``; needs matplotlib."""
     import matplotlib
 
@@ -33,9 +33,7 @@ def line_plot(df, x: str, y: str, path: Path, xlabel: str, ylabel: str, title: s
     plt.figure(figsize=(5.5, 3.6))
     for policy, g in df.groupby("policy", sort=False):
         g = g.sort_values(x)
-        line = plt.plot(g[x], g[y], marker=marker or None, label=policy)[0]
-        if band is not None:  # a confidence band: columns (lo, hi)
-            plt.fill_between(g[x], g[band[0]], g[band[1]], color=line.get_color(), alpha=0.15)
+        plt.plot(g[x], g[y], marker=marker or None, label=policy)
     if logx:
         plt.xscale("log", base=2)
     plt.xlabel(xlabel)

@@ -17,14 +17,14 @@ Writes figures.csv (one row per point and policy) and fig3.png ... fig6.png.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import importlib.util
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _runs import ROOT, line_plot, run_cosim
 
+SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
 SWEEPS = {
     "fig3": ("max_helpers", [2, 5, 10, 15, 20, 30]),
     "fig4": ("steps", [10, 30, 50, 70, 100]),
@@ -33,19 +33,11 @@ SWEEPS = {
 
 
 def run_point(out: Path, key: str, value, end: float, preset: str, seed: int) -> dict:
-    name = f"{key}-{value}"
-    toml = out / f"{name}.toml"
     local = 5 if key != "steps" else max(1, int(value) // 10)
-    toml.write_text(
-        f'[scenario]\nsumocfg = "{ROOT / "sumo_nets/grid6/grid6.sumocfg"}"\nseed = {seed}\nend_s = {end}\n'
-        f'step_length_s = 0.5\n[output]\ncoverage = false\n[layers.dvit]\npreset = "{preset}"\n'
-        f"request_rate_per_s = 1.0\n{key} = {value}\nlocal_steps = {local}\n")
-    res = out / name
-    proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(toml), "--out", str(res), "-q"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name}: {proc.stderr.strip()}")
-    return {"key": key, "value": value, "summary": json.loads((res / "summary.json").read_text())["layers"]["dvit"]}
+    sets = {"scenario.step_length_s": 0.5, "layers.dvit.preset": preset, "layers.dvit.request_rate_per_s": 1.0,
+            f"layers.dvit.{key}": value, "layers.dvit.local_steps": local}
+    summary = run_cosim(SCENARIO, out / f"{key}-{value}", end=end, seed=seed, sets=sets)
+    return {"key": key, "value": value, "summary": summary["layers"]["dvit"]}
 
 
 def main() -> None:
@@ -71,12 +63,7 @@ def main() -> None:
     df.to_csv(out / "figures.csv", index=False)
     print(df.pivot_table(index=["sweep", "value"], columns="policy", values="mean_latency_s").round(3).to_string())
     print(df.pivot_table(index=["sweep", "value"], columns="policy", values="success_rate").round(3).to_string())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
         return
     specs = [("fig3", "max_helpers", "mean_latency_s", "candidate vehicles", "latency [s]"),
@@ -84,16 +71,8 @@ def main() -> None:
              ("fig5", "layers", "mean_latency_s", "encoder layers L", "latency [s]"),
              ("fig6", "max_helpers", "success_rate", "candidate vehicles", "success rate")]
     for fig, key, metric, xlabel, ylabel in specs:
-        plt.figure(figsize=(5, 3.6))
-        for policy, g in df[df.sweep == key].groupby("policy"):
-            plt.plot(g["value"], g[metric], marker="o", label=policy)
-        plt.xlabel(xlabel)
-        plt.ylabel(ylabel)
-        plt.title(f"{fig} ({args.preset}, grid6)")
-        plt.legend(fontsize=7)
-        plt.tight_layout()
-        plt.savefig(out / f"{fig}.png", dpi=120)
-        plt.close()
+        line_plot(df[df.sweep == key], "value", metric, out / f"{fig}.png", xlabel, ylabel,
+                  f"{fig} ({args.preset}, grid6)")
     print(f"wrote {out}/figures.csv and fig3..fig6.png", file=sys.stderr)
 
 
