@@ -26,6 +26,16 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
                           cwd=cwd or ROOT, timeout=timeout, env=env)
 
 
+def run_grid6(folder: Path, layers_toml: str, *args: str, end_s: float = 90, out: str = "out") -> Path:
+    """`cosim run` of grid6 (0.5 s steps, ``end_s``) with ``layers_toml`` appended to the
+    scenario, into ``folder/out``; asserts the run succeeded and returns its results folder."""
+    toml = folder / "scenario.toml"
+    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = {end_s}\nstep_length_s = 0.5\n' + layers_toml)
+    proc = run_cli("run", str(toml), "--out", str(folder / out), "-q", *args)
+    assert proc.returncode == 0, proc.stderr
+    return folder / out
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -8,7 +8,7 @@ import pytest
 
 from cosim.sources.sumo import SumoSource, sumo_command
 
-from ..conftest import GRID6_CFG, ROOT, run_cli
+from ..conftest import GRID6_CFG, ROOT, run_cli, run_grid6
 
 pytestmark = pytest.mark.sumo
 
@@ -17,13 +17,8 @@ POLICIES = ["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    toml = root / "cache.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 120\nstep_length_s = 0.5\n'
-                    "[layers.cache]\nrequest_rate_per_vehicle_s = 0.1\ngpu_memory_gb = 40\nhorizon_s = 20\n")
-    proc = run_cli("run", str(toml), "--out", str(root / "out"), "-q")
-    assert proc.returncode == 0, proc.stderr
-    return root / "out"
+    return run_grid6(tmp_path_factory.mktemp("cache"),
+                     "[layers.cache]\nrequest_rate_per_vehicle_s = 0.1\ngpu_memory_gb = 40\nhorizon_s = 20\n", end_s=120)
 
 
 def test_requests_table_and_table2_summary(run):

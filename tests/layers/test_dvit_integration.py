@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ..conftest import GRID6_CFG, run_cli
+from ..conftest import run_grid6
 
 pytestmark = pytest.mark.sumo
 
@@ -13,15 +13,8 @@ pytestmark = pytest.mark.sumo
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dvit")
-    toml = root / "dvit.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 90\nstep_length_s = 0.5\n'
-                    "[layers.dvit]\nrequest_rate_per_s = 2.0\n")
-    out = {}
-    for backend in ("libsumo", "traci"):
-        proc = run_cli("run", str(toml), "--out", str(root / backend), "-q", "--backend", backend)
-        assert proc.returncode == 0, proc.stderr
-        out[backend] = root / backend
-    return out
+    return {backend: run_grid6(root, "[layers.dvit]\nrequest_rate_per_s = 2.0\n", "--backend", backend, out=backend)
+            for backend in ("libsumo", "traci")}
 
 
 def test_tasks_table_and_summary(runs):
@@ -65,14 +58,11 @@ def test_libsumo_and_traci_give_identical_task_tables(runs):
 
 
 def test_execution_mode_on_real_traffic(tmp_path):
-    toml = tmp_path / "exec.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n[output]\ncoverage = false\n'
+    out = run_grid6(tmp_path, '[output]\ncoverage = false\n'
                     '[layers.dvit]\npolicies = ["optimal", "mddi"]\nrequest_rate_per_s = 1.0\nexecute = true\n'
                     "execute_max_tasks = 1\nimage_hw = 32\npatch = 8\ndim = 32\nlayers = 2\nheads = 4\nmlp_dim = 64\n"
-                    "steps = 12\nlocal_steps = 3\n")
-    proc = run_cli("run", str(toml), "--out", str(tmp_path / "o"), "-q")
-    assert proc.returncode == 0, proc.stderr
-    s = json.loads((tmp_path / "o" / "summary.json").read_text())["layers"]["dvit"]
+                    "steps = 12\nlocal_steps = 3\n", end_s=40, out="o")
+    s = json.loads((out / "summary.json").read_text())["layers"]["dvit"]
     for policy in ("optimal", "mddi"):
         e = s[policy]["execution"]
         assert e["tasks_executed"] == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ..conftest import GRID6_CFG, run_cli
+from ..conftest import run_grid6
 
 pytestmark = pytest.mark.sumo
 
@@ -15,13 +15,7 @@ POLICIES = ["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("moe")
-    toml = root / "moe.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 90\nstep_length_s = 0.5\n[output]\ncoverage = false\n'
-                    "[layers.moe]\nrequest_rate_per_s = 1.0\n")
-    proc = run_cli("run", str(toml), "--out", str(root / "out"), "-q")
-    assert proc.returncode == 0, proc.stderr
-    return root / "out"
+    return run_grid6(tmp_path_factory.mktemp("moe"), "[output]\ncoverage = false\n[layers.moe]\nrequest_rate_per_s = 1.0\n")
 
 
 def test_tasks_table_and_summary(run):
