@@ -25,6 +25,17 @@ class RsuSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def associate(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(distance [m] from each point to every RSU (n, m), the nearest RSU whose disc holds
+        the point, -1 if none)."""
+        n, m = len(x), len(self)
+        if not (n and m):
+            return np.zeros((n, m)), np.full(n, -1, dtype=np.int64)
+        d = np.hypot(x[:, None] - self.x[None, :], y[:, None] - self.y[None, :])
+        masked = np.where(d <= self.radius_m[None, :], d, np.inf)
+        nearest = np.argmin(masked, axis=1)
+        return d, np.where(np.isfinite(masked[np.arange(n), nearest]), nearest, -1).astype(np.int64)
+
 
 def lattice_sites(bounds: tuple, spacing_m: float, junction_xy: np.ndarray, radius_m: float) -> np.ndarray:
     """Square lattice centred on the network bounds; points with no junction in range dropped.

@@ -88,20 +88,10 @@ class World:
         self.vx, self.vy = snap.velocity()
         self._bw = self._cpu = self._index = None
 
-        r = self.rsus
-        if m and n:
-            d_all = np.hypot(snap.x[:, None] - r.x[None, :], snap.y[:, None] - r.y[None, :])
-        else:
-            d_all = np.zeros((n, m))
+        d_all, self.serving = self.rsus.associate(snap.x, snap.y)
         self.dist_all_m = d_all
-        masked = np.where(d_all <= r.radius_m[None, :], d_all, np.inf)
-        if m:
-            serving = np.argmin(masked, axis=1) if n else np.zeros(0, dtype=np.int64)
-            has = np.isfinite(masked[np.arange(n), serving]) if n else np.zeros(0, dtype=bool)
-        else:
-            serving, has = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-        self.serving = np.where(has, serving, -1).astype(np.int64)
-        srv = np.where(has, serving, 0)
+        has = self.serving >= 0
+        srv = np.where(has, self.serving, 0)
         self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
         self._dwell(has, srv)
         self._rates(has, srv, d_all)

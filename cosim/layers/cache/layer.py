@@ -296,11 +296,8 @@ class CacheLayer(Layer):
         samples = 3
         per = c.request_rate_per_vehicle_s * c.horizon_s / samples
         for j in range(1, samples + 1):
-            x, y = self._ahead(world, c.horizon_s * j / samples)
-            d = np.hypot(x[:, None] - r.x[None, :], y[:, None] - r.y[None, :])
-            d = np.where(d <= r.radius_m[None, :], d, np.inf)
-            srv = np.argmin(d, axis=1)
-            ok = np.isfinite(d[np.arange(n), srv])
+            _, srv = r.associate(*self._ahead(world, c.horizon_s * j / samples))
+            ok = srv >= 0
             np.add.at(out, srv[ok], per * p[ok])
         return out
 
