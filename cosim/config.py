@@ -52,6 +52,8 @@ class ScenarioSection:
     step_length_s: float = option(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
     backend: str = option("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
+    plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
+                                   "built: your own policies and layers (docs/plugins.md)")
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,9 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None) ->
     sumocfg = Path(scen.sumocfg)
     if not sumocfg.is_absolute():
         sumocfg = (base / sumocfg).resolve()
-    sections["scenario"] = dataclasses.replace(scen, sumocfg=str(sumocfg))
+    plugins = [str((base / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
+               else p for p in scen.plugins]
+    sections["scenario"] = dataclasses.replace(scen, sumocfg=str(sumocfg), plugins=plugins)
     out = sections["output"]
     if out.dir and not Path(out.dir).is_absolute():
         sections["output"] = dataclasses.replace(out, dir=str((base / out.dir).resolve()))
@@ -321,20 +325,29 @@ def _describe_fields(cls: type) -> list[str]:
     return lines
 
 
-def describe() -> str:
-    """Every key of every table with its default and documentation (``cosim config``), the
-    built-in layers' tables included."""
-    import importlib
+def describe(cfg: "Config | None" = None) -> str:
+    """Every key of every table with its default and documentation (``cosim config``): the
+    scenario tables, every registered layer's table (built-in and plugin) and every policy's
+    options table. With ``cfg``, its plugins are loaded first."""
+    from cosim import registry
 
-    from cosim.layers import LAYER_MODULES, LAYERS
+    if cfg is not None:
+        from cosim.layers.base import load_plugins
 
+        load_plugins(cfg)
     lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
     for name, cls in _SECTIONS.items():
         lines += [f"[{name}]", *_describe_fields(cls), ""]
-    for name, module in LAYER_MODULES.items():
-        mod = importlib.import_module(module)
-        cls = LAYERS[name].config_class
-        if cls is not None:
-            title = (mod.__doc__ or "").strip().splitlines()[0].rstrip(".:,")
-            lines += [f"[layers.{name}]  # {title}", *_describe_fields(cls), ""]
+    for name in registry.layer_names():
+        layer = registry.layer_class(name)
+        mod = __import__(layer.__module__, fromlist=["_"])
+        title = ((layer.__doc__ or mod.__doc__ or "").strip().splitlines() or [""])[0].rstrip(".:,")
+        if layer.config_class is not None:
+            lines += [f"[layers.{name}]  # {title}", *_describe_fields(layer.config_class), ""]
+        else:
+            lines += [f"[layers.{name}]  # {title} (free-form table)", ""]
+        for pname, spec in sorted(registry.policies(name).items()):
+            doc = ((getattr(spec.fn, "__doc__", None) or "").strip().splitlines() or [""])[0]
+            head = f"[layers.{name}.options.{pname}]  # {spec.origin}" + (f": {doc}" if doc else "")
+            lines += [head, *(_describe_fields(spec.options) if spec.options else ["# (no options)"]), ""]
     return "\n".join(lines)

@@ -101,7 +101,7 @@ class Session:
         self.world = World(cfg, self.net)
         ctx = LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
                            scenario_file=cfg.source_file, table=self.recorder.table)
-        self.layers = make_layers(cfg.layers, ctx)
+        self.layers = make_layers(cfg, ctx)
         self.timing = Timing()
         self.trace = None
         if record is not None:
@@ -138,7 +138,7 @@ class Session:
         layer_blocks: dict[str, Any] = {}
         for layer in self.layers:
             try:
-                layer_blocks[layer.name] = layer.on_end()
+                layer_blocks[layer.name] = layer.end()
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
         self.recorder.close()

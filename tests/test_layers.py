@@ -6,45 +6,55 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cosim import config
+from dataclasses import dataclass
+
+from cosim import config, registry
+from cosim.config import option
 from cosim.errors import ConfigError
-from cosim.layers.base import LAYERS, LayerContext, PolicyLayer, make_layers, register_layer
+from cosim.layers.base import Layer, LayerContext, make_layers
+from cosim.registry import register_layer, register_policy
 from cosim.runner import run
 
 from .conftest import GRID6_TOML
 
 
-class _Nearest:
-    def pick(self, world, veh):
-        return world.serving[veh]
+@register_policy("probe", "nearest")
+def _nearest(world, veh, opts):
+    return world.serving[veh]
 
 
-class _Random:
-    def pick(self, world, veh):
-        return np.where(world.serving[veh] >= 0, world.rng("probe.random").integers(0, len(world.rsus), len(veh)), -1)
+@register_policy("probe", "random", stochastic=True)
+def _random(world, veh, rng, opts):
+    return np.where(world.serving[veh] >= 0, rng.integers(0, len(world.rsus), len(veh)), -1)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    policies: list = option(["nearest", "random"], doc="policies")
+    options: dict = option({}, doc="per-policy options")
+    per_slot: int = option(3, lo=0, doc="requests per slot")
 
 
 @register_layer("probe")
-class ProbeLayer(PolicyLayer):
+class ProbeLayer(Layer):
     """Every slot, a few vehicles 'request'; each policy picks an RSU for them."""
 
-    policy_registry = {"nearest": _Nearest, "random": _Random}
+    config_class = ProbeConfig
 
     def on_start(self):
-        self.calls = ["start"]
         self.table = self.ctx.table("probe_requests")
         self.count = {p: 0 for p in self.policies}
 
-    def requests(self, world):
+    def on_slot(self, world):
         n = len(world.snap)
-        k = min(n, int(self.config.get("per_slot", 3)))
-        return world.rng("probe.requests").choice(n, size=k, replace=False) if k else np.zeros(0, dtype=int)
-
-    def serve(self, name, policy, world, requests):
-        picks = policy.pick(world, requests)
-        self.count[name] += len(requests)
-        self.table.append({"slot": np.full(len(requests), world.slot), "policy": np.full(len(requests), name, dtype=object),
-                           "vehicle": world.snap.ids[requests], "rsu": picks})
+        k = min(n, self.cfg.per_slot)
+        reqs = world.rng("probe.requests").choice(n, size=k, replace=False) if k else np.zeros(0, dtype=int)
+        for name in self.live():
+            rng = self.rng_for(name, world, f"probe.{name}")
+            picks = self.call(name, world, reqs, rng) if rng is not None else self.call(name, world, reqs)
+            self.count[name] += len(reqs)
+            self.table.append({"slot": np.full(len(reqs), world.slot), "policy": np.full(len(reqs), name, dtype=object),
+                               "vehicle": world.snap.ids[reqs], "rsu": picks})
 
     def on_end(self):
         return {p: {"requests": c} for p, c in self.count.items()}
@@ -74,7 +84,8 @@ def test_policies_run_side_by_side_on_identical_requests(tmp_path):
 
 def test_unknown_policy_and_disabled_layer():
     ctx = LayerContext(seed=1, slot_s=1.0, scenario_file="s.toml", table=lambda name: None)
+    cfg = config.from_dict({"scenario": {"sumocfg": "x.sumocfg"}, "layers": {"probe": {"policies": ["best"]}}}, "s.toml")
     with pytest.raises(ConfigError, match="layers.probe.policies: unknown policy 'best'"):
-        make_layers({"probe": {"policies": ["best"]}}, ctx)
-    assert make_layers({"probe": {"enabled": False}}, ctx) == []
-    assert "probe" in LAYERS
+        make_layers(cfg, ctx)
+    assert make_layers(cfg.replace(layers={"probe": {"enabled": False}}), ctx) == []
+    assert "probe" in registry.layer_names()

@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 from cosim.layers.base import LayerContext  # noqa: E402
 from cosim.layers.cache.catalog import per_task, table1  # noqa: E402
 from cosim.layers.cache.layer import CacheLayer  # noqa: E402
-from cosim.layers.cache.policies import POLICIES  # noqa: E402
+from cosim import registry  # noqa: E402
+
+POLICIES = registry.policies("cache")
 
 
 def catalog(n_copies: int) -> list[dict]:

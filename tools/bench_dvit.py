@@ -26,7 +26,9 @@ import numpy as np  # noqa: E402
 from cosim import config  # noqa: E402
 from cosim.layers.base import LayerContext  # noqa: E402
 from cosim.layers.dvit.layer import DViTLayer  # noqa: E402
-from cosim.layers.dvit.schedulers import SCHEDULERS  # noqa: E402
+from cosim import registry  # noqa: E402
+
+SCHEDULERS = {name: spec.fn for name, spec in registry.policies("dvit").items()}
 from cosim.sources.sumo import SumoSource, sumo_command  # noqa: E402
 from cosim.world import World, net_file_of, read_net  # noqa: E402
 

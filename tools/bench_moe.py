@@ -20,7 +20,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosim.layers.moe.game import SOLVERS, Game, SolverConfig, exact_equilibrium  # noqa: E402
+from cosim import registry  # noqa: E402
+from cosim.layers.moe.game import Game, SolverConfig, exact_equilibrium  # noqa: E402
+
+SOLVERS = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
 def main() -> None:

@@ -1,17 +1,12 @@
 """AI workloads attached to the traffic.
 
-Layer modules register themselves with ``@register_layer("name")``; :data:`LAYER_MODULES` names
-the module of each built-in layer, imported only when a scenario enables that layer (so a run
-without layers does not pay for importing them). Add a line there when adding a layer.
+The layer contract is :class:`cosim.layers.base.Layer`; layers and their policies register in
+:mod:`cosim.registry` (built-in ones exactly as plugins do), and the built-in layers' modules
+are imported only when a scenario enables them or a registry lookup asks for them.
 """
 
-from cosim.layers.base import LAYERS, Layer, LayerContext, PolicyLayer, register_layer
+from cosim.layers.base import Layer, LayerContext, Policy, PolicyFailed, arrivals, make_layers
+from cosim.registry import register_layer, register_policy
 
-#: built-in layer name -> module that registers it
-LAYER_MODULES = {
-    "dvit": "cosim.layers.dvit.layer",
-    "cache": "cosim.layers.cache.layer",
-    "moe": "cosim.layers.moe.layer",
-}
-
-__all__ = ["LAYERS", "LAYER_MODULES", "Layer", "LayerContext", "PolicyLayer", "register_layer"]
+__all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "make_layers", "register_layer",
+           "register_policy"]

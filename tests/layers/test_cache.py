@@ -11,7 +11,10 @@ from cosim.errors import ConfigError
 from cosim.layers.base import LayerContext
 from cosim.layers.cache.catalog import accuracy, per_task, table1
 from cosim.layers.cache.layer import CacheLayer, row_columns
-from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
+from cosim import registry
+from cosim.layers.cache.policies import EdgeCache, make_room
+
+KEYS = {name: spec.fn for name, spec in registry.policies("cache").items()}
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
 from cosim.world.network import NetInfo
@@ -93,12 +96,12 @@ def scripted(policy: str) -> list[int]:
         m = c.service_model[s]
         c.freq[m] += 1
         if not c.cached[m]:
-            make_room(c, m, t, POLICIES[policy].keys, rng)
+            make_room(c, m, t, KEYS[policy], rng)
             c.load(m, t, 0.0)
         else:
             c.add_example(s, t)
         c.last_used[m] = t
-    return make_room(c, 3, 6.0, POLICIES[policy].keys, rng)
+    return make_room(c, 3, 6.0, KEYS[policy], rng)
 
 
 def test_each_policy_evicts_the_model_it_should():
@@ -124,7 +127,7 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
             c.freq[0] += 1
         c.add_example(2, 59.0)
         c.freq[1] += 1
-        out[policy] = make_room(c, 3, 60.0, POLICIES[policy].keys, np.random.default_rng(0))
+        out[policy] = make_room(c, 3, 60.0, KEYS[policy], np.random.default_rng(0))
     assert out == {"lc": [0], "lfu": [1]}
 
 
@@ -135,16 +138,16 @@ def test_make_room_restores_victims_that_were_not_needed():
     c.load(0, 0.0, 0.0)
     c.load(1, 0.0, 0.0)
     c.last_used = [1.0, 2.0, -math.inf]
-    assert make_room(c, 2, 3.0, POLICIES["lru"].keys, None) == [1]
+    assert make_room(c, 2, 3.0, KEYS["lru"], None) == [1]
     assert c.cached[:2] == [True, False] and c.free() == pytest.approx(9.0)
 
 
 def test_make_room_refuses_a_model_larger_than_memory_and_models_still_loading():
     c = edge(sizes=(4.0, 4.0, 4.0, 11.0))
-    assert make_room(c, 3, 0.0, POLICIES["lc"].keys, None) is None
+    assert make_room(c, 3, 0.0, KEYS["lc"], None) is None
     c.load(0, 0.0, 5.0)  # ready at 5
     c.load(1, 0.0, 5.0)
-    assert make_room(c, 2, 1.0, POLICIES["lc"].keys, None) is None and c.cached[:2] == [True, True]
+    assert make_room(c, 2, 1.0, KEYS["lc"], None) is None and c.cached[:2] == [True, True]
 
 
 # -- the layer's cost terms, by hand --------------------------------------------------------

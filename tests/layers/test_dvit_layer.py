@@ -102,7 +102,7 @@ def test_planned_helper_gone_before_its_step_forces_a_reschedule(tmp_path):
                      vehicle_compute_flops=[0.1e12, 4e12])
     w.update(snap(1.0, ["v2", "h4"], [100.0, 120.0]))
     lay.submit(w, 0, 1.0)
-    assert lay.active[0].plan[:45] == ["h4"] * 45
+    assert lay.kernel.active[0].plan[:45] == ["h4"] * 45
     w.update(snap(1.0, ["v2"], [100.0]))  # the helper vanishes before the first step runs
     lay.on_slot(w)
     for _ in range(20):

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from cosim.layers.dvit.problem import Problem, evaluate
-from cosim.layers.dvit.schedulers import SCHEDULERS, optimal
+from cosim import registry
+from cosim.layers.dvit.schedulers import optimal
+
+SCHEDULERS = {name: spec.fn for name, spec in registry.policies("dvit").items()}
 
 
 def toy(K=4, local=1, tmax=1.0, dwell=100.0, upload=0.1):

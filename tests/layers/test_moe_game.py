@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cosim.layers.moe.game import SOLVERS, Game, SolverConfig, exact_equilibrium
+from cosim import registry
+from cosim.layers.moe.game import Game, SolverConfig, exact_equilibrium
+
+SOLVERS = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
 def two(F=(10.0, 10.0), kappa=(5.0, 5.0)):

@@ -18,6 +18,12 @@ TINY = {"policies": ["uniform"], "request_rate_per_s": 0.0, "moe_layers": 2, "ex
         "energy_kappa": [10.0], "tv_compute_tflops": 1.0, "memory_gbps": 1e-5}
 
 
+def advance(lay, task, w, index, until):
+    """Run one task's MoE layers that start before ``until`` (what the kernel does for each task)."""
+    while task.status == "running" and task.clock < until:
+        lay._advance(task, w, index)
+
+
 def world():
     cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
                      "rsu": {"placement": "sites", "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
@@ -58,10 +64,10 @@ def test_layer_latency_terms_by_hand(tmp_path):
     w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path)
     lay.submit(w, 0, 0.0)
-    task = lay.active[0]
+    task = lay.kernel.active[0]
     assert task.ivs == ["a", "b"] and task.tokens.sum() == 2 * 6  # top-1: every token once per layer
     index = {v: i for i, v in enumerate(w.snap.ids)}
-    lay._advance(task, w, index, 1.0)
+    advance(lay, task, w, index, 1.0)
     assert task.status == "done" and len(task.comm) == 2
     bits = 8 * 2 * 8  # hidden 8 x 2 bytes
     flop = 4 * 8 * 16 / 1e12  # TFLOP per (token, expert)
@@ -86,20 +92,20 @@ def test_an_iv_leaving_range_reroutes_then_fails(tmp_path):
     w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path)
     lay.submit(w0, 0, 0.0)
-    task = lay.active[0]
+    task = lay.kernel.active[0]
     moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))  # b out of V2V range
-    lay._advance(task, moved, {"tv": 0, "a": 1, "b": 2}, 1.0)
+    advance(lay, task, moved, {"tv": 0, "a": 1, "b": 2}, 1.0)
     assert task.status == "done" and task.reroutes >= 1
     assert set(np.unique(task.layer_iv)) <= {0}  # everything went to "a"
     lay.submit(w0, 0, 0.0)
-    task = lay.active[-1]
+    task = lay.kernel.active[-1]
     gone = world().update(snap(0.0, ["tv"], [0.0]))  # both IVs left the simulation
-    lay._advance(task, gone, {"tv": 0}, 1.0)
+    advance(lay, task, gone, {"tv": 0}, 1.0)
     assert (task.status, task.reason) == ("failed", "iv-left-range")
 
 
 def test_no_iv_in_range_and_pricing_out_are_failures_with_reasons(tmp_path):
-    lay = layer(tmp_path, policies=["uniform"], uniform_price=900.0)  # above any value: the TV buys nothing
+    lay = layer(tmp_path, policies=["uniform"], options={"uniform": {"uniform_price": 900.0}})  # above any value: the TV buys nothing
     w = world().update(snap(0.0, ["tv", "a"], [0.0, 60.0]))
     lay.submit(w, 0, 0.0)
     lay.submit(world().update(snap(0.0, ["tv"], [0.0])), 0, 0.0)
@@ -120,9 +126,9 @@ def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
     w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path, policies=["uniform", "gecpa"])
     lay.submit(w0, 0, 0.0)
-    first, second = lay.active
+    first, second = lay.kernel.active
     before = second.layer_iv.copy()
     moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
-    lay._advance(first, moved, {"tv": 0, "a": 1, "b": 2}, 10.0)
+    advance(lay, first, moved, {"tv": 0, "a": 1, "b": 2}, 10.0)
     assert first.reroutes >= 1
     np.testing.assert_array_equal(second.layer_iv, before)

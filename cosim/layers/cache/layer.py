@@ -39,9 +39,9 @@ import numpy as np
 
 from cosim.config import option
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
+from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
 from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
-from cosim.layers.cache.policies import POLICIES, EdgeCache, make_room
+from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
 from cosim.world import channel as ch
 from cosim.world.world import grown
@@ -63,7 +63,8 @@ def row_columns(rows: list[tuple]) -> dict[str, list]:
 @dataclass(frozen=True)
 class CacheConfig:
     policies: list = option(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
-                        doc="eviction policies run side by side")
+                        doc="eviction policies run side by side (built-in or registered by a plugin)")
+    options: dict = option({}, doc="per-policy options: [layers.cache.options.NAME] tables (see `cosim config`)")
     catalog: str = option("table1-per-task", choices=("table1", "table1-per-task", "custom"),
                       doc="table1: the six PFMs of Table I; table1-per-task: one fine-tuned copy per task "
                           "(22 models); custom: the `models` list")
@@ -128,7 +129,6 @@ def _catalog(cfg: CacheConfig, where: str) -> tuple[list[Model], list[Service]]:
 
 
 def _check(cfg: CacheConfig, n_services: int, where: str) -> None:
-    check_policies(cfg.policies, list(POLICIES), where)
     if cfg.popularity and (len(cfg.popularity) != n_services or min(cfg.popularity) < 0 or sum(cfg.popularity) <= 0):
         raise ConfigError(f"{where}.popularity: need {n_services} non-negative weights (one per service), "
                           f"not all zero")
@@ -137,6 +137,9 @@ def _check(cfg: CacheConfig, n_services: int, where: str) -> None:
 @register_layer("cache")
 class CacheLayer(Layer):
     config_class = CacheConfig
+    policy_kind = "eviction policy"
+    #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes
+    policy_traits = {"caches": True, "predictive": False}
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -166,16 +169,34 @@ class CacheLayer(Layer):
         self.saving = [max(self.cloud_base[j] - self.flops[j] / (c.edge_tflops * 1e12)
                            for j in range(len(self.services)) if self.svc_model[j] == mdl)
                        for mdl in range(len(self.models))]
-        self.predictive = any(POLICIES[p].predictive for p in c.policies)
+        self.predictive = any(pol.traits["predictive"] for pol in self.policies.values())
         self.caches: dict[str, list[EdgeCache]] = {}
-        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions"), 0) for p in c.policies}
-        self.sums = np.zeros((len(c.policies), len(_SUMS)))  # per policy: the Table II sums
+        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions"), 0) for p in self.policies}
+        self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
+        self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
         self.next_predict = -math.inf
         self.route_pos: dict[str, int] = {}
 
     def on_start(self) -> None:
         self.table = self.ctx.table("cache_requests")
+
+    def _keys(self, policy: str) -> Keys | None:
+        """The policy's eviction keys, checked (one sortable key per candidate); None: never caches."""
+        if not self.policies[policy].traits["caches"]:
+            return None
+
+        def keys(c: EdgeCache, cands: list, t: float, rng) -> list:  # noqa: ANN001
+            out = self.call(policy, c, cands, t, rng)
+            try:
+                if len(out) != len(cands):
+                    raise PolicyFailed(f"returned {len(out)} keys for {len(cands)} candidate models")
+                sorted(out)
+            except TypeError as exc:
+                raise PolicyFailed(f"returned keys that cannot be ordered ({exc})") from None
+            return out
+
+        return keys
 
     def _edges(self, policy: str, m: int) -> list[EdgeCache]:
         if policy not in self.caches:
@@ -210,13 +231,19 @@ class CacheLayer(Layer):
             self.next_predict = world.time_s + c.predict_every_s
             demand = self.predict_demand(world)
         times_l, rsu_l, svc_l, tr_l = times.tolist(), world.serving[veh].tolist(), svc.tolist(), transfer.tolist()
-        for pi, policy in enumerate(c.policies):
+        for pi, policy in enumerate(self.policies):
+            if policy in self.failed:
+                continue
             edges = self._edges(policy, m)
-            # a generator costs ~0.1 ms to make: only for the policies that draw
-            rng = world.rng(f"cache.{policy}") if POLICIES[policy].random else None
-            if demand is not None and POLICIES[policy].predictive:
-                self._preload(pi, edges, demand, world.time_s, rng, rows)
-            self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows)
+            rng = self.rng_for(policy, world, f"cache.{policy}")
+            mark = len(rows)
+            try:
+                if demand is not None and self.policies[policy].traits["predictive"]:
+                    self._preload(pi, edges, demand, world.time_s, rng, rows)
+                self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows)
+            except PolicyFailed as exc:
+                del rows[mark:]  # this slot's rows of the failed policy: its state is not to be trusted
+                self.fail(policy, str(exc))
         if len(svc):
             self.last_model[world.vidx[veh]] = self.svc_model_arr[svc]
         self._write(rows, veh, world)
@@ -224,12 +251,12 @@ class CacheLayer(Layer):
     def _serve(self, pi: int, policy: str, edges: list[EdgeCache], times: list, rsus: list, svcs: list,
                transfer: list, rng, rows: list) -> None:
         """Serve one policy's requests in time order, appending one :data:`ROW` tuple each."""
-        c, pol, st = self.cfg, POLICIES[policy], self.stats[policy]
+        c, st = self.cfg, self.stats[policy]
         edge_flops = c.edge_tflops * 1e12
         svc_model, best, window, fits, flops, cloud_base = (self.svc_model, self.best, self.window, self.fits,
                                                             self.flops, self.cloud_base)
         timeout, max_queue, w_acc, ex_cost = c.transfer_timeout_s, c.max_queue_s, c.accuracy_weight, c.example_cost
-        keys, predictive, append = pol.keys, pol.predictive, rows.append
+        keys, predictive, append = self.keys[policy], self.policies[policy].traits["predictive"], rows.append
         for i, (t, r, s, tr) in enumerate(zip(times, rsus, svcs, transfer)):
             e, mdl = edges[r], svc_model[s]
             if tr > timeout:  # lost in a deep fade: the same for every policy
@@ -340,8 +367,8 @@ class CacheLayer(Layer):
     def _preload(self, pi: int, edges: list[EdgeCache], demand: np.ndarray, t: float, rng, rows: list) -> None:
         """Active caching: at each RSU, load the models with the most predicted demand whose
         demand pays for the load and outweighs what it would evict."""
-        st = self.stats[self.cfg.policies[pi]]
-        keys = POLICIES[self.cfg.policies[pi]].keys
+        policy = list(self.policies)[pi]
+        st, keys = self.stats[policy], self.keys[policy]
         for r, e in enumerate(edges):
             e.demand = demand[r].tolist()
             for mdl in np.argsort(-demand[r], kind="stable").tolist():
@@ -369,14 +396,14 @@ class CacheLayer(Layer):
         system = terms.sum(axis=0)
         request = out != _PRELOAD
         edge = out == _EDGE
-        p = len(self.cfg.policies)
+        p = len(self.policies)
         for j, w in enumerate(terms):
             self.sums[:, j] += np.bincount(pol, weights=w, minlength=p)
         self.sums[:, 5] += np.bincount(pol[request], minlength=p)
         self.sums[:, 6] += np.bincount(pol[edge], minlength=p)
         vcode = world.vidx[veh][np.maximum(i, 0)] if len(veh) else np.zeros(len(i), dtype=np.int64)
         self.table.append({
-            "policy": Coded(pol, self.cfg.policies),
+            "policy": Coded(pol, list(self.policies)),
             "t_s": np.asarray(col["t"], dtype=float),
             "vehicle": Coded(np.where(i >= 0, vcode, -1), world.vehicle_names),
             "rsu": Coded(np.asarray(col["rsu"], dtype=np.int64), world.rsus.ids),
@@ -397,7 +424,7 @@ class CacheLayer(Layer):
 
     def on_end(self) -> dict:
         out = {}
-        for pi, p in enumerate(self.cfg.policies):
+        for pi, p in enumerate(self.policies):
             switch, acc, infer, offload, cloud, n, edge = self.sums[pi]
             n, edge = int(n), int(edge)
             system = switch + acc + infer + offload + cloud

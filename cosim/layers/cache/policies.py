@@ -13,7 +13,8 @@ the task's context window (Table I's K):
 S_s is kept as one decayed sum per (RSU, service), so adding an example and reading K are O(1).
 Evicting a model drops its context (S = 0 for its services).
 
-**Policies** (``POLICIES``): passive caching for all — a request for a model that is not ready
+**Policies** (registered with :func:`cosim.register_policy` on layer ``cache``, as a plugin's
+are): passive caching for all — a request for a model that is not ready
 at its RSU goes to the cloud, and the RSU loads the model in the background (reserving its memory
 at once; it is ready ``size / load_bandwidth`` later), evicting cached models one at a time, in
 the policy's order, until the model fits. A model larger than the GPU memory is never loaded.
@@ -26,16 +27,25 @@ the policy's order, until the model fits. A model larger than the GPU memory is 
   cached model is ``context + predicted requests in the horizon``; it evicts the lowest value,
   admits a missed model only if its predicted demand pays for its switching cost, and preloads
   models for the vehicles about to enter coverage (active caching).
+
+**The policy contract.** An eviction policy is a key function, called as
+``keys(cache, candidates, t, rng, options) -> list`` with one sortable key per candidate model
+(cached, loaded, not the model being loaded): the smallest key is evicted first. ``rng`` is a
+generator for policies registered ``stochastic=True`` (else None). Traits: ``caches=False`` for
+a policy that never caches (every request to the cloud); ``predictive=True`` for one that wants
+``cache.demand`` (requests per model predicted along SUMO routes) filled, admission control
+and preloads, as ``lc-predictive``.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+
+from cosim.registry import register_policy
 
 
 class EdgeCache:
@@ -111,49 +121,53 @@ class EdgeCache:
 # An eviction rule gives each candidate (cached, ready, not the model being loaded) a key; the
 # smallest key goes first. Keys are computed once per decision (evicting one model does not
 # change another's key) and victims popped from a heap: O(models + victims log models).
-Keys = Callable[[EdgeCache, list, float, np.random.Generator], list]
+Keys = Callable[[EdgeCache, list, float, "np.random.Generator | None", Any], list]
 
 
-def _lc(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "lc")
+def lc(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Least context first (ties: least recently used)."""
     return [(c.context(m, t), c.last_used[m]) for m in cands]
 
 
-def _lfu(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "lfu")
+def lfu(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Least requested first: requests for the model at this RSU since the run began."""
     return [(c.freq[m], c.last_used[m]) for m in cands]
 
 
-def _fifo(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "fifo")
+def fifo(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """First loaded first."""
     return [(c.loaded_at[m], m) for m in cands]
 
 
-def _lru(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "lru")
+def lru(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Least recently used first."""
     return [(c.last_used[m], m) for m in cands]
 
 
-def _random(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "random", stochastic=True)
+def random(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """A uniformly random victim."""
     return rng.random(len(cands)).tolist()
+
+
+@register_policy("cache", "cloud", caches=False)
+def cloud(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Never caches: every request goes to the cloud (never asked for keys)."""
+    return [0.0] * len(cands)
 
 
 def _value(c: EdgeCache, m: int, t: float) -> float:
     return c.context(m, t) + c.demand[m]
 
 
-def _lc_predictive(c: EdgeCache, cands: list, t: float, rng) -> list:
+@register_policy("cache", "lc-predictive", predictive=True)
+def lc_predictive(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Ours: context plus the demand SUMO's routes predict; admission control and preloads."""
     return [(_value(c, m, t), c.last_used[m]) for m in cands]
-
-
-@dataclass(frozen=True)
-class Policy:
-    name: str
-    keys: Keys | None  # None: never caches (cloud)
-    predictive: bool = False
-    random: bool = False  # draws random numbers (gets a generator)
-
-
-POLICIES: dict[str, Policy] = {p.name: p for p in (
-    Policy("lc", _lc), Policy("lfu", _lfu), Policy("fifo", _fifo), Policy("lru", _lru),
-    Policy("random", _random, random=True), Policy("cloud", None), Policy("lc-predictive", _lc_predictive, True),
-)}
 
 
 def make_room(c: EdgeCache, model: int, t: float, keys: Keys, rng, admit_value: float | None = None) -> list[int] | None:

@@ -2,6 +2,5 @@
 
 from cosim.layers.dvit.costmodel import PRESETS, DViTParams, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Evaluation, Problem, evaluate
-from cosim.layers.dvit.schedulers import SCHEDULERS
 
-__all__ = ["PRESETS", "DViTParams", "DViTShape", "mm1_wait_s", "Evaluation", "Problem", "evaluate", "SCHEDULERS"]
+__all__ = ["PRESETS", "DViTParams", "DViTShape", "mm1_wait_s", "Evaluation", "Problem", "evaluate"]

@@ -20,6 +20,7 @@ Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` blo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,18 +28,24 @@ import pyarrow as pa
 
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
-from cosim.recorder import Lists
+from cosim.layers import kernel as kn
+from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
+from cosim.layers.dvit import schedulers  # noqa: F401 - registers the built-in schedulers
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
-from cosim.layers.dvit.schedulers import SCHEDULERS, STOCHASTIC
+from cosim.recorder import Lists
+from cosim.world import World
 from cosim.world import channel as ch
 
 
 @dataclass(frozen=True)
 class DViTConfig:
     policies: list = option(["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"],
-                            doc="schedulers run side by side")
+                            doc="schedulers run side by side (built-in or registered by a plugin)")
+    options: dict = option({}, doc="per-scheduler options: [layers.dvit.options.NAME] tables (see `cosim config`)")
+    queue: str = option("analytic", choices=kn.QUEUES,
+                        doc="analytic: eq. (6) M/M/1 mean wait per step; simulated: steps of a policy's concurrent "
+                            "tasks wait for the same RSU, vehicles and radios")
     preset: str = option("calibrated", doc="compute ranges: calibrated | paper-literal (see docs/dvit.md)")
     request_rate_per_s: float = option(1.0, doc="tasks per second over the whole network")
     steps: int = option(50, doc="K denoising steps per task")
@@ -57,8 +64,6 @@ class DViTConfig:
     rsu_compute_flops: list = option([], doc="[lo, hi] RSU compute [FLOP/s]; empty = the preset's")
     vehicle_queue: list = option([], doc="[beta, eta] M/M/1 arrival and service rates [1/s]; empty = the preset's")
     rsu_queue: list = option([], doc="[beta, eta] of the RSU [1/s]; empty = the preset's")
-    vidi_rho: float = option(0.9, doc="VIDI discount rho")
-    vidi_phi: float = option(1e-4, doc="VIDI stop threshold phi [s]")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -66,7 +71,6 @@ class DViTConfig:
 def _check(cfg: DViTConfig, where: str) -> None:
     if cfg.preset not in PRESETS:
         raise ConfigError(f"{where}.preset: {cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    check_policies(cfg.policies, sorted(SCHEDULERS), where)
     for key, lo in (("request_rate_per_s", 0.0), ("t_max_s", 1e-9), ("request_bits", 0.0)):
         if getattr(cfg, key) < lo:
             raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
@@ -80,13 +84,9 @@ def _check(cfg: DViTConfig, where: str) -> None:
 
 
 @dataclass
-class Task:
-    task_id: int
-    policy: str
-    t_request: float
-    user: str
-    rsu: int
-    clock: float = 0.0  # when the next step may start [s]
+class Task(kn.Task):
+    user: str = ""
+    rsu: int = -1
     plan: list = field(default_factory=list)  # device names for the remaining steps ("@rsu" = the RSU)
     holder: str = "@rsu"
     devices: list = field(default_factory=list)
@@ -98,8 +98,6 @@ class Task:
     reschedules: int = 0
     c3_violations: int = 0
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
-    status: str = "running"  # running | done | failed
-    reason: str = ""
 
     @property
     def k(self) -> int:
@@ -112,6 +110,7 @@ RSU_NAME = "@rsu"
 @register_layer("dvit")
 class DViTLayer(Layer):
     config_class = DViTConfig
+    policy_kind = "scheduler"
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -130,9 +129,8 @@ class DViTLayer(Layer):
         self.rsu_wait = mm1_wait_s(*rq)
         self.flops_step = self.shape.flops_per_step()
         self.bits = self.shape.handoff_bits()
-        self.active: list[Task] = []
-        self.stats = {p: {"tasks": 0, "done": 0, "success": 0, "latency": [], "planned": [], "reschedules": 0}
-                      for p in c.policies}
+        self.kernel = kn.Kernel(list(self.policies), c.queue)
+        self.stats = {p: {"planned": [], "reschedules": 0} for p in self.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
@@ -207,26 +205,41 @@ class DViTLayer(Layer):
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
 
-    def _plan(self, policy: str, problem: Problem, task: Task, world) -> list | None:
-        # a generator costs ~40 us to make: only for the schedulers that draw
-        rng = world.rng(f"dvit.{policy}.{task.task_id}.{task.reschedules}") if policy in STOCHASTIC else None
-        if policy == "vidi":
-            plan = SCHEDULERS[policy](problem, rng, rho=self.cfg.vidi_rho, phi=self.cfg.vidi_phi)
-        else:
-            plan = SCHEDULERS[policy](problem, rng)
-        return None if plan is None else [int(x) for x in plan]
+    def _plan(self, policy: str, problem: Problem, task: Task, world: World) -> list | None:
+        """The policy's plan for ``problem``: device indices, or None if it found none. A plan
+        that is not ``problem.steps`` devices of the problem is PolicyFailed."""
+        rng = self.rng_for(policy, world, f"dvit.{policy}.{task.task_id}.{task.reschedules}")
+        plan = self.call(policy, problem, rng)
+        if plan is None:
+            return None
+        try:
+            out = [int(x) for x in plan]
+        except (TypeError, ValueError):
+            raise PolicyFailed(f"returned {type(plan).__name__}, not a sequence of device indices") from None
+        if len(out) != problem.steps or min(out) < 0 or max(out) >= problem.n_devices:
+            raise PolicyFailed(f"returned a plan of {len(out)} steps on devices {min(out, default=0)}.."
+                               f"{max(out, default=0)}; the problem has {problem.steps} steps and "
+                               f"{problem.n_devices} devices")
+        return out
+
+    def _drop(self, policy: str, exc: PolicyFailed, world: World) -> None:
+        """A failed policy: one line, and its running tasks end "policy-error"."""
+        self.fail(policy, str(exc))
+        for task in self.kernel.running(policy):
+            self._finish(task, "failed", "policy-error", world.time_s)
 
     # -- per slot ---------------------------------------------------------------------------
-    def on_slot(self, world) -> None:
+    def on_slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
         users, when = arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
                                np.flatnonzero(world.serving >= 0), t, gamma)
         for u, t_request in zip(users, when):
             self.submit(world, int(u), t_request)
         # every step that starts in [t, t + gamma) runs with this slot's world
-        self._advance(world, world.index, t + gamma)
+        index = world.index
+        self.kernel.run(t + gamma, lambda task: self._step(task, world, index, t + gamma))
 
-    def submit(self, world, user: int, t_request: float) -> int:
+    def submit(self, world: World, user: int, t_request: float) -> int:
         """A request from vehicle ``user`` (snapshot index) at ``t_request``: planned now by every
         policy on this world. Returns the task id."""
         tid = self.next_id
@@ -235,34 +248,42 @@ class DViTLayer(Layer):
         if rsu < 0:
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
         problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
-        for policy in self.cfg.policies:
-            task = Task(tid, policy, t_request, str(world.snap.ids[user]), rsu)
-            self.stats[policy]["tasks"] += 1
-            plan = self._plan(policy, problem, task, world)
+        for policy in self.live():
+            task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu)
+            p = self._contended(problem, names, policy, rsu, t_request)
+            try:
+                plan = self._plan(policy, p, task, world)
+            except PolicyFailed as exc:
+                self._drop(policy, exc, world)
+                continue
+            self.kernel.count(policy)
             if plan is None:
                 self._finish(task, "failed", "infeasible", world.time_s)
                 continue
-            ev = evaluate(problem, np.array(plan))
+            ev = evaluate(p, np.array(plan))
             task.planned_s, task.planned_ok = ev.total_s, ev.feasible
             task.plan = [names[j] for j in plan]
-            task.clock = task.t_request + problem.upload_s
+            task.clock = task.t_request + p.upload_s
             if not np.isfinite(task.clock):
                 self._finish(task, "failed", "no-uplink", world.time_s)
                 continue
-            self.active.append(task)
+            self.kernel.start(task)
         return tid
 
-    def _advance(self, world, index: dict, until: float) -> None:
-        """Run every active task's steps that start before ``until`` with this slot's world."""
-        still = []
-        for task in self.active:
-            if task.status == "running":
-                self._run_steps(task, world, index, until)
-            if task.status == "running":
-                still.append(task)
-        self.active = still
+    def _contended(self, problem: Problem, names: list, policy: str, rsu: int, t: float) -> Problem:
+        """With the simulated queue a policy plans with each device's current backlog as its
+        queue time (what its own running tasks have booked), instead of eq. (6)'s mean."""
+        res = self.kernel.resources
+        if res is None:
+            return problem
+        queue = np.array([res.wait(self._cpu_key(policy, n, rsu), t) for n in names])
+        return dataclasses.replace(problem, queue_s=queue)
 
-    def _step_time(self, world, index: dict, task: Task, dev: str, rsu: int) -> tuple[float, float, float]:
+    @staticmethod
+    def _cpu_key(policy: str, dev: str, rsu: int) -> tuple:
+        return (policy, "cpu", f"{RSU_NAME}{rsu}" if dev == RSU_NAME else dev)
+
+    def _step_time(self, world: World, index: dict, task: Task, dev: str, rsu: int) -> tuple[float, float, float]:
         src = task.holder
         if dev == src:
             comm = 0.0
@@ -282,11 +303,21 @@ class DViTLayer(Layer):
             comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait
         else:
             comp, queue = self.flops_step / float(self._compute(world, index[dev])), self.veh_wait
+        res = self.kernel.resources
+        if res is not None:  # the sender's radio, then the device's compute, first come first served
+            wait_tx = res.wait((task.policy, "tx", self._holder_key(task)), task.clock) if comm > 0 else 0.0
+            queue = wait_tx + res.wait(self._cpu_key(task.policy, dev, rsu), task.clock + wait_tx + comm)
         return comm, comp, queue
 
-    def _run_steps(self, task: Task, world, index: dict, until: float) -> None:
+    @staticmethod
+    def _holder_key(task: Task) -> str:
+        return f"{RSU_NAME}{task.rsu}" if task.holder == RSU_NAME else task.holder
+
+    def _step(self, task: Task, world: World, index: dict, until: float) -> None:
+        """One step of ``task`` (with the analytic queue, also the steps that follow on the same
+        device and start before ``until``), or its end."""
         K, rsu = self.cfg.steps, task.rsu
-        while task.status == "running" and task.k < K and task.clock < until:
+        while True:
             if task.user not in index:
                 return self._finish(task, "failed", "user-vanished", world.time_s)
             if task.holder != RSU_NAME and task.holder not in index:
@@ -313,44 +344,51 @@ class DViTLayer(Layer):
                     if not self._reschedule(task, world, index):
                         return
                     continue
-            if dev == task.user and task.holder != task.user:
-                if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
-                    return self._finish(task, "failed", "C4", world.time_s)
-            if not np.isfinite(comm):
-                return self._finish(task, "failed", "no-link", world.time_s)
-            step = comm + comp + queue
-            if step > self.cfg.t_max_s + 1e-12:
-                task.c3_violations += 1
-            task.devices.append(dev)
-            task.comm.append(comm)
-            task.comp.append(comp)
-            task.queue.append(queue)
-            task.clock += step
-            task.holder = dev
-            task.plan.pop(0)
-            # the world is fixed within a slot: further steps on the same device cost comp + queue
-            # each, so run the ones that start before `until` as one batch
-            same = 0
-            while same < len(task.plan) and task.plan[same] == dev:
-                same += 1
-            per = comp + queue
-            if same and task.clock < until and per > 0:
-                j = min(same, int(np.ceil((until - task.clock) / per)))
-                if per > self.cfg.t_max_s + 1e-12:
-                    task.c3_violations += j
-                task.devices += [dev] * j
-                task.comm += [0.0] * j
-                task.comp += [comp] * j
-                task.queue += [queue] * j
-                task.clock += j * per
-                del task.plan[:j]
-        if task.k >= K and task.status == "running":
+            break
+        if dev == task.user and task.holder != task.user:
+            if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
+                return self._finish(task, "failed", "C4", world.time_s)
+        if not np.isfinite(comm):
+            return self._finish(task, "failed", "no-link", world.time_s)
+        step = comm + comp + queue
+        if step > self.cfg.t_max_s + 1e-12:
+            task.c3_violations += 1
+        res = self.kernel.resources
+        if res is not None:
+            if comm > 0:
+                res.use((task.policy, "tx", self._holder_key(task)), task.clock, comm)
+            res.use(self._cpu_key(task.policy, dev, rsu), task.clock + step - comp, comp)
+        task.devices.append(dev)
+        task.comm.append(comm)
+        task.comp.append(comp)
+        task.queue.append(queue)
+        task.clock += step
+        task.holder = dev
+        task.plan.pop(0)
+        # the world is fixed within a slot and the analytic queue the same for every step: further
+        # steps on the same device cost comp + queue each, so run the ones that start before
+        # `until` as one batch (with the simulated queue every step books its device in turn)
+        same = 0
+        while res is None and same < len(task.plan) and task.plan[same] == dev:
+            same += 1
+        per = comp + queue
+        if same and task.clock < until and per > 0:
+            j = min(same, int(np.ceil((until - task.clock) / per)))
+            if per > self.cfg.t_max_s + 1e-12:
+                task.c3_violations += j
+            task.devices += [dev] * j
+            task.comm += [0.0] * j
+            task.comp += [comp] * j
+            task.queue += [queue] * j
+            task.clock += j * per
+            del task.plan[:j]
+        if task.k >= K:
             if task.c3_violations:
                 self._finish(task, "failed", "C3", world.time_s)
             else:
                 self._finish(task, "done", "", world.time_s)
 
-    def _reschedule(self, task: Task, world, index: dict) -> bool:
+    def _reschedule(self, task: Task, world: World, index: dict) -> bool:
         task.reschedules += 1
         self.stats[task.policy]["reschedules"] += 1
         remaining = self.cfg.steps - task.k
@@ -359,7 +397,12 @@ class DViTLayer(Layer):
             task.plan = [task.user] * remaining
             return True
         problem, names = self.build_problem(world, index[task.user], task.rsu, origin, remaining)
-        plan = self._plan(task.policy, problem, task, world)
+        problem = self._contended(problem, names, task.policy, task.rsu, task.clock)
+        try:
+            plan = self._plan(task.policy, problem, task, world)
+        except PolicyFailed as exc:
+            self._drop(task.policy, exc, world)
+            return False
         if plan is None:
             self._finish(task, "failed", "reschedule-infeasible", world.time_s)
             return False
@@ -367,17 +410,11 @@ class DViTLayer(Layer):
         return True
 
     def _finish(self, task: Task, status: str, reason: str, now: float) -> None:
-        task.status, task.reason = status, reason
         st = self.stats[task.policy]
-        done = status == "done" or reason == "C3"
-        latency = task.clock - task.t_request if done else float("nan")
-        if done:
-            st["done"] += 1
-            st["latency"].append(latency)
-        if status == "done":
-            st["success"] += 1
-            if self.cfg.execute and st.setdefault("executed", 0) < self.cfg.execute_max_tasks:
-                self._execute(task, st)
+        # all K steps ran: the latency is defined, also when a step broke C3
+        latency = self.kernel.finish(task, status, reason, completed=status == "done" or reason == "C3")
+        if status == "done" and self.cfg.execute and st.setdefault("executed", 0) < self.cfg.execute_max_tasks:
+            self._execute(task, st)
         if np.isfinite(task.planned_s):
             st["planned"].append(task.planned_s)
         self.table.append({
@@ -419,17 +456,12 @@ class DViTLayer(Layer):
         st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
 
     def on_end(self) -> dict:
-        for task in self.active:
-            if task.status == "running":
-                self._finish(task, "failed", "unfinished", float("nan"))
+        for task in self.kernel.running():
+            self._finish(task, "failed", "unfinished", float("nan"))
         out = {}
         for p, st in self.stats.items():
-            lat = np.array(st["latency"])
             out[p] = {
-                "tasks": st["tasks"], "completed": st["done"],
-                "success_rate": st["success"] / st["tasks"] if st["tasks"] else None,
-                "mean_latency_s": float(lat.mean()) if len(lat) else None,
-                "p95_latency_s": float(np.quantile(lat, 0.95)) if len(lat) else None,
+                **self.kernel.block(p),
                 "mean_planned_latency_s": float(np.mean(st["planned"])) if st["planned"] else None,
                 "reschedules": st["reschedules"],
             }

@@ -1,4 +1,4 @@
-"""DViT step schedulers behind one registry: ``plan(problem, rng) -> device per step``.
+"""DViT step schedulers: ``plan(problem, rng, options) -> device per step``.
 
 * ``optimal`` (ours): the exact minimum of eq. (14) under C1-C4 and the local-step rule for the
   given problem, by dynamic programming over the K x |V'| layered graph (see :func:`optimal`).
@@ -13,31 +13,29 @@
   ``vli`` the vehicle (helper or the user itself) with the most compute, no RSU; ``sdi`` a random
   admissible device for every step.
 
-Adding a policy is one function plus one ``@register`` line (``stochastic=True`` if it draws).
+Every scheduler is registered with :func:`cosim.register_policy` exactly as a plugin's is, and
+called as ``fn(problem, rng, options)``: ``rng`` a generator for the ones registered
+``stochastic=True`` (else None), ``options`` the validated instance of its options dataclass
+(``[layers.dvit.options.NAME]``; None for a scheduler without options). It returns the device
+of every step (``problem.steps`` integers in ``range(problem.n_devices)``) or None when it finds
+no admissible plan. ``cosim check`` tests the contract (docs/plugins.md).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from cosim.config import option
 from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
-
-Policy = Callable[[Problem, np.random.Generator], "np.ndarray | None"]
-SCHEDULERS: dict[str, Policy] = {}
-#: the schedulers that draw random numbers (the others are passed no generator)
-STOCHASTIC: set[str] = set()
+from cosim.registry import register_policy
 
 
-def register(name: str, stochastic: bool = False) -> Callable[[Policy], Policy]:
-    def deco(fn: Policy) -> Policy:
-        SCHEDULERS[name] = fn
-        if stochastic:
-            STOCHASTIC.add(name)
-        return fn
-
-    return deco
+def register(name: str, stochastic: bool = False, options: type | None = None):  # noqa: ANN201
+    """A built-in DViT scheduler: :func:`cosim.register_policy` on layer ``dvit``."""
+    return register_policy("dvit", name, stochastic=stochastic, options=options)
 
 
 def _single_device(p: Problem, device: int) -> np.ndarray:
@@ -47,7 +45,7 @@ def _single_device(p: Problem, device: int) -> np.ndarray:
 
 
 @register("optimal")
-def optimal(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray | None:
+def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray | None:
     """Exact minimum of eq. (14) under C1-C4 and the local-step rule.
 
     Every feasible plan is a prefix on non-user devices (RSU first if at all, then helpers; C1)
@@ -108,9 +106,15 @@ def optimal(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray | 
     return plan
 
 
-@register("vidi")
-def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, phi: float = 1e-4,
-         max_iter: int = 1000) -> np.ndarray | None:
+@dataclass(frozen=True)
+class VidiOptions:
+    rho: float = option(0.9, lo=0.0, hi=0.999, doc="discount rho of the value iteration")
+    phi: float = option(1e-4, lo=0.0, lo_open=True, doc="stop threshold phi [s]")
+    max_iter: int = option(1000, lo=1, doc="value-iteration sweeps at most")
+
+
+@register("vidi", options=VidiOptions)
+def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions | None = None) -> np.ndarray | None:
     """Algorithm 1 (value iteration distributed inference), as the paper writes it.
 
     States s = (w, c, h) in W' x C' x H' (eq. 15): the bandwidth, compute and grid position of
@@ -125,6 +129,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, p
     for K steps, checking every action against C1/C2, C3 and the local-step rule ("check for
     conflicts"), falling back to the next-best admissible action.
     """
+    opts = opts if opts is not None else VidiOptions()
+    rho, phi, max_iter = opts.rho, opts.phi, opts.max_iter
     K, V, U = p.steps, p.n_devices, p.user
     cost = p.step_cost()
     # state components per device: bandwidth index = device, position cells = 2 per device
@@ -190,7 +196,7 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, rho: float = 0.9, p
 
 
 @register("mddi")
-def mddi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+def mddi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     kinds = p.kinds()
     helpers = np.flatnonzero(kinds == HELPER)
     if len(helpers) == 0:
@@ -204,22 +210,22 @@ def _best_of(p: Problem, score: np.ndarray, kinds_ok: tuple) -> np.ndarray:
 
 
 @register("mbdi")
-def mbdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+def mbdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     return _best_of(p, p.bandwidth_hz, (RSU, HELPER))
 
 
 @register("mcpdi")
-def mcpdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+def mcpdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     return _best_of(p, p.compute_flops, (RSU, HELPER))
 
 
 @register("vli")
-def vli(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     return _best_of(p, p.compute_flops, (HELPER, USER))
 
 
 @register("sdi", stochastic=True)
-def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
+def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng(0)
     allowed = p.allowed()
     options = [np.flatnonzero(allowed[i]) for i in range(p.n_devices)]
@@ -236,4 +242,4 @@ def sdi(p: Problem, rng: np.random.Generator | None = None) -> np.ndarray:
     return plan
 
 
-__all__ = ["SCHEDULERS", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+__all__ = ["VidiOptions", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi"]

@@ -32,22 +32,27 @@ capacities or non-negativity bind, the solvers below are the general method.
 **Nash gap** of a price vector: max_i [max_q U_i(q, p_-i) - U_i(p)] (0 at an equilibrium), the
 inner maximum on a log-spaced grid refined by golden-section search, vectorised.
 
-**Solvers** (``SOLVERS``), vectorised over a population of price vectors (numpy, shape (B, N)):
+**Solvers** (registered with :func:`cosim.register_policy` on layer ``moe``, as a plugin's are:
+called ``solver(game, rng, options) -> prices`` of shape ``(game.n,)`` in [p_min, p_max]; the
+trait ``link_aware=False`` places experts on the nearest vehicles with plain gating), vectorised over a population of price vectors (numpy, shape (B, N)):
 
 * ``gecpa`` — gradient ascent + evolutionary optimisation: each generation every IV takes
   damped Newton-scaled gradient steps on its own utility (simultaneous play, in log-price), then the
   population is ranked by Nash gap, the best quarter kept and the rest bred (tournament
   selection, uniform crossover, log-normal mutation);
 * ``gradient`` — gradient play alone from the uniform price; ``evolutionary`` — the evolutionary
-  loop alone; ``random`` — log-uniform random prices; ``uniform`` — one fixed price for all.
+  loop alone; ``random`` — log-uniform random prices; ``uniform`` — one fixed price for all;
+  ``nearest`` — the fixed price, on the nearest vehicles with plain gating.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+
+from cosim.config import option
+from cosim.registry import register_policy
 
 
 @dataclass(frozen=True)
@@ -157,16 +162,19 @@ def exact_equilibrium(game: Game) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    population: int = 6
-    generations: int = 5
-    grad_steps: int = 4  # gradient steps per generation (gecpa) / x (generations + 1) (gradient)
-    lr: float = 0.3  # log-price step per unit of normalised gradient
-    elite: float = 0.25
-    mutation: float = 0.3  # sigma of the log-normal mutation
-    mutation_rate: float = 0.3
-    uniform_price: float = 10.0
-    init_decades: float = 1.0  # initial population: within this many decades of the uniform price
-    fitness_grid: int = 10  # grid of the Nash gap used as fitness (the reported gap uses a finer one)
+    """The built-in solvers' options (``[layers.moe.options.NAME]``)."""
+
+    population: int = option(6, lo=2, doc="price vectors in the population (gecpa, evolutionary)")
+    generations: int = option(5, lo=1, doc="generations (gecpa, evolutionary); gradient runs grad_steps x (generations + 1)")
+    grad_steps: int = option(4, lo=1, doc="gradient steps per generation (gecpa)")
+    lr: float = option(0.3, lo=0.0, lo_open=True, doc="log-price step per unit of normalised gradient")
+    elite: float = option(0.25, lo=0.0, lo_open=True, hi=1.0, doc="share of the population kept each generation")
+    mutation: float = option(0.3, lo=0.0, doc="sigma of the log-normal mutation")
+    mutation_rate: float = option(0.3, lo=0.0, hi=1.0, doc="probability a price mutates")
+    uniform_price: float = option(10.0, lo=0.0, lo_open=True,
+                                  doc="the posted price (uniform, nearest); where gradient play and the population start")
+    init_decades: float = option(1.0, lo=0.0, doc="initial population within this many decades of uniform_price")
+    fitness_grid: int = option(10, lo=2, doc="grid of the Nash gap used as fitness (the reported gap uses a finer one)")
 
 
 def _ascend(game: Game, p: np.ndarray, steps: int, lr: float) -> np.ndarray:
@@ -224,7 +232,9 @@ def _best(game: Game, pop: np.ndarray) -> np.ndarray:
     return pop[int(np.argmin(_fitness(game, pop, 24, 6)))]
 
 
+@register_policy("moe", "gecpa", options=SolverConfig, stochastic=True)
 def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """GECPA: gradient ascent + an evolutionary population, ranked by Nash gap."""
     pop = _initial(game, cfg, rng)
     for _ in range(cfg.generations):
         pop = _ascend(game, pop, cfg.grad_steps, cfg.lr)
@@ -232,28 +242,35 @@ def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solver
     return _best(game, _ascend(game, pop, cfg.grad_steps, cfg.lr))
 
 
+@register_policy("moe", "gradient", options=SolverConfig)
 def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """Gradient play alone, from the posted price."""
     p = np.full((1, game.n), np.clip(cfg.uniform_price, game.p_min, game.p_max))
     return _ascend(game, p, cfg.grad_steps * (cfg.generations + 1), cfg.lr)[0]
 
 
+@register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True)
 def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """The evolutionary loop alone."""
     pop = _initial(game, cfg, rng)
     for _ in range(cfg.generations):
         pop = _evolve(game, pop, _fitness(game, pop, cfg.fitness_grid, 6), cfg, rng)
     return _best(game, pop)
 
 
+@register_policy("moe", "random", options=SolverConfig, stochastic=True)
 def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """Log-uniform random prices over the price range."""
     return np.exp(rng.uniform(np.log(game.p_min), np.log(game.p_max), game.n))
 
 
+@register_policy("moe", "uniform", options=SolverConfig)
 def solve_uniform(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """One posted price for every IV."""
     return np.full(game.n, np.clip(cfg.uniform_price, game.p_min, game.p_max))
 
 
-Solver = Callable[[Game, np.random.Generator, SolverConfig], np.ndarray]
-#: the solvers that draw random numbers (the others are passed no generator)
-STOCHASTIC = {"gecpa", "evolutionary", "random"}
-SOLVERS: dict[str, Solver] = {"gecpa": solve_gecpa, "gradient": solve_gradient, "evolutionary": solve_evolutionary,
-                              "random": solve_random, "uniform": solve_uniform}
+@register_policy("moe", "nearest", options=SolverConfig, link_aware=False)
+def solve_nearest(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
+    """The posted price on the nearest vehicles, with plain top-k gating (no link awareness)."""
+    return solve_uniform(game, rng, cfg)

@@ -37,20 +37,23 @@ import pyarrow as pa
 
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
-from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
-from cosim.layers.moe.game import SOLVERS, STOCHASTIC, Game, SolverConfig
+from cosim.layers import kernel as kn
+from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
+from cosim.layers.moe.game import Game
 from cosim.recorder import Lists
+from cosim.world import World
 from cosim.world import channel as ch
 from cosim.world.coverage import dwell_straight
-
-#: policy -> (pricing solver, link-aware placement and physical gating)
-POLICIES = {"gecpa": ("gecpa", True), "gradient": ("gradient", True), "evolutionary": ("evolutionary", True),
-            "random": ("random", True), "uniform": ("uniform", True), "nearest": ("uniform", False)}
 
 
 @dataclass(frozen=True)
 class MoEConfig:
-    policies: list = option(list(POLICIES), doc="pricing/allocation policies run side by side")
+    policies: list = option(["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"],
+                            doc="pricing/allocation policies run side by side (built-in or registered by a plugin)")
+    options: dict = option({}, doc="per-policy options: [layers.moe.options.NAME] tables (see `cosim config`)")
+    queue: str = option("analytic", choices=kn.QUEUES,
+                        doc="analytic: an IV serves every task at once; simulated: a policy's concurrent tasks share "
+                            "each IV's compute and memory")
     request_rate_per_s: float = option(0.2, lo=0.0, doc="tasks per second over the whole network")
     moe_layers: int = option(8, lo=1, doc="MoE layers in the model")
     experts: int = option(8, lo=1, doc="experts per MoE layer")
@@ -70,54 +73,48 @@ class MoEConfig:
     tv_saturation_tflops: float = option(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
     substitutability: float = option(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
     price_range: list = option([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
-    uniform_price: float = option(SolverConfig.uniform_price, lo=0.0, lo_open=True,
-                                  doc="the price of the uniform and nearest policies")
     min_rate_bps: float = option(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
     rate_ref_bps: float = option(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
-    population: int = option(SolverConfig.population, lo=2, doc="GECPA / evolutionary population")
-    generations: int = option(SolverConfig.generations, lo=1, doc="GECPA / evolutionary generations")
 
 
 def _check(cfg: MoEConfig, where: str) -> None:
-    check_policies(cfg.policies, list(POLICIES), where)
     if cfg.top_k > cfg.experts:
         raise ConfigError(f"{where}.top_k: {cfg.top_k} is more than experts ({cfg.experts})")
     lo, hi = (cfg.price_range + [0, 0])[:2]
     if len(cfg.price_range) != 2 or not 0 < lo < hi:
         raise ConfigError(f"{where}.price_range: expected [lo, hi] with 0 < lo < hi, got {cfg.price_range!r}")
-    if not lo <= cfg.uniform_price <= hi:
-        raise ConfigError(f"{where}.uniform_price: must lie in price_range")
+
+
+def _none() -> np.ndarray:
+    return np.zeros(0)
 
 
 @dataclass
-class Task:
-    task_id: int
-    policy: str
-    t_request: float
-    tv: str
-    ivs: list  # IV names, index j = player j of the game
-    layer_iv: np.ndarray  # (L, E) index into ivs of each expert's host, -1 not placed
-    tokens: np.ndarray  # (L, E) tokens routed to each expert
-    prices: np.ndarray
-    f: np.ndarray  # TFLOP/s bought from each IV
-    u_iv: np.ndarray
-    u_tv: float
-    nash_gap: float
-    solve_ms: float
-    clock: float = 0.0
+class Task(kn.Task):
+    tv: str = ""
+    ivs: list = field(default_factory=list)  # IV names, index j = player j of the game
+    layer_iv: np.ndarray = field(default_factory=_none)  # (L, E) index into ivs of each expert's host, -1 not placed
+    tokens: np.ndarray = field(default_factory=_none)  # (L, E) tokens routed to each expert
+    prices: np.ndarray = field(default_factory=_none)
+    f: np.ndarray = field(default_factory=_none)  # TFLOP/s bought from each IV
+    u_iv: np.ndarray = field(default_factory=_none)
+    u_tv: float = 0.0
+    nash_gap: float = math.nan
+    solve_ms: float = 0.0
     layer: int = 0
     comm: list = field(default_factory=list)
     comp: list = field(default_factory=list)
     mem: list = field(default_factory=list)
     tv_s: list = field(default_factory=list)
     reroutes: int = 0
-    status: str = "running"
-    reason: str = ""
 
 
 @register_layer("moe")
 class MoELayer(Layer):
     config_class = MoEConfig
+    policy_kind = "pricing solver"
+    #: link_aware=False: experts on the nearest vehicles, plain top-k gating
+    policy_traits = {"link_aware": True}
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -133,11 +130,15 @@ class MoELayer(Layer):
         # TV per layer: Q, K, V, O projections + scores and weighted sum + the gate
         tv_tflop = (8.0 * c.tokens * d * d + 4.0 * c.tokens * c.tokens * d + 2.0 * c.tokens * d * c.experts) / 1e12
         self.tv_layer_s = tv_tflop / c.tv_compute_tflops
-        self.solver_cfg = SolverConfig(population=c.population, generations=c.generations, uniform_price=c.uniform_price)
-        self.active: list[Task] = []
+        lo, hi = c.price_range
+        for name, pol in self.policies.items():  # a posted price outside the game's range would be clipped
+            price = getattr(pol.options, "uniform_price", None)
+            if price is not None and not lo <= price <= hi:
+                raise ConfigError(f"{where}.options.{name}.uniform_price: {price:g} is outside price_range [{lo:g}, {hi:g}]")
+        self.kernel = kn.Kernel(list(self.policies), c.queue)
         self.next_id = 0
-        self.stats = {p: {"tasks": 0, "success": 0, "latency": [], "u_iv": [], "u_tv": [], "gap": [], "solve_ms": [],
-                          "declined": 0, "reroutes": 0} for p in c.policies}
+        self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "solve_ms": [], "declined": 0, "reroutes": 0}
+                      for p in self.policies}
         self._gate_chol = None
 
     def on_start(self) -> None:
@@ -219,145 +220,185 @@ class MoELayer(Layer):
         return hits.sum(dim=(1, 2)).numpy().astype(np.int64)
 
     # -- per slot ---------------------------------------------------------------------------
-    def on_slot(self, world) -> None:
+    def on_slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
         users, when = arrivals(world.rng("moe.requests"), self.cfg.request_rate_per_s * gamma,
                                np.arange(len(world.snap)), t, gamma)
         for u, t_request in zip(users, when):
             self.submit(world, int(u), t_request)
-        still = []
-        for task in self.active:
-            self._advance(task, world, world.index, t + gamma)
-            if task.status == "running":
-                still.append(task)
-        self.active = still
+        index = world.index
+        self.kernel.run(t + gamma, lambda task: self._advance(task, world, index))
 
-    def submit(self, world, tv: int, t_request: float) -> int:
+    def _free(self, cand: dict, names: list, policy: str) -> dict:
+        """``cand`` less what ``policy``'s running tasks hold of each vehicle's compute and memory
+        (simulated queue); a vehicle with no compute left hosts nothing."""
+        cap = self.kernel.capacity
+        cpu = cand["cpu"] - np.array([cap.held((policy, "cpu", n)) for n in names])
+        mem = cand["mem"] - np.array([cap.held((policy, "mem", n)) for n in names])
+        mem = np.where(cpu > 1e-9, np.maximum(mem, 0.0), 0.0)
+        return {**cand, "cpu": np.maximum(cpu, 0.0), "mem": mem}
+
+    def _prices(self, policy: str, game: Game, rng) -> np.ndarray:  # noqa: ANN001
+        """The policy's prices for ``game``, checked: ``game.n`` finite prices in the price range."""
+        out = self.call(policy, game, rng)
+        try:
+            p = np.asarray(out, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise PolicyFailed(f"returned {type(out).__name__}, not an array of prices") from None
+        if p.shape != (game.n,):
+            raise PolicyFailed(f"returned {p.size} prices for a game of {game.n} IVs")
+        if not np.all(np.isfinite(p)) or np.any(p < game.p_min * (1 - 1e-9)) or np.any(p > game.p_max * (1 + 1e-9)):
+            raise PolicyFailed(f"returned prices outside price_range [{game.p_min:g}, {game.p_max:g}] "
+                               f"(min {np.min(p):g}, max {np.max(p):g})")
+        return p
+
+    def submit(self, world: World, tv: int, t_request: float) -> int:
         c = self.cfg
         tid = self.next_id
         self.next_id += 1
         cand = self.candidates(world, tv)
+        cand_names = [str(v) for v in world.snap.ids[cand["idx"]]]
         seed = int(ch.stable_uid(f"moe.{self.ctx.seed}.{tid}") % 2**62)
         tv_name = str(world.snap.ids[tv])
-        shared: dict = {}  # per placement kind: (chosen, host, tokens, game) — shared by its policies
+        contention = self.kernel.capacity is not None
+        # per placement (link-aware or not; per policy with the simulated queue, since each policy's
+        # running tasks hold different IVs): (chosen, host, tokens, game, candidates) — shared by its policies
+        shared: dict = {}
         priced = []
-        for policy in c.policies:
-            solver, aware = POLICIES[policy]
-            if aware not in shared:
-                chosen, host = self.place(cand, aware)
-                tokens = self.route(host, cand["quality"][chosen] if aware else None, seed) if len(chosen) else None
+        for policy in self.live():
+            aware = self.policies[policy].traits["link_aware"]
+            key = (aware, policy) if contention else aware
+            if key not in shared:
+                cp = self._free(cand, cand_names, policy) if contention else cand
+                chosen, host = self.place(cp, aware)
+                tokens = self.route(host, cp["quality"][chosen] if aware else None, seed) if len(chosen) else None
                 game = None
                 if len(chosen) and tokens.sum() > 0:
                     work = np.zeros(len(chosen))
                     np.add.at(work, host[host >= 0], tokens[host >= 0] * self.flop_per_token)
                     used = work > 0
-                    game = (Game(work[used], cand["cpu"][chosen][used], cand["kappa"][chosen][used], c.tv_value,
+                    game = (Game(work[used], cp["cpu"][chosen][used], cp["kappa"][chosen][used], c.tv_value,
                                  c.tv_saturation_tflops, c.substitutability, *c.price_range), used)
-                shared[aware] = (chosen, host, tokens, game)
-            chosen, host, tokens, game = shared[aware]
-            self.stats[policy]["tasks"] += 1
-            names = [str(world.snap.ids[cand["idx"][j]]) for j in chosen]
+                shared[key] = (chosen, host, tokens, game, cp)
+            chosen, host, tokens, game, cp = shared[key]
+            names = [cand_names[j] for j in chosen]
             if game is None:
-                empty = np.zeros(0)
-                task = Task(tid, policy, t_request, tv_name, names, host, np.zeros_like(host), empty, empty, empty, 0.0,
-                            math.nan, 0.0)
+                self.kernel.count(policy)
+                task = Task(tid, policy, t_request, tv=tv_name, ivs=names, layer_iv=host,
+                            tokens=np.zeros_like(host))
                 self._finish(task, "failed", "no-ivs")
                 continue
-            rng = world.rng(f"moe.{policy}.{tid}") if solver in STOCHASTIC else None
+            rng = self.rng_for(policy, world, f"moe.{policy}.{tid}")
             t0 = time.perf_counter()
-            p_used = SOLVERS[solver](game[0], rng, self.solver_cfg)
-            priced.append((policy, aware, names, p_used, 1e3 * (time.perf_counter() - t0)))
+            try:
+                p_used = self._prices(policy, game[0], rng)
+            except PolicyFailed as exc:
+                self._drop(policy, exc)
+                continue
+            self.kernel.count(policy)
+            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0)))
         # the Nash gap of every policy's prices, one batched evaluation per game
         gaps: dict = {}
-        for aware in {a for _, a, _, _, _ in priced}:
-            rows = [i for i, item in enumerate(priced) if item[1] == aware]
-            g = shared[aware][3][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
+        for key in dict.fromkeys(k for _, k, _, _, _ in priced):
+            rows = [i for i, item in enumerate(priced) if item[1] == key]
+            g = shared[key][3][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
             gaps.update({i: float(v) for i, v in zip(rows, g)})
-        for i, (policy, aware, names, p_used, solve_ms) in enumerate(priced):
-            chosen, host, tokens, (game, used) = shared[aware]
+        for i, (policy, key, names, p_used, solve_ms) in enumerate(priced):
+            chosen, host, tokens, (game, used), cp = shared[key]
+            aware = self.policies[policy].traits["link_aware"]
             out = game.outcome(p_used[None])
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
                 # allocation: experts on IVs the TV bought nothing from are masked, and the gate
                 # routes their tokens to the bought ones
-                bought = np.where(f > 0, cand["quality"][chosen] if aware else 1.0, 0.0)
-                key = (aware, bought.tobytes())
-                if key not in shared:
-                    shared[key] = self.route(host, bought, seed)
-                tokens = shared[key]
+                bought = np.where(f > 0, cp["quality"][chosen] if aware else 1.0, 0.0)
+                rkey = (key, bought.tobytes())
+                if rkey not in shared:
+                    shared[rkey] = self.route(host, bought, seed)
+                tokens = shared[rkey]
             # the placement is shared between policies: each task re-routes its own copy
-            task = Task(tid, policy, t_request, tv_name, names, host.copy(), tokens, prices, f, u_iv,
-                        float(out["u_tv"][0]), gaps[i], solve_ms, clock=t_request)
+            task = Task(tid, policy, t_request, clock=t_request, tv=tv_name, ivs=names, layer_iv=host.copy(),
+                        tokens=tokens, prices=prices, f=f, u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i],
+                        solve_ms=solve_ms)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
                 self._finish(task, "failed", "priced-out")
                 continue
-            self.active.append(task)
+            if contention:  # the task holds what it bought and the memory of its experts until it ends
+                cap = self.kernel.capacity
+                n_exp = np.bincount(host[host >= 0], minlength=len(chosen))
+                for j, name in enumerate(names):
+                    if f[j] > 0:
+                        cap.hold(id(task), (policy, "cpu", name), float(f[j]))
+                    if n_exp[j]:
+                        cap.hold(id(task), (policy, "mem", name), float(n_exp[j] * self.expert_gb))
+            self.kernel.start(task)
         return tid
 
-    def _advance(self, task: Task, world, index: dict, until: float) -> None:
+    def _drop(self, policy: str, exc: PolicyFailed) -> None:
+        """A failed policy: one line, and its running tasks end "policy-error"."""
+        self.fail(policy, str(exc))
+        for task in self.kernel.running(policy):
+            self._finish(task, "failed", "policy-error")
+
+    def _advance(self, task: Task, world: World, index: dict) -> None:
+        """One MoE layer of ``task`` with this slot's world (or its end)."""
         c = self.cfg
-        while task.status == "running" and task.layer < c.moe_layers and task.clock < until:
-            if task.tv not in index:
-                return self._finish(task, "failed", "tv-vanished")
-            tv = index[task.tv]
-            s = world.snap
-            host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
-            per_iv: dict[int, list] = {}
-            for e in np.flatnonzero(toks > 0):
-                per_iv.setdefault(int(host[e]), []).append(int(e))
-            # IVs gone or out of range: their tokens go to the reachable task IV with the best link
-            ok = {}
-            for j, name in enumerate(task.ivs):
-                i = index.get(name)
-                ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
-            lost = [j for j in per_iv if not ok[j]]
-            if lost:
-                alive = [j for j in range(len(task.ivs)) if ok[j] and task.f[j] > 0]
-                if not alive:
-                    return self._finish(task, "failed", "iv-left-range")
-                ids = np.array([index[task.ivs[j]] for j in alive])
-                rates = world.v2v_rate_bps(np.full(len(ids), tv), ids)
-                to = alive[int(np.argmax(rates))]
-                for j in lost:
-                    per_iv.setdefault(to, []).extend(per_iv.pop(j))
-                    task.layer_iv[task.layer:][task.layer_iv[task.layer:] == j] = to
-                task.reroutes += 1
-            comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
-            ivs = list(per_iv)
-            if ivs:
-                ids = np.array([index[task.ivs[j]] for j in ivs])
-                up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
-                down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
-                n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
-                with np.errstate(divide="ignore"):
-                    comm_i = n_tok * self.token_bits / up + n_tok * self.token_bits / down
-                comp_i = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
-                mem_i = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
-                k = int(np.argmax(comm_i + comp_i + mem_i))
-                comm, comp, mem = float(comm_i[k]), float(comp_i[k]), float(mem_i[k])
-            if not math.isfinite(comm):  # a V2V rate of 0 (cannot happen within range)
-                return self._finish(task, "failed", "no-link")
-            task.tv_s.append(self.tv_layer_s)
-            task.comm.append(comm)
-            task.comp.append(comp)
-            task.mem.append(mem)
-            task.clock += self.tv_layer_s + (comm + comp + mem)
-            task.layer += 1
-        if task.layer >= c.moe_layers and task.status == "running":
+        if task.tv not in index:
+            return self._finish(task, "failed", "tv-vanished")
+        tv = index[task.tv]
+        s = world.snap
+        host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
+        per_iv: dict[int, list] = {}
+        for e in np.flatnonzero(toks > 0):
+            per_iv.setdefault(int(host[e]), []).append(int(e))
+        # IVs gone or out of range: their tokens go to the reachable task IV with the best link
+        ok = {}
+        for j, name in enumerate(task.ivs):
+            i = index.get(name)
+            ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
+        lost = [j for j in per_iv if not ok[j]]
+        if lost:
+            alive = [j for j in range(len(task.ivs)) if ok[j] and task.f[j] > 0]
+            if not alive:
+                return self._finish(task, "failed", "iv-left-range")
+            ids = np.array([index[task.ivs[j]] for j in alive])
+            rates = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+            to = alive[int(np.argmax(rates))]
+            for j in lost:
+                per_iv.setdefault(to, []).extend(per_iv.pop(j))
+                task.layer_iv[task.layer:][task.layer_iv[task.layer:] == j] = to
+            task.reroutes += 1
+        comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
+        ivs = list(per_iv)
+        if ivs:
+            ids = np.array([index[task.ivs[j]] for j in ivs])
+            up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+            down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
+            n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
+            with np.errstate(divide="ignore"):
+                comm_i = n_tok * self.token_bits / up + n_tok * self.token_bits / down
+            comp_i = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
+            mem_i = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
+            k = int(np.argmax(comm_i + comp_i + mem_i))
+            comm, comp, mem = float(comm_i[k]), float(comp_i[k]), float(mem_i[k])
+        if not math.isfinite(comm):  # a V2V rate of 0 (cannot happen within range)
+            return self._finish(task, "failed", "no-link")
+        task.tv_s.append(self.tv_layer_s)
+        task.comm.append(comm)
+        task.comp.append(comp)
+        task.mem.append(mem)
+        task.clock += self.tv_layer_s + (comm + comp + mem)
+        task.layer += 1
+        if task.layer >= c.moe_layers:
             latency = task.clock - task.t_request
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
                          "" if latency <= c.deadline_s + 1e-12 else "deadline")
 
     def _finish(self, task: Task, status: str, reason: str) -> None:
-        task.status, task.reason = status, reason
         st = self.stats[task.policy]
-        completed = task.layer >= self.cfg.moe_layers
-        latency = task.clock - task.t_request if completed else math.nan
-        if completed:
-            st["latency"].append(latency)
-        st["success"] += status == "done"
+        latency = self.kernel.finish(task, status, reason, completed=task.layer >= self.cfg.moe_layers)
         st["reroutes"] += task.reroutes
         traded = len(task.f) and task.f.sum() > 0
         if traded:
@@ -385,18 +426,13 @@ class MoELayer(Layer):
         })
 
     def on_end(self) -> dict:
-        for task in self.active:
-            if task.status == "running":
-                self._finish(task, "failed", "unfinished")
+        for task in self.kernel.running():
+            self._finish(task, "failed", "unfinished")
         out = {}
         for p, st in self.stats.items():
-            lat = np.asarray(st["latency"])
             mean = (lambda v: float(np.mean(v)) if len(v) else None)
             out[p] = {
-                "tasks": st["tasks"],
-                "success_rate": st["success"] / st["tasks"] if st["tasks"] else None,
-                "mean_latency_s": mean(lat),
-                "p95_latency_s": float(np.quantile(lat, 0.95)) if len(lat) else None,
+                **self.kernel.block(p),
                 "mean_iv_utility": mean(st["u_iv"]),
                 "mean_tv_utility": mean(st["u_tv"]),
                 "mean_nash_gap": mean(st["gap"]),

@@ -1,0 +1,226 @@
+"""The one registry of layers and policies, and plugin loading.
+
+Everything a run can name — a layer (``[layers.NAME]``) and the policies a layer compares (DViT
+schedulers, cache eviction policies, MoE pricing solvers) — is registered here, the built-in
+ones exactly as a plugin's:
+
+    from cosim import register_policy
+
+    @register_policy("dvit", "my-greedy", options=MyGreedyOptions)
+    def my_greedy(problem, rng, opts): ...
+
+    from cosim import Layer, register_layer
+
+    @register_layer("my_layer")
+    class MyLayer(Layer): ...
+
+Plugins are modules imported before the layers are built: the scenario's ``scenario.plugins``
+list (module names, or ``.py`` files relative to the scenario file) and every entry point of
+the group ``cosim.plugins`` of the installed packages (found without any scenario key).
+
+This module imports neither :mod:`cosim.config` nor :mod:`cosim.layers`: the built-in layers are
+named here by module and imported when first asked for, so a run without layers does not pay
+for them, and the config and the layers can both use the registry without an import circle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from cosim.errors import ConfigError
+
+#: built-in layer name -> the module that registers it (imported on first use)
+BUILTIN_LAYERS = {
+    "dvit": "cosim.layers.dvit.layer",
+    "cache": "cosim.layers.cache.layer",
+    "moe": "cosim.layers.moe.layer",
+}
+ENTRY_POINT_GROUP = "cosim.plugins"
+
+_LAYERS: dict[str, type] = {}
+_POLICIES: dict[str, dict[str, "PolicySpec"]] = {}
+#: plugin modules loaded in this process: module name -> where it came from (a scenario key or an entry point)
+PLUGINS: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One registered policy of one layer."""
+
+    layer: str
+    name: str
+    fn: Callable[..., Any]
+    #: the dataclass of its ``[layers.LAYER.options.NAME]`` keys (``cosim.config.option`` fields), or None
+    options: type | None = None
+    #: it draws random numbers: the layer passes it a generator (else ``None``)
+    stochastic: bool = False
+    #: layer-specific properties declared at registration (see each layer's ``policy_traits``)
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    #: the module that registered it (named in errors: "the plugin")
+    module: str = ""
+
+    @property
+    def origin(self) -> str:
+        return "built-in" if self.module.startswith("cosim.") else f"plugin {self.module}"
+
+
+def _module_of(obj: Any) -> str:
+    return getattr(obj, "__module__", "") or ""
+
+
+def register_layer(name: str) -> Callable[[type], type]:
+    """Class decorator: make ``name`` usable as ``[layers.NAME]``."""
+
+    def deco(cls: type) -> type:
+        old = _LAYERS.get(name)
+        if old is not None and old is not cls and f"{old.__module__}.{old.__qualname__}" != \
+                f"{cls.__module__}.{cls.__qualname__}":
+            raise ConfigError(f"layer '{name}' is registered twice ({old.__module__} and {cls.__module__})")
+        cls.name = name
+        _LAYERS[name] = cls
+        return cls
+
+    return deco
+
+
+def register_policy(layer: str, name: str | None = None, *, options: type | None = None, stochastic: bool = False,
+                    **traits: Any) -> Callable[[Callable], Callable]:
+    """Function (or callable class) decorator: make ``name`` a policy of ``layer``.
+
+    ``options``: a dataclass whose fields (``cosim.config.option``) are the policy's keys under
+    ``[layers.LAYER.options.NAME]``; the validated instance is passed to every call.
+    ``stochastic``: the policy draws random numbers and gets a generator that depends only on
+    (seed, slot, policy, task) — the same draws whichever other policies run.
+    ``traits``: what the layer needs to know beyond the call (e.g. ``caches=False`` for a cache
+    policy that never caches); each layer lists the traits it reads in ``policy_traits``.
+    """
+
+    def deco(fn: Callable) -> Callable:
+        pname = name or fn.__name__.replace("_", "-")
+        table = _POLICIES.setdefault(layer, {})
+        old = table.get(pname)
+        if old is not None and old.fn is not fn and (old.module, getattr(old.fn, "__qualname__", "")) != \
+                (_module_of(fn), getattr(fn, "__qualname__", "")):
+            raise ConfigError(f"policy '{pname}' of layer '{layer}' is registered twice "
+                              f"({old.module} and {_module_of(fn)})")
+        if options is not None and not hasattr(options, "__dataclass_fields__"):
+            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): options must be a dataclass")
+        table[pname] = PolicySpec(layer, pname, fn, options, stochastic, dict(traits), _module_of(fn))
+        return fn
+
+    return deco
+
+
+# -- lookups ---------------------------------------------------------------------------------
+def layer_class(name: str, where: str = "") -> type:
+    """The class registered for ``[layers.NAME]`` (importing a built-in layer on first use)."""
+    load_entry_points()
+    if name not in _LAYERS and name in BUILTIN_LAYERS:
+        importlib.import_module(BUILTIN_LAYERS[name])
+    if name not in _LAYERS:
+        known = ", ".join(layer_names()) or "none"
+        raise ConfigError(f"{where}: unknown layer '[layers.{name}]' (known: {known})" if where else
+                          f"unknown layer '{name}' (known: {known})")
+    return _LAYERS[name]
+
+
+def layer_names() -> list[str]:
+    """Every layer a scenario can name: the built-in ones and those plugins registered."""
+    return sorted(set(BUILTIN_LAYERS) | set(_LAYERS))
+
+
+def policies(layer: str) -> dict[str, PolicySpec]:
+    """The policies of ``layer`` by name (its built-in ones and those plugins registered)."""
+    if layer in BUILTIN_LAYERS and layer not in _LAYERS:
+        importlib.import_module(BUILTIN_LAYERS[layer])
+    return dict(_POLICIES.get(layer, {}))
+
+
+def all_policies() -> list[PolicySpec]:
+    """Every registered policy of every registered layer (built-in layers imported)."""
+    for name in layer_names():
+        layer_class(name)
+    return [spec for table in _POLICIES.values() for spec in table.values()]
+
+
+def find(obj: Any) -> tuple[str, Any]:
+    """What a registered object is: ``("layer", cls)`` or ``("policy", spec)``."""
+    for name in layer_names():
+        if layer_class(name) is obj:
+            return "layer", obj
+    for spec in all_policies():
+        if spec.fn is obj:
+            return "policy", spec
+    raise ConfigError(f"{_module_of(obj)}.{getattr(obj, '__qualname__', obj)!s} is neither a registered layer nor a "
+                      f"registered policy (use @register_layer or @register_policy)")
+
+
+# -- plugins ---------------------------------------------------------------------------------
+def load_plugins(modules: list[str], where: str, base_dir: str | Path | None = None) -> None:
+    """Import the plugin modules a scenario names (``scenario.plugins``), once each.
+
+    An entry is a module name (importable from ``sys.path``; the scenario file's folder is
+    searched too) or a path to a ``.py`` file, relative to the scenario file. A module that
+    cannot be imported, or raises while importing, is one line naming it and ``where``.
+    """
+    load_entry_points()
+    base = Path(base_dir) if base_dir else None
+    if base is not None and str(base) not in sys.path:
+        sys.path.append(str(base))
+    for entry in modules:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(f"{where}: expected module names or .py files, got {entry!r}")
+        if entry in PLUGINS:
+            continue
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry) if Path(entry).is_absolute() or base is None else base / entry
+                if not path.is_file():
+                    raise ConfigError(f"{where}: plugin file {path} does not exist")
+                modname = f"cosim_plugin_{path.stem}"
+                spec = importlib.util.spec_from_file_location(modname, path)
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[modname] = mod
+                spec.loader.exec_module(mod)
+            else:
+                importlib.import_module(entry)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of someone else's module is one line
+            raise ConfigError(f"{where}: plugin '{entry}' failed to import: {type(exc).__name__}: {exc}") from None
+        PLUGINS[entry] = where
+
+
+def load_entry_points() -> None:
+    """Import every module announced under the ``cosim.plugins`` entry-point group (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"entry point '{ep.name} = {ep.value}' ({ENTRY_POINT_GROUP}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from None
+        PLUGINS[ep.value.split(":")[0]] = f"entry point {ep.name}"
+
+
+def plugin_versions() -> dict[str, str]:
+    """The loaded plugins and the version of the distribution each comes from ("" if none)."""
+    out = {}
+    pkg_of = md.packages_distributions()
+    for mod in PLUGINS:
+        dists = pkg_of.get(mod.split(".")[0], [])
+        try:
+            out[mod] = md.version(dists[0]) if dists else ""
+        except md.PackageNotFoundError:
+            out[mod] = ""
+    return out
