@@ -267,7 +267,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
     try:
         source.start()
         session.sumo_version = source.sumo_version
-        session.world.route_of = getattr(source, "route_of", None)
+        session.world.route_of = source.route_of
         begin = source.time_s()
         k = 0
         while True:

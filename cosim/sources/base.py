@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -62,8 +62,17 @@ class TrafficSource(Protocol):
 
     #: the simulation end time [s] if known, else ``None``
     end_s: float | None
+    #: the SUMO version that produced the traffic ("" if unknown, e.g. a foreign trace)
+    sumo_version: str
+    #: vehicle id -> its route as a tuple of edge ids (looked up once per vehicle), or None
+    #: where the source has no routes; layers read it as ``world.route_of``
+    route_of: Callable[[str], tuple] | None
 
     def start(self) -> None: ...
+
+    def time_s(self) -> float:
+        """The simulation time now [s] (after :meth:`start`: the begin time)."""
+        ...
 
     def step_to(self, time_s: float) -> Snapshot:
         """Advance to ``time_s`` (a slot boundary) and return the state there."""

@@ -173,6 +173,7 @@ class ReplaySource:
             raise CosimError(f"{self.path}: expected a .parquet, .csv[.gz] or FCD .xml[.gz] trace")
         self.end_s = end_s
         self.sumo_version = "replay"
+        self.route_of = None  # a trace carries no routes
         self._it: Iterator[Snapshot] | None = None
         self._next: Snapshot | None = None
         self._done = False

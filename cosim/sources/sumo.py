@@ -242,6 +242,7 @@ class SumoSource:
         self.reader: DirectReader | SubscriptionReader | None = None
         self.proc: subprocess.Popen | None = None
         self.sumo_version = ""
+        self.route_of = None  # set by start()
         self._label = ""
 
     # -- lifecycle ---------------------------------------------------------------------------

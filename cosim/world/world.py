@@ -10,13 +10,15 @@
   the configured ranges (seeded by the vehicle id, so the same vehicle always has the same);
 * per-RSU ``connected``, ``handover_in``, ``handover_out``, ``joined``, ``left`` counts.
 
-V2V rates are computed on demand with :meth:`World.v2v_rate_bps`. Layers draw their own random
+Every attribute a layer may read is declared, with its unit and shape, in ``World.__init__``
+and exists from construction. V2V rates are computed on demand with :meth:`World.v2v_rate_bps`. Layers draw their own random
 numbers from :meth:`World.rng`, which is a pure function of (seed, slot, stream name).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -57,14 +59,41 @@ class World:
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
         self._prev_vidx = np.zeros(0, dtype=np.int64)
         self.vehicle_names: list[str] = []
-        #: vehicle id -> its route (edge ids), where the source knows routes (live SUMO); None on replay
-        self.route_of = None
+        #: vehicle id -> its route (tuple of edge ids), from the source's ``route_of`` where it knows
+        #: routes (live SUMO); None where it does not (a replayed trace without routes)
+        self.route_of: Callable[[str], tuple] | None = None
         self._bw = self._cpu = self._index = None
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
         m = len(self.rsus)
         self._zero_m = np.zeros(m, dtype=np.int64)
+        # -- the contract: what a layer may read after each update(), N = vehicles this slot,
+        # M = RSUs. Every attribute exists from construction (empty before the first slot).
+        f, i = np.zeros(0), np.zeros(0, dtype=np.int64)
+        #: (N,) int: index of each vehicle in ``vehicle_names`` (order of first appearance in the run)
+        self.vidx: np.ndarray = i
+        #: (N,) uint64: a stable hash of each vehicle id (keys the per-vehicle and fading draws)
+        self.uid: np.ndarray = np.zeros(0, dtype=np.uint64)
+        #: (N,) int: road grid cell (g' = grid_cell_m along the edge); -1 off the network
+        self.cell: np.ndarray = i
+        #: (N,) float [m/s]: velocity components from SUMO's speed and compass angle
+        self.vx: np.ndarray = f
+        self.vy: np.ndarray = f
+        #: (N,) int: index of the serving RSU (nearest whose disc contains the vehicle), -1 none
+        self.serving: np.ndarray = i
+        #: (N, M) float [m]: distance of every vehicle to every RSU
+        self.dist_all_m: np.ndarray = np.zeros((0, m))
+        #: (N,) float [m]: distance to the serving RSU (NaN if none)
+        self.dist_m: np.ndarray = f
+        #: (N,) float [s]: predicted remaining time in the serving RSU's coverage (NaN if none)
+        self.dwell_s: np.ndarray = f
+        #: (N,) float [bit/s]: eq. (3) uplink / downlink rate with the serving RSU (0 if none)
+        self.rate_v2i_bps: np.ndarray = f
+        self.rate_i2v_bps: np.ndarray = f
+        #: (N,) float [mW]: interference from the other RSUs at each vehicle
+        self.interference_mw: np.ndarray = f
+        #: (M,) int per RSU this slot: vehicles served, handovers in/out, joined, left coverage
         self.connected = self.handover_in = self.handover_out = self.joined = self.left = self._zero_m
 
     # -- per slot --------------------------------------------------------------------------

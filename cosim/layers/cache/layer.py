@@ -43,6 +43,7 @@ from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, regis
 from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
 from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
+from cosim.world import World
 from cosim.world import channel as ch
 from cosim.world.world import grown
 
@@ -205,7 +206,7 @@ class CacheLayer(Layer):
         return self.caches[policy]
 
     # -- requests ------------------------------------------------------------------------
-    def requests(self, world) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def requests(self, world: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The slot's requests, drawn once: (times, snapshot indices, services), time-sorted."""
         c, gamma = self.cfg, self.ctx.slot_s
         rng = world.rng("cache.requests")
@@ -218,7 +219,7 @@ class CacheLayer(Layer):
         return times, veh, np.minimum(svc, len(self.services) - 1)
 
     # -- per slot ------------------------------------------------------------------------
-    def on_slot(self, world) -> None:
+    def on_slot(self, world: World) -> None:
         times, veh, svc = self.requests(world)
         self.last_model = grown(self.last_model, len(world.vehicle_names), -1)
         m = len(world.rsus)
@@ -306,7 +307,7 @@ class CacheLayer(Layer):
 
 
     # -- lc-predictive: demand along SUMO routes --------------------------------------------
-    def predict_demand(self, world) -> np.ndarray:
+    def predict_demand(self, world: World) -> np.ndarray:
         """Expected requests per (RSU, model) within the horizon, from where each vehicle will be
         (its SUMO route walked at its current speed; straight ahead when the source has no routes,
         e.g. a replay) and what it asked for last (the popularity law if it has not asked yet)."""
@@ -328,7 +329,7 @@ class CacheLayer(Layer):
             np.add.at(out, srv[ok], per * p[ok])
         return out
 
-    def _ahead(self, world, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def _ahead(self, world: World, dt: float) -> tuple[np.ndarray, np.ndarray]:
         s = world.snap
         v = np.maximum(s.speed, self.cfg.predict_min_speed_mps)
         vx, vy = world.vx, world.vy
@@ -385,7 +386,7 @@ class CacheLayer(Layer):
                              self.load_s[mdl], 0.0, 0.0, 0.0, 0.0, t))
 
     # -- results ---------------------------------------------------------------------------
-    def _write(self, rows: list, veh: np.ndarray, world) -> None:
+    def _write(self, rows: list, veh: np.ndarray, world: World) -> None:
         if not rows:
             return
         col = dict(zip(ROW, zip(*rows)))

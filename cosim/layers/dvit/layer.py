@@ -139,7 +139,7 @@ class DViTLayer(Layer):
         self.table = self.ctx.table("dvit_tasks")
 
     # -- the world as a scheduling problem ---------------------------------------------------
-    def _compute(self, world, idx: np.ndarray) -> np.ndarray:
+    def _compute(self, world: World, idx: np.ndarray) -> np.ndarray:
         """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
         if self._cpu_slot != world.slot:  # the world's c_n draw, mapped onto this layer's range
             self._cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
@@ -152,7 +152,7 @@ class DViTLayer(Layer):
             self._rsu_cpu[rsu] = float(lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.RSU_CPU, rsu))
         return self._rsu_cpu[rsu]
 
-    def build_problem(self, world, user: int, rsu: int, origin: int | None, steps: int) -> tuple[Problem, list]:
+    def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int) -> tuple[Problem, list]:
         """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user]."""
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)

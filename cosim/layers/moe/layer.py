@@ -159,7 +159,7 @@ class MoELayer(Layer):
             self._gate_chol = torch.linalg.cholesky(cov).transpose(1, 2)  # logits = z @ L^T
         return self._gate_chol
 
-    def candidates(self, world, tv: int) -> dict:
+    def candidates(self, world: World, tv: int) -> dict:
         """Vehicles within V2V range of ``tv``, with what the policies need to rank them."""
         c, s, chn = self.cfg, world.snap, world.cfg.channel
         d = np.hypot(s.x - s.x[tv], s.y - s.y[tv])
