@@ -4,13 +4,15 @@
     cfg = cosim.load("scenarios/grid6.toml")
     summary = cosim.run(cfg, "runs/demo")
 
-or, inside your own TraCI script, ``cosim.attach(traci)`` after ``traci.start(...)``.
+or, inside your own TraCI script, ``cosim.attach(traci)`` after ``traci.start(...)``. Your own
+policies and layers: ``@cosim.register_policy(...)``, ``@cosim.register_layer(...)`` and
+:class:`cosim.Layer` (docs/plugins.md).
 The heavy modules (numpy, SUMO) load on first use, so ``cosim --help`` is instant.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load", "run", "attach", "__version__"]
+__all__ = ["Config", "load", "run", "attach", "Layer", "register_layer", "register_policy", "__version__"]
 
 
 def __getattr__(name: str):
@@ -18,6 +20,14 @@ def __getattr__(name: str):
         from cosim import config
 
         return getattr(config, name)
+    if name in ("register_layer", "register_policy"):
+        from cosim import registry
+
+        return getattr(registry, name)
+    if name == "Layer":
+        from cosim.layers.base import Layer
+
+        return Layer
     if name in ("run", "attach"):
         from cosim import runner
 

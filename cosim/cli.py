@@ -217,6 +217,9 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
                     ".sumocfg): the effective configuration cosim would run, as TOML.",
     )
     p.add_argument("file", nargs="?", help="scenario .toml or SUMO .sumocfg")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="without FILE: also list the keys of this plugin module's layers and policies (repeatable; "
+                        "installed cosim.plugins entry points are always listed)")
     p.set_defaults(func=cmd_config)
 
 
@@ -224,10 +227,16 @@ def cmd_config(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
 
     if args.file:
+        from cosim.layers.base import validate_layers
+
         f = Path(args.file)
         cfg = cfgmod.load(f) if f.suffix == ".toml" else cfgmod.for_sumocfg(f)
+        validate_layers(cfg)  # unknown layers, policies and options are errors here too
         sys.stdout.write(cfgmod.dump_toml(cfg))
     else:
+        from cosim import registry
+
+        registry.load_plugins(args.plugin, "--plugin", Path.cwd())
         sys.stdout.write(cfgmod.describe())
     return 0
 
@@ -251,7 +260,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_sweep(sub)
     _add_plot(sub)
+    _add_check(sub)
     return ap
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="run the conformance suite on a policy or layer of yours (no SUMO)",
+        description="Run the conformance suite the built-in policies and layers pass, on snapshots recorded from the "
+                    "grid6 scenario (no SUMO): a DViT plan must respect C1/C2 and the local steps, a cache policy "
+                    "must rank only cached models and keep memory, a pricing solver must return finite prices in "
+                    "range, a layer's summary block must have the right shape, and so on (docs/plugins.md). "
+                    "Prints one line per violation; exit status 1 if any.",
+    )
+    p.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="MODULE:NAME of a registered policy or layer (e.g. my_lab.schedulers:my_greedy), "
+                        "a layer name (the layer and all its policies), or 'all'")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="also import this module first (repeatable)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cosim import conformance, registry
+
+    registry.load_plugins(args.plugin, "--plugin", Path.cwd())
+    targets = [t for name in args.targets for t in conformance.resolve(name)]
+    n, problems = conformance.run_checks(targets)
+    for line in problems:
+        print(line)
+    names = ", ".join(f"{getattr(o, 'layer', '')} {o.name}".strip() if k == "policy" else f"layer {o.name}"
+                      for k, o in targets)
+    print(f"cosim check: {n} target(s) ({names}): " + (f"{len(problems)} violation(s)" if problems else "all conform"),
+          file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ import traci
 
 import cosim
 from cosim import config as cfgmod
+from cosim import registry
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config
 from cosim.errors import CosimError, SumoDied
@@ -164,6 +165,7 @@ class Session:
             "status": status,
             "error": error,
             "versions": versions(self.sumo_version),
+            "plugins": registry.plugin_versions(),
             "slot_s": self.cfg.scenario.slot_s,
             "slots": self.slots,
             "sim_time_end_s": self.world.time_s if self.slots else None,

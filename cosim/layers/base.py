@@ -217,5 +217,12 @@ def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
     return out
 
 
+def validate_layers(cfg: "Config") -> None:
+    """Build the configured layers once without a run (no tables): every layer key, policy and
+    option checked as the run would, for ``cosim config FILE``."""
+    make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
+                                  scenario_file=cfg.source_file, table=lambda name: None))
+
+
 __all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "bind_policies", "check_policies",
-           "load_plugins", "make_layers", "register_layer", "register_policy"]
+           "load_plugins", "make_layers", "validate_layers", "register_layer", "register_policy"]

@@ -6,6 +6,7 @@ time a full object model takes). Also finds the net file a ``.sumocfg`` names.
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def read_net(path: str | Path) -> NetInfo:
     bounds = None
     cur_edge: str | None = None
     try:
-        for event, el in etree.iterparse(str(path), events=("start", "end"),
+        source = gzip.open(path) if str(path).endswith(".gz") else str(path)  # SUMO reads .net.xml.gz too
+        for event, el in etree.iterparse(source, events=("start", "end"),
                                           tag=("location", "edge", "lane", "junction")):
             tag = el.tag
             if event == "start":
@@ -78,7 +80,9 @@ def read_net(path: str | Path) -> NetInfo:
                 cur_edge = None
             if tag in ("edge", "junction", "location"):
                 el.clear()
-    except etree.XMLSyntaxError as exc:
+    except (etree.XMLSyntaxError, OSError, EOFError) as exc:
+        if not isinstance(exc, etree.XMLSyntaxError):
+            raise CosimError(f"{path}: cannot read the network ({exc})") from None
         raise CosimError(f"{path}: broken network XML at line {exc.lineno}: {exc.msg}") from None
     except (TypeError, ValueError) as exc:
         raise CosimError(f"{path}: malformed network element ({exc})") from None

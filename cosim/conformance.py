@@ -1,0 +1,401 @@
+"""The conformance suite every registered layer and policy passes (``cosim check``).
+
+Runs on recorded snapshots shipped with cosim (30 slots of the grid6 scenario, ~450 vehicles,
+in ``cosim/data/conformance/``) — no SUMO. Each check returns the list of what the target
+violates, one line each; an empty list means it conforms.
+
+* a **DViT scheduler**: on planning problems built by the DViT layer from the recorded worlds
+  (requests from the RSU and re-plans from a helper, K = 50 and K = 8), a plan is None or
+  ``problem.steps`` integer devices of the problem; it respects C1/C2 (never back to the RSU,
+  the user keeps the task) and the layer's local-step rule; the same generator seed gives the
+  same plan; the problem is not modified; and a layer running only this scheduler over the
+  recorded slots drops nothing;
+* a **cache eviction policy**: one sortable key per candidate, the same for the same seed, the
+  cache not modified; over the recorded slots at a memory size that forces evictions, no RSU's
+  cache ever holds more than its memory or forgets what it holds;
+* a **MoE pricing solver**: on games of 1, 3 and 8 IVs, ``game.n`` finite prices within the
+  price range, the same for the same seed, the game not modified; a layer running only this
+  solver over the recorded slots drops nothing;
+* a **layer**: built from an empty table (every key has a default), it runs ``on_start``,
+  ``on_slot`` on every recorded world and ``on_end``; every table append is equal-length
+  columns with the same names each time; the ``on_end`` block is a dict that JSON can write,
+  one entry per policy for a layer that compares policies.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cosim import registry
+from cosim.errors import ConfigError
+from cosim.registry import PolicySpec
+
+DATA = Path(__file__).parent / "data" / "conformance"
+
+
+# -- the recorded worlds ---------------------------------------------------------------------
+def recorded_worlds(seed: int = 1) -> tuple[Any, list]:
+    """(config, [World after each recorded slot]) — every world is a separate object."""
+    from cosim import config
+    from cosim.sources.replay import ReplaySource
+    from cosim.world import World, read_net
+
+    cfg = config.from_dict({"scenario": {"sumocfg": str(DATA / "grid6.sumocfg"), "seed": seed, "name": "conformance"}},
+                           "<conformance>")
+    net = read_net(DATA / "grid6.net.xml.gz")
+    world = World(cfg, net)
+    src = ReplaySource(DATA / "grid6_trace.parquet", end_s=None, begin_s=180.0)
+    src.start()
+    worlds = []
+    t = src.time_s()
+    while not src.finished():
+        t += cfg.scenario.slot_s
+        snap = src.step_to(t)
+        if not len(snap):
+            break
+        world.update(snap)
+        worlds.append(copy.copy(world))  # the per-slot arrays are replaced, not changed, by update()
+    src.close()
+    return cfg, worlds
+
+
+class _Tables:
+    """A stand-in for the recorder that checks what a layer appends."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {}
+        self.problems: list[str] = []
+
+    def table(self, name: str) -> Any:
+        outer = self
+
+        class Writer:
+            def append(self, cols: dict) -> None:
+                if not isinstance(cols, dict) or not cols:
+                    outer.problems.append(f"table '{name}': append() got {type(cols).__name__}, not a dict of columns")
+                    return
+                from cosim.recorder import _column
+
+                try:
+                    lengths = {k: len(_column([v])) for k, v in cols.items()}  # as the recorder writes it
+                except Exception as exc:  # noqa: BLE001
+                    outer.problems.append(f"table '{name}': a column the recorder cannot write ({exc})")
+                    return
+                if len(set(lengths.values())) > 1:
+                    outer.problems.append(f"table '{name}': columns of different lengths in one append ({lengths})")
+                known = outer.columns.setdefault(name, sorted(cols))
+                if sorted(cols) != known:
+                    outer.problems.append(f"table '{name}': columns changed between appends "
+                                          f"({', '.join(known)} -> {', '.join(sorted(cols))})")
+
+        return Writer()
+
+
+def _ctx(tables: _Tables, seed: int = 1) -> Any:
+    from cosim.layers.base import LayerContext
+
+    return LayerContext(seed=seed, slot_s=1.0, scenario_file="<conformance>", table=tables.table)
+
+
+def _run_layer(cls: type, table: dict, worlds: list, label: str) -> tuple[Any, list[str]]:
+    """Build ``cls`` from ``table``, run it over ``worlds``; (layer, problems)."""
+    tables = _Tables()
+    out: list[str] = []
+    try:
+        layer = cls(table, _ctx(tables))
+    except ConfigError as exc:
+        return None, [f"{label}: cannot be built from {table or 'an empty table'}: {exc}"]
+    try:
+        layer.on_start()
+        for w in worlds:
+            layer.on_slot(w)
+        block = layer.end()
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the suite
+        return layer, [f"{label}: raised {type(exc).__name__}: {exc}"]
+    out += [f"{label}: {p}" for p in tables.problems]
+    if not isinstance(block, dict):
+        out.append(f"{label}: on_end() returned {type(block).__name__}, not a dict")
+        return layer, out
+    try:
+        json.dumps(block, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        out.append(f"{label}: the on_end() block cannot be written as JSON ({exc})")
+    if getattr(layer, "policies", None):
+        missing = [p for p in layer.policies if p not in block]
+        extra = [k for k in block if k not in layer.policies]
+        if missing or extra:
+            out.append(f"{label}: the on_end() block must hold one entry per policy "
+                       f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
+        bad = [k for k, v in block.items() if not isinstance(v, dict)]
+        if bad:
+            out.append(f"{label}: the on_end() entries of {bad} are not dicts")
+    for name, msg in getattr(layer, "failed", {}).items():
+        out.append(f"{label}: policy '{name}' was dropped: {msg}")
+    return layer, out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f"
+                                                 else a == b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _state(obj: Any) -> dict:
+    names = getattr(obj, "__slots__", None) or list(vars(obj))
+    return {k: copy.deepcopy(getattr(obj, k)) for k in names if hasattr(obj, k)}
+
+
+def _call(spec: PolicySpec, args: tuple, seed: int | None, opts: Any) -> Any:
+    rng = np.random.default_rng(seed) if spec.stochastic else None
+    return spec.fn(*args, rng, opts)
+
+
+def _label(spec: PolicySpec, kind: str) -> str:
+    return f"{spec.layer} {kind} '{spec.name}' ({spec.origin})"
+
+
+def _default_options(spec: PolicySpec) -> Any:
+    return spec.options() if spec.options is not None else None
+
+
+# -- DViT schedulers -------------------------------------------------------------------------
+def check_dvit_scheduler(spec: PolicySpec, worlds: list) -> list[str]:
+    from cosim.layers.dvit.layer import DViTLayer
+
+    label = _label(spec, "scheduler")
+    out: list[str] = []
+    layer = DViTLayer({"policies": [spec.name]}, _ctx(_Tables()))
+    opts = _default_options(spec)
+    cases = []
+    for wi, w in enumerate(worlds[::6]):
+        users = np.flatnonzero(w.serving >= 0)[:: max(1, int(np.sum(w.serving >= 0)) // 2)][:2]
+        for u in users:
+            rsu = int(w.serving[u])
+            for steps in (50, 8):
+                cases.append((f"world {wi}, user {w.snap.ids[u]}, K={steps}", layer.build_problem(w, int(u), rsu, None,
+                                                                                                   steps)[0]))
+            helpers = np.flatnonzero((w.serving == rsu) & (np.arange(len(w.snap)) != u))
+            if len(helpers):
+                cases.append((f"world {wi}, re-plan from helper {w.snap.ids[helpers[0]]}",
+                              layer.build_problem(w, int(u), rsu, int(helpers[0]), 20)[0]))
+    for where, p in cases:
+        before = _state(p)
+        try:
+            plan = _call(spec, (p,), 7, opts)
+        except Exception as exc:  # noqa: BLE001
+            out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+            continue
+        if not all(_same(v, getattr(p, k)) for k, v in before.items()):
+            out.append(f"{label}: modified the problem it was given ({where})")
+        if plan is None:
+            continue
+        try:
+            arr = np.asarray(plan)
+            ok_int = arr.ndim == 1 and (arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and np.all(arr == np.round(arr))))
+        except (TypeError, ValueError):
+            ok_int = False
+        if not ok_int:
+            out.append(f"{label}: returned {type(plan).__name__}, not a 1-d sequence of device indices ({where})")
+            continue
+        arr = arr.astype(np.int64)
+        if len(arr) != p.steps:
+            out.append(f"{label}: a plan of {len(arr)} steps for a problem of {p.steps} ({where})")
+            continue
+        if arr.min() < 0 or arr.max() >= p.n_devices:
+            out.append(f"{label}: devices {arr.min()}..{arr.max()} outside the problem's 0..{p.n_devices - 1} ({where})")
+            continue
+        allowed = p.allowed()
+        bad = np.flatnonzero(~allowed[arr[:-1], arr[1:]])
+        if len(bad):
+            k = int(bad[0]) + 1
+            out.append(f"{label}: breaks C1/C2 at step {k + 1}: device {arr[k - 1]} -> {arr[k]} ({where})")
+        if not np.all(arr[p.steps - p.local_steps:] == p.user):
+            out.append(f"{label}: the last {p.local_steps} steps must run on the user (device {p.user}) ({where})")
+        again = _call(spec, (p,), 7, opts)
+        if again is None or not np.array_equal(np.asarray(again, dtype=np.int64), arr):
+            out.append(f"{label}: not reproducible: the same problem and seed gave another plan ({where})")
+    _, run = _run_layer(DViTLayer, {"policies": [spec.name], "request_rate_per_s": 2.0}, worlds, label)
+    return _first(out) + run
+
+
+def _first(lines: list[str], most: int = 3) -> list[str]:
+    """The first ``most`` lines of each kind (a systematic violation repeats on every case)."""
+    seen: dict[str, int] = {}
+    out = []
+    for ln in lines:
+        key = ln.split(" (")[0]
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= most:
+            out.append(ln)
+    return out
+
+
+# -- cache eviction policies -----------------------------------------------------------------
+def check_cache_policy(spec: PolicySpec, worlds: list) -> list[str]:
+    from cosim.layers.cache.layer import CacheLayer
+    from cosim.layers.cache.policies import EdgeCache
+
+    label = _label(spec, "eviction policy")
+    out: list[str] = []
+    opts = _default_options(spec)
+    caches_at_all = spec.traits.get("caches", True)
+    if caches_at_all:
+        layer = CacheLayer({"policies": [spec.name]}, _ctx(_Tables()))
+        rng = np.random.default_rng(3)
+        for trial in range(5):
+            c = EdgeCache(1e9, layer.size_gb, layer.svc_model, layer.window, 120.0, 0.3)
+            for m in rng.choice(len(layer.size_gb), size=min(6, len(layer.size_gb)), replace=False):
+                c.load(int(m), float(rng.uniform(0, 50)), 0.0)
+                c.last_used[int(m)] = float(rng.uniform(50, 100))
+                c.freq[int(m)] = int(rng.integers(0, 20))
+            for j in rng.choice(len(layer.svc_model), size=10):
+                if c.cached[layer.svc_model[int(j)]]:
+                    c.add_example(int(j), float(rng.uniform(60, 100)))
+            cands = [m for m in range(len(c.size)) if c.cached[m]]
+            before = _state(c)
+            where = f"cache {trial}, {len(cands)} candidates"
+            try:
+                keys = _call(spec, (c, cands, 100.0), 11, opts)
+            except Exception as exc:  # noqa: BLE001
+                out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+                continue
+            if not all(_same(v, getattr(c, k)) for k, v in before.items()):
+                out.append(f"{label}: modified the cache while ranking it ({where})")
+            try:
+                n = len(keys)
+            except TypeError:
+                out.append(f"{label}: returned {type(keys).__name__}, not a list of keys ({where})")
+                continue
+            if n != len(cands):
+                out.append(f"{label}: {n} keys for {len(cands)} candidate models ({where})")
+                continue
+            try:
+                sorted(keys)
+            except TypeError as exc:
+                out.append(f"{label}: keys that cannot be ordered ({exc}) ({where})")
+                continue
+            if not _same(list(keys), list(_call(spec, (c, cands, 100.0), 11, opts))):
+                out.append(f"{label}: not reproducible: the same cache and seed gave other keys ({where})")
+    # over the recorded slots, with memory for about a third of the catalog: evictions happen
+    layer, run = _run_layer(CacheLayer, {"policies": [spec.name], "gpu_memory_gb": 200.0,
+                                         "request_rate_per_vehicle_s": 0.2}, worlds, label)
+    if layer is not None:
+        for r, e in enumerate(layer.caches.get(spec.name, [])):
+            held = sum(s for s, c in zip(e.size, e.cached) if c)
+            if e.used > e.capacity + 1e-6 or abs(held - e.used) > 1e-6:
+                out.append(f"{label}: RSU {r} holds {held:g} GB of models, books {e.used:g} GB, has {e.capacity:g} GB")
+        if caches_at_all and not any(layer.stats[spec.name][k] for k in ("loads", "preloads")):
+            out.append(f"{label}: never loaded a model over the recorded slots (register it with caches=False if it "
+                       f"never caches)")
+    return _first(out) + run
+
+
+# -- MoE pricing solvers ---------------------------------------------------------------------
+def check_moe_solver(spec: PolicySpec, worlds: list) -> list[str]:
+    from cosim.layers.moe.game import Game
+    from cosim.layers.moe.layer import MoELayer
+
+    label = _label(spec, "pricing solver")
+    out: list[str] = []
+    opts = _default_options(spec)
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 8):
+        g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
+        before = _state(g)
+        where = f"a game of {n} IVs"
+        try:
+            p = _call(spec, (g,), 13, opts)
+        except Exception as exc:  # noqa: BLE001
+            out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+            continue
+        if not all(_same(v, getattr(g, k)) for k, v in before.items()):
+            out.append(f"{label}: modified the game it was given ({where})")
+        try:
+            arr = np.asarray(p, dtype=float)
+        except (TypeError, ValueError):
+            out.append(f"{label}: returned {type(p).__name__}, not an array of prices ({where})")
+            continue
+        if arr.shape != (n,):
+            out.append(f"{label}: prices of shape {arr.shape}, expected ({n},) ({where})")
+            continue
+        if not np.all(np.isfinite(arr)):
+            out.append(f"{label}: non-finite prices {arr.tolist()} ({where})")
+        elif np.any(arr <= 0):
+            out.append(f"{label}: negative or zero prices {arr.tolist()} ({where})")
+        elif np.any(arr < g.p_min * (1 - 1e-9)) or np.any(arr > g.p_max * (1 + 1e-9)):
+            out.append(f"{label}: prices outside the price range [{g.p_min:g}, {g.p_max:g}] ({where})")
+        if not np.array_equal(np.asarray(_call(spec, (g,), 13, opts), dtype=float), arr):
+            out.append(f"{label}: not reproducible: the same game and seed gave other prices ({where})")
+    _, run = _run_layer(MoELayer, {"policies": [spec.name], "request_rate_per_s": 1.0}, worlds, label)
+    return _first(out) + run
+
+
+#: layer -> the conformance check of its policies
+POLICY_CHECKS: dict[str, Callable[[PolicySpec, list], list[str]]] = {
+    "dvit": check_dvit_scheduler,
+    "cache": check_cache_policy,
+    "moe": check_moe_solver,
+}
+
+
+def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
+    fn = POLICY_CHECKS.get(spec.layer)
+    if fn is not None:
+        return fn(spec, worlds)
+    # a policy of a plugin layer: the layer runs it
+    cls = registry.layer_class(spec.layer)
+    _, run = _run_layer(cls, {"policies": [spec.name]}, worlds, _label(spec, "policy"))
+    return run
+
+
+def check_layer(cls: type, worlds: list) -> list[str]:
+    _, out = _run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})")
+    return out
+
+
+# -- targets ---------------------------------------------------------------------------------
+def resolve(target: str) -> list[tuple[str, Any]]:
+    """``module:attr`` (or ``module.attr``) of a registered layer or policy, a layer name (the
+    layer and all its policies), or ``all``."""
+    if target == "all":
+        return [("layer", registry.layer_class(n)) for n in registry.layer_names()] + \
+            [("policy", s) for s in registry.all_policies()]
+    if target in registry.layer_names() and ":" not in target:
+        return [("layer", registry.layer_class(target))] + [("policy", s) for s in registry.policies(target).values()]
+    mod, sep, attr = target.partition(":")
+    if not sep:
+        mod, _, attr = target.rpartition(".")
+    if not mod or not attr:
+        raise ConfigError(f"cosim check: '{target}' is not MODULE:NAME, a layer name ({', '.join(registry.layer_names())}) "
+                          f"or 'all'")
+    registry.load_entry_points()
+    try:
+        module = importlib.import_module(mod)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"cosim check: cannot import '{mod}': {type(exc).__name__}: {exc}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ConfigError(f"cosim check: module '{mod}' has no '{attr}'")
+    return [registry.find(obj)]
+
+
+def run_checks(targets: list[tuple[str, Any]]) -> tuple[int, list[str]]:
+    """(checks run, violations)."""
+    _, worlds = recorded_worlds()
+    out: list[str] = []
+    for kind, obj in targets:
+        out += check_layer(obj, worlds) if kind == "layer" else check_policy(obj, worlds)
+    return len(targets), out
