@@ -82,6 +82,8 @@ class Sweep:
     grid: dict[str, list]
     fixed: dict[str, Any] = field(default_factory=dict)
     end_s: float | None = None
+    #: layer -> the policy paired differences are taken against (default: the layer's first policy)
+    baseline: dict = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         fixed = dict(self.fixed)
@@ -103,7 +105,7 @@ class Sweep:
         return out
 
 
-_SWEEP_KEYS = {"name", "scenarios", "seeds", "end_s"}
+_SWEEP_KEYS = {"name", "scenarios", "seeds", "end_s", "baseline"}
 
 
 def load(path: str | Path) -> Sweep:
@@ -149,7 +151,11 @@ def load(path: str | Path) -> Sweep:
     fixed = data.get("set", {})
     for k in fixed:
         _check_key(path, f"set.\"{k}\"", k)
-    return Sweep(str(sw.get("name", path.stem)), path, scenarios, seeds, grid, fixed, None if end is None else float(end))
+    baseline = sw.get("baseline", {})
+    if not isinstance(baseline, dict) or not all(isinstance(v, str) for v in baseline.values()):
+        raise ConfigError(f"{path}: sweep.baseline must be a table layer = \"policy\", e.g. {{ dvit = \"vidi\" }}")
+    return Sweep(str(sw.get("name", path.stem)), path, scenarios, seeds, grid, fixed, None if end is None else float(end),
+                 baseline)
 
 
 def _check_key(path: Path, where: str, key: str) -> None:
@@ -389,6 +395,7 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     st = pd.DataFrame(status)
     st.to_csv(out / "cells.csv", index=False)
     summary_csv(res, list(sw.grid), out / "summary.csv")
+    paired_differences(res, list(sw.grid), sw.baseline).to_csv(out / "paired.csv", index=False)
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
             "out": str(out)}
@@ -423,6 +430,44 @@ def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
     df = pd.DataFrame(out)
     df.to_csv(path, index=False)
     return df
+
+
+def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+    """Per-seed paired differences ``policy - baseline`` of every numeric metric, per scenario,
+    grid point and layer: mean, 95 % CI half-width (Student t over the seeds both ran) and n.
+
+    Every policy of a layer sees the same traffic and requests in one run, so the difference
+    within a seed removes what the seeds share; its interval is what a comparison must quote.
+    ``baseline``: layer -> policy; default the layer's first policy (in the scenario's
+    ``policies`` order: the paper's proposal in the shipped scenarios).
+    """
+    import numpy as np
+    import pandas as pd
+
+    res = res[res["layer"] != "core"] if len(res) else res
+    if res.empty:
+        return pd.DataFrame()
+    keys = ["scenario", *grid_keys, "layer"]
+    skip = set(keys) | {"cell", "seed", "policy"}
+    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
+    out = []
+    for group, g in res.groupby(keys, dropna=False, sort=False):
+        row0 = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
+        base = (baseline or {}).get(row0["layer"]) or g["policy"].iloc[0]
+        b = g[g["policy"] == base].set_index("seed")
+        if b.empty:
+            continue
+        for policy, gp in g[g["policy"] != base].groupby("policy", sort=False):
+            p = gp.set_index("seed")
+            seeds = p.index.intersection(b.index)
+            row = {**row0, "policy": policy, "baseline": base, "n": len(seeds)}
+            for m in metrics:
+                d = (p.loc[seeds, m].astype(float) - b.loc[seeds, m].astype(float)).to_numpy()
+                d = d[np.isfinite(d)]
+                row[f"{m}.diff"] = float(d.mean()) if len(d) else math.nan
+                row[f"{m}.ci95"] = float(t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+            out.append(row)
+    return pd.DataFrame(out)
 
 
 def _worker_main(argv: list[str]) -> int:

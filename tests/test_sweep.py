@@ -184,3 +184,24 @@ def test_every_shipped_sweep_file_loads():
     for f in files:
         sw = sweep.load(f)
         assert sw.cells() and all(Path(s).is_file() for s in sw.scenarios), f
+
+
+def test_paired_differences_by_hand():
+    """Policy - baseline within each seed, then mean and Student-t interval over the seeds."""
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 1.5), (2.0, 2.1), (3.0, 3.7)], start=1):
+        rows += [{"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": "vidi", "lat": a},
+                 {"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": "mddi", "lat": b},
+                 {"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "core", "policy": "", "lat": 9.0}]
+    rows.append({"cell": "c4", "scenario": "s", "seed": 4, "layer": "dvit", "policy": "mddi", "lat": 99.0})  # unpaired
+    df = sweep.paired_differences(pd.DataFrame(rows), [])
+    assert len(df) == 1
+    r = df.iloc[0]
+    assert (r["policy"], r["baseline"], r["n"]) == ("mddi", "vidi", 3)
+    d = [0.5, 0.1, 0.7]  # per-seed differences
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    # another baseline on request
+    df = sweep.paired_differences(pd.DataFrame(rows), [], baseline={"dvit": "mddi"})
+    assert df.iloc[0]["policy"] == "vidi" and df.iloc[0]["lat.diff"] == pytest.approx(-mean)
