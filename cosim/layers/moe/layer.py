@@ -38,6 +38,7 @@ import pyarrow as pa
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, arrivals, check_policies, register_layer
+from cosim.layers.base import ROLE_IV, ROLE_USER, add_role  # roles()
 from cosim.layers.moe.game import SOLVERS, STOCHASTIC, Game, SolverConfig
 from cosim.recorder import Lists
 from cosim.world import channel as ch
@@ -404,4 +405,15 @@ class MoELayer(Layer):
                 "reroutes": st["reroutes"],
                 "mean_solve_ms": mean(st["solve_ms"]),
             }
+        return out
+
+    def roles(self, policy: str | None = None) -> dict[str, str]:
+        """The task vehicles of running tasks, and the IVs hosting their experts of the layers still to run."""
+        out: dict[str, str] = {}
+        for task in self.active:
+            if policy is None or task.policy == policy:
+                add_role(out, task.tv, ROLE_USER)
+                for j in np.unique(task.layer_iv[task.layer:]):
+                    if j >= 0:
+                        add_role(out, task.ivs[j], ROLE_IV)
         return out
