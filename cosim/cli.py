@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_plot(sub)
     _add_view(sub)
+    _add_report(sub)
     return ap
 
 
@@ -342,6 +343,26 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise CosimError("--max-rows must be >= 1")
     path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="write a one-page figure of a run (report.png and report.pdf)",
+        description="The map with RSU discs, vehicle density and handovers; predicted vs realised dwell and its "
+                    "error CDF; per layer the policies' latency CDFs and success rates (matplotlib).",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a results folder of cosim run / cosim replay")
+    p.add_argument("--out", metavar="DIR", help="where the figures go (default: RUN_DIR)")
+    p.add_argument("--net", metavar="NET_XML", help="the network file, when the one config.toml names is not here")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cosim.report import report
+
+    for path in report(args.run, args.out, net=args.net)[0]:
+        print(path)
     return 0
 
 

@@ -58,7 +58,8 @@ def _table(path: Path, columns: list[str] | None = None):
 
 
 def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
-    """What every view of a run needs: summary, RSUs, network file; one line naming what is missing."""
+    """What every view of a run needs: summary, effective config, RSUs, network file; one line
+    naming what is missing."""
     run = Path(run_dir)
     if not run.is_dir():
         raise CosimError(f"{run}: no such results folder")
@@ -69,14 +70,17 @@ def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
         summary = json.loads(summ.read_text())
     except json.JSONDecodeError as exc:
         raise CosimError(f"{summ}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    cfg_file = run / "config.toml"
+    try:
+        config = tomllib.loads(cfg_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CosimError(f"{cfg_file}: cannot read the run's configuration ({exc})") from None
     if net is None:
         from cosim.world import net_file_of
 
-        cfg_file = run / "config.toml"
-        try:
-            sumocfg = tomllib.loads(cfg_file.read_text())["scenario"]["sumocfg"]
-        except (OSError, tomllib.TOMLDecodeError, KeyError) as exc:
-            raise CosimError(f"{cfg_file}: cannot read scenario.sumocfg ({exc})") from None
+        sumocfg = config.get("scenario", {}).get("sumocfg", "")
+        if not sumocfg:
+            raise CosimError(f"{cfg_file}: no scenario.sumocfg")
         if not Path(sumocfg).is_file():
             raise CosimError(f"{cfg_file}: scenario.sumocfg {sumocfg} does not exist here; pass the network with --net")
         net = net_file_of(sumocfg)
@@ -85,7 +89,7 @@ def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
         raise CosimError(f"{net}: no such network file (pass it with --net)")
     if not (run / "coverage.parquet").exists():
         raise CosimError(f"{run}: no coverage.parquet (the run had output.coverage = false)")
-    return {"run": run, "summary": summary, "net": net, "rsus": summary.get("rsus", [])}
+    return {"run": run, "summary": summary, "config": config, "net": net, "rsus": summary.get("rsus", [])}
 
 
 def coverage(run: Path, columns=("slot", "time_s", "vehicle", "x", "y", "rsu")):
