@@ -47,7 +47,7 @@ def disc_shape(x: float, y: float, r: float, points: int = 72) -> list[tuple[flo
 def gui_settings(path: Path) -> Path:
     """A sumo-gui settings file that shows POI names (the legend) and runs without delay."""
     path.write_text('<viewsettings>\n    <scheme name="cosim">\n'
-                    '        <vehicles vehicleExaggeration="4" minVehicleSize="2"/>\n'
+                    '        <vehicles vehicle_exaggeration="4" vehicle_minSize="2"/>\n'
                     '        <pois poiName_show="1" poiName_size="60" poiName_color="0,0,0"/>\n'
                     '    </scheme>\n    <delay value="0"/>\n</viewsettings>\n')
     return path

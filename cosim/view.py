@@ -14,7 +14,7 @@ marked red for 3 s. The side panel has the per-policy summary (``summary.json``)
 latency / success-rate timeline (per time bin of request times) with a cursor.
 
 **Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
-coordinates over the network's bounding box (resolution = extent / 65535, 1.5 cm for grid6),
+coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
 sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
 arrays; edges likewise. Task times are rebuilt from the per-step columns: step k of a DViT task
 starts at t_request + upload + the durations of the steps before it, with upload = latency minus
