@@ -320,6 +320,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir_args(p: argparse.ArgumentParser, out_metavar: str, out_help: str) -> None:
+    """Options of the commands that read one results folder (view, report)."""
+    p.add_argument("run", metavar="RUN_DIR", help="a results folder of cosim run / cosim replay")
+    p.add_argument("--out", metavar=out_metavar, help=out_help)
+    p.add_argument("--net", metavar="NET_XML", help="the network file, when the one config.toml names is not here")
+
+
 def _add_view(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "view", help="write one self-contained view.html replaying a results folder",
@@ -328,9 +335,7 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
                     "panel with the per-policy summary and a latency/success timeline. Everything is inlined: the "
                     "file opens without a network.",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a results folder of cosim run / cosim replay")
-    p.add_argument("--out", metavar="HTML", help="where to write the page (default: RUN_DIR/view.html)")
-    p.add_argument("--net", metavar="NET_XML", help="the network file, when the one config.toml names is not here")
+    _run_dir_args(p, "HTML", "where to write the page (default: RUN_DIR/view.html)")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
                    help="vehicle rows kept in the page; beyond it every k-th slot only (default 1500000)")
     p.set_defaults(func=cmd_view)
@@ -352,9 +357,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         description="The map with RSU discs, vehicle density and handovers; predicted vs realised dwell and its "
                     "error CDF; per layer the policies' latency CDFs and success rates (matplotlib).",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a results folder of cosim run / cosim replay")
-    p.add_argument("--out", metavar="DIR", help="where the figures go (default: RUN_DIR)")
-    p.add_argument("--net", metavar="NET_XML", help="the network file, when the one config.toml names is not here")
+    _run_dir_args(p, "DIR", "where the figures go (default: RUN_DIR)")
     p.set_defaults(func=cmd_report)
 
 
