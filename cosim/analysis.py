@@ -68,13 +68,19 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
 
 def dwell_error_from_parquet(path: str | Path, rsu_ids: list[str], rsu_xyr: np.ndarray, slot_s: float,
                              cap_s: float) -> dict:
+    return dwell_error(*dwell_pairs_from_parquet(path, rsu_ids, rsu_xyr, slot_s), cap_s)
+
+
+def dwell_pairs_from_parquet(path: str | Path, rsu_ids: list[str], rsu_xyr: np.ndarray,
+                             slot_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted dwell, realised dwell, RSU index) per row of ``coverage.parquet``."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path), columns=["vehicle", "slot", "time_s", "x", "y", "rsu", "dwell_s"])
     if table.num_rows == 0:
-        return dwell_error(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), cap_s)
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
 
     def codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
         enc = pc.dictionary_encode(col.cast(pa.string())).combine_chunks()
@@ -88,4 +94,4 @@ def dwell_error_from_parquet(path: str | Path, rsu_ids: list[str], rsu_xyr: np.n
     rsu = to_global[np.where(rsu_local >= 0, rsu_local, len(names))]
     col = lambda c: table[c].to_numpy()  # noqa: E731
     realised = realised_dwell(veh, col("slot"), col("time_s"), col("x"), col("y"), rsu, rsu_xyr, slot_s)
-    return dwell_error(col("dwell_s"), realised, rsu, cap_s)
+    return col("dwell_s"), realised, rsu

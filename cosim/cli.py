@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_plot(sub)
     _add_check(sub)
+    _add_view(sub)
+    _add_report(sub)
     return ap
 
 
@@ -356,6 +358,55 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from cosim.plot import plot
 
     for path in plot(args.results, x=args.x, metrics=args.metric, out=args.out):
+        print(path)
+    return 0
+
+
+def _run_dir_args(p: argparse.ArgumentParser, out_metavar: str, out_help: str) -> None:
+    """Options of the commands that read one results folder (view, report)."""
+    p.add_argument("run", metavar="RUN_DIR", help="a results folder of cosim run / cosim replay")
+    p.add_argument("--out", metavar=out_metavar, help=out_help)
+    p.add_argument("--net", metavar="NET_XML", help="the network file, when the one config.toml names is not here")
+
+
+def _add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view", help="write one self-contained view.html replaying a results folder",
+        description="Write RUN_DIR/view.html: the network, the RSU discs and the vehicles slot by slot (time slider, "
+                    "play/pause) coloured by serving RSU, the tasks of a chosen layer and policy on top, and a side "
+                    "panel with the per-policy summary and a latency/success timeline. Everything is inlined: the "
+                    "file opens without a network.",
+    )
+    _run_dir_args(p, "HTML", "where to write the page (default: RUN_DIR/view.html)")
+    p.add_argument("--max-rows", type=int, default=None, metavar="N",
+                   help="vehicle rows kept in the page; beyond it every k-th slot only (default 1500000)")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from cosim.view import MAX_ROWS, write_view
+
+    if args.max_rows is not None and args.max_rows < 1:
+        raise CosimError("--max-rows must be >= 1")
+    path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="write a one-page figure of a run (report.png and report.pdf)",
+        description="The map with RSU discs, vehicle density and handovers; predicted vs realised dwell and its "
+                    "error CDF; per layer the policies' latency CDFs and success rates (matplotlib).",
+    )
+    _run_dir_args(p, "DIR", "where the figures go (default: RUN_DIR)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cosim.report import report
+
+    for path in report(args.run, args.out, net=args.net)[0]:
         print(path)
     return 0
 

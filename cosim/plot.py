@@ -18,6 +18,18 @@ DEFAULT_METRICS = {
 }
 
 
+def pyplot(command: str):  # noqa: ANN201 - matplotlib.pyplot
+    """matplotlib's pyplot on the file-only Agg backend, or one line saying how to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CosimError(f"{command} needs matplotlib: pip install 'cosim[plot]'") from None
+    return plt
+
+
 def _folder(path: Path) -> Path:
     path = Path(path)
     folder = path.parent if path.suffix in (".parquet", ".csv") else path
@@ -32,13 +44,7 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
     import pandas as pd
 
     folder = _folder(Path(results))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CosimError("cosim plot needs matplotlib: pip install 'cosim[plot]'") from None
+    plt = pyplot("cosim plot")
     grid = list(tomllib.loads((folder / "sweep.toml").read_text()).get("grid", {}))
     try:
         df = pd.read_csv(folder / "summary.csv")

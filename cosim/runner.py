@@ -94,14 +94,23 @@ class Timing:
 class Session:
     """The plugin's state for one run: world, layers, recorder, timing."""
 
-    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path, record: Path | None = None):
+    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path, record: Path | None = None,
+                 overlay: bool = False):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
         self.net = read_net(net_file)
         self.world = World(cfg, self.net)
+        #: the sumo-gui overlay (cosim.overlay), None when off; drawn once connect()ed to SUMO
+        self.overlay = None
+        table = self.recorder.table
+        if overlay:
+            from cosim.overlay import Overlay
+
+            self.overlay = Overlay()
+            table = self.overlay.tap(table)
         ctx = LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                           scenario_file=cfg.source_file, table=self.recorder.table)
+                           scenario_file=cfg.source_file, table=table)
         self.layers = make_layers(cfg, ctx)
         self.timing = Timing()
         self.trace = None
@@ -126,6 +135,8 @@ class Session:
         self.world.update(snap, slot=self.slots)
         for layer in self.layers:
             layer.on_slot(self.world)
+        if self.overlay is not None:
+            self.overlay.update(self.world)
         self.recorder.record_world(self.world)
         self.slots += 1
         self.max_vehicles = max(self.max_vehicles, len(snap))
@@ -216,6 +227,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
         extra_sumo_args: list[str] | None = None, record: str | Path | None = None) -> dict:
     """Run SUMO with the plugin attached; returns the summary (also in ``out_dir/summary.json``).
 
+    ``gui``: sumo-gui with the plugin's state drawn on the traffic (:mod:`cosim.overlay`).
     Raises :class:`SumoDied` (after writing everything so far) if SUMO stops mid-run.
     ``record``: also write the traffic as a trace — ``*.parquet``: cosim's snapshots at full
     precision (a replay reproduces the run exactly); ``*.xml[.gz]``: SUMO's FCD output.
@@ -232,9 +244,15 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
         raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
                          f"SUMO step length {step:g} s")
     end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    gui_args = []
+    if gui:
+        from cosim.overlay import gui_settings
+
+        # --start: sumo-gui otherwise waits for the play button before the first TraCI step
+        gui_args = ["--start", "--quit-on-end", "--gui-settings-file", str(gui_settings(out / "gui-settings.xml"))]
     cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
                        step_length_s=sc.step_length_s, log_file=out / "sumo.log",
-                       extra=[*sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
+                       extra=[*gui_args, *sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
     record_path = Path(record) if record else None
     if record_path is not None and not record_path.name.endswith(".parquet"):
         # SUMO's own FCD trace, one record per slot
@@ -244,7 +262,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
         cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
                 "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
         record_path = None
-    session = Session(cfg, out, net_file, record=record_path)
+    session = Session(cfg, out, net_file, record=record_path, overlay=gui)
     source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s)
     return drive(session, source, sc.slot_s, end_s, progress)
 
@@ -269,6 +287,8 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
     try:
         source.start()
         session.sumo_version = source.sumo_version
+        if session.overlay is not None:
+            session.overlay.connect(source.conn, session.world, session.layers)
         session.world.route_of = source.route_of
         begin = source.time_s()
         k = 0
@@ -334,12 +354,13 @@ class CosimListener(traci.StepListener):
 
 
 def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_dir: str | Path | None = None,
-           **scenario_overrides: Any) -> CosimListener:
+           overlay: bool = False, **scenario_overrides: Any) -> CosimListener:
     """Attach the plugin to a running simulation with one call.
 
     ``conn`` is the ``traci`` module (default), the ``libsumo`` module, or a
     ``traci.Connection``. ``scenario`` is a scenario TOML path or :class:`Config`; without one,
-    defaults are used with RSUs placed automatically on the running network. Results are
+    defaults are used with RSUs placed automatically on the running network. ``overlay``: draw
+    the RSU discs and colour vehicles by role (:mod:`cosim.overlay`; for sumo-gui). Results are
     written when ``listener.close()`` is called, when the listener is removed or the TraCI
     connection closes (``traci.close()``), and at the latest when the interpreter exits.
     """
@@ -361,8 +382,10 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
         cfg = cfg.replace(scenario=scenario_overrides)
     netf = conn.simulation.getOption("net-file")
     out = Path(out_dir) if out_dir else default_out_dir(cfg)
-    session = Session(cfg, out, netf)
+    session = Session(cfg, out, netf, overlay=overlay)
     session.sumo_version = conn.getVersion()[1]
+    if session.overlay is not None:
+        session.overlay.connect(conn, session.world, session.layers)
     session.world.route_of = route_lookup(conn)
     listener = CosimListener(conn, session)
     conn.addStepListener(listener)

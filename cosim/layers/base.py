@@ -22,6 +22,10 @@ others go on and their results are kept.
 
 Registering a layer is one decorator: ``@register_layer("dvit")``; a policy:
 ``@register_policy("dvit", "vidi", options=VidiOptions)``.
+
+**Roles.** ``layer.roles()`` says what each vehicle does for the layer in the current slot
+(vehicle id -> one of the ``ROLE_*`` names below; vehicles without a role are left out). The
+sumo-gui overlay (:mod:`cosim.overlay`) colours vehicles by it; a layer never calls TraCI itself.
 """
 
 from __future__ import annotations
@@ -41,6 +45,21 @@ from cosim.registry import PolicySpec, register_layer, register_policy
 if TYPE_CHECKING:
     from cosim.config import Config
     from cosim.world import World
+
+
+#: the role names of :meth:`Layer.roles`, strongest first (a vehicle with several roles shows the first)
+ROLE_FAILED = "failed"  # a task of this vehicle failed in this slot
+ROLE_USER = "user"  # requested a task that is running (DViT user, MoE task vehicle)
+ROLE_HELPER = "helper"  # holds a DViT task's latent: executing (or about to hand off) a denoising step
+ROLE_IV = "iv"  # an infrastructure vehicle hosting experts of a running MoE task
+ROLES = (ROLE_FAILED, ROLE_USER, ROLE_HELPER, ROLE_IV)
+
+
+def add_role(roles: dict[str, str], vehicle: str, role: str) -> None:
+    """Give ``vehicle`` ``role`` unless it already has a stronger one (earlier in ROLES)."""
+    old = roles.get(vehicle)
+    if old is None or ROLES.index(role) < ROLES.index(old):
+        roles[vehicle] = role
 
 
 @dataclass
@@ -115,6 +134,11 @@ class Layer:
         for name, msg in self.failed.items():
             block.setdefault(name, {})["error"] = msg
         return block
+
+    def roles(self, policy: str | None = None) -> dict[str, str]:
+        """Vehicle id -> ``ROLE_*`` for the current slot (after ``on_slot``), for one policy or,
+        with None, for all of them (a vehicle with several roles gets the strongest). Default: none."""
+        return {}
 
     # -- policies ----------------------------------------------------------------------------
     def live(self) -> list[str]:

@@ -94,3 +94,28 @@ def read_net(path: str | Path) -> NetInfo:
     ends = {e: (*junction_at[a], *junction_at[b]) for e, (a, b) in edge_nodes.items()
             if a in junction_at and b in junction_at}
     return NetInfo(str(path), edge_length, jxy, bounds, ends)
+
+
+def edge_shapes(path: str | Path) -> list[np.ndarray]:
+    """The polyline (k, 2) [m] of every drivable edge, for drawing: the edge's own ``shape`` if it
+    has one, else its first lane's (streamed like :func:`read_net`)."""
+    out = []
+    cur = None
+    try:
+        for event, el in etree.iterparse(str(path), events=("start", "end"), tag=("edge", "lane")):
+            if event == "start":
+                if el.tag == "edge":
+                    cur = None if el.get("function") == "internal" else (el.get("shape") or "")
+                elif cur == "" and el.get("shape"):
+                    cur = el.get("shape")
+                continue
+            if el.tag == "edge":
+                if cur:
+                    out.append(np.array([[float(v) for v in p.split(",")[:2]] for p in cur.split()], dtype=float))
+                cur = None
+                el.clear()
+    except etree.XMLSyntaxError as exc:
+        raise CosimError(f"{path}: broken network XML at line {exc.lineno}: {exc.msg}") from None
+    except (TypeError, ValueError) as exc:
+        raise CosimError(f"{path}: malformed edge or lane shape ({exc})") from None
+    return out

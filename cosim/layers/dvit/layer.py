@@ -29,7 +29,7 @@ import pyarrow as pa
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers import kernel as kn
-from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
+from cosim.layers.base import ROLE_HELPER, ROLE_USER, Layer, LayerContext, PolicyFailed, add_role, arrivals, register_layer
 from cosim.layers.dvit import schedulers  # noqa: F401 - registers the built-in schedulers
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
@@ -474,4 +474,14 @@ class DViTLayer(Layer):
                     "handoff_bytes_mean": float(np.mean(hb)) if hb else None,
                     "handoff_bytes_eq4": self.bits / 8,  # n' mu
                 }
+        return out
+
+    def roles(self, policy: str | None = None) -> dict[str, str]:
+        """The users of running tasks, and the vehicle holding each one's latent (it runs, or has
+        just run, the current denoising step; the RSU is no vehicle)."""
+        out: dict[str, str] = {}
+        for task in self.kernel.running(policy):
+            add_role(out, task.user, ROLE_USER)
+            if task.holder not in (RSU_NAME, task.user):
+                add_role(out, task.holder, ROLE_HELPER)
         return out

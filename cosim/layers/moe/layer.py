@@ -38,7 +38,7 @@ import pyarrow as pa
 from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers import kernel as kn
-from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
+from cosim.layers.base import ROLE_IV, ROLE_USER, Layer, LayerContext, PolicyFailed, add_role, arrivals, register_layer
 from cosim.layers.moe.game import Game
 from cosim.recorder import Lists
 from cosim.world import World
@@ -440,4 +440,14 @@ class MoELayer(Layer):
                 "reroutes": st["reroutes"],
                 "mean_solve_ms": mean(st["solve_ms"]),
             }
+        return out
+
+    def roles(self, policy: str | None = None) -> dict[str, str]:
+        """The task vehicles of running tasks, and the IVs hosting their experts of the layers still to run."""
+        out: dict[str, str] = {}
+        for task in self.kernel.running(policy):
+            add_role(out, task.tv, ROLE_USER)
+            for j in np.unique(task.layer_iv[task.layer:]):
+                if j >= 0:
+                    add_role(out, task.ivs[j], ROLE_IV)
         return out

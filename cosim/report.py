@@ -1,0 +1,144 @@
+"""``cosim report RUN_DIR``: a one-page figure of a single run (``report.png`` and ``report.pdf``).
+
+Panels: the map (edges, RSU discs, vehicle density as a heat map of vehicle-seconds per hexagon,
+handovers as red dots — where a vehicle's serving RSU changed between two of its slots);
+predicted against realised dwell (scatter) and the error's CDF (the rows ``summary.json``'s
+``dwell_prediction`` summarises: served, uncapped, uncensored); then per layer with a task table
+the policies' latency CDFs (completed tasks) and success rates side by side. Read from the results
+folder and the network file alone, like ``cosim view``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cosim.analysis import dwell_pairs_from_parquet
+from cosim.errors import CosimError
+from cosim.palette import hex_color, rsu_color
+from cosim.plot import pyplot
+from cosim.view import TASK_TABLES, _table, coverage, run_folder
+
+#: the titles of the fixed panels (the layers' panels follow, two per layer)
+FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted vs realised",
+                "dwell error CDF")
+
+
+def handovers(cov) -> np.ndarray:  # noqa: ANN001 - DataFrame
+    """(k, 2) positions where a vehicle's serving RSU changed from one RSU to another between
+    two consecutive rows of it."""
+    if cov.empty:
+        return np.zeros((0, 2))
+    d = cov.sort_values(["vehicle", "slot"], kind="stable")
+    veh = d["vehicle"].astype(str).to_numpy()
+    rsu = d["rsu"].astype(object).to_numpy()
+    has = np.array([isinstance(r, str) for r in rsu])
+    same_v = veh[1:] == veh[:-1]
+    change = same_v & has[1:] & has[:-1] & (rsu[1:] != rsu[:-1])
+    xy = d[["x", "y"]].to_numpy()[1:]
+    return xy[change]
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Circle
+
+    from cosim.world.network import edge_shapes
+
+    info = run_folder(run_dir, net)
+    plt = pyplot("cosim report")
+    run, summary, rsus = info["run"], info["summary"], info["rsus"]
+    cov = coverage(run)
+    layers = [(name, _table(run / fname)) for name, (fname, _) in TASK_TABLES.items() if (run / fname).exists()]
+    layers = [(n, df) for n, df in layers if not df.empty]
+    rows = 1 + len(layers)
+    fig = plt.figure(figsize=(13, 4.2 * rows))
+    gs = fig.add_gridspec(rows, 3)
+    titles = []
+
+    # -- map ---------------------------------------------------------------------------------
+    ax = fig.add_subplot(gs[0, 0])
+    ax.add_collection(LineCollection(edge_shapes(info["net"]), colors="#888", linewidths=0.6))
+    if len(cov):
+        hb = ax.hexbin(cov["x"], cov["y"], gridsize=40, mincnt=1, cmap="Greys", bins="log",
+                       C=np.full(len(cov), float(summary.get("slot_s") or 1.0)), reduce_C_function=np.sum)
+        fig.colorbar(hb, ax=ax, label="vehicle-seconds")
+    for i, r in enumerate(rsus):
+        col = hex_color(rsu_color(i))
+        ax.add_patch(Circle((r["x"], r["y"]), r["radius_m"], fill=False, color=col, lw=1.5))
+        ax.plot(r["x"], r["y"], "s", color=col, ms=5)
+    ho = handovers(cov)
+    ax.plot(ho[:, 0], ho[:, 1], ".", color="#d62728", ms=3, label=f"handovers ({len(ho)})")
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.set_title(FIXED_PANELS[0], fontsize=9)
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    titles.append(FIXED_PANELS[0])
+
+    # -- dwell ------------------------------------------------------------------------------
+    xyr = np.array([[r["x"], r["y"], r["radius_m"]] for r in rsus]).reshape(-1, 3)
+    pred, real, srv = dwell_pairs_from_parquet(run / "coverage.parquet", [r["id"] for r in rsus], xyr,
+                                               float(summary.get("slot_s") or 1.0))
+    cap = float(info["config"].get("world", {}).get("dwell_cap_s", 600.0))
+    use = (srv >= 0) & np.isfinite(real) & (pred < cap - 1e-9)  # the rows analysis.dwell_error compares
+    ax = fig.add_subplot(gs[0, 1])
+    if use.any():
+        lim = float(max(pred[use].max(), real[use].max()))
+        ax.plot(real[use], pred[use], ".", ms=2, alpha=0.3)
+        ax.plot([0, lim], [0, lim], "k--", lw=1, label="exact")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("realised dwell [s]")
+    ax.set_ylabel("predicted dwell [s]")
+    ax.set_title(FIXED_PANELS[1], fontsize=9)
+    titles.append(FIXED_PANELS[1])
+    ax = fig.add_subplot(gs[0, 2])
+    if use.any():
+        err = np.sort(np.abs(pred[use] - real[use]))
+        ax.plot(err, np.arange(1, len(err) + 1) / len(err))
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("|predicted - realised| [s]")
+    ax.set_ylabel("fraction of rows")
+    ax.set_title(FIXED_PANELS[2] + f" ({int(use.sum())} rows)", fontsize=9)
+    titles.append(FIXED_PANELS[2])
+
+    # -- layers -----------------------------------------------------------------------------
+    for row, (name, df) in enumerate(layers, start=1):
+        ax = fig.add_subplot(gs[row, :2])
+        for policy, g in df.groupby("policy", sort=False):
+            lat = np.sort(g["latency_s"].to_numpy(dtype=float))
+            lat = lat[np.isfinite(lat)]
+            if len(lat):
+                ax.step(lat, np.arange(1, len(lat) + 1) / len(g), where="post", label=str(policy))
+        ax.set_xlabel("latency [s]")
+        ax.set_ylabel("fraction of tasks completed by then")
+        ax.legend(fontsize=7, ncol=2)
+        t = f"{name}: latency CDF per policy"
+        ax.set_title(t, fontsize=9)
+        titles.append(t)
+        ax = fig.add_subplot(gs[row, 2])
+        rate = df.groupby("policy", sort=False)["success"].mean()
+        ax.bar(range(len(rate)), rate.to_numpy(), color="#4c72b0")
+        ax.set_xticks(range(len(rate)), [str(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("success rate")
+        t = f"{name}: success rate per policy"
+        ax.set_title(t, fontsize=9)
+        titles.append(t)
+
+    fig.suptitle(f"{summary.get('scenario') or run.name}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
+                 f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs", fontsize=11)
+    fig.tight_layout()
+    out_dir = Path(out) if out else run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.png", out_dir / "report.pdf"]
+    meta = "; ".join(titles)
+    fig.savefig(paths[0], dpi=110, metadata={"Description": meta})
+    fig.savefig(paths[1], metadata={"Subject": meta})
+    plt.close(fig)
+    if not paths[0].is_file():
+        raise CosimError(f"{paths[0]}: not written")
+    return paths, titles

@@ -1,0 +1,248 @@
+// cosim view: a canvas replay of one results folder (data inlined by cosim/view.py).
+// window.cosimView exposes what was drawn (for tests and for measuring the frame rate).
+(function () {
+  "use strict";
+  const D = JSON.parse(document.getElementById("cosim-data").textContent);
+  function dec(b64, T) {
+    const s = atob(b64), u = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
+    return new T(u.buffer);
+  }
+  const V = D.vehicles, TR = D.transform;
+  const X = dec(V.x, Uint16Array), Y = dec(V.y, Uint16Array), VID = dec(V.vid, Uint32Array);
+  const RS = dec(V.rsu, V.rsu_bytes === 1 ? Uint8Array : Uint16Array), START = dec(V.start, Uint32Array);
+  const EXY = dec(D.edges.xy, Uint16Array), EOFF = dec(D.edges.off, Uint32Array);
+  const C = D.colors, NONE = V.none, nSlots = V.slots.length;
+  const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
+  let rowSlot = -1;
+
+  const cv = document.getElementById("cv"), ctx = cv.getContext("2d");
+  const bg = document.createElement("canvas"), bctx = bg.getContext("2d");
+  const slider = document.getElementById("slider"), playBtn = document.getElementById("play");
+  const layerSel = document.getElementById("layer"), policySel = document.getElementById("policy");
+  const tl = document.getElementById("tl"), tctx = tl.getContext("2d");
+  let cur = 0, playing = false, acc = 0, lastT = 0;
+  // world -> screen: sx = ax + q * k, sy = ay - q * k (q: quantised coordinate)
+  let ax = 0, ay = 0, k = 1;
+  const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [] };
+
+  document.getElementById("title").textContent = D.title;
+  slider.max = Math.max(0, nSlots - 1);
+  if (V.stride > 1)
+    document.getElementById("note").textContent =
+      "subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)";
+
+  function fit() {
+    const w = cv.clientWidth, h = cv.clientHeight;
+    cv.width = bg.width = w; cv.height = bg.height = h;
+    const b = D.bounds, m = 12;
+    const sw = (b[2] - b[0]) || 1, sh = (b[3] - b[1]) || 1;
+    const s = Math.min((w - 2 * m) / sw, (h - 2 * m) / sh);  // pixels per metre
+    k = s * TR.scale;
+    ax = m + (TR.x0 - b[0]) * s + ((w - 2 * m) - sw * s) / 2;
+    ay = h - m - (TR.y0 - b[1]) * s - ((h - 2 * m) - sh * s) / 2;
+    drawBackground(s);
+    draw();
+  }
+  const wx = (x) => ax + (x - TR.x0) / TR.scale * k, wy = (y) => ay - (y - TR.y0) / TR.scale * k;
+
+  function drawBackground(s) {
+    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, bg.width, bg.height);
+    let n = 0;
+    D.rsus.forEach((r, i) => {  // discs: translucent fill, opaque outline
+      const col = C.rsu[i % C.rsu.length];
+      bctx.beginPath(); bctx.arc(wx(r.x), wy(r.y), r.r * s, 0, 2 * Math.PI);
+      bctx.globalAlpha = 0.12; bctx.fillStyle = col; bctx.fill();
+      bctx.globalAlpha = 1; bctx.lineWidth = 2; bctx.strokeStyle = col; bctx.stroke();
+      n++;
+    });
+    state.rsus = n;
+    bctx.beginPath();
+    for (let e = 0; e + 1 < EOFF.length; e++) {
+      for (let j = EOFF[e]; j < EOFF[e + 1]; j++) {
+        const px = ax + EXY[2 * j] * k, py = ay - EXY[2 * j + 1] * k;
+        if (j === EOFF[e]) bctx.moveTo(px, py); else bctx.lineTo(px, py);
+      }
+    }
+    bctx.lineWidth = 1; bctx.strokeStyle = "#777"; bctx.stroke();
+    D.rsus.forEach((r, i) => {
+      bctx.fillStyle = C.rsu[i % C.rsu.length];
+      bctx.fillRect(wx(r.x) - 4, wy(r.y) - 4, 8, 8);
+      bctx.fillStyle = "#000"; bctx.font = "11px sans-serif"; bctx.fillText(r.id, wx(r.x) + 6, wy(r.y) - 6);
+    });
+  }
+
+  function indexSlot(i) {  // vehicle -> row for slot index i
+    if (rowSlot >= 0) for (let r = START[rowSlot]; r < START[rowSlot + 1]; r++) rowOf[VID[r]] = -1;
+    for (let r = START[i]; r < START[i + 1]; r++) rowOf[VID[r]] = r;
+    rowSlot = i;
+  }
+  const px = (r) => ax + X[r] * k, py = (r) => ay - Y[r] * k;
+
+  function ring(x, y, rad, col, w) {
+    ctx.beginPath(); ctx.arc(x, y, rad, 0, 2 * Math.PI); ctx.lineWidth = w; ctx.strokeStyle = col; ctx.stroke();
+  }
+  function arrow(x0, y0, x1, y1, col) {
+    const a = Math.atan2(y1 - y0, x1 - x0), L = Math.hypot(x1 - x0, y1 - y0);
+    if (L < 1) return;
+    ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1);
+    ctx.lineTo(x1 - 9 * Math.cos(a - 0.4), y1 - 9 * Math.sin(a - 0.4));
+    ctx.moveTo(x1, y1); ctx.lineTo(x1 - 9 * Math.cos(a + 0.4), y1 - 9 * Math.sin(a + 0.4));
+    ctx.lineWidth = 2; ctx.strokeStyle = col; ctx.stroke();
+  }
+
+  function drawTasks(t) {
+    const L = D.layers[layerSel.value];
+    if (!L) return 0;
+    const tasks = L.tasks[policySel.value] || [];
+    const hold = 3.0;
+    let n = 0;
+    for (const task of tasks) {
+      if (task.t0 > t) break;  // sorted by request time
+      const failedShown = !task.ok && task.end <= t && t <= task.end + hold;
+      if (task.end < t && !failedShown) continue;
+      const u = task.u >= 0 ? rowOf[task.u] : -1;
+      if (u < 0) continue;
+      n++;
+      if (failedShown) { ring(px(u), py(u), 9, C.failed, 3); continue; }
+      ring(px(u), py(u), 8, C.user, 3);
+      let s = -1;
+      for (let j = 0; j < task.segs.length; j++) if (task.segs[j][1] <= t) s = j;
+      if (s < 0) continue;
+      if (layerSel.value === "dvit") {
+        const where = (d) => d === -1 ? [wx(task.rsu[0]), wy(task.rsu[1])] : (d >= 0 && rowOf[d] >= 0 ? [px(rowOf[d]), py(rowOf[d])] : null);
+        const p = where(task.segs[s][0]);
+        if (!p) continue;
+        if (task.segs[s][0] !== task.u) ring(p[0], p[1], 7, C.helper, 3);
+        if (s > 0) {
+          const q = where(task.segs[s - 1][0]);
+          if (q) arrow(q[0], q[1], p[0], p[1], C.helper);
+        } else if (task.segs[s][0] !== -1) {
+          arrow(wx(task.rsu[0]), wy(task.rsu[1]), p[0], p[1], C.helper);
+        }
+      } else {
+        for (const iv of task.segs[s][0]) {
+          const r = iv >= 0 ? rowOf[iv] : -1;
+          if (r < 0) continue;
+          ctx.beginPath(); ctx.moveTo(px(u), py(u)); ctx.lineTo(px(r), py(r));
+          ctx.lineWidth = 1.5; ctx.strokeStyle = C.iv; ctx.stroke();
+          ring(px(r), py(r), 6, C.iv, 3);
+        }
+      }
+    }
+    return n;
+  }
+
+  function draw() {
+    const t0 = performance.now();
+    ctx.drawImage(bg, 0, 0);
+    const byRsu = {};
+    let nv = 0, unc = 0, nt = 0;
+    if (nSlots) {
+      indexSlot(cur);
+      let col = -1;
+      for (let r = START[cur]; r < START[cur + 1]; r++) {
+        const g = RS[r];
+        if (g !== col) { col = g; ctx.fillStyle = g === NONE ? C.uncovered : C.rsu[g % C.rsu.length]; }
+        ctx.fillRect(ax + X[r] * k - 2, ay - Y[r] * k - 2, 4, 4);
+        nv++;
+        if (g === NONE) unc++; else { const id = D.rsus[g].id; byRsu[id] = (byRsu[id] || 0) + 1; }
+      }
+      nt = drawTasks(V.times[cur]);
+    }
+    state.slot = nSlots ? V.slots[cur] : -1; state.vehicles = nv; state.byRsu = byRsu; state.uncovered = unc;
+    state.tasks = nt; state.frames++;
+    const ms = performance.now() - t0;
+    state.drawMs.push(ms); if (state.drawMs.length > 600) state.drawMs.shift();
+    document.getElementById("clock").textContent = nSlots
+      ? "t = " + V.times[cur].toFixed(1) + " s (slot " + V.slots[cur] + "), " + nv + " vehicles, " + nt + " tasks shown"
+      : "no vehicle rows";
+    document.getElementById("drawn").textContent = "drawn: " + state.rsus + " RSU discs, " + nv + " vehicles";
+    drawTimeline();
+  }
+
+  function setSlot(i) {
+    cur = Math.max(0, Math.min(nSlots - 1, i | 0));
+    slider.value = cur;
+    draw();
+  }
+
+  function loop(ts) {
+    if (!playing) return;
+    const dt = lastT ? (ts - lastT) / 1000 : 0; lastT = ts;
+    acc += dt * Number(document.getElementById("speed").value);
+    if (acc >= 1) {
+      const step = Math.floor(acc); acc -= step;
+      if (cur + step >= nSlots) { setSlot(nSlots - 1); pause(); return; }
+      setSlot(cur + step);
+    }
+    requestAnimationFrame(loop);
+  }
+  function play() { if (nSlots < 2) return; if (cur >= nSlots - 1) cur = 0; playing = true; lastT = 0; acc = 0; playBtn.textContent = "pause"; requestAnimationFrame(loop); }
+  function pause() { playing = false; playBtn.textContent = "play"; }
+
+  // -- side panel ------------------------------------------------------------------------
+  const fmt = (v, d) => v === null || v === undefined ? "–" : (typeof v === "number" ? v.toFixed(d) : String(v));
+  function fillPolicies() {
+    const L = D.layers[layerSel.value];
+    policySel.innerHTML = "";
+    (L ? L.policies : []).forEach((p) => { const o = document.createElement("option"); o.textContent = p; policySel.appendChild(o); });
+    fillSummary();
+  }
+  function fillSummary() {
+    const L = D.layers[layerSel.value], tb = document.getElementById("summary");
+    tb.innerHTML = "";
+    if (!L) { tb.innerHTML = "<tr><td>no task table in this run</td></tr>"; return; }
+    const cols = [["tasks", 0], ["success_rate", 3], ["mean_latency_s", 3], ["p95_latency_s", 3]];
+    if (layerSel.value === "moe") cols.push(["mean_iv_utility", 2]);
+    tb.innerHTML = "<tr><th>policy</th>" + cols.map((c) => "<th>" + c[0].replace(/_/g, " ") + "</th>").join("") + "</tr>";
+    Object.entries(L.summary).forEach(([p, s]) => {
+      const tr = document.createElement("tr");
+      if (p === policySel.value) tr.className = "sel";
+      tr.innerHTML = "<td>" + p + "</td>" + cols.map((c) => "<td>" + fmt(s[c[0]], c[1]) + "</td>").join("");
+      tb.appendChild(tr);
+    });
+  }
+  function drawTimeline() {
+    const L = D.layers[layerSel.value], w = tl.width, h = tl.height, m = 28;
+    tctx.clearRect(0, 0, w, h);
+    if (!L || !nSlots) return;
+    const tmax = V.times[nSlots - 1] || 1;
+    let lmax = 0;
+    Object.values(L.timeline).forEach((s) => s.latency.forEach((v) => { if (v !== null && v > lmax) lmax = v; }));
+    lmax = lmax || 1;
+    const X_ = (t) => m + (w - 2 * m) * t / tmax, YL = (v) => h - m - (h - 2 * m) * v / lmax, YS = (v) => h - m - (h - 2 * m) * v;
+    tctx.strokeStyle = "#999"; tctx.lineWidth = 1; tctx.strokeRect(m, m, w - 2 * m, h - 2 * m);
+    tctx.fillStyle = "#444"; tctx.font = "10px sans-serif";
+    tctx.fillText(lmax.toFixed(2) + " s", 0, m + 4); tctx.fillText("0", m - 8, h - m + 4);
+    tctx.fillText("1", w - m + 4, m + 4); tctx.fillText(tmax.toFixed(0) + " s", w - m - 20, h - m + 14);
+    Object.entries(L.timeline).forEach(([p, s], i) => {
+      const sel = p === policySel.value, col = sel ? "#d62728" : "#bbb";
+      [[s.latency, YL, []], [s.success, YS, [4, 3]]].forEach(([vals, Y, dash]) => {
+        tctx.beginPath(); tctx.setLineDash(dash); let pen = false;
+        vals.forEach((v, j) => { if (v === null) { pen = false; return; } const x = X_(s.t[j]), y = Y(v); if (pen) tctx.lineTo(x, y); else tctx.moveTo(x, y); pen = true; });
+        tctx.strokeStyle = col; tctx.lineWidth = sel ? 2 : 1; tctx.stroke();
+      });
+    });
+    tctx.setLineDash([]);
+    const x = X_(V.times[cur]); tctx.beginPath(); tctx.moveTo(x, m); tctx.lineTo(x, h - m); tctx.strokeStyle = "#000"; tctx.stroke();
+  }
+  function legend() {
+    const sw = (c) => "<span class='sw' style='background:" + c + "'></span>";
+    let html = D.rsus.map((r, i) => sw(C.rsu[i % C.rsu.length]) + r.id).join(" ") + " " + sw(C.uncovered) + "not covered<br>";
+    html += ["user", "helper", "iv", "failed"].map((k) => sw(C[k]) + D.labels[k]).join(" ");
+    document.getElementById("legend").innerHTML = html;
+  }
+
+  Object.keys(D.layers).forEach((l) => { const o = document.createElement("option"); o.textContent = l; layerSel.appendChild(o); });
+  if (!layerSel.options.length) { const o = document.createElement("option"); o.textContent = "(none)"; layerSel.appendChild(o); }
+  layerSel.addEventListener("change", () => { fillPolicies(); draw(); });
+  policySel.addEventListener("change", () => { fillSummary(); draw(); });
+  slider.addEventListener("input", () => { pause(); setSlot(Number(slider.value)); });
+  playBtn.addEventListener("click", () => (playing ? pause() : play()));
+  window.addEventListener("resize", fit);
+  legend(); fillPolicies();
+  window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
+                       fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
+  fit();
+})();

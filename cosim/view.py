@@ -1,0 +1,320 @@
+"""``cosim view RUN_DIR``: one self-contained ``view.html`` replaying a results folder.
+
+Built from the results folder alone (``summary.json``, ``config.toml``, ``coverage.parquet``,
+the layers' task tables) and the network file the configuration names, so it works on a replayed
+run and on results copied elsewhere (``--net`` when the network moved). Everything is inlined —
+data and a small canvas renderer, no network access, no CDN.
+
+**What the page shows**: the network's edges, the RSU discs, the vehicles of the slot under the
+time slider (play/pause, speed) coloured by serving RSU (grey: not covered); on top the tasks of a
+chosen layer and policy running at that time — DViT: user (magenta ring), the device holding the
+current step (gold ring; the RSU when it computes) and a hand-off arrow from the previous device;
+MoE: task vehicle and the IVs of the layer being executed, joined by lines; a task that fails is
+marked red for 3 s. The side panel has the per-policy summary (``summary.json``) and a
+latency / success-rate timeline (per time bin of request times) with a cursor.
+
+**Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
+coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
+sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
+arrays; edges likewise. Task times are rebuilt from the per-step columns: step k of a DViT task
+starts at t_request + upload + the durations of the steps before it, with upload = latency minus
+the steps' sum (a failed task records no latency; its steps are placed from the request time —
+ours). **Subsampling**: when the run has more than ``max_rows`` vehicle rows, only every k-th slot
+is kept (k the smallest that fits; the page says so), so city runs degrade to a coarser replay
+instead of a huge file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from cosim.errors import CosimError
+from cosim.layers.base import ROLE_FAILED, ROLE_HELPER, ROLE_IV, ROLE_USER
+from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_color
+
+#: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
+MAX_ROWS = 1_500_000
+Q = 65535  # quantisation levels per axis
+#: timeline bins: about this many over the run, at least one slot wide
+TIMELINE_BINS = 60
+RSU_DEVICE = "@rsu"  # how the DViT table names the RSU as a device
+
+
+# -- reading the results folder ------------------------------------------------------------
+def _table(path: Path, columns: list[str] | None = None):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
+        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
+    """What every view of a run needs: summary, effective config, RSUs, network file; one line
+    naming what is missing."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CosimError(f"{run}: no such results folder")
+    summ = run / "summary.json"
+    if not summ.is_file():
+        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
+    try:
+        summary = json.loads(summ.read_text())
+    except json.JSONDecodeError as exc:
+        raise CosimError(f"{summ}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    cfg_file = run / "config.toml"
+    try:
+        config = tomllib.loads(cfg_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CosimError(f"{cfg_file}: cannot read the run's configuration ({exc})") from None
+    if net is None:
+        from cosim.world import net_file_of
+
+        sumocfg = config.get("scenario", {}).get("sumocfg", "")
+        if not sumocfg:
+            raise CosimError(f"{cfg_file}: no scenario.sumocfg")
+        if not Path(sumocfg).is_file():
+            raise CosimError(f"{cfg_file}: scenario.sumocfg {sumocfg} does not exist here; pass the network with --net")
+        net = net_file_of(sumocfg)
+    net = Path(net)
+    if not net.is_file():
+        raise CosimError(f"{net}: no such network file (pass it with --net)")
+    if not (run / "coverage.parquet").exists():
+        raise CosimError(f"{run}: no coverage.parquet (the run had output.coverage = false)")
+    return {"run": run, "summary": summary, "config": config, "net": net, "rsus": summary.get("rsus", [])}
+
+
+def coverage(run: Path, columns=("slot", "time_s", "vehicle", "x", "y", "rsu")):
+    return _table(run / "coverage.parquet", list(columns))
+
+
+# -- encoding --------------------------------------------------------------------------------
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
+
+
+class Quantiser:
+    """World [m] <-> 16-bit grid over the bounding box (one scale for both axes)."""
+
+    def __init__(self, xmin: float, ymin: float, xmax: float, ymax: float):
+        self.x0, self.y0 = xmin, ymin
+        self.scale = max(xmax - xmin, ymax - ymin, 1.0) / Q
+
+    def q(self, v: np.ndarray, origin: float) -> np.ndarray:
+        return np.clip(np.rint((np.asarray(v, dtype=float) - origin) / self.scale), 0, Q).astype(np.uint16)
+
+    def meta(self) -> dict:
+        return {"x0": self.x0, "y0": self.y0, "scale": self.scale}
+
+
+def _times_dvit(row) -> tuple[list, float, float]:  # noqa: ANN001 - a pandas row
+    """[(device, start, end)] segments of consecutive steps on one device; end time; upload."""
+    comm, comp, queue = (np.asarray(row[c], dtype=float) for c in ("step_comm_s", "step_comp_s", "step_queue_s"))
+    dur = comm + comp + queue
+    lat = float(row["latency_s"])
+    upload = lat - float(dur.sum()) if math.isfinite(lat) else 0.0
+    starts = row["t_request_s"] + max(upload, 0.0) + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+    segs = []
+    for dev, s, d in zip(row["devices"], starts, dur):
+        if segs and segs[-1][0] == dev:
+            segs[-1][2] = float(s + d)
+        else:
+            segs.append([dev, float(s), float(s + d)])
+    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"] + max(upload, 0.0))
+    return segs, end
+
+
+def _times_moe(row) -> tuple[list, float]:  # noqa: ANN001
+    parts = [np.asarray(row[c], dtype=float) for c in ("layer_tv_s", "layer_comm_s", "layer_comp_s", "layer_mem_s")]
+    dur = sum(parts) if len(parts[0]) else np.zeros(0)
+    starts = row["t_request_s"] + np.concatenate([[0.0], np.cumsum(dur)[:-1]]) if len(dur) else np.zeros(0)
+    segs = []
+    for ivs, s, d in zip(row["layer_ivs"], starts, dur):
+        names = [v for v in str(ivs).split("|") if v]
+        if segs and segs[-1][0] == names:
+            segs[-1][2] = float(s + d)
+        else:
+            segs.append([names, float(s), float(s + d)])
+    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"])
+    return segs, end
+
+
+TASK_TABLES = {"dvit": ("dvit_tasks.parquet", "user"), "moe": ("moe_tasks.parquet", "tv")}
+
+
+def _timeline(df, t_end: float, slot_s: float) -> dict:
+    """Per policy: mean realised latency and success rate per bin of request time."""
+    width = max(slot_s, t_end / TIMELINE_BINS) if t_end > 0 else slot_s
+    out = {}
+    for policy, g in df.groupby("policy", sort=False):
+        b = np.floor(g["t_request_s"].to_numpy() / width).astype(int)
+        lat, ok = g["latency_s"].to_numpy(dtype=float), g["success"].to_numpy(dtype=bool)
+        n = int(b.max()) + 1 if len(b) else 0
+        cnt = np.bincount(b, minlength=n)
+        fin = np.isfinite(lat)
+        lsum = np.bincount(b[fin], weights=lat[fin], minlength=n)
+        lcnt = np.bincount(b[fin], minlength=n)
+        succ = np.bincount(b, weights=ok.astype(float), minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[str(policy)] = {"t": ((np.arange(n) + 0.5) * width).round(3).tolist(),
+                                "latency": [None if c == 0 else round(float(v), 5) for v, c in zip(lsum / lcnt, lcnt)],
+                                "success": [None if c == 0 else round(float(v), 4) for v, c in zip(succ / cnt, cnt)]}
+    return out
+
+
+def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int = MAX_ROWS) -> dict:
+    """The page's data (JSON-able)."""
+    from cosim.world.network import edge_shapes
+
+    info = run_folder(run_dir, net)
+    run, summary = info["run"], info["summary"]
+    rsus = info["rsus"]
+    shapes = edge_shapes(info["net"])
+    allxy = np.concatenate([s for s in shapes] + [np.array([[r["x"] - r["radius_m"], r["y"] - r["radius_m"]],
+                                                            [r["x"] + r["radius_m"], r["y"] + r["radius_m"]]])
+                                                  for r in rsus])
+    cov = coverage(run)
+    if len(cov):
+        allxy = np.concatenate([allxy, [[cov["x"].min(), cov["y"].min()], [cov["x"].max(), cov["y"].max()]]])
+    qz = Quantiser(allxy[:, 0].min(), allxy[:, 1].min(), allxy[:, 0].max(), allxy[:, 1].max())
+    # vehicles: keep every k-th slot within the row budget
+    slots = np.sort(cov["slot"].unique()) if len(cov) else np.zeros(0, dtype=np.int64)
+    stride = max(1, math.ceil(len(cov) / max_rows)) if max_rows > 0 else 1
+    kept = slots[::stride]
+    if stride > 1:
+        cov = cov[cov["slot"].isin(kept)]
+    rsu_ids = [r["id"] for r in rsus]
+    rsu_index = {rid: i for i, rid in enumerate(rsu_ids)}
+    rsu_of = cov["rsu"].astype(object).map(lambda v: rsu_index.get(v, -1) if isinstance(v, str) else -1)
+    rsu_code = rsu_of.to_numpy(dtype=np.int64)
+    none = 255 if len(rsus) < 255 else 65535
+    rsu_arr = np.where(rsu_code >= 0, rsu_code, none).astype(np.uint8 if none == 255 else np.uint16)
+    vcat = cov["vehicle"].astype("category")
+    names = [str(v) for v in vcat.cat.categories]
+    vid = vcat.cat.codes.to_numpy().astype(np.uint32)
+    slot = cov["slot"].to_numpy()
+    order = np.lexsort((rsu_arr, slot))
+    slot_sorted = slot[order]
+    start = np.searchsorted(slot_sorted, kept, side="left").astype(np.uint32)
+    start = np.concatenate([start, [len(order)]]).astype(np.uint32)
+    times = cov.groupby("slot")["time_s"].first().reindex(kept).to_numpy(dtype=float) if len(cov) else np.zeros(0)
+    # edges
+    flat = np.concatenate(shapes) if shapes else np.zeros((0, 2))
+    eoff = np.concatenate([[0], np.cumsum([len(s) for s in shapes])]).astype(np.uint32)
+    # tasks
+    name_ix = {n: i for i, n in enumerate(names)}
+    layers = {}
+    slot_s = float(summary.get("slot_s") or 1.0)
+    t_end = float(times[-1]) if len(times) else 0.0
+    for layer, (fname, who) in TASK_TABLES.items():
+        path = run / fname
+        if not path.exists():
+            continue
+        df = _table(path)
+        if df.empty:
+            continue
+        per_policy: dict[str, list] = {}
+        for row in df.to_dict("records"):
+            u = name_ix.get(str(row[who]), -1)
+            if layer == "dvit":
+                segs, end = _times_dvit(row)
+                rx, ry = (rsus[int(row["rsu"])]["x"], rsus[int(row["rsu"])]["y"]) if 0 <= int(row["rsu"]) < len(rsus) else (0, 0)
+                segs = [[-1 if d == RSU_DEVICE else name_ix.get(str(d), -2), round(s, 4), round(e, 4)] for d, s, e in segs]
+                extra = {"rsu": [round(rx, 2), round(ry, 2)]}
+            else:
+                segs, end = _times_moe(row)
+                segs = [[[name_ix.get(v, -2) for v in ivs], round(s, 4), round(e, 4)] for ivs, s, e in segs]
+                extra = {}
+            per_policy.setdefault(str(row["policy"]), []).append({
+                "u": u, "t0": round(float(row["t_request_s"]), 4), "end": round(end, 4),
+                "ok": bool(row["success"]), "why": str(row["failure"] or ""),
+                "lat": None if not math.isfinite(float(row["latency_s"])) else round(float(row["latency_s"]), 5),
+                "segs": segs, **extra})
+        for tasks in per_policy.values():
+            tasks.sort(key=lambda t: t["t0"])
+        block = summary.get("layers", {}).get(layer, {})
+        layers[layer] = {"policies": list(per_policy), "tasks": per_policy,
+                         "summary": {p: v for p, v in block.items() if isinstance(v, dict)},
+                         "timeline": _timeline(df, t_end, slot_s)}
+    return {
+        "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots",
+        "transform": qz.meta(),
+        "bounds": [float(v) for v in allxy.min(axis=0)] + [float(v) for v in allxy.max(axis=0)],
+        "edges": {"xy": _b64(np.column_stack([qz.q(flat[:, 0], qz.x0), qz.q(flat[:, 1], qz.y0)]).ravel() if len(flat)
+                             else np.zeros(0, np.uint16)), "off": _b64(eoff)},
+        "rsus": [{"id": r["id"], "x": r["x"], "y": r["y"], "r": r["radius_m"]} for r in rsus],
+        "vehicles": {"names": names, "slots": [int(s) for s in kept], "times": [round(float(t), 4) for t in times],
+                     "start": _b64(start), "vid": _b64(vid[order]),
+                     "x": _b64(qz.q(cov["x"].to_numpy()[order], qz.x0)), "y": _b64(qz.q(cov["y"].to_numpy()[order], qz.y0)),
+                     "rsu": _b64(rsu_arr[order]), "rsu_bytes": 1 if none == 255 else 2, "none": none,
+                     "rows": int(len(order)), "stride": stride, "all_slots": int(len(slots))},
+        "layers": layers,
+        "colors": {"rsu": [hex_color(c) for c in RSU_COLORS], "uncovered": hex_color(UNCOVERED),
+                   "user": hex_color(ROLE_COLORS[ROLE_USER]), "helper": hex_color(ROLE_COLORS[ROLE_HELPER]),
+                   "iv": hex_color(ROLE_COLORS[ROLE_IV]), "failed": hex_color(ROLE_COLORS[ROLE_FAILED])},
+        "labels": {k: ROLE_LABELS[k] for k in (ROLE_USER, ROLE_HELPER, ROLE_IV, ROLE_FAILED)},
+        "slot_s": slot_s,
+    }
+
+
+def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None,
+               max_rows: int = MAX_ROWS) -> Path:
+    """Write the page (default ``RUN_DIR/view.html``); returns its path."""
+    data = build_data(run_dir, net, max_rows)
+    js = resources.files("cosim").joinpath("view.js").read_text()
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    html = _PAGE.replace("/*DATA*/", payload).replace("/*JS*/", js).replace("TITLE", _esc(data["title"]))
+    path = Path(out) if out else Path(run_dir) / "view.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cosim view: TITLE</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+html,body{margin:0;height:100%;font:13px system-ui,sans-serif;color:#222}
+#wrap{display:flex;height:100%}
+#map{flex:1;position:relative;min-width:200px}
+#cv{position:absolute;inset:0;width:100%;height:100%;background:#fff}
+#side{width:380px;overflow:auto;border-left:1px solid #ccc;padding:8px 10px;box-sizing:border-box}
+#side h1{font-size:14px;margin:0 0 6px}
+table{border-collapse:collapse;font-size:12px;width:100%}
+td,th{border-bottom:1px solid #eee;padding:2px 4px;text-align:right}
+td:first-child,th:first-child{text-align:left}
+tr.sel{background:#fff3c4}
+#slider{width:100%}
+.row{display:flex;gap:6px;align-items:center;margin:4px 0;flex-wrap:wrap}
+.sw{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:3px;vertical-align:middle}
+#note{color:#a60;font-size:12px}
+</style></head><body>
+<div id="wrap"><div id="map"><canvas id="cv"></canvas></div>
+<div id="side"><h1 id="title"></h1>
+<div class="row"><button id="play">play</button>
+<label>speed <select id="speed"><option>1</option><option>2</option><option>5</option><option selected>10</option>
+<option>30</option><option>60</option></select> slots/s</label></div>
+<input id="slider" type="range" min="0" max="0" value="0" step="1">
+<div class="row" id="clock"></div><div id="note"></div>
+<div class="row"><label>tasks of <select id="layer"></select></label><label>policy <select id="policy"></select></label></div>
+<div id="legend"></div>
+<h1>per-policy summary</h1><table id="summary"></table>
+<h1>latency (solid, left) and success rate (dashed, right) by request time</h1>
+<canvas id="tl" width="360" height="180"></canvas>
+<div class="row" id="drawn"></div>
+</div></div>
+<script id="cosim-data" type="application/json">/*DATA*/</script>
+<script>/*JS*/</script>
+</body></html>
+"""
