@@ -23,3 +23,17 @@ def last_error_line(text: str) -> str:
         return errors[-1]
     lines = [ln for ln in lines if not ln.startswith("Quitting")]
     return lines[-1] if lines else ""
+
+
+class DiskFull(CosimError):
+    """Writing the results failed for lack of space: what was flushed before is readable."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``timeout``, ``docker stop``, a sweep stopping its workers): handled
+    like Ctrl-C — the run stops, its tables are closed and summary.json says ``terminated``."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: raise :class:`Terminated` in the main thread."""
+    raise Terminated(f"terminated by signal {signum}")
