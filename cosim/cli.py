@@ -237,11 +237,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
 
     if args.file:
-        from cosim.runner import check_layers
-
         f = Path(args.file)
         cfg = cfgmod.load(f) if f.suffix == ".toml" else cfgmod.for_sumocfg(f)
-        check_layers(cfg)  # an unknown layer or policy is an error here too, not an "effective" config
+        cfgmod.check_layers(cfg)  # an unknown layer or policy is an error here too, not an "effective" config
         sys.stdout.write(cfgmod.dump_toml(cfg))
     else:
         sys.stdout.write(cfgmod.describe())

@@ -171,7 +171,19 @@ def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set")
         else:
             raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, or "
                               f"layers.NAME.KEY; tables: {', '.join(_SECTIONS)}, layers)")
-    return from_dict(data, cfg.source_file, Path.cwd(), label=where)
+    out = from_dict(data, cfg.source_file, Path.cwd(), label=where)
+    if any(k.startswith("layers.") for k in values):
+        check_layers(out, label=where)
+    return out
+
+
+def check_layers(cfg: "Config", label: str | None = None) -> None:
+    """Validate the configured layers (names, keys, policies) without running anything;
+    errors name ``label`` (default: the scenario file)."""
+    from cosim.layers.base import LayerContext, make_layers
+
+    make_layers(cfg.layers, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
+                                         scenario_file=label or cfg.source_file, table=lambda name: None))
 
 
 _SECTIONS = {k: v for k, v in typing.get_type_hints(Config).items() if k not in ("layers", "source_file")}

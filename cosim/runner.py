@@ -36,7 +36,7 @@ import traci
 import cosim
 from cosim import config as cfgmod
 from cosim.analysis import dwell_error_from_parquet
-from cosim.config import Config
+from cosim.config import Config, check_layers
 from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, raise_terminated
 from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import Recorder, is_disk_full
@@ -139,12 +139,6 @@ class Timing:
     sumo_s: float = 0.0
     plugin_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-
-
-def check_layers(cfg: Config) -> None:
-    """Validate the configured layers (names, keys, policies) without running anything."""
-    make_layers(cfg.layers, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                                         scenario_file=cfg.source_file, table=lambda name: None))
 
 
 @dataclass
