@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     import signal
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    old_term = signal.getsignal(signal.SIGTERM)
+    if old_term is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_terminated)  # a SIGTERM ends like Ctrl-C: results written
     try:
         return args.func(args)
@@ -367,3 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncosim: interrupted (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if old_term is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, old_term)
