@@ -16,11 +16,19 @@ class SumoDied(CosimError):
 
 
 def last_error_line(text: str) -> str:
-    """The line of a SUMO tool's output that says what went wrong (its last "Error..." line)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error")]
-    if errors:
-        return errors[-1]
+    """The line of a SUMO tool's output that says what went wrong: its last "Error..." line,
+    with the indented lines SUMO continues it with (" In file '...'", " At line/column ...")."""
+    raw = [ln for ln in text.splitlines() if ln.strip()]
+    starts = [i for i, ln in enumerate(raw) if ln.startswith("Error")]
+    if starts:
+        i = starts[-1]
+        rest = []
+        for ln in raw[i + 1:]:
+            if not ln.startswith((" ", "\t")):
+                break
+            rest.append(ln.strip())
+        return " ".join([raw[i].strip(), *rest])
+    lines = [ln.strip() for ln in raw]
     lines = [ln for ln in lines if not ln.startswith("Quitting")]
     return lines[-1] if lines else ""
 

@@ -245,7 +245,9 @@ def run_cell(cell: dict, out: Path) -> dict:
         record.update(status="failed", error=str(exc))
     except KeyboardInterrupt as exc:  # Terminated (SIGTERM) included
         stopped = exc
-        record.update(status="terminated" if isinstance(exc, Terminated) else "interrupted", error="stopped")
+        done = (_read_json(out / "summary.json") or {}).get("status") == "completed"  # stopped while closing
+        record.update(status="completed" if done else "terminated" if isinstance(exc, Terminated) else "interrupted",
+                      error=None if done else "stopped by a signal; runs again when the sweep is resumed")
     except Exception as exc:  # keep the sweep going; the error is in the record
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     record["wall_s"] = time.perf_counter() - t0

@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -324,14 +325,18 @@ class SumoSource:
 
     # -- stepping ----------------------------------------------------------------------------
     def step_to(self, time_s: float) -> Snapshot:
+        t0 = time.monotonic()
         try:
             self.conn.simulationStep(time_s)
             return self.reader.read(self.conn.simulation.getTime())
-        except TimeoutError:
-            self._frozen = True
-            raise SumoDied(f"SUMO did not answer for {self.timeout_s:g} s at t={time_s:g}s (frozen or stopped; "
-                           "the limit is scenario.sumo_timeout_s)") from None
         except Exception as exc:
+            # traci turns the socket's timeout into "connection closed": a SUMO that is still
+            # there after the whole timeout went by is frozen, not dead
+            if (self.timeout_s > 0 and self.proc is not None and self.proc.poll() is None
+                    and time.monotonic() - t0 >= 0.99 * self.timeout_s):
+                self._frozen = True
+                raise SumoDied(f"SUMO did not answer for {self.timeout_s:g} s at t={time_s:g}s (frozen or stopped; "
+                               "the limit is scenario.sumo_timeout_s)") from None
             if type(exc).__name__ in ("FatalTraCIError", "TraCIException") or isinstance(exc, (OSError, EOFError)):
                 raise SumoDied(f"SUMO stopped at t={time_s:g}s: {self._why(exc)}") from None
             raise
