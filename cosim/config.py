@@ -3,7 +3,7 @@
 A scenario file has these tables (every key optional except where noted; units in the names):
 
     [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
-                slot_s, step_length_s, backend, sumo_args
+                slot_s, step_length_s, backend, sumo_args, sumo_timeout_s
     [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters

@@ -4,6 +4,7 @@ leaves no results folder; traces are checked as they stream; results folders nev
 from __future__ import annotations
 
 import gzip
+import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -218,3 +219,19 @@ def test_sumo_timeout_is_a_scenario_key_with_a_flag():
     assert cfgmod.apply_overrides(cfg, {"scenario.sumo_timeout_s": 0}).scenario.sumo_timeout_s == 0.0
     assert "sumo_timeout_s = 60.0" in cfgmod.describe()
     assert cfgmod.to_dict(cfg)["scenario"]["sumo_timeout_s"] == 60.0  # saved in config.toml
+
+
+def test_a_site_off_the_network_is_a_warning_printed_once_and_kept_in_the_summary(tmp_path, capsys):
+    net = read_net(GRID6_NET)
+    xmax = net.bounds[2]
+    toml = scenario(tmp_path, '[rsu]\nplacement = "sites"\nradius_m = 100\n' + SITE.format(id="in", x=500, y=500)
+                    + SITE.format(id="far", x=xmax + 150, y=500))  # 150 m beyond the bounds: no coverage
+    edges = sorted(e for e in net.edge_length if not e.startswith(":"))[:5]
+    rows = {"ids": [f"v{i}" for i in range(5)], "edge": edges, "lane": [f"{e}_0" for e in edges]}
+    code = cli.main(["replay", trace(tmp_path, rows), "--scenario", toml, "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [ln for ln in err.splitlines() if ln.startswith("cosim: warning: ")]
+    assert len(warned) == 1 and "rsu.sites[1] ('far'" in warned[0] and "will cover no vehicle" in warned[0]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["warnings"] == [warned[0].removeprefix("cosim: warning: ")] and summary["slots"] >= 1
