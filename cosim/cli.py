@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, raise_terminated
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
 
 EXIT_ERROR = 2
 EXIT_SUMO_DIED = 3
@@ -362,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     except CosimError as exc:
         print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"cosim: error: disk full: {_one_line(exc)}", file=sys.stderr)  # before the run: nothing to keep
+        return EXIT_DISK_FULL
     except Terminated:
         print("\ncosim: terminated (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_TERMINATED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CosimError(Exception):
     """Expected bad input or environment: the message says what, where and what to do."""
@@ -35,6 +37,11 @@ def last_error_line(text: str) -> str:
 
 class DiskFull(CosimError):
     """Writing the results failed for lack of space: what was flushed before is readable."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` says the disk (or the quota) is full."""
+    return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc))
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,7 +12,6 @@ read the directory as one table, and :func:`cosim.load` reads a whole results fo
 
 from __future__ import annotations
 
-import errno
 import gzip
 import json
 import math
@@ -27,11 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosim.errors import CosimError, DiskFull  # noqa: F401 - DiskFull: raised by the runner, re-exported
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc))
+from cosim.errors import CosimError
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -37,9 +37,9 @@ import cosim
 from cosim import config as cfgmod
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config, check_layers
-from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, raise_terminated
+from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
 from cosim.layers.base import LayerContext, make_layers
-from cosim.recorder import Recorder, is_disk_full
+from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
 from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
 from cosim.status import write_status

@@ -362,8 +362,8 @@ class SumoSource:
             except BaseException:  # connection gone, SUMO frozen, or a second Ctrl-C: kill below
                 pass
         if self.proc is not None:
-            try:
-                self.proc.wait(timeout=0 if self._frozen else 10)
+            try:  # frozen, or never connected (interrupted while starting): no reason to wait
+                self.proc.wait(timeout=0 if self._frozen or conn is None else 10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()  # SIGKILL also ends a SIGSTOPped process
                 self.proc.wait()
