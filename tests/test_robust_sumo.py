@@ -230,9 +230,8 @@ def test_record_csv_writes_cosim_s_columns_and_replays_like_parquet(tmp_path):
 # -- a stopped sweep ---------------------------------------------------------------------------
 def test_sigterm_stops_a_sweep_cleanly_and_it_resumes(tmp_path):
     f = tmp_path / "s.toml"
-    scen = ROOT / "scenarios" / "grid6_cache.toml"
-    f.write_text(f'[sweep]\nname = "t"\nscenarios = ["{scen}"]\nseeds = [1, 2, 3]\nend_s = 300\n'
-                 '[set]\n"scenario.step_length_s" = 0.5\n"layers.cache.policies" = ["lc"]\n"output.flush_slots" = 5\n')
+    f.write_text(f'[sweep]\nname = "t"\nscenarios = ["{GRID6_TOML}"]\nseeds = [1, 2]\nend_s = 120\n'
+                 '[set]\n"scenario.step_length_s" = 0.5\n"output.flush_slots" = 5\n')
     out = tmp_path / "out"
     proc = start("sweep", str(f), "--out", str(out), "--jobs", "2", "-q")
     workers = wait_for(lambda: [p for p in children(proc.pid) if "cosim.sweep" in cmdline(p)])

@@ -273,7 +273,7 @@ class SumoSource:
         self.sumo_version = ""
         self._label = ""
         self._stderr: Any = None  # SUMO's stderr: a file, never a pipe (a chatty SUMO would fill it and hang)
-        self._frozen = False
+        self._kill_on_close = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -329,12 +329,15 @@ class SumoSource:
         try:
             self.conn.simulationStep(time_s)
             return self.reader.read(self.conn.simulation.getTime())
+        except KeyboardInterrupt:  # Ctrl-C/SIGTERM while waiting for SUMO: the reply is half read,
+            self._kill_on_close = True    # the connection unusable; close() kills SUMO instead of asking
+            raise
         except Exception as exc:
             # traci turns the socket's timeout into "connection closed": a SUMO that is still
             # there after the whole timeout went by is frozen, not dead
             if (self.timeout_s > 0 and self.proc is not None and self.proc.poll() is None
                     and time.monotonic() - t0 >= 0.99 * self.timeout_s):
-                self._frozen = True
+                self._kill_on_close = True
                 raise SumoDied(f"SUMO did not answer for {self.timeout_s:g} s at t={time_s:g}s (frozen or stopped; "
                                "the limit is scenario.sumo_timeout_s)") from None
             if type(exc).__name__ in ("FatalTraCIError", "TraCIException") or isinstance(exc, (OSError, EOFError)):
@@ -352,18 +355,20 @@ class SumoSource:
         """End SUMO; bounded in time (a frozen or stopped SUMO is killed), so that an
         interrupted run always gets to write its results."""
         conn, self.conn = self.conn, None
-        if conn is not None and not self._frozen:
+        answered = False
+        if conn is not None and not self._kill_on_close:
             try:
                 if self.proc is not None:
                     conn._socket.settimeout(min(self.timeout_s, 5.0) if self.timeout_s > 0 else 5.0)
                     conn.close(wait=False)
                 else:
                     conn.close()
+                answered = True
             except BaseException:  # connection gone, SUMO frozen, or a second Ctrl-C: kill below
                 pass
         if self.proc is not None:
-            try:  # frozen, or never connected (interrupted while starting): no reason to wait
-                self.proc.wait(timeout=0 if self._frozen or conn is None else 10)
+            try:  # frozen, never connected or not answering the close: no reason to wait
+                self.proc.wait(timeout=10 if answered else 0)
             except subprocess.TimeoutExpired:
                 self.proc.kill()  # SIGKILL also ends a SIGSTOPped process
                 self.proc.wait()
