@@ -3,6 +3,7 @@
     import cosim
     cfg = cosim.load("scenarios/grid6.toml")
     summary = cosim.run(cfg, "runs/demo")
+    res = cosim.load("runs/demo")          # a results folder: {table: DataFrame}, .summary
 
 or, inside your own TraCI script, ``cosim.attach(traci)`` after ``traci.start(...)``. Your own
 policies and layers: ``@cosim.register_policy(...)``, ``@cosim.register_layer(...)`` and
@@ -15,8 +16,22 @@ __version__ = "0.1.0"
 __all__ = ["Config", "load", "run", "attach", "Layer", "register_layer", "register_policy", "__version__"]
 
 
+def load(path):  # noqa: ANN001, ANN201
+    """A scenario file -> its validated :class:`Config`; a results folder -> its tables as
+    pandas frames (:class:`cosim.recorder.Results`, readable however the run ended)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        from cosim.recorder import load as load_results
+
+        return load_results(path)
+    from cosim.config import load as load_config
+
+    return load_config(path)
+
+
 def __getattr__(name: str):
-    if name in ("Config", "load"):
+    if name == "Config":
         from cosim import config
 
         return getattr(config, name)

@@ -16,16 +16,20 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.errors import CosimError, SumoDied
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
 
 EXIT_ERROR = 2
 EXIT_SUMO_DIED = 3
+EXIT_DISK_FULL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
     """Options every command that writes a results folder shares."""
-    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>-<pid>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's results in --out (and an earlier --record trace) instead of refusing")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
@@ -37,14 +41,15 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
     from cosim import config as cfgmod
 
-    values = {}
-    for item in args.set:
+    for item in args.set:  # one at a time: an error names the --set item that caused it
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise CosimError(f"--set {item!r}: expected TABLE.KEY=VALUE")
-        values[key.strip()] = cfgmod.parse_value(text.strip())
-    if values:
-        cfg = cfgmod.apply_overrides(cfg, values)
+        cfg = cfgmod.apply_overrides(cfg, {key.strip(): cfgmod.parse_value(text.strip())}, where=f"--set {item}")
+        if key.strip().startswith("layers.") and not args.no_layers:
+            from cosim.layers.base import validate_layers
+
+            validate_layers(cfg, label=f"--set {item}")
     if args.no_coverage:
         cfg = cfg.replace(output={"coverage": False})
     if args.no_layers:
@@ -76,8 +81,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sumo-binary", metavar="PATH", help="SUMO binary for the traci backend (default: the wheel's)")
     p.add_argument("--sumo-args", metavar="ARGS", default="",
                    help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
-    p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet (exact, for `cosim replay`) "
-                                                    "or TRACE.xml[.gz] (SUMO's FCD output)")
+    p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet or TRACE.csv[.gz] (exact, "
+                                                    "for `cosim replay`) or TRACE.xml[.gz] (SUMO's FCD output)")
+    p.add_argument("--sumo-timeout", type=float, metavar="S",
+                   help="TraCI: end the run when SUMO answers nothing for S seconds (frozen); 0 = wait forever "
+                        "(scenario.sumo_timeout_s, default 60)")
     p.set_defaults(func=cmd_run)
 
 
@@ -94,15 +102,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = cfgmod.for_sumocfg(target)
     else:
         raise CosimError(f"{target}: expected a scenario .toml or a SUMO .sumocfg")
-    overrides = {k: v for k, v in {"seed": args.seed, "begin_s": args.begin, "end_s": args.end, "slot_s": args.slot,
-                                    "step_length_s": args.step_length}.items() if v is not None}
-    if overrides:
-        cfg = cfg.replace(scenario=overrides)
+    for flag, key, value in (("--seed", "seed", args.seed), ("--begin", "begin_s", args.begin), ("--end", "end_s", args.end),
+                             ("--slot", "slot_s", args.slot), ("--step-length", "step_length_s", args.step_length),
+                             ("--sumo-timeout", "sumo_timeout_s", args.sumo_timeout)):
+        if value is not None:
+            cfg = cfgmod.apply_overrides(cfg, {f"scenario.{key}": value}, where=f"{flag} {value:g}")
     cfg = _apply_output_args(cfg, args)
     if args.gui and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise CosimError("--gui needs a display (DISPLAY is not set); run without --gui")
+    try:
+        sumo_args = shlex.split(args.sumo_args)
+    except ValueError as exc:
+        raise CosimError(f"--sumo-args {args.sumo_args!r}: {exc}") from None
     summary = run(cfg, args.out, backend=args.backend, gui=args.gui, port=args.port, progress=not args.quiet,
-                  sumo_binary=args.sumo_binary, extra_sumo_args=shlex.split(args.sumo_args), record=args.record)
+                  sumo_binary=args.sumo_binary, extra_sumo_args=sumo_args, record=args.record,
+                  overwrite=args.overwrite)
     _report(summary, args.out)
     return 0
 
@@ -135,9 +149,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     cfg = cfgmod.load(args.scenario)
     if args.end is not None:
-        cfg = cfg.replace(scenario={"end_s": args.end})
+        cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
-    summary = replay(cfg, args.trace, args.out, progress=not args.quiet)
+    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite)
     _report(summary, args.out)
     return 0
 
@@ -156,6 +170,9 @@ def _demand(args: argparse.Namespace):  # noqa: ANN202
 
     if args.period <= 0 or args.end <= 0:
         raise CosimError("--period and --end must be > 0")
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise CosimError(f"--root {root}: is a file, not a folder")
     return DemandSpec(end_s=args.end, period_s=args.period, fringe_factor=args.fringe_factor,
                       min_distance_m=100.0, seed=args.seed)
 
@@ -425,14 +442,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         ap.print_help()
         return EXIT_ERROR
+    import signal
+
+    old_term = signal.getsignal(signal.SIGTERM)
+    if old_term is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_terminated)  # a SIGTERM ends like Ctrl-C: results written
     try:
         return args.func(args)
+    except DiskFull as exc:
+        print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except SumoDied as exc:
         print(f"cosim: error: {_one_line(exc)} (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_SUMO_DIED
     except CosimError as exc:
         print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"cosim: error: disk full: {_one_line(exc)}", file=sys.stderr)  # before the run: nothing to keep
+        return EXIT_DISK_FULL
+    except Terminated:
+        print("\ncosim: terminated (results up to the last slot are on disk)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("\ncosim: interrupted (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if old_term is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, old_term)

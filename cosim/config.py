@@ -3,7 +3,7 @@
 A scenario file has these tables (every key optional except where noted; units in the names):
 
     [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
-                slot_s, step_length_s, backend, sumo_args
+                slot_s, step_length_s, backend, sumo_args, sumo_timeout_s
     [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
@@ -33,9 +33,10 @@ from cosim.errors import ConfigError
 
 
 def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           choices: tuple | None = None, doc: str = "") -> Any:
-    """A dataclass field with validation metadata."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc}
+           choices: tuple | None = None, doc: str = "", unset: float | None = None) -> Any:
+    """A dataclass field with validation metadata. ``unset``: a value outside the range that
+    means "not set here" (e.g. -1 = keep the sumocfg's) and is accepted as such."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,14 +47,17 @@ class ScenarioSection:
     sumocfg: str = option("", doc="SUMO configuration, relative to the scenario file")
     name: str = option("", doc="scenario name (default: the file's stem)")
     seed: int = option(42, lo=0, hi=2**31 - 1, doc="drives SUMO --seed and every random draw")
-    begin_s: float = option(-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
-    end_s: float = option(-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
+    begin_s: float = option(-1.0, lo=0.0, unset=-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
+    end_s: float = option(-1.0, lo=0.0, unset=-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
     slot_s: float = option(1.0, lo=0.0, lo_open=True, doc="slot length gamma [s]; a multiple of the step length")
-    step_length_s: float = option(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
+    step_length_s: float = option(-1.0, lo=0.0, lo_open=True, unset=-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
     backend: str = option("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
+    sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
+                                                     "frozen and the run ends as if it died [s]; 0 = wait forever "
+                                                     "(TraCI only; never with --gui)")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class WorldSection:
 class RsuSection:
     radius_m: float = option(500.0, lo=0.0, lo_open=True, doc="coverage radius d'_m [m]")
     placement: str = option("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
-    spacing_m: float = option(-1.0, doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
+    spacing_m: float = option(-1.0, lo=0.0, lo_open=True, unset=-1.0,
+                              doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
     compute_flops: list = option([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
     bandwidth_hz: list = option([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
     tx_power_dbm: float = option(30.0, lo=-30.0, hi=60.0, doc="RSU transmit power [dBm]")
@@ -153,21 +158,23 @@ def key_parts(key: str) -> list[str] | None:
 
 
 def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set") -> "Config":
-    """``{"scenario.seed": 3, "layers.cache.gpu_memory_gb": 40}`` -> a validated copy of ``cfg``.
-    A layer key creates the layer's table if the scenario has none."""
-    sections: dict[str, dict] = {}
-    layers: dict[str, dict] = {}
+    """``{"scenario.seed": 3, "layers.cache.gpu_memory_gb": 40}`` -> a copy of ``cfg`` validated
+    by the same checks as a scenario file (errors name ``where``, e.g. the flag, and the key);
+    the layers' own tables are checked where they are built (``layers.base.validate_layers``).
+    A layer key creates the layer's table if the scenario has none; relative paths resolve
+    against the working directory."""
+    data = to_dict(cfg)
+    data["layers"] = {k: dict(v) for k, v in cfg.layers.items()}
     for key, value in values.items():
         parts = key_parts(key)
         if parts and len(parts) == 3:
-            layers.setdefault(parts[1], dict(cfg.layers.get(parts[1], {})))[parts[2]] = value
+            data["layers"].setdefault(parts[1], {})[parts[2]] = value
         elif parts and parts[0] in _SECTIONS:
-            sections.setdefault(parts[0], {})[parts[1]] = value
+            data[parts[0]][parts[1]] = value
         else:
             raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, or "
                               f"layers.NAME.KEY; tables: {', '.join(_SECTIONS)}, layers)")
-    out = cfg.replace(**sections) if sections else cfg
-    return out.replace(layers=layers) if layers else out
+    return from_dict(data, cfg.source_file, Path.cwd(), label=where)
 
 
 _SECTIONS = {k: v for k, v in typing.get_type_hints(Config).items() if k not in ("layers", "source_file")}
@@ -203,9 +210,12 @@ def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
     if choices and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
     lo, hi = meta.get("lo"), meta.get("hi")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    unset = meta.get("unset")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not (unset is not None and value == unset):
         if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
-            raise ConfigError(f"{where}: {orig!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} {lo:g})")
+            alt = f", or {unset:g} to leave it unset" if unset is not None else ""
+            raise ConfigError(f"{where}: {orig!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} "
+                              f"{lo:g}{alt})")
         if hi is not None and value > hi:
             raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {hi:g})")
     return value
@@ -231,23 +241,50 @@ def range_pair(values: list, where: str) -> tuple[float, float]:
     if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"{where}: expected a number or [lo, hi], got {values!r}")
     lo, hi = float(values[0]), float(values[-1])
-    if not (0 < lo <= hi):
-        raise ConfigError(f"{where}: need 0 < lo <= hi, got {values!r}")
+    if not (0 < lo <= hi < math.inf):
+        raise ConfigError(f"{where}: need 0 < lo <= hi (finite), got {values!r}")
     return lo, hi
 
 
-def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None) -> Config:
-    """Build and validate a :class:`Config`; relative paths resolve against ``base_dir``."""
+def site_ids(sites: list) -> list[str]:
+    """The RSU ids of ``rsu.sites`` entries: their ``id``, else ``rsu<i>``."""
+    return [str(site.get("id", f"rsu{i}")) for i, site in enumerate(sites)]
+
+
+def _check_sites(sites: list, where: str) -> None:
+    for i, site in enumerate(sites):
+        if not isinstance(site, dict) or set(site) - {"id", "x", "y"} or not {"x", "y"} <= set(site):
+            raise ConfigError(f"{where}: rsu.sites[{i}] must be {{id = \"...\", x = ..., y = ...}}")
+        for k in ("x", "y"):
+            v = site[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{where}: rsu.sites[{i}].{k}: expected a finite number [m], got {v!r}")
+        if "id" in site and not (isinstance(site["id"], str) and site["id"].strip()):
+            raise ConfigError(f"{where}: rsu.sites[{i}].id: expected a non-empty string, got {site['id']!r}")
+    seen: dict[str, int] = {}
+    for i, rid in enumerate(site_ids(sites)):
+        if rid in seen:
+            raise ConfigError(f"{where}: rsu.sites[{i}].id: '{rid}' is also the id of rsu.sites[{seen[rid]}] "
+                              "(RSU ids must be unique)")
+        seen[rid] = i
+
+
+def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None, *, label: str | None = None) -> Config:
+    """Build and validate a :class:`Config`; relative paths resolve against ``base_dir``.
+    Errors name ``label`` (default: ``file``) and the key."""
+    where = label or file
     unknown = sorted(set(data) - set(_SECTIONS) - {"layers"})
     if unknown:
-        raise ConfigError(f"{file}: unknown table '[{unknown[0]}]' (known: {', '.join([*_SECTIONS, 'layers'])})")
-    sections = {name: build_section(cls, data.get(name, {}), file, name) for name, cls in _SECTIONS.items()}
+        raise ConfigError(f"{where}: unknown table '[{unknown[0]}]' (known: {', '.join([*_SECTIONS, 'layers'])})")
+    sections = {name: build_section(cls, data.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
     layers = data.get("layers", {})
     if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
-        raise ConfigError(f"{file}: [layers] must hold one table per layer, e.g. [layers.dvit]")
+        raise ConfigError(f"{where}: [layers] must hold one table per layer, e.g. [layers.dvit]")
     scen = sections["scenario"]
     if not scen.sumocfg:
-        raise ConfigError(f"{file}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
+        raise ConfigError(f"{where}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
+    if scen.begin_s >= 0 and scen.end_s >= 0 and scen.end_s <= scen.begin_s:
+        raise ConfigError(f"{where}: scenario.end_s = {scen.end_s:g} is not after scenario.begin_s = {scen.begin_s:g}")
     base = base_dir if base_dir is not None else Path.cwd()
     sumocfg = Path(scen.sumocfg)
     if not sumocfg.is_absolute():
@@ -259,16 +296,14 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None) ->
     if out.dir and not Path(out.dir).is_absolute():
         sections["output"] = dataclasses.replace(out, dir=str((base / out.dir).resolve()))
     rsu = sections["rsu"]
-    range_pair(rsu.compute_flops, f"{file}: rsu.compute_flops")
-    range_pair(rsu.bandwidth_hz, f"{file}: rsu.bandwidth_hz")
+    range_pair(rsu.compute_flops, f"{where}: rsu.compute_flops")
+    range_pair(rsu.bandwidth_hz, f"{where}: rsu.bandwidth_hz")
     ch = sections["channel"]
-    range_pair(ch.vehicle_bandwidth_hz, f"{file}: channel.vehicle_bandwidth_hz")
-    range_pair(ch.vehicle_compute_flops, f"{file}: channel.vehicle_compute_flops")
-    for i, site in enumerate(rsu.sites):
-        if not isinstance(site, dict) or set(site) - {"id", "x", "y"} or not {"x", "y"} <= set(site):
-            raise ConfigError(f"{file}: rsu.sites[{i}] must be {{id = \"...\", x = ..., y = ...}}")
+    range_pair(ch.vehicle_bandwidth_hz, f"{where}: channel.vehicle_bandwidth_hz")
+    range_pair(ch.vehicle_compute_flops, f"{where}: channel.vehicle_compute_flops")
+    _check_sites(rsu.sites, where)
     if rsu.placement == "sites" and not rsu.sites:
-        raise ConfigError(f"{file}: rsu.placement = \"sites\" needs at least one [[rsu.sites]] entry")
+        raise ConfigError(f"{where}: rsu.placement = \"sites\" needs at least one [[rsu.sites]] entry")
     return Config(**sections, layers=dict(layers), source_file=file)
 
 

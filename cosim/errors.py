@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CosimError(Exception):
     """Expected bad input or environment: the message says what, where and what to do."""
@@ -16,10 +18,37 @@ class SumoDied(CosimError):
 
 
 def last_error_line(text: str) -> str:
-    """The line of a SUMO tool's output that says what went wrong (its last "Error..." line)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error")]
-    if errors:
-        return errors[-1]
+    """The line of a SUMO tool's output that says what went wrong: its last "Error..." line,
+    with the indented lines SUMO continues it with (" In file '...'", " At line/column ...")."""
+    raw = [ln for ln in text.splitlines() if ln.strip()]
+    starts = [i for i, ln in enumerate(raw) if ln.startswith("Error")]
+    if starts:
+        i = starts[-1]
+        rest = []
+        for ln in raw[i + 1:]:
+            if not ln.startswith((" ", "\t")):
+                break
+            rest.append(ln.strip())
+        return " ".join([raw[i].strip(), *rest])
+    lines = [ln.strip() for ln in raw]
     lines = [ln for ln in lines if not ln.startswith("Quitting")]
     return lines[-1] if lines else ""
+
+
+class DiskFull(CosimError):
+    """Writing the results failed for lack of space: what was flushed before is readable."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` says the disk (or the quota) is full."""
+    return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``timeout``, ``docker stop``, a sweep stopping its workers): handled
+    like Ctrl-C — the run stops, its tables are closed and summary.json says ``terminated``."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: raise :class:`Terminated` in the main thread."""
+    raise Terminated(f"terminated by signal {signum}")

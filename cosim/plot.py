@@ -45,13 +45,21 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
 
     folder = _folder(Path(results))
     plt = pyplot("cosim plot")
-    grid = list(tomllib.loads((folder / "sweep.toml").read_text()).get("grid", {}))
+    try:
+        grid = list(tomllib.loads((folder / "sweep.toml").read_text()).get("grid", {}))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise CosimError(f"{folder / 'sweep.toml'}: not a readable sweep file ({exc})") from None
     try:
         df = pd.read_csv(folder / "summary.csv")
     except pd.errors.EmptyDataError:
         df = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CosimError(f"{folder / 'summary.csv'}: unreadable ({' '.join(str(exc).split())})") from None
     if df.empty:
         raise CosimError(f"{folder}: no finished run to plot (see cells.csv for the errors)")
+    missing = [c for c in ("scenario", "layer", "policy") if c not in df.columns]
+    if missing:
+        raise CosimError(f"{folder / 'summary.csv'}: not a cosim sweep summary (no column {missing[0]!r})")
     if x is None:
         varying = [k for k in grid if k in df.columns and df[k].nunique() > 1]
         if not varying:
@@ -61,7 +69,10 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
         raise CosimError(f"--x {x}: not a swept key (swept: {', '.join(grid) or 'none'})")
     others = [k for k in grid if k != x and k in df.columns and df[k].nunique() > 1]
     out_dir = Path(out) if out else folder / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CosimError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
     written = []
     for (scenario, layer), g in df.groupby(["scenario", "layer"], sort=False):
         wanted = metrics or DEFAULT_METRICS.get(layer, [])

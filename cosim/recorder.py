@@ -1,12 +1,22 @@
-"""Result tables written as they grow: parquet row groups every ``flush_slots`` slots.
+"""Result tables written as they grow, so that no way a run can end loses what was flushed.
 
-Every table is closed (footer written) when the run ends, however it ends — finished, SUMO
-died, interrupted — so what was computed up to the last slot is readable.
+A table ``NAME.parquet`` is a *directory* of part files ``part-000000.parquet``, ... : every
+``flush_slots`` slots the buffered rows become one complete Parquet file, written under a hidden
+temporary name (``.part-….tmp``, which Parquet readers skip) and renamed into place. A kill at any
+moment (SIGTERM, SIGKILL, an OOM kill, a power cut, a full disk) therefore leaves every part up to
+the last flush readable: ``pandas.read_parquet("coverage.parquet")`` and ``pyarrow.parquet.read_table``
+read the directory as one table, and :func:`cosim.load` reads a whole results folder.
+``summary.json`` is written the same way (temporary file + rename), and only ever as valid JSON
+(NaN and infinities become ``null``). A trace ``*.csv`` is one CSV file appended at each flush.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
+import os
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +25,48 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cosim.errors import CosimError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """``path`` holds either its old content or all of ``data``, never a part: written to a
+    hidden temporary file, synced, then renamed. On error the temporary file is removed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def finite_json(o: Any) -> Any:
+    """``o`` with every non-finite float (NaN, ±inf, numpy's too) as None and numpy values as
+    Python ones, so that ``json.dumps(..., allow_nan=False)`` always succeeds."""
+    if isinstance(o, dict):
+        return {str(k): finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_json(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return finite_json(o.tolist())
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def dumps_json(data: Any, indent: int | None = 2) -> str:
+    """Valid JSON always (see :func:`finite_json`); anything else unknown is written as its str."""
+    return json.dumps(finite_json(data), indent=indent, allow_nan=False, default=str)
 
 
 @dataclass(frozen=True)
@@ -40,16 +92,21 @@ class Lists:
 
 class TableWriter:
     """Append column batches (numpy arrays, lists or :class:`Coded`); every ``flush_batches``
-    appends they are concatenated per column and written as one parquet row group on a
-    background thread (Arrow's compression releases the GIL, so it overlaps the simulation)."""
+    appends they are concatenated per column and written on a background thread (Arrow's
+    compression releases the GIL, so it overlaps the simulation) as one complete part file of
+    the table directory ``path`` (see the module docstring), or, for a ``*.csv[.gz]`` path, as
+    rows appended to that file. A failed write (a full disk) is raised by the next ``append``,
+    ``flush`` or ``close``; the parts written before stay readable."""
 
     def __init__(self, path: Path, flush_batches: int = 50):
-        self.path = path
+        self.path = Path(path)
         self.flush_batches = flush_batches
+        self.csv = self.path.name.lower().endswith((".csv", ".csv.gz"))
         self._cols: dict[str, list] = {}
         self._pending = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cosim-{path.stem}")
+        self._schema: pa.Schema | None = None
+        self._parts = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cosim-{self.path.stem}")
         self._jobs: list[Future] = []
         self.rows = 0
 
@@ -78,10 +135,28 @@ class TableWriter:
         table = pa.table({k: _column(p) for k, p in parts.items()})
         if table.num_rows == 0:
             return
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(str(self.path), table.schema, compression="zstd")
-        self._writer.write_table(table.cast(self._writer.schema))
+        if self._schema is None:
+            self._schema = table.schema
+        table = table.cast(self._schema)
+        if self.csv:
+            self._append_csv(table)
+        else:
+            self._write_part(table)
         self.rows += table.num_rows
+
+    def _write_part(self, table: pa.Table) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        write_atomic(self.path / f"part-{self._parts:06d}.parquet", buf.getvalue().to_pybytes())
+        self._parts += 1
+
+    def _append_csv(self, table: pa.Table) -> None:
+        df = table.to_pandas()
+        text = df.to_csv(index=False, header=self.rows == 0)  # floats as repr: round-trip exact
+        opener = gzip.open if self.path.name.lower().endswith(".gz") else open
+        with opener(self.path, "ab") as f:  # a gzip member per flush: still one valid .gz
+            f.write(text.encode())
 
     def _check(self) -> None:
         done = [j for j in self._jobs if j.done()]
@@ -90,18 +165,17 @@ class TableWriter:
             j.result()  # re-raise a failed write here
 
     def close(self, empty_schema: dict[str, pa.DataType] | None = None) -> None:
+        """Write what is buffered and wait for it. A table that got no row is written with
+        ``empty_schema`` (one empty part) when given, so that readers find its columns."""
         try:
             self.flush()
             for j in self._jobs:
                 j.result()
-            self._jobs.clear()
         finally:
+            self._jobs.clear()
             self._pool.shutdown(wait=True)
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            elif empty_schema is not None and not self.path.exists():
-                pq.write_table(pa.table({k: pa.array([], type=t) for k, t in empty_schema.items()}), str(self.path))
+        if self.rows == 0 and empty_schema is not None and not self.csv and not self.path.exists():
+            self._write_part(pa.table({k: pa.array([], type=t) for k, t in empty_schema.items()}))
 
 
 def _column(parts: list) -> pa.Array:
@@ -173,26 +247,75 @@ class Recorder:
             })
 
     def close(self) -> None:
-        for name, schema in self._schemas.items():
+        """Close every table, even when one fails (a full disk); then raise the first error."""
+        for name in self._schemas:
             self.table(name)
+        first: BaseException | None = None
         for name, t in self.tables.items():
-            t.close(self._schemas.get(name))
+            try:
+                t.close(self._schemas.get(name))
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def write_json(self, name: str, data: dict) -> Path:
+        """``name`` in the results folder, atomically and as valid JSON (see :func:`dumps_json`)."""
         path = self.out_dir / name
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-        tmp.replace(path)
+        write_atomic(path, (dumps_json(data) + "\n").encode())
         return path
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+# -- reading a results folder back ----------------------------------------------------------------
+def read_table(path: str | Path):  # noqa: ANN201 - pandas.DataFrame, imported lazily
+    """One table (a part directory or a single Parquet file) as a DataFrame; a part directory
+    with no complete part yet (killed before its first flush) reads as an empty frame."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("part-*.parquet")):
+        return pd.DataFrame()
+    return pd.read_parquet(path)
+
+
+class Results(Mapping):
+    """A results folder read back: a mapping ``{table name: DataFrame}`` (``res["coverage"]``),
+    plus ``summary`` (the parsed ``summary.json``; None when the run was killed before writing
+    it), ``config`` (``config.toml``'s text) and ``path``. Tables are read on first access."""
+
+    def __init__(self, path: Path, names: list[str], summary: dict | None, config: str | None):
+        self.path, self.names, self.summary, self.config = path, names, summary, config
+        self._frames: dict[str, Any] = {}
+
+    def __getitem__(self, name: str):  # noqa: ANN204
+        if name not in self.names:
+            raise KeyError(f"{name!r}: no such table in {self.path} (tables: {', '.join(self.names) or 'none'})")
+        if name not in self._frames:
+            self._frames[name] = read_table(self.path / f"{name}.parquet")
+        return self._frames[name]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        status = (self.summary or {}).get("status", "no summary")
+        return f"Results({str(self.path)!r}, tables={self.names}, status={status!r})"
+
+
+def load(run_dir: str | Path) -> Results:
+    """Read a results folder (``cosim run``'s ``--out``), however the run ended."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CosimError(f"{path}: not a results folder")
+    names = sorted(p.name[: -len(".parquet")] for p in path.glob("*.parquet"))
+    summary = None
+    if (path / "summary.json").is_file():
+        try:
+            summary = json.loads((path / "summary.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            summary = None
+    config = (path / "config.toml").read_text() if (path / "config.toml").is_file() else None
+    return Results(path, names, summary, config)

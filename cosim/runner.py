@@ -14,10 +14,17 @@ also when SUMO dies mid-run or the user interrupts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import importlib.metadata as md
+import itertools
 import math
+import os
 import platform
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +38,15 @@ from cosim import config as cfgmod
 from cosim import registry
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config
-from cosim.errors import CosimError, SumoDied
-from cosim.layers.base import LayerContext, make_layers
+from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
+from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
 from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
 from cosim.status import write_status
 from cosim.world import World, net_file_of, read_net
+from cosim.world.network import NetInfo
+from cosim.world.rsu import RsuSet, build_rsus, sites_off_network
 
 EPS = 1e-6
 
@@ -53,8 +62,10 @@ def versions(sumo_version: str = "") -> dict[str, str]:
 
 
 def default_out_dir(cfg: Config) -> Path:
+    """runs/<name>-s<seed>-<time>-<pid>: two runs started in the same second differ by their
+    process id (and :func:`results_dir` adds -2, -3, ... within one process)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.name}-s{cfg.scenario.seed}-{stamp}"
+    return Path("runs") / f"{cfg.name}-s{cfg.scenario.seed}-{stamp}-{os.getpid()}"
 
 
 def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
@@ -71,11 +82,51 @@ def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
         return None
 
 
-def results_dir(cfg: Config, out_dir: str | Path | None) -> Path:
-    """The results folder: the argument, else ``output.dir``, else runs/<name>-s<seed>-<time>."""
-    out = Path(out_dir) if out_dir else (Path(cfg.output.dir) if cfg.output.dir else default_out_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+#: what a run writes into its results folder: all that ``--overwrite`` removes
+RUN_OUTPUTS = ("summary.json", "config.toml", "sumo.log", "*.parquet", ".*.tmp")
+
+
+def clear_run_outputs(folder: Path) -> None:
+    for pattern in RUN_OUTPUTS:
+        for p in folder.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False) -> tuple[Path, bool]:
+    """The results folder, created: the argument (``--out``), else ``output.dir``, else a new
+    runs/<name>-s<seed>-<time>-<pid>. Returns (folder, whether this call created it).
+
+    An existing folder with anything in it is refused unless ``overwrite``, which removes a
+    previous run's outputs (:data:`RUN_OUTPUTS`) and nothing else."""
+    if not out_dir and not cfg.output.dir:
+        base = default_out_dir(cfg)
+        for i in itertools.count(1):
+            path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+            try:
+                path.mkdir(parents=True)
+                return path, True
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise CosimError(f"{path}: cannot create the results folder ({exc.strerror or exc})") from None
+    path, flag = (Path(out_dir), "--out") if out_dir else (Path(cfg.output.dir), f"{cfg.source_file}: output.dir")
+    if path.exists() and not path.is_dir():
+        raise CosimError(f"{flag} {path}: is a file, not a folder")
+    created = not path.exists()
+    if not created and any(path.iterdir()):
+        if not overwrite:
+            raise CosimError(f"{flag} {path}: the folder is not empty (a previous run's results?); "
+                             "add --overwrite to replace them, or choose another folder")
+        clear_run_outputs(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CosimError(f"{flag} {path}: cannot create the results folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        if created:
+            path.rmdir()
+        raise CosimError(f"{flag} {path}: the folder is not writable")
+    return path, created
 
 
 def step_length_s(cfg: Config) -> float:
@@ -91,16 +142,58 @@ class Timing:
     started: float = field(default_factory=time.perf_counter)
 
 
-class Session:
-    """The plugin's state for one run: world, layers, recorder, timing."""
+@dataclass
+class Prepared:
+    """What :func:`preflight` checked and built, handed to the :class:`Session`."""
 
-    def __init__(self, cfg: Config, out_dir: Path, net_file: str | Path, record: Path | None = None,
-                 overlay: bool = False):
+    net: NetInfo
+    rsus: RsuSet
+    warnings: list[str]
+
+
+def preflight(cfg: Config) -> Prepared:
+    """Every check that needs no results folder and no SUMO: the network, the RSUs, the layers.
+    Bad input raises one :class:`CosimError` before anything is written."""
+    sc = cfg.scenario
+    begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)
+    end = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    if end is not None and end >= 0 and end <= begin:
+        which = "scenario.end_s" if sc.end_s >= 0 else "the sumocfg's end"
+        raise ConfigError(f"{cfg.source_file}: {which} = {end:g} s is not after the begin time {begin:g} s")
+    net = read_net(net_file_of(sc.sumocfg))
+    rsus = build_rsus(cfg, net)
+    warnings = []
+    if cfg.rsu.placement == "sites":
+        off = sites_off_network(rsus, net.bounds)
+        b = ", ".join(f"{v:.0f}" for v in net.bounds)
+        if len(off) == len(rsus):
+            raise ConfigError(f"{cfg.source_file}: rsu.sites: no RSU's coverage reaches the network (bounds {b} m): "
+                              "sites are SUMO network x/y in metres")
+        warnings += [f"{cfg.source_file}: rsu.sites[{i}] ('{rsus.ids[i]}' at {rsus.x[i]:g}, {rsus.y[i]:g}) is more "
+                     f"than radius_m from the network (bounds {b} m): it will cover no vehicle" for i in off]
+    validate_layers(cfg)
+    return Prepared(net, rsus, warnings)
+
+
+class Session:
+    """The plugin's state for one run: world, layers, recorder, timing.
+
+    ``net_file``: the network's path, or a :class:`Prepared` from :func:`preflight` (network
+    and RSUs already built and checked, warnings to report). ``created``: the results folder
+    was made for this run, so an error before the first slot removes it again."""
+
+    def __init__(self, cfg: Config, out_dir: Path, net_file: "str | Path | Prepared", record: Path | None = None,
+                 created: bool = False, overlay: bool = False):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
+        self.created = created
+        prep = net_file if isinstance(net_file, Prepared) else None
+        self.warnings = list(prep.warnings) if prep else []
+        for w in self.warnings:
+            print(f"cosim: warning: {w}", file=sys.stderr)
         self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
-        self.net = read_net(net_file)
-        self.world = World(cfg, self.net)
+        self.net = prep.net if prep else read_net(net_file)
+        self.world = World(cfg, self.net, rsus=prep.rsus if prep else None)
         #: the sumo-gui overlay (cosim.overlay), None when off; drawn once connect()ed to SUMO
         self.overlay = None
         table = self.recorder.table
@@ -119,6 +212,7 @@ class Session:
 
             record.parent.mkdir(parents=True, exist_ok=True)
             self.trace = TableWriter(record, cfg.output.flush_slots)
+        self.record = record
         self.slots = 0
         self.max_vehicles = 0
         self.sumo_version = ""
@@ -143,7 +237,26 @@ class Session:
 
     summary: dict | None = None
 
+    def discard(self) -> None:
+        """An error before the first slot: nothing worth keeping. Remove what this run wrote
+        (the whole folder if it made it) instead of leaving an empty results folder."""
+        self.finished = True
+        with contextlib.suppress(Exception):
+            self.recorder.close()
+        if self.trace is not None:
+            with contextlib.suppress(Exception):
+                self.trace.close()
+            if self.record is not None:
+                shutil.rmtree(self.record, ignore_errors=True) if self.record.is_dir() else self.record.unlink(missing_ok=True)
+        if self.created:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+        else:
+            clear_run_outputs(self.out_dir)
+
     def finish(self, status: str = "completed", error: str | None = None) -> dict:
+        """Close every table and write summary.json, whatever happens to one of them. A full
+        disk turns the status into ``disk-full`` and raises :class:`DiskFull` once the rest is
+        written; the parts flushed before it stay readable."""
         if self.finished:
             return self.summary
         self.finished = True
@@ -153,12 +266,21 @@ class Session:
                 layer_blocks[layer.name] = layer.end()
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
-        self.recorder.close()
-        if self.trace is not None:
-            self.trace.close()
+        write_error: BaseException | None = None
+        for closing in (self.recorder.close, self.trace.close if self.trace is not None else None):
+            try:
+                if closing is not None:
+                    closing()
+            except Exception as exc:
+                write_error = write_error or exc
+        if write_error is not None:
+            if is_disk_full(write_error):
+                status, error = "disk-full", f"disk full while writing the results: {write_error}"
+            elif status == "completed":
+                status, error = "failed", f"{type(write_error).__name__}: {write_error}"
         r = self.world.rsus
         dwell_block: dict[str, Any] = {}
-        if self.cfg.output.coverage and self.slots:
+        if self.cfg.output.coverage and self.slots and write_error is None:
             try:
                 dwell_block = dwell_error_from_parquet(
                     self.out_dir / "coverage.parquet", list(r.ids), np.column_stack([r.x, r.y, r.radius_m]),
@@ -175,6 +297,7 @@ class Session:
             "seed": self.cfg.scenario.seed,
             "status": status,
             "error": error,
+            "warnings": self.warnings,
             "versions": versions(self.sumo_version),
             "plugins": registry.plugin_versions(),
             "slot_s": self.cfg.scenario.slot_s,
@@ -190,7 +313,15 @@ class Session:
             "dwell_prediction": dwell_block,
             "layers": layer_blocks,
         }
-        self.recorder.write_json("summary.json", self.summary)
+        try:
+            self.recorder.write_json("summary.json", self.summary)
+        except OSError as exc:
+            write_error = write_error or exc
+        if write_error is not None and is_disk_full(write_error):
+            raise DiskFull(f"{self.out_dir}: disk full after slot {self.slots} (every table part flushed "
+                           "before is readable; summary.json says disk-full if it fitted)") from None
+        if write_error is not None:
+            raise write_error
         return self.summary
 
 
@@ -222,104 +353,208 @@ class Progress:
                      f"(plugin {share:.0f}% of time){eta}", final=force)
 
 
+TRACE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".xml", ".xml.gz")
+
+
+def check_record(record: str | Path | None, overwrite: bool = False) -> Path | None:
+    """The ``--record`` path, checked before the run: a known suffix, a folder it can go in,
+    and no earlier trace there unless ``overwrite`` (which removes it)."""
+    if not record:
+        return None
+    p = Path(record)
+    if not p.name.lower().endswith(TRACE_SUFFIXES):
+        raise CosimError(f"--record {p}: expected TRACE.parquet, TRACE.csv[.gz] or TRACE.xml[.gz]")
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise CosimError(f"--record {p}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise CosimError(f"--record {p}: {anc} is not writable")
+    if p.exists():
+        if not overwrite:
+            raise CosimError(f"--record {p}: exists already; add --overwrite to replace it, or choose another name")
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return p
+
+
 def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
         port: int | None = None, progress: bool = True, sumo_binary: str | None = None,
-        extra_sumo_args: list[str] | None = None, record: str | Path | None = None) -> dict:
+        extra_sumo_args: list[str] | None = None, record: str | Path | None = None, overwrite: bool = False) -> dict:
     """Run SUMO with the plugin attached; returns the summary (also in ``out_dir/summary.json``).
 
     ``gui``: sumo-gui with the plugin's state drawn on the traffic (:mod:`cosim.overlay`).
-    Raises :class:`SumoDied` (after writing everything so far) if SUMO stops mid-run.
-    ``record``: also write the traffic as a trace — ``*.parquet``: cosim's snapshots at full
-    precision (a replay reproduces the run exactly); ``*.xml[.gz]``: SUMO's FCD output.
+    Every input is checked before anything is written (:func:`preflight`). Raises
+    :class:`SumoDied` (after writing everything so far) if SUMO stops or freezes mid-run,
+    :class:`~cosim.errors.Terminated` on SIGTERM and ``KeyboardInterrupt`` on Ctrl-C (idem).
+    ``record``: also write the traffic as a trace — ``*.parquet`` (a part directory, like the
+    result tables) or ``*.csv[.gz]``: cosim's snapshots at full precision (a replay reproduces the
+    run exactly); ``*.xml[.gz]``: SUMO's FCD output. ``overwrite``: replace the results of an
+    earlier run in ``out_dir`` (and an earlier trace) instead of refusing.
     """
     sc = cfg.scenario
     backend = backend or sc.backend
     if gui and backend == "libsumo":
         backend = "traci"  # sumo-gui is only reachable over a socket
-    out = results_dir(cfg, out_dir)
-    net_file = net_file_of(sc.sumocfg)
+    if port is not None and not 1 <= port <= 65535:
+        raise CosimError(f"--port {port}: not a TCP port (1-65535)")
     step = step_length_s(cfg)
     ratio = sc.slot_s / step
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
         raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
                          f"SUMO step length {step:g} s")
     end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
-    gui_args = []
-    if gui:
-        from cosim.overlay import gui_settings
+    record_path = check_record(record, overwrite)
+    prep = preflight(cfg)
+    out, created = results_dir(cfg, out_dir, overwrite)
+    try:
+        gui_args = []
+        if gui:
+            from cosim.overlay import gui_settings
 
-        # --start: sumo-gui otherwise waits for the play button before the first TraCI step
-        gui_args = ["--start", "--quit-on-end", "--gui-settings-file", str(gui_settings(out / "gui-settings.xml"))]
-    cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
-                       step_length_s=sc.step_length_s, log_file=out / "sumo.log",
-                       extra=[*gui_args, *sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
-    record_path = Path(record) if record else None
-    if record_path is not None and not record_path.name.endswith(".parquet"):
-        # SUMO's own FCD trace, one record per slot
-        # SUMO labels a record with the time its step began: the state at slot boundary t is the
-        # record labelled t - step, so start one step before the first boundary
-        first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
-        cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
-                "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
-        record_path = None
-    session = Session(cfg, out, net_file, record=record_path, overlay=gui)
-    source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s)
+            # --start: sumo-gui otherwise waits for the play button before the first TraCI step
+            gui_args = ["--start", "--quit-on-end", "--gui-settings-file", str(gui_settings(out / "gui-settings.xml"))]
+        cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
+                           step_length_s=sc.step_length_s, log_file=out / "sumo.log",
+                           extra=[*gui_args, *sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
+        if record_path is not None and record_path.name.lower().endswith((".xml", ".xml.gz")):
+            # SUMO's own FCD trace, one record per slot
+            # SUMO labels a record with the time its step began: the state at slot boundary t is the
+            # record labelled t - step, so start one step before the first boundary
+            first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
+            cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
+                    "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
+            record_path = None
+        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
+        raise
+    source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s,
+                        timeout_s=0.0 if gui else sc.sumo_timeout_s)  # a paused sumo-gui is not frozen
     return drive(session, source, sc.slot_s, end_s, progress)
 
 
-def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-    """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results."""
+def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True,
+           overwrite: bool = False) -> dict:
+    """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results.
+    The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`)."""
     from cosim.sources.replay import ReplaySource
 
     sc = cfg.scenario
-    out = results_dir(cfg, out_dir)
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
-    source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step)
-    session = Session(cfg, out, net_file_of(sc.sumocfg))
+    prep = preflight(cfg)
+    source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step,
+                          net=prep.net)
+    out, created = results_dir(cfg, out_dir, overwrite)
+    try:
+        session = Session(cfg, out, prep, created=created)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
+        raise
     return drive(session, source, sc.slot_s, end_s, progress)
 
 
-def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool) -> dict:
-    """The slot loop over any TrafficSource; always finishes the session (results on disk)."""
-    prog = Progress(progress, end_s)
-    status, error = "completed", None
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():  # noqa: ANN201
+    """While a run is driven, SIGTERM raises :class:`Terminated` (handled like Ctrl-C) unless
+    the program has its own SIGTERM handler. Main thread only (where signals are delivered)."""
+    if not _main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, raise_terminated):
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        source.start()
-        session.sumo_version = source.sumo_version
-        if session.overlay is not None:
-            session.overlay.connect(source.conn, session.world, session.layers)
-        session.world.route_of = source.route_of
-        begin = source.time_s()
-        k = 0
-        while True:
-            k += 1
-            target = begin + k * slot_s
-            if end_s is not None and target > end_s + EPS:
-                break
-            t0 = time.perf_counter()
-            snap = source.step_to(target)
-            t1 = time.perf_counter()
-            session.on_snapshot(snap)
-            t2 = time.perf_counter()
-            session.timing.sumo_s += t1 - t0
-            session.timing.plugin_s += t2 - t1
-            prog.update(session, snap.time_s, len(snap))
-            if end_s is None and source.finished():
-                break
-        prog.update(session, session.world.time_s, len(session.world.snap), force=True)
-    except SumoDied as exc:
-        status, error = "sumo-died", str(exc)
-        raise
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
-        raise
-    except BaseException as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        raise
+        yield
     finally:
-        source.close()
-        summary = session.finish(status, error)
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():  # noqa: ANN201
+    """While the results are written (seconds at most: every wait there is bounded), a first
+    Ctrl-C or SIGTERM waits until they are, then interrupts; a second one interrupts at once."""
+    if not _main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def later(signum: int, frame: object) -> None:
+        if pending:
+            raise Terminated("terminated") if signum == signal.SIGTERM else KeyboardInterrupt()
+        pending.append(signum)
+
+    old = {sig: signal.signal(sig, later) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if pending:
+        raise Terminated("terminated") if pending[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool) -> dict:
+    """The slot loop over any TrafficSource; however it ends, the session is finished (tables
+    closed, summary.json with the status written) — or, when it ends before the first slot,
+    discarded (no empty results folder). SIGTERM is handled like Ctrl-C."""
+    prog = Progress(progress, end_s)
+    status, error, failure = "completed", None, None
+    summary: dict = {}
+    with sigterm_interrupts():
+        try:
+            source.start()
+            session.sumo_version = source.sumo_version
+            if session.overlay is not None:
+                session.overlay.connect(source.conn, session.world, session.layers)
+            session.world.route_of = source.route_of
+            begin = source.time_s()
+            k = 0
+            while True:
+                k += 1
+                target = begin + k * slot_s
+                if end_s is not None and target > end_s + EPS:
+                    break
+                t0 = time.perf_counter()
+                snap = source.step_to(target)
+                t1 = time.perf_counter()
+                session.on_snapshot(snap)
+                t2 = time.perf_counter()
+                session.timing.sumo_s += t1 - t0
+                session.timing.plugin_s += t2 - t1
+                prog.update(session, snap.time_s, len(snap))
+                if end_s is None and source.finished():
+                    break
+            prog.update(session, session.world.time_s, len(session.world.snap), force=True)
+        except SumoDied as exc:
+            status, error, failure = "sumo-died", str(exc), exc
+        except Terminated as exc:
+            status, error, failure = "terminated", "terminated by a signal (SIGTERM)", exc
+        except KeyboardInterrupt as exc:
+            status, error, failure = "interrupted", "interrupted by the user", exc
+        except BaseException as exc:
+            if is_disk_full(exc):
+                status, error = "disk-full", f"disk full while writing the results: {exc}"
+                failure = DiskFull(f"{session.out_dir}: disk full after slot {session.slots} (every table part "
+                                   "flushed before is readable; summary.json says disk-full if it fitted)")
+            else:
+                status, error, failure = "failed", f"{type(exc).__name__}: {exc}", exc
+        with deferred_interrupts():
+            try:
+                source.close()
+            except Exception:  # the source is gone either way; the results matter now
+                pass
+            if failure is not None and session.slots == 0:
+                session.discard()
+                if isinstance(failure, SumoDied):  # SUMO refused its input (e.g. a broken routes file)
+                    failure = CosimError(str(failure))
+            else:
+                summary = session.finish(status, error)
+    if failure is not None:
+        raise failure
     return summary
 
 
@@ -354,7 +589,7 @@ class CosimListener(traci.StepListener):
 
 
 def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_dir: str | Path | None = None,
-           overlay: bool = False, **scenario_overrides: Any) -> CosimListener:
+           overlay: bool = False, overwrite: bool = False, **scenario_overrides: Any) -> CosimListener:
     """Attach the plugin to a running simulation with one call.
 
     ``conn`` is the ``traci`` module (default), the ``libsumo`` module, or a
@@ -381,8 +616,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     if scenario_overrides:
         cfg = cfg.replace(scenario=scenario_overrides)
     netf = conn.simulation.getOption("net-file")
-    out = Path(out_dir) if out_dir else default_out_dir(cfg)
-    session = Session(cfg, out, netf, overlay=overlay)
+    out, created = results_dir(cfg, out_dir, overwrite)
+    session = Session(cfg, out, netf, created=created, overlay=overlay)
     session.sumo_version = conn.getVersion()[1]
     if session.overlay is not None:
         session.overlay.connect(conn, session.world, session.layers)

@@ -32,6 +32,8 @@ import itertools
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -44,8 +46,11 @@ from typing import Any
 import tomllib
 
 from cosim.config import key_parts
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, Terminated
 from cosim.status import write_status
+
+#: a sweep name is a folder name under runs/sweeps: no separators, no "..", no leading dot
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 #: two-sided 95 % Student t quantiles, by degrees of freedom (1..30); 1.96 beyond
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -108,13 +113,30 @@ class Sweep:
 _SWEEP_KEYS = {"name", "scenarios", "seeds", "end_s", "baseline"}
 
 
+def _first_repeat(values: list) -> Any:
+    """The first value equal to an earlier one (1 and 1.0 are equal), else None."""
+    seen = set()
+    for v in values:
+        key = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True)
+        if key in seen:
+            return v
+        seen.add(key)
+    return None
+
+
 def load(path: str | Path) -> Sweep:
     """Read and check a sweep file; bad input is a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a sweep file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (a sweep file is TOML)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: bad TOML: {exc}") from None
     unknown = set(data) - {"sweep", "grid", "set"}
@@ -126,6 +148,10 @@ def load(path: str | Path) -> Sweep:
     bad = set(sw) - _SWEEP_KEYS
     if bad:
         raise ConfigError(f"{path}: unknown key 'sweep.{sorted(bad)[0]}' (known: {', '.join(sorted(_SWEEP_KEYS))})")
+    name = sw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{path}: sweep.name {name!r}: letters, digits, '.', '_' and '-' only (it names a folder "
+                          "under runs/sweeps)")
     scen = sw.get("scenarios")
     if not isinstance(scen, list) or not scen or not all(isinstance(s, str) for s in scen):
         raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files")
@@ -134,28 +160,73 @@ def load(path: str | Path) -> Sweep:
         p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
         if not p.is_file():
             raise ConfigError(f"{path}: sweep.scenarios: no such file {s!r} (paths are relative to the sweep file)")
+        if p in scenarios:
+            raise ConfigError(f"{path}: sweep.scenarios: {s!r} is listed twice (its runs would count twice)")
         scenarios.append(p)
     seeds = sw.get("seeds", [42])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"{path}: sweep.seeds = {seeds}: a count must be >= 1")
         seeds = list(range(1, seeds + 1))
     if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
         raise ConfigError(f"{path}: sweep.seeds must be a list of integers (or a count N for 1..N)")
+    if _first_repeat(seeds) is not None:
+        raise ConfigError(f"{path}: sweep.seeds: seed {_first_repeat(seeds)} is listed twice (its runs would count "
+                          "twice in the confidence intervals)")
     end = sw.get("end_s")
-    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or end <= 0):
+    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not 0 < end < math.inf):
         raise ConfigError(f"{path}: sweep.end_s must be a positive number")
     grid = data.get("grid", {})
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{path}: [grid] must be a table of 'TABLE.KEY' = [values...], got {grid!r}")
     for k, v in grid.items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: grid.\"{k}\" must be a non-empty list of values")
         _check_key(path, f"grid.\"{k}\"", k)
+        if _first_repeat(v) is not None:
+            raise ConfigError(f"{path}: grid.\"{k}\": value {_first_repeat(v)!r} is listed twice (its runs would "
+                              "count twice)")
     fixed = data.get("set", {})
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"{path}: [set] must be a table of 'TABLE.KEY' = value, got {fixed!r}")
     for k in fixed:
         _check_key(path, f"set.\"{k}\"", k)
+        if k in grid:
+            raise ConfigError(f"{path}: set.\"{k}\" is also a [grid] axis")
     baseline = sw.get("baseline", {})
     if not isinstance(baseline, dict) or not all(isinstance(v, str) for v in baseline.values()):
         raise ConfigError(f"{path}: sweep.baseline must be a table layer = \"policy\", e.g. {{ dvit = \"vidi\" }}")
-    return Sweep(str(sw.get("name", path.stem)), path, scenarios, seeds, grid, fixed, None if end is None else float(end),
-                 baseline)
+    return Sweep(name, path, scenarios, seeds, grid, fixed, None if end is None else float(end), baseline)
+
+
+def check_cells(sw: Sweep) -> None:
+    """Every cell's configuration validated as a scenario file is (keys, ranges, layers,
+    policies) before anything runs; the error names the sweep file and the value at fault."""
+    from cosim import config as cfgmod
+    from cosim.layers.base import validate_layers
+
+    fixed = dict(sw.fixed)
+    if sw.end_s is not None:
+        fixed["scenario.end_s"] = sw.end_s
+    checked: set = set()
+    for scen in sw.scenarios:
+        base = cfgmod.load(scen)
+        base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set]") if fixed else base
+        for k, values in sw.grid.items():
+            for v in values:
+                where = f"{sw.file}: grid.\"{k}\" = {v!r}"
+                one = cfgmod.apply_overrides(base, {k: v}, where=where)
+                if k.startswith("layers."):
+                    validate_layers(one, label=where)
+        for c in sw.cells():
+            point = json.dumps(c.params, sort_keys=True, default=str)  # grid values may be tables
+            if c.scenario != str(scen) or point in checked:
+                continue
+            checked.add(point)
+            label = ", ".join(f"{k} = {v!r}" for k, v in c.params) or "[set]"
+            cfg = cfgmod.apply_overrides(base, dict(c.params), where=f"{sw.file}: {Path(scen).name} with {label}")
+            validate_layers(cfg, label=f"{sw.file}: {Path(scen).name} with {label}")
+        checked.clear()
 
 
 def _check_key(path: Path, where: str, key: str) -> None:
@@ -165,7 +236,9 @@ def _check_key(path: Path, where: str, key: str) -> None:
 
 # -- one cell ---------------------------------------------------------------------------------
 def run_cell(cell: dict, out: Path) -> dict:
-    """Run one cell in this process (the worker side): load, override, run. Writes cell.json."""
+    """Run one cell in this process (the worker side): load, override, run. Writes cell.json,
+    also when the worker is stopped (SIGTERM, Ctrl-C: status ``terminated``/``interrupted``,
+    the run's tables closed and readable), so that a resumed sweep runs it again."""
     from cosim import config as cfgmod
     from cosim.errors import CosimError
     from cosim.runner import run
@@ -173,17 +246,40 @@ def run_cell(cell: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     record = {**cell, "status": "running", "error": None, "started": time.time()}
     t0 = time.perf_counter()
+    stopped: BaseException | None = None
     try:
         cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
-        run(cfg, out, progress=False)
+        run(cfg, out, progress=False, overwrite=True)
         record["status"] = "completed"
     except CosimError as exc:
         record.update(status="failed", error=str(exc))
+    except KeyboardInterrupt as exc:  # Terminated (SIGTERM) included
+        stopped = exc
+        done = (_read_json(out / "summary.json") or {}).get("status") == "completed"  # stopped while closing
+        record.update(status="completed" if done else "terminated" if isinstance(exc, Terminated) else "interrupted",
+                      error=None if done else "stopped by a signal; runs again when the sweep is resumed")
     except Exception as exc:  # keep the sweep going; the error is in the record
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     record["wall_s"] = time.perf_counter() - t0
-    (out / "cell.json").write_text(json.dumps(record, indent=1, default=str))
+    _write_record(out, record)
+    if stopped is not None:
+        raise stopped
     return record
+
+
+def _write_record(out: Path, record: dict) -> None:
+    from cosim.recorder import dumps_json, write_atomic
+
+    write_atomic(out / "cell.json", (dumps_json(record, indent=1) + "\n").encode())
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``; None if missing, unreadable or not an object (a corrupt file)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock) -> dict:
@@ -192,33 +288,32 @@ def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock) ->
     spec = out / "cell-spec.json"
     spec.write_text(json.dumps(cell, default=str))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    from cosim.sources.sumo import CHILD_DIES_WITH_PARENT
+
     proc = subprocess.Popen([sys.executable, "-m", "cosim.sweep", str(spec), str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=CHILD_DIES_WITH_PARENT)
     with lock:
         procs.add(proc)
     _, err = proc.communicate()
     with lock:
         procs.discard(proc)
-    rec_file = out / "cell.json"
-    if rec_file.is_file():
-        rec = json.loads(rec_file.read_text())
-        if rec.get("status") in ("completed", "failed"):
-            return rec
+    rec = _read_json(out / "cell.json")
+    if rec is not None and rec.get("status") in ("completed", "failed", "terminated", "interrupted"):
+        return rec
     last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
     rec = {**cell, "status": "failed", "error": f"worker died ({proc.returncode}): {last[0]}"}
-    rec_file.write_text(json.dumps(rec, indent=1, default=str))
+    _write_record(out, rec)
     return rec
 
 
 def finished(out: Path) -> dict | None:
-    f = out / "cell.json"
-    if not f.is_file():
+    """The cell's record if it finished: cell.json and summary.json both readable and
+    ``completed``; a corrupt or partial one means the cell runs again."""
+    rec = _read_json(out / "cell.json")
+    if rec is None or rec.get("status") != "completed":
         return None
-    try:
-        rec = json.loads(f.read_text())
-    except json.JSONDecodeError:
-        return None
-    return rec if rec.get("status") == "completed" and (out / "summary.json").is_file() else None
+    summary = _read_json(out / "summary.json")
+    return rec if summary is not None and summary.get("status") == "completed" else None
 
 
 # -- engines ----------------------------------------------------------------------------------
@@ -270,14 +365,29 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
                 pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock))
             progress.running = len(pending)
             progress.show()
-    except KeyboardInterrupt:
-        with lock:
-            for p in procs:
-                p.terminate()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): stop the workers cleanly
+        _stop_workers(procs, lock)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return out
+
+
+def _stop_workers(procs: set, lock: threading.Lock, grace_s: float = 20.0) -> None:
+    """SIGTERM every running worker (each closes its tables and writes its summary and
+    cell.json), wait up to ``grace_s``, then SIGKILL what is left: no orphan either way."""
+    with lock:
+        running = list(procs)
+    for p in running:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in running:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def run_ray(todo: list[tuple[dict, Path]], address: str | None, progress: Progress, jobs: int | None) -> list[dict]:
@@ -328,7 +438,15 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
             address: str | None = None, progress: bool = True) -> dict:
     """Run every unfinished cell, then merge. Returns {"cells", "completed", "failed", "out"}."""
     out = Path(out) if out else default_out(sw)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"unknown engine '{engine}' (use local or ray)")
+    check_cells(sw)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror or exc})") from None
     (out / "sweep.toml").write_text(sw.file.read_text())
     cells = sw.cells()
     todo, skipped = [], 0
@@ -340,12 +458,14 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
             todo.append((c.to_json(), d))
     jobs = jobs or os.cpu_count() or 1
     prog = Progress(len(cells), skipped, progress)
-    if engine == "local":
-        run_local(todo, jobs, prog)
-    elif engine == "ray":
-        run_ray(todo, address, prog, jobs if address is None else None)
-    else:
-        raise ConfigError(f"unknown engine '{engine}' (use local or ray)")
+    try:
+        if engine == "local":
+            run_local(todo, jobs, prog)
+        else:
+            run_ray(todo, address, prog, jobs if address is None else None)
+    except KeyboardInterrupt:  # the workers have stopped: merge what finished, then stop
+        merge(sw, out, cells)
+        raise
     prog.show(final=True)
     return merge(sw, out, cells)
 
@@ -368,17 +488,14 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
         d = out / "cells" / c.cell_id
         base = {"cell": c.cell_id, "scenario": Path(c.scenario).stem, "seed": c.seed,
                 **{k: _cellvalue(v) for k, v in c.params}}
-        rec = {}
-        if (d / "cell.json").is_file():
-            try:
-                rec = json.loads((d / "cell.json").read_text())
-            except json.JSONDecodeError:
-                rec = {}
+        rec = _read_json(d / "cell.json") or {}
         st = rec.get("status", "missing")
+        summary = _read_json(d / "summary.json") if st == "completed" else None
+        if st == "completed" and summary is None:
+            st, rec = "failed", {**rec, "error": "summary.json missing or corrupt (re-run the sweep to run it again)"}
         status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s")})
-        if st != "completed" or not (d / "summary.json").is_file():
+        if summary is None:
             continue
-        summary = json.loads((d / "summary.json").read_text())
         core = {"layer": "core", "policy": "", "vehicles_seen": summary.get("vehicles_seen"),
                 "max_concurrent_vehicles": summary.get("max_concurrent_vehicles"),
                 "wall_s": summary.get("wall_s", {}).get("total")}
@@ -391,7 +508,9 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
                 _flatten("", values, row)
                 rows.append(row)
     res = pd.DataFrame(rows)
-    res.to_parquet(out / "results.parquet", index=False)
+    tmp = out / ".results.parquet.tmp"
+    res.to_parquet(tmp, index=False)
+    tmp.replace(out / "results.parquet")  # a reader never sees half a table
     st = pd.DataFrame(status)
     st.to_csv(out / "cells.csv", index=False)
     summary_csv(res, list(sw.grid), out / "summary.csv")
@@ -472,8 +591,16 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
 
 def _worker_main(argv: list[str]) -> int:
     """``python -m cosim.sweep CELL_SPEC.json OUT_DIR``: run one cell (what the engines start)."""
-    cell = json.loads(Path(argv[0]).read_text())
-    rec = run_cell(cell, Path(argv[1]))
+    from cosim.errors import raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)  # the sweep stops its workers with SIGTERM
+    try:
+        cell = json.loads(Path(argv[0]).read_text())
+        rec = run_cell(cell, Path(argv[1]))
+    except Terminated:
+        return 143
+    except KeyboardInterrupt:
+        return 130
     return 0 if rec["status"] == "completed" else 1
 
 

@@ -58,10 +58,63 @@ def test_cells_are_the_product_with_stable_ids(tmp_path):
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\nseed = [1]\n', "expected TABLE.KEY"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grids]\n', "unknown table '[grids]'"),
     ("[sweep\n", "bad TOML"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = [1, 2, 1]\n', "sweep.seeds: seed 1 is listed twice"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = 0\n', "sweep.seeds = 0: a count must be >= 1"),
+    (f'[sweep]\nscenarios = ["{SCEN}", "{SCEN}"]\n', "is listed twice"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"rsu.radius_m" = [300, 500, 300.0]\n',
+     'grid."rsu.radius_m": value 300.0 is listed twice'),
+    (f'[sweep]\nname = "../../../escape"\nscenarios = ["{SCEN}"]\n', "sweep.name '../../../escape'"),
+    (f'[sweep]\nname = "/abs"\nscenarios = ["{SCEN}"]\n', "sweep.name '/abs'"),
+    (f'grid = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "[grid] must be a table"),
+    (f'set = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "[set] must be a table"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = inf\n', "sweep.end_s must be a positive number"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\n[set]\n"rsu.radius_m" = 3\n[grid]\n"rsu.radius_m" = [1, 2]\n',
+     "is also a [grid] axis"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, text, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         sweep.load(write(tmp_path, text))
+
+
+def test_a_folder_or_a_binary_is_not_a_sweep_file(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a sweep file"):
+        sweep.load(tmp_path)
+    (tmp_path / "b.toml").write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        sweep.load(tmp_path / "b.toml")
+
+
+@pytest.mark.parametrize("grid, message", [
+    ('"layers.cache.gpu_memory_gb" = [40, -1]', 'grid."layers.cache.gpu_memory_gb" = -1: layers.cache.gpu_memory_gb'),
+    ('"rsu.radius_m" = ["far"]', "grid.\"rsu.radius_m\" = 'far': rsu.radius_m: expected a number"),
+    ('"layers.cache.nokey" = [1]', "unknown key 'layers.cache.nokey'"),
+    ('"layers.nolayer.x" = [1]', "unknown layer '[layers.nolayer]'"),
+    ('"scenario.end_s" = [-5]', "scenario.end_s: -5 is out of range"),
+])
+def test_every_cell_is_validated_before_anything_runs(tmp_path, grid, message):
+    f = tiny(tmp_path, grid=grid)
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(f) in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_finished_cell_runs_again_and_merges_without_a_traceback(tmp_path):
+    sw = sweep.load(tiny(tmp_path, seeds="[1]", grid='"layers.cache.gpu_memory_gb" = [40]'))
+    (cell,) = sw.cells()
+    d = tmp_path / "out" / "cells" / cell.cell_id
+    d.mkdir(parents=True)
+    (d / "cell.json").write_text(json.dumps({"status": "completed"}))
+    for corrupt in ('{"status": "compl', "[]", ""):
+        (d / "summary.json").write_text(corrupt)
+        assert sweep.finished(d) is None  # so the next run of the sweep runs it again
+        res = sweep.merge(sw, tmp_path / "out")
+        assert res == {"cells": 1, "completed": 0, "failed": 1, "out": str(tmp_path / "out")}
+        cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+        assert cells["error"].str.contains("summary.json missing or corrupt").all()
+    (d / "cell.json").write_text("[1, 2]")  # valid JSON, not a record
+    assert sweep.finished(d) is None and sweep.merge(sw, tmp_path / "out")["failed"] == 0
 
 
 def test_mean_and_student_t_interval_by_hand(tmp_path):
@@ -82,14 +135,15 @@ sumo = pytest.mark.sumo
 
 @sumo
 def test_local_sweep_merges_and_reports_a_broken_cell(tmp_path):
-    f = tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [40, -1]')
+    # a spacing the scenario checks accept but the network does not (too many RSUs): found when the run starts
+    f = tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [40]\n"rsu.spacing_m" = [-1, 0.5]')
     proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "--jobs", "2", "-q")
     assert proc.returncode == 2  # one run failed
     cells = pd.read_csv(tmp_path / "out" / "cells.csv")
     assert sorted(cells["status"]) == ["completed", "completed", "failed", "failed"]
     bad = cells[cells.status == "failed"]
-    assert (bad["layers.cache.gpu_memory_gb"] == -1).all()
-    assert bad["error"].str.contains("layers.cache.gpu_memory_gb: -1 is out of range").all()
+    assert (bad["rsu.spacing_m"] == 0.5).all()
+    assert bad["error"].str.contains("rsu.spacing_m = 0.5 puts").all()
     res = pd.read_parquet(tmp_path / "out" / "results.parquet")
     lc = res[(res.layer == "cache") & (res.policy == "lc")]
     assert sorted(lc["seed"]) == [1, 2] and (lc["layers.cache.gpu_memory_gb"] == 40).all()
@@ -102,15 +156,18 @@ def test_local_sweep_merges_and_reports_a_broken_cell(tmp_path):
     assert s["n"] == 2 and s["system_cost.mean"] == pytest.approx(lc["system_cost"].mean())
 
 
-def _workers() -> list[int]:
+def _workers(parent: int) -> list[int]:
+    """The sweep workers started by process ``parent`` — only its own children: other sweeps
+    may run on the same machine and must not be touched."""
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 cmd = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if b"cosim.sweep" in cmd and len(cmd) > 2 and cmd[1] == b"-m":
+            if ppid == parent and b"cosim.sweep" in cmd and len(cmd) > 2 and cmd[1] == b"-m":
                 pids.append(int(d.name))
     return pids
 
@@ -125,7 +182,7 @@ def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
     deadline = time.time() + 120
     victim = None
     while time.time() < deadline and victim is None:  # kill the first worker we see mid-run
-        ws = _workers()
+        ws = _workers(proc.pid)
         if ws:
             time.sleep(1.0)
             victim = ws[0]
@@ -171,7 +228,7 @@ def test_plot_draws_the_standard_figures(tmp_path):
     bad = run_cli("plot", str(tmp_path))
     assert bad.returncode == 2 and "not a sweep results folder" in bad.stderr
     # a sweep whose every run failed: one line, no traceback
-    f = tiny(tmp_path, grid='"layers.cache.gpu_memory_gb" = [-1]', seeds="[1]")
+    f = tiny(tmp_path, grid='"rsu.spacing_m" = [0.5]', seeds="[1]")
     assert run_cli("sweep", str(f), "--out", str(tmp_path / "bad"), "-q").returncode == 2
     none = run_cli("plot", str(tmp_path / "bad"))
     assert none.returncode == 2 and "no finished run to plot" in none.stderr

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cosim(scenario: Path, out: Path, *, end: float, seed: int, sets: dict) -> dict:
     """`cosim run SCENARIO --set K=V ...` into ``out``; returns summary.json (exits on failure)."""
-    cmd = [sys.executable, "-m", "cosim", "run", str(scenario), "--out", str(out), "-q", "--no-coverage",
+    cmd = [sys.executable, "-m", "cosim", "run", str(scenario), "--out", str(out), "--overwrite", "-q", "--no-coverage",
            "--end", str(end), "--seed", str(seed)]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]

@@ -95,7 +95,7 @@ def instructions_mode(args, cfg, step: float, tmp: Path, env: dict) -> None:
     def cosim(end: float, backend: str) -> list[str]:
         return [sys.executable, "-m", "cosim", "run", str(args.target), "-q", "--begin", f"{w0:g}", "--end", f"{end:g}",
                 "--step-length", f"{step:g}", "--sumo-args", " ".join(resume), "--backend", backend,
-                "--out", str(tmp / f"{backend}-{end:g}")]
+                "--out", str(tmp / f"{backend}-{end:g}"), "--overwrite"]
 
     variants = {"bare sumo": bare, "cosim libsumo": lambda e: cosim(e, "libsumo")}
     if not args.no_traci:
@@ -149,10 +149,10 @@ def main() -> None:
         return
     variants = {"bare sumo": lambda i: timed(bare, env)}
     if cfg.layers:  # the core alone beside the core with the layers: the layers' own share
-        variants["cosim no layers"] = lambda i: timed(cosim + ["--no-layers", "--out", str(tmp / f"core{i}")], env)
-    variants["cosim libsumo"] = lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}")], env)
+        variants["cosim no layers"] = lambda i: timed(cosim + ["--no-layers", "--out", str(tmp / f"core{i}"), "--overwrite"], env)
+    variants["cosim libsumo"] = lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}"), "--overwrite"], env)
     if not args.no_traci:
-        variants["cosim traci"] = lambda i: timed(cosim + ["--backend", "traci", "--out", str(tmp / f"traci{i}")], env)
+        variants["cosim traci"] = lambda i: timed(cosim + ["--backend", "traci", "--out", str(tmp / f"traci{i}"), "--overwrite"], env)
     times: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(args.repeat):
         for name, fn in variants.items():

@@ -69,7 +69,8 @@ def main() -> None:
                 writer.append(snapshot_columns(snap))
             t += 1.0
         writer.close()
-    print(f"traces in {tmp}: {fcd.name} {fcd.stat().st_size / 1e6:.1f} MB, {pq.name} {pq.stat().st_size / 1e6:.1f} MB")
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*")) if p.is_dir() else p.stat().st_size  # noqa: E731
+    print(f"traces in {tmp}: {fcd.name} {size(fcd) / 1e6:.1f} MB, {pq.name} (part directory) {size(pq) / 1e6:.1f} MB")
     print(f"{'trace':22s} {'part':>5s} {'rows':>10s} {'rows/s':>12s} {'peak RSS [MB]':>14s}")
     for path in (fcd, pq):
         for label, until in (("half", args.end / 2), ("all", 1e12)):

@@ -241,11 +241,11 @@ def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
     return out
 
 
-def validate_layers(cfg: "Config") -> None:
+def validate_layers(cfg: "Config", label: str | None = None) -> None:
     """Build the configured layers once without a run (no tables): every layer key, policy and
-    option checked as the run would, for ``cosim config FILE``."""
+    option checked as the run would. Errors name ``label`` (default: the scenario file)."""
     make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                                  scenario_file=cfg.source_file, table=lambda name: None))
+                                  scenario_file=label or cfg.source_file, table=lambda name: None))
 
 
 __all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "bind_policies", "check_policies",

@@ -26,6 +26,7 @@ import numpy as np
 
 from cosim.errors import CosimError
 from cosim.sources.base import SNAPSHOT_FIELDS, Snapshot
+from cosim.sources.check import TraceCheck
 
 EPS = 1e-6
 TRACE_COLUMNS = ["time_s", *SNAPSHOT_FIELDS]  # the parquet trace layout (one row per vehicle and slot)
@@ -63,18 +64,28 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
 
 
 def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
+    """A parquet trace: one file, or a part directory as ``--record t.parquet`` writes it (its
+    parts in name order; a part still being written when the run was killed is hidden)."""
     import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(str(path))
-    except Exception as exc:
-        raise CosimError(f"{path}: not a readable parquet trace ({exc})") from None
-    missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
-    if missing:
-        raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)}")
-    chunks = ({c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
-              for t in (pf.read_row_group(rg, columns=TRACE_COLUMNS) for rg in range(pf.num_row_groups)))
-    yield from _by_time(path, chunks)
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise CosimError(f"{path}: a trace directory without any part-*.parquet file")
+
+    def chunks() -> Iterator[dict]:
+        for f in files:
+            try:
+                pf = pq.ParquetFile(str(f))
+            except Exception as exc:
+                raise CosimError(f"{f}: not a readable parquet trace ({exc})") from None
+            missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
+            if missing:
+                raise CosimError(f"{f}: trace lacks column(s) {', '.join(missing)}")
+            for rg in range(pf.num_row_groups):
+                t = pf.read_row_group(rg, columns=TRACE_COLUMNS)
+                yield {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
+
+    yield from _by_time(path, chunks())
 
 
 def _csv_snapshots(path: Path) -> Iterator[Snapshot]:
@@ -155,12 +166,31 @@ def _fcd_snapshots(path: Path, shift: float = 0.0) -> Iterator[Snapshot]:
         stream.close()
 
 
+def _check_fcd_root(path: Path) -> None:
+    """An XML trace must be SUMO FCD output (``<fcd-export>``): a network or routes file passed
+    by mistake would otherwise replay as an empty trace."""
+    from lxml import etree
+
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            for _, el in etree.iterparse(f, events=("start",)):
+                if el.tag != "fcd-export":
+                    raise CosimError(f"{path}: line {el.sourceline}: not an FCD trace (root element <{el.tag}>, "
+                                     "expected <fcd-export> as sumo --fcd-output writes it)")
+                return
+    except (etree.XMLSyntaxError, OSError, EOFError):
+        return  # the reader reports a broken file with its line
+
+
 class ReplaySource:
     """Yields the recorded snapshot at each slot boundary (empty where the trace has none)."""
 
-    def __init__(self, path: str | Path, end_s: float | None = None, begin_s: float = 0.0, fcd_step_s: float = 0.0):
+    def __init__(self, path: str | Path, end_s: float | None = None, begin_s: float = 0.0, fcd_step_s: float = 0.0,
+                 net=None):  # noqa: ANN001 - NetInfo: also check that the trace matches this network
         self.path = Path(path)
-        if not self.path.is_file():
+        if not (self.path.is_file() or (self.path.is_dir() and self.path.name.lower().endswith(".parquet"))):
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
         if name.endswith(".parquet"):
@@ -168,10 +198,12 @@ class ReplaySource:
         elif name.endswith((".csv", ".csv.gz")):
             self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
+            _check_fcd_root(self.path)
             self._open = lambda p: _fcd_snapshots(p, fcd_step_s)
         else:
             raise CosimError(f"{self.path}: expected a .parquet, .csv[.gz] or FCD .xml[.gz] trace")
         self.end_s = end_s
+        self.net = net
         self.sumo_version = "replay"
         self.route_of = None  # a trace carries no routes
         self._it: Iterator[Snapshot] | None = None
@@ -180,7 +212,7 @@ class ReplaySource:
         self.begin_s = begin_s  # slots fall at begin + k * slot, as in the live run
 
     def start(self) -> None:
-        self._it = self._open(self.path)
+        self._it = TraceCheck(self.path, self.net)(self._open(self.path))  # every reader's snapshots checked
         self._advance()
 
     def _advance(self) -> None:

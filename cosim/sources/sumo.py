@@ -28,8 +28,12 @@ import io
 import itertools
 import operator
 import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,22 +232,49 @@ def check_api_version(conn: Any, client: str) -> str:
     return sumo_version
 
 
+def _pdeathsig():  # noqa: ANN202
+    """A ``preexec_fn`` (Linux) that makes the child get SIGTERM when cosim dies, however it
+    dies (SIGKILL included), so that no SUMO or sweep worker outlives it; None elsewhere. libc
+    is loaded here, in the parent: the child only makes the one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+CHILD_DIES_WITH_PARENT = _pdeathsig()
+
+
 class SumoSource:
-    """A SUMO run driven by cosim. ``backend`` is ``"libsumo"`` (default) or ``"traci"``."""
+    """A SUMO run driven by cosim. ``backend`` is ``"libsumo"`` (default) or ``"traci"``.
+
+    ``timeout_s`` (TraCI only; the scenario key ``scenario.sumo_timeout_s``): a SUMO that does
+    not answer a request for that long is taken as frozen (e.g. stopped with SIGSTOP, or hung):
+    the run ends as if SUMO had died (:class:`SumoDied`) and the process is killed. 0 waits
+    forever. In-process libsumo cannot be watched this way.
+    """
 
     def __init__(self, cmd: list[str], backend: str = "libsumo", port: int | None = None,
-                 log_file: str | Path | None = None, end_s: float | None = None):
+                 log_file: str | Path | None = None, end_s: float | None = None, timeout_s: float = 0.0):
         if backend not in ("libsumo", "traci"):
             raise CosimError(f"unknown backend '{backend}' (use libsumo or traci)")
         self.cmd, self.backend, self.port = list(cmd), backend, port
         self.log_file = Path(log_file) if log_file else None
         self.end_s = end_s
+        self.timeout_s = timeout_s
         self.conn: Any = None
         self.reader: DirectReader | SubscriptionReader | None = None
         self.proc: subprocess.Popen | None = None
         self.sumo_version = ""
         self.route_of = None  # set by start()
         self._label = ""
+        self._stderr: Any = None  # SUMO's stderr: a file, never a pipe (a chatty SUMO would fill it and hang)
+        self._kill_on_close = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -278,23 +309,38 @@ class SumoSource:
         port = self.port or free_port()
         self._label = f"cosim-{os.getpid()}-{next(_labels)}"
         cmd = self.cmd + ["--remote-port", str(port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._stderr = tempfile.TemporaryFile(prefix="cosim-sumo-stderr-")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, text=True,
+                                     preexec_fn=CHILD_DIES_WITH_PARENT)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # traci prints "Retrying in 1 seconds"
                 traci.init(port, numRetries=100, label=self._label, proc=self.proc)
         except Exception as exc:
             self.proc.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise CosimError(f"SUMO failed to start: {self._last_error(err) or exc}") from None
+            self.proc.wait()
+            raise CosimError(f"SUMO failed to start: {self._last_error(self._stderr_text()) or exc}") from None
         self.conn = traci.getConnection(self._label)
+        if self.timeout_s > 0:
+            self.conn._socket.settimeout(self.timeout_s)  # a frozen SUMO: recv raises TimeoutError
         self.sumo_version = check_api_version(self.conn, f"traci {traci.__version__ if hasattr(traci, '__version__') else ''}".strip())
 
     # -- stepping ----------------------------------------------------------------------------
     def step_to(self, time_s: float) -> Snapshot:
+        t0 = time.monotonic()
         try:
             self.conn.simulationStep(time_s)
             return self.reader.read(self.conn.simulation.getTime())
+        except KeyboardInterrupt:  # Ctrl-C/SIGTERM while waiting for SUMO: the reply is half read,
+            self._kill_on_close = True    # the connection unusable; close() kills SUMO instead of asking
+            raise
         except Exception as exc:
+            # traci turns the socket's timeout into "connection closed": a SUMO that is still
+            # there after the whole timeout went by is frozen, not dead
+            if (self.timeout_s > 0 and self.proc is not None and self.proc.poll() is None
+                    and time.monotonic() - t0 >= 0.99 * self.timeout_s):
+                self._kill_on_close = True
+                raise SumoDied(f"SUMO did not answer for {self.timeout_s:g} s at t={time_s:g}s (frozen or stopped; "
+                               "the limit is scenario.sumo_timeout_s)") from None
             if type(exc).__name__ in ("FatalTraCIError", "TraCIException") or isinstance(exc, (OSError, EOFError)):
                 raise SumoDied(f"SUMO stopped at t={time_s:g}s: {self._why(exc)}") from None
             raise
@@ -307,18 +353,35 @@ class SumoSource:
         return float(self.conn.simulation.getTime())
 
     def close(self) -> None:
-        if self.conn is None:
-            return
+        """End SUMO; bounded in time (a frozen or stopped SUMO is killed), so that an
+        interrupted run always gets to write its results."""
         conn, self.conn = self.conn, None
-        try:
-            conn.close()
-        except Exception:
-            pass
-        if self.proc is not None:
+        answered = False
+        if conn is not None and not self._kill_on_close:
             try:
-                self.proc.wait(timeout=10)
+                if self.proc is not None:
+                    conn._socket.settimeout(min(self.timeout_s, 5.0) if self.timeout_s > 0 else 5.0)
+                    conn.close(wait=False)
+                else:
+                    conn.close()
+                answered = True
+            except BaseException:  # connection gone, SUMO frozen, or a second Ctrl-C: kill below
+                pass
+        if self.proc is not None:
+            try:  # frozen, never connected or not answering the close: no reason to wait
+                self.proc.wait(timeout=10 if answered else 0)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self.proc.kill()  # SIGKILL also ends a SIGSTOPped process
+                self.proc.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _stderr_text(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(max(0, self._stderr.seek(0, io.SEEK_END) - 65536))  # its last lines suffice
+        return self._stderr.read().decode(errors="replace")
 
     # -- diagnostics -------------------------------------------------------------------------
     def _why(self, exc: Exception) -> str:
@@ -330,8 +393,8 @@ class SumoSource:
                     self.proc.wait(timeout=2)
                 except subprocess.TimeoutExpired:
                     pass
-            if self.proc.poll() is not None and self.proc.stderr:
-                msg = self._last_error(self.proc.stderr.read())
+            if self.proc.poll() is not None:
+                msg = self._last_error(self._stderr_text())
         if not msg and self.log_file and self.log_file.is_file():
             msg = self._last_error(self.log_file.read_text(errors="replace"))
         return msg or str(exc).strip() or type(exc).__name__

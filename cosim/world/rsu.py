@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosim.config import Config, range_pair
+from cosim.config import Config, range_pair, site_ids
+from cosim.errors import ConfigError
 from cosim.world.channel import RSU_BW, RSU_CPU, hash_uniform
 from cosim.world.network import NetInfo
 
@@ -37,6 +38,15 @@ class RsuSet:
         return d, np.where(np.isfinite(masked[np.arange(n), nearest]), nearest, -1).astype(np.int64)
 
 
+#: more lattice points than this is a configuration error (a tiny rsu.spacing_m), not a run
+MAX_LATTICE_RSUS = 10_000
+
+
+def lattice_counts(bounds: tuple, spacing_m: float) -> tuple[int, int]:
+    xmin, ymin, xmax, ymax = bounds
+    return tuple(max(1, math.ceil((hi - lo) / spacing_m - 1e-9)) for lo, hi in ((xmin, xmax), (ymin, ymax)))
+
+
 def lattice_sites(bounds: tuple, spacing_m: float, junction_xy: np.ndarray, radius_m: float) -> np.ndarray:
     """Square lattice centred on the network bounds; points with no junction in range dropped.
 
@@ -44,27 +54,43 @@ def lattice_sites(bounds: tuple, spacing_m: float, junction_xy: np.ndarray, radi
     """
     xmin, ymin, xmax, ymax = bounds
     pts = []
-    for lo, hi in ((xmin, xmax), (ymin, ymax)):
-        n = max(1, math.ceil((hi - lo) / spacing_m - 1e-9))
+    for (lo, hi), n in zip(((xmin, xmax), (ymin, ymax)), lattice_counts(bounds, spacing_m)):
         first = lo + ((hi - lo) - (n - 1) * spacing_m) / 2
         pts.append(first + spacing_m * np.arange(n))
     gx, gy = np.meshgrid(pts[0], pts[1])
     sites = np.column_stack([gx.ravel(), gy.ravel()])
     if len(junction_xy):
-        d2 = ((sites[:, None, :] - junction_xy[None, :, :]) ** 2).sum(-1)
-        keep = (d2 <= radius_m ** 2).any(axis=1)
+        keep = np.zeros(len(sites), dtype=bool)
+        for i in range(0, len(sites), 64):  # in blocks: memory stays small on large networks
+            d2 = ((sites[i:i + 64, None, :] - junction_xy[None, :, :]) ** 2).sum(-1)
+            keep[i:i + 64] = (d2 <= radius_m ** 2).any(axis=1)
         if keep.any():
             sites = sites[keep]
     return sites
 
 
+def sites_off_network(rsus: "RsuSet", bounds: tuple) -> list[int]:
+    """Indices of RSUs whose disc does not reach the network's bounding box (no vehicle can
+    ever be in their coverage)."""
+    xmin, ymin, xmax, ymax = bounds
+    dx = np.maximum(np.maximum(xmin - rsus.x, rsus.x - xmax), 0.0)
+    dy = np.maximum(np.maximum(ymin - rsus.y, rsus.y - ymax), 0.0)
+    return [int(i) for i in np.flatnonzero(np.hypot(dx, dy) > rsus.radius_m)]
+
+
 def build_rsus(cfg: Config, net: NetInfo) -> RsuSet:
     rc = cfg.rsu
     if rc.placement == "sites":
-        ids = tuple(str(s.get("id", f"rsu{i}")) for i, s in enumerate(rc.sites))
+        ids = tuple(site_ids(rc.sites))
         xy = np.array([[float(s["x"]), float(s["y"])] for s in rc.sites])
     else:
         spacing = rc.spacing_m if rc.spacing_m > 0 else rc.radius_m * math.sqrt(2)
+        nx, ny = lattice_counts(net.bounds, spacing)
+        if nx * ny > MAX_LATTICE_RSUS:
+            key = f"rsu.spacing_m = {rc.spacing_m:g}" if rc.spacing_m > 0 else f"rsu.radius_m = {rc.radius_m:g}"
+            raise ConfigError(f"{cfg.source_file}: {key} puts {nx} x {ny} lattice RSUs on this network "
+                              f"({net.bounds[2] - net.bounds[0]:.0f} x {net.bounds[3] - net.bounds[1]:.0f} m; "
+                              f"at most {MAX_LATTICE_RSUS})")
         xy = lattice_sites(net.bounds, spacing, net.junction_xy, rc.radius_m)
         ids = tuple(f"rsu{i}" for i in range(len(xy)))
     m = len(ids)
