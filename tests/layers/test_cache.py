@@ -30,16 +30,38 @@ def test_fit_passes_through_every_table1_point():
         f = s.fit()
         assert accuracy(f, 0) == pytest.approx(s.zero_shot)
         assert accuracy(f, 1) == pytest.approx(s.one_shot)
-        assert accuracy(f, s.window) == pytest.approx(s.few_shot)
+        # every few-shot point but GPT3-13B arithmetic's (below its one-shot score, see below)
+        few = s.one_shot if s.name == "gpt3-13b/arithmetic" else s.few_shot
+        assert accuracy(f, s.window) == pytest.approx(few)
+        assert s.best_accuracy == pytest.approx(max(s.one_shot, s.few_shot))
 
 
-def test_fit_of_gpt3_13b_arithmetic_by_hand():
+def test_negative_alpha_of_gpt3_13b_arithmetic_is_clamped_by_hand():
     s = {x.name: x for x in table1()[1]}["gpt3-13b/arithmetic"]
+    # the unconstrained fit: a1 = 15.98 - 3.79 = 12.19; 50^alpha = 2^(10.55/12.19) - 1 = 0.821929,
+    # alpha = ln 0.821929 / ln 50 = -0.196101 / 3.912023 = -0.050128: accuracy *falls* with K and
+    # a(1e-6) = 3.79 + 12.19 log2(1 + e^(0.050128 * 13.815511)) = 3.79 + 12.19 log2(2.998664) = 23.10
+    raw = (3.79, 12.19, math.log(2 ** (10.55 / 12.19) - 1) / math.log(50))
+    assert raw[2] == pytest.approx(-0.050128, abs=2e-6)
+    assert accuracy(raw, 1e-6) == pytest.approx(23.10, abs=0.01) and accuracy(raw, 50) == pytest.approx(14.34)
+    # ours: alpha clamped at 0 (the least-squares fit with a(K) non-decreasing): one-shot for any K > 0
     a0, a1, alpha = s.fit()
-    # a1 = 15.98 - 3.79 = 12.19; 50^alpha = 2^(10.55/12.19) - 1 = 2^0.865464 - 1 = e^0.599896 - 1 = 0.821929
-    # alpha = ln 0.821929 / ln 50 = -0.196101 / 3.912023 = -0.050128 (few-shot is below one-shot)
-    assert (a0, a1) == pytest.approx((3.79, 12.19))
-    assert alpha == pytest.approx(-0.050128, abs=2e-6)
+    assert (a0, a1, alpha) == pytest.approx((3.79, 12.19, 0.0))
+    for k in (1e-6, 0.3, 1.0, 7.0, 50.0):
+        assert accuracy(s.fit(), k) == pytest.approx(15.98)
+    assert s.best_accuracy == pytest.approx(15.98)
+    # accuracy cost against the best: 0.1219 with no context, 0 with any; never negative
+    assert (s.best_accuracy - accuracy(s.fit(), 0.0)) / 100 == pytest.approx(0.1219)
+
+
+def test_accuracy_never_improves_by_dropping_context_nor_exceeds_the_best():
+    grid = [0.0, 1e-9, 1e-6, 1e-3, 0.05, 0.2, 0.5, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 16.0, 31.0, 32.0, 49.0, 50.0, 64.0]
+    for s in table1()[1]:
+        f = s.fit()
+        ks = [k for k in grid if k <= max(s.window, 0)] or [0.0]
+        acc = [accuracy(f, k) for k in ks]
+        assert all(b >= a - 1e-12 for a, b in zip(acc, acc[1:])), s.name
+        assert max(acc) <= s.best_accuracy + 1e-12 and min(acc) >= s.zero_shot - 1e-12, s.name
 
 
 def test_vision_models_do_not_learn_in_context():
@@ -196,6 +218,21 @@ def test_cost_terms_of_a_scripted_sequence_by_hand(tmp_path):
     assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1}
 
 
+def test_a_hit_is_never_charged_a_negative_accuracy_cost(tmp_path):
+    # model A with GPT3-13B arithmetic's scores (few-shot below one-shot: alpha clamped at 0)
+    arith = [{"name": "A", "params_m": 1000, "services": [{"task": "x", "gflops": 100, "zero_shot": 3.79,
+                                                           "one_shot": 15.98, "few_shot": 14.34, "window": 50}]}]
+    lay, _ = tiny_layer(tmp_path, policies=["lc"], models=arith)
+    rows = []
+    lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 2.0, 3.0, 40.0], [0] * 4, [0] * 4, [0.01] * 4, None, rows)
+    cols = row_columns(rows)
+    assert cols["out"] == [1, 0, 0, 0]  # miss (loads in 1 s), three hits
+    # t=2: no context, a = 3.79, cost (15.98 - 3.79)/100; t=3: K = e^-0.1; t=40: K = e^-3.8 + e^-3.7 = 0.0471
+    assert cols["acc"][1:] == pytest.approx([3.79, 15.98, 15.98])
+    assert cols["acc_cost"][1:] == pytest.approx([0.1219, 0.0, 0.0])
+    assert cols["k"][3] == pytest.approx(math.exp(-3.8) + math.exp(-3.7))
+
+
 def test_queue_and_outage_send_requests_elsewhere(tmp_path):
     lay, _ = tiny_layer(tmp_path, policies=["lru"], max_queue_s=0.15, transfer_timeout_s=1.0)
     edges = lay._edges("lru", 1)
@@ -245,5 +282,8 @@ def test_bad_cache_config_names_the_key(tmp_path):
         tiny_layer(tmp_path, policies=["lfru"])
     with pytest.raises(ConfigError, match=r"layers.cache.models\[0\].services\[0\]: missing key 'gflops'"):
         tiny_layer(tmp_path, models=[{"name": "A", "params_m": 1, "services": [{"task": "x", "zero_shot": 1}]}])
+    with pytest.raises(ConfigError, match=r"layers.cache.models\[0\].services\[0\]: .*one_shot 40.0 is below zero_shot"):
+        tiny_layer(tmp_path, models=[{"name": "A", "params_m": 1, "services": [
+            {"task": "x", "gflops": 1, "zero_shot": 50, "one_shot": 40.0, "few_shot": 60, "window": 8}]}])
     with pytest.raises(ConfigError, match="layers.cache.popularity: need 2"):
         tiny_layer(tmp_path, popularity=[1.0])
