@@ -103,6 +103,9 @@ def test_context_window_caps_k_and_eviction_drops_context():
     for _ in range(40):
         c.add_example(0, 5.0)
     assert c.examples(0, 5.0) == 32.0  # the window
+    assert c.context(0, 5.0) == 32.0  # LC's key too: the window holds at most 32 examples
+    c.add_example(1, 5.0)  # plus one of the other task (relevance 0.5) -> 32.5, capped again
+    assert c.context(0, 5.0) == 33.0 and c.examples(0, 5.0) == 32.0 and c.examples(1, 5.0) == 17.0
     c.evict(0)
     assert c.examples(0, 5.0) == 0.0 and c.context(0, 5.0) == 0.0 and c.used == 0.0
 
@@ -141,7 +144,7 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
     # LFU keeps m0 (3 > 1 requests); LC keeps m1 (e^-6 * 3 = 0.0074 < e^-0.1 = 0.905)
     out = {}
     for policy in ("lc", "lfu"):
-        c = edge()
+        c = edge(window=(32, 32, 32, 0, 0))  # model 1 learns in context here
         for m in (0, 1):
             c.load(m, 0.0, 0.0)
         for t in (0.0, 1.0, 2.0):
@@ -151,6 +154,20 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
         c.freq[1] += 1
         out[policy] = make_room(c, 3, 60.0, KEYS[policy], np.random.default_rng(0))
     assert out == {"lc": [0], "lfu": [1]}
+
+
+def test_no_context_without_an_in_context_window():
+    # service 2 (model 1) and 3 (model 2) have no window (Table I's "-"): serving them adds nothing,
+    # so LC's key for them is zero context and its tie-break (least recently used) decides
+    c = edge()
+    for m in (1, 2):
+        c.load(m, 0.0, 0.0)
+    for t in (1.0, 2.0, 3.0):
+        c.add_example(2, t)
+    c.add_example(3, 4.0)
+    assert c.S[2] == c.S[3] == 0.0 and c.context(1, 5.0) == c.context(2, 5.0) == 0.0
+    c.last_used[1], c.last_used[2] = 3.0, 4.0
+    assert KEYS["lc"](c, [1, 2], 5.0) == [(0.0, 3.0), (0.0, 4.0)]
 
 
 def test_make_room_restores_victims_that_were_not_needed():

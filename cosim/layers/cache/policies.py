@@ -1,7 +1,8 @@
 """One RSU's model cache with Age-of-Context bookkeeping, and the eviction policies.
 
 **Age of Context (our formulation of Sec. V-B).** Every request an RSU serves with a model
-leaves one example in that model's context at that RSU. An example of age ``dt`` counts
+that learns in context (a Table I window K > 0: the GPT-3 models; vision and multimodal models
+have none, "-") leaves one example in that model's context at that RSU. An example of age ``dt`` counts
 ``exp(-dt / tau)`` (the non-increasing age utility of Fig. 2); for a request of service ``s``
 an example of the same service counts fully and one of another service of the same model counts
 ``cross_relevance`` (relevance). The effective number of examples is the weighted sum, capped by
@@ -10,8 +11,11 @@ the task's context window (Table I's K):
     K_s(t) = min(window_s, S_s(t) + cross_relevance * sum_{s' != s, same model} S_s'(t)),
     S_s(t) = sum over examples e of service s: exp(-(t - t_e) / tau).
 
-S_s is kept as one decayed sum per (RSU, service), so adding an example and reading K are O(1).
-Evicting a model drops its context (S = 0 for its services).
+S_s is kept as one decayed sum per (RSU, service), capped by the window when an example is added
+(the window holds at most K_s examples: a new one pushes the oldest out), so adding an example
+and reading K are O(1). A model's context (LC's key) is the sum of its services' S, each at most
+its window; a model without in-context learning has none (LC then ranks it by its tie-break,
+least recently used). Evicting a model drops its context (S = 0 for its services).
 
 **Policies** (registered with :func:`cosim.register_policy` on layer ``cache``, as a plugin's
 are): passive caching for all — a request for a model that is not ready
@@ -90,11 +94,16 @@ class EdgeCache:
         return min(float(self.window[service]), own + self.cross * other)
 
     def add_example(self, service: int, t: float) -> None:
-        self.S[service] = self._decayed(service, t) + 1.0
-        self.S_t[service] = t
+        """One more example of ``service`` in context, the oldest pushed out of a full window;
+        nothing for a service without in-context learning (window 0)."""
+        w = self.window[service]
+        if w:
+            v = self._decayed(service, t) + 1.0
+            self.S[service] = v if v < w else float(w)
+            self.S_t[service] = t
 
     def context(self, model: int, t: float) -> float:
-        """Examples the model holds at this RSU (LC's eviction key)."""
+        """Examples the model holds at this RSU (LC's eviction key): each service's at most its window."""
         total = 0.0
         for j in self.model_services[model]:
             total += self._decayed(j, t)
