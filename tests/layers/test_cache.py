@@ -9,7 +9,7 @@ import pytest
 from cosim.config import from_dict
 from cosim.errors import ConfigError
 from cosim.layers.base import LayerContext
-from cosim.layers.cache.catalog import accuracy, per_task, table1
+from cosim.layers.cache.catalog import accuracy, per_task, table1, variants
 from cosim.layers.cache.layer import CacheLayer, row_columns
 from cosim import registry
 from cosim.layers.cache.policies import EdgeCache, make_room
@@ -77,6 +77,35 @@ def test_per_task_catalog_has_one_copy_per_service_with_its_own_size():
     assert size["uniformer-b:detection"] == 69 and size["uniformer-b:image-cls"] == 50  # Table I rows
     assert size["gpt3-175b:translation"] == 174600
     assert {s.model for s in services} == set(size)
+
+
+def test_variants_catalog_serves_every_task_of_a_model_from_one_context():
+    models, services = variants(*table1(), 3)
+    assert len(models) == 18 and len(services) == 66
+    assert [s.name for s in services[:3]] == ["gpt3-13b#1/translation", "gpt3-13b#1/arithmetic",
+                                              "gpt3-13b#1/superglue"]
+    assert {m.name: m.params_m for m in models}["clip-vit-h14#3"] == 986
+
+
+def test_cross_task_relevance_acts_with_the_default_catalog(tmp_path):
+    """GPT3-13B#1 (the default catalog's first model): translation at t=0 (miss; 25.7 GB load in
+    3.2125 s) and t=10 (hit, no context), then SuperGLUE at t=20 sees the translation example at
+    relevance 0.3: K = 0.3 e^(-10/120) = 0.276013. SuperGLUE's fit: a1 = 64.3 - 54.4 = 9.9,
+    alpha = ln(2^(12.5/9.9) - 1) / ln 32 = ln 1.399362 / 3.465736 = 0.096945;
+    a = 54.4 + 9.9 log2(1 + 0.276013^0.096945) = 54.4 + 9.9 log2(1.882679) = 63.4366."""
+    out = {}
+    for cross in (0.3, 0.0):
+        rec = Recorder(tmp_path / str(cross))
+        lay = CacheLayer({"policies": ["lc"], "cross_relevance": cross},
+                         LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table))
+        assert lay.cfg.catalog == "table1-variants" and lay.service_names[2] == "gpt3-13b#1/superglue"
+        rows = []
+        lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 10.0, 20.0], [0] * 3, [0, 0, 2], [0.01] * 3, None, rows)
+        out[cross] = row_columns(rows)
+    assert out[0.3]["out"] == [1, 0, 0]
+    assert out[0.3]["k"][2] == pytest.approx(0.276013, abs=1e-6) and out[0.0]["k"][2] == 0.0
+    assert out[0.3]["acc"][2] == pytest.approx(63.4366, abs=1e-4) and out[0.0]["acc"][2] == pytest.approx(54.4)
+    assert out[0.3]["acc_cost"][2] == pytest.approx((66.9 - 63.4366) / 100, abs=1e-6)
 
 
 # -- Age of Context ----------------------------------------------------------------------------

@@ -152,6 +152,23 @@ def per_task(models: list[Model], services: list[Service]) -> tuple[list[Model],
     return out_m, out_s
 
 
+def variants(models: list[Model], services: list[Service], n: int) -> tuple[list[Model], list[Service]]:
+    """The same catalog with ``n`` fine-tuned variants of every model ("model#1" .. "model#n", e.g.
+    one per driving domain), each serving *all* of its model's tasks with its own context — the
+    reading in which an edge server chooses between copies of the same size and each copy's tasks
+    share its context (so cross-task relevance acts). Catalog order: variant 1's services in
+    Table I's order, then variant 2's, ..."""
+    out_m, out_s = [], []
+    for v in range(1, n + 1):
+        for m in models:
+            out_m.append(Model(f"{m.name}#{v}", m.family, m.params_m, m.per_token))
+        for s in services:
+            name = f"{s.model}#{v}"
+            out_s.append(Service(f"{name}/{s.task}", name, s.task, s.gflops, s.zero_shot, s.one_shot, s.few_shot,
+                                 s.window))
+    return out_m, out_s
+
+
 def zipf(n: int, exponent: float) -> np.ndarray:
     """Popularity of ranks 1..n: p_i proportional to i^-exponent (exponent 0 = uniform)."""
     w = np.arange(1, n + 1, dtype=float) ** -exponent

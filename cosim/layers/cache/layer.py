@@ -40,7 +40,7 @@ import numpy as np
 from cosim.config import option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
-from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
+from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, variants, zipf
 from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
 from cosim.world import World
@@ -66,9 +66,11 @@ class CacheConfig:
     policies: list = option(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
                         doc="eviction policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.cache.options.NAME] tables (see `cosim config`)")
-    catalog: str = option("table1-per-task", choices=("table1", "table1-per-task", "custom"),
-                      doc="table1: the six PFMs of Table I; table1-per-task: one fine-tuned copy per task "
-                          "(22 models); custom: the `models` list")
+    catalog: str = option("table1-variants", choices=("table1", "table1-variants", "table1-per-task", "custom"),
+                      doc="table1: the six PFMs of Table I; table1-variants: `variants` fine-tuned copies of each "
+                          "(each serving all its tasks, so cross-task relevance acts); table1-per-task: one copy "
+                          "per task (22 models); custom: the `models` list")
+    variants: int = option(3, lo=1, doc="catalog = table1-variants: fine-tuned variants of each Table I model")
     models: list = option([], doc="catalog = custom: [{name, params_m, per_token, services = "
                               "[{task, gflops, zero_shot, one_shot, few_shot, window}]}]")
     gpu_memory_gb: float = option(80.0, lo=0.0, lo_open=True, doc="GPU memory per RSU [GB] (80: one A100-80GB)")
@@ -101,6 +103,8 @@ class CacheConfig:
 def _catalog(cfg: CacheConfig, where: str) -> tuple[list[Model], list[Service]]:
     if cfg.catalog == "table1":
         return table1()
+    if cfg.catalog == "table1-variants":
+        return variants(*table1(), cfg.variants)
     if cfg.catalog == "table1-per-task":
         return per_task(*table1())
     if not cfg.models:
