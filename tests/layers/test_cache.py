@@ -146,13 +146,15 @@ def scripted(policy: str) -> list[int]:
     c = edge()
     rng = np.random.default_rng(0)
     seq = [(0.0, 0), (1.0, 2), (2.0, 0), (3.0, 0), (4.0, 0), (5.0, 2)]  # (time, service)
-    for t, s in seq:
+    for t, s in seq:  # the layer's bookkeeping (lfu-perfect: freq; lfu: count)
         m = c.service_model[s]
         c.freq[m] += 1
         if not c.cached[m]:
             make_room(c, m, t, KEYS[policy], rng)
             c.load(m, t, 0.0)
+            c.count[m] = 1
         else:
+            c.count[m] += 1
             c.add_example(s, t)
         c.last_used[m] = t
     return make_room(c, 3, 6.0, KEYS[policy], rng)
@@ -164,6 +166,7 @@ def test_each_policy_evicts_the_model_it_should():
     assert scripted("fifo") == [0]  # first in
     assert scripted("lru") == [0]  # used at 4 < 5
     assert scripted("lfu") == [1]  # 2 requests < 4
+    assert scripted("lfu-perfect") == [1]
     # LC: context of m0 = e^-0.4 + e^-0.3 + e^-0.2 = 2.231, of m1 = e^-0.1 = 0.905
     assert scripted("lc") == [1]
 
@@ -179,8 +182,10 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
         for t in (0.0, 1.0, 2.0):
             c.add_example(0, t)
             c.freq[0] += 1
+            c.count[0] += 1
         c.add_example(2, 59.0)
         c.freq[1] += 1
+        c.count[1] += 1
         out[policy] = make_room(c, 3, 60.0, KEYS[policy], np.random.default_rng(0))
     assert out == {"lc": [0], "lfu": [1]}
 
@@ -197,6 +202,47 @@ def test_no_context_without_an_in_context_window():
     assert c.S[2] == c.S[3] == 0.0 and c.context(1, 5.0) == c.context(2, 5.0) == 0.0
     c.last_used[1], c.last_used[2] = 3.0, 4.0
     assert KEYS["lc"](c, [1, 2], 5.0) == [(0.0, 3.0), (0.0, 4.0)]
+
+
+def test_lfu_forgets_a_model_on_eviction_lfu_perfect_does_not():
+    # m0 was requested 10 times but was evicted and has just been reloaded (1 request since);
+    # m1 has had 3 requests, all while cached. In-cache LFU evicts m0, perfect LFU m1
+    out = {}
+    for policy in ("lfu", "lfu-perfect"):
+        c = edge()
+        for m in (0, 1):
+            c.load(m, 0.0, 0.0)
+        c.freq[:2], c.count[:2] = [10, 3], [1, 3]
+        out[policy] = make_room(c, 3, 1.0, KEYS[policy], None)
+    assert out == {"lfu": [0], "lfu-perfect": [1]}
+
+
+def test_layer_counts_requests_in_cache_and_cold_evictions(tmp_path):
+    lay, _ = tiny_layer(tmp_path, policies=["lfu"])
+    e = lay._edges("lfu", 1)[0]
+    rows = []
+    # A (2 GB, 1 s): miss t=0, loading t=0.5, hit t=2; B (6 GB, 3 s) misses at t=4 and evicts A;
+    # A misses at t=10 and evicts B, which never served a request (a cold eviction)
+    lay._serve(0, "lfu", [e], [0.0, 0.5, 2.0, 4.0], [0] * 4, [0, 0, 0, 1], [0.01] * 4, None, rows)
+    assert (e.freq[:2], e.count[:2], e.hits[:2]) == ([3, 1], [0, 1], [1, 0])  # A's count forgotten
+    lay._serve(0, "lfu", [e], [10.0], [0], [0], [0.01], None, rows)
+    assert (e.freq[:2], e.count[:2]) == ([4, 1], [1, 0])
+    assert lay.stats["lfu"] == {"loads": 3, "preloads": 0, "evictions": 2, "cold_evictions": 1}
+
+
+def test_lc_evicts_a_fresh_model_first_unless_given_grace():
+    # m0: ready since t=0 with 2 examples; m1: loaded at t=5, ready at t=8, no context yet.
+    # m3 (6 GB) needs one of them out at t=10
+    grace = registry.policies("cache")["lc"].options(grace_s=5.0)
+    out = []
+    for keys in (KEYS["lc"], lambda c, cands, t, rng: KEYS["lc"](c, cands, t, rng, grace)):
+        c = edge()
+        c.load(0, -1.0, 1.0)
+        c.add_example(0, 0.0)
+        c.add_example(0, 1.0)
+        c.load(1, 5.0, 3.0)
+        out.append(make_room(c, 3, 10.0, keys, None))
+    assert out == [[1], [0]]  # the paper's LC drops the fresh model; ready 2 s ago, within 5 s of grace, it stays
 
 
 def test_make_room_restores_victims_that_were_not_needed():
@@ -261,7 +307,7 @@ def test_cost_terms_of_a_scripted_sequence_by_hand(tmp_path):
     assert cols["infer"][3] == pytest.approx(0.1 * (1 + 0.02 * 0.904837))
     # B's miss at t=4 goes to the cloud: 0.01 + 0.3 + 2e11 / 1e13
     assert cols["cloud"][4] == pytest.approx(0.33)
-    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1}
+    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1, "cold_evictions": 0}
 
 
 def test_a_hit_is_never_charged_a_negative_accuracy_cost(tmp_path):

@@ -63,7 +63,7 @@ def row_columns(rows: list[tuple]) -> dict[str, list]:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    policies: list = option(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
+    policies: list = option(["lc", "lfu", "lfu-perfect", "fifo", "random", "cloud", "lru", "lc-predictive"],
                         doc="eviction policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.cache.options.NAME] tables (see `cosim config`)")
     catalog: str = option("table1-variants", choices=("table1", "table1-variants", "table1-per-task", "custom"),
@@ -176,7 +176,7 @@ class CacheLayer(Layer):
                        for mdl in range(len(self.models))]
         self.predictive = any(pol.traits["predictive"] for pol in self.policies.values())
         self.caches: dict[str, list[EdgeCache]] = {}
-        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions"), 0) for p in self.policies}
+        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions", "cold_evictions"), 0) for p in self.policies}
         self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
         self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
@@ -272,6 +272,7 @@ class CacheLayer(Layer):
                 continue
             e.freq[mdl] += 1
             if e.cached[mdl]:
+                e.count[mdl] += 1
                 if e.ready_at[mdl] > t:
                     out = _LOADING
                 else:
@@ -285,6 +286,7 @@ class CacheLayer(Layer):
                         e.busy_until = t + infer
                         e.add_example(s, t)
                         e.last_used[mdl] = t
+                        e.hits[mdl] += 1
                         append((pi, i, r, s, mdl, _EDGE, "", k, acc, 0.0, w_acc * (best[s] - acc) / 100.0, infer, tr,
                                 0.0, t))
                         continue
@@ -301,14 +303,21 @@ class CacheLayer(Layer):
                 out = _NO_ROOM if admit is None or admit >= 0 else _REJECTED
             else:
                 out = _MISS
+                self._evicted(st, e, gone)
                 e.load(mdl, t, self.load_s[mdl])
+                e.count[mdl] = 1
                 e.last_used[mdl] = t
                 switch = self.load_s[mdl]
                 evicted = ",".join(self.models[v].name for v in gone)
                 st["loads"] += 1
-                st["evictions"] += len(gone)
             append((pi, i, r, s, mdl, out, evicted, 0.0, best[s], switch, 0.0, 0.0, 0.0, tr + cloud_base[s], t))
 
+
+    @staticmethod
+    def _evicted(st: dict, e: EdgeCache, gone: list[int]) -> None:
+        """Count evictions, and the cold ones: victims that served no request since they were loaded."""
+        st["evictions"] += len(gone)
+        st["cold_evictions"] += sum(1 for v in gone if not e.hits[v])
 
     # -- lc-predictive: demand along SUMO routes --------------------------------------------
     def predict_demand(self, world: World) -> np.ndarray:
@@ -383,9 +392,9 @@ class CacheLayer(Layer):
                 gone = make_room(e, mdl, t, keys, rng, admit_value=d)
                 if gone is None:
                     continue
+                self._evicted(st, e, gone)
                 e.load(mdl, t, self.load_s[mdl])
                 st["preloads"] += 1
-                st["evictions"] += len(gone)
                 rows.append((pi, -1, r, -1, mdl, _PRELOAD, ",".join(self.models[v].name for v in gone), 0.0, math.nan,
                              self.load_s[mdl], 0.0, 0.0, 0.0, 0.0, t))
 
@@ -446,5 +455,6 @@ class CacheLayer(Layer):
                 "edge_execution_ratio": edge / n if n else None,
                 "system_cost_per_request": system / n if n else None,
                 "loads": st["loads"], "preloads": st["preloads"], "evictions": st["evictions"],
+                "cold_evictions": st["cold_evictions"],
             }
         return out

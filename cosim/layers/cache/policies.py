@@ -23,8 +23,15 @@ at its RSU goes to the cloud, and the RSU loads the model in the background (res
 at once; it is ready ``size / load_bandwidth`` later), evicting cached models one at a time, in
 the policy's order, until the model fits. A model larger than the GPU memory is never loaded.
 
-* ``lc`` — least context first (sum of S over the model's services); ties: least recently used;
-* ``lfu`` — least requested first (requests for the model at this RSU since the run began);
+* ``lc`` — least context first (sum of S over the model's services); ties: least recently used.
+  A freshly loaded model has no context (eviction dropped it), so the literal LC makes it the
+  first victim as soon as it is ready — before it could gather any. Option ``grace_s`` (ours,
+  default 0 = the paper's LC) ranks a model ready for less than ``grace_s`` after every older one;
+* ``lfu`` — least frequently used as usually defined: requests for the model at this RSU while it
+  is cached (the request that loaded it counts one; requests while it loads count), forgotten
+  on eviction — so a freshly loaded model, like LC's (zero context), is an early victim;
+* ``lfu-perfect`` — "perfect" LFU: every request for the model at this RSU since the run began,
+  hits and misses, kept after eviction (a popular model evicted once keeps its claim);
 * ``fifo`` — first loaded first; ``lru`` — least recently used first; ``random`` — uniform;
 * ``cloud`` — never caches;
 * ``lc-predictive`` (ours) — LC's context plus the demand SUMO's routes predict: the value of a
@@ -45,10 +52,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from cosim.config import option
 from cosim.registry import register_policy
 
 
@@ -57,8 +66,8 @@ class EdgeCache:
     element list access is several times faster than numpy scalar access."""
 
     __slots__ = ("capacity", "size", "service_model", "model_services", "tau", "cross", "window",
-                 "cached", "ready_at", "loaded_at", "last_used", "freq", "used", "busy_until", "S", "S_t",
-                 "demand")
+                 "cached", "ready_at", "loaded_at", "last_used", "freq", "count", "hits", "used", "busy_until", "S",
+                 "S_t", "demand")
 
     def __init__(self, capacity_gb: float, size_gb: list[float], service_model: list[int],
                  window: list[int], tau_s: float, cross_relevance: float):
@@ -72,7 +81,9 @@ class EdgeCache:
         self.ready_at = [math.inf] * m
         self.loaded_at = [math.inf] * m
         self.last_used = [-math.inf] * m
-        self.freq = [0] * m
+        self.freq = [0] * m  # requests at this RSU since the run began (lfu-perfect)
+        self.count = [0] * m  # requests while cached, since the last load (lfu); 0 when not cached
+        self.hits = [0] * m  # requests served at the edge since the last load
         self.used = 0.0
         self.busy_until = 0.0
         self.S = [0.0] * s
@@ -114,6 +125,7 @@ class EdgeCache:
         self.cached[model] = False
         self.used -= self.size[model]
         self.ready_at[model] = self.loaded_at[model] = math.inf
+        self.count[model] = 0
         for j in self.model_services[model]:
             self.S[j] = 0.0
 
@@ -122,6 +134,7 @@ class EdgeCache:
         self.used += self.size[model]
         self.loaded_at[model] = t
         self.ready_at[model] = t + load_s
+        self.count[model] = self.hits[model] = 0
 
     def free(self) -> float:
         return self.capacity - self.used
@@ -133,15 +146,30 @@ class EdgeCache:
 Keys = Callable[[EdgeCache, list, float, "np.random.Generator | None", Any], list]
 
 
-@register_policy("cache", "lc")
-def lc(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
-    """Least context first (ties: least recently used)."""
+@dataclass(frozen=True)
+class LcOptions:
+    grace_s: float = option(0.0, lo=0.0, doc="ours: a model ready for less than this is evicted after every older "
+                                             "one (0: the paper's LC, a fresh model with zero context goes first)")
+
+
+@register_policy("cache", "lc", options=LcOptions)
+def lc(c: EdgeCache, cands: list, t: float, rng=None, opts: LcOptions | None = None) -> list:
+    """Least context first (ties: least recently used); optionally a grace period for fresh models."""
+    grace = opts.grace_s if opts is not None else 0.0
+    if grace > 0:
+        return [(c.ready_at[m] > t - grace, c.context(m, t), c.last_used[m]) for m in cands]
     return [(c.context(m, t), c.last_used[m]) for m in cands]
 
 
 @register_policy("cache", "lfu")
 def lfu(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
-    """Least requested first: requests for the model at this RSU since the run began."""
+    """Least frequently used: requests for the model while cached (since its last load), ties: LRU."""
+    return [(c.count[m], c.last_used[m]) for m in cands]
+
+
+@register_policy("cache", "lfu-perfect")
+def lfu_perfect(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Perfect LFU: requests for the model at this RSU since the run began, kept after eviction."""
     return [(c.freq[m], c.last_used[m]) for m in cands]
 
 
