@@ -8,6 +8,14 @@ asks for its own preferred service (a fixed draw per vehicle from the popularity
 probability ``preference``, else for a service drawn from the popularity law (Zipf over the
 catalog's services). The same requests, at the same times, go to every policy.
 
+Drifting demand (ours; off by default). ``drift_every_s`` > 0: every that many seconds (at slot
+granularity) the popularity law's ranking is redrawn — a fresh random permutation of the
+services over the same Zipf weights, so which services are popular changes while how skewed
+demand is does not; a vehicle's own preferred *rank* stays, so its preferred service drifts
+too. ``regional_popularity``: every RSU's coverage (region) has its own ranking, so a vehicle
+that hands over starts asking for what is popular in its new region. Rankings depend only on
+(seed, period, RSU); period 0 without regions is the catalog order (no drift = as before).
+
 Serving (per request, per policy; costs in the units of Table II, ours: seconds, and accuracy
 as a fraction):
 
@@ -86,6 +94,9 @@ class CacheConfig:
     request_rate_per_vehicle_s: float = option(0.05, lo=0.0, doc="requests per covered vehicle per second")
     popularity_exponent: float = option(0.8, lo=0.0, doc="Zipf exponent over services (catalog order)")
     popularity: list = option([], doc="explicit weight per service (catalog order); overrides the Zipf law")
+    drift_every_s: float = option(0.0, lo=0.0, doc="ours: redraw which services are popular (a random permutation "
+                                               "of the law's ranks) every this many seconds; 0 = fixed demand")
+    regional_popularity: bool = option(False, doc="ours: each RSU's region has its own popularity ranking")
     preference: float = option(0.7, lo=0.0, hi=1.0, doc="probability a vehicle asks for its own preferred service")
     request_tokens: int = option(100, lo=1, doc="tokens generated per LFM request")
     request_bits: float = option(8e5, lo=0.0, doc="request upload size [bit]")
@@ -180,6 +191,7 @@ class CacheLayer(Layer):
         self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
         self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
+        self._ranking: tuple | None = None  # (period, per-RSU rank -> service) of the drifting law
         self.next_predict = -math.inf
         self.route_pos: dict[str, int] = {}
 
@@ -219,8 +231,35 @@ class CacheLayer(Layer):
         n = len(veh)
         own = np.searchsorted(self.cdf, ch.hash_uniform(world.seed, ch.VEH_PREF, world.uid[veh]), side="right")
         other = np.searchsorted(self.cdf, rng.uniform(0.0, 1.0, n), side="right")
-        svc = np.where(rng.uniform(0.0, 1.0, n) < c.preference, own, other)
-        return times, veh, np.minimum(svc, len(self.services) - 1)
+        rank = np.minimum(np.where(rng.uniform(0.0, 1.0, n) < c.preference, own, other), len(self.services) - 1)
+        ranking = self.ranking(world)
+        if ranking is None:
+            return times, veh, rank
+        return times, veh, ranking[world.serving[veh] if len(ranking) > 1 else 0, rank]
+
+    def ranking(self, world: World) -> np.ndarray | None:
+        """Rank -> service of the popularity law now, one row per RSU (regional) or one row;
+        None while demand is the catalog order (no drift, no regions, or the first period)."""
+        c = self.cfg
+        period = int(world.time_s // c.drift_every_s) if c.drift_every_s > 0 else 0
+        if period == 0 and not c.regional_popularity:
+            return None
+        if self._ranking is None or self._ranking[0] != period:
+            regions = len(world.rsus) if c.regional_popularity else 1
+            self._ranking = (period, np.stack([
+                np.random.default_rng([world.seed, ch.stable_uid("cache.drift"), period, r]).permutation(
+                    len(self.services)) for r in range(regions)]))
+        return self._ranking[1]
+
+    def law(self, world: World) -> np.ndarray:
+        """Popularity per model now, one row per RSU (a single row, broadcast, when it is the same)."""
+        ranking = self.ranking(world)
+        if ranking is None:
+            return self.pop_model[None, :]
+        out = np.zeros((len(ranking), len(self.models)))
+        for r, row in enumerate(ranking):
+            out[r] = np.bincount(self.svc_model_arr[row], weights=self.pop, minlength=len(self.models))
+        return out
 
     # -- per slot ------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
@@ -330,16 +369,18 @@ class CacheLayer(Layer):
         if not n or not m:
             return out
         last = self.last_model[world.vidx]
-        p = np.tile(self.pop_model, (n, 1))
         known = last >= 0
-        p[known] *= 1.0 - c.preference
-        p[np.flatnonzero(known), last[known]] += c.preference
+        law = self.law(world)  # the popularity law where each vehicle will be (drifting demand)
         samples = 3
         per = c.request_rate_per_vehicle_s * c.horizon_s / samples
         for j in range(1, samples + 1):
             _, srv = r.associate(*self._ahead(world, c.horizon_s * j / samples))
-            ok = srv >= 0
-            np.add.at(out, srv[ok], per * p[ok])
+            ok = np.flatnonzero(srv >= 0)
+            p = law[srv[ok] if len(law) > 1 else np.zeros(len(ok), dtype=np.int64)]
+            kn = known[ok]
+            p[kn] *= 1.0 - c.preference
+            p[np.flatnonzero(kn), last[ok][kn]] += c.preference
+            np.add.at(out, srv[ok], per * p)
         return out
 
     def _ahead(self, world: World, dt: float) -> tuple[np.ndarray, np.ndarray]:
