@@ -227,7 +227,8 @@ def test_layer_counts_requests_in_cache_and_cold_evictions(tmp_path):
     assert (e.freq[:2], e.count[:2], e.hits[:2]) == ([3, 1], [0, 1], [1, 0])  # A's count forgotten
     lay._serve(0, "lfu", [e], [10.0], [0], [0], [0.01], None, rows)
     assert (e.freq[:2], e.count[:2]) == ([4, 1], [1, 0])
-    assert lay.stats["lfu"] == {"loads": 3, "preloads": 0, "evictions": 2, "cold_evictions": 1}
+    assert {k: lay.stats["lfu"][k] for k in ("loads", "evictions", "cold_evictions")} == \
+        {"loads": 3, "evictions": 2, "cold_evictions": 1}
 
 
 def test_lc_evicts_a_fresh_model_first_unless_given_grace():
@@ -307,7 +308,8 @@ def test_cost_terms_of_a_scripted_sequence_by_hand(tmp_path):
     assert cols["infer"][3] == pytest.approx(0.1 * (1 + 0.02 * 0.904837))
     # B's miss at t=4 goes to the cloud: 0.01 + 0.3 + 2e11 / 1e13
     assert cols["cloud"][4] == pytest.approx(0.33)
-    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1, "cold_evictions": 0}
+    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1, "cold_evictions": 0, "handed_over": 0,
+                               "lost_responses": 0}
 
 
 def test_a_hit_is_never_charged_a_negative_accuracy_cost(tmp_path):
@@ -361,6 +363,42 @@ def two_region_world(t: float, n: int = 200) -> World:
     w.update(Snapshot(t, np.array([f"v{i}" for i in range(2 * n)], dtype=object), x, z, z, z, z,
                       np.full(2 * n, "e", dtype=object), np.full(2 * n, "e_0", dtype=object), x, np.full(2 * n, 5.0)))
     return w
+
+
+def test_a_response_queued_across_a_handover_is_charged_at_the_new_rsus_rate(tmp_path):
+    """B/y (no context, 2e11 FLOP: 0.2 s at 1 TFLOP/s) is cached at both RSUs. Vehicle v0 asks
+    three times at t=0.5 at RSU A: served at 0.7, 0.9 and 1.1 s; the third is served in the next
+    slot, when v0 is under RSU B: its download goes at B's rate; with v0 out of coverage by then,
+    the response is lost (the 1 s transfer timeout)."""
+    import pandas as pd
+
+    out = {}
+    for case, x1 in (("handover", 5010.0), ("lost", 2500.0)):
+        lay, rec = tiny_layer(tmp_path / case, policies=["lru"])
+        w = two_region_world(0.0, 1)
+        for e in lay._edges("lru", 2):
+            e.load(1, -10.0, 1.0)
+        lay.requests = lambda world: (np.array([0.5, 0.5, 0.5]), np.zeros(3, dtype=np.int64), np.ones(3, dtype=np.int64))
+        lay.on_slot(w)
+        up0, down0 = 8e5 / w.rate_v2i_bps[0], 8e5 / w.rate_i2v_bps[0]
+        assert len(lay.pending) == 1 and lay.pending[0][0] == pytest.approx(1.1)
+        snap = w.snap
+        x = np.array([x1, 5010.0])
+        w.update(Snapshot(1.0, snap.ids, x, snap.y, snap.speed, snap.angle, snap.accel, snap.edge, snap.lane, x,
+                          snap.length))
+        lay.requests = lambda world: (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        lay.on_slot(w)
+        lay.on_end()
+        rec.close()
+        df = pd.read_parquet(tmp_path / case / "cache_requests.parquet")
+        assert list(df.outcome) == ["hit"] * 3 and list(df.inference_latency_s) == pytest.approx([0.2, 0.4, 0.6])
+        assert list(df.offloading_latency_s[:2]) == pytest.approx([up0 + down0] * 2)
+        out[case] = (df.delivered_by.tolist(), df.offloading_latency_s.iloc[2], lay.stats["lru"],
+                     8e5 / w.rate_i2v_bps[0] if x1 > 3000 else None, up0)
+    by, off, st, down1, up0 = out["handover"]
+    assert by == ["A", "A", "B"] and off == pytest.approx(up0 + down1) and st["handed_over"] == 1
+    by, off, st, _, up0 = out["lost"]
+    assert by[:2] == ["A", "A"] and pd.isna(by[2]) and off == pytest.approx(up0 + 1.0) and st["lost_responses"] == 1
 
 
 def drift_layer(tmp_path, **cfg):

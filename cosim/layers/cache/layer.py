@@ -24,7 +24,11 @@ as a fraction):
   latency = queue wait + FLOPs x (1 + ``example_cost`` x K) / edge compute, offloading latency =
   request / V2I rate + response / I2V rate (eq. 3 rates from the world's channel, i.e. SUMO
   distances); accuracy cost = (a_best - a(K)) / 100, a_best being the full-window accuracy;
-  the request then leaves an example in the context;
+  the request then leaves an example in the context. The response goes back when the request
+  is served (queue wait + inference later): if that is in a later slot, its download is charged
+  at the rate of the RSU serving the vehicle *then* (a handover while queued: the result goes
+  over the backhaul to the new RSU; column ``delivered_by``), and a vehicle out of coverage by
+  then loses it (charged ``transfer_timeout_s``). Cloud responses keep the request-time rates;
 * **cloud** — otherwise: cloud cost = wireless transfer + ``cloud_latency_s`` + FLOPs / cloud
   compute + ``cloud_fee``; the cloud serves at a_best (no accuracy cost, as in Table II);
 * **outage** — a request whose upload + download at this slot's rates would take longer than
@@ -187,7 +191,11 @@ class CacheLayer(Layer):
                        for mdl in range(len(self.models))]
         self.predictive = any(pol.traits["predictive"] for pol in self.policies.values())
         self.caches: dict[str, list[EdgeCache]] = {}
-        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions", "cold_evictions"), 0) for p in self.policies}
+        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions", "cold_evictions", "handed_over",
+                                        "lost_responses"), 0) for p in self.policies}
+        #: edge responses served in a later slot than requested: (time served, row, download at request)
+        self.pending: list[tuple[float, tuple, float]] = []
+        self.world: World | None = None
         self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
         self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
@@ -263,38 +271,83 @@ class CacheLayer(Layer):
 
     # -- per slot ------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
+        self.world = world
         times, veh, svc = self.requests(world)
         self.last_model = grown(self.last_model, len(world.vehicle_names), -1)
         m = len(world.rsus)
         c = self.cfg
-        transfer = (c.request_bits / world.rate_v2i_bps[veh] + c.response_bits / world.rate_i2v_bps[veh]) \
-            if len(veh) else np.zeros(0)
-        rows: list[tuple] = []
+        slot_end = world.time_s + self.ctx.slot_s
+        self._deliver(world, slot_end)
+        down = c.response_bits / world.rate_i2v_bps[veh] if len(veh) else np.zeros(0)
+        transfer = c.request_bits / world.rate_v2i_bps[veh] + down if len(veh) else np.zeros(0)
+        rows: list = []
         demand = None
         if self.predictive and world.time_s >= self.next_predict:
             self.next_predict = world.time_s + c.predict_every_s
             demand = self.predict_demand(world)
         times_l, rsu_l, svc_l, tr_l = times.tolist(), world.serving[veh].tolist(), svc.tolist(), transfer.tolist()
+        vcode = world.vidx[veh]
         for pi, policy in enumerate(self.policies):
             if policy in self.failed:
                 continue
             edges = self._edges(policy, m)
             rng = self.rng_for(policy, world, f"cache.{policy}")
-            mark = len(rows)
+            mark, late = len(rows), []
             try:
                 if demand is not None and self.policies[policy].traits["predictive"]:
                     self._preload(pi, edges, demand, world.time_s, rng, rows)
-                self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows)
+                self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows, slot_end, late)
             except PolicyFailed as exc:
                 del rows[mark:]  # this slot's rows of the failed policy: its state is not to be trusted
                 self.fail(policy, str(exc))
+                continue
+            for ri, i, t_done in late:  # served in a later slot: delivered (and written) then
+                row = rows[ri]
+                self.pending.append((t_done, (row[0], int(vcode[i])) + row[2:], float(down[i])))
+                rows[ri] = None
         if len(svc):
             self.last_model[world.vidx[veh]] = self.svc_model_arr[svc]
-        self._write(rows, veh, world)
+        rows = [r for r in rows if r is not None]
+        if rows:
+            i = np.asarray([r[1] for r in rows], dtype=np.int64)
+            self._write(rows, np.where(i >= 0, vcode[np.maximum(i, 0)] if len(vcode) else -1, -1),
+                        np.asarray([r[2] for r in rows], dtype=np.int64), world)
+
+    def _deliver(self, world: World | None, slot_end: float) -> None:
+        """Deliver the responses served before ``slot_end`` that were held back (queued across a
+        slot boundary): their download at the rate of the RSU serving the vehicle now; a vehicle
+        out of coverage loses its response (the transfer timeout). ``world`` None (end of run):
+        the rates at the request."""
+        due = [p for p in self.pending if p[0] < slot_end]
+        if not due:
+            return
+        self.pending = [p for p in self.pending if p[0] >= slot_end]
+        timeout, bits = self.cfg.transfer_timeout_s, self.cfg.response_bits
+        if world is not None:
+            where = np.full(len(world.vehicle_names), -1, dtype=np.int64)
+            where[world.vidx] = np.arange(len(world.vidx))
+        rows, by = [], []
+        for _, row, old_down in due:
+            vc, r = row[1], row[2]
+            j = where[vc] if world is not None and vc < len(where) else -2
+            if j == -2:
+                down, rsu = old_down, r
+            elif j >= 0 and world.serving[j] >= 0:
+                rsu = int(world.serving[j])
+                down = min(bits / float(world.rate_i2v_bps[j]), timeout)
+            else:
+                down, rsu = timeout, -1
+            if rsu != r:
+                self.stats[list(self.policies)[row[0]]]["handed_over" if rsu >= 0 else "lost_responses"] += 1
+            rows.append(row[:12] + (row[12] - old_down + down,) + row[13:])
+            by.append(rsu)
+        self._write(rows, np.asarray([r[1] for r in rows], dtype=np.int64), np.asarray(by, dtype=np.int64),
+                    world if world is not None else self.world)
 
     def _serve(self, pi: int, policy: str, edges: list[EdgeCache], times: list, rsus: list, svcs: list,
-               transfer: list, rng, rows: list) -> None:
-        """Serve one policy's requests in time order, appending one :data:`ROW` tuple each."""
+               transfer: list, rng, rows: list, slot_end: float = math.inf, late: list | None = None) -> None:
+        """Serve one policy's requests in time order, appending one :data:`ROW` tuple each. An edge
+        hit served at or after ``slot_end`` is listed in ``late`` as (row index, request, time served)."""
         c, st = self.cfg, self.stats[policy]
         edge_flops = c.edge_tflops * 1e12
         svc_model, best, window, fits, flops, cloud_base = (self.svc_model, self.best, self.window, self.fits,
@@ -323,6 +376,8 @@ class CacheLayer(Layer):
                         acc = accuracy(fits[s], k) if window[s] else best[s]
                         infer = wait + flops[s] * (1.0 + ex_cost * k) / edge_flops
                         e.busy_until = t + infer
+                        if t + infer >= slot_end:
+                            late.append((len(rows), i, t + infer))
                         e.add_example(s, t)
                         e.last_used[mdl] = t
                         e.hits[mdl] += 1
@@ -440,12 +495,13 @@ class CacheLayer(Layer):
                              self.load_s[mdl], 0.0, 0.0, 0.0, 0.0, t))
 
     # -- results ---------------------------------------------------------------------------
-    def _write(self, rows: list, veh: np.ndarray, world: World) -> None:
+    def _write(self, rows: list, vcode: np.ndarray, delivered_by: np.ndarray, world: World) -> None:
+        """Append rows (``vcode``: the world's vehicle code per row, -1 for a preload;
+        ``delivered_by``: the RSU that delivered the response, -1 if lost) and add up Table II."""
         if not rows:
             return
         col = dict(zip(ROW, zip(*rows)))
         pol = np.asarray(col["policy"], dtype=np.int64)
-        i = np.asarray(col["veh"], dtype=np.int64)
         out = np.asarray(col["out"], dtype=np.int64)
         terms = np.asarray([col[k] for k in _SUMS[:5]], dtype=float)  # switch, acc_cost, infer, offload, cloud
         system = terms.sum(axis=0)
@@ -456,12 +512,12 @@ class CacheLayer(Layer):
             self.sums[:, j] += np.bincount(pol, weights=w, minlength=p)
         self.sums[:, 5] += np.bincount(pol[request], minlength=p)
         self.sums[:, 6] += np.bincount(pol[edge], minlength=p)
-        vcode = world.vidx[veh][np.maximum(i, 0)] if len(veh) else np.zeros(len(i), dtype=np.int64)
         self.table.append({
             "policy": Coded(pol, list(self.policies)),
             "t_s": np.asarray(col["t"], dtype=float),
-            "vehicle": Coded(np.where(i >= 0, vcode, -1), world.vehicle_names),
+            "vehicle": Coded(vcode, world.vehicle_names),
             "rsu": Coded(np.asarray(col["rsu"], dtype=np.int64), world.rsus.ids),
+            "delivered_by": Coded(np.where((out == _PRELOAD) | (out == _OUTAGE), -1, delivered_by), world.rsus.ids),
             "model": Coded(np.asarray(col["mdl"], dtype=np.int64), self.model_names),
             "service": Coded(np.asarray(col["svc"], dtype=np.int64), self.service_names),
             "outcome": Coded(out, OUTCOMES),
@@ -478,6 +534,8 @@ class CacheLayer(Layer):
         })
 
     def on_end(self) -> dict:
+        if self.world is not None:
+            self._deliver(None, math.inf)  # served after the last slot: at the request's rates
         out = {}
         for pi, p in enumerate(self.policies):
             switch, acc, infer, offload, cloud, n, edge = self.sums[pi]
@@ -496,6 +554,7 @@ class CacheLayer(Layer):
                 "edge_execution_ratio": edge / n if n else None,
                 "system_cost_per_request": system / n if n else None,
                 "loads": st["loads"], "preloads": st["preloads"], "evictions": st["evictions"],
-                "cold_evictions": st["cold_evictions"],
+                "cold_evictions": st["cold_evictions"], "handed_over": st["handed_over"],
+                "lost_responses": st["lost_responses"],
             }
         return out
