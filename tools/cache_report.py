@@ -88,14 +88,14 @@ def lc_options(res: pd.DataFrame, grid: list[str]) -> str:
     return "\n".join(out)
 
 
-def across(res: pd.DataFrame, grid: list[str]) -> str:
-    """System cost and edge ratio, each policy - LC (paired, 95 %), one row per grid point."""
+def across(res: pd.DataFrame, grid: list[str], base: str = "lc") -> str:
+    """System cost and edge ratio, each policy - ``base`` (paired, 95 %), one row per grid point."""
     res = res[res.layer == "cache"]
-    p = paired_differences(res, grid, {"cache": "lc"})
-    pols = [q for q in p.policy.unique() if q != "cloud"]
+    p = paired_differences(res, grid, {"cache": base})
+    pols = [q for q in p.policy.unique() if q != "cloud" or base != "lc"]
     out = []
     for metric, scale, digits in (("system_cost", 1, 0), ("edge_execution_ratio", 100, 1)):
-        out += [f"{metric} − LC (paired per seed, 95 %):\n",
+        out += [f"{metric} − {base} (paired per seed, 95 %):\n",
                 "| " + " | ".join(k.split(".")[-1] for k in grid) + " | " + " | ".join(pols) + " |",
                 "|---" * (len(grid) + len(pols)) + "|"]
         for point, g in p.groupby(grid, sort=False, dropna=False):
@@ -110,6 +110,8 @@ def across(res: pd.DataFrame, grid: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dirs", nargs="+", type=Path, help="folders `cosim sweep` wrote (results.parquet)")
+    ap.add_argument("--against", action="append", default=[], metavar="POLICY",
+                    help="also tabulate system cost and edge ratio against this policy (repeatable)")
     args = ap.parse_args()
     for d in args.sweep_dirs:
         res = pd.read_parquet(d / "results.parquet")
@@ -121,6 +123,8 @@ def main() -> None:
             grid = [k for k in grid if k != OPTIONS]
         print(table2(res, grid))
         print(across(res, grid))
+        for base in args.against:
+            print(across(res, grid, base))
         print(tables(res, grid))
 
 
