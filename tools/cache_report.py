@@ -107,6 +107,29 @@ def across(res: pd.DataFrame, grid: list[str], base: str = "lc") -> str:
     return "\n".join(out)
 
 
+def evicted(d: Path, res: pd.DataFrame, grid: list[str], policies=("lc", "lfu", "lfu-perfect")) -> str:
+    """Evictions per run by model family (the part of a model name before '#' or ':'), mean over
+    the seeds, at the sweep's first grid point (from each run's cache_requests table)."""
+    cells = pd.read_csv(d / "cells.csv")
+    for k in [c for c in cells.columns if c.startswith("layers.") and c in res.columns]:
+        cells = cells[cells[k].astype(str) == str(res[k].iloc[0])]
+    counts: dict = {}
+    for cid in cells.cell:
+        df = pd.read_parquet(d / "cells" / cid / "cache_requests.parquet", columns=["policy", "evicted"])
+        df = df[df.policy.astype(str).isin(policies) & (df.evicted != "")]
+        for pol, names in zip(df.policy.astype(str), df.evicted):
+            for name in names.split(","):
+                fam = name.split("#")[0].split(":")[0]
+                counts[(fam, pol)] = counts.get((fam, pol), 0) + 1
+    if not counts:
+        return f"No evictions by {', '.join(policies)} at the first grid point.\n"
+    t = (pd.Series(counts, dtype=float).unstack(1).reindex(columns=list(policies)).fillna(0) / len(cells))
+    out = [f"Evictions per run by model, mean over {len(cells)} seeds:\n", "| evicted | " + " | ".join(policies) + " |",
+           "|---" * (len(policies) + 1) + "|"]
+    out += [f"| {fam} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for fam, row in t.iterrows()]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dirs", nargs="+", type=Path, help="folders `cosim sweep` wrote (results.parquet)")
@@ -122,6 +145,7 @@ def main() -> None:
             res = res[res[OPTIONS] == res[OPTIONS].iloc[0]]
             grid = [k for k in grid if k != OPTIONS]
         print(table2(res, grid))
+        print(evicted(d, res, grid))
         print(across(res, grid))
         for base in args.against:
             print(across(res, grid, base))
