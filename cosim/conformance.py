@@ -261,6 +261,7 @@ def check_cache_policy(spec: PolicySpec, worlds: list) -> list[str]:
                 c.load(int(m), float(rng.uniform(0, 50)), 0.0)
                 c.last_used[int(m)] = float(rng.uniform(50, 100))
                 c.freq[int(m)] = int(rng.integers(0, 20))
+                c.count[int(m)] = int(rng.integers(1, c.freq[int(m)] + 2))
             for j in rng.choice(len(layer.svc_model), size=10):
                 if c.cached[layer.svc_model[int(j)]]:
                     c.add_example(int(j), float(rng.uniform(60, 100)))
@@ -289,8 +290,8 @@ def check_cache_policy(spec: PolicySpec, worlds: list) -> list[str]:
                 continue
             if not _same(list(keys), list(_call(spec, (c, cands, 100.0), 11, opts))):
                 out.append(f"{label}: not reproducible: the same cache and seed gave other keys ({where})")
-    # over the recorded slots, with memory for about a third of the catalog: evictions happen
-    layer, run = _run_layer(CacheLayer, {"policies": [spec.name], "gpu_memory_gb": 200.0,
+    # over the recorded slots, with memory for one GPT3-13B copy and the small models: evictions happen
+    layer, run = _run_layer(CacheLayer, {"policies": [spec.name], "gpu_memory_gb": 40.0,
                                          "request_rate_per_vehicle_s": 0.2}, worlds, label)
     if layer is not None:
         for r, e in enumerate(layer.caches.get(spec.name, [])):

@@ -4,8 +4,9 @@
 Every run is `cosim run scenarios/grid6_cache.toml` with all eviction policies side by side on
 the same requests; runs go to parallel processes (one SUMO each).
 
-* Table II: each metric of the paper's table per policy, averaged over ``--seeds`` seeds (mean
-  and the spread across seeds), with the paper's numbers and orderings beside ours;
+* Table II: each metric of the paper's table per policy, averaged over ``--seeds`` seeds, with
+  the paper's numbers and orderings beside ours, and every policy's paired per-seed difference
+  to LC with its 95 % interval (``cosim.sweep.paired_differences``);
 * ``lc-predictive`` with SUMO's routes against the same policy extrapolating straight ahead
   (``predict_routes = false``): what knowing the routes is worth;
 * cost over time (cumulative system cost per policy) and cost per request vs GPU memory.
@@ -27,8 +28,11 @@ import pandas as pd
 
 from _runs import ROOT, line_plot, run_cosim
 
+sys.path.insert(0, str(ROOT))
+from cosim.sweep import paired_differences  # noqa: E402
+
 SCENARIO = ROOT / "scenarios" / "grid6_cache.toml"
-POLICIES = ["random", "cloud", "fifo", "lfu", "lc", "lru", "lc-predictive"]
+POLICIES = ["random", "cloud", "fifo", "lfu", "lfu-perfect", "lc", "lru", "lc-predictive"]
 #: Table II of the paper (Random, Cloud, FIFO, LFU, LC)
 PAPER = {
     "system_cost": {"random": 25.67, "cloud": 7.29, "fifo": 27.51, "lfu": 5.93, "lc": 4.88},
@@ -79,10 +83,13 @@ def main() -> None:
     t2 = df[df.run.str.startswith("seed")]
     metrics = list(PAPER)
     mean = t2.groupby("policy")[metrics + ["system_cost_per_request", "requests"]].mean()
-    spread = t2.groupby("policy")["system_cost"].agg(lambda x: x.max() - x.min())
+    paired = paired_differences(t2.assign(scenario="grid6_cache", layer="cache"), [], {"cache": "lc"})
+    paired.to_csv(out / "paired.csv", index=False)
     order = [p for p in POLICIES + ["lc-predictive (straight)"] if p in mean.index]
     table = mean.loc[order].T
-    table.loc["system_cost spread over seeds"] = spread.loc[order]
+    d = paired.set_index("policy")
+    table.loc["system_cost - lc (paired)"] = [d.loc[p, "system_cost.diff"] if p in d.index else 0.0 for p in order]
+    table.loc["  95 % interval +-"] = [d.loc[p, "system_cost.ci95"] if p in d.index else 0.0 for p in order]
     table.to_csv(out / "table2.csv")
     pd.set_option("display.width", 200)
     print(f"\nTable II on grid6 ({args.end:g} s, {args.seeds} seeds, mean over seeds; costs are totals per run)")

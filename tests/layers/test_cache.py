@@ -9,7 +9,7 @@ import pytest
 from cosim.config import from_dict
 from cosim.errors import ConfigError
 from cosim.layers.base import LayerContext
-from cosim.layers.cache.catalog import accuracy, per_task, table1
+from cosim.layers.cache.catalog import accuracy, per_task, table1, variants
 from cosim.layers.cache.layer import CacheLayer, row_columns
 from cosim import registry
 from cosim.layers.cache.policies import EdgeCache, make_room
@@ -30,16 +30,38 @@ def test_fit_passes_through_every_table1_point():
         f = s.fit()
         assert accuracy(f, 0) == pytest.approx(s.zero_shot)
         assert accuracy(f, 1) == pytest.approx(s.one_shot)
-        assert accuracy(f, s.window) == pytest.approx(s.few_shot)
+        # every few-shot point but GPT3-13B arithmetic's (below its one-shot score, see below)
+        few = s.one_shot if s.name == "gpt3-13b/arithmetic" else s.few_shot
+        assert accuracy(f, s.window) == pytest.approx(few)
+        assert s.best_accuracy == pytest.approx(max(s.one_shot, s.few_shot))
 
 
-def test_fit_of_gpt3_13b_arithmetic_by_hand():
+def test_negative_alpha_of_gpt3_13b_arithmetic_is_clamped_by_hand():
     s = {x.name: x for x in table1()[1]}["gpt3-13b/arithmetic"]
+    # the unconstrained fit: a1 = 15.98 - 3.79 = 12.19; 50^alpha = 2^(10.55/12.19) - 1 = 0.821929,
+    # alpha = ln 0.821929 / ln 50 = -0.196101 / 3.912023 = -0.050128: accuracy *falls* with K and
+    # a(1e-6) = 3.79 + 12.19 log2(1 + e^(0.050128 * 13.815511)) = 3.79 + 12.19 log2(2.998664) = 23.10
+    raw = (3.79, 12.19, math.log(2 ** (10.55 / 12.19) - 1) / math.log(50))
+    assert raw[2] == pytest.approx(-0.050128, abs=2e-6)
+    assert accuracy(raw, 1e-6) == pytest.approx(23.10, abs=0.01) and accuracy(raw, 50) == pytest.approx(14.34)
+    # ours: alpha clamped at 0 (the least-squares fit with a(K) non-decreasing): one-shot for any K > 0
     a0, a1, alpha = s.fit()
-    # a1 = 15.98 - 3.79 = 12.19; 50^alpha = 2^(10.55/12.19) - 1 = 2^0.865464 - 1 = e^0.599896 - 1 = 0.821929
-    # alpha = ln 0.821929 / ln 50 = -0.196101 / 3.912023 = -0.050128 (few-shot is below one-shot)
-    assert (a0, a1) == pytest.approx((3.79, 12.19))
-    assert alpha == pytest.approx(-0.050128, abs=2e-6)
+    assert (a0, a1, alpha) == pytest.approx((3.79, 12.19, 0.0))
+    for k in (1e-6, 0.3, 1.0, 7.0, 50.0):
+        assert accuracy(s.fit(), k) == pytest.approx(15.98)
+    assert s.best_accuracy == pytest.approx(15.98)
+    # accuracy cost against the best: 0.1219 with no context, 0 with any; never negative
+    assert (s.best_accuracy - accuracy(s.fit(), 0.0)) / 100 == pytest.approx(0.1219)
+
+
+def test_accuracy_never_improves_by_dropping_context_nor_exceeds_the_best():
+    grid = [0.0, 1e-9, 1e-6, 1e-3, 0.05, 0.2, 0.5, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 16.0, 31.0, 32.0, 49.0, 50.0, 64.0]
+    for s in table1()[1]:
+        f = s.fit()
+        ks = [k for k in grid if k <= max(s.window, 0)] or [0.0]
+        acc = [accuracy(f, k) for k in ks]
+        assert all(b >= a - 1e-12 for a, b in zip(acc, acc[1:])), s.name
+        assert max(acc) <= s.best_accuracy + 1e-12 and min(acc) >= s.zero_shot - 1e-12, s.name
 
 
 def test_vision_models_do_not_learn_in_context():
@@ -55,6 +77,35 @@ def test_per_task_catalog_has_one_copy_per_service_with_its_own_size():
     assert size["uniformer-b:detection"] == 69 and size["uniformer-b:image-cls"] == 50  # Table I rows
     assert size["gpt3-175b:translation"] == 174600
     assert {s.model for s in services} == set(size)
+
+
+def test_variants_catalog_serves_every_task_of_a_model_from_one_context():
+    models, services = variants(*table1(), 3)
+    assert len(models) == 18 and len(services) == 66
+    assert [s.name for s in services[:3]] == ["gpt3-13b#1/translation", "gpt3-13b#1/arithmetic",
+                                              "gpt3-13b#1/superglue"]
+    assert {m.name: m.params_m for m in models}["clip-vit-h14#3"] == 986
+
+
+def test_cross_task_relevance_acts_with_the_default_catalog(tmp_path):
+    """GPT3-13B#1 (the default catalog's first model): translation at t=0 (miss; 25.7 GB load in
+    3.2125 s) and t=10 (hit, no context), then SuperGLUE at t=20 sees the translation example at
+    relevance 0.3: K = 0.3 e^(-10/120) = 0.276013. SuperGLUE's fit: a1 = 64.3 - 54.4 = 9.9,
+    alpha = ln(2^(12.5/9.9) - 1) / ln 32 = ln 1.399362 / 3.465736 = 0.096945;
+    a = 54.4 + 9.9 log2(1 + 0.276013^0.096945) = 54.4 + 9.9 log2(1.882679) = 63.4366."""
+    out = {}
+    for cross in (0.3, 0.0):
+        rec = Recorder(tmp_path / str(cross))
+        lay = CacheLayer({"policies": ["lc"], "cross_relevance": cross},
+                         LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table))
+        assert lay.cfg.catalog == "table1-variants" and lay.service_names[2] == "gpt3-13b#1/superglue"
+        rows = []
+        lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 10.0, 20.0], [0] * 3, [0, 0, 2], [0.01] * 3, None, rows)
+        out[cross] = row_columns(rows)
+    assert out[0.3]["out"] == [1, 0, 0]
+    assert out[0.3]["k"][2] == pytest.approx(0.276013, abs=1e-6) and out[0.0]["k"][2] == 0.0
+    assert out[0.3]["acc"][2] == pytest.approx(63.4366, abs=1e-4) and out[0.0]["acc"][2] == pytest.approx(54.4)
+    assert out[0.3]["acc_cost"][2] == pytest.approx((66.9 - 63.4366) / 100, abs=1e-6)
 
 
 # -- Age of Context ----------------------------------------------------------------------------
@@ -81,6 +132,9 @@ def test_context_window_caps_k_and_eviction_drops_context():
     for _ in range(40):
         c.add_example(0, 5.0)
     assert c.examples(0, 5.0) == 32.0  # the window
+    assert c.context(0, 5.0) == 32.0  # LC's key too: the window holds at most 32 examples
+    c.add_example(1, 5.0)  # plus one of the other task (relevance 0.5) -> 32.5, capped again
+    assert c.context(0, 5.0) == 33.0 and c.examples(0, 5.0) == 32.0 and c.examples(1, 5.0) == 17.0
     c.evict(0)
     assert c.examples(0, 5.0) == 0.0 and c.context(0, 5.0) == 0.0 and c.used == 0.0
 
@@ -92,13 +146,15 @@ def scripted(policy: str) -> list[int]:
     c = edge()
     rng = np.random.default_rng(0)
     seq = [(0.0, 0), (1.0, 2), (2.0, 0), (3.0, 0), (4.0, 0), (5.0, 2)]  # (time, service)
-    for t, s in seq:
+    for t, s in seq:  # the layer's bookkeeping (lfu-perfect: freq; lfu: count)
         m = c.service_model[s]
         c.freq[m] += 1
         if not c.cached[m]:
             make_room(c, m, t, KEYS[policy], rng)
             c.load(m, t, 0.0)
+            c.count[m] = 1
         else:
+            c.count[m] += 1
             c.add_example(s, t)
         c.last_used[m] = t
     return make_room(c, 3, 6.0, KEYS[policy], rng)
@@ -110,6 +166,7 @@ def test_each_policy_evicts_the_model_it_should():
     assert scripted("fifo") == [0]  # first in
     assert scripted("lru") == [0]  # used at 4 < 5
     assert scripted("lfu") == [1]  # 2 requests < 4
+    assert scripted("lfu-perfect") == [1]
     # LC: context of m0 = e^-0.4 + e^-0.3 + e^-0.2 = 2.231, of m1 = e^-0.1 = 0.905
     assert scripted("lc") == [1]
 
@@ -119,16 +176,74 @@ def test_lc_and_lfu_part_ways_when_context_has_aged():
     # LFU keeps m0 (3 > 1 requests); LC keeps m1 (e^-6 * 3 = 0.0074 < e^-0.1 = 0.905)
     out = {}
     for policy in ("lc", "lfu"):
-        c = edge()
+        c = edge(window=(32, 32, 32, 0, 0))  # model 1 learns in context here
         for m in (0, 1):
             c.load(m, 0.0, 0.0)
         for t in (0.0, 1.0, 2.0):
             c.add_example(0, t)
             c.freq[0] += 1
+            c.count[0] += 1
         c.add_example(2, 59.0)
         c.freq[1] += 1
+        c.count[1] += 1
         out[policy] = make_room(c, 3, 60.0, KEYS[policy], np.random.default_rng(0))
     assert out == {"lc": [0], "lfu": [1]}
+
+
+def test_no_context_without_an_in_context_window():
+    # service 2 (model 1) and 3 (model 2) have no window (Table I's "-"): serving them adds nothing,
+    # so LC's key for them is zero context and its tie-break (least recently used) decides
+    c = edge()
+    for m in (1, 2):
+        c.load(m, 0.0, 0.0)
+    for t in (1.0, 2.0, 3.0):
+        c.add_example(2, t)
+    c.add_example(3, 4.0)
+    assert c.S[2] == c.S[3] == 0.0 and c.context(1, 5.0) == c.context(2, 5.0) == 0.0
+    c.last_used[1], c.last_used[2] = 3.0, 4.0
+    assert KEYS["lc"](c, [1, 2], 5.0) == [(0.0, 3.0), (0.0, 4.0)]
+
+
+def test_lfu_forgets_a_model_on_eviction_lfu_perfect_does_not():
+    # m0 was requested 10 times but was evicted and has just been reloaded (1 request since);
+    # m1 has had 3 requests, all while cached. In-cache LFU evicts m0, perfect LFU m1
+    out = {}
+    for policy in ("lfu", "lfu-perfect"):
+        c = edge()
+        for m in (0, 1):
+            c.load(m, 0.0, 0.0)
+        c.freq[:2], c.count[:2] = [10, 3], [1, 3]
+        out[policy] = make_room(c, 3, 1.0, KEYS[policy], None)
+    assert out == {"lfu": [0], "lfu-perfect": [1]}
+
+
+def test_layer_counts_requests_in_cache_and_cold_evictions(tmp_path):
+    lay, _ = tiny_layer(tmp_path, policies=["lfu"])
+    e = lay._edges("lfu", 1)[0]
+    rows = []
+    # A (2 GB, 1 s): miss t=0, loading t=0.5, hit t=2; B (6 GB, 3 s) misses at t=4 and evicts A;
+    # A misses at t=10 and evicts B, which never served a request (a cold eviction)
+    lay._serve(0, "lfu", [e], [0.0, 0.5, 2.0, 4.0], [0] * 4, [0, 0, 0, 1], [0.01] * 4, None, rows)
+    assert (e.freq[:2], e.count[:2], e.hits[:2]) == ([3, 1], [0, 1], [1, 0])  # A's count forgotten
+    lay._serve(0, "lfu", [e], [10.0], [0], [0], [0.01], None, rows)
+    assert (e.freq[:2], e.count[:2]) == ([4, 1], [1, 0])
+    assert {k: lay.stats["lfu"][k] for k in ("loads", "evictions", "cold_evictions")} == \
+        {"loads": 3, "evictions": 2, "cold_evictions": 1}
+
+
+def test_lc_evicts_a_fresh_model_first_unless_given_grace():
+    # m0: ready since t=0 with 2 examples; m1: loaded at t=5, ready at t=8, no context yet.
+    # m3 (6 GB) needs one of them out at t=10
+    grace = registry.policies("cache")["lc"].options(grace_s=5.0)
+    out = []
+    for keys in (KEYS["lc"], lambda c, cands, t, rng: KEYS["lc"](c, cands, t, rng, grace)):
+        c = edge()
+        c.load(0, -1.0, 1.0)
+        c.add_example(0, 0.0)
+        c.add_example(0, 1.0)
+        c.load(1, 5.0, 3.0)
+        out.append(make_room(c, 3, 10.0, keys, None))
+    assert out == [[1], [0]]  # the paper's LC drops the fresh model; ready 2 s ago, within 5 s of grace, it stays
 
 
 def test_make_room_restores_victims_that_were_not_needed():
@@ -193,7 +308,23 @@ def test_cost_terms_of_a_scripted_sequence_by_hand(tmp_path):
     assert cols["infer"][3] == pytest.approx(0.1 * (1 + 0.02 * 0.904837))
     # B's miss at t=4 goes to the cloud: 0.01 + 0.3 + 2e11 / 1e13
     assert cols["cloud"][4] == pytest.approx(0.33)
-    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1}
+    assert lay.stats["lc"] == {"loads": 2, "preloads": 0, "evictions": 1, "cold_evictions": 0, "handed_over": 0,
+                               "lost_responses": 0}
+
+
+def test_a_hit_is_never_charged_a_negative_accuracy_cost(tmp_path):
+    # model A with GPT3-13B arithmetic's scores (few-shot below one-shot: alpha clamped at 0)
+    arith = [{"name": "A", "params_m": 1000, "services": [{"task": "x", "gflops": 100, "zero_shot": 3.79,
+                                                           "one_shot": 15.98, "few_shot": 14.34, "window": 50}]}]
+    lay, _ = tiny_layer(tmp_path, policies=["lc"], models=arith)
+    rows = []
+    lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 2.0, 3.0, 40.0], [0] * 4, [0] * 4, [0.01] * 4, None, rows)
+    cols = row_columns(rows)
+    assert cols["out"] == [1, 0, 0, 0]  # miss (loads in 1 s), three hits
+    # t=2: no context, a = 3.79, cost (15.98 - 3.79)/100; t=3: K = e^-0.1; t=40: K = e^-3.8 + e^-3.7 = 0.0471
+    assert cols["acc"][1:] == pytest.approx([3.79, 15.98, 15.98])
+    assert cols["acc_cost"][1:] == pytest.approx([0.1219, 0.0, 0.0])
+    assert cols["k"][3] == pytest.approx(math.exp(-3.8) + math.exp(-3.7))
 
 
 def test_queue_and_outage_send_requests_elsewhere(tmp_path):
@@ -217,6 +348,92 @@ def test_cloud_policy_never_caches(tmp_path):
     lay._serve(0, "cloud", edges, [0.0, 5.0], [0, 0], [0, 0], [0.01, 0.01], None, rows)
     cols = row_columns(rows)
     assert cols["out"] == [6, 6] and not any(edges[0].cached) and cols["acc_cost"] == [0.0, 0.0]
+
+
+# -- drifting demand ---------------------------------------------------------------------------
+def two_region_world(t: float, n: int = 200) -> World:
+    """n vehicles next to RSU A (x=0) and n next to RSU B (x=5000), at time t."""
+    net = NetInfo("mem", {"e": 6000.0}, np.array([[0.0, 0.0]]), (-100.0, -100.0, 5100.0, 100.0))
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "radius_m": 300.0,
+                             "sites": [{"id": "A", "x": 0.0, "y": 0.0}, {"id": "B", "x": 5000.0, "y": 0.0}]}}, "t.toml")
+    w = World(cfg, net)
+    x = np.r_[np.full(n, 10.0), np.full(n, 5010.0)]
+    z = np.zeros(2 * n)
+    w.update(Snapshot(t, np.array([f"v{i}" for i in range(2 * n)], dtype=object), x, z, z, z, z,
+                      np.full(2 * n, "e", dtype=object), np.full(2 * n, "e_0", dtype=object), x, np.full(2 * n, 5.0)))
+    return w
+
+
+def test_a_response_queued_across_a_handover_is_charged_at_the_new_rsus_rate(tmp_path):
+    """B/y (no context, 2e11 FLOP: 0.2 s at 1 TFLOP/s) is cached at both RSUs. Vehicle v0 asks
+    three times at t=0.5 at RSU A: served at 0.7, 0.9 and 1.1 s; the third is served in the next
+    slot, when v0 is under RSU B: its download goes at B's rate; with v0 out of coverage by then,
+    the response is lost (the 1 s transfer timeout)."""
+    import pandas as pd
+
+    out = {}
+    for case, x1 in (("handover", 5010.0), ("lost", 2500.0)):
+        lay, rec = tiny_layer(tmp_path / case, policies=["lru"])
+        w = two_region_world(0.0, 1)
+        for e in lay._edges("lru", 2):
+            e.load(1, -10.0, 1.0)
+        lay.requests = lambda world: (np.array([0.5, 0.5, 0.5]), np.zeros(3, dtype=np.int64), np.ones(3, dtype=np.int64))
+        lay.on_slot(w)
+        up0, down0 = 8e5 / w.rate_v2i_bps[0], 8e5 / w.rate_i2v_bps[0]
+        assert len(lay.pending) == 1 and lay.pending[0][0] == pytest.approx(1.1)
+        snap = w.snap
+        x = np.array([x1, 5010.0])
+        w.update(Snapshot(1.0, snap.ids, x, snap.y, snap.speed, snap.angle, snap.accel, snap.edge, snap.lane, x,
+                          snap.length))
+        lay.requests = lambda world: (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        lay.on_slot(w)
+        lay.on_end()
+        rec.close()
+        df = pd.read_parquet(tmp_path / case / "cache_requests.parquet")
+        assert list(df.outcome) == ["hit"] * 3 and list(df.inference_latency_s) == pytest.approx([0.2, 0.4, 0.6])
+        assert list(df.offloading_latency_s[:2]) == pytest.approx([up0 + down0] * 2)
+        out[case] = (df.delivered_by.tolist(), df.offloading_latency_s.iloc[2], lay.stats["lru"],
+                     8e5 / w.rate_i2v_bps[0] if x1 > 3000 else None, up0)
+    by, off, st, down1, up0 = out["handover"]
+    assert by == ["A", "A", "B"] and off == pytest.approx(up0 + down1) and st["handed_over"] == 1
+    by, off, st, _, up0 = out["lost"]
+    assert by[:2] == ["A", "A"] and pd.isna(by[2]) and off == pytest.approx(up0 + 1.0) and st["lost_responses"] == 1
+
+
+def drift_layer(tmp_path, **cfg):
+    rec = Recorder(tmp_path)
+    return CacheLayer({"policies": ["lc"], "request_rate_per_vehicle_s": 5.0, "preference": 0.0, **cfg},
+                      LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=rec.table))
+
+
+def test_popularity_drifts_every_period(tmp_path):
+    lay = drift_layer(tmp_path, drift_every_s=60.0)
+    assert lay.ranking(two_region_world(59.0)) is None  # period 0: the catalog order, as without drift
+    r60, r90, r120 = (lay.ranking(two_region_world(t)).copy() for t in (60.0, 90.0, 120.0))
+    n = len(lay.services)
+    assert r60.shape == (1, n) and sorted(r60[0]) == list(range(n)) and (r60 != np.arange(n)).any()
+    assert (r60 == r90).all() and (r60 != r120).any()  # one ranking per period
+    assert (drift_layer(tmp_path / "b", drift_every_s=60.0).ranking(two_region_world(60.0)) == r60).all()
+    # the requests follow it: the most requested service is the law's first rank (Zipf 0.8 over
+    # 66 services: 14.0 % against 8.0 % for the second; 2000 requests per slot)
+    for t, top in ((30.0, 0), (60.0, r60[0, 0]), (120.0, r120[0, 0])):
+        _, _, svc = lay.requests(two_region_world(t))
+        assert np.bincount(svc, minlength=n).argmax() == top
+
+
+def test_popularity_by_region(tmp_path):
+    lay = drift_layer(tmp_path, regional_popularity=True)
+    w = two_region_world(0.0)
+    rank = lay.ranking(w)
+    assert rank.shape == (2, len(lay.services)) and (rank[0] != rank[1]).any()
+    _, veh, svc = lay.requests(w)
+    at_a = w.serving[veh] == 0
+    assert np.bincount(svc[at_a]).argmax() == rank[0, 0] and np.bincount(svc[~at_a]).argmax() == rank[1, 0]
+    # lc-predictive's law: each RSU's own, per model
+    law = lay.law(w)
+    assert law.shape == (2, len(lay.models)) and law.sum(axis=1) == pytest.approx([1.0, 1.0])
+    assert law[0, lay.svc_model[rank[0, 0]]] >= lay.pop[0]
 
 
 # -- lc-predictive: where SUMO's route takes a vehicle -------------------------------------
@@ -245,5 +462,8 @@ def test_bad_cache_config_names_the_key(tmp_path):
         tiny_layer(tmp_path, policies=["lfru"])
     with pytest.raises(ConfigError, match=r"layers.cache.models\[0\].services\[0\]: missing key 'gflops'"):
         tiny_layer(tmp_path, models=[{"name": "A", "params_m": 1, "services": [{"task": "x", "zero_shot": 1}]}])
+    with pytest.raises(ConfigError, match=r"layers.cache.models\[0\].services\[0\]: .*one_shot 40.0 is below zero_shot"):
+        tiny_layer(tmp_path, models=[{"name": "A", "params_m": 1, "services": [
+            {"task": "x", "gflops": 1, "zero_shot": 50, "one_shot": 40.0, "few_shot": 60, "window": 8}]}])
     with pytest.raises(ConfigError, match="layers.cache.popularity: need 2"):
         tiny_layer(tmp_path, popularity=[1.0])

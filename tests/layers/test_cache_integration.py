@@ -12,7 +12,7 @@ from ..conftest import GRID6_CFG, ROOT, run_cli, run_grid6
 
 pytestmark = pytest.mark.sumo
 
-POLICIES = ["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"]
+POLICIES = ["lc", "lfu", "lfu-perfect", "fifo", "random", "cloud", "lru", "lc-predictive"]
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,22 @@ The caption reads a0 as the zero-shot and a1 as the one-shot score; taken litera
 a(1) = zero + one-shot, above the one-shot score. We fit the curve *through* the three points of
 Table I instead — a(0) = zero-shot, a(1) = one-shot (so a1 = one-shot - zero-shot) and
 a(K_fs) = few-shot (which fixes alpha) — so the curve reproduces every number in the table
-(tests check it). GPT3-13B arithmetic scores lower few-shot than one-shot, so its alpha < 0:
-more examples help less than the first. Vision and multimodal models have no in-context
-learning (one score): their accuracy does not depend on K.
+(tests check it). Vision and multimodal models have no in-context learning (one score): their
+accuracy does not depend on K.
+
+**alpha < 0 (ours: the monotone reading).** GPT3-13B arithmetic scores lower few-shot (14.34)
+than one-shot (15.98); the unconstrained fit gives alpha = -0.050, a curve that *falls* as K
+grows and tends to infinity as K -> 0+ (a(1e-6) = 23.1 > a(50) = 14.34): an RSU would gain
+accuracy by dropping context, and the accuracy cost against the full window would be negative.
+A server holding K examples can always present fewer of them, so holding more can never hurt:
+accuracy must be non-decreasing in K and never above the model's best. Within Fig. 4's family
+the least-squares fit under that constraint, keeping a(0) = zero-shot and a(1) = one-shot
+exactly, is alpha = 0 (a(K_fs) grows with alpha, so the constrained optimum is on the bound):
+a(K) = one-shot for every K > 0, the best is the one-shot score, and the few-shot score, the
+one point below it, is missed by 1.64. We clamp alpha at 0 wherever few-shot <= one-shot. With
+alpha >= 0 and a1 >= 0 the curve is non-decreasing and K is capped by the window, so
+a0 <= a(K) <= a(window) = best for every K (tests check it on a grid). A catalog whose one-shot
+score is below its zero-shot score admits no non-decreasing curve of this family and is refused.
 
 Model sizes for caching: a UniFormer serves five tasks with task-specific heads of different
 sizes; we cache the largest (backbone plus its heads), i.e. the maximum over its rows.
@@ -45,17 +58,19 @@ class Service:
         return self.window > 0 and self.one_shot is not None and self.few_shot is not None
 
     def fit(self) -> tuple[float, float, float]:
-        """(a0, a1, alpha) of ``a0 + a1*log2(1 + K**alpha)`` through Table I's three points."""
+        """(a0, a1, alpha) of ``a0 + a1*log2(1 + K**alpha)`` through Table I's three points,
+        alpha clamped at 0 (the monotone reading, see the module docstring)."""
         a0 = self.zero_shot
         if not self.learns_in_context:
             return a0, 0.0, 1.0
         a1 = self.one_shot - a0
-        if a1 == 0:
-            return a0, 0.0, 1.0
-        # a0 + a1*log2(1 + K^alpha) = few  =>  K^alpha = 2^((few - a0)/a1) - 1
+        if a1 < 0:
+            raise ValueError(f"{self.name}: one_shot {self.one_shot} is below zero_shot {a0}: no accuracy curve "
+                             f"of Fig. 4's family is non-decreasing in the examples")
+        if a1 == 0 or self.few_shot <= self.one_shot or self.window <= 1:
+            return a0, a1, 0.0  # more examples do not help beyond the first (alpha >= 0 bound)
+        # a0 + a1*log2(1 + K^alpha) = few  =>  K^alpha = 2^((few - a0)/a1) - 1  (> 1 here)
         target = 2.0 ** ((self.few_shot - a0) / a1) - 1.0
-        if target <= 0:
-            raise ValueError(f"{self.name}: Table I scores admit no fit of Fig. 4's curve")
         return a0, a1, math.log(target) / math.log(self.window)
 
     @property
@@ -66,8 +81,9 @@ class Service:
 
 
 def accuracy(fit: tuple[float, float, float], k: float) -> float:
-    """Fig. 4: a(K) = a0 + a1*log2(1 + K^alpha) [%]; K = 0 gives a0 for any alpha. Plain math:
-    the cache layer calls it once per request served at the edge."""
+    """Fig. 4: a(K) = a0 + a1*log2(1 + K^alpha) [%]; K = 0 gives a0 for any alpha (with alpha = 0,
+    any K > 0 gives the one-shot score). Plain math: the cache layer calls it once per request
+    served at the edge."""
     a0, a1, alpha = fit
     return a0 + a1 * math.log2(1.0 + k ** alpha) if k > 0 else a0
 
@@ -133,6 +149,23 @@ def per_task(models: list[Model], services: list[Service]) -> tuple[list[Model],
         size = _TASK_SIZE.get(s.name, base.params_m)
         out_m.append(Model(name, base.family, size, base.per_token))
         out_s.append(Service(f"{name}/{s.task}", name, s.task, s.gflops, s.zero_shot, s.one_shot, s.few_shot, s.window))
+    return out_m, out_s
+
+
+def variants(models: list[Model], services: list[Service], n: int) -> tuple[list[Model], list[Service]]:
+    """The same catalog with ``n`` fine-tuned variants of every model ("model#1" .. "model#n", e.g.
+    one per driving domain), each serving *all* of its model's tasks with its own context — the
+    reading in which an edge server chooses between copies of the same size and each copy's tasks
+    share its context (so cross-task relevance acts). Catalog order: variant 1's services in
+    Table I's order, then variant 2's, ..."""
+    out_m, out_s = [], []
+    for v in range(1, n + 1):
+        for m in models:
+            out_m.append(Model(f"{m.name}#{v}", m.family, m.params_m, m.per_token))
+        for s in services:
+            name = f"{s.model}#{v}"
+            out_s.append(Service(f"{name}/{s.task}", name, s.task, s.gflops, s.zero_shot, s.one_shot, s.few_shot,
+                                 s.window))
     return out_m, out_s
 
 

@@ -8,6 +8,14 @@ asks for its own preferred service (a fixed draw per vehicle from the popularity
 probability ``preference``, else for a service drawn from the popularity law (Zipf over the
 catalog's services). The same requests, at the same times, go to every policy.
 
+Drifting demand (ours; off by default). ``drift_every_s`` > 0: every that many seconds (at slot
+granularity) the popularity law's ranking is redrawn — a fresh random permutation of the
+services over the same Zipf weights, so which services are popular changes while how skewed
+demand is does not; a vehicle's own preferred *rank* stays, so its preferred service drifts
+too. ``regional_popularity``: every RSU's coverage (region) has its own ranking, so a vehicle
+that hands over starts asking for what is popular in its new region. Rankings depend only on
+(seed, period, RSU); period 0 without regions is the catalog order (no drift = as before).
+
 Serving (per request, per policy; costs in the units of Table II, ours: seconds, and accuracy
 as a fraction):
 
@@ -16,7 +24,11 @@ as a fraction):
   latency = queue wait + FLOPs x (1 + ``example_cost`` x K) / edge compute, offloading latency =
   request / V2I rate + response / I2V rate (eq. 3 rates from the world's channel, i.e. SUMO
   distances); accuracy cost = (a_best - a(K)) / 100, a_best being the full-window accuracy;
-  the request then leaves an example in the context;
+  the request then leaves an example in the context. The response goes back when the request
+  is served (queue wait + inference later): if that is in a later slot, its download is charged
+  at the rate of the RSU serving the vehicle *then* (a handover while queued: the result goes
+  over the backhaul to the new RSU; column ``delivered_by``), and a vehicle out of coverage by
+  then loses it (charged ``transfer_timeout_s``). Cloud responses keep the request-time rates;
 * **cloud** — otherwise: cloud cost = wireless transfer + ``cloud_latency_s`` + FLOPs / cloud
   compute + ``cloud_fee``; the cloud serves at a_best (no accuracy cost, as in Table II);
 * **outage** — a request whose upload + download at this slot's rates would take longer than
@@ -40,7 +52,7 @@ import numpy as np
 from cosim.config import option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
-from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, zipf
+from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, variants, zipf
 from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
 from cosim.world import World
@@ -63,12 +75,14 @@ def row_columns(rows: list[tuple]) -> dict[str, list]:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    policies: list = option(["lc", "lfu", "fifo", "random", "cloud", "lru", "lc-predictive"],
+    policies: list = option(["lc", "lfu", "lfu-perfect", "fifo", "random", "cloud", "lru", "lc-predictive"],
                         doc="eviction policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.cache.options.NAME] tables (see `cosim config`)")
-    catalog: str = option("table1-per-task", choices=("table1", "table1-per-task", "custom"),
-                      doc="table1: the six PFMs of Table I; table1-per-task: one fine-tuned copy per task "
-                          "(22 models); custom: the `models` list")
+    catalog: str = option("table1-variants", choices=("table1", "table1-variants", "table1-per-task", "custom"),
+                      doc="table1: the six PFMs of Table I; table1-variants: `variants` fine-tuned copies of each "
+                          "(each serving all its tasks, so cross-task relevance acts); table1-per-task: one copy "
+                          "per task (22 models); custom: the `models` list")
+    variants: int = option(3, lo=1, doc="catalog = table1-variants: fine-tuned variants of each Table I model")
     models: list = option([], doc="catalog = custom: [{name, params_m, per_token, services = "
                               "[{task, gflops, zero_shot, one_shot, few_shot, window}]}]")
     gpu_memory_gb: float = option(80.0, lo=0.0, lo_open=True, doc="GPU memory per RSU [GB] (80: one A100-80GB)")
@@ -84,6 +98,9 @@ class CacheConfig:
     request_rate_per_vehicle_s: float = option(0.05, lo=0.0, doc="requests per covered vehicle per second")
     popularity_exponent: float = option(0.8, lo=0.0, doc="Zipf exponent over services (catalog order)")
     popularity: list = option([], doc="explicit weight per service (catalog order); overrides the Zipf law")
+    drift_every_s: float = option(0.0, lo=0.0, doc="ours: redraw which services are popular (a random permutation "
+                                               "of the law's ranks) every this many seconds; 0 = fixed demand")
+    regional_popularity: bool = option(False, doc="ours: each RSU's region has its own popularity ranking")
     preference: float = option(0.7, lo=0.0, hi=1.0, doc="probability a vehicle asks for its own preferred service")
     request_tokens: int = option(100, lo=1, doc="tokens generated per LFM request")
     request_bits: float = option(8e5, lo=0.0, doc="request upload size [bit]")
@@ -101,6 +118,8 @@ class CacheConfig:
 def _catalog(cfg: CacheConfig, where: str) -> tuple[list[Model], list[Service]]:
     if cfg.catalog == "table1":
         return table1()
+    if cfg.catalog == "table1-variants":
+        return variants(*table1(), cfg.variants)
     if cfg.catalog == "table1-per-task":
         return per_task(*table1())
     if not cfg.models:
@@ -172,10 +191,15 @@ class CacheLayer(Layer):
                        for mdl in range(len(self.models))]
         self.predictive = any(pol.traits["predictive"] for pol in self.policies.values())
         self.caches: dict[str, list[EdgeCache]] = {}
-        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions"), 0) for p in self.policies}
+        self.stats = {p: dict.fromkeys(("loads", "preloads", "evictions", "cold_evictions", "handed_over",
+                                        "lost_responses"), 0) for p in self.policies}
+        #: edge responses served in a later slot than requested: (time served, row, download at request)
+        self.pending: list[tuple[float, tuple, float]] = []
+        self.world: World | None = None
         self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
         self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
+        self._ranking: tuple | None = None  # (period, per-RSU rank -> service) of the drifting law
         self.next_predict = -math.inf
         self.route_pos: dict[str, int] = {}
 
@@ -215,43 +239,115 @@ class CacheLayer(Layer):
         n = len(veh)
         own = np.searchsorted(self.cdf, ch.hash_uniform(world.seed, ch.VEH_PREF, world.uid[veh]), side="right")
         other = np.searchsorted(self.cdf, rng.uniform(0.0, 1.0, n), side="right")
-        svc = np.where(rng.uniform(0.0, 1.0, n) < c.preference, own, other)
-        return times, veh, np.minimum(svc, len(self.services) - 1)
+        rank = np.minimum(np.where(rng.uniform(0.0, 1.0, n) < c.preference, own, other), len(self.services) - 1)
+        ranking = self.ranking(world)
+        if ranking is None:
+            return times, veh, rank
+        return times, veh, ranking[world.serving[veh] if len(ranking) > 1 else 0, rank]
+
+    def ranking(self, world: World) -> np.ndarray | None:
+        """Rank -> service of the popularity law now, one row per RSU (regional) or one row;
+        None while demand is the catalog order (no drift, no regions, or the first period)."""
+        c = self.cfg
+        period = int(world.time_s // c.drift_every_s) if c.drift_every_s > 0 else 0
+        if period == 0 and not c.regional_popularity:
+            return None
+        if self._ranking is None or self._ranking[0] != period:
+            regions = len(world.rsus) if c.regional_popularity else 1
+            self._ranking = (period, np.stack([
+                np.random.default_rng([world.seed, ch.stable_uid("cache.drift"), period, r]).permutation(
+                    len(self.services)) for r in range(regions)]))
+        return self._ranking[1]
+
+    def law(self, world: World) -> np.ndarray:
+        """Popularity per model now, one row per RSU (a single row, broadcast, when it is the same)."""
+        ranking = self.ranking(world)
+        if ranking is None:
+            return self.pop_model[None, :]
+        out = np.zeros((len(ranking), len(self.models)))
+        for r, row in enumerate(ranking):
+            out[r] = np.bincount(self.svc_model_arr[row], weights=self.pop, minlength=len(self.models))
+        return out
 
     # -- per slot ------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
+        self.world = world
         times, veh, svc = self.requests(world)
         self.last_model = grown(self.last_model, len(world.vehicle_names), -1)
         m = len(world.rsus)
         c = self.cfg
-        transfer = (c.request_bits / world.rate_v2i_bps[veh] + c.response_bits / world.rate_i2v_bps[veh]) \
-            if len(veh) else np.zeros(0)
-        rows: list[tuple] = []
+        slot_end = world.time_s + self.ctx.slot_s
+        self._deliver(world, slot_end)
+        down = c.response_bits / world.rate_i2v_bps[veh] if len(veh) else np.zeros(0)
+        transfer = c.request_bits / world.rate_v2i_bps[veh] + down if len(veh) else np.zeros(0)
+        rows: list = []
         demand = None
         if self.predictive and world.time_s >= self.next_predict:
             self.next_predict = world.time_s + c.predict_every_s
             demand = self.predict_demand(world)
         times_l, rsu_l, svc_l, tr_l = times.tolist(), world.serving[veh].tolist(), svc.tolist(), transfer.tolist()
+        vcode = world.vidx[veh]
         for pi, policy in enumerate(self.policies):
             if policy in self.failed:
                 continue
             edges = self._edges(policy, m)
             rng = self.rng_for(policy, world, f"cache.{policy}")
-            mark = len(rows)
+            mark, late = len(rows), []
             try:
                 if demand is not None and self.policies[policy].traits["predictive"]:
                     self._preload(pi, edges, demand, world.time_s, rng, rows)
-                self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows)
+                self._serve(pi, policy, edges, times_l, rsu_l, svc_l, tr_l, rng, rows, slot_end, late)
             except PolicyFailed as exc:
                 del rows[mark:]  # this slot's rows of the failed policy: its state is not to be trusted
                 self.fail(policy, str(exc))
+                continue
+            for ri, i, t_done in late:  # served in a later slot: delivered (and written) then
+                row = rows[ri]
+                self.pending.append((t_done, (row[0], int(vcode[i])) + row[2:], float(down[i])))
+                rows[ri] = None
         if len(svc):
             self.last_model[world.vidx[veh]] = self.svc_model_arr[svc]
-        self._write(rows, veh, world)
+        rows = [r for r in rows if r is not None]
+        if rows:
+            i = np.asarray([r[1] for r in rows], dtype=np.int64)
+            self._write(rows, np.where(i >= 0, vcode[np.maximum(i, 0)] if len(vcode) else -1, -1),
+                        np.asarray([r[2] for r in rows], dtype=np.int64), world)
+
+    def _deliver(self, world: World | None, slot_end: float) -> None:
+        """Deliver the responses served before ``slot_end`` that were held back (queued across a
+        slot boundary): their download at the rate of the RSU serving the vehicle now; a vehicle
+        out of coverage loses its response (the transfer timeout). ``world`` None (end of run):
+        the rates at the request."""
+        due = [p for p in self.pending if p[0] < slot_end]
+        if not due:
+            return
+        self.pending = [p for p in self.pending if p[0] >= slot_end]
+        timeout, bits = self.cfg.transfer_timeout_s, self.cfg.response_bits
+        if world is not None:
+            where = np.full(len(world.vehicle_names), -1, dtype=np.int64)
+            where[world.vidx] = np.arange(len(world.vidx))
+        rows, by = [], []
+        for _, row, old_down in due:
+            vc, r = row[1], row[2]
+            j = where[vc] if world is not None and vc < len(where) else -2
+            if j == -2:
+                down, rsu = old_down, r
+            elif j >= 0 and world.serving[j] >= 0:
+                rsu = int(world.serving[j])
+                down = min(bits / float(world.rate_i2v_bps[j]), timeout)
+            else:
+                down, rsu = timeout, -1
+            if rsu != r:
+                self.stats[list(self.policies)[row[0]]]["handed_over" if rsu >= 0 else "lost_responses"] += 1
+            rows.append(row[:12] + (row[12] - old_down + down,) + row[13:])
+            by.append(rsu)
+        self._write(rows, np.asarray([r[1] for r in rows], dtype=np.int64), np.asarray(by, dtype=np.int64),
+                    world if world is not None else self.world)
 
     def _serve(self, pi: int, policy: str, edges: list[EdgeCache], times: list, rsus: list, svcs: list,
-               transfer: list, rng, rows: list) -> None:
-        """Serve one policy's requests in time order, appending one :data:`ROW` tuple each."""
+               transfer: list, rng, rows: list, slot_end: float = math.inf, late: list | None = None) -> None:
+        """Serve one policy's requests in time order, appending one :data:`ROW` tuple each. An edge
+        hit served at or after ``slot_end`` is listed in ``late`` as (row index, request, time served)."""
         c, st = self.cfg, self.stats[policy]
         edge_flops = c.edge_tflops * 1e12
         svc_model, best, window, fits, flops, cloud_base = (self.svc_model, self.best, self.window, self.fits,
@@ -268,6 +364,7 @@ class CacheLayer(Layer):
                 continue
             e.freq[mdl] += 1
             if e.cached[mdl]:
+                e.count[mdl] += 1
                 if e.ready_at[mdl] > t:
                     out = _LOADING
                 else:
@@ -279,8 +376,11 @@ class CacheLayer(Layer):
                         acc = accuracy(fits[s], k) if window[s] else best[s]
                         infer = wait + flops[s] * (1.0 + ex_cost * k) / edge_flops
                         e.busy_until = t + infer
+                        if t + infer >= slot_end:
+                            late.append((len(rows), i, t + infer))
                         e.add_example(s, t)
                         e.last_used[mdl] = t
+                        e.hits[mdl] += 1
                         append((pi, i, r, s, mdl, _EDGE, "", k, acc, 0.0, w_acc * (best[s] - acc) / 100.0, infer, tr,
                                 0.0, t))
                         continue
@@ -297,14 +397,21 @@ class CacheLayer(Layer):
                 out = _NO_ROOM if admit is None or admit >= 0 else _REJECTED
             else:
                 out = _MISS
+                self._evicted(st, e, gone)
                 e.load(mdl, t, self.load_s[mdl])
+                e.count[mdl] = 1
                 e.last_used[mdl] = t
                 switch = self.load_s[mdl]
                 evicted = ",".join(self.models[v].name for v in gone)
                 st["loads"] += 1
-                st["evictions"] += len(gone)
             append((pi, i, r, s, mdl, out, evicted, 0.0, best[s], switch, 0.0, 0.0, 0.0, tr + cloud_base[s], t))
 
+
+    @staticmethod
+    def _evicted(st: dict, e: EdgeCache, gone: list[int]) -> None:
+        """Count evictions, and the cold ones: victims that served no request since they were loaded."""
+        st["evictions"] += len(gone)
+        st["cold_evictions"] += sum(1 for v in gone if not e.hits[v])
 
     # -- lc-predictive: demand along SUMO routes --------------------------------------------
     def predict_demand(self, world: World) -> np.ndarray:
@@ -317,16 +424,18 @@ class CacheLayer(Layer):
         if not n or not m:
             return out
         last = self.last_model[world.vidx]
-        p = np.tile(self.pop_model, (n, 1))
         known = last >= 0
-        p[known] *= 1.0 - c.preference
-        p[np.flatnonzero(known), last[known]] += c.preference
+        law = self.law(world)  # the popularity law where each vehicle will be (drifting demand)
         samples = 3
         per = c.request_rate_per_vehicle_s * c.horizon_s / samples
         for j in range(1, samples + 1):
             _, srv = r.associate(*self._ahead(world, c.horizon_s * j / samples))
-            ok = srv >= 0
-            np.add.at(out, srv[ok], per * p[ok])
+            ok = np.flatnonzero(srv >= 0)
+            p = law[srv[ok] if len(law) > 1 else np.zeros(len(ok), dtype=np.int64)]
+            kn = known[ok]
+            p[kn] *= 1.0 - c.preference
+            p[np.flatnonzero(kn), last[ok][kn]] += c.preference
+            np.add.at(out, srv[ok], per * p)
         return out
 
     def _ahead(self, world: World, dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -379,19 +488,20 @@ class CacheLayer(Layer):
                 gone = make_room(e, mdl, t, keys, rng, admit_value=d)
                 if gone is None:
                     continue
+                self._evicted(st, e, gone)
                 e.load(mdl, t, self.load_s[mdl])
                 st["preloads"] += 1
-                st["evictions"] += len(gone)
                 rows.append((pi, -1, r, -1, mdl, _PRELOAD, ",".join(self.models[v].name for v in gone), 0.0, math.nan,
                              self.load_s[mdl], 0.0, 0.0, 0.0, 0.0, t))
 
     # -- results ---------------------------------------------------------------------------
-    def _write(self, rows: list, veh: np.ndarray, world: World) -> None:
+    def _write(self, rows: list, vcode: np.ndarray, delivered_by: np.ndarray, world: World) -> None:
+        """Append rows (``vcode``: the world's vehicle code per row, -1 for a preload;
+        ``delivered_by``: the RSU that delivered the response, -1 if lost) and add up Table II."""
         if not rows:
             return
         col = dict(zip(ROW, zip(*rows)))
         pol = np.asarray(col["policy"], dtype=np.int64)
-        i = np.asarray(col["veh"], dtype=np.int64)
         out = np.asarray(col["out"], dtype=np.int64)
         terms = np.asarray([col[k] for k in _SUMS[:5]], dtype=float)  # switch, acc_cost, infer, offload, cloud
         system = terms.sum(axis=0)
@@ -402,12 +512,12 @@ class CacheLayer(Layer):
             self.sums[:, j] += np.bincount(pol, weights=w, minlength=p)
         self.sums[:, 5] += np.bincount(pol[request], minlength=p)
         self.sums[:, 6] += np.bincount(pol[edge], minlength=p)
-        vcode = world.vidx[veh][np.maximum(i, 0)] if len(veh) else np.zeros(len(i), dtype=np.int64)
         self.table.append({
             "policy": Coded(pol, list(self.policies)),
             "t_s": np.asarray(col["t"], dtype=float),
-            "vehicle": Coded(np.where(i >= 0, vcode, -1), world.vehicle_names),
+            "vehicle": Coded(vcode, world.vehicle_names),
             "rsu": Coded(np.asarray(col["rsu"], dtype=np.int64), world.rsus.ids),
+            "delivered_by": Coded(np.where((out == _PRELOAD) | (out == _OUTAGE), -1, delivered_by), world.rsus.ids),
             "model": Coded(np.asarray(col["mdl"], dtype=np.int64), self.model_names),
             "service": Coded(np.asarray(col["svc"], dtype=np.int64), self.service_names),
             "outcome": Coded(out, OUTCOMES),
@@ -424,6 +534,8 @@ class CacheLayer(Layer):
         })
 
     def on_end(self) -> dict:
+        if self.world is not None:
+            self._deliver(None, math.inf)  # served after the last slot: at the request's rates
         out = {}
         for pi, p in enumerate(self.policies):
             switch, acc, infer, offload, cloud, n, edge = self.sums[pi]
@@ -442,5 +554,7 @@ class CacheLayer(Layer):
                 "edge_execution_ratio": edge / n if n else None,
                 "system_cost_per_request": system / n if n else None,
                 "loads": st["loads"], "preloads": st["preloads"], "evictions": st["evictions"],
+                "cold_evictions": st["cold_evictions"], "handed_over": st["handed_over"],
+                "lost_responses": st["lost_responses"],
             }
         return out

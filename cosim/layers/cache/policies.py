@@ -1,7 +1,8 @@
 """One RSU's model cache with Age-of-Context bookkeeping, and the eviction policies.
 
 **Age of Context (our formulation of Sec. V-B).** Every request an RSU serves with a model
-leaves one example in that model's context at that RSU. An example of age ``dt`` counts
+that learns in context (a Table I window K > 0: the GPT-3 models; vision and multimodal models
+have none, "-") leaves one example in that model's context at that RSU. An example of age ``dt`` counts
 ``exp(-dt / tau)`` (the non-increasing age utility of Fig. 2); for a request of service ``s``
 an example of the same service counts fully and one of another service of the same model counts
 ``cross_relevance`` (relevance). The effective number of examples is the weighted sum, capped by
@@ -10,8 +11,11 @@ the task's context window (Table I's K):
     K_s(t) = min(window_s, S_s(t) + cross_relevance * sum_{s' != s, same model} S_s'(t)),
     S_s(t) = sum over examples e of service s: exp(-(t - t_e) / tau).
 
-S_s is kept as one decayed sum per (RSU, service), so adding an example and reading K are O(1).
-Evicting a model drops its context (S = 0 for its services).
+S_s is kept as one decayed sum per (RSU, service), capped by the window when an example is added
+(the window holds at most K_s examples: a new one pushes the oldest out), so adding an example
+and reading K are O(1). A model's context (LC's key) is the sum of its services' S, each at most
+its window; a model without in-context learning has none (LC then ranks it by its tie-break,
+least recently used). Evicting a model drops its context (S = 0 for its services).
 
 **Policies** (registered with :func:`cosim.register_policy` on layer ``cache``, as a plugin's
 are): passive caching for all — a request for a model that is not ready
@@ -19,8 +23,15 @@ at its RSU goes to the cloud, and the RSU loads the model in the background (res
 at once; it is ready ``size / load_bandwidth`` later), evicting cached models one at a time, in
 the policy's order, until the model fits. A model larger than the GPU memory is never loaded.
 
-* ``lc`` — least context first (sum of S over the model's services); ties: least recently used;
-* ``lfu`` — least requested first (requests for the model at this RSU since the run began);
+* ``lc`` — least context first (sum of S over the model's services); ties: least recently used.
+  A freshly loaded model has no context (eviction dropped it), so the literal LC makes it the
+  first victim as soon as it is ready — before it could gather any. Option ``grace_s`` (ours,
+  default 0 = the paper's LC) ranks a model ready for less than ``grace_s`` after every older one;
+* ``lfu`` — least frequently used as usually defined: requests for the model at this RSU while it
+  is cached (the request that loaded it counts one; requests while it loads count), forgotten
+  on eviction — so a freshly loaded model, like LC's (zero context), is an early victim;
+* ``lfu-perfect`` — "perfect" LFU: every request for the model at this RSU since the run began,
+  hits and misses, kept after eviction (a popular model evicted once keeps its claim);
 * ``fifo`` — first loaded first; ``lru`` — least recently used first; ``random`` — uniform;
 * ``cloud`` — never caches;
 * ``lc-predictive`` (ours) — LC's context plus the demand SUMO's routes predict: the value of a
@@ -41,10 +52,12 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from cosim.config import option
 from cosim.registry import register_policy
 
 
@@ -53,8 +66,8 @@ class EdgeCache:
     element list access is several times faster than numpy scalar access."""
 
     __slots__ = ("capacity", "size", "service_model", "model_services", "tau", "cross", "window",
-                 "cached", "ready_at", "loaded_at", "last_used", "freq", "used", "busy_until", "S", "S_t",
-                 "demand")
+                 "cached", "ready_at", "loaded_at", "last_used", "freq", "count", "hits", "used", "busy_until", "S",
+                 "S_t", "demand")
 
     def __init__(self, capacity_gb: float, size_gb: list[float], service_model: list[int],
                  window: list[int], tau_s: float, cross_relevance: float):
@@ -68,7 +81,9 @@ class EdgeCache:
         self.ready_at = [math.inf] * m
         self.loaded_at = [math.inf] * m
         self.last_used = [-math.inf] * m
-        self.freq = [0] * m
+        self.freq = [0] * m  # requests at this RSU since the run began (lfu-perfect)
+        self.count = [0] * m  # requests while cached, since the last load (lfu); 0 when not cached
+        self.hits = [0] * m  # requests served at the edge since the last load
         self.used = 0.0
         self.busy_until = 0.0
         self.S = [0.0] * s
@@ -90,11 +105,16 @@ class EdgeCache:
         return min(float(self.window[service]), own + self.cross * other)
 
     def add_example(self, service: int, t: float) -> None:
-        self.S[service] = self._decayed(service, t) + 1.0
-        self.S_t[service] = t
+        """One more example of ``service`` in context, the oldest pushed out of a full window;
+        nothing for a service without in-context learning (window 0)."""
+        w = self.window[service]
+        if w:
+            v = self._decayed(service, t) + 1.0
+            self.S[service] = v if v < w else float(w)
+            self.S_t[service] = t
 
     def context(self, model: int, t: float) -> float:
-        """Examples the model holds at this RSU (LC's eviction key)."""
+        """Examples the model holds at this RSU (LC's eviction key): each service's at most its window."""
         total = 0.0
         for j in self.model_services[model]:
             total += self._decayed(j, t)
@@ -105,6 +125,7 @@ class EdgeCache:
         self.cached[model] = False
         self.used -= self.size[model]
         self.ready_at[model] = self.loaded_at[model] = math.inf
+        self.count[model] = 0
         for j in self.model_services[model]:
             self.S[j] = 0.0
 
@@ -113,6 +134,7 @@ class EdgeCache:
         self.used += self.size[model]
         self.loaded_at[model] = t
         self.ready_at[model] = t + load_s
+        self.count[model] = self.hits[model] = 0
 
     def free(self) -> float:
         return self.capacity - self.used
@@ -124,15 +146,30 @@ class EdgeCache:
 Keys = Callable[[EdgeCache, list, float, "np.random.Generator | None", Any], list]
 
 
-@register_policy("cache", "lc")
-def lc(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
-    """Least context first (ties: least recently used)."""
+@dataclass(frozen=True)
+class LcOptions:
+    grace_s: float = option(0.0, lo=0.0, doc="ours: a model ready for less than this is evicted after every older "
+                                             "one (0: the paper's LC, a fresh model with zero context goes first)")
+
+
+@register_policy("cache", "lc", options=LcOptions)
+def lc(c: EdgeCache, cands: list, t: float, rng=None, opts: LcOptions | None = None) -> list:
+    """Least context first (ties: least recently used); optionally a grace period for fresh models."""
+    grace = opts.grace_s if opts is not None else 0.0
+    if grace > 0:
+        return [(c.ready_at[m] > t - grace, c.context(m, t), c.last_used[m]) for m in cands]
     return [(c.context(m, t), c.last_used[m]) for m in cands]
 
 
 @register_policy("cache", "lfu")
 def lfu(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
-    """Least requested first: requests for the model at this RSU since the run began."""
+    """Least frequently used: requests for the model while cached (since its last load), ties: LRU."""
+    return [(c.count[m], c.last_used[m]) for m in cands]
+
+
+@register_policy("cache", "lfu-perfect")
+def lfu_perfect(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+    """Perfect LFU: requests for the model at this RSU since the run began, kept after eviction."""
     return [(c.freq[m], c.last_used[m]) for m in cands]
 
 
