@@ -32,6 +32,8 @@ def _output_args(p: argparse.ArgumentParser) -> None:
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
+    p.add_argument("--jobs", type=int, metavar="N", help="processes for this run (scenario.jobs): 1 = all in one, "
+                                                        "2 = SUMO / the trace reader one slot ahead in its own")
 
 
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
@@ -47,6 +49,8 @@ def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
         cfg = cfgmod.apply_overrides(cfg, values)
     if args.no_coverage:
         cfg = cfg.replace(output={"coverage": False})
+    if args.jobs is not None:
+        cfg = cfg.replace(scenario={"jobs": args.jobs})
     if args.no_layers:
         import dataclasses
 

@@ -3,7 +3,7 @@
 A scenario file has these tables (every key optional except where noted; units in the names):
 
     [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
-                slot_s, step_length_s, backend, sumo_args
+                slot_s, step_length_s, backend, sumo_args, jobs, sumo_timeout_s
     [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
@@ -52,6 +52,11 @@ class ScenarioSection:
     step_length_s: float = option(-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
     backend: str = option("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
+    jobs: int = option(1, lo=1, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
+                                    "reading in a second process, one slot ahead (same results)")
+    sumo_timeout_s: float = option(60.0, lo=0.0, lo_open=True,
+                                   doc="jobs >= 2: a slot SUMO's process does not deliver within this is a "
+                                       "frozen SUMO (the run stops as sumo-died) [s]")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from cosim.errors import CosimError, SumoDied
 from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
-from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
+from cosim.sources.pipelined import make_source
+from cosim.sources.sumo import SumoSource, make_reader, sumo_command
 from cosim.status import write_status
 from cosim.world import World, net_file_of, read_net
 
@@ -85,9 +86,35 @@ def step_length_s(cfg: Config) -> float:
 
 @dataclass
 class Timing:
+    """Wall time of the two sides [s]: SUMO (stepping + reading state) and the plugin (world,
+    layers, recording), and how long each waited for the other. In one process each side waits
+    while the other works; with SUMO in its own process (``scenario.jobs >= 2``) both work at
+    once and the waits say which side bounds the run."""
+
     sumo_s: float = 0.0
     plugin_s: float = 0.0
+    sumo_wait_s: float = 0.0
+    plugin_wait_s: float = 0.0
+    sumo_cpu_s: float | None = None  # CPU seconds of SUMO's own process (jobs >= 2)
     started: float = field(default_factory=time.perf_counter)
+
+    def add_slot(self, waited_s: float, plugin_s: float, source: Any) -> None:
+        """One slot: the plugin waited ``waited_s`` for the snapshot, then worked ``plugin_s``."""
+        self.plugin_s += plugin_s
+        self.plugin_wait_s += waited_s
+        side = getattr(source, "sumo_side", None)  # SUMO in its own process: its own account
+        if side is None:
+            self.sumo_s += waited_s
+            self.sumo_wait_s += plugin_s
+        else:
+            self.sumo_s, self.sumo_wait_s, self.sumo_cpu_s = side["busy"], side["wait"], side["cpu"]
+
+    def split(self, total_s: float) -> dict:
+        return {"total": total_s, "sumo": self.sumo_s, "plugin": self.plugin_s, "sumo_wait": self.sumo_wait_s,
+                "plugin_wait": self.plugin_wait_s}
+
+    def cpu(self) -> dict:
+        return {"plugin_process": time.process_time(), "sumo_process": self.sumo_cpu_s}
 
 
 class Session:
@@ -172,7 +199,8 @@ class Session:
             "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(rad),
                       "compute_flops": float(c), "bandwidth_hz": float(w)}
                      for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
-            "wall_s": {"total": wall, "sumo": self.timing.sumo_s, "plugin": self.timing.plugin_s},
+            "wall_s": self.timing.split(wall),
+            "cpu_s": self.timing.cpu(),
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
             "dwell_prediction": dwell_block,
             "layers": layer_blocks,
@@ -197,8 +225,7 @@ class Progress:
         self.last = now
         tm = session.timing
         elapsed = max(now - tm.started, 1e-9)
-        busy = tm.sumo_s + tm.plugin_s
-        share = 100 * tm.plugin_s / busy if busy > 0 else 0.0
+        pct = lambda s: 100 * s / elapsed  # noqa: E731
         end = f"/{self.end_s:g}" if self.end_s else ""
         rate = session.slots / elapsed
         eta = ""
@@ -206,7 +233,8 @@ class Progress:
             left = max(0.0, (self.end_s - t) / session.cfg.scenario.slot_s) / rate
             eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
         write_status(f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
-                     f"(plugin {share:.0f}% of time){eta}", final=force)
+                     f"(SUMO busy {pct(tm.sumo_s):.0f}% waits {pct(tm.sumo_wait_s):.0f}%, plugin busy "
+                     f"{pct(tm.plugin_s):.0f}% waits {pct(tm.plugin_wait_s):.0f}%){eta}", final=force)
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
@@ -243,7 +271,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
                 "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
         record_path = None
     session = Session(cfg, out, net_file, record=record_path)
-    source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s)
+    source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
+                         log_file=out / "sumo.log", end_s=end_s)
     return drive(session, source, sc.slot_s, end_s, progress)
 
 
@@ -255,7 +284,9 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     out = results_dir(cfg, out_dir)
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
-    source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step)
+    ReplaySource(trace)  # a missing or unknown trace is an error before anything starts
+    source = make_source(cfg, "cosim.sources.replay:ReplaySource", path=trace, end_s=end_s,
+                         begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step)
     session = Session(cfg, out, net_file_of(sc.sumocfg))
     return drive(session, source, sc.slot_s, end_s, progress)
 
@@ -280,8 +311,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
             t1 = time.perf_counter()
             session.on_snapshot(snap)
             t2 = time.perf_counter()
-            session.timing.sumo_s += t1 - t0
-            session.timing.plugin_s += t2 - t1
+            session.timing.add_slot(t1 - t0, t2 - t1, source)
             prog.update(session, snap.time_s, len(snap))
             if end_s is None and source.finished():
                 break
@@ -361,8 +391,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     out = Path(out_dir) if out_dir else default_out_dir(cfg)
     session = Session(cfg, out, netf)
     session.sumo_version = conn.getVersion()[1]
-    session.world.route_of = route_lookup(conn)
     listener = CosimListener(conn, session)
+    session.world.route_of = listener.reader.routes
     conn.addStepListener(listener)
     # traci.close() calls cleanUp(); libsumo.close() does not, so results are also written at
     # interpreter exit if listener.close() was never called.
