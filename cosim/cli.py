@@ -80,8 +80,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sumo-binary", metavar="PATH", help="SUMO binary for the traci backend (default: the wheel's)")
     p.add_argument("--sumo-args", metavar="ARGS", default="",
                    help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
-    p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet (exact, for `cosim replay`) "
-                                                    "or TRACE.xml[.gz] (SUMO's FCD output)")
+    p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet (exact, for `cosim replay`), "
+                                                    "TRACE.fcd.parquet or TRACE.xml[.gz] (SUMO's own FCD output)")
     p.set_defaults(func=cmd_run)
 
 

@@ -262,8 +262,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
                        step_length_s=sc.step_length_s, log_file=out / "sumo.log",
                        extra=[*sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
     record_path = Path(record) if record else None
-    if record_path is not None and not record_path.name.endswith(".parquet"):
-        # SUMO's own FCD trace, one record per slot
+    if record_path is not None and (record_path.name.endswith(".fcd.parquet")
+                                    or not record_path.name.endswith(".parquet")):
+        # SUMO's own FCD trace (XML, or Parquet written by SUMO itself), one record per slot
         # SUMO labels a record with the time its step began: the state at slot boundary t is the
         # record labelled t - step, so start one step before the first boundary
         first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
