@@ -15,14 +15,7 @@ from cosim.sources.sumo import sumo_command
 from cosim.sumo_home import sumo_binary
 
 from .conftest import GRID6_CFG, GRID6_TOML, run_cli
-
-
-def table(path):
-    df = pd.read_parquet(path)
-    for col in df.columns:
-        if isinstance(df[col].dtype, pd.CategoricalDtype):
-            df[col] = df[col].astype(object)
-    return df
+from .test_replay import table
 
 
 @pytest.fixture(scope="module")

@@ -71,16 +71,11 @@ def test_all_layers_bit_identical_to_the_serial_path(tmp_path):
 
 
 def test_traci_and_replay_pipelined_match_serial(tmp_path):
-    toml = tmp_path / "s.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 30\nstep_length_s = 0.5\n'
-                    "[layers.dvit]\nrequest_rate_per_s = 2.0\n")
-    ref = run_cli("run", str(toml), "--out", str(tmp_path / "ref"), "-q", "--record", str(tmp_path / "t.parquet"))
-    assert ref.returncode == 0, ref.stderr
-    tra = run_cli("run", str(toml), "--out", str(tmp_path / "tra"), "-q", "--backend", "traci", "--jobs", "2")
-    assert tra.returncode == 0, tra.stderr
-    same_results(tmp_path / "ref", tmp_path / "tra")
+    dvit = "[layers.dvit]\nrequest_rate_per_s = 2.0\n"
+    ref = run_grid6(tmp_path, dvit, "--record", str(tmp_path / "t.parquet"), end_s=30, out="ref")
+    same_results(ref, run_grid6(tmp_path, dvit, "--backend", "traci", "--jobs", "2", end_s=30, out="tra"))
     for jobs in ("1", "2"):
-        rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(toml), "--out",
+        rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(tmp_path / "scenario.toml"), "--out",
                       str(tmp_path / f"rep{jobs}"), "-q", "--jobs", jobs)
         assert rep.returncode == 0, rep.stderr
     same_results(tmp_path / "rep1", tmp_path / "rep2")
