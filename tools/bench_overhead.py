@@ -20,8 +20,8 @@ each with its idle waiting on the other, and the CPU seconds of each process (su
 
 ``--game NAME`` copies ``sumo/tools/game/NAME.sumocfg`` (and what it reads) from the eclipse-sumo
 wheel into a scratch folder (the game scenarios write outputs beside themselves) and runs that.
-A10KW: an OSM extract of a motorway junction and its town (Kreuz Werder), 1,800 s at 0.5 s
-steps, ~5,300 vehicles, up to ~1,100 at once.
+A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s at 0.5 s steps,
+~5,300 vehicles, up to ~1,100 at once.
 
 Targets (issue 14): core alone ≤ 1.15x bare SUMO wall on a real OSM scenario, TraCI ≤ 3x.
 

@@ -115,7 +115,7 @@ class PipelinedSource:
         if conn is not None:
             try:
                 conn.send(False)  # stop
-                deadline = time.monotonic() + max(self.timeout_s, 10.0)
+                deadline = time.monotonic() + 30.0  # SUMO closing: writing its outputs
                 while time.monotonic() < deadline and conn.poll(max(0.0, deadline - time.monotonic())):
                     msg = conn.recv()  # a snapshot (or error) still in flight, then the last word
                     if msg[0] == "closed":
@@ -232,12 +232,18 @@ def _serve(conn: Connection) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the plugin process's to handle
     conn = Connection(int(sys.argv[1]))
+    code = 0
     try:
         _serve(conn)
+    except BaseException:  # a bug here: say it on stderr; the plugin's process sees the exit code
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     finally:
         conn.close()
         sys.stdout.flush()
-        os._exit(0)  # skip interpreter teardown (libsumo is closed already)
+        os._exit(code)  # skip interpreter teardown (libsumo is closed already)
 
 
 if __name__ == "__main__":
