@@ -54,9 +54,9 @@ class ScenarioSection:
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     jobs: int = option(1, lo=1, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
                                     "reading in a second process, one slot ahead (same results)")
-    sumo_timeout_s: float = option(60.0, lo=0.0, lo_open=True,
-                                   doc="jobs >= 2: a slot SUMO's process does not deliver within this is a "
-                                       "frozen SUMO (the run stops as sumo-died) [s]")
+    sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
+                                                     "frozen and the run ends as if it died [s]; 0 = wait forever "
+                                                     "(with jobs >= 2: a slot SUMO's process does not deliver)")
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,14 @@ PARQUET_COLUMNS = {"timestep_time": "time_s", "vehicle_id": "ids", "vehicle_x": 
 OPTIONAL = {"vehicle_acceleration": "accel"}
 
 
-def is_sumo_parquet(names: list[str]) -> bool:
-    """True for the columns of SUMO's own Parquet FCD (rather than cosim's trace)."""
+def is_sumo_parquet(path: Path) -> bool:
+    """True for a file with the columns of SUMO's own Parquet FCD (rather than cosim's trace)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(str(path)).names
+    except Exception:  # a directory, or unreadable: the regular reader reports it
+        return False
     return "timestep_time" in names and "vehicle_id" in names
 
 

@@ -78,7 +78,7 @@ class PipelinedSource:
         child.close()
         self.conn = parent
         self.conn.send((self.factory, self.kwargs, self.slot_s, self.end_s))
-        msg = self._recv("start", max(self.timeout_s, 300.0))  # loading a big network takes a while
+        msg = self._recv("start", max(self.timeout_s, 300.0) if self.timeout_s > 0 else 0)  # loading takes a while
         self._begin, self.sumo_version, has_routes = msg[1:]
         if has_routes:
             from cosim.sources.sumo import Routes
@@ -134,7 +134,7 @@ class PipelinedSource:
     def _recv(self, what: str, timeout_s: float | None = None) -> tuple:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            ready = self.conn.poll(timeout_s)
+            ready = self.conn.poll(timeout_s if timeout_s > 0 else None)  # 0: wait forever
             msg = self.conn.recv() if ready else None
         except (OSError, EOFError):
             msg, ready = None, True

@@ -63,18 +63,13 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
         yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
 
 
-def _parquet_snapshots(path: Path, fcd_shift: float = 0.0) -> Iterator[Snapshot]:
+def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
     import pyarrow.parquet as pq
-
-    from cosim.sources import fcd
 
     try:
         pf = pq.ParquetFile(str(path))
     except Exception as exc:
         raise CosimError(f"{path}: not a readable parquet trace ({exc})") from None
-    if fcd.is_sumo_parquet(pf.schema_arrow.names):  # SUMO's own FCD (--fcd-output x.parquet)
-        yield from _by_time(path, fcd.parquet_chunks(path, fcd_shift))
-        return
     missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)}")
@@ -112,7 +107,12 @@ class ReplaySource:
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
         if name.endswith(".parquet"):
-            self._open = lambda p: _parquet_snapshots(p, fcd_step_s)
+            from cosim.sources import fcd
+
+            if fcd.is_sumo_parquet(self.path):  # SUMO's own FCD (sumo --fcd-output x.parquet)
+                self._open = lambda p: _by_time(p, fcd.parquet_chunks(p, fcd_step_s))
+            else:
+                self._open = _parquet_snapshots
         elif name.endswith((".csv", ".csv.gz")):
             self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
