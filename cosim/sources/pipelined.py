@@ -170,8 +170,9 @@ def make_source(cfg: Any, factory: str, **kwargs: Any) -> Any:
     if sc.jobs <= 1:
         mod, _, cls = factory.partition(":")
         return getattr(importlib.import_module(mod), cls)(**kwargs)
-    end_s = kwargs.get("end_s")
-    return PipelinedSource(factory, kwargs, sc.slot_s, end_s, sc.sumo_timeout_s, kwargs.get("log_file"))
+    # the source's own frozen-SUMO timeout when it takes one (0 for a sumo-gui that may be paused)
+    timeout_s = kwargs.get("timeout_s", sc.sumo_timeout_s)
+    return PipelinedSource(factory, kwargs, sc.slot_s, kwargs.get("end_s"), timeout_s, kwargs.get("log_file"))
 
 
 # -- the child --------------------------------------------------------------------------------
