@@ -121,7 +121,7 @@ class PipelinedSource:
                     if msg[0] == "closed":
                         self.sumo_side = msg[1]
                         break
-            except (OSError, EOFError):
+            except Exception:  # gone, or a message cut by Ctrl-C: the wait below decides
                 pass
             conn.close()
         try:
