@@ -122,7 +122,9 @@ def test_ctrl_c_keeps_results_and_status(tmp_path, jobs):
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6.toml"), "--out",
                              str(out), "--jobs", jobs, "--set", "output.flush_slots=5"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # a shell's background job ignores SIGINT, and Python keeps an ignored SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stderr:  # one progress line a second when stderr is not a terminal
             if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 20:
