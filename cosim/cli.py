@@ -36,6 +36,8 @@ def _output_args(p: argparse.ArgumentParser) -> None:
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
+    p.add_argument("--jobs", type=int, metavar="N", help="processes for this run (scenario.jobs): 1 = all in one, "
+                                                        "2 = SUMO / the trace reader one slot ahead in its own")
 
 
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
@@ -52,6 +54,8 @@ def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
             validate_layers(cfg, label=f"--set {item}")
     if args.no_coverage:
         cfg = cfg.replace(output={"coverage": False})
+    if args.jobs is not None:
+        cfg = cfg.replace(scenario={"jobs": args.jobs})
     if args.no_layers:
         import dataclasses
 
@@ -82,7 +86,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sumo-args", metavar="ARGS", default="",
                    help="extra SUMO options, one quoted string, e.g. \"--load-state s.xml.gz --time-to-teleport 60\"")
     p.add_argument("--record", metavar="TRACE", help="also record the traffic: TRACE.parquet or TRACE.csv[.gz] (exact, "
-                                                    "for `cosim replay`) or TRACE.xml[.gz] (SUMO's FCD output)")
+                                                    "for `cosim replay`), TRACE.fcd.parquet or TRACE.xml[.gz] (SUMO's own FCD output)")
     p.add_argument("--sumo-timeout", type=float, metavar="S",
                    help="TraCI: end the run when SUMO answers nothing for S seconds (frozen); 0 = wait forever "
                         "(scenario.sumo_timeout_s, default 60)")

@@ -3,7 +3,7 @@
 A scenario file has these tables (every key optional except where noted; units in the names):
 
     [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
-                slot_s, step_length_s, backend, sumo_args, sumo_timeout_s
+                slot_s, step_length_s, backend, sumo_args, jobs, sumo_timeout_s, plugins
     [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
@@ -55,9 +55,12 @@ class ScenarioSection:
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
+    jobs: int = option(1, lo=1, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
+                                    "reading in a second process, one slot ahead (same results)")
     sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
-                                                     "(TraCI only; never with --gui)")
+                                                     "(TraCI, or with jobs >= 2 a slot SUMO's process does not "
+                                                     "deliver; never with --gui)")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.recorder import Recorder
 from cosim.sources.base import Snapshot
-from cosim.sources.sumo import SumoSource, make_reader, route_lookup, sumo_command
+from cosim.sources.pipelined import make_source
+from cosim.sources.sumo import make_reader, sumo_command
 from cosim.status import write_status
 from cosim.world import World, net_file_of, read_net
 from cosim.world.network import NetInfo
@@ -137,9 +138,35 @@ def step_length_s(cfg: Config) -> float:
 
 @dataclass
 class Timing:
+    """Wall time of the two sides [s]: SUMO (stepping + reading state) and the plugin (world,
+    layers, recording), and how long each waited for the other. In one process each side waits
+    while the other works; with SUMO in its own process (``scenario.jobs >= 2``) both work at
+    once and the waits say which side bounds the run."""
+
     sumo_s: float = 0.0
     plugin_s: float = 0.0
+    sumo_wait_s: float = 0.0
+    plugin_wait_s: float = 0.0
+    sumo_cpu_s: float | None = None  # CPU seconds of SUMO's own process (jobs >= 2)
     started: float = field(default_factory=time.perf_counter)
+
+    def add_slot(self, waited_s: float, plugin_s: float, source: Any) -> None:
+        """One slot: the plugin waited ``waited_s`` for the snapshot, then worked ``plugin_s``."""
+        self.plugin_s += plugin_s
+        self.plugin_wait_s += waited_s
+        side = getattr(source, "sumo_side", None)  # SUMO in its own process: its own account
+        if side is None:
+            self.sumo_s += waited_s
+            self.sumo_wait_s += plugin_s
+        else:
+            self.sumo_s, self.sumo_wait_s, self.sumo_cpu_s = side["busy"], side["wait"], side["cpu"]
+
+    def split(self, total_s: float) -> dict:
+        return {"total": total_s, "sumo": self.sumo_s, "plugin": self.plugin_s, "sumo_wait": self.sumo_wait_s,
+                "plugin_wait": self.plugin_wait_s}
+
+    def cpu(self) -> dict:
+        return {"plugin_process": time.process_time(), "sumo_process": self.sumo_cpu_s}
 
 
 @dataclass
@@ -308,7 +335,8 @@ class Session:
             "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(rad),
                       "compute_flops": float(c), "bandwidth_hz": float(w)}
                      for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
-            "wall_s": {"total": wall, "sumo": self.timing.sumo_s, "plugin": self.timing.plugin_s},
+            "wall_s": self.timing.split(wall),
+            "cpu_s": self.timing.cpu(),
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
             "dwell_prediction": dwell_block,
             "layers": layer_blocks,
@@ -341,8 +369,7 @@ class Progress:
         self.last = now
         tm = session.timing
         elapsed = max(now - tm.started, 1e-9)
-        busy = tm.sumo_s + tm.plugin_s
-        share = 100 * tm.plugin_s / busy if busy > 0 else 0.0
+        pct = lambda s: 100 * s / elapsed  # noqa: E731
         end = f"/{self.end_s:g}" if self.end_s else ""
         rate = session.slots / elapsed
         eta = ""
@@ -350,7 +377,8 @@ class Progress:
             left = max(0.0, (self.end_s - t) / session.cfg.scenario.slot_s) / rate
             eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
         write_status(f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
-                     f"(plugin {share:.0f}% of time){eta}", final=force)
+                     f"(SUMO busy {pct(tm.sumo_s):.0f}% waits {pct(tm.sumo_wait_s):.0f}%, plugin busy "
+                     f"{pct(tm.plugin_s):.0f}% waits {pct(tm.plugin_wait_s):.0f}%){eta}", final=force)
 
 
 TRACE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".xml", ".xml.gz")
@@ -396,6 +424,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     backend = backend or sc.backend
     if gui and backend == "libsumo":
         backend = "traci"  # sumo-gui is only reachable over a socket
+    if gui and sc.jobs > 1:
+        raise CosimError("--gui draws on SUMO from the plugin's process: use it with --jobs 1 (scenario.jobs = 1)")
     if port is not None and not 1 <= port <= 65535:
         raise CosimError(f"--port {port}: not a TCP port (1-65535)")
     step = step_length_s(cfg)
@@ -417,8 +447,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
         cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
                            step_length_s=sc.step_length_s, log_file=out / "sumo.log",
                            extra=[*gui_args, *sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
-        if record_path is not None and record_path.name.lower().endswith((".xml", ".xml.gz")):
-            # SUMO's own FCD trace, one record per slot
+        if record_path is not None and record_path.name.lower().endswith((".xml", ".xml.gz", ".fcd.parquet")):
+            # SUMO's own FCD trace (XML, or Parquet written by SUMO itself), one record per slot
             # SUMO labels a record with the time its step began: the state at slot boundary t is the
             # record labelled t - step, so start one step before the first boundary
             first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
@@ -429,8 +459,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
-    source = SumoSource(cmd, backend=backend, port=port, log_file=out / "sumo.log", end_s=end_s,
-                        timeout_s=0.0 if gui else sc.sumo_timeout_s)  # a paused sumo-gui is not frozen
+    # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
+    source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
+                         log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s)
     return drive(session, source, sc.slot_s, end_s, progress)
 
 
@@ -444,8 +475,9 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
     prep = preflight(cfg)
-    source = ReplaySource(trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step,
-                          net=prep.net)
+    kwargs = dict(path=trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step, net=prep.net)
+    ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
+    source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
     out, created = results_dir(cfg, out_dir, overwrite)
     try:
         session = Session(cfg, out, prep, created=created)
@@ -523,8 +555,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                 t1 = time.perf_counter()
                 session.on_snapshot(snap)
                 t2 = time.perf_counter()
-                session.timing.sumo_s += t1 - t0
-                session.timing.plugin_s += t2 - t1
+                session.timing.add_slot(t1 - t0, t2 - t1, source)
                 prog.update(session, snap.time_s, len(snap))
                 if end_s is None and source.finished():
                     break
@@ -621,8 +652,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     session.sumo_version = conn.getVersion()[1]
     if session.overlay is not None:
         session.overlay.connect(conn, session.world, session.layers)
-    session.world.route_of = route_lookup(conn)
     listener = CosimListener(conn, session)
+    session.world.route_of = listener.reader.routes
     conn.addStepListener(listener)
     # traci.close() calls cleanUp(); libsumo.close() does not, so results are also written at
     # interpreter exit if listener.close() was never called.

@@ -35,7 +35,9 @@ def test_run_writes_the_results_folder(default_run):
     s = json.loads((default_run / "summary.json").read_text())
     assert s["status"] == "completed" and s["slots"] == 60 and s["seed"] == 42
     assert s["versions"]["sumo"] == "SUMO 1.28.0" and s["versions"]["numpy"] and s["versions"]["torch"]
-    assert set(s["wall_s"]) == {"total", "sumo", "plugin"}
+    assert set(s["wall_s"]) == {"total", "sumo", "plugin", "sumo_wait", "plugin_wait"}
+    assert s["wall_s"]["sumo_wait"] == s["wall_s"]["plugin"]  # one process: each side waits while the other works
+    assert s["cpu_s"]["plugin_process"] > 0 and s["cpu_s"]["sumo_process"] is None
     assert s["layers"] == {}
     assert len(s["rsus"]) == 4  # 1 km x 1 km grid, 500 m radius, lattice spacing 707 m -> 2 x 2
     cov = coverage(default_run)
@@ -140,10 +142,11 @@ def test_idm_dwell_model_runs_on_real_traffic(tmp_path):
     assert served["dwell_s"].between(0, 600).all()
 
 
-@pytest.mark.parametrize("backend", ["libsumo", "traci"])
-def test_sumo_dying_mid_run_keeps_results(tmp_path, backend):
+@pytest.mark.parametrize("backend, jobs", [("libsumo", "1"), ("traci", "1"), ("libsumo", "2")])
+def test_sumo_dying_mid_run_keeps_results(tmp_path, backend, jobs):
     out = tmp_path / "o"
-    proc = run_cli("run", str(DATA / "late_error" / "late_error.sumocfg"), "--out", str(out), "--backend", backend)
+    proc = run_cli("run", str(DATA / "late_error" / "late_error.sumocfg"), "--out", str(out), "--backend", backend,
+                   "--jobs", jobs)
     assert proc.returncode == 3
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("cosim: error: SUMO stopped at t=101s") and "no_such_edge" in err

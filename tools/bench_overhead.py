@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
 """Plugin overhead, measured side by side in one run:
 
-    bare `sumo`  vs  `cosim run` (libsumo, layers off)  vs  `cosim run --backend traci`
+    bare `sumo`  vs  `cosim run` serial (--jobs 1)  vs  pipelined (--jobs 2: SUMO in its own process)
+                 [vs the same over TraCI]  [vs the core alone, when the scenario has layers]
 
 Each variant runs as its own process on the same configuration, seed, end time and step length
 (the same SUMO command line cosim builds), interleaved over ``--repeat`` rounds so that machine
-noise hits all three alike; the medians of whole-command wall times give the ratios.
+noise hits all alike. Printed per variant: median and min wall time and their ratios to bare
+SUMO, and the CPU seconds of the whole process tree (user + system, from ``getrusage``) — the
+figure to decide by on a shared machine, where wall time drifts by tens of percent. For the
+cosim variants the wall time splits into the SUMO side (stepping + reading) and the plugin side,
+each with its idle waiting on the other, and the CPU seconds of each process (summary.json).
 
+    python tools/bench_overhead.py --game A10KW --repeat 3      # a real OSM scenario from SUMO's wheel
     python tools/bench_overhead.py scenarios/grid6.toml --end 1200 --repeat 3
     python tools/bench_overhead.py some.sumocfg --step-length 0.1
     python tools/bench_overhead.py scenarios/grid6_cache.toml --no-traci \
-        --set layers.cache.request_rate_per_vehicle_s=0.25     # a layer on: adds a "no layers" variant
+        --set layers.cache.request_rate_per_vehicle_s=0.25     # a layer on: adds "no layers" variants
 
-Targets (issue 2, several hundred concurrent vehicles): libsumo <= 1.15x, TraCI <= 3x bare SUMO.
+``--game NAME`` copies ``sumo/tools/game/NAME.sumocfg`` (and what it reads) from the eclipse-sumo
+wheel into a scratch folder (the game scenarios write outputs beside themselves) and runs that.
+A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s at 0.5 s steps,
+~5,300 vehicles, up to ~1,100 at once.
 
-Wall time on a shared 2-core VM drifts by tens of percent between identical runs. ``--instructions``
-measures instead with valgrind (callgrind), which counts executed instructions exactly: SUMO's
-state is saved at ``--warmup`` seconds (traffic at its steady level), every variant resumes from
-it twice, for a short and a long window, and the difference of the two counts cancels start-up
-(Python imports, loading the network) — leaving the steady-state cost per simulated second.
-Instructions are not seconds (cache misses cost more time than their count says), so this mode
-complements the wall-time ratios rather than replacing them.
+Targets (issue 14): core alone ≤ 1.15x bare SUMO wall on a real OSM scenario, TraCI ≤ 3x.
+
+``--instructions`` measures instead with valgrind (callgrind), which counts executed instructions
+exactly: SUMO's state is saved at ``--warmup`` seconds (traffic at its steady level), every variant
+resumes from it twice, for a short and a long window, and the difference of the two counts cancels
+start-up (Python imports, loading the network) — leaving the steady-state cost per simulated
+second, per process (for the pipelined variant the SUMO process's count is the critical path when
+it exceeds the plugin's). Instructions are not seconds (cache misses cost more time than their
+count says), so this mode complements the timings rather than replacing them.
 
     python tools/bench_overhead.py scenarios/grid6.toml --instructions --step-length 0.1
 """
@@ -30,6 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,33 +57,58 @@ from cosim import config as cfgmod  # noqa: E402
 from cosim.sources.sumo import sumo_command  # noqa: E402
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``cmd`` and every process it waited for."""
+    c0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if proc.returncode != 0:
         sys.exit(f"bench: command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return dt
+    return dt, cpu
 
 
-def callgrind_total(cmd: list[str], workdir: Path, tag: str, env: dict) -> int:
-    """Instructions executed by ``cmd`` and every process it starts (valgrind --trace-children)."""
+def game_scenario(name: str, into: Path) -> Path:
+    """A copy of the eclipse-sumo wheel's ``tools/game/NAME.sumocfg`` with what it reads."""
+    from cosim.sumo_home import sumo_home
+
+    game = Path(sumo_home()) / "tools" / "game"
+    cfg = game / f"{name}.sumocfg"
+    if not cfg.is_file():
+        have = sorted(p.name[: -len(".sumocfg")] for p in game.glob("*.sumocfg"))
+        sys.exit(f"bench: no game scenario {name} (have: {', '.join(have)})")
+    into.mkdir(parents=True, exist_ok=True)
+    for item in game.iterdir():
+        if item.is_dir() and item.name == name:
+            shutil.copytree(item, into / name, dirs_exist_ok=True)
+        elif item.suffix == ".xml" or item == cfg:
+            shutil.copy2(item, into / item.name)
+    return into / cfg.name
+
+
+def callgrind_total(cmd: list[str], workdir: Path, tag: str, env: dict) -> list[int]:
+    """Instructions executed by ``cmd`` and by every process it starts (valgrind --trace-children),
+    one count per process, largest first."""
     out = workdir / f"cg-{tag}"
     out.mkdir(parents=True, exist_ok=True)
     vg = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out}/cg.%p"]
     proc = subprocess.run(vg + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"bench: {tag} failed under valgrind:\n{proc.stderr[-2000:]}")
-    total = 0
+    counts = []
     for f in out.glob("cg.*"):
         for line in f.read_text(errors="replace").splitlines():
             if line.startswith("totals:") or line.startswith("summary:"):
-                total += int(line.split()[1])
+                counts.append(int(line.split()[1]))
                 break
-    return total
+    return sorted(counts, reverse=True)
 
 
-def instructions_mode(args, cfg, step: float, tmp: Path, env: dict) -> None:
+def instructions_mode(args, cfg, target: Path, step: float, tmp: Path, env: dict) -> None:
     import shutil
 
     from cosim.sumo_home import sumo_binary
@@ -92,20 +130,24 @@ def instructions_mode(args, cfg, step: float, tmp: Path, env: dict) -> None:
         return sumo_command(sc.sumocfg, seed=sc.seed, begin_s=w0, end_s=end, step_length_s=step,
                             extra=list(sc.sumo_args) + resume, binary=sumo_binary("sumo"))
 
-    def cosim(end: float, backend: str) -> list[str]:
-        return [sys.executable, "-m", "cosim", "run", str(args.target), "-q", "--begin", f"{w0:g}", "--end", f"{end:g}",
+    def cosim(end: float, backend: str, jobs: int = 1) -> list[str]:
+        return [sys.executable, "-m", "cosim", "run", str(target), "-q", "--begin", f"{w0:g}", "--end", f"{end:g}",
                 "--step-length", f"{step:g}", "--sumo-args", " ".join(resume), "--backend", backend,
-                "--out", str(tmp / f"{backend}-{end:g}"), "--overwrite"]
+                "--jobs", str(jobs), "--out", str(tmp / f"{backend}-{jobs}-{end:g}"), "--overwrite"]
 
-    variants = {"bare sumo": bare, "cosim libsumo": lambda e: cosim(e, "libsumo")}
+    variants = {"bare sumo": bare, "cosim serial": lambda e: cosim(e, "libsumo")}
+    if not args.no_pipelined:
+        variants["cosim pipelined"] = lambda e: cosim(e, "libsumo", 2)
     if not args.no_traci:
         variants["cosim traci"] = lambda e: cosim(e, "traci")
-    delta = {}
+    delta, per_process = {}, {}
     for name, make in variants.items():
         counts = [callgrind_total(make(end), tmp, f"{name.replace(' ', '-')}-{end:g}", env) for end in (short, long_)]
-        delta[name] = counts[1] - counts[0]
-        print(f"{name:14s} {counts[0]:>16,d} {counts[1]:>16,d} instructions", file=sys.stderr)
-    summary = json.loads((tmp / f"libsumo-{long_:g}" / "summary.json").read_text())
+        delta[name] = sum(counts[1]) - sum(counts[0])
+        if len(counts[0]) == len(counts[1]) > 1:
+            per_process[name] = [b - a for a, b in zip(counts[0], counts[1])]
+        print(f"{name:16s} {sum(counts[0]):>16,d} {sum(counts[1]):>16,d} instructions", file=sys.stderr)
+    summary = json.loads((tmp / f"libsumo-1-{long_:g}" / "summary.json").read_text())
     slots = args.window / sc.slot_s
     print(f"\nscenario {cfg.name}: steady state from t={w0:g} s, window {args.window:g} s ({slots:g} slots of "
           f"{sc.slot_s:g} s), step {step:g} s, ~{summary['max_concurrent_vehicles']} vehicles; instruction counts "
@@ -114,15 +156,28 @@ def instructions_mode(args, cfg, step: float, tmp: Path, env: dict) -> None:
     base = delta["bare sumo"]
     for name, d in delta.items():
         print(f"{name:16s} {d / slots:14,.0f} {d / base:6.2f}x")
+        for j, c in enumerate(per_process.get(name, [])):
+            print(f"  process {j + 1:<7d} {c / slots:14,.0f} {c / base:6.2f}x")
+
+
+def _side_split(summary: dict) -> str:
+    w, c = summary["wall_s"], summary.get("cpu_s", {})
+    cpu = f"; CPU plugin process {c.get('plugin_process', 0):.1f} s" if c else ""
+    if c.get("sumo_process") is not None:
+        cpu += f", SUMO process {c['sumo_process']:.1f} s"
+    return (f"SUMO busy {w['sumo']:.1f} s waits {w.get('sumo_wait', 0):.1f} s, plugin busy {w['plugin']:.1f} s "
+            f"waits {w.get('plugin_wait', 0):.1f} s{cpu}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", help="scenario .toml or SUMO .sumocfg")
-    ap.add_argument("--end", type=float, default=1200.0, help="simulation end [s] (default 1200)")
+    ap.add_argument("target", nargs="?", help="scenario .toml or SUMO .sumocfg (or use --game)")
+    ap.add_argument("--game", metavar="NAME", help="a scenario from the eclipse-sumo wheel's tools/game (e.g. A10KW)")
+    ap.add_argument("--end", type=float, help="simulation end [s] (default: the scenario's, else 1200)")
     ap.add_argument("--step-length", type=float, help="SUMO step length [s] (default: the scenario's)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
-    ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variant")
+    ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variants")
+    ap.add_argument("--no-pipelined", action="store_true", help="skip the --jobs 2 variants")
     ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
     ap.add_argument("--instructions", action="store_true",
@@ -131,47 +186,72 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=20.0, help="--instructions: simulated seconds compared")
     args = ap.parse_args()
 
-    target = Path(args.target)
+    tmp = Path(tempfile.mkdtemp(prefix="cosim-bench-"))
+    if args.game:
+        target = game_scenario(args.game, tmp / "game")
+    elif args.target:
+        target = Path(args.target)
+    else:
+        ap.error("give a scenario or --game NAME")
     cfg = cfgmod.load(target) if target.suffix == ".toml" else cfgmod.for_sumocfg(target)
     sc = cfg.scenario
+    from cosim.runner import sumocfg_time
+
+    end = args.end if args.end is not None else (sc.end_s if sc.end_s >= 0 else (sumocfg_time(sc.sumocfg, "end") or 1200.0))
+    args.end = end
     step = args.step_length if args.step_length else sc.step_length_s
-    tmp = Path(tempfile.mkdtemp(prefix="cosim-bench-"))
-    bare = sumo_command(sc.sumocfg, seed=sc.seed, begin_s=sc.begin_s, end_s=args.end, step_length_s=step,
+    bare = sumo_command(sc.sumocfg, seed=sc.seed, begin_s=sc.begin_s, end_s=end, step_length_s=step,
                         log_file=tmp / "bare.log", extra=list(sc.sumo_args))
-    cosim = [sys.executable, "-m", "cosim", "run", str(target), "-q", "--end", str(args.end)]
+    cosim = [sys.executable, "-m", "cosim", "run", str(target), "-q", "--end", str(end)]
     if step and step > 0:
         cosim += ["--step-length", str(step)]
     for item in args.set:
         cosim += ["--set", item]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if args.instructions:
-        instructions_mode(args, cfg, step, tmp, env)
+        instructions_mode(args, cfg, target, step, tmp, env)
         return
     variants = {"bare sumo": lambda i: timed(bare, env)}
+    runs: dict[str, list[str]] = {}  # variant -> cosim arguments
     if cfg.layers:  # the core alone beside the core with the layers: the layers' own share
-        variants["cosim no layers"] = lambda i: timed(cosim + ["--no-layers", "--out", str(tmp / f"core{i}"), "--overwrite"], env)
-    variants["cosim libsumo"] = lambda i: timed(cosim + ["--out", str(tmp / f"lib{i}"), "--overwrite"], env)
+        runs["no layers serial"] = ["--no-layers", "--jobs", "1"]
+        if not args.no_pipelined:
+            runs["no layers piped"] = ["--no-layers", "--jobs", "2"]
+    runs["cosim serial"] = ["--jobs", "1"]
+    if not args.no_pipelined:
+        runs["cosim pipelined"] = ["--jobs", "2"]
     if not args.no_traci:
-        variants["cosim traci"] = lambda i: timed(cosim + ["--backend", "traci", "--out", str(tmp / f"traci{i}"), "--overwrite"], env)
-    times: dict[str, list[float]] = {k: [] for k in variants}
+        runs["traci serial"] = ["--backend", "traci", "--jobs", "1"]
+        if not args.no_pipelined:
+            runs["traci pipelined"] = ["--backend", "traci", "--jobs", "2"]
+    for name, extra in runs.items():
+        tag = name.replace(" ", "-")
+        variants[name] = lambda i, extra=extra, tag=tag: timed(cosim + extra + ["--out", str(tmp / f"{tag}{i}"), "--overwrite"], env)
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(args.repeat):
         for name, fn in variants.items():
-            times[name].append(fn(i))
-            print(f"round {i + 1}/{args.repeat}  {name:14s} {times[name][-1]:7.2f} s", file=sys.stderr)
+            w, c = fn(i)
+            walls[name].append(w)
+            cpus[name].append(c)
+            print(f"round {i + 1}/{args.repeat}  {name:16s} {w:7.2f} s wall {c:7.2f} s CPU", file=sys.stderr)
 
-    summary = json.loads((tmp / "lib0" / "summary.json").read_text())
-    base = statistics.median(times["bare sumo"])
-    print(f"\nscenario {cfg.name}: end {args.end:g} s, step {step if step and step > 0 else 'cfg'} s, "
+    first = next(iter(runs)).replace(" ", "-")
+    summary = json.loads((tmp / f"{first}0" / "summary.json").read_text())
+    print(f"\nscenario {cfg.name} ({target.name}): end {end:g} s, step {step if step and step > 0 else 'cfg'} s, "
           f"slot {sc.slot_s:g} s, max concurrent vehicles {summary['max_concurrent_vehicles']}, "
-          f"{summary['vehicles_seen']} vehicles in all, {args.repeat} interleaved rounds")
-    best = min(times["bare sumo"])
-    print(f"{'variant':16s} {'median [s]':>10s} {'ratio':>7s} {'min [s]':>8s} {'ratio':>7s}")
-    for name, ts in times.items():
-        med, lo = statistics.median(ts), min(ts)
-        print(f"{name:16s} {med:10.2f} {med / base:6.2f}x {lo:8.2f} {lo / best:6.2f}x")
-    w = summary["wall_s"]
-    print(f"inside cosim libsumo (round 1): SUMO+read {w['sumo']:.2f} s, plugin {w['plugin']:.2f} s, "
-          f"per slot plugin {1e3 * w['plugin'] / max(summary['slots'], 1):.2f} ms")
+          f"{summary['vehicles_seen']} vehicles in all, {args.repeat} interleaved rounds, "
+          f"{summary['versions']['sumo']}, {os.cpu_count()} CPUs")
+    bw, bmin, bc = statistics.median(walls["bare sumo"]), min(walls["bare sumo"]), statistics.median(cpus["bare sumo"])
+    print(f"{'variant':18s} {'wall med [s]':>12s} {'ratio':>6s} {'wall min [s]':>12s} {'ratio':>6s} "
+          f"{'CPU med [s]':>11s} {'ratio':>6s}")
+    for name in variants:
+        med, lo, cpu = statistics.median(walls[name]), min(walls[name]), statistics.median(cpus[name])
+        print(f"{name:18s} {med:12.2f} {med / bw:5.2f}x {lo:12.2f} {lo / bmin:5.2f}x {cpu:11.2f} {cpu / bc:5.2f}x")
+    print("inside cosim (last round):")
+    for name in runs:
+        s = json.loads((tmp / f"{name.replace(' ', '-')}{args.repeat - 1}" / "summary.json").read_text())
+        print(f"  {name:16s} {_side_split(s)}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ Three formats, all streamed (memory stays flat however long the trace):
   slot at full double precision, so a replay reproduces the live run's results exactly.
 * ``.csv`` / ``.csv.gz`` — the same columns as the parquet trace (header row, sorted by time),
   read in chunks with round-trip float parsing (exact when written with full precision).
-* SUMO FCD XML (``.xml`` or ``.xml.gz``, e.g. ``cosim run --record trace.xml.gz`` or any
-  ``sumo --fcd-output``): read with lxml's ``iterparse``, each ``<timestep>`` cleared once read.
-  Values carry the precision SUMO wrote (``--precision``), so results match the live run only to
-  that precision. ``length`` is taken as 5 m unless the trace has it. SUMO labels a record with
-  the time its step *began*: the record labelled t is the state at t + step length, which is
-  what a live run sees at that time, so FCD times are shifted by ``fcd_step_s``.
+* SUMO's own FCD (:mod:`cosim.sources.fcd`): Parquet (any ``sumo --fcd-output x.parquet``,
+  e.g. ``cosim run --record trace.fcd.parquet``; recognised by its columns) and XML (``.xml`` or
+  ``.xml.gz``). Values carry the precision SUMO wrote (``--precision``; cosim's recordings ask
+  for 6, with which SUMO's Parquet holds doubles and a replay is exact), ``length`` is 5 m.
+  SUMO labels a record with the time its step *began*: the record labelled t is the state at
+  t + step length, which is what a live run sees at that time, so FCD times are shifted by
+  ``fcd_step_s``.
 
 Bad input (broken or truncated XML, a timestep going backwards, a vehicle without a required
 attribute) raises :class:`~cosim.errors.CosimError` naming the file and line.
@@ -108,64 +109,6 @@ def _csv_snapshots(path: Path) -> Iterator[Snapshot]:
         raise CosimError(f"{path}: unreadable CSV trace ({' '.join(str(exc).split())})") from None
 
 
-_REQUIRED = ("id", "x", "y", "angle", "speed", "lane", "pos")
-_NUMERIC = ("x", "y", "angle", "speed", "pos", "acceleration", "length")
-
-
-def _fcd_snapshots(path: Path, shift: float = 0.0) -> Iterator[Snapshot]:
-    from lxml import etree
-
-    import gzip
-
-    last_t = -np.inf
-    stream = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    try:
-        for _, ts in etree.iterparse(stream, events=("end",), tag="timestep", huge_tree=True):
-            try:
-                t = float(ts.get("time")) + shift
-            except (TypeError, ValueError):
-                raise CosimError(f"{path}: line {ts.sourceline}: <timestep> without a numeric time") from None
-            if t < last_t - EPS:
-                raise CosimError(f"{path}: line {ts.sourceline}: timestep {t:g} comes after {last_t:g} (unsorted)")
-            last_t = t
-            vehs = list(ts)  # SUMO writes every vehicle's attributes in the same order
-            n = len(vehs)
-            keys = vehs[0].keys() if n else []
-            rows = [v.values() for v in vehs]  # one C call per vehicle
-            if any(len(r) != len(keys) for r in rows) or any(v.keys() != keys for v in vehs[:: max(1, n // 8)]):
-                rows = None  # irregular trace: the checked path below
-            cols = dict(zip(keys, zip(*rows))) if rows else {}
-            if rows is None or any(k not in cols for k in _REQUIRED):
-                cols = {k: [v.get(k) for v in vehs] for k in ("id", "lane") + _NUMERIC}
-                for v in vehs:
-                    miss = [k for k in _REQUIRED if v.get(k) is None]
-                    if miss:
-                        raise CosimError(f"{path}: line {v.sourceline}: vehicle {v.get('id', '?')!r} lacks "
-                                         f"{', '.join(miss)}")
-            try:
-                f = lambda k: np.array(cols[k], dtype=float)  # noqa: E731  (C-level string -> float)
-                opt = lambda k, d: (np.array(cols[k], dtype=float)  # noqa: E731
-                                    if k in cols and None not in cols[k] else np.full(n, d))
-                lanes = cols["lane"] if n else ()
-                snap = Snapshot(t, np.array(cols["id"] if n else (), dtype=object), f("x") if n else np.zeros(0),
-                                f("y") if n else np.zeros(0), f("speed") if n else np.zeros(0),
-                                f("angle") if n else np.zeros(0), opt("acceleration", 0.0),
-                                np.array([ln.rpartition("_")[0] for ln in lanes], dtype=object),
-                                np.array(lanes, dtype=object), f("pos") if n else np.zeros(0), opt("length", 5.0))
-            except ValueError as exc:
-                raise CosimError(f"{path}: line {ts.sourceline}: a non-numeric vehicle attribute ({exc})") from None
-            ts.clear()
-            while ts.getprevious() is not None:  # drop what was already read: flat memory
-                del ts.getparent()[0]
-            yield snap
-    except etree.XMLSyntaxError as exc:
-        raise CosimError(f"{path}: broken or truncated XML at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, EOFError) as exc:  # gzip: a truncated or corrupt archive
-        raise CosimError(f"{path}: cannot read the trace ({exc})") from None
-    finally:
-        stream.close()
-
-
 def _check_fcd_root(path: Path) -> None:
     """An XML trace must be SUMO FCD output (``<fcd-export>``): a network or routes file passed
     by mistake would otherwise replay as an empty trace."""
@@ -194,12 +137,19 @@ class ReplaySource:
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
         if name.endswith(".parquet"):
-            self._open = _parquet_snapshots
+            from cosim.sources import fcd
+
+            if fcd.is_sumo_parquet(self.path):  # SUMO's own FCD (sumo --fcd-output x.parquet)
+                self._open = lambda p: _by_time(p, fcd.parquet_chunks(p, fcd_step_s))
+            else:
+                self._open = _parquet_snapshots
         elif name.endswith((".csv", ".csv.gz")):
             self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
             _check_fcd_root(self.path)
-            self._open = lambda p: _fcd_snapshots(p, fcd_step_s)
+            from cosim.sources.fcd import xml_snapshots
+
+            self._open = lambda p: xml_snapshots(p, fcd_step_s)
         else:
             raise CosimError(f"{self.path}: expected a .parquet, .csv[.gz] or FCD .xml[.gz] trace")
         self.end_s = end_s

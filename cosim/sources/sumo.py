@@ -105,19 +105,42 @@ class _Cache(dict):
         return value
 
 
-def route_lookup(conn: Any) -> "_Cache":
-    """``lookup[vehicle_id]`` -> the vehicle's route (tuple of edge ids), asked of SUMO once per
-    vehicle and kept (a rerouted vehicle keeps its first route). Only layers that look ahead
-    (the cache layer's ``lc-predictive``) use it, so a run pays for it only then; () for a vehicle
-    SUMO no longer knows."""
+class Routes(dict):
+    """``routes[vehicle_id]`` -> the vehicle's route (tuple of edge ids) as SUMO had it when the
+    vehicle first appeared in a snapshot (a rerouted vehicle keeps it); () for one never seen.
 
-    def fetch(vid: str) -> tuple:
-        try:
-            return tuple(conn.vehicle.getRoute(vid))
-        except Exception:  # the vehicle left between the snapshot and the call
-            return ()
+    The readers fill it at first sight, together with the vehicle's length, so the answer does
+    not depend on when a layer asks — which is what lets the pipelined source (SUMO one slot
+    ahead, :mod:`cosim.sources.pipelined`) answer exactly as the serial path does. ``fresh``
+    (when not None) collects what was fetched since it was last emptied, for shipping."""
 
-    return _Cache(fetch, max_items=20_000)
+    def __init__(self):
+        super().__init__()
+        self.fresh: dict | None = None
+        self.cleared = False  # emptied since ``fresh`` was last shipped
+
+    def __missing__(self, key):
+        return ()
+
+
+class _FirstSight(_Cache):
+    """vehicle id -> length [m]; a vehicle's constants are asked of SUMO once, at first sight:
+    its length, and its route into ``routes``. Bounded like :class:`_Cache` (both empty together)."""
+
+    def __init__(self, get_length, get_route):
+        super().__init__(self._fetch)
+        self.get_length, self.get_route = get_length, get_route
+        self.routes = Routes()
+
+    def _fetch(self, vid: str) -> float:
+        routes = self.routes
+        if not self:  # first call, or the cache was just emptied: routes go with it
+            routes.clear()
+            routes.cleared = True
+        route = routes[vid] = tuple(self.get_route(vid))
+        if routes.fresh is not None:
+            routes.fresh[vid] = route
+        return self.get_length(vid)
 
 
 def snapshot_from_results(time_s: float, res: dict[str, dict[int, Any]], length_of=None,
@@ -158,7 +181,8 @@ class SubscriptionReader:
             raise CosimError("the SUMO network has no junction to anchor the vehicle subscription on")
         self.anchor = junctions[0]
         conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(VARS))
-        self.lengths = _Cache(conn.vehicle.getLength)  # one call per vehicle, at first sight
+        self.lengths = _FirstSight(conn.vehicle.getLength, conn.vehicle.getRoute)  # once per vehicle
+        self.routes = self.lengths.routes
         self.edges = _Cache(_edge_of_lane)
 
     def read(self, time_s: float) -> Snapshot:
@@ -191,7 +215,8 @@ class DirectReader:
         self._accel = pick("vehicle_getAcceleration", V.getAcceleration)
         self._lane = pick("vehicle_getLaneID", V.getLaneID)
         self._lanepos = pick("vehicle_getLanePosition", V.getLanePosition)
-        self.lengths = _Cache(pick("vehicle_getLength", V.getLength))
+        self.lengths = _FirstSight(pick("vehicle_getLength", V.getLength), pick("vehicle_getRoute", V.getRoute))
+        self.routes = self.lengths.routes
         self.edges = _Cache(_edge_of_lane)
 
     def read(self, time_s: float) -> Snapshot:
@@ -199,7 +224,8 @@ class DirectReader:
         n = len(ids)
         if n == 0:
             return Snapshot.empty(time_s)
-        pos = np.array(list(map(self._pos, ids)), dtype=float).reshape(n, 2)
+        # (x, y) tuples flattened lazily: 3x cheaper than numpy converting a list of tuples
+        pos = np.fromiter(itertools.chain.from_iterable(map(self._pos, ids)), float, 2 * n).reshape(n, 2)
         f = lambda fn: np.fromiter(map(fn, ids), float, n)  # noqa: E731
         lanes = list(map(self._lane, ids))
         edge = np.array(list(map(self.edges.__getitem__, lanes)), dtype=object)
@@ -269,9 +295,9 @@ class SumoSource:
         self.timeout_s = timeout_s
         self.conn: Any = None
         self.reader: DirectReader | SubscriptionReader | None = None
+        self.route_of: Routes | None = None
         self.proc: subprocess.Popen | None = None
         self.sumo_version = ""
-        self.route_of = None  # set by start()
         self._label = ""
         self._stderr: Any = None  # SUMO's stderr: a file, never a pipe (a chatty SUMO would fill it and hang)
         self._kill_on_close = False
@@ -284,7 +310,7 @@ class SumoSource:
             self._start_traci()
         self.reader = make_reader(self.conn)
         self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES])
-        self.route_of = route_lookup(self.conn)
+        self.route_of = self.reader.routes
 
     def _start_libsumo(self) -> None:
         import libsumo

@@ -1,0 +1,144 @@
+"""SUMO in its own process one slot ahead (scenario.jobs = 2): same results as the serial path,
+and failures (SUMO dying, a frozen SUMO, Ctrl-C) end the run with the right status."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from cosim.errors import SumoDied
+from cosim.sources.pipelined import PipelinedSource
+from cosim.sources.sumo import sumo_command
+
+from .conftest import GRID6_CFG, ROOT, run_cli, run_grid6
+
+pytestmark = pytest.mark.sumo
+
+ALL_LAYERS = """
+[layers.dvit]
+request_rate_per_s = 1.0
+[layers.cache]
+policies = ["lc", "lfu", "lc-predictive"]
+request_rate_per_vehicle_s = 0.1
+[layers.moe]
+request_rate_per_s = 0.5
+policies = ["gecpa", "nearest"]
+"""
+
+
+#: measured wall-clock times in the results (the MoE layer times its pricing solvers)
+TIMED = ("solve_ms", "mean_solve_ms")
+
+
+def _untimed(obj):
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if k not in TIMED}
+    return obj
+
+
+def same_results(a, b, tables_at_least=2):
+    """Every table equal value for value, and the summaries equal but for timings and paths."""
+    tables = sorted(p.name for p in a.glob("*.parquet"))
+    assert tables == sorted(p.name for p in b.glob("*.parquet")) and len(tables) >= tables_at_least, tables
+    for name in tables:
+        ta, tb = (pd.read_parquet(d / name).drop(columns=list(TIMED), errors="ignore") for d in (a, b))
+        pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for s in (sa, sb):
+        for k in ("wall_s", "cpu_s", "out_dir"):
+            s.pop(k)
+    assert _untimed(sa) == _untimed(sb)
+
+
+def test_all_layers_bit_identical_to_the_serial_path(tmp_path):
+    serial = run_grid6(tmp_path, ALL_LAYERS, end_s=40, out="serial")
+    piped = run_grid6(tmp_path, ALL_LAYERS, "--jobs", "2", end_s=40, out="piped")
+    same_results(serial, piped, tables_at_least=5)
+    s = json.loads((piped / "summary.json").read_text())
+    assert s["slots"] == 40 and set(s["layers"]) == {"dvit", "cache", "moe"}
+    assert s["cpu_s"]["sumo_process"] > 0  # SUMO really ran in a second process
+    w = s["wall_s"]
+    assert set(w) == {"total", "sumo", "plugin", "sumo_wait", "plugin_wait"}
+    assert 0 < w["sumo"] < w["total"] and 0 < w["plugin"] < w["total"]
+    # the routes lc-predictive walked came through the pipe: its decisions equal the serial ones
+    req = pd.read_parquet(piped / "cache_requests.parquet")
+    assert (req["policy"].astype(str) == "lc-predictive").sum() > 0
+
+
+def test_traci_and_replay_pipelined_match_serial(tmp_path):
+    dvit = "[layers.dvit]\nrequest_rate_per_s = 2.0\n"
+    ref = run_grid6(tmp_path, dvit, "--record", str(tmp_path / "t.parquet"), end_s=30, out="ref")
+    same_results(ref, run_grid6(tmp_path, dvit, "--backend", "traci", "--jobs", "2", end_s=30, out="tra"))
+    for jobs in ("1", "2"):
+        rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(tmp_path / "scenario.toml"), "--out",
+                      str(tmp_path / f"rep{jobs}"), "-q", "--jobs", jobs)
+        assert rep.returncode == 0, rep.stderr
+    same_results(tmp_path / "rep1", tmp_path / "rep2")
+
+
+def _source(timeout_s=60.0):
+    cmd = sumo_command(GRID6_CFG, seed=42, end_s=100, step_length_s=0.5)
+    src = PipelinedSource("cosim.sources.sumo:SumoSource", {"cmd": cmd, "end_s": 100.0}, 1.0, 100.0, timeout_s)
+    src.start()
+    return src
+
+
+def test_worker_killed_mid_run_is_sumo_died():
+    src = _source()
+    try:
+        assert len(src.step_to(1.0)) >= 0 and src.time_s() == 0.0
+        src.step_to(2.0)
+        src.proc.kill()
+        with pytest.raises(SumoDied, match=r"SUMO's process ended at t=\ds \(exit code -9\)"):
+            for t in range(3, 10):  # the slot already prepared may still arrive
+                src.step_to(float(t))
+    finally:
+        src.close()
+    assert src.proc.poll() is not None
+
+
+def test_frozen_worker_times_out():
+    src = _source(timeout_s=1.0)
+    try:
+        src.step_to(1.0)
+        os.kill(src.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(SumoDied, match=r"SUMO did not answer for 1 s at t=\ds \(scenario.sumo_timeout_s\)"):
+            for t in range(2, 10):
+                src.step_to(float(t))
+        assert time.monotonic() - t0 < 10
+    finally:
+        src.close()
+    assert src.proc.poll() is not None  # killed, not left behind
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_keeps_results_and_status(tmp_path, jobs):
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6.toml"), "--out",
+                             str(out), "--jobs", jobs, "--set", "output.flush_slots=5"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # a shell's background job ignores SIGINT, and Python keeps an ignored SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stderr:  # one progress line a second when stderr is not a terminal
+            if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 20:
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["slots"] >= 20
+    rsus = pd.read_parquet(out / "rsus.parquet")
+    assert rsus["slot"].nunique() == s["slots"]  # every slot so far on disk
+    with pytest.raises(ProcessLookupError):  # SUMO's process did not outlive the run
+        os.killpg(proc.pid, 0)
