@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import traci
 
 import cosim
@@ -148,10 +147,12 @@ class Session:
         dwell_block: dict[str, Any] = {}
         if self.cfg.output.coverage and self.slots:
             try:
-                dwell_block = dwell_error_from_parquet(
-                    self.out_dir / "coverage.parquet", list(r.ids), np.column_stack([r.x, r.y, r.radius_m]),
-                    self.cfg.scenario.slot_s, self.cfg.world.dwell_cap_s)
+                dwell_block = dwell_error_from_parquet(self.out_dir / "coverage.parquet", self.cfg.scenario.slot_s,
+                                                       self.cfg.world.dwell_cap_s)
                 dwell_block["model"] = self.cfg.world.dwell_model
+                dwell_block["association"] = self.cfg.world.association
+                if self.world.dwell_note:
+                    dwell_block["note"] = self.world.dwell_note
             except Exception as exc:  # an analysis must not lose the run
                 dwell_block = {"error": f"{type(exc).__name__}: {exc}"}
         wall = time.perf_counter() - self.timing.started

@@ -1,0 +1,336 @@
+"""Route-aware coverage dwell (``world.dwell_model = "route"``; ours, beyond the TVT paper).
+
+The remaining time a vehicle stays with its serving RSU r is predicted by walking its SUMO route
+from where it is, edge by edge along the real geometry of each edge's first lane, until the route
+leaves r's service under the association rule in force (``world.association``):
+
+* ``nearest`` — r serves while it is the nearest RSU whose disc holds the vehicle, so service
+  ends where r's disc ends *or* where a neighbour in range becomes nearer (e.g. the bisector);
+* ``sticky`` — r serves until the vehicle leaves r's disc.
+
+Every edge is sampled every ``route_sample_m`` metres and the samples are associated with
+:meth:`~cosim.world.rsu.RsuSet.associate` — the function the world applies each slot — once per
+(edge, RSU); the exit is placed midway between the last served and the first unserved sample.
+Time per edge = length / expected speed; the expected speed (``route_speed``) is one of
+
+* ``learned`` (default) — the running mean over the run of every slot sample of speed on the
+  edge (one per vehicle and slot, the edge and speed SUMO gives anyway). Sampling per slot makes
+  it a time mean, so length / mean = the mean time vehicles took to cross the edge: stops at red
+  lights and queues enter through it. Shrunk towards the speed limit with the weight of
+  ``route_speed_prior`` samples, so an edge nobody has driven yet gets its limit;
+* ``limit`` — the edge's speed limit (free flow);
+* ``current`` — the vehicle's current speed for the whole walk (a stopped vehicle is capped).
+
+Junctions are crossed on the junction-internal edge SUMO drives between two route edges (its
+length at its own expected speed); where the network names none, the straight gap at the next
+edge's speed. A route that ends inside coverage gives the time to its end (arrival): the vehicle
+stops being served because it leaves the simulation. Every value is capped at ``dwell_cap_s``.
+A vehicle with no known route, or on an edge that is not on its route, gets no route prediction
+(the world falls back to the straight-line model for it).
+
+Cost: the walk runs once per (vehicle, edge, serving RSU) — when a vehicle enters an edge or
+changes RSU — and its result (distance and time from the end of the current edge to the exit) is
+kept per vehicle; every slot only the part on the current edge is recomputed, vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+import numpy as np
+
+from cosim.world.coverage import MIN_SPEED_MPS
+from cosim.world.network import NetInfo
+from cosim.world.rsu import RsuSet
+
+#: speed limit assumed for an edge the network file gives none [m/s]
+DEFAULT_SPEED_MPS = 13.89
+
+
+class RouteGeometry:
+    """Positions along SUMO edges (first lane's shape, in lane-position metres), and the
+    junction crossing between two consecutive route edges. Shapes are parsed on first use."""
+
+    def __init__(self, net: NetInfo):
+        self.net = net
+        self._poly: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def knows(self, edge: str) -> bool:
+        return edge in self.net.edge_shape or edge in self.net.edge_ends
+
+    def polyline(self, edge: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lane position [m], x [m], y [m]) of the edge's shape points; lane positions are the
+        arc length scaled so that the last point sits at the edge's length (SUMO may give a lane
+        a length other than its drawn shape's)."""
+        got = self._poly.get(edge)
+        if got is None:
+            shape = self.net.edge_shape.get(edge)
+            if shape:
+                xy = np.array([p.split(",")[:2] for p in shape.split()], dtype=float)
+            else:  # no shape in the net file: the straight line between its junctions
+                fx, fy, tx, ty = self.net.edge_ends[edge]
+                xy = np.array([[fx, fy], [tx, ty]])
+            arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+            length = self.net.edge_length.get(edge, arc[-1])
+            pos = arc * (length / arc[-1]) if arc[-1] > 0 else np.linspace(0.0, length, len(arc))
+            got = self._poly[edge] = (pos, xy[:, 0].copy(), xy[:, 1].copy())
+        return got
+
+    def point_at(self, edge: str, lane_pos) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) [m] at lane position(s) ``lane_pos`` [m] on ``edge`` (clipped to the edge)."""
+        pos, x, y = self.polyline(edge)
+        return np.interp(lane_pos, pos, x), np.interp(lane_pos, pos, y)
+
+    def junction(self, a: str, b: str) -> tuple[str | None, float]:
+        """(the internal edge SUMO drives from ``a`` into ``b``, or None; the crossing's length [m]:
+        that edge's length, else the straight gap between ``a``'s end and ``b``'s start)."""
+        via = self.net.edge_via.get((a, b))
+        if via is not None and via in self.net.edge_length:
+            return via, self.net.edge_length[via]
+        pa, xa, ya = self.polyline(a)
+        _, xb, yb = self.polyline(b)
+        return None, float(math.hypot(xb[0] - xa[-1], yb[0] - ya[-1]))
+
+
+class EdgeSpeeds:
+    """Running per-edge mean speed: one sample per vehicle and slot, shrunk towards the limit.
+
+    expected[e] = (sum of speeds seen on e + prior * limit[e]) / (samples on e + prior)
+    """
+
+    def __init__(self, limit_mps: np.ndarray, prior: float):
+        self.limit = np.asarray(limit_mps, dtype=float)
+        self.prior = float(prior)
+        self.total = np.zeros(len(self.limit))
+        self.count = np.zeros(len(self.limit))
+        self._expected = None
+
+    def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
+        if len(rows):
+            m = len(self.limit)
+            self.total += np.bincount(rows, weights=speed, minlength=m)
+            self.count += np.bincount(rows, minlength=m)
+            self._expected = None
+
+    def expected(self) -> np.ndarray:
+        if self._expected is None:
+            self._expected = (self.total + self.prior * self.limit) / np.maximum(self.count + self.prior, 1e-12)
+        return self._expected
+
+
+class RouteDwell:
+    """Dwell by route walk for one world (see the module docstring). ``rows``: the grid's edge
+    -> row map (one extra row, ``len(rows)``, for edges the network does not know).
+
+    Per vehicle it keeps the *plan* of its last walk — its route from the edge where it was walked
+    to where service by the RSU ends; per edge: the exit position on it (inf: served to its end),
+    and the distance and time from its end, across the junction, to leaving service — and, in
+    arrays, the entry of the edge it is on. A slot costs vectorised arithmetic; a vehicle that
+    enters a new edge costs a dict lookup in its plan; a walk happens when it changes RSU, leaves
+    its plan, or the plan is older than ``replan_s`` (the learned speeds have moved on)."""
+
+    def __init__(self, net: NetInfo, rsus: RsuSet, rows: dict, *, rule: str, speed: str, prior: float,
+                 sample_m: float, cap_s: float, replan_s: float = 60.0):
+        self.geo, self.rsus, self.rows = RouteGeometry(net), rsus, rows
+        self.sticky, self.mode, self.sample_m = rule == "sticky", speed, sample_m
+        self.cap_s, self.replan_s = cap_s, replan_s
+        edges = list(rows)
+        self.length = np.array([net.edge_length.get(e, 0.0) for e in edges] + [0.0])
+        self.internal = np.array([e.startswith(":") for e in edges] + [False])
+        limit = np.array([net.edge_speed.get(e, DEFAULT_SPEED_MPS) for e in edges] + [DEFAULT_SPEED_MPS])
+        self.speeds = EdgeSpeeds(limit, prior)
+        self._edge: dict[str, tuple] = {}  # edge -> (row, length, start x, start y)
+        self._junction: dict[tuple, tuple] = {}  # (edge, next edge) -> (gap [m], gap's row)
+        self._profiles: dict[tuple, tuple] = {}  # (edge, RSU) -> (sample positions, exit at/after each)
+        self._plans: dict[int, tuple] = {}  # vehicle index -> (RSU, time built, {edge: entry})
+        # per world vehicle index, the entry of the edge it is on (valid while edge and RSU stay):
+        self._row = np.zeros(0, dtype=np.int64)  # that edge's row (-2: none)
+        self._rsu = np.zeros(0, dtype=np.int64)
+        self._k = np.zeros(0, dtype=np.int64)  # that edge's index on its route
+        self._end = np.zeros(0)  # lane position where service ends on it, or its length
+        self._on = np.zeros(0, dtype=bool)  # still served at its end: the route goes on across a junction
+        self._tx = np.zeros(0)  # where the next route edge starts [m] (for the junction)
+        self._ty = np.zeros(0)
+        self._gap_m = np.zeros(0)  # [m] the junction after it (0 where the route does not go on)
+        self._gap_s = np.zeros(0)  # [s] the same at the expected speed of the walk
+        self._tail_m = np.zeros(0)  # [m] from the next edge's start to leaving service
+        self._tail_s = np.zeros(0)  # [s] the same at the expected speeds of the walk
+        self._ok = np.zeros(0, dtype=bool)
+        self.walks = 0  # route walks done
+        self.lookups = 0  # entries taken from a plan
+
+    # -- per slot ------------------------------------------------------------------------------
+    def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
+        self.speeds.learn(rows, speed)
+
+    def edge_speed(self) -> np.ndarray:
+        """Expected speed per edge row [m/s] (``learned`` or ``limit``), floored at 0.1 m/s."""
+        v = self.speeds.limit if self.mode == "limit" else self.speeds.expected()
+        return np.maximum(v, MIN_SPEED_MPS)
+
+    def predict(self, vidx: np.ndarray, ids: np.ndarray, rows: np.ndarray, edge: np.ndarray,
+                lane_pos: np.ndarray, x: np.ndarray, y: np.ndarray, speed: np.ndarray, serving: np.ndarray,
+                route_of, time_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(dwell [s] per vehicle, True where the route gave it); NaN where not served."""
+        n = len(vidx)
+        out, ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
+        sel = np.flatnonzero(serving >= 0)
+        if not len(sel) or route_of is None:
+            return out, ok
+        self._grow(int(vidx.max()) + 1)
+        v_edge = self.edge_speed()
+        vi, row, pos = vidx[sel], rows[sel], lane_pos[sel]
+        inside = self.internal[row]  # in a junction: the entry of the edge before it holds
+        same = (self._rsu[vi] == serving[sel]) & np.where(inside, self._on[vi],
+                                                          (self._row[vi] == row) & (pos <= self._end[vi] + 1e-9))
+        if not same.all():
+            for i in sel[~same]:
+                self._enter(int(vidx[i]), ids[i], int(rows[i]), edge[i], float(lane_pos[i]), int(serving[i]),
+                            route_of, v_edge, time_s)
+        good = self._ok[vi]
+        ok[sel] = good
+        here = np.maximum(self._end[vi] - pos, 0.0)  # [m] to the exit or the edge's end
+        if inside.any():  # to the next edge's start
+            j = np.flatnonzero(inside)
+            here[j] = np.hypot(self._tx[vi[j]] - x[sel[j]], self._ty[vi[j]] - y[sel[j]])
+        if self.mode == "current":
+            t = (here + np.where(inside, 0.0, self._gap_m[vi]) + self._tail_m[vi]) / np.maximum(speed[sel], MIN_SPEED_MPS)
+        else:
+            t = here / v_edge[row] + np.where(inside, 0.0, self._gap_s[vi]) + self._tail_s[vi]
+        out[sel] = np.where(good, np.minimum(t, self.cap_s), np.nan)
+        return out, ok
+
+    # -- entering an edge: a plan lookup, or a walk ---------------------------------------------
+    def _enter(self, v: int, vid: str, row: int, edge: str, pos: float, r: int, route_of, v_edge: np.ndarray,
+               time_s: float) -> None:
+        self._rsu[v], self._row[v], self._ok[v], self._on[v] = r, row, False, False
+        plan = self._plans.get(v)
+        entries = plan[2] if plan is not None and plan[0] == r and time_s - plan[1] < self.replan_s else {}
+        route = None
+        if edge.startswith(":"):  # in a junction, off its entry: walk on from the next route edge
+            route = route_of[vid]
+            k = int(self._k[v]) + 1
+            if not route or k <= 0 or k >= len(route) or route[k] not in self.rows or not self.geo.knows(route[k]):
+                return
+            entry = entries.get(route[k])
+            if entry is None:
+                entry = self._plan(v, route, k, 0.0, r, v_edge, time_s)[route[k]]
+            row_k, _, sx, sy = self._edge_info(route[k])
+            end, _, gap_m, gap_s, after_m, after_s, _, _, _ = entry
+            # from route[k]'s start: along it to its exit or end, then on across its junction
+            self._tx[v], self._ty[v], self._gap_m[v], self._gap_s[v] = sx, sy, 0.0, 0.0
+            self._tail_m[v] = end + gap_m + after_m
+            self._tail_s[v] = end / float(v_edge[row_k]) + gap_s + after_s
+            self._end[v], self._on[v], self._ok[v] = 0.0, True, True
+            return
+        entry = entries.get(edge)
+        if entry is not None and pos <= entry[0] + 1e-9:
+            self.lookups += 1
+        else:
+            route = route_of[vid]
+            k = self._route_index(route, edge, int(self._k[v])) if route else -1
+            if k < 0 or not self.geo.knows(edge):
+                return
+            entry = self._plan(v, route, k, pos, r, v_edge, time_s)[edge]
+        (self._end[v], self._on[v], self._gap_m[v], self._gap_s[v], self._tail_m[v], self._tail_s[v], self._tx[v],
+         self._ty[v], self._k[v]) = entry
+        self._ok[v] = True
+
+    def _plan(self, v: int, route: tuple, k: int, pos: float, r: int, v_edge: np.ndarray, time_s: float) -> dict:
+        """Walk ``route`` from lane position ``pos`` on ``route[k]`` until r stops serving, the
+        route ends or the time passes the cap; keep (and return) per edge walked its entry (end
+        [lane position], goes on, junction [m], [s], from the next edge's start to leaving service
+        [m], [s], the next edge's start x, y, route index); what does not go on has zeros."""
+        self.walks += 1
+        walked = []  # (edge, end, goes on, [m] on it, [s] on it, gap [m], gap [s], next x, next y, k)
+        time = 0.0
+        while True:
+            e = route[k]
+            row, length, _, _ = self._edge_info(e)
+            end = min(self._exit_after(e, r, pos), length)
+            on_m = end - pos
+            on_s = on_m / float(v_edge[row])
+            time += on_s
+            nxt = route[k + 1] if k + 1 < len(route) else None
+            if end < length or nxt is None or time >= self.cap_s or nxt not in self.rows or not self.geo.knows(nxt):
+                walked.append((e, end, end >= length and nxt is not None and time < self.cap_s, on_m, on_s,
+                               0.0, 0.0, math.nan, math.nan, k))
+                break
+            gap, gap_row = self._junction_info(e, nxt)
+            gap_s = gap / float(v_edge[gap_row])
+            _, _, sx, sy = self._edge_info(nxt)
+            walked.append((e, end, True, on_m, on_s, gap, gap_s, sx, sy, k))
+            time += gap_s
+            k, pos = k + 1, 0.0
+        entries: dict = {}
+        after_m = after_s = 0.0  # from the next edge's start to leaving service, built backwards
+        for e, end, on, on_m, on_s, gap, gap_s, sx, sy, kk in reversed(walked):
+            if not on:
+                gap = gap_s = after_m = after_s = 0.0
+            entries[e] = (end, on, gap, gap_s, after_m, after_s, sx, sy, kk)  # the first visit wins
+            after_m, after_s = on_m + gap + after_m, on_s + gap_s + after_s
+        # a walk started mid-edge: the first entry's own part counts from ``pos``, which is all a
+        # later lookup of that edge needs (it measures from the vehicle's lane position)
+        if len(self._plans) > 50_000:
+            self._plans.clear()
+        self._plans[v] = (r, time_s, entries)
+        return entries
+
+    def _edge_info(self, edge: str) -> tuple:
+        info = self._edge.get(edge)
+        if info is None:
+            row = self.rows[edge]
+            _, xs, ys = self.geo.polyline(edge)
+            info = self._edge[edge] = (row, float(self.length[row]), float(xs[0]), float(ys[0]))
+        return info
+
+    def _junction_info(self, a: str, b: str) -> tuple:
+        got = self._junction.get((a, b))
+        if got is None:
+            via, gap = self.geo.junction(a, b)
+            got = self._junction[a, b] = (gap, self.rows.get(via, self.rows[b]))
+        return got
+
+    @staticmethod
+    def _route_index(route: tuple, edge: str, after: int) -> int:
+        try:
+            return route.index(edge, max(after, 0))
+        except ValueError:
+            try:
+                return route.index(edge)
+            except ValueError:
+                return -1
+
+    def _exit_after(self, edge: str, r: int, pos: float) -> float:
+        """Lane position [m] where a vehicle at ``pos`` on ``edge`` stops being served by r, inf
+        if it is served to the edge's end."""
+        prof = self._profiles.get((edge, r))
+        if prof is None:
+            prof = self._profiles[edge, r] = self._profile(edge, r)
+        s, out = prof
+        i = bisect_left(s, pos)
+        return math.inf if i >= len(s) else max(out[i], pos)
+
+    def _profile(self, edge: str, r: int) -> tuple[list, list]:
+        """(sample lane positions, for each sample the exit position at or after it (inf: none))."""
+        length = self.length[self.rows[edge]]
+        k = max(2, math.ceil(length / self.sample_m) + 1)
+        s = np.linspace(0.0, length, k)
+        x, y = self.geo.point_at(edge, s)
+        _, srv = self.rsus.associate(x, y, keep=np.full(k, r) if self.sticky else None)
+        prev = np.concatenate([[0.0], s[:-1]])
+        out = np.where(srv == r, math.inf, 0.5 * (s + prev))
+        if len(self._profiles) > 200_000:
+            self._profiles.clear()
+        return s.tolist(), np.minimum.accumulate(out[::-1])[::-1].tolist()
+
+    def _grow(self, n: int) -> None:
+        from cosim.world.world import grown
+
+        if len(self._row) >= n:
+            return
+        for name, fill in (("_row", -2), ("_rsu", -2), ("_k", -1), ("_end", 0.0), ("_on", False), ("_tx", 0.0),
+                           ("_ty", 0.0), ("_gap_m", 0.0), ("_gap_s", 0.0), ("_tail_m", 0.0), ("_tail_s", 0.0),
+                           ("_ok", False)):
+            setattr(self, name, grown(getattr(self, name), n, fill))
