@@ -123,8 +123,9 @@ class World:
         """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
         (``straight``, ``idm`` or ``route``; ``route`` only when the world was built with it).
 
-        ``straight`` and ``idm`` predict the time to leave the serving RSU's disc; ``route``
-        the time until the rule in force stops it serving. Where a vehicle's route is unknown,
+        Each predicts the time until the association rule in force stops the serving RSU
+        serving the vehicle: leaving its disc (``sticky``), or also crossing into a nearer
+        RSU's range (``nearest``). Where a vehicle's route is unknown,
         ``route`` gives the straight-line value (a replay of a trace without routes: all of them)."""
         wc, r, s = self.cfg.world, self.rsus, self.snap
         n = len(s)
@@ -146,15 +147,16 @@ class World:
             return out
         srv = self.serving[has]
         cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
+        rivals = (r.x, r.y, r.radius_m, srv) if wc.association == "nearest" else None
         if model == "idm":
             out[has] = dwell_idm(
                 s.x[has], s.y[has], s.speed[has], s.angle[has], s.lane[has], s.lane_pos[has], s.length[has],
                 cx, cy, rad, cap_s=wc.dwell_cap_s, dt=self.cfg.scenario.slot_s, horizon_s=wc.idm_horizon_s,
                 a_max=wc.idm_max_accel_mps2, b_max=wc.idm_max_decel_mps2, v_des=wc.idm_desired_speed_mps,
-                delta=wc.idm_delta, s0=wc.idm_min_gap_m, headway=wc.idm_headway_s)
+                delta=wc.idm_delta, s0=wc.idm_min_gap_m, headway=wc.idm_headway_s, rivals=rivals)
         else:
             out[has] = dwell_straight(s.x[has], s.y[has], self.vx[has], self.vy[has], cx, cy, rad,
-                                      cap_s=wc.dwell_cap_s)
+                                      cap_s=wc.dwell_cap_s, rivals=rivals)
         return out
 
     def _rates(self, has: np.ndarray, srv: np.ndarray, d_all: np.ndarray) -> None:
