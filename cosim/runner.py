@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import traci
 
 import cosim
@@ -117,11 +118,17 @@ class Session:
             layer.on_start()
 
     def on_snapshot(self, snap: Snapshot) -> None:
+        known = len(self.world.vehicle_names)
+        self.world.update(snap, slot=self.slots)
         if self.trace is not None and len(snap):
             from cosim.sources.replay import snapshot_columns
 
-            self.trace.append(snapshot_columns(snap))
-        self.world.update(snap, slot=self.slots)
+            # the route column: each vehicle's route on its first row (where the source knows routes)
+            routes = np.full(len(snap), None, dtype=object)
+            if self.world.route_of is not None:
+                for i in np.flatnonzero(self.world.vidx >= known):
+                    routes[i] = " ".join(self.world.route_of[snap.ids[i]]) or None
+            self.trace.append(snapshot_columns(snap, routes))
         for layer in self.layers:
             layer.on_slot(self.world)
         self.recorder.record_world(self.world)

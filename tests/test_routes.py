@@ -176,3 +176,59 @@ def test_replay_without_routes_falls_back_to_straight_once(capsys):
     assert w.dwell_s[0] == pytest.approx(94.0)
     assert "falls back to 'straight'" in w.dwell_note
     assert capsys.readouterr().err.count("cosim: note:") == 1
+
+
+def test_parquet_trace_routes_are_read_back(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cosim.sources.replay import ReplaySource
+
+    rows = {"time_s": [1.0, 1.0, 2.0, 2.0], "ids": ["a", "b", "a", "c"], "x": [0.0] * 4, "y": [0.0] * 4,
+            "speed": [1.0] * 4, "angle": [0.0] * 4, "accel": [0.0] * 4, "edge": ["e", "f", "e", "g"],
+            "lane": ["e_0", "f_0", "e_0", "g_0"], "lane_pos": [1.0] * 4, "length": [5.0] * 4,
+            "route": ["e f", None, None, "g h i"]}
+    pq.write_table(pa.table(rows), tmp_path / "t.parquet")
+    src = ReplaySource(tmp_path / "t.parquet")
+    src.start()
+    src.step_to(1.0)
+    assert src.route_of["a"] == ("e", "f") and src.route_of["b"] == ()
+    src.step_to(2.0)
+    assert src.route_of["c"] == ("g", "h", "i")
+    del rows["route"]
+    pq.write_table(pa.table(rows), tmp_path / "old.parquet")
+    assert ReplaySource(tmp_path / "old.parquet").route_of is None
+
+
+@pytest.mark.sumo
+def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from .conftest import GRID6_CFG, run_cli
+
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
+                    '[world]\ndwell_model = "route"\n')
+    live = run_cli("run", str(toml), "--out", str(tmp_path / "live"), "-q", "--record", str(tmp_path / "t.parquet"))
+    assert live.returncode == 0, live.stderr
+    trace = pd.read_parquet(tmp_path / "t.parquet")
+    firsts = trace.groupby("ids", observed=True)["route"].agg(["count", "first"])
+    assert (firsts["count"] == 1).all() and len(firsts) == trace["ids"].nunique()  # once per vehicle
+    first_row = trace.drop_duplicates("ids")
+    assert first_row["route"].notna().all()  # on its first row
+    assert all(edge in route.split() for edge, route in zip(first_row["edge"], first_row["route"])
+               if not edge.startswith(":"))
+    rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(toml), "--out", str(tmp_path / "rep"), "-q")
+    assert rep.returncode == 0 and "cosim: note" not in rep.stderr, rep.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "live" / "coverage.parquet"),
+                                  pd.read_parquet(tmp_path / "rep" / "coverage.parquet"))
+    # an FCD trace has no routes: straight-line dwell, said once
+    fcd = run_cli("run", str(toml), "--out", str(tmp_path / "live2"), "-q", "--record", str(tmp_path / "t.xml"))
+    assert fcd.returncode == 0, fcd.stderr
+    rep2 = run_cli("replay", str(tmp_path / "t.xml"), "--scenario", str(toml), "--out", str(tmp_path / "rep2"), "-q")
+    assert rep2.returncode == 0, rep2.stderr
+    assert rep2.stderr.count("cosim: note: the traffic source gives no routes") == 1
+    s = json.loads((tmp_path / "rep2" / "summary.json").read_text())
+    assert "falls back to 'straight'" in s["dwell_prediction"]["note"]

@@ -3,7 +3,10 @@
 Three formats, all streamed (memory stays flat however long the trace):
 
 * ``.parquet`` — what ``cosim run --record trace.parquet`` writes: every snapshot field of every
-  slot at full double precision, so a replay reproduces the live run's results exactly.
+  slot at full double precision, so a replay reproduces the live run's results exactly; and a
+  ``route`` column, the vehicle's SUMO route (edge ids separated by spaces) on its first row and
+  null on the others, which a replay hands to the world as ``route_of`` (the other formats, and
+  traces written before the column existed, have no routes).
 * ``.csv`` / ``.csv.gz`` — the same columns as the parquet trace (header row, sorted by time),
   read in chunks with round-trip float parsing (exact when written with full precision).
 * SUMO FCD XML (``.xml`` or ``.xml.gz``, e.g. ``cosim run --record trace.xml.gz`` or any
@@ -31,10 +34,21 @@ EPS = 1e-6
 TRACE_COLUMNS = ["time_s", *SNAPSHOT_FIELDS]  # the parquet trace layout (one row per vehicle and slot)
 
 
-def snapshot_columns(snap: Snapshot) -> dict:
-    """A snapshot as trace columns (for the recorder)."""
+def snapshot_columns(snap: Snapshot, routes: np.ndarray | None = None) -> dict:
+    """A snapshot as trace columns (for the recorder); ``routes``: the ``route`` column (a route
+    string on a vehicle's first row, None elsewhere)."""
     n = len(snap)
-    return {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
+    cols = {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
+    if routes is not None:
+        cols["route"] = routes
+    return cols
+
+
+class Routes(dict):
+    """vehicle id -> route (tuple of edge ids) read from a trace; () for a vehicle it lacks."""
+
+    def __missing__(self, key):
+        return ()
 
 
 def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
@@ -62,7 +76,7 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
         yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
 
 
-def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
+def _parquet_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Snapshot]:
     import pyarrow.parquet as pq
 
     try:
@@ -72,8 +86,16 @@ def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
     missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise CosimError(f"{path}: trace lacks column(s) {', '.join(missing)}")
-    chunks = ({c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
-              for t in (pf.read_row_group(rg, columns=TRACE_COLUMNS) for rg in range(pf.num_row_groups)))
+    cols = TRACE_COLUMNS + (["route"] if routes is not None and "route" in pf.schema_arrow.names else [])
+
+    def chunk(t) -> dict:
+        if "route" in cols:  # known before the vehicle's first snapshot is yielded
+            rows = t["route"].is_valid().to_numpy(zero_copy_only=False).nonzero()[0]
+            ids, rts = t["ids"].take(rows).to_pylist(), t["route"].take(rows).to_pylist()
+            routes.update(zip(ids, (tuple(r.split()) for r in rts)))
+        return {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
+
+    chunks = (chunk(pf.read_row_group(rg, columns=cols)) for rg in range(pf.num_row_groups))
     yield from _by_time(path, chunks)
 
 
@@ -155,6 +177,15 @@ def _fcd_snapshots(path: Path, shift: float = 0.0) -> Iterator[Snapshot]:
         stream.close()
 
 
+def _has_routes(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return "route" in pq.read_schema(str(path)).names
+    except Exception:  # unreadable: opening it says so
+        return False
+
+
 class ReplaySource:
     """Yields the recorded snapshot at each slot boundary (empty where the trace has none)."""
 
@@ -163,8 +194,11 @@ class ReplaySource:
         if not self.path.is_file():
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
+        #: vehicle id -> its route, where the trace carries routes (cosim's parquet trace); else None
+        self.route_of: Routes | None = None
         if name.endswith(".parquet"):
-            self._open = _parquet_snapshots
+            self.route_of = Routes() if _has_routes(self.path) else None
+            self._open = lambda p: _parquet_snapshots(p, self.route_of)
         elif name.endswith((".csv", ".csv.gz")):
             self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
