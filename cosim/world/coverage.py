@@ -46,16 +46,20 @@ def dwell_straight(px, py, vx, vy, cx, cy, radius, cap_s: float, min_speed: floa
 
 def _bisector_time(px, py, vx, vy, cx, cy, jx, jy, jr, srv) -> np.ndarray:
     """Earliest time each vehicle's straight path gets nearer to another RSU j in range than to
-    its serving one (inf if never); see the module docstring."""
-    px, py, vx, vy, cx, cy = (np.ravel(a)[:, None] for a in (px, py, vx, vy, cx, cy))
-    jx, jy, jr = (np.asarray(a, dtype=float)[None, :] for a in (jx, jy, jr))
-    d0 = (px - jx) ** 2 + (py - jy) ** 2 - (px - cx) ** 2 - (py - cy) ** 2
-    rate = 2.0 * (vx * (jx - cx) + vy * (jy - cy))
-    t = np.where(rate > 0, np.maximum(d0, 0.0) / rate, np.inf)
-    ex, ey = px + vx * t - jx, py + vy * t - jy
-    t = np.where(np.isfinite(t) & (ex * ex + ey * ey <= jr * jr + 1e-6), t, np.inf)
-    t[np.arange(len(t)), np.ravel(srv)] = np.inf  # not against itself
-    return t.min(axis=1).reshape(np.shape(srv))
+    its serving one (inf if never); see the module docstring. |p - c_j|^2 - |p - c|^2 is written
+    |c_j|^2 - |c|^2 - 2 p.(c_j - c), and the serving RSU itself drops out (c_j - c = 0)."""
+    shape = np.shape(px)  # arrays are (RSU, vehicle): the minimum over RSUs is then elementwise (fast)
+    px, py, vx, vy, cx, cy = (np.ravel(a)[None, :] for a in (px, py, vx, vy, cx, cy))
+    jx, jy, jr = (np.asarray(a, dtype=float)[:, None] for a in (jx, jy, jr))
+    ex, ey = jx - cx, jy - cy
+    d0 = (jx * jx + jy * jy) - (cx * cx + cy * cy) - 2.0 * (px * ex + py * ey)
+    rate = 2.0 * (vx * ex + vy * ey)
+    t = np.full(rate.shape, np.inf)
+    np.divide(np.maximum(d0, 0.0), rate, out=t, where=rate > 1e-12)
+    if np.ptp(jr) > 0:  # unequal radii: the crossing counts only inside j's disc
+        qx, qy = px + vx * t - jx, py + vy * t - jy
+        t = np.where(qx * qx + qy * qy <= jr * jr + 1e-6, t, np.inf)
+    return t.min(axis=0).reshape(shape)
 
 
 def lane_leaders(lane: np.ndarray, lane_pos: np.ndarray) -> np.ndarray:

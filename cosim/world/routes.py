@@ -47,6 +47,13 @@ from cosim.world.rsu import RsuSet
 #: speed limit assumed for an edge the network file gives none [m/s]
 DEFAULT_SPEED_MPS = 13.89
 
+# columns of RouteDwell._st, per vehicle: its (non-internal) edge's row, serving RSU, index on its
+# route; lane position where service ends on the edge (or its length); 1 if the route goes on
+# across the junction after it; where the next route edge starts [m]; the junction's length [m]
+# and time [s]; from the next edge's start to leaving service [m], [s]; 1 if the route gave it
+ROW, RSU, K, END, ON, TX, TY, GAP_M, GAP_S, TAIL_M, TAIL_S, OK = range(12)
+_NCOL = 12
+
 
 class RouteGeometry:
     """Positions along SUMO edges (first lane's shape, in lane-position metres), and the
@@ -104,19 +111,21 @@ class EdgeSpeeds:
         self.prior = float(prior)
         self.total = np.zeros(len(self.limit))
         self.count = np.zeros(len(self.limit))
-        self._expected = None
 
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
-        if len(rows):
-            m = len(self.limit)
-            self.total += np.bincount(rows, weights=speed, minlength=m)
-            self.count += np.bincount(rows, minlength=m)
-            self._expected = None
+        m = len(self.limit)  # (bincount: a tenth of np.add.at's instructions on grid6)
+        self.total += np.bincount(rows, weights=speed, minlength=m)
+        self.count += np.bincount(rows, minlength=m)
 
-    def expected(self) -> np.ndarray:
-        if self._expected is None:
-            self._expected = (self.total + self.prior * self.limit) / np.maximum(self.count + self.prior, 1e-12)
-        return self._expected
+    def expected(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The expected speed [m/s] of edge rows ``rows`` (all rows when None)."""
+        if rows is None:
+            rows = slice(None)
+        return (self.total[rows] + self.prior * self.limit[rows]) / np.maximum(self.count[rows] + self.prior, 1e-12)
+
+    def one(self, row: int) -> float:
+        """:meth:`expected` of one row, as a Python float."""
+        return (self.total.item(row) + self.prior * self.limit.item(row)) / max(self.count.item(row) + self.prior, 1e-12)
 
 
 class RouteDwell:
@@ -131,7 +140,7 @@ class RouteDwell:
     its plan, or the plan is older than ``replan_s`` (the learned speeds have moved on)."""
 
     def __init__(self, net: NetInfo, rsus: RsuSet, rows: dict, *, rule: str, speed: str, prior: float,
-                 sample_m: float, cap_s: float, replan_s: float = 60.0):
+                 sample_m: float, cap_s: float, replan_s: float = 1e9):
         self.geo, self.rsus, self.rows = RouteGeometry(net), rsus, rows
         self.sticky, self.mode, self.sample_m = rule == "sticky", speed, sample_m
         self.cap_s, self.replan_s = cap_s, replan_s
@@ -144,19 +153,9 @@ class RouteDwell:
         self._junction: dict[tuple, tuple] = {}  # (edge, next edge) -> (gap [m], gap's row)
         self._profiles: dict[tuple, tuple] = {}  # (edge, RSU) -> (sample positions, exit at/after each)
         self._plans: dict[int, tuple] = {}  # vehicle index -> (RSU, time built, {edge: entry})
-        # per world vehicle index, the entry of the edge it is on (valid while edge and RSU stay):
-        self._row = np.zeros(0, dtype=np.int64)  # that edge's row (-2: none)
-        self._rsu = np.zeros(0, dtype=np.int64)
-        self._k = np.zeros(0, dtype=np.int64)  # that edge's index on its route
-        self._end = np.zeros(0)  # lane position where service ends on it, or its length
-        self._on = np.zeros(0, dtype=bool)  # still served at its end: the route goes on across a junction
-        self._tx = np.zeros(0)  # where the next route edge starts [m] (for the junction)
-        self._ty = np.zeros(0)
-        self._gap_m = np.zeros(0)  # [m] the junction after it (0 where the route does not go on)
-        self._gap_s = np.zeros(0)  # [s] the same at the expected speed of the walk
-        self._tail_m = np.zeros(0)  # [m] from the next edge's start to leaving service
-        self._tail_s = np.zeros(0)  # [s] the same at the expected speeds of the walk
-        self._ok = np.zeros(0, dtype=bool)
+        # per world vehicle index, one row of _st: the entry of the edge it is on (valid while its
+        # edge and RSU stay), columns ROW .. OK (one array: a vehicle's entry is written at once)
+        self._st = np.zeros((0, _NCOL))
         self.walks = 0  # route walks done
         self.lookups = 0  # entries taken from a plan
 
@@ -164,10 +163,15 @@ class RouteDwell:
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
         self.speeds.learn(rows, speed)
 
-    def edge_speed(self) -> np.ndarray:
-        """Expected speed per edge row [m/s] (``learned`` or ``limit``), floored at 0.1 m/s."""
-        v = self.speeds.limit if self.mode == "limit" else self.speeds.expected()
+    def speed_at(self, rows: np.ndarray) -> np.ndarray:
+        """Expected speed of edge rows [m/s] (``learned``, or ``limit`` also for ``current``, whose
+        per-edge speeds only time the junctions), floored at 0.1 m/s."""
+        v = self.speeds.expected(rows) if self.mode == "learned" else self.speeds.limit[rows]
         return np.maximum(v, MIN_SPEED_MPS)
+
+    def speed_one(self, row: int) -> float:
+        v = self.speeds.one(row) if self.mode == "learned" else self.speeds.limit.item(row)
+        return max(v, MIN_SPEED_MPS)
 
     def predict(self, vidx: np.ndarray, ids: np.ndarray, rows: np.ndarray, edge: np.ndarray,
                 lane_pos: np.ndarray, x: np.ndarray, y: np.ndarray, speed: np.ndarray, serving: np.ndarray,
@@ -179,65 +183,62 @@ class RouteDwell:
         if not len(sel) or route_of is None:
             return out, ok
         self._grow(int(vidx.max()) + 1)
-        v_edge = self.edge_speed()
         vi, row, pos = vidx[sel], rows[sel], lane_pos[sel]
         inside = self.internal[row]  # in a junction: the entry of the edge before it holds
-        same = (self._rsu[vi] == serving[sel]) & np.where(inside, self._on[vi],
-                                                          (self._row[vi] == row) & (pos <= self._end[vi] + 1e-9))
+        st = self._st[vi]
+        same = (st[:, RSU] == serving[sel]) & np.where(inside, st[:, ON] > 0,
+                                                       (st[:, ROW] == row) & (pos <= st[:, END] + 1e-9))
         if not same.all():
             for i in sel[~same]:
                 self._enter(int(vidx[i]), ids[i], int(rows[i]), edge[i], float(lane_pos[i]), int(serving[i]),
-                            route_of, v_edge, time_s)
-        good = self._ok[vi]
+                            route_of, time_s)
+            st = self._st[vi]
+        good = st[:, OK] > 0
         ok[sel] = good
-        here = np.maximum(self._end[vi] - pos, 0.0)  # [m] to the exit or the edge's end
+        here = np.maximum(st[:, END] - pos, 0.0)  # [m] to the exit or the edge's end
         if inside.any():  # to the next edge's start
             j = np.flatnonzero(inside)
-            here[j] = np.hypot(self._tx[vi[j]] - x[sel[j]], self._ty[vi[j]] - y[sel[j]])
+            here[j] = np.hypot(st[j, TX] - x[sel[j]], st[j, TY] - y[sel[j]])
         if self.mode == "current":
-            t = (here + np.where(inside, 0.0, self._gap_m[vi]) + self._tail_m[vi]) / np.maximum(speed[sel], MIN_SPEED_MPS)
+            t = (here + np.where(inside, 0.0, st[:, GAP_M]) + st[:, TAIL_M]) / np.maximum(speed[sel], MIN_SPEED_MPS)
         else:
-            t = here / v_edge[row] + np.where(inside, 0.0, self._gap_s[vi]) + self._tail_s[vi]
+            t = here / self.speed_at(row) + np.where(inside, 0.0, st[:, GAP_S]) + st[:, TAIL_S]
         out[sel] = np.where(good, np.minimum(t, self.cap_s), np.nan)
         return out, ok
 
     # -- entering an edge: a plan lookup, or a walk ---------------------------------------------
-    def _enter(self, v: int, vid: str, row: int, edge: str, pos: float, r: int, route_of, v_edge: np.ndarray,
-               time_s: float) -> None:
-        self._rsu[v], self._row[v], self._ok[v], self._on[v] = r, row, False, False
+    def _enter(self, v: int, vid: str, row: int, edge: str, pos: float, r: int, route_of, time_s: float) -> None:
+        k_last = int(self._st[v, K])
+        self._st[v] = (row, r, k_last, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # until known: no route
         plan = self._plans.get(v)
         entries = plan[2] if plan is not None and plan[0] == r and time_s - plan[1] < self.replan_s else {}
-        route = None
         if edge.startswith(":"):  # in a junction, off its entry: walk on from the next route edge
             route = route_of[vid]
-            k = int(self._k[v]) + 1
+            k = k_last + 1
             if not route or k <= 0 or k >= len(route) or route[k] not in self.rows or not self.geo.knows(route[k]):
                 return
             entry = entries.get(route[k])
             if entry is None:
-                entry = self._plan(v, route, k, 0.0, r, v_edge, time_s)[route[k]]
+                entry = self._plan(v, route, k, 0.0, r, time_s)[route[k]]
             row_k, _, sx, sy = self._edge_info(route[k])
             end, _, gap_m, gap_s, after_m, after_s, _, _, _ = entry
             # from route[k]'s start: along it to its exit or end, then on across its junction
-            self._tx[v], self._ty[v], self._gap_m[v], self._gap_s[v] = sx, sy, 0.0, 0.0
-            self._tail_m[v] = end + gap_m + after_m
-            self._tail_s[v] = end / float(v_edge[row_k]) + gap_s + after_s
-            self._end[v], self._on[v], self._ok[v] = 0.0, True, True
+            self._st[v] = (row, r, k_last, 0.0, 1.0, sx, sy, 0.0, 0.0, end + gap_m + after_m,
+                           end / self.speed_one(row_k) + gap_s + after_s, 1.0)
             return
         entry = entries.get(edge)
         if entry is not None and pos <= entry[0] + 1e-9:
             self.lookups += 1
         else:
             route = route_of[vid]
-            k = self._route_index(route, edge, int(self._k[v])) if route else -1
+            k = self._route_index(route, edge, k_last) if route else -1
             if k < 0 or not self.geo.knows(edge):
                 return
-            entry = self._plan(v, route, k, pos, r, v_edge, time_s)[edge]
-        (self._end[v], self._on[v], self._gap_m[v], self._gap_s[v], self._tail_m[v], self._tail_s[v], self._tx[v],
-         self._ty[v], self._k[v]) = entry
-        self._ok[v] = True
+            entry = self._plan(v, route, k, pos, r, time_s)[edge]
+        end, on, gap_m, gap_s, after_m, after_s, sx, sy, k = entry
+        self._st[v] = (row, r, k, end, on, sx, sy, gap_m, gap_s, after_m, after_s, 1.0)
 
-    def _plan(self, v: int, route: tuple, k: int, pos: float, r: int, v_edge: np.ndarray, time_s: float) -> dict:
+    def _plan(self, v: int, route: tuple, k: int, pos: float, r: int, time_s: float) -> dict:
         """Walk ``route`` from lane position ``pos`` on ``route[k]`` until r stops serving, the
         route ends or the time passes the cap; keep (and return) per edge walked its entry (end
         [lane position], goes on, junction [m], [s], from the next edge's start to leaving service
@@ -250,7 +251,7 @@ class RouteDwell:
             row, length, _, _ = self._edge_info(e)
             end = min(self._exit_after(e, r, pos), length)
             on_m = end - pos
-            on_s = on_m / float(v_edge[row])
+            on_s = on_m / self.speed_one(row)
             time += on_s
             nxt = route[k + 1] if k + 1 < len(route) else None
             if end < length or nxt is None or time >= self.cap_s or nxt not in self.rows or not self.geo.knows(nxt):
@@ -258,7 +259,7 @@ class RouteDwell:
                                0.0, 0.0, math.nan, math.nan, k))
                 break
             gap, gap_row = self._junction_info(e, nxt)
-            gap_s = gap / float(v_edge[gap_row])
+            gap_s = gap / self.speed_one(gap_row)
             _, _, sx, sy = self._edge_info(nxt)
             walked.append((e, end, True, on_m, on_s, gap, gap_s, sx, sy, k))
             time += gap_s
@@ -326,11 +327,10 @@ class RouteDwell:
         return s.tolist(), np.minimum.accumulate(out[::-1])[::-1].tolist()
 
     def _grow(self, n: int) -> None:
-        from cosim.world.world import grown
-
-        if len(self._row) >= n:
+        if len(self._st) >= n:
             return
-        for name, fill in (("_row", -2), ("_rsu", -2), ("_k", -1), ("_end", 0.0), ("_on", False), ("_tx", 0.0),
-                           ("_ty", 0.0), ("_gap_m", 0.0), ("_gap_s", 0.0), ("_tail_m", 0.0), ("_tail_s", 0.0),
-                           ("_ok", False)):
-            setattr(self, name, grown(getattr(self, name), n, fill))
+        st = np.zeros((max(n, 2 * len(self._st)), _NCOL))
+        st[:, ROW] = st[:, RSU] = -2.0
+        st[:, K] = -1.0
+        st[: len(self._st)] = self._st
+        self._st = st

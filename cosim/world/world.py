@@ -119,18 +119,18 @@ class World:
         self._handovers()
         return self
 
-    def predict_dwell(self, model: str) -> np.ndarray:
+    def predict_dwell(self, model: str, only: np.ndarray | None = None) -> np.ndarray:
         """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
-        (``straight``, ``idm`` or ``route``; ``route`` only when the world was built with it).
+        (``straight``, ``idm`` or ``route``; ``route`` only when the world was built with it);
+        ``only``: a mask of the vehicles to predict for (the others get NaN).
 
         Each predicts the time until the association rule in force stops the serving RSU
         serving the vehicle: leaving its disc (``sticky``), or also crossing into a nearer
-        RSU's range (``nearest``). Where a vehicle's route is unknown,
-        ``route`` gives the straight-line value (a replay of a trace without routes: all of them)."""
+        RSU's range (``nearest``). Where a vehicle's route is unknown, ``route`` gives the
+        straight-line value (a replay of a trace without routes: all of them)."""
         wc, r, s = self.cfg.world, self.rsus, self.snap
-        n = len(s)
-        out = np.full(n, np.nan)
-        has = self.serving >= 0
+        out = np.full(len(s), np.nan)
+        has = self.serving >= 0 if only is None else (self.serving >= 0) & only
         if not has.any():
             return out
         if model == "route":
@@ -140,10 +140,10 @@ class World:
                 self.dwell_note = "the traffic source gives no routes: dwell_model 'route' falls back to 'straight'"
                 print(f"cosim: note: {self.dwell_note}", file=sys.stderr)
             out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
-                                               s.speed, self.serving, self.route_of, self.time_s)
+                                               s.speed, np.where(has, self.serving, -1), self.route_of, self.time_s)
             rest = has & ~ok
             if rest.any():
-                out[rest] = self.predict_dwell("straight")[rest]
+                out[rest] = self.predict_dwell("straight", rest)[rest]
             return out
         srv = self.serving[has]
         cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
