@@ -53,6 +53,7 @@ DEFAULT_SPEED_MPS = 13.89
 # and time [s]; from the next edge's start to leaving service [m], [s]; 1 if the route gave it
 ROW, RSU, K, END, ON, TX, TY, GAP_M, GAP_S, TAIL_M, TAIL_S, OK = range(12)
 _NCOL = 12
+OWN_X, OWN_Y = 12, 13  # a plan entry adds where its own edge starts
 
 
 class RouteGeometry:
@@ -111,21 +112,19 @@ class EdgeSpeeds:
         self.prior = float(prior)
         self.total = np.zeros(len(self.limit))
         self.count = np.zeros(len(self.limit))
+        self.mean = self.expected()  # kept up to date by learn (floored at 0.1 m/s)
 
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
         m = len(self.limit)  # (bincount: a tenth of np.add.at's instructions on grid6)
         self.total += np.bincount(rows, weights=speed, minlength=m)
         self.count += np.bincount(rows, minlength=m)
+        self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)
 
     def expected(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The expected speed [m/s] of edge rows ``rows`` (all rows when None)."""
         if rows is None:
             rows = slice(None)
         return (self.total[rows] + self.prior * self.limit[rows]) / np.maximum(self.count[rows] + self.prior, 1e-12)
-
-    def one(self, row: int) -> float:
-        """:meth:`expected` of one row, as a Python float."""
-        return (self.total.item(row) + self.prior * self.limit.item(row)) / max(self.count.item(row) + self.prior, 1e-12)
 
 
 class RouteDwell:
@@ -149,9 +148,13 @@ class RouteDwell:
         self.internal = np.array([e.startswith(":") for e in edges] + [False])
         limit = np.array([net.edge_speed.get(e, DEFAULT_SPEED_MPS) for e in edges] + [DEFAULT_SPEED_MPS])
         self.speeds = EdgeSpeeds(limit, prior)
+        self.limit_floor = np.maximum(limit, MIN_SPEED_MPS)
         self._edge: dict[str, tuple] = {}  # edge -> (row, length, start x, start y)
         self._junction: dict[tuple, tuple] = {}  # (edge, next edge) -> (gap [m], gap's row)
         self._profiles: dict[tuple, tuple] = {}  # (edge, RSU) -> (sample positions, exit at/after each)
+        #: drivable edges with a known geometry: where a walk can go
+        self._walkable = {e for e in rows if not e.startswith(":") and self.geo.knows(e)}
+        self._v: dict[int, float] = {}  # expected speed per edge row, this slot's (filled as walks ask)
         self._plans: dict[int, tuple] = {}  # vehicle index -> (RSU, time built, {edge: entry})
         # per world vehicle index, one row of _st: the entry of the edge it is on (valid while its
         # edge and RSU stay), columns ROW .. OK (one array: a vehicle's entry is written at once)
@@ -166,33 +169,39 @@ class RouteDwell:
     def speed_at(self, rows: np.ndarray) -> np.ndarray:
         """Expected speed of edge rows [m/s] (``learned``, or ``limit`` also for ``current``, whose
         per-edge speeds only time the junctions), floored at 0.1 m/s."""
-        v = self.speeds.expected(rows) if self.mode == "learned" else self.speeds.limit[rows]
-        return np.maximum(v, MIN_SPEED_MPS)
+        return self.speeds.mean[rows] if self.mode == "learned" else self.limit_floor[rows]
 
     def speed_one(self, row: int) -> float:
-        v = self.speeds.one(row) if self.mode == "learned" else self.speeds.limit.item(row)
-        return max(v, MIN_SPEED_MPS)
+        v = self._v.get(row)
+        if v is None:
+            v = self._v[row] = (self.speeds.mean if self.mode == "learned" else self.limit_floor).item(row)
+        return v
 
     def predict(self, vidx: np.ndarray, ids: np.ndarray, rows: np.ndarray, edge: np.ndarray,
                 lane_pos: np.ndarray, x: np.ndarray, y: np.ndarray, speed: np.ndarray, serving: np.ndarray,
-                route_of, time_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """(dwell [s] per vehicle, True where the route gave it); NaN where not served."""
+                route_of, time_s: float = 0.0, n_vehicles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(dwell [s] per vehicle, True where the route gave it); NaN where not served.
+        ``n_vehicles``: how many vehicle indices the world has handed out (else from ``vidx``)."""
         n = len(vidx)
         out, ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
         sel = np.flatnonzero(serving >= 0)
         if not len(sel) or route_of is None:
             return out, ok
-        self._grow(int(vidx.max()) + 1)
+        self._grow(n_vehicles if n_vehicles is not None else int(vidx.max()) + 1)
         vi, row, pos = vidx[sel], rows[sel], lane_pos[sel]
         inside = self.internal[row]  # in a junction: the entry of the edge before it holds
         st = self._st[vi]
-        same = (st[:, RSU] == serving[sel]) & np.where(inside, st[:, ON] > 0,
-                                                       (st[:, ROW] == row) & (pos <= st[:, END] + 1e-9))
+        # (compared as floats, the columns' type: no casting buffers)
+        same = (st[:, RSU] == serving[sel].astype(float)) & np.where(
+            inside, st[:, ON] > 0, (st[:, ROW] == row.astype(float)) & (pos <= st[:, END] + 1e-9))
         if not same.all():
-            for i in sel[~same]:
-                self._enter(int(vidx[i]), ids[i], int(rows[i]), edge[i], float(lane_pos[i]), int(serving[i]),
-                            route_of, time_s)
-            st = self._st[vi]
+            self._v.clear()  # learned speeds moved since the last slot
+            miss = np.flatnonzero(~same)
+            m = sel[miss]
+            for args in zip(vidx[m].tolist(), ids[m].tolist(), rows[m].tolist(), edge[m].tolist(),
+                            lane_pos[m].tolist(), serving[m].tolist()):
+                self._enter(*args, route_of, time_s)
+            st[miss] = self._st[vi[miss]]
         good = st[:, OK] > 0
         ok[sel] = good
         here = np.maximum(st[:, END] - pos, 0.0)  # [m] to the exit or the edge's end
@@ -209,67 +218,64 @@ class RouteDwell:
     # -- entering an edge: a plan lookup, or a walk ---------------------------------------------
     def _enter(self, v: int, vid: str, row: int, edge: str, pos: float, r: int, route_of, time_s: float) -> None:
         k_last = int(self._st[v, K])
-        self._st[v] = (row, r, k_last, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # until known: no route
         plan = self._plans.get(v)
         entries = plan[2] if plan is not None and plan[0] == r and time_s - plan[1] < self.replan_s else {}
         if edge.startswith(":"):  # in a junction, off its entry: walk on from the next route edge
             route = route_of[vid]
             k = k_last + 1
-            if not route or k <= 0 or k >= len(route) or route[k] not in self.rows or not self.geo.knows(route[k]):
+            if not route or k <= 0 or k >= len(route) or route[k] not in self._walkable:
+                self._st[v] = (row, r, k_last, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # no route
                 return
-            entry = entries.get(route[k])
-            if entry is None:
-                entry = self._plan(v, route, k, 0.0, r, time_s)[route[k]]
-            row_k, _, sx, sy = self._edge_info(route[k])
-            end, _, gap_m, gap_s, after_m, after_s, _, _, _ = entry
+            e = entries.get(route[k])
+            if e is None:
+                e = self._plan(v, route, k, 0.0, r, time_s)[route[k]]
             # from route[k]'s start: along it to its exit or end, then on across its junction
-            self._st[v] = (row, r, k_last, 0.0, 1.0, sx, sy, 0.0, 0.0, end + gap_m + after_m,
-                           end / self.speed_one(row_k) + gap_s + after_s, 1.0)
+            self._st[v] = (row, r, k_last, 0.0, 1.0, e[OWN_X], e[OWN_Y], 0.0, 0.0, e[END] + e[GAP_M] + e[TAIL_M],
+                           e[END] / self.speed_one(e[ROW]) + e[GAP_S] + e[TAIL_S], 1.0)
             return
-        entry = entries.get(edge)
-        if entry is not None and pos <= entry[0] + 1e-9:
+        e = entries.get(edge)
+        if e is not None and pos <= e[END] + 1e-9:
             self.lookups += 1
         else:
             route = route_of[vid]
-            k = self._route_index(route, edge, k_last) if route else -1
-            if k < 0 or not self.geo.knows(edge):
+            k = self._route_index(route, edge, k_last) if route and edge in self._walkable else -1
+            if k < 0:
+                self._st[v] = (row, r, k_last, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # no route
                 return
-            entry = self._plan(v, route, k, pos, r, time_s)[edge]
-        end, on, gap_m, gap_s, after_m, after_s, sx, sy, k = entry
-        self._st[v] = (row, r, k, end, on, sx, sy, gap_m, gap_s, after_m, after_s, 1.0)
+            e = self._plan(v, route, k, pos, r, time_s)[edge]
+        self._st[v] = e[:OK + 1]
 
     def _plan(self, v: int, route: tuple, k: int, pos: float, r: int, time_s: float) -> dict:
         """Walk ``route`` from lane position ``pos`` on ``route[k]`` until r stops serving, the
-        route ends or the time passes the cap; keep (and return) per edge walked its entry (end
-        [lane position], goes on, junction [m], [s], from the next edge's start to leaving service
-        [m], [s], the next edge's start x, y, route index); what does not go on has zeros."""
+        route ends or the time passes the cap; keep (and return) per edge walked its entry: the
+        vehicle's row of ``_st`` on that edge, plus where that edge starts (x, y)."""
         self.walks += 1
-        walked = []  # (edge, end, goes on, [m] on it, [s] on it, gap [m], gap [s], next x, next y, k)
-        time = 0.0
+        info, junction, speed, walkable = self._edge_info, self._junction_info, self.speed_one, self._walkable
+        walked = []  # (edge, row, k, end, goes on, [m] on it, [s] on it, gap [m], gap [s], next x, y, own x, y)
+        time, last = 0.0, len(route) - 1
+        e = route[k]
+        row, length, ex, ey = info(e)
+        end = self._exit_after(e, r, pos)
         while True:
-            e = route[k]
-            row, length, _, _ = self._edge_info(e)
-            end = min(self._exit_after(e, r, pos), length)
+            end = min(end, length)
             on_m = end - pos
-            on_s = on_m / self.speed_one(row)
+            on_s = on_m / speed(row)
             time += on_s
-            nxt = route[k + 1] if k + 1 < len(route) else None
-            if end < length or nxt is None or time >= self.cap_s or nxt not in self.rows or not self.geo.knows(nxt):
-                walked.append((e, end, end >= length and nxt is not None and time < self.cap_s, on_m, on_s,
-                               0.0, 0.0, math.nan, math.nan, k))
+            nxt = route[k + 1] if k < last else None
+            if end < length or nxt is None or time >= self.cap_s or nxt not in walkable:
+                walked.append((e, row, k, end, 0.0, on_m, on_s, 0.0, 0.0, 0.0, 0.0, ex, ey))
                 break
-            gap, gap_row = self._junction_info(e, nxt)
-            gap_s = gap / self.speed_one(gap_row)
-            _, _, sx, sy = self._edge_info(nxt)
-            walked.append((e, end, True, on_m, on_s, gap, gap_s, sx, sy, k))
+            gap, gap_row = junction(e, nxt)
+            gap_s = gap / speed(gap_row)
+            nrow, nlength, sx, sy = info(nxt)
+            walked.append((e, row, k, end, 1.0, on_m, on_s, gap, gap_s, sx, sy, ex, ey))
             time += gap_s
-            k, pos = k + 1, 0.0
+            k, e, row, length, ex, ey, pos = k + 1, nxt, nrow, nlength, sx, sy, 0.0
+            end = self._exit_after(e, r, 0.0)
         entries: dict = {}
         after_m = after_s = 0.0  # from the next edge's start to leaving service, built backwards
-        for e, end, on, on_m, on_s, gap, gap_s, sx, sy, kk in reversed(walked):
-            if not on:
-                gap = gap_s = after_m = after_s = 0.0
-            entries[e] = (end, on, gap, gap_s, after_m, after_s, sx, sy, kk)  # the first visit wins
+        for e, row, kk, end, on, on_m, on_s, gap, gap_s, sx, sy, ex, ey in reversed(walked):
+            entries[e] = (row, r, kk, end, on, sx, sy, gap, gap_s, after_m, after_s, 1.0, ex, ey)  # first visit wins
             after_m, after_s = on_m + gap + after_m, on_s + gap_s + after_s
         # a walk started mid-edge: the first entry's own part counts from ``pos``, which is all a
         # later lookup of that edge needs (it measures from the vehicle's lane position)

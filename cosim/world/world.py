@@ -140,7 +140,8 @@ class World:
                 self.dwell_note = "the traffic source gives no routes: dwell_model 'route' falls back to 'straight'"
                 print(f"cosim: note: {self.dwell_note}", file=sys.stderr)
             out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
-                                               s.speed, np.where(has, self.serving, -1), self.route_of, self.time_s)
+                                               s.speed, self.serving if only is None else np.where(has, self.serving, -1),
+                                               self.route_of, self.time_s, len(self.vehicle_names))
             rest = has & ~ok
             if rest.any():
                 out[rest] = self.predict_dwell("straight", rest)[rest]
