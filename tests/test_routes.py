@@ -206,13 +206,11 @@ def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
 
     import pandas as pd
 
-    from .conftest import GRID6_CFG, run_cli
+    from .conftest import run_cli, run_grid6
 
-    toml = tmp_path / "s.toml"
-    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
-                    '[world]\ndwell_model = "route"\n')
-    live = run_cli("run", str(toml), "--out", str(tmp_path / "live"), "-q", "--record", str(tmp_path / "t.parquet"))
-    assert live.returncode == 0, live.stderr
+    run_grid6(tmp_path, '[world]\ndwell_model = "route"\n', "--record", str(tmp_path / "t.parquet"), end_s=40,
+              out="live")
+    toml = tmp_path / "scenario.toml"
     trace = pd.read_parquet(tmp_path / "t.parquet")
     firsts = trace.groupby("ids", observed=True)["route"].agg(["count", "first"])
     assert (firsts["count"] == 1).all() and len(firsts) == trace["ids"].nunique()  # once per vehicle
@@ -225,8 +223,8 @@ def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "live" / "coverage.parquet"),
                                   pd.read_parquet(tmp_path / "rep" / "coverage.parquet"))
     # an FCD trace has no routes: straight-line dwell, said once
-    fcd = run_cli("run", str(toml), "--out", str(tmp_path / "live2"), "-q", "--record", str(tmp_path / "t.xml"))
-    assert fcd.returncode == 0, fcd.stderr
+    run_grid6(tmp_path, '[world]\ndwell_model = "route"\n', "--record", str(tmp_path / "t.xml"), end_s=40,
+              out="live2")
     rep2 = run_cli("replay", str(tmp_path / "t.xml"), "--scenario", str(toml), "--out", str(tmp_path / "rep2"), "-q")
     assert rep2.returncode == 0, rep2.stderr
     assert rep2.stderr.count("cosim: note: the traffic source gives no routes") == 1
