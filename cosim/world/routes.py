@@ -263,7 +263,7 @@ class RouteDwell:
         end = self._exit_after(e, r, pos)
         while True:
             end = min(end, length)
-            on_m = end - pos
+            on_m = max(end - pos, 0.0)  # (another lane of the edge may be a little longer than the first)
             on_s = on_m / speed(row)
             time += on_s
             nxt = route[k + 1] if k < last else None
