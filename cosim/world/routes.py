@@ -100,7 +100,7 @@ class RouteGeometry:
         via = self.net.edge_via.get((a, b))
         if via is not None and via in self.net.edge_length:
             return via, self.net.edge_length[via]
-        pa, xa, ya = self.polyline(a)
+        _, xa, ya = self.polyline(a)
         _, xb, yb = self.polyline(b)
         return None, float(math.hypot(xb[0] - xa[-1], yb[0] - ya[-1]))
 
@@ -116,7 +116,7 @@ class EdgeSpeeds:
         self.prior = float(prior)
         self.total = np.zeros(len(self.limit))
         self.count = np.zeros(len(self.limit))
-        self.mean = self.expected()  # kept up to date by learn (floored at 0.1 m/s)
+        self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)  # kept up to date by learn
 
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
         m = len(self.limit)  # (bincount: a tenth of np.add.at's instructions on grid6)
