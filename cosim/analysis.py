@@ -14,7 +14,8 @@ r in the table's last slot (the run ends) are censored and left out; so are rows
 prediction hit the cap.
 
 Works on numpy arrays (vehicle and RSU as integer codes) so it needs neither pandas nor string
-sorting; :func:`dwell_error_from_parquet` reads ``coverage.parquet`` with pyarrow.
+sorting; :func:`dwell_error_from_parquet` reads ``coverage.parquet`` with pyarrow
+(:func:`dwell_pairs_from_parquet`: the per-row pairs, for plots).
 """
 
 from __future__ import annotations
@@ -76,13 +77,19 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
 
 
 def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float) -> dict:
+    return dwell_error(*dwell_pairs_from_parquet(path, slot_s), cap_s)
+
+
+def dwell_pairs_from_parquet(path: str | Path, slot_s: float) -> tuple:
+    """(predicted dwell, realised dwell, serving RSU code (-1 none), ended by arrival) per row of
+    ``coverage.parquet`` (the arguments of :func:`dwell_error`, cap aside)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(str(path), columns=["vehicle", "slot", "time_s", "rsu", "dwell_s"])
     if table.num_rows == 0:
-        return dwell_error(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), cap_s)
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
 
     def codes(col: pa.ChunkedArray) -> np.ndarray:
         enc = pc.dictionary_encode(col.cast(pa.string())).combine_chunks()
@@ -91,4 +98,4 @@ def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float) -> d
     col = lambda c: table[c].to_numpy()  # noqa: E731
     rsu = codes(table["rsu"])
     realised, arrived = realised_dwell(codes(table["vehicle"]), col("slot"), col("time_s"), rsu, slot_s)
-    return dwell_error(col("dwell_s"), realised, rsu, cap_s, arrived)
+    return col("dwell_s"), realised, rsu, arrived
