@@ -77,7 +77,8 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
 
 
 def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float) -> dict:
-    return dwell_error(*dwell_pairs_from_parquet(path, slot_s), cap_s)
+    pred, realised, rsu, arrived = dwell_pairs_from_parquet(path, slot_s)
+    return dwell_error(pred, realised, rsu, cap_s, arrived)
 
 
 def dwell_pairs_from_parquet(path: str | Path, slot_s: float) -> tuple:

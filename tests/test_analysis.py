@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cosim.analysis import dwell_error, realised_dwell
+from cosim.analysis import dwell_error, dwell_error_from_parquet, realised_dwell
 
 
 def rows_v():
@@ -63,3 +63,21 @@ def test_dwell_error_summary():
     # each prediction is 1/6 s short of the midpoint estimate: 5.333 - 5.5 = -0.1667
     assert d["mean_error_s"] == pytest.approx(-1 / 6)
     assert d["mean_abs_error_s"] == pytest.approx(1 / 6)
+
+
+def test_dwell_error_from_a_coverage_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # the same rows as test_realised_dwell_ends_at_a_handover_and_at_arrival, as coverage.parquet
+    # writes them (RSU names, nulls): realised 2.5, 1.5, 0.5 with r0, then 1.5, 0.5 with r1 (arrival);
+    # predicted exactly with r0, 0.5 s short with r1 -> bias -0.2 s over 5 rows
+    rows = [("a", 1, "r0", 2.5), ("a", 2, "r0", 1.5), ("a", 3, "r0", 0.5), ("a", 4, "r1", 1.0), ("a", 5, "r1", 0.0)]
+    rows += [("b", k, None, None) for k in range(1, 10)]
+    veh, slot, rsu, pred = zip(*rows)
+    pq.write_table(pa.table({"vehicle": pa.array(veh).dictionary_encode(), "slot": list(slot),
+                             "time_s": [float(k) for k in slot], "rsu": pa.array(rsu, pa.string()).dictionary_encode(),
+                             "dwell_s": [float("nan") if p is None else p for p in pred]}), tmp_path / "coverage.parquet")
+    d = dwell_error_from_parquet(tmp_path / "coverage.parquet", slot_s=1.0, cap_s=600.0)
+    assert d["rows_served"] == 5 and d["rows_compared"] == 5 and d["rows_arrived"] == 2
+    assert d["mean_error_s"] == pytest.approx(-0.2) and d["mean_abs_error_s"] == pytest.approx(0.2)
