@@ -4,7 +4,7 @@ A scenario file has these tables (every key optional except where noted; units i
 
     [scenario]  name, sumocfg (required: path relative to this file), seed, begin_s, end_s,
                 slot_s, step_length_s, backend, sumo_args, jobs, sumo_timeout_s, plugins
-    [world]     grid_cell_m, dwell_model, dwell_cap_s, idm_* parameters
+    [world]     grid_cell_m, association, dwell_model, route_*, dwell_cap_s, idm_* parameters
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
     [output]    dir, coverage, flush_slots
@@ -66,7 +66,16 @@ class ScenarioSection:
 @dataclass(frozen=True)
 class WorldSection:
     grid_cell_m: float = option(25.0, lo=0.0, lo_open=True, doc="road grid cell length g' [m]")
-    dwell_model: str = option("straight", choices=("straight", "idm"), doc="coverage dwell predictor")
+    association: str = option("nearest", choices=("nearest", "sticky"),
+                              doc="serving RSU: the nearest in range, or stay until leaving its disc (sticky)")
+    dwell_model: str = option("straight", choices=("straight", "idm", "route"),
+                              doc="coverage dwell predictor: eq. 12, IDM rollout, or SUMO route walk (ours)")
+    route_speed: str = option("learned", choices=("learned", "limit", "current"),
+                              doc="route dwell: expected speed per edge (running mean, speed limit, own speed)")
+    route_speed_prior: float = option(10.0, lo=0.0, doc="route dwell: weight of the speed limit in the learned "
+                                                        "mean [samples]")
+    route_sample_m: float = option(2.0, lo=0.0, lo_open=True, doc="route dwell: spacing of coverage samples "
+                                                                  "along an edge [m]")
     dwell_cap_s: float = option(600.0, lo=0.0, lo_open=True, doc="cap for stopped/slow vehicles [s]")
     idm_max_accel_mps2: float = option(2.6, lo=0.0, lo_open=True, doc="IDM lambda_max [m/s^2]")
     idm_max_decel_mps2: float = option(4.5, lo=0.0, lo_open=True, doc="IDM zeta_max [m/s^2]")

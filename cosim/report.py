@@ -80,9 +80,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     titles.append(FIXED_PANELS[0])
 
     # -- dwell ------------------------------------------------------------------------------
-    xyr = np.array([[r["x"], r["y"], r["radius_m"]] for r in rsus]).reshape(-1, 3)
-    pred, real, srv = dwell_pairs_from_parquet(run / "coverage.parquet", [r["id"] for r in rsus], xyr,
-                                               float(summary.get("slot_s") or 1.0))
+    pred, real, srv, _ = dwell_pairs_from_parquet(run / "coverage.parquet", float(summary.get("slot_s") or 1.0))
     cap = float(info["config"].get("world", {}).get("dwell_cap_s", 600.0))
     use = (srv >= 0) & np.isfinite(real) & (pred < cap - 1e-9)  # the rows analysis.dwell_error compares
     ax = fig.add_subplot(gs[0, 1])

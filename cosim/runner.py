@@ -249,11 +249,17 @@ class Session:
             layer.on_start()
 
     def on_snapshot(self, snap: Snapshot) -> None:
+        known = len(self.world.vehicle_names)
+        self.world.update(snap, slot=self.slots)
         if self.trace is not None and len(snap):
             from cosim.sources.replay import snapshot_columns
 
-            self.trace.append(snapshot_columns(snap))
-        self.world.update(snap, slot=self.slots)
+            # the route column: each vehicle's route on its first row (where the source knows routes)
+            routes = np.full(len(snap), None, dtype=object)
+            if self.world.route_of is not None:
+                for i in np.flatnonzero(self.world.vidx >= known):
+                    routes[i] = " ".join(self.world.route_of[snap.ids[i]]) or None
+            self.trace.append(snapshot_columns(snap, routes))
         for layer in self.layers:
             layer.on_slot(self.world)
         if self.overlay is not None:
@@ -309,10 +315,12 @@ class Session:
         dwell_block: dict[str, Any] = {}
         if self.cfg.output.coverage and self.slots and write_error is None:
             try:
-                dwell_block = dwell_error_from_parquet(
-                    self.out_dir / "coverage.parquet", list(r.ids), np.column_stack([r.x, r.y, r.radius_m]),
-                    self.cfg.scenario.slot_s, self.cfg.world.dwell_cap_s)
+                dwell_block = dwell_error_from_parquet(self.out_dir / "coverage.parquet", self.cfg.scenario.slot_s,
+                                                       self.cfg.world.dwell_cap_s)
                 dwell_block["model"] = self.cfg.world.dwell_model
+                dwell_block["association"] = self.cfg.world.association
+                if self.world.dwell_note:
+                    dwell_block["note"] = self.world.dwell_note
             except Exception as exc:  # an analysis must not lose the run
                 dwell_block = {"error": f"{type(exc).__name__}: {exc}"}
         wall = time.perf_counter() - self.timing.started

@@ -3,44 +3,81 @@ import math
 import numpy as np
 import pytest
 
-from cosim.analysis import dwell_error, realised_dwell
-
-RSU = np.array([[0.0, 0.0, 100.0]])
+from cosim.analysis import dwell_error, dwell_error_from_parquet, realised_dwell
 
 
 def rows_v():
-    # vehicle 0 drives east at 30 m/s from x = -60: inside A (|x| <= 100) at t = 1 (x=-60), 2 (-30),
-    # 3 (0), 4 (30), 5 (60), 6 (90); outside at t = 7 (x = 120). Realised from t: 7 - t - 0.5.
-    return [(0, k, float(k), -60.0 + 30 * (k - 1), 0 if k <= 6 else -1) for k in range(1, 8)]
+    # vehicle 0 drives east at 30 m/s from x = -60, served by RSU 0 at t = 1..6, by nobody at t = 7.
+    # Realised from t: 7 - t - 0.5 (the change happened somewhere in (6, 7]).
+    return [(0, k, float(k), 0 if k <= 6 else -1) for k in range(1, 8)]
 
 
 def arrays(rows, shuffle=True):
     a = np.array(rows, dtype=float)
     if shuffle:
         a = a[np.random.default_rng(0).permutation(len(a))]  # order must not matter
-    return a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], a[:, 3], np.zeros(len(a)), a[:, 4].astype(int)
+    return a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], a[:, 3].astype(int)
 
 
 def test_realised_dwell_by_hand():
-    # vehicle 1 stays inside until the end (censored); vehicle 2 is never served
-    rows = rows_v() + [(1, k, float(k), 10.0, 0) for k in range(1, 4)] + [(2, 1, 1.0, 500.0, -1)]
-    veh, slot, t, x, y, rsu = arrays(rows)
-    r = realised_dwell(veh, slot, t, x, y, rsu, RSU, slot_s=1.0)
+    # vehicle 1 is served to the table's last slot, 7 (censored); vehicle 2 is never served
+    rows = rows_v() + [(1, k, float(k), 0) for k in range(1, 8)] + [(2, 1, 1.0, -1)]
+    veh, slot, t, rsu = arrays(rows)
+    r, arrived = realised_dwell(veh, slot, t, rsu, slot_s=1.0)
     for k, e in {1: 5.5, 2: 4.5, 3: 3.5, 4: 2.5, 5: 1.5, 6: 0.5}.items():
         assert r[(veh == 0) & (slot == k)].item() == pytest.approx(e)
     assert math.isnan(r[(veh == 0) & (slot == 7)].item())  # not served
     assert np.isnan(r[veh == 1]).all() and np.isnan(r[veh == 2]).all()
+    assert not arrived.any()
+
+
+def test_realised_dwell_ends_at_a_handover_and_at_arrival():
+    # vehicle 0: RSU 0 at t = 1..3, then RSU 1 at t = 4..5 (nearest rule: it crossed the bisector;
+    # still inside RSU 0's disc, but no longer served by it), then it leaves the simulation after t = 5
+    # while the run goes on to t = 9 (vehicle 1 is there until then): it arrived inside RSU 1's coverage.
+    rows = [(0, 1, 1.0, 0), (0, 2, 2.0, 0), (0, 3, 3.0, 0), (0, 4, 4.0, 1), (0, 5, 5.0, 1)]
+    rows += [(1, k, float(k), -1) for k in range(1, 10)]
+    veh, slot, t, rsu = arrays(rows)
+    r, arrived = realised_dwell(veh, slot, t, rsu, slot_s=1.0)
+    v0 = veh == 0
+    by_slot = dict(zip(slot[v0], r[v0]))
+    # RSU 0 until somewhere in (3, 4]: 4 - t - 0.5
+    assert by_slot[1] == pytest.approx(2.5) and by_slot[3] == pytest.approx(0.5)
+    # RSU 1 until it left in (5, 6]: 5 - t + 0.5
+    assert by_slot[4] == pytest.approx(1.5) and by_slot[5] == pytest.approx(0.5)
+    np.testing.assert_array_equal(np.sort(slot[arrived]), [4, 5])
 
 
 def test_dwell_error_summary():
-    # straight-line predictions for vehicle 0: (100 - x) / 30 = 5.333, 4.333, ..., 0.333; a capped
-    # (stopped) vehicle 3 is left out
-    rows = rows_v() + [(3, 1, 1.0, 0.0, 0), (3, 2, 2.0, 200.0, -1)]
-    veh, slot, t, x, y, rsu = arrays(rows, shuffle=False)
+    # straight-line predictions for vehicle 0 (x = -60 + 30 (k - 1), disc |x| <= 100):
+    # (100 - x) / 30 = 5.333, 4.333, ..., 0.333; a capped (stopped) vehicle 3 is left out
+    rows = rows_v() + [(3, 1, 1.0, 0), (3, 2, 2.0, -1)]
+    veh, slot, t, rsu = arrays(rows, shuffle=False)
+    x = -60.0 + 30 * (slot - 1)
     pred = np.where(rsu >= 0, (100 - x) / 30, np.nan)
     pred[7] = 600.0
-    d = dwell_error(pred, realised_dwell(veh, slot, t, x, y, rsu, RSU, 1.0), rsu, cap_s=600.0)
+    realised, arrived = realised_dwell(veh, slot, t, rsu, 1.0)
+    d = dwell_error(pred, realised, rsu, cap_s=600.0, arrived=arrived)
     assert d["rows_served"] == 7 and d["rows_capped"] == 1 and d["rows_compared"] == 6 and d["rows_censored"] == 0
+    assert d["rows_arrived"] == 0
     # each prediction is 1/6 s short of the midpoint estimate: 5.333 - 5.5 = -0.1667
     assert d["mean_error_s"] == pytest.approx(-1 / 6)
     assert d["mean_abs_error_s"] == pytest.approx(1 / 6)
+
+
+def test_dwell_error_from_a_coverage_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # the same rows as test_realised_dwell_ends_at_a_handover_and_at_arrival, as coverage.parquet
+    # writes them (RSU names, nulls): realised 2.5, 1.5, 0.5 with r0, then 1.5, 0.5 with r1 (arrival);
+    # predicted exactly with r0, 0.5 s short with r1 -> bias -0.2 s over 5 rows
+    rows = [("a", 1, "r0", 2.5), ("a", 2, "r0", 1.5), ("a", 3, "r0", 0.5), ("a", 4, "r1", 1.0), ("a", 5, "r1", 0.0)]
+    rows += [("b", k, None, None) for k in range(1, 10)]
+    veh, slot, rsu, pred = zip(*rows)
+    pq.write_table(pa.table({"vehicle": pa.array(veh).dictionary_encode(), "slot": list(slot),
+                             "time_s": [float(k) for k in slot], "rsu": pa.array(rsu, pa.string()).dictionary_encode(),
+                             "dwell_s": [float("nan") if p is None else p for p in pred]}), tmp_path / "coverage.parquet")
+    d = dwell_error_from_parquet(tmp_path / "coverage.parquet", slot_s=1.0, cap_s=600.0)
+    assert d["rows_served"] == 5 and d["rows_compared"] == 5 and d["rows_arrived"] == 2
+    assert d["mean_error_s"] == pytest.approx(-0.2) and d["mean_abs_error_s"] == pytest.approx(0.2)

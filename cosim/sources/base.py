@@ -57,6 +57,31 @@ class Snapshot:
         return self.speed * np.sin(rad), self.speed * np.cos(rad)
 
 
+class Routes(dict):
+    """``routes[vehicle_id]`` -> the vehicle's route (tuple of edge ids) as SUMO had it when the
+    vehicle first appeared in a snapshot (a rerouted vehicle keeps it); () for one never seen.
+
+    A live reader fills it at first sight, together with the vehicle's length, so the answer does
+    not depend on when a layer asks — which is what lets the pipelined source (SUMO one slot
+    ahead, :mod:`cosim.sources.pipelined`) answer exactly as the serial path does. ``fresh``
+    (when not None) collects what was fetched since it was last emptied, for shipping. A replay
+    fills it from the trace's ``route`` column (each vehicle's route on its first row)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fresh: dict | None = None
+        self.cleared = False  # emptied since ``fresh`` was last shipped
+
+    def __missing__(self, key):
+        return ()
+
+    def add(self, vehicle: str, route: tuple) -> None:
+        """Record ``vehicle``'s route (and in ``fresh``, when collecting)."""
+        self[vehicle] = route
+        if self.fresh is not None:
+            self.fresh[vehicle] = route
+
+
 class TrafficSource(Protocol):
     """Anything that yields one snapshot per slot: live SUMO (libsumo, TraCI) or a replay."""
 

@@ -12,7 +12,7 @@ child process (``python -m cosim.sources.pipelined``) that:
 So SUMO is never more than one slot ahead, and it steps exactly where the serial loop would:
 the child stops where :func:`cosim.runner.drive` would (past ``end_s``, or once
 ``finished()`` when no end is known), so SUMO's own outputs are the same too. Each snapshot
-carries the routes of the vehicles first seen in it (see :class:`~cosim.sources.sumo.Routes`),
+carries the routes of the vehicles first seen in it (see :class:`~cosim.sources.base.Routes`),
 so ``route_of`` is answered in the plugin's process, with the values the serial path gives.
 Results are bit-identical to the serial path (tested).
 
@@ -81,7 +81,7 @@ class PipelinedSource:
         msg = self._recv("start", max(self.timeout_s, 300.0) if self.timeout_s > 0 else 0)  # loading takes a while
         self._begin, self.sumo_version, has_routes = msg[1:]
         if has_routes:
-            from cosim.sources.sumo import Routes
+            from cosim.sources.base import Routes
 
             self.route_of = Routes()
 

@@ -3,7 +3,10 @@
 Three formats, all streamed (memory stays flat however long the trace):
 
 * ``.parquet`` — what ``cosim run --record trace.parquet`` writes: every snapshot field of every
-  slot at full double precision, so a replay reproduces the live run's results exactly.
+  slot at full double precision, so a replay reproduces the live run's results exactly; and a
+  ``route`` column, the vehicle's SUMO route (edge ids separated by spaces) on its first row and
+  null on the others, which a replay hands to the world as ``route_of`` (the other formats, and
+  traces written before the column existed, have no routes).
 * ``.csv`` / ``.csv.gz`` — the same columns as the parquet trace (header row, sorted by time),
   read in chunks with round-trip float parsing (exact when written with full precision).
 * SUMO's own FCD (:mod:`cosim.sources.fcd`): Parquet (any ``sumo --fcd-output x.parquet``,
@@ -26,17 +29,21 @@ from typing import Iterator
 import numpy as np
 
 from cosim.errors import CosimError
-from cosim.sources.base import SNAPSHOT_FIELDS, Snapshot
+from cosim.sources.base import SNAPSHOT_FIELDS, Routes, Snapshot
 from cosim.sources.check import TraceCheck
 
 EPS = 1e-6
 TRACE_COLUMNS = ["time_s", *SNAPSHOT_FIELDS]  # the parquet trace layout (one row per vehicle and slot)
 
 
-def snapshot_columns(snap: Snapshot) -> dict:
-    """A snapshot as trace columns (for the recorder)."""
+def snapshot_columns(snap: Snapshot, routes: np.ndarray | None = None) -> dict:
+    """A snapshot as trace columns (for the recorder); ``routes``: the ``route`` column (a route
+    string on a vehicle's first row, None elsewhere)."""
     n = len(snap)
-    return {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
+    cols = {"time_s": np.full(n, snap.time_s), **{f: getattr(snap, f) for f in SNAPSHOT_FIELDS}}
+    if routes is not None:
+        cols["route"] = routes
+    return cols
 
 
 def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
@@ -64,9 +71,10 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
         yield Snapshot(float(carry["time_s"][0]), *(carry[f] for f in SNAPSHOT_FIELDS))
 
 
-def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
+def _parquet_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Snapshot]:
     """A parquet trace: one file, or a part directory as ``--record t.parquet`` writes it (its
-    parts in name order; a part still being written when the run was killed is hidden)."""
+    parts in name order; a part still being written when the run was killed is hidden). With
+    ``routes``, the ``route`` column (each vehicle's route on its first row) fills it as read."""
     import pyarrow.parquet as pq
 
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
@@ -82,8 +90,14 @@ def _parquet_snapshots(path: Path) -> Iterator[Snapshot]:
             missing = [c for c in TRACE_COLUMNS if c not in pf.schema_arrow.names]
             if missing:
                 raise CosimError(f"{f}: trace lacks column(s) {', '.join(missing)}")
+            cols = TRACE_COLUMNS + (["route"] if routes is not None and "route" in pf.schema_arrow.names else [])
             for rg in range(pf.num_row_groups):
-                t = pf.read_row_group(rg, columns=TRACE_COLUMNS)
+                t = pf.read_row_group(rg, columns=cols)
+                if "route" in cols:  # known before the vehicle's first snapshot is yielded
+                    rows = t["route"].is_valid().to_numpy(zero_copy_only=False).nonzero()[0]
+                    ids, rts = t["ids"].take(rows).to_pylist(), t["route"].take(rows).to_pylist()
+                    for vid, r in zip(ids, rts):
+                        routes.add(vid, tuple(r.split()))
                 yield {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
 
     yield from _by_time(path, chunks())
@@ -127,6 +141,16 @@ def _check_fcd_root(path: Path) -> None:
         return  # the reader reports a broken file with its line
 
 
+def _has_routes(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        first = min(path.glob("part-*.parquet"), default=path) if path.is_dir() else path
+        return "route" in pq.read_schema(str(first)).names
+    except Exception:  # unreadable: opening it says so
+        return False
+
+
 class ReplaySource:
     """Yields the recorded snapshot at each slot boundary (empty where the trace has none)."""
 
@@ -136,13 +160,16 @@ class ReplaySource:
         if not (self.path.is_file() or (self.path.is_dir() and self.path.name.lower().endswith(".parquet"))):
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
+        #: vehicle id -> its route, where the trace carries routes (cosim's parquet trace); else None
+        self.route_of: Routes | None = None
         if name.endswith(".parquet"):
             from cosim.sources import fcd
 
             if fcd.is_sumo_parquet(self.path):  # SUMO's own FCD (sumo --fcd-output x.parquet)
                 self._open = lambda p: _by_time(p, fcd.parquet_chunks(p, fcd_step_s))
             else:
-                self._open = _parquet_snapshots
+                self.route_of = Routes() if _has_routes(self.path) else None
+                self._open = lambda p: _parquet_snapshots(p, self.route_of)
         elif name.endswith((".csv", ".csv.gz")):
             self._open = lambda p: _by_time(p, _csv_snapshots(p))
         elif name.endswith((".xml", ".xml.gz")):
@@ -155,7 +182,6 @@ class ReplaySource:
         self.end_s = end_s
         self.net = net
         self.sumo_version = "replay"
-        self.route_of = None  # a trace carries no routes
         self._it: Iterator[Snapshot] | None = None
         self._next: Snapshot | None = None
         self._done = False

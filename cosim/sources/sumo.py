@@ -41,7 +41,7 @@ import numpy as np
 import traci.constants as tc
 
 from cosim.errors import CosimError, SumoDied, last_error_line
-from cosim.sources.base import Snapshot
+from cosim.sources.base import Routes, Snapshot
 from cosim.sumo_home import sumo_binary
 
 #: variables read for every vehicle each slot. Each one costs ~0.15 ms per slot for ~450
@@ -105,24 +105,6 @@ class _Cache(dict):
         return value
 
 
-class Routes(dict):
-    """``routes[vehicle_id]`` -> the vehicle's route (tuple of edge ids) as SUMO had it when the
-    vehicle first appeared in a snapshot (a rerouted vehicle keeps it); () for one never seen.
-
-    The readers fill it at first sight, together with the vehicle's length, so the answer does
-    not depend on when a layer asks — which is what lets the pipelined source (SUMO one slot
-    ahead, :mod:`cosim.sources.pipelined`) answer exactly as the serial path does. ``fresh``
-    (when not None) collects what was fetched since it was last emptied, for shipping."""
-
-    def __init__(self):
-        super().__init__()
-        self.fresh: dict | None = None
-        self.cleared = False  # emptied since ``fresh`` was last shipped
-
-    def __missing__(self, key):
-        return ()
-
-
 class _FirstSight(_Cache):
     """vehicle id -> length [m]; a vehicle's constants are asked of SUMO once, at first sight:
     its length, and its route into ``routes``. Bounded like :class:`_Cache` (both empty together)."""
@@ -137,9 +119,7 @@ class _FirstSight(_Cache):
         if not self:  # first call, or the cache was just emptied: routes go with it
             routes.clear()
             routes.cleared = True
-        route = routes[vid] = tuple(self.get_route(vid))
-        if routes.fresh is not None:
-            routes.fresh[vid] = route
+        routes.add(vid, tuple(self.get_route(vid)))
         return self.get_length(vid)
 
 

@@ -10,6 +10,12 @@ with velocity ``v`` leaves the disc of radius R around ``c`` at the positive roo
 For motion along x this is eq. (12): (sqrt(R^2 - (y_r - y)^2) -/+ (x_r - x)) / |v|.
 Vehicles outside the disc get NaN; stopped vehicles (|v| below ``min_speed``) get ``cap_s``;
 every value is capped at ``cap_s``.
+
+Under the ``nearest`` association rule (ours to state: the paper has one RSU) service by r also
+ends where a neighbouring RSU j becomes nearer: ``rivals`` (every RSU's x, y, radius and the
+serving index per vehicle) adds the crossing of each bisector,
+|p + v t - c_j|^2 - |p + v t - c|^2 = D0 - 2 t v.(c_j - c) = 0, at t = D0 / (2 v.(c_j - c)) where
+that is positive and the crossing point lies in j's disc (with equal radii it always does).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import numpy as np
 MIN_SPEED_MPS = 0.1
 
 
-def dwell_straight(px, py, vx, vy, cx, cy, radius, cap_s: float, min_speed: float = MIN_SPEED_MPS) -> np.ndarray:
+def dwell_straight(px, py, vx, vy, cx, cy, radius, cap_s: float, min_speed: float = MIN_SPEED_MPS,
+                   rivals: tuple | None = None) -> np.ndarray:
     px, py, vx, vy, cx, cy = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (px, py, vx, vy, cx, cy)))
     rx, ry = px - cx, py - cy
     a = vx * vx + vy * vy
@@ -30,9 +37,29 @@ def dwell_straight(px, py, vx, vy, cx, cy, radius, cap_s: float, min_speed: floa
     disc = np.maximum(b * b - a * k, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (-b + np.sqrt(disc)) / a
+        if rivals is not None and len(rivals[0]) > 1 and px.size:
+            t = np.minimum(t, _bisector_time(px, py, vx, vy, cx, cy, *rivals))
     t = np.where(moving, np.maximum(t, 0.0), cap_s)
     t = np.minimum(t, cap_s)
     return np.where(inside, t, np.nan)
+
+
+def _bisector_time(px, py, vx, vy, cx, cy, jx, jy, jr, srv) -> np.ndarray:
+    """Earliest time each vehicle's straight path gets nearer to another RSU j in range than to
+    its serving one (inf if never); see the module docstring. |p - c_j|^2 - |p - c|^2 is written
+    |c_j|^2 - |c|^2 - 2 p.(c_j - c), and the serving RSU itself drops out (c_j - c = 0)."""
+    shape = np.shape(px)  # arrays are (RSU, vehicle): the minimum over RSUs is then elementwise (fast)
+    px, py, vx, vy, cx, cy = (np.ravel(a)[None, :] for a in (px, py, vx, vy, cx, cy))
+    jx, jy, jr = (np.asarray(a, dtype=float)[:, None] for a in (jx, jy, jr))
+    ex, ey = jx - cx, jy - cy
+    d0 = (jx * jx + jy * jy) - (cx * cx + cy * cy) - 2.0 * (px * ex + py * ey)
+    rate = 2.0 * (vx * ex + vy * ey)
+    t = np.full(rate.shape, np.inf)
+    np.divide(np.maximum(d0, 0.0), rate, out=t, where=rate > 1e-12)
+    if np.ptp(jr) > 0:  # unequal radii: the crossing counts only inside j's disc
+        qx, qy = px + vx * t - jx, py + vy * t - jy
+        t = np.where(qx * qx + qy * qy <= jr * jr + 1e-6, t, np.inf)
+    return t.min(axis=0).reshape(shape)
 
 
 def lane_leaders(lane: np.ndarray, lane_pos: np.ndarray) -> np.ndarray:
@@ -50,14 +77,15 @@ def lane_leaders(lane: np.ndarray, lane_pos: np.ndarray) -> np.ndarray:
 
 def dwell_idm(px, py, speed, angle_deg, lane, lane_pos, length, cx, cy, radius, *, cap_s: float,
               dt: float, horizon_s: float, a_max: float, b_max: float, v_des: float, delta: float,
-              s0: float, headway: float) -> np.ndarray:
+              s0: float, headway: float, rivals: tuple | None = None) -> np.ndarray:
     """Dwell from an IDM rollout (eqs. 8-11) along the current heading.
 
     Each vehicle follows its lane leader (assumed to keep its speed) with the IDM of eq. (8),
     desired gap eq. (9) (the paper's sqrt(phi_max zeta_max) read as sqrt(lambda_max zeta_max),
     the standard IDM), and integrates speed/position by eqs. (10)-(11) with step ``dt``. The
-    crossing of the coverage circle is placed inside the step where it happens; a vehicle still
-    inside after ``horizon_s`` goes on at its final speed (straight-line formula), capped.
+    crossing of the coverage circle (and, with ``rivals``, of a bisector: see the module
+    docstring) is placed inside the step where it happens; a vehicle still inside after
+    ``horizon_s`` goes on at its final speed (straight-line formula), capped.
     """
     px, py, speed, lane_pos, length = (np.asarray(a, dtype=float) for a in (px, py, speed, lane_pos, length))
     n = len(px)
@@ -71,6 +99,8 @@ def dwell_idm(px, py, speed, angle_deg, lane, lane_pos, length, cx, cy, radius, 
     lead_v = np.where(has_lead, speed[li], 0.0)
     v_des = max(v_des, 1e-3)
     inside = (px - cx) ** 2 + (py - cy) ** 2 <= radius ** 2 + 1e-9
+    # [m] along the heading to where service ends (the straight-line exit at unit speed)
+    exit_m = dwell_straight(px, py, ux, uy, cx, cy, radius, cap_s=np.inf, min_speed=0.0, rivals=rivals)
     s = np.zeros(n)  # distance travelled along the heading [m]
     v = speed.copy()
     t_exit = np.full(n, np.nan)
@@ -87,17 +117,16 @@ def dwell_idm(px, py, speed, angle_deg, lane, lane_pos, length, cx, cy, radius, 
         stops = v_next < 0
         ds = np.where(stops, v * v / (2 * np.maximum(-acc, 1e-9)), v * dt + 0.5 * acc * dt * dt)  # eq. (11)
         v_next = np.maximum(v_next, 0.0)
-        x1, y1 = px + ux * (s + ds), py + uy * (s + ds)
-        new = pending & ((x1 - cx) ** 2 + (y1 - cy) ** 2 > radius ** 2)
+        new = pending & (s + ds > exit_m)
         if new.any():
-            left = dwell_straight(px[new] + ux[new] * s[new], py[new] + uy[new] * s[new], ux[new], uy[new],
-                                  cx[new], cy[new], radius[new], cap_s=np.inf, min_speed=0.0)
+            left = exit_m[new] - s[new]
             t_exit[new] = (i + np.clip(left / np.maximum(ds[new], 1e-9), 0.0, 1.0)) * dt
         s, v = s + ds, v_next
         gap = gap - ds + lead_v * dt
     rest = inside & np.isnan(t_exit)
     if rest.any():
-        tail = dwell_straight(px[rest] + ux[rest] * s[rest], py[rest] + uy[rest] * s[rest],
-                              ux[rest] * v[rest], uy[rest] * v[rest], cx[rest], cy[rest], radius[rest], cap_s=cap_s)
-        t_exit[rest] = min(steps, i + 1) * dt + np.nan_to_num(tail, nan=0.0)
+        vr = v[rest]
+        with np.errstate(divide="ignore"):
+            tail = np.where(vr >= MIN_SPEED_MPS, np.maximum(exit_m[rest] - s[rest], 0.0) / vr, cap_s)
+        t_exit[rest] = min(steps, i + 1) * dt + tail
     return np.where(inside, np.minimum(t_exit, cap_s), np.nan)

@@ -39,13 +39,20 @@ class RoadGrid:
             nxt += n
         return cls(cell_m, offset, n_cells, nxt)
 
-    def cells(self, edges: np.ndarray, lane_pos: np.ndarray) -> np.ndarray:
-        """Cell id per vehicle; -1 for an edge the network does not know."""
+    def rows(self, edges: np.ndarray) -> np.ndarray:
+        """Row of each edge in this grid's edge order (``index``); ``len(index)`` for an edge the
+        network does not know."""
+        n = len(edges)
+        unknown = len(self.index)
+        return np.fromiter(map(self.index.get, edges, [unknown] * n), np.int64, n)
+
+    def cells(self, edges: np.ndarray, lane_pos: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
+        """Cell id per vehicle; -1 for an edge the network does not know (``row``: :meth:`rows`
+        of ``edges`` when the caller has it already)."""
         n = len(edges)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        unknown = len(self.index)
-        row = np.fromiter(map(self.index.get, edges, [unknown] * n), np.int64, n)
+        row = self.rows(edges) if row is None else row
         off, cnt = self._off[row], self._cnt[row]
         k = np.floor(np.maximum(lane_pos, 0.0) / self.cell_m).astype(np.int64)
         k = np.minimum(k, cnt - 1)  # a position exactly at the edge end stays on the edge

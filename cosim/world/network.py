@@ -24,6 +24,12 @@ class NetInfo:
     bounds: tuple  # (xmin, ymin, xmax, ymax) [m]
     #: drivable edge id -> (from x, from y, to x, to y) [m]: its end junctions, for walking routes
     edge_ends: dict = field(default_factory=dict)
+    #: drivable edge id -> the shape of its first lane, as the net file writes it ("x,y x,y ...")
+    edge_shape: dict = field(default_factory=dict)
+    #: edge id (internal ones included) -> speed limit of its first lane [m/s]
+    edge_speed: dict = field(default_factory=dict)
+    #: (from edge, to edge) -> the junction-internal edge SUMO drives between them (first lane's)
+    edge_via: dict = field(default_factory=dict)
 
     @property
     def drivable_edges(self) -> list[str]:
@@ -55,12 +61,15 @@ def read_net(path: str | Path) -> NetInfo:
     junctions: list[tuple[float, float]] = []
     junction_at: dict[str, tuple[float, float]] = {}
     edge_nodes: dict[str, tuple[str, str]] = {}
+    edge_shape: dict[str, str] = {}
+    edge_speed: dict[str, float] = {}
+    edge_via: dict[tuple[str, str], str] = {}
     bounds = None
     cur_edge: str | None = None
     try:
         source = gzip.open(path) if str(path).endswith(".gz") else str(path)  # SUMO reads .net.xml.gz too
         for event, el in etree.iterparse(source, events=("start", "end"),
-                                          tag=("location", "edge", "lane", "junction")):
+                                          tag=("location", "edge", "lane", "junction", "connection")):
             tag = el.tag
             if event == "start":
                 if tag == "edge":
@@ -69,6 +78,11 @@ def read_net(path: str | Path) -> NetInfo:
                         edge_nodes[cur_edge] = (el.get("from"), el.get("to"))
                 elif tag == "lane" and cur_edge is not None and cur_edge not in edge_length:
                     edge_length[cur_edge] = float(el.get("length"))
+                    edge_speed[cur_edge] = float(el.get("speed", "13.89"))
+                    if cur_edge in edge_nodes and el.get("shape"):
+                        edge_shape[cur_edge] = el.get("shape")
+                elif tag == "connection" and el.get("via") and (el.get("from"), el.get("to")) not in edge_via:
+                    edge_via[el.get("from"), el.get("to")] = el.get("via").rpartition("_")[0]
                 continue
             if tag == "location":
                 bounds = tuple(float(v) for v in el.get("convBoundary").split(","))
@@ -78,7 +92,7 @@ def read_net(path: str | Path) -> NetInfo:
                 junction_at[el.get("id")] = xy
             elif tag == "edge":
                 cur_edge = None
-            if tag in ("edge", "junction", "location"):
+            if tag in ("edge", "junction", "location", "connection"):
                 el.clear()
     except (etree.XMLSyntaxError, OSError, EOFError) as exc:
         if not isinstance(exc, etree.XMLSyntaxError):
@@ -93,29 +107,11 @@ def read_net(path: str | Path) -> NetInfo:
         bounds = (jxy[:, 0].min(), jxy[:, 1].min(), jxy[:, 0].max(), jxy[:, 1].max())
     ends = {e: (*junction_at[a], *junction_at[b]) for e, (a, b) in edge_nodes.items()
             if a in junction_at and b in junction_at}
-    return NetInfo(str(path), edge_length, jxy, bounds, ends)
+    return NetInfo(str(path), edge_length, jxy, bounds, ends, edge_shape, edge_speed, edge_via)
 
 
 def edge_shapes(path: str | Path) -> list[np.ndarray]:
-    """The polyline (k, 2) [m] of every drivable edge, for drawing: the edge's own ``shape`` if it
-    has one, else its first lane's (streamed like :func:`read_net`)."""
-    out = []
-    cur = None
-    try:
-        for event, el in etree.iterparse(str(path), events=("start", "end"), tag=("edge", "lane")):
-            if event == "start":
-                if el.tag == "edge":
-                    cur = None if el.get("function") == "internal" else (el.get("shape") or "")
-                elif cur == "" and el.get("shape"):
-                    cur = el.get("shape")
-                continue
-            if el.tag == "edge":
-                if cur:
-                    out.append(np.array([[float(v) for v in p.split(",")[:2]] for p in cur.split()], dtype=float))
-                cur = None
-                el.clear()
-    except etree.XMLSyntaxError as exc:
-        raise CosimError(f"{path}: broken network XML at line {exc.lineno}: {exc.msg}") from None
-    except (TypeError, ValueError) as exc:
-        raise CosimError(f"{path}: malformed edge or lane shape ({exc})") from None
-    return out
+    """The polyline (k, 2) [m] of every drivable edge (its first lane's shape, as
+    :func:`read_net` keeps it), for drawing."""
+    return [np.array([[float(v) for v in p.split(",")[:2]] for p in shape.split()], dtype=float)
+            for shape in read_net(path).edge_shape.values()]

@@ -26,16 +26,26 @@ class RsuSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def associate(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(distance [m] from each point to every RSU (n, m), the nearest RSU whose disc holds
-        the point, -1 if none)."""
+    def associate(self, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distance [m] from each point to every RSU (n, m), the serving RSU per point, -1 if none).
+
+        The serving RSU is the nearest one whose disc holds the point (``world.association =
+        "nearest"``). With ``keep`` (an RSU index per point, -1 none), a point inside its ``keep``
+        RSU's disc stays with it, the others go to the nearest in range (``"sticky"``)."""
         n, m = len(x), len(self)
         if not (n and m):
             return np.zeros((n, m)), np.full(n, -1, dtype=np.int64)
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         d = np.hypot(x[:, None] - self.x[None, :], y[:, None] - self.y[None, :])
         masked = np.where(d <= self.radius_m[None, :], d, np.inf)
         nearest = np.argmin(masked, axis=1)
-        return d, np.where(np.isfinite(masked[np.arange(n), nearest]), nearest, -1).astype(np.int64)
+        srv = np.where(np.isfinite(masked[np.arange(n), nearest]), nearest, -1).astype(np.int64)
+        if keep is not None:
+            keep = np.broadcast_to(np.asarray(keep, dtype=np.int64), (n,))
+            k = np.maximum(keep, 0)
+            stay = (keep >= 0) & (d[np.arange(n), k] <= self.radius_m[k])
+            srv = np.where(stay, keep, srv)
+        return d, srv
 
 
 #: more lattice points than this is a configuration error (a tiny rsu.spacing_m), not a run

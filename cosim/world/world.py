@@ -3,8 +3,11 @@
 ``World.update(snapshot)`` computes, vectorised over the N vehicles and M RSUs:
 
 * ``cell`` — road grid cell per vehicle (-1 off-network);
-* ``serving`` — index of the nearest RSU within its radius (-1 none), ``dist_m`` to it;
-* ``dwell_s`` — predicted remaining time in the serving RSU's coverage (eq. 12 or IDM);
+* ``serving`` — index of the serving RSU (-1 none) under ``world.association``: the nearest RSU
+  whose disc holds the vehicle (``nearest``), or, for ``sticky``, the RSU that served it in the
+  previous slot while it is still inside that RSU's disc; ``dist_m`` to it;
+* ``dwell_s`` — predicted remaining time with the serving RSU under that rule (``dwell_model``:
+  eq. 12 ``straight``, ``idm``, or ``route`` — see :mod:`cosim.world.routes`);
 * ``rate_v2i_bps`` / ``rate_i2v_bps`` — eq. (3) rates to/from the serving RSU (0 if none);
 * ``bandwidth_hz`` / ``compute_flops`` — per-vehicle capabilities, drawn once per vehicle from
   the configured ranges (seeded by the vehicle id, so the same vehicle always has the same);
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 from typing import Callable
+import sys
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from cosim.world import channel as ch
 from cosim.world.coverage import dwell_idm, dwell_straight
 from cosim.world.grid import RoadGrid
 from cosim.world.network import NetInfo
+from cosim.world.routes import RouteDwell
 from cosim.world.rsu import RsuSet, build_rsus
 
 
@@ -62,6 +67,13 @@ class World:
         #: vehicle id -> its route (tuple of edge ids), from the source's ``route_of`` where it knows
         #: routes (live SUMO); None where it does not (a replayed trace without routes)
         self.route_of: Callable[[str], tuple] | None = None
+        wc = cfg.world
+        self.route_dwell = None
+        if wc.dwell_model == "route":
+            self.route_dwell = RouteDwell(net, self.rsus, self.grid.index, rule=wc.association, speed=wc.route_speed,
+                                          prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s)
+        #: why the configured dwell model could not be applied (said once on stderr), else ""
+        self.dwell_note = ""
         self._bw = self._cpu = self._index = None
         self.slot = -1
         self.time_s = float("nan")
@@ -113,36 +125,69 @@ class World:
         if len(self._uid_arr) < len(self._uids):
             self._uid_arr = np.array(self._uids, dtype=np.uint64)
         self.uid = self._uid_arr[self.vidx]
-        self.cell = self.grid.cells(snap.edge, snap.lane_pos)
+        #: row of each vehicle's edge in ``grid.index`` (``len(grid.index)``: an unknown edge)
+        self.edge_row = self.grid.rows(snap.edge)
+        self.cell = self.grid.cells(snap.edge, snap.lane_pos, self.edge_row)
         self.vx, self.vy = snap.velocity()
         self._bw = self._cpu = self._index = None
 
-        d_all, self.serving = self.rsus.associate(snap.x, snap.y)
+        keep = None
+        if self.cfg.world.association == "sticky":  # stay with last slot's RSU while inside its disc
+            self._last_srv = grown(self._last_srv, len(self.vehicle_names), -1)
+            self._last_slot = grown(self._last_slot, len(self.vehicle_names), -2)
+            keep = np.where(self._last_slot[self.vidx] == self.slot - 1, self._last_srv[self.vidx], -1)
+        d_all, self.serving = self.rsus.associate(snap.x, snap.y, keep)
         self.dist_all_m = d_all
         has = self.serving >= 0
         srv = np.where(has, self.serving, 0)
         self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
-        self._dwell(has, srv)
+        if self.route_dwell is not None:
+            self.route_dwell.learn(self.edge_row, snap.speed)
+        self.dwell_s = self.predict_dwell(self.cfg.world.dwell_model)
         self._rates(has, srv, d_all)
         self._handovers()
         return self
 
-    def _dwell(self, has: np.ndarray, srv: np.ndarray) -> None:
+    def predict_dwell(self, model: str, only: np.ndarray | None = None) -> np.ndarray:
+        """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
+        (``straight``, ``idm`` or ``route``; ``route`` only when the world was built with it);
+        ``only``: a mask of the vehicles to predict for (the others get NaN).
+
+        Each predicts the time until the association rule in force stops the serving RSU
+        serving the vehicle: leaving its disc (``sticky``), or also crossing into a nearer
+        RSU's range (``nearest``). Where a vehicle's route is unknown, ``route`` gives the
+        straight-line value (a replay of a trace without routes: all of them)."""
         wc, r, s = self.cfg.world, self.rsus, self.snap
-        n = len(s)
-        self.dwell_s = np.full(n, np.nan)
+        out = np.full(len(s), np.nan)
+        has = self.serving >= 0 if only is None else (self.serving >= 0) & only
         if not has.any():
-            return
-        cx, cy, rad = r.x[srv[has]], r.y[srv[has]], r.radius_m[srv[has]]
-        if wc.dwell_model == "idm":
-            self.dwell_s[has] = dwell_idm(
+            return out
+        if model == "route":
+            if self.route_dwell is None:
+                raise ValueError("predict_dwell('route') needs a world built with world.dwell_model = 'route'")
+            if self.route_of is None and not self.dwell_note:
+                self.dwell_note = "the traffic source gives no routes: dwell_model 'route' falls back to 'straight'"
+                print(f"cosim: note: {self.dwell_note}", file=sys.stderr)
+            out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
+                                               s.speed, self.serving if only is None else np.where(has, self.serving, -1),
+                                               self.route_of, self.time_s, len(self.vehicle_names))
+            rest = has & ~ok
+            if rest.any():
+                out[rest] = self.predict_dwell("straight", rest)[rest]
+            return out
+        srv = self.serving[has]
+        cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
+        rivals = (r.x, r.y, r.radius_m, srv) if wc.association == "nearest" else None
+        if model == "idm":
+            out[has] = dwell_idm(
                 s.x[has], s.y[has], s.speed[has], s.angle[has], s.lane[has], s.lane_pos[has], s.length[has],
                 cx, cy, rad, cap_s=wc.dwell_cap_s, dt=self.cfg.scenario.slot_s, horizon_s=wc.idm_horizon_s,
                 a_max=wc.idm_max_accel_mps2, b_max=wc.idm_max_decel_mps2, v_des=wc.idm_desired_speed_mps,
-                delta=wc.idm_delta, s0=wc.idm_min_gap_m, headway=wc.idm_headway_s)
+                delta=wc.idm_delta, s0=wc.idm_min_gap_m, headway=wc.idm_headway_s, rivals=rivals)
         else:
-            self.dwell_s[has] = dwell_straight(s.x[has], s.y[has], self.vx[has], self.vy[has], cx, cy, rad,
-                                               cap_s=wc.dwell_cap_s)
+            out[has] = dwell_straight(s.x[has], s.y[has], self.vx[has], self.vy[has], cx, cy, rad,
+                                      cap_s=wc.dwell_cap_s, rivals=rivals)
+        return out
 
     def _rates(self, has: np.ndarray, srv: np.ndarray, d_all: np.ndarray) -> None:
         c, r = self.cfg.channel, self.rsus

@@ -1,0 +1,232 @@
+"""Route-aware dwell (cosim/world/routes.py) and the association rules, on hand-made networks.
+
+Every edge is straight with a 10 m/s limit; coverage samples every 2 m put an exit within 1 m
+(0.1 s at 10 m/s) of the exact crossing worked out below.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from cosim.config import from_dict
+from cosim.sources.base import Snapshot
+from cosim.world.network import NetInfo
+from cosim.world.routes import EdgeSpeeds
+from cosim.world.world import World
+
+#: edge -> (from x, from y, to x, to y): a junction J at the origin with an approach from the west
+#: and exits north, south and east; "long" is a separate straight road along the x axis
+EDGES = {"in": (-400.0, 0.0, 0.0, 0.0), "up": (0.0, 0.0, 0.0, 1000.0), "down": (0.0, 0.0, 0.0, -1000.0),
+         "east": (0.0, 0.0, 1000.0, 0.0), "long": (-500.0, -50.0, 1500.0, -50.0)}
+TOL = 0.1 + 1e-9  # [s] half a coverage sample at 10 m/s
+
+
+def net(via: dict | None = None, via_len: dict | None = None, speed: dict | None = None) -> NetInfo:
+    length = {e: math.hypot(c - a, d - b) for e, (a, b, c, d) in EDGES.items()}
+    length.update(via_len or {})
+    return NetInfo("mem", length, np.array([[0.0, 0.0]]), (-500.0, -1000.0, 1500.0, 1000.0), dict(EDGES),
+                   {e: f"{a},{b} {c},{d}" for e, (a, b, c, d) in EDGES.items()},
+                   {e: 10.0 for e in length} | (speed or {}), via or {})
+
+
+def world(sites, model="route", net_info=None, **world_keys):
+    cfg = from_dict({
+        "scenario": {"sumocfg": "/dev/null", "seed": 1},
+        "world": {"dwell_model": model, "route_speed": "limit", "route_sample_m": 2.0, **world_keys},
+        "rsu": {"placement": "sites", "radius_m": 500.0,
+                "sites": [{"id": f"r{i}", "x": x, "y": y} for i, (x, y) in enumerate(sites)]},
+        "channel": {"fading": "none"},
+    }, "test.toml")
+    return World(cfg, net_info or net())
+
+
+def snap(t, vehicles):
+    """vehicles: (id, edge, lane_pos, speed); position and heading from the edge's geometry."""
+    ids, xs, ys, v, ang, edges, pos = [], [], [], [], [], [], []
+    for vid, edge, p, speed in vehicles:
+        a, b, c, d = EDGES.get(edge, (0.0, 0.0, 0.0, 0.0))
+        f = p / max(math.hypot(c - a, d - b), 1e-9)
+        ids.append(vid), xs.append(a + f * (c - a)), ys.append(b + f * (d - b)), v.append(speed)
+        ang.append(math.degrees(math.atan2(c - a, d - b)) % 360), edges.append(edge), pos.append(p)
+    n = len(ids)
+    return Snapshot(t, np.array(ids, dtype=object), np.array(xs), np.array(ys), np.array(v, dtype=float),
+                    np.array(ang), np.zeros(n), np.array(edges, dtype=object),
+                    np.array([e + "_0" for e in edges], dtype=object), np.array(pos, dtype=float), np.full(n, 5.0))
+
+
+def dwell(sites, routes, vehicles, model="route", **kw):
+    w = world(sites, model, **kw)
+    w.route_of = routes
+    w.update(snap(1.0, vehicles))
+    return w.dwell_s
+
+
+def test_turn_away_from_the_rsu():
+    # RSU at (400, 0); the vehicle is at (-50, 0) heading east at 10 m/s and turns south at J.
+    # straight: leaves the disc at x = 900 -> 950 m -> 95 s. route: 50 m to J, then south until
+    # |(0, y) - (400, 0)| = 500, y = -300 -> 350 m -> 35 s.
+    routes = {"v": ("in", "down")}
+    veh = [("v", "in", 350.0, 10.0)]
+    straight = dwell([(400.0, 0.0)], routes, veh, model="straight")
+    route = dwell([(400.0, 0.0)], routes, veh)
+    assert straight[0] == pytest.approx(95.0)
+    assert abs(route[0] - 35.0) <= TOL
+
+
+def test_turn_toward_the_rsu():
+    # RSU at (0, 400); same vehicle turns north: straight leaves at x = 300 (500 m, 50 s); the
+    # route reaches J (200 m) and leaves northwards at y = 900 (900 m) -> 110 s
+    routes = {"v": ("in", "up")}
+    veh = [("v", "in", 200.0, 10.0)]
+    assert dwell([(0.0, 400.0)], routes, veh, model="straight")[0] == pytest.approx(50.0)
+    assert abs(dwell([(0.0, 400.0)], routes, veh)[0] - 110.0) <= TOL
+
+
+def test_stopped_vehicle():
+    # stopped at (-200, 0), RSU at (0, 400): straight and route at the vehicle's own speed cap it;
+    # route at the speed limit: 200 m + 900 m at 10 m/s = 110 s
+    routes = {"v": ("in", "up")}
+    veh = [("v", "in", 200.0, 0.0)]
+    assert dwell([(0.0, 400.0)], routes, veh, model="straight")[0] == 600.0
+    assert dwell([(0.0, 400.0)], routes, veh, route_speed="current")[0] == 600.0
+    assert abs(dwell([(0.0, 400.0)], routes, veh)[0] - 110.0) <= TOL
+    # moving at 5 m/s with route_speed = "current": 1100 m / 5 m/s = 220 s
+    assert abs(dwell([(0.0, 400.0)], routes, [("v", "in", 200.0, 5.0)], route_speed="current")[0] - 220.0) <= 2 * TOL
+
+
+def test_route_ends_inside_coverage():
+    # the route ends at J, 200 m ahead, well inside the disc around (0, 400): it arrives in 20 s
+    # (straight would say 50 s; not the cap either)
+    assert dwell([(0.0, 400.0)], {"v": ("in",)}, [("v", "in", 200.0, 10.0)])[0] == pytest.approx(20.0)
+
+
+def test_junction_crossed_on_its_internal_edge():
+    # SUMO drives in -> down through ":J_0", 20 m at 5 m/s: 50/10 + 20/5 + 300/10 = 39 s
+    # (the internal edge's length adds time; where service ends is still decided on "down")
+    n = net(via={("in", "down"): ":J_0"}, via_len={":J_0": 20.0}, speed={":J_0": 5.0})
+    w = world([(400.0, 0.0)], net_info=n)
+    w.route_of = {"v": ("in", "down")}
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    assert abs(w.dwell_s[0] - 39.0) <= TOL
+
+
+def test_vehicle_off_its_route_or_without_one_falls_back_to_straight():
+    veh = [("a", "in", 350.0, 10.0), ("b", "in", 350.0, 10.0)]
+    d = dwell([(400.0, 0.0)], {"a": ("up", "east"), "b": ()}, veh)
+    assert d == pytest.approx([95.0, 95.0])
+
+
+def test_nearest_rule_ends_at_the_bisector_sticky_at_the_disc():
+    # RSUs at (0, -50) and (600, -50), R = 500; a vehicle on "long" at x = 100 heading east at 10 m/s.
+    # nearest: served by r0 until the bisector x = 300 (20 s), for every model;
+    # sticky: until r0's disc ends at x = 500 (40 s)
+    sites = [(0.0, -50.0), (600.0, -50.0)]
+    veh = [("v", "long", 600.0, 10.0)]
+    routes = {"v": ("long",)}
+    for model in ("straight", "idm", "route"):
+        near = dwell(sites, routes, veh, model=model, idm_desired_speed_mps=10.0)
+        sticky = dwell(sites, routes, veh, model=model, association="sticky", idm_desired_speed_mps=10.0)
+        tol = TOL if model == "route" else 1e-6
+        assert abs(near[0] - 20.0) <= tol, model
+        assert abs(sticky[0] - 40.0) <= tol, model
+
+
+def test_sticky_association_keeps_the_rsu_until_its_disc_ends():
+    sites = [(0.0, -50.0), (600.0, -50.0)]
+    for rule, expect in (("nearest", [0, 1, 1, 1]), ("sticky", [0, 0, 0, 1])):
+        w = world(sites, "straight", association=rule)
+        got = []
+        for t, p in enumerate((600.0, 850.0, 1000.0, 1050.0)):  # x = 100, 350, 500, 550
+            w.update(snap(float(t), [("v", "long", p, 10.0)]))
+            got.append(int(w.serving[0]))
+        assert got == expect, rule
+    # a vehicle first seen in the overlap goes to the nearest RSU under both rules
+    w = world(sites, "straight", association="sticky")
+    w.update(snap(0.0, [("v", "long", 850.0, 10.0)]))
+    assert w.serving[0] == 1
+
+
+def test_learned_edge_speeds_against_a_hand_computed_mean():
+    # prior weight 2 at the 10 m/s limit; "in" sees 4, 6 and 0 m/s, "up" nothing:
+    # in: (4 + 6 + 0 + 2 * 10) / (3 + 2) = 6 m/s; up: its limit, 10 m/s
+    w = world([(0.0, 400.0)], route_speed="learned", route_speed_prior=2.0)
+    w.route_of = {"a": ("in", "up"), "b": ("in", "up")}
+    w.update(snap(1.0, [("a", "in", 100.0, 4.0), ("b", "in", 120.0, 6.0)]))
+    w.update(snap(2.0, [("a", "in", 104.0, 0.0)]))
+    sp = w.route_dwell.speeds.expected()
+    assert sp[w.grid.index["in"]] == pytest.approx(6.0)
+    assert sp[w.grid.index["up"]] == pytest.approx(10.0)
+    # dwell of "a" at (-296, 0): the 296 m left on "in" at that edge's learned mean now (6 m/s),
+    # plus the rest of its route as walked in slot 1: 900 m on "up" at 10 m/s
+    assert abs(w.dwell_s[0] - (296.0 / 6.0 + 900.0 / 10.0)) <= TOL
+
+
+def test_edge_speeds_accumulate_one_sample_per_vehicle_and_slot():
+    sp = EdgeSpeeds(np.array([10.0, 20.0]), prior=0.0)
+    sp.learn(np.array([0, 0, 1]), np.array([3.0, 5.0, 7.0]))
+    sp.learn(np.array([0]), np.array([1.0]))
+    assert sp.expected() == pytest.approx([3.0, 7.0])
+
+
+def test_replay_without_routes_falls_back_to_straight_once(capsys):
+    w = world([(400.0, 0.0)])
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    w.update(snap(2.0, [("v", "in", 360.0, 10.0)]))
+    assert w.dwell_s[0] == pytest.approx(94.0)
+    assert "falls back to 'straight'" in w.dwell_note
+    assert capsys.readouterr().err.count("cosim: note:") == 1
+
+
+def test_parquet_trace_routes_are_read_back(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cosim.sources.replay import ReplaySource
+
+    rows = {"time_s": [1.0, 1.0, 2.0, 2.0], "ids": ["a", "b", "a", "c"], "x": [0.0] * 4, "y": [0.0] * 4,
+            "speed": [1.0] * 4, "angle": [0.0] * 4, "accel": [0.0] * 4, "edge": ["e", "f", "e", "g"],
+            "lane": ["e_0", "f_0", "e_0", "g_0"], "lane_pos": [1.0] * 4, "length": [5.0] * 4,
+            "route": ["e f", None, None, "g h i"]}
+    pq.write_table(pa.table(rows), tmp_path / "t.parquet")
+    src = ReplaySource(tmp_path / "t.parquet")
+    src.start()
+    src.step_to(1.0)
+    assert src.route_of["a"] == ("e", "f") and src.route_of["b"] == ()
+    src.step_to(2.0)
+    assert src.route_of["c"] == ("g", "h", "i")
+    del rows["route"]
+    pq.write_table(pa.table(rows), tmp_path / "old.parquet")
+    assert ReplaySource(tmp_path / "old.parquet").route_of is None
+
+
+@pytest.mark.sumo
+def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from .conftest import run_cli, run_grid6
+
+    run_grid6(tmp_path, '[world]\ndwell_model = "route"\n', "--record", str(tmp_path / "t.parquet"), end_s=40,
+              out="live")
+    toml = tmp_path / "scenario.toml"
+    trace = pd.read_parquet(tmp_path / "t.parquet")
+    firsts = trace.groupby("ids", observed=True)["route"].agg(["count", "first"])
+    assert (firsts["count"] == 1).all() and len(firsts) == trace["ids"].nunique()  # once per vehicle
+    first_row = trace.drop_duplicates("ids")
+    assert first_row["route"].notna().all()  # on its first row
+    assert all(edge in route.split() for edge, route in zip(first_row["edge"], first_row["route"])
+               if not edge.startswith(":"))
+    rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(toml), "--out", str(tmp_path / "rep"), "-q")
+    assert rep.returncode == 0 and "cosim: note" not in rep.stderr, rep.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "live" / "coverage.parquet"),
+                                  pd.read_parquet(tmp_path / "rep" / "coverage.parquet"))
+    # an FCD trace has no routes: straight-line dwell, said once
+    run_grid6(tmp_path, '[world]\ndwell_model = "route"\n', "--record", str(tmp_path / "t.xml"), end_s=40,
+              out="live2")
+    rep2 = run_cli("replay", str(tmp_path / "t.xml"), "--scenario", str(toml), "--out", str(tmp_path / "rep2"), "-q")
+    assert rep2.returncode == 0, rep2.stderr
+    assert rep2.stderr.count("cosim: note: the traffic source gives no routes") == 1
+    s = json.loads((tmp_path / "rep2" / "summary.json").read_text())
+    assert "falls back to 'straight'" in s["dwell_prediction"]["note"]
