@@ -163,6 +163,21 @@ def _call(spec: PolicySpec, args: tuple, seed: int | None, opts: Any) -> Any:
     return spec.fn(*args, rng, opts)
 
 
+def _probe(spec: PolicySpec, args: tuple, seed: int, opts: Any, subject: Any, changed: str, label: str, where: str,
+           out: list[str]) -> tuple[bool, Any]:
+    """Call the policy on ``args``; raising, or changing ``subject`` (its input), is a violation
+    (``changed`` says which). (returned normally, result)."""
+    before = _state(subject)
+    try:
+        res = _call(spec, args, seed, opts)
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+        return False, None
+    if not all(_same(v, getattr(subject, k)) for k, v in before.items()):
+        out.append(f"{label}: {changed} ({where})")
+    return True, res
+
+
 def _label(spec: PolicySpec, kind: str) -> str:
     return f"{spec.layer} {kind} '{spec.name}' ({spec.origin})"
 
@@ -192,15 +207,8 @@ def check_dvit_scheduler(spec: PolicySpec, worlds: list) -> list[str]:
                 cases.append((f"world {wi}, re-plan from helper {w.snap.ids[helpers[0]]}",
                               layer.build_problem(w, int(u), rsu, int(helpers[0]), 20)[0]))
     for where, p in cases:
-        before = _state(p)
-        try:
-            plan = _call(spec, (p,), 7, opts)
-        except Exception as exc:  # noqa: BLE001
-            out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
-            continue
-        if not all(_same(v, getattr(p, k)) for k, v in before.items()):
-            out.append(f"{label}: modified the problem it was given ({where})")
-        if plan is None:
+        ok, plan = _probe(spec, (p,), 7, opts, p, "modified the problem it was given", label, where, out)
+        if not ok or plan is None:
             continue
         try:
             arr = np.asarray(plan)
@@ -266,15 +274,11 @@ def check_cache_policy(spec: PolicySpec, worlds: list) -> list[str]:
                 if c.cached[layer.svc_model[int(j)]]:
                     c.add_example(int(j), float(rng.uniform(60, 100)))
             cands = [m for m in range(len(c.size)) if c.cached[m]]
-            before = _state(c)
             where = f"cache {trial}, {len(cands)} candidates"
-            try:
-                keys = _call(spec, (c, cands, 100.0), 11, opts)
-            except Exception as exc:  # noqa: BLE001
-                out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+            ok, keys = _probe(spec, (c, cands, 100.0), 11, opts, c, "modified the cache while ranking it", label,
+                              where, out)
+            if not ok:
                 continue
-            if not all(_same(v, getattr(c, k)) for k, v in before.items()):
-                out.append(f"{label}: modified the cache while ranking it ({where})")
             try:
                 n = len(keys)
             except TypeError:
@@ -315,15 +319,10 @@ def check_moe_solver(spec: PolicySpec, worlds: list) -> list[str]:
     rng = np.random.default_rng(5)
     for n in (1, 3, 8):
         g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
-        before = _state(g)
         where = f"a game of {n} IVs"
-        try:
-            p = _call(spec, (g,), 13, opts)
-        except Exception as exc:  # noqa: BLE001
-            out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
+        ok, p = _probe(spec, (g,), 13, opts, g, "modified the game it was given", label, where, out)
+        if not ok:
             continue
-        if not all(_same(v, getattr(g, k)) for k, v in before.items()):
-            out.append(f"{label}: modified the game it was given ({where})")
         try:
             arr = np.asarray(p, dtype=float)
         except (TypeError, ValueError):
