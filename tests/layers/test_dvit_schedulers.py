@@ -131,3 +131,44 @@ def test_no_helpers_rsu_and_user_only():
     # with 0.2 s of dwell only 4 RSU steps fit before the hand-off (C4)
     p.user_dwell_s = 0.2
     np.testing.assert_array_equal(optimal(p), [0] * 4 + [1] * 6)
+
+
+def baseline_world(rsu_queue=0.01, inf_links=()):
+    """RSU 0 (most compute, band 150 MHz shared by 10 vehicles = 15 MHz), helpers 1 (nearest the
+    RSU), 2 (widest band), 3 (most compute of the vehicles), user 4. Every step fits T_max."""
+    comp = np.array([0.05, 0.12, 0.11, 0.08, 0.10])
+    queue = np.array([rsu_queue, 0.0, 0.0, 0.0, 0.0])
+    comm = np.full((5, 5), 0.1)
+    np.fill_diagonal(comm, 0.0)
+    comm[1:, 0] = np.inf  # nobody sends to the RSU
+    for i, j in inf_links:
+        comm[i, j] = np.inf
+    return Problem(comp, queue, comm, 0.01, 100.0, 6, 2, 0.5,
+                   dist_to_rsu_m=np.array([0.0, 20.0, 150.0, 200.0, 90.0]),
+                   bandwidth_hz=np.array([150e6, 55e6, 80e6, 60e6, 70e6]),
+                   compute_flops=np.array([2e12, 0.6e12, 0.7e12, 0.95e12, 0.8e12]),
+                   xy=np.zeros((5, 2)), speed_xy=np.zeros((5, 2)), rsu_share=10)
+
+
+def test_every_baseline_differs_from_every_other():
+    p = baseline_world()
+    plans = {name: tuple(SCHEDULERS[name](p, np.random.default_rng(1))) for name in ("mddi", "mbdi", "mcpdi", "vli", "sdi")}
+    assert plans["mddi"] == (1, 1, 1, 1, 4, 4)  # the helper nearest the RSU
+    assert plans["mbdi"] == (2, 2, 2, 2, 4, 4)  # 80 MHz beats the RSU's 150/10 = 15 MHz
+    assert plans["mcpdi"] == (0, 0, 0, 0, 4, 4)  # the RSU's 2 TFLOP/s
+    assert plans["vli"] == (3, 3, 3, 3, 4, 4)  # the fastest vehicle, no RSU
+    assert evaluate(p, plans["sdi"]).reason != "C1/C2"  # a random admissible device per step
+    names = sorted(plans)
+    for a, b in itertools.combinations(names, 2):
+        assert plans[a] != plans[b], (a, b)
+
+
+def test_baselines_fall_back_down_their_ranking():
+    # a busy RSU (0.5 s queue: 0.55 s > T_max) -> mcpdi takes its next device, helper 3
+    assert tuple(SCHEDULERS["mcpdi"](baseline_world(rsu_queue=0.5), None)) == (3, 3, 3, 3, 4, 4)
+    # helper 2 out of range of the RSU (no I2V link) -> mbdi's next, helper 3 (60 MHz; then 1 at
+    # 55 MHz, the RSU at 15 MHz); from helper 3, helper 2 is reachable again and ranked first
+    assert tuple(SCHEDULERS["mbdi"](baseline_world(inf_links=[(0, 2)]), None)) == (3, 2, 2, 2, 4, 4)
+    # nothing ranked can take the step (every helper unreachable): the user takes over at once
+    cut = [(0, 1), (0, 2), (0, 3)]
+    assert tuple(SCHEDULERS["mddi"](baseline_world(inf_links=cut), None)) == (4,) * 6

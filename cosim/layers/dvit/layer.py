@@ -201,7 +201,7 @@ class DViTLayer(Layer):
         dwell = world.dwell_s[user]
         p = Problem(comp, queue, comm, float(upload), float(dwell if np.isfinite(dwell) else 0.0), steps,
                     min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
-                    compute_flops=cpu, xy=xy, speed_xy=vel)
+                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served))
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
 

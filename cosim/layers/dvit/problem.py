@@ -36,6 +36,7 @@ class Problem:
     compute_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # positions [m]
     speed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # velocities [m/s]
+    rsu_share: int = 1  # vehicles the RSU serves (its band is shared among them)
 
     def __post_init__(self) -> None:
         # C2: the last step(s) run on the user; the result has to reach the user at all

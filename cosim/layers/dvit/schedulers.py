@@ -6,11 +6,13 @@
   (bandwidth, compute, position grid cell of the device holding the task), actions = devices,
   reward F(s, a) = T_k(a) (eq. 7), transitions per eq. (17), discount rho, stop when the largest
   change is <= phi, then a constraint ("conflict") check while rolling the policy out.
-* The paper's baselines (Sec. IV), as we read them — each runs the non-local steps on one device
-  chosen by its criterion, then the local steps on the user:
-  ``mddi`` the helper vehicle nearest the RSU ("vehicles gathered around the RSU"); ``mbdi`` the
-  device (RSU or helper) with the most bandwidth; ``mcpdi`` the device with the most compute;
-  ``vli`` the vehicle (helper or the user itself) with the most compute, no RSU; ``sdi`` a random
+* The paper's baselines (Sec. IV), as we read them — "prioritizes" is a *ranking* over devices,
+  not a single pick (:func:`ranked`): every non-local step goes to the best-ranked device that
+  can take it (C1/C2, a link, C3), falling back down the ranking, then the local steps on the
+  user. ``mddi`` ranks the helpers by distance to the RSU ("vehicles gathered around the RSU");
+  ``mbdi`` the RSU and helpers by available bandwidth (:func:`available_bandwidth`: the RSU's
+  band is shared by the vehicles it serves — ours); ``mcpdi`` the RSU and helpers by compute;
+  ``vli`` the vehicles (helpers and the user itself) by compute, no RSU; ``sdi`` a random
   admissible device for every step.
 
 Every scheduler is registered with :func:`cosim.register_policy` exactly as a plugin's is, and
@@ -36,12 +38,6 @@ from cosim.registry import register_policy
 def register(name: str, stochastic: bool = False, options: type | None = None):  # noqa: ANN201
     """A built-in DViT scheduler: :func:`cosim.register_policy` on layer ``dvit``."""
     return register_policy("dvit", name, stochastic=stochastic, options=options)
-
-
-def _single_device(p: Problem, device: int) -> np.ndarray:
-    plan = np.full(p.steps, device, dtype=np.int64)
-    plan[p.steps - p.local_steps:] = p.user
-    return plan
 
 
 @register("optimal")
@@ -195,33 +191,77 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     return plan
 
 
+def ranked(p: Problem, rank: np.ndarray) -> np.ndarray:
+    """The plan of a baseline that *prioritises* devices (Sec. IV): every non-local step goes to
+    the first device of ``rank`` (best first) that can take it — C1/C2 allowed from the device
+    holding the result, a link to it (in range), and the step within T_max (C3; a busy device,
+    whose queue makes the step too slow, fails this) — falling back down the ranking; when no
+    ranked device can, the result goes to the user for the remaining steps. The local steps run
+    on the user. After the first step the choice depends on the holder alone (the problem is
+    one snapshot), so each holder is decided once."""
+    K, U = p.steps, p.user
+    cost = p.step_cost()
+    allowed = p.allowed()
+    tmax = p.t_max_s + 1e-12
+    plan = np.full(K, U, dtype=np.int64)
+    cur, memo = 0, {}  # device 0 (the RSU, or the helper a re-plan starts from) holds the result
+    for k in range(K - p.local_steps):
+        if k > 0 and cur in memo:
+            choice = memo[cur]
+        else:
+            choice = U
+            for a in rank:
+                a = int(a)
+                if k > 0 and not allowed[cur, a]:
+                    continue
+                if (0.0 if a == cur else p.comm_s[cur, a]) + cost[a] <= tmax:
+                    choice = a
+                    break
+            if k > 0:
+                memo[cur] = choice
+        if choice == U:
+            break
+        plan[k] = cur = choice
+    return plan
+
+
+def _order(score: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``cand`` by ``score`` best (highest) first, ties by index."""
+    return cand[np.argsort(-score[cand], kind="stable")]
+
+
 @register("mddi")
 def mddi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    kinds = p.kinds()
-    helpers = np.flatnonzero(kinds == HELPER)
-    if len(helpers) == 0:
-        return _single_device(p, p.user)
-    return _single_device(p, int(helpers[np.argmin(p.dist_to_rsu_m[helpers])]))
+    """Helpers by distance to the RSU, nearest first ("vehicles gathered around the RSU")."""
+    return ranked(p, _order(-p.dist_to_rsu_m, np.flatnonzero(p.kinds() == HELPER)))
 
 
-def _best_of(p: Problem, score: np.ndarray, kinds_ok: tuple) -> np.ndarray:
-    cand = np.flatnonzero(np.isin(p.kinds(), kinds_ok))
-    return _single_device(p, int(cand[np.argmax(score[cand])]))
+def available_bandwidth(p: Problem) -> np.ndarray:
+    """(V,) the band each device can give the task [Hz]: a vehicle its own w_n; the RSU its band
+    shared by the ``rsu_share`` vehicles it serves (ours: the paper gives RSUs 100-200 MHz and
+    vehicles 50-80 MHz but not how an RSU's band is shared)."""
+    bw = p.bandwidth_hz.astype(float).copy()
+    if p.kinds()[0] == RSU and len(bw):
+        bw[0] /= max(int(p.rsu_share), 1)
+    return bw
 
 
 @register("mbdi")
 def mbdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.bandwidth_hz, (RSU, HELPER))
+    """RSU and helpers by available bandwidth, widest first."""
+    return ranked(p, _order(available_bandwidth(p), np.flatnonzero(p.kinds() != USER)))
 
 
 @register("mcpdi")
 def mcpdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.compute_flops, (RSU, HELPER))
+    """RSU and helpers by compute power, most first."""
+    return ranked(p, _order(p.compute_flops, np.flatnonzero(p.kinds() != USER)))
 
 
 @register("vli")
 def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.compute_flops, (HELPER, USER))
+    """Vehicles only (helpers and the user), by compute, most first: no RSU participation."""
+    return ranked(p, _order(p.compute_flops, np.flatnonzero(p.kinds() != RSU)))
 
 
 @register("sdi", stochastic=True)
@@ -242,4 +282,4 @@ def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) ->
     return plan
 
 
-__all__ = ["VidiOptions", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+__all__ = ["VidiOptions", "register", "optimal", "vidi", "ranked", "available_bandwidth", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
