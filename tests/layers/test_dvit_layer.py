@@ -123,3 +123,75 @@ def test_unknown_config_key_and_policy(tmp_path):
         layer(tmp_path, policies=["fastest"])
     with pytest.raises(ConfigError, match="local_steps"):
         layer(tmp_path, steps=4, local_steps=5)
+
+
+def two_rsu_world():
+    cfg = from_dict({
+        "scenario": {"sumocfg": "/dev/null", "seed": 3},
+        "rsu": {"placement": "sites", "radius_m": 500.0,
+                "sites": [{"id": "A", "x": 0.0, "y": 0.0}, {"id": "B", "x": 1000.0, "y": 0.0}]},
+        "channel": {"fading": "none", "interference": False, "vehicle_bandwidth_hz": 50e6},
+    }, "t.toml")
+    return World(cfg, NET)
+
+
+@pytest.mark.parametrize("mode", ["fail", "migrate"])
+def test_user_crossing_to_another_rsu_mid_task(tmp_path, mode):
+    """The user drives from RSU A (x = 0) towards B (x = 1000) at 30 m/s and is handed over at
+    x = 510 (t = 3 s) while A still computes (mcpdi keeps the 45 non-local steps on the RSU,
+    0.1008 s each). fail: the result cannot reach the user at A (C4). migrate: A forwards the
+    latent to B (5 ms + n' mu / 1 Gbit/s = 21.79 ms), B runs the rest and hands it to the user."""
+    w = two_rsu_world()
+    lay, rec = layer(tmp_path, policies=["mcpdi"], steps=50, local_steps=5, handover=mode,
+                     rsu_compute_flops=[2e12, 2e12], vehicle_compute_flops=[1e12, 1e12],
+                     rsu_queue=[30.0, 40.0], vehicle_queue=[0.0, 10.0])
+    xs = {}
+    for t in range(1, 9):
+        xs[t] = 450.0 + 30.0 * (t - 1)
+        w.update(snap(float(t), ["u"], [xs[t]], speed=30.0))
+        if t == 1:
+            upload = 1e6 / w.rate_v2i_bps[0]
+            lay.submit(w, 0, 1.0)
+        if t == 5:
+            i2v_b = w.rate_i2v_bps[0]  # B -> user, the slot the hand-off starts in
+            assert w.serving[0] == 1
+        lay.on_slot(w)
+    out = lay.on_end()
+    rec.close()
+    row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
+    rsu_step = lay.flops_step / 2e12 + 30.0 / (40.0 * 10.0)  # 25.8 ms + 75 ms of M/M/1 wait
+    if mode == "fail":
+        assert row["failure"] == "C4" and row["migrations"] == 0 and row["final_rsu"] == 0
+        return
+    forward = 0.005 + 1025 * 512 * 32 / 1e9
+    assert row["success"] and row["migrations"] == 1 and row["final_rsu"] == 1 and row["rsu"] == 0
+    assert row["migrate_s"] == pytest.approx(forward)
+    assert list(row["devices"]) == [RSU_NAME] * 45 + ["u"] * 5
+    # the hand-off at t = 1 + upload + 45 steps + forward = 5.56 s runs with the t = 5 world
+    assert 5.0 < 1.0 + upload + 45 * rsu_step + forward < 6.0
+    expected = upload + 45 * rsu_step + forward + lay.bits / i2v_b + 5 * lay.flops_step / 1e12
+    assert row["latency_s"] == pytest.approx(expected, rel=1e-9)
+    assert out["mcpdi"]["migrations"] == 1
+
+
+def test_a_step_too_slow_on_its_holder_moves_to_a_device_that_can_do_it_in_time(tmp_path):
+    """Simulated queue: two tasks of mcpdi want the RSU (0.5 s a step, the most compute) at the
+    same instant. The second would wait 0.5 s for it: 1.0 s > T_max, so the RSU — which holds
+    its latent — reschedules the step (the paper's rule, whoever holds the latent) to the best
+    vehicle that can do it in time: helper "h" (0.516 s + the hand-off)."""
+    w = world().update(snap(1.0, ["u1", "u2", "h"], [100.0, -100.0, -50.0]))
+    lay, rec = layer(tmp_path, policies=["mcpdi"], steps=3, local_steps=1, queue="simulated",
+                     rsu_compute_flops=[0.1032e12, 0.1032e12], vehicle_compute_flops=[0.1e12, 0.1e12],
+                     rsu_queue=[0.0, 10.0], vehicle_queue=[0.0, 10.0])
+    assert lay.flops_step / 0.1032e12 == pytest.approx(0.5, rel=1e-3)
+    lay.submit(w, 0, 1.0)
+    lay.submit(w, 1, 1.0)
+    for t in range(1, 6):
+        w.update(snap(float(t), ["u1", "u2", "h"], [100.0, -100.0, -50.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("user")
+    assert list(df.loc["u1", "devices"]) == [RSU_NAME, RSU_NAME, "u1"] and df.loc["u1", "reschedules"] == 0
+    assert list(df.loc["u2", "devices"]) == ["h", "h", "u2"] and df.loc["u2", "reschedules"] == 1
+    assert df["success"].all() and max(df.loc["u2", "step_queue_s"]) == 0.0

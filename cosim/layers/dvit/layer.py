@@ -64,6 +64,14 @@ class DViTConfig:
     rsu_compute_flops: list = option([], doc="[lo, hi] RSU compute [FLOP/s]; empty = the preset's")
     vehicle_queue: list = option([], doc="[beta, eta] M/M/1 arrival and service rates [1/s]; empty = the preset's")
     rsu_queue: list = option([], doc="[beta, eta] of the RSU [1/s]; empty = the preset's")
+    handover: str = option("fail", choices=("fail", "migrate"),
+                           doc="the user handed over to another RSU mid-task: fail (the paper: C4 at the hand-off) | "
+                               "migrate (ours: the old RSU forwards the latent over the backhaul, the new RSU "
+                               "reschedules the remaining steps with its own helpers)")
+    backhaul_rate_bps: float = option(1e9, lo=0.0, lo_open=True,
+                                      doc="RSU-to-RSU backhaul rate for handover = migrate [bit/s] (ours: 1 Gbit/s)")
+    backhaul_latency_s: float = option(0.005, lo=0.0,
+                                       doc="RSU-to-RSU backhaul latency for handover = migrate [s] (ours: 5 ms)")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -86,7 +94,8 @@ def _check(cfg: DViTConfig, where: str) -> None:
 @dataclass
 class Task(kn.Task):
     user: str = ""
-    rsu: int = -1
+    rsu: int = -1  # the RSU in charge (changes when the task migrates)
+    request_rsu: int = -1  # the RSU that received the request
     plan: list = field(default_factory=list)  # device names for the remaining steps ("@rsu" = the RSU)
     holder: str = "@rsu"
     devices: list = field(default_factory=list)
@@ -98,6 +107,8 @@ class Task(kn.Task):
     reschedules: int = 0
     c3_violations: int = 0
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
+    migrations: int = 0  # handovers of the user the task followed (handover = "migrate")
+    migrate_s: float = 0.0  # time spent forwarding the latent between RSUs [s]
 
     @property
     def k(self) -> int:
@@ -130,7 +141,7 @@ class DViTLayer(Layer):
         self.flops_step = self.shape.flops_per_step()
         self.bits = self.shape.handoff_bits()
         self.kernel = kn.Kernel(list(self.policies), c.queue)
-        self.stats = {p: {"planned": [], "reschedules": 0} for p in self.policies}
+        self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0} for p in self.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
@@ -152,8 +163,10 @@ class DViTLayer(Layer):
             self._rsu_cpu[rsu] = float(lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.RSU_CPU, rsu))
         return self._rsu_cpu[rsu]
 
-    def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int) -> tuple[Problem, list]:
-        """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user]."""
+    def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int,
+                      upload: bool = True) -> tuple[Problem, list]:
+        """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user].
+        ``upload``: the request upload comes first (a request; False for a re-plan mid-task)."""
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)
         cand = served[(served != user) & (served != (origin if origin is not None else -1))]
@@ -189,7 +202,7 @@ class DViTLayer(Layer):
             comm[0, 1:] = np.where(i2v > 0, self.bits / np.where(i2v > 0, i2v, 1.0), np.inf)
         # C1 for a helper origin: the sub-problem's device 0 is that helper (no RSU in it)
         up = world.rate_v2i_bps[user]
-        upload = self.cfg.request_bits / up if up > 0 else np.inf
+        upload = (self.cfg.request_bits / up if up > 0 else np.inf) if upload else 0.0
         xy = np.column_stack([s.x[np.maximum(vidx, 0)], s.y[np.maximum(vidx, 0)]])
         vel = np.column_stack([world.vx[np.maximum(vidx, 0)], world.vy[np.maximum(vidx, 0)]])
         bw = world.bandwidth_hz[np.maximum(vidx, 0)].copy()
@@ -249,7 +262,7 @@ class DViTLayer(Layer):
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
         problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
         for policy in self.live():
-            task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu)
+            task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
             try:
                 plan = self._plan(policy, p, task, world)
@@ -315,35 +328,48 @@ class DViTLayer(Layer):
 
     def _step(self, task: Task, world: World, index: dict, until: float) -> None:
         """One step of ``task`` (with the analytic queue, also the steps that follow on the same
-        device and start before ``until``), or its end."""
-        K, rsu = self.cfg.steps, task.rsu
+        device and start before ``until``), or its end. Each step start is a decision epoch:
+        the user's handover (``handover = "migrate"``) and a step that cannot run in time make
+        the task's RSU reschedule."""
+        K = self.cfg.steps
         while True:
             if task.user not in index:
                 return self._finish(task, "failed", "user-vanished", world.time_s)
             if task.holder != RSU_NAME and task.holder not in index:
                 return self._finish(task, "failed", "device-lost", world.time_s)
+            if self.cfg.handover == "migrate" and task.holder != task.user:
+                srv = int(world.serving[index[task.user]])
+                if 0 <= srv != task.rsu:
+                    before = task.clock
+                    if not self._migrate(task, world, index, srv):
+                        return
+                    if task.clock > before:
+                        return  # the next step starts once the latent has arrived
+            rsu = task.rsu
             dev = task.plan[0]
             # the holder keeps computing what it holds (no link needed); a device that is to
             # receive the result must still be in the simulation and, unless it is the user, in
             # the RSU's coverage
-            ok = dev == RSU_NAME or dev == task.holder or (
+            reachable = dev == RSU_NAME or dev == task.holder or (
                 dev in index and (dev == task.user or world.serving[index[dev]] == rsu))
             comm = comp = queue = 0.0
-            if ok:
+            if reachable:
                 comm, comp, queue = self._step_time(world, index, task, dev, rsu)
-                ok = comm + comp + queue <= self.cfg.t_max_s
-                if not ok and dev == task.holder:
-                    ok = True  # nothing to gain by moving: the step runs, late (C3)
-            if not ok and dev != task.user:
-                if task.rescheduled_at == task.k:  # the new plan did not help either
+            in_time = reachable and comm + comp + queue <= self.cfg.t_max_s
+            if not in_time and dev != task.user:
+                # the paper: a step that cannot be done within T_max is rescheduled to another
+                # device — whoever holds the latent (once per step)
+                if task.rescheduled_at != task.k:
+                    task.rescheduled_at = task.k
+                    moved = self._reschedule(task, world, index, must=not reachable)
+                    if task.status != "running":
+                        return
+                    if moved:
+                        continue
+                if not reachable:  # the new plan did not help either
                     if not (dev == RSU_NAME or dev in index):
                         return self._finish(task, "failed", "device-lost", world.time_s)
                     comm, comp, queue = self._step_time(world, index, task, dev, rsu)
-                else:
-                    task.rescheduled_at = task.k
-                    if not self._reschedule(task, world, index):
-                        return
-                    continue
             break
         if dev == task.user and task.holder != task.user:
             if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
@@ -388,16 +414,33 @@ class DViTLayer(Layer):
             else:
                 self._finish(task, "done", "", world.time_s)
 
-    def _reschedule(self, task: Task, world: World, index: dict) -> bool:
+    def _reschedule(self, task: Task, world: World, index: dict, must: bool) -> bool:
+        """Re-plan the remaining steps from the holder. ``must``: the planned device cannot be
+        reached; else it is too slow, and the task moves only where another device can do the
+        step within T_max. True if the plan changed; a task that cannot go on is finished."""
+        if task.holder == task.user:
+            task.plan = [task.user] * (self.cfg.steps - task.k)
+            return True
+        problem, names = self._subproblem(task, world, index)
+        if not must:
+            cost = problem.step_cost() + problem.comm_s[0]  # the next step on each device
+            if task.plan[0] in names:
+                cost[names.index(task.plan[0])] = np.inf  # ... other than the slow one
+            if not np.any(cost <= self.cfg.t_max_s):
+                return False  # no device can do it in time: it runs as planned, late (C3)
         task.reschedules += 1
         self.stats[task.policy]["reschedules"] += 1
-        remaining = self.cfg.steps - task.k
+        return self._replan(task, world, problem, names)
+
+    def _subproblem(self, task: Task, world: World, index: dict) -> tuple[Problem, list]:
+        """The remaining steps as a problem whose device 0 is the holder (the task's RSU, or a
+        helper), on this slot's world."""
         origin = None if task.holder == RSU_NAME else index[task.holder]
-        if task.holder == task.user:
-            task.plan = [task.user] * remaining
-            return True
-        problem, names = self.build_problem(world, index[task.user], task.rsu, origin, remaining)
-        problem = self._contended(problem, names, task.policy, task.rsu, task.clock)
+        problem, names = self.build_problem(world, index[task.user], task.rsu, origin, self.cfg.steps - task.k,
+                                            upload=False)
+        return self._contended(problem, names, task.policy, task.rsu, task.clock), names
+
+    def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:
         try:
             plan = self._plan(task.policy, problem, task, world)
         except PolicyFailed as exc:
@@ -408,6 +451,19 @@ class DViTLayer(Layer):
             return False
         task.plan = [names[j] for j in plan]
         return True
+
+    def _migrate(self, task: Task, world: World, index: dict, rsu: int) -> bool:
+        """``handover = "migrate"`` (ours, beyond the paper): the user is now served by ``rsu``.
+        If the old RSU holds the latent it forwards it (n' mu bits) over the backhaul; a helper
+        holding it keeps it. The new RSU reschedules the remaining steps with its own helpers."""
+        if task.holder == RSU_NAME:
+            cost = self.cfg.backhaul_latency_s + self.bits / self.cfg.backhaul_rate_bps
+            task.clock += cost
+            task.migrate_s += cost
+        task.migrations += 1
+        self.stats[task.policy]["migrations"] += 1
+        task.rsu = rsu
+        return self._replan(task, world, *self._subproblem(task, world, index))
 
     def _finish(self, task: Task, status: str, reason: str, now: float) -> None:
         st = self.stats[task.policy]
@@ -420,7 +476,7 @@ class DViTLayer(Layer):
         self.table.append({
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
             "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
-            "rsu": np.array([task.rsu]), "steps": np.array([self.cfg.steps]),
+            "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
             "devices": Lists([list(task.devices)], pa.string()),
             "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
             "queue_s": np.array([float(np.sum(task.queue))]),
@@ -429,7 +485,9 @@ class DViTLayer(Layer):
             "step_queue_s": Lists([list(task.queue)], pa.float64()),
             "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
             "latency_s": np.array([latency]),
-            "reschedules": np.array([task.reschedules]), "success": np.array([status == "done"]),
+            "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
+            "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
+            "success": np.array([status == "done"]),
             "failure": np.array([reason], dtype=object),
         })
 
@@ -464,6 +522,7 @@ class DViTLayer(Layer):
                 **self.kernel.block(p),
                 "mean_planned_latency_s": float(np.mean(st["planned"])) if st["planned"] else None,
                 "reschedules": st["reschedules"],
+                "migrations": st["migrations"],
             }
             if self.cfg.execute:
                 hb = st.get("handoff_bytes", [])
