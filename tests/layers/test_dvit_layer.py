@@ -195,3 +195,34 @@ def test_a_step_too_slow_on_its_holder_moves_to_a_device_that_can_do_it_in_time(
     assert list(df.loc["u1", "devices"]) == [RSU_NAME, RSU_NAME, "u1"] and df.loc["u1", "reschedules"] == 0
     assert list(df.loc["u2", "devices"]) == ["h", "h", "u2"] and df.loc["u2", "reschedules"] == 1
     assert df["success"].all() and max(df.loc["u2", "step_queue_s"]) == 0.0
+
+
+def test_closed_loop_vidi_re_decides_from_each_slots_world(tmp_path):
+    """Seeded draws (seed 3) over [0.1, 4] TFLOP/s: user "v2" 0.34, helper "h3" 1.92, "h4" 3.83.
+    The RSU is saturated (M/M/1 at 39/40: 0.975 s > T_max). At the request only h3 is there:
+    both VIDI and optimal run the non-local steps on it. In the next slot h4 (twice as fast)
+    turns up 10 m from h3: VIDI (replan = "every-step") re-decides at its first step in that slot
+    and moves the result to h4; optimal (planned once) stays on h3."""
+    w = world()
+    lay, rec = layer(tmp_path, policies=["vidi", "optimal"], steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
+                     vehicle_compute_flops=[0.1e12, 4e12])
+    assert lay.every_step == {"vidi": True, "optimal": False}
+    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    for t in range(2, 6):
+        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
+    assert list(df.loc["optimal", "devices"]) == ["h3"] * 45 + ["v2"] * 5 and df.loc["optimal", "replans"] == 0
+    vd = list(df.loc["vidi", "devices"])
+    steps = np.array(df.loc["vidi", "step_comm_s"]) + df.loc["vidi", "step_comp_s"] + df.loc["vidi", "step_queue_s"]
+    upload = df.loc["vidi", "latency_s"] - steps.sum()
+    start = 1.0 + upload + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
+    n1 = int(np.sum(start < 2.0))  # steps that started in the request's slot
+    assert 0 < n1 < 45
+    assert vd == ["h3"] * n1 + ["h4"] * (45 - n1) + ["v2"] * 5
+    assert df.loc["vidi", "replans"] >= 1 and df["success"].all()
+    assert df.loc["vidi", "latency_s"] < df.loc["optimal", "latency_s"]

@@ -36,6 +36,7 @@ from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.recorder import Lists
 from cosim.world import World
 from cosim.world import channel as ch
+from cosim.world.route_walk import point_along, route_index
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Task(kn.Task):
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
     migrations: int = 0  # handovers of the user the task followed (handover = "migrate")
     migrate_s: float = 0.0  # time spent forwarding the latent between RSUs [s]
+    replans: int = 0  # decisions taken again at a step completion (replan = "every-step")
+    planned_at: tuple = ()  # (slot, holder) of the last plan
 
     @property
     def k(self) -> int:
@@ -122,6 +125,11 @@ RSU_NAME = "@rsu"
 class DViTLayer(Layer):
     config_class = DViTConfig
     policy_kind = "scheduler"
+    #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
+    #: again only to reschedule) or "every-step" (also at every step completion, from the device
+    #: holding the result, on that slot's world: a closed loop over the decision epochs)
+    policy_traits = {"replan": "request"}
+    REPLAN = ("request", "every-step")
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -140,7 +148,13 @@ class DViTLayer(Layer):
         self.rsu_wait = mm1_wait_s(*rq)
         self.flops_step = self.shape.flops_per_step()
         self.bits = self.shape.handoff_bits()
+        for name, pol in self.policies.items():
+            if pol.traits["replan"] not in self.REPLAN:
+                raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
+                                  f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
+        self.every_step = {name: pol.traits["replan"] == "every-step" for name, pol in self.policies.items()}
         self.kernel = kn.Kernel(list(self.policies), c.queue)
+        self._ahead_slot, self._ahead = -1, {}
         self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0} for p in self.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
@@ -212,11 +226,62 @@ class DViTLayer(Layer):
             xy[0], vel[0], bw[0] = (r.x[rsu], r.y[rsu]), (0.0, 0.0), r.bandwidth_hz[rsu]
         dist = np.hypot(xy[:, 0] - r.x[rsu], xy[:, 1] - r.y[rsu])
         dwell = world.dwell_s[user]
-        p = Problem(comp, queue, comm, float(upload), float(dwell if np.isfinite(dwell) else 0.0), steps,
+        dwell = float(dwell if np.isfinite(dwell) else 0.0)
+        # the one coverage truth: the world's serving RSU and predicted dwell, per device
+        dev_dwell = np.where(vidx >= 0, world.dwell_s[np.maximum(vidx, 0)], np.inf)
+        dev_dwell = np.where(np.isnan(dev_dwell), 0.0, dev_dwell)
+        dev_dwell[-1] = dwell
+        ahead, offset = self._ahead_of(world, vidx, xy)
+        cc = world.cfg.channel
+        p = Problem(comp, queue, comm, float(upload), dwell, steps,
                     min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
-                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served))
+                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served), origin_rsu=origin is None,
+                    ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
+                    handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
+                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m)
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
+
+    AHEAD_CELLS = 16  # road-grid cells of each device's route ahead handed to the schedulers (400 m)
+
+    def _ahead_of(self, world: World, vidx: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(V, M, 2) centres of the next road-grid cells along each device's route (cell 0: where
+        it is; the RSU stays put) and (V,) how far each is into its cell, walked once per vehicle
+        and slot. Where the source knows no routes (a replayed trace) or the vehicle is inside a
+        junction, straight ahead along its velocity (the stated fallback)."""
+        if self._ahead_slot != world.slot:
+            self._ahead_slot, self._ahead = world.slot, {}
+        g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
+        out = np.repeat(xy[:, None, :], M, axis=1)
+        offset = np.zeros(len(vidx))
+        for row, i in enumerate(vidx):
+            if i < 0:
+                continue
+            vid = s.ids[i]
+            hit = self._ahead.get(vid)
+            if hit is None:
+                off = float(s.lane_pos[i]) % g
+                r = np.maximum(np.arange(M) * g - off + g / 2, 0.0)
+                r[0] = 0.0
+                pts = None
+                if world.route_of is not None and s.edge[i] in world.net.edge_ends:
+                    route = world.route_of[vid]
+                    k = route_index(route, s.edge[i])
+                    if k >= 0:
+                        pts = [point_along(route, k, float(s.lane_pos[i]) + d, world.net.edge_ends,
+                                           world.net.edge_length) for d in r]
+                        last = (float(s.x[i]), float(s.y[i]))
+                        for j, pt in enumerate(pts):  # past the route's end: it stays at the end
+                            pts[j] = last = pt if pt is not None else last
+                        pts = np.array(pts)
+                if pts is None:
+                    v = np.array([world.vx[i], world.vy[i]])
+                    sp = float(np.hypot(*v))
+                    unit = v / sp if sp > 0 else np.zeros(2)
+                    pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
+                hit = self._ahead[vid] = (pts, off)
+            out[row], offset[row] = hit
+        return out, offset
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World) -> list | None:
         """The policy's plan for ``problem``: device indices, or None if it found none. A plan
@@ -276,6 +341,7 @@ class DViTLayer(Layer):
             ev = evaluate(p, np.array(plan))
             task.planned_s, task.planned_ok = ev.total_s, ev.feasible
             task.plan = [names[j] for j in plan]
+            task.planned_at = (world.slot, RSU_NAME)
             task.clock = task.t_request + p.upload_s
             if not np.isfinite(task.clock):
                 self._finish(task, "failed", "no-uplink", world.time_s)
@@ -345,6 +411,13 @@ class DViTLayer(Layer):
                         return
                     if task.clock > before:
                         return  # the next step starts once the latent has arrived
+            if self.every_step[task.policy] and task.holder != task.user and \
+                    task.planned_at != (world.slot, task.holder) and K - task.k > self.cfg.local_steps:
+                # a decision epoch of a closed-loop scheduler: decide again from this slot's world
+                # (within a slot the world and so the decision from the same holder do not change)
+                task.replans += 1
+                if not self._replan(task, world, *self._subproblem(task, world, index)):
+                    return
             rsu = task.rsu
             dev = task.plan[0]
             # the holder keeps computing what it holds (no link needed); a device that is to
@@ -450,6 +523,7 @@ class DViTLayer(Layer):
             self._finish(task, "failed", "reschedule-infeasible", world.time_s)
             return False
         task.plan = [names[j] for j in plan]
+        task.planned_at = (world.slot, task.holder)
         return True
 
     def _migrate(self, task: Task, world: World, index: dict, rsu: int) -> bool:
@@ -487,6 +561,7 @@ class DViTLayer(Layer):
             "latency_s": np.array([latency]),
             "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
             "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
+            "replans": np.array([task.replans]),
             "success": np.array([status == "done"]),
             "failure": np.array([reason], dtype=object),
         })
