@@ -8,10 +8,20 @@ then *executed* over the following slots as SUMO moves the vehicles:
 * the request upload D_req / B(user -> RSU) comes first; then each step k starts when step k-1
   ends and is charged with the rates of the slot it starts in (eq. 7);
 * a helper that has left the simulation or the RSU's coverage before its step, or a step that
-  took longer than T_max, makes the RSU reschedule the remaining steps with the same policy
-  (the paper's rule; ours: on a sub-problem whose origin is the device holding the result);
+  cannot run within T_max on its device — whoever holds the latent — while another device can
+  do it in time, makes the RSU reschedule the remaining steps with the same policy (the paper's
+  rule; ours: on a sub-problem whose origin is the device holding the result, once per step);
+* a scheduler registered ``replan = "every-step"`` (VIDI) decides again at every step
+  completion from the holder, on that slot's world (the paper's decision epochs, closed loop);
 * a helper that vanishes while holding the result loses the task ("device-lost"); the user
-  leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3.
+  leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3;
+* ``handover = "fail"`` (the paper): a user served by another RSU when the result is due fails
+  C4; ``"migrate"`` (ours, beyond the paper): at the next step the old RSU forwards the latent
+  (if it holds it) over the backhaul and the new RSU reschedules with its own helpers.
+
+Ours, not the paper's: the last ``local_steps`` steps run on the user (the paper puts the
+final steps on the user with its local prompt but does not say how many); the ``calibrated``
+preset (Sec. IV's compute figures read as x100, see costmodel); migration at a handover.
 
 Success is judged on what happened: all K steps done, no step over T_max, C4 held.
 Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` block per policy in
@@ -47,10 +57,12 @@ class DViTConfig:
     queue: str = option("analytic", choices=kn.QUEUES,
                         doc="analytic: eq. (6) M/M/1 mean wait per step; simulated: steps of a policy's concurrent "
                             "tasks wait for the same RSU, vehicles and radios")
-    preset: str = option("calibrated", doc="compute ranges: calibrated | paper-literal (see docs/dvit.md)")
+    preset: str = option("calibrated", doc="compute ranges: calibrated (ours: Sec. IV's GFLOP/s read as x100) | "
+                                           "paper-literal (Sec. IV as printed); see docs/dvit.md")
     request_rate_per_s: float = option(1.0, doc="tasks per second over the whole network")
     steps: int = option(50, doc="K denoising steps per task")
-    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1")
+    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1 (ours: the paper "
+                                     "does not say how many)")
     t_max_s: float = option(0.8, doc="C3: the most a step may take [s]")
     request_bits: float = option(1e6, doc="D_req, the request upload [bit]")
     image_hw: int = option(512, doc="image height = width [px]")

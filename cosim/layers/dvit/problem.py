@@ -8,7 +8,8 @@ the RSU for k = 1, from o_{k-1} otherwise, 0 when the device does not change). T
 
 Constraints (eq. 14): C1 a step never returns from a vehicle to the RSU; C2 once on the user,
 the task stays there; C3 T_k <= T_max; C4 total - T_loc <= the user's dwell in coverage (T_loc
-= the user's own steps); and the last ``local_steps`` steps run on the user (local prompt).
+= the user's own steps); and the last ``local_steps`` steps run on the user (local prompt; ours:
+the paper does not say how many).
 """
 
 from __future__ import annotations
