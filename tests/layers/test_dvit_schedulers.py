@@ -265,3 +265,40 @@ def test_vidi_respects_c4_with_a_short_dwell():
     assert evaluate(p, plan).feasible
     np.testing.assert_array_equal(plan, [0] * 16 + [1] * 34)
     np.testing.assert_array_equal(optimal(p), [0] * 16 + [1] * 34)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_optimal_is_never_worse_than_any_policy_with_mobility(seed):
+    """The same property with everything VIDI looks at: hand-offs priced at future positions,
+    V2V range, per-device dwell. Every plan is judged on the planning snapshot (evaluate)."""
+    rng = np.random.default_rng(500 + seed)
+    p = random_problem(rng, n_helpers=int(rng.integers(0, 20)), K=int(rng.integers(5, 50)), local=int(rng.integers(1, 5)))
+    p.handoff_bits, p.v2v_range_m = 16.8e6, 300.0
+    p.bandwidth_hz = rng.uniform(50e6, 80e6, p.n_devices)
+    p.dwell_s = rng.uniform(0.2, 10.0, p.n_devices)
+    best = optimal(p)
+    for name, policy in SCHEDULERS.items():
+        plan = policy(p, np.random.default_rng(seed))
+        if plan is not None and evaluate(p, plan).feasible:
+            assert best is not None and evaluate(p, best).total_s <= evaluate(p, plan).total_s + 1e-9, name
+
+
+def test_optimal_is_never_worse_on_recorded_traffic():
+    """On the recorded grid6 worlds (conformance data, no SUMO): requests and re-plans built by
+    the layer, every policy's plan judged on the snapshot."""
+    from cosim.conformance import _ctx, _Tables, recorded_worlds
+    from cosim.layers.dvit.layer import DViTLayer
+
+    _, worlds = recorded_worlds()
+    layer = DViTLayer({}, _ctx(_Tables()))
+    n = 0
+    for w in worlds[::5]:
+        for u in np.flatnonzero(w.serving >= 0)[::40]:
+            p = layer.build_problem(w, int(u), int(w.serving[u]), None, 50)[0]
+            best = optimal(p)
+            for name, policy in SCHEDULERS.items():
+                plan = policy(p, np.random.default_rng(0))
+                if plan is not None and evaluate(p, plan).feasible:
+                    n += 1
+                    assert evaluate(p, best).total_s <= evaluate(p, plan).total_s + 1e-9, name
+    assert n > 50
