@@ -85,6 +85,10 @@ class DViTConfig:
                                       doc="RSU-to-RSU backhaul rate for handover = migrate [bit/s] (ours: 1 Gbit/s)")
     backhaul_latency_s: float = option(0.005, lo=0.0,
                                        doc="RSU-to-RSU backhaul latency for handover = migrate [s] (ours: 5 ms)")
+    ahead: str = option("route", choices=("route", "straight"),
+                        doc="where the schedulers see each vehicle going (VIDI's H'): along its SUMO route (straight "
+                            "ahead where the source has none, as in a replayed trace) | straight ahead always (a "
+                            "replay then reproduces a live run exactly)")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -276,7 +280,7 @@ class DViTLayer(Layer):
                 r = np.maximum(np.arange(M) * g - off + g / 2, 0.0)
                 r[0] = 0.0
                 pts = None
-                if world.route_of is not None and s.edge[i] in world.net.edge_ends:
+                if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
                     route = world.route_of[vid]
                     k = route_index(route, s.edge[i])
                     if k >= 0:
