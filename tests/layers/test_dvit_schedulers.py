@@ -231,14 +231,15 @@ def test_vidi_fixed_point_with_hand_offs_priced_at_the_next_cell():
 
 def mobility_world(still=False):
     """RSU 0 busy (0.3 s), helper A = 1 fast (0.08 s) 50 m beyond the user and driving away at
-    30 m/s (out of coverage in 1 s), helper B = 2 (0.1 s) parked 20 m from the user, user 3
-    (0.2 s) at x = 100 m. V2V range 150 m. Over 45 steps on A (3.6 s) A would be 258 m away."""
+    30 m/s (out of coverage in 1 s), helper B = 2 (0.1 s) parked 40 m on the other side of the
+    user, user 3 (0.2 s) at x = 100 m. V2V range 150 m. Over 45 steps on A (3.6 s) A would be
+    258 m away: out of range of the user and of B (no relay either)."""
     comm = np.array([[0.0, 0.05, 0.05, 0.05], [INF, 0.0, 0.03, 0.05], [INF, 0.03, 0.0, 0.04], [INF, INF, INF, 0.0]])
     vel = np.zeros((4, 2)) if still else np.array([[0.0, 0], [30, 0], [0, 0], [0, 0]])
     return Problem(np.array([0.3, 0.08, 0.1, 0.2]), np.zeros(4), comm, 0.01, 100.0, 50, 5, 0.8,
-                   dist_to_rsu_m=np.array([0.0, 150, 120, 100]), bandwidth_hz=np.array([150e6, 60e6, 60e6, 60e6]),
+                   dist_to_rsu_m=np.array([0.0, 150, 60, 100]), bandwidth_hz=np.array([150e6, 60e6, 60e6, 60e6]),
                    compute_flops=np.array([0.2e12, 0.7e12, 0.5e12, 0.3e12]),
-                   xy=np.array([[0.0, 0], [150, 0], [120, 0], [100, 0]]), speed_xy=vel,
+                   xy=np.array([[0.0, 0], [150, 0], [60, 0], [100, 0]]), speed_xy=vel,
                    dwell_s=np.array([INF, 1.0, 600, 600]), handoff_bits=16.8e6, v2v_range_m=150.0)
 
 
@@ -247,8 +248,8 @@ def test_mobility_changes_vidis_decision():
     still = mobility_world(still=True)
     np.testing.assert_array_equal(vidi(still), [1] * 45 + [3] * 5)
     assert optimal(still)[0] == 1
-    # moving, A's cell 4 (x = 262.5 m, reached at 3.33 s) is out of V2V range of the user: the
-    # roll-out from A cannot hand the result over after step 42, so VIDI takes B
+    # moving, A's cell 4 (x = 262.5 m, reached at 3.33 s) is out of V2V range of the user (and
+    # of B): the result could not reach the user after step 42, so VIDI takes B
     moving = mobility_world()
     np.testing.assert_array_equal(vidi(moving), [2] * 45 + [3] * 5)
     m = vidi_mdp(moving)
@@ -302,3 +303,15 @@ def test_optimal_is_never_worse_on_recorded_traffic():
                     n += 1
                     assert evaluate(p, best).total_s <= evaluate(p, plan).total_s + 1e-9, name
     assert n > 50
+
+
+def test_vidi_relays_through_a_helper_when_the_rsus_downlink_to_the_user_is_too_slow():
+    """RSU 0 (0.3 s a step) the fastest; its hand-off to the far user takes 0.6 s + the user's
+    0.4 s step = 1.0 s > T_max, a helper next to the user hands over in 0.05 + 0.4 s. Like
+    optimal, VIDI keeps the steps on the RSU and relays the last non-local one through the helper."""
+    comm = np.array([[0.0, 0.1, 0.6], [INF, 0.0, 0.05], [INF, INF, 0.0]])
+    p = Problem(np.array([0.3, 0.5, 0.4]), np.zeros(3), comm, 0.01, 100.0, 10, 2, 0.8)
+    want = [0] * 7 + [1] + [2] * 2
+    np.testing.assert_array_equal(optimal(p), want)
+    np.testing.assert_array_equal(vidi(p), want)
+    assert evaluate(p, vidi(p)).feasible

@@ -130,6 +130,7 @@ class VidiMDP:
     succ: np.ndarray  # (2, S, V) the successor states of (s, a), probability 1/2 each (eq. 17)
     v: np.ndarray  # (S,) the value after the last sweep
     Q: np.ndarray  # (S, V) F + rho E[v(s')]
+    recv: np.ndarray  # (S, V) the state of a when it receives the result from s (a == dev[s]: s)
     sweeps: int
     speed: np.ndarray  # (V,) [m/s]
     offset: np.ndarray  # (V,) how far into its current cell each device is [m]
@@ -243,7 +244,7 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
         if diff.max() <= phi:
             break
     Q = np.where(np.isfinite(F), F + (0.5 * rho) * (v[succ[0]] + v[succ[1]]), np.inf)
-    return VidiMDP(dev, cell, t, first, F, succ, v, Q, sweeps, speed, off, n_cells, g)
+    return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
 
 
 @register("vidi", options=VidiOptions, replan="every-step")
@@ -286,10 +287,21 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
     order = np.argsort(np.where(ok, Q, np.inf), axis=1, kind="stable")
     n_ok = ok.sum(axis=1)
+    # the way out of each state: to the user directly (C3 of the hand-off step), else through one
+    # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
+    # helper next to the user is not); ``via`` its best device, ``extra`` the time it adds
+    direct = F[:, U] <= tmax
+    relay = ok & (F[mdp.recv, U] <= tmax)
+    relay[:, U] = False
+    relay[np.arange(len(mdp.dev)), mdp.dev] = False
+    via = np.argmin(np.where(relay, F, np.inf), axis=1)
+    extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
 
     def exit_ok(a: int, when: float, elapsed: float) -> bool:
-        """The result, on ``a`` at ``when``, can go to the user: in V2V range, C3, C4."""
-        return bool(F[state_at(a, when), U] <= tmax and elapsed <= dwell)
+        """The result, on ``a`` at ``when``, can go to the user (directly or through one device):
+        in V2V range, C3, C4."""
+        s = state_at(a, when)
+        return bool(elapsed + extra[s] <= dwell)
 
     def safe(s: int, a: int, t: float, elapsed: float, n_left: int) -> bool:
         """``a`` can take the result now and keep it for the ``n_left`` non-local steps left,
@@ -324,6 +336,13 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
             plan.append(a)
             t, elapsed = t + f, elapsed + f
             s = state_at(a, t)
+        if plan and not direct[s] and np.isfinite(extra[s]):
+            # the result reaches the user through a relay: its step replaces the last one (or
+            # comes after an early exit)
+            b = int(via[s])
+            if len(plan) == n_pre:
+                plan.pop()
+            plan.append(b)
         return plan
 
     s0 = int(mdp.first[0])
