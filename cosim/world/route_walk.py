@@ -30,3 +30,20 @@ def point_along(route: tuple, k: int, dist: float, ends: dict, lengths: dict) ->
     fx, fy, tx, ty = ends[route[k]]
     f = min(1.0, dist / max(lengths[route[k]], 1e-9))
     return fx + f * (tx - fx), fy + f * (ty - fy)
+
+
+def points_along(route: tuple, k: int, dists, ends: dict, lengths: dict) -> list:
+    """:func:`point_along` for increasing ``dists`` in one walk; None from where the route ends
+    or leaves the known network."""
+    out, base = [], 0.0  # base: distance from the start of route[k] to the start of the current edge
+    for dist in dists:
+        while k < len(route) and route[k] in ends and dist - base > lengths[route[k]]:
+            base += lengths[route[k]]
+            k += 1
+        if k >= len(route) or route[k] not in ends:
+            out.append(None)
+            continue
+        fx, fy, tx, ty = ends[route[k]]
+        f = min(1.0, (dist - base) / max(lengths[route[k]], 1e-9))
+        out.append((fx + f * (tx - fx), fy + f * (ty - fy)))
+    return out

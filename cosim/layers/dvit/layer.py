@@ -46,7 +46,7 @@ from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.recorder import Lists
 from cosim.world import World
 from cosim.world import channel as ch
-from cosim.world.route_walk import point_along, route_index
+from cosim.world.route_walk import points_along, route_index
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ class DViTLayer(Layer):
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
 
-    AHEAD_CELLS = 16  # road-grid cells of each device's route ahead handed to the schedulers (400 m)
+    AHEAD_CELLS = 8  # road-grid cells of each device's route ahead handed to the schedulers (200 m)
 
     def _ahead_of(self, world: World, vidx: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(V, M, 2) centres of the next road-grid cells along each device's route (cell 0: where
@@ -284,8 +284,8 @@ class DViTLayer(Layer):
                     route = world.route_of[vid]
                     k = route_index(route, s.edge[i])
                     if k >= 0:
-                        pts = [point_along(route, k, float(s.lane_pos[i]) + d, world.net.edge_ends,
-                                           world.net.edge_length) for d in r]
+                        pts = points_along(route, k, float(s.lane_pos[i]) + r, world.net.edge_ends,
+                                           world.net.edge_length)
                         last = (float(s.x[i]), float(s.y[i]))
                         for j, pt in enumerate(pts):  # past the route's end: it stays at the end
                             pts[j] = last = pt if pt is not None else last
