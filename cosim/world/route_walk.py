@@ -22,14 +22,7 @@ def route_index(route: tuple, edge: str, hint: int = 0) -> int:
 def point_along(route: tuple, k: int, dist: float, ends: dict, lengths: dict) -> tuple[float, float] | None:
     """The point ``dist`` metres from the start of edge ``route[k]`` along ``route``; None past
     the route's end or on an edge the network does not know."""
-    while k < len(route) and route[k] in ends and dist > lengths[route[k]]:
-        dist -= lengths[route[k]]
-        k += 1
-    if k >= len(route) or route[k] not in ends:
-        return None
-    fx, fy, tx, ty = ends[route[k]]
-    f = min(1.0, dist / max(lengths[route[k]], 1e-9))
-    return fx + f * (tx - fx), fy + f * (ty - fy)
+    return points_along(route, k, (dist,), ends, lengths)[0]
 
 
 def points_along(route: tuple, k: int, dists, ends: dict, lengths: dict) -> list:
