@@ -138,6 +138,7 @@ plugins = ["cosim_example_plugin"]
 [layers.dvit]
 policies = ["vidi", "my-greedy"]
 request_rate_per_s = 2.0
+ahead = "straight"  # a trace carries no routes: the replay below must see what the run saw
 [layers.dvit.options.my-greedy]
 lookahead = 3
 

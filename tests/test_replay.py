@@ -25,7 +25,8 @@ def table(path):
 def test_parquet_replay_reproduces_the_live_run_exactly(tmp_path):
     toml = tmp_path / "s.toml"
     toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 60\nstep_length_s = 0.25\n'
-                    "[layers.dvit]\nrequest_rate_per_s = 2.0\n")
+                    # VIDI looks ahead along SUMO's routes, which a trace does not carry: straight ahead
+                    "[layers.dvit]\nrequest_rate_per_s = 2.0\nahead = \"straight\"\n")
     live = run_cli("run", str(toml), "--out", str(tmp_path / "live"), "-q", "--record", str(tmp_path / "t.parquet"))
     assert live.returncode == 0, live.stderr
     rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(toml), "--out", str(tmp_path / "rep"), "-q")

@@ -2,78 +2,193 @@
 """Reproduce Figs. 3-6 of the DViT paper (Xie et al., IEEE TVT 2024) on SUMO traffic.
 
     Fig. 3  latency vs number of vehicles (candidate helpers per task)
-    Fig. 4  latency vs number of inference steps K
-    Fig. 5  latency vs number of encoder layers L (6 ... 48)
+    Fig. 4  latency vs number of inference steps K (local steps: 1)
+    Fig. 5  latency vs number of encoder layers L
     Fig. 6  success rate vs number of vehicles
 
-Every point is one `cosim run` of scenarios/grid6_dvit.toml with all policies side by side on
-the same requests; runs go to parallel processes (libsumo allows one SUMO per process).
+Each figure is one `cosim sweep` of scenarios/grid6_dvit.toml over its parameter x preset x
+handover mode x seeds; every policy runs side by side on the same requests in each run. Every
+number printed or plotted comes with its per-seed paired difference to VIDI (policy - VIDI,
+same traffic and requests) and a Student-t 95 % interval, from `cosim.sweep.paired_differences`
+(the sweep's paired.csv).
 
-    python tools/dvit_figures.py --out runs/figures [--end 300] [--preset calibrated|paper-literal] [--jobs 2]
+    python tools/dvit_figures.py --out runs/dvit-figures [--end 300] [--seeds 3] [--jobs 2]
+        [--presets calibrated paper-literal] [--handover fail migrate] [--figs 3 4 5 6]
+    python tools/dvit_figures.py --modes runs/sweeps/dvit-handover [runs/sweeps/dvit-handover-town]
 
-Writes figures.csv (one row per point and policy) and fig3.png ... fig6.png.
+``--modes SWEEP...``: for sweeps with a ``layers.dvit.handover`` grid (tools/sweeps/dvit_handover*.toml),
+print migrate - fail per policy (per-seed paired: same traffic and requests) with 95 % intervals.
+
+Writes, under --out: one sweep folder per figure (results.parquet, paired.csv), figures.csv
+(mean per point and policy), paired.csv (all paired differences), figN_<preset>_<mode>.png
+(means) and figN_paired_<preset>_<mode>.png (policy - VIDI with 95 % intervals).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _runs import ROOT, line_plot, run_cosim
+from _runs import ROOT
 
 SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
-SWEEPS = {
-    "fig3": ("max_helpers", [2, 5, 10, 15, 20, 30]),
-    "fig4": ("steps", [10, 30, 50, 70, 100]),
-    "fig5": ("layers", [6, 12, 24, 36, 48]),
+#: figure -> (sweep name, key, values, metric, x label, y label)
+FIGS = {
+    "3": ("dvit-fig3-6", "layers.dvit.max_helpers", [2, 5, 10, 20, 30], "mean_latency_s", "candidate vehicles", "latency [s]"),
+    "6": ("dvit-fig3-6", "layers.dvit.max_helpers", [2, 5, 10, 20, 30], "success_rate", "candidate vehicles", "success rate"),
+    "4": ("dvit-fig4", "layers.dvit.steps", [10, 50, 100], "mean_latency_s", "inference steps K", "latency [s]"),
+    "5": ("dvit-fig5", "layers.dvit.layers", [6, 24, 48], "mean_latency_s", "encoder layers L", "latency [s]"),
 }
+PRESET, MODE = "layers.dvit.preset", "layers.dvit.handover"
 
 
-def run_point(out: Path, key: str, value, end: float, preset: str, seed: int) -> dict:
-    local = 5 if key != "steps" else max(1, int(value) // 10)
-    sets = {"scenario.step_length_s": 0.5, "layers.dvit.preset": preset, "layers.dvit.request_rate_per_s": 1.0,
-            f"layers.dvit.{key}": value, "layers.dvit.local_steps": local}
-    summary = run_cosim(SCENARIO, out / f"{key}-{value}", end=end, seed=seed, sets=sets)
-    return {"key": key, "value": value, "summary": summary["layers"]["dvit"]}
+def sweep(out: Path, name: str, key: str, values: list, args: argparse.Namespace) -> Path:
+    """Write and run the sweep of one figure; returns its results folder."""
+    sets = {"output.coverage": False, "scenario.step_length_s": 0.5}
+    if key == "layers.dvit.steps":
+        sets["layers.dvit.local_steps"] = 1
+    lines = ["[sweep]", f"name = {json.dumps(name)}", f"scenarios = [{json.dumps(str(SCENARIO))}]",
+             f"seeds = {args.seeds}", f"end_s = {args.end}", "", "[set]"]
+    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sets.items()]
+    lines += ["", "[grid]", f"{json.dumps(key)} = {json.dumps(values)}",
+              f"{json.dumps(PRESET)} = {json.dumps(args.presets)}", f"{json.dumps(MODE)} = {json.dumps(args.handover)}"]
+    spec = out / f"{name}.toml"
+    spec.write_text("\n".join(lines) + "\n")
+    res = out / name
+    cmd = [sys.executable, "-m", "cosim", "sweep", str(spec), "--out", str(res), "-q"]
+    if args.jobs:
+        cmd += ["--jobs", str(args.jobs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: {proc.stderr.strip()[-2000:]}")
+    return res
+
+
+def mode_differences(res, keys: list[str]):  # noqa: ANN001, ANN201
+    """migrate - fail per policy, paired per seed: the handover mode takes the place of the policy
+    in ``paired_differences`` (each policy is its own group), so the same statistics apply."""
+    from cosim.sweep import paired_differences
+
+    res = res[res["layer"] == "dvit"]
+    swapped = res.assign(layer=res["policy"], policy=res[MODE]).drop(columns=[MODE])
+    return paired_differences(swapped, keys, {p: "fail" for p in swapped["layer"].unique()}).rename(
+        columns={"layer": "dvit_policy", "policy": "mode"})
+
+
+def report_modes(dirs: list[str]) -> None:
+    import pandas as pd
+
+    cols = ["success_rate", "mean_latency_s", "p95_latency_s", "migrations"]
+    for d in dirs:
+        res = pd.read_parquet(Path(d) / "results.parquet")
+        keys = [k for k in (PRESET,) if k in res.columns]
+        dvit = res[res["layer"] == "dvit"]
+        print(f"\n{d}: means over seeds")
+        print(dvit.groupby([*keys, MODE, "policy"], sort=False)[cols].mean().round(3).to_string())
+        diff = mode_differences(res, keys)
+        print(f"{d}: migrate - fail (paired per seed, 95 % CI)")
+        show = diff[[*keys, "dvit_policy", "n"] + [c for m in cols for c in (f"{m}.diff", f"{m}.ci95")]]
+        print(show.round(4).to_string(index=False))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/dvit-figures")
-    ap.add_argument("--end", type=float, default=300.0, help="simulated seconds per point")
-    ap.add_argument("--preset", default="calibrated", choices=("calibrated", "paper-literal"))
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--end", type=float, default=300.0, help="simulated seconds per run")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--presets", nargs="+", default=["calibrated"], choices=("calibrated", "paper-literal"))
+    ap.add_argument("--handover", nargs="+", default=["fail", "migrate"], choices=("fail", "migrate"))
+    ap.add_argument("--figs", nargs="+", default=["3", "4", "5", "6"], choices=sorted(FIGS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--modes", nargs="+", metavar="SWEEP", help="only report migrate - fail of finished sweeps")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    points = [(k, v) for key, (k, vals) in SWEEPS.items() for v in vals]
-    rows = []
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for i, r in enumerate(pool.map(lambda kv: run_point(out, kv[0], kv[1], args.end, args.preset, args.seed), points)):
-            print(f"[{i + 1}/{len(points)}] {r['key']} = {r['value']}", file=sys.stderr)
-            for policy, s in r["summary"].items():
-                rows.append({"sweep": r["key"], "value": r["value"], "policy": policy, **s})
+    if args.modes:
+        return report_modes(args.modes)
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "figures.csv", index=False)
-    print(df.pivot_table(index=["sweep", "value"], columns="policy", values="mean_latency_s").round(3).to_string())
-    print(df.pivot_table(index=["sweep", "value"], columns="policy", values="success_rate").round(3).to_string())
+    from cosim.sweep import paired_differences
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Path] = {}
+    means, paired = [], []
+    for fig in args.figs:
+        name, key, values, metric, xlabel, ylabel = FIGS[fig]
+        if name not in done:
+            print(f"sweep {name}: {key} = {values} x {args.presets} x {args.handover} x {args.seeds} seeds",
+                  file=sys.stderr)
+            done[name] = sweep(out, name, key, values, args)
+        res = pd.read_parquet(done[name] / "results.parquet")
+        res = res[res["layer"] == "dvit"]
+        grid = [key, PRESET, MODE]
+        m = res.groupby([*grid, "policy"], sort=False)[metric].mean().reset_index()
+        m.insert(0, "fig", fig)
+        means.append(m.rename(columns={metric: "mean"}).assign(metric=metric))
+        pd_ = paired_differences(res, grid, {"dvit": "vidi"})
+        keep = [*grid, "policy", "baseline", "n", f"{metric}.diff", f"{metric}.ci95"]
+        pf = pd_[keep].rename(columns={f"{metric}.diff": "diff", f"{metric}.ci95": "ci95"})
+        pf.insert(0, "fig", fig)
+        paired.append(pf.assign(metric=metric))
+        if len(args.handover) > 1:
+            md = mode_differences(res, [key, PRESET])
+            print(f"Fig. {fig}: {metric}, migrate - fail per policy (paired per seed, 95 % CI)")
+            print(md[[key, PRESET, "dvit_policy", "n", f"{metric}.diff", f"{metric}.ci95"]].round(4).to_string(index=False))
+    means_df, paired_df = pd.concat(means), pd.concat(paired)
+    means_df.to_csv(out / "figures.csv", index=False)
+    paired_df.to_csv(out / "paired.csv", index=False)
+    for fig in args.figs:
+        _, key, _, metric, _, _ = FIGS[fig]
+        sub = paired_df[paired_df.fig == fig]
+        tab = sub.assign(cell=sub["diff"].map("{:+.3f}".format) + " ± " + sub["ci95"].map("{:.3f}".format))
+        print(f"\nFig. {fig}: {metric}, policy - vidi (mean over {args.seeds} seeds ± 95 % CI)")
+        print(tab.pivot_table(index=[PRESET, MODE, key], columns="policy", values="cell", aggfunc="first").to_string())
     if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
         return
-    specs = [("fig3", "max_helpers", "mean_latency_s", "candidate vehicles", "latency [s]"),
-             ("fig4", "steps", "mean_latency_s", "inference steps K", "latency [s]"),
-             ("fig5", "layers", "mean_latency_s", "encoder layers L", "latency [s]"),
-             ("fig6", "max_helpers", "success_rate", "candidate vehicles", "success rate")]
-    for fig, key, metric, xlabel, ylabel in specs:
-        line_plot(df[df.sweep == key], "value", metric, out / f"{fig}.png", xlabel, ylabel,
-                  f"{fig} ({args.preset}, grid6)")
-    print(f"wrote {out}/figures.csv and fig3..fig6.png", file=sys.stderr)
+    plot(out, means_df, paired_df, args)
+
+
+def plot(out: Path, means, paired, args: argparse.Namespace) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for fig in args.figs:
+        _, key, _, metric, xlabel, ylabel = FIGS[fig]
+        for preset in args.presets:
+            for mode in args.handover:
+                sel = (means.fig == fig) & (means[PRESET] == preset) & (means[MODE] == mode)
+                m = means[sel]
+                p = paired[(paired.fig == fig) & (paired[PRESET] == preset) & (paired[MODE] == mode)]
+                tag = f"fig{fig}_{preset}_{mode}"
+                plt.figure(figsize=(5.5, 3.6))
+                for policy, g in m.groupby("policy", sort=False):
+                    plt.plot(g[key], g["mean"], marker="o", label=policy)
+                plt.xlabel(xlabel)
+                plt.ylabel(ylabel)
+                plt.title(f"Fig. {fig} ({preset}, handover {mode}, grid6)", fontsize=9)
+                plt.legend(fontsize=7)
+                plt.tight_layout()
+                plt.savefig(out / f"{tag}.png", dpi=110)
+                plt.close()
+                plt.figure(figsize=(5.5, 3.6))
+                for i, (policy, g) in enumerate(p.groupby("policy", sort=False)):
+                    x = g[key].astype(float) * (1 + 0.015 * (i - 3))  # spread the bars apart
+                    plt.errorbar(x, g["diff"], yerr=g["ci95"], marker="o", capsize=3, label=policy)
+                plt.axhline(0.0, color="k", lw=0.8)
+                plt.xlabel(xlabel)
+                plt.ylabel(f"{ylabel}: policy - VIDI")
+                plt.title(f"Fig. {fig} paired ({preset}, {mode}; 95 % CI)", fontsize=9)
+                plt.legend(fontsize=7)
+                plt.tight_layout()
+                plt.savefig(out / f"fig{fig}_paired_{preset}_{mode}.png", dpi=110)
+                plt.close()
+    print(f"wrote {out}/figures.csv, paired.csv and the PNGs", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,129 @@ def test_unknown_config_key_and_policy(tmp_path):
         layer(tmp_path, policies=["fastest"])
     with pytest.raises(ConfigError, match="local_steps"):
         layer(tmp_path, steps=4, local_steps=5)
+
+
+def two_rsu_world():
+    cfg = from_dict({
+        "scenario": {"sumocfg": "/dev/null", "seed": 3},
+        "rsu": {"placement": "sites", "radius_m": 500.0,
+                "sites": [{"id": "A", "x": 0.0, "y": 0.0}, {"id": "B", "x": 1000.0, "y": 0.0}]},
+        "channel": {"fading": "none", "interference": False, "vehicle_bandwidth_hz": 50e6},
+    }, "t.toml")
+    return World(cfg, NET)
+
+
+@pytest.mark.parametrize("mode", ["fail", "migrate"])
+def test_user_crossing_to_another_rsu_mid_task(tmp_path, mode):
+    """The user drives from RSU A (x = 0) towards B (x = 1000) at 30 m/s and is handed over at
+    x = 510 (t = 3 s) while A still computes (mcpdi keeps the 45 non-local steps on the RSU,
+    0.1008 s each). fail: the result cannot reach the user at A (C4). migrate: A forwards the
+    latent to B (5 ms + n' mu / 1 Gbit/s = 21.79 ms), B runs the rest and hands it to the user."""
+    w = two_rsu_world()
+    lay, rec = layer(tmp_path, policies=["mcpdi"], steps=50, local_steps=5, handover=mode,
+                     rsu_compute_flops=[2e12, 2e12], vehicle_compute_flops=[1e12, 1e12],
+                     rsu_queue=[30.0, 40.0], vehicle_queue=[0.0, 10.0])
+    xs = {}
+    for t in range(1, 9):
+        xs[t] = 450.0 + 30.0 * (t - 1)
+        w.update(snap(float(t), ["u"], [xs[t]], speed=30.0))
+        if t == 1:
+            upload = 1e6 / w.rate_v2i_bps[0]
+            lay.submit(w, 0, 1.0)
+        if t == 5:
+            i2v_b = w.rate_i2v_bps[0]  # B -> user, the slot the hand-off starts in
+            assert w.serving[0] == 1
+        lay.on_slot(w)
+    out = lay.on_end()
+    rec.close()
+    row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
+    rsu_step = lay.flops_step / 2e12 + 30.0 / (40.0 * 10.0)  # 25.8 ms + 75 ms of M/M/1 wait
+    if mode == "fail":
+        assert row["failure"] == "C4" and row["migrations"] == 0 and row["final_rsu"] == 0
+        return
+    forward = 0.005 + 1025 * 512 * 32 / 1e9
+    assert row["success"] and row["migrations"] == 1 and row["final_rsu"] == 1 and row["rsu"] == 0
+    assert row["migrate_s"] == pytest.approx(forward)
+    assert list(row["devices"]) == [RSU_NAME] * 45 + ["u"] * 5
+    # the hand-off at t = 1 + upload + 45 steps + forward = 5.56 s runs with the t = 5 world
+    assert 5.0 < 1.0 + upload + 45 * rsu_step + forward < 6.0
+    expected = upload + 45 * rsu_step + forward + lay.bits / i2v_b + 5 * lay.flops_step / 1e12
+    assert row["latency_s"] == pytest.approx(expected, rel=1e-9)
+    assert out["mcpdi"]["migrations"] == 1
+
+
+def test_a_step_too_slow_on_its_holder_moves_to_a_device_that_can_do_it_in_time(tmp_path):
+    """Simulated queue: two tasks of mcpdi want the RSU (0.5 s a step, the most compute) at the
+    same instant. The second would wait 0.5 s for it: 1.0 s > T_max, so the RSU — which holds
+    its latent — reschedules the step (the paper's rule, whoever holds the latent) to the best
+    vehicle that can do it in time: helper "h" (0.516 s + the hand-off)."""
+    w = world().update(snap(1.0, ["u1", "u2", "h"], [100.0, -100.0, -50.0]))
+    lay, rec = layer(tmp_path, policies=["mcpdi"], steps=3, local_steps=1, queue="simulated",
+                     rsu_compute_flops=[0.1032e12, 0.1032e12], vehicle_compute_flops=[0.1e12, 0.1e12],
+                     rsu_queue=[0.0, 10.0], vehicle_queue=[0.0, 10.0])
+    assert lay.flops_step / 0.1032e12 == pytest.approx(0.5, rel=1e-3)
+    lay.submit(w, 0, 1.0)
+    lay.submit(w, 1, 1.0)
+    for t in range(1, 6):
+        w.update(snap(float(t), ["u1", "u2", "h"], [100.0, -100.0, -50.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("user")
+    assert list(df.loc["u1", "devices"]) == [RSU_NAME, RSU_NAME, "u1"] and df.loc["u1", "reschedules"] == 0
+    assert list(df.loc["u2", "devices"]) == ["h", "h", "u2"] and df.loc["u2", "reschedules"] == 1
+    assert df["success"].all() and max(df.loc["u2", "step_queue_s"]) == 0.0
+
+
+def test_closed_loop_vidi_re_decides_from_each_slots_world(tmp_path):
+    """Seeded draws (seed 3) over [0.1, 4] TFLOP/s: user "v2" 0.34, helper "h3" 1.92, "h4" 3.83.
+    The RSU is saturated (M/M/1 at 39/40: 0.975 s > T_max). At the request only h3 is there:
+    both VIDI and optimal run the non-local steps on it. In the next slot h4 (twice as fast)
+    turns up 10 m from h3: VIDI (replan = "every-step") re-decides at its first step in that slot
+    and moves the result to h4; optimal (planned once) stays on h3."""
+    w = world()
+    lay, rec = layer(tmp_path, policies=["vidi", "optimal"], steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
+                     vehicle_compute_flops=[0.1e12, 4e12])
+    assert lay.every_step == {"vidi": True, "optimal": False}
+    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    for t in range(2, 6):
+        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
+    assert list(df.loc["optimal", "devices"]) == ["h3"] * 45 + ["v2"] * 5 and df.loc["optimal", "replans"] == 0
+    vd = list(df.loc["vidi", "devices"])
+    steps = np.array(df.loc["vidi", "step_comm_s"]) + df.loc["vidi", "step_comp_s"] + df.loc["vidi", "step_queue_s"]
+    upload = df.loc["vidi", "latency_s"] - steps.sum()
+    start = 1.0 + upload + np.concatenate([[0.0], np.cumsum(steps)[:-1]])
+    n1 = int(np.sum(start < 2.0))  # steps that started in the request's slot
+    assert 0 < n1 < 45
+    assert vd == ["h3"] * n1 + ["h4"] * (45 - n1) + ["v2"] * 5
+    assert df.loc["vidi", "replans"] >= 1 and df["success"].all()
+    assert df.loc["vidi", "latency_s"] < df.loc["optimal", "latency_s"]
+
+
+@pytest.mark.parametrize("ahead", ["route", "straight"])
+def test_cells_ahead_follow_the_route(tmp_path, ahead):
+    """H' positions: a vehicle 90 m along e1 (0,0)->(100,0), then e2 (100,0)->(100,100), driving
+    +x. It is 15 m into its 25 m cell; cell m's centre lies m * 25 - 15 + 12.5 m ahead: 22.5 m
+    (on e2 at 12.5 m: (100, 12.5)), 47.5 m ((100, 37.5)). Straight ahead: (112.5, 0), (137.5, 0)."""
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)})
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+                     "channel": {"fading": "none"}}, "t.toml")
+    w = World(cfg, net)
+    w.route_of = {"v": ("e1", "e2")}
+    w.update(Snapshot(1.0, np.array(["v"], dtype=object), np.array([90.0]), np.zeros(1), np.array([10.0]),
+                      np.array([90.0]), np.zeros(1), np.array(["e1"], dtype=object), np.array(["e1_0"], dtype=object),
+                      np.array([90.0]), np.array([5.0])))
+    lay, _ = layer(tmp_path, ahead=ahead)
+    pts, off = lay._ahead_of(w, np.array([-1, 0]), np.array([[0.0, 0.0], [90.0, 0.0]]))
+    assert off.tolist() == [0.0, 15.0]
+    np.testing.assert_allclose(pts[0], 0.0)  # the RSU stays put
+    want = [[90, 0], [100, 12.5], [100, 37.5]] if ahead == "route" else [[90, 0], [112.5, 0], [137.5, 0]]
+    np.testing.assert_allclose(pts[1, :3], want, atol=1e-9)

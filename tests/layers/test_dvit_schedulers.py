@@ -131,3 +131,187 @@ def test_no_helpers_rsu_and_user_only():
     # with 0.2 s of dwell only 4 RSU steps fit before the hand-off (C4)
     p.user_dwell_s = 0.2
     np.testing.assert_array_equal(optimal(p), [0] * 4 + [1] * 6)
+
+
+def baseline_world(rsu_queue=0.01, inf_links=()):
+    """RSU 0 (most compute, band 150 MHz shared by 10 vehicles = 15 MHz), helpers 1 (nearest the
+    RSU), 2 (widest band), 3 (most compute of the vehicles), user 4. Every step fits T_max."""
+    comp = np.array([0.05, 0.12, 0.11, 0.08, 0.10])
+    queue = np.array([rsu_queue, 0.0, 0.0, 0.0, 0.0])
+    comm = np.full((5, 5), 0.1)
+    np.fill_diagonal(comm, 0.0)
+    comm[1:, 0] = np.inf  # nobody sends to the RSU
+    for i, j in inf_links:
+        comm[i, j] = np.inf
+    return Problem(comp, queue, comm, 0.01, 100.0, 6, 2, 0.5,
+                   dist_to_rsu_m=np.array([0.0, 20.0, 150.0, 200.0, 90.0]),
+                   bandwidth_hz=np.array([150e6, 55e6, 80e6, 60e6, 70e6]),
+                   compute_flops=np.array([2e12, 0.6e12, 0.7e12, 0.95e12, 0.8e12]),
+                   xy=np.zeros((5, 2)), speed_xy=np.zeros((5, 2)), rsu_share=10)
+
+
+def test_every_baseline_differs_from_every_other():
+    p = baseline_world()
+    plans = {name: tuple(SCHEDULERS[name](p, np.random.default_rng(1))) for name in ("mddi", "mbdi", "mcpdi", "vli", "sdi")}
+    assert plans["mddi"] == (1, 1, 1, 1, 4, 4)  # the helper nearest the RSU
+    assert plans["mbdi"] == (2, 2, 2, 2, 4, 4)  # 80 MHz beats the RSU's 150/10 = 15 MHz
+    assert plans["mcpdi"] == (0, 0, 0, 0, 4, 4)  # the RSU's 2 TFLOP/s
+    assert plans["vli"] == (3, 3, 3, 3, 4, 4)  # the fastest vehicle, no RSU
+    assert evaluate(p, plans["sdi"]).reason != "C1/C2"  # a random admissible device per step
+    names = sorted(plans)
+    for a, b in itertools.combinations(names, 2):
+        assert plans[a] != plans[b], (a, b)
+
+
+def test_baselines_fall_back_down_their_ranking():
+    # a busy RSU (0.5 s queue: 0.55 s > T_max) -> mcpdi takes its next device, helper 3
+    assert tuple(SCHEDULERS["mcpdi"](baseline_world(rsu_queue=0.5), None)) == (3, 3, 3, 3, 4, 4)
+    # helper 2 out of range of the RSU (no I2V link) -> mbdi's next, helper 3 (60 MHz; then 1 at
+    # 55 MHz, the RSU at 15 MHz); from helper 3, helper 2 is reachable again and ranked first
+    assert tuple(SCHEDULERS["mbdi"](baseline_world(inf_links=[(0, 2)]), None)) == (3, 2, 2, 2, 4, 4)
+    # nothing ranked can take the step (every helper unreachable): the user takes over at once
+    cut = [(0, 1), (0, 2), (0, 3)]
+    assert tuple(SCHEDULERS["mddi"](baseline_world(inf_links=cut), None)) == (4,) * 6
+
+
+# -- VIDI (Algorithm 1) on hand-worked MDPs -------------------------------------------------------
+from cosim.layers.dvit.schedulers import VidiOptions, vidi, vidi_mdp  # noqa: E402
+
+INF = np.inf
+
+
+def three_device_mdp(helper_step=0.1, **kw):
+    """RSU 0 (0.15 s a step), helper 1 at x = 10 m driving +x at 20 m/s (0.1 s), user 2 parked
+    at x = 50 m (0.2 s); hand-offs RSU->helper 0.1 s, RSU->user 0.3 s, helper->user 0.05 s.
+    K = 10 with 2 local steps. The helper passes 20 m in 10 of its steps: H' holds its cells 0
+    and 1 (25 m); one of its steps moves it 2 m, so from either cell it stays or moves on, 1/2
+    each (eq. 17)."""
+    comm = np.array([[0.0, 0.1, 0.3], [INF, 0.0, 0.05], [INF, INF, 0.0]])
+    args = dict(xy=np.array([[0.0, 0], [10, 0], [50, 0]]), speed_xy=np.array([[0.0, 0], [20, 0], [0, 0]]))
+    args.update(kw)
+    return Problem(np.array([0.15, helper_step, 0.2]), np.zeros(3), comm, 0.0, 100.0, 10, 2, 1.0, **args)
+
+
+def test_vidi_value_iteration_fixed_point_by_hand():
+    p = three_device_mdp()
+    m = vidi_mdp(p, VidiOptions(rho=0.9, phi=1e-10))
+    assert list(zip(m.dev.tolist(), m.cell.tolist())) == [(0, 0), (1, 0), (1, 1), (2, 0)]
+    np.testing.assert_allclose(m.F, [[0.15, 0.2, 0.5], [INF, 0.1, 0.25], [INF, 0.1, 0.25], [INF, INF, 0.2]])
+    # successors: (1,0) -> {(1,0), (1,1)}, (1,1) -> {(1,1)}, RSU -> helper lands in {(1,0), (1,1)}
+    assert m.succ[:, 1, 1].tolist() == [1, 2] and m.succ[:, 2, 1].tolist() == [2, 2]
+    assert m.succ[:, 0, 1].tolist() == [1, 2] and m.succ[:, 0, 2].tolist() == [3, 3]
+    # Bellman by hand, rho = 0.9: v(user) = 0.2 / 0.1 = 2; the helper keeps the task:
+    # 0.1 / 0.1 = 1 (handing over costs 0.25 + 0.9 * 2 = 2.05); the RSU hands it to the helper:
+    # 0.2 + 0.9 * 1 = 1.1 (keeping it for good: 0.15 / 0.1 = 1.5; to the user: 0.5 + 1.8 = 2.3);
+    # Q(RSU, keep) = 0.15 + 0.9 v(RSU) = 1.14
+    np.testing.assert_allclose(m.v, [1.1, 1.0, 1.0, 2.0], atol=1e-8)
+    np.testing.assert_allclose(m.Q[0], [1.14, 1.1, 2.3], atol=1e-8)
+    np.testing.assert_array_equal(vidi(p), [1] * 8 + [2] * 2)
+
+
+def test_vidi_fixed_point_with_hand_offs_priced_at_the_next_cell():
+    """A slow helper (0.25 s); hand-offs priced by eq. (3) where the helper will be: its cell 1
+    is centred at x = 10 + 37.5 = 47.5 m, 2.5 m from the user instead of 40 m. Today's hand-off
+    (0.05 s at 60 MHz: 16.8 Mbit -> 5.6 bit/s/Hz, SNR 2^5.6 - 1) gains (40 / 2.5)^1.77 in SNR."""
+    p = three_device_mdp(helper_step=0.25, bandwidth_hz=np.array([150e6, 60e6, 60e6]), handoff_bits=16.8e6)
+    m = vidi_mdp(p, VidiOptions(rho=0.9, phi=1e-10, horizon_cells=2))  # H': cells 0 and 1 (the last absorbs)
+    se0 = 16.8e6 / (0.05 * 60e6)
+    f11 = 0.05 * se0 / np.log2(1 + (2 ** se0 - 1) * (40 / 2.5) ** 1.77) + 0.2
+    assert m.F[2, 2] == pytest.approx(f11) and m.F[1, 2] == pytest.approx(0.25)  # from cell 0: today's
+    # by hand: v(1,1) = min(keep 0.25 / 0.1, hand over f11 + 0.9 * 2); v(1,0) = min(hand over
+    # 0.25 + 1.8, keep x = 0.25 + 0.45 x + 0.45 v(1,1)); v(RSU) = min(keep 1.5, helper
+    # 0.1 + 0.25 + 0.45 (v(1,0) + v(1,1)), user 2.3)
+    v11 = min(2.5, f11 + 1.8)
+    v10 = min(2.05, (0.25 + 0.45 * v11) / 0.55)
+    v0 = min(1.5, 0.35 + 0.45 * (v10 + v11), 2.3)
+    np.testing.assert_allclose(m.v, [v0, v10, v11, 2.0], atol=1e-8)
+    assert (v0, v10) == (1.5, 2.05) and v11 < 2.05  # the hand-off from cell 1 is the cheaper one
+    np.testing.assert_array_equal(vidi(p, None, VidiOptions(horizon_cells=2)), [0] * 8 + [2] * 2)
+
+
+def mobility_world(still=False):
+    """RSU 0 busy (0.3 s), helper A = 1 fast (0.08 s) 50 m beyond the user and driving away at
+    30 m/s (out of coverage in 1 s), helper B = 2 (0.1 s) parked 40 m on the other side of the
+    user, user 3 (0.2 s) at x = 100 m. V2V range 150 m. Over 45 steps on A (3.6 s) A would be
+    258 m away: out of range of the user and of B (no relay either)."""
+    comm = np.array([[0.0, 0.05, 0.05, 0.05], [INF, 0.0, 0.03, 0.05], [INF, 0.03, 0.0, 0.04], [INF, INF, INF, 0.0]])
+    vel = np.zeros((4, 2)) if still else np.array([[0.0, 0], [30, 0], [0, 0], [0, 0]])
+    return Problem(np.array([0.3, 0.08, 0.1, 0.2]), np.zeros(4), comm, 0.01, 100.0, 50, 5, 0.8,
+                   dist_to_rsu_m=np.array([0.0, 150, 60, 100]), bandwidth_hz=np.array([150e6, 60e6, 60e6, 60e6]),
+                   compute_flops=np.array([0.2e12, 0.7e12, 0.5e12, 0.3e12]),
+                   xy=np.array([[0.0, 0], [150, 0], [60, 0], [100, 0]]), speed_xy=vel,
+                   dwell_s=np.array([INF, 1.0, 600, 600]), handoff_bits=16.8e6, v2v_range_m=150.0)
+
+
+def test_mobility_changes_vidis_decision():
+    # parked, A is the best helper (0.08 s a step) and VIDI (like optimal) keeps the task on it
+    still = mobility_world(still=True)
+    np.testing.assert_array_equal(vidi(still), [1] * 45 + [3] * 5)
+    assert optimal(still)[0] == 1
+    # moving, A's cell 4 (x = 262.5 m, reached at 3.33 s) is out of V2V range of the user (and
+    # of B): the result could not reach the user after step 42, so VIDI takes B
+    moving = mobility_world()
+    np.testing.assert_array_equal(vidi(moving), [2] * 45 + [3] * 5)
+    m = vidi_mdp(moving)
+    s = m.state_at(1, 3.4)
+    assert m.cell[s] == 4 and np.isinf(m.F[s, 3])
+    assert np.isfinite(m.F[m.state_at(1, 3.2), 3])
+
+
+def test_vidi_respects_c4_with_a_short_dwell():
+    """The issue's toy: a fast RSU (0.03 s) and 0.5 s of dwell. Keeping the 45 steps on the RSU
+    breaks C4; VIDI hands over in time, like optimal (15 RSU steps: 0.01 + 15 * 0.03 = 0.46 s)."""
+    p = Problem(np.array([0.03, 0.1]), np.zeros(2), np.array([[0.0, 0.05], [INF, 0.0]]), 0.01, 0.5, 50, 5, 0.8)
+    plan = vidi(p)
+    assert evaluate(p, plan).feasible
+    np.testing.assert_array_equal(plan, [0] * 16 + [1] * 34)
+    np.testing.assert_array_equal(optimal(p), [0] * 16 + [1] * 34)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_optimal_is_never_worse_than_any_policy_with_mobility(seed):
+    """The same property with everything VIDI looks at: hand-offs priced at future positions,
+    V2V range, per-device dwell. Every plan is judged on the planning snapshot (evaluate)."""
+    rng = np.random.default_rng(500 + seed)
+    p = random_problem(rng, n_helpers=int(rng.integers(0, 20)), K=int(rng.integers(5, 50)), local=int(rng.integers(1, 5)))
+    p.handoff_bits, p.v2v_range_m = 16.8e6, 300.0
+    p.bandwidth_hz = rng.uniform(50e6, 80e6, p.n_devices)
+    p.dwell_s = rng.uniform(0.2, 10.0, p.n_devices)
+    best = optimal(p)
+    for name, policy in SCHEDULERS.items():
+        plan = policy(p, np.random.default_rng(seed))
+        if plan is not None and evaluate(p, plan).feasible:
+            assert best is not None and evaluate(p, best).total_s <= evaluate(p, plan).total_s + 1e-9, name
+
+
+def test_optimal_is_never_worse_on_recorded_traffic():
+    """On the recorded grid6 worlds (conformance data, no SUMO): requests and re-plans built by
+    the layer, every policy's plan judged on the snapshot."""
+    from cosim.conformance import _ctx, _Tables, recorded_worlds
+    from cosim.layers.dvit.layer import DViTLayer
+
+    _, worlds = recorded_worlds()
+    layer = DViTLayer({}, _ctx(_Tables()))
+    n = 0
+    for w in worlds[::5]:
+        for u in np.flatnonzero(w.serving >= 0)[::40]:
+            p = layer.build_problem(w, int(u), int(w.serving[u]), None, 50)[0]
+            best = optimal(p)
+            for name, policy in SCHEDULERS.items():
+                plan = policy(p, np.random.default_rng(0))
+                if plan is not None and evaluate(p, plan).feasible:
+                    n += 1
+                    assert evaluate(p, best).total_s <= evaluate(p, plan).total_s + 1e-9, name
+    assert n > 50
+
+
+def test_vidi_relays_through_a_helper_when_the_rsus_downlink_to_the_user_is_too_slow():
+    """RSU 0 (0.3 s a step) the fastest; its hand-off to the far user takes 0.6 s + the user's
+    0.4 s step = 1.0 s > T_max, a helper next to the user hands over in 0.05 + 0.4 s. Like
+    optimal, VIDI keeps the steps on the RSU and relays the last non-local one through the helper."""
+    comm = np.array([[0.0, 0.1, 0.6], [INF, 0.0, 0.05], [INF, INF, 0.0]])
+    p = Problem(np.array([0.3, 0.5, 0.4]), np.zeros(3), comm, 0.01, 100.0, 10, 2, 0.8)
+    want = [0] * 7 + [1] + [2] * 2
+    np.testing.assert_array_equal(optimal(p), want)
+    np.testing.assert_array_equal(vidi(p), want)
+    assert evaluate(p, vidi(p)).feasible

@@ -57,6 +57,7 @@ from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
 from cosim.world import World
 from cosim.world import channel as ch
+from cosim.world.route_walk import point_along, route_index
 from cosim.world.world import grown
 
 OUTCOMES = ("hit", "miss", "miss-no-room", "miss-rejected", "loading", "busy", "cloud", "preload", "outage")
@@ -452,24 +453,13 @@ class CacheLayer(Layer):
             if edge not in ends:
                 continue  # inside a junction: straight ahead is good enough
             route = routes[vid]
-            try:
-                k = route.index(edge, self.route_pos.get(vid, 0))
-            except ValueError:
-                try:
-                    k = route.index(edge)
-                except ValueError:
-                    continue
-            self.route_pos[vid] = k
-            left = v[i] * dt + s.lane_pos[i]
-            while k < len(route) and route[k] in ends and left > lengths[route[k]]:
-                left -= lengths[route[k]]
-                k += 1
-            if k >= len(route) or route[k] not in ends:
-                x[i] = y[i] = np.inf  # arrived (or off the known network): no demand from it
+            k = route_index(route, edge, self.route_pos.get(vid, 0))
+            if k < 0:
                 continue
-            fx, fy, tx, ty = ends[route[k]]
-            f = min(1.0, left / max(lengths[route[k]], 1e-9))
-            x[i], y[i] = fx + f * (tx - fx), fy + f * (ty - fy)
+            self.route_pos[vid] = k
+            pt = point_along(route, k, v[i] * dt + s.lane_pos[i], ends, lengths)
+            # arrived (or off the known network): no demand from it
+            x[i], y[i] = pt if pt is not None else (np.inf, np.inf)
         if len(self.route_pos) > 50_000:
             self.route_pos.clear()
         return x, y

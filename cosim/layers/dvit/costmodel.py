@@ -17,7 +17,7 @@ n' tokens of mu bits each (eq. 4).
 L = 6, d_f = 2048, devices of 5-10 / 15-20 "GFLOPs") give D = 8.60 GFLOP and L D = 51.6 GFLOP per
 step: 5-10 s on a vehicle, 2.6-3.4 s on an RSU, against T_max = 0.8 s — every step violates C3,
 yet the paper reports success rates near 1. The ``paper-literal`` preset keeps those numbers.
-The ``calibrated`` default keeps every model dimension and the paper's 3:1 RSU:vehicle compute
+The ``calibrated`` default (ours, not the paper's) keeps every model dimension and the paper's 3:1 RSU:vehicle compute
 ratio and range widths but reads the compute figures as x100 (vehicles 0.5-1.0 TFLOP/s, an
 automotive SoC at realistic transformer utilisation; RSUs 1.5-2.0 TFLOP/s, an edge GPU): a step
 then takes 52-103 ms on a vehicle and 26-34 ms on an RSU, and one hand-off (n' mu = 16.8 Mbit)
@@ -89,7 +89,7 @@ class DViTParams:
 
     shape: DViTShape = DViTShape()
     steps: int = 50  # K denoising steps
-    local_steps: int = 5  # the last steps always run on the user (local prompt, privacy)
+    local_steps: int = 5  # ours: the last steps always run on the user (local prompt, privacy)
     t_max_s: float = 0.8  # C3: per-step limit [s]
     request_bits: float = 1e6  # D_req [bit]
     vehicle_compute_flops: tuple = (0.5e12, 1.0e12)  # c_n range [FLOP/s]

@@ -8,10 +8,20 @@ then *executed* over the following slots as SUMO moves the vehicles:
 * the request upload D_req / B(user -> RSU) comes first; then each step k starts when step k-1
   ends and is charged with the rates of the slot it starts in (eq. 7);
 * a helper that has left the simulation or the RSU's coverage before its step, or a step that
-  took longer than T_max, makes the RSU reschedule the remaining steps with the same policy
-  (the paper's rule; ours: on a sub-problem whose origin is the device holding the result);
+  cannot run within T_max on its device — whoever holds the latent — while another device can
+  do it in time, makes the RSU reschedule the remaining steps with the same policy (the paper's
+  rule; ours: on a sub-problem whose origin is the device holding the result, once per step);
+* a scheduler registered ``replan = "every-step"`` (VIDI) decides again at every step
+  completion from the holder, on that slot's world (the paper's decision epochs, closed loop);
 * a helper that vanishes while holding the result loses the task ("device-lost"); the user
-  leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3.
+  leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3;
+* ``handover = "fail"`` (the paper): a user served by another RSU when the result is due fails
+  C4; ``"migrate"`` (ours, beyond the paper): at the next step the old RSU forwards the latent
+  (if it holds it) over the backhaul and the new RSU reschedules with its own helpers.
+
+Ours, not the paper's: the last ``local_steps`` steps run on the user (the paper puts the
+final steps on the user with its local prompt but does not say how many); the ``calibrated``
+preset (Sec. IV's compute figures read as x100, see costmodel); migration at a handover.
 
 Success is judged on what happened: all K steps done, no step over T_max, C4 held.
 Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` block per policy in
@@ -36,6 +46,7 @@ from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.recorder import Lists
 from cosim.world import World
 from cosim.world import channel as ch
+from cosim.world.route_walk import points_along, route_index
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,12 @@ class DViTConfig:
     queue: str = option("analytic", choices=kn.QUEUES,
                         doc="analytic: eq. (6) M/M/1 mean wait per step; simulated: steps of a policy's concurrent "
                             "tasks wait for the same RSU, vehicles and radios")
-    preset: str = option("calibrated", doc="compute ranges: calibrated | paper-literal (see docs/dvit.md)")
+    preset: str = option("calibrated", doc="compute ranges: calibrated (ours: Sec. IV's GFLOP/s read as x100) | "
+                                           "paper-literal (Sec. IV as printed); see docs/dvit.md")
     request_rate_per_s: float = option(1.0, doc="tasks per second over the whole network")
     steps: int = option(50, doc="K denoising steps per task")
-    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1")
+    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1 (ours: the paper "
+                                     "does not say how many)")
     t_max_s: float = option(0.8, doc="C3: the most a step may take [s]")
     request_bits: float = option(1e6, doc="D_req, the request upload [bit]")
     image_hw: int = option(512, doc="image height = width [px]")
@@ -64,6 +77,18 @@ class DViTConfig:
     rsu_compute_flops: list = option([], doc="[lo, hi] RSU compute [FLOP/s]; empty = the preset's")
     vehicle_queue: list = option([], doc="[beta, eta] M/M/1 arrival and service rates [1/s]; empty = the preset's")
     rsu_queue: list = option([], doc="[beta, eta] of the RSU [1/s]; empty = the preset's")
+    handover: str = option("fail", choices=("fail", "migrate"),
+                           doc="the user handed over to another RSU mid-task: fail (the paper: C4 at the hand-off) | "
+                               "migrate (ours: the old RSU forwards the latent over the backhaul, the new RSU "
+                               "reschedules the remaining steps with its own helpers)")
+    backhaul_rate_bps: float = option(1e9, lo=0.0, lo_open=True,
+                                      doc="RSU-to-RSU backhaul rate for handover = migrate [bit/s] (ours: 1 Gbit/s)")
+    backhaul_latency_s: float = option(0.005, lo=0.0,
+                                       doc="RSU-to-RSU backhaul latency for handover = migrate [s] (ours: 5 ms)")
+    ahead: str = option("route", choices=("route", "straight"),
+                        doc="where the schedulers see each vehicle going (VIDI's H'): along its SUMO route (straight "
+                            "ahead where the source has none, as in a replayed trace) | straight ahead always (a "
+                            "replay then reproduces a live run exactly)")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -86,7 +111,8 @@ def _check(cfg: DViTConfig, where: str) -> None:
 @dataclass
 class Task(kn.Task):
     user: str = ""
-    rsu: int = -1
+    rsu: int = -1  # the RSU in charge (changes when the task migrates)
+    request_rsu: int = -1  # the RSU that received the request
     plan: list = field(default_factory=list)  # device names for the remaining steps ("@rsu" = the RSU)
     holder: str = "@rsu"
     devices: list = field(default_factory=list)
@@ -98,6 +124,10 @@ class Task(kn.Task):
     reschedules: int = 0
     c3_violations: int = 0
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
+    migrations: int = 0  # handovers of the user the task followed (handover = "migrate")
+    migrate_s: float = 0.0  # time spent forwarding the latent between RSUs [s]
+    replans: int = 0  # decisions taken again at a step completion (replan = "every-step")
+    planned_at: tuple = ()  # (slot, holder) of the last plan
 
     @property
     def k(self) -> int:
@@ -111,6 +141,11 @@ RSU_NAME = "@rsu"
 class DViTLayer(Layer):
     config_class = DViTConfig
     policy_kind = "scheduler"
+    #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
+    #: again only to reschedule) or "every-step" (also at every step completion, from the device
+    #: holding the result, on that slot's world: a closed loop over the decision epochs)
+    policy_traits = {"replan": "request"}
+    REPLAN = ("request", "every-step")
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -129,8 +164,14 @@ class DViTLayer(Layer):
         self.rsu_wait = mm1_wait_s(*rq)
         self.flops_step = self.shape.flops_per_step()
         self.bits = self.shape.handoff_bits()
+        for name, pol in self.policies.items():
+            if pol.traits["replan"] not in self.REPLAN:
+                raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
+                                  f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
+        self.every_step = {name: pol.traits["replan"] == "every-step" for name, pol in self.policies.items()}
         self.kernel = kn.Kernel(list(self.policies), c.queue)
-        self.stats = {p: {"planned": [], "reschedules": 0} for p in self.policies}
+        self._ahead_slot, self._ahead = -1, {}
+        self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0} for p in self.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
@@ -152,8 +193,10 @@ class DViTLayer(Layer):
             self._rsu_cpu[rsu] = float(lo + (hi - lo) * ch.hash_uniform(self.ctx.seed, ch.RSU_CPU, rsu))
         return self._rsu_cpu[rsu]
 
-    def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int) -> tuple[Problem, list]:
-        """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user]."""
+    def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int,
+                      upload: bool = True) -> tuple[Problem, list]:
+        """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user].
+        ``upload``: the request upload comes first (a request; False for a re-plan mid-task)."""
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)
         cand = served[(served != user) & (served != (origin if origin is not None else -1))]
@@ -189,7 +232,7 @@ class DViTLayer(Layer):
             comm[0, 1:] = np.where(i2v > 0, self.bits / np.where(i2v > 0, i2v, 1.0), np.inf)
         # C1 for a helper origin: the sub-problem's device 0 is that helper (no RSU in it)
         up = world.rate_v2i_bps[user]
-        upload = self.cfg.request_bits / up if up > 0 else np.inf
+        upload = (self.cfg.request_bits / up if up > 0 else np.inf) if upload else 0.0
         xy = np.column_stack([s.x[np.maximum(vidx, 0)], s.y[np.maximum(vidx, 0)]])
         vel = np.column_stack([world.vx[np.maximum(vidx, 0)], world.vy[np.maximum(vidx, 0)]])
         bw = world.bandwidth_hz[np.maximum(vidx, 0)].copy()
@@ -199,11 +242,62 @@ class DViTLayer(Layer):
             xy[0], vel[0], bw[0] = (r.x[rsu], r.y[rsu]), (0.0, 0.0), r.bandwidth_hz[rsu]
         dist = np.hypot(xy[:, 0] - r.x[rsu], xy[:, 1] - r.y[rsu])
         dwell = world.dwell_s[user]
-        p = Problem(comp, queue, comm, float(upload), float(dwell if np.isfinite(dwell) else 0.0), steps,
+        dwell = float(dwell if np.isfinite(dwell) else 0.0)
+        # the one coverage truth: the world's serving RSU and predicted dwell, per device
+        dev_dwell = np.where(vidx >= 0, world.dwell_s[np.maximum(vidx, 0)], np.inf)
+        dev_dwell = np.where(np.isnan(dev_dwell), 0.0, dev_dwell)
+        dev_dwell[-1] = dwell
+        ahead, offset = self._ahead_of(world, vidx, xy)
+        cc = world.cfg.channel
+        p = Problem(comp, queue, comm, float(upload), dwell, steps,
                     min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
-                    compute_flops=cpu, xy=xy, speed_xy=vel)
+                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served), origin_rsu=origin is None,
+                    ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
+                    handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
+                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m)
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
+
+    AHEAD_CELLS = 8  # road-grid cells of each device's route ahead handed to the schedulers (200 m)
+
+    def _ahead_of(self, world: World, vidx: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(V, M, 2) centres of the next road-grid cells along each device's route (cell 0: where
+        it is; the RSU stays put) and (V,) how far each is into its cell, walked once per vehicle
+        and slot. Where the source knows no routes (a replayed trace) or the vehicle is inside a
+        junction, straight ahead along its velocity (the stated fallback)."""
+        if self._ahead_slot != world.slot:
+            self._ahead_slot, self._ahead = world.slot, {}
+        g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
+        out = np.repeat(xy[:, None, :], M, axis=1)
+        offset = np.zeros(len(vidx))
+        for row, i in enumerate(vidx):
+            if i < 0:
+                continue
+            vid = s.ids[i]
+            hit = self._ahead.get(vid)
+            if hit is None:
+                off = float(s.lane_pos[i]) % g
+                r = np.maximum(np.arange(M) * g - off + g / 2, 0.0)
+                r[0] = 0.0
+                pts = None
+                if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
+                    route = world.route_of[vid]
+                    k = route_index(route, s.edge[i])
+                    if k >= 0:
+                        pts = points_along(route, k, float(s.lane_pos[i]) + r, world.net.edge_ends,
+                                           world.net.edge_length)
+                        last = (float(s.x[i]), float(s.y[i]))
+                        for j, pt in enumerate(pts):  # past the route's end: it stays at the end
+                            pts[j] = last = pt if pt is not None else last
+                        pts = np.array(pts)
+                if pts is None:
+                    v = np.array([world.vx[i], world.vy[i]])
+                    sp = float(np.hypot(*v))
+                    unit = v / sp if sp > 0 else np.zeros(2)
+                    pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
+                hit = self._ahead[vid] = (pts, off)
+            out[row], offset[row] = hit
+        return out, offset
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World) -> list | None:
         """The policy's plan for ``problem``: device indices, or None if it found none. A plan
@@ -249,7 +343,7 @@ class DViTLayer(Layer):
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
         problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
         for policy in self.live():
-            task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu)
+            task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
             try:
                 plan = self._plan(policy, p, task, world)
@@ -263,6 +357,7 @@ class DViTLayer(Layer):
             ev = evaluate(p, np.array(plan))
             task.planned_s, task.planned_ok = ev.total_s, ev.feasible
             task.plan = [names[j] for j in plan]
+            task.planned_at = (world.slot, RSU_NAME)
             task.clock = task.t_request + p.upload_s
             if not np.isfinite(task.clock):
                 self._finish(task, "failed", "no-uplink", world.time_s)
@@ -315,35 +410,55 @@ class DViTLayer(Layer):
 
     def _step(self, task: Task, world: World, index: dict, until: float) -> None:
         """One step of ``task`` (with the analytic queue, also the steps that follow on the same
-        device and start before ``until``), or its end."""
-        K, rsu = self.cfg.steps, task.rsu
+        device and start before ``until``), or its end. Each step start is a decision epoch:
+        the user's handover (``handover = "migrate"``) and a step that cannot run in time make
+        the task's RSU reschedule."""
+        K = self.cfg.steps
         while True:
             if task.user not in index:
                 return self._finish(task, "failed", "user-vanished", world.time_s)
             if task.holder != RSU_NAME and task.holder not in index:
                 return self._finish(task, "failed", "device-lost", world.time_s)
+            if self.cfg.handover == "migrate" and task.holder != task.user:
+                srv = int(world.serving[index[task.user]])
+                if 0 <= srv != task.rsu:
+                    before = task.clock
+                    if not self._migrate(task, world, index, srv):
+                        return
+                    if task.clock > before:
+                        return  # the next step starts once the latent has arrived
+            if self.every_step[task.policy] and task.holder != task.user and \
+                    task.planned_at != (world.slot, task.holder) and K - task.k > self.cfg.local_steps:
+                # a decision epoch of a closed-loop scheduler: decide again from this slot's world
+                # (within a slot the world and so the decision from the same holder do not change)
+                task.replans += 1
+                if not self._replan(task, world, *self._subproblem(task, world, index)):
+                    return
+            rsu = task.rsu
             dev = task.plan[0]
             # the holder keeps computing what it holds (no link needed); a device that is to
             # receive the result must still be in the simulation and, unless it is the user, in
             # the RSU's coverage
-            ok = dev == RSU_NAME or dev == task.holder or (
+            reachable = dev == RSU_NAME or dev == task.holder or (
                 dev in index and (dev == task.user or world.serving[index[dev]] == rsu))
             comm = comp = queue = 0.0
-            if ok:
+            if reachable:
                 comm, comp, queue = self._step_time(world, index, task, dev, rsu)
-                ok = comm + comp + queue <= self.cfg.t_max_s
-                if not ok and dev == task.holder:
-                    ok = True  # nothing to gain by moving: the step runs, late (C3)
-            if not ok and dev != task.user:
-                if task.rescheduled_at == task.k:  # the new plan did not help either
+            in_time = reachable and comm + comp + queue <= self.cfg.t_max_s
+            if not in_time and dev != task.user:
+                # the paper: a step that cannot be done within T_max is rescheduled to another
+                # device — whoever holds the latent (once per step)
+                if task.rescheduled_at != task.k:
+                    task.rescheduled_at = task.k
+                    moved = self._reschedule(task, world, index, must=not reachable)
+                    if task.status != "running":
+                        return
+                    if moved:
+                        continue
+                if not reachable:  # the new plan did not help either
                     if not (dev == RSU_NAME or dev in index):
                         return self._finish(task, "failed", "device-lost", world.time_s)
                     comm, comp, queue = self._step_time(world, index, task, dev, rsu)
-                else:
-                    task.rescheduled_at = task.k
-                    if not self._reschedule(task, world, index):
-                        return
-                    continue
             break
         if dev == task.user and task.holder != task.user:
             if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
@@ -388,16 +503,33 @@ class DViTLayer(Layer):
             else:
                 self._finish(task, "done", "", world.time_s)
 
-    def _reschedule(self, task: Task, world: World, index: dict) -> bool:
+    def _reschedule(self, task: Task, world: World, index: dict, must: bool) -> bool:
+        """Re-plan the remaining steps from the holder. ``must``: the planned device cannot be
+        reached; else it is too slow, and the task moves only where another device can do the
+        step within T_max. True if the plan changed; a task that cannot go on is finished."""
+        if task.holder == task.user:
+            task.plan = [task.user] * (self.cfg.steps - task.k)
+            return True
+        problem, names = self._subproblem(task, world, index)
+        if not must:
+            cost = problem.step_cost() + problem.comm_s[0]  # the next step on each device
+            if task.plan[0] in names:
+                cost[names.index(task.plan[0])] = np.inf  # ... other than the slow one
+            if not np.any(cost <= self.cfg.t_max_s):
+                return False  # no device can do it in time: it runs as planned, late (C3)
         task.reschedules += 1
         self.stats[task.policy]["reschedules"] += 1
-        remaining = self.cfg.steps - task.k
+        return self._replan(task, world, problem, names)
+
+    def _subproblem(self, task: Task, world: World, index: dict) -> tuple[Problem, list]:
+        """The remaining steps as a problem whose device 0 is the holder (the task's RSU, or a
+        helper), on this slot's world."""
         origin = None if task.holder == RSU_NAME else index[task.holder]
-        if task.holder == task.user:
-            task.plan = [task.user] * remaining
-            return True
-        problem, names = self.build_problem(world, index[task.user], task.rsu, origin, remaining)
-        problem = self._contended(problem, names, task.policy, task.rsu, task.clock)
+        problem, names = self.build_problem(world, index[task.user], task.rsu, origin, self.cfg.steps - task.k,
+                                            upload=False)
+        return self._contended(problem, names, task.policy, task.rsu, task.clock), names
+
+    def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:
         try:
             plan = self._plan(task.policy, problem, task, world)
         except PolicyFailed as exc:
@@ -407,7 +539,21 @@ class DViTLayer(Layer):
             self._finish(task, "failed", "reschedule-infeasible", world.time_s)
             return False
         task.plan = [names[j] for j in plan]
+        task.planned_at = (world.slot, task.holder)
         return True
+
+    def _migrate(self, task: Task, world: World, index: dict, rsu: int) -> bool:
+        """``handover = "migrate"`` (ours, beyond the paper): the user is now served by ``rsu``.
+        If the old RSU holds the latent it forwards it (n' mu bits) over the backhaul; a helper
+        holding it keeps it. The new RSU reschedules the remaining steps with its own helpers."""
+        if task.holder == RSU_NAME:
+            cost = self.cfg.backhaul_latency_s + self.bits / self.cfg.backhaul_rate_bps
+            task.clock += cost
+            task.migrate_s += cost
+        task.migrations += 1
+        self.stats[task.policy]["migrations"] += 1
+        task.rsu = rsu
+        return self._replan(task, world, *self._subproblem(task, world, index))
 
     def _finish(self, task: Task, status: str, reason: str, now: float) -> None:
         st = self.stats[task.policy]
@@ -420,7 +566,7 @@ class DViTLayer(Layer):
         self.table.append({
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
             "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
-            "rsu": np.array([task.rsu]), "steps": np.array([self.cfg.steps]),
+            "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
             "devices": Lists([list(task.devices)], pa.string()),
             "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
             "queue_s": np.array([float(np.sum(task.queue))]),
@@ -429,7 +575,10 @@ class DViTLayer(Layer):
             "step_queue_s": Lists([list(task.queue)], pa.float64()),
             "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
             "latency_s": np.array([latency]),
-            "reschedules": np.array([task.reschedules]), "success": np.array([status == "done"]),
+            "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
+            "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
+            "replans": np.array([task.replans]),
+            "success": np.array([status == "done"]),
             "failure": np.array([reason], dtype=object),
         })
 
@@ -464,6 +613,7 @@ class DViTLayer(Layer):
                 **self.kernel.block(p),
                 "mean_planned_latency_s": float(np.mean(st["planned"])) if st["planned"] else None,
                 "reschedules": st["reschedules"],
+                "migrations": st["migrations"],
             }
             if self.cfg.execute:
                 hb = st.get("handoff_bytes", [])

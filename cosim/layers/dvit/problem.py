@@ -8,7 +8,8 @@ the RSU for k = 1, from o_{k-1} otherwise, 0 when the device does not change). T
 
 Constraints (eq. 14): C1 a step never returns from a vehicle to the RSU; C2 once on the user,
 the task stays there; C3 T_k <= T_max; C4 total - T_loc <= the user's dwell in coverage (T_loc
-= the user's own steps); and the last ``local_steps`` steps run on the user (local prompt).
+= the user's own steps); and the last ``local_steps`` steps run on the user (local prompt; ours:
+the paper does not say how many).
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ class Problem:
     compute_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # positions [m]
     speed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # velocities [m/s]
+    rsu_share: int = 1  # vehicles the RSU serves (its band is shared among them)
+    origin_rsu: bool = True  # device 0 is the RSU (False: a re-plan from the helper holding the result)
+    # mobility, for the schedulers that look ahead (VIDI's H'): where each device will be, and the
+    # channel model to price a hand-off between positions other than today's
+    ahead_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2)))  # (V, M, 2) cell m's centre
+    #   along the device's route ahead (m = 0: where it is now); empty: straight ahead from xy
+    cell_offset_m: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (V,) how far into its cell
+    cell_m: float = 25.0  # g', the road grid cell [m]
+    dwell_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (V,) time each device stays in
+    #   the RSU's coverage [s] (inf: the RSU); empty: everyone stays
+    handoff_bits: float = 0.0  # n' mu; 0: hand-off times do not change with distance
+    v2v_range_m: float = float("inf")
+    v2v_pl_exponent: float = 1.77
+    v2i_pl_exponent: float = 3.76
+    min_distance_m: float = 1.0
 
     def __post_init__(self) -> None:
         # C2: the last step(s) run on the user; the result has to reach the user at all

@@ -6,11 +6,13 @@
   (bandwidth, compute, position grid cell of the device holding the task), actions = devices,
   reward F(s, a) = T_k(a) (eq. 7), transitions per eq. (17), discount rho, stop when the largest
   change is <= phi, then a constraint ("conflict") check while rolling the policy out.
-* The paper's baselines (Sec. IV), as we read them — each runs the non-local steps on one device
-  chosen by its criterion, then the local steps on the user:
-  ``mddi`` the helper vehicle nearest the RSU ("vehicles gathered around the RSU"); ``mbdi`` the
-  device (RSU or helper) with the most bandwidth; ``mcpdi`` the device with the most compute;
-  ``vli`` the vehicle (helper or the user itself) with the most compute, no RSU; ``sdi`` a random
+* The paper's baselines (Sec. IV), as we read them — "prioritizes" is a *ranking* over devices,
+  not a single pick (:func:`ranked`): every non-local step goes to the best-ranked device that
+  can take it (C1/C2, a link, C3), falling back down the ranking, then the local steps on the
+  user. ``mddi`` ranks the helpers by distance to the RSU ("vehicles gathered around the RSU");
+  ``mbdi`` the RSU and helpers by available bandwidth (:func:`available_bandwidth`: the RSU's
+  band is shared by the vehicles it serves — ours); ``mcpdi`` the RSU and helpers by compute;
+  ``vli`` the vehicles (helpers and the user itself) by compute, no RSU; ``sdi`` a random
   admissible device for every step.
 
 Every scheduler is registered with :func:`cosim.register_policy` exactly as a plugin's is, and
@@ -33,15 +35,9 @@ from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
 from cosim.registry import register_policy
 
 
-def register(name: str, stochastic: bool = False, options: type | None = None):  # noqa: ANN201
+def register(name: str, stochastic: bool = False, options: type | None = None, **traits: Any):  # noqa: ANN201
     """A built-in DViT scheduler: :func:`cosim.register_policy` on layer ``dvit``."""
-    return register_policy("dvit", name, stochastic=stochastic, options=options)
-
-
-def _single_device(p: Problem, device: int) -> np.ndarray:
-    plan = np.full(p.steps, device, dtype=np.int64)
-    plan[p.steps - p.local_steps:] = p.user
-    return plan
+    return register_policy("dvit", name, stochastic=stochastic, options=options, **traits)
 
 
 @register("optimal")
@@ -111,117 +107,334 @@ class VidiOptions:
     rho: float = option(0.9, lo=0.0, hi=0.999, doc="discount rho of the value iteration")
     phi: float = option(1e-4, lo=0.0, lo_open=True, doc="stop threshold phi [s]")
     max_iter: int = option(1000, lo=1, doc="value-iteration sweeps at most")
+    horizon_cells: int = option(8, lo=1, hi=64,
+                                doc="road-grid cells of H' kept along each vehicle's route ahead (ours: the "
+                                    "last one absorbs; 8 x 25 m covers a task at urban speeds)")
 
 
-@register("vidi", options=VidiOptions)
-def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions | None = None) -> np.ndarray | None:
-    """Algorithm 1 (value iteration distributed inference), as the paper writes it.
+@dataclass
+class VidiMDP:
+    """Algorithm 1's MDP for one decision: states, rewards, successors and the fixed point.
 
-    States s = (w, c, h) in W' x C' x H' (eq. 15): the bandwidth, compute and grid position of
-    the device holding the intermediate result. H' holds each device's cell and the cell it
-    reaches within one step (vehicles move). Actions a = the device to run the next step
-    (eq. 16). Reward F(s, a) = T_k(a) (eq. 7): hand-off from a device of bandwidth w at h to
-    device a (rate from the log-distance channel at mean fading), plus a's compute and queue
-    time. Transitions (eq. 17): w' = w_a and c' = c_a (one possible value each), h' uniform over
-    a's two reachable cells. The current compute c enters neither F nor P, so v is constant along
-    C' and is computed on W' x H' and broadcast — the same fixed point. Iterate
-    v <- min_a F + rho P v until max |dv| <= phi, then roll the greedy policy out from the RSU
-    for K steps, checking every action against C1/C2, C3 and the local-step rule ("check for
-    conflicts"), falling back to the next-best admissible action.
-    """
-    opts = opts if opts is not None else VidiOptions()
-    rho, phi, max_iter = opts.rho, opts.phi, opts.max_iter
-    K, V, U = p.steps, p.n_devices, p.user
-    cost = p.step_cost()
-    # state components per device: bandwidth index = device, position cells = 2 per device
-    n_h = 2 * V  # H': each device's cell now and after one step
+    State ``s`` = (w, c, p) of the device holding the result: its bandwidth w and compute c
+    identify the device of V' (``dev[s]``), p is the road-grid cell along its route ahead
+    (``cell[s]``, 0 = the cell it is in; the RSU and a parked vehicle have one). These are the
+    states of W' x C' x H' reachable from the present one; the other combinations are never
+    reached and cannot change a decision taken from a reachable state."""
+
+    dev: np.ndarray  # (S,) device of each state
+    cell: np.ndarray  # (S,) its cell along the device's route ahead
+    t: np.ndarray  # (S,) when the device enters that cell [s from now]
+    first: np.ndarray  # (V,) index of each device's cell-0 state
+    F: np.ndarray  # (S, V) reward F(s, a) = T_k(a), eq. (7); inf where a is not allowed / reachable
+    succ: np.ndarray  # (2, S, V) the successor states of (s, a), probability 1/2 each (eq. 17)
+    v: np.ndarray  # (S,) the value after the last sweep
+    Q: np.ndarray  # (S, V) F + rho E[v(s')]
+    recv: np.ndarray  # (S, V) the state of a when it receives the result from s (a == dev[s]: s)
+    sweeps: int
+    speed: np.ndarray  # (V,) [m/s]
+    offset: np.ndarray  # (V,) how far into its current cell each device is [m]
+    n_cells: np.ndarray  # (V,) states per device
+    cell_m: float
+
+    def state_at(self, dev: int, when: float) -> int:
+        """The state of device ``dev`` holding the result at time ``when`` [s from now]."""
+        c = int((self.offset[dev] + self.speed[dev] * when) // self.cell_m) if self.speed[dev] > 0 else 0
+        return int(self.first[dev] + min(max(c, 0), int(self.n_cells[dev]) - 1))
+
+
+def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(V, M, 2) centre of each device's cells 0..M-1 ahead (cell 0: where it is), (V,) speed,
+    (V,) offset into its current cell. From ``p.ahead_xy`` (routes) where given, else straight
+    ahead along the velocity (the fallback where no route is known)."""
+    V, g = p.n_devices, p.cell_m
     xy = p.xy if len(p.xy) == V else np.zeros((V, 2))
     vel = p.speed_xy if len(p.speed_xy) == V else np.zeros((V, 2))
-    step_t = float(np.median(cost)) if V else 0.0
-    cells = np.concatenate([xy, xy + vel * step_t])  # H': now, and after one step
-    # hand-off time from (w of device i, at cell h) to device a: scale the measured i -> a
-    # hand-off by the path-gain change between a's distance now and from cell h (log-distance,
-    # exponent 3.76), a model-based estimate as the paper's MDP needs one for every state
-    base_d = np.maximum(np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=-1), 1.0)  # (V, V)
-    comm = np.where(np.isfinite(p.comm_s), p.comm_s, 1e6)
-    d_h = np.maximum(np.linalg.norm(cells[:, None, :] - xy[None, :, :], axis=-1), 1.0)  # (H, V)
-    # F[w, h, a]: hand-off from bandwidth owner w positioned at h to a, + a's step cost
-    ratio = (d_h[None, :, :] / base_d[:, None, :]) ** (3.76 / 4)  # rate ~ log; damped scaling
-    F = comm[:, None, :] * ratio + cost[None, None, :]
-    same = (np.arange(V)[:, None] == np.arange(V)[None, :])[:, None, :] & (
-        np.arange(n_h)[None, :, None] % V == np.arange(V)[None, None, :])
-    F = np.where(same, cost[None, None, :], F)
-    # next states of action a: (w_a, h in {a, a + V}) with probability 1/2 each (eq. 17). Only
-    # those 2V states feed the dynamics, so iterate on u[a] = E[v(s') | a] and expand to all of
-    # W' x H' once at the end: the same fixed point as sweeping every state. Since
-    # max_s |dv(s)| <= rho max_a |du(a)|, stopping at rho max|du| <= phi meets the paper's test.
-    a_idx = np.arange(V)
-    F_reach = np.stack([F[a_idx, a_idx], F[a_idx, a_idx + V]])  # (2, V, V): from a's two cells
-    u = np.zeros(V)
-    for _ in range(max_iter):
-        u_new = 0.5 * (F_reach + rho * u[None, None, :]).min(axis=2).sum(axis=0)
-        delta = np.max(np.abs(u_new - u))
-        u = u_new
-        if rho * delta <= phi:
+    speed = np.hypot(vel[:, 0], vel[:, 1])
+    off = p.cell_offset_m if len(p.cell_offset_m) == V else np.zeros(V)
+    if p.ahead_xy.ndim == 3 and p.ahead_xy.shape[0] == V and p.ahead_xy.shape[1] >= 1:
+        pos = p.ahead_xy[:, :m_cells]
+        if pos.shape[1] < m_cells:  # pad with the last known cell
+            pos = np.concatenate([pos, np.repeat(pos[:, -1:], m_cells - pos.shape[1], axis=1)], axis=1)
+        return pos, speed, off
+    r = np.maximum(np.arange(m_cells)[None, :] * g - off[:, None] + g / 2, 0.0)
+    r[:, 0] = 0.0
+    unit = np.divide(vel, speed[:, None], out=np.zeros_like(vel), where=speed[:, None] > 0)
+    return xy[:, None, :] + unit[:, None, :] * r[:, :, None], speed, off
+
+
+def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
+    """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
+    opts = opts if opts is not None else VidiOptions()
+    V, U, g = p.n_devices, p.user, p.cell_m
+    cost = p.step_cost()
+    allowed = p.allowed()
+    M = int(opts.horizon_cells)
+    pos, speed, off = _positions(p, M)
+    rsu = (np.arange(V) == 0) & bool(p.origin_rsu)
+    # H' of a vehicle: the cells it passes while the rest of the task could run on it (at most
+    # horizon_cells; the last absorbs); one for the RSU, a parked vehicle and the user (C2: the
+    # user keeps the task, so where it is matters only to the hand-off, priced from its position)
+    reach = np.floor((off + speed * cost * p.steps) / g).astype(np.int64) + 2
+    n_cells = np.where((speed > 0) & ~rsu & (np.arange(V) != U), np.minimum(M, reach), 1)
+    first = np.concatenate([[0], np.cumsum(n_cells)[:-1]]).astype(np.int64)
+    dev = np.repeat(np.arange(V), n_cells)
+    cell = np.arange(len(dev)) - first[dev]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(cell > 0, (cell * g - off[dev]) / speed[dev], 0.0)
+    dwell = p.dwell_s if len(p.dwell_s) == V else np.full(V, np.inf)
+
+    def cell_at(a: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """Cell of device ``a`` at time ``when`` (clipped to its last state)."""
+        c = np.floor((off[a] + speed[a] * when) / g).astype(np.int64)
+        return np.minimum(np.maximum(c, 0), n_cells[a] - 1)
+
+    S = len(dev)
+    A = np.broadcast_to(np.arange(V)[None, :], (S, V))
+    D = np.broadcast_to(dev[:, None], (S, V))
+    T = np.broadcast_to(t[:, None], (S, V))
+    c_recv = cell_at(A, T)  # where the receiver is when the step starts
+    src_xy = pos[dev, cell]  # (S, 2)
+    dst_xy = pos[A, np.minimum(c_recv, M - 1)]  # (S, V, 2)
+    d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
+    comm0 = p.comm_s[D, A]
+    comm = comm0
+    if p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V:
+        # eq. (3) at the new distance: recover the SNR of today's hand-off from its time and the
+        # sender's band, then scale it by the path loss (log-distance, exponent of the link)
+        d0 = np.hypot(p.xy[D, 0] - p.xy[A, 0], p.xy[D, 1] - p.xy[A, 1])
+        alpha = np.where(rsu[D], p.v2i_pl_exponent, p.v2v_pl_exponent)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            se0 = p.handoff_bits / (comm0 * p.bandwidth_hz[D])  # log2(1 + snr0) [bit/s/Hz]
+            snr0 = np.expm1(np.minimum(se0, 1000.0) * np.log(2.0))
+            gain = (np.maximum(d0, p.min_distance_m) / np.maximum(d, p.min_distance_m)) ** alpha
+            se = np.log2(1.0 + snr0 * gain)
+            comm = np.where(np.isfinite(comm0) & (comm0 > 0), comm0 * se0 / se, comm0)
+        comm = np.where(~rsu[D] & (d > p.v2v_range_m), np.inf, comm)
+    F = np.where(A == D, cost[A], comm + cost[A])
+    F = np.where(allowed[D, A] & (T <= dwell[A]) | (A == D), F, np.inf)  # C1/C2; receiver in coverage
+    # eq. (17): w' = w_a and c' = c_a (one value each); p' uniform over the cells a can occupy
+    # after one step of its own duration: from cell c, the vehicle moves d = v * T_step, and from
+    # somewhere in c it ends in c + floor(d/g') or the next one
+    q = np.floor(speed * cost / g).astype(np.int64)
+    base = np.where(A == D, cell[:, None], c_recv) + q[A]
+    two = np.where(speed[A] > 0, 1, 0)
+    succ = np.stack([first[A] + np.minimum(base, n_cells[A] - 1),
+                     first[A] + np.minimum(base + two, n_cells[A] - 1)])
+    rho, phi = opts.rho, opts.phi
+    # the successors of (s, a) are those of a's own step from the cell it is in when it takes
+    # the result (idx), so E[v(s') | s, a] = W[idx[s, a]] with W[x] the mean over x's two
+    # self-successors: one (S,)-gather and one (S, V)-gather per sweep, no temporaries
+    idx = np.where(A == D, np.arange(S)[:, None], first[A] + c_recv)
+    n1, n2 = succ[0][np.arange(S), dev], succ[1][np.arange(S), dev]
+    idx_t = np.ascontiguousarray(idx.T)
+    F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
+    v, v_new, W, diff = np.zeros(S), np.empty(S), np.empty(S), np.empty(S)
+    buf = np.empty((V, S))
+    sweeps = 0
+    for sweeps in range(1, opts.max_iter + 1):  # noqa: B007 - reported
+        np.add(v[n1], v[n2], out=W)
+        W *= 0.5 * rho
+        np.take(W, idx_t, out=buf)
+        buf += F_t
+        np.minimum.reduce(buf, axis=0, out=v_new)
+        np.subtract(v_new, v, out=diff)
+        np.abs(diff, out=diff)
+        v, v_new = v_new, v
+        if diff.max() <= phi:
             break
-    nxt = u
+    Q = np.where(np.isfinite(F), F + (0.5 * rho) * (v[succ[0]] + v[succ[1]]), np.inf)
+    return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
+
+
+@register("vidi", options=VidiOptions, replan="every-step")
+def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions | None = None) -> np.ndarray | None:
+    """Algorithm 1 (value iteration distributed inference).
+
+    The MDP (:func:`vidi_mdp`): states (w, c, p) of the device holding the result over
+    W' x C' x H', H' the 25 m road-grid cells along each vehicle's route ahead; actions = the
+    device to run the next step (eq. 16); reward F(s, a) = T_k(a) (eq. 7), the hand-off priced
+    by eq. (3) at the distance between the holder's cell and the receiver's position at that
+    time, impossible (C1/C2, out of V2V range, receiver out of the RSU's coverage by then) as
+    infinite; transitions per eq. (17), each factor the reciprocal of the number of values it can
+    take: w' = w_a, c' = c_a, p' uniform over the (one or two) cells a occupies after one step of
+    its own duration at its speed. Value iteration v <- min_a F + rho P v from v = 0 until
+    max |dv| <= phi (lines 1-8).
+
+    Line 9, "check for conflicts with constraints" (our reading of it): the policy is rolled out
+    from the current state for the non-local steps, each step taking the best action (in Q) that
+    is allowed, in reach and within T_max (C1-C3) and *safe*: the device could keep the result
+    for the rest of the non-local steps and still hand it to the user then — in V2V range and
+    within T_max (C3) at the positions of that time along the routes, the user still in coverage
+    (C4: the time before the hand-off <= the user's dwell). A helper that will be out of reach
+    of the user by then is not taken: mobility decides. When no action better (in Q) than
+    handing over now is safe at the first step (C4 binds, say), the roll-out instead takes the
+    best action after which the user can still be reached and hands the result to the user as
+    soon as none is (C2 lets the user take over at any step); else everything on the user.
+
+    Registered ``replan = "every-step"``: the layer calls it again at every step completion from
+    the device holding the result, on that slot's world (the closed loop of the paper's
+    decision epochs); the returned roll-out is the plan until then.
+    """
+    K, U = p.steps, p.user
+    n_pre = K - p.local_steps
+    all_user = np.full(K, U, dtype=np.int64)
+    if n_pre <= 0 or p.n_devices < 2:
+        return all_user
+    mdp = vidi_mdp(p, opts)
+    tmax, dwell = p.t_max_s + 1e-12, p.user_dwell_s + 1e-12
+    F, Q, cost, state_at = mdp.F, mdp.Q, p.step_cost(), mdp.state_at
+    ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
+    order = np.argsort(np.where(ok, Q, np.inf), axis=1, kind="stable")
+    n_ok = ok.sum(axis=1)
+    # the way out of each state: to the user directly (C3 of the hand-off step), else through one
+    # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
+    # helper next to the user is not); ``via`` its best device, ``extra`` the time it adds
+    direct = F[:, U] <= tmax
+    relay = ok & (F[mdp.recv, U] <= tmax)
+    relay[:, U] = False
+    relay[np.arange(len(mdp.dev)), mdp.dev] = False
+    via = np.argmin(np.where(relay, F, np.inf), axis=1)
+    extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
+
+    def exit_ok(a: int, when: float, elapsed: float) -> bool:
+        """The result, on ``a`` at ``when``, can go to the user (directly or through one device):
+        in V2V range, C3, C4."""
+        s = state_at(a, when)
+        return bool(elapsed + extra[s] <= dwell)
+
+    def safe(s: int, a: int, t: float, elapsed: float, n_left: int) -> bool:
+        """``a`` can take the result now and keep it for the ``n_left`` non-local steps left,
+        and still hand it to the user then."""
+        span = F[s, a] + (n_left - 1) * cost[a]
+        return exit_ok(a, t + span, elapsed + span)
+
+    def rollout(a: int, exit_early: bool) -> list | None:
+        """The plan from taking ``a`` now, then the greedy policy. Without ``exit_early`` every
+        step goes to the best action that is safe (it could keep the result to the end); a step
+        where none is (before the user is better) is a conflict: None. With it, every step goes
+        to the best action after which the user can still be reached, and the result goes to
+        the user as soon as none is."""
+        s, t, elapsed, plan = int(mdp.first[0]), 0.0, p.upload_s, []
+        for k in range(n_pre):
+            if k:
+                a, user_next = -1, False
+                for b in order[s, :n_ok[s]]:
+                    b = int(b)
+                    if b == U:
+                        user_next = True  # handing over now beats everything after it
+                        break
+                    f = F[s, b]
+                    if safe(s, b, t, elapsed, n_pre - k) if not exit_early else exit_ok(b, t + f, elapsed + f):
+                        a = b
+                        break
+                if a < 0:
+                    if not exit_early and not user_next:
+                        return None  # a conflict: nothing can go on, and the user is no choice
+                    break
+            f = F[s, a]
+            plan.append(a)
+            t, elapsed = t + f, elapsed + f
+            s = state_at(a, t)
+        if plan and not direct[s] and np.isfinite(extra[s]):
+            # the result reaches the user through a relay: its step replaces the last one (or
+            # comes after an early exit)
+            b = int(via[s])
+            if len(plan) == n_pre:
+                plan.pop()
+            plan.append(b)
+        return plan
+
+    s0 = int(mdp.first[0])
+    first = []
+    for a in order[s0, :n_ok[s0]]:
+        if int(a) == U:
+            break  # the user is better than every action after it
+        first.append(int(a))
+    for exit_early in (False, True):
+        for a in first:
+            f = F[s0, a]
+            if not (safe(s0, a, 0.0, p.upload_s, n_pre) if not exit_early else exit_ok(a, f, p.upload_s + f)):
+                continue
+            plan = rollout(a, exit_early)
+            if plan:
+                out = all_user.copy()
+                out[:len(plan)] = plan
+                return out
+    return all_user
+
+
+def ranked(p: Problem, rank: np.ndarray) -> np.ndarray:
+    """The plan of a baseline that *prioritises* devices (Sec. IV): every non-local step goes to
+    the first device of ``rank`` (best first) that can take it — C1/C2 allowed from the device
+    holding the result, a link to it (in range), and the step within T_max (C3; a busy device,
+    whose queue makes the step too slow, fails this) — falling back down the ranking; when no
+    ranked device can, the result goes to the user for the remaining steps. The local steps run
+    on the user. After the first step the choice depends on the holder alone (the problem is
+    one snapshot), so each holder is decided once."""
+    K, U = p.steps, p.user
+    cost = p.step_cost()
     allowed = p.allowed()
     tmax = p.t_max_s + 1e-12
-    plan = np.empty(K, dtype=np.int64)
-    cur = 0  # the RSU holds the request
-    memo: dict[int, int] = {}  # after step 0 the greedy choice depends on the holder alone
-    for k in range(K):
-        if k >= K - p.local_steps:
-            choice = U
-        elif k > 0 and cur in memo:
+    plan = np.full(K, U, dtype=np.int64)
+    cur, memo = 0, {}  # device 0 (the RSU, or the helper a re-plan starts from) holds the result
+    for k in range(K - p.local_steps):
+        if k > 0 and cur in memo:
             choice = memo[cur]
         else:
-            qk = F[cur, cur] + rho * nxt  # the holder is at its current cell
-            order = np.argsort(qk, kind="stable")
-            choice = -1
-            for a in order:
+            choice = U
+            for a in rank:
+                a = int(a)
                 if k > 0 and not allowed[cur, a]:
                     continue
-                hand = 0.0 if (a == cur and k > 0) or (k == 0 and a == 0) else p.comm_s[cur if k else 0, a]
-                if hand + cost[a] <= tmax:
-                    choice = int(a)
+                if (0.0 if a == cur else p.comm_s[cur, a]) + cost[a] <= tmax:
+                    choice = a
                     break
-            if choice < 0:
-                choice = U
             if k > 0:
                 memo[cur] = choice
-        plan[k] = choice
-        cur = choice
+        if choice == U:
+            break
+        plan[k] = cur = choice
     return plan
+
+
+def _order(score: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``cand`` by ``score`` best (highest) first, ties by index."""
+    return cand[np.argsort(-score[cand], kind="stable")]
 
 
 @register("mddi")
 def mddi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    kinds = p.kinds()
-    helpers = np.flatnonzero(kinds == HELPER)
-    if len(helpers) == 0:
-        return _single_device(p, p.user)
-    return _single_device(p, int(helpers[np.argmin(p.dist_to_rsu_m[helpers])]))
+    """Helpers by distance to the RSU, nearest first ("vehicles gathered around the RSU")."""
+    return ranked(p, _order(-p.dist_to_rsu_m, np.flatnonzero(p.kinds() == HELPER)))
 
 
-def _best_of(p: Problem, score: np.ndarray, kinds_ok: tuple) -> np.ndarray:
-    cand = np.flatnonzero(np.isin(p.kinds(), kinds_ok))
-    return _single_device(p, int(cand[np.argmax(score[cand])]))
+def available_bandwidth(p: Problem) -> np.ndarray:
+    """(V,) the band each device can give the task [Hz]: a vehicle its own w_n; the RSU its band
+    shared by the ``rsu_share`` vehicles it serves (ours: the paper gives RSUs 100-200 MHz and
+    vehicles 50-80 MHz but not how an RSU's band is shared)."""
+    bw = p.bandwidth_hz.astype(float).copy()
+    if p.origin_rsu and len(bw):
+        bw[0] /= max(int(p.rsu_share), 1)
+    return bw
 
 
 @register("mbdi")
 def mbdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.bandwidth_hz, (RSU, HELPER))
+    """RSU and helpers by available bandwidth, widest first."""
+    return ranked(p, _order(available_bandwidth(p), np.flatnonzero(p.kinds() != USER)))
 
 
 @register("mcpdi")
 def mcpdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.compute_flops, (RSU, HELPER))
+    """RSU and helpers by compute power, most first."""
+    return ranked(p, _order(p.compute_flops, np.flatnonzero(p.kinds() != USER)))
 
 
 @register("vli")
 def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    return _best_of(p, p.compute_flops, (HELPER, USER))
+    """Vehicles only (helpers and the user), by compute, most first: no RSU participation."""
+    return ranked(p, _order(p.compute_flops, np.flatnonzero(p.kinds() != RSU)))
 
 
 @register("sdi", stochastic=True)
@@ -242,4 +455,4 @@ def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) ->
     return plan
 
 
-__all__ = ["VidiOptions", "register", "optimal", "vidi", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+__all__ = ["VidiOptions", "VidiMDP", "vidi_mdp", "register", "optimal", "vidi", "ranked", "available_bandwidth", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
