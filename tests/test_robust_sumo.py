@@ -217,7 +217,7 @@ def test_record_csv_writes_cosim_s_columns_and_replays_like_parquet(tmp_path):
     csv = pd.read_csv(tmp_path / "t.csv", dtype={"ids": str, "edge": str, "lane": str})
     from cosim.sources.replay import TRACE_COLUMNS
 
-    assert list(csv.columns) == TRACE_COLUMNS
+    assert list(csv.columns) == [*TRACE_COLUMNS, "route"]  # the route on each vehicle's first row
     pq = pd.read_parquet(tmp_path / "t.parquet")
     pd.testing.assert_frame_equal(csv, pq.astype({c: object for c in ("ids", "edge", "lane")}), check_dtype=False)
     for rec in ("t.csv", "t.parquet"):

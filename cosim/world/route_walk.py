@@ -11,7 +11,7 @@ from __future__ import annotations
 def route_index(route: tuple, edge: str, hint: int = 0) -> int:
     """Index of ``edge`` in ``route`` (from ``hint`` on first, then from the start); -1 if absent."""
     try:
-        return route.index(edge, hint)
+        return route.index(edge, max(hint, 0))
     except ValueError:
         try:
             return route.index(edge)

@@ -46,6 +46,7 @@ import numpy as np
 
 from cosim.world.coverage import MIN_SPEED_MPS
 from cosim.world.network import NetInfo
+from cosim.world.route_walk import route_index
 from cosim.world.rsu import RsuSet
 
 #: speed limit assumed for an edge the network file gives none [m/s]
@@ -243,7 +244,7 @@ class RouteDwell:
             self.lookups += 1
         else:
             route = route_of[vid]
-            k = self._route_index(route, edge, k_last) if route and edge in self._walkable else -1
+            k = route_index(route, edge, k_last) if route and edge in self._walkable else -1
             if k < 0:
                 self._st[v] = (row, r, k_last, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # no route
                 return
@@ -303,16 +304,6 @@ class RouteDwell:
             via, gap = self.geo.junction(a, b)
             got = self._junction[a, b] = (gap, self.rows.get(via, self.rows[b]))
         return got
-
-    @staticmethod
-    def _route_index(route: tuple, edge: str, after: int) -> int:
-        try:
-            return route.index(edge, max(after, 0))
-        except ValueError:
-            try:
-                return route.index(edge)
-            except ValueError:
-                return -1
 
     def _exit_after(self, edge: str, r: int, pos: float) -> float:
         """Lane position [m] where a vehicle at ``pos`` on ``edge`` stops being served by r, inf
