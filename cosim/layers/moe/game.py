@@ -11,14 +11,12 @@ treats IVs as partial substitutes (physical gating can shift tokens between expe
     U_TV(f) = sum_i a_i f_i - beta/2 sum_i f_i^2 - gamma/2 sum_{i != j} f_i f_j - sum_i p_i f_i,
 
 a_i = v W_i / mean(W) (compute is worth more where more work is routed), beta = v / F_sat,
-gamma = sigma * beta (0 <= sigma < 1: substitutability). Its best response is closed form: on
-the set A of IVs it buys from, f_A = M_A^-1 (a - p)_A with M = (beta - gamma) I + gamma 11^T,
-
-    f_i = [(a_i - p_i) - g_n sum_{j in A} (a_j - p_j)] / (beta - gamma),  g_n = gamma / (beta - gamma + n gamma),
-
-A being the n IVs with the largest a_i - p_i for the largest n whose last member still buys
-(water-filling; tested against dropping IVs one pass at a time); an IV sells at most its
-capacity F_i (rationing). Buying nothing is always possible, so U_TV >= 0 at the best response.
+gamma = sigma * beta (0 <= sigma < 1: substitutability). Its best response maximises U_TV over
+the box 0 <= f_i <= F_i (F_i: what IV i has free), a strictly concave QP whose KKT conditions
+give f_i = clip((a_i - p_i - gamma S) / (beta - gamma), 0, F_i) with S = sum_j f_j — one scalar
+equation for S, solved exactly (:meth:`Game.follower`). When a capacity binds, the TV buys
+more from the other IVs (not the clipped unconstrained purchase). Buying nothing is always
+possible, so U_TV >= 0 at the best response.
 
 **Leaders.** U_i = p_i f_i - kappa_i f_i^2 (revenue minus energy). Raising one's price shifts
 the TV's demand to the other IVs: prices compete.
@@ -41,8 +39,11 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
   population is ranked by Nash gap, the best quarter kept and the rest bred (tournament
   selection, uniform crossover, log-normal mutation);
 * ``gradient`` — gradient play alone from the uniform price; ``evolutionary`` — the evolutionary
-  loop alone; ``random`` — log-uniform random prices; ``uniform`` — one fixed price for all;
-  ``nearest`` — the fixed price, on the nearest vehicles with plain gating.
+  loop alone; both run until they have spent GECPA's follower evaluations (``budget``; the
+  game counts them: :attr:`Game.evals`, :func:`gecpa_evals`);
+* ``random`` — IV i's price uniform on [p_min, a_i] (the prices at which the TV would buy from
+  it at all); ``uniform`` — one fixed price for all; ``nearest`` — the fixed price, on the
+  nearest vehicles with plain gating (these three do not search: no follower evaluation).
 """
 
 from __future__ import annotations
