@@ -7,6 +7,11 @@ Every row is a per-seed paired difference with its 95 % interval (Student t over
 
     cosim sweep tools/sweeps/moe_ablation.toml
     python tools/moe_ablation.py runs/sweeps/moe-ablation [--markdown]
+
+Any other MoE sweep, one grid key against itself (the other keys held at each of their values):
+
+    python tools/moe_ablation.py runs/sweeps/queue-moe --across layers.moe.queue analytic simulated
+    python tools/moe_ablation.py runs/sweeps/moe-deadline --within     # GECPA - each policy per grid point
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ def within(res: pd.DataFrame, fixed: dict, baseline: str = "gecpa") -> pd.DataFr
     return out.assign(comparison=f"{baseline} - policy")
 
 
+def _typed(column: pd.Series, text: str):  # noqa: ANN202
+    """``text`` as the type of the grid column's values (the command line gives strings)."""
+    for v in column.dropna().unique():
+        if str(v) == text:
+            return v
+    raise SystemExit(f"moe_ablation: {text!r} is not a value of {column.name} ({', '.join(map(str, column.unique()))})")
+
+
 def fmt(df: pd.DataFrame, markdown: bool) -> str:
     rows = []
     for _, r in df.iterrows():
@@ -71,9 +84,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help="the sweep's results folder (runs/sweeps/moe-ablation)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table (docs/moe.md)")
+    ap.add_argument("--across", nargs=3, metavar=("KEY", "BASE", "OTHER"),
+                    help="OTHER - BASE of grid key KEY per policy, at every value of the other grid keys")
+    ap.add_argument("--within", action="store_true", help="GECPA - each policy at every grid point")
     args = ap.parse_args()
     res = pd.read_parquet(Path(args.sweep) / "results.parquet")
     policies = [p for p in _moe(res)["policy"].unique()]
+    grid = [c for c in res.columns if c.startswith("layers.") or c.startswith("scenario.")]
+    if args.across or args.within:
+        key = args.across[0] if args.across else None
+        rest = [k for k in grid if k != key]
+        parts = []
+        for values, _ in _moe(res).groupby(rest, sort=True) if rest else [((), None)]:
+            fixed = dict(zip(rest, values if isinstance(values, tuple) else (values,)))
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fixed.items())
+            if args.across:
+                base, other = (_typed(res[key], v) for v in args.across[1:])
+                part = across(res, key, base, other, fixed, policies)
+            else:
+                part = within(res, fixed)
+            parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
+                                     part.get("comparison", "")))
+        print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+        print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
+        return
     aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
     table = pd.concat([
         across(res, GATING, False, True, {REROUTE: "move"}, aware),
