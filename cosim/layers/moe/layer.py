@@ -26,9 +26,9 @@ infrastructure vehicles (IVs) within V2V range:
   V2V range (or the simulation) triggers a reroute (``reroute``: move its experts' weights from
   the TV to another IV over V2V, memory permitting, or re-gate around them; see
   :meth:`MoELayer._reroute`), or the task fails "iv-left-range" if no IV it bought from is left;
-* **sharing** — ``queue = "simulated"``: a policy's running tasks hold the compute they bought
-  and their experts' memory on each IV until they end (the kernel's capacities), so a later
-  task's game sees only what is left; ``"analytic"``: every task sees every IV whole.
+* **sharing** — ``queue = "simulated"`` (the default): a policy's running tasks hold the compute
+  they bought and their experts' memory on each IV until they end (the kernel's capacities), so
+  a later task's game sees only what is left; ``"analytic"``: every task sees every IV whole.
 
 Success: every layer done within ``deadline_s`` and the TV still there. Results:
 ``moe_tasks.parquet`` (one row per task and policy) and a ``moe`` block per policy in
@@ -60,9 +60,9 @@ class MoEConfig:
     policies: list = option(["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"],
                             doc="pricing/allocation policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.moe.options.NAME] tables (see `cosim config`)")
-    queue: str = option("analytic", choices=kn.QUEUES,
-                        doc="analytic: an IV serves every task at once; simulated: a policy's concurrent tasks share "
-                            "each IV's compute and memory")
+    queue: str = option("simulated", choices=kn.QUEUES,
+                        doc="simulated (default): a policy's concurrent tasks share each IV's compute and memory; "
+                            "analytic: an IV serves every task at once (docs/moe.md: why, with numbers)")
     request_rate_per_s: float = option(0.2, lo=0.0, doc="tasks per second over the whole network")
     moe_layers: int = option(8, lo=1, doc="MoE layers in the model")
     experts: int = option(8, lo=1, doc="experts per MoE layer")
