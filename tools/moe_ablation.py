@@ -7,6 +7,7 @@ Every row is a per-seed paired difference with its 95 % interval (Student t over
 
     cosim sweep tools/sweeps/moe_ablation.toml
     python tools/moe_ablation.py runs/sweeps/moe-ablation [--markdown]
+    python tools/moe_ablation.py docs/figures/moe/moe-ablation       # the tables docs/moe.md quotes
 
 Any other MoE sweep, one grid key against itself (the other keys held at each of their values):
 
@@ -88,7 +89,9 @@ def main() -> None:
                     help="OTHER - BASE of grid key KEY per policy, at every value of the other grid keys")
     ap.add_argument("--within", action="store_true", help="GECPA - each policy at every grid point")
     args = ap.parse_args()
-    res = pd.read_parquet(Path(args.sweep) / "results.parquet")
+    folder = Path(args.sweep)  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
+    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
+        pd.read_csv(folder / "results.csv")
     policies = [p for p in _moe(res)["policy"].unique()]
     grid = [c for c in res.columns if c.startswith("layers.") or c.startswith("scenario.")]
     if args.across or args.within:
