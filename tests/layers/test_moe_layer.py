@@ -120,6 +120,10 @@ def test_bad_config_names_the_key(tmp_path):
         layer(tmp_path, top_k=3)
     with pytest.raises(ConfigError, match="layers.moe.price_range"):
         layer(tmp_path, price_range=[5.0, 1.0])
+    with pytest.raises(ConfigError, match="layers.moe.gate_model_dim: 33 must be even"):
+        layer(tmp_path, gate_model_dim=33)
+    with pytest.raises(ConfigError, match="layers.moe.reroute"):
+        layer(tmp_path, reroute="teleport")
 
 
 def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
