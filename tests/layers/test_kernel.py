@@ -140,3 +140,27 @@ def test_moe_simulated_queue_tasks_share_an_ivs_memory_and_compute(tmp_path):
         assert first.status == "done" and cap.held(("uniform", "mem", "a")) == 0.0
         lay.submit(w, 0, 5.0)  # after the release: placed again
         assert len(lay.kernel.running()) == 1 and lay.kernel.running()[0].ivs == ["a", "b"]
+
+
+def test_moe_two_tasks_share_one_ivs_compute(tmp_path):
+    """One IV (F = 1.5 TFLOP/s, memory for both tasks' expert), one expert, posted price 10.
+    One IV alone: a = v = 20, beta = 10, gamma = 3, so the TV buys f = (20 - 10) / 10 = 1.0.
+    Analytic: both tasks buy 1.0 (the IV serves each as if alone). Simulated: the first holds
+    1.0, the second's game sees F = 0.5 left, and its constrained best response buys exactly
+    that; its six tokens take twice as long on the IV."""
+    w = moe_world().update(moe_snap(0.0, ["tv", "a"], [0.0, 60.0]))
+    flop = 4 * 8 * 16 / 1e12
+    for queue, f2 in (("analytic", 1.0), ("simulated", 0.5)):
+        lay = moe_layer(tmp_path / queue, moe_layers=1, experts=1, ivs_per_task=1, iv_compute_tflops=[1.5], queue=queue)
+        lay.submit(w, 0, 0.0)
+        lay.submit(w, 0, 0.0)
+        first, second = lay.kernel.running()
+        assert first.ivs == second.ivs == ["a"]
+        assert first.f.tolist() == pytest.approx([1.0]) and second.f.tolist() == pytest.approx([f2])
+        if queue == "simulated":
+            assert lay.kernel.capacity.held(("uniform", "cpu", "a")) == pytest.approx(1.5)
+        lay.kernel.run(10.0, lambda t: lay._advance(t, w, w.index))
+        assert first.status == second.status == "done"
+        assert second.comp == pytest.approx([6 * flop / f2]) and first.comp == pytest.approx([6 * flop / 1.0])
+        lat = [t.clock - t.t_request for t in (first, second)]
+        assert lat[1] - lat[0] == pytest.approx(6 * flop / f2 - 6 * flop)

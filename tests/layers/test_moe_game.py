@@ -1,6 +1,8 @@
 """The Stackelberg pricing game: the follower's best response by hand, the exact equilibrium
 against the numerical Nash gap, rationality, and the solvers."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -23,8 +25,12 @@ def test_follower_best_response_by_hand():
     assert f == pytest.approx([114 / 91, 75 / 91])
     # IV 2 priced above its value (a - p < 0): the TV buys from IV 1 alone, (a1 - p1) / beta = 1.5
     assert g.follower(np.array([[5.0, 25.0]]))[0] == pytest.approx([1.5, 0.0])
-    # capacities ration the purchase
-    assert two(F=(1.0, 1.0)).follower(np.array([[5.0, 8.0]]))[0] == pytest.approx([1.0, 75 / 91])
+    # IV 1's capacity binds: the constrained best response, not the clipped one. f1 = 1 at its cap;
+    # IV 2 free: 7 f2 + 3 (1 + f2) = 12 -> f2 = 0.9 (> 75/91: the TV buys more from the substitute);
+    # IV 1 really is capped: (15 - 3 * 1.9) / 7 = 1.33 > 1
+    assert two(F=(1.0, 1.0)).follower(np.array([[5.0, 8.0]]))[0] == pytest.approx([1.0, 0.9])
+    # both capped: (15 - 3 * 2) / 7 > 1 and (12 - 6) / 7 < 1 -> IV 2 free: 10 f2 = 12 - 3 = 9
+    assert two(F=(1.0, 0.5)).follower(np.array([[5.0, 8.0]]))[0] == pytest.approx([1.0, 0.5])
     out = g.outcome(np.array([[5.0, 8.0]]))
     f1, f2 = 114 / 91, 75 / 91
     # U_TV = a.f - (beta - gamma)/2 |f|^2 - gamma/2 (f1 + f2)^2 - p.f; U_i = f_i (p_i - kappa f_i)
@@ -43,28 +49,77 @@ def test_exact_equilibrium_by_hand_for_two_symmetric_ivs():
     assert g.nash_gap(p[None], grid=256, refine=40)[0] < 1e-9
 
 
-def follower_by_passes(g: Game, p: np.ndarray) -> np.ndarray:
-    """Reference best response: solve on the active set, drop IVs that would buy < 0, repeat."""
+def u_tv(g: Game, p: np.ndarray, f: np.ndarray) -> float:
+    tot = f.sum()
+    return float(g.a @ f - 0.5 * (g.beta - g.gamma) * f @ f - 0.5 * g.gamma * tot * tot - p @ f)
+
+
+def follower_by_faces(g: Game, p: np.ndarray) -> np.ndarray:
+    """Reference best response, independent of the solver's: the maximiser of a strictly concave
+    QP over a box is the stationary point of U_TV on one face of the box (each IV at 0, at its
+    capacity, or free), so solve the linear system on every one of the 3^n faces, keep the
+    feasible points and return the best."""
+    n = g.n
+    M = (g.beta - g.gamma) * np.eye(n) + g.gamma * np.ones((n, n))
     x = g.a - p
-    active = x > 0
-    d = g.beta - g.gamma
-    while True:
-        n = active.sum(axis=-1, keepdims=True)
-        tot = np.where(active, x, 0.0).sum(axis=-1, keepdims=True)
-        f = np.where(active, (x - g.gamma / (d + n * g.gamma) * tot) / d, 0.0)
-        drop = active & (f <= 0)
-        if not drop.any():
-            return np.minimum(np.maximum(f, 0.0), g.F)
-        active &= ~drop
+    best, best_u = np.zeros(n), 0.0
+    for face in itertools.product((0, 1, 2), repeat=n):  # 0: none, 1: capacity, 2: free
+        face = np.array(face)
+        f = np.where(face == 1, g.F, 0.0)
+        free = face == 2
+        if free.any():
+            rhs = x[free] - M[np.ix_(free, ~free)] @ f[~free]
+            f[free] = np.linalg.solve(M[np.ix_(free, free)], rhs)
+        if (f < -1e-12).any() or (f > g.F + 1e-12).any():
+            continue
+        u = u_tv(g, p, f)
+        if u > best_u:
+            best, best_u = f, u
+    return best
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 100_000), st.integers(1, 12), st.floats(0.0, 0.95))
-def test_water_filling_equals_dropping_ivs_pass_by_pass(seed, n, sigma):
+def follower_by_projected_gradient(g: Game, p: np.ndarray, iters: int = 20000) -> np.ndarray:
+    """A second reference: projected gradient ascent on U_TV with step 1 / ||M||."""
+    M = (g.beta - g.gamma) * np.eye(g.n) + g.gamma * np.ones((g.n, g.n))
+    step = 1.0 / np.linalg.eigvalsh(M).max()
+    f = np.zeros(g.n)
+    for _ in range(iters):
+        f = np.clip(f + step * (g.a - p - M @ f), 0.0, g.F)
+    return f
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 100_000), st.integers(1, 6), st.floats(0.0, 0.95), st.sampled_from([12, 1]))
+def test_constrained_best_response_equals_a_reference_qp_solver(seed, n, sigma, newton):
+    """Newton steps 12 (the default) and 1 (every vector not settled goes to the sorting method)."""
+    import cosim.layers.moe.game as game_module
+
     rng = np.random.default_rng(seed)
-    g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 5.0, n), rng.uniform(5, 20, n), sigma=sigma)
-    p = np.exp(rng.uniform(np.log(0.01), np.log(100), (4, n)))
-    np.testing.assert_allclose(g.follower(p), follower_by_passes(g, p), atol=1e-12)
+    # capacities from tight (binding for most IVs) to loose
+    g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.05, 3.0, n), rng.uniform(5, 20, n), sigma=sigma)
+    p = np.exp(rng.uniform(np.log(0.01), np.log(60), (3, n)))
+    saved, game_module._NEWTON = game_module._NEWTON, newton
+    try:
+        f = g.follower(p)
+    finally:
+        game_module._NEWTON = saved
+    for b in range(3):
+        ref = follower_by_faces(g, p[b])
+        np.testing.assert_allclose(f[b], ref, atol=1e-9)
+        # and it is no worse than what the projected method reaches (an optimum, not only a KKT point)
+        assert u_tv(g, p[b], f[b]) >= u_tv(g, p[b], follower_by_projected_gradient(g, p[b], 500)) - 1e-9
+
+
+def test_binding_capacity_differs_from_clipping_and_matches_projected_gradient():
+    rng = np.random.default_rng(7)
+    g = Game(rng.uniform(0.01, 0.05, 6), np.full(6, 0.3), rng.uniform(5, 20, 6))
+    p = np.full(6, 2.0)
+    f = g.follower(p[None])[0]
+    np.testing.assert_allclose(f, follower_by_projected_gradient(g, p), atol=1e-7)
+    unconstrained = Game(g.W, np.full(6, 1e9), g.kappa).follower(p[None])[0]
+    clipped = np.minimum(unconstrained, g.F)
+    assert (unconstrained > g.F).any() and (unconstrained < g.F).any()  # some bind, some do not
+    assert u_tv(g, p, f) > u_tv(g, p, clipped) + 1e-6
 
 
 def game_from(seed: int, n: int) -> Game:
@@ -82,18 +137,43 @@ def test_exact_equilibrium_has_no_profitable_deviation(seed, n):
     assert g.nash_gap(p[None], grid=256, refine=40)[0] < 1e-6 * max(1.0, float(np.abs(g.outcome(p[None])["u_iv"]).max()))
 
 
+def test_an_ivs_best_response_by_hand():
+    # two symmetric IVs (a = 20, beta = 10, gamma = 3, kappa = 5), IV 2 at p2 = 10. While both buy,
+    # f1(q) = ((10/13)(20 - q) - (3/13)(20 - 10)) / 7 = (170 - 10 q) / 91; U1 = f1 (q - 5 f1);
+    # dU1/dq = f1 + q f1' - 10 f1 f1' = 0 with f1' = -10/91  ->  q = 32470 / 2820
+    g = two()
+    q, u = g.best_responses(np.array([[10.0, 10.0]]), grid=96, refine=40)
+    assert q[0] == pytest.approx([32470 / 2820] * 2, rel=1e-6)
+    f1 = (170 - 10 * q[0, 0]) / 91
+    assert u[0, 0] == pytest.approx(f1 * (q[0, 0] - 5 * f1), rel=1e-12)
+    assert u[0, 0] > g.outcome(np.array([[10.0, 10.0]]))["u_iv"][0, 0] + 1e-3  # at 10 it was not a best reply
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_best_response_search_matches_a_dense_scan(seed, n):
+    """The grid + golden-section search against an independent 20 000-point scan of one IV's
+    utility: it finds the maximum (to the scan's resolution) and never reports more than exists."""
+    g = game_from(seed, n)
+    rng = np.random.default_rng(seed + 1)
+    p = np.exp(rng.uniform(np.log(1.0), np.log(60.0), (2, n)))
+    q, best = g.best_responses(p, grid=96, refine=30)
+    scan = np.exp(np.linspace(np.log(g.p_min), np.log(g.p_max), 20_000))
+    dense = g.deviation_utility(p, np.broadcast_to(scan, (2, n, len(scan)))).max(axis=2)
+    assert (best >= dense - 1e-6 * np.maximum(1.0, np.abs(dense))).all()
+    np.testing.assert_allclose(g.deviation_utility(p, q[:, :, None])[:, :, 0], best, rtol=1e-12, atol=1e-12)
+    assert (best <= dense + 1e-3 * np.maximum(1.0, np.abs(dense))).all()
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 10))
-def test_rational_players_never_lose(seed, n):
+def test_the_tv_never_loses_and_gecpa_leaves_no_iv_below_its_energy_cost(seed, n):
     g = game_from(seed, n)
     rng = np.random.default_rng(seed + 1)
     p = np.exp(rng.uniform(np.log(g.p_min), np.log(g.p_max), (5, n)))
     # the TV's best response is never worse than buying nothing
     assert (g.outcome(p)["u_tv"] >= -1e-9).all()
-    # an IV's best response never loses money, whatever the others charge
-    _, best = g.best_responses(p, grid=64, refine=10)
-    assert (best >= -1e-12).all()
-    # and at GECPA's prices no IV loses
+    # at GECPA's prices no IV sells below its energy cost (a price under kappa f loses money)
     q = SOLVERS["gecpa"](g, np.random.default_rng(seed), SolverConfig())
     assert (g.outcome(q[None])["u_iv"] >= -1e-9).all()
 
@@ -126,3 +206,35 @@ def test_gecpa_has_a_smaller_nash_gap_than_random_and_uniform_pricing():
     # fixed price can happen to sit near a game's equilibrium), and far closer on average
     assert wins["random"] == 10 and wins["uniform"] >= 8
     assert total["gecpa"] < total["uniform"] / 5 and total["gecpa"] < total["random"] / 5
+
+
+def test_gecpa_spends_what_gecpa_evals_says_and_the_searching_baselines_the_same_budget():
+    from cosim.layers.moe.game import gecpa_evals
+
+    for n in (1, 5, 20):
+        for cfg in (SolverConfig(), SolverConfig(population=8, generations=3, grad_steps=2, fitness_grid=12)):
+            g = game_from(n, n)
+            SOLVERS["gecpa"](g, np.random.default_rng(0), cfg)
+            budget = gecpa_evals(n, cfg)
+            assert g.evals == budget
+            for name in ("gradient", "evolutionary"):
+                g = game_from(n, n)
+                SOLVERS[name](g, np.random.default_rng(0), cfg)
+                # within one unit of work (a gradient step: 3n; a generation's fitness) of the budget
+                unit = 3 * n if name == "gradient" else cfg.population * n * (cfg.fitness_grid + 13) + 2 * cfg.population
+                assert budget - unit < g.evals <= budget, (name, n, g.evals, budget)
+            g = game_from(n, n)
+            SOLVERS["random"](g, np.random.default_rng(0), cfg)
+            assert g.evals == 0
+    # an explicit budget
+    g = game_from(3, 4)
+    SOLVERS["gradient"](g, np.random.default_rng(0), SolverConfig(budget=120))
+    assert g.evals == 120  # 10 steps x 3 x 4 IVs
+
+
+def test_random_prices_lie_where_the_tv_would_buy():
+    g = game_from(4, 10)
+    p = np.stack([SOLVERS["random"](g, np.random.default_rng(s), SolverConfig()) for s in range(200)])
+    assert (p >= g.p_min).all() and (p <= g.a).all()
+    # uniform on [p_min, a_i]: the mean is (p_min + a_i) / 2 within sampling error (sd (a_i - p_min) / sqrt(12 x 200))
+    np.testing.assert_allclose(p.mean(axis=0), (g.p_min + g.a) / 2, atol=4 * g.a.max() / np.sqrt(12 * 200))

@@ -22,7 +22,7 @@ def test_tasks_table_and_summary(run):
     df = pd.read_parquet(run / "moe_tasks.parquet")
     for col in ("task", "policy", "t_request_s", "tv", "ivs", "layer_ivs", "tokens_per_expert", "prices",
                 "compute_tflops", "layer_comm_s", "layer_comp_s", "layer_mem_s", "latency_s", "iv_utility",
-                "tv_utility", "nash_gap", "success", "failure", "reroutes"):
+                "tv_utility", "nash_gap", "success", "failure", "reroutes", "layer_move_s", "moved_experts", "solver_evals"):
         assert col in df.columns, col
     s = json.loads((run / "summary.json").read_text())["layers"]["moe"]
     assert list(s) == POLICIES
@@ -37,7 +37,7 @@ def test_tasks_table_and_summary(run):
         # every layer ran, and the latency is the sum of its layers' terms
         assert (done["layer_comm_s"].map(len) == 8).all()
         total = (done["layer_comm_s"].map(sum) + done["layer_comp_s"].map(sum) + done["layer_mem_s"].map(sum)
-                 + done["layer_tv_s"].map(sum))
+                 + done["layer_tv_s"].map(sum) + done["layer_move_s"].map(sum))
         np.testing.assert_allclose(done["latency_s"], total, rtol=1e-9)
         # top-2 of 256 tokens in 8 layers: at most 4096 routed (token, expert) pairs
         assert (rows["tokens_per_expert"].map(sum) <= 8 * 256 * 2).all()

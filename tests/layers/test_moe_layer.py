@@ -120,6 +120,10 @@ def test_bad_config_names_the_key(tmp_path):
         layer(tmp_path, top_k=3)
     with pytest.raises(ConfigError, match="layers.moe.price_range"):
         layer(tmp_path, price_range=[5.0, 1.0])
+    with pytest.raises(ConfigError, match="layers.moe.gate_model_dim: 33 must be even"):
+        layer(tmp_path, gate_model_dim=33)
+    with pytest.raises(ConfigError, match="layers.moe.reroute"):
+        layer(tmp_path, reroute="teleport")
 
 
 def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
@@ -132,3 +136,86 @@ def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
     advance(lay, first, moved, {"tv": 0, "a": 1, "b": 2}, 10.0)
     assert first.reroutes >= 1
     np.testing.assert_array_equal(second.layer_iv, before)
+
+
+def layer_terms(lay, task, w, index, layer_i):
+    """comm, comp and memory-load terms of the slowest IV of one layer, by hand."""
+    bits, flop = 8 * 2 * 8, 4 * 8 * 16 / 1e12  # hidden 8 x 2 bytes; TFLOP per (token, expert)
+    worst = 0.0
+    for j, name in enumerate(task.ivs):
+        on_j = task.layer_iv[layer_i] == j
+        n = task.tokens[layer_i][on_j].sum()
+        if n == 0:
+            continue
+        k = index[name]
+        up, down = w.v2v_rate_bps([0], [k])[0], w.v2v_rate_bps([k], [0])[0]
+        used = ((task.tokens[layer_i] > 0) & on_j).sum()
+        worst = max(worst, n * bits / up + n * bits / down + n * flop / task.f[j] + used * 512e-9 / 1e-5)
+    return worst
+
+
+def test_a_reroute_moves_the_weights_over_v2v_at_the_slots_rate(tmp_path):
+    """b (hosting expert 1 of both layers) leaves range before layer 0: the TV sends both of its
+    experts (2 x 512 B = 8192 bits) to a at the TV -> a rate of that slot, then re-runs the gate
+    (expert 1 now has a's link quality); a's price and compute are not renegotiated."""
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path)
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    assert task.layer_iv.tolist() == [[0, 1], [0, 1]] and task.tokens[0, 1] > 0  # layer 0 needs b
+    f_before, q_a = task.f.copy(), task.gate_q[0, 0]
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
+    index = {"tv": 0, "a": 1, "b": 2}
+    lay._advance(task, moved, index)
+    rate = moved.v2v_rate_bps([0], [1])[0]
+    assert task.reroutes == 1 and task.moved_experts == 2
+    assert task.move == pytest.approx([2 * 512 * 8 / rate])
+    assert task.layer_iv.tolist() == [[0, 0], [0, 0]]
+    np.testing.assert_allclose(task.gate_q, np.full((2, 2), q_a))  # expert 1 now gated by a's link
+    np.testing.assert_array_equal(task.f, f_before)  # prices not renegotiated
+    # the gate re-ran: with equal quality on both experts the forward pass decides, every token once (top-1)
+    assert task.tokens.sum(axis=1).tolist() == [6, 6]
+    tv = lay.tv_layer_s
+    assert task.clock == pytest.approx(tv + 2 * 512 * 8 / rate + layer_terms(lay, task, moved, index, 0))
+    lay._advance(task, moved, index)
+    assert task.move == pytest.approx([2 * 512 * 8 / rate, 0.0])  # moved once
+    assert task.status == "done"
+
+
+def test_a_reroute_checks_the_new_hosts_memory(tmp_path):
+    """Memory for three experts: a holds its two, so only layer 0's expert 1 moves; layer 1's is
+    masked and the re-run gate sends all of layer 1's tokens to expert 0."""
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, iv_memory_gb=[3 * 512e-9])
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
+    lay._advance(task, moved, {"tv": 0, "a": 1, "b": 2})
+    assert task.moved_experts == 1 and task.move == pytest.approx([512 * 8 / moved.v2v_rate_bps([0], [1])[0]])
+    assert task.layer_iv.tolist() == [[0, 0], [0, -1]] and task.gate_q[1, 1] == 0.0
+    assert task.tokens[1].tolist() == [6, 0]
+
+
+def test_regate_masks_the_lost_experts_without_a_transfer(tmp_path):
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, reroute="regate")
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
+    index = {"tv": 0, "a": 1, "b": 2}
+    advance(lay, task, moved, index, 10.0)
+    assert task.status == "done" and task.reroutes == 1 and task.moved_experts == 0
+    assert task.move == [0.0, 0.0] and task.layer_iv.tolist() == [[0, -1], [0, -1]]
+    assert task.tokens.tolist() == [[6, 0], [6, 0]]
+    assert task.clock == pytest.approx(sum(lay.tv_layer_s + layer_terms(lay, task, moved, index, i) for i in (0, 1)))
+
+
+def test_physical_gating_off_keeps_the_placement_and_gates_plainly(tmp_path):
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    on, off = layer(tmp_path / "on"), layer(tmp_path / "off", physical_gating=False)
+    on.submit(w0, 0, 0.0)
+    off.submit(w0, 0, 0.0)
+    a, b = on.kernel.active[0], off.kernel.active[0]
+    assert a.ivs == b.ivs and a.layer_iv.tolist() == b.layer_iv.tolist()
+    assert (b.gate_q == 1.0).all() and (a.gate_q < 1.0).all()
+    np.testing.assert_array_equal(b.tokens, off.route(b.prompt, np.ones((2, 2))))

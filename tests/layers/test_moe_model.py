@@ -46,3 +46,36 @@ def test_plain_gating_matches_ordinary_top_k():
     x = torch.randn(10, 16)
     idx, w = layer.route(x)
     assert torch.equal(idx[:, 0], layer.gate(x).argmax(dim=-1)) and torch.all(w == 1.0)
+
+
+def test_the_gate_model_routes_real_text_and_physical_gating_changes_the_later_layers():
+    from cosim.layers.moe.model import GateModel, Vocabulary
+
+    vocab = Vocabulary()
+    ids = vocab.encode("Find a charging station near the exit.")
+    assert [vocab.words[i] for i in ids] == ["find", "a", "charging", "station", "near", "the", "exit", "."]
+    assert vocab.encode("zebra")[0] == 0  # not in the corpus: <unk>
+    model = GateModel(len(vocab), 32, 64, layers=3, experts=4, top_k=2, seed=0)
+    prompt = vocab.prompt(64, torch.Generator().manual_seed(5))
+    assert len(prompt) == 64 and torch.equal(prompt, vocab.prompt(64, torch.Generator().manual_seed(5)))
+    load = model.load(prompt)
+    assert load.sum(dim=1).tolist() == [128, 128, 128]  # top-2 of 64 tokens per layer
+    # layer 0 by hand: embedding + positions, attention, then the gate's top-2 on the normed state
+    block = model.blocks[0]
+    x = model.embed(prompt) + model.positions(64)
+    q, k, v = block.qkv(block.norm1(x)).chunk(3, dim=-1)
+    x = x + block.out(torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0])
+    idx, _ = route_from_logits(block.moe.gate(block.norm2(x)), 2)
+    assert torch.equal(load[0], torch.bincount(idx.flatten(), minlength=4))
+    # which experts are picked follows from the text: different texts load the experts differently
+    other = model.load(vocab.prompt(64, torch.Generator().manual_seed(6)))
+    assert not torch.equal(load, other)
+    # an expert masked in layer 0 gets nothing there, and the changed outputs reach layers 1 and 2
+    quality = torch.ones(3, 4)
+    quality[0, int(load[0].argmax())] = 0.0
+    masked = model.load(prompt, quality)
+    assert masked[0, int(load[0].argmax())] == 0 and masked[0].sum() == 128
+    assert not torch.equal(masked[1:], load[1:])
+    # built from its seed alone: the same model whatever torch's global state
+    torch.manual_seed(123)
+    assert torch.equal(GateModel(len(vocab), 32, 64, 3, 4, 2, seed=0).load(prompt), load)

@@ -11,14 +11,12 @@ treats IVs as partial substitutes (physical gating can shift tokens between expe
     U_TV(f) = sum_i a_i f_i - beta/2 sum_i f_i^2 - gamma/2 sum_{i != j} f_i f_j - sum_i p_i f_i,
 
 a_i = v W_i / mean(W) (compute is worth more where more work is routed), beta = v / F_sat,
-gamma = sigma * beta (0 <= sigma < 1: substitutability). Its best response is closed form: on
-the set A of IVs it buys from, f_A = M_A^-1 (a - p)_A with M = (beta - gamma) I + gamma 11^T,
-
-    f_i = [(a_i - p_i) - g_n sum_{j in A} (a_j - p_j)] / (beta - gamma),  g_n = gamma / (beta - gamma + n gamma),
-
-A being the n IVs with the largest a_i - p_i for the largest n whose last member still buys
-(water-filling; tested against dropping IVs one pass at a time); an IV sells at most its
-capacity F_i (rationing). Buying nothing is always possible, so U_TV >= 0 at the best response.
+gamma = sigma * beta (0 <= sigma < 1: substitutability). Its best response maximises U_TV over
+the box 0 <= f_i <= F_i (F_i: what IV i has free), a strictly concave QP whose KKT conditions
+give f_i = clip((a_i - p_i - gamma S) / (beta - gamma), 0, F_i) with S = sum_j f_j — one scalar
+equation for S, solved exactly (:meth:`Game.follower`). When a capacity binds, the TV buys
+more from the other IVs (not the clipped unconstrained purchase). Buying nothing is always
+possible, so U_TV >= 0 at the best response.
 
 **Leaders.** U_i = p_i f_i - kappa_i f_i^2 (revenue minus energy). Raising one's price shifts
 the TV's demand to the other IVs: prices compete.
@@ -41,8 +39,11 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
   population is ranked by Nash gap, the best quarter kept and the rest bred (tournament
   selection, uniform crossover, log-normal mutation);
 * ``gradient`` — gradient play alone from the uniform price; ``evolutionary`` — the evolutionary
-  loop alone; ``random`` — log-uniform random prices; ``uniform`` — one fixed price for all;
-  ``nearest`` — the fixed price, on the nearest vehicles with plain gating.
+  loop alone; both run until they have spent GECPA's follower evaluations (``budget``; the
+  game counts them: :attr:`Game.evals`, :func:`gecpa_evals`);
+* ``random`` — IV i's price uniform on [p_min, a_i] (the prices at which the TV would buy from
+  it at all); ``uniform`` — one fixed price for all; ``nearest`` — the fixed price, on the
+  nearest vehicles with plain gating (these three do not search: no follower evaluation).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ import numpy as np
 
 from cosim.config import option
 from cosim.registry import register_policy
+
+
+#: Newton steps of the follower before the sorting method takes over (see Game.follower)
+_NEWTON = 12
 
 
 @dataclass(frozen=True)
@@ -73,27 +78,95 @@ class Game:
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "beta", beta)
         object.__setattr__(self, "gamma", self.sigma * beta)
+        object.__setattr__(self, "_evals", [0])
+
+    @property
+    def evals(self) -> int:
+        """Follower evaluations so far: one per price vector whose best response was computed
+        (the unit of the solvers' budgets)."""
+        return self._evals[0]
+
+    def _count(self, p: np.ndarray) -> None:
+        self._evals[0] += int(np.prod(p.shape[:-1])) if p.ndim > 1 else 1
 
     @property
     def n(self) -> int:
         return len(self.W)
 
-    def follower(self, p: np.ndarray) -> np.ndarray:
-        """The TV's best response f (same shape as ``p``, last axis = IVs).
+    def follower(self, p: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        """The TV's best response f (same shape as ``p``, last axis = IVs): the maximiser of
+        U_TV over the box 0 <= f <= F (a strictly concave QP), not a clipped unconstrained one.
 
-        Every bought IV gets f_i = (x_i - g_n tot) / (beta - gamma) with x = a - p: one common
-        threshold, so the set bought is the n largest x for the largest n whose n-th largest
-        still buys (water-filling over the sorted x; prefix sums, no iteration)."""
-        d, gm = self.beta - self.gamma, self.gamma
+        KKT with M = (beta - gamma) I + gamma 11^T: every IV gets f_i = clip((x_i - gamma S) / d,
+        0, F_i) with x = a - p, d = beta - gamma and S = sum_j f_j, so S solves the scalar
+        equation g(S) = S - sum_i clip((x_i - gamma S) / d, 0, F_i) = 0; g rises, piecewise
+        linearly, from g(0) <= 0 to g(sum F) >= 0, with breaks where an IV reaches its capacity
+        or stops buying. On the piece through S the root is (d U + X) / (d + gamma m) (U: the
+        capacities of the capped IVs, X and m: the sum of x and the number of the free ones), so
+        a Newton step lands on it exactly once S is on the right piece: a few steps, bracketed
+        (bisection where a step leaves the bracket), vectorised; a vector not settled after
+        ``_NEWTON`` steps (none in practice) is solved by :meth:`_total_sorted`. ``start``: a
+        guess of S (..., 1), e.g. the total at nearby prices. A capped IV makes the TV buy *more*
+        from its substitutes."""
+        self._count(p)
         x = self.a - p
-        xs = -np.sort(-x, axis=-1)
-        cs = np.cumsum(xs, axis=-1)
-        g = gm / (d + np.arange(1, x.shape[-1] + 1) * gm)
-        n = ((xs - g * cs) > 0).sum(axis=-1, keepdims=True)  # the bought IVs: a prefix of the sorted
-        last = np.maximum(n - 1, 0)
-        tot = np.take_along_axis(cs, last, axis=-1)
-        f = np.where((n > 0) & (x >= np.take_along_axis(xs, last, axis=-1)), (x - gm / (d + n * gm) * tot) / d, 0.0)
-        return np.minimum(np.maximum(f, 0.0), self.F)
+        F = np.broadcast_to(self.F, x.shape)
+        return np.clip((x - self.gamma * self._total(x, F, start)) / (self.beta - self.gamma), 0.0, F)
+
+    def _total(self, x: np.ndarray, F: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+        """S, the total bought, for x = a - p (..., N): bracketed Newton from ``start`` (..., 1)
+        (default 0), see :meth:`follower`."""
+        d, gm = self.beta - self.gamma, self.gamma
+        if gm <= 1e-12 * d:  # no substitution (sigma = 0): the IVs decouple, S does not matter
+            return np.zeros(x.shape[:-1] + (1,))
+        lo = np.zeros(x.shape[:-1] + (1,))
+        hi = F.sum(axis=-1, keepdims=True)
+        S = lo if start is None else np.clip(np.broadcast_to(start, lo.shape), lo, hi)
+        done = np.zeros(lo.shape, dtype=bool)
+        dF = d * F
+        for _ in range(_NEWTON):
+            r = x - gm * S
+            free = (r > 0) & (r < dF)
+            m = free.sum(axis=-1, keepdims=True)
+            nxt = (d * np.where(r >= dF, F, 0.0).sum(axis=-1, keepdims=True)
+                   + np.where(free, x, 0.0).sum(axis=-1, keepdims=True)) / (d + gm * m)
+            done = nxt == S
+            if done.all():
+                return S
+            up = nxt > S  # g(S) < 0: the root is above S
+            lo = np.where(up, S, lo)
+            hi = np.where(up, hi, S)
+            S = np.where(done, S, np.where((nxt > lo) & (nxt < hi), nxt, 0.5 * (lo + hi)))
+        rows = ~done[..., 0]
+        S = S.copy()
+        S[rows] = self._total_sorted(x[rows], F[rows])
+        return S
+
+    def _total_sorted(self, x: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """The same total by sorting the 2N breaks and summing along them (prefix sums):
+        the segment holding the root, and the root, in closed form; O(N log N), no iteration."""
+        d, gm = self.beta - self.gamma, self.gamma
+        lo = (x - d * F) / gm  # below it IV i sells its capacity
+        hi = x / gm  # above it IV i sells nothing
+        br = np.concatenate([lo, hi], axis=-1)
+        # crossing a break: (change of the capped sum U, of the free IVs' sum of x, of their count)
+        dU = np.concatenate([-F, np.zeros_like(F)], axis=-1)
+        dX = np.concatenate([x, -x], axis=-1)
+        dn = np.concatenate([np.ones_like(x), -np.ones_like(x)], axis=-1)
+        order = np.argsort(br, axis=-1, kind="stable")
+        br = np.take_along_axis(br, order, axis=-1)
+        U0 = F.sum(axis=-1, keepdims=True)  # before the first break: every IV at capacity
+        U = U0 + np.cumsum(np.take_along_axis(dU, order, axis=-1), axis=-1)
+        X = np.cumsum(np.take_along_axis(dX, order, axis=-1), axis=-1)
+        m = np.cumsum(np.take_along_axis(dn, order, axis=-1), axis=-1)
+        # g just after each break, at the break
+        g = br - U - (X - gm * m * br) / d
+        k = (g < 0).sum(axis=-1, keepdims=True)  # the root lies between break k-1 and break k
+        km = np.maximum(k - 1, 0)
+        Uk = np.where(k > 0, np.take_along_axis(U, km, axis=-1), U0)
+        Xk = np.where(k > 0, np.take_along_axis(X, km, axis=-1), 0.0)
+        mk = np.where(k > 0, np.take_along_axis(m, km, axis=-1), 0.0)
+        return (d * Uk + Xk) / (d + gm * mk)
 
     def outcome(self, p: np.ndarray) -> dict[str, np.ndarray]:
         """f, U_iv, U_tv and whether the TV bought nothing, for price vectors ``p`` (..., N)."""
@@ -108,7 +181,9 @@ class Game:
         N = p.shape[1]
         eye = np.eye(N, dtype=bool)[None, :, None, :]
         pp = np.where(eye, q[..., None], p[:, None, None, :])  # (B, N, G, N): pp[b, i, g, i] = q[b, i, g]
-        f = (self.follower(pp) * eye).sum(axis=-1)  # f_i of deviation i: (B, N, G)
+        # one IV's price moved: the total at p is a close start for Newton
+        start = self._total(self.a - p, np.broadcast_to(self.F, p.shape))[:, None, None, :]
+        f = (self.follower(pp, start) * eye).sum(axis=-1)  # f_i of deviation i: (B, N, G)
         return f * (q - self.kappa[None, :, None] * f)
 
     def best_responses(self, p: np.ndarray, grid: int = 96, refine: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +240,7 @@ class SolverConfig:
     """The built-in solvers' options (``[layers.moe.options.NAME]``)."""
 
     population: int = option(6, lo=2, doc="price vectors in the population (gecpa, evolutionary)")
-    generations: int = option(5, lo=1, doc="generations (gecpa, evolutionary); gradient runs grad_steps x (generations + 1)")
+    generations: int = option(5, lo=1, doc="generations (gecpa); evolutionary runs as many as its budget buys")
     grad_steps: int = option(4, lo=1, doc="gradient steps per generation (gecpa)")
     lr: float = option(0.3, lo=0.0, lo_open=True, doc="log-price step per unit of normalised gradient")
     elite: float = option(0.25, lo=0.0, lo_open=True, hi=1.0, doc="share of the population kept each generation")
@@ -175,6 +250,34 @@ class SolverConfig:
                                   doc="the posted price (uniform, nearest); where gradient play and the population start")
     init_decades: float = option(1.0, lo=0.0, doc="initial population within this many decades of uniform_price")
     fitness_grid: int = option(10, lo=2, doc="grid of the Nash gap used as fitness (the reported gap uses a finer one)")
+    budget: int = option(0, lo=0, doc="follower evaluations per pricing round for gradient and evolutionary; "
+                                      "0: exactly what gecpa spends with these options (equal budgets)")
+
+
+#: the final ranking of a population (grid, golden-section steps of the Nash gap)
+_FINAL = (24, 6)
+#: golden-section steps of the fitness (gecpa; evolutionary)
+_REFINE_GECPA, _REFINE_EVO = 4, 6
+
+
+def _fitness_evals(b: int, n: int, grid: int, refine: int) -> int:
+    """Follower evaluations of :func:`_fitness` on ``b`` price vectors of ``n`` IVs: the
+    deviation grid, two per golden-section step and the final point for every (vector, IV), and
+    two outcomes per vector."""
+    return b * n * (grid + 2 * refine + 1) + 2 * b
+
+
+def gecpa_evals(n: int, cfg: "SolverConfig") -> int:
+    """Follower evaluations GECPA spends on a game of ``n`` IVs (tested against the counter):
+    three per (vector, IV) per gradient step, ``generations + 1`` rounds of ``grad_steps``; a
+    fitness per generation; the final ranking."""
+    B = cfg.population
+    return ((cfg.generations + 1) * cfg.grad_steps * 3 * B * n + cfg.generations * _fitness_evals(B, n, cfg.fitness_grid,
+            _REFINE_GECPA) + _fitness_evals(B, n, *_FINAL))
+
+
+def budget_of(n: int, cfg: "SolverConfig") -> int:
+    return cfg.budget if cfg.budget > 0 else gecpa_evals(n, cfg)
 
 
 def _ascend(game: Game, p: np.ndarray, steps: int, lr: float) -> np.ndarray:
@@ -229,39 +332,48 @@ def _fitness(game: Game, pop: np.ndarray, grid: int, refine: int) -> np.ndarray:
 
 
 def _best(game: Game, pop: np.ndarray) -> np.ndarray:
-    return pop[int(np.argmin(_fitness(game, pop, 24, 6)))]
+    return pop[int(np.argmin(_fitness(game, pop, *_FINAL)))]
 
 
 @register_policy("moe", "gecpa", options=SolverConfig, stochastic=True)
 def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
-    """GECPA: gradient ascent + an evolutionary population, ranked by Nash gap."""
+    """GECPA: gradient ascent + an evolutionary population, ranked by Nash gap
+    (:func:`gecpa_evals` follower evaluations)."""
     pop = _initial(game, cfg, rng)
     for _ in range(cfg.generations):
         pop = _ascend(game, pop, cfg.grad_steps, cfg.lr)
-        pop = _evolve(game, pop, _fitness(game, pop, cfg.fitness_grid, 4), cfg, rng)
+        pop = _evolve(game, pop, _fitness(game, pop, cfg.fitness_grid, _REFINE_GECPA), cfg, rng)
     return _best(game, _ascend(game, pop, cfg.grad_steps, cfg.lr))
 
 
 @register_policy("moe", "gradient", options=SolverConfig)
 def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
-    """Gradient play alone, from the posted price."""
+    """Gradient play alone, from the posted price, for as many steps as the budget buys (three
+    follower evaluations per IV and step)."""
     p = np.full((1, game.n), np.clip(cfg.uniform_price, game.p_min, game.p_max))
-    return _ascend(game, p, cfg.grad_steps * (cfg.generations + 1), cfg.lr)[0]
+    steps = max(1, budget_of(game.n, cfg) // (3 * max(game.n, 1)))
+    return _ascend(game, p, steps, cfg.lr)[0]
 
 
 @register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True)
 def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
-    """The evolutionary loop alone."""
+    """The evolutionary loop alone, for as many generations as the budget buys (a fitness per
+    generation, then the final ranking)."""
+    per_gen = _fitness_evals(cfg.population, game.n, cfg.fitness_grid, _REFINE_EVO)
+    generations = max(1, (budget_of(game.n, cfg) - _fitness_evals(cfg.population, game.n, *_FINAL)) // per_gen)
     pop = _initial(game, cfg, rng)
-    for _ in range(cfg.generations):
-        pop = _evolve(game, pop, _fitness(game, pop, cfg.fitness_grid, 6), cfg, rng)
+    for _ in range(generations):
+        pop = _evolve(game, pop, _fitness(game, pop, cfg.fitness_grid, _REFINE_EVO), cfg, rng)
     return _best(game, pop)
 
 
 @register_policy("moe", "random", options=SolverConfig, stochastic=True)
 def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
-    """Log-uniform random prices over the price range."""
-    return np.exp(rng.uniform(np.log(game.p_min), np.log(game.p_max), game.n))
+    """Random prices over the plausible range: IV i's price uniform on [p_min, a_i], the prices
+    at which the TV would buy from it at all (above a_i it buys nothing from i even if i were
+    alone). No search: no follower evaluation."""
+    hi = np.clip(game.a, game.p_min, game.p_max)
+    return game.p_min + rng.random(game.n) * (hi - game.p_min)
 
 
 @register_policy("moe", "uniform", options=SolverConfig)

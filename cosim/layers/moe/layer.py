@@ -10,16 +10,25 @@ infrastructure vehicles (IVs) within V2V range:
   (1 - outage probability) x remaining contact / deadline; ``nearest``: distance), experts
   dealt round-robin so each IV holds one expert per layer where it can, within each IV's memory;
   an expert that fits nowhere is not placed (masked);
-* **routing** — the torch gate of :mod:`.model` on the task's tokens: physical gating (scores x
-  link quality, unreachable experts masked) for every policy but ``nearest`` (plain top-k);
-* **pricing** — the Stackelberg game of :mod:`.game` on the work routed to each IV, solved by
-  the policy's solver; the TV buys f_i = W_i / T* (or declines: the task fails "priced-out");
+* **routing** — the task's prompt (``tokens`` tokens of real text, sentences of a built-in
+  corpus drawn from the task's seed) through the gate model of :mod:`.model`, a small MoE
+  transformer built from ``gate_model_seed``: its real forward pass decides which experts each
+  token goes to, layer by layer. Physical gating (scores x the host's link quality, unreachable
+  experts masked) for link-aware policies when ``physical_gating``; plain top-k otherwise;
+* **pricing** — the Stackelberg game of :mod:`.game` on the work W_i routed to each IV: the IVs
+  post unit prices (the policy's solver), the TV buys compute f_i from each by its constrained
+  best response (0 <= f_i <= what the IV has free), or buys nothing (the task fails
+  "priced-out"); experts on IVs it buys nothing from are masked and the gate re-run;
 * **execution** — layer by layer over the following slots as SUMO moves: layer latency = TV
-  compute (attention + gate) + max over the IVs used of (upload of its tokens + W_il / f_i +
-  loading its experts' weights from memory + download), with eq. (3) V2V rates at the slot's
-  distances and fading; an IV that has left V2V range (or the simulation) has its tokens
-  re-routed to the reachable IV of the task with the best link (``reroutes``), or the task
-  fails "iv-left-range" if none is left.
+  compute (attention + gate) + weights moved before it (reroutes) + max over the IVs used of
+  (upload of its tokens + W_il / f_i + loading its experts' weights from memory + download),
+  with eq. (3) V2V rates at the slot's distances and fading. An IV a layer needs that has left
+  V2V range (or the simulation) triggers a reroute (``reroute``: move its experts' weights from
+  the TV to another IV over V2V, memory permitting, or re-gate around them; see
+  :meth:`MoELayer._reroute`), or the task fails "iv-left-range" if no IV it bought from is left;
+* **sharing** — ``queue = "simulated"`` (the default): a policy's running tasks hold the compute
+  they bought and their experts' memory on each IV until they end (the kernel's capacities), so
+  a later task's game sees only what is left; ``"analytic"``: every task sees every IV whole.
 
 Success: every layer done within ``deadline_s`` and the TV still there. Results:
 ``moe_tasks.parquet`` (one row per task and policy) and a ``moe`` block per policy in
@@ -51,9 +60,9 @@ class MoEConfig:
     policies: list = option(["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"],
                             doc="pricing/allocation policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.moe.options.NAME] tables (see `cosim config`)")
-    queue: str = option("analytic", choices=kn.QUEUES,
-                        doc="analytic: an IV serves every task at once; simulated: a policy's concurrent tasks share "
-                            "each IV's compute and memory")
+    queue: str = option("simulated", choices=kn.QUEUES,
+                        doc="simulated (default): a policy's concurrent tasks share each IV's compute and memory; "
+                            "analytic: an IV serves every task at once (docs/moe.md: why, with numbers)")
     request_rate_per_s: float = option(0.2, lo=0.0, doc="tasks per second over the whole network")
     moe_layers: int = option(8, lo=1, doc="MoE layers in the model")
     experts: int = option(8, lo=1, doc="experts per MoE layer")
@@ -73,6 +82,15 @@ class MoEConfig:
     tv_saturation_tflops: float = option(2.0, lo=0.0, lo_open=True, doc="F_sat: compute at which that value falls to 0 [TFLOP/s]")
     substitutability: float = option(0.3, lo=0.0, hi=0.99, doc="sigma: how far compute at one IV replaces another's")
     price_range: list = option([1e-2, 1e3], doc="admissible unit prices [lo, hi] (cost per TFLOP/s)")
+    physical_gating: bool = option(True, doc="link-aware policies re-weight the gate's scores by the hosts' link quality "
+                                             "(false: plain top-k on the same placement; the ablation)")
+    reroute: str = option("move", choices=("move", "regate"),
+                          doc="an IV out of range: move: its experts' weights go from the TV to the reachable IV with the "
+                              "best link and memory left, over V2V at the slot's rate; regate: its experts are masked "
+                              "and the gate re-run (no transfer); either way the gate re-runs, prices are not renegotiated")
+    gate_model_dim: int = option(64, lo=8, doc="width of the small MoE transformer whose forward pass on the prompt "
+                                                 "picks the experts (the latency model uses hidden / expert_ffn)")
+    gate_model_seed: int = option(0, lo=0, doc="seed of the gate model's weights (a fixed model for every run seed)")
     min_rate_bps: float = option(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
     rate_ref_bps: float = option(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
 
@@ -83,6 +101,8 @@ def _check(cfg: MoEConfig, where: str) -> None:
     lo, hi = (cfg.price_range + [0, 0])[:2]
     if len(cfg.price_range) != 2 or not 0 < lo < hi:
         raise ConfigError(f"{where}.price_range: expected [lo, hi] with 0 < lo < hi, got {cfg.price_range!r}")
+    if cfg.gate_model_dim % 2:
+        raise ConfigError(f"{where}.gate_model_dim: {cfg.gate_model_dim} must be even (sinusoidal positions)")
 
 
 def _none() -> np.ndarray:
@@ -95,6 +115,9 @@ class Task(kn.Task):
     ivs: list = field(default_factory=list)  # IV names, index j = player j of the game
     layer_iv: np.ndarray = field(default_factory=_none)  # (L, E) index into ivs of each expert's host, -1 not placed
     tokens: np.ndarray = field(default_factory=_none)  # (L, E) tokens routed to each expert
+    prompt: object = None  # the prompt's token ids (torch, shared by the policies)
+    gate_q: np.ndarray = field(default_factory=_none)  # (L, E) the gate's quality of each expert (0: masked)
+    evals: int = 0  # follower evaluations the policy's solver spent
     prices: np.ndarray = field(default_factory=_none)
     f: np.ndarray = field(default_factory=_none)  # TFLOP/s bought from each IV
     u_iv: np.ndarray = field(default_factory=_none)
@@ -106,7 +129,9 @@ class Task(kn.Task):
     comp: list = field(default_factory=list)
     mem: list = field(default_factory=list)
     tv_s: list = field(default_factory=list)
+    move: list = field(default_factory=list)  # per layer: weights moved to new hosts before it [s]
     reroutes: int = 0
+    moved_experts: int = 0
 
 
 @register_layer("moe")
@@ -137,28 +162,18 @@ class MoELayer(Layer):
                 raise ConfigError(f"{where}.options.{name}.uniform_price: {price:g} is outside price_range [{lo:g}, {hi:g}]")
         self.kernel = kn.Kernel(list(self.policies), c.queue)
         self.next_id = 0
-        self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "solve_ms": [], "declined": 0, "reroutes": 0}
-                      for p in self.policies}
-        self._gate_chol = None
+        self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "solve_ms": [], "evals": [], "declined": 0, "reroutes": 0,
+                          "moved": 0} for p in self.policies}
+        from cosim.layers.moe.model import GateModel, Vocabulary
+
+        self.vocab = Vocabulary()
+        self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
+                                    c.top_k, c.gate_model_seed)
 
     def on_start(self) -> None:
         self.table = self.ctx.table("moe_tasks")
 
     # -- the world as IVs -------------------------------------------------------------------
-    def _gate_factor(self):
-        """Cholesky factor of W_g^T W_g for each MoE layer of a torch gate seeded by the run's
-        seed: logits of Gaussian hidden states x ~ N(0, I) through W_g are N(0, W_g^T W_g), so
-        drawing z @ L gives the gate's logits without materialising (tokens x hidden) states."""
-        if self._gate_chol is None:
-            import torch
-
-            g = torch.Generator().manual_seed(self.ctx.seed)
-            c = self.cfg
-            w = torch.randn(c.moe_layers, c.hidden, c.experts, generator=g) / math.sqrt(c.hidden)
-            cov = w.transpose(1, 2) @ w + 1e-6 * torch.eye(c.experts)
-            self._gate_chol = torch.linalg.cholesky(cov).transpose(1, 2)  # logits = z @ L^T
-        return self._gate_chol
-
     def candidates(self, world: World, tv: int) -> dict:
         """Vehicles within V2V range of ``tv``, with what the policies need to rank them."""
         c, s, chn = self.cfg, world.snap, world.cfg.channel
@@ -203,21 +218,24 @@ class MoELayer(Layer):
                         break
         return chosen, host
 
-    def route(self, host: np.ndarray, quality: np.ndarray | None, seed: int) -> np.ndarray:
-        """Tokens routed to each expert, (L, E), by the torch gate (physical if ``quality``),
-        every MoE layer in one batched call."""
+    def gate_quality(self, host: np.ndarray, quality: np.ndarray | None) -> np.ndarray:
+        """(L, E) what the gate multiplies each expert's score by: its host's link quality
+        (physical gating; ``quality`` per chosen IV) or 1 (plain), 0 where not placed."""
+        if quality is None or not len(quality):
+            return (host >= 0).astype(float)
+        return np.where(host >= 0, quality[np.maximum(host, 0)], 0.0)
+
+    def route(self, prompt, gate_q: np.ndarray) -> np.ndarray:  # noqa: ANN001
+        """Tokens routed to each expert, (L, E): the gate model's forward pass on the task's
+        prompt, each layer gated by ``gate_q`` (one thread: a small model on a shared machine)."""
         import torch
 
-        from cosim.layers.moe.model import route_from_logits
-
-        c = self.cfg
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn(c.moe_layers, c.tokens, c.experts, generator=g)
-        logits = z @ self._gate_factor()  # (L, tokens, E)
-        q = np.where(host >= 0, 1.0 if quality is None else quality[np.maximum(host, 0)], 0.0)
-        idx, w = route_from_logits(logits, c.top_k, torch.as_tensor(q, dtype=torch.float32)[:, None, :])
-        hits = torch.nn.functional.one_hot(idx, c.experts) * (w > 0)[..., None]
-        return hits.sum(dim=(1, 2)).numpy().astype(np.int64)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32)).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
@@ -253,16 +271,19 @@ class MoELayer(Layer):
         return p
 
     def submit(self, world: World, tv: int, t_request: float) -> int:
+        import torch
+
         c = self.cfg
         tid = self.next_id
         self.next_id += 1
         cand = self.candidates(world, tv)
         cand_names = [str(v) for v in world.snap.ids[cand["idx"]]]
         seed = int(ch.stable_uid(f"moe.{self.ctx.seed}.{tid}") % 2**62)
+        prompt = self.vocab.prompt(c.tokens, torch.Generator().manual_seed(seed))  # the same for every policy
         tv_name = str(world.snap.ids[tv])
         contention = self.kernel.capacity is not None
         # per placement (link-aware or not; per policy with the simulated queue, since each policy's
-        # running tasks hold different IVs): (chosen, host, tokens, game, candidates) — shared by its policies
+        # running tasks hold different IVs): (chosen, host, gate quality, tokens, game, candidates)
         shared: dict = {}
         priced = []
         for policy in self.live():
@@ -271,7 +292,8 @@ class MoELayer(Layer):
             if key not in shared:
                 cp = self._free(cand, cand_names, policy) if contention else cand
                 chosen, host = self.place(cp, aware)
-                tokens = self.route(host, cp["quality"][chosen] if aware else None, seed) if len(chosen) else None
+                gq = self.gate_quality(host, cp["quality"][chosen] if aware and c.physical_gating else None)
+                tokens = self.route(prompt, gq) if len(chosen) else None
                 game = None
                 if len(chosen) and tokens.sum() > 0:
                     work = np.zeros(len(chosen))
@@ -279,8 +301,8 @@ class MoELayer(Layer):
                     used = work > 0
                     game = (Game(work[used], cp["cpu"][chosen][used], cp["kappa"][chosen][used], c.tv_value,
                                  c.tv_saturation_tflops, c.substitutability, *c.price_range), used)
-                shared[key] = (chosen, host, tokens, game, cp)
-            chosen, host, tokens, game, cp = shared[key]
+                shared[key] = (chosen, host, gq, tokens, game, cp)
+            chosen, host, gq, tokens, game, cp = shared[key]
             names = [cand_names[j] for j in chosen]
             if game is None:
                 self.kernel.count(policy)
@@ -290,37 +312,37 @@ class MoELayer(Layer):
                 continue
             rng = self.rng_for(policy, world, f"moe.{policy}.{tid}")
             t0 = time.perf_counter()
+            before = game[0].evals
             try:
                 p_used = self._prices(policy, game[0], rng)
             except PolicyFailed as exc:
                 self._drop(policy, exc)
                 continue
             self.kernel.count(policy)
-            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0)))
+            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), game[0].evals - before))
         # the Nash gap of every policy's prices, one batched evaluation per game
         gaps: dict = {}
-        for key in dict.fromkeys(k for _, k, _, _, _ in priced):
+        for key in dict.fromkeys(item[1] for item in priced):
             rows = [i for i, item in enumerate(priced) if item[1] == key]
-            g = shared[key][3][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
+            g = shared[key][4][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
             gaps.update({i: float(v) for i, v in zip(rows, g)})
-        for i, (policy, key, names, p_used, solve_ms) in enumerate(priced):
-            chosen, host, tokens, (game, used), cp = shared[key]
-            aware = self.policies[policy].traits["link_aware"]
+        for i, (policy, key, names, p_used, solve_ms, evals) in enumerate(priced):
+            chosen, host, gq, tokens, (game, used), cp = shared[key]
             out = game.outcome(p_used[None])
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
                 # allocation: experts on IVs the TV bought nothing from are masked, and the gate
                 # routes their tokens to the bought ones
-                bought = np.where(f > 0, cp["quality"][chosen] if aware else 1.0, 0.0)
-                rkey = (key, bought.tobytes())
+                gq = np.where((host >= 0) & (f[np.maximum(host, 0)] > 0), gq, 0.0)
+                rkey = (key, gq.tobytes())
                 if rkey not in shared:
-                    shared[rkey] = self.route(host, bought, seed)
+                    shared[rkey] = self.route(prompt, gq)
                 tokens = shared[rkey]
             # the placement is shared between policies: each task re-routes its own copy
             task = Task(tid, policy, t_request, clock=t_request, tv=tv_name, ivs=names, layer_iv=host.copy(),
-                        tokens=tokens, prices=prices, f=f, u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i],
-                        solve_ms=solve_ms)
+                        tokens=tokens.copy(), prompt=prompt, gate_q=gq.copy(), evals=evals, prices=prices, f=f,
+                        u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i], solve_ms=solve_ms)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
                 self._finish(task, "failed", "priced-out")
@@ -349,27 +371,22 @@ class MoELayer(Layer):
             return self._finish(task, "failed", "tv-vanished")
         tv = index[task.tv]
         s = world.snap
-        host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
-        per_iv: dict[int, list] = {}
-        for e in np.flatnonzero(toks > 0):
-            per_iv.setdefault(int(host[e]), []).append(int(e))
-        # IVs gone or out of range: their tokens go to the reachable task IV with the best link
+        # IVs gone or out of range that this layer needs: move their experts or re-gate around them
         ok = {}
         for j, name in enumerate(task.ivs):
             i = index.get(name)
             ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
-        lost = [j for j in per_iv if not ok[j]]
-        if lost:
-            alive = [j for j in range(len(task.ivs)) if ok[j] and task.f[j] > 0]
-            if not alive:
-                return self._finish(task, "failed", "iv-left-range")
-            ids = np.array([index[task.ivs[j]] for j in alive])
-            rates = world.v2v_rate_bps(np.full(len(ids), tv), ids)
-            to = alive[int(np.argmax(rates))]
-            for j in lost:
-                per_iv.setdefault(to, []).extend(per_iv.pop(j))
-                task.layer_iv[task.layer:][task.layer_iv[task.layer:] == j] = to
-            task.reroutes += 1
+        move_s = 0.0
+        lost = sorted({int(task.layer_iv[task.layer, e]) for e in np.flatnonzero(task.tokens[task.layer] > 0)}
+                      - {j for j in ok if ok[j]})
+        if lost:  # every IV out of reach loses its experts (the re-run gate must not pick another)
+            move_s = self._reroute(task, world, index, tv, [j for j in ok if not ok[j]], ok)
+            if task.status != "running":
+                return None
+        host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
+        per_iv: dict[int, list] = {}
+        for e in np.flatnonzero(toks > 0):
+            per_iv.setdefault(int(host[e]), []).append(int(e))
         comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
         ivs = list(per_iv)
         if ivs:
@@ -386,27 +403,89 @@ class MoELayer(Layer):
         if not math.isfinite(comm):  # a V2V rate of 0 (cannot happen within range)
             return self._finish(task, "failed", "no-link")
         task.tv_s.append(self.tv_layer_s)
+        task.move.append(move_s)
         task.comm.append(comm)
         task.comp.append(comp)
         task.mem.append(mem)
-        task.clock += self.tv_layer_s + (comm + comp + mem)
+        task.clock += self.tv_layer_s + move_s + (comm + comp + mem)
         task.layer += 1
         if task.layer >= c.moe_layers:
             latency = task.clock - task.t_request
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
                          "" if latency <= c.deadline_s + 1e-12 else "deadline")
 
+    def _reroute(self, task: Task, world: World, index: dict, tv: int, lost: list, ok: dict) -> float:
+        """The experts of the remaining layers hosted on the ``lost`` IVs (out of V2V range of the
+        TV, or gone), then the gate re-run on the prompt for the remaining layers; returns the
+        seconds the TV spends sending weights before this layer can run.
+
+        ``reroute = "move"`` (our choice of source: the TV, which holds the model it serves — the
+        departed IV is out of its range): expert by expert, in layer order, to the reachable IV the
+        TV bought from with the best V2V rate this slot and memory left for it (its memory less
+        what it already holds: this task's experts, or with the simulated queue what the policy's
+        running tasks hold); the TV sends them one after another, bits / rate each. An expert that
+        fits nowhere is masked. ``"regate"``: every such expert is masked (no transfer). Either
+        way the gate re-runs (a moved expert's quality is its new host's), and prices are **not**
+        renegotiated: the TV keeps the compute it bought (f_i), so more work on an IV takes longer.
+        No reachable IV it bought from: the task fails "iv-left-range"."""
+        c = self.cfg
+        alive = [j for j in range(len(task.ivs)) if ok[j] and task.f[j] > 0]
+        if not alive:
+            self._finish(task, "failed", "iv-left-range")
+            return 0.0
+        task.reroutes += 1
+        rest = task.layer_iv[task.layer:]  # a view: edits go to the task
+        q = task.gate_q[task.layer:]
+        moving = np.argwhere(np.isin(rest, lost))
+        move_s = 0.0
+        if c.reroute == "move":
+            ids = np.array([index[task.ivs[j]] for j in alive])
+            rate = world.v2v_rate_bps(np.full(len(ids), tv), ids)
+            order = np.argsort(-rate, kind="stable")
+            total = world.vehicle_draw(ch.VEH_MEM, *self.mem_gb)[ids]
+            cap = self.kernel.capacity
+            if cap is not None:
+                held = np.array([cap.held((task.policy, "mem", task.ivs[j])) for j in alive])
+            else:
+                held = np.array([(task.layer_iv == j).sum() * self.expert_gb for j in alive])
+            free = total - held
+            aware = self.policies[task.policy].traits["link_aware"] and c.physical_gating
+            quality = self.candidates(world, tv) if aware else None
+            qual_of = dict(zip(world.snap.ids[quality["idx"]].tolist(), quality["quality"])) if aware else {}
+            sent = np.zeros(len(alive))
+            for layer, e in moving:
+                k = next((k for k in order if free[k] >= self.expert_gb - 1e-12), None)
+                if k is None:
+                    rest[layer, e], q[layer, e] = -1, 0.0
+                    continue
+                free[k] -= self.expert_gb
+                sent[k] += 1
+                rest[layer, e] = alive[k]
+                q[layer, e] = qual_of.get(task.ivs[alive[k]], 0.0) if aware else 1.0
+            for k in np.flatnonzero(sent):
+                move_s += sent[k] * self.expert_gb * 8e9 / rate[k]
+                if cap is not None:
+                    cap.hold(id(task), (task.policy, "mem", task.ivs[alive[k]]), float(sent[k] * self.expert_gb))
+            task.moved_experts += int(sent.sum())
+        else:
+            rest[tuple(moving.T)] = -1
+            q[tuple(moving.T)] = 0.0
+        task.tokens[task.layer:] = self.route(task.prompt, task.gate_q)[task.layer:]
+        return move_s
+
     def _finish(self, task: Task, status: str, reason: str) -> None:
         st = self.stats[task.policy]
         latency = self.kernel.finish(task, status, reason, completed=task.layer >= self.cfg.moe_layers)
         st["reroutes"] += task.reroutes
-        traded = len(task.f) and task.f.sum() > 0
-        if traded:
-            st["u_iv"].append(float(task.u_iv[task.f > 0].mean()))
+        st["moved"] += task.moved_experts
+        offered = task.prices > 0 if len(task.prices) else np.zeros(0, dtype=bool)
+        u_iv = float(task.u_iv[offered].mean()) if offered.any() else math.nan  # every IV offered a price
+        if offered.any():
+            st["u_iv"].append(u_iv)
             st["u_tv"].append(task.u_tv)
             st["gap"].append(task.nash_gap)
-        if len(task.prices):
             st["solve_ms"].append(task.solve_ms)
+            st["evals"].append(task.evals)
         used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv] if task.ivs else []
         self.table.append({
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
@@ -418,10 +497,12 @@ class MoELayer(Layer):
             "compute_tflops": Lists([task.f.tolist()], pa.float64()),
             "layer_comm_s": Lists([task.comm], pa.float64()), "layer_comp_s": Lists([task.comp], pa.float64()),
             "layer_mem_s": Lists([task.mem], pa.float64()), "layer_tv_s": Lists([task.tv_s], pa.float64()),
+            "layer_move_s": Lists([task.move], pa.float64()),
             "latency_s": np.array([latency]),
-            "iv_utility": np.array([float(task.u_iv[task.f > 0].mean()) if traded else 0.0]),
+            "iv_utility": np.array([u_iv]),
             "tv_utility": np.array([task.u_tv]), "nash_gap": np.array([task.nash_gap]),
-            "solve_ms": np.array([task.solve_ms]), "reroutes": np.array([task.reroutes]),
+            "solve_ms": np.array([task.solve_ms]), "solver_evals": np.array([task.evals]),
+            "reroutes": np.array([task.reroutes]), "moved_experts": np.array([task.moved_experts]),
             "success": np.array([status == "done"]), "failure": np.array([reason], dtype=object),
         })
 
@@ -438,7 +519,9 @@ class MoELayer(Layer):
                 "mean_nash_gap": mean(st["gap"]),
                 "declined": st["declined"],
                 "reroutes": st["reroutes"],
+                "moved_experts": st["moved"],
                 "mean_solve_ms": mean(st["solve_ms"]),
+                "mean_solver_evals": mean(st["evals"]),
             }
         return out
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import io
+import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +66,11 @@ class MoELayer(nn.Module):
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
         """The monolithic layer: every expert local."""
+        return self.forward_routed(x, quality)[0]
+
+    def forward_routed(self, x: torch.Tensor, quality: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output, expert index, combine weight) of the monolithic layer."""
         idx, w = self.route(x, quality)
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
@@ -72,7 +79,7 @@ class MoELayer(nn.Module):
             tok, slot = tok[keep], slot[keep]
             if len(tok):
                 out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
-        return out
+        return out, idx, w
 
 
 def _wire(obj) -> tuple[object, int]:
@@ -134,3 +141,135 @@ def expert_parallel(layer: MoELayer, x: torch.Tensor, hosts: dict[str, Host], ho
             tok, slot, y = results[e]
             out.index_add_(0, tok, w[tok, slot, None] * y)
     return out
+
+
+# -- the gate's data: real text through a small MoE transformer ------------------------------
+#: A small built-in corpus (our own sentences: what a vehicle's generative-AI assistant is asked).
+#: A task's prompt is a sequence of these sentences drawn from the task's seed.
+CORPUS = """\
+Find a charging station with a free fast charger within ten minutes of the next exit.
+Summarise the traffic report for the ring road and suggest a faster route home.
+Describe the scene in front of the car for the passenger who cannot see it.
+Translate the road sign ahead into English and read it aloud.
+Draw a picture of a quiet street at night with rain on the windows.
+Write a short story about a delivery robot that gets lost in the city.
+How long will it take to reach the airport if the bridge is closed?
+Is there parking near the museum, and how much does it cost per hour?
+Explain why the engine warning light came on and whether it is safe to keep driving.
+Compose a calm message to tell my team that I will be twenty minutes late.
+Generate a map sketch of the detour around the road works on the main street.
+What is the weather going to be like on the mountain pass this evening?
+Play some music that fits a long drive through the countryside.
+Recommend a restaurant on the way that is open late and serves vegetarian food.
+Answer the question my child asked about why the sky is blue.
+Plan a stop for coffee and a short walk halfway through the journey.
+Check whether the ferry leaves on time and book two seats for the car.
+Describe the pedestrians waiting at the crossing and predict who will step out first.
+Turn the meeting notes from this morning into a list of tasks for tomorrow.
+Create an image of the car parked by the sea at sunset for my photo album.
+The truck ahead is slowing down; estimate the gap and advise a safe following distance.
+Tell me a joke about traffic lights that my grandmother would enjoy.
+List the cheapest fuel prices along the motorway for the next fifty kilometres.
+Read my new emails and reply to the one from the school about the trip.
+Why is there a queue at the toll gate, and which lane moves fastest?
+Write a poem about the city waking up while the buses start their routes.
+Show the nearest hospital with an emergency department and the time to get there.
+Help me practise French phrases for ordering food during the holiday.
+Draw the junction as seen from above with the cyclists and the tram lines.
+Estimate how much battery is left after climbing the hill with four passengers.
+Find a hotel with a garage near the old town and check the reviews.
+Explain the new speed limit rules near schools in simple words.
+Suggest a scenic route along the river that avoids the toll roads.
+Describe the damage on the bumper from the camera images for the insurance form.
+Is the bridge open for cars tonight, or only for buses and bicycles?
+Remind me to call the garage when we arrive at the office.
+Generate a cartoon of a dog driving a bus through a busy market.
+What are the opening hours of the pharmacy next to the station?
+Summarise the news about the festival and the roads that will be closed.
+Guide me into the narrow parking space behind the blue van.
+"""
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words and punctuation marks."""
+    return re.findall(r"[a-z]+|[0-9]+|[^\sa-z0-9]", text.lower())
+
+
+class Vocabulary:
+    """The corpus's words and marks, sorted, plus ``<unk>`` (index 0)."""
+
+    def __init__(self, text: str = CORPUS):
+        self.words = ["<unk>", *sorted(set(tokenize(text)))]
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.sentences = [torch.tensor([self.index[w] for w in tokenize(s)]) for s in text.splitlines() if s.strip()]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.index.get(w, 0) for w in tokenize(text)])
+
+    def prompt(self, tokens: int, generator: torch.Generator) -> torch.Tensor:
+        """``tokens`` token ids: corpus sentences drawn at random (with replacement), cut to length."""
+        ids: list[torch.Tensor] = []
+        n = 0
+        while n < tokens:
+            s = self.sentences[int(torch.randint(len(self.sentences), (1,), generator=generator))]
+            ids.append(s)
+            n += len(s)
+        return torch.cat(ids)[:tokens]
+
+
+class Block(nn.Module):
+    """Pre-norm single-head causal self-attention, then an MoE layer (the experts' FFNs)."""
+
+    def __init__(self, dim: int, ffn: int, experts: int, top_k: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.moe = MoELayer(dim, ffn, experts, top_k)
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        x = x + self.out(torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0])
+        y, idx, w = self.moe.forward_routed(self.norm2(x), quality)
+        return x + y, idx, w
+
+
+class GateModel(nn.Module):
+    """A small MoE transformer built from a fixed seed (untrained: no download, no shipped
+    weights): token embeddings of the prompt (plus sinusoidal positions), then ``layers`` blocks
+    of attention + MoE. :meth:`load` runs the real forward pass — with physical gating, the
+    experts each layer can use and their link quality change what every later layer sees — and
+    returns how many tokens each expert of each layer received."""
+
+    def __init__(self, vocab: int, dim: int, ffn: int, layers: int, experts: int, top_k: int, seed: int = 0):
+        super().__init__()
+        g = torch.random.fork_rng(devices=[])
+        with g:
+            torch.manual_seed(seed)
+            self.embed = nn.Embedding(vocab, dim)
+            self.blocks = nn.ModuleList(Block(dim, ffn, experts, top_k) for _ in range(layers))
+        self.experts = experts
+        self.eval()
+
+    def positions(self, n: int) -> torch.Tensor:
+        dim = self.embed.embedding_dim
+        pos = torch.arange(n, dtype=torch.float32)[:, None]
+        freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        pe = torch.zeros(n, dim)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+        return pe
+
+    @torch.no_grad()
+    def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens routed to each expert, (layers, experts) int64, for prompt ``ids`` (T,);
+        ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert)."""
+        x = self.embed(ids) + self.positions(len(ids))
+        out = torch.zeros(len(self.blocks), self.experts, dtype=torch.int64)
+        for layer, block in enumerate(self.blocks):
+            x, idx, w = block(x, None if quality is None else quality[layer])
+            out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
+        return out

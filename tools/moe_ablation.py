@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The MoE ablation table from one sweep (tools/sweeps/moe_ablation.toml): what physical gating
+buys at equal prices, what moving a lost IV's weights costs against re-gating, and what GECPA
+buys over equally-budgeted gradient and evolutionary solvers (and the non-searching baselines).
+Every row is a per-seed paired difference with its 95 % interval (Student t over the seeds,
+:func:`cosim.sweep.paired_differences`): the same traffic and tasks on both sides of a pair.
+
+    cosim sweep tools/sweeps/moe_ablation.toml
+    python tools/moe_ablation.py runs/sweeps/moe-ablation [--markdown]
+    python tools/moe_ablation.py docs/figures/moe/moe-ablation       # the tables docs/moe.md quotes
+
+Any other MoE sweep, one grid key against itself (the other keys held at each of their values):
+
+    python tools/moe_ablation.py runs/sweeps/queue-moe --across layers.moe.queue analytic simulated
+    python tools/moe_ablation.py runs/sweeps/moe-deadline --within     # GECPA - each policy per grid point
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cosim.sweep import paired_differences  # noqa: E402
+
+METRICS = {"success_rate": "success", "mean_latency_s": "latency [s]", "mean_iv_utility": "IV utility",
+           "mean_tv_utility": "TV utility", "mean_nash_gap": "Nash gap"}
+GATING, REROUTE = "layers.moe.physical_gating", "layers.moe.reroute"
+
+
+def _moe(res: pd.DataFrame) -> pd.DataFrame:
+    return res[res["layer"] == "moe"]
+
+
+def across(res: pd.DataFrame, key: str, base, other, fixed: dict, policies: list[str]) -> pd.DataFrame:
+    """``other - base`` of grid key ``key`` for each policy, same seed: the grid value plays the
+    policy and each policy the layer in :func:`paired_differences`."""
+    sub = _moe(res)
+    for k, v in fixed.items():
+        sub = sub[sub[k] == v]
+    sub = sub[sub[key].isin([base, other]) & sub["policy"].isin(policies)]
+    df = sub[["scenario", "seed", "policy", *METRICS]].assign(layer=sub["policy"], policy=sub[key].map(str))
+    out = paired_differences(df, [], {p: str(base) for p in policies})
+    return out.assign(comparison=f"{key.split('.')[-1]}: {other} - {base}", policy=out["layer"])
+
+
+def within(res: pd.DataFrame, fixed: dict, baseline: str = "gecpa") -> pd.DataFrame:
+    """``baseline - policy`` (sign flipped from paired_differences' policy - baseline) per policy."""
+    sub = _moe(res)
+    for k, v in fixed.items():
+        sub = sub[sub[k] == v]
+    out = paired_differences(sub[["scenario", "seed", "layer", "policy", *METRICS]], [], {"moe": baseline})
+    for m in METRICS:
+        out[f"{m}.diff"] = -out[f"{m}.diff"]
+    return out.assign(comparison=f"{baseline} - policy")
+
+
+def _typed(column: pd.Series, text: str):  # noqa: ANN202
+    """``text`` as the type of the grid column's values (the command line gives strings)."""
+    for v in column.dropna().unique():
+        if str(v) == text:
+            return v
+    raise SystemExit(f"moe_ablation: {text!r} is not a value of {column.name} ({', '.join(map(str, column.unique()))})")
+
+
+def fmt(df: pd.DataFrame, markdown: bool) -> str:
+    rows = []
+    for _, r in df.iterrows():
+        cells = [r["comparison"], r["policy"], str(int(r["n"]))]
+        cells += [f"{r[f'{m}.diff']:+.3f} ± {r[f'{m}.ci95']:.3f}" for m in METRICS]
+        rows.append(cells)
+    head = ["comparison", "policy", "seeds", *METRICS.values()]
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
+    width = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep", help="the sweep's results folder (runs/sweeps/moe-ablation)")
+    ap.add_argument("--markdown", action="store_true", help="a Markdown table (docs/moe.md)")
+    ap.add_argument("--across", nargs=3, metavar=("KEY", "BASE", "OTHER"),
+                    help="OTHER - BASE of grid key KEY per policy, at every value of the other grid keys")
+    ap.add_argument("--within", action="store_true", help="GECPA - each policy at every grid point")
+    args = ap.parse_args()
+    folder = Path(args.sweep)  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
+    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
+        pd.read_csv(folder / "results.csv")
+    policies = [p for p in _moe(res)["policy"].unique()]
+    grid = [c for c in res.columns if c.startswith("layers.") or c.startswith("scenario.")]
+    if args.across or args.within:
+        key = args.across[0] if args.across else None
+        rest = [k for k in grid if k != key]
+        parts = []
+        for values, _ in _moe(res).groupby(rest, sort=True) if rest else [((), None)]:
+            fixed = dict(zip(rest, values if isinstance(values, tuple) else (values,)))
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fixed.items())
+            if args.across:
+                base, other = (_typed(res[key], v) for v in args.across[1:])
+                part = across(res, key, base, other, fixed, policies)
+            else:
+                part = within(res, fixed)
+            parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
+                                     part.get("comparison", "")))
+        print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+        print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
+        return
+    aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
+    table = pd.concat([
+        across(res, GATING, False, True, {REROUTE: "move"}, aware),
+        across(res, REROUTE, "regate", "move", {GATING: True}, policies),
+        within(res, {GATING: True, REROUTE: "move"}),
+        within(res, {GATING: False, REROUTE: "move"}).assign(comparison="gecpa - policy (plain gating)"),
+    ], ignore_index=True)
+    print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+    print(fmt(table, args.markdown))
+
+
+if __name__ == "__main__":
+    main()
