@@ -182,11 +182,15 @@ def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
     deadline = time.time() + 120
     victim = None
     while time.time() < deadline and victim is None:  # kill the first worker we see mid-run
-        ws = _workers(proc.pid)
-        if ws:
-            time.sleep(1.0)
-            victim = ws[0]
-            os.kill(victim, signal.SIGKILL)
+        if _workers(proc.pid):
+            time.sleep(1.0)  # mid-run, not at its start
+            for pid in _workers(proc.pid):  # one still running (the first may have finished meanwhile)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                victim = pid
+                break
         time.sleep(0.05)
     assert victim is not None
     proc.communicate(timeout=300)

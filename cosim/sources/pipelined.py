@@ -188,7 +188,7 @@ def _serve(conn: Connection) -> None:
         src.start()
         routes = getattr(src, "route_of", None)
         if routes is not None:
-            routes.fresh = {}
+            routes.fresh = dict(routes)  # what start() read already (a replay reads its first rows there)
         begin = src.time_s()
         conn.send(("started", begin, src.sumo_version, routes is not None))
         k = 0
