@@ -64,7 +64,6 @@ def test_dvit_roles_are_users_and_the_holder_of_each_running_task():
 def test_moe_roles_are_task_vehicles_and_the_ivs_of_the_layers_still_to_run():
     from cosim.layers.moe.layer import MoELayer
 
-    z = np.zeros(0)
     host = np.array([[0, 1], [2, -1], [2, 2]])  # layer 0 on IVs a, b; layers 1-2 on c
     t = MTask(0, "gecpa", 0.0, tv="tv", ivs=["a", "b", "c"], layer_iv=host, tokens=host * 0, layer=1)
     assert _bare(MoELayer, active=[t]).roles() == {"tv": ROLE_USER, "c": ROLE_IV}

@@ -14,7 +14,7 @@ from cosim.config import from_dict
 from cosim.errors import ConfigError
 from cosim.layers.base import LayerContext, make_layers
 
-from .conftest import DATA, GRID6_CFG, ROOT, run_cli
+from .conftest import DATA, GRID6_CFG, ROOT
 
 EXAMPLE = ROOT / "examples" / "plugin"
 BAD = DATA / "plugins"
@@ -36,7 +36,7 @@ def cosim(*args, paths=(), timeout=300):
 def example():
     """The example plugin package importable in this process (registers its four plugins)."""
     sys.path.insert(0, str(EXAMPLE))
-    import cosim_example_plugin  # noqa: F401
+    import cosim_example_plugin  # noqa: F401 - registers the four examples
 
     yield
     sys.path.remove(str(EXAMPLE))

@@ -3,7 +3,6 @@ simulated queue worked by hand in the DViT and MoE layers."""
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
