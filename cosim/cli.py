@@ -324,7 +324,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "sweep", help="run a grid of parameters x seeds x scenarios in parallel, merge the results",
         description="Expand a sweep file (a [grid] of scenario keys x seeds x scenarios) into runs, execute them in "
                     "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
-                    "results.parquet and summary.csv (mean and 95 %% CI over seeds). Re-running skips finished "
+                    "results.parquet and summary.csv (mean and 95 % CI over seeds) and paired.csv (each policy minus the layer's baseline, per seed, with a 95 % interval). Re-running skips finished "
                     "runs; a failed run is recorded with its error and the others go on.",
         epilog="Sweep file: [sweep] name, scenarios = [...], seeds = [1, 2, 3] (or a count), end_s; [set] "
                "'TABLE.KEY' = value for every run; [grid] 'TABLE.KEY' = [values...]. Examples in tools/sweeps/.",
@@ -364,7 +364,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot", help="draw the standard figures of a sweep",
-        description="Draw each layer's headline metrics against the swept parameter, one line per policy, with 95 %% "
+        description="Draw each layer's headline metrics against the swept parameter, one line per policy, with 95 % "
                     "confidence bands over seeds (PNG).",
     )
     p.add_argument("results", help="a sweep results folder (or its results.parquet)")

@@ -163,10 +163,12 @@ def parse_value(text: str) -> Any:
 
 
 def key_parts(key: str) -> list[str] | None:
-    """``"TABLE.KEY"`` -> [TABLE, KEY], ``"layers.NAME.KEY"`` -> [layers, NAME, KEY]; None for
+    """``"TABLE.KEY"`` -> [TABLE, KEY], ``"layers.NAME.KEY"`` -> [layers, NAME, KEY],
+    ``"layers.NAME.options.POLICY.KEY"`` -> the five parts (one option of one policy); None for
     anything else (the shapes an override key may have)."""
     parts = key.split(".")
-    return parts if len(parts) == 2 or (len(parts) == 3 and parts[0] == "layers") else None
+    ok = len(parts) == 2 or (parts[0] == "layers" and (len(parts) == 3 or (len(parts) == 5 and parts[2] == "options")))
+    return parts if ok else None
 
 
 def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set") -> "Config":
@@ -179,13 +181,21 @@ def apply_overrides(cfg: "Config", values: dict[str, Any], where: str = "--set")
     data["layers"] = {k: dict(v) for k, v in cfg.layers.items()}
     for key, value in values.items():
         parts = key_parts(key)
-        if parts and len(parts) == 3:
+        if parts and len(parts) == 5:  # one option of one policy: merged into that policy's table
+            layer = data["layers"].setdefault(parts[1], {})
+            options = layer["options"] = {k: dict(v) if isinstance(v, dict) else v
+                                          for k, v in layer.get("options", {}).items()}
+            if not isinstance(options.setdefault(parts[3], {}), dict):
+                raise ConfigError(f"{where}: layers.{parts[1]}.options.{parts[3]} is not a table")
+            options[parts[3]][parts[4]] = value
+        elif parts and len(parts) == 3:
             data["layers"].setdefault(parts[1], {})[parts[2]] = value
         elif parts and parts[0] in _SECTIONS:
             data[parts[0]][parts[1]] = value
         else:
-            raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, or "
-                              f"layers.NAME.KEY; tables: {', '.join(_SECTIONS)}, layers)")
+            raise ConfigError(f"{where}: '{key}' is not a key (use TABLE.KEY, e.g. scenario.seed, "
+                              f"layers.NAME.KEY or layers.NAME.options.POLICY.KEY; tables: {', '.join(_SECTIONS)}, "
+                              "layers)")
     return from_dict(data, cfg.source_file, Path.cwd(), label=where)
 
 

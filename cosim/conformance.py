@@ -24,8 +24,10 @@ violates, one line each; an empty list means it conforms.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import io
 import json
 import math
 from pathlib import Path
@@ -112,17 +114,24 @@ def _run_layer(cls: type, table: dict, worlds: list, label: str) -> tuple[Any, l
         layer = cls(table, _ctx(tables))
     except ConfigError as exc:
         return None, [f"{label}: cannot be built from {table or 'an empty table'}: {exc}"]
+    with contextlib.redirect_stderr(io.StringIO()):  # a dropped policy is reported below, not as a run's warning
+        return layer, out + _drive_layer(layer, tables, worlds, label)
+
+
+def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str) -> list[str]:
+    """Run ``layer`` over ``worlds``; what it violates."""
+    out: list[str] = []
     try:
         layer.on_start()
         for w in worlds:
             layer.on_slot(w)
         block = layer.end()
     except Exception as exc:  # noqa: BLE001 - report, do not crash the suite
-        return layer, [f"{label}: raised {type(exc).__name__}: {exc}"]
+        return [f"{label}: raised {type(exc).__name__}: {exc}"]
     out += [f"{label}: {p}" for p in tables.problems]
     if not isinstance(block, dict):
         out.append(f"{label}: on_end() returned {type(block).__name__}, not a dict")
-        return layer, out
+        return out
     try:
         json.dumps(block, allow_nan=True)
     except (TypeError, ValueError) as exc:
@@ -137,8 +146,9 @@ def _run_layer(cls: type, table: dict, worlds: list, label: str) -> tuple[Any, l
         if bad:
             out.append(f"{label}: the on_end() entries of {bad} are not dicts")
     for name, msg in getattr(layer, "failed", {}).items():
-        out.append(f"{label}: policy '{name}' was dropped: {msg}")
-    return layer, out
+        why = msg.split(f"'{name}' (", 1)[-1].split(") ", 1)[-1].split("; its results stop here")[0]
+        out.append(f"{label}: the layer dropped policy '{name}' mid-run: it {why}")
+    return out
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -377,12 +387,17 @@ def resolve(target: str) -> list[tuple[str, Any]]:
             [("policy", s) for s in registry.all_policies()]
     if target in registry.layer_names() and ":" not in target:
         return [("layer", registry.layer_class(target))] + [("policy", s) for s in registry.policies(target).values()]
+    if ":" not in target:  # a registered policy's name (e.g. my-greedy), in whichever layer has it
+        named = [("policy", s) for s in registry.all_policies() if s.name == target]
+        if named:
+            return named
     mod, sep, attr = target.partition(":")
     if not sep:
         mod, _, attr = target.rpartition(".")
     if not mod or not attr:
-        raise ConfigError(f"cosim check: '{target}' is not MODULE:NAME, a layer name ({', '.join(registry.layer_names())}) "
-                          f"or 'all'")
+        raise ConfigError(f"cosim check: '{target}' is not MODULE:NAME (NAME: the Python function or class), a "
+                          f"registered policy's name, a layer name ({', '.join(registry.layer_names())}) or 'all' "
+                          "(a module of yours: --plugin my_lab or --plugin my_lab.py)")
     registry.load_entry_points()
     try:
         module = importlib.import_module(mod)

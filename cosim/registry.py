@@ -110,7 +110,7 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
         if old is not None and old.fn is not fn and (old.module, getattr(old.fn, "__qualname__", "")) != \
                 (_module_of(fn), getattr(fn, "__qualname__", "")):
             raise ConfigError(f"policy '{pname}' of layer '{layer}' is registered twice "
-                              f"({old.module} and {_module_of(fn)})")
+                              f"({old.module} and {_module_of(fn)}): give yours another name")
         if options is not None and not hasattr(options, "__dataclass_fields__"):
             raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): options must be a dataclass")
         table[pname] = PolicySpec(layer, pname, fn, options, stochastic, dict(traits), _module_of(fn))

@@ -332,7 +332,8 @@ class Session:
             "seed": self.cfg.scenario.seed,
             "status": status,
             "error": error,
-            "warnings": self.warnings,
+            # the settings warned about before the run, and every policy a layer dropped mid-run
+            "warnings": self.warnings + [m for layer in self.layers for m in layer.failed.values()],
             "versions": versions(self.sumo_version),
             "plugins": registry.plugin_versions(),
             "slot_s": self.cfg.scenario.slot_s,

@@ -231,7 +231,7 @@ def check_cells(sw: Sweep) -> None:
 
 def _check_key(path: Path, where: str, key: str) -> None:
     if key_parts(key) is None:
-        raise ConfigError(f"{path}: {where}: expected TABLE.KEY or layers.NAME.KEY")
+        raise ConfigError(f"{path}: {where}: expected TABLE.KEY, layers.NAME.KEY or layers.NAME.options.POLICY.KEY")
 
 
 # -- one cell ---------------------------------------------------------------------------------
@@ -476,6 +476,8 @@ def _flatten(prefix: str, block: Any, row: dict) -> None:
             _flatten(f"{prefix}{k}.", v, row)
         elif v is None or isinstance(v, (int, float)):  # bools too
             row[f"{prefix}{k}"] = v
+        elif k == "error" and isinstance(v, str):  # a policy dropped mid-run (its numbers stop there)
+            row[f"{prefix}error"] = v
 
 
 def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:

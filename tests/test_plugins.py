@@ -217,6 +217,8 @@ def test_a_raising_policy_is_dropped_with_one_line_and_the_others_kept(tmp_path)
             "RuntimeError: deliberate failure; its results stop here, the other policies go on") in warn[0]
     d = json.loads((tmp_path / "o" / "summary.json").read_text())["layers"]["dvit"]
     assert d["raiser"]["tasks"] == 5 and "deliberate failure" in d["raiser"]["error"]
+    warnings = json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"]
+    assert [w for w in warnings if "raiser" in w] == [d["raiser"]["error"]]
     assert d["vidi"]["tasks"] == d["optimal"]["tasks"] > 30 and "error" not in d["vidi"]
     tasks = pd.read_parquet(tmp_path / "o" / "dvit_tasks.parquet")
     assert (tasks["policy"] == "vidi").sum() == d["vidi"]["tasks"]
@@ -231,3 +233,20 @@ def test_entry_point_plugins_are_found_without_a_scenario_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "cosim", "config"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "[layers.rsu_load]" in out.stdout and "[layers.dvit.options.my-greedy]" in out.stdout
+
+
+def test_one_option_of_one_policy_is_a_key_for_set_and_sweeps():
+    from cosim.config import apply_overrides, key_parts
+
+    assert key_parts("layers.dvit.options.vidi.rho") == ["layers", "dvit", "options", "vidi", "rho"]
+    assert key_parts("layers.dvit.opts.vidi.rho") is None
+    cfg = _cfg({"dvit": {"policies": ["vidi", "optimal"], "options": {"vidi": {"phi": 1e-3}}}})
+    out = apply_overrides(cfg, {"layers.dvit.options.vidi.rho": 0.5})
+    assert out.layers["dvit"]["options"] == {"vidi": {"phi": 1e-3, "rho": 0.5}}  # the other option stays
+    assert cfg.layers["dvit"]["options"] == {"vidi": {"phi": 1e-3}}  # the original is untouched
+    lay, = make_layers(out, CTX)
+    assert (lay.policies["vidi"].options.rho, lay.policies["vidi"].options.phi) == (0.5, 1e-3)
+    proc = cosim("run", str(ROOT / "scenarios" / "grid6_dvit.toml"), "--set", "layers.dvit.options.vidi.rho=7",
+                 "--out", "/nonexistent/never")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--set layers.dvit.options.vidi.rho=7" in proc.stderr and "layers.dvit.options.vidi.rho" in proc.stderr

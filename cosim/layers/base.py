@@ -220,7 +220,8 @@ def check_policies(names: list, known, where: str) -> None:
         raise ConfigError(f"{where}.policies: needs at least one policy")
     for p in names:
         if p not in known:
-            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(known)})")
+            raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(known)}; a policy of "
+                              "your own? name its module in scenario.plugins)")
 
 
 def load_plugins(cfg: "Config") -> None:

@@ -310,10 +310,11 @@ class DViTLayer(Layer):
             out = [int(x) for x in plan]
         except (TypeError, ValueError):
             raise PolicyFailed(f"returned {type(plan).__name__}, not a sequence of device indices") from None
-        if len(out) != problem.steps or min(out) < 0 or max(out) >= problem.n_devices:
-            raise PolicyFailed(f"returned a plan of {len(out)} steps on devices {min(out, default=0)}.."
-                               f"{max(out, default=0)}; the problem has {problem.steps} steps and "
-                               f"{problem.n_devices} devices")
+        if len(out) != problem.steps:
+            raise PolicyFailed(f"returned a plan of {len(out)} steps for a problem of {problem.steps}")
+        if min(out) < 0 or max(out) >= problem.n_devices:
+            raise PolicyFailed(f"returned a plan using device {min(out) if min(out) < 0 else max(out)}, outside the "
+                               f"problem's devices 0..{problem.n_devices - 1}")
         return out
 
     def _drop(self, policy: str, exc: PolicyFailed, world: World) -> None:
