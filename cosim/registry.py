@@ -204,8 +204,9 @@ def load_entry_points() -> None:
     global _entry_points_loaded
     if _entry_points_loaded:
         return
-    _entry_points_loaded = True
     for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.split(":")[0] in PLUGINS:
+            continue
         try:
             ep.load()
         except Exception as exc:  # noqa: BLE001
@@ -214,6 +215,7 @@ def load_entry_points() -> None:
         mod = ep.value.split(":")[0]
         PLUGINS[mod] = f"entry point {ep.name}"
         _EP_VERSIONS[mod] = ep.dist.version if getattr(ep, "dist", None) is not None else ""
+    _entry_points_loaded = True  # only once all loaded: a failing one is reported again, not skipped
 
 
 def plugin_versions() -> dict[str, str]:

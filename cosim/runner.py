@@ -84,7 +84,7 @@ def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
 
 
 #: what a run writes into its results folder: all that ``--overwrite`` removes
-RUN_OUTPUTS = ("summary.json", "config.toml", "sumo.log", "*.parquet", ".*.tmp")
+RUN_OUTPUTS = ("summary.json", "config.toml", "sumo.log", "gui-settings.xml", "*.parquet", ".*.tmp")
 
 
 def clear_run_outputs(folder: Path) -> None:
@@ -395,7 +395,8 @@ TRACE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".xml", ".xml.gz")
 
 def check_record(record: str | Path | None, overwrite: bool = False) -> Path | None:
     """The ``--record`` path, checked before the run: a known suffix, a folder it can go in,
-    and no earlier trace there unless ``overwrite`` (which removes it)."""
+    and no earlier trace there unless ``overwrite`` (the caller removes it with
+    :func:`remove_record` once every other check has passed)."""
     if not record:
         return None
     p = Path(record)
@@ -411,8 +412,13 @@ def check_record(record: str | Path | None, overwrite: bool = False) -> Path | N
     if p.exists():
         if not overwrite:
             raise CosimError(f"--record {p}: exists already; add --overwrite to replace it, or choose another name")
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
     return p
+
+
+def remove_record(p: Path | None) -> None:
+    """An earlier trace at ``p`` (allowed by --overwrite), removed just before the run writes it."""
+    if p is not None and p.exists():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
@@ -446,6 +452,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     record_path = check_record(record, overwrite)
     prep = preflight(cfg)
     out, created = results_dir(cfg, out_dir, overwrite)
+    remove_record(record_path)  # only now: a refused run keeps the earlier trace
     try:
         gui_args = []
         if gui:
@@ -484,7 +491,8 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
     prep = preflight(cfg)
-    kwargs = dict(path=trace, end_s=end_s, begin_s=sc.begin_s if sc.begin_s >= 0 else 0.0, fcd_step_s=step, net=prep.net)
+    begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)  # as run() starts
+    kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
     out, created = results_dir(cfg, out_dir, overwrite)
@@ -657,7 +665,11 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
         cfg = cfg.replace(scenario=scenario_overrides)
     netf = conn.simulation.getOption("net-file")
     out, created = results_dir(cfg, out_dir, overwrite)
-    session = Session(cfg, out, netf, created=created, overlay=overlay)
+    try:
+        session = Session(cfg, out, netf, created=created, overlay=overlay)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
+        raise
     session.sumo_version = conn.getVersion()[1]
     if session.overlay is not None:
         session.overlay.connect(conn, session.world, session.layers)

@@ -209,6 +209,7 @@ def check_cells(sw: Sweep) -> None:
     if sw.end_s is not None:
         fixed["scenario.end_s"] = sw.end_s
     checked: set = set()
+    runs: dict[str, set] = {}  # layer -> the policies some cell runs
     for scen in sw.scenarios:
         base = cfgmod.load(scen)
         base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set]") if fixed else base
@@ -225,8 +226,16 @@ def check_cells(sw: Sweep) -> None:
             checked.add(point)
             label = ", ".join(f"{k} = {v!r}" for k, v in c.params) or "[set]"
             cfg = cfgmod.apply_overrides(base, dict(c.params), where=f"{sw.file}: {Path(scen).name} with {label}")
-            validate_layers(cfg, label=f"{sw.file}: {Path(scen).name} with {label}")
+            for layer in validate_layers(cfg, label=f"{sw.file}: {Path(scen).name} with {label}"):
+                runs.setdefault(layer.name, set()).update(layer.policies)
         checked.clear()
+    for layer, policy in sw.baseline.items():  # a typo would leave paired.csv silently empty
+        if layer not in runs:
+            raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: no cell runs layer '{layer}' "
+                              f"(layers run: {', '.join(sorted(runs)) or 'none'})")
+        if policy not in runs[layer]:
+            raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run "
+                              f"({', '.join(sorted(runs[layer]))})")
 
 
 def _check_key(path: Path, where: str, key: str) -> None:

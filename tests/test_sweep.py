@@ -266,3 +266,15 @@ def test_paired_differences_by_hand():
     # another baseline on request
     df = sweep.paired_differences(pd.DataFrame(rows), [], baseline={"dvit": "mddi"})
     assert df.iloc[0]["policy"] == "vidi" and df.iloc[0]["lat.diff"] == pytest.approx(-mean)
+
+
+def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):
+    good = tiny(tmp_path)
+    text = good.read_text().replace('end_s = 20\n', 'end_s = 20\nbaseline = { cache = "LFU" }\n')
+    bad = write(tmp_path, text, "bad.toml")
+    with pytest.raises(ConfigError, match=r"sweep\.baseline\.cache: 'LFU' is not among the policies run \(lc, lfu\)"):
+        sweep.check_cells(sweep.load(bad))
+    bad2 = write(tmp_path, text.replace('cache = "LFU"', 'dvit = "vidi"'), "bad2.toml")
+    with pytest.raises(ConfigError, match=r"sweep\.baseline\.dvit: no cell runs layer 'dvit' \(layers run: cache\)"):
+        sweep.check_cells(sweep.load(bad2))
+    sweep.check_cells(sweep.load(write(tmp_path, text.replace('"LFU"', '"lfu"'), "ok.toml")))

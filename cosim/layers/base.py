@@ -242,10 +242,10 @@ def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
     return out
 
 
-def validate_layers(cfg: "Config", label: str | None = None) -> None:
+def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
     """Build the configured layers once without a run (no tables): every layer key, policy and
     option checked as the run would. Errors name ``label`` (default: the scenario file)."""
-    make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
+    return make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
                                   scenario_file=label or cfg.source_file, table=lambda name: None))
 
 

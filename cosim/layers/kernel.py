@@ -145,6 +145,8 @@ class Kernel:
             heapq.heapify(heap)
             while heap:
                 _, i, task = heapq.heappop(heap)
+                if task.status != "running":  # ended by another task's step (e.g. its policy was dropped)
+                    continue
                 before = task.clock
                 step(task)
                 if task.status == "running":

@@ -163,3 +163,26 @@ def test_moe_two_tasks_share_one_ivs_compute(tmp_path):
         assert second.comp == pytest.approx([6 * flop / f2]) and first.comp == pytest.approx([6 * flop / 1.0])
         lat = [t.clock - t.t_request for t in (first, second)]
         assert lat[1] - lat[0] == pytest.approx(6 * flop / f2 - 6 * flop)
+
+
+def test_simulated_run_skips_a_task_another_step_ended():
+    """A step may end other tasks (a dropped policy ends all of its running tasks): those are not
+    stepped again, as with the analytic order."""
+    for queue in ("analytic", "simulated"):
+        k = Kernel(["p"], queue)
+        tasks = [Task(i, "p", 0.0, clock=0.1 * i) for i in range(3)]
+        for t in tasks:
+            k.count("p")
+            k.start(t)
+        stepped = []
+
+        def step(task, k=k, tasks=tasks, stepped=stepped):
+            stepped.append(task.task_id)
+            for other in tasks[1:]:
+                if other.status == "running":
+                    k.finish(other, "failed", "policy-error", completed=False)
+            task.clock += 1.0
+
+        k.run(0.5, step)
+        assert stepped == [0], queue
+        assert [t.status for t in tasks] == ["running", "failed", "failed"]
