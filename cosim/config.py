@@ -382,16 +382,12 @@ def _describe_fields(cls: type) -> list[str]:
     return lines
 
 
-def describe(cfg: "Config | None" = None) -> str:
+def describe() -> str:
     """Every key of every table with its default and documentation (``cosim config``): the
-    scenario tables, every registered layer's table (built-in and plugin) and every policy's
-    options table. With ``cfg``, its plugins are loaded first."""
+    scenario tables, every registered layer's table (built-in, and those of the plugins loaded
+    so far) and every policy's options table."""
     from cosim import registry
 
-    if cfg is not None:
-        from cosim.layers.base import load_plugins
-
-        load_plugins(cfg)
     lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
     for name, cls in _SECTIONS.items():
         lines += [f"[{name}]", *_describe_fields(cls), ""]

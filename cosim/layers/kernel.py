@@ -116,11 +116,6 @@ class Kernel:
         self.resources = Resources() if queue == "simulated" else None
         #: capacities the running tasks hold (simulated queue), else None; released at finish
         self.capacity = Capacity() if queue == "simulated" else None
-        self._seq = 0
-
-    @property
-    def contention(self) -> bool:
-        return self.resources is not None
 
     def count(self, policy: str) -> None:
         """A task of ``policy`` was requested (started or not)."""
