@@ -14,6 +14,11 @@ ones exactly as a plugin's:
     @register_layer("my_layer")
     class MyLayer(Layer): ...
 
+A policy can also be *made* from its name: ``PREFIX:ARGUMENT`` names a policy that the loader
+registered for ``PREFIX`` builds (``rl:runs/agent.pt`` loads a trained agent,
+:mod:`cosim.gym.agent`; ``gym:agent`` is a Gymnasium environment's agent, :mod:`cosim.gym`).
+Loaders register with :func:`register_policy_loader`; the built-in ones are imported on first use.
+
 Plugins are modules imported before the layers are built: the scenario's ``scenario.plugins``
 list (module names, or ``.py`` files relative to the scenario file) and every entry point of
 the group ``cosim.plugins`` of the installed packages (found without any scenario key).
@@ -42,12 +47,18 @@ BUILTIN_LAYERS = {
     "moe": "cosim.layers.moe.layer",
 }
 ENTRY_POINT_GROUP = "cosim.plugins"
+#: built-in policy-name prefix -> the module that registers its loader (imported on first use)
+BUILTIN_LOADERS = {
+    "rl": "cosim.gym.agent",
+    "gym": "cosim.gym.episode",
+}
 
 _LAYERS: dict[str, type] = {}
 _POLICIES: dict[str, dict[str, "PolicySpec"]] = {}
 #: plugin modules loaded in this process: module name -> where it came from (a scenario key or an entry point)
 PLUGINS: dict[str, str] = {}
 _EP_VERSIONS: dict[str, str] = {}
+_LOADERS: dict[str, Callable[[str, str, str], "PolicySpec"]] = {}
 _entry_points_loaded = False
 
 
@@ -117,6 +128,29 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
         return fn
 
     return deco
+
+
+def register_policy_loader(prefix: str) -> Callable[[Callable], Callable]:
+    """Function decorator: ``loader(layer, argument, where) -> PolicySpec`` builds the policy
+    named ``PREFIX:ARGUMENT`` for ``layer`` (errors name ``where``: the scenario key)."""
+
+    def deco(fn: Callable) -> Callable:
+        _LOADERS[prefix] = fn
+        return fn
+
+    return deco
+
+
+def make_policy(layer: str, name: str, where: str) -> "PolicySpec | None":
+    """The policy ``PREFIX:ARGUMENT`` built by the loader of ``PREFIX``; None if ``name`` has no
+    known prefix (then it is no made policy)."""
+    prefix, sep, arg = name.partition(":")
+    if not sep:
+        return None
+    if prefix not in _LOADERS and prefix in BUILTIN_LOADERS:
+        importlib.import_module(BUILTIN_LOADERS[prefix])
+    loader = _LOADERS.get(prefix)
+    return loader(layer, arg, where) if loader is not None else None
 
 
 # -- lookups ---------------------------------------------------------------------------------

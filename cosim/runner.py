@@ -435,6 +435,17 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     run exactly); ``*.xml[.gz]``: SUMO's FCD output. ``overwrite``: replace the results of an
     earlier run in ``out_dir`` (and an earlier trace) instead of refusing.
     """
+    session, source, end_s = open_run(cfg, out_dir, backend=backend, gui=gui, port=port, sumo_binary=sumo_binary,
+                                      extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite)
+    return drive(session, source, cfg.scenario.slot_s, end_s, progress)
+
+
+def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
+             port: int | None = None, sumo_binary: str | None = None, extra_sumo_args: list[str] | None = None,
+             record: str | Path | None = None, overwrite: bool = False,
+             prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
+    """What :func:`run` drives: the checked session, its SUMO source (not started) and the end
+    time. ``prepared``: a :func:`preflight` of ``cfg`` already done (e.g. once per environment)."""
     sc = cfg.scenario
     backend = backend or sc.backend
     if gui and backend == "libsumo":
@@ -450,7 +461,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
                          f"SUMO step length {step:g} s")
     end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
     record_path = check_record(record, overwrite)
-    prep = preflight(cfg)
+    prep = prepared or preflight(cfg)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
     try:
@@ -478,19 +489,26 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
                          log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s)
-    return drive(session, source, sc.slot_s, end_s, progress)
+    return session, source, end_s
 
 
 def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True,
            overwrite: bool = False) -> dict:
     """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results.
     The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`)."""
+    session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=overwrite)
+    return drive(session, source, cfg.scenario.slot_s, end_s, progress)
+
+
+def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, overwrite: bool = False,
+                prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
+    """What :func:`replay` drives: the checked session, its trace source and the end time."""
     from cosim.sources.replay import ReplaySource
 
     sc = cfg.scenario
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
-    prep = preflight(cfg)
+    prep = prepared or preflight(cfg)
     begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)  # as run() starts
     kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
@@ -501,7 +519,7 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
-    return drive(session, source, sc.slot_s, end_s, progress)
+    return session, source, end_s
 
 
 def _main_thread() -> bool:

@@ -174,6 +174,11 @@ def bind_policies(layer: str, names: Any, options: Any, where: str, traits: dict
     if not isinstance(names, list):
         raise ConfigError(f"{where}.policies must be a non-empty list")
     known = registry.policies(layer)
+    for name in names:  # PREFIX:ARGUMENT names a policy a loader makes (e.g. rl:runs/agent.pt)
+        if isinstance(name, str) and name not in known:
+            made = registry.make_policy(layer, name, where)
+            if made is not None:
+                known[name] = made
     check_policies(names, sorted(known), where)
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -221,7 +226,7 @@ def check_policies(names: list, known, where: str) -> None:
     for p in names:
         if p not in known:
             raise ConfigError(f"{where}.policies: unknown policy '{p}' (known: {', '.join(known)}; a policy of "
-                              "your own? name its module in scenario.plugins)")
+                              "your own? name its module in scenario.plugins; a trained agent: rl:PATH)")
 
 
 def load_plugins(cfg: "Config") -> None:

@@ -101,6 +101,7 @@ class Stats:
     completed: int = 0  # all the work done (latency defined), in time or not
     success: int = 0
     latency: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)  # reason -> tasks ended "failed" with it
 
 
 class Kernel:
@@ -164,6 +165,8 @@ class Kernel:
             st.latency.append(latency)
         if status == "done":
             st.success += 1
+        else:
+            st.failed[reason] = st.failed.get(reason, 0) + 1
         return latency
 
     def running(self, policy: str | None = None) -> list[Task]:

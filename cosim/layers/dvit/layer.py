@@ -12,7 +12,10 @@ then *executed* over the following slots as SUMO moves the vehicles:
   do it in time, makes the RSU reschedule the remaining steps with the same policy (the paper's
   rule; ours: on a sub-problem whose origin is the device holding the result, once per step);
 * a scheduler registered ``replan = "every-step"`` (VIDI) decides again at every step
-  completion from the holder, on that slot's world (the paper's decision epochs, closed loop);
+  completion from the holder, on that slot's world (the paper's decision epochs, closed loop;
+  once per slot and holder: within a slot the world does not change); one registered
+  ``replan = "step"`` decides before every single step, also within a slot (the Gymnasium
+  environment's agent, :mod:`cosim.gym`, whose decision is one step's device);
 * a helper that vanishes while holding the result loses the task ("device-lost"); the user
   leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3;
 * ``handover = "fail"`` (the paper): a user served by another RSU when the result is due fails
@@ -126,8 +129,9 @@ class Task(kn.Task):
     rescheduled_at: int = -1  # step index of the last reschedule (at most one per step)
     migrations: int = 0  # handovers of the user the task followed (handover = "migrate")
     migrate_s: float = 0.0  # time spent forwarding the latent between RSUs [s]
-    replans: int = 0  # decisions taken again at a step completion (replan = "every-step")
+    replans: int = 0  # decisions taken again at a step completion (replan = "every-step" | "step")
     planned_at: tuple = ()  # (slot, holder) of the last plan
+    planned_k: int = 0  # steps done when the last plan was made
 
     @property
     def k(self) -> int:
@@ -143,9 +147,10 @@ class DViTLayer(Layer):
     policy_kind = "scheduler"
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
-    #: holding the result, on that slot's world: a closed loop over the decision epochs)
+    #: holding the result, on that slot's world: a closed loop over the decision epochs, once per
+    #: slot and holder) or "step" (before every step, also within a slot: one decision per step)
     policy_traits = {"replan": "request"}
-    REPLAN = ("request", "every-step")
+    REPLAN = ("request", "every-step", "step")
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -168,10 +173,14 @@ class DViTLayer(Layer):
             if pol.traits["replan"] not in self.REPLAN:
                 raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
                                   f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
-        self.every_step = {name: pol.traits["replan"] == "every-step" for name, pol in self.policies.items()}
+        self.replan = {name: pol.traits["replan"] for name, pol in self.policies.items()}
+        #: (task, world, device names) while a policy is asked for a plan (for observers: cosim.gym reads it)
+        self.deciding: tuple | None = None
         self.kernel = kn.Kernel(list(self.policies), c.queue)
         self._ahead_slot, self._ahead = -1, {}
-        self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0} for p in self.policies}
+        #: task_s: the task time spent so far by each policy's tasks after their uploads (steps,
+        #: migrations) [s]: what a decision costs, read by cosim.gym between decisions
+        self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0, "task_s": 0.0} for p in self.policies}
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
@@ -299,11 +308,15 @@ class DViTLayer(Layer):
             out[row], offset[row] = hit
         return out, offset
 
-    def _plan(self, policy: str, problem: Problem, task: Task, world: World) -> list | None:
-        """The policy's plan for ``problem``: device indices, or None if it found none. A plan
-        that is not ``problem.steps`` devices of the problem is PolicyFailed."""
+    def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
+        """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
+        found none. A plan that is not ``problem.steps`` devices of the problem is PolicyFailed."""
         rng = self.rng_for(policy, world, f"dvit.{policy}.{task.task_id}.{task.reschedules}")
-        plan = self.call(policy, problem, rng)
+        self.deciding = (task, world, names)
+        try:
+            plan = self.call(policy, problem, rng)
+        finally:
+            self.deciding = None
         if plan is None:
             return None
         try:
@@ -347,7 +360,7 @@ class DViTLayer(Layer):
             task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
             try:
-                plan = self._plan(policy, p, task, world)
+                plan = self._plan(policy, p, task, world, names)
             except PolicyFailed as exc:
                 self._drop(policy, exc, world)
                 continue
@@ -428,10 +441,12 @@ class DViTLayer(Layer):
                         return
                     if task.clock > before:
                         return  # the next step starts once the latent has arrived
-            if self.every_step[task.policy] and task.holder != task.user and \
-                    task.planned_at != (world.slot, task.holder) and K - task.k > self.cfg.local_steps:
+            mode = self.replan[task.policy]
+            if mode != "request" and task.holder != task.user and K - task.k > self.cfg.local_steps and (
+                    task.planned_k != task.k if mode == "step" else task.planned_at != (world.slot, task.holder)):
                 # a decision epoch of a closed-loop scheduler: decide again from this slot's world
-                # (within a slot the world and so the decision from the same holder do not change)
+                # ("every-step": within a slot the world and so the decision from the same holder
+                # do not change; "step": every step is a decision of its own)
                 task.replans += 1
                 if not self._replan(task, world, *self._subproblem(task, world, index)):
                     return
@@ -479,13 +494,14 @@ class DViTLayer(Layer):
         task.comp.append(comp)
         task.queue.append(queue)
         task.clock += step
+        self.stats[task.policy]["task_s"] += step
         task.holder = dev
         task.plan.pop(0)
         # the world is fixed within a slot and the analytic queue the same for every step: further
         # steps on the same device cost comp + queue each, so run the ones that start before
         # `until` as one batch (with the simulated queue every step books its device in turn)
         same = 0
-        while res is None and same < len(task.plan) and task.plan[same] == dev:
+        while res is None and self.replan[task.policy] != "step" and same < len(task.plan) and task.plan[same] == dev:
             same += 1
         per = comp + queue
         if same and task.clock < until and per > 0:
@@ -497,6 +513,7 @@ class DViTLayer(Layer):
             task.comp += [comp] * j
             task.queue += [queue] * j
             task.clock += j * per
+            self.stats[task.policy]["task_s"] += j * per
             del task.plan[:j]
         if task.k >= K:
             if task.c3_violations:
@@ -532,7 +549,7 @@ class DViTLayer(Layer):
 
     def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:
         try:
-            plan = self._plan(task.policy, problem, task, world)
+            plan = self._plan(task.policy, problem, task, world, names)
         except PolicyFailed as exc:
             self._drop(task.policy, exc, world)
             return False
@@ -541,6 +558,7 @@ class DViTLayer(Layer):
             return False
         task.plan = [names[j] for j in plan]
         task.planned_at = (world.slot, task.holder)
+        task.planned_k = task.k
         return True
 
     def _migrate(self, task: Task, world: World, index: dict, rsu: int) -> bool:
@@ -551,6 +569,7 @@ class DViTLayer(Layer):
             cost = self.cfg.backhaul_latency_s + self.bits / self.cfg.backhaul_rate_bps
             task.clock += cost
             task.migrate_s += cost
+            self.stats[task.policy]["task_s"] += cost
         task.migrations += 1
         self.stats[task.policy]["migrations"] += 1
         task.rsu = rsu

@@ -1,0 +1,27 @@
+"""Gymnasium environments on cosim runs (live SUMO or a replayed trace); docs/gym.md.
+
+``import cosim.gym`` registers them under the ``cosim/`` namespace:
+
+* ``cosim/DViTPlacement-v0`` (:mod:`cosim.gym.dvit`): where the next denoising step runs;
+
+and ``gym.make("cosim/DViTPlacement-v0", scenario=..., trace=..., seed=...)`` makes one.
+Every environment is an ordinary cosim run paused at its agent's decisions
+(:mod:`cosim.gym.episode`).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from cosim.gym.dvit import DViTPlacementEnv
+from cosim.gym.episode import AGENT, CosimEnv
+
+ENVS = {
+    "cosim/DViTPlacement-v0": "cosim.gym.dvit:DViTPlacementEnv",
+}
+
+for _id, _entry in ENVS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry)
+
+__all__ = ["AGENT", "ENVS", "CosimEnv", "DViTPlacementEnv"]

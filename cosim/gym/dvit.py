@@ -1,0 +1,220 @@
+"""``cosim/DViTPlacement-v0``: where the next denoising step of a DViT task runs.
+
+The layer (:mod:`cosim.layers.dvit.layer`) runs with ``gym:agent`` as its scheduler, registered
+``replan = "step"``: it is asked before every step of every task that is not one of the user's
+last ``local_steps`` — at the request (the first step, from the RSU) and at every step
+completion (from the device holding the latent). One question = one task's sub-problem
+(:class:`~cosim.layers.dvit.problem.Problem`: its device 0 is the holder). The answer is the
+device of the next step; the layer executes it with the world of the slot it starts in, exactly
+as it executes any scheduler's plan (and reschedules if the device cannot be reached or is too
+slow, which asks the agent again).
+
+**Devices** (a fixed layout, ``D = max_helpers + 2`` rows): row 0 is the holder (the RSU at the
+first step, then the helper holding the latent; C1 keeps the RSU out once a helper holds it),
+rows 1..``max_helpers`` the candidate helpers (nearest to the user first, padded), row ``D - 1``
+the user. Action ``a`` puts the step on row ``a``'s device; the user takes every remaining step
+(C2).
+
+**Observation** (``Dict``): ``devices`` (D, 13) float32, one row per device, columns
+:data:`DEVICE_FEATURES`; ``task`` (5,) float32, :data:`TASK_FEATURES`. Times in seconds
+(infinite — no link — is :data:`NO_LINK_S`), bandwidth in MHz, compute in TFLOP/s, positions
+as road-grid cells (``world.grid_cell_m``) relative to the holder's.
+
+**Mask** (``info["action_mask"]`` and :meth:`action_masks`): devices present, allowed by C1/C2,
+with a link from the holder and whose step fits T_max (C3); when none fits, every reachable one.
+The mask is what a good agent chooses among; an action outside it that is still *possible*
+(a device present, allowed and reachable — only too slow for T_max) runs as chosen: the layer
+then reschedules that step as for any scheduler, which asks the agent again, and a step run
+late breaks C3. An *impossible* action (padding, a transition C1/C2 forbid, no link) is
+replaced by the masked device of least step time (``info["invalid_action"] = True``), so an
+agent that ignores the mask still runs.
+
+**Reward**: minus the task time spent between this decision and the next (the steps of the
+agent's tasks that ran in between — the one just placed, and the user's local steps of tasks
+with no decision left), minus ``failure_penalty_s`` for every task that failed in between
+(C3, C4, a lost device or link; not the tasks cut off by the episode's end). The return of an
+episode is therefore minus the sum of its tasks' step latencies (eq. 14 without the request
+uploads, which no decision changes) minus the penalties. Our choice: with concurrent tasks a
+cost is charged to the decision that precedes it in time, the usual rule for event-driven
+decisions; the per-task latencies are in the episode's ``dvit_tasks`` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from cosim.errors import ConfigError
+from cosim.gym.episode import AGENT, CosimEnv
+from cosim.layers.dvit.problem import Problem
+
+DEVICE_FEATURES = (
+    "present",  # 1 for a device, 0 for padding
+    "is_rsu",  # the RSU (only row 0, before a helper holds the latent)
+    "is_user",  # the requesting vehicle (row D - 1)
+    "comm_s",  # hand-off time from the holder [s] (0 for the holder itself)
+    "comp_s",  # one step's computation L D / c [s]
+    "queue_s",  # its queue time [s] (eq. 6, or the simulated backlog)
+    "to_user_s",  # hand-off time from it to the user [s]
+    "bandwidth_mhz",  # its bandwidth [MHz] (the RSU: its band)
+    "compute_tflops",  # its compute [TFLOP/s]
+    "dwell_s",  # predicted time left in the RSU's coverage [s] (the RSU: DWELL_CAP_S)
+    "cell_dx",  # road-grid cells east of the holder's
+    "cell_dy",  # road-grid cells north of the holder's
+    "dist_to_rsu_m",  # distance to the serving RSU [m]
+)
+TASK_FEATURES = (
+    "steps_left",  # denoising steps still to run (K - k)
+    "decisions_left",  # of them, the ones not reserved for the user (steps_left - local steps)
+    "user_dwell_s",  # the user's predicted time left in coverage [s] (C4)
+    "t_max_s",  # C3's limit per step [s]
+    "holder_is_rsu",  # 1 at the first step (the RSU holds the noise), 0 once a helper holds the latent
+)
+NO_LINK_S = 10.0  # what an infinite time reads as in the observation
+DWELL_CAP_S = 600.0
+LIMIT = 1e5  # every feature is clipped to [-LIMIT, LIMIT]
+
+
+def layout(problem: Problem, max_devices: int) -> np.ndarray:
+    """Row of each of the problem's devices in the fixed layout (the user goes last)."""
+    V = problem.n_devices
+    if V > max_devices:
+        raise ValueError(f"the problem has {V} devices, the layout {max_devices}")
+    rows = np.arange(V)
+    rows[-1] = max_devices - 1
+    return rows
+
+
+def step_cost(problem: Problem) -> np.ndarray:
+    """(V,) the next step's time on each device, from the holder (device 0) [s]."""
+    comm = problem.comm_s[0].copy()
+    comm[0] = 0.0
+    return comm + problem.comp_s + problem.queue_s
+
+
+def device_mask(problem: Problem) -> np.ndarray:
+    """(V,) the devices the next step may go to: allowed from the holder, reachable, within
+    T_max; all reachable ones if none is within T_max."""
+    cost = step_cost(problem)
+    ok = problem.allowed()[0] & np.isfinite(cost)
+    fast = ok & (cost <= problem.t_max_s + 1e-12)
+    mask = fast if fast.any() else ok
+    if not mask.any():
+        mask = mask.copy()
+        mask[0] = True  # the holder can always go on (it may break C3)
+    return mask
+
+
+def observe(problem: Problem, max_devices: int) -> tuple[dict, np.ndarray]:
+    """The observation and the action mask of one question (see the module docstring)."""
+    V = problem.n_devices
+    rows = layout(problem, max_devices)
+    dev = np.zeros((max_devices, len(DEVICE_FEATURES)), dtype=np.float64)
+    kinds = problem.kinds()
+    U = V - 1
+    cell = np.floor(problem.xy / problem.cell_m) if len(problem.xy) else np.zeros((V, 2))
+    dwell = problem.dwell_s if len(problem.dwell_s) else np.full(V, np.inf)
+    comm0 = problem.comm_s[0].copy()
+    comm0[0] = 0.0
+    cols = np.column_stack([
+        np.ones(V),
+        (kinds == 0) & problem.origin_rsu,
+        kinds == 2,
+        comm0,
+        problem.comp_s,
+        problem.queue_s,
+        problem.comm_s[:, U],
+        problem.bandwidth_hz / 1e6 if len(problem.bandwidth_hz) else np.zeros(V),
+        problem.compute_flops / 1e12 if len(problem.compute_flops) else np.zeros(V),
+        np.minimum(dwell, DWELL_CAP_S),
+        cell[:, 0] - cell[0, 0],
+        cell[:, 1] - cell[0, 1],
+        problem.dist_to_rsu_m if len(problem.dist_to_rsu_m) else np.zeros(V),
+    ])
+    cols = np.where(np.isinf(cols), NO_LINK_S, cols)
+    dev[rows] = cols
+    for c in (3, 4, 5, 6):  # times: infinite and very long both read as NO_LINK_S
+        dev[:, c] = np.minimum(dev[:, c], NO_LINK_S)
+    task = np.array([problem.steps, problem.steps - problem.local_steps, min(problem.user_dwell_s, DWELL_CAP_S),
+                     problem.t_max_s, float(problem.origin_rsu)])
+    mask = np.zeros(max_devices, dtype=bool)
+    mask[rows] = device_mask(problem)
+    obs = {"devices": np.clip(np.nan_to_num(dev), -LIMIT, LIMIT).astype(np.float32),
+           "task": np.clip(task, -LIMIT, LIMIT).astype(np.float32)}
+    return obs, mask
+
+
+def plan_for(problem: Problem, device: int) -> list[int]:
+    """The plan that runs the next step on ``device`` (a problem index): the steps not reserved
+    for the user there too (it is asked again before each), the local steps on the user."""
+    U = problem.user
+    if device == U:
+        return [U] * problem.steps
+    free = problem.steps - problem.local_steps
+    return [device] * free + [U] * problem.local_steps
+
+
+def choose(problem: Problem, row: int, max_devices: int) -> tuple[int, bool]:
+    """The problem device of action ``row``: (device, False) when it is possible (present,
+    allowed from the holder, reachable), else (the masked device of least step time, True)."""
+    rows = layout(problem, max_devices)
+    hit = np.flatnonzero(rows == row)
+    cost = step_cost(problem)
+    if len(hit) and problem.allowed()[0, hit[0]] and np.isfinite(cost[hit[0]]):
+        return int(hit[0]), False
+    cost = np.where(device_mask(problem), cost, np.inf)
+    return int(np.argmin(cost)), True
+
+
+class DViTPlacementEnv(CosimEnv):
+    """``cosim/DViTPlacement-v0`` (see the module docstring; arguments: :class:`CosimEnv`, and
+    ``failure_penalty_s``: the reward lost per failed task, in seconds of latency)."""
+
+    layer = "dvit"
+    agent_traits = {"replan": "step"}
+    env_id = "cosim/DViTPlacement-v0"
+
+    def __init__(self, scenario: str | Path = "scenarios/grid6_dvit.toml", *, failure_penalty_s: float = 10.0,
+                 **kwargs: Any):
+        super().__init__(scenario, **kwargs)
+        if not failure_penalty_s >= 0:
+            raise ConfigError(f"failure_penalty_s: {failure_penalty_s!r} must be >= 0")
+        self.failure_penalty_s = float(failure_penalty_s)
+        self.max_devices = self.layer_cfg.max_helpers + 2
+        D = self.max_devices
+        self.action_space = gym.spaces.Discrete(D)
+        self.observation_space = gym.spaces.Dict({
+            "devices": gym.spaces.Box(-LIMIT, LIMIT, (D, len(DEVICE_FEATURES)), np.float32),
+            "task": gym.spaces.Box(-LIMIT, LIMIT, (len(TASK_FEATURES),), np.float32),
+        })
+
+    def observe(self, question: tuple) -> tuple[dict, np.ndarray, dict]:
+        problem = question[0]
+        obs, mask = observe(problem, self.max_devices)
+        task, _world, names = self.agent_layer.deciding
+        rows = layout(problem, self.max_devices)
+        padded = [""] * self.max_devices
+        for j, r in enumerate(rows):
+            padded[r] = names[j]
+        return obs, mask, {"task": task.task_id, "step": task.k, "devices": padded}
+
+    def answer(self, question: tuple, action: Any) -> tuple[list, dict]:
+        problem = question[0]
+        device, invalid = choose(problem, int(action), self.max_devices)
+        return plan_for(problem, device), {"invalid_action": invalid}
+
+    def cost_since(self, layer: Any, start: bool) -> float:
+        spent = layer.stats[AGENT]["task_s"]
+        failed = sum(n for reason, n in layer.kernel.stats[AGENT].failed.items() if reason != "unfinished")
+        if start:
+            self._spent, self._failed = spent, failed
+            return 0.0
+        cost = (spent - self._spent) + self.failure_penalty_s * (failed - self._failed)
+        self._spent, self._failed = spent, failed
+        return float(cost)
+
+    def final_observation(self) -> dict:
+        return {k: np.zeros(space.shape, dtype=np.float32) for k, space in self.observation_space.spaces.items()}

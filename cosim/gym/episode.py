@@ -1,0 +1,284 @@
+"""What every cosim Gymnasium environment shares: an ordinary cosim run, paused at each decision.
+
+An environment *is* a cosim run — the same :class:`~cosim.runner.Session`, traffic source and
+slot loop as ``cosim run`` and ``cosim replay`` (:func:`cosim.runner.open_run`,
+:func:`~cosim.runner.open_replay`, :func:`~cosim.runner.drive`) — in which one policy of one
+layer is ``gym:agent``. The run goes on in a thread of its own; whenever the layer asks
+``gym:agent`` for a decision, that thread hands the question to the environment and waits, and
+``env.step(action)`` answers it and lets the run go on to the next question. The environment
+therefore executes exactly what the layer executes (same cost model, same rules, same result
+tables, written to the environment's folder) — no second model of the layer to keep in step.
+
+Threads and not processes: the run and the agent never work at once (one waits for the other),
+so the GIL costs nothing, and libsumo's one-SUMO-per-process rule holds per environment; a
+vector of environments (``gym.make_vec(..., vectorization_mode="async")``) puts each in a
+process of its own.
+
+A subclass says which layer it drives (``layer``, with the traits ``gym:agent`` registers with,
+``agent_traits``), how a question becomes an observation (:meth:`CosimEnv.observe`), how an
+action becomes the policy's answer (:meth:`CosimEnv.answer`) and what a decision costs
+(:meth:`CosimEnv.cost_since`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from cosim import config as cfgmod
+from cosim.errors import ConfigError
+from cosim.registry import PolicySpec, register_policy_loader
+
+#: name of the environments' policy in a layer's ``policies`` (and in its result tables)
+AGENT = "gym:agent"
+
+_local = threading.local()
+#: layer -> the environment class driving it (filled as the environment modules are imported)
+_ENVS: dict[str, type["CosimEnv"]] = {}
+
+
+class EpisodeAbort(BaseException):
+    """Raised in the run's thread when the environment is reset or closed mid-episode (a
+    BaseException: no layer or policy wrapper may swallow it)."""
+
+
+def _ask(*question: Any) -> Any:
+    """In the run's thread: hand ``question`` to the environment, return its answer."""
+    bridge = getattr(_local, "bridge", None)
+    if bridge is None:
+        raise RuntimeError(f"policy '{AGENT}' takes its decisions from a cosim Gymnasium environment "
+                           "(cosim.gym); in a run, use a trained agent (rl:PATH) or another policy")
+    return bridge.ask(question)
+
+
+@register_policy_loader("gym")
+def _agent_policy(layer: str, arg: str, where: str) -> PolicySpec:
+    """``gym:agent``: the policy whose decisions come from the environment."""
+    import cosim.gym  # noqa: F401 - registers the environments (and so _ENVS)
+
+    if f"gym:{arg}" != AGENT:
+        raise ConfigError(f"{where}.policies: 'gym:{arg}' — the Gymnasium environments' policy is '{AGENT}'")
+    env = _ENVS.get(layer)
+    if env is None:
+        raise ConfigError(f"{where}.policies: '{AGENT}': no cosim Gymnasium environment drives layer '{layer}' "
+                          f"(environments: {', '.join(f'{c.env_id} ({lay})' for lay, c in _ENVS.items())})")
+    return PolicySpec(layer, AGENT, _ask, None, False, dict(env.agent_traits), __name__)
+
+
+class _Bridge:
+    """The run's thread and the environment, taking turns."""
+
+    _ABORT = object()
+
+    def __init__(self, episode: Callable[[], dict]):
+        self.to_env: queue.SimpleQueue = queue.SimpleQueue()
+        self.to_run: queue.SimpleQueue = queue.SimpleQueue()
+        self.waiting = False  # the run's thread waits for an answer
+        self.thread = threading.Thread(target=self._main, args=(episode,), name="cosim-gym-run", daemon=True)
+        self.thread.start()
+
+    def _main(self, episode: Callable[[], dict]) -> None:
+        _local.bridge = self
+        try:
+            self.to_env.put(("end", episode()))
+        except EpisodeAbort:
+            self.to_env.put(("aborted", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the environment, raised there
+            self.to_env.put(("error", exc))
+        finally:
+            _local.bridge = None
+
+    # the run's thread
+    def ask(self, question: tuple) -> Any:
+        self.to_env.put(("decide", question))
+        answer = self.to_run.get()
+        if answer is self._ABORT:
+            raise EpisodeAbort("the environment was reset or closed mid-episode")
+        return answer
+
+    # the environment's thread
+    def next(self) -> tuple[str, Any]:
+        """The next event: ("decide", question) or ("end", summary); an error is raised here."""
+        kind, what = self.to_env.get()
+        self.waiting = kind == "decide"
+        if kind != "decide":
+            self.thread.join()
+        if kind == "error":
+            raise what
+        return kind, what
+
+    def answer(self, answer: Any) -> None:
+        self.waiting = False
+        self.to_run.put(answer)
+
+    def abort(self) -> None:
+        """End the episode now (its results so far are written, status ``failed``)."""
+        if self.waiting:
+            self.answer(self._ABORT)
+            while self.to_env.get()[0] == "decide":  # cannot happen: the next ask raises
+                self.to_run.put(self._ABORT)
+        self.thread.join()
+
+
+class CosimEnv(gym.Env):
+    """A cosim run as a Gymnasium environment (see the module docstring).
+
+    ``scenario``: a scenario TOML file (its ``[layers.LAYER]`` table configures the layer; the
+    other layers are left out). ``trace``: a recorded trace (or a list of them, one drawn per
+    episode) to replay instead of running SUMO — fast, for training. ``overrides``: keys as
+    ``cosim run --set`` takes them (``{"scenario.end_s": 300, "layers.dvit.request_rate_per_s":
+    2}``). ``compare``: other policies of the layer run side by side on the same traffic and
+    requests (their results land in the same tables; slower). ``backend``: libsumo or traci for
+    live SUMO. ``out_dir``: where each episode's results are written (a temporary folder by
+    default, removed on close); the last episode's stay there until the next reset.
+    ``seed``: the first episode's seed (as ``cosim run --seed``); ``reset(seed=...)`` too.
+    """
+
+    metadata = {"render_modes": []}
+    #: the layer this environment drives, and the traits its agent policy declares
+    layer: str = ""
+    agent_traits: dict = {}
+    env_id: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.layer:
+            _ENVS[cls.layer] = cls
+
+    def __init__(self, scenario: str | Path, *, seed: int | None = None, trace: str | Path | list | None = None,
+                 overrides: dict | None = None, compare: list | tuple = (), backend: str | None = None,
+                 out_dir: str | Path | None = None):
+        from cosim.layers.base import validate_layers
+        from cosim.runner import preflight
+
+        cfg = cfgmod.load(scenario)
+        table = {k: v for k, v in cfg.layers.get(self.layer, {}).items() if k != "enabled"}
+        table["policies"] = [AGENT, *compare]
+        cfg = dataclasses.replace(cfg, layers={self.layer: table})
+        values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
+        self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
+        self.layer_cfg = validate_layers(self.cfg, "overrides")[0].cfg
+        self.prepared = preflight(self.cfg)
+        traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
+        self.traces = [Path(t) for t in traces]
+        for t in self.traces:
+            if not t.exists():
+                raise ConfigError(f"trace {t}: no such file or folder")
+        self.backend = backend
+        self._tmp = None if out_dir is not None else tempfile.mkdtemp(prefix="cosim-gym-")
+        self.out_dir = Path(out_dir if out_dir is not None else self._tmp)
+        self._first_seed = seed
+        self._bridge: _Bridge | None = None
+        self.session = None
+        self.episode_seed: int | None = None
+        self.summary: dict | None = None
+
+    # -- what a subclass says --------------------------------------------------------------
+    def observe(self, question: tuple) -> tuple[dict, np.ndarray, dict]:
+        """The observation, the action mask and the info of a question the layer asks."""
+        raise NotImplementedError
+
+    def answer(self, question: tuple, action: Any) -> tuple[Any, dict]:
+        """What ``gym:agent`` returns to the layer for ``action``, and info about it."""
+        raise NotImplementedError
+
+    def cost_since(self, layer: Any, start: bool) -> float:
+        """What the agent's decisions cost since the last call (``start``: a new episode; reset
+        the counters and return 0)."""
+        raise NotImplementedError
+
+    def final_observation(self) -> dict:
+        """The observation returned with the episode's end (no question is pending)."""
+        raise NotImplementedError
+
+    # -- Gymnasium ---------------------------------------------------------------------------
+    @property
+    def agent_layer(self) -> Any:
+        """The layer instance of the current episode."""
+        return self.session.layers[0] if self.session is not None else None
+
+    def _episode(self, seed: int, trace: Path | None) -> dict:
+        """One run, in the run's thread (the same calls as cosim run / cosim replay)."""
+        from cosim.runner import drive, open_replay, open_run
+
+        from cosim.runner import Prepared
+        from cosim.world.rsu import build_rsus
+
+        cfg = cfgmod.apply_overrides(self.cfg, {"scenario.seed": seed}, where="reset(seed)")
+        # the network is read once; the RSUs' compute and bandwidth are drawn from the seed
+        prepared = Prepared(self.prepared.net, build_rsus(cfg, self.prepared.net), [])
+        if trace is not None:
+            session, source, end_s = open_replay(cfg, trace, self.out_dir, overwrite=True, prepared=prepared)
+        else:
+            session, source, end_s = open_run(cfg, self.out_dir, backend=self.backend, overwrite=True,
+                                              prepared=prepared)
+        self.session = session
+        self.cost_since(session.layers[0], start=True)
+        return drive(session, source, cfg.scenario.slot_s, end_s, progress=False)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if seed is None and self._first_seed is not None:
+            seed, self._first_seed = self._first_seed, None
+        elif seed is not None:
+            self._first_seed = None
+        super().reset(seed=seed)
+        self._stop()
+        for attempt in range(5):
+            ep_seed = seed if seed is not None and attempt == 0 else int(self.np_random.integers(2**31 - 1))
+            trace = self.traces[int(self.np_random.integers(len(self.traces)))] if self.traces else None
+            self.episode_seed, self.trace = ep_seed, trace
+            self.summary = None
+            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t))
+            kind, what = self._bridge.next()
+            if kind == "decide":
+                self._question = what
+                obs, mask, info = self.observe(what)
+                self._mask = mask
+                return obs, {**info, "action_mask": mask, "episode_seed": ep_seed}
+            self.summary = what
+        raise RuntimeError(f"{self.cfg.source_file}: five episodes without a single decision for layer "
+                           f"'{self.layer}' (no requests? check its rate and the RSUs' coverage)")
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        if self._bridge is None or not self._bridge.waiting:
+            raise RuntimeError("step() before reset(), or after the episode ended: call reset()")
+        reply, info = self.answer(self._question, action)
+        self._bridge.answer(reply)
+        kind, what = self._bridge.next()
+        reward = -self.cost_since(self.agent_layer, start=False)
+        if kind == "decide":
+            self._question = what
+            obs, mask, more = self.observe(what)
+            self._mask = mask
+            return obs, reward, False, False, {**info, **more, "action_mask": mask}
+        self.summary = what
+        obs = self.final_observation()
+        mask = np.zeros(self.action_space.n, dtype=bool)
+        mask[0] = True
+        # the end of the run is a time limit (the scenario's end or the traffic's), not a state
+        # the agent reached: truncated
+        return obs, reward, False, True, {**info, "action_mask": mask, "summary": what}
+
+    def action_masks(self) -> np.ndarray:
+        """The current action mask (what sb3-contrib's MaskablePPO asks for)."""
+        return self._mask
+
+    def _stop(self) -> None:
+        if self._bridge is not None:
+            self._bridge.abort()
+            self._bridge = None
+
+    def close(self) -> None:
+        self._stop()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        super().close()
