@@ -17,6 +17,7 @@ from cosim.errors import ConfigError
 from cosim.gym import dvit as gdvit
 from cosim.gym.episode import AGENT
 from cosim.layers.dvit import schedulers
+from cosim.layers.dvit.layer import DViTLayer
 from cosim.registry import register_policy
 from cosim.runner import replay
 
@@ -83,7 +84,9 @@ def test_same_seed_same_episode_and_another_seed_another(trace):
 
 # a built-in scheduler asked before every step, as the environment's agent is: the layer's run
 # of it and the environment driven by the same function must realise the same latencies
-register_policy("dvit", "mcpdi-each-step", replan="step")(lambda p, rng, opts: schedulers.mcpdi(p, rng, None))
+@register_policy("dvit", "mcpdi-each-step", replan="step")
+def mcpdi_each_step(p, rng=None, opts=None):
+    return schedulers.mcpdi(p, rng, None)
 
 
 @pytest.mark.parametrize("queue", ["analytic", "simulated"])
@@ -169,14 +172,14 @@ def test_observation_rows_by_hand():
 def test_gym_agent_outside_an_environment_is_a_clear_error(tmp_path):
     from cosim.layers.base import bind_policies
 
-    pol = bind_policies("dvit", [AGENT], {}, "s.toml: layers.dvit", {"replan": "request"})[AGENT]
+    pol = bind_policies("dvit", [AGENT], {}, "s.toml: layers.dvit", DViTLayer.policy_traits)[AGENT]
     assert pol.traits["replan"] == "step"
     with pytest.raises(RuntimeError, match="takes its decisions from a cosim Gymnasium environment"):
         pol.spec.fn(None, None, None)
     with pytest.raises(ConfigError, match="no cosim Gymnasium environment drives layer 'moe'"):
         bind_policies("moe", [AGENT], {}, "s.toml: layers.moe", {})
     with pytest.raises(ConfigError, match="'gym:me'"):
-        bind_policies("dvit", ["gym:me"], {}, "s.toml: layers.dvit", {"replan": "request"})
+        bind_policies("dvit", ["gym:me"], {}, "s.toml: layers.dvit", DViTLayer.policy_traits)
 
 
 def test_a_bad_override_is_one_line_naming_the_key(trace):

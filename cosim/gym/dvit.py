@@ -95,16 +95,15 @@ def step_cost(problem: Problem) -> np.ndarray:
     return comm + problem.comp_s + problem.queue_s
 
 
-def device_mask(problem: Problem) -> np.ndarray:
-    """(V,) the devices the next step may go to: allowed from the holder, reachable, within
-    T_max; all reachable ones if none is within T_max."""
-    cost = step_cost(problem)
-    ok = problem.allowed()[0] & np.isfinite(cost)
+def device_mask(problem: Problem, cost: np.ndarray | None = None) -> np.ndarray:
+    """(V,) the devices the next step may go to: reachable from the holder, within T_max; all
+    reachable ones if none is within T_max. (C1/C2 allow every device from device 0: a
+    sub-problem held by a helper has no RSU in it.)"""
+    cost = step_cost(problem) if cost is None else cost
+    ok = np.isfinite(cost)
     fast = ok & (cost <= problem.t_max_s + 1e-12)
     mask = fast if fast.any() else ok
-    if not mask.any():
-        mask = mask.copy()
-        mask[0] = True  # the holder can always go on (it may break C3)
+    mask[0] = mask[0] or not mask.any()  # the holder can always go on (it may break C3)
     return mask
 
 
@@ -112,39 +111,36 @@ def observe(problem: Problem, max_devices: int) -> tuple[dict, np.ndarray]:
     """The observation and the action mask of one question (see the module docstring)."""
     V = problem.n_devices
     rows = layout(problem, max_devices)
-    dev = np.zeros((max_devices, len(DEVICE_FEATURES)), dtype=np.float64)
-    kinds = problem.kinds()
     U = V - 1
-    cell = np.floor(problem.xy / problem.cell_m) if len(problem.xy) else np.zeros((V, 2))
-    dwell = problem.dwell_s if len(problem.dwell_s) else np.full(V, np.inf)
-    comm0 = problem.comm_s[0].copy()
-    comm0[0] = 0.0
-    cols = np.column_stack([
-        np.ones(V),
-        (kinds == 0) & problem.origin_rsu,
-        kinds == 2,
-        comm0,
-        problem.comp_s,
-        problem.queue_s,
-        problem.comm_s[:, U],
-        problem.bandwidth_hz / 1e6 if len(problem.bandwidth_hz) else np.zeros(V),
-        problem.compute_flops / 1e12 if len(problem.compute_flops) else np.zeros(V),
-        np.minimum(dwell, DWELL_CAP_S),
-        cell[:, 0] - cell[0, 0],
-        cell[:, 1] - cell[0, 1],
-        problem.dist_to_rsu_m if len(problem.dist_to_rsu_m) else np.zeros(V),
-    ])
-    cols = np.where(np.isinf(cols), NO_LINK_S, cols)
-    dev[rows] = cols
-    for c in (3, 4, 5, 6):  # times: infinite and very long both read as NO_LINK_S
-        dev[:, c] = np.minimum(dev[:, c], NO_LINK_S)
+    cols = np.zeros((V, len(DEVICE_FEATURES)))
+    cols[:, 0] = 1.0
+    cols[0, 1] = float(problem.origin_rsu)
+    cols[U, 2] = 1.0
+    cost = step_cost(problem)
+    cols[:, 3] = problem.comm_s[0]
+    cols[0, 3] = 0.0
+    cols[:, 4] = problem.comp_s
+    cols[:, 5] = problem.queue_s
+    cols[:, 6] = problem.comm_s[:, U]
+    if len(problem.bandwidth_hz):
+        cols[:, 7] = problem.bandwidth_hz / 1e6
+    if len(problem.compute_flops):
+        cols[:, 8] = problem.compute_flops / 1e12
+    cols[:, 9] = np.minimum(problem.dwell_s, DWELL_CAP_S) if len(problem.dwell_s) else DWELL_CAP_S
+    if len(problem.xy):
+        cell = np.floor(problem.xy / problem.cell_m)
+        cols[:, 10:12] = cell - cell[0]
+    if len(problem.dist_to_rsu_m):
+        cols[:, 12] = problem.dist_to_rsu_m
+    np.minimum(cols[:, 3:7], NO_LINK_S, out=cols[:, 3:7])  # times: infinite (no link) and very long alike
+    np.clip(cols, -LIMIT, LIMIT, out=cols)
+    dev = np.zeros((max_devices, len(DEVICE_FEATURES)), dtype=np.float32)
+    dev[rows] = np.nan_to_num(cols)
     task = np.array([problem.steps, problem.steps - problem.local_steps, min(problem.user_dwell_s, DWELL_CAP_S),
-                     problem.t_max_s, float(problem.origin_rsu)])
+                     problem.t_max_s, float(problem.origin_rsu)], dtype=np.float32)
     mask = np.zeros(max_devices, dtype=bool)
-    mask[rows] = device_mask(problem)
-    obs = {"devices": np.clip(np.nan_to_num(dev), -LIMIT, LIMIT).astype(np.float32),
-           "task": np.clip(task, -LIMIT, LIMIT).astype(np.float32)}
-    return obs, mask
+    mask[rows] = device_mask(problem, cost)
+    return {"devices": dev, "task": np.clip(task, -LIMIT, LIMIT)}, mask
 
 
 def plan_for(problem: Problem, device: int) -> list[int]:
@@ -158,14 +154,14 @@ def plan_for(problem: Problem, device: int) -> list[int]:
 
 
 def choose(problem: Problem, row: int, max_devices: int) -> tuple[int, bool]:
-    """The problem device of action ``row``: (device, False) when it is possible (present,
-    allowed from the holder, reachable), else (the masked device of least step time, True)."""
-    rows = layout(problem, max_devices)
-    hit = np.flatnonzero(rows == row)
+    """The problem device of action ``row``: (device, False) when it is possible (present and
+    reachable from the holder), else (the masked device of least step time, True)."""
+    V = problem.n_devices
+    device = V - 1 if row == max_devices - 1 else row if 0 <= row < V - 1 else -1
     cost = step_cost(problem)
-    if len(hit) and problem.allowed()[0, hit[0]] and np.isfinite(cost[hit[0]]):
-        return int(hit[0]), False
-    cost = np.where(device_mask(problem), cost, np.inf)
+    if device >= 0 and np.isfinite(cost[device]):
+        return device, False
+    cost = np.where(device_mask(problem, cost), cost, np.inf)
     return int(np.argmin(cost)), True
 
 
@@ -174,7 +170,7 @@ class DViTPlacementEnv(CosimEnv):
     ``failure_penalty_s``: the reward lost per failed task, in seconds of latency)."""
 
     layer = "dvit"
-    agent_traits = {"replan": "step"}
+    agent_traits = {"replan": "step", "looks_ahead": False}
     env_id = "cosim/DViTPlacement-v0"
 
     def __init__(self, scenario: str | Path = "scenarios/grid6_dvit.toml", *, failure_penalty_s: float = 10.0,

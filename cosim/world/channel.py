@@ -32,18 +32,25 @@ _M2 = np.uint64(0x94D049BB133111EB)
 V2I, I2V, V2V, VEH_BW, VEH_CPU, RSU_BW, RSU_CPU, VEH_PREF, VEH_MEM, VEH_ENERGY = (np.uint64(k) for k in range(1, 11))
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
-    z = z + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+def _mix_into(z: np.ndarray, tmp: np.ndarray) -> None:
+    """splitmix64 finaliser of uint64 array ``z``, in place (``tmp``: scratch of its shape);
+    ~1.5x faster than the same operations making new arrays (integer arrays wrap silently)."""
+    np.add(z, _GOLDEN, out=z)
+    np.bitwise_xor(z, np.right_shift(z, _S30, out=tmp), out=z)
+    np.multiply(z, _M1, out=z)
+    np.bitwise_xor(z, np.right_shift(z, _S27, out=tmp), out=z)
+    np.multiply(z, _M2, out=z)
+    np.bitwise_xor(z, np.right_shift(z, _S31, out=tmp), out=z)
 
 
 _MASK = (1 << 64) - 1
 
 
 def _mix_int(z: int) -> int:
-    """splitmix64 finaliser on a Python int (same function as :func:`_mix`)."""
+    """splitmix64 finaliser on a Python int (same function as :func:`_mix_into`)."""
     z = (z + 0x9E3779B97F4A7C15) & _MASK
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
@@ -61,15 +68,16 @@ def hash_uniform(*keys) -> np.ndarray:
         i += 1
     h0 = _fold(keys[:i])
     rest = keys[i:]
-    with np.errstate(over="ignore"):
-        if not rest:
-            h = np.asarray(h0, dtype=np.uint64)
-        else:
-            arrays = np.broadcast_arrays(*(np.asarray(k).astype(np.uint64, copy=False) for k in rest))
-            h = np.full(arrays[0].shape, h0, dtype=np.uint64)
-            for k in arrays:
-                h = _mix(h ^ k)
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    if not rest:
+        h = np.asarray(h0, dtype=np.uint64)
+    else:
+        arrays = np.broadcast_arrays(*(np.asarray(k).astype(np.uint64, copy=False) for k in rest))
+        h = np.full(arrays[0].shape, h0, dtype=np.uint64)
+        tmp = np.empty_like(h)
+        for k in arrays:
+            np.bitwise_xor(h, k, out=h)
+            _mix_into(h, tmp)
+    return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 def _fold(keys) -> int:

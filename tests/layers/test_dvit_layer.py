@@ -206,7 +206,7 @@ def test_closed_loop_vidi_re_decides_from_each_slots_world(tmp_path):
     w = world()
     lay, rec = layer(tmp_path, policies=["vidi", "optimal"], steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
                      vehicle_compute_flops=[0.1e12, 4e12])
-    assert lay.every_step == {"vidi": True, "optimal": False}
+    assert lay.replan == {"vidi": "every-step", "optimal": "request"}
     w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
     lay.submit(w, 0, 1.0)
     lay.on_slot(w)

@@ -148,8 +148,10 @@ class DViTLayer(Layer):
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
     #: holding the result, on that slot's world: a closed loop over the decision epochs, once per
-    #: slot and holder) or "step" (before every step, also within a slot: one decision per step)
-    policy_traits = {"replan": "request"}
+    #: slot and holder) or "step" (before every step, also within a slot: one decision per step).
+    #: ``looks_ahead``: the scheduler reads ``problem.ahead_xy`` / ``cell_offset_m`` (each device's
+    #: route ahead, a walk per device); False spares that work (they are then empty)
+    policy_traits = {"replan": "request", "looks_ahead": True}
     REPLAN = ("request", "every-step", "step")
 
     def __init__(self, config: dict, ctx: LayerContext):
@@ -184,6 +186,7 @@ class DViTLayer(Layer):
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
+        self._problems_slot, self._problems = -1, {}
 
     def on_start(self) -> None:
         self.table = self.ctx.table("dvit_tasks")
@@ -203,15 +206,35 @@ class DViTLayer(Layer):
         return self._rsu_cpu[rsu]
 
     def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int,
-                      upload: bool = True) -> tuple[Problem, list]:
+                      upload: bool = True, ahead: bool = True) -> tuple[Problem, list]:
         """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user].
-        ``upload``: the request upload comes first (a request; False for a re-plan mid-task)."""
+        ``upload``: the request upload comes first (a request; False for a re-plan mid-task).
+        ``ahead``: fill ``ahead_xy`` and ``cell_offset_m`` (some scheduler reads them).
+
+        The world is fixed within a slot, so the problem is a function of the slot and these
+        arguments: it is built once per slot and reused (with ``steps`` set) by every later ask
+        — a scheduler asked before every step asks many times from the same holder."""
+        if self._problems_slot != world.slot:
+            self._problems_slot, self._problems = world.slot, {}
+        key = (user, rsu, origin, upload, ahead)
+        hit = self._problems.get(key)
+        if hit is not None:
+            p, names = hit
+            if p.steps != steps:
+                p = dataclasses.replace(p, steps=steps, local_steps=min(self.cfg.local_steps, steps))
+            return p, names
+        p, names = self._build_problem(world, user, rsu, origin, steps, upload, ahead)
+        self._problems[key] = (p, names)
+        return p, names
+
+    def _build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int, upload: bool,
+                       ahead: bool) -> tuple[Problem, list]:
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)
         cand = served[(served != user) & (served != (origin if origin is not None else -1))]
         d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
-        cand = cand[d_user <= world.cfg.channel.v2v_range_m]
-        cand = cand[np.argsort(np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user]), kind="stable")]
+        near = d_user <= world.cfg.channel.v2v_range_m
+        cand = cand[near][np.argsort(d_user[near], kind="stable")]
         cand = cand[: self.cfg.max_helpers]
         veh = np.concatenate([[origin] if origin is not None else [], cand, [user]]).astype(np.int64)
         V = len(veh) + (1 if origin is None else 0)
@@ -230,8 +253,8 @@ class DViTLayer(Layer):
         np.fill_diagonal(comm, 0.0)
         vi = np.flatnonzero(vidx >= 0)
         if len(vi):
-            a, b = np.meshgrid(vidx[vi], vidx[vi], indexing="ij")
-            rate = world.v2v_rate_bps(a.ravel(), b.ravel()).reshape(a.shape)
+            vv = vidx[vi]
+            rate = world.v2v_rate_bps(vv[:, None], vv[None, :])  # (n, n) by broadcasting
             with np.errstate(divide="ignore"):
                 sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
             np.fill_diagonal(sub, 0.0)
@@ -256,7 +279,7 @@ class DViTLayer(Layer):
         dev_dwell = np.where(vidx >= 0, world.dwell_s[np.maximum(vidx, 0)], np.inf)
         dev_dwell = np.where(np.isnan(dev_dwell), 0.0, dev_dwell)
         dev_dwell[-1] = dwell
-        ahead, offset = self._ahead_of(world, vidx, xy)
+        ahead, offset = self._ahead_of(world, vidx, xy) if ahead else (np.zeros((0, 0, 2)), np.zeros(0))
         cc = world.cfg.channel
         p = Problem(comp, queue, comm, float(upload), dwell, steps,
                     min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
@@ -264,7 +287,9 @@ class DViTLayer(Layer):
                     ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
                     handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
                     v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m)
-        names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
+        names = [str(v) for v in s.ids[np.maximum(vidx, 0)].tolist()]
+        if origin is None:
+            names[0] = RSU_NAME
         return p, names
 
     AHEAD_CELLS = 8  # road-grid cells of each device's route ahead handed to the schedulers (200 m)
@@ -355,7 +380,8 @@ class DViTLayer(Layer):
         rsu = int(world.serving[user])
         if rsu < 0:
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
-        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
+        ahead = any(self.policies[p].traits["looks_ahead"] for p in self.live())
+        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps, ahead=ahead)  # shared by all policies
         for policy in self.live():
             task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
@@ -544,7 +570,7 @@ class DViTLayer(Layer):
         helper), on this slot's world."""
         origin = None if task.holder == RSU_NAME else index[task.holder]
         problem, names = self.build_problem(world, index[task.user], task.rsu, origin, self.cfg.steps - task.k,
-                                            upload=False)
+                                            upload=False, ahead=self.policies[task.policy].traits["looks_ahead"])
         return self._contended(problem, names, task.policy, task.rsu, task.clock), names
 
     def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:

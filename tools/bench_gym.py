@@ -1,0 +1,157 @@
+"""Environment steps per second of cosim's Gymnasium environments (issue 16).
+
+    python tools/bench_gym.py                   # replay and live SUMO, 1 and 2 vector workers
+    python tools/bench_gym.py --steps 5000 --only replay
+
+Each case takes ``--steps`` decisions with actions drawn uniformly from the action mask (seeded),
+across episode ends, on grid6 (the shipped scenario, seed 42): **replay** of a trace recorded
+once into ``runs/bench_gym/`` (fast, for training) and **live** SUMO through libsumo. One worker
+is a plain ``gym.make`` environment (its CPU seconds — both of its threads — are measured with
+``time.process_time``); two workers are ``gym.make_vec(..., vectorization_mode="async")``, one
+process each (wall time only: the workers' CPU is not visible from here). The **layer alone** row
+is the same scenario replayed by ``cosim replay`` with a built-in scheduler asked before every
+step (``replan = "step"``), so the difference to it is what the environment itself costs.
+Target (issue 16): >= 2,000 environment steps per second per worker on replayed traffic.
+Wall time on this shared machine drifts by tens of percent: CPU figures decide for one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
+ENV_ID = "cosim/DViTPlacement-v0"
+
+
+def trace(end_s: float) -> Path:
+    """grid6 (seed 42) recorded once: cosim's parquet trace."""
+    path = ROOT / "runs" / "bench_gym" / f"grid6_s42_{end_s:g}.parquet"
+    if not path.exists():
+        proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6.toml"), "--no-layers",
+                               "--end", f"{end_s:g}", "--record", str(path), "--out", str(path.parent / "rec"),
+                               "--overwrite", "-q", "--no-coverage"], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(proc.stderr)
+    return path
+
+
+def one_worker(kwargs: dict, steps: int, seed: int) -> dict:
+    import gymnasium as gym
+
+    import cosim.gym  # noqa: F401
+
+    env = gym.make(ENV_ID, **kwargs)
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    episodes = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        if term or trunc:
+            episodes += 1
+            obs, info = env.reset()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    env.close()
+    return {"steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu, "episodes": episodes}
+
+
+def vector(kwargs: dict, steps: int, seed: int, workers: int) -> dict:
+    import gymnasium as gym
+
+    import cosim.gym  # noqa: F401
+
+    envs = gym.make_vec(ENV_ID, num_envs=workers, vectorization_mode="async", **kwargs)
+    rng = np.random.default_rng(seed)
+    obs, info = envs.reset(seed=seed)
+    n = 0
+    t0 = time.perf_counter()
+    while n < steps:
+        acts = [int(rng.choice(np.flatnonzero(m))) if m.any() else 0 for m in info["action_mask"]]
+        obs, r, term, trunc, info = envs.step(np.array(acts))
+        n += workers
+    wall = time.perf_counter() - t0
+    envs.close()
+    return {"steps_per_s": n / wall, "per_worker": n / wall / workers}
+
+
+def layer_alone(tr: Path, end_s: float) -> dict:
+    """Decisions per CPU second of the layer itself (no environment): a replay with mcpdi asked
+    before every step, in a fresh process."""
+    code = f"""
+import time, cosim, json
+from cosim.layers.dvit import schedulers
+from cosim.registry import register_policy
+from cosim.runner import replay
+register_policy("dvit", "mcpdi-each-step", replan="step", looks_ahead=False)(
+    lambda p, rng, o: schedulers.mcpdi(p, rng, None))
+cfg = cosim.config.apply_overrides(cosim.config.load({str(SCENARIO)!r}), {{
+    "layers.dvit.policies": ["mcpdi-each-step"], "scenario.end_s": {end_s}, "output.coverage": False}})
+c0 = time.process_time()
+s = replay(cfg, {str(tr)!r}, {str(tr.parent / 'alone')!r}, progress=False, overwrite=True)
+cpu = time.process_time() - c0
+b = s["layers"]["dvit"]["mcpdi-each-step"]
+import pyarrow.parquet as pq
+decisions = int(cosim.load({str(tr.parent / 'alone')!r})["dvit_tasks"]["replans"].sum() + b["tasks"])
+print(json.dumps({{"decisions": decisions, "cpu_s": cpu}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"decisions": out["decisions"], "per_cpu_s": out["decisions"] / out["cpu_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=3000, help="decisions per case (default 3000)")
+    ap.add_argument("--episode", type=float, default=300.0, help="episode length [s of traffic] (default 300)")
+    ap.add_argument("--only", choices=("replay", "live"), help="one traffic source only")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    tr = trace(args.episode)
+    over = {"scenario.end_s": args.episode}
+    cases = []
+    if args.only != "live":
+        cases.append(("replay", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
+    if args.only != "replay":
+        cases.append(("live (libsumo)", {"scenario": str(SCENARIO), "overrides": over}))
+    import gymnasium
+    import torch  # noqa: F401 - versions only
+
+    print(f"{ENV_ID} on grid6, {args.steps} decisions per case, mask-uniform random actions; "
+          f"gymnasium {gymnasium.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    print(f"{'case':<22} {'workers':>7} {'steps/s':>9} {'per worker':>11} {'steps/CPU-s':>12}")
+    for name, kw in cases:
+        # one worker in a fresh process (libsumo: one SUMO per process)
+        code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_gym as b; "
+                f"print(json.dumps(b.one_worker({kw!r}, {args.steps}, {args.seed})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise SystemExit(proc.stderr)
+        import json
+
+        r1 = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{name:<22} {1:>7} {r1['steps_per_s']:>9.0f} {r1['steps_per_s']:>11.0f} {r1['steps_per_cpu_s']:>12.0f}")
+        r2 = vector(kw, args.steps, args.seed, 2)
+        print(f"{name:<22} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} {'-':>12}")
+    if args.only != "live":
+        a = layer_alone(tr, args.episode)
+        print(f"layer alone (no env): {a['decisions']} decisions of mcpdi asked before every step, "
+              f"{a['per_cpu_s']:.0f} decisions per CPU-s")
+
+
+if __name__ == "__main__":
+    main()
