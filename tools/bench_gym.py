@@ -46,10 +46,14 @@ def trace(end_s: float) -> Path:
     return path
 
 
-def one_worker(kwargs: dict, steps: int, seed: int) -> dict:
+def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random") -> dict:
+    """``agent``: random (uniform over the mask) or mcpdi (the built-in scheduler's first device
+    for each question: the same decisions as the layer-alone row)."""
     import gymnasium as gym
 
     import cosim.gym  # noqa: F401
+    from cosim.gym.dvit import layout
+    from cosim.layers.dvit.schedulers import mcpdi
 
     env = gym.make(ENV_ID, **kwargs)
     rng = np.random.default_rng(seed)
@@ -57,7 +61,12 @@ def one_worker(kwargs: dict, steps: int, seed: int) -> dict:
     episodes = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        if agent == "mcpdi":
+            p = env.unwrapped._question[0]
+            action = int(layout(p, env.unwrapped.max_devices)[int(mcpdi(p, None, None)[0])])
+        else:
+            action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        obs, r, term, trunc, info = env.step(action)
         if term or trunc:
             episodes += 1
             obs, info = env.reset()
@@ -125,28 +134,31 @@ def main() -> None:
     over = {"scenario.end_s": args.episode}
     cases = []
     if args.only != "live":
-        cases.append(("replay", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
+        cases.append(("replay", "random", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
+        cases.append(("replay", "mcpdi", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
     if args.only != "replay":
-        cases.append(("live (libsumo)", {"scenario": str(SCENARIO), "overrides": over}))
+        cases.append(("live (libsumo)", "random", {"scenario": str(SCENARIO), "overrides": over}))
     import gymnasium
-    import torch  # noqa: F401 - versions only
 
-    print(f"{ENV_ID} on grid6, {args.steps} decisions per case, mask-uniform random actions; "
-          f"gymnasium {gymnasium.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    print(f"{'case':<22} {'workers':>7} {'steps/s':>9} {'per worker':>11} {'steps/CPU-s':>12}")
-    for name, kw in cases:
+    print(f"{ENV_ID} on grid6, {args.steps} decisions per case; agent: random (uniform over the mask) or "
+          f"mcpdi (its first device); gymnasium {gymnasium.__version__}, Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'case':<16} {'agent':<7} {'workers':>7} {'steps/s':>9} {'per worker':>11} {'steps/CPU-s':>12}")
+    for name, agent, kw in cases:
         # one worker in a fresh process (libsumo: one SUMO per process)
         code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_gym as b; "
-                f"print(json.dumps(b.one_worker({kw!r}, {args.steps}, {args.seed})))")
+                f"print(json.dumps(b.one_worker({kw!r}, {args.steps}, {args.seed}, {agent!r})))")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             raise SystemExit(proc.stderr)
         import json
 
         r1 = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{name:<22} {1:>7} {r1['steps_per_s']:>9.0f} {r1['steps_per_s']:>11.0f} {r1['steps_per_cpu_s']:>12.0f}")
-        r2 = vector(kw, args.steps, args.seed, 2)
-        print(f"{name:<22} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} {'-':>12}")
+        print(f"{name:<16} {agent:<7} {1:>7} {r1['steps_per_s']:>9.0f} {r1['steps_per_s']:>11.0f} "
+              f"{r1['steps_per_cpu_s']:>12.0f}")
+        if agent == "random":
+            r2 = vector(kw, args.steps, args.seed, 2)
+            print(f"{name:<16} {agent:<7} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} {'-':>12}")
     if args.only != "live":
         a = layer_alone(tr, args.episode)
         print(f"layer alone (no env): {a['decisions']} decisions of mcpdi asked before every step, "
