@@ -148,7 +148,10 @@ def make_policy(layer: str, name: str, where: str) -> "PolicySpec | None":
     if not sep:
         return None
     if prefix not in _LOADERS and prefix in BUILTIN_LOADERS:
-        importlib.import_module(BUILTIN_LOADERS[prefix])
+        try:
+            importlib.import_module(BUILTIN_LOADERS[prefix])
+        except ImportError as exc:  # e.g. an optional dependency missing: one line naming the key
+            raise ConfigError(f"{where}.policies: '{name}': {exc}") from None
     loader = _LOADERS.get(prefix)
     return loader(layer, arg, where) if loader is not None else None
 

@@ -11,7 +11,11 @@ Every environment is an ordinary cosim run paused at its agent's decisions
 
 from __future__ import annotations
 
-import gymnasium as gym
+try:
+    import gymnasium as gym
+except ImportError:  # an extra: say how to get it, in one line
+    raise ImportError("cosim.gym needs Gymnasium: pip install 'cosim[gym]' (or pip install 'gymnasium>=1.0,<2')") \
+        from None
 
 from cosim.gym.dvit import DViTPlacementEnv
 from cosim.gym.episode import AGENT, CosimEnv
