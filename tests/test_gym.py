@@ -102,6 +102,8 @@ def test_environment_realises_what_the_layer_does_for_the_same_decisions(trace, 
     ref = cosim.load(tmp_path / "layer")["dvit_tasks"].set_index("task")
 
     env = make(trace, out_dir=tmp_path / "env", overrides={"layers.dvit.queue": queue}).unwrapped
+    out = env.out_dir
+    assert out.parent == tmp_path / "env"
     obs, info = env.reset(seed=3)
     ret, done, steps = 0.0, False, 0
     while not done:
@@ -112,7 +114,7 @@ def test_environment_realises_what_the_layer_does_for_the_same_decisions(trace, 
         ret += r
         steps += 1
         done = term or trunc
-    got = cosim.load(tmp_path / "env")["dvit_tasks"].set_index("task")
+    got = cosim.load(out)["dvit_tasks"].set_index("task")
     env.close()
     assert steps > 100 and len(ref) > 40
     assert list(got.index) == list(ref.index)
@@ -234,3 +236,56 @@ def test_async_vector_of_two_workers_matches_single_environments(trace):
         o, _ = env.reset(seed=seed)
         env.close()
         np.testing.assert_array_equal(o["devices"], first[k])
+
+
+def test_close_after_an_interrupted_step_and_a_dropped_environment_end_the_run(trace):
+    """A Ctrl-C between an answer and the next question leaves the run's thread asking: close()
+    still ends it; an environment dropped without close() is collected and its run ends."""
+    import gc
+    import threading
+
+    env = make(trace).unwrapped
+    env.reset(seed=1)
+    bridge = env._bridge
+    bridge.answer(env.answer(env._question, 0)[0])  # answered; the next question is never read
+    closer = threading.Thread(target=env.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive() and not bridge.thread.is_alive()
+
+    env = make(trace)
+    env.reset(seed=1)
+    run = env.unwrapped._bridge.thread
+    del env
+    gc.collect()
+    run.join(30)
+    assert not run.is_alive()
+
+
+def test_bad_actions_and_misuse_are_one_line_errors(trace, tmp_path):
+    env = make(trace, out_dir=tmp_path, compare="optimal")  # one policy named as a string
+    try:
+        with pytest.raises(RuntimeError, match=r"action_masks\(\) before reset"):
+            env.unwrapped.action_masks()
+        with pytest.raises(RuntimeError, match=r"step\(\) before reset"):
+            env.unwrapped.step(0)  # (gym.make's OrderEnforcing says so too)
+        obs, info = env.reset(seed=2)
+        for bad in (22, -1, 2.7, "3", None, np.array([1, 2])):
+            with pytest.raises(ValueError, match="action .*Discrete\\(22\\)"):
+                env.step(bad)
+        env.step(np.array([0]))  # a one-element integer array is an action
+        mask = env.unwrapped.action_masks()
+        mask[:] = False
+        assert env.unwrapped.action_masks().any()  # a copy
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            import copy
+
+            copy.deepcopy(env.unwrapped)
+        other = make(trace, out_dir=tmp_path)
+        assert other.unwrapped.out_dir != env.unwrapped.out_dir  # one folder per environment
+        assert other.unwrapped.out_dir.parent == env.unwrapped.out_dir.parent == tmp_path
+        other.close()
+    finally:
+        env.close()
+    with pytest.raises(cosim.errors.CosimError, match="no such trace"):
+        make(tmp_path / "nope.parquet")

@@ -199,7 +199,7 @@ class DViTPlacementEnv(CosimEnv):
 
     def answer(self, question: tuple, action: Any) -> tuple[list, dict]:
         problem = question[0]
-        device, invalid = choose(problem, int(action), self.max_devices)
+        device, invalid = choose(problem, action, self.max_devices)
         return plan_for(problem, device), {"invalid_action": invalid}
 
     def cost_since(self, layer: Any, start: bool) -> float:

@@ -22,19 +22,22 @@ action becomes the policy's answer (:meth:`CosimEnv.answer`) and what a decision
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
+import cosim
 from cosim import config as cfgmod
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, CosimError
 from cosim.registry import PolicySpec, register_policy_loader
 
 #: name of the environments' policy in a layer's ``policies`` (and in its result tables)
@@ -120,11 +123,21 @@ class _Bridge:
         self.to_run.put(answer)
 
     def abort(self) -> None:
-        """End the episode now (its results so far are written, status ``failed``)."""
+        """End the episode now (its results so far are written, status ``failed``). Also after
+        the environment's thread was interrupted (Ctrl-C) between a question and its answer:
+        every question still coming is answered with the abort until the run's thread ends."""
+        if threading.current_thread() is self.thread:
+            return  # the run's own thread dropped the last reference: it ends by itself
         if self.waiting:
             self.answer(self._ABORT)
-            while self.to_env.get()[0] == "decide":  # cannot happen: the next ask raises
+        while self.thread.is_alive():
+            try:
+                kind, _ = self.to_env.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "decide":
                 self.to_run.put(self._ABORT)
+        self.waiting = False
         self.thread.join()
 
 
@@ -137,9 +150,11 @@ class CosimEnv(gym.Env):
     ``cosim run --set`` takes them (``{"scenario.end_s": 300, "layers.dvit.request_rate_per_s":
     2}``). ``compare``: other policies of the layer run side by side on the same traffic and
     requests (their results land in the same tables; slower). ``backend``: libsumo or traci for
-    live SUMO. ``out_dir``: where each episode's results are written (a temporary folder by
-    default, removed on close); the last episode's stay there until the next reset.
-    ``seed``: the first episode's seed (as ``cosim run --seed``); ``reset(seed=...)`` too.
+    live SUMO. ``out_dir``: a folder in which the environment makes its own (``self.out_dir``,
+    one per environment, so that vector workers never share one), where each episode's results
+    are written; the last episode's stay there until the next reset. Default: a temporary folder,
+    removed on close. ``seed``: the first episode's seed (as ``cosim run --seed``);
+    ``reset(seed=...)`` too.
     """
 
     metadata = {"render_modes": []}
@@ -154,14 +169,20 @@ class CosimEnv(gym.Env):
             _ENVS[cls.layer] = cls
 
     def __init__(self, scenario: str | Path, *, seed: int | None = None, trace: str | Path | list | None = None,
-                 overrides: dict | None = None, compare: list | tuple = (), backend: str | None = None,
+                 overrides: dict | None = None, compare: list | tuple | str = (), backend: str | None = None,
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
         from cosim.runner import preflight
+        from cosim.sources.replay import ReplaySource
 
-        cfg = cfgmod.load(scenario)
+        self._bridge: _Bridge | None = None
+        self._tmp: str | None = None
+        self._mask: np.ndarray | None = None
+        cfg = cfgmod.load(self.find_scenario(scenario))
+        if self.layer not in cfg.layers:
+            gym.logger.warn(f"{cfg.source_file} has no [layers.{self.layer}] table: the layer's defaults are used")
         table = {k: v for k, v in cfg.layers.get(self.layer, {}).items() if k != "enabled"}
-        table["policies"] = [AGENT, *compare]
+        table["policies"] = [AGENT, *([compare] if isinstance(compare, str) else compare)]
         cfg = dataclasses.replace(cfg, layers={self.layer: table})
         values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
         self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
@@ -169,17 +190,44 @@ class CosimEnv(gym.Env):
         self.prepared = preflight(self.cfg)
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
-        for t in self.traces:
-            if not t.exists():
-                raise ConfigError(f"trace {t}: no such file or folder")
+        for t in self.traces:  # a missing or unknown trace is an error now, not at the first reset
+            ReplaySource(t, net=self.prepared.net)
         self.backend = backend
-        self._tmp = None if out_dir is not None else tempfile.mkdtemp(prefix="cosim-gym-")
-        self.out_dir = Path(out_dir if out_dir is not None else self._tmp)
+        if out_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="cosim-gym-")
+            self.out_dir = Path(self._tmp)
+        else:
+            try:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                self.out_dir = Path(tempfile.mkdtemp(prefix="env-", dir=out_dir))
+            except OSError as exc:
+                raise CosimError(f"out_dir {out_dir}: cannot create a folder there ({exc.strerror or exc})") from None
         self._first_seed = seed
-        self._bridge: _Bridge | None = None
         self.session = None
         self.episode_seed: int | None = None
         self.summary: dict | None = None
+
+    @staticmethod
+    def find_scenario(scenario: str | Path) -> Path:
+        """``scenario`` as given (relative to the working directory), else, for a relative path
+        that is not there, the same path in the cosim checkout (``scenarios/...`` from anywhere)."""
+        path = Path(scenario)
+        if not path.exists() and not path.is_absolute():
+            shipped = Path(cosim.__file__).resolve().parents[1] / path
+            if shipped.exists():
+                return shipped
+        return path
+
+    def check_action(self, action: Any) -> int:
+        """``action`` as an int of the Discrete action space; anything else is one ValueError
+        line (an integer scalar or a one-element integer array is accepted)."""
+        a = np.asarray(action)
+        if a.size != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"action {action!r}: expected one integer of {self.action_space}")
+        a = int(a.reshape(()))
+        if not 0 <= a < self.action_space.n:
+            raise ValueError(f"action {a}: outside {self.action_space} (0..{self.action_space.n - 1})")
+        return a
 
     # -- what a subclass says --------------------------------------------------------------
     def observe(self, question: tuple) -> tuple[dict, np.ndarray, dict]:
@@ -205,26 +253,33 @@ class CosimEnv(gym.Env):
         """The layer instance of the current episode."""
         return self.session.layers[0] if self.session is not None else None
 
-    def _episode(self, seed: int, trace: Path | None) -> dict:
-        """One run, in the run's thread (the same calls as cosim run / cosim replay)."""
-        from cosim.runner import drive, open_replay, open_run
-
-        from cosim.runner import Prepared
+    @staticmethod
+    def _episode(ref: weakref.ref, cfg: Any, net: Any, out_dir: Path, backend: str | None, seed: int,
+                 trace: Path | None) -> dict:
+        """One run, in the run's thread (the same calls as cosim run / cosim replay). It holds
+        the environment only weakly: an environment dropped without close() is collected, and
+        its finaliser ends the run."""
+        from cosim.runner import Prepared, drive, open_replay, open_run
         from cosim.world.rsu import build_rsus
 
-        cfg = cfgmod.apply_overrides(self.cfg, {"scenario.seed": seed}, where="reset(seed)")
+        cfg = cfgmod.apply_overrides(cfg, {"scenario.seed": seed}, where="reset(seed)")
         # the network is read once; the RSUs' compute and bandwidth are drawn from the seed
-        prepared = Prepared(self.prepared.net, build_rsus(cfg, self.prepared.net), [])
+        prepared = Prepared(net, build_rsus(cfg, net), [])
         if trace is not None:
-            session, source, end_s = open_replay(cfg, trace, self.out_dir, overwrite=True, prepared=prepared)
+            session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=True, prepared=prepared)
         else:
-            session, source, end_s = open_run(cfg, self.out_dir, backend=self.backend, overwrite=True,
-                                              prepared=prepared)
-        self.session = session
-        self.cost_since(session.layers[0], start=True)
+            session, source, end_s = open_run(cfg, out_dir, backend=backend, overwrite=True, prepared=prepared)
+        env = ref()
+        if env is None:
+            raise EpisodeAbort("the environment is gone")
+        env.session = session
+        env.cost_since(session.layers[0], start=True)
+        del env
         return drive(session, source, cfg.scenario.slot_s, end_s, progress=False)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """A new episode (``options`` are not used). An episode in which the agent is never
+        asked (no request came) is skipped: the next seed is drawn, up to five times."""
         if seed is None and self._first_seed is not None:
             seed, self._first_seed = self._first_seed, None
         elif seed is not None:
@@ -236,7 +291,8 @@ class CosimEnv(gym.Env):
             trace = self.traces[int(self.np_random.integers(len(self.traces)))] if self.traces else None
             self.episode_seed, self.trace = ep_seed, trace
             self.summary = None
-            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t))
+            ref, cfg, net, out, backend = weakref.ref(self), self.cfg, self.prepared.net, self.out_dir, self.backend
+            self._bridge = _Bridge(lambda: CosimEnv._episode(ref, cfg, net, out, backend, ep_seed, trace))
             kind, what = self._bridge.next()
             if kind == "decide":
                 self._question = what
@@ -250,7 +306,7 @@ class CosimEnv(gym.Env):
     def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
         if self._bridge is None or not self._bridge.waiting:
             raise RuntimeError("step() before reset(), or after the episode ended: call reset()")
-        reply, info = self.answer(self._question, action)
+        reply, info = self.answer(self._question, self.check_action(action))
         self._bridge.answer(reply)
         kind, what = self._bridge.next()
         reward = -self.cost_since(self.agent_layer, start=False)
@@ -269,16 +325,26 @@ class CosimEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """The current action mask (what sb3-contrib's MaskablePPO asks for)."""
-        return self._mask
+        if self._mask is None:
+            raise RuntimeError("action_masks() before reset(): call reset() first")
+        return self._mask.copy()
+
+    def __getstate__(self) -> dict:
+        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled (it runs a simulation in a thread); "
+                        "make another with gym.make, or gym.make_vec for several")
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _stop(self) -> None:
-        if self._bridge is not None:
+        if getattr(self, "_bridge", None) is not None:
             self._bridge.abort()
             self._bridge = None
 
     def close(self) -> None:
         self._stop()
-        if self._tmp is not None:
+        if getattr(self, "_tmp", None) is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         super().close()
