@@ -23,6 +23,13 @@ from cosim.runner import replay
 from .conftest import GRID6_TOML, ROOT
 
 DVIT_TOML = ROOT / "scenarios" / "grid6_dvit.toml"
+CACHE_TOML = ROOT / "scenarios" / "grid6_cache.toml"
+#: every registered environment: its scenario, and overrides that bring decisions early in a short run
+SCENARIOS = {
+    "cosim/DViTPlacement-v0": (DVIT_TOML, {}),
+    "cosim/CacheEviction-v0": (CACHE_TOML, {"layers.cache.gpu_memory_gb": 30.0,
+                                            "layers.cache.request_rate_per_vehicle_s": 0.2}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,8 @@ def make(trace, end_s=40, **kw):
 
 @pytest.mark.parametrize("env_id", sorted(cosim.gym.ENVS))
 def test_every_environment_passes_gymnasiums_checker(env_id, trace):
-    env = gym.make(env_id, scenario=str(DVIT_TOML), trace=str(trace), overrides={"scenario.end_s": 20})
+    toml, overrides = SCENARIOS[env_id]
+    env = gym.make(env_id, scenario=str(toml), trace=str(trace), overrides={"scenario.end_s": 20, **overrides})
     try:
         check_env(env.unwrapped, skip_render_check=True)
     finally:

@@ -78,7 +78,8 @@ class _Bridge:
 
     _ABORT = object()
 
-    def __init__(self, episode: Callable[[], dict]):
+    def __init__(self, episode: Callable[[], dict], local: Callable[[tuple], Any] | None = None):
+        self.local = local  # answers the questions the agent is not asked (None: it is asked)
         self.to_env: queue.SimpleQueue = queue.SimpleQueue()
         self.to_run: queue.SimpleQueue = queue.SimpleQueue()
         self.waiting = False  # the run's thread waits for an answer
@@ -98,6 +99,10 @@ class _Bridge:
 
     # the run's thread
     def ask(self, question: tuple) -> Any:
+        if self.local is not None:
+            answer = self.local(question)
+            if answer is not None:
+                return answer
         self.to_env.put(("decide", question))
         answer = self.to_run.get()
         if answer is self._ABORT:
@@ -165,7 +170,8 @@ class CosimEnv(gym.Env):
         cfg = dataclasses.replace(cfg, layers={self.layer: table})
         values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
         self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
-        self.layer_cfg = validate_layers(self.cfg, "overrides")[0].cfg
+        self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
+        self.layer_cfg = self.checked_layer.cfg
         self.prepared = preflight(self.cfg)
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
@@ -194,6 +200,11 @@ class CosimEnv(gym.Env):
         """What the agent's decisions cost since the last call (``start``: a new episode; reset
         the counters and return 0)."""
         raise NotImplementedError
+
+    def local_answer(self, question: tuple) -> Any:
+        """In the run's thread: the answer to a question the agent is not asked (e.g. a decision
+        at an RSU the agent does not drive), or None to ask the agent. Default: always ask."""
+        return None
 
     def final_observation(self) -> dict:
         """The observation returned with the episode's end (no question is pending)."""
@@ -236,7 +247,7 @@ class CosimEnv(gym.Env):
             trace = self.traces[int(self.np_random.integers(len(self.traces)))] if self.traces else None
             self.episode_seed, self.trace = ep_seed, trace
             self.summary = None
-            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t))
+            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t), self.local_answer)
             kind, what = self._bridge.next()
             if kind == "decide":
                 self._question = what
