@@ -117,6 +117,25 @@ def test_asked_once_per_victim_a_built_in_picks_the_same_victims(trace, tmp_path
     assert block["lc"]["system_cost"] == block["lc-per-victim"]["system_cost"]
 
 
+def lc_from_the_observation(obs, mask):
+    """LC read off the observation: least context, then least recently used (longest since used)."""
+    m = obs["models"]
+    context, since = m[:, gcache.MODEL_FEATURES.index("context")], m[:, gcache.MODEL_FEATURES.index("since_used_s")]
+    return min(np.flatnonzero(mask), key=lambda i: (context[i], -since[i], i))
+
+
+register_policy("cache", "lc-observed", per_victim=True)(gcache.as_policy(lc_from_the_observation))
+
+
+def test_a_policy_on_the_observation_plugs_back_into_an_ordinary_run(trace, tmp_path):  # noqa: F811
+    """The observation is a function of a key function's arguments: an 'agent' that reads LC's
+    rule off it, registered as a cache policy, runs in cosim run as lc does."""
+    rows, block = layer_run(trace, tmp_path, ["lc", "lc-observed"])
+    same_rows(rows[rows["policy"].astype(str) == "lc-observed"].reset_index(drop=True),
+              rows[rows["policy"].astype(str) == "lc"].reset_index(drop=True))
+    assert block["lc-observed"]["evictions"] == block["lc"]["evictions"] > 50
+
+
 def rollout(env, seed, n):
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -104,17 +104,18 @@ def observe(c: EdgeCache, cands: list, t: float) -> tuple[dict, np.ndarray]:
     M = len(c.size)
     cand = np.zeros(M, dtype=bool)
     cand[cands] = True
-    rows = np.zeros((M, len(MODEL_FEATURES)))
-    for m in range(M):
-        cached = c.cached[m]
-        since = t - c.last_used[m]
-        rows[m] = (cand[m], cached, cached and c.ready_at[m] > t, m == c.incoming, c.size[m], c.context(m, t),
-                   sum(c.window[j] for j in c.model_services[m]), c.freq[m], c.count[m] if cached else 0,
-                   c.hits[m] if cached else 0, min(since, NEVER_S),
-                   min(t - c.loaded_at[m], NEVER_S) if cached else 0.0,
-                   max(c.ready_at[m] - t, 0.0) if cached else 0.0)
-    chosen = sum(1 for m in range(M) if c.cached[m] and c.ready_at[m] <= t and m != c.incoming and not cand[m])
-    glob = np.array([c.rsu, c.capacity, c.free(), c.need, max(c.busy_until - t, 0.0), chosen])
+    window = c.window
+    rows = np.array([
+        (0.0, 1.0, c.ready_at[m] > t, m == c.incoming, c.size[m], c.context(m, t),
+         sum(window[j] for j in c.model_services[m]), c.freq[m], c.count[m], c.hits[m],
+         min(t - c.last_used[m], NEVER_S), min(t - c.loaded_at[m], NEVER_S), max(c.ready_at[m] - t, 0.0))
+        if c.cached[m] else
+        (0.0, 0.0, 0.0, m == c.incoming, c.size[m], 0.0, sum(window[j] for j in c.model_services[m]), c.freq[m],
+         0.0, 0.0, min(t - c.last_used[m], NEVER_S), 0.0, 0.0)
+        for m in range(M)])
+    rows[:, 0] = cand
+    ready = sum(1 for m in range(M) if c.cached[m] and c.ready_at[m] <= t and m != c.incoming)
+    glob = np.array([c.rsu, c.capacity, c.free(), c.need, max(c.busy_until - t, 0.0), ready - len(cands)])
     request = rows[c.incoming] if 0 <= c.incoming < M else np.zeros(len(MODEL_FEATURES))
     obs = {"models": np.clip(rows, -LIMIT, LIMIT).astype(np.float32),
            "request": np.clip(request, -LIMIT, LIMIT).astype(np.float32),
@@ -125,6 +126,25 @@ def observe(c: EdgeCache, cands: list, t: float) -> tuple[dict, np.ndarray]:
 def keys_for(victim: int, cands: list) -> list[int]:
     """The key function's answer that evicts ``victim`` next (it is asked once per victim)."""
     return [0 if m == victim else 1 for m in cands]
+
+
+def as_policy(choose: Callable[[dict, np.ndarray], int], fallback: Callable | None = None) -> Callable:
+    """A cache key function that evicts ``choose(observation, mask)`` — the environment's
+    observation and mask, built from the key function's own arguments — so that an agent
+    trained here runs in any cosim run. Register it with the trait ``per_victim=True`` (as
+    ``gym:agent`` is), e.g. ``register_policy("cache", "my-agent", per_victim=True)(as_policy(net))``.
+    A victim outside the mask is replaced by ``fallback``'s (a key function; default ``lc``)."""
+    if fallback is None:
+        from cosim.layers.cache.policies import lc as fallback
+
+    def keys(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
+        obs, mask = observe(c, cands, t)
+        victim = int(choose(obs, mask))
+        if not 0 <= victim < len(mask) or not mask[victim]:
+            victim = min(zip(fallback(c, cands, t, rng), cands))[1]
+        return keys_for(victim, cands)
+
+    return keys
 
 
 def row_cost(row: tuple) -> float:
@@ -225,4 +245,5 @@ class CacheEvictionEnv(CosimEnv):
         return {k: np.zeros(space.shape, dtype=np.float32) for k, space in self.observation_space.spaces.items()}
 
 
-__all__ = ["CACHE_FEATURES", "MODEL_FEATURES", "NEVER_S", "CacheEvictionEnv", "keys_for", "observe", "row_cost"]
+__all__ = ["CACHE_FEATURES", "MODEL_FEATURES", "NEVER_S", "CacheEvictionEnv", "as_policy", "keys_for", "observe",
+           "row_cost"]
