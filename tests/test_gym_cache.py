@@ -4,6 +4,9 @@ layer executes, its reward is the layer's Table II cost, an observation worked b
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import gymnasium as gym
 import numpy as np
@@ -218,3 +221,26 @@ def test_bad_arguments_are_one_line_naming_them(trace):  # noqa: F811
         make(trace, default_policy="cloud")
     with pytest.raises(ConfigError, match="nosuch"):
         make(trace, default_policy="nosuch")
+
+
+def test_live_sumo_episode_returns_minus_the_system_cost(tmp_path):
+    """Live SUMO (libsumo, in the environment's run thread, in a process of its own): an episode
+    to the end of the run; its return is minus the agent's system cost in summary.json."""
+    code = textwrap.dedent(f"""
+        import gymnasium as gym, numpy as np, cosim.gym
+        env = gym.make("cosim/CacheEviction-v0", scenario={str(CACHE_TOML)!r}, seed=4,
+                       overrides={{**{BUSY!r}, "scenario.end_s": 30}})
+        obs, info = env.reset()
+        ret, n, done = 0.0, 0, False
+        while not done:
+            obs, r, term, trunc, info = env.step(int(np.flatnonzero(info["action_mask"])[-1]))
+            assert np.isfinite(r) and r <= 0
+            ret, n, done = ret + r, n + 1, term or trunc
+        cost = info["summary"]["layers"]["cache"]["gym:agent"]["system_cost"]
+        assert abs(ret + cost) <= 1e-9 * cost, (ret, cost)
+        env.close()
+        print("ok", n > 20)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ok", "True"]
