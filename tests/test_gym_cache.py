@@ -20,7 +20,7 @@ from cosim.registry import policies, register_policy
 from cosim.runner import replay
 
 from .conftest import ROOT
-from .test_gym import trace  # noqa: F401 - the recorded grid6 traffic (a fixture)
+from .test_gym import assert_same_rollouts, rollout, trace  # noqa: F401 - trace: the recorded traffic (a fixture)
 
 CACHE_TOML = ROOT / "scenarios" / "grid6_cache.toml"
 #: little GPU memory and many requests: evictions from the first seconds on
@@ -139,29 +139,13 @@ def test_a_policy_on_the_observation_plugs_back_into_an_ordinary_run(trace, tmp_
     assert block["lc-observed"]["evictions"] == block["lc"]["evictions"] > 50
 
 
-def rollout(env, seed, n):
-    rng = np.random.default_rng(seed)
-    obs, info = env.reset(seed=seed)
-    out = []
-    for _ in range(n):
-        a = int(rng.choice(np.flatnonzero(info["action_mask"])))
-        obs, r, term, trunc, info = env.step(a)
-        out.append((a, r, obs["models"].copy(), obs["cache"].copy(), info.get("model"), info.get("t_s")))
-        if term or trunc:
-            obs, info = env.reset()
-    return out
-
-
 def test_same_seed_same_episode_and_another_seed_another(trace):  # noqa: F811
     a, b = make(trace), make(trace)
     try:
-        ra, rb = rollout(a, 5, 150), rollout(b, 5, 150)
-        for x, y in zip(ra, rb):
-            assert x[0] == y[0] and x[1] == y[1] and x[4:] == y[4:]
-            np.testing.assert_array_equal(x[2], y[2])
-            np.testing.assert_array_equal(x[3], y[3])
-        rc = rollout(a, 6, 50)
-        assert [x[5] for x in rc] != [x[5] for x in ra[:50]]
+        ra, rb = rollout(a, 5, 150, "t_s"), rollout(b, 5, 150, "t_s")
+        assert_same_rollouts(ra, rb)
+        rc = rollout(a, 6, 50, "t_s")  # another seed: other requests, other times
+        assert [x[3] for x in rc] != [x[3] for x in ra[:50]]
     finally:
         a.close()
         b.close()
