@@ -152,7 +152,8 @@ class EdgeCache:
 
 # An eviction rule gives each candidate (cached, ready, not the model being loaded) a key; the
 # smallest key goes first. Keys are computed once per decision (evicting one model does not
-# change another's key) and victims popped from a heap: O(models + victims log models).
+# change another's key) and victims popped from a heap: O(models + victims log models); a
+# per_victim policy is asked once per victim: O(victims x models).
 Keys = Callable[[EdgeCache, list, float, "np.random.Generator | None", Any], list]
 
 
