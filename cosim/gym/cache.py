@@ -68,6 +68,7 @@ import numpy as np
 from cosim.errors import ConfigError
 from cosim.gym.episode import CosimEnv
 from cosim.layers.base import bind_policies
+from cosim.layers.cache.layer import ROW
 from cosim.layers.cache.policies import EdgeCache
 from cosim.world.channel import stable_uid
 
@@ -147,10 +148,13 @@ def as_policy(choose: Callable[[dict, np.ndarray], int], fallback: Callable | No
     return keys
 
 
+_POLICY, _RSU, _COSTS = ROW.index("policy"), ROW.index("rsu"), slice(ROW.index("switch"), ROW.index("cloud") + 1)
+
+
 def row_cost(row: tuple) -> float:
-    """A request row's Table II system cost (the layer's ROW tuple: switching, accuracy,
-    inference, offloading, cloud)."""
-    return row[9] + row[10] + row[11] + row[12] + row[13]
+    """A request row's Table II system cost (the layer's :data:`~cosim.layers.cache.layer.ROW`:
+    switching + accuracy + inference + offloading + cloud)."""
+    return sum(row[_COSTS])
 
 
 class CacheEvictionEnv(CosimEnv):
@@ -226,10 +230,10 @@ class CacheEvictionEnv(CosimEnv):
         written = layer.rsu_cost[pi]
         cost = float(written.sum() if r is None else written[r] if len(written) else 0.0)
         for row in layer.slot_rows:
-            if row is not None and row[0] == pi and (r is None or row[2] == r):
+            if row is not None and row[_POLICY] == pi and (r is None or row[_RSU] == r):
                 cost += row_cost(row)
         for _, row, _ in layer.pending:
-            if row[0] == pi and (r is None or row[2] == r):
+            if row[_POLICY] == pi and (r is None or row[_RSU] == r):
                 cost += row_cost(row)
         return cost
 
