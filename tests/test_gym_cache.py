@@ -82,7 +82,7 @@ def test_environment_executes_what_the_layer_does_for_the_same_decisions(trace, 
     ref, ref_sum = layer_run(trace, tmp_path, [policy])
     env = make(trace, out_dir=tmp_path / "env")
     steps = drive(env, policy)
-    got = cosim.load(tmp_path / "env")["cache_requests"]
+    got = cosim.load(env.out_dir)["cache_requests"]
     block = env.summary["layers"]["cache"]["gym:agent"]
     env.close()
     assert len(steps) > 50 and sum(ref["evicted"].astype(str).str.contains(",")) > 0  # some loads evict two
@@ -97,7 +97,7 @@ def test_at_one_rsu_each_reward_is_the_cost_until_the_next_decision_there(trace,
     ref, _ = layer_run(trace, tmp_path, ["lc"])
     env = make(trace, out_dir=tmp_path / "env", rsu="rsu1", default_policy="lc")
     steps = drive(env, "lc")
-    got = cosim.load(tmp_path / "env")["cache_requests"]
+    got = cosim.load(env.out_dir)["cache_requests"]
     env.close()
     same_rows(got, ref)  # lc by the agent at rsu1, lc (default_policy) elsewhere: lc's run
     assert {rsu for _, rsu, _ in steps} == {"rsu1"} and len(steps) > 10
@@ -146,6 +146,17 @@ def test_same_seed_same_episode_and_another_seed_another(trace):  # noqa: F811
         assert_same_rollouts(ra, rb)
         rc = rollout(a, 6, 50, "t_s")  # another seed: other requests, other times
         assert [x[3] for x in rc] != [x[3] for x in ra[:50]]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_random_default_policy_elsewhere_is_seeded_by_the_episode(trace):  # noqa: F811
+    a, b = make(trace, rsu=0, default_policy="random"), make(trace, rsu=0, default_policy="random")
+    try:
+        ra, rb = rollout(a, 7, 60, "t_s"), rollout(b, 7, 60, "t_s")
+        assert_same_rollouts(ra, rb)
+        assert {x[3] for x in ra} and all(x[2]["cache"][0] == 0 for x in ra)  # asked at RSU 0 only
     finally:
         a.close()
         b.close()

@@ -197,19 +197,23 @@ class CacheEvictionEnv(CosimEnv):
         self._default_rng: np.random.Generator | None = None
         self._known = 0.0
 
-    def _episode(self, seed: int, trace: Path | None) -> dict:
-        if self.default.stochastic:  # its own stream, a function of the episode's seed
-            self._default_rng = np.random.default_rng([seed, stable_uid("cache.gym.default_policy")])
-        return super()._episode(seed, trace)
+    def local_answers(self) -> Callable[[tuple], Any] | None:
+        # a stochastic default_policy draws from its own stream, a function of the episode's seed
+        rng = np.random.default_rng([self.episode_seed, stable_uid("cache.gym.default_policy")]) \
+            if self.default.stochastic else None
+        self._default_rng = rng
+        if self.rsu is None:
+            return None
+        rsu, fn, opts = self.rsu, self.default.spec.fn, self.default.options
+
+        def elsewhere(question: tuple) -> list | None:  # in the run's thread: holds no environment
+            c, cands, t = question[:3]
+            return fn(c, cands, t, rng, opts) if c.rsu != rsu else None
+
+        return elsewhere
 
     def _default_keys(self, c: EdgeCache, cands: list, t: float) -> list:
         return self.default.spec.fn(c, cands, t, self._default_rng, self.default.options)
-
-    def local_answer(self, question: tuple) -> Any:
-        c, cands, t = question[:3]
-        if self.rsu is not None and c.rsu != self.rsu:
-            return self._default_keys(c, cands, t)
-        return None
 
     def observe(self, question: tuple) -> tuple[dict, np.ndarray, dict]:
         c, cands, t = question[:3]

@@ -201,9 +201,11 @@ class CosimEnv(gym.Env):
         the counters and return 0)."""
         raise NotImplementedError
 
-    def local_answer(self, question: tuple) -> Any:
-        """In the run's thread: the answer to a question the agent is not asked (e.g. a decision
-        at an RSU the agent does not drive), or None to ask the agent. Default: always ask."""
+    def local_answers(self) -> Callable[[tuple], Any] | None:
+        """For the episode starting (``self.episode_seed`` is set): a function the run's thread
+        calls on each question first — its answer, or None to ask the agent — for the decisions
+        the agent does not take (e.g. at an RSU it does not drive). It must not hold the
+        environment. Default: None, every question goes to the agent."""
         return None
 
     def final_observation(self) -> dict:
@@ -247,7 +249,7 @@ class CosimEnv(gym.Env):
             trace = self.traces[int(self.np_random.integers(len(self.traces)))] if self.traces else None
             self.episode_seed, self.trace = ep_seed, trace
             self.summary = None
-            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t), self.local_answer)
+            self._bridge = _Bridge(lambda s=ep_seed, t=trace: self._episode(s, t), self.local_answers())
             kind, what = self._bridge.next()
             if kind == "decide":
                 self._question = what
