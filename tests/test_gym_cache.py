@@ -91,6 +91,16 @@ def test_environment_executes_what_the_layer_does_for_the_same_decisions(trace, 
     # the return, independently: minus the sum of the table's Table II terms of every row
     terms = got[["switching_cost", "accuracy_cost", "inference_latency_s", "offloading_latency_s", "cloud_cost"]]
     assert sum(r for *_, r in steps) == pytest.approx(-terms.to_numpy().sum(), rel=1e-9)
+    rewards_are_window_costs(steps, got)  # every RSU's requests, charged to the preceding decision
+
+
+def rewards_are_window_costs(steps, rows):
+    """Each reward is minus the system cost of the requests (``rows``) from its decision to the
+    next (the first also takes those before it, the last those to the end of the run)."""
+    bounds = [-math.inf] + [t for t, _, _ in steps[1:]] + [math.inf]
+    for i, (_, _, r) in enumerate(steps):
+        window = rows[(rows["t_s"] >= bounds[i]) & (rows["t_s"] < bounds[i + 1])]
+        assert r == pytest.approx(-window["system_cost"].sum(), rel=1e-9, abs=1e-9), i
 
 
 def test_at_one_rsu_each_reward_is_the_cost_until_the_next_decision_there(trace, tmp_path):  # noqa: F811
@@ -103,12 +113,7 @@ def test_at_one_rsu_each_reward_is_the_cost_until_the_next_decision_there(trace,
     assert {rsu for _, rsu, _ in steps} == {"rsu1"} and len(steps) > 10
     at = got[got["rsu"].astype(str) == "rsu1"]
     assert len(at) < len(got)
-    # each reward: minus the cost of rsu1's requests from its decision to the next decision at
-    # rsu1 (the first also takes those before it, the last those to the end of the run)
-    bounds = [-math.inf] + [t for t, _, _ in steps[1:]] + [math.inf]
-    for i, (_, _, r) in enumerate(steps):
-        window = at[(at["t_s"] >= bounds[i]) & (at["t_s"] < bounds[i + 1])]
-        assert r == pytest.approx(-window["system_cost"].sum(), rel=1e-9, abs=1e-9), i
+    rewards_are_window_costs(steps, at)  # rsu1's requests until the next decision at rsu1
     assert sum(r for *_, r in steps) == pytest.approx(-at["system_cost"].sum(), rel=1e-9)
 
 
