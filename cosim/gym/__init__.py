@@ -3,6 +3,7 @@
 ``import cosim.gym`` registers them under the ``cosim/`` namespace:
 
 * ``cosim/DViTPlacement-v0`` (:mod:`cosim.gym.dvit`): where the next denoising step runs;
+* ``cosim/CacheEviction-v0`` (:mod:`cosim.gym.cache`): which cached model an RSU evicts;
 
 and ``gym.make("cosim/DViTPlacement-v0", scenario=..., trace=..., seed=...)`` makes one.
 Every environment is an ordinary cosim run paused at its agent's decisions
@@ -17,15 +18,17 @@ except ImportError:  # an extra: say how to get it, in one line
     raise ImportError("cosim.gym needs Gymnasium: pip install 'cosim[gym]' (or pip install 'gymnasium>=1.0,<2')") \
         from None
 
+from cosim.gym.cache import CacheEvictionEnv
 from cosim.gym.dvit import DViTPlacementEnv
 from cosim.gym.episode import AGENT, CosimEnv
 
 ENVS = {
     "cosim/DViTPlacement-v0": "cosim.gym.dvit:DViTPlacementEnv",
+    "cosim/CacheEviction-v0": "cosim.gym.cache:CacheEvictionEnv",
 }
 
 for _id, _entry in ENVS.items():
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry)
 
-__all__ = ["AGENT", "ENVS", "CosimEnv", "DViTPlacementEnv"]
+__all__ = ["AGENT", "ENVS", "CacheEvictionEnv", "CosimEnv", "DViTPlacementEnv"]

@@ -81,7 +81,8 @@ class _Bridge:
 
     _ABORT = object()
 
-    def __init__(self, episode: Callable[[], dict]):
+    def __init__(self, episode: Callable[[], dict], local: Callable[[tuple], Any] | None = None):
+        self.local = local  # answers the questions the agent is not asked (None: it is asked)
         self.to_env: queue.SimpleQueue = queue.SimpleQueue()
         self.to_run: queue.SimpleQueue = queue.SimpleQueue()
         self.waiting = False  # the run's thread waits for an answer
@@ -101,6 +102,10 @@ class _Bridge:
 
     # the run's thread
     def ask(self, question: tuple) -> Any:
+        if self.local is not None:
+            answer = self.local(question)
+            if answer is not None:
+                return answer
         self.to_env.put(("decide", question))
         answer = self.to_run.get()
         if answer is self._ABORT:
@@ -186,7 +191,8 @@ class CosimEnv(gym.Env):
         cfg = dataclasses.replace(cfg, layers={self.layer: table})
         values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
         self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
-        self.layer_cfg = validate_layers(self.cfg, "overrides")[0].cfg
+        self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
+        self.layer_cfg = self.checked_layer.cfg
         self.prepared = preflight(self.cfg)
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
@@ -243,6 +249,13 @@ class CosimEnv(gym.Env):
         the counters and return 0)."""
         raise NotImplementedError
 
+    def local_answers(self) -> Callable[[tuple], Any] | None:
+        """For the episode starting (``self.episode_seed`` is set): a function the run's thread
+        calls on each question first — its answer, or None to ask the agent — for the decisions
+        the agent does not take (e.g. at an RSU it does not drive). It must not hold the
+        environment. Default: None, every question goes to the agent."""
+        return None
+
     def final_observation(self) -> dict:
         """The observation returned with the episode's end (no question is pending)."""
         raise NotImplementedError
@@ -292,7 +305,8 @@ class CosimEnv(gym.Env):
             self.episode_seed, self.trace = ep_seed, trace
             self.summary = None
             ref, cfg, net, out, backend = weakref.ref(self), self.cfg, self.prepared.net, self.out_dir, self.backend
-            self._bridge = _Bridge(lambda: CosimEnv._episode(ref, cfg, net, out, backend, ep_seed, trace))
+            self._bridge = _Bridge(lambda: CosimEnv._episode(ref, cfg, net, out, backend, ep_seed, trace),
+                                   self.local_answers())
             kind, what = self._bridge.next()
             if kind == "decide":
                 self._question = what

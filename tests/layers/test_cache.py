@@ -257,6 +257,29 @@ def test_make_room_restores_victims_that_were_not_needed():
     assert c.cached[:2] == [True, False] and c.free() == pytest.approx(9.0)
 
 
+def test_per_victim_asks_once_per_victim_and_picks_what_the_heap_picks():
+    # 1, 2, 3 GB cached (ready), capacity 7, free 1: a 5 GB model needs 4 GB more. In LRU order
+    # m0 (need 3 left), m1 (1 left), m2 (2 GB too many): then m0 (1 GB <= 2) is restored, m1 not
+    def cache():
+        c = EdgeCache(7.0, [1.0, 2.0, 3.0, 5.0], [0, 1, 2, 3], [0, 0, 0, 0], 10.0, 0.0, rsu=2)
+        for m in (0, 1, 2):
+            c.load(m, 0.0, 0.0)
+        c.last_used = [1.0, 2.0, 3.0, -math.inf]
+        return c
+
+    asked = []
+
+    def lru_logged(c, cands, t, rng, opts=None):
+        asked.append((list(cands), c.incoming, c.need, c.rsu))
+        return KEYS["lru"](c, cands, t, rng)
+
+    heap = make_room(cache(), 3, 4.0, KEYS["lru"], None)
+    one_by_one = make_room(cache(), 3, 4.0, lru_logged, None, per_victim=True)
+    assert heap == one_by_one == [1, 2]
+    # asked three times, each with the candidates left and the memory still to free
+    assert asked == [([0, 1, 2], 3, 4.0, 2), ([1, 2], 3, 3.0, 2), ([2], 3, 1.0, 2)]
+
+
 def test_make_room_refuses_a_model_larger_than_memory_and_models_still_loading():
     c = edge(sizes=(4.0, 4.0, 4.0, 11.0))
     assert make_room(c, 3, 0.0, KEYS["lc"], None) is None

@@ -159,8 +159,9 @@ def _check(cfg: CacheConfig, n_services: int, where: str) -> None:
 class CacheLayer(Layer):
     config_class = CacheConfig
     policy_kind = "eviction policy"
-    #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes
-    policy_traits = {"caches": True, "predictive": False}
+    #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes;
+    #: per_victim: asked once per victim (policies.py)
+    policy_traits = {"caches": True, "predictive": False, "per_victim": False}
 
     def __init__(self, config: dict, ctx: LayerContext):
         super().__init__(config, ctx)
@@ -198,6 +199,10 @@ class CacheLayer(Layer):
         self.pending: list[tuple[float, tuple, float]] = []
         self.world: World | None = None
         self.sums = np.zeros((len(self.policies), len(_SUMS)))  # per policy: the Table II sums
+        #: per policy and RSU (the one requested): the system cost of the rows written so far
+        self.rsu_cost = np.zeros((len(self.policies), 0))
+        #: the rows of the slot being served, not yet written (what cost_since of cosim.gym.cache reads)
+        self.slot_rows: list = []
         self.keys = {p: self._keys(p) for p in self.policies}
         self.last_model = np.full(0, -1, dtype=np.int64)  # per world vehicle index: model of its last request
         self._ranking: tuple | None = None  # (period, per-RSU rank -> service) of the drifting law
@@ -227,7 +232,7 @@ class CacheLayer(Layer):
     def _edges(self, policy: str, m: int) -> list[EdgeCache]:
         if policy not in self.caches:
             self.caches[policy] = [EdgeCache(self.cfg.gpu_memory_gb, self.size_gb, self.svc_model, self.window,
-                                             self.cfg.aoc_tau_s, self.cfg.cross_relevance) for _ in range(m)]
+                                             self.cfg.aoc_tau_s, self.cfg.cross_relevance, r) for r in range(m)]
         return self.caches[policy]
 
     # -- requests ------------------------------------------------------------------------
@@ -282,6 +287,7 @@ class CacheLayer(Layer):
         down = c.response_bits / world.rate_i2v_bps[veh] if len(veh) else np.zeros(0)
         transfer = c.request_bits / world.rate_v2i_bps[veh] + down if len(veh) else np.zeros(0)
         rows: list = []
+        self.slot_rows = rows
         demand = None
         if self.predictive and world.time_s >= self.next_predict:
             self.next_predict = world.time_s + c.predict_every_s
@@ -309,6 +315,7 @@ class CacheLayer(Layer):
         if len(svc):
             self.last_model[world.vidx[veh]] = self.svc_model_arr[svc]
         rows = [r for r in rows if r is not None]
+        self.slot_rows = []  # written now (the held-back ones are in self.pending)
         if rows:
             i = np.asarray([r[1] for r in rows], dtype=np.int64)
             self._write(rows, np.where(i >= 0, vcode[np.maximum(i, 0)] if len(vcode) else -1, -1),
@@ -355,6 +362,7 @@ class CacheLayer(Layer):
                                                             self.flops, self.cloud_base)
         timeout, max_queue, w_acc, ex_cost = c.transfer_timeout_s, c.max_queue_s, c.accuracy_weight, c.example_cost
         keys, predictive, append = self.keys[policy], self.policies[policy].traits["predictive"], rows.append
+        per_victim = self.policies[policy].traits["per_victim"]
         for i, (t, r, s, tr) in enumerate(zip(times, rsus, svcs, transfer)):
             e, mdl = edges[r], svc_model[s]
             if tr > timeout:  # lost in a deep fade: the same for every policy
@@ -392,7 +400,7 @@ class CacheLayer(Layer):
             if predictive:
                 demand = e.demand[mdl] + 1.0
                 admit = demand if demand * self.saving[mdl] > self.load_s[mdl] else -1.0
-            gone = None if admit is not None and admit < 0 else make_room(e, mdl, t, keys, rng, admit)
+            gone = None if admit is not None and admit < 0 else make_room(e, mdl, t, keys, rng, admit, per_victim)
             switch, evicted = 0.0, ""
             if gone is None:
                 out = _NO_ROOM if admit is None or admit >= 0 else _REJECTED
@@ -475,7 +483,8 @@ class CacheLayer(Layer):
                 d = e.demand[mdl]
                 if e.cached[mdl] or d * self.saving[mdl] <= self.load_s[mdl]:
                     continue
-                gone = make_room(e, mdl, t, keys, rng, admit_value=d)
+                gone = make_room(e, mdl, t, keys, rng, admit_value=d,
+                                 per_victim=self.policies[policy].traits["per_victim"])
                 if gone is None:
                     continue
                 self._evicted(st, e, gone)
@@ -500,6 +509,11 @@ class CacheLayer(Layer):
         p = len(self.policies)
         for j, w in enumerate(terms):
             self.sums[:, j] += np.bincount(pol, weights=w, minlength=p)
+        m = len(world.rsus)
+        if not self.rsu_cost.shape[1]:  # the RSUs are known from the first slot on
+            self.rsu_cost = np.zeros((p, m))
+        self.rsu_cost += np.bincount(pol * m + np.asarray(col["rsu"], dtype=np.int64), weights=system,
+                                     minlength=p * m).reshape(p, m)
         self.sums[:, 5] += np.bincount(pol[request], minlength=p)
         self.sums[:, 6] += np.bincount(pol[edge], minlength=p)
         self.table.append({

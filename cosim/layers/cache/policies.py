@@ -41,11 +41,18 @@ the policy's order, until the model fits. A model larger than the GPU memory is 
 
 **The policy contract.** An eviction policy is a key function, called as
 ``keys(cache, candidates, t, rng, options) -> list`` with one sortable key per candidate model
-(cached, loaded, not the model being loaded): the smallest key is evicted first. ``rng`` is a
-generator for policies registered ``stochastic=True`` (else None). Traits: ``caches=False`` for
-a policy that never caches (every request to the cloud); ``predictive=True`` for one that wants
-``cache.demand`` (requests per model predicted along SUMO routes) filled, admission control
-and preloads, as ``lc-predictive``.
+(cached, loaded, not the model being loaded): the smallest key is evicted first. During the
+call ``cache.incoming`` is the model being made room for, ``cache.need`` the memory still to
+free [GB] and ``cache.rsu`` the RSU's index. ``rng`` is a generator for policies registered
+``stochastic=True`` (else None). Traits: ``caches=False`` for a policy that never caches (every
+request to the cloud); ``predictive=True`` for one that wants ``cache.demand`` (requests per
+model predicted along SUMO routes) filled, admission control and preloads, as
+``lc-predictive``; ``per_victim=True`` (ours, for policies that decide one victim at a time,
+such as a learned agent: :mod:`cosim.gym.cache`) for one asked once per victim — only its
+smallest key counts, the victim is set aside and, while more room is needed, it is asked again
+with the candidates left. A deterministic key function picks the same victims either way
+(victims are evicted only once all are chosen, so the cache it sees does not change between
+the calls).
 """
 
 from __future__ import annotations
@@ -67,11 +74,14 @@ class EdgeCache:
 
     __slots__ = ("capacity", "size", "service_model", "model_services", "tau", "cross", "window",
                  "cached", "ready_at", "loaded_at", "last_used", "freq", "count", "hits", "used", "busy_until", "S",
-                 "S_t", "demand")
+                 "S_t", "demand", "rsu", "incoming", "need")
 
     def __init__(self, capacity_gb: float, size_gb: list[float], service_model: list[int],
-                 window: list[int], tau_s: float, cross_relevance: float):
+                 window: list[int], tau_s: float, cross_relevance: float, rsu: int = -1):
         m, s = len(size_gb), len(service_model)
+        self.rsu = rsu  # the RSU whose GPU this is (index into world.rsus; -1 outside a layer)
+        self.incoming = -1  # during a key call: the model being made room for
+        self.need = 0.0  # during a key call: memory still to free for it [GB]
         self.capacity = capacity_gb
         self.size = size_gb
         self.service_model = service_model
@@ -142,7 +152,8 @@ class EdgeCache:
 
 # An eviction rule gives each candidate (cached, ready, not the model being loaded) a key; the
 # smallest key goes first. Keys are computed once per decision (evicting one model does not
-# change another's key) and victims popped from a heap: O(models + victims log models).
+# change another's key) and victims popped from a heap: O(models + victims log models); a
+# per_victim policy is asked once per victim: O(victims x models).
 Keys = Callable[[EdgeCache, list, float, "np.random.Generator | None", Any], list]
 
 
@@ -207,25 +218,38 @@ def lc_predictive(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> l
     return [(_value(c, m, t), c.last_used[m]) for m in cands]
 
 
-def make_room(c: EdgeCache, model: int, t: float, keys: Keys, rng, admit_value: float | None = None) -> list[int] | None:
+def make_room(c: EdgeCache, model: int, t: float, keys: Keys, rng, admit_value: float | None = None,
+              per_victim: bool = False) -> list[int] | None:
     """Evict models (smallest key first) until ``model`` fits. Returns the evicted models, or
     None (and evicts nothing) if it cannot fit — too large, or the rest is still loading — or,
-    when ``admit_value`` is given, if the victims together are worth more than that."""
+    when ``admit_value`` is given, if the victims together are worth more than that.
+    ``per_victim``: ask ``keys`` once per victim, with the candidates still left (the trait)."""
     if c.size[model] > c.capacity:
         return None
     need = c.size[model] - c.free()
     if need <= 1e-9:
         return []
     cands = [m for m in range(len(c.size)) if c.cached[m] and m != model and c.ready_at[m] <= t]
-    ranked = list(zip(keys(c, cands, t, rng), cands))
-    heapq.heapify(ranked)
+    c.incoming, c.need = model, need
     chosen: list[int] = []
-    while need > 1e-9:
-        if not ranked:
-            return None
-        v = heapq.heappop(ranked)[1]
-        chosen.append(v)
-        need -= c.size[v]
+    if per_victim:
+        while need > 1e-9:
+            if not cands:
+                return None
+            c.need = need
+            v = min(zip(keys(c, cands, t, rng), cands))[1]  # ties: the lower model index, as the heap's
+            cands.remove(v)
+            chosen.append(v)
+            need -= c.size[v]
+    else:
+        ranked = list(zip(keys(c, cands, t, rng), cands))
+        heapq.heapify(ranked)
+        while need > 1e-9:
+            if not ranked:
+                return None
+            v = heapq.heappop(ranked)[1]
+            chosen.append(v)
+            need -= c.size[v]
     # a victim picked early (a small model) may be unneeded once a large one is out: keep it
     for v in list(chosen):
         if c.size[v] <= -need - 1e-9:
