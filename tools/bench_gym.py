@@ -2,6 +2,7 @@
 
     python tools/bench_gym.py                   # replay and live SUMO, 1 and 2 vector workers
     python tools/bench_gym.py --steps 5000 --only replay
+    python tools/bench_gym.py --env cache        # cosim/CacheEviction-v0 (30 GB, 0.2 requests/vehicle-s)
 
 Each case takes ``--steps`` decisions with actions drawn uniformly from the action mask (seeded),
 across episode ends, on grid6 (the shipped scenario, seed 42): **replay** of a trace recorded
@@ -32,6 +33,10 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
 ENV_ID = "cosim/DViTPlacement-v0"
+#: --env cache: the cache environment where evictions are frequent (with the 80 GB default the
+#: first comes after about a minute, and replaying the slots, not the environment, sets the rate)
+CACHE = ("cosim/CacheEviction-v0", ROOT / "scenarios" / "grid6_cache.toml",
+         {"layers.cache.gpu_memory_gb": 30, "layers.cache.request_rate_per_vehicle_s": 0.2})
 
 
 def trace(end_s: float) -> Path:
@@ -46,7 +51,7 @@ def trace(end_s: float) -> Path:
     return path
 
 
-def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random") -> dict:
+def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random", env_id: str = ENV_ID) -> dict:
     """``agent``: random (uniform over the mask) or mcpdi (the built-in scheduler's first device
     for each question: the same decisions as the layer-alone row)."""
     import gymnasium as gym
@@ -55,7 +60,7 @@ def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random") -> di
     from cosim.gym.dvit import layout
     from cosim.layers.dvit.schedulers import mcpdi
 
-    env = gym.make(ENV_ID, **kwargs)
+    env = gym.make(env_id, **kwargs)
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     episodes = 0
@@ -75,12 +80,12 @@ def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random") -> di
     return {"steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu, "episodes": episodes}
 
 
-def vector(kwargs: dict, steps: int, seed: int, workers: int) -> dict:
+def vector(kwargs: dict, steps: int, seed: int, workers: int, env_id: str = ENV_ID) -> dict:
     import gymnasium as gym
 
     import cosim.gym  # noqa: F401
 
-    envs = gym.make_vec(ENV_ID, num_envs=workers, vectorization_mode="async", **kwargs)
+    envs = gym.make_vec(env_id, num_envs=workers, vectorization_mode="async", **kwargs)
     rng = np.random.default_rng(seed)
     obs, info = envs.reset(seed=seed)
     n = 0
@@ -129,25 +134,29 @@ def main() -> None:
     ap.add_argument("--episode", type=float, default=300.0, help="episode length [s of traffic] (default 300)")
     ap.add_argument("--only", choices=("replay", "live"), help="one traffic source only")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--env", choices=("dvit", "cache"), default="dvit",
+                    help="cosim/DViTPlacement-v0 (default) or cosim/CacheEviction-v0")
     args = ap.parse_args()
     tr = trace(args.episode)
-    over = {"scenario.end_s": args.episode}
+    env_id, scenario, over = (ENV_ID, SCENARIO, {}) if args.env == "dvit" else CACHE
+    over = {"scenario.end_s": args.episode, **over}
     cases = []
     if args.only != "live":
-        cases.append(("replay", "random", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
-        cases.append(("replay", "mcpdi", {"scenario": str(SCENARIO), "trace": str(tr), "overrides": over}))
+        cases.append(("replay", "random", {"scenario": str(scenario), "trace": str(tr), "overrides": over}))
+        if args.env == "dvit":
+            cases.append(("replay", "mcpdi", {"scenario": str(scenario), "trace": str(tr), "overrides": over}))
     if args.only != "replay":
-        cases.append(("live (libsumo)", "random", {"scenario": str(SCENARIO), "overrides": over}))
+        cases.append(("live (libsumo)", "random", {"scenario": str(scenario), "overrides": over}))
     import gymnasium
 
-    print(f"{ENV_ID} on grid6, {args.steps} decisions per case; agent: random (uniform over the mask) or "
+    print(f"{env_id} on grid6, {args.steps} decisions per case; agent: random (uniform over the mask) or "
           f"mcpdi (its first device); gymnasium {gymnasium.__version__}, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"{'case':<16} {'agent':<7} {'workers':>7} {'steps/s':>9} {'per worker':>11} {'steps/CPU-s':>12}")
     for name, agent, kw in cases:
         # one worker in a fresh process (libsumo: one SUMO per process)
         code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'tools')!r}); import bench_gym as b; "
-                f"print(json.dumps(b.one_worker({kw!r}, {args.steps}, {args.seed}, {agent!r})))")
+                f"print(json.dumps(b.one_worker({kw!r}, {args.steps}, {args.seed}, {agent!r}, {env_id!r})))")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:
             raise SystemExit(proc.stderr)
@@ -157,9 +166,9 @@ def main() -> None:
         print(f"{name:<16} {agent:<7} {1:>7} {r1['steps_per_s']:>9.0f} {r1['steps_per_s']:>11.0f} "
               f"{r1['steps_per_cpu_s']:>12.0f}")
         if agent == "random":
-            r2 = vector(kw, args.steps, args.seed, 2)
+            r2 = vector(kw, args.steps, args.seed, 2, env_id)
             print(f"{name:<16} {agent:<7} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} {'-':>12}")
-    if args.only != "live":
+    if args.only != "live" and args.env == "dvit":
         a = layer_alone(tr, args.episode)
         print(f"layer alone (no env): {a['decisions']} decisions of mcpdi asked before every step, "
               f"{a['per_cpu_s']:.0f} decisions per CPU-s")
