@@ -3,9 +3,9 @@
 The agent scores every device row of ``cosim/DViTPlacement-v0``'s observation
 (:func:`cosim.gym.dvit.observe`) with the same small network and takes the best-scored row the
 action mask allows. The network (:class:`DeviceScorer`, torch) sees one device at a time — its
-13 features, the task's 5 and two derived ones (ours: ``decisions_left * (comp_s + queue_s)``,
-what the remaining free steps cost there, and ``comm_s + that + to_user_s``, the cost of going
-there and staying until the user takes over) — plus the mean of every present device's hidden
+13 features, the task's 5 and three derived ones (ours: ``decisions_left * (comp_s + queue_s)``,
+what the remaining free steps cost there, ``comm_s + that + to_user_s``, the cost of going
+there and staying until the user takes over, and ``user_dwell_s`` minus that, C4's slack) — plus the mean of every present device's hidden
 vector (a DeepSets context, so a score can depend on the alternatives). It therefore does not
 care how many helpers a task has, nor in which order: an agent trained on grid6 runs unchanged
 on another network or with another ``max_helpers``.
@@ -23,11 +23,12 @@ The file (``torch.save`` of a dict; :func:`save_agent`, :func:`load_agent`)::
 
     {"format": "cosim-agent/1", "layer": "dvit", "env_id": "cosim/DViTPlacement-v0",
      "obs": {"max_devices": D, "device_features": [...], "task_features": [...]},
-     "arch": {"hidden": H}, "state_dict": {...},
+     "arch": {"hidden": H, "derived_features": [...]}, "state_dict": {...},
      "trained": {"seeds": [...], "scenario": ..., "trace": [...], "steps": N, "wall_s": ..., "versions": {...}}}
 
-``device_features`` and ``task_features`` must be this cosim's (:data:`cosim.gym.dvit.DEVICE_FEATURES`,
-:data:`~cosim.gym.dvit.TASK_FEATURES`): an agent trained on another observation is refused.
+``device_features``, ``task_features`` and ``derived_features`` must be this cosim's
+(:data:`cosim.gym.dvit.DEVICE_FEATURES`, :data:`~cosim.gym.dvit.TASK_FEATURES`,
+:data:`DERIVED_FEATURES`): an agent trained on another observation is refused.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ SHIPPED = Path(__file__).resolve().parent.parent / "data" / "agents"
 
 _COMM, _COMP, _QUEUE, _TO_USER = (DEVICE_FEATURES.index(k) for k in ("comm_s", "comp_s", "queue_s", "to_user_s"))
 _PRESENT = DEVICE_FEATURES.index("present")
-_DECISIONS = TASK_FEATURES.index("decisions_left")
+_DECISIONS, _USER_DWELL = TASK_FEATURES.index("decisions_left"), TASK_FEATURES.index("user_dwell_s")
 #: the derived per-device inputs (ours), after the device's and the task's features
-DERIVED_FEATURES = ("free_steps_there_s", "go_there_and_stay_s")
+DERIVED_FEATURES = ("free_steps_there_s", "go_there_and_stay_s", "c4_slack_s")
 N_IN = len(DEVICE_FEATURES) + len(TASK_FEATURES) + len(DERIVED_FEATURES)
 MASKED = -1e9  # the score of a row the mask forbids
 
@@ -60,9 +61,10 @@ def row_inputs(devices: Any, task: Any, xp: Any = np) -> Any:
     or torch (``xp=torch``) arrays of shape (..., D, 13) and (..., 5)."""
     stay = task[..., _DECISIONS, None] * (devices[..., _COMP] + devices[..., _QUEUE])
     go = devices[..., _COMM] + stay + devices[..., _TO_USER]
+    slack = task[..., _USER_DWELL, None] - go
     t = xp.broadcast_to(task[..., None, :], devices.shape[:-1] + task.shape[-1:])
     cat = xp.concatenate if xp is np else xp.cat
-    return cat([devices, t, stay[..., None], go[..., None]], -1)
+    return cat([devices, t, stay[..., None], go[..., None], slack[..., None]], -1)
 
 
 def _torch_net(hidden: int) -> Any:
@@ -136,7 +138,7 @@ def save_agent(path: str | Path, net: Any, max_devices: int, trained: dict) -> P
     torch.save({"format": FORMAT, "layer": LAYER, "env_id": DViTPlacementEnv.env_id,
                 "obs": {"max_devices": int(max_devices), "device_features": list(DEVICE_FEATURES),
                         "task_features": list(TASK_FEATURES)},
-                "arch": {"hidden": int(hidden)},
+                "arch": {"hidden": int(hidden), "derived_features": list(DERIVED_FEATURES)},
                 "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
                 "trained": trained}, path)
     return path
@@ -178,6 +180,10 @@ def load_agent(path: str | Path, where: str = "agent") -> tuple[dict, Any]:
         if list(obs.get(key) or []) != list(mine):
             raise ConfigError(f"{where}: {path}: obs.{key} {obs.get(key)!r} differ from this cosim's observation "
                               f"{list(mine)!r} (train the agent again)")
+    derived = (data.get("arch") or {}).get("derived_features") if isinstance(data.get("arch"), dict) else None
+    if list(derived or []) != list(DERIVED_FEATURES):
+        raise ConfigError(f"{where}: {path}: arch.derived_features {derived!r} differ from this cosim's "
+                          f"{list(DERIVED_FEATURES)!r} (train the agent again)")
     try:
         net = _torch_net(int(data["arch"]["hidden"]))
         net.load_state_dict(data["state_dict"])
