@@ -13,7 +13,9 @@ and the baselines on held-out seeds and on another network (docs/gym.md, "Traini
    (each episode: a trace drawn, requests from the episode's seed). The expert is the exact
    ``optimal`` scheduler asked at every decision (its first step's device: a closed-loop
    optimal); iteration 0 follows the expert, iteration i follows it with probability 0.5^i and
-   the agent otherwise, every decision labelled with the expert's choice; the network is fitted
+   the agent otherwise, every decision labelled with the expert's choice (optimal is given the
+   user's dwell as of the decision, as the observation reads it: the world's is as of the slot's
+   start, and re-solved at every step of a slot the dwell would never run out); the network is fitted
    (masked cross-entropy) on everything collected so far. Ours: this is the imitation warm start
    the issue allows.
 3. **PPO (optional, ``--ppo-steps N``).** Our compact masked PPO on the environment's reward
@@ -43,6 +45,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -78,7 +81,10 @@ def expert_row(problem, max_devices: int) -> int:  # noqa: ANN001
     from cosim.gym.dvit import device_mask, layout, step_cost
     from cosim.layers.dvit import schedulers
 
-    plan = schedulers.optimal(problem, None, None)
+    # optimal with the user's dwell as of the decision (the world's is as of the slot's start: per
+    # step, within a slot, the dwell would never run out; the agent's observation reads it so too)
+    plan = schedulers.optimal(replace(problem, user_dwell_s=max(problem.user_dwell_s - problem.elapsed_s, 0.0)),
+                              None, None)
     mask = device_mask(problem)
     if plan is None and mask[problem.user]:  # no plan meets C4 (or C3): hand the result over now
         device = problem.user
@@ -137,11 +143,14 @@ def fit_normaliser(net, dev: np.ndarray, task: np.ndarray) -> None:  # noqa: ANN
     net.std.copy_(torch.as_tensor(np.maximum(x.std(0), 1e-3), dtype=torch.float32))
 
 
-def fit_imitation(net, data: tuple, epochs: int, rng: np.random.Generator, lr: float = 1e-3) -> float:  # noqa: ANN001
-    """Masked cross-entropy of the expert's labels; returns the training accuracy."""
+def fit_imitation(net, data: tuple, epochs: int, rng: np.random.Generator, handover_weight: float = 1.0,
+                  lr: float = 1e-3) -> float:  # noqa: ANN001
+    """Masked cross-entropy of the expert's labels, a decision whose label is the user (the hand-
+    over: rare, and a late one fails C4) weighing ``handover_weight``; returns the accuracy."""
     import torch
 
     dev, task, mask, label = (torch.as_tensor(a) for a in data[:4])
+    weight = torch.where(label == dev.shape[1] - 1, float(handover_weight), 1.0)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     n = len(label)
     for _ in range(epochs):
@@ -149,7 +158,8 @@ def fit_imitation(net, data: tuple, epochs: int, rng: np.random.Generator, lr: f
         for i in range(0, n, 256):
             b = order[i:i + 256]
             logits, _ = net(dev[b], task[b], mask[b])
-            loss = torch.nn.functional.cross_entropy(logits, label[b])
+            loss = (torch.nn.functional.cross_entropy(logits, label[b], reduction="none") * weight[b]).sum() / \
+                weight[b].sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -187,7 +197,7 @@ def dagger(env, net, args, rng: np.random.Generator) -> tuple[Buffer, int]:  # n
             fit_normaliser(net, new[0], new[1])
         data = new if not data else tuple(np.concatenate([a, b]) for a, b in zip(data, new))
         t1 = time.perf_counter()
-        acc = fit_imitation(net, data, args.epochs, rng)
+        acc = fit_imitation(net, data, args.epochs, rng, args.handover_weight)
         agree = float(np.mean(new[3] == new[4]))
         print(f"dagger {it}: beta {beta:.3f}, {len(data[3])} labelled decisions, rollout {t1 - t0:.1f} s "
               f"(acted as the expert {agree:.3f}), fit {time.perf_counter() - t1:.1f} s, accuracy {acc:.3f}, "
@@ -341,6 +351,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=4, help="DAgger iterations")
     ap.add_argument("--steps-per-iter", type=int, default=6000, help="decisions collected per DAgger iteration")
     ap.add_argument("--epochs", type=int, default=8, help="passes over the collected decisions per iteration")
+    ap.add_argument("--handover-weight", type=float, default=5.0,
+                    help="weight of a decision whose label hands the task to the user (rare; late = C4)")
     ap.add_argument("--ppo-steps", type=int, default=0, help="PPO fine-tuning decisions after imitation")
     ap.add_argument("--ppo-lr", type=float, default=1e-4)
     ap.add_argument("--init", metavar="AGENT", help="start from this agent file (with --iters 0: PPO only)")
@@ -392,7 +404,7 @@ def main() -> None:
                "scenario": TRAIN_SCENARIO.name, "trace": [t.name for t in traces], "steps": steps,
                "wall_s": round(wall, 1), "versions": vers,
                "method": {"dagger_iters": args.iters, "steps_per_iter": args.steps_per_iter, "epochs": args.epochs,
-                          "expert": "optimal", "ppo_steps": args.ppo_steps, "ppo_lr": args.ppo_lr}}
+                          "handover_weight": args.handover_weight, "expert": "optimal", "ppo_steps": args.ppo_steps, "ppo_lr": args.ppo_lr}}
     path = save_agent(args.out, net, D, trained)
     print(f"agent: {path} ({path.stat().st_size / 1e3:.0f} kB), {steps} decisions, training {wall:.0f} s "
           f"(+ {t_rec:.0f} s recording traffic)", file=sys.stderr)

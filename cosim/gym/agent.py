@@ -3,9 +3,12 @@
 The agent scores every device row of ``cosim/DViTPlacement-v0``'s observation
 (:func:`cosim.gym.dvit.observe`) with the same small network and takes the best-scored row the
 action mask allows. The network (:class:`DeviceScorer`, torch) sees one device at a time — its
-13 features, the task's 5 and three derived ones (ours: ``decisions_left * (comp_s + queue_s)``,
-what the remaining free steps cost there, ``comm_s + that + to_user_s``, the cost of going
-there and staying until the user takes over, and ``user_dwell_s`` minus that, C4's slack) — plus the mean of every present device's hidden
+13 features, the task's 5 and four derived ones (ours: ``decisions_left * (comp_s + queue_s)``,
+what the remaining free steps cost there; ``comm_s + that + to_user_s``, the cost of going
+there and staying until the user takes over; ``user_dwell_s`` minus that, C4's slack; and the
+device's ``dwell_s`` minus the time to get there and run the free steps, whether it stays long
+enough; both slacks clipped to +-10 s, since dwell reads up to 600 s and only its margin near 0
+matters) — plus the mean of every present device's hidden
 vector (a DeepSets context, so a score can depend on the alternatives). It therefore does not
 care how many helpers a task has, nor in which order: an agent trained on grid6 runs unchanged
 on another network or with another ``max_helpers``.
@@ -47,11 +50,13 @@ LAYER = DViTPlacementEnv.layer
 #: where the agents shipped with cosim live (``rl:NAME`` finds ``NAME.pt`` there)
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "agents"
 
-_COMM, _COMP, _QUEUE, _TO_USER = (DEVICE_FEATURES.index(k) for k in ("comm_s", "comp_s", "queue_s", "to_user_s"))
+_COMM, _COMP, _QUEUE, _TO_USER, _DWELL = (DEVICE_FEATURES.index(k) for k in ("comm_s", "comp_s", "queue_s", "to_user_s",
+                                                                            "dwell_s"))
 _PRESENT = DEVICE_FEATURES.index("present")
 _DECISIONS, _USER_DWELL = TASK_FEATURES.index("decisions_left"), TASK_FEATURES.index("user_dwell_s")
 #: the derived per-device inputs (ours), after the device's and the task's features
-DERIVED_FEATURES = ("free_steps_there_s", "go_there_and_stay_s", "c4_slack_s")
+DERIVED_FEATURES = ("free_steps_there_s", "go_there_and_stay_s", "c4_slack_s", "stay_slack_s")
+SLACK_CLIP_S = 10.0  # the slacks are clipped to +-10 s: what matters is near 0, and dwell reads up to 600 s
 N_IN = len(DEVICE_FEATURES) + len(TASK_FEATURES) + len(DERIVED_FEATURES)
 MASKED = -1e9  # the score of a row the mask forbids
 
@@ -61,10 +66,11 @@ def row_inputs(devices: Any, task: Any, xp: Any = np) -> Any:
     or torch (``xp=torch``) arrays of shape (..., D, 13) and (..., 5)."""
     stay = task[..., _DECISIONS, None] * (devices[..., _COMP] + devices[..., _QUEUE])
     go = devices[..., _COMM] + stay + devices[..., _TO_USER]
-    slack = task[..., _USER_DWELL, None] - go
+    c4 = xp.clip(task[..., _USER_DWELL, None] - go, -SLACK_CLIP_S, SLACK_CLIP_S)
+    keep = xp.clip(devices[..., _DWELL] - devices[..., _COMM] - stay, -SLACK_CLIP_S, SLACK_CLIP_S)
     t = xp.broadcast_to(task[..., None, :], devices.shape[:-1] + task.shape[-1:])
     cat = xp.concatenate if xp is np else xp.cat
-    return cat([devices, t, stay[..., None], go[..., None], slack[..., None]], -1)
+    return cat([devices, t, stay[..., None], go[..., None], c4[..., None], keep[..., None]], -1)
 
 
 def _torch_net(hidden: int) -> Any:

@@ -203,9 +203,10 @@ class DViTLayer(Layer):
         return self._rsu_cpu[rsu]
 
     def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int,
-                      upload: bool = True) -> tuple[Problem, list]:
+                      upload: bool = True, elapsed_s: float = 0.0) -> tuple[Problem, list]:
         """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user].
-        ``upload``: the request upload comes first (a request; False for a re-plan mid-task)."""
+        ``upload``: the request upload comes first (a request; False for a re-plan mid-task).
+        ``elapsed_s``: the decision's time after the world's snapshot (``Problem.elapsed_s``)."""
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)
         cand = served[(served != user) & (served != (origin if origin is not None else -1))]
@@ -263,7 +264,7 @@ class DViTLayer(Layer):
                     compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served), origin_rsu=origin is None,
                     ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
                     handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
-                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m)
+                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m, elapsed_s=elapsed_s)
         names = [RSU_NAME if i < 0 else str(s.ids[i]) for i in vidx]
         return p, names
 
@@ -355,7 +356,8 @@ class DViTLayer(Layer):
         rsu = int(world.serving[user])
         if rsu < 0:
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
-        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps)  # shared by all policies
+        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps,  # shared by all policies
+                                            elapsed_s=max(t_request - world.time_s, 0.0))
         for policy in self.live():
             task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
@@ -544,7 +546,7 @@ class DViTLayer(Layer):
         helper), on this slot's world."""
         origin = None if task.holder == RSU_NAME else index[task.holder]
         problem, names = self.build_problem(world, index[task.user], task.rsu, origin, self.cfg.steps - task.k,
-                                            upload=False)
+                                            upload=False, elapsed_s=max(task.clock - world.time_s, 0.0))
         return self._contended(problem, names, task.policy, task.rsu, task.clock), names
 
     def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:
