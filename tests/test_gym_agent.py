@@ -102,7 +102,8 @@ def test_a_bad_agent_in_cosim_run_exits_2_with_one_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"cosim: error: {DVIT_TOML}: layers.dvit.policies: 'rl:missing.pt': missing.pt: no such agent file "
+        "cosim: error: --set layers.dvit.policies=[\"vidi\", \"rl:missing.pt\"]: layers.dvit.policies: "
+        "'rl:missing.pt': missing.pt: no such agent file "
         f"(train one with tools/train_dvit_agent.py; shipped: dvit_grid6)"]
     assert not (tmp_path / "r").exists()
 

@@ -3,7 +3,7 @@
 and the baselines on held-out seeds and on another network (docs/gym.md, "Training an agent").
 
     python tools/train_dvit_agent.py --out runs/agents/dvit_grid6.pt
-        [--train-seeds 1 2 3] [--trace-end 300] [--iters 4] [--steps-per-iter 6000]
+        [--train-seeds 1 2 3] [--trace-end 300] [--iters 6] [--steps-per-iter 8000] [--handover-weight 5]
         [--ppo-steps 0] [--eval-seeds 101 102 103] [--eval-end 300] [--jobs 2] [--no-eval]
     python tools/train_dvit_agent.py --eval-only runs/agents/dvit_grid6.pt
 
@@ -42,6 +42,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -315,6 +316,7 @@ def evaluate(agent: Path, args) -> None:  # noqa: ANN001
              f'"layers.dvit.policies" = {json.dumps(["vidi", rl, *COMPARED[1:]])}']
     spec = out / "sweep.toml"
     spec.write_text("\n".join(lines) + "\n")
+    shutil.rmtree(out / "sweep", ignore_errors=True)  # a sweep resumes its finished cells: the agent may be new
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "cosim", "sweep", str(spec), "--out", str(out / "sweep"), "-q",
                            "--jobs", str(args.jobs)], capture_output=True, text=True)
@@ -348,8 +350,8 @@ def main() -> None:
     ap.add_argument("--trace", nargs="+", help="train on these recorded traces instead")
     ap.add_argument("--episode-end", type=float, default=None, help="end each training episode here [s]")
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--iters", type=int, default=4, help="DAgger iterations")
-    ap.add_argument("--steps-per-iter", type=int, default=6000, help="decisions collected per DAgger iteration")
+    ap.add_argument("--iters", type=int, default=6, help="DAgger iterations")
+    ap.add_argument("--steps-per-iter", type=int, default=8000, help="decisions collected per DAgger iteration")
     ap.add_argument("--epochs", type=int, default=8, help="passes over the collected decisions per iteration")
     ap.add_argument("--handover-weight", type=float, default=5.0,
                     help="weight of a decision whose label hands the task to the user (rare; late = C4)")
