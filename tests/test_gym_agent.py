@@ -16,7 +16,7 @@ from cosim.gym import agent as ag
 from cosim.gym import dvit as gdvit
 from cosim.layers.base import bind_policies
 
-from .conftest import GRID6_TOML, ROOT
+from .conftest import ROOT, record_grid6, run_cli
 
 DVIT_TOML = ROOT / "scenarios" / "grid6_dvit.toml"
 TOOL = ROOT / "tools" / "train_dvit_agent.py"
@@ -26,13 +26,7 @@ WHERE = "s.toml: layers.dvit"
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     """60 s of real grid6 traffic (SUMO, seed 42), recorded once."""
-    folder = tmp_path_factory.mktemp("agenttrace")
-    path = folder / "grid6.parquet"
-    proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(GRID6_TOML), "--no-layers", "--end", "60",
-                           "--record", str(path), "--out", str(folder / "rec"), "-q", "--no-coverage"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return path
+    return record_grid6(tmp_path_factory.mktemp("agenttrace"), 60)
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +91,8 @@ def test_a_file_that_is_no_agent_and_an_agent_for_another_layer(tmp_path):
 
 
 def test_a_bad_agent_in_cosim_run_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(DVIT_TOML), "--end", "5", "--out",
-                           str(tmp_path / "r"), "--set", 'layers.dvit.policies=["vidi", "rl:missing.pt"]'],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = run_cli("run", str(DVIT_TOML), "--end", "5", "--out", str(tmp_path / "r"), "--set",
+                   'layers.dvit.policies=["vidi", "rl:missing.pt"]', cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "cosim: error: --set layers.dvit.policies=[\"vidi\", \"rl:missing.pt\"]: layers.dvit.policies: "
@@ -154,10 +147,8 @@ def test_a_tiny_training_run_gives_an_agent_that_runs_beside_vidi_in_cosim_repla
     assert data["trained"]["steps"] == 300 and data["trained"]["trace"] == [trace.name]
     assert data["obs"]["max_devices"] == 22
     out = tmp_path / "rp"
-    proc = subprocess.run([sys.executable, "-m", "cosim", "replay", str(trace), "--scenario", str(DVIT_TOML),
-                           "--end", "40", "--out", str(out), "-q", "--no-coverage",
-                           "--set", f'layers.dvit.policies=["vidi", "rl:{trained}"]'],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = run_cli("replay", str(trace), "--scenario", str(DVIT_TOML), "--end", "40", "--out", str(out), "-q",
+                   "--no-coverage", "--set", f'layers.dvit.policies=["vidi", "rl:{trained}"]')
     assert proc.returncode == 0, proc.stderr
     res = cosim.load(out)
     tasks = res["dvit_tasks"]
@@ -206,8 +197,7 @@ def test_the_policy_decides_the_networks_greedy_masked_action_on_the_environment
 
 
 def test_cosim_check_accepts_rl_path(trained):
-    proc = subprocess.run([sys.executable, "-m", "cosim", "check", f"rl:{trained}"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = run_cli("check", f"rl:{trained}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"(dvit rl:{trained}): all conform" in proc.stderr
 
