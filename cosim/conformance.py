@@ -381,7 +381,7 @@ def check_layer(cls: type, worlds: list) -> list[str]:
 # -- targets ---------------------------------------------------------------------------------
 def resolve(target: str) -> list[tuple[str, Any]]:
     """``module:attr`` (or ``module.attr``) of a registered layer or policy, a layer name (the
-    layer and all its policies), or ``all``."""
+    layer and all its policies), a made policy ``PREFIX:ARG`` (``rl:PATH``), or ``all``."""
     if target == "all":
         return [("layer", registry.layer_class(n)) for n in registry.layer_names()] + \
             [("policy", s) for s in registry.all_policies()]
@@ -392,6 +392,8 @@ def resolve(target: str) -> list[tuple[str, Any]]:
         if named:
             return named
     mod, sep, attr = target.partition(":")
+    if sep and registry.is_loader_prefix(mod):  # a made policy, e.g. rl:runs/agent.pt (its loader names the layer)
+        return [("policy", registry.make_policy("", target, "cosim check"))]
     if not sep:
         mod, _, attr = target.rpartition(".")
     if not mod or not attr:

@@ -132,13 +132,19 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
 
 def register_policy_loader(prefix: str) -> Callable[[Callable], Callable]:
     """Function decorator: ``loader(layer, argument, where) -> PolicySpec`` builds the policy
-    named ``PREFIX:ARGUMENT`` for ``layer`` (errors name ``where``: the scenario key)."""
+    named ``PREFIX:ARGUMENT`` for ``layer`` (errors name ``where``: the scenario key; ``layer``
+    "": ``cosim check PREFIX:ARGUMENT``, the loader says which layer)."""
 
     def deco(fn: Callable) -> Callable:
         _LOADERS[prefix] = fn
         return fn
 
     return deco
+
+
+def is_loader_prefix(prefix: str) -> bool:
+    """``PREFIX:...`` names a made policy (a built-in or a registered loader's prefix)."""
+    return prefix in _LOADERS or prefix in BUILTIN_LOADERS
 
 
 def make_policy(layer: str, name: str, where: str) -> "PolicySpec | None":

@@ -26,6 +26,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
                           cwd=cwd or ROOT, timeout=timeout, env=env)
 
 
+def record_grid6(folder: Path, end_s: float) -> Path:
+    """``end_s`` seconds of real grid6 traffic (SUMO, seed 42) recorded to ``folder/grid6.parquet``."""
+    path = folder / "grid6.parquet"
+    proc = run_cli("run", str(GRID6_TOML), "--no-layers", "--end", str(end_s), "--record", str(path), "--out",
+                   str(folder / "rec"), "-q", "--no-coverage")
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
 def run_grid6(folder: Path, layers_toml: str, *args: str, end_s: float = 90, out: str = "out") -> Path:
     """`cosim run` of grid6 (0.5 s steps, ``end_s``) with ``layers_toml`` appended to the
     scenario, into ``folder/out``; asserts the run succeeded and returns its results folder."""
@@ -39,3 +48,9 @@ def run_grid6(folder: Path, layers_toml: str, *args: str, end_s: float = 90, out
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def trace(tmp_path_factory):
+    """120 s of real grid6 traffic (SUMO, seed 42), recorded once per test session."""
+    return record_grid6(tmp_path_factory.mktemp("grid6trace"), 120)

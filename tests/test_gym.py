@@ -21,7 +21,7 @@ from cosim.layers.dvit.layer import DViTLayer
 from cosim.registry import register_policy
 from cosim.runner import replay
 
-from .conftest import GRID6_TOML, ROOT
+from .conftest import ROOT
 
 DVIT_TOML = ROOT / "scenarios" / "grid6_dvit.toml"
 CACHE_TOML = ROOT / "scenarios" / "grid6_cache.toml"
@@ -33,16 +33,6 @@ SCENARIOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def trace(tmp_path_factory):
-    """120 s of real grid6 traffic (SUMO, seed 42), recorded once."""
-    folder = tmp_path_factory.mktemp("gymtrace")
-    path = folder / "grid6.parquet"
-    proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(GRID6_TOML), "--no-layers", "--end", "120",
-                           "--record", str(path), "--out", str(folder / "rec"), "-q", "--no-coverage"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return path
 
 
 def make(trace, end_s=40, **kw):

@@ -20,7 +20,7 @@ from cosim.registry import policies, register_policy
 from cosim.runner import replay
 
 from .conftest import ROOT
-from .test_gym import assert_same_rollouts, rollout, trace  # noqa: F401 - trace: the recorded traffic (a fixture)
+from .test_gym import assert_same_rollouts, rollout
 
 CACHE_TOML = ROOT / "scenarios" / "grid6_cache.toml"
 #: little GPU memory and many requests: evictions from the first seconds on

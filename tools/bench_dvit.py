@@ -5,11 +5,13 @@ Problems are built from real grid6 traffic (a SUMO run to t = 300 s, then one pr
 vehicle in coverage, 20 nearest helpers each, positions ahead along SUMO's routes) and timed
 policy by policy in CPU seconds, min and median of 5 passes: requests (device 0 = the RSU) and
 re-plans from a helper (what closed-loop VIDI does at every decision epoch). Targets: optimal
-<= 2 ms (issue 3); vidi <= 2 ms per decision at K = 50 and 20 candidates (issue 12). The cost of
+<= 2 ms (issue 3); vidi <= 2 ms per decision at K = 50 and 20 candidates (issue 12); ``rl``
+(a trained agent, ``--agent``; its call is one step's decision, asked before every step) a few
+100 µs (issue 16). The cost of
 a whole run with the layer on is measured by
 ``python tools/bench_overhead.py scenarios/grid6_dvit.toml``.
 
-    python tools/bench_dvit.py [--problems 50]
+    python tools/bench_dvit.py [--problems 50] [--agent dvit_grid6]
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", type=int, default=50)
     ap.add_argument("--at", type=float, default=300.0, help="simulation time of the snapshot [s]")
+    ap.add_argument("--agent", default="dvit_grid6", help="also time rl:AGENT, a trained agent (one decision "
+                    "per call; '' to skip); default the shipped one")
     args = ap.parse_args()
+    if args.agent:
+        SCHEDULERS["rl"] = registry.make_policy("dvit", f"rl:{args.agent}", "--agent").fn
     cfg = config.load(ROOT / "scenarios" / "grid6_dvit.toml")
     src = SumoSource(sumo_command(cfg.scenario.sumocfg, seed=42, step_length_s=0.25), "libsumo")
     src.start()
@@ -65,7 +71,7 @@ def main() -> None:
               f"{helpers:.1f} candidate vehicles on average")
         print(f"{'policy':8s} {'min ms':>8s} {'median ms':>10s}  (CPU time per plan)")
         for name, fn in SCHEDULERS.items():
-            opts = registry.policies("dvit")[name].options
+            opts = registry.policies("dvit")[name].options if name != "rl" else None
             opts = opts() if opts is not None else None
             rng = np.random.default_rng(0)
             runs = []

@@ -18,7 +18,9 @@ the user. Action ``a`` puts the step on row ``a``'s device; the user takes every
 **Observation** (``Dict``): ``devices`` (D, 13) float32, one row per device, columns
 :data:`DEVICE_FEATURES`; ``task`` (5,) float32, :data:`TASK_FEATURES`. Times in seconds
 (infinite — no link — is :data:`NO_LINK_S`), bandwidth in MHz, compute in TFLOP/s, positions
-as road-grid cells (``world.grid_cell_m``) relative to the holder's.
+as road-grid cells (``world.grid_cell_m``) relative to the holder's. Dwell times are what is
+left from the decision (the world's, read at the slot's start, less ``Problem.elapsed_s``: a
+decision at a step completion mid-slot must not see the slot's start again).
 
 **Mask** (``info["action_mask"]`` and :meth:`action_masks`): devices present, allowed by C1/C2,
 with a link from the holder and whose step fits T_max (C3); when none fits, every reachable one.
@@ -61,7 +63,7 @@ DEVICE_FEATURES = (
     "to_user_s",  # hand-off time from it to the user [s]
     "bandwidth_mhz",  # its bandwidth [MHz] (the RSU: its band)
     "compute_tflops",  # its compute [TFLOP/s]
-    "dwell_s",  # predicted time left in the RSU's coverage [s] (the RSU: DWELL_CAP_S)
+    "dwell_s",  # predicted time left in the RSU's coverage, from the decision [s] (the RSU: DWELL_CAP_S)
     "cell_dx",  # road-grid cells east of the holder's
     "cell_dy",  # road-grid cells north of the holder's
     "dist_to_rsu_m",  # distance to the serving RSU [m]
@@ -69,7 +71,7 @@ DEVICE_FEATURES = (
 TASK_FEATURES = (
     "steps_left",  # denoising steps still to run (K - k)
     "decisions_left",  # of them, the ones not reserved for the user (steps_left - local steps)
-    "user_dwell_s",  # the user's predicted time left in coverage [s] (C4)
+    "user_dwell_s",  # the user's predicted time left in coverage, from the decision [s] (C4)
     "t_max_s",  # C3's limit per step [s]
     "holder_is_rsu",  # 1 at the first step (the RSU holds the noise), 0 once a helper holds the latent
 )
@@ -126,7 +128,10 @@ def observe(problem: Problem, max_devices: int) -> tuple[dict, np.ndarray]:
         cols[:, 7] = problem.bandwidth_hz / 1e6
     if len(problem.compute_flops):
         cols[:, 8] = problem.compute_flops / 1e12
-    cols[:, 9] = np.minimum(problem.dwell_s, DWELL_CAP_S) if len(problem.dwell_s) else DWELL_CAP_S
+    # the world's dwell times are as of its snapshot (the slot's start); a decision later in the
+    # slot (a step completion) has that much less left
+    cols[:, 9] = (np.minimum(np.maximum(problem.dwell_s - problem.elapsed_s, 0.0), DWELL_CAP_S)
+                  if len(problem.dwell_s) else DWELL_CAP_S)
     if len(problem.xy):
         cell = np.floor(problem.xy / problem.cell_m)
         cols[:, 10:12] = cell - cell[0]
@@ -136,7 +141,8 @@ def observe(problem: Problem, max_devices: int) -> tuple[dict, np.ndarray]:
     np.clip(cols, -LIMIT, LIMIT, out=cols)
     dev = np.zeros((max_devices, len(DEVICE_FEATURES)), dtype=np.float32)
     dev[rows] = np.nan_to_num(cols)
-    task = np.array([problem.steps, problem.steps - problem.local_steps, min(problem.user_dwell_s, DWELL_CAP_S),
+    task = np.array([problem.steps, problem.steps - problem.local_steps,
+                     min(max(problem.user_dwell_s - problem.elapsed_s, 0.0), DWELL_CAP_S),
                      problem.t_max_s, float(problem.origin_rsu)], dtype=np.float32)
     mask = np.zeros(max_devices, dtype=bool)
     mask[rows] = device_mask(problem, cost)

@@ -206,29 +206,32 @@ class DViTLayer(Layer):
         return self._rsu_cpu[rsu]
 
     def build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int,
-                      upload: bool = True, ahead: bool = True) -> tuple[Problem, list]:
+                      upload: bool = True, ahead: bool = True, elapsed_s: float = 0.0) -> tuple[Problem, list]:
         """Devices: [origin (the RSU if None, else the holding helper)] + helpers + [user].
         ``upload``: the request upload comes first (a request; False for a re-plan mid-task).
         ``ahead``: fill ``ahead_xy`` and ``cell_offset_m`` (some scheduler reads them).
+        ``elapsed_s``: the decision's time after the world's snapshot (``Problem.elapsed_s``).
 
         The world is fixed within a slot, so the problem is a function of the slot and these
-        arguments: it is built once per slot and reused (with ``steps`` set) by every later ask
-        — a scheduler asked before every step asks many times from the same holder."""
+        arguments: it is built once per slot and reused (with ``steps`` and ``elapsed_s`` set)
+        by every later ask — a scheduler asked before every step asks many times from the same
+        holder."""
         if self._problems_slot != world.slot:
             self._problems_slot, self._problems = world.slot, {}
         key = (user, rsu, origin, upload, ahead)
         hit = self._problems.get(key)
         if hit is not None:
             p, names = hit
-            if p.steps != steps:
-                p = dataclasses.replace(p, steps=steps, local_steps=min(self.cfg.local_steps, steps))
+            if p.steps != steps or p.elapsed_s != elapsed_s:
+                p = dataclasses.replace(p, steps=steps, local_steps=min(self.cfg.local_steps, steps),
+                                        elapsed_s=elapsed_s)
             return p, names
-        p, names = self._build_problem(world, user, rsu, origin, steps, upload, ahead)
+        p, names = self._build_problem(world, user, rsu, origin, steps, upload, ahead, elapsed_s)
         self._problems[key] = (p, names)
         return p, names
 
     def _build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int, upload: bool,
-                       ahead: bool) -> tuple[Problem, list]:
+                       ahead: bool, elapsed_s: float) -> tuple[Problem, list]:
         s = world.snap
         served = np.flatnonzero(world.serving == rsu)
         cand = served[(served != user) & (served != (origin if origin is not None else -1))]
@@ -286,7 +289,7 @@ class DViTLayer(Layer):
                     compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served), origin_rsu=origin is None,
                     ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
                     handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
-                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m)
+                    v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m, elapsed_s=elapsed_s)
         names = [str(v) for v in s.ids[np.maximum(vidx, 0)].tolist()]
         if origin is None:
             names[0] = RSU_NAME
@@ -381,7 +384,8 @@ class DViTLayer(Layer):
         if rsu < 0:
             raise ValueError("the requesting vehicle is not in any RSU's coverage")
         ahead = any(self.policies[p].traits["looks_ahead"] for p in self.live())
-        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps, ahead=ahead)  # shared by all policies
+        problem, names = self.build_problem(world, user, rsu, None, self.cfg.steps, ahead=ahead,  # shared by all
+                                            elapsed_s=max(t_request - world.time_s, 0.0))
         for policy in self.live():
             task = Task(tid, policy, t_request, user=str(world.snap.ids[user]), rsu=rsu, request_rsu=rsu)
             p = self._contended(problem, names, policy, rsu, t_request)
@@ -570,7 +574,8 @@ class DViTLayer(Layer):
         helper), on this slot's world."""
         origin = None if task.holder == RSU_NAME else index[task.holder]
         problem, names = self.build_problem(world, index[task.user], task.rsu, origin, self.cfg.steps - task.k,
-                                            upload=False, ahead=self.policies[task.policy].traits["looks_ahead"])
+                                            upload=False, ahead=self.policies[task.policy].traits["looks_ahead"],
+                                            elapsed_s=max(task.clock - world.time_s, 0.0))
         return self._contended(problem, names, task.policy, task.rsu, task.clock), names
 
     def _replan(self, task: Task, world: World, problem: Problem, names: list) -> bool:

@@ -52,6 +52,10 @@ class Problem:
     v2v_pl_exponent: float = 1.77
     v2i_pl_exponent: float = 3.76
     min_distance_m: float = 1.0
+    # the time from the world's snapshot (the slot's start) to this decision [s]: user_dwell_s and
+    # dwell_s are as of the snapshot (the built-in schedulers ignore it; cosim.gym's observation
+    # reads the dwell times as of the decision)
+    elapsed_s: float = 0.0
 
     def __post_init__(self) -> None:
         # C2: the last step(s) run on the user; the result has to reach the user at all
