@@ -58,7 +58,6 @@ draws another seed, five times at most).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
