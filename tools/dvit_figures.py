@@ -14,6 +14,7 @@ same traffic and requests) and a Student-t 95 % interval, from `cosim.sweep.pair
 
     python tools/dvit_figures.py --out runs/dvit-figures [--end 300] [--seeds 3] [--jobs 2]
         [--presets calibrated paper-literal] [--handover fail migrate] [--figs 3 4 5 6]
+        [--policies vidi optimal rl:dvit_grid6]
     python tools/dvit_figures.py --modes runs/sweeps/dvit-handover [runs/sweeps/dvit-handover-town]
 
 ``--modes SWEEP...``: for sweeps with a ``layers.dvit.handover`` grid (tools/sweeps/dvit_handover*.toml),
@@ -49,6 +50,8 @@ PRESET, MODE = "layers.dvit.preset", "layers.dvit.handover"
 def sweep(out: Path, name: str, key: str, values: list, args: argparse.Namespace) -> Path:
     """Write and run the sweep of one figure; returns its results folder."""
     sets = {"output.coverage": False, "scenario.step_length_s": 0.5}
+    if args.policies:
+        sets["layers.dvit.policies"] = args.policies
     if key == "layers.dvit.steps":
         sets["layers.dvit.local_steps"] = 1
     lines = ["[sweep]", f"name = {json.dumps(name)}", f"scenarios = [{json.dumps(str(SCENARIO))}]",
@@ -104,10 +107,16 @@ def main() -> None:
     ap.add_argument("--handover", nargs="+", default=["fail", "migrate"], choices=("fail", "migrate"))
     ap.add_argument("--figs", nargs="+", default=["3", "4", "5", "6"], choices=sorted(FIGS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--policies", nargs="+", metavar="POLICY",
+                    help="the schedulers compared (default: the scenario's); vidi is always among them, the "
+                         "baseline of every difference; e.g. --policies vidi optimal mcpdi rl:dvit_grid6 (a trained "
+                         "agent, docs/gym.md)")
     ap.add_argument("--modes", nargs="+", metavar="SWEEP", help="only report migrate - fail of finished sweeps")
     args = ap.parse_args()
     if args.modes:
         return report_modes(args.modes)
+    if args.policies and "vidi" not in args.policies:
+        args.policies = ["vidi", *args.policies]
     import pandas as pd
 
     from cosim.sweep import paired_differences
