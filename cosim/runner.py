@@ -564,14 +564,17 @@ def deferred_interrupts():  # noqa: ANN201
         raise Terminated("terminated") if pending[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
-def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool) -> dict:
+def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool,
+          signals: bool = True) -> dict:
     """The slot loop over any TrafficSource; however it ends, the session is finished (tables
     closed, summary.json with the status written) — or, when it ends before the first slot,
-    discarded (no empty results folder). SIGTERM is handled like Ctrl-C."""
+    discarded (no empty results folder). SIGTERM is handled like Ctrl-C. ``signals`` False: the
+    process's signal handlers are left alone (a run paused inside a Gymnasium environment,
+    whose caller owns them; Ctrl-C still ends it with the results written)."""
     prog = Progress(progress, end_s)
     status, error, failure = "completed", None, None
     summary: dict = {}
-    with sigterm_interrupts():
+    with sigterm_interrupts() if signals else contextlib.nullcontext():
         try:
             source.start()
             session.sumo_version = source.sumo_version
@@ -608,7 +611,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                                    "flushed before is readable; summary.json says disk-full if it fitted)")
             else:
                 status, error, failure = "failed", f"{type(exc).__name__}: {exc}", exc
-        with deferred_interrupts():
+        with deferred_interrupts() if signals else contextlib.nullcontext():
             try:
                 source.close()
             except Exception:  # the source is gone either way; the results matter now

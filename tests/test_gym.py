@@ -242,28 +242,43 @@ def test_async_vector_of_two_workers_matches_single_environments(trace):
         np.testing.assert_array_equal(o["devices"], first[k])
 
 
-def test_close_after_an_interrupted_step_and_a_dropped_environment_end_the_run(trace):
-    """A Ctrl-C between an answer and the next question leaves the run's thread asking: close()
-    still ends it; an environment dropped without close() is collected and its run ends."""
+def test_ctrl_c_close_after_an_interrupted_step_and_a_dropped_environment_end_the_run(trace):
+    """Ctrl-C inside the run ends it as `cosim run` does (results written, status interrupted)
+    and reaches the caller; a Ctrl-C between an answer and the next question leaves the run
+    waiting: close() still ends it; an environment dropped without close() is collected and
+    its run ended."""
     import gc
-    import threading
+    import json
+
+    env = make(trace).unwrapped
+    env.reset(seed=1)
+    while env.session.slots < 3:  # past the first slots (a run stopped before its first is discarded)
+        env.step(int(np.flatnonzero(env.action_masks())[0]))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    env.agent_layer._step = interrupted  # the next step the layer runs
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(100):
+            env.step(int(np.flatnonzero(env.action_masks())[0]))
+    summary = json.loads((env.out_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["slots"] >= 1
+    env.close()
 
     env = make(trace).unwrapped
     env.reset(seed=1)
     bridge = env._bridge
     bridge.answer(env.answer(env._question, 0)[0])  # answered; the next question is never read
-    closer = threading.Thread(target=env.close)
-    closer.start()
-    closer.join(30)
-    assert not closer.is_alive() and not bridge.thread.is_alive()
+    env.close()
+    assert bridge.run.dead
 
     env = make(trace)
     env.reset(seed=1)
-    run = env.unwrapped._bridge.thread
+    run = env.unwrapped._bridge.run
     del env
     gc.collect()
-    run.join(30)
-    assert not run.is_alive()
+    assert run.dead
 
 
 def test_bad_actions_and_misuse_are_one_line_errors(trace, tmp_path):

@@ -4,12 +4,13 @@
     python tools/bench_gym.py --steps 5000 --only replay
     python tools/bench_gym.py --env cache        # cosim/CacheEviction-v0 (30 GB, 0.2 requests/vehicle-s)
 
-Each case takes ``--steps`` decisions with actions drawn uniformly from the action mask (seeded),
-across episode ends, on grid6 (the shipped scenario, seed 42): **replay** of a trace recorded
+Each case takes ``--steps`` decisions across episode ends — actions drawn uniformly from the
+action mask (seeded), or a built-in scheduler's or the shipped trained agent's (rl) choices; the
+agent's own time is not counted — on grid6 (the shipped scenario, seed 42): **replay** of a trace recorded
 once into ``runs/bench_gym/`` (fast, for training) and **live** SUMO through libsumo. One worker
-is a plain ``gym.make`` environment (its CPU seconds — both of its threads — are measured with
-``time.process_time``); two workers are ``gym.make_vec(..., vectorization_mode="async")``, one
-process each (wall time only: the workers' CPU is not visible from here). The **layer alone** row
+is a plain ``gym.make`` environment (its CPU seconds measured with ``time.process_time``); two
+workers are ``gym.make_vec(..., vectorization_mode="async")``, one process each (their CPU per
+step: the children's CPU seconds less those of the same vector started and closed idle). The **layer alone** row
 is the same scenario replayed by ``cosim replay`` with a built-in scheduler asked before every
 step (``replan = "step"``), so the difference to it is what the environment itself costs.
 Target (issue 16): >= 2,000 environment steps per second per worker on replayed traffic.
@@ -52,8 +53,10 @@ def trace(end_s: float) -> Path:
 
 
 def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random", env_id: str = ENV_ID) -> dict:
-    """``agent``: random (uniform over the mask) or mcpdi (the built-in scheduler's first device
-    for each question: the same decisions as the layer-alone row)."""
+    """``agent``: random (uniform over the mask), mcpdi (the built-in scheduler's first device
+    for each question: the same decisions as the layer-alone row) or rl (the shipped trained
+    agent, rl:dvit_grid6, on the observation). The agent's own time is not counted: steps/s is
+    over the time spent in ``env.step`` and ``env.reset``, CPU likewise minus the agent's."""
     import gymnasium as gym
 
     import cosim.gym  # noqa: F401
@@ -61,42 +64,69 @@ def one_worker(kwargs: dict, steps: int, seed: int, agent: str = "random", env_i
     from cosim.layers.dvit.schedulers import mcpdi
 
     env = gym.make(env_id, **kwargs)
+    scorer = None
+    if agent == "rl":
+        from cosim.gym import agent as ag
+
+        scorer = ag.NumpyScorer(ag.load_agent(ag.resolve_path("dvit_grid6"))[1].state_dict())
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
-    episodes = 0
-    t0, c0 = time.perf_counter(), time.process_time()
+    episodes, in_env, agent_cpu = 0, 0.0, 0.0
+    c0 = time.process_time()
     for _ in range(steps):
+        a0 = time.process_time()
         if agent == "mcpdi":
             p = env.unwrapped._question[0]
             action = int(layout(p, env.unwrapped.max_devices)[int(mcpdi(p, None, None)[0])])
+        elif agent == "rl":
+            action = scorer.act(obs, info["action_mask"])
         else:
             action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        agent_cpu += time.process_time() - a0
+        t0 = time.perf_counter()
         obs, r, term, trunc, info = env.step(action)
         if term or trunc:
             episodes += 1
             obs, info = env.reset()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        in_env += time.perf_counter() - t0
+    cpu = time.process_time() - c0 - agent_cpu
     env.close()
-    return {"steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu, "episodes": episodes}
+    return {"steps_per_s": steps / in_env, "steps_per_cpu_s": steps / cpu, "episodes": episodes}
 
 
 def vector(kwargs: dict, steps: int, seed: int, workers: int, env_id: str = ENV_ID) -> dict:
+    """``workers`` async workers, random masked actions: total steps/s (wall, stepping only)
+    and steps per worker-CPU-second — the workers' CPU (getrusage of the children once they
+    are reaped) minus that of the same vector made, reset and closed without a step."""
+    import resource
+
     import gymnasium as gym
 
     import cosim.gym  # noqa: F401
 
-    envs = gym.make_vec(env_id, num_envs=workers, vectorization_mode="async", **kwargs)
-    rng = np.random.default_rng(seed)
-    obs, info = envs.reset(seed=seed)
-    n = 0
-    t0 = time.perf_counter()
-    while n < steps:
-        acts = [int(rng.choice(np.flatnonzero(m))) if m.any() else 0 for m in info["action_mask"]]
-        obs, r, term, trunc, info = envs.step(np.array(acts))
-        n += workers
-    wall = time.perf_counter() - t0
-    envs.close()
-    return {"steps_per_s": n / wall, "per_worker": n / wall / workers}
+    def children() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def once(n_steps: int) -> tuple[float, float]:
+        c0 = children()
+        envs = gym.make_vec(env_id, num_envs=workers, vectorization_mode="async", **kwargs)
+        rng = np.random.default_rng(seed)
+        obs, info = envs.reset(seed=seed)
+        n, wall = 0, 0.0
+        while n < n_steps:
+            acts = [int(rng.choice(np.flatnonzero(m))) if m.any() else 0 for m in info["action_mask"]]
+            t0 = time.perf_counter()
+            obs, r, term, trunc, info = envs.step(np.array(acts))
+            wall += time.perf_counter() - t0
+            n += workers
+        envs.close()
+        return wall, children() - c0
+
+    _, idle_cpu = once(0)
+    wall, cpu = once(steps)
+    return {"steps_per_s": steps / wall, "per_worker": steps / wall / workers,
+            "per_worker_cpu_s": steps / max(cpu - idle_cpu, 1e-9)}
 
 
 def layer_alone(tr: Path, end_s: float) -> dict:
@@ -145,6 +175,7 @@ def main() -> None:
         cases.append(("replay", "random", {"scenario": str(scenario), "trace": str(tr), "overrides": over}))
         if args.env == "dvit":
             cases.append(("replay", "mcpdi", {"scenario": str(scenario), "trace": str(tr), "overrides": over}))
+            cases.append(("replay", "rl", {"scenario": str(scenario), "trace": str(tr), "overrides": over}))
     if args.only != "replay":
         cases.append(("live (libsumo)", "random", {"scenario": str(scenario), "overrides": over}))
     import gymnasium
@@ -167,7 +198,8 @@ def main() -> None:
               f"{r1['steps_per_cpu_s']:>12.0f}")
         if agent == "random":
             r2 = vector(kw, args.steps, args.seed, 2, env_id)
-            print(f"{name:<16} {agent:<7} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} {'-':>12}")
+            print(f"{name:<16} {agent:<7} {2:>7} {r2['steps_per_s']:>9.0f} {r2['per_worker']:>11.0f} "
+                  f"{r2['per_worker_cpu_s']:>12.0f}")
     if args.only != "live" and args.env == "dvit":
         a = layer_alone(tr, args.episode)
         print(f"layer alone (no env): {a['decisions']} decisions of mcpdi asked before every step, "

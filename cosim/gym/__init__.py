@@ -13,9 +13,10 @@ Every environment is an ordinary cosim run paused at its agent's decisions
 from __future__ import annotations
 
 try:
+    import greenlet  # noqa: F401
     import gymnasium as gym
-except ImportError:  # an extra: say how to get it, in one line
-    raise ImportError("cosim.gym needs Gymnasium: pip install 'cosim[gym]' (or pip install 'gymnasium>=1.0,<2')") \
+except ImportError as exc:  # an extra: say how to get it, in one line
+    raise ImportError(f"cosim.gym needs Gymnasium and greenlet ({exc.name} is missing): pip install 'cosim[gym]'") \
         from None
 
 from cosim.gym.cache import CacheEvictionEnv

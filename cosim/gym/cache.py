@@ -34,8 +34,8 @@ that ignores the mask still runs.
 
 **Decisions at one RSU or at all** (``rsu``). ``rsu=None`` (default): the agent decides at
 every RSU. ``rsu=`` an RSU id or index: the agent decides only there; the other RSUs run
-``default_policy`` (a registered policy that caches; ``lc`` by default), answered in the run's
-thread without a step.
+``default_policy`` (a registered policy that caches; ``lc`` by default), answered inside the run
+without a step.
 
 **Reward**: minus the Table II system cost (switching + accuracy + inference latency +
 offloading latency + cloud, the layer's cost of each request row) of the requests made between
@@ -205,7 +205,7 @@ class CacheEvictionEnv(CosimEnv):
             return None
         rsu, fn, opts = self.rsu, self.default.spec.fn, self.default.options
 
-        def elsewhere(question: tuple) -> list | None:  # in the run's thread: holds no environment
+        def elsewhere(question: tuple) -> list | None:  # in the run: holds no environment
             c, cands, t = question[:3]
             return fn(c, cands, t, rng, opts) if c.rsu != rsu else None
 

@@ -3,16 +3,18 @@
 An environment *is* a cosim run — the same :class:`~cosim.runner.Session`, traffic source and
 slot loop as ``cosim run`` and ``cosim replay`` (:func:`cosim.runner.open_run`,
 :func:`~cosim.runner.open_replay`, :func:`~cosim.runner.drive`) — in which one policy of one
-layer is ``gym:agent``. The run goes on in a thread of its own; whenever the layer asks
-``gym:agent`` for a decision, that thread hands the question to the environment and waits, and
-``env.step(action)`` answers it and lets the run go on to the next question. The environment
-therefore executes exactly what the layer executes (same cost model, same rules, same result
-tables, written to the environment's folder) — no second model of the layer to keep in step.
+layer is ``gym:agent``. The run goes on in a greenlet of its own (a second stack in the same
+thread); whenever the layer asks ``gym:agent`` for a decision, the run switches to the
+environment with the question, and ``env.step(action)`` switches back with the answer and lets
+the run go on to the next question. The environment therefore executes exactly what the layer
+executes (same cost model, same rules, same result tables, written to the environment's folder)
+— no second model of the layer to keep in step.
 
-Threads and not processes: the run and the agent never work at once (one waits for the other),
-so the GIL costs nothing, and libsumo's one-SUMO-per-process rule holds per environment; a
-vector of environments (``gym.make_vec(..., vectorization_mode="async")``) puts each in a
-process of its own.
+A greenlet and not a thread: the run and the agent never work at once, and a switch costs
+about a microsecond where waking a thread costs ~12 µs on a free core and far more when the
+cores are busy (two async vector workers on two cores ran slower than one with threads).
+libsumo's one-SUMO-per-process rule holds per environment; a vector of environments
+(``gym.make_vec(..., vectorization_mode="async")``) puts each in a process of its own.
 
 A subclass says which layer it drives (``layer``, with the traits ``gym:agent`` registers with,
 ``agent_traits``), how a question becomes an observation (:meth:`CosimEnv.observe`), how an
@@ -24,14 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import queue
 import shutil
 import tempfile
-import threading
 import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+import greenlet
 import gymnasium as gym
 import numpy as np
 
@@ -43,19 +44,18 @@ from cosim.registry import PolicySpec, register_policy_loader
 #: name of the environments' policy in a layer's ``policies`` (and in its result tables)
 AGENT = "gym:agent"
 
-_local = threading.local()
 #: layer -> the environment class driving it (filled as the environment modules are imported)
 _ENVS: dict[str, type["CosimEnv"]] = {}
 
 
 class EpisodeAbort(BaseException):
-    """Raised in the run's thread when the environment is reset or closed mid-episode (a
-    BaseException: no layer or policy wrapper may swallow it)."""
+    """Raised in the run when the environment is reset or closed mid-episode (a BaseException:
+    no layer or policy wrapper may swallow it)."""
 
 
 def _ask(*question: Any) -> Any:
-    """In the run's thread: hand ``question`` to the environment, return its answer."""
-    bridge = getattr(_local, "bridge", None)
+    """In the run: hand ``question`` to the environment, return its answer."""
+    bridge = getattr(greenlet.getcurrent(), "bridge", None)
     if bridge is None:
         raise RuntimeError(f"policy '{AGENT}' takes its decisions from a cosim Gymnasium environment "
                            "(cosim.gym); in a run, use a trained agent (rl:PATH) or another policy")
@@ -76,74 +76,68 @@ def _agent_policy(layer: str, arg: str, where: str) -> PolicySpec:
     return PolicySpec(layer, AGENT, _ask, None, False, dict(env.agent_traits), __name__)
 
 
-class _Bridge:
-    """The run's thread and the environment, taking turns."""
+class _Run(greenlet.greenlet):
+    """The run's greenlet; ``bridge``: the environment's side of it."""
 
-    _ABORT = object()
+    bridge: "_Bridge | None" = None
+
+
+class _Bridge:
+    """The run and the environment, taking turns: the run is a greenlet (a second stack in the
+    same thread) that switches to the environment at each question and back at the answer —
+    about a microsecond, no thread to wake, so environments in several processes scale."""
 
     def __init__(self, episode: Callable[[], dict], local: Callable[[tuple], Any] | None = None):
         self.local = local  # answers the questions the agent is not asked (None: it is asked)
-        self.to_env: queue.SimpleQueue = queue.SimpleQueue()
-        self.to_run: queue.SimpleQueue = queue.SimpleQueue()
-        self.waiting = False  # the run's thread waits for an answer
-        self.thread = threading.Thread(target=self._main, args=(episode,), name="cosim-gym-run", daemon=True)
-        self.thread.start()
+        self.episode = episode
+        self.waiting = False  # the run waits for an answer
+        self.started = False
+        self.reply: Any = None
+        self.run = _Run(self._main)
+        self.run.bridge = self
 
-    def _main(self, episode: Callable[[], dict]) -> None:
-        _local.bridge = self
+    def _main(self) -> tuple[str, Any]:
         try:
-            self.to_env.put(("end", episode()))
+            return "end", self.episode()
         except EpisodeAbort:
-            self.to_env.put(("aborted", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the environment, raised there
-            self.to_env.put(("error", exc))
+            return "aborted", None
         finally:
-            _local.bridge = None
+            self.run.bridge = None
 
-    # the run's thread
+    # the run's side
     def ask(self, question: tuple) -> Any:
         if self.local is not None:
             answer = self.local(question)
             if answer is not None:
                 return answer
-        self.to_env.put(("decide", question))
-        answer = self.to_run.get()
-        if answer is self._ABORT:
-            raise EpisodeAbort("the environment was reset or closed mid-episode")
-        return answer
+        return self.run.parent.switch(("decide", question))  # the environment's answer (or EpisodeAbort)
 
-    # the environment's thread
+    # the environment's side
     def next(self) -> tuple[str, Any]:
-        """The next event: ("decide", question) or ("end", summary); an error is raised here."""
-        kind, what = self.to_env.get()
+        """Run on to the next event: ("decide", question) or ("end", summary); an error of the
+        run is raised here."""
+        self.run.parent = greenlet.getcurrent()
+        self.waiting = False
+        if not self.started:
+            self.started = True
+            kind, what = self.run.switch()
+        else:
+            kind, what = self.run.switch(self.reply)
         self.waiting = kind == "decide"
-        if kind != "decide":
-            self.thread.join()
-        if kind == "error":
-            raise what
         return kind, what
 
     def answer(self, answer: Any) -> None:
-        self.waiting = False
-        self.to_run.put(answer)
+        self.reply = answer
 
     def abort(self) -> None:
-        """End the episode now (its results so far are written, status ``failed``). Also after
-        the environment's thread was interrupted (Ctrl-C) between a question and its answer:
-        every question still coming is answered with the abort until the run's thread ends."""
-        if threading.current_thread() is self.thread:
-            return  # the run's own thread dropped the last reference: it ends by itself
-        if self.waiting:
-            self.answer(self._ABORT)
-        while self.thread.is_alive():
-            try:
-                kind, _ = self.to_env.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if kind == "decide":
-                self.to_run.put(self._ABORT)
+        """End the episode now (its results so far are written, status ``failed``), wherever
+        the run waits — also after a Ctrl-C between an answer and the next question."""
+        if not self.started or self.run.dead or greenlet.getcurrent() is self.run:
+            return
+        self.run.parent = greenlet.getcurrent()
+        with contextlib.suppress(EpisodeAbort):
+            self.run.throw(EpisodeAbort("the environment was reset or closed mid-episode"))
         self.waiting = False
-        self.thread.join()
 
 
 class CosimEnv(gym.Env):
@@ -250,7 +244,7 @@ class CosimEnv(gym.Env):
         raise NotImplementedError
 
     def local_answers(self) -> Callable[[tuple], Any] | None:
-        """For the episode starting (``self.episode_seed`` is set): a function the run's thread
+        """For the episode starting (``self.episode_seed`` is set): a function the run
         calls on each question first — its answer, or None to ask the agent — for the decisions
         the agent does not take (e.g. at an RSU it does not drive). It must not hold the
         environment. Default: None, every question goes to the agent."""
@@ -269,7 +263,7 @@ class CosimEnv(gym.Env):
     @staticmethod
     def _episode(ref: weakref.ref, cfg: Any, net: Any, out_dir: Path, backend: str | None, seed: int,
                  trace: Path | None) -> dict:
-        """One run, in the run's thread (the same calls as cosim run / cosim replay). It holds
+        """One run, in the run's greenlet (the same calls as cosim run / cosim replay). It holds
         the environment only weakly: an environment dropped without close() is collected, and
         its finaliser ends the run."""
         from cosim.runner import Prepared, drive, open_replay, open_run
@@ -288,7 +282,7 @@ class CosimEnv(gym.Env):
         env.session = session
         env.cost_since(session.layers[0], start=True)
         del env
-        return drive(session, source, cfg.scenario.slot_s, end_s, progress=False)
+        return drive(session, source, cfg.scenario.slot_s, end_s, progress=False, signals=False)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """A new episode (``options`` are not used). An episode in which the agent is never
@@ -344,7 +338,7 @@ class CosimEnv(gym.Env):
         return self._mask.copy()
 
     def __getstate__(self) -> dict:
-        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled (it runs a simulation in a thread); "
+        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled (it holds a running simulation); "
                         "make another with gym.make, or gym.make_vec for several")
 
     def __del__(self) -> None:

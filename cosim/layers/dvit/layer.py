@@ -186,7 +186,7 @@ class DViTLayer(Layer):
         self.next_id = 0
         self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
         self._v2v_slot, self._v2v = -1, {}
-        self._problems_slot, self._problems = -1, {}
+        self._problems_slot, self._problems, self._near_cache = -1, {}, {}
 
     def on_start(self) -> None:
         self.table = self.ctx.table("dvit_tasks")
@@ -217,7 +217,7 @@ class DViTLayer(Layer):
         by every later ask — a scheduler asked before every step asks many times from the same
         holder."""
         if self._problems_slot != world.slot:
-            self._problems_slot, self._problems = world.slot, {}
+            self._problems_slot, self._problems, self._near_cache = world.slot, {}, {}
         key = (user, rsu, origin, upload, ahead)
         hit = self._problems.get(key)
         if hit is not None:
@@ -230,15 +230,34 @@ class DViTLayer(Layer):
         self._problems[key] = (p, names)
         return p, names
 
+    def _near(self, world: World, user: int, rsu: int) -> tuple:
+        """The vehicles ``rsu`` serves within V2V range of ``user``, nearest first (not the user),
+        and the V2V rates among the nearest ``max_helpers + 1`` of them and the user: (order,
+        the vehicles of the rate matrix, the matrix, vehicle -> row, how many the RSU serves). Once per slot, user and
+        RSU: a task re-planned from one holder after another (a helper is a candidate of the
+        same user) finds its candidates and most of its hand-offs here."""
+        key = (user, rsu)
+        hit = self._near_cache.get(key)
+        if hit is None:
+            s = world.snap
+            served = np.flatnonzero(world.serving == rsu)
+            cand = served[served != user]
+            d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
+            near = d_user <= world.cfg.channel.v2v_range_m
+            order = cand[near][np.argsort(d_user[near], kind="stable")]
+            members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
+            rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
+            hit = self._near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
+                                           len(served))
+        return hit
+
     def _build_problem(self, world: World, user: int, rsu: int, origin: int | None, steps: int, upload: bool,
                        ahead: bool, elapsed_s: float) -> tuple[Problem, list]:
         s = world.snap
-        served = np.flatnonzero(world.serving == rsu)
-        cand = served[(served != user) & (served != (origin if origin is not None else -1))]
-        d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
-        near = d_user <= world.cfg.channel.v2v_range_m
-        cand = cand[near][np.argsort(d_user[near], kind="stable")]
-        cand = cand[: self.cfg.max_helpers]
+        # the candidates: the served vehicles within V2V range of the user, nearest first
+        # (stable), neither the user nor the origin, at most max_helpers of them
+        order, _, near_rates, row_of, n_served = self._near(world, user, rsu)
+        cand = (order if origin is None else order[order != origin])[: self.cfg.max_helpers]
         veh = np.concatenate([[origin] if origin is not None else [], cand, [user]]).astype(np.int64)
         V = len(veh) + (1 if origin is None else 0)
         r = world.rsus
@@ -257,7 +276,11 @@ class DViTLayer(Layer):
         vi = np.flatnonzero(vidx >= 0)
         if len(vi):
             vv = vidx[vi]
-            rate = world.v2v_rate_bps(vv[:, None], vv[None, :])  # (n, n) by broadcasting
+            rows = [row_of.get(int(v), -1) for v in vv]
+            if min(rows) >= 0:  # every device among the user's neighbours of this slot: their rates
+                rate = near_rates[np.ix_(rows, rows)]
+            else:  # an origin farther away: the same formula for this set
+                rate = world.v2v_rate_bps(vv[:, None], vv[None, :])
             with np.errstate(divide="ignore"):
                 sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
             np.fill_diagonal(sub, 0.0)
@@ -286,7 +309,7 @@ class DViTLayer(Layer):
         cc = world.cfg.channel
         p = Problem(comp, queue, comm, float(upload), dwell, steps,
                     min(self.cfg.local_steps, steps), self.cfg.t_max_s, dist_to_rsu_m=dist, bandwidth_hz=bw,
-                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=len(served), origin_rsu=origin is None,
+                    compute_flops=cpu, xy=xy, speed_xy=vel, rsu_share=n_served, origin_rsu=origin is None,
                     ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
                     handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
                     v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m, elapsed_s=elapsed_s)
