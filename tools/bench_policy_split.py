@@ -108,8 +108,8 @@ def main() -> None:
     print(f"a policy worker's cost per slot: snapshot pickled + unpickled {ship_ms:.2f} ms, world rebuilt "
           f"{rebuild_ms:.2f} ms ({(ship_ms + rebuild_ms) * slots / 1e3:.2f} s over the run)")
     for name in args.layers.split(","):
-        policies = [f.default for f in dataclasses.fields(registry.layer_class(name).config_class)
-                    if f.name == "policies"][0]
+        field = next(f for f in dataclasses.fields(registry.layer_class(name).config_class) if f.name == "policies")
+        policies = field.default_factory() if field.default is dataclasses.MISSING else field.default
         load = layer_sets([name])
         c_all = plugin_cpu(scen, args.end, load, tmp / f"{name}-all")["cpu_s"]["plugin_process"] - c0
         single = {p: plugin_cpu(scen, args.end, [*load, "--set", f"layers.{name}.policies={json.dumps([p])}"],
