@@ -38,10 +38,11 @@ from cosim import config as cfgmod
 from cosim import registry
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config
-from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
+from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
+                          slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.recorder import Recorder
-from cosim.sources.base import Snapshot
+from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
 from cosim.sources.sumo import make_reader, sumo_command
 from cosim.status import write_status
@@ -240,6 +241,13 @@ class Session:
             record.parent.mkdir(parents=True, exist_ok=True)
             self.trace = TableWriter(record, cfg.output.flush_slots)
         self.record = record
+        #: the on-demand snapshot fields the run reads: a trace records every column
+        asked = {f: layer.name for layer in self.layers for f in layer.snapshot_fields}
+        for f, name in asked.items():
+            if f not in SNAPSHOT_FIELDS:
+                raise CosimError(f"layer {name}: snapshot_fields names '{f}', not a snapshot field "
+                                 f"(known: {', '.join(SNAPSHOT_FIELDS)})")
+        self.fields = ON_DEMAND_FIELDS if record is not None else ON_DEMAND_FIELDS & frozenset(asked)
         self.slots = 0
         self.max_vehicles = 0
         self.sumo_version = ""
@@ -264,8 +272,9 @@ class Session:
             layer.on_slot(self.world)
         if self.overlay is not None:
             self.overlay.update(self.world)
-        self.recorder.record_world(self.world)
-        self.slots += 1
+        with slot_bookkeeping():  # a SIGTERM waits until the slot is both recorded and counted
+            self.recorder.record_world(self.world)
+            self.slots += 1
         self.max_vehicles = max(self.max_vehicles, len(snap))
 
     summary: dict | None = None
@@ -488,7 +497,8 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
         raise
     # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
-                         log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s)
+                         log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
+                         fields=session.fields)
     return session, source, end_s
 
 
@@ -633,7 +643,7 @@ class CosimListener(traci.StepListener):
     def __init__(self, conn: Any, session: Session):
         self.conn = conn
         self.session = session
-        self.reader = make_reader(conn)
+        self.reader = make_reader(conn, session.fields)
         self.slot_s = session.cfg.scenario.slot_s
         self.next_slot = float(conn.simulation.getTime()) + self.slot_s
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cosim.world.coverage import dwell_idm, dwell_straight, lane_leaders
+from cosim.world.coverage import dwell_idm, dwell_straight, lane_leaders, rival_table
 
 R = 500.0
 CAP = 600.0
@@ -71,3 +71,31 @@ def test_idm_blocked_by_stopped_leader_stays_capped():
     t = dwell_idm(**args, cx=0.0, cy=0.0, radius=R, cap_s=CAP, **IDM)
     assert t[0] == CAP
     assert 475 / 15.0 < t[1] < CAP
+
+
+def test_rival_table_by_hand():
+    # centres on a line at 0, 900 and 2000 m, radius 500: only 0 and 900 are within 2 R + 1 m
+    table = rival_table([0.0, 900.0, 2000.0], [0.0, 0.0, 0.0], [500.0, 500.0, 500.0])
+    np.testing.assert_array_equal(table, [[1], [0], [2]])  # RSU 2 has none: padded with itself
+
+
+@pytest.mark.parametrize("radii", ["equal", "unequal"])
+def test_rivals_from_the_table_give_the_same_dwell_bit_for_bit(radii):
+    """Looking only at the rivals within 2 R of the serving RSU changes no bit of the dwell."""
+    rng = np.random.default_rng(7)
+    gx, gy = np.meshgrid(np.arange(12) * 700.0, np.arange(9) * 700.0)  # a city-like lattice
+    jx, jy = gx.ravel(), gy.ravel()
+    jr = np.full(len(jx), 500.0) if radii == "equal" else rng.uniform(350.0, 650.0, len(jx))
+    n = 4000
+    px, py = rng.uniform(-300, 8000, n), rng.uniform(-300, 5900, n)
+    d = np.hypot(px[:, None] - jx, py[:, None] - jy)
+    srv = np.argmin(np.where(d <= jr, d, np.inf), axis=1)
+    inside = np.isfinite(np.where(d <= jr, d, np.inf)[np.arange(n), srv])
+    px, py, srv = px[inside], py[inside], srv[inside]
+    speed, heading = rng.uniform(0, 40, len(px)), rng.uniform(0, 2 * np.pi, len(px))
+    vx, vy = speed * np.sin(heading), speed * np.cos(heading)
+    args = (px, py, vx, vy, jx[srv], jy[srv], jr[srv])
+    full = dwell_straight(*args, cap_s=600.0, rivals=(jx, jy, jr, srv))
+    near = dwell_straight(*args, cap_s=600.0, rivals=(jx, jy, jr, srv, rival_table(jx, jy, jr)))
+    np.testing.assert_array_equal(near, full)
+    assert len(px) > 2000 and (full < 600.0).mean() > 0.5

@@ -102,6 +102,27 @@ def test_libsumo_and_traci_snapshots_are_identical():
         tra.close()
 
 
+@pytest.mark.parametrize("no_accel", ["libsumo", "traci"])
+def test_a_reader_not_asked_for_acceleration_reads_the_rest_alike(no_accel):
+    """``fields=()``: acceleration is NaN (not read), every other column as when it is read."""
+    cmd = sumo_command(GRID6_CFG, seed=42, end_s=30, step_length_s=0.5)
+    lib = SumoSource(cmd, "libsumo", fields=() if no_accel == "libsumo" else ("accel",))
+    tra = SumoSource(cmd, "traci", fields=() if no_accel == "traci" else ("accel",))
+    lib.start()
+    tra.start()
+    try:
+        for t in range(1, 31):
+            a, b = lib.step_to(float(t)).sorted_by_id(), tra.step_to(float(t)).sorted_by_id()
+            for f in ("ids", "x", "y", "speed", "angle", "edge", "lane", "lane_pos", "length"):
+                np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"{f} at t={t}")
+            dropped, read = (a, b) if no_accel == "libsumo" else (b, a)
+            assert np.isnan(dropped.accel).all() and np.isfinite(read.accel).all()
+        assert len(a) > 20 and (read.accel != 0).any()
+    finally:
+        lib.close()
+        tra.close()
+
+
 ATTACH_SCRIPT = """
 import sys, traci, libsumo, cosim
 from cosim.sumo_home import sumo_binary

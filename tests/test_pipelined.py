@@ -70,6 +70,15 @@ def test_all_layers_bit_identical_to_the_serial_path(tmp_path):
     assert (req["policy"].astype(str) == "lc-predictive").sum() > 0
 
 
+def test_acceleration_read_for_a_trace_only_and_results_alike(tmp_path):
+    """No layer reads acceleration: a run reads it only to record a trace, with the same results."""
+    plain = run_grid6(tmp_path, ALL_LAYERS, end_s=30, out="plain")
+    rec = run_grid6(tmp_path, ALL_LAYERS, "--jobs", "2", "--record", str(tmp_path / "t.parquet"), end_s=30, out="rec")
+    same_results(plain, rec, tables_at_least=5)
+    accel = pd.read_parquet(tmp_path / "t.parquet")["accel"]
+    assert len(accel) > 500 and accel.notna().all() and (accel != 0).any()
+
+
 def test_traci_and_replay_pipelined_match_serial(tmp_path):
     dvit = "[layers.dvit]\nrequest_rate_per_s = 2.0\n"
     ref = run_grid6(tmp_path, dvit, "--record", str(tmp_path / "t.parquet"), end_s=30, out="ref")

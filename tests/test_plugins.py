@@ -250,3 +250,40 @@ def test_one_option_of_one_policy_is_a_key_for_set_and_sweeps():
                  "--out", "/nonexistent/never")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "--set layers.dvit.options.vidi.rho=7" in proc.stderr and "layers.dvit.options.vidi.rho" in proc.stderr
+
+
+ACCEL_PLUGIN = '''
+import numpy as np
+from cosim import Layer, register_layer
+
+
+class _Seen(Layer):
+    def on_start(self):
+        self.table = self.ctx.table(self.name)
+
+    def on_slot(self, world):
+        a = world.snap.accel
+        self.table.append({"slot": np.array([world.slot]), "read": np.array([bool(np.isfinite(a).all())])})
+
+
+@register_layer("accel_asks")
+class Asks(_Seen):
+    snapshot_fields = ("accel",)
+
+
+@register_layer("accel_blind")
+class Blind(_Seen):
+    pass
+'''
+
+
+@pytest.mark.sumo
+@pytest.mark.parametrize("layer, read", [("accel_asks", True), ("accel_blind", False)])
+def test_a_layer_gets_the_acceleration_when_it_declares_it(tmp_path, layer, read):
+    (tmp_path / "accel_plugin.py").write_text(ACCEL_PLUGIN)
+    scen = tmp_path / "s.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 15\nplugins = ["accel_plugin.py"]\n[layers.{layer}]\n')
+    proc = cosim("run", str(scen), "--out", str(tmp_path / "run"), "-q", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    seen = pd.read_parquet(tmp_path / "run" / f"{layer}.parquet")
+    assert len(seen) == 15 and (seen["read"] == read).all()

@@ -3,7 +3,7 @@ import pytest
 import traci.constants as tc
 
 from cosim.errors import CosimError
-from cosim.sources.sumo import check_api_version, snapshot_from_results
+from cosim.sources.sumo import VARS, check_api_version, read_vars, snapshot_from_results
 
 
 class _FakeConn:
@@ -36,3 +36,13 @@ def test_snapshot_from_subscription_results():
     vx, vy = s.velocity()  # 90 deg = east
     assert vx[0] == pytest.approx(3.0) and vy[0] == pytest.approx(0.0, abs=1e-12)
     assert len(snapshot_from_results(0.0, {})) == 0
+
+
+def test_acceleration_is_read_only_when_asked():
+    assert read_vars() == VARS
+    assert read_vars(()) == tuple(v for v in VARS if v != tc.VAR_ACCELERATION)
+    res = {"a": {tc.VAR_POSITION: (1.0, 2.0), tc.VAR_SPEED: 3.0, tc.VAR_ANGLE: 90.0, tc.VAR_LANE_ID: "e1_0",
+                 tc.VAR_LANEPOSITION: 12.5}}
+    s = snapshot_from_results(7.0, res, {"a": 4.5}.__getitem__, variables=read_vars(()))
+    assert np.isnan(s.accel).all() and len(s.accel) == 1
+    assert s.speed[0] == 3.0 and s.lane_pos[0] == 12.5 and list(s.edge) == ["e1"]

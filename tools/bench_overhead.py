@@ -17,13 +17,21 @@ each with its idle waiting on the other, and the CPU seconds of each process (su
     python tools/bench_overhead.py some.sumocfg --step-length 0.1
     python tools/bench_overhead.py scenarios/grid6_cache.toml --no-traci \
         --set layers.cache.request_rate_per_vehicle_s=0.25     # a layer on: adds "no layers" variants
+    python tools/bench_overhead.py scenarios/grid6.toml --layers --no-traci   # the issue's whole table
+    python tools/build_city.py && python tools/bench_overhead.py build/city/scenarios/city.toml --no-traci
+
+``--layers`` (on a scenario without layers) adds, each with 1 and 2 processes (``--jobs 1``/``2``:
+the scaling with the workers), a variant per built-in layer at its default load (the layer's own
+defaults, which are those of scenarios/grid6_{dvit,cache,moe}.toml) and one with all three layers
+on in one run; a line per variant then gives the speed-up of 2 processes over 1.
 
 ``--game NAME`` copies ``sumo/tools/game/NAME.sumocfg`` (and what it reads) from the eclipse-sumo
 wheel into a scratch folder (the game scenarios write outputs beside themselves) and runs that.
 A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s at 0.5 s steps,
 ~5,300 vehicles, up to ~1,100 at once.
 
-Targets (issue 14): core alone ≤ 1.15x bare SUMO wall on a real OSM scenario, TraCI ≤ 3x.
+Targets (issue 14): core alone ≤ 1.15x bare SUMO wall on a real OSM scenario, ≤ 1.3x on a city-scale one,
+all three layers on ≤ 1.5x, TraCI ≤ 3x.
 
 ``--instructions`` measures instead with valgrind (callgrind), which counts executed instructions
 exactly: SUMO's state is saved at ``--warmup`` seconds (traffic at its steady level), every variant
@@ -39,6 +47,7 @@ count says), so this mode complements the timings rather than replacing them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -160,6 +169,21 @@ def instructions_mode(args, cfg, target: Path, step: float, tmp: Path, env: dict
             print(f"  process {j + 1:<7d} {c / slots:14,.0f} {c / base:6.2f}x")
 
 
+#: the built-in layers and the key that sets each one's load (``--layers`` runs each at its default)
+LAYER_LOADS = {"dvit": "request_rate_per_s", "cache": "request_rate_per_vehicle_s", "moe": "request_rate_per_s"}
+
+
+def layer_sets(names) -> list[str]:
+    """``--set`` items that switch the layers ``names`` on at their default loads."""
+    from cosim import registry
+
+    items = []
+    for name in names:
+        default = {f.name: f.default for f in dataclasses.fields(registry.layer_class(name).config_class)}
+        items += ["--set", f"layers.{name}.{LAYER_LOADS[name]}={default[LAYER_LOADS[name]]!r}"]
+    return items
+
+
 def _side_split(summary: dict) -> str:
     w, c = summary["wall_s"], summary.get("cpu_s", {})
     cpu = f"; CPU plugin process {c.get('plugin_process', 0):.1f} s" if c else ""
@@ -180,6 +204,8 @@ def main() -> None:
     ap.add_argument("--no-pipelined", action="store_true", help="skip the --jobs 2 variants")
     ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
+    ap.add_argument("--layers", action="store_true",
+                    help="add each built-in layer on, and all three on, at default loads, with --jobs 1 and 2")
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions with valgrind instead of timing (noise-free, steady state)")
     ap.add_argument("--warmup", type=float, default=300.0, help="--instructions: start of the window [s]")
@@ -224,6 +250,13 @@ def main() -> None:
         runs["traci serial"] = ["--backend", "traci", "--jobs", "1"]
         if not args.no_pipelined:
             runs["traci pipelined"] = ["--backend", "traci", "--jobs", "2"]
+    if args.layers:
+        if cfg.layers:
+            sys.exit(f"bench: --layers adds the layers itself: give a scenario without layers (not {target.name})")
+        for name, layers in [*((n, [n]) for n in LAYER_LOADS), ("all layers", list(LAYER_LOADS))]:
+            runs[f"{name} serial"] = [*layer_sets(layers), "--jobs", "1"]
+            if not args.no_pipelined:
+                runs[f"{name} piped"] = [*layer_sets(layers), "--jobs", "2"]
     for name, extra in runs.items():
         tag = name.replace(" ", "-")
         variants[name] = lambda i, extra=extra, tag=tag: timed(cosim + extra + ["--out", str(tmp / f"{tag}{i}"), "--overwrite"], env)
@@ -248,10 +281,17 @@ def main() -> None:
     for name in variants:
         med, lo, cpu = statistics.median(walls[name]), min(walls[name]), statistics.median(cpus[name])
         print(f"{name:18s} {med:12.2f} {med / bw:5.2f}x {lo:12.2f} {lo / bmin:5.2f}x {cpu:11.2f} {cpu / bc:5.2f}x")
+    print("scaling, 2 processes over 1 (median wall speed-up; CPU ratio):")
+    for name in variants:
+        base = name.removesuffix(" serial")
+        piped = next((base + s for s in (" piped", " pipelined") if name != base and base + s in variants), None)
+        if piped:
+            print(f"  {base:16s} {statistics.median(walls[name]) / statistics.median(walls[piped]):5.2f}x "
+                  f"wall; {statistics.median(cpus[piped]) / statistics.median(cpus[name]):5.2f}x CPU")
     print("inside cosim (last round):")
     for name in runs:
         s = json.loads((tmp / f"{name.replace(' ', '-')}{args.repeat - 1}" / "summary.json").read_text())
-        print(f"  {name:16s} {_side_split(s)}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
+        print(f"  {name:18s} {_side_split(s)}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
 
 
 if __name__ == "__main__":

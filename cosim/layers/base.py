@@ -102,6 +102,10 @@ class Layer:
     policy_traits: ClassVar[dict[str, Any]] = {}
     #: what this layer calls a policy, for messages ("scheduler", "eviction policy", ...)
     policy_kind: ClassVar[str] = "policy"
+    #: the on-demand snapshot fields this layer reads from ``world.snap``
+    #: (:data:`cosim.sources.base.ON_DEMAND_FIELDS`, e.g. ``("accel",)``); a live run reads
+    #: them from SUMO only when some layer (or a recorded trace) asks, else they are NaN
+    snapshot_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict, ctx: LayerContext):
         self.config = config

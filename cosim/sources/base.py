@@ -21,6 +21,13 @@ SNAPSHOT_FIELDS = {
     "length": "vehicle length [m]",
 }
 
+#: Columns a live source reads only when something asks for them (``fields`` of the SUMO source
+#: and readers); where not asked they are NaN. No built-in layer or output reads ``accel``: it
+#: is read when a cosim trace is recorded (``--record x.parquet|csv``, a replay must reproduce
+#: every column) or a layer declares it in ``Layer.snapshot_fields``. Measured: one libsumo
+#: getter of six per vehicle and slot (docs/performance.md).
+ON_DEMAND_FIELDS = frozenset({"accel"})
+
 
 @dataclass
 class Snapshot:

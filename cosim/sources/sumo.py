@@ -41,13 +41,21 @@ import numpy as np
 import traci.constants as tc
 
 from cosim.errors import CosimError, SumoDied, last_error_line
-from cosim.sources.base import Routes, Snapshot
+from cosim.sources.base import ON_DEMAND_FIELDS, Routes, Snapshot
 from cosim.sumo_home import sumo_binary
 
 #: variables read for every vehicle each slot. Each one costs ~0.15 ms per slot for ~450
-#: vehicles in libsumo's result conversion, so the edge is derived from the lane id and the
-#: (constant) length is fetched once per new vehicle.
+#: vehicles in libsumo's result conversion, so the edge is derived from the lane id, the
+#: (constant) length is fetched once per new vehicle, and the acceleration only when asked
+#: (``fields``; see :data:`~cosim.sources.base.ON_DEMAND_FIELDS`).
 VARS = (tc.VAR_POSITION, tc.VAR_SPEED, tc.VAR_ANGLE, tc.VAR_ACCELERATION, tc.VAR_LANE_ID, tc.VAR_LANEPOSITION)
+#: the on-demand snapshot field each optional variable fills
+_ON_DEMAND_VARS = {tc.VAR_ACCELERATION: "accel"}
+
+
+def read_vars(fields=ON_DEMAND_FIELDS) -> tuple[int, ...]:
+    """:data:`VARS` less the on-demand variables whose field is not in ``fields``."""
+    return tuple(v for v in VARS if _ON_DEMAND_VARS.get(v, "") in ("", *fields))
 #: context range [m] that covers any network
 _EVERYWHERE_M = 1e9
 _labels = itertools.count()
@@ -124,50 +132,50 @@ class _FirstSight(_Cache):
 
 
 def snapshot_from_results(time_s: float, res: dict[str, dict[int, Any]], length_of=None,
-                          edge_cache: dict | None = None) -> Snapshot:
-    """Columns from a ``{vehicle: {var: value}}`` subscription result (C-level transposition).
+                          edge_cache: dict | None = None, variables: tuple[int, ...] = VARS) -> Snapshot:
+    """Columns from a ``{vehicle: {var: value}}`` subscription result (C-level transposition)
+    holding ``variables`` (an on-demand one missing there: its column is NaN).
 
     ``length_of(vehicle_id)`` supplies lengths (cached by the caller); 5 m when not given.
     """
     if not res:
         return Snapshot.empty(time_s)
-    cols = list(zip(*map(_GETTER, res.values())))
+    cols = dict(zip(variables, zip(*map(operator.itemgetter(*variables), res.values()))))
     ids = list(res)
     n = len(ids)
-    pos = np.array(cols[0], dtype=float)
-    f = lambda i: np.array(cols[i], dtype=float)  # noqa: E731
-    lanes = cols[4]
+    pos = np.array(cols[tc.VAR_POSITION], dtype=float)
+    f = lambda v: np.array(cols[v], dtype=float) if v in cols else np.full(n, np.nan)  # noqa: E731
+    lanes = cols[tc.VAR_LANE_ID]
     edges = edge_cache if edge_cache is not None else _Cache(_edge_of_lane)
     edge = np.array(list(map(edges.__getitem__, lanes)), dtype=object)
     length = np.fromiter(map(length_of, ids), float, n) if length_of else np.full(n, 5.0)
     return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=pos[:, 0], y=pos[:, 1],
-                    speed=f(1), angle=f(2), accel=f(3), edge=edge, lane=np.array(lanes, dtype=object),
-                    lane_pos=f(5), length=length)
-
-
-_GETTER = operator.itemgetter(*VARS)
+                    speed=f(tc.VAR_SPEED), angle=f(tc.VAR_ANGLE), accel=f(tc.VAR_ACCELERATION), edge=edge,
+                    lane=np.array(lanes, dtype=object), lane_pos=f(tc.VAR_LANEPOSITION), length=length)
 
 
 class SubscriptionReader:
     """Reads all vehicles through one context subscription on an existing connection.
 
-    ``conn`` is the ``libsumo`` module, the ``traci`` module, or a ``traci.Connection``.
+    ``conn`` is the ``libsumo`` module, the ``traci`` module, or a ``traci.Connection``;
+    ``fields``: the on-demand snapshot fields to read (the others are NaN).
     """
 
-    def __init__(self, conn: Any):
+    def __init__(self, conn: Any, fields=ON_DEMAND_FIELDS):
         self.conn = conn
         junctions = conn.junction.getIDList()
         if not junctions:
             raise CosimError("the SUMO network has no junction to anchor the vehicle subscription on")
         self.anchor = junctions[0]
-        conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(VARS))
+        self.vars = read_vars(fields)
+        conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(self.vars))
         self.lengths = _FirstSight(conn.vehicle.getLength, conn.vehicle.getRoute)  # once per vehicle
         self.routes = self.lengths.routes
         self.edges = _Cache(_edge_of_lane)
 
     def read(self, time_s: float) -> Snapshot:
         res = self.conn.junction.getContextSubscriptionResults(self.anchor)
-        return snapshot_from_results(time_s, res or {}, self.lengths.__getitem__, self.edges)
+        return snapshot_from_results(time_s, res or {}, self.lengths.__getitem__, self.edges, self.vars)
 
     def unsubscribe(self) -> None:
         try:
@@ -180,10 +188,11 @@ class DirectReader:
     """libsumo only: in-process getters, one ``map`` per variable over all vehicles.
 
     The SWIG functions of ``libsumo._libsumo`` are called directly, skipping the Python
-    wrapper frame that ``libsumo.vehicle.getX`` adds to every call.
+    wrapper frame that ``libsumo.vehicle.getX`` adds to every call. ``fields``: the on-demand
+    snapshot fields to read (the others are NaN).
     """
 
-    def __init__(self, conn: Any):
+    def __init__(self, conn: Any, fields=ON_DEMAND_FIELDS):
         self.conn = conn
         raw = getattr(conn, "_libsumo", None)
         V = conn.vehicle
@@ -192,7 +201,7 @@ class DirectReader:
         self._pos = pick("vehicle_getPosition", V.getPosition)
         self._speed = pick("vehicle_getSpeed", V.getSpeed)
         self._angle = pick("vehicle_getAngle", V.getAngle)
-        self._accel = pick("vehicle_getAcceleration", V.getAcceleration)
+        self._accel = pick("vehicle_getAcceleration", V.getAcceleration) if "accel" in fields else None
         self._lane = pick("vehicle_getLaneID", V.getLaneID)
         self._lanepos = pick("vehicle_getLanePosition", V.getLanePosition)
         self.lengths = _FirstSight(pick("vehicle_getLength", V.getLength), pick("vehicle_getRoute", V.getRoute))
@@ -210,7 +219,8 @@ class DirectReader:
         lanes = list(map(self._lane, ids))
         edge = np.array(list(map(self.edges.__getitem__, lanes)), dtype=object)
         return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=pos[:, 0], y=pos[:, 1],
-                        speed=f(self._speed), angle=f(self._angle), accel=f(self._accel), edge=edge,
+                        speed=f(self._speed), angle=f(self._angle),
+                        accel=f(self._accel) if self._accel is not None else np.full(n, np.nan), edge=edge,
                         lane=np.array(lanes, dtype=object), lane_pos=f(self._lanepos),
                         length=np.fromiter(map(self.lengths.__getitem__, ids), float, n))
 
@@ -222,9 +232,10 @@ def is_libsumo(conn: Any) -> bool:
     return getattr(conn, "__name__", "").split(".")[0] == "libsumo"
 
 
-def make_reader(conn: Any) -> "DirectReader | SubscriptionReader":
-    """The fastest measured reader for this connection (see the module docstring)."""
-    return DirectReader(conn) if is_libsumo(conn) else SubscriptionReader(conn)
+def make_reader(conn: Any, fields=ON_DEMAND_FIELDS) -> "DirectReader | SubscriptionReader":
+    """The fastest measured reader for this connection (see the module docstring), reading the
+    on-demand snapshot fields in ``fields`` (default: all)."""
+    return DirectReader(conn, fields) if is_libsumo(conn) else SubscriptionReader(conn, fields)
 
 
 def check_api_version(conn: Any, client: str) -> str:
@@ -262,17 +273,20 @@ class SumoSource:
     ``timeout_s`` (TraCI only; the scenario key ``scenario.sumo_timeout_s``): a SUMO that does
     not answer a request for that long is taken as frozen (e.g. stopped with SIGSTOP, or hung):
     the run ends as if SUMO had died (:class:`SumoDied`) and the process is killed. 0 waits
-    forever. In-process libsumo cannot be watched this way.
+    forever. In-process libsumo cannot be watched this way. ``fields``: the on-demand snapshot
+    fields to read (:data:`~cosim.sources.base.ON_DEMAND_FIELDS`; default all, the others NaN).
     """
 
     def __init__(self, cmd: list[str], backend: str = "libsumo", port: int | None = None,
-                 log_file: str | Path | None = None, end_s: float | None = None, timeout_s: float = 0.0):
+                 log_file: str | Path | None = None, end_s: float | None = None, timeout_s: float = 0.0,
+                 fields=ON_DEMAND_FIELDS):
         if backend not in ("libsumo", "traci"):
             raise CosimError(f"unknown backend '{backend}' (use libsumo or traci)")
         self.cmd, self.backend, self.port = list(cmd), backend, port
         self.log_file = Path(log_file) if log_file else None
         self.end_s = end_s
         self.timeout_s = timeout_s
+        self.fields = frozenset(fields)
         self.conn: Any = None
         self.reader: DirectReader | SubscriptionReader | None = None
         self.route_of: Routes | None = None
@@ -288,7 +302,7 @@ class SumoSource:
             self._start_libsumo()
         else:
             self._start_traci()
-        self.reader = make_reader(self.conn)
+        self.reader = make_reader(self.conn, self.fields)
         self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES])
         self.route_of = self.reader.routes
 

@@ -29,7 +29,7 @@ import numpy as np
 from cosim.config import Config, range_pair
 from cosim.sources.base import Snapshot
 from cosim.world import channel as ch
-from cosim.world.coverage import dwell_idm, dwell_straight
+from cosim.world.coverage import dwell_idm, dwell_straight, rival_table
 from cosim.world.grid import RoadGrid
 from cosim.world.network import NetInfo
 from cosim.world.routes import RouteDwell
@@ -58,6 +58,10 @@ class World:
         self._veh_bw = range_pair(c.vehicle_bandwidth_hz, "channel.vehicle_bandwidth_hz")
         self._veh_cpu = range_pair(c.vehicle_compute_flops, "channel.vehicle_compute_flops")
         self._vidx_cache: dict[str, int] = {}
+        # the dwell's bisectors: each RSU's possible rivals, where that is at most half of them
+        # (measured: with 4 or 11 RSUs gathering them costs what it saves; with 108, 15x less)
+        table = rival_table(self.rsus.x, self.rsus.y, self.rsus.radius_m)
+        self._rivals = table if 2 * table.shape[1] <= len(self.rsus) else None
         self._uids: list[int] = []
         self._uid_arr = np.zeros(0, dtype=np.uint64)
         self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
@@ -177,7 +181,7 @@ class World:
             return out
         srv = self.serving[has]
         cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
-        rivals = (r.x, r.y, r.radius_m, srv) if wc.association == "nearest" else None
+        rivals = (r.x, r.y, r.radius_m, srv, self._rivals) if wc.association == "nearest" else None
         if model == "idm":
             out[has] = dwell_idm(
                 s.x[has], s.y[has], s.speed[has], s.angle[has], s.lane[has], s.lane_pos[has], s.length[has],
