@@ -174,7 +174,7 @@ def _workers(parent: int) -> list[int]:
 
 @sumo
 def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
-    f = tiny(tmp_path, seeds="[1, 2, 3]", end=60)
+    f = tiny(tmp_path, seeds="[1, 2, 3]", end=240)  # cells long enough (~2 s) to be killed mid-run
     out = tmp_path / "out"
     env = {**os.environ}
     proc = subprocess.Popen([sys.executable, "-m", "cosim", "sweep", str(f), "--out", str(out), "--jobs", "2", "-q"],
