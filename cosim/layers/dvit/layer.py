@@ -141,6 +141,17 @@ class Task(kn.Task):
 RSU_NAME = "@rsu"
 
 
+@dataclass
+class _SlotCache:
+    """What the layer derives from one slot's world, kept for that slot only."""
+
+    cpu: np.ndarray | None = None  # c_n of every vehicle of the snapshot
+    v2v: dict = field(default_factory=dict)  # (i, j) -> V2V rate, one pair at a time
+    problems: dict = field(default_factory=dict)  # build_problem's arguments -> (problem, names)
+    near: dict = field(default_factory=dict)  # (user, rsu) -> its neighbourhood (_near)
+    ahead: dict = field(default_factory=dict)  # vehicle id -> its route ahead (_ahead_of)
+
+
 @register_layer("dvit")
 class DViTLayer(Layer):
     config_class = DViTConfig
@@ -179,14 +190,12 @@ class DViTLayer(Layer):
         #: (task, world, device names) while a policy is asked for a plan (for observers: cosim.gym reads it)
         self.deciding: tuple | None = None
         self.kernel = kn.Kernel(list(self.policies), c.queue)
-        self._ahead_slot, self._ahead = -1, {}
         #: task_s: the task time spent so far by each policy's tasks after their uploads (steps,
         #: migrations) [s]: what a decision costs, read by cosim.gym between decisions
         self.stats = {p: {"planned": [], "reschedules": 0, "migrations": 0, "task_s": 0.0} for p in self.policies}
         self.next_id = 0
-        self._cpu_slot, self._cpu, self._rsu_cpu = -1, np.zeros(0), {}
-        self._v2v_slot, self._v2v = -1, {}
-        self._problems_slot, self._problems, self._near_cache = -1, {}, {}
+        self._rsu_cpu: dict[int, float] = {}
+        self._cache_slot, self._cache = -1, _SlotCache()
 
     def on_start(self) -> None:
         self.table = self.ctx.table("dvit_tasks")
@@ -194,10 +203,17 @@ class DViTLayer(Layer):
     # -- the world as a scheduling problem ---------------------------------------------------
     def _compute(self, world: World, idx: np.ndarray) -> np.ndarray:
         """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
-        if self._cpu_slot != world.slot:  # the world's c_n draw, mapped onto this layer's range
-            self._cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
-            self._cpu_slot = world.slot
-        return self._cpu[idx]
+        c = self._slot_cache(world)
+        if c.cpu is None:  # the world's c_n draw, mapped onto this layer's range
+            c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
+        return c.cpu[idx]
+
+    def _slot_cache(self, world: World) -> "_SlotCache":
+        """What this layer derived from ``world`` in its slot (the world is fixed within a slot);
+        emptied when the slot changes."""
+        if self._cache_slot != world.slot:
+            self._cache_slot, self._cache = world.slot, _SlotCache()
+        return self._cache
 
     def _rsu_compute(self, rsu: int) -> float:
         if rsu not in self._rsu_cpu:
@@ -216,10 +232,9 @@ class DViTLayer(Layer):
         arguments: it is built once per slot and reused (with ``steps`` and ``elapsed_s`` set)
         by every later ask — a scheduler asked before every step asks many times from the same
         holder."""
-        if self._problems_slot != world.slot:
-            self._problems_slot, self._problems, self._near_cache = world.slot, {}, {}
+        problems = self._slot_cache(world).problems
         key = (user, rsu, origin, upload, ahead)
-        hit = self._problems.get(key)
+        hit = problems.get(key)
         if hit is not None:
             p, names = hit
             if p.steps != steps or p.elapsed_s != elapsed_s:
@@ -227,7 +242,7 @@ class DViTLayer(Layer):
                                         elapsed_s=elapsed_s)
             return p, names
         p, names = self._build_problem(world, user, rsu, origin, steps, upload, ahead, elapsed_s)
-        self._problems[key] = (p, names)
+        problems[key] = (p, names)
         return p, names
 
     def _near(self, world: World, user: int, rsu: int) -> tuple:
@@ -237,7 +252,8 @@ class DViTLayer(Layer):
         RSU: a task re-planned from one holder after another (a helper is a candidate of the
         same user) finds its candidates and most of its hand-offs here."""
         key = (user, rsu)
-        hit = self._near_cache.get(key)
+        near_cache = self._slot_cache(world).near
+        hit = near_cache.get(key)
         if hit is None:
             s = world.snap
             served = np.flatnonzero(world.serving == rsu)
@@ -247,7 +263,7 @@ class DViTLayer(Layer):
             order = cand[near][np.argsort(d_user[near], kind="stable")]
             members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
             rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
-            hit = self._near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
+            hit = near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
                                            len(served))
         return hit
 
@@ -325,8 +341,7 @@ class DViTLayer(Layer):
         it is; the RSU stays put) and (V,) how far each is into its cell, walked once per vehicle
         and slot. Where the source knows no routes (a replayed trace) or the vehicle is inside a
         junction, straight ahead along its velocity (the stated fallback)."""
-        if self._ahead_slot != world.slot:
-            self._ahead_slot, self._ahead = world.slot, {}
+        walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
         out = np.repeat(xy[:, None, :], M, axis=1)
         offset = np.zeros(len(vidx))
@@ -334,7 +349,7 @@ class DViTLayer(Layer):
             if i < 0:
                 continue
             vid = s.ids[i]
-            hit = self._ahead.get(vid)
+            hit = walked.get(vid)
             if hit is None:
                 off = float(s.lane_pos[i]) % g
                 r = np.maximum(np.arange(M) * g - off + g / 2, 0.0)
@@ -355,7 +370,7 @@ class DViTLayer(Layer):
                     sp = float(np.hypot(*v))
                     unit = v / sp if sp > 0 else np.zeros(2)
                     pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
-                hit = self._ahead[vid] = (pts, off)
+                hit = walked[vid] = (pts, off)
             out[row], offset[row] = hit
         return out, offset
 
@@ -454,12 +469,10 @@ class DViTLayer(Layer):
             comm = self.bits / rate if rate > 0 else np.inf
         else:
             key = (index[src], index[dev])
-            if self._v2v_slot != world.slot:  # the world is fixed within a slot: cache pair rates
-                self._v2v.clear()
-                self._v2v_slot = world.slot
-            rate = self._v2v.get(key)
+            pairs = self._slot_cache(world).v2v  # the world is fixed within a slot: pair rates once
+            rate = pairs.get(key)
             if rate is None:
-                rate = self._v2v[key] = world.v2v_rate_pair(key[0], key[1])
+                rate = pairs[key] = world.v2v_rate_pair(key[0], key[1])
             comm = self.bits / rate if rate > 0 else np.inf
         if dev == RSU_NAME:
             comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait
