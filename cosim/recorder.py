@@ -108,6 +108,7 @@ class TableWriter:
         self._parts = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cosim-{self.path.stem}")
         self._jobs: list[Future] = []
+        self._failed: BaseException | None = None  # the first failed write (set by the writing thread)
         self.rows = 0
 
     def append(self, columns: dict[str, Any]) -> None:
@@ -132,6 +133,17 @@ class TableWriter:
         self._jobs.append(self._pool.submit(self._write, parts))
 
     def _write(self, parts: dict[str, list]) -> None:
+        # after a failed part no later one is written: a part queued behind it would otherwise
+        # land once the failed one's space was freed, and the table would have a gap
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._write_now(parts)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def _write_now(self, parts: dict[str, list]) -> None:
         table = pa.table({k: _column(p) for k, p in parts.items()})
         if table.num_rows == 0:
             return

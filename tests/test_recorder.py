@@ -79,3 +79,32 @@ def test_json_outputs_are_valid_json_always(value, text):
     out = dumps_json(value, indent=None)
     assert out == text
     json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # NaN/Infinity would land here
+
+
+def test_no_part_is_written_after_a_failed_one(tmp_path, monkeypatch):
+    """A part queued behind one that failed (a full disk) is not written when the space comes
+    back: the table keeps every slot up to the failure, without a gap."""
+    import errno
+    import threading
+
+    from cosim import recorder
+
+    release, calls = threading.Event(), []
+    real = recorder.write_atomic
+
+    def failing_first(path, data):  # noqa: ANN001
+        calls.append(path.name)
+        if len(calls) == 1:
+            release.wait(10)  # the second part is queued meanwhile
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(recorder, "write_atomic", failing_first)
+    w = recorder.TableWriter(tmp_path / "t.parquet", flush_batches=1)
+    w.append({"slot": np.array([0])})  # part 0: blocked, then fails
+    w.append({"slot": np.array([1])})  # part 1: queued behind it
+    release.set()
+    with pytest.raises(OSError, match="No space"):
+        w.close()
+    assert calls == ["part-000000.parquet"]  # part 1 never reached the disk
+    assert not list((tmp_path / "t.parquet").glob("part-*"))
