@@ -79,3 +79,27 @@ def test_the_gate_model_routes_real_text_and_physical_gating_changes_the_later_l
     # built from its seed alone: the same model whatever torch's global state
     torch.manual_seed(123)
     assert torch.equal(GateModel(len(vocab), 32, 64, 3, 4, 2, seed=0).load(prompt), load)
+
+
+def test_the_gate_memo_reuses_shared_prefixes_and_gives_the_same_routing_bit_for_bit():
+    from cosim.layers.moe.model import GateModel, Vocabulary
+
+    vocab = Vocabulary()
+    model = GateModel(len(vocab), 32, 64, layers=4, experts=4, top_k=2, seed=0)
+    prompt = vocab.prompt(64, torch.Generator().manual_seed(5))
+    ran = []
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, a, out, i=i: ran.append(i))
+    base = torch.rand(4, 4, generator=torch.Generator().manual_seed(1))
+    later = base.clone()
+    later[2, 1] = 0.0  # differs from layer 2 on (a reroute before layer 2)
+    first = base.clone()
+    first[0, 3] = 0.0  # differs from layer 0 on (another placement)
+    memo: dict = {}
+    for q, blocks in ((base, [0, 1, 2, 3]), (base, []), (later, [2, 3]), (first, [0, 1, 2, 3]), (later, [])):
+        ran.clear()
+        got = model.load(prompt, q, memo)
+        assert ran == blocks  # only the blocks after the longest shared prefix run
+        ran.clear()
+        assert torch.equal(got, model.load(prompt, q))  # the same as without the memo
+    assert model.load(prompt, later, memo)[2, 1] == 0

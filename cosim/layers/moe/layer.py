@@ -116,6 +116,7 @@ class Task(kn.Task):
     layer_iv: np.ndarray = field(default_factory=_none)  # (L, E) index into ivs of each expert's host, -1 not placed
     tokens: np.ndarray = field(default_factory=_none)  # (L, E) tokens routed to each expert
     prompt: object = None  # the prompt's token ids (torch, shared by the policies)
+    gate_memo: dict = field(default_factory=dict)  # the gate model's block outputs on the prompt (shared, see GateModel.load)
     gate_q: np.ndarray = field(default_factory=_none)  # (L, E) the gate's quality of each expert (0: masked)
     evals: int = 0  # follower evaluations the policy's solver spent
     prices: np.ndarray = field(default_factory=_none)
@@ -225,15 +226,16 @@ class MoELayer(Layer):
             return (host >= 0).astype(float)
         return np.where(host >= 0, quality[np.maximum(host, 0)], 0.0)
 
-    def route(self, prompt, gate_q: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    def route(self, prompt, gate_q: np.ndarray, memo: dict | None = None) -> np.ndarray:  # noqa: ANN001
         """Tokens routed to each expert, (L, E): the gate model's forward pass on the task's
-        prompt, each layer gated by ``gate_q`` (one thread: a small model on a shared machine)."""
+        prompt, each layer gated by ``gate_q`` (one thread: a small model on a shared machine);
+        ``memo``: the task's, shared by its policies (:meth:`GateModel.load`)."""
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32)).numpy()
+            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
         finally:
             torch.set_num_threads(threads)
 
@@ -280,6 +282,7 @@ class MoELayer(Layer):
         cand_names = [str(v) for v in world.snap.ids[cand["idx"]]]
         seed = int(ch.stable_uid(f"moe.{self.ctx.seed}.{tid}") % 2**62)
         prompt = self.vocab.prompt(c.tokens, torch.Generator().manual_seed(seed))  # the same for every policy
+        memo: dict = {}  # its forward pass, block by block, shared by the policies and their reroutes
         tv_name = str(world.snap.ids[tv])
         contention = self.kernel.capacity is not None
         # per placement (link-aware or not; per policy with the simulated queue, since each policy's
@@ -293,7 +296,7 @@ class MoELayer(Layer):
                 cp = self._free(cand, cand_names, policy) if contention else cand
                 chosen, host = self.place(cp, aware)
                 gq = self.gate_quality(host, cp["quality"][chosen] if aware and c.physical_gating else None)
-                tokens = self.route(prompt, gq) if len(chosen) else None
+                tokens = self.route(prompt, gq, memo) if len(chosen) else None
                 game = None
                 if len(chosen) and tokens.sum() > 0:
                     work = np.zeros(len(chosen))
@@ -337,11 +340,11 @@ class MoELayer(Layer):
                 gq = np.where((host >= 0) & (f[np.maximum(host, 0)] > 0), gq, 0.0)
                 rkey = (key, gq.tobytes())
                 if rkey not in shared:
-                    shared[rkey] = self.route(prompt, gq)
+                    shared[rkey] = self.route(prompt, gq, memo)
                 tokens = shared[rkey]
             # the placement is shared between policies: each task re-routes its own copy
             task = Task(tid, policy, t_request, clock=t_request, tv=tv_name, ivs=names, layer_iv=host.copy(),
-                        tokens=tokens.copy(), prompt=prompt, gate_q=gq.copy(), evals=evals, prices=prices, f=f,
+                        tokens=tokens.copy(), prompt=prompt, gate_memo=memo, gate_q=gq.copy(), evals=evals, prices=prices, f=f,
                         u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i], solve_ms=solve_ms)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
@@ -470,7 +473,7 @@ class MoELayer(Layer):
         else:
             rest[tuple(moving.T)] = -1
             q[tuple(moving.T)] = 0.0
-        task.tokens[task.layer:] = self.route(task.prompt, task.gate_q)[task.layer:]
+        task.tokens[task.layer:] = self.route(task.prompt, task.gate_q, task.gate_memo)[task.layer:]
         return move_s
 
     def _finish(self, task: Task, status: str, reason: str) -> None:

@@ -264,12 +264,39 @@ class GateModel(nn.Module):
         return pe
 
     @torch.no_grad()
-    def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None) -> torch.Tensor:
+    def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
         """Tokens routed to each expert, (layers, experts) int64, for prompt ``ids`` (T,);
-        ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert)."""
-        x = self.embed(ids) + self.positions(len(ids))
-        out = torch.zeros(len(self.blocks), self.experts, dtype=torch.int64)
-        for layer, block in enumerate(self.blocks):
-            x, idx, w = block(x, None if quality is None else quality[layer])
+        ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert).
+
+        ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
+        with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
+        layers 0..l alone, so each block's output is remembered under those rows; a later call
+        starts after the longest prefix it shares with an earlier one (the policies of one task
+        share their placement's rows; a reroute changes only the layers still to run). The same
+        operations on the same inputs: the same result, bit for bit (tested)."""
+        layers = len(self.blocks)
+        out = torch.zeros(layers, self.experts, dtype=torch.int64)
+        keys = ([None] * layers if memo is None else
+                [(layer, None if quality is None else quality[: layer + 1].numpy().tobytes()) for layer in range(layers)])
+        first = 0
+        if memo is not None:
+            while first < layers and keys[first] in memo:
+                first += 1
+            for layer in range(first):
+                out[layer] = memo[keys[layer]][1]
+            if first == layers:
+                return out
+        if first == 0:
+            x = memo.get("embed") if memo is not None else None
+            if x is None:
+                x = self.embed(ids) + self.positions(len(ids))
+                if memo is not None:
+                    memo["embed"] = x
+        else:
+            x = memo[keys[first - 1]][0]
+        for layer in range(first, layers):
+            x, idx, w = self.blocks[layer](x, None if quality is None else quality[layer])
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
+            if memo is not None:
+                memo[keys[layer]] = (x, out[layer].clone())
         return out
