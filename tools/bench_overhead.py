@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--step-length", type=float, help="SUMO step length [s] (default: the scenario's)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variants")
+    ap.add_argument("--no-libsumo", action="store_true", help="skip the libsumo variants (e.g. to time TraCI alone)")
     ap.add_argument("--no-pipelined", action="store_true", help="skip the --jobs 2 variants")
     ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
@@ -243,9 +244,10 @@ def main() -> None:
         runs["no layers serial"] = ["--no-layers", "--jobs", "1"]
         if not args.no_pipelined:
             runs["no layers piped"] = ["--no-layers", "--jobs", "2"]
-    runs["cosim serial"] = ["--jobs", "1"]
-    if not args.no_pipelined:
-        runs["cosim pipelined"] = ["--jobs", "2"]
+    if not args.no_libsumo:
+        runs["cosim serial"] = ["--jobs", "1"]
+        if not args.no_pipelined:
+            runs["cosim pipelined"] = ["--jobs", "2"]
     if not args.no_traci:
         runs["traci serial"] = ["--backend", "traci", "--jobs", "1"]
         if not args.no_pipelined:
@@ -291,7 +293,11 @@ def main() -> None:
     print("inside cosim (last round):")
     for name in runs:
         s = json.loads((tmp / f"{name.replace(' ', '-')}{args.repeat - 1}" / "summary.json").read_text())
-        print(f"  {name:18s} {_side_split(s)}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
+        c = s.get("cpu_s", {})
+        binary = ""  # over TraCI the `sumo` binary is a process of its own: the tree's CPU less cosim's processes
+        if "--backend" in runs[name] and c:
+            binary = f", `sumo` binary ~{cpus[name][-1] - c['plugin_process'] - (c.get('sumo_process') or 0):.1f} s CPU"
+        print(f"  {name:18s} {_side_split(s)}{binary}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
 
 
 if __name__ == "__main__":
