@@ -1,0 +1,180 @@
+"""One TraCI simulation step, its response decoded by cosim (the TraCI backend's hot path).
+
+Over TraCI cosim reads every vehicle through one context subscription (see
+:mod:`cosim.sources.sumo`); SUMO sends its results in the response to each *Simulation Step*
+command. The ``traci`` package decodes that response value by value in Python (a few
+``struct`` calls per variable and vehicle): on A10KW (~1,100 vehicles) that was most of the
+plugin process's CPU time (docs/performance.md, "Issue 14, third pass"). Our subscription
+always has the same shape, so :class:`ContextDecoder` decodes it in bulk instead: one short
+Python loop over the vehicles finds where each record starts (two lengths per record), numpy
+gathers every record's fixed-size part at once and converts the big-endian doubles, and the
+strings are cut and decoded by C-level ``map``. Every other subscription in the response (the
+simulation's own), and ours whenever it does not have the expected shape (a variable that
+reports an error, an unexpected type), is decoded by ``traci`` itself, so the values are
+``traci``'s wherever they come from. ``traci`` still connects, loads and sends every other
+command.
+
+Written from the TraCI protocol (SUMO documentation: "TraCI/Protocol", "TraCI/Object Context
+Subscription", "TraCI/Control-related commands"): a message is an int32 total length followed
+by commands; a response starts with a status (ubyte length, ubyte command id, ubyte result,
+string description); the Simulation Step response then holds an int32 count of subscription
+responses, each a command of its own: its length (ubyte, or 0 and an int32 that counts the
+length fields too), the response id, the EGO object's id (string), the context domain (ubyte),
+the number of variables (ubyte), the number of objects (int32), and per object its id (string)
+and per variable its id (ubyte), a status (ubyte, 0 = OK) and the typed value (ubyte type,
+then the value: double = 8 bytes, 2D position = two doubles, string = int32 length + UTF-8
+bytes). Integers and doubles are big-endian.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import traci.constants as tc
+from traci.exceptions import FatalTraCIError, TraCIException
+
+_INT = struct.Struct("!i").unpack_from
+#: a Simulation Step command on its own: message length, command length, command id, target time
+_SIMSTEP = struct.Struct("!iBBd")
+_RESULTS = {0x00: "OK", 0x01: "Not implemented", 0xFF: "Error"}
+
+#: vehicle variables the decoder knows: wire type and the snapshot column(s) its value fills
+WIRE = {
+    tc.VAR_POSITION: (tc.POSITION_2D, ("x", "y")),
+    tc.VAR_SPEED: (tc.TYPE_DOUBLE, ("speed",)),
+    tc.VAR_ANGLE: (tc.TYPE_DOUBLE, ("angle",)),
+    tc.VAR_ACCELERATION: (tc.TYPE_DOUBLE, ("accel",)),
+    tc.VAR_LANEPOSITION: (tc.TYPE_DOUBLE, ("lane_pos",)),
+    tc.VAR_LANE_ID: (tc.TYPE_STRING, ()),
+}
+
+
+class ContextDecoder:
+    """Decodes the response to one context subscription of vehicle variables on object
+    ``anchor`` (domain ``response``, e.g. a junction's): ``variables`` in subscription order,
+    every one of them in :data:`WIRE`, the fixed-size ones first and exactly one string (the
+    lane) last."""
+
+    def __init__(self, anchor: str, variables: tuple[int, ...],
+                 response: int = tc.RESPONSE_SUBSCRIBE_JUNCTION_CONTEXT):
+        *fixed, last = variables
+        if WIRE[last][0] != tc.TYPE_STRING or any(WIRE[v][0] == tc.TYPE_STRING for v in fixed):
+            raise ValueError("ContextDecoder: the fixed-size variables first, then exactly one string")
+        self.anchor = anchor.encode("utf8")
+        self.variables = tuple(variables)
+        self.response = response
+        # one record after the vehicle's id: per fixed variable [id, status, type, value], then the
+        # string's [id, status, type] and its int32 length; its bytes follow
+        names, formats, offsets, check_at, check = [], [], [], [], []
+        off = 0
+        for v in variables:
+            wire, cols = WIRE[v]
+            check_at += [off, off + 1, off + 2]
+            check += [v, tc.RTYPE_OK, wire]
+            off += 3
+            for c in cols:
+                names.append(c)
+                formats.append(">f8")
+                offsets.append(off)
+                off += 8
+        names.append("strlen")
+        formats.append(">i4")
+        offsets.append(off)
+        self.width = off + 4  # bytes from the end of the id to the string's bytes
+        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": self.width})
+        self.columns = tuple(names[:-1])
+        self._span = np.arange(self.width)
+        self._check_at = np.array(check_at)
+        self._check = np.array(check, dtype=np.uint8)
+
+    def decode(self, buf: bytes, p: int) -> tuple[int, tuple[list[str], list[str], dict[str, np.ndarray]]] | None:
+        """The subscription response starting at ``buf[p]``: (where it ends, (vehicle ids, lanes,
+        {column: float64 array})) in SUMO's order, or None when it is not ours or not of the
+        expected shape (then ``traci`` decodes it)."""
+        length, head = buf[p], 1
+        if length == 0:
+            length, head = _INT(buf, p + 1)[0], 5
+        end = p + length
+        q = p + head
+        if buf[q] != self.response:
+            return None
+        n_id = _INT(buf, q + 1)[0]
+        q += 5
+        if buf[q:q + n_id] != self.anchor:
+            return None
+        q += n_id
+        if buf[q] != tc.CMD_GET_VEHICLE_VARIABLE or buf[q + 1] != len(self.variables):
+            return None
+        n = _INT(buf, q + 2)[0]
+        q += 6
+        # where each record starts: the only sequential part (two lengths per vehicle)
+        starts = [0] * n
+        skip = self.width - 4
+        try:
+            for i in range(n):
+                starts[i] = q
+                b = q + 4 + _INT(buf, q)[0] + skip
+                q = b + 4 + _INT(buf, b)[0]
+        except struct.error:  # ran past the end: not the shape we expect
+            return None
+        if q != end or end > len(buf):
+            return None
+        if n == 0:
+            return end, ([], [], {c: np.zeros(0) for c in self.columns})
+        raw = np.frombuffer(buf, np.uint8)
+        s = np.array(starts, dtype=np.intp)
+        id_a = s + 4
+        id_b = id_a + raw[s[:, None] + self._span[:4]].view(">i4")[:, 0]
+        block = raw[id_b[:, None] + self._span]  # (n, width): every record's fixed part, one copy
+        if not (block[:, self._check_at] == self._check).all():
+            return None  # a variable with an error status or another type: traci's generic path
+        rec = block.view(self.dtype)[:, 0]
+        str_a = id_b + self.width
+        str_b = str_a + rec["strlen"]
+        cut = buf.__getitem__
+        ids = list(map(bytes.decode, map(cut, map(slice, id_a.tolist(), id_b.tolist()))))
+        strs = list(map(bytes.decode, map(cut, map(slice, str_a.tolist(), str_b.tolist()))))
+        return end, (ids, strs, {c: rec[c].astype(np.float64) for c in self.columns})
+
+
+def simulation_step(conn: Any, time_s: float, decoder: ContextDecoder):
+    """Sends one Simulation Step to ``time_s`` over ``conn`` (a ``traci.Connection``) and reads
+    the response: our context subscription through ``decoder`` (returned: its ``decode`` value
+    without the end), every other subscription into ``conn``'s results as ``traci`` does (None
+    returned when ours was not there or ``traci`` decoded it). Errors are ``traci``'s own:
+    :class:`FatalTraCIError` when the connection is gone, :class:`TraCIException` when SUMO
+    refuses the step."""
+    sock = conn._socket
+    if sock is None:
+        raise FatalTraCIError("Connection already closed.")
+    with conn._lock:
+        sock.send(_SIMSTEP.pack(_SIMSTEP.size, _SIMSTEP.size - 4, tc.CMD_SIMSTEP, time_s))
+        result = conn._recvExact()  # traci's: a socket error or timeout is None, as for its own step
+    if not result:
+        sock.close()
+        conn._socket = None
+        raise FatalTraCIError("Connection closed by SUMO.")
+    buf = result._content
+    cmd, status = buf[1], buf[2]
+    n_err = _INT(buf, 3)[0]
+    if status or n_err:
+        raise TraCIException(buf[7:7 + n_err].decode("utf8"), cmd, _RESULTS.get(status, status))
+    if cmd != tc.CMD_SIMSTEP:
+        raise FatalTraCIError(f"Received answer {cmd} for command {tc.CMD_SIMSTEP}.")
+    p = 7 + n_err
+    n_subs = _INT(buf, p)[0]
+    p += 4
+    for results in conn._subscriptionMapping.values():
+        results.reset()
+    ours = None
+    for _ in range(n_subs):
+        got = decoder.decode(buf, p)
+        if got is None:
+            result._pos = p
+            conn._readSubscription(result)
+            p = result._pos
+        else:
+            p, ours = got
+    return ours
