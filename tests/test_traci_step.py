@@ -76,15 +76,20 @@ def test_layout_must_end_with_the_one_string():
         ContextDecoder("J0", (tc.VAR_LANE_ID, tc.VAR_SPEED))
 
 
-def _traci_decodes(conn, raw: bytes, anchor: str):
-    """traci's own decoding of a step response (what ``Connection.simulationStep`` does with it)."""
-    st = Storage(raw)
+def _traci_decodes(conn, step_raw: bytes, context_raw: bytes, anchor: str):
+    """traci's own decoding of a step's answer and of the context subscription's answer (what
+    ``Connection.simulationStep`` and ``subscribeContext`` do with them)."""
+    st = Storage(step_raw)
     st.read("!BBB")
     st.readString()
     for results in conn._subscriptionMapping.values():
         results.reset()
     for _ in range(st.readInt()):
         conn._readSubscription(st)
+    assert not st.ready()
+    st = Storage(context_raw)
+    assert st.read("!BBB")[1:] == (tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT, 0) and st.readString() == ""
+    conn._readSubscription(st)
     assert not st.ready()
     return dict(conn.junction.getContextSubscriptionResults(anchor)), conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
 
@@ -95,7 +100,7 @@ FIELDS = ("ids", "x", "y", "speed", "angle", "accel", "edge", "lane", "lane_pos"
 @pytest.mark.sumo
 @pytest.mark.parametrize("accel", [True, False])
 def test_matches_traci_on_the_same_responses_of_a_real_run(accel):
-    """grid6, 100 s: every step's response decoded by cosim and by traci, column for column, in
+    """grid6, 100 s: every slot's answers decoded by cosim and by traci, column for column, in
     SUMO's order; vehicles enter and leave, and vehicles with odd ids (non-ASCII, spaces, a tab,
     XML's special characters, 300 characters) are added over TraCI."""
     src = SumoSource(sumo_command(GRID6_CFG, seed=42, end_s=100, step_length_s=0.5), "traci",
@@ -121,8 +126,8 @@ def test_matches_traci_on_the_same_responses_of_a_real_run(accel):
                     conn.vehicle.add(vid, "odd route")
             raws.clear()
             snap = src.step_to(float(t))
-            assert len(raws) >= 1
-            res, now = _traci_decodes(conn, raws[0], reader.anchor)
+            assert len(raws) >= 2  # the step's answer, the subscription's, then any first-sight lookups
+            res, now = _traci_decodes(conn, raws[0], raws[1], reader.anchor)
             ref = snapshot_from_results(now, res, reader.lengths.__getitem__, variables=reader.vars)
             assert snap.time_s == now == float(t)
             for f in FIELDS:

@@ -178,10 +178,13 @@ class SubscriptionReader:
             raise CosimError("the SUMO network has no junction to anchor the vehicle subscription on")
         self.anchor = junctions[0]
         self.vars = read_vars(fields)
-        conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(self.vars))
+        self._subscribe()
         self.lengths = _FirstSight(conn.vehicle.getLength, conn.vehicle.getRoute)  # once per vehicle
         self.routes = self.lengths.routes
         self.edges = _Cache(_edge_of_lane)
+
+    def _subscribe(self) -> None:
+        self.conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(self.vars))
 
     def read(self, time_s: float) -> Snapshot:
         res = self.conn.junction.getContextSubscriptionResults(self.anchor)
@@ -194,26 +197,30 @@ class SubscriptionReader:
 
 
 class StepReader(SubscriptionReader):
-    """TraCI on cosim's own connection: :meth:`step` sends the Simulation Step itself and
-    decodes our subscription's part of the response in bulk
-    (:class:`~cosim.sources.traci_step.ContextDecoder`), the same values ``traci`` decodes
-    (tested on the same responses) at a fraction of the CPU time. The simulation time comes
-    with the response too (``VAR_TIME`` in the simulation's subscription, which the caller
-    makes): no second request per slot. Not for a connection someone else steps (``attach``:
-    their ``simulationStep`` decodes the response; :class:`SubscriptionReader` reads it)."""
+    """TraCI on cosim's own connection, two requests per slot: the Simulation Step (whose answer
+    brings the time and the vehicles expected, the simulation's own subscription), then the
+    context subscription made anew, valid until now (``end`` = the time reached): SUMO answers it
+    with the vehicles' values at once and drops it at its next step. A standing subscription
+    costs SUMO its whole evaluation after *every* simulation step, of which only the slot's last
+    is sent (measured: docs/performance.md). Our answer is decoded in bulk
+    (:class:`~cosim.sources.traci_step.ContextDecoder`), the values ``traci`` decodes (tested on
+    the same responses). Not for a connection someone else steps (``attach``: their
+    ``simulationStep`` reads a standing subscription; :class:`SubscriptionReader`)."""
 
-    def __init__(self, conn: Any, fields=ON_DEMAND_FIELDS):
-        super().__init__(conn, fields)
-        from cosim.sources.traci_step import ContextDecoder
+    def _subscribe(self) -> None:
+        from cosim.sources.traci_step import ContextDecoder, context_request
 
         self.decoder = ContextDecoder(self.anchor, self.vars)
+        self.request = context_request(self.anchor, self.vars, _EVERYWHERE_M)
         self.decoded = 0  # slots our decoder read (the others: traci's generic path)
 
     def step(self, time_s: float) -> Snapshot:
-        from cosim.sources.traci_step import simulation_step
+        from cosim.sources.traci_step import read_context
 
-        got = simulation_step(self.conn, time_s, self.decoder)
-        now = self.conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
+        conn = self.conn
+        conn.simulationStep(time_s)
+        now = conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
+        got = read_context(conn, self.request(now), self.decoder)
         if got is None:  # not in our shape this time: traci decoded it into its results
             return self.read(now)
         self.decoded += 1
@@ -221,10 +228,7 @@ class StepReader(SubscriptionReader):
         return _assemble(now, ids, lanes, self.lengths.__getitem__, self.edges, cols)
 
     def unsubscribe(self) -> None:
-        try:
-            self.conn.junction.unsubscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M)
-        except Exception:  # connection already gone
-            pass
+        pass  # each subscription ends by itself
 
 
 class DirectReader:

@@ -36,8 +36,6 @@ import traci.constants as tc
 from traci.exceptions import FatalTraCIError, TraCIException
 
 _INT = struct.Struct("!i").unpack_from
-#: a Simulation Step command on its own: message length, command length, command id, target time
-_SIMSTEP = struct.Struct("!iBBd")
 _RESULTS = {0x00: "OK", 0x01: "Not implemented", 0xFF: "Error"}
 
 #: vehicle variables the decoder knows: wire type and the snapshot column(s) its value fills
@@ -139,19 +137,33 @@ class ContextDecoder:
         return end, (ids, strs, {c: rec[c].astype(np.float64) for c in self.columns})
 
 
-def simulation_step(conn: Any, time_s: float, decoder: ContextDecoder):
-    """Sends one Simulation Step to ``time_s`` over ``conn`` (a ``traci.Connection``) and reads
-    the response: our context subscription through ``decoder`` (returned: its ``decode`` value
-    without the end), every other subscription into ``conn``'s results as ``traci`` does (None
-    returned when ours was not there or ``traci`` decoded it). Errors are ``traci``'s own:
-    :class:`FatalTraCIError` when the connection is gone, :class:`TraCIException` when SUMO
-    refuses the step."""
+def context_request(anchor: str, variables: tuple[int, ...], range_m: float):
+    """A function of the time ``end_s`` giving the message that subscribes (junction ``anchor``'s
+    context: every vehicle within ``range_m``, ``variables``) from now until ``end_s``: SUMO answers
+    with the results at once, and drops the subscription after ``end_s``."""
+    anchor_b = anchor.encode("utf8")
+    tail = (struct.pack("!i", len(anchor_b)) + anchor_b
+            + struct.pack("!BdB", tc.CMD_GET_VEHICLE_VARIABLE, range_m, len(variables)) + bytes(variables))
+    length = 1 + 1 + 8 + 8 + len(tail)  # the command: its length, id, begin, end and the rest
+    head = (struct.pack("!iBB", 4 + length, length, tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT) if length <= 255 else
+            struct.pack("!iBiB", 4 + length + 4, 0, length + 4, tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT))
+    head += struct.pack("!d", tc.INVALID_DOUBLE_VALUE)  # begin: now
+    end = struct.Struct("!d").pack
+    return lambda end_s: head + end(end_s) + tail
+
+
+def read_context(conn: Any, message: bytes, decoder: ContextDecoder):
+    """Sends ``message`` (from :func:`context_request`) over ``conn`` (a ``traci.Connection``) and
+    decodes the answer through ``decoder``: its ``decode`` value without the end, or None where
+    the decoder declined and ``traci`` decoded it into ``conn``'s junction context results.
+    Errors are ``traci``'s own: :class:`FatalTraCIError` when the connection is gone,
+    :class:`TraCIException` when SUMO refuses the request."""
     sock = conn._socket
     if sock is None:
         raise FatalTraCIError("Connection already closed.")
     with conn._lock:
-        sock.send(_SIMSTEP.pack(_SIMSTEP.size, _SIMSTEP.size - 4, tc.CMD_SIMSTEP, time_s))
-        result = conn._recvExact()  # traci's: a socket error or timeout is None, as for its own step
+        sock.send(message)
+        result = conn._recvExact()  # traci's: a socket error or timeout is None, as for its own commands
     if not result:
         sock.close()
         conn._socket = None
@@ -161,20 +173,13 @@ def simulation_step(conn: Any, time_s: float, decoder: ContextDecoder):
     n_err = _INT(buf, 3)[0]
     if status or n_err:
         raise TraCIException(buf[7:7 + n_err].decode("utf8"), cmd, _RESULTS.get(status, status))
-    if cmd != tc.CMD_SIMSTEP:
-        raise FatalTraCIError(f"Received answer {cmd} for command {tc.CMD_SIMSTEP}.")
+    if cmd != tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT:
+        raise FatalTraCIError(f"Received answer {cmd} for command {tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT}.")
     p = 7 + n_err
-    n_subs = _INT(buf, p)[0]
-    p += 4
-    for results in conn._subscriptionMapping.values():
-        results.reset()
-    ours = None
-    for _ in range(n_subs):
-        got = decoder.decode(buf, p)
-        if got is None:
-            result._pos = p
-            conn._readSubscription(result)
-            p = result._pos
-        else:
-            p, ours = got
-    return ours
+    got = decoder.decode(buf, p)
+    if got is not None:
+        return got[1]
+    conn._subscriptionMapping[decoder.response].reset()
+    result._pos = p
+    conn._readSubscription(result)
+    return None
