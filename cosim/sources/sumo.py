@@ -12,7 +12,11 @@ TraCI      13.8x               3.2x                   3.4x
 
 * **TraCI**: one *context subscription* on a junction with a range larger than the network
   returns every vehicle's variables in one message per slot and picks up new vehicles by
-  itself (no per-vehicle subscribe calls, works when attaching mid-run).
+  itself (no per-vehicle subscribe calls, works when attaching mid-run). When cosim steps SUMO
+  itself (:class:`StepReader`) the subscription is made anew each slot, valid until the time
+  reached, and cosim decodes its answer in bulk (:mod:`cosim.sources.traci_step`): a standing
+  subscription is evaluated by SUMO after every simulation step, and traci's value-by-value
+  decoding was most of the plugin's CPU time (docs/performance.md, issue 14's third pass).
 * **libsumo**: subscriptions cost SUMO extra work every slot, while a getter is a plain
   in-process C++ call (no socket, no message): :class:`DirectReader` reads each variable for
   all vehicles with ``map`` over the id list. (Over TraCI that pattern is the slow one.)
