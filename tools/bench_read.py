@@ -120,7 +120,7 @@ def decode_bench(sumocfg: str, begin: float, end: float, step: float, slot: floa
             _assemble(0.0, *got[1][:2], reader.lengths.__getitem__, reader.edges, got[1][2])
 
     src.close()
-    print(f"{len(kept)} step responses, {vehicles / len(kept):.0f} vehicles per slot on average, "
+    print(f"{len(kept)} answers to the context subscription, {vehicles / len(kept):.0f} vehicles per slot on average, "
           f"{sum(map(len, kept)) / len(kept) / 1e3:.1f} kB each")
     for name, fn in (("traci", by_traci), ("cosim", by_cosim)):
         best = min(_cpu(fn) for _ in range(3))
