@@ -60,14 +60,16 @@ def test_short_length_form_and_no_vehicles():
     assert ContextDecoder("J0", VARS4).decode(one, 0)[1][2]["speed"].tolist() == [3.0]
 
 
-@pytest.mark.parametrize("case", ["error status", "other anchor", "other response", "other variable count", "cut"])
+@pytest.mark.parametrize("case", ["error status", "other anchor", "other response", "other variable count", "cut",
+                                  "cut in the header"])
 def test_anything_else_is_left_to_traci(case):
     good = [_record("v1", 1.0, 2.0, 3.0, 4.0, "e_0")]
     buf = {"error status": lambda: _response(good + [_record("v2", 1.0, 2.0, 3.0, 4.0, "e_0", speed_status=0xFF)]),
            "other anchor": lambda: _response(good, anchor="J1"),
            "other response": lambda: _response(good, response=tc.RESPONSE_SUBSCRIBE_SIM_VARIABLE),
            "other variable count": lambda: _response(good, nvars=5),
-           "cut": lambda: _response(good)[:-3]}[case]()
+           "cut": lambda: _response(good)[:-3],
+           "cut in the header": lambda: _response(good)[:9]}[case]()
     assert ContextDecoder("J0", VARS4).decode(buf, 0) is None
 
 

@@ -91,31 +91,31 @@ class ContextDecoder:
         """The subscription response starting at ``buf[p]``: (where it ends, (vehicle ids, lanes,
         {column: float64 array})) in SUMO's order, or None when it is not ours or not of the
         expected shape (then ``traci`` decodes it)."""
-        length, head = buf[p], 1
-        if length == 0:
-            length, head = _INT(buf, p + 1)[0], 5
-        end = p + length
-        q = p + head
-        if buf[q] != self.response:
-            return None
-        n_id = _INT(buf, q + 1)[0]
-        q += 5
-        if buf[q:q + n_id] != self.anchor:
-            return None
-        q += n_id
-        if buf[q] != tc.CMD_GET_VEHICLE_VARIABLE or buf[q + 1] != len(self.variables):
-            return None
-        n = _INT(buf, q + 2)[0]
-        q += 6
-        # where each record starts: the only sequential part (two lengths per vehicle)
-        starts = [0] * n
-        skip = self.width - 4
         try:
+            length, head = buf[p], 1
+            if length == 0:
+                length, head = _INT(buf, p + 1)[0], 5
+            end = p + length
+            q = p + head
+            if buf[q] != self.response:
+                return None
+            n_id = _INT(buf, q + 1)[0]
+            q += 5
+            if buf[q:q + n_id] != self.anchor:
+                return None
+            q += n_id
+            if buf[q] != tc.CMD_GET_VEHICLE_VARIABLE or buf[q + 1] != len(self.variables):
+                return None
+            n = _INT(buf, q + 2)[0]
+            q += 6
+            # where each record starts: the only sequential part (two lengths per vehicle)
+            starts = [0] * n
+            skip = self.width - 4
             for i in range(n):
                 starts[i] = q
                 b = q + 4 + _INT(buf, q)[0] + skip
                 q = b + 4 + _INT(buf, b)[0]
-        except struct.error:  # ran past the end: not the shape we expect
+        except (struct.error, IndexError):  # ran past the end: not the shape we expect
             return None
         if q != end or end > len(buf):
             return None
