@@ -166,3 +166,30 @@ def test_a_response_left_to_traci_reads_the_same():
     finally:
         fast.close()
         slow.close()
+
+
+@pytest.mark.sumo
+def test_a_users_own_stepping_reads_through_the_decoder_too():
+    """``attach``'s case: someone else steps SUMO one step at a time (0.5 s, two per slot) and the
+    reader reads at each slot boundary; the same columns as libsumo's at those times."""
+    from cosim.sources.sumo import make_reader
+
+    cmd = sumo_command(GRID6_CFG, seed=42, end_s=40, step_length_s=0.5)
+    tra, lib = SumoSource(cmd, "traci"), SumoSource(cmd, "libsumo")
+    tra.start()
+    lib.start()
+    try:
+        reader = make_reader(tra.conn, ())
+        for t in range(1, 41):
+            tra.conn.simulationStep()
+            tra.conn.simulationStep()
+            a = reader.read(tra.conn.simulation.getTime()).sorted_by_id()
+            b = lib.step_to(float(t)).sorted_by_id()
+            assert a.time_s == b.time_s == float(t)
+            for f in FIELDS:
+                if f != "accel":
+                    np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f"{f} at t={t}")
+        assert reader.decoded == 40 and len(a) > 20 and np.isnan(a.accel).all()
+    finally:
+        tra.close()
+        lib.close()

@@ -12,11 +12,11 @@ TraCI      13.8x               3.2x                   3.4x
 
 * **TraCI**: one *context subscription* on a junction with a range larger than the network
   returns every vehicle's variables in one message per slot and picks up new vehicles by
-  itself (no per-vehicle subscribe calls, works when attaching mid-run). When cosim steps SUMO
-  itself (:class:`StepReader`) the subscription is made anew each slot, valid until the time
-  reached, and cosim decodes its answer in bulk (:mod:`cosim.sources.traci_step`): a standing
-  subscription is evaluated by SUMO after every simulation step, and traci's value-by-value
-  decoding was most of the plugin's CPU time (docs/performance.md, issue 14's third pass).
+  itself (no per-vehicle subscribe calls, works when attaching mid-run). It is made anew at
+  each read, valid until then (:class:`TraciReader`), and cosim decodes its answer in bulk
+  (:mod:`cosim.sources.traci_step`): a standing subscription is evaluated by SUMO after every
+  simulation step, and traci's value-by-value decoding was most of the plugin's CPU time
+  (docs/performance.md, issue 14's third pass).
 * **libsumo**: subscriptions cost SUMO extra work every slot, while a getter is a plain
   in-process C++ call (no socket, no message): :class:`DirectReader` reads each variable for
   all vehicles with ``map`` over the id list. (Over TraCI that pattern is the slow one.)
@@ -169,7 +169,9 @@ def _assemble(time_s: float, ids: list, lanes, length_of, edge_cache: dict | Non
 
 
 class SubscriptionReader:
-    """Reads all vehicles through one context subscription on an existing connection.
+    """Reads all vehicles through one standing context subscription on an existing connection,
+    from the results its client decoded (the TraCI path measured before :class:`TraciReader`;
+    that one's fallback).
 
     ``conn`` is the ``libsumo`` module, the ``traci`` module, or a ``traci.Connection``;
     ``fields``: the on-demand snapshot fields to read (the others are NaN).
@@ -194,42 +196,45 @@ class SubscriptionReader:
         res = self.conn.junction.getContextSubscriptionResults(self.anchor)
         return snapshot_from_results(time_s, res or {}, self.lengths.__getitem__, self.edges, self.vars)
 
-    def step(self, time_s: float) -> Snapshot:
-        """Advance SUMO to ``time_s`` and read the state there (``traci`` decodes the response)."""
-        self.conn.simulationStep(time_s)
-        return self.read(self.conn.simulation.getTime())
+    def unsubscribe(self) -> None:
+        try:
+            self.conn.junction.unsubscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M)
+        except Exception:  # connection already gone
+            pass
 
 
-class StepReader(SubscriptionReader):
-    """TraCI on cosim's own connection, two requests per slot: the Simulation Step (whose answer
-    brings the time and the vehicles expected, the simulation's own subscription), then the
-    context subscription made anew, valid until now (``end`` = the time reached): SUMO answers it
-    with the vehicles' values at once and drops it at its next step. A standing subscription
-    costs SUMO its whole evaluation after *every* simulation step, of which only the slot's last
-    is sent (measured: docs/performance.md). Our answer is decoded in bulk
+class TraciReader(SubscriptionReader):
+    """TraCI, whoever steps SUMO (cosim's loop or a user's under ``attach``): each :meth:`read`
+    makes the context subscription anew, valid until now (``end`` = the time read): SUMO answers
+    it at once with every vehicle's values and drops it at its next step. A standing
+    subscription costs SUMO its whole evaluation after *every* simulation step, of which only the
+    slot's last would be read (measured: docs/performance.md). The answer is decoded in bulk
     (:class:`~cosim.sources.traci_step.ContextDecoder`), the values ``traci`` decodes (tested on
-    the same responses). Not for a connection someone else steps (``attach``: their
-    ``simulationStep`` reads a standing subscription; :class:`SubscriptionReader`)."""
+    the same answers); one not in our shape is left to ``traci``."""
 
     def _subscribe(self) -> None:
         from cosim.sources.traci_step import ContextDecoder, context_request
 
         self.decoder = ContextDecoder(self.anchor, self.vars)
         self.request = context_request(self.anchor, self.vars, _EVERYWHERE_M)
-        self.decoded = 0  # slots our decoder read (the others: traci's generic path)
+        self.decoded = 0  # reads our decoder answered (the others: traci's generic path)
 
-    def step(self, time_s: float) -> Snapshot:
+    def read(self, time_s: float) -> Snapshot:
         from cosim.sources.traci_step import read_context
 
-        conn = self.conn
-        conn.simulationStep(time_s)
-        now = conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
-        got = read_context(conn, self.request(now), self.decoder)
+        link = self.conn.junction._connection  # the traci.Connection (``conn`` may be the traci module)
+        got = read_context(link, self.request(time_s), self.decoder, self.anchor)
         if got is None:  # not in our shape this time: traci decoded it into its results
-            return self.read(now)
+            return super().read(time_s)
         self.decoded += 1
         ids, lanes, cols = got
-        return _assemble(now, ids, lanes, self.lengths.__getitem__, self.edges, cols)
+        return _assemble(time_s, ids, lanes, self.lengths.__getitem__, self.edges, cols)
+
+    def step(self, time_s: float) -> Snapshot:
+        """Advance SUMO to ``time_s`` and read the state there; the time reached comes with the
+        step's answer (``VAR_TIME`` in the simulation's subscription, which the caller makes)."""
+        self.conn.simulationStep(time_s)
+        return self.read(self.conn.simulation.getSubscriptionResults()[tc.VAR_TIME])
 
     def unsubscribe(self) -> None:
         pass  # each subscription ends by itself
@@ -286,13 +291,10 @@ def is_libsumo(conn: Any) -> bool:
     return getattr(conn, "__name__", "").split(".")[0] == "libsumo"
 
 
-def make_reader(conn: Any, fields=ON_DEMAND_FIELDS, stepping: bool = False) -> "DirectReader | SubscriptionReader":
+def make_reader(conn: Any, fields=ON_DEMAND_FIELDS) -> "DirectReader | TraciReader":
     """The fastest measured reader for this connection (see the module docstring), reading the
-    on-demand snapshot fields in ``fields`` (default: all). ``stepping``: cosim steps this
-    connection itself through the reader's ``step`` (TraCI: :class:`StepReader`)."""
-    if is_libsumo(conn):
-        return DirectReader(conn, fields)
-    return StepReader(conn, fields) if stepping else SubscriptionReader(conn, fields)
+    on-demand snapshot fields in ``fields`` (default: all)."""
+    return DirectReader(conn, fields) if is_libsumo(conn) else TraciReader(conn, fields)
 
 
 def check_api_version(conn: Any, client: str) -> str:
@@ -345,7 +347,7 @@ class SumoSource:
         self.timeout_s = timeout_s
         self.fields = frozenset(fields)
         self.conn: Any = None
-        self.reader: DirectReader | SubscriptionReader | None = None
+        self.reader: DirectReader | TraciReader | None = None
         self.route_of: Routes | None = None
         self.proc: subprocess.Popen | None = None
         self.sumo_version = ""
@@ -359,7 +361,7 @@ class SumoSource:
             self._start_libsumo()
         else:
             self._start_traci()
-        self.reader = make_reader(self.conn, self.fields, stepping=True)
+        self.reader = make_reader(self.conn, self.fields)
         self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES, tc.VAR_TIME])
         self.route_of = self.reader.routes
 

@@ -152,10 +152,11 @@ def context_request(anchor: str, variables: tuple[int, ...], range_m: float):
     return lambda end_s: head + end(end_s) + tail
 
 
-def read_context(conn: Any, message: bytes, decoder: ContextDecoder):
+def read_context(conn: Any, message: bytes, decoder: ContextDecoder, anchor: str):
     """Sends ``message`` (from :func:`context_request`) over ``conn`` (a ``traci.Connection``) and
     decodes the answer through ``decoder``: its ``decode`` value without the end, or None where
-    the decoder declined and ``traci`` decoded it into ``conn``'s junction context results.
+    the decoder declined and ``traci`` decoded it into ``conn``'s context results for ``anchor``
+    (what was there for ``anchor`` replaced; other objects' results, a user's own, untouched).
     Errors are ``traci``'s own: :class:`FatalTraCIError` when the connection is gone,
     :class:`TraCIException` when SUMO refuses the request."""
     sock = conn._socket
@@ -179,7 +180,7 @@ def read_context(conn: Any, message: bytes, decoder: ContextDecoder):
     got = decoder.decode(buf, p)
     if got is not None:
         return got[1]
-    conn._subscriptionMapping[decoder.response].reset()
+    conn._subscriptionMapping[decoder.response].getContext().pop(anchor, None)
     result._pos = p
     conn._readSubscription(result)
     return None
