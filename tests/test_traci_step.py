@@ -93,7 +93,8 @@ def _traci_decodes(conn, step_raw: bytes, context_raw: bytes, anchor: str):
     assert st.read("!BBB")[1:] == (tc.CMD_SUBSCRIBE_JUNCTION_CONTEXT, 0) and st.readString() == ""
     conn._readSubscription(st)
     assert not st.ready()
-    return dict(conn.junction.getContextSubscriptionResults(anchor)), conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
+    now = conn.simulation.getSubscriptionResults()[tc.VAR_TIME]
+    return dict(conn.junction.getContextSubscriptionResults(anchor)), now
 
 
 FIELDS = ("ids", "x", "y", "speed", "angle", "accel", "edge", "lane", "lane_pos", "length")

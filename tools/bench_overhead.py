@@ -319,12 +319,14 @@ def main() -> None:
                   f"wall; {statistics.median(cpus[piped]) / statistics.median(cpus[name]):5.2f}x CPU")
     print("inside cosim (last round):")
     for name in runs:
-        s = json.loads((tmp / f"{name.replace(' ', '-').replace('@', '')}{args.repeat - 1}" / "summary.json").read_text())
+        tag = name.replace(" ", "-").replace("@", "")
+        s = json.loads((tmp / f"{tag}{args.repeat - 1}" / "summary.json").read_text())
         c = s.get("cpu_s", {})
         binary = ""  # over TraCI the `sumo` binary is a process of its own: the tree's CPU less cosim's processes
         if "--backend" in runs[name] and c:
             binary = f", `sumo` binary ~{cpus[name][-1] - c['plugin_process'] - (c.get('sumo_process') or 0):.1f} s CPU"
-        print(f"  {name:22s} {_side_split(s)}{binary}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
+        per_slot = 1e3 * s["wall_s"]["plugin"] / max(s["slots"], 1)
+        print(f"  {name:22s} {_side_split(s)}{binary}; {per_slot:.2f} ms plugin per slot")
 
 
 if __name__ == "__main__":

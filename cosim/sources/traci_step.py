@@ -1,29 +1,31 @@
-"""One TraCI simulation step, its response decoded by cosim (the TraCI backend's hot path).
+"""The TraCI backend's hot path: every vehicle's values read in one request, decoded by cosim.
 
 Over TraCI cosim reads every vehicle through one context subscription (see
-:mod:`cosim.sources.sumo`); SUMO sends its results in the response to each *Simulation Step*
-command. The ``traci`` package decodes that response value by value in Python (a few
+:mod:`cosim.sources.sumo`). It is made anew at each read with ``end`` = now
+(:func:`context_request`): SUMO answers it at once and drops it at its next step, where a
+standing subscription would be evaluated after every simulation step, only the slot's last
+answer being read. The ``traci`` package decodes such an answer value by value in Python (a few
 ``struct`` calls per variable and vehicle): on A10KW (~1,100 vehicles) that was most of the
-plugin process's CPU time (docs/performance.md, "Issue 14, third pass"). Our subscription
-always has the same shape, so :class:`ContextDecoder` decodes it in bulk instead: one short
-Python loop over the vehicles finds where each record starts (two lengths per record), numpy
-gathers every record's fixed-size part at once and converts the big-endian doubles, and the
-strings are cut and decoded by C-level ``map``. Every other subscription in the response (the
-simulation's own), and ours whenever it does not have the expected shape (a variable that
-reports an error, an unexpected type), is decoded by ``traci`` itself, so the values are
-``traci``'s wherever they come from. ``traci`` still connects, loads and sends every other
+plugin process's CPU time (docs/performance.md, "Issue 14, third pass"). Our subscription always
+has the same shape, so :class:`ContextDecoder` decodes it in bulk instead: one short Python loop
+over the vehicles finds where each record starts (two lengths per record), numpy gathers every
+record's fixed-size part at once and converts the big-endian doubles, and the strings are cut and
+decoded by C-level ``map``. An answer not in the expected shape (a variable that reports an
+error, an unexpected type, a cut message) is decoded by ``traci`` itself, so the values are
+``traci``'s wherever they come from. ``traci`` still connects, steps and sends every other
 command.
 
 Written from the TraCI protocol (SUMO documentation: "TraCI/Protocol", "TraCI/Object Context
-Subscription", "TraCI/Control-related commands"): a message is an int32 total length followed
-by commands; a response starts with a status (ubyte length, ubyte command id, ubyte result,
-string description); the Simulation Step response then holds an int32 count of subscription
-responses, each a command of its own: its length (ubyte, or 0 and an int32 that counts the
-length fields too), the response id, the EGO object's id (string), the context domain (ubyte),
-the number of variables (ubyte), the number of objects (int32), and per object its id (string)
-and per variable its id (ubyte), a status (ubyte, 0 = OK) and the typed value (ubyte type,
-then the value: double = 8 bytes, 2D position = two doubles, string = int32 length + UTF-8
-bytes). Integers and doubles are big-endian.
+Subscription"): a message is an int32 total length followed by commands; a command is its length
+(ubyte, or 0 and an int32 that counts the length fields too), its id and its content; an answer
+starts with a status (ubyte length, ubyte command id, ubyte result, string description). A
+context subscription's answer then holds: the response id, the EGO object's id (string), the
+context domain (ubyte), the number of variables (ubyte), the number of objects (int32), and per
+object its id (string) and per variable its id (ubyte), a status (ubyte, 0 = OK) and the typed
+value (ubyte type, then the value: double = 8 bytes, 2D position = two doubles, string = int32
+length + UTF-8 bytes). Integers and doubles are big-endian. The subscribe command: its id, begin
+and end time (doubles), the EGO object's id, the context domain, the range (double), the number
+of variables and their ids.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def read_context(conn: Any, message: bytes, decoder: ContextDecoder, anchor: str
     if sock is None:
         raise FatalTraCIError("Connection already closed.")
     with conn._lock:
-        sock.send(message)
+        sock.sendall(message)
         result = conn._recvExact()  # traci's: a socket error or timeout is None, as for its own commands
     if not result:
         sock.close()
