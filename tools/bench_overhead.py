@@ -33,6 +33,10 @@ A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s a
 Targets (issue 14): core alone ≤ 1.15x bare SUMO wall on a real OSM scenario, ≤ 1.3x on a city-scale one,
 all three layers on ≤ 1.5x, TraCI ≤ 3x.
 
+``--baseline-src DIR`` adds a twin of every cosim variant, marked ``@base``, that runs the cosim
+package found in DIR (e.g. ``git archive main | tar -x -C DIR``: the code before a change) with the
+same Python and packages, interleaved with the rest: before and after in one benchmark.
+
 ``--instructions`` measures instead with valgrind (callgrind), which counts executed instructions
 exactly: SUMO's state is saved at ``--warmup`` seconds (traffic at its steady level), every variant
 resumes from it twice, for a short and a long window, and the difference of the two counts cancels
@@ -99,6 +103,12 @@ def game_scenario(name: str, into: Path) -> Path:
     return into / cfg.name
 
 
+def baseline_env(env: dict, src: str) -> dict:
+    """``env`` for a run of the cosim package in ``src``: first on the path, and the current
+    folder not (``python -m`` would put it first, and with it this checkout's cosim)."""
+    return {**env, "PYTHONPATH": str(Path(src).resolve()), "PYTHONSAFEPATH": "1"}
+
+
 def callgrind_total(cmd: list[str], workdir: Path, tag: str, env: dict) -> list[int]:
     """Instructions executed by ``cmd`` and by every process it starts (valgrind --trace-children),
     one count per process, largest first."""
@@ -144,19 +154,30 @@ def instructions_mode(args, cfg, target: Path, step: float, tmp: Path, env: dict
                 "--step-length", f"{step:g}", "--sumo-args", " ".join(resume), "--backend", backend,
                 "--jobs", str(jobs), "--out", str(tmp / f"{backend}-{jobs}-{end:g}"), "--overwrite"]
 
-    variants = {"bare sumo": bare, "cosim serial": lambda e: cosim(e, "libsumo")}
-    if not args.no_pipelined:
-        variants["cosim pipelined"] = lambda e: cosim(e, "libsumo", 2)
+    variants = {"bare sumo": bare}
+    if not args.no_libsumo:
+        variants["cosim serial"] = lambda e: cosim(e, "libsumo")
+        if not args.no_pipelined:
+            variants["cosim pipelined"] = lambda e: cosim(e, "libsumo", 2)
     if not args.no_traci:
         variants["cosim traci"] = lambda e: cosim(e, "traci")
+        if not args.no_pipelined:
+            variants["cosim traci piped"] = lambda e: cosim(e, "traci", 2)
+    envs = {name: env for name in variants}
+    if args.baseline_src:
+        for name in [n for n in variants if n != "bare sumo"]:
+            variants[f"{name} @base"] = lambda e, make=variants[name], tag=name: [
+                *make(e)[:-2], str(tmp / f"base-{tag.replace(' ', '-')}-{e:g}"), "--overwrite"]
+            envs[f"{name} @base"] = baseline_env(env, args.baseline_src)
     delta, per_process = {}, {}
     for name, make in variants.items():
-        counts = [callgrind_total(make(end), tmp, f"{name.replace(' ', '-')}-{end:g}", env) for end in (short, long_)]
+        counts = [callgrind_total(make(end), tmp, f"{name.replace(' ', '-').replace('@', '')}-{end:g}", envs[name])
+                  for end in (short, long_)]
         delta[name] = sum(counts[1]) - sum(counts[0])
         if len(counts[0]) == len(counts[1]) > 1:
             per_process[name] = [b - a for a, b in zip(counts[0], counts[1])]
         print(f"{name:16s} {sum(counts[0]):>16,d} {sum(counts[1]):>16,d} instructions", file=sys.stderr)
-    summary = json.loads((tmp / f"libsumo-1-{long_:g}" / "summary.json").read_text())
+    summary = json.loads(next(tmp.glob(f"*-{long_:g}/summary.json")).read_text())
     slots = args.window / sc.slot_s
     print(f"\nscenario {cfg.name}: steady state from t={w0:g} s, window {args.window:g} s ({slots:g} slots of "
           f"{sc.slot_s:g} s), step {step:g} s, ~{summary['max_concurrent_vehicles']} vehicles; instruction counts "
@@ -201,11 +222,14 @@ def main() -> None:
     ap.add_argument("--step-length", type=float, help="SUMO step length [s] (default: the scenario's)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--no-traci", action="store_true", help="skip the TraCI variants")
+    ap.add_argument("--no-libsumo", action="store_true", help="skip the libsumo variants (e.g. to time TraCI alone)")
     ap.add_argument("--no-pipelined", action="store_true", help="skip the --jobs 2 variants")
     ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
     ap.add_argument("--layers", action="store_true",
                     help="add each built-in layer on, and all three on, at default loads, with --jobs 1 and 2")
+    ap.add_argument("--baseline-src", metavar="DIR",
+                    help="also run every cosim variant with the cosim package in DIR (marked @base), interleaved")
     ap.add_argument("--instructions", action="store_true",
                     help="count instructions with valgrind instead of timing (noise-free, steady state)")
     ap.add_argument("--warmup", type=float, default=300.0, help="--instructions: start of the window [s]")
@@ -243,9 +267,10 @@ def main() -> None:
         runs["no layers serial"] = ["--no-layers", "--jobs", "1"]
         if not args.no_pipelined:
             runs["no layers piped"] = ["--no-layers", "--jobs", "2"]
-    runs["cosim serial"] = ["--jobs", "1"]
-    if not args.no_pipelined:
-        runs["cosim pipelined"] = ["--jobs", "2"]
+    if not args.no_libsumo:
+        runs["cosim serial"] = ["--jobs", "1"]
+        if not args.no_pipelined:
+            runs["cosim pipelined"] = ["--jobs", "2"]
     if not args.no_traci:
         runs["traci serial"] = ["--backend", "traci", "--jobs", "1"]
         if not args.no_pipelined:
@@ -257,9 +282,13 @@ def main() -> None:
             runs[f"{name} serial"] = [*layer_sets(layers), "--jobs", "1"]
             if not args.no_pipelined:
                 runs[f"{name} piped"] = [*layer_sets(layers), "--jobs", "2"]
+    if args.baseline_src:
+        runs.update({f"{name} @base": extra for name, extra in list(runs.items())})
+    base_env = baseline_env(env, args.baseline_src) if args.baseline_src else env
     for name, extra in runs.items():
-        tag = name.replace(" ", "-")
-        variants[name] = lambda i, extra=extra, tag=tag: timed(cosim + extra + ["--out", str(tmp / f"{tag}{i}"), "--overwrite"], env)
+        tag = name.replace(" ", "-").replace("@", "")
+        variants[name] = lambda i, extra=extra, tag=tag, e=base_env if name.endswith("@base") else env: timed(
+            cosim + extra + ["--out", str(tmp / f"{tag}{i}"), "--overwrite"], e)
     walls: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(args.repeat):
@@ -269,18 +298,18 @@ def main() -> None:
             cpus[name].append(c)
             print(f"round {i + 1}/{args.repeat}  {name:16s} {w:7.2f} s wall {c:7.2f} s CPU", file=sys.stderr)
 
-    first = next(iter(runs)).replace(" ", "-")
+    first = next(iter(runs)).replace(" ", "-").replace("@", "")
     summary = json.loads((tmp / f"{first}0" / "summary.json").read_text())
     print(f"\nscenario {cfg.name} ({target.name}): end {end:g} s, step {step if step and step > 0 else 'cfg'} s, "
           f"slot {sc.slot_s:g} s, max concurrent vehicles {summary['max_concurrent_vehicles']}, "
           f"{summary['vehicles_seen']} vehicles in all, {args.repeat} interleaved rounds, "
           f"{summary['versions']['sumo']}, {os.cpu_count()} CPUs")
     bw, bmin, bc = statistics.median(walls["bare sumo"]), min(walls["bare sumo"]), statistics.median(cpus["bare sumo"])
-    print(f"{'variant':18s} {'wall med [s]':>12s} {'ratio':>6s} {'wall min [s]':>12s} {'ratio':>6s} "
+    print(f"{'variant':22s} {'wall med [s]':>12s} {'ratio':>6s} {'wall min [s]':>12s} {'ratio':>6s} "
           f"{'CPU med [s]':>11s} {'ratio':>6s}")
     for name in variants:
         med, lo, cpu = statistics.median(walls[name]), min(walls[name]), statistics.median(cpus[name])
-        print(f"{name:18s} {med:12.2f} {med / bw:5.2f}x {lo:12.2f} {lo / bmin:5.2f}x {cpu:11.2f} {cpu / bc:5.2f}x")
+        print(f"{name:22s} {med:12.2f} {med / bw:5.2f}x {lo:12.2f} {lo / bmin:5.2f}x {cpu:11.2f} {cpu / bc:5.2f}x")
     print("scaling, 2 processes over 1 (median wall speed-up; CPU ratio):")
     for name in variants:
         base = name.removesuffix(" serial")
@@ -290,8 +319,14 @@ def main() -> None:
                   f"wall; {statistics.median(cpus[piped]) / statistics.median(cpus[name]):5.2f}x CPU")
     print("inside cosim (last round):")
     for name in runs:
-        s = json.loads((tmp / f"{name.replace(' ', '-')}{args.repeat - 1}" / "summary.json").read_text())
-        print(f"  {name:18s} {_side_split(s)}; {1e3 * s['wall_s']['plugin'] / max(s['slots'], 1):.2f} ms plugin per slot")
+        tag = name.replace(" ", "-").replace("@", "")
+        s = json.loads((tmp / f"{tag}{args.repeat - 1}" / "summary.json").read_text())
+        c = s.get("cpu_s", {})
+        binary = ""  # over TraCI the `sumo` binary is a process of its own: the tree's CPU less cosim's processes
+        if "--backend" in runs[name] and c:
+            binary = f", `sumo` binary ~{cpus[name][-1] - c['plugin_process'] - (c.get('sumo_process') or 0):.1f} s CPU"
+        per_slot = 1e3 * s["wall_s"]["plugin"] / max(s["slots"], 1)
+        print(f"  {name:22s} {_side_split(s)}{binary}; {per_slot:.2f} ms plugin per slot")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,14 @@ the SUMO run plus reading, median):
 
     python tools/bench_read.py --backend libsumo --end 600 --step-length 0.25
     python tools/bench_read.py --backend traci --end 300
+
+``--decode``: TraCI only, the decoding of the vehicles' values alone. One run over TraCI keeps
+the raw answers to the context subscription of the slots from ``--from`` to ``--end``; then each
+is decoded into a snapshot
+by traci (what ``subscribeContext`` does, then cosim's conversion of traci's dicts) and by
+cosim's decoder (:mod:`cosim.sources.traci_step`), CPU time, best of 3 passes:
+
+    python tools/bench_read.py --decode --sumocfg A10KW.sumocfg --step-length 0.5 --from 600 --end 700
 """
 
 from __future__ import annotations
@@ -69,6 +77,62 @@ def one(backend: str, strategy: str, sumocfg: str, end: float, step: float, slot
     return dt, rows
 
 
+def decode_bench(sumocfg: str, begin: float, end: float, step: float, slot: float) -> None:
+    import traci.constants as tc
+    from traci.storage import Storage
+
+    from cosim.sources.sumo import SumoSource, _assemble, snapshot_from_results, sumo_command
+
+    src = SumoSource(sumo_command(sumocfg, seed=42, end_s=end, step_length_s=step), "traci")
+    src.start()
+    conn, reader = src.conn, src.reader
+    raws: list[bytes] = []
+    recv = conn._recvExact
+
+    def keep():
+        r = recv()
+        raws.append(r._content)
+        return r
+
+    k, kept, vehicles = 1, [], 0
+    while k * slot <= end + 1e-9:
+        conn._recvExact = keep if k * slot > begin else recv
+        raws.clear()
+        snap = src.step_to(k * slot)
+        if raws:
+            kept.append(raws[1])  # the step's answer, then the context subscription's
+            vehicles += len(snap)
+        k += 1
+
+    def by_traci():
+        for raw in kept:
+            st = Storage(raw)
+            st.read("!BBB")
+            st.readString()
+            conn._subscriptionMapping[reader.decoder.response].reset()
+            conn._readSubscription(st)
+            snapshot_from_results(0.0, conn.junction.getContextSubscriptionResults(reader.anchor),
+                                  reader.lengths.__getitem__, reader.edges, reader.vars)
+
+    def by_cosim():
+        for raw in kept:
+            got = reader.decoder.decode(raw, 7 + int.from_bytes(raw[3:7], "big"))
+            _assemble(0.0, *got[1][:2], reader.lengths.__getitem__, reader.edges, got[1][2])
+
+    src.close()
+    print(f"{len(kept)} answers to the context subscription, {vehicles / len(kept):.0f} vehicles per slot on average, "
+          f"{sum(map(len, kept)) / len(kept) / 1e3:.1f} kB each")
+    for name, fn in (("traci", by_traci), ("cosim", by_cosim)):
+        best = min(_cpu(fn) for _ in range(3))
+        print(f"{name:6s} {1e3 * best / len(kept):7.3f} ms per slot {1e6 * best / vehicles:7.2f} us per vehicle")
+
+
+def _cpu(fn) -> float:
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sumocfg", default=str(ROOT / "sumo_nets/grid6/grid6.sumocfg"))
@@ -78,8 +142,13 @@ def main() -> None:
     ap.add_argument("--slot", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--decode", action="store_true", help="TraCI: time decoding the step response, traci vs cosim")
+    ap.add_argument("--from", dest="begin", type=float, default=0.0, help="--decode: keep responses after this time")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.decode:
+        decode_bench(args.sumocfg, args.begin, args.end, args.step_length, args.slot)
+        return
     if args.child:
         dt, rows = one(args.backend, args.child, args.sumocfg, args.end, args.step_length, args.slot)
         print(f"{dt} {rows}")

@@ -12,7 +12,11 @@ TraCI      13.8x               3.2x                   3.4x
 
 * **TraCI**: one *context subscription* on a junction with a range larger than the network
   returns every vehicle's variables in one message per slot and picks up new vehicles by
-  itself (no per-vehicle subscribe calls, works when attaching mid-run).
+  itself (no per-vehicle subscribe calls, works when attaching mid-run). It is made anew at
+  each read, valid until then (:class:`TraciReader`), and cosim decodes its answer in bulk
+  (:mod:`cosim.sources.traci_step`): a standing subscription is evaluated by SUMO after every
+  simulation step, and traci's value-by-value decoding was most of the plugin's CPU time
+  (docs/performance.md, issue 14's third pass).
 * **libsumo**: subscriptions cost SUMO extra work every slot, while a getter is a plain
   in-process C++ call (no socket, no message): :class:`DirectReader` reads each variable for
   all vehicles with ``map`` over the id list. (Over TraCI that pattern is the slow one.)
@@ -47,8 +51,9 @@ from cosim.sumo_home import sumo_binary
 #: variables read for every vehicle each slot. Each one costs ~0.15 ms per slot for ~450
 #: vehicles in libsumo's result conversion, so the edge is derived from the lane id, the
 #: (constant) length is fetched once per new vehicle, and the acceleration only when asked
-#: (``fields``; see :data:`~cosim.sources.base.ON_DEMAND_FIELDS`).
-VARS = (tc.VAR_POSITION, tc.VAR_SPEED, tc.VAR_ANGLE, tc.VAR_ACCELERATION, tc.VAR_LANE_ID, tc.VAR_LANEPOSITION)
+#: (``fields``; see :data:`~cosim.sources.base.ON_DEMAND_FIELDS`). The one string comes last:
+#: the shape :class:`~cosim.sources.traci_step.ContextDecoder` decodes.
+VARS = (tc.VAR_POSITION, tc.VAR_SPEED, tc.VAR_ANGLE, tc.VAR_ACCELERATION, tc.VAR_LANEPOSITION, tc.VAR_LANE_ID)
 #: the on-demand snapshot field each optional variable fills
 _ON_DEMAND_VARS = {tc.VAR_ACCELERATION: "accel"}
 
@@ -141,21 +146,32 @@ def snapshot_from_results(time_s: float, res: dict[str, dict[int, Any]], length_
     if not res:
         return Snapshot.empty(time_s)
     cols = dict(zip(variables, zip(*map(operator.itemgetter(*variables), res.values()))))
-    ids = list(res)
-    n = len(ids)
     pos = np.array(cols[tc.VAR_POSITION], dtype=float)
-    f = lambda v: np.array(cols[v], dtype=float) if v in cols else np.full(n, np.nan)  # noqa: E731
-    lanes = cols[tc.VAR_LANE_ID]
+    f = lambda v: np.array(cols[v], dtype=float) if v in cols else None  # noqa: E731
+    return _assemble(time_s, list(res), cols[tc.VAR_LANE_ID], length_of, edge_cache,
+                     {"x": pos[:, 0], "y": pos[:, 1], "speed": f(tc.VAR_SPEED), "angle": f(tc.VAR_ANGLE),
+                      "accel": f(tc.VAR_ACCELERATION), "lane_pos": f(tc.VAR_LANEPOSITION)})
+
+
+def _assemble(time_s: float, ids: list, lanes, length_of, edge_cache: dict | None, cols: dict) -> Snapshot:
+    """A snapshot from the vehicles' ids and lanes (in one order) and the float columns in
+    ``cols`` (one missing or None: NaN); edges from the lanes, lengths from ``length_of``."""
+    n = len(ids)
+    if n == 0:
+        return Snapshot.empty(time_s)
+    f = lambda c: cols[c] if cols.get(c) is not None else np.full(n, np.nan)  # noqa: E731
     edges = edge_cache if edge_cache is not None else _Cache(_edge_of_lane)
     edge = np.array(list(map(edges.__getitem__, lanes)), dtype=object)
     length = np.fromiter(map(length_of, ids), float, n) if length_of else np.full(n, 5.0)
-    return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=pos[:, 0], y=pos[:, 1],
-                    speed=f(tc.VAR_SPEED), angle=f(tc.VAR_ANGLE), accel=f(tc.VAR_ACCELERATION), edge=edge,
-                    lane=np.array(lanes, dtype=object), lane_pos=f(tc.VAR_LANEPOSITION), length=length)
+    return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=f("x"), y=f("y"), speed=f("speed"),
+                    angle=f("angle"), accel=f("accel"), edge=edge, lane=np.array(lanes, dtype=object),
+                    lane_pos=f("lane_pos"), length=length)
 
 
 class SubscriptionReader:
-    """Reads all vehicles through one context subscription on an existing connection.
+    """Reads all vehicles through one standing context subscription on an existing connection,
+    from the results its client decoded (the TraCI path measured before :class:`TraciReader`;
+    that one's fallback).
 
     ``conn`` is the ``libsumo`` module, the ``traci`` module, or a ``traci.Connection``;
     ``fields``: the on-demand snapshot fields to read (the others are NaN).
@@ -168,10 +184,13 @@ class SubscriptionReader:
             raise CosimError("the SUMO network has no junction to anchor the vehicle subscription on")
         self.anchor = junctions[0]
         self.vars = read_vars(fields)
-        conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(self.vars))
+        self._subscribe()
         self.lengths = _FirstSight(conn.vehicle.getLength, conn.vehicle.getRoute)  # once per vehicle
         self.routes = self.lengths.routes
         self.edges = _Cache(_edge_of_lane)
+
+    def _subscribe(self) -> None:
+        self.conn.junction.subscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M, list(self.vars))
 
     def read(self, time_s: float) -> Snapshot:
         res = self.conn.junction.getContextSubscriptionResults(self.anchor)
@@ -182,6 +201,43 @@ class SubscriptionReader:
             self.conn.junction.unsubscribeContext(self.anchor, tc.CMD_GET_VEHICLE_VARIABLE, _EVERYWHERE_M)
         except Exception:  # connection already gone
             pass
+
+
+class TraciReader(SubscriptionReader):
+    """TraCI, whoever steps SUMO (cosim's loop or a user's under ``attach``): each :meth:`read`
+    makes the context subscription anew, valid until now (``end`` = the time read): SUMO answers
+    it at once with every vehicle's values and drops it at its next step. A standing
+    subscription costs SUMO its whole evaluation after *every* simulation step, of which only the
+    slot's last would be read (measured: docs/performance.md). The answer is decoded in bulk
+    (:class:`~cosim.sources.traci_step.ContextDecoder`), the values ``traci`` decodes (tested on
+    the same answers); one not in our shape is left to ``traci``."""
+
+    def _subscribe(self) -> None:
+        from cosim.sources.traci_step import ContextDecoder, context_request
+
+        self.decoder = ContextDecoder(self.anchor, self.vars)
+        self.request = context_request(self.anchor, self.vars, _EVERYWHERE_M)
+        self.decoded = 0  # reads our decoder answered (the others: traci's generic path)
+
+    def read(self, time_s: float) -> Snapshot:
+        from cosim.sources.traci_step import read_context
+
+        link = self.conn.junction._connection  # the traci.Connection (``conn`` may be the traci module)
+        got = read_context(link, self.request(time_s), self.decoder, self.anchor)
+        if got is None:  # not in our shape this time: traci decoded it into its results
+            return super().read(time_s)
+        self.decoded += 1
+        ids, lanes, cols = got
+        return _assemble(time_s, ids, lanes, self.lengths.__getitem__, self.edges, cols)
+
+    def step(self, time_s: float) -> Snapshot:
+        """Advance SUMO to ``time_s`` and read the state there; the time reached comes with the
+        step's answer (``VAR_TIME`` in the simulation's subscription, which the caller makes)."""
+        self.conn.simulationStep(time_s)
+        return self.read(self.conn.simulation.getSubscriptionResults()[tc.VAR_TIME])
+
+    def unsubscribe(self) -> None:
+        pass  # each subscription ends by itself
 
 
 class DirectReader:
@@ -217,12 +273,15 @@ class DirectReader:
         pos = np.fromiter(itertools.chain.from_iterable(map(self._pos, ids)), float, 2 * n).reshape(n, 2)
         f = lambda fn: np.fromiter(map(fn, ids), float, n)  # noqa: E731
         lanes = list(map(self._lane, ids))
-        edge = np.array(list(map(self.edges.__getitem__, lanes)), dtype=object)
-        return Snapshot(time_s=time_s, ids=np.array(ids, dtype=object), x=pos[:, 0], y=pos[:, 1],
-                        speed=f(self._speed), angle=f(self._angle),
-                        accel=f(self._accel) if self._accel is not None else np.full(n, np.nan), edge=edge,
-                        lane=np.array(lanes, dtype=object), lane_pos=f(self._lanepos),
-                        length=np.fromiter(map(self.lengths.__getitem__, ids), float, n))
+        return _assemble(time_s, ids, lanes, self.lengths.__getitem__, self.edges,
+                         {"x": pos[:, 0], "y": pos[:, 1], "speed": f(self._speed), "angle": f(self._angle),
+                          "accel": f(self._accel) if self._accel is not None else None,
+                          "lane_pos": f(self._lanepos)})
+
+    def step(self, time_s: float) -> Snapshot:
+        """Advance SUMO to ``time_s`` and read the state there."""
+        self.conn.simulationStep(time_s)
+        return self.read(self.conn.simulation.getTime())
 
     def unsubscribe(self) -> None:
         pass
@@ -232,10 +291,10 @@ def is_libsumo(conn: Any) -> bool:
     return getattr(conn, "__name__", "").split(".")[0] == "libsumo"
 
 
-def make_reader(conn: Any, fields=ON_DEMAND_FIELDS) -> "DirectReader | SubscriptionReader":
+def make_reader(conn: Any, fields=ON_DEMAND_FIELDS) -> "DirectReader | TraciReader":
     """The fastest measured reader for this connection (see the module docstring), reading the
     on-demand snapshot fields in ``fields`` (default: all)."""
-    return DirectReader(conn, fields) if is_libsumo(conn) else SubscriptionReader(conn, fields)
+    return DirectReader(conn, fields) if is_libsumo(conn) else TraciReader(conn, fields)
 
 
 def check_api_version(conn: Any, client: str) -> str:
@@ -288,7 +347,7 @@ class SumoSource:
         self.timeout_s = timeout_s
         self.fields = frozenset(fields)
         self.conn: Any = None
-        self.reader: DirectReader | SubscriptionReader | None = None
+        self.reader: DirectReader | TraciReader | None = None
         self.route_of: Routes | None = None
         self.proc: subprocess.Popen | None = None
         self.sumo_version = ""
@@ -303,7 +362,7 @@ class SumoSource:
         else:
             self._start_traci()
         self.reader = make_reader(self.conn, self.fields)
-        self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES])
+        self.conn.simulation.subscribe([tc.VAR_MIN_EXPECTED_VEHICLES, tc.VAR_TIME])
         self.route_of = self.reader.routes
 
     def _start_libsumo(self) -> None:
@@ -348,8 +407,7 @@ class SumoSource:
     def step_to(self, time_s: float) -> Snapshot:
         t0 = time.monotonic()
         try:
-            self.conn.simulationStep(time_s)
-            return self.reader.read(self.conn.simulation.getTime())
+            return self.reader.step(time_s)
         except KeyboardInterrupt:  # Ctrl-C/SIGTERM while waiting for SUMO: the reply is half read,
             self._kill_on_close = True    # the connection unusable; close() kills SUMO instead of asking
             raise
