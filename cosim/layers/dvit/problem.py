@@ -120,14 +120,13 @@ def evaluate(p: Problem, plan: np.ndarray) -> Evaluation:
     step = comm + comp + queue
     total = p.upload_s + float(step.sum())
     reason = ""
-    allowed = p.allowed()
-    if not np.all(allowed[prev[1:], plan[1:]]):
+    if not _allowed(p.n_devices)[prev[1:], plan[1:]].all():
         reason = "C1/C2"
-    elif p.local_steps and not np.all(plan[p.steps - p.local_steps:] == p.user):
+    elif p.local_steps and not (plan[p.steps - p.local_steps:] == p.user).all():
         reason = "local-steps"
-    elif not np.all(np.isfinite(step)):
+    elif not np.isfinite(step).all():
         reason = "no-link"
-    elif np.any(step > p.t_max_s + 1e-12):
+    elif (step > p.t_max_s + 1e-12).any():
         reason = "C3"
     else:
         t_loc = float(step[plan == p.user].sum())

@@ -73,10 +73,11 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
+        tot = np.empty((V, V))
         for k in range(2, n_prefix + 1):
-            tot = pre[k - 1][:, None] + step_mat
-            parent[k] = np.argmin(tot, axis=0)
-            pre[k] = tot[parent[k], np.arange(V)]
+            np.add(pre[k - 1][:, None], step_mat, out=tot)
+            tot.argmin(axis=0, out=parent[k])
+            np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
     best, best_s, best_d = inf, -1, -1
     # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
     first_user = p.comm_s[0, U] + user_step
@@ -226,16 +227,18 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # somewhere in c it ends in c + floor(d/g') or the next one
     q = np.floor(speed * cost / g).astype(np.int64)
     base = np.where(same, cell[:, None], c_recv) + q
-    two = np.where(speed > 0, 1, 0)
-    succ = np.stack([first + np.minimum(base, last), first + np.minimum(base + two, last)])
+    succ = np.empty((2, S, V), dtype=np.int64)
+    np.minimum(base, last, out=succ[0])
+    base += speed > 0  # the next cell, for a vehicle that moves
+    np.minimum(base, last, out=succ[1])
+    succ += first
     # the successors of (s, a) are those of a's own step from the cell it is in when it takes
     # the result (idx), so E[v(s') | s, a] = W[idx[s, a]] with W[x] the mean over x's two
     # self-successors; each sweep gathers v at both successors of idx[s, a] at once (one
     # (2, V, S) gather), then adds, halves (x rho), adds F and takes the min over the actions
     idx = np.where(same, np.arange(S)[:, None], first + c_recv)
-    rows = np.arange(S)
-    nn = np.stack([succ[0][rows, dev], succ[1][rows, dev]])  # (2, S): the self-successors
-    gather = np.ascontiguousarray(nn[:, idx.T])  # (2, V, S)
+    nn = succ[:, np.arange(S), dev]  # (2, S): the self-successors
+    gather = nn[:, idx.T]  # (2, V, S)
     F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
     sweeps, v = _value_iteration(gather, F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
     Q = np.where(np.isfinite(F), F + (0.5 * opts.rho) * (v[succ[0]] + v[succ[1]]), np.inf)
