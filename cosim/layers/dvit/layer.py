@@ -34,6 +34,7 @@ Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` blo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -343,12 +344,13 @@ class DViTLayer(Layer):
         junction, straight ahead along its velocity (the stated fallback)."""
         walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
-        out = np.repeat(xy[:, None, :], M, axis=1)
-        offset = np.zeros(len(vidx))
+        rows, offset = [], []
         cells_m = (np.arange(M) * g).tolist()[1:]  # the walk in Python numbers (the same arithmetic)
         half = g / 2
         for row, i in enumerate(vidx.tolist()):
             if i < 0:
+                rows.append(np.repeat(xy[row][None, :], M, axis=0))
+                offset.append(0.0)
                 continue
             vid = s.ids[i]
             hit = walked.get(vid)
@@ -373,8 +375,9 @@ class DViTLayer(Layer):
                     unit = v / sp if sp > 0 else np.zeros(2)
                     pts = np.array([s.x[i], s.y[i]])[None, :] + np.array(r)[:, None] * unit[None, :]
                 hit = walked[vid] = (pts, off)
-            out[row], offset[row] = hit
-        return out, offset
+            rows.append(hit[0])
+            offset.append(hit[1])
+        return np.stack(rows), np.array(offset)
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
@@ -547,7 +550,7 @@ class DViTLayer(Layer):
         if dev == task.user and task.holder != task.user:
             if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
                 return self._finish(task, "failed", "C4", world.time_s)
-        if not np.isfinite(comm):
+        if not math.isfinite(comm):
             return self._finish(task, "failed", "no-link", world.time_s)
         step = comm + comp + queue
         if step > self.cfg.t_max_s + 1e-12:
@@ -576,7 +579,7 @@ class DViTLayer(Layer):
                 same += 1
         per = comp + queue
         if same and task.clock < until and per > 0:
-            j = min(same, int(np.ceil((until - task.clock) / per)))
+            j = min(same, math.ceil((until - task.clock) / per))
             if per > self.cfg.t_max_s + 1e-12:
                 task.c3_violations += j
             task.devices += [dev] * j
