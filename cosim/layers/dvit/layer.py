@@ -261,7 +261,7 @@ class DViTLayer(Layer):
             cand = served[served != user]
             d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
             near = d_user <= world.cfg.channel.v2v_range_m
-            order = cand[near][np.argsort(d_user[near], kind="stable")]
+            order = cand[near][d_user[near].argsort(kind="stable")]
             members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
             rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
             hit = near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
@@ -344,12 +344,12 @@ class DViTLayer(Layer):
         junction, straight ahead along its velocity (the stated fallback)."""
         walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
-        rows, offset = [], []
+        out, offset = np.empty((len(vidx), M, 2)), []
         cells_m = (np.arange(M) * g).tolist()[1:]  # the walk in Python numbers (the same arithmetic)
         half = g / 2
         for row, i in enumerate(vidx.tolist()):
             if i < 0:
-                rows.append(np.repeat(xy[row][None, :], M, axis=0))
+                out[row] = xy[row]
                 offset.append(0.0)
                 continue
             vid = s.ids[i]
@@ -375,9 +375,9 @@ class DViTLayer(Layer):
                     unit = v / sp if sp > 0 else np.zeros(2)
                     pts = np.array([s.x[i], s.y[i]])[None, :] + np.array(r)[:, None] * unit[None, :]
                 hit = walked[vid] = (pts, off)
-            rows.append(hit[0])
+            out[row] = hit[0]
             offset.append(hit[1])
-        return np.stack(rows), np.array(offset)
+        return out, np.array(offset)
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
@@ -663,8 +663,8 @@ class DViTLayer(Layer):
             "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
             "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
             "devices": Lists([list(task.devices)], pa.string()),
-            "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
-            "queue_s": np.array([float(np.sum(task.queue))]),
+            "comm_s": np.array([float(np.add.reduce(task.comm))]), "comp_s": np.array([float(np.add.reduce(task.comp))]),
+            "queue_s": np.array([float(np.add.reduce(task.queue))]),
             "step_comm_s": Lists([list(task.comm)], pa.float64()),
             "step_comp_s": Lists([list(task.comp)], pa.float64()),
             "step_queue_s": Lists([list(task.queue)], pa.float64()),

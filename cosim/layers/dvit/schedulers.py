@@ -90,7 +90,7 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         ok = np.isfinite(P) & (into_user <= tmax)[None, :] & (p.upload_s + P <= p.user_dwell_s + 1e-12)
         ok[:, U] = False
         totals = np.where(ok, p.upload_s + P + into_user[None, :] + (K - s_vals)[:, None] * user_step, inf)
-        flat = int(np.argmin(totals))
+        flat = int(totals.argmin())
         si, d = divmod(flat, V)
         if totals[si, d] < best:
             best, best_s, best_d = totals[si, d], int(s_vals[si]), d
@@ -186,8 +186,8 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # user keeps the task, so where it is matters only to the hand-off, priced from its position)
     reach = np.floor((off + speed * cost * p.steps) / g).astype(np.int64) + 2
     n_cells = np.where((speed > 0) & ~rsu & (devs != U), np.minimum(M, reach), 1)
-    first = np.concatenate([[0], np.cumsum(n_cells)[:-1]]).astype(np.int64)
-    dev = np.repeat(devs, n_cells)
+    first = np.concatenate([[0], n_cells.cumsum()[:-1]]).astype(np.int64)
+    dev = devs.repeat(n_cells)
     cell = np.arange(len(dev)) - first[dev]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(cell > 0, (cell * g - off[dev]) / speed[dev], 0.0)
@@ -271,7 +271,7 @@ def _value_iteration(gather: np.ndarray, F_t: np.ndarray, half_rho: float, phi: 
             v = hist[i]
             least(buf, axis=0, out=v)
         dv = np.abs(hist[1:block + 1] - hist[:block]).max(axis=1)
-        hit = np.flatnonzero(dv <= phi)
+        hit = (dv <= phi).nonzero()[0]
         if len(hit):
             return done + int(hit[0]) + 1, hist[hit[0] + 1].copy()
         done += block
@@ -323,7 +323,7 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     tmax, dwell = p.t_max_s + 1e-12, p.user_dwell_s + 1e-12
     F, Q, cost, state_at = mdp.F, mdp.Q, p.step_cost(), mdp.state_at
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
-    order = np.argsort(np.where(ok, Q, np.inf), axis=1, kind="stable").tolist()
+    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
     n_ok = ok.sum(axis=1).tolist()
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one
     # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
@@ -332,7 +332,7 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     relay = ok & (F[mdp.recv, U] <= tmax)
     relay[:, U] = False
     relay[np.arange(len(mdp.dev)), mdp.dev] = False
-    via = np.argmin(np.where(relay, F, np.inf), axis=1)
+    via = np.where(relay, F, np.inf).argmin(axis=1)
     extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
     # the roll-out below walks these one number at a time: as Python numbers (the same values)
     F, cost, direct, via, extra = F.tolist(), cost.tolist(), direct.tolist(), via.tolist(), extra.tolist()
@@ -440,7 +440,7 @@ def ranked(p: Problem, rank: np.ndarray) -> np.ndarray:
 
 def _order(score: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """``cand`` by ``score`` best (highest) first, ties by index."""
-    return cand[np.argsort(-score[cand], kind="stable")]
+    return cand[(-score[cand]).argsort(kind="stable")]
 
 
 @register("mddi")
@@ -481,7 +481,7 @@ def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) ->
 def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng(0)
     allowed = p.allowed()
-    options = [np.flatnonzero(allowed[i]) for i in range(p.n_devices)]
+    options = [row.nonzero()[0] for row in allowed]
     u = rng.random(p.steps)  # one draw per step, all at once
     plan = np.empty(p.steps, dtype=np.int64)
     cur = int(u[0] * p.n_devices)
