@@ -357,7 +357,7 @@ class DViTLayer(Layer):
             if hit is None:
                 lane_pos = float(s.lane_pos[i])
                 off = lane_pos % g
-                r = [0.0, *(max(m - off + half, 0.0) for m in cells_m)]  # cell m's centre ahead [m]
+                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
                 pts = None
                 if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
                     route = world.route_of[vid]

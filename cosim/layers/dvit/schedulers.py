@@ -260,6 +260,7 @@ def _value_iteration(gather: np.ndarray, F_t: np.ndarray, half_rho: float, phi: 
     buf = np.empty((V, S))
     hist = np.zeros((_BLOCK_MAX + 1, S))
     add, mul, least = np.add, np.multiply, np.minimum.reduce
+    half_rho = np.array(half_rho)  # a 0-d array: the same product, without converting a Python float per call
     done, block = 0, min(_BLOCK_FIRST, max_iter)
     while True:
         v = hist[0]
