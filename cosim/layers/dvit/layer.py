@@ -345,7 +345,8 @@ class DViTLayer(Layer):
         walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
         out, offset = np.empty((len(vidx), M, 2)), []
-        cells_m = (np.arange(M) * g).tolist()[1:]  # the walk in Python numbers (the same arithmetic)
+        cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
+        cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
         half = g / 2
         for row, i in enumerate(vidx.tolist()):
             if i < 0:
@@ -357,12 +358,12 @@ class DViTLayer(Layer):
             if hit is None:
                 lane_pos = float(s.lane_pos[i])
                 off = lane_pos % g
-                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
                 pts = None
                 if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
                     route = world.route_of[vid]
                     k = route_index(route, s.edge[i])
                     if k >= 0:
+                        r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
                         pts = points_along(route, k, [lane_pos + d for d in r], world.net.edge_ends,
                                            world.net.edge_length)
                         last = (float(s.x[i]), float(s.y[i]))
@@ -370,10 +371,12 @@ class DViTLayer(Layer):
                             pts[j] = last = pt if pt is not None else last
                         pts = np.array(pts)
                 if pts is None:
+                    r = np.maximum(cells - off + half, 0.0)
+                    r[0] = 0.0
                     v = np.array([world.vx[i], world.vy[i]])
                     sp = float(np.hypot(*v))
                     unit = v / sp if sp > 0 else np.zeros(2)
-                    pts = np.array([s.x[i], s.y[i]])[None, :] + np.array(r)[:, None] * unit[None, :]
+                    pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
                 hit = walked[vid] = (pts, off)
             out[row] = hit[0]
             offset.append(hit[1])
