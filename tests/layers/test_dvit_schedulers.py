@@ -258,6 +258,40 @@ def test_mobility_changes_vidis_decision():
     assert np.isfinite(m.F[m.state_at(1, 3.2), 3])
 
 
+def plain_value_iteration(m, rho, phi, max_iter):
+    """Algorithm 1's lines 1-8 written out, one stop test per sweep: the reference for the
+    blocked sweeps of vidi_mdp."""
+    S = len(m.dev)
+    F = np.where(np.isfinite(m.F), m.F, 1e9)
+    n1, n2 = m.succ[0][np.arange(S), m.dev], m.succ[1][np.arange(S), m.dev]
+    v = np.zeros(S)
+    for sweep in range(1, max_iter + 1):
+        W = (v[n1] + v[n2]) * (0.5 * rho)
+        new = (F + W[m.recv]).min(axis=1)
+        done = np.abs(new - v).max() <= phi
+        v = new
+        if done:
+            break
+    return sweep, v
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("rho, phi, max_iter, capped", [
+    (0.9, 1e-4, 1000, False), (0.5, 1e-9, 1000, False), (0.97, 1e-6, 1000, False),
+    (0.9, 1e-4, 1, True), (0.9, 1e-4, 17, True), (0.95, 1e-12, 90, True)])
+def test_vidi_sweeps_blocked_equal_one_stop_test_per_sweep(seed, rho, phi, max_iter, capped):
+    """The value iteration tests its stop rule over blocks of sweeps (fewer numpy calls): the
+    sweeps counted and v must be those of a stop test after every sweep, bit for bit, also when
+    max_iter ends it first."""
+    rng = np.random.default_rng(500 + seed)
+    p = random_problem(rng, n_helpers=int(rng.integers(0, 20)), K=int(rng.integers(5, 50)), local=int(rng.integers(1, 5)))
+    p.handoff_bits, p.cell_offset_m = 16.8e6, rng.uniform(0, 25, p.n_devices)
+    m = vidi_mdp(p, VidiOptions(rho=rho, phi=phi, max_iter=max_iter))
+    sweeps, v = plain_value_iteration(m, rho, phi, max_iter)
+    assert m.sweeps == sweeps and v.tobytes() == m.v.tobytes()
+    assert capped == (sweeps == max_iter)  # ended by max_iter, or converged before
+
+
 def test_vidi_respects_c4_with_a_short_dwell():
     """The issue's toy: a fast RSU (0.03 s) and 0.5 s of dwell. Keeping the 45 steps on the RSU
     breaks C4; VIDI hands over in time, like optimal (15 RSU steps: 0.01 + 15 * 0.03 = 0.46 s)."""

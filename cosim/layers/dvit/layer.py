@@ -34,6 +34,7 @@ Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` blo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -260,7 +261,7 @@ class DViTLayer(Layer):
             cand = served[served != user]
             d_user = np.hypot(s.x[cand] - s.x[user], s.y[cand] - s.y[user])
             near = d_user <= world.cfg.channel.v2v_range_m
-            order = cand[near][np.argsort(d_user[near], kind="stable")]
+            order = cand[near][d_user[near].argsort(kind="stable")]
             members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
             rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
             hit = near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
@@ -289,27 +290,27 @@ class DViTLayer(Layer):
             comp[:] = self.flops_step / self._compute(world, veh)
         comm = np.full((V, V), np.inf)
         np.fill_diagonal(comm, 0.0)
-        vi = np.flatnonzero(vidx >= 0)
-        if len(vi):
-            vv = vidx[vi]
-            rows = [row_of.get(int(v), -1) for v in vv]
-            if min(rows) >= 0:  # every device among the user's neighbours of this slot: their rates
-                rate = near_rates[np.ix_(rows, rows)]
-            else:  # an origin farther away: the same formula for this set
-                rate = world.v2v_rate_bps(vv[:, None], vv[None, :])
-            with np.errstate(divide="ignore"):
-                sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
-            np.fill_diagonal(sub, 0.0)
-            comm[np.ix_(vi, vi)] = sub
+        first = V - len(veh)  # the vehicles' rows and columns (after the RSU's, if any)
+        rows = [row_of.get(v, -1) for v in veh.tolist()]
+        if min(rows) >= 0:  # every device among the user's neighbours of this slot: their rates
+            rows = np.array(rows)
+            rate = near_rates[rows[:, None], rows]
+        else:  # an origin farther away: the same formula for this set
+            rate = world.v2v_rate_bps(veh[:, None], veh[None, :])
+        with np.errstate(divide="ignore"):
+            sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
+        np.fill_diagonal(sub, 0.0)
+        comm[first:, first:] = sub
         if origin is None:
             i2v = world.rate_i2v_bps[veh]
             comm[0, 1:] = np.where(i2v > 0, self.bits / np.where(i2v > 0, i2v, 1.0), np.inf)
         # C1 for a helper origin: the sub-problem's device 0 is that helper (no RSU in it)
         up = world.rate_v2i_bps[user]
         upload = (self.cfg.request_bits / up if up > 0 else np.inf) if upload else 0.0
-        xy = np.column_stack([s.x[np.maximum(vidx, 0)], s.y[np.maximum(vidx, 0)]])
-        vel = np.column_stack([world.vx[np.maximum(vidx, 0)], world.vy[np.maximum(vidx, 0)]])
-        bw = world.bandwidth_hz[np.maximum(vidx, 0)].copy()
+        at = np.maximum(vidx, 0)
+        xy = np.column_stack([s.x[at], s.y[at]])
+        vel = np.column_stack([world.vx[at], world.vy[at]])
+        bw = world.bandwidth_hz[at]
         cpu = np.concatenate([[self._rsu_compute(rsu)], self._compute(world, veh)]) if origin is None else \
             self._compute(world, veh)
         if origin is None:
@@ -318,7 +319,7 @@ class DViTLayer(Layer):
         dwell = world.dwell_s[user]
         dwell = float(dwell if np.isfinite(dwell) else 0.0)
         # the one coverage truth: the world's serving RSU and predicted dwell, per device
-        dev_dwell = np.where(vidx >= 0, world.dwell_s[np.maximum(vidx, 0)], np.inf)
+        dev_dwell = np.where(vidx >= 0, world.dwell_s[at], np.inf)
         dev_dwell = np.where(np.isnan(dev_dwell), 0.0, dev_dwell)
         dev_dwell[-1] = dwell
         ahead, offset = self._ahead_of(world, vidx, xy) if ahead else (np.zeros((0, 0, 2)), np.zeros(0))
@@ -329,7 +330,7 @@ class DViTLayer(Layer):
                     ahead_xy=ahead, cell_offset_m=offset, cell_m=world.cfg.world.grid_cell_m, dwell_s=dev_dwell,
                     handoff_bits=self.bits, v2v_range_m=cc.v2v_range_m, v2v_pl_exponent=cc.v2v_pl_exponent,
                     v2i_pl_exponent=cc.v2i_pl_exponent, min_distance_m=cc.min_distance_m, elapsed_s=elapsed_s)
-        names = [str(v) for v in s.ids[np.maximum(vidx, 0)].tolist()]
+        names = [str(v) for v in s.ids[at].tolist()]
         if origin is None:
             names[0] = RSU_NAME
         return p, names
@@ -343,36 +344,43 @@ class DViTLayer(Layer):
         junction, straight ahead along its velocity (the stated fallback)."""
         walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
-        out = np.repeat(xy[:, None, :], M, axis=1)
-        offset = np.zeros(len(vidx))
-        for row, i in enumerate(vidx):
+        out, offset = np.empty((len(vidx), M, 2)), []
+        cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
+        cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
+        half = g / 2
+        for row, i in enumerate(vidx.tolist()):
             if i < 0:
+                out[row] = xy[row]
+                offset.append(0.0)
                 continue
             vid = s.ids[i]
             hit = walked.get(vid)
             if hit is None:
-                off = float(s.lane_pos[i]) % g
-                r = np.maximum(np.arange(M) * g - off + g / 2, 0.0)
-                r[0] = 0.0
+                lane_pos = float(s.lane_pos[i])
+                off = lane_pos % g
                 pts = None
                 if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
                     route = world.route_of[vid]
                     k = route_index(route, s.edge[i])
                     if k >= 0:
-                        pts = points_along(route, k, float(s.lane_pos[i]) + r, world.net.edge_ends,
+                        r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+                        pts = points_along(route, k, [lane_pos + d for d in r], world.net.edge_ends,
                                            world.net.edge_length)
                         last = (float(s.x[i]), float(s.y[i]))
                         for j, pt in enumerate(pts):  # past the route's end: it stays at the end
                             pts[j] = last = pt if pt is not None else last
                         pts = np.array(pts)
                 if pts is None:
+                    r = np.maximum(cells - off + half, 0.0)
+                    r[0] = 0.0
                     v = np.array([world.vx[i], world.vy[i]])
                     sp = float(np.hypot(*v))
                     unit = v / sp if sp > 0 else np.zeros(2)
                     pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
                 hit = walked[vid] = (pts, off)
-            out[row], offset[row] = hit
-        return out, offset
+            out[row] = hit[0]
+            offset.append(hit[1])
+        return out, np.array(offset)
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
@@ -545,7 +553,7 @@ class DViTLayer(Layer):
         if dev == task.user and task.holder != task.user:
             if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
                 return self._finish(task, "failed", "C4", world.time_s)
-        if not np.isfinite(comm):
+        if not math.isfinite(comm):
             return self._finish(task, "failed", "no-link", world.time_s)
         step = comm + comp + queue
         if step > self.cfg.t_max_s + 1e-12:
@@ -567,11 +575,14 @@ class DViTLayer(Layer):
         # steps on the same device cost comp + queue each, so run the ones that start before
         # `until` as one batch (with the simulated queue every step books its device in turn)
         same = 0
-        while res is None and self.replan[task.policy] != "step" and same < len(task.plan) and task.plan[same] == dev:
-            same += 1
+        if res is None and self.replan[task.policy] != "step":
+            for d in task.plan:
+                if d != dev:
+                    break
+                same += 1
         per = comp + queue
         if same and task.clock < until and per > 0:
-            j = min(same, int(np.ceil((until - task.clock) / per)))
+            j = min(same, math.ceil((until - task.clock) / per))
             if per > self.cfg.t_max_s + 1e-12:
                 task.c3_violations += j
             task.devices += [dev] * j
@@ -655,8 +666,8 @@ class DViTLayer(Layer):
             "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
             "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
             "devices": Lists([list(task.devices)], pa.string()),
-            "comm_s": np.array([float(np.sum(task.comm))]), "comp_s": np.array([float(np.sum(task.comp))]),
-            "queue_s": np.array([float(np.sum(task.queue))]),
+            "comm_s": np.array([float(np.add.reduce(task.comm))]), "comp_s": np.array([float(np.add.reduce(task.comp))]),
+            "queue_s": np.array([float(np.add.reduce(task.queue))]),
             "step_comm_s": Lists([list(task.comm)], pa.float64()),
             "step_comp_s": Lists([list(task.comp)], pa.float64()),
             "step_queue_s": Lists([list(task.queue)], pa.float64()),

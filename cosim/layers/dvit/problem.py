@@ -14,6 +14,7 @@ the paper does not say how many).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,13 +80,19 @@ class Problem:
         return self.comp_s + self.queue_s
 
     def allowed(self) -> np.ndarray:
-        """(V, V) transitions i -> j allowed by C1 and C2."""
-        k = self.kinds()
-        ok = np.ones((self.n_devices, self.n_devices), dtype=bool)
-        ok[k != RSU, 0] = False  # C1: never back to the RSU
-        ok[k == USER, :] = False  # C2: the user keeps the task ...
-        ok[self.user, self.user] = True  # ... on itself
-        return ok
+        """(V, V) transitions i -> j allowed by C1 and C2 (a new array: the caller may change it)."""
+        return _allowed(self.n_devices).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed(n_devices: int) -> np.ndarray:
+    """:meth:`Problem.allowed` for ``n_devices`` devices (it depends on nothing else), built once."""
+    ok = np.ones((n_devices, n_devices), dtype=bool)
+    ok[1:, 0] = False  # C1: never back to the RSU
+    ok[-1, :] = False  # C2: the user keeps the task ...
+    ok[-1, -1] = True  # ... on itself
+    ok.flags.writeable = False
+    return ok
 
 
 @dataclass
@@ -113,14 +120,13 @@ def evaluate(p: Problem, plan: np.ndarray) -> Evaluation:
     step = comm + comp + queue
     total = p.upload_s + float(step.sum())
     reason = ""
-    allowed = p.allowed()
-    if not np.all(allowed[prev[1:], plan[1:]]):
+    if not _allowed(p.n_devices)[prev[1:], plan[1:]].all():
         reason = "C1/C2"
-    elif p.local_steps and not np.all(plan[p.steps - p.local_steps:] == p.user):
+    elif p.local_steps and not (plan[p.steps - p.local_steps:] == p.user).all():
         reason = "local-steps"
-    elif not np.all(np.isfinite(step)):
+    elif not np.isfinite(step).all():
         reason = "no-link"
-    elif np.any(step > p.t_max_s + 1e-12):
+    elif (step > p.t_max_s + 1e-12).any():
         reason = "C3"
     else:
         t_loc = float(step[plan == p.user].sum())

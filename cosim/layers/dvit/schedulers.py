@@ -25,6 +25,7 @@ no admissible plan. ``cosim check`` tests the contract (docs/plugins.md).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +73,11 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
+        tot = np.empty((V, V))
         for k in range(2, n_prefix + 1):
-            tot = pre[k - 1][:, None] + step_mat
-            parent[k] = np.argmin(tot, axis=0)
-            pre[k] = tot[parent[k], np.arange(V)]
+            np.add(pre[k - 1][:, None], step_mat, out=tot)
+            tot.argmin(axis=0, out=parent[k])
+            np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
     best, best_s, best_d = inf, -1, -1
     # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
     first_user = p.comm_s[0, U] + user_step
@@ -88,7 +90,7 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         ok = np.isfinite(P) & (into_user <= tmax)[None, :] & (p.upload_s + P <= p.user_dwell_s + 1e-12)
         ok[:, U] = False
         totals = np.where(ok, p.upload_s + P + into_user[None, :] + (K - s_vals)[:, None] * user_step, inf)
-        flat = int(np.argmin(totals))
+        flat = int(totals.argmin())
         si, d = divmod(flat, V)
         if totals[si, d] < best:
             best, best_s, best_d = totals[si, d], int(s_vals[si]), d
@@ -137,10 +139,16 @@ class VidiMDP:
     n_cells: np.ndarray  # (V,) states per device
     cell_m: float
 
+    def __post_init__(self) -> None:
+        # state_at's operands as Python numbers: the roll-out calls it in a loop (the same
+        # arithmetic as on numpy scalars, at a fraction of the cost)
+        self._at = (self.offset.tolist(), self.speed.tolist(), self.first.tolist(), (self.n_cells - 1).tolist())
+
     def state_at(self, dev: int, when: float) -> int:
         """The state of device ``dev`` holding the result at time ``when`` [s from now]."""
-        c = int((self.offset[dev] + self.speed[dev] * when) // self.cell_m) if self.speed[dev] > 0 else 0
-        return int(self.first[dev] + min(max(c, 0), int(self.n_cells[dev]) - 1))
+        offset, speed, first, last = self._at
+        c = int((offset[dev] + speed[dev] * when) // self.cell_m) if speed[dev] > 0 else 0
+        return first[dev] + min(max(c, 0), last[dev])
 
 
 def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,80 +179,111 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     allowed = p.allowed()
     M = int(opts.horizon_cells)
     pos, speed, off = _positions(p, M)
-    rsu = (np.arange(V) == 0) & bool(p.origin_rsu)
+    devs = np.arange(V)
+    rsu = (devs == 0) & bool(p.origin_rsu)
     # H' of a vehicle: the cells it passes while the rest of the task could run on it (at most
     # horizon_cells; the last absorbs); one for the RSU, a parked vehicle and the user (C2: the
     # user keeps the task, so where it is matters only to the hand-off, priced from its position)
     reach = np.floor((off + speed * cost * p.steps) / g).astype(np.int64) + 2
-    n_cells = np.where((speed > 0) & ~rsu & (np.arange(V) != U), np.minimum(M, reach), 1)
-    first = np.concatenate([[0], np.cumsum(n_cells)[:-1]]).astype(np.int64)
-    dev = np.repeat(np.arange(V), n_cells)
+    n_cells = np.where((speed > 0) & ~rsu & (devs != U), np.minimum(M, reach), 1)
+    first = np.concatenate([[0], n_cells.cumsum()[:-1]]).astype(np.int64)
+    dev = devs.repeat(n_cells)
     cell = np.arange(len(dev)) - first[dev]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(cell > 0, (cell * g - off[dev]) / speed[dev], 0.0)
     dwell = p.dwell_s if len(p.dwell_s) == V else np.full(V, np.inf)
-
-    def cell_at(a: np.ndarray, when: np.ndarray) -> np.ndarray:
-        """Cell of device ``a`` at time ``when`` (clipped to its last state)."""
-        c = np.floor((off[a] + speed[a] * when) / g).astype(np.int64)
-        return np.minimum(np.maximum(c, 0), n_cells[a] - 1)
-
+    # (S, V) arrays: row s = the state (its device dev[s]), column a = the action (the device
+    # that takes the next step); broadcasting (S, 1) against (V,) builds them
     S = len(dev)
-    A = np.broadcast_to(np.arange(V)[None, :], (S, V))
-    D = np.broadcast_to(dev[:, None], (S, V))
-    T = np.broadcast_to(t[:, None], (S, V))
-    c_recv = cell_at(A, T)  # where the receiver is when the step starts
+    Dc, Tc = dev[:, None], t[:, None]
+    same = Dc == devs  # a == dev[s]: the holder keeps the result
+    last = n_cells - 1
+    # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
+    c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
     src_xy = pos[dev, cell]  # (S, 2)
-    dst_xy = pos[A, np.minimum(c_recv, M - 1)]  # (S, V, 2)
+    dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
     d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
-    comm0 = p.comm_s[D, A]
+    comm0 = p.comm_s[dev]
     comm = comm0
+    rsu_dev = rsu[dev][:, None]
     if p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V:
         # eq. (3) at the new distance: recover the SNR of today's hand-off from its time and the
         # sender's band, then scale it by the path loss (log-distance, exponent of the link)
-        d0 = np.hypot(p.xy[D, 0] - p.xy[A, 0], p.xy[D, 1] - p.xy[A, 1])
-        alpha = np.where(rsu[D], p.v2i_pl_exponent, p.v2v_pl_exponent)
+        x, y = p.xy[:, 0], p.xy[:, 1]
+        d0 = np.hypot(x[Dc] - x, y[Dc] - y)
+        alpha = np.empty((S, V))  # a full array: np.power's result may depend on its operands' layout
+        alpha[:] = np.where(rsu_dev, p.v2i_pl_exponent, p.v2v_pl_exponent)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            se0 = p.handoff_bits / (comm0 * p.bandwidth_hz[D])  # log2(1 + snr0) [bit/s/Hz]
+            se0 = p.handoff_bits / (comm0 * p.bandwidth_hz[Dc])  # log2(1 + snr0) [bit/s/Hz]
             snr0 = np.expm1(np.minimum(se0, 1000.0) * np.log(2.0))
             gain = (np.maximum(d0, p.min_distance_m) / np.maximum(d, p.min_distance_m)) ** alpha
             se = np.log2(1.0 + snr0 * gain)
             comm = np.where(np.isfinite(comm0) & (comm0 > 0), comm0 * se0 / se, comm0)
-        comm = np.where(~rsu[D] & (d > p.v2v_range_m), np.inf, comm)
-    F = np.where(A == D, cost[A], comm + cost[A])
-    F = np.where(allowed[D, A] & (T <= dwell[A]) | (A == D), F, np.inf)  # C1/C2; receiver in coverage
+        comm = np.where(~rsu_dev & (d > p.v2v_range_m), np.inf, comm)
+    F = np.where(same, cost, comm + cost)
+    F = np.where(allowed[dev] & (Tc <= dwell) | same, F, np.inf)  # C1/C2; receiver in coverage
     # eq. (17): w' = w_a and c' = c_a (one value each); p' uniform over the cells a can occupy
     # after one step of its own duration: from cell c, the vehicle moves d = v * T_step, and from
     # somewhere in c it ends in c + floor(d/g') or the next one
     q = np.floor(speed * cost / g).astype(np.int64)
-    base = np.where(A == D, cell[:, None], c_recv) + q[A]
-    two = np.where(speed[A] > 0, 1, 0)
-    succ = np.stack([first[A] + np.minimum(base, n_cells[A] - 1),
-                     first[A] + np.minimum(base + two, n_cells[A] - 1)])
-    rho, phi = opts.rho, opts.phi
+    base = np.where(same, cell[:, None], c_recv) + q
+    succ = np.empty((2, S, V), dtype=np.int64)
+    np.minimum(base, last, out=succ[0])
+    base += speed > 0  # the next cell, for a vehicle that moves
+    np.minimum(base, last, out=succ[1])
+    succ += first
     # the successors of (s, a) are those of a's own step from the cell it is in when it takes
     # the result (idx), so E[v(s') | s, a] = W[idx[s, a]] with W[x] the mean over x's two
-    # self-successors: one (S,)-gather and one (S, V)-gather per sweep, no temporaries
-    idx = np.where(A == D, np.arange(S)[:, None], first[A] + c_recv)
-    n1, n2 = succ[0][np.arange(S), dev], succ[1][np.arange(S), dev]
-    idx_t = np.ascontiguousarray(idx.T)
+    # self-successors; each sweep gathers v at both successors of idx[s, a] at once (one
+    # (2, V, S) gather), then adds, halves (x rho), adds F and takes the min over the actions
+    idx = np.where(same, np.arange(S)[:, None], first + c_recv)
+    nn = succ[:, np.arange(S), dev]  # (2, S): the self-successors
+    gather = nn[:, idx.T]  # (2, V, S)
     F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
-    v, v_new, W, diff = np.zeros(S), np.empty(S), np.empty(S), np.empty(S)
-    buf = np.empty((V, S))
-    sweeps = 0
-    for sweeps in range(1, opts.max_iter + 1):  # noqa: B007 - reported
-        np.add(v[n1], v[n2], out=W)
-        W *= 0.5 * rho
-        np.take(W, idx_t, out=buf)
-        buf += F_t
-        np.minimum.reduce(buf, axis=0, out=v_new)
-        np.subtract(v_new, v, out=diff)
-        np.abs(diff, out=diff)
-        v, v_new = v_new, v
-        if diff.max() <= phi:
-            break
-    Q = np.where(np.isfinite(F), F + (0.5 * rho) * (v[succ[0]] + v[succ[1]]), np.inf)
+    sweeps, v = _value_iteration(gather, F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
+    Q = np.where(np.isfinite(F), F + (0.5 * opts.rho) * (v[succ[0]] + v[succ[1]]), np.inf)
     return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
+
+
+_BLOCK_FIRST, _BLOCK_MAX = 16, 64  # value-iteration sweeps between two stop tests
+
+
+def _value_iteration(gather: np.ndarray, F_t: np.ndarray, half_rho: float, phi: float,
+                     max_iter: int) -> tuple[int, np.ndarray]:
+    """Sweeps v <- min_a F_t[a] + half_rho (v[gather[0, a]] + v[gather[1, a]]) from v = 0 until
+    max |dv| <= phi (at most ``max_iter``): (sweeps, v). Five numpy calls a sweep; the stop
+    test runs over a block of sweeps at once (every v of the block is kept), and the v of the
+    first sweep that met it is returned — the same sweeps and the same v as testing after each."""
+    V, S = F_t.shape
+    pair = np.empty((2, V, S))
+    first, second = pair[0], pair[1]
+    buf = np.empty((V, S))
+    hist = np.zeros((_BLOCK_MAX + 1, S))
+    add, mul, least = np.add, np.multiply, np.minimum.reduce
+    half_rho = np.array(half_rho)  # a 0-d array: the same product, without converting a Python float per call
+    done, block = 0, min(_BLOCK_FIRST, max_iter)
+    while True:
+        v = hist[0]
+        for i in range(1, block + 1):
+            v.take(gather, out=pair, mode="wrap")  # every index is in range: "wrap" only skips the check
+            add(first, second, out=buf)
+            mul(buf, half_rho, out=buf)
+            add(buf, F_t, out=buf)
+            v = hist[i]
+            least(buf, axis=0, out=v)
+        dv = np.abs(hist[1:block + 1] - hist[:block]).max(axis=1)
+        hit = (dv <= phi).nonzero()[0]
+        if len(hit):
+            return done + int(hit[0]) + 1, hist[hit[0] + 1].copy()
+        done += block
+        if done >= max_iter:
+            return done, hist[block].copy()
+        hist[0] = hist[block]
+        # the next block: as many sweeps as the last two changes' ratio says are left
+        a = float(dv[-1])
+        b = float(dv[-2]) if block > 1 else 0.0
+        need = math.ceil(math.log(phi / a) / math.log(a / b)) if 0.0 < a < b else _BLOCK_FIRST
+        block = max(1, min(need, _BLOCK_MAX, max_iter - done))
 
 
 @register("vidi", options=VidiOptions, replan="every-step")
@@ -285,8 +324,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     tmax, dwell = p.t_max_s + 1e-12, p.user_dwell_s + 1e-12
     F, Q, cost, state_at = mdp.F, mdp.Q, p.step_cost(), mdp.state_at
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
-    order = np.argsort(np.where(ok, Q, np.inf), axis=1, kind="stable")
-    n_ok = ok.sum(axis=1)
+    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
+    n_ok = ok.sum(axis=1).tolist()
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one
     # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
     # helper next to the user is not); ``via`` its best device, ``extra`` the time it adds
@@ -294,19 +333,23 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     relay = ok & (F[mdp.recv, U] <= tmax)
     relay[:, U] = False
     relay[np.arange(len(mdp.dev)), mdp.dev] = False
-    via = np.argmin(np.where(relay, F, np.inf), axis=1)
+    via = np.where(relay, F, np.inf).argmin(axis=1)
     extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
+    # the roll-out below walks these one number at a time: as Python numbers (the same values)
+    F, cost, direct, via, extra = F.tolist(), cost.tolist(), direct.tolist(), via.tolist(), extra.tolist()
+
+    s0 = int(mdp.first[0])
 
     def exit_ok(a: int, when: float, elapsed: float) -> bool:
         """The result, on ``a`` at ``when``, can go to the user (directly or through one device):
         in V2V range, C3, C4."""
         s = state_at(a, when)
-        return bool(elapsed + extra[s] <= dwell)
+        return elapsed + extra[s] <= dwell
 
     def safe(s: int, a: int, t: float, elapsed: float, n_left: int) -> bool:
         """``a`` can take the result now and keep it for the ``n_left`` non-local steps left,
         and still hand it to the user then."""
-        span = F[s, a] + (n_left - 1) * cost[a]
+        span = F[s][a] + (n_left - 1) * cost[a]
         return exit_ok(a, t + span, elapsed + span)
 
     def rollout(a: int, exit_early: bool) -> list | None:
@@ -315,16 +358,15 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
         where none is (before the user is better) is a conflict: None. With it, every step goes
         to the best action after which the user can still be reached, and the result goes to
         the user as soon as none is."""
-        s, t, elapsed, plan = int(mdp.first[0]), 0.0, p.upload_s, []
+        s, t, elapsed, plan = s0, 0.0, p.upload_s, []
         for k in range(n_pre):
             if k:
                 a, user_next = -1, False
-                for b in order[s, :n_ok[s]]:
-                    b = int(b)
+                for b in order[s][:n_ok[s]]:
                     if b == U:
                         user_next = True  # handing over now beats everything after it
                         break
-                    f = F[s, b]
+                    f = F[s][b]
                     if safe(s, b, t, elapsed, n_pre - k) if not exit_early else exit_ok(b, t + f, elapsed + f):
                         a = b
                         break
@@ -332,28 +374,27 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
                     if not exit_early and not user_next:
                         return None  # a conflict: nothing can go on, and the user is no choice
                     break
-            f = F[s, a]
+            f = F[s][a]
             plan.append(a)
             t, elapsed = t + f, elapsed + f
             s = state_at(a, t)
-        if plan and not direct[s] and np.isfinite(extra[s]):
+        if plan and not direct[s] and math.isfinite(extra[s]):
             # the result reaches the user through a relay: its step replaces the last one (or
             # comes after an early exit)
-            b = int(via[s])
+            b = via[s]
             if len(plan) == n_pre:
                 plan.pop()
             plan.append(b)
         return plan
 
-    s0 = int(mdp.first[0])
     first = []
-    for a in order[s0, :n_ok[s0]]:
-        if int(a) == U:
+    for a in order[s0][:n_ok[s0]]:
+        if a == U:
             break  # the user is better than every action after it
-        first.append(int(a))
+        first.append(a)
     for exit_early in (False, True):
         for a in first:
-            f = F[s0, a]
+            f = F[s0][a]
             if not (safe(s0, a, 0.0, p.upload_s, n_pre) if not exit_early else exit_ok(a, f, p.upload_s + f)):
                 continue
             plan = rollout(a, exit_early)
@@ -400,7 +441,7 @@ def ranked(p: Problem, rank: np.ndarray) -> np.ndarray:
 
 def _order(score: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """``cand`` by ``score`` best (highest) first, ties by index."""
-    return cand[np.argsort(-score[cand], kind="stable")]
+    return cand[(-score[cand]).argsort(kind="stable")]
 
 
 @register("mddi")
@@ -441,7 +482,7 @@ def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) ->
 def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng(0)
     allowed = p.allowed()
-    options = [np.flatnonzero(allowed[i]) for i in range(p.n_devices)]
+    options = [row.nonzero()[0] for row in allowed]
     u = rng.random(p.steps)  # one draw per step, all at once
     plan = np.empty(p.steps, dtype=np.int64)
     cur = int(u[0] * p.n_devices)

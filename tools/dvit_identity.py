@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Do the DViT layer's results stay bit-identical across a code change? (issue 14)
+
+    python tools/dvit_identity.py --save runs/dvit-ref          # on the reference commit
+    python tools/dvit_identity.py --check runs/dvit-ref         # after the change
+    python tools/dvit_identity.py --check runs/dvit-ref --only grid6-sim-migrate town-analytic-migrate
+
+Runs the DViT layer (all seven built-in schedulers) over a fixed set of cases — grid6 and the
+OSM town, live SUMO and the replay of a recorded trace, both queue models, ``handover`` fail and
+migrate, routes and straight-ahead positions, both presets — and compares every table the runs
+write and ``summary.json`` value for value with the saved reference. Left out of the comparison:
+``summary.json``'s ``wall_s``, ``cpu_s`` and ``out_dir`` (measured, not computed) and ``plugins``
+(the entry-point plugins installed in the environment: the test suite installs the example one).
+Prints each case's plugin CPU seconds against the reference's (one run each: noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID6 = ROOT / "scenarios" / "grid6_dvit.toml"
+TOWN = ROOT / "scenarios" / "town.toml"
+TOWN_DVIT = ["rsu.radius_m=150.0", 'layers.dvit.policies=["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"]']
+TRACE_S = 300  # the recorded grid6 trace replayed by the replay cases
+
+#: name -> (command, scenario, end [s], --set overrides); "replay" cases read the recorded trace
+CASES = {
+    "grid6-analytic-fail": ("run", GRID6, 600, []),
+    "grid6-sim-fail": ("run", GRID6, 300, ['layers.dvit.queue="simulated"']),
+    "grid6-analytic-migrate": ("run", GRID6, 300, ['layers.dvit.handover="migrate"']),
+    "grid6-sim-migrate": ("run", GRID6, 600, ['layers.dvit.queue="simulated"', 'layers.dvit.handover="migrate"']),
+    "grid6-sim-migrate-straight-busy": ("run", GRID6, 200, ['layers.dvit.queue="simulated"',
+                                                            'layers.dvit.handover="migrate"',
+                                                            'layers.dvit.ahead="straight"',
+                                                            "layers.dvit.request_rate_per_s=4.0"]),
+    "grid6-paper-literal": ("run", GRID6, 120, ['layers.dvit.preset="paper-literal"']),
+    "town-analytic-migrate": ("run", TOWN, 300, [*TOWN_DVIT, 'layers.dvit.handover="migrate"']),
+    "town-sim-fail": ("run", TOWN, 300, [*TOWN_DVIT, 'layers.dvit.queue="simulated"']),
+    "replay-analytic-fail": ("replay", GRID6, TRACE_S, []),
+    "replay-sim-migrate": ("replay", GRID6, TRACE_S, ['layers.dvit.queue="simulated"',
+                                                      'layers.dvit.handover="migrate"']),
+}
+MEASURED = ("wall_s", "cpu_s", "out_dir", "plugins")
+
+
+def cosim(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"dvit_identity: failed: cosim {' '.join(args)}\n{proc.stderr[-2000:]}")
+
+
+def run_case(name: str, out: Path, trace: Path) -> dict:
+    command, scenario, end, sets = CASES[name]
+    args = [command]
+    if command == "replay":
+        args += [str(trace), "--scenario"]
+    args += [str(scenario), "--end", str(end), "--out", str(out), "--overwrite", "-q", "--no-coverage"]
+    for s in sets:
+        args += ["--set", s]
+    cosim(*args)
+    return json.loads((out / "summary.json").read_text())
+
+
+def record_trace(trace: Path) -> None:
+    """The grid6 traffic the replay cases read (core alone, recorded exactly)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cosim("run", str(GRID6), "--no-layers", "--end", str(TRACE_S), "--out", tmp, "--overwrite", "-q",
+              "--no-coverage", "--record", str(trace))
+
+
+def differences(ref: Path, new: Path) -> list[str]:
+    """What differs between two results folders (empty: identical), one line per finding."""
+    import pandas as pd
+
+    out = []
+    tables = sorted(p.name for p in ref.glob("*.parquet"))
+    if tables != sorted(p.name for p in new.glob("*.parquet")):
+        return [f"tables {tables} vs {sorted(p.name for p in new.glob('*.parquet'))}"]
+    for name in tables:
+        a, b = pd.read_parquet(ref / name), pd.read_parquet(new / name)
+        if list(a.columns) != list(b.columns) or len(a) != len(b):
+            out.append(f"{name}: columns/rows {list(a.columns)} x {len(a)} vs {list(b.columns)} x {len(b)}")
+            continue
+        for col in a.columns:
+            try:
+                pd.testing.assert_series_equal(a[col], b[col], check_exact=True)
+            except AssertionError:
+                diff = [i for i in range(len(a)) if repr(a[col].iat[i]) != repr(b[col].iat[i])]
+                out.append(f"{name}.{col}: {len(diff)} rows differ, first row {diff[:1]}")
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (ref, new))
+    for s in (sa, sb):
+        for k in MEASURED:
+            s.pop(k, None)
+    if sa != sb:
+        keys = sorted(k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k))
+        out.append(f"summary.json differs in {keys}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--save", type=Path, help="write the reference results here")
+    mode.add_argument("--check", type=Path, help="compare against the reference saved here")
+    ap.add_argument("--only", nargs="+", choices=list(CASES), help="these cases only")
+    args = ap.parse_args()
+    names = args.only or list(CASES)
+    ref = (args.save or args.check).resolve()
+    ref.mkdir(parents=True, exist_ok=True)
+    trace = ref / "grid6-trace.parquet"
+    if args.save and not trace.exists() and any(CASES[n][0] == "replay" for n in names):
+        record_trace(trace)
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            if args.save:
+                s = run_case(name, ref / name, trace)
+                print(f"{name:34s} saved   plugin CPU {s['cpu_s']['plugin_process']:6.2f} s", flush=True)
+                continue
+            new = Path(tmp) / name
+            s = run_case(name, new, trace)
+            before = json.loads((ref / name / "summary.json").read_text())["cpu_s"]["plugin_process"]
+            diff = differences(ref / name, new)
+            failed += bool(diff)
+            print(f"{name:34s} {'DIFFERS' if diff else 'same   '} plugin CPU {s['cpu_s']['plugin_process']:6.2f} s "
+                  f"(reference {before:.2f} s)", flush=True)
+            for line in diff:
+                print(f"    {line}")
+            shutil.rmtree(new)
+    if failed:
+        raise SystemExit(f"dvit_identity: {failed} case(s) differ")
+
+
+if __name__ == "__main__":
+    main()
