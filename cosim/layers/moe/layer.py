@@ -338,10 +338,7 @@ class MoELayer(Layer):
                 # allocation: experts on IVs the TV bought nothing from are masked, and the gate
                 # routes their tokens to the bought ones
                 gq = np.where((host >= 0) & (f[np.maximum(host, 0)] > 0), gq, 0.0)
-                rkey = (key, gq.tobytes())
-                if rkey not in shared:
-                    shared[rkey] = self.route(prompt, gq, memo)
-                tokens = shared[rkey]
+                tokens = self.route(prompt, gq, memo)  # policies that mask alike share it (the memo)
             # the placement is shared between policies: each task re-routes its own copy
             task = Task(tid, policy, t_request, clock=t_request, tv=tv_name, ivs=names, layer_iv=host.copy(),
                         tokens=tokens.copy(), prompt=prompt, gate_memo=memo, gate_q=gq.copy(), evals=evals, prices=prices, f=f,
