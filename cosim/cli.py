@@ -37,7 +37,8 @@ def _output_args(p: argparse.ArgumentParser) -> None:
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
     p.add_argument("--jobs", type=int, metavar="N", help="processes for this run (scenario.jobs): 1 = all in one, "
-                                                        "2 = SUMO / the trace reader one slot ahead in its own")
+                                                        "2 = SUMO / the trace reader one slot ahead in its own, "
+                                                        "N >= 3 = also the layers' policies over N - 2 workers")
 
 
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202

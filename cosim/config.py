@@ -56,7 +56,8 @@ class ScenarioSection:
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
     jobs: int = option(1, lo=1, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
-                                    "reading in a second process, one slot ahead (same results)")
+                                    "reading in a second process, one slot ahead; N >= 3 = also N - 2 worker "
+                                    "processes over which the layers' policies are spread (same results)")
     sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
                                                      "(TraCI, or with jobs >= 2 a slot SUMO's process does not "

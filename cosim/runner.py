@@ -41,6 +41,8 @@ from cosim.config import Config
 from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
                           slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
+from cosim.layers.shards import LayerTables, Shards, write_grouped
+from cosim.layers.shards import plan as shard_plan
 from cosim.recorder import Recorder
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
@@ -211,7 +213,7 @@ class Session:
     was made for this run, so an error before the first slot removes it again."""
 
     def __init__(self, cfg: Config, out_dir: Path, net_file: "str | Path | Prepared", record: Path | None = None,
-                 created: bool = False, overlay: bool = False):
+                 created: bool = False, overlay: bool = False, workers: int = 0):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.created = created
@@ -224,7 +226,9 @@ class Session:
         self.world = World(cfg, self.net, rsus=prep.rsus if prep else None)
         #: the sumo-gui overlay (cosim.overlay), None when off; drawn once connect()ed to SUMO
         self.overlay = None
-        table = self.recorder.table
+        # the layers' tables: a slot's rows are held and written grouped by policy (cosim.layers.shards)
+        self.tables = LayerTables()
+        table = self._open_table
         if overlay:
             from cosim.overlay import Overlay
 
@@ -232,7 +236,14 @@ class Session:
             table = self.overlay.tap(table)
         ctx = LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
                            scenario_file=cfg.source_file, table=table)
-        self.layers = make_layers(cfg, ctx)
+        #: the policy workers (scenario.jobs >= 3), None in one process
+        self.shards = None
+        self.source = None  # set by drive(): the workers get the routes each snapshot brought
+        self.plan = shard_plan(cfg, workers) if workers > 0 and prep is not None else None
+        if self.plan is not None and len(self.plan.shares) == 1:
+            self.plan = None  # nothing to spread (one policy, or none that a worker could import)
+        self.layers = make_layers(self.plan.shares[0] if self.plan else cfg, ctx)
+        self.order = self.plan.order if self.plan else {layer.name: list(layer.policies) for layer in self.layers}
         self.timing = Timing()
         self.trace = None
         if record is not None:
@@ -242,7 +253,8 @@ class Session:
             self.trace = TableWriter(record, cfg.output.flush_slots)
         self.record = record
         #: the on-demand snapshot fields the run reads: a trace records every column
-        asked = {f: layer.name for layer in self.layers for f in layer.snapshot_fields}
+        asked = {f: layer.name for layer in (self.plan.layers if self.plan else self.layers)
+                 for f in layer.snapshot_fields}
         for f, name in asked.items():
             if f not in SNAPSHOT_FIELDS:
                 raise CosimError(f"layer {name}: snapshot_fields names '{f}', not a snapshot field "
@@ -254,7 +266,22 @@ class Session:
         self.finished = False
         (self.out_dir / "config.toml").write_text(cfgmod.dump_toml(cfg))
         for layer in self.layers:
+            self.tables.current = layer.name
             layer.on_start()
+        owners = dict(self.tables.owner)
+        if self.plan is not None:
+            self.shards = Shards(self.plan, self.world, prep, self._write_rows)
+            owners = {**self.shards.tables, **owners}
+        for name in self.order:  # the tables in the order one process opens them
+            for table, layer in owners.items():
+                if layer == name:
+                    self.recorder.table(table)
+
+    def _open_table(self, name: str):  # noqa: ANN202 - a PolicyRows
+        return self.tables.open(name)
+
+    def _write_rows(self, name: str, layer: str, held: dict) -> None:
+        write_grouped(self.recorder.table(name), held, self.order.get(layer or self.tables.owner.get(name, ""), []))
 
     def on_snapshot(self, snap: Snapshot) -> None:
         known = len(self.world.vehicle_names)
@@ -268,8 +295,18 @@ class Session:
                 for i in np.flatnonzero(self.world.vidx >= known):
                     routes[i] = " ".join(self.world.route_of[snap.ids[i]]) or None
             self.trace.append(snapshot_columns(snap, routes))
+        if self.shards is not None:
+            self.shards.feed(self.slots, getattr(self.source, "delivered", None))
         for layer in self.layers:
+            self.tables.current = layer.name
             layer.on_slot(self.world)
+        rows = self.tables.take()
+        if self.shards is not None:
+            with deferred_interrupts():  # a message cut in two would lose the workers' results
+                self.shards.own(self.slots, rows)
+        else:
+            for name, held in rows.items():
+                self._write_rows(name, "", held)
         if self.overlay is not None:
             self.overlay.update(self.world)
         with slot_bookkeeping():  # a SIGTERM waits until the slot is both recorded and counted
@@ -283,6 +320,8 @@ class Session:
         """An error before the first slot: nothing worth keeping. Remove what this run wrote
         (the whole folder if it made it) instead of leaving an empty results folder."""
         self.finished = True
+        if self.shards is not None:
+            self.shards.close()
         with contextlib.suppress(Exception):
             self.recorder.close()
         if self.trace is not None:
@@ -304,10 +343,21 @@ class Session:
         self.finished = True
         layer_blocks: dict[str, Any] = {}
         for layer in self.layers:
+            self.tables.current = layer.name
             try:
                 layer_blocks[layer.name] = layer.end()
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
+        dropped = {layer.name: dict(layer.failed) for layer in self.layers}
+        rows = self.tables.take()  # the rows written at the end (and those of a slot cut short)
+        if self.shards is not None:
+            try:
+                layer_blocks, dropped = self.shards.end(rows, layer_blocks, dropped)
+            finally:
+                self.shards.close()
+        else:
+            for name, held in rows.items():
+                self._write_rows(name, "", held)
         write_error: BaseException | None = None
         for closing in (self.recorder.close, self.trace.close if self.trace is not None else None):
             try:
@@ -342,7 +392,8 @@ class Session:
             "status": status,
             "error": error,
             # the settings warned about before the run, and every policy a layer dropped mid-run
-            "warnings": self.warnings + [m for layer in self.layers for m in layer.failed.values()],
+            "warnings": self.warnings + [dropped[name][p] for name, order in self.order.items()
+                                         for p in order if p in dropped.get(name, {})],
             "versions": versions(self.sumo_version),
             "plugins": registry.plugin_versions(),
             "slot_s": self.cfg.scenario.slot_s,
@@ -354,7 +405,7 @@ class Session:
                       "compute_flops": float(c), "bandwidth_hz": float(w)}
                      for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
             "wall_s": self.timing.split(wall),
-            "cpu_s": self.timing.cpu(),
+            "cpu_s": {**self.timing.cpu(), **({"policy_workers": self.shards.cpu()} if self.shards else {})},
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
             "dwell_prediction": dwell_block,
             "layers": layer_blocks,
@@ -491,7 +542,7 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
             cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
                     "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
             record_path = None
-        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui)
+        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui, workers=sc.jobs - 2)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
@@ -525,7 +576,7 @@ def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = Non
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
     out, created = results_dir(cfg, out_dir, overwrite)
     try:
-        session = Session(cfg, out, prep, created=created)
+        session = Session(cfg, out, prep, created=created, workers=sc.jobs - 2)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
@@ -586,6 +637,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
     summary: dict = {}
     with sigterm_interrupts() if signals else contextlib.nullcontext():
         try:
+            session.source = source
             source.start()
             session.sumo_version = source.sumo_version
             if session.overlay is not None:

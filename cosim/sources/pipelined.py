@@ -61,6 +61,7 @@ class PipelinedSource:
         self.log_file = Path(log_file) if log_file else None
         self.sumo_version = ""
         self.route_of = None
+        self.delivered = None
         #: the SUMO side so far: busy (stepping + reading) and waiting for the plugin [s wall],
         #: and its process's CPU seconds
         self.sumo_side: dict[str, float] = {"busy": 0.0, "wait": 0.0, "cpu": 0.0}
@@ -95,6 +96,8 @@ class PipelinedSource:
         _, cols, self._finished, routes, cleared, side = msg
         self.conn.send(True)  # taken: the child goes on with the next slot
         self.sumo_side = side
+        #: the routes this slot brought (and whether the list was emptied first), for policy workers
+        self.delivered = (routes, cleared) if self.route_of is not None else None
         if self.route_of is not None:
             if cleared:
                 self.route_of.clear()

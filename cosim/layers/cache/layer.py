@@ -159,6 +159,7 @@ def _check(cfg: CacheConfig, n_services: int, where: str) -> None:
 class CacheLayer(Layer):
     config_class = CacheConfig
     policy_kind = "eviction policy"
+    shardable = True  # its policies share nothing but the world and the requests
     #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes;
     #: per_victim: asked once per victim (policies.py)
     policy_traits = {"caches": True, "predictive": False, "per_victim": False}

@@ -157,6 +157,7 @@ class _SlotCache:
 class DViTLayer(Layer):
     config_class = DViTConfig
     policy_kind = "scheduler"
+    shardable = True  # its policies share nothing but the world and the requests
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
     #: holding the result, on that slot's world: a closed loop over the decision epochs, once per

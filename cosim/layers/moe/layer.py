@@ -139,6 +139,7 @@ class Task(kn.Task):
 class MoELayer(Layer):
     config_class = MoEConfig
     policy_kind = "pricing solver"
+    shardable = True  # its policies share nothing but the world and the requests
     #: link_aware=False: experts on the nearest vehicles, plain top-k gating
     policy_traits = {"link_aware": True}
 

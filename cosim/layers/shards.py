@@ -1,0 +1,550 @@
+"""A layer's policies spread over worker processes (``scenario.jobs >= 3``), with the results
+of one process.
+
+The policies of a layer are compared side by side: each sees the same world and the same
+requests and shares no state with the others (DViT's schedulers, MoE's pricing policies, the
+cache's eviction policies each keep their own tasks, devices and caches). So with ``jobs = N >=
+3`` (SUMO's process, the plugin's, and N - 2 workers) the policies of every layer that says so
+(:attr:`cosim.layers.base.Layer.shardable`) are dealt round-robin, in the configured order
+(layer by layer), over the plugin's process and the workers: N - 1 shares. Each worker keeps its
+own copy of the world, built from the same snapshots (and the same routes) as the plugin's, and
+runs its layers (each with its share of the policies) on it; it sends each slot's table rows
+back, and the plugin's process writes them. A worker may fall behind by up to
+:data:`LAG_SLOTS` slots, so a slot in which one policy is slow does not hold up the others.
+
+**Row order.** In one process the rows of a layer's tables would come in the order events
+happen, interleaving the policies; spread over processes that order is lost. So every run,
+in one process or several, writes a slot's rows of a layer grouped by policy, in the
+configured order, each policy's rows in the order it produced them (:class:`PolicyRows`; rows
+without a ``policy`` column come last, in their order). Rows written after the last slot (the
+tasks still running at the end) are one more such group. The tables and ``summary.json`` are
+then the same whatever ``jobs`` is (tested on every shipped layer).
+
+**What stays in the plugin's process**: layers that do not declare themselves shardable (a
+layer of your own, unless it sets ``shardable = True``), and every policy a fresh process could
+not import — one registered in the script that started the run (``__main__``) rather than in a
+module named in ``scenario.plugins``. ``attach`` (your own TraCI loop) and ``--gui`` run in one
+process.
+
+**Failures.** A layer raising in a worker ends the run as it would in one process (status
+``failed``, the error line naming the layer); a worker that dies ends it too. Every slot all
+processes finished is on disk; the summary has every policy's block.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe, wait
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cosim.errors import CosimError
+from cosim.recorder import Coded, Lists
+
+if TYPE_CHECKING:
+    from cosim.config import Config
+    from cosim.world import World
+
+#: how many slots a worker may be behind the plugin's process before it waits for it
+LAG_SLOTS = 8
+#: the marker a worker sends instead of its world's vehicle id list (the plugin's is the same)
+VEHICLES = "<world.vehicle_names>"
+
+
+class WorkerError(RuntimeError):
+    """A layer raised in a policy worker (as it would have raised in one process)."""
+
+
+# -- rows held per slot and written grouped by policy ----------------------------------------
+def take(columns: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    """The rows ``idx`` of a batch of columns (arrays, lists, :class:`Lists`, :class:`Coded`)."""
+    out = {}
+    for k, v in columns.items():
+        if isinstance(v, Coded):
+            out[k] = Coded(np.asarray(v.codes)[idx], v.names)
+        elif isinstance(v, Lists):
+            out[k] = Lists([v.values[i] for i in idx], v.item)
+        elif isinstance(v, np.ndarray) and v.ndim:
+            out[k] = v[idx]
+        elif isinstance(v, (list, tuple)):
+            out[k] = [v[i] for i in idx]
+        else:  # a scalar: the same for every row
+            out[k] = v
+    return out
+
+
+def _policies_of(columns: dict[str, Any]) -> list | None:
+    """The policy name of each row of a batch, or None where it has no ``policy`` column."""
+    col = columns.get("policy")
+    if col is None:
+        return None
+    if isinstance(col, Coded):
+        names = col.names
+        return [names[c] if c >= 0 else None for c in np.asarray(col.codes).tolist()]
+    return list(np.atleast_1d(np.asarray(col, dtype=object)))
+
+
+class PolicyRows:
+    """A layer's table as the layer sees it (``append(columns)``, like a
+    :class:`~cosim.recorder.TableWriter`): a slot's batches are held per policy until
+    :meth:`take` hands them over (see the module docstring)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.held: dict[Any, list] = {}
+
+    def append(self, columns: dict[str, Any]) -> None:
+        pols = _policies_of(columns)
+        if pols is None or not pols:
+            self.held.setdefault(None, []).append(columns)
+            return
+        first = pols[0]
+        if all(p == first for p in pols):
+            self.held.setdefault(first, []).append(columns)
+            return
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(pols):
+            groups.setdefault(p, []).append(i)
+        for p, rows in groups.items():
+            self.held.setdefault(p, []).append(take(columns, np.asarray(rows, dtype=np.int64)))
+
+    def take(self) -> dict[Any, list]:
+        held, self.held = self.held, {}
+        return held
+
+
+def write_grouped(writer: Any, held: dict[Any, list], order: list[str]) -> None:
+    """Append ``held`` (policy -> batches) to ``writer``: the policies in ``order``, then any
+    other (a row naming no configured policy), then the rows without a policy."""
+    for p in order:
+        for batch in held.get(p, ()):
+            writer.append(batch)
+    for p, batches in held.items():
+        if p is not None and p not in order:
+            for batch in batches:
+                writer.append(batch)
+    for batch in held.get(None, ()):
+        writer.append(batch)
+
+
+class LayerTables:
+    """The layer tables of one process: ``open(name)`` gives the layer its :class:`PolicyRows`
+    (``LayerContext.table``); the layer that opens a table is the one running when it is opened
+    (set :attr:`current` around a layer's calls)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, PolicyRows] = {}
+        self.owner: dict[str, str] = {}  # table -> layer name
+        self.current = ""
+
+    def open(self, name: str) -> PolicyRows:
+        if name not in self.tables:
+            self.tables[name] = PolicyRows(name)
+            self.owner[name] = self.current
+        return self.tables[name]
+
+    def take(self) -> dict[str, dict[Any, list]]:
+        """table -> policy -> the batches appended since the last call (tables with none left out)."""
+        out = {}
+        for name, t in self.tables.items():
+            held = t.take()
+            if held:
+                out[name] = held
+        return out
+
+
+# -- dealing the policies ------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """How a run's policies are dealt: the configuration of each share (0 = the plugin's process)
+    and, per layer, the configured policy order (the order rows are written in)."""
+
+    shares: list["Config"]
+    layers: list = field(default_factory=list)  # every layer with all its policies (not run)
+    order: dict[str, list[str]] = field(default_factory=dict)
+    owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
+
+
+def plan(cfg: "Config", workers: int) -> Plan:
+    """Deal the policies of every shardable layer round-robin over 1 + ``workers`` shares
+    (policies a fresh process cannot import stay in share 0); layers that are not shardable stay
+    whole in share 0. Shares left without a policy are dropped (fewer workers start)."""
+    from cosim.layers.base import validate_layers
+
+    layers = validate_layers(cfg)
+    order = {layer.name: list(layer.policies) for layer in layers}
+    shardable = {layer.name: layer.shardable for layer in layers}
+    n = 1 + max(0, workers)
+    owner: dict[tuple[str, str], int] = {}
+    k = 0
+    for layer in layers:
+        for p, pol in layer.policies.items():
+            if not layer.shardable or _pinned(pol.spec):
+                owner[(layer.name, p)] = 0
+            else:
+                owner[(layer.name, p)] = k % n
+                k += 1
+    used = sorted({0, *owner.values()})
+    renum = {s: i for i, s in enumerate(used)}
+    owner = {key: renum[s] for key, s in owner.items()}
+    shares = []
+    for s in range(len(used)):
+        tables = {}
+        for name, table in cfg.layers.items():
+            if table.get("enabled", True) is False or name not in order:
+                continue
+            if not shardable.get(name, False) or not order[name]:  # runs whole in the plugin's process
+                if s == 0:
+                    tables[name] = dict(table)
+                continue
+            mine = [p for p in order[name] if owner[(name, p)] == s]
+            if not mine:
+                continue
+            opts = {p: o for p, o in (table.get("options") or {}).items() if p in mine}
+            tables[name] = {**table, "policies": mine, "options": opts}
+        shares.append(_with_layers(cfg, tables))
+    return Plan(shares, layers, order, owner)
+
+
+def _pinned(spec: Any) -> bool:
+    """A policy a fresh process could not import (registered in the script that started the run)."""
+    return spec.module in ("__main__", "") or getattr(spec.fn, "__module__", "") == "__main__"
+
+
+def _with_layers(cfg: "Config", layers: dict) -> "Config":
+    import dataclasses
+
+    return dataclasses.replace(cfg, layers=layers)
+
+
+# -- the plugin's side ---------------------------------------------------------------------------
+class Worker:
+    """One worker process and the thread that feeds it (sending never blocks the slot loop)."""
+
+    def __init__(self, index: int, start_msg: bytes):
+        self.index = index
+        parent, child = Pipe(duplex=True)
+        fd = child.fileno()
+        self.proc = subprocess.Popen([sys.executable, "-m", "cosim.layers.shards", str(fd)], pass_fds=(fd,))
+        child.close()
+        self.conn = parent
+        self.outbox: queue.Queue = queue.Queue()
+        self.send_error: BaseException | None = None
+        self.outbox.put(start_msg)
+        self.thread = threading.Thread(target=self._send, name=f"cosim-shard-{index}", daemon=True)
+        self.thread.start()
+        self.done = -1  # the last slot whose rows arrived
+        self.cpu_s = 0.0
+        self.error: str | None = None
+
+    def _send(self) -> None:
+        while True:
+            data = self.outbox.get()
+            if data is None:
+                return
+            try:
+                self.conn.send_bytes(data)
+            except BaseException as exc:  # noqa: BLE001 - gone: the reader notices and says so
+                self.send_error = exc
+                return
+
+    def gone(self, what: str) -> CosimError:
+        code = self.proc.poll()
+        return CosimError(f"policy worker {self.index} ended {what} (exit code {code}); "
+                          "its policies' results stop at the last slot every process finished")
+
+    def close(self) -> None:
+        self.outbox.put(None)
+        self.thread.join(timeout=10)
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Shards:
+    """The plugin's process side: starts the workers of ``plan`` (shares 1..), feeds them every
+    slot and merges their rows with the plugin's own in the configured order."""
+
+    def __init__(self, plan_: Plan, world: "World", prep: Any, write: Any):
+        self.plan = plan_
+        self.world = world
+        self.write = write  # write(table name, layer name, held) in the plugin's process
+        self.workers: list[Worker] = []
+        self.pending: dict[int, list] = {}  # slot -> per share its rows (None until they arrived)
+        self.next_write = 0
+        self.tables: dict[str, str] = {}  # table -> layer (from every share)
+        self.wait_s = 0.0
+        self.broken: str | None = None
+        for s in range(1, len(plan_.shares)):
+            msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus), protocol=pickle.HIGHEST_PROTOCOL)
+            self.workers.append(Worker(s, msg))
+        for w in self.workers:
+            reply = self._recv(w, "start")
+            if reply[0] != "started":
+                self.close()
+                raise CosimError(f"policy worker {w.index} could not start its layers: {reply[1]}")
+            self.tables.update(reply[1])
+
+    # -- every slot -------------------------------------------------------------------------
+    def feed(self, slot: int, routes: Any) -> None:
+        """Send slot ``slot``'s snapshot (the world was just updated with it) to every worker."""
+        from cosim.sources.base import SNAPSHOT_FIELDS
+
+        s = self.world.snap
+        cols = (s.time_s, *(getattr(s, f) for f in SNAPSHOT_FIELDS))
+        data = pickle.dumps(("slot", slot, cols, routes), protocol=pickle.HIGHEST_PROTOCOL)
+        for w in self.workers:
+            w.outbox.put(data)
+        self.pending[slot] = [None] * (1 + len(self.workers))
+
+    def own(self, slot: int, rows: dict) -> None:
+        """The plugin's own rows of ``slot``; writes every slot all shares have finished, and
+        waits while a worker is more than :data:`LAG_SLOTS` behind."""
+        self.pending[slot][0] = self._unpack(rows)
+        self._poll(block_until=slot - LAG_SLOTS)
+        self._write_ready()
+
+    def drain(self) -> None:
+        """Wait for every slot fed so far and write it."""
+        if self.pending and self.broken is None:
+            self._poll(block_until=max(self.pending))
+        self._write_ready()
+
+    def _poll(self, block_until: int) -> None:
+        """Take every message that arrived; block until each worker has done ``block_until``."""
+        live = [w for w in self.workers if w.error is None]
+        while live:
+            behind = [w for w in live if w.done < block_until]
+            t0 = time.perf_counter()
+            ready = wait([w.conn for w in live], timeout=None if behind else 0)
+            self.wait_s += time.perf_counter() - t0
+            if not ready:
+                return
+            for w in live:
+                if w.conn in ready:
+                    self._take(w, self._recv(w, "mid-run"))
+            live = [w for w in live if w.error is None]
+            if not [w for w in live if w.done < block_until] and not any(w.conn.poll() for w in live):
+                return
+
+    def _take(self, w: Worker, msg: tuple) -> None:
+        if msg[0] == "rows":
+            _, slot, rows, w.cpu_s = msg
+            w.done = slot
+            if slot in self.pending:
+                self.pending[slot][w.index] = self._unpack(rows)
+        elif msg[0] == "error":
+            w.error = msg[1]
+            self.broken = self.broken or msg[1]
+            sys.stderr.write(f"in policy worker {w.index}:\n{msg[2]}")
+            raise WorkerError(f"{msg[1]} (in policy worker {w.index}: its traceback above)")
+
+    def _write_ready(self) -> None:
+        while self.next_write in self.pending and all(r is not None for r in self.pending[self.next_write]):
+            self._write_merged(self.pending.pop(self.next_write))
+            self.next_write += 1
+
+    def _write_merged(self, shares: list[dict]) -> None:
+        names = list(dict.fromkeys(n for rows in shares for n in rows))
+        for name in names:
+            held: dict[Any, list] = {}
+            for rows in shares:
+                for p, batches in rows.get(name, {}).items():
+                    held.setdefault(p, []).extend(batches)
+            self.write(name, self.tables.get(name, ""), held)
+
+    def _unpack(self, rows: dict) -> dict:
+        """A share's rows with a worker's world's vehicle id list replaced by the plugin's (the
+        same list: both worlds saw the same snapshots) and policy codes put into the layer's
+        configured order (a share's layer codes them by its own share of the policies)."""
+        for name, held in rows.items():
+            layer = self.tables.get(name, "")
+            order = self.plan.order.get(layer, [])
+            for batches in held.values():
+                for b in batches:
+                    for k, v in b.items():
+                        if isinstance(v, Coded) and isinstance(v.names, str) and v.names == VEHICLES:
+                            b[k] = Coded(v.codes, self.world.vehicle_names)
+                        elif k == "policy" and isinstance(v, Coded) and list(v.names) != order and order:
+                            pos = {p: i for i, p in enumerate(order)}
+                            remap = np.array([pos.get(p, -1) for p in v.names], dtype=np.int64)
+                            codes = np.asarray(v.codes, dtype=np.int64)
+                            b[k] = Coded(np.where(codes >= 0, remap[np.maximum(codes, 0)], -1), list(order))
+        return rows
+
+    # -- the end ------------------------------------------------------------------------------
+    def end(self, own_rows: dict, own_blocks: dict, own_failed: dict) -> tuple[dict, dict]:
+        """Drain, then end every worker's layers: writes the rows written at the end (grouped like
+        a slot's) and returns (layer -> policy -> block, layer -> policy -> why it was dropped)
+        merged in the configured order. A worker that is gone has its policies' blocks say so."""
+        try:
+            self.drain()
+        except (CosimError, WorkerError):
+            pass  # the error ended the run already
+        for slot in sorted(self.pending):  # slots a failed worker left unfinished: the others' rows
+            self._write_merged([r for r in self.pending.pop(slot) if r is not None])
+        results = [(self._unpack(own_rows), own_blocks, own_failed)]
+        for w in self.workers:
+            if w.error is not None and w.proc.poll() is not None:
+                results.append(None)
+                continue
+            w.outbox.put(pickle.dumps(("end",)))
+            try:
+                while True:
+                    msg = self._recv(w, "at the end")
+                    if msg[0] == "ended":
+                        _, rows, blocks, failed, w.cpu_s = msg
+                        results.append((self._unpack(rows), blocks, failed))
+                        break
+            except CosimError as exc:
+                results.append(None)
+                w.error = w.error or str(exc)
+        self._write_merged([r[0] for r in results if r is not None])
+        blocks: dict[str, Any] = {}
+        failed: dict[str, dict] = {}
+        for layer, order in self.plan.order.items():
+            merged: dict[str, Any] = {}
+            for s, r in enumerate(results):
+                if r is not None and layer in r[1]:
+                    for k, v in r[1][layer].items():
+                        if k not in order:
+                            merged.setdefault(k, v)  # a layer-wide key: the same in every share
+            if not any(r is not None and layer in r[1] for r in results):
+                continue
+            for p in order:
+                s = self.plan.owner[(layer, p)]
+                r = results[s]
+                if r is None:
+                    merged[p] = {"error": f"policy worker {s} ended before the run did: {self.workers[s - 1].error}"}
+                elif p in r[1].get(layer, {}):
+                    merged[p] = r[1][layer][p]
+                if r is not None and p in r[2].get(layer, {}):
+                    failed.setdefault(layer, {})[p] = r[2][layer][p]
+            blocks[layer] = {**{p: merged[p] for p in order if p in merged},
+                             **{k: v for k, v in merged.items() if k not in order}}
+        return blocks, failed
+
+    def cpu(self) -> list[float]:
+        return [w.cpu_s for w in self.workers]
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+    def _recv(self, w: Worker, what: str) -> tuple:
+        try:
+            data = w.conn.recv_bytes()
+        except (EOFError, OSError):
+            w.error = w.error or "gone"
+            err = w.gone(what)
+            self.broken = self.broken or str(err)
+            raise err from None
+        return pickle.loads(data)
+
+
+# -- the worker ----------------------------------------------------------------------------------
+def _pack(rows: dict, world: "World") -> dict:
+    for held in rows.values():
+        for batches in held.values():
+            for b in batches:
+                for k, v in b.items():
+                    if isinstance(v, Coded) and v.names is world.vehicle_names:
+                        b[k] = Coded(v.codes, VEHICLES)
+    return rows
+
+
+def _serve(conn: Connection) -> None:
+    from cosim.layers.base import LayerContext, make_layers
+    from cosim.sources.base import Routes, Snapshot
+    from cosim.world import World
+
+    def send(msg: tuple) -> None:
+        conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    _, cfg, net, rsus = pickle.loads(conn.recv_bytes())
+    tables = LayerTables()
+    try:
+        world = World(cfg, net, rsus=rsus)
+        layers = make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
+                                               scenario_file=cfg.source_file, table=tables.open))
+        for layer in layers:
+            tables.current = layer.name
+            layer.on_start()
+    except Exception as exc:  # noqa: BLE001 - said in one line by the plugin's process
+        send(("error", f"{type(exc).__name__}: {exc}", ""))
+        return
+    send(("started", dict(tables.owner)))
+    failed = None
+    while True:
+        msg = pickle.loads(conn.recv_bytes())
+        if msg[0] == "end":
+            break
+        if failed is not None:  # a layer raised: the run is ending; wait for the end
+            continue
+        _, slot, cols, routes = msg
+        if routes is not None:
+            fresh, cleared = routes
+            if world.route_of is None:
+                world.route_of = Routes()
+            if cleared:
+                world.route_of.clear()
+            world.route_of.update(fresh)
+        try:
+            world.update(Snapshot(*cols), slot=slot)
+            for layer in layers:
+                tables.current = layer.name
+                layer.on_slot(world)
+        except Exception as exc:  # noqa: BLE001
+            import traceback
+
+            failed = f"{type(exc).__name__}: {exc}"
+            send(("error", failed, traceback.format_exc()))
+            continue
+        send(("rows", slot, _pack(tables.take(), world), time.process_time()))
+    blocks, dropped = {}, {}
+    for layer in layers:
+        try:
+            blocks[layer.name] = layer.end()
+        except Exception as exc:  # noqa: BLE001 - keep the other results
+            blocks[layer.name] = {p: {"error": f"{type(exc).__name__}: {exc}"} for p in layer.policies}
+        dropped[layer.name] = dict(layer.failed)
+    send(("ended", _pack(tables.take(), world), blocks, dropped, time.process_time()))
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the plugin process's to handle
+    conn = Connection(int(sys.argv[1]))
+    code = 0
+    try:
+        _serve(conn)
+    except (EOFError, OSError):  # the plugin's process is gone
+        code = 0
+    except BaseException:  # a bug here: said on stderr; the plugin's process sees the exit code
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""A layer's policies spread over worker processes (scenario.jobs >= 3): the rows of a slot are
+written grouped by policy in the configured order, the dealing is round-robin, and the results
+are those of one process — live, replayed, with every layer and both queue models; a layer
+raising, a worker dying and Ctrl-C end the run with the right status and the slots so far."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cosim import register_policy
+from cosim.config import load as load_config
+from cosim.layers import shards
+from cosim.recorder import Coded, Lists, TableWriter
+
+from .conftest import GRID6_CFG, ROOT, run_cli, run_grid6
+from .test_pipelined import same_results
+
+PLUGINS = ROOT / "tests" / "data" / "plugins"
+
+MANY = """
+[layers.dvit]
+request_rate_per_s = 1.0
+policies = ["vidi", "optimal", "sdi", "mddi"]
+[layers.cache]
+policies = ["lc", "lfu", "lc-predictive"]
+request_rate_per_vehicle_s = 0.1
+[layers.moe]
+request_rate_per_s = 0.5
+policies = ["gecpa", "nearest", "uniform"]
+"""
+
+
+def _cfg(tmp_path, layers_toml):
+    f = tmp_path / "s.toml"
+    f.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 10\n' + layers_toml)
+    return load_config(f)
+
+
+# -- rows grouped by policy ----------------------------------------------------------------------
+def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp_path):
+    rows = shards.PolicyRows("t")
+    rows.append({"policy": np.array(["b"], dtype=object), "v": np.array([1.0]), "l": Lists([[1]])})
+    rows.append({"policy": Coded(np.array([0, 1, 0]), ["a", "b"]), "v": np.array([2.0, 3.0, 4.0]),
+                 "l": Lists([[2], [3, 3], []])})
+    rows.append({"note": np.array(["no policy"], dtype=object)})
+    rows.append({"policy": np.array(["a"], dtype=object), "v": np.array([5.0]), "l": Lists([[5]])})
+    held = rows.take()
+    assert rows.take() == {}  # handed over once
+    got = []
+
+    class Writer:
+        def append(self, cols):
+            got.append(cols)
+
+    shards.write_grouped(Writer(), held, ["a", "b"])
+    # a's rows (2, 4 from the mixed batch, then 5), b's (1, then 3), then the row without a policy
+    values = [list(np.atleast_1d(c["v"])) if "v" in c else c["note"].tolist() for c in got]
+    assert values == [[2.0, 4.0], [5.0], [1.0], [3.0], ["no policy"]]
+    assert got[0]["l"].values == [[2], []] and list(got[0]["policy"].codes) == [0, 0]
+    assert got[3]["l"].values == [[3, 3]] and got[3]["policy"].names == ["a", "b"]
+    # and written as a table: a Coded policy column split by policy reads back as its names
+    rows.append({"policy": Coded(np.array([1, 0, 1]), ["a", "b"]), "v": np.array([1.0, 2.0, 3.0])})
+    rows.append({"policy": Coded(np.array([0]), ["a", "b"]), "v": np.array([4.0])})
+    w = TableWriter(tmp_path / "t.parquet")
+    shards.write_grouped(w, rows.take(), ["a", "b"])
+    w.close()
+    df = pd.read_parquet(tmp_path / "t.parquet")
+    assert df["policy"].astype(str).tolist() == ["a", "a", "b", "b"]
+    assert df["v"].tolist() == [2.0, 4.0, 1.0, 3.0]
+
+
+# -- dealing the policies ------------------------------------------------------------------------
+def test_policies_are_dealt_round_robin_layer_by_layer(tmp_path):
+    cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["optimal", "sdi", "vidi"]\n[layers.dvit.options.vidi]\n'
+                         'rho = 0.5\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n')
+    p = shards.plan(cfg, workers=2)  # 3 shares: units optimal, sdi, vidi, gecpa, nearest -> 0 1 2 0 1
+    assert p.order == {"dvit": ["optimal", "sdi", "vidi"], "moe": ["gecpa", "nearest"]}
+    pols = [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares]
+    assert pols == [{"dvit": ["optimal"], "moe": ["gecpa"]}, {"dvit": ["sdi"], "moe": ["nearest"]},
+                    {"dvit": ["vidi"]}]
+    assert p.shares[2].layers["dvit"]["options"] == {"vidi": {"rho": 0.5}}  # options go with their policy
+    assert p.shares[0].layers["dvit"]["options"] == {}
+    assert p.owner[("moe", "nearest")] == 1 and p.owner[("dvit", "vidi")] == 2
+    # more workers than policies: the shares left empty are dropped
+    assert len(shards.plan(cfg, workers=9).shares) == 5
+
+
+def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tmp_path):
+    def mine(problem, rng, opts):
+        return np.full(problem.steps, problem.user)
+
+    mine.__module__ = "__main__"  # as if defined in the script that started the run
+    register_policy("dvit", "test-shards-main")(mine)
+    cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "test-shards-main", "optimal", "sdi"]\n')
+    p = shards.plan(cfg, workers=1)
+    # units that may move: vidi, optimal, sdi -> shares 0, 1, 0; the script's policy pinned to 0
+    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["vidi", "test-shards-main", "sdi"], ["optimal"]]
+
+
+# -- the results of one process ------------------------------------------------------------------
+@pytest.mark.sumo
+def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
+    serial = run_grid6(tmp_path, MANY, end_s=40, out="serial")
+    spread = run_grid6(tmp_path, MANY, "--jobs", "4", end_s=40, out="spread")
+    same_results(serial, spread, tables_at_least=5)
+    s = json.loads((spread / "summary.json").read_text())
+    assert len(s["cpu_s"]["policy_workers"]) == 2 and min(s["cpu_s"]["policy_workers"]) > 0
+    assert "policy_workers" not in json.loads((serial / "summary.json").read_text())["cpu_s"]
+    moe = pd.read_parquet(spread / "moe_tasks.parquet")
+    assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # from all three processes
+
+
+@pytest.mark.sumo
+def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
+    sim = MANY.replace("[layers.cache]", 'queue = "simulated"\nhandover = "migrate"\n[layers.cache]')
+    sim = sim.replace('policies = ["gecpa", "nearest", "uniform"]',
+                      'policies = ["gecpa", "nearest", "uniform"]\nqueue = "simulated"')
+    trace = tmp_path / "t.parquet"
+    serial = run_grid6(tmp_path, sim, "--record", str(trace), end_s=30, out="serial")
+    spread = run_grid6(tmp_path, sim, "--jobs", "3", end_s=30, out="spread")
+    same_results(serial, spread, tables_at_least=5)
+    for jobs in ("1", "3"):
+        proc = run_cli("replay", str(trace), "--scenario", str(tmp_path / "scenario.toml"), "--out",
+                       str(tmp_path / f"rep{jobs}"), "-q", "--jobs", jobs)
+        assert proc.returncode == 0, proc.stderr
+    same_results(tmp_path / "rep1", tmp_path / "rep3", tables_at_least=5)  # the routes reached the workers too
+
+
+@pytest.mark.sumo
+def test_a_raising_policy_in_a_worker_is_dropped_as_in_one_process(tmp_path):
+    scen = tmp_path / "s.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
+                    f'plugins = ["{PLUGINS / "bad_plugins.py"}"]\n[layers.dvit]\npolicies = ["vidi", "raiser", "optimal"]\n'
+                    'request_rate_per_s = 2.0\n[layers.dvit.options.raiser]\nafter = 5\n')
+    outs = []
+    for jobs in ("1", "3"):
+        proc = run_cli("run", str(scen), "--out", str(tmp_path / f"j{jobs}"), "-q", "--jobs", jobs)
+        assert proc.returncode == 0, proc.stderr
+        warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("cosim: warning")]
+        assert len(warn) == 1 and "scheduler 'raiser'" in warn[0] and "deliberate failure" in warn[0]
+        outs.append(tmp_path / f"j{jobs}")
+    same_results(*outs)
+
+
+def _picks(tmp_path, extra, jobs="3"):
+    scen = tmp_path / "s.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nplugins = ["{PLUGINS / "picks_plugin.py"}"]\n'
+                    f'[layers.picks]\n{extra}')
+    out = tmp_path / "o"
+    return run_cli("run", str(scen), "--out", str(out), "-q", "--jobs", jobs), out
+
+
+@pytest.mark.sumo
+def test_a_layer_raising_in_a_worker_ends_the_run_with_the_slots_every_process_finished(tmp_path):
+    proc, out = _picks(tmp_path, "fail_at_s = 20\n")
+    assert proc.returncode == 1  # as in one process: a layer's bug, with the traceback from where it raised
+    err = proc.stderr.strip().splitlines()
+    assert "WorkerError: RuntimeError: picks broke at t=20s (in policy worker 1" in err[-1]
+    assert "in policy worker 1:" in proc.stderr and 'picks_plugin.py", line' in proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed" and "picks broke at t=20s" in s["error"]
+    picks = pd.read_parquet(out / "picks.parquet")
+    # the worker raised in slot 19 (t = 20 s) after writing its row: nothing computed is lost;
+    # the plugin's process may have gone on a few slots (a worker may lag) and keeps those too
+    second = picks[picks["policy"] == "second"]["slot"].tolist()
+    first = picks[picks["policy"] == "first"]["slot"].tolist()
+    assert second == list(range(20)) and first == list(range(len(first))) and len(first) >= 20
+    assert s["layers"]["picks"]["second"] == {"slots": 20}
+    assert s["layers"]["picks"]["first"] == {"slots": len(first)}
+    # the raising slot's row comes with the rows written at the end, as in one process
+    assert picks["slot"].tolist()[-1] == 19 and picks["slot"].iloc[:-1].is_monotonic_increasing
+
+
+@pytest.mark.sumo
+def test_a_worker_that_dies_ends_the_run_with_one_line_and_the_results_so_far(tmp_path):
+    proc, out = _picks(tmp_path, "exit_at_s = 20\n")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cosim: error:") and "policy worker 1 ended mid-run (exit code 3)" in last
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed"
+    assert "policy worker 1 ended before the run did" in s["layers"]["picks"]["second"]["error"]
+    picks = pd.read_parquet(out / "picks.parquet")
+    assert picks[picks["policy"] == "second"]["slot"].tolist() == list(range(19))  # what the worker sent
+    assert len(picks[picks["policy"] == "first"]) >= 19
+
+
+@pytest.mark.sumo
+def test_ctrl_c_with_policy_workers_keeps_every_slot_and_stops_every_process(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_all.toml"),
+                             "--out", str(out), "--jobs", "3", "--set", "output.flush_slots=5"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stderr:
+            if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 15:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["slots"] >= 15
+    assert pd.read_parquet(out / "rsus.parquet")["slot"].nunique() == s["slots"]
+    moe = pd.read_parquet(out / "moe_tasks.parquet")
+    assert set(moe["policy"]) == set(s["layers"]["moe"])  # every policy's rows, from both processes
+    with pytest.raises(ProcessLookupError):  # no worker (nor SUMO) outlived the run
+        os.killpg(proc.pid, 0)
