@@ -89,8 +89,10 @@ def _summary(run: Path) -> dict:
         raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CosimError(f"{path}: broken JSON ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CosimError(f"{path}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise CosimError(f"{path}: not UTF-8 text") from None
 
 
 def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily

@@ -198,8 +198,12 @@ def test_bad_input_is_one_line_naming_the_folder(tmp_path):
         differences(tmp_path / "empty", a)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "summary.json").write_text('{"slots": ')
-    with pytest.raises(CosimError, match=r"broken/summary.json: broken JSON"):
+    with pytest.raises(CosimError, match=r"broken/summary.json: broken JSON at line 1: Expecting value$"):
         differences(a, tmp_path / "broken")
+    b = make_run(tmp_path / "b")
+    (b / "moe_tasks.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(CosimError, match=r"b/moe_tasks.parquet: cannot read the table \("):
+        differences(a, b)
 
 
 def test_cli_exit_codes(tmp_path):
