@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_view(sub)
     _add_report(sub)
+    _add_compare(sub)
     return ap
 
 
@@ -430,6 +431,34 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for path in report(args.run, args.out, net=args.net)[0]:
         print(path)
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="check that two results folders hold the same results",
+        description="Compare two results folders (cosim run / cosim replay) value for value: the same tables, "
+                    "each with the same columns, rows and values (exactly; NaN equals NaN), and the same "
+                    "summary.json, less what is measured rather than computed (timings, the folder's path, the "
+                    "installed plugins: cosim.compare.MEASURED). Prints `same: ...` and exits 0, or one line per "
+                    "difference and exits 1.",
+    )
+    p.add_argument("a", metavar="RUN_A", help="a results folder (the reference)")
+    p.add_argument("b", metavar="RUN_B", help="the results folder to compare with it")
+    p.add_argument("--ignore-order", action="store_true",
+                   help="compare each table's rows as a multiset (for a change that only reorders rows)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cosim.compare import differences, table_names
+
+    diff = differences(args.a, args.b, ignore_order=args.ignore_order)
+    for line in diff:
+        print(line)
+    if diff:
+        return 1
+    print(f"same: {len(table_names(args.a))} tables, summary")
     return 0
 
 

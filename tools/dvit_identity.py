@@ -8,9 +8,8 @@
 Runs the DViT layer (all seven built-in schedulers) over a fixed set of cases — grid6 and the
 OSM town, live SUMO and the replay of a recorded trace, both queue models, ``handover`` fail and
 migrate, routes and straight-ahead positions, both presets — and compares every table the runs
-write and ``summary.json`` value for value with the saved reference. Left out of the comparison:
-``summary.json``'s ``wall_s``, ``cpu_s`` and ``out_dir`` (measured, not computed) and ``plugins``
-(the entry-point plugins installed in the environment: the test suite installs the example one).
+write and ``summary.json`` value for value with the saved reference (:func:`cosim.compare.differences`,
+as ``cosim compare`` does: measured timings, the folder's path and the installed plugins left out).
 Prints each case's plugin CPU seconds against the reference's (one run each: noisy).
 """
 
@@ -23,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from cosim.compare import differences
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID6 = ROOT / "scenarios" / "grid6_dvit.toml"
@@ -47,7 +48,6 @@ CASES = {
     "replay-sim-migrate": ("replay", GRID6, TRACE_S, ['layers.dvit.queue="simulated"',
                                                       'layers.dvit.handover="migrate"']),
 }
-MEASURED = ("wall_s", "cpu_s", "out_dir", "plugins")
 
 
 def cosim(*args: str) -> None:
@@ -73,35 +73,6 @@ def record_trace(trace: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cosim("run", str(GRID6), "--no-layers", "--end", str(TRACE_S), "--out", tmp, "--overwrite", "-q",
               "--no-coverage", "--record", str(trace))
-
-
-def differences(ref: Path, new: Path) -> list[str]:
-    """What differs between two results folders (empty: identical), one line per finding."""
-    import pandas as pd
-
-    out = []
-    tables = sorted(p.name for p in ref.glob("*.parquet"))
-    if tables != sorted(p.name for p in new.glob("*.parquet")):
-        return [f"tables {tables} vs {sorted(p.name for p in new.glob('*.parquet'))}"]
-    for name in tables:
-        a, b = pd.read_parquet(ref / name), pd.read_parquet(new / name)
-        if list(a.columns) != list(b.columns) or len(a) != len(b):
-            out.append(f"{name}: columns/rows {list(a.columns)} x {len(a)} vs {list(b.columns)} x {len(b)}")
-            continue
-        for col in a.columns:
-            try:
-                pd.testing.assert_series_equal(a[col], b[col], check_exact=True)
-            except AssertionError:
-                diff = [i for i in range(len(a)) if repr(a[col].iat[i]) != repr(b[col].iat[i])]
-                out.append(f"{name}.{col}: {len(diff)} rows differ, first row {diff[:1]}")
-    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (ref, new))
-    for s in (sa, sb):
-        for k in MEASURED:
-            s.pop(k, None)
-    if sa != sb:
-        keys = sorted(k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k))
-        out.append(f"summary.json differs in {keys}")
-    return out
 
 
 def main() -> None:

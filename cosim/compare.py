@@ -1,0 +1,267 @@
+"""``cosim compare RUN_A RUN_B``: do two results folders hold the same results?
+
+For checking that a change kept every result (a refactored policy, a faster path, ``--jobs 2``
+against ``--jobs 1``, a replay against its live run): :func:`differences` compares
+
+* **the tables**: every ``NAME.parquet`` (a part folder, as :class:`cosim.recorder.TableWriter`
+  writes it, or a single file) and every ``NAME.csv[.gz]`` in the folder (a run writes its tables
+  as Parquet; a CSV is there only when ``--record`` put a trace there). Both folders must hold the
+  same set; each table the same columns in the same order, the same column types (a categorical
+  column compares by its values, not by the order of its categories), the same number of rows
+  and every value equal exactly — NaN and null equal to themselves, list cells element by
+  element. A CSV table is compared as the text written (no parsing: exact by construction).
+* **summary.json**, key by key at any depth.
+
+Left out, because they are measured, not computed (two runs of the same code differ in them):
+the keys and columns named in :data:`MEASURED`. Not compared at all: ``config.toml`` (it holds
+absolute paths and ``scenario.jobs``, which a user compares across), ``sumo.log`` and the files
+``cosim view`` / ``cosim report`` write.
+
+A difference is one line ``WHAT: A vs B``. Per table only the first differing row is shown
+(its first differing column, both values) with the count of rows and the columns that differ;
+summary keys are listed one per line (at most :data:`MAX_SUMMARY_LINES`).
+
+``ignore_order=True`` compares each table as a multiset of rows: both are sorted by all their
+columns (numbers by value with NaN last; text, categories and list cells by a canonical text
+key) before the row-by-row comparison, for changes that only reorder rows; row numbers in the
+lines are then those of the sorted tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosim.errors import CosimError
+
+#: Keys (at any depth of summary.json) and table columns left out of the comparison because they
+#: are measured, not computed: wall-clock and CPU seconds, the results folder's own path, the
+#: entry-point plugins installed in the environment (the test suite installs the example one), and
+#: a policy's measured solve time (the MoE pricing solvers time themselves).
+MEASURED = frozenset({"wall_s", "cpu_s", "out_dir", "plugins", "solve_ms", "mean_solve_ms"})
+#: summary.json lines shown before the rest are counted in one line
+MAX_SUMMARY_LINES = 20
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def table_names(run: str | Path) -> list[str]:
+    """The tables of a results folder, as file names (``coverage.parquet``, ``trace.csv``), sorted."""
+    return sorted(p.name for p in Path(run).iterdir() if p.name.lower().endswith(TABLE_SUFFIXES)
+                  and not p.name.startswith("."))
+
+
+def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False) -> list[str]:
+    """One line per difference between results folders ``a`` and ``b`` (empty: the same results).
+
+    Raises :class:`CosimError` naming the folder when one does not exist, holds no
+    ``summary.json`` or holds an unreadable table.
+    """
+    a, b = Path(a), Path(b)
+    sa, sb = _summary(a), _summary(b)
+    out = []
+    ta, tb = table_names(a), table_names(b)
+    for name in sorted(set(ta) | set(tb)):
+        if name not in tb or name not in ta:
+            here = a if name in ta else b
+            shape = f"a table of {len(_read(here / name))} rows"
+            out.append(f"{name}: {shape} vs (absent)" if name in ta else f"{name}: (absent) vs {shape}")
+            continue
+        line = table_difference(name, _read(a / name), _read(b / name), ignore_order=ignore_order)
+        if line:
+            out.append(line)
+    lines: list[str] = []
+    _json_diff(_unmeasured(sa), _unmeasured(sb), "", lines)
+    out += [f"summary.json: {ln}" for ln in lines[:MAX_SUMMARY_LINES]]
+    if len(lines) > MAX_SUMMARY_LINES:
+        out.append(f"summary.json: {len(lines) - MAX_SUMMARY_LINES} more keys differ")
+    return out
+
+
+def _summary(run: Path) -> dict:
+    if not run.is_dir():
+        raise CosimError(f"{run}: no such results folder")
+    path = run / "summary.json"
+    if not path.is_file():
+        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CosimError(f"{path}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise CosimError(f"{path}: not UTF-8 text") from None
+
+
+def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily
+    import pandas as pd
+
+    from cosim.recorder import read_table
+
+    try:
+        if path.name.lower().endswith(".parquet"):
+            return read_table(path)
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
+        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
+# -- tables ---------------------------------------------------------------------------------------
+def table_difference(name: str, a, b, *, ignore_order: bool = False) -> str | None:  # noqa: ANN001
+    """How DataFrame ``b`` differs from ``a`` (one line starting with ``name``), or None."""
+    a = a.drop(columns=[c for c in a.columns if c in MEASURED])
+    b = b.drop(columns=[c for c in b.columns if c in MEASURED])
+    if list(a.columns) != list(b.columns):
+        return f"{name}: columns {', '.join(map(str, a.columns))} vs {', '.join(map(str, b.columns))}"
+    if len(a) != len(b):
+        return f"{name}: {len(a)} rows vs {len(b)} rows"
+    types = [f"{c} {_type(a[c])} vs {_type(b[c])}" for c in a.columns if _type(a[c]) != _type(b[c])]
+    if types:
+        return f"{name}: column types differ: {'; '.join(types)}"
+    if ignore_order:
+        a, b = _sorted(a), _sorted(b)
+    bad = {c: ~_equal_cells(a[c], b[c]) for c in a.columns}
+    bad = {c: m for c, m in bad.items() if m.any()}
+    if not bad:
+        return None
+    rows = np.logical_or.reduce(list(bad.values()))
+    i = int(np.argmax(rows))
+    col = next(c for c, m in bad.items() if m[i])
+    where = f"row {i} (sorted)" if ignore_order else f"row {i}"
+    return (f"{name}: {where}, column {col}: {_show(a[col].iat[i])} vs {_show(b[col].iat[i])} "
+            f"({int(rows.sum())} of {len(rows)} rows differ, in {', '.join(map(str, bad))})")
+
+
+def _type(s) -> str:  # noqa: ANN001 - pandas.Series
+    import pandas as pd
+
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return f"category of {s.cat.categories.dtype}"
+    return str(s.dtype)
+
+
+def _equal_cells(a, b) -> np.ndarray:  # noqa: ANN001 - two pandas.Series of one type
+    """Per row: the cells are equal (NaN/null equal to NaN/null, list cells element by element)."""
+    import pandas as pd
+
+    if isinstance(a.dtype, np.dtype) and a.dtype.kind in "biufcmM":
+        x, y = a.to_numpy(), b.to_numpy()
+        eq = x == y
+        if a.dtype.kind in "fc":
+            eq |= np.isnan(x) & np.isnan(y)
+        elif a.dtype.kind in "mM":
+            eq |= np.isnat(x) & np.isnat(y)
+        return eq
+    x, y = a.to_numpy(dtype=object), b.to_numpy(dtype=object)
+    if isinstance(a.dtype, (pd.CategoricalDtype, pd.StringDtype)):  # scalars only: compare at once
+        return (x == y) | (pd.isna(x) & pd.isna(y))
+    return np.fromiter((_same(u, v) for u, v in zip(x, y)), dtype=bool, count=len(x))
+
+
+def _listlike(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def _missing(v: Any) -> bool:
+    import pandas as pd
+
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def _same(x: Any, y: Any) -> bool:
+    """Two cells equal: lists element by element (recursively), NaN/None equal to NaN/None."""
+    if _listlike(x) or _listlike(y):
+        if not (_listlike(x) and _listlike(y)) or len(x) != len(y):
+            return False
+        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype.kind in "biuf" and y.dtype.kind in "biuf":
+            return bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f" or y.dtype.kind == "f"))
+        return all(_same(u, v) for u, v in zip(x, y))
+    if _missing(x) or _missing(y):
+        return _missing(x) and _missing(y)
+    return bool(x == y) and isinstance(x, (bool, np.bool_)) == isinstance(y, (bool, np.bool_))
+
+
+def _key(v: Any) -> str | None:
+    """A text sort key: equal for cells :func:`_same` calls equal (-0.0 as 0.0), None for missing."""
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iuf":  # a numeric list cell: the keys below, faster
+        f = v.dtype.kind == "f"
+        return "[" + ",".join("" if u != u else f"f{u + 0.0!r}" if f else f"i{u}" for u in v.tolist()) + "]"
+    if _listlike(v):
+        return "[" + ",".join("" if (k := _key(u)) is None else k for u in v) + "]"
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return "s" + v
+    if isinstance(v, (bool, np.bool_)):
+        return f"b{bool(v)}"
+    if isinstance(v, (int, np.integer)):
+        return f"i{int(v)}"
+    if isinstance(v, (float, np.floating)):
+        return f"f{float(v) + 0.0!r}"  # + 0.0: -0.0 becomes 0.0
+    return f"o{v!r}"
+
+
+def _sorted(df):  # noqa: ANN001, ANN202 - pandas.DataFrame
+    """``df``'s rows sorted by all columns (numbers by value, NaN last; the rest by :func:`_key`)."""
+    import pandas as pd
+
+    if len(df) < 2 or not len(df.columns):
+        return df
+    keys = {}
+    for i, c in enumerate(df.columns):
+        s = df[c]
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biufmM":
+            keys[i] = s.to_numpy()
+        elif isinstance(s.dtype, pd.CategoricalDtype):  # a key per category, not per row (code -1: null)
+            names = np.array([_key(v) for v in s.cat.categories] + [None], dtype=object)
+            keys[i] = pd.Series(names[s.cat.codes.to_numpy()], dtype=object)
+        else:
+            keys[i] = pd.Series([_key(v) for v in s.to_numpy(dtype=object)], dtype=object)
+    order = pd.DataFrame(keys).sort_values(list(keys), kind="mergesort", na_position="last").index
+    return df.iloc[np.asarray(order)].reset_index(drop=True)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    elif isinstance(v, np.generic):
+        v = v.item()
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- summary.json ---------------------------------------------------------------------------------
+def _unmeasured(o: Any) -> Any:
+    """``o`` without the :data:`MEASURED` keys, at any depth."""
+    if isinstance(o, dict):
+        return {k: _unmeasured(v) for k, v in o.items() if k not in MEASURED}
+    if isinstance(o, list):
+        return [_unmeasured(v) for v in o]
+    return o
+
+
+def _json_diff(x: Any, y: Any, path: str, out: list[str]) -> None:
+    """Append ``PATH: X vs Y`` for every leaf where parsed JSON values ``x`` and ``y`` differ."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        for k in list(x) + [k for k in y if k not in x]:
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in y or k not in x:
+                out.append(f"{sub}: {_show(x[k]) if k in x else '(absent)'} vs {_show(y[k]) if k in y else '(absent)'}")
+            else:
+                _json_diff(x[k], y[k], sub, out)
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y)):
+            _json_diff(u, v, f"{path}[{i}]", out)
+    elif not _same_json(x, y):
+        out.append(f"{path or '(top)'}: {_show(x)} vs {_show(y)}")
+
+
+def _same_json(x: Any, y: Any) -> bool:
+    if isinstance(x, list) or isinstance(y, list):
+        return False  # lists of different lengths (equal lengths are compared item by item)
+    return x == y and isinstance(x, bool) == isinstance(y, bool) and isinstance(x, dict) == isinstance(y, dict)
