@@ -29,7 +29,6 @@ lines are then those of the sorted tables.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cosim.errors import CosimError
+from cosim.recorder import read_summary
 
 #: Keys (at any depth of summary.json) and table columns left out of the comparison because they
 #: are measured, not computed: wall-clock and CPU seconds, the results folder's own path, the
@@ -61,7 +61,7 @@ def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False) -> 
     ``summary.json`` or holds an unreadable table.
     """
     a, b = Path(a), Path(b)
-    sa, sb = _summary(a), _summary(b)
+    sa, sb = read_summary(a), read_summary(b)
     out = []
     ta, tb = table_names(a), table_names(b)
     for name in sorted(set(ta) | set(tb)):
@@ -81,32 +81,17 @@ def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False) -> 
     return out
 
 
-def _summary(run: Path) -> dict:
-    if not run.is_dir():
-        raise CosimError(f"{run}: no such results folder")
-    path = run / "summary.json"
-    if not path.is_file():
-        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CosimError(f"{path}: broken JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise CosimError(f"{path}: not UTF-8 text") from None
-
-
 def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily
     import pandas as pd
 
     from cosim.recorder import read_table
 
+    if path.name.lower().endswith(".parquet"):
+        return read_table(path)
     try:
-        if path.name.lower().endswith(".parquet"):
-            return read_table(path)
-        try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
     except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
         raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
 

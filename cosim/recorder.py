@@ -279,15 +279,20 @@ class Recorder:
 
 
 # -- reading a results folder back ----------------------------------------------------------------
-def read_table(path: str | Path):  # noqa: ANN201 - pandas.DataFrame, imported lazily
-    """One table (a part directory or a single Parquet file) as a DataFrame; a part directory
-    with no complete part yet (killed before its first flush) reads as an empty frame."""
+def read_table(path: str | Path, columns: list[str] | None = None):  # noqa: ANN201 - pandas.DataFrame, lazily
+    """One table (a part directory or a single Parquet file) as a DataFrame (``columns``: only
+    those); a part directory with no complete part yet (killed before its first flush) reads as
+    an empty frame; a broken or truncated file is one line naming it (:class:`CosimError`)."""
     import pandas as pd
 
     path = Path(path)
     if path.is_dir() and not any(path.glob("part-*.parquet")):
         return pd.DataFrame()
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
+        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]})") from None
 
 
 class Results(Mapping):
@@ -315,6 +320,23 @@ class Results(Mapping):
     def __repr__(self) -> str:
         status = (self.summary or {}).get("status", "no summary")
         return f"Results({str(self.path)!r}, tables={self.names}, status={status!r})"
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """A results folder's ``summary.json``; one line naming what is wrong (no such folder, not a
+    results folder, broken JSON) for the commands that read a finished run."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CosimError(f"{run}: no such results folder")
+    path = run / "summary.json"
+    if not path.is_file():
+        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CosimError(f"{path}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise CosimError(f"{path}: not UTF-8 text") from None
 
 
 def load(run_dir: str | Path) -> Results:

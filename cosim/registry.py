@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,10 @@ class PolicySpec:
     traits: Mapping[str, Any] = field(default_factory=dict)
     #: the module that registered it (named in errors: "the plugin")
     module: str = ""
+    #: what one policy costs, roughly, relative to the others: CPU seconds per 300 s of grid6 at
+    #: its layer's default load (built-ins: measured, docs/performance.md); used only to deal the
+    #: policies over processes (``scenario.jobs >= 3``), never for a result
+    cost: float = 1.0
 
     @property
     def origin(self) -> str:
@@ -103,13 +108,15 @@ def register_layer(name: str) -> Callable[[type], type]:
 
 
 def register_policy(layer: str, name: str | None = None, *, options: type | None = None, stochastic: bool = False,
-                    **traits: Any) -> Callable[[Callable], Callable]:
+                    cost: float = 1.0, **traits: Any) -> Callable[[Callable], Callable]:
     """Function (or callable class) decorator: make ``name`` a policy of ``layer``.
 
     ``options``: a dataclass whose fields (``cosim.config.option``) are the policy's keys under
     ``[layers.LAYER.options.NAME]``; the validated instance is passed to every call.
     ``stochastic``: the policy draws random numbers and gets a generator that depends only on
     (seed, slot, policy, task) — the same draws whichever other policies run.
+    ``cost``: its CPU cost relative to other policies (CPU seconds per 300 s of grid6 at the
+    layer's default load; 1 if unknown) — only how policies are dealt over processes.
     ``traits``: what the layer needs to know beyond the call (e.g. ``caches=False`` for a cache
     policy that never caches); each layer lists the traits it reads in ``policy_traits``.
     """
@@ -122,9 +129,11 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
                 (_module_of(fn), getattr(fn, "__qualname__", "")):
             raise ConfigError(f"policy '{pname}' of layer '{layer}' is registered twice "
                               f"({old.module} and {_module_of(fn)}): give yours another name")
+        if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost > 0):
+            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): cost must be a positive number")
         if options is not None and not hasattr(options, "__dataclass_fields__"):
             raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): options must be a dataclass")
-        table[pname] = PolicySpec(layer, pname, fn, options, stochastic, dict(traits), _module_of(fn))
+        table[pname] = PolicySpec(layer, pname, fn, options, stochastic, dict(traits), _module_of(fn), float(cost))
         return fn
 
     return deco

@@ -49,27 +49,18 @@ RSU_DEVICE = "@rsu"  # how the DViT table names the RSU as a device
 
 # -- reading the results folder ------------------------------------------------------------
 def _table(path: Path, columns: list[str] | None = None):
-    import pandas as pd
+    from cosim.recorder import read_table
 
-    try:
-        return pd.read_parquet(path, columns=columns)
-    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
-        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    return read_table(path, columns)
 
 
 def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
     """What every view of a run needs: summary, effective config, RSUs, network file; one line
     naming what is missing."""
+    from cosim.recorder import read_summary
+
     run = Path(run_dir)
-    if not run.is_dir():
-        raise CosimError(f"{run}: no such results folder")
-    summ = run / "summary.json"
-    if not summ.is_file():
-        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
-    try:
-        summary = json.loads(summ.read_text())
-    except json.JSONDecodeError as exc:
-        raise CosimError(f"{summ}: broken JSON at line {exc.lineno}: {exc.msg}") from None
+    summary = read_summary(run)
     cfg_file = run / "config.toml"
     try:
         config = tomllib.loads(cfg_file.read_text())

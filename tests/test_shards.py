@@ -15,6 +15,7 @@ import pytest
 
 from cosim import register_policy
 from cosim.config import load as load_config
+from cosim.errors import ConfigError
 from cosim.layers import shards
 from cosim.recorder import Coded, Lists, TableWriter
 
@@ -76,19 +77,27 @@ def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp
 
 
 # -- dealing the policies ------------------------------------------------------------------------
-def test_policies_are_dealt_round_robin_layer_by_layer(tmp_path):
+def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["optimal", "sdi", "vidi"]\n[layers.dvit.options.vidi]\n'
                          'rho = 0.5\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n')
-    p = shards.plan(cfg, workers=2)  # 3 shares: units optimal, sdi, vidi, gecpa, nearest -> 0 1 2 0 1
+    p = shards.plan(cfg, workers=2)
+    # by hand, registered costs gecpa 3.15, nearest 2.94, vidi 2.17, sdi 0.44, optimal 0.39 and the
+    # plugin's own 1.2: loads [1.2, 0, 0] -> gecpa to 1 (tie: the lower), nearest to 2, vidi to 0
+    # (1.2 < 2.94), sdi to 2 (2.94 < 3.15 < 3.37), optimal to 1 (3.15 < 3.37 < 3.38)
     assert p.order == {"dvit": ["optimal", "sdi", "vidi"], "moe": ["gecpa", "nearest"]}
     pols = [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares]
-    assert pols == [{"dvit": ["optimal"], "moe": ["gecpa"]}, {"dvit": ["sdi"], "moe": ["nearest"]},
-                    {"dvit": ["vidi"]}]
-    assert p.shares[2].layers["dvit"]["options"] == {"vidi": {"rho": 0.5}}  # options go with their policy
-    assert p.shares[0].layers["dvit"]["options"] == {}
-    assert p.owner[("moe", "nearest")] == 1 and p.owner[("dvit", "vidi")] == 2
-    # more workers than policies: the shares left empty are dropped
-    assert len(shards.plan(cfg, workers=9).shares) == 5
+    assert pols == [{"dvit": ["vidi"]}, {"dvit": ["optimal"], "moe": ["gecpa"]},
+                    {"dvit": ["sdi"], "moe": ["nearest"]}]
+    assert p.shares[0].layers["dvit"]["options"] == {"vidi": {"rho": 0.5}}  # options go with their policy
+    assert p.shares[1].layers["dvit"]["options"] == {}
+    assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 1
+    # more workers than policies: one policy each, the shares left empty dropped
+    assert [len(s.layers) for s in shards.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
+
+
+def test_a_policy_cost_must_be_a_positive_number():
+    with pytest.raises(ConfigError, match="cost must be a positive number"):
+        register_policy("dvit", "test-shards-free", cost=0)(lambda problem, rng, opts: None)
 
 
 def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tmp_path):
@@ -96,11 +105,11 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
         return np.full(problem.steps, problem.user)
 
     mine.__module__ = "__main__"  # as if defined in the script that started the run
-    register_policy("dvit", "test-shards-main")(mine)
+    register_policy("dvit", "test-shards-main", cost=5.0)(mine)
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "test-shards-main", "optimal", "sdi"]\n')
     p = shards.plan(cfg, workers=1)
-    # units that may move: vidi, optimal, sdi -> shares 0, 1, 0; the script's policy pinned to 0
-    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["vidi", "test-shards-main", "sdi"], ["optimal"]]
+    # pinned to 0 whatever it costs; then vidi to 1 (0 < 1.2), sdi and optimal to 0 (1.64 < 2.17)
+    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main", "optimal", "sdi"], ["vidi"]]
 
 
 # -- the results of one process ------------------------------------------------------------------

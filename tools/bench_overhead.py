@@ -25,6 +25,10 @@ the scaling with the workers), a variant per built-in layer at its default load 
 defaults, which are those of scenarios/grid6_{dvit,cache,moe}.toml) and one with all three layers
 on in one run; a line per variant then gives the speed-up of 2 processes over 1.
 
+``--workers N [N ...]`` adds, for every variant with layers, one that spreads the layers'
+policies over N worker processes besides the plugin's (``--jobs 2+N``, marked ``+Nw``), and
+its speed-up over the serial variant.
+
 ``--game NAME`` copies ``sumo/tools/game/NAME.sumocfg`` (and what it reads) from the eclipse-sumo
 wheel into a scratch folder (the game scenarios write outputs beside themselves) and runs that.
 A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s at 0.5 s steps,
@@ -210,6 +214,8 @@ def _side_split(summary: dict) -> str:
     cpu = f"; CPU plugin process {c.get('plugin_process', 0):.1f} s" if c else ""
     if c.get("sumo_process") is not None:
         cpu += f", SUMO process {c['sumo_process']:.1f} s"
+    if c.get("policy_workers"):
+        cpu += ", policy workers " + " + ".join(f"{x:.1f}" for x in c["policy_workers"]) + " s"
     return (f"SUMO busy {w['sumo']:.1f} s waits {w.get('sumo_wait', 0):.1f} s, plugin busy {w['plugin']:.1f} s "
             f"waits {w.get('plugin_wait', 0):.1f} s{cpu}")
 
@@ -228,6 +234,9 @@ def main() -> None:
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
     ap.add_argument("--layers", action="store_true",
                     help="add each built-in layer on, and all three on, at default loads, with --jobs 1 and 2")
+    ap.add_argument("--workers", type=int, nargs="+", default=[], metavar="N",
+                    help="also run every variant with layers with the policies over N worker processes "
+                         "(--jobs 2+N; e.g. --workers 1 2)")
     ap.add_argument("--baseline-src", metavar="DIR",
                     help="also run every cosim variant with the cosim package in DIR (marked @base), interleaved")
     ap.add_argument("--instructions", action="store_true",
@@ -282,6 +291,11 @@ def main() -> None:
             runs[f"{name} serial"] = [*layer_sets(layers), "--jobs", "1"]
             if not args.no_pipelined:
                 runs[f"{name} piped"] = [*layer_sets(layers), "--jobs", "2"]
+    for n in args.workers:  # the layers' policies over n worker processes (--jobs 2 + n)
+        for name, extra in list(runs.items()):
+            if name.endswith(" serial") and not name.startswith(("no layers", "traci")) and \
+                    (name != "cosim serial" or cfg.layers):
+                runs[f"{name.removesuffix(' serial')} +{n}w"] = [*extra[:-1], str(2 + n)]
     if args.baseline_src:
         runs.update({f"{name} @base": extra for name, extra in list(runs.items())})
     base_env = baseline_env(env, args.baseline_src) if args.baseline_src else env
@@ -310,13 +324,16 @@ def main() -> None:
     for name in variants:
         med, lo, cpu = statistics.median(walls[name]), min(walls[name]), statistics.median(cpus[name])
         print(f"{name:22s} {med:12.2f} {med / bw:5.2f}x {lo:12.2f} {lo / bmin:5.2f}x {cpu:11.2f} {cpu / bc:5.2f}x")
-    print("scaling, 2 processes over 1 (median wall speed-up; CPU ratio):")
+    print("scaling over 1 process: 2 processes (SUMO in its own), and +N policy workers (median wall speed-up; "
+          "CPU ratio):")
     for name in variants:
         base = name.removesuffix(" serial")
-        piped = next((base + s for s in (" piped", " pipelined") if name != base and base + s in variants), None)
-        if piped:
-            print(f"  {base:16s} {statistics.median(walls[name]) / statistics.median(walls[piped]):5.2f}x "
-                  f"wall; {statistics.median(cpus[piped]) / statistics.median(cpus[name]):5.2f}x CPU")
+        if name == base:
+            continue
+        for other in [base + s for s in (" piped", " pipelined")] + [f"{base} +{n}w" for n in args.workers]:
+            if other in variants:
+                print(f"  {other:22s} {statistics.median(walls[name]) / statistics.median(walls[other]):5.2f}x "
+                      f"wall; {statistics.median(cpus[other]) / statistics.median(cpus[name]):5.2f}x CPU")
     print("inside cosim (last round):")
     for name in runs:
         tag = name.replace(" ", "-").replace("@", "")

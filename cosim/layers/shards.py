@@ -5,8 +5,9 @@ The policies of a layer are compared side by side: each sees the same world and 
 requests and shares no state with the others (DViT's schedulers, MoE's pricing policies, the
 cache's eviction policies each keep their own tasks, devices and caches). So with ``jobs = N >=
 3`` (SUMO's process, the plugin's, and N - 2 workers) the policies of every layer that says so
-(:attr:`cosim.layers.base.Layer.shardable`) are dealt round-robin, in the configured order
-(layer by layer), over the plugin's process and the workers: N - 1 shares. Each worker keeps its
+(:attr:`cosim.layers.base.Layer.shardable`) are dealt over the plugin's process and the
+workers — N - 1 shares — so that their loads are even, by each policy's registered ``cost``
+(:func:`plan`). Each worker keeps its
 own copy of the world, built from the same snapshots (and the same routes) as the plugin's, and
 runs its layers (each with its share of the policies) on it; it sends each slot's table rows
 back, and the plugin's process writes them. A worker may fall behind by up to
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from cosim.config import Config
     from cosim.world import World
 
+#: the plugin's own load when policies are dealt (world and recording: CPU seconds per 300 s of
+#: grid6, in the unit of :attr:`cosim.registry.PolicySpec.cost`)
+PLUGIN_LOAD = 1.2
 #: how many slots a worker may be behind the plugin's process before it waits for it
 LAG_SLOTS = 8
 #: the marker a worker sends instead of its world's vehicle id list (the plugin's is the same)
@@ -175,24 +179,30 @@ class Plan:
 
 
 def plan(cfg: "Config", workers: int) -> Plan:
-    """Deal the policies of every shardable layer round-robin over 1 + ``workers`` shares
-    (policies a fresh process cannot import stay in share 0); layers that are not shardable stay
-    whole in share 0. Shares left without a policy are dropped (fewer workers start)."""
+    """Deal the policies of every shardable layer over 1 + ``workers`` shares so that their
+    loads are even: the costliest first, each to the share with the least load so far (ties:
+    the lower share), by each policy's registered ``cost``; share 0, the plugin's process,
+    starts with :data:`PLUGIN_LOAD` (the world and the recording). Policies a fresh process
+    cannot import, and layers that are not shardable, stay in share 0. Shares left without a
+    policy are dropped (fewer workers start)."""
     from cosim.layers.base import validate_layers
 
     layers = validate_layers(cfg)
     order = {layer.name: list(layer.policies) for layer in layers}
     shardable = {layer.name: layer.shardable for layer in layers}
-    n = 1 + max(0, workers)
     owner: dict[tuple[str, str], int] = {}
-    k = 0
+    units = []  # (cost, position in the configured order, layer, policy)
     for layer in layers:
         for p, pol in layer.policies.items():
             if not layer.shardable or _pinned(pol.spec):
                 owner[(layer.name, p)] = 0
             else:
-                owner[(layer.name, p)] = k % n
-                k += 1
+                units.append((pol.spec.cost, len(units), layer.name, p))
+    load = [PLUGIN_LOAD] + [0.0] * max(0, workers)
+    for cost, _, name, p in sorted(units, key=lambda u: (-u[0], u[1])):
+        s = min(range(len(load)), key=lambda i: (load[i], i))
+        owner[(name, p)] = s
+        load[s] += cost
     used = sorted({0, *owner.values()})
     renum = {s: i for i, s in enumerate(used)}
     owner = {key: renum[s] for key, s in owner.items()}
@@ -424,8 +434,6 @@ class Shards:
                     for k, v in r[1][layer].items():
                         if k not in order:
                             merged.setdefault(k, v)  # a layer-wide key: the same in every share
-            if not any(r is not None and layer in r[1] for r in results):
-                continue
             for p in order:
                 s = self.plan.owner[(layer, p)]
                 r = results[s]

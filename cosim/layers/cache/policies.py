@@ -163,7 +163,7 @@ class LcOptions:
                                              "one (0: the paper's LC, a fresh model with zero context goes first)")
 
 
-@register_policy("cache", "lc", options=LcOptions)
+@register_policy("cache", "lc", options=LcOptions, cost=0.07)
 def lc(c: EdgeCache, cands: list, t: float, rng=None, opts: LcOptions | None = None) -> list:
     """Least context first (ties: least recently used); optionally a grace period for fresh models."""
     grace = opts.grace_s if opts is not None else 0.0
@@ -172,37 +172,37 @@ def lc(c: EdgeCache, cands: list, t: float, rng=None, opts: LcOptions | None = N
     return [(c.context(m, t), c.last_used[m]) for m in cands]
 
 
-@register_policy("cache", "lfu")
+@register_policy("cache", "lfu", cost=0.07)
 def lfu(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """Least frequently used: requests for the model while cached (since its last load), ties: LRU."""
     return [(c.count[m], c.last_used[m]) for m in cands]
 
 
-@register_policy("cache", "lfu-perfect")
+@register_policy("cache", "lfu-perfect", cost=0.07)
 def lfu_perfect(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """Perfect LFU: requests for the model at this RSU since the run began, kept after eviction."""
     return [(c.freq[m], c.last_used[m]) for m in cands]
 
 
-@register_policy("cache", "fifo")
+@register_policy("cache", "fifo", cost=0.07)
 def fifo(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """First loaded first."""
     return [(c.loaded_at[m], m) for m in cands]
 
 
-@register_policy("cache", "lru")
+@register_policy("cache", "lru", cost=0.07)
 def lru(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """Least recently used first."""
     return [(c.last_used[m], m) for m in cands]
 
 
-@register_policy("cache", "random", stochastic=True)
+@register_policy("cache", "random", stochastic=True, cost=0.07)
 def random(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """A uniformly random victim."""
     return rng.random(len(cands)).tolist()
 
 
-@register_policy("cache", "cloud", caches=False)
+@register_policy("cache", "cloud", caches=False, cost=0.07)
 def cloud(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """Never caches: every request goes to the cloud (never asked for keys)."""
     return [0.0] * len(cands)
@@ -212,7 +212,7 @@ def _value(c: EdgeCache, m: int, t: float) -> float:
     return c.context(m, t) + c.demand[m]
 
 
-@register_policy("cache", "lc-predictive", predictive=True)
+@register_policy("cache", "lc-predictive", predictive=True, cost=0.22)
 def lc_predictive(c: EdgeCache, cands: list, t: float, rng=None, opts=None) -> list:  # noqa: ANN001
     """Ours: context plus the demand SUMO's routes predict; admission control and preloads."""
     return [(_value(c, m, t), c.last_used[m]) for m in cands]

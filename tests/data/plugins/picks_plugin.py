@@ -46,6 +46,6 @@ def first(world, opts):
     return len(world.snap)
 
 
-@register_policy("picks", "second")
+@register_policy("picks", "second", cost=2.0)  # dealt first: to the worker
 def second(world, opts):
     return float(world.snap.x.sum())
