@@ -404,7 +404,7 @@ class Session:
             "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(rad),
                       "compute_flops": float(c), "bandwidth_hz": float(w)}
                      for i, x, y, rad, c, w in zip(r.ids, r.x, r.y, r.radius_m, r.compute_flops, r.bandwidth_hz)],
-            "wall_s": self.timing.split(wall),
+            "wall_s": {**self.timing.split(wall), **({"workers_wait": self.shards.wait_s} if self.shards else {})},
             "cpu_s": {**self.timing.cpu(), **({"policy_workers": self.shards.cpu()} if self.shards else {})},
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
             "dwell_prediction": dwell_block,

@@ -95,6 +95,28 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     assert [len(s.layers) for s in shards.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
 
 
+def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples" / "plugin"))
+    try:
+        import cosim_example_plugin  # noqa: F401 - registers rsu_load (not shardable) and my-greedy
+
+        cfg = _cfg(tmp_path, '[layers.rsu_load]\noverload_vehicles = 5\n'
+                             '[layers.dvit]\npolicies = ["vidi", "optimal", "my-greedy"]\n')
+        p = shards.plan(cfg, workers=1)
+        # nothing to spread (only a layer that is not shardable): one share, no worker
+        assert len(shards.plan(_cfg(tmp_path, '[layers.rsu_load]\n'), workers=3).shares) == 1
+    finally:
+        sys.path.remove(str(ROOT / "examples" / "plugin"))
+    # loads [1.2, 0]: vidi (2.17) to the worker; my-greedy (registered without a cost: 1) to the
+    # plugin's (1.2 < 2.17); optimal (0.39) to the worker (2.17 < 2.2)
+    assert p.shares[0].layers["rsu_load"] == {"overload_vehicles": 5}
+    assert p.shares[0].layers["dvit"]["policies"] == ["my-greedy"]
+    assert set(p.shares[1].layers) == {"dvit"} and p.shares[1].layers["dvit"]["policies"] == ["vidi", "optimal"]
+    # one policy alone goes to a worker: the plugin's process keeps the world and the recording
+    assert [s.layers for s in shards.plan(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi"]\n'), workers=3).shares] \
+        == [{}, {"dvit": {"policies": ["vidi"], "options": {}}}]
+
+
 def test_a_policy_cost_must_be_a_positive_number():
     with pytest.raises(ConfigError, match="cost must be a positive number"):
         register_policy("dvit", "test-shards-free", cost=0)(lambda problem, rng, opts: None)
@@ -120,6 +142,7 @@ def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     same_results(serial, spread, tables_at_least=5)
     s = json.loads((spread / "summary.json").read_text())
     assert len(s["cpu_s"]["policy_workers"]) == 2 and min(s["cpu_s"]["policy_workers"]) > 0
+    assert 0 <= s["wall_s"]["workers_wait"] < s["wall_s"]["total"]
     assert "policy_workers" not in json.loads((serial / "summary.json").read_text())["cpu_s"]
     moe = pd.read_parquet(spread / "moe_tasks.parquet")
     assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # from all three processes
@@ -191,7 +214,8 @@ def test_a_worker_that_dies_ends_the_run_with_one_line_and_the_results_so_far(tm
     proc, out = _picks(tmp_path, "exit_at_s = 20\n")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("cosim: error:") and "policy worker 1 ended mid-run (exit code 3)" in last
+    assert last == ("cosim: error: policy worker 1 ended mid-run (exit code 3); its policies' results stop at "
+                    "the last slot it sent")
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "failed"
     assert "policy worker 1 ended before the run did" in s["layers"]["picks"]["second"]["error"]

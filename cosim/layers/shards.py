@@ -270,9 +270,10 @@ class Worker:
     def gone(self, what: str) -> CosimError:
         code = self.proc.poll()
         return CosimError(f"policy worker {self.index} ended {what} (exit code {code}); "
-                          "its policies' results stop at the last slot every process finished")
+                          "its policies' results stop at the last slot it sent")
 
     def close(self) -> None:
+        """Stop feeding it and wait for it to exit (it does once told to end, or its pipe closes)."""
         self.outbox.put(None)
         self.thread.join(timeout=10)
         try:
@@ -300,15 +301,18 @@ class Shards:
         self.tables: dict[str, str] = {}  # table -> layer (from every share)
         self.wait_s = 0.0
         self.broken: str | None = None
-        for s in range(1, len(plan_.shares)):
-            msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus), protocol=pickle.HIGHEST_PROTOCOL)
-            self.workers.append(Worker(s, msg))
-        for w in self.workers:
-            reply = self._recv(w, "start")
-            if reply[0] != "started":
-                self.close()
-                raise CosimError(f"policy worker {w.index} could not start its layers: {reply[1]}")
-            self.tables.update(reply[1])
+        try:
+            for s in range(1, len(plan_.shares)):
+                msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus), protocol=pickle.HIGHEST_PROTOCOL)
+                self.workers.append(Worker(s, msg))
+            for w in self.workers:
+                reply = self._recv(w, "at the start")
+                if reply[0] != "started":
+                    raise CosimError(f"policy worker {w.index} could not start its layers: {reply[1]}")
+                self.tables.update(reply[1])
+        except BaseException:
+            self.close()
+            raise
 
     # -- every slot -------------------------------------------------------------------------
     def feed(self, slot: int, routes: Any) -> None:
@@ -456,13 +460,12 @@ class Shards:
 
     def _recv(self, w: Worker, what: str) -> tuple:
         try:
-            data = w.conn.recv_bytes()
-        except (EOFError, OSError):
+            return pickle.loads(w.conn.recv_bytes())
+        except (EOFError, OSError, pickle.UnpicklingError):  # gone, or a message cut by a second Ctrl-C
             w.error = w.error or "gone"
             err = w.gone(what)
             self.broken = self.broken or str(err)
             raise err from None
-        return pickle.loads(data)
 
 
 # -- the worker ----------------------------------------------------------------------------------
