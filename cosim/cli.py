@@ -16,8 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full, raise_terminated
 
+EXIT_FAILED = 1  # the run failed mid-way (a layer's error, a policy worker died); results so far on disk
 EXIT_ERROR = 2
 EXIT_SUMO_DIED = 3
 EXIT_DISK_FULL = 4
@@ -489,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     except SumoDied as exc:
         print(f"cosim: error: {_one_line(exc)} (results up to the last slot are on disk)", file=sys.stderr)
         return EXIT_SUMO_DIED
+    except WorkerDied as exc:
+        print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except CosimError as exc:
         print(f"cosim: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR

@@ -17,6 +17,11 @@ class SumoDied(CosimError):
     """SUMO stopped answering (crash, error in its inputs, killed) in the middle of a run."""
 
 
+class WorkerDied(CosimError):
+    """A policy worker's process (``scenario.jobs >= 3``) ended mid-run: killed, out of memory,
+    a crash in C code. The run ends ``failed``; what every process sent is on disk."""
+
+
 def last_error_line(text: str) -> str:
     """The line of a SUMO tool's output that says what went wrong: its last "Error..." line,
     with the indented lines SUMO continues it with (" In file '...'", " At line/column ...")."""

@@ -302,8 +302,7 @@ class Session:
             layer.on_slot(self.world)
         rows = self.tables.take()
         if self.shards is not None:
-            with deferred_interrupts():  # a message cut in two would lose the workers' results
-                self.shards.own(self.slots, rows)
+            self.shards.own(self.slots, rows)  # may wait for a lagging worker (Ctrl-C stops the wait)
         else:
             for name, held in rows.items():
                 self._write_rows(name, "", held)

@@ -109,10 +109,14 @@ def test_frozen_worker_times_out():
     assert src.proc.poll() is not None  # killed, not left behind
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_ctrl_c_keeps_results_and_status(tmp_path, jobs):
+@pytest.mark.parametrize("jobs, scenario, sig", [("1", "grid6.toml", signal.SIGINT), ("2", "grid6.toml", signal.SIGINT),
+                                                  # 3: the layers' policies over a worker
+                                                  ("3", "grid6_all.toml", signal.SIGINT),
+                                                  ("3", "grid6_all.toml", signal.SIGTERM)])
+def test_ctrl_c_keeps_results_and_status(tmp_path, jobs, scenario, sig):
+    """Ctrl-C (or SIGTERM: `timeout`, a scheduler) reaches the whole process group."""
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6.toml"), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / scenario), "--out",
                              str(out), "--jobs", jobs, "--set", "output.flush_slots=5"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             # a shell's background job ignores SIGINT, and Python keeps an ignored SIGINT ignored
@@ -121,16 +125,22 @@ def test_ctrl_c_keeps_results_and_status(tmp_path, jobs):
         for line in proc.stderr:  # one progress line a second when stderr is not a terminal
             if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 20:
                 break
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
-        _, err = proc.communicate(timeout=60)
+        os.killpg(proc.pid, sig)  # what Ctrl-C does: the whole foreground group
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    status = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert status in err and "Traceback" not in err
     s = json.loads((out / "summary.json").read_text())
-    assert s["status"] == "interrupted" and s["slots"] >= 20
+    assert s["status"] == status and s["slots"] >= 20
     rsus = pd.read_parquet(out / "rsus.parquet")
     assert rsus["slot"].nunique() == s["slots"]  # every slot so far on disk
-    with pytest.raises(ProcessLookupError):  # SUMO's process did not outlive the run
+    if jobs == "3":  # every policy's rows and block, from both processes
+        assert len(s["cpu_s"]["policy_workers"]) == 1
+        assert not [p for layer in s["layers"].values() for p, b in layer.items() if "error" in b]
+        moe = pd.read_parquet(out / "moe_tasks.parquet")
+        assert moe.groupby("policy", observed=True).size().to_dict() == {p: b["tasks"] for p, b in s["layers"]["moe"].items()}
+    with pytest.raises(ProcessLookupError):  # neither SUMO's process nor a worker outlived the run
         os.killpg(proc.pid, 0)

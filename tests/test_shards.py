@@ -1,11 +1,10 @@
 """A layer's policies spread over worker processes (scenario.jobs >= 3): the rows of a slot are
-written grouped by policy in the configured order, the dealing is round-robin, and the results
+written grouped by policy in the configured order, the dealing is by cost, and the results
 are those of one process — live, replayed, with every layer and both queue models; a layer
-raising, a worker dying and Ctrl-C end the run with the right status and the slots so far."""
+raising and a worker dying end the run with the right status and the slots so far (Ctrl-C:
+tests/test_pipelined.py)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 
@@ -146,6 +145,8 @@ def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     assert "policy_workers" not in json.loads((serial / "summary.json").read_text())["cpu_s"]
     moe = pd.read_parquet(spread / "moe_tasks.parquet")
     assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # from all three processes
+    # one batch per slot: the parts as output.flush_slots (50) says, 40 slots -> one part each
+    assert [len(list((d / "cache_requests.parquet").glob("part-*.parquet"))) for d in (serial, spread)] == [1, 1]
 
 
 @pytest.mark.sumo
@@ -189,6 +190,17 @@ def _picks(tmp_path, extra, jobs="3"):
 
 
 @pytest.mark.sumo
+def test_a_layer_raising_in_a_worker_with_another_worker_keeps_what_that_one_computed(tmp_path):
+    proc, out = _picks(tmp_path, "fail_at_s = 20\n", jobs="4")  # second: worker 1; first: worker 2
+    assert proc.returncode == 1 and "picks broke at t=20s" in proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    picks = pd.read_parquet(out / "picks.parquet")
+    # every row a policy's block counts is on disk, whichever worker it came from
+    assert picks.groupby("policy").size().to_dict() == {p: b["slots"] for p, b in s["layers"]["picks"].items()}
+    assert s["layers"]["picks"]["second"] == {"slots": 20} and s["layers"]["picks"]["first"]["slots"] >= 20
+
+
+@pytest.mark.sumo
 def test_a_layer_raising_in_a_worker_ends_the_run_with_the_slots_every_process_finished(tmp_path):
     proc, out = _picks(tmp_path, "fail_at_s = 20\n")
     assert proc.returncode == 1  # as in one process: a layer's bug, with the traceback from where it raised
@@ -212,7 +224,7 @@ def test_a_layer_raising_in_a_worker_ends_the_run_with_the_slots_every_process_f
 @pytest.mark.sumo
 def test_a_worker_that_dies_ends_the_run_with_one_line_and_the_results_so_far(tmp_path):
     proc, out = _picks(tmp_path, "exit_at_s = 20\n")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last == ("cosim: error: policy worker 1 ended mid-run (exit code 3); its policies' results stop at "
                     "the last slot it sent")
@@ -224,28 +236,45 @@ def test_a_worker_that_dies_ends_the_run_with_one_line_and_the_results_so_far(tm
     assert len(picks[picks["policy"] == "first"]) >= 19
 
 
+SCRIPT = """
+import sys
+import mypol  # registers its policy in a module the script imports (no scenario.plugins)
+from cosim.config import from_dict
+from cosim.runner import run
+
+cfg = from_dict({"scenario": {"sumocfg": sys.argv[1], "end_s": 30, "jobs": int(sys.argv[3])},
+                 "layers": {"dvit": {"policies": ["optimal", "test-mine"], "request_rate_per_s": 2.0}}}, "s.toml")
+run(cfg, sys.argv[2], progress=False)
+"""
+MYPOL = """
+import numpy as np
+from cosim import register_policy
+
+
+@register_policy("dvit", "test-mine", cost=9.0)  # the costliest: dealt to the worker
+def mine(problem, rng, opts):
+    return np.full(problem.steps, problem.user)
+"""
+
+
 @pytest.mark.sumo
-def test_ctrl_c_with_policy_workers_keeps_every_slot_and_stops_every_process(tmp_path):
-    out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_all.toml"),
-                             "--out", str(out), "--jobs", "3", "--set", "output.flush_slots=5"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        for line in proc.stderr:
-            if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 15:
-                break
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    s = json.loads((out / "summary.json").read_text())
-    assert s["status"] == "interrupted" and s["slots"] >= 15
-    assert pd.read_parquet(out / "rsus.parquet")["slot"].nunique() == s["slots"]
-    moe = pd.read_parquet(out / "moe_tasks.parquet")
-    assert set(moe["policy"]) == set(s["layers"]["moe"])  # every policy's rows, from both processes
-    with pytest.raises(ProcessLookupError):  # no worker (nor SUMO) outlived the run
-        os.killpg(proc.pid, 0)
+def test_a_policy_from_a_module_the_script_imports_runs_in_a_worker(tmp_path):
+    (tmp_path / "mypol.py").write_text(MYPOL)
+    (tmp_path / "drive.py").write_text(SCRIPT)
+    for jobs in ("1", "3"):
+        proc = subprocess.run([sys.executable, str(tmp_path / "drive.py"), str(GRID6_CFG), str(tmp_path / f"j{jobs}"),
+                               jobs], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "j3" / "summary.json").read_text())
+    assert len(s["cpu_s"]["policy_workers"]) == 1 and s["layers"]["dvit"]["test-mine"]["tasks"] > 20
+    same_results(tmp_path / "j1", tmp_path / "j3")
+
+
+def test_a_gymnasium_environment_keeps_its_policies_in_its_process():
+    import gymnasium as gym
+
+    import cosim.gym  # noqa: F401 - registers the environments
+
+    with pytest.raises(ConfigError, match="scenario.jobs = 3: an environment runs its layer's policies in its own"):
+        gym.make("cosim/DViTPlacement-v0", scenario=str(ROOT / "scenarios" / "grid6_dvit.toml"),
+                 overrides={"scenario.jobs": 3})

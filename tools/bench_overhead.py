@@ -253,6 +253,8 @@ def main() -> None:
     else:
         ap.error("give a scenario or --game NAME")
     cfg = cfgmod.load(target) if target.suffix == ".toml" else cfgmod.for_sumocfg(target)
+    if args.set:  # as the cosim variants will run it (a --set may switch a layer on)
+        cfg = cfgmod.apply_overrides(cfg, {k: cfgmod.parse_value(v) for k, _, v in (s.partition("=") for s in args.set)})
     sc = cfg.scenario
     from cosim.runner import sumocfg_time
 

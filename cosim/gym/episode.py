@@ -185,6 +185,9 @@ class CosimEnv(gym.Env):
         cfg = dataclasses.replace(cfg, layers={self.layer: table})
         values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
         self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
+        if self.cfg.scenario.jobs > 2:  # the agent's policy answers in this process, between steps
+            raise ConfigError(f"overrides: scenario.jobs = {self.cfg.scenario.jobs}: an environment runs its layer's "
+                              "policies in its own process (1, or 2 with SUMO in its own)")
         self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
         self.layer_cfg = self.checked_layer.cfg
         self.prepared = preflight(self.cfg)

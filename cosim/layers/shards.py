@@ -34,10 +34,8 @@ processes finished is on disk; the summary has every policy's block.
 
 from __future__ import annotations
 
-import os
 import pickle
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -48,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cosim.errors import CosimError
+from cosim.errors import CosimError, WorkerDied
 from cosim.recorder import Coded, Lists
 
 if TYPE_CHECKING:
@@ -127,17 +125,41 @@ class PolicyRows:
 
 
 def write_grouped(writer: Any, held: dict[Any, list], order: list[str]) -> None:
-    """Append ``held`` (policy -> batches) to ``writer``: the policies in ``order``, then any
+    """Append ``held`` (policy -> batches) to ``writer`` as one batch (a table's writer flushes
+    every ``output.flush_slots`` batches: one per slot): the policies in ``order``, then any
     other (a row naming no configured policy), then the rows without a policy."""
-    for p in order:
-        for batch in held.get(p, ()):
-            writer.append(batch)
-    for p, batches in held.items():
-        if p is not None and p not in order:
-            for batch in batches:
-                writer.append(batch)
-    for batch in held.get(None, ()):
-        writer.append(batch)
+    batches = [b for p in order for b in held.get(p, ())]
+    batches += [b for p, bs in held.items() if p is not None and p not in order for b in bs]
+    batches += held.get(None, [])
+    if batches:
+        joined = concat(batches)
+        for b in [joined] if joined is not None else batches:
+            writer.append(b)
+
+
+def concat(batches: list[dict]) -> dict | None:
+    """The batches as one (their columns joined), or None where they cannot be (other columns,
+    a scalar column standing for several rows)."""
+    if len(batches) == 1:
+        return batches[0]
+    keys = list(batches[0])
+    if any(list(b) != keys for b in batches):
+        return None
+    out = {}
+    for k in keys:
+        parts = [b[k] for b in batches]
+        first = parts[0]
+        if isinstance(first, Coded) and all(isinstance(v, Coded) for v in parts):
+            out[k] = Coded(np.concatenate([np.asarray(v.codes) for v in parts]), parts[-1].names)
+        elif isinstance(first, Lists) and all(isinstance(v, Lists) for v in parts):
+            out[k] = Lists([row for v in parts for row in v.values], first.item)
+        elif all(isinstance(v, np.ndarray) and v.ndim == 1 for v in parts):
+            out[k] = np.concatenate(parts)
+        elif all(isinstance(v, list) for v in parts):
+            out[k] = [x for v in parts for x in v]
+        else:
+            return None
+    return out
 
 
 class LayerTables:
@@ -174,6 +196,7 @@ class Plan:
 
     shares: list["Config"]
     layers: list = field(default_factory=list)  # every layer with all its policies (not run)
+    modules: list[list[str]] = field(default_factory=list)  # per share: the modules of its policies
     order: dict[str, list[str]] = field(default_factory=dict)
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
 
@@ -222,12 +245,16 @@ def plan(cfg: "Config", workers: int) -> Plan:
             opts = {p: o for p, o in (table.get("options") or {}).items() if p in mine}
             tables[name] = {**table, "policies": mine, "options": opts}
         shares.append(_with_layers(cfg, tables))
-    return Plan(shares, layers, order, owner)
+    specs = {(layer.name, p): pol.spec for layer in layers for p, pol in layer.policies.items()}
+    modules = [sorted({specs[k].module for k, s in owner.items() if s == i and specs[k].module
+                       and not specs[k].module.startswith("cosim.")}) for i in range(len(shares))]
+    return Plan(shares, layers=layers, modules=modules, order=order, owner=owner)
 
 
 def _pinned(spec: Any) -> bool:
-    """A policy a fresh process could not import (registered in the script that started the run)."""
-    return spec.module in ("__main__", "") or getattr(spec.fn, "__module__", "") == "__main__"
+    """A policy a fresh process could not make: one registered in the script that started the
+    run, or made by a loader (``PREFIX:ARGUMENT``: a trained agent, a Gymnasium environment's)."""
+    return spec.module in ("__main__", "") or getattr(spec.fn, "__module__", "") == "__main__" or ":" in spec.name
 
 
 def _with_layers(cfg: "Config", layers: dict) -> "Config":
@@ -268,8 +295,11 @@ class Worker:
                 return
 
     def gone(self, what: str) -> CosimError:
-        code = self.proc.poll()
-        return CosimError(f"policy worker {self.index} ended {what} (exit code {code}); "
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return WorkerDied(f"policy worker {self.index} ended {what} (exit code {code}); "
                           "its policies' results stop at the last slot it sent")
 
     def close(self) -> None:
@@ -303,7 +333,8 @@ class Shards:
         self.broken: str | None = None
         try:
             for s in range(1, len(plan_.shares)):
-                msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus), protocol=pickle.HIGHEST_PROTOCOL)
+                msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus, list(sys.path), plan_.modules[s]),
+                                   protocol=pickle.HIGHEST_PROTOCOL)
                 self.workers.append(Worker(s, msg))
             for w in self.workers:
                 reply = self._recv(w, "at the start")
@@ -322,21 +353,15 @@ class Shards:
         s = self.world.snap
         cols = (s.time_s, *(getattr(s, f) for f in SNAPSHOT_FIELDS))
         data = pickle.dumps(("slot", slot, cols, routes), protocol=pickle.HIGHEST_PROTOCOL)
+        self.pending[slot] = [None] * (1 + len(self.workers))  # before a worker can answer it
         for w in self.workers:
             w.outbox.put(data)
-        self.pending[slot] = [None] * (1 + len(self.workers))
 
     def own(self, slot: int, rows: dict) -> None:
         """The plugin's own rows of ``slot``; writes every slot all shares have finished, and
         waits while a worker is more than :data:`LAG_SLOTS` behind."""
         self.pending[slot][0] = self._unpack(rows)
         self._poll(block_until=slot - LAG_SLOTS)
-        self._write_ready()
-
-    def drain(self) -> None:
-        """Wait for every slot fed so far and write it."""
-        if self.pending and self.broken is None:
-            self._poll(block_until=max(self.pending))
         self._write_ready()
 
     def _poll(self, block_until: int) -> None:
@@ -351,14 +376,17 @@ class Shards:
                 return
             for w in live:
                 if w.conn in ready:
-                    self._take(w, self._recv(w, "mid-run"))
+                    self._take(w, self._recv(w, "mid-run"), raise_error=True)  # all there: not cut
             live = [w for w in live if w.error is None]
             if not [w for w in live if w.done < block_until] and not any(w.conn.poll() for w in live):
                 return
 
-    def _take(self, w: Worker, msg: tuple) -> None:
+    def _take(self, w: Worker, msg: tuple, raise_error: bool) -> None:
+        """A worker's message: a slot's rows (kept until every share has that slot), or the error
+        a layer raised there (said with its traceback, and raised when ``raise_error``)."""
         if msg[0] == "rows":
-            _, slot, rows, w.cpu_s = msg
+            _, slot, rows, tables, w.cpu_s = msg
+            self.tables.update(tables)  # a table a layer opened after its start
             w.done = slot
             if slot in self.pending:
                 self.pending[slot][w.index] = self._unpack(rows)
@@ -366,7 +394,8 @@ class Shards:
             w.error = msg[1]
             self.broken = self.broken or msg[1]
             sys.stderr.write(f"in policy worker {w.index}:\n{msg[2]}")
-            raise WorkerError(f"{msg[1]} (in policy worker {w.index}: its traceback above)")
+            if raise_error:
+                raise WorkerError(f"{msg[1]} (in policy worker {w.index}: its traceback above)")
 
     def _write_ready(self) -> None:
         while self.next_write in self.pending and all(r is not None for r in self.pending[self.next_write]):
@@ -403,37 +432,41 @@ class Shards:
 
     # -- the end ------------------------------------------------------------------------------
     def end(self, own_rows: dict, own_blocks: dict, own_failed: dict) -> tuple[dict, dict]:
-        """Drain, then end every worker's layers: writes the rows written at the end (grouped like
-        a slot's) and returns (layer -> policy -> block, layer -> policy -> why it was dropped)
-        merged in the configured order. A worker that is gone has its policies' blocks say so."""
-        try:
-            self.drain()
-        except (CosimError, WorkerError):
-            pass  # the error ended the run already
-        for slot in sorted(self.pending):  # slots a failed worker left unfinished: the others' rows
-            self._write_merged([r for r in self.pending.pop(slot) if r is not None])
-        results = [(self._unpack(own_rows), own_blocks, own_failed)]
+        """End every worker's layers: takes the rows of the slots they still had (a worker may
+        lag), writes every slot fed — in full, or, where a worker failed, the rows the others sent
+        — then the rows written at the end (grouped like a slot's), and returns (layer -> policy ->
+        block, layer -> policy -> why it was dropped) merged in the configured order. A worker
+        that is gone, or not waited for after a further Ctrl-C, has its policies' blocks say so."""
+        results: list = [(self._unpack(own_rows), own_blocks, own_failed)] + [None] * len(self.workers)
         for w in self.workers:
-            if w.error is not None and w.proc.poll() is not None:
-                results.append(None)
-                continue
-            w.outbox.put(pickle.dumps(("end",)))
-            try:
-                while True:
-                    msg = self._recv(w, "at the end")
+            if w.proc.poll() is None:
+                w.outbox.put(pickle.dumps(("end",)))
+        try:
+            for w in self.workers:
+                while w.proc.poll() is None or w.conn.poll():
+                    try:
+                        msg = self._recv(w, "at the end")
+                    except WorkerDied as exc:
+                        w.error = w.error or str(exc)
+                        break
                     if msg[0] == "ended":
                         _, rows, blocks, failed, w.cpu_s = msg
-                        results.append((self._unpack(rows), blocks, failed))
+                        results[w.index] = (self._unpack(rows), blocks, failed)
                         break
-            except CosimError as exc:
-                results.append(None)
-                w.error = w.error or str(exc)
+                    self._take(w, msg, raise_error=False)
+        except KeyboardInterrupt:  # a further Ctrl-C while the workers finish: stop waiting for them
+            for w in self.workers:
+                if results[w.index] is None:
+                    w.error = w.error or "not waited for after Ctrl-C"
+                    w.proc.kill()
+        for slot in sorted(self.pending):  # in order; a slot a failed worker left: the others' rows
+            self._write_merged([r for r in self.pending.pop(slot) if r is not None])
         self._write_merged([r[0] for r in results if r is not None])
         blocks: dict[str, Any] = {}
         failed: dict[str, dict] = {}
         for layer, order in self.plan.order.items():
             merged: dict[str, Any] = {}
-            for s, r in enumerate(results):
+            for r in results:
                 if r is not None and layer in r[1]:
                     for k, v in r[1][layer].items():
                         if k not in order:
@@ -459,9 +492,15 @@ class Shards:
             w.close()
 
     def _recv(self, w: Worker, what: str) -> tuple:
+        """The next message of ``w``: the wait for it can be interrupted (Ctrl-C); reading it,
+        once there, cannot (a message cut in two would lose the rest of the run's results)."""
+        from cosim.runner import deferred_interrupts
+
         try:
-            return pickle.loads(w.conn.recv_bytes())
-        except (EOFError, OSError, pickle.UnpicklingError):  # gone, or a message cut by a second Ctrl-C
+            w.conn.poll(None)
+            with deferred_interrupts():
+                return pickle.loads(w.conn.recv_bytes())
+        except (EOFError, OSError, pickle.UnpicklingError):
             w.error = w.error or "gone"
             err = w.gone(what)
             self.broken = self.broken or str(err)
@@ -487,10 +526,17 @@ def _serve(conn: Connection) -> None:
     def send(msg: tuple) -> None:
         conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
-    _, cfg, net, rsus = pickle.loads(conn.recv_bytes())
+    _, cfg, net, rsus, path, modules = pickle.loads(conn.recv_bytes())
+    sys.path[:] = path + [p for p in sys.path if p not in path]  # the plugin's, as it imported them
     tables = LayerTables()
     try:
+        import importlib.util
+
+        for m in modules:  # the modules that registered its policies (a script may import one;
+            if importlib.util.find_spec(m) is not None:  # a plugin file is loaded by make_layers)
+                importlib.import_module(m)
         world = World(cfg, net, rsus=rsus)
+        world.say_notes = False  # the plugin's process says them once
         layers = make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
                                                scenario_file=cfg.source_file, table=tables.open))
         for layer in layers:
@@ -526,36 +572,25 @@ def _serve(conn: Connection) -> None:
             failed = f"{type(exc).__name__}: {exc}"
             send(("error", failed, traceback.format_exc()))
             continue
-        send(("rows", slot, _pack(tables.take(), world), time.process_time()))
+        send(("rows", slot, _pack(tables.take(), world), dict(tables.owner), time.process_time()))
     blocks, dropped = {}, {}
     for layer in layers:
         try:
             blocks[layer.name] = layer.end()
         except Exception as exc:  # noqa: BLE001 - keep the other results
-            blocks[layer.name] = {p: {"error": f"{type(exc).__name__}: {exc}"} for p in layer.policies}
+            blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}  # as the plugin's process says it
         dropped[layer.name] = dict(layer.failed)
     send(("ended", _pack(tables.take(), world), blocks, dropped, time.process_time()))
 
 
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the plugin process's to handle
-    conn = Connection(int(sys.argv[1]))
-    code = 0
+def _serve_until_gone(conn: Connection) -> None:
     try:
         _serve(conn)
-    except (EOFError, OSError):  # the plugin's process is gone
-        code = 0
-    except BaseException:  # a bug here: said on stderr; the plugin's process sees the exit code
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        conn.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    except (EOFError, OSError):  # the plugin's process is gone (or closed the pipe): nothing to say
+        pass
 
 
 if __name__ == "__main__":
-    main()
+    from cosim.sources.pipelined import child_main
+
+    child_main(_serve_until_gone)

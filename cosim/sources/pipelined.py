@@ -233,12 +233,17 @@ def _serve(conn: Connection) -> None:
         pass
 
 
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the plugin process's to handle
+def child_main(serve: Any) -> None:
+    """A child process of the run (``python -m MODULE FD``): ``serve(conn)`` on the socket pair
+    whose end is file descriptor FD, Ctrl-C and SIGTERM ignored (they reach the whole process
+    group; the plugin's process handles them and tells the child to stop, so that nothing the
+    child holds is lost), a bug said on stderr with exit code 1, no interpreter teardown."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(sys.argv[1]))
     code = 0
     try:
-        _serve(conn)
+        serve(conn)
     except BaseException:  # a bug here: say it on stderr; the plugin's process sees the exit code
         import traceback
 
@@ -247,8 +252,9 @@ def main() -> None:
     finally:
         conn.close()
         sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)  # skip interpreter teardown (libsumo is closed already)
 
 
 if __name__ == "__main__":
-    main()
+    child_main(_serve)

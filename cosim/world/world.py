@@ -78,6 +78,8 @@ class World:
                                           prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s)
         #: why the configured dwell model could not be applied (said once on stderr), else ""
         self.dwell_note = ""
+        #: print notes on stderr (a policy worker's copy of the world leaves them to the plugin's)
+        self.say_notes = True
         self._bw = self._cpu = self._index = None
         self.slot = -1
         self.time_s = float("nan")
@@ -171,7 +173,8 @@ class World:
                 raise ValueError("predict_dwell('route') needs a world built with world.dwell_model = 'route'")
             if self.route_of is None and not self.dwell_note:
                 self.dwell_note = "the traffic source gives no routes: dwell_model 'route' falls back to 'straight'"
-                print(f"cosim: note: {self.dwell_note}", file=sys.stderr)
+                if self.say_notes:
+                    print(f"cosim: note: {self.dwell_note}", file=sys.stderr)
             out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
                                                s.speed, self.serving if only is None else np.where(has, self.serving, -1),
                                                self.route_of, self.time_s, len(self.vehicle_names))
