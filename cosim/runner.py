@@ -600,10 +600,21 @@ def sigterm_interrupts():  # noqa: ANN201
         signal.signal(signal.SIGTERM, old)
 
 
+#: the signals each active :func:`deferred_interrupts` holds back (innermost last)
+_HELD: list[list[int]] = []
+
+
+def interrupt_pending() -> bool:
+    """A Ctrl-C or SIGTERM is held back until the results are written (a wait that may be long,
+    e.g. for a stuck policy worker, stops for it)."""
+    return any(_HELD)
+
+
 @contextlib.contextmanager
 def deferred_interrupts():  # noqa: ANN201
-    """While the results are written (seconds at most: every wait there is bounded), a first
-    Ctrl-C or SIGTERM waits until they are, then interrupts; a second one interrupts at once."""
+    """While the results are written (seconds at most: every wait there is bounded, or gives up
+    on :func:`interrupt_pending`), a first Ctrl-C or SIGTERM waits until they are, then
+    interrupts; a second one interrupts at once."""
     if not _main_thread():
         yield
         return
@@ -615,9 +626,11 @@ def deferred_interrupts():  # noqa: ANN201
         pending.append(signum)
 
     old = {sig: signal.signal(sig, later) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _HELD.append(pending)
     try:
         yield
     finally:
+        _HELD.pop()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if pending:

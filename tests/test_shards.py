@@ -5,8 +5,11 @@ raising and a worker dying end the run with the right status and the slots so fa
 tests/test_pipelined.py)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -278,3 +281,33 @@ def test_a_gymnasium_environment_keeps_its_policies_in_its_process():
     with pytest.raises(ConfigError, match="scenario.jobs = 3: an environment runs its layer's policies in its own"):
         gym.make("cosim/DViTPlacement-v0", scenario=str(ROOT / "scenarios" / "grid6_dvit.toml"),
                  overrides={"scenario.jobs": 3})
+
+
+@pytest.mark.sumo
+def test_a_second_ctrl_c_stops_waiting_for_a_stuck_worker_and_the_summary_says_so(tmp_path):
+    scen = tmp_path / "s.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 200\nplugins = ["{PLUGINS / "picks_plugin.py"}"]\n'
+                    '[layers.picks]\nstall_at_s = 10\n')
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(scen), "--out", str(out), "--jobs", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        proc.stderr.readline()  # the first progress line: running
+        time.sleep(6)  # the worker stalls at 10 s; the plugin's process runs 8 slots ahead, then waits
+        os.killpg(proc.pid, signal.SIGINT)  # stops the plugin's wait; the run ends, waiting for the workers
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)  # stops waiting for the stalled one
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted"
+    assert "not waited for after Ctrl-C" in s["layers"]["picks"]["second"]["error"]
+    picks = pd.read_parquet(out / "picks.parquet")
+    assert picks[picks["policy"] == "second"]["slot"].tolist() == list(range(9))  # what it sent before stalling
+    assert s["layers"]["picks"]["first"]["slots"] == (picks["policy"] == "first").sum() >= 10
+    with pytest.raises(ProcessLookupError):  # the stalled worker did not outlive the run
+        os.killpg(proc.pid, 0)

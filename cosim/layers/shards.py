@@ -454,7 +454,7 @@ class Shards:
                         results[w.index] = (self._unpack(rows), blocks, failed)
                         break
                     self._take(w, msg, raise_error=False)
-        except KeyboardInterrupt:  # a further Ctrl-C while the workers finish: stop waiting for them
+        except KeyboardInterrupt:  # Ctrl-C while the workers finish their last slots: stop waiting
             for w in self.workers:
                 if results[w.index] is None:
                     w.error = w.error or "not waited for after Ctrl-C"
@@ -494,10 +494,12 @@ class Shards:
     def _recv(self, w: Worker, what: str) -> tuple:
         """The next message of ``w``: the wait for it can be interrupted (Ctrl-C); reading it,
         once there, cannot (a message cut in two would lose the rest of the run's results)."""
-        from cosim.runner import deferred_interrupts
+        from cosim.runner import deferred_interrupts, interrupt_pending
 
         try:
-            w.conn.poll(None)
+            while not w.conn.poll(0.25):
+                if interrupt_pending():  # Ctrl-C while the results are written: stop waiting for it
+                    raise KeyboardInterrupt
             with deferred_interrupts():
                 return pickle.loads(w.conn.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError):

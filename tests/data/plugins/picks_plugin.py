@@ -2,6 +2,7 @@
 slot; the layer breaks (raises, or its process exits) at a set time in the share holding 'second'."""
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ class PicksConfig:
     options: dict = option({}, doc="per-policy options")
     fail_at_s: float = option(1e9, doc="the share holding 'second' raises from this time on [s]")
     exit_at_s: float = option(1e9, doc="the process holding 'second' exits from this time on [s]")
+    stall_at_s: float = option(1e9, doc="the process holding 'second' stalls (sleeps 120 s) at this time [s]")
 
 
 @register_layer("picks")
@@ -34,6 +36,8 @@ class Picks(Layer):
             self.slots[p] += 1
         if "second" in self.policies and world.time_s >= self.cfg.exit_at_s:
             os._exit(3)
+        if "second" in self.policies and world.time_s == self.cfg.stall_at_s:
+            time.sleep(120)
         if "second" in self.policies and world.time_s >= self.cfg.fail_at_s:
             raise RuntimeError(f"picks broke at t={world.time_s:g}s")
 
