@@ -79,7 +79,7 @@ class PolicySpec:
     #: the module that registered it (named in errors: "the plugin")
     module: str = ""
     #: what one policy costs, roughly, relative to the others: CPU seconds per 300 s of grid6 at
-    #: its layer's default load (built-ins: measured, docs/performance.md); used only to deal the
+    #: its layer's default load (built-ins: measured by tools/bench_policy_split.py); used only to deal the
     #: policies over processes (``scenario.jobs >= 3``), never for a result
     cost: float = 1.0
 

@@ -83,16 +83,15 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["optimal", "sdi", "vidi"]\n[layers.dvit.options.vidi]\n'
                          'rho = 0.5\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n')
     p = shards.plan(cfg, workers=2)
-    # by hand, registered costs gecpa 3.15, nearest 2.94, vidi 2.17, sdi 0.44, optimal 0.39 and the
-    # plugin's own 1.2: loads [1.2, 0, 0] -> gecpa to 1 (tie: the lower), nearest to 2, vidi to 0
-    # (1.2 < 2.94), sdi to 2 (2.94 < 3.15 < 3.37), optimal to 1 (3.15 < 3.37 < 3.38)
+    # by hand, registered costs gecpa 2.38, nearest 1.77, vidi 1.44, sdi 0.28, optimal 0.22 and the
+    # plugin's own 1.3: loads [1.3, 0, 0] -> gecpa to 1 (tie: the lower), nearest to 2, vidi to 0
+    # (1.3 < 1.77), sdi to 2 (1.77 < 2.38 < 2.74), optimal to 2 (2.05 < 2.38 < 2.74)
     assert p.order == {"dvit": ["optimal", "sdi", "vidi"], "moe": ["gecpa", "nearest"]}
     pols = [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares]
-    assert pols == [{"dvit": ["vidi"]}, {"dvit": ["optimal"], "moe": ["gecpa"]},
-                    {"dvit": ["sdi"], "moe": ["nearest"]}]
+    assert pols == [{"dvit": ["vidi"]}, {"moe": ["gecpa"]}, {"dvit": ["optimal", "sdi"], "moe": ["nearest"]}]
     assert p.shares[0].layers["dvit"]["options"] == {"vidi": {"rho": 0.5}}  # options go with their policy
-    assert p.shares[1].layers["dvit"]["options"] == {}
-    assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 1
+    assert p.shares[2].layers["dvit"]["options"] == {}
+    assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 2
     # more workers than policies: one policy each, the shares left empty dropped
     assert [len(s.layers) for s in shards.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
 
@@ -109,8 +108,8 @@ def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_pa
         assert len(shards.plan(_cfg(tmp_path, '[layers.rsu_load]\n'), workers=3).shares) == 1
     finally:
         sys.path.remove(str(ROOT / "examples" / "plugin"))
-    # loads [1.2, 0]: vidi (2.17) to the worker; my-greedy (registered without a cost: 1) to the
-    # plugin's (1.2 < 2.17); optimal (0.39) to the worker (2.17 < 2.2)
+    # loads [1.3, 0]: vidi (1.44) to the worker; my-greedy (registered without a cost: 1) to the
+    # plugin's (1.3 < 1.44); optimal (0.22) to the worker (1.44 < 2.3)
     assert p.shares[0].layers["rsu_load"] == {"overload_vehicles": 5}
     assert p.shares[0].layers["dvit"]["policies"] == ["my-greedy"]
     assert set(p.shares[1].layers) == {"dvit"} and p.shares[1].layers["dvit"]["policies"] == ["vidi", "optimal"]
@@ -132,8 +131,9 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
     register_policy("dvit", "test-shards-main", cost=5.0)(mine)
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "test-shards-main", "optimal", "sdi"]\n')
     p = shards.plan(cfg, workers=1)
-    # pinned to 0 whatever it costs; then vidi to 1 (0 < 1.2), sdi and optimal to 0 (1.64 < 2.17)
-    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main", "optimal", "sdi"], ["vidi"]]
+    # pinned to 0 whatever it costs; then vidi (1.44) to 1 (0 < 1.3), sdi (0.28) to 0 (1.3 < 1.44),
+    # optimal (0.22) to 1 (1.44 < 1.58)
+    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main", "sdi"], ["vidi", "optimal"]]
 
 
 # -- the results of one process ------------------------------------------------------------------

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 #: the plugin's own load when policies are dealt (world and recording: CPU seconds per 300 s of
 #: grid6, in the unit of :attr:`cosim.registry.PolicySpec.cost`)
-PLUGIN_LOAD = 1.2
+PLUGIN_LOAD = 1.3
 #: how many slots a worker may be behind the plugin's process before it waits for it
 LAG_SLOTS = 8
 #: the marker a worker sends instead of its world's vehicle id list (the plugin's is the same)

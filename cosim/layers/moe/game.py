@@ -335,7 +335,7 @@ def _best(game: Game, pop: np.ndarray) -> np.ndarray:
     return pop[int(np.argmin(_fitness(game, pop, *_FINAL)))]
 
 
-@register_policy("moe", "gecpa", options=SolverConfig, stochastic=True, cost=3.15)
+@register_policy("moe", "gecpa", options=SolverConfig, stochastic=True, cost=2.38)
 def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """GECPA: gradient ascent + an evolutionary population, ranked by Nash gap
     (:func:`gecpa_evals` follower evaluations)."""
@@ -346,7 +346,7 @@ def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solver
     return _best(game, _ascend(game, pop, cfg.grad_steps, cfg.lr))
 
 
-@register_policy("moe", "gradient", options=SolverConfig, cost=6.86)
+@register_policy("moe", "gradient", options=SolverConfig, cost=6.12)
 def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Gradient play alone, from the posted price, for as many steps as the budget buys (three
     follower evaluations per IV and step)."""
@@ -355,7 +355,7 @@ def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = Sol
     return _ascend(game, p, steps, cfg.lr)[0]
 
 
-@register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True, cost=4.5)
+@register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True, cost=3.17)
 def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """The evolutionary loop alone, for as many generations as the budget buys (a fitness per
     generation, then the final ranking)."""
@@ -367,7 +367,7 @@ def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig =
     return _best(game, pop)
 
 
-@register_policy("moe", "random", options=SolverConfig, stochastic=True, cost=3.01)
+@register_policy("moe", "random", options=SolverConfig, stochastic=True, cost=1.84)
 def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Random prices over the plausible range: IV i's price uniform on [p_min, a_i], the prices
     at which the TV would buy from it at all (above a_i it buys nothing from i even if i were
@@ -376,13 +376,13 @@ def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solve
     return game.p_min + rng.random(game.n) * (hi - game.p_min)
 
 
-@register_policy("moe", "uniform", options=SolverConfig, cost=2.95)
+@register_policy("moe", "uniform", options=SolverConfig, cost=2.33)
 def solve_uniform(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """One posted price for every IV."""
     return np.full(game.n, np.clip(cfg.uniform_price, game.p_min, game.p_max))
 
 
-@register_policy("moe", "nearest", options=SolverConfig, link_aware=False, cost=2.94)
+@register_policy("moe", "nearest", options=SolverConfig, link_aware=False, cost=1.77)
 def solve_nearest(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """The posted price on the nearest vehicles, with plain top-k gating (no link awareness)."""
     return solve_uniform(game, rng, cfg)
