@@ -348,11 +348,7 @@ class Shards:
     # -- every slot -------------------------------------------------------------------------
     def feed(self, slot: int, routes: Any) -> None:
         """Send slot ``slot``'s snapshot (the world was just updated with it) to every worker."""
-        from cosim.sources.base import SNAPSHOT_FIELDS
-
-        s = self.world.snap
-        cols = (s.time_s, *(getattr(s, f) for f in SNAPSHOT_FIELDS))
-        data = pickle.dumps(("slot", slot, cols, routes), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(("slot", slot, self.world.snap.columns(), routes), protocol=pickle.HIGHEST_PROTOCOL)
         self.pending[slot] = [None] * (1 + len(self.workers))  # before a worker can answer it
         for w in self.workers:
             w.outbox.put(data)
@@ -557,12 +553,9 @@ def _serve(conn: Connection) -> None:
             continue
         _, slot, cols, routes = msg
         if routes is not None:
-            fresh, cleared = routes
             if world.route_of is None:
                 world.route_of = Routes()
-            if cleared:
-                world.route_of.clear()
-            world.route_of.update(fresh)
+            world.route_of.receive(*routes)
         try:
             world.update(Snapshot(*cols), slot=slot)
             for layer in layers:

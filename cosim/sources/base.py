@@ -54,6 +54,11 @@ class Snapshot:
         o = np.zeros(0, dtype=object)
         return cls(time_s, o, f, f, f, f, f, o, o, f, f)
 
+    def columns(self) -> tuple:
+        """(time_s, every field in SNAPSHOT_FIELDS' order): what another process rebuilds it from
+        with ``Snapshot(*columns)`` (pickled arrays, no per-vehicle objects)."""
+        return (self.time_s, *(getattr(self, k) for k in SNAPSHOT_FIELDS))
+
     def sorted_by_id(self) -> "Snapshot":
         order = np.argsort(self.ids.astype(str), kind="stable")
         return Snapshot(self.time_s, *(getattr(self, k)[order] for k in SNAPSHOT_FIELDS))
@@ -81,6 +86,13 @@ class Routes(dict):
 
     def __missing__(self, key):
         return ()
+
+    def receive(self, fresh: dict, cleared: bool) -> None:
+        """Take what another process's ``Routes`` shipped: emptied first when it was (``cleared``),
+        then its ``fresh`` routes — so that both answer alike."""
+        if cleared:
+            self.clear()
+        self.update(fresh)
 
     def add(self, vehicle: str, route: tuple) -> None:
         """Record ``vehicle``'s route (and in ``fresh``, when collecting)."""

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.errors import CosimError, SumoDied, last_error_line
-from cosim.sources.base import SNAPSHOT_FIELDS, Snapshot
+from cosim.sources.base import Snapshot
 
 EPS = 1e-6
 
@@ -99,9 +99,7 @@ class PipelinedSource:
         #: the routes this slot brought (and whether the list was emptied first), for policy workers
         self.delivered = (routes, cleared) if self.route_of is not None else None
         if self.route_of is not None:
-            if cleared:
-                self.route_of.clear()
-            self.route_of.update(routes)
+            self.route_of.receive(routes, cleared)
         return Snapshot(*cols)
 
     def finished(self) -> bool:
@@ -208,8 +206,7 @@ def _serve(conn: Connection) -> None:
             fresh, cleared = {}, False
             if routes is not None:
                 fresh, routes.fresh, cleared, routes.cleared = routes.fresh, {}, routes.cleared, False
-            cols = (snap.time_s, *(getattr(snap, f) for f in SNAPSHOT_FIELDS))
-            conn.send(("snap", cols, done, fresh, cleared, side()))
+            conn.send(("snap", snap.columns(), done, fresh, cleared, side()))
             stopped = not conn.recv()  # the plugin took it (True) or stops (False)
             wait += time.perf_counter() - t1
             if stopped or done:
