@@ -270,7 +270,7 @@ class Session:
             layer.on_start()
         owners = dict(self.tables.owner)
         if self.plan is not None:
-            self.shards = Shards(self.plan, self.world, prep, self._write_rows)
+            self.shards = Shards(self.plan, self.world, prep, self.tables, self._write_rows)
             owners = {**self.shards.tables, **owners}
         for name in self.order:  # the tables in the order one process opens them
             for table, layer in owners.items():
@@ -280,8 +280,9 @@ class Session:
     def _open_table(self, name: str):  # noqa: ANN202 - a PolicyRows
         return self.tables.open(name)
 
-    def _write_rows(self, name: str, layer: str, held: dict) -> None:
-        write_grouped(self.recorder.table(name), held, self.order.get(layer or self.tables.owner.get(name, ""), []))
+    def _write_rows(self, name: str, held: dict) -> None:
+        layer = self.shards.layer_of(name) if self.shards is not None else self.tables.owner.get(name, "")
+        write_grouped(self.recorder.table(name), held, self.order.get(layer, []))
 
     def on_snapshot(self, snap: Snapshot) -> None:
         known = len(self.world.vehicle_names)
@@ -305,7 +306,7 @@ class Session:
             self.shards.own(self.slots, rows)  # may wait for a lagging worker (Ctrl-C stops the wait)
         else:
             for name, held in rows.items():
-                self._write_rows(name, "", held)
+                self._write_rows(name, held)
         if self.overlay is not None:
             self.overlay.update(self.world)
         with slot_bookkeeping():  # a SIGTERM waits until the slot is both recorded and counted
@@ -356,7 +357,7 @@ class Session:
                 self.shards.close()
         else:
             for name, held in rows.items():
-                self._write_rows(name, "", held)
+                self._write_rows(name, held)
         write_error: BaseException | None = None
         for closing in (self.recorder.close, self.trace.close if self.trace is not None else None):
             try:

@@ -47,7 +47,7 @@ def _cfg(tmp_path, layers_toml):
 
 # -- rows grouped by policy ----------------------------------------------------------------------
 def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp_path):
-    rows = shards.PolicyRows("t")
+    rows = shards.PolicyRows()
     rows.append({"policy": np.array(["b"], dtype=object), "v": np.array([1.0]), "l": Lists([[1]])})
     rows.append({"policy": Coded(np.array([0, 1, 0]), ["a", "b"]), "v": np.array([2.0, 3.0, 4.0]),
                  "l": Lists([[2], [3, 3], []])})

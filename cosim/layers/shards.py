@@ -34,6 +34,7 @@ processes finished is on disk; the summary has every policy's block.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import queue
 import subprocess
@@ -100,8 +101,7 @@ class PolicyRows:
     :class:`~cosim.recorder.TableWriter`): a slot's batches are held per policy until
     :meth:`take` hands them over (see the module docstring)."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self) -> None:
         self.held: dict[Any, list] = {}
 
     def append(self, columns: dict[str, Any]) -> None:
@@ -174,7 +174,7 @@ class LayerTables:
 
     def open(self, name: str) -> PolicyRows:
         if name not in self.tables:
-            self.tables[name] = PolicyRows(name)
+            self.tables[name] = PolicyRows()
             self.owner[name] = self.current
         return self.tables[name]
 
@@ -244,7 +244,7 @@ def plan(cfg: "Config", workers: int) -> Plan:
                 continue
             opts = {p: o for p, o in (table.get("options") or {}).items() if p in mine}
             tables[name] = {**table, "policies": mine, "options": opts}
-        shares.append(_with_layers(cfg, tables))
+        shares.append(dataclasses.replace(cfg, layers=tables))
     specs = {(layer.name, p): pol.spec for layer in layers for p, pol in layer.policies.items()}
     modules = [sorted({specs[k].module for k, s in owner.items() if s == i and specs[k].module
                        and not specs[k].module.startswith("cosim.")}) for i in range(len(shares))]
@@ -255,12 +255,6 @@ def _pinned(spec: Any) -> bool:
     """A policy a fresh process could not make: one registered in the script that started the
     run, or made by a loader (``PREFIX:ARGUMENT``: a trained agent, a Gymnasium environment's)."""
     return spec.module in ("__main__", "") or getattr(spec.fn, "__module__", "") == "__main__" or ":" in spec.name
-
-
-def _with_layers(cfg: "Config", layers: dict) -> "Config":
-    import dataclasses
-
-    return dataclasses.replace(cfg, layers=layers)
 
 
 # -- the plugin's side ---------------------------------------------------------------------------
@@ -275,7 +269,6 @@ class Worker:
         child.close()
         self.conn = parent
         self.outbox: queue.Queue = queue.Queue()
-        self.send_error: BaseException | None = None
         self.outbox.put(start_msg)
         self.thread = threading.Thread(target=self._send, name=f"cosim-shard-{index}", daemon=True)
         self.thread.start()
@@ -290,8 +283,7 @@ class Worker:
                 return
             try:
                 self.conn.send_bytes(data)
-            except BaseException as exc:  # noqa: BLE001 - gone: the reader notices and says so
-                self.send_error = exc
+            except OSError:  # gone: the reader notices and says so
                 return
 
     def gone(self, what: str) -> CosimError:
@@ -321,16 +313,16 @@ class Shards:
     """The plugin's process side: starts the workers of ``plan`` (shares 1..), feeds them every
     slot and merges their rows with the plugin's own in the configured order."""
 
-    def __init__(self, plan_: Plan, world: "World", prep: Any, write: Any):
+    def __init__(self, plan_: Plan, world: "World", prep: Any, own_tables: LayerTables, write: Any):
         self.plan = plan_
         self.world = world
-        self.write = write  # write(table name, layer name, held) in the plugin's process
+        self.own_tables = own_tables  # the plugin's process's own
+        self.write = write  # write(table name, held) in the plugin's process
         self.workers: list[Worker] = []
         self.pending: dict[int, list] = {}  # slot -> per share its rows (None until they arrived)
         self.next_write = 0
-        self.tables: dict[str, str] = {}  # table -> layer (from every share)
+        self.tables: dict[str, str] = {}  # table -> layer, of the tables the workers opened
         self.wait_s = 0.0
-        self.broken: str | None = None
         try:
             for s in range(1, len(plan_.shares)):
                 msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus, list(sys.path), plan_.modules[s]),
@@ -344,6 +336,10 @@ class Shards:
         except BaseException:
             self.close()
             raise
+
+    def layer_of(self, table: str) -> str:
+        """The layer that writes ``table`` (opened in the plugin's process or in a worker)."""
+        return self.own_tables.owner.get(table) or self.tables.get(table, "")
 
     # -- every slot -------------------------------------------------------------------------
     def feed(self, slot: int, routes: Any) -> None:
@@ -388,7 +384,6 @@ class Shards:
                 self.pending[slot][w.index] = self._unpack(rows)
         elif msg[0] == "error":
             w.error = msg[1]
-            self.broken = self.broken or msg[1]
             sys.stderr.write(f"in policy worker {w.index}:\n{msg[2]}")
             if raise_error:
                 raise WorkerError(f"{msg[1]} (in policy worker {w.index}: its traceback above)")
@@ -405,22 +400,21 @@ class Shards:
             for rows in shares:
                 for p, batches in rows.get(name, {}).items():
                     held.setdefault(p, []).extend(batches)
-            self.write(name, self.tables.get(name, ""), held)
+            self.write(name, held)
 
     def _unpack(self, rows: dict) -> dict:
         """A share's rows with a worker's world's vehicle id list replaced by the plugin's (the
         same list: both worlds saw the same snapshots) and policy codes put into the layer's
         configured order (a share's layer codes them by its own share of the policies)."""
         for name, held in rows.items():
-            layer = self.tables.get(name, "")
-            order = self.plan.order.get(layer, [])
+            order = self.plan.order.get(self.layer_of(name), [])
+            pos = {p: i for i, p in enumerate(order)}
             for batches in held.values():
                 for b in batches:
                     for k, v in b.items():
                         if isinstance(v, Coded) and isinstance(v.names, str) and v.names == VEHICLES:
                             b[k] = Coded(v.codes, self.world.vehicle_names)
                         elif k == "policy" and isinstance(v, Coded) and list(v.names) != order and order:
-                            pos = {p: i for i, p in enumerate(order)}
                             remap = np.array([pos.get(p, -1) for p in v.names], dtype=np.int64)
                             codes = np.asarray(v.codes, dtype=np.int64)
                             b[k] = Coded(np.where(codes >= 0, remap[np.maximum(codes, 0)], -1), list(order))
@@ -500,9 +494,7 @@ class Shards:
                 return pickle.loads(w.conn.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError):
             w.error = w.error or "gone"
-            err = w.gone(what)
-            self.broken = self.broken or str(err)
-            raise err from None
+            raise w.gone(what) from None
 
 
 # -- the worker ----------------------------------------------------------------------------------
