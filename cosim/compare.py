@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from cosim.errors import CosimError
 from cosim.recorder import read_summary
 
 #: Keys (at any depth of summary.json) and table columns left out of the comparison because they
@@ -84,7 +83,7 @@ def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False) -> 
 def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily
     import pandas as pd
 
-    from cosim.recorder import read_table
+    from cosim.recorder import read_table, unreadable
 
     if path.name.lower().endswith(".parquet"):
         return read_table(path)
@@ -93,7 +92,7 @@ def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
-        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        raise unreadable(path, exc) from None
 
 
 # -- tables ---------------------------------------------------------------------------------------

@@ -291,8 +291,12 @@ def read_table(path: str | Path, columns: list[str] | None = None):  # noqa: ANN
     try:
         return pd.read_parquet(path, columns=columns)
     except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
-        raise CosimError(f"{path}: cannot read the table ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]})") from None
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path: str | Path, exc: BaseException) -> CosimError:
+    """The one line saying that the table file ``path`` is broken (what the reader said, cut short)."""
+    return CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
 
 
 class Results(Mapping):
