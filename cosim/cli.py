@@ -37,9 +37,23 @@ def _output_args(p: argparse.ArgumentParser) -> None:
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
-    p.add_argument("--jobs", type=int, metavar="N", help="processes for this run (scenario.jobs): 1 = all in one, "
-                                                        "2 = SUMO / the trace reader one slot ahead in its own, "
-                                                        "N >= 3 = also the layers' policies over N - 2 workers")
+    p.add_argument("--jobs", type=_run_jobs, metavar="N|auto",
+                   help="processes for this run (scenario.jobs): 1 = all in one, 2 = SUMO / the trace reader one "
+                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto = as "
+                        "many as the cores and the policies can use (same results whatever N)")
+
+
+def _run_jobs(text: str) -> int:
+    """``--jobs`` of a run: a count >= 1, or ``auto`` (scenario.jobs = 0)."""
+    if text.strip().lower() in ("auto", "0"):
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1 or 'auto', not {text!r}")
+    return n
 
 
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202

@@ -55,9 +55,11 @@ class ScenarioSection:
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
-    jobs: int = option(1, lo=1, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
+    jobs: int = option(1, lo=0, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
                                     "reading in a second process, one slot ahead; N >= 3 = also N - 2 worker "
-                                    "processes over which the layers' policies are spread (same results)")
+                                    "processes over which the layers' policies are spread (same results); "
+                                    "0 = auto (--jobs auto): as many as this machine's cores and the layers' "
+                                    "policies can use")
     sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
                                                      "(TraCI, or with jobs >= 2 a slot SUMO's process does not "

@@ -43,6 +43,7 @@ from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminate
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.layers.shards import LayerTables, Shards, write_grouped
 from cosim.layers.shards import plan as shard_plan
+from cosim.layers.shards import resolve_jobs
 from cosim.recorder import Recorder
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
@@ -445,9 +446,14 @@ class Progress:
         if self.end_s and rate > 0 and not force:
             left = max(0.0, (self.end_s - t) / session.cfg.scenario.slot_s) / rate
             eta = f"  ETA {int(left // 60)}:{int(left % 60):02d}"
+        workers = ""
+        sh = session.shards
+        if sh is not None and sh.workers:  # the plugin's busy share includes its wait for them
+            workers = (f", of it waiting for workers {pct(sh.wait_s):.0f}% "
+                       f"({sh.behind(session.slots - 1)} slots behind)")
         write_status(f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
                      f"(SUMO busy {pct(tm.sumo_s):.0f}% waits {pct(tm.sumo_wait_s):.0f}%, plugin busy "
-                     f"{pct(tm.plugin_s):.0f}% waits {pct(tm.plugin_wait_s):.0f}%){eta}", final=force)
+                     f"{pct(tm.plugin_s):.0f}% waits {pct(tm.plugin_wait_s):.0f}%{workers}){eta}", final=force)
 
 
 TRACE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".xml", ".xml.gz")
@@ -506,6 +512,8 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
              prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
     """What :func:`run` drives: the checked session, its SUMO source (not started) and the end
     time. ``prepared``: a :func:`preflight` of ``cfg`` already done (e.g. once per environment)."""
+    prep = prepared or preflight(cfg)
+    cfg = resolve_jobs(cfg, most=1 if gui else None)  # --jobs auto: as the cores allow (--gui: one process)
     sc = cfg.scenario
     backend = backend or sc.backend
     if gui and backend == "libsumo":
@@ -521,7 +529,6 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
                          f"SUMO step length {step:g} s")
     end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
     record_path = check_record(record, overwrite)
-    prep = prepared or preflight(cfg)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
     try:
@@ -566,10 +573,11 @@ def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = Non
     """What :func:`replay` drives: the checked session, its trace source and the end time."""
     from cosim.sources.replay import ReplaySource
 
+    prep = prepared or preflight(cfg)
+    cfg = resolve_jobs(cfg)
     sc = cfg.scenario
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
-    prep = prepared or preflight(cfg)
     begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)  # as run() starts
     kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts

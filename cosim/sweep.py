@@ -291,12 +291,14 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock) -> dict:
-    """Run a cell in a fresh Python process (one SUMO per process); returns its record."""
+def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock, cores: int = 1) -> dict:
+    """Run a cell in a fresh Python process (one SUMO per process); returns its record.
+    ``cores``: the run's share of the machine (what its ``scenario.jobs = 0``, auto, may use)."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "cell-spec.json"
     spec.write_text(json.dumps(cell, default=str))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "COSIM_CPUS": str(cores)}
     from cosim.sources.sumo import CHILD_DIES_WITH_PARENT
 
     proc = subprocess.Popen([sys.executable, "-m", "cosim.sweep", str(spec), str(out)], stdout=subprocess.DEVNULL,
@@ -356,11 +358,14 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
     lock = threading.Lock()
     out = []
     pool = ThreadPoolExecutor(max_workers=jobs)
+    from cosim.layers.shards import available_cores
+
+    cores = max(1, available_cores() // jobs)  # each run's share, for a cell with scenario.jobs = 0 (auto)
     try:
         pending = set()
         it = iter(todo)
         for cell, d in itertools.islice(it, jobs):
-            pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock))
+            pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
         progress.running = len(pending)
         progress.show()
         while pending:
@@ -371,7 +376,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
                 progress.done += rec["status"] == "completed"
                 progress.failed += rec["status"] != "completed"
             for cell, d in itertools.islice(it, len(done)):
-                pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock))
+                pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
             progress.running = len(pending)
             progress.show()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): stop the workers cleanly

@@ -17,7 +17,7 @@ import pytest
 
 from cosim import register_policy
 from cosim.config import load as load_config
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, CosimError
 from cosim.layers import shards
 from cosim.recorder import Coded, Lists, TableWriter
 
@@ -94,6 +94,47 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 2
     # more workers than policies: one policy each, the shares left empty dropped
     assert [len(s.layers) for s in shards.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
+
+
+def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
+    from cosim.layers.base import validate_layers
+
+    moe = validate_layers(_cfg(tmp_path, "[layers.moe]\n"))  # all six solvers
+    # by hand: costs 6.12, 3.17, 2.38, 2.33, 1.84, 1.77 (sum 17.61) and the plugin's 1.3: the busiest
+    # share carries at least 6.12, so ceil(18.91 / 6.12) = 4 shares are worth it, 3 workers
+    assert [shards.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 4, 5, 5]
+    dvit = validate_layers(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "sdi"]\n'))
+    # 1.44 + 0.28 + 1.3 = 3.02 over max(1.3, 1.44): ceil(2.10) = 3 shares, 2 workers
+    assert [shards.auto_jobs(dvit, c) for c in (2, 8)] == [3, 4]
+    alone = validate_layers(_cfg(tmp_path, '[layers.cache]\npolicies = ["lru"]\n'))
+    assert shards.auto_jobs(alone, 8) == 3  # one policy: a worker of its own (1.3 + 0.07 over 1.3: 2 shares)
+    assert shards.auto_jobs([], 8) == 2  # the core alone: SUMO in its own process
+    monkeypatch.setenv("COSIM_CPUS", "2")
+    assert shards.available_cores() == 2
+    cfg = _cfg(tmp_path, "[layers.moe]\n").replace(scenario={"jobs": 0})
+    assert shards.resolve_jobs(cfg).scenario.jobs == 3
+    assert shards.resolve_jobs(cfg, most=2).scenario.jobs == 2
+    assert shards.resolve_jobs(cfg.replace(scenario={"jobs": 4})).scenario.jobs == 4  # a number stays
+    monkeypatch.setenv("COSIM_CPUS", "two")
+    with pytest.raises(CosimError, match="COSIM_CPUS='two': expected a whole number of cores"):
+        shards.available_cores()
+
+
+@pytest.mark.sumo
+def test_jobs_auto_on_the_command_line_records_the_count_it_chose(tmp_path):
+    env = {**os.environ, "COSIM_CPUS": "2"}
+    out = tmp_path / "auto"
+    proc = subprocess.run([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_dvit.toml"), "--end",
+                           "3", "--jobs", "auto", "--out", str(out)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # the progress line's last refresh: the plugin's wait for the worker and how far behind it is
+    last = [line for line in proc.stderr.splitlines() if line.startswith("t=")][-1]
+    assert "plugin busy" in last and ", of it waiting for workers " in last and " slots behind)" in last, last
+    assert "jobs = 3" in (out / "config.toml").read_text()  # DViT's seven schedulers on 2 cores: one worker
+    assert len(json.loads((out / "summary.json").read_text())["cpu_s"]["policy_workers"]) == 1
+    bad = run_cli("run", str(ROOT / "scenarios" / "grid6.toml"), "--jobs", "many")
+    assert bad.returncode == 2 and "--jobs: expected a number of processes or 'auto', not 'many'" in bad.stderr
 
 
 def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_path):
@@ -273,7 +314,7 @@ def test_a_policy_from_a_module_the_script_imports_runs_in_a_worker(tmp_path):
     same_results(tmp_path / "j1", tmp_path / "j3")
 
 
-def test_a_gymnasium_environment_keeps_its_policies_in_its_process():
+def test_a_gymnasium_environment_keeps_its_policies_in_its_process(monkeypatch):
     import gymnasium as gym
 
     import cosim.gym  # noqa: F401 - registers the environments
@@ -281,6 +322,11 @@ def test_a_gymnasium_environment_keeps_its_policies_in_its_process():
     with pytest.raises(ConfigError, match="scenario.jobs = 3: an environment runs its layer's policies in its own"):
         gym.make("cosim/DViTPlacement-v0", scenario=str(ROOT / "scenarios" / "grid6_dvit.toml"),
                  overrides={"scenario.jobs": 3})
+    monkeypatch.setenv("COSIM_CPUS", "8")  # auto: at most SUMO in its own process
+    env = gym.make("cosim/DViTPlacement-v0", scenario=str(ROOT / "scenarios" / "grid6_dvit.toml"),
+                   overrides={"scenario.jobs": 0})
+    assert env.unwrapped.cfg.scenario.jobs == 2
+    env.close()
 
 
 @pytest.mark.sumo

@@ -171,6 +171,7 @@ class CosimEnv(gym.Env):
                  overrides: dict | None = None, compare: list | tuple | str = (), backend: str | None = None,
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
+        from cosim.layers.shards import resolve_jobs
         from cosim.runner import preflight
         from cosim.sources.replay import ReplaySource
 
@@ -184,7 +185,7 @@ class CosimEnv(gym.Env):
         table["policies"] = [AGENT, *([compare] if isinstance(compare, str) else compare)]
         cfg = dataclasses.replace(cfg, layers={self.layer: table})
         values = {"scenario.jobs": 1, "output.coverage": False, **(overrides or {})}
-        self.cfg = cfgmod.apply_overrides(cfg, values, where="overrides")
+        self.cfg = resolve_jobs(cfgmod.apply_overrides(cfg, values, where="overrides"), most=2)  # 0: auto
         if self.cfg.scenario.jobs > 2:  # the agent's policy answers in this process, between steps
             raise ConfigError(f"overrides: scenario.jobs = {self.cfg.scenario.jobs}: an environment runs its layer's "
                               "policies in its own process (1, or 2 with SUMO in its own)")

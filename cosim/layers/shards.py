@@ -35,6 +35,8 @@ processes finished is on disk; the summary has every policy's block.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import pickle
 import queue
 import subprocess
@@ -251,6 +253,49 @@ def plan(cfg: "Config", workers: int) -> Plan:
     return Plan(shares, layers=layers, modules=modules, order=order, owner=owner)
 
 
+def available_cores() -> int:
+    """The cores this run may use: ``COSIM_CPUS`` when set (a sweep sets it to its share of the
+    machine for each run it starts), else the cores this process may run on."""
+    env = os.environ.get("COSIM_CPUS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise CosimError(f"COSIM_CPUS={env!r}: expected a whole number of cores") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_jobs(layers: list, cores: int) -> int:
+    """``scenario.jobs = 0`` (``--jobs auto``): the processes worth starting on ``cores`` cores
+    for these (built, not run) layers. One core: 1. Else SUMO in its own process (2), plus a
+    worker per core left over (N - 1: SUMO's process is light next to the layers'), but no more
+    than the dealing can use: with costs c (the policies a worker could take) and the plugin's
+    own :data:`PLUGIN_LOAD`, the busiest share carries at least max(c), so more than
+    ceil((PLUGIN_LOAD + sum c) / max(PLUGIN_LOAD, max c)) shares gain nothing."""
+    if cores <= 1:
+        return 1
+    costs = [pol.spec.cost for layer in layers if layer.shardable
+             for pol in layer.policies.values() if not _pinned(pol.spec)]
+    if not costs:
+        return 2
+    shares = math.ceil((PLUGIN_LOAD + sum(costs)) / max(PLUGIN_LOAD, max(costs)) - 1e-9)
+    return 2 + max(1, min(cores - 1, shares - 1))
+
+
+def resolve_jobs(cfg: "Config", most: int | None = None) -> "Config":
+    """``cfg`` with ``scenario.jobs = 0`` replaced by :func:`auto_jobs` (at most ``most``);
+    any other value as it is."""
+    if cfg.scenario.jobs != 0:
+        return cfg
+    from cosim.layers.base import validate_layers
+
+    n = auto_jobs(validate_layers(cfg), available_cores())
+    return cfg.replace(scenario={"jobs": min(n, most) if most else n})
+
+
 def _pinned(spec: Any) -> bool:
     """A policy a fresh process could not make: one registered in the script that started the
     run, or made by a loader (``PREFIX:ARGUMENT``: a trained agent, a Gymnasium environment's)."""
@@ -348,6 +393,11 @@ class Shards:
         self.pending[slot] = [None] * (1 + len(self.workers))  # before a worker can answer it
         for w in self.workers:
             w.outbox.put(data)
+
+    def behind(self, slot: int) -> int:
+        """How many slots the slowest live worker is behind the plugin's ``slot``."""
+        done = [w.done for w in self.workers if w.error is None]
+        return max(0, slot - min(done)) if done else 0
 
     def own(self, slot: int, rows: dict) -> None:
         """The plugin's own rows of ``slot``; writes every slot all shares have finished, and
