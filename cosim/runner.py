@@ -43,7 +43,7 @@ from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminate
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.layers.shards import LayerTables, Shards, write_grouped
 from cosim.layers.shards import plan as shard_plan
-from cosim.layers.shards import resolve_jobs
+from cosim.layers.shards import Warm, resolve_jobs
 from cosim.recorder import Recorder
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
@@ -214,7 +214,7 @@ class Session:
     was made for this run, so an error before the first slot removes it again."""
 
     def __init__(self, cfg: Config, out_dir: Path, net_file: "str | Path | Prepared", record: Path | None = None,
-                 created: bool = False, overlay: bool = False, workers: int = 0):
+                 created: bool = False, overlay: bool = False, workers: int = 0, warm: Any = None):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.created = created
@@ -271,7 +271,7 @@ class Session:
             layer.on_start()
         owners = dict(self.tables.owner)
         if self.plan is not None:
-            self.shards = Shards(self.plan, self.world, prep, self.tables, self._write_rows)
+            self.shards = Shards(self.plan, self.world, prep, self.tables, self._write_rows, warm)
             owners = {**self.shards.tables, **owners}
         for name in self.order:  # the tables in the order one process opens them
             for table, layer in owners.items():
@@ -506,12 +506,34 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     return drive(session, source, cfg.scenario.slot_s, end_s, progress)
 
 
+@contextlib.contextmanager
+def warm_workers(cfg: Config, gui: bool = False):  # noqa: ANN201
+    """The policy workers a run may need, started before its checks so that their start-up
+    overlaps the plugin's (:class:`~cosim.layers.shards.Warm`); those the session did not take
+    are ended on the way out, whether the run was refused or planned fewer."""
+    warm = None if gui else Warm(cfg)
+    try:
+        yield warm
+    finally:
+        if warm is not None:
+            warm.close()
+
+
 def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
              port: int | None = None, sumo_binary: str | None = None, extra_sumo_args: list[str] | None = None,
              record: str | Path | None = None, overwrite: bool = False,
              prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
     """What :func:`run` drives: the checked session, its SUMO source (not started) and the end
     time. ``prepared``: a :func:`preflight` of ``cfg`` already done (e.g. once per environment)."""
+    with warm_workers(cfg, gui) as warm:
+        return _open_run(cfg, out_dir, backend=backend, gui=gui, port=port, sumo_binary=sumo_binary,
+                         extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite, prepared=prepared,
+                         warm=warm)
+
+
+def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, gui: bool, port: int | None,
+              sumo_binary: str | None, extra_sumo_args: list[str] | None, record: str | Path | None,
+              overwrite: bool, prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg, most=1 if gui else None)  # --jobs auto: as the cores allow (--gui: one process)
     sc = cfg.scenario
@@ -549,7 +571,8 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
             cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
                     "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
             record_path = None
-        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui, workers=sc.jobs - 2)
+        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui, workers=sc.jobs - 2,
+                          warm=warm)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
@@ -571,6 +594,12 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
 def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, overwrite: bool = False,
                 prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
     """What :func:`replay` drives: the checked session, its trace source and the end time."""
+    with warm_workers(cfg) as warm:
+        return _open_replay(cfg, trace, out_dir, overwrite=overwrite, prepared=prepared, warm=warm)
+
+
+def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, overwrite: bool,
+                 prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
     from cosim.sources.replay import ReplaySource
 
     prep = prepared or preflight(cfg)
@@ -584,7 +613,7 @@ def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = Non
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
     out, created = results_dir(cfg, out_dir, overwrite)
     try:
-        session = Session(cfg, out, prep, created=created, workers=sc.jobs - 2)
+        session = Session(cfg, out, prep, created=created, workers=sc.jobs - 2, warm=warm)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise

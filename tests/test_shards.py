@@ -120,6 +120,19 @@ def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monk
         shards.available_cores()
 
 
+def test_workers_started_early_are_taken_or_ended(tmp_path):
+    cfg = _cfg(tmp_path, '[layers.cache]\npolicies = ["lru", "lc"]\n').replace(scenario={"jobs": 5})
+    warm = shards.Warm(cfg)
+    procs = [p for p, _ in warm.spawned]
+    assert len(procs) == 3 and all(p.args[-1] == "cache" for p in procs)  # importing the cache layer meanwhile
+    proc, conn = warm.take()
+    warm.close()  # the two not taken: ended, none left running
+    assert [p.poll() is not None for p in procs] == [False, True, True]
+    conn.close()  # the one taken ends when its pipe closes, as a worker does
+    assert proc.wait(timeout=60) == 0
+    assert shards.Warm(cfg.replace(scenario={"jobs": 2})).spawned == []  # no policy workers: none started
+
+
 @pytest.mark.sumo
 def test_jobs_auto_on_the_command_line_records_the_count_it_chose(tmp_path):
     env = {**os.environ, "COSIM_CPUS": "2"}

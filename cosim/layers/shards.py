@@ -303,16 +303,49 @@ def _pinned(spec: Any) -> bool:
 
 
 # -- the plugin's side ---------------------------------------------------------------------------
+def _spawn(layers: list[str]) -> tuple[subprocess.Popen, Connection]:
+    """A worker process, importing the built-in ``layers``' modules while it waits for its start."""
+    parent, child = Pipe(duplex=True)
+    fd = child.fileno()
+    proc = subprocess.Popen([sys.executable, "-m", "cosim.layers.shards", str(fd), *layers], pass_fds=(fd,))
+    child.close()
+    return proc, parent
+
+
+class Warm:
+    """Worker processes started before the run is checked and planned, so that their start-up
+    (Python, numpy, torch, the layers' modules: ~2 s of CPU each) overlaps the plugin's own
+    instead of following it. :class:`Shards` takes what it needs; :meth:`close` ends the rest
+    (a run refused by its checks, or dealt over fewer workers)."""
+
+    def __init__(self, cfg: "Config"):
+        sc = cfg.scenario
+        # auto: at most 3, what it deals the built-in layers' policies over (Shards starts any more)
+        n = sc.jobs - 2 if sc.jobs >= 3 else min(3, available_cores() - 1) if sc.jobs == 0 else 0
+        from cosim.registry import BUILTIN_LAYERS
+
+        names = [k for k, t in cfg.layers.items() if t.get("enabled", True) is not False]
+        self.spawned = [_spawn([k for k in names if k in BUILTIN_LAYERS]) for _ in range(n if names else 0)]
+
+    def take(self) -> tuple[subprocess.Popen, Connection] | None:
+        return self.spawned.pop(0) if self.spawned else None
+
+    def close(self) -> None:
+        """End the processes not taken (they hold nothing yet: killed, not waited for to finish
+        their imports)."""
+        while self.spawned:
+            proc, conn = self.spawned.pop()
+            conn.close()
+            proc.kill()
+            proc.wait()
+
+
 class Worker:
     """One worker process and the thread that feeds it (sending never blocks the slot loop)."""
 
-    def __init__(self, index: int, start_msg: bytes):
+    def __init__(self, index: int, start_msg: bytes, spawned: tuple[subprocess.Popen, Connection] | None = None):
         self.index = index
-        parent, child = Pipe(duplex=True)
-        fd = child.fileno()
-        self.proc = subprocess.Popen([sys.executable, "-m", "cosim.layers.shards", str(fd)], pass_fds=(fd,))
-        child.close()
-        self.conn = parent
+        self.proc, self.conn = spawned or _spawn([])
         self.outbox: queue.Queue = queue.Queue()
         self.outbox.put(start_msg)
         self.thread = threading.Thread(target=self._send, name=f"cosim-shard-{index}", daemon=True)
@@ -358,7 +391,8 @@ class Shards:
     """The plugin's process side: starts the workers of ``plan`` (shares 1..), feeds them every
     slot and merges their rows with the plugin's own in the configured order."""
 
-    def __init__(self, plan_: Plan, world: "World", prep: Any, own_tables: LayerTables, write: Any):
+    def __init__(self, plan_: Plan, world: "World", prep: Any, own_tables: LayerTables, write: Any,
+                 warm: Warm | None = None):
         self.plan = plan_
         self.world = world
         self.own_tables = own_tables  # the plugin's process's own
@@ -372,7 +406,7 @@ class Shards:
             for s in range(1, len(plan_.shares)):
                 msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus, list(sys.path), plan_.modules[s]),
                                    protocol=pickle.HIGHEST_PROTOCOL)
-                self.workers.append(Worker(s, msg))
+                self.workers.append(Worker(s, msg, warm.take() if warm is not None else None))
             for w in self.workers:
                 reply = self._recv(w, "at the start")
                 if reply[0] != "started":
@@ -559,9 +593,18 @@ def _pack(rows: dict, world: "World") -> dict:
 
 
 def _serve(conn: Connection) -> None:
+    import importlib
+
     from cosim.layers.base import LayerContext, make_layers
+    from cosim.registry import BUILTIN_LAYERS
     from cosim.sources.base import Routes, Snapshot
     from cosim.world import World
+
+    for name in sys.argv[2:]:  # started early (Warm): import what the layers need while waiting
+        try:
+            importlib.import_module(BUILTIN_LAYERS[name])
+        except Exception:  # noqa: BLE001 - make_layers below says it, in one line, if it matters
+            pass
 
     def send(msg: tuple) -> None:
         conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
