@@ -33,10 +33,11 @@ from cosim.errors import ConfigError
 
 
 def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           choices: tuple | None = None, doc: str = "", unset: float | None = None) -> Any:
+           choices: tuple | None = None, doc: str = "", unset: float | None = None, words: dict | None = None) -> Any:
     """A dataclass field with validation metadata. ``unset``: a value outside the range that
-    means "not set here" (e.g. -1 = keep the sumocfg's) and is accepted as such."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset}
+    means "not set here" (e.g. -1 = keep the sumocfg's) and is accepted as such. ``words``:
+    strings that stand for a value (``{"auto": 0}``)."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset, "words": words}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,10 +56,10 @@ class ScenarioSection:
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
-    jobs: int = option(1, lo=0, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
+    jobs: int = option(1, lo=0, words={"auto": 0}, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
                                     "reading in a second process, one slot ahead; N >= 3 = also N - 2 worker "
                                     "processes over which the layers' policies are spread (same results); "
-                                    "0 = auto (--jobs auto): as many as this machine's cores and the layers' "
+                                    "0 or \"auto\": as many as this machine's cores and the layers' "
                                     "policies can use")
     sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
@@ -210,13 +211,16 @@ def _resolve_hint(cls: type) -> dict[str, Any]:
 
 
 def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() in (meta.get("words") or {}):
+        value = meta["words"][value.strip().lower()]
     orig = value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
     elif hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            also = "".join(f" or '{w}'" for w in (meta.get("words") or {}))
+            raise ConfigError(f"{where}: expected an integer{also}, got {value!r}")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")

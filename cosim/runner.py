@@ -449,11 +449,12 @@ class Progress:
         workers = ""
         sh = session.shards
         if sh is not None and sh.workers:  # the plugin's busy share includes its wait for them
-            workers = (f", of it waiting for workers {pct(sh.wait_s):.0f}% "
-                       f"({sh.behind(session.slots - 1)} slots behind)")
+            behind = sh.behind(session.slots - 1)
+            workers = (f" (of it {pct(sh.wait_s):.0f}% waiting for workers, {behind} "
+                       f"slot{'' if behind == 1 else 's'} behind)")
         write_status(f"t={t:g}{end} s  slot {session.slots}  vehicles {n}  {rate:.0f} slots/s  "
                      f"(SUMO busy {pct(tm.sumo_s):.0f}% waits {pct(tm.sumo_wait_s):.0f}%, plugin busy "
-                     f"{pct(tm.plugin_s):.0f}% waits {pct(tm.plugin_wait_s):.0f}%{workers}){eta}", final=force)
+                     f"{pct(tm.plugin_s):.0f}%{workers} waits {pct(tm.plugin_wait_s):.0f}%){eta}", final=force)
 
 
 TRACE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".xml", ".xml.gz")
@@ -796,6 +797,7 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
                                    "<attach>", Path.cwd())
     if scenario_overrides:
         cfg = cfg.replace(scenario=scenario_overrides)
+    cfg = cfg.replace(scenario={"jobs": 1})  # your loop drives SUMO: all in this process (what config.toml says)
     netf = conn.simulation.getOption("net-file")
     out, created = results_dir(cfg, out_dir, overwrite)
     try:

@@ -360,7 +360,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
     pool = ThreadPoolExecutor(max_workers=jobs)
     from cosim.layers.shards import available_cores
 
-    cores = max(1, available_cores() // jobs)  # each run's share, for a cell with scenario.jobs = 0 (auto)
+    cores = max(1, available_cores() // max(1, min(jobs, len(todo))))  # a run's share, for scenario.jobs = 0 (auto)
     try:
         pending = set()
         it = iter(todo)

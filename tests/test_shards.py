@@ -6,6 +6,7 @@ tests/test_pipelined.py)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from cosim.errors import ConfigError, CosimError
 from cosim.layers import shards
 from cosim.recorder import Coded, Lists, TableWriter
 
-from .conftest import GRID6_CFG, ROOT, run_cli, run_grid6
+from .conftest import GRID6_CFG, ROOT, record_grid6, run_cli, run_grid6
 from .test_pipelined import same_results
 
 PLUGINS = ROOT / "tests" / "data" / "plugins"
@@ -100,14 +101,16 @@ def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monk
     from cosim.layers.base import validate_layers
 
     moe = validate_layers(_cfg(tmp_path, "[layers.moe]\n"))  # all six solvers
-    # by hand: costs 6.12, 3.17, 2.38, 2.33, 1.84, 1.77 (sum 17.61) and the plugin's 1.3: the busiest
-    # share carries at least 6.12, so ceil(18.91 / 6.12) = 4 shares are worth it, 3 workers
+    # by hand: costs 6.12, 3.17, 2.38, 2.33, 1.84, 1.77 (sum 17.61) and the plugin's 1.3, each
+    # worker 0.5 of its own: k shares take at least max(6.12, (18.91 + 0.5 (k - 1)) / k) = 18.91,
+    # 9.71, 6.64, 6.12, 6.12 for k = 1..5: each step to k = 4 saves more than 0.5, the fifth nothing
     assert [shards.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 4, 5, 5]
     dvit = validate_layers(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "sdi"]\n'))
-    # 1.44 + 0.28 + 1.3 = 3.02 over max(1.3, 1.44): ceil(2.10) = 3 shares, 2 workers
-    assert [shards.auto_jobs(dvit, c) for c in (2, 8)] == [3, 4]
+    # 1.3 + 1.44 + 0.28 = 3.02 in one share; two: max(1.44, 3.52 / 2 = 1.76), 1.26 less (> 0.5, a
+    # worker's own load); three: max(1.44, 4.02 / 3 = 1.34) = 1.44, only 0.32 less: one worker
+    assert [shards.auto_jobs(dvit, c) for c in (2, 8)] == [3, 3]
     alone = validate_layers(_cfg(tmp_path, '[layers.cache]\npolicies = ["lru"]\n'))
-    assert shards.auto_jobs(alone, 8) == 3  # one policy: a worker of its own (1.3 + 0.07 over 1.3: 2 shares)
+    assert shards.auto_jobs(alone, 8) == 2  # 1.3 + 0.07: a worker (0.5 of its own) would save 0.07
     assert shards.auto_jobs([], 8) == 2  # the core alone: SUMO in its own process
     monkeypatch.setenv("COSIM_CPUS", "2")
     assert shards.available_cores() == 2
@@ -115,9 +118,10 @@ def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monk
     assert shards.resolve_jobs(cfg).scenario.jobs == 3
     assert shards.resolve_jobs(cfg, most=2).scenario.jobs == 2
     assert shards.resolve_jobs(cfg.replace(scenario={"jobs": 4})).scenario.jobs == 4  # a number stays
-    monkeypatch.setenv("COSIM_CPUS", "two")
-    with pytest.raises(CosimError, match="COSIM_CPUS='two': expected a whole number of cores"):
-        shards.available_cores()
+    for bad in ("two", "0"):
+        monkeypatch.setenv("COSIM_CPUS", bad)
+        with pytest.raises(CosimError, match=f"COSIM_CPUS='{bad}': expected a whole number of cores >= 1"):
+            shards.available_cores()
 
 
 def test_workers_started_early_are_taken_or_ended(tmp_path):
@@ -143,11 +147,32 @@ def test_jobs_auto_on_the_command_line_records_the_count_it_chose(tmp_path):
     assert proc.returncode == 0, proc.stderr
     # the progress line's last refresh: the plugin's wait for the worker and how far behind it is
     last = [line for line in proc.stderr.splitlines() if line.startswith("t=")][-1]
-    assert "plugin busy" in last and ", of it waiting for workers " in last and " slots behind)" in last, last
+    assert re.search(r"plugin busy \d+% \(of it \d+% waiting for workers, \d+ slots? behind\) waits \d+%", last), last
     assert "jobs = 3" in (out / "config.toml").read_text()  # DViT's seven schedulers on 2 cores: one worker
     assert len(json.loads((out / "summary.json").read_text())["cpu_s"]["policy_workers"]) == 1
     bad = run_cli("run", str(ROOT / "scenarios" / "grid6.toml"), "--jobs", "many")
     assert bad.returncode == 2 and "--jobs: expected a number of processes or 'auto', not 'many'" in bad.stderr
+    bad = run_cli("run", str(ROOT / "scenarios" / "grid6.toml"), "--set", "scenario.jobs=many")
+    assert bad.returncode == 2 and "scenario.jobs: expected an integer or 'auto', got 'many'" in bad.stderr
+
+
+def test_a_run_takes_the_workers_started_before_its_checks(tmp_path, monkeypatch):
+    """The early start (Warm) is what the run uses: one process spawned per worker, not two."""
+    from cosim.runner import open_replay
+
+    spawned = []
+    real = shards._spawn
+    monkeypatch.setattr(shards, "_spawn", lambda layers: spawned.append(real(layers)) or spawned[-1])
+    trace = record_grid6(tmp_path, 3)
+    cfg = load_config(ROOT / "scenarios" / "grid6_dvit.toml").replace(scenario={"jobs": "auto"})
+    monkeypatch.setenv("COSIM_CPUS", "2")
+    session, source, _ = open_replay(cfg, trace, tmp_path / "r")
+    try:
+        assert session.cfg.scenario.jobs == 3 and len(session.shards.workers) == 1
+        assert len(spawned) == 1 and session.shards.workers[0].proc is spawned[0][0]
+        assert spawned[0][0].args[-1] == "dvit"  # it imported the DViT layer while the run was checked
+    finally:
+        session.discard()
 
 
 def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_path):

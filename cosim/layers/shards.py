@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, Pipe, wait
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 #: the plugin's own load when policies are dealt (world and recording: CPU seconds per 300 s of
 #: grid6, in the unit of :attr:`cosim.registry.PolicySpec.cost`)
 PLUGIN_LOAD = 1.3
+#: a worker's own load besides its policies (its copy of the world and the snapshots' pipe: 0.46 s
+#: per 300 s of grid6, measured in issue 14's second pass), in the same unit
+WORKER_LOAD = 0.5
 #: how many slots a worker may be behind the plugin's process before it waits for it
 LAG_SLOTS = 8
 #: the marker a worker sends instead of its world's vehicle id list (the plugin's is the same)
@@ -259,9 +262,12 @@ def available_cores() -> int:
     env = os.environ.get("COSIM_CPUS", "").strip()
     if env:
         try:
-            return max(1, int(env))
+            n = int(env)
         except ValueError:
-            raise CosimError(f"COSIM_CPUS={env!r}: expected a whole number of cores") from None
+            n = 0
+        if n < 1:
+            raise CosimError(f"COSIM_CPUS={env!r}: expected a whole number of cores >= 1")
+        return n
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -270,19 +276,25 @@ def available_cores() -> int:
 
 def auto_jobs(layers: list, cores: int) -> int:
     """``scenario.jobs = 0`` (``--jobs auto``): the processes worth starting on ``cores`` cores
-    for these (built, not run) layers. One core: 1. Else SUMO in its own process (2), plus a
-    worker per core left over (N - 1: SUMO's process is light next to the layers'), but no more
-    than the dealing can use: with costs c (the policies a worker could take) and the plugin's
-    own :data:`PLUGIN_LOAD`, the busiest share carries at least max(c), so more than
-    ceil((PLUGIN_LOAD + sum c) / max(PLUGIN_LOAD, max c)) shares gain nothing."""
+    for these (built, not run) layers. One core: 1. Else SUMO in its own process (2), plus up to
+    a worker per core left over (SUMO's process is light next to the layers'), each only if it
+    pays: with the costs c of the policies a worker could take, the plugin's own
+    :data:`PLUGIN_LOAD` and each worker's own :data:`WORKER_LOAD`, k shares take at least
+    max(PLUGIN_LOAD, max c, (PLUGIN_LOAD + sum c + (k - 1) WORKER_LOAD) / k); a worker more is
+    started only if it lowers that by more than WORKER_LOAD. (Each layer's work shared by its
+    policies, done again in every share holding some of them, is not counted.)"""
     if cores <= 1:
         return 1
     costs = [pol.spec.cost for layer in layers if layer.shardable
              for pol in layer.policies.values() if not _pinned(pol.spec)]
     if not costs:
         return 2
-    shares = math.ceil((PLUGIN_LOAD + sum(costs)) / max(PLUGIN_LOAD, max(costs)) - 1e-9)
-    return 2 + max(1, min(cores - 1, shares - 1))
+    floor = max(PLUGIN_LOAD, max(costs))
+    bound = lambda k: max(floor, (PLUGIN_LOAD + sum(costs) + (k - 1) * WORKER_LOAD) / k)  # noqa: E731
+    k = 1
+    while k < min(cores, len(costs) + 1) and bound(k + 1) < bound(k) - WORKER_LOAD:
+        k += 1
+    return 2 + (k - 1)
 
 
 def resolve_jobs(cfg: "Config", most: int | None = None) -> "Config":
@@ -305,11 +317,9 @@ def _pinned(spec: Any) -> bool:
 # -- the plugin's side ---------------------------------------------------------------------------
 def _spawn(layers: list[str]) -> tuple[subprocess.Popen, Connection]:
     """A worker process, importing the built-in ``layers``' modules while it waits for its start."""
-    parent, child = Pipe(duplex=True)
-    fd = child.fileno()
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.layers.shards", str(fd), *layers], pass_fds=(fd,))
-    child.close()
-    return proc, parent
+    from cosim.sources.pipelined import spawn_child
+
+    return spawn_child("cosim.layers.shards", *layers)
 
 
 class Warm:

@@ -73,11 +73,7 @@ class PipelinedSource:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        parent, child = Pipe(duplex=True)  # a socket pair
-        fd = child.fileno()
-        self.proc = subprocess.Popen([sys.executable, "-m", "cosim.sources.pipelined", str(fd)], pass_fds=(fd,))
-        child.close()
-        self.conn = parent
+        self.proc, self.conn = spawn_child("cosim.sources.pipelined")
         self.conn.send((self.factory, self.kwargs, self.slot_s, self.end_s))
         msg = self._recv("start", max(self.timeout_s, 300.0) if self.timeout_s > 0 else 0)  # loading takes a while
         self._begin, self.sumo_version, has_routes = msg[1:]
@@ -230,6 +226,26 @@ def _serve(conn: Connection) -> None:
         pass
 
 
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def spawn_child(module: str, *args: str) -> tuple[subprocess.Popen, Connection]:
+    """``python -m MODULE FD ARGS...``, a child of the run served by :func:`child_main`, and our
+    end of its socket pair. It starts with Ctrl-C and SIGTERM blocked (a blocked signal stays
+    blocked across exec), so one arriving while it imports does not print a traceback from it;
+    :func:`child_main` then ignores them. In this process a signal that came meanwhile is only
+    held until Popen returns."""
+    parent, child = Pipe(duplex=True)
+    fd = child.fileno()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", module, str(fd), *args], pass_fds=(fd,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        child.close()
+    return proc, parent
+
+
 def child_main(serve: Any) -> None:
     """A child process of the run (``python -m MODULE FD``): ``serve(conn)`` on the socket pair
     whose end is file descriptor FD, Ctrl-C and SIGTERM ignored (they reach the whole process
@@ -237,6 +253,7 @@ def child_main(serve: Any) -> None:
     child holds is lost), a bug said on stderr with exit code 1, no interpreter teardown."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked since spawn_child: now ignored
     conn = Connection(int(sys.argv[1]))
     code = 0
     try:
