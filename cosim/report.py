@@ -18,7 +18,8 @@ from cosim.analysis import dwell_pairs_from_parquet
 from cosim.errors import CosimError
 from cosim.palette import hex_color, rsu_color
 from cosim.plot import pyplot
-from cosim.view import TASK_TABLES, _table, coverage, run_folder
+from cosim.recorder import read_table
+from cosim.view import TASK_TABLES, coverage, run_folder
 
 #: the titles of the fixed panels (the layers' panels follow, two per layer)
 FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted vs realised",
@@ -51,7 +52,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     plt = pyplot("cosim report")
     run, summary, rsus = info["run"], info["summary"], info["rsus"]
     cov = coverage(run)
-    layers = [(name, _table(run / fname)) for name, (fname, _) in TASK_TABLES.items() if (run / fname).exists()]
+    layers = [(name, read_table(run / fname)) for name, (fname, _) in TASK_TABLES.items() if (run / fname).exists()]
     layers = [(n, df) for n, df in layers if not df.empty]
     rows = 1 + len(layers)
     fig = plt.figure(figsize=(13, 4.2 * rows))

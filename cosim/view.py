@@ -38,6 +38,7 @@ import numpy as np
 from cosim.errors import CosimError
 from cosim.layers.base import ROLE_FAILED, ROLE_HELPER, ROLE_IV, ROLE_USER
 from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_color
+from cosim.recorder import read_summary, read_table
 
 #: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
 MAX_ROWS = 1_500_000
@@ -48,17 +49,9 @@ RSU_DEVICE = "@rsu"  # how the DViT table names the RSU as a device
 
 
 # -- reading the results folder ------------------------------------------------------------
-def _table(path: Path, columns: list[str] | None = None):
-    from cosim.recorder import read_table
-
-    return read_table(path, columns)
-
-
 def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
     """What every view of a run needs: summary, effective config, RSUs, network file; one line
     naming what is missing."""
-    from cosim.recorder import read_summary
-
     run = Path(run_dir)
     summary = read_summary(run)
     cfg_file = run / "config.toml"
@@ -84,7 +77,7 @@ def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
 
 
 def coverage(run: Path, columns=("slot", "time_s", "vehicle", "x", "y", "rsu")):
-    return _table(run / "coverage.parquet", list(columns))
+    return read_table(run / "coverage.parquet", list(columns))
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -209,7 +202,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         path = run / fname
         if not path.exists():
             continue
-        df = _table(path)
+        df = read_table(path)
         if df.empty:
             continue
         per_policy: dict[str, list] = {}
