@@ -41,9 +41,8 @@ from cosim.config import Config
 from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
                           slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
-from cosim.layers.shards import LayerTables, Shards, write_grouped
+from cosim.layers.shards import LayerTables, Shards, Warm, resolve_jobs, write_grouped
 from cosim.layers.shards import plan as shard_plan
-from cosim.layers.shards import Warm, resolve_jobs
 from cosim.recorder import Recorder
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
