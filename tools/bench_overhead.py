@@ -107,6 +107,11 @@ def game_scenario(name: str, into: Path) -> Path:
     return into / cfg.name
 
 
+def file_tag(name: str) -> str:
+    """A variant's name as it appears in its scratch folders' and files' names."""
+    return name.replace(" ", "-").replace("@", "")
+
+
 def baseline_env(env: dict, src: str) -> dict:
     """``env`` for a run of the cosim package in ``src``: first on the path, and the current
     folder not (``python -m`` would put it first, and with it this checkout's cosim)."""
@@ -171,11 +176,11 @@ def instructions_mode(args, cfg, target: Path, step: float, tmp: Path, env: dict
     if args.baseline_src:
         for name in [n for n in variants if n != "bare sumo"]:
             variants[f"{name} @base"] = lambda e, make=variants[name], tag=name: [
-                *make(e)[:-2], str(tmp / f"base-{tag.replace(' ', '-')}-{e:g}"), "--overwrite"]
+                *make(e)[:-2], str(tmp / f"base-{file_tag(tag)}-{e:g}"), "--overwrite"]
             envs[f"{name} @base"] = baseline_env(env, args.baseline_src)
     delta, per_process = {}, {}
     for name, make in variants.items():
-        counts = [callgrind_total(make(end), tmp, f"{name.replace(' ', '-').replace('@', '')}-{end:g}", envs[name])
+        counts = [callgrind_total(make(end), tmp, f"{file_tag(name)}-{end:g}", envs[name])
                   for end in (short, long_)]
         delta[name] = sum(counts[1]) - sum(counts[0])
         if len(counts[0]) == len(counts[1]) > 1:
@@ -302,7 +307,7 @@ def main() -> None:
         runs.update({f"{name} @base": extra for name, extra in list(runs.items())})
     base_env = baseline_env(env, args.baseline_src) if args.baseline_src else env
     for name, extra in runs.items():
-        tag = name.replace(" ", "-").replace("@", "")
+        tag = file_tag(name)
         variants[name] = lambda i, extra=extra, tag=tag, e=base_env if name.endswith("@base") else env: timed(
             cosim + extra + ["--out", str(tmp / f"{tag}{i}"), "--overwrite"], e)
     walls: dict[str, list[float]] = {k: [] for k in variants}
@@ -314,7 +319,7 @@ def main() -> None:
             cpus[name].append(c)
             print(f"round {i + 1}/{args.repeat}  {name:16s} {w:7.2f} s wall {c:7.2f} s CPU", file=sys.stderr)
 
-    first = next(iter(runs)).replace(" ", "-").replace("@", "")
+    first = file_tag(next(iter(runs)))
     summary = json.loads((tmp / f"{first}0" / "summary.json").read_text())
     print(f"\nscenario {cfg.name} ({target.name}): end {end:g} s, step {step if step and step > 0 else 'cfg'} s, "
           f"slot {sc.slot_s:g} s, max concurrent vehicles {summary['max_concurrent_vehicles']}, "
@@ -338,7 +343,7 @@ def main() -> None:
                       f"wall; {statistics.median(cpus[other]) / statistics.median(cpus[name]):5.2f}x CPU")
     print("inside cosim (last round):")
     for name in runs:
-        tag = name.replace(" ", "-").replace("@", "")
+        tag = file_tag(name)
         s = json.loads((tmp / f"{tag}{args.repeat - 1}" / "summary.json").read_text())
         c = s.get("cpu_s", {})
         binary = ""  # over TraCI the `sumo` binary is a process of its own: the tree's CPU less cosim's processes
