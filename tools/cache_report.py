@@ -130,11 +130,63 @@ def evicted(d: Path, res: pd.DataFrame, grid: list[str], policies=("lc", "lfu", 
     return "\n".join(out) + "\n"
 
 
+#: Table II's five cost terms (summary keys) and the paper's values (Random, FIFO, LFU, LC)
+TERMS = ["switching_cost", "total_accuracy_cost", "inference_latency", "offloading_latency", "cloud_cost"]
+PAPER = {"random": [18.72, 0.13, 0.12, 0.04, 6.63], "fifo": [23.28, 0.52, 1.30, 0.35, 2.05],
+         "lfu": [0.37, 0.36, 1.32, 0.24, 3.63], "lc": [0.32, 0.44, 1.26, 0.31, 2.52]}
+
+
+def shares(res: pd.DataFrame, grid: list[str], policies=("lc", "lfu", "fifo", "random")) -> str:
+    """Each term's share of the system cost [%] (of the mean terms over the seeds), per grid point,
+    next to Table II's (each row's shares of the sum of its five terms)."""
+    res = res[res.layer == "cache"]
+    out = ["Cost shares [%]: switching / accuracy / inference / offloading / cloud\n",
+           "| " + " | ".join(k.split(".")[-1] for k in grid) + " | " + " | ".join(policies) + " |",
+           "|---" * (len(grid) + len(policies)) + "|"]
+
+    def fmt(v) -> str:  # noqa: ANN001
+        v = [100 * x / sum(v) for x in v]
+        return " / ".join(f"{x:.1f}" for x in v)
+
+    out.append("| " + " | ".join(["Table II"] + [""] * (len(grid) - 1)) + " | "
+               + " | ".join(fmt(PAPER[q]) if q in PAPER else "" for q in policies) + " |")
+    m = res.groupby([*grid, "policy"], sort=False, dropna=False)[TERMS].mean()
+    for point in res[grid].drop_duplicates().itertuples(index=False):
+        point = tuple(point)
+        out.append("| " + " | ".join(str(x) for x in point) + " | "
+                   + " | ".join(fmt(list(m.loc[(*point, q)])) if (*point, q) in m.index else "" for q in policies)
+                   + " |")
+    return "\n".join(out) + "\n"
+
+
+def verdicts(d: Path, grid: list[str], policies=("lfu",)) -> str:
+    """``policy`` - LC per grid point from the sweep's paired.csv: the paired per-seed difference
+    ± its 95 % half-width, n, and the Holm-adjusted p (family: every policy against LC on that
+    metric at that grid point), for the system cost, the edge ratio and Table II's terms."""
+    p = pd.read_csv(d / "paired.csv")
+    p = p[(p.layer == "cache") & p.policy.isin(policies)]
+    cols = [("system_cost", "system cost", 1, 1), ("edge_execution_ratio", "edge ratio [points]", 100, 1),
+            ("switching_cost", "switching", 1, 1), ("total_accuracy_cost", "accuracy", 1, 2),
+            ("inference_latency", "inference", 1, 1), ("cloud_cost", "cloud", 1, 1)]
+    if "system_cost.p_holm" not in p.columns:
+        return "(paired.csv has no .p_holm columns: a sweep from before they existed)\n"
+    out = ["Each policy − LC, paired per seed: d ± h (95 %), Holm-adjusted p [n seeds]\n",
+           "| " + " | ".join(k.split(".")[-1] for k in grid) + " | policy | " + " | ".join(c[1] for c in cols) + " |",
+           "|---" * (len(grid) + 1 + len(cols)) + "|"]
+    for _, r in p.iterrows():
+        cells = [f"{cell(r[f'{k}.diff'], r[f'{k}.ci95'], sc, dg)}, p = {r[f'{k}.p_holm']:.2g} [{int(r[f'{k}.n'])}]"
+                 for k, _, sc, dg in cols]
+        out.append("| " + " | ".join(str(r[k]) for k in grid) + f" | {r.policy} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dirs", nargs="+", type=Path, help="folders `cosim sweep` wrote (results.parquet)")
     ap.add_argument("--against", action="append", default=[], metavar="POLICY",
                     help="also tabulate system cost and edge ratio against this policy (repeatable)")
+    ap.add_argument("--verdicts", action="append", default=[], metavar="POLICY",
+                    help="policies whose difference to LC is listed with its Holm-adjusted p (default: lfu)")
     args = ap.parse_args()
     for d in args.sweep_dirs:
         res = pd.read_parquet(d / "results.parquet")
@@ -145,6 +197,9 @@ def main() -> None:
             res = res[res[OPTIONS] == res[OPTIONS].iloc[0]]
             grid = [k for k in grid if k != OPTIONS]
         print(table2(res, grid))
+        print(shares(res, grid))
+        if (d / "paired.csv").exists():
+            print(verdicts(d, grid, args.verdicts or ("lfu",)))
         print(evicted(d, res, grid))
         print(across(res, grid))
         for base in args.against:
