@@ -159,6 +159,40 @@ def shares(res: pd.DataFrame, grid: list[str], policies=("lc", "lfu", "fifo", "r
     return "\n".join(out) + "\n"
 
 
+def recalibrated(res: pd.DataFrame, grid: list[str], policies=("lfu", "lfu-perfect", "lru")) -> str:
+    """Sensitivity of the verdicts to the cost weights: at each grid point measured with
+    ``costs = ours``, the weights that give LC Table II's LC shares *at that point* (each term's
+    Table II share / LC's share there, cloud weight 1), applied to the same runs (the passive
+    policies' decisions do not depend on the weights), each policy - LC paired per seed."""
+    from cosim.stats import fmt, mean_ci
+
+    res = res[res.layer == "cache"]
+    if "layers.cache.costs" in grid:
+        res = res[res["layers.cache.costs"] == "ours"]
+    rest = [k for k in grid if k != "layers.cache.costs"]
+    paper = [x / sum(PAPER["lc"]) for x in PAPER["lc"]]
+    out = ["Weights recalibrated on LC's shares at each point (same runs), each policy − LC, paired per seed "
+           "(unadjusted p):\n", "| " + " | ".join(k.split(".")[-1] for k in rest) + " | weights | "
+           + " | ".join(policies) + " |", "|---" * (len(rest) + 1 + len(policies)) + "|"]
+    groups = res.groupby(rest, sort=False, dropna=False) if rest else [((), res)]
+    for point, g in groups:
+        point = point if isinstance(point, tuple) else (point,)
+        lc = g[g.policy == "lc"].set_index("seed")[TERMS]
+        share = lc.mean() / lc.mean().sum()
+        w = [paper[i] / share.iloc[i] for i in range(5)]
+        w = [x / w[4] for x in w]
+        cells = []
+        for q in policies:
+            other = g[g.policy == q].set_index("seed")[TERMS]
+            seeds = other.index.intersection(lc.index)
+            diff = (other.loc[seeds] * w).sum(axis=1) - (lc.loc[seeds] * w).sum(axis=1)
+            ci = mean_ci(diff.to_numpy())
+            cells.append(fmt(ci["mean"], ci["ci95"], digits=1) + f" (p {ci['p']:.2g})")
+        out.append("| " + " | ".join(str(x) for x in point) + " | " + " / ".join(f"{x:.3g}" for x in w) + " | "
+                   + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def verdicts(d: Path, grid: list[str], policies=("lfu",)) -> str:
     """``policy`` - LC per grid point from the sweep's paired.csv: the paired per-seed difference
     ± its 95 % half-width, n, and the Holm-adjusted p (family: every policy against LC on that
@@ -200,6 +234,8 @@ def main() -> None:
         print(shares(res, grid))
         if (d / "paired.csv").exists():
             print(verdicts(d, grid, args.verdicts or ("lfu",)))
+        if "layers.cache.costs" in grid:
+            print(recalibrated(res, grid))
         print(evicted(d, res, grid))
         print(across(res, grid))
         for base in args.against:
