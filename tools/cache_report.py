@@ -18,6 +18,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from cosim.stats import fmt  # noqa: E402
 from cosim.sweep import paired_differences  # noqa: E402
 
 #: (summary key, header, scale, digits)
@@ -81,28 +82,29 @@ def lc_options(res: pd.DataFrame, grid: list[str]) -> str:
     out = ["| " + " | ".join(k.split(".")[-1] for k in rest) + " | LC variant | "
            + " | ".join(f"{t} − LC" for _, t, _, _ in METRICS) + " | cold evictions − LC |",
            "|---" * (len(rest) + 2 + len(METRICS)) + "|"]
-    for _, r in p.iterrows():
-        cells = [cell(r[f"{k}.diff"], r[f"{k}.ci95"], s, d) for k, _, s, d in METRICS]
-        out.append("| " + " | ".join(str(r[k]) for k in rest) + f" | {r.policy} | " + " | ".join(cells)
-                   + f" | {cell(r['cold_evictions.diff'], r['cold_evictions.ci95'], 1, 0)} |")
+    for _, r in p.iterrows():  # one comparison per point: the Holm-adjusted p is the p
+        cells = [fmt(s * r[f"{k}.diff"], s * r[f"{k}.ci95"], r.get(f"{k}.p_holm"), d)
+                 for k, _, s, d in METRICS + [("cold_evictions", "", 1, 0)]]
+        out.append("| " + " | ".join(str(r[k]) for k in rest) + f" | {r.policy} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
 def across(res: pd.DataFrame, grid: list[str], base: str = "lc") -> str:
-    """System cost and edge ratio, each policy - ``base`` (paired, 95 %), one row per grid point."""
+    """System cost and edge ratio, each policy - ``base`` (paired, 95 %, Holm-adjusted p), one row per grid point."""
     res = res[res.layer == "cache"]
     p = paired_differences(res, grid, {"cache": base})
     pols = [q for q in p.policy.unique() if q != "cloud" or base != "lc"]
     out = []
     for metric, scale, digits in (("system_cost", 1, 0), ("edge_execution_ratio", 100, 1)):
-        out += [f"{metric} − {base} (paired per seed, 95 %):\n",
+        out += [f"{metric} − {base} (paired per seed, 95 %, Holm-adjusted p over the policies against {base}):\n",
                 "| " + " | ".join(k.split(".")[-1] for k in grid) + " | " + " | ".join(pols) + " |",
                 "|---" * (len(grid) + len(pols)) + "|"]
         for point, g in p.groupby(grid, sort=False, dropna=False):
             point = point if isinstance(point, tuple) else (point,)
             g = g.set_index("policy")
             out.append("| " + " | ".join(str(x) for x in point) + " | " + " | ".join(
-                cell(g.loc[q, f"{metric}.diff"], g.loc[q, f"{metric}.ci95"], scale, digits) for q in pols) + " |")
+                fmt(scale * g.loc[q, f"{metric}.diff"], scale * g.loc[q, f"{metric}.ci95"],
+                    g.loc[q, f"{metric}.p_holm"] if f"{metric}.p_holm" in g else None, digits) for q in pols) + " |")
         out.append("")
     return "\n".join(out)
 
