@@ -326,3 +326,23 @@ def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep\.baseline\.dvit: no cell runs layer 'dvit' \(layers run: cache\)"):
         sweep.check_cells(sweep.load(bad2))
     sweep.check_cells(sweep.load(write(tmp_path, text.replace('"LFU"', '"lfu"'), "ok.toml")))
+
+
+def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
+    """A sweep that varies only seeds has nothing to draw lines against, but every comparison in
+    paired.csv is drawn: policy - baseline with its interval, one panel per metric."""
+    pytest.importorskip("matplotlib")
+    from cosim.plot import plot
+
+    (tmp_path / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 10\n')
+    pd.DataFrame({"scenario": ["g"] * 3, "layer": ["dvit"] * 3, "policy": ["vidi", "mddi", "sdi"], "n": [10] * 3,
+                  "success_rate.mean": [0.9, 0.8, 0.7], "success_rate.ci95": [0.01] * 3}).to_csv(
+        tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi", "sdi"], "baseline": ["vidi"] * 2,
+                  "n": [10, 10], "latency_diff_s.diff": [0.4, 1.2], "latency_diff_s.ci95": [0.1, 0.3],
+                  "latency_diff_s.p_holm": [0.01, 0.001], "success_diff.diff": [-0.1, -0.2],
+                  "success_diff.ci95": [0.02, 0.05], "success_diff.p_holm": [0.002, 0.001]}).to_csv(
+        tmp_path / "paired.csv", index=False)
+    written = plot(tmp_path)
+    assert [p.name for p in written] == ["g-dvit-paired.png"]
+    assert written[0].stat().st_size > 5000
