@@ -455,25 +455,34 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description="Compare two results folders (cosim run / cosim replay) value for value: the same tables, "
                     "each with the same columns, rows and values (exactly; NaN equals NaN), and the same "
                     "summary.json, less what is measured rather than computed (timings, the folder's path, the "
-                    "installed plugins: cosim.compare.MEASURED). Prints `same: ...` and exits 0, or one line per "
-                    "difference and exits 1.",
+                    "installed plugins: cosim.compare.MEASURED). Provenance (versions, the scenario file and "
+                    "sumocfg: cosim.compare.PROVENANCE) is reported but does not make results differ unless "
+                    "--strict: a replay compares `same` with its live run. Prints `same: ...` and exits 0, or one "
+                    "line per difference and exits 1; bad input exits 2.",
     )
     p.add_argument("a", metavar="RUN_A", help="a results folder (the reference)")
     p.add_argument("b", metavar="RUN_B", help="the results folder to compare with it")
     p.add_argument("--ignore-order", action="store_true",
                    help="compare each table's rows as a multiset (for a change that only reorders rows)")
+    p.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="leave out a table (coverage.parquet or coverage), a column (in every table) or a "
+                        "summary.json key path (versions.torch; layers.moe: the whole subtree); repeatable")
+    p.add_argument("--strict", action="store_true", help="provenance differences count as different results too")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cosim.compare import differences, table_names
+    from cosim.compare import compare, table_names
 
-    diff = differences(args.a, args.b, ignore_order=args.ignore_order)
+    c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore))
+    diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)
     if diff:
         return 1
-    print(f"same: {len(table_names(args.a))} tables, summary")
+    note = f" (provenance differs: {'; '.join(ln.removeprefix('summary.json: ') for ln in c.provenance)})" \
+        if c.provenance else ""
+    print(f"same: {len(table_names(args.a))} tables, summary{note}")
     return 0
 
 
