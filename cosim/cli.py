@@ -113,15 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
     from cosim.runner import run
 
-    target = Path(args.target)
-    if not target.exists():
-        raise CosimError(f"{target}: no such file")
-    if target.suffix == ".toml":
-        cfg = cfgmod.load(target)
-    elif target.name.endswith(".sumocfg") or target.suffix == ".xml":
-        cfg = cfgmod.for_sumocfg(target)
-    else:
-        raise CosimError(f"{target}: expected a scenario .toml or a SUMO .sumocfg")
+    cfg = cfgmod.load_any(args.target)
     for flag, key, value in (("--seed", "seed", args.seed), ("--begin", "begin_s", args.begin), ("--end", "end_s", args.end),
                              ("--slot", "slot_s", args.slot), ("--step-length", "step_length_s", args.step_length),
                              ("--sumo-timeout", "sumo_timeout_s", args.sumo_timeout)):
@@ -167,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
     from cosim.runner import replay
 
-    cfg = cfgmod.load(args.scenario)
+    cfg = cfgmod.load_any(args.scenario)
     if args.end is not None:
         cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
@@ -266,8 +258,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.file:
         from cosim.layers.base import validate_layers
 
-        f = Path(args.file)
-        cfg = cfgmod.load(f) if f.suffix == ".toml" else cfgmod.for_sumocfg(f)
+        cfg = cfgmod.load_any(args.file)
         validate_layers(cfg)  # unknown layers, policies and options are errors here too
         sys.stdout.write(cfgmod.dump_toml(cfg))
     else:

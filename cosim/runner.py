@@ -797,7 +797,7 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     if isinstance(scenario, Config):
         cfg = scenario
     elif scenario is not None:
-        cfg = cfgmod.load(scenario)
+        cfg = cfgmod.load_any(scenario)
     else:
         cfgfile = conn.simulation.getOption("configuration-file")
         seed = int(conn.simulation.getOption("seed") or 42)

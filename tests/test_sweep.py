@@ -346,3 +346,21 @@ def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
     written = plot(tmp_path)
     assert [p.name for p in written] == ["g-dvit-paired.png"]
     assert written[0].stat().st_size > 5000
+
+
+@sumo
+def test_a_sweep_takes_a_sumocfg_as_cosim_run_does(tmp_path):
+    from .conftest import GRID6_CFG
+
+    f = write(tmp_path, f'[sweep]\nname = "cfg"\nscenarios = ["{GRID6_CFG}"]\nseeds = [1, 2]\nend_s = 10\n'
+                        '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n'
+                        '"layers.dvit.policies" = ["vidi", "mddi"]\n')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert list(cells.status) == ["completed", "completed"] and set(cells.scenario) == {"grid6"}
+    bad = write(tmp_path, '[sweep]\nname = "bad"\nscenarios = ["s.toml"]\n', "bad.toml")
+    (tmp_path / "net.txt").write_text("x")
+    bad.write_text(bad.read_text().replace("s.toml", "net.txt"))
+    proc = run_cli("sweep", str(bad), "--out", str(tmp_path / "o2"), "-q")
+    assert proc.returncode == 2 and "net.txt: expected a scenario .toml or a SUMO .sumocfg" in proc.stderr
