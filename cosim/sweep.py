@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -637,6 +638,19 @@ def _worker_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0 if rec["status"] == "completed" else 1
+
+
+class _CallableModule(types.ModuleType):
+    """``cosim.sweep(file, ...)`` is :func:`cosim.api.sweep` — the Python API's name — while
+    ``cosim.sweep`` stays this module (``cosim.sweep.load``, ``from cosim import sweep``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from cosim.api import sweep
+
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":
