@@ -361,3 +361,28 @@ def test_the_rsu_hands_off_with_its_full_band_and_mbdi_ranks_it_by_that_band(tmp
     rec.close()
     row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
     assert list(row["devices"]) == [RSU_NAME] * 8 + ["u"] * 2 and row["success"]
+
+
+def test_a_layer_wide_replan_below_a_one_step_policy_is_refused(tmp_path):
+    """A policy registered replan = "step" decides one step per call (the rest of its plan is
+    filler): a layer-wide "request" or "every-step" would run the filler; "step" and "policy"
+    are fine."""
+    from cosim.errors import ConfigError
+    from cosim import registry
+    from cosim.registry import register_policy
+
+    @register_policy("dvit", "test-one-step", replan="step")
+    def one_step(p, rng=None, opts=None):  # noqa: ANN001, ANN202
+        return np.full(p.steps, p.user)
+
+    try:
+        for level in ("request", "every-step"):
+            with pytest.raises(ConfigError, match=r"layers\.dvit\.replan: .*'test-one-step'"):
+                layer(tmp_path, policies=["vidi", "test-one-step"], replan=level)
+        for level in ("policy", "step"):
+            lay, _ = layer(tmp_path, policies=["vidi", "test-one-step"], replan=level)
+            assert lay.replan["test-one-step"] == "step"
+    finally:
+        registry._POLICIES["dvit"].pop("test-one-step")
+    with pytest.raises(ConfigError, match=r"layers\.dvit\.replan"):
+        layer(tmp_path, replan="always")

@@ -98,7 +98,8 @@ class DViTConfig:
                          doc="when every policy decides: policy (each its registered trait: VIDI and optimal-cl "
                              "every-step, the others request) | request (plan once; re-plan only to reschedule) | "
                              "every-step (also at each step completion in a new slot or on a new holder) | step "
-                             "(before every step): one information level for all, see docs/dvit.md")
+                             "(before every step): one information level for all (a policy registered step refuses "
+                             "request and every-step), see docs/dvit.md")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -195,6 +196,11 @@ class DViTLayer(Layer):
             if pol.traits["replan"] not in self.REPLAN:
                 raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
                                   f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
+        if c.replan in ("request", "every-step"):
+            for name, pol in self.policies.items():
+                if pol.traits["replan"] == "step":  # its plan is one step's decision, the rest filler
+                    raise ConfigError(f"{where}.replan: {c.replan!r} would ask '{name}' less often than it decides "
+                                      f"(registered replan = \"step\": one step per decision); use \"policy\" or \"step\"")
         #: when each policy decides: its registered trait, or the layer-wide ``replan`` for all alike
         self.replan = {name: pol.traits["replan"] if c.replan == "policy" else c.replan
                        for name, pol in self.policies.items()}
