@@ -146,7 +146,7 @@ def load(path: str | Path) -> Sweep:
                           "under runs/sweeps)")
     scen = sw.get("scenarios")
     if not isinstance(scen, list) or not scen or not all(isinstance(s, str) for s in scen):
-        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files")
+        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files (.toml or .sumocfg)")
     scenarios = []
     for s in scen:
         p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
@@ -203,7 +203,7 @@ def check_cells(sw: Sweep) -> None:
     checked: set = set()
     runs: dict[str, set] = {}  # layer -> the policies some cell runs
     for scen in sw.scenarios:
-        base = cfgmod.load(scen)
+        base = cfgmod.load_any(scen)
         base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set]") if fixed else base
         for k, values in sw.grid.items():
             for v in values:
@@ -249,7 +249,7 @@ def run_cell(cell: dict, out: Path) -> dict:
     t0 = time.perf_counter()
     stopped: BaseException | None = None
     try:
-        cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
+        cfg = cfgmod.apply_overrides(cfgmod.load_any(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
         run(cfg, out, progress=False, overwrite=True)
         record["status"] = "completed"
     except CosimError as exc:
