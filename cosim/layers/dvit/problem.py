@@ -1,10 +1,12 @@
 """One DViT task's scheduling problem, and the exact evaluation of a plan against it.
 
 Devices are indexed 0 = the serving RSU r'_m (v_0), 1..N = helper vehicles, U = N + 1 = the
-requesting user v'_n. A plan assigns each of the K denoising steps to a device. Latency of step
-k on device o_k (eq. 7): T_k = T_comm + T_comp + T_queue, with T_comm = n' mu / B (eq. 4; from
-the RSU for k = 1, from o_{k-1} otherwise, 0 when the device does not change). The task total
-(eq. 14) adds the request upload D_req / B(user -> RSU).
+requesting user v'_n; in a re-plan from a helper that holds the result, device 0 is that helper
+(``origin_rsu`` False; :meth:`Problem.kinds` says what each device is). A plan assigns each of
+the K denoising steps to a device. Latency of step k on device o_k (eq. 7): T_k = T_comm +
+T_comp + T_queue, with T_comm = n' mu / B (eq. 4; from the RSU for k = 1, from o_{k-1}
+otherwise, 0 when the device does not change). The task total (eq. 14) adds the request upload
+D_req / B(user -> RSU).
 
 Constraints (eq. 14): C1 a step never returns from a vehicle to the RSU; C2 once on the user,
 the task stays there; C3 T_k <= T_max; C4 total - T_loc <= the user's dwell in coverage (T_loc
@@ -38,7 +40,8 @@ class Problem:
     compute_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # positions [m]
     speed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # velocities [m/s]
-    rsu_share: int = 1  # vehicles the RSU serves (its band is shared among them)
+    rsu_share: int = 1  # vehicles the RSU serves this slot (information only: the channel gives every
+    #   downlink the RSU's full band w0, eq. 3, and so does MBDI's ranking; see schedulers.mbdi)
     origin_rsu: bool = True  # device 0 is the RSU (False: a re-plan from the helper holding the result)
     # mobility, for the schedulers that look ahead (VIDI's H'): where each device will be, and the
     # channel model to price a hand-off between positions other than today's
@@ -71,8 +74,12 @@ class Problem:
         return self.n_devices - 1
 
     def kinds(self) -> np.ndarray:
+        """(V,) what each device is: RSU, HELPER or USER. Device 0 is the RSU in a request's
+        problem and the helper holding the result in a re-plan from a helper (``origin_rsu``
+        False): a baseline that ranks helpers may then keep the result where it is."""
         k = np.full(self.n_devices, HELPER)
-        k[0], k[-1] = RSU, USER
+        k[0] = RSU if self.origin_rsu else HELPER
+        k[-1] = USER
         return k
 
     def step_cost(self) -> np.ndarray:
