@@ -302,7 +302,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                     "grid6 scenario (no SUMO): a DViT plan must respect C1/C2 and the local steps, a cache policy "
                     "must rank only cached models and keep memory, a pricing solver must return finite prices in "
                     "range, a layer's summary block must have the right shape, and so on (docs/plugins.md). "
-                    "Prints one line per violation; exit status 1 if any.",
+                    "Prints one line per violation; exit status 1 if any. An error of cosim itself met on the way "
+                    "is not a verdict on your code: it is printed apart, with a traceback file to report, and "
+                    "exits 3 when it is all there is.",
     )
     p.add_argument("targets", nargs="+", metavar="TARGET",
                    help="MODULE:NAME of a registered policy or layer (e.g. my_lab.schedulers:my_greedy), "
@@ -317,14 +319,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     registry.load_plugins(args.plugin, "--plugin", Path.cwd())
     targets = [t for name in args.targets for t in conformance.resolve(name)]
-    n, problems = conformance.run_checks(targets)
-    for line in problems:
+    n, lines = conformance.run_checks(targets)
+    for line in lines:
         print(line)
+    internal = [ln for ln in lines if ln.startswith(conformance.INTERNAL)]
+    problems = len(lines) - len(internal)
     names = ", ".join(f"{getattr(o, 'layer', '')} {o.name}".strip() if k == "policy" else f"layer {o.name}"
                       for k, o in targets)
-    print(f"cosim check: {n} target(s) ({names}): " + (f"{len(problems)} violation(s)" if problems else "all conform"),
-          file=sys.stderr)
-    return 1 if problems else 0
+    verdict = f"{problems} violation(s)" if problems else "all conform" if not internal else "no violation found"
+    if internal:
+        verdict += f"; {len(internal)} internal error(s) of cosim (not a verdict: report them)"
+    print(f"cosim check: {n} target(s) ({names}): {verdict}", file=sys.stderr)
+    return 1 if problems else 3 if internal else 0
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:

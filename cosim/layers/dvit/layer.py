@@ -400,7 +400,8 @@ class DViTLayer(Layer):
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
-        found none. A plan that is not ``problem.steps`` devices of the problem is PolicyFailed."""
+        found none. A plan that is not ``problem.steps`` devices of the problem, or that
+        :meth:`Problem.violation` finds inadmissible, is PolicyFailed."""
         # a stochastic policy's draws: one stream per task, reschedule and re-plan (a task never
         # re-planned keeps the key it had before re-plans were counted in it)
         again = f".{task.replans}" if task.replans else ""
@@ -421,6 +422,9 @@ class DViTLayer(Layer):
         if min(out) < 0 or max(out) >= problem.n_devices:
             raise PolicyFailed(f"returned a plan using device {min(out) if min(out) < 0 else max(out)}, outside the "
                                f"problem's devices 0..{problem.n_devices - 1}")
+        why = problem.violation(out)
+        if why is not None:
+            raise PolicyFailed(f"returned a plan that {why}")
         return out
 
     def _drop(self, policy: str, exc: PolicyFailed, world: World) -> None:

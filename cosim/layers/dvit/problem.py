@@ -90,6 +90,19 @@ class Problem:
         """(V, V) transitions i -> j allowed by C1 and C2 (a new array: the caller may change it)."""
         return _allowed(self.n_devices).copy()
 
+    def violation(self, plan: np.ndarray) -> str | None:
+        """What makes ``plan`` (``steps`` device indices within the problem) inadmissible — a
+        transition C1/C2 forbid, or one of the last ``local_steps`` steps off the user — as a
+        phrase; None for an admissible plan. A plugin's scheduler can call it too."""
+        plan = np.asarray(plan, dtype=np.int64)
+        bad = np.flatnonzero(~_allowed(self.n_devices)[plan[:-1], plan[1:]])
+        if len(bad):
+            k = int(bad[0]) + 1
+            return f"breaks C1/C2 at step {k + 1}: device {plan[k - 1]} -> {plan[k]}"
+        if not np.all(plan[self.steps - self.local_steps:] == self.user):
+            return f"does not run its last {self.local_steps} steps on the user (device {self.user})"
+        return None
+
 
 @functools.lru_cache(maxsize=64)
 def _allowed(n_devices: int) -> np.ndarray:
