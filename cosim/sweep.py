@@ -510,6 +510,7 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
                 "wall_s": summary.get("wall_s", {}).get("total")}
         rows.append({**base, **core})
         for layer, block in (summary.get("layers") or {}).items():
+            _rebase(d, layer, block, sw.baseline.get(layer))
             for policy, values in block.items():
                 if not isinstance(values, dict):
                     continue
@@ -527,6 +528,24 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
             "out": str(out)}
+
+
+def _rebase(run_dir: Path, layer: str, block: dict, baseline: str | None) -> None:
+    """A run's task-level ``vs_baseline`` is against its layer's first policy; a sweep whose
+    ``baseline`` names another gets them recomputed against it from the run's task table."""
+    from cosim import pairing
+
+    first = next((v.get("vs_baseline", {}).get("baseline") for v in block.values() if isinstance(v, dict)), None)
+    if baseline is None or first is None or first == baseline:
+        return
+    try:
+        pairing.add_to_blocks(block, pairing.against(run_dir, layer, [p for p, v in block.items() if isinstance(v, dict)],
+                                                        baseline))
+    except Exception as exc:  # noqa: BLE001 - the other numbers of the run stay; its task-level ones say why not
+        for v in block.values():
+            if isinstance(v, dict):
+                v.pop("vs_baseline", None)
+                v["vs_baseline_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _cellvalue(v: Any) -> Any:
@@ -580,7 +599,8 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     from each run's own ``vs_baseline`` block — per seed, the mean latency difference over the
     tasks both policies completed and the success-rate difference over the tasks both were given,
     censored tasks excluded — where that block's baseline is this comparison's baseline (the
-    layer's first policy); they are NaN otherwise.
+    layer's first policy, or the sweep's ``baseline``: :func:`merge` recomputes the blocks against
+    it from each run's task table); they are NaN otherwise.
     """
     import numpy as np
     import pandas as pd
