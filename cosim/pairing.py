@@ -9,6 +9,11 @@ across policies (``task`` in the layer's task table). So two policies are compar
 * ``success_diff`` — the success rate of the policy minus the baseline's over the tasks **both
   were given**, a task censored for either (still running when the run ended) left out.
 
+Each comes with the half-width of its Student-t 95 % interval *over the tasks of this run*
+(``latency_diff_ci95_s``, ``success_diff_ci95``). The tasks of one run share its traffic, so that
+interval understates how much the difference varies with the traffic: a claim rests on seeds
+(a sweep's ``paired.csv``, :mod:`cosim.stats`).
+
 The baseline is the layer's first configured policy (the paper's proposal in the shipped
 scenarios). A layer opts in by naming its task table (:attr:`cosim.layers.base.Layer.task_table`:
 one row per task and policy with at least ``task``, ``policy``, ``latency_s`` and ``outcome`` —
@@ -24,13 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.stats import mean_ci
+
 #: the columns of a task table the pairing reads
 COLUMNS = ["task", "policy", "latency_s", "outcome"]
 
 
 def vs_baseline(df, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 - a pandas DataFrame
-    """``policy -> {"baseline", "common_tasks", "given_tasks", "latency_diff_s", "success_diff"}``
-    for every policy in ``policies`` that has rows (the baseline too: 0 differences over its own
+    """``policy -> {"baseline", "common_tasks", "latency_diff_s", "latency_diff_ci95_s", "given_tasks",
+    "success_diff", "success_diff_ci95"}`` for every policy in ``policies`` that has rows (the baseline too: 0 differences over its own
     tasks), against ``policies[0]``. ``given_tasks``: the tasks both were given and neither had
     censored, over which ``success_diff`` is taken. A difference over no task is None."""
     if df is None or not len(df) or not policies:
@@ -51,16 +58,22 @@ def vs_baseline(df, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 - a
         both = np.isfinite(lp) & np.isfinite(lb)
         op, ob = p["outcome"][ip], b["outcome"][ib]
         given = (op != "censored") & (ob != "censored")
-        n_given = int(given.sum())
+        lat = mean_ci(lp[both] - lb[both])
+        succ = mean_ci((op[given] == "done").astype(float) - (ob[given] == "done"))
         out[name] = {
             "baseline": base,
-            "common_tasks": int(both.sum()),
-            "given_tasks": n_given,
-            "latency_diff_s": float(np.mean(lp[both] - lb[both])) if both.any() else None,
-            "success_diff": (float(np.mean(op[given] == "done") - np.mean(ob[given] == "done"))
-                             if n_given else None),
+            "common_tasks": lat["n"],
+            "latency_diff_s": _num(lat["mean"]),
+            "latency_diff_ci95_s": _num(lat["ci95"]),
+            "given_tasks": succ["n"],
+            "success_diff": _num(succ["mean"]),
+            "success_diff_ci95": _num(succ["ci95"]),
         }
     return out
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
 
 
 def _index(g) -> dict[str, np.ndarray]:  # noqa: ANN001
@@ -84,12 +97,23 @@ def from_table(path: str | Path, policies: list[str]) -> dict[str, dict]:
     return vs_baseline(read_table(path, COLUMNS), policies)
 
 
+def against(run_dir: str | Path, layer: str, policies: list[str], baseline: str) -> dict[str, dict]:
+    """:func:`vs_baseline` of a finished run's ``layer`` against ``baseline`` instead of its first
+    policy (e.g. a sweep's ``baseline``), from its task table; {} for a layer without one."""
+    from cosim import registry
+
+    table = registry.layer_class(layer).task_table
+    if table is None:
+        return {}
+    return from_table(Path(run_dir) / f"{table}.parquet", [baseline, *(p for p in policies if p != baseline)])
+
+
 def add_to_blocks(blocks: dict, pairs: dict[str, dict]) -> None:
     """Put each policy's pairing into its summary block (``blocks[policy]["vs_baseline"]``)."""
     for name, pair in pairs.items():
         block = blocks.get(name)
         if isinstance(block, dict):
-            block["vs_baseline"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in pair.items()}
+            block["vs_baseline"] = pair
 
 
-__all__ = ["COLUMNS", "add_to_blocks", "from_table", "vs_baseline"]
+__all__ = ["COLUMNS", "add_to_blocks", "against", "from_table", "vs_baseline"]

@@ -1,5 +1,8 @@
 """``cosim plot``: the standard figures of a sweep — each layer's headline metrics against the
-swept parameter, one line per policy, with 95 % confidence bands over seeds."""
+swept parameter, one line per policy, with 95 % confidence bands over seeds; and for every sweep
+(seeds only, too) the comparison figure every paper needs: each policy's paired per-seed
+difference to the baseline with its 95 % interval and Holm-adjusted p-value (a forest plot, from
+``paired.csv``), the task-level latency and success differences first."""
 
 from __future__ import annotations
 
@@ -16,6 +19,13 @@ DEFAULT_METRICS = {
     "cache": ["system_cost_per_request", "edge_execution_ratio", "switching_cost"],
     "core": ["max_concurrent_vehicles"],
 }
+#: the paired differences the forest plot shows first for a layer with tasks (cosim.pairing)
+TASK_LEVEL = ["latency_diff_s", "success_diff"]
+#: what each drawn metric is, with its unit
+UNITS = {"latency_diff_s": "latency difference on common tasks [s]", "success_diff": "success-rate difference",
+         "mean_latency_s": "mean latency [s]", "success_rate": "success rate", "mean_iv_utility": "IV utility",
+         "system_cost_per_request": "system cost per request", "edge_execution_ratio": "edge execution ratio",
+         "switching_cost": "switching cost", "max_concurrent_vehicles": "vehicles at once"}
 
 
 def pyplot(command: str):  # noqa: ANN201 - matplotlib.pyplot
@@ -60,19 +70,26 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
     missing = [c for c in ("scenario", "layer", "policy") if c not in df.columns]
     if missing:
         raise CosimError(f"{folder / 'summary.csv'}: not a cosim sweep summary (no column {missing[0]!r})")
-    if x is None:
-        varying = [k for k in grid if k in df.columns and df[k].nunique() > 1]
-        if not varying:
-            raise CosimError(f"{folder}: the sweep varies no parameter (only seeds): nothing to plot against")
-        x = max(varying, key=lambda k: df[k].nunique())
-    elif x not in df.columns:
+    varying = [k for k in grid if k in df.columns and df[k].nunique() > 1]
+    if x is not None and x not in df.columns:
         raise CosimError(f"--x {x}: not a swept key (swept: {', '.join(grid) or 'none'})")
-    others = [k for k in grid if k != x and k in df.columns and df[k].nunique() > 1]
+    if x is None and varying:
+        x = max(varying, key=lambda k: df[k].nunique())
     out_dir = Path(out) if out else folder / "plots"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CosimError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+    written = _forest(folder, plt, out_dir, varying, metrics)
+    if x is not None:
+        written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics)
+    if not written:
+        raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+    return written
+
+
+def _lines(df, plt, out_dir: Path, x: str, others: list[str], metrics: list[str] | None) -> list[Path]:  # noqa: ANN001
+    """Each metric against ``x``, one line per policy (and other swept key), 95 % bands."""
     written = []
     for (scenario, layer), g in df.groupby(["scenario", "layer"], sort=False):
         wanted = metrics or DEFAULT_METRICS.get(layer, [])
@@ -92,14 +109,58 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
                 drawn = ax.plot(xs, mean, marker="o", label=label)[0]
                 ax.fill_between(xs, mean - ci, mean + ci, color=drawn.get_color(), alpha=0.15)
             ax.set_xlabel(x)
-            ax.set_ylabel(m)
-            ax.set_title(f"{scenario}: {layer}")
+            ax.set_ylabel(UNITS.get(m, m))
+            ax.set_title(f"{scenario}: {layer} (mean over seeds, 95 % band)")
             ax.legend(fontsize=7)
             fig.tight_layout()
             path = out_dir / f"{scenario}-{layer}-{m}.png"
             fig.savefig(path, dpi=120)
             plt.close(fig)
             written.append(path)
-    if not written:
-        raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+    return written
+
+
+def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[str] | None) -> list[Path]:  # noqa: ANN001
+    """Per scenario and layer: one panel per metric, one row per policy (and grid point): the
+    paired difference to the baseline, its 95 % interval as a bar, the Holm-adjusted p beside it."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        paired = pd.read_csv(folder / "paired.csv")
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return []
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CosimError(f"{folder / 'paired.csv'}: unreadable ({' '.join(str(exc).split())})") from None
+    if paired.empty or "layer" not in paired.columns:
+        return []
+    written = []
+    for (scenario, layer), g in paired.groupby(["scenario", "layer"], sort=False):
+        wanted = [m for m in (metrics or TASK_LEVEL + DEFAULT_METRICS.get(layer, []))
+                  if f"{m}.diff" in g.columns and g[f"{m}.diff"].notna().any()]
+        if not wanted:
+            continue
+        labels = [" ".join([str(r["policy"])] + [f"{k}={r[k]}" for k in varying]) for _, r in g.iterrows()]
+        base = g["baseline"].iloc[0]
+        fig, axes = plt.subplots(1, len(wanted), figsize=(3.4 * len(wanted) + 1.2, 0.42 * len(g) + 1.4),
+                                 sharey=True, squeeze=False)
+        y = np.arange(len(g))[::-1]
+        for ax, m in zip(axes[0], wanted):
+            d, h = g[f"{m}.diff"].to_numpy(float), g[f"{m}.ci95"].to_numpy(float)
+            ax.errorbar(d, y, xerr=np.where(np.isfinite(h), h, 0.0), fmt="o", color="#4c72b0", capsize=3)
+            ax.axvline(0.0, color="0.4", lw=0.8)
+            ph = g[f"{m}.p_holm"].to_numpy(float) if f"{m}.p_holm" in g else np.full(len(g), np.nan)
+            for yi, di, pi in zip(y, d, ph):
+                if np.isfinite(di) and np.isfinite(pi):
+                    ax.annotate(f"p_holm={pi:.2g}", (di, yi), xytext=(0, 6), textcoords="offset points", ha="center",
+                                fontsize=6)
+            ax.set_xlabel(f"{UNITS.get(m, m)}\n(policy - {base}, mean ± 95 %)", fontsize=8)
+        axes[0][0].set_yticks(y, labels, fontsize=8)
+        n = int(g["n"].max()) if "n" in g and g["n"].notna().any() else 0
+        fig.suptitle(f"{scenario}: {layer}, paired per seed ({n} seeds), Holm-adjusted p", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"{scenario}-{layer}-paired.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
     return written

@@ -96,3 +96,17 @@ def test_auto_window_is_a_tenth_of_a_short_run_and_a_sumocfg_end_in_hms_counts(t
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["slots"] == 50  # the sumocfg's end, 0:00:50
     assert s["request_window_s"] == {"dvit": [5.0, 45.0]}  # auto: a tenth of 50 s each side
+
+
+def test_within_run_intervals_by_hand():
+    df = table([(1, "b", 1.0, "done"), (1, "p", 1.5, "done"), (2, "b", 2.0, "done"), (2, "p", 2.1, "failed"),
+                (3, "b", 3.0, "done"), (3, "p", 3.7, "done")])
+    v = pairing.vs_baseline(df, ["b", "p"])["p"]
+    d = [0.5, 0.1, 0.7]
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    assert v["latency_diff_ci95_s"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    s = [0.0, -1.0, 0.0]  # success differences per task
+    ms = -1 / 3
+    ss = (sum((x - ms) ** 2 for x in s) / 2) ** 0.5
+    assert v["success_diff"] == pytest.approx(ms) and v["success_diff_ci95"] == pytest.approx(4.303 * ss / 3 ** 0.5)

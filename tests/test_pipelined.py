@@ -117,7 +117,8 @@ def test_ctrl_c_keeps_results_and_status(tmp_path, jobs, scenario, sig):
     """Ctrl-C (or SIGTERM: `timeout`, a scheduler) reaches the whole process group."""
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / scenario), "--out",
-                             str(out), "--jobs", jobs, "--set", "output.flush_slots=5"], cwd=ROOT,
+                             str(out), "--jobs", jobs, "--set", "output.flush_slots=5",
+                             "--set", "scenario.warmup_s=0"], cwd=ROOT,  # tasks from the start: some by slot 20
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             # a shell's background job ignores SIGINT, and Python keeps an ignored SIGINT ignored
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -326,3 +326,64 @@ def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep\.baseline\.dvit: no cell runs layer 'dvit' \(layers run: cache\)"):
         sweep.check_cells(sweep.load(bad2))
     sweep.check_cells(sweep.load(write(tmp_path, text.replace('"LFU"', '"lfu"'), "ok.toml")))
+
+
+def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
+    """A sweep that varies only seeds has nothing to draw lines against, but every comparison in
+    paired.csv is drawn: policy - baseline with its interval, one panel per metric."""
+    pytest.importorskip("matplotlib")
+    from cosim.plot import plot
+
+    (tmp_path / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 10\n')
+    pd.DataFrame({"scenario": ["g"] * 3, "layer": ["dvit"] * 3, "policy": ["vidi", "mddi", "sdi"], "n": [10] * 3,
+                  "success_rate.mean": [0.9, 0.8, 0.7], "success_rate.ci95": [0.01] * 3}).to_csv(
+        tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi", "sdi"], "baseline": ["vidi"] * 2,
+                  "n": [10, 10], "latency_diff_s.diff": [0.4, 1.2], "latency_diff_s.ci95": [0.1, 0.3],
+                  "latency_diff_s.p_holm": [0.01, 0.001], "success_diff.diff": [-0.1, -0.2],
+                  "success_diff.ci95": [0.02, 0.05], "success_diff.p_holm": [0.002, 0.001]}).to_csv(
+        tmp_path / "paired.csv", index=False)
+    written = plot(tmp_path)
+    assert [p.name for p in written] == ["g-dvit-paired.png"]
+    assert written[0].stat().st_size > 5000
+
+
+@sumo
+def test_a_sweep_takes_a_sumocfg_as_cosim_run_does(tmp_path):
+    from .conftest import GRID6_CFG
+
+    f = write(tmp_path, f'[sweep]\nname = "cfg"\nscenarios = ["{GRID6_CFG}"]\nseeds = [1, 2]\nend_s = 10\n'
+                        '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n'
+                        '"layers.dvit.policies" = ["vidi", "mddi"]\n')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert list(cells.status) == ["completed", "completed"] and set(cells.scenario) == {"grid6"}
+    bad = write(tmp_path, '[sweep]\nname = "bad"\nscenarios = ["s.toml"]\n', "bad.toml")
+    (tmp_path / "net.txt").write_text("x")
+    bad.write_text(bad.read_text().replace("s.toml", "net.txt"))
+    proc = run_cli("sweep", str(bad), "--out", str(tmp_path / "o2"), "-q")
+    assert proc.returncode == 2 and "net.txt: expected a scenario .toml or a SUMO .sumocfg" in proc.stderr
+
+
+@sumo
+def test_task_level_columns_against_a_sweep_baseline_that_is_not_the_first_policy(tmp_path):
+    """[sweep] baseline = { dvit = "mddi" }: the runs pair against VIDI (their first policy); the
+    merge re-pairs every run against MDDI from its task table — checked by a pandas merge here."""
+    f = write(tmp_path, f'[sweep]\nname = "rb"\nscenarios = ["{ROOT / "scenarios" / "grid6_dvit.toml"}"]\n'
+                        'seeds = [1, 2]\nend_s = 40\nbaseline = { dvit = "mddi" }\n[set]\n"output.coverage" = false\n'
+                        '"scenario.warmup_s" = 0\n"layers.dvit.policies" = ["vidi", "mddi", "sdi"]\n')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    per_seed = {"vidi": [], "sdi": []}
+    for cell in (tmp_path / "out" / "cells").iterdir():
+        df = pd.read_parquet(cell / "dvit_tasks.parquet")
+        b = df[df.policy == "mddi"].set_index("task")
+        for pol in per_seed:
+            m = df[df.policy == pol].set_index("task").merge(b, left_index=True, right_index=True, suffixes=("", "_b"))
+            m = m.dropna(subset=["latency_s", "latency_s_b"])
+            per_seed[pol].append((m.latency_s - m.latency_s_b).mean())
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv").set_index("policy")
+    for pol, d in per_seed.items():
+        assert paired.loc[pol, "baseline"] == "mddi" and paired.loc[pol, "latency_diff_s.n"] == 2
+        assert paired.loc[pol, "latency_diff_s.diff"] == pytest.approx(sum(d) / 2)
