@@ -612,7 +612,7 @@ def test_table2_preset_gives_lc_the_shares_of_table2():
 
 
 # -- malformed keys ------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", [math.nan, (0.0, math.nan), np.float64("nan")])
+@pytest.mark.parametrize("key", [math.nan, (0.0, math.nan), np.float64("nan"), (True, (1.0, math.nan)), [2.0, math.nan]])
 def test_a_policy_returning_nan_keys_is_dropped_with_one_line(tmp_path, capsys, key):
     """A is cached; a request for B needs room, so each policy ranks A: the one answering NaN (a
     key that compares false with everything, so the victim would be arbitrary) is dropped with

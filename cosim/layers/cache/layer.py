@@ -104,17 +104,27 @@ _SUMS = ("switch", "acc_cost", "infer", "offload", "cloud", "requests", "edge")
 COST_PRESETS = {"ours": (1.0, 1.0, 1.0, 1.0, 1.0), "table2": (0.29, 8.8, 10.7, 0.30, 1.0)}
 
 
-def _nan(key) -> bool:  # noqa: ANN001
-    """Whether an eviction key is or holds a NaN (a tuple's elements, recursively)."""
-    if isinstance(key, (tuple, list)):
-        for x in key:
-            if _nan(x):
-                return True
-        return False
+def _nan_at(keys: list) -> int:
+    """The index of the first eviction key that is or holds a NaN (a tuple's or list's elements,
+    nested ones too), -1 if none. Called once per eviction decision, after the keys sorted: a
+    plain loop (~70 ns per element, below the ranking's own cost)."""
+    i = -1
     try:
-        return bool(key != key)
-    except (TypeError, ValueError):  # an object that does not compare with itself as a bool
-        return False
+        for k in keys:
+            i += 1
+            c = k.__class__
+            if c is tuple or c is list:
+                for x in k:
+                    if x != x:
+                        return i
+                    c = x.__class__
+                    if (c is tuple or c is list) and _nan_at((x,)) == 0:
+                        return i
+            elif k != k:
+                return i
+    except (TypeError, ValueError):  # a key that does not compare with itself as a bool: not a NaN
+        pass
+    return -1
 
 
 def row_columns(rows: list[tuple]) -> dict[str, list]:
@@ -294,10 +304,10 @@ class CacheLayer(Layer):
                 sorted(out)
             except (TypeError, ValueError) as exc:
                 raise PolicyFailed(f"returned keys that cannot be ordered ({exc})") from None
-            for m, k in zip(cands, out):
-                if _nan(k):  # NaN compares false with everything: the order, hence the victim, is arbitrary
-                    raise PolicyFailed(f"returned a NaN key ({k!r} for model {self.model_names[m]}; "
-                                       f"{len(cands)} candidates)")
+            bad = _nan_at(out)
+            if bad >= 0:  # NaN compares false with everything: the order, hence the victim, is arbitrary
+                raise PolicyFailed(f"returned a NaN key ({out[bad]!r} for model {self.model_names[cands[bad]]}; "
+                                   f"{len(cands)} candidates)")
             return out
 
         return keys
