@@ -207,6 +207,8 @@ class Session:
         self.created = created
         prep = net_file if isinstance(net_file, Prepared) else None
         self.warnings = list(prep.warnings) if prep else []
+        #: warnings said once the run has ended well
+        self.notes: list[str] = []
         self.windows = dict(prep.windows) if prep else {}
         for w in self.warnings:
             print(f"cosim: warning: {w}", file=sys.stderr)
@@ -593,7 +595,10 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
     """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results.
     The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`)."""
     session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=overwrite)
-    return drive(session, source, cfg.scenario.slot_s, end_s, progress)
+    summary = drive(session, source, cfg.scenario.slot_s, end_s, progress)
+    for note in session.notes:
+        print(f"cosim: warning: {note}", file=sys.stderr)
+    return summary
 
 
 def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, overwrite: bool = False,
@@ -608,12 +613,13 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
     from cosim.sources.replay import ReplaySource, trace_end_s
 
     last = trace_end_s(trace) if Path(trace).exists() else None
+    note = None
     if last is not None:  # a replay ends where its trace ends, unless an earlier end is asked for
         _, end = run_window(cfg)
         if end is None or end > last + 1e-9:
-            if end is not None:
-                print(f"cosim: warning: {trace}: the trace ends at {last:g} s, before the end {end:g} s "
-                      f"({cfg.source_file}): the replay ends at {last:g} s", file=sys.stderr)
+            if end is not None:  # said once the trace has replayed (bad input says only its own line)
+                note = (f"{trace}: the trace ends at {last:g} s, before the end {end:g} s ({cfg.source_file}): "
+                        f"the replay ends at {last:g} s")
             cfg = cfg.replace(scenario={"end_s": last})
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg)
@@ -630,6 +636,8 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
+    if note is not None:  # not in summary.json's warnings: the replay's results are the live run's
+        session.notes.append(note)
     return session, source, end_s
 
 
