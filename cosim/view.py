@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -255,19 +256,41 @@ def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Pa
     """Write the page (default ``RUN_DIR/view.html``); returns its path."""
     data = build_data(run_dir, net, max_rows)
     js = resources.files("cosim").joinpath("view.js").read_text()
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    html = _PAGE.replace("/*DATA*/", payload).replace("/*JS*/", js).replace("TITLE", _esc(data["title"]))
     path = Path(out) if out else Path(run_dir) / "view.html"
-    path.write_text(html, encoding="utf-8")
+    path.write_text(render_page(data, js), encoding="utf-8")
     return path
 
 
+#: what JSON text must not carry into an HTML ``<script>`` element: ``<`` (``</script>``,
+#: ``<!--``), ``>`` and ``&`` for symmetry with HTML, U+2028/2029 (line breaks to old JS parsers)
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_PLACEHOLDER = re.compile(r"@@(DATA|JS|TITLE)@@")
+
+
+def script_json(data: dict) -> str:
+    """``data`` as JSON that is inert inside ``<script type="application/json">``: every ``<``,
+    ``>``, ``&``, U+2028 and U+2029 written as a ``\\uXXXX`` escape. These characters occur in JSON
+    only inside strings, where the escape means the same character, so ``JSON.parse`` returns the
+    data unchanged while no ``</script>``, ``<!--`` or other markup can appear in the page."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def render_page(data: dict, js: str) -> str:
+    """The page: the template's placeholders substituted in one pass (a substituted text is never
+    scanned again, so data that spells a placeholder stays data); the title HTML-escaped."""
+    if re.search(r"</script", js, re.IGNORECASE):
+        raise CosimError("view.js contains '</script': it cannot be inlined")
+    parts = {"DATA": script_json(data), "JS": js, "TITLE": _esc(str(data["title"]))}
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE)
+
+
 def _esc(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cosim view: TITLE</title>
+<html lang="en"><head><meta charset="utf-8"><title>cosim view: @@TITLE@@</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 html,body{margin:0;height:100%;font:13px system-ui,sans-serif;color:#222}
@@ -299,7 +322,7 @@ tr.sel{background:#fff3c4}
 <canvas id="tl" width="360" height="180"></canvas>
 <div class="row" id="drawn"></div>
 </div></div>
-<script id="cosim-data" type="application/json">/*DATA*/</script>
-<script>/*JS*/</script>
+<script id="cosim-data" type="application/json">@@DATA@@</script>
+<script>@@JS@@</script>
 </body></html>
 """
