@@ -272,6 +272,17 @@ def build_section(cls: type, data: dict, file: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def check_folder_name(name: str, where: str, names: str) -> None:
+    """A name that becomes one folder name (``names`` says which): no path separator, no "..",
+    no leading dot, no control character; empty means "not set". One line naming ``where``."""
+    if not name:
+        return
+    if ("/" in name or "\\" in name or ".." in name or name.startswith(".") or not name.strip()
+            or any(ord(c) < 32 or c == "\x7f" for c in name)):
+        raise ConfigError(f"{where}: {name!r} cannot name {names} (no '/', '\\', '..', leading '.' or "
+                          "control characters)")
+
+
 def range_pair(values: list, where: str) -> tuple[float, float]:
     """``[v]`` or ``[lo, hi]`` -> (lo, hi), validated."""
     if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -317,6 +328,7 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None, *,
     if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
         raise ConfigError(f"{where}: [layers] must hold one table per layer, e.g. [layers.dvit]")
     scen = sections["scenario"]
+    check_folder_name(scen.name, f"{where}: scenario.name", "the results folder runs/<name>-<seed>-<time>")
     if not scen.sumocfg:
         raise ConfigError(f"{where}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
     if scen.begin_s >= 0 and scen.end_s >= 0 and scen.end_s <= scen.begin_s:
