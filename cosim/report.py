@@ -18,7 +18,7 @@ from cosim.analysis import dwell_pairs_from_parquet
 from cosim.errors import CosimError
 from cosim.palette import hex_color, rsu_color
 from cosim.plot import pyplot
-from cosim.recorder import read_table
+from cosim.recorder import claim_output, read_table
 from cosim.view import TASK_TABLES, coverage, run_folder
 
 #: the titles of the fixed panels (the layers' panels follow, two per layer)
@@ -135,6 +135,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.png", out_dir / "report.pdf"]
+    for p in paths:
+        claim_output(run, p)
     meta = "; ".join(titles)
     fig.savefig(paths[0], dpi=110, metadata={"Description": meta})
     fig.savefig(paths[1], metadata={"Subject": meta})

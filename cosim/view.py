@@ -39,7 +39,7 @@ import numpy as np
 from cosim.errors import CosimError
 from cosim.layers.base import ROLE_FAILED, ROLE_HELPER, ROLE_IV, ROLE_USER
 from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_color
-from cosim.recorder import read_summary, read_table
+from cosim.recorder import claim_output, read_summary, read_table
 
 #: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
 MAX_ROWS = 1_500_000
@@ -257,6 +257,7 @@ def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Pa
     data = build_data(run_dir, net, max_rows)
     js = resources.files("cosim").joinpath("view.js").read_text()
     path = Path(out) if out else Path(run_dir) / "view.html"
+    claim_output(run_dir, path)
     path.write_text(render_page(data, js), encoding="utf-8")
     return path
 
