@@ -33,7 +33,7 @@ def test_effective_config_round_trips(tmp_path):
     [
         ('[scenario]\nsumocfg = "a.sumocfg"\nsed = 3\n', "s.toml: unknown key 'scenario.sed'"),
         ('[scenario]\nsumocfg = "a.sumocfg"\n[rsu]\nradius_m = -5\n', "s.toml: rsu.radius_m: -5 is out of range"),
-        ('[scenario]\nsumocfg = "a.sumocfg"\nslot_s = 0\n', "scenario.slot_s: 0 is out of range (must be > 0)"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nslot_s = 0\n', "scenario.slot_s: 0 is out of range (must be >= 0.001)"),
         ('[scenario]\nsumocfg = "a.sumocfg"\nbackend = "sockets"\n', "scenario.backend: 'sockets' is not one of libsumo, traci"),
         ('[scenario]\nsumocfg = "a.sumocfg"\nseed = "x"\n', "scenario.seed: expected an integer"),
         ('[scenario]\nsumocfg = "a.sumocfg"\n[world]\ngrid_cell_m = true\n', "world.grid_cell_m: expected a number"),

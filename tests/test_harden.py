@@ -88,3 +88,70 @@ def test_overwrite_of_a_folder_from_before_the_manifest_removes_only_cosim_outpu
     path, created = results_dir(cfgmod.load(GRID6_TOML), out, overwrite=True)
     assert path == out and not created
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "mine.parquet"]
+
+
+# -- bounds, lists, the sweep's seed ----------------------------------------------------------
+@pytest.mark.parametrize("table, key, value, message", [
+    ("world", "route_sample_m", "1e-7", "world.route_sample_m: 1e-07 is out of range (must be >= 0.1)"),
+    ("world", "grid_cell_m", "1e-16", "world.grid_cell_m: 1e-16 is out of range (must be >= 0.01)"),
+    ("world", "grid_cell_m", "1e300", "world.grid_cell_m: 1e+300 is out of range (must be <= 100000)"),
+    ("world", "idm_horizon_s", "1e308", "world.idm_horizon_s: 1e+308 is out of range (must be <= 86400)"),
+    ("world", "idm_max_accel_mps2", "1e308", "world.idm_max_accel_mps2: 1e+308 is out of range"),
+    ("scenario", "end_s", "1e308", "scenario.end_s: 1e+308 is out of range (must be <= 1e+09)"),
+    ("scenario", "step_length_s", "1e-9", "scenario.step_length_s: 1e-09 is out of range (must be >= 0.001"),
+    ("scenario", "slot_s", "1e-300", "scenario.slot_s: 1e-300 is out of range (must be >= 0.001)"),
+    ("scenario", "sumo_timeout_s", "1e300", "scenario.sumo_timeout_s: 1e+300 is out of range (must be <= 86400)"),
+    ("scenario", "jobs", "1000000", "scenario.jobs: 1000000 is out of range (must be <= 1024)"),
+    ("rsu", "radius_m", "1e308", "rsu.radius_m: 1e+308 is out of range (must be <= 100000)"),
+    ("channel", "v2i_pl_ref_db", "-1e308", "channel.v2i_pl_ref_db: -1e+308 is out of range (must be >= -300)"),
+    ("output", "flush_slots", "1000000000000", "output.flush_slots: 1000000000000 is out of range"),
+])
+def test_extreme_and_malformed_values_are_one_line_naming_the_key(tmp_path, table, key, value, message):
+    from cosim import config as cfgmod
+    from cosim.errors import ConfigError
+
+    p = tmp_path / "s.toml"
+    extra = f"{key} = {value}\n" if table == "scenario" else f"[{table}]\n{key} = {value}\n"
+    p.write_text('[scenario]\nsumocfg = "a.sumocfg"\n' + extra)
+    with pytest.raises(ConfigError) as exc:
+        cfgmod.load(p)
+    assert message in str(exc.value) and "\n" not in str(exc.value) and str(p) in str(exc.value)
+
+
+def test_cosim_config_shows_the_bounds():
+    from cosim import config as cfgmod
+
+    text = cfgmod.describe()
+    for line in ("route_sample_m = 2.0", "grid_cell_m = 25.0", "end_s = -1.0", "idm_horizon_s = 60.0"):
+        row = next(r for r in text.splitlines() if r.startswith(line))
+        assert "<= " in row and (">= " in row or "> " in row), row
+    assert "(>= 0.01; <= 100000)" in next(r for r in text.splitlines() if r.startswith("grid_cell_m"))
+
+
+def test_a_valid_shipped_scenario_is_inside_every_bound():
+    from cosim import config as cfgmod
+
+    from .conftest import ROOT
+
+    for f in sorted((ROOT / "scenarios").glob("*.toml")):
+        cfgmod.load(f)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('seeds = 300000000\n', "sweep.seeds = 300000000: a count must be >= 1 and <= 10000"),
+    ('seeds = [1, -4]\n', "sweep.seeds: -4 is out of range (scenario.seed must be >= 0"),
+    ('seeds = [1, 4294967296]\n', "sweep.seeds: 4294967296 is out of range"),
+    ('end_s = 1e308\n', "sweep.end_s must be a positive number of seconds, at most 1e+09 (as scenario.end_s), "
+                        "got 1e+308"),
+])
+def test_sweep_extremes_and_a_seed_axis_are_one_line(tmp_path, text, message):
+    from cosim import sweep
+    from cosim.errors import ConfigError
+
+    scen = scenario(tmp_path)
+    head, _, rest = text.partition("[")
+    body = f'[sweep]\nscenarios = ["{scen}"]\n{head}' + (f"[{rest}" if rest else "")
+    (tmp_path / "sw.toml").write_text(body)
+    with pytest.raises(ConfigError) as exc:
+        sweep.load(tmp_path / "sw.toml")
+    assert message in str(exc.value) and "\n" not in str(exc.value)
