@@ -353,6 +353,13 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None, *,
         raise ConfigError(f"{where}: [layers] must hold one table per layer, e.g. [layers.dvit]")
     scen = sections["scenario"]
     check_folder_name(scen.name, f"{where}: scenario.name", "the results folder runs/<name>-<seed>-<time>")
+    for key in ("sumo_args", "plugins"):
+        bad = [v for v in getattr(scen, key) if not isinstance(v, str)]
+        if bad:
+            what = ("SUMO options and their values as strings, e.g. [\"--collision.action\", \"none\"]"
+                    if key == "sumo_args" else "module names or .py files")
+            raise ConfigError(f"{where}: scenario.{key}: expected a list of strings ({what}), got {bad[0]!r} "
+                              f"in {getattr(scen, key)!r}")
     if not scen.sumocfg:
         raise ConfigError(f"{where}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
     if scen.begin_s >= 0 and scen.end_s >= 0 and scen.end_s <= scen.begin_s:

@@ -190,6 +190,7 @@ def load(path: str | Path) -> Sweep:
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: grid.\"{k}\" must be a non-empty list of values")
         _check_key(path, f"grid.\"{k}\"", k)
+        _not_the_seed(path, f"grid.\"{k}\"", k)
         if _first_repeat(v) is not None:
             raise ConfigError(f"{path}: grid.\"{k}\": value {_first_repeat(v)!r} is listed twice (its runs would "
                               "count twice)")
@@ -198,6 +199,7 @@ def load(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: [set] must be a table of 'TABLE.KEY' = value, got {fixed!r}")
     for k in fixed:
         _check_key(path, f"set.\"{k}\"", k)
+        _not_the_seed(path, f"set.\"{k}\"", k)
         if k in grid:
             raise ConfigError(f"{path}: set.\"{k}\" is also a [grid] axis")
     baseline = sw.get("baseline", {})
@@ -243,6 +245,14 @@ def check_cells(sw: Sweep) -> None:
         if policy not in runs[layer]:
             raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run "
                               f"({', '.join(sorted(runs[layer]))})")
+
+
+def _not_the_seed(path: Path, where: str, key: str) -> None:
+    """The seed of a cell is sweep.seeds': as a grid axis or a [set] key it would be overridden
+    by them (every cell ran seed 42 and was labelled by the grid value)."""
+    if key == "scenario.seed":
+        raise ConfigError(f"{path}: {where}: a sweep sets each cell's seed from sweep.seeds; use "
+                          "seeds = [1, 2, ...] (or a count N) in [sweep] instead")
 
 
 def _check_key(path: Path, where: str, key: str) -> None:

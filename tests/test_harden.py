@@ -105,6 +105,9 @@ def test_overwrite_of_a_folder_from_before_the_manifest_removes_only_cosim_outpu
     ("rsu", "radius_m", "1e308", "rsu.radius_m: 1e+308 is out of range (must be <= 100000)"),
     ("channel", "v2i_pl_ref_db", "-1e308", "channel.v2i_pl_ref_db: -1e+308 is out of range (must be >= -300)"),
     ("output", "flush_slots", "1000000000000", "output.flush_slots: 1000000000000 is out of range"),
+    ("scenario", "sumo_args", "[1, 2]", "scenario.sumo_args: expected a list of strings (SUMO options"),
+    ("scenario", "sumo_args", '[["--x"]]', "scenario.sumo_args: expected a list of strings"),
+    ("scenario", "plugins", "[3]", "scenario.plugins: expected a list of strings"),
 ])
 def test_extreme_and_malformed_values_are_one_line_naming_the_key(tmp_path, table, key, value, message):
     from cosim import config as cfgmod
@@ -143,6 +146,9 @@ def test_a_valid_shipped_scenario_is_inside_every_bound():
     ('seeds = [1, 4294967296]\n', "sweep.seeds: 4294967296 is out of range"),
     ('end_s = 1e308\n', "sweep.end_s must be a positive number of seconds, at most 1e+09 (as scenario.end_s), "
                         "got 1e+308"),
+    ('[grid]\n"scenario.seed" = [1, 2]\n', 'grid."scenario.seed": a sweep sets each cell\'s seed from sweep.seeds; '
+                                           'use seeds = [1, 2, ...]'),
+    ('[set]\n"scenario.seed" = 7\n', 'set."scenario.seed": a sweep sets each cell\'s seed from sweep.seeds'),
 ])
 def test_sweep_extremes_and_a_seed_axis_are_one_line(tmp_path, text, message):
     from cosim import sweep
