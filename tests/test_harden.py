@@ -161,3 +161,22 @@ def test_sweep_extremes_and_a_seed_axis_are_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as exc:
         sweep.load(tmp_path / "sw.toml")
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+# -- traces with text where numbers belong, null ids ------------------------------------------
+@pytest.mark.parametrize("name, change, message", [
+    ("t.parquet", {"x": ["100.0"] * 5}, "row 1 (vehicle 'v0'): column x holds '100.0', not a number"),
+    ("t.parquet", {"speed": [1.0, 1.0, None, 1.0, 1.0]}, "row 3 (vehicle 'v2'): speed is nan (must be finite)"),
+    ("t.csv", {"y": ["abc"] * 5}, "line 2 (vehicle 'v0'): column y holds 'abc', not a number"),
+    ("t.parquet", {"ids": ["v0", None, "v2", "v3", "v4"]}, "row 2 (vehicle None): column ids holds a null, not a "
+                                                            "vehicle id"),
+    ("t.parquet", {"ids": [0, 1, 2, 3, 4]}, "row 1 (vehicle 0): column ids holds 0, not a vehicle id"),
+    ("t.parquet", {"time_s": ["abc"] * 5}, "chunk 0: column time_s holds 'abc', not a number"),
+])
+def test_a_trace_with_text_for_numbers_or_a_null_id_is_one_line(tmp_path, capsys, name, change, message):
+    t = trace(tmp_path, {**_rows(), **change}, name=name)
+    code, err = _replay(capsys, t, "--scenario", scenario(tmp_path), "--out", str(tmp_path / "o"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"cosim: error: {t}: ") and message in lines[0], err
+    assert not (tmp_path / "o").exists()

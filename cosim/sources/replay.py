@@ -46,6 +46,14 @@ def snapshot_columns(snap: Snapshot, routes: np.ndarray | None = None) -> dict:
     return cols
 
 
+def _is_float(v) -> bool:  # noqa: ANN001
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
     """Snapshots from column chunks sorted by time (a time may continue into the next chunk)."""
     carry: dict | None = None
@@ -55,7 +63,13 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
             cols[c] = np.asarray(cols[c]).astype(object)
         if carry is not None:
             cols = {c: np.concatenate([carry[c], cols[c]]) for c in TRACE_COLUMNS}
-        times = np.asarray(cols["time_s"], dtype=float)
+        try:
+            times = np.asarray(cols["time_s"], dtype=float)
+        except (TypeError, ValueError):
+            bad = next(v for v in np.asarray(cols["time_s"]).tolist() if not isinstance(v, (int, float)) or
+                       not _is_float(v))
+            raise CosimError(f"{path}: chunk {i}: column time_s holds {bad!r}, not a number (store time_s as a "
+                             "numeric column)") from None
         if len(times) and (np.any(np.diff(times) < 0) or times[0] < last_t - EPS):
             raise CosimError(f"{path}: chunk {i}: time goes backwards (a trace must be sorted by time)")
         if not len(times):
