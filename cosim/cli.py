@@ -426,9 +426,33 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     if args.max_rows is not None and args.max_rows < 1:
         raise CosimError("--max-rows must be >= 1")
+    _warn_incomplete(args.run)
     path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _warn_incomplete(run: str) -> None:
+    """One warning line when the run to show did not complete (it is shown as far as flushed)."""
+    from pathlib import Path
+
+    from cosim.recorder import read_summary
+
+    p = Path(run)
+    if not p.is_dir():
+        return
+    if not (p / "summary.json").exists():
+        if (p / "config.toml").is_file():
+            print(f"cosim: warning: {run}: the run was killed (no summary.json): showing what it flushed, marked "
+                  "incomplete", file=sys.stderr)
+        return
+    try:
+        status = read_summary(p).get("status")
+    except CosimError:
+        return  # the command itself says what is wrong
+    if status != "completed":
+        print(f"cosim: warning: {run}: the run ended {status}: showing what it flushed, marked incomplete",
+              file=sys.stderr)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -444,6 +468,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from cosim.report import report
 
+    _warn_incomplete(args.run)
     for path in report(args.run, args.out, net=args.net)[0]:
         print(path)
     return 0

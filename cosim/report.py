@@ -130,14 +130,16 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         titles.append(t)
 
     fig.suptitle(f"{summary.get('scenario') or run.name}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
-                 f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs", fontsize=11)
+                 f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
+                 + (f"\n{info['incomplete']}" if info["incomplete"] else ""), fontsize=11,
+                 color="#a60" if info["incomplete"] else "black")
     fig.tight_layout()
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.png", out_dir / "report.pdf"]
     for p in paths:
         claim_output(run, p)
-    meta = "; ".join(titles)
+    meta = "; ".join([*titles, *([info["incomplete"]] if info["incomplete"] else [])])
     fig.savefig(paths[0], dpi=110, metadata={"Description": meta})
     fig.savefig(paths[1], metadata={"Subject": meta})
     plt.close(fig)

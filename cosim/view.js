@@ -28,9 +28,11 @@
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
+  const notes = [];
+  if (D.incomplete) notes.push(D.incomplete);
   if (V.stride > 1)
-    document.getElementById("note").textContent =
-      "subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)";
+    notes.push("subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)");
+  document.getElementById("note").textContent = notes.join("; ");
 
   function fit() {
     const w = cv.clientWidth, h = cv.clientHeight;

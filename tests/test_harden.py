@@ -180,3 +180,109 @@ def test_a_trace_with_text_for_numbers_or_a_null_id_is_one_line(tmp_path, capsys
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"cosim: error: {t}: ") and message in lines[0], err
     assert not (tmp_path / "o").exists()
+
+
+# -- view / report of a run that did not complete ---------------------------------------------
+KILL_LAYERS = '[output]\nflush_slots = 10\n[layers.dvit]\npolicies = ["vidi", "mddi"]\n'
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """A grid6 run SIGKILLed once it has flushed a few parts (a real kill, not a deleted file)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import GRID6_CFG, ROOT
+
+    d = tmp_path_factory.mktemp("killed")
+    toml = d / "s.toml"
+    toml.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 600\nstep_length_s = 0.5\n' + KILL_LAYERS)
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(toml), "--out", str(d / "o"), "-q"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            parts = list((d / "o" / "coverage.parquet").glob("part-*.parquet"))
+            if len(parts) >= 4 and list((d / "o" / "dvit_tasks.parquet").glob("part-*.parquet")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (d / "o" / "summary.json").exists()
+    return d
+
+
+@pytest.fixture(scope="module")
+def done_run(killed_run):
+    """The same scenario run to its end (5 s)."""
+    from .conftest import run_grid6
+
+    return run_grid6(killed_run, KILL_LAYERS, end_s=5, out="done")
+
+
+@pytest.mark.sumo
+def test_view_and_report_of_a_killed_run_show_what_was_flushed(killed_run, done_run, cli):
+    import json
+
+    import pandas as pd
+
+    from cosim.view import build_data
+
+    run = killed_run / "o"
+    d = build_data(run)
+    cov = pd.read_parquet(run / "coverage.parquet")
+    assert d["incomplete"].startswith("incomplete: the run was killed (no summary.json); showing the ")
+    assert d["title"].endswith("(incomplete)") and d["vehicles"]["rows"] == len(cov) > 0
+    assert d["vehicles"]["slots"] == sorted(cov["slot"].unique())
+    # the RSUs as the run placed them: those a completed run of the same scenario records
+    want = json.loads((done_run / "summary.json").read_text())["rsus"]
+    assert d["rsus"] == [{"id": r["id"], "x": r["x"], "y": r["y"], "r": r["radius_m"]} for r in want]
+    # the policy table from the flushed task rows
+    dv = pd.read_parquet(run / "dvit_tasks.parquet")
+    s = d["layers"]["dvit"]["summary"]
+    assert sorted(s) == sorted(dv["policy"].unique())
+    for p, g in dv.groupby("policy"):
+        assert s[p]["tasks"] == len(g)
+        assert s[p]["success_rate"] == pytest.approx(g[g["outcome"] != "censored"]["success"].mean())
+    for cmd, made in (("view", ["view.html"]), ("report", ["report.png", "report.pdf"])):
+        p = cli(cmd, str(run))
+        assert p.returncode == 0, p.stderr
+        assert p.stderr.strip() == (f"cosim: warning: {run}: the run was killed (no summary.json): showing what it "
+                                    "flushed, marked incomplete")
+        assert all((run / m).is_file() for m in made)
+    from .test_view import _chromium
+
+    browser = _chromium()
+    try:
+        browser.get((run / "view.html").as_uri())
+        assert browser.execute_script("return document.getElementById('note').textContent") == d["incomplete"]
+        assert browser.execute_script("return window.cosimView.nSlots") == len(d["vehicles"]["slots"])
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_an_interrupted_run_is_marked_incomplete(done_run, tmp_path):
+    import json
+    import shutil
+
+    from cosim.view import build_data
+
+    done = done_run
+    assert build_data(done)["incomplete"] is None
+    copy = tmp_path / "c"
+    shutil.copytree(done, copy)
+    s = json.loads((copy / "summary.json").read_text())
+    s["status"] = "terminated"
+    (copy / "summary.json").write_text(json.dumps(s))
+    d = build_data(copy)
+    assert d["incomplete"] == "incomplete: the run ended terminated; showing the slots flushed"
+    assert d["title"].endswith("(incomplete)")
