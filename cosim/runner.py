@@ -39,7 +39,8 @@ from cosim import config as cfgmod
 from cosim import pairing, registry
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config, run_window, sumocfg_time
-from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
+from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full,
+                          raise_terminated,
                           slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.layers.shards import LayerTables, Shards, Warm, resolve_jobs, write_grouped
@@ -768,6 +769,10 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                 status, error = "disk-full", f"disk full while writing the results: {exc}"
                 failure = DiskFull(f"{session.out_dir}: disk full after slot {session.slots} (every table part "
                                    "flushed before is readable; summary.json says disk-full if it fitted)")
+            elif isinstance(exc, CosimError) and not isinstance(exc, (WorkerDied, DiskFull)):
+                # bad input found after the first slot (a trace row while streaming, a plugin's
+                # malformed result): exit 2 as any bad input; the slots before are kept
+                status, error, failure = "bad-input", str(exc), exc
             else:
                 status, error, failure = "failed", f"{type(exc).__name__}: {exc}", exc
         with deferred_interrupts() if signals else contextlib.nullcontext():

@@ -286,3 +286,35 @@ def test_an_interrupted_run_is_marked_incomplete(done_run, tmp_path):
     d = build_data(copy)
     assert d["incomplete"] == "incomplete: the run ended terminated; showing the slots flushed"
     assert d["title"].endswith("(incomplete)")
+
+
+# -- the rule: bad input is exit 2; a folder exists only when a slot ran -----------------------
+def test_a_trace_found_bad_while_streaming_is_exit_2_and_keeps_the_slots_before(tmp_path, capsys):
+    import json
+
+    rows = _rows()
+    n = len(rows["ids"])
+    good = trace(tmp_path, rows, name="a.parquet")
+    import pandas as pd
+
+    df = pd.read_parquet(good)
+    frames = []
+    for t in range(1, 9):  # eight timesteps of the five vehicles; the sixth holds a NaN x
+        f = df.copy()
+        f["time_s"] = float(t)
+        if t == 6:
+            f.loc[2, "x"] = float("nan")
+        frames.append(f)
+    bad = tmp_path / "late.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(bad)
+    out = tmp_path / "o"
+    code, err = _replay(capsys, str(bad), "--scenario", scenario(tmp_path), "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    line = f"{bad}: row {5 * n + 3} (vehicle 'v2'): x is nan (must be finite)"
+    assert lines[0] == f"cosim: error: {line}"
+    s = json.loads((out / "summary.json").read_text())
+    # t = 1..4 s ran; the reader looks one timestep ahead, so the bad row at t = 6 s stops the
+    # run while it steps to t = 5 s
+    assert s["status"] == "bad-input" and s["error"] == line and s["slots"] == 4
+    assert sorted(pd.read_parquet(out / "rsus.parquet")["slot"].unique()) == [0, 1, 2, 3]
