@@ -318,3 +318,29 @@ def test_a_trace_found_bad_while_streaming_is_exit_2_and_keeps_the_slots_before(
     # run while it steps to t = 5 s
     assert s["status"] == "bad-input" and s["error"] == line and s["slots"] == 4
     assert sorted(pd.read_parquet(out / "rsus.parquet")["slot"].unique()) == [0, 1, 2, 3]
+
+
+def test_a_trace_off_the_slot_grid_is_one_line_not_an_empty_run(tmp_path, capsys):
+    import pandas as pd
+
+    df = pd.read_parquet(trace(tmp_path, _rows(), name="a.parquet"))
+    frames = []
+    for t in range(8):  # every record half a slot off the grid (0.5, 1.5, ... s)
+        f = df.copy()
+        f["time_s"] = t + 0.5
+        frames.append(f)
+    off = tmp_path / "off.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(off)
+    out = tmp_path / "o"
+    code, err = _replay(capsys, str(off), "--scenario", scenario(tmp_path), "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == (f"cosim: error: {off}: no record lies on a slot boundary (begin 0 s + k x slot): records at "
+                        "0.5 s, 1.5 s, ... fall between slots; set scenario.begin_s and slot_s to the trace's times")
+    # on the grid from its second record (an FCD-like trace every half slot): replays as before
+    for f, t in zip(frames, range(8)):
+        f["time_s"] = t * 0.5 + 0.5
+    on = tmp_path / "on.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(on)
+    code, err = _replay(capsys, str(on), "--scenario", scenario(tmp_path), "--out", str(tmp_path / "o2"))
+    assert code == 0, err

@@ -200,6 +200,9 @@ class ReplaySource:
         self._next: Snapshot | None = None
         self._done = False
         self.begin_s = begin_s  # slots fall at begin + k * slot, as in the live run
+        self._on_grid = False  # some record lay on a slot boundary
+        self._off_slots = 0  # slots in a row that skipped records and found none on their boundary
+        self._between: list[float] = []  # the first times of records skipped between slots
 
     def start(self) -> None:
         self._it = TraceCheck(self.path, self.net)(self._open(self.path))  # every reader's snapshots checked
@@ -212,12 +215,25 @@ class ReplaySource:
             self._next, self._done = None, True
 
     def step_to(self, time_s: float) -> Snapshot:
+        skipped = False
         while self._next is not None and self._next.time_s < time_s - EPS:
+            if len(self._next) and len(self._between) < 3:
+                self._between.append(self._next.time_s)
+            skipped = skipped or bool(len(self._next))
             self._advance()  # a record between slots (e.g. FCD written every SUMO step)
         if self._next is not None and abs(self._next.time_s - time_s) <= EPS:
             snap = self._next
             self._advance()
+            self._on_grid = True
             return snap
+        # records in two slots running and none ever on a slot boundary: the trace's times are off
+        # the slot grid, and the run would replay nothing and say nothing
+        self._off_slots = self._off_slots + 1 if skipped and not self._on_grid else 0
+        if self._off_slots >= 2 or (self._done and self._between and not self._on_grid):
+            times = ", ".join(f"{t:g} s" for t in self._between)
+            raise CosimError(f"{self.path}: no record lies on a slot boundary (begin {self.begin_s:g} s + k x slot): "
+                             f"records at {times}, ... fall between slots; set scenario.begin_s and slot_s to the "
+                             "trace's times")
         return Snapshot.empty(time_s)
 
     def finished(self) -> bool:
