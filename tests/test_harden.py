@@ -344,3 +344,28 @@ def test_a_trace_off_the_slot_grid_is_one_line_not_an_empty_run(tmp_path, capsys
     pd.concat(frames, ignore_index=True).to_parquet(on)
     code, err = _replay(capsys, str(on), "--scenario", scenario(tmp_path), "--out", str(tmp_path / "o2"))
     assert code == 0, err
+
+
+@pytest.mark.sumo
+@pytest.mark.parametrize("backend", ["libsumo", "traci"])
+def test_a_bad_sumo_option_is_one_line_naming_it(tmp_path, cli, backend):
+    from .conftest import GRID6_TOML
+
+    p = cli("run", str(GRID6_TOML), "--sumo-args=--no-such-option", "--end", "5", "--backend", backend,
+            "--out", str(tmp_path / "o"), "-q")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("cosim: error: SUMO failed to start: Error: On processing option '--no-such-option': "
+                               "No option with the name 'no-such-option' exists."), p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_sumo_error_prefers_the_error_that_names_the_option_to_the_wrap_up():
+    from cosim.sources.sumo import sumo_error
+
+    text = ("Error: On processing option '--x':\n No option with the name 'x' exists.\n"
+            "Error: Could not parse commandline options.\nQuitting (on error).\n")
+    assert sumo_error(text) == ("Error: On processing option '--x': No option with the name 'x' exists. "
+                                "(Could not parse commandline options.)")
+    assert sumo_error("Error: Could not parse commandline options.\n") == "Error: Could not parse commandline options."
+    assert sumo_error("Warning: w\nError: File 'a.xml' not found.\n") == "Error: File 'a.xml' not found."
