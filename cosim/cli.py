@@ -502,6 +502,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept(args: argparse.Namespace) -> str:
+    """Where the interrupted command's results are: for a run, its folder if it holds any."""
+    if args.func not in (cmd_run, cmd_replay):
+        return "results up to the last slot are on disk"
+    from cosim import runner
+
+    d = runner.last_results_dir
+    if d is not None and (d / "summary.json").is_file():
+        return f"results up to the last slot are in {d}"
+    return "no results were written: the run had not started"
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -541,11 +553,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosim: error: disk full: {_one_line(exc)}", file=sys.stderr)  # before the run: nothing to keep
         return EXIT_DISK_FULL
     except Terminated:
-        print("\ncosim: terminated (results up to the last slot are on disk)", file=sys.stderr)
+        print(f"\ncosim: terminated ({_kept(args)})", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("\ncosim: interrupted (results up to the last slot are on disk)", file=sys.stderr)
+        print(f"\ncosim: interrupted ({_kept(args)})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as exc:  # parse errors and --help end before the command: this came from within it
+        kept = _kept(args)
+        print(f"cosim: error: sys.exit({exc.code!r}) was called while the command ran (by a plugin, or a library it "
+              f"uses?); it did not finish ({kept})", file=sys.stderr)
+        return EXIT_ERROR if kept.startswith("no results") else EXIT_FAILED  # before the first slot: as a bad plugin
     finally:
         if old_term is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, old_term)

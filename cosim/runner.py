@@ -113,6 +113,11 @@ def run_inputs(cfg: Config) -> list[Path]:
     return [Path(p) for p in paths if p and not str(p).startswith("<")]
 
 
+#: the results folder the last run of this process opened (``cosim run``/``replay`` say after
+#: an interrupt whether it holds results, instead of claiming so where no run had started)
+last_results_dir: Path | None = None
+
+
 def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False,
                 inputs: tuple[str | Path, ...] = ()) -> tuple[Path, bool]:
     """The results folder, created: the argument (``--out``), else ``output.dir``, else a new
@@ -122,12 +127,14 @@ def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False
     cosim wrote there (:func:`run_outputs`) and nothing else; refused also with ``overwrite``
     when an input of the run (``inputs``: a replayed trace; the scenario file, sumocfg and plugin
     files) lies in the folder."""
+    global last_results_dir
     if not out_dir and not cfg.output.dir:
         base = default_out_dir(cfg)
         for i in itertools.count(1):
             path = base if i == 1 else base.with_name(f"{base.name}-{i}")
             try:
                 path.mkdir(parents=True)
+                last_results_dir = path
                 return path, True
             except FileExistsError:
                 continue
@@ -155,6 +162,7 @@ def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False
         if created:
             path.rmdir()
         raise CosimError(f"{flag} {path}: the folder is not writable")
+    last_results_dir = path
     return path, created
 
 

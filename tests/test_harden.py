@@ -369,3 +369,17 @@ def test_sumo_error_prefers_the_error_that_names_the_option_to_the_wrap_up():
                                 "(Could not parse commandline options.)")
     assert sumo_error("Error: Could not parse commandline options.\n") == "Error: Could not parse commandline options."
     assert sumo_error("Warning: w\nError: File 'a.xml' not found.\n") == "Error: File 'a.xml' not found."
+
+
+@pytest.mark.parametrize("body, code, line", [
+    ("import sys\nsys.exit(0)\n", 2, "cosim: error: sys.exit(0) was called while the command ran (by a plugin, or a "
+                                     "library it uses?); it did not finish (no results were written: the run had not "
+                                     "started)"),
+    ("raise KeyboardInterrupt\n", 130, "cosim: interrupted (no results were written: the run had not started)"),
+])
+def test_a_plugin_that_exits_or_interrupts_at_import_says_so(tmp_path, cli, body, code, line):
+    (tmp_path / "plug.py").write_text(body)
+    toml = scenario(tmp_path, 'plugins = ["plug.py"]\n')
+    p = cli("run", toml, "--out", str(tmp_path / "o"), "-q")
+    assert p.returncode == code and p.stderr.strip().splitlines() == [line], p.stderr
+    assert not (tmp_path / "o").exists()
