@@ -42,7 +42,17 @@ def handovers(cov) -> np.ndarray:  # noqa: ANN001 - DataFrame
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles)."""
+    """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles).
+    Names from the results (scenario, policies) are drawn as they are: matplotlib's mathtext is
+    off, so a policy called ``$\\frac{$`` is text, not a formula that fails to parse."""
+    pyplot("cosim report")
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _report(run_dir, out, net)
+
+
+def _report(run_dir: str | Path, out: str | Path | None, net: str | Path | None) -> tuple[list[Path], list[str]]:
     from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle
 

@@ -191,9 +191,9 @@ HOSTILE_VEHICLES = [f"</script><script>{PWN}(['veh'])</script>", "/*JS*/", "TITL
                     "\u2028\u2029", f"<svg onload=\"{PWN}(['svg'])\">", "&lt;&amp;"]
 HOSTILE_POLICIES = {"vidi": f"<img src=x onerror=\"{PWN}(['policy'])\">",
                     "mddi": f"</td><script>{PWN}(['td'])</script>",
-                    "gecpa": "TITLE/*JS*/<!--<script>",
+                    "gecpa": "TITLE/*JS*/<!--<script>$\\frac{$",  # also mathtext to matplotlib
                     "nearest": "<b>nearest</b>&amp;"}
-HOSTILE_TITLE = f"</title><script>{PWN}(['title'])</script>TITLE/*JS*/"
+HOSTILE_TITLE = f"</title><script>{PWN}(['title'])</script>TITLE/*JS*/$\\left($"
 HOSTILE_LAYER = f"<svg onload=\"{PWN}(['layer'])\">"  # the page lists only the layers it can draw
 
 
@@ -307,3 +307,13 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
         assert logs == []
     finally:
         browser.quit()
+
+
+@pytest.mark.sumo
+def test_report_of_the_hostile_run_draws_the_names_as_text(run_dir, tmp_path):
+    from cosim.report import report
+
+    run, _ = _hostile_copy(run_dir, tmp_path / "hostile")
+    paths, titles = report(run, tmp_path / "rep")
+    assert [p.name for p in paths] == ["report.png", "report.pdf"] and all(p.stat().st_size > 10_000 for p in paths)
+    assert len(titles) == 7  # map, dwell x 2, two per layer
