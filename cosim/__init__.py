@@ -1,9 +1,11 @@
 """cosim: a SUMO co-simulation plugin for edge generative AI in vehicular networks.
 
     import cosim
-    cfg = cosim.load("scenarios/grid6.toml")
-    summary = cosim.run(cfg, "runs/demo")
-    res = cosim.load("runs/demo")          # a results folder: {table: DataFrame}, .summary
+    res = cosim.run("scenarios/grid6_dvit.toml", seed=3, end_s=120, out="runs/demo")
+    res.summary, res["dvit_tasks"]         # summary.json parsed; a table as a pandas DataFrame
+    rep = cosim.replay("t.parquet", "scenarios/grid6_dvit.toml", out="runs/rep")
+    sw = cosim.sweep("tools/sweeps/dvit_queue_load.toml")   # sw.paired: paired.csv
+    res = cosim.load("runs/demo")          # a results folder (or a sweep's, or a scenario file)
 
 or, inside your own TraCI script, ``cosim.attach(traci)`` after ``traci.start(...)``. Your own
 policies and layers: ``@cosim.register_policy(...)``, ``@cosim.register_layer(...)`` and
@@ -13,21 +15,23 @@ The heavy modules (numpy, SUMO) load on first use, so ``cosim --help`` is instan
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load", "run", "attach", "Layer", "register_layer", "register_policy", "__version__"]
+__all__ = ["Config", "load", "run", "replay", "sweep", "attach", "Layer", "register_layer", "register_policy",
+           "__version__"]
 
 
 def load(path):  # noqa: ANN001, ANN201
-    """A scenario file -> its validated :class:`Config`; a results folder -> its tables as
-    pandas frames (:class:`cosim.recorder.Results`, readable however the run ended)."""
+    """A results folder -> its tables as pandas frames (:class:`cosim.recorder.Results`,
+    readable however the run ended); a sweep's results folder -> :class:`cosim.api.SweepResults`;
+    a scenario .toml or .sumocfg -> its validated :class:`Config`."""
     from pathlib import Path
 
     if Path(path).is_dir():
-        from cosim.recorder import load as load_results
+        from cosim import api
 
-        return load_results(path)
-    from cosim.config import load as load_config
+        return api.load_sweep(path) if (Path(path) / "cells.csv").is_file() else api.load_run(path)
+    from cosim.config import load_any
 
-    return load_config(path)
+    return load_any(path)
 
 
 def __getattr__(name: str):
@@ -43,8 +47,16 @@ def __getattr__(name: str):
         from cosim.layers.base import Layer
 
         return Layer
-    if name in ("run", "attach"):
+    if name in ("run", "replay"):
+        from cosim import api
+
+        return getattr(api, name)
+    if name == "sweep":  # the module cosim.sweep, callable as cosim.api.sweep (see its end)
+        import importlib
+
+        return importlib.import_module("cosim.sweep")
+    if name == "attach":
         from cosim import runner
 
-        return getattr(runner, name)
+        return runner.attach
     raise AttributeError(f"module 'cosim' has no attribute {name!r}")

@@ -113,15 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
     from cosim.runner import run
 
-    target = Path(args.target)
-    if not target.exists():
-        raise CosimError(f"{target}: no such file")
-    if target.suffix == ".toml":
-        cfg = cfgmod.load(target)
-    elif target.name.endswith(".sumocfg") or target.suffix == ".xml":
-        cfg = cfgmod.for_sumocfg(target)
-    else:
-        raise CosimError(f"{target}: expected a scenario .toml or a SUMO .sumocfg")
+    cfg = cfgmod.load_any(args.target)
     for flag, key, value in (("--seed", "seed", args.seed), ("--begin", "begin_s", args.begin), ("--end", "end_s", args.end),
                              ("--slot", "slot_s", args.slot), ("--step-length", "step_length_s", args.step_length),
                              ("--sumo-timeout", "sumo_timeout_s", args.sumo_timeout)):
@@ -167,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from cosim import config as cfgmod
     from cosim.runner import replay
 
-    cfg = cfgmod.load(args.scenario)
+    cfg = cfgmod.load_any(args.scenario)
     if args.end is not None:
         cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
@@ -266,8 +258,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.file:
         from cosim.layers.base import validate_layers
 
-        f = Path(args.file)
-        cfg = cfgmod.load(f) if f.suffix == ".toml" else cfgmod.for_sumocfg(f)
+        cfg = cfgmod.load_any(args.file)
         validate_layers(cfg)  # unknown layers, policies and options are errors here too
         sys.stdout.write(cfgmod.dump_toml(cfg))
     else:
@@ -311,7 +302,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                     "grid6 scenario (no SUMO): a DViT plan must respect C1/C2 and the local steps, a cache policy "
                     "must rank only cached models and keep memory, a pricing solver must return finite prices in "
                     "range, a layer's summary block must have the right shape, and so on (docs/plugins.md). "
-                    "Prints one line per violation; exit status 1 if any.",
+                    "Prints one line per violation; exit status 1 if any. An error of cosim itself met on the way "
+                    "is not a verdict on your code: it is printed apart, with a traceback file to report, and "
+                    "exits 3 when it is all there is.",
     )
     p.add_argument("targets", nargs="+", metavar="TARGET",
                    help="MODULE:NAME of a registered policy or layer (e.g. my_lab.schedulers:my_greedy), "
@@ -326,14 +319,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     registry.load_plugins(args.plugin, "--plugin", Path.cwd())
     targets = [t for name in args.targets for t in conformance.resolve(name)]
-    n, problems = conformance.run_checks(targets)
-    for line in problems:
+    n, lines = conformance.run_checks(targets)
+    for line in lines:
         print(line)
+    internal = [ln for ln in lines if ln.startswith(conformance.INTERNAL)]
+    problems = len(lines) - len(internal)
     names = ", ".join(f"{getattr(o, 'layer', '')} {o.name}".strip() if k == "policy" else f"layer {o.name}"
                       for k, o in targets)
-    print(f"cosim check: {n} target(s) ({names}): " + (f"{len(problems)} violation(s)" if problems else "all conform"),
-          file=sys.stderr)
-    return 1 if problems else 0
+    verdict = f"{problems} violation(s)" if problems else "all conform" if not internal else "no violation found"
+    if internal:
+        verdict += f"; {len(internal)} internal error(s) of cosim (not a verdict: report them)"
+    print(f"cosim check: {n} target(s) ({names}): {verdict}", file=sys.stderr)
+    return 1 if problems else 3 if internal else 0
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -480,25 +477,34 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         description="Compare two results folders (cosim run / cosim replay) value for value: the same tables, "
                     "each with the same columns, rows and values (exactly; NaN equals NaN), and the same "
                     "summary.json, less what is measured rather than computed (timings, the folder's path, the "
-                    "installed plugins: cosim.compare.MEASURED). Prints `same: ...` and exits 0, or one line per "
-                    "difference and exits 1.",
+                    "installed plugins: cosim.compare.MEASURED). Provenance (versions, the scenario file and "
+                    "sumocfg: cosim.compare.PROVENANCE) is reported but does not make results differ unless "
+                    "--strict: a replay compares `same` with its live run. Prints `same: ...` and exits 0, or one "
+                    "line per difference and exits 1; bad input exits 2.",
     )
     p.add_argument("a", metavar="RUN_A", help="a results folder (the reference)")
     p.add_argument("b", metavar="RUN_B", help="the results folder to compare with it")
     p.add_argument("--ignore-order", action="store_true",
                    help="compare each table's rows as a multiset (for a change that only reorders rows)")
+    p.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="leave out a table (coverage.parquet or coverage), a column (in every table) or a "
+                        "summary.json key path (versions.torch; layers.moe: the whole subtree); repeatable")
+    p.add_argument("--strict", action="store_true", help="provenance differences count as different results too")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cosim.compare import differences, table_names
+    from cosim.compare import compare, table_names
 
-    diff = differences(args.a, args.b, ignore_order=args.ignore_order)
+    c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore))
+    diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)
     if diff:
         return 1
-    print(f"same: {len(table_names(args.a))} tables, summary")
+    note = f" (provenance differs: {'; '.join(ln.removeprefix('summary.json: ') for ln in c.provenance)})" \
+        if c.provenance else ""
+    print(f"same: {len(table_names(args.a))} tables, summary{note}")
     return 0
 
 

@@ -13,7 +13,13 @@ against ``--jobs 1``, a replay against its live run): :func:`differences` compar
 * **summary.json**, key by key at any depth.
 
 Left out, because they are measured, not computed (two runs of the same code differ in them):
-the keys and columns named in :data:`MEASURED`. Not compared at all: ``config.toml`` (it holds
+the keys and columns named in :data:`MEASURED`. **Provenance** — the top-level summary keys in
+:data:`PROVENANCE` (versions, which scenario file and sumocfg) — says where and with what a run
+was made, not what it computed: a replay says ``versions.sumo = "replay"`` where its live run says
+``SUMO 1.28.0``. Provenance differences are reported (:attr:`Comparison.provenance`) but are not
+different results unless ``strict``. ``ignore``: table names (``coverage.parquet`` or
+``coverage``), column names (in every table) and summary.json key paths (``versions.torch``,
+``layers.moe``: the key and everything under it) left out of the comparison. Not compared at all: ``config.toml`` (it holds
 absolute paths and ``scenario.jobs``, which a user compares across), ``sumo.log`` and the files
 ``cosim view`` / ``cosim report`` write.
 
@@ -30,6 +36,7 @@ lines are then those of the sorted tables.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,8 @@ from cosim.recorder import read_summary
 #: entry-point plugins installed in the environment (the test suite installs the example one), and
 #: a policy's measured solve time (the MoE pricing solvers time themselves).
 MEASURED = frozenset({"wall_s", "cpu_s", "out_dir", "plugins", "solve_ms", "mean_solve_ms"})
+#: top-level summary.json keys that say where and with what a run was made, not what it computed
+PROVENANCE = ("versions", "scenario_file", "sumocfg")
 #: summary.json lines shown before the rest are counted in one line
 MAX_SUMMARY_LINES = 20
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -53,31 +62,76 @@ def table_names(run: str | Path) -> list[str]:
                   and not p.name.startswith("."))
 
 
-def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False) -> list[str]:
-    """One line per difference between results folders ``a`` and ``b`` (empty: the same results).
+@dataclass
+class Comparison:
+    """What :func:`compare` found: ``results`` (different results: tables, layer blocks, …) and
+    ``provenance`` (where and with what the runs were made), one line per difference each."""
+
+    results: list[str]
+    provenance: list[str]
+
+
+def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = ()) -> Comparison:
+    """Results folders ``a`` and ``b`` compared (see the module docstring).
 
     Raises :class:`CosimError` naming the folder when one does not exist, holds no
     ``summary.json`` or holds an unreadable table.
     """
     a, b = Path(a), Path(b)
     sa, sb = read_summary(a), read_summary(b)
+    skip = set(ignore)
     out = []
     ta, tb = table_names(a), table_names(b)
     for name in sorted(set(ta) | set(tb)):
+        if name in skip or _stem(name) in skip:
+            continue
         if name not in tb or name not in ta:
             here = a if name in ta else b
             shape = f"a table of {len(_read(here / name))} rows"
             out.append(f"{name}: {shape} vs (absent)" if name in ta else f"{name}: (absent) vs {shape}")
             continue
-        line = table_difference(name, _read(a / name), _read(b / name), ignore_order=ignore_order)
+        x, y = _read(a / name), _read(b / name)
+        x, y = (t.drop(columns=[c for c in t.columns if c in skip]) for t in (x, y))
+        line = table_difference(name, x, y, ignore_order=ignore_order)
         if line:
             out.append(line)
+    sa, sb = (_without(_unmeasured(s), skip) for s in (sa, sb))
+    prov: list[str] = []
+    for key in PROVENANCE:
+        _json_diff({key: sa.pop(key, None)} if key in sa else {}, {key: sb.pop(key, None)} if key in sb else {}, "", prov)
     lines: list[str] = []
-    _json_diff(_unmeasured(sa), _unmeasured(sb), "", lines)
+    _json_diff(sa, sb, "", lines)
     out += [f"summary.json: {ln}" for ln in lines[:MAX_SUMMARY_LINES]]
     if len(lines) > MAX_SUMMARY_LINES:
         out.append(f"summary.json: {len(lines) - MAX_SUMMARY_LINES} more keys differ")
-    return out
+    return Comparison(out, [f"summary.json: {ln}" for ln in prov])
+
+
+def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = (),
+                strict: bool = False) -> list[str]:
+    """One line per different result between results folders ``a`` and ``b`` (empty: the same
+    results); with ``strict`` the provenance differences too."""
+    c = compare(a, b, ignore_order=ignore_order, ignore=ignore)
+    return c.results + (c.provenance if strict else [])
+
+
+def _stem(name: str) -> str:
+    low = name.lower()
+    for suffix in TABLE_SUFFIXES[::-1]:  # .csv.gz before .csv
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _without(summary: dict, keys: set[str]) -> dict:
+    """``summary`` less the dotted key paths in ``keys`` (a path's whole subtree)."""
+    for key in keys:
+        node, parts = summary, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return summary
 
 
 def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily

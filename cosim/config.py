@@ -409,6 +409,18 @@ def for_sumocfg(sumocfg: str | Path, **overrides: Any) -> Config:
     return from_dict({"scenario": scen}, str(path), path.parent.resolve())
 
 
+def load_any(path: str | Path) -> Config:
+    """What ``cosim run`` takes: a scenario ``.toml``, or any SUMO ``.sumocfg`` (defaults for the rest)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    if path.suffix == ".toml":
+        return load(path)
+    if path.name.endswith(".sumocfg") or path.suffix == ".xml":
+        return for_sumocfg(path)
+    raise ConfigError(f"{path}: expected a scenario .toml or a SUMO .sumocfg")
+
+
 def sumo_time(text: str) -> float:
     """A time as SUMO reads it: seconds (``"600"``, ``"1e3"``) or ``[[D:]H:]M:S`` (``"0:01:00"`` = 60)."""
     parts = str(text).strip().split(":")

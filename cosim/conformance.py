@@ -106,8 +106,9 @@ def _ctx(tables: _Tables, seed: int = 1) -> Any:
     return LayerContext(seed=seed, slot_s=1.0, scenario_file="<conformance>", table=tables.table)
 
 
-def _run_layer(cls: type, table: dict, worlds: list, label: str) -> tuple[Any, list[str]]:
-    """Build ``cls`` from ``table``, run it over ``worlds``; (layer, problems)."""
+def _run_layer(cls: type, table: dict, worlds: list, label: str, subject: str = "policy") -> tuple[Any, list[str]]:
+    """Build ``cls`` from ``table``, run it over ``worlds``; (layer, problems). ``subject``:
+    what is under test (:func:`_drive_layer`)."""
     tables = _Tables()
     out: list[str] = []
     try:
@@ -115,11 +116,19 @@ def _run_layer(cls: type, table: dict, worlds: list, label: str) -> tuple[Any, l
     except ConfigError as exc:
         return None, [f"{label}: cannot be built from {table or 'an empty table'}: {exc}"]
     with contextlib.redirect_stderr(io.StringIO()):  # a dropped policy is reported below, not as a run's warning
-        return layer, out + _drive_layer(layer, tables, worlds, label)
+        return layer, out + _drive_layer(layer, tables, worlds, label, subject)
 
 
-def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str) -> list[str]:
-    """Run ``layer`` over ``worlds``; what it violates."""
+#: the start of a line that reports a bug in cosim, not a violation (cosim check counts them apart)
+INTERNAL = "cosim internal error"
+
+
+def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str, subject: str = "layer") -> list[str]:
+    """Run ``layer`` over ``worlds``; what it violates. ``subject``: what is under test — the
+    ``layer`` itself, or a ``policy`` the layer runs. A layer catches what its policies raise
+    (:meth:`~cosim.layers.base.Layer.call`), so an exception that escapes it while a policy is
+    checked is the layer's: a plugin layer's fault, or — for a built-in layer, and for a built-in
+    layer under test — a bug in cosim, reported with its traceback in a file, not as a violation."""
     out: list[str] = []
     try:
         layer.on_start()
@@ -127,6 +136,12 @@ def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str) -> lis
             layer.on_slot(w)
         block = layer.end()
     except Exception as exc:  # noqa: BLE001 - report, do not crash the suite
+        cls = type(layer)
+        if cls.__module__.startswith("cosim."):
+            return [_internal(label, exc)]
+        if subject == "policy":
+            return [f"{label}: its layer '{cls.name}' ({cls.__module__}) raised {type(exc).__name__}: {exc} while "
+                    "running it (a fault of the layer, not of the policy)"]
         return [f"{label}: raised {type(exc).__name__}: {exc}"]
     out += [f"{label}: {p}" for p in tables.problems]
     if not isinstance(block, dict):
@@ -149,6 +164,18 @@ def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str) -> lis
         why = msg.split(f"'{name}' (", 1)[-1].split(") ", 1)[-1].split("; its results stop here")[0]
         out.append(f"{label}: the layer dropped policy '{name}' mid-run: it {why}")
     return out
+
+
+def _internal(label: str, exc: BaseException) -> str:
+    """The line for a bug in cosim met while checking ``label``; the traceback goes to a file."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="cosim-check-", suffix=".txt", delete=False) as f:
+        f.write(f"cosim check: {label}\n\n")
+        traceback.print_exception(exc, file=f)
+    return (f"{INTERNAL} while checking {label}: {type(exc).__name__}: {exc} — not a verdict on it; please "
+            f"report it with the traceback in {f.name}")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -236,13 +263,9 @@ def check_dvit_scheduler(spec: PolicySpec, worlds: list) -> list[str]:
         if arr.min() < 0 or arr.max() >= p.n_devices:
             out.append(f"{label}: devices {arr.min()}..{arr.max()} outside the problem's 0..{p.n_devices - 1} ({where})")
             continue
-        allowed = p.allowed()
-        bad = np.flatnonzero(~allowed[arr[:-1], arr[1:]])
-        if len(bad):
-            k = int(bad[0]) + 1
-            out.append(f"{label}: breaks C1/C2 at step {k + 1}: device {arr[k - 1]} -> {arr[k]} ({where})")
-        if not np.all(arr[p.steps - p.local_steps:] == p.user):
-            out.append(f"{label}: the last {p.local_steps} steps must run on the user (device {p.user}) ({where})")
+        why = p.violation(arr)
+        if why is not None:
+            out.append(f"{label}: {why} ({where})")
         again = _call(spec, (p,), 7, opts)
         if again is None or not np.array_equal(np.asarray(again, dtype=np.int64), arr):
             out.append(f"{label}: not reproducible: the same problem and seed gave another plan ({where})")
@@ -374,7 +397,7 @@ def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
 
 
 def check_layer(cls: type, worlds: list) -> list[str]:
-    _, out = _run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})")
+    _, out = _run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})", subject="layer")
     return out
 
 

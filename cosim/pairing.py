@@ -97,6 +97,17 @@ def from_table(path: str | Path, policies: list[str]) -> dict[str, dict]:
     return vs_baseline(read_table(path, COLUMNS), policies)
 
 
+def against(run_dir: str | Path, layer: str, policies: list[str], baseline: str) -> dict[str, dict]:
+    """:func:`vs_baseline` of a finished run's ``layer`` against ``baseline`` instead of its first
+    policy (e.g. a sweep's ``baseline``), from its task table; {} for a layer without one."""
+    from cosim import registry
+
+    table = registry.layer_class(layer).task_table
+    if table is None:
+        return {}
+    return from_table(Path(run_dir) / f"{table}.parquet", [baseline, *(p for p in policies if p != baseline)])
+
+
 def add_to_blocks(blocks: dict, pairs: dict[str, dict]) -> None:
     """Put each policy's pairing into its summary block (``blocks[policy]["vs_baseline"]``)."""
     for name, pair in pairs.items():
@@ -105,4 +116,4 @@ def add_to_blocks(blocks: dict, pairs: dict[str, dict]) -> None:
             block["vs_baseline"] = pair
 
 
-__all__ = ["COLUMNS", "add_to_blocks", "from_table", "vs_baseline"]
+__all__ = ["COLUMNS", "add_to_blocks", "against", "from_table", "vs_baseline"]

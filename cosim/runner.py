@@ -656,8 +656,16 @@ def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = Non
 
 def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, overwrite: bool,
                  prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
-    from cosim.sources.replay import ReplaySource
+    from cosim.sources.replay import ReplaySource, trace_end_s
 
+    last = trace_end_s(trace) if Path(trace).exists() else None
+    if last is not None:  # a replay ends where its trace ends, unless an earlier end is asked for
+        _, end = run_window(cfg)
+        if end is None or end > last + 1e-9:
+            if end is not None:
+                print(f"cosim: warning: {trace}: the trace ends at {last:g} s, before the end {end:g} s "
+                      f"({cfg.source_file}): the replay ends at {last:g} s", file=sys.stderr)
+            cfg = cfg.replace(scenario={"end_s": last})
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg)
     sc = cfg.scenario
@@ -844,7 +852,7 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
     if isinstance(scenario, Config):
         cfg = scenario
     elif scenario is not None:
-        cfg = cfgmod.load(scenario)
+        cfg = cfgmod.load_any(scenario)
     else:
         cfgfile = conn.simulation.getOption("configuration-file")
         seed = int(conn.simulation.getOption("seed") or 42)

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ def load(path: str | Path) -> Sweep:
                           "under runs/sweeps)")
     scen = sw.get("scenarios")
     if not isinstance(scen, list) or not scen or not all(isinstance(s, str) for s in scen):
-        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files")
+        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files (.toml or .sumocfg)")
     scenarios = []
     for s in scen:
         p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
@@ -220,7 +221,7 @@ def check_cells(sw: Sweep) -> None:
     checked: set = set()
     runs: dict[str, set] = {}  # layer -> the policies some cell runs
     for scen in sw.scenarios:
-        base = cfgmod.load(scen)
+        base = cfgmod.load_any(scen)
         base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set]") if fixed else base
         for k, values in sw.grid.items():
             for v in values:
@@ -274,7 +275,7 @@ def run_cell(cell: dict, out: Path) -> dict:
     t0 = time.perf_counter()
     stopped: BaseException | None = None
     try:
-        cfg = cfgmod.apply_overrides(cfgmod.load(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
+        cfg = cfgmod.apply_overrides(cfgmod.load_any(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
         run(cfg, out, progress=False, overwrite=True)
         record["status"] = "completed"
     except CosimError as exc:
@@ -534,6 +535,7 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
                 "wall_s": summary.get("wall_s", {}).get("total")}
         rows.append({**base, **core})
         for layer, block in (summary.get("layers") or {}).items():
+            _rebase(d, layer, block, sw.baseline.get(layer))
             for policy, values in block.items():
                 if not isinstance(values, dict):
                     continue
@@ -551,6 +553,24 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
             "out": str(out)}
+
+
+def _rebase(run_dir: Path, layer: str, block: dict, baseline: str | None) -> None:
+    """A run's task-level ``vs_baseline`` is against its layer's first policy; a sweep whose
+    ``baseline`` names another gets them recomputed against it from the run's task table."""
+    from cosim import pairing
+
+    first = next((v.get("vs_baseline", {}).get("baseline") for v in block.values() if isinstance(v, dict)), None)
+    if baseline is None or first is None or first == baseline:
+        return
+    try:
+        pairing.add_to_blocks(block, pairing.against(run_dir, layer, [p for p, v in block.items() if isinstance(v, dict)],
+                                                        baseline))
+    except Exception as exc:  # noqa: BLE001 - the other numbers of the run stay; its task-level ones say why not
+        for v in block.values():
+            if isinstance(v, dict):
+                v.pop("vs_baseline", None)
+                v["vs_baseline_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _cellvalue(v: Any) -> Any:
@@ -604,7 +624,8 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     from each run's own ``vs_baseline`` block — per seed, the mean latency difference over the
     tasks both policies completed and the success-rate difference over the tasks both were given,
     censored tasks excluded — where that block's baseline is this comparison's baseline (the
-    layer's first policy); they are NaN otherwise.
+    layer's first policy, or the sweep's ``baseline``: :func:`merge` recomputes the blocks against
+    it from each run's task table); they are NaN otherwise.
     """
     import numpy as np
     import pandas as pd
@@ -662,6 +683,19 @@ def _worker_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0 if rec["status"] == "completed" else 1
+
+
+class _CallableModule(types.ModuleType):
+    """``cosim.sweep(file, ...)`` is :func:`cosim.api.sweep` — the Python API's name — while
+    ``cosim.sweep`` stays this module (``cosim.sweep.load``, ``from cosim import sweep``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from cosim.api import sweep
+
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cosim.compare import MEASURED, differences
+from cosim.compare import MEASURED, compare, differences
 from cosim.errors import CosimError
 from cosim.recorder import Coded, Lists, TableWriter
 
@@ -216,6 +216,38 @@ def test_cli_exit_codes(tmp_path):
     bad = run_cli("compare", str(a), str(tmp_path / "nope"), "--ignore-order")
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr == f"cosim: error: {tmp_path / 'nope'}: no such results folder\n"
+
+
+def test_provenance_is_reported_not_a_different_result_unless_strict(tmp_path):
+    a = make_run(tmp_path / "a", summary={**SUMMARY, "versions": {"sumo": "SUMO 1.28.0", "numpy": "2.4"},
+                                          "scenario_file": "/x/s.toml"})
+    b = make_run(tmp_path / "b", summary={**SUMMARY, "versions": {"sumo": "replay", "numpy": "2.4"},
+                                          "scenario_file": "s.toml"})
+    c = compare(a, b)
+    assert c.results == []
+    assert c.provenance == ["summary.json: versions.sumo: 'SUMO 1.28.0' vs 'replay'",
+                            "summary.json: scenario_file: '/x/s.toml' vs 's.toml'"]
+    assert differences(a, b) == [] and differences(a, b, strict=True) == c.provenance
+    same = run_cli("compare", str(a), str(b))
+    assert same.returncode == 0 and same.stdout == ("same: 1 tables, summary (provenance differs: versions.sumo: "
+                                                    "'SUMO 1.28.0' vs 'replay'; scenario_file: '/x/s.toml' vs 's.toml')\n")
+    strict = run_cli("compare", str(a), str(b), "--strict")
+    assert strict.returncode == 1 and strict.stdout.splitlines() == c.provenance
+
+
+def test_ignore_a_table_a_column_and_a_summary_subtree(tmp_path):
+    a = make_run(tmp_path / "a", {"dvit_tasks": tasks(), "rsus": {"slot": np.array([0, 1])}})
+    changed = {**SUMMARY, "seed": 7, "layers": {"moe": {"gecpa": {"mean_latency_s": 2.0, "nash_gap": None}}}}
+    b = make_run(tmp_path / "b", {"dvit_tasks": tasks(latency_s=np.array([0.25, NAN, 0.5, 9.0])),
+                                  "rsus": {"slot": np.array([0, 2])}}, changed)
+    assert len(differences(a, b)) == 4  # dvit_tasks, rsus, seed, the MoE block
+    assert differences(a, b, ignore=("latency_s", "rsus.parquet", "layers.moe", "seed")) == []
+    assert differences(a, b, ignore=("rsus", "layers.moe.gecpa.mean_latency_s")) == [
+        "dvit_tasks.parquet: row 3, column latency_s: 1.5 vs 9.0 (1 of 4 rows differ, in latency_s)",
+        "summary.json: seed: 42 vs 7"]
+    cli = run_cli("compare", str(a), str(b), "--ignore", "latency_s", "--ignore", "rsus", "--ignore", "layers",
+                  "--ignore", "seed")
+    assert cli.returncode == 0, cli.stdout
 
 
 @pytest.mark.sumo

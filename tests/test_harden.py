@@ -21,8 +21,10 @@ def _rows(n: int = 5) -> dict:
 
 
 def _replay(capsys, *argv: str) -> tuple[int, str]:
+    """Exit code and stderr without warning lines (e.g. a trace ending before the scenario's end)."""
     code = cli.main(["replay", *argv, "-q"])
-    return code, capsys.readouterr().err
+    err = capsys.readouterr().err
+    return code, "\n".join(ln for ln in err.splitlines() if not ln.startswith("cosim: warning: "))
 
 
 # -- --overwrite removes exactly what cosim wrote -------------------------------------------

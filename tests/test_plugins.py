@@ -61,6 +61,10 @@ def test_check_names_what_each_broken_plugin_violates():
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
     assert "dvit scheduler 'back-to-rsu' (plugin bad_plugins): breaks C1/C2 at step 2: device 1 -> 0" in out
+    # in a run the layer refuses the inadmissible plan and drops the policy (cosim itself does not fail)
+    assert ("dvit scheduler 'back-to-rsu' (plugin bad_plugins): the layer dropped policy 'back-to-rsu' mid-run: "
+            "it returned a plan that breaks C1/C2 at step 2") in out
+    assert conformance.INTERNAL not in out
     assert "dvit scheduler 'short-plan' (plugin bad_plugins): a plan of 49 steps for a problem of 50" in out
     assert "cache eviction policy 'evicts-itself' (plugin bad_plugins): modified the cache while ranking it" in out
     assert "moe pricing solver 'negative' (plugin bad_plugins): negative or zero prices" in out
@@ -68,6 +72,30 @@ def test_check_names_what_each_broken_plugin_violates():
     # one line per violation, each naming its target
     assert all(line.split(" ")[0] in ("dvit", "cache", "moe", "layer") for line in out.splitlines())
     assert "5 target(s)" in proc.stderr
+
+
+def test_an_error_of_cosim_itself_is_not_a_verdict_on_the_policy(monkeypatch):
+    """An exception escaping a built-in layer while it runs a policy is cosim's bug: reported apart,
+    with the traceback in a file, never as the policy having raised."""
+    from pathlib import Path
+
+    from cosim.layers.dvit.layer import DViTLayer
+
+    def broken(self, world):
+        raise KeyError("@rsu")
+
+    monkeypatch.setattr(DViTLayer, "on_slot", broken)
+    spec = conformance.resolve("vidi")[0][1]
+    _, worlds = conformance.recorded_worlds()
+    lines = conformance.check_policy(spec, worlds)
+    internal = [ln for ln in lines if ln.startswith(conformance.INTERNAL)]
+    assert len(internal) == 1 and "while checking dvit scheduler 'vidi'" in internal[0]
+    assert "KeyError: '@rsu'" in internal[0] and "not a verdict on it" in internal[0]
+    assert not [ln for ln in lines if "raised KeyError" in ln]
+    path = Path(internal[0].rsplit("traceback in ", 1)[1])
+    text = path.read_text()
+    assert "Traceback" in text and "def broken" not in text and "broken" in text and "KeyError: '@rsu'" in text
+    path.unlink()
 
 
 def test_check_of_something_unregistered_is_one_line():

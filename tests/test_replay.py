@@ -39,6 +39,38 @@ def test_parquet_replay_reproduces_the_live_run_exactly(tmp_path):
 
 
 @pytest.mark.sumo
+def test_a_replay_ends_where_its_trace_ends_and_compares_same(tmp_path):
+    """The scenario says 600 s, the trace holds 40: the replay ends at 40 s with one warning line,
+    and `cosim compare` calls it the same as its live run (provenance reported, not failed)."""
+    dvit = GRID6_TOML.parent / "grid6_dvit.toml"
+    live = run_cli("run", str(dvit), "--end", "40", "--out", str(tmp_path / "live"), "-q",
+                   "--record", str(tmp_path / "t.parquet"))
+    assert live.returncode == 0, live.stderr
+    rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(dvit), "--out", str(tmp_path / "rep"), "-q")
+    assert rep.returncode == 0, rep.stderr
+    assert rep.stderr.count("warning") == 1 and "the trace ends at 40 s, before the end 600 s" in rep.stderr
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert s["slots"] == 40 and s["sim_time_end_s"] == 40.0
+    cmp = run_cli("compare", str(tmp_path / "live"), str(tmp_path / "rep"))
+    assert cmp.returncode == 0 and cmp.stdout.startswith("same: ") and "versions.sumo" in cmp.stdout, cmp.stdout
+    # an earlier end than the trace's is kept, without a warning
+    short = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(GRID6_TOML), "--end", "20", "--out",
+                    str(tmp_path / "short"), "-q")
+    assert short.returncode == 0 and "warning" not in short.stderr
+    assert json.loads((tmp_path / "short" / "summary.json").read_text())["slots"] == 20
+
+
+def test_trace_end_of_parquet_and_csv_traces(tmp_path):
+    from cosim.sources.replay import trace_end_s
+
+    df = pd.DataFrame({"time_s": [1.0, 1.0, 2.0, 3.0], "ids": ["a", "b", "a", "a"]})
+    df.to_parquet(tmp_path / "t.parquet", row_group_size=2)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert trace_end_s(tmp_path / "t.parquet") == 3.0 and trace_end_s(tmp_path / "t.csv") == 3.0
+    assert trace_end_s(tmp_path / "missing.csv") is None and trace_end_s(tmp_path / "t.xml") is None
+
+
+@pytest.mark.sumo
 def test_fcd_replay_matches_to_the_written_precision(tmp_path):
     live = run_cli("run", str(GRID6_TOML), "--end", "40", "--out", str(tmp_path / "live"), "-q",
                    "--record", str(tmp_path / "t.xml.gz"))

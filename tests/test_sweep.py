@@ -346,3 +346,44 @@ def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
     written = plot(tmp_path)
     assert [p.name for p in written] == ["g-dvit-paired.png"]
     assert written[0].stat().st_size > 5000
+
+
+@sumo
+def test_a_sweep_takes_a_sumocfg_as_cosim_run_does(tmp_path):
+    from .conftest import GRID6_CFG
+
+    f = write(tmp_path, f'[sweep]\nname = "cfg"\nscenarios = ["{GRID6_CFG}"]\nseeds = [1, 2]\nend_s = 10\n'
+                        '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n'
+                        '"layers.dvit.policies" = ["vidi", "mddi"]\n')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    cells = pd.read_csv(tmp_path / "out" / "cells.csv")
+    assert list(cells.status) == ["completed", "completed"] and set(cells.scenario) == {"grid6"}
+    bad = write(tmp_path, '[sweep]\nname = "bad"\nscenarios = ["s.toml"]\n', "bad.toml")
+    (tmp_path / "net.txt").write_text("x")
+    bad.write_text(bad.read_text().replace("s.toml", "net.txt"))
+    proc = run_cli("sweep", str(bad), "--out", str(tmp_path / "o2"), "-q")
+    assert proc.returncode == 2 and "net.txt: expected a scenario .toml or a SUMO .sumocfg" in proc.stderr
+
+
+@sumo
+def test_task_level_columns_against_a_sweep_baseline_that_is_not_the_first_policy(tmp_path):
+    """[sweep] baseline = { dvit = "mddi" }: the runs pair against VIDI (their first policy); the
+    merge re-pairs every run against MDDI from its task table — checked by a pandas merge here."""
+    f = write(tmp_path, f'[sweep]\nname = "rb"\nscenarios = ["{ROOT / "scenarios" / "grid6_dvit.toml"}"]\n'
+                        'seeds = [1, 2]\nend_s = 40\nbaseline = { dvit = "mddi" }\n[set]\n"output.coverage" = false\n'
+                        '"scenario.warmup_s" = 0\n"layers.dvit.policies" = ["vidi", "mddi", "sdi"]\n')
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    per_seed = {"vidi": [], "sdi": []}
+    for cell in (tmp_path / "out" / "cells").iterdir():
+        df = pd.read_parquet(cell / "dvit_tasks.parquet")
+        b = df[df.policy == "mddi"].set_index("task")
+        for pol in per_seed:
+            m = df[df.policy == pol].set_index("task").merge(b, left_index=True, right_index=True, suffixes=("", "_b"))
+            m = m.dropna(subset=["latency_s", "latency_s_b"])
+            per_seed[pol].append((m.latency_s - m.latency_s_b).mean())
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv").set_index("policy")
+    for pol, d in per_seed.items():
+        assert paired.loc[pol, "baseline"] == "mddi" and paired.loc[pol, "latency_diff_s.n"] == 2
+        assert paired.loc[pol, "latency_diff_s.diff"] == pytest.approx(sum(d) / 2)

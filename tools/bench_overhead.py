@@ -257,7 +257,7 @@ def main() -> None:
         target = Path(args.target)
     else:
         ap.error("give a scenario or --game NAME")
-    cfg = cfgmod.load(target) if target.suffix == ".toml" else cfgmod.for_sumocfg(target)
+    cfg = cfgmod.load_any(target)
     if args.set:  # as the cosim variants will run it (a --set may switch a layer on)
         cfg = cfgmod.apply_overrides(cfg, {k: cfgmod.parse_value(v) for k, _, v in (s.partition("=") for s in args.set)})
     sc = cfg.scenario

@@ -11,6 +11,12 @@ migrate, routes and straight-ahead positions, both presets — and compares ever
 write and ``summary.json`` value for value with the saved reference (:func:`cosim.compare.differences`,
 as ``cosim compare`` does: measured timings, the folder's path and the installed plugins left out).
 Prints each case's plugin CPU seconds against the reference's (one run each: noisy).
+
+Deliberate changes of decisions (so a reference saved before them differs), with the commit
+that made them: issue 25 (i25-dvit) — MBDI ranks the RSU by its full band w0 (every case: MBDI's
+rows and block), and a re-plan from a helper labels device 0 a helper (MDDI and VLI may keep the
+latent: the rows of tasks they re-planned from a helper — reschedules, migrations).
+``python tools/dvit_diff.py REF/CASE NEW/CASE`` says which policies' tasks changed.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ CASES = {
                                                             'layers.dvit.ahead="straight"',
                                                             "layers.dvit.request_rate_per_s=4.0"]),
     "grid6-paper-literal": ("run", GRID6, 120, ['layers.dvit.preset="paper-literal"']),
+    # every policy closed loop, straight-ahead look-ahead, optimal-cl among them (issue 25: a
+    # reference saved before layers.dvit.replan existed has no such case; --check skips it)
+    "grid6-every-step-straight": ("run", GRID6, 200, ['layers.dvit.replan="every-step"', 'layers.dvit.ahead="straight"',
+                                                      'layers.dvit.policies=["vidi", "optimal", "optimal-cl", "mddi", '
+                                                      '"mbdi", "mcpdi", "vli", "sdi"]']),
     "town-analytic-migrate": ("run", TOWN, 300, [*TOWN_DVIT, 'layers.dvit.handover="migrate"']),
     "town-sim-fail": ("run", TOWN, 300, [*TOWN_DVIT, 'layers.dvit.queue="simulated"']),
     "replay-analytic-fail": ("replay", GRID6, TRACE_S, []),
@@ -94,6 +105,9 @@ def main() -> None:
             if args.save:
                 s = run_case(name, ref / name, trace)
                 print(f"{name:34s} saved   plugin CPU {s['cpu_s']['plugin_process']:6.2f} s", flush=True)
+                continue
+            if not (ref / name / "summary.json").exists():
+                print(f"{name:34s} skipped (no reference: saved before this case existed)", flush=True)
                 continue
             new = Path(tmp) / name
             s = run_case(name, new, trace)

@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
 EVAL_SCENARIOS = [ROOT / "scenarios" / "grid6_dvit.toml", ROOT / "scenarios" / "town.toml"]
-COMPARED = ["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+COMPARED = ["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
 
 
 def record_traces(seeds: list[int], end: float, folder: Path) -> list[Path]:
@@ -305,6 +305,8 @@ def evaluate(agent: Path, args) -> None:  # noqa: ANN001
     """Held-out seeds on grid6 and on the town: one cosim sweep, then the table."""
     import pandas as pd
 
+    from cosim import pairing
+    from cosim.stats import fmt
     from cosim.sweep import paired_differences
 
     out = Path(f"{agent}.eval")
@@ -324,18 +326,25 @@ def evaluate(agent: Path, args) -> None:  # noqa: ANN001
         raise SystemExit(f"evaluation sweep: {proc.stderr.strip()[-2000:]}")
     print(f"evaluation: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     res = pd.read_parquet(out / "sweep" / "results.parquet")
-    res = res[res["layer"] == "dvit"].assign(policy=lambda d: d["policy"].replace({rl: "rl"}))
-    metrics = ["mean_latency_s", "success_rate"]
-    means = res.groupby(["scenario", "policy"], sort=False)[metrics].mean()
-    rows = []
-    for base in ("vidi", "optimal"):
-        pdf = paired_differences(res, [], {"dvit": base}).set_index(["scenario", "policy"])
-        for m in metrics:
-            col = pdf[f"{m}.diff"].round(4).astype(str) + " ± " + pdf[f"{m}.ci95"].round(4).astype(str)
-            rows.append(col.rename(f"{m} - {base}"))
-    table = means.round(4).join(pd.concat(rows, axis=1)).reset_index()
+    res = res[res["layer"] == "dvit"]
+    means = res.assign(policy=lambda d: d["policy"].replace({rl: "rl"})).groupby(
+        ["scenario", "policy"], sort=False)[["mean_latency_s", "success_rate"]].mean()
+    cols = []
+    for base in ("vidi", "optimal"):  # task by task: each run re-paired against the baseline from its task table
+        rows = []
+        for cell, g in res.groupby("cell", sort=False):
+            pairs = pairing.against(out / "sweep" / "cells" / cell, "dvit", list(g["policy"]), base)
+            rows += [{"cell": cell, "scenario": g["scenario"].iloc[0], "seed": g["seed"].iloc[0], "layer": "dvit",
+                      "policy": "rl" if p == rl else p, "vs_baseline.baseline": base,
+                      **{f"vs_baseline.{k}": v[k] for k in ("latency_diff_s", "success_diff")}} for p, v in pairs.items()]
+        pdf = paired_differences(pd.DataFrame(rows), [], {"dvit": base}).set_index(["scenario", "policy"])
+        for m in ("latency_diff_s", "success_diff"):
+            cols.append(pd.Series([fmt(r[f"{m}.diff"], r[f"{m}.ci95"], r[f"{m}.p_holm"]) for _, r in pdf.iterrows()],
+                                  index=pdf.index, name=f"{m} vs {base}"))
+    table = means.round(4).join(pd.concat(cols, axis=1)).reset_index()
     table.to_csv(out / "table.csv", index=False)
-    print(f"\nheld-out seeds {args.eval_seeds}, {args.eval_end:g} s each; paired per seed, 95 % CI (Student t)")
+    print(f"\nheld-out seeds {args.eval_seeds}, {args.eval_end:g} s each; task by task (tasks both completed / both "
+          "given), paired per seed: d ± 95 % half-width (Holm-adjusted p); mean latency and success descriptive")
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.fillna("").to_string(index=False))
 
@@ -358,7 +367,7 @@ def main() -> None:
     ap.add_argument("--ppo-steps", type=int, default=0, help="PPO fine-tuning decisions after imitation")
     ap.add_argument("--ppo-lr", type=float, default=1e-4)
     ap.add_argument("--init", metavar="AGENT", help="start from this agent file (with --iters 0: PPO only)")
-    ap.add_argument("--eval-seeds", type=int, nargs="+", default=[101, 102, 103], help="held-out seeds")
+    ap.add_argument("--eval-seeds", type=int, nargs="+", default=list(range(101, 111)), help="held-out seeds")
     ap.add_argument("--eval-end", type=float, default=300.0, help="simulated seconds per evaluation run")
     ap.add_argument("--jobs", type=int, default=2, help="evaluation runs in parallel")
     ap.add_argument("--no-eval", action="store_true")

@@ -165,6 +165,46 @@ def _has_routes(path: Path) -> bool:
         return False
 
 
+def trace_end_s(path: str | Path) -> float | None:
+    """The last time in a trace of cosim's own (``--record t.parquet`` or ``t.csv[.gz]``), read
+    cheaply (Parquet: the row groups' statistics; CSV: its last line); None where that cannot be
+    known without reading the whole trace (SUMO's FCD, a compressed CSV) or it cannot be read."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            from cosim.sources import fcd
+
+            if fcd.is_sumo_parquet(path):
+                return None
+            files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+            last = None
+            for f in files:
+                meta = pq.ParquetFile(str(f)).metadata
+                col = meta.schema.to_arrow_schema().get_field_index("time_s")
+                for rg in range(meta.num_row_groups):
+                    st = meta.row_group(rg).column(col).statistics
+                    if st is None or not st.has_min_max:
+                        return None
+                    last = float(st.max) if last is None else max(last, float(st.max))
+            return last
+        if name.endswith(".csv"):
+            with open(path, "rb") as f:
+                header = f.readline().decode().strip().split(",")
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 65536))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            if len(lines) < 2 or "time_s" not in header:
+                return None
+            return float(lines[-1].split(",")[header.index("time_s")])
+    except Exception:  # noqa: BLE001 - unknown here; reading the trace says what is wrong with it
+        return None
+    return None
+
+
 class ReplaySource:
     """Yields the recorded snapshot at each slot boundary (empty where the trace has none)."""
 

@@ -490,3 +490,146 @@ def test_bad_cache_config_names_the_key(tmp_path):
             {"task": "x", "gflops": 1, "zero_shot": 50, "one_shot": 40.0, "few_shot": 60, "window": 8}]}])
     with pytest.raises(ConfigError, match="layers.cache.popularity: need 2"):
         tiny_layer(tmp_path, popularity=[1.0])
+    with pytest.raises(ConfigError, match="layers.cache.miss: 'never' is not one of cloud, wait"):
+        tiny_layer(tmp_path, miss="never")
+    with pytest.raises(ConfigError, match="layers.cache.costs: 'paper' is not one of ours, table2"):
+        tiny_layer(tmp_path, costs="paper")
+    with pytest.raises(ConfigError, match="layers.cache.miss_wait_max_s: -1 is out of range"):
+        tiny_layer(tmp_path, miss_wait_max_s=-1)
+
+
+# -- the miss rule (miss = "cloud" | "wait") ----------------------------------------------------
+def one_request(tmp_path, **cfg):
+    """One RSU, one vehicle, one request for A/x at t = 0.5 (A: 2 GB, loads in 1 s; 1e11 FLOP:
+    0.1 s at the edge), nothing cached: the run's summary block and the row."""
+    import pandas as pd
+
+    lay, rec = tiny_layer(tmp_path, policies=["lc"], **cfg)
+    w = two_region_world(0.0, 1)
+    lay.requests = lambda world: (np.array([0.5]), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    lay.on_slot(w)
+    block = lay.on_end()["lc"]
+    rec.close()
+    tr = 8e5 / w.rate_v2i_bps[0] + 8e5 / w.rate_i2v_bps[0]
+    return block, pd.read_parquet(tmp_path / "cache_requests.parquet").iloc[0], tr
+
+
+def test_a_miss_goes_to_the_cloud_or_waits_for_a_short_load_by_hand(tmp_path):
+    """cloud: the request is served by the cloud while A loads: switching 1 (the load) + cloud
+    (transfer + 0.2 RTT + 0.1 fee + 1e11/1e13 = transfer + 0.31) = 1.31 + transfer.
+    wait (load 1 s <= miss_wait_max_s = 1.5): A loads, then the request runs at the edge with no
+    context: switching 1 + accuracy (70 - 50)/100 = 0.2 + inference (1 s load wait + 0.1 s) 1.1
+    + offloading (the transfer) = 2.3 + transfer; edge ratio 1. wait with miss_wait_max_s = 0.5:
+    the load is too long, as cloud."""
+    cloud, row, tr = one_request(tmp_path / "cloud")
+    assert row.outcome == "miss" and not row.edge
+    assert (cloud["switching_cost"], cloud["cloud_cost"], cloud["inference_latency"]) == pytest.approx((1.0, tr + 0.31, 0.0))
+    assert cloud["system_cost"] == pytest.approx(1.31 + tr) and cloud["edge_execution_ratio"] == 0.0
+    wait, row, tr2 = one_request(tmp_path / "wait", miss="wait", miss_wait_max_s=1.5)
+    assert tr2 == tr and row.outcome == "load-wait" and row.edge and row.accuracy == 50.0
+    assert (wait["switching_cost"], wait["total_accuracy_cost"], wait["inference_latency"], wait["offloading_latency"],
+            wait["cloud_cost"]) == pytest.approx((1.0, 0.2, 1.1, tr, 0.0))
+    assert wait["system_cost"] == pytest.approx(2.3 + tr) and wait["edge_execution_ratio"] == 1.0
+    assert wait["loads"] == 1 and wait["cold_evictions"] == 0
+    short, row, _ = one_request(tmp_path / "short", miss="wait", miss_wait_max_s=0.5)
+    assert row.outcome == "miss" and short["system_cost"] == pytest.approx(cloud["system_cost"])
+
+
+def test_a_request_while_its_model_loads_waits_for_the_rest_of_the_load_by_hand(tmp_path):
+    """A misses at t=0 (loads 0..1 s), a second A request at t=0.5, B (6 GB, 3 s) misses at t=0.6
+    but cannot fit (A is still loading): miss_wait_max_s = 0.8.
+    t=0: load 1 s <= 0.8? no -> cloud (miss), as with miss = cloud.
+    t=0.5: 0.5 s of the load left <= 0.8 -> waits: ready at 1.0, no queue, K = 0 -> 0.1 s;
+    inference 0.5 + 0.1 = 0.6, accuracy cost 0.2; under miss = cloud it is 'loading' (cloud)."""
+    rows = {}
+    for miss in ("cloud", "wait"):
+        lay, _ = tiny_layer(tmp_path / miss, policies=["lc"], miss=miss, miss_wait_max_s=0.8)
+        got = []
+        lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 0.5, 0.6], [0] * 3, [0, 0, 1], [0.01] * 3, None, got)
+        rows[miss] = row_columns(got)
+    cloud, wait = rows["cloud"], rows["wait"]
+    assert cloud["out"] == [1, 4, 2] and wait["out"] == [1, 9, 2]  # miss, loading | load-wait, miss-no-room
+    assert cloud["switch"] == wait["switch"] == [1.0, 0.0, 0.0]
+    assert wait["infer"] == pytest.approx([0.0, 0.6, 0.0]) and wait["acc_cost"] == pytest.approx([0.0, 0.2, 0.0])
+    assert wait["cloud"] == pytest.approx([0.32, 0.0, 0.33]) and cloud["cloud"] == pytest.approx([0.32, 0.32, 0.33])
+
+
+def test_a_waited_request_queues_behind_the_gpu_after_the_load_by_hand(tmp_path):
+    """miss = wait, miss_wait_max_s = 1.5: A at t=0 waits for its load (ready at 1.0) and runs
+    1.0..1.1; A at t=0.5 waits for the rest of the load (0.5 s) and for the GPU (0.1 s after the
+    load), with the first request's example in context, K = e^(-0.5/10) = 0.951229:
+    computation 0.1 (1 + 0.02 K) = 0.101902, inference 0.5 + 0.1 + 0.101902 = 0.701902;
+    alpha = ln 3 / ln 8 = 0.528321, K^alpha = e^(-0.026416) = 0.973930,
+    a = 50 + 10 log2(1.973930) = 59.8107, accuracy cost (70 - 59.8107)/100 = 0.101893.
+    With max_queue_s = 0.05 the second one finds the GPU busy for 0.1 s after the load: cloud."""
+    lay, _ = tiny_layer(tmp_path, policies=["lc"], miss="wait", miss_wait_max_s=1.5)
+    got = []
+    lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 0.5], [0, 0], [0, 0], [0.01] * 2, None, got)
+    cols = row_columns(got)
+    assert cols["out"] == [9, 9] and cols["infer"] == pytest.approx([1.1, 0.701902], abs=1e-6)
+    assert cols["k"][1] == pytest.approx(0.951229, abs=1e-6) and cols["acc"][1] == pytest.approx(59.8107, abs=1e-4)
+    assert cols["acc_cost"] == pytest.approx([0.2, 0.101893], abs=1e-6)
+    lay, _ = tiny_layer(tmp_path / "q", policies=["lc"], miss="wait", miss_wait_max_s=1.5, max_queue_s=0.05)
+    got = []
+    lay._serve(0, "lc", lay._edges("lc", 1), [0.0, 0.5], [0, 0], [0, 0], [0.01] * 2, None, got)
+    assert row_columns(got)["out"] == [9, 5]  # load-wait, busy
+
+
+# -- the cost presets --------------------------------------------------------------------------
+def test_table2_preset_weighs_each_term_by_hand(tmp_path):
+    """The one-request example under costs = table2 (switching 0.29, accuracy 8.8, inference
+    10.7, offloading 0.30, cloud 1): cloud: 0.29 x 1 + (0.31 + transfer); wait: 0.29 x 1 + 8.8 x 0.2
+    + 10.7 x 1.1 + 0.30 x transfer = 0.29 + 1.76 + 11.77 + 0.3 transfer. accuracy_weight = 2
+    doubles the accuracy term."""
+    cloud, _, tr = one_request(tmp_path / "cloud", costs="table2")
+    assert cloud["switching_cost"] == pytest.approx(0.29) and cloud["system_cost"] == pytest.approx(0.29 + 0.31 + tr)
+    wait, _, _ = one_request(tmp_path / "wait", costs="table2", miss="wait", miss_wait_max_s=1.5)
+    assert (wait["switching_cost"], wait["total_accuracy_cost"], wait["inference_latency"],
+            wait["offloading_latency"]) == pytest.approx((0.29, 1.76, 11.77, 0.3 * tr))
+    assert wait["system_cost"] == pytest.approx(13.82 + 0.3 * tr)
+    double, _, _ = one_request(tmp_path / "double", costs="table2", miss="wait", miss_wait_max_s=1.5,
+                               accuracy_weight=2.0)
+    assert double["total_accuracy_cost"] == pytest.approx(3.52)
+
+
+def test_table2_preset_gives_lc_the_shares_of_table2():
+    """The derivation of the preset, checked: our LC's mean terms on grid6_cache (defaults, 300 s,
+    seeds 101-110: switching 199.7, accuracy 9.08, inference 21.4, offloading 186.2, cloud 456.6)
+    weighted by the preset have Table II's LC shares (0.32, 0.44, 1.26, 0.31, 2.52 of 4.85:
+    6.6, 9.1, 26.0, 6.4, 52.0 %) within half a point; unweighted, accuracy is 1.0 %."""
+    from cosim.layers.cache.layer import COST_PRESETS
+
+    ours = np.array([199.7, 9.08, 21.4, 186.2, 456.6])
+    paper = np.array([0.32, 0.44, 1.26, 0.31, 2.52]) / 4.85
+    for name, tol in (("table2", 0.005), ("ours", None)):
+        w = ours * np.array(COST_PRESETS[name])
+        share = w / w.sum()
+        if tol is not None:
+            assert share == pytest.approx(paper, abs=tol)
+        else:
+            assert share[1] == pytest.approx(0.0104, abs=5e-4)
+    assert COST_PRESETS["ours"] == (1.0,) * 5
+
+
+# -- malformed keys ------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", [math.nan, (0.0, math.nan), np.float64("nan"), (True, (1.0, math.nan)), [2.0, math.nan]])
+def test_a_policy_returning_nan_keys_is_dropped_with_one_line(tmp_path, capsys, key):
+    """A is cached; a request for B needs room, so each policy ranks A: the one answering NaN (a
+    key that compares false with everything, so the victim would be arbitrary) is dropped with
+    the layer's one line; LC goes on and loads B."""
+    registry.register_policy("cache", "nan-keys")(lambda c, cands, t, rng, opts: [key] * len(cands))
+    try:
+        lay, rec = tiny_layer(tmp_path, policies=["lc", "nan-keys"])
+        w = two_region_world(0.0, 1)
+        for p in ("lc", "nan-keys"):
+            lay._edges(p, 2)[0].load(0, -10.0, 1.0)
+        lay.requests = lambda world: (np.array([0.5]), np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64))
+        lay.on_slot(w)
+        out = lay.on_end()
+    finally:
+        registry._POLICIES["cache"].pop("nan-keys")
+    assert list(lay.failed) == ["nan-keys"] and "returned a NaN key" in lay.failed["nan-keys"]
+    assert "for model A; 1 candidates" in lay.failed["nan-keys"]
+    warn = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cosim: warning")]
+    assert len(warn) == 1 and "layers.cache.policies: eviction policy 'nan-keys'" in warn[0]
+    assert out["lc"]["requests"] == 1 and out["lc"]["loads"] == 1 and out["nan-keys"]["requests"] == 0

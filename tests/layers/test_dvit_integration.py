@@ -23,7 +23,7 @@ def test_tasks_table_and_summary(runs):
                 "step_queue_s", "comm_s", "comp_s", "queue_s", "latency_s", "reschedules", "success", "failure"):
         assert col in df.columns, col
     s = json.loads((runs["libsumo"] / "summary.json").read_text())["layers"]["dvit"]
-    assert set(s) == {"vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"}
+    assert set(s) == {"vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"}
     n_tasks = df["task"].nunique()
     assert n_tasks > 100  # ~2 tasks/s for 90 s
     for policy, block in s.items():
@@ -49,6 +49,11 @@ def test_optimal_never_plans_worse_than_any_feasible_plan(runs):
     joined = best_other.to_frame("other").join(opt.rename("optimal"))
     assert len(joined) > 50
     assert (joined["optimal"] <= joined["other"] + 1e-9).all()
+    # optimal-cl is the same solver on the same request: the same plan at the request; it only
+    # re-decides later (closed loop), optimal never does
+    cl = df[df.policy == "optimal-cl"].set_index("task")
+    pd.testing.assert_series_equal(cl["planned_latency_s"].sort_index(), opt.sort_index(), check_names=False)
+    assert cl["replans"].sum() > 0 and df[df.policy == "optimal"]["replans"].sum() == 0
 
 
 def test_libsumo_and_traci_give_identical_task_tables(runs):

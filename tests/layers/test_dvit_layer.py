@@ -249,3 +249,140 @@ def test_cells_ahead_follow_the_route(tmp_path, ahead):
     np.testing.assert_allclose(pts[0], 0.0)  # the RSU stays put
     want = [[90, 0], [100, 12.5], [100, 37.5]] if ahead == "route" else [[90, 0], [112.5, 0], [137.5, 0]]
     np.testing.assert_allclose(pts[1, :3], want, atol=1e-9)
+
+
+ALL = ["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+
+
+def replan_run(tmp_path, replan):
+    """Two requests on a scripted road: user "v2", helpers "h3" and "h5" from the start, "h4"
+    (the fastest) turning up in the second slot; every policy side by side."""
+    w = world()
+    lay, rec = layer(tmp_path, policies=ALL, steps=20, local_steps=3, replan=replan,
+                     vehicle_compute_flops=[0.1e12, 4e12])
+    w.update(snap(1.0, ["v2", "h3", "h5"], [100.0, 120.0, 60.0]))
+    lay.submit(w, 0, 1.0)
+    lay.submit(w, 0, 1.5)
+    lay.on_slot(w)
+    for t in range(2, 12):
+        w.update(snap(float(t), ["v2", "h3", "h5", "h4"], [100.0, 120.0, 60.0, 130.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    return lay, pd.read_parquet(tmp_path / "dvit_tasks.parquet")
+
+
+@pytest.mark.parametrize("replan", ["policy", "request", "every-step", "step"])
+def test_the_layer_wide_replan_puts_every_policy_on_one_information_level(tmp_path, replan):
+    """``replan = "step"``: every policy decides again before every step that the holder (not
+    the user) starts with more than the local steps left, except the first (planned at the
+    request) — from the devices actually used, that is #{k in 1 .. K - local - 1: device of
+    step k - 1 is not the user}. "request": never. "policy": VIDI and optimal-cl by their
+    trait (at least once: h4 turns up), the others never. "every-step": at most that count."""
+    lay, df = replan_run(tmp_path, replan)
+    want = {p: (lay.policies[p].traits["replan"] if replan == "policy" else replan) for p in ALL}
+    assert lay.replan == want
+    assert lay.replan["mcpdi"] == ("request" if replan == "policy" else replan)
+    K, local = 20, 3
+    assert len(df) == 2 * len(ALL) and (df["devices"].map(len) == K).all() and df["success"].all()
+    for _, row in df.iterrows():
+        devs = list(row["devices"])
+        epochs = sum(devs[k - 1] != "v2" for k in range(1, K - local))
+        if want[row["policy"]] == "step":
+            assert row["replans"] == epochs, row["policy"]
+        elif want[row["policy"]] == "request":
+            assert row["replans"] == 0, row["policy"]
+        else:
+            assert row["replans"] <= epochs, row["policy"]
+    by = df.groupby("policy")["replans"].sum()
+    if replan == "step":
+        assert (by > 0).all()  # every policy, the baselines included, was re-planned
+    if replan in ("policy", "every-step"):
+        assert by["vidi"] > 0 and by["optimal-cl"] > 0
+
+
+def test_optimal_cl_moves_to_a_faster_helper_that_turns_up_and_optimal_does_not(tmp_path):
+    """The same road with only one request: at the request h3 is the best helper; in the next
+    slot h4 (twice as fast as h3, seeded draws as in the VIDI test above) turns up 10 m from h3:
+    optimal-cl re-decides from h3 on that slot's world and moves on to h4; optimal keeps its
+    request-time plan. optimal-cl is optimal again on each new world: it finishes sooner."""
+    w = world()
+    lay, rec = layer(tmp_path, policies=["optimal", "optimal-cl"], steps=50, local_steps=5,
+                     rsu_queue=[39.0, 40.0], vehicle_compute_flops=[0.1e12, 4e12])
+    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    for t in range(2, 8):
+        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
+    assert list(df.loc["optimal", "devices"]) == ["h3"] * 45 + ["v2"] * 5 and df.loc["optimal", "replans"] == 0
+    cl = list(df.loc["optimal-cl", "devices"])
+    n1 = cl.count("h3")
+    assert 0 < n1 < 45 and cl == ["h3"] * n1 + ["h4"] * (45 - n1) + ["v2"] * 5
+    assert df.loc["optimal-cl", "replans"] >= 1 and df["success"].all()
+    assert df.loc["optimal-cl", "latency_s"] < df.loc["optimal", "latency_s"]
+
+
+def test_the_rsu_hands_off_with_its_full_band_and_mbdi_ranks_it_by_that_band(tmp_path):
+    """One band rule for the channel and MBDI. RSU A: w0 = 100 MHz, 30 dBm; vehicles 50 MHz.
+    No fading, no interference: the I2V rate to a vehicle at 200 m is, by hand (eq. 3),
+    100e6 log2(1 + 1000 g / 1e-10) with g = 10^(-(128.1 + 37.6 log10 0.2) / 10), whatever the
+    number of vehicles A serves (12 here; the old MBDI rule ranked A by 100/12 = 8.3 MHz, below
+    every vehicle). MBDI thus ranks A (100 MHz) above the vehicles (50 MHz) and runs the
+    non-local steps there; the problem prices the RSU's hand-off to the helper with that rate."""
+    cfg = from_dict({
+        "scenario": {"sumocfg": "/dev/null", "seed": 3},
+        "rsu": {"placement": "sites", "radius_m": 500.0, "bandwidth_hz": 100e6,
+                "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+        "channel": {"fading": "none", "interference": False, "vehicle_bandwidth_hz": 50e6},
+    }, "t.toml")
+    w = World(cfg, NET)
+    ids = ["u", "h"] + [f"x{i}" for i in range(10)]
+    w.update(snap(1.0, ids, [150.0, 200.0] + [400.0 + i for i in range(10)]))
+    assert w.connected.tolist() == [12]
+    g = 10 ** (-(128.1 + 37.6 * math.log10(0.2)) / 10)
+    rate = 100e6 * math.log2(1 + 1000 * g / 1e-10)
+    assert w.rate_i2v_bps[1] == pytest.approx(rate, rel=1e-12)
+    lay, rec = layer(tmp_path, policies=["mbdi"], steps=10, local_steps=2, rsu_queue=[0.0, 40.0],
+                     rsu_compute_flops=[2e12, 2e12], vehicle_compute_flops=[1e12, 1e12])
+    p, names = lay.build_problem(w, 0, 0, None, 10)
+    j = names.index("h")
+    assert p.comm_s[0, j] == pytest.approx(1025 * 512 * 32 / rate, rel=1e-12)  # 16.8 Mbit / 0.936 Gbit/s = 17.9 ms
+    assert p.bandwidth_hz[0] == 100e6 and p.rsu_share == 12
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    for t in range(2, 5):
+        w.update(snap(float(t), ids, [150.0, 200.0] + [400.0 + i for i in range(10)]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    row = pd.read_parquet(tmp_path / "dvit_tasks.parquet").iloc[0]
+    assert list(row["devices"]) == [RSU_NAME] * 8 + ["u"] * 2 and row["success"]
+
+
+def test_a_layer_wide_replan_below_a_one_step_policy_is_refused(tmp_path):
+    """A policy registered replan = "step" decides one step per call (the rest of its plan is
+    filler): a layer-wide "request" or "every-step" would run the filler; "step" and "policy"
+    are fine."""
+    from cosim.errors import ConfigError
+    from cosim import registry
+    from cosim.registry import register_policy
+
+    @register_policy("dvit", "test-one-step", replan="step")
+    def one_step(p, rng=None, opts=None):  # noqa: ANN001, ANN202
+        return np.full(p.steps, p.user)
+
+    try:
+        for level in ("request", "every-step"):
+            with pytest.raises(ConfigError, match=r"layers\.dvit\.replan: .*'test-one-step'"):
+                layer(tmp_path, policies=["vidi", "test-one-step"], replan=level)
+        for level in ("policy", "step"):
+            lay, _ = layer(tmp_path, policies=["vidi", "test-one-step"], replan=level)
+            assert lay.replan["test-one-step"] == "step"
+    finally:
+        registry._POLICIES["dvit"].pop("test-one-step")
+    with pytest.raises(ConfigError, match=r"layers\.dvit\.replan"):
+        layer(tmp_path, replan="always")

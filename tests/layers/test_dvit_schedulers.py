@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from cosim.layers.dvit.problem import Problem, evaluate
 from cosim import registry
-from cosim.layers.dvit.schedulers import optimal
+from cosim.layers.dvit.schedulers import available_bandwidth, optimal
 
 SCHEDULERS = {name: spec.fn for name, spec in registry.policies("dvit").items()}
 
@@ -111,7 +112,7 @@ def test_every_policy_returns_a_well_formed_plan(name):
         p = random_problem(rng, n_helpers=int(rng.integers(0, 20)), K=50, local=5)
         plan = SCHEDULERS[name](p, np.random.default_rng(seed))
         if plan is None:
-            assert name == "optimal"  # only the exact solver may prove infeasibility
+            assert name in ("optimal", "optimal-cl")  # only the exact solver may prove infeasibility
             continue
         assert plan.shape == (50,) and plan.dtype.kind == "i"
         assert ((plan >= 0) & (plan < p.n_devices)).all()
@@ -133,9 +134,10 @@ def test_no_helpers_rsu_and_user_only():
     np.testing.assert_array_equal(optimal(p), [0] * 4 + [1] * 6)
 
 
-def baseline_world(rsu_queue=0.01, inf_links=()):
-    """RSU 0 (most compute, band 150 MHz shared by 10 vehicles = 15 MHz), helpers 1 (nearest the
-    RSU), 2 (widest band), 3 (most compute of the vehicles), user 4. Every step fits T_max."""
+def baseline_world(rsu_queue=0.01, inf_links=(), rsu_band=40e6):
+    """RSU 0 (most compute, band ``rsu_band``: 40 MHz, narrower than any vehicle's, unless
+    said), helpers 1 (nearest the RSU), 2 (widest band), 3 (most compute of the vehicles), user
+    4. Every step fits T_max. The RSU serves 10 vehicles (``rsu_share``, not applied)."""
     comp = np.array([0.05, 0.12, 0.11, 0.08, 0.10])
     queue = np.array([rsu_queue, 0.0, 0.0, 0.0, 0.0])
     comm = np.full((5, 5), 0.1)
@@ -145,7 +147,7 @@ def baseline_world(rsu_queue=0.01, inf_links=()):
         comm[i, j] = np.inf
     return Problem(comp, queue, comm, 0.01, 100.0, 6, 2, 0.5,
                    dist_to_rsu_m=np.array([0.0, 20.0, 150.0, 200.0, 90.0]),
-                   bandwidth_hz=np.array([150e6, 55e6, 80e6, 60e6, 70e6]),
+                   bandwidth_hz=np.array([rsu_band, 55e6, 80e6, 60e6, 70e6]),
                    compute_flops=np.array([2e12, 0.6e12, 0.7e12, 0.95e12, 0.8e12]),
                    xy=np.zeros((5, 2)), speed_xy=np.zeros((5, 2)), rsu_share=10)
 
@@ -154,7 +156,7 @@ def test_every_baseline_differs_from_every_other():
     p = baseline_world()
     plans = {name: tuple(SCHEDULERS[name](p, np.random.default_rng(1))) for name in ("mddi", "mbdi", "mcpdi", "vli", "sdi")}
     assert plans["mddi"] == (1, 1, 1, 1, 4, 4)  # the helper nearest the RSU
-    assert plans["mbdi"] == (2, 2, 2, 2, 4, 4)  # 80 MHz beats the RSU's 150/10 = 15 MHz
+    assert plans["mbdi"] == (2, 2, 2, 2, 4, 4)  # 80 MHz beats the RSU's 40 MHz
     assert plans["mcpdi"] == (0, 0, 0, 0, 4, 4)  # the RSU's 2 TFLOP/s
     assert plans["vli"] == (3, 3, 3, 3, 4, 4)  # the fastest vehicle, no RSU
     assert evaluate(p, plans["sdi"]).reason != "C1/C2"  # a random admissible device per step
@@ -163,15 +165,66 @@ def test_every_baseline_differs_from_every_other():
         assert plans[a] != plans[b], (a, b)
 
 
+def test_mbdi_ranks_the_rsu_by_its_full_band():
+    """One rule with the channel model, which gives every RSU downlink the full w0: the RSU's
+    150 MHz beats the widest vehicle's 80 MHz, however many vehicles it serves (rsu_share = 10;
+    the old rule ranked it by 150/10 = 15 MHz, last). Here MBDI keeps the steps on the RSU, as
+    MCPDI does; with the RSU busy past T_max both fall to their next device — MBDI the widest
+    band (helper 2), MCPDI the most compute (helper 3)."""
+    p = baseline_world(rsu_band=150e6)
+    np.testing.assert_array_equal(available_bandwidth(p), [150e6, 55e6, 80e6, 60e6, 70e6])
+    assert tuple(SCHEDULERS["mbdi"](p, None)) == (0, 0, 0, 0, 4, 4) == tuple(SCHEDULERS["mcpdi"](p, None))
+    busy = baseline_world(rsu_band=150e6, rsu_queue=0.5)  # 0.55 s on the RSU > T_max = 0.5 s
+    assert tuple(SCHEDULERS["mbdi"](busy, None)) == (2, 2, 2, 2, 4, 4)
+    assert tuple(SCHEDULERS["mcpdi"](busy, None)) == (3, 3, 3, 3, 4, 4)
+
+
 def test_baselines_fall_back_down_their_ranking():
     # a busy RSU (0.5 s queue: 0.55 s > T_max) -> mcpdi takes its next device, helper 3
     assert tuple(SCHEDULERS["mcpdi"](baseline_world(rsu_queue=0.5), None)) == (3, 3, 3, 3, 4, 4)
     # helper 2 out of range of the RSU (no I2V link) -> mbdi's next, helper 3 (60 MHz; then 1 at
-    # 55 MHz, the RSU at 15 MHz); from helper 3, helper 2 is reachable again and ranked first
+    # 55 MHz, the RSU at 40 MHz); from helper 3, helper 2 is reachable again and ranked first
     assert tuple(SCHEDULERS["mbdi"](baseline_world(inf_links=[(0, 2)]), None)) == (3, 2, 2, 2, 4, 4)
     # nothing ranked can take the step (every helper unreachable): the user takes over at once
     cut = [(0, 1), (0, 2), (0, 3)]
     assert tuple(SCHEDULERS["mddi"](baseline_world(inf_links=cut), None)) == (4,) * 6
+
+
+def replan_from_helper():
+    """A re-plan from the helper that holds the result (``origin_rsu`` False): device 0 is that
+    helper — the nearest the RSU (10 m), the widest band (80 MHz), the most compute (0.05 s a
+    step) of the vehicles; helpers 1 and 2, user 3. Every hand-off costs 0.1 s; 8 steps, the
+    last 2 on the user. Keeping the result: 6 x 0.05 + 0.1 + 2 x 0.2 = 0.80 s; the best hand-off
+    instead (to helper 1): 0.1 + 6 x 0.08 + 0.1 + 0.4 = 1.08 s."""
+    comp = np.array([0.05, 0.08, 0.1, 0.2])
+    comm = np.full((4, 4), 0.1)
+    np.fill_diagonal(comm, 0.0)
+    comm[1:, 0] = np.inf  # C1 as the problem has it (device 0's column)
+    return Problem(comp, np.zeros(4), comm, 0.0, 100.0, 8, 2, 0.8,
+                   dist_to_rsu_m=np.array([10.0, 60.0, 120.0, 200.0]),
+                   bandwidth_hz=np.array([80e6, 60e6, 55e6, 70e6]),
+                   compute_flops=np.array([1.0e12, 0.65e12, 0.5e12, 0.25e12]),
+                   xy=np.array([[10.0, 0], [60, 0], [120, 0], [200, 0]]), speed_xy=np.zeros((4, 2)),
+                   rsu_share=30, origin_rsu=False)
+
+
+def test_a_replan_from_a_helper_may_keep_the_result_on_it():
+    p = replan_from_helper()
+    from cosim.layers.dvit.problem import HELPER, USER
+    np.testing.assert_array_equal(p.kinds(), [HELPER, HELPER, HELPER, USER])  # no RSU in this problem
+    keep = np.array([0] * 6 + [3] * 2)
+    assert evaluate(p, keep).total_s == pytest.approx(0.80)
+    assert evaluate(p, np.array([1] * 6 + [3] * 2)).total_s == pytest.approx(1.08)
+    for name in ("optimal", "optimal-cl", "vidi", "mddi", "mbdi", "mcpdi", "vli"):
+        # each one's rule ranks the holder first (or, optimal and VIDI, keeping is cheapest)
+        np.testing.assert_array_equal(SCHEDULERS[name](p, None), keep, err_msg=name)
+    # SDI's first device is uniform over all devices: the holder among them
+    firsts = {int(SCHEDULERS["sdi"](p, np.random.default_rng(s))[0]) for s in range(40)}
+    assert firsts == {0, 1, 2, 3}
+    # the same problem labelled as a request's (device 0 the RSU): MDDI ranks helpers only and
+    # VLI vehicles only, so neither may keep it there — what the re-plan used to do
+    as_rsu = dataclasses.replace(p, origin_rsu=True)
+    assert SCHEDULERS["mddi"](as_rsu, None)[0] == 1 and SCHEDULERS["vli"](as_rsu, None)[0] == 1
 
 
 # -- VIDI (Algorithm 1) on hand-worked MDPs -------------------------------------------------------

@@ -19,9 +19,12 @@ least recently used). Evicting a model drops its context (S = 0 for its services
 
 **Policies** (registered with :func:`cosim.register_policy` on layer ``cache``, as a plugin's
 are): passive caching for all — a request for a model that is not ready
-at its RSU goes to the cloud, and the RSU loads the model in the background (reserving its memory
+at its RSU goes to the cloud (or, with ``miss = "wait"``, waits for a load of at most
+``miss_wait_max_s``: the layer's docstring), and the RSU loads the model (reserving its memory
 at once; it is ready ``size / load_bandwidth`` later), evicting cached models one at a time, in
 the policy's order, until the model fits. A model larger than the GPU memory is never loaded.
+A key must not be NaN (it compares false with everything, so the victim would be arbitrary):
+the layer drops a policy that returns one, with its one line.
 
 * ``lc`` — least context first (sum of S over the model's services); ties: least recently used.
   A freshly loaded model has no context (eviction dropped it), so the literal LC makes it the

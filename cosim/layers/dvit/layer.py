@@ -11,11 +11,12 @@ then *executed* over the following slots as SUMO moves the vehicles:
   cannot run within T_max on its device — whoever holds the latent — while another device can
   do it in time, makes the RSU reschedule the remaining steps with the same policy (the paper's
   rule; ours: on a sub-problem whose origin is the device holding the result, once per step);
-* a scheduler registered ``replan = "every-step"`` (VIDI) decides again at every step
-  completion from the holder, on that slot's world (the paper's decision epochs, closed loop;
-  once per slot and holder: within a slot the world does not change); one registered
+* a scheduler registered ``replan = "every-step"`` (VIDI, ``optimal-cl``) decides again at every
+  step completion from the holder, on that slot's world (the paper's decision epochs, closed
+  loop; once per slot and holder: within a slot the world does not change); one registered
   ``replan = "step"`` decides before every single step, also within a slot (the Gymnasium
-  environment's agent, :mod:`cosim.gym`, whose decision is one step's device);
+  environment's agent, :mod:`cosim.gym`, whose decision is one step's device); the layer-wide
+  ``replan`` (not "policy") puts every policy on the same level instead;
 * a helper that vanishes while holding the result loses the task ("device-lost"); the user
   leaving coverage before the result reaches it breaks C4; a step over T_max breaks C3;
 * ``handover = "fail"`` (the paper): a user served by another RSU when the result is due fails
@@ -55,7 +56,7 @@ from cosim.world.route_walk import points_along, route_index
 
 @dataclass(frozen=True)
 class DViTConfig:
-    policies: list = option(["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"],
+    policies: list = option(["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"],
                             doc="schedulers run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-scheduler options: [layers.dvit.options.NAME] tables (see `cosim config`)")
     queue: str = option("analytic", choices=kn.QUEUES,
@@ -93,6 +94,12 @@ class DViTConfig:
                         doc="where the schedulers see each vehicle going (VIDI's H'): along its SUMO route (straight "
                             "ahead where the source has none, as in a replayed trace) | straight ahead always (a "
                             "replay then reproduces a live run exactly)")
+    replan: str = option("policy", choices=("policy", "request", "every-step", "step"),
+                         doc="when every policy decides: policy (each its registered trait: VIDI and optimal-cl "
+                             "every-step, the others request) | request (plan once; re-plan only to reschedule) | "
+                             "every-step (also at each step completion in a new slot or on a new holder) | step "
+                             "(before every step): one information level for all (a policy registered step refuses "
+                             "request and every-step), see docs/dvit.md")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
     execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
@@ -189,7 +196,14 @@ class DViTLayer(Layer):
             if pol.traits["replan"] not in self.REPLAN:
                 raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
                                   f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
-        self.replan = {name: pol.traits["replan"] for name, pol in self.policies.items()}
+        if c.replan in ("request", "every-step"):
+            for name, pol in self.policies.items():
+                if pol.traits["replan"] == "step":  # its plan is one step's decision, the rest filler
+                    raise ConfigError(f"{where}.replan: {c.replan!r} would ask '{name}' less often than it decides "
+                                      f"(registered replan = \"step\": one step per decision); use \"policy\" or \"step\"")
+        #: when each policy decides: its registered trait, or the layer-wide ``replan`` for all alike
+        self.replan = {name: pol.traits["replan"] if c.replan == "policy" else c.replan
+                       for name, pol in self.policies.items()}
         #: (task, world, device names) while a policy is asked for a plan (for observers: cosim.gym reads it)
         self.deciding: tuple | None = None
         self.kernel = kn.Kernel(list(self.policies), c.queue)
@@ -386,8 +400,12 @@ class DViTLayer(Layer):
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
-        found none. A plan that is not ``problem.steps`` devices of the problem is PolicyFailed."""
-        rng = self.rng_for(policy, world, f"dvit.{policy}.{task.task_id}.{task.reschedules}")
+        found none. A plan that is not ``problem.steps`` devices of the problem, or that
+        :meth:`Problem.violation` finds inadmissible, is PolicyFailed."""
+        # a stochastic policy's draws: one stream per task, reschedule and re-plan (a task never
+        # re-planned keeps the key it had before re-plans were counted in it)
+        again = f".{task.replans}" if task.replans else ""
+        rng = self.rng_for(policy, world, f"dvit.{policy}.{task.task_id}.{task.reschedules}{again}")
         self.deciding = (task, world, names)
         try:
             plan = self.call(policy, problem, rng)
@@ -404,6 +422,9 @@ class DViTLayer(Layer):
         if min(out) < 0 or max(out) >= problem.n_devices:
             raise PolicyFailed(f"returned a plan using device {min(out) if min(out) < 0 else max(out)}, outside the "
                                f"problem's devices 0..{problem.n_devices - 1}")
+        why = problem.violation(out)
+        if why is not None:
+            raise PolicyFailed(f"returned a plan that {why}")
         return out
 
     def _drop(self, policy: str, exc: PolicyFailed, world: World) -> None:

@@ -1,10 +1,12 @@
 """One DViT task's scheduling problem, and the exact evaluation of a plan against it.
 
 Devices are indexed 0 = the serving RSU r'_m (v_0), 1..N = helper vehicles, U = N + 1 = the
-requesting user v'_n. A plan assigns each of the K denoising steps to a device. Latency of step
-k on device o_k (eq. 7): T_k = T_comm + T_comp + T_queue, with T_comm = n' mu / B (eq. 4; from
-the RSU for k = 1, from o_{k-1} otherwise, 0 when the device does not change). The task total
-(eq. 14) adds the request upload D_req / B(user -> RSU).
+requesting user v'_n; in a re-plan from a helper that holds the result, device 0 is that helper
+(``origin_rsu`` False; :meth:`Problem.kinds` says what each device is). A plan assigns each of
+the K denoising steps to a device. Latency of step k on device o_k (eq. 7): T_k = T_comm +
+T_comp + T_queue, with T_comm = n' mu / B (eq. 4; from the RSU for k = 1, from o_{k-1}
+otherwise, 0 when the device does not change). The task total (eq. 14) adds the request upload
+D_req / B(user -> RSU).
 
 Constraints (eq. 14): C1 a step never returns from a vehicle to the RSU; C2 once on the user,
 the task stays there; C3 T_k <= T_max; C4 total - T_loc <= the user's dwell in coverage (T_loc
@@ -38,7 +40,8 @@ class Problem:
     compute_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # positions [m]
     speed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # velocities [m/s]
-    rsu_share: int = 1  # vehicles the RSU serves (its band is shared among them)
+    rsu_share: int = 1  # vehicles the RSU serves this slot (information only: the channel gives every
+    #   downlink the RSU's full band w0, eq. 3, and so does MBDI's ranking; see schedulers.mbdi)
     origin_rsu: bool = True  # device 0 is the RSU (False: a re-plan from the helper holding the result)
     # mobility, for the schedulers that look ahead (VIDI's H'): where each device will be, and the
     # channel model to price a hand-off between positions other than today's
@@ -71,8 +74,12 @@ class Problem:
         return self.n_devices - 1
 
     def kinds(self) -> np.ndarray:
+        """(V,) what each device is: RSU, HELPER or USER. Device 0 is the RSU in a request's
+        problem and the helper holding the result in a re-plan from a helper (``origin_rsu``
+        False): a baseline that ranks helpers may then keep the result where it is."""
         k = np.full(self.n_devices, HELPER)
-        k[0], k[-1] = RSU, USER
+        k[0] = RSU if self.origin_rsu else HELPER
+        k[-1] = USER
         return k
 
     def step_cost(self) -> np.ndarray:
@@ -82,6 +89,19 @@ class Problem:
     def allowed(self) -> np.ndarray:
         """(V, V) transitions i -> j allowed by C1 and C2 (a new array: the caller may change it)."""
         return _allowed(self.n_devices).copy()
+
+    def violation(self, plan: np.ndarray) -> str | None:
+        """What makes ``plan`` (``steps`` device indices within the problem) inadmissible — a
+        transition C1/C2 forbid, or one of the last ``local_steps`` steps off the user — as a
+        phrase; None for an admissible plan. A plugin's scheduler can call it too."""
+        plan = np.asarray(plan, dtype=np.int64)
+        bad = np.flatnonzero(~_allowed(self.n_devices)[plan[:-1], plan[1:]])
+        if len(bad):
+            k = int(bad[0]) + 1
+            return f"breaks C1/C2 at step {k + 1}: device {plan[k - 1]} -> {plan[k]}"
+        if not np.all(plan[self.steps - self.local_steps:] == self.user):
+            return f"does not run its last {self.local_steps} steps on the user (device {self.user})"
+        return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,10 +10,16 @@
   not a single pick (:func:`ranked`): every non-local step goes to the best-ranked device that
   can take it (C1/C2, a link, C3), falling back down the ranking, then the local steps on the
   user. ``mddi`` ranks the helpers by distance to the RSU ("vehicles gathered around the RSU");
-  ``mbdi`` the RSU and helpers by available bandwidth (:func:`available_bandwidth`: the RSU's
-  band is shared by the vehicles it serves — ours); ``mcpdi`` the RSU and helpers by compute;
+  ``mbdi`` the RSU and helpers by available bandwidth (:func:`available_bandwidth`: the band
+  eq. (3) and the channel model give each sender, the RSU's full w0 — ours); ``mcpdi`` the RSU
+  and helpers by compute;
   ``vli`` the vehicles (helpers and the user itself) by compute, no RSU; ``sdi`` a random
-  admissible device for every step.
+  admissible device for every step. In a re-plan from a helper holding the result, device 0 is
+  that helper (:meth:`Problem.kinds`): each baseline ranks it by its own rule, and may keep
+  the result there.
+* ``optimal-cl`` (ours): ``optimal`` registered ``replan = "every-step"`` — the exact DP decided
+  again at every step completion from the holder on that slot's world (closed loop, the
+  information VIDI has).
 
 Every scheduler is registered with :func:`cosim.register_policy` exactly as a plugin's is, and
 called as ``fn(problem, rng, options)``: ``rng`` a generator for the ones registered
@@ -103,6 +109,9 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         plan[k - 1] = j
         j = parent[k, j] if k > 1 else j
     return plan
+
+
+register("optimal-cl", replan="every-step", cost=0.5)(optimal)  # the same function, closed loop
 
 
 @dataclass(frozen=True)
@@ -452,18 +461,21 @@ def mddi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -
 
 
 def available_bandwidth(p: Problem) -> np.ndarray:
-    """(V,) the band each device can give the task [Hz]: a vehicle its own w_n; the RSU its band
-    shared by the ``rsu_share`` vehicles it serves (ours: the paper gives RSUs 100-200 MHz and
-    vehicles 50-80 MHz but not how an RSU's band is shared)."""
-    bw = p.bandwidth_hz.astype(float).copy()
-    if p.origin_rsu and len(bw):
-        bw[0] /= max(int(p.rsu_share), 1)
-    return bw
+    """(V,) the band each device sends with [Hz] — the w of eq. (3), which prices every hand-off
+    by its sender's band: a vehicle's own w_n, the RSU's w0. The channel model (``World``) gives
+    every RSU downlink the RSU's full band, so MBDI ranks the RSU by that full band too (ours:
+    one rule for the channel and the ranking; the paper does not say how an RSU's band is
+    shared). ``p.rsu_share`` is not applied: dividing w0 by the ~65-100 vehicles a grid6 RSU
+    serves would price one 16.8 Mbit hand-off from the RSU above T_max."""
+    return p.bandwidth_hz.astype(float).copy()
 
 
 @register("mbdi", cost=0.08)
 def mbdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
-    """RSU and helpers by available bandwidth, widest first."""
+    """The RSU and helpers by available bandwidth (:func:`available_bandwidth`), widest first.
+    With Sec. IV's ranges (RSU 100-200 MHz, vehicles 50-80 MHz) the RSU ranks first whenever it
+    is a device of the problem, as it does for MCPDI (most compute): the two differ where the
+    RSU cannot take a step (C3) and in re-plans from a helper, where the helpers' order decides."""
     return ranked(p, _order(available_bandwidth(p), np.flatnonzero(p.kinds() != USER)))
 
 
