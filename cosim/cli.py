@@ -423,9 +423,33 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     if args.max_rows is not None and args.max_rows < 1:
         raise CosimError("--max-rows must be >= 1")
+    _warn_incomplete(args.run)
     path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _warn_incomplete(run: str) -> None:
+    """One warning line when the run to show did not complete (it is shown as far as flushed)."""
+    from pathlib import Path
+
+    from cosim.recorder import read_summary
+
+    p = Path(run)
+    if not p.is_dir():
+        return
+    if not (p / "summary.json").exists():
+        if (p / "config.toml").is_file():
+            print(f"cosim: warning: {run}: the run was killed (no summary.json): showing what it flushed, marked "
+                  "incomplete", file=sys.stderr)
+        return
+    try:
+        status = read_summary(p).get("status")
+    except CosimError:
+        return  # the command itself says what is wrong
+    if status != "completed":
+        print(f"cosim: warning: {run}: the run ended {status}: showing what it flushed, marked incomplete",
+              file=sys.stderr)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -441,6 +465,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from cosim.report import report
 
+    _warn_incomplete(args.run)
     for path in report(args.run, args.out, net=args.net)[0]:
         print(path)
     return 0
@@ -483,6 +508,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept(args: argparse.Namespace) -> str:
+    """Where the interrupted command's results are: for a run, its folder if it holds any."""
+    if args.func not in (cmd_run, cmd_replay):
+        return "results up to the last slot are on disk"
+    from cosim import runner
+
+    d = runner.last_results_dir
+    if d is not None and (d / "summary.json").is_file():
+        return f"results up to the last slot are in {d}"
+    return "no results were written: the run had not started"
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -522,11 +559,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosim: error: disk full: {_one_line(exc)}", file=sys.stderr)  # before the run: nothing to keep
         return EXIT_DISK_FULL
     except Terminated:
-        print("\ncosim: terminated (results up to the last slot are on disk)", file=sys.stderr)
+        print(f"\ncosim: terminated ({_kept(args)})", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("\ncosim: interrupted (results up to the last slot are on disk)", file=sys.stderr)
+        print(f"\ncosim: interrupted ({_kept(args)})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as exc:  # parse errors and --help end before the command: this came from within it
+        kept = _kept(args)
+        print(f"cosim: error: sys.exit({exc.code!r}) was called while the command ran (by a plugin, or a library it "
+              f"uses?); it did not finish ({kept})", file=sys.stderr)
+        return EXIT_ERROR if kept.startswith("no results") else EXIT_FAILED  # before the first slot: as a bad plugin
     finally:
         if old_term is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, old_term)

@@ -43,32 +43,49 @@ def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo
     return field(default=default, metadata=meta)
 
 
+#: Bounds derived from what a key means, so that no value exhausts memory or overflows
+#: (issue 29). Times: SUMO's clock counts integer milliseconds (shorter steps are 0 to it), and
+#: the tables hold times as float64, exact to the millisecond up to 2^53 ms (~9e12 s): 1e9 s
+#: (31.7 years of traffic) is far inside both and beyond any scenario.
+TIME_MAX_S = 1e9
+SUMO_TICK_S = 0.001
+#: a length on the road beyond 100 km (a radius, a range) is not roadside radio; it also keeps
+#: squares and areas of lengths finite
+LENGTH_MAX_M = 1e5
+#: a wait, cap or horizon beyond a day describes no vehicle or SUMO still moving
+DAY_S = 86400.0
+#: a path loss beyond ±300 dB describes no radio link; it keeps 10^(dB/10) a finite float
+PATH_LOSS_MAX_DB = 300.0
+
+
 @dataclass(frozen=True)
 class ScenarioSection:
     sumocfg: str = option("", doc="SUMO configuration, relative to the scenario file")
     name: str = option("", doc="scenario name (default: the file's stem)")
     seed: int = option(42, lo=0, hi=2**31 - 1, doc="drives SUMO --seed and every random draw")
-    begin_s: float = option(-1.0, lo=0.0, unset=-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
-    end_s: float = option(-1.0, lo=0.0, unset=-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
-    slot_s: float = option(1.0, lo=0.0, lo_open=True, doc="slot length gamma [s]; a multiple of the step length")
-    step_length_s: float = option(-1.0, lo=0.0, lo_open=True, unset=-1.0, doc="SUMO step length [s]; -1 keeps the sumocfg's")
+    begin_s: float = option(-1.0, lo=0.0, hi=TIME_MAX_S, unset=-1.0, doc="simulation begin [s]; -1 keeps the sumocfg's")
+    end_s: float = option(-1.0, lo=0.0, hi=TIME_MAX_S, unset=-1.0, doc="simulation end [s]; -1 keeps the sumocfg's")
+    slot_s: float = option(1.0, lo=SUMO_TICK_S, hi=TIME_MAX_S,
+                           doc="slot length gamma [s]; a multiple of the step length (SUMO counts milliseconds)")
+    step_length_s: float = option(-1.0, lo=SUMO_TICK_S, hi=TIME_MAX_S, unset=-1.0,
+                                  doc="SUMO step length [s]; -1 keeps the sumocfg's (SUMO counts milliseconds)")
     backend: str = option("libsumo", choices=("libsumo", "traci"), doc="how SUMO is driven")
     sumo_args: list = option([], doc="extra SUMO command-line arguments")
     plugins: list = option([], doc="modules (or .py files, relative to this file) imported before the layers are "
                                    "built: your own policies and layers (docs/plugins.md)")
-    jobs: int = option(1, lo=0, words={"auto": 0}, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
+    jobs: int = option(1, lo=0, hi=1024, words={"auto": 0}, doc="processes per run: 1 = all in one (the reference); 2 = SUMO and its "
                                     "reading in a second process, one slot ahead; N >= 3 = also N - 2 worker "
                                     "processes over which the layers' policies are spread (same results); "
                                     "0 or \"auto\": as many as this machine's cores and the layers' "
                                     "policies can use")
-    warmup_s: float = option(-1.0, lo=0.0, unset=-1.0,
+    warmup_s: float = option(-1.0, lo=0.0, hi=TIME_MAX_S, unset=-1.0,
                              doc="no task (DViT, MoE) is requested in the run's first this many seconds, while the "
                                  "network fills [s]; -1 = auto: 60 s, at most a tenth of the run (docs/comparisons.md)")
-    drain_s: float = option(-1.0, lo=0.0, unset=-1.0,
+    drain_s: float = option(-1.0, lo=0.0, hi=TIME_MAX_S, unset=-1.0,
                             doc="task requests stop this long before the run's end, so that few tasks are cut off "
                                 "(censored) [s]; -1 = auto: each layer's longest task that can still succeed, at "
                                 "most a tenth of the run")
-    sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
+    sumo_timeout_s: float = option(60.0, lo=0.0, hi=DAY_S, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
                                                      "(TraCI, or with jobs >= 2 a slot SUMO's process does not "
                                                      "deliver; never with --gui)")
@@ -76,7 +93,9 @@ class ScenarioSection:
 
 @dataclass(frozen=True)
 class WorldSection:
-    grid_cell_m: float = option(25.0, lo=0.0, lo_open=True, doc="road grid cell length g' [m]")
+    grid_cell_m: float = option(25.0, lo=0.01, hi=LENGTH_MAX_M,
+                                doc="road grid cell length g' [m] (a cell under 1 cm, SUMO's position precision, "
+                                    "is not a road grid)")
     association: str = option("nearest", choices=("nearest", "sticky"),
                               doc="serving RSU: the nearest in range, or stay until leaving its disc (sticky)")
     dwell_model: str = option("straight", choices=("straight", "idm", "route"),
@@ -85,23 +104,27 @@ class WorldSection:
                               doc="route dwell: expected speed per edge (running mean, speed limit, own speed)")
     route_speed_prior: float = option(10.0, lo=0.0, doc="route dwell: weight of the speed limit in the learned "
                                                         "mean [samples]")
-    route_sample_m: float = option(2.0, lo=0.0, lo_open=True, doc="route dwell: spacing of coverage samples "
-                                                                  "along an edge [m]")
-    dwell_cap_s: float = option(600.0, lo=0.0, lo_open=True, doc="cap for stopped/slow vehicles [s]")
-    idm_max_accel_mps2: float = option(2.6, lo=0.0, lo_open=True, doc="IDM lambda_max [m/s^2]")
-    idm_max_decel_mps2: float = option(4.5, lo=0.0, lo_open=True, doc="IDM zeta_max [m/s^2]")
-    idm_desired_speed_mps: float = option(13.89, lo=0.0, lo_open=True, doc="IDM v_max [m/s]")
+    route_sample_m: float = option(2.0, lo=0.1, hi=LENGTH_MAX_M,
+                                   doc="route dwell: spacing of coverage samples along an edge [m] (the exit point "
+                                       "is found to half of it; under 10 cm, 0.007 s at 14 m/s, no prediction "
+                                       "changes while the cached samples grow as 1/spacing)")
+    dwell_cap_s: float = option(600.0, lo=0.0, lo_open=True, hi=DAY_S, doc="cap for stopped/slow vehicles [s]")
+    idm_max_accel_mps2: float = option(2.6, lo=0.0, lo_open=True, hi=100.0, doc="IDM lambda_max [m/s^2] (10 g at most)")
+    idm_max_decel_mps2: float = option(4.5, lo=0.0, lo_open=True, hi=100.0, doc="IDM zeta_max [m/s^2] (10 g at most)")
+    idm_desired_speed_mps: float = option(13.89, lo=0.0, lo_open=True, hi=150.0, doc="IDM v_max [m/s] (540 km/h at most)")
     idm_delta: float = option(4.0, lo=1.0, hi=5.0, doc="IDM driver sensitivity delta")
-    idm_min_gap_m: float = option(2.5, lo=0.0, doc="IDM safe distance phi_min [m]")
-    idm_headway_s: float = option(1.0, lo=0.0, doc="IDM reaction time theta [s]")
-    idm_horizon_s: float = option(60.0, lo=0.0, lo_open=True, doc="IDM integration horizon [s]")
+    idm_min_gap_m: float = option(2.5, lo=0.0, hi=LENGTH_MAX_M, doc="IDM safe distance phi_min [m]")
+    idm_headway_s: float = option(1.0, lo=0.0, hi=DAY_S, doc="IDM reaction time theta [s]")
+    idm_horizon_s: float = option(60.0, lo=0.0, lo_open=True, hi=DAY_S,
+                                  doc="IDM integration horizon [s] (one step per slot: a stopped vehicle "
+                                      "is rolled out to the end)")
 
 
 @dataclass(frozen=True)
 class RsuSection:
-    radius_m: float = option(500.0, lo=0.0, lo_open=True, doc="coverage radius d'_m [m]")
+    radius_m: float = option(500.0, lo=0.0, lo_open=True, hi=LENGTH_MAX_M, doc="coverage radius d'_m [m]")
     placement: str = option("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
-    spacing_m: float = option(-1.0, lo=0.0, lo_open=True, unset=-1.0,
+    spacing_m: float = option(-1.0, lo=0.0, lo_open=True, hi=LENGTH_MAX_M, unset=-1.0,
                               doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
     compute_flops: list = option([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
     bandwidth_hz: list = option([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
@@ -117,19 +140,20 @@ class ChannelSection:
     vehicle_tx_power_dbm: float = option(23.0, lo=-30.0, hi=60.0, doc="vehicle transmit power [dBm]")
     vehicle_bandwidth_hz: list = option([50e6, 80e6], doc="vehicle bandwidth w_n [Hz]: value or [lo, hi]")
     vehicle_compute_flops: list = option([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi]")
-    v2i_pl_ref_db: float = option(128.1, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
+    v2i_pl_ref_db: float = option(128.1, lo=-PATH_LOSS_MAX_DB, hi=PATH_LOSS_MAX_DB, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
     v2i_pl_exponent: float = option(3.76, lo=1.0, hi=8.0, doc="V2I path-loss exponent")
-    v2v_pl_ref_db: float = option(63.3, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
+    v2v_pl_ref_db: float = option(63.3, lo=-PATH_LOSS_MAX_DB, hi=PATH_LOSS_MAX_DB, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
     v2v_pl_exponent: float = option(1.77, lo=1.0, hi=8.0, doc="V2V path-loss exponent")
-    v2v_range_m: float = option(300.0, lo=0.0, lo_open=True, doc="V2V contact range [m]")
-    min_distance_m: float = option(1.0, lo=0.0, lo_open=True, doc="distances are clipped to this [m]")
+    v2v_range_m: float = option(300.0, lo=0.0, lo_open=True, hi=LENGTH_MAX_M, doc="V2V contact range [m]")
+    min_distance_m: float = option(1.0, lo=0.0, lo_open=True, hi=LENGTH_MAX_M, doc="distances are clipped to this [m]")
 
 
 @dataclass(frozen=True)
 class OutputSection:
     dir: str = option("", doc="results folder; empty = runs/<name>-<seed>-<timestamp>")
     coverage: bool = option(True, doc="write coverage.parquet (one row per slot and vehicle)")
-    flush_slots: int = option(50, lo=1, doc="slots buffered before a parquet row group is written")
+    flush_slots: int = option(50, lo=1, hi=100_000, doc="slots buffered before a parquet row group is written (at "
+                                                        "most 100 000: a buffer is memory, and what a kill loses)")
 
 
 @dataclass(frozen=True)
@@ -272,6 +296,17 @@ def build_section(cls: type, data: dict, file: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def check_folder_name(name: str, where: str, names: str) -> None:
+    """A name that becomes one folder name (``names`` says which): no path separator, no "..",
+    no leading dot, no control character; empty means "not set". One line naming ``where``."""
+    if not name:
+        return
+    if ("/" in name or "\\" in name or ".." in name or name.startswith(".") or not name.strip()
+            or any(ord(c) < 32 or c == "\x7f" for c in name)):
+        raise ConfigError(f"{where}: {name!r} cannot name {names} (no '/', '\\', '..', leading '.' or "
+                          "control characters)")
+
+
 def range_pair(values: list, where: str) -> tuple[float, float]:
     """``[v]`` or ``[lo, hi]`` -> (lo, hi), validated."""
     if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -317,6 +352,14 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None, *,
     if not isinstance(layers, dict) or not all(isinstance(v, dict) for v in layers.values()):
         raise ConfigError(f"{where}: [layers] must hold one table per layer, e.g. [layers.dvit]")
     scen = sections["scenario"]
+    check_folder_name(scen.name, f"{where}: scenario.name", "the results folder runs/<name>-<seed>-<time>")
+    for key in ("sumo_args", "plugins"):
+        bad = [v for v in getattr(scen, key) if not isinstance(v, str)]
+        if bad:
+            what = ("SUMO options and their values as strings, e.g. [\"--collision.action\", \"none\"]"
+                    if key == "sumo_args" else "module names or .py files")
+            raise ConfigError(f"{where}: scenario.{key}: expected a list of strings ({what}), got {bad[0]!r} "
+                              f"in {getattr(scen, key)!r}")
     if not scen.sumocfg:
         raise ConfigError(f"{where}: missing key 'scenario.sumocfg' (the SUMO configuration to run)")
     if scen.begin_s >= 0 and scen.end_s >= 0 and scen.end_s <= scen.begin_s:

@@ -222,8 +222,58 @@ RSUS_SCHEMA = {
 }
 
 
+#: the results folder's own list of what cosim wrote there: one top-level name a line, each
+#: added *before* the file or table folder is created (so a SIGKILL leaves no unlisted output).
+#: ``--overwrite`` removes exactly these names (and their ``.NAME.tmp``), then the manifest.
+MANIFEST = ".cosim-manifest"
+_MANIFEST_HEAD = "# written by cosim: the files of this folder that cosim wrote (--overwrite removes only these)\n"
+
+
+def _plain_name(name: str) -> bool:
+    """A top-level entry's name: a manifest line naming anything else (``../x``, ``/x``) is ignored."""
+    return bool(name) and name not in (".", "..", MANIFEST) and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def claim(folder: str | Path, *names: str) -> None:
+    """Add ``names`` (entries directly in ``folder``) to its manifest, before they are written."""
+    folder = Path(folder)
+    have = read_manifest(folder)
+    new = [n for n in dict.fromkeys(names) if _plain_name(n) and n not in (have or [])]
+    if not new:
+        return
+    path = folder / MANIFEST
+    with open(path, "a", encoding="utf-8") as f:
+        if have is None:
+            f.write(_MANIFEST_HEAD)
+        f.write("".join(f"{n}\n" for n in new))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def claim_output(run_dir: str | Path, path: str | Path) -> None:
+    """``cosim view``/``report`` writing ``path``: listed in the run folder's manifest when it lies
+    directly in that folder and the folder has one (a folder from before the manifest gets none:
+    a manifest listing only the page would hide the older outputs from ``--overwrite``)."""
+    run, path = Path(run_dir), Path(path)
+    if path.resolve().parent == run.resolve() and read_manifest(run) is not None:
+        claim(run, path.name)
+
+
+def read_manifest(folder: str | Path) -> list[str] | None:
+    """The names the manifest of ``folder`` lists (None: the folder has no manifest)."""
+    path = Path(folder) / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return []
+    return [n for n in (line.rstrip("\n") for line in text.splitlines()) if not n.startswith("#") and _plain_name(n)]
+
+
 class Recorder:
-    """Owns the results folder: core tables, layer tables, summary.json."""
+    """Owns the results folder: core tables, layer tables, summary.json (each listed in the
+    folder's manifest, :data:`MANIFEST`, before it is written)."""
 
     def __init__(self, out_dir: Path, flush_slots: int = 50, coverage: bool = True):
         self.out_dir = Path(out_dir)
@@ -237,6 +287,7 @@ class Recorder:
 
     def table(self, name: str) -> TableWriter:
         if name not in self.tables:
+            claim(self.out_dir, f"{name}.parquet")
             self.tables[name] = TableWriter(self.out_dir / f"{name}.parquet", self.flush_slots)
         return self.tables[name]
 
@@ -274,6 +325,7 @@ class Recorder:
     def write_json(self, name: str, data: dict) -> Path:
         """``name`` in the results folder, atomically and as valid JSON (see :func:`dumps_json`)."""
         path = self.out_dir / name
+        claim(self.out_dir, name)
         write_atomic(path, (dumps_json(data) + "\n").encode())
         return path
 

@@ -18,7 +18,7 @@ from cosim.analysis import dwell_pairs_from_parquet
 from cosim.errors import CosimError
 from cosim.palette import hex_color, rsu_color
 from cosim.plot import pyplot
-from cosim.recorder import read_table
+from cosim.recorder import claim_output, read_table
 from cosim.view import TASK_TABLES, coverage, run_folder
 
 #: the titles of the fixed panels (the layers' panels follow, two per layer)
@@ -42,7 +42,17 @@ def handovers(cov) -> np.ndarray:  # noqa: ANN001 - DataFrame
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None) -> tuple[list[Path], list[str]]:
-    """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles)."""
+    """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles).
+    Names from the results (scenario, policies) are drawn as they are: matplotlib's mathtext is
+    off, so a policy called ``$\\frac{$`` is text, not a formula that fails to parse."""
+    pyplot("cosim report")
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _report(run_dir, out, net)
+
+
+def _report(run_dir: str | Path, out: str | Path | None, net: str | Path | None) -> tuple[list[Path], list[str]]:
     from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle
 
@@ -130,12 +140,16 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         titles.append(t)
 
     fig.suptitle(f"{summary.get('scenario') or run.name}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
-                 f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs", fontsize=11)
+                 f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
+                 + (f"\n{info['incomplete']}" if info["incomplete"] else ""), fontsize=11,
+                 color="#a60" if info["incomplete"] else "black")
     fig.tight_layout()
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.png", out_dir / "report.pdf"]
-    meta = "; ".join(titles)
+    for p in paths:
+        claim_output(run, p)
+    meta = "; ".join([*titles, *([info["incomplete"]] if info["incomplete"] else [])])
     fig.savefig(paths[0], dpi=110, metadata={"Description": meta})
     fig.savefig(paths[1], metadata={"Subject": meta})
     plt.close(fig)

@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -38,12 +39,13 @@ from cosim import config as cfgmod
 from cosim import pairing, registry
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config, run_window, sumocfg_time
-from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
+from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full,
+                          raise_terminated,
                           slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
 from cosim.layers.shards import LayerTables, Shards, Warm, resolve_jobs, write_grouped
 from cosim.layers.shards import plan as shard_plan
-from cosim.recorder import Recorder
+from cosim.recorder import MANIFEST, Recorder, claim, read_manifest
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
 from cosim.sources.sumo import make_reader, sumo_command
@@ -72,28 +74,67 @@ def default_out_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.name}-s{cfg.scenario.seed}-{stamp}-{os.getpid()}"
 
 
-#: what a run writes into its results folder: all that ``--overwrite`` removes
-RUN_OUTPUTS = ("summary.json", "config.toml", "sumo.log", "gui-settings.xml", "*.parquet", ".*.tmp")
+#: a results folder from before the manifest (:data:`cosim.recorder.MANIFEST`): ``--overwrite``
+#: removes these names (and ``.NAME.tmp``) and the ``*.parquet`` folders of cosim part files,
+#: nothing else (a single ``mine.parquet`` is not cosim's: a run writes tables as part folders)
+LEGACY_OUTPUTS = ("summary.json", "config.toml", "sumo.log", "gui-settings.xml", "view.html", "report.png",
+                  "report.pdf")
+
+
+def _part_folder(p: Path) -> bool:
+    """A table folder as cosim writes it: nothing in it but part files (and their temporaries)."""
+    if not p.is_dir() or p.is_symlink():
+        return False
+    return all(re.fullmatch(r"\.?part-\d+\.parquet(\.tmp)?", q.name) for q in p.iterdir())
+
+
+def run_outputs(folder: Path) -> list[Path]:
+    """What ``--overwrite`` removes from ``folder``: the names its manifest lists (with their
+    temporaries, and the manifest); without a manifest, :data:`LEGACY_OUTPUTS` and part folders."""
+    names = read_manifest(folder)
+    if names is None:
+        names = [*LEGACY_OUTPUTS, *(p.name for p in folder.glob("*.parquet") if _part_folder(p))]
+        extra = []
+    else:
+        extra = [MANIFEST]
+    paths = [folder / n for n in names] + [folder / f".{n}.tmp" for n in names] + [folder / n for n in extra]
+    return [p for p in paths if p.exists() or p.is_symlink()]
 
 
 def clear_run_outputs(folder: Path) -> None:
-    for pattern in RUN_OUTPUTS:
-        for p in folder.glob(pattern):
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+    """Remove what cosim wrote into ``folder`` (:func:`run_outputs`), nothing else."""
+    for p in run_outputs(folder):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
 
-def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False) -> tuple[Path, bool]:
+def run_inputs(cfg: Config) -> list[Path]:
+    """The files a run reads: the scenario file, its sumocfg, its plugin files."""
+    paths = [cfg.source_file, cfg.scenario.sumocfg, *(p for p in cfg.scenario.plugins if str(p).endswith(".py"))]
+    return [Path(p) for p in paths if p and not str(p).startswith("<")]
+
+
+#: the results folder the last run of this process opened (``cosim run``/``replay`` say after
+#: an interrupt whether it holds results, instead of claiming so where no run had started)
+last_results_dir: Path | None = None
+
+
+def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False,
+                inputs: tuple[str | Path, ...] = ()) -> tuple[Path, bool]:
     """The results folder, created: the argument (``--out``), else ``output.dir``, else a new
     runs/<name>-s<seed>-<time>-<pid>. Returns (folder, whether this call created it).
 
-    An existing folder with anything in it is refused unless ``overwrite``, which removes a
-    previous run's outputs (:data:`RUN_OUTPUTS`) and nothing else."""
+    An existing folder with anything in it is refused unless ``overwrite``, which removes what
+    cosim wrote there (:func:`run_outputs`) and nothing else; refused also with ``overwrite``
+    when an input of the run (``inputs``: a replayed trace; the scenario file, sumocfg and plugin
+    files) lies in the folder."""
+    global last_results_dir
     if not out_dir and not cfg.output.dir:
         base = default_out_dir(cfg)
         for i in itertools.count(1):
             path = base if i == 1 else base.with_name(f"{base.name}-{i}")
             try:
                 path.mkdir(parents=True)
+                last_results_dir = path
                 return path, True
             except FileExistsError:
                 continue
@@ -107,6 +148,11 @@ def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False
         if not overwrite:
             raise CosimError(f"{flag} {path}: the folder is not empty (a previous run's results?); "
                              "add --overwrite to replace them, or choose another folder")
+        here = path.resolve()
+        for p in [*map(Path, inputs), *run_inputs(cfg)]:
+            if p.resolve().is_relative_to(here):
+                raise CosimError(f"{flag} {path}: holds {p}, an input of this run; --overwrite would clear the "
+                                 "folder it lies in: move it out, or choose another folder")
         clear_run_outputs(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -116,6 +162,7 @@ def results_dir(cfg: Config, out_dir: str | Path | None, overwrite: bool = False
         if created:
             path.rmdir()
         raise CosimError(f"{flag} {path}: the folder is not writable")
+    last_results_dir = path
     return path, created
 
 
@@ -254,6 +301,7 @@ class Session:
         self.max_vehicles = 0
         self.sumo_version = ""
         self.finished = False
+        claim(self.out_dir, "config.toml")
         (self.out_dir / "config.toml").write_text(cfgmod.dump_toml(cfg))
         for layer in self.layers:
             self.tables.current = layer.name
@@ -561,6 +609,9 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
     try:
+        claim(out, "sumo.log", *(["gui-settings.xml"] if gui else []))
+        if record_path is not None and record_path.resolve().parent == out.resolve():
+            claim(out, record_path.name)  # a trace recorded into the results folder is cosim's output too
         gui_args = []
         if gui:
             from cosim.overlay import gui_settings
@@ -630,7 +681,7 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
     kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
-    out, created = results_dir(cfg, out_dir, overwrite)
+    out, created = results_dir(cfg, out_dir, overwrite, inputs=(trace,))
     try:
         session = Session(cfg, out, prep, created=created, workers=sc.jobs - 2, warm=warm)
     except BaseException:
@@ -742,6 +793,10 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                 status, error = "disk-full", f"disk full while writing the results: {exc}"
                 failure = DiskFull(f"{session.out_dir}: disk full after slot {session.slots} (every table part "
                                    "flushed before is readable; summary.json says disk-full if it fitted)")
+            elif isinstance(exc, CosimError) and not isinstance(exc, (WorkerDied, DiskFull)):
+                # bad input found after the first slot (a trace row while streaming, a plugin's
+                # malformed result): exit 2 as any bad input; the slots before are kept
+                status, error, failure = "bad-input", str(exc), exc
             else:
                 status, error, failure = "failed", f"{type(exc).__name__}: {exc}", exc
         with deferred_interrupts() if signals else contextlib.nullcontext():

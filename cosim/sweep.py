@@ -27,6 +27,7 @@ seeds per (scenario, grid point, layer, policy).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -46,10 +47,15 @@ from typing import Any
 
 import tomllib
 
-from cosim.config import key_parts
+from cosim.config import TIME_MAX_S, ScenarioSection, key_parts
 from cosim.errors import ConfigError, Terminated
 from cosim.stats import holm, mean_ci
 from cosim.status import write_status
+
+#: the most seeds a sweep runs per grid point: a 95 % interval's half-width shrinks as 1/sqrt(n),
+#: to 1 % of one run's spread at 10 000 (more buys nothing and only fills memory with cells)
+MAX_SEEDS = 10_000
+_seed_field = {f.name: f for f in dataclasses.fields(ScenarioSection)}["seed"]
 
 #: a sweep name is a folder name under runs/sweeps: no separators, no "..", no leading dot
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -158,17 +164,26 @@ def load(path: str | Path) -> Sweep:
         scenarios.append(p)
     seeds = sw.get("seeds", [42])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"{path}: sweep.seeds = {seeds}: a count must be >= 1")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"{path}: sweep.seeds = {seeds}: a count must be >= 1 and <= {MAX_SEEDS} ({MAX_SEEDS} "
+                              "runs per grid point narrow an interval to 1 % of one run's spread)")
         seeds = list(range(1, seeds + 1))
     if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
         raise ConfigError(f"{path}: sweep.seeds must be a list of integers (or a count N for 1..N)")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"{path}: sweep.seeds lists {len(seeds)} seeds; at most {MAX_SEEDS}")
+    seed_lo, seed_hi = (_seed_field.metadata[k] for k in ("lo", "hi"))
+    for x in seeds:
+        if not seed_lo <= x <= seed_hi:
+            raise ConfigError(f"{path}: sweep.seeds: {x} is out of range (scenario.seed must be >= {seed_lo} and "
+                              f"<= {seed_hi})")
     if _first_repeat(seeds) is not None:
         raise ConfigError(f"{path}: sweep.seeds: seed {_first_repeat(seeds)} is listed twice (its runs would count "
                           "twice in the confidence intervals)")
     end = sw.get("end_s")
-    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not 0 < end < math.inf):
-        raise ConfigError(f"{path}: sweep.end_s must be a positive number")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not 0 < end <= TIME_MAX_S):
+        raise ConfigError(f"{path}: sweep.end_s must be a positive number of seconds, at most {TIME_MAX_S:g} "
+                          f"(as scenario.end_s), got {end!r}")
     grid = data.get("grid", {})
     if not isinstance(grid, dict):
         raise ConfigError(f"{path}: [grid] must be a table of 'TABLE.KEY' = [values...], got {grid!r}")
@@ -176,6 +191,7 @@ def load(path: str | Path) -> Sweep:
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: grid.\"{k}\" must be a non-empty list of values")
         _check_key(path, f"grid.\"{k}\"", k)
+        _not_the_seed(path, f"grid.\"{k}\"", k)
         if _first_repeat(v) is not None:
             raise ConfigError(f"{path}: grid.\"{k}\": value {_first_repeat(v)!r} is listed twice (its runs would "
                               "count twice)")
@@ -184,6 +200,7 @@ def load(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: [set] must be a table of 'TABLE.KEY' = value, got {fixed!r}")
     for k in fixed:
         _check_key(path, f"set.\"{k}\"", k)
+        _not_the_seed(path, f"set.\"{k}\"", k)
         if k in grid:
             raise ConfigError(f"{path}: set.\"{k}\" is also a [grid] axis")
     baseline = sw.get("baseline", {})
@@ -229,6 +246,14 @@ def check_cells(sw: Sweep) -> None:
         if policy not in runs[layer]:
             raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run "
                               f"({', '.join(sorted(runs[layer]))})")
+
+
+def _not_the_seed(path: Path, where: str, key: str) -> None:
+    """The seed of a cell is sweep.seeds': as a grid axis or a [set] key it would be overridden
+    by them (every cell ran seed 42 and was labelled by the grid value)."""
+    if key == "scenario.seed":
+        raise ConfigError(f"{path}: {where}: a sweep sets each cell's seed from sweep.seeds; use "
+                          "seeds = [1, 2, ...] (or a count N) in [sweep] instead")
 
 
 def _check_key(path: Path, where: str, key: str) -> None:

@@ -28,9 +28,11 @@
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
+  const notes = [];
+  if (D.incomplete) notes.push(D.incomplete);
   if (V.stride > 1)
-    document.getElementById("note").textContent =
-      "subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)";
+    notes.push("subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)");
+  document.getElementById("note").textContent = notes.join("; ");
 
   function fit() {
     const w = cv.clientWidth, h = cv.clientHeight;
@@ -136,7 +138,7 @@
   function draw() {
     const t0 = performance.now();
     ctx.drawImage(bg, 0, 0);
-    const byRsu = {};
+    const byRsu = Object.create(null);  // RSU ids are data: "__proto__" is one more key
     let nv = 0, unc = 0, nt = 0;
     if (nSlots) {
       indexSlot(cur);
@@ -185,21 +187,32 @@
   const fmt = (v, d) => v === null || v === undefined ? "–" : (typeof v === "number" ? v.toFixed(d) : String(v));
   function fillPolicies() {
     const L = D.layers[layerSel.value];
-    policySel.innerHTML = "";
+    policySel.replaceChildren();
     (L ? L.policies : []).forEach((p) => { const o = document.createElement("option"); o.textContent = p; policySel.appendChild(o); });
     fillSummary();
   }
+  // every string from the data enters the page as text (textContent), never as markup
+  function el(tag, text, attrs) {
+    const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    if (attrs) Object.entries(attrs).forEach(([a, v]) => e.setAttribute(a, v));
+    return e;
+  }
   function fillSummary() {
     const L = D.layers[layerSel.value], tb = document.getElementById("summary");
-    tb.innerHTML = "";
-    if (!L) { tb.innerHTML = "<tr><td>no task table in this run</td></tr>"; return; }
+    tb.replaceChildren();
+    if (!L) { const tr = el("tr"); tr.appendChild(el("td", "no task table in this run")); tb.appendChild(tr); return; }
     const cols = [["tasks", 0], ["success_rate", 3], ["mean_latency_s", 3], ["p95_latency_s", 3]];
     if (layerSel.value === "moe") cols.push(["mean_iv_utility", 2]);
-    tb.innerHTML = "<tr><th>policy</th>" + cols.map((c) => "<th>" + c[0].replace(/_/g, " ") + "</th>").join("") + "</tr>";
+    const head = el("tr");
+    head.appendChild(el("th", "policy"));
+    cols.forEach((c) => head.appendChild(el("th", c[0].replace(/_/g, " "))));
+    tb.appendChild(head);
     Object.entries(L.summary).forEach(([p, s]) => {
-      const tr = document.createElement("tr");
+      const tr = el("tr");
       if (p === policySel.value) tr.className = "sel";
-      tr.innerHTML = "<td>" + p + "</td>" + cols.map((c) => "<td>" + fmt(s[c[0]], c[1]) + "</td>").join("");
+      tr.appendChild(el("td", p));
+      cols.forEach((c) => tr.appendChild(el("td", fmt(s[c[0]], c[1]))));
       tb.appendChild(tr);
     });
   }
@@ -228,10 +241,16 @@
     const x = X_(V.times[cur]); tctx.beginPath(); tctx.moveTo(x, m); tctx.lineTo(x, h - m); tctx.strokeStyle = "#000"; tctx.stroke();
   }
   function legend() {
-    const sw = (c) => "<span class='sw' style='background:" + c + "'></span>";
-    let html = D.rsus.map((r, i) => sw(C.rsu[i % C.rsu.length]) + r.id).join(" ") + " " + sw(C.uncovered) + "not covered<br>";
-    html += ["user", "helper", "iv", "failed"].map((k) => sw(C[k]) + D.labels[k]).join(" ");
-    document.getElementById("legend").innerHTML = html;
+    const box = document.getElementById("legend");
+    box.replaceChildren();
+    const item = (col, text) => {
+      box.appendChild(el("span", undefined, { class: "sw", style: "background:" + col }));
+      box.appendChild(document.createTextNode(text + " "));
+    };
+    D.rsus.forEach((r, i) => item(C.rsu[i % C.rsu.length], String(r.id)));
+    item(C.uncovered, "not covered");
+    box.appendChild(el("br"));
+    ["user", "helper", "iv", "failed"].forEach((k) => item(C[k], D.labels[k]));
   }
 
   Object.keys(D.layers).forEach((l) => { const o = document.createElement("option"); o.textContent = l; layerSel.appendChild(o); });

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 from cosim.errors import CosimError
 from cosim.layers.base import ROLE_FAILED, ROLE_HELPER, ROLE_IV, ROLE_USER
 from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_color
-from cosim.recorder import read_summary, read_table
+from cosim.recorder import claim_output, read_summary, read_table
 
 #: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
 MAX_ROWS = 1_500_000
@@ -51,13 +52,17 @@ RSU_DEVICE = "@rsu"  # how the DViT table names the RSU as a device
 # -- reading the results folder ------------------------------------------------------------
 def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
     """What every view of a run needs: summary, effective config, RSUs, network file; one line
-    naming what is missing."""
+    naming what is missing. A run that did not complete is shown as far as it was flushed:
+    ``incomplete`` says so (None for a completed run). A killed run (SIGKILL, an OOM kill: no
+    ``summary.json``, but its ``config.toml`` and flushed table parts) gets its summary rebuilt
+    from those (:func:`flushed_summary`)."""
     run = Path(run_dir)
-    summary = read_summary(run)
+    killed = run.is_dir() and not (run / "summary.json").exists() and (run / "config.toml").is_file()
+    summary = {} if killed else read_summary(run)
     cfg_file = run / "config.toml"
     try:
         config = tomllib.loads(cfg_file.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CosimError(f"{cfg_file}: cannot read the run's configuration ({exc})") from None
     if net is None:
         from cosim.world import net_file_of
@@ -71,9 +76,72 @@ def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
     net = Path(net)
     if not net.is_file():
         raise CosimError(f"{net}: no such network file (pass it with --net)")
+    if killed:
+        summary = flushed_summary(run, net)
     if not (run / "coverage.parquet").exists():
+        if killed or summary.get("status") != "completed":
+            raise CosimError(f"{run}: no coverage.parquet: the run stopped before its first flush "
+                             "(output.flush_slots), there is nothing to show")
         raise CosimError(f"{run}: no coverage.parquet (the run had output.coverage = false)")
-    return {"run": run, "summary": summary, "config": config, "net": net, "rsus": summary.get("rsus", [])}
+    status = summary.get("status")
+    incomplete = None
+    if killed:
+        incomplete = (f"incomplete: the run was killed (no summary.json); showing the {summary['slots']} slots "
+                      "flushed before")
+    elif status != "completed":
+        incomplete = f"incomplete: the run ended {status or 'without a status'}; showing the slots flushed"
+    return {"run": run, "summary": summary, "config": config, "net": net, "rsus": summary.get("rsus", []),
+            "incomplete": incomplete}
+
+
+def flushed_summary(run: Path, net: Path) -> dict:
+    """The summary of a killed run, rebuilt from what it left: the RSUs from ``config.toml`` and
+    the network (placed as the run placed them), the slots and vehicles from the flushed table
+    parts, per policy the task counts, success rate (over the tasks that ended) and latencies of
+    the flushed task rows. ``status`` is ``killed``."""
+    from cosim import config as cfgmod
+    from cosim.errors import ConfigError
+    from cosim.world import read_net
+    from cosim.world.rsu import build_rsus
+
+    try:
+        cfg = cfgmod.load(run / "config.toml")
+        rs = build_rsus(cfg, read_net(net))
+    except ConfigError as exc:
+        raise CosimError(f"{run}: the run was killed and its configuration cannot be read back ({exc})") from None
+    slots: set = set()
+    vehicles = 0
+    for name in ("rsus", "coverage"):
+        if (run / f"{name}.parquet").exists():
+            df = read_table(run / f"{name}.parquet", ["slot"] + (["vehicle"] if name == "coverage" else []))
+            slots |= set(df["slot"].tolist()) if len(df) else set()
+            if name == "coverage" and len(df):
+                vehicles = int(df["vehicle"].nunique())
+    layers = {}
+    for layer, (fname, _) in TASK_TABLES.items():
+        if not (run / fname).exists():
+            continue
+        df = read_table(run / fname)
+        if df.empty:
+            continue
+        block = {}
+        for policy, g in df.groupby("policy", sort=False):
+            lat = g["latency_s"].to_numpy(dtype=float)
+            lat = lat[np.isfinite(lat)]
+            ended = g[g["outcome"] != "censored"] if "outcome" in g else g
+            block[str(policy)] = {
+                "tasks": int(len(g)),
+                "success_rate": float(ended["success"].mean()) if len(ended) else None,
+                "mean_latency_s": float(lat.mean()) if len(lat) else None,
+                "p95_latency_s": float(np.percentile(lat, 95)) if len(lat) else None,
+                **({"mean_iv_utility": float(g["iv_utility"].mean())} if "iv_utility" in g else {}),
+            }
+        layers[layer] = block
+    return {"scenario": cfg.scenario.name or run.name, "seed": cfg.scenario.seed, "status": "killed",
+            "slot_s": cfg.scenario.slot_s, "slots": len(slots), "vehicles_seen": vehicles,
+            "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(r)}
+                     for i, x, y, r in zip(rs.ids, rs.x, rs.y, rs.radius_m)],
+            "layers": layers}
 
 
 def coverage(run: Path, columns=("slot", "time_s", "vehicle", "x", "y", "rsu")):
@@ -230,7 +298,9 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                          "summary": {p: v for p, v in block.items() if isinstance(v, dict)},
                          "timeline": _timeline(df, t_end, slot_s)}
     return {
-        "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots",
+        "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots"
+                 + (" (incomplete)" if info["incomplete"] else ""),
+        "incomplete": info["incomplete"],
         "transform": qz.meta(),
         "bounds": [float(v) for v in allxy.min(axis=0)] + [float(v) for v in allxy.max(axis=0)],
         "edges": {"xy": _b64(np.column_stack([qz.q(flat[:, 0], qz.x0), qz.q(flat[:, 1], qz.y0)]).ravel() if len(flat)
@@ -255,19 +325,42 @@ def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Pa
     """Write the page (default ``RUN_DIR/view.html``); returns its path."""
     data = build_data(run_dir, net, max_rows)
     js = resources.files("cosim").joinpath("view.js").read_text()
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    html = _PAGE.replace("/*DATA*/", payload).replace("/*JS*/", js).replace("TITLE", _esc(data["title"]))
     path = Path(out) if out else Path(run_dir) / "view.html"
-    path.write_text(html, encoding="utf-8")
+    claim_output(run_dir, path)
+    path.write_text(render_page(data, js), encoding="utf-8")
     return path
 
 
+#: what JSON text must not carry into an HTML ``<script>`` element: ``<`` (``</script>``,
+#: ``<!--``), ``>`` and ``&`` for symmetry with HTML, U+2028/2029 (line breaks to old JS parsers)
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_PLACEHOLDER = re.compile(r"@@(DATA|JS|TITLE)@@")
+
+
+def script_json(data: dict) -> str:
+    """``data`` as JSON that is inert inside ``<script type="application/json">``: every ``<``,
+    ``>``, ``&``, U+2028 and U+2029 written as a ``\\uXXXX`` escape. These characters occur in JSON
+    only inside strings, where the escape means the same character, so ``JSON.parse`` returns the
+    data unchanged while no ``</script>``, ``<!--`` or other markup can appear in the page."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def render_page(data: dict, js: str) -> str:
+    """The page: the template's placeholders substituted in one pass (a substituted text is never
+    scanned again, so data that spells a placeholder stays data); the title HTML-escaped."""
+    if re.search(r"</script", js, re.IGNORECASE):
+        raise CosimError("view.js contains '</script': it cannot be inlined")
+    parts = {"DATA": script_json(data), "JS": js, "TITLE": _esc(str(data["title"]))}
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE)
+
+
 def _esc(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cosim view: TITLE</title>
+<html lang="en"><head><meta charset="utf-8"><title>cosim view: @@TITLE@@</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 html,body{margin:0;height:100%;font:13px system-ui,sans-serif;color:#222}
@@ -299,7 +392,7 @@ tr.sel{background:#fff3c4}
 <canvas id="tl" width="360" height="180"></canvas>
 <div class="row" id="drawn"></div>
 </div></div>
-<script id="cosim-data" type="application/json">/*DATA*/</script>
-<script>/*JS*/</script>
+<script id="cosim-data" type="application/json">@@DATA@@</script>
+<script>@@JS@@</script>
 </body></html>
 """

@@ -33,7 +33,7 @@ def test_effective_config_round_trips(tmp_path):
     [
         ('[scenario]\nsumocfg = "a.sumocfg"\nsed = 3\n', "s.toml: unknown key 'scenario.sed'"),
         ('[scenario]\nsumocfg = "a.sumocfg"\n[rsu]\nradius_m = -5\n', "s.toml: rsu.radius_m: -5 is out of range"),
-        ('[scenario]\nsumocfg = "a.sumocfg"\nslot_s = 0\n', "scenario.slot_s: 0 is out of range (must be > 0)"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nslot_s = 0\n', "scenario.slot_s: 0 is out of range (must be >= 0.001)"),
         ('[scenario]\nsumocfg = "a.sumocfg"\nbackend = "sockets"\n', "scenario.backend: 'sockets' is not one of libsumo, traci"),
         ('[scenario]\nsumocfg = "a.sumocfg"\nseed = "x"\n', "scenario.seed: expected an integer"),
         ('[scenario]\nsumocfg = "a.sumocfg"\n[world]\ngrid_cell_m = true\n', "world.grid_cell_m: expected a number"),
@@ -43,6 +43,10 @@ def test_effective_config_round_trips(tmp_path):
         ('[scenario]\nsumocfg = "a.sumocfg"\n[rsu]\nplacement = "sites"\n', 'rsu.placement = "sites" needs at least one'),
         ('[scenario]\nsumocfg = "a.sumocfg"\n[[rsu.sites]]\nx = 1\n', "rsu.sites[0] must be"),
         ('[scenario\nsumocfg = "a"\n', "s.toml: invalid TOML"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nname = "../../x"\n', "scenario.name: '../../x' cannot name the results folder"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nname = "/tmp/x"\n', "scenario.name: '/tmp/x' cannot name"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nname = ".hidden"\n', "scenario.name: '.hidden' cannot name"),
+        ('[scenario]\nsumocfg = "a.sumocfg"\nname = "a\\\\b"\n', "scenario.name: 'a\\\\b' cannot name"),
     ],
 )
 def test_bad_input_names_file_and_key(tmp_path, text, message):

@@ -179,3 +179,141 @@ def test_page_in_headless_chromium_draws_what_coverage_says(run_dir, tmp_path):
         assert logs == []
     finally:
         browser.quit()
+
+
+# -- a results folder whose strings are hostile ---------------------------------------------
+PWN = "window.__pwned = (window.__pwned || []).concat"
+HOSTILE_RSUS = [f"<img src=x onerror=\"{PWN}(['rsu']);document.title='PWNED'\">",
+                f"</script><script>{PWN}(['rsu-script'])</script>",
+                "<!--<script>",
+                "/*JS*/ TITLE /*DATA*/ &amp; \u2028\u2029 __proto__"]
+HOSTILE_VEHICLES = [f"</script><script>{PWN}(['veh'])</script>", "/*JS*/", "TITLE", "<!--<script>", "/*DATA*/",
+                    "\u2028\u2029", f"<svg onload=\"{PWN}(['svg'])\">", "&lt;&amp;"]
+HOSTILE_POLICIES = {"vidi": f"<img src=x onerror=\"{PWN}(['policy'])\">",
+                    "mddi": f"</td><script>{PWN}(['td'])</script>",
+                    "gecpa": "TITLE/*JS*/<!--<script>$\\frac{$",  # also mathtext to matplotlib
+                    "nearest": "<b>nearest</b>&amp;"}
+HOSTILE_TITLE = f"</title><script>{PWN}(['title'])</script>TITLE/*JS*/$\\left($"
+HOSTILE_LAYER = f"<svg onload=\"{PWN}(['layer'])\">"  # the page lists only the layers it can draw
+
+
+def _hostile_copy(run_dir, dest):
+    """``run_dir`` (a real run) copied with every id and name the page shows rewritten to a hostile
+    string: RSU ids, vehicle ids (coverage and task tables), policy names, the scenario name, an
+    extra layer block. The tables are rewritten as single Parquet files (read_table reads either)."""
+    shutil.copytree(run_dir, dest)
+    s = json.loads((dest / "summary.json").read_text())
+    rsu_map = {r["id"]: HOSTILE_RSUS[i] for i, r in enumerate(s["rsus"])}
+    for r in s["rsus"]:
+        r["id"] = rsu_map[r["id"]]
+    s["scenario"] = HOSTILE_TITLE
+    s["layers"] = {layer: {HOSTILE_POLICIES.get(p, p): v for p, v in block.items()} for layer, block in s["layers"].items()}
+    s["layers"][HOSTILE_LAYER] = {HOSTILE_POLICIES["vidi"]: {"tasks": 1}}
+    (dest / "summary.json").write_text(json.dumps(s))
+
+    def veh(v):
+        return None if v is None else f"{HOSTILE_VEHICLES[hash(str(v)) % len(HOSTILE_VEHICLES)]}{v}"
+
+    def rewrite(name, fn):
+        df = pd.read_parquet(dest / name)
+        shutil.rmtree(dest / name)
+        fn(df).to_parquet(dest / name)
+
+    def cov(df):
+        df["vehicle"] = [veh(v) for v in df["vehicle"].astype(object)]
+        df["rsu"] = [rsu_map[r] if isinstance(r, str) else None for r in df["rsu"].astype(object)]
+        return df
+
+    def dvit(df):
+        df["user"] = [veh(v) for v in df["user"]]
+        df["devices"] = [[d if d == "@rsu" else veh(d) for d in ds] for ds in df["devices"]]
+        df["policy"] = [HOSTILE_POLICIES[p] for p in df["policy"]]
+        return df
+
+    def moe(df):
+        df["tv"] = [veh(v) for v in df["tv"]]
+        df["layer_ivs"] = [["|".join(veh(v) for v in str(x).split("|") if v) for x in row] for row in df["layer_ivs"]]
+        df["policy"] = [HOSTILE_POLICIES[p] for p in df["policy"]]
+        return df
+
+    rewrite("coverage.parquet", cov)
+    rewrite("dvit_tasks.parquet", dvit)
+    rewrite("moe_tasks.parquet", moe)
+    return dest, rsu_map
+
+
+@pytest.mark.sumo
+def test_hostile_strings_stay_data_in_the_page_source(run_dir, tmp_path):
+    run, _ = _hostile_copy(run_dir, tmp_path / "hostile")
+    page = write_view(run, tmp_path / "v.html").read_text(encoding="utf-8")
+    head, rest = page.split('<script id="cosim-data" type="application/json">', 1)
+    data, rest = rest.split("</script>", 1)
+    for ch in "<>&\u2028\u2029":  # every hostile string is inside the JSON, escaped
+        assert ch not in data
+    assert any(v.startswith("</script>") for v in json.loads(data)["vehicles"]["names"])
+    assert sorted(r["id"] for r in json.loads(data)["rsus"]) == sorted(HOSTILE_RSUS)
+    assert page.count("<script") == 2 and "PWNED" not in head.replace(HOSTILE_RSUS[0], "")
+    assert "<title>cosim view: &lt;/title&gt;&lt;script&gt;" in head
+
+
+@pytest.mark.sumo
+def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    run, rsu_map = _hostile_copy(run_dir, tmp_path / "hostile")
+    page = write_view(run, tmp_path / "view.html")
+    cov = pd.read_parquet(run / "coverage.parquet")
+    title = f"{HOSTILE_TITLE} — seed 42, " + str(json.loads((run / "summary.json").read_text())["slots"]) + " slots"
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        browser.execute_script("return new Promise(r => setTimeout(r, 300))")  # an onerror would have fired
+        assert browser.execute_script("return window.__pwned === undefined")
+        assert browser.title == f"cosim view: {title}"
+        assert browser.execute_script("return document.getElementById('title').textContent") == title
+        assert browser.execute_script("return document.querySelectorAll('script').length") == 2
+        assert browser.execute_script("return document.querySelectorAll('#side img, #side svg, #side b').length") == 0
+        # the legend names every RSU, as text
+        legend = browser.execute_script("return document.getElementById('legend').textContent")
+        for rid in HOSTILE_RSUS:
+            assert rid in legend
+        # the page's layers: only those it can draw; each policy table lists the hostile names as text
+        layer = Select(browser.find_element(By.ID, "layer"))
+        assert [o.get_attribute("textContent") for o in layer.options] == ["dvit", "moe"]
+        for name, pols in (("dvit", ["vidi", "mddi"]), ("moe", ["gecpa", "nearest"])):
+            layer.select_by_visible_text(name)
+            first = browser.execute_script(
+                "return [...document.querySelectorAll('#summary tr')].slice(1).map(r => r.cells[0].textContent)")
+            assert first == [HOSTILE_POLICIES[p] for p in pols]
+            opts = browser.execute_script("return [...document.getElementById('policy').options].map(o => o.value)")
+            assert sorted(opts) == sorted(HOSTILE_POLICIES[p] for p in pols)
+        layer.select_by_visible_text("dvit")
+        # vehicles drawn per RSU at a slot, keyed by the hostile ids; tasks found by hostile vehicle ids
+        slots = browser.execute_script("return window.cosimView.slots")
+        shown = 0
+        for i in (10, 25, 40):
+            browser.execute_script(f"window.cosimView.setSlot({i})")
+            state = browser.execute_script("return window.cosimView.state")
+            rows = cov[cov["slot"] == slots[i]]
+            assert state["vehicles"] == len(rows) > 20
+            assert state["rsus"] == 4
+            assert state["byRsu"] == {str(k): int(n) for k, n in rows["rsu"].astype(object).value_counts().items()}
+            shown += state["tasks"]
+        assert shown > 0
+        assert browser.execute_script("return window.__pwned === undefined")
+        assert browser.title == f"cosim view: {title}"
+        logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert logs == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_report_of_the_hostile_run_draws_the_names_as_text(run_dir, tmp_path):
+    from cosim.report import report
+
+    run, _ = _hostile_copy(run_dir, tmp_path / "hostile")
+    paths, titles = report(run, tmp_path / "rep")
+    assert [p.name for p in paths] == ["report.png", "report.pdf"] and all(p.stat().st_size > 10_000 for p in paths)
+    assert len(titles) == 7  # map, dwell x 2, two per layer

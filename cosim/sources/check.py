@@ -5,7 +5,8 @@ source puts it around every reader, so a new reader gets the checks for free) an
 :class:`~cosim.errors.CosimError` line naming the file and the row/line (tabular traces) or the
 timestep and vehicle (XML) at:
 
-* a non-finite value (NaN, inf) in a numeric column or the time;
+* a non-finite value (NaN, inf) in a numeric column or the time; a numeric column holding text
+  or nulls (a column stored as strings); a vehicle id that is null or not a string;
 * a vehicle id that occurs twice within one timestep;
 * a trace that does not match the scenario's network: judged on the first ``probe_steps``
   timesteps with vehicles, a record is *off* the network when its edge is not one of the
@@ -68,12 +69,22 @@ class TraceCheck:
             raise CosimError(f"{self.path}: {self.where(snap, 0)}: the time is {snap.time_s}")
         if not n:
             return
+        ids = snap.ids.tolist()
+        for i, v in enumerate(ids):  # a null id (Parquet) or a number where a name belongs
+            if not isinstance(v, str):
+                raise CosimError(f"{self.path}: {self.where(snap, i)}: column ids holds "
+                                 f"{'a null' if v is None else repr(v)}, not a vehicle id (a string)")
         for f in NUMERIC:
-            bad = ~np.isfinite(np.asarray(getattr(snap, f), dtype=float))
+            col = np.asarray(getattr(snap, f))
+            if col.dtype.kind not in "iuf":  # text (a column stored as strings), nulls, objects
+                i = next((j for j, v in enumerate(col.tolist()) if isinstance(v, bool)
+                          or not isinstance(v, (int, float))), 0)
+                raise CosimError(f"{self.path}: {self.where(snap, i)}: column {f} holds {col[i]!r}, not a number "
+                                 f"(store {f} as a numeric column)")
+            bad = ~np.isfinite(col.astype(float))
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise CosimError(f"{self.path}: {self.where(snap, i)}: {f} is {getattr(snap, f)[i]} (must be finite)")
-        ids = snap.ids.tolist()
         if len(set(ids)) != n:
             seen: dict = {}
             for i, v in enumerate(ids):

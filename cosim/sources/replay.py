@@ -46,6 +46,14 @@ def snapshot_columns(snap: Snapshot, routes: np.ndarray | None = None) -> dict:
     return cols
 
 
+def _is_float(v) -> bool:  # noqa: ANN001
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
     """Snapshots from column chunks sorted by time (a time may continue into the next chunk)."""
     carry: dict | None = None
@@ -55,7 +63,13 @@ def _by_time(path: Path, chunks: Iterator[dict]) -> Iterator[Snapshot]:
             cols[c] = np.asarray(cols[c]).astype(object)
         if carry is not None:
             cols = {c: np.concatenate([carry[c], cols[c]]) for c in TRACE_COLUMNS}
-        times = np.asarray(cols["time_s"], dtype=float)
+        try:
+            times = np.asarray(cols["time_s"], dtype=float)
+        except (TypeError, ValueError):
+            bad = next(v for v in np.asarray(cols["time_s"]).tolist() if not isinstance(v, (int, float)) or
+                       not _is_float(v))
+            raise CosimError(f"{path}: chunk {i}: column time_s holds {bad!r}, not a number (store time_s as a "
+                             "numeric column)") from None
         if len(times) and (np.any(np.diff(times) < 0) or times[0] < last_t - EPS):
             raise CosimError(f"{path}: chunk {i}: time goes backwards (a trace must be sorted by time)")
         if not len(times):
@@ -226,6 +240,9 @@ class ReplaySource:
         self._next: Snapshot | None = None
         self._done = False
         self.begin_s = begin_s  # slots fall at begin + k * slot, as in the live run
+        self._on_grid = False  # some record lay on a slot boundary
+        self._off_slots = 0  # slots in a row that skipped records and found none on their boundary
+        self._between: list[float] = []  # the first times of records skipped between slots
 
     def start(self) -> None:
         self._it = TraceCheck(self.path, self.net)(self._open(self.path))  # every reader's snapshots checked
@@ -238,12 +255,25 @@ class ReplaySource:
             self._next, self._done = None, True
 
     def step_to(self, time_s: float) -> Snapshot:
+        skipped = False
         while self._next is not None and self._next.time_s < time_s - EPS:
+            if len(self._next) and len(self._between) < 3:
+                self._between.append(self._next.time_s)
+            skipped = skipped or bool(len(self._next))
             self._advance()  # a record between slots (e.g. FCD written every SUMO step)
         if self._next is not None and abs(self._next.time_s - time_s) <= EPS:
             snap = self._next
             self._advance()
+            self._on_grid = True
             return snap
+        # records in two slots running and none ever on a slot boundary: the trace's times are off
+        # the slot grid, and the run would replay nothing and say nothing
+        self._off_slots = self._off_slots + 1 if skipped and not self._on_grid else 0
+        if self._off_slots >= 2 or (self._done and self._between and not self._on_grid):
+            times = ", ".join(f"{t:g} s" for t in self._between)
+            raise CosimError(f"{self.path}: no record lies on a slot boundary (begin {self.begin_s:g} s + k x slot): "
+                             f"records at {times}, ... fall between slots; set scenario.begin_s and slot_s to the "
+                             "trace's times")
         return Snapshot.empty(time_s)
 
     def finished(self) -> bool:

@@ -370,10 +370,26 @@ class SumoSource:
 
         if libsumo.simulation.isLoaded():
             raise CosimError("libsumo already runs a simulation in this process (one per process; use processes)")
-        try:
-            libsumo.start(self.cmd)
-        except Exception as exc:  # libsumo raises its own TraCIException / FatalTraCIError
-            raise CosimError(f"SUMO failed to start: {self._why(exc)}") from None
+        failed, said = None, ""
+        # SUMO in this process writes its start-up errors to file descriptor 2 itself: caught
+        # here, so that a refused option is one line, not SUMO's lines before cosim's
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile(prefix="cosim-libsumo-stderr-") as cap:
+            os.dup2(cap.fileno(), 2)
+            try:
+                libsumo.start(self.cmd)
+            except Exception as exc:  # libsumo raises its own TraCIException / FatalTraCIError
+                failed = exc
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            cap.seek(0)
+            said = cap.read().decode(errors="replace")
+        if failed is not None:
+            raise CosimError(f"SUMO failed to start: {sumo_error(said) or self._why(failed)}") from None
+        if said.strip():
+            sys.stderr.write(said)  # its warnings while loading, as SUMO printed them
         self.conn = libsumo
         self.sumo_version = check_api_version(libsumo, "libsumo")
 
@@ -397,7 +413,7 @@ class SumoSource:
         except Exception as exc:
             self.proc.kill()
             self.proc.wait()
-            raise CosimError(f"SUMO failed to start: {self._last_error(self._stderr_text()) or exc}") from None
+            raise CosimError(f"SUMO failed to start: {sumo_error(self._stderr_text()) or exc}") from None
         self.conn = traci.getConnection(self._label)
         if self.timeout_s > 0:
             self.conn._socket.settimeout(self.timeout_s)  # a frozen SUMO: recv raises TimeoutError
@@ -479,4 +495,23 @@ class SumoSource:
 
     @staticmethod
     def _last_error(text: str) -> str:
-        return last_error_line(text)
+        return sumo_error(text)
+
+
+#: SUMO's closing lines after the error that says what is wrong
+_WRAP_UP = ("Could not parse commandline options", "Quitting (on error)")
+
+
+def sumo_error(text: str) -> str:
+    """SUMO's error as one line: its last "Error..." line (:func:`last_error_line`), or, where that
+    only wraps up ("Could not parse commandline options."), the error before it — the one that
+    names the option — with the wrap-up in parentheses."""
+    msg = last_error_line(text)
+    if not any(w in msg for w in _WRAP_UP):
+        return msg
+    lines = text.splitlines()
+    last = max((i for i, ln in enumerate(lines) if ln.startswith("Error")), default=None)
+    earlier = last_error_line("\n".join(lines[:last])) if last else ""
+    if earlier.startswith("Error"):
+        return f"{earlier} ({msg.removeprefix('Error: ').strip()})"
+    return msg
