@@ -423,7 +423,7 @@ class Session:
         if self.sumo_outputs is None:
             return {}
         try:
-            block, warnings = sumo_outputs.convert(self.sumo_outputs.outputs, self.out_dir, self.sumo_outputs.cpu_s)
+            block, warnings = sumo_outputs.at_end(self.sumo_outputs, self.out_dir)
         except Exception as exc:  # noqa: BLE001 - converting must not lose the run
             block, warnings = {}, [f"SUMO outputs not converted: {type(exc).__name__}: {exc}"]
         self.warnings += self.sumo_outputs.notes + warnings
@@ -839,6 +839,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
     session.sumo_version = conn.getVersion()[1]
+    found = sumo_outputs.found(conn)  # your SUMO opened its outputs: listed, collect() them after it closes
+    session.sumo_outputs = found if found else None
     if session.overlay is not None:
         session.overlay.connect(conn, session.world, session.layers)
     listener = CosimListener(conn, session)

@@ -93,9 +93,6 @@ TABLES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
 #: columns kept as text (ids and names; a vehicle id "12" stays the string the layers' tables hold)
 TEXT_COLUMNS = frozenset({"id", "vType", "type", "departLane", "arrivalLane", "lane", "eclass", "route", "devices",
                           "vaporized", "edge", "file", "stopTime_str"})
-#: columns renamed in a table: SUMO's summary ``duration`` is the step's computation time [ms]
-#: (measured, not computed: tripinfo's ``duration`` is the trip's)
-RENAMED = {"summary": {"duration": "step_wall_ms"}}
 _NULL_FILES = frozenset({"nul", "/dev/null"})
 
 
@@ -120,6 +117,8 @@ class Plan:
     outputs: list[Output] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cpu_s: float = 0.0
+    #: the outputs of a SUMO cosim did not start (:func:`found`): where SUMO writes them, not moved
+    attached: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.outputs)
@@ -192,24 +191,29 @@ def _parse_args(args: list[str]) -> list[tuple[int, str, str | None, bool]]:
 
 
 def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] | tuple[str, ...] = (), *,
-         cwd: str | Path | None = None, keep: tuple[str, ...] = ()) -> Plan:
+         cwd: str | Path | None = None, keep: tuple[str, ...] = (), options: dict[str, str] | None = None,
+         dry: bool = False) -> Plan:
     """Where each output the sumocfg and ``sumo_args`` declare goes: ``out_dir/sumo/``.
 
     ``keep``: options cosim sets itself on the command line after these arguments (e.g.
     ``fcd-output`` for ``--record x.xml``): the sumocfg's value is overridden by cosim's anyway,
     so it is not redirected. Writes only the copies of additional files that declare outputs
     (into ``out_dir/sumo/additional/``); declares nothing: returns an empty plan, writes nothing.
+    ``options``: the option values instead of the sumocfg's (paths relative to ``cwd``);
+    ``dry``: each output keeps its path (nothing is written, no argument made).
     """
     t0 = time.process_time()
     out_dir = Path(out_dir).absolute()
     folder = out_dir / SUMO_DIR
-    names = _Names(folder)
+    names = _Names(folder) if not dry else (lambda p: Path(os.path.normpath(p.absolute())))
     cwd = Path(cwd or os.getcwd())
     user_args = [str(a) for a in sumo_args]
     res = Plan(user_args=list(user_args))
     cfg_opts: dict[str, str] = {}
     cfg_base = cwd
-    if sumocfg is not None and str(sumocfg).lower().endswith((".sumocfg", ".cfg", ".xml")):
+    if options is not None:
+        cfg_opts = dict(options)
+    elif sumocfg is not None and str(sumocfg).lower().endswith((".sumocfg", ".cfg", ".xml")):
         try:
             cfg_opts = sumocfg_options(sumocfg)
         except Exception:  # noqa: BLE001 - SUMO itself says what is wrong with its configuration
@@ -250,7 +254,7 @@ def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] |
     else:
         value = next((cfg_opts[k] for k in ("additional-files", "additional", "a") if k in cfg_opts), "")
         sources = [(None, value, False, cfg_base, str(sumocfg))] if value.strip() else []
-    copies = _Names(folder / "additional")
+    copies = _Names(folder / "additional") if not dry else None
     for idx, value, joined, base, _where in sources:
         files = [_resolve(v, base) for v in _split_files(value)]
         rewritten = [_rewrite_additional(f, names, copies, res) for f in files]
@@ -261,7 +265,7 @@ def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] |
             res.args += ["--additional-files", new]
         else:
             res.user_args[idx] = f"{res.user_args[idx].partition('=')[0]}={new}" if joined else new
-    if res.outputs:
+    if res.outputs and not dry:
         declared = [n for n in _PREFIXES if n in cfg_opts and cfg_opts[n]] + \
                    [n for _, n, v, _ in cli if n in _PREFIXES and v]
         if declared:
@@ -279,10 +283,11 @@ def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] |
     return res
 
 
-def _rewrite_additional(path: Path, names: _Names, copies: _Names, res: Plan, depth: int = 0) -> Path | None:
+def _rewrite_additional(path: Path, names, copies: _Names | None, res: Plan, depth: int = 0) -> Path | None:
     """A copy of additional file ``path`` whose outputs point into the results folder, or None
     when it (and what it includes) declares none. A file that cannot be read is left to SUMO,
-    which says what is wrong with it."""
+    which says what is wrong with it. ``copies`` None: the outputs are listed, nothing is
+    written (returns ``path`` when it declares some)."""
     try:
         data = path.read_bytes()
     except OSError:
@@ -318,8 +323,8 @@ def _rewrite_additional(path: Path, names: _Names, copies: _Names, res: Plan, de
             sub = _rewrite_additional(target, names, copies, res, depth + 1) if el.tag == "include" else None
             declares = declares or sub is not None
             el.set(attr, str(sub if sub is not None else target.absolute()))
-    if not declares:
-        return None
+    if not declares or copies is None:
+        return path if declares else None
     copy = copies(path)
     copy.parent.mkdir(parents=True, exist_ok=True)
     etree.ElementTree(tree).write(str(copy), xml_declaration=True, encoding="UTF-8")
@@ -437,7 +442,7 @@ def convert(outputs: list[Output], out_dir: str | Path, plan_cpu_s: float = 0.0)
         if not rows and not any(o.path.is_file() and is_xml(o.path) for o in outs):
             continue
         try:
-            df = _frame(rows).rename(columns=RENAMED.get(kind, {}))
+            df = _frame(rows)
             _write_parquet(df, out_dir / f"{table}.parquet")
             tables[table] = len(df)
         except Exception as exc:  # noqa: BLE001
@@ -456,3 +461,83 @@ def _rel(path: Path, base: Path) -> str:
         return str(Path(path).relative_to(base.absolute()))
     except ValueError:
         return str(path)
+
+
+# -- a SUMO cosim did not start (attach) ---------------------------------------------------------
+
+def found(conn: Any, cwd: str | Path | None = None) -> Plan:
+    """The outputs a running SUMO writes (``conn``: libsumo, traci or a connection), read from
+    its options (paths relative to the working directory SUMO was started in, ``cwd``) and its
+    additional files. Nothing is moved: SUMO opened these files when it started."""
+    opts = {}
+    for name in (*OUTPUT_OPTIONS, "additional-files"):
+        try:
+            value = conn.simulation.getOption(name)
+        except Exception:  # noqa: BLE001 - an option this SUMO does not know
+            continue
+        if value:
+            opts[name] = str(value)
+    try:  # save-state.prefix has a default ("state"): an output only when states are saved
+        period = float(conn.simulation.getOption("save-state.period") or -1)
+        saves = bool(conn.simulation.getOption("save-state.times")) or period > 0
+    except Exception:  # noqa: BLE001
+        saves = False
+    if not saves:
+        opts.pop("save-state.prefix", None)
+    res = plan(None, ".", options=opts, cwd=cwd, dry=True)
+    for o in res.outputs:
+        if o.declared_in == "None":
+            o.declared_in = "the running SUMO's options"
+    res.attached = True
+    return res
+
+
+def at_end(p: Plan, out_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """summary.json's ``sumo_outputs`` block at the end of a run, and its warnings: the tables
+    converted (SUMO closed, its files complete) or, for a SUMO cosim did not start, where its
+    outputs are (SUMO still runs: :func:`collect` them after closing it)."""
+    if not p.attached:
+        return convert(p.outputs, out_dir, p.cpu_s)
+    return {"redirected": False, "files": [{"output": o.kind, **({"element": o.element} if o.element else {}),
+                                            "declared_in": o.declared_in, "declared": o.declared, "file": str(o.path)}
+                                           for o in p.outputs],
+            "note": "SUMO was started by your script: its outputs stay where it writes them; after closing SUMO, "
+                    "cosim.sumo_outputs.collect(RUN_DIR) copies them into RUN_DIR/sumo/ and converts them"}, []
+
+
+def collect(run_dir: str | Path) -> dict[str, Any]:
+    """After an ``attach`` run, once SUMO is closed (its files complete): copy the outputs its
+    summary.json lists into ``run_dir/sumo/`` and convert the common ones to tables, as a run
+    cosim started does. Updates summary.json's ``sumo_outputs`` block (and ``warnings``) and
+    returns the block."""
+    import json
+    import shutil
+
+    from cosim.errors import CosimError
+    from cosim.recorder import dumps_json, write_atomic
+
+    run = Path(run_dir)
+    summary_path = run / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CosimError(f"{run}: no readable summary.json ({exc})") from None
+    block = summary.get("sumo_outputs")
+    if not block or block.get("redirected", True):
+        raise CosimError(f"{run}: no outputs of a SUMO cosim did not start to collect (summary.json: sumo_outputs)")
+    names = _Names(run.absolute() / SUMO_DIR)
+    outputs, warnings = [], []
+    for entry in block["files"]:
+        src = Path(entry["file"])
+        dest = names(src)
+        if src.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        outputs.append(Output(entry["output"], entry["declared_in"], str(src), dest, entry.get("element", "")))
+    new, warnings = convert(outputs, run)
+    new["redirected"] = False
+    new["collected"] = True
+    summary["sumo_outputs"] = new
+    summary["warnings"] = list(summary.get("warnings") or []) + warnings
+    write_atomic(summary_path, (dumps_json(summary) + "\n").encode())
+    return new

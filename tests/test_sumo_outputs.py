@@ -7,7 +7,9 @@ against an independent parse of SUMO's XML (xml.etree, not lxml)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -227,3 +229,36 @@ def test_a_parallel_sweep_gives_every_cell_its_own_well_formed_outputs(tmp_path)
         assert (cell / "sumo_tripinfo.parquet").exists()
     assert trips[0] != trips[1]  # two seeds, two files
     assert not (tmp_path / "scen" / "out").exists()
+
+
+ATTACH = """
+import sys, libsumo, cosim.runner as runner
+from cosim.sumo_outputs import collect
+libsumo.start(["sumo", "-c", sys.argv[1], "--end", "60"])
+listener = runner.attach(libsumo, out_dir=sys.argv[2], jobs=1)
+for t in range(60):
+    libsumo.simulationStep()
+listener.close()  # the run's results: SUMO still runs, its outputs are listed
+libsumo.close()   # now they are complete
+print(collect(sys.argv[2])["tables"])
+"""
+
+
+@sumo
+def test_attach_lists_the_outputs_of_your_sumo_and_collect_converts_them(tmp_path):
+    scen = tmp_path / "scen"
+    scenario(scen, DECLARED, E1)
+    (scen / "out").mkdir()  # your SUMO writes where its sumocfg says (the folder must exist)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", ATTACH, str(scen / "s.sumocfg"), str(run)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    block = summary["sumo_outputs"]
+    assert block["redirected"] is False and block["collected"] is True
+    files = {f["output"]: (f["declared"], f["file"]) for f in block["files"]}
+    assert files == {k: (str(scen / "out" / n), f"sumo/{n}") for k, n in
+                     (("tripinfo-output", "tripinfos.xml"), ("summary-output", "summary.xml"), ("e1", "e1.xml"))}
+    _same_values(pd.read_parquet(run / "sumo_summary.parquet"), _xml_rows(scen / "out" / "summary.xml", "step"))
+    _same_values(pd.read_parquet(run / "sumo_e1.parquet"), _xml_rows(scen / "out" / "e1.xml", "interval"))
+    assert len(pd.read_parquet(run / "sumo_summary.parquet")) == 60
