@@ -262,3 +262,17 @@ def test_attach_lists_the_outputs_of_your_sumo_and_collect_converts_them(tmp_pat
     _same_values(pd.read_parquet(run / "sumo_summary.parquet"), _xml_rows(scen / "out" / "summary.xml", "step"))
     _same_values(pd.read_parquet(run / "sumo_e1.parquet"), _xml_rows(scen / "out" / "e1.xml", "interval"))
     assert len(pd.read_parquet(run / "sumo_summary.parquet")) == 60
+
+
+def test_the_fast_path_reads_what_the_general_one_reads(tmp_path):
+    """pyarrow's CSV reader over lxml's values (uniform rows) against pandas over row dicts."""
+    f = tmp_path / "t.xml"
+    f.write_text('<tripinfos><tripinfo id="007" depart="3.00" waitingCount="2" vType="1" vaporized="" x="1e3"/>'
+                 '<tripinfo id="b" depart="-1.5" waitingCount="0" vType="car" vaporized="" x="nan"/></tripinfos>')
+    fast, error = so._read_table(f, "tripinfo", None)
+    assert error is None and fast.num_rows == 2
+    fast = fast.to_pandas()
+    slow = so._frame(so._rows(f, "tripinfo", None)[0]).to_pandas()
+    pd.testing.assert_frame_equal(fast, slow, check_dtype=False)
+    assert list(fast["id"]) == ["007", "b"] and list(fast["vType"]) == ["1", "car"]  # ids stay text
+    assert fast["waitingCount"].dtype == "int64" and fast["x"].iloc[0] == 1000.0 and pd.isna(fast["x"].iloc[1])
