@@ -92,7 +92,7 @@ TABLES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
 }
 #: columns kept as text (ids and names; a vehicle id "12" stays the string the layers' tables hold)
 TEXT_COLUMNS = frozenset({"id", "vType", "type", "departLane", "arrivalLane", "lane", "eclass", "route", "devices",
-                          "vaporized", "edge", "file", "stopTime_str"})
+                          "vaporized", "edge", "file"})
 _NULL_FILES = frozenset({"nul", "/dev/null"})
 
 
@@ -171,6 +171,18 @@ def sumocfg_options(sumocfg: str | Path) -> dict[str, str]:
     return out
 
 
+def _is_configuration(path: Path) -> bool:
+    """A SUMO configuration file (not, say, a network given in its place): by its name, else by
+    its first bytes (a large network is never parsed here)."""
+    if path.name.lower().endswith((".sumocfg", ".sumocfg.xml")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return b"<configuration" in f.read(4096)
+    except OSError:
+        return False
+
+
 def _parse_args(args: list[str]) -> list[tuple[int, str, str | None, bool]]:
     """(index of the value token, option name, value, written as --name=value) for each option
     of a SUMO command line whose value we may rewrite."""
@@ -213,7 +225,7 @@ def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] |
     cfg_base = cwd
     if options is not None:
         cfg_opts = dict(options)
-    elif sumocfg is not None and str(sumocfg).lower().endswith((".sumocfg", ".cfg", ".xml")):
+    elif sumocfg is not None and _is_configuration(Path(sumocfg)):
         try:
             cfg_opts = sumocfg_options(sumocfg)
         except Exception:  # noqa: BLE001 - SUMO itself says what is wrong with its configuration
