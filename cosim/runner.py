@@ -36,7 +36,7 @@ import traci
 
 import cosim
 from cosim import config as cfgmod
-from cosim import pairing, registry
+from cosim import pairing, registry, sumo_outputs
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config, run_window, sumocfg_time
 from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full,
@@ -353,6 +353,8 @@ class Session:
         self.max_vehicles = max(self.max_vehicles, len(snap))
 
     summary: dict | None = None
+    #: SUMO's own outputs redirected into the results folder (cosim.sumo_outputs.Plan), if any
+    sumo_outputs: Any = None
 
     def discard(self) -> None:
         """An error before the first slot: nothing worth keeping. Remove what this run wrote
@@ -410,6 +412,7 @@ class Session:
                 status, error = "failed", f"{type(write_error).__name__}: {write_error}"
         if write_error is None:
             self._pair(layer_blocks)
+        outputs_block = self._sumo_outputs()
         r = self.world.rsus
         dwell_block: dict[str, Any] = {}
         if self.cfg.output.coverage and self.slots and write_error is None:
@@ -450,6 +453,7 @@ class Session:
             "dwell_prediction": dwell_block,
             "request_window_s": self.windows,
             "layers": layer_blocks,
+            **outputs_block,
         }
         try:
             self.recorder.write_json("summary.json", self.summary)
@@ -462,6 +466,18 @@ class Session:
             raise write_error
         return self.summary
 
+
+    def _sumo_outputs(self) -> dict:
+        """SUMO's outputs (written into the results folder; SUMO is closed now) converted to
+        tables: summary.json's ``sumo_outputs`` block; nothing when the run declared none."""
+        if self.sumo_outputs is None:
+            return {}
+        try:
+            block, warnings = sumo_outputs.at_end(self.sumo_outputs, self.out_dir)
+        except Exception as exc:  # noqa: BLE001 - converting must not lose the run
+            block, warnings = {}, [f"SUMO outputs not converted: {type(exc).__name__}: {exc}"]
+        self.warnings += self.sumo_outputs.notes + warnings
+        return {"sumo_outputs": block}
 
     def _pair(self, layer_blocks: dict) -> None:
         """Every policy against its layer's first, task by task, from the closed task tables
@@ -618,10 +634,14 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
 
             # --start: sumo-gui otherwise waits for the play button before the first TraCI step
             gui_args = ["--start", "--quit-on-end", "--gui-settings-file", str(gui_settings(out / "gui-settings.xml"))]
+        sumo_fcd = record_path is not None and record_path.name.lower().endswith((".xml", ".xml.gz", ".fcd.parquet"))
+        # the outputs the sumocfg and the arguments declare: into out/sumo/ (cosim.sumo_outputs)
+        outputs = sumo_outputs.plan(sc.sumocfg, out, [*sc.sumo_args, *(extra_sumo_args or [])],
+                                    keep=("fcd-output",) if sumo_fcd else ())
         cmd = sumo_command(sc.sumocfg, seed=sc.seed, gui=gui, begin_s=sc.begin_s, end_s=sc.end_s,
                            step_length_s=sc.step_length_s, log_file=out / "sumo.log",
-                           extra=[*gui_args, *sc.sumo_args, *(extra_sumo_args or [])], binary=sumo_binary)
-        if record_path is not None and record_path.name.lower().endswith((".xml", ".xml.gz", ".fcd.parquet")):
+                           extra=[*gui_args, *outputs.user_args, *outputs.args], binary=sumo_binary)
+        if sumo_fcd:
             # SUMO's own FCD trace (XML, or Parquet written by SUMO itself), one record per slot
             # SUMO labels a record with the time its step began: the state at slot boundary t is the
             # record labelled t - step, so start one step before the first boundary
@@ -631,6 +651,7 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
             record_path = None
         session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui, workers=sc.jobs - 2,
                           warm=warm)
+        session.sumo_outputs = outputs if outputs else None
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
@@ -881,6 +902,8 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
     session.sumo_version = conn.getVersion()[1]
+    found = sumo_outputs.found(conn)  # your SUMO opened its outputs: listed, collect() them after it closes
+    session.sumo_outputs = found if found else None
     if session.overlay is not None:
         session.overlay.connect(conn, session.world, session.layers)
     listener = CosimListener(conn, session)
