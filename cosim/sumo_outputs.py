@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosim.recorder import claim
+
 #: the sub-folder of the results folder that receives SUMO's outputs
 SUMO_DIR = "sumo"
 
@@ -291,6 +293,7 @@ def plan(sumocfg: str | Path | None, out_dir: str | Path, sumo_args: list[str] |
             res.notes.append(f"{', '.join(sorted(set(declared)))} switched off: the outputs are in the run's "
                              f"{SUMO_DIR}/ folder under their declared names")
         folder.mkdir(parents=True, exist_ok=True)
+        claim(out_dir, SUMO_DIR)  # --overwrite removes it with the rest of the run
     res.cpu_s = time.process_time() - t0
     return res
 
@@ -553,6 +556,7 @@ def convert(outputs: list[Output], out_dir: str | Path, plan_cpu_s: float = 0.0)
             continue
         try:
             merged = pa.concat_tables([t for t in parts if t.num_columns] or parts[:1], promote_options="permissive")
+            claim(out_dir, f"{table}.parquet")
             _write_parquet(merged, out_dir / f"{table}.parquet")
             tables[table] = merged.num_rows
         except Exception as exc:  # noqa: BLE001
@@ -641,6 +645,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         src = Path(entry["file"])
         dest = names(src)
         if src.is_file():
+            claim(run, SUMO_DIR)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
         outputs.append(Output(entry["output"], entry["declared_in"], str(src), dest, entry.get("element", "")))

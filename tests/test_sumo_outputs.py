@@ -200,6 +200,15 @@ def test_a_run_keeps_sumos_outputs_and_their_tables_match_the_xml(tmp_path):
     assert _xml_rows(runs[0] / "sumo" / "tripinfos.xml", "tripinfo") == _xml_rows(runs[1] / "sumo" / "tripinfos.xml", "tripinfo")
     assert (runs[0] / "sumo" / "tripinfos.xml").stat().st_ino != (runs[1] / "sumo" / "tripinfos.xml").stat().st_ino
     assert run_cli("compare", str(runs[0]), str(runs[1])).returncode == 0
+    # the outputs are cosim's: listed in the manifest, so --overwrite removes them (and keeps a file of yours)
+    from cosim.recorder import read_manifest
+
+    assert {"sumo", "sumo_tripinfo.parquet", "sumo_summary.parquet", "sumo_e1.parquet"} <= set(read_manifest(runs[0]))
+    (runs[0] / "mine.txt").write_text("keep")
+    again = run_cli("run", str(toml), "--no-layers", "--out", str(runs[0]), "-q", "--overwrite", "--end", "10")
+    assert again.returncode == 0, again.stderr
+    assert (runs[0] / "mine.txt").read_text() == "keep"
+    assert len(pd.read_parquet(runs[0] / "sumo_summary.parquet")) == 10  # the new run's, not the old one's
 
 
 @sumo
