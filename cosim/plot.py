@@ -40,6 +40,12 @@ def pyplot(command: str):  # noqa: ANN201 - matplotlib.pyplot
     return plt
 
 
+def plain(text: object) -> str:
+    """``text`` (a name from the results: scenario, layer, policy) as matplotlib draws it literally:
+    every ``$`` escaped, so no mathtext starts (``$\\frac{$`` is text, not a formula that fails)."""
+    return str(text).replace("$", r"\$")
+
+
 def _folder(path: Path) -> Path:
     path = Path(path)
     folder = path.parent if path.suffix in (".parquet", ".csv") else path
@@ -103,14 +109,14 @@ def _lines(df, plt, out_dir: Path, x: str, others: list[str], metrics: list[str]
             for key, line in g.groupby(label_keys, sort=False, dropna=False):
                 key = key if isinstance(key, tuple) else (key,)
                 line = line.sort_values(x)
-                label = " ".join(str(v) for v in key if not (isinstance(v, float) and math.isnan(v))) or layer
+                label = plain(" ".join(str(v) for v in key if not (isinstance(v, float) and math.isnan(v))) or layer)
                 xs = line[x].to_numpy()
                 mean, ci = line[f"{m}.mean"].to_numpy(), line[f"{m}.ci95"].fillna(0.0).to_numpy()
                 drawn = ax.plot(xs, mean, marker="o", label=label)[0]
                 ax.fill_between(xs, mean - ci, mean + ci, color=drawn.get_color(), alpha=0.15)
             ax.set_xlabel(x)
             ax.set_ylabel(UNITS.get(m, m))
-            ax.set_title(f"{scenario}: {layer} (mean over seeds, 95 % band)")
+            ax.set_title(plain(f"{scenario}: {layer} (mean over seeds, 95 % band)"))
             ax.legend(fontsize=7)
             fig.tight_layout()
             path = out_dir / f"{scenario}-{layer}-{m}.png"
@@ -140,7 +146,7 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
                   if f"{m}.diff" in g.columns and g[f"{m}.diff"].notna().any()]
         if not wanted:
             continue
-        labels = [" ".join([str(r["policy"])] + [f"{k}={r[k]}" for k in varying]) for _, r in g.iterrows()]
+        labels = [plain(" ".join([str(r["policy"])] + [f"{k}={r[k]}" for k in varying])) for _, r in g.iterrows()]
         base = g["baseline"].iloc[0]
         fig, axes = plt.subplots(1, len(wanted), figsize=(3.4 * len(wanted) + 1.2, 0.42 * len(g) + 1.4),
                                  sharey=True, squeeze=False)
@@ -154,10 +160,10 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
                 if np.isfinite(di) and np.isfinite(pi):
                     ax.annotate(f"p_holm={pi:.2g}", (di, yi), xytext=(0, 6), textcoords="offset points", ha="center",
                                 fontsize=6)
-            ax.set_xlabel(f"{UNITS.get(m, m)}\n(policy - {base}, mean ± 95 %)", fontsize=8)
+            ax.set_xlabel(plain(f"{UNITS.get(m, m)}\n(policy - {base}, mean ± 95 %)"), fontsize=8)
         axes[0][0].set_yticks(y, labels, fontsize=8)
         n = int(g["n"].max()) if "n" in g and g["n"].notna().any() else 0
-        fig.suptitle(f"{scenario}: {layer}, paired per seed ({n} seeds), Holm-adjusted p", fontsize=9)
+        fig.suptitle(plain(f"{scenario}: {layer}, paired per seed ({n} seeds), Holm-adjusted p"), fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{scenario}-{layer}-paired.png"
         fig.savefig(path, dpi=120)

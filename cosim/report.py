@@ -10,6 +10,8 @@ folder and the network file alone, like ``cosim view``.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +19,27 @@ import numpy as np
 from cosim.analysis import dwell_pairs_from_parquet
 from cosim.errors import CosimError
 from cosim.palette import hex_color, rsu_color
-from cosim.plot import pyplot
+from cosim.plot import plain, pyplot
 from cosim.recorder import claim_output, read_table
 from cosim.view import TASK_TABLES, coverage, run_folder
 
 #: the titles of the fixed panels (the layers' panels follow, two per layer)
 FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted vs realised",
                 "dwell error CDF")
+
+
+#: the latency CDF's axis ends at this quantile of every completed task's latency (stated on it)
+CDF_CLIP = 0.99
+
+
+def success_origin(rates) -> float:  # noqa: ANN001
+    """Where the success-rate axis starts: 0 when some rate is below 0.5, else the lowest rate less
+    a quarter of its distance to 1, rounded down to a tenth — so 0.89 and 0.97 look different."""
+    rates = [r for r in rates if r == r]
+    if not rates or min(rates) < 0.5:
+        return 0.0
+    lo = min(rates)
+    return max(0.0, math.floor((lo - 0.25 * (1.0 - lo)) * 10.0 + 1e-9) / 10.0)
 
 
 def handovers(cov) -> np.ndarray:  # noqa: ANN001 - DataFrame
@@ -43,13 +59,11 @@ def handovers(cov) -> np.ndarray:  # noqa: ANN001 - DataFrame
 
 def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None) -> tuple[list[Path], list[str]]:
     """Write ``report.png`` and ``report.pdf`` (default into RUN_DIR); returns (paths, panel titles).
-    Names from the results (scenario, policies) are drawn as they are: matplotlib's mathtext is
-    off, so a policy called ``$\\frac{$`` is text, not a formula that fails to parse."""
+    Names from the results (scenario, layers, policies) are drawn as they are (:func:`plain`), so a
+    policy called ``$\\frac{$`` is text, not a formula that fails to parse; matplotlib's own tick
+    labels keep their mathtext (10², …)."""
     pyplot("cosim report")
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False}):
-        return _report(run_dir, out, net)
+    return _report(run_dir, out, net)
 
 
 def _report(run_dir: str | Path, out: str | Path | None, net: str | Path | None) -> tuple[list[Path], list[str]]:
@@ -121,25 +135,37 @@ def _report(run_dir: str | Path, out: str | Path | None, net: str | Path | None)
             lat = np.sort(g["latency_s"].to_numpy(dtype=float))
             lat = lat[np.isfinite(lat)]
             if len(lat):
-                ax.step(lat, np.arange(1, len(lat) + 1) / len(g), where="post", label=str(policy))
-        ax.set_xlabel("latency [s]")
+                ax.step(lat, np.arange(1, len(lat) + 1) / len(g), where="post", label=plain(policy))
+        every = df["latency_s"].to_numpy(dtype=float)
+        every = every[np.isfinite(every)]
+        if len(every):  # one slow task must not squeeze the rest into the first tenth of the axis
+            clip = float(np.quantile(every, CDF_CLIP))
+            beyond = int((every > clip).sum())
+            ax.set_xlim(0.0, clip * 1.02 if clip > 0 else 1.0)
+            ax.set_xlabel(f"latency [s] (axis to the {100 * CDF_CLIP:g}th percentile, {clip:.3g} s; "
+                          f"{beyond} completed task(s) beyond)")
+        else:
+            ax.set_xlabel("latency [s]")
         ax.set_ylabel("fraction of tasks completed by then")
         ax.legend(fontsize=7, ncol=2)
         t = f"{name}: latency CDF per policy"
-        ax.set_title(t, fontsize=9)
+        ax.set_title(plain(t), fontsize=9)
         titles.append(t)
         ax = fig.add_subplot(gs[row, 2])
         ended = df[df["outcome"] != "censored"] if "outcome" in df else df  # censored: no outcome
         rate = ended.groupby("policy", sort=False)["success"].mean()
-        ax.bar(range(len(rate)), rate.to_numpy(), color="#4c72b0")
-        ax.set_xticks(range(len(rate)), [str(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("success rate")
+        vals = rate.to_numpy(dtype=float)
+        bars = ax.bar(range(len(rate)), vals, color="#4c72b0")
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, padding=1)
+        ax.set_xticks(range(len(rate)), [plain(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
+        low = success_origin(vals)
+        ax.set_ylim(low, 1.0 + 0.04 * (1.0 - low))
+        ax.set_ylabel("success rate" + (f" (axis from {low:g})" if low > 0 else ""))
         t = f"{name}: success rate per policy"
-        ax.set_title(t, fontsize=9)
+        ax.set_title(plain(t), fontsize=9)
         titles.append(t)
 
-    fig.suptitle(f"{summary.get('scenario') or run.name}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
+    fig.suptitle(f"{plain(summary.get('scenario') or run.name)}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
                  f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
                  + (f"\n{info['incomplete']}" if info["incomplete"] else ""), fontsize=11,
                  color="#a60" if info["incomplete"] else "black")

@@ -45,3 +45,13 @@ def test_report_on_no_results_folder_is_one_line(tmp_path, cli):
     p = cli("report", str(tmp_path))
     assert p.returncode == 2
     assert p.stderr.strip() == f"cosim: error: {tmp_path}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)"
+
+
+def test_success_axis_origin_and_latency_clip_by_hand():
+    from cosim.report import CDF_CLIP, success_origin
+
+    assert success_origin([0.89, 0.97]) == 0.8  # 0.89 - 0.25 x 0.11 = 0.8625, down to a tenth
+    assert success_origin([0.99, 1.0]) == 0.9
+    assert success_origin([0.3, 0.9]) == 0.0 and success_origin([]) == 0.0
+    assert success_origin([float("nan"), 0.95]) == 0.9
+    assert CDF_CLIP == 0.99
