@@ -385,3 +385,37 @@ def test_a_plugin_that_exits_or_interrupts_at_import_says_so(tmp_path, cli, body
     p = cli("run", toml, "--out", str(tmp_path / "o"), "-q")
     assert p.returncode == code and p.stderr.strip().splitlines() == [line], p.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.sumo
+def test_sumo_killed_under_three_processes_is_sumo_died_not_a_traceback(tmp_path):
+    """SIGKILL to SUMO's process with policy workers (--jobs 3): the plugin may be answering the
+    slot SUMO just delivered when the pipe breaks; the run still ends sumo-died, exit 3, one line."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_all.toml"),
+                             "--jobs", "3", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stderr:  # a progress line a second
+            if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 30:
+                break
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        sumo = [int(c) for c in children if "libsumo" in open(f"/proc/{c}/maps").read()]
+        assert len(sumo) == 1
+        os.kill(sumo[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert err.strip().splitlines()[-1].startswith("cosim: error: SUMO's process ended at t=")
+    assert json.loads((out / "summary.json").read_text())["status"] == "sumo-died"

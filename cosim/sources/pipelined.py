@@ -90,7 +90,10 @@ class PipelinedSource:
                              "(slots must follow one another)")
         msg = self._recv(f"t={time_s:g}s")
         _, cols, self._finished, routes, cleared, side = msg
-        self.conn.send(True)  # taken: the child goes on with the next slot
+        try:
+            self.conn.send(True)  # taken: the child goes on with the next slot
+        except OSError:  # it died after delivering this slot, which counts: the next _recv says how it ended
+            pass
         self.sumo_side = side
         #: the routes this slot brought (and whether the list was emptied first), for policy workers
         self.delivered = (routes, cleared) if self.route_of is not None else None
