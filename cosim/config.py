@@ -61,6 +61,13 @@ class ScenarioSection:
                                     "processes over which the layers' policies are spread (same results); "
                                     "0 or \"auto\": as many as this machine's cores and the layers' "
                                     "policies can use")
+    warmup_s: float = option(-1.0, lo=0.0, unset=-1.0,
+                             doc="no task (DViT, MoE) is requested in the run's first this many seconds, while the "
+                                 "network fills [s]; -1 = auto: 60 s, at most a tenth of the run (docs/comparisons.md)")
+    drain_s: float = option(-1.0, lo=0.0, unset=-1.0,
+                            doc="task requests stop this long before the run's end, so that few tasks are cut off "
+                                "(censored) [s]; -1 = auto: each layer's longest task that can still succeed, at "
+                                "most a tenth of the run")
     sumo_timeout_s: float = option(60.0, lo=0.0, doc="a SUMO that answers no request for this long is taken as "
                                                      "frozen and the run ends as if it died [s]; 0 = wait forever "
                                                      "(TraCI, or with jobs >= 2 a slot SUMO's process does not "
@@ -357,6 +364,41 @@ def for_sumocfg(sumocfg: str | Path, **overrides: Any) -> Config:
         raise ConfigError(f"{path}: no such SUMO configuration")
     scen = {"sumocfg": str(path.resolve()), "name": path.stem.replace(".sumocfg", ""), **overrides}
     return from_dict({"scenario": scen}, str(path), path.parent.resolve())
+
+
+def sumo_time(text: str) -> float:
+    """A time as SUMO reads it: seconds (``"600"``, ``"1e3"``) or ``[[D:]H:]M:S`` (``"0:01:00"`` = 60)."""
+    parts = str(text).strip().split(":")
+    if len(parts) > 4:
+        raise ValueError(f"not a time: {text!r}")
+    value = 0.0
+    for part, scale in zip(reversed(parts), (1.0, 60.0, 3600.0, 86400.0)):
+        value += float(part) * scale
+    return value
+
+
+def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
+    """``begin``/``end``/``step-length`` from a .sumocfg, if set there (SUMO's time formats)."""
+    from lxml import etree
+
+    try:
+        node = etree.parse(str(sumocfg)).getroot().find(f".//{key}")
+    except (OSError, etree.XMLSyntaxError):
+        return None
+    if node is None or node.get("value") is None:
+        return None
+    try:
+        return sumo_time(node.get("value"))
+    except ValueError:
+        raise ConfigError(f"{sumocfg}: <{key} value=\"{node.get('value')}\"/> is not a time (seconds, or H:M:S)") from None
+
+
+def run_window(cfg: Config) -> tuple[float, float | None]:
+    """The run's begin and end [s]: the scenario's, else the sumocfg's (begin 0, end None: none set)."""
+    sc = cfg.scenario
+    begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)
+    end = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    return begin, end
 
 
 def to_dict(cfg: Config) -> dict:

@@ -7,7 +7,7 @@
   ``layers.NAME.policies`` to watch another), else its serving RSU's colour, else grey;
 * a task that fails colours its vehicle red for ``failed_hold_s`` (ours: 3 s, so a person sees
   it). Failures are read from the rows the layers write to their task tables (``success`` false,
-  ``failure`` not "unfinished"; the vehicle in ``user`` or ``tv``), since a layer's running-task
+  ``outcome`` "failed"; the vehicle in ``user`` or ``tv``), since a layer's running-task
   list no longer holds a task once it failed;
 * a legend: one POI per colour left of the network, its id saying what the colour means
   (``cosim run --gui`` turns POI names on through a settings file; elsewhere hover or switch on
@@ -62,12 +62,12 @@ class _TaskTap:
     def append(self, columns: dict[str, Any]) -> None:
         self.writer.append(columns)
         who = next((columns[c] for c in TASK_VEHICLE_COLUMNS if c in columns), None)
-        if who is None or "success" not in columns or "failure" not in columns:
+        if who is None or "outcome" not in columns:
             return
         policy = columns.get("policy", [None] * len(who))
         shown = self.shown()
-        failed = [str(v) for v, p, ok, why in zip(who, policy, columns["success"], columns["failure"])
-                  if not ok and why != "unfinished" and (p is None or p in shown)]
+        failed = [str(v) for v, p, out in zip(who, policy, columns["outcome"])
+                  if out == "failed" and (p is None or p in shown)]
         if failed:
             self.on_failed(failed)
 

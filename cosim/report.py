@@ -119,7 +119,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         ax.set_title(t, fontsize=9)
         titles.append(t)
         ax = fig.add_subplot(gs[row, 2])
-        rate = df.groupby("policy", sort=False)["success"].mean()
+        ended = df[df["outcome"] != "censored"] if "outcome" in df else df  # censored: no outcome
+        rate = ended.groupby("policy", sort=False)["success"].mean()
         ax.bar(range(len(rate)), rate.to_numpy(), color="#4c72b0")
         ax.set_xticks(range(len(rate)), [str(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
         ax.set_ylim(0, 1)

@@ -35,9 +35,9 @@ import traci
 
 import cosim
 from cosim import config as cfgmod
-from cosim import registry
+from cosim import pairing, registry
 from cosim.analysis import dwell_error_from_parquet
-from cosim.config import Config
+from cosim.config import Config, run_window, sumocfg_time
 from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, is_disk_full, raise_terminated,
                           slot_bookkeeping)
 from cosim.layers.base import LayerContext, make_layers, validate_layers
@@ -70,20 +70,6 @@ def default_out_dir(cfg: Config) -> Path:
     process id (and :func:`results_dir` adds -2, -3, ... within one process)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.name}-s{cfg.scenario.seed}-{stamp}-{os.getpid()}"
-
-
-def sumocfg_time(sumocfg: str | Path, key: str) -> float | None:
-    """``begin``/``end``/``step-length`` from a .sumocfg, if set there."""
-    from lxml import etree
-
-    try:
-        node = etree.parse(str(sumocfg)).getroot().find(f".//{key}")
-    except (OSError, etree.XMLSyntaxError):
-        return None
-    try:
-        return float(node.get("value")) if node is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 #: what a run writes into its results folder: all that ``--overwrite`` removes
@@ -179,14 +165,15 @@ class Prepared:
     net: NetInfo
     rsus: RsuSet
     warnings: list[str]
+    #: layer -> [from, until) [s] in which its tasks are requested (Layer.request_window)
+    windows: dict = field(default_factory=dict)
 
 
 def preflight(cfg: Config) -> Prepared:
     """Every check that needs no results folder and no SUMO: the network, the RSUs, the layers.
     Bad input raises one :class:`CosimError` before anything is written."""
     sc = cfg.scenario
-    begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)
-    end = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    begin, end = run_window(cfg)
     if end is not None and end >= 0 and end <= begin:
         which = "scenario.end_s" if sc.end_s >= 0 else "the sumocfg's end"
         raise ConfigError(f"{cfg.source_file}: {which} = {end:g} s is not after the begin time {begin:g} s")
@@ -201,8 +188,9 @@ def preflight(cfg: Config) -> Prepared:
                               "sites are SUMO network x/y in metres")
         warnings += [f"{cfg.source_file}: rsu.sites[{i}] ('{rsus.ids[i]}' at {rsus.x[i]:g}, {rsus.y[i]:g}) is more "
                      f"than radius_m from the network (bounds {b} m): it will cover no vehicle" for i in off]
-    validate_layers(cfg)
-    return Prepared(net, rsus, warnings)
+    windows = {layer.name: [float(t) if math.isfinite(t) else None for t in layer.request_window]
+               for layer in validate_layers(cfg) if layer.task_table is not None}
+    return Prepared(net, rsus, warnings, windows)
 
 
 class Session:
@@ -219,6 +207,7 @@ class Session:
         self.created = created
         prep = net_file if isinstance(net_file, Prepared) else None
         self.warnings = list(prep.warnings) if prep else []
+        self.windows = dict(prep.windows) if prep else {}
         for w in self.warnings:
             print(f"cosim: warning: {w}", file=sys.stderr)
         self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
@@ -234,8 +223,7 @@ class Session:
 
             self.overlay = Overlay()
             table = self.overlay.tap(table)
-        ctx = LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                           scenario_file=cfg.source_file, table=table)
+        ctx = LayerContext.for_run(cfg, table)
         #: the policy workers (scenario.jobs >= 3), None in one process
         self.shards = None
         self.source = None  # set by drive(): the workers get the routes each snapshot brought
@@ -370,6 +358,8 @@ class Session:
                 status, error = "disk-full", f"disk full while writing the results: {write_error}"
             elif status == "completed":
                 status, error = "failed", f"{type(write_error).__name__}: {write_error}"
+        if write_error is None:
+            self._pair(layer_blocks)
         r = self.world.rsus
         dwell_block: dict[str, Any] = {}
         if self.cfg.output.coverage and self.slots and write_error is None:
@@ -408,6 +398,7 @@ class Session:
             "cpu_s": {**self.timing.cpu(), **({"policy_workers": self.shards.cpu()} if self.shards else {})},
             "tables": {name: t.rows for name, t in self.recorder.tables.items()},
             "dwell_prediction": dwell_block,
+            "request_window_s": self.windows,
             "layers": layer_blocks,
         }
         try:
@@ -420,6 +411,20 @@ class Session:
         if write_error is not None:
             raise write_error
         return self.summary
+
+
+    def _pair(self, layer_blocks: dict) -> None:
+        """Every policy against its layer's first, task by task, from the closed task tables
+        (:mod:`cosim.pairing`); policies run in worker processes are in the same tables."""
+        for name, order in self.order.items():
+            table = registry.layer_class(name).task_table
+            block = layer_blocks.get(name)
+            if table is None or not isinstance(block, dict) or not order:
+                continue
+            try:
+                pairing.add_to_blocks(block, pairing.from_table(self.out_dir / f"{table}.parquet", order))
+            except Exception as exc:  # noqa: BLE001 - an analysis must not lose the run
+                self.warnings.append(f"layer {name}: no task-level comparison (vs_baseline): {type(exc).__name__}: {exc}")
 
 
 class Progress:
@@ -549,7 +554,7 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
         raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
                          f"SUMO step length {step:g} s")
-    end_s = sc.end_s if sc.end_s >= 0 else sumocfg_time(sc.sumocfg, "end")
+    begin_s, end_s = run_window(cfg)
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
@@ -567,7 +572,7 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
             # SUMO's own FCD trace (XML, or Parquet written by SUMO itself), one record per slot
             # SUMO labels a record with the time its step began: the state at slot boundary t is the
             # record labelled t - step, so start one step before the first boundary
-            first = (sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)) + sc.slot_s - step
+            first = begin_s + sc.slot_s - step
             cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
                     "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
             record_path = None
@@ -607,7 +612,7 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
     sc = cfg.scenario
     end_s = sc.end_s if sc.end_s >= 0 else None
     step = step_length_s(cfg)
-    begin = sc.begin_s if sc.begin_s >= 0 else (sumocfg_time(sc.sumocfg, "begin") or 0.0)  # as run() starts
+    begin, _ = run_window(cfg)  # as run() starts
     kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)

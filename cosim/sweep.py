@@ -47,19 +47,11 @@ import tomllib
 
 from cosim.config import key_parts
 from cosim.errors import ConfigError, Terminated
+from cosim.stats import holm, mean_ci
 from cosim.status import write_status
 
 #: a sweep name is a folder name under runs/sweeps: no separators, no "..", no leading dot
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-#: two-sided 95 % Student t quantiles, by degrees of freedom (1..30); 1.96 beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t95(dof: int) -> float:
-    return _T95[dof - 1] if 1 <= dof <= len(_T95) else 1.96
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -490,8 +482,8 @@ def _flatten(prefix: str, block: Any, row: dict) -> None:
             _flatten(f"{prefix}{k}.", v, row)
         elif v is None or isinstance(v, (int, float)):  # bools too
             row[f"{prefix}{k}"] = v
-        elif k == "error" and isinstance(v, str):  # a policy dropped mid-run (its numbers stop there)
-            row[f"{prefix}error"] = v
+        elif k in ("error", "baseline") and isinstance(v, str):  # a policy dropped mid-run; vs_baseline's policy
+            row[f"{prefix}{k}"] = v
 
 
 def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
@@ -542,8 +534,8 @@ def _cellvalue(v: Any) -> Any:
 
 
 def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
-    """Mean and 95 % CI half-width over seeds of every numeric column, per group."""
-    import numpy as np
+    """Mean, 95 % CI half-width and n (seeds with a finite value) over seeds of every numeric
+    column, per group."""
     import pandas as pd
 
     if res.empty:
@@ -557,24 +549,37 @@ def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         row["n"] = len(g)
         for m in metrics:
-            v = g[m].astype(float).dropna()
-            v = v[np.isfinite(v)]
-            row[f"{m}.mean"] = float(v.mean()) if len(v) else math.nan
-            row[f"{m}.ci95"] = float(t95(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+            st = mean_ci(g[m].astype(float))
+            row[f"{m}.mean"], row[f"{m}.ci95"], row[f"{m}.n"] = st["mean"], st["ci95"], st["n"]
         out.append(row)
     df = pd.DataFrame(out)
     df.to_csv(path, index=False)
     return df
 
 
+#: the task-level comparisons a run's summary holds per policy, against the layer's first policy
+#: (``vs_baseline``, :func:`cosim.pairing.vs_baseline`): already paired within the run, task by task
+TASK_LEVEL = ("latency_diff_s", "success_diff")
+
+
 def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | None = None):  # noqa: ANN001, ANN201
     """Per-seed paired differences ``policy - baseline`` of every numeric metric, per scenario,
-    grid point and layer: mean, 95 % CI half-width (Student t over the seeds both ran) and n.
+    grid point and layer (:mod:`cosim.stats`): for each metric ``M``, ``M.diff`` (mean over seeds),
+    ``M.ci95`` (Student-t 95 % half-width), ``M.n`` (seeds where the difference is finite),
+    ``M.p`` (two-sided paired t-test) and ``M.p_holm`` (Holm-adjusted over the family: every policy
+    compared with the baseline on ``M`` in this scenario, grid point and layer). ``n``: the seeds
+    both policies ran.
 
     Every policy of a layer sees the same traffic and requests in one run, so the difference
     within a seed removes what the seeds share; its interval is what a comparison must quote.
     ``baseline``: layer -> policy; default the layer's first policy (in the scenario's
     ``policies`` order: the paper's proposal in the shipped scenarios).
+
+    The task-level columns ``latency_diff_s.*`` and ``success_diff.*`` (:data:`TASK_LEVEL`) come
+    from each run's own ``vs_baseline`` block — per seed, the mean latency difference over the
+    tasks both policies completed and the success-rate difference over the tasks both were given,
+    censored tasks excluded — where that block's baseline is this comparison's baseline (the
+    layer's first policy); they are NaN otherwise.
     """
     import numpy as np
     import pandas as pd
@@ -584,7 +589,8 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer"]
     skip = set(keys) | {"cell", "seed", "policy"}
-    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
+    metrics = [c for c in res.columns if c not in skip and not c.startswith("vs_baseline.")
+               and pd.api.types.is_numeric_dtype(res[c])]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row0 = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
@@ -592,17 +598,30 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
         b = g[g["policy"] == base].set_index("seed")
         if b.empty:
             continue
+        family = []
         for policy, gp in g[g["policy"] != base].groupby("policy", sort=False):
             p = gp.set_index("seed")
             seeds = p.index.intersection(b.index)
             row = {**row0, "policy": policy, "baseline": base, "n": len(seeds)}
             for m in metrics:
-                d = (p.loc[seeds, m].astype(float) - b.loc[seeds, m].astype(float)).to_numpy()
-                d = d[np.isfinite(d)]
-                row[f"{m}.diff"] = float(d.mean()) if len(d) else math.nan
-                row[f"{m}.ci95"] = float(t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
-            out.append(row)
+                _put(row, m, mean_ci(p.loc[seeds, m].astype(float) - b.loc[seeds, m].astype(float)))
+            theirs = p["vs_baseline.baseline"] if "vs_baseline.baseline" in p else pd.Series(index=p.index, dtype=object)
+            for m in TASK_LEVEL:
+                col = f"vs_baseline.{m}"
+                v = p.loc[seeds, col].astype(float) if col in p else pd.Series(np.nan, index=seeds)
+                _put(row, m, mean_ci(v.where(theirs.loc[seeds] == base)))
+            family.append(row)
+        for m in [*metrics, *TASK_LEVEL]:
+            for row, adj in zip(family, holm([row[f"{m}.p"] for row in family])):
+                row[f"{m}.p_holm"] = adj
+        out += family
     return pd.DataFrame(out)
+
+
+def _put(row: dict, metric: str, st: dict) -> None:
+    row[f"{metric}.diff"] = st["mean"]
+    for k in ("ci95", "n", "p"):
+        row[f"{metric}.{k}"] = st[k]
 
 
 def _worker_main(argv: list[str]) -> int:

@@ -142,11 +142,12 @@ def _timeline(df, t_end: float, slot_s: float) -> dict:
         b = np.floor(g["t_request_s"].to_numpy() / width).astype(int)
         lat, ok = g["latency_s"].to_numpy(dtype=float), g["success"].to_numpy(dtype=bool)
         n = int(b.max()) + 1 if len(b) else 0
-        cnt = np.bincount(b, minlength=n)
+        ended = (g["outcome"] != "censored").to_numpy() if "outcome" in g else np.ones(len(g), dtype=bool)
+        cnt = np.bincount(b[ended], minlength=n)  # the success rate is over the tasks that ended
         fin = np.isfinite(lat)
         lsum = np.bincount(b[fin], weights=lat[fin], minlength=n)
         lcnt = np.bincount(b[fin], minlength=n)
-        succ = np.bincount(b, weights=ok.astype(float), minlength=n)
+        succ = np.bincount(b[ended], weights=ok[ended].astype(float), minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[str(policy)] = {"t": ((np.arange(n) + 0.5) * width).round(3).tolist(),
                                 "latency": [None if c == 0 else round(float(v), 5) for v, c in zip(lsum / lcnt, lcnt)],

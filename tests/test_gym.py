@@ -128,7 +128,7 @@ def test_environment_realises_what_the_layer_does_for_the_same_decisions(trace, 
     # the return, worked out independently from the task table: minus every task's step time
     # (and backhaul time) after its upload, minus the penalty per failed task (not cut off)
     spent = (got["comm_s"] + got["comp_s"] + got["queue_s"] + got["migrate_s"]).sum()
-    failed = int(((~got["success"]) & (got["failure"] != "unfinished")).sum())
+    failed = int((got["outcome"] == "failed").sum())
     assert ret == pytest.approx(-spent - 10.0 * failed, rel=1e-9)
 
 

@@ -180,7 +180,7 @@ def _check(res: dict, out) -> None:
         failed = set()
         for table, who in (("dvit_tasks.parquet", "user"), ("moe_tasks.parquet", "tv")):
             df = pd.read_parquet(out / table)
-            bad = df[~df["success"] & (df["failure"] != "unfinished") & df["policy"].isin(res["shown"].values())]
+            bad = df[(df["outcome"] == "failed") & df["policy"].isin(res["shown"].values())]
             failed |= set(bad[who].astype(str))
         assert set(res["failed_seen"]) <= failed
 

@@ -126,7 +126,7 @@ def test_mean_and_student_t_interval_by_hand(tmp_path):
     assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.4843, abs=1e-4)
     one = out[out.k == 2].iloc[0]
     assert one["m.mean"] == 5.0 and pd.isna(one["m.ci95"])  # one seed: no interval
-    assert sweep.t95(1) == 12.706 and sweep.t95(100) == 1.96
+    assert row["m.n"] == 3 and one["m.n"] == 1
 
 
 # -- real sweeps on grid6 -----------------------------------------------------------------------
@@ -264,8 +264,56 @@ def test_paired_differences_by_hand():
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
     assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
     # another baseline on request
+    assert r["lat.n"] == 3
+    t = mean / (sd / 3 ** 0.5)
+    assert r["lat.p"] == pytest.approx(1 - t / (2 + t * t) ** 0.5)  # Student t, 2 dof: closed form
+    assert r["lat.p_holm"] == pytest.approx(r["lat.p"])  # a family of one
+    # another baseline on request
     df = sweep.paired_differences(pd.DataFrame(rows), [], baseline={"dvit": "mddi"})
     assert df.iloc[0]["policy"] == "vidi" and df.iloc[0]["lat.diff"] == pytest.approx(-mean)
+
+
+def test_paired_n_counts_the_seeds_with_a_finite_value():
+    """A seed whose value is NaN (a policy that completed no task) is paired but not counted."""
+    rows = []
+    for seed, (a, b) in enumerate([(1.0, 1.5), (2.0, float("nan")), (3.0, 3.7), (4.0, 4.0)], start=1):
+        rows += [{"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": "vidi", "lat": a},
+                 {"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": "mddi", "lat": b}]
+    r = sweep.paired_differences(pd.DataFrame(rows), []).iloc[0]
+    assert r["n"] == 4 and r["lat.n"] == 3
+    d = [0.5, 0.7, 0.0]
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+
+
+def test_paired_task_level_columns_and_holm_family():
+    """latency_diff_s / success_diff are each run's own task-level differences (not differenced
+    again); Holm adjusts over the policies of one (scenario, layer) family, per metric."""
+    rows = []
+    base_lat = {1: 10.0, 2: 11.0, 3: 12.0}
+    own = {"mddi": [0.2, 0.4, 0.3], "sdi": [1.0, 1.2, 0.8], "vli": [0.0, 0.1, -0.1]}
+    for seed in (1, 2, 3):
+        rows.append({"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": "vidi",
+                     "lat": base_lat[seed], "vs_baseline.baseline": "vidi", "vs_baseline.latency_diff_s": 0.0})
+        for pol, d in own.items():
+            rows.append({"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": pol,
+                         "lat": base_lat[seed] + d[seed - 1], "vs_baseline.baseline": "vidi",
+                         "vs_baseline.latency_diff_s": d[seed - 1]})
+    df = sweep.paired_differences(pd.DataFrame(rows), []).set_index("policy")
+    for pol, d in own.items():
+        assert df.loc[pol, "latency_diff_s.diff"] == pytest.approx(sum(d) / 3)
+        assert df.loc[pol, "latency_diff_s.n"] == 3
+    raw = df["lat.p"].to_numpy()
+    order = sorted(range(3), key=lambda i: raw[i])
+    want, running = [0.0] * 3, 0.0
+    for rank, i in enumerate(order):  # Holm by hand: (m - rank) * p, running maximum, capped at 1
+        running = max(running, min(1.0, (3 - rank) * raw[i]))
+        want[i] = running
+    assert df["lat.p_holm"].to_numpy() == pytest.approx(want)
+    # against another baseline the runs' own task-level blocks do not apply: NaN, not a wrong number
+    other = sweep.paired_differences(pd.DataFrame(rows), [], baseline={"dvit": "mddi"}).set_index("policy")
+    assert other["latency_diff_s.diff"].isna().all() and (other["latency_diff_s.n"] == 0).all()
 
 
 def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):

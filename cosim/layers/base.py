@@ -30,6 +30,8 @@ sumo-gui overlay (:mod:`cosim.overlay`) colours vehicles by it; a layer never ca
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +72,26 @@ class LayerContext:
     slot_s: float
     scenario_file: str
     table: Callable[[str], Any]  # table(name) -> writer with .append(columns: dict[str, array])
+    begin_s: float = 0.0  # the run's begin [s]
+    end_s: float | None = None  # the run's end [s]; None: not known in advance (attach, a sumocfg without one)
+    warmup_s: float = 0.0  # scenario.warmup_s (-1: auto); see Layer.request_window
+    drain_s: float = 0.0  # scenario.drain_s (-1: auto)
+
+    @classmethod
+    def for_run(cls, cfg: "Config", table: Callable[[str], Any], label: str | None = None) -> "LayerContext":
+        """The context of a run of ``cfg`` (its timeline and request window from the scenario)."""
+        from cosim.config import run_window
+
+        begin, end = run_window(cfg)
+        sc = cfg.scenario
+        return cls(seed=sc.seed, slot_s=sc.slot_s, scenario_file=label or cfg.source_file, table=table,
+                   begin_s=begin, end_s=end, warmup_s=sc.warmup_s, drain_s=sc.drain_s)
+
+
+#: ``scenario.warmup_s = -1`` (auto): this long, at most :data:`AUTO_SHARE` of the run [s]
+AUTO_WARMUP_S = 60.0
+#: the most of a run's length an automatic warm-up or drain takes
+AUTO_SHARE = 0.1
 
 
 class PolicyFailed(Exception):
@@ -110,6 +132,11 @@ class Layer:
     #: each sees the same world and requests and shares no state with the others, every table row
     #: names its policy in a ``policy`` column, and :meth:`on_end` returns one block per policy
     shardable: ClassVar[bool] = False
+    #: the table of one row per task and policy (columns ``task``, ``policy``, ``latency_s`` — NaN
+    #: unless all the task's work was done — and ``outcome``: done | failed | censored) on which the
+    #: run pairs every policy with the first, task by task (:mod:`cosim.pairing`: ``vs_baseline`` in
+    #: each policy's summary block); None for a layer without tasks that span slots
+    task_table: ClassVar[str | None] = None
 
     def __init__(self, config: dict, ctx: LayerContext):
         self.config = config
@@ -142,6 +169,29 @@ class Layer:
         for name, msg in self.failed.items():
             block.setdefault(name, {})["error"] = msg
         return block
+
+    def longest_task_s(self) -> float:
+        """The longest a task of this layer can take and still succeed [s] (``scenario.drain_s =
+        -1`` drains this long before the end); 0 for a layer whose requests are served at once."""
+        return 0.0
+
+    @functools.cached_property
+    def request_window(self) -> tuple[float, float]:
+        """``[from, until)`` [s]: the times at which this layer's tasks may be requested — after
+        ``scenario.warmup_s`` from the begin, until ``scenario.drain_s`` before the end (auto, -1:
+        60 s of warm-up and :meth:`longest_task_s` of drain, each at most a tenth of the run; with
+        no known end, no drain). A task still running at the end is censored, not failed."""
+        c = self.ctx
+        span = (c.end_s - c.begin_s) if c.end_s is not None else math.inf
+        warm = c.warmup_s if c.warmup_s >= 0 else min(AUTO_WARMUP_S, AUTO_SHARE * span)
+        drain = c.drain_s if c.drain_s >= 0 else min(self.longest_task_s(), AUTO_SHARE * span)
+        return c.begin_s + warm, (c.end_s - drain if c.end_s is not None else math.inf)
+
+    def requested(self, who: np.ndarray, when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The requests of :func:`arrivals` that fall in :attr:`request_window`."""
+        lo, hi = self.request_window
+        keep = (when >= lo) & (when < hi)
+        return (who, when) if keep.all() else (who[keep], when[keep])
 
     def roles(self, policy: str | None = None) -> dict[str, str]:
         """Vehicle id -> ``ROLE_*`` for the current slot (after ``on_slot``), for one policy or,
@@ -258,8 +308,7 @@ def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
 def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
     """Build the configured layers once without a run (no tables): every layer key, policy and
     option checked as the run would. Errors name ``label`` (default: the scenario file)."""
-    return make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                                  scenario_file=label or cfg.source_file, table=lambda name: None))
+    return make_layers(cfg, LayerContext.for_run(cfg, lambda name: None, label))
 
 
 __all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "bind_policies", "check_policies",

@@ -5,8 +5,15 @@ to a :class:`Kernel`. Each task has a clock (when its next unit of work may star
 the layer calls ``kernel.run(until, step)`` and the kernel calls ``step(task)`` — one unit of
 work with the world of the slot it starts in — for every task whose clock is before ``until``
 (the end of the slot), until each is past it or finished. ``finish(task, status, reason,
-completed)`` ends a task with a reason; the per-policy statistics (tasks, completed, success
-rate, mean and p95 latency) are computed once, here (:meth:`Kernel.block`).
+completed)`` ends a task with a reason; the per-policy statistics (tasks, completed, censored,
+success rate, mean and p95 latency) are computed once, here (:meth:`Kernel.block`).
+
+**Censoring.** A task still running when the run ends has no outcome: the layer finishes it
+``censored`` (:data:`CENSORED`), which counts neither as a success nor as a failure — the success
+rate is over the tasks that ended (``tasks - censored``). A task whose failure is already certain
+at the end (e.g. past its deadline) is finished ``failed`` instead. Policies are compared task by
+task on the tasks both completed (:mod:`cosim.pairing`); per-policy means over each policy's own
+completed tasks (``mean_latency_s``) are descriptive only.
 
 **Shared resources.** With ``queue = "analytic"`` (the papers' model) a task's waiting time is
 the analytic M/M/1 mean (eq. 6) and tasks never meet: the kernel advances them one after the
@@ -29,6 +36,8 @@ from typing import Callable, Hashable
 import numpy as np
 
 QUEUES = ("analytic", "simulated")
+#: the statuses a task ends with; ``outcome`` in the layers' task tables
+DONE, FAILED, CENSORED = "done", "failed", "censored"
 
 
 @dataclass
@@ -39,7 +48,7 @@ class Task:
     policy: str
     t_request: float
     clock: float = 0.0  # when the next unit of work may start [s]
-    status: str = "running"  # running | done | failed
+    status: str = "running"  # running | done | failed | censored
     reason: str = ""
 
 
@@ -100,6 +109,7 @@ class Stats:
     tasks: int = 0
     completed: int = 0  # all the work done (latency defined), in time or not
     success: int = 0
+    censored: int = 0  # still running at the run's end: neither success nor failure
     latency: list = field(default_factory=list)
     failed: dict = field(default_factory=dict)  # reason -> tasks ended "failed" with it
 
@@ -163,8 +173,10 @@ class Kernel:
         if completed:
             st.completed += 1
             st.latency.append(latency)
-        if status == "done":
+        if status == DONE:
             st.success += 1
+        elif status == CENSORED:
+            st.censored += 1
         else:
             st.failed[reason] = st.failed.get(reason, 0) + 1
         return latency
@@ -173,13 +185,16 @@ class Kernel:
         return [t for t in self.active if t.status == "running" and (policy is None or t.policy == policy)]
 
     def block(self, policy: str) -> dict:
-        """The statistics every task layer reports per policy."""
+        """The statistics every task layer reports per policy: ``success_rate`` over the tasks
+        that ended (censored ones excluded); latencies over this policy's own completed tasks."""
         st = self.stats[policy]
         lat = np.asarray(st.latency)
+        ended = st.tasks - st.censored
         return {
             "tasks": st.tasks,
             "completed": st.completed,
-            "success_rate": st.success / st.tasks if st.tasks else None,
+            "censored": st.censored,
+            "success_rate": st.success / ended if ended else None,
             "mean_latency_s": float(lat.mean()) if len(lat) else None,
             "p95_latency_s": float(np.quantile(lat, 0.95)) if len(lat) else None,
         }

@@ -630,8 +630,7 @@ def _serve(conn: Connection) -> None:
                 importlib.import_module(m)
         world = World(cfg, net, rsus=rsus)
         world.say_notes = False  # the plugin's process says them once
-        layers = make_layers(cfg, LayerContext(seed=cfg.scenario.seed, slot_s=cfg.scenario.slot_s,
-                                               scenario_file=cfg.source_file, table=tables.open))
+        layers = make_layers(cfg, LayerContext.for_run(cfg, tables.open))
         for layer in layers:
             tables.current = layer.name
             layer.on_start()

@@ -82,6 +82,21 @@ def test_finish_and_block_by_hand():
     assert b["p95_latency_s"] == pytest.approx(0.4 + 0.95 * 0.5)
 
 
+def test_censored_tasks_are_neither_success_nor_failure():
+    k = Kernel(["p"])
+    tasks = [Task(i, "p", 0.0, clock=c) for i, c in enumerate((0.2, 0.4, 0.9, 1.5))]
+    for t in tasks:
+        k.count("p")
+    k.finish(tasks[0], "done", "", completed=True)
+    k.finish(tasks[1], "failed", "C4", completed=False)
+    k.finish(tasks[2], "done", "", completed=True)
+    assert math.isnan(k.finish(tasks[3], "censored", "censored", completed=False))  # the run ended
+    b = k.block("p")
+    # 2 successes of the 3 tasks that ended; the censored one counts in tasks, not in the rate
+    assert b["tasks"] == 4 and b["censored"] == 1 and b["success_rate"] == pytest.approx(2 / 3)
+    assert k.stats["p"].failed == {"C4": 1}
+
+
 def test_dvit_simulated_queue_by_hand(tmp_path):
     """Two users at the same distance ask at the same instant; mcpdi runs the first K-1 steps on
     the RSU (the fastest device), the last on the user. Analytic (an idle RSU's M/M/1 wait is 0):

@@ -158,6 +158,7 @@ class DViTLayer(Layer):
     config_class = DViTConfig
     policy_kind = "scheduler"
     shardable = True  # its policies share nothing but the world and the requests
+    task_table = "dvit_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
     #: holding the result, on that slot's world: a closed loop over the decision epochs, once per
@@ -200,7 +201,7 @@ class DViTLayer(Layer):
         self._cache_slot, self._cache = -1, _SlotCache()
 
     def on_start(self) -> None:
-        self.table = self.ctx.table("dvit_tasks")
+        self.table = self.ctx.table(self.task_table)
 
     # -- the world as a scheduling problem ---------------------------------------------------
     def _compute(self, world: World, idx: np.ndarray) -> np.ndarray:
@@ -414,8 +415,8 @@ class DViTLayer(Layer):
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
-        users, when = arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
-                               np.flatnonzero(world.serving >= 0), t, gamma)
+        users, when = self.requested(*arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
+                                               np.flatnonzero(world.serving >= 0), t, gamma))
         for u, t_request in zip(users, when):
             self.submit(world, int(u), t_request)
         # every step that starts in [t, t + gamma) runs with this slot's world
@@ -679,6 +680,7 @@ class DViTLayer(Layer):
             "replans": np.array([task.replans]),
             "success": np.array([status == "done"]),
             "failure": np.array([reason], dtype=object),
+            "outcome": np.array([status], dtype=object),
         })
 
     def _execute(self, task: Task, st: dict) -> None:
@@ -704,8 +706,8 @@ class DViTLayer(Layer):
         st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
 
     def on_end(self) -> dict:
-        for task in self.kernel.running():
-            self._finish(task, "failed", "unfinished", float("nan"))
+        for task in self.kernel.running():  # no outcome yet: neither success nor failure
+            self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
         out = {}
         for p, st in self.stats.items():
             out[p] = {
@@ -724,6 +726,11 @@ class DViTLayer(Layer):
                     "handoff_bytes_eq4": self.bits / 8,  # n' mu
                 }
         return out
+
+    def longest_task_s(self) -> float:
+        """Every step within C3's T_max: ``steps x t_max_s`` (the upload and a migration's backhaul
+        come on top; a drain of this long leaves few tasks censored)."""
+        return self.cfg.steps * self.cfg.t_max_s
 
     def roles(self, policy: str | None = None) -> dict[str, str]:
         """The users of running tasks, and the vehicle holding each one's latent (it runs, or has

@@ -166,6 +166,7 @@ class MoELayer(Layer):
     config_class = MoEConfig
     policy_kind = "pricing solver"
     shardable = True  # its policies share nothing but the world and the requests
+    task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     #: link_aware=False: experts on the nearest vehicles, plain top-k gating
     policy_traits = {"link_aware": True}
 
@@ -199,7 +200,7 @@ class MoELayer(Layer):
                                     c.top_k, c.gate_model_seed)
 
     def on_start(self) -> None:
-        self.table = self.ctx.table("moe_tasks")
+        self.table = self.ctx.table(self.task_table)
 
     # -- the world as IVs -------------------------------------------------------------------
     def candidates(self, world: World, tv: int) -> dict:
@@ -269,8 +270,8 @@ class MoELayer(Layer):
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
-        users, when = arrivals(world.rng("moe.requests"), self.cfg.request_rate_per_s * gamma,
-                               np.arange(len(world.snap)), t, gamma)
+        users, when = self.requested(*arrivals(world.rng("moe.requests"), self.cfg.request_rate_per_s * gamma,
+                                               np.arange(len(world.snap)), t, gamma))
         for u, t_request in zip(users, when):
             self.submit(world, int(u), t_request)
         index = world.index
@@ -554,11 +555,13 @@ class MoELayer(Layer):
             "solve_ms": np.array([task.solve_ms]), "solver_evals": np.array([task.evals]),
             "reroutes": np.array([task.reroutes]), "moved_experts": np.array([task.moved_experts]),
             "success": np.array([status == "done"]), "failure": np.array([reason], dtype=object),
+            "outcome": np.array([status], dtype=object),
         })
 
     def on_end(self) -> dict:
-        for task in self.kernel.running():
-            self._finish(task, "failed", "unfinished")
+        for task in self.kernel.running():  # past its deadline already: failed; else no outcome yet
+            late = task.clock - task.t_request > self.cfg.deadline_s + 1e-12
+            self._finish(task, "failed" if late else kn.CENSORED, "deadline" if late else kn.CENSORED)
         out = {}
         for p, st in self.stats.items():
             mean = (lambda v: float(np.mean(v)) if len(v) else None)
@@ -577,6 +580,10 @@ class MoELayer(Layer):
                 "mean_solver_evals": mean(st["evals"]),
             }
         return out
+
+    def longest_task_s(self) -> float:
+        """A task that succeeds ends within its deadline."""
+        return self.cfg.deadline_s
 
     def roles(self, policy: str | None = None) -> dict[str, str]:
         """The task vehicles of running tasks, and the IVs hosting their experts of the layers still to run."""
