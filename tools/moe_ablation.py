@@ -13,6 +13,11 @@ Any other MoE sweep, one grid key against itself (the other keys held at each of
 
     python tools/moe_ablation.py runs/sweeps/queue-moe --across layers.moe.queue analytic simulated
     python tools/moe_ablation.py runs/sweeps/moe-deadline --within     # GECPA - each policy per grid point
+
+The headline table (tools/sweeps/moe_headline.toml) from the sweep's own paired.csv: GECPA -
+each policy, d ± 95 % half-width (p_holm: Holm-adjusted over the six comparisons, per metric):
+
+    python tools/moe_ablation.py runs/sweeps/moe-headline --headline [--markdown]
 """
 
 from __future__ import annotations
@@ -81,6 +86,36 @@ def fmt(df: pd.DataFrame, markdown: bool) -> str:
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
 
 
+#: the headline's columns: paired.csv metric -> heading (latency_diff_s: task by task, on the
+#: tasks both completed — the run's vs_baseline block)
+HEADLINE = {"success_rate": "success", "mean_latency_s": "mean latency [s]", "latency_diff_s": "latency, common tasks [s]",
+            "mean_iv_utility": "IV utility", "mean_tv_utility": "TV utility", "mean_nash_gap": "Nash gap",
+            "mean_eq_distance": "eq distance"}
+
+
+def headline(folder: Path, markdown: bool) -> str:
+    """GECPA - each policy from paired.csv (which holds policy - gecpa: the sign is flipped, the
+    interval and the Holm-adjusted p are the same), quoted as :func:`cosim.stats.fmt` writes them."""
+    from cosim.stats import fmt as quote
+
+    pd_ = pd.read_csv(folder / "paired.csv")
+    pd_ = pd_[pd_["layer"] == "moe"]
+    head = ["policy (GECPA − it)", "seeds", *HEADLINE.values()]
+    rows = []
+    for _, r in pd_.iterrows():
+        cells = [str(r["policy"]), str(int(r["n"]))]
+        for m in HEADLINE:
+            if f"{m}.diff" not in r:
+                cells.append("n/a")
+                continue
+            cells.append(quote(-r[f"{m}.diff"], r[f"{m}.ci95"], r.get(f"{m}.p_holm")))
+        rows.append(cells)
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
+    width = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help="the sweep's results folder (runs/sweeps/moe-ablation)")
@@ -88,8 +123,12 @@ def main() -> None:
     ap.add_argument("--across", nargs=3, metavar=("KEY", "BASE", "OTHER"),
                     help="OTHER - BASE of grid key KEY per policy, at every value of the other grid keys")
     ap.add_argument("--within", action="store_true", help="GECPA - each policy at every grid point")
+    ap.add_argument("--headline", action="store_true", help="GECPA - each policy from the sweep's paired.csv, with p_holm")
     args = ap.parse_args()
-    folder = Path(args.sweep)  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
+    folder = Path(args.sweep)
+    if args.headline:
+        print(headline(folder, args.markdown))
+        return  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
     res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
         pd.read_csv(folder / "results.csv")
     policies = [p for p in _moe(res)["policy"].unique()]

@@ -282,7 +282,7 @@ def test_the_exact_best_price_matches_the_hand_worked_one_and_a_dense_scan():
     from cosim.layers.moe.game import _best_price
 
     # test_an_ivs_best_response_by_hand: IV 1 against p2 = 10 plays 32470 / 2820 exactly
-    q = _best_price(two(), np.array([10.0, 10.0]), 0)
+    q = _best_price(two(), np.array([10.0, 10.0]), 0)[0]
     g = two()
     pp = np.tile([10.0, 10.0], (len(q), 1))
     pp[:, 0] = q
@@ -294,7 +294,7 @@ def test_the_exact_best_price_matches_the_hand_worked_one_and_a_dense_scan():
         p = np.exp(np.random.default_rng(seed).uniform(np.log(1.0), np.log(60.0), 6))
         scan = np.exp(np.linspace(np.log(g.p_min), np.log(g.p_max), 20_000))
         for i in range(6):
-            for cand in (q := _best_price(g, p, i), scan):
+            for cand in (q := _best_price(g, p, i)[0], scan):
                 pp = np.tile(p, (len(cand), 1))
                 pp[:, i] = cand
                 f = g.follower(pp)[:, i]

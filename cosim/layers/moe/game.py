@@ -375,7 +375,8 @@ def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = Sol
 
 def _best_price(game: Game, p: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
     """The candidate prices of IV i's exact 1-D best response against ``p`` (the others'
-    prices), and the number of them (the caller evaluates them with the follower).
+    prices), and for each the follower's total S there where known (NaN for p_min and p_max): the
+    caller evaluates them with the follower, which starts from it.
 
     Parametrised by the follower's total S instead of q: the others buy
     r_j(S) = clip((a_j - p_j - gamma S) / d, 0, F_j) (d = beta - gamma), which does not depend on
@@ -416,9 +417,10 @@ def _best_price(game: Game, p: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarr
     hi = np.minimum.reduce([hi_b, (game.F[i] - f0) / alpha, (game.p_min - q0) / c])
     A = alpha * (c - k * alpha)  # U = A S^2 + B S + C, A < 0
     B = alpha * (q0 - k * f0) + f0 * (c - k * alpha)
-    S = np.clip(-B / (2.0 * A), lo, hi)
-    q = (c * S + q0)[lo <= hi]
-    return np.clip(np.concatenate([q, [game.p_min, game.p_max]]), game.p_min, game.p_max)
+    S = np.clip(-B / (2.0 * A), lo, hi)[lo <= hi]
+    q = c[lo <= hi] * S + q0[lo <= hi]
+    return (np.clip(np.concatenate([q, [game.p_min, game.p_max]]), game.p_min, game.p_max),
+            np.concatenate([S, [np.nan, np.nan]]))
 
 
 @register_policy("moe", "best-response", options=SolverConfig, cost=1.0)
@@ -443,20 +445,24 @@ def solve_best_response(game: Game, rng: np.random.Generator, cfg: SolverConfig 
     budget = budget_of(game.n, cfg)
     start = game.evals
     p = np.full(game.n, np.clip(cfg.uniform_price, game.p_min, game.p_max))
+    total = 0.0  # the follower's total at p: where its Newton iteration starts (a start only)
     while True:
         moved = 0.0
         for i in range(game.n):
-            q = np.concatenate([[p[i]], _best_price(game, p, i)])
+            q, S = _best_price(game, p, i)
+            q, S = np.concatenate([[p[i]], q]), np.concatenate([[total], S])
             if game.evals - start + len(q) > budget:
                 return p
             pp = np.repeat(p[None], len(q), axis=0)
             pp[:, i] = q
-            f = game.follower(pp)[:, i]
-            u = f * (q - game.kappa[i] * f)
+            f = game.follower(pp, np.where(np.isnan(S), total, S)[:, None])
+            u = f[:, i] * (q - game.kappa[i] * f[:, i])
             k = int(np.argmax(u))
-            if u[k] > u[0]:
-                moved = max(moved, abs(q[k] - p[i]) / p[i])
-                p[i] = q[k]
+            if u[k] <= u[0]:  # no gain: keep the price
+                k = 0
+            moved = max(moved, abs(q[k] - p[i]) / p[i])
+            p[i] = q[k]
+            total = float(f[k].sum())
         if moved <= cfg.br_tol:
             return p
 
