@@ -353,7 +353,7 @@ def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solver
     return _best(game, _ascend(game, pop, cfg.grad_steps, cfg.lr))
 
 
-@register_policy("moe", "gradient", options=SolverConfig, cost=6.12)
+@register_policy("moe", "gradient", options=SolverConfig, cost=1.9)
 def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Gradient play alone, from the posted price, returning its **best iterate** by the
     criterion GECPA picks its answer by (:func:`_best`: the Nash gap on GECPA's final grid,
@@ -423,7 +423,7 @@ def _best_price(game: Game, p: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarr
             np.concatenate([S, [np.nan, np.nan]]))
 
 
-@register_policy("moe", "best-response", options=SolverConfig, cost=1.0)
+@register_policy("moe", "best-response", options=SolverConfig, cost=19.6)
 def solve_best_response(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Sequential best-response iteration (Gauss-Seidel), the strongest plain baseline: from the
     posted price, each IV in turn plays its **exact** best price against the others' current
