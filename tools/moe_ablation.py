@@ -93,6 +93,41 @@ HEADLINE = {"success_rate": "success", "mean_latency_s": "mean latency [s]", "la
             "mean_eq_distance": "eq distance"}
 
 
+#: the headline's per-policy table: summary.csv metric -> heading (mean ± 95 % half-width over seeds)
+SUMMARY = {"success_rate": "success", "mean_latency_s": "mean latency [s]", "p95_latency_s": "p95 [s]",
+           "mean_iv_utility": "IV utility", "mean_tv_utility": "TV utility", "mean_nash_gap": "Nash gap",
+           "mean_eq_distance": "eq distance", "eq_tasks": "eq tasks", "mean_solver_evals": "follower evals",
+           "mean_solve_ms": "solve [ms]"}
+
+
+def _table(head: list, rows: list, markdown: bool) -> str:
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
+    width = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+
+
+def summary(folder: Path, markdown: bool) -> str:
+    """Each policy's mean ± 95 % half-width over the seeds (summary.csv)."""
+    sm = pd.read_csv(folder / "summary.csv")
+    sm = sm[sm["layer"] == "moe"]
+    rows = []
+    for _, r in sm.iterrows():
+        cells = [str(r["policy"]), str(int(r["n"]))]
+        for m in SUMMARY:
+            mean, h = r.get(f"{m}.mean"), r.get(f"{m}.ci95")
+            if mean is None or pd.isna(mean):
+                cells.append("n/a")
+            elif m in ("mean_solver_evals", "mean_solve_ms", "eq_tasks"):
+                cells.append(f"{mean:.0f}")
+            elif m == "mean_eq_distance":
+                cells.append(f"{mean:.2g} ± {h:.2g}")
+            else:
+                cells.append(f"{mean:.3f} ± {h:.3f}")
+        rows.append(cells)
+    return _table(["policy", "seeds", *SUMMARY.values()], rows, markdown)
+
+
 def headline(folder: Path, markdown: bool) -> str:
     """GECPA - each policy from paired.csv (which holds policy - gecpa: the sign is flipped, the
     interval and the Holm-adjusted p are the same), quoted as :func:`cosim.stats.fmt` writes them."""
@@ -110,10 +145,7 @@ def headline(folder: Path, markdown: bool) -> str:
                 continue
             cells.append(quote(-r[f"{m}.diff"], r[f"{m}.ci95"], r.get(f"{m}.p_holm")))
         rows.append(cells)
-    if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
-    width = [max(len(x) for x in col) for col in zip(head, *rows)]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+    return _table(head, rows, markdown)
 
 
 def main() -> None:
@@ -127,6 +159,9 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.sweep)
     if args.headline:
+        print("mean ± 95 % half-width over the seeds (summary.csv)")
+        print(summary(folder, args.markdown))
+        print("\nGECPA - each policy, paired per seed: d ± 95 % half-width (p_holm: Holm over the six, per metric)")
         print(headline(folder, args.markdown))
         return  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
     res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
