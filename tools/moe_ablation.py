@@ -15,7 +15,8 @@ Any other MoE sweep, one grid key against itself (the other keys held at each of
     python tools/moe_ablation.py runs/sweeps/moe-deadline --within     # GECPA - each policy per grid point
 
 The headline table (tools/sweeps/moe_headline.toml) from the sweep's own paired.csv: GECPA -
-each policy, d ± 95 % half-width (p_holm: Holm-adjusted over the six comparisons, per metric):
+each policy, d ± 95 % half-width (p_holm: Holm-adjusted over the six comparisons, per metric
+and grid point; any sweep of the layer, e.g. moe-deadline, one row per grid point and policy):
 
     python tools/moe_ablation.py runs/sweeps/moe-headline --headline [--markdown]
 """
@@ -111,9 +112,11 @@ def summary(folder: Path, markdown: bool) -> str:
     """Each policy's mean ± 95 % half-width over the seeds (summary.csv)."""
     sm = pd.read_csv(folder / "summary.csv")
     sm = sm[sm["layer"] == "moe"]
+    cols = list(sm.columns)
+    grid = cols[cols.index("scenario") + 1:cols.index("layer")]
     rows = []
     for _, r in sm.iterrows():
-        cells = [str(r["policy"]), str(int(r["n"]))]
+        cells = [*(str(r[k]) for k in grid), str(r["policy"]), str(int(r["n"]))]
         for m in SUMMARY:
             mean, h = r.get(f"{m}.mean"), r.get(f"{m}.ci95")
             if mean is None or pd.isna(mean):
@@ -125,7 +128,7 @@ def summary(folder: Path, markdown: bool) -> str:
             else:
                 cells.append(f"{mean:.3f} ± {h:.3f}")
         rows.append(cells)
-    return _table(["policy", "seeds", *SUMMARY.values()], rows, markdown)
+    return _table([*(k.split(".")[-1] for k in grid), "policy", "seeds", *SUMMARY.values()], rows, markdown)
 
 
 def headline(folder: Path, markdown: bool) -> str:
@@ -135,10 +138,12 @@ def headline(folder: Path, markdown: bool) -> str:
 
     pd_ = pd.read_csv(folder / "paired.csv")
     pd_ = pd_[pd_["layer"] == "moe"]
-    head = ["policy (GECPA − it)", "seeds", *HEADLINE.values()]
+    cols = list(pd_.columns)
+    grid = cols[cols.index("scenario") + 1:cols.index("layer")]  # a sweep's grid keys: one row per point and policy
+    head = [*(k.split(".")[-1] for k in grid), "policy (GECPA − it)", "seeds", *HEADLINE.values()]
     rows = []
     for _, r in pd_.iterrows():
-        cells = [str(r["policy"]), str(int(r["n"]))]
+        cells = [*(str(r[k]) for k in grid), str(r["policy"]), str(int(r["n"]))]
         for m in HEADLINE:
             if f"{m}.diff" not in r:
                 cells.append("n/a")
