@@ -75,10 +75,14 @@ def _typed(column: pd.Series, text: str):  # noqa: ANN202
 
 
 def fmt(df: pd.DataFrame, markdown: bool) -> str:
+    """``d ± h (p_holm)`` per metric (:func:`cosim.stats.fmt`); an on/off or move/regate row is a
+    family of one (one policy), so its p_holm is its p."""
+    from cosim.stats import fmt as quote
+
     rows = []
     for _, r in df.iterrows():
         cells = [r["comparison"], r["policy"], str(int(r["n"]))]
-        cells += [f"{r[f'{m}.diff']:+.3f} ± {r[f'{m}.ci95']:.3f}" for m in METRICS]
+        cells += [quote(r[f"{m}.diff"], r[f"{m}.ci95"], r.get(f"{m}.p_holm")) for m in METRICS]
         rows.append(cells)
     head = ["comparison", "policy", "seeds", *METRICS.values()]
     if markdown:
@@ -187,7 +191,7 @@ def main() -> None:
                 part = within(res, fixed)
             parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
                                      part.get("comparison", "")))
-        print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+        print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
         print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
         return
     aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
@@ -197,7 +201,7 @@ def main() -> None:
         within(res, {GATING: True, REROUTE: "move"}),
         within(res, {GATING: False, REROUTE: "move"}).assign(comparison="gecpa - policy (plain gating)"),
     ], ignore_index=True)
-    print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+    print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
     print(fmt(table, args.markdown))
 
 
