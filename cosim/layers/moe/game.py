@@ -38,9 +38,12 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
   damped Newton-scaled gradient steps on its own utility (simultaneous play, in log-price), then the
   population is ranked by Nash gap, the best quarter kept and the rest bred (tournament
   selection, uniform crossover, log-normal mutation);
-* ``gradient`` — gradient play alone from the uniform price; ``evolutionary`` — the evolutionary
-  loop alone; both run until they have spent GECPA's follower evaluations (``budget``; the
-  game counts them: :attr:`Game.evals`, :func:`gecpa_evals`);
+* ``gradient`` — gradient play alone from the uniform price, returning its best iterate by
+  GECPA's own criterion (every iterate scored); ``evolutionary`` — the evolutionary loop
+  alone; both run until they have spent GECPA's follower evaluations (``budget``; the game
+  counts them: :attr:`Game.evals`, :func:`gecpa_evals`);
+* ``best-response`` — sequential best-response iteration, each IV's best price exact
+  (:func:`_best_price`), GECPA's budget as a cap: the strongest plain baseline;
 * ``random`` — IV i's price uniform on [p_min, a_i] (the prices at which the TV would buy from
   it at all); ``uniform`` — one fixed price for all; ``nearest`` — the fixed price, on the
   nearest vehicles with plain gating (these three do not search: no follower evaluation).
