@@ -100,11 +100,18 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
 def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
     from cosim.layers.base import validate_layers
 
-    moe = validate_layers(_cfg(tmp_path, "[layers.moe]\n"))  # all six solvers
-    # by hand: costs 6.12, 3.17, 2.38, 2.33, 1.84, 1.77 (sum 17.61) and the plugin's 1.3, each
-    # worker 0.5 of its own: k shares take at least max(6.12, (18.91 + 0.5 (k - 1)) / k) = 18.91,
-    # 9.71, 6.64, 6.12, 6.12 for k = 1..5: each step to k = 4 saves more than 0.5, the fifth nothing
-    assert [shards.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 4, 5, 5]
+    moe = validate_layers(_cfg(tmp_path, "[layers.moe]\n"))  # all seven solvers
+    # by hand: costs 19.6 (best-response), 3.17, 2.38, 2.33, 1.9, 1.84, 1.77 (sum 32.99) and the
+    # plugin's 1.3, each worker 0.5 of its own: k shares take at least
+    # max(19.6, (34.29 + 0.5 (k - 1)) / k) = 34.29, 19.6, 19.6 for k = 1..3: the second share
+    # saves 14.69, the third nothing (best-response alone bounds a share)
+    assert [shards.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 3, 3, 3]
+    six = validate_layers(_cfg(tmp_path, '[layers.moe]\npolicies = ["gecpa", "gradient", "evolutionary", "random", '
+                                         '"uniform", "nearest"]\n'))
+    # costs 3.17, 2.38, 2.33, 1.9, 1.84, 1.77 (sum 13.39) + 1.3: max(3.17, (14.69 + 0.5 (k - 1)) / k)
+    # = 14.69, 7.60, 5.23, 4.05, 3.34, 3.17 for k = 1..6: each step to k = 5 saves more than 0.5,
+    # the sixth 0.17
+    assert [shards.auto_jobs(six, c) for c in (2, 3, 4, 5, 16)] == [3, 4, 5, 6, 6]
     dvit = validate_layers(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "sdi"]\n'))
     # 1.3 + 1.44 + 0.28 = 3.02 in one share; two: max(1.44, 3.52 / 2 = 1.76), 1.26 less (> 0.5, a
     # worker's own load); three: max(1.44, 4.02 / 3 = 1.34) = 1.44, only 0.32 less: one worker

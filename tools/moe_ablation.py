@@ -13,6 +13,12 @@ Any other MoE sweep, one grid key against itself (the other keys held at each of
 
     python tools/moe_ablation.py runs/sweeps/queue-moe --across layers.moe.queue analytic simulated
     python tools/moe_ablation.py runs/sweeps/moe-deadline --within     # GECPA - each policy per grid point
+
+The headline table (tools/sweeps/moe_headline.toml) from the sweep's own paired.csv: GECPA -
+each policy, d ± 95 % half-width (p_holm: Holm-adjusted over the six comparisons, per metric
+and grid point; any sweep of the layer, e.g. moe-deadline, one row per grid point and policy):
+
+    python tools/moe_ablation.py runs/sweeps/moe-headline --headline [--markdown]
 """
 
 from __future__ import annotations
@@ -69,16 +75,86 @@ def _typed(column: pd.Series, text: str):  # noqa: ANN202
 
 
 def fmt(df: pd.DataFrame, markdown: bool) -> str:
+    """``d ± h (p_holm)`` per metric (:func:`cosim.stats.fmt`); an on/off or move/regate row is a
+    family of one (one policy), so its p_holm is its p."""
+    from cosim.stats import fmt as quote
+
     rows = []
     for _, r in df.iterrows():
         cells = [r["comparison"], r["policy"], str(int(r["n"]))]
-        cells += [f"{r[f'{m}.diff']:+.3f} ± {r[f'{m}.ci95']:.3f}" for m in METRICS]
+        cells += [quote(r[f"{m}.diff"], r[f"{m}.ci95"], r.get(f"{m}.p_holm")) for m in METRICS]
         rows.append(cells)
     head = ["comparison", "policy", "seeds", *METRICS.values()]
     if markdown:
         return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
     width = [max(len(x) for x in col) for col in zip(head, *rows)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+
+
+#: the headline's columns: paired.csv metric -> heading (latency_diff_s: task by task, on the
+#: tasks both completed — the run's vs_baseline block)
+HEADLINE = {"success_rate": "success", "mean_latency_s": "mean latency [s]", "latency_diff_s": "latency, common tasks [s]",
+            "mean_iv_utility": "IV utility", "mean_tv_utility": "TV utility", "mean_nash_gap": "Nash gap",
+            "mean_eq_distance": "eq distance"}
+
+
+#: the headline's per-policy table: summary.csv metric -> heading (mean ± 95 % half-width over seeds)
+SUMMARY = {"success_rate": "success", "mean_latency_s": "mean latency [s]", "p95_latency_s": "p95 [s]",
+           "mean_iv_utility": "IV utility", "mean_tv_utility": "TV utility", "mean_nash_gap": "Nash gap",
+           "mean_eq_distance": "eq distance", "eq_tasks": "eq tasks", "mean_solver_evals": "follower evals",
+           "mean_solve_ms": "solve [ms]"}
+
+
+def _table(head: list, rows: list, markdown: bool) -> str:
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in rows])
+    width = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)) for line in [head, *rows])
+
+
+def summary(folder: Path, markdown: bool) -> str:
+    """Each policy's mean ± 95 % half-width over the seeds (summary.csv)."""
+    sm = pd.read_csv(folder / "summary.csv")
+    sm = sm[sm["layer"] == "moe"]
+    cols = list(sm.columns)
+    grid = cols[cols.index("scenario") + 1:cols.index("layer")]
+    rows = []
+    for _, r in sm.iterrows():
+        cells = [*(str(r[k]) for k in grid), str(r["policy"]), str(int(r["n"]))]
+        for m in SUMMARY:
+            mean, h = r.get(f"{m}.mean"), r.get(f"{m}.ci95")
+            if mean is None or pd.isna(mean):
+                cells.append("n/a")
+            elif m in ("mean_solver_evals", "mean_solve_ms", "eq_tasks"):
+                cells.append(f"{mean:.0f}")
+            elif m == "mean_eq_distance":
+                cells.append(f"{mean:.2g} ± {h:.2g}")
+            else:
+                cells.append(f"{mean:.3f} ± {h:.3f}")
+        rows.append(cells)
+    return _table([*(k.split(".")[-1] for k in grid), "policy", "seeds", *SUMMARY.values()], rows, markdown)
+
+
+def headline(folder: Path, markdown: bool) -> str:
+    """GECPA - each policy from paired.csv (which holds policy - gecpa: the sign is flipped, the
+    interval and the Holm-adjusted p are the same), quoted as :func:`cosim.stats.fmt` writes them."""
+    from cosim.stats import fmt as quote
+
+    pd_ = pd.read_csv(folder / "paired.csv")
+    pd_ = pd_[pd_["layer"] == "moe"]
+    cols = list(pd_.columns)
+    grid = cols[cols.index("scenario") + 1:cols.index("layer")]  # a sweep's grid keys: one row per point and policy
+    head = [*(k.split(".")[-1] for k in grid), "policy (GECPA − it)", "seeds", *HEADLINE.values()]
+    rows = []
+    for _, r in pd_.iterrows():
+        cells = [*(str(r[k]) for k in grid), str(r["policy"]), str(int(r["n"]))]
+        for m in HEADLINE:
+            if f"{m}.diff" not in r:
+                cells.append("n/a")
+                continue
+            cells.append(quote(-r[f"{m}.diff"], r[f"{m}.ci95"], r.get(f"{m}.p_holm")))
+        rows.append(cells)
+    return _table(head, rows, markdown)
 
 
 def main() -> None:
@@ -88,8 +164,15 @@ def main() -> None:
     ap.add_argument("--across", nargs=3, metavar=("KEY", "BASE", "OTHER"),
                     help="OTHER - BASE of grid key KEY per policy, at every value of the other grid keys")
     ap.add_argument("--within", action="store_true", help="GECPA - each policy at every grid point")
+    ap.add_argument("--headline", action="store_true", help="GECPA - each policy from the sweep's paired.csv, with p_holm")
     args = ap.parse_args()
-    folder = Path(args.sweep)  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
+    folder = Path(args.sweep)
+    if args.headline:
+        print("mean ± 95 % half-width over the seeds (summary.csv)")
+        print(summary(folder, args.markdown))
+        print("\nGECPA - each policy, paired per seed: d ± 95 % half-width (p_holm: Holm over the six, per metric)")
+        print(headline(folder, args.markdown))
+        return  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
     res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
         pd.read_csv(folder / "results.csv")
     policies = [p for p in _moe(res)["policy"].unique()]
@@ -108,7 +191,7 @@ def main() -> None:
                 part = within(res, fixed)
             parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
                                      part.get("comparison", "")))
-        print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+        print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
         print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
         return
     aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
@@ -118,7 +201,7 @@ def main() -> None:
         within(res, {GATING: True, REROUTE: "move"}),
         within(res, {GATING: False, REROUTE: "move"}).assign(comparison="gecpa - policy (plain gating)"),
     ], ignore_index=True)
-    print("paired per-seed differences, mean ± 95 % CI half-width (Student t)")
+    print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
     print(fmt(table, args.markdown))
 
 

@@ -220,16 +220,24 @@ def test_gecpa_spends_what_gecpa_evals_says_and_the_searching_baselines_the_same
             for name in ("gradient", "evolutionary"):
                 g = game_from(n, n)
                 SOLVERS[name](g, np.random.default_rng(0), cfg)
-                # within one unit of work (a gradient step: 3n; a generation's fitness) of the budget
-                unit = 3 * n if name == "gradient" else cfg.population * n * (cfg.fitness_grid + 13) + 2 * cfg.population
+                # within one unit of work (a scored gradient step: 3n + n (24 + 2 x 6 + 1) + 2; a
+                # generation's fitness) of the budget
+                unit = 3 * n + 37 * n + 2 if name == "gradient" else \
+                    cfg.population * n * (cfg.fitness_grid + 13) + 2 * cfg.population
                 assert budget - unit < g.evals <= budget, (name, n, g.evals, budget)
+            g = game_from(n, n)
+            SOLVERS["best-response"](g, np.random.default_rng(0), cfg)
+            assert 0 < g.evals <= budget
             g = game_from(n, n)
             SOLVERS["random"](g, np.random.default_rng(0), cfg)
             assert g.evals == 0
     # an explicit budget
     g = game_from(3, 4)
     SOLVERS["gradient"](g, np.random.default_rng(0), SolverConfig(budget=120))
-    assert g.evals == 120  # 10 steps x 3 x 4 IVs
+    assert g.evals == 120  # too small to score a step (12 + 150): 10 unscored steps x 3 x 4 IVs
+    g = game_from(3, 4)
+    SOLVERS["best-response"](g, np.random.default_rng(0), SolverConfig(budget=20))
+    assert 0 < g.evals <= 20
 
 
 def test_random_prices_lie_where_the_tv_would_buy():
@@ -238,3 +246,74 @@ def test_random_prices_lie_where_the_tv_would_buy():
     assert (p >= g.p_min).all() and (p <= g.a).all()
     # uniform on [p_min, a_i]: the mean is (p_min + a_i) / 2 within sampling error (sd (a_i - p_min) / sqrt(12 x 200))
     np.testing.assert_allclose(p.mean(axis=0), (g.p_min + g.a) / 2, atol=4 * g.a.max() / np.sqrt(12 * 200))
+
+
+def interior_game(seed: int, n: int) -> Game:
+    """Capacities far above any purchase: no constraint binds at the equilibrium."""
+    rng = np.random.default_rng(seed)
+    return Game(rng.uniform(0.02, 0.05, n), rng.uniform(50, 60, n), rng.uniform(5, 20, n))
+
+
+def test_best_response_reaches_the_exact_equilibrium_by_hand():
+    # two symmetric IVs: p* = 19.1 f*, f* = 20 / 32.1 (test_exact_equilibrium_by_hand_...)
+    g = two()
+    p = SOLVERS["best-response"](g, np.random.default_rng(0), SolverConfig())
+    assert p == pytest.approx([19.1 * 20 / 32.1] * 2, rel=1e-8)
+    from cosim.layers.moe.game import gecpa_evals
+
+    assert g.evals <= gecpa_evals(2, SolverConfig())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 8))
+def test_best_response_reaches_the_exact_equilibrium_where_no_constraint_binds(seed, n):
+    from cosim.layers.moe.game import gecpa_evals
+
+    g = interior_game(seed, n)
+    pe, fe = exact_equilibrium(g)
+    if (fe <= 0).any():
+        return  # an IV priced out: the linear system does not apply
+    p = SOLVERS["best-response"](g, np.random.default_rng(0), SolverConfig())
+    np.testing.assert_allclose(p, pe, rtol=1e-7)
+    assert g.evals <= gecpa_evals(n, SolverConfig())  # within GECPA's budget, counted
+
+
+def test_the_exact_best_price_matches_the_hand_worked_one_and_a_dense_scan():
+    from cosim.layers.moe.game import _best_price
+
+    # test_an_ivs_best_response_by_hand: IV 1 against p2 = 10 plays 32470 / 2820 exactly
+    q = _best_price(two(), np.array([10.0, 10.0]), 0)[0]
+    g = two()
+    pp = np.tile([10.0, 10.0], (len(q), 1))
+    pp[:, 0] = q
+    f = g.follower(pp)[:, 0]
+    assert q[np.argmax(f * (q - 5 * f))] == pytest.approx(32470 / 2820, rel=1e-12)
+    # random games with binding capacities: never below a 20 000-point scan of the utility
+    for seed in range(10):
+        g = game_from(seed, 6)
+        p = np.exp(np.random.default_rng(seed).uniform(np.log(1.0), np.log(60.0), 6))
+        scan = np.exp(np.linspace(np.log(g.p_min), np.log(g.p_max), 20_000))
+        for i in range(6):
+            for cand in (q := _best_price(g, p, i)[0], scan):
+                pp = np.tile(p, (len(cand), 1))
+                pp[:, i] = cand
+                f = g.follower(pp)[:, i]
+                u = (f * (cand - g.kappa[i] * f)).max()
+                if cand is q:
+                    best = u
+            assert best >= u - 1e-9 * max(1.0, abs(u))
+
+
+def test_gradient_returns_its_best_scored_iterate():
+    from cosim.layers.moe.game import _FINAL, _ascend, _fitness, _fitness_evals, budget_of
+
+    cfg = SolverConfig()
+    for seed in range(4):
+        g = game_from(seed, 8)
+        p = SOLVERS["gradient"](g, np.random.default_rng(0), cfg)
+        steps = budget_of(8, cfg) // (3 * 8 + _fitness_evals(1, 8, *_FINAL))
+        assert steps == 9864 // (24 + 298) == 30
+        it = _ascend(game_from(seed, 8), np.full((1, 8), cfg.uniform_price), steps, cfg.lr, keep=steps)[:, 0]
+        fit = _fitness(g, it, *_FINAL)
+        np.testing.assert_array_equal(p, it[int(np.argmin(fit))])
+        assert fit.min() <= fit[-1]  # no worse than the last iterate it used to return

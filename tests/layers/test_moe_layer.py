@@ -124,6 +124,8 @@ def test_bad_config_names_the_key(tmp_path):
         layer(tmp_path, gate_model_dim=33)
     with pytest.raises(ConfigError, match="layers.moe.reroute"):
         layer(tmp_path, reroute="teleport")
+    with pytest.raises(ConfigError, match="layers.moe.placement"):
+        layer(tmp_path, placement="free")
 
 
 def test_a_reroute_in_one_policy_leaves_the_others_placement_alone(tmp_path):
@@ -154,10 +156,10 @@ def layer_terms(lay, task, w, index, layer_i):
     return worst
 
 
-def test_a_reroute_moves_the_weights_over_v2v_at_the_slots_rate(tmp_path):
-    """b (hosting expert 1 of both layers) leaves range before layer 0: the TV sends both of its
-    experts (2 x 512 B = 8192 bits) to a at the TV -> a rate of that slot, then re-runs the gate
-    (expert 1 now has a's link quality); a's price and compute are not renegotiated."""
+def test_a_reroute_moves_the_experts_free_when_preloaded(tmp_path):
+    """placement = "preloaded" (default): b (hosting expert 1 of both layers) leaves range before
+    layer 0; its two experts go to a (a already holds their weights: no transfer), the gate
+    re-runs (expert 1 now has a's link quality); a's price and compute are not renegotiated."""
     w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path)
     lay.submit(w0, 0, 0.0)
@@ -167,19 +169,62 @@ def test_a_reroute_moves_the_weights_over_v2v_at_the_slots_rate(tmp_path):
     moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
     index = {"tv": 0, "a": 1, "b": 2}
     lay._advance(task, moved, index)
-    rate = moved.v2v_rate_bps([0], [1])[0]
     assert task.reroutes == 1 and task.moved_experts == 2
-    assert task.move == pytest.approx([2 * 512 * 8 / rate])
+    assert task.move == [0.0]
     assert task.layer_iv.tolist() == [[0, 0], [0, 0]]
     np.testing.assert_allclose(task.gate_q, np.full((2, 2), q_a))  # expert 1 now gated by a's link
     np.testing.assert_array_equal(task.f, f_before)  # prices not renegotiated
     # the gate re-ran: with equal quality on both experts the forward pass decides, every token once (top-1)
     assert task.tokens.sum(axis=1).tolist() == [6, 6]
-    tv = lay.tv_layer_s
-    assert task.clock == pytest.approx(tv + 2 * 512 * 8 / rate + layer_terms(lay, task, moved, index, 0))
+    assert task.clock == pytest.approx(lay.tv_layer_s + layer_terms(lay, task, moved, index, 0))
     lay._advance(task, moved, index)
-    assert task.move == pytest.approx([2 * 512 * 8 / rate, 0.0])  # moved once
-    assert task.status == "done"
+    assert task.move == [0.0, 0.0] and task.status == "done"
+
+
+def test_placement_load_pays_the_initial_weights_and_every_move(tmp_path):
+    """placement = "load": before layer 0 the TV sends all four experts (512 B = 4096 bits each)
+    to their hosts, two to a and two to b, one after another at that slot's rates:
+    2 * 4096 / r(tv->a) + 2 * 4096 / r(tv->b). Before layer 1 (which routes every token to expert
+    0, on a) a has left: a's expert of layer 1 is sent again, to b: 4096 / r(tv->b) at the new
+    slot's rate."""
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, placement="load")
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    assert task.layer_iv.tolist() == [[0, 1], [0, 1]] and (task.f > 0).all() and task.tokens[1, 0] > 0
+    index = {"tv": 0, "a": 1, "b": 2}
+    ra, rb = w0.v2v_rate_bps([0, 0], [1, 2])
+    lay._advance(task, w0, index)
+    assert task.move == pytest.approx([2 * 4096 / ra + 2 * 4096 / rb])
+    assert task.clock == pytest.approx(lay.tv_layer_s + 2 * 4096 / ra + 2 * 4096 / rb
+                                       + layer_terms(lay, task, w0, index, 0))
+    clock = task.clock
+    moved = world().update(snap(1.0, ["tv", "a", "b"], [0.0, 2000.0, 150.0]))
+    lay._advance(task, moved, index)
+    rb2 = moved.v2v_rate_bps([0], [2])[0]
+    assert rb2 != pytest.approx(rb)  # b moved too: the slot's rate, not the first one
+    assert task.moved_experts == 1 and task.layer_iv.tolist() == [[0, 1], [1, 1]]
+    assert task.move[1] == pytest.approx(4096 / rb2)
+    assert task.clock - clock == pytest.approx(lay.tv_layer_s + 4096 / rb2 + layer_terms(lay, task, moved, index, 1))
+    # the same task under "preloaded" pays neither
+    lay = layer(tmp_path / "pre")
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    lay._advance(task, w0, index)
+    lay._advance(task, moved, index)
+    assert task.moved_experts == 1 and task.move == [0.0, 0.0]
+
+
+def test_placement_load_does_not_pay_twice_for_an_expert_rerouted_before_it_was_sent(tmp_path):
+    """b leaves before layer 0 under "load": nothing was sent yet, so its experts are re-placed on
+    a for free and the initial load sends all four to a: 4 * 4096 / r(tv->a)."""
+    w0 = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, placement="load")
+    lay.submit(w0, 0, 0.0)
+    task = lay.kernel.active[0]
+    moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
+    lay._advance(task, moved, {"tv": 0, "a": 1, "b": 2})
+    assert task.moved_experts == 2 and task.move == pytest.approx([4 * 4096 / moved.v2v_rate_bps([0], [1])[0]])
 
 
 def test_a_reroute_checks_the_new_hosts_memory(tmp_path):
@@ -191,7 +236,7 @@ def test_a_reroute_checks_the_new_hosts_memory(tmp_path):
     task = lay.kernel.active[0]
     moved = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 2000.0]))
     lay._advance(task, moved, {"tv": 0, "a": 1, "b": 2})
-    assert task.moved_experts == 1 and task.move == pytest.approx([512 * 8 / moved.v2v_rate_bps([0], [1])[0]])
+    assert task.moved_experts == 1 and task.move == [0.0]  # preloaded: no transfer
     assert task.layer_iv.tolist() == [[0, 0], [0, -1]] and task.gate_q[1, 1] == 0.0
     assert task.tokens[1].tolist() == [6, 0]
 

@@ -23,9 +23,14 @@ infrastructure vehicles (IVs) within V2V range:
   compute (attention + gate) + weights moved before it (reroutes) + max over the IVs used of
   (upload of its tokens + W_il / f_i + loading its experts' weights from memory + download),
   with eq. (3) V2V rates at the slot's distances and fading. An IV a layer needs that has left
-  V2V range (or the simulation) triggers a reroute (``reroute``: move its experts' weights from
-  the TV to another IV over V2V, memory permitting, or re-gate around them; see
-  :meth:`MoELayer._reroute`), or the task fails "iv-left-range" if no IV it bought from is left;
+  V2V range (or the simulation) triggers a reroute (``reroute``: move its experts to another
+  IV, memory permitting, or re-gate around them; see :meth:`MoELayer._reroute`), or the task
+  fails "iv-left-range" if no IV it bought from is left;
+* **weights** (``placement``, one rule for the initial placement and for reroutes; our choice,
+  the paper's abstract "deploy[s] ... experts across vehicles"): ``"preloaded"`` (default) —
+  every IV already holds the weights of the experts it is given, nothing is sent; ``"load"`` —
+  the TV sends every expert it uses to its host before the first layer, and a reroute's moved
+  experts, over V2V at the slot's rates (one 67 MB expert: ~2.7 s at 200 Mbit/s);
 * **sharing** — ``queue = "simulated"`` (the default): a policy's running tasks hold the compute
   they bought and their experts' memory on each IV until they end (the kernel's capacities), so
   a later task's game sees only what is left; ``"analytic"``: every task sees every IV whole.
@@ -48,7 +53,7 @@ from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers import kernel as kn
 from cosim.layers.base import ROLE_IV, ROLE_USER, Layer, LayerContext, PolicyFailed, add_role, arrivals, register_layer
-from cosim.layers.moe.game import Game
+from cosim.layers.moe.game import Game, exact_equilibrium
 from cosim.recorder import Lists
 from cosim.world import World
 from cosim.world import channel as ch
@@ -57,7 +62,7 @@ from cosim.world.coverage import dwell_straight
 
 @dataclass(frozen=True)
 class MoEConfig:
-    policies: list = option(["gecpa", "gradient", "evolutionary", "random", "uniform", "nearest"],
+    policies: list = option(["gecpa", "best-response", "gradient", "evolutionary", "random", "uniform", "nearest"],
                             doc="pricing/allocation policies run side by side (built-in or registered by a plugin)")
     options: dict = option({}, doc="per-policy options: [layers.moe.options.NAME] tables (see `cosim config`)")
     queue: str = option("simulated", choices=kn.QUEUES,
@@ -85,9 +90,15 @@ class MoEConfig:
     physical_gating: bool = option(True, doc="link-aware policies re-weight the gate's scores by the hosts' link quality "
                                              "(false: plain top-k on the same placement; the ablation)")
     reroute: str = option("move", choices=("move", "regate"),
-                          doc="an IV out of range: move: its experts' weights go from the TV to the reachable IV with the "
-                              "best link and memory left, over V2V at the slot's rate; regate: its experts are masked "
+                          doc="an IV out of range: move: its experts go to the reachable IV with the best link and "
+                              "memory left (their weights sent from the TV over V2V at the slot's rate with placement = "
+                              "load, already there with preloaded); regate: its experts are masked "
                               "and the gate re-run (no transfer); either way the gate re-runs, prices are not renegotiated")
+    placement: str = option("preloaded", choices=("preloaded", "load"),
+                            doc="who pays for expert weights over V2V (one rule for the initial placement and for "
+                                "reroutes): preloaded (default: the experts are deployed on the vehicles beforehand, "
+                                "docs/moe.md) - neither pays; load - the TV sends every expert it uses to its host "
+                                "before the first layer, and a reroute's moved experts, at the slot's V2V rates")
     gate_model_dim: int = option(64, lo=8, doc="width of the small MoE transformer whose forward pass on the prompt "
                                                  "picks the experts (the latency model uses hidden / expert_ffn)")
     gate_model_seed: int = option(0, lo=0, doc="seed of the gate model's weights (a fixed model for every run seed)")
@@ -103,6 +114,19 @@ def _check(cfg: MoEConfig, where: str) -> None:
         raise ConfigError(f"{where}.price_range: expected [lo, hi] with 0 < lo < hi, got {cfg.price_range!r}")
     if cfg.gate_model_dim % 2:
         raise ConfigError(f"{where}.gate_model_dim: {cfg.gate_model_dim} must be even (sinusoidal positions)")
+
+
+def interior_equilibrium(game: Game) -> np.ndarray | None:
+    """The prices of :func:`exact_equilibrium` where no constraint binds there (every IV sells,
+    below its capacity, at a price within the price range), else None: the reference of each
+    policy's ``eq_distance`` = max_i |p_i - p*_i| / p*_i (the largest relative price error;
+    NaN where None). One linear solve per game, shared by the policies that price it."""
+    if not game.n:
+        return None
+    p, f = exact_equilibrium(game)
+    ok = (np.all(np.isfinite(p)) and np.all(f > 0) and np.all(f < game.F)
+          and np.all(p >= game.p_min) and np.all(p <= game.p_max))
+    return p if ok else None
 
 
 def _none() -> np.ndarray:
@@ -133,6 +157,8 @@ class Task(kn.Task):
     move: list = field(default_factory=list)  # per layer: weights moved to new hosts before it [s]
     reroutes: int = 0
     moved_experts: int = 0
+    loaded: bool = False  # placement = "load": the initial weights have been sent
+    eq_distance: float = math.nan  # max_i |p_i - p*_i| / p*_i against exact_equilibrium; NaN where undefined
 
 
 @register_layer("moe")
@@ -165,8 +191,8 @@ class MoELayer(Layer):
                 raise ConfigError(f"{where}.options.{name}.uniform_price: {price:g} is outside price_range [{lo:g}, {hi:g}]")
         self.kernel = kn.Kernel(list(self.policies), c.queue)
         self.next_id = 0
-        self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "solve_ms": [], "evals": [], "declined": 0, "reroutes": 0,
-                          "moved": 0} for p in self.policies}
+        self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
+                          "reroutes": 0, "moved": 0} for p in self.policies}
         from cosim.layers.moe.model import GateModel, Vocabulary
 
         self.vocab = Vocabulary()
@@ -304,8 +330,9 @@ class MoELayer(Layer):
                     work = np.zeros(len(chosen))
                     np.add.at(work, host[host >= 0], tokens[host >= 0] * self.flop_per_token)
                     used = work > 0
-                    game = (Game(work[used], cp["cpu"][chosen][used], cp["kappa"][chosen][used], c.tv_value,
-                                 c.tv_saturation_tflops, c.substitutability, *c.price_range), used)
+                    g = Game(work[used], cp["cpu"][chosen][used], cp["kappa"][chosen][used], c.tv_value,
+                             c.tv_saturation_tflops, c.substitutability, *c.price_range)
+                    game = (g, used, interior_equilibrium(g))
                 shared[key] = (chosen, host, gq, tokens, game, cp)
             chosen, host, gq, tokens, game, cp = shared[key]
             names = [cand_names[j] for j in chosen]
@@ -332,7 +359,7 @@ class MoELayer(Layer):
             g = shared[key][4][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
             gaps.update({i: float(v) for i, v in zip(rows, g)})
         for i, (policy, key, names, p_used, solve_ms, evals) in enumerate(priced):
-            chosen, host, gq, tokens, (game, used), cp = shared[key]
+            chosen, host, gq, tokens, (game, used, p_eq), cp = shared[key]
             out = game.outcome(p_used[None])
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
@@ -344,7 +371,8 @@ class MoELayer(Layer):
             # the placement is shared between policies: each task re-routes its own copy
             task = Task(tid, policy, t_request, clock=t_request, tv=tv_name, ivs=names, layer_iv=host.copy(),
                         tokens=tokens.copy(), prompt=prompt, gate_memo=memo, gate_q=gq.copy(), evals=evals, prices=prices, f=f,
-                        u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i], solve_ms=solve_ms)
+                        u_iv=u_iv, u_tv=float(out["u_tv"][0]), nash_gap=gaps[i], solve_ms=solve_ms,
+                        eq_distance=float(np.max(np.abs(p_used - p_eq) / p_eq)) if p_eq is not None else math.nan)
             if out["declined"][0]:
                 self.stats[policy]["declined"] += 1
                 self._finish(task, "failed", "priced-out")
@@ -385,6 +413,8 @@ class MoELayer(Layer):
             move_s = self._reroute(task, world, index, tv, [j for j in ok if not ok[j]], ok)
             if task.status != "running":
                 return None
+        if c.placement == "load" and not task.loaded:
+            move_s += self._load(task, world, index, tv)
         host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
         per_iv: dict[int, list] = {}
         for e in np.flatnonzero(toks > 0):
@@ -416,16 +446,32 @@ class MoELayer(Layer):
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
                          "" if latency <= c.deadline_s + 1e-12 else "deadline")
 
+    def _load(self, task: Task, world: World, index: dict, tv: int) -> float:
+        """``placement = "load"``: the seconds the TV spends sending, before the first layer, the
+        weights of every placed expert (all layers) hosted on an IV it bought compute from, one
+        after another at this slot's TV -> IV V2V rates (bits / rate each, as a reroute's move);
+        a reroute before it (an IV gone before the first layer) re-placed them for free, since
+        nothing had been sent yet."""
+        task.loaded = True
+        host = task.layer_iv
+        n_exp = np.bincount(host[host >= 0], minlength=len(task.ivs))
+        js = [j for j in range(len(task.ivs)) if n_exp[j] and task.f[j] > 0]
+        if not js:
+            return 0.0
+        rate = world.v2v_rate_bps(np.full(len(js), tv), np.array([index[task.ivs[j]] for j in js]))
+        return float(sum(n_exp[j] * self.expert_gb * 8e9 / r for j, r in zip(js, rate)))
+
     def _reroute(self, task: Task, world: World, index: dict, tv: int, lost: list, ok: dict) -> float:
         """The experts of the remaining layers hosted on the ``lost`` IVs (out of V2V range of the
         TV, or gone), then the gate re-run on the prompt for the remaining layers; returns the
-        seconds the TV spends sending weights before this layer can run.
+        seconds the TV spends sending weights before this layer can run (``placement = "load"``
+        once the initial weights are sent; 0 with ``"preloaded"``: the new host holds them).
 
         ``reroute = "move"`` (our choice of source: the TV, which holds the model it serves — the
         departed IV is out of its range): expert by expert, in layer order, to the reachable IV the
         TV bought from with the best V2V rate this slot and memory left for it (its memory less
         what it already holds: this task's experts, or with the simulated queue what the policy's
-        running tasks hold); the TV sends them one after another, bits / rate each. An expert that
+        running tasks hold); the TV sends them one after another, bits / rate each (``"load"``). An expert that
         fits nowhere is masked. ``"regate"``: every such expert is masked (no transfer). Either
         way the gate re-runs (a moved expert's quality is its new host's), and prices are **not**
         renegotiated: the TV keeps the compute it bought (f_i), so more work on an IV takes longer.
@@ -465,7 +511,8 @@ class MoELayer(Layer):
                 rest[layer, e] = alive[k]
                 q[layer, e] = qual_of.get(task.ivs[alive[k]], 0.0) if aware else 1.0
             for k in np.flatnonzero(sent):
-                move_s += sent[k] * self.expert_gb * 8e9 / rate[k]
+                if task.loaded:  # placement = "load" (and the weights sent): the move pays; "preloaded": free
+                    move_s += sent[k] * self.expert_gb * 8e9 / rate[k]
                 if cap is not None:
                     cap.hold(id(task), (task.policy, "mem", task.ivs[alive[k]]), float(sent[k] * self.expert_gb))
             task.moved_experts += int(sent.sum())
@@ -486,6 +533,7 @@ class MoELayer(Layer):
             st["u_iv"].append(u_iv)
             st["u_tv"].append(task.u_tv)
             st["gap"].append(task.nash_gap)
+            st["eq"].append(task.eq_distance)
             st["solve_ms"].append(task.solve_ms)
             st["evals"].append(task.evals)
         used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv] if task.ivs else []
@@ -503,6 +551,7 @@ class MoELayer(Layer):
             "latency_s": np.array([latency]),
             "iv_utility": np.array([u_iv]),
             "tv_utility": np.array([task.u_tv]), "nash_gap": np.array([task.nash_gap]),
+            "eq_distance": np.array([task.eq_distance]),
             "solve_ms": np.array([task.solve_ms]), "solver_evals": np.array([task.evals]),
             "reroutes": np.array([task.reroutes]), "moved_experts": np.array([task.moved_experts]),
             "success": np.array([status == "done"]), "failure": np.array([reason], dtype=object),
@@ -521,6 +570,9 @@ class MoELayer(Layer):
                 "mean_iv_utility": mean(st["u_iv"]),
                 "mean_tv_utility": mean(st["u_tv"]),
                 "mean_nash_gap": mean(st["gap"]),
+                # over the tasks whose game has an interior equilibrium (eq_tasks of them)
+                "mean_eq_distance": mean([v for v in st["eq"] if math.isfinite(v)]),
+                "eq_tasks": sum(math.isfinite(v) for v in st["eq"]),
                 "declined": st["declined"],
                 "reroutes": st["reroutes"],
                 "moved_experts": st["moved"],
