@@ -197,25 +197,31 @@ def test_a_step_too_slow_on_its_holder_moves_to_a_device_that_can_do_it_in_time(
     assert df["success"].all() and max(df.loc["u2", "step_queue_s"]) == 0.0
 
 
+def _a_faster_helper_turns_up(tmp_path, policies: list, last_slot: int):
+    """User v2 requests at t = 1 s with only h3 near (the RSU saturated: M/M/1 at 39/40); from
+    t = 2 s h4, twice as fast, is 10 m from h3. The task table by policy, and the layer."""
+    w = world()
+    lay, rec = layer(tmp_path, policies=policies, steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
+                     vehicle_compute_flops=[0.1e12, 4e12])
+    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
+    lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    for t in range(2, last_slot + 1):
+        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
+        lay.on_slot(w)
+    lay.on_end()
+    rec.close()
+    return pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy"), lay
+
+
 def test_closed_loop_vidi_re_decides_from_each_slots_world(tmp_path):
     """Seeded draws (seed 3) over [0.1, 4] TFLOP/s: user "v2" 0.34, helper "h3" 1.92, "h4" 3.83.
     The RSU is saturated (M/M/1 at 39/40: 0.975 s > T_max). At the request only h3 is there:
     both VIDI and optimal run the non-local steps on it. In the next slot h4 (twice as fast)
     turns up 10 m from h3: VIDI (replan = "every-step") re-decides at its first step in that slot
     and moves the result to h4; optimal (planned once) stays on h3."""
-    w = world()
-    lay, rec = layer(tmp_path, policies=["vidi", "optimal"], steps=50, local_steps=5, rsu_queue=[39.0, 40.0],
-                     vehicle_compute_flops=[0.1e12, 4e12])
+    df, lay = _a_faster_helper_turns_up(tmp_path, ["vidi", "optimal"], last_slot=5)
     assert lay.replan == {"vidi": "every-step", "optimal": "request"}
-    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
-    lay.submit(w, 0, 1.0)
-    lay.on_slot(w)
-    for t in range(2, 6):
-        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
-        lay.on_slot(w)
-    lay.on_end()
-    rec.close()
-    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
     assert list(df.loc["optimal", "devices"]) == ["h3"] * 45 + ["v2"] * 5 and df.loc["optimal", "replans"] == 0
     vd = list(df.loc["vidi", "devices"])
     steps = np.array(df.loc["vidi", "step_comm_s"]) + df.loc["vidi", "step_comp_s"] + df.loc["vidi", "step_queue_s"]
@@ -306,18 +312,7 @@ def test_optimal_cl_moves_to_a_faster_helper_that_turns_up_and_optimal_does_not(
     slot h4 (twice as fast as h3, seeded draws as in the VIDI test above) turns up 10 m from h3:
     optimal-cl re-decides from h3 on that slot's world and moves on to h4; optimal keeps its
     request-time plan. optimal-cl is optimal again on each new world: it finishes sooner."""
-    w = world()
-    lay, rec = layer(tmp_path, policies=["optimal", "optimal-cl"], steps=50, local_steps=5,
-                     rsu_queue=[39.0, 40.0], vehicle_compute_flops=[0.1e12, 4e12])
-    w.update(snap(1.0, ["v2", "h3"], [100.0, 120.0]))
-    lay.submit(w, 0, 1.0)
-    lay.on_slot(w)
-    for t in range(2, 8):
-        w.update(snap(float(t), ["v2", "h3", "h4"], [100.0, 120.0, 130.0]))
-        lay.on_slot(w)
-    lay.on_end()
-    rec.close()
-    df = pd.read_parquet(tmp_path / "dvit_tasks.parquet").set_index("policy")
+    df, _ = _a_faster_helper_turns_up(tmp_path, ["optimal", "optimal-cl"], last_slot=7)
     assert list(df.loc["optimal", "devices"]) == ["h3"] * 45 + ["v2"] * 5 and df.loc["optimal", "replans"] == 0
     cl = list(df.loc["optimal-cl", "devices"])
     n1 = cl.count("h3")
