@@ -370,9 +370,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(cells)} runs; results in {out}")
         return 0
     res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
-    print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed (see cells.csv); "
+    other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
+    print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
+          + (f", {other} missing" if other else "") + f" (see cells.csv); "
           f"results: {res['out']}/results.parquet, summary.csv")
-    return 0 if res["failed"] == 0 else EXIT_ERROR
+    return 0 if res["completed"] == res["cells"] else EXIT_ERROR
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

@@ -387,3 +387,18 @@ def test_task_level_columns_against_a_sweep_baseline_that_is_not_the_first_polic
     for pol, d in per_seed.items():
         assert paired.loc[pol, "baseline"] == "mddi" and paired.loc[pol, "latency_diff_s.n"] == 2
         assert paired.loc[pol, "latency_diff_s.diff"] == pytest.approx(sum(d) / 2)
+
+
+def test_a_sweep_with_a_missing_cell_exits_nonzero_and_says_how_many(tmp_path, monkeypatch, capsys):
+    """A cell that never reported back (a Ray node lost, a folder the driver cannot see) is not a
+    success: the command says how many and exits 2, as for a failed one (issue 30)."""
+    from cosim import cli
+
+    f = tiny(tmp_path, seeds="[1, 2, 3]")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: {"cells": 3, "completed": 2, "failed": 0,
+                                                           "out": str(tmp_path / "o")})
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "2/3 runs completed, 0 failed, 1 missing (see cells.csv)" in capsys.readouterr().out
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: {"cells": 3, "completed": 3, "failed": 0,
+                                                           "out": str(tmp_path / "o")})
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "-q"]) == 0
