@@ -366,7 +366,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for c in cells:
             state = "finished" if sweep.finished(out / "cells" / c.cell_id) else "to run"
             params = " ".join(f"{k}={v}" for k, v in c.params)
-            print(f"{c.cell_id}  {Path(c.scenario).name}  seed={c.seed}  {params}  [{state}]")
+            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{state}]")
         print(f"{len(cells)} runs; results in {out}")
         return 0
     res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)

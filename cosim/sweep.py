@@ -65,16 +65,21 @@ class Cell:
     scenario: str  # absolute path of the scenario file
     params: tuple  # ((key, value), ...) of the grid point, in the sweep's key order
     seed: int
-    fixed: tuple = ()  # ((key, value), ...) of [set], plus the sweep's end time
+    fixed: tuple = ()  # ((key, value), ...) of [set] and the scenario entry's set, plus the sweep's end time
     cell_id: str = ""
+    label: str = ""  # the scenario's name in the results (default: the file's stem)
+
+    @property
+    def name(self) -> str:
+        return self.label or Path(self.scenario).stem
 
     @property
     def overrides(self) -> dict[str, Any]:
         return {**dict(self.fixed), **dict(self.params), "scenario.seed": self.seed}
 
     def to_json(self) -> dict:
-        return {"id": self.cell_id, "scenario": self.scenario, "params": dict(self.params), "seed": self.seed,
-                "fixed": dict(self.fixed), "overrides": self.overrides}
+        return {"id": self.cell_id, "scenario": self.scenario, "name": self.name, "params": dict(self.params),
+                "seed": self.seed, "fixed": dict(self.fixed), "overrides": self.overrides}
 
 
 @dataclass
@@ -88,24 +93,34 @@ class Sweep:
     end_s: float | None = None
     #: layer -> the policy paired differences are taken against (default: the layer's first policy)
     baseline: dict = field(default_factory=dict)
+    #: per scenario entry (in ``scenarios``' order): its own ``set`` overrides and its name ("" = the stem)
+    scenario_sets: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+
+    def entries(self) -> list[tuple[Path, dict, str]]:
+        """(scenario file, its overrides: [set], the entry's set, the end time; its label)."""
+        out = []
+        for i, scen in enumerate(self.scenarios):
+            fixed = {**self.fixed, **(self.scenario_sets[i] if i < len(self.scenario_sets) else {})}
+            if self.end_s is not None:
+                fixed["scenario.end_s"] = self.end_s
+            out.append((scen, fixed, self.labels[i] if i < len(self.labels) else ""))
+        return out
 
     def cells(self) -> list[Cell]:
-        fixed = dict(self.fixed)
-        if self.end_s is not None:
-            fixed["scenario.end_s"] = self.end_s
-        fixed_t = tuple(sorted(fixed.items()))
         keys = list(self.grid)
         out = []
-        for scen in self.scenarios:
+        for scen, fixed, label in self.entries():
+            fixed_t = tuple(sorted(fixed.items()))
             for values in itertools.product(*(self.grid[k] for k in keys)):
                 params = tuple(zip(keys, values))
                 # ids hash the scenario as the sweep file names it, so a moved checkout resumes
                 where = os.path.relpath(scen, self.file.parent)
                 for seed in self.seeds:
-                    key = json.dumps([where, [list(p) for p in params], seed, [list(f) for f in fixed_t]],
-                                     sort_keys=True, default=str)
+                    parts = [where, [list(p) for p in params], seed, [list(f) for f in fixed_t]]
+                    key = json.dumps(parts + ([label] if label else []), sort_keys=True, default=str)
                     cid = hashlib.sha1(key.encode()).hexdigest()[:12]
-                    out.append(Cell(str(scen), params, seed, fixed_t, cid))
+                    out.append(Cell(str(scen), params, seed, fixed_t, cid, label))
         return out
 
 
@@ -152,16 +167,42 @@ def load(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: sweep.name {name!r}: letters, digits, '.', '_' and '-' only (it names a folder "
                           "under runs/sweeps)")
     scen = sw.get("scenarios")
-    if not isinstance(scen, list) or not scen or not all(isinstance(s, str) for s in scen):
-        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files (.toml or .sumocfg)")
-    scenarios = []
-    for s in scen:
+    if not isinstance(scen, list) or not scen or not all(isinstance(s, (str, dict)) for s in scen):
+        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files (.toml or .sumocfg), "
+                          "or tables {{ file = \"...\", name = \"...\", set = {{ \"KEY\" = value }} }}")
+    scenarios, sets, labels, seen = [], [], [], set()
+    for i, s in enumerate(scen):
+        at = f"{path}: sweep.scenarios[{i}]"
+        own: dict = {}
+        label = ""
+        if isinstance(s, dict):
+            bad = set(s) - {"file", "name", "set"}
+            if bad or not isinstance(s.get("file"), str):
+                raise ConfigError(f"{at}: a scenario table takes file (required), name and set"
+                                  + (f" (unknown key '{sorted(bad)[0]}')" if bad else ""))
+            own, label = s.get("set", {}), s.get("name", "")
+            if not isinstance(own, dict):
+                raise ConfigError(f"{at}.set must be a table of 'TABLE.KEY' = value")
+            if not isinstance(label, str) or (label and (not _NAME.fullmatch(label) or ".." in label)):
+                raise ConfigError(f"{at}.name {label!r}: letters, digits, '.', '_' and '-' only")
+            for k in own:
+                _check_key(path, f"sweep.scenarios[{i}].set.\"{k}\"", k)
+                _not_the_seed(path, f"sweep.scenarios[{i}].set.\"{k}\"", k)
+            s = s["file"]
         p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
         if not p.is_file():
             raise ConfigError(f"{path}: sweep.scenarios: no such file {s!r} (paths are relative to the sweep file)")
-        if p in scenarios:
+        key = (p, json.dumps(own, sort_keys=True, default=str))
+        if key in seen:
             raise ConfigError(f"{path}: sweep.scenarios: {s!r} is listed twice (its runs would count twice)")
+        seen.add(key)
+        name = label or p.stem
+        if name in [lb or q.stem for lb, q in zip(labels, scenarios)]:
+            raise ConfigError(f"{at}: two scenario entries are both called '{name}' in the results: give each a "
+                              "name (scenarios = [{ file = ..., name = \"...\", set = {...} }])")
         scenarios.append(p)
+        sets.append(own)
+        labels.append(label)
     seeds = sw.get("seeds", [42])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEEDS:
@@ -203,10 +244,15 @@ def load(path: str | Path) -> Sweep:
         _not_the_seed(path, f"set.\"{k}\"", k)
         if k in grid:
             raise ConfigError(f"{path}: set.\"{k}\" is also a [grid] axis")
+    for i, own in enumerate(sets):
+        for k in own:
+            if k in grid:
+                raise ConfigError(f"{path}: sweep.scenarios[{i}].set.\"{k}\" is also a [grid] axis")
     baseline = sw.get("baseline", {})
     if not isinstance(baseline, dict) or not all(isinstance(v, str) for v in baseline.values()):
         raise ConfigError(f"{path}: sweep.baseline must be a table layer = \"policy\", e.g. {{ dvit = \"vidi\" }}")
-    return Sweep(name, path, scenarios, seeds, grid, fixed, None if end is None else float(end), baseline)
+    return Sweep(name, path, scenarios, seeds, grid, fixed, None if end is None else float(end), baseline, sets,
+                 labels)
 
 
 def check_cells(sw: Sweep) -> None:
@@ -215,23 +261,22 @@ def check_cells(sw: Sweep) -> None:
     from cosim import config as cfgmod
     from cosim.layers.base import validate_layers
 
-    fixed = dict(sw.fixed)
-    if sw.end_s is not None:
-        fixed["scenario.end_s"] = sw.end_s
     checked: set = set()
     runs: dict[str, set] = {}  # layer -> the policies some cell runs
-    for scen in sw.scenarios:
+    cells = sw.cells()
+    for scen, fixed, entry in sw.entries():
         base = cfgmod.load_any(scen)
-        base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set]") if fixed else base
+        base = cfgmod.apply_overrides(base, fixed, where=f"{sw.file}: [set] and {scen.name}'s set") if fixed else base
         for k, values in sw.grid.items():
             for v in values:
                 where = f"{sw.file}: grid.\"{k}\" = {v!r}"
                 one = cfgmod.apply_overrides(base, {k: v}, where=where)
                 if k.startswith("layers."):
                     validate_layers(one, label=where)
-        for c in sw.cells():
+        for c in cells:
             point = json.dumps(c.params, sort_keys=True, default=str)  # grid values may be tables
-            if c.scenario != str(scen) or point in checked:
+            if c.scenario != str(scen) or c.label != entry or c.fixed != tuple(sorted(fixed.items())) \
+                    or point in checked:
                 continue
             checked.add(point)
             label = ", ".join(f"{k} = {v!r}" for k, v in c.params) or "[set]"
@@ -520,7 +565,7 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     rows, status = [], []
     for c in cells:
         d = out / "cells" / c.cell_id
-        base = {"cell": c.cell_id, "scenario": Path(c.scenario).stem, "seed": c.seed,
+        base = {"cell": c.cell_id, "scenario": c.name, "seed": c.seed,
                 **{k: _cellvalue(v) for k, v in c.params}}
         rec = _read_json(d / "cell.json") or {}
         st = rec.get("status", "missing")

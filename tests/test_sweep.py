@@ -402,3 +402,34 @@ def test_a_sweep_with_a_missing_cell_exits_nonzero_and_says_how_many(tmp_path, m
     monkeypatch.setattr(sweep, "execute", lambda *a, **k: {"cells": 3, "completed": 3, "failed": 0,
                                                            "out": str(tmp_path / "o")})
     assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "-q"]) == 0
+
+
+def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
+    """scenarios = [file, { file, name, set }]: each entry's set applies to its runs only, its name
+    labels its rows; the plain entry keeps the ids it had (a resumed sweep still finds them)."""
+    plain = sweep.load(tiny(tmp_path))
+    f = write(tmp_path, f'[sweep]\nname = "two"\nscenarios = ["{SCEN}", {{ file = "{SCEN}", name = "small-radius", '
+                        'set = { "rsu.radius_m" = 300.0 } }]\nseeds = [1, 2]\nend_s = 20\n[set]\n"output.coverage" = '
+                        'false\n"scenario.step_length_s" = 0.5\n"layers.cache.policies" = ["lc", "lfu"]\n'
+                        '[grid]\n"layers.cache.gpu_memory_gb" = [40, 80]\n', "two.toml")
+    sw = sweep.load(f)
+    cells = sw.cells()
+    assert len(cells) == 2 * 2 * 2
+    assert [c.name for c in cells[:4]] == ["grid6_cache"] * 4 and [c.name for c in cells[4:]] == ["small-radius"] * 4
+    assert all(c.overrides.get("rsu.radius_m") is None for c in cells[:4])
+    assert all(c.overrides["rsu.radius_m"] == 300.0 for c in cells[4:])
+    assert [c.cell_id for c in cells[:4]] == [c.cell_id for c in plain.cells()]
+    assert len({c.cell_id for c in cells}) == 8
+    sweep.check_cells(sw)  # every entry's configuration checked
+    # errors: one line each, naming the entry
+    base = f.read_text()
+    for text, msg in [
+        (base.replace(', name = "small-radius"', ""), r"scenarios\[1\]: two scenario entries are both called 'grid6_cache'"),
+        (base.replace('name = "small-radius"', 'nam = "x"'), r"scenarios\[1\]: a scenario table takes file .*unknown key 'nam'"),
+        (base.replace('"rsu.radius_m" = 300.0', '"layers.cache.gpu_memory_gb" = 10'),
+         r"sweep.scenarios\[1\].set.\"layers.cache.gpu_memory_gb\" is also a \[grid\] axis"),
+        (base.replace('"rsu.radius_m" = 300.0', '"rsu.radius_m" = -1.0'), r"rsu.radius_m"),
+    ]:
+        bad = write(tmp_path, text, "bad.toml")
+        with pytest.raises(ConfigError, match=msg):
+            sweep.check_cells(sweep.load(bad))
