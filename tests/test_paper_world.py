@@ -165,3 +165,12 @@ def test_bad_paper_world_settings_are_one_line_errors(tmp_path):
         run(_paper_cfg(), tmp_path / "y", progress=False, gui=True)
     kw = source_kwargs(config.load(PAPER), str(NET), 0.25, 0.0, 300.0)
     assert kw["idm"] == IDM and kw["vehicles"] == 20 and kw["initial_speed_mps"] == (8.33, 13.89)
+
+
+def test_the_source_in_its_own_process_gives_the_same_tables(tmp_path):
+    one = run(_paper_cfg(60.0), tmp_path / "one", progress=False)
+    two = run(_paper_cfg(60.0, jobs=2), tmp_path / "two", progress=False)  # the source one slot ahead
+    assert two["status"] == "completed" and one["layers"] == two["layers"]
+    for table in ("coverage", "dvit_tasks"):
+        a, b = (pd.read_parquet(tmp_path / d / f"{table}.parquet") for d in ("one", "two"))
+        pd.testing.assert_frame_equal(a, b)
