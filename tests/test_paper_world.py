@@ -174,3 +174,18 @@ def test_the_source_in_its_own_process_gives_the_same_tables(tmp_path):
     for table in ("coverage", "dvit_tasks"):
         a, b = (pd.read_parquet(tmp_path / d / f"{table}.parquet") for d in ("one", "two"))
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_recorded_paper_world_replays_to_the_same_tables(tmp_path):
+    from cosim.runner import replay
+
+    cfg = _paper_cfg(40.0)
+    run(cfg, tmp_path / "live", progress=False, record=tmp_path / "trace.parquet")
+    replay(cfg, tmp_path / "trace.parquet", tmp_path / "replay", progress=False)
+    assert _tables(tmp_path / "live") == _tables(tmp_path / "replay")
+
+
+def test_a_paper_world_needs_an_end(tmp_path):
+    with pytest.raises(ConfigError, match="needs an end: set scenario.end_s"):
+        run(config.load(PAPER).replace(scenario={"end_s": -1.0}), tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
