@@ -8,6 +8,7 @@ A scenario file has these tables (every key optional except where noted; units i
     [rsu]       radius_m, placement, spacing_m, compute_flops, bandwidth_hz, tx_power_dbm, sites
     [channel]   noise_dbm, interference, fading, vehicle_* ranges, path-loss parameters
     [output]    dir, coverage, flush_slots
+    [traffic]   source (sumo, or a paper's own world without SUMO), that world's vehicles and speeds
     [layers.NAME]  one table per enabled layer (validated by the layer itself)
 
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the file and
@@ -149,6 +150,20 @@ class ChannelSection:
 
 
 @dataclass(frozen=True)
+class TrafficSection:
+    source: str = option("sumo", choices=("sumo", "paper000"),
+                         doc="where the vehicles come from: sumo (the sumocfg's network and demand) | paper000 (the "
+                             "DViT paper's own world, no SUMO: vehicles on a straight road through one RSU's disc, "
+                             "car-following by eqs. (8)-(11) with the world.idm_* parameters; docs/paper_worlds.md)")
+    vehicles: int = option(20, lo=1, hi=10_000, doc="paper000: vehicles on the road at every moment (Sec. IV: 20); "
+                                                    "one that leaves is replaced at the road's start (ours)")
+    directions: int = option(2, lo=1, hi=2, doc="paper000: 1 = every vehicle drives the first edge; 2 = each picks "
+                                                "one of the road's two directions by a fair coin (ours)")
+    initial_speed_mps: list = option([8.33, 13.89], doc="paper000: speed of a vehicle when placed or inserted, "
+                                                        "uniform in [lo, hi] [m/s] (ours: 30-50 km/h)")
+
+
+@dataclass(frozen=True)
 class OutputSection:
     dir: str = option("", doc="results folder; empty = runs/<name>-<seed>-<timestamp>")
     coverage: bool = option(True, doc="write coverage.parquet (one row per slot and vehicle)")
@@ -163,6 +178,7 @@ class Config:
     rsu: RsuSection = field(default_factory=RsuSection)
     channel: ChannelSection = field(default_factory=ChannelSection)
     output: OutputSection = field(default_factory=OutputSection)
+    traffic: TrafficSection = field(default_factory=TrafficSection)
     layers: dict = field(default_factory=dict)
     source_file: str = field(default="", compare=False)  # where it was loaded from (not saved)
 
@@ -380,6 +396,7 @@ def from_dict(data: dict, file: str = "<dict>", base_dir: Path | None = None, *,
     ch = sections["channel"]
     range_pair(ch.vehicle_bandwidth_hz, f"{where}: channel.vehicle_bandwidth_hz")
     range_pair(ch.vehicle_compute_flops, f"{where}: channel.vehicle_compute_flops")
+    range_pair(sections["traffic"].initial_speed_mps, f"{where}: traffic.initial_speed_mps")
     _check_sites(rsu.sites, where)
     if rsu.placement == "sites" and not rsu.sites:
         raise ConfigError(f"{where}: rsu.placement = \"sites\" needs at least one [[rsu.sites]] entry")

@@ -605,6 +605,11 @@ def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | N
 def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, gui: bool, port: int | None,
               sumo_binary: str | None, extra_sumo_args: list[str] | None, record: str | Path | None,
               overwrite: bool, prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
+    if cfg.traffic.source != "sumo":  # a paper's own world: synthetic traffic, no SUMO
+        if gui or extra_sumo_args or (record and Path(record).name.lower().endswith((".xml", ".xml.gz", ".fcd.parquet"))):
+            what = "--gui" if gui else "--sumo-args" if extra_sumo_args else f"--record {record} (SUMO's FCD output)"
+            raise CosimError(f"{what}: traffic.source = \"{cfg.traffic.source}\" runs no SUMO")
+        return _open_synthetic(cfg, out_dir, record=record, overwrite=overwrite, prepared=prepared, warm=warm)
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg, most=1 if gui else None)  # --jobs auto: as the cores allow (--gui: one process)
     sc = cfg.scenario
@@ -659,6 +664,40 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
                          log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
                          fields=session.fields)
+    return session, source, end_s
+
+
+def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Path | None, overwrite: bool,
+                    prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
+    """A run whose traffic a synthetic source makes (``traffic.source``, e.g. ``paper000``:
+    :mod:`cosim.sources.paper`): the same session, world, layers and tables as a SUMO run."""
+    from cosim.sources.paper import Paper000Source, source_kwargs
+
+    prep = prepared or preflight(cfg)
+    cfg = resolve_jobs(cfg)
+    begin_s, end_s = run_window(cfg)
+    if end_s is None or end_s < 0:
+        raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "
+                          "scenario.end_s")
+    step = step_length_s(cfg)
+    ratio = cfg.scenario.slot_s / step
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise CosimError(f"{cfg.source_file}: scenario.slot_s = {cfg.scenario.slot_s:g} is not a multiple of the "
+                         f"step length {step:g} s")
+    kwargs = source_kwargs(cfg, prep.net.path, step, begin_s, end_s)
+    Paper000Source(**kwargs)  # bad settings are an error before anything is written
+    record_path = check_record(record, overwrite)
+    out, created = results_dir(cfg, out_dir, overwrite)
+    remove_record(record_path)
+    try:
+        if record_path is not None and record_path.resolve().parent == out.resolve():
+            claim(out, record_path.name)
+        session = Session(cfg, out, prep, record=record_path, created=created, workers=cfg.scenario.jobs - 2,
+                          warm=warm)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
+        raise
+    source = make_source(cfg, "cosim.sources.paper:Paper000Source", **kwargs)
     return session, source, end_s
 
 

@@ -30,7 +30,7 @@ def main() -> None:
     summ = pd.read_csv(args.sweep / "summary.csv")
     pair = pd.read_csv(args.sweep / "paired.csv")
     summ, pair = summ[summ.layer == args.layer], pair[pair.layer == args.layer]
-    grid = [c for c in pair.columns if c.startswith(("layers.", "scenario.", "world.", "channel.", "rsu."))
+    grid = [c for c in pair.columns if c.startswith(("layers.", "scenario.", "world.", "channel.", "rsu.", "traffic."))
             and not c.endswith((".diff", ".ci95", ".n", ".p", ".p_holm"))]
     for point, sp in summ.groupby(grid or (lambda _: 0), sort=False):
         point = point if isinstance(point, tuple) else (point,)
