@@ -9,10 +9,11 @@
 Each figure is one `cosim sweep` of scenarios/grid6_dvit.toml over its parameter x preset x
 handover mode x seeds; every policy runs side by side on the same requests in each run. Every
 number printed or plotted comes with its per-seed paired difference to VIDI (policy - VIDI,
-same traffic and requests) and a Student-t 95 % interval, from `cosim.sweep.paired_differences`
-(the sweep's paired.csv).
+same traffic and requests), task by task (latency over the tasks both completed, success over
+the tasks both were given: docs/comparisons.md), with a Student-t 95 % interval and the
+Holm-adjusted p, from `cosim.sweep.paired_differences` (the sweep's paired.csv).
 
-    python tools/dvit_figures.py --out runs/dvit-figures [--end 300] [--seeds 3] [--jobs 2]
+    python tools/dvit_figures.py --out runs/dvit-figures [--end 300] [--seeds 10] [--jobs 2]
         [--presets calibrated paper-literal] [--handover fail migrate] [--figs 3 4 5 6]
         [--policies vidi optimal rl:dvit_grid6]
     python tools/dvit_figures.py --modes runs/sweeps/dvit-handover [runs/sweeps/dvit-handover-town]
@@ -45,6 +46,8 @@ FIGS = {
     "5": ("dvit-fig5", "layers.dvit.layers", [6, 24, 48], "mean_latency_s", "encoder layers L", "latency [s]"),
 }
 PRESET, MODE = "layers.dvit.preset", "layers.dvit.handover"
+#: the task-level paired difference each figure's metric is compared by (cosim.pairing)
+TASK_LEVEL = {"mean_latency_s": "latency_diff_s", "success_rate": "success_diff"}
 
 
 def sweep(out: Path, name: str, key: str, values: list, args: argparse.Namespace) -> Path:
@@ -102,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/dvit-figures")
     ap.add_argument("--end", type=float, default=300.0, help="simulated seconds per run")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--presets", nargs="+", default=["calibrated"], choices=("calibrated", "paper-literal"))
     ap.add_argument("--handover", nargs="+", default=["fail", "migrate"], choices=("fail", "migrate"))
     ap.add_argument("--figs", nargs="+", default=["3", "4", "5", "6"], choices=sorted(FIGS))
@@ -119,6 +122,7 @@ def main() -> None:
         args.policies = ["vidi", *args.policies]
     import pandas as pd
 
+    from cosim.stats import fmt
     from cosim.sweep import paired_differences
 
     out = Path(args.out)
@@ -138,10 +142,11 @@ def main() -> None:
         m.insert(0, "fig", fig)
         means.append(m.rename(columns={metric: "mean"}).assign(metric=metric))
         pd_ = paired_differences(res, grid, {"dvit": "vidi"})
-        keep = [*grid, "policy", "baseline", "n", f"{metric}.diff", f"{metric}.ci95"]
-        pf = pd_[keep].rename(columns={f"{metric}.diff": "diff", f"{metric}.ci95": "ci95"})
+        task = TASK_LEVEL[metric]  # compared task by task (docs/comparisons.md), not by each policy's own means
+        keep = [*grid, "policy", "baseline", "n", f"{task}.diff", f"{task}.ci95", f"{task}.p_holm"]
+        pf = pd_[keep].rename(columns={f"{task}.diff": "diff", f"{task}.ci95": "ci95", f"{task}.p_holm": "p_holm"})
         pf.insert(0, "fig", fig)
-        paired.append(pf.assign(metric=metric))
+        paired.append(pf.assign(metric=task))
         if len(args.handover) > 1:
             md = mode_differences(res, [key, PRESET])
             print(f"Fig. {fig}: {metric}, migrate - fail per policy (paired per seed, 95 % CI)")
@@ -152,8 +157,9 @@ def main() -> None:
     for fig in args.figs:
         _, key, _, metric, _, _ = FIGS[fig]
         sub = paired_df[paired_df.fig == fig]
-        tab = sub.assign(cell=sub["diff"].map("{:+.3f}".format) + " ± " + sub["ci95"].map("{:.3f}".format))
-        print(f"\nFig. {fig}: {metric}, policy - vidi (mean over {args.seeds} seeds ± 95 % CI)")
+        tab = sub.assign(cell=[fmt(d, h, p) for d, h, p in zip(sub["diff"], sub["ci95"], sub["p_holm"])])
+        print(f"\nFig. {fig}: {TASK_LEVEL[metric]}, policy - vidi (task by task, paired per seed over "
+              f"{args.seeds} seeds: d ± 95 % half-width, Holm-adjusted p)")
         print(tab.pivot_table(index=[PRESET, MODE, key], columns="policy", values="cell", aggfunc="first").to_string())
     if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
@@ -191,8 +197,9 @@ def plot(out: Path, means, paired, args: argparse.Namespace) -> None:  # noqa: A
                     plt.errorbar(x, g["diff"], yerr=g["ci95"], marker="o", capsize=3, label=policy)
                 plt.axhline(0.0, color="k", lw=0.8)
                 plt.xlabel(xlabel)
-                plt.ylabel(f"{ylabel}: policy - VIDI")
-                plt.title(f"Fig. {fig} paired ({preset}, {mode}; 95 % CI)", fontsize=9)
+                plt.ylabel(f"{ylabel}: policy - VIDI (common tasks)" if metric == "mean_latency_s"
+                           else f"{ylabel}: policy - VIDI")
+                plt.title(f"Fig. {fig} paired per seed, task by task ({preset}, {mode}; 95 % CI)", fontsize=9)
                 plt.legend(fontsize=7)
                 plt.tight_layout()
                 plt.savefig(out / f"fig{fig}_paired_{preset}_{mode}.png", dpi=110)
