@@ -54,4 +54,5 @@ def test_success_axis_origin_and_latency_clip_by_hand():
     assert success_origin([0.99, 1.0]) == 0.9
     assert success_origin([0.3, 0.9]) == 0.0 and success_origin([]) == 0.0
     assert success_origin([float("nan"), 0.95]) == 0.9
+    assert success_origin([1.0, 1.0]) == 0.9  # not 1.0: an axis from 1 to 1 is no axis
     assert CDF_CLIP == 0.99
