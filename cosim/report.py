@@ -64,18 +64,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     Names from the results (scenario, layers, policies) are drawn as they are (:func:`plain`), so a
     policy called ``$\\frac{$`` is text, not a formula that fails to parse; matplotlib's own tick
     labels keep their mathtext (10², …)."""
-    pyplot("cosim report")
-    return _report(run_dir, out, net)
-
-
-def _report(run_dir: str | Path, out: str | Path | None, net: str | Path | None) -> tuple[list[Path], list[str]]:
+    plt = pyplot("cosim report")  # first: without matplotlib, the one line saying how to install it
     from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle
 
     from cosim.world.network import edge_shapes
 
     info = run_folder(run_dir, net)
-    plt = pyplot("cosim report")
     run, summary, rsus = info["run"], info["summary"], info["rsus"]
     cov = coverage(run)
     layers = [(name, read_table(run / fname)) for name, (fname, _) in TASK_TABLES.items() if (run / fname).exists()]
