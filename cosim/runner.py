@@ -172,6 +172,23 @@ def step_length_s(cfg: Config) -> float:
     return sc.step_length_s if sc.step_length_s > 0 else (sumocfg_time(sc.sumocfg, "step-length") or 1.0)
 
 
+def slot_step(cfg: Config) -> float:
+    """The step length [s], checked: the slot must be a whole number of steps."""
+    sc = cfg.scenario
+    step = step_length_s(cfg)
+    ratio = sc.slot_s / step
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
+                         f"{'' if cfg.traffic.source != 'sumo' else 'SUMO '}step length {step:g} s")
+    return step
+
+
+def claim_record(out: Path, record: Path | None) -> None:
+    """A trace recorded into the results folder is cosim's output too (``--overwrite`` removes it)."""
+    if record is not None and record.resolve().parent == out.resolve():
+        claim(out, record.name)
+
+
 @dataclass
 class Timing:
     """Wall time of the two sides [s]: SUMO (stepping + reading state) and the plugin (world,
@@ -466,7 +483,6 @@ class Session:
             raise write_error
         return self.summary
 
-
     def _sumo_outputs(self) -> dict:
         """SUMO's outputs (written into the results folder; SUMO is closed now) converted to
         tables: summary.json's ``sumo_outputs`` block; nothing when the run declared none."""
@@ -620,19 +636,14 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
         raise CosimError("--gui draws on SUMO from the plugin's process: use it with --jobs 1 (scenario.jobs = 1)")
     if port is not None and not 1 <= port <= 65535:
         raise CosimError(f"--port {port}: not a TCP port (1-65535)")
-    step = step_length_s(cfg)
-    ratio = sc.slot_s / step
-    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise CosimError(f"{cfg.source_file}: scenario.slot_s = {sc.slot_s:g} is not a multiple of the "
-                         f"SUMO step length {step:g} s")
+    step = slot_step(cfg)
     begin_s, end_s = run_window(cfg)
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
     try:
         claim(out, "sumo.log", *(["gui-settings.xml"] if gui else []))
-        if record_path is not None and record_path.resolve().parent == out.resolve():
-            claim(out, record_path.name)  # a trace recorded into the results folder is cosim's output too
+        claim_record(out, record_path)
         gui_args = []
         if gui:
             from cosim.overlay import gui_settings
@@ -679,19 +690,14 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
     if end_s is None or end_s < 0:
         raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "
                           "scenario.end_s")
-    step = step_length_s(cfg)
-    ratio = cfg.scenario.slot_s / step
-    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise CosimError(f"{cfg.source_file}: scenario.slot_s = {cfg.scenario.slot_s:g} is not a multiple of the "
-                         f"step length {step:g} s")
+    step = slot_step(cfg)
     kwargs = source_kwargs(cfg, prep.net.path, step, begin_s, end_s)
     Paper000Source(**kwargs)  # bad settings are an error before anything is written
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)
     try:
-        if record_path is not None and record_path.resolve().parent == out.resolve():
-            claim(out, record_path.name)
+        claim_record(out, record_path)
         session = Session(cfg, out, prep, record=record_path, created=created, workers=cfg.scenario.jobs - 2,
                           warm=warm)
     except BaseException:
