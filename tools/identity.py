@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
-"""Do the DViT layer's results stay bit-identical across a code change? (issue 14)
+"""Do a run's results stay bit-identical across a code change? (issues 14, 26, 32)
 
-    python tools/dvit_identity.py --save runs/dvit-ref          # on the reference commit
-    python tools/dvit_identity.py --check runs/dvit-ref         # after the change
-    python tools/dvit_identity.py --check runs/dvit-ref --only grid6-sim-migrate town-analytic-migrate
+    python tools/identity.py --save runs/ref                    # on the reference commit
+    python tools/identity.py --check runs/ref                   # after the change
+    python tools/identity.py --check runs/ref --group engine    # one group of cases
+    python tools/identity.py --check runs/ref --only grid6-sim-migrate town-analytic-migrate
 
-Runs the DViT layer (all seven built-in schedulers) over a fixed set of cases — grid6 and the
-OSM town, live SUMO and the replay of a recorded trace, both queue models, ``handover`` fail and
-migrate, routes and straight-ahead positions, both presets — and compares every table the runs
-write and ``summary.json`` value for value with the saved reference (:func:`cosim.compare.differences`,
-as ``cosim compare`` does: measured timings, the folder's path and the installed plugins left out).
-Prints each case's plugin CPU seconds against the reference's (one run each: noisy).
+Two groups of fixed cases (``--group``, default both):
+
+- ``dvit`` — the DViT layer (all seven built-in schedulers) on grid6 and the OSM town, live SUMO
+  and the replay of a recorded trace, both queue models, ``handover`` fail and migrate, routes and
+  straight-ahead positions, both presets;
+- ``engine`` — every layer on at once (``grid6_all.toml``) the ways a run can be driven: serial,
+  ``--jobs 3``, the TraCI backend, replayed serially and with ``--jobs 3``; the OSM town with every
+  layer; the paper-000 world; the MoE layer's three configurations (default, ``reroute = "regate"``,
+  ``placement = "load"``) and the cache's two miss models.
+
+Every table the runs write and ``summary.json`` are compared value for value with the saved
+reference (:func:`cosim.compare.differences`, as ``cosim compare`` does: measured timings, the
+folder's path and the installed plugins left out). Prints each case's plugin CPU seconds against
+the reference's (one run each: noisy).
 
 Deliberate changes of decisions (so a reference saved before them differs), with the commit
 that made them: issue 25 (i25-dvit) — MBDI ranks the RSU by its full band w0 (every case: MBDI's
@@ -33,12 +42,17 @@ from cosim.compare import differences
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID6 = ROOT / "scenarios" / "grid6_dvit.toml"
+ALL = ROOT / "scenarios" / "grid6_all.toml"
+MOE = ROOT / "scenarios" / "grid6_moe.toml"
+CACHE = ROOT / "scenarios" / "grid6_cache.toml"
+PAPER000 = ROOT / "scenarios" / "paper000.toml"
 TOWN = ROOT / "scenarios" / "town.toml"
 TOWN_DVIT = ["rsu.radius_m=150.0", 'layers.dvit.policies=["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"]']
 TRACE_S = 300  # the recorded grid6 trace replayed by the replay cases
 
-#: name -> (command, scenario, end [s], --set overrides); "replay" cases read the recorded trace
-CASES = {
+#: name -> (command, scenario, end [s], --set overrides, extra arguments); "replay" cases read the
+#: recorded trace
+DVIT = {
     "grid6-analytic-fail": ("run", GRID6, 600, []),
     "grid6-sim-fail": ("run", GRID6, 300, ['layers.dvit.queue="simulated"']),
     "grid6-analytic-migrate": ("run", GRID6, 300, ['layers.dvit.handover="migrate"']),
@@ -59,23 +73,41 @@ CASES = {
     "replay-sim-migrate": ("replay", GRID6, TRACE_S, ['layers.dvit.queue="simulated"',
                                                       'layers.dvit.handover="migrate"']),
 }
+TOWN_ALL = ["rsu.radius_m=150.0", "layers.dvit.request_rate_per_s=1.0",
+            "layers.cache.request_rate_per_vehicle_s=0.05", "layers.moe.request_rate_per_s=0.2"]
+ENGINE = {
+    "all-serial": ("run", ALL, 300, [], []),
+    "all-jobs3": ("run", ALL, 300, [], ["--jobs", "3"]),
+    "all-traci": ("run", ALL, 200, [], ["--backend", "traci"]),
+    "all-replay": ("replay", ALL, TRACE_S, [], []),
+    "all-replay-jobs3": ("replay", ALL, TRACE_S, [], ["--jobs", "3"]),
+    "town-all": ("run", TOWN, 200, TOWN_ALL, []),
+    "paper000": ("run", PAPER000, 120, [], []),
+    "moe-default": ("run", MOE, 200, [], []),
+    "moe-regate": ("run", MOE, 200, ['layers.moe.reroute="regate"'], []),
+    "moe-load": ("run", MOE, 200, ['layers.moe.placement="load"'], []),
+    "cache-cloud": ("run", CACHE, 300, [], []),
+    "cache-wait": ("run", CACHE, 300, ['layers.cache.miss="wait"'], []),
+}
+GROUPS = {"dvit": {k: (*v, []) for k, v in DVIT.items()}, "engine": ENGINE}
+CASES = {k: v for group in GROUPS.values() for k, v in group.items()}
 
 
 def cosim(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"dvit_identity: failed: cosim {' '.join(args)}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"identity: failed: cosim {' '.join(args)}\n{proc.stderr[-2000:]}")
 
 
 def run_case(name: str, out: Path, trace: Path) -> dict:
-    command, scenario, end, sets = CASES[name]
+    command, scenario, end, sets, extra = CASES[name]
     args = [command]
     if command == "replay":
         args += [str(trace), "--scenario"]
     args += [str(scenario), "--end", str(end), "--out", str(out), "--overwrite", "-q", "--no-coverage"]
     for s in sets:
         args += ["--set", s]
-    cosim(*args)
+    cosim(*args, *extra)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -91,9 +123,10 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--save", type=Path, help="write the reference results here")
     mode.add_argument("--check", type=Path, help="compare against the reference saved here")
+    ap.add_argument("--group", choices=list(GROUPS), help="this group of cases only (default: every group)")
     ap.add_argument("--only", nargs="+", choices=list(CASES), help="these cases only")
     args = ap.parse_args()
-    names = args.only or list(CASES)
+    names = args.only or list(GROUPS[args.group] if args.group else CASES)
     ref = (args.save or args.check).resolve()
     ref.mkdir(parents=True, exist_ok=True)
     trace = ref / "grid6-trace.parquet"
@@ -120,7 +153,7 @@ def main() -> None:
                 print(f"    {line}")
             shutil.rmtree(new)
     if failed:
-        raise SystemExit(f"dvit_identity: {failed} case(s) differ")
+        raise SystemExit(f"identity: {failed} case(s) differ")
 
 
 if __name__ == "__main__":
