@@ -38,7 +38,7 @@ from cosim.errors import ConfigError
 def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
            choices: tuple | None = None, doc: str = "", unset: float | None = None, words: dict | None = None,
            required: bool = False, pattern: tuple[str, str] | None = None, each: dict | None = None,
-           unique: bool = False, min_items: int | None = None, max_items: int | None = None) -> Any:
+           unique: bool | str = False, min_items: int | None = None, max_items: int | None = None) -> Any:
     """A dataclass field with validation metadata, checked by :func:`build_section` against the
     field's type (``int``, ``float``, ``str``, ``bool``, ``list``/``list[T]``, ``dict``/``dict[str, T]``,
     a dataclass — a nested table checked the same way — or a union of these, ``int | list[int]``).
@@ -48,7 +48,8 @@ def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo
     sumocfg's) and is accepted as such; ``words``: strings that stand for a value (``{"auto": 0}``);
     ``required``: the key must be given; ``pattern``: (regular expression a string must match in
     full, what it allows in words). For a list or a table: ``min_items``/``max_items`` bound its
-    length, ``unique`` refuses a value listed twice (1 and 1.0 are equal), and ``each`` holds the
+    length, ``unique`` refuses a value listed twice (1 and 1.0 are equal; a string: why, for the
+    message), and ``each`` holds the
     same checks (``lo=``, ``choices=``, ...) for every element (a list) or value (a table)."""
     meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset, "words": words,
             "required": required, "pattern": pattern, "each": each, "unique": unique, "min_items": min_items,
@@ -305,6 +306,11 @@ def _fits(value: Any, hint: Any) -> bool:
     return isinstance(value, base) if isinstance(base, type) else True
 
 
+def _num(bound: float) -> str:
+    """A bound as messages write it: an integer in full (2147483647), a float short (1e+09)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 def _check_value(value: Any, hint: Any, meta: dict, file: str, key: str) -> Any:
     """``value`` of the key ``key`` checked against its type and ``option`` metadata; errors
     are one line naming ``file`` and ``key``."""
@@ -358,9 +364,9 @@ def _check_value(value: Any, hint: Any, meta: dict, file: str, key: str) -> Any:
         if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
             alt = f", or {unset:g} to leave it unset" if unset is not None else ""
             raise ConfigError(f"{where}: {orig!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} "
-                              f"{lo:g}{alt})")
+                              f"{_num(lo)}{alt})")
         if hi is not None and value > hi:
-            raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {hi:g})")
+            raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {_num(hi)})")
     return value
 
 
@@ -380,32 +386,43 @@ def _check_items(value: list | dict, hint: Any, meta: dict, file: str, key: str)
         if isinstance(value, list):
             value = [_check_value(v, item, each, file, f"{key}[{i}]") for i, v in enumerate(value)]
         else:
-            value = {k: _check_value(v, item, each, file, f"{key}.{k}") for k, v in value.items()}
+            value = {k: _check_value(v, item, each, file, f"{key}.{toml_key(k)}") for k, v in value.items()}
     if meta.get("unique"):
         again = first_repeat(list(value.values()) if isinstance(value, dict) else value)
         if again is not None:
-            raise ConfigError(f"{where}: {again!r} is listed twice")
+            why = meta["unique"] if isinstance(meta["unique"], str) else ""
+            raise ConfigError(f"{where}: {again!r} is listed twice" + (f" ({why})" if why else ""))
     return value
+
+
+def toml_key(key: str) -> str:
+    """``key`` as a dotted TOML path writes it: bare, or quoted where it holds other characters
+    (``grid."rsu.radius_m"``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
     hints = _resolve_hint(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # the top level of a file (prefix "") holds tables: [sweep]; below it, keys: sweep.name
+    what, name_of = ("table", "[{}]".format) if not prefix else ("key", f"{prefix}.{{}}".format)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{file}: unknown key '{prefix}.{unknown[0]}' (known: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{file}: unknown {what} '{name_of(unknown[0])}' (known: {', '.join(sorted(fields))})")
     missing = [n for n, f in fields.items() if f.metadata.get("required") and n not in data]
     if missing:
         doc = fields[missing[0]].metadata.get("doc")
-        raise ConfigError(f"{file}: missing key '{prefix}.{missing[0]}'" + (f" ({doc})" if doc else ""))
+        raise ConfigError(f"{file}: missing {what} '{name_of(missing[0])}'" + (f" ({doc})" if doc else ""))
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _check_value(value, hints[name], dict(fields[name].metadata), file, f"{prefix}.{name}")
+        key = f"{prefix}.{toml_key(name)}" if prefix else name
+        kwargs[name] = _check_value(value, hints[name], dict(fields[name].metadata), file, key)
     return cls(**kwargs)
 
 
-def build_section(cls: type, data: dict, file: str, prefix: str) -> Any:
-    """Validate ``data`` against the dataclass ``cls`` (errors name ``file`` and ``prefix.key``)."""
+def build_section(cls: type, data: dict, file: str, prefix: str = "") -> Any:
+    """Validate ``data`` against the dataclass ``cls`` (errors name ``file`` and ``prefix.key``;
+    without a prefix, ``data`` is a whole file whose keys are tables)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: [{prefix}] must be a table")
     return _build(cls, data, file, prefix)
@@ -594,9 +611,9 @@ def _limits(meta: dict) -> list[str]:
     if meta.get("pattern"):
         extra.append(meta["pattern"][1])
     if meta.get("lo") is not None:
-        extra.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']:g}")
+        extra.append(f"{'>' if meta.get('lo_open') else '>='} {_num(meta['lo'])}")
     if meta.get("hi") is not None:
-        extra.append(f"<= {meta['hi']:g}")
+        extra.append(f"<= {_num(meta['hi'])}")
     if meta.get("min_items") is not None:
         extra.append("non-empty" if meta["min_items"] == 1 else f"at least {meta['min_items']} values")
     if meta.get("max_items") is not None:
@@ -614,16 +631,25 @@ def field_docs(cls: type) -> list[tuple[str, Any, str]]:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         extra = _limits(f.metadata)
-        out.append((f.name, default, f.metadata.get("doc", "") + (f" ({'; '.join(extra)})" if extra else "")))
+        limits = f"({'; '.join(extra)})" if extra else ""
+        out.append((f.name, default, " ".join(filter(None, (f.metadata.get("doc", ""), limits)))))
     return out
 
 
-def _describe_fields(cls: type) -> list[str]:
+def describe_fields(cls: type) -> list[str]:
     lines = []
     for name, default, doc in field_docs(cls):
-        value = json.dumps(default) if isinstance(default, list) else tomli_w.dumps({"v": default})[4:].strip()
-        lines.append(f"{name} = {value}" + (f"  # {doc}" if doc else ""))
+        lines.append(f"{name} = {_toml_value(default)}" + (f"  # {doc}" if doc else ""))
     return lines
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as TOML writes it inline (``[42]``, ``{ dvit = "vidi" }``, ``{}``)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return tomli_w.dumps({"v": value})[4:].strip()
 
 
 def describe() -> str:
@@ -634,17 +660,17 @@ def describe() -> str:
 
     lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
     for name, cls in _SECTIONS.items():
-        lines += [f"[{name}]", *_describe_fields(cls), ""]
+        lines += [f"[{name}]", *describe_fields(cls), ""]
     for name in registry.layer_names():
         layer = registry.layer_class(name)
         mod = __import__(layer.__module__, fromlist=["_"])
         title = ((layer.__doc__ or mod.__doc__ or "").strip().splitlines() or [""])[0].rstrip(".:,")
         if layer.config_class is not None:
-            lines += [f"[layers.{name}]  # {title}", *_describe_fields(layer.config_class), ""]
+            lines += [f"[layers.{name}]  # {title}", *describe_fields(layer.config_class), ""]
         else:
             lines += [f"[layers.{name}]  # {title} (free-form table)", ""]
         for pname, spec in sorted(registry.policies(name).items()):
             doc = ((getattr(spec.fn, "__doc__", None) or "").strip().splitlines() or [""])[0]
             head = f"[layers.{name}.options.{pname}]  # {spec.origin}" + (f": {doc}" if doc else "")
-            lines += [head, *(_describe_fields(spec.options) if spec.options else ["# (no options)"]), ""]
+            lines += [head, *(describe_fields(spec.options) if spec.options else ["# (no options)"]), ""]
     return "\n".join(lines)
