@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,54 @@ def cli():
 def trace(tmp_path_factory):
     """120 s of real grid6 traffic (SUMO, seed 42), recorded once per test session."""
     return record_grid6(tmp_path_factory.mktemp("grid6trace"), 120)
+
+
+def _cosims_own(module: str) -> bool:
+    return module == "cosim" or module.startswith("cosim.")
+
+
+def _restore(now: dict, before: dict, module_of) -> set[str]:
+    """``now`` back to ``before``, keeping what cosim itself added meanwhile; the modules of the
+    registrations dropped."""
+    dropped = {module_of(v) for k, v in now.items() if before.get(k) is not v and not _cosims_own(module_of(v))}
+    kept = {k: v for k, v in now.items() if k not in before and _cosims_own(module_of(v))}
+    now.clear()
+    now.update({**before, **kept})
+    return dropped
+
+
+@contextmanager
+def scoped_registry():
+    """Whatever is registered inside — by a test, a module's fixture, a plugin it loads — is
+    unregistered at the end, and the plugin modules it imported are forgotten (a later load
+    imports them again); cosim's built-in layers, policies and loaders, registered once when
+    their module is first imported, stay."""
+    from cosim import registry as r
+
+    layers, loaders = dict(r._LAYERS), dict(r._LOADERS)
+    policies = {k: dict(v) for k, v in r._POLICIES.items()}
+    plugins, versions, loaded = dict(r.PLUGINS), dict(r._EP_VERSIONS), r._entry_points_loaded
+    try:
+        yield
+    finally:
+        gone = _restore(r._LAYERS, layers, lambda cls: cls.__module__)
+        gone |= _restore(r._LOADERS, loaders, lambda fn: getattr(fn, "__module__", "") or "")
+        for layer, table in r._POLICIES.items():
+            gone |= _restore(table, policies.get(layer, {}), lambda spec: spec.module)
+        gone |= {f"cosim_plugin_{Path(e).stem}" if e.endswith(".py") else e for e in set(r.PLUGINS) - set(plugins)}
+        for saved, before in ((r.PLUGINS, plugins), (r._EP_VERSIONS, versions)):
+            saved.clear()
+            saved.update(before)
+        r._entry_points_loaded = loaded
+        for mod in gone - {"", "__main__"}:
+            if mod.split(".")[0] != "tests":  # pytest's own test modules stay imported
+                for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
+                    del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry():
+    """Every test starts from the registry as it was and leaves it so (its registrations, and the
+    plugins it loaded, do not leak into the next test)."""
+    with scoped_registry():
+        yield
