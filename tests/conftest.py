@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -17,6 +18,14 @@ DATA = Path(__file__).resolve().parent / "data"
 # small per-slot linear algebra is far faster single-threaded
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def as_foreground() -> None:
+    """``preexec_fn`` of a child the test will Ctrl-C (SIGINT): the default disposition, as a
+    terminal's foreground job has. A shell's background job — a suite started with ``&`` from a
+    script — ignores SIGINT, and Python keeps an ignored SIGINT ignored: the child would never
+    see the Ctrl-C (a run blocked on a frozen SUMO then waits forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
