@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,17 @@ def as_foreground() -> None:
     script — ignores SIGINT, and Python keeps an ignored SIGINT ignored: the child would never
     see the Ctrl-C (a run blocked on a frozen SUMO then waits forever)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wait_for(cond, timeout: float = 60.0, every: float = 0.05):  # noqa: ANN001, ANN201
+    """``cond()``'s first true value, polled every ``every`` s for at most ``timeout`` s; else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(every)
+    return None
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,

@@ -19,7 +19,7 @@ import pytest
 import cosim
 from cosim.sources.sumo import sumo_binary
 
-from .conftest import GRID6_CFG, GRID6_TOML, ROOT, as_foreground, run_cli
+from .conftest import GRID6_CFG, GRID6_TOML, ROOT, as_foreground, run_cli, wait_for
 
 pytestmark = pytest.mark.sumo
 
@@ -64,16 +64,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return fields[0] != "Z"
-
-
-def wait_for(cond, timeout: float = 60.0, every: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(every)
-    return None
 
 
 def check_readable(out: Path) -> dict:
