@@ -29,6 +29,18 @@ def as_foreground() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def says(text: str, *facts: str) -> bool:
+    """``text`` is one line holding each of ``facts`` (key names, paths, numbers), in that order:
+    what a message must say, not how it words it."""
+    at = 0
+    for fact in facts:
+        at = text.find(fact, at)
+        if at < 0:
+            return False
+        at += len(fact)
+    return "\n" not in text.strip()
+
+
 def wait_for(cond, timeout: float = 60.0, every: float = 0.05):  # noqa: ANN001, ANN201
     """``cond()``'s first true value, polled every ``every`` s for at most ``timeout`` s; else None."""
     deadline = time.monotonic() + timeout

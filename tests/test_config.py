@@ -81,15 +81,24 @@ def test_overrides_from_the_command_line_are_typed_and_validated():
 
 
 def test_describe_documents_every_layer_key():
-    from cosim.layers.cache.layer import CacheConfig
-    from cosim.layers.dvit.layer import DViTConfig
+    """Every registered layer's keys and every policy's options, each in its own table."""
+    from cosim import registry
 
     text = config.describe()
-    for table, cls in (("layers.cache", CacheConfig), ("layers.dvit", DViTConfig)):
-        block = text.split(f"[{table}]")[1].split("\n[")[0]
-        for f in dataclasses.fields(cls):
-            assert f"\n{f.name} = " in block, (table, f.name)
-    assert "gpu_memory_gb = 80.0  # GPU memory per RSU [GB]" in text
+
+    def block(table: str) -> str:
+        return text.split(f"\n[{table}]")[1].split("\n[")[0]
+
+    assert set(registry.BUILTIN_LAYERS) <= set(registry.layer_names())
+    for name in registry.layer_names():
+        cls = registry.layer_class(name).config_class
+        for f in dataclasses.fields(cls) if cls is not None else ():
+            assert f"\n{f.name} = " in block(f"layers.{name}"), (name, f.name)
+        for pname, spec in registry.policies(name).items():
+            options = block(f"layers.{name}.options.{pname}")
+            for f in dataclasses.fields(spec.options) if spec.options is not None else ():
+                assert f"\n{f.name} = " in options, (name, pname, f.name)
+    assert "\ngpu_memory_gb = 80.0  # " in block("layers.cache")
 
 
 def test_option_checks_lists_tables_and_their_elements():
