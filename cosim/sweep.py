@@ -98,6 +98,7 @@ class SweepFile:
                                         doc="one axis per key, 'TABLE.KEY' = [values...]: the runs are the product "
                                             "of all axes x seeds x scenarios")
 
+
 @dataclass(frozen=True)
 class Cell:
     scenario: str  # absolute path of the scenario file

@@ -268,7 +268,8 @@ def test_entry_point_plugins_are_found_without_a_scenario_key(tmp_path):
     """pip-installs the example package as a user would — built from its pyproject.toml, its
     entry point written by pip — but into a throwaway folder put on the path of one `cosim
     config`, never into the running venv; cosim finds it through the entry point alone."""
-    src = shutil.copytree(EXAMPLE, tmp_path / "src", ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    src = shutil.copytree(EXAMPLE, tmp_path / "src",
+                          ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                            "--no-index", "--target", str(site), str(src)], capture_output=True, text=True, timeout=300)

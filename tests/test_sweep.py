@@ -100,7 +100,8 @@ def test_the_sweep_file_keys_are_dataclasses_checked_as_scenario_keys_are(tmp_pa
         ('[sweep]\nscenarios = [{ name = "x" }]\n', "missing key 'sweep.scenarios[0].file'"),
         (f'[sweep]\nscenarios = [{{ file = "{SCEN}", name = "a/b" }}]\n', "sweep.scenarios[0].name: 'a/b': letters"),
         (f'[sweep]\nscenarios = [{{ file = "{SCEN}", set = 3 }}]\n', "sweep.scenarios[0].set: expected a table, got 3"),
-        (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"rsu.radius_m" = 5\n', 'grid."rsu.radius_m": expected a list, got 5'),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"rsu.radius_m" = 5\n',
+         'grid."rsu.radius_m": expected a list, got 5'),
     ]:
         with pytest.raises(ConfigError) as exc:
             sweep.load(write(tmp_path, body, "bad.toml"))
@@ -467,7 +468,8 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
     base = f.read_text()
     for text, msg in [
         (base.replace(', name = "small-radius"', ""), r"scenarios\[1\]: two scenario entries are both called 'grid6_cache'"),
-        (base.replace('name = "small-radius"', 'nam = "x"'), r"unknown key 'sweep\.scenarios\[1\]\.nam' \(known: file, name, set\)"),
+        (base.replace('name = "small-radius"', 'nam = "x"'),
+         r"unknown key 'sweep\.scenarios\[1\]\.nam' \(known: file, name, set\)"),
         (base.replace('"rsu.radius_m" = 300.0', '"layers.cache.gpu_memory_gb" = 10'),
          r"sweep.scenarios\[1\].set.\"layers.cache.gpu_memory_gb\" is also a \[grid\] axis"),
         (base.replace('"rsu.radius_m" = 300.0', '"rsu.radius_m" = -1.0'), r"rsu.radius_m"),
