@@ -107,14 +107,16 @@ def _restore(now: dict, before: dict, module_of) -> set[str]:
 @contextmanager
 def scoped_registry():
     """Whatever is registered inside — by a test, a module's fixture, a plugin it loads — is
-    unregistered at the end, and the plugin modules it imported are forgotten (a later load
-    imports them again); cosim's built-in layers, policies and loaders, registered once when
-    their module is first imported, stay."""
+    unregistered at the end, the plugin modules it imported are forgotten (a later load
+    imports them again) and the folders it put on ``sys.path`` (a scenario's, for its plugins)
+    leave it; cosim's built-in layers, policies and loaders, registered once when their module
+    is first imported, stay."""
     from cosim import registry as r
 
     layers, loaders = dict(r._LAYERS), dict(r._LOADERS)
     policies = {k: dict(v) for k, v in r._POLICIES.items()}
     plugins, versions, loaded = dict(r.PLUGINS), dict(r._EP_VERSIONS), r._entry_points_loaded
+    path = list(sys.path)
     try:
         yield
     finally:
@@ -127,6 +129,7 @@ def scoped_registry():
             saved.clear()
             saved.update(before)
         r._entry_points_loaded = loaded
+        sys.path[:] = path
         for mod in gone - {"", "__main__"}:
             if mod.split(".")[0] != "tests":  # pytest's own test modules stay imported
                 for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
