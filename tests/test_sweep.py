@@ -151,7 +151,7 @@ def test_a_corrupt_finished_cell_runs_again_and_merges_without_a_traceback(tmp_p
         (d / "summary.json").write_text(corrupt)
         assert sweep.finished(d) is None  # so the next run of the sweep runs it again
         res = sweep.merge(sw, tmp_path / "out")
-        assert res == {"cells": 1, "completed": 0, "failed": 1, "out": str(tmp_path / "out")}
+        assert res == {"cells": 1, "completed": 0, "failed": 1, "rerun": 0, "out": str(tmp_path / "out")}
         cells = pd.read_csv(tmp_path / "out" / "cells.csv")
         assert cells["error"].str.contains("summary.json missing or corrupt").all()
     (d / "cell.json").write_text("[1, 2]")  # valid JSON, not a record
