@@ -197,8 +197,11 @@ def _state(obj: Any, skip: tuple = ()) -> dict:
 
 
 def _call(spec: PolicySpec, args: tuple, seed: int | None, opts: Any) -> Any:
-    rng = np.random.default_rng(seed) if spec.stochastic else None
-    return spec.fn(*args, rng, opts)
+    """The policy called as its layer calls it (:func:`cosim.layers.base.call_policy`), with a
+    generator of ``seed`` for a stochastic one."""
+    from cosim.layers.base import call_policy
+
+    return call_policy(spec.fn, args, np.random.default_rng(seed) if spec.stochastic else None, opts)
 
 
 def _probe(spec: PolicySpec, args: tuple, seed: int, opts: Any, subject: Any, changed: str, label: str, where: str,
