@@ -257,6 +257,18 @@ class Layer:
         return {}
 
     # -- policies ----------------------------------------------------------------------------
+    @classmethod
+    def check_policy(cls, spec: PolicySpec, worlds: list) -> list[str]:
+        """What ``cosim check`` runs on a policy of this layer (:mod:`cosim.conformance`, on its
+        recorded worlds): one line per violation. Default: the layer, running only this policy
+        over the recorded slots, drops nothing. A layer adds the checks of its policy kind by
+        overriding this (the built-in ones: their ``contract`` modules), with
+        :mod:`cosim.conformance`'s kit (``probe``, ``call``, ``run_layer``, ...)."""
+        from cosim import conformance as cf
+
+        _, run = cf.run_layer(cls, {"policies": [spec.name]}, worlds, cf.label(spec, cls.policy_kind))
+        return run
+
     def live(self) -> list[str]:
         """The configured policies still running (not dropped), in the configured order."""
         return [p for p in self.policies if p not in self.failed]

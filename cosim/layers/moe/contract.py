@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
+    from cosim.registry import PolicySpec
     from cosim.layers.moe.game import Game
 
 
@@ -17,3 +18,42 @@ class PricingSolver(Protocol):
     a stochastic solver, else None), then its options -> ``game.n`` prices in [p_min, p_max]."""
 
     def __call__(self, game: Game, rng: np.random.Generator | None, options: Any, /) -> np.ndarray: ...
+
+
+def check_solver(layer_cls: type, spec: PolicySpec, worlds: list) -> list[str]:
+    """What ``cosim check`` runs on a pricing solver: on games of 1, 3 and 8 IVs, ``game.n`` finite prices
+    in the price range, the same for the same seed, the game unchanged; a layer running only it over the
+    recorded slots drops nothing (cosim.conformance has the kit)."""
+    from cosim import conformance as cf
+
+    from cosim.layers.moe.game import Game
+
+    label = cf.label(spec, layer_cls.policy_kind)
+    out: list[str] = []
+    opts = cf.default_options(spec)
+    rng = np.random.default_rng(5)
+    for n in (1, 3, 8):
+        g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
+        where = f"a game of {n} IVs"
+        ok, p = cf.probe(spec, (g,), 13, opts, g, "modified the game it was given", label, where, out,
+                       skip=("_evals",))  # the follower-evaluation counter moves
+        if not ok:
+            continue
+        try:
+            arr = np.asarray(p, dtype=float)
+        except (TypeError, ValueError):
+            out.append(f"{label}: returned {type(p).__name__}, not an array of prices ({where})")
+            continue
+        if arr.shape != (n,):
+            out.append(f"{label}: prices of shape {arr.shape}, expected ({n},) ({where})")
+            continue
+        if not np.all(np.isfinite(arr)):
+            out.append(f"{label}: non-finite prices {arr.tolist()} ({where})")
+        elif np.any(arr <= 0):
+            out.append(f"{label}: negative or zero prices {arr.tolist()} ({where})")
+        elif np.any(arr < g.p_min * (1 - 1e-9)) or np.any(arr > g.p_max * (1 + 1e-9)):
+            out.append(f"{label}: prices outside the price range [{g.p_min:g}, {g.p_max:g}] ({where})")
+        if not np.array_equal(np.asarray(cf.call(spec, (g,), 13, opts), dtype=float), arr):
+            out.append(f"{label}: not reproducible: the same game and seed gave other prices ({where})")
+    _, run = cf.run_layer(layer_cls, {"policies": [spec.name], "request_rate_per_s": 1.0}, worlds, label)
+    return cf.first(out) + run

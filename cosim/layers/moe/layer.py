@@ -169,6 +169,7 @@ class MoELayer(Layer):
     shardable = True  # its policies share nothing but the world and the requests
     task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     policy_protocol = contract.PricingSolver
+    check_policy = classmethod(contract.check_solver)  # what `cosim check` runs on one of its policies
     #: link_aware=False: experts on the nearest vehicles, plain top-k gating
     policy_traits = {"link_aware": True}
 
