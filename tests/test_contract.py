@@ -3,7 +3,13 @@ signature), the DViT admissibility helper, and a policy written another way refu
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -128,3 +134,120 @@ def test_a_protocol_must_end_with_rng_and_options():
     with pytest.raises(TypeError, match=r"must end with \(rng, options\), got \(world, options, rng\)"):
         protocol_inputs(Bad)
     assert protocol_inputs(None) is None
+
+
+# -- a plugin layer in cosim view, cosim report and cosim plot -----------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "plugin"
+PLUGIN_RUN = """[scenario]
+sumocfg = "{cfg}"
+end_s = {end}
+step_length_s = 0.5
+plugins = ["cosim_example_plugin"]
+[layers.dvit]
+policies = ["vidi", "my-greedy"]
+[layers.rsu_load]
+overload_vehicles = 20
+"""
+
+
+def _cosim(*args: str) -> subprocess.CompletedProcess:
+    """`cosim ...` in a fresh process that can import the example plugin (scenario.plugins names it)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def plugin_run(tmp_path_factory):
+    from .conftest import GRID6_CFG
+
+    folder = tmp_path_factory.mktemp("plugin-run")
+    (folder / "s.toml").write_text(PLUGIN_RUN.format(cfg=GRID6_CFG, end=60))
+    proc = _cosim("run", str(folder / "s.toml"), "--out", str(folder / "run"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    return folder / "run"
+
+
+def _js_fixed(v: float, digits: int) -> str:
+    """What JavaScript's ``v.toFixed(digits)`` writes (the exact binary value, halves up)."""
+    return str(Decimal(v).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+@pytest.mark.sumo
+def test_the_example_plugin_layer_is_in_view_html(plugin_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from .test_view import _chromium
+
+    proc = _cosim("view", str(plugin_run), "--out", str(tmp_path / "view.html"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((plugin_run / "summary.json").read_text())
+    block = summary["layers"]["rsu_load"]
+    assert sorted(block) == sorted(r["id"] for r in summary["rsus"])
+    browser = _chromium()
+    try:
+        browser.get((tmp_path / "view.html").as_uri())
+        layer = Select(browser.find_element(By.ID, "layer"))
+        assert [o.text for o in layer.options] == ["dvit", "rsu_load"]  # the run's layers, the plugin's too
+        assert browser.execute_script("return window.cosimView.state.tasks") >= 0
+        layer.select_by_visible_text("rsu_load")
+        rows = [[td.text for td in tr.find_elements(By.CSS_SELECTOR, "th,td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#summary tr")]
+        # the columns the layer declares (headline_metrics), one row per entry of its summary block
+        assert rows[0] == ["policy", "peak vehicles", "mean vehicles", "overloaded share"]
+        assert rows[1:] == [[rsu, _js_fixed(b["peak_vehicles"], 0), _js_fixed(b["mean_vehicles"], 1),
+                             _js_fixed(b["overloaded_share"], 3)] for rsu, b in block.items()]
+        assert [o.text for o in Select(browser.find_element(By.ID, "policy")).options] == list(block)
+        assert browser.execute_script("return window.cosimView.state.tasks") == 0  # it has no tasks to draw
+        layer.select_by_visible_text("dvit")
+        browser.execute_script("window.cosimView.setSlot(50)")
+        assert browser.execute_script("return window.cosimView.state.tasks") > 0  # the task layer still draws
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_the_example_plugin_layer_is_in_report_png(plugin_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from cosim.report import FIXED_PANELS
+
+    proc = _cosim("report", str(plugin_run), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    panels = Image.open(tmp_path / "report.png").info["Description"].split("; ")
+    assert panels == [*FIXED_PANELS, "dvit: latency CDF per policy", "dvit: success rate per policy",
+                      "rsu_load: peak vehicles served", "rsu_load: mean vehicles served",
+                      "rsu_load: share of slots overloaded"]
+
+
+@pytest.mark.sumo
+def test_cosim_plot_draws_the_example_plugin_layers_headline_metrics(tmp_path):
+    pytest.importorskip("matplotlib")
+    from .conftest import GRID6_CFG
+
+    (tmp_path / "s.toml").write_text(PLUGIN_RUN.format(cfg=GRID6_CFG, end=20).replace(
+        '["vidi", "my-greedy"]', '["mddi"]'))
+    (tmp_path / "sw.toml").write_text(f'[sweep]\nname = "plug"\nscenarios = ["{tmp_path / "s.toml"}"]\nseeds = [1]\n'
+                                      '[set]\n"output.coverage" = false\n'
+                                      '[grid]\n"layers.rsu_load.overload_vehicles" = [2, 1000]\n')
+    proc = _cosim("sweep", str(tmp_path / "sw.toml"), "--out", str(tmp_path / "sw"), "-q")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    proc = _cosim("plot", str(tmp_path / "sw"))
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(Path(p).name for p in proc.stdout.split())
+    assert [n for n in names if "rsu_load" in n] == ["s-rsu_load-mean_vehicles.png", "s-rsu_load-overloaded_share.png",
+                                                     "s-rsu_load-paired.png", "s-rsu_load-peak_vehicles.png"]
+    # what the overloaded-share figure draws: every RSU of the run at both thresholds, from summary.csv
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "sw" / "summary.csv")
+    rows = df[df["layer"] == "rsu_load"]
+    assert len(rows) == 2 * 4 and set(rows["layers.rsu_load.overload_vehicles"]) == {2, 1000}
+    high = rows[rows["layers.rsu_load.overload_vehicles"] == 1000]["overloaded_share.mean"]
+    low = rows[rows["layers.rsu_load.overload_vehicles"] == 2]["overloaded_share.mean"]
+    assert (high == 0).all() and (low > 0).all()

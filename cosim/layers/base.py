@@ -97,6 +97,40 @@ class LayerContext:
                    begin_s=begin, end_s=end, warmup_s=sc.warmup_s, drain_s=sc.drain_s)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A number of a layer's summary block (one per policy, or per entry), as the tools show it:
+    ``cosim view``'s table, ``cosim report``'s panels, ``cosim plot``'s figures."""
+
+    key: str  # its key in each entry of the layer's summary block (summary.csv: KEY.mean, KEY.ci95)
+    label: str  # what it is, with its unit (an axis label)
+    digits: int = 3  # decimals in cosim view's table
+
+
+#: what every layer with a task table reports per policy (:meth:`cosim.layers.kernel.Kernel.block`),
+#: the first columns of its table in ``cosim view``
+TASK_METRICS = (Metric("tasks", "tasks", 0), Metric("success_rate", "success rate"),
+                Metric("mean_latency_s", "mean latency [s]"), Metric("p95_latency_s", "95th-percentile latency [s]"))
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """How ``cosim view`` draws the rows of a layer's task table (:attr:`Layer.task_table`: one
+    row per task and policy with ``policy``, ``t_request_s``, ``latency_s``, ``success``,
+    ``failure``): ``vehicle`` names the column of the requesting vehicle; ``segments(row,
+    index, rsus)`` turns one row (a dict) into ``(segments, end [s], extra)`` — each segment
+    ``[who, start [s], end [s]]``, ``who`` a vehicle index (``index(id)``: -2 when it is not in
+    the page) or -1 for the RSU, or a list of vehicle indices; ``rsus``: the run's RSUs from
+    ``summary.json``; ``extra``: more keys for the page (JSON). ``draw`` is how the page shows a
+    segment: ``"chain"`` (one device at a time, with hand-off arrows from the RSU at
+    ``extra["rsu"]``: DViT) or ``"group"`` (the requesting vehicle joined to every vehicle of the
+    segment: MoE)."""
+
+    vehicle: str
+    segments: Callable[[dict, Callable[[str], int], list], tuple[list, float, dict]]
+    draw: str = "group"
+
+
 #: ``scenario.warmup_s = -1`` (auto): this long, at most :data:`AUTO_SHARE` of the run [s]
 AUTO_WARMUP_S = 60.0
 #: the most of a run's length an automatic warm-up or drain takes
@@ -187,8 +221,22 @@ class Layer:
     #: (the module docstring); None: the layer does not say (its policies are still called
     #: ``fn(*inputs, rng, options)``, but nothing is checked before the first call)
     policy_protocol: ClassVar[type | None] = None
+    #: how ``cosim view`` draws a task of :attr:`task_table` (None: the view lists the layer's
+    #: summary but draws no task)
+    task_view: ClassVar[TaskView | None] = None
+    #: the numbers of its summary block that ``cosim plot`` draws against a swept parameter, and
+    #: ``cosim view`` and ``cosim report`` show (after :data:`TASK_METRICS` for a layer with a task
+    #: table; a layer without one gets a bar panel per metric in the report)
+    headline_metrics: ClassVar[tuple[Metric, ...]] = ()
     #: the input names of :attr:`policy_protocol` (set from it for every subclass)
     policy_inputs: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def shown_metrics(cls) -> tuple[Metric, ...]:
+        """The columns of this layer's table in ``cosim view``: :data:`TASK_METRICS` for a layer
+        with a task table, then its :attr:`headline_metrics` not among them."""
+        first = TASK_METRICS if cls.task_table is not None else ()
+        return first + tuple(m for m in cls.headline_metrics if m.key not in {f.key for f in first})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -386,6 +434,6 @@ def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
     return make_layers(cfg, LayerContext.for_run(cfg, lambda name: None, label))
 
 
-__all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "call_policy", "check_signature",
+__all__ = ["Layer", "LayerContext", "Metric", "Policy", "PolicyFailed", "TASK_METRICS", "TaskView", "arrivals", "call_policy", "check_signature",
            "protocol_inputs", "bind_policies", "check_policies",
            "load_plugins", "make_layers", "validate_layers", "register_layer", "register_policy"]

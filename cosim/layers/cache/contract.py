@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
+from cosim.layers.base import Metric
+
 if TYPE_CHECKING:
     from cosim.registry import PolicySpec
     from cosim.layers.cache.policies import EdgeCache
@@ -80,3 +82,8 @@ def check_eviction_policy(layer_cls: type, spec: PolicySpec, worlds: list) -> li
             out.append(f"{label}: never loaded a model over the recorded slots (register it with caches=False if it "
                        f"never caches)")
     return cf.first(out) + run
+
+
+#: what cosim view, report and plot show of the cache layer (it has no task table)
+HEADLINE_METRICS = (Metric("system_cost_per_request", "system cost per request"),
+                    Metric("edge_execution_ratio", "edge execution ratio"), Metric("switching_cost", "switching cost"))

@@ -235,6 +235,7 @@ class CacheLayer(Layer):
     shardable = True  # its policies share nothing but the world and the requests
     policy_protocol = contract.EvictionPolicy
     check_policy = classmethod(contract.check_eviction_policy)  # what `cosim check` runs on one of its policies
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes;
     #: per_victim: asked once per victim (policies.py)
     policy_traits = {"caches": True, "predictive": False, "per_victim": False}

@@ -4,9 +4,12 @@ a task and which numbers ``cosim view``, ``cosim report`` and ``cosim plot`` sho
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
+
+from cosim.layers.base import Metric, TaskView
 
 if TYPE_CHECKING:
     from cosim.registry import PolicySpec
@@ -71,3 +74,42 @@ def check_scheduler(layer_cls: type, spec: PolicySpec, worlds: list) -> list[str
             out.append(f"{label}: not reproducible: the same problem and seed gave another plan ({where})")
     _, run = cf.run_layer(layer_cls, {"policies": [spec.name], "request_rate_per_s": 2.0}, worlds, label)
     return cf.first(out) + run
+
+
+# -- what cosim view, report and plot show -------------------------------------------------------
+#: how the task table names the RSU as a device
+RSU_DEVICE = "@rsu"
+
+
+def _times(row: dict) -> tuple[list, float]:
+    """[(device, start, end)] segments of consecutive steps on one device; the task's end time.
+    Step k starts at t_request + upload + the durations of the steps before it, with upload =
+    latency minus the steps' sum (a failed task records no latency: its steps are placed from
+    the request time — ours)."""
+    comm, comp, queue = (np.asarray(row[c], dtype=float) for c in ("step_comm_s", "step_comp_s", "step_queue_s"))
+    dur = comm + comp + queue
+    lat = float(row["latency_s"])
+    upload = lat - float(dur.sum()) if math.isfinite(lat) else 0.0
+    starts = row["t_request_s"] + max(upload, 0.0) + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+    segs = []
+    for dev, s, d in zip(row["devices"], starts, dur):
+        if segs and segs[-1][0] == dev:
+            segs[-1][2] = float(s + d)
+        else:
+            segs.append([dev, float(s), float(s + d)])
+    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"] + max(upload, 0.0))
+    return segs, end
+
+
+def task_segments(row: dict, index: Any, rsus: list) -> tuple[list, float, dict]:
+    """A DViT task as cosim view draws it (:class:`~cosim.layers.base.TaskView`): the devices
+    holding its latent one after the other (-1: the RSU), and where its RSU is."""
+    segs, end = _times(row)
+    r = int(row["rsu"])
+    rx, ry = (rsus[r]["x"], rsus[r]["y"]) if 0 <= r < len(rsus) else (0, 0)
+    segs = [[-1 if d == RSU_DEVICE else index(str(d)), round(s, 4), round(e, 4)] for d, s, e in segs]
+    return segs, end, {"rsu": [round(rx, 2), round(ry, 2)]}
+
+
+TASK_VIEW = TaskView(vehicle="user", segments=task_segments, draw="chain")
+HEADLINE_METRICS = (Metric("mean_latency_s", "mean latency [s]"), Metric("success_rate", "success rate"))

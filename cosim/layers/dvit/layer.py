@@ -168,6 +168,8 @@ class DViTLayer(Layer):
     task_table = "dvit_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     policy_protocol = contract.Scheduler
     check_policy = classmethod(contract.check_scheduler)  # what `cosim check` runs on one of its policies
+    task_view = contract.TASK_VIEW  # how cosim view draws a task
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
     #: holding the result, on that slot's world: a closed loop over the decision epochs, once per

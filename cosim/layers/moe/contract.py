@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from cosim.layers.base import Metric, TaskView
+
 if TYPE_CHECKING:
     from cosim.registry import PolicySpec
     from cosim.layers.moe.game import Game
@@ -57,3 +59,32 @@ def check_solver(layer_cls: type, spec: PolicySpec, worlds: list) -> list[str]:
             out.append(f"{label}: not reproducible: the same game and seed gave other prices ({where})")
     _, run = cf.run_layer(layer_cls, {"policies": [spec.name], "request_rate_per_s": 1.0}, worlds, label)
     return cf.first(out) + run
+
+
+# -- what cosim view, report and plot show -------------------------------------------------------
+def _times(row: dict) -> tuple[list, float]:
+    """[(IVs, start, end)] segments of consecutive model layers run on the same IVs; the end time."""
+    parts = [np.asarray(row[c], dtype=float) for c in ("layer_tv_s", "layer_comm_s", "layer_comp_s", "layer_mem_s")]
+    dur = sum(parts) if len(parts[0]) else np.zeros(0)
+    starts = row["t_request_s"] + np.concatenate([[0.0], np.cumsum(dur)[:-1]]) if len(dur) else np.zeros(0)
+    segs = []
+    for ivs, s, d in zip(row["layer_ivs"], starts, dur):
+        names = [v for v in str(ivs).split("|") if v]
+        if segs and segs[-1][0] == names:
+            segs[-1][2] = float(s + d)
+        else:
+            segs.append([names, float(s), float(s + d)])
+    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"])
+    return segs, end
+
+
+def task_segments(row: dict, index: Any, rsus: list) -> tuple[list, float, dict]:
+    """A MoE task as cosim view draws it (:class:`~cosim.layers.base.TaskView`): the IVs
+    executing each stretch of model layers, joined to the task vehicle."""
+    segs, end = _times(row)
+    return [[[index(v) for v in ivs], round(s, 4), round(e, 4)] for ivs, s, e in segs], end, {}
+
+
+TASK_VIEW = TaskView(vehicle="tv", segments=task_segments, draw="group")
+HEADLINE_METRICS = (Metric("mean_latency_s", "mean latency [s]"), Metric("success_rate", "success rate"),
+                    Metric("mean_iv_utility", "IV utility", 2))

@@ -170,6 +170,8 @@ class MoELayer(Layer):
     task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     policy_protocol = contract.PricingSolver
     check_policy = classmethod(contract.check_solver)  # what `cosim check` runs on one of its policies
+    task_view = contract.TASK_VIEW  # how cosim view draws a task
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: link_aware=False: experts on the nearest vehicles, plain top-k gating
     policy_traits = {"link_aware": True}
 
