@@ -37,8 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cosim
 from cosim.compare import differences
+from cosim.results import load
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID6 = ROOT / "scenarios" / "grid6_dvit.toml"
@@ -108,7 +108,7 @@ def run_case(name: str, out: Path, trace: Path) -> dict:
     for s in sets:
         args += ["--set", s]
     cosim(*args, *extra)
-    return cosim.load(out).require_summary()
+    return load(out).require_summary()
 
 
 def record_trace(trace: Path) -> None:
@@ -144,7 +144,7 @@ def main() -> None:
                 continue
             new = Path(tmp) / name
             s = run_case(name, new, trace)
-            before = cosim.load(ref / name).require_summary()["cpu_s"]["plugin_process"]
+            before = load(ref / name).require_summary()["cpu_s"]["plugin_process"]
             diff = differences(ref / name, new)
             failed += bool(diff)
             print(f"{name:34s} {'DIFFERS' if diff else 'same   '} plugin CPU {s['cpu_s']['plugin_process']:6.2f} s "
