@@ -35,7 +35,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -251,3 +251,17 @@ def test_cosim_plot_draws_the_example_plugin_layers_headline_metrics(tmp_path):
     high = rows[rows["layers.rsu_load.overload_vehicles"] == 1000]["overloaded_share.mean"]
     low = rows[rows["layers.rsu_load.overload_vehicles"] == 2]["overloaded_share.mean"]
     assert (high == 0).all() and (low > 0).all()
+
+
+def test_the_overlay_finds_a_tasks_vehicle_where_the_layer_says():
+    from cosim.overlay import Overlay, task_vehicle_columns
+
+    assert {"dvit_tasks": "user", "moe_tasks": "tv"}.items() <= task_vehicle_columns().items()
+    ov, rows = Overlay(), []
+    ov.shown = {"vidi"}
+    tables = ov.tap(lambda name: type("W", (), {"append": lambda self, cols: rows.append((name, cols))})())
+    cols = {"policy": ["vidi", "mddi", "vidi"], "user": ["a", "b", "c"], "outcome": ["failed", "failed", "done"]}
+    tables("dvit_tasks").append(cols)
+    tables("other").append({**cols})  # not a task table: written, never a failure on the map
+    assert [n for n, _ in rows] == ["dvit_tasks", "other"]
+    assert set(ov._failed_until) == {"a"}  # failed, of a shown policy, in the column the DViT layer names
