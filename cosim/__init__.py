@@ -15,12 +15,12 @@ The heavy modules (numpy, SUMO) load on first use, so ``cosim --help`` is instan
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load", "run", "replay", "sweep", "attach", "Layer", "register_layer", "register_policy",
-           "__version__"]
+__all__ = ["Config", "load", "run", "replay", "sweep", "attach", "Layer", "Metric", "TaskView", "register_layer",
+           "register_policy", "__version__"]
 
 
 def load(path):  # noqa: ANN001, ANN201
-    """A results folder -> its tables as pandas frames (:class:`cosim.recorder.Results`,
+    """A results folder -> its tables as pandas frames (:class:`cosim.results.Results`,
     readable however the run ended); a sweep's results folder -> :class:`cosim.api.SweepResults`;
     a scenario .toml or .sumocfg -> its validated :class:`Config`."""
     from pathlib import Path
@@ -43,10 +43,10 @@ def __getattr__(name: str):
         from cosim import registry
 
         return getattr(registry, name)
-    if name == "Layer":
-        from cosim.layers.base import Layer
+    if name in ("Layer", "Metric", "TaskView"):
+        from cosim.layers import base
 
-        return Layer
+        return getattr(base, name)
     if name in ("run", "replay"):
         from cosim import api
 

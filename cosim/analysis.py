@@ -14,8 +14,9 @@ r in the table's last slot (the run ends) are censored and left out; so are rows
 prediction hit the cap.
 
 Works on numpy arrays (vehicle and RSU as integer codes) so it needs neither pandas nor string
-sorting; :func:`dwell_error_from_parquet` reads ``coverage.parquet`` with pyarrow
-(:func:`dwell_pairs_from_parquet`: the per-row pairs, for plots).
+sorting; :func:`dwell_error_from_parquet` reads ``coverage.parquet`` as an Arrow table with
+the one results reader (:func:`cosim.results.read_arrow`; :func:`dwell_pairs_from_parquet`: the
+per-row pairs, for plots).
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ def dwell_pairs_from_parquet(path: str | Path, slot_s: float) -> tuple:
     ``coverage.parquet`` (the arguments of :func:`dwell_error`, cap aside)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(str(path), columns=["vehicle", "slot", "time_s", "rsu", "dwell_s"])
+    from cosim.results import read_arrow
+
+    table = read_arrow(path, ["vehicle", "slot", "time_s", "rsu", "dwell_s"])
     if table.num_rows == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from cosim.config import Config
-    from cosim.recorder import Results
+    from cosim.results import Results
 
 
 def configure(scenario: "str | Path | Config", overrides: dict[str, Any] | None = None, **keys: Any) -> "Config":
@@ -44,7 +44,7 @@ def run(scenario: "str | Path | Config", out: str | Path | None = None, *, overw
         progress: bool = False, overrides: dict[str, Any] | None = None, backend: str | None = None,
         record: str | Path | None = None, **keys: Any) -> "Results":
     """Run SUMO with the plugin attached (as ``cosim run``); returns the results folder read back
-    (:class:`cosim.recorder.Results`: ``.summary``, ``.config``, ``res[table]`` as DataFrames).
+    (:class:`cosim.results.Results`: ``.summary``, ``.config``, ``res[table]`` as DataFrames).
     ``out``: the results folder (default ``runs/NAME-sSEED-TIME``); ``record``: also write the
     traffic as a trace; ``backend``: ``"libsumo"`` or ``"traci"``."""
     from cosim import runner
@@ -114,7 +114,8 @@ def load_sweep(folder: str | Path) -> SweepResults:
 
 
 def load_run(folder: str | Path) -> "Results":
-    from cosim.recorder import load
+    """A run's results folder read back (:func:`cosim.results.load`, the one reader)."""
+    from cosim.results import load
 
     return load(folder)
 

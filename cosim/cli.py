@@ -458,20 +458,18 @@ def _warn_incomplete(run: str) -> None:
     """One warning line when the run to show did not complete (it is shown as far as flushed)."""
     from pathlib import Path
 
-    from cosim.recorder import read_summary
+    from cosim.results import load
 
-    p = Path(run)
-    if not p.is_dir():
+    if not Path(run).is_dir():
         return
-    if not (p / "summary.json").exists():
-        if (p / "config.toml").is_file():
-            print(f"cosim: warning: {run}: the run was killed (no summary.json): showing what it flushed, marked "
-                  "incomplete", file=sys.stderr)
+    res = load(run)
+    if res.killed:
+        print(f"cosim: warning: {run}: the run was killed (no summary.json): showing what it flushed, marked "
+              "incomplete", file=sys.stderr)
         return
-    try:
-        status = read_summary(p).get("status")
-    except CosimError:
+    if res.summary is None:
         return  # the command itself says what is wrong
+    status = res.summary.get("status")
     if status != "completed":
         print(f"cosim: warning: {run}: the run ended {status}: showing what it flushed, marked incomplete",
               file=sys.stderr)

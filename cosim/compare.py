@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.recorder import read_summary
+from cosim.results import TABLE_SUFFIXES, Results, load
 
 #: Keys (at any depth of summary.json) and table columns left out of the comparison because they
 #: are measured, not computed: wall-clock and CPU seconds, the results folder's own path, the
@@ -53,13 +53,11 @@ MEASURED = frozenset({"wall_s", "cpu_s", "out_dir", "plugins", "solve_ms", "mean
 PROVENANCE = ("versions", "scenario_file", "sumocfg")
 #: summary.json lines shown before the rest are counted in one line
 MAX_SUMMARY_LINES = 20
-TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
 
 def table_names(run: str | Path) -> list[str]:
     """The tables of a results folder, as file names (``coverage.parquet``, ``trace.csv``), sorted."""
-    return sorted(p.name for p in Path(run).iterdir() if p.name.lower().endswith(TABLE_SUFFIXES)
-                  and not p.name.startswith("."))
+    return load(run).files()
 
 
 @dataclass
@@ -77,20 +75,22 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
     Raises :class:`CosimError` naming the folder when one does not exist, holds no
     ``summary.json`` or holds an unreadable table.
     """
-    a, b = Path(a), Path(b)
-    sa, sb = read_summary(a), read_summary(b)
+    ra = load(a)
+    sa = ra.require_summary()
+    rb = load(b)
+    sb = rb.require_summary()
     skip = set(ignore)
     out = []
-    ta, tb = table_names(a), table_names(b)
+    ta, tb = ra.files(), rb.files()
     for name in sorted(set(ta) | set(tb)):
         if name in skip or _stem(name) in skip:
             continue
         if name not in tb or name not in ta:
-            here = a if name in ta else b
-            shape = f"a table of {len(_read(here / name))} rows"
+            here: Results = ra if name in ta else rb
+            shape = f"a table of {len(here.read_file(name))} rows"
             out.append(f"{name}: {shape} vs (absent)" if name in ta else f"{name}: (absent) vs {shape}")
             continue
-        x, y = _read(a / name), _read(b / name)
+        x, y = ra.read_file(name), rb.read_file(name)
         x, y = (t.drop(columns=[c for c in t.columns if c in skip]) for t in (x, y))
         line = table_difference(name, x, y, ignore_order=ignore_order)
         if line:
@@ -132,21 +132,6 @@ def _without(summary: dict, keys: set[str]) -> dict:
         if isinstance(node, dict):
             node.pop(parts[-1], None)
     return summary
-
-
-def _read(path: Path):  # noqa: ANN202 - pandas.DataFrame, imported lazily
-    import pandas as pd
-
-    from cosim.recorder import read_table, unreadable
-
-    if path.name.lower().endswith(".parquet"):
-        return read_table(path)
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
-        raise unreadable(path, exc) from None
 
 
 # -- tables ---------------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 Runs on recorded snapshots shipped with cosim (30 slots of the grid6 scenario, ~450 vehicles,
 in ``cosim/data/conformance/``) — no SUMO. Each check returns the list of what the target
-violates, one line each; an empty list means it conforms.
+violates, one line each; an empty list means it conforms. What a policy is checked for is its
+layer's to say (:meth:`cosim.layers.base.Layer.check_policy`; the built-in layers' checks are in
+their ``contract`` modules, built from this module's kit: :func:`probe`, :func:`call`,
+:func:`run_layer`, :func:`first`, ...); a policy of a layer that says nothing is checked by the
+layer running only it over the recorded slots and dropping nothing. The built-in kinds:
 
 * a **DViT scheduler**: on planning problems built by the DViT layer from the recorded worlds
   (requests from the RSU and re-plans from a helper, K = 50 and K = 8), a plan is None or
@@ -31,7 +35,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +72,7 @@ def recorded_worlds(seed: int = 1) -> tuple[Any, list]:
     return cfg, worlds
 
 
-class _Tables:
+class Tables:
     """A stand-in for the recorder that checks what a layer appends."""
 
     def __init__(self) -> None:
@@ -100,19 +104,19 @@ class _Tables:
         return Writer()
 
 
-def _ctx(tables: _Tables, seed: int = 1) -> Any:
+def context(tables: Tables, seed: int = 1) -> Any:
     from cosim.layers.base import LayerContext
 
     return LayerContext(seed=seed, slot_s=1.0, scenario_file="<conformance>", table=tables.table)
 
 
-def _run_layer(cls: type, table: dict, worlds: list, label: str, subject: str = "policy") -> tuple[Any, list[str]]:
+def run_layer(cls: type, table: dict, worlds: list, label: str, subject: str = "policy") -> tuple[Any, list[str]]:
     """Build ``cls`` from ``table``, run it over ``worlds``; (layer, problems). ``subject``:
     what is under test (:func:`_drive_layer`)."""
-    tables = _Tables()
+    tables = Tables()
     out: list[str] = []
     try:
-        layer = cls(table, _ctx(tables))
+        layer = cls(table, context(tables))
     except ConfigError as exc:
         return None, [f"{label}: cannot be built from {table or 'an empty table'}: {exc}"]
     with contextlib.redirect_stderr(io.StringIO()):  # a dropped policy is reported below, not as a run's warning
@@ -123,7 +127,7 @@ def _run_layer(cls: type, table: dict, worlds: list, label: str, subject: str = 
 INTERNAL = "cosim internal error"
 
 
-def _drive_layer(layer: Any, tables: "_Tables", worlds: list, label: str, subject: str = "layer") -> list[str]:
+def _drive_layer(layer: Any, tables: "Tables", worlds: list, label: str, subject: str = "layer") -> list[str]:
     """Run ``layer`` over ``worlds``; what it violates. ``subject``: what is under test — the
     ``layer`` itself, or a ``policy`` the layer runs. A layer catches what its policies raise
     (:meth:`~cosim.layers.base.Layer.call`), so an exception that escapes it while a policy is
@@ -178,102 +182,56 @@ def _internal(label: str, exc: BaseException) -> str:
             f"report it with the traceback in {f.name}")
 
 
-def _same(a: Any, b: Any) -> bool:
+def same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f"
                                                  else a == b))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
 
 
-def _state(obj: Any, skip: tuple = ()) -> dict:
+def state(obj: Any, skip: tuple = ()) -> dict:
     """A deep copy of ``obj``'s attributes but ``skip`` (those a policy may move, e.g. a counter)."""
     names = getattr(obj, "__slots__", None) or list(vars(obj))
     return {k: copy.deepcopy(getattr(obj, k)) for k in names if hasattr(obj, k) and k not in skip}
 
 
-def _call(spec: PolicySpec, args: tuple, seed: int | None, opts: Any) -> Any:
-    rng = np.random.default_rng(seed) if spec.stochastic else None
-    return spec.fn(*args, rng, opts)
+def call(spec: PolicySpec, args: tuple, seed: int | None, opts: Any) -> Any:
+    """The policy called as its layer calls it (:func:`cosim.layers.base.call_policy`), with a
+    generator of ``seed`` for a stochastic one."""
+    from cosim.layers.base import call_policy
+
+    return call_policy(spec.fn, args, np.random.default_rng(seed) if spec.stochastic else None, opts)
 
 
-def _probe(spec: PolicySpec, args: tuple, seed: int, opts: Any, subject: Any, changed: str, label: str, where: str,
+def probe(spec: PolicySpec, args: tuple, seed: int, opts: Any, subject: Any, changed: str, label: str, where: str,
            out: list[str], skip: tuple = ()) -> tuple[bool, Any]:
     """Call the policy on ``args``; raising, or changing ``subject`` (its input; ``skip``: the
     attributes it may move) is a violation (``changed`` says which). (returned normally, result)."""
-    before = _state(subject, skip)
+    before = state(subject, skip)
     try:
-        res = _call(spec, args, seed, opts)
+        res = call(spec, args, seed, opts)
     except Exception as exc:  # noqa: BLE001
         out.append(f"{label}: raised {type(exc).__name__}: {exc} ({where})")
         return False, None
-    if not all(_same(v, getattr(subject, k)) for k, v in before.items()):
+    if not all(same(v, getattr(subject, k)) for k, v in before.items()):
         out.append(f"{label}: {changed} ({where})")
     return True, res
 
 
-def _label(spec: PolicySpec, kind: str) -> str:
+def label(spec: PolicySpec, kind: str) -> str:
     return f"{spec.layer} {kind} '{spec.name}' ({spec.origin})"
 
 
-def _default_options(spec: PolicySpec) -> Any:
+def default_options(spec: PolicySpec) -> Any:
     return spec.options() if spec.options is not None else None
 
 
-# -- DViT schedulers -------------------------------------------------------------------------
-def check_dvit_scheduler(spec: PolicySpec, worlds: list) -> list[str]:
-    from cosim.layers.dvit.layer import DViTLayer
-
-    label = _label(spec, "scheduler")
-    out: list[str] = []
-    layer = DViTLayer({"policies": [spec.name]}, _ctx(_Tables()))
-    opts = _default_options(spec)
-    cases = []
-    for wi, w in enumerate(worlds[::6]):
-        users = np.flatnonzero(w.serving >= 0)[:: max(1, int(np.sum(w.serving >= 0)) // 2)][:2]
-        for u in users:
-            rsu = int(w.serving[u])
-            for steps in (50, 8):
-                cases.append((f"world {wi}, user {w.snap.ids[u]}, K={steps}", layer.build_problem(w, int(u), rsu, None,
-                                                                                                   steps)[0]))
-            helpers = np.flatnonzero((w.serving == rsu) & (np.arange(len(w.snap)) != u))
-            if len(helpers):
-                cases.append((f"world {wi}, re-plan from helper {w.snap.ids[helpers[0]]}",
-                              layer.build_problem(w, int(u), rsu, int(helpers[0]), 20)[0]))
-    for where, p in cases:
-        ok, plan = _probe(spec, (p,), 7, opts, p, "modified the problem it was given", label, where, out)
-        if not ok or plan is None:
-            continue
-        try:
-            arr = np.asarray(plan)
-            ok_int = arr.ndim == 1 and (arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and np.all(arr == np.round(arr))))
-        except (TypeError, ValueError):
-            ok_int = False
-        if not ok_int:
-            out.append(f"{label}: returned {type(plan).__name__}, not a 1-d sequence of device indices ({where})")
-            continue
-        arr = arr.astype(np.int64)
-        if len(arr) != p.steps:
-            out.append(f"{label}: a plan of {len(arr)} steps for a problem of {p.steps} ({where})")
-            continue
-        if arr.min() < 0 or arr.max() >= p.n_devices:
-            out.append(f"{label}: devices {arr.min()}..{arr.max()} outside the problem's 0..{p.n_devices - 1} ({where})")
-            continue
-        why = p.violation(arr)
-        if why is not None:
-            out.append(f"{label}: {why} ({where})")
-        again = _call(spec, (p,), 7, opts)
-        if again is None or not np.array_equal(np.asarray(again, dtype=np.int64), arr):
-            out.append(f"{label}: not reproducible: the same problem and seed gave another plan ({where})")
-    _, run = _run_layer(DViTLayer, {"policies": [spec.name], "request_rate_per_s": 2.0}, worlds, label)
-    return _first(out) + run
-
-
-def _first(lines: list[str], most: int = 3) -> list[str]:
+def first(lines: list[str], most: int = 3) -> list[str]:
     """The first ``most`` lines of each kind (a systematic violation repeats on every case)."""
     seen: dict[str, int] = {}
     out = []
@@ -285,119 +243,13 @@ def _first(lines: list[str], most: int = 3) -> list[str]:
     return out
 
 
-# -- cache eviction policies -----------------------------------------------------------------
-def check_cache_policy(spec: PolicySpec, worlds: list) -> list[str]:
-    from cosim.layers.cache.layer import CacheLayer
-    from cosim.layers.cache.policies import EdgeCache
-
-    label = _label(spec, "eviction policy")
-    out: list[str] = []
-    opts = _default_options(spec)
-    caches_at_all = spec.traits.get("caches", True)
-    if caches_at_all:
-        layer = CacheLayer({"policies": [spec.name]}, _ctx(_Tables()))
-        rng = np.random.default_rng(3)
-        for trial in range(5):
-            c = EdgeCache(1e9, layer.size_gb, layer.svc_model, layer.window, 120.0, 0.3)
-            for m in rng.choice(len(layer.size_gb), size=min(6, len(layer.size_gb)), replace=False):
-                c.load(int(m), float(rng.uniform(0, 50)), 0.0)
-                c.last_used[int(m)] = float(rng.uniform(50, 100))
-                c.freq[int(m)] = int(rng.integers(0, 20))
-                c.count[int(m)] = int(rng.integers(1, c.freq[int(m)] + 2))
-            for j in rng.choice(len(layer.svc_model), size=10):
-                if c.cached[layer.svc_model[int(j)]]:
-                    c.add_example(int(j), float(rng.uniform(60, 100)))
-            cands = [m for m in range(len(c.size)) if c.cached[m]]
-            where = f"cache {trial}, {len(cands)} candidates"
-            ok, keys = _probe(spec, (c, cands, 100.0), 11, opts, c, "modified the cache while ranking it", label,
-                              where, out)
-            if not ok:
-                continue
-            try:
-                n = len(keys)
-            except TypeError:
-                out.append(f"{label}: returned {type(keys).__name__}, not a list of keys ({where})")
-                continue
-            if n != len(cands):
-                out.append(f"{label}: {n} keys for {len(cands)} candidate models ({where})")
-                continue
-            try:
-                sorted(keys)
-            except TypeError as exc:
-                out.append(f"{label}: keys that cannot be ordered ({exc}) ({where})")
-                continue
-            if not _same(list(keys), list(_call(spec, (c, cands, 100.0), 11, opts))):
-                out.append(f"{label}: not reproducible: the same cache and seed gave other keys ({where})")
-    # over the recorded slots, with memory for one GPT3-13B copy and the small models: evictions happen
-    layer, run = _run_layer(CacheLayer, {"policies": [spec.name], "gpu_memory_gb": 40.0,
-                                         "request_rate_per_vehicle_s": 0.2}, worlds, label)
-    if layer is not None:
-        for r, e in enumerate(layer.caches.get(spec.name, [])):
-            held = sum(s for s, c in zip(e.size, e.cached) if c)
-            if e.used > e.capacity + 1e-6 or abs(held - e.used) > 1e-6:
-                out.append(f"{label}: RSU {r} holds {held:g} GB of models, books {e.used:g} GB, has {e.capacity:g} GB")
-        if caches_at_all and not any(layer.stats[spec.name][k] for k in ("loads", "preloads")):
-            out.append(f"{label}: never loaded a model over the recorded slots (register it with caches=False if it "
-                       f"never caches)")
-    return _first(out) + run
-
-
-# -- MoE pricing solvers ---------------------------------------------------------------------
-def check_moe_solver(spec: PolicySpec, worlds: list) -> list[str]:
-    from cosim.layers.moe.game import Game
-    from cosim.layers.moe.layer import MoELayer
-
-    label = _label(spec, "pricing solver")
-    out: list[str] = []
-    opts = _default_options(spec)
-    rng = np.random.default_rng(5)
-    for n in (1, 3, 8):
-        g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
-        where = f"a game of {n} IVs"
-        ok, p = _probe(spec, (g,), 13, opts, g, "modified the game it was given", label, where, out,
-                       skip=("_evals",))  # the follower-evaluation counter moves
-        if not ok:
-            continue
-        try:
-            arr = np.asarray(p, dtype=float)
-        except (TypeError, ValueError):
-            out.append(f"{label}: returned {type(p).__name__}, not an array of prices ({where})")
-            continue
-        if arr.shape != (n,):
-            out.append(f"{label}: prices of shape {arr.shape}, expected ({n},) ({where})")
-            continue
-        if not np.all(np.isfinite(arr)):
-            out.append(f"{label}: non-finite prices {arr.tolist()} ({where})")
-        elif np.any(arr <= 0):
-            out.append(f"{label}: negative or zero prices {arr.tolist()} ({where})")
-        elif np.any(arr < g.p_min * (1 - 1e-9)) or np.any(arr > g.p_max * (1 + 1e-9)):
-            out.append(f"{label}: prices outside the price range [{g.p_min:g}, {g.p_max:g}] ({where})")
-        if not np.array_equal(np.asarray(_call(spec, (g,), 13, opts), dtype=float), arr):
-            out.append(f"{label}: not reproducible: the same game and seed gave other prices ({where})")
-    _, run = _run_layer(MoELayer, {"policies": [spec.name], "request_rate_per_s": 1.0}, worlds, label)
-    return _first(out) + run
-
-
-#: layer -> the conformance check of its policies
-POLICY_CHECKS: dict[str, Callable[[PolicySpec, list], list[str]]] = {
-    "dvit": check_dvit_scheduler,
-    "cache": check_cache_policy,
-    "moe": check_moe_solver,
-}
-
-
 def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
-    fn = POLICY_CHECKS.get(spec.layer)
-    if fn is not None:
-        return fn(spec, worlds)
-    # a policy of a plugin layer: the layer runs it
-    cls = registry.layer_class(spec.layer)
-    _, run = _run_layer(cls, {"policies": [spec.name]}, worlds, _label(spec, "policy"))
-    return run
+    """What the policy's layer declares ``cosim check`` runs on it (:meth:`Layer.check_policy`)."""
+    return registry.layer_class(spec.layer).check_policy(spec, worlds)
 
 
 def check_layer(cls: type, worlds: list) -> list[str]:
-    _, out = _run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})", subject="layer")
+    _, out = run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})", subject="layer")
     return out
 
 

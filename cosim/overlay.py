@@ -35,8 +35,19 @@ OUTLINE_PREFIX = "cosim.rsu-edge."
 LEGEND_PREFIX = "cosim legend "
 DISC_ALPHA = 50  # fill opacity of the discs (0-255)
 OUTLINE_WIDTH_M = 4.0
-#: the columns naming a task's own vehicle in the layers' task tables
-TASK_VEHICLE_COLUMNS = ("user", "tv")
+
+
+def task_vehicle_columns() -> dict[str, str]:
+    """Task table name -> the column naming a task's own vehicle, as each registered layer
+    declares it (:attr:`cosim.layers.base.Layer.task_view`)."""
+    from cosim import registry
+
+    out = {}
+    for name in registry.layer_names():
+        cls = registry.layer_class(name)
+        if cls.task_table is not None and cls.task_view is not None:
+            out[cls.task_table] = cls.task_view.vehicle
+    return out
 
 
 def disc_shape(x: float, y: float, r: float, points: int = 72) -> list[tuple[float, float]]:
@@ -56,12 +67,13 @@ def gui_settings(path: Path) -> Path:
 class _TaskTap:
     """A table writer that also tells the overlay about failed tasks."""
 
-    def __init__(self, writer: Any, on_failed: Callable[[list[str]], None], shown: Callable[[], set]):
-        self.writer, self.on_failed, self.shown = writer, on_failed, shown
+    def __init__(self, writer: Any, on_failed: Callable[[list[str]], None], shown: Callable[[], set],
+                 vehicle: str | None = None):
+        self.writer, self.on_failed, self.shown, self.vehicle = writer, on_failed, shown, vehicle
 
     def append(self, columns: dict[str, Any]) -> None:
         self.writer.append(columns)
-        who = next((columns[c] for c in TASK_VEHICLE_COLUMNS if c in columns), None)
+        who = columns.get(self.vehicle) if self.vehicle is not None else None
         if who is None or "outcome" not in columns:
             return
         policy = columns.get("policy", [None] * len(who))
@@ -92,8 +104,16 @@ class Overlay:
 
     # -- wiring ------------------------------------------------------------------------------
     def tap(self, table: Callable[[str], Any]) -> Callable[[str], Any]:
-        """Wrap a session's table factory so failed task rows reach the overlay."""
-        return lambda name: _TaskTap(table(name), self._saw_failed, lambda: self.shown)
+        """Wrap a session's table factory so failed task rows reach the overlay (the rows of a
+        layer's task table, its vehicle column as the layer's task view names it)."""
+        columns: dict[str, str] = {}
+
+        def tapped(name: str) -> _TaskTap:
+            if not columns:  # asked once the layers are built (their plugins imported)
+                columns.update(task_vehicle_columns() or {"": ""})
+            return _TaskTap(table(name), self._saw_failed, lambda: self.shown, columns.get(name))
+
+        return tapped
 
     def _saw_failed(self, vehicles: list[str]) -> None:
         for v in vehicles:

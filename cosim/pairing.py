@@ -90,7 +90,7 @@ def _index(g) -> dict[str, np.ndarray]:  # noqa: ANN001
 
 def from_table(path: str | Path, policies: list[str]) -> dict[str, dict]:
     """:func:`vs_baseline` of the task table at ``path`` (a part folder or Parquet file)."""
-    from cosim.recorder import read_table
+    from cosim.results import read_table
 
     if not Path(path).exists():
         return {}

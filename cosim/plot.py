@@ -1,4 +1,5 @@
-"""``cosim plot``: the standard figures of a sweep — each layer's headline metrics against the
+"""``cosim plot``: the standard figures of a sweep — each layer's headline metrics (what the
+layer declares: :attr:`cosim.layers.base.Layer.headline_metrics`, a plugin layer's too) against the
 swept parameter, one line per policy, with 95 % confidence bands over seeds; and for every sweep
 (seeds only, too) the comparison figure every paper needs: each policy's paired per-seed
 difference to the baseline with its 95 % interval and Holm-adjusted p-value (a forest plot, from
@@ -12,20 +13,36 @@ from pathlib import Path
 
 from cosim.errors import CosimError
 
-#: the metrics drawn for each layer when none are asked for
-DEFAULT_METRICS = {
-    "dvit": ["mean_latency_s", "success_rate"],
-    "moe": ["mean_latency_s", "success_rate", "mean_iv_utility"],
-    "cache": ["system_cost_per_request", "edge_execution_ratio", "switching_cost"],
-    "core": ["max_concurrent_vehicles"],
-}
 #: the paired differences the forest plot shows first for a layer with tasks (cosim.pairing)
 TASK_LEVEL = ["latency_diff_s", "success_diff"]
-#: what each drawn metric is, with its unit
+#: what the task-level differences and the run's own numbers (the sweep's ``core`` rows) are, with units
 UNITS = {"latency_diff_s": "latency difference on common tasks [s]", "success_diff": "success-rate difference",
-         "mean_latency_s": "mean latency [s]", "success_rate": "success rate", "mean_iv_utility": "IV utility",
-         "system_cost_per_request": "system cost per request", "edge_execution_ratio": "edge execution ratio",
-         "switching_cost": "switching cost", "max_concurrent_vehicles": "vehicles at once"}
+         "max_concurrent_vehicles": "vehicles at once"}
+#: the run's own numbers drawn when none are asked for (the sweep's ``layer = "core"`` rows)
+CORE_METRICS = ["max_concurrent_vehicles"]
+
+
+def headline(layer: str, folder: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """(the metrics drawn for ``layer`` when none are asked for, metric -> its label with unit):
+    what the layer declares (:attr:`cosim.layers.base.Layer.headline_metrics`), a plugin layer's
+    too — its plugin imported as its runs imported it (a cell's ``config.toml`` in ``folder``);
+    none for a layer whose class cannot be found here."""
+    if layer == "core":
+        return list(CORE_METRICS), dict(UNITS)
+    from cosim import registry
+    from cosim.errors import ConfigError
+
+    try:
+        cls = registry.layer_class(layer)
+    except ConfigError:
+        from cosim.results import load
+
+        cell = next((c for c in sorted((folder / "cells").glob("*")) if (c / "config.toml").is_file()), None) \
+            if folder is not None and (folder / "cells").is_dir() else None
+        cls = load(cell).layers().get(layer) if cell is not None else None
+    if cls is None:
+        return [], dict(UNITS)
+    return [m.key for m in cls.headline_metrics], {**UNITS, **{m.key: m.label for m in cls.headline_metrics}}
 
 
 def pyplot(command: str):  # noqa: ANN201 - matplotlib.pyplot
@@ -88,17 +105,19 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
         raise CosimError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
     written = _forest(folder, plt, out_dir, varying, metrics)
     if x is not None:
-        written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics)
+        written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics, folder)
     if not written:
         raise CosimError(f"{folder}: none of the metrics asked for is in the results")
     return written
 
 
-def _lines(df, plt, out_dir: Path, x: str, others: list[str], metrics: list[str] | None) -> list[Path]:  # noqa: ANN001
+def _lines(df, plt, out_dir: Path, x: str, others: list[str], metrics: list[str] | None,  # noqa: ANN001
+           folder: Path | None = None) -> list[Path]:
     """Each metric against ``x``, one line per policy (and other swept key), 95 % bands."""
     written = []
     for (scenario, layer), g in df.groupby(["scenario", "layer"], sort=False):
-        wanted = metrics or DEFAULT_METRICS.get(layer, [])
+        default, units = headline(layer, folder)
+        wanted = metrics or default
         for m in wanted:
             if f"{m}.mean" not in g.columns or g[f"{m}.mean"].isna().all():
                 if metrics:
@@ -115,7 +134,7 @@ def _lines(df, plt, out_dir: Path, x: str, others: list[str], metrics: list[str]
                 drawn = ax.plot(xs, mean, marker="o", label=label)[0]
                 ax.fill_between(xs, mean - ci, mean + ci, color=drawn.get_color(), alpha=0.15)
             ax.set_xlabel(x)
-            ax.set_ylabel(UNITS.get(m, m))
+            ax.set_ylabel(plain(units.get(m, m)))
             ax.set_title(plain(f"{scenario}: {layer} (mean over seeds, 95 % band)"))
             ax.legend(fontsize=7)
             fig.tight_layout()
@@ -142,7 +161,8 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
         return []
     written = []
     for (scenario, layer), g in paired.groupby(["scenario", "layer"], sort=False):
-        wanted = [m for m in (metrics or TASK_LEVEL + DEFAULT_METRICS.get(layer, []))
+        default, units = headline(layer, folder)
+        wanted = [m for m in (metrics or TASK_LEVEL + default)
                   if f"{m}.diff" in g.columns and g[f"{m}.diff"].notna().any()]
         if not wanted:
             continue
@@ -160,7 +180,7 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
                 if np.isfinite(di) and np.isfinite(pi):
                     ax.annotate(f"p_holm={pi:.2g}", (di, yi), xytext=(0, 6), textcoords="offset points", ha="center",
                                 fontsize=6)
-            ax.set_xlabel(plain(f"{UNITS.get(m, m)}\n(policy - {base}, mean ± 95 %)"), fontsize=8)
+            ax.set_xlabel(plain(f"{units.get(m, m)}\n(policy - {base}, mean ± 95 %)"), fontsize=8)
         axes[0][0].set_yticks(y, labels, fontsize=8)
         n = int(g["n"].max()) if "n" in g and g["n"].notna().any() else 0
         fig.suptitle(plain(f"{scenario}: {layer}, paired per seed ({n} seeds), Holm-adjusted p"), fontsize=9)

@@ -5,7 +5,8 @@ A table ``NAME.parquet`` is a *directory* of part files ``part-000000.parquet``,
 temporary name (``.part-….tmp``, which Parquet readers skip) and renamed into place. A kill at any
 moment (SIGTERM, SIGKILL, an OOM kill, a power cut, a full disk) therefore leaves every part up to
 the last flush readable: ``pandas.read_parquet("coverage.parquet")`` and ``pyarrow.parquet.read_table``
-read the directory as one table, and :func:`cosim.load` reads a whole results folder.
+read the directory as one table, and :func:`cosim.load` (:mod:`cosim.results`, the one reader)
+reads a whole results folder.
 ``summary.json`` is written the same way (temporary file + rename), and only ever as valid JSON
 (NaN and infinities become ``null``). A trace ``*.csv`` is one CSV file appended at each flush.
 """
@@ -16,7 +17,6 @@ import gzip
 import json
 import math
 import os
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosim.errors import CosimError
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -328,84 +327,3 @@ class Recorder:
         claim(self.out_dir, name)
         write_atomic(path, (dumps_json(data) + "\n").encode())
         return path
-
-
-# -- reading a results folder back ----------------------------------------------------------------
-def read_table(path: str | Path, columns: list[str] | None = None):  # noqa: ANN201 - pandas.DataFrame, lazily
-    """One table (a part directory or a single Parquet file) as a DataFrame (``columns``: only
-    those); a part directory with no complete part yet (killed before its first flush) reads as
-    an empty frame; a broken or truncated file is one line naming it (:class:`CosimError`)."""
-    import pandas as pd
-
-    path = Path(path)
-    if path.is_dir() and not any(path.glob("part-*.parquet")):
-        return pd.DataFrame()
-    try:
-        return pd.read_parquet(path, columns=columns)
-    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
-        raise unreadable(path, exc) from None
-
-
-def unreadable(path: str | Path, exc: BaseException) -> CosimError:
-    """The one line saying that the table file ``path`` is broken (what the reader said, cut short)."""
-    return CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
-
-
-class Results(Mapping):
-    """A results folder read back: a mapping ``{table name: DataFrame}`` (``res["coverage"]``),
-    plus ``summary`` (the parsed ``summary.json``; None when the run was killed before writing
-    it), ``config`` (``config.toml``'s text) and ``path``. Tables are read on first access."""
-
-    def __init__(self, path: Path, names: list[str], summary: dict | None, config: str | None):
-        self.path, self.names, self.summary, self.config = path, names, summary, config
-        self._frames: dict[str, Any] = {}
-
-    def __getitem__(self, name: str):  # noqa: ANN204
-        if name not in self.names:
-            raise KeyError(f"{name!r}: no such table in {self.path} (tables: {', '.join(self.names) or 'none'})")
-        if name not in self._frames:
-            self._frames[name] = read_table(self.path / f"{name}.parquet")
-        return self._frames[name]
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        status = (self.summary or {}).get("status", "no summary")
-        return f"Results({str(self.path)!r}, tables={self.names}, status={status!r})"
-
-
-def read_summary(run_dir: str | Path) -> dict:
-    """A results folder's ``summary.json``; one line naming what is wrong (no such folder, not a
-    results folder, broken JSON) for the commands that read a finished run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise CosimError(f"{run}: no such results folder")
-    path = run / "summary.json"
-    if not path.is_file():
-        raise CosimError(f"{run}: not a results folder (no summary.json; made by `cosim run` or `cosim replay`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CosimError(f"{path}: broken JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise CosimError(f"{path}: not UTF-8 text") from None
-
-
-def load(run_dir: str | Path) -> Results:
-    """Read a results folder (``cosim run``'s ``--out``), however the run ended."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise CosimError(f"{path}: not a results folder")
-    names = sorted(p.name[: -len(".parquet")] for p in path.glob("*.parquet"))
-    summary = None
-    if (path / "summary.json").is_file():
-        try:
-            summary = json.loads((path / "summary.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            summary = None
-    config = (path / "config.toml").read_text() if (path / "config.toml").is_file() else None
-    return Results(path, names, summary, config)

@@ -20,8 +20,8 @@ from cosim.analysis import dwell_pairs_from_parquet
 from cosim.errors import CosimError
 from cosim.palette import hex_color, rsu_color
 from cosim.plot import plain, pyplot
-from cosim.recorder import claim_output, read_table
-from cosim.view import TASK_TABLES, coverage, run_folder
+from cosim.recorder import claim_output
+from cosim.results import COVERAGE_COLUMNS, load
 
 #: the titles of the fixed panels (the layers' panels follow, two per layer)
 FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted vs realised",
@@ -70,19 +70,27 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
 
     from cosim.world.network import edge_shapes
 
-    info = run_folder(run_dir, net)
-    run, summary, rsus = info["run"], info["summary"], info["rsus"]
-    cov = coverage(run)
-    layers = [(name, read_table(run / fname)) for name, (fname, _) in TASK_TABLES.items() if (run / fname).exists()]
-    layers = [(n, df) for n, df in layers if not df.empty]
-    rows = 1 + len(layers)
+    res = load(run_dir)
+    shown = res.shown(net)
+    run, summary, rsus = res.path, shown.summary, shown.rsus
+    cov = res.table("coverage", COVERAGE_COLUMNS)
+    tables = res.task_tables()
+    layers, metric_rows = [], []  # layers with tasks: latency CDF and success; without: their headline metrics
+    for name, cls in res.layers().items():
+        if name in tables and not tables[name].empty:
+            layers.append((name, tables[name]))
+        elif cls.task_table is None and cls.headline_metrics:
+            block = {p: v for p, v in (summary.get("layers") or {}).get(name, {}).items() if isinstance(v, dict)}
+            if block:
+                metric_rows.append((name, cls.headline_metrics[:3], block))
+    rows = 1 + len(layers) + len(metric_rows)
     fig = plt.figure(figsize=(13, 4.2 * rows))
     gs = fig.add_gridspec(rows, 3)
     titles = []
 
     # -- map ---------------------------------------------------------------------------------
     ax = fig.add_subplot(gs[0, 0])
-    ax.add_collection(LineCollection(edge_shapes(info["net"]), colors="#888", linewidths=0.6))
+    ax.add_collection(LineCollection(edge_shapes(shown.net), colors="#888", linewidths=0.6))
     if len(cov):
         hb = ax.hexbin(cov["x"], cov["y"], gridsize=40, mincnt=1, cmap="Greys", bins="log",
                        C=np.full(len(cov), float(summary.get("slot_s") or 1.0)), reduce_C_function=np.sum)
@@ -103,7 +111,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
 
     # -- dwell ------------------------------------------------------------------------------
     pred, real, srv, _ = dwell_pairs_from_parquet(run / "coverage.parquet", float(summary.get("slot_s") or 1.0))
-    cap = float(info["config"].get("world", {}).get("dwell_cap_s", 600.0))
+    cap = float(res.settings.get("world", {}).get("dwell_cap_s", 600.0))
     use = (srv >= 0) & np.isfinite(real) & (pred < cap - 1e-9)  # the rows analysis.dwell_error compares
     ax = fig.add_subplot(gs[0, 1])
     if use.any():
@@ -161,18 +169,29 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         t = f"{name}: success rate per policy"
         ax.set_title(plain(t), fontsize=9)
         titles.append(t)
+    for row, (name, metrics, block) in enumerate(metric_rows, start=1 + len(layers)):
+        for col, m in enumerate(metrics):  # a layer without tasks: each headline metric per entry
+            ax = fig.add_subplot(gs[row, col])
+            vals = np.array([np.nan if v.get(m.key) is None else float(v.get(m.key)) for v in block.values()])
+            bars = ax.bar(range(len(block)), np.nan_to_num(vals), color="#55a868")
+            ax.bar_label(bars, labels=["–" if v != v else f"{v:.{m.digits}f}" for v in vals], fontsize=6, padding=1)
+            ax.set_xticks(range(len(block)), [plain(p) for p in block], rotation=45, ha="right", fontsize=8)
+            ax.set_ylabel(plain(m.label))
+            t = f"{name}: {m.label}"
+            ax.set_title(plain(t), fontsize=9)
+            titles.append(t)
 
     fig.suptitle(f"{plain(summary.get('scenario') or run.name)}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
                  f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
-                 + (f"\n{info['incomplete']}" if info["incomplete"] else ""), fontsize=11,
-                 color="#a60" if info["incomplete"] else "black")
+                 + (f"\n{shown.incomplete}" if shown.incomplete else ""), fontsize=11,
+                 color="#a60" if shown.incomplete else "black")
     fig.tight_layout()
     out_dir = Path(out) if out else run
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.png", out_dir / "report.pdf"]
     for p in paths:
         claim_output(run, p)
-    meta = "; ".join([*titles, *([info["incomplete"]] if info["incomplete"] else [])])
+    meta = "; ".join([*titles, *([shown.incomplete] if shown.incomplete else [])])
     fig.savefig(paths[0], dpi=110, metadata={"Description": meta})
     fig.savefig(paths[1], metadata={"Subject": meta})
     plt.close(fig)

@@ -111,7 +111,7 @@
       let s = -1;
       for (let j = 0; j < task.segs.length; j++) if (task.segs[j][1] <= t) s = j;
       if (s < 0) continue;
-      if (layerSel.value === "dvit") {
+      if (L.draw === "chain") {  // one device at a time, hand-offs from the RSU (-1) on
         const where = (d) => d === -1 ? [wx(task.rsu[0]), wy(task.rsu[1])] : (d >= 0 && rowOf[d] >= 0 ? [px(rowOf[d]), py(rowOf[d])] : null);
         const p = where(task.segs[s][0]);
         if (!p) continue;
@@ -122,7 +122,7 @@
         } else if (task.segs[s][0] !== -1) {
           arrow(wx(task.rsu[0]), wy(task.rsu[1]), p[0], p[1], C.helper);
         }
-      } else {
+      } else if (L.draw === "group") {  // every vehicle of the segment, joined to the task's vehicle
         for (const iv of task.segs[s][0]) {
           const r = iv >= 0 ? rowOf[iv] : -1;
           if (r < 0) continue;
@@ -202,8 +202,7 @@
     const L = D.layers[layerSel.value], tb = document.getElementById("summary");
     tb.replaceChildren();
     if (!L) { const tr = el("tr"); tr.appendChild(el("td", "no task table in this run")); tb.appendChild(tr); return; }
-    const cols = [["tasks", 0], ["success_rate", 3], ["mean_latency_s", 3], ["p95_latency_s", 3]];
-    if (layerSel.value === "moe") cols.push(["mean_iv_utility", 2]);
+    const cols = L.columns;  // the layer's own: [key, decimals]
     const head = el("tr");
     head.appendChild(el("th", "policy"));
     cols.forEach((c) => head.appendChild(el("th", c[0].replace(/_/g, " "))));

@@ -7,19 +7,22 @@ data and a small canvas renderer, no network access, no CDN.
 
 **What the page shows**: the network's edges, the RSU discs, the vehicles of the slot under the
 time slider (play/pause, speed) coloured by serving RSU (grey: not covered); on top the tasks of a
-chosen layer and policy running at that time — DViT: user (magenta ring), the device holding the
-current step (gold ring; the RSU when it computes) and a hand-off arrow from the previous device;
-MoE: task vehicle and the IVs of the layer being executed, joined by lines; a task that fails is
-marked red for 3 s. The side panel has the per-policy summary (``summary.json``) and a
-latency / success-rate timeline (per time bin of request times) with a cursor.
+chosen layer and policy running at that time, as the layer's task view says
+(:attr:`cosim.layers.base.Layer.task_view`) — DViT ("chain"): user (magenta ring), the device
+holding the current step (gold ring; the RSU when it computes) and a hand-off arrow from the
+previous device; MoE ("group"): task vehicle and the IVs of the layer being executed, joined by
+lines; a task that fails is marked red for 3 s. The side panel has the layer's summary
+(``summary.json``: the columns the layer declares, :meth:`~cosim.layers.base.Layer.shown_metrics`)
+and a latency / success-rate timeline (per time bin of request times) with a cursor. A layer
+without tasks (the cache, a plugin layer such as the example's ``rsu_load``) is listed with its
+summary table alone; a layer whose class cannot be found (its plugin is not installed here) is
+left out. The results folder is read with :func:`cosim.results.load`.
 
 **Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
 coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
 sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
-arrays; edges likewise. Task times are rebuilt from the per-step columns: step k of a DViT task
-starts at t_request + upload + the durations of the steps before it, with upload = latency minus
-the steps' sum (a failed task records no latency; its steps are placed from the request time —
-ours). **Subsampling**: when the run has more than ``max_rows`` vehicle rows, only every k-th slot
+arrays; edges likewise. Task times are rebuilt from the per-step columns by the layer's task view
+(DViT: :func:`cosim.layers.dvit.contract.task_segments`). **Subsampling**: when the run has more than ``max_rows`` vehicle rows, only every k-th slot
 is kept (k the smallest that fits; the page says so), so city runs degrade to a coarser replay
 instead of a huge file.
 """
@@ -30,7 +33,6 @@ import base64
 import json
 import math
 import re
-import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -39,113 +41,14 @@ import numpy as np
 from cosim.errors import CosimError
 from cosim.layers.base import ROLE_FAILED, ROLE_HELPER, ROLE_IV, ROLE_USER
 from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_color
-from cosim.recorder import claim_output, read_summary, read_table
+from cosim.recorder import claim_output
+from cosim.results import COVERAGE_COLUMNS, load
 
 #: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
 MAX_ROWS = 1_500_000
 Q = 65535  # quantisation levels per axis
 #: timeline bins: about this many over the run, at least one slot wide
 TIMELINE_BINS = 60
-RSU_DEVICE = "@rsu"  # how the DViT table names the RSU as a device
-
-
-# -- reading the results folder ------------------------------------------------------------
-def run_folder(run_dir: str | Path, net: str | Path | None = None) -> dict:
-    """What every view of a run needs: summary, effective config, RSUs, network file; one line
-    naming what is missing. A run that did not complete is shown as far as it was flushed:
-    ``incomplete`` says so (None for a completed run). A killed run (SIGKILL, an OOM kill: no
-    ``summary.json``, but its ``config.toml`` and flushed table parts) gets its summary rebuilt
-    from those (:func:`flushed_summary`)."""
-    run = Path(run_dir)
-    killed = run.is_dir() and not (run / "summary.json").exists() and (run / "config.toml").is_file()
-    summary = {} if killed else read_summary(run)
-    cfg_file = run / "config.toml"
-    try:
-        config = tomllib.loads(cfg_file.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CosimError(f"{cfg_file}: cannot read the run's configuration ({exc})") from None
-    if net is None:
-        from cosim.world import net_file_of
-
-        sumocfg = config.get("scenario", {}).get("sumocfg", "")
-        if not sumocfg:
-            raise CosimError(f"{cfg_file}: no scenario.sumocfg")
-        if not Path(sumocfg).is_file():
-            raise CosimError(f"{cfg_file}: scenario.sumocfg {sumocfg} does not exist here; pass the network with --net")
-        net = net_file_of(sumocfg)
-    net = Path(net)
-    if not net.is_file():
-        raise CosimError(f"{net}: no such network file (pass it with --net)")
-    if killed:
-        summary = flushed_summary(run, net)
-    if not (run / "coverage.parquet").exists():
-        if killed or summary.get("status") != "completed":
-            raise CosimError(f"{run}: no coverage.parquet: the run stopped before its first flush "
-                             "(output.flush_slots), there is nothing to show")
-        raise CosimError(f"{run}: no coverage.parquet (the run had output.coverage = false)")
-    status = summary.get("status")
-    incomplete = None
-    if killed:
-        incomplete = (f"incomplete: the run was killed (no summary.json); showing the {summary['slots']} slots "
-                      "flushed before")
-    elif status != "completed":
-        incomplete = f"incomplete: the run ended {status or 'without a status'}; showing the slots flushed"
-    return {"run": run, "summary": summary, "config": config, "net": net, "rsus": summary.get("rsus", []),
-            "incomplete": incomplete}
-
-
-def flushed_summary(run: Path, net: Path) -> dict:
-    """The summary of a killed run, rebuilt from what it left: the RSUs from ``config.toml`` and
-    the network (placed as the run placed them), the slots and vehicles from the flushed table
-    parts, per policy the task counts, success rate (over the tasks that ended) and latencies of
-    the flushed task rows. ``status`` is ``killed``."""
-    from cosim import config as cfgmod
-    from cosim.errors import ConfigError
-    from cosim.world import read_net
-    from cosim.world.rsu import build_rsus
-
-    try:
-        cfg = cfgmod.load(run / "config.toml")
-        rs = build_rsus(cfg, read_net(net))
-    except ConfigError as exc:
-        raise CosimError(f"{run}: the run was killed and its configuration cannot be read back ({exc})") from None
-    slots: set = set()
-    vehicles = 0
-    for name in ("rsus", "coverage"):
-        if (run / f"{name}.parquet").exists():
-            df = read_table(run / f"{name}.parquet", ["slot"] + (["vehicle"] if name == "coverage" else []))
-            slots |= set(df["slot"].tolist()) if len(df) else set()
-            if name == "coverage" and len(df):
-                vehicles = int(df["vehicle"].nunique())
-    layers = {}
-    for layer, (fname, _) in TASK_TABLES.items():
-        if not (run / fname).exists():
-            continue
-        df = read_table(run / fname)
-        if df.empty:
-            continue
-        block = {}
-        for policy, g in df.groupby("policy", sort=False):
-            lat = g["latency_s"].to_numpy(dtype=float)
-            lat = lat[np.isfinite(lat)]
-            ended = g[g["outcome"] != "censored"] if "outcome" in g else g
-            block[str(policy)] = {
-                "tasks": int(len(g)),
-                "success_rate": float(ended["success"].mean()) if len(ended) else None,
-                "mean_latency_s": float(lat.mean()) if len(lat) else None,
-                "p95_latency_s": float(np.percentile(lat, 95)) if len(lat) else None,
-                **({"mean_iv_utility": float(g["iv_utility"].mean())} if "iv_utility" in g else {}),
-            }
-        layers[layer] = block
-    return {"scenario": cfg.scenario.name or run.name, "seed": cfg.scenario.seed, "status": "killed",
-            "slot_s": cfg.scenario.slot_s, "slots": len(slots), "vehicles_seen": vehicles,
-            "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(r)}
-                     for i, x, y, r in zip(rs.ids, rs.x, rs.y, rs.radius_m)],
-            "layers": layers}
-
-
-def coverage(run: Path, columns=("slot", "time_s", "vehicle", "x", "y", "rsu")):
-    return read_table(run / "coverage.parquet", list(columns))
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -165,41 +68,6 @@ class Quantiser:
 
     def meta(self) -> dict:
         return {"x0": self.x0, "y0": self.y0, "scale": self.scale}
-
-
-def _times_dvit(row) -> tuple[list, float, float]:  # noqa: ANN001 - a pandas row
-    """[(device, start, end)] segments of consecutive steps on one device; end time; upload."""
-    comm, comp, queue = (np.asarray(row[c], dtype=float) for c in ("step_comm_s", "step_comp_s", "step_queue_s"))
-    dur = comm + comp + queue
-    lat = float(row["latency_s"])
-    upload = lat - float(dur.sum()) if math.isfinite(lat) else 0.0
-    starts = row["t_request_s"] + max(upload, 0.0) + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
-    segs = []
-    for dev, s, d in zip(row["devices"], starts, dur):
-        if segs and segs[-1][0] == dev:
-            segs[-1][2] = float(s + d)
-        else:
-            segs.append([dev, float(s), float(s + d)])
-    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"] + max(upload, 0.0))
-    return segs, end
-
-
-def _times_moe(row) -> tuple[list, float]:  # noqa: ANN001
-    parts = [np.asarray(row[c], dtype=float) for c in ("layer_tv_s", "layer_comm_s", "layer_comp_s", "layer_mem_s")]
-    dur = sum(parts) if len(parts[0]) else np.zeros(0)
-    starts = row["t_request_s"] + np.concatenate([[0.0], np.cumsum(dur)[:-1]]) if len(dur) else np.zeros(0)
-    segs = []
-    for ivs, s, d in zip(row["layer_ivs"], starts, dur):
-        names = [v for v in str(ivs).split("|") if v]
-        if segs and segs[-1][0] == names:
-            segs[-1][2] = float(s + d)
-        else:
-            segs.append([names, float(s), float(s + d)])
-    end = float(starts[-1] + dur[-1]) if len(dur) else float(row["t_request_s"])
-    return segs, end
-
-
-TASK_TABLES = {"dvit": ("dvit_tasks.parquet", "user"), "moe": ("moe_tasks.parquet", "tv")}
 
 
 def _timeline(df, t_end: float, slot_s: float) -> dict:
@@ -227,14 +95,14 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     """The page's data (JSON-able)."""
     from cosim.world.network import edge_shapes
 
-    info = run_folder(run_dir, net)
-    run, summary = info["run"], info["summary"]
-    rsus = info["rsus"]
-    shapes = edge_shapes(info["net"])
+    res = load(run_dir)
+    shown = res.shown(net)
+    run, summary, rsus = res.path, shown.summary, shown.rsus
+    shapes = edge_shapes(shown.net)
     allxy = np.concatenate([s for s in shapes] + [np.array([[r["x"] - r["radius_m"], r["y"] - r["radius_m"]],
                                                             [r["x"] + r["radius_m"], r["y"] + r["radius_m"]]])
                                                   for r in rsus])
-    cov = coverage(run)
+    cov = res.table("coverage", COVERAGE_COLUMNS)
     if len(cov):
         allxy = np.concatenate([allxy, [[cov["x"].min(), cov["y"].min()], [cov["x"].max(), cov["y"].max()]]])
     qz = Quantiser(allxy[:, 0].min(), allxy[:, 1].min(), allxy[:, 0].max(), allxy[:, 1].max())
@@ -267,25 +135,23 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     layers = {}
     slot_s = float(summary.get("slot_s") or 1.0)
     t_end = float(times[-1]) if len(times) else 0.0
-    for layer, (fname, who) in TASK_TABLES.items():
-        path = run / fname
-        if not path.exists():
+    tables = res.task_tables()
+    for layer, cls in res.layers().items():
+        columns = [[m.key, m.digits] for m in cls.shown_metrics()]
+        block = summary.get("layers", {}).get(layer, {})
+        entries = {p: v for p, v in block.items() if isinstance(v, dict)}
+        df = tables.get(layer)
+        if cls.task_table is None and columns and entries:  # a layer without tasks: its summary
+            layers[layer] = {"policies": list(entries), "tasks": {}, "summary": entries, "timeline": {},
+                             "columns": columns, "draw": None}
+        if df is None or df.empty or cls.task_view is None:
             continue
-        df = read_table(path)
-        if df.empty:
-            continue
+        view = cls.task_view
+        index = lambda name: name_ix.get(name, -2)  # noqa: E731
         per_policy: dict[str, list] = {}
         for row in df.to_dict("records"):
-            u = name_ix.get(str(row[who]), -1)
-            if layer == "dvit":
-                segs, end = _times_dvit(row)
-                rx, ry = (rsus[int(row["rsu"])]["x"], rsus[int(row["rsu"])]["y"]) if 0 <= int(row["rsu"]) < len(rsus) else (0, 0)
-                segs = [[-1 if d == RSU_DEVICE else name_ix.get(str(d), -2), round(s, 4), round(e, 4)] for d, s, e in segs]
-                extra = {"rsu": [round(rx, 2), round(ry, 2)]}
-            else:
-                segs, end = _times_moe(row)
-                segs = [[[name_ix.get(v, -2) for v in ivs], round(s, 4), round(e, 4)] for ivs, s, e in segs]
-                extra = {}
+            u = name_ix.get(str(row[view.vehicle]), -1)
+            segs, end, extra = view.segments(row, index, rsus)
             per_policy.setdefault(str(row["policy"]), []).append({
                 "u": u, "t0": round(float(row["t_request_s"]), 4), "end": round(end, 4),
                 "ok": bool(row["success"]), "why": str(row["failure"] or ""),
@@ -293,14 +159,12 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                 "segs": segs, **extra})
         for tasks in per_policy.values():
             tasks.sort(key=lambda t: t["t0"])
-        block = summary.get("layers", {}).get(layer, {})
-        layers[layer] = {"policies": list(per_policy), "tasks": per_policy,
-                         "summary": {p: v for p, v in block.items() if isinstance(v, dict)},
-                         "timeline": _timeline(df, t_end, slot_s)}
+        layers[layer] = {"policies": list(per_policy), "tasks": per_policy, "summary": entries,
+                         "timeline": _timeline(df, t_end, slot_s), "columns": columns, "draw": view.draw}
     return {
         "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots"
-                 + (" (incomplete)" if info["incomplete"] else ""),
-        "incomplete": info["incomplete"],
+                 + (" (incomplete)" if shown.incomplete else ""),
+        "incomplete": shown.incomplete,
         "transform": qz.meta(),
         "bounds": [float(v) for v in allxy.min(axis=0)] + [float(v) for v in allxy.max(axis=0)],
         "edges": {"xy": _b64(np.column_stack([qz.q(flat[:, 0], qz.x0), qz.q(flat[:, 1], qz.y0)]).ravel() if len(flat)

@@ -18,7 +18,7 @@ from cosim.runner import run
 from .conftest import GRID6_TOML, scoped_registry
 
 
-def _nearest(world, veh, opts):
+def _nearest(world, veh, rng, opts):
     return world.serving[veh]
 
 
@@ -47,8 +47,7 @@ class ProbeLayer(Layer):
         k = min(n, self.cfg.per_slot)
         reqs = world.rng("probe.requests").choice(n, size=k, replace=False) if k else np.zeros(0, dtype=int)
         for name in self.live():
-            rng = self.rng_for(name, world, f"probe.{name}")
-            picks = self.call(name, world, reqs, rng) if rng is not None else self.call(name, world, reqs)
+            picks = self.call(name, world, reqs, rng=self.rng_for(name, world, f"probe.{name}"))
             self.count[name] += len(reqs)
             self.table.append({"slot": np.full(len(reqs), world.slot), "policy": np.full(len(reqs), name, dtype=object),
                                "vehicle": world.snap.ids[reqs], "rsu": picks})

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import cosim
-from cosim.recorder import COVERAGE_SCHEMA, Coded, Recorder, TableWriter, dumps_json, load
+from cosim.recorder import COVERAGE_SCHEMA, Coded, Recorder, TableWriter, dumps_json
+from cosim.results import load
 
 from .conftest import ROOT
 

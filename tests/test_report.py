@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cosim.report import FIXED_PANELS, handovers
-from cosim.view import coverage
+from cosim.results import COVERAGE_COLUMNS, load
 
 from .conftest import run_grid6
 
@@ -38,7 +38,7 @@ def test_handovers_match_the_worlds_count(run_dir):
     # the world counts handover_in per RSU and slot as the run goes; the report finds them again
     # from each vehicle's consecutive coverage rows
     rs = pd.read_parquet(run_dir / "rsus.parquet")
-    assert len(handovers(coverage(run_dir))) == rs["handover_in"].sum() == rs["handover_out"].sum() > 0
+    assert len(handovers(load(run_dir).table("coverage", COVERAGE_COLUMNS))) == rs["handover_in"].sum() == rs["handover_out"].sum() > 0
 
 
 def test_report_on_no_results_folder_is_one_line(tmp_path, cli):

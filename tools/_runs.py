@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cosim  # noqa: E402 - results are read with cosim.load, the one reader
 
 
 def run_cosim(scenario: Path, out: Path, *, end: float, seed: int, sets: dict) -> dict:
@@ -19,7 +22,7 @@ def run_cosim(scenario: Path, out: Path, *, end: float, seed: int, sets: dict) -
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{out.name}: {proc.stderr.strip()}")
-    return json.loads((out / "summary.json").read_text())
+    return cosim.load(out).require_summary()
 
 
 def line_plot(df, x: str, y: str, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False,

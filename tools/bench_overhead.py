@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
 import shutil
@@ -71,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosim import config as cfgmod  # noqa: E402
+from cosim.results import load  # noqa: E402
 from cosim.sources.sumo import sumo_command  # noqa: E402
 
 
@@ -186,7 +186,7 @@ def instructions_mode(args, cfg, target: Path, step: float, tmp: Path, env: dict
         if len(counts[0]) == len(counts[1]) > 1:
             per_process[name] = [b - a for a, b in zip(counts[0], counts[1])]
         print(f"{name:16s} {sum(counts[0]):>16,d} {sum(counts[1]):>16,d} instructions", file=sys.stderr)
-    summary = json.loads(next(tmp.glob(f"*-{long_:g}/summary.json")).read_text())
+    summary = load(next(tmp.glob(f"*-{long_:g}/summary.json")).parent).require_summary()
     slots = args.window / sc.slot_s
     print(f"\nscenario {cfg.name}: steady state from t={w0:g} s, window {args.window:g} s ({slots:g} slots of "
           f"{sc.slot_s:g} s), step {step:g} s, ~{summary['max_concurrent_vehicles']} vehicles; instruction counts "
@@ -320,7 +320,7 @@ def main() -> None:
             print(f"round {i + 1}/{args.repeat}  {name:16s} {w:7.2f} s wall {c:7.2f} s CPU", file=sys.stderr)
 
     first = file_tag(next(iter(runs)))
-    summary = json.loads((tmp / f"{first}0" / "summary.json").read_text())
+    summary = load(tmp / f"{first}0").require_summary()
     print(f"\nscenario {cfg.name} ({target.name}): end {end:g} s, step {step if step and step > 0 else 'cfg'} s, "
           f"slot {sc.slot_s:g} s, max concurrent vehicles {summary['max_concurrent_vehicles']}, "
           f"{summary['vehicles_seen']} vehicles in all, {args.repeat} interleaved rounds, "
@@ -344,7 +344,7 @@ def main() -> None:
     print("inside cosim (last round):")
     for name in runs:
         tag = file_tag(name)
-        s = json.loads((tmp / f"{tag}{args.repeat - 1}" / "summary.json").read_text())
+        s = load(tmp / f"{tag}{args.repeat - 1}").require_summary()
         c = s.get("cpu_s", {})
         binary = ""  # over TraCI the `sumo` binary is a process of its own: the tree's CPU less cosim's processes
         if "--backend" in runs[name] and c:

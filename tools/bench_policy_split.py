@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cosim  # noqa: E402
 from cosim import registry  # noqa: E402
 from cosim.sources.base import SNAPSHOT_FIELDS  # noqa: E402
 
@@ -46,7 +47,7 @@ def plugin_cpu(scenario: Path, end: float, extra: list[str], out: Path) -> dict:
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit(f"bench: failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return json.loads((out / "summary.json").read_text())
+    return cosim.load(out).require_summary()
 
 
 def shipping_cost(scenario: Path, end: float) -> tuple[float, float, int]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import cosim  # noqa: E402
 from cosim.stats import fmt  # noqa: E402
 from cosim.sweep import paired_differences  # noqa: E402
 
@@ -117,7 +118,7 @@ def evicted(d: Path, res: pd.DataFrame, grid: list[str], policies=("lc", "lfu", 
         cells = cells[cells[k].astype(str) == str(res[k].iloc[0])]
     counts: dict = {}
     for cid in cells.cell:
-        df = pd.read_parquet(d / "cells" / cid / "cache_requests.parquet", columns=["policy", "evicted"])
+        df = cosim.load(d / "cells" / cid).table("cache_requests", ["policy", "evicted"])
         df = df[df.policy.astype(str).isin(policies) & (df.evicted != "")]
         for pol, names in zip(df.policy.astype(str), df.evicted):
             for name in names.split(","):
@@ -225,7 +226,7 @@ def main() -> None:
                     help="policies whose difference to LC is listed with its Holm-adjusted p (default: lfu)")
     args = ap.parse_args()
     for d in args.sweep_dirs:
-        res = pd.read_parquet(d / "results.parquet")
+        res = cosim.load(d).results
         grid = [c for c in res.columns if c.startswith("layers.")]
         print(f"## {d.name}\n")
         if OPTIONS in grid:

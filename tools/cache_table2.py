@@ -29,6 +29,7 @@ import pandas as pd
 from _runs import ROOT, line_plot, run_cosim
 
 sys.path.insert(0, str(ROOT))
+import cosim  # noqa: E402
 from cosim.sweep import paired_differences  # noqa: E402
 
 SCENARIO = ROOT / "scenarios" / "grid6_cache.toml"
@@ -108,7 +109,7 @@ def main() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib missing: pip install -e '.[plot]' for the PNGs", file=sys.stderr)
         return
-    req = pd.read_parquet(out / "seed1" / "cache_requests.parquet", columns=["policy", "t_s", "system_cost"])
+    req = cosim.load(out / "seed1").table("cache_requests", ["policy", "t_s", "system_cost"])
     req = req.sort_values("t_s", kind="stable")
     req["cumulative"] = req.groupby("policy", observed=True)["system_cost"].cumsum()
     line_plot(req.astype({"policy": str}), "t_s", "cumulative", out / "cost_over_time.png", "simulation time [s]",

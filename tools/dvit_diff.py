@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
+import cosim
 
 
 def main() -> None:
@@ -22,8 +22,9 @@ def main() -> None:
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     args = ap.parse_args()
-    ta, tb = (pd.read_parquet(d / "dvit_tasks.parquet") for d in (args.a, args.b))
-    sa, sb = (json.loads((d / "summary.json").read_text())["layers"]["dvit"] for d in (args.a, args.b))
+    ra, rb = cosim.load(args.a), cosim.load(args.b)
+    ta, tb = ra["dvit_tasks"], rb["dvit_tasks"]
+    sa, sb = (r.require_summary()["layers"]["dvit"] for r in (ra, rb))
     for policy in list(dict.fromkeys([*sa, *sb])):
         if policy not in sa or policy not in sb:
             print(f"{policy:11s} only in {'B' if policy in sb else 'A'}: "

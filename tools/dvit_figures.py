@@ -37,6 +37,8 @@ from pathlib import Path
 
 from _runs import ROOT
 
+import cosim  # noqa: E402 - _runs put the repository first on sys.path
+
 SCENARIO = ROOT / "scenarios" / "grid6_dvit.toml"
 #: figure -> (sweep name, key, values, metric, x label, y label)
 FIGS = {
@@ -86,11 +88,9 @@ def mode_differences(res, keys: list[str]):  # noqa: ANN001, ANN201
 
 
 def report_modes(dirs: list[str]) -> None:
-    import pandas as pd
-
     cols = ["success_rate", "mean_latency_s", "p95_latency_s", "migrations"]
     for d in dirs:
-        res = pd.read_parquet(Path(d) / "results.parquet")
+        res = cosim.load(d).results
         keys = [k for k in (PRESET,) if k in res.columns]
         dvit = res[res["layer"] == "dvit"]
         print(f"\n{d}: means over seeds")
@@ -135,7 +135,7 @@ def main() -> None:
             print(f"sweep {name}: {key} = {values} x {args.presets} x {args.handover} x {args.seeds} seeds",
                   file=sys.stderr)
             done[name] = sweep(out, name, key, values, args)
-        res = pd.read_parquet(done[name] / "results.parquet")
+        res = cosim.load(done[name]).results
         res = res[res["layer"] == "dvit"]
         grid = [key, PRESET, MODE]
         m = res.groupby([*grid, "policy"], sort=False)[metric].mean().reset_index()

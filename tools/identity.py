@@ -31,7 +31,6 @@ latent: the rows of tasks they re-planned from a helper — reschedules, migrati
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 from cosim.compare import differences
+from cosim.results import load
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID6 = ROOT / "scenarios" / "grid6_dvit.toml"
@@ -108,7 +108,7 @@ def run_case(name: str, out: Path, trace: Path) -> dict:
     for s in sets:
         args += ["--set", s]
     cosim(*args, *extra)
-    return json.loads((out / "summary.json").read_text())
+    return load(out).require_summary()
 
 
 def record_trace(trace: Path) -> None:
@@ -144,7 +144,7 @@ def main() -> None:
                 continue
             new = Path(tmp) / name
             s = run_case(name, new, trace)
-            before = json.loads((ref / name / "summary.json").read_text())["cpu_s"]["plugin_process"]
+            before = load(ref / name).require_summary()["cpu_s"]["plugin_process"]
             diff = differences(ref / name, new)
             failed += bool(diff)
             print(f"{name:34s} {'DIFFERS' if diff else 'same   '} plugin CPU {s['cpu_s']['plugin_process']:6.2f} s "

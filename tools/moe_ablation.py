@@ -32,6 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cosim  # noqa: E402
 from cosim.sweep import paired_differences  # noqa: E402
 
 METRICS = {"success_rate": "success", "mean_latency_s": "latency [s]", "mean_iv_utility": "IV utility",
@@ -173,8 +174,7 @@ def main() -> None:
         print("\nGECPA - each policy, paired per seed: d ± 95 % half-width (p_holm: Holm over the six, per metric)")
         print(headline(folder, args.markdown))
         return  # a sweep's results, or a copy of its results.csv (docs/figures/moe/)
-    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else \
-        pd.read_csv(folder / "results.csv")
+    res = cosim.load(folder).results if (folder / "cells.csv").is_file() else pd.read_csv(folder / "results.csv")
     policies = [p for p in _moe(res)["policy"].unique()]
     grid = [c for c in res.columns if c.startswith("layers.") or c.startswith("scenario.")]
     if args.across or args.within:

@@ -305,6 +305,7 @@ def evaluate(agent: Path, args) -> None:  # noqa: ANN001
     """Held-out seeds on grid6 and on the town: one cosim sweep, then the table."""
     import pandas as pd
 
+    import cosim
     from cosim import pairing
     from cosim.stats import fmt
     from cosim.sweep import paired_differences
@@ -325,7 +326,7 @@ def evaluate(agent: Path, args) -> None:  # noqa: ANN001
     if proc.returncode != 0:
         raise SystemExit(f"evaluation sweep: {proc.stderr.strip()[-2000:]}")
     print(f"evaluation: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    res = pd.read_parquet(out / "sweep" / "results.parquet")
+    res = cosim.load(out / "sweep").results
     res = res[res["layer"] == "dvit"]
     means = res.assign(policy=lambda d: d["policy"].replace({rl: "rl"})).groupby(
         ["scenario", "policy"], sort=False)[["mean_latency_s", "success_rate"]].mean()

@@ -66,7 +66,7 @@ import numpy as np
 
 from cosim.errors import ConfigError
 from cosim.gym.episode import CosimEnv
-from cosim.layers.base import bind_policies
+from cosim.layers.base import bind_policies, call_policy
 from cosim.layers.cache.layer import ROW
 from cosim.layers.cache.policies import EdgeCache
 from cosim.world.channel import stable_uid
@@ -207,12 +207,12 @@ class CacheEvictionEnv(CosimEnv):
 
         def elsewhere(question: tuple) -> list | None:  # in the run: holds no environment
             c, cands, t = question[:3]
-            return fn(c, cands, t, rng, opts) if c.rsu != rsu else None
+            return call_policy(fn, (c, cands, t), rng, opts) if c.rsu != rsu else None
 
         return elsewhere
 
     def _default_keys(self, c: EdgeCache, cands: list, t: float) -> list:
-        return self.default.spec.fn(c, cands, t, self._default_rng, self.default.options)
+        return call_policy(self.default.spec.fn, (c, cands, t), self._default_rng, self.default.options)
 
     def observe(self, question: tuple) -> tuple[dict, np.ndarray, dict]:
         c, cands, t = question[:3]

@@ -15,8 +15,16 @@ policy from the registry (:mod:`cosim.registry`, where built-in and plugin polic
 alike), validates its ``[layers.NAME.options.POLICY]`` table with the policy's own options
 dataclass and its registration traits against the layer's ``policy_traits``. The layer draws a
 slot's requests once from ``world.rng("<layer>.requests")`` and hands the same requests and the
-same world to every policy; it calls a policy with :meth:`Layer.call`, which passes the
-policy's options last. A policy that raises or returns something malformed is dropped with one
+same world to every policy; it calls a policy with :meth:`Layer.call`.
+
+**The policy protocol** (one for every layer and kind of policy): a policy is called
+``fn(*inputs, rng, options)``, positionally — the inputs the layer declares in
+:attr:`Layer.policy_protocol` (a :class:`typing.Protocol` whose ``__call__`` is the typed call
+signature, e.g. ``(problem, rng, options)`` for a DViT scheduler), then a
+``numpy.random.Generator`` for a stochastic policy (None for the others), then its validated
+options (None for a policy without options). :func:`call_policy` is that call, for the layers,
+``cosim check`` and the Gymnasium environments alike; a policy that cannot take it is refused
+with one line when the layer binds it. A policy that raises or returns something malformed is dropped with one
 line (:meth:`Layer.fail`) naming the policy, where it comes from and the scenario key; the
 others go on and their results are kept.
 
@@ -31,11 +39,12 @@ sumo-gui overlay (:mod:`cosim.overlay`) colours vehicles by it; a layer never ca
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -88,10 +97,80 @@ class LayerContext:
                    begin_s=begin, end_s=end, warmup_s=sc.warmup_s, drain_s=sc.drain_s)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A number of a layer's summary block (one per policy, or per entry), as the tools show it:
+    ``cosim view``'s table, ``cosim report``'s panels, ``cosim plot``'s figures."""
+
+    key: str  # its key in each entry of the layer's summary block (summary.csv: KEY.mean, KEY.ci95)
+    label: str  # what it is, with its unit (an axis label)
+    digits: int = 3  # decimals in cosim view's table
+
+
+#: what every layer with a task table reports per policy (:meth:`cosim.layers.kernel.Kernel.block`),
+#: the first columns of its table in ``cosim view``
+TASK_METRICS = (Metric("tasks", "tasks", 0), Metric("success_rate", "success rate"),
+                Metric("mean_latency_s", "mean latency [s]"), Metric("p95_latency_s", "95th-percentile latency [s]"))
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """How ``cosim view`` draws the rows of a layer's task table (:attr:`Layer.task_table`: one
+    row per task and policy with ``policy``, ``t_request_s``, ``latency_s``, ``success``,
+    ``failure``): ``vehicle`` names the column of the requesting vehicle; ``segments(row,
+    index, rsus)`` turns one row (a dict) into ``(segments, end [s], extra)`` — each segment
+    ``[who, start [s], end [s]]``, ``who`` a vehicle index (``index(id)``: -2 when it is not in
+    the page) or -1 for the RSU, or a list of vehicle indices; ``rsus``: the run's RSUs from
+    ``summary.json``; ``extra``: more keys for the page (JSON). ``draw`` is how the page shows a
+    segment: ``"chain"`` (one device at a time, with hand-off arrows from the RSU at
+    ``extra["rsu"]``: DViT) or ``"group"`` (the requesting vehicle joined to every vehicle of the
+    segment: MoE)."""
+
+    vehicle: str
+    segments: Callable[[dict, Callable[[str], int], list], tuple[list, float, dict]]
+    draw: str = "group"
+
+
 #: ``scenario.warmup_s = -1`` (auto): this long, at most :data:`AUTO_SHARE` of the run [s]
 AUTO_WARMUP_S = 60.0
 #: the most of a run's length an automatic warm-up or drain takes
 AUTO_SHARE = 0.1
+
+
+def call_policy(fn: Callable[..., Any], inputs: Sequence[Any], rng: np.random.Generator | None, options: Any) -> Any:
+    """The one way cosim calls a policy: ``fn(*inputs, rng, options)`` (the module docstring)."""
+    return fn(*inputs, rng, options)
+
+
+def protocol_inputs(protocol: type | None, where: str = "") -> tuple[str, ...] | None:
+    """The input names of a policy protocol: the parameters of its ``__call__`` before ``rng``
+    and ``options``, which must be its last two (None: no protocol declared)."""
+    if protocol is None:
+        return None
+    params = [p.name for p in inspect.signature(protocol.__call__).parameters.values()][1:]  # less self
+    if params[-2:] != ["rng", "options"]:
+        raise TypeError(f"{where or protocol.__qualname__}: a policy protocol's __call__ must end with (rng, options), "
+                        f"got ({', '.join(params)})")
+    return tuple(params[:-2])
+
+
+def check_signature(spec: PolicySpec, inputs: tuple[str, ...] | None, kind: str, where: str) -> None:
+    """One line (ConfigError) when ``spec``'s function cannot be called as the protocol calls it:
+    ``fn(*inputs, rng, options)`` — e.g. a policy written before every kind got ``rng`` (``fn(world,
+    options)``). Callables whose signature Python cannot tell are let through."""
+    if inputs is None:
+        return
+    try:
+        sig = inspect.signature(spec.fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*range(len(inputs) + 2))
+    except TypeError:
+        shown = ", ".join(p.name for p in sig.parameters.values())
+        raise ConfigError(f"{where}.policies: {kind} '{spec.name}' ({spec.origin}) takes ({shown}), but every "
+                          f"{spec.layer} policy is called ({', '.join(inputs)}, rng, options): the layer's inputs, "
+                          "then rng (None unless stochastic), then options (docs/plugins.md)") from None
 
 
 class PolicyFailed(Exception):
@@ -137,6 +216,31 @@ class Layer:
     #: run pairs every policy with the first, task by task (:mod:`cosim.pairing`: ``vs_baseline`` in
     #: each policy's summary block); None for a layer without tasks that span slots
     task_table: ClassVar[str | None] = None
+    #: the typed call signature of this layer's policies: a :class:`typing.Protocol` whose
+    #: ``__call__(self, *inputs, rng, options)`` names (and types) the inputs the layer passes
+    #: (the module docstring); None: the layer does not say (its policies are still called
+    #: ``fn(*inputs, rng, options)``, but nothing is checked before the first call)
+    policy_protocol: ClassVar[type | None] = None
+    #: how ``cosim view`` draws a task of :attr:`task_table` (None: the view lists the layer's
+    #: summary but draws no task)
+    task_view: ClassVar[TaskView | None] = None
+    #: the numbers of its summary block that ``cosim plot`` draws against a swept parameter, and
+    #: ``cosim view`` and ``cosim report`` show (after :data:`TASK_METRICS` for a layer with a task
+    #: table; a layer without one gets a bar panel per metric in the report)
+    headline_metrics: ClassVar[tuple[Metric, ...]] = ()
+    #: the input names of :attr:`policy_protocol` (set from it for every subclass)
+    policy_inputs: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def shown_metrics(cls) -> tuple[Metric, ...]:
+        """The columns of this layer's table in ``cosim view``: :data:`TASK_METRICS` for a layer
+        with a task table, then its :attr:`headline_metrics` not among them."""
+        first = TASK_METRICS if cls.task_table is not None else ()
+        return first + tuple(m for m in cls.headline_metrics if m.key not in {f.key for f in first})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.policy_inputs = protocol_inputs(cls.policy_protocol, f"{cls.__module__}.{cls.__qualname__}.policy_protocol")
 
     def __init__(self, config: dict, ctx: LayerContext):
         self.config = config
@@ -152,6 +256,8 @@ class Layer:
             if hasattr(self.cfg, "policies"):
                 self.policies = bind_policies(self.name, self.cfg.policies, getattr(self.cfg, "options", {}),
                                               self.where, self.policy_traits)
+                for pol in self.policies.values():
+                    check_signature(pol.spec, self.policy_inputs, self.policy_kind, self.where)
 
     # -- the run's calls -------------------------------------------------------------------
     def on_start(self) -> None:
@@ -199,15 +305,32 @@ class Layer:
         return {}
 
     # -- policies ----------------------------------------------------------------------------
+    @classmethod
+    def check_policy(cls, spec: PolicySpec, worlds: list) -> list[str]:
+        """What ``cosim check`` runs on a policy of this layer (:mod:`cosim.conformance`, on its
+        recorded worlds): one line per violation. Default: the layer, running only this policy
+        over the recorded slots, drops nothing. A layer adds the checks of its policy kind by
+        overriding this (the built-in ones: their ``contract`` modules), with
+        :mod:`cosim.conformance`'s kit (``probe``, ``call``, ``run_layer``, ...)."""
+        from cosim import conformance as cf
+
+        _, run = cf.run_layer(cls, {"policies": [spec.name]}, worlds, cf.label(spec, cls.policy_kind))
+        return run
+
     def live(self) -> list[str]:
         """The configured policies still running (not dropped), in the configured order."""
         return [p for p in self.policies if p not in self.failed]
 
-    def call(self, name: str, *args: Any) -> Any:
-        """Call policy ``name`` with ``args`` and its options; its exception becomes PolicyFailed."""
+    def call(self, name: str, *inputs: Any, rng: np.random.Generator | None = None) -> Any:
+        """Call policy ``name`` as the protocol says — ``fn(*inputs, rng, options)`` with its
+        options (:func:`call_policy`; ``rng``: :meth:`rng_for`, None for a deterministic policy);
+        its exception becomes PolicyFailed."""
         pol = self.policies[name]
+        if self.policy_inputs is not None and len(inputs) != len(self.policy_inputs):
+            raise TypeError(f"layer '{self.name}' called policy '{name}' with {len(inputs)} input(s); its protocol "
+                            f"takes ({', '.join(self.policy_inputs)}) and rng= by keyword")
         try:
-            return pol.spec.fn(*args, pol.options)
+            return call_policy(pol.spec.fn, inputs, rng, pol.options)
         except Exception as exc:  # noqa: BLE001 - someone else's code: one line, the others go on
             raise PolicyFailed(f"raised {type(exc).__name__}: {exc}") from exc
 
@@ -311,5 +434,6 @@ def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
     return make_layers(cfg, LayerContext.for_run(cfg, lambda name: None, label))
 
 
-__all__ = ["Layer", "LayerContext", "Policy", "PolicyFailed", "arrivals", "bind_policies", "check_policies",
+__all__ = ["Layer", "LayerContext", "Metric", "Policy", "PolicyFailed", "TASK_METRICS", "TaskView", "arrivals", "call_policy", "check_signature",
+           "protocol_inputs", "bind_policies", "check_policies",
            "load_plugins", "make_layers", "validate_layers", "register_layer", "register_policy"]

@@ -374,7 +374,7 @@ def test_optimal_is_never_worse_than_any_policy_with_mobility(seed):
 def test_optimal_is_never_worse_on_recorded_traffic():
     """On the recorded grid6 worlds (conformance data, no SUMO): requests and re-plans built by
     the layer, every policy's plan judged on the snapshot."""
-    from cosim.conformance import _ctx, _Tables, recorded_worlds
+    from cosim.conformance import Tables as _Tables, context as _ctx, recorded_worlds
     from cosim.layers.dvit.layer import DViTLayer
 
     _, worlds = recorded_worlds()

@@ -75,6 +75,7 @@ import numpy as np
 from cosim.config import option
 from cosim.errors import ConfigError
 from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, register_layer
+from cosim.layers.cache import contract
 from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, variants, zipf
 from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
@@ -232,6 +233,9 @@ class CacheLayer(Layer):
     config_class = CacheConfig
     policy_kind = "eviction policy"
     shardable = True  # its policies share nothing but the world and the requests
+    policy_protocol = contract.EvictionPolicy
+    check_policy = classmethod(contract.check_eviction_policy)  # what `cosim check` runs on one of its policies
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: caches=False: never caches (all to the cloud); predictive: wants demand predicted along routes;
     #: per_victim: asked once per victim (policies.py)
     policy_traits = {"caches": True, "predictive": False, "per_victim": False}
@@ -297,7 +301,7 @@ class CacheLayer(Layer):
             return None
 
         def keys(c: EdgeCache, cands: list, t: float, rng) -> list:  # noqa: ANN001
-            out = self.call(policy, c, cands, t, rng)
+            out = self.call(policy, c, cands, t, rng=rng)
             try:
                 if len(out) != len(cands):
                     raise PolicyFailed(f"returned {len(out)} keys for {len(cands)} candidate models")

@@ -45,7 +45,7 @@ from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers import kernel as kn
 from cosim.layers.base import ROLE_HELPER, ROLE_USER, Layer, LayerContext, PolicyFailed, add_role, arrivals, register_layer
-from cosim.layers.dvit import schedulers  # noqa: F401 - registers the built-in schedulers
+from cosim.layers.dvit import contract, schedulers  # noqa: F401 - registers the built-in schedulers
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.recorder import Lists
@@ -160,6 +160,10 @@ class DViTLayer(Layer):
     policy_kind = "scheduler"
     shardable = True  # its policies share nothing but the world and the requests
     task_table = "dvit_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
+    policy_protocol = contract.Scheduler
+    check_policy = classmethod(contract.check_scheduler)  # what `cosim check` runs on one of its policies
+    task_view = contract.TASK_VIEW  # how cosim view draws a task
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: ``replan``: when the layer asks the scheduler for a plan — "request" (at the request, and
     #: again only to reschedule) or "every-step" (also at every step completion, from the device
     #: holding the result, on that slot's world: a closed loop over the decision epochs, once per
@@ -402,7 +406,7 @@ class DViTLayer(Layer):
         rng = self.rng_for(policy, world, f"dvit.{policy}.{task.task_id}.{task.reschedules}{again}")
         self.deciding = (task, world, names)
         try:
-            plan = self.call(policy, problem, rng)
+            plan = self.call(policy, problem, rng=rng)
         finally:
             self.deciding = None
         if plan is None:

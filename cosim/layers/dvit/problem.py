@@ -90,6 +90,17 @@ class Problem:
         """(V, V) transitions i -> j allowed by C1 and C2 (a new array: the caller may change it)."""
         return _allowed(self.n_devices).copy()
 
+    def admissible(self, cur: int, k: int) -> np.ndarray:
+        """(V,) the devices step ``k`` (0-based) may run on when device ``cur`` holds the result of
+        step k - 1 (for k = 0: device 0, which holds the request) — the rule the layer applies to
+        every plan (:meth:`violation`): C1/C2 from ``cur``, and only the user for the last
+        ``local_steps`` steps. C3 (T_max) and links are the scheduler's to weigh. A new array."""
+        if k >= self.steps - self.local_steps:
+            ok = np.zeros(self.n_devices, dtype=bool)
+            ok[self.user] = True
+            return ok
+        return _allowed(self.n_devices)[0 if k == 0 else cur].copy()
+
     def violation(self, plan: np.ndarray) -> str | None:
         """What makes ``plan`` (``steps`` device indices within the problem) inadmissible — a
         transition C1/C2 forbid, or one of the last ``local_steps`` steps off the user — as a

@@ -53,6 +53,7 @@ from cosim.config import option, range_pair
 from cosim.errors import ConfigError
 from cosim.layers import kernel as kn
 from cosim.layers.base import ROLE_IV, ROLE_USER, Layer, LayerContext, PolicyFailed, add_role, arrivals, register_layer
+from cosim.layers.moe import contract
 from cosim.layers.moe.game import Game, exact_equilibrium
 from cosim.recorder import Lists
 from cosim.world import World
@@ -167,6 +168,10 @@ class MoELayer(Layer):
     policy_kind = "pricing solver"
     shardable = True  # its policies share nothing but the world and the requests
     task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
+    policy_protocol = contract.PricingSolver
+    check_policy = classmethod(contract.check_solver)  # what `cosim check` runs on one of its policies
+    task_view = contract.TASK_VIEW  # how cosim view draws a task
+    headline_metrics = contract.HEADLINE_METRICS  # what cosim view, report and plot show
     #: link_aware=False: experts on the nearest vehicles, plain top-k gating
     policy_traits = {"link_aware": True}
 
@@ -288,7 +293,7 @@ class MoELayer(Layer):
 
     def _prices(self, policy: str, game: Game, rng) -> np.ndarray:  # noqa: ANN001
         """The policy's prices for ``game``, checked: ``game.n`` finite prices in the price range."""
-        out = self.call(policy, game, rng)
+        out = self.call(policy, game, rng=rng)
         try:
             p = np.asarray(out, dtype=float).reshape(-1)
         except (TypeError, ValueError):

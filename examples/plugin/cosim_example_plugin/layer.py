@@ -2,14 +2,16 @@
 
 Every slot it writes, per RSU, the vehicles served and the handovers in, and counts the slots in
 which an RSU served more than ``overload_vehicles``; its summary block gives, per RSU, the peak
-and mean load and the share of overloaded slots.
+and mean load and the share of overloaded slots. Its ``headline_metrics`` are what ``cosim
+view`` (the side table), ``cosim report`` (a bar panel each) and ``cosim plot`` (against a swept
+key) show of it.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from cosim import Layer, register_layer
+from cosim import Layer, Metric, register_layer
 from cosim.config import option
 
 
@@ -23,6 +25,9 @@ class RsuLoadLayer(Layer):
     """RSU load: vehicles served and handovers per RSU and slot, overloaded slots."""
 
     config_class = RsuLoadConfig
+    headline_metrics = (Metric("peak_vehicles", "peak vehicles served", 0),
+                        Metric("mean_vehicles", "mean vehicles served", 1),
+                        Metric("overloaded_share", "share of slots overloaded"))
 
     def on_start(self):
         self.table = self.ctx.table("rsu_load")

@@ -1,8 +1,9 @@
 """A DViT scheduler: greedy with look-ahead.
 
 At each step, from the device holding the latent, pick the admissible device whose next
-``lookahead`` steps (hand-off once, then computing there) cost the least, within C3. The last
-``problem.local_steps`` steps run on the user, as every cosim scheduler's must.
+``lookahead`` steps (hand-off once, then computing there) cost the least, within C3.
+``problem.admissible(cur, k)`` is the layer's rule (C1/C2, and the last ``problem.local_steps``
+steps on the user), so every plan it returns is admissible.
 """
 
 from dataclasses import dataclass
@@ -21,19 +22,12 @@ class GreedyOptions:
 @register_policy("dvit", "my-greedy", options=GreedyOptions)
 def my_greedy(problem, rng, opts: GreedyOptions):
     """Greedy with look-ahead: the device whose next `lookahead` steps cost least."""
-    K, U = problem.steps, problem.user
     cost = problem.step_cost()  # compute + queue per step on each device [s]
-    allowed = problem.allowed()  # C1/C2: which hand-offs i -> j are allowed
-    plan = np.empty(K, dtype=np.int64)
-    cur = 0  # the RSU holds the request
-    for k in range(K):
-        if k >= K - problem.local_steps:
-            cur = U
-        else:
-            hand = np.where(np.arange(problem.n_devices) == cur, 0.0, problem.comm_s[cur])
-            score = hand + opts.lookahead * cost
-            ok = (allowed[cur] | (k == 0)) & (hand + cost <= problem.t_max_s)
-            ok[U] = ok[U] and k > 0  # move to the user only once the RSU handed the task over
-            cur = int(np.argmin(np.where(ok, score, np.inf))) if ok.any() else U
+    plan = np.empty(problem.steps, dtype=np.int64)
+    cur = 0  # device 0 (the RSU) holds the request
+    for k in range(problem.steps):
+        hand = np.where(np.arange(problem.n_devices) == cur, 0.0, problem.comm_s[cur])
+        ok = problem.admissible(cur, k) & (hand + cost <= problem.t_max_s)  # the layer's rule, and C3
+        cur = int(np.argmin(np.where(ok, hand + opts.lookahead * cost, np.inf))) if ok.any() else problem.user
         plan[k] = cur
     return plan

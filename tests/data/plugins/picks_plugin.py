@@ -52,10 +52,10 @@ class Picks(Layer):
 
 
 @register_policy("picks", "first")
-def first(world, opts):
+def first(world, rng, opts):
     return len(world.snap)
 
 
 @register_policy("picks", "second", cost=2.0)  # dealt first: to the worker
-def second(world, opts):
+def second(world, rng, opts):
     return float(world.snap.x.sum())

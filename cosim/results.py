@@ -1,0 +1,319 @@
+"""The one reader of a results folder: :func:`load` (``cosim.load(run_dir)``).
+
+Everything that reads what a run wrote — ``cosim view``, ``cosim report``, ``cosim compare``,
+``cosim status``, the dwell analysis, the task-level pairing, the tools — reads it through a
+:class:`Results`: the parsed ``summary.json`` (None when the run was killed before writing it;
+:meth:`Results.require_summary` for a command that needs a finished run: one line naming what is
+wrong), ``config.toml`` (its text, and parsed: :attr:`Results.settings`), every table
+(``res["coverage"]``, :meth:`Results.table` with only some columns, :meth:`Results.arrow` as an
+Arrow table) and the layers' own contract (:meth:`Results.layers`: the registered class of each
+layer the run had, its plugins loaded from ``config.toml``; :meth:`Results.task_tables`).
+
+A table ``NAME.parquet`` is a folder of part files (:mod:`cosim.recorder` writes it so that no
+way a run ends loses what was flushed) or a single file; a part folder without a complete part
+yet reads as an empty table, a broken file is one line naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cosim.errors import CosimError, ConfigError
+
+#: the columns of coverage.parquet that ``cosim view`` and ``cosim report`` draw
+COVERAGE_COLUMNS = ("slot", "time_s", "vehicle", "x", "y", "rsu")
+#: the files of a folder that are tables (a run writes Parquet; ``--record`` may put a CSV trace there)
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def read_table(path: str | Path, columns: list[str] | None = None):  # noqa: ANN201 - pandas.DataFrame, lazily
+    """One table (a part directory or a single Parquet file) as a DataFrame (``columns``: only
+    those); a part directory with no complete part yet (killed before its first flush) reads as
+    an empty frame; a broken or truncated file is one line naming it (:class:`CosimError`)."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("part-*.parquet")):
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
+        raise unreadable(path, exc) from None
+
+
+def read_arrow(path: str | Path, columns: list[str] | None = None):  # noqa: ANN201 - pyarrow.Table, lazily
+    """:func:`read_table` as an Arrow table (no pandas conversion: for the large tables)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        return pq.read_table(str(path), columns=columns)
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path: str | Path, exc: BaseException) -> CosimError:
+    """The one line saying that the table file ``path`` is broken (what the reader said, cut short)."""
+    return CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+
+
+@dataclass
+class Shown:
+    """A run as ``cosim view`` and ``cosim report`` draw it: the summary (a killed run's rebuilt
+    from what it flushed, :meth:`Results.flushed_summary`), the network file, and the line saying
+    that the run did not complete (None when it did)."""
+
+    results: "Results"
+    summary: dict
+    net: Path
+    incomplete: str | None
+
+    @property
+    def rsus(self) -> list[dict]:
+        return self.summary.get("rsus", [])
+
+
+class Results(Mapping):
+    """A results folder read back: a mapping ``{table name: DataFrame}`` (``res["coverage"]``),
+    plus ``summary`` (the parsed ``summary.json``; None when the run was killed before writing
+    it, or when it is broken: ``summary_error`` says why), ``config`` (``config.toml``'s text),
+    ``settings`` (it parsed) and ``path``. Tables are read on first access."""
+
+    def __init__(self, path: Path, names: list[str], summary: dict | None, config: str | None,
+                 summary_error: str | None = None):
+        self.path, self.names, self.summary, self.config = Path(path), names, summary, config
+        self.summary_error = summary_error
+        self._frames: dict[str, Any] = {}
+
+    # -- tables ----------------------------------------------------------------------------
+    def __getitem__(self, name: str):  # noqa: ANN204
+        self._known(name)
+        if name not in self._frames:
+            self._frames[name] = read_table(self.path / f"{name}.parquet")
+        return self._frames[name]
+
+    def _known(self, name: str) -> None:
+        if name not in self.names:
+            raise KeyError(f"{name!r}: no such table in {self.path} (tables: {', '.join(self.names) or 'none'})")
+
+    def table(self, name: str, columns: list[str] | None = None):  # noqa: ANN201 - pandas.DataFrame
+        """Table ``name`` (only ``columns``, when given) as a DataFrame; ``res[name]`` keeps it."""
+        if columns is None:
+            return self[name]
+        self._known(name)
+        return read_table(self.path / f"{name}.parquet", list(columns))
+
+    def arrow(self, name: str, columns: list[str] | None = None):  # noqa: ANN201 - pyarrow.Table
+        """Table ``name`` (only ``columns``) as an Arrow table."""
+        self._known(name)
+        return read_arrow(self.path / f"{name}.parquet", None if columns is None else list(columns))
+
+    def files(self) -> list[str]:
+        """Every table file of the folder, sorted (``coverage.parquet``, ``trace.csv``)."""
+        return sorted(p.name for p in self.path.iterdir() if p.name.lower().endswith(TABLE_SUFFIXES)
+                      and not p.name.startswith("."))
+
+    def read_file(self, name: str):  # noqa: ANN201 - pandas.DataFrame
+        """The table file ``name`` of :meth:`files`: a Parquet table as its values, a CSV trace as
+        its text (every cell a string: what was written, unparsed)."""
+        import pandas as pd
+
+        path = self.path / name
+        if name.lower().endswith(".parquet"):
+            return read_table(path)
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+        except Exception as exc:  # noqa: BLE001 - a broken or truncated file is bad input
+            raise unreadable(path, exc) from None
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        status = (self.summary or {}).get("status", "no summary")
+        return f"Results({str(self.path)!r}, tables={self.names}, status={status!r})"
+
+    # -- summary and configuration ------------------------------------------------------------
+    def require_summary(self) -> dict:
+        """``summary.json``, for the commands that read a finished run; one line naming what is
+        wrong (not a results folder, broken JSON)."""
+        if self.summary is not None:
+            return self.summary
+        raise CosimError(self.summary_error or f"{self.path}: not a results folder (no summary.json; made by "
+                                               "`cosim run` or `cosim replay`)")
+
+    @functools.cached_property
+    def settings(self) -> dict:
+        """``config.toml`` parsed (the run's effective configuration); one line if it is missing or broken."""
+        file = self.path / "config.toml"
+        try:
+            return tomllib.loads(self.config if self.config is not None else file.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CosimError(f"{file}: cannot read the run's configuration ({exc})") from None
+
+    @property
+    def killed(self) -> bool:
+        """Killed before it wrote ``summary.json`` (SIGKILL, an OOM kill): its configuration and
+        flushed table parts are there, its summary is not."""
+        return self.summary is None and self.summary_error is None and self.config is not None
+
+    # -- the layers' contract -----------------------------------------------------------------
+    @functools.cached_property
+    def _layers(self) -> dict[str, type]:
+        from cosim import registry
+
+        names = list((self.summary or {}).get("layers") or {})
+        try:
+            configured = self.settings.get("layers", {}) if self.config is not None else {}
+            plugins = self.settings.get("scenario", {}).get("plugins", []) if self.config is not None else []
+        except CosimError:
+            configured, plugins = {}, []
+        names += [n for n, t in configured.items() if n not in names and not (isinstance(t, dict) and
+                                                                              t.get("enabled") is False)]
+        try:  # the run's plugin layers (config.toml names .py plugins by absolute path)
+            registry.load_plugins(list(plugins), f"{self.path / 'config.toml'}: scenario.plugins")
+        except ConfigError:
+            pass  # a plugin not importable here: its layer is not shown; the others are
+        out = {}
+        for name in names:
+            try:
+                out[name] = registry.layer_class(name)
+            except ConfigError:
+                continue  # a layer not registered here (its plugin is missing): nothing to draw it with
+        return out
+
+    def layers(self) -> dict[str, type]:
+        """Layer name -> its registered class, for every layer of the run (in the summary's order,
+        then the configuration's), after importing the plugins its ``config.toml`` names; a layer
+        whose class cannot be found here (its plugin is not installed) is left out."""
+        return dict(self._layers)
+
+    def task_tables(self) -> dict[str, Any]:
+        """Layer name -> its task table (:attr:`cosim.layers.base.Layer.task_table`) as a
+        DataFrame, for every layer of the run that declares one and wrote it."""
+        return {name: self[cls.task_table] for name, cls in self._layers.items()
+                if cls.task_table is not None and cls.task_table in self.names}
+
+    # -- what view and report draw ------------------------------------------------------------
+    def net_file(self, net: str | Path | None = None) -> Path:
+        """The network file: ``net``, else the one the run's ``scenario.sumocfg`` names; one line
+        when it is not here (results copied elsewhere: pass ``--net``)."""
+        if net is None:
+            from cosim.world import net_file_of
+
+            cfg_file = self.path / "config.toml"
+            sumocfg = self.settings.get("scenario", {}).get("sumocfg", "")
+            if not sumocfg:
+                raise CosimError(f"{cfg_file}: no scenario.sumocfg")
+            if not Path(sumocfg).is_file():
+                raise CosimError(f"{cfg_file}: scenario.sumocfg {sumocfg} does not exist here; pass the network with --net")
+            net = net_file_of(sumocfg)
+        net = Path(net)
+        if not net.is_file():
+            raise CosimError(f"{net}: no such network file (pass it with --net)")
+        return net
+
+    def shown(self, net: str | Path | None = None) -> Shown:
+        """What ``cosim view`` and ``cosim report`` draw (:class:`Shown`); one line naming what is
+        missing. A run that did not complete is shown as far as it was flushed: ``incomplete``
+        says so. A killed run gets its summary rebuilt (:meth:`flushed_summary`)."""
+        killed = self.killed
+        summary = {} if killed else self.require_summary()
+        self.settings  # noqa: B018 - a broken config.toml is one line before anything is drawn
+        net = self.net_file(net)
+        if killed:
+            summary = self.flushed_summary(net)
+        if "coverage" not in self.names:
+            if killed or summary.get("status") != "completed":
+                raise CosimError(f"{self.path}: no coverage.parquet: the run stopped before its first flush "
+                                 "(output.flush_slots), there is nothing to show")
+            raise CosimError(f"{self.path}: no coverage.parquet (the run had output.coverage = false)")
+        status = summary.get("status")
+        incomplete = None
+        if killed:
+            incomplete = (f"incomplete: the run was killed (no summary.json); showing the {summary['slots']} slots "
+                          "flushed before")
+        elif status != "completed":
+            incomplete = f"incomplete: the run ended {status or 'without a status'}; showing the slots flushed"
+        return Shown(self, summary, net, incomplete)
+
+    def flushed_summary(self, net: Path) -> dict:
+        """The summary of a killed run, rebuilt from what it left: the RSUs from ``config.toml``
+        and the network (placed as the run placed them), the slots and vehicles from the flushed
+        table parts, per layer with a task table and policy the task counts, success rate (over
+        the tasks that ended) and latencies of the flushed task rows. ``status`` is ``killed``."""
+        import numpy as np
+
+        from cosim import config as cfgmod
+        from cosim.world import read_net
+        from cosim.world.rsu import build_rsus
+
+        try:
+            cfg = cfgmod.load(self.path / "config.toml")
+            rs = build_rsus(cfg, read_net(net))
+        except ConfigError as exc:
+            raise CosimError(f"{self.path}: the run was killed and its configuration cannot be read back ({exc})") from None
+        slots: set = set()
+        vehicles = 0
+        for name in ("rsus", "coverage"):
+            if name in self.names:
+                df = self.table(name, ["slot"] + (["vehicle"] if name == "coverage" else []))
+                slots |= set(df["slot"].tolist()) if len(df) else set()
+                if name == "coverage" and len(df):
+                    vehicles = int(df["vehicle"].nunique())
+        layers = {}
+        for layer, df in self.task_tables().items():
+            if df.empty:
+                continue
+            block = {}
+            for policy, g in df.groupby("policy", sort=False):
+                lat = g["latency_s"].to_numpy(dtype=float)
+                lat = lat[np.isfinite(lat)]
+                ended = g[g["outcome"] != "censored"] if "outcome" in g else g
+                block[str(policy)] = {
+                    "tasks": int(len(g)),
+                    "success_rate": float(ended["success"].mean()) if len(ended) else None,
+                    "mean_latency_s": float(lat.mean()) if len(lat) else None,
+                    "p95_latency_s": float(np.percentile(lat, 95)) if len(lat) else None,
+                    **({"mean_iv_utility": float(g["iv_utility"].mean())} if "iv_utility" in g else {}),
+                }
+            layers[layer] = block
+        return {"scenario": cfg.scenario.name or self.path.name, "seed": cfg.scenario.seed, "status": "killed",
+                "slot_s": cfg.scenario.slot_s, "slots": len(slots), "vehicles_seen": vehicles,
+                "rsus": [{"id": i, "x": float(x), "y": float(y), "radius_m": float(r)}
+                         for i, x, y, r in zip(rs.ids, rs.x, rs.y, rs.radius_m)],
+                "layers": layers}
+
+
+def load(run_dir: str | Path) -> Results:
+    """Read a results folder (``cosim run``'s ``--out``), however the run ended; one line when
+    ``run_dir`` is no folder. A broken ``summary.json`` reads as None, with ``summary_error``."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CosimError(f"{path}: no such results folder")
+    names = sorted(p.name[: -len(".parquet")] for p in path.glob("*.parquet"))
+    summary, error = None, None
+    file = path / "summary.json"
+    if file.is_file():
+        try:
+            summary = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            error = f"{file}: broken JSON at line {exc.lineno}: {exc.msg}"
+        except UnicodeDecodeError:
+            error = f"{file}: not UTF-8 text"
+    config = (path / "config.toml").read_text() if (path / "config.toml").is_file() else None
+    return Results(path, names, summary, config, error)
+
+
+__all__ = ["COVERAGE_COLUMNS", "Results", "Shown", "load", "read_arrow", "read_table", "unreadable"]
