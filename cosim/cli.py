@@ -16,7 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full, raise_terminated
+from cosim.engine.signals import raise_terminated
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full
 
 EXIT_FAILED = 1  # the run failed mid-way (a layer's error, a policy worker died); results so far on disk
 EXIT_ERROR = 2

@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +38,13 @@ from cosim import config as cfgmod
 from cosim import pairing, registry, sumo_outputs
 from cosim.analysis import dwell_error_from_parquet
 from cosim.config import Config, run_window, sumocfg_time
-from cosim.errors import (ConfigError, CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full,
-                          raise_terminated,
-                          slot_bookkeeping)
+from cosim.engine.signals import interrupts
+from cosim.engine.timeline import EPS, slot_times
+from cosim.engine.workers import Shards, Warm, resolve_jobs
+from cosim.engine.workers import plan as shard_plan
+from cosim.errors import ConfigError, CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full
 from cosim.layers.base import LayerContext, make_layers, validate_layers
-from cosim.layers.shards import LayerTables, Shards, Warm, resolve_jobs, write_grouped
-from cosim.layers.shards import plan as shard_plan
-from cosim.recorder import MANIFEST, Recorder, claim, read_manifest
+from cosim.recorder import MANIFEST, LayerTables, Recorder, claim, read_manifest, write_grouped
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.sources.pipelined import make_source
 from cosim.sources.sumo import make_reader, sumo_command
@@ -53,8 +52,6 @@ from cosim.status import write_status
 from cosim.world import World, net_file_of, read_net
 from cosim.world.network import NetInfo
 from cosim.world.rsu import RsuSet, build_rsus, sites_off_network
-
-EPS = 1e-6
 
 
 def versions(sumo_version: str = "") -> dict[str, str]:
@@ -281,7 +278,7 @@ class Session:
         self.world = World(cfg, self.net, rsus=prep.rsus if prep else None)
         #: the sumo-gui overlay (cosim.overlay), None when off; drawn once connect()ed to SUMO
         self.overlay = None
-        # the layers' tables: a slot's rows are held and written grouped by policy (cosim.layers.shards)
+        # the layers' tables: a slot's rows are held and written grouped by policy (cosim.recorder.write_grouped)
         self.tables = LayerTables()
         table = self._open_table
         if overlay:
@@ -356,7 +353,7 @@ class Session:
         for layer in self.layers:
             self.tables.current = layer.name
             layer.on_slot(self.world)
-        rows = self.tables.take()
+        rows = self.tables.drain()
         if self.shards is not None:
             self.shards.own(self.slots, rows)  # may wait for a lagging worker (Ctrl-C stops the wait)
         else:
@@ -364,7 +361,8 @@ class Session:
                 self._write_rows(name, held)
         if self.overlay is not None:
             self.overlay.update(self.world)
-        with slot_bookkeeping():  # a SIGTERM waits until the slot is both recorded and counted
+        # a SIGTERM waits until the slot is both recorded and counted
+        with interrupts(signal.SIGTERM, hold=True, second=False, install=False):
             self.recorder.record_world(self.world)
             self.slots += 1
         self.max_vehicles = max(self.max_vehicles, len(snap))
@@ -406,7 +404,7 @@ class Session:
             except Exception as exc:  # keep the other results
                 layer_blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}
         dropped = {layer.name: dict(layer.failed) for layer in self.layers}
-        rows = self.tables.take()  # the rows written at the end (and those of a slot cut short)
+        rows = self.tables.drain()  # the rows written at the end (and those of a slot cut short)
         if self.shards is not None:
             try:
                 layer_blocks, dropped = self.shards.end(rows, layer_blocks, dropped)
@@ -596,7 +594,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
 @contextlib.contextmanager
 def warm_workers(cfg: Config, gui: bool = False):  # noqa: ANN201
     """The policy workers a run may need, started before its checks so that their start-up
-    overlaps the plugin's (:class:`~cosim.layers.shards.Warm`); those the session did not take
+    overlaps the plugin's (:class:`~cosim.engine.workers.Warm`); those the session did not take
     are ended on the way out, whether the run was refused or planned fewer."""
     warm = None if gui else Warm(cfg)
     try:
@@ -758,61 +756,6 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
     return session, source, end_s
 
 
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def sigterm_interrupts():  # noqa: ANN201
-    """While a run is driven, SIGTERM raises :class:`Terminated` (handled like Ctrl-C) unless
-    the program has its own SIGTERM handler. Main thread only (where signals are delivered)."""
-    if not _main_thread() or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, raise_terminated):
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-#: the signals each active :func:`deferred_interrupts` holds back (innermost last)
-_HELD: list[list[int]] = []
-
-
-def interrupt_pending() -> bool:
-    """A Ctrl-C or SIGTERM is held back until the results are written (a wait that may be long,
-    e.g. for a stuck policy worker, stops for it)."""
-    return any(_HELD)
-
-
-@contextlib.contextmanager
-def deferred_interrupts():  # noqa: ANN201
-    """While the results are written (seconds at most: every wait there is bounded, or gives up
-    on :func:`interrupt_pending`), a first Ctrl-C or SIGTERM waits until they are, then
-    interrupts; a second one interrupts at once."""
-    if not _main_thread():
-        yield
-        return
-    pending: list[int] = []
-
-    def later(signum: int, frame: object) -> None:
-        if pending:
-            raise Terminated("terminated") if signum == signal.SIGTERM else KeyboardInterrupt()
-        pending.append(signum)
-
-    old = {sig: signal.signal(sig, later) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _HELD.append(pending)
-    try:
-        yield
-    finally:
-        _HELD.pop()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if pending:
-        raise Terminated("terminated") if pending[0] == signal.SIGTERM else KeyboardInterrupt()
-
-
 def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool,
           signals: bool = True) -> dict:
     """The slot loop over any TrafficSource; however it ends, the session is finished (tables
@@ -823,7 +766,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
     prog = Progress(progress, end_s)
     status, error, failure = "completed", None, None
     summary: dict = {}
-    with sigterm_interrupts() if signals else contextlib.nullcontext():
+    with interrupts(signal.SIGTERM, install="unowned") if signals else contextlib.nullcontext():
         try:
             session.source = source
             source.start()
@@ -831,13 +774,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
             if session.overlay is not None:
                 session.overlay.connect(source.conn, session.world, session.layers)
             session.world.route_of = source.route_of
-            begin = source.time_s()
-            k = 0
-            while True:
-                k += 1
-                target = begin + k * slot_s
-                if end_s is not None and target > end_s + EPS:
-                    break
+            for target in slot_times(source.time_s(), slot_s, end_s):
                 t0 = time.perf_counter()
                 snap = source.step_to(target)
                 t1 = time.perf_counter()
@@ -865,7 +802,8 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                 status, error, failure = "bad-input", str(exc), exc
             else:
                 status, error, failure = "failed", f"{type(exc).__name__}: {exc}", exc
-        with deferred_interrupts() if signals else contextlib.nullcontext():
+        # a first Ctrl-C or SIGTERM waits until the results are written, a second one interrupts
+        with interrupts(signal.SIGINT, signal.SIGTERM, hold=True) if signals else contextlib.nullcontext():
             try:
                 source.close()
             except Exception:  # the source is gone either way; the results matter now

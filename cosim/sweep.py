@@ -362,10 +362,10 @@ def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock, co
     spec.write_text(json.dumps(cell, default=str))
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "COSIM_CPUS": str(cores)}
-    from cosim.sources.sumo import CHILD_DIES_WITH_PARENT
+    from cosim.engine import processes
 
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.sweep", str(spec), str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=CHILD_DIES_WITH_PARENT)
+    proc = processes.python("cosim.sweep", str(spec), str(out), die_with_parent=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
     with lock:
         procs.add(proc)
     _, err = proc.communicate()
@@ -421,7 +421,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
     lock = threading.Lock()
     out = []
     pool = ThreadPoolExecutor(max_workers=jobs)
-    from cosim.layers.shards import available_cores
+    from cosim.engine.processes import available_cores
 
     cores = max(1, available_cores() // max(1, min(jobs, len(todo))))  # a run's share, for scenario.jobs = 0 (auto)
     try:
@@ -453,18 +453,16 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
 def _stop_workers(procs: set, lock: threading.Lock, grace_s: float = 20.0) -> None:
     """SIGTERM every running worker (each closes its tables and writes its summary and
     cell.json), wait up to ``grace_s``, then SIGKILL what is left: no orphan either way."""
+    from cosim.engine import processes
+
     with lock:
         running = list(procs)
     for p in running:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + grace_s  # one grace for all: they stop at once
     for p in running:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        processes.stop(p, deadline - time.monotonic())
 
 
 def run_ray(todo: list[tuple[dict, Path]], address: str | None, progress: Progress, jobs: int | None) -> list[dict]:
@@ -715,9 +713,58 @@ def _put(row: dict, metric: str, st: dict) -> None:
         row[f"{metric}.{k}"] = st[k]
 
 
+# -- the Python API: a sweep run and read back (cosim.sweep(file), cosim.api.sweep) -----------------
+@dataclass
+class SweepResults:
+    """A sweep's results folder read back: ``results`` (one row per run, layer and policy),
+    ``summary`` (mean and 95 % half-width per policy), ``paired`` (each policy - baseline, paired
+    per seed, with ``.p_holm``; docs/comparisons.md) and ``cells`` (every run's status)."""
+
+    path: Path
+    results: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    paired: "pd.DataFrame"
+    cells: "pd.DataFrame"
+    completed: int
+    failed: int
+
+
+def sweep(file: str | Path, out: str | Path | None = None, *, jobs: int | None = None, engine: str = "local",
+          address: str | None = None, progress: bool = False) -> SweepResults:
+    """Run a sweep file (as ``cosim sweep``: resumes a folder it finds half done) and read it back
+    (``cosim.sweep(file)``, ``cosim.api.sweep``)."""
+    done = execute(load(file), Path(out) if out else None, engine=engine, jobs=jobs, address=address,
+                   progress=progress)
+    return load_sweep(done["out"])
+
+
+def load_sweep(folder: str | Path) -> SweepResults:
+    """A sweep's results folder (``cosim sweep``'s ``--out``) read back."""
+    import pandas as pd
+
+    from cosim.errors import CosimError
+
+    folder = Path(folder)
+    if not (folder / "cells.csv").is_file():
+        raise CosimError(f"{folder}: not a sweep results folder (no cells.csv; run `cosim sweep`)")
+
+    def csv(name: str) -> pd.DataFrame:
+        try:
+            return pd.read_csv(folder / name)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return pd.DataFrame()
+
+    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else pd.DataFrame()
+    cells = csv("cells.csv")
+    status = cells["status"] if "status" in cells else pd.Series(dtype=object)
+    return SweepResults(folder, res, csv("summary.csv"), csv("paired.csv"), cells,
+                        int((status == "completed").sum()), int((status == "failed").sum()))
+
+
+
 def _worker_main(argv: list[str]) -> int:
     """``python -m cosim.sweep CELL_SPEC.json OUT_DIR``: run one cell (what the engines start)."""
-    from cosim.errors import raise_terminated
+    from cosim.engine.signals import raise_terminated
 
     signal.signal(signal.SIGTERM, raise_terminated)  # the sweep stops its workers with SIGTERM
     try:
@@ -731,12 +778,10 @@ def _worker_main(argv: list[str]) -> int:
 
 
 class _CallableModule(types.ModuleType):
-    """``cosim.sweep(file, ...)`` is :func:`cosim.api.sweep` — the Python API's name — while
+    """``cosim.sweep(file, ...)`` is :func:`sweep` — the Python API's name — while
     ``cosim.sweep`` stays this module (``cosim.sweep.load``, ``from cosim import sweep``)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from cosim.api import sweep
-
         return sweep(*args, **kwargs)
 
 

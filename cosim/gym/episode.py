@@ -171,7 +171,7 @@ class CosimEnv(gym.Env):
                  overrides: dict | None = None, compare: list | tuple | str = (), backend: str | None = None,
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
-        from cosim.layers.shards import resolve_jobs
+        from cosim.engine.workers import resolve_jobs
         from cosim.runner import preflight
         from cosim.sources.replay import ReplaySource
 
