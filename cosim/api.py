@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from cosim.config import Config
     from cosim.recorder import Results
     from cosim.sweep import SweepResults

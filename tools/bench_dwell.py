@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosim import config as cfgmod  # noqa: E402
-from cosim.runner import Session  # noqa: E402
+from cosim.engine.session import Session  # noqa: E402
 from cosim.sources.replay import Routes  # noqa: E402
 from cosim.sources.sumo import SumoSource, sumo_command  # noqa: E402
 from cosim.world import net_file_of  # noqa: E402

@@ -52,7 +52,7 @@ def plugin_cpu(scenario: Path, end: float, extra: list[str], out: Path) -> dict:
 def shipping_cost(scenario: Path, end: float) -> tuple[float, float, int]:
     """Per slot [ms CPU]: pickling + unpickling the snapshot; rebuilding the world from it."""
     from cosim import config as cfgmod
-    from cosim.runner import preflight, step_length_s
+    from cosim.engine.spec import preflight, step_length_s
     from cosim.sources.sumo import SumoSource, sumo_command
     from cosim.world.world import World
 

@@ -1,8 +1,8 @@
 """What every cosim Gymnasium environment shares: an ordinary cosim run, paused at each decision.
 
-An environment *is* a cosim run — the same :class:`~cosim.runner.Session`, traffic source and
+An environment *is* a cosim run — the same :class:`~cosim.engine.session.Session`, traffic source and
 slot loop as ``cosim run`` and ``cosim replay`` (:func:`cosim.runner.open_run`,
-:func:`~cosim.runner.open_replay`, :func:`~cosim.runner.drive`) — in which one policy of one
+:func:`~cosim.runner.open_replay`, :func:`~cosim.engine.loop.drive`) — in which one policy of one
 layer is ``gym:agent``. The run goes on in a greenlet of its own (a second stack in the same
 thread); whenever the layer asks ``gym:agent`` for a decision, the run switches to the
 environment with the question, and ``env.step(action)`` switches back with the answer and lets
@@ -172,7 +172,7 @@ class CosimEnv(gym.Env):
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
         from cosim.engine.workers import resolve_jobs
-        from cosim.runner import preflight
+        from cosim.engine.spec import preflight
         from cosim.sources.replay import ReplaySource
 
         self._bridge: _Bridge | None = None
@@ -270,7 +270,9 @@ class CosimEnv(gym.Env):
         """One run, in the run's greenlet (the same calls as cosim run / cosim replay). It holds
         the environment only weakly: an environment dropped without close() is collected, and
         its finaliser ends the run."""
-        from cosim.runner import Prepared, drive, open_replay, open_run
+        from cosim.engine.loop import drive
+        from cosim.engine.spec import Prepared
+        from cosim.runner import open_replay, open_run
         from cosim.world.rsu import build_rsus
 
         cfg = cfgmod.apply_overrides(cfg, {"scenario.seed": seed}, where="reset(seed)")
