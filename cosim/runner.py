@@ -28,12 +28,13 @@ from cosim.config import Config, run_window
 from cosim.engine.folder import check_record, claim_record, opened, remove_record, results_dir
 from cosim.engine.loop import CosimListener, drive
 from cosim.engine.session import Session
-from cosim.engine.spec import Prepared, preflight, slot_step, step_length_s
-from cosim.engine.workers import Warm, resolve_jobs
-from cosim.errors import ConfigError, CosimError
+from cosim.engine.spec import resolve
+from cosim.engine.workers import Warm
+from cosim.errors import CosimError
 from cosim.recorder import claim
 from cosim.sources.pipelined import make_source
 from cosim.sources.sumo import sumo_command
+from cosim.world.network import NetInfo
 
 __all__ = ["attach", "open_replay", "open_run", "replay", "run"]
 
@@ -44,7 +45,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     """Run SUMO with the plugin attached; returns the summary (also in ``out_dir/summary.json``).
 
     ``gui``: sumo-gui with the plugin's state drawn on the traffic (:mod:`cosim.overlay`).
-    Every input is checked before anything is written (:func:`preflight`). Raises
+    Every input is checked before anything is written (:func:`~cosim.engine.spec.resolve`). Raises
     :class:`SumoDied` (after writing everything so far) if SUMO stops or freezes mid-run,
     :class:`~cosim.errors.Terminated` on SIGTERM and ``KeyboardInterrupt`` on Ctrl-C (idem).
     ``record``: also write the traffic as a trace — ``*.parquet`` (a part directory, like the
@@ -52,9 +53,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None =
     run exactly); ``*.xml[.gz]``: SUMO's FCD output. ``overwrite``: replace the results of an
     earlier run in ``out_dir`` (and an earlier trace) instead of refusing.
     """
-    session, source, end_s = open_run(cfg, out_dir, backend=backend, gui=gui, port=port, sumo_binary=sumo_binary,
-                                      extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite)
-    return drive(session, source, cfg.scenario.slot_s, end_s, progress)
+    session, source = open_run(cfg, out_dir, backend=backend, gui=gui, port=port, sumo_binary=sumo_binary,
+                               extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite)
+    return drive(session, source, progress)
 
 
 @contextlib.contextmanager
@@ -73,35 +74,31 @@ def warm_workers(cfg: Config, gui: bool = False):  # noqa: ANN201
 def open_run(cfg: Config, out_dir: str | Path | None = None, *, backend: str | None = None, gui: bool = False,
              port: int | None = None, sumo_binary: str | None = None, extra_sumo_args: list[str] | None = None,
              record: str | Path | None = None, overwrite: bool = False,
-             prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
-    """What :func:`run` drives: the checked session, its SUMO source (not started) and the end
-    time. ``prepared``: a :func:`preflight` of ``cfg`` already done (e.g. once per environment)."""
+             net: NetInfo | None = None) -> tuple[Session, Any]:
+    """What :func:`run` drives: the checked session and its SUMO source (not started).
+    ``net``: the network already read (e.g. once per environment)."""
     with warm_workers(cfg, gui) as warm:
         return _open_run(cfg, out_dir, backend=backend, gui=gui, port=port, sumo_binary=sumo_binary,
-                         extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite, prepared=prepared,
-                         warm=warm)
+                         extra_sumo_args=extra_sumo_args, record=record, overwrite=overwrite, net=net, warm=warm)
 
 
 def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, gui: bool, port: int | None,
               sumo_binary: str | None, extra_sumo_args: list[str] | None, record: str | Path | None,
-              overwrite: bool, prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
+              overwrite: bool, net: NetInfo | None, warm: Any) -> tuple[Session, Any]:
     if cfg.traffic.source != "sumo":  # a paper's own world: synthetic traffic, no SUMO
         if gui or extra_sumo_args or (record and Path(record).name.lower().endswith((".xml", ".xml.gz", ".fcd.parquet"))):
             what = "--gui" if gui else "--sumo-args" if extra_sumo_args else f"--record {record} (SUMO's FCD output)"
             raise CosimError(f"{what}: traffic.source = \"{cfg.traffic.source}\" runs no SUMO")
-        return _open_synthetic(cfg, out_dir, record=record, overwrite=overwrite, prepared=prepared, warm=warm)
-    prep = prepared or preflight(cfg)
-    cfg = resolve_jobs(cfg, most=1 if gui else None)  # --jobs auto: as the cores allow (--gui: one process)
-    sc = cfg.scenario
+        return _open_synthetic(cfg, out_dir, record=record, overwrite=overwrite, net=net, warm=warm)
+    if port is not None and not 1 <= port <= 65535:
+        raise CosimError(f"--port {port}: not a TCP port (1-65535)")
+    spec = resolve(cfg, traffic="sumo", most=1 if gui else None, net=net)  # --jobs auto: one process with --gui
+    cfg, sc, tl = spec.cfg, spec.cfg.scenario, spec.timeline
     backend = backend or sc.backend
     if gui and backend == "libsumo":
         backend = "traci"  # sumo-gui is only reachable over a socket
     if gui and sc.jobs > 1:
         raise CosimError("--gui draws on SUMO from the plugin's process: use it with --jobs 1 (scenario.jobs = 1)")
-    if port is not None and not 1 <= port <= 65535:
-        raise CosimError(f"--port {port}: not a TCP port (1-65535)")
-    step = slot_step(cfg)
-    begin_s, end_s = run_window(cfg)
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)  # only now: a refused run keeps the earlier trace
@@ -125,66 +122,60 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
             # SUMO's own FCD trace (XML, or Parquet written by SUMO itself), one record per slot
             # SUMO labels a record with the time its step began: the state at slot boundary t is the
             # record labelled t - step, so start one step before the first boundary
-            first = begin_s + sc.slot_s - step
+            first = tl.begin_s + tl.slot_s - tl.step_s
             cmd += ["--fcd-output", str(record_path), "--fcd-output.acceleration", "--device.fcd.begin", f"{first:g}",
                     "--device.fcd.period", f"{sc.slot_s:g}", "--precision", "6"]
             record_path = None
-        session = Session(cfg, out, prep, record=record_path, created=created, overlay=gui, workers=sc.jobs - 2,
-                          warm=warm)
+        session = Session(spec, out, record=record_path, created=created, overlay=gui, warm=warm)
         session.sumo_outputs = outputs if outputs else None
     # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
-                         log_file=out / "sumo.log", end_s=end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
+                         log_file=out / "sumo.log", end_s=tl.end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
                          fields=session.fields)
-    return session, source, end_s
+    return session, source
 
 
 def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Path | None, overwrite: bool,
-                    prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
+                    net: NetInfo | None, warm: Any) -> tuple[Session, Any]:
     """A run whose traffic a synthetic source makes (``traffic.source``, e.g. ``paper000``:
     :mod:`cosim.sources.paper`): the same session, world, layers and tables as a SUMO run."""
     from cosim.sources.paper import Paper000Source, source_kwargs
 
-    prep = prepared or preflight(cfg)
-    cfg = resolve_jobs(cfg)
-    begin_s, end_s = run_window(cfg)
-    if end_s is None or end_s < 0:
-        raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "
-                          "scenario.end_s")
-    step = slot_step(cfg)
-    kwargs = source_kwargs(cfg, prep.net.path, step, begin_s, end_s)
+    spec = resolve(cfg, traffic="synthetic", net=net)
+    cfg, tl = spec.cfg, spec.timeline
+    kwargs = source_kwargs(cfg, spec.net.path, tl.step_s, tl.begin_s, tl.end_s)
     Paper000Source(**kwargs)  # bad settings are an error before anything is written
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)
     with opened(out, created):
         claim_record(out, record_path)
-        session = Session(cfg, out, prep, record=record_path, created=created, workers=cfg.scenario.jobs - 2,
-                          warm=warm)
+        session = Session(spec, out, record=record_path, created=created, warm=warm)
     source = make_source(cfg, "cosim.sources.paper:Paper000Source", **kwargs)
-    return session, source, end_s
+    return session, source
 
 
 def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True,
            overwrite: bool = False) -> dict:
     """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results.
     The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`)."""
-    session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=overwrite)
-    summary = drive(session, source, cfg.scenario.slot_s, end_s, progress)
+    session, source = open_replay(cfg, trace, out_dir, overwrite=overwrite)
+    summary = drive(session, source, progress)
     for note in session.notes:
         print(f"cosim: warning: {note}", file=sys.stderr)
     return summary
 
 
 def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, overwrite: bool = False,
-                prepared: Prepared | None = None) -> tuple[Session, Any, float | None]:
-    """What :func:`replay` drives: the checked session, its trace source and the end time."""
+                net: NetInfo | None = None) -> tuple[Session, Any]:
+    """What :func:`replay` drives: the checked session and its trace source. ``net``: the
+    network already read (e.g. once per environment)."""
     with warm_workers(cfg) as warm:
-        return _open_replay(cfg, trace, out_dir, overwrite=overwrite, prepared=prepared, warm=warm)
+        return _open_replay(cfg, trace, out_dir, overwrite=overwrite, net=net, warm=warm)
 
 
 def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, overwrite: bool,
-                 prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
+                 net: NetInfo | None, warm: Any) -> tuple[Session, Any]:
     from cosim.sources.replay import ReplaySource, trace_end_s
 
     last = trace_end_s(trace) if Path(trace).exists() else None
@@ -196,21 +187,17 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
                 note = (f"{trace}: the trace ends at {last:g} s, before the end {end:g} s ({cfg.source_file}): "
                         f"the replay ends at {last:g} s")
             cfg = cfg.replace(scenario={"end_s": last})
-    prep = prepared or preflight(cfg)
-    cfg = resolve_jobs(cfg)
-    sc = cfg.scenario
-    end_s = sc.end_s if sc.end_s >= 0 else None
-    step = step_length_s(cfg)
-    begin, _ = run_window(cfg)  # as run() starts
-    kwargs = dict(path=trace, end_s=end_s, begin_s=begin, fcd_step_s=step, net=prep.net)
+    spec = resolve(cfg, traffic="replay", net=net)
+    cfg, tl = spec.cfg, spec.timeline
+    kwargs = dict(path=trace, end_s=tl.end_s, begin_s=tl.begin_s, fcd_step_s=tl.step_s, net=spec.net)
     ReplaySource(**kwargs)  # a missing or unknown trace is an error before anything starts
     source = make_source(cfg, "cosim.sources.replay:ReplaySource", **kwargs)
     out, created = results_dir(cfg, out_dir, overwrite, inputs=(trace,))
     with opened(out, created):
-        session = Session(cfg, out, prep, created=created, workers=sc.jobs - 2, warm=warm)
+        session = Session(spec, out, created=created, warm=warm)
     if note is not None:  # not in summary.json's warnings: the replay's results are the live run's
         session.notes.append(note)
-    return session, source, end_s
+    return session, source
 
 
 def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_dir: str | Path | None = None,
@@ -240,11 +227,11 @@ def attach(conn: Any = None, scenario: str | Path | Config | None = None, out_di
                                    "<attach>", Path.cwd())
     if scenario_overrides:
         cfg = cfg.replace(scenario=scenario_overrides)
-    cfg = cfg.replace(scenario={"jobs": 1})  # your loop drives SUMO: all in this process (what config.toml says)
-    netf = conn.simulation.getOption("net-file")
+    spec = resolve(cfg, traffic="attach", net_file=conn.simulation.getOption("net-file"))  # one process
+    cfg = spec.cfg
     out, created = results_dir(cfg, out_dir, overwrite)
     with opened(out, created):
-        session = Session(cfg, out, netf, created=created, overlay=overlay)
+        session = Session(spec, out, created=created, overlay=overlay)
     session.sumo_version = conn.getVersion()[1]
     found = sumo_outputs.found(conn)  # your SUMO opened its outputs: listed, collect() them after it closes
     session.sumo_outputs = found if found else None

@@ -174,7 +174,7 @@ def test_a_run_takes_the_workers_started_before_its_checks(tmp_path, monkeypatch
     trace = record_grid6(tmp_path, 3)
     cfg = load_config(ROOT / "scenarios" / "grid6_dvit.toml").replace(scenario={"jobs": "auto"})
     monkeypatch.setenv("COSIM_CPUS", "2")
-    session, source, _ = open_replay(cfg, trace, tmp_path / "r")
+    session, source = open_replay(cfg, trace, tmp_path / "r")
     try:
         assert session.cfg.scenario.jobs == 3 and len(session.shards.workers) == 1
         assert len(spawned) == 1 and session.shards.workers[0].proc is spawned[0][0]

@@ -24,14 +24,14 @@ from cosim.sources.sumo import make_reader
 from cosim.status import write_status
 
 
-def drive(session: "Session", source, slot_s: float, end_s: float | None, progress: bool,
-          signals: bool = True) -> dict:
+def drive(session: Session, source: Any, progress: bool = True, signals: bool = True) -> dict:
     """The slot loop over any TrafficSource; however it ends, the session is finished (tables
     closed, summary.json with the status written) — or, when it ends before the first slot,
     discarded (no empty results folder). SIGTERM is handled like Ctrl-C. ``signals`` False: the
     process's signal handlers are left alone (a run paused inside a Gymnasium environment,
     whose caller owns them; Ctrl-C still ends it with the results written)."""
-    prog = Progress(progress, end_s)
+    tl = session.spec.timeline
+    prog = Progress(progress, tl.end_s)
     status, error, failure = "completed", None, None
     summary: dict = {}
     with interrupts(signal.SIGTERM, install="unowned") if signals else contextlib.nullcontext():
@@ -42,7 +42,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
             if session.overlay is not None:
                 session.overlay.connect(source.conn, session.world, session.layers)
             session.world.route_of = source.route_of
-            for target in slot_times(source.time_s(), slot_s, end_s):
+            for target in slot_times(source.time_s(), tl.slot_s, tl.end_s):
                 t0 = time.perf_counter()
                 snap = source.step_to(target)
                 t1 = time.perf_counter()
@@ -50,7 +50,7 @@ def drive(session: "Session", source, slot_s: float, end_s: float | None, progre
                 t2 = time.perf_counter()
                 session.timing.add_slot(t1 - t0, t2 - t1, source)
                 prog.update(session, snap.time_s, len(snap))
-                if end_s is None and source.finished():
+                if tl.end_s is None and source.finished():
                     break
             prog.update(session, session.world.time_s, len(session.world.snap), force=True)
         except SumoDied as exc:

@@ -20,17 +20,15 @@ import cosim
 from cosim import config as cfgmod
 from cosim import pairing, registry, sumo_outputs
 from cosim.analysis import dwell_error_from_parquet
-from cosim.config import Config
 from cosim.engine.folder import rollback
 from cosim.engine.signals import interrupts
-from cosim.engine.spec import Prepared
+from cosim.engine.spec import RunSpec
 from cosim.engine.workers import Shards
-from cosim.engine.workers import plan as shard_plan
 from cosim.errors import CosimError, DiskFull, is_disk_full
 from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import LayerTables, Recorder, claim, write_grouped
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
-from cosim.world import World, read_net
+from cosim.world import World
 
 
 def versions(sumo_version: str = "") -> dict[str, str]:
@@ -79,25 +77,26 @@ class Timing:
 class Session:
     """The plugin's state for one run: world, layers, recorder, timing.
 
-    ``net_file``: the network's path, or a :class:`Prepared` from :func:`preflight` (network
-    and RSUs already built and checked, warnings to report). ``created``: the results folder
-    was made for this run, so an error before the first slot removes it again."""
+    ``spec``: the run resolved (:func:`cosim.engine.spec.resolve`: timeline, network, RSUs,
+    layers, process count and worker plan). ``created``: the results folder was made for this
+    run, so an error before the first slot removes it again."""
 
-    def __init__(self, cfg: Config, out_dir: Path, net_file: "str | Path | Prepared", record: Path | None = None,
-                 created: bool = False, overlay: bool = False, workers: int = 0, warm: Any = None):
+    def __init__(self, spec: RunSpec, out_dir: Path, *, record: Path | None = None, created: bool = False,
+                 overlay: bool = False, warm: Any = None):
+        cfg = spec.cfg
+        self.spec = spec
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.created = created
-        prep = net_file if isinstance(net_file, Prepared) else None
-        self.warnings = list(prep.warnings) if prep else []
+        self.warnings = list(spec.warnings)
         #: warnings said once the run has ended well
         self.notes: list[str] = []
-        self.windows = dict(prep.windows) if prep else {}
+        self.windows = dict(spec.windows)
         for w in self.warnings:
             print(f"cosim: warning: {w}", file=sys.stderr)
         self.recorder = Recorder(self.out_dir, cfg.output.flush_slots, cfg.output.coverage)
-        self.net = prep.net if prep else read_net(net_file)
-        self.world = World(cfg, self.net, rsus=prep.rsus if prep else None)
+        self.net = spec.net
+        self.world = World(cfg, self.net, rsus=spec.rsus)
         #: the sumo-gui overlay (cosim.overlay), None when off; drawn once connect()ed to SUMO
         self.overlay = None
         # the layers' tables: a slot's rows are held and written grouped by policy (cosim.recorder.write_grouped)
@@ -108,14 +107,14 @@ class Session:
 
             self.overlay = Overlay()
             table = self.overlay.tap(table)
-        ctx = LayerContext.for_run(cfg, table)
         #: the policy workers (scenario.jobs >= 3), None in one process
         self.shards = None
         self.source = None  # set by drive(): the workers get the routes each snapshot brought
-        self.plan = shard_plan(cfg, workers) if workers > 0 and prep is not None else None
-        if self.plan is not None and len(self.plan.shares) == 1:
-            self.plan = None  # nothing to spread (one policy, or none that a worker could import)
-        self.layers = make_layers(self.plan.shares[0] if self.plan else cfg, ctx)
+        self.plan = spec.plan
+        # the layers resolve built, now writing to this run's tables; with a plan, the plugin's share of them
+        self.layers = spec.layers_for_run(table)
+        if self.layers is None:
+            self.layers = make_layers(self.plan.shares[0] if self.plan else cfg, LayerContext.for_run(cfg, table))
         self.order = self.plan.order if self.plan else {layer.name: list(layer.policies) for layer in self.layers}
         self.timing = Timing()
         self.trace = None
@@ -126,8 +125,7 @@ class Session:
             self.trace = TableWriter(record, cfg.output.flush_slots)
         self.record = record
         #: the on-demand snapshot fields the run reads: a trace records every column
-        asked = {f: layer.name for layer in (self.plan.layers if self.plan else self.layers)
-                 for f in layer.snapshot_fields}
+        asked = {f: layer.name for layer in spec.layers for f in layer.snapshot_fields}
         for f, name in asked.items():
             if f not in SNAPSHOT_FIELDS:
                 raise CosimError(f"layer {name}: snapshot_fields names '{f}', not a snapshot field "
@@ -144,7 +142,7 @@ class Session:
             layer.on_start()
         owners = dict(self.tables.owner)
         if self.plan is not None:
-            self.shards = Shards(self.plan, self.world, prep, self.tables, self._write_rows, warm)
+            self.shards = Shards(self.plan, self.world, spec, self.tables, self._write_rows, warm)
             owners = {**self.shards.tables, **owners}
         for name in self.order:  # the tables in the order one process opens them
             for table, layer in owners.items():

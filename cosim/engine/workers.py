@@ -83,16 +83,18 @@ class Plan:
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
 
 
-def plan(cfg: "Config", workers: int) -> Plan:
+def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
     """Deal the policies of every shardable layer over 1 + ``workers`` shares so that their
     loads are even: the costliest first, each to the share with the least load so far (ties:
     the lower share), by each policy's registered ``cost``; share 0, the plugin's process,
     starts with :data:`PLUGIN_LOAD` (the world and the recording). Policies a fresh process
     cannot import, and layers that are not shardable, stay in share 0. Shares left without a
-    policy are dropped (fewer workers start)."""
-    from cosim.layers.base import validate_layers
+    policy are dropped (fewer workers start). ``layers``: ``cfg``'s layers already built (not
+    run; :func:`cosim.engine.spec.resolve`), else they are built here."""
+    if layers is None:
+        from cosim.layers.base import validate_layers
 
-    layers = validate_layers(cfg)
+        layers = validate_layers(cfg)
     order = {layer.name: list(layer.policies) for layer in layers}
     shardable = {layer.name: layer.shardable for layer in layers}
     owner: dict[tuple[str, str], int] = {}

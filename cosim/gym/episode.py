@@ -172,7 +172,7 @@ class CosimEnv(gym.Env):
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
         from cosim.engine.workers import resolve_jobs
-        from cosim.engine.spec import preflight
+        from cosim.engine.spec import resolve
         from cosim.sources.replay import ReplaySource
 
         self._bridge: _Bridge | None = None
@@ -191,7 +191,8 @@ class CosimEnv(gym.Env):
                               "policies in its own process (1, or 2 with SUMO in its own)")
         self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
         self.layer_cfg = self.checked_layer.cfg
-        self.prepared = preflight(self.cfg)
+        #: the run resolved once, checked before the first reset (each episode resolves its seed's)
+        self.prepared = resolve(self.cfg, traffic="replay" if trace is not None else "sumo")
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
         for t in self.traces:  # a missing or unknown trace is an error now, not at the first reset
@@ -271,24 +272,21 @@ class CosimEnv(gym.Env):
         the environment only weakly: an environment dropped without close() is collected, and
         its finaliser ends the run."""
         from cosim.engine.loop import drive
-        from cosim.engine.spec import Prepared
         from cosim.runner import open_replay, open_run
-        from cosim.world.rsu import build_rsus
 
         cfg = cfgmod.apply_overrides(cfg, {"scenario.seed": seed}, where="reset(seed)")
         # the network is read once; the RSUs' compute and bandwidth are drawn from the seed
-        prepared = Prepared(net, build_rsus(cfg, net), [])
         if trace is not None:
-            session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=True, prepared=prepared)
+            session, source = open_replay(cfg, trace, out_dir, overwrite=True, net=net)
         else:
-            session, source, end_s = open_run(cfg, out_dir, backend=backend, overwrite=True, prepared=prepared)
+            session, source = open_run(cfg, out_dir, backend=backend, overwrite=True, net=net)
         env = ref()
         if env is None:
             raise EpisodeAbort("the environment is gone")
         env.session = session
         env.cost_since(session.layers[0], start=True)
         del env
-        return drive(session, source, cfg.scenario.slot_s, end_s, progress=False, signals=False)
+        return drive(session, source, progress=False, signals=False)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """A new episode (``options`` are not used). An episode in which the agent is never
