@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cosim.config import Config, run_window, sumocfg_time
-from cosim.engine.processes import available_cores
 from cosim.engine.timeline import slot_times
-from cosim.engine.workers import Plan, auto_jobs
+from cosim.engine.workers import Plan, resolve_jobs
 from cosim.engine.workers import plan as deal
 from cosim.errors import ConfigError, CosimError
 from cosim.layers.base import LayerContext, make_layers
@@ -108,7 +107,7 @@ def resolve(cfg: Config, *, traffic: str = "sumo", end_s: float | None = None, m
             net: NetInfo | None = None, net_file: str | None = None) -> RunSpec:
     """Every check that needs no results folder and no SUMO, and every choice made before the
     run, once: the timeline, the network, the RSUs, the layers (validated and built), the
-    process count (``scenario.jobs = 0``: :func:`~cosim.engine.workers.auto_jobs`, at most
+    process count (``scenario.jobs = 0``: :func:`~cosim.engine.workers.resolve_jobs`, at most
     ``most``) and the worker plan. Bad input raises one :class:`CosimError` before anything is
     written.
 
@@ -140,9 +139,8 @@ def resolve(cfg: Config, *, traffic: str = "sumo", end_s: float | None = None, m
                for layer in layers if layer.task_table is not None}
     if traffic == "attach":
         cfg = cfg.replace(scenario={"jobs": 1})  # your loop drives SUMO: all in this process (what config.toml says)
-    elif sc.jobs == 0:  # auto: as the cores allow
-        n = auto_jobs(layers, available_cores())
-        cfg = cfg.replace(scenario={"jobs": min(n, most) if most else n})
+    else:
+        cfg = resolve_jobs(cfg, most, layers)  # auto (0): as the cores allow
     jobs = cfg.scenario.jobs
     if traffic == "synthetic" and (end is None or end < 0):
         raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "

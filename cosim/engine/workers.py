@@ -158,14 +158,16 @@ def auto_jobs(layers: list, cores: int) -> int:
     return 2 + (k - 1)
 
 
-def resolve_jobs(cfg: "Config", most: int | None = None) -> "Config":
+def resolve_jobs(cfg: "Config", most: int | None = None, layers: list | None = None) -> "Config":
     """``cfg`` with ``scenario.jobs = 0`` replaced by :func:`auto_jobs` (at most ``most``);
-    any other value as it is."""
+    any other value as it is. ``layers``: ``cfg``'s layers already built, else built here."""
     if cfg.scenario.jobs != 0:
         return cfg
-    from cosim.layers.base import validate_layers
+    if layers is None:
+        from cosim.layers.base import validate_layers
 
-    n = auto_jobs(validate_layers(cfg), available_cores())
+        layers = validate_layers(cfg)
+    n = auto_jobs(layers, available_cores())
     return cfg.replace(scenario={"jobs": min(n, most) if most else n})
 
 
