@@ -103,8 +103,8 @@ class RunSpec:
         return list(self.layers)
 
 
-def resolve(cfg: Config, *, traffic: str = "sumo", end_s: float | None = None, most: int | None = None,
-            net: NetInfo | None = None, net_file: str | None = None) -> RunSpec:
+def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net: NetInfo | None = None,
+            net_file: str | None = None) -> RunSpec:
     """Every check that needs no results folder and no SUMO, and every choice made before the
     run, once: the timeline, the network, the RSUs, the layers (validated and built), the
     process count (``scenario.jobs = 0``: :func:`~cosim.engine.workers.resolve_jobs`, at most
@@ -112,7 +112,8 @@ def resolve(cfg: Config, *, traffic: str = "sumo", end_s: float | None = None, m
     written.
 
     ``traffic``: ``"sumo"`` (a live run: the slot a whole number of SUMO steps), ``"synthetic"``
-    (a paper's world: needs an end), ``"replay"`` (the loop's end is ``end_s``, the trace's) or
+    (a paper's world: needs an end), ``"replay"`` (the loop ends at ``scenario.end_s``, which the
+    replay sets to the trace's end, else where the trace does) or
     ``"attach"`` (your own loop drives SUMO: one process, no end). ``net``: the network already
     read (an environment's episodes); ``net_file``: the network to read (attach: the running
     SUMO's), else the sumocfg's."""
