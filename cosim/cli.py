@@ -380,7 +380,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
     other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
     print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
-          + (f", {other} missing" if other else "") + f" (see cells.csv); "
+          + (f", {other} missing" if other else "")
+          + (f", {res['rerun']} ran more than once (a node died; attempts in cells.csv)" if res.get("rerun") else "")
+          + " (see cells.csv); "
           f"results: {res['out']}/results.parquet, summary.csv")
     return 0 if res["completed"] == res["cells"] else EXIT_ERROR
 

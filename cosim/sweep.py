@@ -320,6 +320,10 @@ def run_cell(cell: dict, out: Path) -> dict:
     t0 = time.perf_counter()
     stopped: BaseException | None = None
     try:
+        if cell.get("plugins"):  # shipped by a cluster's driver (cosim.cluster): imported by name first
+            from cosim.registry import load_plugins
+
+            load_plugins(cell["plugins"], where="the plugins the sweep's driver shipped")
         cfg = cfgmod.apply_overrides(cfgmod.load_any(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
         run(cfg, out, progress=False, overwrite=True)
         record["status"] = "completed"
@@ -407,8 +411,9 @@ class Progress:
         left = self.total - self.skipped - ran
         el = time.perf_counter() - self.t0
         eta = f"  ETA {_hms(el / ran * left)}" if ran and left else ""
+        rate = f", {ran / el * 60:.1f} cells/min" if ran and el > 0 else ""
         write_status(f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier), "
-                     f"{self.failed} failed, {self.running} running{eta}  [{_hms(el)}]", final)
+                     f"{self.failed} failed, {self.running} running{rate}{eta}  [{_hms(el)}]", final)
 
 
 def _hms(s: float) -> str:
@@ -465,45 +470,6 @@ def _stop_workers(procs: set, lock: threading.Lock, grace_s: float = 20.0) -> No
         processes.stop(p, deadline - time.monotonic())
 
 
-def run_ray(todo: list[tuple[dict, Path]], address: str | None, progress: Progress, jobs: int | None) -> list[dict]:
-    """Each cell as a Ray task (1 CPU) running the same worker command as the local engine;
-    the results folder must be on a filesystem every node sees."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray: pip install 'cosim[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        kw: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
-        if address is None and jobs:
-            kw["num_cpus"] = jobs
-        ray.init(**kw)
-        started = True
-    try:
-        remote = ray.remote(num_cpus=1)(_ray_cell)
-        refs = {remote.remote(cell, str(d)): cell for cell, d in todo}
-        progress.running = min(len(refs), int(ray.available_resources().get("CPU", 1)) or 1)
-        progress.show()
-        out = []
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            rec = ray.get(done[0])
-            out.append(rec)
-            progress.done += rec["status"] == "completed"
-            progress.failed += rec["status"] != "completed"
-            progress.running = min(len(pending), progress.running)
-            progress.show()
-        return out
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _ray_cell(cell: dict, out: str) -> dict:
-    return _subprocess_cell(cell, Path(out), set(), threading.Lock())
-
-
 # -- the whole sweep ----------------------------------------------------------------------------
 def default_out(sw: Sweep) -> Path:
     return Path("runs") / "sweeps" / sw.name
@@ -537,7 +503,9 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
         if engine == "local":
             run_local(todo, jobs, prog)
         else:
-            run_ray(todo, address, prog, jobs if address is None else None)
+            from cosim import cluster
+
+            cluster.run(todo, address, prog, jobs if address is None else None)
     except KeyboardInterrupt:  # the workers have stopped: merge what finished, then stop
         merge(sw, out, cells)
         raise
@@ -570,7 +538,8 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
         summary = _read_json(d / "summary.json") if st == "completed" else None
         if st == "completed" and summary is None:
             st, rec = "failed", {**rec, "error": "summary.json missing or corrupt (re-run the sweep to run it again)"}
-        status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s")})
+        status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s"),
+                       **{k: rec[k] for k in ("attempts", "node") if k in rec}})  # the ray engine's
         if summary is None:
             continue
         core = {"layer": "core", "policy": "", "vehicles_seen": summary.get("vehicles_seen"),
@@ -591,11 +560,12 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     tmp.replace(out / "results.parquet")  # a reader never sees half a table
     st = pd.DataFrame(status)
     st.to_csv(out / "cells.csv", index=False)
-    summary_csv(res, list(sw.grid), out / "summary.csv")
+    attempts = {r["cell"]: r["attempts"] for r in status if r.get("attempts") is not None}  # the ray engine's
+    summary_csv(res, list(sw.grid), out / "summary.csv", attempts)
     paired_differences(res, list(sw.grid), sw.baseline).to_csv(out / "paired.csv", index=False)
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
-            "out": str(out)}
+            "rerun": sum(1 for a in attempts.values() if a > 1), "out": str(out)}
 
 
 def _rebase(run_dir: Path, layer: str, block: dict, baseline: str | None) -> None:
@@ -621,9 +591,10 @@ def _cellvalue(v: Any) -> Any:
     return json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
-def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
+def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] | None = None):  # noqa: ANN001, ANN201
     """Mean, 95 % CI half-width and n (seeds with a finite value) over seeds of every numeric
-    column, per group."""
+    column, per group; with ``attempts`` (cell -> how often it started: the ray engine's) also
+    ``reruns``, the group's cells that started more than once (a node died under them)."""
     import pandas as pd
 
     if res.empty:
@@ -636,6 +607,8 @@ def summary_csv(res, grid_keys: list[str], path: Path):  # noqa: ANN001, ANN201
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         row["n"] = len(g)
+        if attempts:
+            row["reruns"] = sum(1 for c in g["cell"] if attempts.get(c, 1) > 1)
         for m in metrics:
             st = mean_ci(g[m].astype(float))
             row[f"{m}.mean"], row[f"{m}.ci95"], row[f"{m}.n"] = st["mean"], st["ci95"], st["n"]
