@@ -35,7 +35,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,6 +47,7 @@ from typing import Any
 import tomllib
 
 from cosim.config import TIME_MAX_S, ScenarioSection, key_parts
+from cosim.cells import finished, read_json, run_cell, run_in_process
 from cosim.errors import ConfigError, Terminated
 from cosim.stats import holm, mean_ci
 from cosim.status import write_status
@@ -306,94 +306,6 @@ def _check_key(path: Path, where: str, key: str) -> None:
         raise ConfigError(f"{path}: {where}: expected TABLE.KEY, layers.NAME.KEY or layers.NAME.options.POLICY.KEY")
 
 
-# -- one cell ---------------------------------------------------------------------------------
-def run_cell(cell: dict, out: Path) -> dict:
-    """Run one cell in this process (the worker side): load, override, run. Writes cell.json,
-    also when the worker is stopped (SIGTERM, Ctrl-C: status ``terminated``/``interrupted``,
-    the run's tables closed and readable), so that a resumed sweep runs it again."""
-    from cosim import config as cfgmod
-    from cosim.errors import CosimError
-    from cosim.runner import run
-
-    out.mkdir(parents=True, exist_ok=True)
-    record = {**cell, "status": "running", "error": None, "started": time.time()}
-    t0 = time.perf_counter()
-    stopped: BaseException | None = None
-    try:
-        if cell.get("plugins"):  # shipped by a cluster's driver (cosim.cluster): imported by name first
-            from cosim.registry import load_plugins
-
-            load_plugins(cell["plugins"], where="the plugins the sweep's driver shipped")
-        cfg = cfgmod.apply_overrides(cfgmod.load_any(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
-        run(cfg, out, progress=False, overwrite=True)
-        record["status"] = "completed"
-    except CosimError as exc:
-        record.update(status="failed", error=str(exc))
-    except KeyboardInterrupt as exc:  # Terminated (SIGTERM) included
-        stopped = exc
-        done = (_read_json(out / "summary.json") or {}).get("status") == "completed"  # stopped while closing
-        record.update(status="completed" if done else "terminated" if isinstance(exc, Terminated) else "interrupted",
-                      error=None if done else "stopped by a signal; runs again when the sweep is resumed")
-    except Exception as exc:  # keep the sweep going; the error is in the record
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    record["wall_s"] = time.perf_counter() - t0
-    _write_record(out, record)
-    if stopped is not None:
-        raise stopped
-    return record
-
-
-def _write_record(out: Path, record: dict) -> None:
-    from cosim.recorder import dumps_json, write_atomic
-
-    write_atomic(out / "cell.json", (dumps_json(record, indent=1) + "\n").encode())
-
-
-def _read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``; None if missing, unreadable or not an object (a corrupt file)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock, cores: int = 1) -> dict:
-    """Run a cell in a fresh Python process (one SUMO per process); returns its record.
-    ``cores``: the run's share of the machine (what its ``scenario.jobs = 0``, auto, may use)."""
-    out.mkdir(parents=True, exist_ok=True)
-    spec = out / "cell-spec.json"
-    spec.write_text(json.dumps(cell, default=str))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "COSIM_CPUS": str(cores)}
-    from cosim.engine import processes
-
-    proc = processes.python("cosim.sweep", str(spec), str(out), die_with_parent=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    with lock:
-        procs.add(proc)
-    _, err = proc.communicate()
-    with lock:
-        procs.discard(proc)
-    rec = _read_json(out / "cell.json")
-    if rec is not None and rec.get("status") in ("completed", "failed", "terminated", "interrupted"):
-        return rec
-    last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-    rec = {**cell, "status": "failed", "error": f"worker died ({proc.returncode}): {last[0]}"}
-    _write_record(out, rec)
-    return rec
-
-
-def finished(out: Path) -> dict | None:
-    """The cell's record if it finished: cell.json and summary.json both readable and
-    ``completed``; a corrupt or partial one means the cell runs again."""
-    rec = _read_json(out / "cell.json")
-    if rec is None or rec.get("status") != "completed":
-        return None
-    summary = _read_json(out / "summary.json")
-    return rec if summary is not None and summary.get("status") == "completed" else None
-
-
 # -- engines ----------------------------------------------------------------------------------
 class Progress:
     """cells done / failed / running / total and an ETA, on one line (stderr)."""
@@ -433,7 +345,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
         pending = set()
         it = iter(todo)
         for cell, d in itertools.islice(it, jobs):
-            pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
+            pending.add(pool.submit(run_in_process, cell, d, procs, lock, cores))
         progress.running = len(pending)
         progress.show()
         while pending:
@@ -444,7 +356,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
                 progress.done += rec["status"] == "completed"
                 progress.failed += rec["status"] != "completed"
             for cell, d in itertools.islice(it, len(done)):
-                pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
+                pending.add(pool.submit(run_in_process, cell, d, procs, lock, cores))
             progress.running = len(pending)
             progress.show()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): stop the workers cleanly
@@ -533,9 +445,9 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
         d = out / "cells" / c.cell_id
         base = {"cell": c.cell_id, "scenario": c.name, "seed": c.seed,
                 **{k: _cellvalue(v) for k, v in c.params}}
-        rec = _read_json(d / "cell.json") or {}
+        rec = read_json(d / "cell.json") or {}
         st = rec.get("status", "missing")
-        summary = _read_json(d / "summary.json") if st == "completed" else None
+        summary = read_json(d / "summary.json") if st == "completed" else None
         if st == "completed" and summary is None:
             st, rec = "failed", {**rec, "error": "summary.json missing or corrupt (re-run the sweep to run it again)"}
         status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s"),
