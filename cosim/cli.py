@@ -341,6 +341,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 3 if internal else 0
 
 
+#: stands in ``cosim sweep --help`` for the sweep file's keys, listed from the dataclasses that check them
+_SWEEP_KEYS = "(the sweep file's keys)"
+
+
+class _SweepHelp(argparse.HelpFormatter):
+    """Writes the sweep file's keys (:func:`cosim.sweep.describe`, imported only for the help) line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text != _SWEEP_KEYS:
+            return super()._fill_text(text, width, indent)
+        from cosim import sweep
+
+        return "".join(indent + line + "\n" for line in sweep.describe().splitlines())
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep", help="run a grid of parameters x seeds x scenarios in parallel, merge the results",
@@ -348,8 +363,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                     "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
                     "results.parquet and summary.csv (mean and 95 % CI over seeds) and paired.csv (each policy minus the layer's baseline, per seed, with a 95 % interval). Re-running skips finished "
                     "runs; a failed run is recorded with its error and the others go on.",
-        epilog="Sweep file: [sweep] name, scenarios = [...], seeds = [1, 2, 3] (or a count), end_s; [set] "
-               "'TABLE.KEY' = value for every run; [grid] 'TABLE.KEY' = [values...]. Examples in tools/sweeps/.",
+        epilog=_SWEEP_KEYS, formatter_class=_SweepHelp,
     )
     p.add_argument("file", help="sweep .toml")
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")

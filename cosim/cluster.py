@@ -304,7 +304,7 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
     try:
         env = shipment.runtime_env()
         if not ray.is_initialized():
-            kw: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False,
+            kw: dict[str, Any] = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,
                                   "runtime_env": env, "logging_level": "WARNING"}
             if address is None and jobs:
                 kw["num_cpus"] = jobs

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +36,24 @@ from cosim.errors import ConfigError
 
 
 def option(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-           choices: tuple | None = None, doc: str = "", unset: float | None = None, words: dict | None = None) -> Any:
-    """A dataclass field with validation metadata. ``unset``: a value outside the range that
-    means "not set here" (e.g. -1 = keep the sumocfg's) and is accepted as such. ``words``:
-    strings that stand for a value (``{"auto": 0}``)."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset, "words": words}
+           choices: tuple | None = None, doc: str = "", unset: float | None = None, words: dict | None = None,
+           required: bool = False, pattern: tuple[str, str] | None = None, each: dict | None = None,
+           unique: bool | str = False, min_items: int | None = None, max_items: int | None = None) -> Any:
+    """A dataclass field with validation metadata, checked by :func:`build_section` against the
+    field's type (``int``, ``float``, ``str``, ``bool``, ``list``/``list[T]``, ``dict``/``dict[str, T]``,
+    a dataclass — a nested table checked the same way — or a union of these, ``int | list[int]``).
+
+    ``lo``/``hi`` (``lo_open``: > instead of >=) bound a number; ``choices`` lists the values
+    allowed; ``unset``: a value outside the range that means "not set here" (e.g. -1 = keep the
+    sumocfg's) and is accepted as such; ``words``: strings that stand for a value (``{"auto": 0}``);
+    ``required``: the key must be given; ``pattern``: (regular expression a string must match in
+    full, what it allows in words). For a list or a table: ``min_items``/``max_items`` bound its
+    length, ``unique`` refuses a value listed twice (1 and 1.0 are equal; a string: why, for the
+    message), and ``each`` holds the
+    same checks (``lo=``, ``choices=``, ...) for every element (a list) or value (a table)."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc, "unset": unset, "words": words,
+            "required": required, "pattern": pattern, "each": each, "unique": unique, "min_items": min_items,
+            "max_items": max_items}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -257,10 +272,59 @@ def _resolve_hint(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
+def first_repeat(values: list) -> Any:
+    """The first value equal to an earlier one (1 and 1.0 are equal; tables by content), else None."""
+    seen = set()
+    for v in values:
+        key = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True)
+        if key in seen:
+            return v
+        seen.add(key)
+    return None
+
+
+#: what a value of each checked type is called in "expected ..." messages
+_TYPE_WORDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a table"}
+
+
+def _base(hint: Any) -> Any:
+    """``list[int]`` -> list, ``dict[str, str]`` -> dict, a dataclass -> dict (a table); else the hint."""
+    if dataclasses.is_dataclass(hint):
+        return dict
+    return typing.get_origin(hint) or hint
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    base = _base(hint)
+    if base is Any:
+        return True
+    if base in (int, float) or base is bool:
+        if isinstance(value, bool):
+            return base is bool
+        return isinstance(value, int) if base is int else isinstance(value, (int, float)) and base is float
+    return isinstance(value, base) if isinstance(base, type) else True
+
+
+def _num(bound: float) -> str:
+    """A bound as messages write it: an integer in full (2147483647), a float short (1e+09)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _check_value(value: Any, hint: Any, meta: dict, file: str, key: str) -> Any:
+    """``value`` of the key ``key`` checked against its type and ``option`` metadata; errors
+    are one line naming ``file`` and ``key``."""
+    where = f"{file}: {key}"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = typing.get_args(hint)
+        hint = next((h for h in members if _fits(value, h)), None)
+        if hint is None:
+            words = " or ".join(_TYPE_WORDS.get(_base(h), str(h)) for h in members)
+            raise ConfigError(f"{where}: expected {words}, got {value!r}")
     if isinstance(value, str) and value.strip().lower() in (meta.get("words") or {}):
         value = meta["words"][value.strip().lower()]
     orig = value
+    base = _base(hint)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -277,39 +341,91 @@ def _check_value(value: Any, hint: Any, meta: dict, where: str) -> Any:
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
-    elif hint is list:
+    elif hint is list:  # a bare list: a number stands for [number] (a range [lo, hi] of one value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [float(value)]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
+    elif base in (list, dict) and not isinstance(value, base):
+        raise ConfigError(f"{where}: expected {_TYPE_WORDS[base]}, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, file, key)
+    if isinstance(value, (list, dict)):
+        value = _check_items(value, hint, meta, file, key)
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+    pattern = meta.get("pattern")
+    if pattern and isinstance(value, str) and not re.fullmatch(pattern[0], value):
+        raise ConfigError(f"{where}: {value!r}: {pattern[1]}")
     lo, hi = meta.get("lo"), meta.get("hi")
     unset = meta.get("unset")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not (unset is not None and value == unset):
         if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
             alt = f", or {unset:g} to leave it unset" if unset is not None else ""
             raise ConfigError(f"{where}: {orig!r} is out of range (must be {'>' if meta.get('lo_open') else '>='} "
-                              f"{lo:g}{alt})")
+                              f"{_num(lo)}{alt})")
         if hi is not None and value > hi:
-            raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {hi:g})")
+            raise ConfigError(f"{where}: {orig!r} is out of range (must be <= {_num(hi)})")
     return value
 
 
-def build_section(cls: type, data: dict, file: str, prefix: str) -> Any:
-    """Validate ``data`` against the dataclass ``cls`` (errors name ``file`` and ``prefix.key``)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: [{prefix}] must be a table")
+def _check_items(value: list | dict, hint: Any, meta: dict, file: str, key: str) -> list | dict:
+    """A list's or a table's length, repeats and (``each`` and the type's argument) elements."""
+    where = f"{file}: {key}"
+    lo, hi = meta.get("min_items"), meta.get("max_items")
+    if lo is not None and len(value) < lo:
+        raise ConfigError(f"{where}: must be a non-empty {'list' if isinstance(value, list) else 'table'}" if lo == 1
+                          else f"{where}: needs at least {lo} values, got {len(value)}")
+    if hi is not None and len(value) > hi:
+        raise ConfigError(f"{where}: lists {len(value)} values; at most {hi}")
+    args = typing.get_args(hint)
+    each = meta.get("each") or {}
+    if args or each:
+        item = args[-1] if args else Any
+        if isinstance(value, list):
+            value = [_check_value(v, item, each, file, f"{key}[{i}]") for i, v in enumerate(value)]
+        else:
+            value = {k: _check_value(v, item, each, file, f"{key}.{toml_key(k)}") for k, v in value.items()}
+    if meta.get("unique"):
+        again = first_repeat(list(value.values()) if isinstance(value, dict) else value)
+        if again is not None:
+            why = meta["unique"] if isinstance(meta["unique"], str) else ""
+            raise ConfigError(f"{where}: {again!r} is listed twice" + (f" ({why})" if why else ""))
+    return value
+
+
+def toml_key(key: str) -> str:
+    """``key`` as a dotted TOML path writes it: bare, or quoted where it holds other characters
+    (``grid."rsu.radius_m"``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _build(cls: type, data: dict, file: str, prefix: str) -> Any:
     hints = _resolve_hint(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # the top level of a file (prefix "") holds tables: [sweep]; below it, keys: sweep.name
+    what, name_of = ("table", "[{}]".format) if not prefix else ("key", f"{prefix}.{{}}".format)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{file}: unknown key '{prefix}.{unknown[0]}' (known: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{file}: unknown {what} '{name_of(unknown[0])}' (known: {', '.join(sorted(fields))})")
+    missing = [n for n, f in fields.items() if f.metadata.get("required") and n not in data]
+    if missing:
+        doc = fields[missing[0]].metadata.get("doc")
+        raise ConfigError(f"{file}: missing {what} '{name_of(missing[0])}'" + (f" ({doc})" if doc else ""))
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _check_value(value, hints[name], dict(fields[name].metadata), f"{file}: {prefix}.{name}")
+        key = f"{prefix}.{toml_key(name)}" if prefix else name
+        kwargs[name] = _check_value(value, hints[name], dict(fields[name].metadata), file, key)
     return cls(**kwargs)
+
+
+def build_section(cls: type, data: dict, file: str, prefix: str = "") -> Any:
+    """Validate ``data`` against the dataclass ``cls`` (errors name ``file`` and ``prefix.key``;
+    without a prefix, ``data`` is a whole file whose keys are tables)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: [{prefix}] must be a table")
+    return _build(cls, data, file, prefix)
 
 
 def check_folder_name(name: str, where: str, names: str) -> None:
@@ -485,22 +601,55 @@ def dump_toml(cfg: Config) -> str:
     return header + tomli_w.dumps(to_dict(cfg))
 
 
-def _describe_fields(cls: type) -> list[str]:
-    lines = []
+def _limits(meta: dict) -> list[str]:
+    """A key's checks in words, as ``cosim config`` shows them."""
+    extra = []
+    if meta.get("required"):
+        extra.append("required")
+    if meta.get("choices"):
+        extra.append("one of " + ", ".join(map(str, meta["choices"])))
+    if meta.get("pattern"):
+        extra.append(meta["pattern"][1])
+    if meta.get("lo") is not None:
+        extra.append(f"{'>' if meta.get('lo_open') else '>='} {_num(meta['lo'])}")
+    if meta.get("hi") is not None:
+        extra.append(f"<= {_num(meta['hi'])}")
+    if meta.get("min_items") is not None:
+        extra.append("non-empty" if meta["min_items"] == 1 else f"at least {meta['min_items']} values")
+    if meta.get("max_items") is not None:
+        extra.append(f"at most {meta['max_items']} values")
+    if meta.get("unique"):
+        extra.append("no value twice")
+    if meta.get("each"):
+        extra.append("each " + ", ".join(_limits(meta["each"])))
+    return extra
+
+
+def field_docs(cls: type) -> list[tuple[str, Any, str]]:
+    """(key, default, meaning with its checks) of every field of an ``option`` dataclass."""
+    out = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        meta = f.metadata
-        extra = []
-        if meta.get("choices"):
-            extra.append("one of " + ", ".join(map(str, meta["choices"])))
-        if meta.get("lo") is not None:
-            extra.append(f"{'>' if meta.get('lo_open') else '>='} {meta['lo']:g}")
-        if meta.get("hi") is not None:
-            extra.append(f"<= {meta['hi']:g}")
-        doc = meta.get("doc", "") + (f" ({'; '.join(extra)})" if extra else "")
-        value = json.dumps(default) if isinstance(default, list) else tomli_w.dumps({"v": default})[4:].strip()
-        lines.append(f"{f.name} = {value}" + (f"  # {doc}" if doc else ""))
+        extra = _limits(f.metadata)
+        limits = f"({'; '.join(extra)})" if extra else ""
+        out.append((f.name, default, " ".join(filter(None, (f.metadata.get("doc", ""), limits)))))
+    return out
+
+
+def describe_fields(cls: type) -> list[str]:
+    lines = []
+    for name, default, doc in field_docs(cls):
+        lines.append(f"{name} = {_toml_value(default)}" + (f"  # {doc}" if doc else ""))
     return lines
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as TOML writes it inline (``[42]``, ``{ dvit = "vidi" }``, ``{}``)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return tomli_w.dumps({"v": value})[4:].strip()
 
 
 def describe() -> str:
@@ -511,17 +660,17 @@ def describe() -> str:
 
     lines = ["# cosim scenario keys: [table] key = default  # meaning", ""]
     for name, cls in _SECTIONS.items():
-        lines += [f"[{name}]", *_describe_fields(cls), ""]
+        lines += [f"[{name}]", *describe_fields(cls), ""]
     for name in registry.layer_names():
         layer = registry.layer_class(name)
         mod = __import__(layer.__module__, fromlist=["_"])
         title = ((layer.__doc__ or mod.__doc__ or "").strip().splitlines() or [""])[0].rstrip(".:,")
         if layer.config_class is not None:
-            lines += [f"[layers.{name}]  # {title}", *_describe_fields(layer.config_class), ""]
+            lines += [f"[layers.{name}]  # {title}", *describe_fields(layer.config_class), ""]
         else:
             lines += [f"[layers.{name}]  # {title} (free-form table)", ""]
         for pname, spec in sorted(registry.policies(name).items()):
             doc = ((getattr(spec.fn, "__doc__", None) or "").strip().splitlines() or [""])[0]
             head = f"[layers.{name}.options.{pname}]  # {spec.origin}" + (f": {doc}" if doc else "")
-            lines += [head, *(_describe_fields(spec.options) if spec.options else ["# (no options)"]), ""]
+            lines += [head, *(describe_fields(spec.options) if spec.options else ["# (no options)"]), ""]
     return "\n".join(lines)

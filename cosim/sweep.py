@@ -33,7 +33,6 @@ import itertools
 import json
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -46,8 +45,9 @@ from typing import Any
 
 import tomllib
 
-from cosim.config import TIME_MAX_S, ScenarioSection, key_parts
 from cosim.cells import finished, read_json, run_cell, run_in_process
+from cosim.config import (TIME_MAX_S, ScenarioSection, build_section, describe_fields, field_docs, key_parts,
+                          option)
 from cosim.errors import ConfigError, Terminated
 from cosim.stats import holm, mean_ci
 from cosim.status import write_status
@@ -55,10 +55,49 @@ from cosim.status import write_status
 #: the most seeds a sweep runs per grid point: a 95 % interval's half-width shrinks as 1/sqrt(n),
 #: to 1 % of one run's spread at 10 000 (more buys nothing and only fills memory with cells)
 MAX_SEEDS = 10_000
-_seed_field = {f.name: f for f in dataclasses.fields(ScenarioSection)}["seed"]
+_SEED = {f.name: f for f in dataclasses.fields(ScenarioSection)}["seed"].metadata
 
-#: a sweep name is a folder name under runs/sweeps: no separators, no "..", no leading dot
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: a sweep's or an entry's name is a folder name under runs/sweeps: no separators, no "..", no leading dot
+_NAME = (r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*", "letters, digits, '.', '_' and '-' only, no '..': it names a folder")
+_TWICE = "its runs would count twice"
+
+
+@dataclass(frozen=True)
+class ScenarioEntry:
+    """An entry of ``sweep.scenarios`` written as a table: a scenario with its own overrides."""
+
+    file: str = option("", required=True, doc="scenario .toml or SUMO .sumocfg, relative to the sweep file")
+    name: str = option("", pattern=_NAME, doc="its name in the results (default: the file's stem)")
+    set: dict = option({}, doc="'TABLE.KEY' = value for this entry's runs only, on top of [set]")
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """The ``[sweep]`` table."""
+
+    name: str = option("", pattern=_NAME, doc="the results folder runs/sweeps/NAME (default: the file's stem)")
+    scenarios: list[str | ScenarioEntry] = option(
+        [], required=True, min_items=1, doc="scenario files (.toml or .sumocfg, relative to this file), or tables "
+                                            "{ file = \"...\", name = \"...\", set = { \"TABLE.KEY\" = value } }")
+    seeds: list[int] | int = option(
+        [42], lo=1, hi=MAX_SEEDS, min_items=1, max_items=MAX_SEEDS, unique=_TWICE + " in the confidence intervals",
+        each={"lo": _SEED["lo"], "hi": _SEED["hi"]}, doc="the seeds of every grid point, or a count N for 1..N")
+    end_s: float = option(-1.0, lo=0.0, lo_open=True, hi=TIME_MAX_S, unset=-1.0,
+                          doc="every run's end [s] (as scenario.end_s); -1 keeps each scenario's")
+    baseline: dict[str, str] = option({}, doc="layer = \"policy\" the paired differences are taken against, e.g. "
+                                              "{ dvit = \"vidi\" } (default: the layer's first policy)")
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """A sweep file's tables."""
+
+    sweep: SweepSection = option(SweepSection(), required=True, doc="name, scenarios, seeds")
+    set: dict = option({}, doc="'TABLE.KEY' = value: the same override for every run")
+    grid: dict[str, list[Any]] = option({}, each={"min_items": 1, "unique": _TWICE},
+                                        doc="one axis per key, 'TABLE.KEY' = [values...]: the runs are the product "
+                                            "of all axes x seeds x scenarios")
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -124,22 +163,9 @@ class Sweep:
         return out
 
 
-_SWEEP_KEYS = {"name", "scenarios", "seeds", "end_s", "baseline"}
-
-
-def _first_repeat(values: list) -> Any:
-    """The first value equal to an earlier one (1 and 1.0 are equal), else None."""
-    seen = set()
-    for v in values:
-        key = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True)
-        if key in seen:
-            return v
-        seen.add(key)
-    return None
-
-
 def load(path: str | Path) -> Sweep:
-    """Read and check a sweep file; bad input is a one-line :class:`ConfigError`."""
+    """Read and check a sweep file (:class:`SweepFile`'s keys, checked as scenario keys are);
+    bad input is a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -153,48 +179,25 @@ def load(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: bad TOML: {exc}") from None
-    unknown = set(data) - {"sweep", "grid", "set"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown table '[{sorted(unknown)[0]}]' (known: sweep, grid, set)")
-    sw = data.get("sweep")
-    if not isinstance(sw, dict):
-        raise ConfigError(f"{path}: missing [sweep] table (name, scenarios, seeds)")
-    bad = set(sw) - _SWEEP_KEYS
-    if bad:
-        raise ConfigError(f"{path}: unknown key 'sweep.{sorted(bad)[0]}' (known: {', '.join(sorted(_SWEEP_KEYS))})")
-    name = sw.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"{path}: sweep.name {name!r}: letters, digits, '.', '_' and '-' only (it names a folder "
-                          "under runs/sweeps)")
-    scen = sw.get("scenarios")
-    if not isinstance(scen, list) or not scen or not all(isinstance(s, (str, dict)) for s in scen):
-        raise ConfigError(f"{path}: sweep.scenarios must be a non-empty list of scenario files (.toml or .sumocfg), "
-                          "or tables {{ file = \"...\", name = \"...\", set = {{ \"KEY\" = value }} }}")
+    f = build_section(SweepFile, data, str(path))
+    sw, grid, fixed = f.sweep, f.grid, f.set
     scenarios, sets, labels, seen = [], [], [], set()
-    for i, s in enumerate(scen):
+    for i, s in enumerate(sw.scenarios):
         at = f"{path}: sweep.scenarios[{i}]"
         own: dict = {}
         label = ""
-        if isinstance(s, dict):
-            bad = set(s) - {"file", "name", "set"}
-            if bad or not isinstance(s.get("file"), str):
-                raise ConfigError(f"{at}: a scenario table takes file (required), name and set"
-                                  + (f" (unknown key '{sorted(bad)[0]}')" if bad else ""))
-            own, label = s.get("set", {}), s.get("name", "")
-            if not isinstance(own, dict):
-                raise ConfigError(f"{at}.set must be a table of 'TABLE.KEY' = value")
-            if not isinstance(label, str) or (label and (not _NAME.fullmatch(label) or ".." in label)):
-                raise ConfigError(f"{at}.name {label!r}: letters, digits, '.', '_' and '-' only")
+        if isinstance(s, ScenarioEntry):
+            own, label = s.set, s.name
             for k in own:
                 _check_key(path, f"sweep.scenarios[{i}].set.\"{k}\"", k)
                 _not_the_seed(path, f"sweep.scenarios[{i}].set.\"{k}\"", k)
-            s = s["file"]
+            s = s.file
         p = Path(s) if Path(s).is_absolute() else (path.parent / s).resolve()
         if not p.is_file():
             raise ConfigError(f"{path}: sweep.scenarios: no such file {s!r} (paths are relative to the sweep file)")
         key = (p, json.dumps(own, sort_keys=True, default=str))
         if key in seen:
-            raise ConfigError(f"{path}: sweep.scenarios: {s!r} is listed twice (its runs would count twice)")
+            raise ConfigError(f"{path}: sweep.scenarios: {s!r} is listed twice ({_TWICE})")
         seen.add(key)
         name = label or p.stem
         if name in [lb or q.stem for lb, q in zip(labels, scenarios)]:
@@ -203,42 +206,10 @@ def load(path: str | Path) -> Sweep:
         scenarios.append(p)
         sets.append(own)
         labels.append(label)
-    seeds = sw.get("seeds", [42])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if not 1 <= seeds <= MAX_SEEDS:
-            raise ConfigError(f"{path}: sweep.seeds = {seeds}: a count must be >= 1 and <= {MAX_SEEDS} ({MAX_SEEDS} "
-                              "runs per grid point narrow an interval to 1 % of one run's spread)")
-        seeds = list(range(1, seeds + 1))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
-        raise ConfigError(f"{path}: sweep.seeds must be a list of integers (or a count N for 1..N)")
-    if len(seeds) > MAX_SEEDS:
-        raise ConfigError(f"{path}: sweep.seeds lists {len(seeds)} seeds; at most {MAX_SEEDS}")
-    seed_lo, seed_hi = (_seed_field.metadata[k] for k in ("lo", "hi"))
-    for x in seeds:
-        if not seed_lo <= x <= seed_hi:
-            raise ConfigError(f"{path}: sweep.seeds: {x} is out of range (scenario.seed must be >= {seed_lo} and "
-                              f"<= {seed_hi})")
-    if _first_repeat(seeds) is not None:
-        raise ConfigError(f"{path}: sweep.seeds: seed {_first_repeat(seeds)} is listed twice (its runs would count "
-                          "twice in the confidence intervals)")
-    end = sw.get("end_s")
-    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not 0 < end <= TIME_MAX_S):
-        raise ConfigError(f"{path}: sweep.end_s must be a positive number of seconds, at most {TIME_MAX_S:g} "
-                          f"(as scenario.end_s), got {end!r}")
-    grid = data.get("grid", {})
-    if not isinstance(grid, dict):
-        raise ConfigError(f"{path}: [grid] must be a table of 'TABLE.KEY' = [values...], got {grid!r}")
-    for k, v in grid.items():
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"{path}: grid.\"{k}\" must be a non-empty list of values")
+    seeds = list(range(1, sw.seeds + 1)) if isinstance(sw.seeds, int) else sw.seeds
+    for k in grid:
         _check_key(path, f"grid.\"{k}\"", k)
         _not_the_seed(path, f"grid.\"{k}\"", k)
-        if _first_repeat(v) is not None:
-            raise ConfigError(f"{path}: grid.\"{k}\": value {_first_repeat(v)!r} is listed twice (its runs would "
-                              "count twice)")
-    fixed = data.get("set", {})
-    if not isinstance(fixed, dict):
-        raise ConfigError(f"{path}: [set] must be a table of 'TABLE.KEY' = value, got {fixed!r}")
     for k in fixed:
         _check_key(path, f"set.\"{k}\"", k)
         _not_the_seed(path, f"set.\"{k}\"", k)
@@ -248,11 +219,30 @@ def load(path: str | Path) -> Sweep:
         for k in own:
             if k in grid:
                 raise ConfigError(f"{path}: sweep.scenarios[{i}].set.\"{k}\" is also a [grid] axis")
-    baseline = sw.get("baseline", {})
-    if not isinstance(baseline, dict) or not all(isinstance(v, str) for v in baseline.values()):
-        raise ConfigError(f"{path}: sweep.baseline must be a table layer = \"policy\", e.g. {{ dvit = \"vidi\" }}")
-    return Sweep(name, path, scenarios, seeds, grid, fixed, None if end is None else float(end), baseline, sets,
-                 labels)
+    return Sweep(sw.name or path.stem, path, scenarios, seeds, grid, fixed, None if sw.end_s < 0 else sw.end_s,
+                 sw.baseline, sets, labels)
+
+
+def describe() -> str:
+    """The sweep file's keys with their defaults and checks, as ``cosim config`` lists a
+    scenario's (``cosim sweep --help``)."""
+    docs = {name: doc for name, _, doc in field_docs(SweepFile)}
+    return "\n".join(["sweep file keys (examples in tools/sweeps/):", "[sweep]", *describe_fields(SweepSection),
+                      "# an entry of sweep.scenarios written as a table:", *describe_fields(ScenarioEntry),
+                      f"[set]  # {docs['set']}", f"[grid]  # {docs['grid']}"]) + "\n"
+
+
+def keys_table() -> str:
+    """The sweep file's keys as a Markdown table (docs/comparisons.md holds it; a test keeps it current)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for table, cls in (("sweep", SweepSection), ("sweep.scenarios[i]", ScenarioEntry), ("", SweepFile)):
+        for name, default, doc in field_docs(cls):
+            if cls is SweepFile and name == "sweep":
+                continue
+            shown = "" if isinstance(default, (list, dict)) and not default or default == "" else json.dumps(default)
+            key = f"{table}.{name}" if table else f"[{name}]"
+            rows.append(f"| `{key}` | {f'`{shown}`' if shown else ''} | {doc.replace('|', '&#124;')} |")
+    return "\n".join(rows) + "\n"
 
 
 def check_cells(sw: Sweep) -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,37 @@ DATA = Path(__file__).resolve().parent / "data"
 # small per-slot linear algebra is far faster single-threaded
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def as_foreground() -> None:
+    """``preexec_fn`` of a child the test will Ctrl-C (SIGINT): the default disposition, as a
+    terminal's foreground job has. A shell's background job — a suite started with ``&`` from a
+    script — ignores SIGINT, and Python keeps an ignored SIGINT ignored: the child would never
+    see the Ctrl-C (a run blocked on a frozen SUMO then waits forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def says(text: str, *facts: str) -> bool:
+    """``text`` is one line holding each of ``facts`` (key names, paths, numbers), in that order:
+    what a message must say, not how it words it."""
+    at = 0
+    for fact in facts:
+        at = text.find(fact, at)
+        if at < 0:
+            return False
+        at += len(fact)
+    return "\n" not in text.strip()
+
+
+def wait_for(cond, timeout: float = 60.0, every: float = 0.05):  # noqa: ANN001, ANN201
+    """``cond()``'s first true value, polled every ``every`` s for at most ``timeout`` s; else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(every)
+    return None
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
@@ -54,3 +88,57 @@ def cli():
 def trace(tmp_path_factory):
     """120 s of real grid6 traffic (SUMO, seed 42), recorded once per test session."""
     return record_grid6(tmp_path_factory.mktemp("grid6trace"), 120)
+
+
+def _cosims_own(module: str) -> bool:
+    return module == "cosim" or module.startswith("cosim.")
+
+
+def _restore(now: dict, before: dict, module_of) -> set[str]:
+    """``now`` back to ``before``, keeping what cosim itself added meanwhile; the modules of the
+    registrations dropped."""
+    dropped = {module_of(v) for k, v in now.items() if before.get(k) is not v and not _cosims_own(module_of(v))}
+    kept = {k: v for k, v in now.items() if k not in before and _cosims_own(module_of(v))}
+    now.clear()
+    now.update({**before, **kept})
+    return dropped
+
+
+@contextmanager
+def scoped_registry():
+    """Whatever is registered inside — by a test, a module's fixture, a plugin it loads — is
+    unregistered at the end, the plugin modules it imported are forgotten (a later load
+    imports them again) and the folders it put on ``sys.path`` (a scenario's, for its plugins)
+    leave it; cosim's built-in layers, policies and loaders, registered once when their module
+    is first imported, stay."""
+    from cosim import registry as r
+
+    layers, loaders = dict(r._LAYERS), dict(r._LOADERS)
+    policies = {k: dict(v) for k, v in r._POLICIES.items()}
+    plugins, versions, loaded = dict(r.PLUGINS), dict(r._EP_VERSIONS), r._entry_points_loaded
+    path = list(sys.path)
+    try:
+        yield
+    finally:
+        gone = _restore(r._LAYERS, layers, lambda cls: cls.__module__)
+        gone |= _restore(r._LOADERS, loaders, lambda fn: getattr(fn, "__module__", "") or "")
+        for layer, table in r._POLICIES.items():
+            gone |= _restore(table, policies.get(layer, {}), lambda spec: spec.module)
+        gone |= {f"cosim_plugin_{Path(e).stem}" if e.endswith(".py") else e for e in set(r.PLUGINS) - set(plugins)}
+        for saved, before in ((r.PLUGINS, plugins), (r._EP_VERSIONS, versions)):
+            saved.clear()
+            saved.update(before)
+        r._entry_points_loaded = loaded
+        sys.path[:] = path
+        for mod in gone - {"", "__main__"}:
+            if mod.split(".")[0] != "tests":  # pytest's own test modules stay imported
+                for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
+                    del sys.modules[name]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry():
+    """Every test starts from the registry as it was and leaves it so (its registrations, and the
+    plugins it loaded, do not leak into the next test)."""
+    with scoped_registry():
+        yield

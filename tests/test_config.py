@@ -81,12 +81,74 @@ def test_overrides_from_the_command_line_are_typed_and_validated():
 
 
 def test_describe_documents_every_layer_key():
-    from cosim.layers.cache.layer import CacheConfig
-    from cosim.layers.dvit.layer import DViTConfig
+    """Every registered layer's keys and every policy's options, each in its own table."""
+    from cosim import registry
 
     text = config.describe()
-    for table, cls in (("layers.cache", CacheConfig), ("layers.dvit", DViTConfig)):
-        block = text.split(f"[{table}]")[1].split("\n[")[0]
-        for f in dataclasses.fields(cls):
-            assert f"\n{f.name} = " in block, (table, f.name)
-    assert "gpu_memory_gb = 80.0  # GPU memory per RSU [GB]" in text
+
+    def block(table: str) -> str:
+        return text.split(f"\n[{table}]")[1].split("\n[")[0]
+
+    assert set(registry.BUILTIN_LAYERS) <= set(registry.layer_names())
+    for name in registry.layer_names():
+        cls = registry.layer_class(name).config_class
+        for f in dataclasses.fields(cls) if cls is not None else ():
+            assert f"\n{f.name} = " in block(f"layers.{name}"), (name, f.name)
+        for pname, spec in registry.policies(name).items():
+            options = block(f"layers.{name}.options.{pname}")
+            for f in dataclasses.fields(spec.options) if spec.options is not None else ():
+                assert f"\n{f.name} = " in options, (name, pname, f.name)
+    assert "\ngpu_memory_gb = 80.0  # " in block("layers.cache")
+
+
+def test_option_checks_lists_tables_and_their_elements():
+    """One mechanism for every key: the type (``list[int] | int``, ``dict[str, str]``, a nested
+    dataclass) and each ``option`` check, on the value and on each element; one line per error
+    naming the file and the key down to the element."""
+    from dataclasses import dataclass
+
+    from cosim.config import build_section, option
+
+    @dataclass(frozen=True)
+    class Inner:
+        file: str = option("", required=True, doc="a file")
+        tag: str = option("", pattern=(r"[a-z]+", "lower-case letters"))
+
+    @dataclass(frozen=True)
+    class Outer:
+        counts: list[int] | int = option([1], lo=1, hi=9, min_items=1, max_items=3, unique="counted twice",
+                                         each={"lo": 0, "hi": 5})
+        names: dict[str, str] = option({}, each={"choices": ("a", "b")})
+        parts: list[str | Inner] = option([], required=True)
+        axes: dict[str, list] = option({}, each={"min_items": 1, "unique": True})
+
+    ok = build_section(Outer, {"counts": [0, 5], "names": {"x": "b"}, "parts": ["p", {"file": "f", "tag": "ab"}],
+                               "axes": {"a.b": [1, 2.5]}}, "f.toml", "t")
+    assert ok.counts == [0, 5] and ok.names == {"x": "b"} and ok.parts == ["p", Inner("f", "ab")]
+    assert build_section(Outer, {"counts": 9, "parts": []}, "f.toml", "t").counts == 9  # the int member of the union
+    for data, message in [
+        ({"counts": [1]}, "missing key 't.parts'"),
+        ({"parts": [], "counts": 10}, "t.counts: 10 is out of range (must be <= 9)"),
+        ({"parts": [], "counts": [6]}, "t.counts[0]: 6 is out of range (must be <= 5)"),
+        ({"parts": [], "counts": [1, 2, 1]}, "t.counts: 1 is listed twice (counted twice)"),
+        ({"parts": [], "axes": {"x": [1, 1.0]}}, "t.axes.x: 1.0 is listed twice"),
+        ({"parts": [], "counts": [1, 2, 3, 4]}, "t.counts: lists 4 values; at most 3"),
+        ({"parts": [], "counts": []}, "t.counts: must be a non-empty list"),
+        ({"parts": [], "counts": "3"}, "t.counts: expected a list or an integer, got '3'"),
+        ({"parts": [], "counts": [True]}, "t.counts[0]: expected an integer, got True"),
+        ({"parts": [], "names": {"x": "c"}}, "t.names.x: 'c' is not one of a, b"),
+        ({"parts": [], "names": ["a"]}, "t.names: expected a table, got ['a']"),
+        ({"parts": [3]}, "t.parts[0]: expected a string or a table, got 3"),
+        ({"parts": [{"tag": "x"}]}, "missing key 't.parts[0].file' (a file)"),
+        ({"parts": [{"file": "f", "tag": "X"}]}, "t.parts[0].tag: 'X': lower-case letters"),
+        ({"parts": [{"file": "f", "size": 1}]}, "unknown key 't.parts[0].size' (known: file, tag)"),
+        ({"parts": [], "axes": {"a.b": []}}, 't.axes."a.b": must be a non-empty list'),
+        ({"parts": [], "axes": {"a.b": [{"k": 1}, {"k": 1}]}}, "t.axes.\"a.b\": {'k': 1} is listed twice"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            build_section(Outer, data, "f.toml", "t")
+        assert str(exc.value) == f"f.toml: {message}"
+    # `cosim config` words for the same checks
+    docs = dict((n, d) for n, _, d in config.field_docs(Outer))
+    assert docs["counts"] == "(>= 1; <= 9; non-empty; at most 3 values; no value twice; each >= 0, <= 5)"
+    assert docs["parts"] == "(required)" and docs["axes"] == "(each non-empty, no value twice)"

@@ -88,13 +88,18 @@ def test_same_seed_same_episode_and_another_seed_another(trace):
 
 # a built-in scheduler asked before every step, as the environment's agent is: the layer's run
 # of it and the environment driven by the same function must realise the same latencies
-@register_policy("dvit", "mcpdi-each-step", replan="step")
 def mcpdi_each_step(p, rng=None, opts=None):
     return schedulers.mcpdi(p, rng, None)
 
 
+@pytest.fixture
+def each_step(_isolated_registry):
+    """mcpdi-each-step registered for one test (the registry is as it was after it)."""
+    register_policy("dvit", "mcpdi-each-step", replan="step")(mcpdi_each_step)
+
+
 @pytest.mark.parametrize("queue", ["analytic", "simulated"])
-def test_environment_realises_what_the_layer_does_for_the_same_decisions(trace, tmp_path, queue):
+def test_environment_realises_what_the_layer_does_for_the_same_decisions(trace, tmp_path, queue, each_step):
     toml = tmp_path / "s.toml"
     toml.write_text(DVIT_TOML.read_text().replace('policies = ["vidi", "optimal", "mddi", "mbdi", "mcpdi", "vli", "sdi"]',
                                                    'policies = ["mcpdi-each-step"]'))

@@ -32,8 +32,14 @@ TABLE2 = ["requests", "system_cost", "switching_cost", "total_accuracy_cost", "i
           "cloud_cost", "edge_execution_ratio", "loads", "evictions", "cold_evictions"]
 
 KEYS = {name: spec.fn for name, spec in policies("cache").items()}
-# a built-in policy asked once per victim, as the environment's agent is: the same victims
-register_policy("cache", "lc-per-victim", per_victim=True)(lambda c, cands, t, rng, opts: KEYS["lc"](c, cands, t))
+
+
+@pytest.fixture(autouse=True)
+def per_victim_policies(_isolated_registry):
+    """Two cache policies asked once per victim, registered for each test only: LC itself (as
+    the environment's agent is asked: the same victims) and LC read off the observation."""
+    register_policy("cache", "lc-per-victim", per_victim=True)(lambda c, cands, t, rng, opts: KEYS["lc"](c, cands, t))
+    register_policy("cache", "lc-observed", per_victim=True)(gcache.as_policy(lc_from_the_observation))
 
 
 def make(trace, **kw):  # noqa: F811 - trace: the fixture's value
@@ -131,8 +137,6 @@ def lc_from_the_observation(obs, mask):
     context, since = m[:, gcache.MODEL_FEATURES.index("context")], m[:, gcache.MODEL_FEATURES.index("since_used_s")]
     return min(np.flatnonzero(mask), key=lambda i: (context[i], -since[i], i))
 
-
-register_policy("cache", "lc-observed", per_victim=True)(gcache.as_policy(lc_from_the_observation))
 
 
 def test_a_policy_on_the_observation_plugs_back_into_an_ordinary_run(trace, tmp_path):  # noqa: F811

@@ -15,15 +15,13 @@ from cosim.layers.base import Layer, LayerContext, make_layers
 from cosim.registry import register_layer, register_policy
 from cosim.runner import run
 
-from .conftest import GRID6_TOML
+from .conftest import GRID6_TOML, scoped_registry
 
 
-@register_policy("probe", "nearest")
 def _nearest(world, veh, opts):
     return world.serving[veh]
 
 
-@register_policy("probe", "random", stochastic=True)
 def _random(world, veh, rng, opts):
     return np.where(world.serving[veh] >= 0, rng.integers(0, len(world.rsus), len(veh)), -1)
 
@@ -35,7 +33,6 @@ class ProbeConfig:
     per_slot: int = option(3, lo=0, doc="requests per slot")
 
 
-@register_layer("probe")
 class ProbeLayer(Layer):
     """Every slot, a few vehicles 'request'; each policy picks an RSU for them."""
 
@@ -58,6 +55,16 @@ class ProbeLayer(Layer):
 
     def on_end(self):
         return {p: {"requests": c} for p, c in self.count.items()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def probe():
+    """The probe layer and its two policies, registered for this module's tests only."""
+    with scoped_registry():
+        register_policy("probe", "nearest")(_nearest)
+        register_policy("probe", "random", stochastic=True)(_random)
+        register_layer("probe")(ProbeLayer)
+        yield
 
 
 @pytest.mark.sumo

@@ -19,7 +19,7 @@ import pytest
 import cosim
 from cosim.sources.sumo import sumo_binary
 
-from .conftest import GRID6_CFG, GRID6_TOML, ROOT, run_cli
+from .conftest import GRID6_CFG, GRID6_TOML, ROOT, as_foreground, run_cli, wait_for
 
 pytestmark = pytest.mark.sumo
 
@@ -28,7 +28,7 @@ DVIT = ROOT / "scenarios" / "grid6_dvit.toml"
 
 def start(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cosim", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=as_foreground)
 
 
 def children(pid: int) -> list[int]:
@@ -66,16 +66,6 @@ def alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
-def wait_for(cond, timeout: float = 60.0, every: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(every)
-    return None
-
-
 def check_readable(out: Path) -> dict:
     """Every table of ``out`` reads back; each has every slot from 0 to its last without a gap,
     and a killed run's tables hold whole flushes. Returns {table: slots}."""
@@ -91,34 +81,64 @@ def check_readable(out: Path) -> dict:
 
 
 # -- SIGTERM / SIGKILL at random points --------------------------------------------------------
+def parts(table: Path) -> int:
+    return len(list(table.glob("part-*.parquet"))) if table.is_dir() else 0
+
+
 @pytest.mark.parametrize("trial", range(6))
 def test_a_signal_at_a_random_point_leaves_every_flushed_slot_readable(tmp_path, trial):
+    """The signal comes after the run's ``trial // 2 + 1``-th flush of 7 slots, a random moment
+    later (within the next slots: mid-step, mid-layer or mid-write), never after its end."""
     rng = random.Random(1700 + trial)
     sig = (signal.SIGTERM, signal.SIGKILL)[trial % 2]
-    delay = rng.uniform(0.3, 4.0)
+    flushes = trial // 2 + 1
     out = tmp_path / "o"
     proc = start("run", str(DVIT), "--out", str(out), "-q", "--set", "output.flush_slots=7")
-    time.sleep(delay)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:  # finished before the signal: nothing to check about signals
-        pytest.skip(f"the run ended before the signal ({delay:.2f} s)")
-    if not out.exists():  # stopped before the first slot: no folder left behind (SIGTERM only)
-        assert sig == signal.SIGTERM and proc.returncode == 143, err
-        return
+    try:
+        assert wait_for(lambda: parts(out / "rsus.parquet") >= flushes or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, proc.communicate()[1]  # 600 s of DViT: far from its end
+        time.sleep(rng.uniform(0.0, 0.5))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     slots = check_readable(out)
     s = cosim.load(out).summary
+    assert slots["rsus"] >= 7 * flushes
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "cosim: terminated" in err and "Traceback" not in err, err
         assert s["status"] == "terminated" and s["error"]
         # a SIGTERM flushes everything: every slot the summary counts is in the tables
-        assert slots.get("rsus", 0) == s["slots"] and s["tables"]["rsus"] == 4 * s["slots"]
+        assert slots["rsus"] == s["slots"] and s["tables"]["rsus"] == 4 * s["slots"]
     else:
         assert proc.returncode == -signal.SIGKILL
         assert s is None  # killed without a word: what was flushed, in whole flushes of 7 slots
-        assert slots.get("rsus", 0) % 7 == 0
+        assert slots["rsus"] % 7 == 0
     assert not [p for p in (out / "coverage.parquet").glob("part-*")  # no part is half-written
                 if (out / "coverage.parquet").is_dir() and p.stat().st_size < 100]
+
+
+def test_a_sigterm_before_the_first_slot_leaves_no_folder(tmp_path):
+    """Stopped while SUMO starts (a SUMO that never answers: cosim is waiting to connect), a run
+    ends with 143 and one line, removes the results folder it made and leaves no process."""
+    ready = tmp_path / "started"
+    wrapper = tmp_path / "sumo"
+    wrapper.write_text(f"#!/bin/sh\ntouch {ready}\nexec sleep 300\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "o"
+    proc = start("run", str(GRID6_TOML), "--backend", "traci", "--sumo-binary", str(wrapper), "--out", str(out),
+                 "-q")
+    try:
+        assert wait_for(ready.exists, timeout=120)
+        sumo = wait_for(lambda: [p for p in children(proc.pid) if "sleep" in cmdline(p)], timeout=30)
+        assert sumo and not (out / "rsus.parquet").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "cosim: terminated" in err and "Traceback" not in err, err
+    assert not out.exists()
+    assert wait_for(lambda: not alive(sumo[0]), timeout=10)  # the would-be SUMO was stopped with it
 
 
 # -- a full disk -----------------------------------------------------------------------------
@@ -173,11 +193,14 @@ def test_ctrl_c_works_while_sumo_is_frozen_without_a_timeout(tmp_path):
     out = tmp_path / "o"
     proc = start("run", str(GRID6_TOML), "--backend", "traci", "--sumo-timeout", "0", "--out", str(out), "-q")
     sumo = wait_for(lambda: _sumo_of(proc))
-    wait_for(lambda: (out / "rsus.parquet").is_dir(), timeout=60)
+    assert sumo is not None and wait_for(lambda: (out / "rsus.parquet").is_dir(), timeout=120)  # past a flush
     os.kill(sumo, signal.SIGSTOP)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)  # the old code waited forever here
+    try:
+        _, err = proc.communicate(timeout=30)  # the old code waited forever here
+    finally:
+        proc.kill()  # a run that did not stop leaves no process (its SUMO dies with it)
     assert proc.returncode == 130 and "cosim: interrupted" in err, err
     s = cosim.load(out).summary
     assert s["status"] == "interrupted" and check_readable(out)["rsus"] == s["slots"]

@@ -3,6 +3,7 @@ the local and Ray engines, resuming, failures and plots."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,30 +51,70 @@ def test_cells_are_the_product_with_stable_ids(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[sweep]\nscenarios = []\n", "sweep.scenarios must be a non-empty list"),
+    ("[sweep]\nscenarios = []\n", "sweep.scenarios: must be a non-empty list"),
     ('[sweep]\nscenarios = ["nope.toml"]\n', "no such file 'nope.toml'"),
-    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = ["a"]\n', "sweep.seeds must be a list of integers"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = ["a"]\n', "sweep.seeds[0]: expected an integer, got 'a'"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\nspeed = 1\n', "unknown key 'sweep.speed'"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"layers.cache.gpu_memory_gb" = []\n', "must be a non-empty list"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\nseed = [1]\n', "expected TABLE.KEY"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grids]\n', "unknown table '[grids]'"),
     ("[sweep\n", "bad TOML"),
-    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = [1, 2, 1]\n', "sweep.seeds: seed 1 is listed twice"),
-    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = 0\n', "sweep.seeds = 0: a count must be >= 1"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = [1, 2, 1]\n', "sweep.seeds: 1 is listed twice"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = 0\n', "sweep.seeds: 0 is out of range (must be >= 1)"),
     (f'[sweep]\nscenarios = ["{SCEN}", "{SCEN}"]\n', "is listed twice"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"rsu.radius_m" = [300, 500, 300.0]\n',
-     'grid."rsu.radius_m": value 300.0 is listed twice'),
-    (f'[sweep]\nname = "../../../escape"\nscenarios = ["{SCEN}"]\n', "sweep.name '../../../escape'"),
-    (f'[sweep]\nname = "/abs"\nscenarios = ["{SCEN}"]\n', "sweep.name '/abs'"),
-    (f'grid = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "[grid] must be a table"),
-    (f'set = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "[set] must be a table"),
-    (f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = inf\n', "sweep.end_s must be a positive number"),
+     'grid."rsu.radius_m": 300.0 is listed twice'),
+    (f'[sweep]\nname = "../../../escape"\nscenarios = ["{SCEN}"]\n', "sweep.name: '../../../escape': letters, digits"),
+    (f'[sweep]\nname = "/abs"\nscenarios = ["{SCEN}"]\n', "sweep.name: '/abs': letters, digits"),
+    (f'grid = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "grid: expected a table, got 5"),
+    (f'set = 5\n[sweep]\nscenarios = ["{SCEN}"]\n', "set: expected a table, got 5"),
+    (f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = inf\n', "sweep.end_s: must be finite, got inf"),
     (f'[sweep]\nscenarios = ["{SCEN}"]\n[set]\n"rsu.radius_m" = 3\n[grid]\n"rsu.radius_m" = [1, 2]\n',
      "is also a [grid] axis"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, text, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         sweep.load(write(tmp_path, text))
+
+
+def test_the_sweep_file_keys_are_dataclasses_checked_as_scenario_keys_are(tmp_path):
+    """[sweep] is SweepSection's keys: defaults where a key is left out (the name is the file's
+    stem, no end time), a count of seeds is 1..N, and each key's type and bounds are checked."""
+    sw = sweep.load(write(tmp_path, f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = 3\n', "my-sweep.toml"))
+    assert (sw.name, sw.seeds, sw.end_s, sw.baseline, sw.grid, sw.fixed) == ("my-sweep", [1, 2, 3], None, {}, {}, {})
+    assert sweep.load(write(tmp_path, f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = -1\n')).end_s is None
+    assert sweep.load(write(tmp_path, f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = 30\n')).end_s == 30.0
+    assert sweep.load(write(tmp_path, f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = {sweep.MAX_SEEDS}\n')).seeds[-1] \
+        == sweep.MAX_SEEDS
+    for body, message in [
+        ("", "missing table '[sweep]'"),
+        ('[sweep]\nname = "x"\n', "missing key 'sweep.scenarios'"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = true\n', "sweep.seeds: expected a list or an integer, got True"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = {sweep.MAX_SEEDS + 1}\n',
+         f"sweep.seeds: {sweep.MAX_SEEDS + 1} is out of range (must be <= {sweep.MAX_SEEDS})"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\nseeds = [1.5]\n', "sweep.seeds[0]: expected an integer, got 1.5"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\nend_s = 0\n', "sweep.end_s: 0 is out of range (must be > 0, or -1"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\nbaseline = {{ dvit = 5 }}\n', "sweep.baseline.dvit: expected a string, "
+                                                                         "got 5"),
+        ("[sweep]\nscenarios = [5]\n", "sweep.scenarios[0]: expected a string or a table, got 5"),
+        ('[sweep]\nscenarios = [{ name = "x" }]\n', "missing key 'sweep.scenarios[0].file'"),
+        (f'[sweep]\nscenarios = [{{ file = "{SCEN}", name = "a/b" }}]\n', "sweep.scenarios[0].name: 'a/b': letters"),
+        (f'[sweep]\nscenarios = [{{ file = "{SCEN}", set = 3 }}]\n', "sweep.scenarios[0].set: expected a table, got 3"),
+        (f'[sweep]\nscenarios = ["{SCEN}"]\n[grid]\n"rsu.radius_m" = 5\n',
+         'grid."rsu.radius_m": expected a list, got 5'),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            sweep.load(write(tmp_path, body, "bad.toml"))
+        assert str(exc.value).startswith(f"{tmp_path / 'bad.toml'}: {message}") and "\n" not in str(exc.value)
+    # the same keys, documented from the dataclasses: `cosim sweep --help` and docs/comparisons.md
+    table = sweep.keys_table()
+    assert [ln.split("`")[1] for ln in table.splitlines()[2:]] == [
+        "sweep.name", "sweep.scenarios", "sweep.seeds", "sweep.end_s", "sweep.baseline", "sweep.scenarios[i].file",
+        "sweep.scenarios[i].name", "sweep.scenarios[i].set", "[set]", "[grid]"]
+    assert table in (ROOT / "docs" / "comparisons.md").read_text()
+    assert f"at most {sweep.MAX_SEEDS} values" in table
+    helptext = run_cli("sweep", "--help").stdout
+    assert all(f"{key} =" in helptext for key in ("name", "scenarios", "seeds", "end_s", "baseline"))
 
 
 def test_a_folder_or_a_binary_is_not_a_sweep_file(tmp_path):
@@ -110,7 +151,7 @@ def test_a_corrupt_finished_cell_runs_again_and_merges_without_a_traceback(tmp_p
         (d / "summary.json").write_text(corrupt)
         assert sweep.finished(d) is None  # so the next run of the sweep runs it again
         res = sweep.merge(sw, tmp_path / "out")
-        assert res == {"cells": 1, "completed": 0, "failed": 1, "out": str(tmp_path / "out")}
+        assert res == {"cells": 1, "completed": 0, "failed": 1, "rerun": 0, "out": str(tmp_path / "out")}
         cells = pd.read_csv(tmp_path / "out" / "cells.csv")
         assert cells["error"].str.contains("summary.json missing or corrupt").all()
     (d / "cell.json").write_text("[1, 2]")  # valid JSON, not a record
@@ -414,6 +455,8 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
                         '[grid]\n"layers.cache.gpu_memory_gb" = [40, 80]\n', "two.toml")
     sw = sweep.load(f)
     cells = sw.cells()
+    assert sw.name == "two" and plain.name == "tiny"  # the [sweep] name, not a scenario's (it names the folder)
+    assert sweep.default_out(sw).name == "two"
     assert len(cells) == 2 * 2 * 2
     assert [c.name for c in cells[:4]] == ["grid6_cache"] * 4 and [c.name for c in cells[4:]] == ["small-radius"] * 4
     assert all(c.overrides.get("rsu.radius_m") is None for c in cells[:4])
@@ -425,7 +468,8 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
     base = f.read_text()
     for text, msg in [
         (base.replace(', name = "small-radius"', ""), r"scenarios\[1\]: two scenario entries are both called 'grid6_cache'"),
-        (base.replace('name = "small-radius"', 'nam = "x"'), r"scenarios\[1\]: a scenario table takes file .*unknown key 'nam'"),
+        (base.replace('name = "small-radius"', 'nam = "x"'),
+         r"unknown key 'sweep\.scenarios\[1\]\.nam' \(known: file, name, set\)"),
         (base.replace('"rsu.radius_m" = 300.0', '"layers.cache.gpu_memory_gb" = 10'),
          r"sweep.scenarios\[1\].set.\"layers.cache.gpu_memory_gb\" is also a \[grid\] axis"),
         (base.replace('"rsu.radius_m" = 300.0', '"rsu.radius_m" = -1.0'), r"rsu.radius_m"),

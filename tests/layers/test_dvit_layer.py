@@ -121,8 +121,43 @@ def test_unknown_config_key_and_policy(tmp_path):
         layer(tmp_path, stepz=3)
     with pytest.raises(ConfigError, match="unknown policy 'fastest'"):
         layer(tmp_path, policies=["fastest"])
-    with pytest.raises(ConfigError, match="local_steps"):
+    with pytest.raises(ConfigError, match=r"^t\.toml: layers\.dvit\.local_steps: must be between 1 and steps \(4\)$"):
         layer(tmp_path, steps=4, local_steps=5)
+    with pytest.raises(ConfigError, match=r"^t\.toml: layers\.dvit: dim must divide by heads"):
+        layer(tmp_path, dim=512, heads=7)
+
+
+@pytest.mark.parametrize("key, value, bound", [
+    ("request_rate_per_s", -0.5, ">= 0"), ("t_max_s", 0.0, "> 0"), ("request_bits", -1.0, ">= 0"),
+    ("steps", 0, ">= 1"), ("local_steps", 0, ">= 1"), ("image_hw", 0, ">= 1"), ("patch", 0, ">= 1"),
+    ("dim", 0, ">= 1"), ("layers", 0, ">= 1"), ("heads", 0, ">= 1"), ("mlp_dim", 0, ">= 1"),
+    ("token_bits", 0, ">= 1"), ("max_helpers", -1, ">= 0"), ("execute_max_tasks", -1, ">= 0"),
+])
+def test_each_dvit_range_is_declared_on_its_key(tmp_path, key, value, bound):
+    """The ranges live on the fields (checked as scenario keys are, listed by `cosim config`):
+    one line naming the file, the key, the value and the bound; the bound itself is accepted."""
+    from cosim import config
+    from cosim.errors import ConfigError
+    from cosim.layers.dvit.layer import DViTConfig
+
+    with pytest.raises(ConfigError) as exc:
+        layer(tmp_path, **{key: value})
+    assert str(exc.value) == f"t.toml: layers.dvit.{key}: {value!r} is out of range (must be {bound})"
+    if not bound.startswith(">="):
+        return
+    ok = type(value)(bound.split()[-1])
+    partner = {"steps": {"local_steps": 1}, "image_hw": {"patch": 1}, "dim": {"heads": 1}}.get(key, {})
+    assert getattr(layer(tmp_path / key, **{key: ok}, **partner)[0].cfg, key) == ok
+    row = next(r for r in config.field_docs(DViTConfig) if r[0] == key)
+    assert f"({bound})" in row[2]
+
+
+def test_an_unknown_preset_names_the_known_ones(tmp_path):
+    from cosim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^t\.toml: layers\.dvit\.preset: 'fast' is not one of calibrated, "
+                                          r"paper-literal$"):
+        layer(tmp_path, preset="fast")
 
 
 def two_rsu_world():

@@ -62,22 +62,23 @@ class DViTConfig:
     queue: str = option("analytic", choices=kn.QUEUES,
                         doc="analytic: eq. (6) M/M/1 mean wait per step; simulated: steps of a policy's concurrent "
                             "tasks wait for the same RSU, vehicles and radios")
-    preset: str = option("calibrated", doc="compute ranges: calibrated (ours: Sec. IV's GFLOP/s read as x100) | "
-                                           "paper-literal (Sec. IV as printed); see docs/dvit.md")
-    request_rate_per_s: float = option(1.0, doc="tasks per second over the whole network")
-    steps: int = option(50, doc="K denoising steps per task")
-    local_steps: int = option(5, doc="the last steps run on the user (local prompt), >= 1 (ours: the paper "
-                                     "does not say how many)")
-    t_max_s: float = option(0.8, doc="C3: the most a step may take [s]")
-    request_bits: float = option(1e6, doc="D_req, the request upload [bit]")
-    image_hw: int = option(512, doc="image height = width [px]")
-    patch: int = option(16, doc="patch size [px]")
-    dim: int = option(512, doc="transformer width")
-    layers: int = option(6, doc="L encoder layers")
-    heads: int = option(8, doc="attention heads")
-    mlp_dim: int = option(2048, doc="encoder MLP width")
-    token_bits: int = option(32, doc="bits per latent value handed over (mu)")
-    max_helpers: int = option(20, doc="candidate vehicles per task (nearest to the user within V2V range)")
+    preset: str = option("calibrated", choices=tuple(PRESETS),
+                         doc="compute ranges: calibrated (ours: Sec. IV's GFLOP/s read as x100) | paper-literal "
+                             "(Sec. IV as printed); see docs/dvit.md")
+    request_rate_per_s: float = option(1.0, lo=0.0, doc="tasks per second over the whole network")
+    steps: int = option(50, lo=1, doc="K denoising steps per task")
+    local_steps: int = option(5, lo=1, doc="the last steps run on the user (local prompt), at most steps (ours: "
+                                           "the paper does not say how many)")
+    t_max_s: float = option(0.8, lo=0.0, lo_open=True, doc="C3: the most a step may take [s]")
+    request_bits: float = option(1e6, lo=0.0, doc="D_req, the request upload [bit]")
+    image_hw: int = option(512, lo=1, doc="image height = width [px]")
+    patch: int = option(16, lo=1, doc="patch size [px]")
+    dim: int = option(512, lo=1, doc="transformer width")
+    layers: int = option(6, lo=1, doc="L encoder layers")
+    heads: int = option(8, lo=1, doc="attention heads")
+    mlp_dim: int = option(2048, lo=1, doc="encoder MLP width")
+    token_bits: int = option(32, lo=1, doc="bits per latent value handed over (mu)")
+    max_helpers: int = option(20, lo=0, doc="candidate vehicles per task (nearest to the user within V2V range)")
     vehicle_compute_flops: list = option([], doc="[lo, hi] vehicle compute [FLOP/s]; empty = the preset's")
     rsu_compute_flops: list = option([], doc="[lo, hi] RSU compute [FLOP/s]; empty = the preset's")
     vehicle_queue: list = option([], doc="[beta, eta] M/M/1 arrival and service rates [1/s]; empty = the preset's")
@@ -101,19 +102,12 @@ class DViTConfig:
                              "(before every step): one information level for all (a policy registered step refuses "
                              "request and every-step), see docs/dvit.md")
     execute: bool = option(False, doc="really run the scheduled steps (torch DiT + DDIM) for some tasks")
-    execute_max_tasks: int = option(2, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
+    execute_max_tasks: int = option(2, lo=0, doc="tasks executed per policy (~2.7 TFLOP each at the default shape)")
 
 
 def _check(cfg: DViTConfig, where: str) -> None:
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"{where}.preset: {cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    for key, lo in (("request_rate_per_s", 0.0), ("t_max_s", 1e-9), ("request_bits", 0.0)):
-        if getattr(cfg, key) < lo:
-            raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
-    for key in ("steps", "image_hw", "patch", "dim", "layers", "heads", "mlp_dim", "token_bits", "max_helpers"):
-        if getattr(cfg, key) < (0 if key == "max_helpers" else 1):
-            raise ConfigError(f"{where}.{key}: {getattr(cfg, key)!r} is out of range")
-    if not 1 <= cfg.local_steps <= cfg.steps:
+    """What the fields' own ranges cannot say: the keys that bound one another."""
+    if cfg.local_steps > cfg.steps:
         raise ConfigError(f"{where}.local_steps: must be between 1 and steps ({cfg.steps})")
     if cfg.dim % cfg.heads or cfg.image_hw % cfg.patch:
         raise ConfigError(f"{where}: dim must divide by heads and image_hw by patch")

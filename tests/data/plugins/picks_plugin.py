@@ -18,6 +18,8 @@ class PicksConfig:
     fail_at_s: float = option(1e9, doc="the share holding 'second' raises from this time on [s]")
     exit_at_s: float = option(1e9, doc="the process holding 'second' exits from this time on [s]")
     stall_at_s: float = option(1e9, doc="the process holding 'second' stalls (sleeps 120 s) at this time [s]")
+    stalled_file: str = option("", doc="created by the process holding 'second' when it stalls")
+    ending_file: str = option("", doc="created by the process holding 'first' as the run ends (on_end)")
 
 
 @register_layer("picks")
@@ -37,11 +39,15 @@ class Picks(Layer):
         if "second" in self.policies and world.time_s >= self.cfg.exit_at_s:
             os._exit(3)
         if "second" in self.policies and world.time_s == self.cfg.stall_at_s:
+            if self.cfg.stalled_file:
+                open(self.cfg.stalled_file, "w").close()
             time.sleep(120)
         if "second" in self.policies and world.time_s >= self.cfg.fail_at_s:
             raise RuntimeError(f"picks broke at t={world.time_s:g}s")
 
     def on_end(self):
+        if "first" in self.policies and self.cfg.ending_file:
+            open(self.cfg.ending_file, "w").close()
         return {p: {"slots": n} for p, n in self.slots.items()}
 
 
