@@ -18,15 +18,13 @@ raises :class:`cosim.errors.CosimError` with the one line the command line would
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from cosim.config import Config
     from cosim.results import Results
+    from cosim.sweep import SweepResults
 
 
 def configure(scenario: "str | Path | Config", overrides: dict[str, Any] | None = None, **keys: Any) -> "Config":
@@ -64,53 +62,20 @@ def replay(trace: str | Path, scenario: "str | Path | Config", out: str | Path |
     return load_run(summary["out_dir"])
 
 
-@dataclass
-class SweepResults:
-    """A sweep's results folder read back: ``results`` (one row per run, layer and policy),
-    ``summary`` (mean and 95 % half-width per policy), ``paired`` (each policy - baseline, paired
-    per seed, with ``.p_holm``; docs/comparisons.md) and ``cells`` (every run's status)."""
-
-    path: Path
-    results: "pd.DataFrame"
-    summary: "pd.DataFrame"
-    paired: "pd.DataFrame"
-    cells: "pd.DataFrame"
-    completed: int
-    failed: int
-
-
 def sweep(file: str | Path, out: str | Path | None = None, *, jobs: int | None = None, engine: str = "local",
-          address: str | None = None, progress: bool = False) -> SweepResults:
-    """Run a sweep file (as ``cosim sweep``: resumes a folder it finds half done) and read it back."""
-    import cosim.sweep as sweepmod
+          address: str | None = None, progress: bool = False) -> "SweepResults":
+    """Run a sweep file (as ``cosim sweep``: resumes a folder it finds half done) and read it back
+    (:func:`cosim.sweep.sweep`)."""
+    from cosim import sweep as sweepmod
 
-    sw = sweepmod.load(file)
-    done = sweepmod.execute(sw, Path(out) if out else None, engine=engine, jobs=jobs, address=address,
-                            progress=progress)
-    return load_sweep(done["out"])
+    return sweepmod.sweep(file, out, jobs=jobs, engine=engine, address=address, progress=progress)
 
 
-def load_sweep(folder: str | Path) -> SweepResults:
-    """A sweep's results folder (``cosim sweep``'s ``--out``) read back."""
-    import pandas as pd
+def load_sweep(folder: str | Path) -> "SweepResults":
+    """A sweep's results folder (``cosim sweep``'s ``--out``) read back (:func:`cosim.sweep.load_sweep`)."""
+    from cosim import sweep as sweepmod
 
-    from cosim.errors import CosimError
-
-    folder = Path(folder)
-    if not (folder / "cells.csv").is_file():
-        raise CosimError(f"{folder}: not a sweep results folder (no cells.csv; run `cosim sweep`)")
-
-    def csv(name: str) -> pd.DataFrame:
-        try:
-            return pd.read_csv(folder / name)
-        except (FileNotFoundError, pd.errors.EmptyDataError):
-            return pd.DataFrame()
-
-    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else pd.DataFrame()
-    cells = csv("cells.csv")
-    status = cells["status"] if "status" in cells else pd.Series(dtype=object)
-    return SweepResults(folder, res, csv("summary.csv"), csv("paired.csv"), cells,
-                        int((status == "completed").sum()), int((status == "failed").sum()))
+    return sweepmod.load_sweep(folder)
 
 
 def load_run(folder: str | Path) -> "Results":
@@ -118,6 +83,14 @@ def load_run(folder: str | Path) -> "Results":
     from cosim.results import load
 
     return load(folder)
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name == "SweepResults":  # a sweep's results read back: where the sweep writes them
+        from cosim.sweep import SweepResults
+
+        return SweepResults
+    raise AttributeError(f"module 'cosim.api' has no attribute {name!r}")
 
 
 __all__ = ["SweepResults", "configure", "load_run", "load_sweep", "replay", "run", "sweep"]

@@ -16,7 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full, raise_terminated
+from cosim.engine.signals import raise_terminated
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full
 
 EXIT_FAILED = 1  # the run failed mid-way (a layer's error, a policy worker died); results so far on disk
 EXIT_ERROR = 2
@@ -535,9 +536,9 @@ def _kept(args: argparse.Namespace) -> str:
     """Where the interrupted command's results are: for a run, its folder if it holds any."""
     if args.func not in (cmd_run, cmd_replay):
         return "results up to the last slot are on disk"
-    from cosim import runner
+    from cosim.engine import folder
 
-    d = runner.last_results_dir
+    d = folder.last_results_dir
     if d is not None and (d / "summary.json").is_file():
         return f"results up to the last slot are in {d}"
     return "no results were written: the run had not started"

@@ -188,7 +188,7 @@ def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
     "out_dir"}`` (the last two: this node's folders, which the driver names as its own)."""
     import ray
 
-    from cosim.sweep import _subprocess_cell
+    from cosim.cells import run_in_process
 
     try:  # the count is a report, never a reason to fail the cell
         attempt = ray.get(attempts.start.remote(cell["id"]), timeout=60) if attempts is not None else None
@@ -198,7 +198,7 @@ def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
     here = {**cell, "scenario": str(Path.cwd() / cell["scenario"])}  # the working_dir is this node's copy
     with tempfile.TemporaryDirectory(prefix="cosim-cell-") as tmp:
         out = Path(tmp) / "cell"
-        record = _subprocess_cell(here, out, set(), threading.Lock(), cpus)
+        record = run_in_process(here, out, set(), threading.Lock(), cpus)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path in sorted(out.rglob("*")):
@@ -282,7 +282,7 @@ def _cpus(cfg: Any, largest: int) -> int:
     if jobs >= 1:
         return jobs
     from cosim.layers.base import validate_layers
-    from cosim.layers.shards import auto_jobs
+    from cosim.engine.workers import auto_jobs
 
     return auto_jobs(validate_layers(cfg), max(1, largest))
 
@@ -295,7 +295,7 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     except ImportError:
         raise ConfigError("--engine ray needs Ray: pip install 'cosim[ray]'") from None
-    from cosim.sweep import _write_record
+    from cosim.cells import write_record
 
     if not todo:
         return []
@@ -347,14 +347,14 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
                     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     record = {**cell, "status": "failed", "error": f"ray: {type(exc).__name__}: {reason}"}
                     d.mkdir(parents=True, exist_ok=True)
-                    _write_record(d, record)
+                    write_record(d, record)
                 else:
                     unpack(res["archive"], d)
                     relocate(d, {res["inputs_dir"]: str(shipment.root), res["out_dir"]: str(d.resolve())})
                     record = {**res["record"], **{k: cell[k] for k in ("scenario", "overrides")},
                               "attempts": res["attempt"], "node": res["node"]}
                     record.pop("plugins", None)
-                    _write_record(d, record)
+                    write_record(d, record)
                     del res
                 out.append(record)
                 progress.done += record["status"] == "completed"

@@ -51,35 +51,5 @@ def is_disk_full(exc: BaseException) -> bool:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``timeout``, ``docker stop``, a sweep stopping its workers): handled
-    like Ctrl-C — the run stops, its tables are closed and summary.json says ``terminated``."""
-
-
-#: SIGTERMs that arrived while a slot was being recorded (:func:`slot_bookkeeping`)
-_held: list[int] = []
-_holding = [False]
-
-
-def raise_terminated(signum: int, frame: object) -> None:
-    """A SIGTERM handler: raise :class:`Terminated` in the main thread — once the slot being
-    recorded is whole, if one is (:func:`slot_bookkeeping`)."""
-    if _holding[0]:
-        _held.append(signum)
-        return
-    raise Terminated(f"terminated by signal {signum}")
-
-
-class slot_bookkeeping:  # noqa: N801 - used as a context manager, like contextlib's
-    """Around a slot's recording and counting: a SIGTERM arriving inside waits until both are
-    done, so the tables and the summary's slot count agree (a signal between them left one
-    slot in the tables that the summary did not count)."""
-
-    def __enter__(self) -> None:
-        _holding[0] = True
-
-    def __exit__(self, *exc: object) -> None:
-        _holding[0] = False
-        if _held:
-            signum = _held.pop()
-            _held.clear()
-            if exc[0] is None:
-                raise Terminated(f"terminated by signal {signum}")
+    like Ctrl-C — the run stops, its tables are closed and summary.json says ``terminated``
+    (:mod:`cosim.engine.signals` raises it)."""

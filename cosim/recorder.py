@@ -327,3 +327,131 @@ class Recorder:
         claim(self.out_dir, name)
         write_atomic(path, (dumps_json(data) + "\n").encode())
         return path
+
+
+# -- a layer's rows, held per slot and written grouped by policy -------------------------------
+# In one process the rows of a layer's tables would come in the order events happen,
+# interleaving the policies; spread over processes (cosim.engine.workers) that order is lost. So
+# every run, in one process or several, writes a slot's rows of a layer grouped by policy, in the
+# configured order, each policy's rows in the order it produced them (PolicyRows; rows without a
+# ``policy`` column come last, in their order). Rows written after the last slot (the tasks still
+# running at the end) are one more such group. The tables and summary.json are then the same
+# whatever ``scenario.jobs`` is.
+def select_rows(columns: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    """The rows ``idx`` of a batch of columns (arrays, lists, :class:`Lists`, :class:`Coded`)."""
+    out = {}
+    for k, v in columns.items():
+        if isinstance(v, Coded):
+            out[k] = Coded(np.asarray(v.codes)[idx], v.names)
+        elif isinstance(v, Lists):
+            out[k] = Lists([v.values[i] for i in idx], v.item)
+        elif isinstance(v, np.ndarray) and v.ndim:
+            out[k] = v[idx]
+        elif isinstance(v, (list, tuple)):
+            out[k] = [v[i] for i in idx]
+        else:  # a scalar: the same for every row
+            out[k] = v
+    return out
+
+
+def _policies_of(columns: dict[str, Any]) -> list | None:
+    """The policy name of each row of a batch, or None where it has no ``policy`` column."""
+    col = columns.get("policy")
+    if col is None:
+        return None
+    if isinstance(col, Coded):
+        names = col.names
+        return [names[c] if c >= 0 else None for c in np.asarray(col.codes).tolist()]
+    return list(np.atleast_1d(np.asarray(col, dtype=object)))
+
+
+class PolicyRows:
+    """A layer's table as the layer sees it (``append(columns)``, like a
+    :class:`TableWriter`): a slot's batches are held per policy until
+    :meth:`drain` hands them over (see :func:`write_grouped`)."""
+
+    def __init__(self) -> None:
+        self.held: dict[Any, list] = {}
+
+    def append(self, columns: dict[str, Any]) -> None:
+        pols = _policies_of(columns)
+        if pols is None or not pols:
+            self.held.setdefault(None, []).append(columns)
+            return
+        first = pols[0]
+        if all(p == first for p in pols):
+            self.held.setdefault(first, []).append(columns)
+            return
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(pols):
+            groups.setdefault(p, []).append(i)
+        for p, rows in groups.items():
+            self.held.setdefault(p, []).append(select_rows(columns, np.asarray(rows, dtype=np.int64)))
+
+    def drain(self) -> dict[Any, list]:
+        held, self.held = self.held, {}
+        return held
+
+
+def write_grouped(writer: Any, held: dict[Any, list], order: list[str]) -> None:
+    """Append ``held`` (policy -> batches) to ``writer`` as one batch (a table's writer flushes
+    every ``output.flush_slots`` batches: one per slot): the policies in ``order``, then any
+    other (a row naming no configured policy), then the rows without a policy."""
+    batches = [b for p in order for b in held.get(p, ())]
+    batches += [b for p, bs in held.items() if p is not None and p not in order for b in bs]
+    batches += held.get(None, [])
+    if batches:
+        joined = concat(batches)
+        for b in [joined] if joined is not None else batches:
+            writer.append(b)
+
+
+def concat(batches: list[dict]) -> dict | None:
+    """The batches as one (their columns joined), or None where they cannot be (other columns,
+    a scalar column standing for several rows)."""
+    if len(batches) == 1:
+        return batches[0]
+    keys = list(batches[0])
+    if any(list(b) != keys for b in batches):
+        return None
+    out = {}
+    for k in keys:
+        parts = [b[k] for b in batches]
+        first = parts[0]
+        if isinstance(first, Coded) and all(isinstance(v, Coded) for v in parts):
+            out[k] = Coded(np.concatenate([np.asarray(v.codes) for v in parts]), parts[-1].names)
+        elif isinstance(first, Lists) and all(isinstance(v, Lists) for v in parts):
+            out[k] = Lists([row for v in parts for row in v.values], first.item)
+        elif all(isinstance(v, np.ndarray) and v.ndim == 1 for v in parts):
+            out[k] = np.concatenate(parts)
+        elif all(isinstance(v, list) for v in parts):
+            out[k] = [x for v in parts for x in v]
+        else:
+            return None
+    return out
+
+
+class LayerTables:
+    """The layer tables of one process: ``open(name)`` gives the layer its :class:`PolicyRows`
+    (``LayerContext.table``); the layer that opens a table is the one running when it is opened
+    (set :attr:`current` around a layer's calls)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, PolicyRows] = {}
+        self.owner: dict[str, str] = {}  # table -> layer name
+        self.current = ""
+
+    def open(self, name: str) -> PolicyRows:
+        if name not in self.tables:
+            self.tables[name] = PolicyRows()
+            self.owner[name] = self.current
+        return self.tables[name]
+
+    def drain(self) -> dict[str, dict[Any, list]]:
+        """table -> policy -> the batches appended since the last call (tables with none left out)."""
+        out = {}
+        for name, t in self.tables.items():
+            held = t.drain()
+            if held:
+                out[name] = held
+        return out

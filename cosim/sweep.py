@@ -34,7 +34,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ from typing import Any
 
 import tomllib
 
+from cosim.cells import finished, read_json, run_cell, run_in_process
 from cosim.config import (TIME_MAX_S, ScenarioSection, build_section, describe_fields, field_docs, key_parts,
                           option)
 from cosim.errors import ConfigError, Terminated
@@ -296,94 +296,6 @@ def _check_key(path: Path, where: str, key: str) -> None:
         raise ConfigError(f"{path}: {where}: expected TABLE.KEY, layers.NAME.KEY or layers.NAME.options.POLICY.KEY")
 
 
-# -- one cell ---------------------------------------------------------------------------------
-def run_cell(cell: dict, out: Path) -> dict:
-    """Run one cell in this process (the worker side): load, override, run. Writes cell.json,
-    also when the worker is stopped (SIGTERM, Ctrl-C: status ``terminated``/``interrupted``,
-    the run's tables closed and readable), so that a resumed sweep runs it again."""
-    from cosim import config as cfgmod
-    from cosim.errors import CosimError
-    from cosim.runner import run
-
-    out.mkdir(parents=True, exist_ok=True)
-    record = {**cell, "status": "running", "error": None, "started": time.time()}
-    t0 = time.perf_counter()
-    stopped: BaseException | None = None
-    try:
-        if cell.get("plugins"):  # shipped by a cluster's driver (cosim.cluster): imported by name first
-            from cosim.registry import load_plugins
-
-            load_plugins(cell["plugins"], where="the plugins the sweep's driver shipped")
-        cfg = cfgmod.apply_overrides(cfgmod.load_any(cell["scenario"]), cell["overrides"], where=f"cell {cell['id']}")
-        run(cfg, out, progress=False, overwrite=True)
-        record["status"] = "completed"
-    except CosimError as exc:
-        record.update(status="failed", error=str(exc))
-    except KeyboardInterrupt as exc:  # Terminated (SIGTERM) included
-        stopped = exc
-        done = (_read_json(out / "summary.json") or {}).get("status") == "completed"  # stopped while closing
-        record.update(status="completed" if done else "terminated" if isinstance(exc, Terminated) else "interrupted",
-                      error=None if done else "stopped by a signal; runs again when the sweep is resumed")
-    except Exception as exc:  # keep the sweep going; the error is in the record
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    record["wall_s"] = time.perf_counter() - t0
-    _write_record(out, record)
-    if stopped is not None:
-        raise stopped
-    return record
-
-
-def _write_record(out: Path, record: dict) -> None:
-    from cosim.recorder import dumps_json, write_atomic
-
-    write_atomic(out / "cell.json", (dumps_json(record, indent=1) + "\n").encode())
-
-
-def _read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``; None if missing, unreadable or not an object (a corrupt file)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _subprocess_cell(cell: dict, out: Path, procs: set, lock: threading.Lock, cores: int = 1) -> dict:
-    """Run a cell in a fresh Python process (one SUMO per process); returns its record.
-    ``cores``: the run's share of the machine (what its ``scenario.jobs = 0``, auto, may use)."""
-    out.mkdir(parents=True, exist_ok=True)
-    spec = out / "cell-spec.json"
-    spec.write_text(json.dumps(cell, default=str))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "COSIM_CPUS": str(cores)}
-    from cosim.sources.sumo import CHILD_DIES_WITH_PARENT
-
-    proc = subprocess.Popen([sys.executable, "-m", "cosim.sweep", str(spec), str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=CHILD_DIES_WITH_PARENT)
-    with lock:
-        procs.add(proc)
-    _, err = proc.communicate()
-    with lock:
-        procs.discard(proc)
-    rec = _read_json(out / "cell.json")
-    if rec is not None and rec.get("status") in ("completed", "failed", "terminated", "interrupted"):
-        return rec
-    last = (err or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-    rec = {**cell, "status": "failed", "error": f"worker died ({proc.returncode}): {last[0]}"}
-    _write_record(out, rec)
-    return rec
-
-
-def finished(out: Path) -> dict | None:
-    """The cell's record if it finished: cell.json and summary.json both readable and
-    ``completed``; a corrupt or partial one means the cell runs again."""
-    rec = _read_json(out / "cell.json")
-    if rec is None or rec.get("status") != "completed":
-        return None
-    summary = _read_json(out / "summary.json")
-    return rec if summary is not None and summary.get("status") == "completed" else None
-
-
 # -- engines ----------------------------------------------------------------------------------
 class Progress:
     """cells done / failed / running / total and an ETA, on one line (stderr)."""
@@ -416,14 +328,14 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
     lock = threading.Lock()
     out = []
     pool = ThreadPoolExecutor(max_workers=jobs)
-    from cosim.layers.shards import available_cores
+    from cosim.engine.processes import available_cores
 
     cores = max(1, available_cores() // max(1, min(jobs, len(todo))))  # a run's share, for scenario.jobs = 0 (auto)
     try:
         pending = set()
         it = iter(todo)
         for cell, d in itertools.islice(it, jobs):
-            pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
+            pending.add(pool.submit(run_in_process, cell, d, procs, lock, cores))
         progress.running = len(pending)
         progress.show()
         while pending:
@@ -434,7 +346,7 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
                 progress.done += rec["status"] == "completed"
                 progress.failed += rec["status"] != "completed"
             for cell, d in itertools.islice(it, len(done)):
-                pending.add(pool.submit(_subprocess_cell, cell, d, procs, lock, cores))
+                pending.add(pool.submit(run_in_process, cell, d, procs, lock, cores))
             progress.running = len(pending)
             progress.show()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated): stop the workers cleanly
@@ -448,18 +360,16 @@ def run_local(todo: list[tuple[dict, Path]], jobs: int, progress: Progress) -> l
 def _stop_workers(procs: set, lock: threading.Lock, grace_s: float = 20.0) -> None:
     """SIGTERM every running worker (each closes its tables and writes its summary and
     cell.json), wait up to ``grace_s``, then SIGKILL what is left: no orphan either way."""
+    from cosim.engine import processes
+
     with lock:
         running = list(procs)
     for p in running:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + grace_s  # one grace for all: they stop at once
     for p in running:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        processes.stop(p, deadline - time.monotonic())
 
 
 # -- the whole sweep ----------------------------------------------------------------------------
@@ -525,9 +435,9 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
         d = out / "cells" / c.cell_id
         base = {"cell": c.cell_id, "scenario": c.name, "seed": c.seed,
                 **{k: _cellvalue(v) for k, v in c.params}}
-        rec = _read_json(d / "cell.json") or {}
+        rec = read_json(d / "cell.json") or {}
         st = rec.get("status", "missing")
-        summary = _read_json(d / "summary.json") if st == "completed" else None
+        summary = read_json(d / "summary.json") if st == "completed" else None
         if st == "completed" and summary is None:
             st, rec = "failed", {**rec, "error": "summary.json missing or corrupt (re-run the sweep to run it again)"}
         status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s"),
@@ -678,9 +588,58 @@ def _put(row: dict, metric: str, st: dict) -> None:
         row[f"{metric}.{k}"] = st[k]
 
 
+# -- the Python API: a sweep run and read back (cosim.sweep(file), cosim.api.sweep) -----------------
+@dataclass
+class SweepResults:
+    """A sweep's results folder read back: ``results`` (one row per run, layer and policy),
+    ``summary`` (mean and 95 % half-width per policy), ``paired`` (each policy - baseline, paired
+    per seed, with ``.p_holm``; docs/comparisons.md) and ``cells`` (every run's status)."""
+
+    path: Path
+    results: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    paired: "pd.DataFrame"
+    cells: "pd.DataFrame"
+    completed: int
+    failed: int
+
+
+def sweep(file: str | Path, out: str | Path | None = None, *, jobs: int | None = None, engine: str = "local",
+          address: str | None = None, progress: bool = False) -> SweepResults:
+    """Run a sweep file (as ``cosim sweep``: resumes a folder it finds half done) and read it back
+    (``cosim.sweep(file)``, ``cosim.api.sweep``)."""
+    done = execute(load(file), Path(out) if out else None, engine=engine, jobs=jobs, address=address,
+                   progress=progress)
+    return load_sweep(done["out"])
+
+
+def load_sweep(folder: str | Path) -> SweepResults:
+    """A sweep's results folder (``cosim sweep``'s ``--out``) read back."""
+    import pandas as pd
+
+    from cosim.errors import CosimError
+
+    folder = Path(folder)
+    if not (folder / "cells.csv").is_file():
+        raise CosimError(f"{folder}: not a sweep results folder (no cells.csv; run `cosim sweep`)")
+
+    def csv(name: str) -> pd.DataFrame:
+        try:
+            return pd.read_csv(folder / name)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return pd.DataFrame()
+
+    res = pd.read_parquet(folder / "results.parquet") if (folder / "results.parquet").exists() else pd.DataFrame()
+    cells = csv("cells.csv")
+    status = cells["status"] if "status" in cells else pd.Series(dtype=object)
+    return SweepResults(folder, res, csv("summary.csv"), csv("paired.csv"), cells,
+                        int((status == "completed").sum()), int((status == "failed").sum()))
+
+
+
 def _worker_main(argv: list[str]) -> int:
     """``python -m cosim.sweep CELL_SPEC.json OUT_DIR``: run one cell (what the engines start)."""
-    from cosim.errors import raise_terminated
+    from cosim.engine.signals import raise_terminated
 
     signal.signal(signal.SIGTERM, raise_terminated)  # the sweep stops its workers with SIGTERM
     try:
@@ -694,12 +653,10 @@ def _worker_main(argv: list[str]) -> int:
 
 
 class _CallableModule(types.ModuleType):
-    """``cosim.sweep(file, ...)`` is :func:`cosim.api.sweep` — the Python API's name — while
+    """``cosim.sweep(file, ...)`` is :func:`sweep` — the Python API's name — while
     ``cosim.sweep`` stays this module (``cosim.sweep.load``, ``from cosim import sweep``)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from cosim.api import sweep
-
         return sweep(*args, **kwargs)
 
 

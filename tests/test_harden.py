@@ -73,7 +73,7 @@ def test_overwrite_refuses_a_folder_that_holds_an_input_of_the_run(tmp_path, cap
 
 def test_overwrite_of_a_folder_from_before_the_manifest_removes_only_cosim_outputs(tmp_path):
     from cosim import config as cfgmod
-    from cosim.runner import results_dir
+    from cosim.engine.folder import results_dir
 
     from .conftest import GRID6_TOML
 

@@ -12,7 +12,7 @@ import pytest
 from cosim import cli
 from cosim import config as cfgmod
 from cosim.errors import CosimError
-from cosim.runner import results_dir
+from cosim.engine.folder import results_dir
 from cosim.sources.replay import TRACE_COLUMNS, ReplaySource
 from cosim.world import read_net
 

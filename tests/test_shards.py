@@ -18,7 +18,8 @@ import pytest
 from cosim import register_policy
 from cosim.config import load as load_config
 from cosim.errors import ConfigError, CosimError
-from cosim.layers import shards
+from cosim import recorder
+from cosim.engine import processes, workers
 from cosim.recorder import Coded, Lists, TableWriter
 
 from .conftest import GRID6_CFG, ROOT, as_foreground, record_grid6, run_cli, run_grid6, says, wait_for
@@ -47,21 +48,21 @@ def _cfg(tmp_path, layers_toml):
 
 # -- rows grouped by policy ----------------------------------------------------------------------
 def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp_path):
-    rows = shards.PolicyRows()
+    rows = recorder.PolicyRows()
     rows.append({"policy": np.array(["b"], dtype=object), "v": np.array([1.0]), "l": Lists([[1]])})
     rows.append({"policy": Coded(np.array([0, 1, 0]), ["a", "b"]), "v": np.array([2.0, 3.0, 4.0]),
                  "l": Lists([[2], [3, 3], []])})
     rows.append({"note": np.array(["no policy"], dtype=object)})
     rows.append({"policy": np.array(["a"], dtype=object), "v": np.array([5.0]), "l": Lists([[5]])})
-    held = rows.take()
-    assert rows.take() == {}  # handed over once
+    held = rows.drain()
+    assert rows.drain() == {}  # handed over once
     got = []
 
     class Writer:
         def append(self, cols):
             got.append(cols)
 
-    shards.write_grouped(Writer(), held, ["a", "b"])
+    recorder.write_grouped(Writer(), held, ["a", "b"])
     # a's rows (2, 4 from the mixed batch, then 5), b's (1, then 3), then the row without a policy
     values = [list(np.atleast_1d(c["v"])) if "v" in c else c["note"].tolist() for c in got]
     assert values == [[2.0, 4.0], [5.0], [1.0], [3.0], ["no policy"]]
@@ -71,7 +72,7 @@ def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp
     rows.append({"policy": Coded(np.array([1, 0, 1]), ["a", "b"]), "v": np.array([1.0, 2.0, 3.0])})
     rows.append({"policy": Coded(np.array([0]), ["a", "b"]), "v": np.array([4.0])})
     w = TableWriter(tmp_path / "t.parquet")
-    shards.write_grouped(w, rows.take(), ["a", "b"])
+    recorder.write_grouped(w, rows.drain(), ["a", "b"])
     w.close()
     df = pd.read_parquet(tmp_path / "t.parquet")
     assert df["policy"].astype(str).tolist() == ["a", "a", "b", "b"]
@@ -82,7 +83,7 @@ def test_a_slot_s_rows_are_written_grouped_by_policy_in_the_configured_order(tmp
 def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["optimal", "sdi", "vidi"]\n[layers.dvit.options.vidi]\n'
                          'rho = 0.5\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n')
-    p = shards.plan(cfg, workers=2)
+    p = workers.plan(cfg, workers=2)
     # by hand, registered costs gecpa 2.38, nearest 1.77, vidi 1.44, sdi 0.28, optimal 0.22 and the
     # plugin's own 1.3: loads [1.3, 0, 0] -> gecpa to 1 (tie: the lower), nearest to 2, vidi to 0
     # (1.3 < 1.77), sdi to 2 (1.77 < 2.38 < 2.74), optimal to 2 (2.05 < 2.38 < 2.74)
@@ -93,7 +94,7 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     assert p.shares[2].layers["dvit"]["options"] == {}
     assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 2
     # more workers than policies: one policy each, the shares left empty dropped
-    assert [len(s.layers) for s in shards.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
+    assert [len(s.layers) for s in workers.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
 
 
 def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
@@ -104,43 +105,43 @@ def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monk
     # plugin's 1.3, each worker 0.5 of its own: k shares take at least
     # max(19.6, (34.29 + 0.5 (k - 1)) / k) = 34.29, 19.6, 19.6 for k = 1..3: the second share
     # saves 14.69, the third nothing (best-response alone bounds a share)
-    assert [shards.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 3, 3, 3]
+    assert [workers.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 3, 3, 3]
     six = validate_layers(_cfg(tmp_path, '[layers.moe]\npolicies = ["gecpa", "gradient", "evolutionary", "random", '
                                          '"uniform", "nearest"]\n'))
     # costs 3.17, 2.38, 2.33, 1.9, 1.84, 1.77 (sum 13.39) + 1.3: max(3.17, (14.69 + 0.5 (k - 1)) / k)
     # = 14.69, 7.60, 5.23, 4.05, 3.34, 3.17 for k = 1..6: each step to k = 5 saves more than 0.5,
     # the sixth 0.17
-    assert [shards.auto_jobs(six, c) for c in (2, 3, 4, 5, 16)] == [3, 4, 5, 6, 6]
+    assert [workers.auto_jobs(six, c) for c in (2, 3, 4, 5, 16)] == [3, 4, 5, 6, 6]
     dvit = validate_layers(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "sdi"]\n'))
     # 1.3 + 1.44 + 0.28 = 3.02 in one share; two: max(1.44, 3.52 / 2 = 1.76), 1.26 less (> 0.5, a
     # worker's own load); three: max(1.44, 4.02 / 3 = 1.34) = 1.44, only 0.32 less: one worker
-    assert [shards.auto_jobs(dvit, c) for c in (2, 8)] == [3, 3]
+    assert [workers.auto_jobs(dvit, c) for c in (2, 8)] == [3, 3]
     alone = validate_layers(_cfg(tmp_path, '[layers.cache]\npolicies = ["lru"]\n'))
-    assert shards.auto_jobs(alone, 8) == 2  # 1.3 + 0.07: a worker (0.5 of its own) would save 0.07
-    assert shards.auto_jobs([], 8) == 2  # the core alone: SUMO in its own process
+    assert workers.auto_jobs(alone, 8) == 2  # 1.3 + 0.07: a worker (0.5 of its own) would save 0.07
+    assert workers.auto_jobs([], 8) == 2  # the core alone: SUMO in its own process
     monkeypatch.setenv("COSIM_CPUS", "2")
-    assert shards.available_cores() == 2
+    assert processes.available_cores() == 2
     cfg = _cfg(tmp_path, "[layers.moe]\n").replace(scenario={"jobs": 0})
-    assert shards.resolve_jobs(cfg).scenario.jobs == 3
-    assert shards.resolve_jobs(cfg, most=2).scenario.jobs == 2
-    assert shards.resolve_jobs(cfg.replace(scenario={"jobs": 4})).scenario.jobs == 4  # a number stays
+    assert workers.resolve_jobs(cfg).scenario.jobs == 3
+    assert workers.resolve_jobs(cfg, most=2).scenario.jobs == 2
+    assert workers.resolve_jobs(cfg.replace(scenario={"jobs": 4})).scenario.jobs == 4  # a number stays
     for bad in ("two", "0"):
         monkeypatch.setenv("COSIM_CPUS", bad)
         with pytest.raises(CosimError, match=f"COSIM_CPUS='{bad}': expected a whole number of cores >= 1"):
-            shards.available_cores()
+            processes.available_cores()
 
 
 def test_workers_started_early_are_taken_or_ended(tmp_path):
     cfg = _cfg(tmp_path, '[layers.cache]\npolicies = ["lru", "lc"]\n').replace(scenario={"jobs": 5})
-    warm = shards.Warm(cfg)
+    warm = workers.Warm(cfg)
     procs = [p for p, _ in warm.spawned]
     assert len(procs) == 3 and all(p.args[-1] == "cache" for p in procs)  # importing the cache layer meanwhile
-    proc, conn = warm.take()
+    proc, conn = warm.pop()
     warm.close()  # the two not taken: ended, none left running
     assert [p.poll() is not None for p in procs] == [False, True, True]
     conn.close()  # the one taken ends when its pipe closes, as a worker does
     assert proc.wait(timeout=60) == 0
-    assert shards.Warm(cfg.replace(scenario={"jobs": 2})).spawned == []  # no policy workers: none started
+    assert workers.Warm(cfg.replace(scenario={"jobs": 2})).spawned == []  # no policy workers: none started
 
 
 @pytest.mark.sumo
@@ -167,12 +168,12 @@ def test_a_run_takes_the_workers_started_before_its_checks(tmp_path, monkeypatch
     from cosim.runner import open_replay
 
     spawned = []
-    real = shards._spawn
-    monkeypatch.setattr(shards, "_spawn", lambda layers: spawned.append(real(layers)) or spawned[-1])
+    real = workers._spawn
+    monkeypatch.setattr(workers, "_spawn", lambda layers: spawned.append(real(layers)) or spawned[-1])
     trace = record_grid6(tmp_path, 3)
     cfg = load_config(ROOT / "scenarios" / "grid6_dvit.toml").replace(scenario={"jobs": "auto"})
     monkeypatch.setenv("COSIM_CPUS", "2")
-    session, source, _ = open_replay(cfg, trace, tmp_path / "r")
+    session, source = open_replay(cfg, trace, tmp_path / "r")
     try:
         assert session.cfg.scenario.jobs == 3 and len(session.shards.workers) == 1
         assert len(spawned) == 1 and session.shards.workers[0].proc is spawned[0][0]
@@ -188,9 +189,9 @@ def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_pa
 
         cfg = _cfg(tmp_path, '[layers.rsu_load]\noverload_vehicles = 5\n'
                              '[layers.dvit]\npolicies = ["vidi", "optimal", "my-greedy"]\n')
-        p = shards.plan(cfg, workers=1)
+        p = workers.plan(cfg, workers=1)
         # nothing to spread (only a layer that is not shardable): one share, no worker
-        assert len(shards.plan(_cfg(tmp_path, '[layers.rsu_load]\n'), workers=3).shares) == 1
+        assert len(workers.plan(_cfg(tmp_path, '[layers.rsu_load]\n'), workers=3).shares) == 1
     finally:
         sys.path.remove(str(ROOT / "examples" / "plugin"))
     # loads [1.3, 0]: vidi (1.44) to the worker; my-greedy (registered without a cost: 1) to the
@@ -199,7 +200,7 @@ def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_pa
     assert p.shares[0].layers["dvit"]["policies"] == ["my-greedy"]
     assert set(p.shares[1].layers) == {"dvit"} and p.shares[1].layers["dvit"]["policies"] == ["vidi", "optimal"]
     # one policy alone goes to a worker: the plugin's process keeps the world and the recording
-    assert [s.layers for s in shards.plan(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi"]\n'), workers=3).shares] \
+    assert [s.layers for s in workers.plan(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi"]\n'), workers=3).shares] \
         == [{}, {"dvit": {"policies": ["vidi"], "options": {}}}]
 
 
@@ -215,7 +216,7 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
     mine.__module__ = "__main__"  # as if defined in the script that started the run
     register_policy("dvit", "test-shards-main", cost=5.0)(mine)
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "test-shards-main", "optimal", "sdi"]\n')
-    p = shards.plan(cfg, workers=1)
+    p = workers.plan(cfg, workers=1)
     # pinned to 0 whatever it costs; then vidi (1.44) to 1 (0 < 1.3), sdi (0.28) to 0 (1.3 < 1.44),
     # optimal (0.22) to 1 (1.44 < 1.58)
     assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main", "sdi"], ["vidi", "optimal"]]

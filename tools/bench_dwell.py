@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosim import config as cfgmod  # noqa: E402
-from cosim.runner import Session  # noqa: E402
+from cosim.engine.session import Session  # noqa: E402
+from cosim.engine.spec import resolve  # noqa: E402
 from cosim.sources.replay import Routes  # noqa: E402
 from cosim.sources.sumo import SumoSource, sumo_command  # noqa: E402
-from cosim.world import net_file_of  # noqa: E402
 
 
 def record(cfg, end: float) -> tuple[list, Routes]:
@@ -67,7 +67,7 @@ def timed(obj, name: str, acc: list) -> None:
 
 def core_cpu_s(cfg, snaps, routes, out: Path) -> tuple[float, float, dict]:
     """(CPU [s] of the core's slots, of which in the dwell prediction, counters)."""
-    session = Session(cfg, out, net_file_of(cfg.scenario.sumocfg))
+    session = Session(resolve(cfg, traffic="attach"), out)  # one process, as the core's slots are timed
     session.world.route_of = routes
     dwell = [0.0]
     timed(session.world, "predict_dwell", dwell)

@@ -261,7 +261,7 @@ def main() -> None:
     if args.set:  # as the cosim variants will run it (a --set may switch a layer on)
         cfg = cfgmod.apply_overrides(cfg, {k: cfgmod.parse_value(v) for k, _, v in (s.partition("=") for s in args.set)})
     sc = cfg.scenario
-    from cosim.runner import sumocfg_time
+    from cosim.config import sumocfg_time
 
     end = args.end if args.end is not None else (sc.end_s if sc.end_s >= 0 else (sumocfg_time(sc.sumocfg, "end") or 1200.0))
     args.end = end

@@ -53,14 +53,14 @@ def plugin_cpu(scenario: Path, end: float, extra: list[str], out: Path) -> dict:
 def shipping_cost(scenario: Path, end: float) -> tuple[float, float, int]:
     """Per slot [ms CPU]: pickling + unpickling the snapshot; rebuilding the world from it."""
     from cosim import config as cfgmod
-    from cosim.runner import preflight, step_length_s
+    from cosim.engine.spec import resolve
     from cosim.sources.sumo import SumoSource, sumo_command
     from cosim.world.world import World
 
     cfg = cfgmod.load(scenario)
     sc = cfg.scenario
-    prep = preflight(cfg)
-    src = SumoSource(sumo_command(sc.sumocfg, seed=sc.seed, end_s=end, step_length_s=step_length_s(cfg)),
+    prep = resolve(cfg)
+    src = SumoSource(sumo_command(sc.sumocfg, seed=sc.seed, end_s=end, step_length_s=prep.timeline.step_s),
                      fields=())
     src.start()
     world = World(cfg, prep.net, rsus=prep.rsus)

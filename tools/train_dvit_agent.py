@@ -387,7 +387,7 @@ def main() -> None:
 
     import cosim.gym  # noqa: F401 - registers the environments
     from cosim.gym.agent import load_agent, new_network, save_agent
-    from cosim.runner import versions
+    from cosim.engine.session import versions
 
     t0 = time.perf_counter()
     traces = [Path(t) for t in args.trace] if args.trace else record_traces(args.train_seeds, args.trace_end,

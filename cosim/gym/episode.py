@@ -1,8 +1,8 @@
 """What every cosim Gymnasium environment shares: an ordinary cosim run, paused at each decision.
 
-An environment *is* a cosim run — the same :class:`~cosim.runner.Session`, traffic source and
+An environment *is* a cosim run — the same :class:`~cosim.engine.session.Session`, traffic source and
 slot loop as ``cosim run`` and ``cosim replay`` (:func:`cosim.runner.open_run`,
-:func:`~cosim.runner.open_replay`, :func:`~cosim.runner.drive`) — in which one policy of one
+:func:`~cosim.runner.open_replay`, :func:`~cosim.engine.loop.drive`) — in which one policy of one
 layer is ``gym:agent``. The run goes on in a greenlet of its own (a second stack in the same
 thread); whenever the layer asks ``gym:agent`` for a decision, the run switches to the
 environment with the question, and ``env.step(action)`` switches back with the answer and lets
@@ -171,8 +171,8 @@ class CosimEnv(gym.Env):
                  overrides: dict | None = None, compare: list | tuple | str = (), backend: str | None = None,
                  out_dir: str | Path | None = None):
         from cosim.layers.base import validate_layers
-        from cosim.layers.shards import resolve_jobs
-        from cosim.runner import preflight
+        from cosim.engine.workers import resolve_jobs
+        from cosim.engine.spec import resolve
         from cosim.sources.replay import ReplaySource
 
         self._bridge: _Bridge | None = None
@@ -191,7 +191,8 @@ class CosimEnv(gym.Env):
                               "policies in its own process (1, or 2 with SUMO in its own)")
         self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
         self.layer_cfg = self.checked_layer.cfg
-        self.prepared = preflight(self.cfg)
+        #: the run resolved once, checked before the first reset (each episode resolves its seed's)
+        self.prepared = resolve(self.cfg, traffic="replay" if trace is not None else "sumo")
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
         for t in self.traces:  # a missing or unknown trace is an error now, not at the first reset
@@ -270,23 +271,22 @@ class CosimEnv(gym.Env):
         """One run, in the run's greenlet (the same calls as cosim run / cosim replay). It holds
         the environment only weakly: an environment dropped without close() is collected, and
         its finaliser ends the run."""
-        from cosim.runner import Prepared, drive, open_replay, open_run
-        from cosim.world.rsu import build_rsus
+        from cosim.engine.loop import drive
+        from cosim.runner import open_replay, open_run
 
         cfg = cfgmod.apply_overrides(cfg, {"scenario.seed": seed}, where="reset(seed)")
         # the network is read once; the RSUs' compute and bandwidth are drawn from the seed
-        prepared = Prepared(net, build_rsus(cfg, net), [])
         if trace is not None:
-            session, source, end_s = open_replay(cfg, trace, out_dir, overwrite=True, prepared=prepared)
+            session, source = open_replay(cfg, trace, out_dir, overwrite=True, net=net)
         else:
-            session, source, end_s = open_run(cfg, out_dir, backend=backend, overwrite=True, prepared=prepared)
+            session, source = open_run(cfg, out_dir, backend=backend, overwrite=True, net=net)
         env = ref()
         if env is None:
             raise EpisodeAbort("the environment is gone")
         env.session = session
         env.cost_since(session.layers[0], start=True)
         del env
-        return drive(session, source, cfg.scenario.slot_s, end_s, progress=False, signals=False)
+        return drive(session, source, progress=False, signals=False)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """A new episode (``options`` are not used). An episode in which the agent is never

@@ -207,7 +207,7 @@ class Layer:
     #: (:data:`cosim.sources.base.ON_DEMAND_FIELDS`, e.g. ``("accel",)``); a live run reads
     #: them from SUMO only when some layer (or a recorded trace) asks, else they are NaN
     snapshot_fields: ClassVar[tuple[str, ...]] = ()
-    #: its policies may run in separate processes (``scenario.jobs >= 3``, :mod:`cosim.layers.shards`):
+    #: its policies may run in separate processes (``scenario.jobs >= 3``, :mod:`cosim.engine.workers`):
     #: each sees the same world and requests and shares no state with the others, every table row
     #: names its policy in a ``policy`` column, and :meth:`on_end` returns one block per policy
     shardable: ClassVar[bool] = False

@@ -3,14 +3,15 @@
 The plugin only reads SUMO, so SUMO can step to slot t+1 while the world and the layers work on
 slot t. :class:`PipelinedSource` wraps any :class:`~cosim.sources.base.TrafficSource` (live SUMO
 through libsumo or TraCI, or a replay: then the trace is parsed in the worker) and runs it in a
-child process (``python -m cosim.sources.pipelined``) that:
+child process (``python -m cosim.sources.pipelined``, started by :mod:`cosim.engine.processes`) that:
 
 1. steps the wrapped source to the next slot boundary and reads the snapshot,
 2. sends it through a socket pair (pickled arrays, ~0.1 ms for 1,000 vehicles),
 3. waits until the plugin has taken it — then starts on the next slot.
 
 So SUMO is never more than one slot ahead, and it steps exactly where the serial loop would:
-the child stops where :func:`cosim.runner.drive` would (past ``end_s``, or once
+the child steps to the same boundaries (:func:`cosim.engine.timeline.slot_times`) and stops where
+:func:`cosim.engine.loop.drive` would (past ``end_s``, or once
 ``finished()`` when no end is known), so SUMO's own outputs are the same too. Each snapshot
 carries the routes of the vehicles first seen in it (see :class:`~cosim.sources.base.Routes`),
 so ``route_of`` is answered in the plugin's process, with the values the serial path gives.
@@ -29,24 +30,16 @@ the plugin, and its CPU seconds; :attr:`PipelinedSource.sumo_side` hands them to
 from __future__ import annotations
 
 import importlib
-import os
-import signal
 import subprocess
-import sys
 import time
-from multiprocessing.connection import Connection, Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from cosim.engine import processes
+from cosim.engine.timeline import EPS, slot_times
 from cosim.errors import CosimError, SumoDied, last_error_line
 from cosim.sources.base import Snapshot
-
-EPS = 1e-6
-
-
-def _target(begin: float, k: int, slot_s: float) -> float:
-    """The k-th slot boundary, computed as the runner's loop computes it (same floats)."""
-    return begin + k * slot_s
 
 
 class PipelinedSource:
@@ -68,30 +61,30 @@ class PipelinedSource:
         self.proc: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self._begin = 0.0
-        self._k = 0
+        self._slots: Any = iter(())  # the slot boundaries the child steps to, as the loop computes them
         self._finished = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.proc, self.conn = spawn_child("cosim.sources.pipelined")
-        self.conn.send((self.factory, self.kwargs, self.slot_s, self.end_s))
+        self.proc, self.conn = processes.spawn("cosim.sources.pipelined")
+        processes.send(self.conn, (self.factory, self.kwargs, self.slot_s, self.end_s))
         msg = self._recv("start", max(self.timeout_s, 300.0) if self.timeout_s > 0 else 0)  # loading takes a while
         self._begin, self.sumo_version, has_routes = msg[1:]
+        self._slots = slot_times(self._begin, self.slot_s, None)
         if has_routes:
             from cosim.sources.base import Routes
 
             self.route_of = Routes()
 
     def step_to(self, time_s: float) -> Snapshot:
-        self._k += 1
-        expected = _target(self._begin, self._k, self.slot_s)
+        expected = next(self._slots)
         if abs(expected - time_s) > EPS:
             raise CosimError(f"pipelined source: asked for t={time_s:g}s, the worker prepared t={expected:g}s "
                              "(slots must follow one another)")
         msg = self._recv(f"t={time_s:g}s")
         _, cols, self._finished, routes, cleared, side = msg
         try:
-            self.conn.send(True)  # taken: the child goes on with the next slot
+            processes.send(self.conn, True)  # taken: the child goes on with the next slot
         except OSError:  # it died after delivering this slot, which counts: the next _recv says how it ended
             pass
         self.sumo_side = side
@@ -114,28 +107,24 @@ class PipelinedSource:
             return
         if conn is not None:
             try:
-                conn.send(False)  # stop
+                processes.send(conn, False)  # stop
                 deadline = time.monotonic() + 30.0  # SUMO closing: writing its outputs
                 while time.monotonic() < deadline and conn.poll(max(0.0, deadline - time.monotonic())):
-                    msg = conn.recv()  # a snapshot (or error) still in flight, then the last word
+                    msg = processes.recv(conn)  # a snapshot (or error) still in flight, then the last word
                     if msg[0] == "closed":
                         self.sumo_side = msg[1]
                         break
             except Exception:  # gone, or a message cut by Ctrl-C: the wait below decides
                 pass
             conn.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc, 10)
 
     # -- messages ----------------------------------------------------------------------------
     def _recv(self, what: str, timeout_s: float | None = None) -> tuple:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
             ready = self.conn.poll(timeout_s if timeout_s > 0 else None)  # 0: wait forever
-            msg = self.conn.recv() if ready else None
+            msg = processes.recv(self.conn) if ready else None
         except (OSError, EOFError):
             msg, ready = None, True
         if msg is None:
@@ -154,10 +143,8 @@ class PipelinedSource:
         return msg
 
     def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
         if self.proc is not None:
-            self.proc.wait()
+            processes.stop(self.proc, 0)
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -177,7 +164,7 @@ def make_source(cfg: Any, factory: str, **kwargs: Any) -> Any:
 
 # -- the child --------------------------------------------------------------------------------
 def _serve(conn: Connection) -> None:
-    factory, kwargs, slot_s, end_s = conn.recv()
+    factory, kwargs, slot_s, end_s = processes.recv(conn)
     mod, _, cls = factory.partition(":")
     busy = wait = 0.0
     side = lambda: {"busy": busy, "wait": wait, "cpu": time.process_time()}  # noqa: E731
@@ -190,13 +177,8 @@ def _serve(conn: Connection) -> None:
         if routes is not None:
             routes.fresh = dict(routes)  # what start() read already (a replay reads its first rows there)
         begin = src.time_s()
-        conn.send(("started", begin, src.sumo_version, routes is not None))
-        k = 0
-        while True:
-            k += 1
-            target = _target(begin, k, slot_s)
-            if end_s is not None and target > end_s + EPS:
-                break
+        processes.send(conn, ("started", begin, src.sumo_version, routes is not None))
+        for target in slot_times(begin, slot_s, end_s):
             t0 = time.perf_counter()
             snap = src.step_to(target)
             done = end_s is None and src.finished()
@@ -205,73 +187,29 @@ def _serve(conn: Connection) -> None:
             fresh, cleared = {}, False
             if routes is not None:
                 fresh, routes.fresh, cleared, routes.cleared = routes.fresh, {}, routes.cleared, False
-            conn.send(("snap", snap.columns(), done, fresh, cleared, side()))
-            stopped = not conn.recv()  # the plugin took it (True) or stops (False)
+            processes.send(conn, ("snap", snap.columns(), done, fresh, cleared, side()))
+            stopped = not processes.recv(conn)  # the plugin took it (True) or stops (False)
             wait += time.perf_counter() - t1
             if stopped or done:
                 break
     except SumoDied as exc:
-        conn.send(("died", str(exc)))
+        processes.send(conn, ("died", str(exc)))
     except CosimError as exc:
-        conn.send(("error", str(exc)))
+        processes.send(conn, ("error", str(exc)))
     except (EOFError, OSError):  # the plugin's process is gone
         return
     except Exception as exc:  # keep the one-line contract; the plugin's process reports it
-        conn.send(("error", f"traffic source failed: {type(exc).__name__}: {exc}"))
+        processes.send(conn, ("error", f"traffic source failed: {type(exc).__name__}: {exc}"))
     finally:
         if src is not None:
             src.close()
     try:
         while not stopped:  # until the plugin says stop (it may still be on its last slot)
-            stopped = not conn.recv()
-        conn.send(("closed", side()))
+            stopped = not processes.recv(conn)
+        processes.send(conn, ("closed", side()))
     except (EOFError, OSError):
         pass
 
 
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def spawn_child(module: str, *args: str) -> tuple[subprocess.Popen, Connection]:
-    """``python -m MODULE FD ARGS...``, a child of the run served by :func:`child_main`, and our
-    end of its socket pair. It starts with Ctrl-C and SIGTERM blocked (a blocked signal stays
-    blocked across exec), so one arriving while it imports does not print a traceback from it;
-    :func:`child_main` then ignores them. In this process a signal that came meanwhile is only
-    held until Popen returns."""
-    parent, child = Pipe(duplex=True)
-    fd = child.fileno()
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", module, str(fd), *args], pass_fds=(fd,))
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        child.close()
-    return proc, parent
-
-
-def child_main(serve: Any) -> None:
-    """A child process of the run (``python -m MODULE FD``): ``serve(conn)`` on the socket pair
-    whose end is file descriptor FD, Ctrl-C and SIGTERM ignored (they reach the whole process
-    group; the plugin's process handles them and tells the child to stop, so that nothing the
-    child holds is lost), a bug said on stderr with exit code 1, no interpreter teardown."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked since spawn_child: now ignored
-    conn = Connection(int(sys.argv[1]))
-    code = 0
-    try:
-        serve(conn)
-    except BaseException:  # a bug here: say it on stderr; the plugin's process sees the exit code
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        conn.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # skip interpreter teardown (libsumo is closed already)
-
-
 if __name__ == "__main__":
-    child_main(_serve)
+    processes.child_main(_serve)

@@ -32,7 +32,6 @@ import io
 import itertools
 import operator
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 import traci.constants as tc
 
+from cosim.engine import processes
 from cosim.errors import CosimError, SumoDied, last_error_line
 from cosim.sources.base import ON_DEMAND_FIELDS, Routes, Snapshot
 from cosim.sumo_home import sumo_binary
@@ -308,22 +308,6 @@ def check_api_version(conn: Any, client: str) -> str:
     return sumo_version
 
 
-def _pdeathsig():  # noqa: ANN202
-    """A ``preexec_fn`` (Linux) that makes the child get SIGTERM when cosim dies, however it
-    dies (SIGKILL included), so that no SUMO or sweep worker outlives it; None elsewhere. libc
-    is loaded here, in the parent: the child only makes the one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-
-CHILD_DIES_WITH_PARENT = _pdeathsig()
 
 
 class SumoSource:
@@ -406,13 +390,12 @@ class SumoSource:
         cmd = self.cmd + ["--remote-port", str(port)]
         self._stderr = tempfile.TemporaryFile(prefix="cosim-sumo-stderr-")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, text=True,
-                                     preexec_fn=CHILD_DIES_WITH_PARENT)
+                                     preexec_fn=processes.DIES_WITH_PARENT)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # traci prints "Retrying in 1 seconds"
                 traci.init(port, numRetries=100, label=self._label, proc=self.proc)
         except Exception as exc:
-            self.proc.kill()
-            self.proc.wait()
+            processes.stop(self.proc, 0)
             raise CosimError(f"SUMO failed to start: {sumo_error(self._stderr_text()) or exc}") from None
         self.conn = traci.getConnection(self._label)
         if self.timeout_s > 0:
@@ -461,12 +444,8 @@ class SumoSource:
                 answered = True
             except BaseException:  # connection gone, SUMO frozen, or a second Ctrl-C: kill below
                 pass
-        if self.proc is not None:
-            try:  # frozen, never connected or not answering the close: no reason to wait
-                self.proc.wait(timeout=10 if answered else 0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # SIGKILL also ends a SIGSTOPped process
-                self.proc.wait()
+        if self.proc is not None:  # frozen, never connected or not answering the close: no reason to wait
+            processes.stop(self.proc, 10 if answered else 0)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

@@ -13,13 +13,9 @@ runs its layers (each with its share of the policies) on it; it sends each slot'
 back, and the plugin's process writes them. A worker may fall behind by up to
 :data:`LAG_SLOTS` slots, so a slot in which one policy is slow does not hold up the others.
 
-**Row order.** In one process the rows of a layer's tables would come in the order events
-happen, interleaving the policies; spread over processes that order is lost. So every run,
-in one process or several, writes a slot's rows of a layer grouped by policy, in the
-configured order, each policy's rows in the order it produced them (:class:`PolicyRows`; rows
-without a ``policy`` column come last, in their order). Rows written after the last slot (the
-tasks still running at the end) are one more such group. The tables and ``summary.json`` are
-then the same whatever ``jobs`` is (tested on every shipped layer).
+**Row order.** Every run, in one process or several, writes a slot's rows of a layer grouped
+by policy in the configured order (:func:`cosim.recorder.write_grouped`), so the tables and
+``summary.json`` are the same whatever ``jobs`` is (tested on every shipped layer).
 
 **What stays in the plugin's process**: layers that do not declare themselves shardable (a
 layer of your own, unless it sets ``shardable = True``), and every policy a fresh process could
@@ -35,10 +31,9 @@ processes finished is on disk; the summary has every policy's block.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -49,8 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cosim.engine import processes
+from cosim.engine.processes import available_cores
+from cosim.engine.signals import interrupt_pending, interrupts
 from cosim.errors import CosimError, WorkerDied
-from cosim.recorder import Coded, Lists
+from cosim.recorder import Coded, LayerTables
 
 if TYPE_CHECKING:
     from cosim.config import Config
@@ -72,127 +70,6 @@ class WorkerError(RuntimeError):
     """A layer raised in a policy worker (as it would have raised in one process)."""
 
 
-# -- rows held per slot and written grouped by policy ----------------------------------------
-def take(columns: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
-    """The rows ``idx`` of a batch of columns (arrays, lists, :class:`Lists`, :class:`Coded`)."""
-    out = {}
-    for k, v in columns.items():
-        if isinstance(v, Coded):
-            out[k] = Coded(np.asarray(v.codes)[idx], v.names)
-        elif isinstance(v, Lists):
-            out[k] = Lists([v.values[i] for i in idx], v.item)
-        elif isinstance(v, np.ndarray) and v.ndim:
-            out[k] = v[idx]
-        elif isinstance(v, (list, tuple)):
-            out[k] = [v[i] for i in idx]
-        else:  # a scalar: the same for every row
-            out[k] = v
-    return out
-
-
-def _policies_of(columns: dict[str, Any]) -> list | None:
-    """The policy name of each row of a batch, or None where it has no ``policy`` column."""
-    col = columns.get("policy")
-    if col is None:
-        return None
-    if isinstance(col, Coded):
-        names = col.names
-        return [names[c] if c >= 0 else None for c in np.asarray(col.codes).tolist()]
-    return list(np.atleast_1d(np.asarray(col, dtype=object)))
-
-
-class PolicyRows:
-    """A layer's table as the layer sees it (``append(columns)``, like a
-    :class:`~cosim.recorder.TableWriter`): a slot's batches are held per policy until
-    :meth:`take` hands them over (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.held: dict[Any, list] = {}
-
-    def append(self, columns: dict[str, Any]) -> None:
-        pols = _policies_of(columns)
-        if pols is None or not pols:
-            self.held.setdefault(None, []).append(columns)
-            return
-        first = pols[0]
-        if all(p == first for p in pols):
-            self.held.setdefault(first, []).append(columns)
-            return
-        groups: dict[Any, list[int]] = {}
-        for i, p in enumerate(pols):
-            groups.setdefault(p, []).append(i)
-        for p, rows in groups.items():
-            self.held.setdefault(p, []).append(take(columns, np.asarray(rows, dtype=np.int64)))
-
-    def take(self) -> dict[Any, list]:
-        held, self.held = self.held, {}
-        return held
-
-
-def write_grouped(writer: Any, held: dict[Any, list], order: list[str]) -> None:
-    """Append ``held`` (policy -> batches) to ``writer`` as one batch (a table's writer flushes
-    every ``output.flush_slots`` batches: one per slot): the policies in ``order``, then any
-    other (a row naming no configured policy), then the rows without a policy."""
-    batches = [b for p in order for b in held.get(p, ())]
-    batches += [b for p, bs in held.items() if p is not None and p not in order for b in bs]
-    batches += held.get(None, [])
-    if batches:
-        joined = concat(batches)
-        for b in [joined] if joined is not None else batches:
-            writer.append(b)
-
-
-def concat(batches: list[dict]) -> dict | None:
-    """The batches as one (their columns joined), or None where they cannot be (other columns,
-    a scalar column standing for several rows)."""
-    if len(batches) == 1:
-        return batches[0]
-    keys = list(batches[0])
-    if any(list(b) != keys for b in batches):
-        return None
-    out = {}
-    for k in keys:
-        parts = [b[k] for b in batches]
-        first = parts[0]
-        if isinstance(first, Coded) and all(isinstance(v, Coded) for v in parts):
-            out[k] = Coded(np.concatenate([np.asarray(v.codes) for v in parts]), parts[-1].names)
-        elif isinstance(first, Lists) and all(isinstance(v, Lists) for v in parts):
-            out[k] = Lists([row for v in parts for row in v.values], first.item)
-        elif all(isinstance(v, np.ndarray) and v.ndim == 1 for v in parts):
-            out[k] = np.concatenate(parts)
-        elif all(isinstance(v, list) for v in parts):
-            out[k] = [x for v in parts for x in v]
-        else:
-            return None
-    return out
-
-
-class LayerTables:
-    """The layer tables of one process: ``open(name)`` gives the layer its :class:`PolicyRows`
-    (``LayerContext.table``); the layer that opens a table is the one running when it is opened
-    (set :attr:`current` around a layer's calls)."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, PolicyRows] = {}
-        self.owner: dict[str, str] = {}  # table -> layer name
-        self.current = ""
-
-    def open(self, name: str) -> PolicyRows:
-        if name not in self.tables:
-            self.tables[name] = PolicyRows()
-            self.owner[name] = self.current
-        return self.tables[name]
-
-    def take(self) -> dict[str, dict[Any, list]]:
-        """table -> policy -> the batches appended since the last call (tables with none left out)."""
-        out = {}
-        for name, t in self.tables.items():
-            held = t.take()
-            if held:
-                out[name] = held
-        return out
-
-
 # -- dealing the policies ------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -206,16 +83,18 @@ class Plan:
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
 
 
-def plan(cfg: "Config", workers: int) -> Plan:
+def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
     """Deal the policies of every shardable layer over 1 + ``workers`` shares so that their
     loads are even: the costliest first, each to the share with the least load so far (ties:
     the lower share), by each policy's registered ``cost``; share 0, the plugin's process,
     starts with :data:`PLUGIN_LOAD` (the world and the recording). Policies a fresh process
     cannot import, and layers that are not shardable, stay in share 0. Shares left without a
-    policy are dropped (fewer workers start)."""
-    from cosim.layers.base import validate_layers
+    policy are dropped (fewer workers start). ``layers``: ``cfg``'s layers already built (not
+    run; :func:`cosim.engine.spec.resolve`), else they are built here."""
+    if layers is None:
+        from cosim.layers.base import validate_layers
 
-    layers = validate_layers(cfg)
+        layers = validate_layers(cfg)
     order = {layer.name: list(layer.policies) for layer in layers}
     shardable = {layer.name: layer.shardable for layer in layers}
     owner: dict[tuple[str, str], int] = {}
@@ -256,24 +135,6 @@ def plan(cfg: "Config", workers: int) -> Plan:
     return Plan(shares, layers=layers, modules=modules, order=order, owner=owner)
 
 
-def available_cores() -> int:
-    """The cores this run may use: ``COSIM_CPUS`` when set (a sweep sets it to its share of the
-    machine for each run it starts), else the cores this process may run on."""
-    env = os.environ.get("COSIM_CPUS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise CosimError(f"COSIM_CPUS={env!r}: expected a whole number of cores >= 1")
-        return n
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def auto_jobs(layers: list, cores: int) -> int:
     """``scenario.jobs = 0`` (``--jobs auto``): the processes worth starting on ``cores`` cores
     for these (built, not run) layers. One core: 1. Else SUMO in its own process (2), plus up to
@@ -297,14 +158,16 @@ def auto_jobs(layers: list, cores: int) -> int:
     return 2 + (k - 1)
 
 
-def resolve_jobs(cfg: "Config", most: int | None = None) -> "Config":
+def resolve_jobs(cfg: "Config", most: int | None = None, layers: list | None = None) -> "Config":
     """``cfg`` with ``scenario.jobs = 0`` replaced by :func:`auto_jobs` (at most ``most``);
-    any other value as it is."""
+    any other value as it is. ``layers``: ``cfg``'s layers already built, else built here."""
     if cfg.scenario.jobs != 0:
         return cfg
-    from cosim.layers.base import validate_layers
+    if layers is None:
+        from cosim.layers.base import validate_layers
 
-    n = auto_jobs(validate_layers(cfg), available_cores())
+        layers = validate_layers(cfg)
+    n = auto_jobs(layers, available_cores())
     return cfg.replace(scenario={"jobs": min(n, most) if most else n})
 
 
@@ -317,9 +180,7 @@ def _pinned(spec: Any) -> bool:
 # -- the plugin's side ---------------------------------------------------------------------------
 def _spawn(layers: list[str]) -> tuple[subprocess.Popen, Connection]:
     """A worker process, importing the built-in ``layers``' modules while it waits for its start."""
-    from cosim.sources.pipelined import spawn_child
-
-    return spawn_child("cosim.layers.shards", *layers)
+    return processes.spawn("cosim.engine.workers", *layers)
 
 
 class Warm:
@@ -337,7 +198,8 @@ class Warm:
         names = [k for k, t in cfg.layers.items() if t.get("enabled", True) is not False]
         self.spawned = [_spawn([k for k in names if k in BUILTIN_LAYERS]) for _ in range(n if names else 0)]
 
-    def take(self) -> tuple[subprocess.Popen, Connection] | None:
+    def pop(self) -> tuple[subprocess.Popen, Connection] | None:
+        """A started process for a worker, None when none is left."""
         return self.spawned.pop(0) if self.spawned else None
 
     def close(self) -> None:
@@ -346,8 +208,7 @@ class Warm:
         while self.spawned:
             proc, conn = self.spawned.pop()
             conn.close()
-            proc.kill()
-            proc.wait()
+            processes.stop(proc, 0)
 
 
 class Worker:
@@ -370,7 +231,7 @@ class Worker:
             if data is None:
                 return
             try:
-                self.conn.send_bytes(data)
+                processes.send_packed(self.conn, data)
             except OSError:  # gone: the reader notices and says so
                 return
 
@@ -390,11 +251,7 @@ class Worker:
             self.conn.close()
         except OSError:
             pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc, 10)
 
 
 class Shards:
@@ -414,9 +271,8 @@ class Shards:
         self.wait_s = 0.0
         try:
             for s in range(1, len(plan_.shares)):
-                msg = pickle.dumps(("start", plan_.shares[s], prep.net, prep.rsus, list(sys.path), plan_.modules[s]),
-                                   protocol=pickle.HIGHEST_PROTOCOL)
-                self.workers.append(Worker(s, msg, warm.take() if warm is not None else None))
+                msg = processes.pack(("start", plan_.shares[s], prep.net, prep.rsus, list(sys.path), plan_.modules[s]))
+                self.workers.append(Worker(s, msg, warm.pop() if warm is not None else None))
             for w in self.workers:
                 reply = self._recv(w, "at the start")
                 if reply[0] != "started":
@@ -433,7 +289,7 @@ class Shards:
     # -- every slot -------------------------------------------------------------------------
     def feed(self, slot: int, routes: Any) -> None:
         """Send slot ``slot``'s snapshot (the world was just updated with it) to every worker."""
-        data = pickle.dumps(("slot", slot, self.world.snap.columns(), routes), protocol=pickle.HIGHEST_PROTOCOL)
+        data = processes.pack(("slot", slot, self.world.snap.columns(), routes))
         self.pending[slot] = [None] * (1 + len(self.workers))  # before a worker can answer it
         for w in self.workers:
             w.outbox.put(data)
@@ -462,12 +318,12 @@ class Shards:
                 return
             for w in live:
                 if w.conn in ready:
-                    self._take(w, self._recv(w, "mid-run"), raise_error=True)  # all there: not cut
+                    self._receive(w, self._recv(w, "mid-run"), raise_error=True)  # all there: not cut
             live = [w for w in live if w.error is None]
             if not [w for w in live if w.done < block_until] and not any(w.conn.poll() for w in live):
                 return
 
-    def _take(self, w: Worker, msg: tuple, raise_error: bool) -> None:
+    def _receive(self, w: Worker, msg: tuple, raise_error: bool) -> None:
         """A worker's message: a slot's rows (kept until every share has that slot), or the error
         a layer raised there (said with its traceback, and raised when ``raise_error``)."""
         if msg[0] == "rows":
@@ -524,7 +380,7 @@ class Shards:
         results: list = [(self._unpack(own_rows), own_blocks, own_failed)] + [None] * len(self.workers)
         for w in self.workers:
             if w.proc.poll() is None:
-                w.outbox.put(pickle.dumps(("end",)))
+                w.outbox.put(processes.pack(("end",)))
         try:
             for w in self.workers:
                 while w.proc.poll() is None or w.conn.poll():
@@ -537,7 +393,7 @@ class Shards:
                         _, rows, blocks, failed, w.cpu_s = msg
                         results[w.index] = (self._unpack(rows), blocks, failed)
                         break
-                    self._take(w, msg, raise_error=False)
+                    self._receive(w, msg, raise_error=False)
         except KeyboardInterrupt:  # Ctrl-C while the workers finish their last slots: stop waiting
             for w in self.workers:
                 if results[w.index] is None:
@@ -578,14 +434,12 @@ class Shards:
     def _recv(self, w: Worker, what: str) -> tuple:
         """The next message of ``w``: the wait for it can be interrupted (Ctrl-C); reading it,
         once there, cannot (a message cut in two would lose the rest of the run's results)."""
-        from cosim.runner import deferred_interrupts, interrupt_pending
-
         try:
             while not w.conn.poll(0.25):
                 if interrupt_pending():  # Ctrl-C while the results are written: stop waiting for it
                     raise KeyboardInterrupt
-            with deferred_interrupts():
-                return pickle.loads(w.conn.recv_bytes())
+            with interrupts(signal.SIGINT, signal.SIGTERM, hold=True):
+                return processes.recv(w.conn)
         except (EOFError, OSError, pickle.UnpicklingError):
             w.error = w.error or "gone"
             raise w.gone(what) from None
@@ -617,9 +471,9 @@ def _serve(conn: Connection) -> None:
             pass
 
     def send(msg: tuple) -> None:
-        conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        processes.send(conn, msg)
 
-    _, cfg, net, rsus, path, modules = pickle.loads(conn.recv_bytes())
+    _, cfg, net, rsus, path, modules = processes.recv(conn)
     sys.path[:] = path + [p for p in sys.path if p not in path]  # the plugin's, as it imported them
     tables = LayerTables()
     try:
@@ -640,7 +494,7 @@ def _serve(conn: Connection) -> None:
     send(("started", dict(tables.owner)))
     failed = None
     while True:
-        msg = pickle.loads(conn.recv_bytes())
+        msg = processes.recv(conn)
         if msg[0] == "end":
             break
         if failed is not None:  # a layer raised: the run is ending; wait for the end
@@ -661,7 +515,7 @@ def _serve(conn: Connection) -> None:
             failed = f"{type(exc).__name__}: {exc}"
             send(("error", failed, traceback.format_exc()))
             continue
-        send(("rows", slot, _pack(tables.take(), world), dict(tables.owner), time.process_time()))
+        send(("rows", slot, _pack(tables.drain(), world), dict(tables.owner), time.process_time()))
     blocks, dropped = {}, {}
     for layer in layers:
         try:
@@ -669,7 +523,7 @@ def _serve(conn: Connection) -> None:
         except Exception as exc:  # noqa: BLE001 - keep the other results
             blocks[layer.name] = {"error": f"{type(exc).__name__}: {exc}"}  # as the plugin's process says it
         dropped[layer.name] = dict(layer.failed)
-    send(("ended", _pack(tables.take(), world), blocks, dropped, time.process_time()))
+    send(("ended", _pack(tables.drain(), world), blocks, dropped, time.process_time()))
 
 
 def _serve_until_gone(conn: Connection) -> None:
@@ -680,6 +534,4 @@ def _serve_until_gone(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    from cosim.sources.pipelined import child_main
-
-    child_main(_serve_until_gone)
+    processes.child_main(_serve_until_gone)
