@@ -98,6 +98,9 @@ class Experiment:
     grid: dict = field(default_factory=dict)
     set: dict = field(default_factory=dict)
     claims: list = field(default_factory=list)
+    #: the per-metric tables at every grid point (False: at the first, the defaults; the claims
+    #: are judged at every point either way)
+    all_points: bool = False
 
 
 @dataclass
@@ -323,7 +326,8 @@ def claims_table(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
                 metric = next(m for m in paper.metrics if m.column == c.metric)
                 if c.kind == "relative":
                     txt = f"{100 * st['mean']:+.1f} % ± {100 * st['ci95']:.1f} (paper {100 * c.value:+.1f} %)"
-                    verdict = ("same sign" if st["mean"] * c.value > 0 and st["p"] <= 0.05 else
+                    verdict = ("tie (identical)" if st["mean"] == 0 and st["ci95"] == 0 else
+                               "same sign" if st["mean"] * c.value > 0 and st["p"] <= 0.05 else
                                "opposite sign" if st["p"] <= 0.05 else "not resolved")
                 else:
                     txt = fmt(st["mean"], st["ci95"], p_h, metric.digits)
@@ -446,7 +450,7 @@ def _short(v: Any) -> str:
 def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
     """The experiment's Markdown: the claims, then per grid point and metric the side-by-side table."""
     parts = [f"### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
-    for p in points(res, exp):
+    for p in points(res, exp)[:None if exp.all_points else 1]:
         for m in paper.metrics:
             parts += [f"**{m.label}** ({point_label(p)}; {res['seed'].nunique()} seeds)", "",
                       comparison_table(paper, exp, res, p, m), ""]
