@@ -94,7 +94,7 @@ def test_the_sweeps_it_writes_are_valid_for_every_world(tmp_path):
     # every world runs grid6_cache.toml's cache layer; what differs between them is listed
     keys = core.differing_keys(paper002.PAPER, paper002.PAPER.experiments[0])
     assert "`traffic.source` | paper002 | paper002 | sumo | sumo" in keys
-    assert "`traffic.vehicles` | 72 | 6 |" in keys
+    assert "`traffic.vehicles` | 72 | 6 | (unused: SUMO's demand) | (unused: SUMO's demand)" in keys
     assert "layers.cache" not in keys
 
 

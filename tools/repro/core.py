@@ -424,7 +424,10 @@ def differing_keys(paper: Paper, exp: Experiment) -> str:
     keys = sorted(set().union(*cfgs.values()))
     rows = []
     for k in keys:
-        vals = [cfgs[w.name].get(k, "–") for w in paper.worlds]
+        # a synthetic source's own keys mean nothing to SUMO's traffic
+        vals = [cfgs[w.name].get(k, "–") if not (k.startswith("traffic.") and k != "traffic.source"
+                                                  and cfgs[w.name].get("traffic.source") == "sumo")
+                else "(unused: SUMO's demand)" for w in paper.worlds]
         if len({json.dumps(v, sort_keys=True, default=str) for v in vals}) > 1:
             rows.append([f"`{k}`", *(_short(v) for v in vals)])
     return md_table(["key", *[w.label for w in paper.worlds]], rows)
@@ -449,7 +452,7 @@ def _short(v: Any) -> str:
 
 def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
     """The experiment's Markdown: the claims, then per grid point and metric the side-by-side table."""
-    parts = [f"### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
+    parts = [f"#### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
     for p in points(res, exp)[:None if exp.all_points else 1]:
         for m in paper.metrics:
             parts += [f"**{m.label}** ({point_label(p)}; {res['seed'].nunique()} seeds)", "",

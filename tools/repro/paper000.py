@@ -67,7 +67,7 @@ PAPER = Paper(
     ],
     metrics=[Metric(LAT, "mean latency [s]"), Metric(SUC, "success rate", lower_is_better=False)],
     experiments=[
-        Experiment("fig3-6", grid={HELPERS: [5, 10, 20], BETA: [[10.0, 40.0], [30.0, 40.0]]}, claims=FIG36),
+        Experiment("fig3-6", grid={HELPERS: [5, 20], BETA: [[10.0, 40.0], [30.0, 40.0]]}, claims=FIG36),
         Experiment("fig4", grid={"layers.dvit.steps": [10, 50]}, set={"layers.dvit.local_steps": 1, BETA: [10.0, 40.0]},
                    claims=FIG4),
         Experiment("fig5", grid={"layers.dvit.layers": [6, 24]}, set={BETA: [10.0, 40.0]}, claims=FIG5),

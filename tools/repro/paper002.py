@@ -14,7 +14,7 @@ import pandas as pd
 
 from cosim.sources.paper002 import REQUESTS_TABLE2
 
-from .core import Claim, Experiment, Metric, Paper, World, at, layer_pins, md_table, per_seed, points
+from .core import Claim, Experiment, Metric, Paper, World, at, layer_pins, md_table, per_seed, point_label, points
 
 #: Table II (Random, Cloud, FIFO, LFU, LC), as printed
 TABLE2 = {
@@ -91,14 +91,14 @@ def shares(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
         r = at(res, p)
         for pol in ["lc", "lfu", "fifo", "random"]:
             t2 = np.array([TABLE2[k][pol] for k in TERMS])
-            row = [pol, " / ".join(f"{100 * x:.1f}" for x in t2 / t2.sum())]
+            row = [point_label(p), pol, " / ".join(f"{100 * x:.1f}" for x in t2 / t2.sum())]
             for w in paper.worlds:
                 m = np.array([per_seed(r, w.name, k, [pol])[pol].mean() for k in TERMS])
                 row.append(" / ".join(f"{100 * x:.1f}" for x in m / m.sum()) if np.isfinite(m).all() else "–")
             rows.append(row)
     return ("Cost shares [%] — switching / accuracy / inference / offloading / cloud — of the mean terms "
             "(Table II's of its printed terms):\n\n"
-            + md_table(["policy", "Table II", *[w.label for w in paper.worlds]], rows))
+            + md_table(["at", "policy", "Table II", *[w.label for w in paper.worlds]], rows))
 
 
 GRID6 = "scenarios/grid6_cache.toml"
