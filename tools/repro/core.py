@@ -478,20 +478,36 @@ def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path |
     worlds = [w for w in paper.worlds if w.name in set(r["world"])]
     pols = [q for q in paper.policies if q in set(r["policy"]) and q != paper.baseline]
     metrics = paper.metrics
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.6), squeeze=False)
+    ncols = min(4, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.5, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
     width = 0.8 / max(len(worlds), 1)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes.flat, metrics):
         x = np.arange(len(pols))
+        lo, hi = -5.0, 5.0
         for i, w in enumerate(worlds):
             t = per_seed(r, w.name, m.column, [paper.baseline, *pols])
             scale = abs(t[paper.baseline].mean()) or 1.0
             sts = [stat((t[q] - t[paper.baseline]).dropna() / scale) for q in pols]
-            ax.bar(x + (i - (len(worlds) - 1) / 2) * width, [100 * s["mean"] for s in sts], width,
-                   yerr=[100 * s["ci95"] if math.isfinite(s["ci95"]) else 0 for s in sts], label=w.label, capsize=2)
+            ys = np.array([100 * s["mean"] for s in sts])
+            es = np.array([100 * s["ci95"] if math.isfinite(s["ci95"]) else 0.0 for s in sts])
+            ax.bar(x + (i - (len(worlds) - 1) / 2) * width, ys, width, yerr=es, label=w.label, capsize=2)
+            if np.isfinite(ys).any():
+                lo, hi = min(lo, np.nanmin(ys - es)), max(hi, np.nanmax(ys + es))
+        pad = 0.15 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
         pub = m.published
         if pub and paper.baseline in pub and pub[paper.baseline]:
-            ys = [100 * (pub[q] - pub[paper.baseline]) / abs(pub[paper.baseline]) if q in pub else np.nan for q in pols]
-            ax.plot(x, ys, "kx", markersize=8, label="paper")
+            ys = np.array([100 * (pub[q] - pub[paper.baseline]) / abs(pub[paper.baseline]) if q in pub else np.nan
+                           for q in pols])
+            ax.plot(x, np.clip(ys, lo, hi), "kx", markersize=8, label="paper")
+            for xi, y in zip(x, ys):  # a published gap beyond the bars' range: at the edge, with its value
+                if np.isfinite(y) and not lo <= y <= hi:
+                    ax.annotate(f"{y:+.0f} %", (xi, hi if y > hi else lo), fontsize=6, ha="left", rotation=90,
+                                va="top" if y > hi else "bottom")
+        ax.set_ylim(lo, hi)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xticks(x, pols, rotation=45, ha="right", fontsize=7)
         ax.set_title(m.label, fontsize=8)
