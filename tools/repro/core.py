@@ -98,9 +98,11 @@ class Experiment:
     grid: dict = field(default_factory=dict)
     set: dict = field(default_factory=dict)
     claims: list = field(default_factory=list)
-    #: the per-metric tables at every grid point (False: at the first, the defaults; the claims
-    #: are judged at every point either way)
+    #: the per-metric tables at every grid point (False: at ``detail``; the claims are judged at
+    #: every point either way)
     all_points: bool = False
+    #: the grid point of the per-metric tables and the figure (None: the grid's first point)
+    detail: dict | None = None
 
 
 @dataclass
@@ -209,6 +211,17 @@ def points(res: pd.DataFrame, exp: Experiment) -> list[dict]:
     from cosim.sweep import _cellvalue
 
     return [dict(zip(keys, (_cellvalue(v) for v in vals))) for vals in itertools.product(*exp.grid.values())]
+
+
+def detail_point(res: pd.DataFrame, exp: Experiment) -> dict:
+    """The grid point the per-metric tables and the figure show."""
+    from cosim.sweep import _cellvalue
+
+    pts = points(res, exp)
+    if not exp.detail:
+        return pts[0]
+    want = {k: _cellvalue(v) for k, v in exp.detail.items()}
+    return next(p for p in pts if all(p.get(k) == v for k, v in want.items()))
 
 
 def at(res: pd.DataFrame, point: dict) -> pd.DataFrame:
@@ -453,7 +466,7 @@ def _short(v: Any) -> str:
 def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
     """The experiment's Markdown: the claims, then per grid point and metric the side-by-side table."""
     parts = [f"#### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
-    for p in points(res, exp)[:None if exp.all_points else 1]:
+    for p in points(res, exp) if exp.all_points else [detail_point(res, exp)]:
         for m in paper.metrics:
             parts += [f"**{m.label}** ({point_label(p)}; {res['seed'].nunique()} seeds)", "",
                       comparison_table(paper, exp, res, p, m), ""]
@@ -465,7 +478,7 @@ def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
 def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path | None:
     """One panel per metric: each policy's gap to the baseline relative to the baseline's mean
     (so worlds of different loads share an axis), per world with its 95 % interval, and the
-    paper's published relative gap (a cross). At the experiment's first grid point."""
+    paper's published relative gap (a cross). At the experiment's ``detail`` grid point."""
     try:
         import matplotlib
 
@@ -473,7 +486,7 @@ def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path |
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    p = points(res, exp)[0]
+    p = detail_point(res, exp)
     r = at(res, p)
     worlds = [w for w in paper.worlds if w.name in set(r["world"])]
     pols = [q for q in paper.policies if q in set(r["policy"]) and q != paper.baseline]
