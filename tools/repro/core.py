@@ -59,6 +59,9 @@ class Metric:
     published: dict = field(default_factory=dict)
     #: compared across worlds (a per-request or per-task quantity; totals depend on the load)
     across: bool = True
+    #: plotted as a gap relative to the baseline's mean (False: the gap itself, e.g. a metric that is
+    #: already a difference to the baseline)
+    relative: bool = True
 
 
 @dataclass
@@ -499,20 +502,22 @@ def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path |
     width = 0.8 / max(len(worlds), 1)
     for ax, m in zip(axes.flat, metrics):
         x = np.arange(len(pols))
-        lo, hi = -5.0, 5.0
+        lo, hi = (-5.0, 5.0) if m.relative else (0.0, 0.0)
         for i, w in enumerate(worlds):
             t = per_seed(r, w.name, m.column, [paper.baseline, *pols])
-            scale = abs(t[paper.baseline].mean()) or 1.0
+            scale = (abs(t[paper.baseline].mean()) or 1.0) / 100.0 if m.relative else 1.0
             sts = [stat((t[q] - t[paper.baseline]).dropna() / scale) for q in pols]
-            ys = np.array([100 * s["mean"] for s in sts])
-            es = np.array([100 * s["ci95"] if math.isfinite(s["ci95"]) else 0.0 for s in sts])
+            ys = np.array([s["mean"] for s in sts])
+            es = np.array([s["ci95"] if math.isfinite(s["ci95"]) else 0.0 for s in sts])
             ax.bar(x + (i - (len(worlds) - 1) / 2) * width, ys, width, yerr=es, label=w.label, capsize=2)
             if np.isfinite(ys).any():
                 lo, hi = min(lo, np.nanmin(ys - es)), max(hi, np.nanmax(ys + es))
+        if hi - lo <= 0:
+            lo, hi = -1.0, 1.0
         pad = 0.15 * (hi - lo)
         lo, hi = lo - pad, hi + pad
         pub = m.published
-        if pub and paper.baseline in pub and pub[paper.baseline]:
+        if m.relative and pub and paper.baseline in pub and pub[paper.baseline]:
             ys = np.array([100 * (pub[q] - pub[paper.baseline]) / abs(pub[paper.baseline]) if q in pub else np.nan
                            for q in pols])
             ax.plot(x, np.clip(ys, lo, hi), "kx", markersize=8, label="paper")
@@ -524,7 +529,8 @@ def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path |
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xticks(x, pols, rotation=45, ha="right", fontsize=7)
         ax.set_title(m.label, fontsize=8)
-        ax.set_ylabel(f"(policy − {paper.baseline}) / {paper.baseline} [%]", fontsize=7)
+        ax.set_ylabel(f"(policy − {paper.baseline}) / {paper.baseline} [%]" if m.relative else
+                      f"policy − {paper.baseline}", fontsize=7)
     axes[0][0].legend(fontsize=6)
     fig.suptitle(f"paper {paper.key}: {point_label(p)}", fontsize=9)
     fig.tight_layout()
