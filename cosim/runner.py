@@ -138,20 +138,19 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
 def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Path | None, overwrite: bool,
                     net: NetInfo | None, warm: Any) -> tuple[Session, Any]:
     """A run whose traffic a synthetic source makes (``traffic.source``, e.g. ``paper000``:
-    :mod:`cosim.sources.paper`): the same session, world, layers and tables as a SUMO run."""
-    from cosim.sources.paper import Paper000Source, source_kwargs
+    :data:`cosim.sources.paper.SOURCES`): the same session, world, layers and tables as a SUMO run."""
+    from cosim.sources.paper import synthetic_source
 
     spec = resolve(cfg, traffic="synthetic", net=net)
     cfg, tl = spec.cfg, spec.timeline
-    kwargs = source_kwargs(cfg, spec.net.path, tl.step_s, tl.begin_s, tl.end_s)
-    Paper000Source(**kwargs)  # bad settings are an error before anything is written
+    cls, kwargs = synthetic_source(cfg, spec.net.path, tl.step_s, tl.begin_s, tl.end_s)  # bad settings: an error here
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)
     with opened(out, created):
         claim_record(out, record_path)
         session = Session(spec, out, record=record_path, created=created, warm=warm)
-    source = make_source(cfg, "cosim.sources.paper:Paper000Source", **kwargs)
+    source = make_source(cfg, cls, **kwargs)
     return session, source
 
 

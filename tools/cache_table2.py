@@ -34,17 +34,8 @@ from cosim.sweep import paired_differences  # noqa: E402
 
 SCENARIO = ROOT / "scenarios" / "grid6_cache.toml"
 POLICIES = ["random", "cloud", "fifo", "lfu", "lfu-perfect", "lc", "lru", "lc-predictive"]
-#: Table II of the paper (Random, Cloud, FIFO, LFU, LC)
-PAPER = {
-    "system_cost": {"random": 25.67, "cloud": 7.29, "fifo": 27.51, "lfu": 5.93, "lc": 4.88},
-    "switching_cost": {"random": 18.72, "cloud": 0, "fifo": 23.28, "lfu": 0.37, "lc": 0.32},
-    "total_accuracy_cost": {"random": 0.13, "cloud": 0, "fifo": 0.52, "lfu": 0.36, "lc": 0.44},
-    "average_accuracy_cost": {"random": 0.0151, "cloud": 0, "fifo": 0.0085, "lfu": 0.0083, "lc": 0.0076},
-    "inference_latency": {"random": 0.12, "cloud": 0, "fifo": 1.30, "lfu": 1.32, "lc": 1.26},
-    "offloading_latency": {"random": 0.04, "cloud": 0, "fifo": 0.35, "lfu": 0.24, "lc": 0.31},
-    "cloud_cost": {"random": 6.63, "cloud": 7.29, "fifo": 2.05, "lfu": 3.63, "lc": 2.52},
-    "edge_execution_ratio": {"random": 0.098, "cloud": 0, "fifo": 0.707, "lfu": 0.494, "lc": 0.65},
-}
+#: Table II of the paper (Random, Cloud, FIFO, LFU, LC): one copy, tools/repro/paper002.py's
+from repro.paper002 import TABLE2 as PAPER  # noqa: E402
 
 
 def run(out: Path, name: str, end: float, seed: int, sets: dict) -> dict:

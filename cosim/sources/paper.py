@@ -257,7 +257,32 @@ def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: floa
 
 
 #: the paper world of each layer (``cosim run --world paper``): its shipped scenario file
-PAPER_WORLDS = {"dvit": "paper000"}
+#: ``scenarios/<world>.toml``
+PAPER_WORLDS = {"dvit": "paper000", "cache": "paper002"}
+#: each synthetic ``traffic.source``: the source class and the function that builds its
+#: arguments from a scenario (``source_kwargs(cfg, net_file, step_s, begin_s, end_s)``), as
+#: "module:name" (imported only when that world runs). One module per paper's world.
+SOURCES = {
+    "paper000": ("cosim.sources.paper:Paper000Source", "cosim.sources.paper:source_kwargs"),
+    "paper002": ("cosim.sources.paper002:Paper002Source", "cosim.sources.paper002:source_kwargs"),
+}
+
+
+def _load(spec: str):  # noqa: ANN202
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def synthetic_source(cfg, net_file: str, step_s: float, begin_s: float, end_s: float | None) -> tuple[str, dict]:  # noqa: ANN001
+    """The source of ``cfg``'s synthetic world (``traffic.source``, :data:`SOURCES`): its class as
+    "module:name" and its arguments, checked by building it once (a bad setting is a one-line
+    error before anything is written)."""
+    cls, kwargs_of = SOURCES[cfg.traffic.source]
+    kwargs = _load(kwargs_of)(cfg, net_file, step_s, begin_s, end_s)
+    _load(cls)(**kwargs)
+    return cls, kwargs
 #: the tables ``--world`` takes from the paper's scenario file (with ``scenario.sumocfg``)
 WORLD_TABLES = ("traffic", "world", "rsu", "channel")
 
@@ -279,8 +304,8 @@ def with_world(cfg, world: str):  # noqa: ANN001, ANN201 - Config -> Config
     """``cfg`` moved into a paper's world (``cosim run --world``): ``scenario.sumocfg`` and the
     ``[traffic]``, ``[world]``, ``[rsu]`` and ``[channel]`` tables from that world's scenario
     file, everything else (layers, seed, times, outputs) from ``cfg``. ``world``: ``sumo``
-    (unchanged), a paper world's name (``paper000``), or ``paper``: the world of the paper of
-    the scenario's layer (DViT: paper000)."""
+    (unchanged), a paper world's name (``paper000``, ``paper002``), or ``paper``: the world of
+    the paper of the scenario's layer (:data:`PAPER_WORLDS`: DViT paper000, cache paper002)."""
     from cosim import config as cfgmod
 
     if world == "sumo":
