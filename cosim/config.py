@@ -151,15 +151,16 @@ class ChannelSection:
 
 @dataclass(frozen=True)
 class TrafficSection:
-    source: str = option("sumo", choices=("sumo", "paper000"),
+    source: str = option("sumo", choices=("sumo", "paper000", "paper001"),
                          doc="where the vehicles come from: sumo (the sumocfg's network and demand) | paper000 (the "
                              "DViT paper's own world, no SUMO: vehicles on a straight road through one RSU's disc, "
-                             "car-following by eqs. (8)-(11) with the world.idm_* parameters; docs/paper_worlds.md)")
-    vehicles: int = option(20, lo=1, hi=10_000, doc="paper000: vehicles on the road at every moment (Sec. IV: 20); "
+                             "car-following by eqs. (8)-(11) with the world.idm_* parameters; docs/paper_worlds.md) | "
+                             "paper001 (the MoE paper's world, ours: paper000's road world with its own random stream)")
+    vehicles: int = option(20, lo=1, hi=10_000, doc="paper000/001: vehicles on the road at every moment (Sec. IV: 20); "
                                                     "one that leaves is replaced at the road's start (ours)")
-    directions: int = option(2, lo=1, hi=2, doc="paper000: 1 = every vehicle drives the first edge; 2 = each picks "
+    directions: int = option(2, lo=1, hi=2, doc="paper000/001: 1 = every vehicle drives the first edge; 2 = each picks "
                                                 "one of the road's two directions by a fair coin (ours)")
-    initial_speed_mps: list = option([8.33, 13.89], doc="paper000: speed of a vehicle when placed or inserted, "
+    initial_speed_mps: list = option([8.33, 13.89], doc="paper000/001: speed of a vehicle when placed or inserted, "
                                                         "uniform in [lo, hi] [m/s] (ours: 30-50 km/h)")
 
 

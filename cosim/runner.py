@@ -682,7 +682,7 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
                     prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
     """A run whose traffic a synthetic source makes (``traffic.source``, e.g. ``paper000``:
     :mod:`cosim.sources.paper`): the same session, world, layers and tables as a SUMO run."""
-    from cosim.sources.paper import Paper000Source, source_kwargs
+    from cosim.sources.paper import SOURCES, source_class, source_kwargs
 
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg)
@@ -692,7 +692,7 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
                           "scenario.end_s")
     step = slot_step(cfg)
     kwargs = source_kwargs(cfg, prep.net.path, step, begin_s, end_s)
-    Paper000Source(**kwargs)  # bad settings are an error before anything is written
+    source_class(cfg.traffic.source)(**kwargs)  # bad settings are an error before anything is written
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)
@@ -703,7 +703,7 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
-    source = make_source(cfg, "cosim.sources.paper:Paper000Source", **kwargs)
+    source = make_source(cfg, SOURCES[cfg.traffic.source], **kwargs)
     return session, source, end_s
 
 

@@ -40,6 +40,9 @@ Our reading of what the paper leaves vague (each one a knob; docs/paper_worlds.m
   vehicle's drawn speed, capped at that of the vehicle ahead. So the count is 20 except for
   the instants an entry waits for room.
 
+Paper 001's world (the MoE paper, abstract only) is this world with its own random stream:
+:class:`Paper001Source` (``traffic.source = "paper001"``; ``scenarios/paper001.toml``).
+
 Deterministic per seed: every draw comes from one generator seeded by (seed, "paper000").
 Vehicle ids are ``p<k>`` in order of entry; every vehicle's route is its one edge
 (``route_of``).
@@ -89,6 +92,8 @@ class Paper000Source:
     """Vehicles on a straight road through one RSU's disc, following eqs. (8)-(11) (see module doc)."""
 
     sumo_version = ""
+    #: the world's name: its random stream is seeded by (seed, world)
+    world = "paper000"
 
     def __init__(self, net_file: str, seed: int, vehicles: int = 20, directions: int = 2,
                  initial_speed_mps: tuple = (8.33, 13.89), idm: dict | None = None, step_s: float = 1.0,
@@ -116,7 +121,7 @@ class Paper000Source:
         self.dt = float(step_s)
         self.begin_s = float(begin_s)
         self.end_s = end_s
-        self.rng = np.random.default_rng([int(seed), stable_uid("paper000")])
+        self.rng = np.random.default_rng([int(seed), stable_uid(self.world)])
         self.route_of = Routes()
         self.t = self.begin_s
         self._next_id = 0
@@ -245,6 +250,25 @@ class Paper000Source:
             self.pos.copy(), np.full(n, LENGTH_M))
 
 
+class Paper001Source(Paper000Source):
+    """The MoE paper's world (paper 001, Xie et al., IEEE TCCN 2025): **ours throughout** — the
+    paper publishes only its abstract, which names vehicles that host experts ("infrastructure
+    vehicles"), vehicles that ask for GAI inference, V2V links between them and a "dynamic IoV
+    environment", and states no road, no vehicle count, no speeds and no request process.
+
+    Our reading: the world the same first author measured in a year earlier (paper 000, Sec. IV
+    and II-D) — ``traffic.vehicles`` = 20 vehicles on one straight two-way road of 996 m
+    (``sumo_nets/paper000/road.net.xml``), placed at random and following each other by eqs.
+    (8)-(11), a vehicle that leaves replaced — with its own random stream (seeded by (seed,
+    "paper001"), so its vehicles are not paper 000's). Every vehicle can be a task vehicle and an
+    infrastructure vehicle, as on SUMO traffic; whatever the MoE layer draws per vehicle (compute,
+    memory, energy coefficient, bandwidth) and the request process (``layers.moe.request_rate_per_s``)
+    are the layer's and the channel's keys, the same as in the SUMO runs. Each of these is a knob
+    of ``scenarios/paper001.toml`` (docs/paper_worlds.md, "Paper 001")."""
+
+    world = "paper001"
+
+
 def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: float | None) -> dict:  # noqa: ANN001
     """The source's arguments from a scenario (plain values: a child process can rebuild it)."""
     t, w = cfg.traffic, cfg.world
@@ -256,8 +280,21 @@ def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: floa
                 step_s=step_s, begin_s=begin_s, end_s=end_s)
 
 
+#: the synthetic sources: ``traffic.source`` -> the source class, "module:Class" (what
+#: :func:`cosim.sources.pipelined.make_source` builds, in this process or another)
+SOURCES = {"paper000": "cosim.sources.paper:Paper000Source", "paper001": "cosim.sources.paper:Paper001Source"}
+
+
+def source_class(name: str) -> type:
+    """The class of synthetic source ``name`` (a key of :data:`SOURCES`)."""
+    import importlib
+
+    mod, _, cls = SOURCES[name].partition(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
 #: the paper world of each layer (``cosim run --world paper``): its shipped scenario file
-PAPER_WORLDS = {"dvit": "paper000"}
+PAPER_WORLDS = {"dvit": "paper000", "moe": "paper001"}
 #: the tables ``--world`` takes from the paper's scenario file (with ``scenario.sumocfg``)
 WORLD_TABLES = ("traffic", "world", "rsu", "channel")
 
