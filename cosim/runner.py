@@ -681,8 +681,8 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
 def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Path | None, overwrite: bool,
                     prepared: Prepared | None, warm: Any) -> tuple[Session, Any, float | None]:
     """A run whose traffic a synthetic source makes (``traffic.source``, e.g. ``paper000``:
-    :mod:`cosim.sources.paper`): the same session, world, layers and tables as a SUMO run."""
-    from cosim.sources.paper import SOURCES, source_class, source_kwargs
+    :data:`cosim.sources.paper.SOURCES`): the same session, world, layers and tables as a SUMO run."""
+    from cosim.sources.paper import synthetic_source
 
     prep = prepared or preflight(cfg)
     cfg = resolve_jobs(cfg)
@@ -691,8 +691,7 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
         raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "
                           "scenario.end_s")
     step = slot_step(cfg)
-    kwargs = source_kwargs(cfg, prep.net.path, step, begin_s, end_s)
-    source_class(cfg.traffic.source)(**kwargs)  # bad settings are an error before anything is written
+    cls, kwargs = synthetic_source(cfg, prep.net.path, step, begin_s, end_s)  # bad settings: an error here
     record_path = check_record(record, overwrite)
     out, created = results_dir(cfg, out_dir, overwrite)
     remove_record(record_path)
@@ -703,7 +702,7 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
     except BaseException:
         shutil.rmtree(out, ignore_errors=True) if created else clear_run_outputs(out)
         raise
-    source = make_source(cfg, SOURCES[cfg.traffic.source], **kwargs)
+    source = make_source(cfg, cls, **kwargs)
     return session, source, end_s
 
 

@@ -14,8 +14,8 @@ from cosim.errors import ConfigError
 from cosim.runner import run
 from cosim.sources.base import SNAPSHOT_FIELDS
 from cosim.sources.check import TraceCheck
-from cosim.sources.paper import (LENGTH_M, PAPER_WORLDS, SOURCES, Paper000Source, Paper001Source, source_class,
-                                 with_world)
+from cosim.sources.paper import LENGTH_M, PAPER_WORLDS, Paper000Source, synthetic_source, with_world
+from cosim.sources.paper001 import Paper001Source
 from cosim.world.network import read_net
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,11 @@ def test_its_own_random_stream():
         s.start()
     assert not np.array_equal(a0.pos, a1.pos)
     assert np.array_equal(a1.pos, b1.pos) and np.array_equal(a1.v, b1.v) and np.array_equal(a1.lane_of, b1.lane_of)
-    assert source_class("paper001") is Paper001Source and source_class("paper000") is Paper000Source
-    assert set(SOURCES) == {"paper000", "paper001"} and PAPER_WORLDS["moe"] == "paper001"
+    # the runner builds it from the scenario: the class and the arguments of paper 000's world
+    cfg = config.load(PAPER)
+    cls, kw = synthetic_source(cfg, str(NET), 0.25, 0.0, 300.0)
+    assert cls == "cosim.sources.paper001:Paper001Source" and PAPER_WORLDS["moe"] == "paper001"
+    assert kw["vehicles"] == 20 and kw["idm"] == IDM and kw["seed"] == 42 and kw["initial_speed_mps"] == (8.33, 13.89)
 
 
 def _cfg(end_s=90.0, **scenario):

@@ -41,7 +41,8 @@ Our reading of what the paper leaves vague (each one a knob; docs/paper_worlds.m
   the instants an entry waits for room.
 
 Paper 001's world (the MoE paper, abstract only) is this world with its own random stream:
-:class:`Paper001Source` (``traffic.source = "paper001"``; ``scenarios/paper001.toml``).
+:class:`cosim.sources.paper001.Paper001Source` (``traffic.source = "paper001"``;
+``scenarios/paper001.toml``).
 
 Deterministic per seed: every draw comes from one generator seeded by (seed, "paper000").
 Vehicle ids are ``p<k>`` in order of entry; every vehicle's route is its one edge
@@ -250,25 +251,6 @@ class Paper000Source:
             self.pos.copy(), np.full(n, LENGTH_M))
 
 
-class Paper001Source(Paper000Source):
-    """The MoE paper's world (paper 001, Xie et al., IEEE TCCN 2025): **ours throughout** — the
-    paper publishes only its abstract, which names vehicles that host experts ("infrastructure
-    vehicles"), vehicles that ask for GAI inference, V2V links between them and a "dynamic IoV
-    environment", and states no road, no vehicle count, no speeds and no request process.
-
-    Our reading: the world the same first author measured in a year earlier (paper 000, Sec. IV
-    and II-D) — ``traffic.vehicles`` = 20 vehicles on one straight two-way road of 996 m
-    (``sumo_nets/paper000/road.net.xml``), placed at random and following each other by eqs.
-    (8)-(11), a vehicle that leaves replaced — with its own random stream (seeded by (seed,
-    "paper001"), so its vehicles are not paper 000's). Every vehicle can be a task vehicle and an
-    infrastructure vehicle, as on SUMO traffic; whatever the MoE layer draws per vehicle (compute,
-    memory, energy coefficient, bandwidth) and the request process (``layers.moe.request_rate_per_s``)
-    are the layer's and the channel's keys, the same as in the SUMO runs. Each of these is a knob
-    of ``scenarios/paper001.toml`` (docs/paper_worlds.md, "Paper 001")."""
-
-    world = "paper001"
-
-
 def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: float | None) -> dict:  # noqa: ANN001
     """The source's arguments from a scenario (plain values: a child process can rebuild it)."""
     t, w = cfg.traffic, cfg.world
@@ -280,21 +262,34 @@ def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: floa
                 step_s=step_s, begin_s=begin_s, end_s=end_s)
 
 
-#: the synthetic sources: ``traffic.source`` -> the source class, "module:Class" (what
-#: :func:`cosim.sources.pipelined.make_source` builds, in this process or another)
-SOURCES = {"paper000": "cosim.sources.paper:Paper000Source", "paper001": "cosim.sources.paper:Paper001Source"}
+#: the paper world of each layer (``cosim run --world paper``): its shipped scenario file
+#: ``scenarios/<world>.toml``
+PAPER_WORLDS = {"dvit": "paper000", "moe": "paper001", "cache": "paper002"}
+#: each synthetic ``traffic.source``: the source class and the function that builds its
+#: arguments from a scenario (``source_kwargs(cfg, net_file, step_s, begin_s, end_s)``), as
+#: "module:name" (imported only when that world runs). One module per paper's world.
+SOURCES = {
+    "paper000": ("cosim.sources.paper:Paper000Source", "cosim.sources.paper:source_kwargs"),
+    "paper001": ("cosim.sources.paper001:Paper001Source", "cosim.sources.paper001:source_kwargs"),
+    "paper002": ("cosim.sources.paper002:Paper002Source", "cosim.sources.paper002:source_kwargs"),
+}
 
 
-def source_class(name: str) -> type:
-    """The class of synthetic source ``name`` (a key of :data:`SOURCES`)."""
+def _load(spec: str):  # noqa: ANN202
     import importlib
 
-    mod, _, cls = SOURCES[name].partition(":")
-    return getattr(importlib.import_module(mod), cls)
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-#: the paper world of each layer (``cosim run --world paper``): its shipped scenario file
-PAPER_WORLDS = {"dvit": "paper000", "moe": "paper001"}
+def synthetic_source(cfg, net_file: str, step_s: float, begin_s: float, end_s: float | None) -> tuple[str, dict]:  # noqa: ANN001
+    """The source of ``cfg``'s synthetic world (``traffic.source``, :data:`SOURCES`): its class as
+    "module:name" and its arguments, checked by building it once (a bad setting is a one-line
+    error before anything is written)."""
+    cls, kwargs_of = SOURCES[cfg.traffic.source]
+    kwargs = _load(kwargs_of)(cfg, net_file, step_s, begin_s, end_s)
+    _load(cls)(**kwargs)
+    return cls, kwargs
 #: the tables ``--world`` takes from the paper's scenario file (with ``scenario.sumocfg``)
 WORLD_TABLES = ("traffic", "world", "rsu", "channel")
 
@@ -316,8 +311,8 @@ def with_world(cfg, world: str):  # noqa: ANN001, ANN201 - Config -> Config
     """``cfg`` moved into a paper's world (``cosim run --world``): ``scenario.sumocfg`` and the
     ``[traffic]``, ``[world]``, ``[rsu]`` and ``[channel]`` tables from that world's scenario
     file, everything else (layers, seed, times, outputs) from ``cfg``. ``world``: ``sumo``
-    (unchanged), a paper world's name (``paper000``), or ``paper``: the world of the paper of
-    the scenario's layer (DViT: paper000)."""
+    (unchanged), a paper world's name (``paper000``, ``paper002``), or ``paper``: the world of
+    the paper of the scenario's layer (:data:`PAPER_WORLDS`: DViT paper000, cache paper002)."""
     from cosim import config as cfgmod
 
     if world == "sumo":
