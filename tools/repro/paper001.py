@@ -71,7 +71,9 @@ def derive(res: pd.DataFrame) -> pd.DataFrame:
             rows[m] = bench[bench["policy"] == pick].set_index("seed")[m].reindex(rows.index)
             rows[f"best_of.{m}"] = pick
         extra.append(rows.reset_index())
-    return pd.concat([res, *extra], ignore_index=True) if extra else res
+    out = pd.concat([res, *extra], ignore_index=True) if extra else res
+    out.attrs = dict(res.attrs)
+    return out
 
 
 CLAIMS = [
@@ -135,9 +137,10 @@ def task_mechanism(cells: Path, res: pd.DataFrame) -> pd.DataFrame:
     """Per world and policy, what the worlds' traffic does to a task (from each run's
     ``moe_tasks.parquet``): IVs a task uses (at most ``ivs_per_task`` = 8: fewer means fewer
     vehicles within V2V range that could host), the communication time per MoE layer (link
-    quality: distance and fading), the compute time per layer, reroutes per task (an IV left V2V
-    range mid-task) and the share of tasks lost to each failure cause. Means over the seeds of the
-    per-run means."""
+    quality: distance and fading) and the compute time per layer (each the median over the run's
+    tasks of the task's mean over its layers: a rerouted task's layers can take seconds and would
+    swamp a mean), reroutes per task (an IV left V2V range mid-task) and the share of tasks lost
+    to each failure cause. Means over the seeds of the per-run values."""
     rows = []
     for (world, seed, cell), _ in res.groupby(["world", "seed", "cell"], sort=False):
         path = cells / str(cell) / "moe_tasks.parquet"
@@ -149,7 +152,7 @@ def task_mechanism(cells: Path, res: pd.DataFrame) -> pd.DataFrame:
         t["comp"] = t["layer_comp_s"].map(lambda a: float(np.mean(a)) if len(a) else np.nan)
         for pol, g in t.groupby("policy", sort=False):
             row = {"world": world, "seed": seed, "policy": pol, "tasks": len(g), "n_ivs": g["n_ivs"].mean(),
-                   "comm_ms": 1e3 * g["comm"].mean(), "comp_ms": 1e3 * g["comp"].mean(),
+                   "comm_ms": 1e3 * g["comm"].median(), "comp_ms": 1e3 * g["comp"].median(),
                    "reroutes": g["reroutes"].mean()}
             for c in CAUSES:
                 row[c] = float((g["failure"] == c).mean())
@@ -175,8 +178,8 @@ def mechanism(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
             rows.append([w.label, pol, f"{g['tasks'].mean():.1f}", f"{g['n_ivs'].mean():.2f}",
                          f"{g['comm_ms'].mean():.1f}", f"{g['comp_ms'].mean():.1f}", f"{g['reroutes'].mean():.3f}",
                          *(f"{100 * g[c].mean():.1f}" for c in CAUSES)])
-    return ("What the traffic does to a task (means over the seeds of each run's task means; per MoE layer: "
-            "communication = the slowest IV's upload + download, compute = its W/f):\n\n"
+    return ("What the traffic does to a task (means over the seeds; per MoE layer, the slowest IV's "
+            "communication = upload + download and compute = W/f, the median over the run's tasks):\n\n"
             + md_table(["world", "policy", "tasks", "IVs per task", "comm per layer [ms]", "compute per layer [ms]",
                         "reroutes per task", *(f"{c} [%]" for c in CAUSES)], rows))
 
