@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or core.ROOT / "runs" / "reproduce" / paper.key
     if args.nice:
         os.nice(args.nice)
-    parts = [f"## Paper {paper.key} reproduced: {paper.title}", "",
+    parts = [f"### Paper {paper.key} reproduced: {paper.title}", "",
              f"`python tools/reproduce.py {paper.key}`: {seeds} seeds x {end:g} s per world and grid point; "
              f"worlds: " + ", ".join(f"{w.label} (`{w.scenario}`"
                                      + (f", {', '.join(f'{k} = {v}' for k, v in w.set.items())}" if w.set else "")

@@ -98,6 +98,11 @@ class Experiment:
     grid: dict = field(default_factory=dict)
     set: dict = field(default_factory=dict)
     claims: list = field(default_factory=list)
+    #: the per-metric tables at every grid point (False: at ``detail``; the claims are judged at
+    #: every point either way)
+    all_points: bool = False
+    #: the grid point of the per-metric tables and the figure (None: the grid's first point)
+    detail: dict | None = None
 
 
 @dataclass
@@ -208,6 +213,17 @@ def points(res: pd.DataFrame, exp: Experiment) -> list[dict]:
     from cosim.sweep import _cellvalue
 
     return [dict(zip(keys, (_cellvalue(v) for v in vals))) for vals in itertools.product(*exp.grid.values())]
+
+
+def detail_point(res: pd.DataFrame, exp: Experiment) -> dict:
+    """The grid point the per-metric tables and the figure show."""
+    from cosim.sweep import _cellvalue
+
+    pts = points(res, exp)
+    if not exp.detail:
+        return pts[0]
+    want = {k: _cellvalue(v) for k, v in exp.detail.items()}
+    return next(p for p in pts if all(p.get(k) == v for k, v in want.items()))
 
 
 def at(res: pd.DataFrame, point: dict) -> pd.DataFrame:
@@ -325,7 +341,8 @@ def claims_table(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
                 metric = next(m for m in paper.metrics if m.column == c.metric)
                 if c.kind == "relative":
                     txt = f"{100 * st['mean']:+.1f} % ± {100 * st['ci95']:.1f} (paper {100 * c.value:+.1f} %)"
-                    verdict = ("same sign" if st["mean"] * c.value > 0 and st["p"] <= 0.05 else
+                    verdict = ("tie (identical)" if st["mean"] == 0 and st["ci95"] == 0 else
+                               "same sign" if st["mean"] * c.value > 0 and st["p"] <= 0.05 else
                                "opposite sign" if st["p"] <= 0.05 else "not resolved")
                 else:
                     txt = fmt(st["mean"], st["ci95"], p_h, metric.digits)
@@ -422,7 +439,10 @@ def differing_keys(paper: Paper, exp: Experiment) -> str:
     keys = sorted(set().union(*cfgs.values()))
     rows = []
     for k in keys:
-        vals = [cfgs[w.name].get(k, "–") for w in paper.worlds]
+        # a synthetic source's own keys mean nothing to SUMO's traffic
+        vals = [cfgs[w.name].get(k, "–") if not (k.startswith("traffic.") and k != "traffic.source"
+                                                  and cfgs[w.name].get("traffic.source") == "sumo")
+                else "(unused: SUMO's demand)" for w in paper.worlds]
         if len({json.dumps(v, sort_keys=True, default=str) for v in vals}) > 1:
             rows.append([f"`{k}`", *(_short(v) for v in vals)])
     return md_table(["key", *[w.label for w in paper.worlds]], rows)
@@ -447,8 +467,8 @@ def _short(v: Any) -> str:
 
 def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
     """The experiment's Markdown: the claims, then per grid point and metric the side-by-side table."""
-    parts = [f"### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
-    for p in points(res, exp):
+    parts = [f"#### {paper.key}: {exp.name}", "", claims_table(paper, exp, res), ""]
+    for p in points(res, exp) if exp.all_points else [detail_point(res, exp)]:
         for m in paper.metrics:
             parts += [f"**{m.label}** ({point_label(p)}; {res['seed'].nunique()} seeds)", "",
                       comparison_table(paper, exp, res, p, m), ""]
@@ -460,7 +480,7 @@ def report(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
 def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path | None:
     """One panel per metric: each policy's gap to the baseline relative to the baseline's mean
     (so worlds of different loads share an axis), per world with its 95 % interval, and the
-    paper's published relative gap (a cross). At the experiment's first grid point."""
+    paper's published relative gap (a cross). At the experiment's ``detail`` grid point."""
     try:
         import matplotlib
 
@@ -468,25 +488,41 @@ def plot(paper: Paper, exp: Experiment, res: pd.DataFrame, path: Path) -> Path |
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    p = points(res, exp)[0]
+    p = detail_point(res, exp)
     r = at(res, p)
     worlds = [w for w in paper.worlds if w.name in set(r["world"])]
     pols = [q for q in paper.policies if q in set(r["policy"]) and q != paper.baseline]
     metrics = paper.metrics
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.6), squeeze=False)
+    ncols = min(4, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.5, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
     width = 0.8 / max(len(worlds), 1)
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes.flat, metrics):
         x = np.arange(len(pols))
+        lo, hi = -5.0, 5.0
         for i, w in enumerate(worlds):
             t = per_seed(r, w.name, m.column, [paper.baseline, *pols])
             scale = abs(t[paper.baseline].mean()) or 1.0
             sts = [stat((t[q] - t[paper.baseline]).dropna() / scale) for q in pols]
-            ax.bar(x + (i - (len(worlds) - 1) / 2) * width, [100 * s["mean"] for s in sts], width,
-                   yerr=[100 * s["ci95"] if math.isfinite(s["ci95"]) else 0 for s in sts], label=w.label, capsize=2)
+            ys = np.array([100 * s["mean"] for s in sts])
+            es = np.array([100 * s["ci95"] if math.isfinite(s["ci95"]) else 0.0 for s in sts])
+            ax.bar(x + (i - (len(worlds) - 1) / 2) * width, ys, width, yerr=es, label=w.label, capsize=2)
+            if np.isfinite(ys).any():
+                lo, hi = min(lo, np.nanmin(ys - es)), max(hi, np.nanmax(ys + es))
+        pad = 0.15 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
         pub = m.published
         if pub and paper.baseline in pub and pub[paper.baseline]:
-            ys = [100 * (pub[q] - pub[paper.baseline]) / abs(pub[paper.baseline]) if q in pub else np.nan for q in pols]
-            ax.plot(x, ys, "kx", markersize=8, label="paper")
+            ys = np.array([100 * (pub[q] - pub[paper.baseline]) / abs(pub[paper.baseline]) if q in pub else np.nan
+                           for q in pols])
+            ax.plot(x, np.clip(ys, lo, hi), "kx", markersize=8, label="paper")
+            for xi, y in zip(x, ys):  # a published gap beyond the bars' range: at the edge, with its value
+                if np.isfinite(y) and not lo <= y <= hi:
+                    ax.annotate(f"{y:+.0f} %", (xi, hi if y > hi else lo), fontsize=6, ha="left", rotation=90,
+                                va="top" if y > hi else "bottom")
+        ax.set_ylim(lo, hi)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xticks(x, pols, rotation=45, ha="right", fontsize=7)
         ax.set_title(m.label, fontsize=8)

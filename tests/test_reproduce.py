@@ -1,0 +1,112 @@
+"""tools/reproduce.py's machinery (tools/repro/core.py): the sweeps it writes are valid sweeps of
+every world, and its statistics — claims, side-by-side gaps, what realistic traffic changed —
+are the numbers worked out by hand on a small table."""
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from repro import core  # noqa: E402
+from repro.core import Claim, Experiment, Metric, Paper, World  # noqa: E402
+
+from cosim import sweep  # noqa: E402
+
+
+def _paper(**kw):
+    return Paper(key="999", title="t", layer="cache", baseline="a", policies=["a", "b"],
+                 worlds=[World("paper", "scenarios/paper002.toml", "P"),
+                         World("grid6", "scenarios/grid6_cache.toml", "G", reference="paper")],
+                 metrics=[Metric("cost", "cost", digits=2, published={"a": 1.0, "b": 2.0})],
+                 experiments=[Experiment("e", claims=[Claim("a beats b", "order", "cost", better="a", worse="b")])],
+                 **kw)
+
+
+def _res():
+    # cost per (world, seed, policy); by hand below
+    rows = []
+    data = {("paper", 1): (1.0, 2.0), ("paper", 2): (1.0, 3.0), ("paper", 3): (2.0, 3.0),
+            ("grid6", 1): (5.0, 4.0), ("grid6", 2): (6.0, 6.5), ("grid6", 3): (4.0, 3.0)}
+    for (w, s), (a, b) in data.items():
+        rows += [{"world": w, "scenario": w, "seed": s, "policy": "a", "cost": a},
+                 {"world": w, "scenario": w, "seed": s, "policy": "b", "cost": b}]
+    return pd.DataFrame(rows)
+
+
+def test_an_order_claim_is_the_paired_gap():
+    p, res = _paper(), _res()
+    (pt, st), = core.claim_value(p, p.experiments[0].claims[0], res, "paper", p.experiments[0])
+    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 0.57735, t(2) = 4.303: h = 4.303 * 0.57735 / sqrt(3) = 1.4343
+    assert pt == {} and st["mean"] == pytest.approx(4 / 3) and st["ci95"] == pytest.approx(1.43433, abs=1e-4)
+    # t = (4/3) / (0.57735 / sqrt 3) = 4.0 with 2 dof: p = 1 - 4 / sqrt(4 * 4 + 2) ... = 0.0572
+    assert st["p"] == pytest.approx(0.05719, abs=1e-4)
+    assert core.judge(st, None) == "not resolved"
+    (_, g), = core.claim_value(p, p.experiments[0].claims[0], res, "grid6", p.experiments[0])
+    assert g["mean"] == pytest.approx((-1.0 + 0.5 - 1.0) / 3)  # b - a: -1, +0.5, -1
+    assert core.judge({"mean": -0.5, "ci95": 0.1, "n": 10, "p": 0.001}, 0.004) == "reversed"
+    assert core.judge({"mean": 0.5, "ci95": 0.1, "n": 10, "p": 0.001}, 0.004) == "holds"
+    assert core.judge({"mean": 0.0, "ci95": 0.0, "n": 10, "p": 1.0}, 1.0) == "tie (identical)"
+
+
+def test_what_realistic_traffic_changed_pairs_by_seed_number():
+    p, res = _paper(), _res()
+    table = core.comparison_table(p, p.experiments[0], res, {}, p.metrics[0])
+    lines = table.splitlines()
+    assert lines[0].startswith("| policy | paper | P | G | G − P: level; gap to a; rank")
+    b = lines[3].split(" | ")
+    # level of b, grid6 - paper per seed: 2, 3.5, 0 -> mean 1.8333, sd 1.7559, h = 4.303 * 1.7559 / sqrt 3 = 4.3620
+    # gap b - a: grid6 (-1, 0.5, -1) - paper (1, 2, 1) = (-2, -1.5, -2) -> mean -1.8333, sd 0.2887, h = 0.7171
+    # rank of b (1 = lowest cost): grid6 (1, 2, 1) - paper (2, 2, 2) = (-1, 0, -1) -> -0.67 +- 1.43
+    assert b[-1] == "+1.83 ± 4.36; -1.83 ± 0.72; -0.7 ± 1.4 |"
+    # paper world: b's mean 2.67, mean rank 2.0, gap +1.33 +- 1.43 (p 0.057; Holm over one comparison)
+    assert b[2] == "2.67 (rank 2.0); +1.33 ± 1.43 (p_holm 0.057)"
+    assert core.orderings(p, res, {}, p.metrics[0]) == ["paper: a < b", "P: a < b", "G: b < a"]
+
+
+def test_a_trend_is_last_point_minus_first():
+    res = pd.concat([_res().assign(k=1), _res().assign(k=2, cost=lambda d: d.cost * 2)])
+    p = _paper()
+    exp = Experiment("e", grid={"k": [1, 2]})
+    c = Claim("a's cost rises with k", "trend", "cost", policy="a", axis="k", direction=+1)
+    (pt, st), = core.claim_value(p, c, res, "paper", exp)
+    assert pt == {"k": "1 -> 2"} and st["mean"] == pytest.approx((1 + 1 + 2) / 3)  # 2a - a
+    gap = Claim("b's lead over a grows", "trend", "cost", policy="b", better="a", axis="k", direction=+1)
+    (_, st), = core.claim_value(p, gap, res, "paper", exp)
+    assert st["mean"] == pytest.approx(4 / 3)  # (b - a) doubles: 2(b - a) - (b - a) = b - a
+
+
+def test_the_sweeps_it_writes_are_valid_for_every_world(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from repro import paper000, paper002
+
+    for paper in (paper002.PAPER, paper000.PAPER):
+        for exp in paper.experiments:
+            sw = sweep.load(core.sweep_file(paper, exp, tmp_path / paper.key, 10, 300.0))
+            sweep.check_cells(sw)  # every cell's configuration validated as a scenario
+            assert [s.name for s in sw.scenarios] == [Path(w.scenario).name for w in paper.worlds]
+            assert sw.seeds == list(range(1, 11)) and sw.baseline == {paper.layer: paper.baseline}
+            assert not set(sw.fixed) & set(sw.grid)
+    # every world runs grid6_cache.toml's cache layer; what differs between them is listed
+    keys = core.differing_keys(paper002.PAPER, paper002.PAPER.experiments[0])
+    assert "`traffic.source` | paper002 | paper002 | sumo | sumo" in keys
+    assert "`traffic.vehicles` | 72 | 6 | (unused: SUMO's demand) | (unused: SUMO's demand)" in keys
+    assert "layers.cache" not in keys
+
+
+def test_toml_values_and_the_docs_block(tmp_path, monkeypatch):
+    assert core.toml_value({"a": [1, 2.5, "x"], "b": True}) == '{"a" = [1, 2.5, "x"], "b" = true}'
+    doc = tmp_path / "d.md"
+    doc.write_text("intro\n")
+    monkeypatch.setattr(core, "ROOT", tmp_path)
+    p = _paper(doc="d.md")
+    core.write_doc(p, "first")
+    core.write_doc(p, "second")
+    text = doc.read_text()
+    assert text.count(core.begin_marker("999")) == 1 and "second" in text and "first" not in text
+    assert text.startswith("intro\n")
+    assert math.isfinite(core.stat([1.0, 2.0])["ci95"])
