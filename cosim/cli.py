@@ -95,9 +95,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gui", action="store_true", help="use sumo-gui (implies --backend traci; needs a display)")
     p.add_argument("--port", type=int, help="TraCI port (default: a free one)")
     p.add_argument("--seed", type=int, help="override the scenario seed (drives SUMO and every random draw)")
-    p.add_argument("--world", choices=("sumo", "paper", "paper000", "paper002"), default="sumo",
-                   help="paper: run the scenario's layers in their paper's own world (no SUMO; DViT: paper000, "
-                        "cache: paper002; scenarios/<world>.toml gives the network, traffic, RSU and channel); "
+    p.add_argument("--world", choices=("sumo", "paper", "paper000", "paper001", "paper002"), default="sumo",
+                   help="paper: run the scenario's layers in their paper's own world (no SUMO; DViT: paper000, MoE: "
+                        "paper001, cache: paper002; scenarios/<world>.toml gives the network, traffic, RSU and "
+                        "channel); "
                         "docs/paper_worlds.md")
     p.add_argument("--begin", type=float, metavar="S", help="override the begin time [s]")
     p.add_argument("--end", type=float, metavar="S", help="override the end time [s]")

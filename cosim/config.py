@@ -166,21 +166,22 @@ class ChannelSection:
 
 @dataclass(frozen=True)
 class TrafficSection:
-    source: str = option("sumo", choices=("sumo", "paper000", "paper002"),
+    source: str = option("sumo", choices=("sumo", "paper000", "paper001", "paper002"),
                          doc="where the vehicles come from: sumo (the sumocfg's network and demand) | paper000 (the "
                              "DViT paper's own world, no SUMO: vehicles on a straight road through one RSU's disc, "
-                             "car-following by eqs. (8)-(11) with the world.idm_* parameters) | paper002 (the cache "
-                             "paper's own world, no SUMO: vehicles circling a ring of lanes inside one edge server's "
-                             "coverage, car-following as paper000); docs/paper_worlds.md")
-    vehicles: int = option(20, lo=1, hi=10_000, doc="paper000: vehicles on the road at every moment (Sec. IV: 20); "
-                                                    "one that leaves is replaced at the road's start (ours); "
+                             "car-following by eqs. (8)-(11) with the world.idm_* parameters) | paper001 (the MoE "
+                             "paper's world, ours: paper000's road world with its own random stream) | paper002 (the "
+                             "cache paper's own world, no SUMO: vehicles circling a ring of lanes inside one edge "
+                             "server's coverage, car-following as paper000); docs/paper_worlds.md")
+    vehicles: int = option(20, lo=1, hi=10_000, doc="paper000, paper001: vehicles on the road at every moment (Sec. "
+                                                    "IV: 20); one that leaves is replaced at the road's start (ours); "
                                                     "paper002: vehicles on the ring, none leaves (ours: 6, Table "
                                                     "II's ~88 requests in 300 s)")
-    directions: int = option(2, lo=1, hi=2, doc="paper000: 1 = every vehicle drives the first edge; 2 = each picks "
-                                                "one of the road's two directions by a fair coin (ours); paper002: "
-                                                "unused (the ring is every edge)")
-    initial_speed_mps: list = option([8.33, 13.89], doc="paper000, paper002: speed of a vehicle when placed or "
-                                                        "inserted, uniform in [lo, hi] [m/s] (ours: 30-50 km/h)")
+    directions: int = option(2, lo=1, hi=2, doc="paper000, paper001: 1 = every vehicle drives the first edge; 2 = "
+                                                "each picks one of the road's two directions by a fair coin (ours); "
+                                                "paper002: unused (the ring is every edge)")
+    initial_speed_mps: list = option([8.33, 13.89], doc="paper000, paper001, paper002: speed of a vehicle when placed "
+                                                        "or inserted, uniform in [lo, hi] [m/s] (ours: 30-50 km/h)")
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,9 @@ def load(path: str | Path) -> Sweep:
         if key in seen:
             raise ConfigError(f"{path}: sweep.scenarios: {s!r} is listed twice ({_TWICE})")
         seen.add(key)
-        name = label or p.stem
-        if name in [lb or q.stem for lb, q in zip(labels, scenarios)]:
-            raise ConfigError(f"{at}: two scenario entries are both called '{name}' in the results: give each a "
+        shown = label or p.stem  # not `name`: that is the sweep's
+        if shown in [lb or q.stem for lb, q in zip(labels, scenarios)]:
+            raise ConfigError(f"{at}: two scenario entries are both called '{shown}' in the results: give each a "
                               "name (scenarios = [{ file = ..., name = \"...\", set = {...} }])")
         scenarios.append(p)
         sets.append(own)

@@ -454,6 +454,7 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
                         'false\n"scenario.step_length_s" = 0.5\n"layers.cache.policies" = ["lc", "lfu"]\n'
                         '[grid]\n"layers.cache.gpu_memory_gb" = [40, 80]\n', "two.toml")
     sw = sweep.load(f)
+    assert sw.name == "two" and sweep.default_out(sw).name == "two"  # not the last entry's name
     cells = sw.cells()
     assert sw.name == "two" and plain.name == "tiny"  # the [sweep] name, not a scenario's (it names the folder)
     assert sweep.default_out(sw).name == "two"

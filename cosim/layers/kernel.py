@@ -95,9 +95,11 @@ class Capacity:
 
     def release(self, owner: Hashable) -> None:
         for key, amount in self._by_owner.pop(owner, ()):
-            left = self._held[key] - amount
+            # get/pop: an earlier release dropped the key while this owner's hold was left, if
+            # that was 1e-12 or less (a task that bought ~0 of an IV another task held)
+            left = self._held.get(key, 0.0) - amount
             if left <= 1e-12:
-                del self._held[key]
+                self._held.pop(key, None)
             else:
                 self._held[key] = left
 

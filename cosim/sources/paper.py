@@ -40,6 +40,10 @@ Our reading of what the paper leaves vague (each one a knob; docs/paper_worlds.m
   vehicle's drawn speed, capped at that of the vehicle ahead. So the count is 20 except for
   the instants an entry waits for room.
 
+Paper 001's world (the MoE paper, abstract only) is this world with its own random stream:
+:class:`cosim.sources.paper001.Paper001Source` (``traffic.source = "paper001"``;
+``scenarios/paper001.toml``).
+
 Deterministic per seed: every draw comes from one generator seeded by (seed, "paper000").
 Vehicle ids are ``p<k>`` in order of entry; every vehicle's route is its one edge
 (``route_of``).
@@ -89,6 +93,8 @@ class Paper000Source:
     """Vehicles on a straight road through one RSU's disc, following eqs. (8)-(11) (see module doc)."""
 
     sumo_version = ""
+    #: the world's name: its random stream is seeded by (seed, world)
+    world = "paper000"
 
     def __init__(self, net_file: str, seed: int, vehicles: int = 20, directions: int = 2,
                  initial_speed_mps: tuple = (8.33, 13.89), idm: dict | None = None, step_s: float = 1.0,
@@ -116,7 +122,7 @@ class Paper000Source:
         self.dt = float(step_s)
         self.begin_s = float(begin_s)
         self.end_s = end_s
-        self.rng = np.random.default_rng([int(seed), stable_uid("paper000")])
+        self.rng = np.random.default_rng([int(seed), stable_uid(self.world)])
         self.route_of = Routes()
         self.t = self.begin_s
         self._next_id = 0
@@ -258,12 +264,13 @@ def source_kwargs(cfg, net_file: str, step_s: float, begin_s: float, end_s: floa
 
 #: the paper world of each layer (``cosim run --world paper``): its shipped scenario file
 #: ``scenarios/<world>.toml``
-PAPER_WORLDS = {"dvit": "paper000", "cache": "paper002"}
+PAPER_WORLDS = {"dvit": "paper000", "moe": "paper001", "cache": "paper002"}
 #: each synthetic ``traffic.source``: the source class and the function that builds its
 #: arguments from a scenario (``source_kwargs(cfg, net_file, step_s, begin_s, end_s)``), as
 #: "module:name" (imported only when that world runs). One module per paper's world.
 SOURCES = {
     "paper000": ("cosim.sources.paper:Paper000Source", "cosim.sources.paper:source_kwargs"),
+    "paper001": ("cosim.sources.paper001:Paper001Source", "cosim.sources.paper001:source_kwargs"),
     "paper002": ("cosim.sources.paper002:Paper002Source", "cosim.sources.paper002:source_kwargs"),
 }
 

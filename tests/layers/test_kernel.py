@@ -38,6 +38,21 @@ def test_capacity_held_until_released():
     assert c.held("iv") == 0.0
 
 
+def test_capacity_a_tiny_hold_left_under_another_is_released_without_error():
+    # t2 bought 1e-13 of an IV t1 holds 0.5 of: t1's release leaves 1e-13 <= 1e-12 and drops the
+    # key; t2's release then found no key (a KeyError that ended the MoE layer of a paper-world
+    # run, seed 8 of tools/reproduce.py 001). Now: nothing held, and the IV can be held again
+    c = Capacity()
+    c.hold("t1", "iv", 0.5)
+    c.hold("t2", "iv", 1e-13)
+    c.release("t1")
+    assert c.held("iv") == 0.0
+    c.release("t2")
+    assert c.held("iv") == 0.0
+    c.hold("t3", "iv", 0.25)
+    assert c.held("iv") == 0.25
+
+
 def _stepper(log, dur):
     def step(task):
         log.append((task.task_id, task.clock))

@@ -195,8 +195,10 @@ def results(paper: Paper, res_dir: Path) -> pd.DataFrame:
     res = pd.read_parquet(res_dir / "results.parquet")
     res = res[res["layer"] == paper.layer].copy()
     res["world"] = res["scenario"]
+    res.attrs["dir"] = str(res_dir)  # where each run's tables are (cells/<cell>/), for a paper's extra
     if paper.derive is not None:
         res = paper.derive(res)
+        res.attrs["dir"] = str(res_dir)
     return res
 
 
