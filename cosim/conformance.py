@@ -243,9 +243,18 @@ def first(lines: list[str], most: int = 3) -> list[str]:
     return out
 
 
+def runs_alone(cls: type, spec: PolicySpec, worlds: list) -> list[str]:
+    """The check of a policy whose layer declares none (``Layer.check_policy = None``): the
+    layer, running only this policy over the recorded slots, drops nothing."""
+    _, run = run_layer(cls, {"policies": [spec.name]}, worlds, label(spec, cls.policy_kind))
+    return run
+
+
 def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
-    """What the policy's layer declares ``cosim check`` runs on it (:meth:`Layer.check_policy`)."""
-    return registry.layer_class(spec.layer).check_policy(spec, worlds)
+    """What the policy's layer declares ``cosim check`` runs on it (``Layer.check_policy``;
+    :func:`runs_alone` where it declares none)."""
+    cls = registry.layer_class(spec.layer)
+    return cls.check_policy(spec, worlds) if cls.check_policy is not None else runs_alone(cls, spec, worlds)
 
 
 def check_layer(cls: type, worlds: list) -> list[str]:

@@ -94,11 +94,15 @@ def _cosims_own(module: str) -> bool:
     return module == "cosim" or module.startswith("cosim.")
 
 
-def _restore(now: dict, before: dict, module_of) -> set[str]:
-    """``now`` back to ``before``, keeping what cosim itself added meanwhile; the modules of the
-    registrations dropped."""
+def _restore(now: dict, before: dict, module_of, imported_before: set[str]) -> set[str]:
+    """``now`` back to ``before``, keeping what cosim itself added meanwhile (a built-in module
+    imported for the first time registers its layers and policies once: they stay); the modules
+    of the registrations dropped. A registration whose function comes from a cosim module that
+    was imported already (``imported_before``) was made by the test — e.g. a policy wrapped by
+    ``cosim.gym.cache.as_policy`` — and goes."""
     dropped = {module_of(v) for k, v in now.items() if before.get(k) is not v and not _cosims_own(module_of(v))}
-    kept = {k: v for k, v in now.items() if k not in before and _cosims_own(module_of(v))}
+    kept = {k: v for k, v in now.items()
+            if k not in before and _cosims_own(module_of(v)) and module_of(v) not in imported_before}
     now.clear()
     now.update({**before, **kept})
     return dropped
@@ -117,23 +121,24 @@ def scoped_registry():
     policies = {k: dict(v) for k, v in r._POLICIES.items()}
     plugins, versions, loaded = dict(r.PLUGINS), dict(r._EP_VERSIONS), r._entry_points_loaded
     path = list(sys.path)
+    imported = set(sys.modules)
     try:
         yield
     finally:
-        gone = _restore(r._LAYERS, layers, lambda cls: cls.__module__)
-        gone |= _restore(r._LOADERS, loaders, lambda fn: getattr(fn, "__module__", "") or "")
+        gone = _restore(r._LAYERS, layers, lambda cls: cls.__module__, imported)
+        gone |= _restore(r._LOADERS, loaders, lambda fn: getattr(fn, "__module__", "") or "", imported)
         for layer, table in r._POLICIES.items():
-            gone |= _restore(table, policies.get(layer, {}), lambda spec: spec.module)
+            gone |= _restore(table, policies.get(layer, {}), lambda spec: spec.module, imported)
         gone |= {f"cosim_plugin_{Path(e).stem}" if e.endswith(".py") else e for e in set(r.PLUGINS) - set(plugins)}
         for saved, before in ((r.PLUGINS, plugins), (r._EP_VERSIONS, versions)):
             saved.clear()
             saved.update(before)
         r._entry_points_loaded = loaded
         sys.path[:] = path
-        for mod in gone - {"", "__main__"}:
-            if mod.split(".")[0] != "tests":  # pytest's own test modules stay imported
-                for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
-                    del sys.modules[name]
+        for mod in {m.split(".")[0] for m in gone} - {"", "__main__", "tests"}:  # pytest's test modules stay
+            # the whole package: a later `import pkg` must run its registrations again
+            for name in [m for m in sys.modules if m == mod or m.startswith(mod + ".")]:
+                del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

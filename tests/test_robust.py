@@ -116,11 +116,11 @@ CASES = {
     "replay_empty": (lambda t: ["replay", trace(t, {"ids": []}), "--scenario", str(GRID6_TOML)],
                      "the trace holds no vehicle record"),
     "sweep_grid_scalar": (lambda t: ["sweep", str(_write(t / "g.toml", f'grid = 5\n[sweep]\nscenarios = ["{GRID6_TOML}"]\n'))],
-                          "[grid] must be a table"),
+                          "grid: expected a table, got 5"),
     "sweep_folder": (lambda t: ["sweep", str(t)], "is a folder, not a sweep file"),
     "sweep_binary": (lambda t: ["sweep", str(_write(t / "b.toml", bytes(range(256))))], "not a UTF-8 text file"),
     "sweep_duplicate_seed": (lambda t: ["sweep", str(_write(t / "d.toml", f'[sweep]\nscenarios = ["{GRID6_TOML}"]\n'
-                                                                          "seeds = [1, 1]\n"))], "seed 1 is listed twice"),
+                                                                          "seeds = [1, 1]\n"))], "sweep.seeds: 1 is listed twice"),
     "sweep_escape": (lambda t: ["sweep", str(_write(t / "n.toml", '[sweep]\nname = "../../../escape"\n'
                                                                   f'scenarios = ["{GRID6_TOML}"]\n'))], "sweep.name"),
     "plot_out_is_file": (lambda t: ["plot", sweep_dir(t), "--out", str(t / "afile")], "--out"),

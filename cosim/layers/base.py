@@ -305,17 +305,13 @@ class Layer:
         return {}
 
     # -- policies ----------------------------------------------------------------------------
-    @classmethod
-    def check_policy(cls, spec: PolicySpec, worlds: list) -> list[str]:
-        """What ``cosim check`` runs on a policy of this layer (:mod:`cosim.conformance`, on its
-        recorded worlds): one line per violation. Default: the layer, running only this policy
-        over the recorded slots, drops nothing. A layer adds the checks of its policy kind by
-        overriding this (the built-in ones: their ``contract`` modules), with
-        :mod:`cosim.conformance`'s kit (``probe``, ``call``, ``run_layer``, ...)."""
-        from cosim import conformance as cf
-
-        _, run = cf.run_layer(cls, {"policies": [spec.name]}, worlds, cf.label(spec, cls.policy_kind))
-        return run
+    #: What ``cosim check`` runs on a policy of this layer (:mod:`cosim.conformance`, on its
+    #: recorded worlds): a classmethod ``check_policy(spec, worlds)`` returning one line per
+    #: violation. None: the default, :func:`cosim.conformance.runs_alone` — the layer, running
+    #: only this policy over the recorded slots, drops nothing. A layer adds the checks of its
+    #: policy kind by setting it (the built-in ones: their ``contract`` modules), from
+    #: :mod:`cosim.conformance`'s kit (``probe``, ``call``, ``run_layer``, ...).
+    check_policy: ClassVar[Callable[..., list[str]] | None] = None
 
     def live(self) -> list[str]:
         """The configured policies still running (not dropped), in the configured order."""
