@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim import jit
 from cosim.config import option
 from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
 from cosim.registry import register_policy
@@ -80,11 +81,16 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
-        tot = np.empty((V, V))
-        for k in range(2, n_prefix + 1):
-            np.add(pre[k - 1][:, None], step_mat, out=tot)
-            tot.argmin(axis=0, out=parent[k])
-            np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
+        if jit.use():  # the same minima, compiled (cosim.jit)
+            from cosim.layers.dvit import kernels
+
+            kernels.layered_dp(pre, parent, step_mat, n_prefix)
+        else:
+            tot = np.empty((V, V))
+            for k in range(2, n_prefix + 1):
+                np.add(pre[k - 1][:, None], step_mat, out=tot)
+                tot.argmin(axis=0, out=parent[k])
+                np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
     best, best_s, best_d = inf, -1, -1
     # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
     first_user = p.comm_s[0, U] + user_step
@@ -248,9 +254,14 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # (2, V, S) gather), then adds, halves (x rho), adds F and takes the min over the actions
     idx = np.where(same, np.arange(S)[:, None], first + c_recv)
     nn = succ[:, np.arange(S), dev]  # (2, S): the self-successors
-    gather = nn[:, idx.T]  # (2, V, S)
     F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
-    sweeps, v = _value_iteration(gather, F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
+    if jit.use():  # the same sweeps, compiled (cosim.jit)
+        from cosim.layers.dvit import kernels
+
+        sweeps, v = kernels.value_iteration(np.ascontiguousarray(idx.T), nn, F_t, 0.5 * opts.rho, float(opts.phi),
+                                            int(opts.max_iter))
+    else:
+        sweeps, v = _value_iteration(nn[:, idx.T], F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
     Q = np.where(np.isfinite(F), F + (0.5 * opts.rho) * (v[succ[0]] + v[succ[1]]), np.inf)
     return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
 
