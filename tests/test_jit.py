@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("value_iteration", "layered_dp")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_receivers", "mdp_solve", "layered_dp", "vidi_plan")}
 
 
 def both(monkeypatch, fn):

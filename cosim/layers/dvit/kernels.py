@@ -59,3 +59,160 @@ def layered_dp(pre, parent, step_mat, n_prefix):  # noqa: ANN001, ANN201
                     arg = i
             pre[k, j] = best
             parent[k, j] = arg
+
+
+@njit
+def _state_at(dev, when, offset, speed, first, last, cell_m):  # noqa: ANN001, ANN201
+    """VidiMDP.state_at (Python's float floor division, as numba computes it: CPython's algorithm)."""
+    c = int((offset[dev] + speed[dev] * when) // cell_m) if speed[dev] > 0 else 0
+    return first[dev] + min(max(c, 0), last[dev])
+
+
+@njit
+def _exit_ok(a, when, elapsed, extra, dwell, offset, speed, first, last, cell_m):  # noqa: ANN001, ANN201
+    return elapsed + extra[_state_at(a, when, offset, speed, first, last, cell_m)] <= dwell
+
+
+@njit
+def _rollout(a, exit_early, s0, n_pre, U, upload, F, cost, direct, via, extra, order, n_ok, dwell, offset, speed,
+             first, last, cell_m, plan):  # noqa: ANN001, ANN201
+    """vidi's ``rollout`` into ``plan``: its length, or -1 for None (a conflict)."""
+    s, t, elapsed, n = s0, 0.0, upload, 0
+    for k in range(n_pre):
+        if k:
+            a, user_next = -1, False
+            for j in range(n_ok[s]):
+                b = order[s, j]
+                if b == U:
+                    user_next = True
+                    break
+                f = F[s, b]
+                if not exit_early:
+                    span = f + (n_pre - k - 1) * cost[b]
+                    good = _exit_ok(b, t + span, elapsed + span, extra, dwell, offset, speed, first, last, cell_m)
+                else:
+                    good = _exit_ok(b, t + f, elapsed + f, extra, dwell, offset, speed, first, last, cell_m)
+                if good:
+                    a = b
+                    break
+            if a < 0:
+                if not exit_early and not user_next:
+                    return -1
+                break
+        f = F[s, a]
+        plan[n] = a
+        n += 1
+        t, elapsed = t + f, elapsed + f
+        s = _state_at(a, t, offset, speed, first, last, cell_m)
+    if n and not direct[s] and np.isfinite(extra[s]):
+        if n == n_pre:
+            n -= 1
+        plan[n] = via[s]
+        n += 1
+    return n
+
+
+@njit
+def vidi_plan(s0, n_pre, U, upload, tmax, F, Q, recv, dev, cost, dwell, offset, speed, first, last, cell_m, out):  # noqa: ANN001, ANN201
+    """vidi's line 9 (the roll-outs from each first action, safe ones first, then early exits)
+    into ``out`` (K,), already all user: the same tests on the same numbers as the Python code,
+    with its tables (ok, order, n_ok, direct, relay, via, extra) built here."""
+    S, V = F.shape
+    order = np.empty((S, V), dtype=np.int64)
+    n_ok = np.zeros(S, dtype=np.int64)
+    direct = np.empty(S, dtype=np.bool_)
+    via = np.zeros(S, dtype=np.int64)
+    extra = np.empty(S)
+    key = np.empty(V)
+    for s in range(S):
+        any_relay, best = False, np.inf
+        for a in range(V):
+            f = F[s, a]
+            ok = np.isfinite(f) and f <= tmax
+            n_ok[s] += ok
+            key[a] = Q[s, a] if ok else np.inf
+            # relay through a: it can take the result (ok) and then hand it to the user (C3)
+            if ok and F[recv[s, a], U] <= tmax and a != U and a != dev[s]:
+                any_relay = True
+                if f < best:  # np.argmin: the first minimum
+                    best = f
+                    via[s] = a
+        order[s] = np.argsort(key, kind="mergesort")  # stable, as the numpy code's
+        direct[s] = F[s, U] <= tmax
+        extra[s] = 0.0 if direct[s] else (F[s, via[s]] if any_relay else np.inf)
+    plan = np.empty(n_pre + 1, dtype=np.int64)
+    for early in range(2):
+        exit_early = early == 1
+        for j in range(n_ok[s0]):
+            a = order[s0, j]
+            if a == U:
+                break  # the user is better than every action after it
+            f = F[s0, a]
+            if not exit_early:
+                span = f + (n_pre - 1) * cost[a]
+                good = _exit_ok(a, 0.0 + span, upload + span, extra, dwell, offset, speed, first, last, cell_m)
+            else:
+                good = _exit_ok(a, f, upload + f, extra, dwell, offset, speed, first, last, cell_m)
+            if not good:
+                continue
+            n = _rollout(a, exit_early, s0, n_pre, U, upload, F, cost, direct, via, extra, order, n_ok, dwell, offset,
+                         speed, first, last, cell_m, plan)
+            if n > 0:
+                out[:n] = plan[:n]
+                return
+
+
+@njit
+def mdp_receivers(dev, cell, t, off, speed, last, pos, g):  # noqa: ANN001, ANN201
+    """vidi_mdp's c_recv (S, V) (the receiver's cell when the step starts) and the offsets
+    dx, dy from the holder's cell to it (np.hypot of them is the distance d)."""
+    S, V, M = dev.shape[0], pos.shape[0], pos.shape[1]
+    c_recv = np.empty((S, V), dtype=np.int64)
+    dx = np.empty((S, V))
+    dy = np.empty((S, V))
+    for s in range(S):
+        sx, sy = pos[dev[s], cell[s], 0], pos[dev[s], cell[s], 1]
+        for a in range(V):
+            c = np.int64(np.floor((off[a] + speed[a] * t[s]) / g))
+            c = min(max(c, 0), last[a])
+            c_recv[s, a] = c
+            cm = min(c, M - 1)
+            dx[s, a] = pos[a, cm, 0] - sx
+            dy[s, a] = pos[a, cm, 1] - sy
+    return c_recv, dx, dy
+
+
+@njit
+def mdp_solve(comm, cost, allowed, dev, t, dwell, cell, c_recv, q, speed, last, first, half_rho, phi, max_iter):  # noqa: ANN001, ANN201
+    """vidi_mdp from the hand-off times ``comm`` (S, V) on: the rewards F, the successors succ,
+    the receiving states idx, the value iteration (:func:`value_iteration`) and Q:
+    (F, succ, idx, sweeps, v, Q)."""
+    S, V = comm.shape
+    F = np.empty((S, V))
+    succ = np.empty((2, S, V), dtype=np.int64)
+    idx_t = np.empty((V, S), dtype=np.int64)
+    F_t = np.empty((V, S))
+    nn = np.empty((2, S), dtype=np.int64)
+    for s in range(S):
+        h = dev[s]
+        for a in range(V):
+            same = a == h
+            f = cost[a] if same else comm[s, a] + cost[a]
+            if not ((allowed[h, a] and t[s] <= dwell[a]) or same):
+                f = np.inf
+            F[s, a] = f
+            F_t[a, s] = f if np.isfinite(f) else 1e9
+            base = (cell[s] if same else c_recv[s, a]) + q[a]
+            succ[0, s, a] = min(base, last[a]) + first[a]
+            base += 1 if speed[a] > 0 else 0
+            succ[1, s, a] = min(base, last[a]) + first[a]
+            idx_t[a, s] = s if same else first[a] + c_recv[s, a]
+        nn[0, s] = succ[0, s, h]
+        nn[1, s] = succ[1, s, h]
+    sweeps, v = value_iteration(idx_t, nn, F_t, half_rho, phi, max_iter)
+    Q = np.empty((S, V))
+    for s in range(S):
+        for a in range(V):
+            f = F[s, a]
+            Q[s, a] = f + half_rho * (v[succ[0, s, a]] + v[succ[1, s, a]]) if np.isfinite(f) else np.inf
+    return F, succ, idx_t.T.copy(), sweeps, v, Q

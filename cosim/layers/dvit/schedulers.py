@@ -81,9 +81,8 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
-        if jit.use():  # the same minima, compiled (cosim.jit)
-            from cosim.layers.dvit import kernels
-
+        kernels = _kernels()
+        if kernels:  # the same minima, compiled (cosim.jit)
             kernels.layered_dp(pre, parent, step_mat, n_prefix)
         else:
             tot = np.empty((V, V))
@@ -187,6 +186,16 @@ def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return xy[:, None, :] + unit[:, None, :] * r[:, :, None], speed, off
 
 
+def _kernels():  # noqa: ANN202 - the module, or None
+    """The compiled kernels (cosim/layers/dvit/kernels.py) where they run (:func:`cosim.jit.use`),
+    else None: the numpy code runs. Their results are the numpy code's, bit for bit."""
+    if not jit.use():
+        return None
+    from cosim.layers.dvit import kernels
+
+    return kernels
+
+
 def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
     opts = opts if opts is not None else VidiOptions()
@@ -214,11 +223,17 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     Dc, Tc = dev[:, None], t[:, None]
     same = Dc == devs  # a == dev[s]: the holder keeps the result
     last = n_cells - 1
-    # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
-    c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
-    src_xy = pos[dev, cell]  # (S, 2)
-    dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
-    d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
+    kernels = _kernels()
+    if kernels:  # the same numbers, compiled (cosim.jit)
+        c_recv, dx, dy = kernels.mdp_receivers(dev, cell, t, off.astype(float), speed.astype(float), last,
+                                               np.ascontiguousarray(pos, dtype=float), float(g))
+        d = np.hypot(dx, dy)
+    else:
+        # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
+        c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
+        src_xy = pos[dev, cell]  # (S, 2)
+        dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
+        d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
     comm0 = p.comm_s[dev]
     comm = comm0
     rsu_dev = rsu[dev][:, None]
@@ -236,6 +251,12 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
             se = np.log2(1.0 + snr0 * gain)
             comm = np.where(np.isfinite(comm0) & (comm0 > 0), comm0 * se0 / se, comm0)
         comm = np.where(~rsu_dev & (d > p.v2v_range_m), np.inf, comm)
+    if kernels:
+        q = np.floor(speed * cost / g).astype(np.int64)
+        F, succ, idx, sweeps, v, Q = kernels.mdp_solve(
+            np.ascontiguousarray(comm, dtype=float), cost, allowed, dev, t, dwell.astype(float), cell, c_recv, q,
+            speed.astype(float), last, first, 0.5 * opts.rho, float(opts.phi), int(opts.max_iter))
+        return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
     F = np.where(same, cost, comm + cost)
     F = np.where(allowed[dev] & (Tc <= dwell) | same, F, np.inf)  # C1/C2; receiver in coverage
     # eq. (17): w' = w_a and c' = c_a (one value each); p' uniform over the cells a can occupy
@@ -255,13 +276,7 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     idx = np.where(same, np.arange(S)[:, None], first + c_recv)
     nn = succ[:, np.arange(S), dev]  # (2, S): the self-successors
     F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
-    if jit.use():  # the same sweeps, compiled (cosim.jit)
-        from cosim.layers.dvit import kernels
-
-        sweeps, v = kernels.value_iteration(np.ascontiguousarray(idx.T), nn, F_t, 0.5 * opts.rho, float(opts.phi),
-                                            int(opts.max_iter))
-    else:
-        sweeps, v = _value_iteration(nn[:, idx.T], F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
+    sweeps, v = _value_iteration(nn[:, idx.T], F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
     Q = np.where(np.isfinite(F), F + (0.5 * opts.rho) * (v[succ[0]] + v[succ[1]]), np.inf)
     return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
 
@@ -344,9 +359,14 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     mdp = vidi_mdp(p, opts)
     tmax, dwell = p.t_max_s + 1e-12, p.user_dwell_s + 1e-12
     F, Q, cost, state_at = mdp.F, mdp.Q, p.step_cost(), mdp.state_at
+    kernels = _kernels()
+    if kernels:  # line 9 below, compiled (cosim.jit): the same tests on the same numbers
+        out = all_user.copy()
+        kernels.vidi_plan(int(mdp.first[0]), n_pre, U, float(p.upload_s), tmax, F, Q, mdp.recv, mdp.dev, cost, dwell,
+                          mdp.offset.astype(float), mdp.speed.astype(float), mdp.first, mdp.n_cells - 1,
+                          float(mdp.cell_m), out)
+        return out
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
-    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
-    n_ok = ok.sum(axis=1).tolist()
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one
     # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
     # helper next to the user is not); ``via`` its best device, ``extra`` the time it adds
@@ -357,6 +377,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     via = np.where(relay, F, np.inf).argmin(axis=1)
     extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
     # the roll-out below walks these one number at a time: as Python numbers (the same values)
+    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
+    n_ok = ok.sum(axis=1).tolist()
     F, cost, direct, via, extra = F.tolist(), cost.tolist(), direct.tolist(), via.tolist(), extra.tolist()
 
     s0 = int(mdp.first[0])
