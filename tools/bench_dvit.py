@@ -11,7 +11,11 @@ re-plans from a helper (what closed-loop VIDI does at every decision epoch). Tar
 a whole run with the layer on is measured by
 ``python tools/bench_overhead.py scenarios/grid6_dvit.toml``.
 
-    python tools/bench_dvit.py [--problems 50] [--agent dvit_grid6]
+    python tools/bench_dvit.py [--problems 50] [--agent dvit_grid6] [--jit both]
+
+``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
+before issue 32), ``both`` (default) every policy both ways, interleaved pass by pass; the plans
+must be the same (checked). Target (issue 32): VIDI <= 0.3 ms per decision.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ def main() -> None:
     ap.add_argument("--at", type=float, default=300.0, help="simulation time of the snapshot [s]")
     ap.add_argument("--agent", default="dvit_grid6", help="also time rl:AGENT, a trained agent (one decision "
                     "per call; '' to skip); default the shipped one")
+    ap.add_argument("--jit", choices=["on", "off", "both"], default="both",
+                    help="the compiled kernels, the numpy code, or both interleaved (default)")
     args = ap.parse_args()
+    modes = ["off", "on"] if args.jit == "both" else [args.jit]
     if args.agent:
         SCHEDULERS["rl"] = registry.make_policy("dvit", f"rl:{args.agent}", "--agent").fn
     cfg = config.load(ROOT / "scenarios" / "grid6_dvit.toml")
@@ -69,18 +76,27 @@ def main() -> None:
         helpers = np.mean([p.n_devices - 2 for p in problems])
         print(f"{len(problems)} {label} from grid6 at t={args.at:g} s: K = {problems[0].steps}, "
               f"{helpers:.1f} candidate vehicles on average")
-        print(f"{'policy':8s} {'min ms':>8s} {'median ms':>10s}  (CPU time per plan)")
+        print(f"{'policy':8s} {'jit':>4s} {'min ms':>8s} {'median ms':>10s}  (CPU time per plan)")
         for name, fn in SCHEDULERS.items():
             opts = registry.policies("dvit")[name].options if name != "rl" else None
             opts = opts() if opts is not None else None
-            rng = np.random.default_rng(0)
-            runs = []
+            runs: dict = {m: [] for m in modes}
+            plans: dict = {}
+            for m in modes:  # warm-up (the kernels' compilation or cache load)
+                os.environ["COSIM_JIT"] = m
+                fn(problems[0], np.random.default_rng(0), opts)
             for _ in range(5):
-                t0 = time.process_time()
-                for p in problems:
-                    fn(p, rng, opts)
-                runs.append((time.process_time() - t0) / len(problems))
-            print(f"{name:8s} {min(runs) * 1e3:8.3f} {np.median(runs) * 1e3:10.3f}")
+                for m in modes:
+                    os.environ["COSIM_JIT"] = m
+                    rng = np.random.default_rng(0)
+                    t0 = time.process_time()
+                    out = [fn(p, rng, opts) for p in problems]
+                    runs[m].append((time.process_time() - t0) / len(problems))
+                    plans.setdefault(m, [None if o is None else np.asarray(o).tobytes() for o in out])
+            if len(plans) == 2 and plans["on"] != plans["off"]:
+                raise SystemExit(f"bench: {name}: the kernels' plans differ from the numpy code's")
+            for m in modes:
+                print(f"{name:8s} {m:>4s} {min(runs[m]) * 1e3:8.3f} {np.median(runs[m]) * 1e3:10.3f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosim._jitexp import njit
+from cosim._jitexp import argsort_stable, njit
 
 
 @njit
@@ -137,7 +137,7 @@ def vidi_plan(s0, n_pre, U, upload, tmax, F, Q, recv, dev, cost, dwell, offset, 
                 if f < best:  # np.argmin: the first minimum
                     best = f
                     via[s] = a
-        order[s] = np.argsort(key, kind="mergesort")  # stable, as the numpy code's
+        order[s] = argsort_stable(key)  # stable, as the numpy code's
         direct[s] = F[s, U] <= tmax
         extra[s] = 0.0 if direct[s] else (F[s, via[s]] if any_relay else np.inf)
     plan = np.empty(n_pre + 1, dtype=np.int64)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosim._jitexp import exp_, njit, pw_sum
+from cosim._jitexp import argsort_stable, exp_, njit, pw_sum
 
 NEWTON = 12
 
@@ -65,7 +65,7 @@ def total_sorted(x, F, d, gm, sumF):  # noqa: ANN001, ANN201
         dX[n + j] = -x[j]
         dn[j] = 1.0
         dn[n + j] = -1.0
-    order = np.argsort(br, kind="mergesort")
+    order = argsort_stable(br)
     U = np.empty(2 * n)
     X = np.empty(2 * n)
     m = np.empty(2 * n)
@@ -275,7 +275,7 @@ def _best_price(a, F, kappa, d, gm, p, i, p_min, p_max, qs, Ss):  # noqa: ANN001
         for j in range(m):
             br[j] = (xo[j] - d * Fo[j]) / gm
             br[m + j] = xo[j] / gm
-        br = np.sort(br)
+        br = br[argsort_stable(br)]  # np.sort: equal breaks are equal numbers
     else:
         br = np.empty(0)
     P = br.shape[0] + 1
