@@ -1,5 +1,6 @@
 """The numba building blocks of the kernels (imported only where numba is installed, see
-:mod:`cosim.jit`): the decorator, numpy's ``exp`` and numpy's pairwise sum."""
+:mod:`cosim.jit`): the decorator, numpy's ``exp``, ``expm1``, ``log2`` and ``pow``, numpy's
+pairwise sum and a stable argsort."""
 
 from __future__ import annotations
 
@@ -17,70 +18,117 @@ from numba.extending import intrinsic
 #: arithmetic in the order written), no Python objects
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-_SVML = "__svml_exp8_ha"
+#: numpy's SVML functions the kernels call (8 lanes, high accuracy): exp, expm1, log2, pow
+_SVML = {"exp": "__svml_exp8_ha", "expm1": "__svml_expm18_ha", "log2": "__svml_log28_ha", "pow": "__svml_pow8_ha"}
 
 
-def _svml_address() -> int | None:
-    """The address of numpy's SVML ``exp`` (8 lanes, high accuracy), or None where this numpy has
-    none (not an x86-64 Linux build)."""
+def _svml_addresses() -> dict | None:
+    """The addresses of numpy's SVML functions, or None where this numpy lacks one (not an
+    x86-64 Linux build)."""
     try:
         import numpy._core._multiarray_umath as umath
     except ImportError:  # numpy < 2
         import numpy.core._multiarray_umath as umath
     try:
-        fn = getattr(ctypes.CDLL(umath.__file__), _SVML)
+        lib = ctypes.CDLL(umath.__file__)
+        return {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in _SVML.values()}
     except (AttributeError, OSError):
         return None
-    return ctypes.cast(fn, ctypes.c_void_p).value
 
 
-_ADDRESS = _svml_address()
-if _ADDRESS is not None:
+_ADDRESSES = _svml_addresses()
+if _ADDRESSES is not None:
     import llvmlite.binding as llvm
 
-    llvm.add_symbol(_SVML, _ADDRESS)  # before any kernel is compiled or loaded from the cache
+    for _name, _address in _ADDRESSES.items():  # before any kernel is compiled or loaded from the cache
+        llvm.add_symbol(_name, _address)
 
 
 def have_svml() -> bool:
-    return _ADDRESS is not None
+    return _ADDRESSES is not None
+
+
+def _codegen(name: str, arity: int):  # noqa: ANN202
+    """Call SVML function ``name`` with each argument in all 8 lanes and return lane 0 (each lane
+    is computed alone, so this is numpy's value for those arguments)."""
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        vty = ir.VectorType(ir.DoubleType(), 8)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * arity), name)
+        lanes = []
+        for x in args:
+            v = ir.Constant(vty, ir.Undefined)
+            for lane in range(8):
+                v = builder.insert_element(v, x, ir.Constant(ir.IntType(32), lane))
+            lanes.append(v)
+        return builder.extract_element(builder.call(fn, lanes), ir.Constant(ir.IntType(32), 0))
+    return codegen
 
 
 @intrinsic
 def _svml_exp(typingctx, x):  # noqa: ANN001, ANN202 - numba's intrinsic protocol
-    """exp(x) by numpy's SVML function: x in all 8 lanes, lane 0 back (each lane is computed
-    alone, so this is np.exp's value for x)."""
-    sig = types.float64(types.float64)
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        vty = ir.VectorType(ir.DoubleType(), 8)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), _SVML)
-        v = ir.Constant(vty, ir.Undefined)
-        for lane in range(8):
-            v = builder.insert_element(v, args[0], ir.Constant(ir.IntType(32), lane))
-        return builder.extract_element(builder.call(fn, [v]), ir.Constant(ir.IntType(32), 0))
-
-    return sig, codegen
+    return types.float64(types.float64), _codegen(_SVML["exp"], 1)
 
 
-if _ADDRESS is not None:
+@intrinsic
+def _svml_expm1(typingctx, x):  # noqa: ANN001, ANN202
+    return types.float64(types.float64), _codegen(_SVML["expm1"], 1)
+
+
+@intrinsic
+def _svml_log2(typingctx, x):  # noqa: ANN001, ANN202
+    return types.float64(types.float64), _codegen(_SVML["log2"], 1)
+
+
+@intrinsic
+def _svml_pow(typingctx, x, y):  # noqa: ANN001, ANN202
+    return types.float64(types.float64, types.float64), _codegen(_SVML["pow"], 2)
+
+
+if _ADDRESSES is not None:
     @njit
     def exp_(x: float, kind: int) -> float:
-        """``np.exp`` of one float64 as numpy computes it for an array (``kind`` from
-        :func:`cosim.jit.exact_exp`)."""
-        if kind == 1:
-            return _svml_exp(x)
-        return math.exp(x)
+        """``np.exp`` of one float64 as numpy computes it for a contiguous array (``kind`` from
+        :func:`cosim.jit.exact_exp`: 1 numpy's SVML, 0 the C library)."""
+        return _svml_exp(x) if kind == 1 else math.exp(x)
+
+    @njit
+    def expm1_(x: float, kind: int) -> float:
+        return _svml_expm1(x) if kind == 1 else math.expm1(x)
+
+    @njit
+    def log2_(x: float, kind: int) -> float:
+        return _svml_log2(x) if kind == 1 else math.log2(x)
+
+    @njit
+    def pow_(x: float, y: float, kind: int) -> float:
+        return _svml_pow(x, y) if kind == 1 else x ** y
 else:
     @njit
     def exp_(x: float, kind: int) -> float:
         return math.exp(x)
 
+    @njit
+    def expm1_(x: float, kind: int) -> float:
+        return math.expm1(x)
+
+    @njit
+    def log2_(x: float, kind: int) -> float:
+        return math.log2(x)
+
+    @njit
+    def pow_(x: float, y: float, kind: int) -> float:
+        return x ** y
+
 
 @njit
-def probe(x: np.ndarray, kind: int) -> np.ndarray:
-    out = np.empty_like(x)
+def probe(x: np.ndarray, y: np.ndarray, kind: int) -> np.ndarray:
+    """exp(x), expm1(x), log2(y), y ** (x / 16) by ``kind``: (4, n), to compare with numpy's."""
+    out = np.empty((4, x.size))
     for i in range(x.size):
-        out[i] = exp_(x[i], kind)
+        out[0, i] = exp_(x[i], kind)
+        out[1, i] = expm1_(x[i], kind)
+        out[2, i] = log2_(y[i], kind)
+        out[3, i] = pow_(y[i], x[i] / 16.0, kind)
     return out
 
 
@@ -128,3 +176,85 @@ def argsort_stable(a: np.ndarray) -> np.ndarray:
             j -= 1
         idx[j + 1] = k
     return idx
+
+
+def _codegen8(name: str, arity: int):  # noqa: ANN202
+    """SVML function ``name`` on 8 lanes at once: 8 (or 2 x 8) float64 arguments in, a tuple of 8 out."""
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        vty = ir.VectorType(ir.DoubleType(), 8)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * arity), name)
+        lanes = []
+        for k in range(arity):
+            v = ir.Constant(vty, ir.Undefined)
+            for lane in range(8):
+                v = builder.insert_element(v, args[8 * k + lane], ir.Constant(ir.IntType(32), lane))
+            lanes.append(v)
+        r = builder.call(fn, lanes)
+        return context.make_tuple(builder, signature.return_type,
+                                  [builder.extract_element(r, ir.Constant(ir.IntType(32), i)) for i in range(8)])
+    return codegen
+
+
+_T8 = types.UniTuple(types.float64, 8)
+
+
+@intrinsic
+def _svml8_expm1(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):  # noqa: ANN001, ANN202
+    return _T8(*[types.float64] * 8), _codegen8(_SVML["expm1"], 1)
+
+
+@intrinsic
+def _svml8_log2(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):  # noqa: ANN001, ANN202
+    return _T8(*[types.float64] * 8), _codegen8(_SVML["log2"], 1)
+
+
+@intrinsic
+def _svml8_pow(typingctx, a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7):  # noqa: ANN001, ANN202
+    return _T8(*[types.float64] * 16), _codegen8(_SVML["pow"], 2)
+
+
+@njit
+def vec_expm1(x: np.ndarray, out: np.ndarray, kind: int) -> None:
+    """out[i] = expm1_(x[i], kind), eight at a time with SVML (the same values: lanes are independent)."""
+    n = x.shape[0]
+    i = 0
+    if kind == 1:
+        while i + 8 <= n:
+            r = _svml8_expm1(x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7])
+            for k in range(8):
+                out[i + k] = r[k]
+            i += 8
+    while i < n:
+        out[i] = expm1_(x[i], kind)
+        i += 1
+
+
+@njit
+def vec_log2(x: np.ndarray, out: np.ndarray, kind: int) -> None:
+    n = x.shape[0]
+    i = 0
+    if kind == 1:
+        while i + 8 <= n:
+            r = _svml8_log2(x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7])
+            for k in range(8):
+                out[i + k] = r[k]
+            i += 8
+    while i < n:
+        out[i] = log2_(x[i], kind)
+        i += 1
+
+
+@njit
+def vec_pow(x: np.ndarray, y: np.ndarray, out: np.ndarray, kind: int) -> None:
+    n = x.shape[0]
+    i = 0
+    if kind == 1:
+        while i + 8 <= n:
+            r = _svml8_pow(x[i], x[i + 1], x[i + 2], x[i + 3], x[i + 4], x[i + 5], x[i + 6], x[i + 7],
+                           y[i], y[i + 1], y[i + 2], y[i + 3], y[i + 4], y[i + 5], y[i + 6], y[i + 7])
+            for k in range(8):
+                out[i + k] = r[k]
+            i += 8
+    while i < n:
+        out[i] = pow_(x[i], y[i], kind)
+        i += 1

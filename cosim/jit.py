@@ -9,12 +9,12 @@ results are bit-identical, not merely close (tested: ``tests/test_jit.py``):
 
 * sums along an axis follow numpy's pairwise summation (:func:`pw_sum`, the order numpy's add
   reduction uses for a contiguous row of up to 128 numbers);
-* ``exp`` is numpy's own: where numpy computes ``np.exp`` of a float64 array with Intel's SVML
-  (x86-64 with AVX-512, the Linux wheels), the kernels call the same SVML function numpy links
-  (``__svml_exp8_ha``, an exported symbol of numpy's extension); elsewhere numpy calls the C
-  library's ``exp``, and so do the kernels. Which one is decided once per process by probing
-  (:func:`exact_exp`); when neither reproduces ``np.exp`` bit for bit, the kernels that need
-  ``exp`` are not used.
+* ``exp`` (and ``expm1``, ``log2``, ``pow``) is numpy's own: where numpy computes them on a
+  float64 array with Intel's SVML (x86-64 with AVX-512, the Linux wheels), the kernels call the
+  same SVML functions numpy links (``__svml_exp8_ha`` etc., exported symbols of numpy's
+  extension); elsewhere numpy calls the C library's, and so do the kernels. Which one is decided
+  once per process by probing (:func:`exact_exp`); when neither reproduces numpy bit for bit,
+  the kernels are not used (the numpy code runs).
 
 Why numba: the loops are NumPy-style code on float64 arrays, which numba compiles as written
 (no C toolchain, no build step for the package, wheels for CPython 3.10-3.14 and NumPy < 2.6),
@@ -80,19 +80,21 @@ def use() -> bool:
 
 
 def exact_exp() -> int:
-    """How the kernels reproduce ``np.exp`` on float64 arrays in this process: 1 = numpy's SVML
-    function, 0 = the C library's ``exp``, -1 = neither (kernels that need ``exp`` stay off).
-    Probed once: the candidates against ``np.exp`` on 20,000 arguments over [-40, 40], the range
-    of log-prices and beyond (they differ in the last bit on ~5% of arguments when they differ)."""
+    """How the kernels reproduce numpy's ``exp``, ``expm1``, ``log2`` and ``pow`` on float64 arrays
+    in this process: 1 = numpy's SVML functions, 0 = the C library's, -1 = neither (the kernels
+    that need them stay off). Probed once: the candidates against numpy on 24,000 arguments
+    (exp and expm1 over [-40, 40], log2 and pow of positive numbers over 2^-29 .. 2^29); they
+    differ in the last bit on ~5% of arguments where they differ."""
     if "exp" not in _state:
         from cosim import _jitexp
 
         rng = np.random.default_rng(0)
         x = np.concatenate([rng.uniform(-40.0, 40.0, 20_000), np.linspace(-12.0, 12.0, 4001)])
-        ref = np.exp(x)
+        y = np.exp(rng.uniform(-20.0, 20.0, len(x)))
+        ref = np.stack([np.exp(x), np.expm1(x), np.log2(y), y ** (x / 16.0)])
         found = -1
         for kind in ((1, 0) if _jitexp.have_svml() else (0,)):
-            if np.array_equal(_jitexp.probe(x, kind), ref):
+            if np.array_equal(_jitexp.probe(x, y, kind), ref):
                 found = kind
                 break
         _state["exp"] = found

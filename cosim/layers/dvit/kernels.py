@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cosim._jitexp import argsort_stable, njit
+from cosim._jitexp import argsort_stable, njit, vec_expm1, vec_log2, vec_pow
 
 
 @njit
@@ -163,23 +163,61 @@ def vidi_plan(s0, n_pre, U, upload, tmax, F, Q, recv, dev, cost, dwell, offset, 
 
 
 @njit
-def mdp_receivers(dev, cell, t, off, speed, last, pos, g):  # noqa: ANN001, ANN201
-    """vidi_mdp's c_recv (S, V) (the receiver's cell when the step starts) and the offsets
-    dx, dy from the holder's cell to it (np.hypot of them is the distance d)."""
+def mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, rsu, v2i, v2v, bits, min_d, range_m,
+              log2c, kind):  # noqa: ANN001, ANN201
+    """vidi_mdp's c_recv (S, V) (the receiver's cell when the step starts) and the hand-off times
+    comm (S, V): ``comm_s`` of the holder, or with ``handoff`` eq. (3) at the distance between the
+    holder's cell and the receiver's then, out of V2V range infinite (``kind``: numpy's expm1,
+    pow and log2, :func:`cosim.jit.exact_exp`; ``log2c`` = np.log(2.0))."""
     S, V, M = dev.shape[0], pos.shape[0], pos.shape[1]
     c_recv = np.empty((S, V), dtype=np.int64)
-    dx = np.empty((S, V))
-    dy = np.empty((S, V))
+    comm = np.empty((S, V))
+    n = S * V
+    d = np.empty(n)
+    se0 = np.empty(n)
+    x1 = np.empty(n)  # the arguments of expm1, pow and log2, all (s, a) at once (SVML 8 lanes at a time)
+    x2 = np.empty(n)
+    x3 = np.empty(n)
     for s in range(S):
-        sx, sy = pos[dev[s], cell[s], 0], pos[dev[s], cell[s], 1]
+        h = dev[s]
+        sx, sy = pos[h, cell[s], 0], pos[h, cell[s], 1]
         for a in range(V):
             c = np.int64(np.floor((off[a] + speed[a] * t[s]) / g))
             c = min(max(c, 0), last[a])
             c_recv[s, a] = c
+            comm0 = comm_s[h, a]
+            comm[s, a] = comm0
+            if not handoff:
+                continue
+            k = s * V + a
             cm = min(c, M - 1)
-            dx[s, a] = pos[a, cm, 0] - sx
-            dy[s, a] = pos[a, cm, 1] - sy
-    return c_recv, dx, dy
+            d[k] = np.hypot(pos[a, cm, 0] - sx, pos[a, cm, 1] - sy)
+            d0 = np.hypot(xy[h, 0] - xy[a, 0], xy[h, 1] - xy[a, 1])
+            e = bits / (comm0 * bw[h])  # log2(1 + snr0)
+            se0[k] = e
+            x1[k] = (e if (e < 1000.0 or e != e) else 1000.0) * log2c  # np.minimum: NaN stays NaN
+            num = d0 if (d0 > min_d or d0 != d0) else min_d  # np.maximum
+            den = d[k] if (d[k] > min_d or d[k] != d[k]) else min_d
+            x2[k] = num / den
+            x3[k] = v2i if rsu[h] else v2v
+    if not handoff:
+        return c_recv, comm
+    snr0 = np.empty(n)
+    vec_expm1(x1, snr0, kind)
+    gain = np.empty(n)
+    vec_pow(x2, x3, gain, kind)
+    for k in range(n):
+        x1[k] = 1.0 + snr0[k] * gain[k]
+    se = np.empty(n)
+    vec_log2(x1, se, kind)
+    for s in range(S):
+        h = dev[s]
+        for a in range(V):
+            k = s * V + a
+            comm0 = comm[s, a]
+            c2 = comm0 * se0[k] / se[k] if (np.isfinite(comm0) and comm0 > 0) else comm0
+            comm[s, a] = np.inf if (not rsu[h] and d[k] > range_m) else c2
+    return c_recv, comm
 
 
 @njit

@@ -187,9 +187,10 @@ def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _kernels():  # noqa: ANN202 - the module, or None
-    """The compiled kernels (cosim/layers/dvit/kernels.py) where they run (:func:`cosim.jit.use`),
-    else None: the numpy code runs. Their results are the numpy code's, bit for bit."""
-    if not jit.use():
+    """The compiled kernels (cosim/layers/dvit/kernels.py) where they run (:func:`cosim.jit.use`,
+    numpy's transcendental functions reproduced: :func:`cosim.jit.exact_exp`), else None: the
+    numpy code runs. Their results are the numpy code's, bit for bit."""
+    if not jit.use() or jit.exact_exp() < 0:
         return None
     from cosim.layers.dvit import kernels
 
@@ -224,20 +225,24 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     same = Dc == devs  # a == dev[s]: the holder keeps the result
     last = n_cells - 1
     kernels = _kernels()
+    handoff = bool(p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V)
     if kernels:  # the same numbers, compiled (cosim.jit)
-        c_recv, dx, dy = kernels.mdp_receivers(dev, cell, t, off.astype(float), speed.astype(float), last,
-                                               np.ascontiguousarray(pos, dtype=float), float(g))
-        d = np.hypot(dx, dy)
+        f64 = np.float64
+        c_recv, comm = kernels.mdp_links(
+            dev, cell, t, off.astype(f64), speed.astype(f64), last, np.ascontiguousarray(pos, dtype=f64), float(g),
+            np.ascontiguousarray(p.comm_s, dtype=f64), handoff, np.ascontiguousarray(p.xy, dtype=f64).reshape(-1, 2),
+            np.asarray(p.bandwidth_hz, dtype=f64), rsu, float(p.v2i_pl_exponent), float(p.v2v_pl_exponent),
+            float(p.handoff_bits), float(p.min_distance_m), float(p.v2v_range_m), float(np.log(2.0)), jit.exact_exp())
     else:
         # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
         c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
         src_xy = pos[dev, cell]  # (S, 2)
         dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
         d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
-    comm0 = p.comm_s[dev]
-    comm = comm0
-    rsu_dev = rsu[dev][:, None]
-    if p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V:
+        comm0 = p.comm_s[dev]
+        comm = comm0
+        rsu_dev = rsu[dev][:, None]
+    if handoff and not kernels:
         # eq. (3) at the new distance: recover the SNR of today's hand-off from its time and the
         # sender's band, then scale it by the path loss (log-distance, exponent of the link)
         x, y = p.xy[:, 0], p.xy[:, 1]
