@@ -1,7 +1,8 @@
 """Compiled kernels for the layers' small sequential hot loops (issue 32), with numba.
 
 The MoE solvers' inner loops (the follower's best response, gradient play, the Nash-gap search,
-best-response iteration) and DViT's value iteration and exact DP run thousands of numpy calls on
+best-response iteration) and DViT's planning (VIDI's MDP build, value iteration and roll-out; the
+exact DP) run thousands of numpy calls on
 arrays of a few dozen numbers: numpy's per-call overhead, not arithmetic, is their cost. Each has
 a numba kernel (``cosim/layers/moe/kernels.py``, ``cosim/layers/dvit/kernels.py``) that does
 **the same floating-point operations in the same order** as the numpy code it replaces, so the
@@ -27,6 +28,9 @@ The switch: environment variable ``COSIM_JIT`` = ``auto`` (default: the kernels 
 installed), ``off`` (the numpy code: for comparing, or where compiling is unwanted), ``on``
 (the kernels, an error when numba is missing). numba is imported only when a kernel is first
 needed, so commands that run no layer do not pay its import.
+
+numba's cache notices an edit of a kernel module, not of :mod:`cosim._jitexp` which they call:
+after editing that, delete the kernels' ``__pycache__/*.nbi`` files.
 """
 
 from __future__ import annotations
