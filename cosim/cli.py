@@ -11,6 +11,7 @@ exit non-zero; no traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -516,13 +517,21 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="leave out a table (coverage.parquet or coverage), a column (in every table) or a "
                         "summary.json key path (versions.torch; layers.moe: the whole subtree); repeatable")
     p.add_argument("--strict", action="store_true", help="provenance differences count as different results too")
+    p.add_argument("--rtol", type=float, default=0.0, metavar="R",
+                   help="floating-point values may differ by |a - b| <= R * max(|a|, |b|) (float columns, float list "
+                        "elements, summary.json's non-integer numbers; integers, booleans, text and categories stay "
+                        "exact): for a change that computes the same numbers in another order. Each table's values "
+                        "that differ within R are counted and the largest relative difference printed (default 0: "
+                        "exact)")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from cosim.compare import compare, table_names
 
-    c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore))
+    if not (args.rtol >= 0.0 and math.isfinite(args.rtol)):
+        raise CosimError(f"--rtol {args.rtol:g}: expected a finite number >= 0")
+    c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore), rtol=args.rtol)
     diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)
@@ -530,7 +539,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 1
     note = f" (provenance differs: {'; '.join(ln.removeprefix('summary.json: ') for ln in c.provenance)})" \
         if c.provenance else ""
-    print(f"same: {len(table_names(args.a))} tables, summary{note}")
+    for line in c.tolerated:
+        print(f"within --rtol: {line}")
+    within = f" within --rtol {args.rtol:g}" if c.tolerated else ""
+    print(f"same{within}: {len(table_names(args.a))} tables, summary{note}")
     return 0
 
 

@@ -27,6 +27,13 @@ A difference is one line ``WHAT: A vs B``. Per table only the first differing ro
 (its first differing column, both values) with the count of rows and the columns that differ;
 summary keys are listed one per line (at most :data:`MAX_SUMMARY_LINES`).
 
+``rtol`` > 0 (``cosim compare --rtol R``) lets floating-point values differ by a relative
+``|a - b| <= R * max(|a|, |b|)`` — float columns, float elements of list cells and
+summary.json's non-integer numbers; integers, booleans, text and categories (devices, routings,
+outcomes) stay exact — for a change that computes the same numbers in another order (issue 32);
+the values that differ within it are counted in :attr:`Comparison.tolerated`, so a ``same``
+says how close.
+
 ``ignore_order=True`` compares each table as a multiset of rows: both are sorted by all their
 columns (numbers by value with NaN last; text, categories and list cells by a canonical text
 key) before the row-by-row comparison, for changes that only reorder rows; row numbers in the
@@ -36,7 +43,7 @@ lines are then those of the sorted tables.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +74,12 @@ class Comparison:
 
     results: list[str]
     provenance: list[str]
+    #: with ``rtol``: per table and for summary.json, the values that differ within it
+    tolerated: list[str] = field(default_factory=list)
 
 
-def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = ()) -> Comparison:
+def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = (),
+            rtol: float = 0.0) -> Comparison:
     """Results folders ``a`` and ``b`` compared (see the module docstring).
 
     Raises :class:`CosimError` naming the folder when one does not exist, holds no
@@ -80,7 +90,8 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
     rb = load(b)
     sb = rb.require_summary()
     skip = set(ignore)
-    out = []
+    out: list[str] = []
+    tol = _Tolerance(rtol)
     ta, tb = ra.files(), rb.files()
     for name in sorted(set(ta) | set(tb)):
         if name in skip or _stem(name) in skip:
@@ -92,26 +103,28 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
             continue
         x, y = ra.read_file(name), rb.read_file(name)
         x, y = (t.drop(columns=[c for c in t.columns if c in skip]) for t in (x, y))
-        line = table_difference(name, x, y, ignore_order=ignore_order)
+        line = table_difference(name, x, y, ignore_order=ignore_order, tol=tol)
         if line:
             out.append(line)
+        tol.report(name)
     sa, sb = (_without(_unmeasured(s), skip) for s in (sa, sb))
     prov: list[str] = []
     for key in PROVENANCE:
         _json_diff({key: sa.pop(key, None)} if key in sa else {}, {key: sb.pop(key, None)} if key in sb else {}, "", prov)
     lines: list[str] = []
-    _json_diff(sa, sb, "", lines)
+    _json_diff(sa, sb, "", lines, tol)
+    tol.report("summary.json")
     out += [f"summary.json: {ln}" for ln in lines[:MAX_SUMMARY_LINES]]
     if len(lines) > MAX_SUMMARY_LINES:
         out.append(f"summary.json: {len(lines) - MAX_SUMMARY_LINES} more keys differ")
-    return Comparison(out, [f"summary.json: {ln}" for ln in prov])
+    return Comparison(out, [f"summary.json: {ln}" for ln in prov], tol.lines)
 
 
 def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = (),
-                strict: bool = False) -> list[str]:
+                strict: bool = False, rtol: float = 0.0) -> list[str]:
     """One line per different result between results folders ``a`` and ``b`` (empty: the same
     results); with ``strict`` the provenance differences too."""
-    c = compare(a, b, ignore_order=ignore_order, ignore=ignore)
+    c = compare(a, b, ignore_order=ignore_order, ignore=ignore, rtol=rtol)
     return c.results + (c.provenance if strict else [])
 
 
@@ -134,9 +147,54 @@ def _without(summary: dict, keys: set[str]) -> dict:
     return summary
 
 
+class _Tolerance:
+    """``rtol`` and what it let through: the count of float values that differ within it and the
+    largest relative difference, per table (or summary.json), and in which columns / keys."""
+
+    def __init__(self, rtol: float) -> None:
+        self.rtol = float(rtol)
+        self.lines: list[str] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.n, self.worst, self.where = 0, 0.0, {}
+
+    def close(self, x: float, y: float, where: str) -> bool:
+        """x and y (floats, not equal) within rtol; counted if so."""
+        if not self.rtol or not (math.isfinite(x) and math.isfinite(y)):
+            return False
+        rel = abs(x - y) / max(abs(x), abs(y))
+        if rel > self.rtol:
+            return False
+        self.n, self.worst = self.n + 1, max(self.worst, rel)
+        self.where[where] = None
+        return True
+
+    def close_arrays(self, x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
+        """Elementwise :meth:`close` of two float arrays (the unequal, finite pairs within rtol)."""
+        if not self.rtol:
+            return np.zeros(x.shape, dtype=bool)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.abs(x - y) / np.maximum(np.abs(x), np.abs(y))
+            ok = (x != y) & np.isfinite(x) & np.isfinite(y) & (rel <= self.rtol)
+        if ok.any():
+            self.n, self.worst = self.n + int(ok.sum()), max(self.worst, float(rel[ok].max()))
+            self.where[where] = None
+        return ok
+
+    def report(self, name: str) -> None:
+        if self.n:
+            where = list(self.where)
+            more = f" and {len(where) - 6} more" if len(where) > 6 else ""
+            self.lines.append(f"{name}: {self.n} float values differ within rtol {self.rtol:g} (largest relative "
+                              f"difference {self.worst:.3g}; in {', '.join(where[:6])}{more})")
+        self._reset()
+
+
 # -- tables ---------------------------------------------------------------------------------------
-def table_difference(name: str, a, b, *, ignore_order: bool = False) -> str | None:  # noqa: ANN001
-    """How DataFrame ``b`` differs from ``a`` (one line starting with ``name``), or None."""
+def table_difference(name: str, a, b, *, ignore_order: bool = False, tol: _Tolerance | None = None) -> str | None:  # noqa: ANN001
+    """How DataFrame ``b`` differs from ``a`` (one line starting with ``name``), or None. ``tol``:
+    float values within its ``rtol`` count as equal (and are counted there)."""
     a = a.drop(columns=[c for c in a.columns if c in MEASURED])
     b = b.drop(columns=[c for c in b.columns if c in MEASURED])
     if list(a.columns) != list(b.columns):
@@ -148,7 +206,8 @@ def table_difference(name: str, a, b, *, ignore_order: bool = False) -> str | No
         return f"{name}: column types differ: {'; '.join(types)}"
     if ignore_order:
         a, b = _sorted(a), _sorted(b)
-    bad = {c: ~_equal_cells(a[c], b[c]) for c in a.columns}
+    tol = tol if tol is not None else _Tolerance(0.0)
+    bad = {c: ~_equal_cells(a[c], b[c], tol, str(c)) for c in a.columns}
     bad = {c: m for c, m in bad.items() if m.any()}
     if not bad:
         return None
@@ -168,22 +227,26 @@ def _type(s) -> str:  # noqa: ANN001 - pandas.Series
     return str(s.dtype)
 
 
-def _equal_cells(a, b) -> np.ndarray:  # noqa: ANN001 - two pandas.Series of one type
-    """Per row: the cells are equal (NaN/null equal to NaN/null, list cells element by element)."""
+def _equal_cells(a, b, tol: _Tolerance | None = None, col: str = "") -> np.ndarray:  # noqa: ANN001 - two pandas.Series of one type
+    """Per row: the cells are equal (NaN/null equal to NaN/null, list cells element by element;
+    floats within ``tol``'s rtol)."""
     import pandas as pd
 
+    tol = tol if tol is not None else _Tolerance(0.0)
     if isinstance(a.dtype, np.dtype) and a.dtype.kind in "biufcmM":
         x, y = a.to_numpy(), b.to_numpy()
         eq = x == y
         if a.dtype.kind in "fc":
             eq |= np.isnan(x) & np.isnan(y)
+            if a.dtype.kind == "f" and tol.rtol and not eq.all():
+                eq |= tol.close_arrays(x, y, col)
         elif a.dtype.kind in "mM":
             eq |= np.isnat(x) & np.isnat(y)
         return eq
     x, y = a.to_numpy(dtype=object), b.to_numpy(dtype=object)
     if isinstance(a.dtype, (pd.CategoricalDtype, pd.StringDtype)):  # scalars only: compare at once
         return (x == y) | (pd.isna(x) & pd.isna(y))
-    return np.fromiter((_same(u, v) for u, v in zip(x, y)), dtype=bool, count=len(x))
+    return np.fromiter((_same(u, v, tol, col) for u, v in zip(x, y)), dtype=bool, count=len(x))
 
 
 def _listlike(v: Any) -> bool:
@@ -196,17 +259,31 @@ def _missing(v: Any) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-def _same(x: Any, y: Any) -> bool:
-    """Two cells equal: lists element by element (recursively), NaN/None equal to NaN/None."""
+def _same(x: Any, y: Any, tol: _Tolerance | None = None, col: str = "") -> bool:
+    """Two cells equal: lists element by element (recursively), NaN/None equal to NaN/None;
+    floats within ``tol``'s rtol."""
     if _listlike(x) or _listlike(y):
         if not (_listlike(x) and _listlike(y)) or len(x) != len(y):
             return False
         if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype.kind in "biuf" and y.dtype.kind in "biuf":
-            return bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f" or y.dtype.kind == "f"))
-        return all(_same(u, v) for u, v in zip(x, y))
+            f = x.dtype.kind == "f" or y.dtype.kind == "f"
+            if np.array_equal(x, y, equal_nan=f):
+                return True
+            if not (f and tol is not None and tol.rtol and x.dtype.kind == y.dtype.kind == "f"):
+                return False
+            eq = (x == y) | (np.isnan(x) & np.isnan(y))
+            probe = _Tolerance(tol.rtol)  # count only if the whole cell passes
+            if (eq | probe.close_arrays(x, y, col)).all():
+                tol.close_arrays(x, y, col)
+                return True
+            return False
+        return all(_same(u, v, tol, col) for u, v in zip(x, y))
     if _missing(x) or _missing(y):
         return _missing(x) and _missing(y)
-    return bool(x == y) and isinstance(x, (bool, np.bool_)) == isinstance(y, (bool, np.bool_))
+    if bool(x == y) and isinstance(x, (bool, np.bool_)) == isinstance(y, (bool, np.bool_)):
+        return True
+    return (tol is not None and isinstance(x, (float, np.floating)) and isinstance(y, (float, np.floating))
+            and tol.close(float(x), float(y), col))
 
 
 def _key(v: Any) -> str | None:
@@ -268,19 +345,21 @@ def _unmeasured(o: Any) -> Any:
     return o
 
 
-def _json_diff(x: Any, y: Any, path: str, out: list[str]) -> None:
-    """Append ``PATH: X vs Y`` for every leaf where parsed JSON values ``x`` and ``y`` differ."""
+def _json_diff(x: Any, y: Any, path: str, out: list[str], tol: _Tolerance | None = None) -> None:
+    """Append ``PATH: X vs Y`` for every leaf where parsed JSON values ``x`` and ``y`` differ
+    (non-integer numbers within ``tol``'s rtol are the same, and counted there)."""
     if isinstance(x, dict) and isinstance(y, dict):
         for k in list(x) + [k for k in y if k not in x]:
             sub = f"{path}.{k}" if path else str(k)
             if k not in y or k not in x:
                 out.append(f"{sub}: {_show(x[k]) if k in x else '(absent)'} vs {_show(y[k]) if k in y else '(absent)'}")
             else:
-                _json_diff(x[k], y[k], sub, out)
+                _json_diff(x[k], y[k], sub, out, tol)
     elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
         for i, (u, v) in enumerate(zip(x, y)):
-            _json_diff(u, v, f"{path}[{i}]", out)
-    elif not _same_json(x, y):
+            _json_diff(u, v, f"{path}[{i}]", out, tol)
+    elif not _same_json(x, y) and not (tol is not None and isinstance(x, float) and isinstance(y, float)
+                                       and tol.close(x, y, path)):
         out.append(f"{path or '(top)'}: {_show(x)} vs {_show(y)}")
 
 

@@ -261,3 +261,40 @@ def test_two_real_runs_are_the_same_and_another_seed_is_not(tmp_path):
     other = differences(outs["a"], outs["s7"])
     assert any(line.startswith("coverage.parquet: ") for line in other)
     assert "summary.json: seed: 42 vs 7" in other
+
+
+def test_rtol_lets_floats_differ_within_it_and_says_so(tmp_path):
+    """--rtol R: floats equal when |a - b| <= R max(|a|, |b|), counted with the largest relative
+    difference; integers, categories, NaN against a number and larger differences stay different."""
+    a = make_run(tmp_path / "a")
+    # 0.5 -> 0.5 (1 + 1e-10): relative 1e-10; 1.5 -> 1.5 + 3e-12: relative 2e-12; a list element 0.3 (1 + 5e-11)
+    b = make_run(tmp_path / "b", {"dvit_tasks": tasks(latency_s=np.array([0.25, NAN, 0.5 * (1 + 1e-10), 1.5 + 3e-12]),
+                                                      steps_s=Lists([[0.1, 0.2], [], [0.3 * (1 + 5e-11), NAN], [1.0]]))},
+                 summary={**SUMMARY, "layers": {"moe": {"gecpa": {"mean_latency_s": 1.0 + 4e-10, "mean_solve_ms": 3.5,
+                                                                  "nash_gap": None}}}})
+    assert differences(a, b) == [  # exact: one line for the table (both columns), one for the summary key
+        "dvit_tasks.parquet: row 2, column latency_s: 0.5 vs 0.50000000005 (2 of 4 rows differ, in latency_s, steps_s)",
+        "summary.json: layers.moe.gecpa.mean_latency_s: 1.0 vs 1.0000000004"]
+    c = compare(a, b, rtol=1e-9)
+    assert c.results == []
+    assert c.tolerated == [
+        "dvit_tasks.parquet: 3 float values differ within rtol 1e-09 (largest relative difference 1e-10; "
+        "in latency_s, steps_s)",
+        "summary.json: 1 float values differ within rtol 1e-09 (largest relative difference 4e-10; "
+        "in layers.moe.gecpa.mean_latency_s)"]
+    # a tolerance smaller than a difference: that one stays different (the table line names latency_s only)
+    assert differences(a, b, rtol=2e-10) == ["summary.json: layers.moe.gecpa.mean_latency_s: 1.0 vs 1.0000000004"]
+    assert differences(a, b, rtol=7e-11) == [
+        "dvit_tasks.parquet: row 2, column latency_s: 0.5 vs 0.50000000005 (1 of 4 rows differ, in latency_s)",
+        "summary.json: layers.moe.gecpa.mean_latency_s: 1.0 vs 1.0000000004"]
+    # integers, categories and NaN against a number are exact whatever rtol
+    d = make_run(tmp_path / "d", {"dvit_tasks": tasks(task=np.array([0, 1, 2, 4]), latency_s=np.array([0.25, 0.0, 0.5, 1.5]),
+                                                      vehicle=Coded(np.array([2, 0, -1, 2]), VEHICLES))})
+    assert differences(a, d, rtol=0.5) == ["dvit_tasks.parquet: row 1, column latency_s: nan vs 0.0 "
+                                           "(2 of 4 rows differ, in task, vehicle, latency_s)"]
+    out = run_cli("compare", str(a), str(b), "--rtol", "1e-9")
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "same within --rtol 1e-09: 1 tables, summary"
+    assert out.stdout.splitlines()[0].startswith("within --rtol: dvit_tasks.parquet: 3 float values")
+    assert run_cli("compare", str(a), str(b)).returncode == 1
+    bad = run_cli("compare", str(a), str(b), "--rtol", "-1")
+    assert (bad.returncode, bad.stderr) == (2, "cosim: error: --rtol -1: expected a finite number >= 0\n")

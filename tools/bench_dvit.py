@@ -11,7 +11,16 @@ re-plans from a helper (what closed-loop VIDI does at every decision epoch). Tar
 a whole run with the layer on is measured by
 ``python tools/bench_overhead.py scenarios/grid6_dvit.toml``.
 
-    python tools/bench_dvit.py [--problems 50] [--agent dvit_grid6]
+    python tools/bench_dvit.py [--problems 50] [--agent dvit_grid6] [--jit both]
+
+``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
+before issue 32), ``both`` (default) every policy both ways, interleaved pass by pass; the plans
+must be the same (checked). Target (issue 32): VIDI <= 0.3 ms per decision.
+
+``--in-run END`` instead times the schedulers inside whole runs of scenarios/grid6_dvit.toml
+(seed 42, serial, to END s), kernels and numpy code in interleaved runs (``--rounds``): CPU per
+call of each scheduler (SUMO's stepping between slots evicts the caches, so a call costs more
+than in the loop above), and the runs' tables are compared (``cosim.compare.differences``).
 """
 
 from __future__ import annotations
@@ -44,7 +53,15 @@ def main() -> None:
     ap.add_argument("--at", type=float, default=300.0, help="simulation time of the snapshot [s]")
     ap.add_argument("--agent", default="dvit_grid6", help="also time rl:AGENT, a trained agent (one decision "
                     "per call; '' to skip); default the shipped one")
+    ap.add_argument("--jit", choices=["on", "off", "both"], default="both",
+                    help="the compiled kernels, the numpy code, or both interleaved (default)")
+    ap.add_argument("--in-run", type=float, metavar="END", help="time the schedulers inside grid6_dvit runs to END s")
+    ap.add_argument("--rounds", type=int, default=2, help="--in-run: interleaved rounds (default 2)")
     args = ap.parse_args()
+    modes = ["off", "on"] if args.jit == "both" else [args.jit]
+    if args.in_run:
+        in_run(args, modes)
+        return
     if args.agent:
         SCHEDULERS["rl"] = registry.make_policy("dvit", f"rl:{args.agent}", "--agent").fn
     cfg = config.load(ROOT / "scenarios" / "grid6_dvit.toml")
@@ -69,18 +86,70 @@ def main() -> None:
         helpers = np.mean([p.n_devices - 2 for p in problems])
         print(f"{len(problems)} {label} from grid6 at t={args.at:g} s: K = {problems[0].steps}, "
               f"{helpers:.1f} candidate vehicles on average")
-        print(f"{'policy':8s} {'min ms':>8s} {'median ms':>10s}  (CPU time per plan)")
+        print(f"{'policy':8s} {'jit':>4s} {'min ms':>8s} {'median ms':>10s}  (CPU time per plan)")
         for name, fn in SCHEDULERS.items():
             opts = registry.policies("dvit")[name].options if name != "rl" else None
             opts = opts() if opts is not None else None
-            rng = np.random.default_rng(0)
-            runs = []
+            runs: dict = {m: [] for m in modes}
+            plans: dict = {}
+            for m in modes:  # warm-up (the kernels' compilation or cache load)
+                os.environ["COSIM_JIT"] = m
+                fn(problems[0], np.random.default_rng(0), opts)
             for _ in range(5):
-                t0 = time.process_time()
-                for p in problems:
-                    fn(p, rng, opts)
-                runs.append((time.process_time() - t0) / len(problems))
-            print(f"{name:8s} {min(runs) * 1e3:8.3f} {np.median(runs) * 1e3:10.3f}")
+                for m in modes:
+                    os.environ["COSIM_JIT"] = m
+                    rng = np.random.default_rng(0)
+                    t0 = time.process_time()
+                    out = [fn(p, rng, opts) for p in problems]
+                    runs[m].append((time.process_time() - t0) / len(problems))
+                    plans.setdefault(m, [None if o is None else np.asarray(o).tobytes() for o in out])
+            if len(plans) == 2 and plans["on"] != plans["off"]:
+                raise SystemExit(f"bench: {name}: the kernels' plans differ from the numpy code's")
+            for m in modes:
+                print(f"{name:8s} {m:>4s} {min(runs[m]) * 1e3:8.3f} {np.median(runs[m]) * 1e3:10.3f}")
+
+
+def in_run(args: argparse.Namespace, modes: list[str]) -> None:
+    import tempfile
+
+    import cosim
+    from cosim.compare import differences
+    from cosim.layers import base
+
+    orig = base.Layer.call
+    cpu: dict = {}
+
+    def call(self, name, *a):  # noqa: ANN001, ANN202
+        c0 = time.process_time()
+        try:
+            return orig(self, name, *a)
+        finally:
+            cpu.setdefault(name, []).append(time.process_time() - c0)
+
+    base.Layer.call = call
+    stats: dict = {m: {} for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for m in modes:
+                os.environ["COSIM_JIT"] = m
+                cpu.clear()
+                c0 = time.process_time()
+                res = cosim.run(ROOT / "scenarios" / "grid6_dvit.toml", out=Path(tmp) / f"{m}{r}", overwrite=True,
+                                end_s=args.in_run, seed=42, jobs=1)
+                total = time.process_time() - c0
+                for name, v in cpu.items():
+                    stats[m].setdefault(name, []).append((1e3 * sum(v) / len(v), len(v)))
+                stats[m].setdefault("(run, CPU s)", []).append((total, res.summary["slots"]))
+        if len(modes) == 2:
+            diff = differences(Path(tmp) / "off0", Path(tmp) / "on0")
+            print("tables and summary, kernels vs numpy code:", "the same" if not diff else "DIFFER: " + "; ".join(diff))
+    base.Layer.call = orig
+    print(f"grid6_dvit, seed 42, {args.in_run:g} s, serial; CPU ms per call, min / median of {args.rounds} runs "
+          f"(calls per run)")
+    for name in stats[modes[0]]:
+        print(f"  {name:14s} " + "   ".join(
+            f"{m}: {min(x for x, _ in stats[m][name]):7.3f} / {np.median([x for x, _ in stats[m][name]]):7.3f} "
+            f"({stats[m][name][0][1]})" for m in modes))
 
 
 if __name__ == "__main__":

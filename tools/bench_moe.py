@@ -4,16 +4,30 @@
 process (``time.process_time``: steady on a shared machine) and wall seconds; ``evals`` is the
 follower evaluations a round spends (the solvers' budget: gradient and evolutionary get GECPA's).
 
-    python tools/bench_moe.py [--ivs 20] [--games 20]
+    python tools/bench_moe.py [--ivs 20] [--games 20] [--jit both]
+    python tools/bench_moe.py --grid6 300 [--rounds 3]     # the solvers' CPU per task of a grid6 run
+
+``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
+before issue 32), ``both`` (default) each solver both ways, interleaved, with the ratio.
+
+``--grid6 END`` runs scenarios/grid6_moe.toml (seed 42) to END seconds, records every pricing
+call the layer makes (policy, game, its random generator's state) and the Nash-gap evaluation of
+each game, then replays them ``--rounds`` times, kernels and numpy code interleaved: the CPU the
+layer's solvers spend per task (the issue's 127 ms), min and median over the rounds, and that the
+prices are the same bit for bit.
 
 For the layer's share of a whole run, use the side-by-side benchmark:
-    python tools/bench_overhead.py scenarios/grid6_moe.toml --no-traci
+    python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,41 +42,131 @@ from cosim.layers.moe.game import Game, SolverConfig, exact_equilibrium  # noqa:
 SOLVERS = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ivs", type=int, default=20)
-    ap.add_argument("--games", type=int, default=20)
-    args = ap.parse_args()
+def modes(arg: str) -> list[str]:
+    return ["off", "on"] if arg == "both" else [arg]
+
+
+def random_games(args: argparse.Namespace) -> None:
     cfg = SolverConfig()
     games = []
     for seed in range(args.games):
         rng = np.random.default_rng(seed)
         # work per IV for 8 layers x 8 experts x top-2 x 256 tokens over the IVs; the layer's ranges
-        games.append(Game(rng.uniform(0.01, 0.05, args.ivs), rng.uniform(0.2, 1.0, args.ivs), rng.uniform(5, 20, args.ivs)))
-    for g in games[:2]:  # warm-up
-        SOLVERS["gecpa"](g, np.random.default_rng(0), cfg)
+        games.append((rng.uniform(0.01, 0.05, args.ivs), rng.uniform(0.2, 1.0, args.ivs), rng.uniform(5, 20, args.ivs)))
+    for mode in modes(args.jit):  # warm-up (and, with the kernels, their compilation or cache load)
+        os.environ["COSIM_JIT"] = mode
+        SOLVERS["gecpa"](Game(*games[0]), np.random.default_rng(0), cfg)
     print(f"{args.games} random games with {args.ivs} IVs; Nash gap from a 256-point grid + golden section")
-    print(f"{'solver':13s} {'cpu ms med':>10s} {'cpu max':>8s} {'wall med':>9s} {'evals':>7s} {'mean gap':>10s} "
+    print(f"{'solver':13s} {'jit':>3s} {'cpu ms med':>10s} {'cpu max':>8s} {'wall med':>9s} {'evals':>7s} {'mean gap':>10s} "
           f"{'max gap':>9s} {'mean IV utility':>16s}")
     for name, solve in SOLVERS.items():
-        cpu, wall, gaps, util, evals = [], [], [], [], []
-        for i, g in enumerate(games):
-            before = g.evals
-            t0, c0 = time.perf_counter(), time.process_time()
-            p = solve(g, np.random.default_rng(i), cfg)
-            cpu.append(1e3 * (time.process_time() - c0))
-            wall.append(1e3 * (time.perf_counter() - t0))
-            evals.append(g.evals - before)
-            gaps.append(g.nash_gap(p[None], grid=256, refine=40)[0])
-            util.append(g.outcome(p[None])["u_iv"].mean())  # over every IV offered a price
-        print(f"{name:13s} {np.median(cpu):10.2f} {max(cpu):8.2f} {np.median(wall):9.2f} {int(np.mean(evals)):7d} "
-              f"{np.mean(gaps):10.4f} {max(gaps):9.4f} {np.mean(util):16.4f}")
-    interior = [(g, *exact_equilibrium(g)) for g in games]
+        med = {}
+        for mode in modes(args.jit):
+            os.environ["COSIM_JIT"] = mode
+            cpu, wall, gaps, util, evals = [], [], [], [], []
+            for i, w in enumerate(games):
+                g = Game(*w)
+                t0, c0 = time.perf_counter(), time.process_time()
+                p = solve(g, np.random.default_rng(i), cfg)
+                cpu.append(1e3 * (time.process_time() - c0))
+                wall.append(1e3 * (time.perf_counter() - t0))
+                evals.append(g.evals)
+                gaps.append(g.nash_gap(p[None], grid=256, refine=40)[0])
+                util.append(g.outcome(p[None])["u_iv"].mean())  # over every IV offered a price
+            med[mode] = np.median(cpu)
+            print(f"{name:13s} {mode:>3s} {np.median(cpu):10.2f} {max(cpu):8.2f} {np.median(wall):9.2f} "
+                  f"{int(np.mean(evals)):7d} {np.mean(gaps):10.4f} {max(gaps):9.4f} {np.mean(util):16.4f}")
+        if len(med) == 2 and med["on"] > 0:
+            print(f"{'':13s} {'':>3s} {med['off'] / med['on']:9.1f}x faster compiled")
+    interior = [(g, *exact_equilibrium(g)) for g in (Game(*w) for w in games)]
     interior = [(g, p) for g, p, f in interior if (f > 0).all() and (f < g.F).all()]
     if interior:
         gaps = [g.nash_gap(p[None], grid=256, refine=40)[0] for g, p in interior]
         print(f"exact equilibrium (linear solve) where interior ({len(interior)} games): mean gap {np.mean(gaps):.2e}")
     print("target: gecpa <= 50 ms (CPU) per round for 20 IVs")
+
+
+def record_grid6(end: float) -> tuple[list, dict]:
+    """The pricing calls of a grid6_moe run: [(task, policy, game fields, rng, call)] and, per
+    game, the price vectors whose Nash gap the layer evaluated."""
+    import cosim
+    from cosim.layers.moe import layer as moe_layer
+
+    calls, gaps = [], {}
+    orig_prices, orig_gap = moe_layer.MoELayer._prices, Game.nash_gap
+
+    def fields(g: Game) -> tuple:
+        return (g.W.copy(), g.F.copy(), g.kappa.copy(), g.value, g.f_sat, g.sigma, g.p_min, g.p_max)
+
+    def prices(self, policy, game, rng):  # noqa: ANN001, ANN202
+        state = copy.deepcopy(rng) if rng is not None else None
+        p = orig_prices(self, policy, game, rng)
+        calls.append((self.next_id - 1, policy, fields(game), state, self.call, p.copy()))
+        return p
+
+    def nash_gap(self, p, grid=96, refine=24):  # noqa: ANN001, ANN202
+        gaps.setdefault(id(self), (fields(self), []))[1].append((np.array(p), grid, refine))
+        return orig_gap(self, p, grid, refine)
+
+    moe_layer.MoELayer._prices, Game.nash_gap = prices, nash_gap
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cosim.run(ROOT / "scenarios" / "grid6_moe.toml", out=Path(tmp) / "run", overwrite=True, end_s=end, seed=42,
+                      jobs=1)
+    finally:
+        moe_layer.MoELayer._prices, Game.nash_gap = orig_prices, orig_gap
+    return calls, gaps
+
+
+def grid6(args: argparse.Namespace) -> None:
+    os.environ["COSIM_JIT"] = "off"  # the run itself as main ran it
+    calls, gaps = record_grid6(args.grid6)
+    tasks = len({c[0] for c in calls})
+    print(f"grid6_moe, seed 42, {args.grid6:g} s: {tasks} tasks, {len(calls)} pricing calls, "
+          f"{sum(len(v[1]) for v in gaps.values())} Nash-gap evaluations")
+    per_task: dict[str, list[float]] = {m: [] for m in modes(args.jit)}
+    per_policy: dict[str, dict[str, list[float]]] = {m: {} for m in modes(args.jit)}
+    for _ in range(args.rounds):
+        for mode in modes(args.jit):
+            os.environ["COSIM_JIT"] = mode
+            cpu_pol: dict[str, float] = {}
+            c_all = time.process_time()
+            for _, policy, f, rng, call, p in calls:
+                c0 = time.process_time()
+                q = call(policy, Game(*f), copy.deepcopy(rng))
+                cpu_pol[policy] = cpu_pol.get(policy, 0.0) + time.process_time() - c0
+                assert np.asarray(q, dtype=float).tobytes() == p.tobytes(), (mode, policy)
+            c0 = time.process_time()
+            for f, evals in gaps.values():
+                g = Game(*f)
+                for p, grid, refine in evals:
+                    g.nash_gap(p, grid, refine)
+            cpu_pol["(nash gaps)"] = time.process_time() - c0
+            per_task[mode].append(1e3 * (time.process_time() - c_all) / tasks)
+            for k, v in cpu_pol.items():
+                per_policy[mode].setdefault(k, []).append(1e3 * v / tasks)
+    print("CPU per task [ms], min / median of the rounds (prices identical to the run's, bit for bit):")
+    for k in per_policy[modes(args.jit)[0]]:
+        print(f"  {k:16s} " + "   ".join(f"{m}: {min(per_policy[m][k]):8.3f} / {statistics.median(per_policy[m][k]):8.3f}"
+                                          for m in modes(args.jit)))
+    print(f"  {'all solvers+gaps':16s} " + "   ".join(f"{m}: {min(per_task[m]):8.3f} / {statistics.median(per_task[m]):8.3f}"
+                                                    for m in modes(args.jit)))
+    print("target (issue 32): the solvers <= 10 ms CPU per task")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ivs", type=int, default=20)
+    ap.add_argument("--games", type=int, default=20)
+    ap.add_argument("--jit", choices=["on", "off", "both"], default="both",
+                    help="the compiled kernels, the numpy code, or both interleaved (default)")
+    ap.add_argument("--grid6", type=float, metavar="END", help="time the pricing calls of a grid6_moe run to END s")
+    ap.add_argument("--rounds", type=int, default=3, help="--grid6: interleaved rounds (default 3)")
+    args = ap.parse_args()
+    if args.grid6:
+        grid6(args)
+    else:
+        random_games(args)
 
 
 if __name__ == "__main__":

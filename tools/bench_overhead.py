@@ -23,7 +23,8 @@ each with its idle waiting on the other, and the CPU seconds of each process (su
 ``--layers`` (on a scenario without layers) adds, each with 1 and 2 processes (``--jobs 1``/``2``:
 the scaling with the workers), a variant per built-in layer at its default load (the layer's own
 defaults, which are those of scenarios/grid6_{dvit,cache,moe}.toml) and one with all three layers
-on in one run; a line per variant then gives the speed-up of 2 processes over 1.
+on in one run; a line per variant then gives the speed-up of 2 processes over 1. ``--layers moe
+dvit`` (names among dvit, cache, moe, all): only those variants.
 
 ``--workers N [N ...]`` adds, for every variant with layers, one that spreads the layers'
 policies over N worker processes besides the plugin's (``--jobs 2+N``, marked ``+Nw``), and
@@ -237,8 +238,9 @@ def main() -> None:
     ap.add_argument("--no-pipelined", action="store_true", help="skip the --jobs 2 variants")
     ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                     help="scenario override passed to every cosim variant (as `cosim run --set`)")
-    ap.add_argument("--layers", action="store_true",
-                    help="add each built-in layer on, and all three on, at default loads, with --jobs 1 and 2")
+    ap.add_argument("--layers", nargs="*", metavar="LAYER", choices=[*LAYER_LOADS, "all"],
+                    help="add each built-in layer on, and all three on, at default loads, with --jobs 1 and 2; "
+                         "followed by names (dvit, cache, moe, all): only those variants")
     ap.add_argument("--workers", type=int, nargs="+", default=[], metavar="N",
                     help="also run every variant with layers with the policies over N worker processes "
                          "(--jobs 2+N; e.g. --workers 1 2)")
@@ -291,10 +293,12 @@ def main() -> None:
         runs["traci serial"] = ["--backend", "traci", "--jobs", "1"]
         if not args.no_pipelined:
             runs["traci pipelined"] = ["--backend", "traci", "--jobs", "2"]
-    if args.layers:
+    if args.layers is not None:
         if cfg.layers:
             sys.exit(f"bench: --layers adds the layers itself: give a scenario without layers (not {target.name})")
         for name, layers in [*((n, [n]) for n in LAYER_LOADS), ("all layers", list(LAYER_LOADS))]:
+            if args.layers and name.split()[0] not in args.layers:
+                continue
             runs[f"{name} serial"] = [*layer_sets(layers), "--jobs", "1"]
             if not args.no_pipelined:
                 runs[f"{name} piped"] = [*layer_sets(layers), "--jobs", "2"]

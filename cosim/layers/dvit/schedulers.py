@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim import jit
 from cosim.config import option
 from cosim.layers.dvit.problem import HELPER, RSU, USER, Problem
 from cosim.registry import register_policy
@@ -80,11 +81,15 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
-        tot = np.empty((V, V))
-        for k in range(2, n_prefix + 1):
-            np.add(pre[k - 1][:, None], step_mat, out=tot)
-            tot.argmin(axis=0, out=parent[k])
-            np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
+        kernels = _kernels()
+        if kernels:  # the same minima, compiled (cosim.jit)
+            kernels.layered_dp(pre, parent, step_mat, n_prefix)
+        else:
+            tot = np.empty((V, V))
+            for k in range(2, n_prefix + 1):
+                np.add(pre[k - 1][:, None], step_mat, out=tot)
+                tot.argmin(axis=0, out=parent[k])
+                np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
     best, best_s, best_d = inf, -1, -1
     # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
     first_user = p.comm_s[0, U] + user_step
@@ -181,6 +186,17 @@ def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return xy[:, None, :] + unit[:, None, :] * r[:, :, None], speed, off
 
 
+def _kernels():  # noqa: ANN202 - the module, or None
+    """The compiled kernels (cosim/layers/dvit/kernels.py) where they run (:func:`cosim.jit.use`,
+    numpy's transcendental functions reproduced: :func:`cosim.jit.exact_exp`), else None: the
+    numpy code runs. Their results are the numpy code's, bit for bit."""
+    if not jit.use() or jit.exact_exp() < 0:
+        return None
+    from cosim.layers.dvit import kernels
+
+    return kernels
+
+
 def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
     opts = opts if opts is not None else VidiOptions()
@@ -208,15 +224,25 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     Dc, Tc = dev[:, None], t[:, None]
     same = Dc == devs  # a == dev[s]: the holder keeps the result
     last = n_cells - 1
-    # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
-    c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
-    src_xy = pos[dev, cell]  # (S, 2)
-    dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
-    d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
-    comm0 = p.comm_s[dev]
-    comm = comm0
-    rsu_dev = rsu[dev][:, None]
-    if p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V:
+    kernels = _kernels()
+    handoff = bool(p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V)
+    if kernels:  # the same numbers, compiled (cosim.jit)
+        f64 = np.float64
+        c_recv, comm = kernels.mdp_links(
+            dev, cell, t, off.astype(f64), speed.astype(f64), last, np.ascontiguousarray(pos, dtype=f64), float(g),
+            np.ascontiguousarray(p.comm_s, dtype=f64), handoff, np.ascontiguousarray(p.xy, dtype=f64).reshape(-1, 2),
+            np.asarray(p.bandwidth_hz, dtype=f64), rsu, float(p.v2i_pl_exponent), float(p.v2v_pl_exponent),
+            float(p.handoff_bits), float(p.min_distance_m), float(p.v2v_range_m), float(np.log(2.0)), jit.exact_exp())
+    else:
+        # where the receiver is when the step starts (its cell at time t[s], clipped to its last state)
+        c_recv = np.minimum(np.maximum(np.floor((off + speed * Tc) / g).astype(np.int64), 0), last)
+        src_xy = pos[dev, cell]  # (S, 2)
+        dst_xy = pos[devs, np.minimum(c_recv, M - 1)]  # (S, V, 2)
+        d = np.hypot(dst_xy[..., 0] - src_xy[:, None, 0], dst_xy[..., 1] - src_xy[:, None, 1])
+        comm0 = p.comm_s[dev]
+        comm = comm0
+        rsu_dev = rsu[dev][:, None]
+    if handoff and not kernels:
         # eq. (3) at the new distance: recover the SNR of today's hand-off from its time and the
         # sender's band, then scale it by the path loss (log-distance, exponent of the link)
         x, y = p.xy[:, 0], p.xy[:, 1]
@@ -230,6 +256,12 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
             se = np.log2(1.0 + snr0 * gain)
             comm = np.where(np.isfinite(comm0) & (comm0 > 0), comm0 * se0 / se, comm0)
         comm = np.where(~rsu_dev & (d > p.v2v_range_m), np.inf, comm)
+    if kernels:
+        q = np.floor(speed * cost / g).astype(np.int64)
+        F, succ, idx, sweeps, v, Q = kernels.mdp_solve(
+            np.ascontiguousarray(comm, dtype=float), cost, allowed, dev, t, dwell.astype(float), cell, c_recv, q,
+            speed.astype(float), last, first, 0.5 * opts.rho, float(opts.phi), int(opts.max_iter))
+        return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
     F = np.where(same, cost, comm + cost)
     F = np.where(allowed[dev] & (Tc <= dwell) | same, F, np.inf)  # C1/C2; receiver in coverage
     # eq. (17): w' = w_a and c' = c_a (one value each); p' uniform over the cells a can occupy
@@ -248,9 +280,8 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # (2, V, S) gather), then adds, halves (x rho), adds F and takes the min over the actions
     idx = np.where(same, np.arange(S)[:, None], first + c_recv)
     nn = succ[:, np.arange(S), dev]  # (2, S): the self-successors
-    gather = nn[:, idx.T]  # (2, V, S)
     F_t = np.ascontiguousarray(np.where(np.isfinite(F), F, 1e9).T)  # an impossible action never wins
-    sweeps, v = _value_iteration(gather, F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
+    sweeps, v = _value_iteration(nn[:, idx.T], F_t, 0.5 * opts.rho, opts.phi, opts.max_iter)
     Q = np.where(np.isfinite(F), F + (0.5 * opts.rho) * (v[succ[0]] + v[succ[1]]), np.inf)
     return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
 
@@ -333,9 +364,14 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     mdp = vidi_mdp(p, opts)
     tmax, dwell = p.t_max_s + 1e-12, p.user_dwell_s + 1e-12
     F, Q, cost, state_at = mdp.F, mdp.Q, p.step_cost(), mdp.state_at
+    kernels = _kernels()
+    if kernels:  # line 9 below, compiled (cosim.jit): the same tests on the same numbers
+        out = all_user.copy()
+        kernels.vidi_plan(int(mdp.first[0]), n_pre, U, float(p.upload_s), tmax, F, Q, mdp.recv, mdp.dev, cost, dwell,
+                          mdp.offset.astype(float), mdp.speed.astype(float), mdp.first, mdp.n_cells - 1,
+                          float(mdp.cell_m), out)
+        return out
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
-    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
-    n_ok = ok.sum(axis=1).tolist()
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one
     # device that can then hand it over (the RSU's downlink to a far user may be too slow when a
     # helper next to the user is not); ``via`` its best device, ``extra`` the time it adds
@@ -346,6 +382,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     via = np.where(relay, F, np.inf).argmin(axis=1)
     extra = np.where(direct, 0.0, np.where(relay.any(axis=1), F[np.arange(len(mdp.dev)), via], np.inf))
     # the roll-out below walks these one number at a time: as Python numbers (the same values)
+    order = np.where(ok, Q, np.inf).argsort(axis=1, kind="stable").tolist()
+    n_ok = ok.sum(axis=1).tolist()
     F, cost, direct, via, extra = F.tolist(), cost.tolist(), direct.tolist(), via.tolist(), extra.tolist()
 
     s0 = int(mdp.first[0])

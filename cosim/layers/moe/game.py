@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosim import jit
 from cosim.config import option
 from cosim.registry import register_policy
 
@@ -212,11 +213,14 @@ class Game:
         grid_u = np.take_along_axis(u, k[:, :, None], axis=2)[:, :, 0]
         return np.where(grid_u > best_u, g[k], best_q), np.maximum(best_u, grid_u)
 
-    def nash_gap(self, p: np.ndarray, **kw) -> np.ndarray:
+    def nash_gap(self, p: np.ndarray, grid: int = 96, refine: int = 24) -> np.ndarray:
         """max_i (best deviation utility - current utility), per price vector: (B,)."""
         if not p.shape[-1]:
             return np.zeros(len(p))
-        _, best = self.best_responses(p, **kw)
+        gap = _jit_fitness(self, p, grid, refine, declined_inf=False)
+        if gap is not None:
+            return gap
+        _, best = self.best_responses(p, grid=grid, refine=refine)
         return np.max(np.maximum(best - self.outcome(p)["u_iv"], 0.0), axis=-1)
 
     def gradient(self, p: np.ndarray, h: float = 1e-4) -> np.ndarray:
@@ -224,6 +228,54 @@ class Game:
         both = np.stack([p * np.exp(h), p * np.exp(-h)], axis=-1)
         up, dn = np.moveaxis(self.deviation_utility(p, both), -1, 0)
         return (up - dn) / (2.0 * h)
+
+
+def _jit(game: Game) -> tuple | None:
+    """(the compiled kernels, how they compute exp, the game's operands) where they run
+    (:mod:`cosim.jit`: ``COSIM_JIT``, numba installed, numpy's exp reproduced, 1 to 128 IVs,
+    float64 operands), else None: the numpy code runs. The kernels' results are the numpy code's,
+    bit for bit (tests/test_jit.py)."""
+    if not (0 < game.n <= jit.PW_BLOCK) or not jit.use():
+        return None
+    ops = game.__dict__.get("_ops")
+    if ops is None:
+        arrays = (np.asarray(game.a), np.asarray(game.F), np.asarray(game.kappa))
+        ok = all(x.dtype == np.float64 and x.shape == (game.n,) for x in arrays)
+        ops = (*map(np.ascontiguousarray, arrays), game.beta - game.gamma, game.gamma,
+               float(np.log(game.p_min)), float(np.log(game.p_max))) if ok else ()
+        object.__setattr__(game, "_ops", ops)
+    kind = jit.exact_exp() if ops else -1
+    if kind < 0:
+        return None
+    from cosim.layers.moe import kernels
+
+    return kernels, kind, ops
+
+
+def _prices_of(game: Game, p: np.ndarray) -> np.ndarray | None:
+    """``p`` as the kernels take it ((B, N) float64, C order), or None (the numpy code runs)."""
+    p = np.asarray(p)
+    if p.ndim != 2 or p.shape[1] != game.n or p.dtype != np.float64:
+        return None
+    return np.ascontiguousarray(p)
+
+
+def _jit_fitness(game: Game, p: np.ndarray, grid: int, refine: int, declined_inf: bool) -> np.ndarray | None:
+    """:meth:`Game.nash_gap` (``declined_inf``: :func:`_fitness`) by the kernels, counting the
+    follower evaluations the numpy code counts; None where they do not run."""
+    k = _jit(game)
+    p = _prices_of(game, p) if k else None
+    if p is None:
+        return None
+    kernels, kind, (a, F, kappa, d, gm, lo, hi) = k
+    g = np.exp(np.linspace(lo, hi, grid))
+    out = np.empty(len(p))
+    if not kernels.fitness(a, F, kappa, d, gm, p, g, np.log(g), lo, hi, refine, (np.sqrt(5.0) - 1.0) / 2.0,
+                           kind, declined_inf, out):
+        return None
+    B, N = p.shape
+    game._evals[0] += B * N * (grid + 2 * refine + 1) + B * (2 if declined_inf else 1)
+    return out
 
 
 def exact_equilibrium(game: Game) -> tuple[np.ndarray, np.ndarray]:
@@ -291,11 +343,21 @@ def _ascend(game: Game, p: np.ndarray, steps: int, lr: float, keep: int = 0) -> 
     ``lr`` along the gradient's sign elsewhere, down for an IV priced out of the market; at most
     half a log-unit per step. ``keep`` > 0: return the iterates after steps ⌈j·steps/keep⌉,
     j = 1..keep (the last one is the final iterate), stacked on a new first axis."""
+    marks = {-(-j * steps // keep): j - 1 for j in range(1, keep + 1)} if keep else {}
+    kept = np.empty((keep, *p.shape))
+    k, pk = _jit(game), _prices_of(game, p)
+    if k and pk is not None:
+        kernels, kind, (a, F, kappa, d, gm, lo, hi) = k
+        at = np.full(steps + 1, -1, dtype=np.int64)
+        for step, j in marks.items():
+            at[step] = j
+        out = np.empty(pk.shape)
+        if kernels.ascend(a, F, kappa, d, gm, np.log(pk), steps, lr, lo, hi, at, kept, kind, out):
+            game._evals[0] += steps * 3 * pk.size
+            return kept if keep else out
     lo, hi = np.log(game.p_min), np.log(game.p_max)
     x = np.log(p)
     h = 1e-3
-    marks = {-(-j * steps // keep): j - 1 for j in range(1, keep + 1)} if keep else {}
-    kept = np.empty((keep, *p.shape))
     for step in range(1, steps + 1):
         q = np.exp(x[:, :, None] + np.array([h, 0.0, -h]))
         up, mid, dn = np.moveaxis(game.deviation_utility(np.exp(x), q), -1, 0)
@@ -338,6 +400,9 @@ def _initial(game: Game, cfg: SolverConfig, rng: np.random.Generator) -> np.ndar
 
 def _fitness(game: Game, pop: np.ndarray, grid: int, refine: int) -> np.ndarray:
     """Nash gap; prices at which the TV buys nothing (a trivial equilibrium) rank last."""
+    fit = _jit_fitness(game, pop, grid, refine, declined_inf=True) if game.n else None
+    if fit is not None:
+        return fit
     return game.nash_gap(pop, grid=grid, refine=refine) + np.where(game.outcome(pop)["declined"], np.inf, 0.0)
 
 
@@ -448,6 +513,14 @@ def solve_best_response(game: Game, rng: np.random.Generator, cfg: SolverConfig 
     budget = budget_of(game.n, cfg)
     start = game.evals
     p = np.full(game.n, np.clip(cfg.uniform_price, game.p_min, game.p_max))
+    k = _jit(game)
+    if k:
+        kernels, _, (a, F, kappa, d, gm, _, _) = k
+        pk = p.copy()
+        ok, used = kernels.best_response(a, F, kappa, d, gm, pk, game.p_min, game.p_max, budget, cfg.br_tol)
+        if ok:
+            game._evals[0] += used
+            return pk
     total = 0.0  # the follower's total at p: where its Newton iteration starts (a start only)
     while True:
         moved = 0.0

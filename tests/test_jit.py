@@ -1,0 +1,204 @@
+"""The compiled kernels (cosim.jit, issue 32) against the numpy code they stand for: the same
+results bit for bit (prices, follower evaluations counted, Nash gaps, VIDI's sweeps, v and Q, every
+plan), on random games and problems and on the recorded grid6 worlds; and the COSIM_JIT switch."""
+
+import numpy as np
+import pytest
+
+from cosim import jit, registry
+from cosim.errors import CosimError
+from cosim.layers.dvit.schedulers import VidiOptions, optimal, vidi, vidi_mdp
+from cosim.layers.moe.game import Game, SolverConfig, gecpa_evals
+
+numba = pytest.importorskip("numba")  # the numpy path alone is what runs without it
+
+MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
+
+
+ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "vidi_plan")}
+
+
+def both(monkeypatch, fn):
+    """fn() with the kernels, then with the numpy code; the kernels' entry points are counted
+    (each kernel the run needs must have run, and none with COSIM_JIT=off)."""
+    from cosim.layers.dvit import kernels as dk
+    from cosim.layers.moe import kernels as mk
+
+    calls = []
+    for mod, names in ((mk, ENTRY["moe"]), (dk, ENTRY["dvit"])):
+        for name in names:
+            kernel = getattr(mod, name)
+            monkeypatch.setattr(mod, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    monkeypatch.setenv("COSIM_JIT", "on")
+    a = fn()
+    used, n = set(calls), len(calls)
+    monkeypatch.setenv("COSIM_JIT", "off")
+    b = fn()
+    assert len(calls) == n  # no kernel with COSIM_JIT=off
+    both.used = used
+    return a, b
+
+
+def test_pairwise_sum_is_numpys_sum():
+    from cosim._jitexp import pw_sum
+
+    rng = np.random.default_rng(0)
+    for n in list(range(0, 40)) + [63, 64, 65, 127, 128]:
+        for _ in range(20):
+            row = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+            # a plain left-to-right sum differs from numpy's in the last bits for n >= 8
+            assert pw_sum(row, n) == row.sum(), n
+
+
+def test_exp_is_numpys_exp():
+    from cosim._jitexp import probe
+
+    kind = jit.exact_exp()
+    assert kind >= 0  # on this machine numpy's exp (SVML or libm) is reproduced
+    x = np.random.default_rng(1).uniform(-30, 30, 100_000)
+    y = np.exp(np.random.default_rng(2).uniform(-20, 20, x.size))
+    ref = np.stack([np.exp(x), np.expm1(x), np.log2(y), y ** (x / 16.0)])
+    assert probe(x, y, kind).tobytes() == ref.tobytes()
+
+
+def games():
+    """Random games: 1 to 20 IVs, no substitution to strong substitution, capacities that bind."""
+    out = []
+    for seed in range(14):
+        rng = np.random.default_rng(seed)
+        n = [1, 2, 3, 8, 8, 20, 5][seed % 7]
+        sigma = [0.0, 0.3, 0.9][seed % 3]
+        F = rng.uniform(0.2, 1.0, n) * (0.2 if seed % 4 == 0 else 1.0)
+        out.append((rng.uniform(0.01, 0.05, n), F, rng.uniform(5, 20, n), sigma))
+    return out
+
+
+@pytest.mark.parametrize("k", range(len(games())))
+def test_moe_solvers_bit_identical(monkeypatch, k):
+    W, F, kappa, sigma = games()[k]
+
+    def solve():
+        out = []
+        for name, fn in MOE.items():
+            g = Game(W, F, kappa, sigma=sigma)
+            p = fn(g, np.random.default_rng(k), SolverConfig())
+            gap = g.nash_gap(np.stack([p, p * 1.07, np.full(g.n, 3.0)]), grid=48, refine=12)
+            out.append((name, p.tobytes(), g.evals, gap.tobytes()))
+        return out
+
+    kernels, numpy_ = both(monkeypatch, solve)
+    assert kernels == numpy_ and both.used == set(ENTRY["moe"])
+    # the kernels counted GECPA's evaluations as the numpy code does (= the formula)
+    assert kernels[0][0] == "gecpa" and kernels[0][2] == gecpa_evals(len(W), SolverConfig()) + 3 * len(W) * (48 + 2 * 12 + 1) + 3
+
+
+def test_best_response_reaches_the_sorted_total(monkeypatch):
+    """Best-response iteration starts the follower at candidate totals on a break of its piecewise
+    response, where the Newton steps may not settle and the sorted method answers: the kernels
+    have it too (the numpy code counts the vectors that need it)."""
+    from cosim.layers.moe import game as G
+
+    calls = []
+    orig = G.Game._total_sorted
+    monkeypatch.setattr(G.Game, "_total_sorted", lambda self, x, F: calls.append(len(x)) or orig(self, x, F))
+    rng = np.random.default_rng(0)
+    W, F, kappa = rng.uniform(0.01, 0.05, 8), rng.uniform(0.2, 1.0, 8), rng.uniform(5, 20, 8)
+
+    def solve():
+        g = Game(W, F, kappa)
+        return MOE["best-response"](g, None, SolverConfig()).tobytes(), g.evals
+
+    assert both(monkeypatch, solve)[0] == both(monkeypatch, solve)[1]
+    assert sum(calls) > 0
+
+
+def test_ascend_keeps_the_iterates_bit_identical(monkeypatch):
+    from cosim.layers.moe.game import _ascend
+
+    W, F, kappa, _ = games()[3]
+    pop = np.exp(np.random.default_rng(3).uniform(-1, 4, (6, len(W))))
+
+    def run():
+        g = Game(W, F, kappa)
+        return _ascend(g, pop, 7, 0.3, keep=3).tobytes(), _ascend(g, pop, 4, 0.3).tobytes(), g.evals
+
+    kernels, numpy_ = both(monkeypatch, run)
+    assert kernels == numpy_ and both.used == {"ascend"} and kernels[2] == (7 + 4) * 3 * pop.size
+
+
+def dvit_problems():
+    from tests.layers.test_dvit_schedulers import random_problem
+
+    out = []
+    for seed in range(16):
+        rng = np.random.default_rng(700 + seed)
+        p = random_problem(rng, n_helpers=int(rng.integers(0, 20)), K=int(rng.integers(5, 50)),
+                           local=int(rng.integers(1, 5)))
+        if seed % 2:
+            p.handoff_bits, p.v2v_range_m, p.cell_offset_m = 16.8e6, 300.0, rng.uniform(0, 25, p.n_devices)
+            p.dwell_s = rng.uniform(0.2, 10.0, p.n_devices)
+        out.append(p)
+    from cosim.conformance import _ctx, _Tables, recorded_worlds
+    from cosim.layers.dvit.layer import DViTLayer
+
+    _, worlds = recorded_worlds()
+    layer = DViTLayer({}, _ctx(_Tables()))
+    for w in worlds[::7]:
+        for u in np.flatnonzero(w.serving >= 0)[::60]:
+            p, names = layer.build_problem(w, int(u), int(w.serving[u]), None, 50)
+            out.append(p)
+            if p.n_devices > 2:  # a re-plan from a helper
+                out.append(layer.build_problem(w, int(u), int(w.serving[u]), w.index[names[1]], 45, upload=False)[0])
+    return out
+
+
+def test_dvit_planning_bit_identical(monkeypatch):
+    problems = dvit_problems()
+    assert len(problems) > 30
+
+    def plan():
+        out = []
+        for p in problems:
+            for opts in (VidiOptions(), VidiOptions(rho=0.97, phi=1e-7, max_iter=40)):
+                m = vidi_mdp(p, opts)
+                out.append((m.sweeps, m.v.tobytes(), m.Q.tobytes(), vidi(p, None, opts).tobytes()))
+            best = optimal(p)
+            out.append(None if best is None else best.tobytes())
+        return out
+
+    kernels, numpy_ = both(monkeypatch, plan)
+    assert kernels == numpy_ and both.used == set(ENTRY["dvit"])
+
+
+def test_switch(monkeypatch):
+    monkeypatch.setenv("COSIM_JIT", "off")
+    assert not jit.use()
+    monkeypatch.setenv("COSIM_JIT", "on")
+    assert jit.use()
+    monkeypatch.setenv("COSIM_JIT", "fast")
+    with pytest.raises(CosimError, match="COSIM_JIT='fast': expected one of auto, on, off"):
+        jit.use()
+    # numba missing: auto runs the numpy code, on is an error that says what to install
+    monkeypatch.setitem(jit._state, "numba", False)
+    monkeypatch.setenv("COSIM_JIT", "auto")
+    assert not jit.use()
+    monkeypatch.setenv("COSIM_JIT", "on")
+    with pytest.raises(CosimError, match="pip install numba"):
+        jit.use()
+
+
+def test_without_numba_the_numpy_code_runs(monkeypatch):
+    """With numba reported missing no kernel is called (they would raise here)."""
+    from cosim.layers.dvit import kernels as dk
+    from cosim.layers.moe import kernels as mk
+
+    monkeypatch.setitem(jit._state, "numba", False)
+    monkeypatch.setenv("COSIM_JIT", "auto")
+    for mod in (mk, dk):
+        for name in dir(mod):
+            if hasattr(getattr(mod, name), "py_func"):
+                monkeypatch.setattr(mod, name, None)
+    g = Game(*games()[4][:3])
+    assert MOE["gecpa"](g, np.random.default_rng(0), SolverConfig()).shape == (g.n,)
+    p = dvit_problems()[1]
+    assert vidi(p).shape == (p.steps,)
