@@ -138,11 +138,11 @@ def dvit_problems():
             p.handoff_bits, p.v2v_range_m, p.cell_offset_m = 16.8e6, 300.0, rng.uniform(0, 25, p.n_devices)
             p.dwell_s = rng.uniform(0.2, 10.0, p.n_devices)
         out.append(p)
-    from cosim.conformance import _ctx, _Tables, recorded_worlds
+    from cosim.conformance import Tables, context, recorded_worlds
     from cosim.layers.dvit.layer import DViTLayer
 
     _, worlds = recorded_worlds()
-    layer = DViTLayer({}, _ctx(_Tables()))
+    layer = DViTLayer({}, context(Tables()))
     for w in worlds[::7]:
         for u in np.flatnonzero(w.serving >= 0)[::60]:
             p, names = layer.build_problem(w, int(u), int(w.serving[u]), None, 50)
