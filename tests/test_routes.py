@@ -178,6 +178,24 @@ def test_replay_without_routes_falls_back_to_straight_once(capsys):
     assert capsys.readouterr().err.count("cosim: note:") == 1
 
 
+def test_auto_walks_the_route_where_the_source_has_routes_and_is_straight_silently_where_not(capsys):
+    # the turn-away case above: with routes "auto" is "route" (35 s), without them it is eq. 12
+    # (94 s at x = 360 after two slots, as test_replay_without_routes... works out) and says nothing
+    w = world([(400.0, 0.0)], model="auto")
+    assert w.dwell_model == "auto" and w.route_dwell is None  # resolved at the first slot
+    w.route_of = {"v": ("in", "down")}
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    assert w.dwell_model == "route" and abs(w.dwell_s[0] - 35.0) <= TOL
+    w = world([(400.0, 0.0)], model="auto")
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    w.update(snap(2.0, [("v", "in", 360.0, 10.0)]))
+    assert w.dwell_model == "straight" and w.route_dwell is None
+    assert w.dwell_s[0] == pytest.approx(94.0)
+    assert w.dwell_note == "" and capsys.readouterr().err == ""
+    # the default is "auto"
+    assert from_dict({"scenario": {"sumocfg": "/dev/null"}}, "t.toml").world.dwell_model == "auto"
+
+
 def test_parquet_trace_routes_are_read_back(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -230,3 +248,14 @@ def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
     assert rep2.stderr.count("cosim: note: the traffic source gives no routes") == 1
     s = json.loads((tmp_path / "rep2" / "summary.json").read_text())
     assert "falls back to 'straight'" in s["dwell_prediction"]["note"]
+    assert s["dwell_prediction"]["model"] == "route" and s["dwell_prediction"]["model_setting"] == "route"
+    # the default ("auto") on the same trace: straight, without a note; its coverage is the
+    # explicit fallback's, value for value
+    toml.write_text(toml.read_text().replace('dwell_model = "route"', 'dwell_model = "auto"'))
+    rep3 = run_cli("replay", str(tmp_path / "t.xml"), "--scenario", str(toml), "--out", str(tmp_path / "rep3"), "-q")
+    assert rep3.returncode == 0 and "cosim: note" not in rep3.stderr, rep3.stderr
+    s = json.loads((tmp_path / "rep3" / "summary.json").read_text())
+    assert "note" not in s["dwell_prediction"]
+    assert s["dwell_prediction"]["model"] == "straight" and s["dwell_prediction"]["model_setting"] == "auto"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "rep2" / "coverage.parquet"),
+                                  pd.read_parquet(tmp_path / "rep3" / "coverage.parquet"))
