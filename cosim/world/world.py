@@ -34,7 +34,7 @@ from cosim.world import channel as ch
 from cosim.world.coverage import dwell_idm, dwell_straight, rival_table
 from cosim.world.grid import RoadGrid
 from cosim.world.network import NetInfo
-from cosim.world.routes import RouteDwell
+from cosim.world.routes import RouteDwell, RouteGeometry, route_index
 from cosim.world.rsu import RsuSet, build_rsus
 
 
@@ -73,6 +73,9 @@ class World:
         #: vehicle id -> its route (tuple of edge ids), from the source's ``route_of`` where it knows
         #: routes (live SUMO); None where it does not (a replayed trace without routes)
         self.route_of: Callable[[str], tuple] | None = None
+        #: the one walker of SUMO routes (lane shapes, junctions on their internal edges): the route
+        #: dwell and every layer that looks ahead along routes (:meth:`route_ahead`) walk with it
+        self.geometry = RouteGeometry(net)
         #: the dwell model in force: ``world.dwell_model``, where ``"auto"`` becomes ``"route"`` or
         #: ``"straight"`` at the first slot (by whether ``route_of`` is set by then: every source sets
         #: it before its first snapshot, a policy worker's copy with the first slot's routes)
@@ -121,7 +124,8 @@ class World:
     def _build_route_dwell(self) -> None:
         wc = self.cfg.world
         self.route_dwell = RouteDwell(self.net, self.rsus, self.grid.index, rule=wc.association, speed=wc.route_speed,
-                                      prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s)
+                                      prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s,
+                                      geometry=self.geometry)
 
     # -- per slot --------------------------------------------------------------------------
     def update(self, snap: Snapshot, slot: int | None = None) -> "World":
@@ -257,6 +261,30 @@ class World:
         self._prev_vidx = vidx
 
     # -- on demand ---------------------------------------------------------------------------
+    def route_ahead(self, i: int, dists, hint: int = 0) -> tuple[list | None, int]:
+        """Where snapshot vehicle ``i`` will be after ``dists`` more metres (increasing, >= 0) along
+        its SUMO route, walked by :attr:`geometry` from its lane position: (points, k) — each point
+        (x, y) [m], None from where the route ends or leaves the known network; k the index of its
+        edge in its route (found from ``hint`` on first; inside a junction, the edge before the
+        crossing it is on). (None, -1) where it has no known route: the source gives none (a
+        replayed trace without them), its edge is not on its route, or it is on a junction-internal
+        edge no connection of its route names."""
+        if self.route_of is None:
+            return None, -1
+        s = self.snap
+        route = self.route_of[s.ids[i]]
+        if not route:
+            return None, -1
+        edge, pos = s.edge[i], float(s.lane_pos[i])
+        inside = edge.startswith(":")
+        if inside:
+            k = self.geometry.crossing_index(route, edge, hint)
+        else:
+            k = route_index(route, edge, hint) if self.geometry.knows(edge) else -1
+        if k < 0:
+            return None, -1
+        return self.geometry.points_along(route, k, [pos + d for d in dists], inside), k
+
     def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
         """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""
         return lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self.uid)
