@@ -114,8 +114,11 @@ class WorldSection:
                                     "is not a road grid)")
     association: str = option("nearest", choices=("nearest", "sticky"),
                               doc="serving RSU: the nearest in range, or stay until leaving its disc (sticky)")
-    dwell_model: str = option("straight", choices=("straight", "idm", "route"),
-                              doc="coverage dwell predictor: eq. 12, IDM rollout, or SUMO route walk (ours)")
+    dwell_model: str = option("auto", choices=("auto", "straight", "idm", "route"),
+                              doc="coverage dwell predictor: eq. 12 (straight), IDM rollout, SUMO route walk (route, "
+                                  "ours; a source without routes falls back to straight with a note), or auto = "
+                                  "route where the traffic source gives routes, straight where it gives none "
+                                  "(silently; the model in force is summary.json's dwell_prediction.model)")
     route_speed: str = option("learned", choices=("learned", "limit", "current"),
                               doc="route dwell: expected speed per edge (running mean, speed limit, own speed)")
     route_speed_prior: float = option(10.0, lo=0.0, doc="route dwell: weight of the speed limit in the learned "

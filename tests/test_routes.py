@@ -178,6 +178,24 @@ def test_replay_without_routes_falls_back_to_straight_once(capsys):
     assert capsys.readouterr().err.count("cosim: note:") == 1
 
 
+def test_auto_walks_the_route_where_the_source_has_routes_and_is_straight_silently_where_not(capsys):
+    # the turn-away case above: with routes "auto" is "route" (35 s), without them it is eq. 12
+    # (94 s at x = 360 after two slots, as test_replay_without_routes... works out) and says nothing
+    w = world([(400.0, 0.0)], model="auto")
+    assert w.dwell_model == "auto" and w.route_dwell is None  # resolved at the first slot
+    w.route_of = {"v": ("in", "down")}
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    assert w.dwell_model == "route" and abs(w.dwell_s[0] - 35.0) <= TOL
+    w = world([(400.0, 0.0)], model="auto")
+    w.update(snap(1.0, [("v", "in", 350.0, 10.0)]))
+    w.update(snap(2.0, [("v", "in", 360.0, 10.0)]))
+    assert w.dwell_model == "straight" and w.route_dwell is None
+    assert w.dwell_s[0] == pytest.approx(94.0)
+    assert w.dwell_note == "" and capsys.readouterr().err == ""
+    # the default is "auto"
+    assert from_dict({"scenario": {"sumocfg": "/dev/null"}}, "t.toml").world.dwell_model == "auto"
+
+
 def test_parquet_trace_routes_are_read_back(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -230,3 +248,72 @@ def test_route_dwell_replays_from_the_trace_and_falls_back_on_fcd(tmp_path):
     assert rep2.stderr.count("cosim: note: the traffic source gives no routes") == 1
     s = json.loads((tmp_path / "rep2" / "summary.json").read_text())
     assert "falls back to 'straight'" in s["dwell_prediction"]["note"]
+    assert s["dwell_prediction"]["model"] == "route" and s["dwell_prediction"]["model_setting"] == "route"
+    # the default ("auto") on the same trace: straight, without a note; its coverage is the
+    # explicit fallback's, value for value
+    toml.write_text(toml.read_text().replace('dwell_model = "route"', 'dwell_model = "auto"'))
+    rep3 = run_cli("replay", str(tmp_path / "t.xml"), "--scenario", str(toml), "--out", str(tmp_path / "rep3"), "-q")
+    assert rep3.returncode == 0 and "cosim: note" not in rep3.stderr, rep3.stderr
+    s = json.loads((tmp_path / "rep3" / "summary.json").read_text())
+    assert "note" not in s["dwell_prediction"]
+    assert s["dwell_prediction"]["model"] == "straight" and s["dwell_prediction"]["model_setting"] == "auto"
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "rep2" / "coverage.parquet"),
+                                  pd.read_parquet(tmp_path / "rep3" / "coverage.parquet"))
+
+
+# -- the one route walker (RouteGeometry.points_along, World.route_ahead) ---------------------
+def bent_net(via: bool = True, a_length: float = 110.0) -> NetInfo:
+    """"a" bends: (0, 0) -> (30, 40) -> (30, 100), drawn 50 + 60 = 110 m; "b": (40, 110) ->
+    (140, 110), 100 m; SUMO drives a -> b on ":J_0", 20 m (the chord between a's end and b's
+    start is only 14.14 m)."""
+    length = {"a": a_length, "b": 100.0, ":J_0": 20.0}
+    return NetInfo("mem", length, np.array([[0.0, 0.0]]), (0.0, 0.0, 140.0, 110.0),
+                   {"a": (0.0, 0.0, 30.0, 100.0), "b": (40.0, 110.0, 140.0, 110.0)},
+                   {"a": "0.00,0.00 30.00,40.00 30.00,100.00", "b": "40.00,110.00 140.00,110.00"},
+                   {e: 10.0 for e in length}, {("a", "b"): ":J_0"} if via else {})
+
+
+def test_route_walk_along_lane_shapes_and_the_internal_edge():
+    from cosim.world.routes import RouteGeometry
+
+    geo = RouteGeometry(bent_net())
+    pts = geo.points_along(("a", "b"), 0, [25.0, 80.0, 120.0, 150.0, 230.0, 231.0])
+    # 25 m: halfway along the first segment (15, 20); 80 m: 30 m up the second (30, 70);
+    # 120 m: 10 m into the 20 m crossing, half of the chord (30, 100) -> (40, 110): (35, 105);
+    # 150 m: b starts at 110 + 20 = 130, 20 m along it: (60, 110); 230 m: b's end; past it: None
+    want = [(15.0, 20.0), (30.0, 70.0), (35.0, 105.0), (60.0, 110.0), (140.0, 110.0), None]
+    for got, exp in zip(pts, want):
+        assert got == exp if exp is None else got == pytest.approx(exp)
+    # from the start of the crossing: 5 m of 20 is a quarter of the chord
+    assert geo.points_along(("a", "b"), 0, [5.0, 30.0], crossing=True) == [pytest.approx((32.5, 102.5)),
+                                                                           pytest.approx((50.0, 110.0))]
+    # no internal edge named: the crossing is the straight gap, 14.142 m; its middle at 117.071 m
+    plain = RouteGeometry(bent_net(via=False))
+    assert plain.points_along(("a", "b"), 0, [110.0 + math.sqrt(200.0) / 2])[0] == pytest.approx((35.0, 105.0))
+    # a lane SUMO gives 55 m for a 110 m drawing: lane positions are scaled to the shape (27.5 m
+    # of lane = 55 m of drawing: 5 m up the second segment)
+    short = RouteGeometry(bent_net(a_length=55.0))
+    assert short.points_along(("a",), 0, [27.5])[0] == pytest.approx((30.0, 45.0))
+    # the route leaves the known network / starts off it
+    assert geo.points_along(("a", "nowhere"), 0, [100.0, 115.0]) == [pytest.approx((30.0, 90.0)), None]
+    assert geo.points_along(("nowhere", "a"), 0, [1.0]) == [None]
+
+
+def test_world_walks_from_a_vehicle_on_its_edge_or_inside_the_junction():
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 1},
+                     "rsu": {"placement": "sites", "sites": [{"id": "r", "x": 0.0, "y": 0.0}]}}, "t.toml")
+    w = World(cfg, bent_net())
+    ids = np.array(["on_a", "in_j", "lost"], dtype=object)
+    edges = np.array(["a", ":J_0", ":J_9"], dtype=object)
+    w.update(Snapshot(1.0, ids, np.array([30.0, 35.0, 0.0]), np.array([70.0, 105.0, 0.0]), np.full(3, 10.0),
+                      np.zeros(3), np.zeros(3), edges, np.array([e + "_0" for e in edges], dtype=object),
+                      np.array([80.0, 10.0, 1.0]), np.full(3, 5.0)))
+    assert w.route_ahead(0, [0.0]) == (None, -1)  # no routes from the source
+    w.route_of = {"on_a": ("a", "b"), "in_j": ("a", "b"), "lost": ("a", "b")}
+    # on a at 80 m: here (30, 70); 40 m on: 30 m to a's end, 10 m into the crossing (35, 105)
+    pts, k = w.route_ahead(0, [0.0, 40.0])
+    assert k == 0 and pts == [pytest.approx((30.0, 70.0)), pytest.approx((35.0, 105.0))]
+    # 10 m into ":J_0": here (35, 105); 30 m on: 10 m to b's start, 20 m along b (60, 110)
+    pts, k = w.route_ahead(1, [0.0, 30.0])
+    assert k == 0 and pts == [pytest.approx((35.0, 105.0)), pytest.approx((60.0, 110.0))]
+    assert w.route_ahead(2, [0.0]) == (None, -1)  # an internal edge its route does not name

@@ -26,6 +26,13 @@ that made them: issue 25 (i25-dvit) — MBDI ranks the RSU by its full band w0 (
 rows and block), and a re-plan from a helper labels device 0 a helper (MDDI and VLI may keep the
 latent: the rows of tasks they re-planned from a helper — reschedules, migrations).
 ``python tools/dvit_diff.py REF/CASE NEW/CASE`` says which policies' tasks changed.
+Issue 27 (branch routes) — ``world.dwell_model`` defaults to ``auto`` (``route`` on a source with
+routes) and grid6.toml no longer pins ``straight``: every case that does not pin the model
+(all but paper000) differs in coverage.parquet's ``dwell_s``, summary.json's
+``dwell_prediction``, and the DViT rows of VIDI, ``optimal`` and ``optimal-cl`` (the other
+schedulers' ``vs_baseline`` through VIDI's). Issue 26 (branch routes) — one route walker (lane
+shapes, internal edges): VIDI's rows wherever ``ahead = "route"`` with routes (paper000 stays
+identical), and ``lc-predictive``'s rows of the cache cases (cache-cloud, cache-wait).
 """
 
 from __future__ import annotations

@@ -251,7 +251,8 @@ class Session:
             try:
                 dwell_block = dwell_error_from_parquet(self.out_dir / "coverage.parquet", self.cfg.scenario.slot_s,
                                                        self.cfg.world.dwell_cap_s)
-                dwell_block["model"] = self.cfg.world.dwell_model
+                dwell_block["model"] = self.world.dwell_model  # "auto" resolved
+                dwell_block["model_setting"] = self.cfg.world.dwell_model
                 dwell_block["association"] = self.cfg.world.association
                 if self.world.dwell_note:
                     dwell_block["note"] = self.world.dwell_note

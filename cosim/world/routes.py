@@ -33,20 +33,22 @@ once per vehicle and serving RSU, and keeps, per edge to the end of service, the
 from that edge's end onwards; a vehicle entering the next edge takes its entry from there (a dict
 lookup); every slot only the part on the current edge is recomputed, vectorised.
 
-:class:`RouteGeometry` (positions along an edge's real shape, the junction between two route
-edges) is the shared helper for anything that walks SUMO routes.
+:class:`RouteGeometry` is the one walker of SUMO routes: positions along an edge's real shape,
+the junction between two route edges, and points a given distance further along a route. The
+route dwell walks with it; so do the layers' look-ahead (DViT's positions H', the cache's demand
+prediction) through :meth:`cosim.world.world.World.route_ahead` — so every part of cosim sees
+the same road.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 
 from cosim.world.coverage import MIN_SPEED_MPS
 from cosim.world.network import NetInfo
-from cosim.world.route_walk import route_index
 from cosim.world.rsu import RsuSet
 
 #: speed limit assumed for an edge the network file gives none [m/s]
@@ -61,13 +63,35 @@ _NCOL = 12
 OWN_X, OWN_Y = 12, 13  # a plan entry adds where its own edge starts
 
 
+def route_index(route: tuple, edge: str, hint: int = 0) -> int:
+    """Index of ``edge`` in ``route`` (from ``hint`` on first, then from the start); -1 if absent."""
+    try:
+        return route.index(edge, max(hint, 0))
+    except ValueError:
+        try:
+            return route.index(edge)
+        except ValueError:
+            return -1
+
+
 class RouteGeometry:
-    """Positions along SUMO edges (first lane's shape, in lane-position metres), and the
-    junction crossing between two consecutive route edges. Shapes are parsed on first use."""
+    """Positions along SUMO edges (first lane's shape, in lane-position metres), the junction
+    crossing between two consecutive route edges, and walks along routes. Shapes are parsed on
+    first use.
+
+    A route is walked piece by piece: each edge along its first lane's shape over its lane
+    positions 0 .. length, then the crossing to the next route edge, whose length is that of
+    the junction-internal edge SUMO drives between the two (:meth:`junction`; the straight gap
+    where the network names none) and whose points lie on the straight line from the one edge's
+    last shape point to the next edge's first (ours: the internal lane's own curve is not read;
+    across a junction of 10-30 m the chord is within a few metres of it)."""
 
     def __init__(self, net: NetInfo):
         self.net = net
         self._poly: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lines: dict[str, tuple[list, list, list]] = {}  # the same shapes as Python lists (scalar walks)
+        self._gaps: dict[tuple[str, str], float] = {}  # (edge, next edge) -> the crossing's length [m]
+        self._vias: dict[str, list] | None = None  # internal edge -> the (edge, next edge) pairs it joins
 
     def knows(self, edge: str) -> bool:
         return edge in self.net.edge_shape or edge in self.net.edge_ends
@@ -104,6 +128,88 @@ class RouteGeometry:
         _, xa, ya = self.polyline(a)
         _, xb, yb = self.polyline(b)
         return None, float(math.hypot(xb[0] - xa[-1], yb[0] - ya[-1]))
+
+    # -- walking a route -------------------------------------------------------------------------
+    def _line(self, edge: str) -> tuple[list, list, list]:
+        got = self._lines.get(edge)
+        if got is None:
+            pos, x, y = self.polyline(edge)
+            got = self._lines[edge] = (pos.tolist(), x.tolist(), y.tolist())
+        return got
+
+    def _gap(self, a: str, b: str) -> float:
+        got = self._gaps.get((a, b))
+        if got is None:
+            got = self._gaps[a, b] = self.junction(a, b)[1]
+        return got
+
+    def crossing_index(self, route: tuple, internal: str, hint: int = 0) -> int:
+        """The k where ``route`` crosses from ``route[k]`` to ``route[k + 1]`` on the internal
+        edge ``internal`` (the first such k from ``hint`` on, then from the start); -1 if none
+        (e.g. the second internal edge of a split crossing, which no connection names)."""
+        if self._vias is None:
+            self._vias = {}
+            for pair, via in self.net.edge_via.items():
+                self._vias.setdefault(via, []).append(pair)
+        pairs = self._vias.get(internal)
+        if not pairs:
+            return -1
+        found = -1
+        for k in range(len(route) - 1):
+            if (route[k], route[k + 1]) in pairs:
+                if k >= hint:
+                    return k
+                if found < 0:
+                    found = k
+        return found
+
+    def points_along(self, route: tuple, k: int, dists, crossing: bool = False) -> list:
+        """The points (x, y) [m] at distances ``dists`` (increasing) along ``route``, measured from
+        the start of edge ``route[k]`` (lane positions on it), or with ``crossing`` from the start
+        of the crossing from ``route[k]`` to ``route[k + 1]``; None from where the route ends or
+        leaves the known network."""
+        n, knows = len(route), self.knows
+        out = []
+        if k < 0 or k >= n or not knows(route[k]) or (crossing and (k + 1 >= n or not knows(route[k + 1]))):
+            return [None] * len(dists)
+        base = 0.0  # distance from the walk's start to the start of the current piece
+        ended = False
+        if crossing:
+            piece = self._gap(route[k], route[k + 1])
+        else:
+            pos, xs, ys = self._line(route[k])
+            piece = pos[-1]
+        for d in dists:
+            while not ended and d - base > piece:
+                base += piece
+                if crossing:  # on into the next edge
+                    crossing, k = False, k + 1
+                    pos, xs, ys = self._line(route[k])
+                    piece = pos[-1]
+                elif k + 1 < n and knows(route[k + 1]):  # on into the crossing after this edge
+                    crossing, piece = True, self._gap(route[k], route[k + 1])
+                else:
+                    ended = True
+            if ended:
+                out.append(None)
+                continue
+            f = d - base
+            if crossing:  # on the chord from route[k]'s end to route[k + 1]'s start
+                _, ax, ay = self._line(route[k])
+                _, bx, by = self._line(route[k + 1])
+                t = f / piece if piece > 0 else 1.0
+                out.append((ax[-1] + t * (bx[0] - ax[-1]), ay[-1] + t * (by[0] - ay[-1])))
+                continue
+            i = bisect_right(pos, f)
+            if i <= 0:
+                out.append((xs[0], ys[0]))
+            elif i >= len(pos):
+                out.append((xs[-1], ys[-1]))
+            else:
+                a, b = pos[i - 1], pos[i]
+                t = (f - a) / (b - a) if b > a else 0.0
+                out.append((xs[i - 1] + t * (xs[i] - xs[i - 1]), ys[i - 1] + t * (ys[i] - ys[i - 1])))
+        return out
 
 
 class EdgeSpeeds:
@@ -145,8 +251,8 @@ class RouteDwell:
     newer learned speeds changed the OSM error by < 0.1 s and costs a walk per vehicle and 20 s)."""
 
     def __init__(self, net: NetInfo, rsus: RsuSet, rows: dict, *, rule: str, speed: str, prior: float,
-                 sample_m: float, cap_s: float, replan_s: float = math.inf):
-        self.geo, self.rsus, self.rows = RouteGeometry(net), rsus, rows
+                 sample_m: float, cap_s: float, replan_s: float = math.inf, geometry: RouteGeometry | None = None):
+        self.geo, self.rsus, self.rows = geometry if geometry is not None else RouteGeometry(net), rsus, rows
         self.sticky, self.mode, self.sample_m = rule == "sticky", speed, sample_m
         self.cap_s, self.replan_s = cap_s, replan_s
         edges = list(rows)

@@ -7,7 +7,9 @@
   whose disc holds the vehicle (``nearest``), or, for ``sticky``, the RSU that served it in the
   previous slot while it is still inside that RSU's disc; ``dist_m`` to it;
 * ``dwell_s`` — predicted remaining time with the serving RSU under that rule (``dwell_model``:
-  eq. 12 ``straight``, ``idm``, or ``route`` — see :mod:`cosim.world.routes`);
+  eq. 12 ``straight``, ``idm``, ``route`` — see :mod:`cosim.world.routes` — or ``auto``, the
+  default: ``route`` where the traffic source gives routes, ``straight`` where it gives none,
+  resolved at the first slot into :attr:`World.dwell_model`);
 * ``rate_v2i_bps`` / ``rate_i2v_bps`` — eq. (3) rates to/from the serving RSU (0 if none);
 * ``bandwidth_hz`` / ``compute_flops`` — per-vehicle capabilities, drawn once per vehicle from
   the configured ranges (seeded by the vehicle id, so the same vehicle always has the same);
@@ -32,7 +34,7 @@ from cosim.world import channel as ch
 from cosim.world.coverage import dwell_idm, dwell_straight, rival_table
 from cosim.world.grid import RoadGrid
 from cosim.world.network import NetInfo
-from cosim.world.routes import RouteDwell
+from cosim.world.routes import RouteDwell, RouteGeometry, route_index
 from cosim.world.rsu import RsuSet, build_rsus
 
 
@@ -71,11 +73,16 @@ class World:
         #: vehicle id -> its route (tuple of edge ids), from the source's ``route_of`` where it knows
         #: routes (live SUMO); None where it does not (a replayed trace without routes)
         self.route_of: Callable[[str], tuple] | None = None
-        wc = cfg.world
+        #: the one walker of SUMO routes (lane shapes, junctions on their internal edges): the route
+        #: dwell and every layer that looks ahead along routes (:meth:`route_ahead`) walk with it
+        self.geometry = RouteGeometry(net)
+        #: the dwell model in force: ``world.dwell_model``, where ``"auto"`` becomes ``"route"`` or
+        #: ``"straight"`` at the first slot (by whether ``route_of`` is set by then: every source sets
+        #: it before its first snapshot, a policy worker's copy with the first slot's routes)
+        self.dwell_model: str = cfg.world.dwell_model
         self.route_dwell = None
-        if wc.dwell_model == "route":
-            self.route_dwell = RouteDwell(net, self.rsus, self.grid.index, rule=wc.association, speed=wc.route_speed,
-                                          prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s)
+        if self.dwell_model == "route":
+            self._build_route_dwell()
         #: why the configured dwell model could not be applied (said once on stderr), else ""
         self.dwell_note = ""
         #: print notes on stderr (a policy worker's copy of the world leaves them to the plugin's)
@@ -114,8 +121,18 @@ class World:
         #: (M,) int per RSU this slot: vehicles served, handovers in/out, joined, left coverage
         self.connected = self.handover_in = self.handover_out = self.joined = self.left = self._zero_m
 
+    def _build_route_dwell(self) -> None:
+        wc = self.cfg.world
+        self.route_dwell = RouteDwell(self.net, self.rsus, self.grid.index, rule=wc.association, speed=wc.route_speed,
+                                      prior=wc.route_speed_prior, sample_m=wc.route_sample_m, cap_s=wc.dwell_cap_s,
+                                      geometry=self.geometry)
+
     # -- per slot --------------------------------------------------------------------------
     def update(self, snap: Snapshot, slot: int | None = None) -> "World":
+        if self.dwell_model == "auto":  # the first slot: the source has said whether it has routes
+            self.dwell_model = "route" if self.route_of is not None else "straight"
+            if self.dwell_model == "route":
+                self._build_route_dwell()
         self.slot = self.slot + 1 if slot is None else slot
         self.time_s = snap.time_s
         self.snap = snap
@@ -149,14 +166,14 @@ class World:
         self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
         if self.route_dwell is not None:
             self.route_dwell.learn(self.edge_row, snap.speed)
-        self.dwell_s = self.predict_dwell(self.cfg.world.dwell_model)
+        self.dwell_s = self.predict_dwell(self.dwell_model)
         self._rates(has, srv, d_all)
         self._handovers()
         return self
 
     def predict_dwell(self, model: str, only: np.ndarray | None = None) -> np.ndarray:
         """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
-        (``straight``, ``idm`` or ``route``; ``route`` only when the world was built with it);
+        (``straight``, ``idm`` or ``route``; ``route`` only when the world's model is ``route``);
         ``only``: a mask of the vehicles to predict for (the others get NaN).
 
         Each predicts the time until the association rule in force stops the serving RSU
@@ -170,7 +187,8 @@ class World:
             return out
         if model == "route":
             if self.route_dwell is None:
-                raise ValueError("predict_dwell('route') needs a world built with world.dwell_model = 'route'")
+                raise ValueError("predict_dwell('route') needs a world whose dwell model is 'route' "
+                                 "(world.dwell_model = 'route', or 'auto' on a source with routes)")
             if self.route_of is None and not self.dwell_note:
                 self.dwell_note = "the traffic source gives no routes: dwell_model 'route' falls back to 'straight'"
                 if self.say_notes:
@@ -243,6 +261,30 @@ class World:
         self._prev_vidx = vidx
 
     # -- on demand ---------------------------------------------------------------------------
+    def route_ahead(self, i: int, dists, hint: int = 0) -> tuple[list | None, int]:
+        """Where snapshot vehicle ``i`` will be after ``dists`` more metres (increasing, >= 0) along
+        its SUMO route, walked by :attr:`geometry` from its lane position: (points, k) — each point
+        (x, y) [m], None from where the route ends or leaves the known network; k the index of its
+        edge in its route (found from ``hint`` on first; inside a junction, the edge before the
+        crossing it is on). (None, -1) where it has no known route: the source gives none (a
+        replayed trace without them), its edge is not on its route, or it is on a junction-internal
+        edge no connection of its route names."""
+        if self.route_of is None:
+            return None, -1
+        s = self.snap
+        route = self.route_of[s.ids[i]]
+        if not route:
+            return None, -1
+        edge, pos = s.edge[i], float(s.lane_pos[i])
+        inside = edge.startswith(":")
+        if inside:
+            k = self.geometry.crossing_index(route, edge, hint)
+        else:
+            k = route_index(route, edge, hint) if self.geometry.knows(edge) else -1
+        if k < 0:
+            return None, -1
+        return self.geometry.points_along(route, k, [pos + d for d in dists], inside), k
+
     def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
         """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""
         return lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self.uid)

@@ -480,6 +480,26 @@ def test_route_walk_follows_the_route_around_the_corner(tmp_path):
     assert (x[0], y[0]) == pytest.approx((150.0, 0.0), abs=1e-9)
 
 
+def test_route_walk_crosses_the_junction_on_its_internal_edge(tmp_path):
+    # the world's one walker: SUMO drives e1 -> e2 on ":J_0" (20 m, from (100, 0) to (100, 0)).
+    # v at 50 m on e1 at 10 m/s, 10 s ahead = 100 m: 50 m to e1's end, 20 m across the
+    # junction, 30 m up e2: (100, 30). w is inside the junction, 5 m into ":J_0": 15 m to e2,
+    # then 85 m up it: (100, 85)
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 20.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 100.0, 100.0),
+                  {"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)}, edge_via={("e1", "e2"): ":J_0"})
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "sites": [{"id": "A", "x": 0.0, "y": 0.0}]}}, "t.toml")
+    w = World(cfg, net)
+    w.route_of = {"v": ("e1", "e2"), "w": ("e1", "e2")}
+    w.update(Snapshot(0.0, np.array(["v", "w"], dtype=object), np.array([50.0, 100.0]), np.zeros(2),
+                      np.array([10.0, 10.0]), np.array([90.0, 0.0]), np.zeros(2),
+                      np.array(["e1", ":J_0"], dtype=object), np.array(["e1_0", ":J_0_0"], dtype=object),
+                      np.array([50.0, 5.0]), np.full(2, 5.0)))
+    lay, _ = tiny_layer(tmp_path)
+    x, y = lay._ahead(w, 10.0)
+    assert (x[0], y[0]) == pytest.approx((100.0, 30.0)) and (x[1], y[1]) == pytest.approx((100.0, 85.0))
+
+
 def test_bad_cache_config_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="layers.cache.policies: unknown policy 'lfru'"):
         tiny_layer(tmp_path, policies=["lfru"])

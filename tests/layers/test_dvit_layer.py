@@ -292,6 +292,26 @@ def test_cells_ahead_follow_the_route(tmp_path, ahead):
     np.testing.assert_allclose(pts[1, :3], want, atol=1e-9)
 
 
+def test_cells_ahead_cross_the_junction_on_its_internal_edge(tmp_path):
+    """The world's one route walker: SUMO drives e1 -> e2 on ":J_0", 10 m long, starting and
+    ending at (100, 0). Cell centres 22.5 and 47.5 m ahead of the vehicle at 90 m: 10 m to e1's
+    end, 10 m through the junction, then 2.5 and 27.5 m up e2: (100, 2.5), (100, 27.5)."""
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
+                  edge_via={("e1", "e2"): ":J_0"})
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+                     "channel": {"fading": "none"}}, "t.toml")
+    w = World(cfg, net)
+    w.route_of = {"v": ("e1", "e2")}
+    w.update(Snapshot(1.0, np.array(["v"], dtype=object), np.array([90.0]), np.zeros(1), np.array([10.0]),
+                      np.array([90.0]), np.zeros(1), np.array(["e1"], dtype=object), np.array(["e1_0"], dtype=object),
+                      np.array([90.0]), np.array([5.0])))
+    lay, _ = layer(tmp_path)
+    pts, _ = lay._ahead_of(w, np.array([0]), np.array([[90.0, 0.0]]))
+    np.testing.assert_allclose(pts[0, :3], [[90, 0], [100, 2.5], [100, 27.5]], atol=1e-9)
+
+
 ALL = ["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
 
 

@@ -81,7 +81,6 @@ from cosim.layers.cache.policies import EdgeCache, Keys, make_room
 from cosim.recorder import Coded
 from cosim.world import World
 from cosim.world import channel as ch
-from cosim.world.route_walk import point_along, route_index
 from cosim.world.world import grown
 
 OUTCOMES = ("hit", "miss", "miss-no-room", "miss-rejected", "loading", "busy", "cloud", "preload", "outage",
@@ -551,21 +550,19 @@ class CacheLayer(Layer):
         vx, vy = world.vx, world.vy
         scale = np.divide(v, s.speed, out=np.ones_like(v), where=s.speed > 0)
         x, y = s.x + vx * scale * dt, s.y + vy * scale * dt
-        routes, ends, lengths = world.route_of, world.net.edge_ends, world.net.edge_length
-        if routes is None or not self.cfg.predict_routes:
+        if world.route_of is None or not self.cfg.predict_routes:
             return x, y
         x, y = x.copy(), y.copy()
-        for i, (vid, edge) in enumerate(zip(s.ids, s.edge)):
-            if edge not in ends:
-                continue  # inside a junction: straight ahead is good enough
-            route = routes[vid]
-            k = route_index(route, edge, self.route_pos.get(vid, 0))
-            if k < 0:
+        ahead, route_pos = (v * dt).tolist(), self.route_pos
+        for i, vid in enumerate(s.ids.tolist()):
+            # the world's route walker (lane shapes, junctions on their internal edges); no known
+            # route (off it, or on an internal edge it does not name): straight ahead
+            pts, k = world.route_ahead(i, (ahead[i],), route_pos.get(vid, 0))
+            if pts is None:
                 continue
-            self.route_pos[vid] = k
-            pt = point_along(route, k, v[i] * dt + s.lane_pos[i], ends, lengths)
+            route_pos[vid] = k
             # arrived (or off the known network): no demand from it
-            x[i], y[i] = pt if pt is not None else (np.inf, np.inf)
+            x[i], y[i] = pts[0] if pts[0] is not None else (np.inf, np.inf)
         if len(self.route_pos) > 50_000:
             self.route_pos.clear()
         return x, y

@@ -51,7 +51,6 @@ from cosim.layers.dvit.problem import Problem, evaluate
 from cosim.recorder import Lists
 from cosim.world import World
 from cosim.world import channel as ch
-from cosim.world.route_walk import points_along, route_index
 
 
 @dataclass(frozen=True)
@@ -354,8 +353,10 @@ class DViTLayer(Layer):
     def _ahead_of(self, world: World, vidx: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(V, M, 2) centres of the next road-grid cells along each device's route (cell 0: where
         it is; the RSU stays put) and (V,) how far each is into its cell, walked once per vehicle
-        and slot. Where the source knows no routes (a replayed trace) or the vehicle is inside a
-        junction, straight ahead along its velocity (the stated fallback)."""
+        and slot by the world's route walker (:meth:`World.route_ahead`: lane shapes, junctions
+        crossed on their internal edges). Where the source knows no routes (a replayed trace) or
+        the vehicle has none known (off its route, on an internal edge its route does not name),
+        straight ahead along its velocity (the stated fallback)."""
         walked = self._slot_cache(world).ahead
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
         out, offset = np.empty((len(vidx), M, 2)), []
@@ -373,13 +374,10 @@ class DViTLayer(Layer):
                 lane_pos = float(s.lane_pos[i])
                 off = lane_pos % g
                 pts = None
-                if self.cfg.ahead == "route" and world.route_of is not None and s.edge[i] in world.net.edge_ends:
-                    route = world.route_of[vid]
-                    k = route_index(route, s.edge[i])
-                    if k >= 0:
-                        r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
-                        pts = points_along(route, k, [lane_pos + d for d in r], world.net.edge_ends,
-                                           world.net.edge_length)
+                if self.cfg.ahead == "route" and world.route_of is not None:
+                    r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+                    pts, _ = world.route_ahead(i, r)
+                    if pts is not None:
                         last = (float(s.x[i]), float(s.y[i]))
                         for j, pt in enumerate(pts):  # past the route's end: it stays at the end
                             pts[j] = last = pt if pt is not None else last
