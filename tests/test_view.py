@@ -317,3 +317,116 @@ def test_report_of_the_hostile_run_draws_the_names_as_text(run_dir, tmp_path):
     paths, titles = report(run, tmp_path / "rep")
     assert [p.name for p in paths] == ["report.png", "report.pdf"] and all(p.stat().st_size > 10_000 for p in paths)
     assert len(titles) == 7  # map, dwell x 2, two per layer
+
+
+# -- zoom, pan, keyboard, inspecting ---------------------------------------------------------
+def _view(browser):
+    v = browser.execute_script("return window.cosimView.view")
+    attr = json.loads(browser.execute_script("return document.getElementById('cv').dataset.view"))
+    assert attr == pytest.approx([v["ax"], v["ay"], v["k"]], abs=1e-9)  # the attribute says the same
+    return v
+
+
+def _near(got, want):
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-6)
+
+
+def _screen(v, t, x, y):
+    """World (x, y) [m] -> canvas pixel, by hand: quantised like the page, then the transform."""
+    qx = min(max(round((x - t["x0"]) / t["scale"]), 0), 65535)
+    qy = min(max(round((y - t["y0"]) / t["scale"]), 0), 65535)
+    return v["ax"] + qx * v["k"], v["ay"] - qy * v["k"]
+
+
+def _click_canvas(browser, sx, sy):
+    """A real click (pointer down/up) at canvas pixel (sx, sy); Selenium's offsets are from the
+    element's centre, whole pixels."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    cv = browser.find_element(By.ID, "cv")
+    w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+    ActionChains(browser).move_to_element_with_offset(cv, round(sx - w / 2), round(sy - h / 2)).click().perform()
+
+
+@pytest.mark.sumo
+def test_zoom_pan_fit_and_keys_move_the_one_transform_as_computed_by_hand(run_dir, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    t, b = d["transform"], d["bounds"]
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        cv = browser.find_element(By.ID, "cv")
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        # fit on load: the bounding box centred with a 12-pixel margin
+        s = min((w - 24) / (b[2] - b[0]), (h - 24) / (b[3] - b[1]))
+        v0 = _view(browser)
+        _near(v0["k"], s * t["scale"])
+        _near(v0["ax"], 12 + (t["x0"] - b[0]) * s + ((w - 24) - (b[2] - b[0]) * s) / 2)
+        _near(v0["ay"], h - 12 - (t["y0"] - b[1]) * s - ((h - 24) - (b[3] - b[1]) * s) / 2)
+        # the + button: x1.25 about the canvas centre (the world point there stays there)
+        browser.find_element(By.ID, "zin").click()
+        v1 = _view(browser)
+        cx, cy = w / 2, h / 2
+        _near(v1["k"], v0["k"] * 1.25)
+        _near(v1["ax"], cx - (cx - v0["ax"]) * 1.25)
+        _near(v1["ay"], cy - (cy - v0["ay"]) * 1.25)
+        # the wheel: 200 pixels down at a point = two presses of "-" about that point (where the
+        # pointer was, as the event says: a listener of the test's own records it)
+        browser.execute_script(
+            "const c = document.getElementById('cv');"
+            "c.addEventListener('wheel', e => { const r = c.getBoundingClientRect();"
+            " window.__ev = [e.clientX - r.left, e.clientY - r.top, e.deltaY, e.deltaMode]; })")
+        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(cv, 100, -50), 0, 200).perform()
+        mx, my, dy, mode = browser.execute_script("return window.__ev")
+        assert (dy, mode) == (200, 0) and abs(mx - (w / 2 + 100)) <= 1 and abs(my - (h / 2 - 50)) <= 1
+        v2 = _view(browser)
+        f = 1.25 ** -2
+        _near(v2["k"], v1["k"] * f)
+        _near(v2["ax"], mx - (mx - v1["ax"]) * f)
+        _near(v2["ay"], my - (my - v1["ay"]) * f)
+        # 100 pixels up elsewhere: one "+" there
+        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(cv, -80, 60), 0, -100).perform()
+        mx, my, dy, mode = browser.execute_script("return window.__ev")
+        v3 = _view(browser)
+        _near(v3["k"], v2["k"] * 1.25)
+        _near(v3["ax"], mx - (mx - v2["ax"]) * 1.25)
+        _near(v3["ay"], my - (my - v2["ay"]) * 1.25)
+        # drag: the offset moves by exactly the pointer's travel, the scale stays
+        ActionChains(browser).move_to_element_with_offset(cv, -30, 20).click_and_hold().move_by_offset(35, 0) \
+            .move_by_offset(25, -40).release().perform()
+        v4 = _view(browser)
+        _near(v4["k"], v3["k"])
+        _near(v4["ax"], v3["ax"] + 60)
+        _near(v4["ay"], v3["ay"] - 40)
+        assert browser.execute_script("return window.cosimView.inspect()") is None  # a drag selects nothing
+        # "-" then fit: back to the fitted transform
+        browser.find_element(By.ID, "zout").click()
+        _near(_view(browser)["k"], v4["k"] / 1.25)
+        browser.find_element(By.ID, "fit").click()
+        v5 = _view(browser)
+        for key in ("ax", "ay", "k"):
+            _near(v5[key], v0[key])
+        # keys: right/left step one slot, space plays and pauses (also with a button focused)
+        browser.execute_script("window.cosimView.setSlot(10)")
+        body = browser.find_element(By.TAG_NAME, "body")
+        ActionChains(browser).send_keys_to_element(body, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_LEFT).perform()
+        assert browser.execute_script("return window.cosimView.slot") == 11
+        assert browser.find_element(By.ID, "slider").get_attribute("value") == "11"
+        ActionChains(browser).send_keys(Keys.SPACE).perform()  # focus is on the fit button
+        assert browser.find_element(By.ID, "play").text == "pause"
+        browser.execute_script("return new Promise(r => setTimeout(r, 500))")
+        ActionChains(browser).send_keys(Keys.SPACE).perform()
+        assert browser.find_element(By.ID, "play").text == "play"
+        assert browser.execute_script("return window.cosimView.slot") > 11
+        for key in ("ax", "ay", "k"):  # keys for time leave the map alone
+            _near(_view(browser)[key], v0[key])
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
