@@ -4,6 +4,7 @@ headless Chromium (Selenium): what it draws at a slot equals coverage.parquet's 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -301,6 +302,13 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
             assert state["byRsu"] == {str(k): int(n) for k, n in rows["rsu"].astype(object).value_counts().items()}
             shown += state["tasks"]
         assert shown > 0
+        # the panel of a hostile vehicle: its id, RSU, tasks (hostile policies, helpers) as text
+        v, _, me, want = _click_a_busy_vehicle(browser, run, build_data(run), cov)
+        info, tasks = _panel(browser)
+        assert info["vehicle"] == v and any(v.startswith(h) for h in HOSTILE_VEHICLES)
+        assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
+        assert tasks == want and any(w[1] in HOSTILE_POLICIES.values() for w in want)
+        assert browser.execute_script("return document.querySelectorAll('#inspect *:not(div,table,tbody,tr,td,th)').length") == 0
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.title == f"cosim view: {title}"
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -427,6 +435,145 @@ def test_zoom_pan_fit_and_keys_move_the_one_transform_as_computed_by_hand(run_di
         assert browser.execute_script("return window.cosimView.slot") > 11
         for key in ("ax", "ay", "k"):  # keys for time leave the map alone
             _near(_view(browser)[key], v0[key])
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@functools.lru_cache(maxsize=4)
+def _task_tables(run_dir: str):
+    return pd.read_parquet(f"{run_dir}/dvit_tasks.parquet"), pd.read_parquet(f"{run_dir}/moe_tasks.parquet")
+
+
+def _expected_tasks(run_dir, vehicle: str, t: float) -> list[tuple]:
+    """(layer, policy, role, device) of every task ``vehicle`` takes part in at time ``t``, from the
+    task tables: DViT step k runs from t_request + upload + the steps before it (upload = latency
+    minus the steps, 0 for a failed task); MoE layer l from t_request + the layers before it. The
+    user (task vehicle) at any time from request to end; a helper while it holds the current step;
+    an IV while it hosts the current layer."""
+    out = []
+    dv, moe = _task_tables(str(run_dir))
+    for r in dv.itertuples():
+        dur = np.asarray(r.step_comm_s, float) + np.asarray(r.step_comp_s, float) + np.asarray(r.step_queue_s, float)
+        up = max(r.latency_s - dur.sum(), 0.0) if np.isfinite(r.latency_s) else 0.0
+        starts = r.t_request_s + up + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        if not r.t_request_s <= t <= (starts[-1] + dur[-1] if len(dur) else r.t_request_s + up):
+            continue
+        k = np.nonzero(starts[: len(dur)] <= t)[0]
+        dev = str(r.devices[k[-1]]) if len(k) else None
+        role = "user" if str(r.user) == vehicle else ("helper" if dev == vehicle else None)
+        if role:
+            out.append(("dvit", r.policy, role, "(upload)" if dev is None else ("RSU" if dev == "@rsu" else dev)))
+    for r in moe.itertuples():
+        dur = sum(np.asarray(c, float) for c in (r.layer_tv_s, r.layer_comm_s, r.layer_comp_s, r.layer_mem_s))
+        starts = r.t_request_s + np.concatenate([[0.0], np.cumsum(dur)[:-1]])[: len(dur)]
+        if not r.t_request_s <= t <= (starts[-1] + dur[-1] if len(dur) else r.t_request_s):
+            continue
+        ivs = [v for v in str(r.layer_ivs[np.nonzero(starts <= t)[0][-1]]).split("|") if v] if len(dur) else None
+        role = "user" if str(r.tv) == vehicle else ("iv" if ivs and vehicle in ivs else None)
+        if role:
+            out.append(("moe", r.policy, role, "(upload)" if ivs is None else ", ".join(ivs)))
+    return sorted(out)
+
+
+def _panel(browser) -> tuple[dict, list[tuple]]:
+    rows = browser.execute_script(
+        "const b = document.getElementById('inspect'), t = b.querySelector('table');"
+        "const tasks = document.getElementById('vtasks');"
+        "return [[...t.rows].map(r => [...r.cells].map(c => c.textContent)),"
+        " tasks ? [...tasks.rows].slice(1).map(r => [...r.cells].map(c => c.textContent)) : []]")
+    return {a: b for a, b in rows[0]}, sorted((t[0], t[1], t[2], t[4]) for t in rows[1])
+
+
+def _click_a_busy_vehicle(browser, run_dir, d, cov):
+    """Go to the slot and vehicle with the most task roles (a helper or IV among them if any),
+    zoom in on it until no other vehicle is within 3x the pick radius, click it; returns its name,
+    slot index, time and expected tasks."""
+    slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+    best = None
+    for i in range(10, len(slots), 6):
+        rows = cov[cov["slot"] == slots[i]]
+        for v in rows["vehicle"].astype(str):
+            want = _expected_tasks(run_dir, v, times[i])
+            score = (len({w[2] for w in want}), len(want))
+            if want and (best is None or score > best[0]):
+                best = (score, v, i, want)
+        if best and best[0][0] >= 2:
+            break
+    assert best is not None
+    _, v, i, want = best
+    browser.execute_script(f"window.cosimView.setSlot({i})")
+    rows = cov[cov["slot"] == slots[i]]
+    me = rows[rows["vehicle"].astype(str) == v].iloc[0]
+    t = d["transform"]
+    for _ in range(12):
+        view = _view(browser)
+        sx, sy = _screen(view, t, me["x"], me["y"])
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        if not (20 < sx < w - 20 and 20 < sy < h - 20):  # bring it to the centre first
+            browser.execute_script(f"window.cosimView.panBy({w / 2 - sx}, {h / 2 - sy})")
+            continue
+        others = [_screen(view, t, x, y) for x, y, n in zip(rows["x"], rows["y"], rows["vehicle"].astype(str)) if n != v]
+        if min(math.hypot(ox - sx, oy - sy) for ox, oy in others) > 24:
+            break
+        browser.execute_script(f"window.cosimView.zoomAt({sx}, {sy}, 2)")
+    _click_canvas(browser, sx, sy)
+    return v, i, me, want
+
+
+@pytest.mark.sumo
+def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir, tmp_path):
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
+        info, tasks = _panel(browser)
+        assert info["vehicle"] == v
+        speed = float(info["speed"].split()[0])
+        assert abs(speed - me["speed_mps"]) <= 0.125 + 0.005  # the page's 0.25 m/s quantum, shown to 0.01
+        assert info["cell"] == str(int(me["cell"]))
+        assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
+        assert tasks == want and len(want) >= 2
+        assert len({w[2] for w in want}) >= 2  # a role beside "user" was checked too
+        # the selection follows the vehicle through time: the next slot, its new tasks
+        browser.execute_script(f"window.cosimView.setSlot({i + 1})")
+        nxt = _expected_tasks(run_dir, v, d["vehicles"]["times"][i + 1])
+        assert _panel(browser)[1] == nxt
+        browser.execute_script(f"window.cosimView.setSlot({i})")
+        # an RSU: a point of its disc with no vehicle near it; the panel counts its vehicles
+        browser.execute_script("window.cosimView.fit()")
+        view, t = _view(browser), d["transform"]
+        rows = cov[cov["slot"] == d["vehicles"]["slots"][i]]
+        pts = [_screen(view, t, x, y) for x, y in zip(rows["x"], rows["y"])]
+        rsus = d["rsus"]
+        s_px = view["k"] / t["scale"]  # pixels per metre
+        target = None
+        for j, r in enumerate(rsus):
+            for a in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+                cx, cy = _screen(view, t, r["x"], r["y"])
+                px_, py_ = round(cx + 0.6 * r["r"] * s_px * np.cos(a)), round(cy + 0.6 * r["r"] * s_px * np.sin(a))
+                if min(math.hypot(px_ - x, py_ - y) for x, y in pts) > 12:
+                    target = (j, px_, py_)
+                    break
+            if target:
+                break
+        j, px_, py_ = target
+        inside = [(math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1]), n)
+                  for n, r in enumerate(rsus)
+                  if math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1])
+                  <= r["r"] * s_px]
+        j = min(inside)[1]  # the nearest centre among the discs holding the point
+        _click_canvas(browser, px_, py_)
+        info, _ = _panel(browser)
+        assert info["RSU"] == rsus[j]["id"]
+        assert info["vehicles served"] == str(int((rows["rsu"].astype(object) == rsus[j]["id"]).sum()))
+        assert browser.execute_script("return window.cosimView.inspect().kind") == "rsu"
+        # the empty corner clears the selection
+        _click_canvas(browser, 3, 3)
+        assert browser.execute_script("return window.cosimView.inspect()") is None
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
