@@ -22,6 +22,7 @@
   const bg = document.createElement("canvas"), bctx = bg.getContext("2d");
   const slider = document.getElementById("slider"), playBtn = document.getElementById("play");
   const layerSel = document.getElementById("layer"), policySel = document.getElementById("policy");
+  const versusSel = document.getElementById("versus");
   const tl = document.getElementById("tl"), tctx = tl.getContext("2d");
   let cur = 0, playing = false, acc = 0, lastT = 0;
   // world -> screen: sx = ax + q * k, sy = ay - q * k (q: quantised coordinate). The one transform:
@@ -116,11 +117,37 @@
     ctx.lineWidth = 2; ctx.strokeStyle = col; ctx.stroke();
   }
 
+  // -- A/B: the tasks of policy A (the shown one) whose success differs under policy B -------
+  // Paired by the request's id (`task`, as cosim.pairing), a task censored under either left out.
+  const AB_COL = "#0000ff";
+  let abCache = null;
+  function abDiffer() {  // id -> true: A succeeded and B failed; false: B succeeded and A failed
+    const L = D.layers[layerSel.value], a = policySel.value, b = versusSel.value;
+    if (!L || !b || b === a || !L.tasks[b]) return null;
+    if (abCache && abCache.L === L && abCache.a === a && abCache.b === b) return abCache.m;
+    const other = new Map();
+    for (const t of L.tasks[b]) if (t.id !== undefined && !t.c) other.set(t.id, t.ok);
+    const m = new Map();
+    for (const t of (L.tasks[a] || [])) {
+      if (t.id === undefined || t.c || !other.has(t.id)) continue;
+      if (other.get(t.id) !== t.ok) m.set(t.id, t.ok);
+    }
+    abCache = { L, a, b, m };
+    return m;
+  }
+  function square(x, y, r, diamond) {
+    ctx.beginPath();
+    if (diamond) { ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y); ctx.closePath(); }
+    else ctx.rect(x - r, y - r, 2 * r, 2 * r);
+    ctx.lineWidth = 3; ctx.strokeStyle = AB_COL; ctx.stroke();
+  }
+
   function drawTasks(t) {
     const L = D.layers[layerSel.value];
+    state.ab = [];
     if (!L) return 0;
     const tasks = L.tasks[policySel.value] || [];
-    const hold = 3.0;
+    const hold = 3.0, differ = abDiffer();
     let n = 0;
     for (const task of tasks) {
       if (task.t0 > t) break;  // sorted by request time
@@ -129,6 +156,10 @@
       const u = task.u >= 0 ? rowOf[task.u] : -1;
       if (u < 0) continue;
       n++;
+      if (differ && differ.has(task.id)) {  // square: A succeeded where B failed; diamond: the reverse
+        square(px(u), py(u), 12, !differ.get(task.id));
+        state.ab.push(task.id);
+      }
       if (failedShown) { ring(px(u), py(u), 9, C.failed, 3); continue; }
       ring(px(u), py(u), 8, C.user, 3);
       let s = -1;
@@ -317,6 +348,7 @@
     const L = D.layers[layerSel.value];
     policySel.replaceChildren();
     (L ? L.policies : []).forEach((p) => { const o = document.createElement("option"); o.textContent = p; policySel.appendChild(o); });
+    fillVersus();
     fillSummary();
   }
   // every string from the data enters the page as text (textContent), never as markup
@@ -325,6 +357,21 @@
     if (text !== undefined) e.textContent = text;
     if (attrs) Object.entries(attrs).forEach(([a, v]) => e.setAttribute(a, v));
     return e;
+  }
+  function fillVersus() {  // B: none, or another policy of the layer
+    const L = D.layers[layerSel.value], keep = versusSel.value;
+    versusSel.replaceChildren(el("option", "(none)", { value: "" }));
+    (L ? L.policies : []).filter((p) => p !== policySel.value && L.tasks[p])
+      .forEach((p) => versusSel.appendChild(el("option", p)));
+    versusSel.value = [...versusSel.options].some((o) => o.value === keep) ? keep : "";
+    abNote();
+  }
+  function abNote() {
+    const m = abDiffer(), box = document.getElementById("ab");
+    if (!m) { box.textContent = ""; return; }
+    let aw = 0; m.forEach((ok) => { if (ok) aw++; });
+    box.textContent = m.size + " tasks differ in success: " + aw + " only " + policySel.value + " completed (square), "
+      + (m.size - aw) + " only " + versusSel.value + " completed (diamond); censored tasks left out";
   }
   function fillSummary() {
     const L = D.layers[layerSel.value], tb = document.getElementById("summary");
@@ -383,7 +430,14 @@
   Object.keys(D.layers).forEach((l) => { const o = document.createElement("option"); o.textContent = l; layerSel.appendChild(o); });
   if (!layerSel.options.length) { const o = document.createElement("option"); o.textContent = "(none)"; layerSel.appendChild(o); }
   layerSel.addEventListener("change", () => { fillPolicies(); draw(); });
-  policySel.addEventListener("change", () => { fillSummary(); draw(); });
+  policySel.addEventListener("change", () => { fillVersus(); fillSummary(); draw(); });
+  versusSel.addEventListener("change", () => { abNote(); draw(); });
+  function swap() {  // A <-> B
+    const a = policySel.value, b = versusSel.value;
+    if (!b) return;
+    policySel.value = b; fillVersus(); versusSel.value = a; abNote(); fillSummary(); draw();
+  }
+  document.getElementById("swap").addEventListener("click", swap);
   slider.addEventListener("input", () => { pause(); setSlot(Number(slider.value)); });
   playBtn.addEventListener("click", () => (playing ? pause() : play()));
   window.addEventListener("resize", resize);
@@ -444,6 +498,7 @@
     else if (e.key === "+" || e.key === "=") zoomAt(...centre(), ZOOM_STEP);
     else if (e.key === "-") zoomAt(...centre(), 1 / ZOOM_STEP);
     else if (e.key === "0") fit();
+    else if (e.key === "b") swap();
   });
   document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
     if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
@@ -451,7 +506,8 @@
   legend(); fillPolicies();
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
-                       inspect() { return info(sel || hover); },
+                       inspect() { return info(sel || hover); }, swap,
+                       abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
                        fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
   resize();
 })();

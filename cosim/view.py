@@ -174,7 +174,10 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                 "u": u, "t0": round(float(row["t_request_s"]), 4), "end": round(end, 4),
                 "ok": bool(row["success"]), "why": str(row["failure"] or ""),
                 "lat": None if not math.isfinite(float(row["latency_s"])) else round(float(row["latency_s"]), 5),
-                "segs": segs, **extra})
+                "segs": segs, **extra,
+                # the request's id across policies (A/B pairing, as cosim.pairing); censored marked
+                **({"id": int(row["task"])} if "task" in row else {}),
+                **({"c": 1} if row.get("outcome") == "censored" else {})})
         for tasks in per_policy.values():
             tasks.sort(key=lambda t: t["t0"])
         layers[layer] = {"policies": list(per_policy), "tasks": per_policy, "summary": entries,
@@ -275,6 +278,8 @@ tr.sel{background:#fff3c4}
 <input id="slider" type="range" min="0" max="0" value="0" step="1">
 <div class="row" id="clock"></div><div id="note"></div>
 <div class="row"><label>tasks of <select id="layer"></select></label><label>policy <select id="policy"></select></label></div>
+<div class="row"><label>A/B: against <select id="versus"></select></label><button id="swap" title="swap A and B (b)">swap A/B</button></div>
+<div class="row hint" id="ab"></div>
 <div id="legend"></div>
 <h1>inspect</h1><div id="inspect"></div>
 <h1>per-policy summary</h1><table id="summary"></table>

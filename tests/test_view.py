@@ -577,3 +577,68 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
+
+
+def _differ(df, a: str, b: str) -> dict[int, bool]:
+    """Task id -> success under ``a``, for the tasks whose success differs between policies ``a``
+    and ``b`` (both given the task, neither censored), from the task table."""
+    df = df[df["outcome"] != "censored"]
+    p = df.pivot(index="task", columns="policy", values="success").dropna()
+    p = p[p[a] != p[b]]
+    return {int(t): bool(s) for t, s in p[a].items()}
+
+
+@pytest.mark.sumo
+def test_ab_view_highlights_exactly_the_tasks_whose_success_differs(run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    dv, moe = _task_tables(str(run_dir))
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        assert browser.execute_script("return window.cosimView.abDiffer()") is None  # no B chosen
+        Select(browser.find_element(By.ID, "layer")).select_by_visible_text("dvit")
+        Select(browser.find_element(By.ID, "policy")).select_by_visible_text("vidi")
+        Select(browser.find_element(By.ID, "versus")).select_by_visible_text("mddi")
+        want = _differ(dv, "vidi", "mddi")
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == want and len(want) >= 1
+        note = browser.find_element(By.ID, "ab").text
+        assert note.startswith(f"{len(want)} tasks differ in success: {sum(want.values())} only vidi completed")
+        # on the map, at each slot: the differing vidi tasks that are shown (running, or failed
+        # within 3 s) and whose user is on the map
+        sub = dv[dv["policy"] == "vidi"].set_index("task")
+        slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+        seen = set()
+        for i in range(len(slots)):
+            browser.execute_script(f"window.cosimView.setSlot({i})")
+            on_map = set(cov.loc[cov["slot"] == slots[i], "vehicle"].astype(str))
+            exp = set()
+            for tid in want:
+                r = sub.loc[tid]
+                dur = (np.asarray(r["step_comm_s"], float) + np.asarray(r["step_comp_s"], float)
+                       + np.asarray(r["step_queue_s"], float))
+                end = r["t_request_s"] + (r["latency_s"] if np.isfinite(r["latency_s"]) else dur.sum())
+                hold = 0.0 if r["success"] else 3.0
+                if r["t_request_s"] <= times[i] <= end + hold and str(r["user"]) in on_map:
+                    exp.add(tid)
+            assert set(browser.execute_script("return window.cosimView.state.ab")) == exp, i
+            seen |= exp
+        assert seen  # some slot showed a highlight
+        # swap: A and B change places, the same tasks with the other side's success
+        browser.find_element(By.ID, "swap").click()
+        assert Select(browser.find_element(By.ID, "policy")).first_selected_option.text == "mddi"
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == _differ(dv, "mddi", "vidi") == {k: not v for k, v in want.items()}
+        # the MoE layer pairs its own tasks the same way
+        Select(browser.find_element(By.ID, "layer")).select_by_visible_text("moe")
+        Select(browser.find_element(By.ID, "versus")).select_by_visible_text("nearest")
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == _differ(moe, "gecpa", "nearest")
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
