@@ -285,7 +285,11 @@
     }
     showPanel(info(p), !!sel);
   }
-  function showPanel(x, pinned) {
+  let panelKey = null;
+  function showPanel(x, pinned) {  // rebuilt only when what it says changed (not every frame)
+    const key = JSON.stringify([x, pinned, !!sel, layerSel.value, policySel.value]);
+    if (key === panelKey) return;
+    panelKey = key;
     const box = document.getElementById("inspect");
     box.replaceChildren();
     state.inspect = x;

@@ -18,6 +18,12 @@ without tasks (the cache, a plugin layer such as the example's ``rsu_load``) is 
 summary table alone; a layer whose class cannot be found (its plugin is not installed here) is
 left out. The results folder is read with :func:`cosim.results.load`.
 
+**Controls** (docs/view.md): zoom (wheel, buttons, pinch) and pan (drag) through one transform
+the page exposes (``window.cosimView.view``, the canvas's ``data-view``), fit on load and on a
+button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle shows its id, speed,
+cell, serving RSU and its tasks at the slot (from the layers' task views), clicking an RSU its
+disc and load; an A/B mode marks the tasks whose success differs between two policies.
+
 **Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
 coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
 sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed

@@ -445,12 +445,15 @@ def _task_tables(run_dir: str):
     return pd.read_parquet(f"{run_dir}/dvit_tasks.parquet"), pd.read_parquet(f"{run_dir}/moe_tasks.parquet")
 
 
-def _expected_tasks(run_dir, vehicle: str, t: float) -> list[tuple]:
+def _expected_tasks(run_dir, vehicle: str, t: float, known: set | None = None) -> list[tuple]:
     """(layer, policy, role, device) of every task ``vehicle`` takes part in at time ``t``, from the
     task tables: DViT step k runs from t_request + upload + the steps before it (upload = latency
     minus the steps, 0 for a failed task); MoE layer l from t_request + the layers before it. The
     user (task vehicle) at any time from request to end; a helper while it holds the current step;
-    an IV while it hosts the current layer."""
+    an IV while it hosts the current layer. A device not among ``known`` (the page's vehicles)
+    reads "(not in the page)" (the MoE table joins IV ids with "|", so an id containing "|" falls
+    apart into pieces that are no vehicle)."""
+    shown = (lambda n: n if known is None or n in known else "(not in the page)")  # noqa: E731
     out = []
     dv, moe = _task_tables(str(run_dir))
     for r in dv.itertuples():
@@ -463,7 +466,7 @@ def _expected_tasks(run_dir, vehicle: str, t: float) -> list[tuple]:
         dev = str(r.devices[k[-1]]) if len(k) else None
         role = "user" if str(r.user) == vehicle else ("helper" if dev == vehicle else None)
         if role:
-            out.append(("dvit", r.policy, role, "(upload)" if dev is None else ("RSU" if dev == "@rsu" else dev)))
+            out.append(("dvit", r.policy, role, "(upload)" if dev is None else ("RSU" if dev == "@rsu" else shown(dev))))
     for r in moe.itertuples():
         dur = sum(np.asarray(c, float) for c in (r.layer_tv_s, r.layer_comm_s, r.layer_comp_s, r.layer_mem_s))
         starts = r.t_request_s + np.concatenate([[0.0], np.cumsum(dur)[:-1]])[: len(dur)]
@@ -472,7 +475,7 @@ def _expected_tasks(run_dir, vehicle: str, t: float) -> list[tuple]:
         ivs = [v for v in str(r.layer_ivs[np.nonzero(starts <= t)[0][-1]]).split("|") if v] if len(dur) else None
         role = "user" if str(r.tv) == vehicle else ("iv" if ivs and vehicle in ivs else None)
         if role:
-            out.append(("moe", r.policy, role, "(upload)" if ivs is None else ", ".join(ivs)))
+            out.append(("moe", r.policy, role, "(upload)" if ivs is None else ", ".join(map(shown, ivs))))
     return sorted(out)
 
 
@@ -494,7 +497,7 @@ def _click_a_busy_vehicle(browser, run_dir, d, cov):
     for i in range(10, len(slots), 6):
         rows = cov[cov["slot"] == slots[i]]
         for v in rows["vehicle"].astype(str):
-            want = _expected_tasks(run_dir, v, times[i])
+            want = _expected_tasks(run_dir, v, times[i], set(d["vehicles"]["names"]))
             score = (len({w[2] for w in want}), len(want))
             if want and (best is None or score > best[0]):
                 best = (score, v, i, want)
