@@ -13,6 +13,8 @@
   const RS = dec(V.rsu, V.rsu_bytes === 1 ? Uint8Array : Uint16Array), START = dec(V.start, Uint32Array);
   const EXY = dec(D.edges.xy, Uint16Array), EOFF = dec(D.edges.off, Uint32Array);
   const C = D.colors, NONE = V.none, nSlots = V.slots.length;
+  const SPD = V.speed ? dec(V.speed, Uint8Array) : null;
+  const CELL = V.cell ? dec(V.cell, V.cell_bytes === 4 ? Uint32Array : Uint16Array) : null;
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
 
@@ -20,10 +22,15 @@
   const bg = document.createElement("canvas"), bctx = bg.getContext("2d");
   const slider = document.getElementById("slider"), playBtn = document.getElementById("play");
   const layerSel = document.getElementById("layer"), policySel = document.getElementById("policy");
+  const versusSel = document.getElementById("versus");
   const tl = document.getElementById("tl"), tctx = tl.getContext("2d");
   let cur = 0, playing = false, acc = 0, lastT = 0;
-  // world -> screen: sx = ax + q * k, sy = ay - q * k (q: quantised coordinate)
+  // world -> screen: sx = ax + q * k, sy = ay - q * k (q: quantised coordinate). The one transform:
+  // fit() sets it to the network's bounding box, zoom multiplies k about a fixed screen point, pan
+  // shifts (ax, ay); everything drawn goes through it. Exposed as cosimView.view and data-view.
   let ax = 0, ay = 0, k = 1;
+  const ZOOM_STEP = 1.25, ZOOM_MIN = 0.2, ZOOM_MAX = 2000;  // + / - buttons; limits relative to fit
+  let kFit = 1, sel = null, hover = null;  // sel/hover: {kind: "vehicle", v} or {kind: "rsu", i}
   const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [] };
 
   document.getElementById("title").textContent = D.title;
@@ -34,18 +41,35 @@
     notes.push("subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)");
   document.getElementById("note").textContent = notes.join("; ");
 
-  function fit() {
+  function resize() {
     const w = cv.clientWidth, h = cv.clientHeight;
     cv.width = bg.width = w; cv.height = bg.height = h;
+    fit();
+  }
+  function fit() {
+    const w = cv.width, h = cv.height;
     const b = D.bounds, m = 12;
     const sw = (b[2] - b[0]) || 1, sh = (b[3] - b[1]) || 1;
     const s = Math.min((w - 2 * m) / sw, (h - 2 * m) / sh);  // pixels per metre
     k = s * TR.scale;
     ax = m + (TR.x0 - b[0]) * s + ((w - 2 * m) - sw * s) / 2;
     ay = h - m - (TR.y0 - b[1]) * s - ((h - 2 * m) - sh * s) / 2;
-    drawBackground(s);
+    kFit = k;
+    redraw();
+  }
+  function redraw() {
+    cv.dataset.view = JSON.stringify([ax, ay, k]);
+    drawBackground(k / TR.scale);
     draw();
   }
+  // zoom by factor f about screen point (mx, my): the world point under it stays there
+  function zoomAt(mx, my, f) {
+    const k2 = Math.max(kFit * ZOOM_MIN, Math.min(kFit * ZOOM_MAX, k * f));
+    f = k2 / k;
+    ax = mx - (mx - ax) * f; ay = my - (my - ay) * f; k = k2;
+    redraw();
+  }
+  function panBy(dx, dy) { ax += dx; ay += dy; redraw(); }
   const wx = (x) => ax + (x - TR.x0) / TR.scale * k, wy = (y) => ay - (y - TR.y0) / TR.scale * k;
 
   function drawBackground(s) {
@@ -93,11 +117,37 @@
     ctx.lineWidth = 2; ctx.strokeStyle = col; ctx.stroke();
   }
 
+  // -- A/B: the tasks of policy A (the shown one) whose success differs under policy B -------
+  // Paired by the request's id (`task`, as cosim.pairing), a task censored under either left out.
+  const AB_COL = "#0000ff";
+  let abCache = null;
+  function abDiffer() {  // id -> true: A succeeded and B failed; false: B succeeded and A failed
+    const L = D.layers[layerSel.value], a = policySel.value, b = versusSel.value;
+    if (!L || !b || b === a || !L.tasks[b]) return null;
+    if (abCache && abCache.L === L && abCache.a === a && abCache.b === b) return abCache.m;
+    const other = new Map();
+    for (const t of L.tasks[b]) if (t.id !== undefined && !t.c) other.set(t.id, t.ok);
+    const m = new Map();
+    for (const t of (L.tasks[a] || [])) {
+      if (t.id === undefined || t.c || !other.has(t.id)) continue;
+      if (other.get(t.id) !== t.ok) m.set(t.id, t.ok);
+    }
+    abCache = { L, a, b, m };
+    return m;
+  }
+  function square(x, y, r, diamond) {
+    ctx.beginPath();
+    if (diamond) { ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y); ctx.closePath(); }
+    else ctx.rect(x - r, y - r, 2 * r, 2 * r);
+    ctx.lineWidth = 3; ctx.strokeStyle = AB_COL; ctx.stroke();
+  }
+
   function drawTasks(t) {
     const L = D.layers[layerSel.value];
+    state.ab = [];
     if (!L) return 0;
     const tasks = L.tasks[policySel.value] || [];
-    const hold = 3.0;
+    const hold = 3.0, differ = abDiffer();
     let n = 0;
     for (const task of tasks) {
       if (task.t0 > t) break;  // sorted by request time
@@ -106,6 +156,10 @@
       const u = task.u >= 0 ? rowOf[task.u] : -1;
       if (u < 0) continue;
       n++;
+      if (differ && differ.has(task.id)) {  // square: A succeeded where B failed; diamond: the reverse
+        square(px(u), py(u), 12, !differ.get(task.id));
+        state.ab.push(task.id);
+      }
       if (failedShown) { ring(px(u), py(u), 9, C.failed, 3); continue; }
       ring(px(u), py(u), 8, C.user, 3);
       let s = -1;
@@ -154,6 +208,7 @@
     }
     state.slot = nSlots ? V.slots[cur] : -1; state.vehicles = nv; state.byRsu = byRsu; state.uncovered = unc;
     state.tasks = nt; state.frames++;
+    drawPicked();
     const ms = performance.now() - t0;
     state.drawMs.push(ms); if (state.drawMs.length > 600) state.drawMs.shift();
     document.getElementById("clock").textContent = nSlots
@@ -161,6 +216,114 @@
       : "no vehicle rows";
     document.getElementById("drawn").textContent = "drawn: " + state.rsus + " RSU discs, " + nv + " vehicles";
     drawTimeline();
+  }
+
+  // -- inspecting: a vehicle (hover, or click to keep it) or an RSU (click) ------------------
+  const PICK_PX = 8;
+  function pick(mx, my) {
+    let best = null, bd = PICK_PX * PICK_PX;
+    if (nSlots) for (let r = START[cur]; r < START[cur + 1]; r++) {
+      const d = (px(r) - mx) ** 2 + (py(r) - my) ** 2;
+      if (d <= bd) { bd = d; best = { kind: "vehicle", v: VID[r] }; }
+    }
+    if (best) return best;
+    let bi = -1, br = Infinity;  // else the RSU whose disc holds the point, the nearest centre first
+    D.rsus.forEach((r, i) => {
+      const d = Math.hypot(wx(r.x) - mx, wy(r.y) - my);
+      if (d <= Math.max(r.r * k / TR.scale, PICK_PX) && d < br) { br = d; bi = i; }
+    });
+    return bi >= 0 ? { kind: "rsu", i: bi } : null;
+  }
+  const devName = (d) => d === -1 ? "RSU" : (d >= 0 ? V.names[d] : "(not in the page)");
+  // what the panel says about a vehicle at the current slot (null: not on the map then)
+  function vehicleInfo(v) {
+    const r = rowOf[v];
+    if (r < 0) return null;
+    const t = V.times[cur], tasks = [];
+    Object.entries(D.layers).forEach(([layer, L]) => Object.entries(L.tasks).forEach(([policy, list]) => {
+      for (const task of list) {
+        if (task.t0 > t) break;
+        if (task.end < t) continue;
+        let s = -1;
+        for (let j = 0; j < task.segs.length; j++) if (task.segs[j][1] <= t) s = j;
+        const who = s >= 0 ? task.segs[s][0] : null;
+        let role = null;
+        if (task.u === v) role = "user";
+        else if (L.draw === "chain" && who === v) role = "helper";
+        else if (L.draw === "group" && Array.isArray(who) && who.indexOf(v) >= 0) role = "iv";
+        if (!role) continue;
+        const device = who === null ? "(upload)" : (Array.isArray(who) ? who.map(devName).join(", ") : devName(who));
+        tasks.push({ layer, policy, role, stage: s < 0 ? "upload" : (s + 1) + "/" + task.segs.length, device,
+                     outcome: task.ok ? "success" : ("failed" + (task.why ? ": " + task.why : "")) });
+      }
+    }));
+    const g = RS[r];
+    return { kind: "vehicle", id: V.names[v], speed: SPD ? SPD[r] * V.speed_q : null,
+             cell: CELL && CELL[r] !== V.no_cell ? CELL[r] : null,
+             rsu: g === NONE ? null : D.rsus[g].id, tasks };
+  }
+  function rsuInfo(i) {
+    const id = D.rsus[i].id, t = V.times[cur], L = D.layers[layerSel.value];
+    let tasks = 0;
+    if (L && nSlots) for (const task of (L.tasks[policySel.value] || [])) {  // running, requested by a vehicle it serves
+      if (task.t0 > t) break;
+      if (task.end < t || task.u < 0 || rowOf[task.u] < 0) continue;
+      if (RS[rowOf[task.u]] === i) tasks++;
+    }
+    return { kind: "rsu", id, radius_m: D.rsus[i].r, vehicles: state.byRsu[id] || 0, tasks };
+  }
+  function info(p) { return !p ? null : (p.kind === "vehicle" ? vehicleInfo(p.v) : rsuInfo(p.i)); }
+  function drawPicked() {
+    const p = sel || hover;
+    if (p && p.kind === "rsu") {
+      const r = D.rsus[p.i];
+      ctx.beginPath(); ctx.arc(wx(r.x), wy(r.y), r.r * k / TR.scale, 0, 2 * Math.PI);
+      ctx.globalAlpha = 0.25; ctx.fillStyle = C.rsu[p.i % C.rsu.length]; ctx.fill(); ctx.globalAlpha = 1;
+      ctx.lineWidth = 4; ctx.strokeStyle = "#000"; ctx.stroke();
+    } else if (p && p.kind === "vehicle" && rowOf[p.v] >= 0) {
+      ring(px(rowOf[p.v]), py(rowOf[p.v]), 11, "#000", 2);
+    }
+    showPanel(info(p), !!sel);
+  }
+  let panelKey = null;
+  function showPanel(x, pinned) {  // rebuilt only when what it says changed (not every frame)
+    const key = JSON.stringify([x, pinned, !!sel, layerSel.value, policySel.value]);
+    if (key === panelKey) return;
+    panelKey = key;
+    const box = document.getElementById("inspect");
+    box.replaceChildren();
+    state.inspect = x;
+    if (!x) {
+      box.appendChild(el("div", sel ? "the selected vehicle is not on the map at this slot" :
+        "hover or click a vehicle, click an RSU's disc", { class: "hint" }));
+      return;
+    }
+    const tb = el("table");
+    const row = (a, b) => { const tr = el("tr"); tr.appendChild(el("td", a)); tr.appendChild(el("td", b)); tb.appendChild(tr); };
+    if (x.kind === "vehicle") {
+      row("vehicle", x.id);
+      row("speed", x.speed === null ? "–" : x.speed.toFixed(2) + " m/s");
+      row("cell", x.cell === null ? "–" : String(x.cell));
+      row("serving RSU", x.rsu === null ? "not covered" : x.rsu);
+    } else {
+      row("RSU", x.id); row("radius", x.radius_m.toFixed(0) + " m");
+      row("vehicles served", String(x.vehicles));
+      row("running tasks of its vehicles (" + layerSel.value + ", " + policySel.value + ")", String(x.tasks));
+    }
+    box.appendChild(el("div", pinned ? "selected (click empty map to clear)" : "under the pointer", { class: "hint" }));
+    box.appendChild(tb);
+    if (x.kind === "vehicle") {
+      const tt = el("table", undefined, { id: "vtasks" }), head = el("tr");
+      ["layer", "policy", "role", "stage", "device", "outcome"].forEach((c) => head.appendChild(el("th", c)));
+      tt.appendChild(head);
+      x.tasks.forEach((t) => {
+        const tr = el("tr");
+        [t.layer, t.policy, t.role, t.stage, t.device, t.outcome].forEach((c) => tr.appendChild(el("td", c)));
+        tt.appendChild(tr);
+      });
+      box.appendChild(el("div", x.tasks.length + " task(s) at this slot"));
+      box.appendChild(tt);
+    }
   }
 
   function setSlot(i) {
@@ -189,6 +352,7 @@
     const L = D.layers[layerSel.value];
     policySel.replaceChildren();
     (L ? L.policies : []).forEach((p) => { const o = document.createElement("option"); o.textContent = p; policySel.appendChild(o); });
+    fillVersus();
     fillSummary();
   }
   // every string from the data enters the page as text (textContent), never as markup
@@ -197,6 +361,21 @@
     if (text !== undefined) e.textContent = text;
     if (attrs) Object.entries(attrs).forEach(([a, v]) => e.setAttribute(a, v));
     return e;
+  }
+  function fillVersus() {  // B: none, or another policy of the layer
+    const L = D.layers[layerSel.value], keep = versusSel.value;
+    versusSel.replaceChildren(el("option", "(none)", { value: "" }));
+    (L ? L.policies : []).filter((p) => p !== policySel.value && L.tasks[p])
+      .forEach((p) => versusSel.appendChild(el("option", p)));
+    versusSel.value = [...versusSel.options].some((o) => o.value === keep) ? keep : "";
+    abNote();
+  }
+  function abNote() {
+    const m = abDiffer(), box = document.getElementById("ab");
+    if (!m) { box.textContent = ""; return; }
+    let aw = 0; m.forEach((ok) => { if (ok) aw++; });
+    box.textContent = m.size + " tasks differ in success: " + aw + " only " + policySel.value + " completed (square), "
+      + (m.size - aw) + " only " + versusSel.value + " completed (diamond); censored tasks left out";
   }
   function fillSummary() {
     const L = D.layers[layerSel.value], tb = document.getElementById("summary");
@@ -255,12 +434,84 @@
   Object.keys(D.layers).forEach((l) => { const o = document.createElement("option"); o.textContent = l; layerSel.appendChild(o); });
   if (!layerSel.options.length) { const o = document.createElement("option"); o.textContent = "(none)"; layerSel.appendChild(o); }
   layerSel.addEventListener("change", () => { fillPolicies(); draw(); });
-  policySel.addEventListener("change", () => { fillSummary(); draw(); });
+  policySel.addEventListener("change", () => { fillVersus(); fillSummary(); draw(); });
+  versusSel.addEventListener("change", () => { abNote(); draw(); });
+  function swap() {  // A <-> B
+    const a = policySel.value, b = versusSel.value;
+    if (!b) return;
+    policySel.value = b; fillVersus(); versusSel.value = a; abNote(); fillSummary(); draw();
+  }
+  document.getElementById("swap").addEventListener("click", swap);
   slider.addEventListener("input", () => { pause(); setSlot(Number(slider.value)); });
   playBtn.addEventListener("click", () => (playing ? pause() : play()));
-  window.addEventListener("resize", fit);
+  window.addEventListener("resize", resize);
+  // -- zoom, pan, pick ------------------------------------------------------------------------
+  const local = (e) => { const b = cv.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  cv.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const dy = e.deltaY * (e.deltaMode === 1 ? 33 : e.deltaMode === 2 ? 300 : 1);  // lines, pages -> pixels
+    const [mx, my] = local(e);
+    zoomAt(mx, my, Math.pow(ZOOM_STEP, -dy / 100));  // one 100-pixel notch = one button press
+  }, { passive: false });
+  const ptrs = new Map();  // pointerId -> [x, y]: one drags, two pinch
+  let moved = 0;
+  cv.addEventListener("pointerdown", (e) => {
+    cv.setPointerCapture(e.pointerId); ptrs.set(e.pointerId, local(e)); moved = 0;
+  });
+  cv.addEventListener("pointermove", (e) => {
+    const p = local(e);
+    if (!ptrs.has(e.pointerId)) {  // hover
+      const h = pick(p[0], p[1]);
+      const same = (a, b) => a === b || (a && b && a.kind === b.kind && a.v === b.v && a.i === b.i);
+      if (!same(h && h.kind === "vehicle" ? h : null, hover)) { hover = h && h.kind === "vehicle" ? h : null; draw(); }
+      return;
+    }
+    const q = ptrs.get(e.pointerId);
+    if (ptrs.size === 2) {
+      const o = [...ptrs.entries()].find(([id]) => id !== e.pointerId)[1];
+      const d0 = Math.hypot(q[0] - o[0], q[1] - o[1]), d1 = Math.hypot(p[0] - o[0], p[1] - o[1]);
+      ptrs.set(e.pointerId, p); moved += 10;
+      if (d0 > 0 && d1 > 0) { ax += (p[0] - q[0]) / 2; ay += (p[1] - q[1]) / 2; zoomAt((p[0] + o[0]) / 2, (p[1] + o[1]) / 2, d1 / d0); }
+      return;
+    }
+    ptrs.set(e.pointerId, p);
+    moved += Math.abs(p[0] - q[0]) + Math.abs(p[1] - q[1]);
+    panBy(p[0] - q[0], p[1] - q[1]);
+  });
+  const release = (e) => {
+    if (!ptrs.has(e.pointerId)) return;
+    ptrs.delete(e.pointerId);
+    if (e.type === "pointerup" && moved < 4 && ptrs.size === 0) {  // a click, not a drag
+      const [mx, my] = local(e);
+      sel = pick(mx, my); hover = null; draw();
+    }
+  };
+  cv.addEventListener("pointerup", release);
+  cv.addEventListener("pointercancel", release);
+  cv.addEventListener("pointerleave", () => { if (hover) { hover = null; draw(); } });
+  const centre = () => [cv.width / 2, cv.height / 2];
+  document.getElementById("zin").addEventListener("click", () => zoomAt(...centre(), ZOOM_STEP));
+  document.getElementById("zout").addEventListener("click", () => zoomAt(...centre(), 1 / ZOOM_STEP));
+  document.getElementById("fit").addEventListener("click", fit);
+  document.addEventListener("keydown", (e) => {  // not while a control that uses these keys has focus
+    const tag = e.target && e.target.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA" || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === " ") { e.preventDefault(); playing ? pause() : play(); }
+    else if (e.key === "ArrowRight") { e.preventDefault(); pause(); setSlot(cur + 1); }
+    else if (e.key === "ArrowLeft") { e.preventDefault(); pause(); setSlot(cur - 1); }
+    else if (e.key === "+" || e.key === "=") zoomAt(...centre(), ZOOM_STEP);
+    else if (e.key === "-") zoomAt(...centre(), 1 / ZOOM_STEP);
+    else if (e.key === "0") fit();
+    else if (e.key === "b") swap();
+  });
+  document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
+    if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
+  });
   legend(); fillPolicies();
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
+                       get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
+                       inspect() { return info(sel || hover); }, swap,
+                       abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
                        fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
-  fit();
+  resize();
 })();

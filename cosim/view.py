@@ -18,6 +18,12 @@ without tasks (the cache, a plugin layer such as the example's ``rsu_load``) is 
 summary table alone; a layer whose class cannot be found (its plugin is not installed here) is
 left out. The results folder is read with :func:`cosim.results.load`.
 
+**Controls** (docs/view.md): zoom (wheel, buttons, pinch) and pan (drag) through one transform
+the page exposes (``window.cosimView.view``, the canvas's ``data-view``), fit on load and on a
+button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle shows its id, speed,
+cell, serving RSU and its tasks at the slot (from the layers' task views), clicking an RSU its
+disc and load; an A/B mode marks the tasks whose success differs between two policies.
+
 **Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
 coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
 sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
@@ -47,6 +53,10 @@ from cosim.results import COVERAGE_COLUMNS, load
 #: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
 MAX_ROWS = 1_500_000
 Q = 65535  # quantisation levels per axis
+#: coverage columns the vehicle panel shows (left out of the page when the table lacks them)
+PANEL_COLUMNS = ("speed_mps", "cell")
+#: speed quantum of the page [m/s]: one byte per row, 0 .. 63.75 m/s (229 km/h; faster clipped)
+SPEED_Q = 0.25
 #: timeline bins: about this many over the run, at least one slot wide
 TIMELINE_BINS = 60
 
@@ -102,7 +112,10 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     allxy = np.concatenate([s for s in shapes] + [np.array([[r["x"] - r["radius_m"], r["y"] - r["radius_m"]],
                                                             [r["x"] + r["radius_m"], r["y"] + r["radius_m"]]])
                                                   for r in rsus])
-    cov = res.table("coverage", COVERAGE_COLUMNS)
+    try:  # speed and cell for the vehicle panel, when the table has them (a run's always does)
+        cov = res.table("coverage", [*COVERAGE_COLUMNS, *PANEL_COLUMNS])
+    except CosimError:
+        cov = res.table("coverage", COVERAGE_COLUMNS)
     if len(cov):
         allxy = np.concatenate([allxy, [[cov["x"].min(), cov["y"].min()], [cov["x"].max(), cov["y"].max()]]])
     qz = Quantiser(allxy[:, 0].min(), allxy[:, 1].min(), allxy[:, 0].max(), allxy[:, 1].max())
@@ -127,6 +140,17 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     start = np.searchsorted(slot_sorted, kept, side="left").astype(np.uint32)
     start = np.concatenate([start, [len(order)]]).astype(np.uint32)
     times = cov.groupby("slot")["time_s"].first().reindex(kept).to_numpy(dtype=float) if len(cov) else np.zeros(0)
+    panel = {}
+    if "speed_mps" in cov:
+        sp = np.clip(np.rint(np.nan_to_num(cov["speed_mps"].to_numpy(dtype=float)) / SPEED_Q), 0, 255)
+        panel["speed"] = _b64(sp.astype(np.uint8)[order])
+        panel["speed_q"] = SPEED_Q
+    if "cell" in cov:  # the world's cell index; -1 (none) and the widest code mean "no cell"
+        cell = cov["cell"].to_numpy()
+        wide = len(cell) and int(cell.max()) >= 65535
+        nocell = 0xFFFFFFFF if wide else 65535
+        code = np.where(cell >= 0, cell, nocell).astype(np.uint32 if wide else np.uint16)
+        panel.update({"cell": _b64(code[order]), "cell_bytes": 4 if wide else 2, "no_cell": nocell})
     # edges
     flat = np.concatenate(shapes) if shapes else np.zeros((0, 2))
     eoff = np.concatenate([[0], np.cumsum([len(s) for s in shapes])]).astype(np.uint32)
@@ -156,7 +180,10 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                 "u": u, "t0": round(float(row["t_request_s"]), 4), "end": round(end, 4),
                 "ok": bool(row["success"]), "why": str(row["failure"] or ""),
                 "lat": None if not math.isfinite(float(row["latency_s"])) else round(float(row["latency_s"]), 5),
-                "segs": segs, **extra})
+                "segs": segs, **extra,
+                # the request's id across policies (A/B pairing, as cosim.pairing); censored marked
+                **({"id": int(row["task"])} if "task" in row else {}),
+                **({"c": 1} if row.get("outcome") == "censored" else {})})
         for tasks in per_policy.values():
             tasks.sort(key=lambda t: t["t0"])
         layers[layer] = {"policies": list(per_policy), "tasks": per_policy, "summary": entries,
@@ -174,7 +201,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                      "start": _b64(start), "vid": _b64(vid[order]),
                      "x": _b64(qz.q(cov["x"].to_numpy()[order], qz.x0)), "y": _b64(qz.q(cov["y"].to_numpy()[order], qz.y0)),
                      "rsu": _b64(rsu_arr[order]), "rsu_bytes": 1 if none == 255 else 2, "none": none,
-                     "rows": int(len(order)), "stride": stride, "all_slots": int(len(slots))},
+                     "rows": int(len(order)), "stride": stride, "all_slots": int(len(slots)), **panel},
         "layers": layers,
         "colors": {"rsu": [hex_color(c) for c in RSU_COLORS], "uncovered": hex_color(UNCOVERED),
                    "user": hex_color(ROLE_COLORS[ROLE_USER]), "helper": hex_color(ROLE_COLORS[ROLE_HELPER]),
@@ -241,8 +268,15 @@ tr.sel{background:#fff3c4}
 .row{display:flex;gap:6px;align-items:center;margin:4px 0;flex-wrap:wrap}
 .sw{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:3px;vertical-align:middle}
 #note{color:#a60;font-size:12px}
+#zoom{position:absolute;top:8px;left:8px;display:flex;gap:4px}
+#zoom button{min-width:28px}
+#cv{touch-action:none;cursor:crosshair}
+.hint{color:#666;font-size:12px}
+#inspect td{text-align:left}
 </style></head><body>
-<div id="wrap"><div id="map"><canvas id="cv"></canvas></div>
+<div id="wrap"><div id="map"><canvas id="cv"></canvas>
+<div id="zoom"><button id="zin" title="zoom in (+)">+</button><button id="zout" title="zoom out (-)">&minus;</button>
+<button id="fit" title="fit the network (0)">fit</button></div></div>
 <div id="side"><h1 id="title"></h1>
 <div class="row"><button id="play">play</button>
 <label>speed <select id="speed"><option>1</option><option>2</option><option>5</option><option selected>10</option>
@@ -250,7 +284,10 @@ tr.sel{background:#fff3c4}
 <input id="slider" type="range" min="0" max="0" value="0" step="1">
 <div class="row" id="clock"></div><div id="note"></div>
 <div class="row"><label>tasks of <select id="layer"></select></label><label>policy <select id="policy"></select></label></div>
+<div class="row"><label>A/B: against <select id="versus"></select></label><button id="swap" title="swap A and B (b)">swap A/B</button></div>
+<div class="row hint" id="ab"></div>
 <div id="legend"></div>
+<h1>inspect</h1><div id="inspect"></div>
 <h1>per-policy summary</h1><table id="summary"></table>
 <h1>latency (solid, left) and success rate (dashed, right) by request time</h1>
 <canvas id="tl" width="360" height="180"></canvas>

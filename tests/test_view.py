@@ -4,6 +4,7 @@ headless Chromium (Selenium): what it draws at a slot equals coverage.parquet's 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -301,6 +302,13 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
             assert state["byRsu"] == {str(k): int(n) for k, n in rows["rsu"].astype(object).value_counts().items()}
             shown += state["tasks"]
         assert shown > 0
+        # the panel of a hostile vehicle: its id, RSU, tasks (hostile policies, helpers) as text
+        v, _, me, want = _click_a_busy_vehicle(browser, run, build_data(run), cov)
+        info, tasks = _panel(browser)
+        assert info["vehicle"] == v and any(v.startswith(h) for h in HOSTILE_VEHICLES)
+        assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
+        assert tasks == want and any(w[1] in HOSTILE_POLICIES.values() for w in want)
+        assert browser.execute_script("return document.querySelectorAll('#inspect *:not(div,table,tbody,tr,td,th)').length") == 0
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.title == f"cosim view: {title}"
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -317,3 +325,323 @@ def test_report_of_the_hostile_run_draws_the_names_as_text(run_dir, tmp_path):
     paths, titles = report(run, tmp_path / "rep")
     assert [p.name for p in paths] == ["report.png", "report.pdf"] and all(p.stat().st_size > 10_000 for p in paths)
     assert len(titles) == 7  # map, dwell x 2, two per layer
+
+
+# -- zoom, pan, keyboard, inspecting ---------------------------------------------------------
+def _view(browser):
+    v = browser.execute_script("return window.cosimView.view")
+    attr = json.loads(browser.execute_script("return document.getElementById('cv').dataset.view"))
+    assert attr == pytest.approx([v["ax"], v["ay"], v["k"]], abs=1e-9)  # the attribute says the same
+    return v
+
+
+def _near(got, want):
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-6)
+
+
+def _screen(v, t, x, y):
+    """World (x, y) [m] -> canvas pixel, by hand: quantised like the page, then the transform."""
+    qx = min(max(round((x - t["x0"]) / t["scale"]), 0), 65535)
+    qy = min(max(round((y - t["y0"]) / t["scale"]), 0), 65535)
+    return v["ax"] + qx * v["k"], v["ay"] - qy * v["k"]
+
+
+def _click_canvas(browser, sx, sy):
+    """A real click (pointer down/up) at canvas pixel (sx, sy); Selenium's offsets are from the
+    element's centre, whole pixels."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    cv = browser.find_element(By.ID, "cv")
+    w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+    ActionChains(browser).move_to_element_with_offset(cv, round(sx - w / 2), round(sy - h / 2)).click().perform()
+
+
+@pytest.mark.sumo
+def test_zoom_pan_fit_and_keys_move_the_one_transform_as_computed_by_hand(run_dir, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    t, b = d["transform"], d["bounds"]
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        cv = browser.find_element(By.ID, "cv")
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        # fit on load: the bounding box centred with a 12-pixel margin
+        s = min((w - 24) / (b[2] - b[0]), (h - 24) / (b[3] - b[1]))
+        v0 = _view(browser)
+        _near(v0["k"], s * t["scale"])
+        _near(v0["ax"], 12 + (t["x0"] - b[0]) * s + ((w - 24) - (b[2] - b[0]) * s) / 2)
+        _near(v0["ay"], h - 12 - (t["y0"] - b[1]) * s - ((h - 24) - (b[3] - b[1]) * s) / 2)
+        # the + button: x1.25 about the canvas centre (the world point there stays there)
+        browser.find_element(By.ID, "zin").click()
+        v1 = _view(browser)
+        cx, cy = w / 2, h / 2
+        _near(v1["k"], v0["k"] * 1.25)
+        _near(v1["ax"], cx - (cx - v0["ax"]) * 1.25)
+        _near(v1["ay"], cy - (cy - v0["ay"]) * 1.25)
+        # the wheel: 200 pixels down at a point = two presses of "-" about that point (where the
+        # pointer was, as the event says: a listener of the test's own records it)
+        browser.execute_script(
+            "const c = document.getElementById('cv');"
+            "c.addEventListener('wheel', e => { const r = c.getBoundingClientRect();"
+            " window.__ev = [e.clientX - r.left, e.clientY - r.top, e.deltaY, e.deltaMode]; })")
+        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(cv, 100, -50), 0, 200).perform()
+        mx, my, dy, mode = browser.execute_script("return window.__ev")
+        assert (dy, mode) == (200, 0) and abs(mx - (w / 2 + 100)) <= 1 and abs(my - (h / 2 - 50)) <= 1
+        v2 = _view(browser)
+        f = 1.25 ** -2
+        _near(v2["k"], v1["k"] * f)
+        _near(v2["ax"], mx - (mx - v1["ax"]) * f)
+        _near(v2["ay"], my - (my - v1["ay"]) * f)
+        # 100 pixels up elsewhere: one "+" there
+        ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(cv, -80, 60), 0, -100).perform()
+        mx, my, dy, mode = browser.execute_script("return window.__ev")
+        v3 = _view(browser)
+        _near(v3["k"], v2["k"] * 1.25)
+        _near(v3["ax"], mx - (mx - v2["ax"]) * 1.25)
+        _near(v3["ay"], my - (my - v2["ay"]) * 1.25)
+        # drag: the offset moves by exactly the pointer's travel, the scale stays
+        ActionChains(browser).move_to_element_with_offset(cv, -30, 20).click_and_hold().move_by_offset(35, 0) \
+            .move_by_offset(25, -40).release().perform()
+        v4 = _view(browser)
+        _near(v4["k"], v3["k"])
+        _near(v4["ax"], v3["ax"] + 60)
+        _near(v4["ay"], v3["ay"] - 40)
+        assert browser.execute_script("return window.cosimView.inspect()") is None  # a drag selects nothing
+        # "-" then fit: back to the fitted transform
+        browser.find_element(By.ID, "zout").click()
+        _near(_view(browser)["k"], v4["k"] / 1.25)
+        browser.find_element(By.ID, "fit").click()
+        v5 = _view(browser)
+        for key in ("ax", "ay", "k"):
+            _near(v5[key], v0[key])
+        # keys: right/left step one slot, space plays and pauses (also with a button focused)
+        browser.execute_script("window.cosimView.setSlot(10)")
+        body = browser.find_element(By.TAG_NAME, "body")
+        ActionChains(browser).send_keys_to_element(body, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_LEFT).perform()
+        assert browser.execute_script("return window.cosimView.slot") == 11
+        assert browser.find_element(By.ID, "slider").get_attribute("value") == "11"
+        ActionChains(browser).send_keys(Keys.SPACE).perform()  # focus is on the fit button
+        assert browser.find_element(By.ID, "play").text == "pause"
+        browser.execute_script("return new Promise(r => setTimeout(r, 500))")
+        ActionChains(browser).send_keys(Keys.SPACE).perform()
+        assert browser.find_element(By.ID, "play").text == "play"
+        assert browser.execute_script("return window.cosimView.slot") > 11
+        for key in ("ax", "ay", "k"):  # keys for time leave the map alone
+            _near(_view(browser)[key], v0[key])
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@functools.lru_cache(maxsize=4)
+def _task_tables(run_dir: str):
+    return pd.read_parquet(f"{run_dir}/dvit_tasks.parquet"), pd.read_parquet(f"{run_dir}/moe_tasks.parquet")
+
+
+def _expected_tasks(run_dir, vehicle: str, t: float, known: set | None = None) -> list[tuple]:
+    """(layer, policy, role, device) of every task ``vehicle`` takes part in at time ``t``, from the
+    task tables: DViT step k runs from t_request + upload + the steps before it (upload = latency
+    minus the steps, 0 for a failed task); MoE layer l from t_request + the layers before it. The
+    user (task vehicle) at any time from request to end; a helper while it holds the current step;
+    an IV while it hosts the current layer. A device not among ``known`` (the page's vehicles)
+    reads "(not in the page)" (the MoE table joins IV ids with "|", so an id containing "|" falls
+    apart into pieces that are no vehicle)."""
+    shown = (lambda n: n if known is None or n in known else "(not in the page)")  # noqa: E731
+    out = []
+    dv, moe = _task_tables(str(run_dir))
+    for r in dv.itertuples():
+        dur = np.asarray(r.step_comm_s, float) + np.asarray(r.step_comp_s, float) + np.asarray(r.step_queue_s, float)
+        up = max(r.latency_s - dur.sum(), 0.0) if np.isfinite(r.latency_s) else 0.0
+        starts = r.t_request_s + up + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        if not r.t_request_s <= t <= (starts[-1] + dur[-1] if len(dur) else r.t_request_s + up):
+            continue
+        k = np.nonzero(starts[: len(dur)] <= t)[0]
+        dev = str(r.devices[k[-1]]) if len(k) else None
+        role = "user" if str(r.user) == vehicle else ("helper" if dev == vehicle else None)
+        if role:
+            out.append(("dvit", r.policy, role, "(upload)" if dev is None else ("RSU" if dev == "@rsu" else shown(dev))))
+    for r in moe.itertuples():
+        dur = sum(np.asarray(c, float) for c in (r.layer_tv_s, r.layer_comm_s, r.layer_comp_s, r.layer_mem_s))
+        starts = r.t_request_s + np.concatenate([[0.0], np.cumsum(dur)[:-1]])[: len(dur)]
+        if not r.t_request_s <= t <= (starts[-1] + dur[-1] if len(dur) else r.t_request_s):
+            continue
+        ivs = [v for v in str(r.layer_ivs[np.nonzero(starts <= t)[0][-1]]).split("|") if v] if len(dur) else None
+        role = "user" if str(r.tv) == vehicle else ("iv" if ivs and vehicle in ivs else None)
+        if role:
+            out.append(("moe", r.policy, role, "(upload)" if ivs is None else ", ".join(map(shown, ivs))))
+    return sorted(out)
+
+
+def _panel(browser) -> tuple[dict, list[tuple]]:
+    rows = browser.execute_script(
+        "const b = document.getElementById('inspect'), t = b.querySelector('table');"
+        "const tasks = document.getElementById('vtasks');"
+        "return [[...t.rows].map(r => [...r.cells].map(c => c.textContent)),"
+        " tasks ? [...tasks.rows].slice(1).map(r => [...r.cells].map(c => c.textContent)) : []]")
+    return {a: b for a, b in rows[0]}, sorted((t[0], t[1], t[2], t[4]) for t in rows[1])
+
+
+def _click_a_busy_vehicle(browser, run_dir, d, cov):
+    """Go to the slot and vehicle with the most task roles (a helper or IV among them if any),
+    zoom in on it until no other vehicle is within 3x the pick radius, click it; returns its name,
+    slot index, time and expected tasks."""
+    slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+    best = None
+    for i in range(10, len(slots), 6):
+        rows = cov[cov["slot"] == slots[i]]
+        for v in rows["vehicle"].astype(str):
+            want = _expected_tasks(run_dir, v, times[i], set(d["vehicles"]["names"]))
+            score = (len({w[2] for w in want}), len(want))
+            if want and (best is None or score > best[0]):
+                best = (score, v, i, want)
+        if best and best[0][0] >= 2:
+            break
+    assert best is not None
+    _, v, i, want = best
+    browser.execute_script(f"window.cosimView.setSlot({i})")
+    rows = cov[cov["slot"] == slots[i]]
+    me = rows[rows["vehicle"].astype(str) == v].iloc[0]
+    t = d["transform"]
+    for _ in range(12):
+        view = _view(browser)
+        sx, sy = _screen(view, t, me["x"], me["y"])
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        if not (20 < sx < w - 20 and 20 < sy < h - 20):  # bring it to the centre first
+            browser.execute_script(f"window.cosimView.panBy({w / 2 - sx}, {h / 2 - sy})")
+            continue
+        others = [_screen(view, t, x, y) for x, y, n in zip(rows["x"], rows["y"], rows["vehicle"].astype(str)) if n != v]
+        if min(math.hypot(ox - sx, oy - sy) for ox, oy in others) > 24:
+            break
+        browser.execute_script(f"window.cosimView.zoomAt({sx}, {sy}, 2)")
+    _click_canvas(browser, sx, sy)
+    return v, i, me, want
+
+
+@pytest.mark.sumo
+def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir, tmp_path):
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
+        info, tasks = _panel(browser)
+        assert info["vehicle"] == v
+        speed = float(info["speed"].split()[0])
+        assert abs(speed - me["speed_mps"]) <= 0.125 + 0.005  # the page's 0.25 m/s quantum, shown to 0.01
+        assert info["cell"] == str(int(me["cell"]))
+        assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
+        assert tasks == want and len(want) >= 2
+        assert len({w[2] for w in want}) >= 2  # a role beside "user" was checked too
+        # the selection follows the vehicle through time: the next slot, its new tasks
+        browser.execute_script(f"window.cosimView.setSlot({i + 1})")
+        nxt = _expected_tasks(run_dir, v, d["vehicles"]["times"][i + 1])
+        assert _panel(browser)[1] == nxt
+        browser.execute_script(f"window.cosimView.setSlot({i})")
+        # an RSU: a point of its disc with no vehicle near it; the panel counts its vehicles
+        browser.execute_script("window.cosimView.fit()")
+        view, t = _view(browser), d["transform"]
+        rows = cov[cov["slot"] == d["vehicles"]["slots"][i]]
+        pts = [_screen(view, t, x, y) for x, y in zip(rows["x"], rows["y"])]
+        rsus = d["rsus"]
+        s_px = view["k"] / t["scale"]  # pixels per metre
+        target = None
+        for j, r in enumerate(rsus):
+            for a in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+                cx, cy = _screen(view, t, r["x"], r["y"])
+                px_, py_ = round(cx + 0.6 * r["r"] * s_px * np.cos(a)), round(cy + 0.6 * r["r"] * s_px * np.sin(a))
+                if min(math.hypot(px_ - x, py_ - y) for x, y in pts) > 12:
+                    target = (j, px_, py_)
+                    break
+            if target:
+                break
+        j, px_, py_ = target
+        inside = [(math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1]), n)
+                  for n, r in enumerate(rsus)
+                  if math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1])
+                  <= r["r"] * s_px]
+        j = min(inside)[1]  # the nearest centre among the discs holding the point
+        _click_canvas(browser, px_, py_)
+        info, _ = _panel(browser)
+        assert info["RSU"] == rsus[j]["id"]
+        assert info["vehicles served"] == str(int((rows["rsu"].astype(object) == rsus[j]["id"]).sum()))
+        assert browser.execute_script("return window.cosimView.inspect().kind") == "rsu"
+        # the empty corner clears the selection
+        _click_canvas(browser, 3, 3)
+        assert browser.execute_script("return window.cosimView.inspect()") is None
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+def _differ(df, a: str, b: str) -> dict[int, bool]:
+    """Task id -> success under ``a``, for the tasks whose success differs between policies ``a``
+    and ``b`` (both given the task, neither censored), from the task table."""
+    df = df[df["outcome"] != "censored"]
+    p = df.pivot(index="task", columns="policy", values="success").dropna()
+    p = p[p[a] != p[b]]
+    return {int(t): bool(s) for t, s in p[a].items()}
+
+
+@pytest.mark.sumo
+def test_ab_view_highlights_exactly_the_tasks_whose_success_differs(run_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    dv, moe = _task_tables(str(run_dir))
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        assert browser.execute_script("return window.cosimView.abDiffer()") is None  # no B chosen
+        Select(browser.find_element(By.ID, "layer")).select_by_visible_text("dvit")
+        Select(browser.find_element(By.ID, "policy")).select_by_visible_text("vidi")
+        Select(browser.find_element(By.ID, "versus")).select_by_visible_text("mddi")
+        want = _differ(dv, "vidi", "mddi")
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == want and len(want) >= 1
+        note = browser.find_element(By.ID, "ab").text
+        assert note.startswith(f"{len(want)} tasks differ in success: {sum(want.values())} only vidi completed")
+        # on the map, at each slot: the differing vidi tasks that are shown (running, or failed
+        # within 3 s) and whose user is on the map
+        sub = dv[dv["policy"] == "vidi"].set_index("task")
+        slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+        seen = set()
+        for i in range(len(slots)):
+            browser.execute_script(f"window.cosimView.setSlot({i})")
+            on_map = set(cov.loc[cov["slot"] == slots[i], "vehicle"].astype(str))
+            exp = set()
+            for tid in want:
+                r = sub.loc[tid]
+                dur = (np.asarray(r["step_comm_s"], float) + np.asarray(r["step_comp_s"], float)
+                       + np.asarray(r["step_queue_s"], float))
+                end = r["t_request_s"] + (r["latency_s"] if np.isfinite(r["latency_s"]) else dur.sum())
+                hold = 0.0 if r["success"] else 3.0
+                if r["t_request_s"] <= times[i] <= end + hold and str(r["user"]) in on_map:
+                    exp.add(tid)
+            assert set(browser.execute_script("return window.cosimView.state.ab")) == exp, i
+            seen |= exp
+        assert seen  # some slot showed a highlight
+        # swap: A and B change places, the same tasks with the other side's success
+        browser.find_element(By.ID, "swap").click()
+        assert Select(browser.find_element(By.ID, "policy")).first_selected_option.text == "mddi"
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == _differ(dv, "mddi", "vidi") == {k: not v for k, v in want.items()}
+        # the MoE layer pairs its own tasks the same way
+        Select(browser.find_element(By.ID, "layer")).select_by_visible_text("moe")
+        Select(browser.find_element(By.ID, "versus")).select_by_visible_text("nearest")
+        got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
+        assert got == _differ(moe, "gecpa", "nearest")
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()

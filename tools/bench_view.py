@@ -5,7 +5,8 @@
 Without RUN_DIR, runs grid6 with the DViT layer (vidi, mddi) for 600 s (~450 vehicles at once)
 into runs/bench-view first. Prints: the page's size and build time; in headless Chromium, the
 time to draw one frame (every slot once, median and p95) and the frames per second while playing
-at 60 slots/s (the browser caps animation at its refresh rate). With --max-rows, the same for a
+at 60 slots/s (the browser caps animation at its refresh rate), and the time of one zoom or pan
+step (background and frame redrawn; 120 steps about the centre, one slot). With --max-rows, the same for a
 subsampled page. Needs chromium + chromedriver + selenium.
 """
 
@@ -46,6 +47,16 @@ def measure(page: Path) -> dict:
             const v = window.cosimView, out = [];
             for (let i = 0; i < v.nSlots; i++) { const t = performance.now(); v.setSlot(i); out.push(performance.now() - t); }
             return out;""")
+        zoom = b.execute_script("""  // a transform change redraws the background (edges, discs) and the frame
+            const v = window.cosimView, c = document.getElementById('cv'), out = [];
+            v.setSlot(Math.floor(v.nSlots / 2));
+            for (let i = 0; i < 120; i++) {
+              const t = performance.now();
+              if (i % 3 === 2) v.panBy(7, -5); else v.zoomAt(c.width / 2, c.height / 2, i < 60 ? 1.05 : 1 / 1.05);
+              out.push(performance.now() - t);
+            }
+            v.fit(); return out;""")
+        zoom.sort()
         b.execute_script("document.getElementById('speed').value = '60'; window.cosimView.setSlot(0); window.cosimView.play()")
         f0, t0 = b.execute_script("return window.cosimView.state.frames"), time.perf_counter()
         time.sleep(4)
@@ -55,7 +66,8 @@ def measure(page: Path) -> dict:
         b.quit()
     ms.sort()
     return {"load_s": load_s, "draw_ms_median": ms[len(ms) // 2], "draw_ms_p95": ms[int(0.95 * (len(ms) - 1))],
-            "fps_playing": (f1 - f0) / (t1 - t0), "vehicles_last_frame": n}
+            "fps_playing": (f1 - f0) / (t1 - t0), "vehicles_last_frame": n,
+            "zoom_ms_median": zoom[len(zoom) // 2], "zoom_ms_p95": zoom[int(0.95 * (len(zoom) - 1))]}
 
 
 def main() -> None:
@@ -74,7 +86,8 @@ def main() -> None:
         m = measure(page)
         print(f"max_rows {rows}: {page.stat().st_size / 1e6:.2f} MB, built in {build:.1f} s; page load {m['load_s']:.2f} s; "
               f"draw {m['draw_ms_median']:.2f} ms median, {m['draw_ms_p95']:.2f} ms p95; "
-              f"{m['fps_playing']:.0f} frames/s playing at 60 slots/s; {m['vehicles_last_frame']} vehicles in the last frame")
+              f"{m['fps_playing']:.0f} frames/s playing at 60 slots/s; {m['vehicles_last_frame']} vehicles in the last frame; "
+              f"zoom/pan step {m['zoom_ms_median']:.2f} ms median, {m['zoom_ms_p95']:.2f} ms p95")
 
 
 if __name__ == "__main__":
