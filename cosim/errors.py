@@ -53,3 +53,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``timeout``, ``docker stop``, a sweep stopping its workers): handled
     like Ctrl-C — the run stops, its tables are closed and summary.json says ``terminated``
     (:mod:`cosim.engine.signals` raises it)."""
+
+
+def interrupt_in(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The interrupt (Ctrl-C, or SIGTERM's :class:`Terminated`) that ``exc`` stands for, if any.
+
+    A signal whose handler raises while compiled code runs (a numba kernel, :mod:`cosim.jit`) is
+    raised when that code returns, and the dispatcher reports it as a ``SystemError`` ("returned a
+    result with an exception set") whose context is the interrupt: without this, a layer would
+    take it for its policy's own failure and the run would go on without its signal."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

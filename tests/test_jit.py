@@ -202,3 +202,44 @@ def test_without_numba_the_numpy_code_runs(monkeypatch):
     assert MOE["gecpa"](g, np.random.default_rng(0), SolverConfig()).shape == (g.n,)
     p = dvit_problems()[1]
     assert vidi(p).shape == (p.steps,)
+
+
+def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy():
+    """A signal whose handler raises while a numba kernel runs surfaces when the kernel returns,
+    as numba's SystemError around the interrupt: the layer must pass the interrupt on (the run
+    stops, terminated) instead of dropping the policy as failed (seen under load: SIGTERM in
+    VIDI's mdp_solve dropped VIDI and the run went on to exit 0)."""
+    numba = pytest.importorskip("numba")
+    import os
+    import signal
+    import subprocess
+    import types
+
+    from cosim.engine.signals import raise_terminated
+    from cosim.errors import Terminated
+    from cosim.layers.base import Layer
+
+    @numba.njit(cache=False)
+    def spin(n):  # returns arrays, as the kernels do: boxing them runs the pending signal's handler
+        x = 0.0
+        for i in range(n):
+            x += (i % 7) * 1e-9
+        out = np.zeros(3)
+        out[0] = x
+        return out, np.ones(2)
+
+    spin(10)  # compiled before the clock starts
+
+    def policy(n, rng, opts):
+        return spin(n)
+
+    fake = types.SimpleNamespace(policies={"p": types.SimpleNamespace(spec=types.SimpleNamespace(fn=policy), options=None)},
+                                 policy_inputs=None, name="probe")
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}"])
+    try:
+        with pytest.raises(Terminated):
+            Layer.call(fake, "p", 6_000_000_000)  # ~10 s of compiled work: the SIGTERM lands inside it
+    finally:
+        killer.wait()
+        signal.signal(signal.SIGTERM, old)

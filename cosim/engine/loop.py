@@ -19,7 +19,7 @@ import traci
 from cosim.engine.session import Session
 from cosim.engine.signals import interrupts
 from cosim.engine.timeline import EPS, slot_times
-from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full
+from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, interrupt_in, is_disk_full
 from cosim.sources.sumo import make_reader
 from cosim.status import write_status
 
@@ -60,7 +60,12 @@ def drive(session: Session, source: Any, progress: bool = True, signals: bool = 
         except KeyboardInterrupt as exc:
             status, error, failure = "interrupted", "interrupted by the user", exc
         except BaseException as exc:
-            if is_disk_full(exc):
+            stop = interrupt_in(exc)  # a signal that came while a compiled kernel ran (cosim.jit)
+            if isinstance(stop, Terminated):
+                status, error, failure = "terminated", "terminated by a signal (SIGTERM)", stop
+            elif stop is not None:
+                status, error, failure = "interrupted", "interrupted by the user", stop
+            elif is_disk_full(exc):
                 status, error = "disk-full", f"disk full while writing the results: {exc}"
                 failure = DiskFull(f"{session.out_dir}: disk full after slot {session.slots} (every table part "
                                    "flushed before is readable; summary.json says disk-full if it fitted)")

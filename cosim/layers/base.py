@@ -50,7 +50,7 @@ import numpy as np
 
 from cosim import registry
 from cosim.config import build_section
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, interrupt_in
 from cosim.registry import PolicySpec, register_layer, register_policy
 
 if TYPE_CHECKING:
@@ -328,6 +328,9 @@ class Layer:
         try:
             return call_policy(pol.spec.fn, inputs, rng, pol.options)
         except Exception as exc:  # noqa: BLE001 - someone else's code: one line, the others go on
+            stop = interrupt_in(exc)  # a signal that came while a compiled kernel ran: not the policy's fault
+            if stop is not None:
+                raise stop from None
             raise PolicyFailed(f"raised {type(exc).__name__}: {exc}") from exc
 
     def fail(self, name: str, what: str) -> None:
