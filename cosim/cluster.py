@@ -171,9 +171,11 @@ class Attempts:
     def __init__(self) -> None:
         self.n: dict[str, int] = {}
 
-    def start(self, cell_id: str) -> int:
+    def start(self, cell_id: str) -> None:
         self.n[cell_id] = self.n.get(cell_id, 0) + 1
-        return self.n[cell_id]
+
+    def count(self, cell_id: str) -> int | None:
+        return self.n.get(cell_id)
 
 
 def versions() -> dict[str, str]:
@@ -184,16 +186,14 @@ def versions() -> dict[str, str]:
 
 def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
     """A Ray task: run the cell (the local engine's worker, on this node's copy of the inputs)
-    into a temporary folder and return ``{"record", "archive", "attempt", "node", "inputs_dir",
-    "out_dir"}`` (the last two: this node's folders, which the driver names as its own)."""
+    into a temporary folder and return ``{"record", "archive", "node", "inputs_dir", "out_dir"}``
+    (the last two: this node's folders, which the driver names as its own)."""
     import ray
 
     from cosim.cells import run_in_process
 
-    try:  # the count is a report, never a reason to fail the cell
-        attempt = ray.get(attempts.start.remote(cell["id"]), timeout=60) if attempts is not None else None
-    except Exception:  # noqa: BLE001
-        attempt = None
+    if attempts is not None:  # counted, not waited for: a task blocked in ray.get gives its CPU back,
+        attempts.start.remote(cell["id"])  # and Ray would start another worker process meanwhile
     node = ray.util.get_node_ip_address()
     here = {**cell, "scenario": str(Path.cwd() / cell["scenario"])}  # the working_dir is this node's copy
     with tempfile.TemporaryDirectory(prefix="cosim-cell-") as tmp:
@@ -203,7 +203,7 @@ def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path in sorted(out.rglob("*")):
                 tar.add(path, arcname=path.relative_to(out).as_posix(), recursive=False)
-    return {"record": record, "archive": buf.getvalue(), "attempt": attempt, "node": node,
+    return {"record": record, "archive": buf.getvalue(), "node": node,
             "inputs_dir": str(Path.cwd()), "out_dir": str(out)}
 
 
@@ -351,8 +351,12 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
                 else:
                     unpack(res["archive"], d)
                     relocate(d, {res["inputs_dir"]: str(shipment.root), res["out_dir"]: str(d.resolve())})
+                    try:  # the count is a report, never a reason to lose the cell
+                        started = ray.get(attempts.count.remote(cell["id"]), timeout=60)
+                    except Exception:  # noqa: BLE001
+                        started = None
                     record = {**res["record"], **{k: cell[k] for k in ("scenario", "overrides")},
-                              "attempts": res["attempt"], "node": res["node"]}
+                              "attempts": started, "node": res["node"]}
                     record.pop("plugins", None)
                     write_record(d, record)
                     del res
