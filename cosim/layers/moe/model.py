@@ -243,9 +243,15 @@ class Block(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         self.moe = MoELayer(dim, ffn, experts, top_k)
 
-    def forward(self, x: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | None, route_only: bool = False
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(output, expert index, combine weight); ``route_only``: the routing alone (output
+        None: the experts' FFNs do not change which experts this block picks, only what later
+        blocks see — so the last block of :meth:`GateModel.load` skips them)."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
         x = x + self.out(torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0])
+        if route_only:
+            return None, *self.moe.route(self.norm2(x), quality)
         y, idx, w = self.moe.forward_routed(self.norm2(x), quality)
         return x + y, idx, w
 
@@ -286,7 +292,10 @@ class GateModel(nn.Module):
         layers 0..l alone, so each block's output is remembered under those rows; a later call
         starts after the longest prefix it shares with an earlier one (the policies of one task
         share their placement's rows; a reroute changes only the layers still to run). The same
-        operations on the same inputs: the same result, bit for bit (tested)."""
+        operations on the same inputs: the same result, bit for bit (tested).
+
+        Issue 32: the last block routes only (its experts' outputs reach no later block), and the
+        pass runs under ``torch.inference_mode`` (no autograd bookkeeping; the same kernels)."""
         layers = len(self.blocks)
         out = torch.zeros(layers, self.experts, dtype=torch.int64)
         keys = ([None] * layers if memo is None else
@@ -308,7 +317,7 @@ class GateModel(nn.Module):
         else:
             x = memo[keys[first - 1]][0]
         for layer in range(first, layers):
-            x, idx, w = self.blocks[layer](x, None if quality is None else quality[layer])
+            x, idx, w = self.blocks[layer](x, None if quality is None else quality[layer], route_only=layer == layers - 1)
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
