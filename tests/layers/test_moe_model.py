@@ -150,3 +150,15 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
             # and the whole pass: the counts the reference's routings give
             assert torch.equal(model.load(prompt, q), torch.stack(counts))
     assert checked > 3 * 8 * 256  # thousands of routed (token, expert) pairs, masked experts included
+
+
+def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
+    from cosim.layers.moe.model import causal_attention
+
+    gen = torch.Generator().manual_seed(7)
+    for T, d in ((1, 8), (7, 16), (64, 32), (256, 64), (300, 64)):
+        q, k, v = (torch.randn(T, d, generator=gen) * 3 for _ in range(3))
+        want = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
+        got = causal_attention(q, k, v)
+        assert got.numpy().tobytes() == want.numpy().tobytes(), (T, d)
+        assert torch.allclose(got[0], v[0])  # the first token sees only itself

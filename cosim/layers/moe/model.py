@@ -18,6 +18,7 @@ identical (tested).
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import re
@@ -233,6 +234,27 @@ class Vocabulary:
         return torch.cat(ids)[:tokens]
 
 
+@functools.lru_cache(maxsize=4)
+def _causal_mask(n: int) -> torch.Tensor:
+    """(n, n) float32: 0 on and below the diagonal, -inf above (an ordinary tensor, also when
+    first built under inference mode)."""
+    with torch.inference_mode(False):
+        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
+    ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
+    for these shapes (its math path: q and k^T each scaled by d^-1/4, the mask added in place, a
+    softmax, the weighted sum) — the same operations in the same order, so the same bits (tested
+    against it on real prompts) — without building the mask and checking for fully masked rows at
+    every call (a causal row always keeps its diagonal): half the attention's CPU (issue 32)."""
+    s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))
+    att = (q * s) @ (k.transpose(-2, -1) * s)
+    att.add_(_causal_mask(q.shape[0]))
+    return torch.softmax(att, dim=-1) @ v
+
+
 class Block(nn.Module):
     """Pre-norm single-head causal self-attention, then an MoE layer (the experts' FFNs)."""
 
@@ -249,7 +271,7 @@ class Block(nn.Module):
         None: the experts' FFNs do not change which experts this block picks, only what later
         blocks see — so the last block of :meth:`GateModel.load` skips them)."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        x = x + self.out(torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0])
+        x = x + self.out(causal_attention(q, k, v))
         if route_only:
             return None, *self.moe.route(self.norm2(x), quality)
         y, idx, w = self.moe.forward_routed(self.norm2(x), quality)
