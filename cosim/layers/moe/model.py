@@ -79,13 +79,12 @@ class MoELayer(nn.Module):
         expert order: the same operations on the same operands, bit for bit (tested against that
         loop), with a fifth of the small tensor calls (issue 32)."""
         idx, w = self.route(x, quality)
-        flat_w = w.reshape(-1)
-        pos = (flat_w > 0).nonzero().squeeze(1)  # kept (token, slot) pairs, row-major: tokens ascending
-        e_kept = idx.reshape(-1)[pos]
-        pos = pos[torch.sort(e_kept, stable=True).indices]  # grouped by expert, tokens still ascending
+        tok, slot = (w > 0).nonzero(as_tuple=True)  # kept (token, slot) pairs, row-major: tokens ascending
+        e_kept = idx[tok, slot]
+        order = torch.sort(e_kept, stable=True).indices  # grouped by expert, tokens still ascending
         counts = torch.bincount(e_kept, minlength=len(self.experts)).tolist()
-        tok = pos // idx.shape[1]
-        xs, ws = x[tok], flat_w[pos, None]
+        tok, slot = tok[order], slot[order]
+        xs, ws = x[tok], w[tok, slot, None]
         out = torch.zeros_like(x)
         start = 0
         for e, n in enumerate(counts):
