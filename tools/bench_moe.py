@@ -205,6 +205,7 @@ def gate(args: argparse.Namespace) -> None:
     if args.baseline_src:
         spec = importlib.util.spec_from_file_location("base_gate", Path(args.baseline_src) / "cosim/layers/moe/model.py")
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # its dataclasses look their module up
         spec.loader.exec_module(mod)
         models = {"base": mod.GateModel, **models}
     vocab = Vocabulary()
