@@ -190,7 +190,8 @@ def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> 
     projection (2 T D D), the gate (2 T D E) and, unless routing only, each kept (token, expert)
     pair's FFN (2 D F + 2 F D). Norms, softmax, GELU, biases and the combine are left out (O(T D)
     each: < 1 %)."""
-    return 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * T * D * E + (0 if route_only else pairs * 4 * D * F)
+    attention = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D
+    return attention + 2 * T * D * E + (0 if route_only else pairs * 4 * D * F)
 
 
 def gate(args: argparse.Namespace) -> None:
@@ -203,7 +204,8 @@ def gate(args: argparse.Namespace) -> None:
     tasks = record_gate(args.gate)
     models = {"this": GateModel}
     if args.baseline_src:
-        spec = importlib.util.spec_from_file_location("base_gate", Path(args.baseline_src) / "cosim/layers/moe/model.py")
+        src = Path(args.baseline_src) / "cosim/layers/moe/model.py"
+        spec = importlib.util.spec_from_file_location("base_gate", src)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod  # its dataclasses look their module up
         spec.loader.exec_module(mod)
@@ -255,7 +257,8 @@ def gate(args: argparse.Namespace) -> None:
     c0 = time.process_time()
     for _ in range(10):
         a @ a
-    print(f"  this core, one thread, float32 1024^3 matmul: {10 * 2 * 1024**3 / (time.process_time() - c0) / 1e9:.1f} GFLOP/s")
+    peak = 10 * 2 * 1024**3 / (time.process_time() - c0) / 1e9
+    print(f"  this core, one thread, float32 1024^3 matmul: {peak:.1f} GFLOP/s")
 
 
 def main() -> None:

@@ -338,7 +338,8 @@ class GateModel(nn.Module):
         else:
             x = memo[keys[first - 1]][0]
         for layer in range(first, layers):
-            x, idx, w = self.blocks[layer](x, None if quality is None else quality[layer], route_only=layer == layers - 1)
+            q = None if quality is None else quality[layer]
+            x, idx, w = self.blocks[layer](x, q, route_only=layer == layers - 1)
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
