@@ -6,6 +6,7 @@ follower evaluations a round spends (the solvers' budget: gradient and evolution
 
     python tools/bench_moe.py [--ivs 20] [--games 20] [--jit both]
     python tools/bench_moe.py --grid6 300 [--rounds 3]     # the solvers' CPU per task of a grid6 run
+    python tools/bench_moe.py --gate 300 [--rounds 3] [--baseline-src DIR]  # the gate model's, per task
 
 ``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
 before issue 32), ``both`` (default) each solver both ways, interleaved, with the ratio.
@@ -15,6 +16,13 @@ call the layer makes (policy, game, its random generator's state) and the Nash-g
 each game, then replays them ``--rounds`` times, kernels and numpy code interleaved: the CPU the
 layer's solvers spend per task (the issue's 127 ms), min and median over the rounds, and that the
 prices are the same bit for bit.
+
+``--gate END`` (issue 32) records every routing the layer asks of the gate model in that run
+(prompt, gate quality, its task's memo) and replays them ``--rounds`` times task by task, each with
+a fresh memo as the run had: CPU per task, the blocks run (full, or routing only), their floating-
+point work counted (see :func:`block_flop`) and the FLOP/s achieved. ``--baseline-src DIR`` (a
+checkout, e.g. ``git archive b0b82b9``) replays DIR's gate model alongside, interleaved, and checks
+that both give the same loads, bit for bit.
 
 For the layer's share of a whole run, use the side-by-side benchmark:
     python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
@@ -154,6 +162,105 @@ def grid6(args: argparse.Namespace) -> None:
     print("target (issue 32): the solvers <= 10 ms CPU per task")
 
 
+def record_gate(end: float) -> list:
+    """The gate routings of a grid6_moe run, per task in call order: [[(prompt, gate quality)]]."""
+    import cosim
+    from cosim.layers.moe import layer as moe_layer
+
+    tasks: dict[bytes, list] = {}  # a task's prompt is its own (drawn from the task's seed)
+    orig = moe_layer.MoELayer.route
+
+    def route(self, prompt, gate_q, memo=None):  # noqa: ANN001, ANN202
+        tasks.setdefault(prompt.numpy().tobytes(), []).append((prompt.clone(), np.array(gate_q)))
+        return orig(self, prompt, gate_q, memo)
+
+    moe_layer.MoELayer.route = route
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cosim.run(ROOT / "scenarios" / "grid6_moe.toml", out=Path(tmp) / "run", overwrite=True, end_s=end, seed=42,
+                      jobs=1)
+    finally:
+        moe_layer.MoELayer.route = orig
+    return list(tasks.values())
+
+
+def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> int:
+    """Multiply-adds x 2 of one block: Q/K/V (2 T D 3D), the scores and their weighted sum over the
+    whole T x T square (2 T T D each: the causal mask is applied to it, not skipped), the output
+    projection (2 T D D), the gate (2 T D E) and, unless routing only, each kept (token, expert)
+    pair's FFN (2 D F + 2 F D). Norms, softmax, GELU, biases and the combine are left out (O(T D)
+    each: < 1 %)."""
+    attention = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D
+    return attention + 2 * T * D * E + (0 if route_only else pairs * 4 * D * F)
+
+
+def gate(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    import torch
+
+    from cosim.layers.moe.model import GateModel, Vocabulary
+
+    tasks = record_gate(args.gate)
+    models = {"this": GateModel}
+    if args.baseline_src:
+        src = Path(args.baseline_src) / "cosim/layers/moe/model.py"
+        spec = importlib.util.spec_from_file_location("base_gate", src)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # its dataclasses look their module up
+        spec.loader.exec_module(mod)
+        models = {"base": mod.GateModel, **models}
+    vocab = Vocabulary()
+    L, E = tasks[0][0][1].shape
+    D, T = 64, len(tasks[0][0][0])
+    built = {k: m(len(vocab), D, 2 * D, L, E, 2, 0) for k, m in models.items()}  # the layer's defaults
+    work = {"full": 0, "route": 0, "flop": 0}
+
+    def hook(block, inp, kwargs, out):  # noqa: ANN001, ANN202
+        ro = kwargs.get("route_only", False)
+        work["route" if ro else "full"] += 1
+        work["flop"] += block_flop(T, D, E, 2 * D, int((out[2] > 0).sum()), ro)
+
+    for b in built["this"].blocks:
+        b.register_forward_hook(hook, with_kwargs=True)
+    torch.set_num_threads(1)  # as the layer runs it
+    cpu: dict[str, list[float]] = {k: [] for k in built}
+    loads: dict[str, list] = {}
+    for r in range(args.rounds):
+        for k, model in built.items():
+            work.update(full=0, route=0, flop=0)
+            got = []
+            c0 = time.process_time()
+            for calls in tasks:
+                memo: dict = {}
+                for prompt, gq in calls:
+                    got.append(model.load(prompt, torch.as_tensor(gq, dtype=torch.float32), memo).numpy().copy())
+            cpu[k].append(time.process_time() - c0)
+            loads.setdefault(k, got)
+            if k == "this":
+                counted = dict(work)
+    if "base" in loads:
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(loads["base"], loads["this"])), "the loads differ"
+    n = len(tasks)
+    print(f"grid6_moe, seed 42, {args.gate:g} s: {n} tasks, {sum(map(len, tasks))} routings; one thread"
+          + ("; loads identical to the baseline's, bit for bit" if "base" in loads else ""))
+    for k in built:
+        print(f"  {k:5s} CPU per task [ms], min / median of {args.rounds}: {1e3 * min(cpu[k]) / n:7.2f} / "
+              f"{1e3 * statistics.median(cpu[k]) / n:7.2f}")
+    blocks = counted["full"] + counted["route"]
+    best = min(cpu["this"])
+    print(f"  this: {counted['full']} full blocks + {counted['route']} routing-only ({blocks / n:.1f} per task), "
+          f"{counted['flop'] / 1e9:.2f} GFLOP counted ({counted['flop'] / blocks / 1e6:.1f} MFLOP per block), "
+          f"{counted['flop'] / best / 1e9:.1f} GFLOP/s achieved (min round)")
+    a = torch.randn(1024, 1024)
+    a @ a
+    c0 = time.process_time()
+    for _ in range(10):
+        a @ a
+    peak = 10 * 2 * 1024**3 / (time.process_time() - c0) / 1e9
+    print(f"  this core, one thread, float32 1024^3 matmul: {peak:.1f} GFLOP/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ivs", type=int, default=20)
@@ -162,8 +269,12 @@ def main() -> None:
                     help="the compiled kernels, the numpy code, or both interleaved (default)")
     ap.add_argument("--grid6", type=float, metavar="END", help="time the pricing calls of a grid6_moe run to END s")
     ap.add_argument("--rounds", type=int, default=3, help="--grid6: interleaved rounds (default 3)")
+    ap.add_argument("--gate", type=float, metavar="END", help="time the gate routings of a grid6_moe run to END s")
+    ap.add_argument("--baseline-src", metavar="DIR", help="--gate: also replay DIR's gate model, interleaved")
     args = ap.parse_args()
-    if args.grid6:
+    if args.gate:
+        gate(args)
+    elif args.grid6:
         grid6(args)
     else:
         random_games(args)

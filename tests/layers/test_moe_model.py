@@ -103,3 +103,62 @@ def test_the_gate_memo_reuses_shared_prefixes_and_gives_the_same_routing_bit_for
         ran.clear()
         assert torch.equal(got, model.load(prompt, q))  # the same as without the memo
     assert model.load(prompt, later, memo)[2, 1] == 0
+
+
+def _mask_loop(layer, x, quality):  # noqa: ANN001, ANN202
+    """The layer's forward as it was written before issue 32: one mask per expert, gradients on."""
+    idx, w = layer.route(x, quality)
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(layer.experts):
+        tok, slot = (idx == e).nonzero(as_tuple=True)
+        keep = w[tok, slot] > 0
+        tok, slot = tok[keep], slot[keep]
+        if len(tok):
+            out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
+    return out, idx, w
+
+
+def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_on_real_prompts():
+    # the layer's own model (width 64, 8 blocks of 8 experts, top-2, 256 tokens) on corpus prompts;
+    # each block's input is the reference's, and every block's output must have the same bytes
+    from cosim.layers.moe.model import GateModel, Vocabulary
+
+    torch.set_num_threads(1)  # as the layer runs it
+    vocab = Vocabulary()
+    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
+    gen = torch.Generator().manual_seed(3)
+    checked = 0
+    for seed in range(3):
+        prompt = vocab.prompt(256, torch.Generator().manual_seed(seed))
+        for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3)):
+            x = model.embed(prompt).detach() + model.positions(256)
+            counts = []
+            for layer, block in enumerate(model.blocks):
+                h = x
+                a, b, c = block.qkv(block.norm1(h)).chunk(3, dim=-1)
+                h = h + block.out(torch.nn.functional.scaled_dot_product_attention(a[None], b[None], c[None],
+                                                                                  is_causal=True)[0])
+                y, idx, w = _mask_loop(block.moe, block.norm2(h), q[layer])
+                want = (h + y).detach()
+                with torch.inference_mode():
+                    got, idx2, w2 = block(x, q[layer])
+                assert got.numpy().tobytes() == want.numpy().tobytes()
+                assert torch.equal(idx2, idx) and w2.numpy().tobytes() == w.detach().numpy().tobytes()
+                checked += (w > 0).sum().item()
+                counts.append(torch.bincount(idx[w > 0], minlength=8))
+                x = want
+            # and the whole pass: the counts the reference's routings give
+            assert torch.equal(model.load(prompt, q), torch.stack(counts))
+    assert checked > 3 * 8 * 256  # thousands of routed (token, expert) pairs, masked experts included
+
+
+def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
+    from cosim.layers.moe.model import causal_attention
+
+    gen = torch.Generator().manual_seed(7)
+    for T, d in ((1, 8), (7, 16), (64, 32), (256, 64), (300, 64)):
+        q, k, v = (torch.randn(T, d, generator=gen) * 3 for _ in range(3))
+        want = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
+        got = causal_attention(q, k, v)
+        assert got.numpy().tobytes() == want.numpy().tobytes(), (T, d)
+        assert torch.allclose(got[0], v[0])  # the first token sees only itself

@@ -18,6 +18,7 @@ identical (tested).
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import re
@@ -70,15 +71,27 @@ class MoELayer(nn.Module):
 
     def forward_routed(self, x: torch.Tensor, quality: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(output, expert index, combine weight) of the monolithic layer."""
+        """(output, expert index, combine weight) of the monolithic layer.
+
+        The kept (token, slot) pairs are grouped by expert with one stable sort (tokens ascending
+        within an expert, as ``(idx == e).nonzero()`` lists them), so each expert runs on the same
+        rows in the same order as a loop of masks would give it, and the results are added in
+        expert order: the same operations on the same operands, bit for bit (tested against that
+        loop), with a fifth of the small tensor calls (issue 32)."""
         idx, w = self.route(x, quality)
+        tok, slot = (w > 0).nonzero(as_tuple=True)  # kept (token, slot) pairs, row-major: tokens ascending
+        e_kept = idx[tok, slot]
+        order = torch.sort(e_kept, stable=True).indices  # grouped by expert, tokens still ascending
+        counts = torch.bincount(e_kept, minlength=len(self.experts)).tolist()
+        tok, slot = tok[order], slot[order]
+        xs, ws = x[tok], w[tok, slot, None]
         out = torch.zeros_like(x)
-        for e, expert in enumerate(self.experts):
-            tok, slot = (idx == e).nonzero(as_tuple=True)
-            keep = w[tok, slot] > 0
-            tok, slot = tok[keep], slot[keep]
-            if len(tok):
-                out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                rows = slice(start, start + n)
+                out.index_add_(0, tok[rows], ws[rows] * self.experts[e](xs[rows]))
+                start += n
         return out, idx, w
 
 
@@ -220,6 +233,27 @@ class Vocabulary:
         return torch.cat(ids)[:tokens]
 
 
+@functools.lru_cache(maxsize=4)
+def _causal_mask(n: int) -> torch.Tensor:
+    """(n, n) float32: 0 on and below the diagonal, -inf above (an ordinary tensor, also when
+    first built under inference mode)."""
+    with torch.inference_mode(False):
+        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
+    ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
+    for these shapes (its math path: q and k^T each scaled by d^-1/4, the mask added in place, a
+    softmax, the weighted sum) — the same operations in the same order, so the same bits (tested
+    against it on real prompts) — without building the mask and checking for fully masked rows at
+    every call (a causal row always keeps its diagonal): half the attention's CPU (issue 32)."""
+    s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))
+    att = (q * s) @ (k.transpose(-2, -1) * s)
+    att.add_(_causal_mask(q.shape[0]))
+    return torch.softmax(att, dim=-1) @ v
+
+
 class Block(nn.Module):
     """Pre-norm single-head causal self-attention, then an MoE layer (the experts' FFNs)."""
 
@@ -230,9 +264,15 @@ class Block(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         self.moe = MoELayer(dim, ffn, experts, top_k)
 
-    def forward(self, x: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | None, route_only: bool = False
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(output, expert index, combine weight); ``route_only``: the routing alone (output
+        None: the experts' FFNs do not change which experts this block picks, only what later
+        blocks see — so the last block of :meth:`GateModel.load` skips them)."""
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        x = x + self.out(torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0])
+        x = x + self.out(causal_attention(q, k, v))
+        if route_only:
+            return None, *self.moe.route(self.norm2(x), quality)
         y, idx, w = self.moe.forward_routed(self.norm2(x), quality)
         return x + y, idx, w
 
@@ -263,7 +303,7 @@ class GateModel(nn.Module):
         pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
         return pe
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
         """Tokens routed to each expert, (layers, experts) int64, for prompt ``ids`` (T,);
         ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert).
@@ -273,7 +313,10 @@ class GateModel(nn.Module):
         layers 0..l alone, so each block's output is remembered under those rows; a later call
         starts after the longest prefix it shares with an earlier one (the policies of one task
         share their placement's rows; a reroute changes only the layers still to run). The same
-        operations on the same inputs: the same result, bit for bit (tested)."""
+        operations on the same inputs: the same result, bit for bit (tested).
+
+        Issue 32: the last block routes only (its experts' outputs reach no later block), and the
+        pass runs under ``torch.inference_mode`` (no autograd bookkeeping; the same kernels)."""
         layers = len(self.blocks)
         out = torch.zeros(layers, self.experts, dtype=torch.int64)
         keys = ([None] * layers if memo is None else
@@ -295,7 +338,8 @@ class GateModel(nn.Module):
         else:
             x = memo[keys[first - 1]][0]
         for layer in range(first, layers):
-            x, idx, w = self.blocks[layer](x, None if quality is None else quality[layer])
+            q = None if quality is None else quality[layer]
+            x, idx, w = self.blocks[layer](x, q, route_only=layer == layers - 1)
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
