@@ -89,10 +89,32 @@ class _Lane:
         self.angle = math.degrees(math.atan2(self.ux, self.uy)) % 360.0  # SUMO: 0 = north, clockwise
 
 
-class Paper000Source:
-    """Vehicles on a straight road through one RSU's disc, following eqs. (8)-(11) (see module doc)."""
+class Stepped:
+    """The stepping every synthetic world shares: ``step_to`` advances the model in steps of at
+    most ``dt`` (``self._step``) and returns ``self._snapshot()``; the subclass sets ``t``,
+    ``dt``, ``begin_s`` and ``end_s``."""
 
     sumo_version = ""
+
+    def time_s(self) -> float:
+        return self.begin_s
+
+    def step_to(self, time_s: float) -> Snapshot:
+        while self.t < time_s - EPS:
+            self._step(min(self.dt, time_s - self.t))
+        self.t = time_s
+        return self._snapshot()
+
+    def finished(self) -> bool:
+        return self.end_s is not None and self.t >= self.end_s - EPS
+
+    def close(self) -> None:
+        pass
+
+
+class Paper000Source(Stepped):
+    """Vehicles on a straight road through one RSU's disc, following eqs. (8)-(11) (see module doc)."""
+
     #: the world's name: its random stream is seeded by (seed, world)
     world = "paper000"
 
@@ -153,21 +175,6 @@ class Paper000Source:
         order = np.lexsort((pos, lane_of))  # ids in a fixed order: by lane, rear to front
         for i in order:
             self._add(int(lane_of[i]), float(pos[i]), float(speed[i]))
-
-    def time_s(self) -> float:
-        return self.begin_s
-
-    def step_to(self, time_s: float) -> Snapshot:
-        while self.t < time_s - EPS:
-            self._step(min(self.dt, time_s - self.t))
-        self.t = time_s
-        return self._snapshot()
-
-    def finished(self) -> bool:
-        return self.end_s is not None and self.t >= self.end_s - EPS
-
-    def close(self) -> None:
-        pass
 
     # -- the model --------------------------------------------------------------------------
     def _add(self, lane: int, pos: float, speed: float) -> None:

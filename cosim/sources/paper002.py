@@ -44,7 +44,7 @@ import numpy as np
 
 from cosim.errors import ConfigError
 from cosim.sources.base import Routes, Snapshot
-from cosim.sources.paper import EPS, LENGTH_M, MIN_GAP_M, _Lane, idm_accel
+from cosim.sources.paper import LENGTH_M, MIN_GAP_M, Stepped, _Lane, idm_accel
 from cosim.world.channel import stable_uid
 from cosim.world.network import read_net
 
@@ -57,11 +57,9 @@ REQUESTS_TABLE2 = {p: acc / avg / ratio for p, (acc, avg, ratio) in
 JOIN_M = 10.0
 
 
-class Paper002Source:
+class Paper002Source(Stepped):
     """``vehicles`` vehicles circulating on a ring of lanes that lies within one RSU's coverage
     (see the module doc)."""
-
-    sumo_version = ""
 
     def __init__(self, net_file: str, seed: int, vehicles: int = 72, initial_speed_mps: tuple = (8.33, 13.89),
                  idm: dict | None = None, step_s: float = 1.0, begin_s: float = 0.0, end_s: float | None = None):
@@ -118,21 +116,6 @@ class Paper002Source:
         edges = [ln.edge for ln in self.lanes]
         for vid, lane in zip(self.ids, self._lane(s)):
             self.route_of.add(vid, tuple((edges[lane:] + edges[:lane]) * (laps + 1)))
-
-    def time_s(self) -> float:
-        return self.begin_s
-
-    def step_to(self, time_s: float) -> Snapshot:
-        while self.t < time_s - EPS:
-            self._step(min(self.dt, time_s - self.t))
-        self.t = time_s
-        return self._snapshot()
-
-    def finished(self) -> bool:
-        return self.end_s is not None and self.t >= self.end_s - EPS
-
-    def close(self) -> None:
-        pass
 
     # -- the model --------------------------------------------------------------------------
     def _lane(self, s: np.ndarray) -> np.ndarray:
