@@ -22,8 +22,8 @@ job, and what it writes travels back.
   with the number of cells.
 - **Failures.** A node that dies takes its running cells with it; Ray starts them again on
   another node (:data:`RETRIES`). Only a finished attempt returns results, so no cell is merged
-  twice; ``attempts`` and ``node`` in ``cells.csv`` say how often each cell started and where it
-  finished (an actor on the driver's node counts the starts). A cell whose every attempt failed
+  twice; ``attempts`` and ``node`` in ``cells.csv`` say how often each cell started (Ray's attempt
+  number of the finished attempt) and where it finished. A cell whose every attempt failed
   is ``failed`` with Ray's reason; stopping the driver cancels the cluster's cells, and running
   the same command again resumes (finished cells are kept).
 - **Cores.** A cell asks Ray for the processes its run uses: ``scenario.jobs`` (``auto`` resolved
@@ -165,35 +165,32 @@ def ship(cells: list[dict]) -> Shipment:
 
 
 # -- the node's side ----------------------------------------------------------------------------
-class Attempts:
-    """How often each cell started (a Ray actor on the driver's node: it outlives worker nodes)."""
-
-    def __init__(self) -> None:
-        self.n: dict[str, int] = {}
-
-    def start(self, cell_id: str) -> None:
-        self.n[cell_id] = self.n.get(cell_id, 0) + 1
-
-    def count(self, cell_id: str) -> int | None:
-        return self.n.get(cell_id)
-
-
 def versions() -> dict[str, str]:
     import cosim
 
     return {"cosim": cosim.__version__, "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
-def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
+def attempt_number() -> int | None:
+    """Which start of this Ray task this is (1 = the first; Ray runs it again after its node or
+    worker process died), or None where this Ray does not say."""
+    try:
+        import ray
+
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()) + 1
+    except Exception:  # noqa: BLE001 - a private call of Ray's: the count is a report, never a failure
+        return None
+
+
+def run_cell_on_node(cell: dict, cpus: int) -> dict:
     """A Ray task: run the cell (the local engine's worker, on this node's copy of the inputs)
-    into a temporary folder and return ``{"record", "archive", "node", "inputs_dir", "out_dir"}``
-    (the last two: this node's folders, which the driver names as its own)."""
+    into a temporary folder and return ``{"record", "archive", "attempt", "node", "inputs_dir",
+    "out_dir"}`` (the last two: this node's folders, which the driver names as its own)."""
     import ray
 
     from cosim.cells import run_in_process
 
-    if attempts is not None:  # counted, not waited for: a task blocked in ray.get gives its CPU back,
-        attempts.start.remote(cell["id"])  # and Ray would start another worker process meanwhile
+    attempt = attempt_number()
     node = ray.util.get_node_ip_address()
     here = {**cell, "scenario": str(Path.cwd() / cell["scenario"])}  # the working_dir is this node's copy
     with tempfile.TemporaryDirectory(prefix="cosim-cell-") as tmp:
@@ -203,7 +200,7 @@ def run_cell_on_node(cell: dict, attempts: Any, cpus: int) -> dict:
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path in sorted(out.rglob("*")):
                 tar.add(path, arcname=path.relative_to(out).as_posix(), recursive=False)
-    return {"record": record, "archive": buf.getvalue(), "node": node,
+    return {"record": record, "archive": buf.getvalue(), "attempt": attempt, "node": node,
             "inputs_dir": str(Path.cwd()), "out_dir": str(out)}
 
 
@@ -292,7 +289,6 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
     else a local one of ``jobs`` CPUs. Returns the cells' records as the local engine does."""
     try:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     except ImportError:
         raise ConfigError("--engine ray needs Ray: pip install 'cosim[ray]'") from None
     from cosim.cells import write_record
@@ -316,9 +312,6 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
         for line in check_nodes(ray):
             print(line, file=sys.stderr)
         largest = int(max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1))
-        attempts = ray.remote(num_cpus=0)(Attempts).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        ).remote()
         task = ray.remote(run_cell_on_node)
         pending: dict[Any, tuple[dict, Path]] = {}
         cpus_of: dict[str, int] = {}
@@ -331,7 +324,7 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
             shipped = {**cell, "scenario": shipment.relative(cell["scenario"]), "plugins": shipment.plugins,
                        "overrides": {**cell["overrides"], "scenario.jobs": cpus}}
             ref = task.options(num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False, **options).remote(
-                shipped, attempts, cpus)
+                shipped, cpus)
             pending[ref] = (cell, d)
         progress.running = min(len(pending), int(ray.cluster_resources().get("CPU", 1)) or 1)
         progress.show()
@@ -351,12 +344,8 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
                 else:
                     unpack(res["archive"], d)
                     relocate(d, {res["inputs_dir"]: str(shipment.root), res["out_dir"]: str(d.resolve())})
-                    try:  # the count is a report, never a reason to lose the cell
-                        started = ray.get(attempts.count.remote(cell["id"]), timeout=60)
-                    except Exception:  # noqa: BLE001
-                        started = None
                     record = {**res["record"], **{k: cell[k] for k in ("scenario", "overrides")},
-                              "attempts": started, "node": res["node"]}
+                              "attempts": res["attempt"], "node": res["node"]}
                     record.pop("plugins", None)
                     write_record(d, record)
                     del res

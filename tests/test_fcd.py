@@ -18,11 +18,16 @@ from .conftest import GRID6_CFG, GRID6_TOML, run_cli
 from .test_replay import table
 
 
+#: SUMO's FCD carries no routes: its replay walks no route, so the live run it is compared with
+#: predicts dwell without routes too (the default, auto, walks SUMO's routes in a live run)
+STRAIGHT = ("--set", 'world.dwell_model="straight"')
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """grid6, 40 s, with SUMO's Parquet FCD recorded beside the results."""
     d = tmp_path_factory.mktemp("fcd")
-    proc = run_cli("run", str(GRID6_TOML), "--end", "40", "--out", str(d / "live"), "-q",
+    proc = run_cli("run", str(GRID6_TOML), "--end", "40", "--out", str(d / "live"), "-q", *STRAIGHT,
                    "--record", str(d / "t.fcd.parquet"))
     assert proc.returncode == 0, proc.stderr
     return d
@@ -34,7 +39,7 @@ def test_recorded_sumo_parquet_replays_exactly(live):
 
     # --precision 6 makes SUMO write doubles: the replay is exact
     assert str(pq.ParquetFile(live / "t.fcd.parquet").schema_arrow.field("vehicle_speed").type) == "double"
-    rep = run_cli("replay", str(live / "t.fcd.parquet"), "--scenario", str(GRID6_TOML), "--end", "40",
+    rep = run_cli("replay", str(live / "t.fcd.parquet"), "--scenario", str(GRID6_TOML), "--end", "40", *STRAIGHT,
                   "--out", str(live / "rep"), "-q")
     assert rep.returncode == 0, rep.stderr
     for name in ("coverage", "rsus"):
@@ -56,7 +61,8 @@ def test_float32_sumo_parquet_within_its_precision(live, tmp_path):
     import pyarrow.parquet as pq
 
     assert str(pq.ParquetFile(trace).schema_arrow.field("vehicle_speed").type) == "float"
-    rep = run_cli("replay", str(trace), "--scenario", str(GRID6_TOML), "--end", "40", "--out", str(tmp_path / "r"), "-q")
+    rep = run_cli("replay", str(trace), "--scenario", str(GRID6_TOML), "--end", "40", "--out", str(tmp_path / "r"), "-q",
+                  *STRAIGHT)
     assert rep.returncode == 0, rep.stderr
     a, b = table(live / "live" / "coverage.parquet"), table(tmp_path / "r" / "coverage.parquet")
     m = a.merge(b, on=["slot", "vehicle"], suffixes=("_l", "_r"))

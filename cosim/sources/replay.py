@@ -5,8 +5,8 @@ Three formats, all streamed (memory stays flat however long the trace):
 * ``.parquet`` — what ``cosim run --record trace.parquet`` writes: every snapshot field of every
   slot at full double precision, so a replay reproduces the live run's results exactly; and a
   ``route`` column, the vehicle's SUMO route (edge ids separated by spaces) on its first row and
-  null on the others, which a replay hands to the world as ``route_of`` (the other formats, and
-  traces written before the column existed, have no routes).
+  null on the others, which a replay hands to the world as ``route_of`` (cosim's CSV trace has the
+  same column; SUMO's FCD, and traces written before the column existed, have no routes).
 * ``.csv`` / ``.csv.gz`` — the same columns as the parquet trace (header row, sorted by time),
   read in chunks with round-trip float parsing (exact when written with full precision).
 * SUMO's own FCD (:mod:`cosim.sources.fcd`): Parquet (any ``sumo --fcd-output x.parquet``,
@@ -117,8 +117,10 @@ def _parquet_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Sna
     yield from _by_time(path, chunks())
 
 
-def _csv_snapshots(path: Path) -> Iterator[Snapshot]:
-    """A CSV with the parquet trace's columns (header row), sorted by time; gzip by suffix."""
+def _csv_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Snapshot]:
+    """A CSV with the parquet trace's columns (header row), sorted by time; gzip by suffix.
+    ``routes``: filled from the ``route`` column (each vehicle's route on its first row), as a
+    chunk is read — before any of its vehicles' snapshots is yielded."""
     import pandas as pd
 
     try:
@@ -132,6 +134,10 @@ def _csv_snapshots(path: Path) -> Iterator[Snapshot]:
             if bad.any():
                 line = int(np.flatnonzero(bad)[0]) + 2 + i * 200_000
                 raise CosimError(f"{path}: line {line}: a row with a missing value")
+            if routes is not None and "route" in df.columns:
+                has = df["route"].notna().to_numpy()
+                for vid, r in zip(df["ids"].to_numpy()[has], df["route"].to_numpy()[has]):
+                    routes.add(vid, tuple(str(r).split()))
             yield {c: df[c].to_numpy() for c in TRACE_COLUMNS}
     except (ValueError, pd.errors.ParserError) as exc:
         raise CosimError(f"{path}: unreadable CSV trace ({' '.join(str(exc).split())})") from None
@@ -158,6 +164,14 @@ def _check_fcd_root(path: Path) -> None:
 def _has_routes(path: Path) -> bool:
     import pyarrow.parquet as pq
 
+    if path.name.lower().endswith((".csv", ".csv.gz")):  # the header names its columns
+        import gzip
+
+        try:
+            with (gzip.open(path, "rt") if path.name.lower().endswith(".gz") else open(path)) as f:
+                return "route" in f.readline().strip().split(",")
+        except (OSError, EOFError, UnicodeDecodeError):  # unreadable: opening it says so
+            return False
     try:
         first = min(path.glob("part-*.parquet"), default=path) if path.is_dir() else path
         return "route" in pq.read_schema(str(first)).names
@@ -214,7 +228,7 @@ class ReplaySource:
         if not (self.path.is_file() or (self.path.is_dir() and self.path.name.lower().endswith(".parquet"))):
             raise CosimError(f"{self.path}: no such trace file")
         name = self.path.name.lower()
-        #: vehicle id -> its route, where the trace carries routes (cosim's parquet trace); else None
+        #: vehicle id -> its route, where the trace carries routes (cosim's parquet and CSV traces); else None
         self.route_of: Routes | None = None
         if name.endswith(".parquet"):
             from cosim.sources import fcd
@@ -225,7 +239,8 @@ class ReplaySource:
                 self.route_of = Routes() if _has_routes(self.path) else None
                 self._open = lambda p: _parquet_snapshots(p, self.route_of)
         elif name.endswith((".csv", ".csv.gz")):
-            self._open = lambda p: _by_time(p, _csv_snapshots(p))
+            self.route_of = Routes() if _has_routes(self.path) else None
+            self._open = lambda p: _by_time(p, _csv_snapshots(p, self.route_of))
         elif name.endswith((".xml", ".xml.gz")):
             _check_fcd_root(self.path)
             from cosim.sources.fcd import xml_snapshots
