@@ -91,7 +91,7 @@ class Cluster:
         found = [ln for ln in out.stdout.splitlines() if ln.startswith("NODES=")]  # Ray may print warnings too
         return int(found[-1][6:]) if out.returncode == 0 and found else -1
 
-    def wait_for(self, n: int, timeout: float = 120.0) -> None:
+    def wait_for(self, n: int, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
         while self.nodes_with_cpus() != n:
             assert time.monotonic() < deadline, f"the cluster never had {n} worker nodes"
