@@ -111,6 +111,24 @@ class Stepped:
     def close(self) -> None:
         pass
 
+    def _follow(self, dt: float) -> np.ndarray:
+        """One car-following step of every vehicle (eqs. (8)-(11), IDM parameters of the
+        subclass, ``_leaders()`` its gaps and leaders' speeds): sets the new speeds and
+        accelerations and returns how far each moves, kept ``MIN_GAP_M`` behind its leader
+        (``guarded`` counts the moves that guard shortened)."""
+        gap, v_lead = self._leaders()
+        a = idm_accel(self.v, self.v - v_lead, gap, self.a_max, self.b_max, self.v_des, self.delta, self.s0,
+                      self.headway)
+        v_new = np.maximum(self.v + a * dt, 0.0)  # eq. (10), no reversing
+        move = 0.5 * (self.v + v_new) * dt  # eq. (11) while the speed stays positive
+        limit = np.where(np.isfinite(gap), gap - MIN_GAP_M, np.inf)
+        over = move > limit + 1e-9
+        if over.any():
+            self.guarded += int(over.sum())
+            move = np.minimum(move, np.maximum(limit, 0.0))
+        self.v, self.a = v_new, a
+        return move
+
 
 class Paper000Source(Stepped):
     """Vehicles on a straight road through one RSU's disc, following eqs. (8)-(11) (see module doc)."""
@@ -201,18 +219,7 @@ class Paper000Source(Stepped):
 
     def _step(self, dt: float) -> None:
         if len(self.ids):
-            gap, v_lead = self._leaders()
-            a = idm_accel(self.v, self.v - v_lead, gap, self.a_max, self.b_max, self.v_des, self.delta, self.s0,
-                          self.headway)
-            v_new = np.maximum(self.v + a * dt, 0.0)  # eq. (10), no reversing
-            move = 0.5 * (self.v + v_new) * dt  # eq. (11) while the speed stays positive
-            limit = np.where(np.isfinite(gap), gap - MIN_GAP_M, np.inf)
-            over = move > limit + 1e-9
-            if over.any():
-                self.guarded += int(over.sum())
-                move = np.minimum(move, np.maximum(limit, 0.0))
-            self.pos = self.pos + move
-            self.v, self.a = v_new, a
+            self.pos = self.pos + self._follow(dt)
             self.t += dt
             gone = np.flatnonzero(self.pos > np.array([ln.length for ln in self.lanes])[self.lane_of])
             if len(gone):

@@ -44,7 +44,7 @@ import numpy as np
 
 from cosim.errors import ConfigError
 from cosim.sources.base import Routes, Snapshot
-from cosim.sources.paper import LENGTH_M, MIN_GAP_M, Stepped, _Lane, idm_accel
+from cosim.sources.paper import LENGTH_M, Stepped, _Lane
 from cosim.world.channel import stable_uid
 from cosim.world.network import read_net
 
@@ -134,18 +134,7 @@ class Paper002Source(Stepped):
         return gap, self.v[lead]
 
     def _step(self, dt: float) -> None:
-        gap, v_lead = self._leaders()
-        a = idm_accel(self.v, self.v - v_lead, gap, self.a_max, self.b_max, self.v_des, self.delta, self.s0,
-                      self.headway)
-        v_new = np.maximum(self.v + a * dt, 0.0)  # eq. (10), no reversing
-        move = 0.5 * (self.v + v_new) * dt  # eq. (11) while the speed stays positive
-        limit = np.where(np.isfinite(gap), gap - MIN_GAP_M, np.inf)
-        over = move > limit + 1e-9
-        if over.any():
-            self.guarded += int(over.sum())
-            move = np.minimum(move, np.maximum(limit, 0.0))
-        self.s = (self.s + move) % self.ring
-        self.v, self.a = v_new, a
+        self.s = (self.s + self._follow(dt)) % self.ring
         self.t += dt
 
     def _snapshot(self) -> Snapshot:
