@@ -147,3 +147,13 @@ def _isolated_registry():
     plugins it loaded, do not leak into the next test)."""
     with scoped_registry():
         yield
+
+
+def drive_source(src, end_s, slot_s=1.0):
+    """Start a traffic source and step it slot by slot to ``end_s``: its snapshots."""
+    src.start()
+    t, out = src.time_s(), []
+    while t < end_s - 1e-9:
+        t += slot_s
+        out.append(src.step_to(t))
+    return out

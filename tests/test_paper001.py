@@ -18,6 +18,8 @@ from cosim.sources.paper import LENGTH_M, PAPER_WORLDS, Paper000Source, syntheti
 from cosim.sources.paper001 import Paper001Source
 from cosim.world.network import read_net
 
+from .conftest import drive_source
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "scenarios" / "paper001.toml"
 PAPER000 = ROOT / "scenarios" / "paper000.toml"
@@ -28,20 +30,11 @@ IDM = dict(a_max=2.6, b_max=4.5, v_des=13.89, delta=4.0, s0=2.5, headway=1.0)
 CHEAP = {"layers.moe.policies": ["uniform", "nearest"]}
 
 
-def _drive(src, end_s, slot_s=1.0):
-    src.start()
-    t, out = src.time_s(), []
-    while t < end_s - 1e-9:
-        t += slot_s
-        out.append(src.step_to(t))
-    return out
-
-
 def test_the_source_contract():
     net = read_net(NET)
     src = Paper001Source(str(NET), seed=7, idm=IDM, step_s=0.25, end_s=200.0)
     assert src.time_s() == 0.0 and not src.finished()
-    snaps = _drive(src, 200.0)
+    snaps = drive_source(src, 200.0)
     assert src.finished()
     list(TraceCheck("paper001.parquet", net, probe_steps=200, max_off=0.0)(iter(snaps)))
     counts = [len(s) for s in snaps]

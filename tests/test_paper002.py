@@ -16,6 +16,8 @@ from cosim.sources.paper import LENGTH_M, idm_accel, with_world
 from cosim.sources.paper002 import REQUESTS_TABLE2, Paper002Source, source_kwargs
 from cosim.world.network import read_net
 
+from .conftest import drive_source
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "scenarios" / "paper002.toml"
 NET = ROOT / "sumo_nets" / "paper000" / "road.net.xml"
@@ -64,20 +66,11 @@ def test_the_leader_is_the_next_vehicle_on_the_ring():
     assert src.a.tolist() == pytest.approx(a.tolist())
 
 
-def _drive(src, end_s, slot_s=1.0):
-    src.start()
-    t, out = src.time_s(), []
-    while t < end_s - 1e-9:
-        t += slot_s
-        out.append(src.step_to(t))
-    return out
-
-
 def test_the_source_contract():
     net = read_net(NET)
     src = Paper002Source(str(NET), seed=7, vehicles=72, idm=IDM, step_s=0.25, end_s=300.0)
     assert src.time_s() == 0.0 and not src.finished()
-    snaps = _drive(src, 300.0)
+    snaps = drive_source(src, 300.0)
     assert src.finished()
     list(TraceCheck("paper002.parquet", net, probe_steps=300, max_off=0.0)(iter(snaps)))
     assert all(len(s) == 72 for s in snaps)  # nobody leaves, nobody enters

@@ -16,6 +16,8 @@ from cosim.sources.check import TraceCheck
 from cosim.sources.paper import LENGTH_M, Paper000Source, idm_accel, source_kwargs, with_world
 from cosim.world.network import read_net
 
+from .conftest import drive_source
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "scenarios" / "paper000.toml"
 NET = ROOT / "sumo_nets" / "paper000" / "road.net.xml"
@@ -47,20 +49,11 @@ def test_one_step_is_eqs_10_and_11():
     assert snap.angle[0] == pytest.approx(90.0) and list(snap.edge) == ["east"] and list(snap.lane) == ["east_0"]
 
 
-def _drive(src, end_s, slot_s=1.0):
-    src.start()
-    t, out = src.time_s(), []
-    while t < end_s - 1e-9:
-        t += slot_s
-        out.append(src.step_to(t))
-    return out
-
-
 def test_the_source_contract():
     net = read_net(NET)
     src = Paper000Source(str(NET), seed=7, idm=IDM, step_s=0.25, end_s=300.0)
     assert src.time_s() == 0.0 and not src.finished()
-    snaps = _drive(src, 300.0)
+    snaps = drive_source(src, 300.0)
     assert src.finished()
     # the replay's checks on every snapshot: finite numbers, unique ids, every record on the network
     list(TraceCheck("paper000.parquet", net, probe_steps=300, max_off=0.0)(iter(snaps)))
