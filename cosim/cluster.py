@@ -127,15 +127,26 @@ def _plugin_modules() -> tuple[list[str], list[Path], list[Path]]:
     return names, packages, singles
 
 
-def ship(cells: list[dict]) -> Shipment:
-    """Stage the inputs of ``cells`` (one configuration per scenario and overrides, seeds aside)."""
-    seen: dict[str, list[Path]] = {}
+def config_key(cell: dict) -> str:
+    """What makes a cell's configuration (scenario and overrides), seeds aside: cells sharing it
+    read the same inputs and ask for the same cores."""
+    return json.dumps([cell["scenario"], {k: v for k, v in cell["overrides"].items() if k != "scenario.seed"}],
+                      sort_keys=True, default=str)
+
+
+def configs(cells: list[dict]) -> dict[str, Any]:
+    """:func:`config_key` -> the configuration, built once per key."""
+    out: dict[str, Any] = {}
     for cell in cells:
-        key = json.dumps([cell["scenario"], {k: v for k, v in cell["overrides"].items() if k != "scenario.seed"}],
-                         sort_keys=True, default=str)
-        if key not in seen:
-            seen[key] = inputs_of(cell_config(cell))
-    files = sorted({f for fs in seen.values() for f in fs})
+        key = config_key(cell)
+        if key not in out:
+            out[key] = cell_config(cell)
+    return out
+
+
+def ship(cfgs: Any) -> Shipment:
+    """Stage the inputs of the configurations ``cfgs`` (an iterable of them)."""
+    files = sorted({f for cfg in cfgs for f in inputs_of(cfg)})
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise ConfigError(f"--engine ray: {missing[0]}: an input of the sweep's cells does not exist")
@@ -295,7 +306,8 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
 
     if not todo:
         return []
-    shipment = ship([cell for cell, _ in todo])
+    cfgs = configs([cell for cell, _ in todo])
+    shipment = ship(cfgs.values())
     started = False
     try:
         env = shipment.runtime_env()
@@ -314,13 +326,9 @@ def run(todo: list[tuple[dict, Path]], address: str | None, progress: Any, jobs:
         largest = int(max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1))
         task = ray.remote(run_cell_on_node)
         pending: dict[Any, tuple[dict, Path]] = {}
-        cpus_of: dict[str, int] = {}
+        cpus_of = {key: _cpus(cfg, largest) for key, cfg in cfgs.items()}
         for cell, d in todo:
-            key = json.dumps([cell["scenario"], {k: v for k, v in cell["overrides"].items() if k != "scenario.seed"}],
-                             sort_keys=True, default=str)
-            if key not in cpus_of:
-                cpus_of[key] = _cpus(cell_config(cell), largest)
-            cpus = cpus_of[key]
+            cpus = cpus_of[config_key(cell)]
             shipped = {**cell, "scenario": shipment.relative(cell["scenario"]), "plugins": shipment.plugins,
                        "overrides": {**cell["overrides"], "scenario.jobs": cpus}}
             ref = task.options(num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False, **options).remote(
