@@ -104,6 +104,28 @@
     rowSlot = i;
   }
   const px = (r) => ax + X[r] * k, py = (r) => ay - Y[r] * k;
+  // -- rows of other slots: the one place the UI reads the vehicle arrays outside the current slot
+  function slotAt(t) {  // the last kept slot at or before time t (the first slot before it)
+    let lo = 0, hi = nSlots - 1;
+    if (hi < 0 || V.times[0] > t) return hi < 0 ? -1 : 0;
+    while (lo < hi) { const m = (lo + hi + 1) >> 1; if (V.times[m] <= t) lo = m; else hi = m - 1; }
+    return lo;
+  }
+  function rowAt(v, i) {  // vehicle v's row at slot index i, -1 if it is not on the map then
+    if (i === cur && rowSlot === cur) return rowOf[v];
+    for (let r = START[i]; r < START[i + 1]; r++) if (VID[r] === v) return r;
+    return -1;
+  }
+  const worldOf = (r) => [TR.x0 + X[r] * TR.scale, TR.y0 + Y[r] * TR.scale];  // row -> world [m]
+
+  // -- filters: layer, policy, role, outcome (checkboxes; every box checked at load) -----------
+  const outcomeOf = (t) => t.c ? "censored" : (t.ok ? "done" : "failed");
+  const F = { layer: new Set(), policy: new Set(), role: new Set(["user", "helper", "iv"]),
+              outcome: new Set(["done", "failed", "censored"]), version: 0 };
+  Object.entries(D.layers).forEach(([l, L]) => {
+    if (Object.keys(L.tasks).length) { F.layer.add(l); Object.keys(L.tasks).forEach((p) => F.policy.add(p)); }
+  });
+  const taskPasses = (layer, policy, task) => F.layer.has(layer) && F.policy.has(policy) && F.outcome.has(outcomeOf(task));
 
   function ring(x, y, rad, col, w) {
     ctx.beginPath(); ctx.arc(x, y, rad, 0, 2 * Math.PI); ctx.lineWidth = w; ctx.strokeStyle = col; ctx.stroke();
@@ -148,24 +170,25 @@
     if (!L) return 0;
     const tasks = L.tasks[policySel.value] || [];
     const hold = 3.0, differ = abDiffer();
+    const showUser = F.role.has("user"), showHelper = F.role.has("helper"), showIv = F.role.has("iv");
     let n = 0;
     for (const task of tasks) {
       if (task.t0 > t) break;  // sorted by request time
       const failedShown = !task.ok && task.end <= t && t <= task.end + hold;
       if (task.end < t && !failedShown) continue;
       const u = task.u >= 0 ? rowOf[task.u] : -1;
-      if (u < 0) continue;
+      if (u < 0 || !taskPasses(layerSel.value, policySel.value, task)) continue;
       n++;
       if (differ && differ.has(task.id)) {  // square: A succeeded where B failed; diamond: the reverse
         square(px(u), py(u), 12, !differ.get(task.id));
         state.ab.push(task.id);
       }
-      if (failedShown) { ring(px(u), py(u), 9, C.failed, 3); continue; }
-      ring(px(u), py(u), 8, C.user, 3);
+      if (failedShown) { if (showUser) ring(px(u), py(u), 9, C.failed, 3); continue; }
+      if (showUser) ring(px(u), py(u), 8, C.user, 3);
       let s = -1;
       for (let j = 0; j < task.segs.length; j++) if (task.segs[j][1] <= t) s = j;
       if (s < 0) continue;
-      if (L.draw === "chain") {  // one device at a time, hand-offs from the RSU (-1) on
+      if (L.draw === "chain" && showHelper) {  // one device at a time, hand-offs from the RSU (-1) on
         const where = (d) => d === -1 ? [wx(task.rsu[0]), wy(task.rsu[1])] : (d >= 0 && rowOf[d] >= 0 ? [px(rowOf[d]), py(rowOf[d])] : null);
         const p = where(task.segs[s][0]);
         if (!p) continue;
@@ -176,7 +199,7 @@
         } else if (task.segs[s][0] !== -1) {
           arrow(wx(task.rsu[0]), wy(task.rsu[1]), p[0], p[1], C.helper);
         }
-      } else if (L.draw === "group") {  // every vehicle of the segment, joined to the task's vehicle
+      } else if (L.draw === "group" && showIv) {  // every vehicle of the segment, joined to the task's vehicle
         for (const iv of task.segs[s][0]) {
           const r = iv >= 0 ? rowOf[iv] : -1;
           if (r < 0) continue;
@@ -208,7 +231,10 @@
     }
     state.slot = nSlots ? V.slots[cur] : -1; state.vehicles = nv; state.byRsu = byRsu; state.uncovered = unc;
     state.tasks = nt; state.frames++;
+    drawPath();
     drawPicked();
+    drawRsuChart();
+    drawFailures();
     const ms = performance.now() - t0;
     state.drawMs.push(ms); if (state.drawMs.length > 600) state.drawMs.shift();
     document.getElementById("clock").textContent = nSlots
@@ -241,9 +267,10 @@
     if (r < 0) return null;
     const t = V.times[cur], tasks = [];
     Object.entries(D.layers).forEach(([layer, L]) => Object.entries(L.tasks).forEach(([policy, list]) => {
-      for (const task of list) {
+      for (let ti = 0; ti < list.length; ti++) {
+        const task = list[ti];
         if (task.t0 > t) break;
-        if (task.end < t) continue;
+        if (task.end < t || !taskPasses(layer, policy, task)) continue;
         let s = -1;
         for (let j = 0; j < task.segs.length; j++) if (task.segs[j][1] <= t) s = j;
         const who = s >= 0 ? task.segs[s][0] : null;
@@ -251,10 +278,10 @@
         if (task.u === v) role = "user";
         else if (L.draw === "chain" && who === v) role = "helper";
         else if (L.draw === "group" && Array.isArray(who) && who.indexOf(v) >= 0) role = "iv";
-        if (!role) continue;
+        if (!role || !F.role.has(role)) continue;
         const device = who === null ? "(upload)" : (Array.isArray(who) ? who.map(devName).join(", ") : devName(who));
         tasks.push({ layer, policy, role, stage: s < 0 ? "upload" : (s + 1) + "/" + task.segs.length, device,
-                     outcome: task.ok ? "success" : ("failed" + (task.why ? ": " + task.why : "")) });
+                     outcome: task.ok ? "success" : ("failed" + (task.why ? ": " + task.why : "")), ref: [layer, policy, ti] });
       }
     }));
     const g = RS[r];
@@ -267,10 +294,12 @@
     let tasks = 0;
     if (L && nSlots) for (const task of (L.tasks[policySel.value] || [])) {  // running, requested by a vehicle it serves
       if (task.t0 > t) break;
-      if (task.end < t || task.u < 0 || rowOf[task.u] < 0) continue;
+      if (task.end < t || task.u < 0 || rowOf[task.u] < 0 || !taskPasses(layerSel.value, policySel.value, task)) continue;
       if (RS[rowOf[task.u]] === i) tasks++;
     }
-    return { kind: "rsu", id, radius_m: D.rsus[i].r, vehicles: state.byRsu[id] || 0, tasks };
+    const S = D.rsu_series, sr = S ? S.rsu[i] : null;
+    return { kind: "rsu", i, id, radius_m: D.rsus[i].r, vehicles: state.byRsu[id] || 0, tasks,
+             handovers: sr ? [sr.hin.reduce((a, b) => a + b, 0), sr.hout.reduce((a, b) => a + b, 0)] : null };
   }
   function info(p) { return !p ? null : (p.kind === "vehicle" ? vehicleInfo(p.v) : rsuInfo(p.i)); }
   function drawPicked() {
@@ -287,7 +316,7 @@
   }
   let panelKey = null;
   function showPanel(x, pinned) {  // rebuilt only when what it says changed (not every frame)
-    const key = JSON.stringify([x, pinned, !!sel, layerSel.value, policySel.value]);
+    const key = JSON.stringify([x, pinned, !!sel, layerSel.value, policySel.value, F.version]);
     if (key === panelKey) return;
     panelKey = key;
     const box = document.getElementById("inspect");
@@ -309,6 +338,7 @@
       row("RSU", x.id); row("radius", x.radius_m.toFixed(0) + " m");
       row("vehicles served", String(x.vehicles));
       row("running tasks of its vehicles (" + layerSel.value + ", " + policySel.value + ")", String(x.tasks));
+      if (x.handovers) row("handovers in / out (run)", x.handovers[0] + " / " + x.handovers[1]);
     }
     box.appendChild(el("div", pinned ? "selected (click empty map to clear)" : "under the pointer", { class: "hint" }));
     box.appendChild(tb);
@@ -317,13 +347,57 @@
       ["layer", "policy", "role", "stage", "device", "outcome"].forEach((c) => head.appendChild(el("th", c)));
       tt.appendChild(head);
       x.tasks.forEach((t) => {
-        const tr = el("tr");
+        const tr = el("tr", undefined, { class: "pick", title: "show this task's path" });
         [t.layer, t.policy, t.role, t.stage, t.device, t.outcome].forEach((c) => tr.appendChild(el("td", c)));
+        tr.addEventListener("click", () => selectTask(t.ref[0], t.ref[1], t.ref[2]));
         tt.appendChild(tr);
       });
-      box.appendChild(el("div", x.tasks.length + " task(s) at this slot"));
+      box.appendChild(el("div", x.tasks.length + " task(s) at this slot (click one for its path)"));
       box.appendChild(tt);
+    } else if (D.rsu_series) {
+      box.appendChild(el("div", "vehicles served (line, mean per " + D.rsu_series.width.toFixed(1)
+        + " s, left axis) and handovers in (bars, right axis) over the run", { class: "hint" }));
+      box.appendChild(rsuCv);
+    } else box.appendChild(el("div", "no rsus.parquet in this run: no load chart", { class: "hint" }));
+  }
+
+  // -- the one chart helper: a box over [0, xmax], bar and line series each on its own y scale
+  // (ymax), labels at the corners, a cursor at time `cursor`; what it drew is returned (tests).
+  function chart(c, o) {
+    const g = c.getContext("2d"), w = c.width, h = c.height, m = o.margin || 28;
+    g.clearRect(0, 0, w, h);
+    const X_ = (t) => m + (w - 2 * m) * t / (o.xmax || 1);
+    g.strokeStyle = "#999"; g.lineWidth = 1; g.setLineDash([]); g.strokeRect(m, m / 2, w - 2 * m, h - 1.5 * m);
+    const Y_ = (v, ymax) => h - m - (h - 1.5 * m) * v / (ymax || 1);
+    g.fillStyle = "#444"; g.font = "10px sans-serif";
+    (o.labels || []).forEach(([text, x, y]) => g.fillText(text, x < 0 ? w + x : x, y < 0 ? h + y : y));
+    for (const sr of o.series) {
+      g.strokeStyle = g.fillStyle = sr.color; g.lineWidth = sr.width || 1; g.setLineDash(sr.dash || []);
+      if (sr.kind === "bar") {
+        const bw = Math.max(1, X_(sr.barW) - X_(0) - 1);
+        sr.y.forEach((v, j) => { if (v) { const y = Y_(v, sr.ymax); g.fillRect(X_(sr.x[j]), y, bw, h - m - y); } });
+      } else {
+        g.beginPath(); let pen = false;
+        sr.y.forEach((v, j) => { if (v === null) { pen = false; return; } const x = X_(sr.x[j]), y = Y_(v, sr.ymax); if (pen) g.lineTo(x, y); else g.moveTo(x, y); pen = true; });
+        g.stroke();
+      }
     }
+    g.setLineDash([]);
+    if (o.cursor !== undefined) { const x = X_(o.cursor); g.beginPath(); g.moveTo(x, m / 2); g.lineTo(x, h - m); g.strokeStyle = "#000"; g.lineWidth = 1; g.stroke(); }
+    return { x0: m, x1: w - m, xmax: o.xmax };
+  }
+  const rsuCv = el("canvas", undefined, { id: "rsuchart", width: 360, height: 130 });
+  function drawRsuChart() {  // the inspected RSU's load and handovers (D.rsu_series), cursor at the slot
+    const p = sel || hover, S = D.rsu_series;
+    state.rsuChart = null;
+    if (!p || p.kind !== "rsu" || !S || !nSlots) return;
+    const sr = S.rsu[p.i], xs = sr.load.map((_, j) => j * S.width);
+    const lmax = Math.max(1, ...sr.load.filter((v) => v !== null)), hmax = Math.max(1, ...sr.hin);
+    chart(rsuCv, { xmax: S.n * S.width, cursor: V.times[cur], series: [
+      { kind: "bar", x: xs, y: sr.hin, ymax: hmax, barW: S.width, color: "#9ecae1" },
+      { kind: "line", x: xs.map((v) => v + S.width / 2), y: sr.load, ymax: lmax, color: C.rsu[p.i % C.rsu.length], width: 2 }],
+      labels: [[lmax.toFixed(0), 2, 18], ["0", 18, -24], [String(hmax), -26, 18], [(S.n * S.width).toFixed(0) + " s", -52, -12]] });
+    state.rsuChart = { rsu: D.rsus[p.i].id, width: S.width, load: sr.load, hin: sr.hin, hout: sr.hout };
   }
 
   function setSlot(i) {
@@ -395,28 +469,166 @@
     });
   }
   function drawTimeline() {
-    const L = D.layers[layerSel.value], w = tl.width, h = tl.height, m = 28;
-    tctx.clearRect(0, 0, w, h);
-    if (!L || !nSlots) return;
+    const L = D.layers[layerSel.value];
+    if (!L || !nSlots) { tctx.clearRect(0, 0, tl.width, tl.height); return; }
     const tmax = V.times[nSlots - 1] || 1;
     let lmax = 0;
     Object.values(L.timeline).forEach((s) => s.latency.forEach((v) => { if (v !== null && v > lmax) lmax = v; }));
     lmax = lmax || 1;
-    const X_ = (t) => m + (w - 2 * m) * t / tmax, YL = (v) => h - m - (h - 2 * m) * v / lmax, YS = (v) => h - m - (h - 2 * m) * v;
-    tctx.strokeStyle = "#999"; tctx.lineWidth = 1; tctx.strokeRect(m, m, w - 2 * m, h - 2 * m);
-    tctx.fillStyle = "#444"; tctx.font = "10px sans-serif";
-    tctx.fillText(lmax.toFixed(2) + " s", 0, m + 4); tctx.fillText("0", m - 8, h - m + 4);
-    tctx.fillText("1", w - m + 4, m + 4); tctx.fillText(tmax.toFixed(0) + " s", w - m - 20, h - m + 14);
-    Object.entries(L.timeline).forEach(([p, s], i) => {
-      const sel = p === policySel.value, col = sel ? "#d62728" : "#bbb";
-      [[s.latency, YL, []], [s.success, YS, [4, 3]]].forEach(([vals, Y, dash]) => {
-        tctx.beginPath(); tctx.setLineDash(dash); let pen = false;
-        vals.forEach((v, j) => { if (v === null) { pen = false; return; } const x = X_(s.t[j]), y = Y(v); if (pen) tctx.lineTo(x, y); else tctx.moveTo(x, y); pen = true; });
-        tctx.strokeStyle = col; tctx.lineWidth = sel ? 2 : 1; tctx.stroke();
-      });
+    const series = [];
+    Object.entries(L.timeline).forEach(([p, s]) => {
+      const on = p === policySel.value, col = on ? "#d62728" : "#bbb", width = on ? 2 : 1;
+      series.push({ kind: "line", x: s.t, y: s.latency, ymax: lmax, color: col, width },
+                  { kind: "line", x: s.t, y: s.success, ymax: 1, color: col, width, dash: [4, 3] });
     });
-    tctx.setLineDash([]);
-    const x = X_(V.times[cur]); tctx.beginPath(); tctx.moveTo(x, m); tctx.lineTo(x, h - m); tctx.strokeStyle = "#000"; tctx.stroke();
+    series.sort((a, b) => a.width - b.width);  // the chosen policy on top
+    chart(tl, { xmax: tmax, cursor: V.times[cur], series,
+                labels: [[lmax.toFixed(2) + " s", 0, 18], ["0", 18, -24], ["1", -24, 18], [tmax.toFixed(0) + " s", -52, -12]] });
+  }
+
+  // -- failures along the run: a strip of counts per bin of failure time; a click jumps there ---
+  const FAIL_BINS = 120, fcv = document.getElementById("fails");
+  let failCache = null;
+  function failures() {  // {width, counts, first: earliest failure time per bin, tasks: [[layer, policy, i, end]]}
+    if (failCache && failCache.version === F.version) return failCache;
+    const tmax = nSlots ? V.times[nSlots - 1] : 0, width = Math.max(D.slot_s, tmax / FAIL_BINS);
+    const n = Math.floor(tmax / width) + 1, counts = new Array(n).fill(0), first = new Array(n).fill(null), tasks = [];
+    Object.entries(D.layers).forEach(([layer, L]) => Object.entries(L.tasks).forEach(([policy, list]) => {
+      if (!F.layer.has(layer) || !F.policy.has(policy) || !F.outcome.has("failed")) return;
+      list.forEach((task, i) => {
+        if (task.ok || task.c) return;
+        const b = Math.min(n - 1, Math.floor(task.end / width));
+        counts[b]++;
+        if (first[b] === null || task.end < first[b]) first[b] = task.end;
+        tasks.push([layer, policy, i, task.end]);
+      });
+    }));
+    tasks.sort((a, b) => a[3] - b[3]);
+    failCache = { version: F.version, width, counts, first, tasks };
+    return failCache;
+  }
+  function drawFailures() {
+    const f = failures(), cmax = Math.max(1, ...f.counts);
+    state.failStrip = chart(fcv, { xmax: f.counts.length * f.width, cursor: nSlots ? V.times[cur] : undefined, margin: 12,
+      series: [{ kind: "bar", x: f.counts.map((_, j) => j * f.width), y: f.counts, ymax: cmax, barW: f.width, color: C.failed }],
+      labels: [[String(cmax), 0, 10]] });
+  }
+  function failuresAt(x) {  // the click: the bin under x -> slot of its first failure (the red ring shows), listed
+    const f = failures(), s = state.failStrip;
+    if (!s || !nSlots || x < s.x0 || x > s.x1) return;
+    const b = Math.min(f.counts.length - 1, Math.floor((x - s.x0) / (s.x1 - s.x0) * f.counts.length));
+    const t = f.first[b] !== null ? f.first[b] : b * f.width;
+    let i = slotAt(t);
+    if (V.times[i] < t && i + 1 < nSlots) i++;  // the first slot at or after it
+    pause(); setSlot(i);
+    const box = document.getElementById("faillist");
+    box.replaceChildren();
+    const list = f.tasks.filter((e) => Math.min(f.counts.length - 1, Math.floor(e[3] / f.width)) === b);
+    state.failList = list.map((e) => [e[0], e[1], D.layers[e[0]].tasks[e[1]][e[2]].id]);
+    box.appendChild(el("div", list.length + " failure(s) between " + (b * f.width).toFixed(1) + " and "
+      + ((b + 1) * f.width).toFixed(1) + " s (click one for its path)", { class: "hint" }));
+    const tb = el("table");
+    list.forEach(([layer, policy, ti, end]) => {
+      const task = D.layers[layer].tasks[policy][ti], tr = el("tr", undefined, { class: "pick" });
+      [end.toFixed(1) + " s", layer, policy, devName(task.u), task.why || "failed"].forEach((c) => tr.appendChild(el("td", c)));
+      tr.addEventListener("click", () => selectTask(layer, policy, ti));
+      tb.appendChild(tr);
+    });
+    box.appendChild(tb);
+  }
+  fcv.addEventListener("click", (e) => { const b = fcv.getBoundingClientRect(); failuresAt(e.clientX - b.left); });
+
+  // -- a task: its path over devices and RSUs through time, drawn on the map, and how it ended --
+  let selTask = null;  // {layer, policy, i}
+  function taskPath(ref) {  // the points: the user at the request, each segment's device(s) at its start, the user at the end
+    const L = D.layers[ref.layer], task = L.tasks[ref.policy][ref.i], pts = [];
+    const at = (who, t, what, stage) => {
+      const i = slotAt(t), devs = Array.isArray(who) ? who : [who], xy = [];
+      for (const d of devs) {
+        if (d === -1 && task.rsu) xy.push(task.rsu);
+        else if (d >= 0) { const r = rowAt(d, i); if (r >= 0) xy.push(worldOf(r)); }
+      }
+      const c = xy.length ? [xy.reduce((a, p) => a + p[0], 0) / xy.length, xy.reduce((a, p) => a + p[1], 0) / xy.length] : null;
+      pts.push({ what, stage, device: Array.isArray(who) ? who.map(devName).join(", ") : devName(who),
+                 t: t, slot: i >= 0 ? V.slots[i] : null, si: i, xy: c, each: xy });
+    };
+    at(task.u, task.t0, "request", 0);
+    task.segs.forEach((sg, j) => at(sg[0], sg[1], L.draw === "group" ? "group" : "device", j + 1));
+    at(task.u, task.end, "end", task.segs.length + 1);
+    return { layer: ref.layer, policy: ref.policy, id: task.id === undefined ? null : task.id, user: devName(task.u),
+             t0: task.t0, end: task.end, outcome: outcomeOf(task), why: task.why, lat: task.lat, pts };
+  }
+  function selectTask(layer, policy, i) {
+    selTask = layer === null ? null : { layer, policy, i };
+    showTask(); draw();
+  }
+  function showTask() {
+    const box = document.getElementById("task");
+    box.replaceChildren();
+    state.path = null;
+    if (!selTask) { box.appendChild(el("div", "click a task in the inspect panel or the failure list", { class: "hint" })); return; }
+    const P = taskPath(selTask);
+    state.path = P;
+    const tb = el("table"), row = (a, b) => { const tr = el("tr"); tr.appendChild(el("td", a)); tr.appendChild(el("td", b)); tb.appendChild(tr); };
+    row("task", (P.id === null ? "–" : String(P.id)) + " (" + P.layer + ", " + P.policy + ")");
+    row("user", P.user);
+    row("requested", P.t0.toFixed(2) + " s");
+    row("ended", P.end.toFixed(2) + " s" + (P.lat !== null ? " (latency " + P.lat.toFixed(3) + " s)" : ""));
+    row("outcome", P.outcome === "done" ? "done" : P.outcome === "censored" ? "censored: still running when the run ended"
+      : "failed: " + (P.why || "(no reason recorded)"));
+    box.appendChild(tb);
+    const pt = el("table", undefined, { id: "taskpath" }), head = el("tr");
+    ["#", "step", "device", "from", "slot", "at"].forEach((c) => head.appendChild(el("th", c)));
+    pt.appendChild(head);
+    P.pts.forEach((p) => {
+      const tr = el("tr", undefined, { class: "pick", title: "go to this slot" });
+      [String(p.stage), p.what, p.device, p.t.toFixed(2) + " s", p.slot === null ? "–" : String(p.slot),
+       p.xy ? p.xy[0].toFixed(1) + ", " + p.xy[1].toFixed(1) : "not on the map"].forEach((c) => tr.appendChild(el("td", c)));
+      tr.addEventListener("click", () => { pause(); setSlot(p.si); });
+      pt.appendChild(tr);
+    });
+    box.appendChild(pt);
+    const clr = el("button", "clear task");
+    clr.addEventListener("click", () => selectTask(null));
+    box.appendChild(clr);
+  }
+  function drawPath() {  // the selected task's polyline, its points numbered in order
+    if (!state.path) return;
+    const pts = state.path.pts.filter((p) => p.xy);
+    ctx.beginPath();
+    pts.forEach((p, j) => { const x = wx(p.xy[0]), y = wy(p.xy[1]); if (j) ctx.lineTo(x, y); else ctx.moveTo(x, y); });
+    ctx.setLineDash([6, 4]); ctx.lineWidth = 2; ctx.strokeStyle = "#000"; ctx.stroke(); ctx.setLineDash([]);
+    ctx.font = "bold 11px sans-serif";
+    pts.forEach((p) => {
+      p.each.forEach((q) => { if (p.each.length > 1) ring(wx(q[0]), wy(q[1]), 4, "#000", 1); });
+      const x = wx(p.xy[0]), y = wy(p.xy[1]);
+      ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.fillStyle = "#fff"; ctx.fill();
+      ring(x, y, 6, "#000", 2); ctx.fillStyle = "#000"; ctx.fillText(String(p.stage), x + 8, y + 4);
+    });
+  }
+
+  // -- the filter boxes ------------------------------------------------------------------------
+  function filters() {
+    const box = document.getElementById("filters");
+    box.replaceChildren();
+    const group = (name, values, label) => {
+      const row = el("div", undefined, { class: "row" });
+      row.appendChild(el("span", label));
+      values.forEach((v) => {
+        const lab = el("label"), cb = el("input", undefined, { type: "checkbox", "data-filter": name, "data-value": v });
+        cb.checked = F[name].has(v);
+        cb.addEventListener("change", () => {
+          if (cb.checked) F[name].add(v); else F[name].delete(v);
+          F.version++; abNote(); draw();
+        });
+        lab.appendChild(cb); lab.appendChild(document.createTextNode(v)); row.appendChild(lab);
+      });
+      box.appendChild(row);
+    };
+    group("layer", [...F.layer], "layers");
+    group("policy", [...F.policy], "policies");
+    group("role", ["user", "helper", "iv"], "roles");
+    group("outcome", ["done", "failed", "censored"], "outcomes");
   }
   function legend() {
     const box = document.getElementById("legend");
@@ -507,10 +719,11 @@
   document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
     if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
   });
-  legend(); fillPolicies();
+  legend(); filters(); fillPolicies(); showTask();
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
-                       inspect() { return info(sel || hover); }, swap,
+                       inspect() { return info(sel || hover); }, swap, selectTask,
+                       failures() { const f = failures(); return { width: f.width, counts: f.counts, first: f.first }; },
                        abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
                        fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
   resize();

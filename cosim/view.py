@@ -59,6 +59,8 @@ PANEL_COLUMNS = ("speed_mps", "cell")
 SPEED_Q = 0.25
 #: timeline bins: about this many over the run, at least one slot wide
 TIMELINE_BINS = 60
+#: RSU chart bins (``rsu_series``): about this many over the run, at least one slot wide
+RSU_BINS = 120
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -99,6 +101,40 @@ def _timeline(df, t_end: float, slot_s: float) -> dict:
                                 "latency": [None if c == 0 else round(float(v), 5) for v, c in zip(lsum / lcnt, lcnt)],
                                 "success": [None if c == 0 else round(float(v), 4) for v, c in zip(succ / cnt, cnt)]}
     return out
+
+
+def _rsu_series(res, rsu_ids: list, t_end: float, slot_s: float) -> dict | None:
+    """The RSU panel's chart (key ``rsu_series``), from ``rsus.parquet``: per RSU (in the page's
+    order) and per bin of time (``width`` seconds, about :data:`RSU_BINS` over the run, at least a
+    slot; bin b holds the slots with ``b*width <= time_s < (b+1)*width``): ``load``, the mean of
+    ``connected`` (vehicles served) over the bin's slots, and ``hin``/``hout``, the sums of
+    ``handover_in``/``handover_out``. None when the run wrote no RSU table."""
+    if "rsus" not in res.names:
+        return None
+    df = res.table("rsus", ["time_s", "rsu", "connected", "handover_in", "handover_out"])
+    if df.empty:
+        return None
+    t_end = max(t_end, float(df["time_s"].max()))
+    width = max(slot_s, t_end / RSU_BINS) if t_end > 0 else slot_s
+    n = int(math.floor(t_end / width)) + 1
+    b = np.minimum(np.floor(df["time_s"].to_numpy(dtype=float) / width).astype(np.int64), n - 1)
+    ix = {rid: i for i, rid in enumerate(rsu_ids)}
+    r = df["rsu"].astype(object).map(lambda v: ix.get(str(v), -1)).to_numpy(dtype=np.int64)
+    keep = r >= 0
+    key = r[keep] * n + b[keep]
+    size = len(rsu_ids) * n
+
+    def total(col: str) -> np.ndarray:
+        return np.bincount(key, weights=df[col].to_numpy(dtype=float)[keep], minlength=size).reshape(len(rsu_ids), n)
+
+    rows = np.bincount(key, minlength=size).reshape(len(rsu_ids), n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        load = total("connected") / rows
+    hin, hout = total("handover_in"), total("handover_out")
+    return {"width": round(width, 6), "n": n,
+            "rsu": [{"load": [None if c == 0 else round(float(v), 2) for v, c in zip(load[i], rows[i])],
+                     "hin": [int(v) for v in hin[i]], "hout": [int(v) for v in hout[i]]}
+                    for i in range(len(rsu_ids))]}
 
 
 def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int = MAX_ROWS) -> dict:
@@ -208,6 +244,8 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                    "iv": hex_color(ROLE_COLORS[ROLE_IV]), "failed": hex_color(ROLE_COLORS[ROLE_FAILED])},
         "labels": {k: ROLE_LABELS[k] for k in (ROLE_USER, ROLE_HELPER, ROLE_IV, ROLE_FAILED)},
         "slot_s": slot_s,
+        # the RSU panel's load and handover chart (None: no rsus.parquet)
+        "rsu_series": _rsu_series(res, rsu_ids, t_end, slot_s),
     }
 
 
@@ -272,7 +310,10 @@ tr.sel{background:#fff3c4}
 #zoom button{min-width:28px}
 #cv{touch-action:none;cursor:crosshair}
 .hint{color:#666;font-size:12px}
-#inspect td{text-align:left}
+#inspect td,#task td,#faillist td{text-align:left}
+tr.pick{cursor:pointer}tr.pick:hover{background:#eef}
+#fails{cursor:pointer;display:block}
+#filters label{margin-right:4px}
 </style></head><body>
 <div id="wrap"><div id="map"><canvas id="cv"></canvas>
 <div id="zoom"><button id="zin" title="zoom in (+)">+</button><button id="zout" title="zoom out (-)">&minus;</button>
@@ -282,12 +323,16 @@ tr.sel{background:#fff3c4}
 <label>speed <select id="speed"><option>1</option><option>2</option><option>5</option><option selected>10</option>
 <option>30</option><option>60</option></select> slots/s</label></div>
 <input id="slider" type="range" min="0" max="0" value="0" step="1">
+<canvas id="fails" width="360" height="40" title="task failures over the run: click to jump there"></canvas>
+<div id="faillist"></div>
 <div class="row" id="clock"></div><div id="note"></div>
 <div class="row"><label>tasks of <select id="layer"></select></label><label>policy <select id="policy"></select></label></div>
 <div class="row"><label>A/B: against <select id="versus"></select></label><button id="swap" title="swap A and B (b)">swap A/B</button></div>
 <div class="row hint" id="ab"></div>
 <div id="legend"></div>
+<h1>filters</h1><div id="filters"></div>
 <h1>inspect</h1><div id="inspect"></div>
+<h1>task</h1><div id="task"></div>
 <h1>per-policy summary</h1><table id="summary"></table>
 <h1>latency (solid, left) and success rate (dashed, right) by request time</h1>
 <canvas id="tl" width="360" height="180"></canvas>
