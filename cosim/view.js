@@ -530,7 +530,7 @@
     const tb = el("table");
     list.forEach(([layer, policy, ti, end]) => {
       const task = D.layers[layer].tasks[policy][ti], tr = el("tr", undefined, { class: "pick" });
-      [end.toFixed(1) + " s", layer, policy, devName(task.u), task.why || "failed"].forEach((c) => tr.appendChild(el("td", c)));
+      [end.toFixed(1) + " s", layer, policy, devName(task.u >= 0 ? task.u : -2), task.why || "failed"].forEach((c) => tr.appendChild(el("td", c)));
       tr.addEventListener("click", () => selectTask(layer, policy, ti));
       tb.appendChild(tr);
     });
@@ -552,10 +552,11 @@
       pts.push({ what, stage, device: Array.isArray(who) ? who.map(devName).join(", ") : devName(who),
                  t: t, slot: i >= 0 ? V.slots[i] : null, si: i, xy: c, each: xy });
     };
-    at(task.u, task.t0, "request", 0);
+    const u = task.u >= 0 ? task.u : -2;  // -1 is the RSU among devices; a user not in the page is -2
+    at(u, task.t0, "request", 0);
     task.segs.forEach((sg, j) => at(sg[0], sg[1], L.draw === "group" ? "group" : "device", j + 1));
-    at(task.u, task.end, "end", task.segs.length + 1);
-    return { layer: ref.layer, policy: ref.policy, id: task.id === undefined ? null : task.id, user: devName(task.u),
+    at(u, task.end, "end", task.segs.length + 1);
+    return { layer: ref.layer, policy: ref.policy, id: task.id === undefined ? null : task.id, user: devName(u),
              t0: task.t0, end: task.end, outcome: outcomeOf(task), why: task.why, lat: task.lat, pts };
   }
   function selectTask(layer, policy, i) {
@@ -723,6 +724,10 @@
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
                        inspect() { return info(sel || hover); }, swap, selectTask,
+                       taskIds(layer, policy) { return D.layers[layer].tasks[policy].map((t) => t.id); },
+                       vehicleTasks(name) {  // what the panel lists for a vehicle at this slot
+                         const x = vehicleInfo(V.names.indexOf(name));
+                         return x ? x.tasks.map((t) => [t.layer, t.policy, t.role, t.stage, t.device, t.outcome]) : null; },
                        failures() { const f = failures(); return { width: f.width, counts: f.counts, first: f.first }; },
                        abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
                        fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };

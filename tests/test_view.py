@@ -524,6 +524,35 @@ def _click_a_busy_vehicle(browser, run_dir, d, cov):
     return v, i, me, want
 
 
+def _click_an_rsu(browser, d, cov, i):
+    """Fit the map at slot index ``i``, click a point of an RSU's disc with no vehicle within 12
+    pixels; returns the index of the RSU the page must pick (the nearest centre among the discs
+    holding the point, worked out by hand) and the slot's coverage rows."""
+    browser.execute_script(f"window.cosimView.setSlot({i}); window.cosimView.fit()")
+    view, t = _view(browser), d["transform"]
+    rows = cov[cov["slot"] == d["vehicles"]["slots"][i]]
+    pts = [_screen(view, t, x, y) for x, y in zip(rows["x"], rows["y"])]
+    rsus = d["rsus"]
+    s_px = view["k"] / t["scale"]  # pixels per metre
+    target = None
+    for j, r in enumerate(rsus):
+        for a in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+            cx, cy = _screen(view, t, r["x"], r["y"])
+            px_, py_ = round(cx + 0.6 * r["r"] * s_px * np.cos(a)), round(cy + 0.6 * r["r"] * s_px * np.sin(a))
+            if min(math.hypot(px_ - x, py_ - y) for x, y in pts) > 12:
+                target = (j, px_, py_)
+                break
+        if target:
+            break
+    j, px_, py_ = target
+    inside = [(math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1]), n)
+              for n, r in enumerate(rsus)
+              if math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1])
+              <= r["r"] * s_px]
+    _click_canvas(browser, px_, py_)
+    return min(inside)[1], rows
+
+
 @pytest.mark.sumo
 def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir, tmp_path):
     page = write_view(run_dir, tmp_path / "view.html")
@@ -547,29 +576,8 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
         assert _panel(browser)[1] == nxt
         browser.execute_script(f"window.cosimView.setSlot({i})")
         # an RSU: a point of its disc with no vehicle near it; the panel counts its vehicles
-        browser.execute_script("window.cosimView.fit()")
-        view, t = _view(browser), d["transform"]
-        rows = cov[cov["slot"] == d["vehicles"]["slots"][i]]
-        pts = [_screen(view, t, x, y) for x, y in zip(rows["x"], rows["y"])]
+        j, rows = _click_an_rsu(browser, d, cov, i)
         rsus = d["rsus"]
-        s_px = view["k"] / t["scale"]  # pixels per metre
-        target = None
-        for j, r in enumerate(rsus):
-            for a in np.linspace(0, 2 * np.pi, 24, endpoint=False):
-                cx, cy = _screen(view, t, r["x"], r["y"])
-                px_, py_ = round(cx + 0.6 * r["r"] * s_px * np.cos(a)), round(cy + 0.6 * r["r"] * s_px * np.sin(a))
-                if min(math.hypot(px_ - x, py_ - y) for x, y in pts) > 12:
-                    target = (j, px_, py_)
-                    break
-            if target:
-                break
-        j, px_, py_ = target
-        inside = [(math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1]), n)
-                  for n, r in enumerate(rsus)
-                  if math.hypot(px_ - _screen(view, t, r["x"], r["y"])[0], py_ - _screen(view, t, r["x"], r["y"])[1])
-                  <= r["r"] * s_px]
-        j = min(inside)[1]  # the nearest centre among the discs holding the point
-        _click_canvas(browser, px_, py_)
         info, _ = _panel(browser)
         assert info["RSU"] == rsus[j]["id"]
         assert info["vehicles served"] == str(int((rows["rsu"].astype(object) == rsus[j]["id"]).sum()))
@@ -642,6 +650,432 @@ def test_ab_view_highlights_exactly_the_tasks_whose_success_differs(run_dir, tmp
         Select(browser.find_element(By.ID, "versus")).select_by_visible_text("nearest")
         got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
         assert got == _differ(moe, "gecpa", "nearest")
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+# -- a task's path, the RSU chart, filters, the failure strip ------------------------------------
+def _steps(layer: str, r) -> tuple[list, list, float]:
+    """A task row's work by hand: [(device(s), start [s])] of its runs of consecutive steps on
+    the same device(s), and its end — DViT step k from t_request + upload + the steps before it
+    (upload = latency minus the steps, 0 for a failed task); MoE layer l from t_request + the
+    layers before it. Devices as the page names them ("RSU" for the RSU; MoE: a list of IVs)."""
+    if layer == "dvit":
+        dur = np.asarray(r.step_comm_s, float) + np.asarray(r.step_comp_s, float) + np.asarray(r.step_queue_s, float)
+        up = max(r.latency_s - dur.sum(), 0.0) if np.isfinite(r.latency_s) else 0.0
+        devs = ["RSU" if str(x) == "@rsu" else str(x) for x in r.devices]
+    else:
+        dur = sum(np.asarray(c, float) for c in (r.layer_tv_s, r.layer_comm_s, r.layer_comp_s, r.layer_mem_s))
+        up = 0.0
+        devs = [[v for v in str(x).split("|") if v] for x in r.layer_ivs]
+    starts = r.t_request_s + up + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+    runs = []
+    for dv_, st in zip(devs, starts):
+        if not runs or runs[-1][0] != dv_:
+            runs.append((dv_, float(st)))
+    return [x[0] for x in runs], [x[1] for x in runs], float(r.t_request_s + up + dur.sum())
+
+
+def _slot_at(times, t) -> int:
+    """The page's slot for time t: the last slot at or before it (the first when before all)."""
+    return max(0, int(np.searchsorted(np.asarray(times), t + 1e-9, side="right")) - 1)
+
+
+def _check_path(path, layer, row, d, cov):
+    """The page's path of a task (window.cosimView.state.path) against the task table row and
+    coverage.parquet: request, one point per run of steps on the same device(s), end; each
+    device where coverage.parquet has it at the slot of that time (within the quantisation)."""
+    devs, starts, end = _steps(layer, row)
+    pts = path["pts"]
+    user = str(row.user if layer == "dvit" else row.tv)
+    names = set(d["vehicles"]["names"]) | {"RSU"}
+    shown = (lambda n: n if n in names else "(not in the page)")  # noqa: E731
+    assert [p["what"] for p in pts] == ["request"] + ["device" if layer == "dvit" else "group"] * len(devs) + ["end"]
+    assert [p["device"] for p in pts] == [shown(user)] + [shown(x) if isinstance(x, str) else ", ".join(map(shown, x))
+                                                         for x in devs] + [shown(user)]
+    assert path["user"] == shown(user) and path["t0"] == pytest.approx(row.t_request_s, abs=1e-4)
+    assert [p["t"] for p in pts[1:-1]] == pytest.approx(starts, abs=2e-4)
+    assert path["end"] == pytest.approx(end, abs=2e-4)
+    assert path["outcome"] == row.outcome and path["why"] == (row.failure or "")
+    slots, times, t = d["vehicles"]["slots"], d["vehicles"]["times"], d["transform"]
+    for p, who, when in zip(pts, [[user]] + [[x] if isinstance(x, str) else x for x in devs] + [[user]],
+                            [row.t_request_s, *starts, end]):
+        i = _slot_at(times, when)
+        assert p["slot"] == slots[i]
+        at = cov[cov["slot"] == slots[i]].set_index(cov.loc[cov["slot"] == slots[i], "vehicle"].astype(str))
+        xy = []
+        for w in who:
+            if w == "RSU":
+                rs = d["rsus"][int(row.rsu)]
+                xy.append((rs["x"], rs["y"]))
+            elif w in at.index:
+                xy.append((at.loc[w, "x"], at.loc[w, "y"]))
+        if not xy:
+            assert p["xy"] is None
+            continue
+        want = np.mean(np.array(xy, float), axis=0)
+        assert np.abs(np.array(p["xy"]) - want).max() <= t["scale"] / 2 + 1e-6
+
+
+@pytest.mark.sumo
+def test_clicking_a_task_draws_its_path_as_the_task_table_and_coverage_say(run_dir, tmp_path):
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    dv, moe = _task_tables(str(run_dir))
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
+        # click the vehicle panel's first DViT row where it is not the user (a helper), else the first
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#vtasks tr')].slice(1).map(r => [...r.cells].map(c => c.textContent))")
+        pick = next((n for n, r in enumerate(rows) if r[0] == "dvit" and r[2] == "helper"),
+                    next(n for n, r in enumerate(rows) if r[0] == "dvit"))
+        browser.find_elements("css selector", "#vtasks tr")[pick + 1].click()
+        path = browser.execute_script("return window.cosimView.state.path")
+        assert path["layer"] == "dvit" and path["policy"] == rows[pick][1]
+        row = next(dv[(dv["policy"] == path["policy"]) & (dv["task"] == path["id"])].itertuples())
+        assert v in (str(row.user), *map(str, row.devices))
+        _check_path(path, "dvit", row, d, cov)
+        # the panel says it as text: id, outcome and one row per point
+        box = browser.execute_script(
+            "return [...document.querySelectorAll('#taskpath tr')].slice(1).map(r => [...r.cells].map(c => c.textContent))")
+        assert [b[2] for b in box] == [p["device"] for p in path["pts"]]
+        assert [b[4] for b in box] == [str(p["slot"]) for p in path["pts"]]
+        # drawn: the last point of the path is a white dot at its screen position (in view)
+        last = [p for p in path["pts"] if p["xy"]][-1]
+        sx, sy = _screen(_view(browser), d["transform"], *last["xy"])
+        px_ = browser.execute_script(
+            f"return [...document.getElementById('cv').getContext('2d').getImageData({round(sx)}, {round(sy)}, 1, 1).data]")
+        assert px_[:3] == [255, 255, 255]
+        # a row of the path jumps the slider to its slot
+        browser.find_elements("css selector", "#taskpath tr")[len(box)].click()
+        assert browser.execute_script("return window.cosimView.state.slot") == path["pts"][-1]["slot"]
+        # every task of both layers, each policy: the page's path equals the tables
+        for layer, df in (("dvit", dv), ("moe", moe)):
+            for policy, g in df.groupby("policy"):
+                listed = browser.execute_script(f"return window.cosimView.taskIds({json.dumps(layer)}, {json.dumps(policy)})")
+                assert sorted(listed) == sorted(g["task"].tolist())
+                by_id = {int(r.task): r for r in g.itertuples()}
+                for n, tid in enumerate(listed):
+                    browser.execute_script(f"window.cosimView.selectTask({json.dumps(layer)}, {json.dumps(policy)}, {n})")
+                    _check_path(browser.execute_script("return window.cosimView.state.path"), layer, by_id[tid], d, cov)
+        browser.find_element("xpath", "//button[text()='clear task']").click()
+        assert browser.execute_script("return window.cosimView.state.path") is None
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_dir, tmp_path):
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    rs = pd.read_parquet(run_dir / "rsus.parquet")
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        j, _ = _click_an_rsu(browser, d, cov, 30)
+        rid = d["rsus"][j]["id"]
+        chart = browser.execute_script("return window.cosimView.state.rsuChart")
+        assert chart["rsu"] == rid
+        # bins of max(slot, run / 120) seconds; load = mean of `connected` over a bin's slots
+        t_end = max(d["vehicles"]["times"][-1], rs["time_s"].max())
+        width = max(d["slot_s"], t_end / 120)
+        assert chart["width"] == pytest.approx(width)
+        mine = rs[rs["rsu"].astype(str) == rid].assign(b=lambda x: np.floor(x["time_s"] / width).astype(int))
+        n = int(np.floor(t_end / width)) + 1
+        load = mine.groupby("b")["connected"].mean().reindex(range(n))
+        assert [None if np.isnan(x) else round(x, 2) for x in load] == chart["load"]
+        assert chart["hin"] == mine.groupby("b")["handover_in"].sum().reindex(range(n), fill_value=0).tolist()
+        assert chart["hout"] == mine.groupby("b")["handover_out"].sum().reindex(range(n), fill_value=0).tolist()
+        assert sum(chart["hin"]) > 0
+        info, _ = _panel(browser)
+        assert info["handovers in / out (run)"] == f"{mine['handover_in'].sum()} / {mine['handover_out'].sum()}"
+        # the chart is in the panel and drawn in the RSU's colour
+        col = rsu_color(j)
+        n_px = browser.execute_script(
+            "const c = document.querySelector('#inspect #rsuchart'), a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            f"let n = 0; for (let i = 0; i < a.length; i += 4) if (Math.abs(a[i] - {col[0]}) + Math.abs(a[i + 1] - {col[1]})"
+            f" + Math.abs(a[i + 2] - {col[2]}) <= 6 && a[i + 3] === 255) n++; return n")
+        assert n_px > 20
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+def _ends(run_dir) -> pd.DataFrame:
+    """Every task of both task tables: layer, policy, task, outcome, failure, user, request, end
+    (the end by hand, :func:`_steps`)."""
+    dv, moe = _task_tables(str(run_dir))
+    out = []
+    for layer, df, who in (("dvit", dv, "user"), ("moe", moe, "tv")):
+        for r in df.itertuples():
+            out.append((layer, r.policy, int(r.task), r.outcome, r.failure, str(getattr(r, who)), r.t_request_s,
+                        _steps(layer, r)[2]))
+    return pd.DataFrame(out, columns=["layer", "policy", "task", "outcome", "failure", "user", "t0", "end"])
+
+
+def _filter(browser, name: str, value: str, on: bool):
+    box = browser.find_element("css selector", f"#filters input[data-filter='{name}'][data-value='{value}']")
+    if box.is_selected() != on:
+        box.click()
+
+
+@pytest.mark.sumo
+def test_the_failure_strip_counts_the_failures_and_jumps_to_the_one_clicked(run_dir, tmp_path):
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    ends = _ends(run_dir)
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        times = d["vehicles"]["times"]
+        width = max(d["slot_s"], times[-1] / 120)
+        n = int(np.floor(times[-1] / width)) + 1
+
+        def want(keep):
+            f = ends[(ends["outcome"] == "failed") & keep]
+            return np.bincount(np.minimum(np.floor(f["end"] / width).astype(int), n - 1), minlength=n).tolist()
+
+        f = browser.execute_script("return window.cosimView.failures()")
+        assert f["width"] == pytest.approx(width) and f["counts"] == want(ends["layer"] != "")
+        assert sum(f["counts"]) == (ends["outcome"] == "failed").sum() >= 3
+        # a real click on the strip, mid-bin of the busiest bin: the slider goes to the first slot
+        # at or after the bin's first failure, the list names the bin's failures
+        b = int(np.argmax(f["counts"]))
+        x0, x1 = browser.execute_script("const s = window.cosimView.state.failStrip; return [s.x0, s.x1]")
+        fcv = browser.find_element("id", "fails")
+        cw = browser.execute_script("return document.getElementById('fails').width")
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(browser).move_to_element_with_offset(fcv, round(x0 + (b + 0.5) * (x1 - x0) / n - cw / 2), 0) \
+            .click().perform()
+        inbin = ends[(ends["outcome"] == "failed") & (np.minimum(np.floor(ends["end"] / width), n - 1) == b)]
+        first = inbin["end"].min()
+        i = next(j for j, t in enumerate(times) if t >= first - 1e-9)
+        assert browser.execute_script("return window.cosimView.slot") == i
+        listed = browser.execute_script("return window.cosimView.state.failList")
+        assert sorted(map(tuple, listed)) == sorted(zip(inbin["layer"], inbin["policy"], inbin["task"]))
+        # clicking the first listed failure shows its path and reason
+        browser.find_elements("css selector", "#faillist tr")[0].click()
+        path = browser.execute_script("return window.cosimView.state.path")
+        hit = inbin[(inbin["layer"] == path["layer"]) & (inbin["policy"] == path["policy"]) & (inbin["task"] == path["id"])]
+        assert len(hit) == 1 and path["outcome"] == "failed" and path["why"] == hit["failure"].iloc[0]
+        assert "failed: " + hit["failure"].iloc[0] in browser.find_element("id", "task").text
+        # filters change the strip: a policy, then a layer off
+        _filter(browser, "policy", "mddi", False)
+        assert browser.execute_script("return window.cosimView.failures()")["counts"] == want(ends["policy"] != "mddi")
+        _filter(browser, "layer", "dvit", False)
+        assert browser.execute_script("return window.cosimView.failures()")["counts"] == \
+            want((ends["policy"] != "mddi") & (ends["layer"] != "dvit"))
+        _filter(browser, "outcome", "failed", False)
+        assert sum(browser.execute_script("return window.cosimView.failures()")["counts"]) == 0
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_filters_hide_exactly_the_tasks_the_tables_say(run_dir, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    ends = _ends(run_dir)
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        Select(browser.find_element("id", "layer")).select_by_visible_text("dvit")
+        Select(browser.find_element("id", "policy")).select_by_visible_text("vidi")
+        slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+
+        def drawn(i, outcomes):  # vidi tasks on the map at slot i: running, or failed within 3 s, user on the map
+            on_map = set(cov.loc[cov["slot"] == slots[i], "vehicle"].astype(str))
+            e = ends[(ends["layer"] == "dvit") & (ends["policy"] == "vidi") & ends["outcome"].isin(outcomes)]
+            hold = np.where(e["outcome"] == "failed", 3.0, 0.0)
+            return int(((e["t0"] <= times[i]) & (times[i] <= e["end"] + hold) & e["user"].isin(on_map)).sum())
+
+        def counts(outcomes):
+            got, exp = [], []
+            for i in range(0, len(slots), 3):
+                browser.execute_script(f"window.cosimView.setSlot({i})")
+                got.append(browser.execute_script("return window.cosimView.state.tasks"))
+                exp.append(drawn(i, outcomes))
+            return got, exp
+
+        got, exp = counts({"done", "failed", "censored"})
+        assert got == exp and sum(exp) > 0
+        _filter(browser, "outcome", "done", False)
+        got, exp2 = counts({"failed", "censored"})
+        assert got == exp2 and sum(exp2) < sum(exp) and sum(exp2) > 0
+        _filter(browser, "outcome", "done", True)
+        # the vehicle panel: a busy vehicle's list (two roles or more) without one role's rows,
+        # then without one layer's, then (the role back) without one policy's
+        v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
+        assert _panel(browser)[1] == want and len({w[2] for w in want}) >= 2
+        role = want[0][2]
+        _filter(browser, "role", role, False)
+        left = [w for w in want if w[2] != role]
+        assert _panel(browser)[1] == left and 0 < len(left) < len(want)
+        layer = left[0][0]
+        _filter(browser, "layer", layer, False)
+        assert _panel(browser)[1] == [w for w in left if w[0] != layer]
+        _filter(browser, "role", role, True)
+        _filter(browser, "layer", layer, True)
+        policy = want[-1][1]
+        _filter(browser, "policy", policy, False)
+        left = [w for w in want if w[1] != policy]
+        assert _panel(browser)[1] == left and len(left) < len(want)
+        _filter(browser, "policy", policy, True)
+        _filter(browser, "policy", "vidi", False)
+        # the map: with the policy shown filtered out, nothing of it is drawn
+        assert browser.execute_script("return window.cosimView.state.tasks") == 0
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+# -- a plugin layer, inspected through its declared contract alone -------------------------------
+RELAY_PLUGIN = '''"""A plugin layer for the view test: relayed tasks, its own columns, its own TaskView."""
+from cosim import Layer, TaskView, register_layer
+
+
+def segments(row, index, rsus):
+    """Hop k (a vehicle id, or "@here": the RSU) lasts hop_s[k], from the request on."""
+    segs, t = [], float(row["t_request_s"])
+    for who, d in zip(row["hops"], row["hop_s"]):
+        segs.append([-1 if who == "@here" else index(str(who)), round(t, 4), round(t + float(d), 4)])
+        t += float(d)
+    r = rsus[int(row["at_rsu"])]
+    return segs, t, {"rsu": [r["x"], r["y"]]}
+
+
+@register_layer("relay")
+class Relay(Layer):
+    task_table = "relay_tasks"
+    task_view = TaskView(vehicle="requester", segments=segments, draw="chain")
+'''
+
+
+def _relay_copy(run_dir, dest):
+    """``run_dir`` copied with a plugin layer ``relay`` (a .py file its config.toml names): its
+    task table ``relay_tasks`` made from the DViT rows — requester, the runs of steps on one
+    device as hops (``@here``: the RSU) lasting ``hop_s``, policies renamed — and its summary
+    block. Returns the folder and the relay table."""
+    shutil.copytree(run_dir, dest)
+    (dest / "relay_plugin.py").write_text(RELAY_PLUGIN)
+    cfg = (dest / "config.toml").read_text()
+    assert "plugins = []" in cfg
+    (dest / "config.toml").write_text(cfg.replace("plugins = []", f'plugins = ["{dest / "relay_plugin.py"}"]', 1))
+    dv = pd.read_parquet(dest / "dvit_tasks.parquet")
+    rows = []
+    for r in dv.itertuples():
+        dur = np.asarray(r.step_comm_s, float) + np.asarray(r.step_comp_s, float) + np.asarray(r.step_queue_s, float)
+        hops, hop_s = [], []
+        for dev, du in zip(r.devices, dur):
+            name = "@here" if str(dev) == "@rsu" else str(dev)
+            if hops and hops[-1] == name:
+                hop_s[-1] += float(du)
+            else:
+                hops.append(name)
+                hop_s.append(float(du))
+        rows.append({"task": r.task, "policy": f"relay-{r.policy}", "t_request_s": r.t_request_s,
+                     "requester": str(r.user), "hops": hops, "hop_s": hop_s, "at_rsu": int(r.rsu),
+                     "latency_s": float(sum(hop_s)) if r.success else np.nan, "success": r.success,
+                     "failure": r.failure, "outcome": r.outcome})
+    relay = pd.DataFrame(rows)
+    relay.to_parquet(dest / "relay_tasks.parquet")
+    s = json.loads((dest / "summary.json").read_text())
+    s["layers"]["relay"] = {p: {"tasks": int(len(g)), "success_rate": float(g["success"].mean())}
+                            for p, g in relay.groupby("policy")}
+    (dest / "summary.json").write_text(json.dumps(s))
+    return dest, relay
+
+
+@pytest.mark.sumo
+def test_a_plugin_layers_tasks_are_inspectable_through_its_task_view(run_dir, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    run, relay = _relay_copy(run_dir, tmp_path / "relay")
+    page = write_view(run, tmp_path / "view.html")
+    d = build_data(run)
+    cov = pd.read_parquet(run / "coverage.parquet")
+    slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
+    names = set(d["vehicles"]["names"])
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        assert [o.text for o in Select(browser.find_element("id", "layer")).options] == ["dvit", "moe", "relay"]
+        assert "relay" in browser.find_element("id", "filters").text
+        # the path of every relay task: its hops in order, where coverage.parquet has them
+        for policy, g in relay.groupby("policy"):
+            ids = browser.execute_script(f"return window.cosimView.taskIds('relay', {json.dumps(policy)})")
+            by_id = {int(r.task): r for r in g.itertuples()}
+            for n, tid in enumerate(ids):
+                browser.execute_script(f"window.cosimView.selectTask('relay', {json.dumps(policy)}, {n})")
+                p = browser.execute_script("return window.cosimView.state.path")
+                r = by_id[tid]
+                ends = r.t_request_s + np.concatenate([[0.0], np.cumsum(r.hop_s)])
+                assert [q["device"] for q in p["pts"][1:-1]] == \
+                    ["RSU" if h == "@here" else (h if h in names else "(not in the page)") for h in r.hops]
+                assert [q["t"] for q in p["pts"]] == pytest.approx([r.t_request_s, *ends[:-1], ends[-1]], abs=2e-4)
+                assert p["outcome"] == r.outcome and p["why"] == (r.failure or "")
+                for q, h, t0 in zip(p["pts"][1:-1], r.hops, ends):
+                    i = _slot_at(times, t0)
+                    at = cov[(cov["slot"] == slots[i]) & (cov["vehicle"].astype(str) == h)]
+                    want = ((d["rsus"][r.at_rsu]["x"], d["rsus"][r.at_rsu]["y"]) if h == "@here" else
+                            (at["x"].iloc[0], at["y"].iloc[0]) if len(at) else None)
+                    if want is None:
+                        assert q["xy"] is None
+                    else:
+                        assert np.abs(np.array(q["xy"]) - np.array(want, float)).max() <= d["transform"]["scale"] / 2 + 1e-6
+        # the vehicle panel lists a vehicle's relay tasks with the roles the hops give, at a slot
+        # where some vehicle helps a relay task
+        seen = 0
+        for i in range(5, len(slots), 7):
+            t = times[i]
+            run_ = relay[(relay["t_request_s"] <= t) & (relay["t_request_s"] + relay["hop_s"].map(sum) >= t)]
+            for r in run_.itertuples():
+                ends = r.t_request_s + np.concatenate([[0.0], np.cumsum(r.hop_s)])
+                k = np.nonzero(ends[:-1] <= t)[0]
+                helper = r.hops[k[-1]] if len(k) else None
+                if helper in (None, "@here", r.requester) or helper not in names:
+                    continue
+                on = cov[(cov["slot"] == slots[i]) & (cov["vehicle"].astype(str) == helper)]
+                if not len(on):
+                    continue
+                browser.execute_script(f"window.cosimView.setSlot({i})")
+                listed = browser.execute_script(
+                    f"return window.cosimView.vehicleTasks({json.dumps(helper)})")
+                mine = sorted((x[1], x[2]) for x in listed if x[0] == "relay")
+                exp = []
+                for s in run_.itertuples():
+                    e2 = s.t_request_s + np.concatenate([[0.0], np.cumsum(s.hop_s)])
+                    k2 = np.nonzero(e2[:-1] <= t)[0]
+                    h2 = s.hops[k2[-1]] if len(k2) else None
+                    if s.requester == helper:
+                        exp.append((s.policy, "user"))
+                    elif h2 == helper:
+                        exp.append((s.policy, "helper"))
+                assert mine == sorted(exp) and (r.policy, "helper") in mine
+                seen += 1
+                break
+        assert seen >= 2
+        # its failures are on the strip; filtering the layer out takes exactly them off
+        f = browser.execute_script("return window.cosimView.failures()")
+        _filter(browser, "layer", "relay", False)
+        g = browser.execute_script("return window.cosimView.failures()")
+        failed = relay[relay["outcome"] == "failed"]
+        b = np.minimum(np.floor((failed["t_request_s"] + failed["hop_s"].map(sum)) / f["width"]).astype(int),
+                       len(f["counts"]) - 1)
+        assert (np.array(f["counts"]) - np.array(g["counts"])).tolist() == \
+            np.bincount(b, minlength=len(f["counts"])).tolist()
+        assert len(failed) > 0
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
