@@ -309,6 +309,26 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
         assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
         assert tasks == want and any(w[1] in HOSTILE_POLICIES.values() for w in want)
         assert browser.execute_script("return document.querySelectorAll('#inspect *:not(div,table,tbody,tr,td,th)').length") == 0
+        # a task's panel, the filters and the failure list show the hostile names as text
+        browser.find_elements("css selector", "#vtasks tr")[1].click()
+        path = browser.execute_script("return window.cosimView.state.path")
+        assert path["policy"] in HOSTILE_POLICIES.values()
+        text = browser.execute_script("return document.getElementById('task').textContent")
+        assert path["policy"] in text and all(p["device"] in text for p in path["pts"])
+        assert any(any(p["device"].startswith(h) for h in HOSTILE_VEHICLES) for p in path["pts"])
+        filters = browser.execute_script("return document.getElementById('filters').textContent")
+        assert all(p in filters for p in HOSTILE_POLICIES.values())
+        f = browser.execute_script("return window.cosimView.failures()")
+        x0, x1 = browser.execute_script("const s = window.cosimView.state.failStrip; return [s.x0, s.x1]")
+        b = int(np.argmax(f["counts"]))
+        browser.execute_script("document.getElementById('fails').dispatchEvent(new MouseEvent('click', {clientX:"
+                               f" document.getElementById('fails').getBoundingClientRect().left + {x0 + (b + 0.5) * (x1 - x0) / len(f['counts'])}}}))")
+        listed = browser.execute_script("return window.cosimView.state.failList")
+        assert listed and all(x[1] in HOSTILE_POLICIES.values() for x in listed)
+        assert listed[0][1] in browser.execute_script("return document.getElementById('faillist').textContent")
+        assert browser.execute_script(
+            "return document.querySelectorAll('#task *:not(div,table,tbody,tr,td,th,button),"
+            " #faillist *:not(div,table,tbody,tr,td,th), #filters *:not(div,span,label,input)').length") == 0
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.title == f"cosim view: {title}"
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
