@@ -21,8 +21,11 @@ left out. The results folder is read with :func:`cosim.results.load`.
 **Controls** (docs/view.md): zoom (wheel, buttons, pinch) and pan (drag) through one transform
 the page exposes (``window.cosimView.view``, the canvas's ``data-view``), fit on load and on a
 button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle shows its id, speed,
-cell, serving RSU and its tasks at the slot (from the layers' task views), clicking an RSU its
-disc and load; an A/B mode marks the tasks whose success differs between two policies.
+cell, serving RSU and its tasks at the slot (from the layers' task views), clicking one of those
+tasks its path over devices and RSUs drawn on the map and how it ended, clicking an RSU its disc,
+load and a chart of its load and handovers over the run (``rsu_series``, from ``rsus.parquet``);
+filters by layer, policy, role and outcome; a strip of task failures over the run that jumps to
+the moment clicked; an A/B mode marks the tasks whose success differs between two policies.
 
 **Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
 coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
