@@ -536,7 +536,10 @@
     });
     box.appendChild(tb);
   }
-  fcv.addEventListener("click", (e) => { const b = fcv.getBoundingClientRect(); failuresAt(e.clientX - b.left); });
+  fcv.addEventListener("click", (e) => {  // CSS pixels -> canvas pixels (the side panel may shrink it)
+    const b = fcv.getBoundingClientRect();
+    failuresAt((e.clientX - b.left) * fcv.width / (b.width || 1));
+  });
 
   // -- a task: its path over devices and RSUs through time, drawn on the map, and how it ended --
   let selTask = null;  // {layer, policy, i}
@@ -716,6 +719,7 @@
     else if (e.key === "-") zoomAt(...centre(), 1 / ZOOM_STEP);
     else if (e.key === "0") fit();
     else if (e.key === "b") swap();
+    else if (e.key === "Escape") { sel = null; hover = null; selectTask(null); }
   });
   document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
     if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();

@@ -316,6 +316,7 @@ tr.sel{background:#fff3c4}
 #inspect td,#task td,#faillist td{text-align:left}
 tr.pick{cursor:pointer}tr.pick:hover{background:#eef}
 #fails{cursor:pointer;display:block}
+#side canvas{max-width:100%}
 #filters label{margin-right:4px}
 </style></head><body>
 <div id="wrap"><div id="map"><canvas id="cv"></canvas>

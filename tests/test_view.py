@@ -321,8 +321,9 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
         f = browser.execute_script("return window.cosimView.failures()")
         x0, x1 = browser.execute_script("const s = window.cosimView.state.failStrip; return [s.x0, s.x1]")
         b = int(np.argmax(f["counts"]))
-        browser.execute_script("document.getElementById('fails').dispatchEvent(new MouseEvent('click', {clientX:"
-                               f" document.getElementById('fails').getBoundingClientRect().left + {x0 + (b + 0.5) * (x1 - x0) / len(f['counts'])}}}))")
+        browser.execute_script("const c = document.getElementById('fails'), r = c.getBoundingClientRect();"
+                               "c.dispatchEvent(new MouseEvent('click', {clientX: r.left + r.width / c.width *"
+                               f" {x0 + (b + 0.5) * (x1 - x0) / len(f['counts'])}}}))")
         listed = browser.execute_script("return window.cosimView.state.failList")
         assert listed and all(x[1] in HOSTILE_POLICIES.values() for x in listed)
         assert listed[0][1] in browser.execute_script("return document.getElementById('faillist').textContent")
@@ -784,6 +785,14 @@ def test_clicking_a_task_draws_its_path_as_the_task_table_and_coverage_say(run_d
                     _check_path(browser.execute_script("return window.cosimView.state.path"), layer, by_id[tid], d, cov)
         browser.find_element("xpath", "//button[text()='clear task']").click()
         assert browser.execute_script("return window.cosimView.state.path") is None
+        # Escape clears a path and the selection
+        browser.execute_script("window.cosimView.selectTask('dvit', 'vidi', 0)")
+        assert browser.execute_script("return window.cosimView.inspect()") is not None
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+        assert browser.execute_script("return [window.cosimView.state.path, window.cosimView.inspect()]") == [None, None]
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
@@ -869,11 +878,13 @@ def test_the_failure_strip_counts_the_failures_and_jumps_to_the_one_clicked(run_
         b = int(np.argmax(f["counts"]))
         x0, x1 = browser.execute_script("const s = window.cosimView.state.failStrip; return [s.x0, s.x1]")
         fcv = browser.find_element("id", "fails")
-        cw = browser.execute_script("return document.getElementById('fails').width")
+        cw, css = browser.execute_script(
+            "const c = document.getElementById('fails'); return [c.width, c.getBoundingClientRect().width]")
         from selenium.webdriver.common.action_chains import ActionChains
 
-        ActionChains(browser).move_to_element_with_offset(fcv, round(x0 + (b + 0.5) * (x1 - x0) / n - cw / 2), 0) \
-            .click().perform()
+        # canvas pixels -> CSS pixels from the element's centre (the panel may shrink the canvas)
+        ActionChains(browser).move_to_element_with_offset(
+            fcv, round((x0 + (b + 0.5) * (x1 - x0) / n - cw / 2) * css / cw), 0).click().perform()
         inbin = ends[(ends["outcome"] == "failed") & (np.minimum(np.floor(ends["end"] / width), n - 1) == b)]
         first = inbin["end"].min()
         i = next(j for j, t in enumerate(times) if t >= first - 1e-9)
