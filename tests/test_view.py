@@ -827,7 +827,8 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
         # the chart is in the panel and drawn in the RSU's colour
         col = rsu_color(j)
         n_px = browser.execute_script(
-            "const c = document.querySelector('#inspect #rsuchart'), a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "const c = document.querySelector('#inspect #rsuchart'),"
+            " a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             f"let n = 0; for (let i = 0; i < a.length; i += 4) if (Math.abs(a[i] - {col[0]}) + Math.abs(a[i + 1] - {col[1]})"
             f" + Math.abs(a[i + 2] - {col[2]}) <= 6 && a[i + 3] === 255) n++; return n")
         assert n_px > 20
