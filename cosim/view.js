@@ -106,12 +106,13 @@
   const px = (r) => ax + X[r] * k, py = (r) => ay - Y[r] * k;
   // -- rows of other slots: the one place the UI reads the vehicle arrays outside the current slot
   function slotAt(t) {  // the last kept slot at or before time t (the first slot before it)
-    let lo = 0, hi = nSlots - 1;
+    let lo = 0, hi = V.times.length - 1;
     if (hi < 0 || V.times[0] > t) return hi < 0 ? -1 : 0;
     while (lo < hi) { const m = (lo + hi + 1) >> 1; if (V.times[m] <= t) lo = m; else hi = m - 1; }
     return lo;
   }
-  function rowAt(v, i) {  // vehicle v's row at slot index i, -1 if it is not on the map then
+  function rowAt(v, i) {  // vehicle v's row at slot index i, -1 if it is not on the map then (or not loaded)
+    if (i < 0 || i >= nSlots) return -1;
     if (i === cur && rowSlot === cur) return rowOf[v];
     for (let r = START[i]; r < START[i + 1]; r++) if (VID[r] === v) return r;
     return -1;
@@ -471,7 +472,7 @@
   function drawTimeline() {
     const L = D.layers[layerSel.value];
     if (!L || !nSlots) { tctx.clearRect(0, 0, tl.width, tl.height); return; }
-    const tmax = V.times[nSlots - 1] || 1;
+    const tmax = V.times[V.times.length - 1] || 1;
     let lmax = 0;
     Object.values(L.timeline).forEach((s) => s.latency.forEach((v) => { if (v !== null && v > lmax) lmax = v; }));
     lmax = lmax || 1;
@@ -490,8 +491,11 @@
   const FAIL_BINS = 120, fcv = document.getElementById("fails");
   let failCache = null;
   function failures() {  // {width, counts, first: earliest failure time per bin, tasks: [[layer, policy, i, end]]}
-    if (failCache && failCache.version === F.version) return failCache;
-    const tmax = nSlots ? V.times[nSlots - 1] : 0, width = Math.max(D.slot_s, tmax / FAIL_BINS);
+    let nt = 0;  // the cache holds while the filters and the task lists stay (they may fill as they load)
+    Object.values(D.layers).forEach((L) => Object.values(L.tasks).forEach((l) => { nt += l.length; }));
+    const key = F.version + "/" + nt;
+    if (failCache && failCache.key === key) return failCache;
+    const tmax = V.times.length ? V.times[V.times.length - 1] : 0, width = Math.max(D.slot_s, tmax / FAIL_BINS);
     const n = Math.floor(tmax / width) + 1, counts = new Array(n).fill(0), first = new Array(n).fill(null), tasks = [];
     Object.entries(D.layers).forEach(([layer, L]) => Object.entries(L.tasks).forEach(([policy, list]) => {
       if (!F.layer.has(layer) || !F.policy.has(policy) || !F.outcome.has("failed")) return;
@@ -504,7 +508,7 @@
       });
     }));
     tasks.sort((a, b) => a[3] - b[3]);
-    failCache = { version: F.version, width, counts, first, tasks };
+    failCache = { key, width, counts, first, tasks };
     return failCache;
   }
   function drawFailures() {
@@ -519,7 +523,7 @@
     const b = Math.min(f.counts.length - 1, Math.floor((x - s.x0) / (s.x1 - s.x0) * f.counts.length));
     const t = f.first[b] !== null ? f.first[b] : b * f.width;
     let i = slotAt(t);
-    if (V.times[i] < t && i + 1 < nSlots) i++;  // the first slot at or after it
+    if (V.times[i] < t && i + 1 < V.times.length) i++;  // the first slot at or after it
     pause(); setSlot(i);
     const box = document.getElementById("faillist");
     box.replaceChildren();

@@ -106,10 +106,10 @@ def _timeline(df, t_end: float, slot_s: float) -> dict:
     return out
 
 
-def _rsu_series(res, rsu_ids: list, t_end: float, slot_s: float) -> dict | None:
+def _rsu_series(res, rsu_ids: list, slot_s: float) -> dict | None:
     """The RSU panel's chart (key ``rsu_series``), from ``rsus.parquet``: per RSU (in the page's
-    order) and per bin of time (``width`` seconds, about :data:`RSU_BINS` over the run, at least a
-    slot; bin b holds the slots with ``b*width <= time_s < (b+1)*width``): ``load``, the mean of
+    order) and per bin of time (``width`` seconds, about :data:`RSU_BINS` over the table's last
+    ``time_s``, at least a slot; bin b holds the slots with ``b*width <= time_s < (b+1)*width``): ``load``, the mean of
     ``connected`` (vehicles served) over the bin's slots, and ``hin``/``hout``, the sums of
     ``handover_in``/``handover_out``. None when the run wrote no RSU table."""
     if "rsus" not in res.names:
@@ -117,7 +117,7 @@ def _rsu_series(res, rsu_ids: list, t_end: float, slot_s: float) -> dict | None:
     df = res.table("rsus", ["time_s", "rsu", "connected", "handover_in", "handover_out"])
     if df.empty:
         return None
-    t_end = max(t_end, float(df["time_s"].max()))
+    t_end = float(df["time_s"].max())
     width = max(slot_s, t_end / RSU_BINS) if t_end > 0 else slot_s
     n = int(math.floor(t_end / width)) + 1
     b = np.minimum(np.floor(df["time_s"].to_numpy(dtype=float) / width).astype(np.int64), n - 1)
@@ -248,7 +248,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "labels": {k: ROLE_LABELS[k] for k in (ROLE_USER, ROLE_HELPER, ROLE_IV, ROLE_FAILED)},
         "slot_s": slot_s,
         # the RSU panel's load and handover chart (None: no rsus.parquet)
-        "rsu_series": _rsu_series(res, rsu_ids, t_end, slot_s),
+        "rsu_series": _rsu_series(res, [r["id"] for r in rsus], slot_s),
     }
 
 
