@@ -3,20 +3,78 @@
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("cosim-data").textContent);
-  function dec(b64, T) {
+  // -- decoding (cosim/view.py: pack, vehicle_windows, pack_tasks) ---------------------------
+  const TYPES = { u8: Uint8Array, u16: Uint16Array, u32: Uint32Array, i32: Int32Array, f64: Float64Array };
+  function bytes(b64) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(b64);
     const s = atob(b64), u = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
-    return new T(u.buffer);
+    return u;
+  }
+  function dec(b64, T) { return new T(bytes(b64).buffer); }
+  // a pack() blob: inflated by the browser's own gzip (DecompressionStream), each array viewed in place
+  async function unpack(blob) {
+    const gz = new Blob([bytes(blob.z)]).stream().pipeThrough(new DecompressionStream("gzip"));
+    const buf = await new Response(gz).arrayBuffer(), out = {};
+    let off = 0;
+    for (const [name, t, n] of blob.layout) { const T = TYPES[t]; out[name] = new T(buf, off, n); off += n * T.BYTES_PER_ELEMENT; }
+    return out;
   }
   const V = D.vehicles, TR = D.transform;
-  const X = dec(V.x, Uint16Array), Y = dec(V.y, Uint16Array), VID = dec(V.vid, Uint32Array);
-  const RS = dec(V.rsu, V.rsu_bytes === 1 ? Uint8Array : Uint16Array), START = dec(V.start, Uint32Array);
+  const W0 = V.windows.length ? V.windows[0].layout : [];
+  const colType = (name) => { const e = W0.find((l) => l[0] === name); return e ? TYPES[e[1]] : null; };
+  // every kept slot's rows, sorted by (slot, RSU, vehicle); filled window by window as they decode
+  const X = new Uint16Array(V.rows), Y = new Uint16Array(V.rows);
+  const VID = new (colType("vid") || Uint16Array)(V.rows), RS = new (colType("rsu") || Uint8Array)(V.rows);
+  const START = new Uint32Array(V.slots.length + 1);
   const EXY = dec(D.edges.xy, Uint16Array), EOFF = dec(D.edges.off, Uint32Array);
-  const C = D.colors, NONE = V.none, nSlots = V.slots.length;
-  const SPD = V.speed ? dec(V.speed, Uint8Array) : null;
-  const CELL = V.cell ? dec(V.cell, V.cell_bytes === 4 ? Uint32Array : Uint16Array) : null;
+  const C = D.colors, NONE = V.none;
+  let nSlots = 0;  // the slots decoded so far: a prefix of V.slots (all of them once loaded)
+  const SPD = colType("speed") ? new Uint8Array(V.rows) : null;
+  const CELL = colType("cell") ? new (colType("cell"))(V.rows) : null;
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
+  const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
+  function fillWindow(w, a) {  // one decoded window into the arrays; delta columns added back
+    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL]].filter((c) => c[1] && a[c[0]]);
+    VID.set(a.vid, w.r0);
+    for (const [name, dst] of cols) dst.set(a[name], w.r0);
+    const delta = cols.filter((c) => V.delta.indexOf(c[0]) >= 0).map((c) => c[1]);
+    START[w.s0] = w.r0;
+    for (let i = w.s0; i < w.s1; i++) {
+      START[i + 1] = START[i] + a.count[i - w.s0];
+      for (let r = START[i]; r < START[i + 1]; r++) {
+        const v = VID[r];
+        if (i > w.s0 && lastSlot[v] === i - 1) {  // the same vehicle in the window's previous slot
+          const p = lastRow[v];
+          for (let c = 0; c < delta.length; c++) delta[c][r] += delta[c][p];  // wraps modulo the width
+        }
+        lastSlot[v] = i; lastRow[v] = r;
+      }
+    }
+  }
+  function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
+    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1];
+    let t0 = 0, id = 0, k = 0, w = 0;
+    for (let i = 0; i < pb.n; i++) {
+      t0 += a.t0[i];
+      const segs = [];
+      for (let j = 0; j < a.nseg[i]; j++, k++) {
+        const s0 = t0 + a.s0[k], n = a.wn[k];
+        let who;
+        if (n === 65535) who = a.wv[w++]; else { who = Array.from(a.wv.subarray(w, w + n)); w += n; }
+        segs.push([who, s0 / T0, (s0 + a.s1[k]) / T0]);
+      }
+      const task = { u: a.u[i], t0: t0 / T0, end: (t0 + a.end[i]) / T0, ok: (a.flags[i] & 1) === 1,
+                     why: pb.why[a.why[i]], lat: a.lat[i] < 0 ? null : a.lat[i] / TL, segs };
+      Object.assign(task, extra[a.extra[i]]);
+      if (pb.has_id) { id += a.id[i]; task.id = id; }
+      if (a.flags[i] & 2) task.c = 1;
+      list.push(task);
+    }
+  }
+  // packed task lists: an empty list now, filled in place once decoded
+  Object.values(D.layers).forEach((L) => Object.keys(L.packed || {}).forEach((p) => { L.tasks[p] = []; }));
 
   const cv = document.getElementById("cv"), ctx = cv.getContext("2d");
   const bg = document.createElement("canvas"), bctx = bg.getContext("2d");
@@ -31,7 +89,8 @@
   let ax = 0, ay = 0, k = 1;
   const ZOOM_STEP = 1.25, ZOOM_MIN = 0.2, ZOOM_MAX = 2000;  // + / - buttons; limits relative to fit
   let kFit = 1, sel = null, hover = null;  // sel/hover: {kind: "vehicle", v} or {kind: "rsu", i}
-  const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [] };
+  const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [],
+                  loaded: false, windows: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
@@ -206,6 +265,7 @@
       }
       nt = drawTasks(V.times[cur]);
     }
+    if (nSlots) state.drawnSlots = nSlots;
     state.slot = nSlots ? V.slots[cur] : -1; state.vehicles = nv; state.byRsu = byRsu; state.uncovered = unc;
     state.tasks = nt; state.frames++;
     drawPicked();
@@ -213,7 +273,7 @@
     state.drawMs.push(ms); if (state.drawMs.length > 600) state.drawMs.shift();
     document.getElementById("clock").textContent = nSlots
       ? "t = " + V.times[cur].toFixed(1) + " s (slot " + V.slots[cur] + "), " + nv + " vehicles, " + nt + " tasks shown"
-      : "no vehicle rows";
+      : (V.rows ? "loading the vehicles …" : "no vehicle rows");
     document.getElementById("drawn").textContent = "drawn: " + state.rsus + " RSU discs, " + nv + " vehicles";
     drawTimeline();
   }
@@ -338,8 +398,9 @@
     acc += dt * Number(document.getElementById("speed").value);
     if (acc >= 1) {
       const step = Math.floor(acc); acc -= step;
-      if (cur + step >= nSlots) { setSlot(nSlots - 1); pause(); return; }
-      setSlot(cur + step);
+      if (cur + step >= nSlots && !state.loaded) setSlot(nSlots - 1);  // wait at the decoded end
+      else if (cur + step >= nSlots) { setSlot(nSlots - 1); pause(); return; }
+      else setSlot(cur + step);
     }
     requestAnimationFrame(loop);
   }
@@ -398,7 +459,7 @@
     const L = D.layers[layerSel.value], w = tl.width, h = tl.height, m = 28;
     tctx.clearRect(0, 0, w, h);
     if (!L || !nSlots) return;
-    const tmax = V.times[nSlots - 1] || 1;
+    const tmax = V.times[V.times.length - 1] || 1;
     let lmax = 0;
     Object.values(L.timeline).forEach((s) => s.latency.forEach((v) => { if (v !== null && v > lmax) lmax = v; }));
     lmax = lmax || 1;
@@ -507,11 +568,64 @@
   document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
     if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
   });
+  // -- progressive loading: the first time window, drawn; then the tasks; then the other windows,
+  // one per idle moment; a bar in the side panel until all are in -----------------------------
+  const bar = el("div", undefined, { id: "loading", class: "row hint" });
+  const barMeter = el("progress", undefined, { max: String(V.windows.length + 1), value: "0" }), barText = el("span");
+  bar.appendChild(barMeter); bar.appendChild(barText);
+  document.getElementById("note").after(bar);
+  const idle = () => new Promise((r) => (window.requestIdleCallback ? requestIdleCallback(r, { timeout: 100 }) : setTimeout(r, 0)));
+  function progress(what) {
+    barMeter.value = state.windows + (state.tasksLoaded ? 1 : 0);
+    barText.textContent = " loading " + what + ": " + state.windows + " of " + V.windows.length + " time windows, "
+      + "slots up to t = " + (nSlots ? V.times[nSlots - 1].toFixed(0) : "–") + " s";
+  }
+  async function loadWindow(w) {
+    fillWindow(w, await unpack(w));
+    nSlots = w.s1; state.windows++;
+    slider.max = Math.max(0, nSlots - 1);
+    state.loadLog.push([nSlots, state.drawnSlots]);  // slots decoded, and how many of them a frame had shown
+  }
+  async function load() {
+    try {
+      progress("vehicles");
+      if (V.windows.length) { await loadWindow(V.windows[0]); draw(); }
+      state.firstFrameMs = performance.now();
+      progress("tasks");
+      const shown = layerSel.value;  // the shown layer's tasks first
+      const order = Object.keys(D.layers).sort((a, b) => (b === shown) - (a === shown));
+      for (const name of order) {
+        const L = D.layers[name];
+        for (const [p, pb] of Object.entries(L.packed || {})) fillTasks(pb, await unpack(pb), L.tasks[p]);
+        abCache = null; abNote(); draw();
+      }
+      state.tasksLoaded = true;
+      for (let i = 1; i < V.windows.length; i++) {
+        progress("vehicles");
+        await idle();
+        await loadWindow(V.windows[i]);
+        if (!playing) draw();
+      }
+      state.loaded = true; state.loadedMs = performance.now();
+      bar.remove();
+    } catch (err) {  // an old browser (no DecompressionStream) or a damaged file: say so
+      barText.textContent = " could not decode the page's data: " + err;
+      throw err;
+    }
+  }
+
   legend(); fillPolicies();
-  window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
+  window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, get nSlots() { return nSlots; }, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
                        inspect() { return info(sel || hover); }, swap,
                        abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
-                       fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
+                       fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; },
+                       // decoded data (tests): slot index i's rows [vehicle, qx, qy, rsu index or none, speed
+                       // quanta, cell], and a layer's task objects
+                       rows(i) { const out = []; for (let r = START[i]; r < START[i + 1]; r++)
+                         out.push([V.names[VID[r]], X[r], Y[r], RS[r], SPD ? SPD[r] : null, CELL ? CELL[r] : null]);
+                         return out; },
+                       tasks(layer, policy) { return D.layers[layer].tasks[policy]; } };
   resize();
+  load();
 })();

@@ -36,31 +36,66 @@ def _arr(b64: str, dtype) -> np.ndarray:
     return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype).newbyteorder("<"))
 
 
+def _rows_frame(rows, d) -> pd.DataFrame:
+    """The page's decoded rows of one slot (``cosimView.rows(i)``) in metres, RSU ids, m/s."""
+    t, v, ids = d["transform"], d["vehicles"], [r["id"] for r in d["rsus"]]
+    return pd.DataFrame({"x": [t["x0"] + r[1] * t["scale"] for r in rows], "y": [t["y0"] + r[2] * t["scale"] for r in rows],
+                         "rsu": [ids[r[3]] if r[3] != v["none"] else None for r in rows],
+                         "speed": [r[4] * v["speed_q"] for r in rows],
+                         "cell": [-1 if r[5] == v["no_cell"] else r[5] for r in rows]}, index=[r[0] for r in rows])
+
+
 @pytest.mark.sumo
-def test_page_data_reproduces_coverage(run_dir):
-    d = build_data(run_dir)
-    cov = pd.read_parquet(run_dir / "coverage.parquet")
+def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_path):
+    """What the browser decodes (gzip-packed time windows with delta-coded columns, packed task
+    lists) against coverage.parquet row by row, and against build_data's task lists; the page
+    loads progressively: the first window drawn before the next is decoded, the slider reaching
+    the last slot once all are in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    d = build_data(run_dir, window_s=20)  # three windows: the delta chain starts again in each
     v = d["vehicles"]
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
     assert v["stride"] == 1 and v["rows"] == len(cov) and v["slots"] == sorted(cov["slot"].unique())
-    start = _arr(v["start"], np.uint32)
-    x, y = _arr(v["x"], np.uint16), _arr(v["y"], np.uint16)
-    vid, rsu = _arr(v["vid"], np.uint32), _arr(v["rsu"], np.uint8)
-    t = d["transform"]
-    ids = [r["id"] for r in d["rsus"]]
-    for i in (0, 17, len(v["slots"]) - 1):  # a few slots, row by row
-        rows = cov[cov["slot"] == v["slots"][i]].set_index("vehicle")
-        sl = slice(start[i], start[i + 1])
-        assert start[i + 1] - start[i] == len(rows)
-        names = [v["names"][j] for j in vid[sl]]
-        got = pd.DataFrame({"x": t["x0"] + x[sl] * t["scale"], "y": t["y0"] + y[sl] * t["scale"],
-                            "rsu": [ids[j] if j != v["none"] else None for j in rsu[sl]]}, index=names)
-        want = rows.loc[names]
-        # quantised to half a grid step
-        assert np.abs(got["x"] - want["x"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
-        assert np.abs(got["y"] - want["y"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
-        assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
-        assert list(rsu[sl]) == sorted(rsu[sl])  # one colour run per RSU
-    assert d["rsus"] and len(d["rsus"]) == len(json.loads((run_dir / "summary.json").read_text())["rsus"])
+    assert [(w["s0"], w["s1"]) for w in v["windows"]] == [(0, 20), (20, 40), (40, len(v["slots"]))]
+    page = write_view(run_dir, tmp_path / "view.html", window_s=20)
+    text = page.read_text()
+    assert '"tasks":{}' in text  # every built-in task list packed, none as JSON
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        state = browser.execute_script("return window.cosimView.state")
+        n = len(v["slots"])
+        assert state["loaded"] and state["windows"] == 3
+        assert state["loadLog"] == [[20, 0], [40, 20], [n, 40]]  # a frame showed each window before the next came
+        assert browser.execute_script("return document.getElementById('loading')") is None  # the bar is gone
+        slider = browser.find_element(By.ID, "slider")
+        assert slider.get_attribute("max") == str(n - 1)
+        slider.click()
+        slider.send_keys(Keys.END)
+        assert browser.execute_script("return window.cosimView.state.slot") == v["slots"][-1]
+        rows = browser.execute_script("const v = window.cosimView; return v.slots.map((_, i) => v.rows(i))")
+        t = d["transform"]
+        for i, slot in enumerate(v["slots"]):  # every slot, row by row
+            want = cov[cov["slot"] == slot].set_index("vehicle")
+            got = _rows_frame(rows[i], d)
+            assert sorted(got.index) == sorted(want.index.astype(str))
+            want = want.loc[got.index]
+            assert np.abs(got["x"] - want["x"].to_numpy()).max() <= t["scale"] / 2 + 1e-9  # half a grid step
+            assert np.abs(got["y"] - want["y"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
+            assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
+            assert np.abs(got["speed"] - want["speed_mps"].clip(0, 63.75).to_numpy()).max() <= 0.125 + 1e-9
+            assert list(got["cell"]) == [int(c) for c in want["cell"]]
+            codes = [r[3] for r in rows[i]]
+            assert codes == sorted(codes)  # sorted by RSU
+        for layer, L in d["layers"].items():  # the task objects, rebuilt from the packed arrays
+            for policy, tasks in L["tasks"].items():
+                assert L["packed"][policy] is not None
+                assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
 
 
 @pytest.mark.sumo
@@ -132,11 +167,22 @@ def _chromium():
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    from selenium.webdriver.support.ui import WebDriverWait
+
     opts = Options()
     opts.binary_location = binary
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"):
         opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(driver))
+    browser = webdriver.Chrome(options=opts, service=Service(driver))
+    get = browser.get
+
+    def get_loaded(url: str) -> None:  # a view page decodes its data after the load event: until it is all in
+        get(url)
+        WebDriverWait(browser, 120).until(
+            lambda b: b.execute_script("return !window.cosimView || window.cosimView.state.loaded === true"))
+
+    browser.get = get_loaded
+    return browser
 
 
 @pytest.mark.sumo
