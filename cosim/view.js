@@ -103,6 +103,7 @@
   function resize() {
     const w = cv.clientWidth, h = cv.clientHeight;
     cv.width = bg.width = w; cv.height = bg.height = h;
+    bgView = null;  // the background is drawn again now, at the new size
     fit();
   }
   function fit() {
@@ -116,9 +117,17 @@
     kFit = k;
     redraw();
   }
+  // The background (discs, edges, RSU marks) is drawn to its own canvas `bg` for one transform
+  // (bgView) and copied under every frame. When the transform changes it is drawn again at once
+  // if that took at most BG_SYNC_MS last time; otherwise the frames show the old picture scaled
+  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS.
+  const BG_SYNC_MS = 8, BG_REST_MS = 150;
+  let bgView = null, bgMs = 0, bgTimer = 0;
   function redraw() {
     cv.dataset.view = JSON.stringify([ax, ay, k]);
-    drawBackground(k / TR.scale);
+    clearTimeout(bgTimer);
+    if (bgMs <= BG_SYNC_MS || !bgView) drawBackground(k / TR.scale);
+    else bgTimer = setTimeout(() => { drawBackground(k / TR.scale); draw(); }, BG_REST_MS);
     draw();
   }
   // zoom by factor f about screen point (mx, my): the world point under it stays there
@@ -131,30 +140,63 @@
   function panBy(dx, dy) { ax += dx; ay += dy; redraw(); }
   const wx = (x) => ax + (x - TR.x0) / TR.scale * k, wy = (y) => ay - (y - TR.y0) / TR.scale * k;
 
+  // per edge, its bounding box in quantised coordinates (to skip the edges off screen)
+  const EBOX = new Uint16Array(Math.max(0, EOFF.length - 1) * 4);
+  for (let e = 0; e + 1 < EOFF.length; e++) {
+    let x0 = 65535, y0 = 65535, x1 = 0, y1 = 0;
+    for (let j = EOFF[e]; j < EOFF[e + 1]; j++) {
+      const x = EXY[2 * j], y = EXY[2 * j + 1];
+      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+    EBOX.set([x0, y0, x1, y1], 4 * e);
+  }
   function drawBackground(s) {
-    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, bg.width, bg.height);
+    const t0 = performance.now(), w = bg.width, h = bg.height;
+    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, w, h);
+    const onScreen = (x, y, rad) => x + rad >= 0 && x - rad <= w && y + rad >= 0 && y - rad <= h;
     let n = 0;
     D.rsus.forEach((r, i) => {  // discs: translucent fill, opaque outline
+      n++;
+      if (!onScreen(wx(r.x), wy(r.y), r.r * s + 2)) return;
       const col = C.rsu[i % C.rsu.length];
       bctx.beginPath(); bctx.arc(wx(r.x), wy(r.y), r.r * s, 0, 2 * Math.PI);
       bctx.globalAlpha = 0.12; bctx.fillStyle = col; bctx.fill();
       bctx.globalAlpha = 1; bctx.lineWidth = 2; bctx.strokeStyle = col; bctx.stroke();
-      n++;
     });
     state.rsus = n;
+    // edges: one path; those wholly off screen left out, points less than half a pixel from the
+    // last one drawn skipped (an edge's last point always drawn)
+    const qx0 = (0 - ax) / k, qx1 = (w - ax) / k, qy0 = (ay - h) / k, qy1 = ay / k;  // the screen in q units
     bctx.beginPath();
     for (let e = 0; e + 1 < EOFF.length; e++) {
-      for (let j = EOFF[e]; j < EOFF[e + 1]; j++) {
+      if (EBOX[4 * e + 2] < qx0 || EBOX[4 * e] > qx1 || EBOX[4 * e + 3] < qy0 || EBOX[4 * e + 1] > qy1) continue;
+      let lx = 0, ly = 0;
+      const j1 = EOFF[e + 1] - 1;
+      for (let j = EOFF[e]; j <= j1; j++) {
         const px = ax + EXY[2 * j] * k, py = ay - EXY[2 * j + 1] * k;
-        if (j === EOFF[e]) bctx.moveTo(px, py); else bctx.lineTo(px, py);
+        if (j === EOFF[e]) bctx.moveTo(px, py);
+        else if (j === j1 || Math.abs(px - lx) + Math.abs(py - ly) >= 0.5) bctx.lineTo(px, py);
+        else continue;
+        lx = px; ly = py;
       }
     }
     bctx.lineWidth = 1; bctx.strokeStyle = "#777"; bctx.stroke();
+    bctx.font = "11px sans-serif";
     D.rsus.forEach((r, i) => {
+      if (!onScreen(wx(r.x), wy(r.y), 200)) return;
       bctx.fillStyle = C.rsu[i % C.rsu.length];
       bctx.fillRect(wx(r.x) - 4, wy(r.y) - 4, 8, 8);
-      bctx.fillStyle = "#000"; bctx.font = "11px sans-serif"; bctx.fillText(r.id, wx(r.x) + 6, wy(r.y) - 6);
+      bctx.fillStyle = "#000"; bctx.fillText(r.id, wx(r.x) + 6, wy(r.y) - 6);
     });
+    bgView = { ax, ay, k };
+    bgMs = performance.now() - t0;
+    state.bgMs = bgMs;
+  }
+  function drawBg() {  // the background under the frame: as drawn, or scaled to the current transform
+    if (bgView && bgView.k === k && bgView.ax === ax && bgView.ay === ay) { ctx.drawImage(bg, 0, 0); return; }
+    const f = k / bgView.k;
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, cv.width, cv.height);
+    ctx.drawImage(bg, ax - bgView.ax * f, ay - bgView.ay * f, bg.width * f, bg.height * f);
   }
 
   function indexSlot(i) {  // vehicle -> row for slot index i
@@ -250,19 +292,24 @@
 
   function draw() {
     const t0 = performance.now();
-    ctx.drawImage(bg, 0, 0);
+    drawBg();
     const byRsu = Object.create(null);  // RSU ids are data: "__proto__" is one more key
     let nv = 0, unc = 0, nt = 0;
     if (nSlots) {
       indexSlot(cur);
-      let col = -1;
+      // one path per colour (the RSU colours, then grey), filled once each; off-screen rows counted, not drawn
+      const nc = C.rsu.length, paths = new Array(nc + 1).fill(null), w = cv.width + 2, h = cv.height + 2;
+      const perRsu = new Int32Array(D.rsus.length);
       for (let r = START[cur]; r < START[cur + 1]; r++) {
-        const g = RS[r];
-        if (g !== col) { col = g; ctx.fillStyle = g === NONE ? C.uncovered : C.rsu[g % C.rsu.length]; }
-        ctx.fillRect(ax + X[r] * k - 2, ay - Y[r] * k - 2, 4, 4);
+        const g = RS[r], x = ax + X[r] * k, y = ay - Y[r] * k;
         nv++;
-        if (g === NONE) unc++; else { const id = D.rsus[g].id; byRsu[id] = (byRsu[id] || 0) + 1; }
+        if (g === NONE) unc++; else perRsu[g]++;
+        if (x < -2 || y < -2 || x > w || y > h) continue;
+        const c = g === NONE ? nc : g % nc;
+        (paths[c] || (paths[c] = new Path2D())).rect(x - 2, y - 2, 4, 4);
       }
+      paths.forEach((p, c) => { if (p) { ctx.fillStyle = c === nc ? C.uncovered : C.rsu[c]; ctx.fill(p); } });
+      perRsu.forEach((m, g) => { if (m) byRsu[D.rsus[g].id] = (byRsu[D.rsus[g].id] || 0) + m; });
       nt = drawTasks(V.times[cur]);
     }
     if (nSlots) state.drawnSlots = nSlots;
