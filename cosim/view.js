@@ -196,7 +196,9 @@
     if (bgView && bgView.k === k && bgView.ax === ax && bgView.ay === ay) { ctx.drawImage(bg, 0, 0); return; }
     const f = k / bgView.k;
     ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, cv.width, cv.height);
+    ctx.imageSmoothingEnabled = false;  // a stand-in for a moment: the cheapest scaling
     ctx.drawImage(bg, ax - bgView.ax * f, ay - bgView.ay * f, bg.width * f, bg.height * f);
+    ctx.imageSmoothingEnabled = true;
   }
 
   function indexSlot(i) {  // vehicle -> row for slot index i
