@@ -359,22 +359,29 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "ticks": [TICKS, LAT_TICKS],
     }
     # the slots kept: every k-th, k the smallest that fits the row budget and the page's byte budget
-    fixed = len(script_json(page_payload(data)))
+    # (the page's bytes: the data's JSON, the template and the script)
+    overhead = len(_PAGE) + len(resources.files("cosim").joinpath("view.js").read_text(encoding="utf-8").encode())
+
+    def page_bytes() -> int:
+        return len(script_json(page_payload(data)).encode()) + overhead
+
     stride = max(1, math.ceil(len(slot_ix) / max_rows)) if max_rows else 1
     while True:
         keep = slot_ix % stride == 0
-        si = slot_ix[keep] // stride
         kept = slots[::stride]
         win = _windows_of(slot_times[::stride], window_s)
-        windows = vehicle_windows(si, vid[keep], [(n, a[keep], d) for n, a, d in cols], len(kept), win)
-        size = fixed + sum(len(w["z"]) + 200 for w in windows) + 12 * len(kept)
-        if not max_bytes or size <= max_bytes or stride >= max(len(slots), 1):
+        windows = vehicle_windows(slot_ix[keep] // stride, vid[keep], [(n, a[keep], d) for n, a, d in cols], len(kept), win)
+        data["vehicles"].update({"slots": [int(s) for s in kept], "times": [round(float(t), 4) for t in slot_times[::stride]],
+                                 "rows": int(keep.sum()), "stride": stride, "window_s": window_s, "windows": windows,
+                                 "delta": [n for n, _, d in cols if d]})
+        if not max_bytes or stride >= max(len(slots), 1):
             break
-        avail = max(max_bytes - fixed - 12 * len(kept), 1)  # vehicle bytes fall about as 1/stride
-        stride = min(max(stride + 1, math.ceil(stride * (size - fixed) / avail)), max(len(slots), 1))
-    data["vehicles"].update({"slots": [int(s) for s in kept], "times": [round(float(t), 4) for t in slot_times[::stride]],
-                             "rows": int(keep.sum()), "stride": stride, "window_s": window_s, "windows": windows,
-                             "delta": [n for n, _, d in cols if d]})
+        size = page_bytes()
+        if size <= max_bytes:
+            break
+        rows_bytes = sum(len(w["z"]) for w in windows)  # they fall about as 1/stride, a little slower
+        avail = max(max_bytes - (size - rows_bytes), 1)
+        stride = min(max(stride + 1, math.ceil(stride * rows_bytes / avail)), max(len(slots), 1))
     return data
 
 

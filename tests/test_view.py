@@ -134,6 +134,29 @@ def test_city_runs_are_subsampled_by_slot(run_dir):
 
 
 @pytest.mark.sumo
+def test_the_byte_budget_keeps_the_smallest_stride_that_fits(run_dir, tmp_path):
+    """--max-mb: the page is at most the budget, and one slot more often it would not be (the
+    page written and measured on disk, each stride forced through the row budget)."""
+    def page(**kw):
+        path = write_view(run_dir, tmp_path / "v.html", **kw)
+        return path.stat().st_size, json.loads(path.read_text().split('type="application/json">')[1].split("</script>")[0])
+
+    full, d1 = page(max_bytes=None)
+    assert d1["vehicles"]["stride"] == 1
+    least, _ = page(max_bytes=None, max_rows=1)  # one slot kept: what the page costs beside the rows
+    budget = int(least + 0.4 * (full - least))
+    size, d = page(max_bytes=budget)
+    k, rows = d["vehicles"]["stride"], d1["vehicles"]["rows"]
+    assert k > 1 and size <= budget
+    assert d["vehicles"]["slots"] == d1["vehicles"]["slots"][::k]
+    finer, _ = page(max_bytes=None, max_rows=math.ceil(rows / (k - 1)))  # stride k - 1
+    assert finer > budget
+    # what is kept whole: every task of every policy, the summary, the timeline
+    for layer, L in d1["layers"].items():
+        assert d["layers"][layer]["packed"] == L["packed"] and d["layers"][layer]["timeline"] == L["timeline"]
+
+
+@pytest.mark.sumo
 def test_page_is_self_contained(run_dir, tmp_path):
     page = write_view(run_dir, tmp_path / "v.html").read_text()
     assert "<script src" not in page and "<link" not in page
