@@ -34,21 +34,29 @@
   const CELL = colType("cell") ? new (colType("cell"))(V.rows) : null;
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
+  // per vehicle: the slot and row it was last seen in, and the ones before (the differences' base)
   const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
-  function fillWindow(w, a) {  // one decoded window into the arrays; delta columns added back
+  const lastSlot2 = new Int32Array(V.names.length).fill(-1), lastRow2 = new Int32Array(V.names.length);
+  function fillWindow(w, a) {  // one decoded window into the arrays; differences added back (vehicle_windows)
     const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL]].filter((c) => c[1] && a[c[0]]);
     VID.set(a.vid, w.r0);
     for (const [name, dst] of cols) dst.set(a[name], w.r0);
-    const delta = cols.filter((c) => V.delta.indexOf(c[0]) >= 0).map((c) => c[1]);
+    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => c[1]);
+    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => c[1]);
     START[w.s0] = w.r0;
     for (let i = w.s0; i < w.s1; i++) {
       START[i + 1] = START[i] + a.count[i - w.s0];
       for (let r = START[i]; r < START[i + 1]; r++) {
         const v = VID[r];
         if (i > w.s0 && lastSlot[v] === i - 1) {  // the same vehicle in the window's previous slot
-          const p = lastRow[v];
-          for (let c = 0; c < delta.length; c++) delta[c][r] += delta[c][p];  // wraps modulo the width
+          const p = lastRow[v];  // typed arrays store modulo their width: the sums wrap as encoded
+          for (let c = 0; c < d1.length; c++) d1[c][r] += d1[c][p];
+          if (i - 1 > w.s0 && lastSlot2[v] === i - 2) {  // and in the one before: a linear prediction
+            const q = lastRow2[v];
+            for (let c = 0; c < d2.length; c++) d2[c][r] += 2 * d2[c][p] - d2[c][q];
+          } else for (let c = 0; c < d2.length; c++) d2[c][r] += d2[c][p];
         }
+        lastSlot2[v] = lastSlot[v]; lastRow2[v] = lastRow[v];
         lastSlot[v] = i; lastRow[v] = r;
       }
     }
