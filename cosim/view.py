@@ -24,13 +24,16 @@ button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle show
 cell, serving RSU and its tasks at the slot (from the layers' task views), clicking an RSU its
 disc and load; an A/B mode marks the tasks whose success differs between two policies.
 
-**Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
-coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
-sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
-arrays; edges likewise. Task times are rebuilt from the per-step columns by the layer's task view
-(DViT: :func:`cosim.layers.dvit.contract.task_segments`). **Subsampling**: when the run has more than ``max_rows`` vehicle rows, only every k-th slot
-is kept (k the smallest that fits; the page says so), so city runs degrade to a coarser replay
-instead of a huge file.
+**Encoding** (issue 31: a 10,000-vehicle city run in <= 20 MB; docs/view.md): positions are
+quantised to 16-bit coordinates over the network's bounding box (resolution = extent / 65535,
+2.6 cm for grid6), rows sorted by (slot, RSU, vehicle). The vehicle rows travel in time windows
+(:data:`WINDOW_S`), each a gzip-compressed blob of typed arrays (:func:`pack`) with x and y as
+second differences and speed and cell as first differences along each vehicle's slots
+(:func:`vehicle_windows`); the task lists are packed the same way (:func:`pack_tasks`) and
+rebuilt by the page into the same objects. The page inflates the blobs with the browser's own
+``DecompressionStream`` and loads progressively: the first window drawn, then the tasks, then
+the other windows. **Subsampling**: only every k-th slot's vehicle rows are kept, k the smallest
+for which the page fits ``max_bytes`` (and ``max_rows``); the page says so.
 """
 
 from __future__ import annotations
@@ -90,17 +93,6 @@ def pack(arrays: list[tuple[str, np.ndarray]]) -> dict:
     raw = b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, a in arrays)
     return {"z": base64.b64encode(gzip.compress(raw, GZIP_LEVEL, mtime=0)).decode("ascii"),
             "layout": [[n, _TYPE_NAMES[a.dtype], int(len(a))] for n, a in arrays]}
-
-
-def unpack(blob: dict) -> dict[str, np.ndarray]:
-    """The arrays of :func:`pack` (what the page decodes; for tests and tools)."""
-    raw = gzip.decompress(base64.b64decode(blob["z"]))
-    out, off = {}, 0
-    for name, t, n in blob["layout"]:
-        dt = np.dtype({v: k for k, v in _TYPE_NAMES.items()}[t]).newbyteorder("<")
-        out[name] = np.frombuffer(raw, dtype=dt, count=n, offset=off)
-        off += n * dt.itemsize
-    return out
 
 
 #: zlib level of the blobs (6: on the city run 2.5 % more bytes than 9 in a third of the time)

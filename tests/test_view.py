@@ -177,6 +177,14 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
     p = cli("view", str(moved), "--net", str(GRID6_NET))  # results copied elsewhere: the network named
     assert p.returncode == 0, p.stderr
     assert (moved / "view.html").is_file()
+    for opt, val, msg in (("--max-mb", "-1", "--max-mb must be >= 0"), ("--window-s", "0", "--window-s must be > 0"),
+                          ("--max-rows", "0", "--max-rows must be >= 1")):
+        p = cli("view", str(run_dir), opt, val, "--out", str(tmp_path / "x.html"))
+        assert p.returncode == 2 and p.stderr.strip() == f"cosim: error: {msg}", p.stderr
+    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--out", str(tmp_path / "w.html"))
+    assert p.returncode == 0, p.stderr
+    d = json.loads((tmp_path / "w.html").read_text().split('type="application/json">')[1].split("</script>")[0])
+    assert len(d["vehicles"]["windows"]) == 4 and d["vehicles"]["stride"] == 1
 
 
 # -- the page in a real browser -------------------------------------------------------------
