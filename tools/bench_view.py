@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -124,6 +125,7 @@ def measure(page: Path) -> dict:
                            ("zoom", (0, 0, True)), ("zoom_play10", (0, 10, True))):
             ts = b.execute_async_script(RECORD, *args)
             out[f"fps_{name}"], out[f"max_frame_ms_{name}"] = _fps(ts)
+        out["loadavg"] = os.getloadavg()[0]  # this machine is shared: how busy it was
         out["vehicles_max"] = b.execute_script(
             "const v = window.cosimView; let m = 0; for (let i = 0; i < v.nSlots; i += 10) { v.setSlot(i);"
             " m = Math.max(m, v.state.vehicles); } return m")
@@ -143,7 +145,7 @@ def line(page: Path, m: dict) -> str:
             f"{m['fps_play60']:.1f} (60 slots/s, {m['max_frame_ms_play60']:.0f} ms); zooming "
             f"{m['fps_zoom']:.1f} ({m['max_frame_ms_zoom']:.0f} ms), zooming while playing "
             f"{m['fps_zoom_play10']:.1f} ({m['max_frame_ms_zoom_play10']:.0f} ms)"
-            + (f"; console errors: {m['errors']}" if m.get("errors") else ""))
+            + f"; load average {m['loadavg']:.1f}" + (f"; console errors: {m['errors']}" if m.get("errors") else ""))
 
 
 def main() -> None:
