@@ -99,6 +99,31 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
 
 
 @pytest.mark.sumo
+def test_a_task_list_that_cannot_be_packed_travels_as_json(run_dir, tmp_path, monkeypatch):
+    """A list pack_tasks refuses (a plugin layer's unrounded times) goes into the page as JSON and
+    the page shows the same objects; the packed lists beside it are decoded as usual."""
+    import cosim.view as view
+
+    assert view.pack_tasks([{"u": 1, "t0": 0.123456, "end": 1.0, "ok": True, "why": "", "lat": None, "segs": []}]) is None
+    real = view.pack_tasks
+    monkeypatch.setattr(view, "pack_tasks", lambda tasks: None if any(  # DViT's lists (a device per segment) refused
+        not isinstance(seg[0], list) for t in tasks for seg in t["segs"]) else real(tasks))
+    d = build_data(run_dir)
+    assert all(b is None for b in d["layers"]["dvit"]["packed"].values())
+    assert all(b is not None for b in d["layers"]["moe"]["packed"].values())
+    page = write_view(run_dir, tmp_path / "view.html")
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        for layer in ("dvit", "moe"):
+            for policy, tasks in d["layers"][layer]["tasks"].items():
+                assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
 def test_task_times_rebuilt_from_the_step_columns(run_dir):
     d = build_data(run_dir)
     dv = pd.read_parquet(run_dir / "dvit_tasks.parquet")
