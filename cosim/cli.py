@@ -442,18 +442,30 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
                     "file opens without a network.",
     )
     _run_dir_args(p, "HTML", "where to write the page (default: RUN_DIR/view.html)")
+    p.add_argument("--max-mb", type=float, default=None, metavar="MB",
+                   help="the page's size budget in MB (10^6 bytes); beyond it only every k-th slot's vehicles are kept, "
+                        "k the smallest that fits (default 20; 0: no budget)")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
-                   help="vehicle rows kept in the page; beyond it every k-th slot only (default 1500000)")
+                   help="also at most N vehicle rows (every k-th slot; default: no row budget)")
+    p.add_argument("--window-s", type=float, default=None, metavar="S",
+                   help="time window of the vehicle rows [s]: the page decodes and draws the first, then the "
+                        "others one by one (default 300)")
     p.set_defaults(func=cmd_view)
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from cosim.view import MAX_ROWS, write_view
+    from cosim.view import MAX_BYTES, MAX_ROWS, WINDOW_S, write_view
 
     if args.max_rows is not None and args.max_rows < 1:
         raise CosimError("--max-rows must be >= 1")
+    if args.max_mb is not None and not args.max_mb >= 0:
+        raise CosimError("--max-mb must be >= 0")
+    if args.window_s is not None and not args.window_s > 0:
+        raise CosimError("--window-s must be > 0")
     _warn_incomplete(args.run)
-    path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS)
+    max_bytes = MAX_BYTES if args.max_mb is None else (int(args.max_mb * 1e6) or None)
+    path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS, max_bytes=max_bytes,
+                      window_s=args.window_s or WINDOW_S)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -3,20 +3,86 @@
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("cosim-data").textContent);
-  function dec(b64, T) {
+  // -- decoding (cosim/view.py: pack, vehicle_windows, pack_tasks) ---------------------------
+  const TYPES = { u8: Uint8Array, u16: Uint16Array, u32: Uint32Array, i32: Int32Array, f64: Float64Array };
+  function bytes(b64) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(b64);
     const s = atob(b64), u = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
-    return new T(u.buffer);
+    return u;
+  }
+  function dec(b64, T) { return new T(bytes(b64).buffer); }
+  // a pack() blob: inflated by the browser's own gzip (DecompressionStream), each array viewed in place
+  async function unpack(blob) {
+    const gz = new Blob([bytes(blob.z)]).stream().pipeThrough(new DecompressionStream("gzip"));
+    const buf = await new Response(gz).arrayBuffer(), out = {};
+    let off = 0;
+    for (const [name, t, n] of blob.layout) { const T = TYPES[t]; out[name] = new T(buf, off, n); off += n * T.BYTES_PER_ELEMENT; }
+    return out;
   }
   const V = D.vehicles, TR = D.transform;
-  const X = dec(V.x, Uint16Array), Y = dec(V.y, Uint16Array), VID = dec(V.vid, Uint32Array);
-  const RS = dec(V.rsu, V.rsu_bytes === 1 ? Uint8Array : Uint16Array), START = dec(V.start, Uint32Array);
+  const W0 = V.windows.length ? V.windows[0].layout : [];
+  const colType = (name) => { const e = W0.find((l) => l[0] === name); return e ? TYPES[e[1]] : null; };
+  // every kept slot's rows, sorted by (slot, RSU, vehicle); filled window by window as they decode
+  const X = new Uint16Array(V.rows), Y = new Uint16Array(V.rows);
+  const VID = new (colType("vid") || Uint16Array)(V.rows), RS = new (colType("rsu") || Uint8Array)(V.rows);
+  const START = new Uint32Array(V.slots.length + 1);
   const EXY = dec(D.edges.xy, Uint16Array), EOFF = dec(D.edges.off, Uint32Array);
-  const C = D.colors, NONE = V.none, nSlots = V.slots.length;
-  const SPD = V.speed ? dec(V.speed, Uint8Array) : null;
-  const CELL = V.cell ? dec(V.cell, V.cell_bytes === 4 ? Uint32Array : Uint16Array) : null;
+  const C = D.colors, NONE = V.none;
+  let nSlots = 0;  // the slots decoded so far: a prefix of V.slots (all of them once loaded)
+  const SPD = colType("speed") ? new Uint8Array(V.rows) : null;
+  const CELL = colType("cell") ? new (colType("cell"))(V.rows) : null;
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
+  // per vehicle: the slot and row it was last seen in, and the ones before (the differences' base)
+  const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
+  const lastSlot2 = new Int32Array(V.names.length).fill(-1), lastRow2 = new Int32Array(V.names.length);
+  function fillWindow(w, a) {  // one decoded window into the arrays; differences added back (vehicle_windows)
+    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL]].filter((c) => c[1] && a[c[0]]);
+    VID.set(a.vid, w.r0);
+    for (const [name, dst] of cols) dst.set(a[name], w.r0);
+    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => c[1]);
+    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => c[1]);
+    START[w.s0] = w.r0;
+    for (let i = w.s0; i < w.s1; i++) {
+      START[i + 1] = START[i] + a.count[i - w.s0];
+      for (let r = START[i]; r < START[i + 1]; r++) {
+        const v = VID[r];
+        if (i > w.s0 && lastSlot[v] === i - 1) {  // the same vehicle in the window's previous slot
+          const p = lastRow[v];  // typed arrays store modulo their width: the sums wrap as encoded
+          for (let c = 0; c < d1.length; c++) d1[c][r] += d1[c][p];
+          if (i - 1 > w.s0 && lastSlot2[v] === i - 2) {  // and in the one before: a linear prediction
+            const q = lastRow2[v];
+            for (let c = 0; c < d2.length; c++) d2[c][r] += 2 * d2[c][p] - d2[c][q];
+          } else for (let c = 0; c < d2.length; c++) d2[c][r] += d2[c][p];
+        }
+        lastSlot2[v] = lastSlot[v]; lastRow2[v] = lastRow[v];
+        lastSlot[v] = i; lastRow[v] = r;
+      }
+    }
+  }
+  function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
+    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1];
+    let t0 = 0, id = 0, k = 0, w = 0;
+    for (let i = 0; i < pb.n; i++) {
+      t0 += a.t0[i];
+      const segs = [];
+      for (let j = 0; j < a.nseg[i]; j++, k++) {
+        const s0 = t0 + a.s0[k], n = a.wn[k];
+        let who;
+        if (n === 65535) who = a.wv[w++]; else { who = Array.from(a.wv.subarray(w, w + n)); w += n; }
+        segs.push([who, s0 / T0, (s0 + a.s1[k]) / T0]);
+      }
+      const task = { u: a.u[i], t0: t0 / T0, end: (t0 + a.end[i]) / T0, ok: (a.flags[i] & 1) === 1,
+                     why: pb.why[a.why[i]], lat: a.lat[i] < 0 ? null : a.lat[i] / TL, segs };
+      Object.assign(task, extra[a.extra[i]]);
+      if (pb.has_id) { id += a.id[i]; task.id = id; }
+      if (a.flags[i] & 2) task.c = 1;
+      list.push(task);
+    }
+  }
+  // packed task lists: an empty list now, filled in place once decoded
+  Object.values(D.layers).forEach((L) => Object.keys(L.packed || {}).forEach((p) => { L.tasks[p] = []; }));
 
   const cv = document.getElementById("cv"), ctx = cv.getContext("2d");
   const bg = document.createElement("canvas"), bctx = bg.getContext("2d");
@@ -31,7 +97,8 @@
   let ax = 0, ay = 0, k = 1;
   const ZOOM_STEP = 1.25, ZOOM_MIN = 0.2, ZOOM_MAX = 2000;  // + / - buttons; limits relative to fit
   let kFit = 1, sel = null, hover = null;  // sel/hover: {kind: "vehicle", v} or {kind: "rsu", i}
-  const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [] };
+  const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [],
+                  loaded: false, windows: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
@@ -44,6 +111,7 @@
   function resize() {
     const w = cv.clientWidth, h = cv.clientHeight;
     cv.width = bg.width = w; cv.height = bg.height = h;
+    bgView = null;  // the background is drawn again now, at the new size
     fit();
   }
   function fit() {
@@ -57,9 +125,17 @@
     kFit = k;
     redraw();
   }
+  // The background (discs, edges, RSU marks) is drawn to its own canvas `bg` for one transform
+  // (bgView) and copied under every frame. When the transform changes it is drawn again at once
+  // if that took at most BG_SYNC_MS last time; otherwise the frames show the old picture scaled
+  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS.
+  const BG_SYNC_MS = 8, BG_REST_MS = 150;
+  let bgView = null, bgMs = 0, bgTimer = 0;
   function redraw() {
     cv.dataset.view = JSON.stringify([ax, ay, k]);
-    drawBackground(k / TR.scale);
+    clearTimeout(bgTimer);
+    if (bgMs <= BG_SYNC_MS || !bgView) drawBackground(k / TR.scale);
+    else bgTimer = setTimeout(() => { drawBackground(k / TR.scale); draw(); }, BG_REST_MS);
     draw();
   }
   // zoom by factor f about screen point (mx, my): the world point under it stays there
@@ -72,30 +148,65 @@
   function panBy(dx, dy) { ax += dx; ay += dy; redraw(); }
   const wx = (x) => ax + (x - TR.x0) / TR.scale * k, wy = (y) => ay - (y - TR.y0) / TR.scale * k;
 
+  // per edge, its bounding box in quantised coordinates (to skip the edges off screen)
+  const EBOX = new Uint16Array(Math.max(0, EOFF.length - 1) * 4);
+  for (let e = 0; e + 1 < EOFF.length; e++) {
+    let x0 = 65535, y0 = 65535, x1 = 0, y1 = 0;
+    for (let j = EOFF[e]; j < EOFF[e + 1]; j++) {
+      const x = EXY[2 * j], y = EXY[2 * j + 1];
+      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+    EBOX.set([x0, y0, x1, y1], 4 * e);
+  }
   function drawBackground(s) {
-    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, bg.width, bg.height);
+    const t0 = performance.now(), w = bg.width, h = bg.height;
+    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, w, h);
+    const onScreen = (x, y, rad) => x + rad >= 0 && x - rad <= w && y + rad >= 0 && y - rad <= h;
     let n = 0;
     D.rsus.forEach((r, i) => {  // discs: translucent fill, opaque outline
+      n++;
+      if (!onScreen(wx(r.x), wy(r.y), r.r * s + 2)) return;
       const col = C.rsu[i % C.rsu.length];
       bctx.beginPath(); bctx.arc(wx(r.x), wy(r.y), r.r * s, 0, 2 * Math.PI);
       bctx.globalAlpha = 0.12; bctx.fillStyle = col; bctx.fill();
       bctx.globalAlpha = 1; bctx.lineWidth = 2; bctx.strokeStyle = col; bctx.stroke();
-      n++;
     });
     state.rsus = n;
+    // edges: one path; those wholly off screen left out, points less than half a pixel from the
+    // last one drawn skipped (an edge's last point always drawn)
+    const qx0 = (0 - ax) / k, qx1 = (w - ax) / k, qy0 = (ay - h) / k, qy1 = ay / k;  // the screen in q units
     bctx.beginPath();
     for (let e = 0; e + 1 < EOFF.length; e++) {
-      for (let j = EOFF[e]; j < EOFF[e + 1]; j++) {
+      if (EBOX[4 * e + 2] < qx0 || EBOX[4 * e] > qx1 || EBOX[4 * e + 3] < qy0 || EBOX[4 * e + 1] > qy1) continue;
+      let lx = 0, ly = 0;
+      const j1 = EOFF[e + 1] - 1;
+      for (let j = EOFF[e]; j <= j1; j++) {
         const px = ax + EXY[2 * j] * k, py = ay - EXY[2 * j + 1] * k;
-        if (j === EOFF[e]) bctx.moveTo(px, py); else bctx.lineTo(px, py);
+        if (j === EOFF[e]) bctx.moveTo(px, py);
+        else if (j === j1 || Math.abs(px - lx) + Math.abs(py - ly) >= 0.5) bctx.lineTo(px, py);
+        else continue;
+        lx = px; ly = py;
       }
     }
     bctx.lineWidth = 1; bctx.strokeStyle = "#777"; bctx.stroke();
+    bctx.font = "11px sans-serif";
     D.rsus.forEach((r, i) => {
+      if (!onScreen(wx(r.x), wy(r.y), 200)) return;
       bctx.fillStyle = C.rsu[i % C.rsu.length];
       bctx.fillRect(wx(r.x) - 4, wy(r.y) - 4, 8, 8);
-      bctx.fillStyle = "#000"; bctx.font = "11px sans-serif"; bctx.fillText(r.id, wx(r.x) + 6, wy(r.y) - 6);
+      bctx.fillStyle = "#000"; bctx.fillText(r.id, wx(r.x) + 6, wy(r.y) - 6);
     });
+    bgView = { ax, ay, k };
+    bgMs = performance.now() - t0;
+    state.bgMs = bgMs;
+  }
+  function drawBg() {  // the background under the frame: as drawn, or scaled to the current transform
+    if (bgView && bgView.k === k && bgView.ax === ax && bgView.ay === ay) { ctx.drawImage(bg, 0, 0); return; }
+    const f = k / bgView.k;
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, cv.width, cv.height);
+    ctx.imageSmoothingEnabled = false;  // a stand-in for a moment: the cheapest scaling
+    ctx.drawImage(bg, ax - bgView.ax * f, ay - bgView.ay * f, bg.width * f, bg.height * f);
+    ctx.imageSmoothingEnabled = true;
   }
 
   function indexSlot(i) {  // vehicle -> row for slot index i
@@ -215,21 +326,27 @@
 
   function draw() {
     const t0 = performance.now();
-    ctx.drawImage(bg, 0, 0);
+    drawBg();
     const byRsu = Object.create(null);  // RSU ids are data: "__proto__" is one more key
     let nv = 0, unc = 0, nt = 0;
     if (nSlots) {
       indexSlot(cur);
-      let col = -1;
+      // one path per colour (the RSU colours, then grey), filled once each; off-screen rows counted, not drawn
+      const nc = C.rsu.length, paths = new Array(nc + 1).fill(null), w = cv.width + 2, h = cv.height + 2;
+      const perRsu = new Int32Array(D.rsus.length);
       for (let r = START[cur]; r < START[cur + 1]; r++) {
-        const g = RS[r];
-        if (g !== col) { col = g; ctx.fillStyle = g === NONE ? C.uncovered : C.rsu[g % C.rsu.length]; }
-        ctx.fillRect(ax + X[r] * k - 2, ay - Y[r] * k - 2, 4, 4);
+        const g = RS[r], x = ax + X[r] * k, y = ay - Y[r] * k;
         nv++;
-        if (g === NONE) unc++; else { const id = D.rsus[g].id; byRsu[id] = (byRsu[id] || 0) + 1; }
+        if (g === NONE) unc++; else perRsu[g]++;
+        if (x < -2 || y < -2 || x > w || y > h) continue;
+        const c = g === NONE ? nc : g % nc;
+        (paths[c] || (paths[c] = new Path2D())).rect(x - 2, y - 2, 4, 4);
       }
+      paths.forEach((p, c) => { if (p) { ctx.fillStyle = c === nc ? C.uncovered : C.rsu[c]; ctx.fill(p); } });
+      perRsu.forEach((m, g) => { if (m) byRsu[D.rsus[g].id] = (byRsu[D.rsus[g].id] || 0) + m; });
       nt = drawTasks(V.times[cur]);
     }
+    if (nSlots) state.drawnSlots = nSlots;
     state.slot = nSlots ? V.slots[cur] : -1; state.vehicles = nv; state.byRsu = byRsu; state.uncovered = unc;
     state.tasks = nt; state.frames++;
     drawPath();
@@ -240,7 +357,7 @@
     state.drawMs.push(ms); if (state.drawMs.length > 600) state.drawMs.shift();
     document.getElementById("clock").textContent = nSlots
       ? "t = " + V.times[cur].toFixed(1) + " s (slot " + V.slots[cur] + "), " + nv + " vehicles, " + nt + " tasks shown"
-      : "no vehicle rows";
+      : (V.rows ? "loading the vehicles …" : "no vehicle rows");
     document.getElementById("drawn").textContent = "drawn: " + state.rsus + " RSU discs, " + nv + " vehicles";
     drawTimeline();
   }
@@ -413,8 +530,9 @@
     acc += dt * Number(document.getElementById("speed").value);
     if (acc >= 1) {
       const step = Math.floor(acc); acc -= step;
-      if (cur + step >= nSlots) { setSlot(nSlots - 1); pause(); return; }
-      setSlot(cur + step);
+      if (cur + step >= nSlots && !state.loaded) setSlot(nSlots - 1);  // wait at the decoded end
+      else if (cur + step >= nSlots) { setSlot(nSlots - 1); pause(); return; }
+      else setSlot(cur + step);
     }
     requestAnimationFrame(loop);
   }
@@ -728,8 +846,54 @@
   document.addEventListener("keyup", (e) => {  // space on a focused button: play/pause, not a click
     if (e.key === " " && e.target && e.target.tagName === "BUTTON") e.preventDefault();
   });
+  // -- progressive loading: the first time window, drawn; then the tasks; then the other windows,
+  // one per idle moment; a bar in the side panel until all are in -----------------------------
+  const bar = el("div", undefined, { id: "loading", class: "row hint" });
+  const barMeter = el("progress", undefined, { max: String(V.windows.length + 1), value: "0" }), barText = el("span");
+  bar.appendChild(barMeter); bar.appendChild(barText);
+  document.getElementById("note").after(bar);
+  const idle = () => new Promise((r) => (window.requestIdleCallback ? requestIdleCallback(r, { timeout: 100 }) : setTimeout(r, 0)));
+  function progress(what) {
+    barMeter.value = state.windows + (state.tasksLoaded ? 1 : 0);
+    barText.textContent = " loading " + what + ": " + state.windows + " of " + V.windows.length + " time windows, "
+      + "slots up to t = " + (nSlots ? V.times[nSlots - 1].toFixed(0) : "–") + " s";
+  }
+  async function loadWindow(w) {
+    fillWindow(w, await unpack(w));
+    nSlots = w.s1; state.windows++;
+    slider.max = Math.max(0, nSlots - 1);
+    state.loadLog.push([nSlots, state.drawnSlots]);  // slots decoded, and how many of them a frame had shown
+  }
+  async function load() {
+    try {
+      progress("vehicles");
+      if (V.windows.length) { await loadWindow(V.windows[0]); draw(); }
+      state.firstFrameMs = performance.now();
+      progress("tasks");
+      const shown = layerSel.value;  // the shown layer's tasks first
+      const order = Object.keys(D.layers).sort((a, b) => (b === shown) - (a === shown));
+      for (const name of order) {
+        const L = D.layers[name];
+        for (const [p, pb] of Object.entries(L.packed || {})) fillTasks(pb, await unpack(pb), L.tasks[p]);
+        abCache = null; abNote(); draw();
+      }
+      state.tasksLoaded = true;
+      for (let i = 1; i < V.windows.length; i++) {
+        progress("vehicles");
+        await idle();
+        await loadWindow(V.windows[i]);
+        if (!playing) draw();
+      }
+      state.loaded = true; state.loadedMs = performance.now();
+      bar.remove();
+    } catch (err) {  // an old browser (no DecompressionStream) or a damaged file: say so
+      barText.textContent = " could not decode the page's data: " + err;
+      throw err;
+    }
+  }
+
   legend(); filters(); fillPolicies(); showTask();
-  window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, nSlots, slots: V.slots,
+  window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, get nSlots() { return nSlots; }, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
                        inspect() { return info(sel || hover); }, swap, selectTask,
                        taskIds(layer, policy) { return D.layers[layer].tasks[policy].map((t) => t.id); },
@@ -738,6 +902,13 @@
                          return x ? x.tasks.map((t) => [t.layer, t.policy, t.role, t.stage, t.device, t.outcome]) : null; },
                        failures() { const f = failures(); return { width: f.width, counts: f.counts, first: f.first }; },
                        abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
-                       fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; } };
+                       fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; },
+                       // decoded data (tests): slot index i's rows [vehicle, qx, qy, rsu index or none, speed
+                       // quanta, cell], and a layer's task objects
+                       rows(i) { const out = []; for (let r = START[i]; r < START[i + 1]; r++)
+                         out.push([V.names[VID[r]], X[r], Y[r], RS[r], SPD ? SPD[r] : null, CELL ? CELL[r] : null]);
+                         return out; },
+                       tasks(layer, policy) { return D.layers[layer].tasks[policy]; } };
   resize();
+  load();
 })();

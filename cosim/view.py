@@ -27,18 +27,22 @@ load and a chart of its load and handovers over the run (``rsu_series``, from ``
 filters by layer, policy, role and outcome; a strip of task failures over the run that jumps to
 the moment clicked; an A/B mode marks the tasks whose success differs between two policies.
 
-**Encoding** (kept small so the page stays responsive): vehicle rows are quantised to 16-bit
-coordinates over the network's bounding box (resolution = extent / 65535, 2.6 cm for grid6),
-sorted by (slot, RSU) so the renderer changes colour once per RSU, and stored as base64 typed
-arrays; edges likewise. Task times are rebuilt from the per-step columns by the layer's task view
-(DViT: :func:`cosim.layers.dvit.contract.task_segments`). **Subsampling**: when the run has more than ``max_rows`` vehicle rows, only every k-th slot
-is kept (k the smallest that fits; the page says so), so city runs degrade to a coarser replay
-instead of a huge file.
+**Encoding** (issue 31: a 10,000-vehicle city run in <= 20 MB; docs/view.md): positions are
+quantised to 16-bit coordinates over the network's bounding box (resolution = extent / 65535,
+2.6 cm for grid6), rows sorted by (slot, RSU, vehicle). The vehicle rows travel in time windows
+(:data:`WINDOW_S`), each a gzip-compressed blob of typed arrays (:func:`pack`) with x and y as
+second differences and speed and cell as first differences along each vehicle's slots
+(:func:`vehicle_windows`); the task lists are packed the same way (:func:`pack_tasks`) and
+rebuilt by the page into the same objects. The page inflates the blobs with the browser's own
+``DecompressionStream`` and loads progressively: the first window drawn, then the tasks, then
+the other windows. **Subsampling**: only every k-th slot's vehicle rows are kept, k the smallest
+for which the page fits ``max_bytes`` (and ``max_rows``); the page says so.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import math
 import re
@@ -53,8 +57,17 @@ from cosim.palette import RSU_COLORS, ROLE_COLORS, ROLE_LABELS, UNCOVERED, hex_c
 from cosim.recorder import claim_output
 from cosim.results import COVERAGE_COLUMNS, load
 
-#: default budget of vehicle rows in the page (600 s x ~500 vehicles = 300 k)
-MAX_ROWS = 1_500_000
+#: default budget of the page's size [bytes] (issue 31: a 10,000-vehicle city run in <= 20 MB):
+#: beyond it only every k-th slot's vehicle rows are kept, k the smallest that fits
+MAX_BYTES = 20_000_000
+#: optional budget of vehicle rows (``--max-rows``; None: the byte budget alone decides)
+MAX_ROWS = None
+#: the vehicle rows travel in time windows of this many seconds of run time, each compressed on
+#: its own; the page decodes the first, draws it, then decodes the others one by one
+WINDOW_S = 300.0
+#: task and segment times travel as integer ticks, this many per second (the page data's rounding:
+#: times to 4 decimals, latencies to 5)
+TICKS, LAT_TICKS = 10_000, 100_000
 Q = 65535  # quantisation levels per axis
 #: coverage columns the vehicle panel shows (left out of the page when the table lacks them)
 PANEL_COLUMNS = ("speed_mps", "cell")
@@ -69,6 +82,26 @@ RSU_BINS = 120
 # -- encoding --------------------------------------------------------------------------------
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
+
+
+#: typed-array names the page knows (view.js ``TYPES``)
+_TYPE_NAMES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.uint32): "u32",
+               np.dtype(np.int32): "i32", np.dtype(np.float64): "f64"}
+
+
+def pack(arrays: list[tuple[str, np.ndarray]]) -> dict:
+    """Named 1-d arrays as one gzip-compressed, base64 blob: ``{"z": base64, "layout": [[name,
+    type, length], ...]}``. The arrays are concatenated little-endian, the wider element types
+    first (so the page can view each one in place, aligned); the page inflates the blob with the
+    browser's own ``DecompressionStream("gzip")``."""
+    arrays = sorted(arrays, key=lambda na: -na[1].dtype.itemsize)  # stable: same width keeps its order
+    raw = b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes() for _, a in arrays)
+    return {"z": base64.b64encode(gzip.compress(raw, GZIP_LEVEL, mtime=0)).decode("ascii"),
+            "layout": [[n, _TYPE_NAMES[a.dtype], int(len(a))] for n, a in arrays]}
+
+
+#: zlib level of the blobs (6: on the city run 2.5 % more bytes than 9 in a third of the time)
+GZIP_LEVEL = 6
 
 
 class Quantiser:
@@ -140,8 +173,128 @@ def _rsu_series(res, rsu_ids: list, slot_s: float) -> dict | None:
                     for i in range(len(rsu_ids))]}
 
 
-def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int = MAX_ROWS) -> dict:
-    """The page's data (JSON-able)."""
+def _windows_of(times: np.ndarray, window_s: float) -> np.ndarray:
+    """The time window of each kept slot: ``floor((t - t_first) / window_s)``, renumbered 0, 1, ..."""
+    if not len(times):
+        return np.zeros(0, dtype=np.int64)
+    w = np.floor((times - times[0]) / max(window_s, 1e-9)).astype(np.int64)
+    return np.unique(w, return_inverse=True)[1].ravel()
+
+
+def vehicle_windows(si: np.ndarray, vid: np.ndarray, cols: list[tuple[str, np.ndarray, int]],
+                    n_slots: int, win: np.ndarray) -> list[dict]:
+    """The vehicle rows (sorted by kept-slot index ``si``) as one :func:`pack` blob per time window
+    (``win``: the window of each kept slot). Each blob holds ``count`` (rows per slot of the
+    window), ``vid`` and the columns ``cols`` ``(name, array, order)``, each an unsigned integer.
+    A column of order 1 is written as the difference, modulo its width, to the same vehicle's value
+    in the previous kept slot, when the vehicle was there and that slot is in the same window; of
+    order 2, as the difference to the linear prediction from the two slots before
+    (``a[i] - 2 a[i-1] + a[i-2]``, where both are in the window; else order 1); otherwise as is.
+    A vehicle moves about as far in one slot as in the one before, so x and y (order 2) cost
+    about two thirds of a byte a row after compression, speed and cell (order 1) half a byte.
+    Each window decodes on its own."""
+    n = len(si)
+    o = np.lexsort((si, vid))  # by vehicle, then slot
+    a, b = o[:-1], o[1:]
+    same = (vid[b] == vid[a]) & (si[b] == si[a] + 1)
+    same &= win[si[b]] == win[si[a]]
+    prev = np.full(n, -1, dtype=np.int64)
+    prev[b[same]] = a[same]
+    has = prev >= 0
+    prev2 = np.full(n, -1, dtype=np.int64)
+    prev2[has] = prev[prev[has]]
+    has2 = prev2 >= 0
+    enc = []
+    for name, arr, order in cols:
+        if order:
+            wide = arr.astype(np.int64)
+            d = wide.copy()
+            d[has] -= wide[prev[has]]
+            if order == 2:
+                d[has2] -= wide[prev[has2]] - wide[prev2[has2]]
+            arr = (d % (1 << (8 * arr.dtype.itemsize))).astype(arr.dtype)  # modulo the width, as the page adds back
+        enc.append((name, arr))
+    counts = np.bincount(si, minlength=n_slots).astype(np.uint32)
+    out = []
+    for w in range(int(win.max()) + 1 if len(win) else 0):
+        s0, s1 = np.searchsorted(win, w, "left"), np.searchsorted(win, w, "right")
+        r0, r1 = int(counts[:s0].sum()), int(counts[:s1].sum())
+        blob = pack([("count", counts[s0:s1]), ("vid", vid[r0:r1])] + [(nm, a[r0:r1]) for nm, a in enc])
+        out.append({"s0": int(s0), "s1": int(s1), "r0": r0, "rows": r1 - r0, **blob})
+    return out
+
+
+def pack_tasks(tasks: list[dict]) -> dict | None:
+    """One policy's task list (as :func:`build_data` makes it) as a :func:`pack` blob, the page
+    rebuilding the same objects from it; None when it cannot be packed losslessly (then the list
+    travels as JSON). Times are integer ticks — request times as differences to the previous
+    task's (the list is sorted by request time), ends and segment bounds from the request, of
+    :data:`TICKS` per second (the precision the list carries), the latency in :data:`LAT_TICKS` (-1: none);
+    the failure reasons and the layer's extra keys (DViT: the RSU's position) as tables of the
+    distinct values; a segment's vehicle as ``wn`` = 65535 and one value (a ``chain`` device), or
+    ``wn`` values (a ``group``)."""
+    core = {"u", "t0", "end", "ok", "why", "lat", "segs", "id", "c"}
+
+    def ticks(v: float, per: int) -> int:  # exactly: the page's ticks / per gives v back
+        t = round(v * per)
+        if t / per != v:
+            raise ValueError
+        return t
+
+    why, extra = {}, {}
+    cols: dict[str, list] = {k: [] for k in ("u", "t0", "end", "lat", "flags", "why", "id", "extra", "nseg",
+                                            "s0", "s1", "wn", "wv")}
+    has_id = bool(tasks) and all("id" in t for t in tasks)
+    try:
+        last_t, last_id = 0, 0
+        for t in tasks:
+            t0 = ticks(t["t0"], TICKS)
+            cols["u"].append(t["u"])
+            cols["t0"].append(t0 - last_t)
+            last_t = t0
+            cols["end"].append(ticks(t["end"], TICKS) - t0)
+            cols["lat"].append(-1 if t["lat"] is None else ticks(t["lat"], LAT_TICKS))
+            cols["flags"].append((1 if t["ok"] else 0) | (2 if t.get("c") else 0))
+            cols["why"].append(why.setdefault(t["why"], len(why)))
+            if has_id:
+                cols["id"].append(t["id"] - last_id)
+                last_id = t["id"]
+            ex = json.dumps({k: v for k, v in t.items() if k not in core}, separators=(",", ":"), sort_keys=True)
+            cols["extra"].append(extra.setdefault(ex, len(extra)))
+            cols["nseg"].append(len(t["segs"]))
+            for who, a, b in t["segs"]:
+                s0 = ticks(a, TICKS)
+                cols["s0"].append(s0 - t0)
+                cols["s1"].append(ticks(b, TICKS) - s0)
+                if isinstance(who, list):
+                    if len(who) >= 65535:
+                        raise ValueError
+                    cols["wn"].append(len(who))
+                    cols["wv"].extend(who)
+                else:
+                    cols["wn"].append(65535)
+                    cols["wv"].append(who)
+        dtypes = {"u": np.int32, "t0": np.uint32, "end": np.int32, "lat": np.int32, "flags": np.uint8,
+                  "why": np.uint32, "id": np.int32, "extra": np.uint32, "nseg": np.uint32, "s0": np.int32,
+                  "s1": np.int32, "wn": np.uint16, "wv": np.int32}
+        arrays = []
+        for k, v in cols.items():
+            a = np.asarray(v, dtype=np.int64)
+            info = np.iinfo(dtypes[k])
+            if len(a) and (a.min() < info.min or a.max() > info.max):
+                raise ValueError
+            arrays.append((k, a.astype(dtypes[k])))
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None
+    return {"n": len(tasks), "has_id": has_id, "why": list(why), "extra": list(extra), **pack(arrays)}
+
+
+def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int | None = MAX_ROWS,
+               max_bytes: int | None = MAX_BYTES, window_s: float = WINDOW_S) -> dict:
+    """The page's data (JSON-able): the tasks as lists of objects (``layers[l]["tasks"]``) and
+    packed (``layers[l]["packed"]``, what the page carries: :func:`page_payload`), the vehicle
+    rows packed in time windows (:func:`vehicle_windows`). Every k-th slot is kept, k the smallest
+    with at most ``max_rows`` rows (None: any) and a page of at most ``max_bytes`` (None: any)."""
     from cosim.world.network import edge_shapes
 
     res = load(run_dir)
@@ -158,38 +311,37 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     if len(cov):
         allxy = np.concatenate([allxy, [[cov["x"].min(), cov["y"].min()], [cov["x"].max(), cov["y"].max()]]])
     qz = Quantiser(allxy[:, 0].min(), allxy[:, 1].min(), allxy[:, 0].max(), allxy[:, 1].max())
-    # vehicles: keep every k-th slot within the row budget
+    # vehicles: every row's columns, sorted by (slot, serving RSU, vehicle); the slots kept are
+    # chosen below, once the rest of the page's size is known
     slots = np.sort(cov["slot"].unique()) if len(cov) else np.zeros(0, dtype=np.int64)
-    stride = max(1, math.ceil(len(cov) / max_rows)) if max_rows > 0 else 1
-    kept = slots[::stride]
-    if stride > 1:
-        cov = cov[cov["slot"].isin(kept)]
-    rsu_ids = [r["id"] for r in rsus]
-    rsu_index = {rid: i for i, rid in enumerate(rsu_ids)}
-    rsu_of = cov["rsu"].astype(object).map(lambda v: rsu_index.get(v, -1) if isinstance(v, str) else -1)
-    rsu_code = rsu_of.to_numpy(dtype=np.int64)
+    rsu_index = {r["id"]: i for i, r in enumerate(rsus)}
+    rcat = cov["rsu"].astype("category")  # the ids seen, each looked up once (not once per row)
+    lut = np.array([rsu_index.get(v, -1) if isinstance(v, str) else -1 for v in rcat.cat.categories] + [-1], np.int64)
+    rsu_code = lut[rcat.cat.codes.to_numpy()]  # code -1 (no RSU) takes the last entry
     none = 255 if len(rsus) < 255 else 65535
     rsu_arr = np.where(rsu_code >= 0, rsu_code, none).astype(np.uint8 if none == 255 else np.uint16)
     vcat = cov["vehicle"].astype("category")
     names = [str(v) for v in vcat.cat.categories]
-    vid = vcat.cat.codes.to_numpy().astype(np.uint32)
-    slot = cov["slot"].to_numpy()
-    order = np.lexsort((rsu_arr, slot))
-    slot_sorted = slot[order]
-    start = np.searchsorted(slot_sorted, kept, side="left").astype(np.uint32)
-    start = np.concatenate([start, [len(order)]]).astype(np.uint32)
-    times = cov.groupby("slot")["time_s"].first().reindex(kept).to_numpy(dtype=float) if len(cov) else np.zeros(0)
+    vid = vcat.cat.codes.to_numpy().astype(np.uint16 if len(names) <= 65536 else np.uint32)
+    slot_ix = np.searchsorted(slots, cov["slot"].to_numpy())
+    order = np.lexsort((vid, rsu_arr, slot_ix))
+    slot_ix, vid, rsu_arr = slot_ix[order], vid[order], rsu_arr[order]
+    slot_times = cov.groupby("slot")["time_s"].first().reindex(slots).to_numpy(dtype=float) if len(cov) else np.zeros(0)
+    # (name, values, order of differences): what the page's vehicle arrays hold per row
+    cols = [("x", qz.q(cov["x"].to_numpy()[order], qz.x0), 2), ("y", qz.q(cov["y"].to_numpy()[order], qz.y0), 2),
+            ("rsu", rsu_arr, 0)]
     panel = {}
     if "speed_mps" in cov:
         sp = np.clip(np.rint(np.nan_to_num(cov["speed_mps"].to_numpy(dtype=float)) / SPEED_Q), 0, 255)
-        panel["speed"] = _b64(sp.astype(np.uint8)[order])
+        cols.append(("speed", sp.astype(np.uint8)[order], 1))
         panel["speed_q"] = SPEED_Q
     if "cell" in cov:  # the world's cell index; -1 (none) and the widest code mean "no cell"
         cell = cov["cell"].to_numpy()
         wide = len(cell) and int(cell.max()) >= 65535
         nocell = 0xFFFFFFFF if wide else 65535
-        code = np.where(cell >= 0, cell, nocell).astype(np.uint32 if wide else np.uint16)
-        panel.update({"cell": _b64(code[order]), "cell_bytes": 4 if wide else 2, "no_cell": nocell})
+        cols.append(("cell", np.where(cell >= 0, cell, nocell).astype(np.uint32 if wide else np.uint16)[order], 1))
+        panel["no_cell"] = nocell
+    del cov
     # edges
     flat = np.concatenate(shapes) if shapes else np.zeros((0, 2))
     eoff = np.concatenate([[0], np.cumsum([len(s) for s in shapes])]).astype(np.uint32)
@@ -197,7 +349,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     name_ix = {n: i for i, n in enumerate(names)}
     layers = {}
     slot_s = float(summary.get("slot_s") or 1.0)
-    t_end = float(times[-1]) if len(times) else 0.0
+    t_end = float(slot_times[-1]) if len(slot_times) else 0.0
     tables = res.task_tables()
     for layer, cls in res.layers().items():
         columns = [[m.key, m.digits] for m in cls.shown_metrics()]
@@ -226,8 +378,9 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         for tasks in per_policy.values():
             tasks.sort(key=lambda t: t["t0"])
         layers[layer] = {"policies": list(per_policy), "tasks": per_policy, "summary": entries,
-                         "timeline": _timeline(df, t_end, slot_s), "columns": columns, "draw": view.draw}
-    return {
+                         "timeline": _timeline(df, t_end, slot_s), "columns": columns, "draw": view.draw,
+                         "packed": {p: pack_tasks(t) for p, t in per_policy.items()}}
+    data = {
         "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots"
                  + (" (incomplete)" if shown.incomplete else ""),
         "incomplete": shown.incomplete,
@@ -236,11 +389,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "edges": {"xy": _b64(np.column_stack([qz.q(flat[:, 0], qz.x0), qz.q(flat[:, 1], qz.y0)]).ravel() if len(flat)
                              else np.zeros(0, np.uint16)), "off": _b64(eoff)},
         "rsus": [{"id": r["id"], "x": r["x"], "y": r["y"], "r": r["radius_m"]} for r in rsus],
-        "vehicles": {"names": names, "slots": [int(s) for s in kept], "times": [round(float(t), 4) for t in times],
-                     "start": _b64(start), "vid": _b64(vid[order]),
-                     "x": _b64(qz.q(cov["x"].to_numpy()[order], qz.x0)), "y": _b64(qz.q(cov["y"].to_numpy()[order], qz.y0)),
-                     "rsu": _b64(rsu_arr[order]), "rsu_bytes": 1 if none == 255 else 2, "none": none,
-                     "rows": int(len(order)), "stride": stride, "all_slots": int(len(slots)), **panel},
+        "vehicles": {"names": names, "none": none, "all_slots": int(len(slots)), **panel},
         "layers": layers,
         "colors": {"rsu": [hex_color(c) for c in RSU_COLORS], "uncovered": hex_color(UNCOVERED),
                    "user": hex_color(ROLE_COLORS[ROLE_USER]), "helper": hex_color(ROLE_COLORS[ROLE_HELPER]),
@@ -249,13 +398,49 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "slot_s": slot_s,
         # the RSU panel's load and handover chart (None: no rsus.parquet)
         "rsu_series": _rsu_series(res, [r["id"] for r in rsus], slot_s),
+        "ticks": [TICKS, LAT_TICKS],
     }
+    # the slots kept: every k-th, k the smallest that fits the row budget and the page's byte budget
+    # (the page's bytes: the data's JSON, the template and the script)
+    overhead = len(_PAGE) + len(resources.files("cosim").joinpath("view.js").read_text(encoding="utf-8").encode())
+
+    def page_bytes() -> int:
+        return len(script_json(page_payload(data)).encode()) + overhead
+
+    stride = max(1, math.ceil(len(slot_ix) / max_rows)) if max_rows else 1
+    while True:
+        keep = slot_ix % stride == 0
+        kept = slots[::stride]
+        win = _windows_of(slot_times[::stride], window_s)
+        windows = vehicle_windows(slot_ix[keep] // stride, vid[keep], [(n, a[keep], d) for n, a, d in cols], len(kept), win)
+        data["vehicles"].update({"slots": [int(s) for s in kept], "times": [round(float(t), 4) for t in slot_times[::stride]],
+                                 "rows": int(keep.sum()), "stride": stride, "window_s": window_s, "windows": windows,
+                                 "delta": {n: d for n, _, d in cols if d}})
+        if not max_bytes or stride >= max(len(slots), 1):
+            break
+        size = page_bytes()
+        if size <= max_bytes:
+            break
+        rows_bytes = sum(len(w["z"]) for w in windows)  # they fall about as 1/stride, a little slower
+        avail = max(max_bytes - (size - rows_bytes), 1)
+        stride = min(max(stride + 1, math.ceil(stride * rows_bytes / avail)), max(len(slots), 1))
+    return data
+
+
+def page_payload(data: dict) -> dict:
+    """What the page carries: ``data`` with each layer's packed task lists in ``packed`` and only
+    the lists that could not be packed left in ``tasks``."""
+    layers = {}
+    for name, L in data["layers"].items():
+        packed = {p: b for p, b in (L.get("packed") or {}).items() if b is not None}
+        layers[name] = {**L, "packed": packed, "tasks": {p: t for p, t in L["tasks"].items() if p not in packed}}
+    return {**data, "layers": layers}
 
 
 def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Path | None = None,
-               max_rows: int = MAX_ROWS) -> Path:
+               max_rows: int | None = MAX_ROWS, max_bytes: int | None = MAX_BYTES, window_s: float = WINDOW_S) -> Path:
     """Write the page (default ``RUN_DIR/view.html``); returns its path."""
-    data = build_data(run_dir, net, max_rows)
+    data = build_data(run_dir, net, max_rows, max_bytes, window_s)
     js = resources.files("cosim").joinpath("view.js").read_text()
     path = Path(out) if out else Path(run_dir) / "view.html"
     claim_output(run_dir, path)
@@ -283,7 +468,7 @@ def render_page(data: dict, js: str) -> str:
     scanned again, so data that spells a placeholder stays data); the title HTML-escaped."""
     if re.search(r"</script", js, re.IGNORECASE):
         raise CosimError("view.js contains '</script': it cannot be inlined")
-    parts = {"DATA": script_json(data), "JS": js, "TITLE": _esc(str(data["title"]))}
+    parts = {"DATA": script_json(page_payload(data)), "JS": js, "TITLE": _esc(str(data["title"]))}
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE)
 
 

@@ -36,31 +36,91 @@ def _arr(b64: str, dtype) -> np.ndarray:
     return np.frombuffer(base64.b64decode(b64), dtype=np.dtype(dtype).newbyteorder("<"))
 
 
+def _rows_frame(rows, d) -> pd.DataFrame:
+    """The page's decoded rows of one slot (``cosimView.rows(i)``) in metres, RSU ids, m/s."""
+    t, v, ids = d["transform"], d["vehicles"], [r["id"] for r in d["rsus"]]
+    return pd.DataFrame({"x": [t["x0"] + r[1] * t["scale"] for r in rows], "y": [t["y0"] + r[2] * t["scale"] for r in rows],
+                         "rsu": [ids[r[3]] if r[3] != v["none"] else None for r in rows],
+                         "speed": [r[4] * v["speed_q"] for r in rows],
+                         "cell": [-1 if r[5] == v["no_cell"] else r[5] for r in rows]}, index=[r[0] for r in rows])
+
+
 @pytest.mark.sumo
-def test_page_data_reproduces_coverage(run_dir):
-    d = build_data(run_dir)
-    cov = pd.read_parquet(run_dir / "coverage.parquet")
+def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_path):
+    """What the browser decodes (gzip-packed time windows with delta-coded columns, packed task
+    lists) against coverage.parquet row by row, and against build_data's task lists; the page
+    loads progressively: the first window drawn before the next is decoded, the slider reaching
+    the last slot once all are in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    d = build_data(run_dir, window_s=20)  # three windows: the delta chain starts again in each
     v = d["vehicles"]
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
     assert v["stride"] == 1 and v["rows"] == len(cov) and v["slots"] == sorted(cov["slot"].unique())
-    start = _arr(v["start"], np.uint32)
-    x, y = _arr(v["x"], np.uint16), _arr(v["y"], np.uint16)
-    vid, rsu = _arr(v["vid"], np.uint32), _arr(v["rsu"], np.uint8)
-    t = d["transform"]
-    ids = [r["id"] for r in d["rsus"]]
-    for i in (0, 17, len(v["slots"]) - 1):  # a few slots, row by row
-        rows = cov[cov["slot"] == v["slots"][i]].set_index("vehicle")
-        sl = slice(start[i], start[i + 1])
-        assert start[i + 1] - start[i] == len(rows)
-        names = [v["names"][j] for j in vid[sl]]
-        got = pd.DataFrame({"x": t["x0"] + x[sl] * t["scale"], "y": t["y0"] + y[sl] * t["scale"],
-                            "rsu": [ids[j] if j != v["none"] else None for j in rsu[sl]]}, index=names)
-        want = rows.loc[names]
-        # quantised to half a grid step
-        assert np.abs(got["x"] - want["x"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
-        assert np.abs(got["y"] - want["y"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
-        assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
-        assert list(rsu[sl]) == sorted(rsu[sl])  # one colour run per RSU
-    assert d["rsus"] and len(d["rsus"]) == len(json.loads((run_dir / "summary.json").read_text())["rsus"])
+    assert [(w["s0"], w["s1"]) for w in v["windows"]] == [(0, 20), (20, 40), (40, len(v["slots"]))]
+    page = write_view(run_dir, tmp_path / "view.html", window_s=20)
+    text = page.read_text()
+    assert '"tasks":{}' in text  # every built-in task list packed, none as JSON
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        state = browser.execute_script("return window.cosimView.state")
+        n = len(v["slots"])
+        assert state["loaded"] and state["windows"] == 3
+        assert state["loadLog"] == [[20, 0], [40, 20], [n, 40]]  # a frame showed each window before the next came
+        assert browser.execute_script("return document.getElementById('loading')") is None  # the bar is gone
+        slider = browser.find_element(By.ID, "slider")
+        assert slider.get_attribute("max") == str(n - 1)
+        slider.click()
+        slider.send_keys(Keys.END)
+        assert browser.execute_script("return window.cosimView.state.slot") == v["slots"][-1]
+        rows = browser.execute_script("const v = window.cosimView; return v.slots.map((_, i) => v.rows(i))")
+        t = d["transform"]
+        for i, slot in enumerate(v["slots"]):  # every slot, row by row
+            want = cov[cov["slot"] == slot].set_index("vehicle")
+            got = _rows_frame(rows[i], d)
+            assert sorted(got.index) == sorted(want.index.astype(str))
+            want = want.loc[got.index]
+            assert np.abs(got["x"] - want["x"].to_numpy()).max() <= t["scale"] / 2 + 1e-9  # half a grid step
+            assert np.abs(got["y"] - want["y"].to_numpy()).max() <= t["scale"] / 2 + 1e-9
+            assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
+            assert np.abs(got["speed"] - want["speed_mps"].clip(0, 63.75).to_numpy()).max() <= 0.125 + 1e-9
+            assert list(got["cell"]) == [int(c) for c in want["cell"]]
+            codes = [r[3] for r in rows[i]]
+            assert codes == sorted(codes)  # sorted by RSU
+        for layer, L in d["layers"].items():  # the task objects, rebuilt from the packed arrays
+            for policy, tasks in L["tasks"].items():
+                assert L["packed"][policy] is not None
+                assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+@pytest.mark.sumo
+def test_a_task_list_that_cannot_be_packed_travels_as_json(run_dir, tmp_path, monkeypatch):
+    """A list pack_tasks refuses (a plugin layer's unrounded times) goes into the page as JSON and
+    the page shows the same objects; the packed lists beside it are decoded as usual."""
+    import cosim.view as view
+
+    assert view.pack_tasks([{"u": 1, "t0": 0.123456, "end": 1.0, "ok": True, "why": "", "lat": None, "segs": []}]) is None
+    real = view.pack_tasks
+    monkeypatch.setattr(view, "pack_tasks", lambda tasks: None if any(  # DViT's lists (a device per segment) refused
+        not isinstance(seg[0], list) for t in tasks for seg in t["segs"]) else real(tasks))
+    d = build_data(run_dir)
+    assert all(b is None for b in d["layers"]["dvit"]["packed"].values())
+    assert all(b is not None for b in d["layers"]["moe"]["packed"].values())
+    page = write_view(run_dir, tmp_path / "view.html")
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        for layer in ("dvit", "moe"):
+            for policy, tasks in d["layers"][layer]["tasks"].items():
+                assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
 
 
 @pytest.mark.sumo
@@ -99,6 +159,29 @@ def test_city_runs_are_subsampled_by_slot(run_dir):
 
 
 @pytest.mark.sumo
+def test_the_byte_budget_keeps_the_smallest_stride_that_fits(run_dir, tmp_path):
+    """--max-mb: the page is at most the budget, and one slot more often it would not be (the
+    page written and measured on disk, each stride forced through the row budget)."""
+    def page(**kw):
+        path = write_view(run_dir, tmp_path / "v.html", **kw)
+        return path.stat().st_size, json.loads(path.read_text().split('type="application/json">')[1].split("</script>")[0])
+
+    full, d1 = page(max_bytes=None)
+    assert d1["vehicles"]["stride"] == 1
+    least, _ = page(max_bytes=None, max_rows=1)  # one slot kept: what the page costs beside the rows
+    budget = int(least + 0.4 * (full - least))
+    size, d = page(max_bytes=budget)
+    k, rows = d["vehicles"]["stride"], d1["vehicles"]["rows"]
+    assert k > 1 and size <= budget
+    assert d["vehicles"]["slots"] == d1["vehicles"]["slots"][::k]
+    finer, _ = page(max_bytes=None, max_rows=math.ceil(rows / (k - 1)))  # stride k - 1
+    assert finer > budget
+    # what is kept whole: every task of every policy, the summary, the timeline
+    for layer, L in d1["layers"].items():
+        assert d["layers"][layer]["packed"] == L["packed"] and d["layers"][layer]["timeline"] == L["timeline"]
+
+
+@pytest.mark.sumo
 def test_page_is_self_contained(run_dir, tmp_path):
     page = write_view(run_dir, tmp_path / "v.html").read_text()
     assert "<script src" not in page and "<link" not in page
@@ -119,6 +202,14 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
     p = cli("view", str(moved), "--net", str(GRID6_NET))  # results copied elsewhere: the network named
     assert p.returncode == 0, p.stderr
     assert (moved / "view.html").is_file()
+    for opt, val, msg in (("--max-mb", "-1", "--max-mb must be >= 0"), ("--window-s", "0", "--window-s must be > 0"),
+                          ("--max-rows", "0", "--max-rows must be >= 1")):
+        p = cli("view", str(run_dir), opt, val, "--out", str(tmp_path / "x.html"))
+        assert p.returncode == 2 and p.stderr.strip() == f"cosim: error: {msg}", p.stderr
+    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--out", str(tmp_path / "w.html"))
+    assert p.returncode == 0, p.stderr
+    d = json.loads((tmp_path / "w.html").read_text().split('type="application/json">')[1].split("</script>")[0])
+    assert len(d["vehicles"]["windows"]) == 4 and d["vehicles"]["stride"] == 1
 
 
 # -- the page in a real browser -------------------------------------------------------------
@@ -132,11 +223,22 @@ def _chromium():
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    from selenium.webdriver.support.ui import WebDriverWait
+
     opts = Options()
     opts.binary_location = binary
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"):
         opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(driver))
+    browser = webdriver.Chrome(options=opts, service=Service(driver))
+    get = browser.get
+
+    def get_loaded(url: str) -> None:  # a view page decodes its data after the load event: until it is all in
+        get(url)
+        WebDriverWait(browser, 120).until(
+            lambda b: b.execute_script("return !window.cosimView || window.cosimView.state.loaded === true"))
+
+    browser.get = get_loaded
+    return browser
 
 
 @pytest.mark.sumo

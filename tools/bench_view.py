@@ -1,18 +1,36 @@
-"""How heavy is ``cosim view``'s page, and how fast does it draw?
+"""How heavy is ``cosim view``'s page, how soon is its first frame, and how fluid is it?
 
-    python tools/bench_view.py [RUN_DIR] [--max-rows N]
+    python tools/bench_view.py [RUN_DIR] [--page HTML ...] [--out DIR] [--max-rows N] [--repeat N]
 
 Without RUN_DIR, runs grid6 with the DViT layer (vidi, mddi) for 600 s (~450 vehicles at once)
-into runs/bench-view first. Prints: the page's size and build time; in headless Chromium, the
-time to draw one frame (every slot once, median and p95) and the frames per second while playing
-at 60 slots/s (the browser caps animation at its refresh rate), and the time of one zoom or pan
-step (background and frame redrawn; 120 steps about the centre, one slot). With --max-rows, the same for a
-subsampled page. Needs chromium + chromedriver + selenium.
+into runs/bench-view first. Builds the page (``cosim view``; into ``--out``, default the run's
+folder) or measures the pages given with ``--page`` (an older page too: the measurement needs only
+``window.cosimView`` with ``state.frames``, ``setSlot``, ``play``, ``zoomAt`` and ``nSlots``),
+each in a fresh headless Chromium (1400 x 900 window) on this machine. Every time is the
+browser's own clock (``performance.now()``, from navigation start; frame times are
+``requestAnimationFrame`` timestamps, recorded by a script installed before the page's own):
+
+* **first frame**: the first animation frame after the page drew its first map frame
+  (``cosimView.state.frames`` >= 1), i.e. when that frame is on screen;
+* **loaded**: when the page says every time window is decoded (``state.loaded``; a page
+  without progressive loading: the first frame);
+* **fps playing**: frames per second over 5 s of play at 10 slots/s (the page's default) and at
+  60 slots/s, from the first to the last animation-frame timestamp, with the longest frame;
+* **fps zooming**: 240 animation frames each calling ``zoomAt`` about the map's centre (x 1.03
+  for 60 frames, then / 1.03, then x 1.03 ... : four sweeps between the fitted view and
+  ~6x, paused, then again while playing at 10 slots/s); with the longest frame;
+* **draw ms**: the page's own time for one frame's drawing commands (every slot once; median,
+  p95): the browser rasterises afterwards.
+
+``--repeat N`` measures each page N times, alternating between pages (this machine is shared;
+compare pages measured in one call). Needs chromium + chromedriver + selenium.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +40,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosim.view import MAX_ROWS, write_view  # noqa: E402
+from cosim.view import write_view  # noqa: E402
+
+#: installed before the page's scripts: records animation-frame timestamps, and the first frame
+#: after the page drew its first map frame
+HARNESS = """
+(() => {
+  const B = window.__bench = { first: null, loaded: null, ts: [], rec: false, hook: null };
+  function tick(ts) {
+    const v = window.cosimView;
+    if (B.first === null && v && v.state && v.state.slot >= 0) B.first = performance.now();
+    if (B.first !== null && B.loaded === null && v && (v.state.loaded === undefined || v.state.loaded)) B.loaded = performance.now();
+    if (B.hook) B.hook(ts);
+    if (B.rec) B.ts.push(ts);
+    requestAnimationFrame(tick);
+  }
+  requestAnimationFrame(tick);
+})();
+"""
 
 
 def browser():  # noqa: ANN201
@@ -34,7 +69,37 @@ def browser():  # noqa: ANN201
     opts.binary_location = shutil.which("chromium") or "chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
         opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "chromedriver"))
+    b = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "chromedriver"))
+    b.set_script_timeout(120)
+    b.set_page_load_timeout(300)
+    b.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HARNESS})
+    return b
+
+
+def _fps(ts: list[float]) -> tuple[float, float]:
+    """Frames per second between the first and last timestamp, and the longest frame [ms]."""
+    if len(ts) < 2:
+        return 0.0, float("nan")
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    return (len(ts) - 1) / (ts[-1] - ts[0]) * 1000, max(gaps)
+
+
+RECORD = """  // arguments: seconds, play speed (0: paused), zoom (bool); resolves with the rAF timestamps
+  const [secs, speed, zoom, done] = arguments, B = window.__bench, v = window.cosimView;
+  const c = document.getElementById('cv'), sp = document.getElementById('speed');
+  v.pause(); v.fit(); v.setSlot(0);
+  if (speed) { sp.value = String(speed); v.play(); }
+  let n = 0;
+  B.ts = []; B.rec = true;
+  B.hook = zoom ? () => { const f = Math.floor(n / 60) % 2 ? 1 / 1.03 : 1.03; n++;
+                          v.zoomAt(c.width / 2, c.height / 2, f); } : null;
+  const t0 = performance.now();
+  (function wait() {
+    if ((zoom && n >= 240) || (!zoom && performance.now() - t0 >= secs * 1000)) {
+      B.rec = false; B.hook = null; v.pause(); v.fit(); done(B.ts.slice());
+    } else setTimeout(wait, 50);
+  })();
+"""
 
 
 def measure(page: Path) -> dict:
@@ -42,52 +107,76 @@ def measure(page: Path) -> dict:
     try:
         t0 = time.perf_counter()
         b.get(page.as_uri())
-        load_s = time.perf_counter() - t0
+        load_wall = time.perf_counter() - t0
+        for _ in range(600):  # until the page says it is fully decoded
+            first, loaded = b.execute_script("return [window.__bench.first, window.__bench.loaded]")
+            if first is not None and loaded is not None:
+                break
+            time.sleep(0.1)
+        out = {"first_frame_ms": first, "loaded_ms": loaded, "load_wall_s": load_wall,
+               "slots": b.execute_script("return window.cosimView.nSlots")}
         ms = b.execute_script("""
             const v = window.cosimView, out = [];
             for (let i = 0; i < v.nSlots; i++) { const t = performance.now(); v.setSlot(i); out.push(performance.now() - t); }
             return out;""")
-        zoom = b.execute_script("""  // a transform change redraws the background (edges, discs) and the frame
-            const v = window.cosimView, c = document.getElementById('cv'), out = [];
-            v.setSlot(Math.floor(v.nSlots / 2));
-            for (let i = 0; i < 120; i++) {
-              const t = performance.now();
-              if (i % 3 === 2) v.panBy(7, -5); else v.zoomAt(c.width / 2, c.height / 2, i < 60 ? 1.05 : 1 / 1.05);
-              out.push(performance.now() - t);
-            }
-            v.fit(); return out;""")
-        zoom.sort()
-        b.execute_script("document.getElementById('speed').value = '60'; window.cosimView.setSlot(0); window.cosimView.play()")
-        f0, t0 = b.execute_script("return window.cosimView.state.frames"), time.perf_counter()
-        time.sleep(4)
-        f1, t1 = b.execute_script("return window.cosimView.state.frames"), time.perf_counter()
-        n = b.execute_script("return window.cosimView.state.vehicles")
+        ms.sort()
+        out["draw_ms_median"], out["draw_ms_p95"] = ms[len(ms) // 2], ms[int(0.95 * (len(ms) - 1))]
+        for name, args in (("play10", (5, 10, False)), ("play60", (5, 60, False)),
+                           ("zoom", (0, 0, True)), ("zoom_play10", (0, 10, True))):
+            ts = b.execute_async_script(RECORD, *args)
+            out[f"fps_{name}"], out[f"max_frame_ms_{name}"] = _fps(ts)
+        out["loadavg"] = os.getloadavg()[0]  # this machine is shared: how busy it was
+        out["vehicles_max"] = b.execute_script(
+            "const v = window.cosimView; let m = 0; for (let i = 0; i < v.nSlots; i += 10) { v.setSlot(i);"
+            " m = Math.max(m, v.state.vehicles); } return m")
+        errors = [e["message"] for e in b.get_log("browser") if e["level"] == "SEVERE"]
+        if errors:
+            out["errors"] = errors[:3]
     finally:
         b.quit()
-    ms.sort()
-    return {"load_s": load_s, "draw_ms_median": ms[len(ms) // 2], "draw_ms_p95": ms[int(0.95 * (len(ms) - 1))],
-            "fps_playing": (f1 - f0) / (t1 - t0), "vehicles_last_frame": n,
-            "zoom_ms_median": zoom[len(zoom) // 2], "zoom_ms_p95": zoom[int(0.95 * (len(zoom) - 1))]}
+    return out
+
+
+def line(page: Path, m: dict) -> str:
+    return (f"{page}: {page.stat().st_size / 1e6:.2f} MB, {m['slots']} slots, up to {m['vehicles_max']} vehicles; "
+            f"first frame {m['first_frame_ms'] / 1000:.2f} s, all loaded {m['loaded_ms'] / 1000:.2f} s; "
+            f"draw {m['draw_ms_median']:.2f} ms median, {m['draw_ms_p95']:.2f} ms p95; fps playing "
+            f"{m['fps_play10']:.1f} (10 slots/s, longest frame {m['max_frame_ms_play10']:.0f} ms), "
+            f"{m['fps_play60']:.1f} (60 slots/s, {m['max_frame_ms_play60']:.0f} ms); zooming "
+            f"{m['fps_zoom']:.1f} ({m['max_frame_ms_zoom']:.0f} ms), zooming while playing "
+            f"{m['fps_zoom_play10']:.1f} ({m['max_frame_ms_zoom_play10']:.0f} ms)"
+            + f"; load average {m['loadavg']:.1f}" + (f"; console errors: {m['errors']}" if m.get("errors") else ""))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", nargs="?", help="a results folder (default: run grid6 + DViT for 600 s)")
-    ap.add_argument("--max-rows", type=int, help="also measure a page subsampled to this many vehicle rows")
+    ap.add_argument("--page", action="append", default=[], help="measure this page (repeatable) instead of building one")
+    ap.add_argument("--out", help="folder for the built page (default: the run's folder)")
+    ap.add_argument("--max-rows", type=int, help="build with this row budget (cosim view --max-rows)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each page this many times, alternating")
+    ap.add_argument("--json", help="also write the measurements here")
     args = ap.parse_args()
-    run = Path(args.run) if args.run else ROOT / "runs" / "bench-view"
-    if not args.run and not (run / "summary.json").is_file():
-        subprocess.run([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_dvit.toml"), "--out",
-                        str(run), "-q", "--set", 'layers.dvit.policies=["vidi", "mddi"]'], check=True)
-    for rows in [MAX_ROWS] + ([args.max_rows] if args.max_rows else []):
-        t0 = time.perf_counter()
-        page = write_view(run, run / f"view-{rows}.html", max_rows=rows)
-        build = time.perf_counter() - t0
-        m = measure(page)
-        print(f"max_rows {rows}: {page.stat().st_size / 1e6:.2f} MB, built in {build:.1f} s; page load {m['load_s']:.2f} s; "
-              f"draw {m['draw_ms_median']:.2f} ms median, {m['draw_ms_p95']:.2f} ms p95; "
-              f"{m['fps_playing']:.0f} frames/s playing at 60 slots/s; {m['vehicles_last_frame']} vehicles in the last frame; "
-              f"zoom/pan step {m['zoom_ms_median']:.2f} ms median, {m['zoom_ms_p95']:.2f} ms p95")
+    pages = [Path(p) for p in args.page]
+    if not pages:
+        run = Path(args.run) if args.run else ROOT / "runs" / "bench-view"
+        if not args.run and not (run / "summary.json").is_file():
+            subprocess.run([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_dvit.toml"), "--out",
+                            str(run), "-q", "--set", 'layers.dvit.policies=["vidi", "mddi"]'], check=True)
+        out = Path(args.out) if args.out else run
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.process_time()
+        kw = {"max_rows": args.max_rows} if args.max_rows else {}
+        pages = [write_view(run, out / "view.html", **kw)]
+        print(f"built {pages[0]} in {time.process_time() - t0:.1f} CPU s")
+    results = []
+    for _ in range(args.repeat):
+        for page in pages:
+            m = measure(page)
+            results.append({"page": str(page), "bytes": page.stat().st_size, **m})
+            print(line(page, m), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
