@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata as md
 import platform
-import shutil
 import signal
 import sys
 import time
@@ -20,7 +19,7 @@ import cosim
 from cosim import config as cfgmod
 from cosim import pairing, registry, sumo_outputs
 from cosim.analysis import dwell_error_from_parquet
-from cosim.engine.folder import rollback
+from cosim.engine.folder import remove_record, rollback
 from cosim.engine.signals import interrupts
 from cosim.engine.spec import RunSpec
 from cosim.engine.workers import Shards
@@ -200,8 +199,8 @@ class Session:
         if self.trace is not None:
             with contextlib.suppress(Exception):
                 self.trace.close()
-            if self.record is not None:
-                shutil.rmtree(self.record, ignore_errors=True) if self.record.is_dir() else self.record.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                remove_record(self.record)  # the trace this run began
         rollback(self.out_dir, self.created)
 
     def finish(self, status: str = "completed", error: str | None = None) -> dict:

@@ -400,7 +400,7 @@ class Shards:
             for w in self.workers:
                 if results[w.index] is None:
                     w.error = w.error or "not waited for after Ctrl-C"
-                    w.proc.kill()
+                    processes.stop(w.proc, 0)
         for slot in sorted(self.pending):  # in order; a slot a failed worker left: the others' rows
             self._write_merged([r for r in self.pending.pop(slot) if r is not None])
         self._write_merged([r[0] for r in results if r is not None])
