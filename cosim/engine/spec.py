@@ -57,12 +57,13 @@ class Timeline:
         return slot_times(self.begin_s, self.slot_s, self.end_s)
 
 
-def build_layers(cfg: Config, plan: Plan | None, table: Callable[[str], Any]) -> list:
+def build_layers(cfg: Config, plan: Plan | None, table: Callable[[str], Any], label: str | None = None) -> list:
     """The configured layers built for the plugin's process, each once: every one whole without
     a plan; with one, each with the policies of share 0 (the plugin's; ``LayerContext.policies``)
     — every policy still bound and checked — and a layer none of whose policies stays here whole,
-    built to be checked, not run (:func:`run_here`)."""
-    ctx = LayerContext.for_run(cfg, table)
+    built to be checked, not run (:func:`run_here`). Errors name ``label`` (default: the
+    scenario file)."""
+    ctx = LayerContext.for_run(cfg, table, label)
     if plan is not None:
         mine = plan.shares[0].layers
         ctx.policies = {name: tuple(t["policies"]) for name, t in mine.items()
@@ -124,7 +125,7 @@ class RunSpec:
 
 
 def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net: NetInfo | None = None,
-            net_file: str | None = None) -> RunSpec:
+            net_file: str | None = None, label: str | None = None) -> RunSpec:
     """Every check that needs no results folder and no SUMO, and every choice made before the
     run, once: the timeline, the network, the RSUs, the layers (validated and built), the
     process count (``scenario.jobs = 0``: :func:`~cosim.engine.workers.resolve_jobs`, at most
@@ -136,7 +137,8 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
     replay sets to the trace's end, else where the trace does) or
     ``"attach"`` (your own loop drives SUMO: one process, no end). ``net``: the network already
     read (an environment's episodes); ``net_file``: the network to read (attach: the running
-    SUMO's), else the sumocfg's."""
+    SUMO's), else the sumocfg's; ``label``: what the layers' errors name instead of the scenario
+    file (an environment's ``overrides``)."""
     sc = cfg.scenario
     begin, end = run_window(cfg)
     if end is not None and end >= 0 and end <= begin:
@@ -158,14 +160,14 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
         cfg = cfg.replace(scenario={"jobs": 1})  # your loop drives SUMO: all in this process (what config.toml says)
     plan = None
     if cfg.scenario.jobs == 0 or cfg.scenario.jobs >= 3:  # the count and the deal go by the policies, bound
-        bound = bind_layers(cfg)
+        bound = bind_layers(cfg, label)
         cfg = resolve_jobs(cfg, most, bound)  # auto (0): as the cores allow
         plan = deal(cfg, cfg.scenario.jobs - 2, bound) if cfg.scenario.jobs >= 3 else None
         if plan is not None and len(plan.shares) == 1:
             plan = None  # nothing to spread (one policy, or none that a worker could import)
     jobs = cfg.scenario.jobs
     tables = _Tables()
-    layers = build_layers(cfg, plan, tables)  # built once: checked here, run by the session
+    layers = build_layers(cfg, plan, tables, label)  # built once: checked here, run by the session
     windows = {layer.name: [float(t) if math.isfinite(t) else None for t in layer.request_window]
                for layer in layers if layer.task_table is not None}
     if traffic == "synthetic" and (end is None or end < 0):
