@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from cosim.errors import Terminated
+from cosim.results import summary_of
 
 
 def run_cell(cell: dict, out: Path) -> dict:
@@ -43,7 +44,7 @@ def run_cell(cell: dict, out: Path) -> dict:
         record.update(status="failed", error=str(exc))
     except KeyboardInterrupt as exc:  # Terminated (SIGTERM) included
         stopped = exc
-        done = (read_json(out / "summary.json") or {}).get("status") == "completed"  # stopped while closing
+        done = (summary_of(out) or {}).get("status") == "completed"  # stopped while closing
         record.update(status="completed" if done else "terminated" if isinstance(exc, Terminated) else "interrupted",
                       error=None if done else "stopped by a signal; runs again when the sweep is resumed")
     except Exception as exc:  # keep the sweep going; the error is in the record
@@ -104,5 +105,5 @@ def finished(out: Path) -> dict | None:
     rec = read_json(out / "cell.json")
     if rec is None or rec.get("status") != "completed":
         return None
-    summary = read_json(out / "summary.json")
+    summary = summary_of(out)
     return rec if summary is not None and summary.get("status") == "completed" else None

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cosim.engine.signals import raise_terminated
+from cosim.engine.signals import interrupts
 from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, is_disk_full
 
 EXIT_FAILED = 1  # the run failed mid-way (a layer's error, a policy worker died); results so far on disk
@@ -372,7 +372,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local processes (default) or Ray tasks (pip install 'cosim[ray]')")
-    p.add_argument("--jobs", type=int, metavar="N", help="parallel runs (default: the CPU count; local Ray: its CPUs)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="parallel runs (default: the cores cosim may use: COSIM_CPUS, else its CPU affinity; "
+                        "local Ray: its CPUs)")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -586,9 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     import signal
 
-    old_term = signal.getsignal(signal.SIGTERM)
-    if old_term is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, raise_terminated)  # a SIGTERM ends like Ctrl-C: results written
+    # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
+    with interrupts(signal.SIGTERM, install="unowned"):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """The command, with every way it can end turned into its exit code and one line."""
     try:
         return args.func(args)
     except DiskFull as exc:
@@ -619,6 +625,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosim: error: sys.exit({exc.code!r}) was called while the command ran (by a plugin, or a library it "
               f"uses?); it did not finish ({kept})", file=sys.stderr)
         return EXIT_ERROR if kept.startswith("no results") else EXIT_FAILED  # before the first slot: as a bad plugin
-    finally:
-        if old_term is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, old_term)

@@ -312,8 +312,19 @@ def load(run_dir: str | Path) -> Results:
             error = f"{file}: broken JSON at line {exc.lineno}: {exc.msg}"
         except UnicodeDecodeError:
             error = f"{file}: not UTF-8 text"
+        if summary is not None and not isinstance(summary, dict):
+            summary, error = None, f"{file}: not a JSON object"
     config = (path / "config.toml").read_text() if (path / "config.toml").is_file() else None
     return Results(path, names, summary, config, error)
 
 
-__all__ = ["COVERAGE_COLUMNS", "Results", "Shown", "load", "read_arrow", "read_table", "unreadable"]
+def summary_of(run_dir: str | Path) -> dict | None:
+    """The parsed ``summary.json`` of ``run_dir`` (:func:`load`'s); None where there is no such
+    folder, no summary or a broken one (a sweep's cell that then runs again)."""
+    try:
+        return load(run_dir).summary
+    except CosimError:
+        return None
+
+
+__all__ = ["COVERAGE_COLUMNS", "Results", "Shown", "load", "summary_of", "read_arrow", "read_table", "unreadable"]

@@ -624,18 +624,15 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     summary.json lists into ``run_dir/sumo/`` and convert the common ones to tables, as a run
     cosim started does. Updates summary.json's ``sumo_outputs`` block (and ``warnings``) and
     returns the block."""
-    import json
     import shutil
 
     from cosim.errors import CosimError
     from cosim.recorder import dumps_json, write_atomic
+    from cosim.results import load
 
     run = Path(run_dir)
     summary_path = run / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CosimError(f"{run}: no readable summary.json ({exc})") from None
+    summary = load(run).require_summary()  # one line when it is missing or broken
     block = summary.get("sumo_outputs")
     if not block or block.get("redirected", True):
         raise CosimError(f"{run}: no outputs of a SUMO cosim did not start to collect (summary.json: sumo_outputs)")

@@ -49,6 +49,7 @@ from cosim.cells import finished, read_json, run_cell, run_in_process
 from cosim.config import (TIME_MAX_S, ScenarioSection, build_section, describe_fields, field_docs, key_parts,
                           option)
 from cosim.errors import ConfigError, Terminated
+from cosim.results import summary_of
 from cosim.stats import holm, mean_ci
 from cosim.status import write_status
 
@@ -399,7 +400,10 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
             skipped += 1
         else:
             todo.append((c.to_json(), d))
-    jobs = jobs or os.cpu_count() or 1
+    if not jobs:
+        from cosim.engine.processes import available_cores
+
+        jobs = available_cores()
     prog = Progress(len(cells), skipped, progress)
     try:
         if engine == "local":
@@ -437,7 +441,7 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
                 **{k: _cellvalue(v) for k, v in c.params}}
         rec = read_json(d / "cell.json") or {}
         st = rec.get("status", "missing")
-        summary = read_json(d / "summary.json") if st == "completed" else None
+        summary = summary_of(d) if st == "completed" else None
         if st == "completed" and summary is None:
             st, rec = "failed", {**rec, "error": "summary.json missing or corrupt (re-run the sweep to run it again)"}
         status.append({**base, "status": st, "error": rec.get("error"), "wall_s": rec.get("wall_s"),
@@ -639,12 +643,12 @@ def load_sweep(folder: str | Path) -> SweepResults:
 
 def _worker_main(argv: list[str]) -> int:
     """``python -m cosim.sweep CELL_SPEC.json OUT_DIR``: run one cell (what the engines start)."""
-    from cosim.engine.signals import raise_terminated
+    from cosim.engine.signals import interrupts
 
-    signal.signal(signal.SIGTERM, raise_terminated)  # the sweep stops its workers with SIGTERM
     try:
-        cell = json.loads(Path(argv[0]).read_text())
-        rec = run_cell(cell, Path(argv[1]))
+        with interrupts(signal.SIGTERM):  # the sweep stops its workers with SIGTERM: results written
+            cell = json.loads(Path(argv[0]).read_text())
+            rec = run_cell(cell, Path(argv[1]))
     except Terminated:
         return 143
     except KeyboardInterrupt:

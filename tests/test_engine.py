@@ -154,3 +154,53 @@ def test_a_session_runs_the_layers_resolve_built(tmp_path, monkeypatch):
     finally:
         session.discard()
     assert not (tmp_path / "out").exists()  # made for the run, removed by the rollback
+
+
+def test_with_policy_workers_the_plugin_s_process_builds_each_layer_once(tmp_path, monkeypatch):
+    """--jobs 3: resolve deals the policies by their bound specs (no layer built for it) and
+    builds each layer once, with the plugin's share of its policies, checked against all of
+    them; the session runs those very objects. Before: every layer built whole by resolve, then
+    share 0's built again by the session."""
+    from cosim.engine.session import Session
+    from cosim.layers.base import Layer
+
+    built = []
+    init = Layer.__init__
+
+    def counting(self, config, ctx):
+        built.append(self.name)
+        init(self, config, ctx)
+
+    monkeypatch.setattr(Layer, "__init__", counting)
+    spec = resolve(_cfg(tmp_path, "jobs = 3\n"))
+    assert built == ["dvit", "cache"]
+    owner = spec.plan.owner
+    mine = [p for p in ["vidi", "optimal", "sdi", "mddi"] if owner[("dvit", p)] == 0]
+    theirs = [p for p in ["vidi", "optimal", "sdi", "mddi"] if owner[("dvit", p)] != 0]
+    assert mine and theirs  # dealt over both processes
+    dvit = spec.layers[0]
+    assert list(dvit.policies) == mine and list(dvit.configured) == ["vidi", "optimal", "sdi", "mddi"]
+    assert list(dvit.kernel.stats) == mine  # state kept for its share only
+    session = Session(spec, tmp_path / "out", created=True)
+    try:
+        assert built == ["dvit", "cache"]  # the session runs them: not built again
+        assert [id(x) for x in session.layers] == [id(x) for x in spec.layers if x.name in spec.plan.shares[0].layers]
+    finally:
+        session.discard()
+
+
+def test_a_policy_dealt_to_a_worker_is_still_checked_before_the_run(tmp_path):
+    """A check across the policies (MoE: a posted price inside price_range) walks every
+    configured policy, so a bad one is refused by resolve whichever process it was dealt to."""
+    from cosim.errors import ConfigError
+
+    f = tmp_path / "m.toml"
+    f.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 20\njobs = 3\n[layers.moe]\n'
+                 'policies = ["uniform", "nearest"]\n'
+                 '[layers.moe.options.uniform]\nuniform_price = 5000.0\n')
+    cfg = load_config(f)
+    ok = resolve(cfg.replace(layers={"moe": {**cfg.layers["moe"], "options": {}}}))
+    assert ok.plan.owner[("moe", "uniform")] != 0  # dealt to a worker: the plugin's layer does not run it
+    assert "uniform" not in ok.layers[0].policies
+    with pytest.raises(ConfigError, match=r"layers\.moe\.options\.uniform\.uniform_price: 5000 is outside price_range \[0\.01, 1000\]"):
+        resolve(cfg)

@@ -16,7 +16,7 @@ from cosim.errors import SumoDied
 from cosim.sources.pipelined import PipelinedSource
 from cosim.sources.sumo import sumo_command
 
-from .conftest import GRID6_CFG, ROOT, run_cli, run_grid6
+from .conftest import GRID6_CFG, ROOT, as_foreground, run_cli, run_grid6
 
 pytestmark = pytest.mark.sumo
 
@@ -120,8 +120,7 @@ def test_ctrl_c_keeps_results_and_status(tmp_path, jobs, scenario, sig):
                              str(out), "--jobs", jobs, "--set", "output.flush_slots=5",
                              "--set", "scenario.warmup_s=0"], cwd=ROOT,  # tasks from the start: some by slot 20
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            # a shell's background job ignores SIGINT, and Python keeps an ignored SIGINT ignored
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=as_foreground)  # Ctrl-C reaches it even from a background job
     try:
         for line in proc.stderr:  # one progress line a second when stderr is not a terminal
             if " slot " in line and int(line.split(" slot ")[1].split()[0]) >= 20:

@@ -145,7 +145,6 @@ c0 = time.process_time()
 s = replay(cfg, {str(tr)!r}, {str(tr.parent / 'alone')!r}, progress=False, overwrite=True)
 cpu = time.process_time() - c0
 b = s["layers"]["dvit"]["mcpdi-each-step"]
-import pyarrow.parquet as pq
 decisions = int(cosim.load({str(tr.parent / 'alone')!r})["dvit_tasks"]["replans"].sum() + b["tasks"])
 print(json.dumps({{"decisions": decisions, "cpu_s": cpu}}))
 """

@@ -2,13 +2,15 @@
 
 =====================  ==========================================================================
 ``spec``               a run resolved once: :func:`resolve` -> the frozen :class:`RunSpec`
-                       (timeline, network, RSUs, the layers built, process count, worker plan)
+                       (timeline, network, RSUs, process count and worker plan — dealt by the
+                       policies bound, no layer built for it — and the layers, each built once)
 ``folder``             the results folder: where a run writes, ``--overwrite``, the one rollback
 ``session``            the plugin's state for one run and the ``summary.json`` it writes
 ``loop``               the slot loop (:func:`drive`) and the listener inside your TraCI loop
 ``timeline``           the slot boundaries every slot loop steps to (:func:`slot_times`, ``EPS``)
 ``signals``            the one way Ctrl-C and SIGTERM are let through or held back (``interrupts``)
-``processes``          the one way a process is started, talked to and stopped; available cores
+``processes``          the one way a process is started (SUMO, the pipelined source, policy
+                       workers, a sweep's runs), talked to and stopped; available cores
 ``workers``            a layer's policies spread over worker processes (``scenario.jobs >= 3``)
 =====================  ==========================================================================
 

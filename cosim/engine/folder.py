@@ -173,6 +173,7 @@ def check_record(record: str | Path | None, overwrite: bool = False) -> Path | N
 
 
 def remove_record(p: Path | None) -> None:
-    """An earlier trace at ``p`` (allowed by --overwrite), removed just before the run writes it."""
+    """The trace at ``p`` (a file or a part folder), if any: an earlier one (allowed by
+    --overwrite) just before the run writes it, or the run's own when it is discarded."""
     if p is not None and p.exists():
         shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -4,9 +4,10 @@ A run may start SUMO (:mod:`cosim.sources.sumo`), a traffic source one slot ahea
 (:mod:`cosim.sources.pipelined`), policy workers (:mod:`cosim.engine.workers`) and a sweep its
 runs (:mod:`cosim.sweep`). They all go through here:
 
-* :func:`python` starts ``python -m MODULE ARGS`` (optionally dying with its parent,
-  :data:`DIES_WITH_PARENT`); :func:`spawn` adds a socket pair to it and the child side runs
-  :func:`child_main`;
+* :func:`start` starts a process (SUMO), optionally dying with its parent
+  (:data:`DIES_WITH_PARENT`); :func:`python` starts ``python -m MODULE ARGS`` with it (a sweep's
+  runs); :func:`spawn` adds a socket pair to that and the child side runs :func:`child_main`
+  (the pipelined source, the policy workers);
 * :func:`send` / :func:`recv` / :func:`pack` are the one wire format on such a pair: pickled
   (highest protocol) messages framed by the connection;
 * :func:`stop` ends a process: a signal if asked, a grace period, then SIGKILL;
@@ -47,12 +48,18 @@ DIES_WITH_PARENT = _pdeathsig()
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def python(module: str, *args: str, die_with_parent: bool = False, **popen: Any) -> subprocess.Popen:
-    """``python -m MODULE ARGS...`` with this interpreter; ``popen``: more ``subprocess.Popen``
-    arguments (env, stderr, pass_fds, ...)."""
+def start(cmd: list[str], die_with_parent: bool = False, **popen: Any) -> subprocess.Popen:
+    """The one way cosim starts a process: ``cmd`` (SUMO's, or :func:`python`'s), dying with
+    cosim where asked (:data:`DIES_WITH_PARENT`); ``popen``: more ``subprocess.Popen``
+    arguments (env, stdout, stderr, pass_fds, ...)."""
     if die_with_parent:
         popen["preexec_fn"] = DIES_WITH_PARENT
-    return subprocess.Popen([sys.executable, "-m", module, *args], **popen)
+    return subprocess.Popen(cmd, **popen)
+
+
+def python(module: str, *args: str, die_with_parent: bool = False, **popen: Any) -> subprocess.Popen:
+    """``python -m MODULE ARGS...`` with this interpreter (:func:`start`)."""
+    return start([sys.executable, "-m", module, *args], die_with_parent, **popen)
 
 
 def spawn(module: str, *args: str) -> tuple[subprocess.Popen, Connection]:

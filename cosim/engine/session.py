@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata as md
 import platform
-import shutil
 import signal
 import sys
 import time
@@ -20,12 +19,11 @@ import cosim
 from cosim import config as cfgmod
 from cosim import pairing, registry, sumo_outputs
 from cosim.analysis import dwell_error_from_parquet
-from cosim.engine.folder import rollback
+from cosim.engine.folder import remove_record, rollback
 from cosim.engine.signals import interrupts
 from cosim.engine.spec import RunSpec
 from cosim.engine.workers import Shards
 from cosim.errors import CosimError, DiskFull, is_disk_full
-from cosim.layers.base import LayerContext, make_layers
 from cosim.recorder import LayerTables, Recorder, claim, write_grouped
 from cosim.sources.base import ON_DEMAND_FIELDS, SNAPSHOT_FIELDS, Snapshot
 from cosim.world import World
@@ -111,10 +109,9 @@ class Session:
         self.shards = None
         self.source = None  # set by drive(): the workers get the routes each snapshot brought
         self.plan = spec.plan
-        # the layers resolve built, now writing to this run's tables; with a plan, the plugin's share of them
+        # the layers resolve built (with a plan, each with the plugin's share of its policies), now
+        # writing to this run's tables
         self.layers = spec.layers_for_run(table)
-        if self.layers is None:
-            self.layers = make_layers(self.plan.shares[0] if self.plan else cfg, LayerContext.for_run(cfg, table))
         self.order = self.plan.order if self.plan else {layer.name: list(layer.policies) for layer in self.layers}
         self.timing = Timing()
         self.trace = None
@@ -202,8 +199,8 @@ class Session:
         if self.trace is not None:
             with contextlib.suppress(Exception):
                 self.trace.close()
-            if self.record is not None:
-                shutil.rmtree(self.record, ignore_errors=True) if self.record.is_dir() else self.record.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                remove_record(self.record)  # the trace this run began
         rollback(self.out_dir, self.created)
 
     def finish(self, status: str = "completed", error: str | None = None) -> dict:

@@ -19,7 +19,7 @@ from cosim.engine.timeline import slot_times
 from cosim.engine.workers import Plan, resolve_jobs
 from cosim.engine.workers import plan as deal
 from cosim.errors import ConfigError, CosimError
-from cosim.layers.base import LayerContext, make_layers
+from cosim.layers.base import LayerContext, bind_layers, make_layers
 from cosim.world import net_file_of, read_net
 from cosim.world.network import NetInfo
 from cosim.world.rsu import RsuSet, build_rsus, sites_off_network
@@ -57,6 +57,26 @@ class Timeline:
         return slot_times(self.begin_s, self.slot_s, self.end_s)
 
 
+def build_layers(cfg: Config, plan: Plan | None, table: Callable[[str], Any], label: str | None = None) -> list:
+    """The configured layers built for the plugin's process, each once: every one whole without
+    a plan; with one, each with the policies of share 0 (the plugin's; ``LayerContext.policies``)
+    — every policy still bound and checked — and a layer none of whose policies stays here whole,
+    built to be checked, not run (:func:`run_here`). Errors name ``label`` (default: the
+    scenario file)."""
+    ctx = LayerContext.for_run(cfg, table, label)
+    if plan is not None:
+        mine = plan.shares[0].layers
+        ctx.policies = {name: tuple(t["policies"]) for name, t in mine.items()
+                        if name in plan.order and isinstance(t.get("policies"), list)}
+    return make_layers(cfg, ctx)
+
+
+def run_here(layers: list, plan: Plan | None) -> list:
+    """Those of ``layers`` (:func:`build_layers`) the plugin's process runs: all without a plan,
+    else those with policies in share 0 and the layers not dealt."""
+    return list(layers) if plan is None else [layer for layer in layers if layer.name in plan.shares[0].layers]
+
+
 class _Tables:
     """``ctx.table`` of the layers built at resolve time: no table while they are only checked,
     the session's once it runs them (:meth:`RunSpec.layers_for_run`)."""
@@ -75,8 +95,10 @@ class RunSpec:
     this, and nothing is worked out twice.
 
     ``cfg`` has ``scenario.jobs`` resolved (``auto`` replaced by the count chosen); ``layers``
-    are the configured layers, validated and built (not run); ``plan`` deals their policies over
-    the worker processes (None: every policy in the plugin's process)."""
+    are the configured layers, validated and built once for the plugin's process (not run yet;
+    with a plan, each with the plugin's share of its policies: :func:`build_layers`); ``plan``
+    deals their policies over the worker processes (None: every policy in the plugin's
+    process)."""
 
     cfg: Config
     timeline: Timeline
@@ -92,19 +114,18 @@ class RunSpec:
     _tables: _Tables = field(default_factory=_Tables, repr=False, compare=False)
     _unused: list = field(default_factory=lambda: [True], repr=False, compare=False)
 
-    def layers_for_run(self, table: Callable[[str], Any]) -> list | None:
-        """The built layers, writing to ``table``, for the one session that runs them all in its
-        process (no plan); None once handed out, or where a plan deals them (the session then
-        builds its share of them)."""
-        if self.plan is not None or not self._unused[0]:
-            return None
+    def layers_for_run(self, table: Callable[[str], Any]) -> list:
+        """The layers the plugin's process runs (:func:`run_here`), writing to ``table``: the
+        ones resolve built for the first session, built anew (the same way) for any later one."""
+        if not self._unused[0]:
+            return run_here(build_layers(self.cfg, self.plan, table), self.plan)
         self._unused[0] = False
         self._tables.open = table
-        return list(self.layers)
+        return run_here(self.layers, self.plan)
 
 
 def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net: NetInfo | None = None,
-            net_file: str | None = None) -> RunSpec:
+            net_file: str | None = None, label: str | None = None) -> RunSpec:
     """Every check that needs no results folder and no SUMO, and every choice made before the
     run, once: the timeline, the network, the RSUs, the layers (validated and built), the
     process count (``scenario.jobs = 0``: :func:`~cosim.engine.workers.resolve_jobs`, at most
@@ -116,7 +137,8 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
     replay sets to the trace's end, else where the trace does) or
     ``"attach"`` (your own loop drives SUMO: one process, no end). ``net``: the network already
     read (an environment's episodes); ``net_file``: the network to read (attach: the running
-    SUMO's), else the sumocfg's."""
+    SUMO's), else the sumocfg's; ``label``: what the layers' errors name instead of the scenario
+    file (an environment's ``overrides``)."""
     sc = cfg.scenario
     begin, end = run_window(cfg)
     if end is not None and end >= 0 and end <= begin:
@@ -134,15 +156,20 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
                               "sites are SUMO network x/y in metres")
         warnings += [f"{cfg.source_file}: rsu.sites[{i}] ('{rsus.ids[i]}' at {rsus.x[i]:g}, {rsus.y[i]:g}) is more "
                      f"than radius_m from the network (bounds {b} m): it will cover no vehicle" for i in off]
-    tables = _Tables()
-    layers = make_layers(cfg, LayerContext.for_run(cfg, tables))  # built once: checked here, run by the session
-    windows = {layer.name: [float(t) if math.isfinite(t) else None for t in layer.request_window]
-               for layer in layers if layer.task_table is not None}
     if traffic == "attach":
         cfg = cfg.replace(scenario={"jobs": 1})  # your loop drives SUMO: all in this process (what config.toml says)
-    else:
-        cfg = resolve_jobs(cfg, most, layers)  # auto (0): as the cores allow
+    plan = None
+    if cfg.scenario.jobs == 0 or cfg.scenario.jobs >= 3:  # the count and the deal go by the policies, bound
+        bound = bind_layers(cfg, label)
+        cfg = resolve_jobs(cfg, most, bound)  # auto (0): as the cores allow
+        plan = deal(cfg, cfg.scenario.jobs - 2, bound) if cfg.scenario.jobs >= 3 else None
+        if plan is not None and len(plan.shares) == 1:
+            plan = None  # nothing to spread (one policy, or none that a worker could import)
     jobs = cfg.scenario.jobs
+    tables = _Tables()
+    layers = build_layers(cfg, plan, tables, label)  # built once: checked here, run by the session
+    windows = {layer.name: [float(t) if math.isfinite(t) else None for t in layer.request_window]
+               for layer in layers if layer.task_table is not None}
     if traffic == "synthetic" and (end is None or end < 0):
         raise ConfigError(f"{cfg.source_file}: traffic.source = \"{cfg.traffic.source}\" needs an end: set "
                           "scenario.end_s")
@@ -151,8 +178,5 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
     else:
         step = step_length_s(cfg)
         end = (sc.end_s if sc.end_s >= 0 else None) if traffic == "replay" else None
-    plan = deal(cfg, jobs - 2, list(layers)) if jobs >= 3 else None
-    if plan is not None and len(plan.shares) == 1:
-        plan = None  # nothing to spread (one policy, or none that a worker could import)
     return RunSpec(cfg, Timeline(begin, end, step, sc.slot_s), net, rsus, tuple(layers), jobs, plan,
                    tuple(warnings), windows, tables)

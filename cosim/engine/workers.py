@@ -77,7 +77,7 @@ class Plan:
     and, per layer, the configured policy order (the order rows are written in)."""
 
     shares: list["Config"]
-    layers: list = field(default_factory=list)  # every layer with all its policies (not run)
+    layers: list = field(default_factory=list)  # every layer with all its policies (bound, not run)
     modules: list[list[str]] = field(default_factory=list)  # per share: the modules of its policies
     order: dict[str, list[str]] = field(default_factory=dict)
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
@@ -89,12 +89,13 @@ def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
     the lower share), by each policy's registered ``cost``; share 0, the plugin's process,
     starts with :data:`PLUGIN_LOAD` (the world and the recording). Policies a fresh process
     cannot import, and layers that are not shardable, stay in share 0. Shares left without a
-    policy are dropped (fewer workers start). ``layers``: ``cfg``'s layers already built (not
-    run; :func:`cosim.engine.spec.resolve`), else they are built here."""
+    policy are dropped (fewer workers start). ``layers``: ``cfg``'s layers with their policies
+    bound (:func:`cosim.layers.base.bind_layers`, as :func:`cosim.engine.spec.resolve` passes
+    them; built layers do too), else they are bound here."""
     if layers is None:
-        from cosim.layers.base import validate_layers
+        from cosim.layers.base import bind_layers
 
-        layers = validate_layers(cfg)
+        layers = bind_layers(cfg)
     order = {layer.name: list(layer.policies) for layer in layers}
     shardable = {layer.name: layer.shardable for layer in layers}
     owner: dict[tuple[str, str], int] = {}
@@ -160,13 +161,14 @@ def auto_jobs(layers: list, cores: int) -> int:
 
 def resolve_jobs(cfg: "Config", most: int | None = None, layers: list | None = None) -> "Config":
     """``cfg`` with ``scenario.jobs = 0`` replaced by :func:`auto_jobs` (at most ``most``);
-    any other value as it is. ``layers``: ``cfg``'s layers already built, else built here."""
+    any other value as it is. ``layers``: ``cfg``'s layers with their policies bound
+    (:func:`cosim.layers.base.bind_layers`) or built, else they are bound here."""
     if cfg.scenario.jobs != 0:
         return cfg
     if layers is None:
-        from cosim.layers.base import validate_layers
+        from cosim.layers.base import bind_layers
 
-        layers = validate_layers(cfg)
+        layers = bind_layers(cfg)
     n = auto_jobs(layers, available_cores())
     return cfg.replace(scenario={"jobs": min(n, most) if most else n})
 
@@ -398,7 +400,7 @@ class Shards:
             for w in self.workers:
                 if results[w.index] is None:
                     w.error = w.error or "not waited for after Ctrl-C"
-                    w.proc.kill()
+                    processes.stop(w.proc, 0)
         for slot in sorted(self.pending):  # in order; a slot a failed worker left: the others' rows
             self._write_merged([r for r in self.pending.pop(slot) if r is not None])
         self._write_merged([r[0] for r in results if r is not None])

@@ -170,7 +170,6 @@ class CosimEnv(gym.Env):
     def __init__(self, scenario: str | Path, *, seed: int | None = None, trace: str | Path | list | None = None,
                  overrides: dict | None = None, compare: list | tuple | str = (), backend: str | None = None,
                  out_dir: str | Path | None = None):
-        from cosim.layers.base import validate_layers
         from cosim.engine.workers import resolve_jobs
         from cosim.engine.spec import resolve
         from cosim.sources.replay import ReplaySource
@@ -189,10 +188,10 @@ class CosimEnv(gym.Env):
         if self.cfg.scenario.jobs > 2:  # the agent's policy answers in this process, between steps
             raise ConfigError(f"overrides: scenario.jobs = {self.cfg.scenario.jobs}: an environment runs its layer's "
                               "policies in its own process (1, or 2 with SUMO in its own)")
-        self.checked_layer = validate_layers(self.cfg, "overrides")[0]  # built once, no run: its catalog etc.
-        self.layer_cfg = self.checked_layer.cfg
         #: the run resolved once, checked before the first reset (each episode resolves its seed's)
-        self.prepared = resolve(self.cfg, traffic="replay" if trace is not None else "sumo")
+        self.prepared = resolve(self.cfg, traffic="replay" if trace is not None else "sumo", label="overrides")
+        self.checked_layer = self.prepared.layers[0]  # built once, not run: its catalog etc.
+        self.layer_cfg = self.checked_layer.cfg
         traces = trace if isinstance(trace, (list, tuple)) else [trace] if trace is not None else []
         self.traces = [Path(t) for t in traces]
         for t in self.traces:  # a missing or unknown trace is an error now, not at the first reset

@@ -85,6 +85,10 @@ class LayerContext:
     end_s: float | None = None  # the run's end [s]; None: not known in advance (attach, a sumocfg without one)
     warmup_s: float = 0.0  # scenario.warmup_s (-1: auto); see Layer.request_window
     drain_s: float = 0.0  # scenario.drain_s (-1: auto)
+    #: layer name -> the policies this process runs of it (the plugin's share when policy workers
+    #: run the others, :mod:`cosim.engine.workers`); a layer not named runs all it is configured
+    #: with. Every configured policy is bound and checked either way (:attr:`Layer.configured`).
+    policies: dict[str, tuple[str, ...]] | None = None
 
     @classmethod
     def for_run(cls, cfg: "Config", table: Callable[[str], Any], label: str | None = None) -> "LayerContext":
@@ -247,17 +251,35 @@ class Layer:
         self.ctx = ctx
         #: how errors name this layer's table: "<scenario file>: layers.NAME"
         self.where = f"{ctx.scenario_file}: layers.{self.name}"
-        #: the bound policies, in the configured order
-        self.policies: dict[str, Policy] = {}
         #: policy -> the one line saying why it was dropped mid-run
         self.failed: dict[str, str] = {}
-        if self.config_class is not None:
-            self.cfg = build_section(self.config_class, config, ctx.scenario_file, f"layers.{self.name}")
-            if hasattr(self.cfg, "policies"):
-                self.policies = bind_policies(self.name, self.cfg.policies, getattr(self.cfg, "options", {}),
-                                              self.where, self.policy_traits)
-                for pol in self.policies.values():
-                    check_signature(pol.spec, self.policy_inputs, self.policy_kind, self.where)
+        section, bound = self.bind(config, ctx.scenario_file)
+        if section is not None:
+            self.cfg = section
+        #: every configured policy, bound and checked, in the configured order: what a check
+        #: across the policies (a trait against a layer key, an option against a range) walks,
+        #: so that a run with policy workers refuses a bad one before it starts
+        self.configured: dict[str, Policy] = bound
+        share = (ctx.policies or {}).get(self.name)
+        #: the policies this process runs (all configured, unless ``ctx.policies`` deals some to
+        #: policy workers), in the configured order: what a layer keeps state for and calls
+        self.policies: dict[str, Policy] = bound if share is None else {p: v for p, v in bound.items() if p in share}
+
+    @classmethod
+    def bind(cls, config: dict, scenario_file: str) -> tuple[Any, dict[str, Policy]]:
+        """The ``[layers.NAME]`` table validated into :attr:`config_class` (None without one) and
+        its policies bound (:func:`bind_policies`) and checked against :attr:`policy_protocol` —
+        without building the layer (what :func:`bind_layers` deals policies by)."""
+        if cls.config_class is None:
+            return None, {}
+        section = build_section(cls.config_class, config, scenario_file, f"layers.{cls.name}")
+        if not hasattr(section, "policies"):
+            return section, {}
+        where = f"{scenario_file}: layers.{cls.name}"
+        bound = bind_policies(cls.name, section.policies, getattr(section, "options", {}), where, cls.policy_traits)
+        for pol in bound.values():
+            check_signature(pol.spec, cls.policy_inputs, cls.policy_kind, where)
+        return section, bound
 
     # -- the run's calls -------------------------------------------------------------------
     def on_start(self) -> None:
@@ -427,12 +449,37 @@ def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
     return out
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A configured layer not built: its name, whether its policies may run in policy workers
+    (:attr:`Layer.shardable`) and its policies bound and checked (:meth:`Layer.bind`) — what the
+    process count and the worker plan are chosen by (:mod:`cosim.engine.workers`)."""
+
+    name: str
+    shardable: bool
+    policies: dict[str, Policy]
+
+
+def bind_layers(cfg: "Config", label: str | None = None) -> list[Bound]:
+    """Every enabled layer of ``cfg`` with its policies bound, none built (errors name ``label``,
+    default the scenario file). A layer's own checks run where it is built."""
+    load_plugins(cfg)
+    out = []
+    for name, table in cfg.layers.items():
+        if table.get("enabled", True) is False:
+            continue
+        cls = registry.layer_class(name, label or cfg.source_file)
+        _, bound = cls.bind({k: v for k, v in table.items() if k != "enabled"}, label or cfg.source_file)
+        out.append(Bound(name, cls.shardable, bound))
+    return out
+
+
 def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
     """Build the configured layers once without a run (no tables): every layer key, policy and
     option checked as the run would. Errors name ``label`` (default: the scenario file)."""
     return make_layers(cfg, LayerContext.for_run(cfg, lambda name: None, label))
 
 
-__all__ = ["Layer", "LayerContext", "Metric", "Policy", "PolicyFailed", "TASK_METRICS", "TaskView", "arrivals", "call_policy", "check_signature",
+__all__ = ["Bound", "Layer", "LayerContext", "Metric", "Policy", "PolicyFailed", "TASK_METRICS", "TaskView", "arrivals", "call_policy", "check_signature",
            "protocol_inputs", "bind_policies", "check_policies",
-           "load_plugins", "make_layers", "validate_layers", "register_layer", "register_policy"]
+           "bind_layers", "load_plugins", "make_layers", "validate_layers", "register_layer", "register_policy"]

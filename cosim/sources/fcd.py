@@ -33,10 +33,10 @@ from typing import Iterator
 
 import numpy as np
 
+from cosim.engine.timeline import EPS  # the run's one time tolerance (the slot loop's)
 from cosim.errors import CosimError
 from cosim.sources.base import Snapshot
 
-EPS = 1e-6
 DEFAULT_LENGTH_M = 5.0
 
 # -- Parquet ------------------------------------------------------------------------------------

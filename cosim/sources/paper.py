@@ -55,12 +55,12 @@ import math
 
 import numpy as np
 
+from cosim.engine.timeline import EPS  # the run's one time tolerance (the slot loop's)
 from cosim.errors import ConfigError
 from cosim.sources.base import Routes, Snapshot
 from cosim.world.channel import stable_uid
 from cosim.world.network import read_net
 
-EPS = 1e-6
 #: vehicle length [m] (SUMO's passenger car)
 LENGTH_M = 5.0
 #: the smallest gap the explicit step may leave between two vehicles [m]

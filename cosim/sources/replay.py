@@ -28,11 +28,11 @@ from typing import Iterator
 
 import numpy as np
 
+from cosim.engine.timeline import EPS  # the run's one time tolerance (the slot loop's)
 from cosim.errors import CosimError
 from cosim.sources.base import SNAPSHOT_FIELDS, Routes, Snapshot
 from cosim.sources.check import TraceCheck
 
-EPS = 1e-6
 TRACE_COLUMNS = ["time_s", *SNAPSHOT_FIELDS]  # the parquet trace layout (one row per vehicle and slot)
 
 

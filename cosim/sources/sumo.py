@@ -389,8 +389,8 @@ class SumoSource:
         self._label = f"cosim-{os.getpid()}-{next(_labels)}"
         cmd = self.cmd + ["--remote-port", str(port)]
         self._stderr = tempfile.TemporaryFile(prefix="cosim-sumo-stderr-")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, text=True,
-                                     preexec_fn=processes.DIES_WITH_PARENT)
+        self.proc = processes.start(cmd, die_with_parent=True, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                    text=True)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # traci prints "Retrying in 1 seconds"
                 traci.init(port, numRetries=100, label=self._label, proc=self.proc)

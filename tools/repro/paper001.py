@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cosim.results import load
+
 from .core import Claim, Experiment, Metric, Paper, World, at, layer_pins, md_table, per_seed, points
 
 #: the benchmarks DESIGN.md names for the paper (gradient alone, evolution alone, random and uniform
@@ -155,10 +157,10 @@ def task_mechanism(cells: Path, res: pd.DataFrame) -> pd.DataFrame:
     to each failure cause. Means over the seeds of the per-run values."""
     rows = []
     for (world, seed, cell), _ in res.groupby(["world", "seed", "cell"], sort=False):
-        path = cells / str(cell) / "moe_tasks.parquet"
-        if not path.exists():
+        run = load(cells / str(cell)) if (cells / str(cell)).is_dir() else {}
+        if "moe_tasks" not in run:
             continue
-        t = pd.read_parquet(path)
+        t = run["moe_tasks"].copy()
         t["n_ivs"] = t["ivs"].map(len)
         t["comm"] = t["layer_comm_s"].map(lambda a: float(np.mean(a)) if len(a) else np.nan)
         t["comp"] = t["layer_comp_s"].map(lambda a: float(np.mean(a)) if len(a) else np.nan)

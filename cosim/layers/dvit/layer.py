@@ -189,12 +189,12 @@ class DViTLayer(Layer):
         self.rsu_wait = mm1_wait_s(*rq)
         self.flops_step = self.shape.flops_per_step()
         self.bits = self.shape.handoff_bits()
-        for name, pol in self.policies.items():
+        for name, pol in self.configured.items():
             if pol.traits["replan"] not in self.REPLAN:
                 raise ConfigError(f"{where}.policies: scheduler '{name}' ({pol.spec.origin}) declares replan = "
                                   f"{pol.traits['replan']!r}; expected one of {', '.join(self.REPLAN)}")
         if c.replan in ("request", "every-step"):
-            for name, pol in self.policies.items():
+            for name, pol in self.configured.items():
                 if pol.traits["replan"] == "step":  # its plan is one step's decision, the rest filler
                     raise ConfigError(f"{where}.replan: {c.replan!r} would ask '{name}' less often than it decides "
                                       f"(registered replan = \"step\": one step per decision); use \"policy\" or \"step\"")

@@ -190,7 +190,7 @@ class MoELayer(Layer):
         tv_tflop = (8.0 * c.tokens * d * d + 4.0 * c.tokens * c.tokens * d + 2.0 * c.tokens * d * c.experts) / 1e12
         self.tv_layer_s = tv_tflop / c.tv_compute_tflops
         lo, hi = c.price_range
-        for name, pol in self.policies.items():  # a posted price outside the game's range would be clipped
+        for name, pol in self.configured.items():  # a posted price outside the game's range would be clipped
             price = getattr(pol.options, "uniform_price", None)
             if price is not None and not lo <= price <= hi:
                 raise ConfigError(f"{where}.options.{name}.uniform_price: {price:g} is outside price_range [{lo:g}, {hi:g}]")
