@@ -122,3 +122,21 @@ def test_empty_snapshot_and_rng_streams():
     a = w.rng("dvit.requests").random(3)
     assert np.array_equal(a, w.rng("dvit.requests").random(3))
     assert not np.array_equal(a, w.rng("moe.requests").random(3))
+
+
+def test_uids_of_many_arriving_vehicles_converted_once():
+    """Each vehicle's uid is its id's stable_uid whatever the order vehicles arrive and leave in;
+    the uid array is grown by doubling (issue 32: rebuilt from every id ever seen each slot a new
+    vehicle departed, it grew with the run's length)."""
+    from cosim.world import channel as ch
+
+    w = make_world()
+    arrays = []
+    for t in range(1, 41):  # vehicle k departs at slot k (two at slots 10, 20, ...) and leaves after 7 slots
+        ids = [f"v{k}" for k in range(max(0, t - 7), t)] + ([f"w{t}"] if t % 10 == 0 else [])
+        w.update(snap(float(t), ids, [10.0 * (i + 1) for i in range(len(ids))]))
+        assert w.uid.tolist() == [ch.stable_uid(v) for v in ids]
+        arrays.append(w._uid_arr)
+    assert w._n_uid == len(w.vehicle_names) == 44
+    # doubling: the array was replaced a handful of times, not at each of the 40 slots with a new vehicle
+    assert len({id(a) for a in arrays}) <= 8

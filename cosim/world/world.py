@@ -65,7 +65,11 @@ class World:
         table = rival_table(self.rsus.x, self.rsus.y, self.rsus.radius_m)
         self._rivals = table if 2 * table.shape[1] <= len(self.rsus) else None
         self._uids: list[int] = []
+        # per vehicle index: its uid, converted once when the vehicle first appears (``_n_uid`` of
+        # them; the array grows by doubling, so a run of many vehicles does not re-convert them all
+        # every slot a new one departs)
         self._uid_arr = np.zeros(0, dtype=np.uint64)
+        self._n_uid = 0
         self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
         self._prev_vidx = np.zeros(0, dtype=np.int64)
@@ -145,8 +149,11 @@ class World:
                 self._uids.append(ch.stable_uid(vid))
         #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
         self.vidx = np.fromiter(map(idxs.__getitem__, snap.ids), np.int64, n)
-        if len(self._uid_arr) < len(self._uids):
-            self._uid_arr = np.array(self._uids, dtype=np.uint64)
+        have = self._n_uid
+        if have < len(self._uids):  # only the new vehicles' uids converted; the array grown amortised
+            self._uid_arr = grown(self._uid_arr, len(self._uids), 0)
+            self._uid_arr[have:len(self._uids)] = self._uids[have:]
+            self._n_uid = len(self._uids)
         self.uid = self._uid_arr[self.vidx]
         #: row of each vehicle's edge in ``grid.index`` (``len(grid.index)``: an unknown edge)
         self.edge_row = self.grid.rows(snap.edge)
