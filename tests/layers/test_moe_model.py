@@ -87,21 +87,27 @@ def test_the_gate_memo_reuses_shared_prefixes_and_gives_the_same_routing_bit_for
     vocab = Vocabulary()
     model = GateModel(len(vocab), 32, 64, layers=4, experts=4, top_k=2, seed=0)
     prompt = vocab.prompt(64, torch.Generator().manual_seed(5))
-    ran = []
-    for i, block in enumerate(model.blocks):
-        block.register_forward_hook(lambda m, a, out, i=i: ran.append(i))
+    attended, finished = [], []
+    for i, block in enumerate(model.blocks):  # record which blocks run their attention, and their gate + experts
+        block.attend = lambda x, f=block.attend, i=i: (attended.append(i), f(x))[1]
+        block.finish = lambda *a, f=block.finish, i=i, **k: (finished.append(i), f(*a, **k))[1]
     base = torch.rand(4, 4, generator=torch.Generator().manual_seed(1))
     later = base.clone()
     later[2, 1] = 0.0  # differs from layer 2 on (a reroute before layer 2)
     first = base.clone()
     first[0, 3] = 0.0  # differs from layer 0 on (another placement)
     memo: dict = {}
-    for q, blocks in ((base, [0, 1, 2, 3]), (base, []), (later, [2, 3]), (first, [0, 1, 2, 3]), (later, [])):
-        ran.clear()
+    # block l's output is remembered under the quality of layers 0..l, its attention under 0..l-1
+    # (its input): a routing that differs from layer l on runs the attention from l + 1 on only
+    for q, blocks, attentions in ((base, [0, 1, 2, 3], [0, 1, 2, 3]), (base, [], []), (later, [2, 3], [3]),
+                                  (first, [0, 1, 2, 3], [1, 2, 3]), (later, [], [])):
+        attended.clear()
+        finished.clear()
         got = model.load(prompt, q, memo)
-        assert ran == blocks  # only the blocks after the longest shared prefix run
-        ran.clear()
+        assert finished == blocks and attended == attentions
+        attended.clear()
         assert torch.equal(got, model.load(prompt, q))  # the same as without the memo
+        assert attended == [0, 1, 2, 3]  # (which runs every block)
     assert model.load(prompt, later, memo)[2, 1] == 0
 
 
