@@ -111,9 +111,22 @@ def test_the_gate_memo_reuses_shared_prefixes_and_gives_the_same_routing_bit_for
     assert model.load(prompt, later, memo)[2, 1] == 0
 
 
+def _route_before(logits, top_k, quality):  # noqa: ANN001, ANN202
+    """route_from_logits as it was written before issue 32 (full/ones/zeros tensors as fills)."""
+    scores = torch.softmax(logits, dim=-1)
+    if quality is not None:
+        q = quality.to(scores.dtype)
+        scores = torch.where(q > 0, scores * q, torch.full_like(scores, -1.0))
+    top, idx = torch.topk(scores, top_k, dim=-1)
+    top = top.clamp_min(0.0)
+    total = top.sum(dim=-1, keepdim=True)
+    weights = torch.where(total > 0, top / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(top))
+    return idx, weights
+
+
 def _mask_loop(layer, x, quality):  # noqa: ANN001, ANN202
     """The layer's forward as it was written before issue 32: one mask per expert, gradients on."""
-    idx, w = layer.route(x, quality)
+    idx, w = _route_before(layer.gate(x), layer.top_k, quality)
     out = torch.zeros_like(x)
     for e, expert in enumerate(layer.experts):
         tok, slot = (idx == e).nonzero(as_tuple=True)
@@ -136,7 +149,10 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
     checked = 0
     for seed in range(3):
         prompt = vocab.prompt(256, torch.Generator().manual_seed(seed))
-        for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3)):
+        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the second slot's weight 0), none in layer 5
+        sparse[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.5
+        sparse[5] = 0.0
+        for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3), sparse):
             x = model.embed(prompt).detach() + model.positions(256)
             counts = []
             for layer, block in enumerate(model.blocks):

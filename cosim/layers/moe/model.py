@@ -47,11 +47,12 @@ def route_from_logits(logits: torch.Tensor, top_k: int, quality: torch.Tensor | 
     scores = torch.softmax(logits, dim=-1)
     if quality is not None:
         q = quality.to(scores.dtype)
-        scores = torch.where(q > 0, scores * q, torch.full_like(scores, -1.0))
+        scores = torch.where(q > 0, scores * q, -1.0)
     top, idx = torch.topk(scores, top_k, dim=-1)
-    top = top.clamp_min(0.0)
+    top = top.clamp_min_(0.0)
     total = top.sum(dim=-1, keepdim=True)
-    weights = torch.where(total > 0, top / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(top))
+    kept = total > 0  # (scalar fills instead of full/ones/zeros tensors: the same values, fewer calls)
+    weights = torch.where(kept, top / torch.where(kept, total, 1.0), 0.0)
     return idx, weights
 
 
