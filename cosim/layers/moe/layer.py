@@ -199,8 +199,9 @@ class MoELayer(Layer):
         self.next_id = 0
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
-        from cosim.layers.moe.model import GateModel, Vocabulary
+        from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
 
+        keep_freed_memory()  # the gate's 256 KB buffers reused, not faulted in afresh (same values)
         self.vocab = Vocabulary()
         self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
                                     c.top_k, c.gate_model_seed)
