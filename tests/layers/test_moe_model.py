@@ -188,7 +188,8 @@ def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
 
 def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
     # glibc serves the blocks' 256 KB buffers with fresh pages unless told to keep freed memory:
-    # ~76 minor page faults a block before; after keep_freed_memory() the buffers are reused
+    # 4 routings with a fresh memo each (as 4 tasks) took ~2,400 minor page faults before; after
+    # keep_freed_memory() the freed buffers are reused (~130, the memos' own growth)
     import resource
     import sys
 
@@ -199,13 +200,13 @@ def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
     torch.set_num_threads(1)
     vocab = Vocabulary()
     model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
-    prompt = vocab.prompt(256, torch.Generator().manual_seed(4))
-    q = torch.rand(8, 8, generator=torch.Generator().manual_seed(2))
-    before = model.load(prompt, q)
+    gen = torch.Generator().manual_seed(2)
+    cases = [(vocab.prompt(256, torch.Generator().manual_seed(s)), torch.rand(8, 8, generator=gen)) for s in range(4)]
+    before = [model.load(p, q, {}) for p, q in cases]
     if not keep_freed_memory():
         pytest.skip(f"no glibc mallopt here ({sys.platform})")
-    model.load(prompt, q)  # the heap grows once
+    [model.load(p, q, {}) for p, q in cases]  # the heap grows once
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    after = [model.load(prompt, q) for _ in range(3)]
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 100  # 24 blocks: ~1,800 without
-    assert all(torch.equal(a, before) for a in after)
+    after = [model.load(p, q, {}) for p, q in cases]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 600
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
