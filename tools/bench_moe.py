@@ -7,6 +7,7 @@ follower evaluations a round spends (the solvers' budget: gradient and evolution
     python tools/bench_moe.py [--ivs 20] [--games 20] [--jit both]
     python tools/bench_moe.py --grid6 300 [--rounds 3]     # the solvers' CPU per task of a grid6 run
     python tools/bench_moe.py --gate 300 [--rounds 3] [--baseline-src DIR]  # the gate model's, per task
+    python tools/bench_moe.py --sections 600 [--rounds 2] [--baseline-src DIR]  # the layer's CPU, section by section
 
 ``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
 before issue 32), ``both`` (default) each solver both ways, interleaved, with the ratio.
@@ -24,6 +25,12 @@ point work counted (see :func:`block_flop`) and the FLOP/s achieved. ``--baselin
 checkout, e.g. ``git archive b0b82b9``) replays DIR's gate model alongside, interleaved, and checks
 that both give the same loads, bit for bit.
 
+``--sections END`` (issue 32, second pass) times, in one process per round, torch's import, the
+layer's modules, a serial grid6_moe run (seed 42) to END seconds with no layers and the same run
+with the layer (the layer's cost in the run is the difference), and inside it the layer's functions
+(``SECTIONS``: inclusive and self CPU, per task and per call). ``--baseline-src DIR`` runs DIR's
+package the same way, interleaved, ``--rounds`` times (medians printed).
+
 For the layer's share of a whole run, use the side-by-side benchmark:
     python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import statistics
 import sys
@@ -42,7 +50,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# --sections runs one child per checkout: the child imports the cosim package of its --src
+SRC = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(ROOT)
+sys.path.insert(0, SRC)
 
 from cosim import registry  # noqa: E402
 from cosim.layers.moe.game import Game, SolverConfig, exact_equilibrium  # noqa: E402
@@ -184,14 +194,18 @@ def record_gate(end: float) -> list:
     return list(tasks.values())
 
 
+def attend_flop(T: int, D: int, E: int) -> int:
+    """Multiply-adds x 2 of a block's part that depends on its input alone (``Block.attend``):
+    Q/K/V (2 T D 3D), the scores and their weighted sum over the whole T x T square (2 T T D each:
+    the causal mask is applied to it, not skipped), the output projection (2 T D D) and the gate's
+    logits (2 T D E). Norms, softmax and biases are left out (O(T D) or O(T T) each: < 1 %)."""
+    return 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * T * D * E
+
+
 def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> int:
-    """Multiply-adds x 2 of one block: Q/K/V (2 T D 3D), the scores and their weighted sum over the
-    whole T x T square (2 T T D each: the causal mask is applied to it, not skipped), the output
-    projection (2 T D D), the gate (2 T D E) and, unless routing only, each kept (token, expert)
-    pair's FFN (2 D F + 2 F D). Norms, softmax, GELU, biases and the combine are left out (O(T D)
-    each: < 1 %)."""
-    attention = 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D
-    return attention + 2 * T * D * E + (0 if route_only else pairs * 4 * D * F)
+    """Multiply-adds x 2 of one block: :func:`attend_flop` and, unless routing only, each kept
+    (token, expert) pair's FFN (2 D F + 2 F D). GELU, the top-k and the combine are left out."""
+    return attend_flop(T, D, E) + (0 if route_only else pairs * 4 * D * F)
 
 
 def gate(args: argparse.Namespace) -> None:
@@ -214,21 +228,28 @@ def gate(args: argparse.Namespace) -> None:
     L, E = tasks[0][0][1].shape
     D, T = 64, len(tasks[0][0][0])
     built = {k: m(len(vocab), D, 2 * D, L, E, 2, 0) for k, m in models.items()}  # the layer's defaults
-    work = {"full": 0, "route": 0, "flop": 0}
+    work = {"full": 0, "route": 0, "attend": 0, "flop": 0}
 
-    def hook(block, inp, kwargs, out):  # noqa: ANN001, ANN202
-        ro = kwargs.get("route_only", False)
-        work["route" if ro else "full"] += 1
-        work["flop"] += block_flop(T, D, E, 2 * D, int((out[2] > 0).sum()), ro)
+    def counted_attend(x, attend):  # noqa: ANN001, ANN202
+        work["attend"] += 1
+        work["flop"] += attend_flop(T, D, E)
+        return attend(x)
 
-    for b in built["this"].blocks:
-        b.register_forward_hook(hook, with_kwargs=True)
+    def counted_finish(attended, quality, route_only=False, finish=None):  # noqa: ANN001, ANN202
+        out = finish(attended, quality, route_only)
+        work["route" if route_only else "full"] += 1
+        work["flop"] += 0 if route_only else int((out[2] > 0).sum()) * 4 * D * 2 * D
+        return out
+
+    for b in built["this"].blocks:  # the model calls each block's attend and finish (issue 32, second pass)
+        b.attend = functools.partial(counted_attend, attend=b.attend)
+        b.finish = functools.partial(counted_finish, finish=b.finish)
     torch.set_num_threads(1)  # as the layer runs it
     cpu: dict[str, list[float]] = {k: [] for k in built}
     loads: dict[str, list] = {}
     for r in range(args.rounds):
         for k, model in built.items():
-            work.update(full=0, route=0, flop=0)
+            work.update(full=0, route=0, attend=0, flop=0)
             got = []
             c0 = time.process_time()
             for calls in tasks:
@@ -250,6 +271,7 @@ def gate(args: argparse.Namespace) -> None:
     blocks = counted["full"] + counted["route"]
     best = min(cpu["this"])
     print(f"  this: {counted['full']} full blocks + {counted['route']} routing-only ({blocks / n:.1f} per task), "
+          f"{counted['attend']} attentions run (the others remembered), "
           f"{counted['flop'] / 1e9:.2f} GFLOP counted ({counted['flop'] / blocks / 1e6:.1f} MFLOP per block), "
           f"{counted['flop'] / best / 1e9:.1f} GFLOP/s achieved (min round)")
     a = torch.randn(1024, 1024)
@@ -259,6 +281,116 @@ def gate(args: argparse.Namespace) -> None:
         a @ a
     peak = 10 * 2 * 1024**3 / (time.process_time() - c0) / 1e9
     print(f"  this core, one thread, float32 1024^3 matmul: {peak:.1f} GFLOP/s")
+
+
+#: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped)
+SECTIONS = ["layer.MoELayer.on_slot", "layer.MoELayer.submit", "layer.MoELayer.route", "model.GateModel.load",
+            "model.Block.forward", "model.Block.attend", "model.Block.finish", "model.MoELayer.forward_routed",
+            "model.MoELayer.combine", "model.causal_attention", "layer.MoELayer._prices", "layer.Game.nash_gap",
+            "layer.Game.outcome", "layer.interior_equilibrium", "layer.MoELayer.candidates", "layer.MoELayer.place",
+            "layer.MoELayer._free", "layer.MoELayer._advance", "layer.MoELayer._finish", "layer.MoELayer._reroute"]
+
+
+def sections_child(end: float) -> None:
+    """One process: torch's and the layer's imports, a grid6_moe run (seed 42, serial) with no
+    layers, then the run with the layer and every SECTIONS function timed (``time.process_time``,
+    inclusive and self: the numba kernels' first calls load their cache inside ``_prices``); prints
+    one JSON line."""
+    import importlib
+    import json
+
+    t_start = time.process_time()  # Python, numpy and the modules this tool imports at its top
+    import torch  # noqa: F401
+
+    t_torch = time.process_time() - t_start
+    t0 = time.process_time()
+    mods = {m: importlib.import_module(f"cosim.layers.moe.{m}") for m in ("layer", "model", "game")}
+    t_mods = time.process_time() - t0
+    incl: dict[str, float] = {}
+    own: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    stack: list[float] = []
+
+    def timed(label, fn):  # noqa: ANN001, ANN202
+        def inner(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            t = time.process_time()
+            stack.append(0.0)
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = time.process_time() - t
+                child = stack.pop()
+                incl[label] = incl.get(label, 0.0) + dt
+                own[label] = own.get(label, 0.0) + dt - child
+                calls[label] = calls.get(label, 0) + 1
+                if stack:
+                    stack[-1] += dt
+        return inner
+
+    for path in SECTIONS:
+        mod, *attrs = path.split(".")
+        owner = mods[mod]
+        for a in attrs[:-1]:
+            owner = getattr(owner, a)
+        if hasattr(owner, attrs[-1]):
+            setattr(owner, attrs[-1], timed(path, getattr(owner, attrs[-1])))
+    import dataclasses
+
+    import cosim
+
+    from cosim.api import configure
+
+    cfg = configure(ROOT / "scenarios" / "grid6_moe.toml", end_s=end, seed=42, jobs=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        # a short run with no layers first (libsumo's and the engine's first loads are no one's),
+        # then the core alone, then with the layer
+        cosim.run(dataclasses.replace(cfg, layers={}, scenario=dataclasses.replace(cfg.scenario, end_s=10.0)),
+                  out=Path(tmp) / "warm", overwrite=True)
+        t0 = time.process_time()
+        cosim.run(dataclasses.replace(cfg, layers={}), out=Path(tmp) / "core", overwrite=True)  # as --no-layers
+        t_core = time.process_time() - t0
+        for label in list(incl):  # (nothing of the layer runs there)
+            incl[label] = own[label] = calls[label] = 0
+        t0 = time.process_time()
+        res = cosim.run(cfg, out=Path(tmp) / "moe", overwrite=True)
+        t_moe = time.process_time() - t0
+        tasks = int(res["moe_tasks"]["task"].nunique())
+    print(json.dumps({"start": t_start, "torch": t_torch, "modules": t_mods, "moe": t_moe, "core": t_core, "tasks": tasks,
+                      "incl": incl, "own": own, "calls": calls}))
+
+
+def sections(args: argparse.Namespace) -> None:
+    """``--sections END``: where the layer's CPU goes in a whole run, per task (children of
+    :func:`sections_child`, this checkout's and ``--baseline-src``'s interleaved)."""
+    import json
+    import subprocess
+
+    srcs = {"this": str(ROOT), **({"base": str(Path(args.baseline_src).resolve())} if args.baseline_src else {})}
+    got: dict[str, list] = {k: [] for k in srcs}
+    for r in range(args.rounds):
+        for k, src in srcs.items():
+            out = subprocess.run([sys.executable, __file__, "--sections-child", str(args.sections), "--src", src],
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"})
+            if out.returncode:
+                raise SystemExit(out.stderr[-2000:])
+            got[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}/{args.rounds} {k}: run {got[k][-1]['moe']:.2f} s CPU, core alone {got[k][-1]['core']:.2f} s",
+                  file=sys.stderr)
+    print(f"grid6_moe, seed 42, {args.sections:g} s, serial; CPU seconds, median of {args.rounds} rounds; "
+          "per task: over the run's tasks")
+    for k, rounds in got.items():
+        med = (lambda f: statistics.median(f(x) for x in rounds))
+        n = rounds[0]["tasks"]
+        layer = med(lambda x: x["moe"] - x["core"])
+        print(f"[{k}] {n} tasks; start-up: Python, numpy, cosim and the solvers' module {med(lambda x: x['start']):.2f} s, "
+              f"import torch {med(lambda x: x['torch']):.2f} s, the gate's modules {med(lambda x: x['modules']):.2f} s; "
+              f"run with the layer {med(lambda x: x['moe']):.2f} s, core alone "
+              f"{med(lambda x: x['core']):.2f} s: the layer in the run {layer:.2f} s = {1e3 * layer / n:.1f} ms per task")
+        print(f"  {'section':34s} {'calls':>7s} {'incl ms/task':>13s} {'self ms/task':>13s} {'self us/call':>13s}")
+        for label in sorted(rounds[0]["incl"], key=lambda s: -rounds[0]["incl"][s]):
+            c = rounds[0]["calls"][label]
+            inc, own = med(lambda x: x["incl"].get(label, 0.0)), med(lambda x: x["own"].get(label, 0.0))
+            print(f"  {label:34s} {c:7d} {1e3 * inc / n:13.2f} {1e3 * own / n:13.2f} {1e6 * own / c:13.1f}")
 
 
 def main() -> None:
@@ -271,8 +403,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="--grid6: interleaved rounds (default 3)")
     ap.add_argument("--gate", type=float, metavar="END", help="time the gate routings of a grid6_moe run to END s")
     ap.add_argument("--baseline-src", metavar="DIR", help="--gate: also replay DIR's gate model, interleaved")
+    ap.add_argument("--sections", type=float, metavar="END",
+                    help="where the layer's CPU goes in a grid6_moe run to END s, per task (with --baseline-src: "
+                         "DIR's too, interleaved)")
+    ap.add_argument("--sections-child", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--src", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.gate:
+    if args.sections_child:
+        sections_child(args.sections_child)
+    elif args.sections:
+        sections(args)
+    elif args.gate:
         gate(args)
     elif args.grid6:
         grid6(args)

@@ -30,6 +30,10 @@ dvit`` (names among dvit, cache, moe, all): only those variants.
 policies over N worker processes besides the plugin's (``--jobs 2+N``, marked ``+Nw``), and
 its speed-up over the serial variant.
 
+``--jobs-auto`` adds, for every variant with layers, one with ``--jobs auto`` (marked ``auto``: the
+processes ``auto_jobs`` picks for this machine; ``config.toml`` of each run records the number), and
+its speed-up over the serial variant.
+
 ``--game NAME`` copies ``sumo/tools/game/NAME.sumocfg`` (and what it reads) from the eclipse-sumo
 wheel into a scratch folder (the game scenarios write outputs beside themselves) and runs that.
 A10KW: an OSM extract of a motorway interchange with its town streets, 1,800 s at 0.5 s steps,
@@ -244,6 +248,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[], metavar="N",
                     help="also run every variant with layers with the policies over N worker processes "
                          "(--jobs 2+N; e.g. --workers 1 2)")
+    ap.add_argument("--jobs-auto", action="store_true",
+                    help="also run every variant with layers with --jobs auto (marked auto)")
     ap.add_argument("--baseline-src", metavar="DIR",
                     help="also run every cosim variant with the cosim package in DIR (marked @base), interleaved")
     ap.add_argument("--instructions", action="store_true",
@@ -307,6 +313,11 @@ def main() -> None:
             if name.endswith(" serial") and not name.startswith(("no layers", "traci")) and \
                     (name != "cosim serial" or cfg.layers):
                 runs[f"{name.removesuffix(' serial')} +{n}w"] = [*extra[:-1], str(2 + n)]
+    if args.jobs_auto:  # as many processes as auto_jobs picks here
+        for name, extra in list(runs.items()):
+            if name.endswith(" serial") and not name.startswith(("no layers", "traci")) and \
+                    (name != "cosim serial" or cfg.layers):
+                runs[f"{name.removesuffix(' serial')} auto"] = [*extra[:-1], "auto"]
     if args.baseline_src:
         runs.update({f"{name} @base": extra for name, extra in list(runs.items())})
     base_env = baseline_env(env, args.baseline_src) if args.baseline_src else env
@@ -341,7 +352,7 @@ def main() -> None:
         base = name.removesuffix(" serial")
         if name == base:
             continue
-        for other in [base + s for s in (" piped", " pipelined")] + [f"{base} +{n}w" for n in args.workers]:
+        for other in [base + s for s in (" piped", " pipelined", " auto")] + [f"{base} +{n}w" for n in args.workers]:
             if other in variants:
                 print(f"  {other:22s} {statistics.median(walls[name]) / statistics.median(walls[other]):5.2f}x "
                       f"wall; {statistics.median(cpus[other]) / statistics.median(cpus[name]):5.2f}x CPU")

@@ -264,3 +264,33 @@ def test_physical_gating_off_keeps_the_placement_and_gates_plainly(tmp_path):
     assert a.ivs == b.ivs and a.layer_iv.tolist() == b.layer_iv.tolist()
     assert (b.gate_q == 1.0).all() and (a.gate_q < 1.0).all()
     np.testing.assert_array_equal(b.tokens, off.route(b.prompt, np.ones((2, 2))))
+
+
+def test_a_tasks_links_are_computed_once_per_slot_with_the_per_call_rates_bit_for_bit(tmp_path):
+    """_links: each IV's range and both directions' rates, in one v2v_rate_bps call per slot and
+    kept for the task's other layers in that slot: the same bytes as one call per IV and direction
+    (Rayleigh fading on: the hash draws too); a new slot's snapshot computes them again."""
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
+                     "rsu": {"placement": "sites", "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
+                     "channel": {"fading": "rayleigh", "interference": False, "vehicle_bandwidth_hz": [50e6, 80e6]}},
+                    "t.toml")
+    ids = ["tv", "a", "b", "c", "d"]
+    w = World(cfg, NET).update(snap(0.0, ids, [0.0, 37.0, 120.0, 210.0, 290.0]))
+    lay = layer(tmp_path, ivs_per_task=4, experts=4)
+    lay.submit(w, 0, 0.0)
+    task = lay.kernel.active[0]
+    assert sorted(task.ivs) == ["a", "b", "c", "d"]
+    index = {v: i for i, v in enumerate(w.snap.ids)}
+    ok, rates = lay._links(task, w, index, 0)
+    for j, name in enumerate(task.ivs):
+        up = w.v2v_rate_bps([0], [index[name]])[0]
+        down = w.v2v_rate_bps([index[name]], [0])[0]
+        assert up > 0 and down > 0 and up != down  # each direction its own bandwidth draw
+        assert np.float64(rates[j][0]).tobytes() == up.tobytes() and np.float64(rates[j][1]).tobytes() == down.tobytes()
+        assert ok[j]
+    assert lay._links(task, w, index, 0)[1] is rates  # the same slot: kept
+    later = w.update(snap(1.0, ["tv", "a", "b", "c"], [0.0, 400.0, 120.0, 210.0]))  # a out of range, d gone
+    ok2, rates2 = lay._links(task, later, {v: i for i, v in enumerate(later.snap.ids)}, 0)
+    assert rates2 is not rates
+    assert [ok2[task.ivs.index(n)] for n in ("a", "b", "c", "d")] == [False, True, True, False]
+    assert "d" not in [task.ivs[j] for j in rates2] and rates2[task.ivs.index("a")] == (0.0, 0.0)  # beyond range: 0

@@ -87,27 +87,46 @@ def test_the_gate_memo_reuses_shared_prefixes_and_gives_the_same_routing_bit_for
     vocab = Vocabulary()
     model = GateModel(len(vocab), 32, 64, layers=4, experts=4, top_k=2, seed=0)
     prompt = vocab.prompt(64, torch.Generator().manual_seed(5))
-    ran = []
-    for i, block in enumerate(model.blocks):
-        block.register_forward_hook(lambda m, a, out, i=i: ran.append(i))
+    attended, finished = [], []
+    for i, block in enumerate(model.blocks):  # record which blocks run their attention, and their gate + experts
+        block.attend = lambda x, f=block.attend, i=i: (attended.append(i), f(x))[1]
+        block.finish = lambda *a, f=block.finish, i=i, **k: (finished.append(i), f(*a, **k))[1]
     base = torch.rand(4, 4, generator=torch.Generator().manual_seed(1))
     later = base.clone()
     later[2, 1] = 0.0  # differs from layer 2 on (a reroute before layer 2)
     first = base.clone()
     first[0, 3] = 0.0  # differs from layer 0 on (another placement)
     memo: dict = {}
-    for q, blocks in ((base, [0, 1, 2, 3]), (base, []), (later, [2, 3]), (first, [0, 1, 2, 3]), (later, [])):
-        ran.clear()
+    # block l's output is remembered under the quality of layers 0..l, its attention under 0..l-1
+    # (its input): a routing that differs from layer l on runs the attention from l + 1 on only
+    for q, blocks, attentions in ((base, [0, 1, 2, 3], [0, 1, 2, 3]), (base, [], []), (later, [2, 3], [3]),
+                                  (first, [0, 1, 2, 3], [1, 2, 3]), (later, [], [])):
+        attended.clear()
+        finished.clear()
         got = model.load(prompt, q, memo)
-        assert ran == blocks  # only the blocks after the longest shared prefix run
-        ran.clear()
+        assert finished == blocks and attended == attentions
+        attended.clear()
         assert torch.equal(got, model.load(prompt, q))  # the same as without the memo
+        assert attended == [0, 1, 2, 3]  # (which runs every block)
     assert model.load(prompt, later, memo)[2, 1] == 0
+
+
+def _route_before(logits, top_k, quality):  # noqa: ANN001, ANN202
+    """route_from_logits as it was written before issue 32 (full/ones/zeros tensors as fills)."""
+    scores = torch.softmax(logits, dim=-1)
+    if quality is not None:
+        q = quality.to(scores.dtype)
+        scores = torch.where(q > 0, scores * q, torch.full_like(scores, -1.0))
+    top, idx = torch.topk(scores, top_k, dim=-1)
+    top = top.clamp_min(0.0)
+    total = top.sum(dim=-1, keepdim=True)
+    weights = torch.where(total > 0, top / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(top))
+    return idx, weights
 
 
 def _mask_loop(layer, x, quality):  # noqa: ANN001, ANN202
     """The layer's forward as it was written before issue 32: one mask per expert, gradients on."""
-    idx, w = layer.route(x, quality)
+    idx, w = _route_before(layer.gate(x), layer.top_k, quality)
     out = torch.zeros_like(x)
     for e, expert in enumerate(layer.experts):
         tok, slot = (idx == e).nonzero(as_tuple=True)
@@ -130,7 +149,10 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
     checked = 0
     for seed in range(3):
         prompt = vocab.prompt(256, torch.Generator().manual_seed(seed))
-        for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3)):
+        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the second slot's weight 0), none in layer 5
+        sparse[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.5
+        sparse[5] = 0.0
+        for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3), sparse):
             x = model.embed(prompt).detach() + model.positions(256)
             counts = []
             for layer, block in enumerate(model.blocks):
@@ -162,3 +184,29 @@ def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
         got = causal_attention(q, k, v)
         assert got.numpy().tobytes() == want.numpy().tobytes(), (T, d)
         assert torch.allclose(got[0], v[0])  # the first token sees only itself
+
+
+def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
+    # glibc serves the blocks' 256 KB buffers with fresh pages unless told to keep freed memory:
+    # 4 routings with a fresh memo each (as 4 tasks) took ~2,400 minor page faults before; after
+    # keep_freed_memory() the freed buffers are reused (~130, the memos' own growth)
+    import resource
+    import sys
+
+    import pytest
+
+    from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
+
+    torch.set_num_threads(1)
+    vocab = Vocabulary()
+    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
+    gen = torch.Generator().manual_seed(2)
+    cases = [(vocab.prompt(256, torch.Generator().manual_seed(s)), torch.rand(8, 8, generator=gen)) for s in range(4)]
+    before = [model.load(p, q, {}) for p, q in cases]
+    if not keep_freed_memory():
+        pytest.skip(f"no glibc mallopt here ({sys.platform})")
+    [model.load(p, q, {}) for p, q in cases]  # the heap grows once
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    after = [model.load(p, q, {}) for p, q in cases]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 600
+    assert all(torch.equal(a, b) for a, b in zip(before, after))

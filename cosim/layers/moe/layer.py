@@ -159,6 +159,7 @@ class Task(kn.Task):
     reroutes: int = 0
     moved_experts: int = 0
     loaded: bool = False  # placement = "load": the initial weights have been sent
+    links: tuple = ()  # (world, its snapshot, in range, rates): this slot's links, kept for its next layers (_links)
     eq_distance: float = math.nan  # max_i |p_i - p*_i| / p*_i against exact_equilibrium; NaN where undefined
 
 
@@ -198,8 +199,9 @@ class MoELayer(Layer):
         self.next_id = 0
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
-        from cosim.layers.moe.model import GateModel, Vocabulary
+        from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
 
+        keep_freed_memory()  # the gate's 256 KB buffers reused, not faulted in afresh (same values)
         self.vocab = Vocabulary()
         self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
                                     c.top_k, c.gate_model_seed)
@@ -405,12 +407,8 @@ class MoELayer(Layer):
         if task.tv not in index:
             return self._finish(task, "failed", "tv-vanished")
         tv = index[task.tv]
-        s = world.snap
+        ok, rates = self._links(task, world, index, tv)
         # IVs gone or out of range that this layer needs: move their experts or re-gate around them
-        ok = {}
-        for j, name in enumerate(task.ivs):
-            i = index.get(name)
-            ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
         move_s = 0.0
         lost = sorted({int(task.layer_iv[task.layer, e]) for e in np.flatnonzero(task.tokens[task.layer] > 0)}
                       - {j for j in ok if ok[j]})
@@ -427,9 +425,8 @@ class MoELayer(Layer):
         comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
         ivs = list(per_iv)
         if ivs:
-            ids = np.array([index[task.ivs[j]] for j in ivs])
-            up = world.v2v_rate_bps(np.full(len(ids), tv), ids)
-            down = world.v2v_rate_bps(ids, np.full(len(ids), tv))
+            up = np.array([rates[j][0] for j in ivs])
+            down = np.array([rates[j][1] for j in ivs])
             n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
             with np.errstate(divide="ignore"):
                 comm_i = n_tok * self.token_bits / up + n_tok * self.token_bits / down
@@ -450,6 +447,31 @@ class MoELayer(Layer):
             latency = task.clock - task.t_request
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
                          "" if latency <= c.deadline_s + 1e-12 else "deadline")
+
+    def _links(self, task: Task, world: World, index: dict, tv: int) -> tuple[dict, dict]:
+        """This slot's links of ``task``: {IV j: within V2V range of the TV} and {IV j: (TV -> IV
+        rate, IV -> TV rate)} for every IV still in the simulation. A task runs several layers in
+        one slot, all with the slot's snapshot and fading: computed at its first layer in the slot
+        and kept with the snapshot (each slot's is a new object) for the others (issue 32), both
+        directions in one call — the rate is elementwise in the pairs, so the values are those of a
+        call per layer and direction."""
+        if task.links and task.links[0] is world and task.links[1] is world.snap:  # this slot's, kept
+            return task.links[2], task.links[3]
+        s = world.snap
+        ok, present = {}, []
+        for j, name in enumerate(task.ivs):
+            i = index.get(name)
+            ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
+            if i is not None:
+                present.append((j, i))
+        rates = {}
+        if present:
+            ids = np.array([i for _, i in present])
+            tvs = np.full(len(ids), tv)
+            both = world.v2v_rate_bps(np.concatenate([tvs, ids]), np.concatenate([ids, tvs]))
+            rates = {j: (both[k], both[len(ids) + k]) for k, (j, _) in enumerate(present)}
+        task.links = (world, world.snap, ok, rates)
+        return ok, rates
 
     def _load(self, task: Task, world: World, index: dict, tv: int) -> float:
         """``placement = "load"``: the seconds the TV spends sending, before the first layer, the

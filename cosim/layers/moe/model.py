@@ -47,11 +47,12 @@ def route_from_logits(logits: torch.Tensor, top_k: int, quality: torch.Tensor | 
     scores = torch.softmax(logits, dim=-1)
     if quality is not None:
         q = quality.to(scores.dtype)
-        scores = torch.where(q > 0, scores * q, torch.full_like(scores, -1.0))
+        scores = torch.where(q > 0, scores * q, -1.0)
     top, idx = torch.topk(scores, top_k, dim=-1)
-    top = top.clamp_min(0.0)
+    top = top.clamp_min_(0.0)
     total = top.sum(dim=-1, keepdim=True)
-    weights = torch.where(total > 0, top / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(top))
+    kept = total > 0  # (scalar fills instead of full/ones/zeros tensors: the same values, fewer calls)
+    weights = torch.where(kept, top / torch.where(kept, total, 1.0), 0.0)
     return idx, weights
 
 
@@ -71,28 +72,45 @@ class MoELayer(nn.Module):
 
     def forward_routed(self, x: torch.Tensor, quality: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(output, expert index, combine weight) of the monolithic layer.
+        """(output, expert index, combine weight) of the monolithic layer."""
+        idx, w = self.route(x, quality)
+        return self.combine(x, idx, w), idx, w
+
+    def combine(self, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The experts' weighted outputs summed per token, for the routing (``idx``, ``w``).
 
         The kept (token, slot) pairs are grouped by expert with one stable sort (tokens ascending
         within an expert, as ``(idx == e).nonzero()`` lists them), so each expert runs on the same
         rows in the same order as a loop of masks would give it, and the results are added in
         expert order: the same operations on the same operands, bit for bit (tested against that
-        loop), with a fifth of the small tensor calls (issue 32)."""
-        idx, w = self.route(x, quality)
+        loop), with a fifth of the small tensor calls (issue 32). Second pass: each expert's two
+        products write into one buffer for all pairs (``torch.addmm(bias, rows, weight.t(), out=)``,
+        what ``nn.Linear`` calls), GELU, the combine weights and the sum per token (``index_add_``,
+        which adds the rows in their order: expert order per token) then run once on the whole
+        buffer instead of once per expert — elementwise or row-ordered, so the same bits (tested)."""
         tok, slot = (w > 0).nonzero(as_tuple=True)  # kept (token, slot) pairs, row-major: tokens ascending
         e_kept = idx[tok, slot]
         order = torch.sort(e_kept, stable=True).indices  # grouped by expert, tokens still ascending
         counts = torch.bincount(e_kept, minlength=len(self.experts)).tolist()
         tok, slot = tok[order], slot[order]
-        xs, ws = x[tok], w[tok, slot, None]
-        out = torch.zeros_like(x)
+        xs = x[tok]
+        hidden = x.new_empty(len(tok), self.experts[0].up.out_features)
+        ys = torch.empty_like(xs)
         start = 0
         for e, n in enumerate(counts):
             if n:
-                rows = slice(start, start + n)
-                out.index_add_(0, tok[rows], ws[rows] * self.experts[e](xs[rows]))
+                up = self.experts[e].up
+                torch.addmm(up.bias, xs[start:start + n], up.weight.t(), out=hidden[start:start + n])
                 start += n
-        return out, idx, w
+        hidden = torch.nn.functional.gelu(hidden)
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                down = self.experts[e].down
+                torch.addmm(down.bias, hidden[start:start + n], down.weight.t(), out=ys[start:start + n])
+                start += n
+        ys.mul_(w[tok, slot, None])
+        return torch.zeros_like(x).index_add_(0, tok, ys)
 
 
 def _wire(obj) -> tuple[object, int]:
@@ -233,6 +251,31 @@ class Vocabulary:
         return torch.cat(ids)[:tokens]
 
 
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse (once per process; True where it took).
+
+    The gate's blocks allocate and free buffers of 256 KB (the attention's 256 x 256 scores, the
+    experts' hidden layer of 512 x 128) many times per task. glibc serves requests of 128 KB and
+    up with a fresh ``mmap`` and trims the heap's top back to the system at 128 KB free, so each
+    such buffer arrives as new pages and is paid for in page faults (measured: ~76 minor faults
+    and ~0.15 ms of a ~1.4 ms block). With the mmap threshold at 32 MB (glibc's maximum) and the
+    trim threshold at 128 MB they come from the heap and are reused: the same buffers, the same
+    values — only where the memory comes from (issue 32, second pass). Process-wide; at most
+    ~128 MB stays mapped after a peak. No-op off glibc (``mallopt`` missing or refusing)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) & bool(mallopt(m_trim_threshold, 128 << 20))
+
+
 @functools.lru_cache(maxsize=4)
 def _causal_mask(n: int) -> torch.Tensor:
     """(n, n) float32: 0 on and below the diagonal, -inf above (an ordinary tensor, also when
@@ -264,17 +307,33 @@ class Block(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
         self.moe = MoELayer(dim, ffn, experts, top_k)
 
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The part of the block that depends on its input alone, not on the gate's quality:
+        (x + attention, its norm (the experts' input), the gate's logits). The modules' own
+        functions are called directly (``F.layer_norm``, ``F.linear``: what their ``forward``
+        calls), without ``nn.Module.__call__`` around each."""
+        n1, n2 = self.norm1, self.norm2
+        h = torch.nn.functional.layer_norm(x, n1.normalized_shape, n1.weight, n1.bias, n1.eps)
+        q, k, v = torch.nn.functional.linear(h, self.qkv.weight).chunk(3, dim=-1)
+        x = x + torch.nn.functional.linear(causal_attention(q, k, v), self.out.weight)
+        h = torch.nn.functional.layer_norm(x, n2.normalized_shape, n2.weight, n2.bias, n2.eps)
+        return x, h, torch.nn.functional.linear(h, self.moe.gate.weight)
+
+    def finish(self, attended: tuple, quality: torch.Tensor | None, route_only: bool = False
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(output, expert index, combine weight) from :meth:`attend`'s result and the quality."""
+        x, h, logits = attended
+        idx, w = route_from_logits(logits, self.moe.top_k, quality)
+        if route_only:
+            return None, idx, w
+        return x + self.moe.combine(h, idx, w), idx, w
+
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None, route_only: bool = False
                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(output, expert index, combine weight); ``route_only``: the routing alone (output
         None: the experts' FFNs do not change which experts this block picks, only what later
         blocks see — so the last block of :meth:`GateModel.load` skips them)."""
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        x = x + self.out(causal_attention(q, k, v))
-        if route_only:
-            return None, *self.moe.route(self.norm2(x), quality)
-        y, idx, w = self.moe.forward_routed(self.norm2(x), quality)
-        return x + y, idx, w
+        return self.finish(self.attend(x), quality, route_only)
 
 
 class GateModel(nn.Module):
@@ -316,11 +375,17 @@ class GateModel(nn.Module):
         operations on the same inputs: the same result, bit for bit (tested).
 
         Issue 32: the last block routes only (its experts' outputs reach no later block), and the
-        pass runs under ``torch.inference_mode`` (no autograd bookkeeping; the same kernels)."""
+        pass runs under ``torch.inference_mode`` (no autograd bookkeeping; the same kernels).
+        Second pass: block l's attention and gate logits (:meth:`Block.attend`) depend on the
+        quality of layers 0..l-1 alone (its input), so they are remembered under those rows too:
+        routings that share a block's input but not its quality (every placement at block 0, a
+        reroute's or a masking's first changed layer, the routing-only last block) run only
+        the gate's top-k and the experts there."""
         layers = len(self.blocks)
         out = torch.zeros(layers, self.experts, dtype=torch.int64)
-        keys = ([None] * layers if memo is None else
-                [(layer, None if quality is None else quality[: layer + 1].numpy().tobytes()) for layer in range(layers)])
+        rows = [None] * (layers + 1) if memo is None or quality is None else [
+            quality[:layer].numpy().tobytes() for layer in range(layers + 1)]
+        keys = [(layer, rows[layer + 1]) for layer in range(layers)]
         first = 0
         if memo is not None:
             while first < layers and keys[first] in memo:
@@ -338,8 +403,14 @@ class GateModel(nn.Module):
         else:
             x = memo[keys[first - 1]][0]
         for layer in range(first, layers):
-            q = None if quality is None else quality[layer]
-            x, idx, w = self.blocks[layer](x, q, route_only=layer == layers - 1)
+            block = self.blocks[layer]
+            attended = None if memo is None else memo.get(("attend", layer, rows[layer]))
+            if attended is None:
+                attended = block.attend(x)
+                if memo is not None:
+                    memo[("attend", layer, rows[layer])] = attended
+            x, idx, w = block.finish(attended, None if quality is None else quality[layer],
+                                     route_only=layer == layers - 1)
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
