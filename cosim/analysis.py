@@ -26,54 +26,104 @@ from pathlib import Path
 import numpy as np
 
 
+#: rows per partition of :func:`realised_dwell`: its sort and temporaries (~15 arrays) are of this
+#: length, not of the table's
+PART_ROWS = 1 << 18
+
+
 def realised_dwell(vehicle: np.ndarray, slot: np.ndarray, time_s: np.ndarray, rsu: np.ndarray,
-                   slot_s: float) -> tuple[np.ndarray, np.ndarray]:
+                   slot_s: float, *, last_slot: int | None = None,
+                   part_rows: int = PART_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(realised dwell [s] per row, NaN where censored or unserved; True where it ended by the
     vehicle leaving the simulation).
 
-    ``vehicle``: integer code per row; ``rsu``: serving RSU code per row (-1 = none).
+    ``vehicle``: integer code per row; ``rsu``: serving RSU code per row (-1 = none);
+    ``last_slot``: the run's last slot (default ``slot.max()``). A row's value depends only on its
+    own vehicle's rows and the last slot, so the rows are taken in partitions of about
+    ``part_rows`` (vehicle code modulo the number of partitions) and each partition's values are
+    scattered back in row order: the temporaries are of a partition's length, and the result is
+    the same value for value whatever ``part_rows`` is.
     """
     n = len(vehicle)
     out, arrived = np.full(n, np.nan), np.zeros(n, dtype=bool)
     if n == 0:
         return out, arrived
-    slot = np.asarray(slot)
-    order = np.lexsort((slot, np.asarray(vehicle)))
-    veh, t, srv, sl = np.asarray(vehicle)[order], np.asarray(time_s, dtype=float)[order], np.asarray(rsu)[order], slot[order]
-    idx = np.arange(n)
+    vehicle, slot, rsu = np.asarray(vehicle), np.asarray(slot), np.asarray(rsu)
+    time_s = np.asarray(time_s, dtype=float)
+    last = slot.max() if last_slot is None else last_slot
+    k = -(-n // max(1, int(part_rows)))
+    if k <= 1 or not np.issubdtype(vehicle.dtype, np.integer):
+        _realised_part(vehicle, slot, time_s, rsu, slot_s, last, None, out, arrived)
+        return out, arrived
+    part = np.remainder(vehicle, k).astype(np.min_scalar_type(k - 1))
+    for j in range(k):
+        rows = np.flatnonzero(part == j)
+        if len(rows):
+            _realised_part(vehicle[rows], slot[rows], time_s[rows], rsu[rows], slot_s, last, rows, out, arrived)
+    return out, arrived
+
+
+def _realised_part(veh: np.ndarray, sl: np.ndarray, t: np.ndarray, srv: np.ndarray, slot_s: float, last,
+                   rows: np.ndarray | None, out: np.ndarray, arrived: np.ndarray) -> None:
+    """:func:`realised_dwell` on the rows of whole vehicles (``rows``: where they sit in ``out``
+    and ``arrived``; None: all of them): sorted by vehicle then slot, a run of rows with one
+    vehicle and one RSU ends at ``end``; its rows were handed over (a later row of the vehicle
+    follows) or the vehicle left before ``last``."""
+    n = len(veh)
+    order = np.lexsort((sl, veh))
+    veh, t, srv, sl = veh[order], t[order], srv[order], sl[order]
     same_next = np.zeros(n, dtype=bool)
     same_next[:-1] = veh[1:] == veh[:-1]
+    del veh
     change = np.ones(n, dtype=bool)  # the last row of a run of rows with one vehicle and one RSU
     change[:-1] = ~same_next[:-1] | (srv[1:] != srv[:-1])
-    end = np.minimum.accumulate(np.where(change, idx, n)[::-1])[::-1]
+    ix = np.int32 if n < 2**31 - 1 else np.int64  # indices only
+    end = np.minimum.accumulate(np.where(change, np.arange(n, dtype=ix), ix(n))[::-1])[::-1]
+    del change
     served = srv >= 0
     handed = served & same_next[end]  # a later row of the same vehicle with another RSU (or none)
-    gone = served & ~same_next[end] & (sl[end] < sl.max())  # left the simulation before the run ended
+    gone = served & ~same_next[end] & (sl[end] < last)  # left the simulation before the run ended
+    del served, same_next, sl
     res = np.full(n, np.nan)
     nxt = np.minimum(end + 1, n - 1)
     res[handed] = t[nxt[handed]] - t[handed] - slot_s / 2
     res[gone] = t[end[gone]] - t[gone] + slot_s / 2
-    out[order], arrived[order] = res, gone
-    return out, arrived
+    dest = order if rows is None else rows[order]
+    out[dest], arrived[dest] = res, gone
 
 
 def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: float,
                 arrived: np.ndarray | None = None) -> dict:
-    """Summary of predicted - realised dwell over uncensored, uncapped served rows."""
+    """Summary of predicted - realised dwell over uncensored, uncapped served rows.
+
+    Its temporaries are bool masks and the compared rows (no copy for the median and the p90:
+    they partition the absolute errors in place, after their mean has been taken)."""
     pred, realised, served = np.asarray(pred, dtype=float), np.asarray(realised, dtype=float), np.asarray(rsu) >= 0
-    capped = served & (pred >= cap_s - 1e-9)
+    capped = pred >= cap_s - 1e-9
+    capped &= served
     known = np.isfinite(realised)
-    use = served & ~capped & known
-    err = pred[use] - realised[use]
+    use = served & known
+    use &= ~capped
+    censored = served & ~known
+    censored &= ~capped
     block = {"rows_served": int(served.sum()), "rows_compared": int(use.sum()),
-             "rows_censored": int((served & ~capped & ~known).sum()), "rows_capped": int(capped.sum())}
+             "rows_censored": int(censored.sum()), "rows_capped": int(capped.sum())}
+    del served, capped, known, censored
     if arrived is not None:
         block["rows_arrived"] = int((use & np.asarray(arrived)).sum())
-    if len(err):
-        ae = np.abs(err)
-        block.update({"mean_error_s": float(err.mean()), "mean_abs_error_s": float(ae.mean()),
-                      "median_abs_error_s": float(np.median(ae)), "p90_abs_error_s": float(np.quantile(ae, 0.9)),
-                      "mean_realised_s": float(realised[use].mean())})
+    if block["rows_compared"]:
+        seen = realised[use]
+        mean_realised = float(seen.mean())
+        err = pred[use]
+        del use
+        err -= seen  # pred[use] - realised[use], element by element
+        del seen
+        mean_error = float(err.mean())
+        ae = np.abs(err, out=err)
+        block.update({"mean_error_s": mean_error, "mean_abs_error_s": float(ae.mean()),
+                      "median_abs_error_s": float(np.median(ae, overwrite_input=True)),
+                      "p90_abs_error_s": float(np.quantile(ae, 0.9, overwrite_input=True)),
+                      "mean_realised_s": mean_realised})
     return block
 
 
@@ -82,23 +132,76 @@ def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float) -> d
     return dwell_error(pred, realised, rsu, cap_s, arrived)
 
 
-def dwell_pairs_from_parquet(path: str | Path, slot_s: float) -> tuple:
+def dwell_pairs_from_parquet(path: str | Path, slot_s: float, *, part_rows: int = PART_ROWS,
+                             batch_rows: int = 1 << 16) -> tuple:
     """(predicted dwell, realised dwell, serving RSU code (-1 none), ended by arrival) per row of
-    ``coverage.parquet`` (the arguments of :func:`dwell_error`, cap aside)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    ``coverage.parquet`` (the arguments of :func:`dwell_error`, cap aside).
 
-    from cosim.results import read_arrow
+    The table is walked in record batches (:func:`cosim.results.arrow_batches`) into compact
+    full-length columns (int32 codes and slots, float64 times and predictions: 28 bytes a row);
+    :func:`realised_dwell` then works in partitions of ``part_rows``."""
+    from cosim.results import arrow_batches
 
-    table = read_arrow(path, ["vehicle", "slot", "time_s", "rsu", "dwell_s"])
-    if table.num_rows == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    n, batches = arrow_batches(path, ["vehicle", "slot", "time_s", "rsu", "dwell_s"], batch_rows)
+    veh, sl, t = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32), np.empty(n)
+    rsu, pred = np.empty(n, dtype=np.int32), np.empty(n)
+    vcodes, rcodes = _Codes(), _Codes()
+    at = 0
+    for b in batches:
+        m = b.num_rows
+        s = b.column("slot").to_numpy(zero_copy_only=False)
+        if m and sl.dtype == np.int32 and (s.max() > np.iinfo(np.int32).max or s.min() < np.iinfo(np.int32).min):
+            sl = sl.astype(np.int64)
+        sl[at:at + m] = s
+        t[at:at + m] = b.column("time_s").to_numpy(zero_copy_only=False)
+        pred[at:at + m] = b.column("dwell_s").to_numpy(zero_copy_only=False)
+        veh[at:at + m] = vcodes(b.column("vehicle"))
+        rsu[at:at + m] = rcodes(b.column("rsu"))
+        at += m
+    if at != n:
+        raise ValueError(f"{path}: {at} rows read where the parts say {n}")
+    if n == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool)
+    realised, arrived = realised_dwell(veh, sl, t, rsu, slot_s, last_slot=sl.max(), part_rows=part_rows)
+    return pred, realised, rsu, arrived
 
-    def codes(col: pa.ChunkedArray) -> np.ndarray:
-        enc = pc.dictionary_encode(col.cast(pa.string())).combine_chunks()
-        return pc.fill_null(enc.indices.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
 
-    col = lambda c: table[c].to_numpy()  # noqa: E731
-    rsu = codes(table["rsu"])
-    realised, arrived = realised_dwell(codes(table["vehicle"]), col("slot"), col("time_s"), rsu, slot_s)
-    return col("dwell_s"), realised, rsu, arrived
+class _Codes:
+    """A string column, batch by batch, as int32 codes that hold across batches (each part
+    file has its own dictionary): codes in order of first appearance, as Arrow's
+    ``dictionary_encode`` of the whole column numbers them; null -> -1."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, int] = {}
+
+    def __call__(self, arr) -> np.ndarray:  # noqa: ANN001 - pyarrow.Array
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr.cast(pa.string()))
+        values = arr.dictionary.cast(pa.string()).to_pylist()
+        d = len(values)
+        ind = pc.fill_null(arr.indices, d).to_numpy(zero_copy_only=False)
+        lut = np.full(d + 1, -1, dtype=np.int32)
+        new = []
+        for i, v in enumerate(values):
+            if v is not None:
+                c = self.code.get(v)
+                if c is None:
+                    new.append(i)
+                else:
+                    lut[i] = c
+        if new:
+            used = np.bincount(ind, minlength=d + 1)
+            new = [i for i in new if used[i]]
+            if len(new) > 1:  # number them as they first appear in the batch
+                uniq, first = np.unique(ind, return_index=True)
+                pos = dict(zip(uniq.tolist(), first.tolist()))
+                new.sort(key=pos.__getitem__)
+            for i in new:
+                c = self.code.get(values[i])
+                if c is None:
+                    c = self.code[values[i]] = len(self.code)
+                lut[i] = c
+        return lut[ind]
