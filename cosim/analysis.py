@@ -98,7 +98,15 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
 
     Its temporaries are bool masks and the compared rows (no copy for the median and the p90:
     they partition the absolute errors in place, after their mean has been taken)."""
-    pred, realised, served = np.asarray(pred, dtype=float), np.asarray(realised, dtype=float), np.asarray(rsu) >= 0
+    return _summary({"pred": np.asarray(pred, dtype=float), "realised": np.asarray(realised, dtype=float),
+                     "served": np.asarray(rsu) >= 0, "arrived": arrived}, cap_s)
+
+
+def _summary(cols: dict, cap_s: float) -> dict:
+    """:func:`dwell_error` of the arrays in ``cols`` (``pred``, ``realised``, ``served``,
+    ``arrived`` or None), taken out of it and let go as soon as they are used: where ``cols``
+    held the only reference, a full-length column is freed before the next is made."""
+    pred, realised, served, arrived = cols.pop("pred"), cols.pop("realised"), cols.pop("served"), cols.pop("arrived")
     capped = pred >= cap_s - 1e-9
     capped &= served
     known = np.isfinite(realised)
@@ -111,11 +119,13 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
     del served, capped, known, censored
     if arrived is not None:
         block["rows_arrived"] = int((use & np.asarray(arrived)).sum())
+    del arrived
     if block["rows_compared"]:
         seen = realised[use]
+        del realised
         mean_realised = float(seen.mean())
         err = pred[use]
-        del use
+        del pred, use
         err -= seen  # pred[use] - realised[use], element by element
         del seen
         mean_error = float(err.mean())
@@ -127,9 +137,14 @@ def dwell_error(pred: np.ndarray, realised: np.ndarray, rsu: np.ndarray, cap_s: 
     return block
 
 
-def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float) -> dict:
-    pred, realised, rsu, arrived = dwell_pairs_from_parquet(path, slot_s)
-    return dwell_error(pred, realised, rsu, cap_s, arrived)
+def dwell_error_from_parquet(path: str | Path, slot_s: float, cap_s: float, *, part_rows: int = PART_ROWS,
+                             batch_rows: int = 1 << 16) -> dict:
+    """:func:`dwell_error` of ``coverage.parquet`` (:func:`dwell_pairs_from_parquet`), each
+    full-length column let go once used: the peak is about 25 bytes a row plus the batches'
+    and partitions' temporaries (a tenth of a whole-table analysis's)."""
+    cols = _pairs(path, slot_s, part_rows, batch_rows)
+    cols["served"] = cols.pop("rsu") >= 0
+    return _summary(cols, cap_s)
 
 
 def dwell_pairs_from_parquet(path: str | Path, slot_s: float, *, part_rows: int = PART_ROWS,
@@ -138,32 +153,54 @@ def dwell_pairs_from_parquet(path: str | Path, slot_s: float, *, part_rows: int 
     ``coverage.parquet`` (the arguments of :func:`dwell_error`, cap aside).
 
     The table is walked in record batches (:func:`cosim.results.arrow_batches`) into compact
-    full-length columns (int32 codes and slots, float64 times and predictions: 28 bytes a row);
-    :func:`realised_dwell` then works in partitions of ``part_rows``."""
+    full-length columns (int32 codes and slots, float64 times); :func:`realised_dwell` then works
+    in partitions of ``part_rows``; the predictions are read in a second walk, once the
+    vehicles, slots and times are let go."""
+    c = _pairs(path, slot_s, part_rows, batch_rows)
+    return c["pred"], c["realised"], c["rsu"], c["arrived"]
+
+
+def _pairs(path: str | Path, slot_s: float, part_rows: int, batch_rows: int) -> dict:
+    n, c = _columns(path, ("vehicle", "slot", "time_s", "rsu"), batch_rows)
+    if n == 0:
+        return {"pred": np.zeros(0), "realised": np.zeros(0), "rsu": np.zeros(0, dtype=np.int32),
+                "arrived": np.zeros(0, dtype=bool)}
+    realised, arrived = realised_dwell(c.pop("vehicle"), c.pop("slot"), c.pop("time_s"), c["rsu"], slot_s,
+                                       part_rows=part_rows)
+    m, p = _columns(path, ("dwell_s",), batch_rows)
+    if m != n:
+        raise ValueError(f"{path}: {m} rows where a first reading had {n}")
+    return {"pred": p["dwell_s"], "realised": realised, "rsu": c["rsu"], "arrived": arrived}
+
+
+def _columns(path: str | Path, names: tuple[str, ...], batch_rows: int) -> tuple[int, dict]:
+    """(rows, {column: full-length array}) of coverage ``names``, read batch by batch:
+    ``vehicle`` and ``rsu`` as int32 codes (:class:`_Codes`), ``slot`` as int32 (int64 where a
+    slot needs it), ``time_s`` and ``dwell_s`` as float64."""
     from cosim.results import arrow_batches
 
-    n, batches = arrow_batches(path, ["vehicle", "slot", "time_s", "rsu", "dwell_s"], batch_rows)
-    veh, sl, t = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32), np.empty(n)
-    rsu, pred = np.empty(n, dtype=np.int32), np.empty(n)
-    vcodes, rcodes = _Codes(), _Codes()
+    n, batches = arrow_batches(path, list(names), batch_rows)
+    out = {c: np.empty(n, dtype=np.int32 if c in ("vehicle", "slot", "rsu") else np.float64) for c in names}
+    codes = {c: _Codes() for c in ("vehicle", "rsu")}
     at = 0
     for b in batches:
         m = b.num_rows
-        s = b.column("slot").to_numpy(zero_copy_only=False)
-        if m and sl.dtype == np.int32 and (s.max() > np.iinfo(np.int32).max or s.min() < np.iinfo(np.int32).min):
-            sl = sl.astype(np.int64)
-        sl[at:at + m] = s
-        t[at:at + m] = b.column("time_s").to_numpy(zero_copy_only=False)
-        pred[at:at + m] = b.column("dwell_s").to_numpy(zero_copy_only=False)
-        veh[at:at + m] = vcodes(b.column("vehicle"))
-        rsu[at:at + m] = rcodes(b.column("rsu"))
+        if at + m > n:
+            raise ValueError(f"{path}: more rows than its parts say ({n})")
+        for c in names:
+            col = b.column(c)
+            if c in codes:
+                out[c][at:at + m] = codes[c](col)
+                continue
+            a = col.to_numpy(zero_copy_only=False)
+            if c == "slot" and m and out[c].dtype == np.int32 and \
+                    (a.max() > np.iinfo(np.int32).max or a.min() < np.iinfo(np.int32).min):
+                out[c] = out[c].astype(np.int64)
+            out[c][at:at + m] = a
         at += m
     if at != n:
-        raise ValueError(f"{path}: {at} rows read where the parts say {n}")
-    if n == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool)
-    realised, arrived = realised_dwell(veh, sl, t, rsu, slot_s, last_slot=sl.max(), part_rows=part_rows)
-    return pred, realised, rsu, arrived
+        raise ValueError(f"{path}: {at} rows read where its parts say {n}")
+    return n, out
 
 
 class _Codes:
