@@ -170,3 +170,37 @@ def test_dwell_error_equals_the_formulas_with_copies(n):
                                           float(np.quantile(np.abs(err), 0.9)), float(realised[use].mean()))
     else:
         assert "mean_error_s" not in d
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.25])
+def test_times_kept_per_slot_and_per_row_where_a_slot_has_two_times(tmp_path, skew):
+    # three parts (own dictionaries); with skew the third part's vehicle "c" reports its time
+    # 0.25 s late, so that slot has two times: from that batch on the times are kept per row,
+    # and every realised dwell is still the one of the plain per-row arrays
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "coverage.parquet"
+    path.mkdir()
+    rsu_of = {"a": lambda k: "r0" if k < 5 else "r1", "b": lambda k: None if k % 4 == 0 else "r1",
+              "c": lambda k: "r2" if k < 11 else None}
+    rows = []
+    for part, slots in enumerate((range(1, 5), range(5, 9), range(9, 13))):
+        chunk = [(v, k, k + (skew if part == 2 and v == "c" else 0.0), rsu_of[v](k)) for k in slots
+                 for v in ("c", "a", "b") if not (v == "b" and k > 10)]
+        rows += chunk
+        veh, slot, t, rsu = zip(*chunk)
+        pq.write_table(pa.table({"vehicle": pa.array(veh).dictionary_encode(), "slot": list(slot), "time_s": list(t),
+                                 "rsu": pa.array(rsu, pa.string()).dictionary_encode(),
+                                 "dwell_s": [3.0] * len(chunk)}), path / f"part-{part:06d}.parquet")
+    n, cols = analysis._columns(path, ("vehicle", "slot", "time_s", "rsu"), 5)
+    assert ("time_s" in cols) == (skew > 0) and ("slot_time" in cols) == (skew == 0)
+    veh, slot, t, rsu = zip(*rows)
+    names = {"r0": 0, "r1": 1, "r2": 2}
+    want, gone = realised_dwell(np.array([ord(v) for v in veh]), np.array(slot), np.array(t),
+                                np.array([names.get(r, -1) for r in rsu]), 1.0)
+    assert np.isfinite(want).sum() >= 15 and gone.any()  # handed over, arrived, censored rows
+    for part_rows in (2, 1000):
+        _, realised, _, arrived = dwell_pairs_from_parquet(path, 1.0, part_rows=part_rows, batch_rows=5)
+        np.testing.assert_array_equal(bits(realised), bits(want))
+        np.testing.assert_array_equal(arrived, gone)
