@@ -14,9 +14,17 @@ r in the table's last slot (the run ends) are censored and left out; so are rows
 prediction hit the cap.
 
 Works on numpy arrays (vehicle and RSU as integer codes) so it needs neither pandas nor string
-sorting; :func:`dwell_error_from_parquet` reads ``coverage.parquet`` as an Arrow table with
-the one results reader (:func:`cosim.results.read_arrow`; :func:`dwell_pairs_from_parquet`: the
-per-row pairs, for plots).
+sorting; :func:`dwell_error_from_parquet` walks ``coverage.parquet`` in record batches with the
+one results reader (:func:`cosim.results.arrow_batches`; :func:`dwell_pairs_from_parquet`: the
+per-row pairs, for plots). Its memory (issue 32): a run's last act, so it must not set the run's
+peak. The table is never held whole: each batch goes into compact full-length columns (int32
+vehicle and RSU codes and slots, the times per slot), the realised dwell is worked out a
+partition of vehicles at a time (:data:`PART_ROWS`) and scattered back in row order, the
+predictions are read in a second walk once the vehicles and slots are let go, and the summary
+frees each column once used and takes the median and p90 in place. What is left grows with the
+rows only by the arrays the summary needs in row order (~25–30 bytes a row); the values are the
+whole-table algorithm's, bit for bit (the same arrays in the same order reach the same numpy
+reductions).
 """
 
 from __future__ import annotations
