@@ -58,6 +58,34 @@ def read_arrow(path: str | Path, columns: list[str] | None = None):  # noqa: ANN
         raise unreadable(path, exc) from None
 
 
+def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 16):  # noqa: ANN201 - (int, iterator)
+    """:func:`read_arrow` walked in record batches, for an analysis that must not hold a long table
+    whole: ``(rows, batches)``, the batches (at most ``batch_rows`` rows each) in the very row
+    order of :func:`read_arrow` (part by part, as the dataset lists them), each cast to the
+    table's schema. A part folder without a complete part yet has no rows; a broken file is one
+    line naming it (:class:`CosimError`), raised where it is met."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_dir() and not any(path.glob("part-*.parquet")):
+        return 0, iter(())
+    try:
+        ds = pq.ParquetDataset(str(path))
+        frags = list(ds.fragments)
+        rows = sum(f.count_rows() for f in frags)
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(path, exc) from None
+
+    def walk():  # noqa: ANN202
+        try:
+            for f in frags:
+                yield from f.to_batches(schema=ds.schema, columns=columns, batch_size=batch_rows)
+        except Exception as exc:  # noqa: BLE001
+            raise unreadable(path, exc) from None
+
+    return rows, walk()
+
+
 def unreadable(path: str | Path, exc: BaseException) -> CosimError:
     """The one line saying that the table file ``path`` is broken (what the reader said, cut short)."""
     return CosimError(f"{path}: cannot read the table ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
