@@ -61,15 +61,23 @@ def _run_jobs(text: str) -> int:
 def _apply_output_args(cfg, args: argparse.Namespace):  # noqa: ANN001, ANN202
     from cosim import config as cfgmod
 
-    for item in args.set:  # one at a time: an error names the --set item that caused it
+    steps = []  # (item, the configuration after it) for each --set of a layer key
+    for item in args.set:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise CosimError(f"--set {item!r}: expected TABLE.KEY=VALUE")
         cfg = cfgmod.apply_overrides(cfg, {key.strip(): cfgmod.parse_value(text.strip())}, where=f"--set {item}")
-        if key.strip().startswith("layers.") and not args.no_layers:
-            from cosim.layers.base import validate_layers
+        if key.strip().startswith("layers."):
+            steps.append((item, cfg))
+    if steps and not args.no_layers:
+        from cosim.layers.base import validate_layers
 
-            validate_layers(cfg, label=f"--set {item}")
+        try:  # the layers built once, with every --set applied
+            validate_layers(cfg, label=f"--set {steps[-1][0]}" if len(steps) == 1 else "--set")
+        except CosimError:
+            for item, partial in steps:  # an error names the first --set item that causes it
+                validate_layers(partial, label=f"--set {item}")
+            raise
     if args.no_coverage:
         cfg = cfg.replace(output={"coverage": False})
     if args.jobs is not None:

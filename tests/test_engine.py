@@ -204,3 +204,35 @@ def test_a_policy_dealt_to_a_worker_is_still_checked_before_the_run(tmp_path):
     assert "uniform" not in ok.layers[0].policies
     with pytest.raises(ConfigError, match=r"layers\.moe\.options\.uniform\.uniform_price: 5000 is outside price_range \[0\.01, 1000\]"):
         resolve(cfg)
+
+
+def test_set_items_of_layer_keys_build_the_layers_once_and_an_error_names_its_item(tmp_path, monkeypatch):
+    """`cosim run --set layers.…` checks the layers with every --set applied, built once (before:
+    once per item); when that fails, the first item whose configuration fails is named."""
+    import argparse
+
+    from cosim.cli import _apply_output_args
+    from cosim.errors import CosimError
+    from cosim.layers.base import Layer
+
+    built = []
+    init = Layer.__init__
+
+    def counting(self, config, ctx):
+        built.append(self.name)
+        init(self, config, ctx)
+
+    monkeypatch.setattr(Layer, "__init__", counting)
+    cfg = _cfg(tmp_path)
+
+    def args(*items):
+        return argparse.Namespace(set=list(items), no_layers=False, no_coverage=False, jobs=None)
+
+    good = ["layers.cache.gpu_memory_gb=40", "layers.dvit.request_rate_per_s=0.5", "rsu.radius_m=300"]
+    out = _apply_output_args(cfg, args(*good))
+    assert built == ["dvit", "cache"]  # one build of each layer for three items, two of them layer keys
+    assert out.layers["cache"]["gpu_memory_gb"] == 40 and out.layers["dvit"]["request_rate_per_s"] == 0.5
+    built.clear()
+    with pytest.raises(CosimError) as e:
+        _apply_output_args(cfg, args(good[0], "layers.cache.gpu_memory_gb=-1", good[1]))
+    assert "--set layers.cache.gpu_memory_gb=-1" in str(e.value) and "layers.cache.gpu_memory_gb" in str(e.value)
