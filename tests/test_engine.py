@@ -104,6 +104,21 @@ def test_the_wire_is_one_pickled_message_per_frame():
     assert processes.recv(b) == ("end",)
 
 
+def _count_builds(monkeypatch) -> list:
+    """The names of the layers constructed from now on, in order (Layer.__init__ counted)."""
+    from cosim.layers.base import Layer
+
+    built = []
+    init = Layer.__init__
+
+    def counting(self, config, ctx):
+        built.append(self.name)
+        init(self, config, ctx)
+
+    monkeypatch.setattr(Layer, "__init__", counting)
+    return built
+
+
 def _cfg(tmp_path, extra=""):
     f = tmp_path / "s.toml"
     f.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nbegin_s = 5\nend_s = 25\nslot_s = 1.0\nstep_length_s = 0.25\n'
@@ -131,16 +146,7 @@ def test_a_run_is_resolved_once_into_a_frozen_spec(tmp_path):
 
 def test_a_session_runs_the_layers_resolve_built(tmp_path, monkeypatch):
     from cosim.engine.session import Session
-    from cosim.layers.base import Layer
-
-    built = []
-    init = Layer.__init__
-
-    def counting(self, config, ctx):
-        built.append(self.name)
-        init(self, config, ctx)
-
-    monkeypatch.setattr(Layer, "__init__", counting)
+    built = _count_builds(monkeypatch)
     spec = resolve(_cfg(tmp_path, "jobs = 1\n"))
     assert built == ["dvit", "cache"]
     session = Session(spec, tmp_path / "out", created=True)
@@ -162,16 +168,7 @@ def test_with_policy_workers_the_plugin_s_process_builds_each_layer_once(tmp_pat
     them; the session runs those very objects. Before: every layer built whole by resolve, then
     share 0's built again by the session."""
     from cosim.engine.session import Session
-    from cosim.layers.base import Layer
-
-    built = []
-    init = Layer.__init__
-
-    def counting(self, config, ctx):
-        built.append(self.name)
-        init(self, config, ctx)
-
-    monkeypatch.setattr(Layer, "__init__", counting)
+    built = _count_builds(monkeypatch)
     spec = resolve(_cfg(tmp_path, "jobs = 3\n"))
     assert built == ["dvit", "cache"]
     owner = spec.plan.owner
@@ -213,16 +210,7 @@ def test_set_items_of_layer_keys_build_the_layers_once_and_an_error_names_its_it
 
     from cosim.cli import _apply_output_args
     from cosim.errors import CosimError
-    from cosim.layers.base import Layer
-
-    built = []
-    init = Layer.__init__
-
-    def counting(self, config, ctx):
-        built.append(self.name)
-        init(self, config, ctx)
-
-    monkeypatch.setattr(Layer, "__init__", counting)
+    built = _count_builds(monkeypatch)
     cfg = _cfg(tmp_path)
 
     def args(*items):

@@ -70,6 +70,16 @@ class MoELayer(nn.Module):
         """The monolithic layer: every expert local."""
         return self.forward_routed(x, quality)[0]
 
+    def _per_expert(self, counts, which: str, src: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[rows of e] = src[rows of e] @ W_e.T + b_e`` for each expert ``e`` in turn, with
+        ``W, b`` its ``which`` ("up" or "down") linear map; ``counts[e]`` rows each, in expert order."""
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                lin = getattr(self.experts[e], which)
+                torch.addmm(lin.bias, src[start:start + n], lin.weight.t(), out=out[start:start + n])
+                start += n
+
     def forward_routed(self, x: torch.Tensor, quality: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(output, expert index, combine weight) of the monolithic layer."""
@@ -96,19 +106,9 @@ class MoELayer(nn.Module):
         xs = x[tok]
         hidden = x.new_empty(len(tok), self.experts[0].up.out_features)
         ys = torch.empty_like(xs)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                up = self.experts[e].up
-                torch.addmm(up.bias, xs[start:start + n], up.weight.t(), out=hidden[start:start + n])
-                start += n
+        self._per_expert(counts, "up", xs, hidden)
         hidden = torch.nn.functional.gelu(hidden)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                down = self.experts[e].down
-                torch.addmm(down.bias, hidden[start:start + n], down.weight.t(), out=ys[start:start + n])
-                start += n
+        self._per_expert(counts, "down", hidden, ys)
         ys.mul_(w[tok, slot, None])
         return torch.zeros_like(x).index_add_(0, tok, ys)
 
