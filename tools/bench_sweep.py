@@ -16,8 +16,8 @@ Every `--sample` cells (default: 20 samples a sweep) the driver's resident memor
 its peak), its CPU seconds and the load average are recorded: the table after each variant
 shows whether the driver's memory stays flat as the cells grow (the sweep streams each result
 back and keeps none). `--progress` prints the sweep's own progress line (cells/min, ETA);
-`--json FILE` writes every number, rewritten after each variant so that a run stopped early
-keeps what finished.
+`--json FILE` writes every number, rewritten after each variant, and each sample as it is
+taken to FILE's name with .samples.jsonl, so that a run stopped early keeps what it measured.
 
 Measured for docs/cluster.md ("Measured overheads"), one engine after the other:
 
@@ -104,13 +104,13 @@ def tree_cpu() -> float:
 class Sampler:
     """Wraps the sweep's Progress: records a sample at every ``every`` cells ran and at the last."""
 
-    def __init__(self, every: int):
-        self.every, self.samples, self.t0 = every, [], 0.0
+    def __init__(self, every: int, log: Path | None = None):
+        self.every, self.samples, self.t0, self.log, self.name = every, [], 0.0, log, ""
         self.cpu0 = self.tree0 = 0.0
         self.last_tree = 0.0
 
-    def start(self) -> None:
-        self.samples, self.t0 = [], time.perf_counter()
+    def start(self, name: str) -> None:
+        self.samples, self.t0, self.name = [], time.perf_counter(), name
         self.cpu0, self.tree0 = driver_cpu(), tree_cpu()
         self.last_tree = self.tree0
 
@@ -125,6 +125,9 @@ class Sampler:
                              "driver_cpu_s": round(driver_cpu() - self.cpu0, 2),
                              "tree_cpu_s": round(self.last_tree - self.tree0, 2),
                              "loadavg_1m": round(os.getloadavg()[0], 2)})
+        if self.log:  # one line a sample as it is taken: a run stopped early keeps its samples
+            with self.log.open("a") as fh:
+                fh.write(json.dumps({"variant": self.name, **self.samples[-1]}) + "\n")
 
     def progress_class(self):
         sampler = self
@@ -176,7 +179,8 @@ def main() -> None:
         variants.append((f"ray, {args.jobs} CPUs", "ray", args.jobs))
     else:
         print("ray not installed: skipping the Ray variant (pip install 'cosim[ray]')", file=sys.stderr)
-    sampler = Sampler(args.sample or max(1, args.cells // 20))
+    sampler = Sampler(args.sample or max(1, args.cells // 20),
+                      args.json.with_suffix(".samples.jsonl") if args.json else None)
     sweep.Progress = sampler.progress_class()  # the sweep builds its Progress from this name
     record = {"cells": args.cells, "end_s": args.end, "jobs": args.jobs, "cpus": os.cpu_count(),
               "address": args.address, "command": sys.argv, "variants": {}}
@@ -186,7 +190,7 @@ def main() -> None:
             out = tmp / name.replace(" ", "").replace(",", "-")
             load0 = os.getloadavg()
             started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            sampler.start()
+            sampler.start(name)
             t0 = time.perf_counter()
             res = sweep.execute(sw, out, engine=engine, jobs=jobs, progress=args.progress,
                                 address=args.address if engine == "ray" else None)
