@@ -17,7 +17,7 @@ its peak), its CPU seconds and the load average are recorded: the table after ea
 shows whether the driver's memory stays flat as the cells grow (the sweep streams each result
 back and keeps none). `--progress` prints the sweep's own progress line (cells/min, ETA);
 `--json FILE` writes every number, rewritten after each variant, and each sample as it is
-taken to FILE's name with .samples.jsonl, so that a run stopped early keeps what it measured.
+taken to FILE's name with .samples.jsonl, so that a run stopped early keeps what it measured. `--only ray` runs one engine's variants alone.
 
 Measured for docs/cluster.md ("Measured overheads"), one engine after the other:
 
@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--address", help="run the Ray variant on this cluster (default: a local Ray of --jobs CPUs)")
     ap.add_argument("--sample", type=int, help="record the driver's memory and CPU every N cells "
                     "(default: cells/20)")
+    ap.add_argument("--only", choices=["local", "ray"], help="run this engine's variants alone (e.g. the "
+                    "Ray engine's memory over a sweep too long to run twice)")
     ap.add_argument("--progress", action="store_true", help="show the sweep's progress line (cells/min, ETA)")
     ap.add_argument("--json", type=Path, help="write every number to this file (after each variant)")
     args = ap.parse_args()
@@ -179,6 +181,7 @@ def main() -> None:
         variants.append((f"ray, {args.jobs} CPUs", "ray", args.jobs))
     else:
         print("ray not installed: skipping the Ray variant (pip install 'cosim[ray]')", file=sys.stderr)
+    variants = [v for v in variants if args.only in (None, v[1])]
     sampler = Sampler(args.sample or max(1, args.cells // 20),
                       args.json.with_suffix(".samples.jsonl") if args.json else None)
     sweep.Progress = sampler.progress_class()  # the sweep builds its Progress from this name
@@ -223,12 +226,12 @@ def main() -> None:
     print(f"{'variant':18s} {'wall [s]':>9s} {'runs/min':>9s} {'CPU [s]':>9s}")
     for name, w in wall.items():
         print(f"{name:18s} {w:9.1f} {60 * args.cells / w:9.1f} {cpu[name]:9.1f}")
-    if "local, 1 worker" in wall:
+    if "local, 1 worker" in wall and par in wall:
         one = wall["local, 1 worker"]
         print(f"scaling efficiency with {args.jobs} workers: {one / (args.jobs * wall[par]):.2f} "
               f"(speed-up {one / wall[par]:.2f}x)")
     ray_name = f"ray, {args.jobs} CPUs"
-    if ray_name in wall:
+    if ray_name in wall and par in wall:
         dw, dc = wall[ray_name] - wall[par], cpu[ray_name] - cpu[par]
         print(f"Ray engine vs local engine ({args.jobs} each): {wall[ray_name] / wall[par]:.2f}x the wall time "
               f"(+{dw:.1f} s: Ray's start, shipping the inputs, task dispatch, the results back); "
