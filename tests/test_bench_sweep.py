@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -69,3 +71,18 @@ def test_flatness_compares_the_second_half_with_the_first_tenth():
     assert bench_sweep.flatness(samples) == \
         "driver RSS at 10 cells 100 MiB, max over cells 50-100 103 MiB (+3 MiB)"
     assert bench_sweep.flatness(samples[:2]) == ""
+
+
+def test_compare_two_runs_at_the_last_count_both_reached():
+    def rec(samples):
+        return {"variants": {"x": {"samples": [{"cells": c, "wall_s": w, "tree_cpu_s": t} for c, w, t in samples]}}}
+
+    local = rec([(25, 20.0, 24.0), (50, 41.0, 49.0), (75, 60.0, 73.0)])
+    ray = rec([(25, 30.0, 27.0), (50, 50.0, 52.0)])  # stopped before 75
+    c = bench_sweep.compare(local, ray)
+    # at 50 cells: (50 - 41) / 50 = 0.18 s wall, (52 - 49) / 50 = 0.06 s CPU a cell
+    assert c["cells"] == 50
+    assert c["per_cell_wall_s"] == pytest.approx(0.18)
+    assert c["per_cell_cpu_s"] == pytest.approx(0.06)
+    with pytest.raises(SystemExit, match="no sampled cell count"):
+        bench_sweep.compare(local, rec([(10, 1.0, 1.0)]))

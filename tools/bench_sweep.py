@@ -17,14 +17,22 @@ its peak), its CPU seconds and the load average are recorded: the table after ea
 shows whether the driver's memory stays flat as the cells grow (the sweep streams each result
 back and keeps none). `--progress` prints the sweep's own progress line (cells/min, ETA);
 `--json FILE` writes every number, rewritten after each variant, and each sample as it is
-taken to FILE's name with .samples.jsonl, so that a run stopped early keeps what it measured. `--only ray` runs one engine's variants alone.
+taken to FILE's name with .samples.jsonl, so that a run stopped early keeps what it measured.
+`--only ray` runs one engine's variants alone; `--compare A.json B.json` then gives the per-cell
+overhead of B's engine over A's from two such files, at the last cell count both reached.
 
-Measured for docs/cluster.md ("Measured overheads"), one engine after the other:
+Measured for docs/cluster.md ("Measured overheads"), one run after the other, on a 2-core VM
+(RAY_AUTH_MODE=disabled where Ray >= 2.5x asks for a token):
 
-    nice -n 10 python tools/bench_sweep.py --cells 1000 --end 1 --no-serial --jobs 2 --json empty.json
-    nice -n 10 python tools/bench_sweep.py --cells 8 --end 720 --no-serial --jobs 2 --json long.json
+    nice -n 10 python tools/bench_sweep.py --cells 8 --end 1800 --no-serial --sample 1 --json long8.json
+    nice -n 10 python tools/bench_sweep.py --cells 350 --end 1 --no-serial --sample 10 --json empty350.json
+    nice -n 10 python tools/bench_sweep.py --cells 1000 --end 1 --no-serial --only ray --sample 25 --json ray1000.json
+    nice -n 10 python tools/bench_sweep.py --cells 1000 --end 1 --no-serial --only local --sample 25 --json local1000.json
+    python tools/bench_sweep.py --compare local1000.json ray1000.json
 
-(the second: cells of ~60 s each on that machine; choose `--end` so on yours).
+The first is the long cells: 1,800 simulated s of grid6 + cache layer took 56 s wall (28 s CPU)
+alone on that machine; choose `--end` so for ~60 s cells on yours. On a machine shared with
+other work compare the tree's CPU seconds, not the wall time.
 """
 
 from __future__ import annotations
@@ -154,6 +162,25 @@ def flatness(samples: list[dict]) -> str:
             f"({grow:+.0f} MiB)")
 
 
+def compare(a: dict, b: dict) -> dict:
+    """The per-cell overhead of ``b``'s engine over ``a``'s (two ``--json`` records of one variant
+    each, or their samples), at the largest cell count both sampled: (b - a) / cells, in wall
+    seconds and in the tree's CPU seconds."""
+    def samples(rec: dict) -> dict[int, dict]:
+        (variant,) = rec["variants"].values()  # one engine a file: --only
+        return {s["cells"]: s for s in variant["samples"]}
+
+    sa, sb = samples(a), samples(b)
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        raise SystemExit("--compare: the two runs share no sampled cell count")
+    n = common[-1]
+    return {"cells": n, "wall_s": (sa[n]["wall_s"], sb[n]["wall_s"]),
+            "tree_cpu_s": (sa[n]["tree_cpu_s"], sb[n]["tree_cpu_s"]),
+            "per_cell_wall_s": (sb[n]["wall_s"] - sa[n]["wall_s"]) / n,
+            "per_cell_cpu_s": (sb[n]["tree_cpu_s"] - sa[n]["tree_cpu_s"]) / n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=8)
@@ -167,7 +194,16 @@ def main() -> None:
                     "Ray engine's memory over a sweep too long to run twice)")
     ap.add_argument("--progress", action="store_true", help="show the sweep's progress line (cells/min, ETA)")
     ap.add_argument("--json", type=Path, help="write every number to this file (after each variant)")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
+                    help="the per-cell overhead of B's engine over A's, from two --only runs' --json files")
     args = ap.parse_args()
+    if args.compare:
+        a, b = (json.loads(p.read_text()) for p in args.compare)
+        c = compare(a, b)
+        print(f"at {c['cells']} cells: wall {c['wall_s'][0]:.1f} s -> {c['wall_s'][1]:.1f} s, tree CPU "
+              f"{c['tree_cpu_s'][0]:.1f} s -> {c['tree_cpu_s'][1]:.1f} s; per cell {c['per_cell_wall_s']:+.3f} s wall, "
+              f"{c['per_cell_cpu_s']:+.3f} s CPU")
+        return
     if args.cells < 1 or args.jobs < 1 or (args.sample is not None and args.sample < 1):
         ap.error("--cells, --jobs and --sample must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="cosim-bench-sweep-"))
