@@ -242,6 +242,7 @@ def relocate(run_dir: Path, moves: dict[str, str]) -> None:
     of the inputs -> their originals, the temporary results folder -> ``run_dir``): the folder
     reads as if the cell had run on the driver."""
     from cosim.recorder import dumps_json, write_atomic
+    from cosim.results import summary_of
 
     def fix(v: Any) -> Any:
         if isinstance(v, str):
@@ -255,9 +256,9 @@ def relocate(run_dir: Path, moves: dict[str, str]) -> None:
             return [fix(x) for x in v]
         return v
 
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        write_atomic(summary, (dumps_json(fix(json.loads(summary.read_text()))) + "\n").encode())
+    summary = summary_of(run_dir)  # the one reader; None: no summary, or a broken one (left as it is)
+    if summary is not None:
+        write_atomic(run_dir / "summary.json", (dumps_json(fix(summary)) + "\n").encode())
     config = run_dir / "config.toml"
     if config.is_file():  # paths are TOML strings: the same characters as in JSON on POSIX
         text = config.read_text()
