@@ -21,7 +21,8 @@ left out. The results folder is read with :func:`cosim.results.load`.
 **Controls** (docs/view.md): zoom (wheel, buttons, pinch) and pan (drag) through one transform
 the page exposes (``window.cosimView.view``, the canvas's ``data-view``), fit on load and on a
 button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle shows its id, speed,
-cell, serving RSU and its tasks at the slot (from the layers' task views), clicking one of those
+cell, serving RSU, predicted (``dwell_s``, :data:`DWELL_Q`) against realised dwell (worked out by
+the page from the decoded rows as :func:`cosim.analysis.realised_dwell` defines it) and its tasks at the slot (from the layers' task views), clicking one of those
 tasks its path over devices and RSUs drawn on the map and how it ended, clicking an RSU its disc,
 load and a chart of its load and handovers over the run (``rsu_series``, from ``rsus.parquet``);
 filters by layer, policy, role and outcome; a strip of task failures over the run that jumps to
@@ -352,13 +353,20 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         cols.append(("cell", np.where(cell >= 0, cell, nocell).astype(np.uint32 if wide else np.uint16)[order], 1))
         panel["no_cell"] = nocell
     if "dwell_s" in cov:  # the world's predicted dwell, in dwell_step quanta; the widest code: none
-        dw = cov["dwell_s"].to_numpy(dtype=float)
-        ok = np.isfinite(dw) & (rsu_code >= 0)
-        qd = np.rint(np.where(ok, np.maximum(dw, 0.0), 0.0) / dwell_step)
-        nodw = 255 if (not ok.any() or qd.max() < 255) else 65535
-        qd = np.where(ok, np.minimum(qd, nodw - 1), nodw)
-        cols.append(("dwell", qd.astype(np.uint8 if nodw == 255 else np.uint16)[order], 1))
+        qd = np.divide(cov["dwell_s"].to_numpy(dtype=float), dwell_step)  # one temporary of a row's float
+        ok = np.isfinite(qd)
+        ok &= rsu_code >= 0
+        qd[~ok] = 0.0
+        np.rint(qd, out=qd)
+        np.maximum(qd, 0.0, out=qd)
+        nodw = 255 if qd.max(initial=0.0) < 255 else 65535
+        np.minimum(qd, nodw - 1, out=qd)
+        code = qd.astype(np.uint8 if nodw == 255 else np.uint16)
+        del qd
+        code[~ok] = nodw
+        cols.append(("dwell", code[order], 1))
         panel["dwell_q"], panel["no_dwell"] = dwell_step, nodw
+        del code, ok
     del cov
     # edges
     flat = np.concatenate(shapes) if shapes else np.zeros((0, 2))

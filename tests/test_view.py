@@ -207,13 +207,16 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
     assert p.returncode == 0, p.stderr
     assert (moved / "view.html").is_file()
     for opt, val, msg in (("--max-mb", "-1", "--max-mb must be >= 0"), ("--window-s", "0", "--window-s must be > 0"),
-                          ("--max-rows", "0", "--max-rows must be >= 1")):
+                          ("--max-rows", "0", "--max-rows must be >= 1"), ("--dwell-step", "0", "--dwell-step must be > 0"),
+                          ("--dwell-step", "nan", "--dwell-step must be > 0")):
         p = cli("view", str(run_dir), opt, val, "--out", str(tmp_path / "x.html"))
         assert p.returncode == 2 and p.stderr.strip() == f"cosim: error: {msg}", p.stderr
-    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--out", str(tmp_path / "w.html"))
+    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--dwell-step", "0.5", "--out", str(tmp_path / "w.html"))
     assert p.returncode == 0, p.stderr
     d = json.loads((tmp_path / "w.html").read_text().split('type="application/json">')[1].split("</script>")[0])
     assert len(d["vehicles"]["windows"]) == 4 and d["vehicles"]["stride"] == 1
+    big = pd.read_parquet(run_dir / "coverage.parquet")["dwell_s"].max() / 0.5 >= 255  # two bytes a row where needed
+    assert d["vehicles"]["dwell_q"] == 0.5 and d["vehicles"]["no_dwell"] == (65535 if big else 255)
 
 
 # -- the page in a real browser -------------------------------------------------------------
