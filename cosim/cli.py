@@ -460,11 +460,13 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-s", type=float, default=None, metavar="S",
                    help="time window of the vehicle rows [s]: the page decodes and draws the first, then the "
                         "others one by one (default 300)")
+    p.add_argument("--dwell-step", type=float, default=None, metavar="S",
+                   help="quantum of the predicted dwell the vehicle panel shows [s] (default 5: one byte a row)")
     p.set_defaults(func=cmd_view)
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from cosim.view import MAX_BYTES, MAX_ROWS, WINDOW_S, write_view
+    from cosim.view import DWELL_Q, MAX_BYTES, MAX_ROWS, WINDOW_S, write_view
 
     if args.max_rows is not None and args.max_rows < 1:
         raise CosimError("--max-rows must be >= 1")
@@ -472,10 +474,12 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise CosimError("--max-mb must be >= 0")
     if args.window_s is not None and not args.window_s > 0:
         raise CosimError("--window-s must be > 0")
+    if args.dwell_step is not None and not (math.isfinite(args.dwell_step) and args.dwell_step > 0):
+        raise CosimError("--dwell-step must be > 0")
     _warn_incomplete(args.run)
     max_bytes = MAX_BYTES if args.max_mb is None else (int(args.max_mb * 1e6) or None)
     path = write_view(args.run, args.out, net=args.net, max_rows=args.max_rows or MAX_ROWS, max_bytes=max_bytes,
-                      window_s=args.window_s or WINDOW_S)
+                      window_s=args.window_s or WINDOW_S, dwell_step=args.dwell_step or DWELL_Q)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -32,13 +32,14 @@
   let nSlots = 0;  // the slots decoded so far: a prefix of V.slots (all of them once loaded)
   const SPD = colType("speed") ? new Uint8Array(V.rows) : null;
   const CELL = colType("cell") ? new (colType("cell"))(V.rows) : null;
+  const DW = colType("dwell") ? new (colType("dwell"))(V.rows) : null;  // predicted dwell, V.dwell_q quanta
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
   // per vehicle: the slot and row it was last seen in, and the ones before (the differences' base)
   const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
   const lastSlot2 = new Int32Array(V.names.length).fill(-1), lastRow2 = new Int32Array(V.names.length);
   function fillWindow(w, a) {  // one decoded window into the arrays; differences added back (vehicle_windows)
-    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL]].filter((c) => c[1] && a[c[0]]);
+    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
     VID.set(a.vid, w.r0);
     for (const [name, dst] of cols) dst.set(a[name], w.r0);
     const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => c[1]);
@@ -228,6 +229,38 @@
     for (let r = START[i]; r < START[i + 1]; r++) if (VID[r] === v) return r;
     return -1;
   }
+  function rowWith(v, g, i) {  // vehicle v's row at slot index i if RSU code g serves it then (rows sorted by RSU,
+    let lo = START[i], hi = START[i + 1];  // then vehicle: a binary search), else -1
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (RS[m] < g || (RS[m] === g && VID[m] < v)) lo = m + 1; else hi = m;
+    }
+    return lo < START[i + 1] && RS[lo] === g && VID[lo] === v ? lo : -1;
+  }
+  // realised dwell of vehicle v's row at slot index i, as cosim.analysis.realised_dwell defines it,
+  // from the decoded rows: its run of rows with the same RSU ends with a row of another RSU (or
+  // none) -> that row's time - t - slot/2; with the vehicle's last row before the run's last slot
+  // (it left) -> that row's time - t + slot/2; at the last slot: censored. {s, end} (s null:
+  // censored, not served or, before the rest is decoded, not known yet)
+  let dwellKey = null, dwellVal = null;
+  function realisedDwell(v, i) {
+    const key = v + ":" + i + ":" + nSlots;
+    if (key === dwellKey) return dwellVal;
+    const r = rowAt(v, i), g = r >= 0 ? RS[r] : NONE, t = V.times[i], half = D.slot_s / 2;
+    let out = null, last = i;  // last: the slot of the run's latest row
+    if (r < 0 || g === NONE) out = { s: null, end: "not served" };
+    for (let j = i + 1; !out; j++) {
+      if (j >= nSlots) { out = state.loaded ? { s: null, end: "censored" } : { s: null, end: "not known yet (loading)" }; break; }
+      if (rowWith(v, g, j) >= 0) { last = j; continue; }
+      const r2 = rowAt(v, j);
+      if (r2 >= 0) out = { s: V.times[j] - t - half, end: "handed over" };  // another RSU, or none
+      else if (lastSlot[v] > j) continue;  // not on the map at j, but later: the run goes on
+      else if (!state.loaded) out = { s: null, end: "not known yet (loading)" };
+      else out = { s: V.times[last] - t + half, end: "left" };  // its last row, before the run's last slot
+    }
+    dwellKey = key; dwellVal = out;
+    return out;
+  }
   const worldOf = (r) => [TR.x0 + X[r] * TR.scale, TR.y0 + Y[r] * TR.scale];  // row -> world [m]
 
   // -- filters: layer, policy, role, outcome (checkboxes; every box checked at load) -----------
@@ -402,10 +435,12 @@
                      outcome: task.ok ? "success" : ("failed" + (task.why ? ": " + task.why : "")), ref: [layer, policy, ti] });
       }
     }));
-    const g = RS[r];
+    const g = RS[r], real = realisedDwell(v, cur);
     return { kind: "vehicle", id: V.names[v], speed: SPD ? SPD[r] * V.speed_q : null,
              cell: CELL && CELL[r] !== V.no_cell ? CELL[r] : null,
-             rsu: g === NONE ? null : D.rsus[g].id, tasks };
+             rsu: g === NONE ? null : D.rsus[g].id, tasks,
+             predicted: DW && DW[r] !== V.no_dwell ? DW[r] * V.dwell_q : null,
+             realised: real.s, dwellEnd: real.end, approx: V.stride > 1 };
   }
   function rsuInfo(i) {
     const id = D.rsus[i].id, t = V.times[cur], L = D.layers[layerSel.value];
@@ -432,6 +467,14 @@
     }
     showPanel(info(p), !!sel);
   }
+  const secs = (s) => (Math.round(s * 10) / 10) + " s";
+  function dwellText(x) {  // "predicted 42 s · realised 37 s (+5 s)" (predicted - realised), or why not
+    if (x.rsu === null) return "not served";
+    const pred = x.predicted === null ? "predicted –" : "predicted " + secs(x.predicted);
+    if (x.realised === null) return pred + " · realised: " + x.dwellEnd;
+    const d = x.predicted === null ? "" : " (" + (x.predicted >= x.realised ? "+" : "−") + secs(Math.abs(x.predicted - x.realised)) + ")";
+    return pred + " · realised " + (x.approx ? "≈ " : "") + secs(x.realised) + d;
+  }
   let panelKey = null;
   function showPanel(x, pinned) {  // rebuilt only when what it says changed (not every frame)
     const key = JSON.stringify([x, pinned, !!sel, layerSel.value, policySel.value, F.version]);
@@ -452,6 +495,7 @@
       row("speed", x.speed === null ? "–" : x.speed.toFixed(2) + " m/s");
       row("cell", x.cell === null ? "–" : String(x.cell));
       row("serving RSU", x.rsu === null ? "not covered" : x.rsu);
+      row("dwell", dwellText(x));
     } else {
       row("RSU", x.id); row("radius", x.radius_m.toFixed(0) + " m");
       row("vehicles served", String(x.vehicles));
@@ -904,11 +948,14 @@
                        abDiffer() { const m = abDiffer(); return m ? Object.fromEntries(m) : null; },
                        fps(ms) { const a = state.drawMs.slice(-60); return a.length ? a.reduce((x, y) => x + y, 0) / a.length : 0; },
                        // decoded data (tests): slot index i's rows [vehicle, qx, qy, rsu index or none, speed
-                       // quanta, cell], and a layer's task objects
+                       // quanta, cell, predicted dwell quanta], and a layer's task objects
                        rows(i) { const out = []; for (let r = START[i]; r < START[i + 1]; r++)
-                         out.push([V.names[VID[r]], X[r], Y[r], RS[r], SPD ? SPD[r] : null, CELL ? CELL[r] : null]);
+                         out.push([V.names[VID[r]], X[r], Y[r], RS[r], SPD ? SPD[r] : null, CELL ? CELL[r] : null, DW ? DW[r] : null]);
                          return out; },
-                       tasks(layer, policy) { return D.layers[layer].tasks[policy]; } };
+                       tasks(layer, policy) { return D.layers[layer].tasks[policy]; },
+                       vehicleInfo(name, i) {  // what the panel says about a vehicle at slot index i (tests)
+                         setSlot(i); return vehicleInfo(V.names.indexOf(name)); },
+                       dwellText(name, i) { const x = this.vehicleInfo(name, i); return x ? dwellText(x) : null; } };
   resize();
   load();
 })();

@@ -89,6 +89,10 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
             assert list(got["cell"]) == [int(c) for c in want["cell"]]
             codes = [r[3] for r in rows[i]]
             assert codes == sorted(codes)  # sorted by RSU
+            pred = np.array([np.nan if r[6] == v["no_dwell"] else r[6] * v["dwell_q"] for r in rows[i]])
+            served = want["rsu"].notna().to_numpy()
+            assert (np.isnan(pred) == ~served).all()  # the sentinel exactly where no RSU serves
+            assert np.abs(pred[served] - want["dwell_s"].to_numpy()[served]).max(initial=0) <= v["dwell_q"] / 2 + 1e-9
         for layer, L in d["layers"].items():  # the task objects, rebuilt from the packed arrays
             for policy, tasks in L["tasks"].items():
                 assert L["packed"][policy] is not None
@@ -203,13 +207,16 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
     assert p.returncode == 0, p.stderr
     assert (moved / "view.html").is_file()
     for opt, val, msg in (("--max-mb", "-1", "--max-mb must be >= 0"), ("--window-s", "0", "--window-s must be > 0"),
-                          ("--max-rows", "0", "--max-rows must be >= 1")):
+                          ("--max-rows", "0", "--max-rows must be >= 1"), ("--dwell-step", "0", "--dwell-step must be > 0"),
+                          ("--dwell-step", "nan", "--dwell-step must be > 0")):
         p = cli("view", str(run_dir), opt, val, "--out", str(tmp_path / "x.html"))
         assert p.returncode == 2 and p.stderr.strip() == f"cosim: error: {msg}", p.stderr
-    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--out", str(tmp_path / "w.html"))
+    p = cli("view", str(run_dir), "--window-s", "15", "--max-mb", "0", "--dwell-step", "0.5", "--out", str(tmp_path / "w.html"))
     assert p.returncode == 0, p.stderr
     d = json.loads((tmp_path / "w.html").read_text().split('type="application/json">')[1].split("</script>")[0])
     assert len(d["vehicles"]["windows"]) == 4 and d["vehicles"]["stride"] == 1
+    big = pd.read_parquet(run_dir / "coverage.parquet")["dwell_s"].max() / 0.5 >= 255  # two bytes a row where needed
+    assert d["vehicles"]["dwell_q"] == 0.5 and d["vehicles"]["no_dwell"] == (65535 if big else 255)
 
 
 # -- the page in a real browser -------------------------------------------------------------
@@ -691,6 +698,7 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
         assert abs(speed - me["speed_mps"]) <= 0.125 + 0.005  # the page's 0.25 m/s quantum, shown to 0.01
         assert info["cell"] == str(int(me["cell"]))
         assert info["serving RSU"] == (str(me["rsu"]) if isinstance(me["rsu"], str) else "not covered")
+        _check_dwell_text(info["dwell"], me, _realised(run_dir, cov).loc[(me["vehicle"], me["slot"])], d)
         assert tasks == want and len(want) >= 2
         assert len({w[2] for w in want}) >= 2  # a role beside "user" was checked too
         # the selection follows the vehicle through time: the next slot, its new tasks
@@ -708,6 +716,122 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
         # the empty corner clears the selection
         _click_canvas(browser, 3, 3)
         assert browser.execute_script("return window.cosimView.inspect()") is None
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
+def _realised(run_dir, cov: pd.DataFrame) -> pd.DataFrame:
+    """cosim.analysis.realised_dwell of the coverage table: (realised [s] or NaN, left the
+    simulation) per (vehicle, slot)."""
+    from cosim.analysis import realised_dwell
+
+    slot_s = json.loads((run_dir / "summary.json").read_text())["slot_s"]
+    veh = cov["vehicle"].astype("category").cat.codes.to_numpy().astype(np.int64)
+    rsu = cov["rsu"].astype("category").cat.codes.to_numpy().astype(np.int64)  # -1: none
+    real, arrived = realised_dwell(veh, cov["slot"].to_numpy(), cov["time_s"].to_numpy(), rsu, slot_s)
+    return pd.DataFrame({"realised": real, "arrived": arrived},
+                        index=pd.MultiIndex.from_arrays([cov["vehicle"].astype(str), cov["slot"]]))
+
+
+def _check_dwell_text(text: str, me, want, d) -> None:
+    """The panel's dwell line ("predicted P s · realised R s (+D s)", or "...realised: censored")
+    against coverage's dwell_s (within half the page's quantum) and the realised dwell."""
+    import re
+
+    if not isinstance(me["rsu"], str):
+        assert text == "not served"
+        return
+    m = re.fullmatch(r"predicted ([\d.]+) s · realised(?:: (censored)| ([\d.]+) s \(([+−])([\d.]+) s\))", text)
+    assert m, text
+    pred = float(m[1])
+    assert abs(pred - me["dwell_s"]) <= d["vehicles"]["dwell_q"] / 2 + 0.05 + 1e-9  # the quantum, shown to 0.1 s
+    if np.isnan(want["realised"]):
+        assert m[2] == "censored"
+    else:
+        assert abs(float(m[3]) - want["realised"]) <= 0.05 + 1e-9
+        diff = float(m[5]) * (1 if m[4] == "+" else -1)
+        assert abs(diff - (pred - float(m[3]))) <= 0.1 + 1e-9
+
+
+def _leaving_copy(run_dir, dest) -> dict:
+    """``run_dir`` copied with its coverage rewritten so that every kind of row a realised dwell has
+    occurs in 60 s of grid6: four vehicles leave the simulation (their rows after slot 20, 27, 34,
+    41 dropped), one is off the map for slots 30-32 and back after (a gap, as a teleport makes;
+    one served by the same RSU at slots 29 and 33, so that its run of rows goes on over the gap),
+    one is not served in slots 40-44 (no RSU, no prediction). Returns {"gap": vehicle}."""
+    shutil.copytree(run_dir, dest)
+    df = pd.read_parquet(dest / "coverage.parquet")
+    names = sorted(df["vehicle"].astype(str).unique())
+    vname, slot = df["vehicle"].astype(str), df["slot"]
+    drop = np.zeros(len(df), dtype=bool)
+    for k, n in enumerate(names[:4]):
+        drop |= (vname == n).to_numpy() & (slot > 20 + 7 * k).to_numpy()
+    at = df.set_index(["slot", vname])["rsu"].astype(object)
+    gap = next(n for n in names[4:] if (29, n) in at.index and (33, n) in at.index
+               and isinstance(at[(29, n)], str) and at[(29, n)] == at[(33, n)])
+    unserved = next(n for n in names[4:] if n != gap)
+    drop |= (vname == gap).to_numpy() & slot.between(30, 32).to_numpy()
+    off = (vname == unserved).to_numpy() & slot.between(40, 44).to_numpy()
+    df["rsu"] = df["rsu"].astype(object).where(~off, None)
+    df.loc[off, "dwell_s"] = np.nan
+    shutil.rmtree(dest / "coverage.parquet")
+    df[~drop].reset_index(drop=True).to_parquet(dest / "coverage.parquet")
+    return {"gap": gap}
+
+
+@pytest.mark.sumo
+def test_the_vehicle_panel_shows_predicted_and_realised_dwell_as_the_tables_say(run_dir, tmp_path):
+    """Predicted dwell: coverage.parquet's dwell_s within the page's quantum; realised: what
+    cosim.analysis.realised_dwell gives on the same table (worked out here, in Python), computed by
+    the page from its decoded rows — for rows handed over, rows of vehicles that left, censored
+    rows and unserved rows, across the page's time windows and over a vehicle's gap; "≈" on a page
+    that keeps every 2nd slot."""
+    src, run_dir = run_dir, tmp_path / "run"
+    gap = _leaving_copy(src, run_dir)["gap"]
+    page = write_view(run_dir, tmp_path / "view.html", window_s=20)
+    d = build_data(run_dir, window_s=20)
+    v = d["vehicles"]
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    real = _realised(run_dir, cov)
+    cov = cov.assign(realised=real["realised"].to_numpy(), arrived=real["arrived"].to_numpy())
+    served = cov["rsu"].notna()
+    kinds = {"handed over": served & cov["realised"].notna() & ~cov["arrived"],
+             "left": served & cov["arrived"], "censored": served & cov["realised"].isna(), "not served": ~served}
+    picks = {k: cov[m].sample(min(8, int(m.sum())), random_state=7) for k, m in kinds.items()}
+    assert all(len(p) for p in picks.values())  # every kind occurs
+    g = cov[(cov["vehicle"].astype(str) == gap) & cov["slot"].between(24, 29) & served]  # the run goes on over the gap
+    assert len(g) == 6
+    picks["gap"] = g
+    browser = _chromium()
+    try:
+        browser.get(page.as_uri())
+        for kind, rows in picks.items():
+            for _, me in rows.iterrows():
+                i = v["slots"].index(int(me["slot"]))
+                x = browser.execute_script(f"return window.cosimView.vehicleInfo({json.dumps(str(me['vehicle']))}, {i})")
+                if kind == "not served":
+                    assert x["predicted"] is None and x["realised"] is None and x["dwellEnd"] == "not served"
+                    continue
+                assert abs(x["predicted"] - me["dwell_s"]) <= v["dwell_q"] / 2 + 1e-9
+                if kind == "gap":
+                    kind = "censored" if np.isnan(me["realised"]) else ("left" if me["arrived"] else "handed over")
+                assert x["dwellEnd"] == kind
+                if kind == "censored":
+                    assert x["realised"] is None
+                else:
+                    assert x["realised"] == pytest.approx(me["realised"], abs=1e-6)
+                text = browser.execute_script(f"return window.cosimView.dwellText({json.dumps(str(me['vehicle']))}, {i})")
+                _check_dwell_text(text, me, me, d)
+        half = len(cov) // 2 + 1  # every 2nd slot kept: the realised dwell is approximate, and says so
+        coarse = write_view(run_dir, tmp_path / "coarse.html", max_rows=half)
+        kept = build_data(run_dir, max_rows=half)["vehicles"]["slots"]
+        assert kept == v["slots"][::2]
+        browser.get(coarse.as_uri())
+        me = picks["handed over"][picks["handed over"]["slot"].isin(kept)].iloc[0]
+        text = browser.execute_script(f"return window.cosimView.dwellText({json.dumps(str(me['vehicle']))}, "
+                                      f"{kept.index(int(me['slot']))})")
+        assert "· realised ≈ " in text
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
