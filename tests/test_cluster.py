@@ -55,7 +55,11 @@ class Cluster:
         self.hidden = hidden
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        # a killed node is declared dead after 3 missed health checks 1 s apart (Ray's defaults: 5,
+        # 3 s apart), each check still allowed Ray's 10 s to answer: the node-kill test waits
+        # seconds, not half a minute, for Ray to notice, twice
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
         self.workers: list[subprocess.Popen] = []
         self.logs = hidden.parent / f"ray-logs-{self.port}"
         self.logs.mkdir()
