@@ -269,13 +269,9 @@ def test_closed_loop_vidi_re_decides_from_each_slots_world(tmp_path):
     assert df.loc["vidi", "latency_s"] < df.loc["optimal", "latency_s"]
 
 
-@pytest.mark.parametrize("ahead", ["route", "straight"])
-def test_cells_ahead_follow_the_route(tmp_path, ahead):
-    """H' positions: a vehicle 90 m along e1 (0,0)->(100,0), then e2 (100,0)->(100,100), driving
-    +x. It is 15 m into its 25 m cell; cell m's centre lies m * 25 - 15 + 12.5 m ahead: 22.5 m
-    (on e2 at 12.5 m: (100, 12.5)), 47.5 m ((100, 37.5)). Straight ahead: (112.5, 0), (137.5, 0)."""
-    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
-                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)})
+def _on_e1_at_90m(net: NetInfo) -> World:
+    """A world on ``net`` (edges e1 (0,0)->(100,0) and e2 (100,0)->(100,100)) with one RSU "A" at
+    the origin and one vehicle "v", 90 m along e1 at 10 m/s, routed e1 -> e2, after one slot."""
     cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
                      "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
                      "channel": {"fading": "none"}}, "t.toml")
@@ -284,6 +280,17 @@ def test_cells_ahead_follow_the_route(tmp_path, ahead):
     w.update(Snapshot(1.0, np.array(["v"], dtype=object), np.array([90.0]), np.zeros(1), np.array([10.0]),
                       np.array([90.0]), np.zeros(1), np.array(["e1"], dtype=object), np.array(["e1_0"], dtype=object),
                       np.array([90.0]), np.array([5.0])))
+    return w
+
+
+@pytest.mark.parametrize("ahead", ["route", "straight"])
+def test_cells_ahead_follow_the_route(tmp_path, ahead):
+    """H' positions: a vehicle 90 m along e1 (0,0)->(100,0), then e2 (100,0)->(100,100), driving
+    +x. It is 15 m into its 25 m cell; cell m's centre lies m * 25 - 15 + 12.5 m ahead: 22.5 m
+    (on e2 at 12.5 m: (100, 12.5)), 47.5 m ((100, 37.5)). Straight ahead: (112.5, 0), (137.5, 0)."""
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)})
+    w = _on_e1_at_90m(net)
     lay, _ = layer(tmp_path, ahead=ahead)
     pts, off = lay._ahead_of(w, np.array([-1, 0]), np.array([[0.0, 0.0], [90.0, 0.0]]))
     assert off.tolist() == [0.0, 15.0]
@@ -299,14 +306,7 @@ def test_cells_ahead_cross_the_junction_on_its_internal_edge(tmp_path):
     net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
                   edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
                   edge_via={("e1", "e2"): ":J_0"})
-    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 3},
-                     "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "A", "x": 0.0, "y": 0.0}]},
-                     "channel": {"fading": "none"}}, "t.toml")
-    w = World(cfg, net)
-    w.route_of = {"v": ("e1", "e2")}
-    w.update(Snapshot(1.0, np.array(["v"], dtype=object), np.array([90.0]), np.zeros(1), np.array([10.0]),
-                      np.array([90.0]), np.zeros(1), np.array(["e1"], dtype=object), np.array(["e1_0"], dtype=object),
-                      np.array([90.0]), np.array([5.0])))
+    w = _on_e1_at_90m(net)
     lay, _ = layer(tmp_path)
     pts, _ = lay._ahead_of(w, np.array([0]), np.array([[90.0, 0.0]]))
     np.testing.assert_allclose(pts[0, :3], [[90, 0], [100, 2.5], [100, 27.5]], atol=1e-9)
