@@ -18,7 +18,7 @@ sorting; :func:`dwell_error_from_parquet` walks ``coverage.parquet`` in record b
 one results reader (:func:`cosim.results.arrow_batches`; :func:`dwell_pairs_from_parquet`: the
 per-row pairs, for plots). Its memory (issue 32): a run's last act, so it must not set the run's
 peak. The table is never held whole: each batch goes into compact full-length columns (int32
-vehicle and RSU codes and slots, the times per slot), the realised dwell is worked out a
+vehicle and RSU codes and slots, float64 times), the realised dwell is worked out a
 partition of vehicles at a time (:data:`PART_ROWS`) and scattered back in row order, the
 predictions are read in a second walk once the vehicles and slots are let go, and the summary
 frees each column once used and takes the median and p90 in place. What is left grows with the
@@ -39,9 +39,9 @@ import numpy as np
 PART_ROWS = 1 << 18
 
 
-def realised_dwell(vehicle: np.ndarray, slot: np.ndarray, time_s: np.ndarray | None, rsu: np.ndarray,
-                   slot_s: float, *, last_slot: int | None = None, part_rows: int = PART_ROWS,
-                   slot_time: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def realised_dwell(vehicle: np.ndarray, slot: np.ndarray, time_s: np.ndarray, rsu: np.ndarray,
+                   slot_s: float, *, last_slot: int | None = None,
+                   part_rows: int = PART_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(realised dwell [s] per row, NaN where censored or unserved; True where it ended by the
     vehicle leaving the simulation).
 
@@ -50,29 +50,23 @@ def realised_dwell(vehicle: np.ndarray, slot: np.ndarray, time_s: np.ndarray | N
     own vehicle's rows and the last slot, so the rows are taken in partitions of about
     ``part_rows`` (vehicle code modulo the number of partitions) and each partition's values are
     scattered back in row order: the temporaries are of a partition's length, and the result is
-    the same value for value whatever ``part_rows`` is. ``time_s`` may be None where every row of a
-    slot has the same time: ``slot_time[slot]`` (what :func:`dwell_pairs_from_parquet` keeps
-    instead of a time per row).
+    the same value for value whatever ``part_rows`` is.
     """
     n = len(vehicle)
     out, arrived = np.full(n, np.nan), np.zeros(n, dtype=bool)
     if n == 0:
         return out, arrived
-    vehicle, slot, rsu = np.asarray(vehicle), np.asarray(slot), np.asarray(rsu)
-    if time_s is not None:
-        time_s = np.asarray(time_s, dtype=float)
-    times = (lambda rows: time_s[rows]) if time_s is not None else (lambda rows: slot_time[slot[rows]])  # noqa: E731
+    vehicle, slot, rsu, time_s = np.asarray(vehicle), np.asarray(slot), np.asarray(rsu), np.asarray(time_s, dtype=float)
     last = slot.max() if last_slot is None else last_slot
     k = -(-n // max(1, int(part_rows)))
     if k <= 1 or not np.issubdtype(vehicle.dtype, np.integer):
-        t = time_s if time_s is not None else slot_time[slot]
-        _realised_part(vehicle, slot, t, rsu, slot_s, last, None, out, arrived)
+        _realised_part(vehicle, slot, time_s, rsu, slot_s, last, None, out, arrived)
         return out, arrived
     part = np.remainder(vehicle, k).astype(np.min_scalar_type(k - 1))
     for j in range(k):
         rows = np.flatnonzero(part == j)
         if len(rows):
-            _realised_part(vehicle[rows], slot[rows], times(rows), rsu[rows], slot_s, last, rows, out, arrived)
+            _realised_part(vehicle[rows], slot[rows], time_s[rows], rsu[rows], slot_s, last, rows, out, arrived)
     return out, arrived
 
 
@@ -178,8 +172,8 @@ def _pairs(path: str | Path, slot_s: float, part_rows: int, batch_rows: int) -> 
     if n == 0:
         return {"pred": np.zeros(0), "realised": np.zeros(0), "rsu": np.zeros(0, dtype=np.int32),
                 "arrived": np.zeros(0, dtype=bool)}
-    realised, arrived = realised_dwell(c.pop("vehicle"), c.pop("slot"), c.pop("time_s", None), c["rsu"], slot_s,
-                                       part_rows=part_rows, slot_time=c.pop("slot_time", None))
+    realised, arrived = realised_dwell(c.pop("vehicle"), c.pop("slot"), c.pop("time_s"), c["rsu"], slot_s,
+                                       part_rows=part_rows)
     m, p = _columns(path, ("dwell_s",), batch_rows)
     if m != n:
         raise ValueError(f"{path}: {m} rows where a first reading had {n}")
@@ -189,17 +183,11 @@ def _pairs(path: str | Path, slot_s: float, part_rows: int, batch_rows: int) -> 
 def _columns(path: str | Path, names: tuple[str, ...], batch_rows: int) -> tuple[int, dict]:
     """(rows, {column: full-length array}) of coverage ``names``, read batch by batch:
     ``vehicle`` and ``rsu`` as int32 codes (:class:`_Codes`), ``slot`` as int32 (int64 where a
-    slot needs it), ``time_s`` and ``dwell_s`` as float64. With ``slot``, ``time_s`` is kept as
-    ``slot_time`` (indexed by slot) as long as every row of a slot has the very same time (a
-    coverage table's rows do), else as a time per row from the first row that differs on."""
+    slot needs it), ``time_s`` and ``dwell_s`` as float64."""
     from cosim.results import arrow_batches
 
-    names = tuple(sorted(names, key=lambda c: c != "slot"))  # slots first: a batch's times look them up
     n, batches = arrow_batches(path, list(names), batch_rows)
-    per_slot = "slot" in names and "time_s" in names
-    out = {c: np.empty(n, dtype=np.int32 if c in ("vehicle", "slot", "rsu") else np.float64) for c in names
-           if not (per_slot and c == "time_s")}
-    ts, seen = np.zeros(0), np.zeros(0, dtype=bool)  # the time of each slot met so far
+    out = {c: np.empty(n, dtype=np.int32 if c in ("vehicle", "slot", "rsu") else np.float64) for c in names}
     codes = {c: _Codes() for c in ("vehicle", "rsu")}
     at = 0
     for b in batches:
@@ -215,26 +203,10 @@ def _columns(path: str | Path, names: tuple[str, ...], batch_rows: int) -> tuple
             if c == "slot" and m and out[c].dtype == np.int32 and \
                     (a.max() > np.iinfo(np.int32).max or a.min() < np.iinfo(np.int32).min):
                 out[c] = out[c].astype(np.int64)
-            if c == "time_s" and per_slot:
-                a, s = np.asarray(a, dtype=np.float64), out["slot"][at:at + m]
-                if m and s.min() >= 0 and s.max() < 1 << 26:
-                    if s.max() >= len(ts):
-                        grow = max(int(s.max()) + 1, 2 * len(ts)) - len(ts)
-                        ts, seen = np.concatenate([ts, np.zeros(grow)]), np.concatenate([seen, np.zeros(grow, bool)])
-                    fresh = ~seen[s]
-                    ts[s[fresh]], seen[s[fresh]] = a[fresh], True
-                    if np.array_equal(ts[s].view(np.int64), a.view(np.int64)):  # bit for bit
-                        continue
-                elif not m:
-                    continue
-                per_slot, out["time_s"] = False, np.empty(n)  # times per row from here on
-                out["time_s"][:at] = ts[out["slot"][:at]]
             out[c][at:at + m] = a
         at += m
     if at != n:
         raise ValueError(f"{path}: {at} rows read where its parts say {n}")
-    if per_slot:
-        out["slot_time"] = ts
     return n, out
 
 
