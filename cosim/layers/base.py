@@ -44,7 +44,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -439,14 +439,17 @@ def load_plugins(cfg: "Config") -> None:
 
 def make_layers(cfg: "Config", ctx: LayerContext) -> list[Layer]:
     """Load the plugins, then instantiate the configured layers; an unknown name is a config error."""
+    return [cls(table, ctx) for _, cls, table in _enabled(cfg, ctx.scenario_file)]
+
+
+def _enabled(cfg: "Config", where: str) -> Iterator[tuple[str, type[Layer], dict]]:
+    """The plugins loaded, then each enabled ``[layers.NAME]`` of ``cfg`` as (NAME, its class, its
+    table without ``enabled``), in the configured order, one at a time (a layer's own error comes
+    before a later one's); an unknown name is a config error naming ``where``."""
     load_plugins(cfg)
-    out = []
     for name, table in cfg.layers.items():
-        if table.get("enabled", True) is False:
-            continue
-        cls = registry.layer_class(name, ctx.scenario_file)
-        out.append(cls({k: v for k, v in table.items() if k != "enabled"}, ctx))
-    return out
+        if table.get("enabled", True) is not False:
+            yield name, registry.layer_class(name, where), {k: v for k, v in table.items() if k != "enabled"}
 
 
 @dataclass(frozen=True)
@@ -463,15 +466,8 @@ class Bound:
 def bind_layers(cfg: "Config", label: str | None = None) -> list[Bound]:
     """Every enabled layer of ``cfg`` with its policies bound, none built (errors name ``label``,
     default the scenario file). A layer's own checks run where it is built."""
-    load_plugins(cfg)
-    out = []
-    for name, table in cfg.layers.items():
-        if table.get("enabled", True) is False:
-            continue
-        cls = registry.layer_class(name, label or cfg.source_file)
-        _, bound = cls.bind({k: v for k, v in table.items() if k != "enabled"}, label or cfg.source_file)
-        out.append(Bound(name, cls.shardable, bound))
-    return out
+    where = label or cfg.source_file
+    return [Bound(name, cls.shardable, cls.bind(table, where)[1]) for name, cls, table in _enabled(cfg, where)]
 
 
 def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
