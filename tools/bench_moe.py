@@ -233,6 +233,8 @@ def gate(args: argparse.Namespace) -> None:
     D, T = 64, len(tasks[0][0][0])
     built = {k: m(len(vocab), D, 2 * D, L, E, 2, 0) for k, m in models.items()}  # the layer's defaults
     dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: torch {torch.__version__} finds no CUDA device here")
     if dev.type != "cpu":  # the same model on the device, replayed alongside the CPU's
         built[str(dev)] = GateModel(len(vocab), D, 2 * D, L, E, 2, 0).to(dev)
     work = {"full": 0, "route": 0, "attend": 0, "flop": 0}

@@ -407,9 +407,9 @@ class GateModel(nn.Module):
 
         On the model's device (``GateModel(...).to(device)``, issue 32): the prompt and the
         quality are copied there, the memo keeps that device's tensors, and the loads come back to
-        the CPU once per call. On CUDA the pass runs in float32 proper (:func:`float32_exact`:
-        TF32 off for cuBLAS and cuDNN while it runs, then as they were) and with no atomic float
-        sums (:func:`add_in_expert_order`): two runs give the same loads.
+        the CPU once per call. On CUDA the pass runs in IEEE float32 (:func:`float32_exact`: a
+        user's TF32 for cuBLAS off while it runs, then back) and with no atomic float sums
+        (:func:`add_in_expert_order`): two runs give the same loads.
 
         ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
         with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
