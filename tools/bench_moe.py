@@ -219,6 +219,9 @@ def gate(args: argparse.Namespace) -> None:
 
     from cosim.layers.moe.model import GateModel, Vocabulary
 
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():  # before the run it would record
+        sys.exit(f"--device {args.device}: torch {torch.__version__} finds no CUDA device here")
     tasks = record_gate(args.gate)
     models = {"this": GateModel}
     if args.baseline_src:
@@ -232,9 +235,6 @@ def gate(args: argparse.Namespace) -> None:
     L, E = tasks[0][0][1].shape
     D, T = 64, len(tasks[0][0][0])
     built = {k: m(len(vocab), D, 2 * D, L, E, 2, 0) for k, m in models.items()}  # the layer's defaults
-    dev = torch.device(args.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"--device {args.device}: torch {torch.__version__} finds no CUDA device here")
     if dev.type != "cpu":  # the same model on the device, replayed alongside the CPU's
         built[str(dev)] = GateModel(len(vocab), D, 2 * D, L, E, 2, 0).to(dev)
     work = {"full": 0, "route": 0, "attend": 0, "flop": 0}
