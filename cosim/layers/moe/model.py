@@ -17,6 +17,7 @@ identical (tested).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -110,7 +111,35 @@ class MoELayer(nn.Module):
         hidden = torch.nn.functional.gelu(hidden)
         self._per_expert(counts, "down", hidden, ys)
         ys.mul_(w[tok, slot, None])
+        if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
+            return add_in_expert_order(x, idx, tok, slot, ys)
         return torch.zeros_like(x).index_add_(0, tok, ys)
+
+
+def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, slot: torch.Tensor,
+                        ys: torch.Tensor) -> torch.Tensor:
+    """``torch.zeros_like(x).index_add_(0, tok, ys)`` for :meth:`MoELayer.combine`'s rows (the
+    kept (token, slot) pairs grouped by expert), without atomics: the same sums in the same order.
+
+    On the CPU ``index_add_`` adds the rows one after another, so each token's output is
+    ``(0 + y_e1) + y_e2 + ...`` with its experts ascending (the rows are grouped by expert). On
+    CUDA it adds with atomics, in whatever order the threads arrive: a float sum of three or more
+    terms can then differ from run to run in its last bits, and so can a later block's routing
+    (issue 32). Here each row is written once to its (token, slot) cell of a (tokens, k, width)
+    buffer (each cell at most once: no two writes meet), each token's slots are sorted by their
+    expert (a token's k experts are distinct: ``topk``) and the k cells added to zeros in that
+    order, one elementwise add per slot: the CPU's additions in the CPU's order, deterministic on
+    any device. A slot with no row (weight 0) adds +0.0, which changes no sum (a sum started from
+    +0.0 is never -0.0): the same bits as ``index_add_`` on the CPU (tested, k = 2 and 3)."""
+    n, k = idx.shape
+    cells = x.new_zeros(n, k, x.shape[1])
+    cells[tok, slot] = ys
+    order = torch.sort(idx, dim=1, stable=True).indices  # each token's slots, experts ascending
+    cells = cells.gather(1, order[:, :, None].expand(n, k, x.shape[1]))
+    out = torch.zeros_like(x)
+    for r in range(k):
+        out += cells[:, r]
+    return out
 
 
 def _wire(obj) -> tuple[object, int]:
@@ -277,11 +306,11 @@ def keep_freed_memory() -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _causal_mask(n: int) -> torch.Tensor:
-    """(n, n) float32: 0 on and below the diagonal, -inf above (an ordinary tensor, also when
-    first built under inference mode)."""
+def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) float32 on ``device``: 0 on and below the diagonal, -inf above (an ordinary tensor,
+    also when first built under inference mode)."""
     with torch.inference_mode(False):
-        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")).to(device)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -293,7 +322,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     every call (a causal row always keeps its diagonal): half the attention's CPU (issue 32)."""
     s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))
     att = (q * s) @ (k.transpose(-2, -1) * s)
-    att.add_(_causal_mask(q.shape[0]))
+    att.add_(_causal_mask(q.shape[0], q.device))
     return torch.softmax(att, dim=-1) @ v
 
 
@@ -351,7 +380,16 @@ class GateModel(nn.Module):
             self.embed = nn.Embedding(vocab, dim)
             self.blocks = nn.ModuleList(Block(dim, ffn, experts, top_k) for _ in range(layers))
         self.experts = experts
+        self.device = self.embed.weight.device  # kept by _apply: what .to(), .cuda(), .cpu() call
         self.eval()
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
+        """:meth:`nn.Module._apply` (under ``.to(device)`` and the like), then :attr:`device` is
+        where the weights now are (an attribute: looking it up through the parameters costs ~2.6 us
+        per routing)."""
+        out = super()._apply(fn, recurse)
+        self.device = self.embed.weight.device
+        return out
 
     def positions(self, n: int) -> torch.Tensor:
         dim = self.embed.embedding_dim
@@ -362,10 +400,16 @@ class GateModel(nn.Module):
         pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
         return pe
 
-    @torch.inference_mode()
     def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
-        """Tokens routed to each expert, (layers, experts) int64, for prompt ``ids`` (T,);
-        ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert).
+        """Tokens routed to each expert, (layers, experts) int64 on the CPU, for prompt ``ids``
+        (T,); ``quality`` (layers, experts, on the CPU): the physical gating of each layer (0 masks
+        an expert).
+
+        On the model's device (``GateModel(...).to(device)``, issue 32): the prompt and the
+        quality are copied there, the memo keeps that device's tensors, and the loads come back to
+        the CPU once per call. On CUDA the pass runs in IEEE float32 (:func:`float32_exact`: a
+        user's TF32 for cuBLAS off while it runs, then back) and with no atomic float sums
+        (:func:`add_in_expert_order`): two runs give the same loads.
 
         ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
         with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
@@ -381,10 +425,21 @@ class GateModel(nn.Module):
         routings that share a block's input but not its quality (every placement at block 0, a
         reroute's or a masking's first changed layer, the routing-only last block) run only
         the gate's top-k and the experts there."""
+        device = self.device
+        if device.type == "cpu":
+            return self._load(ids, quality, memo, None)
+        with float32_exact():
+            return self._load(ids, quality, memo, device)
+
+    @torch.inference_mode()
+    def _load(self, ids: torch.Tensor, quality: torch.Tensor | None, memo: dict | None,
+              device: torch.device | None) -> torch.Tensor:
+        """:meth:`load` on ``device`` (the model's; None: the CPU, where nothing is copied)."""
         layers = len(self.blocks)
-        out = torch.zeros(layers, self.experts, dtype=torch.int64)
+        out = torch.zeros(layers, self.experts, dtype=torch.int64, device=device)
         rows = [None] * (layers + 1) if memo is None or quality is None else [
             quality[:layer].numpy().tobytes() for layer in range(layers + 1)]
+        gate_q = quality if quality is None or device is None else quality.to(device)
         keys = [(layer, rows[layer + 1]) for layer in range(layers)]
         first = 0
         if memo is not None:
@@ -393,11 +448,12 @@ class GateModel(nn.Module):
             for layer in range(first):
                 out[layer] = memo[keys[layer]][1]
             if first == layers:
-                return out
+                return out if device is None else out.cpu()
         if first == 0:
             x = memo.get("embed") if memo is not None else None
             if x is None:
-                x = self.embed(ids) + self.positions(len(ids))
+                x = (self.embed(ids) + self.positions(len(ids)) if device is None
+                     else self.embed(ids.to(device)) + self.positions(len(ids)).to(device))
                 if memo is not None:
                     memo["embed"] = x
         else:
@@ -409,9 +465,44 @@ class GateModel(nn.Module):
                 attended = block.attend(x)
                 if memo is not None:
                     memo[("attend", layer, rows[layer])] = attended
-            x, idx, w = block.finish(attended, None if quality is None else quality[layer],
+            x, idx, w = block.finish(attended, None if gate_q is None else gate_q[layer],
                                      route_only=layer == layers - 1)
             out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
-        return out
+        return out if device is None else out.cpu()
+
+
+@contextlib.contextmanager
+def float32_exact():
+    """cuBLAS's float32 matmuls in IEEE float32 while the block runs, then torch's settings back
+    as they were (also on an error). TF32 rounds a float32 matmul's operands to 10 mantissa bits
+    where torch allows it (``torch.set_float32_matmul_precision("high")``, or
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``: a user's choice for their own model)
+    — ~1e-3 relative on the gate's scores, enough to move routings.
+
+    Torch's default is IEEE float32 already (``fp32_precision`` "none"/"ieee", precision
+    "highest"): then nothing is changed at all. Where TF32 is on, the pass sets "highest"
+    (torch's one call that sets the legacy flag and the new per-backend ones together: setting
+    one family alone makes torch refuse a later matmul as a "mix of the legacy and new APIs") and
+    restores the legacy precision, then the new cuBLAS and oneDNN matmul settings, as read.
+    cuDNN's TF32 setting (on by default) is left alone: it governs convolutions and RNNs, and the
+    gate model has neither (its attention is written out as matmuls and a softmax, its norms,
+    softmax and embedding are ATen's own kernels), so it cannot reach the gate's arithmetic."""
+    import torch.backends
+
+    matmul, onednn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
+    if matmul.fp32_precision != "tf32":  # IEEE float32 already: leave every setting alone
+        yield
+        return
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the new API set alone: the legacy flag is at its default
+        legacy = "highest"
+    saved = (matmul.fp32_precision, onednn.fp32_precision)
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(legacy)
+        matmul.fp32_precision, onednn.fp32_precision = saved
