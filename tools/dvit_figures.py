@@ -19,7 +19,9 @@ Holm-adjusted p, from `cosim.sweep.paired_differences` (the sweep's paired.csv).
     python tools/dvit_figures.py --modes runs/sweeps/dvit-handover [runs/sweeps/dvit-handover-town]
 
 ``--modes SWEEP...``: for sweeps with a ``layers.dvit.handover`` grid (tools/sweeps/dvit_handover*.toml),
-print migrate - fail per policy (per-seed paired: same traffic and requests) with 95 % intervals.
+print migrate - fail per policy, paired per seed (same traffic and requests): of each policy's own means
+(descriptive) and task by task (latency over the tasks both modes completed, success over the tasks both
+were given; 95 % intervals, p Holm-adjusted over the policies at each point: the numbers to quote).
 
 Writes, under --out: one sweep folder per figure (results.parquet, paired.csv), figures.csv
 (mean per point and policy), paired.csv (all paired differences), figN_<preset>_<mode>.png
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +90,54 @@ def mode_differences(res, keys: list[str]):  # noqa: ANN001, ANN201
         columns={"layer": "dvit_policy", "policy": "mode"})
 
 
+def mode_task_differences(res, sweep_dir, keys: list[str]):  # noqa: ANN001, ANN201
+    """migrate - fail per policy, **task by task** (docs/comparisons.md): in each seed the two runs
+    (same traffic, same requests: a task keeps its id) are paired by :func:`cosim.pairing.vs_baseline`
+    with the modes in place of the policies — latency over the tasks both modes completed, success
+    over the tasks both were given (censored in neither) — then, per scenario and ``keys`` point,
+    ``M.diff``/``M.ci95``/``M.n``/``M.p`` over seeds (:func:`cosim.stats.mean_ci`) and ``M.p_holm``,
+    Holm-adjusted over the family of every policy's migrate - fail on ``M`` at that point."""
+    import pandas as pd
+
+    from cosim import pairing, registry
+    from cosim.results import read_table
+    from cosim.stats import holm, mean_ci
+
+    table = registry.layer_class("dvit").task_table
+    dvit = res[res["layer"] == "dvit"]
+    per_seed = []
+    for (*point, seed), g in dvit.groupby(["scenario", *keys, "seed"], sort=False):
+        cell = dict(zip(g[MODE], g["cell"]))
+        if not {"fail", "migrate"} <= cell.keys():
+            continue
+        tasks = {m: read_table(Path(sweep_dir) / "cells" / cell[m] / f"{table}.parquet", pairing.COLUMNS)
+                 for m in ("fail", "migrate")}
+        for policy in g.loc[g[MODE] == "fail", "policy"]:
+            both = pd.concat([t[t["policy"] == policy].assign(policy=m) for m, t in tasks.items()])
+            v = pairing.vs_baseline(both, ["fail", "migrate"]).get("migrate")
+            if v is None:
+                continue
+            per_seed.append({**dict(zip(["scenario", *keys], point)), "seed": seed, "policy": policy,
+                             **{m: math.nan if v[m] is None else v[m] for m in TASK_LEVEL.values()}})
+    out = []
+    for point, g in pd.DataFrame(per_seed).groupby(["scenario", *keys], sort=False):
+        family = []
+        for policy, gp in g.groupby("policy", sort=False):
+            row = {**dict(zip(["scenario", *keys], point)), "policy": policy, "n": len(gp)}
+            for m in TASK_LEVEL.values():
+                st = mean_ci(gp[m].astype(float))
+                row.update({f"{m}.diff": st["mean"], f"{m}.ci95": st["ci95"], f"{m}.n": st["n"], f"{m}.p": st["p"]})
+            family.append(row)
+        for m in TASK_LEVEL.values():
+            for row, adj in zip(family, holm([r[f"{m}.p"] for r in family])):
+                row[f"{m}.p_holm"] = adj
+        out += family
+    return pd.DataFrame(out)
+
+
 def report_modes(dirs: list[str]) -> None:
+    from cosim.stats import fmt
+
     cols = ["success_rate", "mean_latency_s", "p95_latency_s", "migrations"]
     for d in dirs:
         res = cosim.load(d).results
@@ -96,9 +146,15 @@ def report_modes(dirs: list[str]) -> None:
         print(f"\n{d}: means over seeds")
         print(dvit.groupby([*keys, MODE, "policy"], sort=False)[cols].mean().round(3).to_string())
         diff = mode_differences(res, keys)
-        print(f"{d}: migrate - fail (paired per seed, 95 % CI)")
+        print(f"{d}: migrate - fail of each policy's own means (paired per seed, 95 % CI; descriptive)")
         show = diff[[*keys, "dvit_policy", "n"] + [c for m in cols for c in (f"{m}.diff", f"{m}.ci95")]]
         print(show.round(4).to_string(index=False))
+        task = mode_task_differences(res, d, keys)
+        print(f"{d}: migrate - fail task by task (latency: tasks both modes completed; success: tasks both were "
+              "given), paired per seed: d ± 95 % half-width (p_holm over the policies)")
+        for m in TASK_LEVEL.values():
+            task[m] = [fmt(r[f"{m}.diff"], r[f"{m}.ci95"], r[f"{m}.p_holm"]) for _, r in task.iterrows()]
+        print(task[["scenario", *keys, "policy", "n", *TASK_LEVEL.values()]].to_string(index=False))
 
 
 def main() -> None:
