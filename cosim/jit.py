@@ -88,88 +88,18 @@ def exact_exp() -> int:
     in this process: 1 = numpy's SVML functions, 0 = the C library's, -1 = neither (the kernels
     that need them stay off). Probed once: the candidates against numpy on 24,000 arguments
     (exp and expm1 over [-40, 40], log2 and pow of positive numbers over 2^-29 .. 2^29); they
-    differ in the last bit on ~5% of arguments where they differ.
-
-    The answer is kept on disk (:func:`probe_file`, ours): it depends only on the numba, llvmlite
-    and numpy builds, the CPU and the features numpy dispatches on in this process, and the probe's
-    code, which the file's name is a hash of — so a process whose machine has probed before does
-    not load the probe's kernel (~15 ms of CPU, docs/performance.md). A file that cannot be read
-    or written is no error: the process probes."""
+    differ in the last bit on ~5% of arguments where they differ."""
     if "exp" not in _state:
-        path = probe_file()
-        found = _read_probe(path)
-        if found is None:
-            found = _probe()
-            _write_probe(path, found)
+        from cosim import _jitexp
+
+        rng = np.random.default_rng(0)
+        x = np.concatenate([rng.uniform(-40.0, 40.0, 20_000), np.linspace(-12.0, 12.0, 4001)])
+        y = np.exp(rng.uniform(-20.0, 20.0, len(x)))
+        ref = np.stack([np.exp(x), np.expm1(x), np.log2(y), y ** (x / 16.0)])
+        found = -1
+        for kind in ((1, 0) if _jitexp.have_svml() else (0,)):
+            if np.array_equal(_jitexp.probe(x, y, kind), ref):
+                found = kind
+                break
         _state["exp"] = found
     return _state["exp"]
-
-
-def _probe() -> int:
-    from cosim import _jitexp
-
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(-40.0, 40.0, 20_000), np.linspace(-12.0, 12.0, 4001)])
-    y = np.exp(rng.uniform(-20.0, 20.0, len(x)))
-    ref = np.stack([np.exp(x), np.expm1(x), np.log2(y), y ** (x / 16.0)])
-    for kind in ((1, 0) if _jitexp.have_svml() else (0,)):
-        if np.array_equal(_jitexp.probe(x, y, kind), ref):
-            return kind
-    return -1
-
-
-def probe_key() -> str:
-    """What :func:`exact_exp`'s answer depends on, hashed: the numba, llvmlite and numpy versions
-    and numpy's extension (its path and size), the host CPU's name and features as LLVM reads
-    them, the CPU features numpy dispatches on in this process (``NPY_DISABLE_CPU_FEATURES``
-    included) and the source of :mod:`cosim._jitexp` (the probe and the SVML calls)."""
-    import hashlib
-    import json
-    import platform
-
-    import llvmlite
-    import llvmlite.binding as llvm
-    import numba
-
-    try:
-        import numpy._core._multiarray_umath as umath
-    except ImportError:  # numpy < 2
-        import numpy.core._multiarray_umath as umath
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "_jitexp.py"), "rb") as f:
-        source = hashlib.sha256(f.read()).hexdigest()
-    parts = {
-        "numba": numba.__version__, "llvmlite": llvmlite.__version__, "numpy": np.__version__,
-        "umath": [umath.__file__, os.path.getsize(umath.__file__)], "machine": platform.machine(),
-        "cpu": llvm.get_host_cpu_name(), "cpu_features": llvm.get_host_cpu_features().flatten(),
-        "numpy_features": sorted(k for k, v in getattr(umath, "__cpu_features__", {}).items() if v),
-        "source": source,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def probe_file() -> str:
-    """Where :func:`exact_exp` keeps its answer: beside numba's cache of the kernels
-    (``NUMBA_CACHE_DIR`` where set, else ``cosim/__pycache__``), named by :func:`probe_key`."""
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    return os.path.join(base, f"jitexp-probe-{probe_key()}.txt")
-
-
-def _read_probe(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            value = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    return value if value in (-1, 0, 1) else None
-
-
-def _write_probe(path: str, kind: int) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{kind}\n")
-        os.replace(tmp, path)  # whole or not at all: parallel workers may write it at once
-    except OSError:
-        pass

@@ -61,51 +61,6 @@ def test_exp_is_numpys_exp():
     assert probe(x, y, kind).tobytes() == ref.tobytes()
 
 
-def test_the_probe_is_kept_on_disk(monkeypatch, tmp_path):
-    """exact_exp's answer is written once under NUMBA_CACHE_DIR and read back by a later process
-    (here: the state cleared) without running the probe kernel; a different key (numpy's CPU
-    features, say) is another file; an unreadable or unwritable place only means probing."""
-    from cosim import _jitexp
-
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delitem(jit._state, "exp", raising=False)
-    fresh = jit.exact_exp()
-    files = list(tmp_path.glob("jitexp-probe-*.txt"))
-    assert [f.name for f in files] == [f"jitexp-probe-{jit.probe_key()}.txt"] and files[0].read_text() == f"{fresh}\n"
-
-    def no_probe(*a):
-        raise AssertionError("the probe ran although its answer was on disk")
-
-    monkeypatch.setattr(_jitexp, "probe", no_probe)
-    monkeypatch.delitem(jit._state, "exp")
-    assert jit.exact_exp() == fresh  # read back: the probe did not run
-    files[0].write_text("0\n" if fresh == 1 else "1\n")  # the file decides (so its key must be right)
-    monkeypatch.delitem(jit._state, "exp")
-    assert jit.exact_exp() == (0 if fresh == 1 else 1)
-    files[0].write_text("garbage")  # unreadable: probe again (which here raises)
-    monkeypatch.delitem(jit._state, "exp")
-    with pytest.raises(AssertionError, match="the probe ran"):
-        jit.exact_exp()
-    monkeypatch.undo()
-
-    # the key follows what numpy dispatches on and the versions
-    import numpy._core._multiarray_umath as umath
-
-    key = jit.probe_key()
-    monkeypatch.setattr(umath, "__cpu_features__", {**umath.__cpu_features__, "AVX512_SKX": not umath.__cpu_features__.get("AVX512_SKX")})
-    assert jit.probe_key() != key
-    monkeypatch.undo()
-    monkeypatch.setattr(numba, "__version__", "0.0.1")
-    assert jit.probe_key() != key
-    monkeypatch.undo()
-    # a place that cannot be written: the process probes and goes on
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "sub"))
-    monkeypatch.delitem(jit._state, "exp", raising=False)
-    assert jit.exact_exp() == fresh and not (blocker / "sub").exists()
-
-
 def games():
     """Random games: 1 to 20 IVs, no substitution to strong substitution, capacities that bind."""
     out = []
