@@ -317,3 +317,73 @@ def test_world_walks_from_a_vehicle_on_its_edge_or_inside_the_junction():
     pts, k = w.route_ahead(1, [0.0, 30.0])
     assert k == 0 and pts == [pytest.approx((35.0, 105.0)), pytest.approx((60.0, 110.0))]
     assert w.route_ahead(2, [0.0]) == (None, -1)  # an internal edge its route does not name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_walks_are_the_python_walks_bit_for_bit(monkeypatch, seed):
+    """World.routes_ahead: the compiled walk (numba loaded, COSIM_JIT on) gives route_ahead's
+    points bit for bit, and so does its Python path (COSIM_JIT=off): on grid6's network, 300
+    vehicles on random routes that follow its connections, on a route edge or inside a junction
+    its route crosses, off their route, on a route that leaves the known network; distances up to
+    past the routes' ends (points that do not exist included)."""
+    pytest.importorskip("numba")
+    from pathlib import Path
+
+    from cosim.world import kernels
+    from cosim.world.network import read_net
+
+    net = read_net(Path(__file__).resolve().parents[1] / "sumo_nets" / "grid6" / "grid6.net.xml")
+    cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 1},
+                     "rsu": {"placement": "sites", "sites": [{"id": "r", "x": 0.0, "y": 0.0}]}}, "t.toml")
+    w = World(cfg, net)
+    nxt: dict = {}
+    for a, b in net.edge_via:
+        nxt.setdefault(a, []).append(b)
+    rng = np.random.default_rng(seed)
+    starts = sorted(nxt)
+    ids, edges, pos, routes = [], [], [], {}
+    for v in range(300):
+        route = [starts[rng.integers(len(starts))]]
+        while len(route) < 6 and route[-1] in nxt:
+            route.append(nxt[route[-1]][rng.integers(len(nxt[route[-1]]))])
+        kind = v % 5
+        if kind == 4:
+            route.append("nowhere")  # the route leaves the known network
+        k = int(rng.integers(max(len(route) - 1, 1)))
+        edge = route[k]
+        if kind == 1 and k + 1 < len(route) and (edge, route[k + 1]) in net.edge_via:
+            edge = net.edge_via[(edge, route[k + 1])]  # inside the junction
+        elif kind == 2:
+            edge = starts[rng.integers(len(starts))]  # (most likely) off its route
+        ids.append(f"v{v}")
+        edges.append(edge)
+        pos.append(float(rng.uniform(0.0, net.edge_length.get(edge, 10.0))))
+        routes[f"v{v}"] = tuple(route)
+    n = len(ids)
+    edges_a = np.array(edges, dtype=object)
+    w.update(Snapshot(1.0, np.array(ids, dtype=object), rng.uniform(0, 500, n), rng.uniform(0, 500, n),
+                      np.full(n, 10.0), np.zeros(n), np.zeros(n), edges_a,
+                      np.array([e + "_0" for e in edges], dtype=object), np.array(pos), np.full(n, 5.0)))
+    w.route_of = routes
+    idx = rng.permutation(n).astype(np.int64)
+    dists = np.sort(rng.uniform(0.0, 600.0, (n, 8)), axis=1)
+    dists[:, 0] = 0.0
+    dists[::7, 3] = dists[::7, 2]  # equal distances
+    calls = []
+    monkeypatch.setattr(kernels, "walk", lambda *a, _k=kernels.walk: calls.append(1) or _k(*a))
+    got = {}
+    for mode in ("on", "off"):
+        monkeypatch.setenv("COSIM_JIT", mode)
+        got[mode] = w.routes_ahead(idx, dists)
+    assert len(calls) == 1  # the compiled walk ran once (on), not with COSIM_JIT=off
+    for a, b in zip(got["on"], got["off"]):
+        assert a.tobytes() == b.tobytes()
+    has, pts, ok = got["on"]
+    assert 0 < has.sum() < n and 0 < ok[has].sum() < ok[has].size  # both kinds of vehicles, and of points
+    for v, i in enumerate(idx.tolist()):  # and both are route_ahead's points
+        want, _ = w.route_ahead(i, dists[v].tolist())
+        assert has[v] == (want is not None)
+        for j, pt in enumerate(want or []):
+            assert ok[v, j] == (pt is not None)
+            if pt is not None:
+                assert (pts[v, j, 0], pts[v, j, 1]) == pt
