@@ -4,9 +4,7 @@ The MoE solvers' inner loops (the follower's best response, gradient play, the N
 best-response iteration) and DViT's planning (VIDI's MDP build, value iteration and roll-out; the
 exact DP) run thousands of numpy calls on
 arrays of a few dozen numbers: numpy's per-call overhead, not arithmetic, is their cost. Each has
-a numba kernel (``cosim/layers/moe/kernels.py``, ``cosim/layers/dvit/kernels.py``; the world's
-route walk for DViT's look-ahead, ``cosim/world/kernels.py``, run only where numba is already
-loaded: :func:`loaded`) that does
+a numba kernel (``cosim/layers/moe/kernels.py``, ``cosim/layers/dvit/kernels.py``) that does
 **the same floating-point operations in the same order** as the numpy code it replaces, so the
 results are bit-identical, not merely close (tested: ``tests/test_jit.py``):
 
@@ -83,15 +81,6 @@ def use() -> bool:
             raise CosimError(f"{ENV}=on but numba is not installed: pip install numba (or unset {ENV})")
         return False
     return True
-
-
-def loaded() -> bool:
-    """Whether the kernels run now *and* numba is already imported in this process: for a kernel
-    that saves less than numba's start-up costs (~0.35 s of CPU, docs/performance.md), used only
-    where another kernel has paid it — a run whose policies call no kernel never imports numba."""
-    import sys
-
-    return "numba" in sys.modules and use()
 
 
 def exact_exp() -> int:

@@ -92,7 +92,6 @@ class RouteGeometry:
         self._lines: dict[str, tuple[list, list, list]] = {}  # the same shapes as Python lists (scalar walks)
         self._gaps: dict[tuple[str, str], float] = {}  # (edge, next edge) -> the crossing's length [m]
         self._vias: dict[str, list] | None = None  # internal edge -> the (edge, next edge) pairs it joins
-        self._flat: _FlatRoutes | None = None  # the shapes and routes walked so far, for the compiled walk
 
     def knows(self, edge: str) -> bool:
         return edge in self.net.edge_shape or edge in self.net.edge_ends
@@ -211,73 +210,6 @@ class RouteGeometry:
                 t = (f - a) / (b - a) if b > a else 0.0
                 out.append((xs[i - 1] + t * (xs[i] - xs[i - 1]), ys[i - 1] + t * (ys[i] - ys[i - 1])))
         return out
-
-
-    def flat(self) -> "_FlatRoutes":
-        """The shapes and routes walked so far as flat arrays (:func:`cosim.world.kernels.walk`,
-        :meth:`cosim.world.world.World.routes_ahead`): the same numbers :meth:`points_along` reads."""
-        if self._flat is None:
-            self._flat = _FlatRoutes(self)
-        return self._flat
-
-
-def _grow(a: np.ndarray, n: int) -> np.ndarray:
-    """``a`` with room for ``n`` entries (doubled when short: appending costs amortised O(1))."""
-    if len(a) >= n:
-        return a
-    out = np.empty(max(n, 2 * len(a)), dtype=a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-class _FlatRoutes:
-    """Every route and edge shape a compiled walk has needed, in flat arrays: per edge its first
-    lane's shape points (lane position, x, y: :meth:`RouteGeometry._line`'s lists) from
-    ``line_start``, ``line_len`` of them; per route its edges (-1 for one the network does not
-    know) and the crossing after each (:meth:`RouteGeometry._gap`; NaN where either side is
-    unknown) from ``route_start``. Filled on first need, kept for the run."""
-
-    def __init__(self, geo: RouteGeometry):
-        self.geo = geo
-        self.edge_id: dict[str, int] = {}
-        self.route_id: dict[tuple, int] = {}
-        self.line_start, self.line_len = np.zeros(64, np.int64), np.zeros(64, np.int64)
-        self.lp, self.lx, self.ly = np.empty(1024), np.empty(1024), np.empty(1024)
-        self.route_start, self.route_len = np.zeros(64, np.int64), np.zeros(64, np.int64)
-        self.r_edge, self.r_gap = np.empty(1024, np.int64), np.empty(1024)
-        self.n_lines = self.n_points = self.n_routes = self.n_steps = 0
-
-    def _edge(self, edge: str) -> int:
-        got = self.edge_id.get(edge)
-        if got is None:
-            if not self.geo.knows(edge):
-                got = -1
-            else:
-                pos, xs, ys = self.geo._line(edge)
-                got, m, at = self.n_lines, len(pos), self.n_points
-                self.line_start, self.line_len = _grow(self.line_start, got + 1), _grow(self.line_len, got + 1)
-                self.line_start[got], self.line_len[got] = at, m
-                self.lp, self.lx, self.ly = (_grow(a, at + m) for a in (self.lp, self.lx, self.ly))
-                self.lp[at:at + m], self.lx[at:at + m], self.ly[at:at + m] = pos, xs, ys
-                self.n_lines, self.n_points = got + 1, at + m
-            self.edge_id[edge] = got
-        return got
-
-    def route(self, route: tuple) -> int:
-        """The route's row (registered on first sight)."""
-        got = self.route_id.get(route)
-        if got is None:
-            ids = [self._edge(e) for e in route]
-            gaps = [self.geo._gap(a, b) if ids[j] >= 0 and ids[j + 1] >= 0 else math.nan
-                    for j, (a, b) in enumerate(zip(route[:-1], route[1:]))] + [math.nan]
-            got, n, at = self.n_routes, len(route), self.n_steps
-            self.route_start, self.route_len = _grow(self.route_start, got + 1), _grow(self.route_len, got + 1)
-            self.route_start[got], self.route_len[got] = at, n
-            self.r_edge, self.r_gap = _grow(self.r_edge, at + n), _grow(self.r_gap, at + n)
-            self.r_edge[at:at + n], self.r_gap[at:at + n] = ids, gaps
-            self.n_routes, self.n_steps = got + 1, at + n
-            self.route_id[route] = got
-        return got
 
 
 class EdgeSpeeds:

@@ -276,75 +276,21 @@ class World:
         crossing it is on). (None, -1) where it has no known route: the source gives none (a
         replayed trace without them), its edge is not on its route, or it is on a junction-internal
         edge no connection of its route names."""
-        start = self._route_start(i, hint)
-        if start is None:
-            return None, -1
-        route, k, inside = start
-        pos = float(self.snap.lane_pos[i])
-        return self.geometry.points_along(route, k, [pos + d for d in dists], inside), k
-
-    def _route_start(self, i: int, hint: int = 0) -> tuple | None:
-        """(route, k, on the crossing after route[k]) where snapshot vehicle ``i`` is on its route,
-        or None where it has no known route (:meth:`route_ahead`)."""
         if self.route_of is None:
-            return None
+            return None, -1
         s = self.snap
         route = self.route_of[s.ids[i]]
         if not route:
-            return None
-        edge = s.edge[i]
+            return None, -1
+        edge, pos = s.edge[i], float(s.lane_pos[i])
         inside = edge.startswith(":")
         if inside:
             k = self.geometry.crossing_index(route, edge, hint)
         else:
             k = route_index(route, edge, hint) if self.geometry.knows(edge) else -1
-        return None if k < 0 else (route, k, inside)
-
-    def routes_ahead(self, idx: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`route_ahead` of snapshot vehicles ``idx`` at distances ``dists`` (n, M) from their
-        lane positions (``dists[v]`` increasing, ``lane_pos + dists`` formed here as there): (has (n,):
-        it has a known route; points (n, M, 2); ok (n, M): the point exists, where route_ahead gives
-        one, not None). The walks run compiled in one call where numba is already loaded in this
-        process (:func:`cosim.jit.loaded`: a planner's kernel loaded it), else one at a time in
-        Python — the same numbers either way (tested)."""
-        n, M = dists.shape
-        has = np.zeros(n, dtype=bool)
-        pts = np.zeros((n, M, 2))
-        ok = np.zeros((n, M), dtype=bool)
-        from cosim import jit
-
-        if not jit.loaded():
-            for v, i in enumerate(idx.tolist()):
-                got, _ = self.route_ahead(i, dists[v].tolist())
-                if got is None:
-                    continue
-                has[v] = True
-                for j, pt in enumerate(got):
-                    if pt is not None:
-                        pts[v, j] = pt
-                        ok[v, j] = True
-            return has, pts, ok
-        from cosim.world import kernels
-
-        flat = self.geometry.flat()
-        rows, ks, crossing = [], [], []
-        for i in idx.tolist():
-            start = self._route_start(i)
-            if start is None:
-                rows.append(-1)
-                ks.append(-1)
-                crossing.append(False)
-            else:
-                rows.append(flat.route(start[0]))
-                ks.append(start[1])
-                crossing.append(start[2])
-        rows = np.array(rows, np.int64)
-        kernels.walk(rows, np.array(ks, np.int64), np.array(crossing, np.bool_),
-                     self.snap.lane_pos[idx][:, None] + dists,  # pos + d, as route_ahead forms them
-                     flat.route_start, flat.route_len, flat.r_edge, flat.r_gap, flat.line_start, flat.line_len,
-                     flat.lp, flat.lx, flat.ly, pts, ok)
-        has = rows >= 0
-        return has, pts, ok
+        if k < 0:
+            return None, -1
+        return self.geometry.points_along(route, k, [pos + d for d in dists], inside), k
 
     def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
         """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""

@@ -346,18 +346,13 @@ def _ahead_one_at_a_time(lay, world, vidx, xy):
     return out, np.array(offset)
 
 
-@pytest.mark.parametrize("jit", ["on", "off"])
 @pytest.mark.parametrize("ahead", ["route", "straight"])
-def test_cells_ahead_of_many_vehicles_as_one_at_a_time(tmp_path, monkeypatch, ahead, jit):
-    """The slot's walks kept in arrays, the straight-ahead ones vectorised, the route walks
-    compiled (numba loaded) or not (COSIM_JIT=off), give the numbers the one-vehicle-at-a-time
-    walk gave, bit for bit: 60 vehicles on e1 and e2 at random lane positions and velocities (some
-    standing), routed e1 -> e2, on e2 alone (the route ends), or on an edge their route does not
-    name (straight ahead); three problems over overlapping vehicles in one slot, the RSU among
-    the devices."""
-    if jit == "on":
-        pytest.importorskip("numba")
-    monkeypatch.setenv("COSIM_JIT", jit)
+def test_cells_ahead_of_many_vehicles_as_one_at_a_time(tmp_path, ahead):
+    """The slot's walks kept in arrays, the straight-ahead ones vectorised, give the numbers the
+    one-vehicle-at-a-time walk gave, bit for bit: 60 vehicles on e1 and e2 at random lane
+    positions and velocities (some standing), routed e1 -> e2, on e2 alone (the route ends), or
+    on an edge their route does not name (straight ahead); three problems over overlapping
+    vehicles in one slot, the RSU among the devices."""
     net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
                   edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
                   edge_via={("e1", "e2"): ":J_0"})

@@ -396,25 +396,32 @@ class DViTLayer(Layer):
         operations as one vehicle at a time)."""
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
         cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
+        cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
         half = g / 2
         offs = [p % g for p in s.lane_pos[idx].tolist()]  # how far into its cell [m]
         at.offset[idx] = offs
         at.done[idx] = True
         straight = idx
         if self.cfg.ahead == "route" and world.route_of is not None:
-            r = np.maximum(cells[None, 1:] - at.offset[idx][:, None] + half, 0.0)  # cell m's centre ahead [m]
-            has, pts, ok = world.routes_ahead(idx, np.column_stack([np.zeros(len(idx)), r]))
-            # past the route's end (no point) it stays where it last was: at the route's end, or
-            # where it is now where the walk gives no point at all
-            last = np.maximum.accumulate(np.where(ok, np.arange(M), -1), axis=1)  # the last point so far
-            filled = pts[np.arange(len(idx))[:, None], np.maximum(last, 0)]
-            none = last < 0
-            if none.any():
-                filled[none] = np.column_stack([s.x[idx], s.y[idx]])[np.nonzero(none)[0]]
-            at.xy[idx[has]] = filled[has]
-            if has.all():
+            straight, walked, flat = [], [], []
+            for i, off in zip(idx.tolist(), offs):
+                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+                pts, _ = world.route_ahead(i, r)
+                if pts is None:
+                    straight.append(i)
+                    continue
+                walked.append(i)
+                x, y = float(s.x[i]), float(s.y[i])
+                for pt in pts:  # past the route's end: it stays at the end
+                    if pt is not None:
+                        x, y = pt
+                    flat.append(x)
+                    flat.append(y)
+            if walked:  # one conversion of flat Python floats (a nested list costs ~3x more)
+                at.xy[walked] = np.array(flat).reshape(len(walked), M, 2)
+            if not straight:
                 return
-            straight = idx[~has]
+            straight = np.array(straight, dtype=np.int64)
         off = at.offset[straight]
         r = np.maximum(cells[None, :] - off[:, None] + half, 0.0)
         r[:, 0] = 0.0
