@@ -403,22 +403,18 @@ class DViTLayer(Layer):
         at.done[idx] = True
         straight = idx
         if self.cfg.ahead == "route" and world.route_of is not None:
-            straight, walked, flat = [], [], []
+            straight = []
+            xy = at.xy
             for i, off in zip(idx.tolist(), offs):
                 r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
                 pts, _ = world.route_ahead(i, r)
                 if pts is None:
                     straight.append(i)
                     continue
-                walked.append(i)
-                x, y = float(s.x[i]), float(s.y[i])
-                for pt in pts:  # past the route's end: it stays at the end
-                    if pt is not None:
-                        x, y = pt
-                    flat.append(x)
-                    flat.append(y)
-            if walked:  # one conversion of flat Python floats (a nested list costs ~3x more)
-                at.xy[walked] = np.array(flat).reshape(len(walked), M, 2)
+                last = (float(s.x[i]), float(s.y[i]))
+                for j, pt in enumerate(pts):  # past the route's end: it stays at the end
+                    pts[j] = last = pt if pt is not None else last
+                xy[i] = pts
             if not straight:
                 return
             straight = np.array(straight, dtype=np.int64)
