@@ -243,3 +243,30 @@ def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy():
     finally:
         killer.wait()
         signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.parametrize("policies,loads", [(["mddi", "mbdi", "mcpdi", "vli", "sdi"], False), (["vidi"], True)])
+def test_numba_is_imported_only_where_a_policy_calls_a_kernel(tmp_path, policies, loads):
+    """numba's start (~0.35 s of CPU a process, docs/performance.md) is paid only by a run whose
+    policies call a kernel: the five baselines plan without it, VIDI loads it (a fresh process
+    replaying the bundled grid6 trace (t = 181-210 s) with the DViT layer)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys\n"
+        "from cosim.cli import main\n"
+        f"sys.argv = ['cosim', 'replay', {str(root / 'cosim/data/conformance/grid6_trace.parquet')!r}, '--scenario', "
+        f"{str(root / 'scenarios/grid6.toml')!r}, '--end', '210', '--out', {str(tmp_path / 'out')!r}, '-q', "
+        f"'--no-coverage', '--set', 'layers.dvit.policies={json.dumps(policies)}']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('numba' in sys.modules)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COSIM_JIT"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str(loads)
+    tasks = __import__("pandas").read_parquet(tmp_path / "out" / "dvit_tasks.parquet")
+    assert set(tasks["policy"]) == set(policies) and len(tasks) >= 5 * len(policies)  # they planned

@@ -17,6 +17,14 @@ a whole run with the layer on is measured by
 before issue 32), ``both`` (default) every policy both ways, interleaved pass by pass; the plans
 must be the same (checked). Target (issue 32): VIDI <= 0.3 ms per decision.
 
+``--start ROUNDS`` (issue 32, third pass) measures what a process pays before its first DViT
+decisions, in fresh processes (CPU, min and median over ROUNDS interleaved rounds), after cosim's
+and the layer's imports: importing numba, the exact-exp probe (:func:`cosim.jit.exact_exp`: the
+first kernel loaded, so numba's CPU target set up), VIDI's first plan (its three kernels loaded),
+``optimal``'s first plan (its kernel loaded) and a second VIDI plan (the steady cost); and the
+same with ``COSIM_JIT=off`` (the numpy code). The problems are the first ones of a grid6_dvit run
+(seed 42) with more than 8 devices.
+
 ``--in-run END`` instead times the schedulers inside whole runs of scenarios/grid6_dvit.toml
 (seed 42, serial, to END s), kernels and numpy code in interleaved runs (``--rounds``): CPU per
 call of each scheduler (SUMO's stepping between slots evicts the caches, so a call costs more
@@ -57,7 +65,15 @@ def main() -> None:
                     help="the compiled kernels, the numpy code, or both interleaved (default)")
     ap.add_argument("--in-run", type=float, metavar="END", help="time the schedulers inside grid6_dvit runs to END s")
     ap.add_argument("--rounds", type=int, default=2, help="--in-run: interleaved rounds (default 2)")
+    ap.add_argument("--start", type=int, metavar="ROUNDS", help="time a process's start-up to its first decisions")
+    ap.add_argument("--start-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.start_child:
+        start_child(args.start_child)
+        return
+    if args.start:
+        start(args.start)
+        return
     modes = ["off", "on"] if args.jit == "both" else [args.jit]
     if args.in_run:
         in_run(args, modes)
@@ -107,6 +123,90 @@ def main() -> None:
                 raise SystemExit(f"bench: {name}: the kernels' plans differ from the numpy code's")
             for m in modes:
                 print(f"{name:8s} {m:>4s} {min(runs[m]) * 1e3:8.3f} {np.median(runs[m]) * 1e3:10.3f}")
+
+
+STAGES = ("import numba", "exact-exp probe", "first vidi", "first optimal", "second vidi")
+
+
+def start_child(problems_file: str) -> None:
+    """One fresh process: the CPU of each stage to the first decisions (printed as one line)."""
+    import json
+    import pickle
+
+    from cosim import jit
+    from cosim.layers.dvit.schedulers import optimal, vidi
+
+    out = {}
+    t = time.process_time()
+    on = jit.use()  # imports numba where COSIM_JIT allows
+    out["import numba"], t = time.process_time() - t, time.process_time()
+    if on:
+        jit.exact_exp()
+    out["exact-exp probe"], t = time.process_time() - t, time.process_time()
+    with open(problems_file, "rb") as f:
+        p_vidi, p_opt = pickle.load(f)
+    t = time.process_time()
+    a = vidi(p_vidi)
+    out["first vidi"], t = time.process_time() - t, time.process_time()
+    optimal(p_opt)
+    out["first optimal"], t = time.process_time() - t, time.process_time()
+    b = vidi(p_vidi)
+    out["second vidi"] = time.process_time() - t
+    assert a.tobytes() == b.tobytes()
+    print(json.dumps({"stages": out, "plan": a.tolist()}))
+
+
+def start(rounds: int) -> None:
+    """``--start``: fresh processes, three variants interleaved round by round."""
+    import json
+    import pickle
+    import subprocess
+    import tempfile
+
+    import cosim
+    from cosim.layers.dvit import layer as dl
+
+    seen = []
+    orig = dl.DViTLayer._plan
+
+    def plan(self, policy, problem, *a):  # noqa: ANN001, ANN202 - the problems of a real run
+        if policy in ("vidi", "optimal") and len(seen) < 2 and problem.n_devices > 8:
+            if not seen or seen[0][0] != policy:
+                seen.append((policy, problem))
+        return orig(self, policy, problem, *a)
+
+    dl.DViTLayer._plan = plan
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["COSIM_JIT"] = "on"
+        cosim.run(ROOT / "scenarios" / "grid6_dvit.toml", out=Path(tmp) / "run", overwrite=True, end_s=60, seed=42,
+                  jobs=1)  # also compiles or loads every kernel, so no child compiles
+        dl.DViTLayer._plan = orig
+        problems = dict(seen)
+        path = Path(tmp) / "problems.pkl"
+        with open(path, "wb") as f:
+            pickle.dump((problems["vidi"], problems["optimal"]), f)
+        variants = {"kernels": "on", "numpy code (COSIM_JIT=off)": "off"}
+        got: dict = {v: [] for v in variants}
+        plans = set()
+        for _ in range(rounds):
+            for v, mode in variants.items():
+                env = {**os.environ, "COSIM_JIT": mode}
+                res = subprocess.run([sys.executable, __file__, "--start-child", str(path)], env=env, check=True,
+                                     capture_output=True, text=True)
+                line = json.loads(res.stdout.strip().splitlines()[-1])
+                got[v].append(line["stages"])
+                plans.add(tuple(line["plan"]))
+    if len(plans) != 1:
+        raise SystemExit("bench: the variants' VIDI plans differ")
+    print(f"start-up to the first DViT decisions, fresh processes, CPU ms, min / median of {rounds} interleaved rounds "
+          f"(VIDI problem {problems['vidi'].n_devices} devices, K = {problems['vidi'].steps})")
+    print(f"{'stage':18s} " + " ".join(f"{v:>32s}" for v in variants))
+    for stage in (*STAGES, "to the first plans"):
+        cells = []
+        for v in variants:
+            xs = [sum(r[s] for s in STAGES[:4]) if stage == "to the first plans" else r[stage] for r in got[v]]
+            cells.append(f"{1e3 * min(xs):14.1f} / {1e3 * float(np.median(xs)):7.1f}")
+        print(f"{stage:18s} " + " ".join(f"{c:>32s}" for c in cells))
 
 
 def in_run(args: argparse.Namespace, modes: list[str]) -> None:

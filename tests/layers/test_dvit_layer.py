@@ -312,6 +312,76 @@ def test_cells_ahead_cross_the_junction_on_its_internal_edge(tmp_path):
     np.testing.assert_allclose(pts[0, :3], [[90, 0], [100, 2.5], [100, 27.5]], atol=1e-9)
 
 
+def _ahead_one_at_a_time(lay, world, vidx, xy):
+    """The cells ahead as the layer computed them before issue 32's third pass: one vehicle at a
+    time, each walk kept in a dict (the reference the slot arrays must reproduce bit for bit)."""
+    g, M, s = world.cfg.world.grid_cell_m, lay.AHEAD_CELLS, world.snap
+    out, offset = np.empty((len(vidx), M, 2)), []
+    cells = np.arange(M) * g
+    cells_m = cells.tolist()[1:]
+    half = g / 2
+    for row, i in enumerate(vidx.tolist()):
+        if i < 0:
+            out[row] = xy[row]
+            offset.append(0.0)
+            continue
+        off = float(s.lane_pos[i]) % g
+        pts = None
+        if lay.cfg.ahead == "route" and world.route_of is not None:
+            pts, _ = world.route_ahead(i, [0.0] + [max(m - off + half, 0.0) for m in cells_m])
+            if pts is not None:
+                last = (float(s.x[i]), float(s.y[i]))
+                for j, pt in enumerate(pts):
+                    pts[j] = last = pt if pt is not None else last
+                pts = np.array(pts)
+        if pts is None:
+            r = np.maximum(cells - off + half, 0.0)
+            r[0] = 0.0
+            v = np.array([world.vx[i], world.vy[i]])
+            sp = float(np.hypot(*v))
+            unit = v / sp if sp > 0 else np.zeros(2)
+            pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
+        out[row] = pts
+        offset.append(off)
+    return out, np.array(offset)
+
+
+@pytest.mark.parametrize("ahead", ["route", "straight"])
+def test_cells_ahead_of_many_vehicles_as_one_at_a_time(tmp_path, ahead):
+    """The slot's walks kept in arrays, the straight-ahead ones vectorised, give the numbers the
+    one-vehicle-at-a-time walk gave, bit for bit: 60 vehicles on e1 and e2 at random lane
+    positions and velocities (some standing), routed e1 -> e2, on e2 alone (the route ends), or
+    on an edge their route does not name (straight ahead); three problems over overlapping
+    vehicles in one slot, the RSU among the devices."""
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
+                  edge_via={("e1", "e2"): ":J_0"})
+    w = _on_e1_at_90m(net)
+    rng = np.random.default_rng(7)
+    n = 60
+    ids = np.array([f"v{i}" for i in range(n)], dtype=object)
+    on_e2 = rng.random(n) < 0.4
+    pos = rng.uniform(0.0, 100.0, n)
+    x, y = np.where(on_e2, 100.0, pos), np.where(on_e2, pos, 0.0)
+    speed = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.5, 20.0, n))
+    angle = rng.uniform(0.0, 360.0, n)
+    edges = np.where(on_e2, "e2", "e1").astype(object)
+    w.route_of = {v: [("e1", "e2"), ("e2",), ("e3",)][i % 3] for i, v in enumerate(ids)}
+    w.update(Snapshot(1.0, ids, x, y, speed, angle, np.zeros(n), edges, np.array([e + "_0" for e in edges], dtype=object),
+                      pos, np.full(n, 5.0)))
+    w.update(Snapshot(2.0, ids, x + 0.5, y, speed, angle, np.zeros(n), edges,
+                      np.array([e + "_0" for e in edges], dtype=object), pos + 0.5, np.full(n, 5.0)))
+    lay, _ = layer(tmp_path, ahead=ahead)
+    for sel in (rng.choice(n, 20, replace=False), rng.choice(n, 30, replace=False), np.arange(n)):
+        vidx = np.concatenate([[-1], sel]).astype(np.int64)
+        xy = np.column_stack([w.snap.x[np.maximum(vidx, 0)], w.snap.y[np.maximum(vidx, 0)]])
+        xy[0] = (0.0, 0.0)
+        got, off = lay._ahead_of(w, vidx, xy)
+        want, want_off = _ahead_one_at_a_time(lay, w, vidx, xy)
+        assert got.tobytes() == want.tobytes() and off.tobytes() == want_off.tobytes()
+    assert lay._slot_cache(w).ahead.done.all()
+
+
 ALL = ["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
 
 

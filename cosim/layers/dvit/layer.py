@@ -150,7 +150,20 @@ class _SlotCache:
     v2v: dict = field(default_factory=dict)  # (i, j) -> V2V rate, one pair at a time
     problems: dict = field(default_factory=dict)  # build_problem's arguments -> (problem, names)
     near: dict = field(default_factory=dict)  # (user, rsu) -> its neighbourhood (_near)
-    ahead: dict = field(default_factory=dict)  # vehicle id -> its route ahead (_ahead_of)
+    ahead: "_SlotAhead | None" = None  # every vehicle's cells ahead, walked on first need (_ahead_of)
+
+
+@dataclass
+class _SlotAhead:
+    """The cells ahead of the snapshot's vehicles (:meth:`DViTLayer._ahead_of`), by snapshot index."""
+
+    xy: np.ndarray  # (n, M, 2) cell centres
+    offset: np.ndarray  # (n,) how far into its cell [m]
+    done: np.ndarray  # (n,) walked
+
+    @classmethod
+    def empty(cls, n: int, cells: int) -> "_SlotAhead":
+        return cls(np.empty((n, cells, 2)), np.empty(n), np.zeros(n, dtype=bool))
 
 
 @register_layer("dvit")
@@ -356,43 +369,65 @@ class DViTLayer(Layer):
         and slot by the world's route walker (:meth:`World.route_ahead`: lane shapes, junctions
         crossed on their internal edges). Where the source knows no routes (a replayed trace) or
         the vehicle has none known (off its route, on an internal edge its route does not name),
-        straight ahead along its velocity (the stated fallback)."""
-        walked = self._slot_cache(world).ahead
+        straight ahead along its velocity (the stated fallback).
+
+        The walks of a slot are kept in arrays over the snapshot's vehicles (:class:`_SlotAhead`):
+        a problem walks only the vehicles no earlier problem of the slot walked, the straight-ahead
+        ones all at once, and gathers its rows in one indexing."""
+        c = self._slot_cache(world)
+        if c.ahead is None:
+            c.ahead = _SlotAhead.empty(len(world.snap.ids), self.AHEAD_CELLS)
+        at = c.ahead
+        veh = vidx[vidx >= 0]
+        new = veh[~at.done[veh]]
+        if len(new):
+            self._walk(world, new, at)
+        rows = np.maximum(vidx, 0)
+        out, offset = at.xy[rows], at.offset[rows]
+        rsu = vidx < 0
+        if rsu.any():  # the RSU stays where it is
+            out[rsu] = xy[rsu][:, None, :]
+            offset[rsu] = 0.0
+        return out, offset
+
+    def _walk(self, world: World, idx: np.ndarray, at: "_SlotAhead") -> None:
+        """Walk snapshot vehicles ``idx`` (not walked yet this slot) into ``at``: along the route
+        where the world knows one, else straight ahead (vectorised: the same elementwise
+        operations as one vehicle at a time)."""
         g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
-        out, offset = np.empty((len(vidx), M, 2)), []
         cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
         cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
         half = g / 2
-        for row, i in enumerate(vidx.tolist()):
-            if i < 0:
-                out[row] = xy[row]
-                offset.append(0.0)
-                continue
-            vid = s.ids[i]
-            hit = walked.get(vid)
-            if hit is None:
-                lane_pos = float(s.lane_pos[i])
-                off = lane_pos % g
-                pts = None
-                if self.cfg.ahead == "route" and world.route_of is not None:
-                    r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
-                    pts, _ = world.route_ahead(i, r)
-                    if pts is not None:
-                        last = (float(s.x[i]), float(s.y[i]))
-                        for j, pt in enumerate(pts):  # past the route's end: it stays at the end
-                            pts[j] = last = pt if pt is not None else last
-                        pts = np.array(pts)
+        offs = [p % g for p in s.lane_pos[idx].tolist()]  # how far into its cell [m]
+        at.offset[idx] = offs
+        at.done[idx] = True
+        straight = idx
+        if self.cfg.ahead == "route" and world.route_of is not None:
+            straight = []
+            xy = at.xy
+            for i, off in zip(idx.tolist(), offs):
+                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+                pts, _ = world.route_ahead(i, r)
                 if pts is None:
-                    r = np.maximum(cells - off + half, 0.0)
-                    r[0] = 0.0
-                    v = np.array([world.vx[i], world.vy[i]])
-                    sp = float(np.hypot(*v))
-                    unit = v / sp if sp > 0 else np.zeros(2)
-                    pts = np.array([s.x[i], s.y[i]])[None, :] + r[:, None] * unit[None, :]
-                hit = walked[vid] = (pts, off)
-            out[row] = hit[0]
-            offset.append(hit[1])
-        return out, np.array(offset)
+                    straight.append(i)
+                    continue
+                last = (float(s.x[i]), float(s.y[i]))
+                for j, pt in enumerate(pts):  # past the route's end: it stays at the end
+                    pts[j] = last = pt if pt is not None else last
+                xy[i] = pts
+            if not straight:
+                return
+            straight = np.array(straight, dtype=np.int64)
+        off = at.offset[straight]
+        r = np.maximum(cells[None, :] - off[:, None] + half, 0.0)
+        r[:, 0] = 0.0
+        vx, vy = world.vx[straight], world.vy[straight]
+        sp = np.hypot(vx, vy)
+        moving = sp > 0
+        unit = np.zeros((len(straight), 2))
+        unit[moving, 0] = vx[moving] / sp[moving]
+        unit[moving, 1] = vy[moving] / sp[moving]
+        at.xy[straight] = np.column_stack([s.x[straight], s.y[straight]])[:, None, :] + r[:, :, None] * unit[:, None, :]
 
     def _plan(self, policy: str, problem: Problem, task: Task, world: World, names: list) -> list | None:
         """The policy's plan for ``problem`` (devices ``names``): device indices, or None if it
