@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-njit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})  # fused multiply-adds, no reassociation: every sum in the order written
+#: fused multiply-adds allowed, no reassociation: every sum in the order written
+njit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 LN2_HI, LN2_LO, LOG2E = np.float32(0.693145751953125), np.float32(1.428606765330187e-06), np.float32(1.4426950408889634)
 
@@ -110,38 +111,73 @@ def rows_matmul(a, wt, out):  # noqa: ANN001, ANN201
 
 
 @njit
+def _softmax_row(s, e, bits, n):  # noqa: ANN001, ANN201
+    """e[:n] = softmax(s[:n]): the maximum, exp of the differences, their sum left to right."""
+    m = s[0]
+    for j in range(1, n):
+        m = max(m, s[j])
+    for j in range(n):
+        s[j] = s[j] - m
+    vexp(s[:n], e[:n], bits[:n])
+    tot = np.float32(0.0)
+    for j in range(n):
+        tot += e[j]
+    inv = np.float32(1.0) / tot
+    for j in range(n):
+        e[j] = e[j] * inv
+
+
+@njit
 def causal_attention(qkv, out, s, e, bits):  # noqa: ANN001, ANN201
     """Row i: softmax over keys 0..i of (q_i / sqrt(d)) . k_j (each dot product over d
-    ascending), then the weighted sum of v_j (j ascending); keys after i are not read. ``s``,
-    ``e``: float32 scratch of length T; ``bits``: int32 scratch of length T."""
+    ascending), then the weighted sum of v_j (j ascending); keys after i are not read. Four rows
+    at a time share each load of a key and a value (row i + r still stops at key i + r). ``s``,
+    ``e``: float32 scratch (4, T); ``bits``: int32 scratch of length T."""
     T = qkv.shape[0]
     D = qkv.shape[1] // 3
     scale = np.float32(1.0 / math.sqrt(D))
     kt = np.ascontiguousarray(qkv[:, D:2 * D].T)  # (D, T): the scores of a row vectorise over keys
-    for i in range(T):
-        n = i + 1
-        for j in range(n):
-            s[j] = np.float32(0.0)
-        for d in range(D):
-            qd = qkv[i, d] * scale
+    i = 0
+    while i < T:
+        rows = min(4, T - i)
+        n = i + rows  # keys 0..i+rows-1; row i + r uses 0..i+r
+        for r in range(rows):
             for j in range(n):
-                s[j] += qd * kt[d, j]
-        m = s[0]
-        for j in range(1, n):
-            m = max(m, s[j])
-        for j in range(n):
-            s[j] = s[j] - m
-        vexp(s[:n], e[:n], bits[:n])
-        tot = np.float32(0.0)
-        for j in range(n):
-            tot += e[j]
-        inv = np.float32(1.0) / tot
-        for d in range(D):
-            out[i, d] = np.float32(0.0)
-        for j in range(n):
-            p = e[j] * inv
+                s[r, j] = np.float32(0.0)
+        if rows == 4:
             for d in range(D):
-                out[i, d] += p * qkv[j, 2 * D + d]
+                q0, q1 = qkv[i, d] * scale, qkv[i + 1, d] * scale
+                q2, q3 = qkv[i + 2, d] * scale, qkv[i + 3, d] * scale
+                for j in range(n):
+                    kdj = kt[d, j]
+                    s[0, j] += q0 * kdj
+                    s[1, j] += q1 * kdj
+                    s[2, j] += q2 * kdj
+                    s[3, j] += q3 * kdj
+        else:
+            for r in range(rows):
+                for d in range(D):
+                    qd = qkv[i + r, d] * scale
+                    for j in range(n):
+                        s[r, j] += qd * kt[d, j]
+        for r in range(rows):
+            _softmax_row(s[r], e[r], bits, i + r + 1)
+            for j in range(i + r + 1, n):
+                e[r, j] = np.float32(0.0)  # keys after row i + r: weight 0, added as +0
+            for d in range(D):
+                out[i + r, d] = np.float32(0.0)
+        for j in range(n):
+            e0, e1, e2, e3 = e[0, j], e[1, j], e[2, j], e[3, j]
+            for d in range(D):
+                vjd = qkv[j, 2 * D + d]
+                out[i, d] += e0 * vjd
+                if rows > 1:
+                    out[i + 1, d] += e1 * vjd
+                if rows > 2:
+                    out[i + 2, d] += e2 * vjd
+                if rows > 3:
+                    out[i + 3, d] += e3 * vjd
+        i += rows
 
 
 @njit
@@ -153,7 +189,7 @@ def attend(x, n1w, n1b, n2w, n2b, eps, qkv_t, out_t, gate_t):  # noqa: ANN001, A
     qkv = np.empty((T, 3 * D), np.float32)
     rows_matmul(h, qkv_t, qkv)
     att = np.empty_like(x)
-    causal_attention(qkv, att, np.empty(T, np.float32), np.empty(T, np.float32), np.empty(T, np.int32))
+    causal_attention(qkv, att, np.empty((4, T), np.float32), np.zeros((4, T), np.float32), np.empty(T, np.int32))
     proj = np.empty_like(x)
     rows_matmul(att, out_t, proj)
     x2 = x + proj
@@ -165,30 +201,26 @@ def attend(x, n1w, n1b, n2w, n2b, eps, qkv_t, out_t, gate_t):  # noqa: ANN001, A
 
 
 @njit
-def gelu(x, out, bits):  # noqa: ANN001, ANN201
+def gelu(x, out, t, ex, ez, bits):  # noqa: ANN001, ANN201
     """out = x * (1 + erf(x / sqrt 2)) / 2, erf by Abramowitz-Stegun 7.1.26 (|error| <= 1.5e-7,
-    the formula torch's vectorised erf uses), elementwise over a flat array, 256 values at a time
-    (``bits``: int32 scratch of 256)."""
+    the formula torch's vectorised erf uses), elementwise over flat arrays; ``t``, ``ex``, ``ez``
+    (float32) and ``bits`` (int32): scratch of x's size. Every array distinct (an output that
+    overlaps its input keeps LLVM from vectorising the loop)."""
     n = x.size
-    t = np.empty(256, np.float32)
-    ex = np.empty(256, np.float32)
-    for c0 in range(0, n, 256):
-        c = min(256, n - c0)
-        for i in range(c):
-            z = abs(x[c0 + i]) * np.float32(0.7071067811865476)
-            t[i] = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * z)
-            ex[i] = -z * z
-        vexp(ex[:c], ex[:c], bits[:c])
-        for i in range(c):
-            ti = t[i]
-            p = np.float32(1.061405429)
-            p = p * ti + np.float32(-1.453152027)
-            p = p * ti + np.float32(1.421413741)
-            p = p * ti + np.float32(-0.284496736)
-            p = p * ti + np.float32(0.254829592)
-            erf = np.float32(1.0) - p * ti * ex[i]
-            xi = x[c0 + i]
-            out[c0 + i] = np.float32(0.5) * xi * (np.float32(1.0) + (erf if xi >= 0 else -erf))
+    for i in range(n):
+        z = abs(x[i]) * np.float32(0.7071067811865476)
+        t[i] = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * z)
+        ex[i] = -z * z
+    vexp(ex, ez, bits)
+    for i in range(n):
+        ti = t[i]
+        p = np.float32(1.061405429)
+        p = p * ti + np.float32(-1.453152027)
+        p = p * ti + np.float32(1.421413741)
+        p = p * ti + np.float32(-0.284496736)
+        p = p * ti + np.float32(0.254829592)
+        xi = x[i]
+        out[i] = np.float32(0.5) * xi * (np.float32(1.0) + np.copysign(np.float32(1.0) - p * ti * ez[i], xi))
 
 
 @njit
@@ -261,10 +293,11 @@ def finish(x, h, logits, quality, top_k, route_only, up_t, up_b, down_t, down_b)
         for r in range(n):
             for f in range(F):
                 hid[r, f] += up_b[e, f]
-        flat = hid.reshape(n * F)
-        gelu(flat, flat, np.empty(256, np.int32))
+        act = np.empty((n, F), np.float32)
+        gelu(hid.reshape(n * F), act.reshape(n * F), np.empty(n * F, np.float32), np.empty(n * F, np.float32),
+             np.empty(n * F, np.float32), np.empty(n * F, np.int32))
         ys = np.empty((n, D), np.float32)
-        rows_matmul(hid, down_t[e], ys)
+        rows_matmul(act, down_t[e], ys)
         for r in range(n):
             for d in range(D):
                 acc[tok[r], d] += wt[r] * (ys[r, d] + down_b[e, d])
@@ -301,7 +334,8 @@ class CompiledGate:
         k, up_t, up_b, down_t, down_b = fin
         return finish(*attend(x, *at), quality, k, route_only, up_t, up_b, down_t, down_b)
 
-    def load(self, ids, quality: np.ndarray, memo: dict | None = None, routes: list | None = None) -> np.ndarray:  # noqa: ANN001
+    def load(self, ids, quality: np.ndarray, memo: dict | None = None,  # noqa: ANN001
+             routes: list | None = None) -> np.ndarray:
         layers = len(self.blocks)
         out = np.zeros((layers, self.experts), np.int64)
         whole, row = quality.tobytes(), quality.shape[1] * 4
@@ -326,7 +360,8 @@ class CompiledGate:
             if attended is None:
                 attended = memo[("attend", layer, rows[layer])] = attend(x, *at)
             k, up_t, up_b, down_t, down_b = fin
-            x, idx, w, out[layer] = finish(*attended, quality[layer], k, layer == layers - 1, up_t, up_b, down_t, down_b)
+            x, idx, w, out[layer] = finish(*attended, quality[layer], k, layer == layers - 1,
+                                           up_t, up_b, down_t, down_b)
             if routes is not None:
                 routes.append((idx, w))
             memo[keys[layer]] = (x, out[layer].copy())
@@ -428,7 +463,8 @@ def main() -> None:
     n_r = sum(map(len, tasks))
     print(f"grid6_moe seed 42, {len(tasks)} tasks, {n_r} routings; one thread; CPU ms, min / median of {args.rounds}")
     for name, v in cpu.items():
-        print(f"  {name:15s} {min(v):8.3f} / {statistics.median(v):8.3f}" + ("  (a full block)" if "block" in name else ""))
+        note = "  (a full block)" if "block" in name else ""
+        print(f"  {name:15s} {min(v):8.3f} / {statistics.median(v):8.3f}{note}")
 
     # how many routings differ (no memo: each path on its own inputs, every block)
     r_diff = cells = cells_diff = tokens = tok_diff = 0
