@@ -6,7 +6,7 @@ follower evaluations a round spends (the solvers' budget: gradient and evolution
 
     python tools/bench_moe.py [--ivs 20] [--games 20] [--jit both]
     python tools/bench_moe.py --grid6 300 [--rounds 3]     # the solvers' CPU per task of a grid6 run
-    python tools/bench_moe.py --gate 300 [--rounds 3] [--baseline-src DIR]  # the gate model's, per task
+    python tools/bench_moe.py --gate 300 [--rounds 3] [--baseline-src DIR] [--device cuda]  # the gate model's, per task
     python tools/bench_moe.py --sections 600 [--rounds 2] [--baseline-src DIR]  # the layer's CPU, section by section
 
 ``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
@@ -23,7 +23,11 @@ prices are the same bit for bit.
 a fresh memo as the run had: CPU per task, the blocks run (full, or routing only), their floating-
 point work counted (see :func:`block_flop`) and the FLOP/s achieved. ``--baseline-src DIR`` (a
 checkout, e.g. ``git archive b0b82b9``) replays DIR's gate model alongside, interleaved, and checks
-that both give the same loads, bit for bit.
+that both give the same loads, bit for bit. ``--device cuda`` (issue 32, ``layers.moe.device``)
+replays the same model on that device too, interleaved: its CPU and wall seconds per task (a
+round ends synchronised: each routing's loads come back to the CPU), that its replays give the
+same loads bit for bit, how many routed pairs differ from the CPU's, and the device's float32
+matmul rate without TF32.
 
 ``--sections END`` (issue 32, second pass) times, in one process per round, torch's import, the
 layer's modules, a serial grid6_moe run (seed 42) to END seconds with no layers and the same run
@@ -215,6 +219,9 @@ def gate(args: argparse.Namespace) -> None:
 
     from cosim.layers.moe.model import GateModel, Vocabulary
 
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():  # before the run it would record
+        sys.exit(f"--device {args.device}: torch {torch.__version__} finds no CUDA device here")
     tasks = record_gate(args.gate)
     models = {"this": GateModel}
     if args.baseline_src:
@@ -228,6 +235,8 @@ def gate(args: argparse.Namespace) -> None:
     L, E = tasks[0][0][1].shape
     D, T = 64, len(tasks[0][0][0])
     built = {k: m(len(vocab), D, 2 * D, L, E, 2, 0) for k, m in models.items()}  # the layer's defaults
+    if dev.type != "cpu":  # the same model on the device, replayed alongside the CPU's
+        built[str(dev)] = GateModel(len(vocab), D, 2 * D, L, E, 2, 0).to(dev)
     work = {"full": 0, "route": 0, "attend": 0, "flop": 0}
 
     def counted_attend(x, attend):  # noqa: ANN001, ANN202
@@ -246,17 +255,21 @@ def gate(args: argparse.Namespace) -> None:
         b.finish = functools.partial(counted_finish, finish=b.finish)
     torch.set_num_threads(1)  # as the layer runs it
     cpu: dict[str, list[float]] = {k: [] for k in built}
+    wall: dict[str, list[float]] = {k: [] for k in built}
     loads: dict[str, list] = {}
     for r in range(args.rounds):
         for k, model in built.items():
             work.update(full=0, route=0, attend=0, flop=0)
             got = []
-            c0 = time.process_time()
+            c0, w0 = time.process_time(), time.perf_counter()
             for calls in tasks:
                 memo: dict = {}
-                for prompt, gq in calls:
+                for prompt, gq in calls:  # the loads come back to the CPU: every round ends synchronised
                     got.append(model.load(prompt, torch.as_tensor(gq, dtype=torch.float32), memo).numpy().copy())
             cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - w0)
+            if k in loads and k == str(dev):  # a fresh replay on the device: the same loads again
+                assert all(a.tobytes() == b.tobytes() for a, b in zip(loads[k], got)), f"{k}: two replays differ"
             loads.setdefault(k, got)
             if k == "this":
                 counted = dict(work)
@@ -267,7 +280,17 @@ def gate(args: argparse.Namespace) -> None:
           + ("; loads identical to the baseline's, bit for bit" if "base" in loads else ""))
     for k in built:
         print(f"  {k:5s} CPU per task [ms], min / median of {args.rounds}: {1e3 * min(cpu[k]) / n:7.2f} / "
-              f"{1e3 * statistics.median(cpu[k]) / n:7.2f}")
+              f"{1e3 * statistics.median(cpu[k]) / n:7.2f}; wall {1e3 * min(wall[k]) / n:7.2f} / "
+              f"{1e3 * statistics.median(wall[k]) / n:7.2f}")
+    if dev.type != "cpu":
+        a, b = loads["this"], loads[str(dev)]
+        same = sum(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+        moved = sum(int(np.abs(x - y).sum()) // 2 for x, y in zip(a, b))
+        pairs = sum(int(x.sum()) for x in a)
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+        print(f"  {dev} ({name}): {args.rounds} replays gave the same loads, bit for bit; against the CPU's: "
+              f"{same} of {len(a)} routings identical, {moved} of {pairs} routed (token, expert) pairs moved "
+              f"({100 * moved / max(pairs, 1):.3f} %)")
     blocks = counted["full"] + counted["route"]
     best = min(cpu["this"])
     print(f"  this: {counted['full']} full blocks + {counted['route']} routing-only ({blocks / n:.1f} per task), "
@@ -281,6 +304,18 @@ def gate(args: argparse.Namespace) -> None:
         a @ a
     peak = 10 * 2 * 1024**3 / (time.process_time() - c0) / 1e9
     print(f"  this core, one thread, float32 1024^3 matmul: {peak:.1f} GFLOP/s")
+    if dev.type == "cuda":
+        from cosim.layers.moe.model import float32_exact
+
+        a = torch.randn(4096, 4096, device=dev)
+        with float32_exact():  # as the gate runs: IEEE float32, no TF32
+            a @ a
+            torch.cuda.synchronize(dev)
+            w0 = time.perf_counter()
+            for _ in range(10):
+                a @ a
+            torch.cuda.synchronize(dev)
+        print(f"  {dev}, float32 4096^3 matmul (no TF32): {10 * 2 * 4096**3 / (time.perf_counter() - w0) / 1e9:.0f} GFLOP/s")
 
 
 #: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped)
@@ -403,6 +438,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="--grid6: interleaved rounds (default 3)")
     ap.add_argument("--gate", type=float, metavar="END", help="time the gate routings of a grid6_moe run to END s")
     ap.add_argument("--baseline-src", metavar="DIR", help="--gate: also replay DIR's gate model, interleaved")
+    ap.add_argument("--device", default="cpu",
+                    help="--gate: also replay the gate model on this torch device (cuda, cuda:N), interleaved with "
+                         "the CPU's: its CPU and wall per task, that its replays agree bit for bit, and how many "
+                         "routed pairs differ from the CPU's")
     ap.add_argument("--sections", type=float, metavar="END",
                     help="where the layer's CPU goes in a grid6_moe run to END s, per task (with --baseline-src: "
                          "DIR's too, interleaved)")

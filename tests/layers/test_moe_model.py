@@ -235,7 +235,7 @@ def test_the_torchscript_block_runs_the_python_functions_bit_for_bit():
                 for layer, b in enumerate(model.blocks):
                     n1, n2 = b.norm1, b.norm2
                     args = (x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, b.qkv.weight, b.out.weight,
-                            b.moe.gate.weight, gm._causal_mask(256))
+                            b.moe.gate.weight, gm._causal_mask(256, x.device))
                     a_s, a_p = scripted.attend(*args), python.attend(*args)
                     assert all(s.numpy().tobytes() == p.numpy().tobytes() for s, p in zip(a_s, a_p))
                     ql = None if q is None else q[layer]

@@ -103,6 +103,10 @@ class MoEConfig:
     gate_model_dim: int = option(64, lo=8, doc="width of the small MoE transformer whose forward pass on the prompt "
                                                  "picks the experts (the latency model uses hidden / expert_ffn)")
     gate_model_seed: int = option(0, lo=0, doc="seed of the gate model's weights (a fixed model for every run seed)")
+    device: str = option("cpu", pattern=(r"cpu|auto|cuda(:[0-9]+)?", "expected cpu, auto, cuda or cuda:N"),
+                         doc="where the gate model runs: cpu (default: the same routings on every machine), auto "
+                             "(CUDA where torch finds it, else the CPU), cuda or cuda:N (an error without CUDA); "
+                             "a GPU may route differently from the CPU (docs/moe.md, On a GPU)")
     min_rate_bps: float = option(50e6, lo=0.0, lo_open=True, doc="outage: a V2V rate below this [bit/s]")
     rate_ref_bps: float = option(200e6, lo=0.0, lo_open=True, doc="link-quality scale: q_rate = r / (r + rate_ref)")
 
@@ -115,6 +119,25 @@ def _check(cfg: MoEConfig, where: str) -> None:
         raise ConfigError(f"{where}.price_range: expected [lo, hi] with 0 < lo < hi, got {cfg.price_range!r}")
     if cfg.gate_model_dim % 2:
         raise ConfigError(f"{where}.gate_model_dim: {cfg.gate_model_dim} must be even (sinusoidal positions)")
+
+
+def gate_device(value: str, where: str) -> tuple[object, str]:
+    """(torch device, what the summary says of it) for ``device`` (``[layers.moe]``, already
+    matched against cpu | auto | cuda | cuda:N): "auto" is CUDA where ``torch.cuda.is_available()``,
+    else the CPU; "cuda" is the current CUDA device; "cuda" or "cuda:N" without CUDA, or N beyond
+    the devices torch sees, is a config error naming the key."""
+    import torch
+
+    if value == "cpu" or (value == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu"), "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{where}.device: {value!r} but torch {torch.__version__} finds no CUDA device here "
+                          f"(use \"auto\": CUDA where present, else the CPU; or \"cpu\")")
+    n = torch.cuda.device_count()
+    index = torch.cuda.current_device() if value in ("auto", "cuda") else int(value.split(":")[1])
+    if index >= n:
+        raise ConfigError(f"{where}.device: {value!r} but torch sees {n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})")
+    return torch.device("cuda", index), f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def interior_equilibrium(game: Game) -> np.ndarray | None:
@@ -203,8 +226,11 @@ class MoELayer(Layer):
 
         keep_freed_memory()  # the gate's 256 KB buffers reused, not faulted in afresh (same values)
         self.vocab = Vocabulary()
+        #: where the gate model runs, and what the summary says of it (``device``: the default
+        #: "cpu" says nothing, so a default run's summary is what it was before the key existed)
+        self.gate_device, self.gate_device_name = gate_device(c.device, where)
         self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
-                                    c.top_k, c.gate_model_seed)
+                                    c.top_k, c.gate_model_seed).to(self.gate_device)
 
     def on_start(self) -> None:
         self.table = self.ctx.table(self.task_table)
@@ -263,10 +289,14 @@ class MoELayer(Layer):
 
     def route(self, prompt, gate_q: np.ndarray, memo: dict | None = None) -> np.ndarray:  # noqa: ANN001
         """Tokens routed to each expert, (L, E): the gate model's forward pass on the task's
-        prompt, each layer gated by ``gate_q`` (one thread: a small model on a shared machine);
-        ``memo``: the task's, shared by its policies (:meth:`GateModel.load`)."""
+        prompt, each layer gated by ``gate_q`` (on the CPU one thread: a small model on a shared
+        machine; on CUDA the thread setting is left alone); ``memo``: the task's, shared by its
+        policies (:meth:`GateModel.load`, which moves the prompt and the quality to the model's
+        device and the loads back)."""
         import torch
 
+        if self.gate_device.type != "cpu":
+            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -606,6 +636,8 @@ class MoELayer(Layer):
                 "mean_solve_ms": mean(st["solve_ms"]),
                 "mean_solver_evals": mean(st["evals"]),
             }
+            if self.cfg.device != "cpu":  # "auto" or "cuda": the device this process's gate model ran on
+                out[p]["gate_device"] = self.gate_device_name
         return out
 
     def longest_task_s(self) -> float:

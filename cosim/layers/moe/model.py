@@ -17,6 +17,7 @@ identical (tested).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -84,7 +85,7 @@ class MoELayer(nn.Module):
     def combine(self, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The experts' weighted outputs summed per token, for the routing (``idx``, ``w``)
         (:func:`combine_experts`)."""
-        return _kernels().combine(x, idx, w, *self.weights())[0]
+        return _kernels(x.is_cpu).combine(x, idx, w, *self.weights())[0]
 
 
 def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: list[torch.Tensor],
@@ -130,7 +131,35 @@ def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: l
             torch.addmm(down_b[e], hidden[start:start + n], down_w[e].t(), out=ys[start:start + n])
             start += n
     ys.mul_(w[tok, slot].unsqueeze(1))
+    if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
+        return add_in_expert_order(x, idx, tok, slot, ys), per_expert
     return torch.zeros_like(x).index_add_(0, tok, ys), per_expert
+
+
+def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, slot: torch.Tensor,
+                        ys: torch.Tensor) -> torch.Tensor:
+    """``torch.zeros_like(x).index_add_(0, tok, ys)`` for :meth:`MoELayer.combine`'s rows (the
+    kept (token, slot) pairs grouped by expert), without atomics: the same sums in the same order.
+
+    On the CPU ``index_add_`` adds the rows one after another, so each token's output is
+    ``(0 + y_e1) + y_e2 + ...`` with its experts ascending (the rows are grouped by expert). On
+    CUDA it adds with atomics, in whatever order the threads arrive: a float sum of three or more
+    terms can then differ from run to run in its last bits, and so can a later block's routing
+    (issue 32). Here each row is written once to its (token, slot) cell of a (tokens, k, width)
+    buffer (each cell at most once: no two writes meet), each token's slots are sorted by their
+    expert (a token's k experts are distinct: ``topk``) and the k cells added to zeros in that
+    order, one elementwise add per slot: the CPU's additions in the CPU's order, deterministic on
+    any device. A slot with no row (weight 0) adds +0.0, which changes no sum (a sum started from
+    +0.0 is never -0.0): the same bits as ``index_add_`` on the CPU (tested, k = 2 and 3)."""
+    n, k = idx.shape[0], idx.shape[1]  # (written so that TorchScript compiles it too: _kernels)
+    cells = x.new_zeros([n, k, x.shape[1]])
+    cells[tok, slot] = ys
+    order = torch.sort(idx, dim=1, stable=True).indices  # each token's slots, experts ascending
+    cells = cells.gather(1, order[:, :, None].expand([n, k, x.shape[1]]))
+    out = torch.zeros_like(x)
+    for r in range(k):
+        out += cells[:, r]
+    return out
 
 
 def _wire(obj) -> tuple[object, int]:
@@ -297,18 +326,18 @@ def keep_freed_memory() -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _causal_mask(n: int) -> torch.Tensor:
-    """(n, n) float32: 0 on and below the diagonal, -inf above (an ordinary tensor, also when
-    first built under inference mode)."""
+def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
+    """(n, n) float32 on ``device``: 0 on and below the diagonal, -inf above (an ordinary tensor,
+    also when first built under inference mode)."""
     with torch.inference_mode(False):
-        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")).to(device)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
     ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
     for these shapes (:func:`masked_attention` with the causal mask)."""
-    return masked_attention(q, k, v, _causal_mask(q.shape[0]))
+    return masked_attention(q, k, v, _causal_mask(q.shape[0], q.device))
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -358,7 +387,9 @@ class _Kernels:
 @functools.lru_cache(maxsize=2)
 def _kernels(script: bool = True) -> _Kernels:
     """The block's functions, compiled by TorchScript where ``script`` (and TorchScript works here),
-    else the Python functions themselves.
+    else the Python functions themselves. The blocks ask for the compiled ones on the CPU only:
+    on CUDA TorchScript's profiling executor may fuse elementwise operators into kernels of its
+    own (its GPU fuser is on by default), which would sum in other orders than the Python path.
 
     Third pass of issue 32: TorchScript runs the same aten operators with the same arguments in the
     same order, its interpreter between them instead of Python's (~0.1-0.15 ms of a ~1.1 ms full
@@ -395,14 +426,15 @@ class Block(nn.Module):
         (x + attention, its norm (the experts' input), the gate's logits) (:func:`attend_block`,
         on the modules' weights: ``F.layer_norm``, ``F.linear`` — what their ``forward`` calls)."""
         n1, n2 = self.norm1, self.norm2
-        return _kernels().attend(x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, self.qkv.weight, self.out.weight,
-                                 self.moe.gate.weight, _causal_mask(x.shape[0]))
+        return _kernels(x.is_cpu).attend(x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, self.qkv.weight,
+                                         self.out.weight, self.moe.gate.weight, _causal_mask(x.shape[0], x.device))
 
     def finish(self, attended: tuple, quality: torch.Tensor | None, route_only: bool = False
                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(output, expert index, combine weight, tokens per expert) from :meth:`attend`'s result
         and the quality (:func:`finish_block`); output None when ``route_only``."""
-        x, idx, w, per_expert = _kernels().finish(*attended, quality, self.moe.top_k, route_only, *self.moe.weights())
+        x, idx, w, per_expert = _kernels(attended[0].is_cpu).finish(*attended, quality, self.moe.top_k, route_only,
+                                                                    *self.moe.weights())
         return None if route_only else x, idx, w, per_expert
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None, route_only: bool = False
@@ -428,7 +460,16 @@ class GateModel(nn.Module):
             self.embed = nn.Embedding(vocab, dim)
             self.blocks = nn.ModuleList(Block(dim, ffn, experts, top_k) for _ in range(layers))
         self.experts = experts
+        self.device = self.embed.weight.device  # kept by _apply: what .to(), .cuda(), .cpu() call
         self.eval()
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
+        """:meth:`nn.Module._apply` (under ``.to(device)`` and the like), then :attr:`device` is
+        where the weights now are (an attribute: looking it up through the parameters costs ~2.6 us
+        per routing)."""
+        out = super()._apply(fn, recurse)
+        self.device = self.embed.weight.device
+        return out
 
     def positions(self, n: int) -> torch.Tensor:
         dim = self.embed.embedding_dim
@@ -439,10 +480,16 @@ class GateModel(nn.Module):
         pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
         return pe
 
-    @torch.inference_mode()
     def load(self, ids: torch.Tensor, quality: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
-        """Tokens routed to each expert, (layers, experts) int64, for prompt ``ids`` (T,);
-        ``quality`` (layers, experts): the physical gating of each layer (0 masks an expert).
+        """Tokens routed to each expert, (layers, experts) int64 on the CPU, for prompt ``ids``
+        (T,); ``quality`` (layers, experts, on the CPU): the physical gating of each layer (0 masks
+        an expert).
+
+        On the model's device (``GateModel(...).to(device)``, issue 32): the prompt and the
+        quality are copied there, the memo keeps that device's tensors, and the loads come back to
+        the CPU once per call. On CUDA the pass runs in IEEE float32 (:func:`float32_exact`: a
+        user's TF32 for cuBLAS off while it runs, then back) and with no atomic float sums
+        (:func:`add_in_expert_order`): two runs give the same loads.
 
         ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
         with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
@@ -460,13 +507,24 @@ class GateModel(nn.Module):
         the gate's top-k and the experts there. Third pass: a block's tokens per expert come from
         :meth:`Block.finish` (the bincount its experts' grouping computes anyway), and the memo's
         rows are prefixes of the quality table's bytes (one conversion a routing, not one a layer)."""
+        device = self.device
+        if device.type == "cpu":
+            return self._load(ids, quality, memo, None)
+        with float32_exact():
+            return self._load(ids, quality, memo, device)
+
+    @torch.inference_mode()
+    def _load(self, ids: torch.Tensor, quality: torch.Tensor | None, memo: dict | None,
+              device: torch.device | None) -> torch.Tensor:
+        """:meth:`load` on ``device`` (the model's; None: the CPU, where nothing is copied)."""
         layers = len(self.blocks)
-        out = torch.zeros(layers, self.experts, dtype=torch.int64)
+        out = torch.zeros(layers, self.experts, dtype=torch.int64, device=device)
         if memo is None or quality is None:
             rows = [None] * (layers + 1)
         else:  # the bytes of quality[:layer] (C order): prefixes of the whole table's bytes
             whole, row = quality.numpy().tobytes(), quality[0].numel() * quality.element_size()
             rows = [whole[:layer * row] for layer in range(layers + 1)]
+        gate_q = quality if quality is None or device is None else quality.to(device)
         keys = [(layer, rows[layer + 1]) for layer in range(layers)]
         first = 0
         if memo is not None:
@@ -475,11 +533,12 @@ class GateModel(nn.Module):
             for layer in range(first):
                 out[layer] = memo[keys[layer]][1]
             if first == layers:
-                return out
+                return out if device is None else out.cpu()
         if first == 0:
             x = memo.get("embed") if memo is not None else None
             if x is None:
-                x = self.embed(ids) + self.positions(len(ids))
+                x = (self.embed(ids) + self.positions(len(ids)) if device is None
+                     else self.embed(ids.to(device)) + self.positions(len(ids)).to(device))
                 if memo is not None:
                     memo["embed"] = x
         else:
@@ -491,8 +550,43 @@ class GateModel(nn.Module):
                 attended = block.attend(x)
                 if memo is not None:
                     memo[("attend", layer, rows[layer])] = attended
-            x, _, _, out[layer] = block.finish(attended, None if quality is None else quality[layer],
+            x, _, _, out[layer] = block.finish(attended, None if gate_q is None else gate_q[layer],
                                                route_only=layer == layers - 1)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
-        return out
+        return out if device is None else out.cpu()
+
+
+@contextlib.contextmanager
+def float32_exact():
+    """cuBLAS's float32 matmuls in IEEE float32 while the block runs, then torch's settings back
+    as they were (also on an error). TF32 rounds a float32 matmul's operands to 10 mantissa bits
+    where torch allows it (``torch.set_float32_matmul_precision("high")``, or
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``: a user's choice for their own model)
+    — ~1e-3 relative on the gate's scores, enough to move routings.
+
+    Torch's default is IEEE float32 already (``fp32_precision`` "none"/"ieee", precision
+    "highest"): then nothing is changed at all. Where TF32 is on, the pass sets "highest"
+    (torch's one call that sets the legacy flag and the new per-backend ones together: setting
+    one family alone makes torch refuse a later matmul as a "mix of the legacy and new APIs") and
+    restores the legacy precision, then the new cuBLAS and oneDNN matmul settings, as read.
+    cuDNN's TF32 setting (on by default) is left alone: it governs convolutions and RNNs, and the
+    gate model has neither (its attention is written out as matmuls and a softmax, its norms,
+    softmax and embedding are ATen's own kernels), so it cannot reach the gate's arithmetic."""
+    import torch.backends
+
+    matmul, onednn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
+    if matmul.fp32_precision != "tf32":  # IEEE float32 already: leave every setting alone
+        yield
+        return
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the new API set alone: the legacy flag is at its default
+        legacy = "highest"
+    saved = (matmul.fp32_precision, onednn.fp32_precision)
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(legacy)
+        matmul.fp32_precision, onednn.fp32_precision = saved
