@@ -210,3 +210,39 @@ def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
     after = [model.load(p, q, {}) for p, q in cases]
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < 600
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_the_torchscript_block_runs_the_python_functions_bit_for_bit():
+    # issue 32, third pass: the block's functions compiled by TorchScript (the same aten calls, its
+    # interpreter between them) give the bytes of the same functions run by Python, every block
+    # of real prompts, plain, masked and one-expert qualities, full and routing-only
+    from cosim.layers.moe import model as gm
+
+    torch.set_num_threads(1)
+    scripted, python = gm._kernels(True), gm._kernels(False)
+    assert scripted.scripted and not python.scripted  # TorchScript works with this torch
+    assert isinstance(scripted.finish, torch.jit.ScriptFunction)
+    vocab = gm.Vocabulary()
+    model = gm.GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
+    gen = torch.Generator().manual_seed(4)
+    one = torch.zeros(8, 8)
+    one[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.7
+    with torch.inference_mode():
+        for seed in range(2):
+            prompt = vocab.prompt(256, torch.Generator().manual_seed(10 + seed))
+            for q in (None, torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3), one):
+                x = model.embed(prompt) + model.positions(256)
+                for layer, b in enumerate(model.blocks):
+                    n1, n2 = b.norm1, b.norm2
+                    args = (x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, b.qkv.weight, b.out.weight,
+                            b.moe.gate.weight, gm._causal_mask(256, x.device))
+                    a_s, a_p = scripted.attend(*args), python.attend(*args)
+                    assert all(s.numpy().tobytes() == p.numpy().tobytes() for s, p in zip(a_s, a_p))
+                    ql = None if q is None else q[layer]
+                    for route_only in (True, False):
+                        f_s = scripted.finish(*a_s, ql, 2, route_only, *b.moe.weights())
+                        f_p = python.finish(*a_p, ql, 2, route_only, *b.moe.weights())
+                        assert all(s.numpy().tobytes() == p.numpy().tobytes() for s, p in zip(f_s, f_p))
+                    # the loads a block reports are its kept (token, expert) pairs counted
+                    assert torch.equal(f_s[3], torch.bincount(f_s[1][f_s[2] > 0], minlength=8))
+                    x = f_s[0]

@@ -71,49 +71,69 @@ class MoELayer(nn.Module):
         """The monolithic layer: every expert local."""
         return self.forward_routed(x, quality)[0]
 
-    def _per_expert(self, counts, which: str, src: torch.Tensor, out: torch.Tensor) -> None:
-        """``out[rows of e] = src[rows of e] @ W_e.T + b_e`` for each expert ``e`` in turn, with
-        ``W, b`` its ``which`` ("up" or "down") linear map; ``counts[e]`` rows each, in expert order."""
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                lin = getattr(self.experts[e], which)
-                torch.addmm(lin.bias, src[start:start + n], lin.weight.t(), out=out[start:start + n])
-                start += n
-
     def forward_routed(self, x: torch.Tensor, quality: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(output, expert index, combine weight) of the monolithic layer."""
         idx, w = self.route(x, quality)
         return self.combine(x, idx, w), idx, w
 
-    def combine(self, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The experts' weighted outputs summed per token, for the routing (``idx``, ``w``).
+    def weights(self) -> tuple[list[torch.Tensor], ...]:
+        """The experts' (up weights, up biases, down weights, down biases), each a list in expert order."""
+        ups, downs = [e.up for e in self.experts], [e.down for e in self.experts]
+        return [m.weight for m in ups], [m.bias for m in ups], [m.weight for m in downs], [m.bias for m in downs]
 
-        The kept (token, slot) pairs are grouped by expert with one stable sort (tokens ascending
-        within an expert, as ``(idx == e).nonzero()`` lists them), so each expert runs on the same
-        rows in the same order as a loop of masks would give it, and the results are added in
-        expert order: the same operations on the same operands, bit for bit (tested against that
-        loop), with a fifth of the small tensor calls (issue 32). Second pass: each expert's two
-        products write into one buffer for all pairs (``torch.addmm(bias, rows, weight.t(), out=)``,
-        what ``nn.Linear`` calls), GELU, the combine weights and the sum per token (``index_add_``,
-        which adds the rows in their order: expert order per token) then run once on the whole
-        buffer instead of once per expert — elementwise or row-ordered, so the same bits (tested)."""
-        tok, slot = (w > 0).nonzero(as_tuple=True)  # kept (token, slot) pairs, row-major: tokens ascending
-        e_kept = idx[tok, slot]
-        order = torch.sort(e_kept, stable=True).indices  # grouped by expert, tokens still ascending
-        counts = torch.bincount(e_kept, minlength=len(self.experts)).tolist()
-        tok, slot = tok[order], slot[order]
-        xs = x[tok]
-        hidden = x.new_empty(len(tok), self.experts[0].up.out_features)
-        ys = torch.empty_like(xs)
-        self._per_expert(counts, "up", xs, hidden)
-        hidden = torch.nn.functional.gelu(hidden)
-        self._per_expert(counts, "down", hidden, ys)
-        ys.mul_(w[tok, slot, None])
-        if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
-            return add_in_expert_order(x, idx, tok, slot, ys)
-        return torch.zeros_like(x).index_add_(0, tok, ys)
+    def combine(self, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The experts' weighted outputs summed per token, for the routing (``idx``, ``w``)
+        (:func:`combine_experts`)."""
+        return _kernels(x.is_cpu).combine(x, idx, w, *self.weights())[0]
+
+
+def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: list[torch.Tensor],
+                    up_b: list[torch.Tensor], down_w: list[torch.Tensor], down_b: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the experts' weighted outputs summed per token, tokens per expert) for the routing
+    (``idx``, ``w``) of tokens ``x``; expert ``e`` is ``down(gelu(up(x)))`` with ``up_w[e]``,
+    ``up_b[e]``, ``down_w[e]``, ``down_b[e]`` (``nn.Linear``'s weight and bias).
+
+    The kept (token, slot) pairs are grouped by expert with one stable sort (tokens ascending
+    within an expert, as ``(idx == e).nonzero()`` lists them), so each expert runs on the same
+    rows in the same order as a loop of masks would give it, and the results are added in
+    expert order: the same operations on the same operands, bit for bit (tested against that
+    loop), with a fifth of the small tensor calls (issue 32). Second pass: each expert's two
+    products write into one buffer for all pairs (``torch.addmm(bias, rows, weight.t(), out=)``,
+    what ``nn.Linear`` calls), GELU, the combine weights and the sum per token (``index_add_``,
+    which adds the rows in their order: expert order per token) then run once on the whole
+    buffer instead of once per expert — elementwise or row-ordered, so the same bits (tested).
+    Third pass: the rows gathered with ``index_select`` (a copy, as ``x[tok]``, at a fifth of its
+    CPU), the tokens per expert returned (the bincount the grouping needs is the block's load),
+    and the function compiled by TorchScript (:func:`_kernels`)."""
+    tok_slot = (w > 0).nonzero()  # kept (token, slot) pairs, row-major: tokens ascending
+    tok, slot = tok_slot[:, 0], tok_slot[:, 1]
+    e_kept = idx[tok, slot]
+    order = torch.sort(e_kept, stable=True).indices  # grouped by expert, tokens still ascending
+    per_expert = torch.bincount(e_kept, minlength=len(up_w))
+    counts: list[int] = per_expert.tolist()
+    tok, slot = tok[order], slot[order]
+    xs = x.index_select(0, tok)
+    hidden = x.new_empty([tok.shape[0], up_w[0].shape[0]])
+    ys = torch.empty_like(xs)
+    start = 0
+    for e in range(len(counts)):
+        n = counts[e]
+        if n > 0:
+            torch.addmm(up_b[e], xs[start:start + n], up_w[e].t(), out=hidden[start:start + n])
+            start += n
+    hidden = torch.nn.functional.gelu(hidden)
+    start = 0
+    for e in range(len(counts)):
+        n = counts[e]
+        if n > 0:
+            torch.addmm(down_b[e], hidden[start:start + n], down_w[e].t(), out=ys[start:start + n])
+            start += n
+    ys.mul_(w[tok, slot].unsqueeze(1))
+    if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
+        return add_in_expert_order(x, idx, tok, slot, ys), per_expert
+    return torch.zeros_like(x).index_add_(0, tok, ys), per_expert
 
 
 def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, slot: torch.Tensor,
@@ -131,11 +151,11 @@ def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, s
     order, one elementwise add per slot: the CPU's additions in the CPU's order, deterministic on
     any device. A slot with no row (weight 0) adds +0.0, which changes no sum (a sum started from
     +0.0 is never -0.0): the same bits as ``index_add_`` on the CPU (tested, k = 2 and 3)."""
-    n, k = idx.shape
-    cells = x.new_zeros(n, k, x.shape[1])
+    n, k = idx.shape[0], idx.shape[1]  # (written so that TorchScript compiles it too: _kernels)
+    cells = x.new_zeros([n, k, x.shape[1]])
     cells[tok, slot] = ys
     order = torch.sort(idx, dim=1, stable=True).indices  # each token's slots, experts ascending
-    cells = cells.gather(1, order[:, :, None].expand(n, k, x.shape[1]))
+    cells = cells.gather(1, order[:, :, None].expand([n, k, x.shape[1]]))
     out = torch.zeros_like(x)
     for r in range(k):
         out += cells[:, r]
@@ -316,14 +336,79 @@ def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
     ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
-    for these shapes (its math path: q and k^T each scaled by d^-1/4, the mask added in place, a
-    softmax, the weighted sum) — the same operations in the same order, so the same bits (tested
-    against it on real prompts) — without building the mask and checking for fully masked rows at
-    every call (a causal row always keeps its diagonal): half the attention's CPU (issue 32)."""
+    for these shapes (:func:`masked_attention` with the causal mask)."""
+    return masked_attention(q, k, v, _causal_mask(q.shape[0], q.device))
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v, as torch's ``scaled_dot_product_attention`` computes it on
+    CPU for (T, d) tensors and a causal mask (its math path: q and k^T each scaled by d^-1/4, the
+    mask added in place, a softmax, the weighted sum) — the same operations in the same order, so
+    the same bits (tested against it on real prompts) — without building the mask and checking for
+    fully masked rows at every call (a causal row always keeps its diagonal): half the attention's
+    CPU (issue 32)."""
     s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))
     att = (q * s) @ (k.transpose(-2, -1) * s)
-    att.add_(_causal_mask(q.shape[0], q.device))
+    att.add_(mask)
     return torch.softmax(att, dim=-1) @ v
+
+
+def attend_block(x: torch.Tensor, norm1_w: torch.Tensor, norm1_b: torch.Tensor, norm2_w: torch.Tensor,
+                 norm2_b: torch.Tensor, eps: float, qkv_w: torch.Tensor, out_w: torch.Tensor, gate_w: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Block.attend` on the block's weights: (x + attention, its norm, the gate's logits)."""
+    h = torch.nn.functional.layer_norm(x, [x.shape[-1]], norm1_w, norm1_b, eps)
+    qkv = torch.nn.functional.linear(h, qkv_w).chunk(3, dim=-1)
+    x = x + torch.nn.functional.linear(masked_attention(qkv[0], qkv[1], qkv[2], mask), out_w)
+    h = torch.nn.functional.layer_norm(x, [x.shape[-1]], norm2_w, norm2_b, eps)
+    return x, h, torch.nn.functional.linear(h, gate_w)
+
+
+def finish_block(x: torch.Tensor, h: torch.Tensor, logits: torch.Tensor, quality: torch.Tensor | None, top_k: int,
+                 route_only: bool, up_w: list[torch.Tensor], up_b: list[torch.Tensor], down_w: list[torch.Tensor],
+                 down_b: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Block.finish` on the experts' weights: (output — ``x`` itself when ``route_only`` —,
+    expert index, combine weight, tokens per expert)."""
+    idx, w = route_from_logits(logits, top_k, quality)
+    if route_only:
+        return x, idx, w, torch.bincount(idx[w > 0], minlength=len(up_w))
+    y, per_expert = combine_experts(h, idx, w, up_w, up_b, down_w, down_b)
+    return x + y, idx, w, per_expert
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    attend: object
+    finish: object
+    combine: object
+    scripted: bool
+
+
+@functools.lru_cache(maxsize=2)
+def _kernels(script: bool = True) -> _Kernels:
+    """The block's functions, compiled by TorchScript where ``script`` (and TorchScript works here),
+    else the Python functions themselves. The blocks ask for the compiled ones on the CPU only:
+    on CUDA TorchScript's profiling executor may fuse elementwise operators into kernels of its
+    own (its GPU fuser is on by default), which would sum in other orders than the Python path.
+
+    Third pass of issue 32: TorchScript runs the same aten operators with the same arguments in the
+    same order, its interpreter between them instead of Python's (~0.1-0.15 ms of a ~1.1 ms full
+    block). It fuses nothing on CPU (``torch._C._jit_can_fuse_on_cpu()`` is False by default, and
+    no fuser is turned on here), so each operator runs its own kernel: the same bits (tested
+    against the Python functions and against the code before issue 32). ``torch.jit.script`` is
+    deprecated in favour of ``torch.compile``, which generates its own kernels (other bits); where
+    scripting fails (a torch without it), the Python functions run — the same results."""
+    fns = attend_block, finish_block, combine_experts
+    if script:
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                fns = tuple(torch.jit.script(f) for f in fns)
+        except Exception:  # noqa: BLE001 - no TorchScript here: the Python functions, the same operators
+            script = False
+    return _Kernels(*fns, scripted=script)
 
 
 class Block(nn.Module):
@@ -338,31 +423,26 @@ class Block(nn.Module):
 
     def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The part of the block that depends on its input alone, not on the gate's quality:
-        (x + attention, its norm (the experts' input), the gate's logits). The modules' own
-        functions are called directly (``F.layer_norm``, ``F.linear``: what their ``forward``
-        calls), without ``nn.Module.__call__`` around each."""
+        (x + attention, its norm (the experts' input), the gate's logits) (:func:`attend_block`,
+        on the modules' weights: ``F.layer_norm``, ``F.linear`` — what their ``forward`` calls)."""
         n1, n2 = self.norm1, self.norm2
-        h = torch.nn.functional.layer_norm(x, n1.normalized_shape, n1.weight, n1.bias, n1.eps)
-        q, k, v = torch.nn.functional.linear(h, self.qkv.weight).chunk(3, dim=-1)
-        x = x + torch.nn.functional.linear(causal_attention(q, k, v), self.out.weight)
-        h = torch.nn.functional.layer_norm(x, n2.normalized_shape, n2.weight, n2.bias, n2.eps)
-        return x, h, torch.nn.functional.linear(h, self.moe.gate.weight)
+        return _kernels(x.is_cpu).attend(x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, self.qkv.weight,
+                                         self.out.weight, self.moe.gate.weight, _causal_mask(x.shape[0], x.device))
 
     def finish(self, attended: tuple, quality: torch.Tensor | None, route_only: bool = False
-               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """(output, expert index, combine weight) from :meth:`attend`'s result and the quality."""
-        x, h, logits = attended
-        idx, w = route_from_logits(logits, self.moe.top_k, quality)
-        if route_only:
-            return None, idx, w
-        return x + self.moe.combine(h, idx, w), idx, w
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output, expert index, combine weight, tokens per expert) from :meth:`attend`'s result
+        and the quality (:func:`finish_block`); output None when ``route_only``."""
+        x, idx, w, per_expert = _kernels(attended[0].is_cpu).finish(*attended, quality, self.moe.top_k, route_only,
+                                                                    *self.moe.weights())
+        return None if route_only else x, idx, w, per_expert
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor | None, route_only: bool = False
                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(output, expert index, combine weight); ``route_only``: the routing alone (output
         None: the experts' FFNs do not change which experts this block picks, only what later
         blocks see — so the last block of :meth:`GateModel.load` skips them)."""
-        return self.finish(self.attend(x), quality, route_only)
+        return self.finish(self.attend(x), quality, route_only)[:3]
 
 
 class GateModel(nn.Module):
@@ -424,7 +504,9 @@ class GateModel(nn.Module):
         quality of layers 0..l-1 alone (its input), so they are remembered under those rows too:
         routings that share a block's input but not its quality (every placement at block 0, a
         reroute's or a masking's first changed layer, the routing-only last block) run only
-        the gate's top-k and the experts there."""
+        the gate's top-k and the experts there. Third pass: a block's tokens per expert come from
+        :meth:`Block.finish` (the bincount its experts' grouping computes anyway), and the memo's
+        rows are prefixes of the quality table's bytes (one conversion a routing, not one a layer)."""
         device = self.device
         if device.type == "cpu":
             return self._load(ids, quality, memo, None)
@@ -437,8 +519,11 @@ class GateModel(nn.Module):
         """:meth:`load` on ``device`` (the model's; None: the CPU, where nothing is copied)."""
         layers = len(self.blocks)
         out = torch.zeros(layers, self.experts, dtype=torch.int64, device=device)
-        rows = [None] * (layers + 1) if memo is None or quality is None else [
-            quality[:layer].numpy().tobytes() for layer in range(layers + 1)]
+        if memo is None or quality is None:
+            rows = [None] * (layers + 1)
+        else:  # the bytes of quality[:layer] (C order): prefixes of the whole table's bytes
+            whole, row = quality.numpy().tobytes(), quality[0].numel() * quality.element_size()
+            rows = [whole[:layer * row] for layer in range(layers + 1)]
         gate_q = quality if quality is None or device is None else quality.to(device)
         keys = [(layer, rows[layer + 1]) for layer in range(layers)]
         first = 0
@@ -465,9 +550,8 @@ class GateModel(nn.Module):
                 attended = block.attend(x)
                 if memo is not None:
                     memo[("attend", layer, rows[layer])] = attended
-            x, idx, w = block.finish(attended, None if gate_q is None else gate_q[layer],
-                                     route_only=layer == layers - 1)
-            out[layer] = torch.bincount(idx[w > 0], minlength=self.experts)
+            x, _, _, out[layer] = block.finish(attended, None if gate_q is None else gate_q[layer],
+                                               route_only=layer == layers - 1)
             if memo is not None:
                 memo[keys[layer]] = (x, out[layer].clone())
         return out if device is None else out.cpu()
