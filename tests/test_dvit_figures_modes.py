@@ -76,3 +76,12 @@ def test_a_seed_without_both_modes_is_left_out(sweep):
     out = dvit_figures.mode_task_differences(res, folder, [dvit_figures.PRESET]).set_index("policy")
     assert out.loc["vidi", "n"] == 1 and out.loc["vidi", "latency_diff_s.diff"] == pytest.approx(0.25)
     assert math.isnan(out.loc["vidi", "latency_diff_s.ci95"])
+
+
+def test_no_seed_with_both_modes_says_so_in_one_line(sweep, capsys):
+    folder, res = sweep
+    res = res[res[dvit_figures.MODE] == "fail"]
+    out = dvit_figures.mode_task_differences(res, folder, [dvit_figures.PRESET])
+    assert out.empty
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no seed ran both handover modes" in err

@@ -157,7 +157,9 @@ def start_child(problems_file: str) -> None:
 
 
 def start(rounds: int) -> None:
-    """``--start``: fresh processes, three variants interleaved round by round."""
+    """``--start``: fresh processes, two variants (the kernels, the numpy code) interleaved round by
+    round, on the first VIDI and ``optimal`` problems (more than 8 devices) of a 60 s grid6_dvit run;
+    a run that gave no such problem of either policy stops with a one-line message naming it."""
     import json
     import pickle
     import subprocess
@@ -175,13 +177,24 @@ def start(rounds: int) -> None:
                 seen.append((policy, problem))
         return orig(self, policy, problem, *a)
 
-    dl.DViTLayer._plan = plan
+    jit_env = os.environ.get("COSIM_JIT")
     with tempfile.TemporaryDirectory() as tmp:
+        dl.DViTLayer._plan = plan
         os.environ["COSIM_JIT"] = "on"
-        cosim.run(ROOT / "scenarios" / "grid6_dvit.toml", out=Path(tmp) / "run", overwrite=True, end_s=60, seed=42,
-                  jobs=1)  # also compiles or loads every kernel, so no child compiles
-        dl.DViTLayer._plan = orig
+        try:
+            cosim.run(ROOT / "scenarios" / "grid6_dvit.toml", out=Path(tmp) / "run", overwrite=True, end_s=60,
+                      seed=42, jobs=1)  # also compiles or loads every kernel, so no child compiles
+        finally:
+            dl.DViTLayer._plan = orig
+            if jit_env is None:
+                os.environ.pop("COSIM_JIT", None)
+            else:
+                os.environ["COSIM_JIT"] = jit_env
         problems = dict(seen)
+        for policy in ("vidi", "optimal"):
+            if policy not in problems:
+                raise SystemExit(f"bench --start: the 60 s grid6_dvit run (seed 42) planned no {policy!r} problem "
+                                 "with more than 8 devices (is the policy among the scenario's?)")
         path = Path(tmp) / "problems.pkl"
         with open(path, "wb") as f:
             pickle.dump((problems["vidi"], problems["optimal"]), f)

@@ -95,16 +95,21 @@ def mode_task_differences(res, sweep_dir, keys: list[str]):  # noqa: ANN001, ANN
     (same traffic, same requests: a task keeps its id) are paired by :func:`cosim.pairing.vs_baseline`
     with the modes in place of the policies — latency over the tasks both modes completed, success
     over the tasks both were given (censored in neither) — then, per scenario and ``keys`` point,
-    ``M.diff``/``M.ci95``/``M.n``/``M.p`` over seeds (:func:`cosim.stats.mean_ci`) and ``M.p_holm``,
-    Holm-adjusted over the family of every policy's migrate - fail on ``M`` at that point."""
+    ``M.diff``/``M.ci95``/``M.n``/``M.p`` over seeds and ``M.p_holm``, Holm-adjusted over the family
+    of every policy's migrate - fail on ``M`` at that point: :func:`cosim.sweep.paired_differences`
+    on a per-seed frame where each policy's row carries its seed's migrate - fail as that run's
+    ``vs_baseline`` block against a ``fail`` baseline row (so the family is the point's policies).
+    ``n``: the seeds where both modes ran and the policy's tasks paired. No seed with both modes:
+    a one-line message on stderr and an empty frame."""
     import pandas as pd
 
     from cosim import pairing, registry
     from cosim.results import read_table
-    from cosim.stats import holm, mean_ci
+    from cosim.sweep import paired_differences
 
     table = registry.layer_class("dvit").task_table
     dvit = res[res["layer"] == "dvit"]
+    base = "fail"  # the baseline row's name: not a policy's column, only the pairing's key
     per_seed = []
     for (*point, seed), g in dvit.groupby(["scenario", *keys, "seed"], sort=False):
         cell = dict(zip(g[MODE], g["cell"]))
@@ -112,27 +117,23 @@ def mode_task_differences(res, sweep_dir, keys: list[str]):  # noqa: ANN001, ANN
             continue
         tasks = {m: read_table(Path(sweep_dir) / "cells" / cell[m] / f"{table}.parquet", pairing.COLUMNS)
                  for m in ("fail", "migrate")}
+        at = {**dict(zip(["scenario", *keys], point)), "layer": "dvit", "seed": seed}
+        rows = []
         for policy in g.loc[g[MODE] == "fail", "policy"]:
             both = pd.concat([t[t["policy"] == policy].assign(policy=m) for m, t in tasks.items()])
             v = pairing.vs_baseline(both, ["fail", "migrate"]).get("migrate")
             if v is None:
                 continue
-            per_seed.append({**dict(zip(["scenario", *keys], point)), "seed": seed, "policy": policy,
-                             **{m: math.nan if v[m] is None else v[m] for m in TASK_LEVEL.values()}})
-    out = []
-    for point, g in pd.DataFrame(per_seed).groupby(["scenario", *keys], sort=False):
-        family = []
-        for policy, gp in g.groupby("policy", sort=False):
-            row = {**dict(zip(["scenario", *keys], point)), "policy": policy, "n": len(gp)}
-            for m in TASK_LEVEL.values():
-                st = mean_ci(gp[m].astype(float))
-                row.update({f"{m}.diff": st["mean"], f"{m}.ci95": st["ci95"], f"{m}.n": st["n"], f"{m}.p": st["p"]})
-            family.append(row)
-        for m in TASK_LEVEL.values():
-            for row, adj in zip(family, holm([r[f"{m}.p"] for r in family])):
-                row[f"{m}.p_holm"] = adj
-        out += family
-    return pd.DataFrame(out)
+            rows.append({**at, "policy": policy, "vs_baseline.baseline": base,
+                         **{f"vs_baseline.{m}": math.nan if v[m] is None else v[m] for m in TASK_LEVEL.values()}})
+        if rows:
+            per_seed += [{**at, "policy": base}, *rows]
+    if not per_seed:
+        print(f"{sweep_dir}: no seed ran both handover modes (fail and migrate) with tasks to pair: "
+              "no migrate - fail task by task", file=sys.stderr)
+        return pd.DataFrame()
+    out = paired_differences(pd.DataFrame(per_seed), keys, {"dvit": base})
+    return out.drop(columns=["layer", "baseline"])
 
 
 def report_modes(dirs: list[str]) -> None:
@@ -141,15 +142,19 @@ def report_modes(dirs: list[str]) -> None:
     cols = ["success_rate", "mean_latency_s", "p95_latency_s", "migrations"]
     for d in dirs:
         res = cosim.load(d).results
+        if MODE not in res.columns:
+            raise SystemExit(f"{d}: no {MODE} grid in this sweep (--modes reads tools/sweeps/dvit_handover*.toml sweeps)")
         keys = [k for k in (PRESET,) if k in res.columns]
         dvit = res[res["layer"] == "dvit"]
         print(f"\n{d}: means over seeds")
         print(dvit.groupby([*keys, MODE, "policy"], sort=False)[cols].mean().round(3).to_string())
+        task = mode_task_differences(res, d, keys)
+        if task.empty:  # no seed ran both modes (said on stderr): nothing to pair
+            continue
         diff = mode_differences(res, keys)
         print(f"{d}: migrate - fail of each policy's own means (paired per seed, 95 % CI; descriptive)")
         show = diff[[*keys, "dvit_policy", "n"] + [c for m in cols for c in (f"{m}.diff", f"{m}.ci95")]]
         print(show.round(4).to_string(index=False))
-        task = mode_task_differences(res, d, keys)
         print(f"{d}: migrate - fail task by task (latency: tasks both modes completed; success: tasks both were "
               "given), paired per seed: d ± 95 % half-width (p_holm over the policies)")
         for m in TASK_LEVEL.values():

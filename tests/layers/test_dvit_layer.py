@@ -283,6 +283,14 @@ def _on_e1_at_90m(net: NetInfo) -> World:
     return w
 
 
+def _junction_net() -> NetInfo:
+    """e1 (0,0)->(100,0), then e2 (100,0)->(100,100), SUMO driving e1 -> e2 on ":J_0" (10 m long,
+    from (100, 0) to (100, 0))."""
+    return NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                   edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
+                   edge_via={("e1", "e2"): ":J_0"})
+
+
 @pytest.mark.parametrize("ahead", ["route", "straight"])
 def test_cells_ahead_follow_the_route(tmp_path, ahead):
     """H' positions: a vehicle 90 m along e1 (0,0)->(100,0), then e2 (100,0)->(100,100), driving
@@ -303,10 +311,7 @@ def test_cells_ahead_cross_the_junction_on_its_internal_edge(tmp_path):
     """The world's one route walker: SUMO drives e1 -> e2 on ":J_0", 10 m long, starting and
     ending at (100, 0). Cell centres 22.5 and 47.5 m ahead of the vehicle at 90 m: 10 m to e1's
     end, 10 m through the junction, then 2.5 and 27.5 m up e2: (100, 2.5), (100, 27.5)."""
-    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
-                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
-                  edge_via={("e1", "e2"): ":J_0"})
-    w = _on_e1_at_90m(net)
+    w = _on_e1_at_90m(_junction_net())
     lay, _ = layer(tmp_path)
     pts, _ = lay._ahead_of(w, np.array([0]), np.array([[90.0, 0.0]]))
     np.testing.assert_allclose(pts[0, :3], [[90, 0], [100, 2.5], [100, 27.5]], atol=1e-9)
@@ -353,10 +358,7 @@ def test_cells_ahead_of_many_vehicles_as_one_at_a_time(tmp_path, ahead):
     positions and velocities (some standing), routed e1 -> e2, on e2 alone (the route ends), or
     on an edge their route does not name (straight ahead); three problems over overlapping
     vehicles in one slot, the RSU among the devices."""
-    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0, ":J_0": 10.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
-                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)},
-                  edge_via={("e1", "e2"): ":J_0"})
-    w = _on_e1_at_90m(net)
+    w = _on_e1_at_90m(_junction_net())
     rng = np.random.default_rng(7)
     n = 60
     ids = np.array([f"v{i}" for i in range(n)], dtype=object)

@@ -382,6 +382,10 @@ class DViTLayer(Layer):
         new = veh[~at.done[veh]]
         if len(new):
             self._walk(world, new, at)
+        # the RSU's rows (vidx -1) read snapshot row 0 and are overwritten below: row 0 exists because
+        # the one caller (_build_problem) always puts the user, a snapshot vehicle, among the devices
+        # (and has already indexed the snapshot with these rows for xy); an empty snapshot never gets here
+        assert len(veh), "_ahead_of: no vehicle among the devices (a problem always holds its user)"
         rows = np.maximum(vidx, 0)
         out, offset = at.xy[rows], at.offset[rows]
         rsu = vidx < 0
