@@ -385,30 +385,31 @@ class _Kernels:
 
 
 @functools.lru_cache(maxsize=2)
-def _kernels(script: bool = True) -> _Kernels:
-    """The block's functions, compiled by TorchScript where ``script`` (and TorchScript works here),
-    else the Python functions themselves. The blocks ask for the compiled ones on the CPU only:
-    on CUDA TorchScript's profiling executor may fuse elementwise operators into kernels of its
-    own (its GPU fuser is on by default), which would sum in other orders than the Python path.
+def _kernels(script: bool) -> _Kernels:
+    """The block's functions, compiled by TorchScript where ``script``, else the Python functions
+    themselves. The blocks ask for the compiled ones on the CPU only: on CUDA TorchScript's
+    profiling executor may fuse elementwise operators into kernels of its own (its GPU fuser is
+    on by default), which would sum in other orders than the Python path.
 
     Third pass of issue 32: TorchScript runs the same aten operators with the same arguments in the
     same order, its interpreter between them instead of Python's (~0.1-0.15 ms of a ~1.1 ms full
     block). It fuses nothing on CPU (``torch._C._jit_can_fuse_on_cpu()`` is False by default, and
     no fuser is turned on here), so each operator runs its own kernel: the same bits (tested
     against the Python functions and against the code before issue 32). ``torch.jit.script`` is
-    deprecated in favour of ``torch.compile``, which generates its own kernels (other bits); where
-    scripting fails (a torch without it), the Python functions run — the same results."""
+    deprecated in favour of ``torch.compile``, which generates its own kernels (other bits); its
+    DeprecationWarning is silenced here. Torch is pinned (2.13.0), so a function TorchScript
+    cannot compile raises here rather than leaving the layer slower unnoticed; with
+    ``PYTORCH_JIT=0`` in the environment ``torch.jit.script`` returns the Python functions
+    themselves, and ``scripted`` says so (the same results, Python's interpreter between the
+    operators)."""
     fns = attend_block, finish_block, combine_experts
     if script:
         import warnings
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                fns = tuple(torch.jit.script(f) for f in fns)
-        except Exception:  # noqa: BLE001 - no TorchScript here: the Python functions, the same operators
-            script = False
-    return _Kernels(*fns, scripted=script)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fns = tuple(torch.jit.script(f) for f in fns)
+    return _Kernels(*fns, scripted=isinstance(fns[0], torch.jit.ScriptFunction))
 
 
 class Block(nn.Module):
