@@ -101,9 +101,10 @@ def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: l
     expert order: the same operations on the same operands, bit for bit (tested against that
     loop), with a fifth of the small tensor calls (issue 32). Second pass: each expert's two
     products write into one buffer for all pairs (``torch.addmm(bias, rows, weight.t(), out=)``,
-    what ``nn.Linear`` calls), GELU, the combine weights and the sum per token (``index_add_``,
-    which adds the rows in their order: expert order per token) then run once on the whole
-    buffer instead of once per expert — elementwise or row-ordered, so the same bits (tested).
+    what ``nn.Linear`` calls: :func:`grouped_linear`), GELU, the combine weights and the sum per
+    token (``index_add_``, which adds the rows in their order: expert order per token) then run
+    once on the whole buffer instead of once per expert — elementwise or row-ordered, so the same
+    bits (tested).
     Third pass: the rows gathered with ``index_select`` (a copy, as ``x[tok]``, at a fifth of its
     CPU), the tokens per expert returned (the bincount the grouping needs is the block's load),
     and the function compiled by TorchScript (:func:`_kernels`)."""
@@ -115,25 +116,27 @@ def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: l
     counts: list[int] = per_expert.tolist()
     tok, slot = tok[order], slot[order]
     xs = x.index_select(0, tok)
-    hidden = x.new_empty([tok.shape[0], up_w[0].shape[0]])
-    ys = torch.empty_like(xs)
-    start = 0
-    for e in range(len(counts)):
-        n = counts[e]
-        if n > 0:
-            torch.addmm(up_b[e], xs[start:start + n], up_w[e].t(), out=hidden[start:start + n])
-            start += n
-    hidden = torch.nn.functional.gelu(hidden)
-    start = 0
-    for e in range(len(counts)):
-        n = counts[e]
-        if n > 0:
-            torch.addmm(down_b[e], hidden[start:start + n], down_w[e].t(), out=ys[start:start + n])
-            start += n
+    hidden = grouped_linear(xs, counts, up_w, up_b, x.new_empty([tok.shape[0], up_w[0].shape[0]]))
+    ys = grouped_linear(torch.nn.functional.gelu(hidden), counts, down_w, down_b, torch.empty_like(xs))
     ys.mul_(w[tok, slot].unsqueeze(1))
     if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
         return add_in_expert_order(x, idx, tok, slot, ys), per_expert
     return torch.zeros_like(x).index_add_(0, tok, ys), per_expert
+
+
+def grouped_linear(rows: torch.Tensor, counts: list[int], weight: list[torch.Tensor], bias: list[torch.Tensor],
+                   out: torch.Tensor) -> torch.Tensor:
+    """``out`` with expert ``e``'s ``nn.Linear`` (``weight[e]``, ``bias[e]``) applied to its
+    ``counts[e]`` consecutive rows of ``rows`` (the rows grouped by expert, experts ascending):
+    ``torch.addmm(bias, rows, weight.t(), out=)`` per expert with rows, what ``nn.Linear`` calls.
+    :func:`combine_experts`' up and down projections (TorchScript compiles it with it)."""
+    start = 0
+    for e in range(len(counts)):
+        n = counts[e]
+        if n > 0:
+            torch.addmm(bias[e], rows[start:start + n], weight[e].t(), out=out[start:start + n])
+            start += n
+    return out
 
 
 def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, slot: torch.Tensor,
