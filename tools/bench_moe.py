@@ -32,8 +32,10 @@ matmul rate without TF32.
 ``--sections END`` (issue 32, second pass) times, in one process per round, torch's import, the
 layer's modules, a serial grid6_moe run (seed 42) to END seconds with no layers and the same run
 with the layer (the layer's cost in the run is the difference), and inside it the layer's functions
-(``SECTIONS``: inclusive and self CPU, per task and per call). ``--baseline-src DIR`` runs DIR's
-package the same way, interleaved, ``--rounds`` times (medians printed).
+(``SECTIONS``: inclusive and self CPU, per task and per call; the functions a run calls through
+Python — the block's TorchScript-compiled internals are not timed separately, ``Block.attend`` and
+``Block.finish`` are one compiled call each). ``--baseline-src DIR`` runs DIR's package the same
+way, interleaved, ``--rounds`` times (medians printed).
 
 For the layer's share of a whole run, use the side-by-side benchmark:
     python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
@@ -318,10 +320,12 @@ def gate(args: argparse.Namespace) -> None:
         print(f"  {dev}, float32 4096^3 matmul (no TF32): {10 * 2 * 4096**3 / (time.perf_counter() - w0) / 1e9:.0f} GFLOP/s")
 
 
-#: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped)
+#: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped):
+#: the functions a run calls through Python. The block's compiled internals (``attend_block``,
+#: ``finish_block``, ``combine_experts``, ``masked_attention``: TorchScript calls them, not Python)
+#: are not timed separately: ``Block.attend`` and ``Block.finish`` each time one whole compiled call
 SECTIONS = ["layer.MoELayer.on_slot", "layer.MoELayer.submit", "layer.MoELayer.route", "model.GateModel.load",
-            "model.Block.forward", "model.Block.attend", "model.Block.finish", "model.MoELayer.forward_routed",
-            "model.MoELayer.combine", "model.causal_attention", "layer.MoELayer._prices", "layer.Game.nash_gap",
+            "model.Block.attend", "model.Block.finish", "layer.MoELayer._prices", "layer.Game.nash_gap",
             "layer.Game.outcome", "layer.interior_equilibrium", "layer.MoELayer.candidates", "layer.MoELayer.place",
             "layer.MoELayer._free", "layer.MoELayer._advance", "layer.MoELayer._finish", "layer.MoELayer._reroute"]
 

@@ -1,5 +1,8 @@
 """The torch MoE layer: physical gating and expert-parallel execution across vehicles."""
 
+import warnings
+
+import pytest
 import torch
 
 from cosim.layers.moe.model import MoELayer, expert_parallel, place, route_from_logits
@@ -174,14 +177,19 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
     assert checked > 3 * 8 * 256  # thousands of routed (token, expert) pairs, masked experts included
 
 
-def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
-    from cosim.layers.moe.model import causal_attention
+def test_masked_attention_with_the_causal_mask_is_torchs_causal_attention_bit_for_bit():
+    # what the block runs (attend_block: masked_attention with _causal_mask), compiled and not
+    from cosim.layers.moe import model as gm
 
+    with warnings.catch_warnings():  # torch.jit.script is deprecated (as in _kernels)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(gm.masked_attention)
     gen = torch.Generator().manual_seed(7)
     for T, d in ((1, 8), (7, 16), (64, 32), (256, 64), (300, 64)):
         q, k, v = (torch.randn(T, d, generator=gen) * 3 for _ in range(3))
         want = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
-        got = causal_attention(q, k, v)
+        got = gm.masked_attention(q, k, v, gm._causal_mask(T, q.device))
+        assert scripted(q, k, v, gm._causal_mask(T, q.device)).numpy().tobytes() == want.numpy().tobytes(), (T, d)
         assert got.numpy().tobytes() == want.numpy().tobytes(), (T, d)
         assert torch.allclose(got[0], v[0])  # the first token sees only itself
 
@@ -192,8 +200,6 @@ def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
     # keep_freed_memory() the freed buffers are reused (~130, the memos' own growth)
     import resource
     import sys
-
-    import pytest
 
     from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
 

@@ -336,13 +336,6 @@ def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")).to(device)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
-    ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
-    for these shapes (:func:`masked_attention` with the causal mask)."""
-    return masked_attention(q, k, v, _causal_mask(q.shape[0], q.device))
-
-
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v, as torch's ``scaled_dot_product_attention`` computes it on
     CPU for (T, d) tensors and a causal mask (its math path: q and k^T each scaled by d^-1/4, the
