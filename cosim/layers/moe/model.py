@@ -484,9 +484,10 @@ class GateModel(nn.Module):
 
         On the model's device (``GateModel(...).to(device)``, issue 32): the prompt and the
         quality are copied there, the memo keeps that device's tensors, and the loads come back to
-        the CPU once per call. On CUDA the pass runs in IEEE float32 (:func:`float32_exact`: a
-        user's TF32 for cuBLAS off while it runs, then back) and with no atomic float sums
-        (:func:`add_in_expert_order`): two runs give the same loads.
+        the CPU once per call. On any device the pass runs in IEEE float32 (:func:`float32_exact`:
+        a user's TF32 for cuBLAS, or TF32/bf16 for oneDNN on the CPU, off while it runs, then
+        back), and on CUDA with no atomic float sums (:func:`add_in_expert_order`): two runs give
+        the same loads.
 
         ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
         with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
@@ -504,11 +505,8 @@ class GateModel(nn.Module):
         the gate's top-k and the experts there. Third pass: a block's tokens per expert come from
         :meth:`Block.finish` (the bincount its experts' grouping computes anyway), and the memo's
         rows are prefixes of the quality table's bytes (one conversion a routing, not one a layer)."""
-        device = self.device
-        if device.type == "cpu":
-            return self._load(ids, quality, memo, None)
         with float32_exact():
-            return self._load(ids, quality, memo, device)
+            return self._load(ids, quality, memo, None if self.device.type == "cpu" else self.device)
 
     @torch.inference_mode()
     def _load(self, ids: torch.Tensor, quality: torch.Tensor | None, memo: dict | None,
@@ -556,34 +554,48 @@ class GateModel(nn.Module):
 
 @contextlib.contextmanager
 def float32_exact():
-    """cuBLAS's float32 matmuls in IEEE float32 while the block runs, then torch's settings back
-    as they were (also on an error). TF32 rounds a float32 matmul's operands to 10 mantissa bits
-    where torch allows it (``torch.set_float32_matmul_precision("high")``, or
-    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``: a user's choice for their own model)
-    — ~1e-3 relative on the gate's scores, enough to move routings.
+    """Float32 matmuls in IEEE float32 for the whole :meth:`GateModel.load` (cuBLAS on CUDA,
+    oneDNN on the CPU), then torch's settings back as they were (also on an error). A user's
+    choice for their own model can lower them: ``torch.set_float32_matmul_precision("high")``
+    (TF32: operands rounded to 10 mantissa bits), ``"medium"`` (oneDNN then multiplies in bf16 on
+    a CPU that has it: 7 bits — measured: every block's output changed), or the new per-backend
+    ``fp32_precision`` settings ("tf32"/"bf16" on ``torch.backends.cuda.matmul``,
+    ``torch.backends.mkldnn.matmul``, or a parent they inherit from). ~1e-3 relative or worse on
+    the gate's scores, enough to move routings.
 
-    Torch's default is IEEE float32 already (``fp32_precision`` "none"/"ieee", precision
-    "highest"): then nothing is changed at all. Where TF32 is on, the pass sets "highest"
-    (torch's one call that sets the legacy flag and the new per-backend ones together: setting
-    one family alone makes torch refuse a later matmul as a "mix of the legacy and new APIs") and
-    restores the legacy precision, then the new cuBLAS and oneDNN matmul settings, as read.
-    cuDNN's TF32 setting (on by default) is left alone: it governs convolutions and RNNs, and the
-    gate model has neither (its attention is written out as matmuls and a softmax, its norms,
-    softmax and embedding are ATen's own kernels), so it cannot reach the gate's arithmetic."""
+    Torch's default is IEEE float32 already (both backends' matmul ``fp32_precision``
+    "none"/"ieee", precision "highest"): then nothing is changed at all (two attribute reads a
+    call). Otherwise the pass sets "highest" (torch's one call that sets the legacy flag and the
+    new per-backend ones together: setting one family alone makes torch refuse a later matmul as
+    a "mix of the legacy and new APIs") and restores the legacy precision, then the cuBLAS and
+    oneDNN matmul settings as read (what each resolved to). cuDNN's TF32 setting (on by default)
+    and oneDNN's for convolutions are left alone: they govern convolutions and RNNs, and the gate
+    model has neither (its attention is written out as matmuls and a softmax, its norms, softmax
+    and embedding are ATen's own kernels), so they cannot reach the gate's arithmetic. Beyond its
+    reach (docs/moe.md, "On a GPU"): two environment variables act beneath torch's flags —
+    ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`` (read by torch; set in NVIDIA's PyTorch containers)
+    puts cuBLAS's float32 matmuls in TF32 whatever the flags say, ``NVIDIA_TF32_OVERRIDE``
+    (read by NVIDIA's libraries; 0 forces TF32 off) overrides them too; this function neither
+    sees nor undoes either."""
     import torch.backends
 
     matmul, onednn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
-    if matmul.fp32_precision != "tf32":  # IEEE float32 already: leave every setting alone
+    saved = (matmul.fp32_precision, onednn.fp32_precision)
+    if saved[0] in _FULL and saved[1] in _FULL:  # IEEE float32 already: leave every setting alone
         yield
         return
     try:
         legacy = torch.get_float32_matmul_precision()
     except RuntimeError:  # the new API set alone: the legacy flag is at its default
         legacy = "highest"
-    saved = (matmul.fp32_precision, onednn.fp32_precision)
     torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(legacy)
         matmul.fp32_precision, onednn.fp32_precision = saved
+
+
+#: a backend's matmul ``fp32_precision`` values that mean IEEE float32 ("none": inherited, and the
+#: root's default is IEEE)
+_FULL = ("none", "ieee")
