@@ -140,19 +140,21 @@ def _mask_loop(layer, x, quality):  # noqa: ANN001, ANN202
     return out, idx, w
 
 
-def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_on_real_prompts():
-    # the layer's own model (width 64, 8 blocks of 8 experts, top-2, 256 tokens) on corpus prompts;
-    # each block's input is the reference's, and every block's output must have the same bytes
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_on_real_prompts(top_k):
+    # the layer's own model (width 64, 8 blocks of 8 experts, 256 tokens; top-1, the default
+    # top-2, top-3) on corpus prompts; each block's input is the reference's, and every block's
+    # output must have the same bytes
     from cosim.layers.moe.model import GateModel, Vocabulary
 
     torch.set_num_threads(1)  # as the layer runs it
     vocab = Vocabulary()
-    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
+    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=top_k, seed=0)
     gen = torch.Generator().manual_seed(3)
     checked = 0
     for seed in range(3):
         prompt = vocab.prompt(256, torch.Generator().manual_seed(seed))
-        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the second slot's weight 0), none in layer 5
+        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the other slots' weight 0), none in layer 5
         sparse[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.5
         sparse[5] = 0.0
         for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3), sparse):
@@ -174,7 +176,8 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
                 x = want
             # and the whole pass: the counts the reference's routings give
             assert torch.equal(model.load(prompt, q), torch.stack(counts))
-    assert checked > 3 * 8 * 256  # thousands of routed (token, expert) pairs, masked experts included
+    # thousands of routed (token, expert) pairs, masked experts included (all-ones alone: 3 x 8 x 256 x k)
+    assert checked > 3 * 8 * 256 * top_k
 
 
 def test_masked_attention_with_the_causal_mask_is_torchs_causal_attention_bit_for_bit():
