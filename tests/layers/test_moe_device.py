@@ -72,6 +72,24 @@ def test_adding_in_expert_order_is_index_add_bit_for_bit(top_k):
             assert not torch.equal(other, want)
 
 
+def test_bench_moe_device_is_checked_as_the_layers_option_and_exits_with_one_line(monkeypatch):
+    # tools/bench_moe.py --device: the layer's checker (option pattern, then gate_device), before
+    # the run it would record; a bad value is sys.exit with the checker's one line
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "tools"))
+    import bench_moe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    assert bench_moe.device("cpu") == torch.device("cpu") and bench_moe.device("auto") == torch.device("cpu")
+    for bad, said in (("gpu", "'gpu': expected cpu, auto, cuda or cuda:N"),
+                      ("cuda:1", f"'cuda:1' but torch {torch.__version__} finds no CUDA device here")):
+        with pytest.raises(SystemExit) as e:
+            bench_moe.device(bad)
+        assert isinstance(e.value.code, str) and "\n" not in e.value.code
+        assert e.value.code.startswith(f"--device: layers.moe.device: {said}")
+
+
 def test_float32_exact_leaves_the_default_alone_and_restores_a_users_tf32(monkeypatch):
     matmul = torch.backends.cuda.matmul
     before = (torch.get_float32_matmul_precision(), matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
