@@ -32,8 +32,10 @@ matmul rate without TF32.
 ``--sections END`` (issue 32, second pass) times, in one process per round, torch's import, the
 layer's modules, a serial grid6_moe run (seed 42) to END seconds with no layers and the same run
 with the layer (the layer's cost in the run is the difference), and inside it the layer's functions
-(``SECTIONS``: inclusive and self CPU, per task and per call). ``--baseline-src DIR`` runs DIR's
-package the same way, interleaved, ``--rounds`` times (medians printed).
+(``SECTIONS``: inclusive and self CPU, per task and per call; the functions a run calls through
+Python — the block's TorchScript-compiled internals are not timed separately, ``Block.attend`` and
+``Block.finish`` are one compiled call each). ``--baseline-src DIR`` runs DIR's package the same
+way, interleaved, ``--rounds`` times (medians printed).
 
 For the layer's share of a whole run, use the side-by-side benchmark:
     python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
@@ -198,6 +200,33 @@ def record_gate(end: float) -> list:
     return list(tasks.values())
 
 
+def device(value: str):  # noqa: ANN201 - a torch.device
+    """``--device``, checked as the layer checks ``[layers.moe] device`` (its option, then
+    ``layer.gate_device``: cpu, auto, cuda or cuda:N, with CUDA present); a bad value exits with
+    the checker's one line."""
+    from cosim.config import build_section
+    from cosim.errors import ConfigError
+    from cosim.layers.moe.layer import MoEConfig, gate_device
+
+    try:
+        return gate_device(build_section(MoEConfig, {"device": value}, "--device", "layers.moe").device,
+                           "--device: layers.moe")[0]
+    except ConfigError as e:
+        sys.exit(str(e))
+
+
+def baseline_gate(src: str):  # noqa: ANN201 - a module
+    """``DIR/cosim/layers/moe/model.py`` of a checkout ``src`` (``--baseline-src``) loaded as the
+    module ``base_gate``, beside this checkout's (also for tools/gate_block_bench.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("base_gate", Path(src) / "cosim/layers/moe/model.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def attend_flop(T: int, D: int, E: int) -> int:
     """Multiply-adds x 2 of a block's part that depends on its input alone (``Block.attend``):
     Q/K/V (2 T D 3D), the scores and their weighted sum over the whole T x T square (2 T T D each:
@@ -213,24 +242,15 @@ def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> 
 
 
 def gate(args: argparse.Namespace) -> None:
-    import importlib.util
-
     import torch
 
     from cosim.layers.moe.model import GateModel, Vocabulary
 
-    dev = torch.device(args.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():  # before the run it would record
-        sys.exit(f"--device {args.device}: torch {torch.__version__} finds no CUDA device here")
+    dev = device(args.device)  # before the run it would record
     tasks = record_gate(args.gate)
     models = {"this": GateModel}
     if args.baseline_src:
-        src = Path(args.baseline_src) / "cosim/layers/moe/model.py"
-        spec = importlib.util.spec_from_file_location("base_gate", src)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # its dataclasses look their module up
-        spec.loader.exec_module(mod)
-        models = {"base": mod.GateModel, **models}
+        models = {"base": baseline_gate(args.baseline_src).GateModel, **models}
     vocab = Vocabulary()
     L, E = tasks[0][0][1].shape
     D, T = 64, len(tasks[0][0][0])
@@ -318,10 +338,12 @@ def gate(args: argparse.Namespace) -> None:
         print(f"  {dev}, float32 4096^3 matmul (no TF32): {10 * 2 * 4096**3 / (time.perf_counter() - w0) / 1e9:.0f} GFLOP/s")
 
 
-#: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped)
+#: what --sections times (class or module attribute paths under cosim.layers.moe; absent ones skipped):
+#: the functions a run calls through Python. The block's compiled internals (``attend_block``,
+#: ``finish_block``, ``combine_experts``, ``masked_attention``: TorchScript calls them, not Python)
+#: are not timed separately: ``Block.attend`` and ``Block.finish`` each time one whole compiled call
 SECTIONS = ["layer.MoELayer.on_slot", "layer.MoELayer.submit", "layer.MoELayer.route", "model.GateModel.load",
-            "model.Block.forward", "model.Block.attend", "model.Block.finish", "model.MoELayer.forward_routed",
-            "model.MoELayer.combine", "model.causal_attention", "layer.MoELayer._prices", "layer.Game.nash_gap",
+            "model.Block.attend", "model.Block.finish", "layer.MoELayer._prices", "layer.Game.nash_gap",
             "layer.Game.outcome", "layer.interior_equilibrium", "layer.MoELayer.candidates", "layer.MoELayer.place",
             "layer.MoELayer._free", "layer.MoELayer._advance", "layer.MoELayer._finish", "layer.MoELayer._reroute"]
 
@@ -439,9 +461,9 @@ def main() -> None:
     ap.add_argument("--gate", type=float, metavar="END", help="time the gate routings of a grid6_moe run to END s")
     ap.add_argument("--baseline-src", metavar="DIR", help="--gate: also replay DIR's gate model, interleaved")
     ap.add_argument("--device", default="cpu",
-                    help="--gate: also replay the gate model on this torch device (cuda, cuda:N), interleaved with "
-                         "the CPU's: its CPU and wall per task, that its replays agree bit for bit, and how many "
-                         "routed pairs differ from the CPU's")
+                    help="--gate: also replay the gate model on this device (cpu, auto, cuda, cuda:N: checked as "
+                         "[layers.moe] device is), interleaved with the CPU's: its CPU and wall per task, that its "
+                         "replays agree bit for bit, and how many routed pairs differ from the CPU's")
     ap.add_argument("--sections", type=float, metavar="END",
                     help="where the layer's CPU goes in a grid6_moe run to END s, per task (with --baseline-src: "
                          "DIR's too, interleaved)")

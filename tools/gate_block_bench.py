@@ -14,7 +14,6 @@ the same bytes per block.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -22,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench_moe  # noqa: E402 - its --baseline-src loading
 
 
 def main() -> None:
@@ -40,11 +42,7 @@ def main() -> None:
     this = gm.GateModel(len(vocab), 64, 128, 8, 8, 2, 0)  # the layer's defaults
     models = {}
     if args.baseline_src:
-        src = Path(args.baseline_src) / "cosim/layers/moe/model.py"
-        spec = importlib.util.spec_from_file_location("base_gate", src)
-        base = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = base
-        spec.loader.exec_module(base)
+        base = bench_moe.baseline_gate(args.baseline_src)
         models["base"] = (base.GateModel(len(vocab), 64, 128, 8, 8, 2, 0), None)
     models["python"] = (this, gm._kernels(False))
     models["script"] = (this, gm._kernels(True))
@@ -54,7 +52,7 @@ def main() -> None:
 
     def run(name: str) -> list[bytes]:
         model, kernels = models[name]
-        gm._kernels = compiled if kernels is None else (lambda script=True, k=kernels: k)
+        gm._kernels = compiled if kernels is None else (lambda script, k=kernels: k)
         try:
             with torch.inference_mode():
                 x = model.embed(prompt) + model.positions(256)

@@ -72,6 +72,24 @@ def test_adding_in_expert_order_is_index_add_bit_for_bit(top_k):
             assert not torch.equal(other, want)
 
 
+def test_bench_moe_device_is_checked_as_the_layers_option_and_exits_with_one_line(monkeypatch):
+    # tools/bench_moe.py --device: the layer's checker (option pattern, then gate_device), before
+    # the run it would record; a bad value is sys.exit with the checker's one line
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "tools"))
+    import bench_moe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    assert bench_moe.device("cpu") == torch.device("cpu") and bench_moe.device("auto") == torch.device("cpu")
+    for bad, said in (("gpu", "'gpu': expected cpu, auto, cuda or cuda:N"),
+                      ("cuda:1", f"'cuda:1' but torch {torch.__version__} finds no CUDA device here")):
+        with pytest.raises(SystemExit) as e:
+            bench_moe.device(bad)
+        assert isinstance(e.value.code, str) and "\n" not in e.value.code
+        assert e.value.code.startswith(f"--device: layers.moe.device: {said}")
+
+
 def test_float32_exact_leaves_the_default_alone_and_restores_a_users_tf32(monkeypatch):
     matmul = torch.backends.cuda.matmul
     before = (torch.get_float32_matmul_precision(), matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
@@ -91,6 +109,46 @@ def test_float32_exact_leaves_the_default_alone_and_restores_a_users_tf32(monkey
     finally:
         torch.set_float32_matmul_precision(before[0])
         matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = before[1], before[2]
+
+
+def _blocks(model, prompt, quality, guarded=True):  # noqa: ANN001, ANN202
+    """(loads, the bytes of every block's attention, norm, gate logits, output and loads) of one
+    pass, read from its memo (the last block routes only: no output there)."""
+    memo: dict = {}
+    loads = model.load(prompt, quality, memo) if guarded else model._load(prompt, quality, memo, None)
+    outs = [t.numpy().tobytes() for k, v in memo.items() if k != "embed" for t in v if t is not None]
+    return loads.numpy().tobytes(), outs
+
+
+def test_a_users_bf16_or_tf32_precision_does_not_reach_the_cpu_gate_and_is_restored():
+    # torch.set_float32_matmul_precision("medium") lets oneDNN multiply float32 in bf16 on a CPU
+    # that has it (this one: every block's output changed); the gate's load runs in IEEE float32
+    torch.set_num_threads(1)
+    vocab = Vocabulary()
+    model = GateModel(len(vocab), 64, 128, 8, 8, 2, 0)
+    prompt = vocab.prompt(256, torch.Generator().manual_seed(1))
+    q = torch.rand(8, 8, generator=torch.Generator().manual_seed(0))
+    default = _blocks(model, prompt, q)
+    assert len(default[1]) == 8 * 3 + 8 * 2 - 1  # per block: attend's 3 tensors, (output, loads); the last no output
+    onednn, cuda_mm = torch.backends.mkldnn.matmul, torch.backends.cuda.matmul
+    before = (torch.get_float32_matmul_precision(), cuda_mm.fp32_precision, onednn.fp32_precision)
+    try:
+        for user in ("medium", "high"):
+            torch.set_float32_matmul_precision(user)
+            setting = (torch.get_float32_matmul_precision(), cuda_mm.fp32_precision, onednn.fp32_precision)
+            assert setting[2] == {"medium": "bf16", "high": "tf32"}[user]
+            assert _blocks(model, prompt, q) == default  # loads and every block's bytes
+            assert (torch.get_float32_matmul_precision(), cuda_mm.fp32_precision, onednn.fp32_precision) == setting
+        torch.set_float32_matmul_precision(before[0])
+        onednn.fp32_precision = "bf16"  # the new per-backend API alone (the legacy getter then raises)
+        assert _blocks(model, prompt, q) == default and onednn.fp32_precision == "bf16"
+        torch.set_float32_matmul_precision("medium")
+        unguarded = _blocks(model, prompt, q, guarded=False)
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        cuda_mm.fp32_precision, onednn.fp32_precision = before[1], before[2]
+    if unguarded[1] == default[1]:
+        pytest.skip("this CPU multiplies float32 in float32 under \"medium\" too (no bf16): the guard is untested here")
 
 
 # -- on CUDA ----------------------------------------------------------------------------------

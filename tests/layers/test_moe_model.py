@@ -1,5 +1,8 @@
 """The torch MoE layer: physical gating and expert-parallel execution across vehicles."""
 
+import warnings
+
+import pytest
 import torch
 
 from cosim.layers.moe.model import MoELayer, expert_parallel, place, route_from_logits
@@ -137,19 +140,21 @@ def _mask_loop(layer, x, quality):  # noqa: ANN001, ANN202
     return out, idx, w
 
 
-def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_on_real_prompts():
-    # the layer's own model (width 64, 8 blocks of 8 experts, top-2, 256 tokens) on corpus prompts;
-    # each block's input is the reference's, and every block's output must have the same bytes
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_on_real_prompts(top_k):
+    # the layer's own model (width 64, 8 blocks of 8 experts, 256 tokens; top-1, the default
+    # top-2, top-3) on corpus prompts; each block's input is the reference's, and every block's
+    # output must have the same bytes
     from cosim.layers.moe.model import GateModel, Vocabulary
 
     torch.set_num_threads(1)  # as the layer runs it
     vocab = Vocabulary()
-    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=2, seed=0)
+    model = GateModel(len(vocab), 64, 128, layers=8, experts=8, top_k=top_k, seed=0)
     gen = torch.Generator().manual_seed(3)
     checked = 0
     for seed in range(3):
         prompt = vocab.prompt(256, torch.Generator().manual_seed(seed))
-        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the second slot's weight 0), none in layer 5
+        sparse = torch.zeros(8, 8)  # one reachable expert per layer (the other slots' weight 0), none in layer 5
         sparse[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.5
         sparse[5] = 0.0
         for q in (torch.ones(8, 8), torch.rand(8, 8, generator=gen) * (torch.rand(8, 8, generator=gen) > 0.3), sparse):
@@ -171,17 +176,23 @@ def test_the_grouped_experts_and_inference_mode_give_the_mask_loop_bit_for_bit_o
                 x = want
             # and the whole pass: the counts the reference's routings give
             assert torch.equal(model.load(prompt, q), torch.stack(counts))
-    assert checked > 3 * 8 * 256  # thousands of routed (token, expert) pairs, masked experts included
+    # thousands of routed (token, expert) pairs, masked experts included (all-ones alone: 3 x 8 x 256 x k)
+    assert checked > 3 * 8 * 256 * top_k
 
 
-def test_causal_attention_is_torchs_causal_attention_bit_for_bit():
-    from cosim.layers.moe.model import causal_attention
+def test_masked_attention_with_the_causal_mask_is_torchs_causal_attention_bit_for_bit():
+    # what the block runs (attend_block: masked_attention with _causal_mask), compiled and not
+    from cosim.layers.moe import model as gm
 
+    with warnings.catch_warnings():  # torch.jit.script is deprecated (as in _kernels)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(gm.masked_attention)
     gen = torch.Generator().manual_seed(7)
     for T, d in ((1, 8), (7, 16), (64, 32), (256, 64), (300, 64)):
         q, k, v = (torch.randn(T, d, generator=gen) * 3 for _ in range(3))
         want = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
-        got = causal_attention(q, k, v)
+        got = gm.masked_attention(q, k, v, gm._causal_mask(T, q.device))
+        assert scripted(q, k, v, gm._causal_mask(T, q.device)).numpy().tobytes() == want.numpy().tobytes(), (T, d)
         assert got.numpy().tobytes() == want.numpy().tobytes(), (T, d)
         assert torch.allclose(got[0], v[0])  # the first token sees only itself
 
@@ -192,8 +203,6 @@ def test_keep_freed_memory_stops_the_gates_page_faults_and_changes_no_value():
     # keep_freed_memory() the freed buffers are reused (~130, the memos' own growth)
     import resource
     import sys
-
-    import pytest
 
     from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
 

@@ -42,6 +42,7 @@ Success: every layer done within ``deadline_s`` and the TV still there. Results:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -138,6 +139,19 @@ def gate_device(value: str, where: str) -> tuple[object, str]:
     if index >= n:
         raise ConfigError(f"{where}.device: {value!r} but torch sees {n} CUDA device{'s' * (n != 1)} (cuda:0 to cuda:{n - 1})")
     return torch.device("cuda", index), f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Torch's intra-op threads at one inside the ``with``, then as they were (also on an error)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def interior_equilibrium(game: Game) -> np.ndarray | None:
@@ -295,14 +309,8 @@ class MoELayer(Layer):
         device and the loads back)."""
         import torch
 
-        if self.gate_device.type != "cpu":
+        with _one_thread() if self.gate_device.type == "cpu" else contextlib.nullcontext():
             return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
-        finally:
-            torch.set_num_threads(threads)
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:

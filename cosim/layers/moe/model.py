@@ -101,9 +101,10 @@ def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: l
     expert order: the same operations on the same operands, bit for bit (tested against that
     loop), with a fifth of the small tensor calls (issue 32). Second pass: each expert's two
     products write into one buffer for all pairs (``torch.addmm(bias, rows, weight.t(), out=)``,
-    what ``nn.Linear`` calls), GELU, the combine weights and the sum per token (``index_add_``,
-    which adds the rows in their order: expert order per token) then run once on the whole
-    buffer instead of once per expert — elementwise or row-ordered, so the same bits (tested).
+    what ``nn.Linear`` calls: :func:`grouped_linear`), GELU, the combine weights and the sum per
+    token (``index_add_``, which adds the rows in their order: expert order per token) then run
+    once on the whole buffer instead of once per expert — elementwise or row-ordered, so the same
+    bits (tested).
     Third pass: the rows gathered with ``index_select`` (a copy, as ``x[tok]``, at a fifth of its
     CPU), the tokens per expert returned (the bincount the grouping needs is the block's load),
     and the function compiled by TorchScript (:func:`_kernels`)."""
@@ -115,25 +116,27 @@ def combine_experts(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, up_w: l
     counts: list[int] = per_expert.tolist()
     tok, slot = tok[order], slot[order]
     xs = x.index_select(0, tok)
-    hidden = x.new_empty([tok.shape[0], up_w[0].shape[0]])
-    ys = torch.empty_like(xs)
-    start = 0
-    for e in range(len(counts)):
-        n = counts[e]
-        if n > 0:
-            torch.addmm(up_b[e], xs[start:start + n], up_w[e].t(), out=hidden[start:start + n])
-            start += n
-    hidden = torch.nn.functional.gelu(hidden)
-    start = 0
-    for e in range(len(counts)):
-        n = counts[e]
-        if n > 0:
-            torch.addmm(down_b[e], hidden[start:start + n], down_w[e].t(), out=ys[start:start + n])
-            start += n
+    hidden = grouped_linear(xs, counts, up_w, up_b, x.new_empty([tok.shape[0], up_w[0].shape[0]]))
+    ys = grouped_linear(torch.nn.functional.gelu(hidden), counts, down_w, down_b, torch.empty_like(xs))
     ys.mul_(w[tok, slot].unsqueeze(1))
     if x.is_cuda:  # index_add_ adds with atomics there: in whatever order the threads arrive
         return add_in_expert_order(x, idx, tok, slot, ys), per_expert
     return torch.zeros_like(x).index_add_(0, tok, ys), per_expert
+
+
+def grouped_linear(rows: torch.Tensor, counts: list[int], weight: list[torch.Tensor], bias: list[torch.Tensor],
+                   out: torch.Tensor) -> torch.Tensor:
+    """``out`` with expert ``e``'s ``nn.Linear`` (``weight[e]``, ``bias[e]``) applied to its
+    ``counts[e]`` consecutive rows of ``rows`` (the rows grouped by expert, experts ascending):
+    ``torch.addmm(bias, rows, weight.t(), out=)`` per expert with rows, what ``nn.Linear`` calls.
+    :func:`combine_experts`' up and down projections (TorchScript compiles it with it)."""
+    start = 0
+    for e in range(len(counts)):
+        n = counts[e]
+        if n > 0:
+            torch.addmm(bias[e], rows[start:start + n], weight[e].t(), out=out[start:start + n])
+            start += n
+    return out
 
 
 def add_in_expert_order(x: torch.Tensor, idx: torch.Tensor, tok: torch.Tensor, slot: torch.Tensor,
@@ -333,13 +336,6 @@ def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")).to(device)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + causal mask) v for (T, d) tensors, as
-    ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)`` computes it on CPU
-    for these shapes (:func:`masked_attention` with the causal mask)."""
-    return masked_attention(q, k, v, _causal_mask(q.shape[0], q.device))
-
-
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v, as torch's ``scaled_dot_product_attention`` computes it on
     CPU for (T, d) tensors and a causal mask (its math path: q and k^T each scaled by d^-1/4, the
@@ -385,30 +381,31 @@ class _Kernels:
 
 
 @functools.lru_cache(maxsize=2)
-def _kernels(script: bool = True) -> _Kernels:
-    """The block's functions, compiled by TorchScript where ``script`` (and TorchScript works here),
-    else the Python functions themselves. The blocks ask for the compiled ones on the CPU only:
-    on CUDA TorchScript's profiling executor may fuse elementwise operators into kernels of its
-    own (its GPU fuser is on by default), which would sum in other orders than the Python path.
+def _kernels(script: bool) -> _Kernels:
+    """The block's functions, compiled by TorchScript where ``script``, else the Python functions
+    themselves. The blocks ask for the compiled ones on the CPU only: on CUDA TorchScript's
+    profiling executor may fuse elementwise operators into kernels of its own (its GPU fuser is
+    on by default), which would sum in other orders than the Python path.
 
     Third pass of issue 32: TorchScript runs the same aten operators with the same arguments in the
     same order, its interpreter between them instead of Python's (~0.1-0.15 ms of a ~1.1 ms full
     block). It fuses nothing on CPU (``torch._C._jit_can_fuse_on_cpu()`` is False by default, and
     no fuser is turned on here), so each operator runs its own kernel: the same bits (tested
     against the Python functions and against the code before issue 32). ``torch.jit.script`` is
-    deprecated in favour of ``torch.compile``, which generates its own kernels (other bits); where
-    scripting fails (a torch without it), the Python functions run — the same results."""
+    deprecated in favour of ``torch.compile``, which generates its own kernels (other bits); its
+    DeprecationWarning is silenced here. Torch is pinned (2.13.0), so a function TorchScript
+    cannot compile raises here rather than leaving the layer slower unnoticed; with
+    ``PYTORCH_JIT=0`` in the environment ``torch.jit.script`` returns the Python functions
+    themselves, and ``scripted`` says so (the same results, Python's interpreter between the
+    operators)."""
     fns = attend_block, finish_block, combine_experts
     if script:
         import warnings
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                fns = tuple(torch.jit.script(f) for f in fns)
-        except Exception:  # noqa: BLE001 - no TorchScript here: the Python functions, the same operators
-            script = False
-    return _Kernels(*fns, scripted=script)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fns = tuple(torch.jit.script(f) for f in fns)
+    return _Kernels(*fns, scripted=isinstance(fns[0], torch.jit.ScriptFunction))
 
 
 class Block(nn.Module):
@@ -487,9 +484,10 @@ class GateModel(nn.Module):
 
         On the model's device (``GateModel(...).to(device)``, issue 32): the prompt and the
         quality are copied there, the memo keeps that device's tensors, and the loads come back to
-        the CPU once per call. On CUDA the pass runs in IEEE float32 (:func:`float32_exact`: a
-        user's TF32 for cuBLAS off while it runs, then back) and with no atomic float sums
-        (:func:`add_in_expert_order`): two runs give the same loads.
+        the CPU once per call. On any device the pass runs in IEEE float32 (:func:`float32_exact`:
+        a user's TF32 for cuBLAS, or TF32/bf16 for oneDNN on the CPU, off while it runs, then
+        back), and on CUDA with no atomic float sums (:func:`add_in_expert_order`): two runs give
+        the same loads.
 
         ``memo``: a dict kept with one prompt (the caller's: empty at first, then passed again
         with the same ``ids`` only). Block l's output depends on the prompt and on the quality of
@@ -507,11 +505,8 @@ class GateModel(nn.Module):
         the gate's top-k and the experts there. Third pass: a block's tokens per expert come from
         :meth:`Block.finish` (the bincount its experts' grouping computes anyway), and the memo's
         rows are prefixes of the quality table's bytes (one conversion a routing, not one a layer)."""
-        device = self.device
-        if device.type == "cpu":
-            return self._load(ids, quality, memo, None)
         with float32_exact():
-            return self._load(ids, quality, memo, device)
+            return self._load(ids, quality, memo, None if self.device.type == "cpu" else self.device)
 
     @torch.inference_mode()
     def _load(self, ids: torch.Tensor, quality: torch.Tensor | None, memo: dict | None,
@@ -559,34 +554,48 @@ class GateModel(nn.Module):
 
 @contextlib.contextmanager
 def float32_exact():
-    """cuBLAS's float32 matmuls in IEEE float32 while the block runs, then torch's settings back
-    as they were (also on an error). TF32 rounds a float32 matmul's operands to 10 mantissa bits
-    where torch allows it (``torch.set_float32_matmul_precision("high")``, or
-    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``: a user's choice for their own model)
-    — ~1e-3 relative on the gate's scores, enough to move routings.
+    """Float32 matmuls in IEEE float32 for the whole :meth:`GateModel.load` (cuBLAS on CUDA,
+    oneDNN on the CPU), then torch's settings back as they were (also on an error). A user's
+    choice for their own model can lower them: ``torch.set_float32_matmul_precision("high")``
+    (TF32: operands rounded to 10 mantissa bits), ``"medium"`` (oneDNN then multiplies in bf16 on
+    a CPU that has it: 7 bits — measured: every block's output changed), or the new per-backend
+    ``fp32_precision`` settings ("tf32"/"bf16" on ``torch.backends.cuda.matmul``,
+    ``torch.backends.mkldnn.matmul``, or a parent they inherit from). ~1e-3 relative or worse on
+    the gate's scores, enough to move routings.
 
-    Torch's default is IEEE float32 already (``fp32_precision`` "none"/"ieee", precision
-    "highest"): then nothing is changed at all. Where TF32 is on, the pass sets "highest"
-    (torch's one call that sets the legacy flag and the new per-backend ones together: setting
-    one family alone makes torch refuse a later matmul as a "mix of the legacy and new APIs") and
-    restores the legacy precision, then the new cuBLAS and oneDNN matmul settings, as read.
-    cuDNN's TF32 setting (on by default) is left alone: it governs convolutions and RNNs, and the
-    gate model has neither (its attention is written out as matmuls and a softmax, its norms,
-    softmax and embedding are ATen's own kernels), so it cannot reach the gate's arithmetic."""
+    Torch's default is IEEE float32 already (both backends' matmul ``fp32_precision``
+    "none"/"ieee", precision "highest"): then nothing is changed at all (two attribute reads a
+    call). Otherwise the pass sets "highest" (torch's one call that sets the legacy flag and the
+    new per-backend ones together: setting one family alone makes torch refuse a later matmul as
+    a "mix of the legacy and new APIs") and restores the legacy precision, then the cuBLAS and
+    oneDNN matmul settings as read (what each resolved to). cuDNN's TF32 setting (on by default)
+    and oneDNN's for convolutions are left alone: they govern convolutions and RNNs, and the gate
+    model has neither (its attention is written out as matmuls and a softmax, its norms, softmax
+    and embedding are ATen's own kernels), so they cannot reach the gate's arithmetic. Beyond its
+    reach (docs/moe.md, "On a GPU"): two environment variables act beneath torch's flags —
+    ``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1`` (read by torch; set in NVIDIA's PyTorch containers)
+    puts cuBLAS's float32 matmuls in TF32 whatever the flags say, ``NVIDIA_TF32_OVERRIDE``
+    (read by NVIDIA's libraries; 0 forces TF32 off) overrides them too; this function neither
+    sees nor undoes either."""
     import torch.backends
 
     matmul, onednn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
-    if matmul.fp32_precision != "tf32":  # IEEE float32 already: leave every setting alone
+    saved = (matmul.fp32_precision, onednn.fp32_precision)
+    if saved[0] in _FULL and saved[1] in _FULL:  # IEEE float32 already: leave every setting alone
         yield
         return
     try:
         legacy = torch.get_float32_matmul_precision()
     except RuntimeError:  # the new API set alone: the legacy flag is at its default
         legacy = "highest"
-    saved = (matmul.fp32_precision, onednn.fp32_precision)
     torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(legacy)
         matmul.fp32_precision, onednn.fp32_precision = saved
+
+
+#: a backend's matmul ``fp32_precision`` values that mean IEEE float32 ("none": inherited, and the
+#: root's default is IEEE)
+_FULL = ("none", "ieee")
