@@ -220,7 +220,32 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
 
 
 # -- the page in a real browser -------------------------------------------------------------
+_SHARED: dict = {}  # the one Chromium this module's tests take turns with (a start costs ~2 s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_chromium():
+    """This module's Chromium, if a test started it, ends with the module."""
+    yield
+    browser = _SHARED.pop("browser", None)
+    if browser is not None:
+        browser.end()
+
+
 def _chromium():
+    """The module's headless Chromium, started by the first test that asks; a test's
+    ``browser.quit()`` hands it back blank (extra windows closed, on about:blank, its console
+    log read and dropped: the next test starts on a page of its own, with a log of its own). If
+    it cannot be handed back (a test left it broken), it is ended and the next test starts
+    another."""
+    browser = _SHARED.get("browser")
+    if browser is None:
+        browser = _start_chromium()
+        _SHARED["browser"] = browser
+    return browser
+
+
+def _start_chromium():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -245,6 +270,21 @@ def _chromium():
             lambda b: b.execute_script("return !window.cosimView || window.cosimView.state.loaded === true"))
 
     browser.get = get_loaded
+    browser.end = browser.quit
+
+    def hand_back() -> None:
+        try:
+            for handle in browser.window_handles[1:]:
+                browser.switch_to.window(handle)
+                browser.close()
+            browser.switch_to.window(browser.window_handles[0])
+            get("about:blank")
+            browser.get_log("browser")
+        except Exception:  # noqa: BLE001 - whatever broke it, the next test gets a new one
+            _SHARED.pop("browser", None)
+            browser.end()
+
+    browser.quit = hand_back
     return browser
 
 
