@@ -225,16 +225,17 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
 # -- the results of one process ------------------------------------------------------------------
 @pytest.mark.sumo
 def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
-    serial = run_grid6(tmp_path, MANY, end_s=40, out="serial")
-    spread = run_grid6(tmp_path, MANY, "--jobs", "4", end_s=40, out="spread")
+    serial = run_grid6(tmp_path, MANY, end_s=20, out="serial")  # 20 slots: every table has rows
+    spread = run_grid6(tmp_path, MANY, "--jobs", "4", end_s=20, out="spread")
     same_results(serial, spread, tables_at_least=5)
     s = json.loads((spread / "summary.json").read_text())
     assert len(s["cpu_s"]["policy_workers"]) == 2 and min(s["cpu_s"]["policy_workers"]) > 0
     assert 0 <= s["wall_s"]["workers_wait"] < s["wall_s"]["total"]
     assert "policy_workers" not in json.loads((serial / "summary.json").read_text())["cpu_s"]
+    assert all(len(pd.read_parquet(serial / f"{t}.parquet")) > 0 for t in ("dvit_tasks", "cache_requests", "moe_tasks"))
     moe = pd.read_parquet(spread / "moe_tasks.parquet")
     assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # from all three processes
-    # one batch per slot: the parts as output.flush_slots (50) says, 40 slots -> one part each
+    # one batch per slot: the parts as output.flush_slots (50) says, 20 slots -> one part each
     assert [len(list((d / "cache_requests.parquet").glob("part-*.parquet"))) for d in (serial, spread)] == [1, 1]
 
 
@@ -247,11 +248,12 @@ def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
     serial = run_grid6(tmp_path, sim, "--record", str(trace), end_s=30, out="serial")
     spread = run_grid6(tmp_path, sim, "--jobs", "3", end_s=30, out="spread")
     same_results(serial, spread, tables_at_least=5)
-    for jobs in ("1", "3"):
-        proc = run_cli("replay", str(trace), "--scenario", str(tmp_path / "scenario.toml"), "--out",
-                       str(tmp_path / f"rep{jobs}"), "-q", "--jobs", jobs)
-        assert proc.returncode == 0, proc.stderr
-    same_results(tmp_path / "rep1", tmp_path / "rep3", tables_at_least=5)  # the routes reached the workers too
+    proc = run_cli("replay", str(trace), "--scenario", str(tmp_path / "scenario.toml"), "--out",
+                   str(tmp_path / "rep3"), "-q", "--jobs", "3")
+    assert proc.returncode == 0, proc.stderr
+    # the replay spread gives the live run's results (the routes reached the workers too): what
+    # a replay in one process gives, as tests/test_replay.py has it
+    same_results(serial, tmp_path / "rep3", tables_at_least=5)
 
 
 @pytest.mark.sumo
