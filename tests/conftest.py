@@ -90,6 +90,17 @@ def trace(tmp_path_factory):
     return record_grid6(tmp_path_factory.mktemp("grid6trace"), 120)
 
 
+#: the layers of the run the viewer and the report tests read (two policies of each task layer)
+DVIT_MOE = '[layers.dvit]\npolicies = ["vidi", "mddi"]\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n'
+
+
+@pytest.fixture(scope="session")
+def dvit_moe_run(tmp_path_factory):
+    """60 s of grid6 with DViT and MoE (``DVIT_MOE``), run once per test session for the tests
+    that only read its results (tests/test_view.py, tests/test_report.py): they write elsewhere."""
+    return run_grid6(tmp_path_factory.mktemp("dvitmoe"), DVIT_MOE, end_s=60)
+
+
 def _cosims_own(module: str) -> bool:
     return module == "cosim" or module.startswith("cosim.")
 

@@ -17,19 +17,11 @@ import pytest
 from cosim.palette import rsu_color
 from cosim.view import build_data, write_view
 
-from .conftest import GRID6_NET, run_grid6
-
-LAYERS = """
-[layers.dvit]
-policies = ["vidi", "mddi"]
-[layers.moe]
-policies = ["gecpa", "nearest"]
-"""
-
+from .conftest import GRID6_NET
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return run_grid6(tmp_path_factory.mktemp("view"), LAYERS, end_s=60)
+def run_dir(dvit_moe_run):
+    return dvit_moe_run  # the session's run (60 s, DViT and MoE), shared with tests/test_report.py
 
 
 def _arr(b64: str, dtype) -> np.ndarray:
