@@ -22,7 +22,7 @@ from cosim import recorder
 from cosim.engine import processes, workers
 from cosim.recorder import Coded, Lists, TableWriter
 
-from .conftest import GRID6_CFG, ROOT, as_foreground, record_grid6, run_cli, run_grid6, says, wait_for
+from .conftest import GRID6_CFG, ROOT, as_foreground, run_cli, run_grid6, says, wait_for
 from .test_pipelined import same_results
 
 PLUGINS = ROOT / "tests" / "data" / "plugins"
@@ -163,14 +163,13 @@ def test_jobs_auto_on_the_command_line_records_the_count_it_chose(tmp_path):
     assert bad.returncode == 2 and "scenario.jobs: expected an integer or 'auto', got 'many'" in bad.stderr
 
 
-def test_a_run_takes_the_workers_started_before_its_checks(tmp_path, monkeypatch):
+def test_a_run_takes_the_workers_started_before_its_checks(tmp_path, monkeypatch, trace):
     """The early start (Warm) is what the run uses: one process spawned per worker, not two."""
     from cosim.runner import open_replay
 
     spawned = []
     real = workers._spawn
     monkeypatch.setattr(workers, "_spawn", lambda layers: spawned.append(real(layers)) or spawned[-1])
-    trace = record_grid6(tmp_path, 3)
     cfg = load_config(ROOT / "scenarios" / "grid6_dvit.toml").replace(scenario={"jobs": "auto"})
     monkeypatch.setenv("COSIM_CPUS", "2")
     session, source = open_replay(cfg, trace, tmp_path / "r")
