@@ -170,7 +170,7 @@ def test_cosim_config_lists_plugin_keys_and_options():
 # -- runs ---------------------------------------------------------------------------------------
 SCENARIO = f'''[scenario]
 sumocfg = "{GRID6_CFG}"
-end_s = 60
+end_s = 40
 step_length_s = 0.5
 seed = 3
 plugins = ["cosim_example_plugin"]
@@ -230,7 +230,7 @@ def test_all_four_examples_in_one_run_and_a_replay_of_it(tmp_path):
 @pytest.mark.sumo
 def test_a_two_cell_sweep_with_the_examples(tmp_path):
     scen = tmp_path / "s.toml"
-    scen.write_text(SCENARIO.replace("end_s = 60", "end_s = 20"))
+    scen.write_text(SCENARIO.replace("end_s = 40", "end_s = 20"))
     sw = tmp_path / "sweep.toml"
     sw.write_text(f'[sweep]\nname = "plug"\nscenarios = ["{scen}"]\nseeds = [1, 2]\n'
                   '[set]\n"output.coverage" = false\n[grid]\n"layers.dvit.options" = [{ my-greedy = { lookahead = 2 } }]\n')
