@@ -3,6 +3,7 @@ headless Chromium (Selenium): what it draws at a slot equals coverage.parquet's 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import io
@@ -212,27 +213,36 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
 
 
 # -- the page in a real browser -------------------------------------------------------------
-_SHARED: dict = {}  # the one Chromium this module's tests take turns with (a start costs ~2 s)
+_SHARED: dict = {}  # the one Chromium the browser tests take turns with (a start costs ~2 s)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_chromium():
-    """This module's Chromium, if a test started it, ends with the module."""
-    yield
+def _end_shared() -> None:
     browser = _SHARED.pop("browser", None)
     if browser is not None:
         browser.end()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_chromium():
+    """The shared Chromium, if a test started it, ends with this module (the last of the
+    suite's modules that use it; tests/test_contract.py and tests/test_harden.py take it too)."""
+    yield
+    _end_shared()
+
+
 def _chromium():
-    """The module's headless Chromium, started by the first test that asks; a test's
+    """The shared headless Chromium, started by the first test that asks; a test's
     ``browser.quit()`` hands it back blank (extra windows closed, on about:blank, its console
     log read and dropped: the next test starts on a page of its own, with a log of its own). If
     it cannot be handed back (a test left it broken), it is ended and the next test starts
-    another."""
+    another. One still running when the tests end (another module's test ran alone) is ended
+    at exit."""
     browser = _SHARED.get("browser")
     if browser is None:
         browser = _start_chromium()
+        if not _SHARED.get("atexit"):
+            atexit.register(_end_shared)
+            _SHARED["atexit"] = True
         _SHARED["browser"] = browser
     return browser
 
