@@ -256,19 +256,14 @@ def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
 
 
 @pytest.mark.sumo
-def test_a_raising_policy_in_a_worker_is_dropped_as_in_one_process(tmp_path):
-    scen = tmp_path / "s.toml"
-    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
-                    f'plugins = ["{PLUGINS / "bad_plugins.py"}"]\n[layers.dvit]\npolicies = ["vidi", "raiser", "optimal"]\n'
-                    'request_rate_per_s = 2.0\n[layers.dvit.options.raiser]\nafter = 5\n')
-    outs = []
-    for jobs in ("1", "3"):
-        proc = run_cli("run", str(scen), "--out", str(tmp_path / f"j{jobs}"), "-q", "--jobs", jobs)
+def test_a_raising_policy_in_a_worker_is_dropped_as_in_one_process(tmp_path, raiser_run):
+    scen, one, j1 = raiser_run  # the session's run in one process: vidi, raiser (raises after 5 tasks), optimal
+    three = run_cli("run", str(scen), "--out", str(tmp_path / "j3"), "-q", "--jobs", "3")
+    for proc in (one, three):
         assert proc.returncode == 0, proc.stderr
         warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("cosim: warning")]
         assert len(warn) == 1 and "scheduler 'raiser'" in warn[0] and "deliberate failure" in warn[0]
-        outs.append(tmp_path / f"j{jobs}")
-    same_results(*outs)
+    same_results(j1, tmp_path / "j3")
 
 
 def _picks(tmp_path, extra, jobs="3"):
