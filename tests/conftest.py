@@ -90,6 +90,33 @@ def trace(tmp_path_factory):
     return record_grid6(tmp_path_factory.mktemp("grid6trace"), 120)
 
 
+#: the layers of the run the viewer and the report tests read (two policies of each task layer)
+DVIT_MOE = '[layers.dvit]\npolicies = ["vidi", "mddi"]\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n'
+
+
+@pytest.fixture(scope="session")
+def dvit_moe_run(tmp_path_factory):
+    """60 s of grid6 with DViT and MoE (``DVIT_MOE``), run once per test session for the tests
+    that only read its results (tests/test_view.py, tests/test_report.py): they write elsewhere."""
+    return run_grid6(tmp_path_factory.mktemp("dvitmoe"), DVIT_MOE, end_s=60)
+
+
+@pytest.fixture(scope="session")
+def raiser_run(tmp_path_factory):
+    """40 s of grid6 (0.5 s steps) with DViT's vidi and optimal and the test plugin's "raiser"
+    (tests/data/plugins/bad_plugins.py: raises after 5 tasks), in one process, once per test
+    session: (its scenario file, the finished ``cosim run``, its results folder). Read by
+    tests/test_plugins.py (the policy dropped) and tests/test_shards.py (the same in a worker)."""
+    d = tmp_path_factory.mktemp("raiser")
+    scen = d / "s.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
+                    f'plugins = ["{DATA / "plugins" / "bad_plugins.py"}"]\n'
+                    '[layers.dvit]\npolicies = ["vidi", "raiser", "optimal"]\nrequest_rate_per_s = 2.0\n'
+                    '[layers.dvit.options.raiser]\nafter = 5\n')
+    proc = run_cli("run", str(scen), "--out", str(d / "j1"), "-q", "--jobs", "1")
+    return scen, proc, d / "j1"
+
+
 def _cosims_own(module: str) -> bool:
     return module == "cosim" or module.startswith("cosim.")
 

@@ -204,7 +204,7 @@ def test_without_numba_the_numpy_code_runs(monkeypatch):
     assert vidi(p).shape == (p.steps,)
 
 
-def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy():
+def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy(tmp_path):
     """A signal whose handler raises while a numba kernel runs surfaces when the kernel returns,
     as numba's SystemError around the interrupt: the layer must pass the interrupt on (the run
     stops, terminated) instead of dropping the policy as failed (seen under load: SIGTERM in
@@ -213,6 +213,7 @@ def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy():
     import os
     import signal
     import subprocess
+    import time
     import types
 
     from cosim.engine.signals import raise_terminated
@@ -236,13 +237,17 @@ def test_a_signal_during_a_compiled_kernel_stops_the_run_not_the_policy():
     fake = types.SimpleNamespace(policies={"p": types.SimpleNamespace(spec=types.SimpleNamespace(fn=policy), options=None)},
                                  policy_inputs=None, name="probe")
     old = signal.signal(signal.SIGTERM, raise_terminated)
-    killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}"])
+    sent = tmp_path / "sent"  # when the SIGTERM went (the epoch, in ns), written by the killer
+    killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}; date +%s%N > {sent}"])
     try:
         with pytest.raises(Terminated):
-            Layer.call(fake, "p", 6_000_000_000)  # ~10 s of compiled work: the SIGTERM lands inside it
+            Layer.call(fake, "p", 2_000_000_000)  # ~3 s of compiled work: the SIGTERM lands inside it
+        returned = time.time_ns()
     finally:
         killer.wait()
         signal.signal(signal.SIGTERM, old)
+    # inside it: sent before the kernel returned (else the handler raised after it, not through it)
+    assert int(sent.read_text()) < returned
 
 
 @pytest.mark.parametrize("policies,loads", [(["mddi", "mbdi", "mcpdi", "vli", "sdi"], False), (["vidi"], True)])

@@ -170,7 +170,7 @@ def test_cosim_config_lists_plugin_keys_and_options():
 # -- runs ---------------------------------------------------------------------------------------
 SCENARIO = f'''[scenario]
 sumocfg = "{GRID6_CFG}"
-end_s = 60
+end_s = 40
 step_length_s = 0.5
 seed = 3
 plugins = ["cosim_example_plugin"]
@@ -230,7 +230,7 @@ def test_all_four_examples_in_one_run_and_a_replay_of_it(tmp_path):
 @pytest.mark.sumo
 def test_a_two_cell_sweep_with_the_examples(tmp_path):
     scen = tmp_path / "s.toml"
-    scen.write_text(SCENARIO.replace("end_s = 60", "end_s = 20"))
+    scen.write_text(SCENARIO.replace("end_s = 40", "end_s = 20"))
     sw = tmp_path / "sweep.toml"
     sw.write_text(f'[sweep]\nname = "plug"\nscenarios = ["{scen}"]\nseeds = [1, 2]\n'
                   '[set]\n"output.coverage" = false\n[grid]\n"layers.dvit.options" = [{ my-greedy = { lookahead = 2 } }]\n')
@@ -243,24 +243,19 @@ def test_a_two_cell_sweep_with_the_examples(tmp_path):
 
 
 @pytest.mark.sumo
-def test_a_raising_policy_is_dropped_with_one_line_and_the_others_kept(tmp_path):
-    scen = tmp_path / "s.toml"
-    scen.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 40\nstep_length_s = 0.5\n'
-                    f'plugins = ["{BAD / "bad_plugins.py"}"]\n'
-                    '[layers.dvit]\npolicies = ["vidi", "raiser", "optimal"]\nrequest_rate_per_s = 2.0\n'
-                    '[layers.dvit.options.raiser]\nafter = 5\n')
-    proc = cosim("run", str(scen), "--out", str(tmp_path / "o"), "-q")
+def test_a_raising_policy_is_dropped_with_one_line_and_the_others_kept(raiser_run):
+    scen, proc, out = raiser_run  # vidi, raiser (raises after 5 tasks) and optimal, 40 s
     assert proc.returncode == 0, proc.stderr
     warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("cosim: warning")]
     assert len(warn) == 1
     assert says(warn[0], f"{scen}: layers.dvit.policies: ", "'raiser'", "cosim_plugin_bad_plugins",
                 "RuntimeError: deliberate failure"), warn[0]
-    d = json.loads((tmp_path / "o" / "summary.json").read_text())["layers"]["dvit"]
+    d = json.loads((out / "summary.json").read_text())["layers"]["dvit"]
     assert d["raiser"]["tasks"] == 5 and "deliberate failure" in d["raiser"]["error"]
-    warnings = json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"]
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
     assert [w for w in warnings if "raiser" in w] == [d["raiser"]["error"]]
     assert d["vidi"]["tasks"] == d["optimal"]["tasks"] > 30 and "error" not in d["vidi"]
-    tasks = pd.read_parquet(tmp_path / "o" / "dvit_tasks.parquet")
+    tasks = pd.read_parquet(out / "dvit_tasks.parquet")
     assert (tasks["policy"] == "vidi").sum() == d["vidi"]["tasks"]
 
 

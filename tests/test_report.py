@@ -10,13 +10,12 @@ import pytest
 from cosim.report import FIXED_PANELS, handovers
 from cosim.results import COVERAGE_COLUMNS, load
 
-from .conftest import run_grid6, says
+from .conftest import says
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return run_grid6(tmp_path_factory.mktemp("report"), '[layers.dvit]\npolicies = ["vidi", "mddi"]\n'
-                     '[layers.moe]\npolicies = ["gecpa", "nearest"]\n', end_s=60)
+def run_dir(dvit_moe_run):
+    return dvit_moe_run  # the session's run, shared with tests/test_view.py
 
 
 @pytest.mark.sumo

@@ -4,6 +4,7 @@ the local and Ray engines, resuming, failures and plots."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,7 +216,7 @@ def _workers(parent: int) -> list[int]:
 
 @sumo
 def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
-    f = tiny(tmp_path, seeds="[1, 2, 3]", end=240)  # cells long enough (~2 s) to be killed mid-run
+    f = tiny(tmp_path, end=240)  # 4 cells, long enough (~2 s) to be killed mid-run
     out = tmp_path / "out"
     env = {**os.environ}
     proc = subprocess.Popen([sys.executable, "-m", "cosim", "sweep", str(f), "--out", str(out), "--jobs", "2", "-q"],
@@ -241,19 +242,30 @@ def test_resume_after_a_killed_worker_runs_only_the_missing_cells(tmp_path):
     again = run_cli("sweep", str(f), "--out", str(out), "--jobs", "2", "-q")
     assert again.returncode == 0, again.stderr
     cells = pd.read_csv(out / "cells.csv")
-    assert (cells.status == "completed").all() and len(cells) == 6
+    assert (cells.status == "completed").all() and len(cells) == 4
     after = {c: (out / "cells" / c / "cell.json").stat().st_mtime_ns for c in before}
     assert after == before  # the finished ones were not run again
 
 
+@pytest.fixture(scope="module")
+def tiny_local(tmp_path_factory) -> Path:
+    """The tiny sweep (2 GPU sizes x 2 seeds) run by the local engine, once for the tests that
+    only read its results (the Ray engine's table is compared with it; `cosim plot` draws it)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    f = tiny(folder)
+    proc = run_cli("sweep", str(f), "--out", str(folder / "local"), "--jobs", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    return folder / "local"
+
+
 @sumo
-def test_ray_engine_gives_the_local_engine_s_table(tmp_path):
+def test_ray_engine_gives_the_local_engine_s_table(tmp_path, tiny_local):
     pytest.importorskip("ray")
     f = tiny(tmp_path)
-    local = run_cli("sweep", str(f), "--out", str(tmp_path / "local"), "--jobs", "2", "-q")
     ray = run_cli("sweep", str(f), "--out", str(tmp_path / "ray"), "--engine", "ray", "--jobs", "2", "-q")
-    assert local.returncode == 0 and ray.returncode == 0, ray.stderr
-    a, b = (pd.read_parquet(tmp_path / d / "results.parquet") for d in ("local", "ray"))
+    assert ray.returncode == 0, ray.stderr
+    a, b = (pd.read_parquet(d / "results.parquet") for d in (tiny_local, tmp_path / "ray"))
+    assert len(a) == len(b) and a.cell.nunique() == 4  # every cell of both, compared below row by row
     cols = [c for c in a.columns if not c.startswith("wall_s")]  # everything but timings
     key = ["cell", "layer", "policy"]
     pd.testing.assert_frame_equal(a[cols].sort_values(key).reset_index(drop=True),
@@ -261,15 +273,15 @@ def test_ray_engine_gives_the_local_engine_s_table(tmp_path):
 
 
 @sumo
-def test_plot_draws_the_standard_figures(tmp_path):
+def test_plot_draws_the_standard_figures(tmp_path, tiny_local):
     pytest.importorskip("matplotlib")
-    f = tiny(tmp_path, seeds="[1]")
-    assert run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q").returncode == 0
-    proc = run_cli("plot", str(tmp_path / "out"))
+    out = tmp_path / "out"
+    shutil.copytree(tiny_local, out)  # plots are written into the folder: the shared one stays as run
+    proc = run_cli("plot", str(out))
     assert proc.returncode == 0, proc.stderr
-    pngs = sorted(p.name for p in (tmp_path / "out" / "plots").glob("*.png"))
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert "grid6_cache-cache-system_cost_per_request.png" in pngs
-    assert all((tmp_path / "out" / "plots" / p).stat().st_size > 5000 for p in pngs)
+    assert all((out / "plots" / p).stat().st_size > 5000 for p in pngs)
     bad = run_cli("plot", str(tmp_path))
     assert bad.returncode == 2 and "not a sweep results folder" in bad.stderr
     # a sweep whose every run failed: one line, no traceback

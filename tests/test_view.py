@@ -3,6 +3,7 @@ headless Chromium (Selenium): what it draws at a slot equals coverage.parquet's 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import functools
 import io
@@ -17,19 +18,11 @@ import pytest
 from cosim.palette import rsu_color
 from cosim.view import build_data, write_view
 
-from .conftest import GRID6_NET, run_grid6
-
-LAYERS = """
-[layers.dvit]
-policies = ["vidi", "mddi"]
-[layers.moe]
-policies = ["gecpa", "nearest"]
-"""
-
+from .conftest import GRID6_NET
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return run_grid6(tmp_path_factory.mktemp("view"), LAYERS, end_s=60)
+def run_dir(dvit_moe_run):
+    return dvit_moe_run  # the session's run (60 s, DViT and MoE), shared with tests/test_report.py
 
 
 def _arr(b64: str, dtype) -> np.ndarray:
@@ -220,7 +213,41 @@ def test_bad_input_is_one_line(run_dir, tmp_path, cli):
 
 
 # -- the page in a real browser -------------------------------------------------------------
+_SHARED: dict = {}  # the one Chromium the browser tests take turns with (a start costs ~2 s)
+
+
+def _end_shared() -> None:
+    browser = _SHARED.pop("browser", None)
+    if browser is not None:
+        browser.end()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_chromium():
+    """The shared Chromium, if a test started it, ends with this module (the last of the
+    suite's modules that use it; tests/test_contract.py and tests/test_harden.py take it too)."""
+    yield
+    _end_shared()
+
+
 def _chromium():
+    """The shared headless Chromium, started by the first test that asks; a test's
+    ``browser.quit()`` hands it back blank (extra windows closed, on about:blank, its console
+    log read and dropped: the next test starts on a page of its own, with a log of its own). If
+    it cannot be handed back (a test left it broken), it is ended and the next test starts
+    another. One still running when the tests end (another module's test ran alone) is ended
+    at exit."""
+    browser = _SHARED.get("browser")
+    if browser is None:
+        browser = _start_chromium()
+        if not _SHARED.get("atexit"):
+            atexit.register(_end_shared)
+            _SHARED["atexit"] = True
+        _SHARED["browser"] = browser
+    return browser
+
+
+def _start_chromium():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -245,6 +272,21 @@ def _chromium():
             lambda b: b.execute_script("return !window.cosimView || window.cosimView.state.loaded === true"))
 
     browser.get = get_loaded
+    browser.end = browser.quit
+
+    def hand_back() -> None:
+        try:
+            for handle in browser.window_handles[1:]:
+                browser.switch_to.window(handle)
+                browser.close()
+            browser.switch_to.window(browser.window_handles[0])
+            get("about:blank")
+            browser.get_log("browser")
+        except Exception:  # noqa: BLE001 - whatever broke it, the next test gets a new one
+            _SHARED.pop("browser", None)
+            browser.end()
+
+    browser.quit = hand_back
     return browser
 
 
