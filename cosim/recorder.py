@@ -148,7 +148,8 @@ class TableWriter:
             return
         if self._schema is None:
             self._schema = table.schema
-        table = table.cast(self._schema)
+        if not table.schema.equals(self._schema, check_metadata=True):  # a cast to itself is the
+            table = table.cast(self._schema)  # same table, and imports pyarrow.compute (~0.1 s)
         if self.csv:
             self._append_csv(table)
         else:

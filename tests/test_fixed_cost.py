@@ -17,8 +17,9 @@ from cosim.results import numpy_of
 from .conftest import GRID6_TOML, ROOT
 
 #: modules a run with every layer off never uses: pandas (its tables are written and its dwell
-#: analysis read through Arrow alone), the layers' torch and numba, the plots' matplotlib
-NOT_IMPORTED = ("pandas", "pyarrow.dataset", "torch", "numba", "matplotlib", "scipy")
+#: analysis read through Arrow alone; pyarrow.compute: no cast or compute function is needed),
+#: the layers' torch and numba, the plots' matplotlib
+NOT_IMPORTED = ("pandas", "pyarrow.dataset", "pyarrow.compute", "torch", "numba", "matplotlib", "scipy")
 
 
 def test_a_core_alone_run_imports_no_pandas_torch_numba_or_matplotlib(tmp_path):
@@ -88,3 +89,19 @@ def test_numpy_of_is_to_numpy_and_fill_null_on_sliced_arrays(typ):
             want = arr.to_numpy(zero_copy_only=False)
             assert numpy_of(arr).dtype == want.dtype and np.array_equal(numpy_of(arr), want)
     assert np.array_equal(numpy_of(full), full.to_numpy(zero_copy_only=False), equal_nan=True)  # no fill: to_numpy
+
+
+def test_a_part_of_another_schema_is_still_cast_to_the_first_parts(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cosim.recorder import TableWriter
+
+    w = TableWriter(tmp_path / "t.parquet", flush_batches=1)
+    w.append({"x": np.array([1.5]), "k": np.array([1], dtype=np.int64)})
+    w.append({"x": np.array([2], dtype=np.int64), "k": np.array([3], dtype=np.int32)})  # cast: int -> double, int32 -> int64
+    w.close()
+    parts = sorted((tmp_path / "t.parquet").iterdir())
+    assert len(parts) == 2
+    for p in parts:
+        assert pq.read_schema(p).types == [pa.float64(), pa.int64()]
+    assert pq.read_table(tmp_path / "t.parquet").to_pydict() == {"x": [1.5, 2.0], "k": [1, 3]}
