@@ -77,23 +77,21 @@ def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 1
         return 0, iter(())
     try:
         names = sorted(p for p in path.iterdir() if not p.name.startswith((".", "_"))) if path.is_dir() else [path]
-        files = [pq.ParquetFile(str(p)) for p in names]
-        schema = files[0].schema_arrow
-        rows = sum(f.metadata.num_rows for f in files)
+        metas = [pq.read_metadata(str(p)) for p in names]  # (each file opened and closed in turn)
+        schema = metas[0].schema.to_arrow_schema()
+        rows = sum(m.num_rows for m in metas)
     except Exception as exc:  # noqa: BLE001
         raise unreadable(path, exc) from None
 
     def walk():  # noqa: ANN202
         try:
-            for f in files:
-                for b in f.iter_batches(batch_size=batch_rows, columns=columns):
-                    want = pa.schema([schema.field(c) for c in b.schema.names])
-                    yield b if b.schema.equals(want) else b.cast(want)
+            for p in names:
+                with pq.ParquetFile(str(p)) as f:
+                    for b in f.iter_batches(batch_size=batch_rows, columns=columns):
+                        want = pa.schema([schema.field(c) for c in b.schema.names])
+                        yield b if b.schema.equals(want) else b.cast(want)
         except Exception as exc:  # noqa: BLE001
             raise unreadable(path, exc) from None
-        finally:
-            for f in files:
-                f.close()
 
     return rows, walk()
 

@@ -105,3 +105,28 @@ def test_a_part_of_another_schema_is_still_cast_to_the_first_parts(tmp_path):
     for p in parts:
         assert pq.read_schema(p).types == [pa.float64(), pa.int64()]
     assert pq.read_table(tmp_path / "t.parquet").to_pydict() == {"x": [1.5, 2.0], "k": [1, 3]}
+
+
+def test_arrow_batches_walk_the_rows_as_the_dataset_reads_them(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cosim.results import arrow_batches
+
+    folder = tmp_path / "t.parquet"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for part in (2, 0, 10, 1):  # written out of order; read by name
+        n = int(rng.integers(1, 9))
+        pq.write_table(pa.table({"k": np.arange(n) + 100 * part, "x": rng.normal(size=n),
+                                 "s": pa.array([f"v{part}-{i % 3}" for i in range(n)]).dictionary_encode()}),
+                       folder / f"part-{part:06d}.parquet")
+    (folder / ".part-000011.parquet.tmp").write_bytes(b"half a part")  # a write under way: skipped
+    want = pq.read_table(folder, columns=["k", "s"])
+    for batch_rows in (1, 3, 1000):
+        rows, batches = arrow_batches(folder, ["k", "s"], batch_rows)
+        got = pa.Table.from_batches(list(batches))
+        assert rows == want.num_rows and got.schema.equals(want.schema) and got.to_pydict() == want.to_pydict()
+    single = folder / "part-000010.parquet"
+    rows, batches = arrow_batches(single, ["x"])
+    assert rows == pq.read_metadata(single).num_rows
+    assert pa.Table.from_batches(list(batches)).to_pydict() == pq.read_table(single, columns=["x"]).to_pydict()
