@@ -184,7 +184,7 @@ def _columns(path: str | Path, names: tuple[str, ...], batch_rows: int) -> tuple
     """(rows, {column: full-length array}) of coverage ``names``, read batch by batch:
     ``vehicle`` and ``rsu`` as int32 codes (:class:`_Codes`), ``slot`` as int32 (int64 where a
     slot needs it), ``time_s`` and ``dwell_s`` as float64."""
-    from cosim.results import arrow_batches
+    from cosim.results import arrow_batches, numpy_of
 
     n, batches = arrow_batches(path, list(names), batch_rows)
     out = {c: np.empty(n, dtype=np.int32 if c in ("vehicle", "slot", "rsu") else np.float64) for c in names}
@@ -199,7 +199,7 @@ def _columns(path: str | Path, names: tuple[str, ...], batch_rows: int) -> tuple
             if c in codes:
                 out[c][at:at + m] = codes[c](col)
                 continue
-            a = col.to_numpy(zero_copy_only=False)
+            a = numpy_of(col)
             if c == "slot" and m and out[c].dtype == np.int32 and \
                     (a.max() > np.iinfo(np.int32).max or a.min() < np.iinfo(np.int32).min):
                 out[c] = out[c].astype(np.int64)
@@ -220,13 +220,17 @@ class _Codes:
 
     def __call__(self, arr) -> np.ndarray:  # noqa: ANN001 - pyarrow.Array
         import pyarrow as pa
-        import pyarrow.compute as pc
+
+        from cosim.results import numpy_of
 
         if not pa.types.is_dictionary(arr.type):
+            import pyarrow.compute as pc
+
             arr = pc.dictionary_encode(arr.cast(pa.string()))
-        values = arr.dictionary.cast(pa.string()).to_pylist()
+        dictionary = arr.dictionary  # a cast to its own type would import pyarrow.compute (~0.1 s)
+        values = (dictionary if dictionary.type == pa.string() else dictionary.cast(pa.string())).to_pylist()
         d = len(values)
-        ind = pc.fill_null(arr.indices, d).to_numpy(zero_copy_only=False)
+        ind = numpy_of(arr.indices, fill=d)
         lut = np.full(d + 1, -1, dtype=np.int32)
         new = []
         for i, v in enumerate(values):

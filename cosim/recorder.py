@@ -148,7 +148,8 @@ class TableWriter:
             return
         if self._schema is None:
             self._schema = table.schema
-        table = table.cast(self._schema)
+        if not table.schema.equals(self._schema, check_metadata=True):  # a cast to itself is the
+            table = table.cast(self._schema)  # same table, and imports pyarrow.compute (~0.1 s)
         if self.csv:
             self._append_csv(table)
         else:
@@ -199,15 +200,52 @@ def _column(parts: list) -> pa.Array:
         names = parts[-1].names
         used, inverse = np.unique(codes, return_inverse=True)
         valid = used >= 0
-        dictionary = pa.array([names[i] for i in used[valid]], type=pa.string())
+        dictionary = _strings([names[i] for i in used[valid]])
         shift = 0 if valid.all() else 1  # used[0] == -1 when there are nulls
         idx = (inverse - shift).astype(np.int32)
         mask = codes < 0
-        return pa.DictionaryArray.from_arrays(pa.array(idx, mask=mask if mask.any() else None), dictionary)
+        return pa.DictionaryArray.from_arrays(_numeric(idx, mask if mask.any() else None), dictionary)
     arr = np.concatenate([np.atleast_1d(np.asarray(p)) for p in parts])
     if arr.dtype == object or arr.dtype.kind == "U":
-        return pa.array(arr.astype(object), type=pa.string())
+        return _strings(arr.tolist())
+    if arr.dtype.kind in "iuf" and arr.dtype.isnative:
+        return _numeric(arr)
     return pa.array(arr)
+
+
+def _strings(items: list) -> pa.Array:
+    """``pa.array(items, type=pa.string())`` (see :func:`_numeric` for why not that call): when
+    every item is a ``str``, built from the UTF-8 bytes and their offsets; otherwise (None, a
+    non-string, more than 2 GiB of text) left to ``pa.array``, which decides what those mean."""
+    if all(type(x) is str for x in items):
+        try:
+            data = [x.encode("utf-8") for x in items]
+        except UnicodeEncodeError:  # a lone surrogate: pa.array's own error
+            return pa.array(items, type=pa.string())
+        offsets = np.zeros(len(data) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=offsets[1:])
+        if offsets[-1] < 2**31:
+            return pa.Array.from_buffers(pa.string(), len(data),
+                                         [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))])
+    return pa.array(items, type=pa.string())
+
+
+def _numeric(arr: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    """``pa.array(arr, mask=mask)`` for a native-endian int/uint/float array (the same Arrow
+    type, values and nulls: NaN stays a value, ``mask`` True = null), built from its buffers.
+
+    ``pa.array`` asks pyarrow's pandas shim whether ``arr`` is a pandas object, which imports
+    pandas (~0.3 s of CPU, a tenth of the core's own cost on a 600 s grid6 run) on the first
+    call when pandas is installed; a run that writes only numeric and dictionary columns (the
+    core alone) never needs it (issue 32, third pass: the core's fixed cost)."""
+    arr = np.ascontiguousarray(arr)
+    validity = None
+    nulls = 0
+    if mask is not None:
+        nulls = int(np.count_nonzero(mask))
+        validity = pa.py_buffer(np.packbits(~mask, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr), [validity, pa.py_buffer(arr)],
+                                 null_count=nulls)
 
 
 COVERAGE_SCHEMA = {

@@ -61,29 +61,68 @@ def read_arrow(path: str | Path, columns: list[str] | None = None):  # noqa: ANN
 def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 16):  # noqa: ANN201 - (int, iterator)
     """:func:`read_arrow` walked in record batches, for an analysis that must not hold a long table
     whole: ``(rows, batches)``, the batches (at most ``batch_rows`` rows each) in the very row
-    order of :func:`read_arrow` (part by part, as the dataset lists them), each cast to the
-    table's schema. A part folder without a complete part yet has no rows; a broken file is one
-    line naming it (:class:`CosimError`), raised where it is met."""
+    order of :func:`read_arrow` (part by part, as the dataset lists them: the folder's files not
+    starting with ``.`` or ``_``, sorted by name), each cast to the table's schema (its first
+    part's). A part folder without a complete part yet has no rows; a broken file is one line
+    naming it (:class:`CosimError`), raised where it is met.
+
+    The parts are read with ``pyarrow.parquet.ParquetFile``, not ``ParquetDataset``: importing
+    ``pyarrow.dataset`` imports pandas (~0.3 s of CPU), which a run's own dwell analysis never
+    needs (issue 32, third pass: the core's fixed cost)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     if path.is_dir() and not any(path.glob("part-*.parquet")):
         return 0, iter(())
     try:
-        ds = pq.ParquetDataset(str(path))
-        frags = list(ds.fragments)
-        rows = sum(f.count_rows() for f in frags)
+        names = sorted(p for p in path.iterdir() if not p.name.startswith((".", "_"))) if path.is_dir() else [path]
+        metas = [pq.read_metadata(str(p)) for p in names]  # (each file opened and closed in turn)
+        schema = metas[0].schema.to_arrow_schema()
+        rows = sum(m.num_rows for m in metas)
     except Exception as exc:  # noqa: BLE001
         raise unreadable(path, exc) from None
 
     def walk():  # noqa: ANN202
         try:
-            for f in frags:
-                yield from f.to_batches(schema=ds.schema, columns=columns, batch_size=batch_rows)
+            for p in names:
+                with pq.ParquetFile(str(p)) as f:
+                    for b in f.iter_batches(batch_size=batch_rows, columns=columns):
+                        want = pa.schema([schema.field(c) for c in b.schema.names])
+                        yield b if b.schema.equals(want) else b.cast(want)
         except Exception as exc:  # noqa: BLE001
             raise unreadable(path, exc) from None
 
     return rows, walk()
+
+
+def numpy_of(arr, fill: int | float | None = None):  # noqa: ANN001, ANN201 - pyarrow.Array -> numpy.ndarray
+    """``arr.to_numpy(zero_copy_only=False)`` of an Arrow int/uint/float array, read from its data
+    buffer when it has no null (a read-only view, as ``to_numpy`` gives); with nulls and a
+    ``fill``, the values with each null replaced by ``fill`` (``pyarrow.compute.fill_null(arr,
+    fill).to_numpy()``, for an integer ``fill`` that the type holds). Any other array goes to
+    ``to_numpy``.
+
+    Why not ``to_numpy`` itself: in pyarrow 23 it imports pandas on its first call (~0.3 s of
+    CPU), which a run's own dwell analysis never needs (issue 32, third pass: the core's fixed
+    cost)."""
+    import numpy as np
+    import pyarrow as pa
+
+    t = arr.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or (arr.null_count and fill is None):
+        return arr.to_numpy(zero_copy_only=False)
+    kind = "f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t) else "u"
+    dt = np.dtype(f"<{kind}{t.bit_width // 8}")
+    validity, data = arr.buffers()[:2]
+    n = len(arr)
+    values = np.frombuffer(data, dtype=dt, count=n, offset=arr.offset * dt.itemsize) if n else np.zeros(0, dt)
+    if not arr.null_count:
+        return values
+    bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little", count=arr.offset + n)
+    values = values.copy()
+    values[bits[arr.offset:] == 0] = fill
+    return values
 
 
 def unreadable(path: str | Path, exc: BaseException) -> CosimError:
