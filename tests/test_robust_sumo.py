@@ -266,8 +266,12 @@ def test_sigterm_stops_a_sweep_cleanly_and_it_resumes(tmp_path):
     assert not [p for p in workers if alive(p)]  # no orphan worker
     cells = pd.read_csv(out / "cells.csv")  # merged on the way out
     stopped = cells[cells.status == "terminated"]
-    assert len(stopped) >= 1
+    mid_run = [cid for cid in stopped.cell if (out / "cells" / cid / "rsus.parquet").exists()]
+    assert mid_run  # the cell waited for above: stopped with tables written
     for cid in stopped.cell:
+        if cid not in mid_run:  # the other worker may still have been starting (no run yet): nothing to close
+            assert not (out / "cells" / cid / "summary.json").exists()
+            continue
         s = cosim.load(out / "cells" / cid).summary
         assert s["status"] == "terminated"
         assert check_readable(out / "cells" / cid)["rsus"] == s["slots"]
