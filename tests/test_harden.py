@@ -257,15 +257,11 @@ def test_view_and_report_of_a_killed_run_show_what_was_flushed(killed_run, done_
         assert p.returncode == 0, p.stderr
         assert says(p.stderr, f"cosim: warning: {run}: ", "no summary.json", "incomplete"), p.stderr
         assert all((run / m).is_file() for m in made)
-    from .test_view import _chromium
+    from .test_view import _page
 
-    browser = _chromium()
-    try:
-        browser.get((run / "view.html").as_uri())
+    with _page(run / "view.html") as browser:
         assert browser.execute_script("return document.getElementById('note').textContent") == d["incomplete"]
         assert browser.execute_script("return window.cosimView.nSlots") == len(d["vehicles"]["slots"])
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo

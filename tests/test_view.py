@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import functools
 import io
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,9 +57,7 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
     page = write_view(run_dir, tmp_path / "view.html", window_s=20)
     text = page.read_text()
     assert '"tasks":{}' in text  # every built-in task list packed, none as JSON
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         state = browser.execute_script("return window.cosimView.state")
         n = len(v["slots"])
         assert state["loaded"] and state["windows"] == 3
@@ -90,9 +90,6 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
             for policy, tasks in L["tasks"].items():
                 assert L["packed"][policy] is not None
                 assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo
@@ -109,15 +106,10 @@ def test_a_task_list_that_cannot_be_packed_travels_as_json(run_dir, tmp_path, mo
     assert all(b is None for b in d["layers"]["dvit"]["packed"].values())
     assert all(b is not None for b in d["layers"]["moe"]["packed"].values())
     page = write_view(run_dir, tmp_path / "view.html")
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         for layer in ("dvit", "moe"):
             for policy, tasks in d["layers"][layer]["tasks"].items():
                 assert browser.execute_script(f"return window.cosimView.tasks('{layer}', '{policy}')") == tasks
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo
@@ -247,6 +239,20 @@ def _chromium():
     return browser
 
 
+@contextlib.contextmanager
+def _page(path):  # noqa: ANN001, ANN202 - a Path -> the browser
+    """The shared Chromium (:func:`_chromium`) on the page at ``path``, loaded (its data all
+    decoded); when the block ends without an error, the page has logged no SEVERE console message;
+    the browser is handed back either way. Every browser test opens its page through this."""
+    browser = _chromium()
+    try:
+        browser.get(Path(path).as_uri())
+        yield browser
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
 def _start_chromium():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -299,9 +305,7 @@ def test_page_in_headless_chromium_draws_what_coverage_says(run_dir, tmp_path):
     page = write_view(run_dir, tmp_path / "view.html")
     cov = pd.read_parquet(run_dir / "coverage.parquet")
     rsus = json.loads((run_dir / "summary.json").read_text())["rsus"]
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         slider = browser.find_element(By.ID, "slider")
         slider.click()
         slider.send_keys(Keys.HOME)
@@ -327,10 +331,6 @@ def test_page_in_headless_chromium_draws_what_coverage_says(run_dir, tmp_path):
         browser.execute_script("return new Promise(r => setTimeout(r, 800))")
         assert browser.execute_script("return window.cosimView.slot") > 40
         assert browser.execute_script("return window.cosimView.state.frames") > 3
-        logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert logs == []
-    finally:
-        browser.quit()
 
 
 # -- a results folder whose strings are hostile ---------------------------------------------
@@ -417,9 +417,7 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
     page = write_view(run, tmp_path / "view.html")
     cov = pd.read_parquet(run / "coverage.parquet")
     title = f"{HOSTILE_TITLE} — seed 42, " + str(json.loads((run / "summary.json").read_text())["slots"]) + " slots"
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         browser.execute_script("return new Promise(r => setTimeout(r, 300))")  # an onerror would have fired
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.title == f"cosim view: {title}"
@@ -483,10 +481,6 @@ def test_hostile_run_in_headless_chromium_runs_no_script_and_draws_everything(ru
             " #faillist *:not(div,table,tbody,tr,td,th), #filters *:not(div,span,label,input)').length") == 0
         assert browser.execute_script("return window.__pwned === undefined")
         assert browser.title == f"cosim view: {title}"
-        logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-        assert logs == []
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo
@@ -539,9 +533,7 @@ def test_zoom_pan_fit_and_keys_move_the_one_transform_as_computed_by_hand(run_di
     page = write_view(run_dir, tmp_path / "view.html")
     d = build_data(run_dir)
     t, b = d["transform"], d["bounds"]
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         cv = browser.find_element(By.ID, "cv")
         w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
         # fit on load: the bounding box centred with a 12-pixel margin
@@ -607,9 +599,6 @@ def test_zoom_pan_fit_and_keys_move_the_one_transform_as_computed_by_hand(run_di
         assert browser.execute_script("return window.cosimView.slot") > 11
         for key in ("ax", "ay", "k"):  # keys for time leave the map alone
             _near(_view(browser)[key], v0[key])
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 @functools.lru_cache(maxsize=4)
@@ -730,9 +719,7 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
     page = write_view(run_dir, tmp_path / "view.html")
     d = build_data(run_dir)
     cov = pd.read_parquet(run_dir / "coverage.parquet")
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
         info, tasks = _panel(browser)
         assert info["vehicle"] == v
@@ -758,9 +745,6 @@ def test_clicking_a_vehicle_shows_what_coverage_and_the_task_tables_say(run_dir,
         # the empty corner clears the selection
         _click_canvas(browser, 3, 3)
         assert browser.execute_script("return window.cosimView.inspect()") is None
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 def _realised(run_dir, cov: pd.DataFrame) -> pd.DataFrame:
@@ -845,9 +829,7 @@ def test_the_vehicle_panel_shows_predicted_and_realised_dwell_as_the_tables_say(
     g = cov[(cov["vehicle"].astype(str) == gap) & cov["slot"].between(24, 29) & served]  # the run goes on over the gap
     assert len(g) == 6
     picks["gap"] = g
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         for kind, rows in picks.items():
             for _, me in rows.iterrows():
                 i = v["slots"].index(int(me["slot"]))
@@ -874,9 +856,6 @@ def test_the_vehicle_panel_shows_predicted_and_realised_dwell_as_the_tables_say(
         text = browser.execute_script(f"return window.cosimView.dwellText({json.dumps(str(me['vehicle']))}, "
                                       f"{kept.index(int(me['slot']))})")
         assert "· realised ≈ " in text
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 def _differ(df, a: str, b: str) -> dict[int, bool]:
@@ -897,9 +876,7 @@ def test_ab_view_highlights_exactly_the_tasks_whose_success_differs(run_dir, tmp
     d = build_data(run_dir)
     cov = pd.read_parquet(run_dir / "coverage.parquet")
     dv, moe = _task_tables(str(run_dir))
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         assert browser.execute_script("return window.cosimView.abDiffer()") is None  # no B chosen
         Select(browser.find_element(By.ID, "layer")).select_by_visible_text("dvit")
         Select(browser.find_element(By.ID, "policy")).select_by_visible_text("vidi")
@@ -939,9 +916,6 @@ def test_ab_view_highlights_exactly_the_tasks_whose_success_differs(run_dir, tmp
         Select(browser.find_element(By.ID, "versus")).select_by_visible_text("nearest")
         got = {int(k): v for k, v in browser.execute_script("return window.cosimView.abDiffer()").items()}
         assert got == _differ(moe, "gecpa", "nearest")
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 # -- a task's path, the RSU chart, filters, the failure strip ------------------------------------
@@ -1013,9 +987,7 @@ def test_clicking_a_task_draws_its_path_as_the_task_table_and_coverage_say(run_d
     d = build_data(run_dir)
     cov = pd.read_parquet(run_dir / "coverage.parquet")
     dv, moe = _task_tables(str(run_dir))
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         v, i, me, want = _click_a_busy_vehicle(browser, run_dir, d, cov)
         # click the vehicle panel's first DViT row where it is not the user (a helper), else the first
         rows = browser.execute_script(
@@ -1061,9 +1033,6 @@ def test_clicking_a_task_draws_its_path_as_the_task_table_and_coverage_say(run_d
 
         ActionChains(browser).send_keys(Keys.ESCAPE).perform()
         assert browser.execute_script("return [window.cosimView.state.path, window.cosimView.inspect()]") == [None, None]
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo
@@ -1072,9 +1041,7 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
     d = build_data(run_dir)
     cov = pd.read_parquet(run_dir / "coverage.parquet")
     rs = pd.read_parquet(run_dir / "rsus.parquet")
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         j, _ = _click_an_rsu(browser, d, cov, 30)
         rid = d["rsus"][j]["id"]
         chart = browser.execute_script("return window.cosimView.state.rsuChart")
@@ -1100,9 +1067,6 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
             f"let n = 0; for (let i = 0; i < a.length; i += 4) if (Math.abs(a[i] - {col[0]}) + Math.abs(a[i + 1] - {col[1]})"
             f" + Math.abs(a[i + 2] - {col[2]}) <= 6 && a[i + 3] === 255) n++; return n")
         assert n_px > 20
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 def _ends(run_dir) -> pd.DataFrame:
@@ -1128,9 +1092,7 @@ def test_the_failure_strip_counts_the_failures_and_jumps_to_the_one_clicked(run_
     page = write_view(run_dir, tmp_path / "view.html")
     d = build_data(run_dir)
     ends = _ends(run_dir)
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         times = d["vehicles"]["times"]
         width = max(d["slot_s"], times[-1] / 120)
         n = int(np.floor(times[-1] / width)) + 1
@@ -1174,9 +1136,6 @@ def test_the_failure_strip_counts_the_failures_and_jumps_to_the_one_clicked(run_
             want((ends["policy"] != "mddi") & (ends["layer"] != "dvit"))
         _filter(browser, "outcome", "failed", False)
         assert sum(browser.execute_script("return window.cosimView.failures()")["counts"]) == 0
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 @pytest.mark.sumo
@@ -1187,9 +1146,7 @@ def test_filters_hide_exactly_the_tasks_the_tables_say(run_dir, tmp_path):
     d = build_data(run_dir)
     cov = pd.read_parquet(run_dir / "coverage.parquet")
     ends = _ends(run_dir)
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         Select(browser.find_element("id", "layer")).select_by_visible_text("dvit")
         Select(browser.find_element("id", "policy")).select_by_visible_text("vidi")
         slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
@@ -1235,9 +1192,6 @@ def test_filters_hide_exactly_the_tasks_the_tables_say(run_dir, tmp_path):
         _filter(browser, "policy", "vidi", False)
         # the map: with the policy shown filtered out, nothing of it is drawn
         assert browser.execute_script("return window.cosimView.state.tasks") == 0
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
 
 
 # -- a plugin layer, inspected through its declared contract alone -------------------------------
@@ -1307,9 +1261,7 @@ def test_a_plugin_layers_tasks_are_inspectable_through_its_task_view(run_dir, tm
     cov = pd.read_parquet(run / "coverage.parquet")
     slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
     names = set(d["vehicles"]["names"])
-    browser = _chromium()
-    try:
-        browser.get(page.as_uri())
+    with _page(page) as browser:
         assert [o.text for o in Select(browser.find_element("id", "layer")).options] == ["dvit", "moe", "relay"]
         assert "relay" in browser.find_element("id", "filters").text
         # the path of every relay task: its hops in order, where coverage.parquet has them
@@ -1376,6 +1328,3 @@ def test_a_plugin_layers_tasks_are_inspectable_through_its_task_view(run_dir, tm
         assert (np.array(f["counts"]) - np.array(g["counts"])).tolist() == \
             np.bincount(b, minlength=len(f["counts"])).tolist()
         assert len(failed) > 0
-        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
-    finally:
-        browser.quit()
