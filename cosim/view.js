@@ -517,14 +517,17 @@
       box.appendChild(el("div", x.tasks.length + " task(s) at this slot (click one for its path)"));
       box.appendChild(tt);
     } else if (D.rsu_series) {
-      box.appendChild(el("div", "vehicles served (line, mean per " + D.rsu_series.width.toFixed(1)
-        + " s, left axis) and handovers in (bars, right axis) over the run", { class: "hint" }));
+      box.appendChild(el("div", "over the run (cursor: the slider's time)", { class: "hint" }));
       box.appendChild(rsuCv);
+      box.appendChild(rsuLegend(x.i));
     } else box.appendChild(el("div", "no rsus.parquet in this run: no load chart", { class: "hint" }));
   }
 
   // -- the one chart helper: a box over [0, xmax], bar and line series each on its own y scale
-  // (ymax), labels at the corners, a cursor at time `cursor`; what it drew is returned (tests).
+  // (ymax), labels at the corners, a cursor at time `cursor`; what it drew is returned (tests):
+  // the plot's corners and per series its label, colour, values and (bars) the rectangles filled.
+  // A bar series' bar j covers [x[j] + dx, x[j] + dx + barW) (dx: 0 unless given), on whole
+  // pixels (no blended edges), a pixel left free at its right where it is 3 pixels wide or more.
   function chart(c, o) {
     const g = c.getContext("2d"), w = c.width, h = c.height, m = o.margin || 28;
     g.clearRect(0, 0, w, h);
@@ -533,11 +536,20 @@
     const Y_ = (v, ymax) => h - m - (h - 1.5 * m) * v / (ymax || 1);
     g.fillStyle = "#444"; g.font = "10px sans-serif";
     (o.labels || []).forEach(([text, x, y]) => g.fillText(text, x < 0 ? w + x : x, y < 0 ? h + y : y));
+    const drawn = [];
     for (const sr of o.series) {
       g.strokeStyle = g.fillStyle = sr.color; g.lineWidth = sr.width || 1; g.setLineDash(sr.dash || []);
+      const out = { label: sr.label || null, kind: sr.kind, color: sr.color, y: sr.y, ymax: sr.ymax || 1 };
+      drawn.push(out);
       if (sr.kind === "bar") {
-        const bw = Math.max(1, X_(sr.barW) - X_(0) - 1);
-        sr.y.forEach((v, j) => { if (v) { const y = Y_(v, sr.ymax); g.fillRect(X_(sr.x[j]), y, bw, h - m - y); } });
+        out.rects = [];
+        sr.y.forEach((v, j) => {
+          if (!v) return;
+          const a = Math.round(X_(sr.x[j] + (sr.dx || 0))), b = Math.round(X_(sr.x[j] + (sr.dx || 0) + sr.barW));
+          const bw = Math.max(1, b - a - (b - a >= 3 ? 1 : 0)), y = Y_(v, sr.ymax);
+          g.fillRect(a, y, bw, h - m - y);
+          out.rects.push([j, a, y, bw, h - m - y]);
+        });
       } else {
         g.beginPath(); let pen = false;
         sr.y.forEach((v, j) => { if (v === null) { pen = false; return; } const x = X_(sr.x[j]), y = Y_(v, sr.ymax); if (pen) g.lineTo(x, y); else g.moveTo(x, y); pen = true; });
@@ -546,20 +558,40 @@
     }
     g.setLineDash([]);
     if (o.cursor !== undefined) { const x = X_(o.cursor); g.beginPath(); g.moveTo(x, m / 2); g.lineTo(x, h - m); g.strokeStyle = "#000"; g.lineWidth = 1; g.stroke(); }
-    return { x0: m, x1: w - m, xmax: o.xmax };
+    return { x0: m, x1: w - m, y0: m / 2, y1: h - m, xmax: o.xmax, drawn };
   }
   const rsuCv = el("canvas", undefined, { id: "rsuchart", width: 360, height: 130 });
-  function drawRsuChart() {  // the inspected RSU's load and handovers (D.rsu_series), cursor at the slot
+  // the RSU chart's series: [key, label, colour (null: the RSU's own)], in the legend's order.
+  // Handovers in and out share the right axis, side by side in each bin (in left, out right), in
+  // light colours that are none of the RSU colours (the load line's).
+  const HIN_COL = "#9ecae1", HOUT_COL = "#f4a3c8";
+  const rsuSeries = (i) => [["load", "vehicles served (mean per " + D.rsu_series.width.toFixed(1) + " s, line, left axis)",
+                             C.rsu[i % C.rsu.length]],
+                            ["hin", "handovers in (bars, right axis)", HIN_COL],
+                            ["hout", "handovers out (bars, right axis)", HOUT_COL]];
+  function rsuLegend(i) {  // a swatch and a label per series of the chart, as text
+    const box = el("div", undefined, { id: "rsulegend", class: "hint" });
+    rsuSeries(i).forEach(([key, label, col]) => {
+      const item = el("div", undefined, { "data-series": key });
+      item.appendChild(el("span", undefined, { class: "sw", style: "background:" + col }));
+      item.appendChild(document.createTextNode(label));
+      box.appendChild(item);
+    });
+    return box;
+  }
+  function drawRsuChart() {  // the inspected RSU's load and handovers in and out (D.rsu_series), cursor at the slot
     const p = sel || hover, S = D.rsu_series;
     state.rsuChart = null;
     if (!p || p.kind !== "rsu" || !S || !nSlots) return;
-    const sr = S.rsu[p.i], xs = sr.load.map((_, j) => j * S.width);
-    const lmax = Math.max(1, ...sr.load.filter((v) => v !== null)), hmax = Math.max(1, ...sr.hin);
-    chart(rsuCv, { xmax: S.n * S.width, cursor: V.times[cur], series: [
-      { kind: "bar", x: xs, y: sr.hin, ymax: hmax, barW: S.width, color: "#9ecae1" },
-      { kind: "line", x: xs.map((v) => v + S.width / 2), y: sr.load, ymax: lmax, color: C.rsu[p.i % C.rsu.length], width: 2 }],
+    const sr = S.rsu[p.i], xs = sr.load.map((_, j) => j * S.width), half = S.width / 2;
+    const lmax = Math.max(1, ...sr.load.filter((v) => v !== null)), hmax = Math.max(1, ...sr.hin, ...sr.hout);
+    const [ld, hi, ho] = rsuSeries(p.i);
+    const drawn = chart(rsuCv, { xmax: S.n * S.width, cursor: V.times[cur], series: [
+      { kind: "bar", x: xs, y: sr.hin, ymax: hmax, barW: half, color: hi[2], label: hi[1] },
+      { kind: "bar", x: xs, dx: half, y: sr.hout, ymax: hmax, barW: half, color: ho[2], label: ho[1] },
+      { kind: "line", x: xs.map((v) => v + half), y: sr.load, ymax: lmax, color: ld[2], width: 2, label: ld[1] }],
       labels: [[lmax.toFixed(0), 2, 18], ["0", 18, -24], [String(hmax), -26, 18], [(S.n * S.width).toFixed(0) + " s", -52, -12]] });
-    state.rsuChart = { rsu: D.rsus[p.i].id, width: S.width, load: sr.load, hin: sr.hin, hout: sr.hout };
+    state.rsuChart = { rsu: D.rsus[p.i].id, width: S.width, load: sr.load, hin: sr.hin, hout: sr.hout, ...drawn };
   }
 
   function setSlot(i) {

@@ -1054,11 +1054,52 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
         n = int(np.floor(t_end / width)) + 1
         load = mine.groupby("b")["connected"].mean().reindex(range(n))
         assert [None if np.isnan(x) else round(x, 2) for x in load] == chart["load"]
-        assert chart["hin"] == mine.groupby("b")["handover_in"].sum().reindex(range(n), fill_value=0).tolist()
-        assert chart["hout"] == mine.groupby("b")["handover_out"].sum().reindex(range(n), fill_value=0).tolist()
-        assert sum(chart["hin"]) > 0
+        hin = mine.groupby("b")["handover_in"].sum().reindex(range(n), fill_value=0).tolist()
+        hout = mine.groupby("b")["handover_out"].sum().reindex(range(n), fill_value=0).tolist()
+        assert chart["hin"] == hin and chart["hout"] == hout
+        assert sum(hin) > 0 and sum(hout) > 0
         info, _ = _panel(browser)
         assert info["handovers in / out (run)"] == f"{mine['handover_in'].sum()} / {mine['handover_out'].sum()}"
+        # drawn: handovers in and out as bars side by side in each bin (in left, out right) on one
+        # right axis up to the larger bin of either, each series named in the legend in its colour
+        legend = browser.execute_script(
+            "return [...document.querySelectorAll('#rsulegend [data-series]')].map(s => [s.dataset.series,"
+            " s.textContent.trim(), getComputedStyle(s.querySelector('.sw')).backgroundColor])")
+        assert [x[0] for x in legend] == ["load", "hin", "hout"]
+        labels = {key: label for key, label, _ in legend}
+        assert labels["hin"].startswith("handovers in") and labels["hout"].startswith("handovers out")
+        drawn = {s["label"]: s for s in chart["drawn"]}
+        assert sorted(drawn) == sorted(labels.values())  # every series drawn is in the legend, and only those
+        for _, label, css in legend:  # the swatch's colour is the series' colour
+            assert css == "rgb({}, {}, {})".format(*(int(drawn[label]["color"][k:k + 2], 16) for k in (1, 3, 5)))
+        assert drawn[labels["load"]]["color"] == "#%02x%02x%02x" % rsu_color(j)
+        assert drawn[labels["load"]]["y"] == chart["load"]
+        s_in, s_out = drawn[labels["hin"]], drawn[labels["hout"]]
+        assert s_out["y"] == hout and s_in["y"] == hin and s_out["color"] != s_in["color"]
+        hmax = max(1, max(hin), max(hout))
+        x0, x1, y0, y1, xmax = (chart[k] for k in ("x0", "x1", "y0", "y1", "xmax"))
+        assert xmax == pytest.approx(n * width)
+        X = lambda t: math.floor(x0 + (x1 - x0) * t / xmax + 0.5)  # noqa: E731 - whole pixels (Math.round)
+        want = []
+        for b, v in enumerate(hout):
+            a, e = X(b * width + width / 2), X((b + 1) * width)
+            if v:
+                want.append([b, a, pytest.approx(y1 - (y1 - y0) * v / hmax), max(1, e - a - (e - a >= 3)),
+                             pytest.approx((y1 - y0) * v / hmax)])
+        assert s_out["rects"] == want
+        rgb = [int(s_out["color"][k:k + 2], 16) for k in (1, 3, 5)]
+        w, h, px = browser.execute_script("const c = document.getElementById('rsuchart');"
+                                          " return [c.width, c.height, [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data]]")
+        img = np.array(px, dtype=np.int64).reshape(h, w, 4)
+        is_out = (img[:, :, :3] == rgb).all(axis=2) & (img[:, :, 3] == 255)
+        for b, v in enumerate(hout):  # the out colour in the bin's right half exactly where a bar is
+            a, e = X(b * width + width / 2), X((b + 1) * width)
+            col = is_out[:, a:max(e, a + 1)]
+            assert col.any() == bool(v), (b, v)
+            if v:  # as tall as the value (its top row may be blended, the 2-pixel load line may cross it)
+                top = np.nonzero(col.any(axis=1))[0]
+                assert top.max() < y1 and abs(top.min() - (y1 - (y1 - y0) * v / hmax)) <= 3.5, (b, v, top)
+        assert is_out.sum() > 0
         # the chart is in the panel and drawn in the RSU's colour
         col = rsu_color(j)
         n_px = browser.execute_script(
