@@ -244,7 +244,7 @@
   // censored, not served or, before the rest is decoded, not known yet)
   let dwellKey = null, dwellVal = null;
   function realisedDwell(v, i) {
-    const key = v + ":" + i + ":" + nSlots;
+    const key = v + ":" + i + ":" + nSlots + ":" + state.loaded;  // "not known yet" holds until the load ends
     if (key === dwellKey) return dwellVal;
     const r = rowAt(v, i), g = r >= 0 ? RS[r] : NONE, t = V.times[i], half = D.slot_s / 2;
     let out = null, last = i;  // last: the slot of the run's latest row
@@ -741,17 +741,21 @@
 
   // -- a task: its path over devices and RSUs through time, drawn on the map, and how it ended --
   let selTask = null;  // {layer, policy, i}
+  // A point whose slot is in a time window not decoded yet (a vehicle's row there unknown) is
+  // "not loaded yet" (loaded: false, no position), not "not on the map"; loadWindow works the
+  // path out again when that window arrives.
   function taskPath(ref) {  // the points: the user at the request, each segment's device(s) at its start, the user at the end
     const L = D.layers[ref.layer], task = L.tasks[ref.policy][ref.i], pts = [];
     const at = (who, t, what, stage) => {
       const i = slotAt(t), devs = Array.isArray(who) ? who : [who], xy = [];
-      for (const d of devs) {
+      const loaded = !(i >= nSlots && devs.some((d) => d >= 0));
+      if (loaded) for (const d of devs) {
         if (d === -1 && task.rsu) xy.push(task.rsu);
         else if (d >= 0) { const r = rowAt(d, i); if (r >= 0) xy.push(worldOf(r)); }
       }
       const c = xy.length ? [xy.reduce((a, p) => a + p[0], 0) / xy.length, xy.reduce((a, p) => a + p[1], 0) / xy.length] : null;
       pts.push({ what, stage, device: Array.isArray(who) ? who.map(devName).join(", ") : devName(who),
-                 t: t, slot: i >= 0 ? V.slots[i] : null, si: i, xy: c, each: xy });
+                 t: t, slot: i >= 0 ? V.slots[i] : null, si: i, xy: c, each: xy, loaded });
     };
     const u = task.u >= 0 ? task.u : -2;  // -1 is the RSU among devices; a user not in the page is -2
     at(u, task.t0, "request", 0);
@@ -785,11 +789,16 @@
     P.pts.forEach((p) => {
       const tr = el("tr", undefined, { class: "pick", title: "go to this slot" });
       [String(p.stage), p.what, p.device, p.t.toFixed(2) + " s", p.slot === null ? "–" : String(p.slot),
-       p.xy ? p.xy[0].toFixed(1) + ", " + p.xy[1].toFixed(1) : "not on the map"].forEach((c) => tr.appendChild(el("td", c)));
-      tr.addEventListener("click", () => { pause(); setSlot(p.si); });
+       p.xy ? p.xy[0].toFixed(1) + ", " + p.xy[1].toFixed(1) : (p.loaded ? "not on the map" : "not loaded yet")]
+        .forEach((c) => tr.appendChild(el("td", c)));
+      if (!p.loaded) tr.setAttribute("title", "its time window is still loading");
+      tr.addEventListener("click", () => { if (p.si < nSlots) { pause(); setSlot(p.si); } });
       pt.appendChild(tr);
     });
     box.appendChild(pt);
+    const pending = P.pts.filter((p) => !p.loaded).length;
+    if (pending) box.appendChild(el("div", pending + " point(s) not loaded yet: their time windows are still loading",
+                                    { class: "hint", id: "taskpending" }));
     const clr = el("button", "clear task");
     clr.addEventListener("click", () => selectTask(null));
     box.appendChild(clr);
@@ -938,6 +947,7 @@
     fillWindow(w, await unpack(w));
     nSlots = w.s1; state.windows++;
     slider.max = Math.max(0, nSlots - 1);
+    if (state.path && state.path.pts.some((p) => !p.loaded && p.si < nSlots)) showTask();  // its points now known
     state.loadLog.push([nSlots, state.drawnSlots]);  // slots decoded, and how many of them a frame had shown
   }
   async function load() {
@@ -962,6 +972,7 @@
       }
       state.loaded = true; state.loadedMs = performance.now();
       bar.remove();
+      if (!playing) draw();  // what waited for the end (a dwell running to the last slot) is known now
     } catch (err) {  // an old browser (no DecompressionStream) or a damaged file: say so
       barText.textContent = " could not decode the page's data: " + err;
       throw err;

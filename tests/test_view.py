@@ -239,18 +239,43 @@ def _chromium():
     return browser
 
 
+#: installed before a page's own scripts by ``_page(..., held=True)``: ``requestIdleCallback``
+#: (what the page waits on before each time window after the first) keeps its callbacks in
+#: ``window.__held`` until the test runs them (``window.__held.shift()()``: one window more)
+HOLD_IDLE = "window.__held = []; window.requestIdleCallback = (cb) => window.__held.push(cb);"
+
+
 @contextlib.contextmanager
-def _page(path):  # noqa: ANN001, ANN202 - a Path -> the browser
+def _page(path, held: bool = False):  # noqa: ANN001, ANN202 - a Path -> the browser
     """The shared Chromium (:func:`_chromium`) on the page at ``path``, loaded (its data all
-    decoded); when the block ends without an error, the page has logged no SEVERE console message;
-    the browser is handed back either way. Every browser test opens its page through this."""
+    decoded; ``held``: its first time window and its tasks, the rest held back by
+    :data:`HOLD_IDLE`); when the block ends without an error, the page has logged no SEVERE
+    console message; the browser is handed back either way. Every browser test opens its page
+    through this."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser = _chromium()
+    hold = None
     try:
-        browser.get(Path(path).as_uri())
+        if held:
+            hold = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_IDLE})["identifier"]
+            browser.open(Path(path).as_uri())
+            WebDriverWait(browser, 120).until(lambda b: b.execute_script(
+                "const v = window.cosimView; return !!v && v.state.tasksLoaded === true"
+                " && (window.__held.length > 0 || v.state.loaded)"))
+        else:
+            browser.get(Path(path).as_uri())
         yield browser
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
-        browser.quit()
+        try:
+            if hold is not None:  # the next page loads as usual
+                browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hold})
+        except Exception:  # noqa: BLE001 - a browser that cannot drop it is ended, not handed back
+            _SHARED.pop("browser", None)
+            browser.end()
+        else:
+            browser.quit()
 
 
 def _start_chromium():
@@ -278,6 +303,7 @@ def _start_chromium():
             lambda b: b.execute_script("return !window.cosimView || window.cosimView.state.loaded === true"))
 
     browser.get = get_loaded
+    browser.open = get  # without waiting for the data (_page's held pages)
     browser.end = browser.quit
 
     def hand_back() -> None:
@@ -666,8 +692,14 @@ def _click_a_busy_vehicle(browser, run_dir, d, cov):
             break
     assert best is not None
     _, v, i, want = best
+    return v, i, _click_vehicle(browser, d, cov, v, i), want
+
+
+def _click_vehicle(browser, d, cov, v: str, i: int):
+    """Go to slot index ``i``, zoom in on vehicle ``v`` until no other vehicle is within 3x the
+    pick radius, click it; returns its coverage row."""
     browser.execute_script(f"window.cosimView.setSlot({i})")
-    rows = cov[cov["slot"] == slots[i]]
+    rows = cov[cov["slot"] == d["vehicles"]["slots"][i]]
     me = rows[rows["vehicle"].astype(str) == v].iloc[0]
     t = d["transform"]
     for _ in range(12):
@@ -682,7 +714,7 @@ def _click_a_busy_vehicle(browser, run_dir, d, cov):
             break
         browser.execute_script(f"window.cosimView.zoomAt({sx}, {sy}, 2)")
     _click_canvas(browser, sx, sy)
-    return v, i, me, want
+    return me
 
 
 def _click_an_rsu(browser, d, cov, i):
@@ -1033,6 +1065,135 @@ def test_clicking_a_task_draws_its_path_as_the_task_table_and_coverage_say(run_d
 
         ActionChains(browser).send_keys(Keys.ESCAPE).perform()
         assert browser.execute_script("return [window.cosimView.state.path, window.cosimView.inspect()]") == [None, None]
+
+
+def _path_at(layer: str, row, d, cov, decoded: int) -> list:
+    """What the task box's "at" column must say for each point of a task's path with the first
+    ``decoded`` slots decoded, worked out from the task table and coverage.parquet: a point whose
+    slot is not decoded yet and which has a vehicle of the page -> "not loaded yet"; else the mean
+    position of its devices there ([x, y]; the RSU's from summary.json), or "not on the map"."""
+    devs, starts, end = _steps(layer, row)
+    user = str(row.user if layer == "dvit" else row.tv)
+    slots, times, names = d["vehicles"]["slots"], d["vehicles"]["times"], set(d["vehicles"]["names"])
+    out = []
+    for who, when in zip([[user]] + [[x] if isinstance(x, str) else x for x in devs] + [[user]],
+                         [row.t_request_s, *starts, end]):
+        i = _slot_at(times, when)
+        if i >= decoded and any(w in names for w in who):
+            out.append("not loaded yet")
+            continue
+        at = cov[cov["slot"] == slots[i]].set_index(cov.loc[cov["slot"] == slots[i], "vehicle"].astype(str))
+        xy = [(d["rsus"][int(row.rsu)]["x"], d["rsus"][int(row.rsu)]["y"]) if w == "RSU" else
+              (at.loc[w, "x"], at.loc[w, "y"]) for w in who if w == "RSU" or w in at.index]
+        out.append(np.mean(np.array(xy, float), axis=0).tolist() if xy else "not on the map")
+    return out
+
+
+def _check_path_text(browser, want: list, scale: float) -> None:
+    """The task box's rows against :func:`_path_at` (positions shown to 0.1 m), and the pending
+    note's count; the page's path has no position where the text has none."""
+    got = browser.execute_script(
+        "return [...document.querySelectorAll('#taskpath tr')].slice(1).map(r => r.cells[5].textContent)")
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if isinstance(w, str):
+            assert g == w
+        else:
+            assert np.abs(np.array([float(x) for x in g.split(", ")]) - w).max() <= scale / 2 + 0.05 + 1e-9, (g, w)
+    pts = browser.execute_script("return window.cosimView.state.path.pts")
+    assert [p["loaded"] for p in pts] == [w != "not loaded yet" for w in want]
+    assert [p["xy"] is None for p in pts] == [isinstance(w, str) for w in want]
+    note = browser.execute_script("const n = document.getElementById('taskpending'); return n && n.textContent")
+    pending = sum(w == "not loaded yet" for w in want)
+    assert note == (f"{pending} point(s) not loaded yet: their time windows are still loading" if pending else None)
+
+
+@pytest.mark.sumo
+def test_a_path_or_vehicle_selected_while_windows_load_tells_not_loaded_from_not_on_the_map(run_dir, tmp_path):
+    """Loading held after the first of three time windows (requestIdleCallback held, HOLD_IDLE):
+    a task path selected then says "not loaded yet" for its points in the windows still to come and
+    "not on the map" for a vehicle that coverage lacks at a decoded slot (a copy of the run with
+    that row dropped); when the next window arrives the box fills in by itself, as the tables say.
+    A vehicle selected then says its realised dwell is not known yet and, when the window with its
+    handover arrives, says it as realised_dwell does; one whose dwell runs to the end says
+    "censored" once every window is in."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    src, run_dir = run_dir, tmp_path / "run"
+    shutil.copytree(src, run_dir)
+    d = build_data(run_dir, window_s=20)
+    assert [(w["s0"], w["s1"]) for w in d["vehicles"]["windows"]] == [(0, 20), (20, 40), (40, len(d["vehicles"]["slots"]))]
+    slots, times, scale = d["vehicles"]["slots"], d["vehicles"]["times"], d["transform"]["scale"]
+    dv = pd.read_parquet(run_dir / "dvit_tasks.parquet")
+
+    def crossing(b):  # the DViT tasks with path points on both sides of slot index b: policy, task
+        out = []
+        for r in dv.itertuples():
+            devs, starts, end = _steps("dvit", r)
+            i = [_slot_at(times, t) for t in (r.t_request_s, *starts, end)]
+            if min(i) < b <= max(i):
+                out.append((r.policy, int(r.task)))
+        return out
+
+    a, b = crossing(20)[0], crossing(40)[0]
+    row_a = next(dv[(dv["policy"] == a[0]) & (dv["task"] == a[1])].itertuples())
+    # task A's user is off the map at its request's slot: that point must say "not on the map"
+    cov = pd.read_parquet(run_dir / "coverage.parquet")
+    drop = (cov["vehicle"].astype(str) == str(row_a.user)) & (cov["slot"] == slots[_slot_at(times, row_a.t_request_s)])
+    assert drop.sum() == 1
+    cov = cov[~drop].reset_index(drop=True)
+    shutil.rmtree(run_dir / "coverage.parquet")
+    cov.to_parquet(run_dir / "coverage.parquet")
+    page = write_view(run_dir, tmp_path / "view.html", window_s=20)
+    d = build_data(run_dir, window_s=20)
+    real = _realised(run_dir, cov)
+    cov = cov.assign(realised=real["realised"].to_numpy(), arrived=real["arrived"].to_numpy())
+    half = d["slot_s"] / 2
+    served = cov["rsu"].notna() & cov["realised"].notna() & ~cov["arrived"]  # handed over, at the row's time + dwell + half
+    ends = cov["time_s"] + cov["realised"] + half
+    veh_a = cov[served & (cov["slot"] < slots[20]) & (ends >= times[20] - 1e-9) & (ends < times[40] - 1e-9)].iloc[0]
+    veh_b = cov[cov["rsu"].notna() & cov["realised"].isna() & cov["slot"].between(slots[25], slots[39])].iloc[0]
+
+    def ids(browser, policy):
+        return browser.execute_script(f"return window.cosimView.taskIds('dvit', {json.dumps(policy)})")
+
+    def dwell(browser):
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#inspect table tr')].find(r => r.cells[0].textContent === 'dwell')"
+            ".cells[1].textContent")
+
+    with _page(page, held=True) as browser:
+        state = browser.execute_script("return window.cosimView.state")
+        assert state["windows"] == 1 and not state["loaded"] and browser.execute_script("return window.cosimView.nSlots") == 20
+        browser.execute_script(f"window.cosimView.selectTask('dvit', {json.dumps(a[0])}, {ids(browser, a[0]).index(a[1])})")
+        want = _path_at("dvit", row_a, d, cov, 20)
+        assert want[0] == "not on the map" and "not loaded yet" in want and any(not isinstance(w, str) for w in want)
+        _check_path_text(browser, want, scale)
+        i_a = slots.index(int(veh_a["slot"]))
+        _click_vehicle(browser, d, cov, str(veh_a["vehicle"]), i_a)
+        assert dwell(browser).endswith(" · realised: not known yet (loading)")
+        # the second window: the path and the panel fill in, nothing selected again
+        browser.execute_script("window.__held.shift()()")
+        WebDriverWait(browser, 60).until(lambda br: br.execute_script(
+            "return window.cosimView.state.windows === 2 && window.__held.length === 1"))
+        assert browser.execute_script("return window.cosimView.slot") == i_a
+        _check_path_text(browser, _path_at("dvit", row_a, d, cov, 40), scale)
+        _check_path(browser.execute_script("return window.cosimView.state.path"), "dvit", row_a, d, cov)
+        _check_dwell_text(dwell(browser), veh_a, veh_a, d)
+        # a task into the third window, and a vehicle whose dwell runs to the end, selected now
+        row_b = next(dv[(dv["policy"] == b[0]) & (dv["task"] == b[1])].itertuples())
+        browser.execute_script(f"window.cosimView.selectTask('dvit', {json.dumps(b[0])}, {ids(browser, b[0]).index(b[1])})")
+        want = _path_at("dvit", row_b, d, cov, 40)
+        assert "not loaded yet" in want
+        _check_path_text(browser, want, scale)
+        _click_vehicle(browser, d, cov, str(veh_b["vehicle"]), slots.index(int(veh_b["slot"])))
+        assert dwell(browser).endswith(" · realised: not known yet (loading)")
+        browser.execute_script("window.__held.shift()()")
+        WebDriverWait(browser, 60).until(lambda br: br.execute_script("return window.cosimView.state.loaded"))
+        _check_path_text(browser, _path_at("dvit", row_b, d, cov, len(slots)), scale)
+        _check_path(browser.execute_script("return window.cosimView.state.path"), "dvit", row_b, d, cov)
+        _check_dwell_text(dwell(browser), veh_b, veh_b, d)
+        assert dwell(browser).endswith(" · realised: censored")
 
 
 @pytest.mark.sumo
