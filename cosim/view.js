@@ -526,8 +526,10 @@
   // -- the one chart helper: a box over [0, xmax], bar and line series each on its own y scale
   // (ymax), labels at the corners, a cursor at time `cursor`; what it drew is returned (tests):
   // the plot's corners and per series its label, colour, values and (bars) the rectangles filled.
-  // A bar series' bar j covers [x[j] + dx, x[j] + dx + barW) (dx: 0 unless given), on whole
-  // pixels (no blended edges), a pixel left free at its right where it is 3 pixels wide or more.
+  // A bar series' bar j covers [x[j], x[j] + barW) on whole pixels (no blended edges), a pixel
+  // left free at its right where it is 3 pixels wide or more; it rises from `base` (a fraction of
+  // the plot's height from its bottom, 0 unless given; a grey line marks a base above 0), or with
+  // `down` hangs from it, by y / ymax of the plot's height.
   function chart(c, o) {
     const g = c.getContext("2d"), w = c.width, h = c.height, m = o.margin || 28;
     g.clearRect(0, 0, w, h);
@@ -543,13 +545,16 @@
       drawn.push(out);
       if (sr.kind === "bar") {
         out.rects = [];
+        const yb = Y_(sr.base || 0, 1);
         sr.y.forEach((v, j) => {
           if (!v) return;
-          const a = Math.round(X_(sr.x[j] + (sr.dx || 0))), b = Math.round(X_(sr.x[j] + (sr.dx || 0) + sr.barW));
-          const bw = Math.max(1, b - a - (b - a >= 3 ? 1 : 0)), y = Y_(v, sr.ymax);
-          g.fillRect(a, y, bw, h - m - y);
-          out.rects.push([j, a, y, bw, h - m - y]);
+          const a = Math.round(X_(sr.x[j])), b = Math.round(X_(sr.x[j] + sr.barW));
+          const bw = Math.max(1, b - a - (b - a >= 3 ? 1 : 0)), len = (h - 1.5 * m) * v / (sr.ymax || 1);
+          const y = sr.down ? yb : yb - len;
+          g.fillRect(a, y, bw, len);
+          out.rects.push([j, a, y, bw, len]);
         });
+        if (sr.base) { g.fillStyle = "#999"; g.fillRect(m, Math.round(yb), w - 2 * m, 1); }
       } else {
         g.beginPath(); let pen = false;
         sr.y.forEach((v, j) => { if (v === null) { pen = false; return; } const x = X_(sr.x[j]), y = Y_(v, sr.ymax); if (pen) g.lineTo(x, y); else g.moveTo(x, y); pen = true; });
@@ -560,15 +565,15 @@
     if (o.cursor !== undefined) { const x = X_(o.cursor); g.beginPath(); g.moveTo(x, m / 2); g.lineTo(x, h - m); g.strokeStyle = "#000"; g.lineWidth = 1; g.stroke(); }
     return { x0: m, x1: w - m, y0: m / 2, y1: h - m, xmax: o.xmax, drawn };
   }
-  const rsuCv = el("canvas", undefined, { id: "rsuchart", width: 360, height: 130 });
-  // the RSU chart's series: [key, label, colour (null: the RSU's own)], in the legend's order.
-  // Handovers in and out share the right axis, side by side in each bin (in left, out right), in
-  // light colours that are none of the RSU colours (the load line's).
+  const rsuCv = el("canvas", undefined, { id: "rsuchart", width: 360, height: 160 });
+  // the RSU chart's series: [key, label, colour], in the legend's order. Handovers in and out
+  // share the right axis about its middle, in rising and out hanging (each bin's in over its out),
+  // in light colours that are none of the RSU colours (the load line's).
   const HIN_COL = "#9ecae1", HOUT_COL = "#f4a3c8";
   const rsuSeries = (i) => [["load", "vehicles served (mean per " + D.rsu_series.width.toFixed(1) + " s, line, left axis)",
                              C.rsu[i % C.rsu.length]],
-                            ["hin", "handovers in (bars, right axis)", HIN_COL],
-                            ["hout", "handovers out (bars, right axis)", HOUT_COL]];
+                            ["hin", "handovers in (bars up from the middle, right axis)", HIN_COL],
+                            ["hout", "handovers out (bars down from the middle, right axis)", HOUT_COL]];
   function rsuLegend(i) {  // a swatch and a label per series of the chart, as text
     const box = el("div", undefined, { id: "rsulegend", class: "hint" });
     rsuSeries(i).forEach(([key, label, col]) => {
@@ -583,14 +588,15 @@
     const p = sel || hover, S = D.rsu_series;
     state.rsuChart = null;
     if (!p || p.kind !== "rsu" || !S || !nSlots) return;
-    const sr = S.rsu[p.i], xs = sr.load.map((_, j) => j * S.width), half = S.width / 2;
+    const sr = S.rsu[p.i], xs = sr.load.map((_, j) => j * S.width);
     const lmax = Math.max(1, ...sr.load.filter((v) => v !== null)), hmax = Math.max(1, ...sr.hin, ...sr.hout);
     const [ld, hi, ho] = rsuSeries(p.i);
     const drawn = chart(rsuCv, { xmax: S.n * S.width, cursor: V.times[cur], series: [
-      { kind: "bar", x: xs, y: sr.hin, ymax: hmax, barW: half, color: hi[2], label: hi[1] },
-      { kind: "bar", x: xs, dx: half, y: sr.hout, ymax: hmax, barW: half, color: ho[2], label: ho[1] },
-      { kind: "line", x: xs.map((v) => v + half), y: sr.load, ymax: lmax, color: ld[2], width: 2, label: ld[1] }],
-      labels: [[lmax.toFixed(0), 2, 18], ["0", 18, -24], [String(hmax), -26, 18], [(S.n * S.width).toFixed(0) + " s", -52, -12]] });
+      { kind: "bar", x: xs, y: sr.hin, ymax: 2 * hmax, base: 0.5, barW: S.width, color: hi[2], label: hi[1] },
+      { kind: "bar", x: xs, y: sr.hout, ymax: 2 * hmax, base: 0.5, down: true, barW: S.width, color: ho[2], label: ho[1] },
+      { kind: "line", x: xs.map((v) => v + S.width / 2), y: sr.load, ymax: lmax, color: ld[2], width: 2, label: ld[1] }],
+      labels: [[lmax.toFixed(0), 2, 18], ["0", 18, -24], [String(hmax), -26, 18], ["0", -26, rsuCv.height - 25 - (rsuCv.height - 42) / 2],
+               [String(hmax), -26, -24], [(S.n * S.width).toFixed(0) + " s", -52, -12]] });
     state.rsuChart = { rsu: D.rsus[p.i].id, width: S.width, load: sr.load, hin: sr.hin, hout: sr.hout, ...drawn };
   }
 

@@ -1221,8 +1221,8 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
         assert sum(hin) > 0 and sum(hout) > 0
         info, _ = _panel(browser)
         assert info["handovers in / out (run)"] == f"{mine['handover_in'].sum()} / {mine['handover_out'].sum()}"
-        # drawn: handovers in and out as bars side by side in each bin (in left, out right) on one
-        # right axis up to the larger bin of either, each series named in the legend in its colour
+        # drawn: handovers in rising from the plot's middle, out hanging from it, on one right axis
+        # whose half is the larger bin of either; each series named in the legend in its colour
         legend = browser.execute_script(
             "return [...document.querySelectorAll('#rsulegend [data-series]')].map(s => [s.dataset.series,"
             " s.textContent.trim(), getComputedStyle(s.querySelector('.sw')).backgroundColor])")
@@ -1241,26 +1241,31 @@ def test_clicking_an_rsu_charts_its_load_and_handovers_as_rsus_parquet_says(run_
         x0, x1, y0, y1, xmax = (chart[k] for k in ("x0", "x1", "y0", "y1", "xmax"))
         assert xmax == pytest.approx(n * width)
         X = lambda t: math.floor(x0 + (x1 - x0) * t / xmax + 0.5)  # noqa: E731 - whole pixels (Math.round)
-        want = []
-        for b, v in enumerate(hout):
-            a, e = X(b * width + width / 2), X((b + 1) * width)
-            if v:
-                want.append([b, a, pytest.approx(y1 - (y1 - y0) * v / hmax), max(1, e - a - (e - a >= 3)),
-                             pytest.approx((y1 - y0) * v / hmax)])
-        assert s_out["rects"] == want
-        rgb = [int(s_out["color"][k:k + 2], 16) for k in (1, 3, 5)]
+        mid = (y0 + y1) / 2
         w, h, px = browser.execute_script("const c = document.getElementById('rsuchart');"
                                           " return [c.width, c.height, [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data]]")
         img = np.array(px, dtype=np.int64).reshape(h, w, 4)
-        is_out = (img[:, :, :3] == rgb).all(axis=2) & (img[:, :, 3] == 255)
-        for b, v in enumerate(hout):  # the out colour in the bin's right half exactly where a bar is
-            a, e = X(b * width + width / 2), X((b + 1) * width)
-            col = is_out[:, a:max(e, a + 1)]
-            assert col.any() == bool(v), (b, v)
-            if v:  # as tall as the value (its top row may be blended, the 2-pixel load line may cross it)
-                top = np.nonzero(col.any(axis=1))[0]
-                assert top.max() < y1 and abs(top.min() - (y1 - (y1 - y0) * v / hmax)) <= 3.5, (b, v, top)
-        assert is_out.sum() > 0
+        for series, values, down in ((s_in, hin, False), (s_out, hout, True)):
+            want = []
+            for b, v in enumerate(values):
+                a, e = X(b * width), X((b + 1) * width)
+                size = (mid - y0) * v / hmax
+                if v:
+                    want.append([b, a, pytest.approx(mid if down else mid - size), max(1, e - a - (e - a >= 3)),
+                                 pytest.approx(size)])
+            assert series["rects"] == want
+            rgb = [int(series["color"][k:k + 2], 16) for k in (1, 3, 5)]
+            mine = (img[:, :, :3] == rgb).all(axis=2) & (img[:, :, 3] == 255)
+            assert mine.sum() > 0
+            for b, v in enumerate(values):  # its colour in the bin's column exactly where it has a bar, on its side
+                a, e = X(b * width), X((b + 1) * width)
+                col = mine[:, a:max(e, a + 1)]
+                assert col.any() == bool(v), (b, v)
+                if v:  # as long as the value (its far end may be blended, the 2-pixel load line may cross it)
+                    rows = np.nonzero(col.any(axis=1))[0]
+                    far = rows.max() + 1 if down else rows.min()
+                    assert (rows.min() >= mid - 1 if down else rows.max() <= mid + 1), (b, v, rows)
+                    assert abs(far - (mid + (mid - y0) * v / hmax if down else mid - (mid - y0) * v / hmax)) <= 3.5, (b, v, rows)
         # the chart is in the panel and drawn in the RSU's colour
         col = rsu_color(j)
         n_px = browser.execute_script(
