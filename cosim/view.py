@@ -24,7 +24,7 @@ button, keys (space, left/right, +/-, 0, b); hovering or clicking a vehicle show
 cell, serving RSU, predicted (``dwell_s``, :data:`DWELL_Q`) against realised dwell (worked out by
 the page from the decoded rows as :func:`cosim.analysis.realised_dwell` defines it) and its tasks at the slot (from the layers' task views), clicking one of those
 tasks its path over devices and RSUs drawn on the map and how it ended, clicking an RSU its disc,
-load and a chart of its load and handovers over the run (``rsu_series``, from ``rsus.parquet``);
+load and a chart of its load and handovers in and out over the run (``rsu_series``, from ``rsus.parquet``);
 filters by layer, policy, role and outcome; a strip of task failures over the run that jumps to
 the moment clicked; an A/B mode marks the tasks whose success differs between two policies.
 
