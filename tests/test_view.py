@@ -677,8 +677,8 @@ def _panel(browser) -> tuple[dict, list[tuple]]:
 
 def _click_a_busy_vehicle(browser, run_dir, d, cov):
     """Go to the slot and vehicle with the most task roles (a helper or IV among them if any),
-    zoom in on it until no other vehicle is within 3x the pick radius, click it; returns its name,
-    slot index, time and expected tasks."""
+    click it (:func:`_click_vehicle`); returns its name, slot index, coverage row and expected
+    tasks."""
     slots, times = d["vehicles"]["slots"], d["vehicles"]["times"]
     best = None
     for i in range(10, len(slots), 6):
