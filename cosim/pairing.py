@@ -19,7 +19,8 @@ scenarios). A layer opts in by naming its task table (:attr:`cosim.layers.base.L
 one row per task and policy with at least ``task``, ``policy``, ``latency_s`` and ``outcome`` —
 ``done``, ``failed`` or ``censored``, :mod:`cosim.layers.kernel`). The pairing is computed from
 that table once the run's tables are closed, so it covers policies that ran in other processes
-(``--jobs 3``) too; it reads four columns and costs a few milliseconds per thousand rows.
+(``--jobs 3``) too; it reads four columns (:func:`cosim.results.read_columns`: numpy arrays, no
+pandas, which a run never imports) and costs a few milliseconds per thousand rows.
 """
 
 from __future__ import annotations
@@ -35,23 +36,29 @@ from cosim.stats import mean_ci
 COLUMNS = ["task", "policy", "latency_s", "outcome"]
 
 
-def vs_baseline(df, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 - a pandas DataFrame
+def vs_baseline(table, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 - a DataFrame or {column: array}
     """``policy -> {"baseline", "common_tasks", "latency_diff_s", "latency_diff_ci95_s", "given_tasks",
     "success_diff", "success_diff_ci95"}`` for every policy in ``policies`` that has rows (the baseline too: 0 differences over its own
     tasks), against ``policies[0]``. ``given_tasks``: the tasks both were given and neither had
-    censored, over which ``success_diff`` is taken. A difference over no task is None."""
-    if df is None or not len(df) or not policies:
+    censored, over which ``success_diff`` is taken. A difference over no task is None.
+    ``table``: the task table's :data:`COLUMNS`, as a pandas DataFrame or a mapping of column
+    name to array (:func:`cosim.results.read_columns`)."""
+    if table is None or not policies:
+        return {}
+    cols = {c: np.asarray(table[c]) for c in COLUMNS} if len(table) else {}
+    if not cols or not len(cols["task"]):
         return {}
     base = policies[0]
-    by_policy = {str(p): g for p, g in df.groupby("policy", sort=False)}
-    if base not in by_policy:
+    policy = cols["policy"]
+    rows = {name: np.flatnonzero(policy == name) for name in policies}  # each policy's rows, in table order
+    if not len(rows[base]):
         return {}
-    b = _index(by_policy[base])
+    b = _index(cols, rows[base], base)
     out = {}
     for name in policies:
-        if name not in by_policy:
+        if not len(rows[name]):
             continue
-        p = _index(by_policy[name])
+        p = _index(cols, rows[name], name)
         common_ids = np.intersect1d(p["task"], b["task"], assume_unique=True)
         ip, ib = np.searchsorted(p["task"], common_ids), np.searchsorted(b["task"], common_ids)
         lp, lb = p["latency"][ip], b["latency"][ib]
@@ -76,25 +83,25 @@ def _num(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
-def _index(g) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """A policy's rows sorted by task id (one row per task)."""
-    task = g["task"].to_numpy(dtype=np.int64)
+def _index(cols: dict[str, np.ndarray], rows: np.ndarray, policy: str) -> dict[str, np.ndarray]:
+    """A policy's rows (``rows``, in table order) sorted by task id (one row per task)."""
+    task = cols["task"][rows].astype(np.int64)
     order = np.argsort(task, kind="stable")
     task = task[order]
     if len(task) > 1 and (task[1:] == task[:-1]).any():
         dup = int(task[1:][task[1:] == task[:-1]][0])
-        raise ValueError(f"task {dup} has two rows for policy '{g['policy'].iloc[0]}': task ids must be unique per policy")
-    return {"task": task, "latency": g["latency_s"].to_numpy(dtype=float)[order],
-            "outcome": g["outcome"].to_numpy(dtype=object)[order]}
+        raise ValueError(f"task {dup} has two rows for policy '{policy}': task ids must be unique per policy")
+    return {"task": task, "latency": cols["latency_s"][rows].astype(float)[order],
+            "outcome": cols["outcome"][rows].astype(object)[order]}
 
 
 def from_table(path: str | Path, policies: list[str]) -> dict[str, dict]:
     """:func:`vs_baseline` of the task table at ``path`` (a part folder or Parquet file)."""
-    from cosim.results import read_table
+    from cosim.results import read_columns
 
     if not Path(path).exists():
         return {}
-    return vs_baseline(read_table(path, COLUMNS), policies)
+    return vs_baseline(read_columns(path, COLUMNS), policies)
 
 
 def against(run_dir: str | Path, layer: str, policies: list[str], baseline: str) -> dict[str, dict]:

@@ -187,14 +187,16 @@ class TableWriter:
             self._jobs.clear()
             self._pool.shutdown(wait=True)
         if self.rows == 0 and empty_schema is not None and not self.csv and not self.path.exists():
-            self._write_part(pa.table({k: pa.array([], type=t) for k, t in empty_schema.items()}))
+            self._write_part(pa.schema(list(empty_schema.items())).empty_table())  # (pa.array imports pandas)
 
 
 def _column(parts: list) -> pa.Array:
-    """One Arrow column from the appended pieces (arrays, lists, scalars or Coded per batch)."""
+    """One Arrow column from the appended pieces (arrays, lists, scalars, :class:`Lists` or
+    :class:`Coded` per batch): what ``pa.array`` makes of them, built from buffers (see
+    :func:`_numeric` for why)."""
     if parts and isinstance(parts[0], Lists):
         rows = [row for p in parts for row in p.values]
-        return pa.array(rows, type=pa.list_(parts[0].item) if parts[0].item is not None else None)
+        return _lists(rows, parts[0].item)
     if parts and isinstance(parts[0], Coded):
         codes = np.concatenate([p.codes for p in parts]).astype(np.int64)
         names = parts[-1].names
@@ -210,24 +212,98 @@ def _column(parts: list) -> pa.Array:
         return _strings(arr.tolist())
     if arr.dtype.kind in "iuf" and arr.dtype.isnative:
         return _numeric(arr)
+    if arr.dtype.kind == "b":
+        return _booleans(arr)
     return pa.array(arr)
+
+
+def _validity(mask: np.ndarray) -> tuple[pa.Buffer | None, int]:
+    """Arrow's validity bitmap (bit i set = row i holds a value) of ``mask`` (True = null), and
+    the null count; no bitmap when nothing is null (as Arrow's builders leave it)."""
+    nulls = int(np.count_nonzero(mask))
+    return (pa.py_buffer(np.packbits(~mask, bitorder="little")) if nulls else None), nulls
 
 
 def _strings(items: list) -> pa.Array:
     """``pa.array(items, type=pa.string())`` (see :func:`_numeric` for why not that call): when
-    every item is a ``str``, built from the UTF-8 bytes and their offsets; otherwise (None, a
+    every item is a ``str`` or None (a null: no bytes, its offset repeated, its validity bit
+    clear), built from the UTF-8 bytes, their offsets and the validity bitmap; otherwise (a
     non-string, more than 2 GiB of text) left to ``pa.array``, which decides what those mean."""
-    if all(type(x) is str for x in items):
+    kinds = set(map(type, items))
+    if kinds <= {str, type(None)}:
         try:
-            data = [x.encode("utf-8") for x in items]
+            data = [b"" if x is None else x.encode("utf-8") for x in items]
         except UnicodeEncodeError:  # a lone surrogate: pa.array's own error
             return pa.array(items, type=pa.string())
         offsets = np.zeros(len(data) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=offsets[1:])
         if offsets[-1] < 2**31:
-            return pa.Array.from_buffers(pa.string(), len(data),
-                                         [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))])
+            validity, nulls = _validity(np.fromiter((x is None for x in items), bool, len(items))) \
+                if type(None) in kinds else (None, 0)
+            return pa.Array.from_buffers(pa.string(), len(data), [validity, pa.py_buffer(offsets.astype(np.int32)),
+                                                                  pa.py_buffer(b"".join(data))], null_count=nulls)
     return pa.array(items, type=pa.string())
+
+
+def _booleans(arr: np.ndarray) -> pa.Array:
+    """``pa.array(arr)`` of a numpy bool array: Arrow's bit-packed values (least significant bit
+    first), no nulls (see :func:`_numeric` for why not that call)."""
+    return pa.Array.from_buffers(pa.bool_(), len(arr), [None, pa.py_buffer(np.packbits(arr, bitorder="little"))],
+                                 null_count=0)
+
+
+#: the Python types of list items that :func:`_items` converts itself, per item type (with None:
+#: a null item); any other item goes to ``pa.array``. Integers become doubles only where exact
+#: (pyarrow refuses the others).
+_ITEM_KINDS = {pa.float64(): {float, np.float64, int, type(None)}, pa.int64(): {int, np.int64, type(None)}}
+
+
+def _items(items: list, item: pa.DataType) -> pa.Array | None:
+    """``pa.array(items, type=item)`` for a list column's items (str, float64 or int64; None a
+    null), or None where :func:`_lists` must leave the whole column to ``pa.array``."""
+    if item == pa.string():
+        kinds = set(map(type, items))
+        return _strings(items) if kinds <= {str, type(None)} else None
+    allowed = _ITEM_KINDS.get(item)
+    if allowed is None:
+        return None
+    kinds = set(map(type, items))
+    if not kinds <= allowed:
+        return None
+    if item == pa.float64() and int in kinds and any(type(x) is int and abs(x) > 2**53 for x in items):
+        return None  # not exactly a double: pa.array's error
+    mask = None
+    if type(None) in kinds:
+        mask = np.fromiter((x is None for x in items), bool, len(items))
+        items = [0 if x is None else x for x in items]  # a null's value slot holds 0, as Arrow's builders write
+    try:
+        values = np.array(items, dtype=np.float64 if item == pa.float64() else np.int64)
+    except OverflowError:  # an int beyond int64: pa.array's error
+        return None
+    return _numeric(values, mask)
+
+
+def _lists(rows: list, item: pa.DataType | None) -> pa.Array:
+    """``pa.array(rows, type=pa.list_(item))`` (see :func:`_numeric` for why not that call): when
+    every row is a list or tuple (or None: a null list) of items :func:`_items` converts, built
+    from the int32 offsets, the validity bitmap and the items' array; otherwise (an inferred item
+    type, another item type or row, more than 2**31 items) left to ``pa.array``."""
+    typ = pa.list_(item) if item is not None else None
+    kinds = set(map(type, rows))
+    if item is None or not kinds <= {list, tuple, type(None)}:
+        return pa.array(rows, type=typ)
+    n = len(rows)
+    has_null = type(None) in kinds
+    lengths = np.fromiter((0 if r is None else len(r) for r in rows), np.int64, n) if has_null else \
+        np.fromiter(map(len, rows), np.int64, n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = _items([x for r in rows if r is not None for x in r], item) if offsets[-1] < 2**31 else None
+    if values is None:
+        return pa.array(rows, type=typ)
+    validity, nulls = _validity(np.fromiter((r is None for r in rows), bool, n)) if has_null else (None, 0)
+    return pa.Array.from_buffers(typ, n, [validity, pa.py_buffer(offsets.astype(np.int32))], null_count=nulls,
+                                 children=[values])
 
 
 def _numeric(arr: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
@@ -236,14 +312,11 @@ def _numeric(arr: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
 
     ``pa.array`` asks pyarrow's pandas shim whether ``arr`` is a pandas object, which imports
     pandas (~0.3 s of CPU, a tenth of the core's own cost on a 600 s grid6 run) on the first
-    call when pandas is installed; a run that writes only numeric and dictionary columns (the
-    core alone) never needs it (issue 32, third pass: the core's fixed cost)."""
+    call when pandas is installed; a run never needs it (issue 32, third pass: the core's fixed
+    cost; fourth pass: the layers' booleans, nullable strings and lists, :func:`_booleans`,
+    :func:`_strings`, :func:`_lists`)."""
     arr = np.ascontiguousarray(arr)
-    validity = None
-    nulls = 0
-    if mask is not None:
-        nulls = int(np.count_nonzero(mask))
-        validity = pa.py_buffer(np.packbits(~mask, bitorder="little")) if nulls else None
+    validity, nulls = _validity(mask) if mask is not None else (None, 0)
     return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr), [validity, pa.py_buffer(arr)],
                                  null_count=nulls)
 

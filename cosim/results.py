@@ -64,7 +64,7 @@ def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 1
     order of :func:`read_arrow` (part by part, as the dataset lists them: the folder's files not
     starting with ``.`` or ``_``, sorted by name), each cast to the table's schema (its first
     part's). A part folder without a complete part yet has no rows; a broken file is one line
-    naming it (:class:`CosimError`), raised where it is met.
+    naming it (:class:`CosimError`), raised where it is met, as is a column the table lacks.
 
     The parts are read with ``pyarrow.parquet.ParquetFile``, not ``ParquetDataset``: importing
     ``pyarrow.dataset`` imports pandas (~0.3 s of CPU), which a run's own dwell analysis never
@@ -82,6 +82,9 @@ def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 1
         rows = sum(m.num_rows for m in metas)
     except Exception as exc:  # noqa: BLE001
         raise unreadable(path, exc) from None
+    missing = [c for c in columns if schema.get_field_index(c) < 0]
+    if missing:  # (ParquetFile.iter_batches would leave it out)
+        raise CosimError(f"{path}: the table has no column {', '.join(map(repr, missing))}")
 
     def walk():  # noqa: ANN202
         try:
@@ -100,16 +103,33 @@ def numpy_of(arr, fill: int | float | None = None):  # noqa: ANN001, ANN201 - py
     """``arr.to_numpy(zero_copy_only=False)`` of an Arrow int/uint/float array, read from its data
     buffer when it has no null (a read-only view, as ``to_numpy`` gives); with nulls and a
     ``fill``, the values with each null replaced by ``fill`` (``pyarrow.compute.fill_null(arr,
-    fill).to_numpy()``, for an integer ``fill`` that the type holds). Any other array goes to
-    ``to_numpy``.
+    fill).to_numpy()``, for an integer ``fill`` that the type holds). A bool array without nulls
+    is its bools (unpacked from the bitmap); a string array, or a dictionary array of strings,
+    its Python strings in an object array, None for a null (what ``to_numpy`` gives). A chunked
+    array is its chunks' joined. Any other array goes to ``to_numpy``.
 
     Why not ``to_numpy`` itself: in pyarrow 23 it imports pandas on its first call (~0.3 s of
-    CPU), which a run's own dwell analysis never needs (issue 32, third pass: the core's fixed
-    cost)."""
+    CPU), which a run's own analyses never need (issue 32, third pass: the core's fixed cost;
+    fourth pass: the task-level pairing)."""
     import numpy as np
     import pyarrow as pa
 
+    if isinstance(arr, pa.ChunkedArray) and arr.num_chunks:
+        parts = [numpy_of(c, fill) for c in arr.chunks]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _objects(arr.to_pylist())
+    if pa.types.is_dictionary(t) and pa.types.is_string(t.value_type) and pa.types.is_integer(t.index_type):
+        words = _objects(arr.dictionary.to_pylist() + [None])  # the last: a null row's
+        return words[numpy_of(arr.indices, fill=len(words) - 1)] if len(arr) else _objects([])
+    if pa.types.is_boolean(t) and not arr.null_count:
+        validity, data = arr.buffers()[:2]
+        n = len(arr)
+        if not n:
+            return np.zeros(0, dtype=bool)
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little", count=arr.offset + n)
+        return bits[arr.offset:].astype(bool)
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or (arr.null_count and fill is None):
         return arr.to_numpy(zero_copy_only=False)
     kind = "f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t) else "u"
@@ -123,6 +143,35 @@ def numpy_of(arr, fill: int | float | None = None):  # noqa: ANN001, ANN201 - py
     values = values.copy()
     values[bits[arr.offset:] == 0] = fill
     return values
+
+
+def _objects(items: list):  # noqa: ANN202 - numpy.ndarray
+    """``items`` as a 1-d numpy object array (``np.array`` would make a list of lists 2-d)."""
+    import numpy as np
+
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def read_columns(path: str | Path, columns: list[str]) -> dict:
+    """Some columns of a table (a part directory or a single Parquet file) as numpy arrays, in
+    :func:`read_arrow`'s row order, without pandas: read by :func:`arrow_batches`, each batch's
+    column converted by :func:`numpy_of` (numbers and bools as numbers and bools, strings and
+    dictionary columns as object arrays of str with None for null), the batches joined. A part
+    directory with no complete part yet gives empty columns; a column the table lacks is one line
+    naming it (:class:`CosimError`), as is a broken file. For a run's own analyses at its close
+    (the task-level pairing), which must not pay pandas' import (issue 32, fourth pass)."""
+    import numpy as np
+
+    _, batches = arrow_batches(path, list(columns))
+    parts: dict[str, list] = {c: [] for c in columns}
+    for b in batches:
+        for c in columns:
+            parts[c].append(numpy_of(b.column(c)))
+    if not all(parts.values()):  # no batch at all (a table without rows)
+        return {c: _objects([]) for c in columns}
+    return {c: np.concatenate(v) for c, v in parts.items()}
 
 
 def unreadable(path: str | Path, exc: BaseException) -> CosimError:
@@ -394,4 +443,5 @@ def summary_of(run_dir: str | Path) -> dict | None:
         return None
 
 
-__all__ = ["COVERAGE_COLUMNS", "Results", "Shown", "load", "summary_of", "read_arrow", "read_table", "unreadable"]
+__all__ = ["COVERAGE_COLUMNS", "Results", "Shown", "load", "summary_of", "read_arrow", "read_columns", "read_table",
+           "unreadable"]

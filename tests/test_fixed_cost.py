@@ -1,6 +1,7 @@
 """Issue 32, third pass (the core's fixed cost): a core-alone run imports no module it never
-uses, and the pandas-free Arrow conversions that make that true give what pyarrow's own calls
-give (checked against those calls, in a process where pandas is loaded anyway)."""
+uses; fourth pass: nor does a run with layers import pandas, pyarrow.compute or pyarrow.dataset.
+The pandas-free Arrow conversions that make that true give what pyarrow's own calls give, bit
+for bit (checked against those calls, in a process where pandas is loaded anyway)."""
 
 import json
 import subprocess
@@ -130,3 +131,189 @@ def test_arrow_batches_walk_the_rows_as_the_dataset_reads_them(tmp_path):
     rows, batches = arrow_batches(single, ["x"])
     assert rows == pq.read_metadata(single).num_rows
     assert pa.Table.from_batches(list(batches)).to_pydict() == pq.read_table(single, columns=["x"]).to_pydict()
+
+
+# -- issue 32, fourth pass: a run with layers imports no pandas --------------------------------
+#: what a run with layers on never uses (its layers do use torch and numba)
+NOT_IMPORTED_BY_LAYERS = ("pandas", "pyarrow.dataset", "pyarrow.compute")
+SCENARIOS = ROOT / "scenarios"
+
+
+def test_layer_runs_import_no_pandas_and_pair_their_policies_as_pandas_did(tmp_path, trace):
+    """In one process: each layer alone (a replay of the session's recorded grid6 trace), then all
+    three on live SUMO (libsumo); after each, none of :data:`NOT_IMPORTED_BY_LAYERS` is loaded. The
+    runs did write their list, boolean and nullable-string columns and paired their policies at
+    the close: the summary's ``vs_baseline`` blocks are what :func:`cosim.pairing.vs_baseline`
+    gives on the task table read by pandas."""
+    import pandas as pd
+
+    from cosim import pairing
+    from cosim.results import load
+
+    runs = {
+        layer: ["replay", str(trace), "--scenario", str(SCENARIOS / f"grid6_{layer}.toml"), "--end", "30"]
+        for layer in ("dvit", "moe", "cache")
+    }
+    runs["all"] = ["run", str(SCENARIOS / "grid6_all.toml"), "--end", "20"]
+    code = (
+        "import sys, json\n"
+        "from cosim.cli import main\n"
+        "seen = {}\n"
+        f"for name, args in {runs!r}.items():\n"
+        f"    rc = main([*args, '-q', '--out', {str(tmp_path)!r} + '/' + name])\n"
+        f"    seen[name] = [rc, sorted(m for m in {NOT_IMPORTED_BY_LAYERS!r} if m in sys.modules)]\n"
+        "print(json.dumps(seen))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    seen = json.loads(p.stdout.strip().splitlines()[-1])
+    assert seen == {name: [0, []] for name in runs}
+    for name in runs:
+        res = load(tmp_path / name)
+        summary = res.require_summary()
+        assert summary["status"] == "completed" and not summary["warnings"]
+        for layer in ("dvit", "moe") if name == "all" else (name,) if name != "cache" else ():
+            table = f"{layer}_tasks"
+            df = pd.read_parquet(tmp_path / name / f"{table}.parquet")
+            assert len(df) and df["success"].dtype == bool
+            lists = "step_comm_s" if layer == "dvit" else "prices"
+            assert df[lists].map(len).sum() > 0  # a list column with items
+            order = list(summary["layers"][layer]["policies"]) if "policies" in summary["layers"][layer] else \
+                [p for p, v in summary["layers"][layer].items() if isinstance(v, dict) and "vs_baseline" in v]
+            want = pairing.vs_baseline(df[pairing.COLUMNS], order)
+            got = {p: summary["layers"][layer][p]["vs_baseline"] for p in order}
+            assert len(want) > 1 and got == json.loads(json.dumps(want))
+        if name in ("cache", "all"):
+            df = res["cache_requests"]
+            assert len(df) and df["edge"].dtype == bool and df["evicted"].dtype != bool
+
+
+def ipc(arr: pa.Array) -> bytes:
+    """``arr`` as Arrow IPC bytes: its type, length, null count and every buffer (validity bits,
+    offsets, values, and what lies under a null) as written, bit for bit."""
+    return pa.record_batch([arr], names=["c"]).serialize().to_pybytes()
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("rows, item", [
+    ([[1.0, 2.5], [], None, [NAN, 3, -(2**53)], [np.float64(-0.0)], []], pa.float64()),
+    ([[1, None, 3], [], [None], None, [2**63 - 1, np.int64(-7)]], pa.int64()),
+    ([["a", "é🚗"], [], [None, ""], None, ["x"], ["ünï", "\u0000"]], pa.string()),
+    ([], pa.float64()), ([[]], pa.string()), ([None], pa.int64()), ([[], [], []], pa.int64()),
+    ([(0.5,), [0.25]], pa.float64()),
+])
+def test_list_columns_are_pa_arrays_bit_for_bit_also_sliced(rows, item):
+    from cosim.recorder import Lists
+
+    want = pa.array(rows, type=pa.list_(item))
+    got = _column([Lists(rows[:2], item), Lists(rows[2:], item)])  # two batches, joined
+    got.validate(full=True)
+    assert ipc(got) == ipc(want)
+    for at in [(1,), (1, 2), (0, 0), (len(rows),), (2, 3)]:
+        if sum(at) <= len(rows):
+            assert ipc(got.slice(*at)) == ipc(want.slice(*at))
+
+
+@pytest.mark.parametrize("rows, item", [
+    ([[True, 0.5]], pa.float64()),     # a bool among doubles: pa.array makes it 1.0
+    ([[np.int64(3), 1.5]], pa.float64()), ([[np.float32(0.1)]], pa.float64()),
+    ([[2**53 + 1]], pa.float64()),     # not exactly a double: pa.array's error
+    ([[2**63]], pa.int64()),           # beyond int64: pa.array's error
+    ([[3.0]], pa.int64()), ([[True]], pa.int64()), ([["a", 1]], pa.string()), ([[b"a"]], pa.string()),
+    ([np.array([1.0, 2.0])], pa.float64()),  # a numpy row
+    ([[1.0], 7], pa.float64()),        # a row that is no list
+    ([[[1.0], []]], pa.list_(pa.float64())),  # nested lists
+    ([[1, 2], None], None),            # an inferred item type
+])
+def test_list_items_it_does_not_build_itself_get_pa_arrays_answer(rows, item):
+    from cosim.recorder import _lists
+
+    try:
+        want = pa.array(rows, type=pa.list_(item) if item is not None else None)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        with pytest.raises(type(exc)):
+            _lists(rows, item)
+        return
+    assert ipc(_lists(rows, item)) == ipc(want)
+
+
+@pytest.mark.parametrize("items", [
+    ["a", None, "ü", None, ""], [None, None], [None], ["🚗", "é"], [], ["x" * 70, None, "y"] * 5,
+])
+def test_nullable_strings_are_pa_arrays_bit_for_bit(items):
+    want = pa.array(items, type=pa.string())
+    got = _column([np.array(items[:1], dtype=object), np.array(items[1:], dtype=object)])
+    got.validate(full=True)
+    assert ipc(got) == ipc(want) and ipc(got.slice(1)) == ipc(want.slice(1))
+
+
+def test_boolean_columns_are_pa_arrays_bitmap_bit_for_bit():
+    rng = np.random.default_rng(5)
+    b = rng.random(37) < 0.5
+    for arr in (b, b[::3], b[5:], b[:0], b[::-1], b[:8], b[:9], np.ones(16, bool)):
+        want = pa.array(arr)
+        got = _column([arr[:3], arr[3:]])
+        assert ipc(got) == ipc(want) and ipc(got.slice(2)) == ipc(want.slice(2))
+
+
+def test_an_empty_table_is_written_with_its_schemas_columns(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cosim.recorder import COVERAGE_SCHEMA, TableWriter
+
+    w = TableWriter(tmp_path / "c.parquet")
+    w.close(COVERAGE_SCHEMA)
+    t = pq.read_table(tmp_path / "c.parquet")
+    assert t.num_rows == 0 and t.schema.equals(pa.table({k: pa.array([], type=v) for k, v in COVERAGE_SCHEMA.items()}).schema)
+
+
+def test_numpy_of_strings_dictionaries_bools_and_chunks_is_to_numpy():
+    s = pa.array(["a", None, "ünï", "", "b"], type=pa.string())
+    d = pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1, 2], type=pa.int32()), pa.array(["x", "ÿ", None]))
+    b = pa.array([True, False, True, True, False, True, False, False, True])
+    for arr in (s, s.slice(1), s.slice(2, 2), d, d.slice(2), b, b.slice(3), b.slice(9), s.slice(5)):
+        got, want = numpy_of(arr), arr.to_numpy(zero_copy_only=False)
+        assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    c = pa.chunked_array([pa.array([1.5, 2.0]), pa.array([], type=pa.float64()), pa.array([-3.0])])
+    assert numpy_of(c).tolist() == c.to_numpy().tolist() and numpy_of(c).dtype == np.float64
+
+
+def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
+    import math
+
+    import pandas as pd
+
+    from cosim import pairing
+    from cosim.recorder import Coded, TableWriter
+    from cosim.results import read_columns
+
+    rng = np.random.default_rng(7)
+    pols = ["base", "p1", "p2"]
+    rows = [(t, p) for t in range(8) for p in range(3)]  # every task for every policy, shuffled, some left out
+    rows = [rows[i] for i in rng.permutation(len(rows))[:20]]
+    w = TableWriter(tmp_path / "t.parquet", flush_batches=1)
+    for a, b in ((0, 3), (3, 4), (4, 12), (12, 20)):  # four parts of different lengths
+        task, policy = np.array([r[0] for r in rows[a:b]]), np.array([r[1] for r in rows[a:b]])
+        n = b - a
+        w.append({"task": task, "policy": np.array([pols[i] for i in policy], dtype=object),
+                  "pcode": Coded(policy, pols), "latency_s": np.where(rng.random(n) < 0.2, NAN, rng.random(n)),
+                  "outcome": np.array(rng.choice(["done", "failed", "censored", None], n), dtype=object),
+                  "ok": rng.random(n) < 0.5})
+    w.close()
+    cols = ["task", "policy", "pcode", "latency_s", "outcome", "ok"]
+    got = read_columns(tmp_path / "t.parquet", cols)
+    df = pd.read_parquet(tmp_path / "t.parquet")
+    plain = lambda v: None if isinstance(v, float) and math.isnan(v) else v  # noqa: E731 - pandas' missing string
+    for c in ("task", "policy", "pcode", "outcome", "ok"):
+        assert got[c].tolist() == [plain(v) for v in df[c].tolist()] and len(got[c]) == 20
+    assert np.array_equal(got["latency_s"], df["latency_s"].to_numpy(), equal_nan=True)
+    assert got["ok"].dtype == bool and got["task"].dtype == np.int64
+    # the pairing: from numpy columns (plain or dictionary policies) as from the DataFrame, value for value
+    want = pairing.vs_baseline(df[pairing.COLUMNS], pols)
+    assert want["p1"]["common_tasks"] > 0 and want["p2"]["given_tasks"] > 0
+    assert pairing.vs_baseline(got, pols) == want == pairing.vs_baseline({**got, "policy": got["pcode"]}, pols)
+    assert pairing.vs_baseline(df.assign(policy=df["pcode"])[pairing.COLUMNS], pols) == want
+    with pytest.raises(Exception, match="no column 'nope'"):
+        read_columns(tmp_path / "t.parquet", ["task", "nope"])

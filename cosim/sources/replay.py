@@ -91,6 +91,8 @@ def _parquet_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Sna
     ``routes``, the ``route`` column (each vehicle's route on its first row) fills it as read."""
     import pyarrow.parquet as pq
 
+    from cosim.results import numpy_of
+
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
     if not files:
         raise CosimError(f"{path}: a trace directory without any part-*.parquet file")
@@ -107,12 +109,15 @@ def _parquet_snapshots(path: Path, routes: Routes | None = None) -> Iterator[Sna
             cols = TRACE_COLUMNS + (["route"] if routes is not None and "route" in pf.schema_arrow.names else [])
             for rg in range(pf.num_row_groups):
                 t = pf.read_row_group(rg, columns=cols)
+                # numpy_of: Arrow's to_numpy, is_valid and take would import pandas and
+                # pyarrow.compute (~0.3 s of CPU), which a replay never needs (issue 32)
+                out = {c: numpy_of(t[c]) for c in TRACE_COLUMNS}
                 if "route" in cols:  # known before the vehicle's first snapshot is yielded
-                    rows = t["route"].is_valid().to_numpy(zero_copy_only=False).nonzero()[0]
-                    ids, rts = t["ids"].take(rows).to_pylist(), t["route"].take(rows).to_pylist()
-                    for vid, r in zip(ids, rts):
+                    route = numpy_of(t["route"])  # str, None where null
+                    rows = np.flatnonzero(np.not_equal(route, None))
+                    for vid, r in zip(out["ids"][rows].tolist(), route[rows].tolist()):
                         routes.add(vid, tuple(r.split()))
-                yield {c: t[c].to_numpy(zero_copy_only=False) for c in TRACE_COLUMNS}
+                yield out
 
     yield from _by_time(path, chunks())
 
