@@ -93,13 +93,19 @@ def _module_of(obj: Any) -> str:
 
 
 def register_layer(name: str) -> Callable[[type], type]:
-    """Class decorator: make ``name`` usable as ``[layers.NAME]``."""
+    """Class decorator: make ``name`` usable as ``[layers.NAME]``. Its ``shared_cost``
+    (:attr:`cosim.layers.base.Layer.shared_cost`, the CPU a process holding any of its policies
+    spends once) must be a number >= 0."""
 
     def deco(cls: type) -> type:
         old = _LAYERS.get(name)
         if old is not None and old is not cls and f"{old.__module__}.{old.__qualname__}" != \
                 f"{cls.__module__}.{cls.__qualname__}":
             raise ConfigError(f"layer '{name}' is registered twice ({old.__module__} and {cls.__module__})")
+        shared = getattr(cls, "shared_cost", 0.0)
+        if not (isinstance(shared, (int, float)) and not isinstance(shared, bool) and math.isfinite(shared)
+                and shared >= 0):
+            raise ConfigError(f"layer '{name}' ({cls.__module__}): shared_cost must be a number >= 0, got {shared!r}")
         cls.name = name
         _LAYERS[name] = cls
         return cls

@@ -6,8 +6,10 @@ requests and shares no state with the others (DViT's schedulers, MoE's pricing p
 cache's eviction policies each keep their own tasks, devices and caches). So with ``jobs = N >=
 3`` (SUMO's process, the plugin's, and N - 2 workers) the policies of every layer that says so
 (:attr:`cosim.layers.base.Layer.shardable`) are dealt over the plugin's process and the
-workers — N - 1 shares — so that their loads are even, by each policy's registered ``cost``
-(:func:`plan`). Each worker keeps its
+workers — N - 1 shares — so that the busiest is as light as the deal finds, by each policy's
+registered ``cost`` and each layer's ``shared_cost`` (what a process holding any of its
+policies spends once: a layer stays whole in one process unless splitting it pays; :func:`plan`).
+Each worker keeps its
 own copy of the world, built from the same snapshots (and the same routes) as the plugin's, and
 runs its layers (each with its share of the policies) on it; it sends each slot's table rows
 back, and the plugin's process writes them. A worker may fall behind by up to
@@ -31,6 +33,7 @@ processes finished is on disk; the summary has every policy's block.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pickle
 import queue
 import signal
@@ -81,41 +84,127 @@ class Plan:
     modules: list[list[str]] = field(default_factory=list)  # per share: the modules of its policies
     order: dict[str, list[str]] = field(default_factory=dict)
     owner: dict[tuple[str, str], int] = field(default_factory=dict)  # (layer, policy) -> share
+    #: per share, the load the deal expects (in the unit of the policies' ``cost``)
+    loads: list[float] = field(default_factory=list)
+
+
+#: at most this many layers are considered for splitting (the costliest; the rest stay whole)
+SPLIT_AT_MOST = 8
+
+
+@dataclass(frozen=True)
+class _Dealable:
+    """A layer as the deal sees it: its shared cost, the policies a worker may take, with their
+    costs (configured order), and whether share 0 holds some of its policies whatever the deal."""
+
+    name: str
+    shared: float
+    costs: tuple[tuple[str, float], ...]
+    pinned: bool
+
+
+@dataclass
+class _Deal:
+    owner: dict[tuple[str, str], int]
+    loads: list[float]  # per share, 0 .. workers (an empty worker keeps WORKER_LOAD: not started)
+    used: list[int]  # the shares holding a policy, and 0
+
+    @property
+    def top(self) -> float:
+        return max(self.loads[s] for s in self.used)
+
+
+def _dealable(layers: list) -> tuple[float, list[_Dealable], dict[tuple[str, str], int]]:
+    """(share 0's load before the deal, the layers to deal, the policies fixed in share 0).
+    Share 0 starts with :data:`PLUGIN_LOAD`, plus, for each layer with policies that stay there
+    (a layer that is not shardable, or a policy a fresh process cannot make), the layer's
+    ``shared_cost`` and those policies' costs."""
+    base, out, fixed = PLUGIN_LOAD, [], {}
+    for layer in layers:
+        shared = float(getattr(layer, "shared_cost", 0.0))
+        here = [p for p, pol in layer.policies.items() if not layer.shardable or _pinned(pol.spec)]
+        costs = tuple((p, float(pol.spec.cost)) for p, pol in layer.policies.items() if p not in here)
+        if here:
+            base += shared + sum(layer.policies[p].spec.cost for p in here)
+            fixed.update({(layer.name, p): 0 for p in here})
+        out.append(_Dealable(layer.name, shared, costs, bool(here)))
+    return base, out, fixed
+
+
+def _deal_split(base: float, layers: list[_Dealable], workers: int, split: frozenset) -> _Deal:
+    """Deal over 1 + ``workers`` shares the layers not in ``split`` whole and those in it policy
+    by policy: costliest unit first (a whole layer costs its shared cost plus its policies'; a
+    policy of a split layer, the layer's shared cost plus its own; ties: the configured order),
+    each to the share it leaves least loaded (ties: the lower share), where a unit costs its
+    policies' costs plus the layer's shared cost unless that share holds the layer already.
+    Share 0 starts at ``base``, each worker at :data:`WORKER_LOAD`."""
+    load = [base] + [WORKER_LOAD] * max(0, workers)
+    held: list[set[str]] = [{d.name for d in layers if d.pinned}] + [set() for _ in range(max(0, workers))]
+    units = []  # (cost alone, layer position, policy position, layer, its policies)
+    for i, d in enumerate(layers):
+        if d.name in split:
+            units += [(d.shared + c, i, j, d, ((p, c),)) for j, (p, c) in enumerate(d.costs)]
+        elif d.costs:
+            units.append((d.shared + sum(c for _, c in d.costs), i, 0, d, d.costs))
+    owner: dict[tuple[str, str], int] = {}
+    for _, _, _, d, pols in sorted(units, key=lambda u: (-u[0], u[1], u[2])):
+        own = sum(c for _, c in pols)
+        s = min(range(len(load)), key=lambda i: (load[i] + own + (0.0 if d.name in held[i] else d.shared), i))
+        load[s] += own + (0.0 if d.name in held[s] else d.shared)
+        held[s].add(d.name)
+        owner.update({(d.name, p): s for p, _ in pols})
+    return _Deal(owner, load, sorted({0, *owner.values()}))
+
+
+def _deal(layers: list, workers: int) -> tuple[_Deal, dict[tuple[str, str], int]]:
+    """The deal of ``layers``' policies over 1 + ``workers`` shares (:func:`plan`), and the
+    policies fixed in share 0."""
+    base, dealable, fixed = _dealable(layers)
+    candidates = [d for d in dealable if len(d.costs) >= 2]
+    if len(candidates) > SPLIT_AT_MOST:
+        total = {d.name: d.shared + sum(c for _, c in d.costs) for d in candidates}
+        keep = sorted(range(len(candidates)), key=lambda i: (-total[candidates[i].name], i))[:SPLIT_AT_MOST]
+        candidates = [candidates[i] for i in sorted(keep)]
+    best = _deal_split(base, dealable, workers, frozenset())
+    if workers > 0:
+        for size in range(1, len(candidates) + 1):
+            for chosen in itertools.combinations(candidates, size):
+                d = _deal_split(base, dealable, workers, frozenset(c.name for c in chosen))
+                if d.top < best.top - 1e-9:  # strictly lower: else the layers stay whole
+                    best = d
+    return best, fixed
 
 
 def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
-    """Deal the policies of every shardable layer over 1 + ``workers`` shares so that their
-    loads are even: the costliest first, each to the share with the least load so far (ties:
-    the lower share), by each policy's registered ``cost``; share 0, the plugin's process,
-    starts with :data:`PLUGIN_LOAD` (the world and the recording). Policies a fresh process
-    cannot import, and layers that are not shardable, stay in share 0. Shares left without a
-    policy are dropped (fewer workers start). ``layers``: ``cfg``'s layers with their policies
-    bound (:func:`cosim.layers.base.bind_layers`, as :func:`cosim.engine.spec.resolve` passes
-    them; built layers do too), else they are bound here."""
+    """Deal the policies of every shardable layer over 1 + ``workers`` shares so that the
+    busiest share is as light as this finds, by each policy's registered ``cost`` and each
+    layer's ``shared_cost`` (:attr:`cosim.layers.base.Layer.shared_cost`: what a share holding
+    any of its policies spends once — imports, start-up, the work its policies share), which a
+    share pays once per layer it holds. Each layer is kept whole — in one share — unless
+    splitting it lowers the busiest share's load: every choice of layers to split is dealt
+    (fewer splits first; the costliest :data:`SPLIT_AT_MOST` layers are considered) and the
+    first with a strictly lower maximum is kept. A deal goes costliest unit first — a whole
+    layer, or one policy of a split layer — each to the share it leaves least loaded (ties: the
+    lower share); share 0, the plugin's process, starts with :data:`PLUGIN_LOAD` (the world and
+    the recording), each worker with :data:`WORKER_LOAD`. Policies a fresh process cannot
+    import, and layers that are not shardable, stay in share 0 (their costs, and their layer's
+    shared cost, counted there). Shares left without a policy are dropped (fewer workers start).
+    The deal depends only on the costs and, for ties, on the configured order; the rows are
+    written in the configured order whatever it is. ``layers``: ``cfg``'s layers with their
+    policies bound (:func:`cosim.layers.base.bind_layers`, as :func:`cosim.engine.spec.resolve`
+    passes them; built layers do too), else they are bound here."""
     if layers is None:
         from cosim.layers.base import bind_layers
 
         layers = bind_layers(cfg)
     order = {layer.name: list(layer.policies) for layer in layers}
     shardable = {layer.name: layer.shardable for layer in layers}
-    owner: dict[tuple[str, str], int] = {}
-    units = []  # (cost, position in the configured order, layer, policy)
-    for layer in layers:
-        for p, pol in layer.policies.items():
-            if not layer.shardable or _pinned(pol.spec):
-                owner[(layer.name, p)] = 0
-            else:
-                units.append((pol.spec.cost, len(units), layer.name, p))
-    load = [PLUGIN_LOAD] + [0.0] * max(0, workers)
-    for cost, _, name, p in sorted(units, key=lambda u: (-u[0], u[1])):
-        s = min(range(len(load)), key=lambda i: (load[i], i))
-        owner[(name, p)] = s
-        load[s] += cost
-    used = sorted({0, *owner.values()})
-    renum = {s: i for i, s in enumerate(used)}
+    deal, fixed = _deal(layers, workers)
+    owner = {**fixed, **deal.owner}
+    renum = {s: i for i, s in enumerate(deal.used)}
     owner = {key: renum[s] for key, s in owner.items()}
     shares = []
-    for s in range(len(used)):
+    for s in range(len(deal.used)):
         tables = {}
         for name, table in cfg.layers.items():
             if table.get("enabled", True) is False or name not in order:
@@ -133,29 +222,29 @@ def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
     specs = {(layer.name, p): pol.spec for layer in layers for p, pol in layer.policies.items()}
     modules = [sorted({specs[k].module for k, s in owner.items() if s == i and specs[k].module
                        and not specs[k].module.startswith("cosim.")}) for i in range(len(shares))]
-    return Plan(shares, layers=layers, modules=modules, order=order, owner=owner)
+    return Plan(shares, layers=layers, modules=modules, order=order, owner=owner,
+                loads=[deal.loads[s] for s in deal.used])
 
 
 def auto_jobs(layers: list, cores: int) -> int:
     """``scenario.jobs = 0`` (``--jobs auto``): the processes worth starting on ``cores`` cores
     for these (built, not run) layers. One core: 1. Else SUMO in its own process (2), plus up to
     a worker per core left over (SUMO's process is light next to the layers'), each only if it
-    pays: with the costs c of the policies a worker could take, the plugin's own
-    :data:`PLUGIN_LOAD` and each worker's own :data:`WORKER_LOAD`, k shares take at least
-    max(PLUGIN_LOAD, max c, (PLUGIN_LOAD + sum c + (k - 1) WORKER_LOAD) / k); a worker more is
-    started only if it lowers that by more than WORKER_LOAD. (Each layer's work shared by its
-    policies, done again in every share holding some of them, is not counted.)"""
+    pays: with k shares the busiest share's load is that of :func:`plan`'s deal over k shares
+    (the policies' costs, each layer's ``shared_cost`` paid once per share holding it, the
+    plugin's own :data:`PLUGIN_LOAD`, each worker's own :data:`WORKER_LOAD`); a worker more is
+    started only if it lowers that by more than WORKER_LOAD."""
     if cores <= 1:
         return 1
-    costs = [pol.spec.cost for layer in layers if layer.shardable
-             for pol in layer.policies.values() if not _pinned(pol.spec)]
-    if not costs:
+    n = sum(1 for layer in layers if layer.shardable for pol in layer.policies.values() if not _pinned(pol.spec))
+    if not n:
         return 2
-    floor = max(PLUGIN_LOAD, max(costs))
-    bound = lambda k: max(floor, (PLUGIN_LOAD + sum(costs) + (k - 1) * WORKER_LOAD) / k)  # noqa: E731
-    k = 1
-    while k < min(cores, len(costs) + 1) and bound(k + 1) < bound(k) - WORKER_LOAD:
-        k += 1
+    k, top = 1, _deal(layers, 0)[0].top
+    while k < min(cores, n + 1):
+        nxt = _deal(layers, k)[0].top
+        if not nxt < top - WORKER_LOAD:
+            break
+        k, top = k + 1, nxt
     return 2 + (k - 1)
 
 

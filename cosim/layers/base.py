@@ -215,6 +215,13 @@ class Layer:
     #: each sees the same world and requests and shares no state with the others, every table row
     #: names its policy in a ``policy`` column, and :meth:`on_end` returns one block per policy
     shardable: ClassVar[bool] = False
+    #: the CPU a process holding any of this layer's policies spends once, whichever of them it
+    #: holds — imports, start-up, the work its policies share (the slot's requests, problems built
+    #: for every policy, memos) — in the unit of the policies' ``cost=`` (CPU seconds per 300 s of
+    #: grid6 at the layer's default load; 0 if not given). It decides only how policies are dealt
+    #: over processes (:func:`cosim.engine.workers.plan`: a layer is split over processes only
+    #: where that pays for this cost paid again), never a result
+    shared_cost: ClassVar[float] = 0.0
     #: the table of one row per task and policy (columns ``task``, ``policy``, ``latency_s`` — NaN
     #: unless all the task's work was done — and ``outcome``: done | failed | censored) on which the
     #: run pairs every policy with the first, task by task (:mod:`cosim.pairing`: ``vs_baseline`` in
@@ -456,18 +463,22 @@ def _enabled(cfg: "Config", where: str) -> Iterator[tuple[str, type[Layer], dict
 class Bound:
     """A configured layer not built: its name, whether its policies may run in policy workers
     (:attr:`Layer.shardable`) and its policies bound and checked (:meth:`Layer.bind`) — what the
-    process count and the worker plan are chosen by (:mod:`cosim.engine.workers`)."""
+    process count and the worker plan are chosen by (:mod:`cosim.engine.workers`), and its
+    :attr:`Layer.shared_cost`."""
 
     name: str
     shardable: bool
     policies: dict[str, Policy]
+    #: :attr:`Layer.shared_cost`
+    shared_cost: float = 0.0
 
 
 def bind_layers(cfg: "Config", label: str | None = None) -> list[Bound]:
     """Every enabled layer of ``cfg`` with its policies bound, none built (errors name ``label``,
     default the scenario file). A layer's own checks run where it is built."""
     where = label or cfg.source_file
-    return [Bound(name, cls.shardable, cls.bind(table, where)[1]) for name, cls, table in _enabled(cfg, where)]
+    return [Bound(name, cls.shardable, cls.bind(table, where)[1], cls.shared_cost)
+            for name, cls, table in _enabled(cfg, where)]
 
 
 def validate_layers(cfg: "Config", label: str | None = None) -> list[Layer]:
