@@ -4,6 +4,7 @@ are those of one process — live, replayed, with every layer and both queue mod
 raising and a worker dying end the run with the right status and the slots so far (Ctrl-C:
 tests/test_pipelined.py)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -84,40 +85,111 @@ def test_policies_are_dealt_costliest_first_to_the_least_loaded_share(tmp_path):
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["optimal", "sdi", "vidi"]\n[layers.dvit.options.vidi]\n'
                          'rho = 0.5\n[layers.moe]\npolicies = ["gecpa", "nearest"]\n')
     p = workers.plan(cfg, workers=2)
-    # by hand, registered costs gecpa 2.38, nearest 1.77, vidi 1.44, sdi 0.28, optimal 0.22 and the
-    # plugin's own 1.3: loads [1.3, 0, 0] -> gecpa to 1 (tie: the lower), nearest to 2, vidi to 0
-    # (1.3 < 1.77), sdi to 2 (1.77 < 2.38 < 2.74), optimal to 2 (2.05 < 2.38 < 2.74)
+    # by hand, registered costs: dvit shared 0.32 + vidi 0.97, optimal 0.38, sdi 0.05 (1.72 whole);
+    # moe shared 2.78 + gecpa 0.10, nearest 0.98 (3.86 whole); loads start [1.3, 0.5, 0.5]. Whole:
+    # moe to 1 (4.36; tie with 2: the lower), dvit to 2 (2.22 < 3.02): 4.36. Split dvit (vidi
+    # 1.29, optimal 0.70, sdi 0.37 alone): moe to 1, vidi to 2 (1.79), optimal to 0 (2.0 < 2.17),
+    # sdi to 2 (1.84 < 2.05): 4.36, not lower. Split moe (nearest 3.76, gecpa 2.88 alone): nearest
+    # to 1 (4.26), gecpa to 2 (3.38 < 4.18 < 4.36), dvit to 0 (3.02): 4.26, lower. Both: nearest to
+    # 1, gecpa to 2, vidi, optimal and sdi to 0 (2.59, 2.97, 3.02): 4.26, not lower than that
     assert p.order == {"dvit": ["optimal", "sdi", "vidi"], "moe": ["gecpa", "nearest"]}
     pols = [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares]
-    assert pols == [{"dvit": ["vidi"]}, {"moe": ["gecpa"]}, {"dvit": ["optimal", "sdi"], "moe": ["nearest"]}]
+    assert pols == [{"dvit": ["optimal", "sdi", "vidi"]}, {"moe": ["nearest"]}, {"moe": ["gecpa"]}]
+    assert p.loads == pytest.approx([3.02, 4.26, 3.38])
     assert p.shares[0].layers["dvit"]["options"] == {"vidi": {"rho": 0.5}}  # options go with their policy
-    assert p.shares[2].layers["dvit"]["options"] == {}
-    assert p.owner[("moe", "nearest")] == 2 and p.owner[("dvit", "optimal")] == 2
-    # more workers than policies: one policy each, the shares left empty dropped
-    assert [len(s.layers) for s in workers.plan(cfg, workers=9).shares] == [0, 1, 1, 1, 1, 1]
+    assert p.owner[("moe", "nearest")] == 1 and p.owner[("dvit", "optimal")] == 0
+    # dvit alone over one worker: whole 2.17 (the worker); split vidi to 1 (1.79), optimal to 0
+    # (2.0 < 2.17): 2.0, lower; the options go with vidi
+    one = workers.plan(dataclasses.replace(cfg, layers={"dvit": {"policies": ["optimal", "vidi"],
+                                                                 "options": {"vidi": {"rho": 0.5}}}}), workers=1)
+    assert [s.layers["dvit"]["options"] for s in one.shares] == [{}, {"vidi": {"rho": 0.5}}]
+    assert [s.layers["dvit"]["policies"] for s in one.shares] == [["optimal"], ["vidi"]]
+    # more workers than that needs: split moe, dvit whole (2.22) in a third worker; splitting
+    # dvit too lowers nothing (4.26 stays): the shares left empty dropped
+    assert [len(s.layers) for s in workers.plan(cfg, workers=9).shares] == [0, 1, 1, 1]
+
+
+def _made(shared: float, **costs: float):
+    """A hand-made shardable layer (as :func:`cosim.layers.base.bind_layers` gives it) with this
+    ``shared_cost`` and policies of these costs, registered by this module (a worker could make them)."""
+    from cosim.layers.base import Bound, Policy
+    from cosim.registry import PolicySpec
+
+    def fn(*args):  # pragma: no cover - never called: only dealt
+        return None
+
+    return lambda name: Bound(name, True, {p: Policy(PolicySpec(name, p, fn, module=__name__, cost=c), None, {})
+                                           for p, c in costs.items()}, shared)
+
+
+def _made_cfg(tmp_path, layers):
+    return dataclasses.replace(_cfg(tmp_path, ""), layers={b.name: {"policies": list(b.policies)} for b in layers})
+
+
+def _dealt(p):
+    return [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares]
+
+
+def test_a_layer_is_kept_whole_where_splitting_it_pays_its_shared_cost_again(tmp_path):
+    # a: shared 3 + policies 2, 2 (7 whole); b: shared 1 + 1, 1 (3 whole); loads start [1.3, 0.5]
+    # (the plugin's own, a worker's own). Whole: a (7) to 1 (7.5 < 8.3), b (3) to 0 (4.3 < 10.5):
+    # [4.3, 7.5]. Splitting a (each policy 5 alone): a1 to 1 (5.5), a2 to 0 (6.3 < 7.5), b to 1
+    # (8.5 < 9.3): 8.5. Splitting b: a to 1, b1 (2) to 0 (3.3), b2 to 0 (4.3 < 9.5): 7.5, not
+    # lower. Both: a1 to 1, a2 to 0, b1 to 1 (7.5 < 8.3), b2 to 0 (8.3 < 8.5): 8.3. So whole.
+    layers = [_made(3.0, a1=2.0, a2=2.0)("a"), _made(1.0, b1=1.0, b2=1.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"b": ["b1", "b2"]}, {"a": ["a1", "a2"]}]
+    assert p.loads == pytest.approx([4.3, 7.5])
+    # counted without the shared costs (each policy alone, as before) a would be split
+    free = [_made(0.0, a1=5.0, a2=5.0)("a"), _made(0.0, b1=2.0, b2=2.0)("b")]
+    assert workers.plan(_made_cfg(tmp_path, free), 1, free).owner[("a", "a1")] != \
+        workers.plan(_made_cfg(tmp_path, free), 1, free).owner[("a", "a2")]
+    # auto: one share 11.3; two 7.5 (3.8 less: a worker); three: split a (a1 to 1, a2 to 2, 5.5
+    # each; b to 0, 4.3): 5.5 (2.0 less: a worker); four: a1, a2, b (3.5) one each: 5.5, no less
+    assert [workers.auto_jobs(layers, c) for c in (1, 2, 3, 8)] == [1, 3, 4, 4]
+    p3 = workers.plan(_made_cfg(tmp_path, layers), 2, layers)
+    assert _dealt(p3) == [{"b": ["b1", "b2"]}, {"a": ["a1"]}, {"a": ["a2"]}]
+    assert p3.loads == pytest.approx([4.3, 5.5, 5.5])
+
+
+def test_a_layer_is_split_where_that_lowers_the_busiest_share(tmp_path):
+    # a: shared 1 + policies 6, 6, 2 (15 whole); b: shared 0.5 + 1 (1.5; one policy: never split).
+    # Whole: a to 1 (15.5), b to 0 (2.8): 15.5. Split a (alone: 7, 7, 3): a1 to 1 (7.5 < 8.3), a2
+    # to 0 (8.3 < 13.5), a3 to 1 (9.5 < 10.3), b to 0 (9.8 < 11.0): 9.8, lower: split
+    layers = [_made(1.0, a1=6.0, a2=6.0, a3=2.0)("a"), _made(0.5, b1=1.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"a": ["a2"], "b": ["b1"]}, {"a": ["a1", "a3"]}]
+    assert p.loads == pytest.approx([9.8, 9.5])
+    # the configured order only breaks ties: the same deal with the policies listed the other way
+    back = [_made(0.5, b1=1.0)("b"), _made(1.0, a3=2.0, a2=6.0, a1=6.0)("a")]
+    pb = workers.plan(_made_cfg(tmp_path, back), 1, back)
+    assert pb.loads == pytest.approx([9.8, 9.5]) and pb.owner[("a", "a3")] == 1 and pb.owner[("b", "b1")] == 0
+    assert pb.owner[("a", "a1")] != pb.owner[("a", "a2")]
+    # auto: one share 17.8; two 9.8 (a worker); three: a1, a2 one worker each (7.5), a3 (3) and
+    # b to 0 (5.8): 7.5 (2.3 less: a worker); four: a3 to the third worker (3.5): 7.5, no less
+    assert [workers.auto_jobs(layers, c) for c in (2, 3, 4, 16)] == [3, 4, 4, 4]
 
 
 def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
     from cosim.layers.base import validate_layers
 
     moe = validate_layers(_cfg(tmp_path, "[layers.moe]\n"))  # all seven solvers
-    # by hand: costs 19.6 (best-response), 3.17, 2.38, 2.33, 1.9, 1.84, 1.77 (sum 32.99) and the
-    # plugin's 1.3, each worker 0.5 of its own: k shares take at least
-    # max(19.6, (34.29 + 0.5 (k - 1)) / k) = 34.29, 19.6, 19.6 for k = 1..3: the second share
-    # saves 14.69, the third nothing (best-response alone bounds a share)
-    assert [workers.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 3, 3, 3]
-    six = validate_layers(_cfg(tmp_path, '[layers.moe]\npolicies = ["gecpa", "gradient", "evolutionary", "random", '
-                                         '"uniform", "nearest"]\n'))
-    # costs 3.17, 2.38, 2.33, 1.9, 1.84, 1.77 (sum 13.39) + 1.3: max(3.17, (14.69 + 0.5 (k - 1)) / k)
-    # = 14.69, 7.60, 5.23, 4.05, 3.34, 3.17 for k = 1..6: each step to k = 5 saves more than 0.5,
-    # the sixth 0.17
-    assert [workers.auto_jobs(six, c) for c in (2, 3, 4, 5, 16)] == [3, 4, 5, 6, 6]
+    # by hand: shared 2.78 + evolutionary 1.38, nearest 0.98, random 0.96, uniform 0.73, gradient
+    # 0.21, gecpa 0.10, best-response 0.05 (7.19 whole); the plugin's 1.3, each worker 0.5 of its
+    # own. One share: 8.49. Two: whole 7.69; split (alone: 4.16, 3.76, 3.74, 3.51, 2.99, 2.88,
+    # 2.83) evolutionary to 1 (4.66), nearest to 0 (5.06), random to 1 (5.62), uniform to 0 (5.79),
+    # gradient to 1 (5.83), gecpa to 0 (5.89), best-response to 1 (5.88): 5.89, 2.60 less (a
+    # worker). Three: 4.66, 4.26 for evolutionary and nearest in the workers, random to 0 (5.04),
+    # uniform to 2 (4.99), gradient, gecpa and best-response to 1 (5.02): 5.04, 0.85 less (a
+    # worker). Four: evolutionary, nearest, random one worker each (4.66, 4.26, 4.24), uniform to 0
+    # (4.81), gradient to 3 (4.45), gecpa and best-response to 2 (4.41): 4.81, only 0.23 less
+    assert [workers.auto_jobs(moe, c) for c in (1, 2, 3, 4, 16)] == [1, 3, 4, 4, 4]
     dvit = validate_layers(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "sdi"]\n'))
-    # 1.3 + 1.44 + 0.28 = 3.02 in one share; two: max(1.44, 3.52 / 2 = 1.76), 1.26 less (> 0.5, a
-    # worker's own load); three: max(1.44, 4.02 / 3 = 1.34) = 1.44, only 0.32 less: one worker
+    # shared 0.32 + vidi 0.97 + sdi 0.05: one share 2.64; two: whole 1.84 (the worker), split:
+    # vidi to 1 (1.79), sdi to 0 (1.67): 1.79, 0.85 less; three: vidi, sdi a worker each: 1.79
     assert [workers.auto_jobs(dvit, c) for c in (2, 8)] == [3, 3]
     alone = validate_layers(_cfg(tmp_path, '[layers.cache]\npolicies = ["lru"]\n'))
-    assert workers.auto_jobs(alone, 8) == 2  # 1.3 + 0.07: a worker (0.5 of its own) would save 0.07
+    assert workers.auto_jobs(alone, 8) == 2  # 1.3 + 0.06 + 0.07: a worker makes it 1.3, 0.13 less
     assert workers.auto_jobs([], 8) == 2  # the core alone: SUMO in its own process
     monkeypatch.setenv("COSIM_CPUS", "2")
     assert processes.available_cores() == 2
@@ -193,19 +265,48 @@ def test_a_layer_that_is_not_shardable_runs_whole_in_the_plugin_s_process(tmp_pa
         assert len(workers.plan(_cfg(tmp_path, '[layers.rsu_load]\n'), workers=3).shares) == 1
     finally:
         sys.path.remove(str(ROOT / "examples" / "plugin"))
-    # loads [1.3, 0]: vidi (1.44) to the worker; my-greedy (registered without a cost: 1) to the
-    # plugin's (1.3 < 1.44); optimal (0.22) to the worker (1.44 < 2.3)
+    # loads [1.3, 0.5] (rsu_load: no policies, shared cost 0 by default); dvit shared 0.32 + vidi
+    # 0.97, optimal 0.38, my-greedy (registered without a cost: 1): whole in the worker 3.17;
+    # split (alone 1.29, 0.70, 1.32): my-greedy to 1 (1.82), vidi to 0 (2.59 < 2.79), optimal to 1
+    # (2.20 < 2.97): 2.59, lower
     assert p.shares[0].layers["rsu_load"] == {"overload_vehicles": 5}
-    assert p.shares[0].layers["dvit"]["policies"] == ["my-greedy"]
-    assert set(p.shares[1].layers) == {"dvit"} and p.shares[1].layers["dvit"]["policies"] == ["vidi", "optimal"]
+    assert p.shares[0].layers["dvit"]["policies"] == ["vidi"]
+    assert set(p.shares[1].layers) == {"dvit"} and p.shares[1].layers["dvit"]["policies"] == ["optimal", "my-greedy"]
+    assert p.loads == pytest.approx([2.59, 2.20])
     # one policy alone goes to a worker: the plugin's process keeps the world and the recording
     assert [s.layers for s in workers.plan(_cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi"]\n'), workers=3).shares] \
         == [{}, {"dvit": {"policies": ["vidi"], "options": {}}}]
 
 
-def test_a_policy_cost_must_be_a_positive_number():
+def test_a_policy_cost_must_be_a_positive_number_and_a_layer_s_shared_cost_one_at_least_0():
     with pytest.raises(ConfigError, match="cost must be a positive number"):
         register_policy("dvit", "test-shards-free", cost=0)(lambda problem, rng, opts: None)
+    from cosim import Layer, register_layer
+
+    for bad in (-1.0, float("nan"), "2", True):
+        cls = type("Bad", (Layer,), {"shared_cost": bad})
+        with pytest.raises(ConfigError, match=r"layer 'test-shards-bad' \(tests.test_shards\): shared_cost must "
+                                              r"be a number >= 0, got"):
+            cls.__module__ = __name__
+            register_layer("test-shards-bad")(cls)
+
+
+def test_grid6_all_on_two_cores_deals_moe_whole_to_the_worker_as_the_measured_costs_say(tmp_path, monkeypatch):
+    # registered (measured, docs/performance.md): moe shared 2.78 + 4.41 (its seven solvers) =
+    # 7.19 whole; dvit 0.32 + 2.27 = 2.59; cache 0.06 + 0.71 = 0.77. One worker, whole: moe to
+    # the worker (0.5 + 7.19 = 7.69 < 8.49), dvit and cache to the plugin's (3.89, then 4.66): 7.69.
+    # Splitting moe (each solver alone 2.78 + its own): evolutionary to 1 (4.66), nearest to 0
+    # (5.06), random to 1 (5.62), uniform to 0 (5.79), gradient to 1 (5.83), gecpa to 0 (5.89),
+    # best-response to 1 (5.88), then dvit to 1 (8.47 < 8.48): 8.47, higher; dvit or cache split:
+    # moe to 1 (7.69) and the rest to 0 (4.66 at most): 7.69, not lower. So whole.
+    monkeypatch.setenv("COSIM_CPUS", "2")
+    cfg = load_config(ROOT / "scenarios" / "grid6_all.toml").replace(scenario={"jobs": 0})
+    cfg = workers.resolve_jobs(cfg)
+    assert cfg.scenario.jobs == 3  # one shares 1.3 + 7.19 + 2.59 + 0.77 = 11.85; two 7.69
+    p = workers.plan(cfg, 1)
+    assert {n: len(t["policies"]) for n, t in p.shares[0].layers.items()} == {"dvit": 8, "cache": 8}
+    assert list(p.shares[1].layers) == ["moe"] and p.shares[1].layers["moe"]["policies"] == p.order["moe"]
+    assert p.loads == pytest.approx([4.66, 7.69])
 
 
 def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tmp_path):
@@ -216,9 +317,11 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
     register_policy("dvit", "test-shards-main", cost=5.0)(mine)
     cfg = _cfg(tmp_path, '[layers.dvit]\npolicies = ["vidi", "test-shards-main", "optimal", "sdi"]\n')
     p = workers.plan(cfg, workers=1)
-    # pinned to 0 whatever it costs; then vidi (1.44) to 1 (0 < 1.3), sdi (0.28) to 0 (1.3 < 1.44),
-    # optimal (0.22) to 1 (1.44 < 1.58)
-    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main", "sdi"], ["vidi", "optimal"]]
+    # pinned to 0 whatever it costs, and counted there with dvit's shared cost: 1.3 + 0.32 + 5 =
+    # 6.62; the rest whole (0.32 + 0.97 + 0.38 + 0.05) to the worker (2.22 < 8.02); splitting
+    # cannot lower share 0
+    assert [s.layers["dvit"]["policies"] for s in p.shares] == [["test-shards-main"], ["vidi", "optimal", "sdi"]]
+    assert p.loads == pytest.approx([6.62, 2.22])
 
 
 # -- the results of one process ------------------------------------------------------------------
@@ -233,7 +336,7 @@ def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     assert "policy_workers" not in json.loads((serial / "summary.json").read_text())["cpu_s"]
     assert all(len(pd.read_parquet(serial / f"{t}.parquet")) > 0 for t in ("dvit_tasks", "cache_requests", "moe_tasks"))
     moe = pd.read_parquet(spread / "moe_tasks.parquet")
-    assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # from all three processes
+    assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # split over both workers (plan: MoE split)
     # one batch per slot: the parts as output.flush_slots (50) says, 20 slots -> one part each
     assert [len(list((d / "cache_requests.parquet").glob("part-*.parquet"))) for d in (serial, spread)] == [1, 1]
 
@@ -245,7 +348,7 @@ def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
                       'policies = ["gecpa", "nearest", "uniform"]\nqueue = "simulated"')
     trace = tmp_path / "t.parquet"
     serial = run_grid6(tmp_path, sim, "--record", str(trace), end_s=30, out="serial")
-    spread = run_grid6(tmp_path, sim, "--jobs", "3", end_s=30, out="spread")
+    spread = run_grid6(tmp_path, sim, "--jobs", "4", end_s=30, out="spread")  # MoE split over the two workers
     same_results(serial, spread, tables_at_least=5)
     proc = run_cli("replay", str(trace), "--scenario", str(tmp_path / "scenario.toml"), "--out",
                    str(tmp_path / "rep3"), "-q", "--jobs", "3")

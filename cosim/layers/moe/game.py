@@ -410,7 +410,7 @@ def _best(game: Game, pop: np.ndarray) -> np.ndarray:
     return pop[int(np.argmin(_fitness(game, pop, *_FINAL)))]
 
 
-@register_policy("moe", "gecpa", options=SolverConfig, stochastic=True, cost=2.38)
+@register_policy("moe", "gecpa", options=SolverConfig, stochastic=True, cost=0.10)
 def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """GECPA: gradient ascent + an evolutionary population, ranked by Nash gap
     (:func:`gecpa_evals` follower evaluations)."""
@@ -421,7 +421,7 @@ def solve_gecpa(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solver
     return _best(game, _ascend(game, pop, cfg.grad_steps, cfg.lr))
 
 
-@register_policy("moe", "gradient", options=SolverConfig, cost=1.9)
+@register_policy("moe", "gradient", options=SolverConfig, cost=0.21)
 def solve_gradient(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Gradient play alone, from the posted price, returning its **best iterate** by the
     criterion GECPA picks its answer by (:func:`_best`: the Nash gap on GECPA's final grid,
@@ -491,7 +491,7 @@ def _best_price(game: Game, p: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarr
             np.concatenate([S, [np.nan, np.nan]]))
 
 
-@register_policy("moe", "best-response", options=SolverConfig, cost=19.6)
+@register_policy("moe", "best-response", options=SolverConfig, cost=0.05)
 def solve_best_response(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Sequential best-response iteration (Gauss-Seidel), the strongest plain baseline: from the
     posted price, each IV in turn plays its **exact** best price against the others' current
@@ -543,7 +543,7 @@ def solve_best_response(game: Game, rng: np.random.Generator, cfg: SolverConfig 
             return p
 
 
-@register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True, cost=3.17)
+@register_policy("moe", "evolutionary", options=SolverConfig, stochastic=True, cost=1.38)
 def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """The evolutionary loop alone, for as many generations as the budget buys (a fitness per
     generation, then the final ranking)."""
@@ -555,7 +555,7 @@ def solve_evolutionary(game: Game, rng: np.random.Generator, cfg: SolverConfig =
     return _best(game, pop)
 
 
-@register_policy("moe", "random", options=SolverConfig, stochastic=True, cost=1.84)
+@register_policy("moe", "random", options=SolverConfig, stochastic=True, cost=0.96)
 def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """Random prices over the plausible range: IV i's price uniform on [p_min, a_i], the prices
     at which the TV would buy from it at all (above a_i it buys nothing from i even if i were
@@ -564,13 +564,13 @@ def solve_random(game: Game, rng: np.random.Generator, cfg: SolverConfig = Solve
     return game.p_min + rng.random(game.n) * (hi - game.p_min)
 
 
-@register_policy("moe", "uniform", options=SolverConfig, cost=2.33)
+@register_policy("moe", "uniform", options=SolverConfig, cost=0.73)
 def solve_uniform(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """One posted price for every IV."""
     return np.full(game.n, np.clip(cfg.uniform_price, game.p_min, game.p_max))
 
 
-@register_policy("moe", "nearest", options=SolverConfig, link_aware=False, cost=1.77)
+@register_policy("moe", "nearest", options=SolverConfig, link_aware=False, cost=0.98)
 def solve_nearest(game: Game, rng: np.random.Generator, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
     """The posted price on the nearest vehicles, with plain top-k gating (no link awareness)."""
     return solve_uniform(game, rng, cfg)
