@@ -79,8 +79,9 @@ class PolicySpec:
     #: the module that registered it (named in errors: "the plugin")
     module: str = ""
     #: what one policy costs, roughly, relative to the others: CPU seconds per 300 s of grid6 at
-    #: its layer's default load (built-ins: measured by tools/bench_policy_split.py); used only to deal the
-    #: policies over processes (``scenario.jobs >= 3``), never for a result
+    #: its layer's default load (built-ins: measured by tools/bench_policy_split.py), less what its
+    #: layer's policies share (the layer's ``shared_cost``); used only to deal the policies over
+    #: processes (``scenario.jobs >= 3``), never for a result
     cost: float = 1.0
 
     @property
@@ -122,7 +123,8 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
     ``stochastic``: the policy draws random numbers and gets a generator that depends only on
     (seed, slot, policy, task) — the same draws whichever other policies run.
     ``cost``: its CPU cost relative to other policies (CPU seconds per 300 s of grid6 at the
-    layer's default load; 1 if unknown) — only how policies are dealt over processes.
+    layer's default load, beyond the layer's ``shared_cost``; 1 if unknown) — only how policies
+    are dealt over processes.
     ``traits``: what the layer needs to know beyond the call (e.g. ``caches=False`` for a cache
     policy that never caches); each layer lists the traits it reads in ``policy_traits``.
     """
