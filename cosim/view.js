@@ -35,32 +35,38 @@
   const DW = colType("dwell") ? new (colType("dwell"))(V.rows) : null;  // predicted dwell, V.dwell_q quanta
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
-  // per vehicle: the slot and row it was last seen in, and the ones before (the differences' base)
-  const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
-  const lastSlot2 = new Int32Array(V.names.length).fill(-1), lastRow2 = new Int32Array(V.names.length);
-  function fillWindow(w, a) {  // one decoded window into the arrays; differences added back (vehicle_windows)
+  // per vehicle: the last slot index it was seen in (a vehicle off the map comes back later: realisedDwell)
+  const lastSlot = new Int32Array(V.names.length).fill(-1);
+  // One decoded window into the arrays (vehicle_windows). Its rows go by vehicle, then slot: vid and
+  // slot are differences to the row before, the columns differences along the vehicle's slots (the
+  // row before, when it is the same vehicle's previous slot); typed arrays store modulo their width,
+  // so the sums wrap as encoded. Then one stable counting sort by RSU (none last) and one by slot put
+  // the rows in the page's order, (slot, RSU, vehicle), from the window's first row w.r0 on.
+  function fillWindow(w, a) {
+    const n = w.rows, ns = w.s1 - w.s0, vid = a.vid, slot = a.slot, rsu = a.rsu;
+    for (let r = 1; r < n; r++) { vid[r] += vid[r - 1]; slot[r] += slot[r - 1]; }
     const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
-    VID.set(a.vid, w.r0);
-    for (const [name, dst] of cols) dst.set(a[name], w.r0);
-    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => c[1]);
-    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => c[1]);
-    START[w.s0] = w.r0;
-    for (let i = w.s0; i < w.s1; i++) {
-      START[i + 1] = START[i] + a.count[i - w.s0];
-      for (let r = START[i]; r < START[i + 1]; r++) {
-        const v = VID[r];
-        if (i > w.s0 && lastSlot[v] === i - 1) {  // the same vehicle in the window's previous slot
-          const p = lastRow[v];  // typed arrays store modulo their width: the sums wrap as encoded
-          for (let c = 0; c < d1.length; c++) d1[c][r] += d1[c][p];
-          if (i - 1 > w.s0 && lastSlot2[v] === i - 2) {  // and in the one before: a linear prediction
-            const q = lastRow2[v];
-            for (let c = 0; c < d2.length; c++) d2[c][r] += 2 * d2[c][p] - d2[c][q];
-          } else for (let c = 0; c < d2.length; c++) d2[c][r] += d2[c][p];
-        }
-        lastSlot2[v] = lastSlot[v]; lastRow2[v] = lastRow[v];
-        lastSlot[v] = i; lastRow[v] = r;
-      }
+    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => a[c[0]]);
+    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => a[c[0]]);
+    for (let r = 1; r < n; r++) {
+      if (vid[r] !== vid[r - 1] || slot[r] !== slot[r - 1] + 1) continue;  // the vehicle's first slot here
+      for (const c of d1) c[r] += c[r - 1];
+      if (r > 1 && vid[r - 2] === vid[r] && slot[r - 2] === slot[r] - 2) {  // a linear prediction
+        for (const c of d2) c[r] += 2 * c[r - 1] - c[r - 2];
+      } else for (const c of d2) c[r] += c[r - 1];
     }
+    const nr = D.rsus.length, byRsu = new Uint32Array(n), at = new Uint32Array(Math.max(nr, ns) + 2);
+    for (let r = 0; r < n; r++) at[(rsu[r] === NONE ? nr : rsu[r]) + 1]++;
+    for (let g = 1; g <= nr + 1; g++) at[g] += at[g - 1];
+    for (let r = 0; r < n; r++) byRsu[at[rsu[r] === NONE ? nr : rsu[r]]++] = r;
+    at.fill(0);
+    for (let r = 0; r < n; r++) at[slot[r] + 1]++;
+    for (let i = 1; i <= ns; i++) at[i] += at[i - 1];
+    for (let i = 0; i <= ns; i++) START[w.s0 + i] = w.r0 + at[i];
+    const dest = new Uint32Array(n);
+    for (let j = 0; j < n; j++) { const r = byRsu[j]; dest[r] = w.r0 + at[slot[r]]++; }
+    for (const [name, dst] of [["vid", VID], ...cols]) { const src = a[name]; for (let r = 0; r < n; r++) dst[dest[r]] = src[r]; }
+    for (let r = 0; r < n; r++) lastSlot[vid[r]] = w.s0 + slot[r];  // rows by slot within a vehicle: its last one wins
   }
   function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
     const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1];
