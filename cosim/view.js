@@ -135,8 +135,12 @@
   // The background (discs, edges, RSU marks) is drawn to its own canvas `bg` for one transform
   // (bgView) and copied under every frame. When the transform changes it is drawn again at once
   // if that took at most BG_SYNC_MS last time; otherwise the frames show the old picture scaled
-  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS.
-  const BG_SYNC_MS = 8, BG_REST_MS = 150;
+  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS. The
+  // ground (C.ground) fills the background and, in the stand-in, the canvas beyond the old picture
+  // (what a pan or a zoom out uncovers): the map's own colour there, not a white hole, until the
+  // background is drawn again. cosimView.bgSyncMs reads and sets BG_SYNC_MS (tests: -1 forces the stand-in).
+  let BG_SYNC_MS = 8;
+  const BG_REST_MS = 150;
   let bgView = null, bgMs = 0, bgTimer = 0;
   function redraw() {
     cv.dataset.view = JSON.stringify([ax, ay, k]);
@@ -167,7 +171,7 @@
   }
   function drawBackground(s) {
     const t0 = performance.now(), w = bg.width, h = bg.height;
-    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, w, h);
+    bctx.fillStyle = C.ground; bctx.fillRect(0, 0, w, h);
     const onScreen = (x, y, rad) => x + rad >= 0 && x - rad <= w && y + rad >= 0 && y - rad <= h;
     let n = 0;
     D.rsus.forEach((r, i) => {  // discs: translucent fill, opaque outline
@@ -210,7 +214,7 @@
   function drawBg() {  // the background under the frame: as drawn, or scaled to the current transform
     if (bgView && bgView.k === k && bgView.ax === ax && bgView.ay === ay) { ctx.drawImage(bg, 0, 0); return; }
     const f = k / bgView.k;
-    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, cv.width, cv.height);
+    ctx.fillStyle = C.ground; ctx.fillRect(0, 0, cv.width, cv.height);  // beyond the old picture: the ground
     ctx.imageSmoothingEnabled = false;  // a stand-in for a moment: the cheapest scaling
     ctx.drawImage(bg, ax - bgView.ax * f, ay - bgView.ay * f, bg.width * f, bg.height * f);
     ctx.imageSmoothingEnabled = true;
@@ -994,6 +998,7 @@
   legend(); filters(); fillPolicies(); showTask();
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, get nSlots() { return nSlots; }, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
+                       get bgSyncMs() { return BG_SYNC_MS; }, set bgSyncMs(ms) { BG_SYNC_MS = ms; },
                        inspect() { return info(sel || hover); }, swap, selectTask,
                        taskIds(layer, policy) { return D.layers[layer].tasks[policy].map((t) => t.id); },
                        vehicleTasks(name) {  // what the panel lists for a vehicle at this slot

@@ -81,6 +81,9 @@ SPEED_Q = 0.25
 #: (base64, gzip): 0.22 bytes at 5 s, 0.41 at 1 s (two bytes), 0.53 at 0.5 s; 5 s keeps its page
 #: <= 20 MB with every slot (docs/view.md)
 DWELL_Q = 5.0
+#: the map's ground colour (ours): under the network and RSUs, and beyond the background's picture
+#: while a pan or zoom shows it scaled and shifted (the page's stand-in until the view rests)
+GROUND = "#f2f1ec"
 #: timeline bins: about this many over the run, at least one slot wide
 TIMELINE_BINS = 60
 #: RSU chart bins (``rsu_series``): about this many over the run, at least one slot wide
@@ -427,7 +430,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "rsus": [{"id": r["id"], "x": r["x"], "y": r["y"], "r": r["radius_m"]} for r in rsus],
         "vehicles": {"names": names, "none": none, "all_slots": int(len(slots)), **panel},
         "layers": layers,
-        "colors": {"rsu": [hex_color(c) for c in RSU_COLORS], "uncovered": hex_color(UNCOVERED),
+        "colors": {"rsu": [hex_color(c) for c in RSU_COLORS], "uncovered": hex_color(UNCOVERED), "ground": GROUND,
                    "user": hex_color(ROLE_COLORS[ROLE_USER]), "helper": hex_color(ROLE_COLORS[ROLE_HELPER]),
                    "iv": hex_color(ROLE_COLORS[ROLE_IV]), "failed": hex_color(ROLE_COLORS[ROLE_FAILED])},
         "labels": {k: ROLE_LABELS[k] for k in (ROLE_USER, ROLE_HELPER, ROLE_IV, ROLE_FAILED)},
@@ -488,7 +491,7 @@ def write_view(run_dir: str | Path, out: str | Path | None = None, net: str | Pa
 #: what JSON text must not carry into an HTML ``<script>`` element: ``<`` (``</script>``,
 #: ``<!--``), ``>`` and ``&`` for symmetry with HTML, U+2028/2029 (line breaks to old JS parsers)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_PLACEHOLDER = re.compile(r"@@(DATA|JS|TITLE)@@")
+_PLACEHOLDER = re.compile(r"@@(DATA|JS|TITLE|GROUND)@@")
 
 
 def script_json(data: dict) -> str:
@@ -505,7 +508,7 @@ def render_page(data: dict, js: str) -> str:
     scanned again, so data that spells a placeholder stays data); the title HTML-escaped."""
     if re.search(r"</script", js, re.IGNORECASE):
         raise CosimError("view.js contains '</script': it cannot be inlined")
-    parts = {"DATA": script_json(page_payload(data)), "JS": js, "TITLE": _esc(str(data["title"]))}
+    parts = {"DATA": script_json(page_payload(data)), "JS": js, "TITLE": _esc(str(data["title"])), "GROUND": GROUND}
     return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _PAGE)
 
 
@@ -520,7 +523,7 @@ _PAGE = """<!doctype html>
 html,body{margin:0;height:100%;font:13px system-ui,sans-serif;color:#222}
 #wrap{display:flex;height:100%}
 #map{flex:1;position:relative;min-width:200px}
-#cv{position:absolute;inset:0;width:100%;height:100%;background:#fff}
+#cv{position:absolute;inset:0;width:100%;height:100%;background:@@GROUND@@}
 #side{width:380px;overflow:auto;border-left:1px solid #ccc;padding:8px 10px;box-sizing:border-box}
 #side h1{font-size:14px;margin:0 0 6px}
 table{border-collapse:collapse;font-size:12px;width:100%}

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -744,6 +745,39 @@ def _click_an_rsu(browser, d, cov, i):
               <= r["r"] * s_px]
     _click_canvas(browser, px_, py_)
     return min(inside)[1], rows
+
+
+@pytest.mark.sumo
+def test_panning_past_the_drawn_background_shows_the_ground_not_white(run_dir, tmp_path):
+    """While a pan shows the old background shifted (the stand-in, forced here with ``bgSyncMs``
+    -1), the strip it uncovers is filled with the map's ground colour, the same as the drawn
+    background's own ground (seamless), not white; once the view rests and the background is
+    drawn again there, still the ground; the canvas's CSS background is the ground too."""
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    g = d["colors"]["ground"]
+    ground = [int(g[i:i + 2], 16) for i in (1, 3, 5)] + [255]
+    assert ground != [255, 255, 255, 255]
+    px = "return [...document.getElementById('cv').getContext('2d').getImageData({}, {}, 1, 1).data]"
+    with _page(page) as browser:
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        v0 = _view(browser)
+        assert browser.execute_script("return window.cosimView.bgSyncMs") == 8
+        browser.execute_script("window.cosimView.bgSyncMs = -1; window.cosimView.panBy(300, 0)")
+        v1 = _view(browser)
+        _near(v1["ax"], v0["ax"] + 300)
+        # by hand: the old picture now covers x >= 300; everything drawn (the bounds hold network,
+        # discs and vehicles) starts right of x = 300 + the network's left edge at the fit
+        left = _screen(v1, d["transform"], d["bounds"][0], d["bounds"][1])[0]
+        assert left > 300 and v0["ax"] + (d["bounds"][0] - d["transform"]["x0"]) / d["transform"]["scale"] * v0["k"] > 0
+        assert browser.execute_script(px.format(150, h // 2)) == ground  # beyond the old picture
+        assert browser.execute_script(px.format(150, 5)) == ground
+        assert browser.execute_script(px.format(302, 2)) == ground  # the old picture's own ground (its top-left corner)
+        time.sleep(0.4)  # the view has rested: the background drawn again for the new transform
+        assert browser.execute_script(px.format(150, h // 2)) == ground
+        browser.execute_script("window.cosimView.bgSyncMs = 8")
+        css = browser.execute_script("return getComputedStyle(document.getElementById('cv')).backgroundColor")
+        assert css == "rgb({}, {}, {})".format(*ground[:3])
 
 
 @pytest.mark.sumo
