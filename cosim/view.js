@@ -69,19 +69,24 @@
     for (let r = 0; r < n; r++) lastSlot[vid[r]] = w.s0 + slot[r];  // rows by slot within a vehicle: its last one wins
   }
   function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
-    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1];
+    // each time from the one before it: a segment's start from the end of the one before (the
+    // first's from the request), the task's end from the last segment's, the latency from end - request
+    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1], per = TL / T0;
     let t0 = 0, id = 0, k = 0, w = 0;
     for (let i = 0; i < pb.n; i++) {
       t0 += a.t0[i];
       const segs = [];
+      let prev = t0;
       for (let j = 0; j < a.nseg[i]; j++, k++) {
-        const s0 = t0 + a.s0[k], n = a.wn[k];
+        const s0 = prev + a.s0[k], n = a.wn[k];
         let who;
         if (n === 65535) who = a.wv[w++]; else { who = Array.from(a.wv.subarray(w, w + n)); w += n; }
-        segs.push([who, s0 / T0, (s0 + a.s1[k]) / T0]);
+        prev = s0 + a.s1[k];
+        segs.push([who, s0 / T0, prev / T0]);
       }
-      const task = { u: a.u[i], t0: t0 / T0, end: (t0 + a.end[i]) / T0, ok: (a.flags[i] & 1) === 1,
-                     why: pb.why[a.why[i]], lat: a.lat[i] < 0 ? null : a.lat[i] / TL, segs };
+      const end = prev + a.end[i];
+      const task = { u: a.u[i], t0: t0 / T0, end: end / T0, ok: (a.flags[i] & 1) === 1,
+                     why: pb.why[a.why[i]], lat: a.flags[i] & 4 ? ((end - t0) * per + a.lat[i]) / TL : null, segs };
       Object.assign(task, extra[a.extra[i]]);
       if (pb.has_id) { id += a.id[i]; task.id = id; }
       if (a.flags[i] & 2) task.c = 1;

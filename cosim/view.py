@@ -68,7 +68,7 @@ MAX_ROWS = None
 WINDOW_S = 300.0
 #: task and segment times travel as integer ticks, this many per second (the page data's rounding:
 #: times to 4 decimals, latencies to 5)
-TICKS, LAT_TICKS = 10_000, 100_000
+TICKS, LAT_TICKS = 10_000, 100_000  # LAT_TICKS a multiple of TICKS (pack_tasks)
 Q = 65535  # quantisation levels per axis
 #: coverage columns the vehicle panel shows (left out of the page when the table lacks them)
 PANEL_COLUMNS = ("speed_mps", "cell", "dwell_s")
@@ -248,9 +248,13 @@ def vehicle_windows(si: np.ndarray, vid: np.ndarray, cols: list[tuple[str, np.nd
 def pack_tasks(tasks: list[dict]) -> dict | None:
     """One policy's task list (as :func:`build_data` makes it) as a :func:`pack` blob, the page
     rebuilding the same objects from it; None when it cannot be packed losslessly (then the list
-    travels as JSON). Times are integer ticks — request times as differences to the previous
-    task's (the list is sorted by request time), ends and segment bounds from the request, of
-    :data:`TICKS` per second (the precision the list carries), the latency in :data:`LAT_TICKS` (-1: none);
+    travels as JSON). Times are integer ticks of :data:`TICKS` per second (the precision the list
+    carries), each from the time before it, so what is known already is not sent again: the
+    request as the difference to the previous task's (the list is sorted by request time), a
+    segment's start to the end of the segment before (the request for the first: the upload; the
+    task views' segments follow one another, so 0 after the first), its end as its length, the
+    task's end to the last segment's end (mostly 0), the latency in :data:`LAT_TICKS` as the
+    difference to end − request (a few ticks of rounding; flag 4: the task has a latency);
     the failure reasons and the layer's extra keys (DViT: the RSU's position) as tables of the
     distinct values; a segment's vehicle as ``wn`` = 65535 and one value (a ``chain`` device), or
     ``wn`` values (a ``group``)."""
@@ -268,14 +272,15 @@ def pack_tasks(tasks: list[dict]) -> dict | None:
     has_id = bool(tasks) and all("id" in t for t in tasks)
     try:
         last_t, last_id = 0, 0
+        per = LAT_TICKS // TICKS  # latency ticks per time tick
         for t in tasks:
             t0 = ticks(t["t0"], TICKS)
+            end = ticks(t["end"], TICKS)
             cols["u"].append(t["u"])
             cols["t0"].append(t0 - last_t)
             last_t = t0
-            cols["end"].append(ticks(t["end"], TICKS) - t0)
-            cols["lat"].append(-1 if t["lat"] is None else ticks(t["lat"], LAT_TICKS))
-            cols["flags"].append((1 if t["ok"] else 0) | (2 if t.get("c") else 0))
+            cols["lat"].append(0 if t["lat"] is None else ticks(t["lat"], LAT_TICKS) - (end - t0) * per)
+            cols["flags"].append((1 if t["ok"] else 0) | (2 if t.get("c") else 0) | (0 if t["lat"] is None else 4))
             cols["why"].append(why.setdefault(t["why"], len(why)))
             if has_id:
                 cols["id"].append(t["id"] - last_id)
@@ -283,10 +288,12 @@ def pack_tasks(tasks: list[dict]) -> dict | None:
             ex = json.dumps({k: v for k, v in t.items() if k not in core}, separators=(",", ":"), sort_keys=True)
             cols["extra"].append(extra.setdefault(ex, len(extra)))
             cols["nseg"].append(len(t["segs"]))
+            prev = t0  # the request, then the end of the segment before
             for who, a, b in t["segs"]:
                 s0 = ticks(a, TICKS)
-                cols["s0"].append(s0 - t0)
-                cols["s1"].append(ticks(b, TICKS) - s0)
+                cols["s0"].append(s0 - prev)
+                prev = ticks(b, TICKS)
+                cols["s1"].append(prev - s0)
                 if isinstance(who, list):
                     if len(who) >= 65535:
                         raise ValueError
@@ -295,6 +302,7 @@ def pack_tasks(tasks: list[dict]) -> dict | None:
                 else:
                     cols["wn"].append(65535)
                     cols["wv"].append(who)
+            cols["end"].append(end - prev)
         dtypes = {"u": np.int32, "t0": np.uint32, "end": np.int32, "lat": np.int32, "flags": np.uint8,
                   "why": np.uint32, "id": np.int32, "extra": np.uint32, "nseg": np.uint32, "s0": np.int32,
                   "s1": np.int32, "wn": np.uint16, "wv": np.int32}

@@ -7,6 +7,7 @@ import atexit
 import base64
 import contextlib
 import functools
+import gzip
 import io
 import json
 import math
@@ -81,8 +82,8 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
             assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
             assert np.abs(got["speed"] - want["speed_mps"].clip(0, 63.75).to_numpy()).max() <= 0.125 + 1e-9
             assert list(got["cell"]) == [int(c) for c in want["cell"]]
-            codes = [r[3] for r in rows[i]]
-            assert codes == sorted(codes)  # sorted by RSU
+            keys = [(r[3], v["names"].index(r[0])) for r in rows[i]]
+            assert keys == sorted(keys)  # sorted by RSU, then vehicle (the page's binary search needs it)
             pred = np.array([np.nan if r[6] == v["no_dwell"] else r[6] * v["dwell_q"] for r in rows[i]])
             served = want["rsu"].notna().to_numpy()
             assert (np.isnan(pred) == ~served).all()  # the sentinel exactly where no RSU serves
@@ -134,6 +135,50 @@ def test_task_times_rebuilt_from_the_step_columns(run_dir):
     counts = np.bincount(np.floor(sub["t_request_s"] / width).astype(int))
     rates = np.array([s if s is not None else 0.0 for s in tl["success"]])
     assert (counts[: len(rates)] * rates).sum() / counts.sum() == pytest.approx(sub["success"].mean())
+
+
+def _blob(b: dict) -> dict:
+    """A pack() blob's arrays, inflated in Python (gzip, little-endian, in the layout's order)."""
+    raw, out, off = gzip.decompress(base64.b64decode(b["z"])), {}, 0
+    for name, t, n in b["layout"]:
+        dt = np.dtype({"u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "i32": np.int32}[t]).newbyteorder("<")
+        out[name] = np.frombuffer(raw, dt, n, off).astype(np.int64)
+        off += dt.itemsize * n
+    return out
+
+
+@pytest.mark.sumo
+def test_what_is_known_already_is_not_sent_again(run_dir):
+    """The encoding's two savings, read back in Python: a window's rows go by vehicle, then slot —
+    its (vehicle, slot) pairs, the sums of the ``vid`` and ``slot`` differences, strictly increasing
+    and exactly coverage's rows of the window's slots —; a task's segment starts travel from the
+    end of the segment before (0 wherever the task lists' segments follow one another, which they
+    do here), its end from its last segment's end, its latency from end - request (a few ticks)."""
+    d = build_data(run_dir, window_s=20)
+    v = d["vehicles"]
+    cov = pd.read_parquet(run_dir / "coverage.parquet", columns=["slot", "vehicle"])
+    for w in v["windows"]:
+        a = _blob(w)
+        vid, slot = np.cumsum(a["vid"]) % 65536, np.cumsum(a["slot"]) % 65536 + w["s0"]
+        assert len(vid) == w["rows"] and ((np.diff(vid) > 0) | ((np.diff(vid) == 0) & (np.diff(slot) > 0))).all()
+        want = cov[cov["slot"].isin(v["slots"][w["s0"]:w["s1"]])]
+        got = {(v["names"][i], v["slots"][s]) for i, s in zip(vid, slot)}
+        assert got == set(zip(want["vehicle"].astype(str), want["slot"])) and len(got) == len(want)
+    followers = 0
+    for L in d["layers"].values():
+        for policy, tasks in L["tasks"].items():
+            a, segs = _blob(L["packed"][policy]), [s for t in tasks for s in t["segs"]]
+            firsts = np.cumsum([0] + [len(t["segs"]) for t in tasks])[:-1][[bool(t["segs"]) for t in tasks]]
+            later = np.ones(len(segs), dtype=bool)
+            later[firsts] = False
+            assert (a["s0"][later] == 0).all()  # each follows the one before
+            followers += int(later.sum())
+            assert (a["s0"][firsts] == [round((t["segs"][0][1] - t["t0"]) * 1e4) for t in tasks if t["segs"]]).all()
+            ends = [round((t["end"] - (t["segs"][-1][2] if t["segs"] else t["t0"])) * 1e4) for t in tasks]
+            assert (a["end"] == ends).all() and (a["end"] == 0).mean() > 0.9
+            has = np.array([t["lat"] is not None for t in tasks])
+            assert ((a["flags"] & 4) > 0).tolist() == has.tolist() and np.abs(a["lat"]).max() <= 10
+    assert followers > 0  # segments after a task's first (88 on this run): the check above is not empty
 
 
 @pytest.mark.sumo
