@@ -45,15 +45,17 @@
   function fillWindow(w, a) {
     const n = w.rows, ns = w.s1 - w.s0, vid = a.vid, slot = a.slot, rsu = a.rsu;
     for (let r = 1; r < n; r++) { vid[r] += vid[r - 1]; slot[r] += slot[r - 1]; }
-    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
-    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => a[c[0]]);
-    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => a[c[0]]);
+    const run = new Uint8Array(n);  // per row: how many of the rows just before are its vehicle's previous slots (0-2)
     for (let r = 1; r < n; r++) {
-      if (vid[r] !== vid[r - 1] || slot[r] !== slot[r - 1] + 1) continue;  // the vehicle's first slot here
-      for (const c of d1) c[r] += c[r - 1];
-      if (r > 1 && vid[r - 2] === vid[r] && slot[r - 2] === slot[r] - 2) {  // a linear prediction
-        for (const c of d2) c[r] += 2 * c[r - 1] - c[r - 2];
-      } else for (const c of d2) c[r] += c[r - 1];
+      if (vid[r] === vid[r - 1] && slot[r] === slot[r - 1] + 1) run[r] = run[r - 1] ? 2 : 1;
+    }
+    const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
+    for (const [name] of cols) {
+      const c = a[name], order = V.delta[name] || 0;
+      if (order === 1) { for (let r = 1; r < n; r++) if (run[r]) c[r] += c[r - 1]; }
+      else if (order === 2) {
+        for (let r = 1; r < n; r++) { const k = run[r]; if (k === 2) c[r] += 2 * c[r - 1] - c[r - 2]; else if (k) c[r] += c[r - 1]; }
+      }
     }
     const nr = D.rsus.length, byRsu = new Uint32Array(n), at = new Uint32Array(Math.max(nr, ns) + 2);
     for (let r = 0; r < n; r++) at[(rsu[r] === NONE ? nr : rsu[r]) + 1]++;
@@ -65,9 +67,10 @@
     for (let i = 0; i <= ns; i++) START[w.s0 + i] = w.r0 + at[i];
     const dest = new Uint32Array(n);
     for (let j = 0; j < n; j++) { const r = byRsu[j]; dest[r] = w.r0 + at[slot[r]]++; }
-    for (const [name, dst] of [["vid", VID], ...cols]) { const src = a[name]; for (let r = 0; r < n; r++) dst[dest[r]] = src[r]; }
+    for (const [name, dst] of [["vid", VID], ...cols]) scatter(a[name], dst, dest, n);
     for (let r = 0; r < n; r++) lastSlot[vid[r]] = w.s0 + slot[r];  // rows by slot within a vehicle: its last one wins
   }
+  function scatter(src, dst, dest, n) { for (let r = 0; r < n; r++) dst[dest[r]] = src[r]; }
   function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
     // each time from the one before it: a segment's start from the end of the one before (the
     // first's from the request), the task's end from the last segment's, the latency from end - request
@@ -110,7 +113,7 @@
   const ZOOM_STEP = 1.25, ZOOM_MIN = 0.2, ZOOM_MAX = 2000;  // + / - buttons; limits relative to fit
   let kFit = 1, sel = null, hover = null;  // sel/hover: {kind: "vehicle", v} or {kind: "rsu", i}
   const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [],
-                  loaded: false, windows: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
+                  loaded: false, windows: 0, fillMs: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
@@ -965,7 +968,9 @@
       + "slots up to t = " + (nSlots ? V.times[nSlots - 1].toFixed(0) : "–") + " s";
   }
   async function loadWindow(w) {
-    fillWindow(w, await unpack(w));
+    const a = await unpack(w), t0 = performance.now();
+    fillWindow(w, a);
+    state.fillMs += performance.now() - t0;  // the time spent putting windows' rows in place (bench_view.py)
     nSlots = w.s1; state.windows++;
     slider.max = Math.max(0, nSlots - 1);
     if (state.path && state.path.pts.some((p) => !p.loaded && p.si < nSlots)) showTask();  // its points now known

@@ -31,10 +31,11 @@ the moment clicked; an A/B mode marks the tasks whose success differs between tw
 **Encoding** (issue 31: a 10,000-vehicle city run in <= 20 MB; docs/view.md): positions are
 quantised to 16-bit coordinates over the network's bounding box (resolution = extent / 65535,
 2.6 cm for grid6), rows sorted by (slot, RSU, vehicle). The vehicle rows travel in time windows
-(:data:`WINDOW_S`), each a gzip-compressed blob of typed arrays (:func:`pack`) with x and y as
-second differences and speed and cell as first differences along each vehicle's slots
-(:func:`vehicle_windows`); the task lists are packed the same way (:func:`pack_tasks`) and
-rebuilt by the page into the same objects. The page inflates the blobs with the browser's own
+(:data:`WINDOW_S`), each a gzip-compressed blob of typed arrays (:func:`pack`), its rows by
+vehicle, then slot, with x and y as second differences and speed and cell as first differences
+along each vehicle's slots (:func:`vehicle_windows`); the task lists are packed the same way,
+each time from the time before it (:func:`pack_tasks`), and rebuilt by the page into the same
+objects. The map's ground (:data:`GROUND`) fills the canvas beyond the drawn background. The page inflates the blobs with the browser's own
 ``DecompressionStream`` and loads progressively: the first window drawn, then the tasks, then
 the other windows. **Subsampling**: only every k-th slot's vehicle rows are kept, k the smallest
 for which the page fits ``max_bytes`` (and ``max_rows``); the page says so.
@@ -206,7 +207,7 @@ def vehicle_windows(si: np.ndarray, vid: np.ndarray, cols: list[tuple[str, np.nd
     window; else order 1); otherwise as is. A vehicle moves about as far in one slot as in the one
     before, and one vehicle's differences side by side repeat (a vehicle cruising, waiting, keeping
     its cell and RSU), which the compression finds where the rows of a slot interleave ~1,300
-    vehicles: on the 10,000-vehicle city run 2.62 bytes a row of page against 3.35 in slot order
+    vehicles: on the 10,000-vehicle city run 2.66 bytes a row of page against 3.37 in slot order
     (docs/view.md). Each window decodes on its own."""
     n = len(si)
     o = np.lexsort((si, vid, win[si]) if n else (si,))  # by window, vehicle, slot
