@@ -50,6 +50,11 @@
       if (vid[r] === vid[r - 1] && slot[r] === slot[r - 1] + 1) run[r] = run[r - 1] ? 2 : 1;
     }
     const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
+    for (const name of V.planes || []) {  // zigzagged 16-bit differences in two byte planes (view.py _planes)
+      const p = a[name], c = new Uint16Array(n);
+      for (let r = 0; r < n; r++) { const z = p[r] | (p[n + r] << 8); c[r] = (z >>> 1) ^ -(z & 1); }
+      a[name] = c;
+    }
     for (const [name] of cols) {
       const c = a[name], order = V.delta[name] || 0;
       if (order === 1) { for (let r = 1; r < n; r++) if (run[r]) c[r] += c[r - 1]; }
