@@ -197,20 +197,19 @@ def vehicle_windows(si: np.ndarray, vid: np.ndarray, cols: list[tuple[str, np.nd
                     n_slots: int, win: np.ndarray) -> list[dict]:
     """The vehicle rows (``si``: each row's kept-slot index) as one :func:`pack` blob per time window
     (``win``: the window of each kept slot). A blob's rows go **by vehicle, then slot** (each
-    vehicle's slots of the window one after another; the page sorts them back to (slot, RSU,
-    vehicle) with one stable counting sort): ``vid`` and ``slot`` (the slot's index in the window)
-    as the difference, modulo their width, to the previous row's (mostly 0 and 1), then the columns
-    ``cols`` ``(name, array, order)``, each an unsigned integer. A column of order 1 is written as the
-    difference, modulo its width, to the same vehicle's value in the previous kept slot (the row
-    before, when it is that vehicle's and that slot's), of order 2 as the difference to the linear
-    prediction from the two slots before (``a[i] - 2 a[i-1] + a[i-2]``, where both are in the
-    window; else order 1); otherwise as is. A vehicle moves about as far in one slot as in the one
-    before; a column of order 2 (16-bit: x and y) then travels zigzagged (the difference as a signed
-    number, 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) in two byte planes, the low bytes, then the high
-    bytes (:func:`_planes`; mostly 0: small differences), and one vehicle's differences side by side repeat (a vehicle cruising, waiting, keeping
-    its cell and RSU), which the compression finds where the rows of a slot interleave ~1,300
-    vehicles: on the 10,000-vehicle city run 2.66 bytes a row of page against 3.37 in slot order
-    (docs/view.md). Each window decodes on its own."""
+    vehicle's slots of the window one after another; the page puts them back in (slot, RSU,
+    vehicle) order with two stable counting sorts): ``vid`` and ``slot`` (the slot's index in the
+    window) as the difference, modulo their width, to the previous row's (mostly 0 and 1), then
+    the columns ``cols`` ``(name, array, order)``, each an unsigned integer. A column of order 1 is
+    written as the difference, modulo its width, to the same vehicle's value in the previous kept
+    slot (the row before, when it is that vehicle's and that slot's), of order 2 as the difference
+    to the linear prediction from the two slots before (``a[i] - 2 a[i-1] + a[i-2]``, where both
+    are in the window; else order 1), then zigzagged in two byte planes (:func:`_planes`; 16-bit:
+    x and y); otherwise as is. A vehicle moves about as far in one slot as in the one before, and
+    one vehicle's differences side by side repeat (a vehicle cruising, waiting, keeping its cell
+    and RSU), which the compression finds where a slot's rows interleaved ~1,300 vehicles: on the
+    10,000-vehicle city run 2.42 bytes a row of page (2.66 without the byte planes) against 3.37 in
+    slot order (docs/view.md). Each window decodes on its own."""
     n = len(si)
     o = np.lexsort((si, vid, win[si]) if n else (si,))  # by window, vehicle, slot
     a, b = o[:-1], o[1:]
