@@ -35,9 +35,9 @@ quantised to 16-bit coordinates over the network's bounding box (resolution = ex
 vehicle, then slot, with x and y as second differences and speed and cell as first differences
 along each vehicle's slots (:func:`vehicle_windows`); the task lists are packed the same way,
 each time from the time before it (:func:`pack_tasks`), and rebuilt by the page into the same
-objects. The map's ground (:data:`GROUND`) fills the canvas beyond the drawn background. The page inflates the blobs with the browser's own
-``DecompressionStream`` and loads progressively: the first window drawn, then the tasks, then
-the other windows. **Subsampling**: only every k-th slot's vehicle rows are kept, k the smallest
+objects. The page inflates the blobs with the browser's own ``DecompressionStream`` and loads
+progressively: the first window drawn, then the tasks, then the other windows. The map's ground
+(:data:`GROUND`) fills the canvas, also beyond the drawn background while a pan shows it shifted. **Subsampling**: only every k-th slot's vehicle rows are kept, k the smallest
 for which the page fits ``max_bytes`` (and ``max_rows``); the page says so.
 """
 
