@@ -223,6 +223,7 @@ class DViTLayer(Layer):
         self.next_id = 0
         self._rsu_cpu: dict[int, float] = {}
         self._cache_slot, self._cache = -1, _SlotCache()
+        self._rows: dict[str, list] = {}  # policy -> the rows of its tasks finished this slot (_finish)
 
     def on_start(self) -> None:
         self.table = self.ctx.table(self.task_table)
@@ -448,8 +449,9 @@ class DViTLayer(Layer):
             self.deciding = None
         if plan is None:
             return None
-        try:
-            out = [int(x) for x in plan]
+        try:  # an integer array's own list is the same Python ints (the built-ins return one)
+            out = plan.tolist() if isinstance(plan, np.ndarray) and plan.ndim == 1 and plan.dtype.kind in "iu" else \
+                [int(x) for x in plan]
         except (TypeError, ValueError):
             raise PolicyFailed(f"returned {type(plan).__name__}, not a sequence of device indices") from None
         if len(out) != problem.steps:
@@ -470,6 +472,12 @@ class DViTLayer(Layer):
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
+        try:
+            self._slot(world)
+        finally:  # the slot's rows, also where it raised (as they were appended one by one)
+            self._write_rows()
+
+    def _slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
         users, when = self.requested(*arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
                                                np.flatnonzero(world.serving >= 0), t, gamma))
@@ -719,25 +727,43 @@ class DViTLayer(Layer):
             self._execute(task, st)
         if np.isfinite(task.planned_s):
             st["planned"].append(task.planned_s)
-        self.table.append({
-            "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
-            "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
-            "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
-            "devices": Lists([list(task.devices)], pa.string()),
-            "comm_s": np.array([float(np.add.reduce(task.comm))]), "comp_s": np.array([float(np.add.reduce(task.comp))]),
-            "queue_s": np.array([float(np.add.reduce(task.queue))]),
-            "step_comm_s": Lists([list(task.comm)], pa.float64()),
-            "step_comp_s": Lists([list(task.comp)], pa.float64()),
-            "step_queue_s": Lists([list(task.queue)], pa.float64()),
-            "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
-            "latency_s": np.array([latency]),
-            "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
-            "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
-            "replans": np.array([task.replans]),
-            "success": np.array([status == "done"]),
-            "failure": np.array([reason], dtype=object),
-            "outcome": np.array([status], dtype=object),
-        })
+        rows = self._rows.get(task.policy)
+        if rows is None:
+            rows = self._rows[task.policy] = []
+        rows.append((
+            task.task_id, task.policy, task.t_request, task.user, task.request_rsu, self.cfg.steps,
+            list(task.devices), float(np.add.reduce(task.comm)), float(np.add.reduce(task.comp)),
+            float(np.add.reduce(task.queue)), list(task.comm), list(task.comp), list(task.queue),
+            task.planned_s, task.planned_ok, latency, task.reschedules, task.migrations, task.migrate_s, task.rsu,
+            task.replans, status == "done", reason, status))
+
+    #: ``dvit_tasks``' columns: name and numpy dtype (a ``Lists`` column: its Arrow item type), in
+    #: the order of the row tuples :meth:`_finish` keeps
+    COLUMNS = (("task", np.int64), ("policy", object), ("t_request_s", np.float64), ("user", object),
+               ("rsu", np.int64), ("steps", np.int64), ("devices", pa.string()), ("comm_s", np.float64),
+               ("comp_s", np.float64), ("queue_s", np.float64), ("step_comm_s", pa.float64()),
+               ("step_comp_s", pa.float64()), ("step_queue_s", pa.float64()), ("planned_latency_s", np.float64),
+               ("planned_feasible", np.bool_), ("latency_s", np.float64), ("reschedules", np.int64),
+               ("migrations", np.int64), ("migrate_s", np.float64), ("final_rsu", np.int64),
+               ("replans", np.int64), ("success", np.bool_), ("failure", object), ("outcome", object))
+
+    def _write_rows(self) -> None:
+        """Hand the rows of the tasks finished since the last call to the table: one batch per
+        policy (in the configured order; each its rows in the order they finished), each column
+        built once from the rows' Python values. The session writes a slot's batches grouped by
+        policy in that order (:func:`cosim.recorder.write_grouped`), so the table is the same as
+        with one batch a row; called at the end of every slot and of the run."""
+        if not self._rows:
+            return
+        held, self._rows = self._rows, {}
+        for policy in [*self.policies, *(p for p in held if p not in self.policies)]:
+            rows = held.get(policy)
+            if not rows:
+                continue
+            batch = {}
+            for (name, kind), col in zip(self.COLUMNS, zip(*rows)):
+                batch[name] = Lists(list(col), kind) if isinstance(kind, pa.DataType) else np.array(col, dtype=kind)
+            self.table.append(batch)
 
     def _execute(self, task: Task, st: dict) -> None:
         """Run the task's schedule for real; compare with one device; measure the hand-offs."""
@@ -764,6 +790,7 @@ class DViTLayer(Layer):
     def on_end(self) -> dict:
         for task in self.kernel.running():  # no outcome yet: neither success nor failure
             self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        self._write_rows()
         out = {}
         for p, st in self.stats.items():
             out[p] = {
