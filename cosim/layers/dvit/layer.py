@@ -307,7 +307,7 @@ class DViTLayer(Layer):
             order = cand[near][d_user[near].argsort(kind="stable")]
             members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
             rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
-            hit = near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
+            hit = near_cache[key] = (order, members, rates, {v: i for i, v in enumerate(members.tolist())},
                                            len(served))
         return hit
 
