@@ -371,15 +371,17 @@ class MoELayer(Layer):
         memo: dict = {}  # its forward pass, block by block, shared by the policies and their reroutes
         tv_name = str(world.snap.ids[tv])
         contention = self.kernel.capacity is not None
-        # per placement (link-aware or not; per policy with the simulated queue, since each policy's
-        # running tasks hold different IVs): (chosen, host, gate quality, tokens, game, candidates)
+        # per placement (link-aware or not; with the simulated queue also what the policy's running
+        # tasks leave free of each candidate, since each policy's tasks hold different IVs — policies
+        # that see the same free compute and memory place, route and price the same game, so they
+        # share it: issue 32, fourth pass): (chosen, host, gate quality, tokens, game, candidates)
         shared: dict = {}
         priced = []
         for policy in self.live():
             aware = self.policies[policy].traits["link_aware"]
-            key = (aware, policy) if contention else aware
+            cp = self._free(cand, cand_names, policy) if contention else cand
+            key = (aware, cp["cpu"].tobytes(), cp["mem"].tobytes()) if contention else aware
             if key not in shared:
-                cp = self._free(cand, cand_names, policy) if contention else cand
                 chosen, host = self.place(cp, aware)
                 gq = self.gate_quality(host, cp["quality"][chosen] if aware and c.physical_gating else None)
                 tokens = self.route(prompt, gq, memo) if len(chosen) else None
