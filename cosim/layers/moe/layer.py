@@ -499,6 +499,7 @@ class MoELayer(Layer):
         arrays of 1-8 IVs in the same order (a rate of 0 gives inf, as numpy's division did; the
         first NaN wins as in ``np.argmax``), at a fifth of its CPU."""
         per_iv: dict[int, list] = {}
+        memory_gbps = self.cfg.memory_gbps
         for e, n in enumerate(toks):
             if n > 0:
                 per_iv.setdefault(host[e], []).append(n)
@@ -506,9 +507,10 @@ class MoELayer(Layer):
         for j, ns in per_iv.items():
             n_tok = float(sum(ns))
             bits = n_tok * self.token_bits
-            comm = _div(bits, rates[j][0]) + _div(bits, rates[j][1])
-            comp = _div(n_tok * self.flop_per_token, float(f[j]))
-            mem = len(ns) * self.expert_gb / self.cfg.memory_gbps
+            (up, down), fj = rates[j], float(f[j])
+            comm = (bits / up if up else _div(bits, up)) + (bits / down if down else _div(bits, down))
+            comp = n_tok * self.flop_per_token / fj if fj else _div(n_tok * self.flop_per_token, fj)
+            mem = len(ns) * self.expert_gb / memory_gbps
             total = comm + comp + mem
             if total != total:  # NaN: np.argmax takes the first one
                 return comm, comp, mem
