@@ -51,6 +51,7 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,6 +264,15 @@ def _prices_of(game: Game, p: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(p)
 
 
+@functools.lru_cache(maxsize=16)
+def _grid(lo: float, hi: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(exp(linspace(lo, hi, grid)), its log): the Nash gap's deviation grid as the kernels take
+    it, made once per (log price range, size) — a few per run — instead of once per call (issue 32,
+    fourth pass; the same numbers). The kernels only read them."""
+    g = np.exp(np.linspace(lo, hi, grid))
+    return g, np.log(g)
+
+
 def _jit_fitness(game: Game, p: np.ndarray, grid: int, refine: int, declined_inf: bool) -> np.ndarray | None:
     """:meth:`Game.nash_gap` (``declined_inf``: :func:`_fitness`) by the kernels, counting the
     follower evaluations the numpy code counts; None where they do not run."""
@@ -271,9 +281,9 @@ def _jit_fitness(game: Game, p: np.ndarray, grid: int, refine: int, declined_inf
     if p is None:
         return None
     kernels, kind, (a, F, kappa, d, gm, lo, hi) = k
-    g = np.exp(np.linspace(lo, hi, grid))
+    g, log_g = _grid(lo, hi, grid)
     out = np.empty(len(p))
-    if not kernels.fitness(a, F, kappa, d, gm, p, g, np.log(g), lo, hi, refine, (np.sqrt(5.0) - 1.0) / 2.0,
+    if not kernels.fitness(a, F, kappa, d, gm, p, g, log_g, lo, hi, refine, (np.sqrt(5.0) - 1.0) / 2.0,
                            kind, declined_inf, out):
         return None
     B, N = p.shape

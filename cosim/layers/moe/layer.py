@@ -646,7 +646,7 @@ class MoELayer(Layer):
             st["eq"].append(task.eq_distance)
             st["solve_ms"].append(task.solve_ms)
             st["evals"].append(task.evals)
-        used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv] if task.ivs else []
+        used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv.tolist()] if task.ivs else []
         self.table.append({
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
             "t_request_s": np.array([task.t_request]), "tv": np.array([task.tv], dtype=object),
