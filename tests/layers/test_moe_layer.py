@@ -376,3 +376,20 @@ def test_policies_that_see_the_same_free_capacity_share_one_game_and_one_links_c
     games.clear()
     lay.submit(w, 0, 0.0)
     assert len(games) == 3
+
+
+def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_end(tmp_path):
+    """_keep_long_lived (issue 32, fourth pass): the layer freezes what is alive when it is built
+    (torch's objects, the gate model) and after its first task (the solvers' kernels), so the
+    collector's full passes skip them; its end unfreezes them all."""
+    import gc
+
+    gc.unfreeze()
+    lay = layer(tmp_path, policies=["gecpa"])
+    built = gc.get_freeze_count()
+    assert built > 0
+    kept = [object() for _ in range(10)] + [[] for _ in range(1000)]  # tracked containers made since
+    lay.submit(world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0])), 0, 0.0)
+    assert gc.get_freeze_count() >= built + 1000
+    lay.on_end()
+    assert gc.get_freeze_count() == 0 and kept
