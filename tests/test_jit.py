@@ -281,7 +281,7 @@ def test_numba_is_imported_only_where_a_policy_calls_a_kernel(tmp_path, policies
 def test_outcome_by_the_follower_kernel_bit_identical(monkeypatch, k):
     """Game.outcome (the layer's f, utilities and declines of a policy's prices; issue 32, fourth
     pass) with the follower kernel and with the numpy code: the same bytes and the same count of
-    follower evaluations, on one and on several price vectors — at the uniform price, capacities
+    follower evaluations, on one and on several price vectors (a batch's rows: the single calls') — at the uniform price, capacities
     binding (cheap prices), priced out (every price above what the TV values), mixed."""
     from cosim.layers.moe import kernels as mk
 
@@ -296,6 +296,8 @@ def test_outcome_by_the_follower_kernel_bit_identical(monkeypatch, k):
         p = np.stack([np.full(g.n, 10.0), np.full(g.n, g.p_min), np.full(g.n, g.p_max),
                       np.exp(rng.uniform(np.log(g.p_min), np.log(g.p_max), g.n))])
         out = [g.outcome(p[i:i + 1]) for i in range(len(p))] + [g.outcome(p)]
+        for i in range(len(p)):  # a batch's rows are the single calls' (the layer batches a game's policies)
+            assert all(out[i][key].tobytes() == out[-1][key][i:i + 1].tobytes() for key in out[i])
         return [{key: v.tobytes() for key, v in o.items()} for o in out], g.evals
 
     monkeypatch.setenv("COSIM_JIT", "on")

@@ -414,15 +414,20 @@ class MoELayer(Layer):
                 continue
             self.kernel.count(policy)
             priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), game[0].evals - before))
-        # the Nash gap of every policy's prices, one batched evaluation per game
-        gaps: dict = {}
+        # the Nash gap and the outcome of every policy's prices, one batched evaluation per game
+        # (each row's values are those of a call of its own: the kernels and numpy's reductions
+        # along the last axis go row by row)
+        gaps, outs = {}, {}
         for key in dict.fromkeys(item[1] for item in priced):
             rows = [i for i, item in enumerate(priced) if item[1] == key]
-            g = shared[key][4][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
-            gaps.update({i: float(v) for i, v in zip(rows, g)})
+            p = np.stack([priced[i][3] for i in rows])
+            g, o = shared[key][4][0].nash_gap(p, grid=48, refine=12), shared[key][4][0].outcome(p)
+            for r, i in enumerate(rows):
+                gaps[i] = float(g[r])
+                outs[i] = {k: v[r:r + 1] for k, v in o.items()}
         for i, (policy, key, names, p_used, solve_ms, evals) in enumerate(priced):
             chosen, host, gq, tokens, (game, used, p_eq), cp = shared[key]
-            out = game.outcome(p_used[None])
+            out = outs[i]
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
