@@ -35,47 +35,66 @@
   const DW = colType("dwell") ? new (colType("dwell"))(V.rows) : null;  // predicted dwell, V.dwell_q quanta
   const rowOf = new Int32Array(V.names.length).fill(-1);  // vehicle -> row in the current slot
   let rowSlot = -1;
-  // per vehicle: the slot and row it was last seen in, and the ones before (the differences' base)
-  const lastSlot = new Int32Array(V.names.length).fill(-1), lastRow = new Int32Array(V.names.length);
-  const lastSlot2 = new Int32Array(V.names.length).fill(-1), lastRow2 = new Int32Array(V.names.length);
-  function fillWindow(w, a) {  // one decoded window into the arrays; differences added back (vehicle_windows)
+  // per vehicle: the last slot index it was seen in (a vehicle off the map comes back later: realisedDwell)
+  const lastSlot = new Int32Array(V.names.length).fill(-1);
+  // One decoded window into the arrays (vehicle_windows). Its rows go by vehicle, then slot: vid and
+  // slot are differences to the row before, the columns differences along the vehicle's slots (the
+  // row before, when it is the same vehicle's previous slot); typed arrays store modulo their width,
+  // so the sums wrap as encoded. Then one stable counting sort by RSU (none last) and one by slot put
+  // the rows in the page's order, (slot, RSU, vehicle), from the window's first row w.r0 on.
+  function fillWindow(w, a) {
+    const n = w.rows, ns = w.s1 - w.s0, vid = a.vid, slot = a.slot, rsu = a.rsu;
+    for (let r = 1; r < n; r++) { vid[r] += vid[r - 1]; slot[r] += slot[r - 1]; }
+    const run = new Uint8Array(n);  // per row: how many of the rows just before are its vehicle's previous slots (0-2)
+    for (let r = 1; r < n; r++) {
+      if (vid[r] === vid[r - 1] && slot[r] === slot[r - 1] + 1) run[r] = run[r - 1] ? 2 : 1;
+    }
     const cols = [["x", X], ["y", Y], ["rsu", RS], ["speed", SPD], ["cell", CELL], ["dwell", DW]].filter((c) => c[1] && a[c[0]]);
-    VID.set(a.vid, w.r0);
-    for (const [name, dst] of cols) dst.set(a[name], w.r0);
-    const d1 = cols.filter((c) => V.delta[c[0]] === 1).map((c) => c[1]);
-    const d2 = cols.filter((c) => V.delta[c[0]] === 2).map((c) => c[1]);
-    START[w.s0] = w.r0;
-    for (let i = w.s0; i < w.s1; i++) {
-      START[i + 1] = START[i] + a.count[i - w.s0];
-      for (let r = START[i]; r < START[i + 1]; r++) {
-        const v = VID[r];
-        if (i > w.s0 && lastSlot[v] === i - 1) {  // the same vehicle in the window's previous slot
-          const p = lastRow[v];  // typed arrays store modulo their width: the sums wrap as encoded
-          for (let c = 0; c < d1.length; c++) d1[c][r] += d1[c][p];
-          if (i - 1 > w.s0 && lastSlot2[v] === i - 2) {  // and in the one before: a linear prediction
-            const q = lastRow2[v];
-            for (let c = 0; c < d2.length; c++) d2[c][r] += 2 * d2[c][p] - d2[c][q];
-          } else for (let c = 0; c < d2.length; c++) d2[c][r] += d2[c][p];
-        }
-        lastSlot2[v] = lastSlot[v]; lastRow2[v] = lastRow[v];
-        lastSlot[v] = i; lastRow[v] = r;
+    for (const name of V.planes || []) {  // zigzagged 16-bit differences in two byte planes (view.py _planes)
+      const p = a[name], c = new Uint16Array(n);
+      for (let r = 0; r < n; r++) { const z = p[r] | (p[n + r] << 8); c[r] = (z >>> 1) ^ -(z & 1); }
+      a[name] = c;
+    }
+    for (const [name] of cols) {
+      const c = a[name], order = V.delta[name] || 0;
+      if (order === 1) { for (let r = 1; r < n; r++) if (run[r]) c[r] += c[r - 1]; }
+      else if (order === 2) {
+        for (let r = 1; r < n; r++) { const k = run[r]; if (k === 2) c[r] += 2 * c[r - 1] - c[r - 2]; else if (k) c[r] += c[r - 1]; }
       }
     }
+    const nr = D.rsus.length, byRsu = new Uint32Array(n), at = new Uint32Array(Math.max(nr, ns) + 2);
+    for (let r = 0; r < n; r++) at[(rsu[r] === NONE ? nr : rsu[r]) + 1]++;
+    for (let g = 1; g <= nr + 1; g++) at[g] += at[g - 1];
+    for (let r = 0; r < n; r++) byRsu[at[rsu[r] === NONE ? nr : rsu[r]]++] = r;
+    at.fill(0);
+    for (let r = 0; r < n; r++) at[slot[r] + 1]++;
+    for (let i = 1; i <= ns; i++) at[i] += at[i - 1];
+    for (let i = 0; i <= ns; i++) START[w.s0 + i] = w.r0 + at[i];
+    const dest = new Uint32Array(n);
+    for (let j = 0; j < n; j++) { const r = byRsu[j]; dest[r] = w.r0 + at[slot[r]]++; }
+    for (const [name, dst] of [["vid", VID], ...cols]) scatter(a[name], dst, dest, n);
+    for (let r = 0; r < n; r++) lastSlot[vid[r]] = w.s0 + slot[r];  // rows by slot within a vehicle: its last one wins
   }
+  function scatter(src, dst, dest, n) { for (let r = 0; r < n; r++) dst[dest[r]] = src[r]; }
   function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
-    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1];
+    // each time from the one before it: a segment's start from the end of the one before (the
+    // first's from the request), the task's end from the last segment's, the latency from end - request
+    const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1], per = TL / T0;
     let t0 = 0, id = 0, k = 0, w = 0;
     for (let i = 0; i < pb.n; i++) {
       t0 += a.t0[i];
       const segs = [];
+      let prev = t0;
       for (let j = 0; j < a.nseg[i]; j++, k++) {
-        const s0 = t0 + a.s0[k], n = a.wn[k];
+        const s0 = prev + a.s0[k], n = a.wn[k];
         let who;
         if (n === 65535) who = a.wv[w++]; else { who = Array.from(a.wv.subarray(w, w + n)); w += n; }
-        segs.push([who, s0 / T0, (s0 + a.s1[k]) / T0]);
+        prev = s0 + a.s1[k];
+        segs.push([who, s0 / T0, prev / T0]);
       }
-      const task = { u: a.u[i], t0: t0 / T0, end: (t0 + a.end[i]) / T0, ok: (a.flags[i] & 1) === 1,
-                     why: pb.why[a.why[i]], lat: a.lat[i] < 0 ? null : a.lat[i] / TL, segs };
+      const end = prev + a.end[i];
+      const task = { u: a.u[i], t0: t0 / T0, end: end / T0, ok: (a.flags[i] & 1) === 1,
+                     why: pb.why[a.why[i]], lat: a.flags[i] & 4 ? ((end - t0) * per + a.lat[i]) / TL : null, segs };
       Object.assign(task, extra[a.extra[i]]);
       if (pb.has_id) { id += a.id[i]; task.id = id; }
       if (a.flags[i] & 2) task.c = 1;
@@ -99,7 +118,7 @@
   const ZOOM_STEP = 1.25, ZOOM_MIN = 0.2, ZOOM_MAX = 2000;  // + / - buttons; limits relative to fit
   let kFit = 1, sel = null, hover = null;  // sel/hover: {kind: "vehicle", v} or {kind: "rsu", i}
   const state = { slot: -1, vehicles: 0, rsus: 0, byRsu: {}, uncovered: 0, tasks: 0, frames: 0, drawMs: [],
-                  loaded: false, windows: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
+                  loaded: false, windows: 0, fillMs: 0, firstFrameMs: null, loadedMs: null, loadLog: [], drawnSlots: 0 };
 
   document.getElementById("title").textContent = D.title;
   slider.max = Math.max(0, nSlots - 1);
@@ -129,8 +148,12 @@
   // The background (discs, edges, RSU marks) is drawn to its own canvas `bg` for one transform
   // (bgView) and copied under every frame. When the transform changes it is drawn again at once
   // if that took at most BG_SYNC_MS last time; otherwise the frames show the old picture scaled
-  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS.
-  const BG_SYNC_MS = 8, BG_REST_MS = 150;
+  // and shifted to the new transform (one drawImage) until the view has rested BG_REST_MS. The
+  // ground (C.ground) fills the background and, in the stand-in, the canvas beyond the old picture
+  // (what a pan or a zoom out uncovers): the map's own colour there, not a white hole, until the
+  // background is drawn again. cosimView.bgSyncMs reads and sets BG_SYNC_MS (tests: -1 forces the stand-in).
+  let BG_SYNC_MS = 8;
+  const BG_REST_MS = 150;
   let bgView = null, bgMs = 0, bgTimer = 0;
   function redraw() {
     cv.dataset.view = JSON.stringify([ax, ay, k]);
@@ -161,7 +184,7 @@
   }
   function drawBackground(s) {
     const t0 = performance.now(), w = bg.width, h = bg.height;
-    bctx.fillStyle = "#fff"; bctx.fillRect(0, 0, w, h);
+    bctx.fillStyle = C.ground; bctx.fillRect(0, 0, w, h);
     const onScreen = (x, y, rad) => x + rad >= 0 && x - rad <= w && y + rad >= 0 && y - rad <= h;
     let n = 0;
     D.rsus.forEach((r, i) => {  // discs: translucent fill, opaque outline
@@ -204,7 +227,7 @@
   function drawBg() {  // the background under the frame: as drawn, or scaled to the current transform
     if (bgView && bgView.k === k && bgView.ax === ax && bgView.ay === ay) { ctx.drawImage(bg, 0, 0); return; }
     const f = k / bgView.k;
-    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, cv.width, cv.height);
+    ctx.fillStyle = C.ground; ctx.fillRect(0, 0, cv.width, cv.height);  // beyond the old picture: the ground
     ctx.imageSmoothingEnabled = false;  // a stand-in for a moment: the cheapest scaling
     ctx.drawImage(bg, ax - bgView.ax * f, ay - bgView.ay * f, bg.width * f, bg.height * f);
     ctx.imageSmoothingEnabled = true;
@@ -950,7 +973,9 @@
       + "slots up to t = " + (nSlots ? V.times[nSlots - 1].toFixed(0) : "–") + " s";
   }
   async function loadWindow(w) {
-    fillWindow(w, await unpack(w));
+    const a = await unpack(w), t0 = performance.now();
+    fillWindow(w, a);
+    state.fillMs += performance.now() - t0;  // the time spent putting windows' rows in place (bench_view.py)
     nSlots = w.s1; state.windows++;
     slider.max = Math.max(0, nSlots - 1);
     if (state.path && state.path.pts.some((p) => !p.loaded && p.si < nSlots)) showTask();  // its points now known
@@ -988,6 +1013,7 @@
   legend(); filters(); fillPolicies(); showTask();
   window.cosimView = { state, setSlot, play, pause, get slot() { return cur; }, get nSlots() { return nSlots; }, slots: V.slots,
                        get view() { return { ax, ay, k }; }, zoomAt, panBy, fit,
+                       get bgSyncMs() { return BG_SYNC_MS; }, set bgSyncMs(ms) { BG_SYNC_MS = ms; },
                        inspect() { return info(sel || hover); }, swap, selectTask,
                        taskIds(layer, policy) { return D.layers[layer].tasks[policy].map((t) => t.id); },
                        vehicleTasks(name) {  // what the panel lists for a vehicle at this slot

@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "vidi_plan")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
 
 
 def both(monkeypatch, fn):
@@ -275,3 +275,35 @@ def test_numba_is_imported_only_where_a_policy_calls_a_kernel(tmp_path, policies
     assert out.stdout.strip().splitlines()[-1] == str(loads)
     tasks = __import__("pandas").read_parquet(tmp_path / "out" / "dvit_tasks.parquet")
     assert set(tasks["policy"]) == set(policies) and len(tasks) >= 5 * len(policies)  # they planned
+
+
+@pytest.mark.parametrize("k", range(len(games())))
+def test_outcome_by_the_follower_kernel_bit_identical(monkeypatch, k):
+    """Game.outcome (the layer's f, utilities and declines of a policy's prices; issue 32, fourth
+    pass) with the follower kernel and with the numpy code: the same bytes and the same count of
+    follower evaluations, on one and on several price vectors (a batch's rows: the single calls') — at the uniform price, capacities
+    binding (cheap prices), priced out (every price above what the TV values), mixed."""
+    from cosim.layers.moe import kernels as mk
+
+    W, F, kappa, sigma = games()[k]
+    ran = []
+    kernel = mk.follower
+    monkeypatch.setattr(mk, "follower", lambda *a: ran.append(1) or kernel(*a))
+
+    def outcomes():
+        g = Game(W, F, kappa, sigma=sigma)
+        rng = np.random.default_rng(k)
+        p = np.stack([np.full(g.n, 10.0), np.full(g.n, g.p_min), np.full(g.n, g.p_max),
+                      np.exp(rng.uniform(np.log(g.p_min), np.log(g.p_max), g.n))])
+        out = [g.outcome(p[i:i + 1]) for i in range(len(p))] + [g.outcome(p)]
+        for i in range(len(p)):  # a batch's rows are the single calls' (the layer batches a game's policies)
+            assert all(out[i][key].tobytes() == out[-1][key][i:i + 1].tobytes() for key in out[i])
+        return [{key: v.tobytes() for key, v in o.items()} for o in out], g.evals
+
+    monkeypatch.setenv("COSIM_JIT", "on")
+    kernels = outcomes()
+    assert len(ran) == 5
+    monkeypatch.setenv("COSIM_JIT", "off")
+    assert outcomes() == kernels and len(ran) == 5
+    declined = [np.frombuffer(o["declined"], dtype=bool) for o in kernels[0]]
+    assert declined[2].all() and not declined[0].any()  # p_max: the TV buys nothing; 10: it buys

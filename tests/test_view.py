@@ -7,10 +7,12 @@ import atexit
 import base64
 import contextlib
 import functools
+import gzip
 import io
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +82,8 @@ def test_decoded_page_data_in_headless_chromium_equals_the_tables(run_dir, tmp_p
             assert list(got["rsu"]) == [r if isinstance(r, str) else None for r in want["rsu"].astype(object)]
             assert np.abs(got["speed"] - want["speed_mps"].clip(0, 63.75).to_numpy()).max() <= 0.125 + 1e-9
             assert list(got["cell"]) == [int(c) for c in want["cell"]]
-            codes = [r[3] for r in rows[i]]
-            assert codes == sorted(codes)  # sorted by RSU
+            keys = [(r[3], v["names"].index(r[0])) for r in rows[i]]
+            assert keys == sorted(keys)  # sorted by RSU, then vehicle (the page's binary search needs it)
             pred = np.array([np.nan if r[6] == v["no_dwell"] else r[6] * v["dwell_q"] for r in rows[i]])
             served = want["rsu"].notna().to_numpy()
             assert (np.isnan(pred) == ~served).all()  # the sentinel exactly where no RSU serves
@@ -133,6 +135,50 @@ def test_task_times_rebuilt_from_the_step_columns(run_dir):
     counts = np.bincount(np.floor(sub["t_request_s"] / width).astype(int))
     rates = np.array([s if s is not None else 0.0 for s in tl["success"]])
     assert (counts[: len(rates)] * rates).sum() / counts.sum() == pytest.approx(sub["success"].mean())
+
+
+def _blob(b: dict) -> dict:
+    """A pack() blob's arrays, inflated in Python (gzip, little-endian, in the layout's order)."""
+    raw, out, off = gzip.decompress(base64.b64decode(b["z"])), {}, 0
+    for name, t, n in b["layout"]:
+        dt = np.dtype({"u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "i32": np.int32}[t]).newbyteorder("<")
+        out[name] = np.frombuffer(raw, dt, n, off).astype(np.int64)
+        off += dt.itemsize * n
+    return out
+
+
+@pytest.mark.sumo
+def test_what_is_known_already_is_not_sent_again(run_dir):
+    """The encoding's two savings, read back in Python: a window's rows go by vehicle, then slot —
+    its (vehicle, slot) pairs, the sums of the ``vid`` and ``slot`` differences, strictly increasing
+    and exactly coverage's rows of the window's slots —; a task's segment starts travel from the
+    end of the segment before (0 wherever the task lists' segments follow one another, which they
+    do here), its end from its last segment's end, its latency from end - request (a few ticks)."""
+    d = build_data(run_dir, window_s=20)
+    v = d["vehicles"]
+    cov = pd.read_parquet(run_dir / "coverage.parquet", columns=["slot", "vehicle"])
+    for w in v["windows"]:
+        a = _blob(w)
+        vid, slot = np.cumsum(a["vid"]) % 65536, np.cumsum(a["slot"]) % 65536 + w["s0"]
+        assert len(vid) == w["rows"] and ((np.diff(vid) > 0) | ((np.diff(vid) == 0) & (np.diff(slot) > 0))).all()
+        want = cov[cov["slot"].isin(v["slots"][w["s0"]:w["s1"]])]
+        got = {(v["names"][i], v["slots"][s]) for i, s in zip(vid, slot)}
+        assert got == set(zip(want["vehicle"].astype(str), want["slot"])) and len(got) == len(want)
+    followers = 0
+    for L in d["layers"].values():
+        for policy, tasks in L["tasks"].items():
+            a, segs = _blob(L["packed"][policy]), [s for t in tasks for s in t["segs"]]
+            firsts = np.cumsum([0] + [len(t["segs"]) for t in tasks])[:-1][[bool(t["segs"]) for t in tasks]]
+            later = np.ones(len(segs), dtype=bool)
+            later[firsts] = False
+            assert (a["s0"][later] == 0).all()  # each follows the one before
+            followers += int(later.sum())
+            assert (a["s0"][firsts] == [round((t["segs"][0][1] - t["t0"]) * 1e4) for t in tasks if t["segs"]]).all()
+            ends = [round((t["end"] - (t["segs"][-1][2] if t["segs"] else t["t0"])) * 1e4) for t in tasks]
+            assert (a["end"] == ends).all() and (a["end"] == 0).mean() > 0.9
+            has = np.array([t["lat"] is not None for t in tasks])
+            assert ((a["flags"] & 4) > 0).tolist() == has.tolist() and np.abs(a["lat"]).max() <= 10
+    assert followers > 0  # segments after a task's first (88 on this run): the check above is not empty
 
 
 @pytest.mark.sumo
@@ -744,6 +790,39 @@ def _click_an_rsu(browser, d, cov, i):
               <= r["r"] * s_px]
     _click_canvas(browser, px_, py_)
     return min(inside)[1], rows
+
+
+@pytest.mark.sumo
+def test_panning_past_the_drawn_background_shows_the_ground_not_white(run_dir, tmp_path):
+    """While a pan shows the old background shifted (the stand-in, forced here with ``bgSyncMs``
+    -1), the strip it uncovers is filled with the map's ground colour, the same as the drawn
+    background's own ground (seamless), not white; once the view rests and the background is
+    drawn again there, still the ground; the canvas's CSS background is the ground too."""
+    page = write_view(run_dir, tmp_path / "view.html")
+    d = build_data(run_dir)
+    g = d["colors"]["ground"]
+    ground = [int(g[i:i + 2], 16) for i in (1, 3, 5)] + [255]
+    assert ground != [255, 255, 255, 255]
+    px = "return [...document.getElementById('cv').getContext('2d').getImageData({}, {}, 1, 1).data]"
+    with _page(page) as browser:
+        w, h = browser.execute_script("const c = document.getElementById('cv'); return [c.width, c.height]")
+        v0 = _view(browser)
+        assert browser.execute_script("return window.cosimView.bgSyncMs") == 8
+        browser.execute_script("window.cosimView.bgSyncMs = -1; window.cosimView.panBy(300, 0)")
+        v1 = _view(browser)
+        _near(v1["ax"], v0["ax"] + 300)
+        # by hand: the old picture now covers x >= 300; everything drawn (the bounds hold network,
+        # discs and vehicles) starts right of x = 300 + the network's left edge at the fit
+        left = _screen(v1, d["transform"], d["bounds"][0], d["bounds"][1])[0]
+        assert left > 300 and v0["ax"] + (d["bounds"][0] - d["transform"]["x0"]) / d["transform"]["scale"] * v0["k"] > 0
+        assert browser.execute_script(px.format(150, h // 2)) == ground  # beyond the old picture
+        assert browser.execute_script(px.format(150, 5)) == ground
+        assert browser.execute_script(px.format(302, 2)) == ground  # the old picture's own ground (its top-left corner)
+        time.sleep(0.4)  # the view has rested: the background drawn again for the new transform
+        assert browser.execute_script(px.format(150, h // 2)) == ground
+        browser.execute_script("window.cosimView.bgSyncMs = 8")
+        css = browser.execute_script("return getComputedStyle(document.getElementById('cv')).backgroundColor")
+        assert css == "rgb({}, {}, {})".format(*ground[:3])
 
 
 @pytest.mark.sumo

@@ -8,6 +8,7 @@ follower evaluations a round spends (the solvers' budget: gradient and evolution
     python tools/bench_moe.py --grid6 300 [--rounds 3]     # the solvers' CPU per task of a grid6 run
     python tools/bench_moe.py --gate 300 [--rounds 3] [--baseline-src DIR] [--device cuda]  # the gate model's, per task
     python tools/bench_moe.py --sections 600 [--rounds 2] [--baseline-src DIR]  # the layer's CPU, section by section
+    python tools/bench_moe.py --outside 300 [--rounds 3] [--baseline-src DIR]  # the layer's CPU outside the gate
 
 ``--jit`` (issue 32): ``on`` the compiled kernels (cosim.jit), ``off`` the numpy code (main's
 before issue 32), ``both`` (default) each solver both ways, interleaved, with the ratio.
@@ -36,6 +37,11 @@ with the layer (the layer's cost in the run is the difference), and inside it th
 Python — the block's TorchScript-compiled internals are not timed separately, ``Block.attend`` and
 ``Block.finish`` are one compiled call each). ``--baseline-src DIR`` runs DIR's package the same
 way, interleaved, ``--rounds`` times (medians printed).
+
+``--outside END`` (issue 32, fourth pass) runs the same in one process per round, numba's kernels
+loaded and torch imported before the run (timed apart): the layer's CPU per task outside the gate
+model (its ``on_start``, ``on_slot``, ``on_end`` less ``GateModel.load``), of it the pricing calls,
+the gate model's own, and the whole run's; ``--baseline-src DIR`` interleaved (min / median).
 
 For the layer's share of a whole run, use the side-by-side benchmark:
     python tools/bench_overhead.py scenarios/grid6.toml --layers moe --no-traci --no-pipelined
@@ -450,6 +456,97 @@ def sections(args: argparse.Namespace) -> None:
             print(f"  {label:34s} {c:7d} {1e3 * inc / n:13.2f} {1e3 * own / n:13.2f} {1e6 * own / c:13.1f}")
 
 
+def outside_child(end: float) -> None:
+    """One process: torch imported, numba's kernels loaded (each solver, a Nash gap and an outcome
+    on two small games: their cache load and first calls, timed apart), then a serial grid6_moe
+    run (seed 42) to END seconds after a 10 s warm-up run with no layers, with the layer's
+    ``on_start``, ``on_slot``, ``on_end``, its construction, ``_prices`` and ``GateModel.load``
+    timed (``time.process_time``, inclusive); prints one JSON line."""
+    import dataclasses
+    import json
+
+    t0 = time.process_time()
+    import torch  # noqa: F401
+
+    t_torch = time.process_time() - t0
+    from cosim.layers.moe import layer as L
+    from cosim.layers.moe import model as M
+
+    t0 = time.process_time()
+    rng = np.random.default_rng(1)
+    for n in (3, 8):
+        g = Game(rng.uniform(0.01, 0.05, n), rng.uniform(0.2, 1.0, n), rng.uniform(5, 20, n))
+        for fn in SOLVERS.values():
+            fn(g, np.random.default_rng(0), SolverConfig())
+        g.nash_gap(np.full((2, n), 5.0), grid=48, refine=12)
+        g.outcome(np.full((1, n), 5.0))
+    t_numba = time.process_time() - t0
+    acc: dict[str, float] = {}
+
+    def timed(owner, name, label):  # noqa: ANN001, ANN202
+        fn = getattr(owner, name)
+
+        def inner(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            t = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[label] = acc.get(label, 0.0) + time.process_time() - t
+        setattr(owner, name, inner)
+
+    for name in ("on_start", "on_slot", "on_end", "__init__", "_prices"):
+        timed(L.MoELayer, name, name)
+    timed(M.GateModel, "load", "gate")
+    import cosim
+
+    from cosim.api import configure
+
+    cfg = configure(ROOT / "scenarios" / "grid6_moe.toml", end_s=end, seed=42, jobs=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        cosim.run(dataclasses.replace(cfg, layers={}, scenario=dataclasses.replace(cfg.scenario, end_s=10.0)),
+                  out=Path(tmp) / "warm", overwrite=True)
+        t0 = time.process_time()
+        res = cosim.run(cfg, out=Path(tmp) / "moe", overwrite=True)
+        t_run = time.process_time() - t0
+        tasks = int(res["moe_tasks"]["task"].nunique())
+    print(json.dumps({"torch": t_torch, "numba": t_numba, "run": t_run, "tasks": tasks, **acc}))
+
+
+def outside(args: argparse.Namespace) -> None:
+    """``--outside END`` (issue 32, fourth pass): the MoE layer's CPU per task outside the gate
+    model — its ``on_start``, ``on_slot`` and ``on_end`` less ``GateModel.load`` — and of it the
+    pricing calls (``_prices``: the solvers and their wrappers), numba's cache load and torch's
+    import done before the run; children of :func:`outside_child`, this checkout's and
+    ``--baseline-src``'s interleaved, ``--rounds`` times (min / median)."""
+    import json
+    import subprocess
+
+    srcs = {"this": str(ROOT), **({"base": str(Path(args.baseline_src).resolve())} if args.baseline_src else {})}
+    got: dict[str, list] = {k: [] for k in srcs}
+    for r in range(args.rounds):
+        for k, src in srcs.items():
+            out = subprocess.run([sys.executable, __file__, "--outside-child", str(args.outside), "--src", src],
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"})
+            if out.returncode:
+                raise SystemExit(out.stderr[-2000:])
+            got[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {r + 1}/{args.rounds} {k}: run {got[k][-1]['run']:.2f} s CPU", file=sys.stderr)
+    print(f"grid6_moe, seed 42, {args.outside:g} s, serial; ms of CPU per task, min / median of {args.rounds} rounds")
+    for k, rounds in got.items():
+        n = rounds[0]["tasks"]
+
+        def show(f) -> str:  # noqa: ANN001
+            v = [f(x) for x in rounds]
+            return f"{min(v):.2f} / {statistics.median(v):.2f}"
+
+        out_gate = (lambda x: 1e3 * (x["on_start"] + x["on_slot"] + x["on_end"] - x["gate"]) / n)
+        print(f"[{k}] {n} tasks: outside the gate {show(out_gate)} (pricing {show(lambda x: 1e3 * x['_prices'] / n)}, "
+              f"the rest {show(lambda x: out_gate(x) - 1e3 * x['_prices'] / n)}); the gate model "
+              f"{show(lambda x: 1e3 * x['gate'] / n)}; the layer's construction {show(lambda x: 1e3 * x['__init__'])} ms "
+              f"a run; before the run: numba's kernels {show(lambda x: 1e3 * x['numba'])} ms, torch's import "
+              f"{show(lambda x: 1e3 * x['torch'])} ms; the whole run {show(lambda x: x['run'])} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ivs", type=int, default=20)
@@ -467,10 +564,18 @@ def main() -> None:
     ap.add_argument("--sections", type=float, metavar="END",
                     help="where the layer's CPU goes in a grid6_moe run to END s, per task (with --baseline-src: "
                          "DIR's too, interleaved)")
+    ap.add_argument("--outside", type=float, metavar="END",
+                    help="the layer's CPU per task outside the gate model in a grid6_moe run to END s (with "
+                         "--baseline-src: DIR's too, interleaved; --rounds)")
+    ap.add_argument("--outside-child", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--sections-child", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.sections_child:
+    if args.outside_child:
+        outside_child(args.outside_child)
+    elif args.outside:
+        outside(args)
+    elif args.sections_child:
         sections_child(args.sections_child)
     elif args.sections:
         sections(args)

@@ -23,7 +23,8 @@ browser's own clock (``performance.now()``, from navigation start; frame times a
   p95): the browser rasterises afterwards.
 
 ``--repeat N`` measures each page N times, alternating between pages (this machine is shared;
-compare pages measured in one call). Needs chromium + chromedriver + selenium.
+compare pages measured in one call), and ends with one line a page: each number's minimum and
+median over its runs. Needs chromium + chromedriver + selenium.
 """
 
 from __future__ import annotations
@@ -175,8 +176,30 @@ def main() -> None:
             m = measure(page)
             results.append({"page": str(page), "bytes": page.stat().st_size, **m})
             print(line(page, m), flush=True)
+    if args.repeat > 1:  # per page: the minimum and median of each number over the repeats
+        for page in pages:
+            print(summary(page, [r for r in results if r["page"] == str(page)]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+#: the numbers summary() gives min / median of: (key, label, scale, digits)
+SUMMARY = (("first_frame_ms", "first frame s", 1e-3, 2), ("loaded_ms", "all loaded s", 1e-3, 2),
+           ("draw_ms_median", "draw ms", 1, 2), ("fps_play10", "fps playing 10/s", 1, 1),
+           ("fps_play60", "fps playing 60/s", 1, 1), ("fps_zoom", "fps zooming", 1, 1),
+           ("fps_zoom_play10", "fps zooming while playing", 1, 1))
+
+
+def summary(page: Path, runs: list[dict]) -> str:
+    """One line: each of :data:`SUMMARY`'s numbers as min / median over the page's runs."""
+    import statistics
+
+    parts = []
+    for key, label, scale, digits in SUMMARY:
+        v = [r[key] * scale for r in runs if r.get(key) is not None]
+        if v:
+            parts.append(f"{label} {min(v):.{digits}f} / {statistics.median(v):.{digits}f}")
+    return f"{page} ({len(runs)} runs, min / median): " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cosim.config import from_dict
 from cosim.layers.base import LayerContext
 from cosim.layers.dvit.layer import RSU_NAME, DViTLayer
-from cosim.recorder import Recorder
+from cosim.recorder import Lists, Recorder
 from cosim.sources.base import Snapshot
 from cosim.world.network import NetInfo
 from cosim.world.world import World
@@ -508,3 +510,86 @@ def test_a_layer_wide_replan_below_a_one_step_policy_is_refused(tmp_path):
         registry._POLICIES["dvit"].pop("test-one-step")
     with pytest.raises(ConfigError, match=r"layers\.dvit\.replan"):
         layer(tmp_path, replan="always")
+
+
+class _OneRowAtATime(DViTLayer):
+    """The layer as it wrote its table before the rows were kept as columns (main at ee8c6fc):
+    one batch of one-element arrays per task and policy, appended as the task finishes."""
+
+    def _finish(self, task, status, reason, now):
+        st = self.stats[task.policy]
+        latency = self.kernel.finish(task, status, reason, completed=status == "done" or reason == "C3")
+        if np.isfinite(task.planned_s):
+            st["planned"].append(task.planned_s)
+        self.table.append({
+            "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
+            "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
+            "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
+            "devices": Lists([list(task.devices)], pa.string()),
+            "comm_s": np.array([float(np.add.reduce(task.comm))]), "comp_s": np.array([float(np.add.reduce(task.comp))]),
+            "queue_s": np.array([float(np.add.reduce(task.queue))]),
+            "step_comm_s": Lists([list(task.comm)], pa.float64()),
+            "step_comp_s": Lists([list(task.comp)], pa.float64()),
+            "step_queue_s": Lists([list(task.queue)], pa.float64()),
+            "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
+            "latency_s": np.array([latency]),
+            "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
+            "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
+            "replans": np.array([task.replans]),
+            "success": np.array([status == "done"]),
+            "failure": np.array([reason], dtype=object),
+            "outcome": np.array([status], dtype=object),
+        })
+
+    def _write_rows(self):
+        assert not self._rows
+
+
+@pytest.mark.parametrize("queue", ["analytic", "simulated"])
+def test_task_rows_kept_as_columns_write_the_table_of_one_batch_a_row(tmp_path, queue):
+    """The rows a slot finishes are kept as Python values and handed over as one batch per policy
+    at the slot's end; through the session's path (the layer's PolicyRows, drained per slot and
+    written grouped by policy) the table equals, column type and value, the one written with a
+    batch of one-element arrays per row. The run: eight policies, two RSUs and a user handed
+    over (migrate), tasks requested in several slots, a helper that vanishes, a user that leaves
+    coverage, tasks still running at the end (censored), so rows of every outcome finish in
+    mixed order within a slot."""
+    from cosim.recorder import LayerTables, TableWriter, write_grouped
+
+    policies = ["vidi", "optimal", "optimal-cl", "mddi", "mbdi", "mcpdi", "vli", "sdi"]
+
+    def run(cls, out):
+        w = two_rsu_world()
+        tables, writer = LayerTables(), TableWriter(out, flush_batches=3)
+        ctx = LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=tables.open)
+        lay = cls({"request_rate_per_s": 0.0, "policies": policies, "steps": 20, "local_steps": 3,
+                   "handover": "migrate", "queue": queue, "rsu_queue": [30.0, 40.0]}, ctx)
+        lay.on_start()
+
+        def drain():
+            for held in tables.drain().values():
+                write_grouped(writer, held, policies)
+
+        for t in range(1, 12):
+            x = {"u": 440.0 + 30.0 * (t - 1), "v": -120.0 - 20.0 * (t - 1), "h1": 470.0 + 30.0 * (t - 1),
+                 "h2": -100.0, "h3": -130.0}
+            gone = {"h1"} if t >= 4 else set()  # a helper leaves at t = 4 ...
+            gone |= {"v"} if t == 6 else set()  # ... the user v for one slot at t = 6
+            ids = [i for i in x if i not in gone]
+            w.update(snap(float(t), ids, [x[i] for i in ids], speed=30.0))
+            if t in (1, 2, 5, 11):  # the last ones still run at the end
+                lay.submit(w, 0, t + 0.25)
+                lay.submit(w, 1, t + 0.5)
+            lay.on_slot(w)
+            drain()
+        lay.on_end()
+        drain()
+        writer.close()
+        return pq.read_table(out)
+
+    new, old = run(DViTLayer, tmp_path / "new.parquet"), run(_OneRowAtATime, tmp_path / "old.parquet")
+    assert new.schema.equals(old.schema)
+    assert repr(new.to_pydict()) == repr(old.to_pydict())  # every value, bit for bit (repr: NaN == NaN)
+    outcomes = set(new.column("outcome").to_pylist())
+    assert new.num_rows == 8 * len(policies) and outcomes == {"done", "failed", "censored"}, outcomes
+    assert len(set(new.column("failure").to_pylist())) >= 3  # several reasons, in mixed order

@@ -51,6 +51,36 @@ def test_c3_and_c4():
     assert evaluate(toy(dwell=0.95), [0, 1, 1, 2]).feasible
 
 
+
+def test_violation_in_python_says_what_the_numpy_rule_says():
+    """Problem.violation checks a plan over the problem's devices step by step in Python; the
+    numpy test over _allowed's matrix (_violation_arrays, the code it replaced) is the
+    independent answer: every plan of 4 steps over 1-4 devices, and 3,000 random 12-step plans
+    biased towards the admissible (runs of one device), give the same phrase or None. A device
+    outside the problem still goes to numpy's indexing (an error, as before)."""
+    rng = np.random.default_rng(5)
+    checked = found = 0
+    for V in (1, 2, 3, 4):
+        for steps, local in ((4, 1), (4, 2), (12, 3)):
+            p = toy(K=steps, local=local)
+            p = dataclasses.replace(p, comp_s=np.zeros(V), queue_s=np.zeros(V), comm_s=np.zeros((V, V)))
+            plans = list(itertools.product(range(V), repeat=steps)) if steps == 4 else \
+                [np.minimum.accumulate(rng.integers(0, V, steps)[::-1])[::-1].tolist() if i % 2 else
+                 np.sort(rng.integers(0, V, steps)).tolist() for i in range(1500)]
+            for plan in plans:
+                want = p._violation_arrays(np.asarray(plan, dtype=np.int64))
+                assert p.violation(list(plan)) == want and p.violation(np.array(plan)) == want, (V, plan)
+                checked += 1
+                found += want is not None
+    assert checked > 3000 and 0 < found < checked
+    p = toy()
+    assert p.violation([0, 1, 1, 2]) is None and p.violation([]) is None
+    assert p.violation([0, 0, 1, 0]) == "breaks C1/C2 at step 4: device 1 -> 0"
+    assert p.violation([0, 2, 1, 2]) == "breaks C1/C2 at step 3: device 2 -> 1"
+    assert p.violation([0, 1, 1, 1]) == "does not run its last 1 steps on the user (device 2)"
+    with pytest.raises(IndexError):
+        p.violation([0, 1, 3, 2])
+
 def brute_force(p):
     best = None
     for plan in itertools.product(range(p.n_devices), repeat=p.steps):

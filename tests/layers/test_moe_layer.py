@@ -294,3 +294,102 @@ def test_a_tasks_links_are_computed_once_per_slot_with_the_per_call_rates_bit_fo
     assert rates2 is not rates
     assert [ok2[task.ivs.index(n)] for n in ("a", "b", "c", "d")] == [False, True, True, False]
     assert "d" not in [task.ivs[j] for j in rates2] and rates2[task.ivs.index("a")] == (0.0, 0.0)  # beyond range: 0
+
+
+def _layer_terms_numpy(lay, host, toks, rates, f):
+    """The latency terms as the layer computed them before issue 32's fourth pass: numpy arrays
+    over the layer's IVs (in the order its experts first name them), np.argmax of the sums."""
+    per_iv: dict = {}
+    for e in np.flatnonzero(toks > 0):
+        per_iv.setdefault(int(host[e]), []).append(int(e))
+    ivs = list(per_iv)
+    if not ivs:
+        return 0.0, 0.0, 0.0
+    up, down = np.array([rates[j][0] for j in ivs]), np.array([rates[j][1] for j in ivs])
+    n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
+    with np.errstate(divide="ignore"):
+        comm = n_tok * lay.token_bits / up + n_tok * lay.token_bits / down
+        comp = n_tok * lay.flop_per_token / np.array([f[j] for j in ivs])
+    mem = np.array([len(per_iv[j]) for j in ivs]) * lay.expert_gb / lay.cfg.memory_gbps
+    k = int(np.argmax(comm + comp + mem))
+    return float(comm[k]), float(comp[k]), float(mem[k])
+
+
+def test_a_layers_latency_terms_in_python_floats_are_the_numpy_codes_bit_for_bit(tmp_path):
+    """_layer_terms (issue 32, fourth pass) against the numpy code it replaced, on random layers of
+    1-8 IVs (experts masked, IVs with several experts, equal sums: the first IV wins) and with a
+    rate of 0 (inf, as numpy divided) — the same three floats, bit for bit."""
+    lay = layer(tmp_path, experts=8, top_k=2)
+    rng = np.random.default_rng(4)
+    seen_tie = seen_inf = 0
+    for trial in range(400):
+        n_iv = int(rng.integers(1, 9))
+        host = rng.integers(-1, n_iv, 8)
+        toks = np.where(host >= 0, rng.integers(0, 40, 8), 0) * (rng.random(8) < 0.8)
+        rates = {j: tuple(float(v) for v in rng.uniform(1e6, 4e8, 2)) for j in range(n_iv)}
+        f = rng.uniform(0.05, 1.0, n_iv)
+        if trial % 5 == 0:  # every IV alike: equal sums, np.argmax takes the first
+            rates = {j: (2e8, 1e8) for j in range(n_iv)}
+            f[:] = 0.5
+            toks = np.where(host >= 0, 10, 0)
+        if trial % 7 == 0:
+            j = int(rng.integers(0, n_iv))
+            rates[j] = (0.0, rates[j][1])
+        got = lay._layer_terms(host.tolist(), toks.tolist(), rates, f)
+        want = _layer_terms_numpy(lay, host, toks, rates, f)
+        assert np.array(got).tobytes() == np.array(want).tobytes(), trial
+        seen_inf += not np.isfinite(got[0])
+        seen_tie += trial % 5 == 0 and len(set(host[toks > 0].tolist())) > 1
+    assert seen_inf and seen_tie
+
+
+def test_policies_that_see_the_same_free_capacity_share_one_game_and_one_links_call(tmp_path, monkeypatch):
+    """Simulated queue (issue 32, fourth pass): policies whose running tasks leave the candidates
+    the same compute and memory place, route and price one game (one Game object, one interior
+    equilibrium); a policy that holds part of an IV gets its own. In a slot, the tasks of every
+    policy on the same TV and IVs share one links computation (one v2v_rate_bps call)."""
+    from cosim.layers.moe import layer as moe_layer
+
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, policies=["uniform", "gecpa", "best-response", "nearest"])
+    games = []
+    real = moe_layer.interior_equilibrium
+    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    lay.submit(w, 0, 0.0)
+    # uniform, gecpa, best-response: one link-aware game; nearest: its own placement's
+    assert len(games) == 2
+    tasks = {t.policy: t for t in lay.kernel.active}
+    assert tasks["uniform"].ivs == tasks["gecpa"].ivs == tasks["best-response"].ivs
+    assert tasks["gecpa"].layer_iv is not tasks["uniform"].layer_iv  # each task its own copy
+    calls = []
+    rate = w.v2v_rate_bps
+    monkeypatch.setattr(w, "v2v_rate_bps", lambda *a: calls.append(1) or rate(*a))
+    index = {v: i for i, v in enumerate(w.snap.ids)}
+    links = {p: lay._links(t, w, index, 0) for p, t in tasks.items()}
+    assert links["uniform"] is links["gecpa"] is links["best-response"]
+    assert len(calls) == 1  # "nearest" placed on the same two vehicles (same TV, same IV list)
+    # every task holds what it bought until it ends: end all but gecpa's, whose next game is then
+    # its own while uniform and best-response again share one (nearest: its own placement's)
+    for p in ("uniform", "best-response", "nearest"):
+        lay._finish(tasks[p], "failed", "censored")
+    assert tasks["gecpa"].f.sum() > 0
+    games.clear()
+    lay.submit(w, 0, 0.0)
+    assert len(games) == 3
+
+
+def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_end(tmp_path):
+    """_keep_long_lived (issue 32, fourth pass): the layer freezes what is alive when it is built
+    (torch's objects, the gate model) and after its first task (the solvers' kernels), so the
+    collector's full passes skip them; its end unfreezes them all."""
+    import gc
+
+    gc.unfreeze()
+    lay = layer(tmp_path, policies=["gecpa"])
+    built = gc.get_freeze_count()
+    assert built > 0
+    kept = [object() for _ in range(10)] + [[] for _ in range(1000)]  # tracked containers made since
+    lay.submit(world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0])), 0, 0.0)
+    assert gc.get_freeze_count() >= built + 1000
+    lay.on_end()
+    assert gc.get_freeze_count() == 0 and kept

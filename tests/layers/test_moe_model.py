@@ -255,3 +255,27 @@ def test_the_torchscript_block_runs_the_python_functions_bit_for_bit():
                     # the loads a block reports are its kept (token, expert) pairs counted
                     assert torch.equal(f_s[3], torch.bincount(f_s[1][f_s[2] > 0], minlength=8))
                     x = f_s[0]
+
+
+def test_the_experts_weights_are_kept_and_collected_afresh_after_a_move():
+    """MoELayer.weights (issue 32, fourth pass) keeps the lists of the experts' parameters: the
+    very tensors the modules hold, in expert order; an in-place edit reaches them (the same
+    tensors), and ``.to()`` (which may replace them: here a dtype change does) makes it collect
+    them again, so the combine runs on the new ones."""
+    torch.manual_seed(0)
+    layer = MoELayer(dim=8, ffn=16, experts=3, top_k=2).eval()
+    kept = layer.weights()
+    assert layer.weights() is kept
+    ups, downs = [e.up for e in layer.experts], [e.down for e in layer.experts]
+    want = [m.weight for m in ups], [m.bias for m in ups], [m.weight for m in downs], [m.bias for m in downs]
+    assert all(a is b for got, ref in zip(kept, want) for a, b in zip(got, ref))
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        before = layer(x)
+        layer.experts[1].up.bias.add_(1.0)  # in place: the kept list sees it
+        assert not torch.equal(layer(x), before)
+    layer.double()
+    again = layer.weights()
+    assert again is not kept and again[0][0].dtype == torch.float64 and again[0][0] is layer.experts[0].up.weight
+    with torch.no_grad():
+        assert layer(x.double()).dtype == torch.float64

@@ -62,6 +62,41 @@ def layered_dp(pre, parent, step_mat, n_prefix):  # noqa: ANN001, ANN201
 
 
 @njit
+def optimal_pick(pre, parent, comm_s, user_step, upload, dwell_tol, K, n_prefix, U, tmax, best, best_s):  # noqa: ANN001, ANN201
+    """optimal's choice after the prefix DP, from the best plan so far (``best``, switch step
+    ``best_s``: everything on the user, or none): the switch step s = 2 .. n_prefix + 1 and last
+    prefix device d of least total upload + pre[s-1, d] + (comm_s[d, U] + user_step) +
+    (K - s) user_step over the admissible ones (pre finite, the hand-off within ``tmax``, C4:
+    upload + pre <= ``dwell_tol``, d not the user), the first of them in row-major order as
+    numpy's argmin takes it, where it beats ``best``; then the plan traced back through
+    ``parent``. The numpy code's elementwise sums in its order: the same values. Returns
+    (switch step, plan); switch step -1: no plan."""
+    V = pre.shape[1]
+    best_d = -1
+    if n_prefix >= 1:
+        low, low_s, low_d = np.inf, 0, 0
+        for si in range(n_prefix):
+            for d in range(V):
+                P = pre[si + 1, d]
+                into = comm_s[d, U] + user_step
+                if d != U and np.isfinite(P) and into <= tmax and upload + P <= dwell_tol:
+                    val = upload + P + into + (K - (si + 2)) * user_step
+                    if val < low:
+                        low, low_s, low_d = val, si, d
+        if low < best:
+            best, best_s, best_d = low, low_s + 2, low_d
+    plan = np.full(K, U, dtype=np.int64)
+    if best_s < 0:
+        return best_s, plan
+    j = best_d
+    for k in range(best_s - 1, 0, -1):
+        plan[k - 1] = j
+        if k > 1:
+            j = parent[k, j]
+    return best_s, plan
+
+
+@njit
 def _state_at(dev, when, offset, speed, first, last, cell_m):  # noqa: ANN001, ANN201
     """VidiMDP.state_at (Python's float floor division, as numba computes it: CPython's algorithm)."""
     c = int((offset[dev] + speed[dev] * when) // cell_m) if speed[dev] > 0 else 0

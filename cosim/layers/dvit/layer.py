@@ -151,6 +151,11 @@ class _SlotCache:
     problems: dict = field(default_factory=dict)  # build_problem's arguments -> (problem, names)
     near: dict = field(default_factory=dict)  # (user, rsu) -> its neighbourhood (_near)
     ahead: "_SlotAhead | None" = None  # every vehicle's cells ahead, walked on first need (_ahead_of)
+    # what a step reads of one vehicle, as Python lists by snapshot index (_step_view): the serving
+    # RSU, the I2V rate from it [bit/s], c_n [FLOP/s] — the world's numbers as Python ones
+    serving: list | None = None
+    i2v: list | None = None
+    cpu_list: list | None = None
 
 
 @dataclass
@@ -227,6 +232,7 @@ class DViTLayer(Layer):
         self.next_id = 0
         self._rsu_cpu: dict[int, float] = {}
         self._cache_slot, self._cache = -1, _SlotCache()
+        self._rows: dict[str, list] = {}  # policy -> the rows of its tasks finished this slot (_finish)
 
     def on_start(self) -> None:
         self.table = self.ctx.table(self.task_table)
@@ -238,6 +244,17 @@ class DViTLayer(Layer):
         if c.cpu is None:  # the world's c_n draw, mapped onto this layer's range
             c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
         return c.cpu[idx]
+
+    def _step_view(self, world: World) -> "_SlotCache":
+        """The slot's cache with its per-vehicle lists filled (:class:`_SlotCache`): a step reads
+        a few numbers of one vehicle, which a Python list gives faster than a numpy array (the
+        same float64 values, so the same arithmetic)."""
+        c = self._slot_cache(world)
+        if c.serving is None:
+            if c.cpu is None:
+                c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
+            c.serving, c.i2v, c.cpu_list = world.serving.tolist(), world.rate_i2v_bps.tolist(), c.cpu.tolist()
+        return c
 
     def _slot_cache(self, world: World) -> "_SlotCache":
         """What this layer derived from ``world`` in its slot (the world is fixed within a slot);
@@ -294,7 +311,7 @@ class DViTLayer(Layer):
             order = cand[near][d_user[near].argsort(kind="stable")]
             members = np.concatenate([order[: self.cfg.max_helpers + 1], [user]]).astype(np.int64)
             rates = world.v2v_rate_bps(members[:, None], members[None, :])  # (n, n) by broadcasting
-            hit = near_cache[key] = (order, members, rates, {int(v): i for i, v in enumerate(members)},
+            hit = near_cache[key] = (order, members, rates, {v: i for i, v in enumerate(members.tolist())},
                                            len(served))
         return hit
 
@@ -305,52 +322,60 @@ class DViTLayer(Layer):
         # (stable), neither the user nor the origin, at most max_helpers of them
         order, _, near_rates, row_of, n_served = self._near(world, user, rsu)
         cand = (order if origin is None else order[order != origin])[: self.cfg.max_helpers]
-        veh = np.concatenate([[origin] if origin is not None else [], cand, [user]]).astype(np.int64)
-        V = len(veh) + (1 if origin is None else 0)
+        veh_l = ([] if origin is None else [int(origin)]) + cand.tolist() + [int(user)]
+        veh = np.array(veh_l, dtype=np.int64)
+        V = len(veh_l) + (1 if origin is None else 0)
+        first = V - len(veh_l)  # the vehicles' rows and columns (after the RSU's, if any)
         r = world.rsus
+        c_veh = self._compute(world, veh)  # c_n of the vehicles (a new array)
         comp = np.empty(V)
         queue = np.full(V, self.veh_wait)
+        comp[first:] = self.flops_step / c_veh
         if origin is None:
-            vidx = np.concatenate([[-1], veh])
+            vidx = np.array([-1] + veh_l, dtype=np.int64)
             comp[0] = self.flops_step / self._rsu_compute(rsu)
             queue[0] = self.rsu_wait
-            comp[1:] = self.flops_step / self._compute(world, veh)
+            cpu = np.empty(V)
+            cpu[0] = self._rsu_compute(rsu)
+            cpu[1:] = c_veh
         else:
             vidx = veh
-            comp[:] = self.flops_step / self._compute(world, veh)
+            cpu = c_veh
+        # hand-off times n' mu / B, inf without a link (a zero rate); 0 on the diagonal (set last)
         comm = np.full((V, V), np.inf)
-        np.fill_diagonal(comm, 0.0)
-        first = V - len(veh)  # the vehicles' rows and columns (after the RSU's, if any)
-        rows = [row_of.get(v, -1) for v in veh.tolist()]
+        rows = [row_of.get(v, -1) for v in veh_l]
         if min(rows) >= 0:  # every device among the user's neighbours of this slot: their rates
             rows = np.array(rows)
             rate = near_rates[rows[:, None], rows]
         else:  # an origin farther away: the same formula for this set
             rate = world.v2v_rate_bps(veh[:, None], veh[None, :])
-        with np.errstate(divide="ignore"):
-            sub = np.where(rate > 0, self.bits / np.where(rate > 0, rate, 1.0), np.inf)
-        np.fill_diagonal(sub, 0.0)
-        comm[first:, first:] = sub
+        link = rate > 0
+        comm[first:, first:] = np.where(link, self.bits / np.where(link, rate, 1.0), np.inf)
         if origin is None:
             i2v = world.rate_i2v_bps[veh]
-            comm[0, 1:] = np.where(i2v > 0, self.bits / np.where(i2v > 0, i2v, 1.0), np.inf)
+            link = i2v > 0
+            comm[0, 1:] = np.where(link, self.bits / np.where(link, i2v, 1.0), np.inf)
+        np.fill_diagonal(comm, 0.0)
         # C1 for a helper origin: the sub-problem's device 0 is that helper (no RSU in it)
         up = world.rate_v2i_bps[user]
         upload = (self.cfg.request_bits / up if up > 0 else np.inf) if upload else 0.0
         at = np.maximum(vidx, 0)
-        xy = np.column_stack([s.x[at], s.y[at]])
-        vel = np.column_stack([world.vx[at], world.vy[at]])
+        xy = np.empty((V, 2), dtype=np.result_type(s.x, s.y))
+        xy[:, 0], xy[:, 1] = s.x[at], s.y[at]
+        vel = np.empty((V, 2), dtype=np.result_type(world.vx, world.vy))
+        vel[:, 0], vel[:, 1] = world.vx[at], world.vy[at]
         bw = world.bandwidth_hz[at]
-        cpu = np.concatenate([[self._rsu_compute(rsu)], self._compute(world, veh)]) if origin is None else \
-            self._compute(world, veh)
         if origin is None:
             xy[0], vel[0], bw[0] = (r.x[rsu], r.y[rsu]), (0.0, 0.0), r.bandwidth_hz[rsu]
         dist = np.hypot(xy[:, 0] - r.x[rsu], xy[:, 1] - r.y[rsu])
-        dwell = world.dwell_s[user]
-        dwell = float(dwell if np.isfinite(dwell) else 0.0)
-        # the one coverage truth: the world's serving RSU and predicted dwell, per device
-        dev_dwell = np.where(vidx >= 0, world.dwell_s[at], np.inf)
-        dev_dwell = np.where(np.isnan(dev_dwell), 0.0, dev_dwell)
+        dwell = float(world.dwell_s[user])
+        dwell = dwell if math.isfinite(dwell) else 0.0
+        # the one coverage truth: the world's serving RSU and predicted dwell, per device (the RSU
+        # stays; a vehicle with none predicted: 0)
+        dev_dwell = world.dwell_s[at]
+        dev_dwell[np.isnan(dev_dwell)] = 0.0
+        if origin is None:
+            dev_dwell[0] = np.inf
         dev_dwell[-1] = dwell
         ahead, offset = self._ahead_of(world, vidx, xy) if ahead else (np.zeros((0, 0, 2)), np.zeros(0))
         cc = world.cfg.channel
@@ -413,13 +438,14 @@ class DViTLayer(Layer):
         if self.cfg.ahead == "route" and world.route_of is not None:
             straight = []
             xy = at.xy
-            for i, off in zip(idx.tolist(), offs):
+            route_ahead = world.route_ahead
+            for i, off, x, y in zip(idx.tolist(), offs, s.x[idx].tolist(), s.y[idx].tolist()):
                 r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
-                pts, _ = world.route_ahead(i, r)
+                pts, _ = route_ahead(i, r)
                 if pts is None:
                     straight.append(i)
                     continue
-                last = (float(s.x[i]), float(s.y[i]))
+                last = (x, y)
                 for j, pt in enumerate(pts):  # past the route's end: it stays at the end
                     pts[j] = last = pt if pt is not None else last
                 xy[i] = pts
@@ -452,8 +478,9 @@ class DViTLayer(Layer):
             self.deciding = None
         if plan is None:
             return None
-        try:
-            out = [int(x) for x in plan]
+        try:  # an integer array's own list is the same Python ints (the built-ins return one)
+            out = plan.tolist() if isinstance(plan, np.ndarray) and plan.ndim == 1 and plan.dtype.kind in "iu" else \
+                [int(x) for x in plan]
         except (TypeError, ValueError):
             raise PolicyFailed(f"returned {type(plan).__name__}, not a sequence of device indices") from None
         if len(out) != problem.steps:
@@ -474,6 +501,12 @@ class DViTLayer(Layer):
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
+        try:
+            self._slot(world)
+        finally:  # the slot's rows, also where it raised (as they were appended one by one)
+            self._write_rows()
+
+    def _slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
         users, when = self.requested(*arrivals(world.rng("dvit.requests"), self.cfg.request_rate_per_s * gamma,
                                                np.flatnonzero(world.serving >= 0), t, gamma))
@@ -511,7 +544,7 @@ class DViTLayer(Layer):
             task.plan = [names[j] for j in plan]
             task.planned_at = (world.slot, RSU_NAME)
             task.clock = task.t_request + p.upload_s
-            if not np.isfinite(task.clock):
+            if not math.isfinite(task.clock):
                 self._finish(task, "failed", "no-uplink", world.time_s)
                 continue
             self.kernel.start(task)
@@ -532,14 +565,16 @@ class DViTLayer(Layer):
 
     def _step_time(self, world: World, index: dict, task: Task, dev: str, rsu: int) -> tuple[float, float, float]:
         src = task.holder
+        c = self._step_view(world)
         if dev == src:
             comm = 0.0
         elif src == RSU_NAME:
-            rate = world.rate_i2v_bps[index[dev]] if world.serving[index[dev]] == rsu else 0.0
+            i = index[dev]
+            rate = c.i2v[i] if c.serving[i] == rsu else 0.0
             comm = self.bits / rate if rate > 0 else np.inf
         else:
             key = (index[src], index[dev])
-            pairs = self._slot_cache(world).v2v  # the world is fixed within a slot: pair rates once
+            pairs = c.v2v  # the world is fixed within a slot: pair rates once
             rate = pairs.get(key)
             if rate is None:
                 rate = pairs[key] = world.v2v_rate_pair(key[0], key[1])
@@ -547,7 +582,7 @@ class DViTLayer(Layer):
         if dev == RSU_NAME:
             comp, queue = self.flops_step / self._rsu_compute(rsu), self.rsu_wait
         else:
-            comp, queue = self.flops_step / float(self._compute(world, index[dev])), self.veh_wait
+            comp, queue = self.flops_step / c.cpu_list[index[dev]], self.veh_wait
         res = self.kernel.resources
         if res is not None:  # the sender's radio, then the device's compute, first come first served
             wait_tx = res.wait((task.policy, "tx", self._holder_key(task)), task.clock) if comm > 0 else 0.0
@@ -563,14 +598,16 @@ class DViTLayer(Layer):
         device and start before ``until``), or its end. Each step start is a decision epoch:
         the user's handover (``handover = "migrate"``) and a step that cannot run in time make
         the task's RSU reschedule."""
-        K = self.cfg.steps
+        cfg = self.cfg
+        K = cfg.steps
+        serving = self._step_view(world).serving  # the RSU serving each vehicle, by snapshot index
         while True:
             if task.user not in index:
                 return self._finish(task, "failed", "user-vanished", world.time_s)
             if task.holder != RSU_NAME and task.holder not in index:
                 return self._finish(task, "failed", "device-lost", world.time_s)
-            if self.cfg.handover == "migrate" and task.holder != task.user:
-                srv = int(world.serving[index[task.user]])
+            if cfg.handover == "migrate" and task.holder != task.user:
+                srv = serving[index[task.user]]
                 if 0 <= srv != task.rsu:
                     before = task.clock
                     if not self._migrate(task, world, index, srv):
@@ -578,8 +615,8 @@ class DViTLayer(Layer):
                     if task.clock > before:
                         return  # the next step starts once the latent has arrived
             mode = self.replan[task.policy]
-            if mode != "request" and task.holder != task.user and K - task.k > self.cfg.local_steps and (
-                    task.planned_k != task.k if mode == "step" else task.planned_at != (world.slot, task.holder)):
+            if mode != "request" and task.holder != task.user and K - len(task.devices) > cfg.local_steps and (
+                    task.planned_k != len(task.devices) if mode == "step" else task.planned_at != (world.slot, task.holder)):
                 # a decision epoch of a closed-loop scheduler: decide again from this slot's world
                 # ("every-step": within a slot the world and so the decision from the same holder
                 # do not change; "step": every step is a decision of its own)
@@ -592,16 +629,16 @@ class DViTLayer(Layer):
             # receive the result must still be in the simulation and, unless it is the user, in
             # the RSU's coverage
             reachable = dev == RSU_NAME or dev == task.holder or (
-                dev in index and (dev == task.user or world.serving[index[dev]] == rsu))
+                dev in index and (dev == task.user or serving[index[dev]] == rsu))
             comm = comp = queue = 0.0
             if reachable:
                 comm, comp, queue = self._step_time(world, index, task, dev, rsu)
-            in_time = reachable and comm + comp + queue <= self.cfg.t_max_s
+            in_time = reachable and comm + comp + queue <= cfg.t_max_s
             if not in_time and dev != task.user:
                 # the paper: a step that cannot be done within T_max is rescheduled to another
                 # device — whoever holds the latent (once per step)
-                if task.rescheduled_at != task.k:
-                    task.rescheduled_at = task.k
+                if task.rescheduled_at != len(task.devices):
+                    task.rescheduled_at = len(task.devices)
                     moved = self._reschedule(task, world, index, must=not reachable)
                     if task.status != "running":
                         return
@@ -613,12 +650,12 @@ class DViTLayer(Layer):
                     comm, comp, queue = self._step_time(world, index, task, dev, rsu)
             break
         if dev == task.user and task.holder != task.user:
-            if world.serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
+            if serving[index[task.user]] != rsu:  # C4: the user must still be in coverage
                 return self._finish(task, "failed", "C4", world.time_s)
         if not math.isfinite(comm):
             return self._finish(task, "failed", "no-link", world.time_s)
         step = comm + comp + queue
-        if step > self.cfg.t_max_s + 1e-12:
+        if step > cfg.t_max_s + 1e-12:
             task.c3_violations += 1
         res = self.kernel.resources
         if res is not None:
@@ -645,7 +682,7 @@ class DViTLayer(Layer):
         per = comp + queue
         if same and task.clock < until and per > 0:
             j = min(same, math.ceil((until - task.clock) / per))
-            if per > self.cfg.t_max_s + 1e-12:
+            if per > cfg.t_max_s + 1e-12:
                 task.c3_violations += j
             task.devices += [dev] * j
             task.comm += [0.0] * j
@@ -654,7 +691,7 @@ class DViTLayer(Layer):
             task.clock += j * per
             self.stats[task.policy]["task_s"] += j * per
             del task.plan[:j]
-        if task.k >= K:
+        if len(task.devices) >= K:
             if task.c3_violations:
                 self._finish(task, "failed", "C3", world.time_s)
             else:
@@ -721,27 +758,53 @@ class DViTLayer(Layer):
         latency = self.kernel.finish(task, status, reason, completed=status == "done" or reason == "C3")
         if status == "done" and self.cfg.execute and st.setdefault("executed", 0) < self.cfg.execute_max_tasks:
             self._execute(task, st)
-        if np.isfinite(task.planned_s):
+        if math.isfinite(task.planned_s):
             st["planned"].append(task.planned_s)
-        self.table.append({
-            "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
-            "t_request_s": np.array([task.t_request]), "user": np.array([task.user], dtype=object),
-            "rsu": np.array([task.request_rsu]), "steps": np.array([self.cfg.steps]),
-            "devices": Lists([list(task.devices)], pa.string()),
-            "comm_s": np.array([float(np.add.reduce(task.comm))]), "comp_s": np.array([float(np.add.reduce(task.comp))]),
-            "queue_s": np.array([float(np.add.reduce(task.queue))]),
-            "step_comm_s": Lists([list(task.comm)], pa.float64()),
-            "step_comp_s": Lists([list(task.comp)], pa.float64()),
-            "step_queue_s": Lists([list(task.queue)], pa.float64()),
-            "planned_latency_s": np.array([task.planned_s]), "planned_feasible": np.array([task.planned_ok]),
-            "latency_s": np.array([latency]),
-            "reschedules": np.array([task.reschedules]), "migrations": np.array([task.migrations]),
-            "migrate_s": np.array([task.migrate_s]), "final_rsu": np.array([task.rsu]),
-            "replans": np.array([task.replans]),
-            "success": np.array([status == "done"]),
-            "failure": np.array([reason], dtype=object),
-            "outcome": np.array([status], dtype=object),
-        })
+        rows = self._rows.get(task.policy)
+        if rows is None:
+            rows = self._rows[task.policy] = []
+        rows.append((
+            task.task_id, task.policy, task.t_request, task.user, task.request_rsu, self.cfg.steps,
+            list(task.devices), float(np.add.reduce(task.comm)), float(np.add.reduce(task.comp)),
+            float(np.add.reduce(task.queue)), list(task.comm), list(task.comp), list(task.queue),
+            task.planned_s, task.planned_ok, latency, task.reschedules, task.migrations, task.migrate_s, task.rsu,
+            task.replans, status == "done", reason, status))
+
+    #: ``dvit_tasks``' columns in the order of the row tuples :meth:`_finish` keeps; the list
+    #: columns with their Arrow item type, the string columns (object arrays); the others are
+    #: numbers and booleans, handed over as Python lists (numpy infers their types when the
+    #: recorder builds the column, as it did from one-element arrays)
+    COLUMNS = ("task", "policy", "t_request_s", "user", "rsu", "steps", "devices", "comm_s", "comp_s", "queue_s",
+               "step_comm_s", "step_comp_s", "step_queue_s", "planned_latency_s", "planned_feasible", "latency_s",
+               "reschedules", "migrations", "migrate_s", "final_rsu", "replans", "success", "failure", "outcome")
+    LIST_COLUMNS = {"devices": pa.string(), "step_comm_s": pa.float64(), "step_comp_s": pa.float64(),
+                    "step_queue_s": pa.float64()}
+    STRING_COLUMNS = frozenset({"policy", "user", "failure", "outcome"})
+
+    def _write_rows(self) -> None:
+        """Hand the rows of the tasks finished since the last call to the table: one batch per
+        policy (in the configured order; each its rows in the order they finished), a column a
+        list of the rows' values. The session joins a slot's batches grouped by policy in that
+        order (:func:`cosim.recorder.write_grouped`) and the recorder builds each column's array
+        once per flush, so the table is the same as with one batch of one-element arrays a row;
+        called at the end of every slot and of the run."""
+        if not self._rows:
+            return
+        held, self._rows = self._rows, {}
+        lists, strings = self.LIST_COLUMNS, self.STRING_COLUMNS
+        for policy in [*self.policies, *(p for p in held if p not in self.policies)]:
+            rows = held.get(policy)
+            if not rows:
+                continue
+            batch = {}
+            for name, col in zip(self.COLUMNS, zip(*rows)):
+                if name in lists:
+                    batch[name] = Lists(list(col), lists[name])
+                elif name in strings:
+                    batch[name] = np.array(col, dtype=object)
+                else:
+                    batch[name] = list(col)
+            self.table.append(batch)
 
     def _execute(self, task: Task, st: dict) -> None:
         """Run the task's schedule for real; compare with one device; measure the hand-offs."""
@@ -768,6 +831,7 @@ class DViTLayer(Layer):
     def on_end(self) -> dict:
         for task in self.kernel.running():  # no outcome yet: neither success nor failure
             self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        self._write_rows()
         out = {}
         for p, st in self.stats.items():
             out[p] = {

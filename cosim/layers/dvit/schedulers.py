@@ -95,6 +95,12 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
     first_user = p.comm_s[0, U] + user_step
     if first_user <= tmax and p.upload_s <= p.user_dwell_s + 1e-12:
         best, best_s = p.upload_s + first_user + (K - 1) * user_step, 1
+    kernels = _kernels() if n_prefix >= 1 else None
+    if kernels:  # the pick and the traceback below, compiled (cosim.jit): the same sums, the same plan
+        best_s, plan = kernels.optimal_pick(pre, parent, np.ascontiguousarray(p.comm_s, dtype=np.float64),
+                                            float(user_step), float(p.upload_s), float(p.user_dwell_s + 1e-12),
+                                            int(K), int(n_prefix), int(U), float(tmax), float(best), int(best_s))
+        return plan if best_s >= 0 else None
     if n_prefix >= 1:  # switch steps s = 2 .. n_prefix + 1, all at once: rows of pre[1:]
         into_user = p.comm_s[:, U] + user_step
         P = pre[1:]

@@ -51,6 +51,7 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,8 +174,11 @@ class Game:
         return (d * Uk + Xk) / (d + gm * mk)
 
     def outcome(self, p: np.ndarray) -> dict[str, np.ndarray]:
-        """f, U_iv, U_tv and whether the TV bought nothing, for price vectors ``p`` (..., N)."""
-        f = self.follower(p)
+        """f, U_iv, U_tv and whether the TV bought nothing, for price vectors ``p`` (..., N); the
+        best response f by the kernels where they run (:func:`_jit_follower`: the same bits)."""
+        f = _jit_follower(self, p)
+        if f is None:
+            f = self.follower(p)
         tot = f.sum(axis=-1)
         u_tv = (self.a * f).sum(-1) - 0.5 * (self.beta - self.gamma) * (f * f).sum(-1) \
             - 0.5 * self.gamma * tot * tot - (p * f).sum(-1)
@@ -260,6 +264,15 @@ def _prices_of(game: Game, p: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(p)
 
 
+@functools.lru_cache(maxsize=16)
+def _grid(lo: float, hi: float, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(exp(linspace(lo, hi, grid)), its log): the Nash gap's deviation grid as the kernels take
+    it, made once per (log price range, size) — a few per run — instead of once per call (issue 32,
+    fourth pass; the same numbers). The kernels only read them."""
+    g = np.exp(np.linspace(lo, hi, grid))
+    return g, np.log(g)
+
+
 def _jit_fitness(game: Game, p: np.ndarray, grid: int, refine: int, declined_inf: bool) -> np.ndarray | None:
     """:meth:`Game.nash_gap` (``declined_inf``: :func:`_fitness`) by the kernels, counting the
     follower evaluations the numpy code counts; None where they do not run."""
@@ -268,13 +281,29 @@ def _jit_fitness(game: Game, p: np.ndarray, grid: int, refine: int, declined_inf
     if p is None:
         return None
     kernels, kind, (a, F, kappa, d, gm, lo, hi) = k
-    g = np.exp(np.linspace(lo, hi, grid))
+    g, log_g = _grid(lo, hi, grid)
     out = np.empty(len(p))
-    if not kernels.fitness(a, F, kappa, d, gm, p, g, np.log(g), lo, hi, refine, (np.sqrt(5.0) - 1.0) / 2.0,
+    if not kernels.fitness(a, F, kappa, d, gm, p, g, log_g, lo, hi, refine, (np.sqrt(5.0) - 1.0) / 2.0,
                            kind, declined_inf, out):
         return None
     B, N = p.shape
     game._evals[0] += B * N * (grid + 2 * refine + 1) + B * (2 if declined_inf else 1)
+    return out
+
+
+def _jit_follower(game: Game, p: np.ndarray) -> np.ndarray | None:
+    """:meth:`Game.follower` of price vectors ``p`` (B, N) from S = 0 by the kernels (one
+    compiled call instead of ~40 numpy calls on a row of a few IVs; issue 32, fourth pass),
+    counting the evaluations the numpy code counts; None where they do not run."""
+    k = _jit(game)
+    pk = _prices_of(game, p) if k else None
+    if pk is None:
+        return None
+    kernels, _, (a, F, kappa, d, gm, lo, hi) = k
+    out = np.empty(pk.shape)
+    if not kernels.follower(a, F, d, gm, pk, out):
+        return None
+    game._count(pk)
     return out
 
 

@@ -128,6 +128,18 @@ def follower_row(a, F, d, gm, prow, s0, sumF, x, w1, w2, f):  # noqa: ANN001, AN
 
 
 @njit
+def follower(a, F, d, gm, p, out):  # noqa: ANN001, ANN201
+    """Game.follower(p) (no start: S from 0) of every price vector of ``p`` (B, N) into ``out``."""
+    B, N = p.shape
+    x, w1, w2 = np.empty(N), np.empty(N), np.empty(N)
+    sumF = pw_sum(F, N)
+    for b in range(B):
+        if not follower_row(a, F, d, gm, p[b], 0.0, sumF, x, w1, w2, out[b]):
+            return False
+    return True
+
+
+@njit
 def best_responses(a, F, kappa, d, gm, p, g, logg, lo, hi, refine, ratio, kind, best_q, best_u):  # noqa: ANN001, ANN201
     """Game.best_responses(p, grid=len(g), refine) into best_q, best_u (B, N); ``g`` = the grid
     exp(linspace(lo, hi)), ``logg`` = np.log(g), ``ratio`` = (sqrt(5) - 1) / 2."""

@@ -43,6 +43,7 @@ Success: every layer done within ``deadline_s`` and the TV still there. Results:
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -167,6 +168,16 @@ def interior_equilibrium(game: Game) -> np.ndarray | None:
     return p if ok else None
 
 
+def _div(a: float, b: float) -> float:
+    """``a / b`` as numpy divides two float64 numbers, for Python floats: b = 0 gives +-inf (NaN
+    for a = 0 or NaN) instead of raising."""
+    if b:
+        return a / b
+    if a != a or a == 0:
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
 def _none() -> np.ndarray:
     return np.zeros(0)
 
@@ -238,6 +249,9 @@ class MoELayer(Layer):
             if price is not None and not lo <= price <= hi:
                 raise ConfigError(f"{where}.options.{name}.uniform_price: {price:g} is outside price_range [{lo:g}, {hi:g}]")
         self.kernel = kn.Kernel(list(self.policies), c.queue)
+        #: (world, its snapshot, {(TV, IV names): _links_of}): this slot's links, shared by the tasks
+        #: of every policy that placed the same TV's experts on the same IVs (_links)
+        self._slot_links: tuple = (None, None, {})
         self.next_id = 0
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
@@ -250,6 +264,7 @@ class MoELayer(Layer):
         self.gate_device, self.gate_device_name = gate_device(c.device, where)
         self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
                                     c.top_k, c.gate_model_seed).to(self.gate_device)
+        self._keep_long_lived()  # torch's objects and the model's, out of the collector's full passes
 
     def on_start(self) -> None:
         self.table = self.ctx.table(self.task_table)
@@ -363,15 +378,17 @@ class MoELayer(Layer):
         memo: dict = {}  # its forward pass, block by block, shared by the policies and their reroutes
         tv_name = str(world.snap.ids[tv])
         contention = self.kernel.capacity is not None
-        # per placement (link-aware or not; per policy with the simulated queue, since each policy's
-        # running tasks hold different IVs): (chosen, host, gate quality, tokens, game, candidates)
+        # per placement (link-aware or not; with the simulated queue also what the policy's running
+        # tasks leave free of each candidate, since each policy's tasks hold different IVs — policies
+        # that see the same free compute and memory place, route and price the same game, so they
+        # share it: issue 32, fourth pass): (chosen, host, gate quality, tokens, game, candidates)
         shared: dict = {}
         priced = []
         for policy in self.live():
             aware = self.policies[policy].traits["link_aware"]
-            key = (aware, policy) if contention else aware
+            cp = self._free(cand, cand_names, policy) if contention else cand
+            key = (aware, cp["cpu"].tobytes(), cp["mem"].tobytes()) if contention else aware
             if key not in shared:
-                cp = self._free(cand, cand_names, policy) if contention else cand
                 chosen, host = self.place(cp, aware)
                 gq = self.gate_quality(host, cp["quality"][chosen] if aware and c.physical_gating else None)
                 tokens = self.route(prompt, gq, memo) if len(chosen) else None
@@ -402,15 +419,20 @@ class MoELayer(Layer):
                 continue
             self.kernel.count(policy)
             priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), game[0].evals - before))
-        # the Nash gap of every policy's prices, one batched evaluation per game
-        gaps: dict = {}
+        # the Nash gap and the outcome of every policy's prices, one batched evaluation per game
+        # (each row's values are those of a call of its own: the kernels and numpy's reductions
+        # along the last axis go row by row)
+        gaps, outs = {}, {}
         for key in dict.fromkeys(item[1] for item in priced):
             rows = [i for i, item in enumerate(priced) if item[1] == key]
-            g = shared[key][4][0].nash_gap(np.stack([priced[i][3] for i in rows]), grid=48, refine=12)
-            gaps.update({i: float(v) for i, v in zip(rows, g)})
+            p = np.stack([priced[i][3] for i in rows])
+            g, o = shared[key][4][0].nash_gap(p, grid=48, refine=12), shared[key][4][0].outcome(p)
+            for r, i in enumerate(rows):
+                gaps[i] = float(g[r])
+                outs[i] = {k: v[r:r + 1] for k, v in o.items()}
         for i, (policy, key, names, p_used, solve_ms, evals) in enumerate(priced):
             chosen, host, gq, tokens, (game, used, p_eq), cp = shared[key]
-            out = game.outcome(p_used[None])
+            out = outs[i]
             prices, f, u_iv = np.zeros(len(chosen)), np.zeros(len(chosen)), np.zeros(len(chosen))
             prices[used], f[used], u_iv[used] = p_used, out["f"][0], out["u_iv"][0]
             if not out["declined"][0] and (f[used] == 0).any():
@@ -436,7 +458,24 @@ class MoELayer(Layer):
                     if n_exp[j]:
                         cap.hold(id(task), (policy, "mem", name), float(n_exp[j] * self.expert_gb))
             self.kernel.start(task)
+        if tid == 0:  # the first task loaded the solvers' kernels (numba): theirs too
+            self._keep_long_lived()
         return tid
+
+    @staticmethod
+    def _keep_long_lived() -> None:
+        """``gc.freeze()``, called when the layer is built and after its first task; :meth:`on_end`
+        calls ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
+        :func:`~cosim.layers.moe.model.keep_freed_memory`).
+
+        torch and numba bring some 270,000 objects the cyclic garbage collector tracks; each of
+        its full (oldest-generation) passes walks all of them — ~0.11 s a pass here, two passes a
+        grid6_moe run (0.22-0.25 s of CPU: ~4 ms a task at 300 s, ~2 ms at 600 s). Frozen, those
+        objects sit in a permanent generation the passes skip (0.05 s for the same passes). Nothing
+        is computed differently: reference counting still frees every frozen object that is let
+        go, and only garbage in reference cycles among objects alive at the freeze would wait
+        until :meth:`on_end` unfreezes them (moving them back to the oldest generation)."""
+        gc.freeze()
 
     def _drop(self, policy: str, exc: PolicyFailed) -> None:
         """A failed policy: one line, and its running tasks end "policy-error"."""
@@ -453,30 +492,16 @@ class MoELayer(Layer):
         ok, rates = self._links(task, world, index, tv)
         # IVs gone or out of range that this layer needs: move their experts or re-gate around them
         move_s = 0.0
-        lost = sorted({int(task.layer_iv[task.layer, e]) for e in np.flatnonzero(task.tokens[task.layer] > 0)}
-                      - {j for j in ok if ok[j]})
+        host, toks = task.layer_iv[task.layer].tolist(), task.tokens[task.layer].tolist()
+        lost = sorted({host[e] for e, n in enumerate(toks) if n > 0} - {j for j in ok if ok[j]})
         if lost:  # every IV out of reach loses its experts (the re-run gate must not pick another)
             move_s = self._reroute(task, world, index, tv, [j for j in ok if not ok[j]], ok)
             if task.status != "running":
                 return None
+            host, toks = task.layer_iv[task.layer].tolist(), task.tokens[task.layer].tolist()
         if c.placement == "load" and not task.loaded:
             move_s += self._load(task, world, index, tv)
-        host, toks = task.layer_iv[task.layer], task.tokens[task.layer]
-        per_iv: dict[int, list] = {}
-        for e in np.flatnonzero(toks > 0):
-            per_iv.setdefault(int(host[e]), []).append(int(e))
-        comm = comp = mem = 0.0  # no token reached an expert in this layer (all masked): the TV's part only
-        ivs = list(per_iv)
-        if ivs:
-            up = np.array([rates[j][0] for j in ivs])
-            down = np.array([rates[j][1] for j in ivs])
-            n_tok = np.array([toks[per_iv[j]].sum() for j in ivs], dtype=float)
-            with np.errstate(divide="ignore"):
-                comm_i = n_tok * self.token_bits / up + n_tok * self.token_bits / down
-            comp_i = n_tok * self.flop_per_token / np.array([task.f[j] for j in ivs])
-            mem_i = np.array([len(per_iv[j]) for j in ivs]) * self.expert_gb / c.memory_gbps
-            k = int(np.argmax(comm_i + comp_i + mem_i))
-            comm, comp, mem = float(comm_i[k]), float(comp_i[k]), float(mem_i[k])
+        comm, comp, mem = self._layer_terms(host, toks, rates, task.f)
         if not math.isfinite(comm):  # a V2V rate of 0 (cannot happen within range)
             return self._finish(task, "failed", "no-link")
         task.tv_s.append(self.tv_layer_s)
@@ -491,6 +516,37 @@ class MoELayer(Layer):
             self._finish(task, "done" if latency <= c.deadline_s + 1e-12 else "failed",
                          "" if latency <= c.deadline_s + 1e-12 else "deadline")
 
+    def _layer_terms(self, host: list, toks: list, rates: dict, f: np.ndarray) -> tuple[float, float, float]:
+        """(communication, computation, memory) seconds of one MoE layer: those of the IV whose sum
+        of the three is largest (the first such, in the order the layer's experts first name them;
+        0, 0, 0 where no token reached an expert). ``host`` and ``toks``: the layer's row of
+        ``layer_iv`` and of ``tokens`` (lists); ``rates``: :meth:`_links`'; ``f``: the compute bought.
+
+        Per IV i: comm = n_i b / r_up + n_i b / r_down (n_i its tokens, b bits a token), comp = n_i
+        FLOP / f_i, mem = (its experts) x expert size / memory bandwidth. Issue 32, fourth pass: in
+        Python floats, one IV at a time — the IEEE operations of the numpy code this replaced on
+        arrays of 1-8 IVs in the same order (a rate of 0 gives inf, as numpy's division did; the
+        first NaN wins as in ``np.argmax``), at a fifth of its CPU."""
+        per_iv: dict[int, list] = {}
+        memory_gbps = self.cfg.memory_gbps
+        for e, n in enumerate(toks):
+            if n > 0:
+                per_iv.setdefault(host[e], []).append(n)
+        best, out = None, (0.0, 0.0, 0.0)
+        for j, ns in per_iv.items():
+            n_tok = float(sum(ns))
+            bits = n_tok * self.token_bits
+            (up, down), fj = rates[j], float(f[j])
+            comm = (bits / up if up else _div(bits, up)) + (bits / down if down else _div(bits, down))
+            comp = n_tok * self.flop_per_token / fj if fj else _div(n_tok * self.flop_per_token, fj)
+            mem = len(ns) * self.expert_gb / memory_gbps
+            total = comm + comp + mem
+            if total != total:  # NaN: np.argmax takes the first one
+                return comm, comp, mem
+            if best is None or total > best:  # the first maximum, as np.argmax
+                best, out = total, (comm, comp, mem)
+        return out
+
     def _links(self, task: Task, world: World, index: dict, tv: int) -> tuple[dict, dict]:
         """This slot's links of ``task``: {IV j: within V2V range of the TV} and {IV j: (TV -> IV
         rate, IV -> TV rate)} for every IV still in the simulation. A task runs several layers in
@@ -500,9 +556,23 @@ class MoELayer(Layer):
         call per layer and direction."""
         if task.links and task.links[0] is world and task.links[1] is world.snap:  # this slot's, kept
             return task.links[2], task.links[3]
+        shared = self._slot_links
+        if shared[0] is not world or shared[1] is not world.snap:  # a new slot: forget the last one's
+            shared = self._slot_links = (world, world.snap, {})
+        key = (task.tv, tuple(task.ivs))
+        got = shared[2].get(key)
+        if got is None:
+            got = shared[2][key] = self._links_of(task.ivs, world, index, tv)
+        task.links = (world, world.snap, *got)
+        return got
+
+    @staticmethod
+    def _links_of(ivs: list, world: World, index: dict, tv: int) -> tuple[dict, dict]:
+        """:meth:`_links` computed: the range test and both directions' rates of IVs ``ivs`` (names)
+        from the vehicle at ``tv``, in one ``v2v_rate_bps`` call (rates as Python floats)."""
         s = world.snap
         ok, present = {}, []
-        for j, name in enumerate(task.ivs):
+        for j, name in enumerate(ivs):
             i = index.get(name)
             ok[j] = i is not None and math.hypot(s.x[i] - s.x[tv], s.y[i] - s.y[tv]) <= world.cfg.channel.v2v_range_m
             if i is not None:
@@ -511,9 +581,8 @@ class MoELayer(Layer):
         if present:
             ids = np.array([i for _, i in present])
             tvs = np.full(len(ids), tv)
-            both = world.v2v_rate_bps(np.concatenate([tvs, ids]), np.concatenate([ids, tvs]))
+            both = world.v2v_rate_bps(np.concatenate([tvs, ids]), np.concatenate([ids, tvs])).tolist()
             rates = {j: (both[k], both[len(ids) + k]) for k, (j, _) in enumerate(present)}
-        task.links = (world, world.snap, ok, rates)
         return ok, rates
 
     def _load(self, task: Task, world: World, index: dict, tv: int) -> float:
@@ -606,7 +675,7 @@ class MoELayer(Layer):
             st["eq"].append(task.eq_distance)
             st["solve_ms"].append(task.solve_ms)
             st["evals"].append(task.evals)
-        used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv] if task.ivs else []
+        used = [sorted({task.ivs[j] for j in row if j >= 0}) for row in task.layer_iv.tolist()] if task.ivs else []
         self.table.append({
             "task": np.array([task.task_id]), "policy": np.array([task.policy], dtype=object),
             "t_request_s": np.array([task.t_request]), "tv": np.array([task.tv], dtype=object),
@@ -629,6 +698,7 @@ class MoELayer(Layer):
         })
 
     def on_end(self) -> dict:
+        gc.unfreeze()  # (_keep_long_lived)
         for task in self.kernel.running():  # past its deadline already: failed; else no outcome yet
             late = task.clock - task.t_request > self.cfg.deadline_s + 1e-12
             self._finish(task, "failed" if late else kn.CENSORED, "deadline" if late else kn.CENSORED)
