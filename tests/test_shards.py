@@ -150,6 +150,14 @@ def test_a_layer_is_kept_whole_where_splitting_it_pays_its_shared_cost_again(tmp
     p3 = workers.plan(_made_cfg(tmp_path, layers), 2, layers)
     assert _dealt(p3) == [{"b": ["b1", "b2"]}, {"a": ["a1"]}, {"a": ["a2"]}]
     assert p3.loads == pytest.approx([4.3, 5.5, 5.5])
+    # a layer that is not shardable runs in share 0 and pays its shared cost there (2, no
+    # policies): 3.3 to start with; a whole to the worker (7.5 < 10.3); split, a1 and a2 both to
+    # the worker (5.5, then 7.5 < 8.3): 7.5, not lower
+    from cosim.layers.base import Bound
+
+    fixed = [Bound("f", False, {}, 2.0), layers[0]]
+    pf = workers.plan(_made_cfg(tmp_path, fixed), 1, fixed)
+    assert _dealt(pf) == [{"f": []}, {"a": ["a1", "a2"]}] and pf.loads == pytest.approx([3.3, 7.5])
 
 
 def test_a_layer_is_split_where_that_lowers_the_busiest_share(tmp_path):

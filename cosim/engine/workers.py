@@ -116,18 +116,18 @@ class _Deal:
 
 def _dealable(layers: list) -> tuple[float, list[_Dealable], dict[tuple[str, str], int]]:
     """(share 0's load before the deal, the layers to deal, the policies fixed in share 0).
-    Share 0 starts with :data:`PLUGIN_LOAD`, plus, for each layer with policies that stay there
-    (a layer that is not shardable, or a policy a fresh process cannot make), the layer's
-    ``shared_cost`` and those policies' costs."""
+    Share 0 starts with :data:`PLUGIN_LOAD`, plus, for each layer that runs there whatever the
+    deal (one that is not shardable or has no policy a worker could take, or with a policy a
+    fresh process cannot make), the layer's ``shared_cost`` and those policies' costs."""
     base, out, fixed = PLUGIN_LOAD, [], {}
     for layer in layers:
         shared = float(getattr(layer, "shared_cost", 0.0))
         here = [p for p, pol in layer.policies.items() if not layer.shardable or _pinned(pol.spec)]
         costs = tuple((p, float(pol.spec.cost)) for p, pol in layer.policies.items() if p not in here)
-        if here:
+        if here or not costs:  # (some of) the layer runs in the plugin's process
             base += shared + sum(layer.policies[p].spec.cost for p in here)
             fixed.update({(layer.name, p): 0 for p in here})
-        out.append(_Dealable(layer.name, shared, costs, bool(here)))
+        out.append(_Dealable(layer.name, shared, costs, bool(here) or not costs))
     return base, out, fixed
 
 
