@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from cosim.errors import CosimError
 from cosim.recorder import Coded, _column, _strings
 from cosim.results import numpy_of
 
@@ -278,6 +279,18 @@ def test_numpy_of_strings_dictionaries_bools_and_chunks_is_to_numpy():
         assert got.dtype == want.dtype and got.tolist() == want.tolist()
     c = pa.chunked_array([pa.array([1.5, 2.0]), pa.array([], type=pa.float64()), pa.array([-3.0])])
     assert numpy_of(c).tolist() == c.to_numpy().tolist() and numpy_of(c).dtype == np.float64
+    # a chunked array of no chunk: an empty array of the type's dtype, as to_numpy gives
+    for t in (pa.int32(), pa.uint8(), pa.float32(), pa.bool_(), pa.string()):
+        z = pa.chunked_array([], type=t)
+        got, want = numpy_of(z), z.to_numpy()
+        assert len(got) == 0 and got.dtype == want.dtype
+    # a small index type whose range ends at the dictionary's length: a null row is None, not an overflow
+    for it, n in ((pa.int8(), 128), (pa.uint8(), 256)):
+        words = pa.array([f"w{i}" for i in range(n)])
+        idx = pa.array([0, None, n - 1, 5, None], type=it)
+        arr = pa.DictionaryArray.from_arrays(idx, words)
+        got, want = numpy_of(arr), arr.to_numpy(zero_copy_only=False)
+        assert got.tolist() == want.tolist() == ["w0", None, f"w{n - 1}", "w5", None] and got.dtype == want.dtype
 
 
 def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
@@ -317,3 +330,8 @@ def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
     assert pairing.vs_baseline(df.assign(policy=df["pcode"])[pairing.COLUMNS], pols) == want
     with pytest.raises(Exception, match="no column 'nope'"):
         read_columns(tmp_path / "t.parquet", ["task", "nope"])
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["x", "x"]), tmp_path / "twice.parquet")
+    with pytest.raises(CosimError, match="column named twice: 'x'"):
+        read_columns(tmp_path / "twice.parquet", ["x"])
