@@ -24,6 +24,7 @@ from .conftest import GRID6_TOML, ROOT
 NOT_IMPORTED = ("pandas", "pyarrow.dataset", "pyarrow.compute", "torch", "numba", "matplotlib", "scipy")
 
 
+@pytest.mark.sumo
 def test_a_core_alone_run_imports_no_pandas_torch_numba_or_matplotlib(tmp_path):
     code = (
         "import sys, json\n"
@@ -140,12 +141,14 @@ NOT_IMPORTED_BY_LAYERS = ("pandas", "pyarrow.dataset", "pyarrow.compute")
 SCENARIOS = ROOT / "scenarios"
 
 
-def test_layer_runs_import_no_pandas_and_pair_their_policies_as_pandas_did(tmp_path, trace):
+@pytest.mark.sumo
+def test_layer_runs_import_no_pandas_and_their_numpy_vs_baseline_is_the_dataframes(tmp_path, trace):
     """In one process: each layer alone (a replay of the session's recorded grid6 trace), then all
     three on live SUMO (libsumo); after each, none of :data:`NOT_IMPORTED_BY_LAYERS` is loaded. The
     runs did write their list, boolean and nullable-string columns and paired their policies at
-    the close: the summary's ``vs_baseline`` blocks are what :func:`cosim.pairing.vs_baseline`
-    gives on the task table read by pandas."""
+    the close from numpy columns (:func:`cosim.results.read_columns`): the summary's
+    ``vs_baseline`` blocks equal :func:`cosim.pairing.vs_baseline` of the task table read as a
+    pandas DataFrame (the same function on the other input; no pandas-era code is run)."""
     import pandas as pd
 
     from cosim import pairing
@@ -328,7 +331,7 @@ def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
     assert want["p1"]["common_tasks"] > 0 and want["p2"]["given_tasks"] > 0
     assert pairing.vs_baseline(got, pols) == want == pairing.vs_baseline({**got, "policy": got["pcode"]}, pols)
     assert pairing.vs_baseline(df.assign(policy=df["pcode"])[pairing.COLUMNS], pols) == want
-    with pytest.raises(Exception, match="no column 'nope'"):
+    with pytest.raises(CosimError, match="no column 'nope'"):
         read_columns(tmp_path / "t.parquet", ["task", "nope"])
     import pyarrow.parquet as pq
 
