@@ -593,3 +593,17 @@ def test_task_rows_kept_as_columns_write_the_table_of_one_batch_a_row(tmp_path, 
     outcomes = set(new.column("outcome").to_pylist())
     assert new.num_rows == 8 * len(policies) and outcomes == {"done", "failed", "censored"}, outcomes
     assert len(set(new.column("failure").to_pylist())) >= 3  # several reasons, in mixed order
+
+
+def test_the_row_columns_are_each_of_one_kind_and_a_row_of_another_length_is_refused():
+    from cosim.recorder import columns_of
+
+    kinds = [set(DViTLayer.LIST_COLUMNS), set(DViTLayer.STRING_COLUMNS), set(DViTLayer.NUMBER_COLUMNS)]
+    assert sorted(c for k in kinds for c in k) == sorted(DViTLayer.COLUMNS) and len(DViTLayer.COLUMNS) == 24
+    assert columns_of(("a", "b"), [(1, "x"), (2, "y")]) == {"a": (1, 2), "b": ("x", "y")}
+    assert columns_of(("a", "b"), []) == {"a": (), "b": ()}
+    with pytest.raises(ValueError):  # a row one value short (a plain zip would drop column b)
+        columns_of(("a", "b"), [(1,), (2,)])
+    with pytest.raises(ValueError):  # rows of different lengths
+        columns_of(("a", "b"), [(1, "x"), (2, "y", 3.0)])
+

@@ -48,7 +48,7 @@ from cosim.layers.base import ROLE_HELPER, ROLE_USER, Layer, LayerContext, Polic
 from cosim.layers.dvit import contract, schedulers  # noqa: F401 - registers the built-in schedulers
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
-from cosim.recorder import Lists
+from cosim.recorder import Lists, columns_of
 from cosim.world import World
 from cosim.world import channel as ch
 
@@ -767,15 +767,20 @@ class DViTLayer(Layer):
             task.replans, status == "done", reason, status))
 
     #: ``dvit_tasks``' columns in the order of the row tuples :meth:`_finish` keeps; the list
-    #: columns with their Arrow item type, the string columns (object arrays); the others are
-    #: numbers and booleans, handed over as Python lists (numpy infers their types when the
-    #: recorder builds the column, as it did from one-element arrays)
+    #: columns with their Arrow item type, the string columns (object arrays), the number and
+    #: boolean columns with their numpy dtype (the types numpy inferred from the values before,
+    #: now said, so a value of another type is converted or refused, not a new column type)
     COLUMNS = ("task", "policy", "t_request_s", "user", "rsu", "steps", "devices", "comm_s", "comp_s", "queue_s",
                "step_comm_s", "step_comp_s", "step_queue_s", "planned_latency_s", "planned_feasible", "latency_s",
                "reschedules", "migrations", "migrate_s", "final_rsu", "replans", "success", "failure", "outcome")
     LIST_COLUMNS = {"devices": pa.string(), "step_comm_s": pa.float64(), "step_comp_s": pa.float64(),
                     "step_queue_s": pa.float64()}
     STRING_COLUMNS = frozenset({"policy", "user", "failure", "outcome"})
+    NUMBER_COLUMNS = {"task": np.int64, "t_request_s": np.float64, "rsu": np.int64, "steps": np.int64,
+                      "comm_s": np.float64, "comp_s": np.float64, "queue_s": np.float64,
+                      "planned_latency_s": np.float64, "planned_feasible": np.bool_, "latency_s": np.float64,
+                      "reschedules": np.int64, "migrations": np.int64, "migrate_s": np.float64,
+                      "final_rsu": np.int64, "replans": np.int64, "success": np.bool_}
 
     def _write_rows(self) -> None:
         """Hand the rows of the tasks finished since the last call to the table: one batch per
@@ -787,19 +792,19 @@ class DViTLayer(Layer):
         if not self._rows:
             return
         held, self._rows = self._rows, {}
-        lists, strings = self.LIST_COLUMNS, self.STRING_COLUMNS
+        lists, strings, numbers = self.LIST_COLUMNS, self.STRING_COLUMNS, self.NUMBER_COLUMNS
         for policy in [*self.policies, *(p for p in held if p not in self.policies)]:
             rows = held.get(policy)
             if not rows:
                 continue
             batch = {}
-            for name, col in zip(self.COLUMNS, zip(*rows)):
+            for name, col in columns_of(self.COLUMNS, rows).items():
                 if name in lists:
                     batch[name] = Lists(list(col), lists[name])
                 elif name in strings:
                     batch[name] = np.array(col, dtype=object)
                 else:
-                    batch[name] = list(col)
+                    batch[name] = np.array(col, dtype=numbers[name])
             self.table.append(batch)
 
     def _execute(self, task: Task, st: dict) -> None:
