@@ -236,10 +236,14 @@ class DViTLayer(Layer):
     # -- the world as a scheduling problem ---------------------------------------------------
     def _compute(self, world: World, idx: np.ndarray) -> np.ndarray:
         """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
-        c = self._slot_cache(world)
-        if c.cpu is None:  # the world's c_n draw, mapped onto this layer's range
+        return self._cpu(self._slot_cache(world), world)[idx]
+
+    def _cpu(self, c: "_SlotCache", world: World) -> np.ndarray:
+        """c_n of every vehicle in the slot: the world's c_n draw, mapped onto this layer's range
+        (drawn once a slot, kept in the slot's cache ``c``)."""
+        if c.cpu is None:
             c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
-        return c.cpu[idx]
+        return c.cpu
 
     def _step_view(self, world: World) -> "_SlotCache":
         """The slot's cache with its per-vehicle lists filled (:class:`_SlotCache`): a step reads
@@ -247,9 +251,8 @@ class DViTLayer(Layer):
         same float64 values, so the same arithmetic)."""
         c = self._slot_cache(world)
         if c.serving is None:
-            if c.cpu is None:
-                c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
-            c.serving, c.i2v, c.cpu_list = world.serving.tolist(), world.rate_i2v_bps.tolist(), c.cpu.tolist()
+            c.serving, c.i2v = world.serving.tolist(), world.rate_i2v_bps.tolist()
+            c.cpu_list = self._cpu(c, world).tolist()
         return c
 
     def _slot_cache(self, world: World) -> "_SlotCache":
