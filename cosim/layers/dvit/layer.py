@@ -502,8 +502,18 @@ class DViTLayer(Layer):
     def on_slot(self, world: World) -> None:
         try:
             self._slot(world)
-        finally:  # the slot's rows, also where it raised (as they were appended one by one)
+        except BaseException as exc:  # the slot's rows, also where it raised (as they were appended one by one)
+            self._write_rows_after(exc)
+            raise
+        self._write_rows()
+
+    def _write_rows_after(self, exc: BaseException) -> None:
+        """:meth:`_write_rows` while ``exc`` propagates: a failure to write them is noted on
+        ``exc`` (which goes on propagating) rather than raised in its place, which would hide it."""
+        try:
             self._write_rows()
+        except Exception as also:  # noqa: BLE001
+            exc.add_note(f"dvit: writing the rows finished so far also failed: {type(also).__name__}: {also}")
 
     def _slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
@@ -833,8 +843,12 @@ class DViTLayer(Layer):
         st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
 
     def on_end(self) -> dict:
-        for task in self.kernel.running():  # no outcome yet: neither success nor failure
-            self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        try:
+            for task in self.kernel.running():  # no outcome yet: neither success nor failure
+                self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        except BaseException as exc:  # the rows censored before it raised are kept
+            self._write_rows_after(exc)
+            raise
         self._write_rows()
         out = {}
         for p, st in self.stats.items():
