@@ -89,6 +89,17 @@ class Lists:
     item: Any = None  # pyarrow item type; None = inferred
 
 
+def columns_of(names: Sequence[str], rows: Sequence[tuple]) -> dict[str, tuple]:
+    """Row tuples (each its values in the order of ``names``) as columns: name -> the rows'
+    values, in row order. A row of another length than ``names`` (a column added to one and not
+    the other) is a :class:`ValueError`, not a silent shift or drop of the columns after it (a
+    plain ``zip`` stops at the shorter). For a layer that keeps its rows as tuples and hands
+    them to its table as one batch (the DViT and cache layers)."""
+    if not rows:
+        return {n: () for n in names}
+    return dict(zip(names, zip(*rows, strict=True), strict=True))
+
+
 class TableWriter:
     """Append column batches (numpy arrays, lists or :class:`Coded`); every ``flush_batches``
     appends they are concatenated per column and written on a background thread (Arrow's

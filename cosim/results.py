@@ -82,9 +82,12 @@ def arrow_batches(path: str | Path, columns: list[str], batch_rows: int = 1 << 1
         rows = sum(m.num_rows for m in metas)
     except Exception as exc:  # noqa: BLE001
         raise unreadable(path, exc) from None
-    missing = [c for c in columns if schema.get_field_index(c) < 0]
+    missing = [c for c in columns if not schema.get_all_field_indices(c)]
     if missing:  # (ParquetFile.iter_batches would leave it out)
         raise CosimError(f"{path}: the table has no column {', '.join(map(repr, missing))}")
+    twice = [c for c in columns if len(schema.get_all_field_indices(c)) > 1]
+    if twice:  # (get_field_index is -1 for these too; which one a batch gives is not defined)
+        raise CosimError(f"{path}: the table has a column named twice: {', '.join(map(repr, twice))}")
 
     def walk():  # noqa: ANN202
         try:
@@ -106,7 +109,7 @@ def numpy_of(arr, fill: int | float | None = None):  # noqa: ANN001, ANN201 - py
     fill).to_numpy()``, for an integer ``fill`` that the type holds). A bool array without nulls
     is its bools (unpacked from the bitmap); a string array, or a dictionary array of strings,
     its Python strings in an object array, None for a null (what ``to_numpy`` gives). A chunked
-    array is its chunks' joined. Any other array goes to ``to_numpy``.
+    array is its chunks' joined (none: an empty array of its type). Any other array goes to ``to_numpy``.
 
     Why not ``to_numpy`` itself: in pyarrow 23 it imports pandas on its first call (~0.3 s of
     CPU), which a run's own analyses never need (issue 32, third pass: the core's fixed cost;
@@ -114,15 +117,21 @@ def numpy_of(arr, fill: int | float | None = None):  # noqa: ANN001, ANN201 - py
     import numpy as np
     import pyarrow as pa
 
-    if isinstance(arr, pa.ChunkedArray) and arr.num_chunks:
+    if isinstance(arr, pa.ChunkedArray):
+        if not arr.num_chunks:  # no chunk at all: an empty array of the type (what to_numpy gives)
+            return numpy_of(pa.array([], type=arr.type), fill)
         parts = [numpy_of(c, fill) for c in arr.chunks]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _objects(arr.to_pylist())
     if pa.types.is_dictionary(t) and pa.types.is_string(t.value_type) and pa.types.is_integer(t.index_type):
-        words = _objects(arr.dictionary.to_pylist() + [None])  # the last: a null row's
-        return words[numpy_of(arr.indices, fill=len(words) - 1)] if len(arr) else _objects([])
+        words = _objects(arr.dictionary.to_pylist() + [None])  # [-1]: a null row's
+        if not len(arr):
+            return _objects([])
+        # a null index becomes -1, in int64: len(words) - 1 may not fit the index type (int8 + 128 words)
+        idx = arr.indices.cast(pa.int64()) if arr.null_count else arr.indices
+        return words[numpy_of(idx, fill=-1)]
     if pa.types.is_boolean(t) and not arr.null_count:
         validity, data = arr.buffers()[:2]
         n = len(arr)

@@ -79,6 +79,7 @@
   function fillTasks(pb, a, list) {  // pack_tasks' arrays -> the task objects, appended to list
     // each time from the one before it: a segment's start from the end of the one before (the
     // first's from the request), the task's end from the last segment's, the latency from end - request
+    // per: a whole number (view.py refuses at import a LAT_TICKS that is no multiple of TICKS)
     const extra = pb.extra.map((e) => JSON.parse(e)), T0 = D.ticks[0], TL = D.ticks[1], per = TL / T0;
     let t0 = 0, id = 0, k = 0, w = 0;
     for (let i = 0; i < pb.n; i++) {

@@ -69,7 +69,9 @@ MAX_ROWS = None
 WINDOW_S = 300.0
 #: task and segment times travel as integer ticks, this many per second (the page data's rounding:
 #: times to 4 decimals, latencies to 5)
-TICKS, LAT_TICKS = 10_000, 100_000  # LAT_TICKS a multiple of TICKS (pack_tasks)
+TICKS, LAT_TICKS = 10_000, 100_000  # LAT_TICKS a multiple of TICKS (pack_tasks; the page: LAT_TICKS / TICKS)
+if LAT_TICKS % TICKS:  # else pack_tasks' latency (whole time ticks of LAT_TICKS // TICKS) decodes wrongly
+    raise ValueError(f"cosim/view.py: LAT_TICKS ({LAT_TICKS}) must be a multiple of TICKS ({TICKS})")
 Q = 65535  # quantisation levels per axis
 #: coverage columns the vehicle panel shows (left out of the page when the table lacks them)
 PANEL_COLUMNS = ("speed_mps", "cell", "dwell_s")

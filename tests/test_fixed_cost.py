@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from cosim.errors import CosimError
 from cosim.recorder import Coded, _column, _strings
 from cosim.results import numpy_of
 
@@ -23,6 +24,7 @@ from .conftest import GRID6_TOML, ROOT
 NOT_IMPORTED = ("pandas", "pyarrow.dataset", "pyarrow.compute", "torch", "numba", "matplotlib", "scipy")
 
 
+@pytest.mark.sumo
 def test_a_core_alone_run_imports_no_pandas_torch_numba_or_matplotlib(tmp_path):
     code = (
         "import sys, json\n"
@@ -139,12 +141,14 @@ NOT_IMPORTED_BY_LAYERS = ("pandas", "pyarrow.dataset", "pyarrow.compute")
 SCENARIOS = ROOT / "scenarios"
 
 
-def test_layer_runs_import_no_pandas_and_pair_their_policies_as_pandas_did(tmp_path, trace):
+@pytest.mark.sumo
+def test_layer_runs_import_no_pandas_and_their_numpy_vs_baseline_is_the_dataframes(tmp_path, trace):
     """In one process: each layer alone (a replay of the session's recorded grid6 trace), then all
     three on live SUMO (libsumo); after each, none of :data:`NOT_IMPORTED_BY_LAYERS` is loaded. The
     runs did write their list, boolean and nullable-string columns and paired their policies at
-    the close: the summary's ``vs_baseline`` blocks are what :func:`cosim.pairing.vs_baseline`
-    gives on the task table read by pandas."""
+    the close from numpy columns (:func:`cosim.results.read_columns`): the summary's
+    ``vs_baseline`` blocks equal :func:`cosim.pairing.vs_baseline` of the task table read as a
+    pandas DataFrame (the same function on the other input; no pandas-era code is run)."""
     import pandas as pd
 
     from cosim import pairing
@@ -278,6 +282,18 @@ def test_numpy_of_strings_dictionaries_bools_and_chunks_is_to_numpy():
         assert got.dtype == want.dtype and got.tolist() == want.tolist()
     c = pa.chunked_array([pa.array([1.5, 2.0]), pa.array([], type=pa.float64()), pa.array([-3.0])])
     assert numpy_of(c).tolist() == c.to_numpy().tolist() and numpy_of(c).dtype == np.float64
+    # a chunked array of no chunk: an empty array of the type's dtype, as to_numpy gives
+    for t in (pa.int32(), pa.uint8(), pa.float32(), pa.bool_(), pa.string()):
+        z = pa.chunked_array([], type=t)
+        got, want = numpy_of(z), z.to_numpy()
+        assert len(got) == 0 and got.dtype == want.dtype
+    # a small index type whose range ends at the dictionary's length: a null row is None, not an overflow
+    for it, n in ((pa.int8(), 128), (pa.uint8(), 256)):
+        words = pa.array([f"w{i}" for i in range(n)])
+        idx = pa.array([0, None, n - 1, 5, None], type=it)
+        arr = pa.DictionaryArray.from_arrays(idx, words)
+        got, want = numpy_of(arr), arr.to_numpy(zero_copy_only=False)
+        assert got.tolist() == want.tolist() == ["w0", None, f"w{n - 1}", "w5", None] and got.dtype == want.dtype
 
 
 def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
@@ -315,5 +331,10 @@ def test_read_columns_is_what_pandas_reads_and_pairs_the_same(tmp_path):
     assert want["p1"]["common_tasks"] > 0 and want["p2"]["given_tasks"] > 0
     assert pairing.vs_baseline(got, pols) == want == pairing.vs_baseline({**got, "policy": got["pcode"]}, pols)
     assert pairing.vs_baseline(df.assign(policy=df["pcode"])[pairing.COLUMNS], pols) == want
-    with pytest.raises(Exception, match="no column 'nope'"):
+    with pytest.raises(CosimError, match="no column 'nope'"):
         read_columns(tmp_path / "t.parquet", ["task", "nope"])
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["x", "x"]), tmp_path / "twice.parquet")
+    with pytest.raises(CosimError, match="column named twice: 'x'"):
+        read_columns(tmp_path / "twice.parquet", ["x"])

@@ -593,3 +593,69 @@ def test_task_rows_kept_as_columns_write_the_table_of_one_batch_a_row(tmp_path, 
     outcomes = set(new.column("outcome").to_pylist())
     assert new.num_rows == 8 * len(policies) and outcomes == {"done", "failed", "censored"}, outcomes
     assert len(set(new.column("failure").to_pylist())) >= 3  # several reasons, in mixed order
+
+
+def test_the_row_columns_are_each_of_one_kind_and_a_row_of_another_length_is_refused():
+    from cosim.recorder import columns_of
+
+    kinds = [set(DViTLayer.LIST_COLUMNS), set(DViTLayer.STRING_COLUMNS), set(DViTLayer.NUMBER_COLUMNS)]
+    assert sorted(c for k in kinds for c in k) == sorted(DViTLayer.COLUMNS) and len(DViTLayer.COLUMNS) == 24
+    assert columns_of(("a", "b"), [(1, "x"), (2, "y")]) == {"a": (1, 2), "b": ("x", "y")}
+    assert columns_of(("a", "b"), []) == {"a": (), "b": ()}
+    with pytest.raises(ValueError):  # a row one value short (a plain zip would drop column b)
+        columns_of(("a", "b"), [(1,), (2,)])
+    with pytest.raises(ValueError):  # rows of different lengths
+        columns_of(("a", "b"), [(1, "x"), (2, "y", 3.0)])
+
+
+def _raising_run(where):
+    """A layer of two policies with three tasks each running, and ``tables`` its PolicyRows'
+    owner; ``where``: "slot" (a slot finishes one task, then raises) or "end" (the run's end
+    censors one task, then raises)."""
+    from cosim.recorder import LayerTables
+
+    w, tables = world(), LayerTables()
+    ctx = LayerContext(seed=3, slot_s=1.0, scenario_file="t.toml", table=tables.open)
+    lay = DViTLayer({"request_rate_per_s": 0.0, "policies": ["sdi", "mcpdi"], "steps": 50, "local_steps": 5}, ctx)
+    lay.on_start()
+    w.update(snap(1.0, ["u", "h1"], [100.0, 120.0]))
+    for _ in range(3):
+        lay.submit(w, 0, 1.0)
+    lay.on_slot(w)
+    assert len(lay.kernel.running()) == 6 and tables.drain() == {}  # nothing finished yet
+    finish = lay._finish
+    calls = []
+
+    def once_then_raise(*a):
+        if calls:
+            raise RuntimeError("boom")
+        calls.append(a)
+        finish(*a)
+
+    lay._finish = once_then_raise
+    if where == "slot":
+        lay._slot = lambda world: lay._finish(lay.kernel.running()[0], "failed", "policy-error", 1.5) or lay._finish()
+    return lay, w, tables
+
+
+@pytest.mark.parametrize("where", ["slot", "end"])
+def test_rows_finished_before_an_exception_are_written_and_a_failed_write_does_not_hide_it(where):
+    lay, w, tables = _raising_run(where)
+    go = (lambda: lay.on_slot(w)) if where == "slot" else lay.on_end
+    with pytest.raises(RuntimeError, match="boom"):
+        go()
+    held = tables.drain()["dvit_tasks"]
+    rows = [b for bs in held.values() for b in bs]
+    assert len(rows) == 1 and list(rows[0]["task"]) == [0] and list(rows[0]["outcome"]) == (
+        ["failed"] if where == "slot" else ["censored"])
+    # the write fails as well: the first exception propagates, the write's failure noted on it
+    lay, w, tables = _raising_run(where)
+    go = (lambda: lay.on_slot(w)) if where == "slot" else lay.on_end
+
+    def full(batch):
+        raise OSError("disk full")
+
+    lay.table.append = full
+    with pytest.raises(RuntimeError, match="boom") as info:
+        go()
+    assert any("disk full" in n for n in info.value.__notes__)

@@ -78,7 +78,7 @@ from cosim.layers.base import Layer, LayerContext, PolicyFailed, arrivals, regis
 from cosim.layers.cache import contract
 from cosim.layers.cache.catalog import Model, Service, accuracy, per_task, table1, variants, zipf
 from cosim.layers.cache.policies import EdgeCache, Keys, make_room
-from cosim.recorder import Coded
+from cosim.recorder import Coded, columns_of
 from cosim.world import World
 from cosim.world import channel as ch
 from cosim.world.world import grown
@@ -597,7 +597,7 @@ class CacheLayer(Layer):
         ``delivered_by``: the RSU that delivered the response, -1 if lost) and add up Table II."""
         if not rows:
             return
-        col = dict(zip(ROW, zip(*rows)))
+        col = columns_of(ROW, rows)
         pol = np.asarray(col["policy"], dtype=np.int64)
         out = np.asarray(col["out"], dtype=np.int64)
         terms = np.asarray([col[k] for k in _SUMS[:5]], dtype=float)  # switch, acc_cost, infer, offload, cloud

@@ -48,7 +48,7 @@ from cosim.layers.base import ROLE_HELPER, ROLE_USER, Layer, LayerContext, Polic
 from cosim.layers.dvit import contract, schedulers  # noqa: F401 - registers the built-in schedulers
 from cosim.layers.dvit.costmodel import PRESETS, DViTShape, mm1_wait_s
 from cosim.layers.dvit.problem import Problem, evaluate
-from cosim.recorder import Lists
+from cosim.recorder import Lists, columns_of
 from cosim.world import World
 from cosim.world import channel as ch
 
@@ -240,10 +240,14 @@ class DViTLayer(Layer):
     # -- the world as a scheduling problem ---------------------------------------------------
     def _compute(self, world: World, idx: np.ndarray) -> np.ndarray:
         """c_n of the vehicles at snapshot indices ``idx`` (fixed per vehicle, cached per slot)."""
-        c = self._slot_cache(world)
-        if c.cpu is None:  # the world's c_n draw, mapped onto this layer's range
+        return self._cpu(self._slot_cache(world), world)[idx]
+
+    def _cpu(self, c: "_SlotCache", world: World) -> np.ndarray:
+        """c_n of every vehicle in the slot: the world's c_n draw, mapped onto this layer's range
+        (drawn once a slot, kept in the slot's cache ``c``)."""
+        if c.cpu is None:
             c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
-        return c.cpu[idx]
+        return c.cpu
 
     def _step_view(self, world: World) -> "_SlotCache":
         """The slot's cache with its per-vehicle lists filled (:class:`_SlotCache`): a step reads
@@ -251,9 +255,8 @@ class DViTLayer(Layer):
         same float64 values, so the same arithmetic)."""
         c = self._slot_cache(world)
         if c.serving is None:
-            if c.cpu is None:
-                c.cpu = world.vehicle_draw(ch.VEH_CPU, *self.veh_cpu)
-            c.serving, c.i2v, c.cpu_list = world.serving.tolist(), world.rate_i2v_bps.tolist(), c.cpu.tolist()
+            c.serving, c.i2v = world.serving.tolist(), world.rate_i2v_bps.tolist()
+            c.cpu_list = self._cpu(c, world).tolist()
         return c
 
     def _slot_cache(self, world: World) -> "_SlotCache":
@@ -503,8 +506,18 @@ class DViTLayer(Layer):
     def on_slot(self, world: World) -> None:
         try:
             self._slot(world)
-        finally:  # the slot's rows, also where it raised (as they were appended one by one)
+        except BaseException as exc:  # the slot's rows, also where it raised (as they were appended one by one)
+            self._write_rows_after(exc)
+            raise
+        self._write_rows()
+
+    def _write_rows_after(self, exc: BaseException) -> None:
+        """:meth:`_write_rows` while ``exc`` propagates: a failure to write them is noted on
+        ``exc`` (which goes on propagating) rather than raised in its place, which would hide it."""
+        try:
             self._write_rows()
+        except Exception as also:  # noqa: BLE001
+            exc.add_note(f"dvit: writing the rows finished so far also failed: {type(also).__name__}: {also}")
 
     def _slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
@@ -771,15 +784,20 @@ class DViTLayer(Layer):
             task.replans, status == "done", reason, status))
 
     #: ``dvit_tasks``' columns in the order of the row tuples :meth:`_finish` keeps; the list
-    #: columns with their Arrow item type, the string columns (object arrays); the others are
-    #: numbers and booleans, handed over as Python lists (numpy infers their types when the
-    #: recorder builds the column, as it did from one-element arrays)
+    #: columns with their Arrow item type, the string columns (object arrays), the number and
+    #: boolean columns with their numpy dtype (the types numpy inferred from the values before,
+    #: now said, so a value of another type is converted or refused, not a new column type)
     COLUMNS = ("task", "policy", "t_request_s", "user", "rsu", "steps", "devices", "comm_s", "comp_s", "queue_s",
                "step_comm_s", "step_comp_s", "step_queue_s", "planned_latency_s", "planned_feasible", "latency_s",
                "reschedules", "migrations", "migrate_s", "final_rsu", "replans", "success", "failure", "outcome")
     LIST_COLUMNS = {"devices": pa.string(), "step_comm_s": pa.float64(), "step_comp_s": pa.float64(),
                     "step_queue_s": pa.float64()}
     STRING_COLUMNS = frozenset({"policy", "user", "failure", "outcome"})
+    NUMBER_COLUMNS = {"task": np.int64, "t_request_s": np.float64, "rsu": np.int64, "steps": np.int64,
+                      "comm_s": np.float64, "comp_s": np.float64, "queue_s": np.float64,
+                      "planned_latency_s": np.float64, "planned_feasible": np.bool_, "latency_s": np.float64,
+                      "reschedules": np.int64, "migrations": np.int64, "migrate_s": np.float64,
+                      "final_rsu": np.int64, "replans": np.int64, "success": np.bool_}
 
     def _write_rows(self) -> None:
         """Hand the rows of the tasks finished since the last call to the table: one batch per
@@ -791,19 +809,19 @@ class DViTLayer(Layer):
         if not self._rows:
             return
         held, self._rows = self._rows, {}
-        lists, strings = self.LIST_COLUMNS, self.STRING_COLUMNS
+        lists, strings, numbers = self.LIST_COLUMNS, self.STRING_COLUMNS, self.NUMBER_COLUMNS
         for policy in [*self.policies, *(p for p in held if p not in self.policies)]:
             rows = held.get(policy)
             if not rows:
                 continue
             batch = {}
-            for name, col in zip(self.COLUMNS, zip(*rows)):
+            for name, col in columns_of(self.COLUMNS, rows).items():
                 if name in lists:
                     batch[name] = Lists(list(col), lists[name])
                 elif name in strings:
                     batch[name] = np.array(col, dtype=object)
                 else:
-                    batch[name] = list(col)
+                    batch[name] = np.array(col, dtype=numbers[name])
             self.table.append(batch)
 
     def _execute(self, task: Task, st: dict) -> None:
@@ -829,8 +847,12 @@ class DViTLayer(Layer):
         st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
 
     def on_end(self) -> dict:
-        for task in self.kernel.running():  # no outcome yet: neither success nor failure
-            self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        try:
+            for task in self.kernel.running():  # no outcome yet: neither success nor failure
+                self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
+        except BaseException as exc:  # the rows censored before it raised are kept
+            self._write_rows_after(exc)
+            raise
         self._write_rows()
         out = {}
         for p, st in self.stats.items():
