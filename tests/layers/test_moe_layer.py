@@ -393,3 +393,32 @@ def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_en
     assert gc.get_freeze_count() >= built + 1000
     lay.on_end()
     assert gc.get_freeze_count() == 0 and kept
+
+
+def test_a_policy_prices_its_own_view_of_a_shared_game_whichever_policies_run(tmp_path):
+    """Review of the fourth pass: policies that see the same free capacity share one game, but each
+    prices its own view (Game.view) — a policy that spends a budget of ``game.evals`` and keeps a
+    warm start on the game gets the same prices alone, after gecpa, and before it."""
+    from cosim.registry import register_policy
+
+    @register_policy("moe", "evals-and-stash")
+    def evals_and_stash(game, rng, options):  # noqa: ARG001
+        assert game.evals == 0 and "_warm" not in game.__dict__  # nothing of another policy's
+        p = np.full((1, game.n), 1.0)
+        while game.evals < 300:  # a budget of follower evaluations, as the built-in searches
+            game.outcome(p)
+            p = p * 1.001
+        object.__setattr__(game, "_warm", p[0])
+        return np.clip(p[0], game.p_min, game.p_max)
+
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    got = {}
+    for i, order in enumerate((["evals-and-stash"], ["gecpa", "evals-and-stash"], ["evals-and-stash", "gecpa"],
+                               ["evals-and-stash", "uniform"])):
+        lay = layer(tmp_path / str(i), policies=order)
+        lay.submit(w, 0, 0.0)
+        assert not lay.failed
+        tasks = {t.policy: t for t in lay.kernel.active}
+        got[i] = (tasks["evals-and-stash"].prices.tobytes(), tasks["evals-and-stash"].evals)
+    assert got[0][1] == 300  # 1.001^n with one evaluation each: 300 evaluations counted, its own
+    assert got[0] == got[1] == got[2] == got[3]

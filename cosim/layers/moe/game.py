@@ -51,6 +51,7 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -97,6 +98,17 @@ class Game:
     @property
     def n(self) -> int:
         return len(self.W)
+
+    def view(self) -> "Game":
+        """A shallow copy with its own :attr:`evals` counter, for one policy: policies that see the
+        same free capacity share one game (the layer's ``submit``), each prices its own view — the
+        evaluations it counts, attributes it sets on it and what it rebinds stay its own, whichever
+        other policies run (issue 32, review of the fourth pass). The arrays (W, F, kappa, a) and the
+        kernels' operands are the shared game's: a policy must not change them in place."""
+        _jit(self)  # the kernels' operands, made once on the shared game, go with every view
+        view = copy.copy(self)
+        object.__setattr__(view, "_evals", [0])
+        return view
 
     def follower(self, p: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
         """The TV's best response f (same shape as ``p``, last axis = IVs): the maximiser of

@@ -215,7 +215,9 @@ class Task(kn.Task):
 class MoELayer(Layer):
     config_class = MoEConfig
     policy_kind = "pricing solver"
-    shardable = True  # its policies share nothing but the world and the requests
+    # its policies share nothing but the world and the requests: a game shared by policies that see
+    # the same free capacity reaches each as its own view (Game.view: own evals, own attributes)
+    shardable = True
     task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
     policy_protocol = contract.PricingSolver
     check_policy = classmethod(contract.check_solver)  # what `cosim check` runs on one of its policies
@@ -376,7 +378,8 @@ class MoELayer(Layer):
         # per placement (link-aware or not; with the simulated queue also what the policy's running
         # tasks leave free of each candidate, since each policy's tasks hold different IVs — policies
         # that see the same free compute and memory place, route and price the same game, so they
-        # share it: issue 32, fourth pass): (chosen, host, gate quality, tokens, game, candidates)
+        # share it, each pricing its own view of it (Game.view): issue 32, fourth pass): (chosen,
+        # host, gate quality, tokens, game, candidates)
         shared: dict = {}
         priced = []
         for policy in self.live():
@@ -406,14 +409,14 @@ class MoELayer(Layer):
                 continue
             rng = self.rng_for(policy, world, f"moe.{policy}.{tid}")
             t0 = time.perf_counter()
-            before = game[0].evals
+            view = game[0].view()  # its own: what one policy counts or sets on it never reaches another
             try:
-                p_used = self._prices(policy, game[0], rng)
+                p_used = self._prices(policy, view, rng)
             except PolicyFailed as exc:
                 self._drop(policy, exc)
                 continue
             self.kernel.count(policy)
-            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), game[0].evals - before))
+            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), view.evals))
         # the Nash gap and the outcome of every policy's prices, one batched evaluation per game
         # (each row's values are those of a call of its own: the kernels and numpy's reductions
         # along the last axis go row by row)
