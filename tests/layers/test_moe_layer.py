@@ -471,3 +471,19 @@ def test_a_policy_that_holds_only_memory_of_an_iv_gets_its_own_game(tmp_path, mo
     tasks = {t.policy: t for t in lay.kernel.active}
     assert tasks["uniform"].layer_iv.tolist() == [[0, 1], [0, 1]]
     assert (tasks["gecpa"].layer_iv == 0).sum() == 1  # one expert on "a"
+
+
+def test_the_second_freeze_waits_for_the_first_priced_task(tmp_path):
+    """A first task with no IV in range is priced by no policy (it loads no solver kernel): the
+    layer freezes after the first task that was priced, whatever its id."""
+    import gc
+
+    gc.unfreeze()
+    lay = layer(tmp_path, policies=["gecpa"])
+    lay.submit(world().update(snap(0.0, ["tv"], [0.0])), 0, 0.0)  # alone: "no-ivs"
+    after_none = gc.get_freeze_count()
+    kept = [[] for _ in range(1000)]  # tracked containers made since
+    lay.submit(world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0])), 0, 0.0)
+    assert lay.next_id == 2 and gc.get_freeze_count() >= after_none + 1000
+    lay.on_end()
+    assert gc.get_freeze_count() == 0 and kept

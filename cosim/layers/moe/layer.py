@@ -250,6 +250,7 @@ class MoELayer(Layer):
         #: of every policy that placed the same TV's experts on the same IVs (_links)
         self._slot_links: tuple = (None, None, {})
         self.next_id = 0
+        self._priced_once = False  # a task has been priced (_keep_long_lived freezes after the first)
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
         from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
@@ -456,15 +457,19 @@ class MoELayer(Layer):
                     if n_exp[j]:
                         cap.hold(id(task), (policy, "mem", name), float(n_exp[j] * self.expert_gb))
             self.kernel.start(task)
-        if tid == 0:  # the first task loaded the solvers' kernels (numba): theirs too
+        if priced and not self._priced_once:  # the first priced task loaded the solvers' kernels
+            self._priced_once = True  # (numba; a task with no IVs loads none): theirs too
             self._keep_long_lived()
         return tid
 
     @staticmethod
     def _keep_long_lived() -> None:
-        """``gc.freeze()``, called when the layer is built and after its first task; :meth:`on_end`
-        calls ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
-        :func:`~cosim.layers.moe.model.keep_freed_memory`).
+        """``gc.freeze()``, called when the layer is built and after its first priced task (the
+        first whose game a policy priced: it loaded the solvers' kernels); :meth:`on_end` calls
+        ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
+        :func:`~cosim.layers.moe.model.keep_freed_memory`): it undoes every freeze in the process,
+        not only this layer's — anything else in the process that froze objects sees them
+        unfrozen at the layer's end.
 
         torch and numba bring some 270,000 objects the cyclic garbage collector tracks; each of
         its full (oldest-generation) passes walks all of them — ~0.11 s a pass here, two passes a
