@@ -307,3 +307,28 @@ def test_outcome_by_the_follower_kernel_bit_identical(monkeypatch, k):
     assert outcomes() == kernels and len(ran) == 5
     declined = [np.frombuffer(o["declined"], dtype=bool) for o in kernels[0]]
     assert declined[2].all() and not declined[0].any()  # p_max: the TV buys nothing; 10: it buys
+
+
+def test_outcome_of_prices_that_are_not_finite_is_numpys(monkeypatch):
+    """A NaN or infinite price (a plugin's) takes the numpy code, kernels on or off: np.clip keeps
+    the NaN the follower kernel's clip would turn into 0 (review of the fourth pass)."""
+    from cosim.layers.moe import kernels as mk
+
+    W, F, kappa, sigma = games()[0]
+    ran = []
+    kernel = mk.follower
+    monkeypatch.setattr(mk, "follower", lambda *a: ran.append(1) or kernel(*a))
+
+    def outcome():
+        g = Game(W, F, kappa, sigma=sigma)
+        p = np.stack([np.full(g.n, 10.0), np.full(g.n, 10.0), np.full(g.n, 10.0)])
+        p[0, 0], p[1, -1], p[2, 0] = np.nan, np.inf, -np.inf
+        with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: numpy warns
+            return {key: v.tobytes() for key, v in g.outcome(p).items()}, g.outcome(p[:1])["f"], g.evals
+
+    monkeypatch.setenv("COSIM_JIT", "on")
+    kernels = outcome()
+    assert not ran and np.isnan(kernels[1]).all()  # numpy's: S and every f NaN
+    monkeypatch.setenv("COSIM_JIT", "off")
+    numpy_ = outcome()
+    assert kernels[0] == numpy_[0] and kernels[2] == numpy_[2] == 4

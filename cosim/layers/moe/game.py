@@ -269,9 +269,11 @@ def _jit(game: Game) -> tuple | None:
 
 
 def _prices_of(game: Game, p: np.ndarray) -> np.ndarray | None:
-    """``p`` as the kernels take it ((B, N) float64, C order), or None (the numpy code runs)."""
+    """``p`` as the kernels take it ((B, N) float64, C order, every price finite), or None (the
+    numpy code runs: a NaN or infinite price — a plugin's, never a built-in solver's — gets
+    numpy's answer, e.g. ``np.clip`` keeps a NaN where the follower kernel's clip gives 0)."""
     p = np.asarray(p)
-    if p.ndim != 2 or p.shape[1] != game.n or p.dtype != np.float64:
+    if p.ndim != 2 or p.shape[1] != game.n or p.dtype != np.float64 or not np.isfinite(p).all():
         return None
     return np.ascontiguousarray(p)
 
