@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
 
 
 def both(monkeypatch, fn):
@@ -83,13 +83,14 @@ def test_moe_solvers_bit_identical(monkeypatch, k):
             g = Game(W, F, kappa, sigma=sigma)
             p = fn(g, np.random.default_rng(k), SolverConfig())
             gap = g.nash_gap(np.stack([p, p * 1.07, np.full(g.n, 3.0)]), grid=48, refine=12)
-            out.append((name, p.tobytes(), g.evals, gap.tobytes()))
+            outcome = g.outcome(p[None])  # what the layer records of the prices (the follower kernel)
+            out.append((name, p.tobytes(), g.evals, gap.tobytes(), [v.tobytes() for v in outcome.values()]))
         return out
 
     kernels, numpy_ = both(monkeypatch, solve)
     assert kernels == numpy_ and both.used == set(ENTRY["moe"])
     # the kernels counted GECPA's evaluations as the numpy code does (= the formula)
-    assert kernels[0][0] == "gecpa" and kernels[0][2] == gecpa_evals(len(W), SolverConfig()) + 3 * len(W) * (48 + 2 * 12 + 1) + 3
+    assert kernels[0][0] == "gecpa" and kernels[0][2] == gecpa_evals(len(W), SolverConfig()) + 3 * len(W) * (48 + 2 * 12 + 1) + 3 + 1
 
 
 def test_best_response_reaches_the_sorted_total(monkeypatch):
