@@ -343,18 +343,24 @@ def test_a_layers_latency_terms_in_python_floats_are_the_numpy_codes_bit_for_bit
     assert seen_inf and seen_tie
 
 
+def games_made(monkeypatch) -> list:
+    """The games the layer builds from here on (one interior_equilibrium each), in a list."""
+    from cosim.layers.moe import layer as moe_layer
+
+    games: list = []
+    real = moe_layer.interior_equilibrium
+    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    return games
+
+
 def test_policies_that_see_the_same_free_capacity_share_one_game_and_one_links_call(tmp_path, monkeypatch):
     """Simulated queue (issue 32, fourth pass): policies whose running tasks leave the candidates
     the same compute and memory place, route and price one game (one Game object, one interior
     equilibrium); a policy that holds part of an IV gets its own. In a slot, the tasks of every
     policy on the same TV and IVs share one links computation (one v2v_rate_bps call)."""
-    from cosim.layers.moe import layer as moe_layer
-
     w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path, policies=["uniform", "gecpa", "best-response", "nearest"])
-    games = []
-    real = moe_layer.interior_equilibrium
-    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    games = games_made(monkeypatch)
     lay.submit(w, 0, 0.0)
     # uniform, gecpa, best-response: one link-aware game; nearest: its own placement's
     assert len(games) == 2
@@ -458,14 +464,10 @@ def test_a_policy_that_holds_only_memory_of_an_iv_gets_its_own_game(tmp_path, mo
     """The sharing key's memory part: a policy whose running task holds memory of IV "a" but none
     of its compute sees the same free compute as the others, yet room for one expert fewer on "a"
     (experts of 512 B, 1024 B an IV: two each, one left) — its own placement and its own game."""
-    from cosim.layers.moe import layer as moe_layer
-
     w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path, policies=["uniform", "gecpa"], iv_memory_gb=[1024e-9])
     lay.kernel.capacity.hold("an earlier task", ("gecpa", "mem", "a"), 512e-9)
-    games = []
-    real = moe_layer.interior_equilibrium
-    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    games = games_made(monkeypatch)
     lay.submit(w, 0, 0.0)
     assert len(games) == 2
     tasks = {t.policy: t for t in lay.kernel.active}
