@@ -401,10 +401,12 @@ def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_en
     assert gc.get_freeze_count() == 0 and kept
 
 
-def test_a_policy_prices_its_own_view_of_a_shared_game_whichever_policies_run(tmp_path):
-    """Review of the fourth pass: policies that see the same free capacity share one game, but each
-    prices its own view (Game.view) — a policy that spends a budget of ``game.evals`` and keeps a
-    warm start on the game gets the same prices alone, after gecpa, and before it."""
+@pytest.mark.parametrize("queue", ["simulated", "analytic"])
+def test_a_policy_prices_its_own_view_of_a_shared_game_whichever_policies_run(tmp_path, queue):
+    """Review of the fourth pass: policies that see the same free capacity (with the analytic
+    queue: every link-aware policy) share one game, but each prices its own view (Game.view) — a
+    policy that spends a budget of ``game.evals`` and keeps a warm start on the game gets the same
+    prices alone, after gecpa, and before it."""
     from cosim.registry import register_policy
 
     @register_policy("moe", "evals-and-stash")
@@ -421,7 +423,7 @@ def test_a_policy_prices_its_own_view_of_a_shared_game_whichever_policies_run(tm
     got = {}
     for i, order in enumerate((["evals-and-stash"], ["gecpa", "evals-and-stash"], ["evals-and-stash", "gecpa"],
                                ["evals-and-stash", "uniform"])):
-        lay = layer(tmp_path / str(i), policies=order)
+        lay = layer(tmp_path / str(i), policies=order, queue=queue)
         lay.submit(w, 0, 0.0)
         assert not lay.failed
         tasks = {t.policy: t for t in lay.kernel.active}
