@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
 
 
 def both(monkeypatch, fn):
@@ -83,13 +83,14 @@ def test_moe_solvers_bit_identical(monkeypatch, k):
             g = Game(W, F, kappa, sigma=sigma)
             p = fn(g, np.random.default_rng(k), SolverConfig())
             gap = g.nash_gap(np.stack([p, p * 1.07, np.full(g.n, 3.0)]), grid=48, refine=12)
-            out.append((name, p.tobytes(), g.evals, gap.tobytes()))
+            outcome = g.outcome(p[None])  # what the layer records of the prices (the follower kernel)
+            out.append((name, p.tobytes(), g.evals, gap.tobytes(), [v.tobytes() for v in outcome.values()]))
         return out
 
     kernels, numpy_ = both(monkeypatch, solve)
     assert kernels == numpy_ and both.used == set(ENTRY["moe"])
     # the kernels counted GECPA's evaluations as the numpy code does (= the formula)
-    assert kernels[0][0] == "gecpa" and kernels[0][2] == gecpa_evals(len(W), SolverConfig()) + 3 * len(W) * (48 + 2 * 12 + 1) + 3
+    assert kernels[0][0] == "gecpa" and kernels[0][2] == gecpa_evals(len(W), SolverConfig()) + 3 * len(W) * (48 + 2 * 12 + 1) + 3 + 1
 
 
 def test_best_response_reaches_the_sorted_total(monkeypatch):
@@ -307,3 +308,28 @@ def test_outcome_by_the_follower_kernel_bit_identical(monkeypatch, k):
     assert outcomes() == kernels and len(ran) == 5
     declined = [np.frombuffer(o["declined"], dtype=bool) for o in kernels[0]]
     assert declined[2].all() and not declined[0].any()  # p_max: the TV buys nothing; 10: it buys
+
+
+def test_outcome_of_prices_that_are_not_finite_is_numpys(monkeypatch):
+    """A NaN or infinite price (a plugin's) takes the numpy code, kernels on or off: np.clip keeps
+    the NaN the follower kernel's clip would turn into 0 (review of the fourth pass)."""
+    from cosim.layers.moe import kernels as mk
+
+    W, F, kappa, sigma = games()[0]
+    ran = []
+    kernel = mk.follower
+    monkeypatch.setattr(mk, "follower", lambda *a: ran.append(1) or kernel(*a))
+
+    def outcome():
+        g = Game(W, F, kappa, sigma=sigma)
+        p = np.stack([np.full(g.n, 10.0), np.full(g.n, 10.0), np.full(g.n, 10.0)])
+        p[0, 0], p[1, -1], p[2, 0] = np.nan, np.inf, -np.inf
+        with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: numpy warns
+            return {key: v.tobytes() for key, v in g.outcome(p).items()}, g.outcome(p[:1])["f"], g.evals
+
+    monkeypatch.setenv("COSIM_JIT", "on")
+    kernels = outcome()
+    assert not ran and np.isnan(kernels[1]).all()  # numpy's: S and every f NaN
+    monkeypatch.setenv("COSIM_JIT", "off")
+    numpy_ = outcome()
+    assert kernels[0] == numpy_[0] and kernels[2] == numpy_[2] == 4

@@ -422,9 +422,10 @@ def sections_child(end: float) -> None:
                       "incl": incl, "own": own, "calls": calls}))
 
 
-def sections(args: argparse.Namespace) -> None:
-    """``--sections END``: where the layer's CPU goes in a whole run, per task (children of
-    :func:`sections_child`, this checkout's and ``--baseline-src``'s interleaved)."""
+def _children(args: argparse.Namespace, flag: str, end: float, progress) -> dict[str, list]:  # noqa: ANN001
+    """{"this" (, "base"): the JSON each child ``flag END --src SRC`` printed last, per round}: this
+    checkout's and ``--baseline-src``'s children interleaved, ``--rounds`` times; ``progress(x)``
+    says one child's result on stderr (:func:`sections`, :func:`outside`)."""
     import json
     import subprocess
 
@@ -432,13 +433,20 @@ def sections(args: argparse.Namespace) -> None:
     got: dict[str, list] = {k: [] for k in srcs}
     for r in range(args.rounds):
         for k, src in srcs.items():
-            out = subprocess.run([sys.executable, __file__, "--sections-child", str(args.sections), "--src", src],
+            out = subprocess.run([sys.executable, __file__, flag, str(end), "--src", src],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"})
             if out.returncode:
                 raise SystemExit(out.stderr[-2000:])
             got[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r + 1}/{args.rounds} {k}: run {got[k][-1]['moe']:.2f} s CPU, core alone {got[k][-1]['core']:.2f} s",
-                  file=sys.stderr)
+            print(f"round {r + 1}/{args.rounds} {k}: {progress(got[k][-1])}", file=sys.stderr)
+    return got
+
+
+def sections(args: argparse.Namespace) -> None:
+    """``--sections END``: where the layer's CPU goes in a whole run, per task (children of
+    :func:`sections_child`, this checkout's and ``--baseline-src``'s interleaved)."""
+    got = _children(args, "--sections-child", args.sections,
+                    lambda x: f"run {x['moe']:.2f} s CPU, core alone {x['core']:.2f} s")
     print(f"grid6_moe, seed 42, {args.sections:g} s, serial; CPU seconds, median of {args.rounds} rounds; "
           "per task: over the run's tasks")
     for k, rounds in got.items():
@@ -518,19 +526,7 @@ def outside(args: argparse.Namespace) -> None:
     pricing calls (``_prices``: the solvers and their wrappers), numba's cache load and torch's
     import done before the run; children of :func:`outside_child`, this checkout's and
     ``--baseline-src``'s interleaved, ``--rounds`` times (min / median)."""
-    import json
-    import subprocess
-
-    srcs = {"this": str(ROOT), **({"base": str(Path(args.baseline_src).resolve())} if args.baseline_src else {})}
-    got: dict[str, list] = {k: [] for k in srcs}
-    for r in range(args.rounds):
-        for k, src in srcs.items():
-            out = subprocess.run([sys.executable, __file__, "--outside-child", str(args.outside), "--src", src],
-                                 capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"})
-            if out.returncode:
-                raise SystemExit(out.stderr[-2000:])
-            got[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r + 1}/{args.rounds} {k}: run {got[k][-1]['run']:.2f} s CPU", file=sys.stderr)
+    got = _children(args, "--outside-child", args.outside, lambda x: f"run {x['run']:.2f} s CPU")
     print(f"grid6_moe, seed 42, {args.outside:g} s, serial; ms of CPU per task, min / median of {args.rounds} rounds")
     for k, rounds in got.items():
         n = rounds[0]["tasks"]

@@ -343,18 +343,24 @@ def test_a_layers_latency_terms_in_python_floats_are_the_numpy_codes_bit_for_bit
     assert seen_inf and seen_tie
 
 
+def games_made(monkeypatch) -> list:
+    """The games the layer builds from here on (one interior_equilibrium each), in a list."""
+    from cosim.layers.moe import layer as moe_layer
+
+    games: list = []
+    real = moe_layer.interior_equilibrium
+    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    return games
+
+
 def test_policies_that_see_the_same_free_capacity_share_one_game_and_one_links_call(tmp_path, monkeypatch):
     """Simulated queue (issue 32, fourth pass): policies whose running tasks leave the candidates
     the same compute and memory place, route and price one game (one Game object, one interior
     equilibrium); a policy that holds part of an IV gets its own. In a slot, the tasks of every
     policy on the same TV and IVs share one links computation (one v2v_rate_bps call)."""
-    from cosim.layers.moe import layer as moe_layer
-
     w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
     lay = layer(tmp_path, policies=["uniform", "gecpa", "best-response", "nearest"])
-    games = []
-    real = moe_layer.interior_equilibrium
-    monkeypatch.setattr(moe_layer, "interior_equilibrium", lambda g: games.append(g) or real(g))
+    games = games_made(monkeypatch)
     lay.submit(w, 0, 0.0)
     # uniform, gecpa, best-response: one link-aware game; nearest: its own placement's
     assert len(games) == 2
@@ -391,5 +397,97 @@ def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_en
     kept = [object() for _ in range(10)] + [[] for _ in range(1000)]  # tracked containers made since
     lay.submit(world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0])), 0, 0.0)
     assert gc.get_freeze_count() >= built + 1000
+    lay.on_end()
+    assert gc.get_freeze_count() == 0 and kept
+
+
+@pytest.mark.parametrize("queue", ["simulated", "analytic"])
+def test_a_policy_prices_its_own_view_of_a_shared_game_whichever_policies_run(tmp_path, queue):
+    """Review of the fourth pass: policies that see the same free capacity (with the analytic
+    queue: every link-aware policy) share one game, but each prices its own view (Game.view) — a
+    policy that spends a budget of ``game.evals`` and keeps a warm start on the game gets the same
+    prices alone, after gecpa, and before it."""
+    from cosim.registry import register_policy
+
+    @register_policy("moe", "evals-and-stash")
+    def evals_and_stash(game, rng, options):  # noqa: ARG001
+        assert game.evals == 0 and "_warm" not in game.__dict__  # nothing of another policy's
+        p = np.full((1, game.n), 1.0)
+        while game.evals < 300:  # a budget of follower evaluations, as the built-in searches
+            game.outcome(p)
+            p = p * 1.001
+        object.__setattr__(game, "_warm", p[0])
+        return np.clip(p[0], game.p_min, game.p_max)
+
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    got = {}
+    for i, order in enumerate((["evals-and-stash"], ["gecpa", "evals-and-stash"], ["evals-and-stash", "gecpa"],
+                               ["evals-and-stash", "uniform"])):
+        lay = layer(tmp_path / str(i), policies=order, queue=queue)
+        lay.submit(w, 0, 0.0)
+        assert not lay.failed
+        tasks = {t.policy: t for t in lay.kernel.active}
+        got[i] = (tasks["evals-and-stash"].prices.tobytes(), tasks["evals-and-stash"].evals)
+    assert got[0][1] == 300  # 1.001^n with one evaluation each: 300 evaluations counted, its own
+    assert got[0] == got[1] == got[2] == got[3]
+
+
+def test_a_layers_latency_terms_tie_nan_and_no_compute_by_hand(tmp_path):
+    """_layer_terms' edge cases in exactly representable numbers (b = 1 bit a token, 1 TFLOP a
+    token, no memory term): a tie of two IVs with different splits keeps the first (np.argmax); a
+    NaN sum wins, as in np.argmax, even after a finite one; no compute bought gives comp = inf."""
+    import math
+
+    from cosim.layers.moe.layer import _div
+
+    lay = layer(tmp_path)
+    lay.token_bits, lay.flop_per_token, lay.expert_gb = 1.0, 1.0, 0.0
+    # IV0: 4 tokens, rates (2, 2), f 2 -> comm 4/2 + 4/2 = 4, comp 4/2 = 2; IV1: (4, 4), f 1 -> 2, 4
+    rates, f = {0: (2.0, 2.0), 1: (4.0, 4.0)}, np.array([2.0, 1.0])
+    assert lay._layer_terms([0, 1], [4, 4], rates, f) == (4.0, 2.0, 0.0)
+    assert lay._layer_terms([1, 0], [4, 4], rates, f) == (2.0, 4.0, 0.0)  # the first the experts name
+    got = lay._layer_terms([0, 1], [4, 4], {0: (2.0, 2.0), 1: (math.nan, 4.0)}, f)
+    assert math.isnan(got[0]) and got[1:] == (4.0, 0.0)  # IV1's: np.argmax([6, nan]) = 1
+    assert lay._layer_terms([0, 1], [4, 4], rates, np.array([2.0, 0.0])) == (2.0, math.inf, 0.0)
+    for host, toks, r, ff in (([0, 1], [4, 4], {0: (2.0, 2.0), 1: (math.nan, 4.0)}, f),
+                              ([0, 1], [4, 4], rates, np.array([2.0, 0.0]))):
+        want = _layer_terms_numpy(lay, np.array(host), np.array(toks), r, ff)
+        assert np.array(lay._layer_terms(host, toks, r, ff)).tobytes() == np.array(want).tobytes()
+    # _div against numpy's float64 division: the same number with its sign, or NaN where numpy's is
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in (3.0, -3.0, 0.0, -0.0, math.nan, math.inf):
+            for b in (2.0, 0.0, -0.0):
+                got, want = _div(a, b), float(np.float64(a) / np.float64(b))
+                assert (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got)
+                                                                   == math.copysign(1, want)), (a, b)
+
+
+def test_a_policy_that_holds_only_memory_of_an_iv_gets_its_own_game(tmp_path, monkeypatch):
+    """The sharing key's memory part: a policy whose running task holds memory of IV "a" but none
+    of its compute sees the same free compute as the others, yet room for one expert fewer on "a"
+    (experts of 512 B, 1024 B an IV: two each, one left) — its own placement and its own game."""
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    lay = layer(tmp_path, policies=["uniform", "gecpa"], iv_memory_gb=[1024e-9])
+    lay.kernel.capacity.hold("an earlier task", ("gecpa", "mem", "a"), 512e-9)
+    games = games_made(monkeypatch)
+    lay.submit(w, 0, 0.0)
+    assert len(games) == 2
+    tasks = {t.policy: t for t in lay.kernel.active}
+    assert tasks["uniform"].layer_iv.tolist() == [[0, 1], [0, 1]]
+    assert (tasks["gecpa"].layer_iv == 0).sum() == 1  # one expert on "a"
+
+
+def test_the_second_freeze_waits_for_the_first_priced_task(tmp_path):
+    """A first task with no IV in range is priced by no policy (it loads no solver kernel): the
+    layer freezes after the first task that was priced, whatever its id."""
+    import gc
+
+    gc.unfreeze()
+    lay = layer(tmp_path, policies=["gecpa"])
+    lay.submit(world().update(snap(0.0, ["tv"], [0.0])), 0, 0.0)  # alone: "no-ivs"
+    after_none = gc.get_freeze_count()
+    kept = [[] for _ in range(1000)]  # tracked containers made since
+    lay.submit(world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0])), 0, 0.0)
+    assert lay.next_id == 2 and gc.get_freeze_count() >= after_none + 1000
     lay.on_end()
     assert gc.get_freeze_count() == 0 and kept

@@ -279,3 +279,24 @@ def test_the_experts_weights_are_kept_and_collected_afresh_after_a_move():
     assert again is not kept and again[0][0].dtype == torch.float64 and again[0][0] is layer.experts[0].up.weight
     with torch.no_grad():
         assert layer(x.double()).dtype == torch.float64
+
+
+def test_the_kept_weights_follow_a_state_dict_assigned_and_a_parameter_replaced():
+    """load_state_dict(assign=True) replaces the experts' parameters: the kept lists are dropped
+    and the layer computes what a fresh layer given that state dict computes; a parameter assigned
+    to a submodule is picked up after forget_weights (review of the fourth pass)."""
+    torch.manual_seed(0)
+    layer = MoELayer(dim=8, ffn=16, experts=3, top_k=2).eval()
+    x = torch.randn(5, 8)
+    layer.weights()
+    sd = {k: v.clone() + 1.0 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(sd, assign=True)
+    assert layer.weights()[0][0] is layer.experts[0].up.weight
+    fresh = MoELayer(dim=8, ffn=16, experts=3, top_k=2).eval()
+    fresh.load_state_dict(sd)
+    with torch.no_grad():
+        assert torch.equal(layer(x), fresh(x))
+        layer.experts[1].up.weight = torch.nn.Parameter(torch.zeros(16, 8))
+        layer.forget_weights()
+        assert layer.weights()[0][1] is layer.experts[1].up.weight
+        assert not torch.equal(layer(x), fresh(x))

@@ -51,6 +51,7 @@ trait ``link_aware=False`` places experts on the nearest vehicles with plain gat
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 
@@ -97,6 +98,17 @@ class Game:
     @property
     def n(self) -> int:
         return len(self.W)
+
+    def view(self) -> "Game":
+        """A shallow copy with its own :attr:`evals` counter, for one policy: policies that see the
+        same free capacity share one game (the layer's ``submit``), each prices its own view — the
+        evaluations it counts, attributes it sets on it and what it rebinds stay its own, whichever
+        other policies run (issue 32, review of the fourth pass). The arrays (W, F, kappa, a) and the
+        kernels' operands are the shared game's: a policy must not change them in place."""
+        _jit(self)  # the kernels' operands, made once on the shared game, go with every view
+        view = copy.copy(self)
+        object.__setattr__(view, "_evals", [0])
+        return view
 
     def follower(self, p: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
         """The TV's best response f (same shape as ``p``, last axis = IVs): the maximiser of
@@ -257,9 +269,11 @@ def _jit(game: Game) -> tuple | None:
 
 
 def _prices_of(game: Game, p: np.ndarray) -> np.ndarray | None:
-    """``p`` as the kernels take it ((B, N) float64, C order), or None (the numpy code runs)."""
+    """``p`` as the kernels take it ((B, N) float64, C order, every price finite), or None (the
+    numpy code runs: a NaN or infinite price — a plugin's, never a built-in solver's — gets
+    numpy's answer, e.g. ``np.clip`` keeps a NaN where the follower kernel's clip gives 0)."""
     p = np.asarray(p)
-    if p.ndim != 2 or p.shape[1] != game.n or p.dtype != np.float64:
+    if p.ndim != 2 or p.shape[1] != game.n or p.dtype != np.float64 or not np.isfinite(p).all():
         return None
     return np.ascontiguousarray(p)
 

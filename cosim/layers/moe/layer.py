@@ -215,7 +215,9 @@ class Task(kn.Task):
 class MoELayer(Layer):
     config_class = MoEConfig
     policy_kind = "pricing solver"
-    shardable = True  # its policies share nothing but the world and the requests
+    # its policies share nothing but the world and the requests: a game shared by policies that see
+    # the same free capacity reaches each as its own view (Game.view: own evals, own attributes)
+    shardable = True
     #: what a process holding any of its policies spends once (torch and the gate model, ~1.8 s;
     #: the requests, the candidates, the link-aware placement's gate pass and game, the batched
     #: Nash gaps): CPU s per 300 s of grid6 (docs/performance.md, "Issue 32, fifth pass: dealing
@@ -253,6 +255,7 @@ class MoELayer(Layer):
         #: of every policy that placed the same TV's experts on the same IVs (_links)
         self._slot_links: tuple = (None, None, {})
         self.next_id = 0
+        self._priced_once = False  # a task has been priced (_keep_long_lived freezes after the first)
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
         from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
@@ -381,7 +384,8 @@ class MoELayer(Layer):
         # per placement (link-aware or not; with the simulated queue also what the policy's running
         # tasks leave free of each candidate, since each policy's tasks hold different IVs — policies
         # that see the same free compute and memory place, route and price the same game, so they
-        # share it: issue 32, fourth pass): (chosen, host, gate quality, tokens, game, candidates)
+        # share it, each pricing its own view of it (Game.view): issue 32, fourth pass): (chosen,
+        # host, gate quality, tokens, game, candidates)
         shared: dict = {}
         priced = []
         for policy in self.live():
@@ -411,14 +415,14 @@ class MoELayer(Layer):
                 continue
             rng = self.rng_for(policy, world, f"moe.{policy}.{tid}")
             t0 = time.perf_counter()
-            before = game[0].evals
+            view = game[0].view()  # its own: what one policy counts or sets on it never reaches another
             try:
-                p_used = self._prices(policy, game[0], rng)
+                p_used = self._prices(policy, view, rng)
             except PolicyFailed as exc:
                 self._drop(policy, exc)
                 continue
             self.kernel.count(policy)
-            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), game[0].evals - before))
+            priced.append((policy, key, names, p_used, 1e3 * (time.perf_counter() - t0), view.evals))
         # the Nash gap and the outcome of every policy's prices, one batched evaluation per game
         # (each row's values are those of a call of its own: the kernels and numpy's reductions
         # along the last axis go row by row)
@@ -458,15 +462,19 @@ class MoELayer(Layer):
                     if n_exp[j]:
                         cap.hold(id(task), (policy, "mem", name), float(n_exp[j] * self.expert_gb))
             self.kernel.start(task)
-        if tid == 0:  # the first task loaded the solvers' kernels (numba): theirs too
+        if priced and not self._priced_once:  # the first priced task loaded the solvers' kernels
+            self._priced_once = True  # (numba; a task with no IVs loads none): theirs too
             self._keep_long_lived()
         return tid
 
     @staticmethod
     def _keep_long_lived() -> None:
-        """``gc.freeze()``, called when the layer is built and after its first task; :meth:`on_end`
-        calls ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
-        :func:`~cosim.layers.moe.model.keep_freed_memory`).
+        """``gc.freeze()``, called when the layer is built and after its first priced task (the
+        first whose game a policy priced: it loaded the solvers' kernels); :meth:`on_end` calls
+        ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
+        :func:`~cosim.layers.moe.model.keep_freed_memory`): it undoes every freeze in the process,
+        not only this layer's — anything else in the process that froze objects sees them
+        unfrozen at the layer's end.
 
         torch and numba bring some 270,000 objects the cyclic garbage collector tracks; each of
         its full (oldest-generation) passes walks all of them — ~0.11 s a pass here, two passes a

@@ -83,7 +83,10 @@ class MoELayer(nn.Module):
         Kept after the first call (issue 32, fourth pass: collecting them walks 32 module
         attributes, ~37 us a block): the same parameter tensors, which ``load_state_dict`` and
         in-place edits update where they are; :meth:`_apply` (``.to(device)`` and the like, which
-        may replace them) forgets them."""
+        may replace them) and :meth:`_load_from_state_dict` (``load_state_dict(..., assign=True)``
+        replaces them) forget them. Assigning a new parameter to an expert's submodule
+        (``layer.experts[1].up.weight = nn.Parameter(...)``) is not seen: call
+        :meth:`forget_weights` after it (or edit the tensor in place, or load a state dict)."""
         kept = self.__dict__.get("_weights")
         if kept is None:
             ups, downs = [e.up for e in self.experts], [e.down for e in self.experts]
@@ -91,10 +94,21 @@ class MoELayer(nn.Module):
             self.__dict__["_weights"] = kept
         return kept
 
+    def forget_weights(self) -> None:
+        """:meth:`weights` collects the parameters afresh at its next call."""
+        self.__dict__.pop("_weights", None)
+
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202
         """:meth:`nn.Module._apply`, then :meth:`weights` collects the parameters afresh."""
-        self.__dict__.pop("_weights", None)
+        self.forget_weights()
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        """:meth:`nn.Module._load_from_state_dict` (called once for this module by every
+        ``load_state_dict``; with ``assign=True`` the experts' parameters are replaced), then
+        :meth:`weights` collects the parameters afresh."""
+        self.forget_weights()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def combine(self, x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The experts' weighted outputs summed per token, for the routing (``idx``, ``w``)
