@@ -192,6 +192,33 @@ def test_layer_runs_import_no_pandas_and_their_numpy_vs_baseline_is_the_datafram
             assert len(df) and df["edge"].dtype == bool and df["evicted"].dtype != bool
 
 
+@pytest.mark.sumo
+def test_the_plugins_process_imports_no_torch_when_moes_policies_run_in_a_worker(tmp_path):
+    """grid6_all with one policy worker (``--jobs 3``): the deal (by the registered costs) gives the
+    worker every MoE policy, and the plugin's process, which only checks the MoE layer, never
+    imports torch: the gate model is built at its first use (``MoELayer._gate_parts``). The MoE
+    table is still written, by the worker, and equals the same run's table in one process."""
+    from cosim import compare
+
+    out = {"three": tmp_path / "three", "one": tmp_path / "one"}
+    code = (
+        "import sys, json\n"
+        "from cosim.cli import main\n"
+        f"rc = main(['run', {str(ROOT / 'scenarios' / 'grid6_all.toml')!r}, '--jobs', '3', '--end', '40', '-q', "
+        f"'--out', {str(out['three'])!r}])\n"
+        "print(json.dumps([rc, 'torch' in sys.modules]))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [0, False]
+    summary = json.loads((out["three"] / "summary.json").read_text())
+    assert len(summary["cpu_s"]["policy_workers"]) == 1
+    subprocess.run([sys.executable, "-m", "cosim", "run", str(ROOT / "scenarios" / "grid6_all.toml"), "--jobs", "1",
+                    "--end", "40", "-q", "--out", str(out["one"])], check=True, cwd=ROOT, capture_output=True)
+    assert json.loads((out["one"] / "summary.json").read_text())["layers"]["moe"]["gecpa"]["tasks"] > 0
+    assert compare.differences(out["one"], out["three"]) == []
+
+
 def ipc(arr: pa.Array) -> bytes:
     """``arr`` as Arrow IPC bytes: its type, length, null count and every buffer (validity bits,
     offsets, values, and what lies under a null) as written, bit for bit."""

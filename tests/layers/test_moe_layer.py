@@ -385,13 +385,16 @@ def test_policies_that_see_the_same_free_capacity_share_one_game_and_one_links_c
 
 
 def test_the_layer_keeps_long_lived_objects_out_of_full_collections_until_its_end(tmp_path):
-    """_keep_long_lived (issue 32, fourth pass): the layer freezes what is alive when it is built
-    (torch's objects, the gate model) and after its first task (the solvers' kernels), so the
-    collector's full passes skip them; its end unfreezes them all."""
+    """_keep_long_lived (issue 32, fourth pass): the layer freezes what is alive when its gate model
+    is built (torch's objects, the model: at its first use, not with the layer) and after its first
+    priced task (the solvers' kernels), so the collector's full passes skip them; its end
+    unfreezes them all."""
     import gc
 
     gc.unfreeze()
     lay = layer(tmp_path, policies=["gecpa"])
+    assert gc.get_freeze_count() == 0 and lay._gate is None  # built, not used: no model yet
+    assert lay.gate_model is lay.gate_model  # built once, at the first use
     built = gc.get_freeze_count()
     assert built > 0
     kept = [object() for _ in range(10)] + [[] for _ in range(1000)]  # tracked containers made since

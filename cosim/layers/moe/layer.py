@@ -258,16 +258,41 @@ class MoELayer(Layer):
         self._priced_once = False  # a task has been priced (_keep_long_lived freezes after the first)
         self.stats = {p: {"u_iv": [], "u_tv": [], "gap": [], "eq": [], "solve_ms": [], "evals": [], "declined": 0,
                           "reroutes": 0, "moved": 0} for p in self.policies}
-        from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
-
-        keep_freed_memory()  # the gate's 256 KB buffers reused, not faulted in afresh (same values)
-        self.vocab = Vocabulary()
         #: where the gate model runs, and what the summary says of it (``device``: the default
-        #: "cpu" says nothing, so a default run's summary is what it was before the key existed)
-        self.gate_device, self.gate_device_name = gate_device(c.device, where)
-        self.gate_model = GateModel(len(self.vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
-                                    c.top_k, c.gate_model_seed).to(self.gate_device)
-        self._keep_long_lived()  # torch's objects and the model's, out of the collector's full passes
+        #: "cpu" says nothing, so a default run's summary is what it was before the key existed);
+        #: any other value is checked now (torch imported): a device torch does not find is a
+        #: config error before the run
+        self.gate_device, self.gate_device_name = (None, "cpu") if c.device == "cpu" else gate_device(c.device, where)
+        self._gate: tuple | None = None  # (Vocabulary, GateModel), built at the first use (_gate_parts)
+
+    def _gate_parts(self) -> tuple:
+        """(vocabulary, gate model), built at their first use, not with the layer: a process that
+        holds none of this layer's policies (the layer only checked there, its policies dealt to a
+        worker with ``--jobs``) imports no torch and builds no model (~1.2 s of CPU). The model's
+        weights come from ``gate_model_seed`` under a forked RNG, so when it is built changes nothing."""
+        if self._gate is None:
+            from cosim.layers.moe.model import GateModel, Vocabulary, keep_freed_memory
+
+            c = self.cfg
+            keep_freed_memory()  # the gate's 256 KB buffers reused, not faulted in afresh (same values)
+            if self.gate_device is None:
+                self.gate_device, self.gate_device_name = gate_device(c.device, self.where)
+            vocab = Vocabulary()
+            model = GateModel(len(vocab), c.gate_model_dim, 2 * c.gate_model_dim, c.moe_layers, c.experts,
+                              c.top_k, c.gate_model_seed).to(self.gate_device)
+            self._gate = (vocab, model)
+            self._keep_long_lived()  # torch's objects and the model's, out of the collector's full passes
+        return self._gate
+
+    @property
+    def vocab(self):  # noqa: ANN201
+        """The prompts' vocabulary (:class:`~cosim.layers.moe.model.Vocabulary`; built at first use)."""
+        return self._gate_parts()[0]
+
+    @property
+    def gate_model(self):  # noqa: ANN201
+        """The gate model (:class:`~cosim.layers.moe.model.GateModel`; built at first use)."""
+        return self._gate_parts()[1]
 
     def on_start(self) -> None:
         self.table = self.ctx.table(self.task_table)
@@ -332,8 +357,9 @@ class MoELayer(Layer):
         device and the loads back)."""
         import torch
 
+        model = self.gate_model  # built at the first use, and with it gate_device
         with _one_thread() if self.gate_device.type == "cpu" else contextlib.nullcontext():
-            return self.gate_model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
+            return model.load(prompt, torch.as_tensor(gate_q, dtype=torch.float32), memo).numpy()
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
