@@ -495,9 +495,9 @@ class MoELayer(Layer):
 
     @staticmethod
     def _keep_long_lived() -> None:
-        """``gc.freeze()``, called when the layer is built and after its first priced task (the
-        first whose game a policy priced: it loaded the solvers' kernels); :meth:`on_end` calls
-        ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
+        """``gc.freeze()``, called when the gate model is built (at its first use) and after its
+        first priced task (the first whose game a policy priced: it loaded the solvers' kernels);
+        :meth:`on_end` calls ``gc.unfreeze()`` (issue 32, fourth pass; process-wide, like
         :func:`~cosim.layers.moe.model.keep_freed_memory`): it undoes every freeze in the process,
         not only this layer's — anything else in the process that froze objects sees them
         unfrozen at the layer's end.
