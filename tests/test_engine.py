@@ -119,10 +119,10 @@ def _count_builds(monkeypatch) -> list:
     return built
 
 
-def _cfg(tmp_path, extra=""):
+def _cfg(tmp_path, extra="", cache=""):
     f = tmp_path / "s.toml"
     f.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nbegin_s = 5\nend_s = 25\nslot_s = 1.0\nstep_length_s = 0.25\n'
-                 f'{extra}[layers.dvit]\npolicies = ["vidi", "optimal", "sdi", "mddi"]\n[layers.cache]\n')
+                 f'{extra}[layers.dvit]\npolicies = ["vidi", "optimal", "sdi", "mddi"]\n[layers.cache]\n{cache}')
     return load_config(f)
 
 
@@ -169,7 +169,8 @@ def test_with_policy_workers_the_plugin_s_process_builds_each_layer_once(tmp_pat
     share 0's built again by the session."""
     from cosim.engine.session import Session
     built = _count_builds(monkeypatch)
-    spec = resolve(_cfg(tmp_path, "jobs = 3\n"))
+    # two cache policies: the deal (by the registered costs) then splits DViT over both processes
+    spec = resolve(_cfg(tmp_path, "jobs = 3\n", 'policies = ["lc", "lru"]\n'))
     assert built == ["dvit", "cache"]
     owner = spec.plan.owner
     mine = [p for p in ["vidi", "optimal", "sdi", "mddi"] if owner[("dvit", p)] == 0]
@@ -193,14 +194,16 @@ def test_a_policy_dealt_to_a_worker_is_still_checked_before_the_run(tmp_path):
 
     f = tmp_path / "m.toml"
     f.write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\nend_s = 20\njobs = 3\n[layers.moe]\n'
-                 'policies = ["uniform", "nearest"]\n'
-                 '[layers.moe.options.uniform]\nuniform_price = 5000.0\n')
+                 'policies = ["uniform", "nearest"]\n')
     cfg = load_config(f)
-    ok = resolve(cfg.replace(layers={"moe": {**cfg.layers["moe"], "options": {}}}))
-    assert ok.plan.owner[("moe", "uniform")] != 0  # dealt to a worker: the plugin's layer does not run it
-    assert "uniform" not in ok.layers[0].policies
-    with pytest.raises(ConfigError, match=r"layers\.moe\.options\.uniform\.uniform_price: 5000 is outside price_range \[0\.01, 1000\]"):
-        resolve(cfg)
+    ok = resolve(cfg)
+    away = [p for p in ("uniform", "nearest") if ok.plan.owner[("moe", p)] != 0]
+    assert away and not set(away) & set(ok.layers[0].policies)  # dealt to a worker: the plugin's layer does not run it
+    p = away[0]  # every solver's options carry uniform_price (its posted or starting price)
+    bad = cfg.replace(layers={"moe": {**cfg.layers["moe"], "options": {p: {"uniform_price": 5000.0}}}})
+    assert resolve(cfg.replace(layers={"moe": {**cfg.layers["moe"], "options": {p: {"uniform_price": 50.0}}}})).plan.owner == ok.plan.owner
+    with pytest.raises(ConfigError, match=rf"layers\.moe\.options\.{p}\.uniform_price: 5000 is outside price_range \[0\.01, 1000\]"):
+        resolve(bad)
 
 
 def test_set_items_of_layer_keys_build_the_layers_once_and_an_error_names_its_item(tmp_path, monkeypatch):
