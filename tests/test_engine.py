@@ -12,7 +12,7 @@ import pytest
 
 from cosim.config import load as load_config
 from cosim.engine import processes
-from cosim.engine.signals import interrupt_pending, interrupts, raise_terminated
+from cosim.engine.signals import interrupt_pending, interrupts, raise_terminated, raised_mark, reraise_dropped
 from cosim.engine.spec import resolve
 from cosim.engine.timeline import slot_times
 from cosim.errors import Terminated
@@ -227,3 +227,39 @@ def test_set_items_of_layer_keys_build_the_layers_once_and_an_error_names_its_it
     with pytest.raises(CosimError) as e:
         _apply_output_args(cfg, args(good[0], "layers.cache.gpu_memory_gb=-1", good[1]))
     assert "--set layers.cache.gpu_memory_gb=-1" in str(e.value) and "layers.cache.gpu_memory_gb" in str(e.value)
+
+
+def test_a_sigterm_dropped_inside_a_c_callback_is_raised_again_at_the_next_slot(monkeypatch):
+    """A SIGTERM whose handler runs inside a C callback (as llvmlite's object-cache hook while numba
+    loads a kernel; here libc's qsort calling a ctypes comparison) is dropped by Python ("Exception
+    ignored"): the run went on and completed. The slot loop now raises it at the next slot
+    (reraise_dropped), and the dropped one prints no traceback."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    cmp_t = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+    sent = []
+
+    def cmp(a, b):  # noqa: ANN001, ANN202
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs between these bytecodes, inside the callback
+                pass
+        return a[0] - b[0]
+
+    arr = (ctypes.c_int * 5)(5, 1, 4, 2, 3)
+    printed = []  # what reaches the unraisable hook that was in place (Python's prints a traceback)
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    with interrupts(signal.SIGTERM):
+        mark = raised_mark()
+        libc.qsort(arr, 5, ctypes.sizeof(ctypes.c_int), cmp_t(cmp))  # no exception comes out of it
+        assert sent and raised_mark() == mark + 1
+        with pytest.raises(Terminated):
+            reraise_dropped(mark)
+        reraise_dropped(mark + 1)  # nothing raised since: nothing to raise
+    assert printed == [] and sys.unraisablehook == printed.append  # the hook in place again
+    with interrupts(signal.SIGTERM):  # anything else dropped in a callback still reaches it
+        ctypes.CFUNCTYPE(None)(lambda: 1 / 0)()
+    assert [type(u.exc_value) for u in printed] == [ZeroDivisionError]

@@ -17,7 +17,7 @@ from typing import Any
 import traci
 
 from cosim.engine.session import Session
-from cosim.engine.signals import interrupts
+from cosim.engine.signals import interrupts, raised_mark, reraise_dropped
 from cosim.engine.timeline import EPS, slot_times
 from cosim.errors import CosimError, DiskFull, SumoDied, Terminated, WorkerDied, interrupt_in, is_disk_full
 from cosim.sources.sumo import make_reader
@@ -42,6 +42,7 @@ def drive(session: Session, source: Any, progress: bool = True, signals: bool = 
             if session.overlay is not None:
                 session.overlay.connect(source.conn, session.world, session.layers)
             session.world.route_of = source.route_of
+            mark = raised_mark()
             for target in slot_times(source.time_s(), tl.slot_s, tl.end_s):
                 t0 = time.perf_counter()
                 snap = source.step_to(target)
@@ -50,6 +51,7 @@ def drive(session: Session, source: Any, progress: bool = True, signals: bool = 
                 t2 = time.perf_counter()
                 session.timing.add_slot(t1 - t0, t2 - t1, source)
                 prog.update(session, snap.time_s, len(snap))
+                reraise_dropped(mark)  # a SIGTERM/Ctrl-C that landed in a C callback (numba's) and was dropped
                 if tl.end_s is None and source.finished():
                     break
             prog.update(session, session.world.time_s, len(session.world.snap), force=True)

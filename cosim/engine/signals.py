@@ -19,12 +19,18 @@ hold covers the signal, in which case the innermost such hold keeps it until its
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 from cosim.errors import Terminated
 
 #: the holds active now (innermost last)
 _HOLDS: list["interrupts"] = []
+#: every signal :func:`raise_terminated` raised, in order. A raise Python cannot deliver — the
+#: handler ran inside a C callback, e.g. llvmlite's object-cache hook (ctypes) while numba loads
+#: or compiles a kernel, where an exception is printed as "ignored" and dropped — is raised again
+#: by the slot loop at the next slot (:func:`reraise_dropped`)
+_RAISED: list[int] = []
 
 
 def interruption(signum: int) -> KeyboardInterrupt:
@@ -42,7 +48,35 @@ def raise_terminated(signum: int, frame: object) -> None:
                 raise interruption(signum)
             h.pending.append(signum)
             return
+    _RAISED.append(signum)
     raise interruption(signum)
+
+
+def raised_mark() -> int:
+    """How many signals :func:`raise_terminated` has raised so far (for :func:`reraise_dropped`)."""
+    return len(_RAISED)
+
+
+def reraise_dropped(mark: int) -> None:
+    """Called where the run goes on (the slot loop, after each slot): a signal raised since
+    ``mark`` that did not end the run was dropped on its way (raised inside a C callback), so it
+    is raised now."""
+    if len(_RAISED) > mark:
+        raise interruption(_RAISED[mark])
+
+
+def _quiet_dropped(unraisable: object) -> None:
+    """``sys.unraisablehook`` while our handler is in place: an interruption we raised that Python
+    had to drop (it is raised again at the next slot) prints nothing — no "Exception ignored"
+    traceback; anything else goes to the hook that was there."""
+    exc = getattr(unraisable, "exc_value", None)
+    if isinstance(exc, KeyboardInterrupt) and _RAISED:
+        return
+    _PREVIOUS_HOOK[-1](unraisable)
+
+
+#: the unraisable hooks ``_quiet_dropped`` replaced (innermost last)
+_PREVIOUS_HOOK: list = []
 
 
 def interrupt_pending() -> bool:
@@ -83,6 +117,9 @@ class interrupts:  # noqa: N801 - a context manager, like contextlib's
                                                               raise_terminated):
                     continue
                 self._old[sig] = signal.signal(sig, raise_terminated)
+            if self._old:
+                _PREVIOUS_HOOK.append(sys.unraisablehook)
+                sys.unraisablehook = _quiet_dropped
         if self.hold:
             _HOLDS.append(self)
             self._held = True
@@ -92,6 +129,8 @@ class interrupts:  # noqa: N801 - a context manager, like contextlib's
         if self._held:
             _HOLDS.remove(self)
             self._held = False
+        if self._old:
+            sys.unraisablehook = _PREVIOUS_HOOK.pop()
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
