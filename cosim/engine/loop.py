@@ -35,6 +35,7 @@ def drive(session: Session, source: Any, progress: bool = True, signals: bool = 
     status, error, failure = "completed", None, None
     summary: dict = {}
     with interrupts(signal.SIGTERM, install="unowned") if signals else contextlib.nullcontext():
+        mark = raised_mark()  # a signal raised from here on that did not end the run was dropped
         try:
             session.source = source
             source.start()
@@ -42,7 +43,6 @@ def drive(session: Session, source: Any, progress: bool = True, signals: bool = 
             if session.overlay is not None:
                 session.overlay.connect(source.conn, session.world, session.layers)
             session.world.route_of = source.route_of
-            mark = raised_mark()
             for target in slot_times(source.time_s(), tl.slot_s, tl.end_s):
                 t0 = time.perf_counter()
                 snap = source.step_to(target)
