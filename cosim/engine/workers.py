@@ -170,7 +170,7 @@ def _deal(layers: list, workers: int) -> tuple[_Deal, dict[tuple[str, str], int]
         for size in range(1, len(candidates) + 1):
             for chosen in itertools.combinations(candidates, size):
                 d = _deal_split(base, dealable, workers, frozenset(c.name for c in chosen))
-                if d.top < best.top - 1e-9:  # strictly lower: else the layers stay whole
+                if d.top < best.top - 1e-9:  # strictly lower than every earlier choice: ties keep fewer splits
                     best = d
     return best, fixed
 
@@ -182,8 +182,10 @@ def plan(cfg: "Config", workers: int, layers: list | None = None) -> Plan:
     any of its policies spends once — imports, start-up, the work its policies share), which a
     share pays once per layer it holds. Each layer is kept whole — in one share — unless
     splitting it lowers the busiest share's load: every choice of layers to split is dealt
-    (fewer splits first; the costliest :data:`SPLIT_AT_MOST` layers are considered) and the
-    first with a strictly lower maximum is kept. A deal goes costliest unit first — a whole
+    (fewer splits first; the costliest :data:`SPLIT_AT_MOST` layers are considered) and the one
+    with the lowest maximum over every choice is kept; ties (within 1e-9) go to the earliest dealt
+    — fewer splits, then the earlier layers — so no layer is split unless that lowers the
+    maximum. A deal goes costliest unit first — a whole
     layer, or one policy of a split layer — each to the share it leaves least loaded (ties: the
     lower share); share 0, the plugin's process, starts with :data:`PLUGIN_LOAD` (the world and
     the recording), each worker with :data:`WORKER_LOAD`. Policies a fresh process cannot
