@@ -333,6 +333,29 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
 
 
 # -- the results of one process ------------------------------------------------------------------
+def _without_moe(layers_toml: str) -> str:
+    return layers_toml[:layers_toml.index("[layers.moe]")]
+
+
+def _spread_without_moe_matches_one_process(tmp_path, layers_toml, end_s):
+    """``layers_toml`` less MoE at ``--jobs 3``: DViT and the cache each split over the plugin's
+    process and the one worker — {dvit: optimal, cache: lc, lfu} | {dvit: vidi, sdi, mddi;
+    cache: lc-predictive} (the registered costs, docs/performance.md: 1.3 + dvit 0.32 + 0.38 +
+    cache 0.06 + 0.07 + 0.07 = 2.2 against 0.5 + dvit 0.32 + 0.97 + 0.05 + 0.05 + cache 0.06 +
+    0.22 = 2.17) — so both layers run in a worker, and their tables equal one process's."""
+    toml = _without_moe(layers_toml)
+    p = workers.plan(_cfg(tmp_path, toml), 1)
+    assert [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares] == [
+        {"dvit": ["optimal"], "cache": ["lc", "lfu"]}, {"dvit": ["vidi", "sdi", "mddi"], "cache": ["lc-predictive"]}]
+    assert p.loads == pytest.approx([2.2, 2.17])
+    serial = run_grid6(tmp_path, toml, end_s=end_s, out="serial-nomoe")
+    spread = run_grid6(tmp_path, toml, "--jobs", "3", end_s=end_s, out="spread-nomoe")
+    same_results(serial, spread, tables_at_least=3)
+    assert len(json.loads((spread / "summary.json").read_text())["cpu_s"]["policy_workers"]) == 1
+    for table, policy in (("dvit_tasks", "vidi"), ("cache_requests", "lc-predictive")):  # rows from the worker
+        assert (pd.read_parquet(spread / f"{table}.parquet")["policy"].astype(str) == policy).sum() > 0
+
+
 @pytest.mark.sumo
 def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     serial = run_grid6(tmp_path, MANY, end_s=20, out="serial")  # 20 slots: every table has rows
@@ -347,6 +370,7 @@ def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # split over both workers (plan: MoE split)
     # one batch per slot: the parts as output.flush_slots (50) says, 20 slots -> one part each
     assert [len(list((d / "cache_requests.parquet").glob("part-*.parquet"))) for d in (serial, spread)] == [1, 1]
+    _spread_without_moe_matches_one_process(tmp_path, MANY, end_s=20)  # the cache layer in a worker
 
 
 @pytest.mark.sumo
@@ -364,6 +388,8 @@ def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
     # the replay spread gives the live run's results (the routes reached the workers too): what
     # a replay in one process gives, as tests/test_replay.py has it
     same_results(serial, tmp_path / "rep3", tables_at_least=5)
+    # DViT's simulated queue (and the cache) in a worker, with handover = "migrate"
+    _spread_without_moe_matches_one_process(tmp_path, sim, end_s=30)
 
 
 @pytest.mark.sumo
