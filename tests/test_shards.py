@@ -178,6 +178,31 @@ def test_a_layer_is_split_where_that_lowers_the_busiest_share(tmp_path):
     assert [workers.auto_jobs(layers, c) for c in (2, 3, 4, 16)] == [3, 4, 4, 4]
 
 
+def test_a_policy_joining_its_layer_s_pinned_policy_in_share_0_pays_no_shared_cost_again(tmp_path):
+    # a: shared 2, a0 pinned (registered in the script: stays in share 0) 1, a1 dealable 1; b:
+    # shared 0, b1 10. Share 0 starts at 1.3 + 2 + 1 = 4.3 (a's shared cost counted with a0),
+    # a worker at 0.5. b (10) to 1 (10.5 < 14.3); a1 (alone 3) to 0, which holds a already:
+    # 4.3 + 1 = 5.3 (< 13.5), not 4.3 + 3 = 7.3
+    from cosim.layers.base import Policy
+
+    a = _made(2.0, a0=1.0, a1=1.0)("a")
+    a.policies["a0"] = Policy(dataclasses.replace(a.policies["a0"].spec, module="__main__"), None, {})
+    layers = [a, _made(0.0, b1=10.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"a": ["a0", "a1"]}, {"b": ["b1"]}]
+    assert p.loads == pytest.approx([5.3, 10.5])
+
+
+def test_units_of_equal_cost_go_in_the_configured_order_of_their_layers(tmp_path):
+    # a: shared 1 + a1 2 = 3; b: shared 2 + b1 1 = 3 — an exact tie. The first dealt (the earlier
+    # layer, a) goes to the worker (0.5 + 3 = 3.5 < 4.3), the second to share 0 (4.3 < 6.5)
+    layers = [_made(1.0, a1=2.0)("a"), _made(2.0, b1=1.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"b": ["b1"]}, {"a": ["a1"]}] and p.loads == pytest.approx([4.3, 3.5])
+    back = layers[::-1]
+    assert _dealt(workers.plan(_made_cfg(tmp_path, back), 1, back)) == [{"a": ["a1"]}, {"b": ["b1"]}]
+
+
 def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
     from cosim.layers.base import validate_layers
 
