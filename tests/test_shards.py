@@ -178,6 +178,31 @@ def test_a_layer_is_split_where_that_lowers_the_busiest_share(tmp_path):
     assert [workers.auto_jobs(layers, c) for c in (2, 3, 4, 16)] == [3, 4, 4, 4]
 
 
+def test_a_policy_joining_its_layer_s_pinned_policy_in_share_0_pays_no_shared_cost_again(tmp_path):
+    # a: shared 2, a0 pinned (registered in the script: stays in share 0) 1, a1 dealable 1; b:
+    # shared 0, b1 10. Share 0 starts at 1.3 + 2 + 1 = 4.3 (a's shared cost counted with a0),
+    # a worker at 0.5. b (10) to 1 (10.5 < 14.3); a1 (alone 3) to 0, which holds a already:
+    # 4.3 + 1 = 5.3 (< 13.5), not 4.3 + 3 = 7.3
+    from cosim.layers.base import Policy
+
+    a = _made(2.0, a0=1.0, a1=1.0)("a")
+    a.policies["a0"] = Policy(dataclasses.replace(a.policies["a0"].spec, module="__main__"), None, {})
+    layers = [a, _made(0.0, b1=10.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"a": ["a0", "a1"]}, {"b": ["b1"]}]
+    assert p.loads == pytest.approx([5.3, 10.5])
+
+
+def test_units_of_equal_cost_go_in_the_configured_order_of_their_layers(tmp_path):
+    # a: shared 1 + a1 2 = 3; b: shared 2 + b1 1 = 3 — an exact tie. The first dealt (the earlier
+    # layer, a) goes to the worker (0.5 + 3 = 3.5 < 4.3), the second to share 0 (4.3 < 6.5)
+    layers = [_made(1.0, a1=2.0)("a"), _made(2.0, b1=1.0)("b")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 1, layers)
+    assert _dealt(p) == [{"b": ["b1"]}, {"a": ["a1"]}] and p.loads == pytest.approx([4.3, 3.5])
+    back = layers[::-1]
+    assert _dealt(workers.plan(_made_cfg(tmp_path, back), 1, back)) == [{"a": ["a1"]}, {"b": ["b1"]}]
+
+
 def test_jobs_auto_starts_what_the_cores_and_the_policies_can_use(tmp_path, monkeypatch):
     from cosim.layers.base import validate_layers
 
@@ -333,6 +358,29 @@ def test_a_policy_registered_in_the_main_script_stays_in_the_plugin_s_process(tm
 
 
 # -- the results of one process ------------------------------------------------------------------
+def _without_moe(layers_toml: str) -> str:
+    return layers_toml[:layers_toml.index("[layers.moe]")]
+
+
+def _spread_without_moe_matches_one_process(tmp_path, layers_toml, end_s):
+    """``layers_toml`` less MoE at ``--jobs 3``: DViT and the cache each split over the plugin's
+    process and the one worker — {dvit: optimal, cache: lc, lfu} | {dvit: vidi, sdi, mddi;
+    cache: lc-predictive} (the registered costs, docs/performance.md: 1.3 + dvit 0.32 + 0.38 +
+    cache 0.06 + 0.07 + 0.07 = 2.2 against 0.5 + dvit 0.32 + 0.97 + 0.05 + 0.05 + cache 0.06 +
+    0.22 = 2.17) — so both layers run in a worker, and their tables equal one process's."""
+    toml = _without_moe(layers_toml)
+    p = workers.plan(_cfg(tmp_path, toml), 1)
+    assert [{n: t["policies"] for n, t in s.layers.items()} for s in p.shares] == [
+        {"dvit": ["optimal"], "cache": ["lc", "lfu"]}, {"dvit": ["vidi", "sdi", "mddi"], "cache": ["lc-predictive"]}]
+    assert p.loads == pytest.approx([2.2, 2.17])
+    serial = run_grid6(tmp_path, toml, end_s=end_s, out="serial-nomoe")
+    spread = run_grid6(tmp_path, toml, "--jobs", "3", end_s=end_s, out="spread-nomoe")
+    same_results(serial, spread, tables_at_least=3)
+    assert len(json.loads((spread / "summary.json").read_text())["cpu_s"]["policy_workers"]) == 1
+    for table, policy in (("dvit_tasks", "vidi"), ("cache_requests", "lc-predictive")):  # rows from the worker
+        assert (pd.read_parquet(spread / f"{table}.parquet")["policy"].astype(str) == policy).sum() > 0
+
+
 @pytest.mark.sumo
 def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     serial = run_grid6(tmp_path, MANY, end_s=20, out="serial")  # 20 slots: every table has rows
@@ -347,6 +395,7 @@ def test_spread_over_two_workers_gives_the_results_of_one_process(tmp_path):
     assert set(moe["policy"]) == {"gecpa", "nearest", "uniform"}  # split over both workers (plan: MoE split)
     # one batch per slot: the parts as output.flush_slots (50) says, 20 slots -> one part each
     assert [len(list((d / "cache_requests.parquet").glob("part-*.parquet"))) for d in (serial, spread)] == [1, 1]
+    _spread_without_moe_matches_one_process(tmp_path, MANY, end_s=20)  # the cache layer in a worker
 
 
 @pytest.mark.sumo
@@ -364,6 +413,8 @@ def test_simulated_queues_and_a_replay_spread_match_one_process(tmp_path):
     # the replay spread gives the live run's results (the routes reached the workers too): what
     # a replay in one process gives, as tests/test_replay.py has it
     same_results(serial, tmp_path / "rep3", tables_at_least=5)
+    # DViT's simulated queue (and the cache) in a worker, with handover = "migrate"
+    _spread_without_moe_matches_one_process(tmp_path, sim, end_s=30)
 
 
 @pytest.mark.sumo

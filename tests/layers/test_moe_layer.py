@@ -494,3 +494,36 @@ def test_the_second_freeze_waits_for_the_first_priced_task(tmp_path):
     assert lay.next_id == 2 and gc.get_freeze_count() >= after_none + 1000
     lay.on_end()
     assert gc.get_freeze_count() == 0 and kept
+
+
+def test_a_policy_that_writes_into_its_games_arrays_fails_alone(tmp_path, capsys):
+    """Third review of the deal: a policy's view has read-only arrays — one that scales the shared
+    game's capacity in place (``game.F[:] = ...``) raises, is dropped with one line, and ``uniform``
+    after it prices and buys exactly what it does alone; the kernels' operands stay the shared
+    game's writable arrays, so no compiled signature is added for read-only ones."""
+    from cosim import jit
+    from cosim.registry import register_policy
+
+    @register_policy("moe", "writes-capacity")
+    def writes_capacity(game, rng, options):  # noqa: ARG001
+        game.F[:] = game.F * 0.01  # in place: would be every other policy's capacity
+        return np.full(game.n, 1.0)
+
+    w = world().update(snap(0.0, ["tv", "a", "b"], [0.0, 60.0, 120.0]))
+    got = {}
+    for i, order in enumerate((["uniform"], ["writes-capacity", "gecpa", "uniform"])):  # gecpa: the kernels on a view
+        lay = layer(tmp_path / str(i), policies=order, queue="analytic")
+        lay.submit(w, 0, 0.0)
+        t = {t.policy: t for t in lay.kernel.active}["uniform"]
+        got[i] = (t.prices.tobytes(), np.asarray(t.f).tobytes(), t.u_tv)
+        assert [p for p in order if p in lay.failed] == order[:-2]
+    err = capsys.readouterr().err
+    assert "'writes-capacity'" in err and "raised ValueError" in err and len(err.strip().splitlines()) == 1
+    assert got[0] == got[1]
+    if jit.use() and jit.exact_exp() >= 0:  # the kernels ran: every signature on writable arrays
+        from cosim.layers.moe import kernels
+
+        sigs = [s for k in vars(kernels).values() if hasattr(k, "signatures") for s in k.signatures]
+        from numba import types
+
+        assert sigs and all(t.mutable for s in sigs for t in s if isinstance(t, types.Array)), sigs

@@ -103,11 +103,20 @@ class Game:
         """A shallow copy with its own :attr:`evals` counter, for one policy: policies that see the
         same free capacity share one game (the layer's ``submit``), each prices its own view — the
         evaluations it counts, attributes it sets on it and what it rebinds stay its own, whichever
-        other policies run (issue 32, review of the fourth pass). The arrays (W, F, kappa, a) and the
-        kernels' operands are the shared game's: a policy must not change them in place."""
+        other policies run (issue 32, review of the fourth pass). Its arrays (W, F, kappa, a) are
+        read-only views of the shared game's: a policy that writes into one raises (ValueError),
+        which the layer reports as that policy's failure and drops it, leaving the other policies'
+        games untouched (third review of the deal). The kernels' operands (``_ops``) stay the
+        shared game's writable arrays, so the compiled signatures are the same whatever the view."""
         _jit(self)  # the kernels' operands, made once on the shared game, go with every view
         view = copy.copy(self)
         object.__setattr__(view, "_evals", [0])
+        for name in ("W", "F", "kappa", "a"):
+            x = getattr(self, name)
+            if isinstance(x, np.ndarray):
+                v = x.view()
+                v.flags.writeable = False
+                object.__setattr__(view, name, v)
         return view
 
     def follower(self, p: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
