@@ -561,3 +561,23 @@ def test_a_second_ctrl_c_stops_waiting_for_a_stuck_worker_and_the_summary_says_s
     assert s["layers"]["picks"]["first"]["slots"] == (picks["policy"] == "first").sum() >= 10
     with pytest.raises(ProcessLookupError):  # the stalled worker did not outlive the run
         os.killpg(proc.pid, 0)
+
+
+def test_a_split_that_only_ties_the_busiest_share_is_not_taken(tmp_path):
+    # f: not shardable, shared 9: share 0 starts at 1.3 + 9 = 10.3, the busiest whatever is dealt.
+    # a: shared 0, a1 3, a2 3. Whole: a (6) to worker 1 (6.5): top 10.3. Split: a1 to 1 (3.5), a2
+    # to 2 (3.5): top 10.3 too — a tie, so a stays whole (the fewest splits)
+    from cosim.layers.base import Bound
+
+    layers = [Bound("f", False, {}, 9.0), _made(0.0, a1=3.0, a2=3.0)("a")]
+    p = workers.plan(_made_cfg(tmp_path, layers), 2, layers)
+    assert _dealt(p) == [{"f": []}, {"a": ["a1", "a2"]}] and p.loads == pytest.approx([10.3, 6.5])
+
+
+def test_a_worker_is_started_only_where_it_lowers_the_busiest_share_by_more_than_its_own_load():
+    # one share: 1.3 + a's policies; a worker takes a whole (0.5 + a) and leaves share 0 at 1.3.
+    # a1 = a2 = 0.15: 1.6 -> 1.3, 0.3 less (< WORKER_LOAD 0.5): no worker. 0.3 each: 1.9 -> 1.3,
+    # 0.6 less: a worker
+    assert workers.WORKER_LOAD == 0.5
+    assert workers.auto_jobs([_made(0.0, a1=0.15, a2=0.15)("a")], 2) == 2
+    assert workers.auto_jobs([_made(0.0, a1=0.3, a2=0.3)("a")], 2) == 3
