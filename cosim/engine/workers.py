@@ -169,7 +169,6 @@ def _deal(layers: list, workers: int) -> tuple[_Deal, dict[tuple[str, str], int]
     if workers > 0:
         floor = _floor(base, dealable, workers)
         whole = {d.name: WORKER_LOAD + d.shared + sum(c for _, c in d.costs) for d in dealable if d.costs}
-        most = max(whole.values(), default=0.0)
         for size in range(1, len(candidates) + 1):
             for chosen in itertools.combinations(candidates, size):
                 names = frozenset(c.name for c in chosen)
