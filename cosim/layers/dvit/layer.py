@@ -34,6 +34,7 @@ Results: ``dvit_tasks.parquet`` (one row per task and policy) and a ``dvit`` blo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -504,20 +505,23 @@ class DViTLayer(Layer):
 
     # -- per slot ---------------------------------------------------------------------------
     def on_slot(self, world: World) -> None:
-        try:
+        with self._rows_written():  # the slot's rows, also where it raised (as they were appended one by one)
             self._slot(world)
-        except BaseException as exc:  # the slot's rows, also where it raised (as they were appended one by one)
-            self._write_rows_after(exc)
+
+    @contextlib.contextmanager
+    def _rows_written(self):  # noqa: ANN202
+        """:meth:`_write_rows` after the block, also when it raises: then a failure to write them is
+        noted on the block's exception (which goes on propagating) rather than raised in its place,
+        which would hide it."""
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                self._write_rows()
+            except Exception as also:  # noqa: BLE001
+                exc.add_note(f"dvit: writing the rows finished so far also failed: {type(also).__name__}: {also}")
             raise
         self._write_rows()
-
-    def _write_rows_after(self, exc: BaseException) -> None:
-        """:meth:`_write_rows` while ``exc`` propagates: a failure to write them is noted on
-        ``exc`` (which goes on propagating) rather than raised in its place, which would hide it."""
-        try:
-            self._write_rows()
-        except Exception as also:  # noqa: BLE001
-            exc.add_note(f"dvit: writing the rows finished so far also failed: {type(also).__name__}: {also}")
 
     def _slot(self, world: World) -> None:
         t, gamma = world.time_s, self.ctx.slot_s
@@ -847,13 +851,9 @@ class DViTLayer(Layer):
         st["local_prompt_left_user"] = bool(st.get("local_prompt_left_user", False) or leaked)
 
     def on_end(self) -> dict:
-        try:
+        with self._rows_written():  # the rows censored before anything raised are kept
             for task in self.kernel.running():  # no outcome yet: neither success nor failure
                 self._finish(task, kn.CENSORED, kn.CENSORED, float("nan"))
-        except BaseException as exc:  # the rows censored before it raised are kept
-            self._write_rows_after(exc)
-            raise
-        self._write_rows()
         out = {}
         for p, st in self.stats.items():
             out[p] = {
