@@ -571,8 +571,8 @@ class MoELayer(Layer):
             n_tok = float(sum(ns))
             bits = n_tok * self.token_bits
             (up, down), fj = rates[j], float(f[j])
-            comm = (bits / up if up else _div(bits, up)) + (bits / down if down else _div(bits, down))
-            comp = n_tok * self.flop_per_token / fj if fj else _div(n_tok * self.flop_per_token, fj)
+            comm = _div(bits, up) + _div(bits, down)
+            comp = _div(n_tok * self.flop_per_token, fj)
             mem = len(ns) * self.expert_gb / memory_gbps
             total = comm + comp + mem
             if total != total:  # NaN: np.argmax takes the first one
