@@ -257,6 +257,40 @@ def test_a_replan_from_a_helper_may_keep_the_result_on_it():
     assert SCHEDULERS["mddi"](as_rsu, None)[0] == 1 and SCHEDULERS["vli"](as_rsu, None)[0] == 1
 
 
+class _Fixed:
+    """A stand-in generator whose ``random(n)`` returns ``n`` copies of one number."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self, n):
+        return np.full(n, self.u)
+
+
+def test_sdi_never_draws_a_device_it_has_no_link_to():
+    """Helper 2 is admissible (C1/C2) from every device but out of range of all (no finite
+    hand-off into it): SDI draws among the linked devices only, at step 1 too. By hand, every
+    draw u = 0.5: step 1 from the RSU among its links [0, 1, 3, 4] -> index int(0.5 * 4) = 2 ->
+    helper 3; then from helper 3 among [1, 3, 4] -> index 1 -> 3 again; the last 2 steps on the
+    user. (Drawing among all five devices, int(0.5 * 5) = 2 is the unlinked helper 2.)"""
+    p = baseline_world(inf_links=[(i, 2) for i in (0, 1, 3, 4)])
+    np.testing.assert_array_equal(SCHEDULERS["sdi"](p, _Fixed(0.5)), [3, 3, 3, 3, 4, 4])
+    # u = 0.1: step 1 -> index 0 of [0, 1, 3, 4] = the RSU; from the RSU again index 0 -> RSU
+    np.testing.assert_array_equal(SCHEDULERS["sdi"](p, _Fixed(0.1)), [0, 0, 0, 0, 4, 4])
+    seen = set()
+    for seed in range(300):
+        plan = SCHEDULERS["sdi"](p, np.random.default_rng(seed))
+        assert 2 not in plan.tolist(), seed
+        assert evaluate(p, plan).reason not in ("no-link", "C1/C2"), seed
+        seen.update(plan.tolist())
+    assert seen == {0, 1, 3, 4}  # every linked device is drawn
+    # with every link there, device 2 is drawn as often as the others at step 1 (uniform over 5)
+    full = baseline_world()
+    firsts = [int(SCHEDULERS["sdi"](full, np.random.default_rng(s))[0]) for s in range(2000)]
+    counts = np.bincount(firsts, minlength=5)
+    assert counts.min() > 0.8 * 2000 / 5 and counts.max() < 1.2 * 2000 / 5
+
+
 # -- VIDI (Algorithm 1) on hand-worked MDPs -------------------------------------------------------
 from cosim.layers.dvit.schedulers import VidiOptions, vidi, vidi_mdp  # noqa: E402
 

@@ -12,10 +12,9 @@
   user. ``mddi`` ranks the helpers by distance to the RSU ("vehicles gathered around the RSU");
   ``mbdi`` the RSU and helpers by available bandwidth (:func:`available_bandwidth`: the band
   eq. (3) and the channel model give each sender, the RSU's full w0 — ours); ``mcpdi`` the RSU
-  and helpers by compute;
-  ``vli`` the vehicles (helpers and the user itself) by compute, no RSU; ``sdi`` a random
-  admissible device for every step. In a re-plan from a helper holding the result, device 0 is
-  that helper (:meth:`Problem.kinds`): each baseline ranks it by its own rule, and may keep
+  and helpers by compute; ``vli`` the vehicles (helpers and the user itself) by compute, no
+  RSU; ``sdi`` a random admissible device it has a link to for every step (:func:`sdi`). In a
+  re-plan from a helper holding the result, device 0 is that helper (:meth:`Problem.kinds`): each baseline ranks it by its own rule, and may keep
   the result there.
 * ``optimal-cl`` (ours): ``optimal`` registered ``replan = "every-step"`` — the exact DP decided
   again at every step completion from the holder on that slot's world (closed loop, the
@@ -537,16 +536,24 @@ def vli(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) ->
 
 @register("sdi", stochastic=True, cost=0.05)
 def sdi(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray:
+    """Stochastically distributed inference (Sec. IV (v)): every non-local step on a device drawn
+    uniformly among those the device holding the result may pass it to (C1/C2) *and has a link
+    to* (``comm_s`` finite: in V2V range; the holder itself always), the first step from device 0
+    (which holds the request); the local steps on the user. Ours: the paper's eq. (3) has no
+    range, so every device is linked there; with our ``channel.v2v_range_m`` a draw of an
+    unlinked device would fail the task on a hand-off that cannot happen — the baseline at its
+    strongest draws only among linked devices, as :func:`ranked` skips devices without a link.
+    C3 (T_max) is not weighed: the draw is random. One uniform number per step."""
     rng = rng if rng is not None else np.random.default_rng(0)
-    allowed = p.allowed()
-    options = [row.nonzero()[0] for row in allowed]
+    linked = p.allowed() & np.isfinite(p.comm_s)
+    options = [row.nonzero()[0] for row in linked]
     u = rng.random(p.steps)  # one draw per step, all at once
     plan = np.empty(p.steps, dtype=np.int64)
-    cur = int(u[0] * p.n_devices)
+    cur = 0  # device 0 holds the request: step 1 is drawn among its links
     for k in range(p.steps):
         if k >= p.steps - p.local_steps:
             cur = p.user
-        elif k > 0:
+        else:
             opts = options[cur]
             cur = int(opts[int(u[k] * len(opts))])
         plan[k] = cur
