@@ -17,9 +17,10 @@ n' tokens of mu bits each (eq. 4).
 L = 6, d_f = 2048, devices of 5-10 / 15-20 "GFLOPs") give D = 8.60 GFLOP and L D = 51.6 GFLOP per
 step: 5-10 s on a vehicle, 2.6-3.4 s on an RSU, against T_max = 0.8 s — every step violates C3,
 yet the paper reports success rates near 1. The ``paper-literal`` preset keeps those numbers.
-The ``calibrated`` default (ours, not the paper's) keeps every model dimension and the paper's 3:1 RSU:vehicle compute
-ratio and range widths but reads the compute figures as x100 (vehicles 0.5-1.0 TFLOP/s, an
-automotive SoC at realistic transformer utilisation; RSUs 1.5-2.0 TFLOP/s, an edge GPU): a step
+The ``calibrated`` default (ours, not the paper's) keeps every model dimension and reads Sec. IV's
+ranges x100 (so their RSU:vehicle ratios: 3:1 at the low ends, 2:1 at the high ends, 2.33:1 at
+the middles) — vehicles 0.5-1.0 TFLOP/s, an automotive SoC at realistic transformer
+utilisation; RSUs 1.5-2.0 TFLOP/s, an edge GPU: a step
 then takes 52-103 ms on a vehicle and 26-34 ms on an RSU, and one hand-off (n' mu = 16.8 Mbit)
 takes 30-80 ms at the V2I/V2V rates of the channel model — computation and communication are of
 the same order, which is the regime the paper's trade-off (and its Figs. 3-6) is about.
