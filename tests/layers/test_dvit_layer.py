@@ -1,6 +1,7 @@
 """The DViT layer on scripted worlds: hand-worked problems and the live-execution corner cases."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -659,3 +660,16 @@ def test_rows_finished_before_an_exception_are_written_and_a_failed_write_does_n
     with pytest.raises(RuntimeError, match="boom") as info:
         go()
     assert any("disk full" in n for n in info.value.__notes__)
+
+
+def test_vidi_rho_is_open_at_zero_and_below_one(tmp_path):
+    """The paper's rho is in (0, 1]: 0 is refused as the paper does; 1 too, because our stationary
+    reading of eq. (18) has an absorbing user state that costs its step every step (the discounted
+    sum diverges at rho = 1): one line naming the key."""
+    from cosim.errors import ConfigError
+
+    for rho, bound in ((0.0, "> 0"), (1.0, "<= 0.999")):
+        with pytest.raises(ConfigError, match=r"layers\.dvit\.options\.vidi\.rho.*" + re.escape(bound)):
+            layer(tmp_path, policies=["vidi"], options={"vidi": {"rho": rho}})
+    lay, _ = layer(tmp_path, policies=["vidi"], options={"vidi": {"rho": 0.999}})
+    assert lay.policies["vidi"].options.rho == 0.999

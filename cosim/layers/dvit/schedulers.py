@@ -17,8 +17,8 @@
   re-plan from a helper holding the result, device 0 is that helper (:meth:`Problem.kinds`): each baseline ranks it by its own rule, and may keep
   the result there.
 * ``optimal-cl`` (ours): ``optimal`` registered ``replan = "every-step"`` — the exact DP decided
-  again at every step completion from the holder on that slot's world (closed loop, the
-  information VIDI has).
+  again at every step completion from the holder on that slot's world (closed loop: VIDI's
+  decision epochs, the snapshot's information — no route look-ahead, no receiver's dwell).
 
 Every scheduler is registered with :func:`cosim.register_policy` exactly as a plugin's is, and
 called as ``fn(problem, rng, options)``: ``rng`` a generator for the ones registered
@@ -126,8 +126,16 @@ register("optimal-cl", replan="every-step", cost=0.67)(optimal)  # the same func
 
 @dataclass(frozen=True)
 class VidiOptions:
-    rho: float = option(0.9, lo=0.0, hi=0.999, doc="discount rho of the value iteration")
-    phi: float = option(1e-4, lo=0.0, lo_open=True, doc="stop threshold phi [s]")
+    """VIDI's keys (``[layers.dvit.options.vidi]``). Ours, all: the paper gives rho in (0, 1] and
+    no value, no phi, and a whole road grid for H'. We read eq. (18) as a *stationary* value —
+    Algorithm 1 iterates one state space to a fixed point, not a sum over the K steps left — and
+    the user's state absorbs at the cost of its step every step, so rho = 1 would sum to
+    infinity: rho is bounded to (0, 0.999] (0 open, as the paper's interval is)."""
+
+    rho: float = option(0.9, lo=0.0, lo_open=True, hi=0.999,
+                        doc="discount rho of the value iteration (ours: 0.9; the paper: (0, 1], no value; 1 diverges "
+                            "in our stationary reading)")
+    phi: float = option(1e-4, lo=0.0, lo_open=True, doc="stop threshold phi [s] (ours)")
     max_iter: int = option(1000, lo=1, doc="value-iteration sweeps at most")
     horizon_cells: int = option(8, lo=1, hi=64,
                                 doc="road-grid cells of H' kept along each vehicle's route ahead (ours: the "
