@@ -673,3 +673,27 @@ def test_vidi_rho_is_open_at_zero_and_below_one(tmp_path):
             layer(tmp_path, policies=["vidi"], options={"vidi": {"rho": rho}})
     lay, _ = layer(tmp_path, policies=["vidi"], options={"vidi": {"rho": 0.999}})
     assert lay.policies["vidi"].options.rho == 0.999
+
+
+@pytest.mark.parametrize("ahead", ["route", "straight"])
+def test_the_walk_covers_vidis_horizon_cells(tmp_path, ahead):
+    """horizon_cells above the layer's 8 walked cells: the layer walks as many as VIDI's H' asks
+    (before, VIDI padded cells 8.. with cell 7, freezing its look-ahead at 200 m). The vehicle
+    of test_cells_ahead_follow_the_route, 15 m into its cell: cell m's centre lies 25 m - 2.5 m
+    ahead. Straight: (90 + 25 m - 2.5, 0), cell 11 at (362.5, 0). Along the route: 10 m to e1's
+    end, then up e2 (100 m): cell 4 (97.5 m ahead) at (100, 87.5); cells 5.. lie past the route's
+    end, where the walk keeps the last cell on it, (100, 87.5). The default walks 8 cells."""
+    net = NetInfo("mem", {"e1": 100.0, "e2": 100.0}, np.array([[0.0, 0.0]]), (0.0, 0.0, 200.0, 200.0),
+                  edge_ends={"e1": (0.0, 0.0, 100.0, 0.0), "e2": (100.0, 0.0, 100.0, 100.0)})
+    w = _on_e1_at_90m(net)
+    lay, _ = layer(tmp_path, ahead=ahead)
+    assert lay._ahead_of(w, np.array([0]), np.array([[90.0, 0.0]]))[0].shape == (1, 8, 2)
+    lay, _ = layer(tmp_path, ahead=ahead, policies=["vidi", "sdi"], options={"vidi": {"horizon_cells": 12}})
+    pts, _ = lay._ahead_of(_on_e1_at_90m(net), np.array([0]), np.array([[90.0, 0.0]]))
+    assert pts.shape == (1, 12, 2)
+    if ahead == "straight":
+        np.testing.assert_allclose(pts[0, :, 0], [90.0] + [90 + 25 * m - 2.5 for m in range(1, 12)], atol=1e-9)
+        np.testing.assert_allclose(pts[0, :, 1], 0.0, atol=1e-9)
+    else:
+        np.testing.assert_allclose(pts[0, 4], [100, 87.5], atol=1e-9)
+        np.testing.assert_allclose(pts[0, 5:], [[100, 87.5]] * 7, atol=1e-9)

@@ -224,6 +224,12 @@ class DViTLayer(Layer):
         #: when each policy decides: its registered trait, or the layer-wide ``replan`` for all alike
         self.replan = {name: pol.traits["replan"] if c.replan == "policy" else c.replan
                        for name, pol in self.policies.items()}
+        #: road-grid cells of each vehicle's route walked for the schedulers (``problem.ahead_xy``):
+        #: AHEAD_CELLS, or more where a configured policy's options ask for more ``horizon_cells``
+        #: (VIDI's H'; every configured policy, so every process of a sharded run walks alike), so that no
+        #: scheduler's horizon is cut short by the walk
+        self.ahead_cells = max([self.AHEAD_CELLS] + [int(getattr(pol.options, "horizon_cells", 0) or 0)
+                                                     for pol in self.configured.values()])
         #: (task, world, device names) while a policy is asked for a plan (for observers: cosim.gym reads it)
         self.deciding: tuple | None = None
         self.kernel = kn.Kernel(list(self.policies), c.queue)
@@ -394,7 +400,7 @@ class DViTLayer(Layer):
             names[0] = RSU_NAME
         return p, names
 
-    AHEAD_CELLS = 8  # road-grid cells of each device's route ahead handed to the schedulers (200 m)
+    AHEAD_CELLS = 8  # road-grid cells of each device's route ahead handed to the schedulers (200 m) at least
 
     def _ahead_of(self, world: World, vidx: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(V, M, 2) centres of the next road-grid cells along each device's route (cell 0: where
@@ -409,7 +415,7 @@ class DViTLayer(Layer):
         ones all at once, and gathers its rows in one indexing."""
         c = self._slot_cache(world)
         if c.ahead is None:
-            c.ahead = _SlotAhead.empty(len(world.snap.ids), self.AHEAD_CELLS)
+            c.ahead = _SlotAhead.empty(len(world.snap.ids), self.ahead_cells)
         at = c.ahead
         veh = vidx[vidx >= 0]
         new = veh[~at.done[veh]]
@@ -431,7 +437,7 @@ class DViTLayer(Layer):
         """Walk snapshot vehicles ``idx`` (not walked yet this slot) into ``at``: along the route
         where the world knows one, else straight ahead (vectorised: the same elementwise
         operations as one vehicle at a time)."""
-        g, M, s = world.cfg.world.grid_cell_m, self.AHEAD_CELLS, world.snap
+        g, M, s = world.cfg.world.grid_cell_m, self.ahead_cells, world.snap
         cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
         cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
         half = g / 2

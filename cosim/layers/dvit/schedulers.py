@@ -139,7 +139,8 @@ class VidiOptions:
     max_iter: int = option(1000, lo=1, doc="value-iteration sweeps at most")
     horizon_cells: int = option(8, lo=1, hi=64,
                                 doc="road-grid cells of H' kept along each vehicle's route ahead (ours: the "
-                                    "last one absorbs; 8 x 25 m covers a task at urban speeds)")
+                                    "last one absorbs; 8 x 25 m covers a task at urban speeds; the layer walks "
+                                    "as many)")
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _positions(p: Problem, m_cells: int) -> tuple[np.ndarray, np.ndarray, np.nda
     off = p.cell_offset_m if len(p.cell_offset_m) == V else np.zeros(V)
     if p.ahead_xy.ndim == 3 and p.ahead_xy.shape[0] == V and p.ahead_xy.shape[1] >= 1:
         pos = p.ahead_xy[:, :m_cells]
-        if pos.shape[1] < m_cells:  # pad with the last known cell
+        if pos.shape[1] < m_cells:  # pad with the last known cell (a hand-built problem: the layer walks enough)
             pos = np.concatenate([pos, np.repeat(pos[:, -1:], m_cells - pos.shape[1], axis=1)], axis=1)
         return pos, speed, off
     r = np.maximum(np.arange(m_cells)[None, :] * g - off[:, None] + g / 2, 0.0)
