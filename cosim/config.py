@@ -145,7 +145,9 @@ class RsuSection:
     placement: str = option("lattice", choices=("lattice", "sites"), doc="auto lattice or explicit sites")
     spacing_m: float = option(-1.0, lo=0.0, lo_open=True, hi=LENGTH_MAX_M, unset=-1.0,
                               doc="lattice spacing [m]; -1 = radius*sqrt(2) (full cover)")
-    compute_flops: list = option([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi]")
+    compute_flops: list = option([15e9, 20e9], doc="RSU compute c0 [FLOP/s]: value or [lo, hi] (world.rsus, summary.json; "
+                                                   "read by no built-in layer: DViT takes layers.dvit.rsu_compute_flops "
+                                                   "/ preset)")
     bandwidth_hz: list = option([100e6, 200e6], doc="RSU bandwidth w0 [Hz]: value or [lo, hi]")
     tx_power_dbm: float = option(30.0, lo=-30.0, hi=60.0, doc="RSU transmit power [dBm]")
     sites: list = option([], doc="explicit sites: [{id, x, y}] in SUMO coordinates [m]")
@@ -158,7 +160,9 @@ class ChannelSection:
     fading: str = option("rayleigh", choices=("rayleigh", "none"), doc="block fading per slot")
     vehicle_tx_power_dbm: float = option(23.0, lo=-30.0, hi=60.0, doc="vehicle transmit power [dBm]")
     vehicle_bandwidth_hz: list = option([50e6, 80e6], doc="vehicle bandwidth w_n [Hz]: value or [lo, hi]")
-    vehicle_compute_flops: list = option([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi]")
+    vehicle_compute_flops: list = option([5e9, 10e9], doc="vehicle compute c_n [FLOP/s]: value or [lo, hi] "
+                                                          "(world.compute_flops; read by no built-in layer: DViT "
+                                                          "takes layers.dvit.vehicle_compute_flops / preset)")
     v2i_pl_ref_db: float = option(128.1, lo=-PATH_LOSS_MAX_DB, hi=PATH_LOSS_MAX_DB, doc="V2I path loss at 1 km [dB] (3GPP TR 36.814 UMa)")
     v2i_pl_exponent: float = option(3.76, lo=1.0, hi=8.0, doc="V2I path-loss exponent")
     v2v_pl_ref_db: float = option(63.3, lo=-PATH_LOSS_MAX_DB, hi=PATH_LOSS_MAX_DB, doc="V2V path loss at 1 m [dB] (3GPP TR 36.885 LOS)")
