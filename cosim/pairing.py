@@ -1,4 +1,5 @@
-"""Task-level pairing: every policy of a layer against the layer's baseline, on the same tasks.
+"""Task-level pairing: every policy of a layer against the layer's baseline (or any two policies,
+:func:`latency_pairs`), on the same tasks.
 
 Every policy of a layer serves the same requests in one run, and a task keeps its request's id
 across policies (``task`` in the layer's task table). So two policies are compared task by task:
@@ -58,12 +59,8 @@ def vs_baseline(table, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 
     for name in policies:
         if not len(rows[name]):
             continue
-        p = _index(cols, rows[name], name)
-        common_ids = np.intersect1d(p["task"], b["task"], assume_unique=True)
-        ip, ib = np.searchsorted(p["task"], common_ids), np.searchsorted(b["task"], common_ids)
-        lp, lb = p["latency"][ip], b["latency"][ib]
+        lp, lb, op, ob = _common(_index(cols, rows[name], name), b)
         both = np.isfinite(lp) & np.isfinite(lb)
-        op, ob = p["outcome"][ip], b["outcome"][ib]
         given = (op != "censored") & (ob != "censored")
         lat = mean_ci(lp[both] - lb[both])
         succ = mean_ci((op[given] == "done").astype(float) - (ob[given] == "done"))
@@ -77,6 +74,32 @@ def vs_baseline(table, policies: list[str]) -> dict[str, dict]:  # noqa: ANN001 
             "success_diff_ci95": _num(succ["ci95"]),
         }
     return out
+
+
+def latency_pairs(table, policy: str, baseline: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """The latencies of ``policy`` and ``baseline`` over the tasks both completed (the common
+    tasks of :func:`vs_baseline`, in task-id order): two equal-length arrays, whose difference's
+    mean is ``vs_baseline(table, [baseline, policy])[policy]["latency_diff_s"]``. Any two
+    policies of the table (neither need be the layer's first); empty arrays where either has no
+    rows. ``table`` as for :func:`vs_baseline`."""
+    empty = (np.zeros(0), np.zeros(0))
+    if table is None or not len(table):
+        return empty
+    cols = {c: np.asarray(table[c]) for c in COLUMNS}
+    rp, rb = (np.flatnonzero(cols["policy"] == name) for name in (policy, baseline))
+    if not len(rp) or not len(rb):
+        return empty
+    lp, lb, _, _ = _common(_index(cols, rp, policy), _index(cols, rb, baseline))
+    both = np.isfinite(lp) & np.isfinite(lb)
+    return lp[both], lb[both]
+
+
+def _common(p: dict, b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(latency of p, latency of b, outcome of p, outcome of b) over the tasks both were given
+    (ids in both indexes, :func:`_index`), in task-id order."""
+    common_ids = np.intersect1d(p["task"], b["task"], assume_unique=True)
+    ip, ib = np.searchsorted(p["task"], common_ids), np.searchsorted(b["task"], common_ids)
+    return p["latency"][ip], b["latency"][ib], p["outcome"][ip], b["outcome"][ib]
 
 
 def _num(v: float) -> float | None:
@@ -123,4 +146,4 @@ def add_to_blocks(blocks: dict, pairs: dict[str, dict]) -> None:
             block["vs_baseline"] = pair
 
 
-__all__ = ["COLUMNS", "add_to_blocks", "against", "from_table", "vs_baseline"]
+__all__ = ["COLUMNS", "add_to_blocks", "against", "from_table", "latency_pairs", "vs_baseline"]

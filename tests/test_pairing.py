@@ -45,6 +45,23 @@ def test_vs_baseline_by_hand():
         pairing.vs_baseline(table([(1, "base", 1.0, "done"), (1, "base", 2.0, "done")]), ["base"])
 
 
+def test_latency_pairs_of_any_two_policies_by_hand():
+    """Neither policy the table's first: the latencies over the tasks both completed, in task order;
+    their mean difference is vs_baseline's with the second as the baseline."""
+    nan = math.nan
+    df = table([
+        (1, "first", 9.0, "done"),
+        (1, "a", 2.0, "done"), (1, "b", 1.0, "done"),       # common
+        (2, "a", 9.0, "done"), (2, "b", nan, "failed"),     # b failed: not common
+        (4, "b", 3.0, "done"), (4, "a", 5.0, "failed"),     # common (a completed late), rows in any order
+        (3, "a", 1.0, "done"),                              # b never saw it
+    ])
+    la, lb = pairing.latency_pairs(df, "a", "b")
+    assert la.tolist() == [2.0, 5.0] and lb.tolist() == [1.0, 3.0]
+    assert pairing.vs_baseline(df, ["b", "a"])["a"]["latency_diff_s"] == pytest.approx((1.0 + 2.0) / 2)
+    assert [x.tolist() for x in pairing.latency_pairs(df, "a", "nobody")] == [[], []]
+
+
 def test_sumo_time_formats():
     assert sumo_time("600") == 600.0 and sumo_time("1e3") == 1000.0
     assert sumo_time("0:01:00") == 60.0 and sumo_time("1:00") == 60.0 and sumo_time("1:0:0:1.5") == 86401.5

@@ -110,3 +110,71 @@ def test_toml_values_and_the_docs_block(tmp_path, monkeypatch):
     assert text.count(core.begin_marker("999")) == 1 and "second" in text and "first" not in text
     assert text.startswith("intro\n")
     assert math.isfinite(core.stat([1.0, 2.0])["ci95"])
+
+
+#: per seed: a's and b's task latencies (NaN: failed before the end) of tasks 1-3 in one run. a
+#: fails its hard task 3, which b completes slowly: by the per-policy means a is faster (by +1.0,
+#: +1.0, +1.13 s), on the tasks both completed b is (b - a: -0.5, -1.0, -0.3 s)
+_TASKS = {1: ([2.0, 2.0, None], [1.5, 1.5, 6.0]), 2: ([3.0, 3.0, None], [2.0, 2.0, 8.0]),
+          3: ([1.0, 1.0, None], [0.8, 0.6, 5.0])}
+
+
+def _task_sweep(tmp_path, scale_at_k2=2.0):
+    """A sweep folder by hand: one run (cell) per seed and grid point k = 1, 2 (k = 2: every
+    latency x ``scale_at_k2``), its dvit_tasks.parquet, and results rows with each policy's mean
+    latency over its own completed tasks; a pseudo-policy ``best`` copying b (best_of column)."""
+    rows = []
+    for k, scale in ((1, 1.0), (2, scale_at_k2)):
+        for seed, (la, lb) in _TASKS.items():
+            cell = f"k{k}s{seed}"
+            recs = []
+            for pol, lat in (("a", la), ("b", lb)):
+                for task, x in enumerate(lat, start=1):
+                    recs.append((task, pol, math.nan if x is None else x * scale, "failed" if x is None else "done"))
+            d = tmp_path / "cells" / cell
+            d.mkdir(parents=True)
+            pd.DataFrame(recs, columns=["task", "policy", "latency_s", "outcome"]).to_parquet(d / "dvit_tasks.parquet")
+            for pol, lat in (("a", la), ("b", lb), ("best", lb)):
+                done = [x * scale for x in lat if x is not None]
+                rows.append({"world": "w", "scenario": "w", "seed": seed, "k": k, "cell": cell, "policy": pol,
+                             "mean_latency_s": sum(done) / len(done),
+                             "best_of.mean_latency_s": "b" if pol == "best" else None})
+    res = pd.DataFrame(rows)
+    res.attrs["dir"] = str(tmp_path)
+    return res
+
+
+def _paired_paper():
+    return Paper(key="998", title="t", layer="dvit", baseline="a", policies=["a", "b"],
+                 worlds=[World("w", "scenarios/paper000.toml", "W")],
+                 metrics=[Metric("mean_latency_s", "latency", paired=True)], experiments=[])
+
+
+def test_latency_claims_are_judged_on_task_level_pairs_not_means(tmp_path):
+    """Where the per-policy means and the paired difference disagree in sign, the claim follows the
+    pairs: "a beats b" is b - a over the tasks both completed, -0.5, -1.0, -0.3 -> mean -0.6 (the
+    means would say +1.04); sd 0.3606, h = 4.303 * 0.3606 / sqrt 3 = 0.8957."""
+    res, p = _task_sweep(tmp_path), _paired_paper()
+    exp = Experiment("e", grid={"k": [1, 2]})
+    means = res[res["k"] == 1].pivot_table(index="seed", columns="policy", values="mean_latency_s")
+    assert ((means["b"] - means["a"]) > 0).all()  # by the means a is faster in every seed
+    order = Claim("a beats b", "order", "mean_latency_s", better="a", worse="b", at={"k": 1})
+    (_, st), = core.claim_value(p, order, res, "w", exp)
+    assert st["mean"] == pytest.approx(-0.6) and st["ci95"] == pytest.approx(0.8957, abs=1e-4)
+    # the same through the pseudo-policy that copies b (paper 001's best benchmark)
+    (_, st2), = core.claim_value(p, Claim("a beats best", "order", "mean_latency_s", better="a", worse="best",
+                                          at={"k": 1}), res, "w", exp)
+    assert st2["mean"] == pytest.approx(-0.6)
+    # relative: (b - a) / a over the common tasks: -0.5 / 2, -1 / 3, -0.3 / 1
+    rel = Claim("b 10 % faster", "relative", "mean_latency_s", policy="b", better="a", value=-0.1, at={"k": 1})
+    (_, st3), = core.claim_value(p, rel, res, "w", exp)
+    assert st3["mean"] == pytest.approx((-0.25 - 1 / 3 - 0.3) / 3)
+    # a gap trend: b - a at k = 2 (every latency doubled) minus at k = 1 = the gap itself, -0.6
+    trend = Claim("a's lead grows with k", "trend", "mean_latency_s", policy="b", better="a", axis="k", direction=+1)
+    (pt, st4), = core.claim_value(p, trend, res, "w", exp)
+    assert pt == {"k": "1 -> 2"} and st4["mean"] == pytest.approx(-0.6)
+    # without paired, the same claim reads the means (what it used to): +1.0, +1.0, +1.133
+    unpaired = _paired_paper()
+    unpaired.metrics = [Metric("mean_latency_s", "latency")]
+    (_, st5), = core.claim_value(unpaired, order, res, "w", exp)
+    assert st5["mean"] == pytest.approx((1.0 + 1.0 + (6.4 / 3 - 1.0)) / 3)

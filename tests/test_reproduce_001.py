@@ -31,7 +31,8 @@ def _res() -> pd.DataFrame:
     }
     for pol, per in vals.items():
         for seed, (u, lat, s) in zip((1, 2), per):
-            rows.append({"world": "paper", "scenario": "paper", "seed": seed, "policy": pol, "layer": "moe",
+            rows.append({"world": "paper", "scenario": "paper", "seed": seed, "cell": f"s{seed}", "policy": pol,
+                         "layer": "moe",
                          "mean_iv_utility": u, "mean_latency_s": lat, "success_rate": s,
                          "mean_tv_utility": 1.0, "mean_nash_gap": 0.1})
     return pd.DataFrame(rows)
@@ -49,15 +50,37 @@ def test_the_best_benchmark_is_picked_per_metric_among_the_paper_style_ones():
     assert len(res) == len(_res()) + 2  # one pseudo row per seed, the others untouched
 
 
-def test_the_abstracts_figures_are_computed_as_read():
+#: each seed's moe_tasks rows of gecpa and nearest (NaN: failed), with _res's means: gecpa 0.4 and
+#: 0.6, nearest 0.4 and 0.6 over their own completed tasks
+TASKS = {1: {"gecpa": [0.2, 0.5, 0.5], "nearest": [0.3, 0.5, None]},
+         2: {"gecpa": [0.6, 0.6, 0.6], "nearest": [0.5, 0.7, None]}}
+
+
+def _with_tasks(tmp_path) -> pd.DataFrame:
     res = p1.derive(_res())
+    for seed, pols in TASKS.items():
+        recs = [(t, pol, np.nan if x is None else x, "failed" if x is None else "done")
+                for pol, lat in pols.items() for t, x in enumerate(lat, start=1)]
+        d = tmp_path / "cells" / f"s{seed}"
+        d.mkdir(parents=True)
+        pd.DataFrame(recs, columns=["task", "policy", "latency_s", "outcome"]).to_parquet(d / "moe_tasks.parquet")
+    res.attrs["dir"] = str(tmp_path)
+    return res
+
+
+def test_the_abstracts_figures_are_computed_as_read(tmp_path):
+    res = _with_tasks(tmp_path)
     exp = p1.PAPER.experiments[0]
     (_, ratio), = claim_value(p1.PAPER, exp.claims[0], res, "paper", exp)
     # IV utility: per seed (gecpa - best) / best = (3 - 1.5) / 1.5 = 1.0, (5 - 2.5) / 2.5 = 1.0
     assert ratio["mean"] == pytest.approx(1.0) and ratio["n"] == 2
     (_, lat), = claim_value(p1.PAPER, exp.claims[1], res, "paper", exp)
-    # latency against nearest: (0.4 - 0.4) / 0.4 = 0, (0.6 - 0.6) / 0.6 = 0
-    assert lat["mean"] == pytest.approx(0.0)
+    # latency against the best benchmark (nearest), task by task over the tasks both completed
+    # (1 and 2): seed 1 (-0.1 + 0.0) / 2 / 0.4 = -0.125, seed 2 (0.1 - 0.1) / 2 / 0.6 = 0 — the
+    # per-policy means (0.4 vs 0.4, 0.6 vs 0.6) would say 0
+    assert lat["mean"] == pytest.approx(-0.0625)
+    (_, diff), = claim_value(p1.PAPER, exp.claims[4], res, "paper", exp)
+    assert diff["mean"] == pytest.approx((0.05 + 0.0) / 2)  # best - gecpa over the common tasks
     (_, pts), = claim_value(p1.PAPER, exp.claims[5], res, "paper", exp)
     # success in points, the claimed direction positive: 0.99 - 0.96 = 0.03, 0.97 - 0.94 = 0.03
     assert pts["mean"] == pytest.approx(0.03)

@@ -62,6 +62,11 @@ class Metric:
     #: plotted as a gap relative to the baseline's mean (False: the gap itself, e.g. a metric that is
     #: already a difference to the baseline)
     relative: bool = True
+    #: a per-task latency (the mean of the layer's task table's ``latency_s`` over each policy's
+    #: completed tasks): an ``order``, ``relative`` or gap ``trend`` claim on it is judged on the
+    #: task-level paired differences of its two policies (:func:`task_pairs`, cosim.pairing over
+    #: the tasks both completed in one run), never on the per-policy means (docs/comparisons.md)
+    paired: bool = False
 
 
 @dataclass
@@ -75,6 +80,11 @@ class Claim:
       set, the gap ``policy - better`` does (e.g. "the advantage of VIDI grows with K");
     * ``relative``: ``policy`` changes ``metric`` against ``better`` (the baseline) by
       ``value`` (a fraction, e.g. -0.25): ours is the per-seed (policy - baseline) / baseline.
+
+    On a ``paired`` metric (:attr:`Metric.paired`, a per-task latency) the per-seed values of
+    ``order``, ``relative`` and a gap ``trend`` are the task-level paired differences of the two
+    policies named (:func:`task_pairs`: over the tasks both completed in that seed's run; relative
+    to ``better``'s latency over the same tasks), not differences of the per-policy means.
 
     ``at``: the grid point(s) it is judged at ({} = each point). ``why``: our explanation where it
     does not hold (a default, an ambiguity, a defect of the paper), written after finding out.
@@ -268,6 +278,48 @@ def _level_or_gap(t: pd.DataFrame, claim: Claim) -> pd.Series:
     return t[claim.policy] - t[claim.better] if claim.better else t[claim.policy]
 
 
+def task_policy(rows: pd.DataFrame, policy: str, metric: str) -> str:
+    """The policy whose task rows stand behind ``policy``'s summary rows: itself, or for a
+    pseudo-policy a paper's ``derive`` adds (paper 001's best benchmark) the policy it copies
+    for ``metric``, named in column ``best_of.<metric>``."""
+    col = f"best_of.{metric}"
+    if col in rows:
+        named = rows.loc[rows["policy"] == policy, col].dropna()
+        if len(named):
+            return str(named.iloc[0])
+    return policy
+
+
+def task_pairs(paper: Paper, res: pd.DataFrame, world: str, policy: str, against: str, metric: str,
+               relative: bool = False) -> pd.Series:
+    """Per seed (index): ``policy`` − ``against`` over the tasks both completed in that seed's run
+    (the mean of the task-level latency differences, :func:`cosim.pairing.latency_pairs` on the
+    run's task table, ``cells/<cell>/<task table>.parquet`` of the sweep in ``res.attrs["dir"]``);
+    ``relative``: that mean divided by ``against``'s mean latency over the same tasks. ``res``: one
+    grid point's rows. A seed where they share no completed task is NaN."""
+    from cosim import pairing, registry
+    from cosim.results import read_columns
+
+    table = registry.layer_class(paper.layer).task_table
+    if table is None:
+        raise ValueError(f"layer {paper.layer!r} has no task table: a paired metric cannot be judged task by task")
+    w = res[res["world"] == world]
+    out = {}
+    for seed, g in w.groupby("seed", sort=True):
+        a, b = (task_policy(g, q, metric) for q in (policy, against))
+        cells = set(g.loc[g["policy"].isin([policy, against]), "cell"])
+        if len(cells) != 1:
+            raise ValueError(f"{world}, seed {seed}: {policy} and {against} not in one run ({sorted(cells)})")
+        path = Path(res.attrs["dir"]) / "cells" / str(cells.pop()) / f"{table}.parquet"
+        lp, lb = pairing.latency_pairs(read_columns(path, pairing.COLUMNS), a, b)
+        if not len(lp):
+            out[seed] = math.nan
+            continue
+        d = float(np.mean(lp - lb))
+        out[seed] = d / float(np.mean(lb)) if relative else d
+    return pd.Series(out, dtype=float)
+
+
 def claim_value(paper: Paper, claim: Claim, res: pd.DataFrame, world: str, exp: Experiment) -> list[tuple[dict, dict]]:
     """(point, the per-seed statistic of the claim in ``world``) for each grid point it is judged at.
     The statistic's good sign is +1."""
@@ -282,9 +334,13 @@ def claim_value(paper: Paper, claim: Claim, res: pd.DataFrame, world: str, exp: 
             groups.setdefault(tuple((k, v) for k, v in p.items() if k != claim.axis), []).append(p)
         for key, ps in groups.items():
             first, last = ps[0], ps[-1]
-            a, b = (_level_or_gap(per_seed(at(res, q), world, claim.metric, [claim.policy, *([claim.better] if
-                                                                                         claim.better else [])]), claim)
-                    for q in (first, last))
+            if metric.paired and claim.better:  # the gap, task by task in each run
+                a, b = (task_pairs(paper, at(res, q), world, claim.policy, claim.better, claim.metric)
+                        for q in (first, last))
+            else:
+                a, b = (_level_or_gap(per_seed(at(res, q), world, claim.metric,
+                                               [claim.policy, *([claim.better] if claim.better else [])]), claim)
+                        for q in (first, last))
             d = (b - a).dropna() * claim.direction
             out.append((dict(key) | {claim.axis: f"{first[claim.axis]} -> {last[claim.axis]}"}, stat(d)))
         return out
@@ -293,12 +349,18 @@ def claim_value(paper: Paper, claim: Claim, res: pd.DataFrame, world: str, exp: 
             continue
         r = at(res, p)
         if claim.kind == "order":
-            t = per_seed(r, world, claim.metric, [claim.better, claim.worse])
-            d = (t[claim.worse] - t[claim.better]) * -sign  # > 0: better is better
+            if metric.paired:  # worse - better over the tasks both completed, per seed
+                d = task_pairs(paper, r, world, claim.worse, claim.better, claim.metric) * -sign
+            else:
+                t = per_seed(r, world, claim.metric, [claim.better, claim.worse])
+                d = (t[claim.worse] - t[claim.better]) * -sign  # > 0: better is better
             out.append((p, stat(d.dropna())))
         elif claim.kind == "relative":
-            t = per_seed(r, world, claim.metric, [claim.policy, claim.better])
-            rel = (t[claim.policy] - t[claim.better]) / t[claim.better]
+            if metric.paired:
+                rel = task_pairs(paper, r, world, claim.policy, claim.better, claim.metric, relative=True)
+            else:
+                t = per_seed(r, world, claim.metric, [claim.policy, claim.better])
+                rel = (t[claim.policy] - t[claim.better]) / t[claim.better]
             out.append((p, stat(rel.replace([np.inf, -np.inf], np.nan).dropna())))
         else:
             raise ValueError(f"claim kind {claim.kind!r}")
