@@ -33,6 +33,10 @@ routes) and grid6.toml no longer pins ``straight``: every case that does not pin
 schedulers' ``vs_baseline`` through VIDI's). Issue 26 (branch routes) — one route walker (lane
 shapes, internal edges): VIDI's rows wherever ``ahead = "route"`` with routes (paper000 stays
 identical), and ``lc-predictive``'s rows of the cache cases (cache-cloud, cache-wait).
+Branch papersfix (review of the papers) — SDI draws only among devices it has a link to: SDI's
+rows and block in every DViT case where a draw could reach an unlinked device (every case but
+town-sim-fail; town-analytic-migrate 2 plans), nothing else (dvit_diff: every other policy's
+tasks identical).
 """
 
 from __future__ import annotations
