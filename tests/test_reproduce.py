@@ -41,8 +41,8 @@ def _res():
 def test_an_order_claim_is_the_paired_gap():
     p, res = _paper(), _res()
     (pt, st), = core.claim_value(p, p.experiments[0].claims[0], res, "paper", p.experiments[0])
-    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 0.57735, t(2) = 4.303: h = 4.303 * 0.57735 / sqrt(3) = 1.4343
-    assert pt == {} and st["mean"] == pytest.approx(4 / 3) and st["ci95"] == pytest.approx(1.43433, abs=1e-4)
+    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 0.57735, t(2) = 4.302653: h = 4.302653 * 0.57735 / sqrt(3) = 1.43422
+    assert pt == {} and st["mean"] == pytest.approx(4 / 3) and st["ci95"] == pytest.approx(1.43422, abs=1e-5)
     # t = (4/3) / (0.57735 / sqrt 3) = 4.0 with 2 dof: p = 1 - 4 / sqrt(4 * 4 + 2) ... = 0.0572
     assert st["p"] == pytest.approx(0.05719, abs=1e-4)
     assert core.judge(st, None) == "not resolved"

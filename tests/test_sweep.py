@@ -164,8 +164,8 @@ def test_mean_and_student_t_interval_by_hand(tmp_path):
                         "cell": list("abcd"), "seed": [1, 2, 3, 1], "m": [1.0, 2.0, 3.0, 5.0]})
     out = sweep.summary_csv(res, ["k"], tmp_path / "s.csv")
     row = out[out.k == 1].iloc[0]
-    # mean 2, sample sd 1, n 3: 4.303 * 1 / sqrt(3) = 2.4843
-    assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.4843, abs=1e-4)
+    # mean 2, sample sd 1, n 3: 4.302653 * 1 / sqrt(3) = 2.48414
+    assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.48414, abs=1e-5)
     one = out[out.k == 2].iloc[0]
     assert one["m.mean"] == 5.0 and pd.isna(one["m.ci95"])  # one seed: no interval
     assert row["m.n"] == 3 and one["m.n"] == 1
@@ -315,7 +315,7 @@ def test_paired_differences_by_hand():
     d = [0.5, 0.1, 0.7]  # per-seed differences
     mean = sum(d) / 3
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.302653 * sd / 3 ** 0.5)
     # another baseline on request
     assert r["lat.n"] == 3
     t = mean / (sd / 3 ** 0.5)
@@ -337,7 +337,7 @@ def test_paired_n_counts_the_seeds_with_a_finite_value():
     d = [0.5, 0.7, 0.0]
     mean = sum(d) / 3
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.302653 * sd / 3 ** 0.5)
 
 
 def test_paired_task_level_columns_and_holm_family():
