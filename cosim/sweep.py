@@ -457,9 +457,9 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
             for policy, values in block.items():
                 if not isinstance(values, dict):
                     continue
-                row = {**base, "layer": layer, "policy": policy}
-                _flatten("", values, row)
-                rows.append(row)
+                own: dict = {}
+                _flatten("", values, own)
+                rows.append({**base, "layer": layer, "policy": policy, **_dropped(own)})
     res = pd.DataFrame(rows)
     tmp = out / ".results.parquet.tmp"
     res.to_parquet(tmp, index=False)
@@ -472,6 +472,17 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
             "rerun": sum(1 for a in attempts.values() if a > 1), "out": str(out)}
+
+
+def _dropped(own: dict) -> dict:
+    """A policy dropped mid-run (its block has an ``error`` line) served only the tasks before it
+    raised: its per-policy metrics of that seed describe other tasks than its peers' and are blanked
+    (None: NaN in the tables, so no mean or paired difference counts that seed) and ``dropped`` is 1;
+    its task-level ``vs_baseline.*`` stay (already over the tasks both served). 0 for the others."""
+    if not isinstance(own.get("error"), str):
+        return {**own, "dropped": 0}
+    return {**{k: None if k not in ("error", "vs_baseline.baseline") and not k.startswith("vs_baseline.") else v
+               for k, v in own.items()}, "dropped": 1}
 
 
 def _rebase(run_dir: Path, layer: str, block: dict, baseline: str | None) -> None:
@@ -507,12 +518,14 @@ def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] 
         pd.DataFrame().to_csv(path, index=False)
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer", "policy"]
-    skip = set(keys) | {"cell", "seed"}
+    skip = set(keys) | {"cell", "seed", "dropped"}
     metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         row["n"] = len(g)
+        if "dropped" in g:  # seeds where the policy was dropped mid-run (its metrics there are NaN)
+            row["dropped"] = int(g["dropped"].fillna(0).sum())
         if attempts:
             row["reruns"] = sum(1 for c in g["cell"] if attempts.get(c, 1) > 1)
         for m in metrics:
@@ -535,7 +548,8 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     ``M.ci95`` (Student-t 95 % half-width), ``M.n`` (seeds where the difference is finite),
     ``M.p`` (two-sided paired t-test) and ``M.p_holm`` (Holm-adjusted over the family: every policy
     compared with the baseline on ``M`` in this scenario, grid point and layer). ``n``: the seeds
-    both policies ran.
+    both policies ran; ``dropped``: those where either was dropped mid-run (:func:`merge` blanks
+    such a policy's metrics of that seed, so ``M.n`` leaves them out).
 
     Every policy of a layer sees the same traffic and requests in one run, so the difference
     within a seed removes what the seeds share; its interval is what a comparison must quote.
@@ -556,7 +570,7 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     if res.empty:
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer"]
-    skip = set(keys) | {"cell", "seed", "policy"}
+    skip = set(keys) | {"cell", "seed", "policy", "dropped"}
     metrics = [c for c in res.columns if c not in skip and not c.startswith("vs_baseline.")
                and pd.api.types.is_numeric_dtype(res[c])]
     out = []
@@ -571,6 +585,9 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
             p = gp.set_index("seed")
             seeds = p.index.intersection(b.index)
             row = {**row0, "policy": policy, "baseline": base, "n": len(seeds)}
+            if "dropped" in p:  # seeds where it or the baseline was dropped mid-run: no difference there
+                row["dropped"] = int(((p.loc[seeds, "dropped"].fillna(0) > 0)
+                                      | (b.loc[seeds, "dropped"].fillna(0) > 0)).sum())
             for m in metrics:
                 _put(row, m, mean_ci(p.loc[seeds, m].astype(float) - b.loc[seeds, m].astype(float)))
             theirs = p["vs_baseline.baseline"] if "vs_baseline.baseline" in p else pd.Series(index=p.index, dtype=object)

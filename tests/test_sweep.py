@@ -490,3 +490,73 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
         bad = write(tmp_path, text, "bad.toml")
         with pytest.raises(ConfigError, match=msg):
             sweep.check_cells(sweep.load(bad))
+
+
+def _dropped_rows(drop: dict) -> list[dict]:
+    """vidi / mddi over seeds 1-4 (lat = the seed, mddi + 0.5 s, + 0.2 on seed 2); ``drop``: seed -> the
+    policies dropped mid-run there, as merge leaves them (metrics blank, task-level column kept)."""
+    rows = []
+    for seed in range(1, 5):
+        for pol, lat in (("vidi", float(seed)), ("mddi", seed + 0.5 + 0.2 * (seed == 2))):
+            gone = pol in drop.get(seed, ())
+            rows.append({"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": pol,
+                         "lat": None if gone else lat, "vs_baseline.baseline": "vidi",
+                         "vs_baseline.success_diff": 0.0 if pol == "vidi" else -0.1 * seed, "dropped": int(gone)})
+    return rows
+
+
+def test_a_policy_dropped_mid_run_is_not_differenced_on_that_seed_and_is_counted(tmp_path):
+    res = pd.DataFrame(_dropped_rows({2: ("mddi",)}))
+    r = sweep.paired_differences(res, []).iloc[0]
+    # seed 2 left out: differences 0.5, 0.5, 0.5 over seeds 1, 3, 4
+    assert (r["n"], r["dropped"], r["lat.n"]) == (4, 1, 3) and r["lat.diff"] == pytest.approx(0.5)
+    # the task-level column (already over the tasks both served) keeps every seed: -0.1 x (1 + 2 + 3 + 4) / 4
+    assert r["success_diff.n"] == 4 and r["success_diff.diff"] == pytest.approx(-0.25)
+    s = sweep.summary_csv(res, [], tmp_path / "s.csv").set_index("policy")
+    assert s.loc["mddi", "dropped"] == 1 and s.loc["vidi", "dropped"] == 0
+    assert s.loc["mddi", "lat.n"] == 3 and s.loc["mddi", "lat.mean"] == pytest.approx((1.5 + 3.5 + 4.5) / 3)
+    assert "dropped.mean" not in s.columns
+    # a dropped baseline blanks every comparison of that seed: seeds 3 (baseline) and 2 (mddi) out
+    r = sweep.paired_differences(pd.DataFrame(_dropped_rows({2: ("mddi",), 3: ("vidi",)})), []).iloc[0]
+    assert (r["n"], r["dropped"], r["lat.n"]) == (4, 2, 2) and r["lat.diff"] == pytest.approx(0.5)
+
+
+FLAKY = '''
+from cosim.registry import policies, register_policy
+from cosim.layers.dvit.schedulers import VidiOptions
+
+calls = [0]
+
+
+@register_policy("dvit", "flaky", replan="every-step")
+def flaky(problem, rng, opts):
+    calls[0] += 1  # one run per process: works for its first 10 calls, then breaks
+    if calls[0] > 10:
+        raise RuntimeError("broken")
+    return policies("dvit")["vidi"].fn(problem, rng, VidiOptions())
+'''
+
+
+@sumo
+def test_a_plugin_policy_that_raises_mid_run_is_blanked_and_counted(tmp_path):
+    """A plugin scheduler raising after its 10th call in every seed: dropped mid-run, its per-policy
+    metrics are not compared with VIDI's over all of VIDI's tasks (they were: success 0.5 of 10
+    tasks against 103), the task-level columns stay, mddi's comparison is untouched."""
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    f = write(tmp_path, f'[sweep]\nname = "fl"\nscenarios = ["{ROOT / "scenarios" / "grid6_dvit.toml"}"]\n'
+                        'seeds = [1, 2]\nend_s = 150\n[set]\n"output.coverage" = false\n'
+                        f'"scenario.plugins" = ["{tmp_path / "flaky.py"}"]\n'
+                        '"layers.dvit.policies" = ["vidi", "flaky", "mddi"]\n')
+    done = sweep.execute(sweep.load(f), tmp_path / "out", jobs=1, progress=False)
+    assert done["completed"] == 2
+    out = sweep.load_sweep(tmp_path / "out")
+    fl = out.results[out.results.policy == "flaky"]
+    assert (fl["dropped"] == 1).all() and fl["error"].str.contains("raised RuntimeError: broken").all()
+    assert fl["success_rate"].isna().all() and fl["tasks"].isna().all()
+    assert fl["vs_baseline.given_tasks"].notna().all() and (fl["vs_baseline.given_tasks"] > 0).all()
+    p = out.paired.set_index("policy")
+    assert (p.loc["flaky", "n"], p.loc["flaky", "dropped"], p.loc["flaky", "success_rate.n"]) == (2, 2, 0)
+    assert p.loc["flaky", "success_diff.n"] == 2 and p.loc["mddi", "dropped"] == 0
+    assert p.loc["mddi", "success_rate.n"] == 2
+    s = out.summary[out.summary.layer == "dvit"].set_index("policy")
+    assert list(s["dropped"]) == [0, 2, 0] and s.loc["flaky", "success_rate.n"] == 0
