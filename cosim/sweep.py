@@ -254,6 +254,7 @@ def check_cells(sw: Sweep) -> None:
 
     checked: set = set()
     runs: dict[str, set] = {}  # layer -> the policies some cell runs
+    points: list = []  # (where, layer -> the policies run there) per scenario entry and grid point
     cells = sw.cells()
     for scen, fixed, entry in sw.entries():
         base = cfgmod.load_any(scen)
@@ -272,8 +273,11 @@ def check_cells(sw: Sweep) -> None:
             checked.add(point)
             label = ", ".join(f"{k} = {v!r}" for k, v in c.params) or "[set]"
             cfg = cfgmod.apply_overrides(base, dict(c.params), where=f"{sw.file}: {Path(scen).name} with {label}")
+            here = {}
             for layer in validate_layers(cfg, label=f"{sw.file}: {Path(scen).name} with {label}"):
                 runs.setdefault(layer.name, set()).update(layer.policies)
+                here[layer.name] = list(layer.policies)
+            points.append((f"{entry or Path(scen).stem} with {label}", here))
         checked.clear()
     for layer, policy in sw.baseline.items():  # a typo would leave paired.csv silently empty
         if layer not in runs:
@@ -282,6 +286,11 @@ def check_cells(sw: Sweep) -> None:
         if policy not in runs[layer]:
             raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run "
                               f"({', '.join(sorted(runs[layer]))})")
+        for where, here in points:  # a grid point without it would vanish from paired.csv
+            if layer in here and policy not in here[layer]:
+                raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run at "
+                                  f"{where} ({', '.join(here[layer])}): that grid point would have no comparison "
+                                  "in paired.csv")
 
 
 def _not_the_seed(path: Path, where: str, key: str) -> None:

@@ -560,3 +560,17 @@ def test_a_plugin_policy_that_raises_mid_run_is_blanked_and_counted(tmp_path):
     assert p.loc["mddi", "success_rate.n"] == 2
     s = out.summary[out.summary.layer == "dvit"].set_index("policy")
     assert list(s["dropped"]) == [0, 2, 0] and s.loc["flaky", "success_rate.n"] == 0
+
+
+def test_a_baseline_missing_from_one_grid_point_is_one_line_naming_it(tmp_path):
+    """[["vidi", "mddi"], ["mddi", "sdi"]] with baseline vidi: the second point has no vidi, and its
+    sdi - mddi comparison would silently vanish from paired.csv."""
+    scen = ROOT / "scenarios" / "grid6_dvit.toml"
+    text = (f'[sweep]\nscenarios = ["{scen}"]\nseeds = 2\nend_s = 60\nbaseline = {{ dvit = "vidi" }}\n'
+            '[grid]\n"layers.dvit.policies" = [["vidi", "mddi"], ["mddi", "sdi"]]\n')
+    with pytest.raises(ConfigError) as exc:
+        sweep.check_cells(sweep.load(write(tmp_path, text)))
+    msg = str(exc.value)
+    assert "\n" not in msg and "sweep.baseline.dvit: 'vidi' is not among the policies run at grid6_dvit with " \
+        "layers.dvit.policies = ['mddi', 'sdi'] (mddi, sdi)" in msg
+    sweep.check_cells(sweep.load(write(tmp_path, text.replace('["mddi", "sdi"]', '["sdi", "vidi"]'), "ok.toml")))
