@@ -521,45 +521,30 @@ def test_a_policy_dropped_mid_run_is_not_differenced_on_that_seed_and_is_counted
     assert (r["n"], r["dropped"], r["lat.n"]) == (4, 2, 2) and r["lat.diff"] == pytest.approx(0.5)
 
 
-FLAKY = '''
-from cosim.registry import policies, register_policy
-from cosim.layers.dvit.schedulers import VidiOptions
-
-calls = [0]
-
-
-@register_policy("dvit", "flaky", replan="every-step")
-def flaky(problem, rng, opts):
-    calls[0] += 1  # one run per process: works for its first 10 calls, then breaks
-    if calls[0] > 10:
-        raise RuntimeError("broken")
-    return policies("dvit")["vidi"].fn(problem, rng, VidiOptions())
-'''
-
-
 @sumo
 def test_a_plugin_policy_that_raises_mid_run_is_blanked_and_counted(tmp_path):
-    """A plugin scheduler raising after its 10th call in every seed: dropped mid-run, its per-policy
-    metrics are not compared with VIDI's over all of VIDI's tasks (they were: success 0.5 of 10
-    tasks against 103), the task-level columns stay, mddi's comparison is untouched."""
-    (tmp_path / "flaky.py").write_text(FLAKY)
+    """The test plugin's scheduler "raiser" (tests/data/plugins/bad_plugins.py) raising on its 11th
+    call in every seed: dropped mid-run, its per-policy metrics are not compared with VIDI's over all
+    of VIDI's tasks (they were: the reviewer's success 0.5 of 10 tasks against 103), the task-level
+    columns stay, mddi's comparison is untouched."""
+    plugin = Path(__file__).resolve().parent / "data" / "plugins" / "bad_plugins.py"
     f = write(tmp_path, f'[sweep]\nname = "fl"\nscenarios = ["{ROOT / "scenarios" / "grid6_dvit.toml"}"]\n'
                         'seeds = [1, 2]\nend_s = 150\n[set]\n"output.coverage" = false\n'
-                        f'"scenario.plugins" = ["{tmp_path / "flaky.py"}"]\n'
-                        '"layers.dvit.policies" = ["vidi", "flaky", "mddi"]\n')
+                        f'"scenario.plugins" = ["{plugin}"]\n"layers.dvit.options.raiser.after" = 10\n'
+                        '"layers.dvit.policies" = ["vidi", "raiser", "mddi"]\n')
     done = sweep.execute(sweep.load(f), tmp_path / "out", jobs=1, progress=False)
     assert done["completed"] == 2
     out = sweep.load_sweep(tmp_path / "out")
-    fl = out.results[out.results.policy == "flaky"]
-    assert (fl["dropped"] == 1).all() and fl["error"].str.contains("raised RuntimeError: broken").all()
+    fl = out.results[out.results.policy == "raiser"]
+    assert (fl["dropped"] == 1).all() and fl["error"].str.contains("raised RuntimeError: deliberate failure").all()
     assert fl["success_rate"].isna().all() and fl["tasks"].isna().all()
     assert fl["vs_baseline.given_tasks"].notna().all() and (fl["vs_baseline.given_tasks"] > 0).all()
     p = out.paired.set_index("policy")
-    assert (p.loc["flaky", "n"], p.loc["flaky", "dropped"], p.loc["flaky", "success_rate.n"]) == (2, 2, 0)
-    assert p.loc["flaky", "success_diff.n"] == 2 and p.loc["mddi", "dropped"] == 0
+    assert (p.loc["raiser", "n"], p.loc["raiser", "dropped"], p.loc["raiser", "success_rate.n"]) == (2, 2, 0)
+    assert p.loc["raiser", "success_diff.n"] == 2 and p.loc["mddi", "dropped"] == 0
     assert p.loc["mddi", "success_rate.n"] == 2
     s = out.summary[out.summary.layer == "dvit"].set_index("policy")
-    assert list(s["dropped"]) == [0, 2, 0] and s.loc["flaky", "success_rate.n"] == 0
+    assert list(s["dropped"]) == [0, 2, 0] and s.loc["raiser", "success_rate.n"] == 0
 
 
 def test_a_baseline_missing_from_one_grid_point_is_one_line_naming_it(tmp_path):
