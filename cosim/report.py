@@ -4,7 +4,8 @@ Panels: the map (edges, RSU discs, vehicle density as a heat map of vehicle-seco
 handovers as red dots — where a vehicle's serving RSU changed between two of its slots);
 predicted against realised dwell (scatter) and the error's CDF (the rows ``summary.json``'s
 ``dwell_prediction`` summarises: served, uncapped, uncensored); then per layer with a task table
-the policies' latency CDFs (completed tasks) and success rates side by side. Read from the results
+the policies' latency CDFs (over the uncensored tasks, as the success rate) and success rates side by side,
+each rate with its paired difference to the layer's baseline (``vs_baseline``). Read from the results
 folder and the network file alone, like ``cosim view``.
 """
 
@@ -30,6 +31,19 @@ FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted 
 
 #: the latency CDF's axis ends at this quantile of every completed task's latency (stated on it)
 CDF_CLIP = 0.99
+
+
+def _vs_baseline(policy: str, block) -> str:  # noqa: ANN001
+    """A policy's paired success difference to the layer's baseline, task by task
+    (``vs_baseline``'s ``success_diff ± success_diff_ci95``, :func:`cosim.stats.fmt`), on a second
+    line under its rate; nothing for the baseline itself or without the block."""
+    from cosim.stats import fmt
+
+    vs = block.get("vs_baseline") if isinstance(block, dict) else None
+    if not isinstance(vs, dict) or vs.get("success_diff") is None or vs.get("baseline") in (None, policy):
+        return ""
+    ci = vs.get("success_diff_ci95")
+    return "\n" + fmt(float(vs["success_diff"]), math.nan if ci is None else float(ci))
 
 
 def success_origin(rates) -> float:  # noqa: ANN001
@@ -139,8 +153,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         for policy, g in df.groupby("policy", sort=False):
             lat = np.sort(g["latency_s"].to_numpy(dtype=float))
             lat = lat[np.isfinite(lat)]
-            if len(lat):
-                ax.step(lat, np.arange(1, len(lat) + 1) / len(g), where="post", label=plain(policy))
+            ended = len(g) - int((g["outcome"] == "censored").sum()) if "outcome" in g else len(g)
+            if len(lat) and ended:  # over the tasks with an outcome, as the success rate (censored: none)
+                ax.step(lat, np.arange(1, len(lat) + 1) / ended, where="post", label=plain(policy))
         every = df["latency_s"].to_numpy(dtype=float)
         every = every[np.isfinite(every)]
         if len(every):  # one slow task must not squeeze the rest into the first tenth of the axis
@@ -151,7 +166,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
                           f"{beyond} completed task(s) beyond)")
         else:
             ax.set_xlabel("latency [s]")
-        ax.set_ylabel("fraction of tasks completed by then")
+        ax.set_ylabel("fraction of uncensored tasks\ncompleted by then")
         ax.legend(fontsize=7, ncol=2)
         t = f"{name}: latency CDF per policy"
         ax.set_title(plain(t), fontsize=9)
@@ -161,7 +176,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         rate = ended.groupby("policy", sort=False)["success"].mean()
         vals = rate.to_numpy(dtype=float)
         bars = ax.bar(range(len(rate)), vals, color="#4c72b0")
-        ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, padding=1)
+        block = (summary.get("layers") or {}).get(name, {})
+        ax.bar_label(bars, labels=[f"{v:.3f}" + _vs_baseline(p, block.get(p)) for p, v in zip(rate.index, vals)],
+                     fontsize=6, padding=1)
+        base = next((b["vs_baseline"].get("baseline") for b in block.values()
+                     if isinstance(b, dict) and isinstance(b.get("vs_baseline"), dict)), None)
+        if base:
+            ax.set_xlabel(f"under each rate: − {plain(base)} over the tasks both were given, ± 95 %", fontsize=7)
         ax.set_xticks(range(len(rate)), [plain(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
         low = success_origin(vals)
         ax.set_ylim(low, 1.0 + 0.04 * (1.0 - low))
