@@ -78,6 +78,8 @@ def test_holm_four_p_values_by_hand():
 
 def test_fmt():
     assert stats.fmt(0.1234, 0.0456, 0.0123) == "+0.123 ± 0.046 (p_holm 0.012)"
-    assert stats.fmt(-1.0, float("nan")) == "-1.000"
+    assert stats.fmt(-1.0, float("nan")) == "-1.000 (no interval: n < 2)"  # one seed: not an exact number
+    one = stats.mean_ci([0.558])
+    assert stats.fmt(one["mean"], one["ci95"], one["p"]) == "+0.558 (no interval: n < 2)"
     assert stats.fmt(float("nan"), 1.0) == "n/a"
     assert stats.fmt(0.5, 0.1, 1e-5) == "+0.500 ± 0.100 (p_holm < 0.001)"

@@ -559,3 +559,32 @@ def test_a_baseline_missing_from_one_grid_point_is_one_line_naming_it(tmp_path):
     assert "\n" not in msg and "sweep.baseline.dvit: 'vidi' is not among the policies run at grid6_dvit with " \
         "layers.dvit.policies = ['mddi', 'sdi'] (mddi, sdi)" in msg
     sweep.check_cells(sweep.load(write(tmp_path, text.replace('["mddi", "sdi"]', '["sdi", "vidi"]'), "ok.toml")))
+
+
+def test_the_forest_plot_marks_a_comparison_without_an_interval(tmp_path, monkeypatch):
+    """mddi over 10 seeds, sdi over one (ci95 and p NaN): sdi is a hollow marker said to have no
+    interval, not a zero-width bar under 'mean ± 95 %'; the title gives the seeds as 1–10."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from cosim.plot import plot
+
+    (tmp_path / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 10\n')
+    pd.DataFrame({"scenario": ["g"] * 3, "layer": ["dvit"] * 3, "policy": ["vidi", "mddi", "sdi"], "n": [10, 10, 1],
+                  "success_rate.mean": [0.9, 0.8, 0.7], "success_rate.ci95": [0.01, 0.01, float("nan")]}).to_csv(
+        tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi", "sdi"], "baseline": ["vidi"] * 2,
+                  "n": [10, 1], "latency_diff_s.diff": [0.4, 0.558], "latency_diff_s.ci95": [0.1, float("nan")],
+                  "latency_diff_s.p_holm": [0.01, float("nan")]}).to_csv(tmp_path / "paired.csv", index=False)
+    figs = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figs.append(self), save(self, *a, **k))[1])
+    plot(tmp_path)
+    (fig,) = [f for f in figs if "paired per seed" in f._suptitle.get_text()]
+    ax = fig.axes[0]
+    notes = {t.get_text(): t.xy for t in ax.texts}
+    assert notes == {"p_holm=0.01": (0.4, 1), "no interval: n < 2": (0.558, 0)}
+    assert "hollow: n < 2, no interval" in ax.get_xlabel()
+    assert "(1–10 seeds)" in fig._suptitle.get_text() and "with one seed neither interval nor p" in fig._suptitle.get_text()
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [0.558]
