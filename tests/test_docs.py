@@ -1,0 +1,33 @@
+"""The docs name what exists: commands, Problem fields (and, below, every result column)."""
+
+import argparse
+import dataclasses
+import re
+
+from .conftest import ROOT
+
+
+def commands() -> set[str]:
+    from cosim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+#: ``cosim WORD`` in the docs that is no command: the prefix of cosim's internal-error line
+#: (docs/plugins.md) and a row label of docs/performance.md's timing table
+NOT_COMMANDS = {"internal", "serial"}
+
+
+def test_the_docs_name_only_real_commands():
+    names = commands()
+    assert {"run", "replay", "sweep", "compare", "view", "report"} <= names  # the parser is the one listed
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for word in re.findall(r"`cosim ([a-z][a-z-]*)", md.read_text()):
+            assert word in names | NOT_COMMANDS, f"{md.name}: `cosim {word}` is no command"
+    # docs/api.md's list of the commands that read a results folder through Results
+    api = (ROOT / "docs" / "api.md").read_text()
+    listed = re.search(r"the one reader of a results folder: (.*?), a sweep's merge", api, re.S).group(1)
+    words = re.findall(r"`([a-z-]+)`", listed)
+    assert words and set(words) <= names, words
+
