@@ -31,3 +31,17 @@ def test_the_docs_name_only_real_commands():
     words = re.findall(r"`([a-z-]+)`", listed)
     assert words and set(words) <= names, words
 
+
+
+def test_plugins_md_documents_every_problem_field_its_example_reads():
+    from cosim.layers.dvit.problem import Problem
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    start = text.index("| field | shape | unit | meaning |")
+    rows = text[start:text.index("\n\n", start)].splitlines()[2:]
+    documented = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    fields = {f.name for f in dataclasses.fields(Problem)}
+    assert fields <= documented, sorted(fields - documented)
+    # every attribute (not a method call) the page reads off a problem is in the table
+    read = set(re.findall(r"(?<![.\w])problem\.(\w+)\b(?!\()", text))
+    assert "n_devices" in read and read <= documented, sorted(read - documented)
