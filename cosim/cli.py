@@ -28,11 +28,12 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
-def _output_args(p: argparse.ArgumentParser) -> None:
-    """Options every command that writes a results folder shares."""
+def _output_args(p: argparse.ArgumentParser, record: bool = False) -> None:
+    """Options every command that writes a results folder shares (``record``: it has ``--record``)."""
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>-<pid>)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run's results in --out (and an earlier --record trace) instead of refusing")
+                   help="replace an earlier run's results in --out" + (" (and an earlier --record trace)" if record
+                                                                        else "") + " instead of refusing")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
@@ -99,7 +100,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                "slot 1 s, seed 42. Relative paths inside it resolve against its folder, as in SUMO.",
     )
     p.add_argument("target", help="scenario TOML file or SUMO .sumocfg")
-    _output_args(p)
+    _output_args(p, record=True)
     p.add_argument("--backend", choices=("libsumo", "traci"), help="libsumo (in-process, default) or traci (socket)")
     p.add_argument("--gui", action="store_true", help="use sumo-gui (implies --backend traci; needs a display)")
     p.add_argument("--port", type=int, help="TraCI port (default: a free one)")
@@ -163,11 +164,13 @@ def _report(summary: dict, out_arg: str | None) -> None:
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay", help="run the plugin on a recorded trace (no SUMO)",
-        description="Replay a recorded trace through the same world and layers as a live run. A .parquet trace "
-                    "from `cosim run --record` reproduces the live run's results exactly; an FCD .xml[.gz] "
-                    "(any `sumo --fcd-output`) to the precision it was written with.",
+        description="Replay a recorded trace through the same world and layers as a live run. A .parquet or "
+                    ".csv[.gz] trace from `cosim run --record` reproduces the live run's results exactly; SUMO's FCD "
+                    "(.xml[.gz] or Parquet: any `sumo --fcd-output`) to the precision it was written with.",
     )
-    p.add_argument("trace", help="trace.parquet or FCD trace.xml[.gz]")
+    p.add_argument("trace", help="a trace of `cosim run --record`: TRACE.parquet or TRACE.csv[.gz] (exact), "
+                                 "or SUMO's FCD output: TRACE.fcd.parquet (any sumo --fcd-output x.parquet, told by "
+                                 "its columns) or TRACE.xml[.gz]")
     p.add_argument("--scenario", required=True, metavar="TOML", help="scenario (network, RSUs, layers, seed)")
     p.add_argument("--end", type=float, metavar="S", help="stop at this time [s] (default: the scenario's end)")
     _output_args(p)

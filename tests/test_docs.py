@@ -45,3 +45,18 @@ def test_plugins_md_documents_every_problem_field_its_example_reads():
     # every attribute (not a method call) the page reads off a problem is in the table
     read = set(re.findall(r"(?<![.\w])problem\.(\w+)\b(?!\()", text))
     assert "n_devices" in read and read <= documented, sorted(read - documented)
+
+
+def command_help(name: str) -> str:
+    from cosim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return " ".join(sub.choices[name].format_help().split())
+
+
+def test_replay_help_names_every_trace_format_and_no_record_option():
+    text = command_help("replay")
+    assert all(f in text for f in ("TRACE.parquet", "TRACE.csv[.gz]", "TRACE.fcd.parquet", "TRACE.xml[.gz]"))
+    assert "--record trace" not in text and "earlier --record" not in text  # replay has no --record
+    assert "--record" in command_help("run") and "earlier --record trace" in command_help("run")
+
