@@ -195,7 +195,9 @@ def _demand_args(p: argparse.ArgumentParser, period: float) -> None:
     p.add_argument("--root", default=".", help="folder holding sumo_nets/ and scenarios/ (default: .)")
     p.add_argument("--period", type=float, default=period, help=f"seconds between departures (default {period:g})")
     p.add_argument("--fringe-factor", type=float, default=5.0, help="likelier trips from/to the fringe (default 5)")
-    p.add_argument("--end", type=float, default=3600.0, help="last departure [s] (default 3600)")
+    p.add_argument("--end", type=float, default=3600.0,
+                   help="last departure [s], also the sumocfg's <end>; the scenario's end_s is the smaller of it and "
+                        "600 (default 3600)")
     p.add_argument("--seed", type=int, default=42, help="seeds netgenerate/randomTrips (default 42)")
 
 
@@ -215,7 +217,10 @@ def _add_netgen(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("netgen", help="generate a network (grid, spider, random) with demand and a scenario",
                        description="Build a SUMO network with netgenerate, random demand with randomTrips/duarouter, "
                                    "and a ready scenario TOML (RSUs on an automatic lattice).")
-    p.add_argument("kind", choices=("grid", "spider", "random"))
+    p.add_argument("kind", choices=("grid", "spider", "random"),
+                   help="grid: a Manhattan grid of --size x --size junctions, --length apart; spider: --size arms "
+                        "(at least 3) and --size circles, --length apart; random: a random network grown over "
+                        "20 x --size steps, junctions 0.5-1.5 x --length apart")
     p.add_argument("--size", type=int, default=5, help="grid: junctions per side; spider: arms and circles; "
                                                        "random: 20 x size growth steps (default 5)")
     p.add_argument("--length", type=float, default=200.0, help="block / ring spacing / edge length [m] (default 200)")

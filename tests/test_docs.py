@@ -60,3 +60,10 @@ def test_replay_help_names_every_trace_format_and_no_record_option():
     assert "--record trace" not in text and "earlier --record" not in text  # replay has no --record
     assert "--record" in command_help("run") and "earlier --record trace" in command_help("run")
 
+
+def test_netgen_and_import_osm_help_say_what_each_choice_and_end_do():
+    text = command_help("netgen")
+    for kind in ("grid:", "spider:", "random:"):
+        assert kind in text, kind
+    for cmd in ("netgen", "import-osm"):
+        assert "also the sumocfg's <end>; the scenario's end_s is the smaller of it and 600" in command_help(cmd)

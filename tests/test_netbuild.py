@@ -24,6 +24,9 @@ def test_netgen_scenarios_run(tmp_path, kind):
                    "--end", "300", "--root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sumo_nets" / f"n{kind}" / f"n{kind}.net.xml").is_file()
+    # --end: the last departure, the sumocfg's <end> and (below 600 s) the scenario's end_s, as --help says
+    assert '<end value="300"/>' in (tmp_path / "sumo_nets" / f"n{kind}" / f"n{kind}.sumocfg").read_text()
+    assert "\nend_s = 300\n" in (tmp_path / "scenarios" / f"n{kind}.toml").read_text()
     s = run_built(tmp_path, f"n{kind}")
     assert s["slots"] == 30 and s["vehicles_seen"] > 5 and len(s["rsus"]) >= 1
 
