@@ -152,6 +152,22 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_the_key():
         make_layers(_cfg({}, plugins=["/nowhere/missing.py"]), CTX)
 
 
+def test_a_py_file_plugin_is_named_by_its_path(tmp_path):
+    """A plugin file is imported as ``cosim_plugin_<stem>``, a name the user never wrote: what
+    messages show (``spec.origin``: `cosim check`, `cosim config`, a run's warnings) is its path,
+    as summary.json's plugins list it."""
+    shutil.copy(BAD / "bad_plugins.py", tmp_path / "my_sched.py")
+    scen = tmp_path / "s.toml"
+    make_layers(from_dict({"scenario": {"sumocfg": str(GRID6_CFG), "plugins": ["my_sched.py"]}}, str(scen), tmp_path),
+                CTX)
+    spec = registry.policies("dvit")["raiser"]
+    assert spec.module == "cosim_plugin_my_sched" and spec.origin == f"plugin {tmp_path / 'my_sched.py'}"
+    assert str(tmp_path / "my_sched.py") in registry.plugin_versions()  # the key summary.json lists
+    assert conformance.label(spec, "scheduler") == f"dvit scheduler 'raiser' (plugin {tmp_path / 'my_sched.py'})"
+    with pytest.raises(ConfigError, match=f"registered twice \\({tmp_path / 'my_sched.py'} and "):
+        registry.register_policy("dvit", "raiser")(lambda p, rng, o: None)
+
+
 def test_registering_a_different_policy_under_a_taken_name_is_an_error():
     with pytest.raises(ConfigError, match="policy 'vidi' of layer 'dvit' is registered twice"):
         registry.register_policy("dvit", "vidi")(lambda p, rng, o: None)
@@ -248,7 +264,7 @@ def test_a_raising_policy_is_dropped_with_one_line_and_the_others_kept(raiser_ru
     assert proc.returncode == 0, proc.stderr
     warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("cosim: warning")]
     assert len(warn) == 1
-    assert says(warn[0], f"{scen}: layers.dvit.policies: ", "'raiser'", "cosim_plugin_bad_plugins",
+    assert says(warn[0], f"{scen}: layers.dvit.policies: ", "'raiser'", f"plugin {BAD / 'bad_plugins.py'}",
                 "RuntimeError: deliberate failure"), warn[0]
     d = json.loads((out / "summary.json").read_text())["layers"]["dvit"]
     assert d["raiser"]["tasks"] == 5 and "deliberate failure" in d["raiser"]["error"]
