@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cosim import sweep
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, CosimError
 
 from .conftest import ROOT, run_cli
 
@@ -399,6 +399,40 @@ def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
     written = plot(tmp_path)
     assert [p.name for p in written] == ["g-dvit-paired.png"]
     assert written[0].stat().st_size > 5000
+
+
+def test_a_failed_plot_leaves_no_folder_and_no_figure_it_made(tmp_path):
+    """`cosim plot SWEEP --metric nosuch --out bad/p1` fails after the forest and a line figure
+    were drawn: those figures and the folders the call made go again; an --out that existed keeps
+    what was in it."""
+    pytest.importorskip("matplotlib")
+    from cosim.plot import plot
+
+    sw = tmp_path / "sw"
+    sw.mkdir()
+    (sw / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 3\n'
+                                   '[grid]\n"layers.dvit.steps" = [10, 20]\n')
+    pd.DataFrame({"scenario": ["g"] * 4, "layer": ["dvit"] * 4, "policy": ["vidi", "mddi"] * 2,
+                  "layers.dvit.steps": [10, 10, 20, 20], "n": [3] * 4, "success_rate.mean": [0.9, 0.8, 0.7, 0.6],
+                  "success_rate.ci95": [0.01] * 4}).to_csv(sw / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi"] * 2, "baseline": ["vidi"] * 2,
+                  "layers.dvit.steps": [10, 20], "n": [3, 3], "success_rate.diff": [-0.1, -0.1],
+                  "success_rate.ci95": [0.02, 0.02], "success_rate.p_holm": [0.01, 0.01]}).to_csv(
+        sw / "paired.csv", index=False)
+    out = tmp_path / "bad" / "p1"
+    with pytest.raises(CosimError, match="--metric nosuch: layer 'dvit' has no such number"):
+        plot(sw, metrics=["success_rate", "nosuch"], out=out)
+    assert not (tmp_path / "bad").exists()
+    kept = tmp_path / "old"
+    kept.mkdir()
+    (kept / "g-dvit-paired.png").write_bytes(b"an earlier figure")
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(CosimError, match="--metric nosuch"):
+        plot(sw, metrics=["success_rate", "nosuch"], out=kept)
+    assert sorted(p.name for p in kept.iterdir()) == ["g-dvit-paired.png", "notes.txt"]
+    # the same call without the bad metric draws both figures there (so the failure came after them)
+    assert sorted(p.name for p in plot(sw, metrics=["success_rate"], out=out)) == [
+        "g-dvit-paired.png", "g-dvit-success_rate.png"]
 
 
 @sumo
