@@ -199,6 +199,10 @@ def _demand_args(p: argparse.ArgumentParser, period: float) -> None:
                    help="last departure [s], also the sumocfg's <end>; the scenario's end_s is the smaller of it and "
                         "600 (default 3600)")
     p.add_argument("--seed", type=int, default=42, help="seeds netgenerate/randomTrips (default 42)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files an earlier build of NAME wrote (sumo_nets/NAME/NAME.net.xml, .rou.xml, "
+                        ".sumocfg, .poly.xml with --polygons, scenarios/NAME.toml) instead of refusing; nothing else "
+                        "in those folders is touched")
 
 
 def _demand(args: argparse.Namespace):  # noqa: ANN202
@@ -237,7 +241,8 @@ def cmd_netgen(args: argparse.Namespace) -> int:
     cfg, scen = build_scenario(
         args.name, Path(args.root), lambda out: netgenerate(args.kind, out, size=args.size, length_m=args.length,
                                                               lanes=args.lanes, seed=args.seed),
-        _demand(args), comment=f"cosim netgen {args.kind} --size {args.size} --length {args.length:g}")
+        _demand(args), comment=f"cosim netgen {args.kind} --size {args.size} --length {args.length:g}",
+        overwrite=args.overwrite)
     print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
     return 0
 
@@ -261,7 +266,8 @@ def cmd_import_osm(args: argparse.Namespace) -> int:
         raise CosimError(f"{osm}: no such OSM file")
     cfg, scen = build_scenario(args.name, Path(args.root), lambda out: netconvert_osm(osm, out), _demand(args),
                                polygons=osm if args.polygons else None,
-                               comment=f"cosim import-osm {osm.name}\nMap data (c) OpenStreetMap contributors, ODbL 1.0")
+                               comment=f"cosim import-osm {osm.name}\nMap data (c) OpenStreetMap contributors, ODbL 1.0",
+                               overwrite=args.overwrite)
     print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
     return 0
 
