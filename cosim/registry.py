@@ -115,7 +115,8 @@ def register_layer(name: str) -> Callable[[type], type]:
         shared = getattr(cls, "shared_cost", 0.0)
         if not (isinstance(shared, (int, float)) and not isinstance(shared, bool) and math.isfinite(shared)
                 and shared >= 0):
-            raise ConfigError(f"layer '{name}' ({shown_module(cls.__module__)}): shared_cost must be a number >= 0, got {shared!r}")
+            raise ConfigError(f"layer '{name}' ({shown_module(cls.__module__)}): shared_cost must be a number >= 0, "
+                              f"got {shared!r}")
         cls.name = name
         _LAYERS[name] = cls
         return cls

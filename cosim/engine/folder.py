@@ -194,7 +194,8 @@ def new_folders(*paths: Path, flag: str = ""):  # noqa: ANN201
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 made += [q for q in reversed(missing) if q.is_dir()]
-                raise CosimError(f"{flag + ' ' if flag else ''}{p}: cannot create the folder ({exc.strerror or exc})") from None
+                at = f"{flag} {p}" if flag else str(p)
+                raise CosimError(f"{at}: cannot create the folder ({exc.strerror or exc})") from None
             made += reversed(missing)
         yield made
     except BaseException:
