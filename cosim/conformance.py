@@ -144,7 +144,8 @@ def _drive_layer(layer: Any, tables: "Tables", worlds: list, label: str, subject
         if cls.__module__.startswith("cosim."):
             return [_internal(label, exc)]
         if subject == "policy":
-            return [f"{label}: its layer '{cls.name}' ({cls.__module__}) raised {type(exc).__name__}: {exc} while "
+            return [f"{label}: its layer '{cls.name}' ({registry.shown_module(cls.__module__)}) raised "
+                    f"{type(exc).__name__}: {exc} while "
                     "running it (a fault of the layer, not of the policy)"]
         return [f"{label}: raised {type(exc).__name__}: {exc}"]
     out += [f"{label}: {p}" for p in tables.problems]
@@ -258,7 +259,7 @@ def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
 
 
 def check_layer(cls: type, worlds: list) -> list[str]:
-    _, out = run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})", subject="layer")
+    _, out = run_layer(cls, {}, worlds, f"layer '{cls.name}' ({registry.shown_module(cls.__module__)})", subject="layer")
     return out
 
 

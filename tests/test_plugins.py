@@ -164,6 +164,8 @@ def test_a_py_file_plugin_is_named_by_its_path(tmp_path):
     assert spec.module == "cosim_plugin_my_sched" and spec.origin == f"plugin {tmp_path / 'my_sched.py'}"
     assert str(tmp_path / "my_sched.py") in registry.plugin_versions()  # the key summary.json lists
     assert conformance.label(spec, "scheduler") == f"dvit scheduler 'raiser' (plugin {tmp_path / 'my_sched.py'})"
+    _, lines = conformance.run_checks([("layer", registry.layer_class("bad_block"))])  # `cosim check` of its layer
+    assert lines and all(f"layer 'bad_block' ({tmp_path / 'my_sched.py'})" in ln for ln in lines), lines
     with pytest.raises(ConfigError, match=f"registered twice \\({tmp_path / 'my_sched.py'} and "):
         registry.register_policy("dvit", "raiser")(lambda p, rng, o: None)
 
