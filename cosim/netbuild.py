@@ -214,6 +214,8 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
                     if not p.exists():
                         new.append(p)
                     os.replace(work / p.name, p)
+            except CosimError as exc:  # named as the file it was built for: the scratch folder goes now
+                raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if not scen_path.exists():

@@ -112,3 +112,23 @@ def test_import_osm_refuses_to_replace_and_a_failed_overwrite_keeps_the_earlier_
     proc = run_cli("import-osm", str(bad), "--name", "bh", "--overwrite", "--root", str(tmp_path))
     assert proc.returncode == 2 and "no_roads.osm" in proc.stderr, proc.stderr
     assert tree(tmp_path) == before  # no scratch folder left, the earlier files untouched
+
+
+def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_path):
+    """The network is built in a scratch folder beside sumo_nets/NAME/: an error names the file it
+    was built for, and neither the scratch folder nor a folder this call made stays."""
+    from cosim.errors import CosimError
+    from cosim.netbuild import DemandSpec, build_scenario
+
+    def no_roads(out: Path) -> Path:
+        out.write_text('<?xml version="1.0"?>\n<net version="1.20"></net>\n')
+        return out
+
+    with pytest.raises(CosimError) as exc:
+        build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
+    assert str(exc.value) == f"{tmp_path / 'root' / 'sumo_nets' / 'x' / 'x.net.xml'}: the network has no drivable edge"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "root" / "sumo_nets").mkdir(parents=True)  # an existing folder stays, and stays empty
+    with pytest.raises(CosimError):
+        build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["root", "root/sumo_nets"]
