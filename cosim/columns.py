@@ -239,7 +239,7 @@ SUMMARY = {
     "wall_s.total": ("s", "wall time of the run"),
     "wall_s.sumo": ("s", "SUMO stepping and reading its state"),
     "wall_s.plugin": ("s", "world, layers, recording"),
-    "wall_s.sumo_wait": ("s", "SUMO's side idle, waiting for the plugin (`--jobs 2` or more)"),
+    "wall_s.sumo_wait": ("s", "SUMO's side idle, waiting for the plugin"),
     "wall_s.plugin_wait": ("s", "the plugin's side idle, waiting for SUMO"),
     "wall_s.workers_wait": ("s", "`--jobs 3` or more: the plugin's process idle, waiting for the policy workers"),
     "cpu_s.plugin_process": ("s", "CPU time of the plugin's process"),
@@ -381,8 +381,10 @@ SWEEP_TABLES = {
                        "KEY.p": (NONE, "two-sided paired t-test p-value"),
                        "KEY.p_holm": (NONE, "Holm-adjusted p over the family (every policy vs the baseline on KEY "
                                             "in this scenario, grid point and layer)"),
-                       "latency_diff_s.*, success_diff.*": (NONE, "the task-level differences, from each run's "
-                                                                  "`vs_baseline` (its mean per seed)"),
+                       "latency_diff_s.*, success_diff.*": (NONE, "the task-level differences: over the seeds, each "
+                                                                  "run's `vs_baseline.latency_diff_s` / "
+                                                                  "`success_diff` where its baseline is this one "
+                                                                  "(NaN otherwise)"),
                    }),
     "cells.csv": ("one row per cell", {
         "cell": (NONE, "the cell's id"),
@@ -449,7 +451,8 @@ def _columns(cols: dict[str, tuple[str, str]], what: str = "column") -> list[str
 
 
 def _values(table: str, column: str, vals: dict[str, str]) -> list[str]:
-    return [f"`{table}.{column}` values:", "",
+    where = f'summary.json["{column}"]' if table == "summary.json" else f"{table}.{column}"
+    return [f"Values of `{where}`:", "",
             *_table(("value", "meaning"), [(v or '""', meaning) for v, meaning in vals.items()]), ""]
 
 
