@@ -69,7 +69,8 @@ def test_every_registered_layer_and_policy_conforms(example):
 
 def test_check_names_what_each_broken_plugin_violates():
     proc = cosim("check", "--plugin", "bad_plugins", "bad_plugins:back_to_rsu", "bad_plugins:short_plan",
-                 "bad_plugins:evicts_itself", "bad_plugins:negative", "bad_plugins:BadBlock", paths=[BAD])
+                 "bad_plugins:evicts_itself", "bad_plugins:negative", "bad_plugins:BadBlock", "bad_plugins:raiser",
+                 paths=[BAD])
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
     assert "dvit scheduler 'back-to-rsu' (plugin bad_plugins): breaks C1/C2 at step 2: device 1 -> 0" in out
@@ -81,9 +82,14 @@ def test_check_names_what_each_broken_plugin_violates():
     assert "cache eviction policy 'evicts-itself' (plugin bad_plugins): modified the cache while ranking it" in out
     assert "moe pricing solver 'negative' (plugin bad_plugins): negative or zero prices" in out
     assert "layer 'bad_block' (bad_plugins): on_end() returned list, not a dict" in out
+    # raising when asked the same question again (the reproducibility check's second call) is a
+    # violation, not a traceback out of cosim check
+    assert ("dvit scheduler 'raiser' (plugin bad_plugins): raised RuntimeError when called again on the same "
+            "input: deliberate failure") in out
+    assert "Traceback" not in proc.stderr
     # one line per violation, each naming its target
     assert all(line.split(" ")[0] in ("dvit", "cache", "moe", "layer") for line in out.splitlines())
-    assert "5 target(s)" in proc.stderr
+    assert "6 target(s)" in proc.stderr
 
 
 def test_an_error_of_cosim_itself_is_not_a_verdict_on_the_policy(monkeypatch):
