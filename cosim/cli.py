@@ -398,16 +398,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else sweep.default_out(sw)
     if args.dry_run:
         cells = sw.cells()
+        states, _ = sweep.cell_states(sw, out, cells)
         for c in cells:
-            state = "finished" if sweep.finished(out / "cells" / c.cell_id) else "to run"
+            state, why = states[c.cell_id]
+            shown = f"stale: {'; '.join(why)}; runs again" if state == "stale" else state
             params = " ".join(f"{k}={v}" for k, v in c.params)
-            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{state}]")
+            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{shown}]")
         print(f"{len(cells)} runs; results in {out}")
         return 0
     res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
     other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
     print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
           + (f", {other} missing" if other else "")
+          + (f", {res['stale']} of them again: their inputs changed" if res.get("stale") else "")
           + (f", {res['rerun']} ran more than once (a node died; attempts in cells.csv)" if res.get("rerun") else "")
           + " (see cells.csv); "
           f"results: {res['out']}/results.parquet, summary.csv")

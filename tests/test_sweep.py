@@ -490,3 +490,75 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
         bad = write(tmp_path, text, "bad.toml")
         with pytest.raises(ConfigError, match=msg):
             sweep.check_cells(sweep.load(bad))
+
+
+# -- a finished cell is reused only while its inputs are unchanged (its fingerprint) -------------
+def _own_scenario(folder: Path, tau: float = 120.0, plugin: str = "X = 1\n") -> Path:
+    """grid6's cache scenario with a .py plugin, both in ``folder`` (relative paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plug.py").write_text(plugin)
+    net = ROOT / "sumo_nets" / "grid6"
+    return write(folder, f'[scenario]\nsumocfg = "{net / "grid6.sumocfg"}"\nplugins = ["plug.py"]\n'
+                         '[layers.cache]\npolicies = ["lc", "lfu"]\ncatalog = "table1-variants"\n'
+                         f"aoc_tau_s = {tau}\n", "mine.toml")
+
+
+def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(tmp_path):
+    from cosim import config as cfgmod
+
+    net = tmp_path / "net"
+    shutil.copytree(ROOT / "sumo_nets" / "grid6", net)
+    scen = _own_scenario(tmp_path / "a")
+    scen.write_text(scen.read_text().replace(str(ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"), "../net/grid6.sumocfg"))
+    fp = sweep.fingerprint(cfgmod.load(scen))
+    assert set(fp) == {"config", "sumocfg", "net-file:grid6.net.xml", "route-files:grid6.rou.xml", "plugin:plug.py:plug.py"}
+    import hashlib
+    assert fp["route-files:grid6.rou.xml"] == hashlib.sha1((net / "grid6.rou.xml").read_bytes()).hexdigest()
+    # the whole tree moved elsewhere: the same fingerprint (paths are relative to the scenario file)
+    shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "-moved"))
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    assert sweep.fingerprint(cfgmod.load(moved / "a" / "mine.toml")) == fp
+    # one route changed, one scenario value, one plugin line, the seed (the cell id has it), jobs (same results)
+    rou = net / "grid6.rou.xml"
+    rou.write_text(rou.read_text().replace('depart="', 'depart="1', 1))
+    assert sweep.stale({"fingerprint": fp}, sweep.fingerprint(cfgmod.load(scen))) == ["route-files grid6.rou.xml"]
+    scen.write_text(scen.read_text().replace("aoc_tau_s = 120.0", "aoc_tau_s = 60.0"))
+    (tmp_path / "a" / "plug.py").write_text("X = 2\n")
+    now = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), {"scenario.seed": 7, "scenario.jobs": 3}))
+    assert sweep.stale({"fingerprint": fp}, now) == ["the configuration", "plugin plug.py:plug.py",
+                                                      "route-files grid6.rou.xml"]
+    assert sweep.stale({}, now) == ["no fingerprint in its cell.json (made by an older cosim)"]
+
+
+@sumo
+def test_a_finished_cell_runs_again_when_its_scenario_or_plugin_changed(tmp_path):
+    scen = _own_scenario(tmp_path / "lab")
+    f = write(tmp_path, f'[sweep]\nname = "fp"\nscenarios = ["lab/mine.toml"]\nseeds = [1]\nend_s = 20\n'
+                        '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n')
+    out = tmp_path / "out"
+    (cell,) = sweep.load(f).cells()
+    d = out / "cells" / cell.cell_id
+
+    def again() -> tuple[subprocess.CompletedProcess, float]:
+        proc = run_cli("sweep", str(f), "--out", str(out), "--jobs", "1")
+        assert proc.returncode == 0, proc.stderr
+        return proc, json.loads((d / "cell.json").read_text())["started"]
+
+    _, t0 = again()
+    (d / "my-notes.txt").write_text("mine")  # a file cosim did not write stays through a re-run
+    proc, t = again()  # unchanged: reused
+    assert t == t0 and "1/1 cells done (1 earlier)" in proc.stderr and "again" not in proc.stdout
+    dry = run_cli("sweep", str(f), "--out", str(out), "--dry-run")
+    assert "[finished]" in dry.stdout
+    scen.write_text(scen.read_text().replace("aoc_tau_s = 120.0", "aoc_tau_s = 60.0"))
+    dry = run_cli("sweep", str(f), "--out", str(out), "--dry-run")
+    assert "[stale: the configuration; runs again]" in dry.stdout, dry.stdout
+    proc, t1 = again()
+    assert t1 > t0 and "1 re-run: inputs changed" in proc.stderr and "the configuration" in proc.stderr
+    assert "1 of them again: their inputs changed" in proc.stdout
+    assert "aoc_tau_s = 60.0" in (d / "config.toml").read_text()
+    (tmp_path / "lab" / "plug.py").write_text("X = 2\n")
+    proc, t2 = again()
+    assert t2 > t1 and "plugin plug.py:plug.py" in proc.stderr, proc.stderr
+    proc, t3 = again()
+    assert t3 == t2 and (d / "my-notes.txt").read_text() == "mine"
