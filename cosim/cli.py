@@ -397,6 +397,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise CosimError("--jobs must be >= 1")
     out = Path(args.out) if args.out else sweep.default_out(sw)
     if args.dry_run:
+        sweep.check_cells(sw)  # the checks the sweep itself makes before anything runs
         cells = sw.cells()
         states, _ = sweep.cell_states(sw, out, cells)
         for c in cells:

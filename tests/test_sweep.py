@@ -133,9 +133,10 @@ def test_a_folder_or_a_binary_is_not_a_sweep_file(tmp_path):
     ('"layers.nolayer.x" = [1]', "unknown layer '[layers.nolayer]'"),
     ('"scenario.end_s" = [-5]', "scenario.end_s: -5 is out of range"),
 ])
-def test_every_cell_is_validated_before_anything_runs(tmp_path, grid, message):
-    f = tiny(tmp_path, grid=grid)
-    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_every_cell_is_validated_before_anything_runs(tmp_path, grid, message, dry):
+    f = tiny(tmp_path, grid=grid)  # --dry-run makes the same checks: it must not list a cell as [to run] that fails
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q", *dry)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and str(f) in lines[0], proc.stderr
@@ -379,6 +380,8 @@ def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep\.baseline\.dvit: no cell runs layer 'dvit' \(layers run: cache\)"):
         sweep.check_cells(sweep.load(bad2))
     sweep.check_cells(sweep.load(write(tmp_path, text.replace('"LFU"', '"lfu"'), "ok.toml")))
+    proc = run_cli("sweep", str(bad), "--dry-run")  # --dry-run refuses it as the sweep does
+    assert proc.returncode == 2 and "'LFU' is not among the policies run" in proc.stderr and not proc.stdout
 
 
 def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
