@@ -298,3 +298,19 @@ def test_rtol_lets_floats_differ_within_it_and_says_so(tmp_path):
     assert run_cli("compare", str(a), str(b)).returncode == 1
     bad = run_cli("compare", str(a), str(b), "--rtol", "-1")
     assert (bad.returncode, bad.stderr) == (2, "cosim: error: --rtol -1: expected a finite number >= 0\n")
+
+
+@pytest.mark.sumo
+def test_a_run_of_a_results_folders_config_toml_compares_same(tmp_path):
+    """config.toml says `cosim run config.toml` re-runs it: the re-run is the same run, named as
+    the first (config.toml holds the resolved scenario name, not "" that would name it "config")."""
+    scen = tmp_path / "mine.toml"
+    scen.write_text(GRID6_TOML.read_text().replace('sumocfg = "', f'sumocfg = "{GRID6_TOML.parent}/'))
+    first = run_cli("run", str(scen), "--end", "20", "--out", str(tmp_path / "a"), "-q", "--no-coverage")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("run", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"), "-q")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["scenario"] == "mine"
+    same = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert same.returncode == 0 and same.stdout.startswith("same: "), same.stdout
+
