@@ -562,6 +562,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (args.rtol >= 0.0 and math.isfinite(args.rtol)):
         raise CosimError(f"--rtol {args.rtol:g}: expected a finite number >= 0")
     c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore), rtol=args.rtol)
+    for key in c.unmatched:
+        print(f"cosim: warning: --ignore {key}: no table, column or summary.json key of either folder is called "
+              "that (left nothing out)", file=sys.stderr)
     diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)

@@ -314,3 +314,16 @@ def test_a_run_of_a_results_folders_config_toml_compares_same(tmp_path):
     same = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert same.returncode == 0 and same.stdout.startswith("same: "), same.stdout
 
+
+def test_an_ignore_that_matches_nothing_is_warned_about(tmp_path):
+    a = make_run(tmp_path / "a", {"dvit_tasks": tasks(), "rsus": {"slot": np.array([0, 1])}})
+    b = make_run(tmp_path / "b", {"dvit_tasks": tasks(), "rsus": {"slot": np.array([0, 1])}})
+    used = ("rsus", "coverage.parquet", "latency_s", "layers.moe.gecpa", "seed", "wall_s")
+    c = compare(a, b, ignore=(*used, "nosuchkey", "layers.moe.nope", "latency"))
+    # coverage.parquet: in neither folder; wall_s: measured, left out anyway
+    assert c.unmatched == ["coverage.parquet", "nosuchkey", "layers.moe.nope", "latency"]
+    cli = run_cli("compare", str(a), str(b), "--ignore", "nosuchkey", "--ignore", "seed")
+    assert cli.returncode == 0 and cli.stdout == "same: 2 tables, summary\n"
+    assert cli.stderr == ("cosim: warning: --ignore nosuchkey: no table, column or summary.json key of either folder "
+                          "is called that (left nothing out)\n")
+
