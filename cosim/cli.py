@@ -26,6 +26,7 @@ EXIT_SUMO_DIED = 3
 EXIT_DISK_FULL = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -600,16 +601,38 @@ def main(argv: list[str] | None = None) -> int:
     # (which the parquet writer uses). Must be set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return EXIT_ERROR
-    import signal
+    try:
+        ap = build_parser()
+        try:
+            args = ap.parse_args(argv)
+        except SystemExit:  # --help, a parse error: what they printed is flushed here, not at exit
+            sys.stdout.flush()
+            raise
+        if not getattr(args, "func", None):
+            ap.print_help()
+            sys.stdout.flush()
+            return EXIT_ERROR
+        import signal
 
-    # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
-    with interrupts(signal.SIGTERM, install="unowned"):
-        return _dispatch(args)
+        # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
+        with interrupts(signal.SIGTERM, install="unowned"):
+            code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (``cosim compare A B | head -1``): end quietly, as a
+    command killed by SIGPIPE does, with 128 + SIGPIPE; stdout points at /dev/null so that the
+    interpreter's last flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no stdout file descriptor (embedded): nothing more to do
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:

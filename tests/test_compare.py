@@ -327,3 +327,21 @@ def test_an_ignore_that_matches_nothing_is_warned_about(tmp_path):
     assert cli.stderr == ("cosim: warning: --ignore nosuchkey: no table, column or summary.json key of either folder "
                           "is called that (left nothing out)\n")
 
+
+@pytest.mark.parametrize("argv, code", [(["compare", "A", "B"], 141), (["compare", "--help"], 0)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, argv, code):
+    """`cosim compare A B | head -1`: the reader closes the pipe before cosim writes; cosim ends
+    with 141 (128 + SIGPIPE) and no BrokenPipeError traceback or 'Exception ignored' line (--help:
+    argparse itself ignores a failed write of the help and exits 0)."""
+    import os
+    import subprocess
+    import sys
+
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    argv = [str(a) if x == "A" else str(b) if x == "B" else x for x in argv]
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written
+    proc = subprocess.run([sys.executable, "-m", "cosim", *argv], stdout=w, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(w)
+    assert (proc.returncode, proc.stderr) == (code, "")
