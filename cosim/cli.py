@@ -35,19 +35,22 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's results in --out (and an earlier --record trace) instead of refusing")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress line (SUMO's own warnings still show; all of SUMO's messages are in sumo.log)")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
-    p.add_argument("--jobs", type=_run_jobs, metavar="N|auto",
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
                    help="processes for this run (scenario.jobs): 1 = all in one, 2 = SUMO / the trace reader one "
-                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto = as "
-                        "many as the cores and the policies can use (same results whatever N)")
+                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto (or 0, "
+                        "as scenario.jobs = 0) = as many as the cores and the policies can use (same results "
+                        "whatever N)")
 
 
-def _run_jobs(text: str) -> int:
-    """``--jobs`` of a run: a count >= 1, or ``auto`` (scenario.jobs = 0)."""
+def _jobs(text: str) -> int:
+    """``--jobs`` of a run and of a sweep, one rule: a count >= 1, or ``auto`` or 0 (as
+    scenario.jobs = 0): as many as the cores allow."""
     if text.strip().lower() in ("auto", "0"):
         return 0
     try:
@@ -381,9 +384,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local processes (default) or Ray tasks (pip install 'cosim[ray]')")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="parallel runs (default: the cores cosim may use: COSIM_CPUS, else its CPU affinity; "
-                        "local Ray: its CPUs)")
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
+                   help="parallel runs; auto (or 0, as for `cosim run --jobs`; the default) = the cores cosim may "
+                        "use: COSIM_CPUS, else its CPU affinity; local Ray: its CPUs")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -394,8 +397,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cosim import sweep
 
     sw = sweep.load(args.file)
-    if args.jobs is not None and args.jobs < 1:
-        raise CosimError("--jobs must be >= 1")
     out = Path(args.out) if args.out else sweep.default_out(sw)
     if args.dry_run:
         sweep.check_cells(sw)  # the checks the sweep itself makes before anything runs
@@ -408,7 +409,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{shown}]")
         print(f"{len(cells)} runs; results in {out}")
         return 0
-    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
+    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs or None, address=args.address, progress=not args.quiet)
     other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
     print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
           + (f", {other} missing" if other else "")

@@ -565,3 +565,21 @@ def test_a_finished_cell_runs_again_when_its_scenario_or_plugin_changed(tmp_path
     assert t2 > t1 and "plugin plug.py:plug.py" in proc.stderr, proc.stderr
     proc, t3 = again()
     assert t3 == t2 and (d / "my-notes.txt").read_text() == "mine"
+
+
+def test_jobs_follows_one_rule_for_run_and_sweep(tmp_path):
+    """--jobs N|auto of `cosim run` and `cosim sweep`: a count >= 1, or auto or 0 (scenario.jobs = 0) = auto."""
+    from cosim.cli import build_parser
+
+    ap = build_parser()
+    for cmd, target in (("run", str(SCEN)), ("sweep", "s.toml")):
+        for text, jobs in (("0", 0), ("auto", 0), ("AUTO", 0), ("3", 3)):
+            assert ap.parse_args([cmd, target, "--jobs", text]).jobs == jobs
+    f = tiny(tmp_path)
+    for cmd, target in (("run", str(SCEN)), ("sweep", str(f))):
+        bad = run_cli(cmd, target, "--jobs", "-1", "--out", str(tmp_path / "o"))
+        assert bad.returncode == 2 and "expected a number of processes >= 1 or 'auto', not '-1'" in bad.stderr
+        helptext = " ".join(run_cli(cmd, "--help").stdout.split())
+        assert "--jobs N|auto" in helptext and "auto (or 0," in helptext
+    dry = run_cli("sweep", str(f), "--jobs", "0", "--dry-run", "--out", str(tmp_path / "o"))
+    assert dry.returncode == 0 and "4 runs;" in dry.stdout, dry.stderr
