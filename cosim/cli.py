@@ -186,7 +186,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.end is not None:
         cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
-    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite)
+    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite,
+                     end_from=None if args.end is None else f"--end {args.end:g}")
     _report(summary, args.out)
     return 0
 
