@@ -1,4 +1,5 @@
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,23 @@ def test_option_checks_lists_tables_and_their_elements():
     docs = dict((n, d) for n, _, d in config.field_docs(Outer))
     assert docs["counts"] == "(>= 1; <= 9; non-empty; at most 3 values; no value twice; each >= 0, <= 5)"
     assert docs["parts"] == "(required)" and docs["axes"] == "(each non-empty, no value twice)"
+
+
+@pytest.mark.sumo
+def test_options_of_a_policy_an_override_dropped_hint_how_to_drop_them(tmp_path):
+    """Options for a policy not run stay an error, also when --set dropped the policy; the error
+    says how to drop the table, and doing so runs."""
+    from .conftest import ROOT, run_cli
+
+    scen = tmp_path / "mine.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"}"\n'
+                    '[layers.dvit]\npolicies = ["vidi", "nb-sticky"]\n[layers.dvit.options.nb-sticky]\npatience = 5\n')
+    drop = "layers.dvit.policies=[\"vidi\"]"
+    bad = run_cli("run", str(scen), "--set", drop, "--end", "5", "--out", str(tmp_path / "a"), "-q")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert ("'nb-sticky' is not among the policies run (vidi): add it to layers.dvit.policies or remove its options "
+            "table (an override that drops policies: also --set 'layers.dvit.options={}'") in bad.stderr
+    ok = run_cli("run", str(scen), "--set", drop, "--set", "layers.dvit.options={}", "--end", "5", "--out",
+                 str(tmp_path / "b"), "-q", "--no-coverage")
+    assert ok.returncode == 0, ok.stderr
+    assert list(json.loads((tmp_path / "b" / "summary.json").read_text())["layers"]["dvit"]) == ["vidi"]
