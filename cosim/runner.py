@@ -131,7 +131,10 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
     # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
                          log_file=out / "sumo.log", end_s=tl.end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
-                         fields=session.fields)
+                         fields=session.fields,
+                         blame=[(f"{cfg.source_file}: scenario.sumo_args", list(sc.sumo_args)),
+                                ("--sumo-args", list(extra_sumo_args or [])),
+                                (f"{cfg.source_file}: scenario.sumocfg {sc.sumocfg}", [])])
     return session, source
 
 

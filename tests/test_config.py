@@ -173,3 +173,26 @@ def test_options_of_a_policy_an_override_dropped_hint_how_to_drop_them(tmp_path)
                  str(tmp_path / "b"), "-q", "--no-coverage")
     assert ok.returncode == 0, ok.stderr
     assert list(json.loads((tmp_path / "b" / "summary.json").read_text())["layers"]["dvit"]) == ["vidi"]
+
+
+@pytest.mark.sumo
+@pytest.mark.parametrize("scenario, message", [
+    ('sumocfg = "nope/missing.sumocfg"', "{file}: scenario.sumocfg: {dir}/nope/missing.sumocfg: no such SUMO configuration"),
+    ('sumocfg = "{cfg}"\nsumo_args = ["--no-such-opt"]',
+     "{file}: scenario.sumo_args: SUMO failed to start: Error: On processing option '--no-such-opt'"),
+    ('sumocfg = "{cfg}"\nsumo_args = ["--time-to-teleport", "60"]\n[rsu]\nradius_m = 300',
+     None),  # an option SUMO takes: the run starts (no blame)
+])
+def test_a_run_that_cannot_start_names_the_scenario_file_and_key(tmp_path, scenario, message):
+    from .conftest import run_cli
+
+    f = tmp_path / "mine.toml"
+    f.write_text("[scenario]\n" + scenario.replace("{cfg}", str(GRID6_CFG)) + "\n")
+    p = run_cli("run", str(f), "--end", "5", "--out", str(tmp_path / "o"), "-q", "--no-coverage", "--no-layers")
+    if message is None:
+        assert p.returncode == 0, p.stderr
+        return
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("cosim: error: " + message.format(file=f, dir=tmp_path)), lines[0]
+    assert not (tmp_path / "o").exists()
