@@ -638,7 +638,7 @@ def _cellvalue(v: Any) -> Any:
 
 def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] | None = None):  # noqa: ANN001, ANN201
     """Mean, 95 % CI half-width and n (seeds with a finite value) over seeds of every numeric
-    column, per group; with ``attempts`` (cell -> how often it started: the ray engine's) also
+    column but a run's own half-widths (``*ci95*``: see below), per group; with ``attempts`` (cell -> how often it started: the ray engine's) also
     ``reruns``, the group's cells that started more than once (a node died under them)."""
     import pandas as pd
 
@@ -647,7 +647,11 @@ def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] 
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer", "policy"]
     skip = set(keys) | {"cell", "seed"}
-    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
+    # a run's own half-widths (vs_baseline.latency_diff_ci95_s, .success_diff_ci95: over its tasks)
+    # are left out: their mean over seeds is no interval of anything, and beside the interval over
+    # seeds (vs_baseline.latency_diff_s.ci95) it reads as one
+    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])
+               and "ci95" not in c.rsplit(".", 1)[-1]]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
@@ -696,8 +700,10 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer"]
     skip = set(keys) | {"cell", "seed", "policy"}
+    # a column no layer row fills (the core rows' vehicles_seen, max_concurrent_vehicles, wall_s:
+    # not a policy's) would only be empty diff/ci95/n/p/p_holm columns
     metrics = [c for c in res.columns if c not in skip and not c.startswith("vs_baseline.")
-               and pd.api.types.is_numeric_dtype(res[c])]
+               and pd.api.types.is_numeric_dtype(res[c]) and res[c].notna().any()]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row0 = dict(zip(keys, group if isinstance(group, tuple) else (group,)))

@@ -583,3 +583,30 @@ def test_jobs_follows_one_rule_for_run_and_sweep(tmp_path):
         assert "--jobs N|auto" in helptext and "auto (or 0," in helptext
     dry = run_cli("sweep", str(f), "--jobs", "0", "--dry-run", "--out", str(tmp_path / "o"))
     assert dry.returncode == 0 and "4 runs;" in dry.stdout, dry.stderr
+
+
+def test_paired_csv_has_no_core_columns_and_summary_csv_no_mean_of_half_widths(tmp_path):
+    """The core rows' numbers (vehicles_seen, max_concurrent_vehicles, wall_s) are no policy's:
+    paired.csv has no columns for them; a run's own half-width (vs_baseline.latency_diff_ci95_s)
+    is not averaged over seeds in summary.csv (its interval over seeds is latency_diff_s.ci95)."""
+    rows = []
+    for seed, (a, b, h) in enumerate([(1.0, 1.5, 0.2), (2.0, 2.1, 0.4)], start=1):
+        base = {"cell": f"c{seed}", "scenario": "s", "seed": seed}
+        rows += [{**base, "layer": "core", "policy": "", "vehicles_seen": 100 + seed, "max_concurrent_vehicles": 50,
+                  "wall_s": 3.0},
+                 {**base, "layer": "dvit", "policy": "vidi", "lat": a, "vs_baseline.latency_diff_s": 0.0,
+                  "vs_baseline.latency_diff_ci95_s": 0.0},
+                 {**base, "layer": "dvit", "policy": "mddi", "lat": b, "vs_baseline.latency_diff_s": b - a,
+                  "vs_baseline.latency_diff_ci95_s": h}]
+    res = pd.DataFrame(rows)
+    paired = sweep.paired_differences(res, [])
+    assert not [c for c in paired.columns if c.split(".")[0] in ("vehicles_seen", "max_concurrent_vehicles", "wall_s")]
+    assert paired.iloc[0]["lat.diff"] == pytest.approx((0.5 + 0.1) / 2)
+    summ = sweep.summary_csv(res, [], tmp_path / "s.csv")
+    assert not [c for c in summ.columns if c.startswith("vs_baseline.latency_diff_ci95_s")]
+    mddi = summ[summ.policy == "mddi"].iloc[0]
+    assert mddi["vs_baseline.latency_diff_s.mean"] == pytest.approx(0.3)
+    # 12.706 * sd([0.5, 0.1]) / sqrt(2): the interval over seeds
+    assert mddi["vs_baseline.latency_diff_s.ci95"] == pytest.approx(12.706 * (0.08 ** 0.5) / 2 ** 0.5, rel=1e-4)
+    core = summ[summ.layer == "core"].iloc[0]
+    assert core["vehicles_seen.mean"] == 101.5 and core["wall_s.n"] == 2  # the core rows stay in summary.csv
