@@ -320,15 +320,15 @@ def _file_sha(path: Path, cache: dict) -> str:
 def _plugin_files(entry: str, base: Path) -> list[Path]:
     """The source files of a ``scenario.plugins`` entry: a ``.py`` file; a module's file; a
     package's every ``.py`` file (a module of a package may import its siblings)."""
-    import importlib.util
+    from importlib.machinery import PathFinder
 
     if entry.endswith(".py"):
         return [Path(entry) if Path(entry).is_absolute() else base / entry]
     top = entry.split(".")[0]
     mod = sys.modules.get(top)
-    if mod is None:
+    if mod is None:  # not imported yet: where load_plugins would find it (the scenario's folder too)
         try:
-            spec = importlib.util.find_spec(top)
+            spec = PathFinder.find_spec(top, [str(base), *sys.path])
         except (ImportError, ValueError):
             spec = None
         where = list(spec.submodule_search_locations or []) if spec else []
@@ -378,8 +378,9 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
     for entry in cfg.scenario.plugins:
         files = _plugin_files(entry, home)
         shown = os.path.relpath(entry, home) if entry.endswith(".py") and Path(entry).is_absolute() else entry
+        root = os.path.commonpath([str(f.parent) for f in files]) if files else ""
         for f in files:
-            rel = f.name if len(files) == 1 else os.path.relpath(f, files[0].parent)
+            rel = os.path.relpath(f, root)
             out[f"plugin:{shown}:{rel}"] = _file_sha(f, cache)
         if not files:
             out[f"plugin:{shown}"] = "not found"

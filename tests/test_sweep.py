@@ -610,3 +610,22 @@ def test_paired_csv_has_no_core_columns_and_summary_csv_no_mean_of_half_widths(t
     assert mddi["vs_baseline.latency_diff_s.ci95"] == pytest.approx(12.706 * (0.08 ** 0.5) / 2 ** 0.5, rel=1e-4)
     core = summ[summ.layer == "core"].iloc[0]
     assert core["vehicles_seen.mean"] == 101.5 and core["wall_s.n"] == 2  # the core rows stay in summary.csv
+
+
+def test_fingerprint_of_a_plugin_module_covers_its_whole_package(tmp_path):
+    """plugins = ["my_lab.schedulers"]: every .py file of the package my_lab (a module may import
+    its siblings), found where load_plugins finds it (the scenario's folder)."""
+    from cosim import config as cfgmod
+
+    (tmp_path / "my_lab" / "sub").mkdir(parents=True)
+    for rel, text in (("__init__.py", ""), ("schedulers.py", "X = 1\n"), ("sub/util.py", "Y = 1\n")):
+        (tmp_path / "my_lab" / rel).write_text(text)
+    scen = write(tmp_path, f'[scenario]\nsumocfg = "{ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"}"\n'
+                           'plugins = ["my_lab.schedulers"]\n', "m.toml")
+    fp = sweep.fingerprint(cfgmod.load(scen))
+    assert sorted(k for k in fp if k.startswith("plugin:")) == [
+        "plugin:my_lab.schedulers:__init__.py", "plugin:my_lab.schedulers:schedulers.py",
+        "plugin:my_lab.schedulers:sub/util.py"]
+    (tmp_path / "my_lab" / "sub" / "util.py").write_text("Y = 2\n")
+    assert sweep.stale({"fingerprint": fp}, sweep.fingerprint(cfgmod.load(scen))) == [
+        "plugin my_lab.schedulers:sub/util.py"]
