@@ -378,7 +378,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         description="Expand a sweep file (a [grid] of scenario keys x seeds x scenarios) into runs, execute them in "
                     "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
                     "results.parquet and summary.csv (mean and 95 % CI over seeds) and paired.csv (each policy minus the layer's baseline, per seed, with a 95 % interval). Re-running skips finished "
-                    "runs; a failed run is recorded with its error and the others go on.",
+                    "runs whose inputs are unchanged (one whose configuration, SUMO files or plugin sources changed "
+                    "since runs again: docs/comparisons.md); a failed run is recorded with its error and the others go on.",
         epilog=_SWEEP_KEYS, formatter_class=_SweepHelp,
     )
     p.add_argument("file", help="sweep .toml")
@@ -389,7 +390,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="parallel runs; auto (or 0, as for `cosim run --jobs`; the default) = the cores cosim may "
                         "use: COSIM_CPUS, else its CPU affinity; local Ray: its CPUs")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="check every cell as the sweep does, list the runs and which are finished, stale (their "
+                        "inputs changed: they run again) or to run; run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_sweep)
 

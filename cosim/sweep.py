@@ -17,8 +17,10 @@ A sweep file::
 
 Each run (a *cell*: scenario x grid point x seed) is one ``cosim run`` in its own process (libsumo
 allows one SUMO per process) writing ``cells/<id>/`` under the sweep's results folder, where
-``<id>`` is a hash of what defines the cell. A cell is finished when ``cells/<id>/cell.json``
-says ``completed``: re-running an interrupted sweep skips finished cells and runs the rest; a
+``<id>`` is a hash of what names the cell. A cell is finished when ``cells/<id>/cell.json``
+says ``completed``: re-running an interrupted sweep skips finished cells and runs the rest —
+but a finished cell whose inputs changed since (its :func:`fingerprint`: the effective
+configuration, the files SUMO reads, the plugin sources) runs again, and says so; a
 cell whose configuration is broken or whose run fails is recorded with its error (``failed``) and
 the others go on. ``results.parquet`` has one row per (cell, layer, policy) with every number of
 the layer's summary block; ``summary.csv`` the mean and 95 % confidence interval (Student t) over
