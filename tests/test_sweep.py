@@ -531,6 +531,15 @@ def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(t
     assert sweep.stale({"fingerprint": fp}, now) == ["the configuration", "plugin plug.py:plug.py",
                                                       "route-files grid6.rou.xml"]
     assert sweep.stale({}, now) == ["no fingerprint in its cell.json (made by an older cosim)"]
+    # an input file named in scenario.sumo_args (relative to the working folder, as SUMO takes it)
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
+    args = {"scenario.sumo_args": ["--additional-files", str(tmp_path / "a" / "extra.add.xml")]}
+    withadd = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))
+    key = f"sumo_args additional-files:{tmp_path / 'a' / 'extra.add.xml'}"
+    assert withadd[key] == hashlib.sha1(b"<additional/>\n").hexdigest()
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
+    assert sweep.stale({"fingerprint": withadd}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))) \
+        == [key.replace(":", " ", 1)]
 
 
 @sumo
