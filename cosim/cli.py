@@ -26,6 +26,7 @@ EXIT_SUMO_DIED = 3
 EXIT_DISK_FULL = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
 
 
 def _output_args(p: argparse.ArgumentParser, record: bool = False) -> None:
@@ -35,19 +36,22 @@ def _output_args(p: argparse.ArgumentParser, record: bool = False) -> None:
                    help="replace an earlier run's results in --out" + (" (and an earlier --record trace)" if record
                                                                         else "") + " instead of refusing")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress line (SUMO's own warnings still show; all of SUMO's messages are in sumo.log)")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
-    p.add_argument("--jobs", type=_run_jobs, metavar="N|auto",
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
                    help="processes for this run (scenario.jobs): 1 = all in one, 2 = SUMO / the trace reader one "
-                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto = as "
-                        "many as the cores and the policies can use (same results whatever N)")
+                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto (or 0, "
+                        "as scenario.jobs = 0) = as many as the cores and the policies can use (same results "
+                        "whatever N)")
 
 
-def _run_jobs(text: str) -> int:
-    """``--jobs`` of a run: a count >= 1, or ``auto`` (scenario.jobs = 0)."""
+def _jobs(text: str) -> int:
+    """``--jobs`` of a run and of a sweep, one rule: a count >= 1, or ``auto`` or 0 (as
+    scenario.jobs = 0): as many as the cores allow."""
     if text.strip().lower() in ("auto", "0"):
         return 0
     try:
@@ -185,7 +189,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.end is not None:
         cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
-    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite)
+    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite,
+                     end_from=None if args.end is None else f"--end {args.end:g}")
     _report(summary, args.out)
     return 0
 
@@ -387,18 +392,20 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         description="Expand a sweep file (a [grid] of scenario keys x seeds x scenarios) into runs, execute them in "
                     "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
                     "results.parquet and summary.csv (mean and 95 % CI over seeds) and paired.csv (each policy minus the layer's baseline, per seed, with a 95 % interval). Re-running skips finished "
-                    "runs; a failed run is recorded with its error and the others go on.",
+                    "runs whose inputs are unchanged (one whose configuration, SUMO files or plugin sources changed "
+                    "since runs again: docs/comparisons.md); a failed run is recorded with its error and the others go on.",
         epilog=_SWEEP_KEYS, formatter_class=_SweepHelp,
     )
     p.add_argument("file", help="sweep .toml")
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local processes (default) or Ray tasks (pip install 'cosim[ray]')")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="parallel runs (default: the cores cosim may use: COSIM_CPUS, else its CPU affinity; "
-                        "local Ray: its CPUs)")
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
+                   help="parallel runs; auto (or 0, as for `cosim run --jobs`; the default) = the cores cosim may "
+                        "use: COSIM_CPUS, else its CPU affinity; local Ray: its CPUs")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="check every cell as the sweep does, list the runs and which are finished, stale (their "
+                        "inputs changed: they run again) or to run; run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_sweep)
 
@@ -407,21 +414,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cosim import sweep
 
     sw = sweep.load(args.file)
-    if args.jobs is not None and args.jobs < 1:
-        raise CosimError("--jobs must be >= 1")
     out = Path(args.out) if args.out else sweep.default_out(sw)
     if args.dry_run:
+        sweep.check_cells(sw)  # the checks the sweep itself makes before anything runs
         cells = sw.cells()
+        states, _ = sweep.cell_states(sw, out, cells)
         for c in cells:
-            state = "finished" if sweep.finished(out / "cells" / c.cell_id) else "to run"
+            state, why = states[c.cell_id]
+            shown = f"stale: {'; '.join(why)}; runs again" if state == "stale" else state
             params = " ".join(f"{k}={v}" for k, v in c.params)
-            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{state}]")
+            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{shown}]")
         print(f"{len(cells)} runs; results in {out}")
         return 0
-    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
+    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs or None, address=args.address, progress=not args.quiet)
     other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
     print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
           + (f", {other} missing" if other else "")
+          + (f", {res['stale']} of them again: their inputs changed" if res.get("stale") else "")
           + (f", {res['rerun']} ran more than once (a node died; attempts in cells.csv)" if res.get("rerun") else "")
           + " (see cells.csv); "
           f"results: {res['out']}/results.parquet, summary.csv")
@@ -572,6 +581,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (args.rtol >= 0.0 and math.isfinite(args.rtol)):
         raise CosimError(f"--rtol {args.rtol:g}: expected a finite number >= 0")
     c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore), rtol=args.rtol)
+    for key in c.unmatched:
+        print(f"cosim: warning: --ignore {key}: no table, column or summary.json key of either folder is called "
+              "that (left nothing out)", file=sys.stderr)
     diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)
@@ -607,16 +619,38 @@ def main(argv: list[str] | None = None) -> int:
     # (which the parquet writer uses). Must be set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return EXIT_ERROR
-    import signal
+    try:
+        ap = build_parser()
+        try:
+            args = ap.parse_args(argv)
+        except SystemExit:  # --help, a parse error: what they printed is flushed here, not at exit
+            sys.stdout.flush()
+            raise
+        if not getattr(args, "func", None):
+            ap.print_help()
+            sys.stdout.flush()
+            return EXIT_ERROR
+        import signal
 
-    # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
-    with interrupts(signal.SIGTERM, install="unowned"):
-        return _dispatch(args)
+        # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
+        with interrupts(signal.SIGTERM, install="unowned"):
+            code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (``cosim compare A B | head -1``): end quietly, as a
+    command killed by SIGPIPE does, with 128 + SIGPIPE; stdout points at /dev/null so that the
+    interpreter's last flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no stdout file descriptor (embedded): nothing more to do
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
