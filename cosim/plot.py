@@ -99,15 +99,21 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
     if x is None and varying:
         x = max(varying, key=lambda k: df[k].nunique())
     out_dir = Path(out) if out else folder / "plots"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CosimError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
-    written = _forest(folder, plt, out_dir, varying, metrics)
-    if x is not None:
-        written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics, folder)
-    if not written:
-        raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+    from cosim.engine.folder import new_folders
+
+    before = set(out_dir.iterdir()) if out_dir.is_dir() else set()
+    with new_folders(out_dir, flag="--out"):  # a failed call leaves no folder it made
+        try:
+            written = _forest(folder, plt, out_dir, varying, metrics)
+            if x is not None:
+                written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics, folder)
+            if not written:
+                raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+        except BaseException:  # e.g. a --metric no layer has, found after other figures were drawn
+            for p in set(out_dir.iterdir()) - before:  # the figures this call added; earlier files stay
+                if p.suffix == ".png" and p.is_file():
+                    p.unlink()
+            raise
     return written
 
 

@@ -29,6 +29,9 @@ FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted 
                 "dwell error CDF")
 
 
+#: the map's title for a run without vehicle rows (output.coverage = false): its dwell panels are left out
+NO_COVERAGE_MAP = "map: RSU discs (no vehicle rows: output.coverage = false)"
+
 #: the latency CDF's axis ends at this quantile of every completed task's latency (stated on it)
 CDF_CLIP = 0.99
 
@@ -87,7 +90,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     res = load(run_dir)
     shown = res.shown(net)
     run, summary, rsus = res.path, shown.summary, shown.rsus
-    cov = res.table("coverage", COVERAGE_COLUMNS)
+    if shown.no_coverage:  # output.coverage = false: the map without vehicles, no dwell panels; the layers' all
+        import pandas as pd
+
+        cov = pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "time_s") else object)
+                            for c in COVERAGE_COLUMNS})
+    else:
+        cov = res.table("coverage", COVERAGE_COLUMNS)
     tables = res.task_tables()
     layers, metric_rows = [], []  # layers with tasks: latency CDF and success; without: their headline metrics
     for name, cls in res.layers().items():
@@ -113,17 +122,31 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         col = hex_color(rsu_color(i))
         ax.add_patch(Circle((r["x"], r["y"]), r["radius_m"], fill=False, color=col, lw=1.5))
         ax.plot(r["x"], r["y"], "s", color=col, ms=5)
-    ho = handovers(cov)
-    ax.plot(ho[:, 0], ho[:, 1], ".", color="#d62728", ms=3, label=f"handovers ({len(ho)})")
-    ax.legend(loc="lower left", fontsize=7)
+    if not shown.no_coverage:  # handovers are read from the vehicle rows
+        ho = handovers(cov)
+        ax.plot(ho[:, 0], ho[:, 1], ".", color="#d62728", ms=3, label=f"handovers ({len(ho)})")
+        ax.legend(loc="lower left", fontsize=7)
     ax.set_aspect("equal")
     ax.autoscale_view()
-    ax.set_title(FIXED_PANELS[0], fontsize=9)
+    ax.set_title(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP, fontsize=9)
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")
-    titles.append(FIXED_PANELS[0])
+    titles.append(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP)
 
     # -- dwell ------------------------------------------------------------------------------
+    if shown.no_coverage:  # the dwell comparison is made from the vehicle rows: said where it would be
+        ax = fig.add_subplot(gs[0, 1:])
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no dwell panels: {shown.no_coverage}", ha="center", va="center", fontsize=9,
+                color="#555", wrap=True)
+    else:
+        _dwell_panels(fig, gs, res, run, summary, titles)
+    _layer_panels(fig, gs, layers, metric_rows, titles, summary)
+    return _finish(fig, plt, run, out, summary, rsus, shown, titles)
+
+
+def _dwell_panels(fig, gs, res, run, summary, titles) -> None:  # noqa: ANN001
+    """Predicted against realised dwell, and the error's CDF (the first row's second and third panels)."""
     pred, real, srv, _ = dwell_pairs_from_parquet(run / "coverage.parquet", float(summary.get("slot_s") or 1.0))
     cap = float(res.settings.get("world", {}).get("dwell_cap_s", 600.0))
     use = (srv >= 0) & np.isfinite(real) & (pred < cap - 1e-9)  # the rows analysis.dwell_error compares
@@ -147,7 +170,10 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     ax.set_title(FIXED_PANELS[2] + f" ({int(use.sum())} rows)", fontsize=9)
     titles.append(FIXED_PANELS[2])
 
-    # -- layers -----------------------------------------------------------------------------
+
+def _layer_panels(fig, gs, layers, metric_rows, titles, summary) -> None:  # noqa: ANN001
+    """Per layer with tasks its latency CDF (over the uncensored tasks) and success rates, each with
+    its ``vs_baseline`` success difference from ``summary``; per layer without, its headline metrics."""
     for row, (name, df) in enumerate(layers, start=1):
         ax = fig.add_subplot(gs[row, :2])
         for policy, g in df.groupby("policy", sort=False):
@@ -202,6 +228,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
             ax.set_title(plain(t), fontsize=9)
             titles.append(t)
 
+
+def _finish(fig, plt, run, out, summary, rsus, shown, titles) -> tuple[list[Path], list[str]]:  # noqa: ANN001
+    """The title, and the figure written as report.png and report.pdf."""
     fig.suptitle(f"{plain(summary.get('scenario') or run.name)}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
                  f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
                  + (f"\n{shown.incomplete}" if shown.incomplete else ""), fontsize=11,
