@@ -124,7 +124,8 @@ def fmt(diff: float, ci95: float, p_holm: float | None = None, digits: int = 3) 
     interval (fewer than two values: :func:`mean_ci`) says so rather than look exact."""
     if math.isnan(diff):
         return "n/a"
-    s = f"{diff:+.{digits}f} ± {ci95:.{digits}f}" if math.isfinite(ci95) else f"{diff:+.{digits}f} (no interval: n < 2)"
+    s = f"{diff:+.{digits}f} ± {ci95:.{digits}f}" if math.isfinite(ci95) \
+        else f"{diff:+.{digits}f} (no interval: n < 2)"
     if p_holm is not None and math.isfinite(p_holm):
         s += f" (p_holm {p_holm:.2g})" if p_holm >= 1e-3 else " (p_holm < 0.001)"
     return s

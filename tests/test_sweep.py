@@ -622,7 +622,8 @@ def test_the_forest_plot_marks_a_comparison_without_an_interval(tmp_path, monkey
     notes = {t.get_text(): t.xy for t in ax.texts}
     assert notes == {"p_holm=0.01": (0.4, 1), "no interval: n < 2": (0.558, 0)}
     assert "hollow: n < 2, no interval" in ax.get_xlabel()
-    assert "(1–10 seeds)" in fig._suptitle.get_text() and "with one seed neither interval nor p" in fig._suptitle.get_text()
+    title = fig._suptitle.get_text()
+    assert "(1–10 seeds)" in title and "with one seed neither interval nor p" in title
     hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
     assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [0.558]
 

@@ -40,6 +40,10 @@ METRICS = {"success_rate": "success", "mean_latency_s": "latency [s]", "mean_iv_
 GATING, REROUTE = "layers.moe.physical_gating", "layers.moe.reroute"
 
 
+#: the --across / --within / ablation tables' heading
+ACROSS_HEAD = "paired per-seed differences, mean ± 95 % half-width (Student t) (p Holm-adjusted over the policies)"
+
+
 def _moe(res: pd.DataFrame) -> pd.DataFrame:
     return res[res["layer"] == "moe"]
 
@@ -199,7 +203,7 @@ def main() -> None:
                 part = within(res, fixed)
             parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
                                      part.get("comparison", "")))
-        print("paired per-seed differences, mean ± 95 % half-width (Student t) (p Holm-adjusted over the policies of each comparison)")
+        print(ACROSS_HEAD)
         print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
         return
     aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
@@ -209,7 +213,7 @@ def main() -> None:
         within(res, {GATING: True, REROUTE: "move"}),
         within(res, {GATING: False, REROUTE: "move"}).assign(comparison="gecpa - policy (plain gating)"),
     ], ignore_index=True)
-    print("paired per-seed differences, mean ± 95 % half-width (Student t) (p Holm-adjusted over the policies of each comparison)")
+    print(ACROSS_HEAD)
     print(fmt(table, args.markdown))
 
 
