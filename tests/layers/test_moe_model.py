@@ -210,10 +210,13 @@ def test_the_split_attention_is_torchs_causal_attention_bit_for_bit_for_every_T_
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(gm.masked_attention)
     cpu = torch.device("cpu")
-    # MKL 2024.2 on this machine: a split where the first half of the rows fits the BLAS's first
-    # cut of the inner dimension (up to 192 whole, 193..383 in halves), none below 128 tokens
-    assert [gm._split_rows(T, 64, cpu, 1) for T in (64, 127, 128, 200, 256, 300)] == [0, 0, 64, 96, 128, 144]
-    assert gm._split_rows(512, 64, cpu, 1) == 128  # 256 is not the same sum here (cut at 192): halved
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        # MKL 2024.2's AVX-512 path (the project's machine, AMD EPYC): the first half of the rows
+        # fits its first cut of the inner dimension (up to 192 whole, 193..383 in halves), no
+        # split below 128 tokens, and for 512 (cut at 192) half of 256. Its AVX2 path cuts
+        # elsewhere (under valgrind, which hides AVX-512: split 64 for 256 tokens)
+        assert [gm._split_rows(T, 64, cpu, 1) for T in (64, 127, 128, 200, 256, 300, 512)] == [0, 0, 64, 96, 128,
+                                                                                               144, 128]
     gen = torch.Generator().manual_seed(11)
     split_runs = 0
     with torch.inference_mode():
@@ -229,7 +232,9 @@ def test_the_split_attention_is_torchs_causal_attention_bit_for_bit_for_every_T_
                 assert got.numpy().tobytes() == want.numpy().tobytes(), (T, split, scale)
                 assert scripted(q, k, v, mask, split).numpy().tobytes() == want.numpy().tobytes(), (T, split, scale)
                 split_runs += 1
-    assert split_runs == 6 * (300 - 127 + 3 + 7)  # every T from 128 on was split
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        assert split_runs == 6 * (300 - 127 + 3 + 7)  # every T from 128 on was split
+    assert split_runs > 0
 
 
 def test_split_rows_keeps_the_square_where_one_byte_differs(monkeypatch):
@@ -246,7 +251,7 @@ def test_split_rows_keeps_the_square_where_one_byte_differs(monkeypatch):
         return out
 
     cpu = torch.device("cpu")
-    assert gm._split_rows.__wrapped__(256, 64, cpu, 1) == 128
+    assert gm._split_rows.__wrapped__(256, 64, cpu, 1) > 0
     monkeypatch.setattr(gm, "masked_attention", off_by_one_ulp)
     assert gm._split_rows.__wrapped__(256, 64, cpu, 1) == 0
 
@@ -291,7 +296,7 @@ def test_the_torchscript_block_runs_the_python_functions_bit_for_bit():
     one = torch.zeros(8, 8)
     one[torch.arange(8), torch.randint(8, (8,), generator=gen)] = 0.7
     split = gm._split_rows(256, 64, torch.device("cpu"), 1)
-    assert split == 128  # what the blocks run here (test_the_split_attention_...)
+    assert split > 0  # what the blocks run (128 here: test_the_split_attention_...)
     with torch.inference_mode():
         for seed in range(2):
             prompt = vocab.prompt(256, torch.Generator().manual_seed(10 + seed))

@@ -376,7 +376,8 @@ def _split_rows(n: int, dim: int, device: torch.device, threads: int) -> int:
     dimension of 193..383 into two halves summed apart and one of up to 192 not at all, so
     ``split`` <= the first cut gives the same bits and a longer one does not (measured: rows
     128..191 against 192 keys differ from the 256-key sum in 1,709 of 4,096 values, up to 2.7e-5
-    relative; issue 32, fifth pass, docs/performance.md); another CPU or BLAS may cut elsewhere. So
+    relative; issue 32, fifth pass, docs/performance.md); another CPU or BLAS may cut elsewhere (MKL's
+    AVX2 path, seen under valgrind, which hides AVX-512: there 128 differs and 64 is taken). So
     the split is checked here, on the caller's device and thread count, against the whole square on
     four fixed pseudo-random inputs (q, k, v as the block's views of one (n, 3 dim) product, at
     scales 0.3 to 30): any byte that differs and the next smaller candidate is tried (halved, down
