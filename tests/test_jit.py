@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_links", "mdp_solve", "optimal_plan", "vidi_plan")}
 
 
 def both(monkeypatch, fn):
