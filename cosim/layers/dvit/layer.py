@@ -444,14 +444,17 @@ class DViTLayer(Layer):
             xy = at.xy
             route_ahead = world.route_ahead
             for i, off, x, y in zip(idx.tolist(), offs, s.x[idx].tolist(), s.y[idx].tolist()):
-                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+                # cell m's centre ahead [m] (m >= 1 starts past the vehicle, m g > off: positive, so
+                # the vectorised path's clip at 0 changes nothing here)
+                r = [0.0] + [m - off + half for m in cells_m]
                 pts, _ = route_ahead(i, r)
                 if pts is None:
                     straight.append(i)
                     continue
-                last = (x, y)
-                for j, pt in enumerate(pts):  # past the route's end: it stays at the end
-                    pts[j] = last = pt if pt is not None else last
+                if pts[-1] is None:  # past the route's end (a suffix of the points): it stays at the end
+                    last = (x, y)
+                    for j, pt in enumerate(pts):
+                        pts[j] = last = pt if pt is not None else last
                 xy[i] = pts
             if not straight:
                 return
