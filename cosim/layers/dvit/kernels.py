@@ -324,6 +324,20 @@ def mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, r
 
 
 @njit
+def mdp_build(off, speed, cost, steps, g, M, origin_rsu, U, pos, comm_s, handoff, xy, bw, v2i, v2v, bits, min_d,
+              range_m, log2c, kind):  # noqa: ANN001, ANN201
+    """:func:`mdp_states`, then on its states :func:`mdp_links`: one call (and one kernel to load)
+    for what vidi_mdp builds before the rewards. Returns (ok, rsu, n_cells, first, dev, cell, t,
+    last, q, c_recv, comm); ok False: mdp_states' (then c_recv and comm are empty)."""
+    ok, rsu, n_cells, first, dev, cell, t, last, q = mdp_states(off, speed, cost, steps, g, M, origin_rsu, U)
+    if not ok:
+        return ok, rsu, n_cells, first, dev, cell, t, last, q, np.empty((0, 0), dtype=np.int64), np.empty((0, 0))
+    c_recv, comm = mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, rsu, v2i, v2v, bits, min_d,
+                             range_m, log2c, kind)
+    return ok, rsu, n_cells, first, dev, cell, t, last, q, c_recv, comm
+
+
+@njit
 def mdp_solve(comm, cost, allowed, dev, t, dwell, cell, c_recv, q, speed, last, first, half_rho, phi, max_iter):  # noqa: ANN001, ANN201
     """vidi_mdp from the hand-off times ``comm`` (S, V) on: the rewards F, the successors succ,
     the receiving states idx, the value iteration (:func:`value_iteration`) and Q:

@@ -216,15 +216,14 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     if kernels:  # the state space below, the links and the rewards on, compiled (cosim.jit): the same numbers
         f64 = np.float64
         off64, speed64, cost64 = np.asarray(off, dtype=f64), np.asarray(speed, dtype=f64), np.asarray(cost, dtype=f64)
-        ok, rsu, n_cells, first, dev, cell, t, last, q = kernels.mdp_states(
-            off64, speed64, cost64, int(p.steps), float(g), M, bool(p.origin_rsu), int(U))
+        handoff = bool(p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V)
+        ok, rsu, n_cells, first, dev, cell, t, last, q, c_recv, comm = kernels.mdp_build(
+            off64, speed64, cost64, int(p.steps), float(g), M, bool(p.origin_rsu), int(U),
+            np.ascontiguousarray(pos, dtype=f64), np.ascontiguousarray(p.comm_s, dtype=f64), handoff,
+            np.ascontiguousarray(p.xy, dtype=f64).reshape(-1, 2), np.asarray(p.bandwidth_hz, dtype=f64),
+            float(p.v2i_pl_exponent), float(p.v2v_pl_exponent), float(p.handoff_bits), float(p.min_distance_m),
+            float(p.v2v_range_m), _LOG2, jit.exact_exp())
         if ok:  # (else a floor beyond the integers: the numpy code below, as it always ran)
-            handoff = bool(p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V)
-            c_recv, comm = kernels.mdp_links(
-                dev, cell, t, off64, speed64, last, np.ascontiguousarray(pos, dtype=f64), float(g),
-                np.ascontiguousarray(p.comm_s, dtype=f64), handoff, np.ascontiguousarray(p.xy, dtype=f64).reshape(-1, 2),
-                np.asarray(p.bandwidth_hz, dtype=f64), rsu, float(p.v2i_pl_exponent), float(p.v2v_pl_exponent),
-                float(p.handoff_bits), float(p.min_distance_m), float(p.v2v_range_m), _LOG2, jit.exact_exp())
             dwell = np.asarray(p.dwell_s, dtype=f64) if len(p.dwell_s) == V else np.full(V, np.inf)
             F, succ, idx, sweeps, v, Q = kernels.mdp_solve(
                 comm, cost64, allowed, dev, t, dwell, cell, c_recv, q, speed64, last, first, 0.5 * opts.rho,
