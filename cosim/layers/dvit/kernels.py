@@ -2,7 +2,10 @@
 exact DP's layered shortest path, the same floating-point operations as the numpy code of
 :mod:`cosim.layers.dvit.schedulers` they stand for (a sum of two numbers, a product, a sum, and
 minima, whose order does not matter): bit-identical results, tested. Imported only where numba
-is installed."""
+is installed. The entry points the schedulers call (each loaded at its first call): VIDI's
+:func:`mdp_build` (its state space and hand-off times), :func:`mdp_solve` (rewards, successors,
+value iteration, Q) and :func:`vidi_plan` (line 9's roll-out); ``optimal``'s :func:`optimal_plan`
+(step matrix, prefix DP, pick and traceback)."""
 
 from __future__ import annotations
 

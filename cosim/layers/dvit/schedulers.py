@@ -392,8 +392,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     if kernels:  # line 9 below, compiled (cosim.jit): the same tests on the same numbers
         out = all_user.copy()
         kernels.vidi_plan(int(mdp.first[0]), n_pre, U, float(p.upload_s), tmax, F, Q, mdp.recv, mdp.dev, cost, dwell,
-                          np.asarray(mdp.offset, dtype=float), np.asarray(mdp.speed, dtype=float), mdp.first, mdp.n_cells - 1,
-                          float(mdp.cell_m), out)
+                          np.asarray(mdp.offset, dtype=float), np.asarray(mdp.speed, dtype=float), mdp.first,
+                          mdp.n_cells - 1, float(mdp.cell_m), out)
         return out
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one
