@@ -26,27 +26,32 @@ EXIT_SUMO_DIED = 3
 EXIT_DISK_FULL = 4
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
 
 
-def _output_args(p: argparse.ArgumentParser) -> None:
-    """Options every command that writes a results folder shares."""
+def _output_args(p: argparse.ArgumentParser, record: bool = False) -> None:
+    """Options every command that writes a results folder shares (``record``: it has ``--record``)."""
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/<name>-s<seed>-<time>-<pid>)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run's results in --out (and an earlier --record trace) instead of refusing")
+                   help="replace an earlier run's results in --out" + (" (and an earlier --record trace)" if record
+                                                                        else "") + " instead of refusing")
     p.add_argument("--no-coverage", action="store_true", help="skip coverage.parquet (one row per vehicle and slot)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress line (SUMO's own warnings still show; all of SUMO's messages are in sumo.log)")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override any scenario key, e.g. --set layers.cache.gpu_memory_gb=40 (repeatable; "
                         "values are TOML: 40, 1e9, true, [1, 2], \"text\")")
     p.add_argument("--no-layers", action="store_true", help="run with every layer off (the core alone)")
-    p.add_argument("--jobs", type=_run_jobs, metavar="N|auto",
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
                    help="processes for this run (scenario.jobs): 1 = all in one, 2 = SUMO / the trace reader one "
-                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto = as "
-                        "many as the cores and the policies can use (same results whatever N)")
+                        "slot ahead in its own, N >= 3 = also the layers' policies over N - 2 workers, auto (or 0, "
+                        "as scenario.jobs = 0) = as many as the cores and the policies can use (same results "
+                        "whatever N)")
 
 
-def _run_jobs(text: str) -> int:
-    """``--jobs`` of a run: a count >= 1, or ``auto`` (scenario.jobs = 0)."""
+def _jobs(text: str) -> int:
+    """``--jobs`` of a run and of a sweep, one rule: a count >= 1, or ``auto`` or 0 (as
+    scenario.jobs = 0): as many as the cores allow."""
     if text.strip().lower() in ("auto", "0"):
         return 0
     try:
@@ -99,7 +104,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                "slot 1 s, seed 42. Relative paths inside it resolve against its folder, as in SUMO.",
     )
     p.add_argument("target", help="scenario TOML file or SUMO .sumocfg")
-    _output_args(p)
+    _output_args(p, record=True)
     p.add_argument("--backend", choices=("libsumo", "traci"), help="libsumo (in-process, default) or traci (socket)")
     p.add_argument("--gui", action="store_true", help="use sumo-gui (implies --backend traci; needs a display)")
     p.add_argument("--port", type=int, help="TraCI port (default: a free one)")
@@ -163,11 +168,13 @@ def _report(summary: dict, out_arg: str | None) -> None:
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay", help="run the plugin on a recorded trace (no SUMO)",
-        description="Replay a recorded trace through the same world and layers as a live run. A .parquet trace "
-                    "from `cosim run --record` reproduces the live run's results exactly; an FCD .xml[.gz] "
-                    "(any `sumo --fcd-output`) to the precision it was written with.",
+        description="Replay a recorded trace through the same world and layers as a live run. A .parquet or "
+                    ".csv[.gz] trace from `cosim run --record` reproduces the live run's results exactly; SUMO's FCD "
+                    "(.xml[.gz] or Parquet: any `sumo --fcd-output`) to the precision it was written with.",
     )
-    p.add_argument("trace", help="trace.parquet or FCD trace.xml[.gz]")
+    p.add_argument("trace", help="a trace of `cosim run --record`: TRACE.parquet or TRACE.csv[.gz] (exact), "
+                                 "or SUMO's FCD output: TRACE.fcd.parquet (any sumo --fcd-output x.parquet, told by "
+                                 "its columns) or TRACE.xml[.gz]")
     p.add_argument("--scenario", required=True, metavar="TOML", help="scenario (network, RSUs, layers, seed)")
     p.add_argument("--end", type=float, metavar="S", help="stop at this time [s] (default: the scenario's end)")
     _output_args(p)
@@ -182,7 +189,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.end is not None:
         cfg = cfgmod.apply_overrides(cfg, {"scenario.end_s": args.end}, where=f"--end {args.end:g}")
     cfg = _apply_output_args(cfg, args)
-    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite)
+    summary = replay(cfg, args.trace, args.out, progress=not args.quiet, overwrite=args.overwrite,
+                     end_from=None if args.end is None else f"--end {args.end:g}")
     _report(summary, args.out)
     return 0
 
@@ -192,8 +200,14 @@ def _demand_args(p: argparse.ArgumentParser, period: float) -> None:
     p.add_argument("--root", default=".", help="folder holding sumo_nets/ and scenarios/ (default: .)")
     p.add_argument("--period", type=float, default=period, help=f"seconds between departures (default {period:g})")
     p.add_argument("--fringe-factor", type=float, default=5.0, help="likelier trips from/to the fringe (default 5)")
-    p.add_argument("--end", type=float, default=3600.0, help="last departure [s] (default 3600)")
+    p.add_argument("--end", type=float, default=3600.0,
+                   help="last departure [s], also the sumocfg's <end>; the scenario's end_s is the smaller of it and "
+                        "600 (default 3600)")
     p.add_argument("--seed", type=int, default=42, help="seeds netgenerate/randomTrips (default 42)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files an earlier build of NAME wrote (sumo_nets/NAME/NAME.net.xml, .rou.xml, "
+                        ".sumocfg, .poly.xml with --polygons, scenarios/NAME.toml) instead of refusing; nothing else "
+                        "in those folders is touched")
 
 
 def _demand(args: argparse.Namespace):  # noqa: ANN202
@@ -212,7 +226,10 @@ def _add_netgen(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("netgen", help="generate a network (grid, spider, random) with demand and a scenario",
                        description="Build a SUMO network with netgenerate, random demand with randomTrips/duarouter, "
                                    "and a ready scenario TOML (RSUs on an automatic lattice).")
-    p.add_argument("kind", choices=("grid", "spider", "random"))
+    p.add_argument("kind", choices=("grid", "spider", "random"),
+                   help="grid: a Manhattan grid of --size x --size junctions, --length apart; spider: --size arms "
+                        "(at least 3) and --size circles, --length apart; random: a random network grown over "
+                        "20 x --size steps, junctions 0.5-1.5 x --length apart")
     p.add_argument("--size", type=int, default=5, help="grid: junctions per side; spider: arms and circles; "
                                                        "random: 20 x size growth steps (default 5)")
     p.add_argument("--length", type=float, default=200.0, help="block / ring spacing / edge length [m] (default 200)")
@@ -229,7 +246,8 @@ def cmd_netgen(args: argparse.Namespace) -> int:
     cfg, scen = build_scenario(
         args.name, Path(args.root), lambda out: netgenerate(args.kind, out, size=args.size, length_m=args.length,
                                                               lanes=args.lanes, seed=args.seed),
-        _demand(args), comment=f"cosim netgen {args.kind} --size {args.size} --length {args.length:g}")
+        _demand(args), comment=f"cosim netgen {args.kind} --size {args.size} --length {args.length:g}",
+        overwrite=args.overwrite)
     print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
     return 0
 
@@ -253,7 +271,8 @@ def cmd_import_osm(args: argparse.Namespace) -> int:
         raise CosimError(f"{osm}: no such OSM file")
     cfg, scen = build_scenario(args.name, Path(args.root), lambda out: netconvert_osm(osm, out), _demand(args),
                                polygons=osm if args.polygons else None,
-                               comment=f"cosim import-osm {osm.name}\nMap data (c) OpenStreetMap contributors, ODbL 1.0")
+                               comment=f"cosim import-osm {osm.name}\nMap data (c) OpenStreetMap contributors, ODbL 1.0",
+                               overwrite=args.overwrite)
     print(f"network: {cfg}\nscenario: {scen}  (run it: cosim run {scen})")
     return 0
 
@@ -373,18 +392,20 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         description="Expand a sweep file (a [grid] of scenario keys x seeds x scenarios) into runs, execute them in "
                     "parallel processes on this machine (or as Ray tasks), and merge every run's summary into "
                     "results.parquet and summary.csv (mean and 95 % CI over seeds) and paired.csv (each policy minus the layer's baseline, per seed, with a 95 % interval). Re-running skips finished "
-                    "runs; a failed run is recorded with its error and the others go on.",
+                    "runs whose inputs are unchanged (one whose configuration, SUMO files or plugin sources changed "
+                    "since runs again: docs/comparisons.md); a failed run is recorded with its error and the others go on.",
         epilog=_SWEEP_KEYS, formatter_class=_SweepHelp,
     )
     p.add_argument("file", help="sweep .toml")
     p.add_argument("--out", metavar="DIR", help="results folder (default: runs/sweeps/<name>)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local processes (default) or Ray tasks (pip install 'cosim[ray]')")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="parallel runs (default: the cores cosim may use: COSIM_CPUS, else its CPU affinity; "
-                        "local Ray: its CPUs)")
+    p.add_argument("--jobs", type=_jobs, metavar="N|auto",
+                   help="parallel runs; auto (or 0, as for `cosim run --jobs`; the default) = the cores cosim may "
+                        "use: COSIM_CPUS, else its CPU affinity; local Ray: its CPUs")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: an existing cluster (default: start a local Ray)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="check every cell as the sweep does, list the runs and which are finished, stale (their "
+                        "inputs changed: they run again) or to run; run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_sweep)
 
@@ -393,21 +414,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cosim import sweep
 
     sw = sweep.load(args.file)
-    if args.jobs is not None and args.jobs < 1:
-        raise CosimError("--jobs must be >= 1")
     out = Path(args.out) if args.out else sweep.default_out(sw)
     if args.dry_run:
+        sweep.check_cells(sw)  # the checks the sweep itself makes before anything runs
         cells = sw.cells()
+        states, _ = sweep.cell_states(sw, out, cells)
         for c in cells:
-            state = "finished" if sweep.finished(out / "cells" / c.cell_id) else "to run"
+            state, why = states[c.cell_id]
+            shown = f"stale: {'; '.join(why)}; runs again" if state == "stale" else state
             params = " ".join(f"{k}={v}" for k, v in c.params)
-            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{state}]")
+            print(f"{c.cell_id}  {c.name}  seed={c.seed}  {params}  [{shown}]")
         print(f"{len(cells)} runs; results in {out}")
         return 0
-    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs, address=args.address, progress=not args.quiet)
+    res = sweep.execute(sw, out, engine=args.engine, jobs=args.jobs or None, address=args.address, progress=not args.quiet)
     other = res["cells"] - res["completed"] - res["failed"]  # missing: never reported back (e.g. a Ray node lost)
     print(f"{res['completed']}/{res['cells']} runs completed, {res['failed']} failed"
           + (f", {other} missing" if other else "")
+          + (f", {res['stale']} of them again: their inputs changed" if res.get("stale") else "")
           + (f", {res['rerun']} ran more than once (a node died; attempts in cells.csv)" if res.get("rerun") else "")
           + " (see cells.csv); "
           f"results: {res['out']}/results.parquet, summary.csv")
@@ -558,6 +581,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (args.rtol >= 0.0 and math.isfinite(args.rtol)):
         raise CosimError(f"--rtol {args.rtol:g}: expected a finite number >= 0")
     c = compare(args.a, args.b, ignore_order=args.ignore_order, ignore=tuple(args.ignore), rtol=args.rtol)
+    for key in c.unmatched:
+        print(f"cosim: warning: --ignore {key}: no table, column or summary.json key of either folder is called "
+              "that (left nothing out)", file=sys.stderr)
     diff = c.results + (c.provenance if args.strict else [])
     for line in diff:
         print(line)
@@ -593,16 +619,38 @@ def main(argv: list[str] | None = None) -> int:
     # (which the parquet writer uses). Must be set before numpy is first imported.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not getattr(args, "func", None):
-        ap.print_help()
-        return EXIT_ERROR
-    import signal
+    try:
+        ap = build_parser()
+        try:
+            args = ap.parse_args(argv)
+        except SystemExit:  # --help, a parse error: what they printed is flushed here, not at exit
+            sys.stdout.flush()
+            raise
+        if not getattr(args, "func", None):
+            ap.print_help()
+            sys.stdout.flush()
+            return EXIT_ERROR
+        import signal
 
-    # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
-    with interrupts(signal.SIGTERM, install="unowned"):
-        return _dispatch(args)
+        # a SIGTERM ends like Ctrl-C (results written), unless the program running us has its own handler
+        with interrupts(signal.SIGTERM, install="unowned"):
+            code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (``cosim compare A B | head -1``): end quietly, as a
+    command killed by SIGPIPE does, with 128 + SIGPIPE; stdout points at /dev/null so that the
+    interpreter's last flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no stdout file descriptor (embedded): nothing more to do
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -76,6 +76,9 @@ class Comparison:
     provenance: list[str]
     #: with ``rtol``: per table and for summary.json, the values that differ within it
     tolerated: list[str] = field(default_factory=list)
+    #: the ``ignore`` entries that matched nothing in either folder (a table, a column of a compared
+    #: table, a summary.json key path): most likely a typo, which would leave a difference counted
+    unmatched: list[str] = field(default_factory=list)
 
 
 def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = (),
@@ -90,11 +93,13 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
     rb = load(b)
     sb = rb.require_summary()
     skip = set(ignore)
+    used: set[str] = set()  # the ignore entries that left something out
     out: list[str] = []
     tol = _Tolerance(rtol)
     ta, tb = ra.files(), rb.files()
     for name in sorted(set(ta) | set(tb)):
         if name in skip or _stem(name) in skip:
+            used |= {name, _stem(name)} & skip
             continue
         if name not in tb or name not in ta:
             here: Results = ra if name in ta else rb
@@ -102,12 +107,13 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
             out.append(f"{name}: {shape} vs (absent)" if name in ta else f"{name}: (absent) vs {shape}")
             continue
         x, y = ra.read_file(name), rb.read_file(name)
+        used |= skip & {*x.columns, *y.columns}
         x, y = (t.drop(columns=[c for c in t.columns if c in skip]) for t in (x, y))
         line = table_difference(name, x, y, ignore_order=ignore_order, tol=tol)
         if line:
             out.append(line)
         tol.report(name)
-    sa, sb = (_without(_unmeasured(s), skip) for s in (sa, sb))
+    sa, sb = (_without(_unmeasured(s), skip, used) for s in (sa, sb))
     prov: list[str] = []
     for key in PROVENANCE:
         _json_diff({key: sa.pop(key, None)} if key in sa else {}, {key: sb.pop(key, None)} if key in sb else {}, "", prov)
@@ -117,7 +123,8 @@ def compare(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore:
     out += [f"summary.json: {ln}" for ln in lines[:MAX_SUMMARY_LINES]]
     if len(lines) > MAX_SUMMARY_LINES:
         out.append(f"summary.json: {len(lines) - MAX_SUMMARY_LINES} more keys differ")
-    return Comparison(out, [f"summary.json: {ln}" for ln in prov], tol.lines)
+    return Comparison(out, [f"summary.json: {ln}" for ln in prov], tol.lines,
+                      [k for k in dict.fromkeys(ignore) if k not in used and k.split(".")[-1] not in MEASURED])
 
 
 def differences(a: str | Path, b: str | Path, *, ignore_order: bool = False, ignore: tuple[str, ...] = (),
@@ -136,14 +143,17 @@ def _stem(name: str) -> str:
     return name
 
 
-def _without(summary: dict, keys: set[str]) -> dict:
-    """``summary`` less the dotted key paths in ``keys`` (a path's whole subtree)."""
+def _without(summary: dict, keys: set[str], used: set[str] | None = None) -> dict:
+    """``summary`` less the dotted key paths in ``keys`` (a path's whole subtree); the paths
+    found are added to ``used``."""
     for key in keys:
         node, parts = summary, key.split(".")
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(parts[-1], None)
+        if isinstance(node, dict) and parts[-1] in node:
+            node.pop(parts[-1])
+            if used is not None:
+                used.add(key)
     return summary
 
 

@@ -611,7 +611,9 @@ def to_dict(cfg: Config) -> dict:
 
 def dump_toml(cfg: Config) -> str:
     header = "# Effective cosim configuration of this run; `cosim run config.toml` re-runs it.\n"
-    return header + tomli_w.dumps(to_dict(cfg))
+    data = to_dict(cfg)
+    data["scenario"]["name"] = cfg.name  # the resolved name: a re-run from config.toml is named as this run
+    return header + tomli_w.dumps(data)
 
 
 def _limits(meta: dict) -> list[str]:

@@ -144,7 +144,8 @@ def _drive_layer(layer: Any, tables: "Tables", worlds: list, label: str, subject
         if cls.__module__.startswith("cosim."):
             return [_internal(label, exc)]
         if subject == "policy":
-            return [f"{label}: its layer '{cls.name}' ({cls.__module__}) raised {type(exc).__name__}: {exc} while "
+            return [f"{label}: its layer '{cls.name}' ({registry.shown_module(cls.__module__)}) raised "
+                    f"{type(exc).__name__}: {exc} while "
                     "running it (a fault of the layer, not of the policy)"]
         return [f"{label}: raised {type(exc).__name__}: {exc}"]
     out += [f"{label}: {p}" for p in tables.problems]
@@ -223,6 +224,24 @@ def probe(spec: PolicySpec, args: tuple, seed: int, opts: Any, subject: Any, cha
     return True, res
 
 
+def reproduces(spec: PolicySpec, args: tuple, seed: int, opts: Any, first_result: Any, equal, what: str,
+               label: str, where: str, out: list[str]) -> None:
+    """Call the policy again on the same ``args`` and ``seed``; a second answer that ``equal``
+    (first, again) rejects is "not reproducible: the same <what> and seed gave ..." and raising on
+    the repeat call is a violation too (it was a traceback out of ``cosim check``)."""
+    try:
+        again = call(spec, args, seed, opts)
+    except Exception as exc:  # noqa: BLE001
+        out.append(f"{label}: raised {type(exc).__name__} when called again on the same input: {exc} ({where})")
+        return
+    try:
+        ok = again is not None and equal(first_result, again)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        out.append(f"{label}: not reproducible: the same {what} and seed gave another answer ({where})")
+
+
 def label(spec: PolicySpec, kind: str) -> str:
     return f"{spec.layer} {kind} '{spec.name}' ({spec.origin})"
 
@@ -258,7 +277,7 @@ def check_policy(spec: PolicySpec, worlds: list) -> list[str]:
 
 
 def check_layer(cls: type, worlds: list) -> list[str]:
-    _, out = run_layer(cls, {}, worlds, f"layer '{cls.name}' ({cls.__module__})", subject="layer")
+    _, out = run_layer(cls, {}, worlds, f"layer '{cls.name}' ({registry.shown_module(cls.__module__)})", subject="layer")
     return out
 
 

@@ -7,8 +7,10 @@ so no system SUMO is needed. Every random choice is driven by the ``seed`` argum
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +64,12 @@ def netgenerate_grid(out_net: Path, spec: GridSpec, seed: int = 42) -> Path:
 
 
 def random_trips(net: Path, out_routes: Path, spec: DemandSpec) -> Path:
-    """Random trips routed to full routes (``-r`` runs duarouter); trips file removed after."""
+    """Random trips routed to full routes (``-r`` runs duarouter); the trips file (and the route
+    alternatives an older duarouter writes beside the routes) removed after — those two files
+    only, and only when the call made them."""
     trips = out_routes.with_suffix(".trips.xml")
+    alt = out_routes.with_name(out_routes.name.removesuffix(".xml") + ".alt.xml")
+    made = [p for p in (trips, alt) if not p.exists()]
     cmd = [
         sys.executable, sumo_tool("randomTrips.py"),
         "-n", str(net), "-o", str(trips), "-r", str(out_routes),
@@ -74,9 +80,8 @@ def random_trips(net: Path, out_routes: Path, spec: DemandSpec) -> Path:
         "--trip-attributes", 'departLane="best" departSpeed="max"',
     ]
     _run(cmd, "randomTrips.py")
-    trips.unlink(missing_ok=True)
-    for extra in out_routes.parent.glob(out_routes.stem.split(".")[0] + "*.alt.xml"):
-        extra.unlink()
+    for p in made:
+        p.unlink(missing_ok=True)
     return out_routes
 
 
@@ -157,23 +162,68 @@ def write_scenario(path: Path, sumocfg: Path, *, seed: int, end_s: float, step_l
     return path
 
 
+def scenario_files(name: str, root: Path, polygons: bool = False) -> list[Path]:
+    """What :func:`build_scenario` writes under ``root`` — the only files ``--overwrite`` replaces:
+    sumo_nets/NAME/NAME.{net.xml, rou.xml, sumocfg[, poly.xml]} and scenarios/NAME.toml."""
+    net_dir = Path(root) / "sumo_nets" / name
+    exts = [".net.xml", ".rou.xml", ".sumocfg", *([".poly.xml"] if polygons else [])]
+    return [net_dir / f"{name}{e}" for e in exts] + [Path(root) / "scenarios" / f"{name}.toml"]
+
+
 def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, polygons: Path | None = None,
-                   comment: str = "") -> tuple[Path, Path]:
-    """sumo_nets/NAME/{NAME.net.xml, NAME.rou.xml, NAME.sumocfg} + scenarios/NAME.toml under ``root``."""
+                   comment: str = "", overwrite: bool = False) -> tuple[Path, Path]:
+    """sumo_nets/NAME/{NAME.net.xml, NAME.rou.xml, NAME.sumocfg} + scenarios/NAME.toml under ``root``.
+
+    An existing one of these files (:func:`scenario_files`) is refused unless ``overwrite``,
+    which replaces those files and no other (anything else in sumo_nets/NAME/ stays). Everything
+    is built in a scratch folder beside sumo_nets/NAME/ and moved into place only when all of it
+    is built: a failure leaves the earlier files as they were, and no folder this call created."""
+    from cosim.engine.folder import new_folders
+
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise CosimError(f"--name {name!r}: use letters, digits, '-' or '_'")
-    net_dir = root / "sumo_nets" / name
-    net_dir.mkdir(parents=True, exist_ok=True)
-    net = net_builder(net_dir / f"{name}.net.xml")
-    from cosim.world.network import read_net
+    root = Path(root)
+    targets = scenario_files(name, root, polygons is not None)
+    net_dir, scen_path = targets[0].parent, targets[-1]
+    for d in (root, root / "sumo_nets", net_dir, scen_path.parent):
+        if d.exists() and not d.is_dir():
+            raise CosimError(f"{d}: is a file, not a folder")
+    there = [p for p in targets if p.exists() or p.is_symlink()]
+    if there and not overwrite:
+        more = f" (and {len(there) - 1} more of the files it writes)" if len(there) > 1 else ""
+        raise CosimError(f"--name {name}: {there[0]} exists{more}; add --overwrite to replace the files cosim writes "
+                         "(nothing else), or choose another --name")
+    for p in there:
+        if p.is_dir():
+            raise CosimError(f"{p}: is a folder; cosim writes a file there")
+    new: list[Path] = []  # the files this call put where none was
+    with new_folders(net_dir, scen_path.parent):
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=net_dir.parent))
+            try:
+                net = net_builder(work / targets[0].name)
+                from cosim.world.network import read_net
 
-    read_net(net)  # fails clearly on a network without drivable edges
-    routes = random_trips(net, net_dir / f"{name}.rou.xml", demand)
-    extra = ()
-    if polygons is not None:
-        extra = (polyconvert_osm(polygons, net, net_dir / f"{name}.poly.xml"),)
-    cfg = write_sumocfg(net_dir / f"{name}.sumocfg", net, routes, end_s=demand.end_s, extra_inputs=extra)
-    (root / "scenarios").mkdir(parents=True, exist_ok=True)
-    scen = write_scenario(root / "scenarios" / f"{name}.toml", cfg, seed=demand.seed, end_s=min(demand.end_s, 600.0),
-                          comment=comment)
-    return cfg, scen
+                read_net(net)  # fails clearly on a network without drivable edges
+                routes = random_trips(net, work / targets[1].name, demand)
+                extra = ()
+                if polygons is not None:
+                    extra = (polyconvert_osm(polygons, net, work / targets[3].name),)
+                write_sumocfg(work / targets[2].name, net, routes, end_s=demand.end_s, extra_inputs=extra)
+                for p in targets[:-1]:  # the sumocfg names its inputs relative to itself: they move together
+                    if not p.exists():
+                        new.append(p)
+                    os.replace(work / p.name, p)
+            except CosimError as exc:  # named as the file it was built for: the scratch folder goes now
+                raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if not scen_path.exists():
+                new.append(scen_path)
+            scen = write_scenario(scen_path, targets[2], seed=demand.seed, end_s=min(demand.end_s, 600.0),
+                                  comment=comment)
+        except BaseException:
+            for p in new:
+                p.unlink(missing_ok=True)
+            raise
+    return targets[2], scen

@@ -99,15 +99,21 @@ def plot(results: str | Path, x: str | None = None, metrics: list[str] | None = 
     if x is None and varying:
         x = max(varying, key=lambda k: df[k].nunique())
     out_dir = Path(out) if out else folder / "plots"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CosimError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
-    written = _forest(folder, plt, out_dir, varying, metrics)
-    if x is not None:
-        written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics, folder)
-    if not written:
-        raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+    from cosim.engine.folder import new_folders
+
+    before = set(out_dir.iterdir()) if out_dir.is_dir() else set()
+    with new_folders(out_dir, flag="--out"):  # a failed call leaves no folder it made
+        try:
+            written = _forest(folder, plt, out_dir, varying, metrics)
+            if x is not None:
+                written += _lines(df, plt, out_dir, x, [k for k in varying if k != x], metrics, folder)
+            if not written:
+                raise CosimError(f"{folder}: none of the metrics asked for is in the results")
+        except BaseException:  # e.g. a --metric no layer has, found after other figures were drawn
+            for p in set(out_dir.iterdir()) - before:  # the figures this call added; earlier files stay
+                if p.suffix == ".png" and p.is_file():
+                    p.unlink()
+            raise
     return written
 
 
@@ -173,17 +179,27 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
         y = np.arange(len(g))[::-1]
         for ax, m in zip(axes[0], wanted):
             d, h = g[f"{m}.diff"].to_numpy(float), g[f"{m}.ci95"].to_numpy(float)
-            ax.errorbar(d, y, xerr=np.where(np.isfinite(h), h, 0.0), fmt="o", color="#4c72b0", capsize=3)
+            bare = np.isfinite(d) & ~np.isfinite(h)  # fewer than two seeds: a mean with no interval, no p
+            ax.errorbar(d[~bare], y[~bare], xerr=np.nan_to_num(h[~bare]), fmt="o", color="#4c72b0", capsize=3)
+            if bare.any():  # hollow, and said beside it: not a zero-width interval
+                ax.plot(d[bare], y[bare], "o", mfc="none", color="#c44e52")
             ax.axvline(0.0, color="0.4", lw=0.8)
             ph = g[f"{m}.p_holm"].to_numpy(float) if f"{m}.p_holm" in g else np.full(len(g), np.nan)
-            for yi, di, pi in zip(y, d, ph):
-                if np.isfinite(di) and np.isfinite(pi):
+            for yi, di, pi, no in zip(y, d, ph, bare):
+                if no:
+                    ax.annotate("no interval: n < 2", (di, yi), xytext=(0, 6), textcoords="offset points",
+                                ha="center", fontsize=6, color="#c44e52")
+                elif np.isfinite(di) and np.isfinite(pi):
                     ax.annotate(f"p_holm={pi:.2g}", (di, yi), xytext=(0, 6), textcoords="offset points", ha="center",
                                 fontsize=6)
-            ax.set_xlabel(plain(f"{units.get(m, m)}\n(policy - {base}, mean ± 95 %)"), fontsize=8)
+            ax.set_xlabel(plain(f"{units.get(m, m)}\n(policy - {base}, mean ± 95 %"
+                                + ("; hollow: n < 2, no interval)" if bare.any() else ")")), fontsize=8)
         axes[0][0].set_yticks(y, labels, fontsize=8)
-        n = int(g["n"].max()) if "n" in g and g["n"].notna().any() else 0
-        fig.suptitle(plain(f"{scenario}: {layer}, paired per seed ({n} seeds), Holm-adjusted p"), fontsize=9)
+        n = g["n"].dropna().astype(int) if "n" in g else pd.Series(dtype=int)
+        seeds = "no seeds" if n.empty else f"{n.min()}–{n.max()} seeds" if n.min() != n.max() else f"{n.max()} seeds"
+        fig.suptitle(plain(f"{scenario}: {layer}, paired per seed ({seeds}), Holm-adjusted p"
+                           + ("" if n.empty or n.min() >= 2 else "; with one seed neither interval nor p")),
+                     fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{scenario}-{layer}-paired.png"
         fig.savefig(path, dpi=120)

@@ -59,6 +59,8 @@ _POLICIES: dict[str, dict[str, "PolicySpec"]] = {}
 #: plugin modules loaded in this process: module name -> where it came from (a scenario key or an entry point)
 PLUGINS: dict[str, str] = {}
 _EP_VERSIONS: dict[str, str] = {}
+#: the module name a ``.py`` plugin file is imported as (``cosim_plugin_<stem>``) -> that file's path
+FILE_PLUGINS: dict[str, str] = {}
 _LOADERS: dict[str, Callable[[str, str, str], "PolicySpec"]] = {}
 _entry_points_loaded = False
 
@@ -86,7 +88,13 @@ class PolicySpec:
 
     @property
     def origin(self) -> str:
-        return "built-in" if self.module.startswith("cosim.") else f"plugin {self.module}"
+        return "built-in" if self.module.startswith("cosim.") else f"plugin {shown_module(self.module)}"
+
+
+def shown_module(module: str) -> str:
+    """How messages name a plugin module: the path of a ``.py`` file plugin (the name it is
+    imported as, ``cosim_plugin_<stem>``, is nothing the user wrote), else the module name."""
+    return FILE_PLUGINS.get(module, module)
 
 
 def _module_of(obj: Any) -> str:
@@ -102,11 +110,13 @@ def register_layer(name: str) -> Callable[[type], type]:
         old = _LAYERS.get(name)
         if old is not None and old is not cls and f"{old.__module__}.{old.__qualname__}" != \
                 f"{cls.__module__}.{cls.__qualname__}":
-            raise ConfigError(f"layer '{name}' is registered twice ({old.__module__} and {cls.__module__})")
+            raise ConfigError(f"layer '{name}' is registered twice ({shown_module(old.__module__)} and "
+                              f"{shown_module(cls.__module__)})")
         shared = getattr(cls, "shared_cost", 0.0)
         if not (isinstance(shared, (int, float)) and not isinstance(shared, bool) and math.isfinite(shared)
                 and shared >= 0):
-            raise ConfigError(f"layer '{name}' ({cls.__module__}): shared_cost must be a number >= 0, got {shared!r}")
+            raise ConfigError(f"layer '{name}' ({shown_module(cls.__module__)}): shared_cost must be a number >= 0, "
+                              f"got {shared!r}")
         cls.name = name
         _LAYERS[name] = cls
         return cls
@@ -136,11 +146,12 @@ def register_policy(layer: str, name: str | None = None, *, options: type | None
         if old is not None and old.fn is not fn and (old.module, getattr(old.fn, "__qualname__", "")) != \
                 (_module_of(fn), getattr(fn, "__qualname__", "")):
             raise ConfigError(f"policy '{pname}' of layer '{layer}' is registered twice "
-                              f"({old.module} and {_module_of(fn)}): give yours another name")
+                              f"({shown_module(old.module)} and {shown_module(_module_of(fn))}): give yours another "
+                              "name")
         if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost > 0):
-            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): cost must be a positive number")
+            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({shown_module(_module_of(fn))}): cost must be a positive number")
         if options is not None and not hasattr(options, "__dataclass_fields__"):
-            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({_module_of(fn)}): options must be a dataclass")
+            raise ConfigError(f"policy '{pname}' of layer '{layer}' ({shown_module(_module_of(fn))}): options must be a dataclass")
         table[pname] = PolicySpec(layer, pname, fn, options, stochastic, dict(traits), _module_of(fn), float(cost))
         return fn
 
@@ -246,6 +257,7 @@ def load_plugins(modules: list[str], where: str, base_dir: str | Path | None = N
                 if not path.is_file():
                     raise ConfigError(f"{where}: plugin file {path} does not exist")
                 modname = f"cosim_plugin_{path.stem}"
+                FILE_PLUGINS[modname] = str(path)
                 spec = importlib.util.spec_from_file_location(modname, path)
                 mod = importlib.util.module_from_spec(spec)
                 sys.modules[modname] = mod

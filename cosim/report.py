@@ -4,7 +4,8 @@ Panels: the map (edges, RSU discs, vehicle density as a heat map of vehicle-seco
 handovers as red dots — where a vehicle's serving RSU changed between two of its slots);
 predicted against realised dwell (scatter) and the error's CDF (the rows ``summary.json``'s
 ``dwell_prediction`` summarises: served, uncapped, uncensored); then per layer with a task table
-the policies' latency CDFs (completed tasks) and success rates side by side. Read from the results
+the policies' latency CDFs (over the uncensored tasks, as the success rate) and success rates side by side,
+each rate with its paired difference to the layer's baseline (``vs_baseline``). Read from the results
 folder and the network file alone, like ``cosim view``.
 """
 
@@ -28,8 +29,24 @@ FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted 
                 "dwell error CDF")
 
 
+#: the map's title for a run without vehicle rows (output.coverage = false): its dwell panels are left out
+NO_COVERAGE_MAP = "map: RSU discs (no vehicle rows: output.coverage = false)"
+
 #: the latency CDF's axis ends at this quantile of every completed task's latency (stated on it)
 CDF_CLIP = 0.99
+
+
+def _vs_baseline(policy: str, block) -> str:  # noqa: ANN001
+    """A policy's paired success difference to the layer's baseline, task by task
+    (``vs_baseline``'s ``success_diff ± success_diff_ci95``, :func:`cosim.stats.fmt`), on a second
+    line under its rate; nothing for the baseline itself or without the block."""
+    from cosim.stats import fmt
+
+    vs = block.get("vs_baseline") if isinstance(block, dict) else None
+    if not isinstance(vs, dict) or vs.get("success_diff") is None or vs.get("baseline") in (None, policy):
+        return ""
+    ci = vs.get("success_diff_ci95")
+    return "\n" + fmt(float(vs["success_diff"]), math.nan if ci is None else float(ci))
 
 
 def success_origin(rates) -> float:  # noqa: ANN001
@@ -73,7 +90,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     res = load(run_dir)
     shown = res.shown(net)
     run, summary, rsus = res.path, shown.summary, shown.rsus
-    cov = res.table("coverage", COVERAGE_COLUMNS)
+    if shown.no_coverage:  # output.coverage = false: the map without vehicles, no dwell panels; the layers' all
+        import pandas as pd
+
+        cov = pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "time_s") else object)
+                            for c in COVERAGE_COLUMNS})
+    else:
+        cov = res.table("coverage", COVERAGE_COLUMNS)
     tables = res.task_tables()
     layers, metric_rows = [], []  # layers with tasks: latency CDF and success; without: their headline metrics
     for name, cls in res.layers().items():
@@ -99,17 +122,31 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         col = hex_color(rsu_color(i))
         ax.add_patch(Circle((r["x"], r["y"]), r["radius_m"], fill=False, color=col, lw=1.5))
         ax.plot(r["x"], r["y"], "s", color=col, ms=5)
-    ho = handovers(cov)
-    ax.plot(ho[:, 0], ho[:, 1], ".", color="#d62728", ms=3, label=f"handovers ({len(ho)})")
-    ax.legend(loc="lower left", fontsize=7)
+    if not shown.no_coverage:  # handovers are read from the vehicle rows
+        ho = handovers(cov)
+        ax.plot(ho[:, 0], ho[:, 1], ".", color="#d62728", ms=3, label=f"handovers ({len(ho)})")
+        ax.legend(loc="lower left", fontsize=7)
     ax.set_aspect("equal")
     ax.autoscale_view()
-    ax.set_title(FIXED_PANELS[0], fontsize=9)
+    ax.set_title(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP, fontsize=9)
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")
-    titles.append(FIXED_PANELS[0])
+    titles.append(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP)
 
     # -- dwell ------------------------------------------------------------------------------
+    if shown.no_coverage:  # the dwell comparison is made from the vehicle rows: said where it would be
+        ax = fig.add_subplot(gs[0, 1:])
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no dwell panels: {shown.no_coverage}", ha="center", va="center", fontsize=9,
+                color="#555", wrap=True)
+    else:
+        _dwell_panels(fig, gs, res, run, summary, titles)
+    _layer_panels(fig, gs, layers, metric_rows, titles, summary)
+    return _finish(fig, plt, run, out, summary, rsus, shown, titles)
+
+
+def _dwell_panels(fig, gs, res, run, summary, titles) -> None:  # noqa: ANN001
+    """Predicted against realised dwell, and the error's CDF (the first row's second and third panels)."""
     pred, real, srv, _ = dwell_pairs_from_parquet(run / "coverage.parquet", float(summary.get("slot_s") or 1.0))
     cap = float(res.settings.get("world", {}).get("dwell_cap_s", 600.0))
     use = (srv >= 0) & np.isfinite(real) & (pred < cap - 1e-9)  # the rows analysis.dwell_error compares
@@ -133,14 +170,18 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
     ax.set_title(FIXED_PANELS[2] + f" ({int(use.sum())} rows)", fontsize=9)
     titles.append(FIXED_PANELS[2])
 
-    # -- layers -----------------------------------------------------------------------------
+
+def _layer_panels(fig, gs, layers, metric_rows, titles, summary) -> None:  # noqa: ANN001
+    """Per layer with tasks its latency CDF (over the uncensored tasks) and success rates, each with
+    its ``vs_baseline`` success difference from ``summary``; per layer without, its headline metrics."""
     for row, (name, df) in enumerate(layers, start=1):
         ax = fig.add_subplot(gs[row, :2])
         for policy, g in df.groupby("policy", sort=False):
             lat = np.sort(g["latency_s"].to_numpy(dtype=float))
             lat = lat[np.isfinite(lat)]
-            if len(lat):
-                ax.step(lat, np.arange(1, len(lat) + 1) / len(g), where="post", label=plain(policy))
+            ended = len(g) - int((g["outcome"] == "censored").sum()) if "outcome" in g else len(g)
+            if len(lat) and ended:  # over the tasks with an outcome, as the success rate (censored: none)
+                ax.step(lat, np.arange(1, len(lat) + 1) / ended, where="post", label=plain(policy))
         every = df["latency_s"].to_numpy(dtype=float)
         every = every[np.isfinite(every)]
         if len(every):  # one slow task must not squeeze the rest into the first tenth of the axis
@@ -151,7 +192,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
                           f"{beyond} completed task(s) beyond)")
         else:
             ax.set_xlabel("latency [s]")
-        ax.set_ylabel("fraction of tasks completed by then")
+        ax.set_ylabel("fraction of uncensored tasks\ncompleted by then")
         ax.legend(fontsize=7, ncol=2)
         t = f"{name}: latency CDF per policy"
         ax.set_title(plain(t), fontsize=9)
@@ -161,7 +202,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         rate = ended.groupby("policy", sort=False)["success"].mean()
         vals = rate.to_numpy(dtype=float)
         bars = ax.bar(range(len(rate)), vals, color="#4c72b0")
-        ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, padding=1)
+        block = (summary.get("layers") or {}).get(name, {})
+        ax.bar_label(bars, labels=[f"{v:.3f}" + _vs_baseline(p, block.get(p)) for p, v in zip(rate.index, vals)],
+                     fontsize=6, padding=1)
+        base = next((b["vs_baseline"].get("baseline") for b in block.values()
+                     if isinstance(b, dict) and isinstance(b.get("vs_baseline"), dict)), None)
+        if base:
+            ax.set_xlabel(f"under each rate: − {plain(base)} over the tasks both were given, ± 95 %", fontsize=7)
         ax.set_xticks(range(len(rate)), [plain(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
         low = success_origin(vals)
         ax.set_ylim(low, 1.0 + 0.04 * (1.0 - low))
@@ -181,6 +228,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
             ax.set_title(plain(t), fontsize=9)
             titles.append(t)
 
+
+def _finish(fig, plt, run, out, summary, rsus, shown, titles) -> tuple[list[Path], list[str]]:  # noqa: ANN001
+    """The title, and the figure written as report.png and report.pdf."""
     fig.suptitle(f"{plain(summary.get('scenario') or run.name)}: seed {summary.get('seed')}, {summary.get('slots')} slots, "
                  f"{summary.get('vehicles_seen')} vehicles, {len(rsus)} RSUs"
                  + (f"\n{shown.incomplete}" if shown.incomplete else ""), fontsize=11,

@@ -198,6 +198,9 @@ class Shown:
     summary: dict
     net: Path
     incomplete: str | None
+    #: None, or why the folder has no coverage.parquet (a completed run with output.coverage =
+    #: false): what needs the vehicle rows (map density, handovers, dwell, the vehicles) is left out
+    no_coverage: str | None = None
 
     @property
     def rsus(self) -> list[dict]:
@@ -352,7 +355,8 @@ class Results(Mapping):
     def shown(self, net: str | Path | None = None) -> Shown:
         """What ``cosim view`` and ``cosim report`` draw (:class:`Shown`); one line naming what is
         missing. A run that did not complete is shown as far as it was flushed: ``incomplete``
-        says so. A killed run gets its summary rebuilt (:meth:`flushed_summary`)."""
+        says so. A killed run gets its summary rebuilt (:meth:`flushed_summary`). A completed run
+        with ``output.coverage = false`` is shown without its vehicle rows: ``no_coverage`` says so."""
         killed = self.killed
         summary = {} if killed else self.require_summary()
         self.settings  # noqa: B018 - a broken config.toml is one line before anything is drawn
@@ -363,7 +367,8 @@ class Results(Mapping):
             if killed or summary.get("status") != "completed":
                 raise CosimError(f"{self.path}: no coverage.parquet: the run stopped before its first flush "
                                  "(output.flush_slots), there is nothing to show")
-            raise CosimError(f"{self.path}: no coverage.parquet (the run had output.coverage = false)")
+            return Shown(self, summary, net, None, f"no vehicle rows: the run had output.coverage = false "
+                                                   "(no coverage.parquet)")
         status = summary.get("status")
         incomplete = None
         if killed:

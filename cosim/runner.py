@@ -131,7 +131,10 @@ def _open_run(cfg: Config, out_dir: str | Path | None, *, backend: str | None, g
     # a paused sumo-gui is not frozen; with jobs = 2 SUMO runs in a child process, one slot ahead
     source = make_source(cfg, "cosim.sources.sumo:SumoSource", cmd=cmd, backend=backend, port=port,
                          log_file=out / "sumo.log", end_s=tl.end_s, timeout_s=0.0 if gui else sc.sumo_timeout_s,
-                         fields=session.fields)
+                         fields=session.fields,
+                         blame=[(f"{cfg.source_file}: scenario.sumo_args", list(sc.sumo_args)),
+                                ("--sumo-args", list(extra_sumo_args or [])),
+                                (f"{cfg.source_file}: scenario.sumocfg {sc.sumocfg}", [])])
     return session, source
 
 
@@ -155,10 +158,12 @@ def _open_synthetic(cfg: Config, out_dir: str | Path | None, *, record: str | Pa
 
 
 def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, progress: bool = True,
-           overwrite: bool = False) -> dict:
+           overwrite: bool = False, end_from: str | None = None) -> dict:
     """Run the plugin on a recorded trace (no SUMO): same world, same layers, same results.
-    The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`)."""
-    session, source = open_replay(cfg, trace, out_dir, overwrite=overwrite)
+    The trace is checked as it streams (:class:`~cosim.sources.replay.ReplaySource`).
+    ``end_from``: where the end time came from when not the scenario (``--end 200``), for the
+    warning that the trace ends before it."""
+    session, source = open_replay(cfg, trace, out_dir, overwrite=overwrite, end_from=end_from)
     summary = drive(session, source, progress)
     for note in session.notes:
         print(f"cosim: warning: {note}", file=sys.stderr)
@@ -166,15 +171,15 @@ def replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *,
 
 
 def open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None = None, *, overwrite: bool = False,
-                net: NetInfo | None = None) -> tuple[Session, Any]:
+                net: NetInfo | None = None, end_from: str | None = None) -> tuple[Session, Any]:
     """What :func:`replay` drives: the checked session and its trace source. ``net``: the
     network already read (e.g. once per environment)."""
     with warm_workers(cfg) as warm:
-        return _open_replay(cfg, trace, out_dir, overwrite=overwrite, net=net, warm=warm)
+        return _open_replay(cfg, trace, out_dir, overwrite=overwrite, net=net, warm=warm, end_from=end_from)
 
 
 def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, overwrite: bool,
-                 net: NetInfo | None, warm: Any) -> tuple[Session, Any]:
+                 net: NetInfo | None, warm: Any, end_from: str | None = None) -> tuple[Session, Any]:
     from cosim.sources.replay import ReplaySource, trace_end_s
 
     last = trace_end_s(trace) if Path(trace).exists() else None
@@ -183,7 +188,9 @@ def _open_replay(cfg: Config, trace: str | Path, out_dir: str | Path | None, *, 
         _, end = run_window(cfg)
         if end is None or end > last + 1e-9:
             if end is not None:  # said once the trace has replayed (bad input says only its own line)
-                note = (f"{trace}: the trace ends at {last:g} s, before the end {end:g} s ({cfg.source_file}): "
+                src = end_from or (f"{cfg.source_file}: scenario.end_s" if cfg.scenario.end_s >= 0
+                                   else f"{cfg.scenario.sumocfg}: <end>")
+                note = (f"{trace}: the trace ends at {last:g} s, before the end {end:g} s ({src}): "
                         f"the replay ends at {last:g} s")
             cfg = cfg.replace(scenario={"end_s": last})
     spec = resolve(cfg, traffic="replay", net=net)

@@ -17,8 +17,10 @@ A sweep file::
 
 Each run (a *cell*: scenario x grid point x seed) is one ``cosim run`` in its own process (libsumo
 allows one SUMO per process) writing ``cells/<id>/`` under the sweep's results folder, where
-``<id>`` is a hash of what defines the cell. A cell is finished when ``cells/<id>/cell.json``
-says ``completed``: re-running an interrupted sweep skips finished cells and runs the rest; a
+``<id>`` is a hash of what names the cell. A cell is finished when ``cells/<id>/cell.json``
+says ``completed``: re-running an interrupted sweep skips finished cells and runs the rest —
+but a finished cell whose inputs changed since (its :func:`fingerprint`: the effective
+configuration, the files SUMO reads, the plugin sources) runs again, and says so; a
 cell whose configuration is broken or whose run fails is recorded with its error (``failed``) and
 the others go on. ``results.parquet`` has one row per (cell, layer, policy) with every number of
 the layer's summary block; ``summary.csv`` the mean and 95 % confidence interval (Student t) over
@@ -254,6 +256,7 @@ def check_cells(sw: Sweep) -> None:
 
     checked: set = set()
     runs: dict[str, set] = {}  # layer -> the policies some cell runs
+    points: list = []  # (where, layer -> the policies run there) per scenario entry and grid point
     cells = sw.cells()
     for scen, fixed, entry in sw.entries():
         base = cfgmod.load_any(scen)
@@ -272,8 +275,11 @@ def check_cells(sw: Sweep) -> None:
             checked.add(point)
             label = ", ".join(f"{k} = {v!r}" for k, v in c.params) or "[set]"
             cfg = cfgmod.apply_overrides(base, dict(c.params), where=f"{sw.file}: {Path(scen).name} with {label}")
+            here = {}
             for layer in validate_layers(cfg, label=f"{sw.file}: {Path(scen).name} with {label}"):
                 runs.setdefault(layer.name, set()).update(layer.policies)
+                here[layer.name] = list(layer.policies)
+            points.append((f"{entry or Path(scen).stem} with {label}", here))
         checked.clear()
     for layer, policy in sw.baseline.items():  # a typo would leave paired.csv silently empty
         if layer not in runs:
@@ -282,6 +288,11 @@ def check_cells(sw: Sweep) -> None:
         if policy not in runs[layer]:
             raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run "
                               f"({', '.join(sorted(runs[layer]))})")
+        for where, here in points:  # a grid point without it would vanish from paired.csv
+            if layer in here and policy not in here[layer]:
+                raise ConfigError(f"{sw.file}: sweep.baseline.{layer}: '{policy}' is not among the policies run at "
+                                  f"{where} ({', '.join(here[layer])}): that grid point would have no comparison "
+                                  "in paired.csv")
 
 
 def _not_the_seed(path: Path, where: str, key: str) -> None:
@@ -297,12 +308,149 @@ def _check_key(path: Path, where: str, key: str) -> None:
         raise ConfigError(f"{path}: {where}: expected TABLE.KEY, layers.NAME.KEY or layers.NAME.options.POLICY.KEY")
 
 
+# -- fingerprints: is a finished cell's result still what its inputs give? ----------------------
+#: keys left out of a cell's configuration text in its fingerprint: they do not change what a run
+#: computes (``scenario.jobs``: the same results whatever N; ``output.dir``: a cell writes into its
+#: own folder)
+_NOT_RESULTS = (("scenario", "jobs"), ("output", "dir"))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _file_sha(path: Path, cache: dict) -> str:
+    if path not in cache:
+        try:
+            cache[path] = _sha(path.read_bytes())
+        except OSError as exc:
+            cache[path] = f"unreadable ({exc.strerror or exc})"
+    return cache[path]
+
+
+def _plugin_files(entry: str, base: Path) -> list[Path]:
+    """The source files of a ``scenario.plugins`` entry: a ``.py`` file; a module's file; a
+    package's every ``.py`` file (a module of a package may import its siblings)."""
+    from importlib.machinery import PathFinder
+
+    if entry.endswith(".py"):
+        return [Path(entry) if Path(entry).is_absolute() else base / entry]
+    top = entry.split(".")[0]
+    mod = sys.modules.get(top)
+    if mod is None:  # not imported yet: where load_plugins would find it (the scenario's folder too)
+        try:
+            spec = PathFinder.find_spec(top, [str(base), *sys.path])
+        except (ImportError, ValueError):
+            spec = None
+        where = list(spec.submodule_search_locations or []) if spec else []
+        origin = spec.origin if spec else None
+    else:
+        where, origin = list(getattr(mod, "__path__", []) or []), getattr(mod, "__file__", None)
+    if where:
+        return sorted(p for w in where for p in Path(w).rglob("*.py") if "__pycache__" not in p.parts)
+    return [Path(origin)] if origin else []
+
+
+def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
+    """What a cell's results depend on beyond its id, as ``{what: sha1}``: ``config`` (the
+    effective configuration's text, seed aside: the id has it; paths relative to the scenario
+    file, so that a moved checkout still matches; less :data:`_NOT_RESULTS`), every file SUMO
+    reads (the sumocfg and the input files it names: net, routes, additionals, ...; by name
+    relative to the sumocfg's folder; and those ``scenario.sumo_args`` names, as
+    ``--additional-files FILE``) and every plugin source file (``plugin:ENTRY:FILE``).
+    Written into ``cell.json`` when the cell runs and compared before a finished cell is reused
+    (:func:`stale`). cosim's own code is not in it: a new cosim does not re-run a sweep."""
+    from cosim.cluster import INPUT_OPTIONS
+    import tomli_w
+
+    from cosim.config import to_dict
+    from cosim.sumo_outputs import _resolve, _split_files, sumocfg_options
+
+    cache = {} if cache is None else cache
+    home = Path(cfg.source_file).resolve().parent if cfg.source_file and not cfg.source_file.startswith("<") \
+        else Path(cfg.scenario.sumocfg).parent
+    data = to_dict(cfg)
+    for table, key in (*_NOT_RESULTS, ("scenario", "seed")):
+        data[table].pop(key, None)
+    sumocfg = Path(cfg.scenario.sumocfg)
+    data["scenario"]["sumocfg"] = os.path.relpath(sumocfg, home)
+    data["scenario"]["plugins"] = [os.path.relpath(p, home) if p.endswith(".py") and Path(p).is_absolute() else p
+                                   for p in cfg.scenario.plugins]
+    out = {"config": _sha(tomli_w.dumps(data).encode())}
+    out["sumocfg"] = _file_sha(sumocfg, cache)
+    try:
+        options = sumocfg_options(sumocfg)
+    except Exception:  # noqa: BLE001 - an unreadable sumocfg: its hash above says so, the run will too
+        options = {}
+    for name, value in options.items():
+        if name in INPUT_OPTIONS:
+            for v in _split_files(value):
+                f = _resolve(v, sumocfg.parent)
+                out[f"{name}:{v}"] = _file_sha(f, cache)
+    args = list(cfg.scenario.sumo_args)  # input files named on SUMO's command line (relative to the working folder)
+    for i, a in enumerate(args[:-1]):
+        name = a.split("=", 1)[0].lstrip("-")
+        if a.startswith("-") and "=" not in a and name in INPUT_OPTIONS:
+            for v in _split_files(args[i + 1]):
+                out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
+    for entry in cfg.scenario.plugins:
+        files = _plugin_files(entry, home)
+        shown = os.path.relpath(entry, home) if entry.endswith(".py") and Path(entry).is_absolute() else entry
+        root = os.path.commonpath([str(f.parent) for f in files]) if files else ""
+        for f in files:
+            rel = os.path.relpath(f, root)
+            out[f"plugin:{shown}:{rel}"] = _file_sha(f, cache)
+        if not files:
+            out[f"plugin:{shown}"] = "not found"
+    return out
+
+
+def fingerprints(sw: "Sweep", cells: list[Cell]) -> dict[str, dict[str, str]]:
+    """cell id -> :func:`fingerprint` of its configuration, built once per configuration."""
+    from cosim.cluster import config_key, configs
+
+    specs = {c.cell_id: c.to_json() for c in cells}
+    cfgs = configs(list(specs.values()))
+    cache: dict = {}
+    by_key = {k: fingerprint(cfg, cache) for k, cfg in cfgs.items()}
+    return {cid: by_key[config_key(spec)] for cid, spec in specs.items()}
+
+
+def stale(rec: dict, now: dict[str, str]) -> list[str]:
+    """What changed since a finished cell ran (``rec``: its cell.json; ``now``: its fingerprint
+    today), in words; empty when it may be reused."""
+    then = rec.get("fingerprint")
+    if not isinstance(then, dict):
+        return ["no fingerprint in its cell.json (made by an older cosim)"]
+    changed = []
+    for k in sorted(set(then) | set(now)):
+        if then.get(k) != now.get(k):
+            what = {"config": "the configuration", "sumocfg": "the sumocfg"}.get(k, k.replace(":", " ", 1))
+            changed.append(what + (" (new)" if k not in then else " (gone)" if k not in now else ""))
+    return changed
+
+
+def cell_states(sw: "Sweep", out: Path, cells: list[Cell]) -> tuple[dict[str, tuple[str, list[str]]], dict]:
+    """(cell id -> (``finished`` | ``stale`` | ``to run``, what changed for a stale one),
+    cell id -> its fingerprint)."""
+    fps = fingerprints(sw, cells)
+    states = {}
+    for c in cells:
+        rec = finished(out / "cells" / c.cell_id)
+        if rec is None:
+            states[c.cell_id] = ("to run", [])
+            continue
+        why = stale(rec, fps[c.cell_id])
+        states[c.cell_id] = ("stale", why) if why else ("finished", [])
+    return states, fps
+
+
 # -- engines ----------------------------------------------------------------------------------
 class Progress:
     """cells done / failed / running / total and an ETA, on one line (stderr)."""
 
-    def __init__(self, total: int, skipped: int, enabled: bool):
-        self.total, self.skipped, self.enabled = total, skipped, enabled
+    def __init__(self, total: int, skipped: int, enabled: bool, stale: int = 0):
+        self.total, self.skipped, self.enabled, self.stale = total, skipped, enabled, stale
         self.done = self.failed = self.running = 0
         self.t0 = time.perf_counter()
         self.tty = sys.stderr.isatty()
@@ -315,7 +463,8 @@ class Progress:
         el = time.perf_counter() - self.t0
         eta = f"  ETA {_hms(el / ran * left)}" if ran and left else ""
         rate = f", {ran / el * 60:.1f} cells/min" if ran and el > 0 else ""
-        write_status(f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier), "
+        write_status(f"sweep: {self.skipped + self.done}/{self.total} cells done ({self.skipped} earlier"
+                     f"{f', {self.stale} re-run: inputs changed' if self.stale else ''}), "
                      f"{self.failed} failed, {self.running} running{rate}{eta}  [{_hms(el)}]", final)
 
 
@@ -393,18 +542,27 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
         raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror or exc})") from None
     (out / "sweep.toml").write_text(sw.file.read_text())
     cells = sw.cells()
-    todo, skipped = [], 0
+    states, fps = cell_states(sw, out, cells)
+    todo, skipped, changed = [], 0, []
     for c in cells:
         d = out / "cells" / c.cell_id
-        if finished(d):
+        state, why = states[c.cell_id]
+        if state == "finished":
             skipped += 1
-        else:
-            todo.append((c.to_json(), d))
+            continue
+        if state == "stale":
+            changed.append((c, why))
+        todo.append(({**c.to_json(), "fingerprint": fps[c.cell_id]}, d))
     if not jobs:
         from cosim.engine.processes import available_cores
 
         jobs = available_cores()
-    prog = Progress(len(cells), skipped, progress)
+    prog = Progress(len(cells), skipped, progress, stale=len(changed))
+    if changed and progress:  # what made finished cells stale, once per distinct reason
+        reasons = sorted({r for _, why in changed for r in why})
+        first = changed[0][0]
+        write_status(f"sweep: {len(changed)} finished cell(s) run again, their inputs changed since they ran "
+                     f"(e.g. {first.cell_id} {first.name} seed={first.seed}): {'; '.join(reasons)}", True)
     try:
         if engine == "local":
             run_local(todo, jobs, prog)
@@ -416,7 +574,7 @@ def execute(sw: Sweep, out: Path | None = None, *, engine: str = "local", jobs: 
         merge(sw, out, cells)
         raise
     prog.show(final=True)
-    return merge(sw, out, cells)
+    return {**merge(sw, out, cells), "stale": len(changed)}
 
 
 def _flatten(prefix: str, block: Any, row: dict) -> None:
@@ -457,9 +615,9 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
             for policy, values in block.items():
                 if not isinstance(values, dict):
                     continue
-                row = {**base, "layer": layer, "policy": policy}
-                _flatten("", values, row)
-                rows.append(row)
+                own: dict = {}
+                _flatten("", values, own)
+                rows.append({**base, "layer": layer, "policy": policy, **_dropped(own)})
     res = pd.DataFrame(rows)
     tmp = out / ".results.parquet.tmp"
     res.to_parquet(tmp, index=False)
@@ -472,6 +630,17 @@ def merge(sw: Sweep, out: Path, cells: list[Cell] | None = None) -> dict:
     n_ok = int((st["status"] == "completed").sum()) if len(st) else 0
     return {"cells": len(cells), "completed": n_ok, "failed": int((st["status"] == "failed").sum()) if len(st) else 0,
             "rerun": sum(1 for a in attempts.values() if a > 1), "out": str(out)}
+
+
+def _dropped(own: dict) -> dict:
+    """A policy dropped mid-run (its block has an ``error`` line) served only the tasks before it
+    raised: its per-policy metrics of that seed describe other tasks than its peers' and are blanked
+    (None: NaN in the tables, so no mean or paired difference counts that seed) and ``dropped`` is 1;
+    its task-level ``vs_baseline.*`` stay (already over the tasks both served). 0 for the others."""
+    if not isinstance(own.get("error"), str):
+        return {**own, "dropped": 0}
+    return {**{k: None if k not in ("error", "vs_baseline.baseline") and not k.startswith("vs_baseline.") else v
+               for k, v in own.items()}, "dropped": 1}
 
 
 def _rebase(run_dir: Path, layer: str, block: dict, baseline: str | None) -> None:
@@ -499,7 +668,7 @@ def _cellvalue(v: Any) -> Any:
 
 def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] | None = None):  # noqa: ANN001, ANN201
     """Mean, 95 % CI half-width and n (seeds with a finite value) over seeds of every numeric
-    column, per group; with ``attempts`` (cell -> how often it started: the ray engine's) also
+    column but a run's own half-widths (``*ci95*``: see below), per group; with ``attempts`` (cell -> how often it started: the ray engine's) also
     ``reruns``, the group's cells that started more than once (a node died under them)."""
     import pandas as pd
 
@@ -507,12 +676,18 @@ def summary_csv(res, grid_keys: list[str], path: Path, attempts: dict[str, int] 
         pd.DataFrame().to_csv(path, index=False)
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer", "policy"]
-    skip = set(keys) | {"cell", "seed"}
-    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])]
+    skip = set(keys) | {"cell", "seed", "dropped"}
+    # a run's own half-widths (vs_baseline.latency_diff_ci95_s, .success_diff_ci95: over its tasks)
+    # are left out: their mean over seeds is no interval of anything, and beside the interval over
+    # seeds (vs_baseline.latency_diff_s.ci95) it reads as one
+    metrics = [c for c in res.columns if c not in skip and pd.api.types.is_numeric_dtype(res[c])
+               and "ci95" not in c.rsplit(".", 1)[-1]]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         row["n"] = len(g)
+        if "dropped" in g:  # seeds where the policy was dropped mid-run (its metrics there are NaN)
+            row["dropped"] = int(g["dropped"].fillna(0).sum())
         if attempts:
             row["reruns"] = sum(1 for c in g["cell"] if attempts.get(c, 1) > 1)
         for m in metrics:
@@ -535,7 +710,8 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     ``M.ci95`` (Student-t 95 % half-width), ``M.n`` (seeds where the difference is finite),
     ``M.p`` (two-sided paired t-test) and ``M.p_holm`` (Holm-adjusted over the family: every policy
     compared with the baseline on ``M`` in this scenario, grid point and layer). ``n``: the seeds
-    both policies ran.
+    both policies ran; ``dropped``: those where either was dropped mid-run (:func:`merge` blanks
+    such a policy's metrics of that seed, so ``M.n`` leaves them out).
 
     Every policy of a layer sees the same traffic and requests in one run, so the difference
     within a seed removes what the seeds share; its interval is what a comparison must quote.
@@ -556,9 +732,11 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
     if res.empty:
         return pd.DataFrame()
     keys = ["scenario", *grid_keys, "layer"]
-    skip = set(keys) | {"cell", "seed", "policy"}
+    skip = set(keys) | {"cell", "seed", "policy", "dropped"}
+    # a column no layer row fills (the core rows' vehicles_seen, max_concurrent_vehicles, wall_s:
+    # not a policy's) would only be empty diff/ci95/n/p/p_holm columns
     metrics = [c for c in res.columns if c not in skip and not c.startswith("vs_baseline.")
-               and pd.api.types.is_numeric_dtype(res[c])]
+               and pd.api.types.is_numeric_dtype(res[c]) and res[c].notna().any()]
     out = []
     for group, g in res.groupby(keys, dropna=False, sort=False):
         row0 = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
@@ -571,6 +749,9 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
             p = gp.set_index("seed")
             seeds = p.index.intersection(b.index)
             row = {**row0, "policy": policy, "baseline": base, "n": len(seeds)}
+            if "dropped" in p:  # seeds where it or the baseline was dropped mid-run: no difference there
+                row["dropped"] = int(((p.loc[seeds, "dropped"].fillna(0) > 0)
+                                      | (b.loc[seeds, "dropped"].fillna(0) > 0)).sum())
             for m in metrics:
                 _put(row, m, mean_ci(p.loc[seeds, m].astype(float) - b.loc[seeds, m].astype(float)))
             theirs = p["vs_baseline.baseline"] if "vs_baseline.baseline" in p else pd.Series(index=p.index, dtype=object)

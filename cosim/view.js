@@ -125,6 +125,7 @@
   slider.max = Math.max(0, nSlots - 1);
   const notes = [];
   if (D.incomplete) notes.push(D.incomplete);
+  if (D.no_coverage) notes.push(D.no_coverage);
   if (V.stride > 1)
     notes.push("subsampled: every " + V.stride + "th of " + V.all_slots + " slots (" + V.rows + " vehicle rows kept)");
   document.getElementById("note").textContent = notes.join("; ");

@@ -351,6 +351,13 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
                                                             [r["x"] + r["radius_m"], r["y"] + r["radius_m"]]])
                                                   for r in rsus])
     for extra in (PANEL_COLUMNS, PANEL_COLUMNS[:2], ()):  # speed, cell, dwell for the vehicle panel, when
+        if shown.no_coverage:  # output.coverage = false: no vehicles; the network, RSUs and layers' panels
+            import pandas as pd
+
+            cov = pd.DataFrame({"slot": pd.Series(dtype=np.int64), "time_s": pd.Series(dtype=float),
+                                "vehicle": pd.Series(dtype=object), "x": pd.Series(dtype=float),
+                                "y": pd.Series(dtype=float), "rsu": pd.Series(dtype=object)})
+            break
         try:                                                # the table has them (a run's always does)
             cov = res.table("coverage", [*COVERAGE_COLUMNS, *extra])
             break
@@ -414,6 +421,8 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
     layers = {}
     slot_s = float(summary.get("slot_s") or 1.0)
     t_end = float(slot_times[-1]) if len(slot_times) else 0.0
+    if shown.no_coverage:  # the layers' timelines run to the run's end, which no vehicle row says
+        t_end = float(summary.get("sim_time_end_s") or 0.0)
     tables = res.task_tables()
     for layer, cls in res.layers().items():
         columns = [[m.key, m.digits] for m in cls.shown_metrics()]
@@ -448,6 +457,7 @@ def build_data(run_dir: str | Path, net: str | Path | None = None, max_rows: int
         "title": f"{summary.get('scenario') or run.name} — seed {summary.get('seed')}, {summary.get('slots')} slots"
                  + (" (incomplete)" if shown.incomplete else ""),
         "incomplete": shown.incomplete,
+        "no_coverage": shown.no_coverage,
         "transform": qz.meta(),
         "bounds": [float(v) for v in allxy.min(axis=0)] + [float(v) for v in allxy.max(axis=0)],
         "edges": {"xy": _b64(np.column_stack([qz.q(flat[:, 0], qz.x0), qz.q(flat[:, 1], qz.y0)]).ravel() if len(flat)

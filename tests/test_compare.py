@@ -298,3 +298,50 @@ def test_rtol_lets_floats_differ_within_it_and_says_so(tmp_path):
     assert run_cli("compare", str(a), str(b)).returncode == 1
     bad = run_cli("compare", str(a), str(b), "--rtol", "-1")
     assert (bad.returncode, bad.stderr) == (2, "cosim: error: --rtol -1: expected a finite number >= 0\n")
+
+
+@pytest.mark.sumo
+def test_a_run_of_a_results_folders_config_toml_compares_same(tmp_path):
+    """config.toml says `cosim run config.toml` re-runs it: the re-run is the same run, named as
+    the first (config.toml holds the resolved scenario name, not "" that would name it "config")."""
+    scen = tmp_path / "mine.toml"
+    scen.write_text(GRID6_TOML.read_text().replace('sumocfg = "', f'sumocfg = "{GRID6_TOML.parent}/'))
+    first = run_cli("run", str(scen), "--end", "20", "--out", str(tmp_path / "a"), "-q", "--no-coverage")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("run", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"), "-q")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["scenario"] == "mine"
+    same = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert same.returncode == 0 and same.stdout.startswith("same: "), same.stdout
+
+
+def test_an_ignore_that_matches_nothing_is_warned_about(tmp_path):
+    a = make_run(tmp_path / "a", {"dvit_tasks": tasks(), "rsus": {"slot": np.array([0, 1])}})
+    b = make_run(tmp_path / "b", {"dvit_tasks": tasks(), "rsus": {"slot": np.array([0, 1])}})
+    used = ("rsus", "coverage.parquet", "latency_s", "layers.moe.gecpa", "seed", "wall_s")
+    c = compare(a, b, ignore=(*used, "nosuchkey", "layers.moe.nope", "latency"))
+    # coverage.parquet: in neither folder; wall_s: measured, left out anyway
+    assert c.unmatched == ["coverage.parquet", "nosuchkey", "layers.moe.nope", "latency"]
+    cli = run_cli("compare", str(a), str(b), "--ignore", "nosuchkey", "--ignore", "seed")
+    assert cli.returncode == 0 and cli.stdout == "same: 2 tables, summary\n"
+    assert cli.stderr == ("cosim: warning: --ignore nosuchkey: no table, column or summary.json key of either folder "
+                          "is called that (left nothing out)\n")
+
+
+@pytest.mark.parametrize("argv, code", [(["compare", "A", "B"], 141), (["compare", "--help"], 0)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, argv, code):
+    """`cosim compare A B | head -1`: the reader closes the pipe before cosim writes; cosim ends
+    with 141 (128 + SIGPIPE) and no BrokenPipeError traceback or 'Exception ignored' line (--help:
+    argparse itself ignores a failed write of the help and exits 0)."""
+    import os
+    import subprocess
+    import sys
+
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    argv = [str(a) if x == "A" else str(b) if x == "B" else x for x in argv]
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line is written
+    proc = subprocess.run([sys.executable, "-m", "cosim", *argv], stdout=w, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(w)
+    assert (proc.returncode, proc.stderr) == (code, "")

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def test_shipped_scenario_loads_with_paths_resolved_against_the_file():
 def test_effective_config_round_trips(tmp_path):
     cfg = config.load(GRID6_TOML).replace(scenario={"seed": 9}, layers={"x": {"rate": 0.5}})
     again = config.load(write(tmp_path, config.dump_toml(cfg)))
-    assert again == cfg
+    # the name resolved (the file's stem): loaded back from another file, it is still this run's
+    assert again == cfg.replace(scenario={"name": "grid6"}) and again.name == cfg.name == "grid6"
 
 
 @pytest.mark.parametrize(
@@ -152,3 +154,46 @@ def test_option_checks_lists_tables_and_their_elements():
     docs = dict((n, d) for n, _, d in config.field_docs(Outer))
     assert docs["counts"] == "(>= 1; <= 9; non-empty; at most 3 values; no value twice; each >= 0, <= 5)"
     assert docs["parts"] == "(required)" and docs["axes"] == "(each non-empty, no value twice)"
+
+
+@pytest.mark.sumo
+def test_options_of_a_policy_an_override_dropped_hint_how_to_drop_them(tmp_path):
+    """Options for a policy not run stay an error, also when --set dropped the policy; the error
+    says how to drop the table, and doing so runs."""
+    from .conftest import ROOT, run_cli
+
+    scen = tmp_path / "mine.toml"
+    scen.write_text(f'[scenario]\nsumocfg = "{ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"}"\n'
+                    '[layers.dvit]\npolicies = ["vidi", "nb-sticky"]\n[layers.dvit.options.nb-sticky]\npatience = 5\n')
+    drop = "layers.dvit.policies=[\"vidi\"]"
+    bad = run_cli("run", str(scen), "--set", drop, "--end", "5", "--out", str(tmp_path / "a"), "-q")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert ("'nb-sticky' is not among the policies run (vidi): add it to layers.dvit.policies or remove its options "
+            "table (an override that drops policies: also --set 'layers.dvit.options={}'") in bad.stderr
+    ok = run_cli("run", str(scen), "--set", drop, "--set", "layers.dvit.options={}", "--end", "5", "--out",
+                 str(tmp_path / "b"), "-q", "--no-coverage")
+    assert ok.returncode == 0, ok.stderr
+    assert list(json.loads((tmp_path / "b" / "summary.json").read_text())["layers"]["dvit"]) == ["vidi"]
+
+
+@pytest.mark.sumo
+@pytest.mark.parametrize("scenario, message", [
+    ('sumocfg = "nope/missing.sumocfg"', "{file}: scenario.sumocfg: {dir}/nope/missing.sumocfg: no such SUMO configuration"),
+    ('sumocfg = "{cfg}"\nsumo_args = ["--no-such-opt"]',
+     "{file}: scenario.sumo_args: SUMO failed to start: Error: On processing option '--no-such-opt'"),
+    ('sumocfg = "{cfg}"\nsumo_args = ["--time-to-teleport", "60"]\n[rsu]\nradius_m = 300',
+     None),  # an option SUMO takes: the run starts (no blame)
+])
+def test_a_run_that_cannot_start_names_the_scenario_file_and_key(tmp_path, scenario, message):
+    from .conftest import run_cli
+
+    f = tmp_path / "mine.toml"
+    f.write_text("[scenario]\n" + scenario.replace("{cfg}", str(GRID6_CFG)) + "\n")
+    p = run_cli("run", str(f), "--end", "5", "--out", str(tmp_path / "o"), "-q", "--no-coverage", "--no-layers")
+    if message is None:
+        assert p.returncode == 0, p.stderr
+        return
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("cosim: error: " + message.format(file=f, dir=tmp_path)), lines[0]
+    assert not (tmp_path / "o").exists()

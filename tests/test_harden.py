@@ -349,7 +349,8 @@ def test_a_bad_sumo_option_is_one_line_naming_it(tmp_path, cli, backend):
             "--out", str(tmp_path / "o"), "-q")
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1, p.stderr
-    assert lines[0].startswith("cosim: error: SUMO failed to start: Error: On processing option '--no-such-option': "
+    assert lines[0].startswith("cosim: error: --sumo-args: SUMO failed to start: Error: On processing option "
+                               "'--no-such-option': "
                                "No option with the name 'no-such-option' exists."), p.stderr
     assert not (tmp_path / "o").exists()
 

@@ -15,7 +15,7 @@ numba = pytest.importorskip("numba")  # the numpy path alone is what runs withou
 MOE = {name: spec.fn for name, spec in registry.policies("moe").items()}
 
 
-ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_links", "mdp_solve", "layered_dp", "optimal_pick", "vidi_plan")}
+ENTRY = {"moe": ("fitness", "ascend", "best_response", "follower"), "dvit": ("mdp_build", "mdp_solve", "optimal_plan", "vidi_plan")}
 
 
 def both(monkeypatch, fn):
@@ -169,6 +169,35 @@ def test_dvit_planning_bit_identical(monkeypatch):
 
     kernels, numpy_ = both(monkeypatch, plan)
     assert kernels == numpy_ and both.used == set(ENTRY["dvit"])
+
+
+def test_vidi_state_space_no_kernel_builds_runs_the_numpy_set_up(monkeypatch):
+    """A floor of the state space that is no integer (here a parked helper whose offset into its
+    cell is NaN): mdp_build says so, and vidi_mdp builds the states with numpy and calls mdp_links
+    from Python, as before mdp_build — the same sweeps, v, Q and plan as the numpy code."""
+    from cosim.layers.dvit import kernels as dk
+    from tests.layers.test_dvit_schedulers import random_problem
+
+    problems = []
+    for seed in range(6):
+        rng = np.random.default_rng(900 + seed)
+        p = random_problem(rng, n_helpers=6, K=30, local=3)
+        p.speed_xy[2] = 0.0
+        p.cell_offset_m = rng.uniform(0, 25, p.n_devices)
+        p.cell_offset_m[2] = np.nan
+        if seed % 2:
+            p.handoff_bits, p.v2v_range_m = 16.8e6, 300.0
+        problems.append(p)
+    links, calls = dk.mdp_links, []
+    monkeypatch.setattr(dk, "mdp_links", lambda *a: calls.append(1) or links(*a))
+
+    def plan():
+        with np.errstate(invalid="ignore"):  # numpy's cast of the NaN floor (both ways)
+            return [(m.sweeps, m.v.tobytes(), m.Q.tobytes(), vidi(p).tobytes()) for p in problems
+                    for m in [vidi_mdp(p)]]
+
+    kernels, numpy_ = both(monkeypatch, plan)
+    assert kernels == numpy_ and len(calls) == 2 * len(problems) and "mdp_build" in both.used
 
 
 def test_switch(monkeypatch):

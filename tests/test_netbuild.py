@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, run_cli, says
 
 pytestmark = pytest.mark.sumo
 OSM = ROOT / "sumo_nets" / "osm" / "bad_hersfeld_centre.osm.xml.gz"
@@ -24,6 +24,9 @@ def test_netgen_scenarios_run(tmp_path, kind):
                    "--end", "300", "--root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sumo_nets" / f"n{kind}" / f"n{kind}.net.xml").is_file()
+    # --end: the last departure, the sumocfg's <end> and (below 600 s) the scenario's end_s, as --help says
+    assert '<end value="300"/>' in (tmp_path / "sumo_nets" / f"n{kind}" / f"n{kind}.sumocfg").read_text()
+    assert "\nend_s = 300\n" in (tmp_path / "scenarios" / f"n{kind}.toml").read_text()
     s = run_built(tmp_path, f"n{kind}")
     assert s["slots"] == 30 and s["vehicles_seen"] > 5 and len(s["rsus"]) >= 1
 
@@ -45,10 +48,11 @@ def test_osm_without_roads_is_one_line(tmp_path):
                    '<node id="3" lat="50.001" lon="9.001"/>\n'
                    '<way id="10"><nd ref="1"/><nd ref="2"/><nd ref="3"/><nd ref="1"/><tag k="building" v="yes"/></way>\n'
                    "</osm>\n")
-    proc = run_cli("import-osm", str(osm), "--name", "empty", "--root", str(tmp_path))
+    proc = run_cli("import-osm", str(osm), "--name", "empty", "--root", str(tmp_path / "bad"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cosim: error: ") and "no_roads.osm" in lines[0], proc.stderr
+    assert not (tmp_path / "bad").exists()  # the folders the failed call made are gone again
 
 
 @pytest.mark.parametrize("args, expect", [
@@ -59,3 +63,72 @@ def test_osm_without_roads_is_one_line(tmp_path):
 def test_bad_arguments(tmp_path, args, expect):
     proc = run_cli(*args, "--root", str(tmp_path))
     assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes) and every folder (-> None)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_netgen_refuses_to_replace_a_build_and_overwrite_replaces_only_its_files(tmp_path):
+    args = ("netgen", "grid", "--name", "g3", "--size", "3", "--length", "150", "--period", "2", "--end", "60",
+            "--root", str(tmp_path))
+    assert run_cli(*args).returncode == 0
+    scen, net_dir = tmp_path / "scenarios" / "g3.toml", tmp_path / "sumo_nets" / "g3"
+    first = tree(tmp_path)
+    assert sorted(first) == ["scenarios", "scenarios/g3.toml", "sumo_nets", "sumo_nets/g3", "sumo_nets/g3/g3.net.xml",
+                             "sumo_nets/g3/g3.rou.xml", "sumo_nets/g3/g3.sumocfg"]  # no trips, no scratch folder
+    scen.write_text(scen.read_text().replace("radius_m = 500.0", "radius_m = 321.0"))  # the user's edit
+    (net_dir / "notes.txt").write_text("mine")  # a file cosim never wrote
+    (net_dir / "g3.rou.alt.xml").write_text("mine too")  # named like duarouter's alternatives
+    edited = tree(tmp_path)
+    proc = run_cli(*args, "--seed", "7")
+    assert proc.returncode == 2 and tree(tmp_path) == edited, proc.stderr  # refused: nothing touched
+    assert says(proc.stderr, "cosim: error: --name g3: ", str(net_dir / "g3.net.xml"), " exists", "3 more",
+                "--overwrite"), proc.stderr
+    proc = run_cli(*args, "--seed", "7", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    now = tree(tmp_path)
+    assert sorted(now) == sorted(edited)  # the same files: nothing removed, nothing left over
+    assert now["sumo_nets/g3/notes.txt"] == b"mine" and now["sumo_nets/g3/g3.rou.alt.xml"] == b"mine too"
+    assert b"radius_m = 500.0" in now["scenarios/g3.toml"] and b"seed = 7" in now["scenarios/g3.toml"]
+    assert now["sumo_nets/g3/g3.rou.xml"] != first["sumo_nets/g3/g3.rou.xml"]  # seed 7's demand, not seed 42's
+    assert now["sumo_nets/g3/g3.sumocfg"] == first["sumo_nets/g3/g3.sumocfg"]
+
+
+def test_import_osm_refuses_to_replace_and_a_failed_overwrite_keeps_the_earlier_build(tmp_path):
+    proc = run_cli("import-osm", str(OSM), "--name", "bh", "--end", "60", "--root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    before = tree(tmp_path)
+    proc = run_cli("import-osm", str(OSM), "--name", "bh", "--end", "60", "--root", str(tmp_path))
+    assert proc.returncode == 2 and "bh.net.xml exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert tree(tmp_path) == before
+    # an extract without roads fails in netconvert's check: the earlier build stays as it was
+    bad = tmp_path / "no_roads.osm"
+    bad.write_text('<?xml version="1.0"?>\n<osm version="0.6">\n<node id="1" lat="50.0" lon="9.0"/>'
+                   '<node id="2" lat="50.001" lon="9.0"/>\n<way id="10"><nd ref="1"/><nd ref="2"/>'
+                   '<tag k="building" v="yes"/></way>\n</osm>\n')
+    before = tree(tmp_path)
+    proc = run_cli("import-osm", str(bad), "--name", "bh", "--overwrite", "--root", str(tmp_path))
+    assert proc.returncode == 2 and "no_roads.osm" in proc.stderr, proc.stderr
+    assert tree(tmp_path) == before  # no scratch folder left, the earlier files untouched
+
+
+def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_path):
+    """The network is built in a scratch folder beside sumo_nets/NAME/: an error names the file it
+    was built for, and neither the scratch folder nor a folder this call made stays."""
+    from cosim.errors import CosimError
+    from cosim.netbuild import DemandSpec, build_scenario
+
+    def no_roads(out: Path) -> Path:
+        out.write_text('<?xml version="1.0"?>\n<net version="1.20"></net>\n')
+        return out
+
+    with pytest.raises(CosimError) as exc:
+        build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
+    assert str(exc.value) == f"{tmp_path / 'root' / 'sumo_nets' / 'x' / 'x.net.xml'}: the network has no drivable edge"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "root" / "sumo_nets").mkdir(parents=True)  # an existing folder stays, and stays empty
+    with pytest.raises(CosimError):
+        build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["root", "root/sumo_nets"]

@@ -122,8 +122,8 @@ def test_within_run_intervals_by_hand():
     d = [0.5, 0.1, 0.7]
     mean = sum(d) / 3
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-    assert v["latency_diff_ci95_s"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert v["latency_diff_ci95_s"] == pytest.approx(4.302653 * sd / 3 ** 0.5)
     s = [0.0, -1.0, 0.0]  # success differences per task
     ms = -1 / 3
     ss = (sum((x - ms) ** 2 for x in s) / 2) ** 0.5
-    assert v["success_diff"] == pytest.approx(ms) and v["success_diff_ci95"] == pytest.approx(4.303 * ss / 3 ** 0.5)
+    assert v["success_diff"] == pytest.approx(ms) and v["success_diff_ci95"] == pytest.approx(4.302653 * ss / 3 ** 0.5)

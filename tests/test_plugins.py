@@ -69,7 +69,8 @@ def test_every_registered_layer_and_policy_conforms(example):
 
 def test_check_names_what_each_broken_plugin_violates():
     proc = cosim("check", "--plugin", "bad_plugins", "bad_plugins:back_to_rsu", "bad_plugins:short_plan",
-                 "bad_plugins:evicts_itself", "bad_plugins:negative", "bad_plugins:BadBlock", paths=[BAD])
+                 "bad_plugins:evicts_itself", "bad_plugins:negative", "bad_plugins:BadBlock", "bad_plugins:raiser",
+                 paths=[BAD])
     assert proc.returncode == 1, proc.stderr
     out = proc.stdout
     assert "dvit scheduler 'back-to-rsu' (plugin bad_plugins): breaks C1/C2 at step 2: device 1 -> 0" in out
@@ -81,9 +82,14 @@ def test_check_names_what_each_broken_plugin_violates():
     assert "cache eviction policy 'evicts-itself' (plugin bad_plugins): modified the cache while ranking it" in out
     assert "moe pricing solver 'negative' (plugin bad_plugins): negative or zero prices" in out
     assert "layer 'bad_block' (bad_plugins): on_end() returned list, not a dict" in out
+    # raising when asked the same question again (the reproducibility check's second call) is a
+    # violation, not a traceback out of cosim check
+    assert ("dvit scheduler 'raiser' (plugin bad_plugins): raised RuntimeError when called again on the same "
+            "input: deliberate failure") in out
+    assert "Traceback" not in proc.stderr
     # one line per violation, each naming its target
     assert all(line.split(" ")[0] in ("dvit", "cache", "moe", "layer") for line in out.splitlines())
-    assert "5 target(s)" in proc.stderr
+    assert "6 target(s)" in proc.stderr
 
 
 def test_an_error_of_cosim_itself_is_not_a_verdict_on_the_policy(monkeypatch):
@@ -150,6 +156,24 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_the_key():
         make_layers(_cfg({}, plugins=["no_such_lab"]), CTX)
     with pytest.raises(ConfigError, match="plugin file .*missing.py does not exist"):
         make_layers(_cfg({}, plugins=["/nowhere/missing.py"]), CTX)
+
+
+def test_a_py_file_plugin_is_named_by_its_path(tmp_path):
+    """A plugin file is imported as ``cosim_plugin_<stem>``, a name the user never wrote: what
+    messages show (``spec.origin``: `cosim check`, `cosim config`, a run's warnings) is its path,
+    as summary.json's plugins list it."""
+    shutil.copy(BAD / "bad_plugins.py", tmp_path / "my_sched.py")
+    scen = tmp_path / "s.toml"
+    make_layers(from_dict({"scenario": {"sumocfg": str(GRID6_CFG), "plugins": ["my_sched.py"]}}, str(scen), tmp_path),
+                CTX)
+    spec = registry.policies("dvit")["raiser"]
+    assert spec.module == "cosim_plugin_my_sched" and spec.origin == f"plugin {tmp_path / 'my_sched.py'}"
+    assert str(tmp_path / "my_sched.py") in registry.plugin_versions()  # the key summary.json lists
+    assert conformance.label(spec, "scheduler") == f"dvit scheduler 'raiser' (plugin {tmp_path / 'my_sched.py'})"
+    _, lines = conformance.run_checks([("layer", registry.layer_class("bad_block"))])  # `cosim check` of its layer
+    assert lines and all(f"layer 'bad_block' ({tmp_path / 'my_sched.py'})" in ln for ln in lines), lines
+    with pytest.raises(ConfigError, match=f"registered twice \\({tmp_path / 'my_sched.py'} and "):
+        registry.register_policy("dvit", "raiser")(lambda p, rng, o: None)
 
 
 def test_registering_a_different_policy_under_a_taken_name_is_an_error():
@@ -248,7 +272,7 @@ def test_a_raising_policy_is_dropped_with_one_line_and_the_others_kept(raiser_ru
     assert proc.returncode == 0, proc.stderr
     warn = [ln for ln in proc.stderr.splitlines() if ln.startswith("cosim: warning")]
     assert len(warn) == 1
-    assert says(warn[0], f"{scen}: layers.dvit.policies: ", "'raiser'", "cosim_plugin_bad_plugins",
+    assert says(warn[0], f"{scen}: layers.dvit.policies: ", "'raiser'", f"plugin {BAD / 'bad_plugins.py'}",
                 "RuntimeError: deliberate failure"), warn[0]
     d = json.loads((out / "summary.json").read_text())["layers"]["dvit"]
     assert d["raiser"]["tasks"] == 5 and "deliberate failure" in d["raiser"]["error"]

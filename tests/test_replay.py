@@ -49,6 +49,10 @@ def test_a_replay_ends_where_its_trace_ends_and_compares_same(tmp_path):
     rep = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(dvit), "--out", str(tmp_path / "rep"), "-q")
     assert rep.returncode == 0, rep.stderr
     assert rep.stderr.count("warning") == 1 and "the trace ends at 40 s, before the end 600 s" in rep.stderr
+    assert f"before the end 600 s ({dvit}: scenario.end_s)" in rep.stderr  # where the end came from
+    flag = run_cli("replay", str(tmp_path / "t.parquet"), "--scenario", str(dvit), "--end", "100", "--out",
+                   str(tmp_path / "flag"), "-q", "--no-coverage")
+    assert flag.returncode == 0 and "before the end 100 s (--end 100): the replay ends at 40 s" in flag.stderr, flag.stderr
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert s["slots"] == 40 and s["sim_time_end_s"] == 40.0
     cmp = run_cli("compare", str(tmp_path / "live"), str(tmp_path / "rep"))

@@ -60,7 +60,7 @@ def test_the_report_s_numbers_are_the_tables(run_dir, tmp_path, monkeypatch):
         ended = t[t["outcome"] != "censored"]
         rate = {p: (g["outcome"] == "done").sum() / len(g) for p, g in ended.groupby("policy", sort=False)}
         labels = [x.get_text() for x in ax.get_xticklabels()]
-        bars = [float(x.get_text()) for x in ax.texts]
+        bars = [float(x.get_text().split("\n")[0]) for x in ax.texts]  # the rate; its difference under it
         assert labels == list(rate) and bars == pytest.approx([round(v, 3) for v in rate.values()], abs=5e-4)
 
 
@@ -87,3 +87,42 @@ def test_success_axis_origin_and_latency_clip_by_hand():
     assert success_origin([float("nan"), 0.95]) == 0.9
     assert success_origin([1.0, 1.0]) == 0.9  # not 1.0: an axis from 1 to 1 is no axis
     assert CDF_CLIP == 0.99
+
+
+@pytest.mark.sumo
+def test_latency_cdf_over_uncensored_tasks_and_success_bars_with_the_paired_difference(tmp_path, monkeypatch):
+    """drain_s = 0: tasks requested in the last 40 s of a 60 s run are cut off by the end (censored,
+    no outcome). Each CDF ends at completed / (tasks - censored), the denominator of the success
+    rate (it divided by every task, censored ones as never completed); under each success bar but
+    the baseline's, the run's task-level success difference to VIDI ± its 95 % half-width."""
+    pytest.importorskip("matplotlib")
+    import json
+
+    from matplotlib.figure import Figure
+
+    from cosim.report import report
+    from cosim.stats import fmt
+
+    from .conftest import run_grid6
+
+    run = run_grid6(tmp_path, '[layers.dvit]\npolicies = ["vidi", "mddi", "sdi"]\n', "--set", "scenario.drain_s=0",
+                    end_s=60)
+    figs = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figs.append(self), save(self, *a, **k))[1])
+    report(run, tmp_path / "rep")
+    cdf, bars = figs[0].axes[-2], figs[0].axes[-1]  # the last row: the one task layer
+    t = pd.read_parquet(run / "dvit_tasks.parquet", columns=["policy", "outcome", "latency_s"])
+    assert (t["outcome"] == "censored").sum() > 0  # the case this is about
+    tops = {line.get_label(): line.get_ydata()[-1] for line in cdf.get_lines()}
+    for policy, g in t.groupby("policy", sort=False):
+        ended = (g["outcome"] != "censored").sum()
+        assert tops[policy] == pytest.approx(g["latency_s"].notna().sum() / ended)
+        assert tops[policy] > g["latency_s"].notna().sum() / len(g)  # what it was
+    block = json.loads((run / "summary.json").read_text())["layers"]["dvit"]
+    labels = [x.get_text().split("\n") for x in bars.texts]
+    assert labels[0] == [f"{block['vidi']['success_rate']:.3f}"]  # the baseline: its rate alone
+    for (rate, diff), policy in zip(labels[1:], ["mddi", "sdi"]):
+        vs = block[policy]["vs_baseline"]
+        assert rate == f"{block[policy]['success_rate']:.3f}"
+        assert diff == fmt(vs["success_diff"], vs["success_diff_ci95"]) and "±" in diff

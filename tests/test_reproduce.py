@@ -41,8 +41,8 @@ def _res():
 def test_an_order_claim_is_the_paired_gap():
     p, res = _paper(), _res()
     (pt, st), = core.claim_value(p, p.experiments[0].claims[0], res, "paper", p.experiments[0])
-    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 0.57735, t(2) = 4.303: h = 4.303 * 0.57735 / sqrt(3) = 1.4343
-    assert pt == {} and st["mean"] == pytest.approx(4 / 3) and st["ci95"] == pytest.approx(1.43433, abs=1e-4)
+    # b - a per seed: 1, 2, 1 -> mean 4/3, sd 0.57735, t(2) = 4.302653: h = 4.302653 * 0.57735 / sqrt(3) = 1.43422
+    assert pt == {} and st["mean"] == pytest.approx(4 / 3) and st["ci95"] == pytest.approx(1.43422, abs=1e-5)
     # t = (4/3) / (0.57735 / sqrt 3) = 4.0 with 2 dof: p = 1 - 4 / sqrt(4 * 4 + 2) ... = 0.0572
     assert st["p"] == pytest.approx(0.05719, abs=1e-4)
     assert core.judge(st, None) == "not resolved"
@@ -110,6 +110,30 @@ def test_toml_values_and_the_docs_block(tmp_path, monkeypatch):
     assert text.count(core.begin_marker("999")) == 1 and "second" in text and "first" not in text
     assert text.startswith("intro\n")
     assert math.isfinite(core.stat([1.0, 2.0])["ci95"])
+
+
+def test_a_relative_claim_is_in_the_experiment_s_holm_family():
+    """Two claims on one world: 'a beats b' (order) and 'b costs +80 % of a' (relative). Both have
+    raw p < 0.05; Holm over the two makes both not resolved (the relative one was judged on its raw
+    p, contrary to the docs)."""
+    p = _paper()
+    p.experiments[0].claims.append(Claim("b costs 80 % more", "relative", "cost", policy="b", better="a", value=0.8))
+    rows = []
+    for s, (a, b) in {1: (1.0, 2.0), 2: (1.0, 2.8), 3: (2.0, 4.0)}.items():
+        rows += [{"world": "paper", "scenario": "paper", "seed": s, "policy": "a", "cost": a},
+                 {"world": "paper", "scenario": "paper", "seed": s, "policy": "b", "cost": b}]
+    table = core.claims_table(p, p.experiments[0], pd.DataFrame(rows))
+
+    def p2(d):  # the paired t-test with 2 dof, closed form
+        m = sum(d) / 3
+        t = m / (math.sqrt(sum((x - m) ** 2 for x in d) / 2) / math.sqrt(3))
+        return 1 - t / math.sqrt(2 + t * t)
+
+    p_order, p_rel = p2([1.0, 1.8, 2.0]), p2([1.0, 1.8, 1.0])  # b - a; (b - a) / a
+    assert p_order < p_rel < 0.05 and 2 * p_order > 0.05  # Holm: 2 x the smaller, running max
+    lines = table.splitlines()
+    assert f"**not resolved**: +1.60 ± 1.31 (p_holm {2 * p_order:.2g})" in lines[2]
+    assert f"**not resolved**: +126.7 % ± 114.7 (p_holm {2 * p_order:.2g}) (paper +80.0 %)" in lines[3]
 
 
 #: per seed: a's and b's task latencies (NaN: failed before the end) of tasks 1-3 in one run. a

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cosim import sweep
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, CosimError
 
 from .conftest import ROOT, run_cli
 
@@ -133,9 +133,10 @@ def test_a_folder_or_a_binary_is_not_a_sweep_file(tmp_path):
     ('"layers.nolayer.x" = [1]', "unknown layer '[layers.nolayer]'"),
     ('"scenario.end_s" = [-5]', "scenario.end_s: -5 is out of range"),
 ])
-def test_every_cell_is_validated_before_anything_runs(tmp_path, grid, message):
-    f = tiny(tmp_path, grid=grid)
-    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q")
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_every_cell_is_validated_before_anything_runs(tmp_path, grid, message, dry):
+    f = tiny(tmp_path, grid=grid)  # --dry-run makes the same checks: it must not list a cell as [to run] that fails
+    proc = run_cli("sweep", str(f), "--out", str(tmp_path / "out"), "-q", *dry)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and str(f) in lines[0], proc.stderr
@@ -164,8 +165,8 @@ def test_mean_and_student_t_interval_by_hand(tmp_path):
                         "cell": list("abcd"), "seed": [1, 2, 3, 1], "m": [1.0, 2.0, 3.0, 5.0]})
     out = sweep.summary_csv(res, ["k"], tmp_path / "s.csv")
     row = out[out.k == 1].iloc[0]
-    # mean 2, sample sd 1, n 3: 4.303 * 1 / sqrt(3) = 2.4843
-    assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.4843, abs=1e-4)
+    # mean 2, sample sd 1, n 3: 4.302653 * 1 / sqrt(3) = 2.48414
+    assert row["n"] == 3 and row["m.mean"] == 2.0 and row["m.ci95"] == pytest.approx(2.48414, abs=1e-5)
     one = out[out.k == 2].iloc[0]
     assert one["m.mean"] == 5.0 and pd.isna(one["m.ci95"])  # one seed: no interval
     assert row["m.n"] == 3 and one["m.n"] == 1
@@ -315,7 +316,7 @@ def test_paired_differences_by_hand():
     d = [0.5, 0.1, 0.7]  # per-seed differences
     mean = sum(d) / 3
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.302653 * sd / 3 ** 0.5)
     # another baseline on request
     assert r["lat.n"] == 3
     t = mean / (sd / 3 ** 0.5)
@@ -337,7 +338,7 @@ def test_paired_n_counts_the_seeds_with_a_finite_value():
     d = [0.5, 0.7, 0.0]
     mean = sum(d) / 3
     sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert r["lat.diff"] == pytest.approx(mean) and r["lat.ci95"] == pytest.approx(4.302653 * sd / 3 ** 0.5)
 
 
 def test_paired_task_level_columns_and_holm_family():
@@ -379,6 +380,8 @@ def test_a_baseline_that_no_cell_runs_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep\.baseline\.dvit: no cell runs layer 'dvit' \(layers run: cache\)"):
         sweep.check_cells(sweep.load(bad2))
     sweep.check_cells(sweep.load(write(tmp_path, text.replace('"LFU"', '"lfu"'), "ok.toml")))
+    proc = run_cli("sweep", str(bad), "--dry-run")  # --dry-run refuses it as the sweep does
+    assert proc.returncode == 2 and "'LFU' is not among the policies run" in proc.stderr and not proc.stdout
 
 
 def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
@@ -399,6 +402,40 @@ def test_plot_of_a_seeds_only_sweep_draws_the_paired_forest(tmp_path):
     written = plot(tmp_path)
     assert [p.name for p in written] == ["g-dvit-paired.png"]
     assert written[0].stat().st_size > 5000
+
+
+def test_a_failed_plot_leaves_no_folder_and_no_figure_it_made(tmp_path):
+    """`cosim plot SWEEP --metric nosuch --out bad/p1` fails after the forest and a line figure
+    were drawn: those figures and the folders the call made go again; an --out that existed keeps
+    what was in it."""
+    pytest.importorskip("matplotlib")
+    from cosim.plot import plot
+
+    sw = tmp_path / "sw"
+    sw.mkdir()
+    (sw / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 3\n'
+                                   '[grid]\n"layers.dvit.steps" = [10, 20]\n')
+    pd.DataFrame({"scenario": ["g"] * 4, "layer": ["dvit"] * 4, "policy": ["vidi", "mddi"] * 2,
+                  "layers.dvit.steps": [10, 10, 20, 20], "n": [3] * 4, "success_rate.mean": [0.9, 0.8, 0.7, 0.6],
+                  "success_rate.ci95": [0.01] * 4}).to_csv(sw / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi"] * 2, "baseline": ["vidi"] * 2,
+                  "layers.dvit.steps": [10, 20], "n": [3, 3], "success_rate.diff": [-0.1, -0.1],
+                  "success_rate.ci95": [0.02, 0.02], "success_rate.p_holm": [0.01, 0.01]}).to_csv(
+        sw / "paired.csv", index=False)
+    out = tmp_path / "bad" / "p1"
+    with pytest.raises(CosimError, match="--metric nosuch: layer 'dvit' has no such number"):
+        plot(sw, metrics=["success_rate", "nosuch"], out=out)
+    assert not (tmp_path / "bad").exists()
+    kept = tmp_path / "old"
+    kept.mkdir()
+    (kept / "g-dvit-paired.png").write_bytes(b"an earlier figure")
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(CosimError, match="--metric nosuch"):
+        plot(sw, metrics=["success_rate", "nosuch"], out=kept)
+    assert sorted(p.name for p in kept.iterdir()) == ["g-dvit-paired.png", "notes.txt"]
+    # the same call without the bad metric draws both figures there (so the failure came after them)
+    assert sorted(p.name for p in plot(sw, metrics=["success_rate"], out=out)) == [
+        "g-dvit-paired.png", "g-dvit-success_rate.png"]
 
 
 @sumo
@@ -490,3 +527,247 @@ def test_scenario_entries_with_their_own_overrides_and_names(tmp_path):
         bad = write(tmp_path, text, "bad.toml")
         with pytest.raises(ConfigError, match=msg):
             sweep.check_cells(sweep.load(bad))
+
+
+def _dropped_rows(drop: dict) -> list[dict]:
+    """vidi / mddi over seeds 1-4 (lat = the seed, mddi + 0.5 s, + 0.2 on seed 2); ``drop``: seed -> the
+    policies dropped mid-run there, as merge leaves them (metrics blank, task-level column kept)."""
+    rows = []
+    for seed in range(1, 5):
+        for pol, lat in (("vidi", float(seed)), ("mddi", seed + 0.5 + 0.2 * (seed == 2))):
+            gone = pol in drop.get(seed, ())
+            rows.append({"cell": f"c{seed}", "scenario": "s", "seed": seed, "layer": "dvit", "policy": pol,
+                         "lat": None if gone else lat, "vs_baseline.baseline": "vidi",
+                         "vs_baseline.success_diff": 0.0 if pol == "vidi" else -0.1 * seed, "dropped": int(gone)})
+    return rows
+
+
+def test_a_policy_dropped_mid_run_is_not_differenced_on_that_seed_and_is_counted(tmp_path):
+    res = pd.DataFrame(_dropped_rows({2: ("mddi",)}))
+    r = sweep.paired_differences(res, []).iloc[0]
+    # seed 2 left out: differences 0.5, 0.5, 0.5 over seeds 1, 3, 4
+    assert (r["n"], r["dropped"], r["lat.n"]) == (4, 1, 3) and r["lat.diff"] == pytest.approx(0.5)
+    # the task-level column (already over the tasks both served) keeps every seed: -0.1 x (1 + 2 + 3 + 4) / 4
+    assert r["success_diff.n"] == 4 and r["success_diff.diff"] == pytest.approx(-0.25)
+    s = sweep.summary_csv(res, [], tmp_path / "s.csv").set_index("policy")
+    assert s.loc["mddi", "dropped"] == 1 and s.loc["vidi", "dropped"] == 0
+    assert s.loc["mddi", "lat.n"] == 3 and s.loc["mddi", "lat.mean"] == pytest.approx((1.5 + 3.5 + 4.5) / 3)
+    assert "dropped.mean" not in s.columns
+    # a dropped baseline blanks every comparison of that seed: seeds 3 (baseline) and 2 (mddi) out
+    r = sweep.paired_differences(pd.DataFrame(_dropped_rows({2: ("mddi",), 3: ("vidi",)})), []).iloc[0]
+    assert (r["n"], r["dropped"], r["lat.n"]) == (4, 2, 2) and r["lat.diff"] == pytest.approx(0.5)
+
+
+@sumo
+def test_a_plugin_policy_that_raises_mid_run_is_blanked_and_counted(tmp_path):
+    """The test plugin's scheduler "raiser" (tests/data/plugins/bad_plugins.py) raising on its 11th
+    call in every seed: dropped mid-run, its per-policy metrics are not compared with VIDI's over all
+    of VIDI's tasks (they were: the reviewer's success 0.5 of 10 tasks against 103), the task-level
+    columns stay, mddi's comparison is untouched."""
+    plugin = Path(__file__).resolve().parent / "data" / "plugins" / "bad_plugins.py"
+    f = write(tmp_path, f'[sweep]\nname = "fl"\nscenarios = ["{ROOT / "scenarios" / "grid6_dvit.toml"}"]\n'
+                        'seeds = [1, 2]\nend_s = 150\n[set]\n"output.coverage" = false\n'
+                        f'"scenario.plugins" = ["{plugin}"]\n"layers.dvit.options.raiser.after" = 10\n'
+                        '"layers.dvit.policies" = ["vidi", "raiser", "mddi"]\n')
+    done = sweep.execute(sweep.load(f), tmp_path / "out", jobs=1, progress=False)
+    assert done["completed"] == 2
+    out = sweep.load_sweep(tmp_path / "out")
+    fl = out.results[out.results.policy == "raiser"]
+    assert (fl["dropped"] == 1).all() and fl["error"].str.contains("raised RuntimeError: deliberate failure").all()
+    assert fl["success_rate"].isna().all() and fl["tasks"].isna().all()
+    assert fl["vs_baseline.given_tasks"].notna().all() and (fl["vs_baseline.given_tasks"] > 0).all()
+    p = out.paired.set_index("policy")
+    assert (p.loc["raiser", "n"], p.loc["raiser", "dropped"], p.loc["raiser", "success_rate.n"]) == (2, 2, 0)
+    assert p.loc["raiser", "success_diff.n"] == 2 and p.loc["mddi", "dropped"] == 0
+    assert p.loc["mddi", "success_rate.n"] == 2
+    s = out.summary[out.summary.layer == "dvit"].set_index("policy")
+    assert list(s["dropped"]) == [0, 2, 0] and s.loc["raiser", "success_rate.n"] == 0
+
+
+def test_a_baseline_missing_from_one_grid_point_is_one_line_naming_it(tmp_path):
+    """[["vidi", "mddi"], ["mddi", "sdi"]] with baseline vidi: the second point has no vidi, and its
+    sdi - mddi comparison would silently vanish from paired.csv."""
+    scen = ROOT / "scenarios" / "grid6_dvit.toml"
+    text = (f'[sweep]\nscenarios = ["{scen}"]\nseeds = 2\nend_s = 60\nbaseline = {{ dvit = "vidi" }}\n'
+            '[grid]\n"layers.dvit.policies" = [["vidi", "mddi"], ["mddi", "sdi"]]\n')
+    with pytest.raises(ConfigError) as exc:
+        sweep.check_cells(sweep.load(write(tmp_path, text)))
+    msg = str(exc.value)
+    assert "\n" not in msg and "sweep.baseline.dvit: 'vidi' is not among the policies run at grid6_dvit with " \
+        "layers.dvit.policies = ['mddi', 'sdi'] (mddi, sdi)" in msg
+    sweep.check_cells(sweep.load(write(tmp_path, text.replace('["mddi", "sdi"]', '["sdi", "vidi"]'), "ok.toml")))
+
+
+def test_the_forest_plot_marks_a_comparison_without_an_interval(tmp_path, monkeypatch):
+    """mddi over 10 seeds, sdi over one (ci95 and p NaN): sdi is a hollow marker said to have no
+    interval, not a zero-width bar under 'mean ± 95 %'; the title gives the seeds as 1–10."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from cosim.plot import plot
+
+    (tmp_path / "sweep.toml").write_text('[sweep]\nname = "x"\nscenarios = ["a.toml"]\nseeds = 10\n')
+    pd.DataFrame({"scenario": ["g"] * 3, "layer": ["dvit"] * 3, "policy": ["vidi", "mddi", "sdi"], "n": [10, 10, 1],
+                  "success_rate.mean": [0.9, 0.8, 0.7], "success_rate.ci95": [0.01, 0.01, float("nan")]}).to_csv(
+        tmp_path / "summary.csv", index=False)
+    pd.DataFrame({"scenario": ["g"] * 2, "layer": ["dvit"] * 2, "policy": ["mddi", "sdi"], "baseline": ["vidi"] * 2,
+                  "n": [10, 1], "latency_diff_s.diff": [0.4, 0.558], "latency_diff_s.ci95": [0.1, float("nan")],
+                  "latency_diff_s.p_holm": [0.01, float("nan")]}).to_csv(tmp_path / "paired.csv", index=False)
+    figs = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figs.append(self), save(self, *a, **k))[1])
+    plot(tmp_path)
+    (fig,) = [f for f in figs if "paired per seed" in f._suptitle.get_text()]
+    ax = fig.axes[0]
+    notes = {t.get_text(): t.xy for t in ax.texts}
+    assert notes == {"p_holm=0.01": (0.4, 1), "no interval: n < 2": (0.558, 0)}
+    assert "hollow: n < 2, no interval" in ax.get_xlabel()
+    title = fig._suptitle.get_text()
+    assert "(1–10 seeds)" in title and "with one seed neither interval nor p" in title
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == [0.558]
+
+
+# -- a finished cell is reused only while its inputs are unchanged (its fingerprint) -------------
+def _own_scenario(folder: Path, tau: float = 120.0, plugin: str = "X = 1\n") -> Path:
+    """grid6's cache scenario with a .py plugin, both in ``folder`` (relative paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plug.py").write_text(plugin)
+    net = ROOT / "sumo_nets" / "grid6"
+    return write(folder, f'[scenario]\nsumocfg = "{net / "grid6.sumocfg"}"\nplugins = ["plug.py"]\n'
+                         '[layers.cache]\npolicies = ["lc", "lfu"]\ncatalog = "table1-variants"\n'
+                         f"aoc_tau_s = {tau}\n", "mine.toml")
+
+
+def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(tmp_path):
+    from cosim import config as cfgmod
+
+    net = tmp_path / "net"
+    shutil.copytree(ROOT / "sumo_nets" / "grid6", net)
+    scen = _own_scenario(tmp_path / "a")
+    scen.write_text(scen.read_text().replace(str(ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"), "../net/grid6.sumocfg"))
+    fp = sweep.fingerprint(cfgmod.load(scen))
+    assert set(fp) == {"config", "sumocfg", "net-file:grid6.net.xml", "route-files:grid6.rou.xml", "plugin:plug.py:plug.py"}
+    import hashlib
+    assert fp["route-files:grid6.rou.xml"] == hashlib.sha1((net / "grid6.rou.xml").read_bytes()).hexdigest()
+    # the whole tree moved elsewhere: the same fingerprint (paths are relative to the scenario file)
+    shutil.copytree(tmp_path, tmp_path.parent / (tmp_path.name + "-moved"))
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    assert sweep.fingerprint(cfgmod.load(moved / "a" / "mine.toml")) == fp
+    # one route changed, one scenario value, one plugin line, the seed (the cell id has it), jobs (same results)
+    rou = net / "grid6.rou.xml"
+    rou.write_text(rou.read_text().replace('depart="', 'depart="1', 1))
+    assert sweep.stale({"fingerprint": fp}, sweep.fingerprint(cfgmod.load(scen))) == ["route-files grid6.rou.xml"]
+    scen.write_text(scen.read_text().replace("aoc_tau_s = 120.0", "aoc_tau_s = 60.0"))
+    (tmp_path / "a" / "plug.py").write_text("X = 2\n")
+    now = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), {"scenario.seed": 7, "scenario.jobs": 3}))
+    assert sweep.stale({"fingerprint": fp}, now) == ["the configuration", "plugin plug.py:plug.py",
+                                                      "route-files grid6.rou.xml"]
+    assert sweep.stale({}, now) == ["no fingerprint in its cell.json (made by an older cosim)"]
+    # an input file named in scenario.sumo_args (relative to the working folder, as SUMO takes it)
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
+    args = {"scenario.sumo_args": ["--additional-files", str(tmp_path / "a" / "extra.add.xml")]}
+    withadd = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))
+    key = f"sumo_args additional-files:{tmp_path / 'a' / 'extra.add.xml'}"
+    assert withadd[key] == hashlib.sha1(b"<additional/>\n").hexdigest()
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
+    assert sweep.stale({"fingerprint": withadd}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))) \
+        == [key.replace(":", " ", 1)]
+
+
+@sumo
+def test_a_finished_cell_runs_again_when_its_scenario_or_plugin_changed(tmp_path):
+    scen = _own_scenario(tmp_path / "lab")
+    f = write(tmp_path, f'[sweep]\nname = "fp"\nscenarios = ["lab/mine.toml"]\nseeds = [1]\nend_s = 20\n'
+                        '[set]\n"output.coverage" = false\n"scenario.step_length_s" = 0.5\n')
+    out = tmp_path / "out"
+    (cell,) = sweep.load(f).cells()
+    d = out / "cells" / cell.cell_id
+
+    def again() -> tuple[subprocess.CompletedProcess, float]:
+        proc = run_cli("sweep", str(f), "--out", str(out), "--jobs", "1")
+        assert proc.returncode == 0, proc.stderr
+        return proc, json.loads((d / "cell.json").read_text())["started"]
+
+    _, t0 = again()
+    (d / "my-notes.txt").write_text("mine")  # a file cosim did not write stays through a re-run
+    proc, t = again()  # unchanged: reused
+    assert t == t0 and "1/1 cells done (1 earlier)" in proc.stderr and "again" not in proc.stdout
+    dry = run_cli("sweep", str(f), "--out", str(out), "--dry-run")
+    assert "[finished]" in dry.stdout
+    scen.write_text(scen.read_text().replace("aoc_tau_s = 120.0", "aoc_tau_s = 60.0"))
+    dry = run_cli("sweep", str(f), "--out", str(out), "--dry-run")
+    assert "[stale: the configuration; runs again]" in dry.stdout, dry.stdout
+    proc, t1 = again()
+    assert t1 > t0 and "1 re-run: inputs changed" in proc.stderr and "the configuration" in proc.stderr
+    assert "1 of them again: their inputs changed" in proc.stdout
+    assert "aoc_tau_s = 60.0" in (d / "config.toml").read_text()
+    (tmp_path / "lab" / "plug.py").write_text("X = 2\n")
+    proc, t2 = again()
+    assert t2 > t1 and "plugin plug.py:plug.py" in proc.stderr, proc.stderr
+    proc, t3 = again()
+    assert t3 == t2 and (d / "my-notes.txt").read_text() == "mine"
+
+
+def test_jobs_follows_one_rule_for_run_and_sweep(tmp_path):
+    """--jobs N|auto of `cosim run` and `cosim sweep`: a count >= 1, or auto or 0 (scenario.jobs = 0) = auto."""
+    from cosim.cli import build_parser
+
+    ap = build_parser()
+    for cmd, target in (("run", str(SCEN)), ("sweep", "s.toml")):
+        for text, jobs in (("0", 0), ("auto", 0), ("AUTO", 0), ("3", 3)):
+            assert ap.parse_args([cmd, target, "--jobs", text]).jobs == jobs
+    f = tiny(tmp_path)
+    for cmd, target in (("run", str(SCEN)), ("sweep", str(f))):
+        bad = run_cli(cmd, target, "--jobs", "-1", "--out", str(tmp_path / "o"))
+        assert bad.returncode == 2 and "expected a number of processes >= 1 or 'auto', not '-1'" in bad.stderr
+        helptext = " ".join(run_cli(cmd, "--help").stdout.split())
+        assert "--jobs N|auto" in helptext and "auto (or 0," in helptext
+    dry = run_cli("sweep", str(f), "--jobs", "0", "--dry-run", "--out", str(tmp_path / "o"))
+    assert dry.returncode == 0 and "4 runs;" in dry.stdout, dry.stderr
+
+
+def test_paired_csv_has_no_core_columns_and_summary_csv_no_mean_of_half_widths(tmp_path):
+    """The core rows' numbers (vehicles_seen, max_concurrent_vehicles, wall_s) are no policy's:
+    paired.csv has no columns for them; a run's own half-width (vs_baseline.latency_diff_ci95_s)
+    is not averaged over seeds in summary.csv (its interval over seeds is latency_diff_s.ci95)."""
+    rows = []
+    for seed, (a, b, h) in enumerate([(1.0, 1.5, 0.2), (2.0, 2.1, 0.4)], start=1):
+        base = {"cell": f"c{seed}", "scenario": "s", "seed": seed}
+        rows += [{**base, "layer": "core", "policy": "", "vehicles_seen": 100 + seed, "max_concurrent_vehicles": 50,
+                  "wall_s": 3.0},
+                 {**base, "layer": "dvit", "policy": "vidi", "lat": a, "vs_baseline.latency_diff_s": 0.0,
+                  "vs_baseline.latency_diff_ci95_s": 0.0},
+                 {**base, "layer": "dvit", "policy": "mddi", "lat": b, "vs_baseline.latency_diff_s": b - a,
+                  "vs_baseline.latency_diff_ci95_s": h}]
+    res = pd.DataFrame(rows)
+    paired = sweep.paired_differences(res, [])
+    assert not [c for c in paired.columns if c.split(".")[0] in ("vehicles_seen", "max_concurrent_vehicles", "wall_s")]
+    assert paired.iloc[0]["lat.diff"] == pytest.approx((0.5 + 0.1) / 2)
+    summ = sweep.summary_csv(res, [], tmp_path / "s.csv")
+    assert not [c for c in summ.columns if c.startswith("vs_baseline.latency_diff_ci95_s")]
+    mddi = summ[summ.policy == "mddi"].iloc[0]
+    assert mddi["vs_baseline.latency_diff_s.mean"] == pytest.approx(0.3)
+    # 12.706 * sd([0.5, 0.1]) / sqrt(2): the interval over seeds
+    assert mddi["vs_baseline.latency_diff_s.ci95"] == pytest.approx(12.706 * (0.08 ** 0.5) / 2 ** 0.5, rel=1e-4)
+    core = summ[summ.layer == "core"].iloc[0]
+    assert core["vehicles_seen.mean"] == 101.5 and core["wall_s.n"] == 2  # the core rows stay in summary.csv
+
+
+def test_fingerprint_of_a_plugin_module_covers_its_whole_package(tmp_path):
+    """plugins = ["my_lab.schedulers"]: every .py file of the package my_lab (a module may import
+    its siblings), found where load_plugins finds it (the scenario's folder)."""
+    from cosim import config as cfgmod
+
+    (tmp_path / "my_lab" / "sub").mkdir(parents=True)
+    for rel, text in (("__init__.py", ""), ("schedulers.py", "X = 1\n"), ("sub/util.py", "Y = 1\n")):
+        (tmp_path / "my_lab" / rel).write_text(text)
+    scen = write(tmp_path, f'[scenario]\nsumocfg = "{ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"}"\n'
+                           'plugins = ["my_lab.schedulers"]\n', "m.toml")
+    fp = sweep.fingerprint(cfgmod.load(scen))
+    assert sorted(k for k in fp if k.startswith("plugin:")) == [
+        "plugin:my_lab.schedulers:__init__.py", "plugin:my_lab.schedulers:schedulers.py",
+        "plugin:my_lab.schedulers:sub/util.py"]
+    (tmp_path / "my_lab" / "sub" / "util.py").write_text("Y = 2\n")
+    assert sweep.stale({"fingerprint": fp}, sweep.fingerprint(cfgmod.load(scen))) == [
+        "plugin my_lab.schedulers:sub/util.py"]

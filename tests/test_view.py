@@ -1614,3 +1614,33 @@ def test_a_plugin_layers_tasks_are_inspectable_through_its_task_view(run_dir, tm
         assert (np.array(f["counts"]) - np.array(g["counts"])).tolist() == \
             np.bincount(b, minlength=len(f["counts"])).tolist()
         assert len(failed) > 0
+
+
+@pytest.mark.sumo
+def test_report_and_view_of_a_run_without_coverage_draw_what_needs_no_vehicle_rows(tmp_path):
+    """A completed run with output.coverage = false (README's sweep example sets it): the report
+    draws the map (network, RSU discs) and every layer's panels, no dwell panels; the page shows
+    the network, the RSUs and the layers' tasks and timelines, and says why there are no vehicles."""
+    from selenium.webdriver.common.by import By
+
+    from cosim.report import NO_COVERAGE_MAP, report
+
+    from .conftest import GRID6_TOML, run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("run", str(GRID6_TOML.parent / "grid6_dvit.toml"), "--end", "60", "--no-coverage", "--out", str(run),
+                   "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / "coverage.parquet").exists()
+    _, titles = report(run, tmp_path / "rep")
+    assert titles == [NO_COVERAGE_MAP, "dvit: latency CDF per policy", "dvit: success rate per policy"]
+    tasks = pd.read_parquet(run / "dvit_tasks.parquet")
+    d = build_data(run)
+    assert d["vehicles"]["all_slots"] == 0 and "output.coverage = false" in d["no_coverage"]
+    assert {p: len(t) for p, t in d["layers"]["dvit"]["tasks"].items()} == tasks.groupby("policy", sort=False).size().to_dict()
+    # the timeline runs to the run's end (60 s), not to the last vehicle row (none)
+    assert max(tasks["t_request_s"]) > 30 and d["layers"]["dvit"]["timeline"]
+    page = write_view(run, tmp_path / "view.html")
+    with _page(page) as browser:
+        assert "output.coverage = false" in browser.find_element(By.ID, "note").text
+        assert browser.execute_script("return window.cosimView.state.rsus") == 4

@@ -233,12 +233,15 @@ def baseline_gate(src: str):  # noqa: ANN201 - a module
     return mod
 
 
-def attend_flop(T: int, D: int, E: int) -> int:
+def attend_flop(T: int, D: int, E: int, split: int = 0) -> int:
     """Multiply-adds x 2 of a block's part that depends on its input alone (``Block.attend``):
     Q/K/V (2 T D 3D), the scores and their weighted sum over the whole T x T square (2 T T D each:
-    the causal mask is applied to it, not skipped), the output projection (2 T D D) and the gate's
-    logits (2 T D E). Norms, softmax and biases are left out (O(T D) or O(T T) each: < 1 %)."""
-    return 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * T * D * E
+    the causal mask is applied to it, not skipped) or, with ``split`` (``masked_attention``'s,
+    issue 32, fifth pass), over the first ``split`` rows' ``split`` columns and the other rows' T
+    (2 (split^2 + (T - split) T) D each), the output projection (2 T D D) and the gate's logits
+    (2 T D E). Norms, softmax and biases are left out (O(T D) or O(T T) each: < 1 %)."""
+    cells = split * split + (T - split) * T
+    return 2 * T * D * 3 * D + 2 * 2 * cells * D + 2 * T * D * D + 2 * T * D * E
 
 
 def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> int:
@@ -250,7 +253,7 @@ def block_flop(T: int, D: int, E: int, F: int, pairs: int, route_only: bool) -> 
 def gate(args: argparse.Namespace) -> None:
     import torch
 
-    from cosim.layers.moe.model import GateModel, Vocabulary
+    from cosim.layers.moe.model import GateModel, Vocabulary, _split_rows
 
     dev = device(args.device)  # before the run it would record
     tasks = record_gate(args.gate)
@@ -264,10 +267,11 @@ def gate(args: argparse.Namespace) -> None:
     if dev.type != "cpu":  # the same model on the device, replayed alongside the CPU's
         built[str(dev)] = GateModel(len(vocab), D, 2 * D, L, E, 2, 0).to(dev)
     work = {"full": 0, "route": 0, "attend": 0, "flop": 0}
+    split = _split_rows(T, D, torch.device("cpu"), 1)  # what this model's attention computes on the CPU
 
     def counted_attend(x, attend):  # noqa: ANN001, ANN202
         work["attend"] += 1
-        work["flop"] += attend_flop(T, D, E)
+        work["flop"] += attend_flop(T, D, E, split)
         return attend(x)
 
     def counted_finish(attended, quality, route_only=False, finish=None):  # noqa: ANN001, ANN202

@@ -37,7 +37,8 @@ COMMENT = ("tools/build_city.py: the whole Bad Hersfeld OSM extract, 10,000 trip
 
 def build(osm: Path = DEFAULT_OSM, out: Path = ROOT / "build" / "city") -> Path:
     """Build (or rebuild) the scenario under ``out``; returns ``out/scenarios/city.toml``."""
-    cfg, scen = build_scenario("city", out, lambda net: netconvert_osm(osm, net), DEMAND, comment=COMMENT)
+    cfg, scen = build_scenario("city", out, lambda net: netconvert_osm(osm, net), DEMAND, comment=COMMENT,
+                               overwrite=True)  # a rebuild replaces its own files
     # build_scenario's scenario runs 600 s at 0.25 s steps: this one runs the whole demand
     return write_scenario(scen, cfg, seed=DEMAND.seed, end_s=DEMAND.end_s, step_length_s=STEP_S, comment=COMMENT)
 

@@ -40,19 +40,30 @@ METRICS = {"success_rate": "success", "mean_latency_s": "latency [s]", "mean_iv_
 GATING, REROUTE = "layers.moe.physical_gating", "layers.moe.reroute"
 
 
+#: the --across / --within / ablation tables' heading
+ACROSS_HEAD = "paired per-seed differences, mean ± 95 % half-width (Student t) (p Holm-adjusted over the policies)"
+
+
 def _moe(res: pd.DataFrame) -> pd.DataFrame:
     return res[res["layer"] == "moe"]
 
 
 def across(res: pd.DataFrame, key: str, base, other, fixed: dict, policies: list[str]) -> pd.DataFrame:
     """``other - base`` of grid key ``key`` for each policy, same seed: the grid value plays the
-    policy and each policy the layer in :func:`paired_differences`."""
+    policy and each policy the layer in :func:`paired_differences`. Each policy is then a family of
+    one there; the family here is every policy of this comparison (per metric, at this point of
+    the other keys), so ``p_holm`` is Holm over the policies (:func:`cosim.stats.holm`)."""
+    from cosim.stats import holm
+
     sub = _moe(res)
     for k, v in fixed.items():
         sub = sub[sub[k] == v]
     sub = sub[sub[key].isin([base, other]) & sub["policy"].isin(policies)]
     df = sub[["scenario", "seed", "policy", *METRICS]].assign(layer=sub["policy"], policy=sub[key].map(str))
     out = paired_differences(df, [], {p: str(base) for p in policies})
+    for m in METRICS:
+        if f"{m}.p" in out:
+            out[f"{m}.p_holm"] = holm(out[f"{m}.p"].to_list())
     return out.assign(comparison=f"{key.split('.')[-1]}: {other} - {base}", policy=out["layer"])
 
 
@@ -76,8 +87,9 @@ def _typed(column: pd.Series, text: str):  # noqa: ANN202
 
 
 def fmt(df: pd.DataFrame, markdown: bool) -> str:
-    """``d ± h (p_holm)`` per metric (:func:`cosim.stats.fmt`); an on/off or move/regate row is a
-    family of one (one policy), so its p_holm is its p."""
+    """``d ± h (p_holm)`` per metric (:func:`cosim.stats.fmt`); the p of an on/off or move/regate
+    row is Holm-adjusted over the policies of its comparison (:func:`across`), a GECPA - policy
+    row's over the policies at its grid point (:func:`within`, as paired.csv)."""
     from cosim.stats import fmt as quote
 
     rows = []
@@ -191,7 +203,7 @@ def main() -> None:
                 part = within(res, fixed)
             parts.append(part.assign(comparison=f"{part['comparison'].iloc[0]} ({label})" if label and len(part) else
                                      part.get("comparison", "")))
-        print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
+        print(ACROSS_HEAD)
         print(fmt(pd.concat(parts, ignore_index=True), args.markdown))
         return
     aware = [p for p in policies if p != "nearest"]  # nearest gates plainly either way
@@ -201,7 +213,7 @@ def main() -> None:
         within(res, {GATING: True, REROUTE: "move"}),
         within(res, {GATING: False, REROUTE: "move"}).assign(comparison="gecpa - policy (plain gating)"),
     ], ignore_index=True)
-    print("paired per-seed differences, mean ± 95 % half-width (Student t) (Holm-adjusted p)")
+    print(ACROSS_HEAD)
     print(fmt(table, args.markdown))
 
 

@@ -177,3 +177,31 @@ def remove_record(p: Path | None) -> None:
     --overwrite) just before the run writes it, or the run's own when it is discarded."""
     if p is not None and p.exists():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+@contextlib.contextmanager
+def new_folders(*paths: Path, flag: str = ""):  # noqa: ANN201
+    """Create each folder of ``paths`` with its missing parents (``mkdir -p``); when the block
+    raises, remove again the folders this call created that are still empty, deepest first —
+    a command that fails (``cosim plot``, ``cosim import-osm``, ``cosim netgen``) leaves no empty
+    folder behind, and never removes one it did not make or anything in it. Yields the folders
+    this call created, parents first. An uncreatable folder is one line naming it (after ``flag``)."""
+    made: list[Path] = []
+    try:
+        for p in map(Path, paths):
+            missing = [q for q in (p, *p.parents) if not q.exists()]
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                made += [q for q in reversed(missing) if q.is_dir()]
+                at = f"{flag} {p}" if flag else str(p)
+                raise CosimError(f"{at}: cannot create the folder ({exc.strerror or exc})") from None
+            made += reversed(missing)
+        yield made
+    except BaseException:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not empty: something else is in it now
+        raise

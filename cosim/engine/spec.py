@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cosim.config import Config, run_window, sumocfg_time
@@ -140,6 +141,9 @@ def resolve(cfg: Config, *, traffic: str = "sumo", most: int | None = None, net:
     SUMO's), else the sumocfg's; ``label``: what the layers' errors name instead of the scenario
     file (an environment's ``overrides``)."""
     sc = cfg.scenario
+    if net is None and not net_file and not Path(sc.sumocfg).is_file():
+        raise ConfigError(f"{cfg.source_file}: scenario.sumocfg: {sc.sumocfg}: no such SUMO configuration "
+                          "(relative paths are relative to the scenario file)")
     begin, end = run_window(cfg)
     if end is not None and end >= 0 and end <= begin:
         which = "scenario.end_s" if sc.end_s >= 0 else "the sumocfg's end"

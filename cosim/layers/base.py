@@ -379,7 +379,11 @@ class Layer:
 
 
 def bind_policies(layer: str, names: Any, options: Any, where: str, traits: dict[str, Any]) -> dict[str, Policy]:
-    """Resolve ``names`` in the registry, validate each policy's options table and traits."""
+    """Resolve ``names`` in the registry, validate each policy's options table and traits.
+
+    An options table for a policy not run is an error (a misspelt policy name would otherwise
+    leave its options silently unused), also when an override (``--set``, a sweep's grid) dropped
+    the policy: ours, chosen over ignoring it with a warning; the error says how to drop the table."""
     if not isinstance(names, list):
         raise ConfigError(f"{where}.policies must be a non-empty list")
     known = registry.policies(layer)
@@ -397,7 +401,9 @@ def bind_policies(layer: str, names: Any, options: Any, where: str, traits: dict
     for name in options:
         if name not in names:
             raise ConfigError(f"{where}.options.{name}: '{name}' is not among the policies run "
-                              f"({', '.join(map(str, names))})")
+                              f"({', '.join(map(str, names))}): add it to layers.{layer}.policies or remove its "
+                              f"options table (an override that drops policies: also --set "
+                              f"'layers.{layer}.options={{}}', which drops every policy's options)")
     out = {}
     for name in names:
         spec = known[name]

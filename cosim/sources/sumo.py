@@ -322,7 +322,7 @@ class SumoSource:
 
     def __init__(self, cmd: list[str], backend: str = "libsumo", port: int | None = None,
                  log_file: str | Path | None = None, end_s: float | None = None, timeout_s: float = 0.0,
-                 fields=ON_DEMAND_FIELDS):
+                 fields=ON_DEMAND_FIELDS, blame: list | None = None):
         if backend not in ("libsumo", "traci"):
             raise CosimError(f"unknown backend '{backend}' (use libsumo or traci)")
         self.cmd, self.backend, self.port = list(cmd), backend, port
@@ -338,6 +338,16 @@ class SumoSource:
         self._label = ""
         self._stderr: Any = None  # SUMO's stderr: a file, never a pipe (a chatty SUMO would fill it and hang)
         self._kill_on_close = False
+        #: [(where, its arguments), ...]: what a failed start names (:meth:`_failed`)
+        self.blame = [tuple(b) for b in blame or []]
+
+    def _failed(self, why: str) -> CosimError:
+        """"SUMO failed to start", prefixed with what caused it: of :attr:`blame`, the first whose
+        arguments SUMO's error names (``FILE: scenario.sumo_args``, ``--sumo-args``), else the last
+        (the scenario's sumocfg)."""
+        where = next((w for w, args in self.blame if any(a.startswith("-") and a in why for a in args)),
+                     self.blame[-1][0] if self.blame else "")
+        return CosimError(f"{where + ': ' if where else ''}SUMO failed to start: {why}")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -371,7 +381,7 @@ class SumoSource:
             cap.seek(0)
             said = cap.read().decode(errors="replace")
         if failed is not None:
-            raise CosimError(f"SUMO failed to start: {sumo_error(said) or self._why(failed)}") from None
+            raise self._failed(sumo_error(said) or self._why(failed)) from None
         if said.strip():
             sys.stderr.write(said)  # its warnings while loading, as SUMO printed them
         self.conn = libsumo
@@ -396,7 +406,7 @@ class SumoSource:
                 traci.init(port, numRetries=100, label=self._label, proc=self.proc)
         except Exception as exc:
             processes.stop(self.proc, 0)
-            raise CosimError(f"SUMO failed to start: {sumo_error(self._stderr_text()) or exc}") from None
+            raise self._failed(sumo_error(self._stderr_text()) or str(exc)) from None
         self.conn = traci.getConnection(self._label)
         if self.timeout_s > 0:
             self.conn._socket.settimeout(self.timeout_s)  # a frozen SUMO: recv raises TimeoutError

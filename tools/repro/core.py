@@ -388,8 +388,7 @@ def claims_table(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
         for ci, c in enumerate(exp.claims):
             for p, st in claim_value(paper, c, res, w.name, exp):
                 stats.append((ci, json.dumps(p, default=str), st))
-        adj = holm([st["p"] if c.kind != "relative" else math.nan for (ci, _, st), c in
-                    zip(stats, [exp.claims[s[0]] for s in stats])])
+        adj = holm([st["p"] for _, _, st in stats])  # every claim, relative ones too (docs/paper_worlds.md)
         for (ci, pk, st), p_h in zip(stats, adj):
             cells[(ci, pk, w.name)] = (st, p_h)
     rows = []
@@ -405,10 +404,11 @@ def claims_table(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
                 st, p_h = cells[(ci, pk, w.name)]
                 metric = next(m for m in paper.metrics if m.column == c.metric)
                 if c.kind == "relative":
-                    txt = f"{100 * st['mean']:+.1f} % ± {100 * st['ci95']:.1f} (paper {100 * c.value:+.1f} %)"
+                    txt = fmt(100 * st["mean"], 100 * st["ci95"], p_h, 1).replace(" ±", " % ±", 1) \
+                        + f" (paper {100 * c.value:+.1f} %)"
                     verdict = ("tie (identical)" if st["mean"] == 0 and st["ci95"] == 0 else
-                               "same sign" if st["mean"] * c.value > 0 and st["p"] <= 0.05 else
-                               "opposite sign" if st["p"] <= 0.05 else "not resolved")
+                               "same sign" if st["mean"] * c.value > 0 and p_h <= 0.05 else
+                               "opposite sign" if p_h <= 0.05 else "not resolved")
                 else:
                     txt = fmt(st["mean"], st["ci95"], p_h, metric.digits)
                     verdict = judge(st, p_h)

@@ -68,8 +68,8 @@ def check_eviction_policy(layer_cls: type, spec: PolicySpec, worlds: list) -> li
             except TypeError as exc:
                 out.append(f"{label}: keys that cannot be ordered ({exc}) ({where})")
                 continue
-            if not cf.same(list(keys), list(cf.call(spec, (c, cands, 100.0), 11, opts))):
-                out.append(f"{label}: not reproducible: the same cache and seed gave other keys ({where})")
+            cf.reproduces(spec, (c, cands, 100.0), 11, opts, list(keys), lambda a, b: cf.same(a, list(b)),
+                          "cache", label, where, out)
     # over the recorded slots, with memory for one GPT3-13B copy and the small models: evictions happen
     layer, run = cf.run_layer(layer_cls, {"policies": [spec.name], "gpu_memory_gb": 40.0,
                                          "request_rate_per_vehicle_s": 0.2}, worlds, label)

@@ -69,9 +69,8 @@ def check_scheduler(layer_cls: type, spec: PolicySpec, worlds: list) -> list[str
         why = p.violation(arr)
         if why is not None:
             out.append(f"{label}: {why} ({where})")
-        again = cf.call(spec, (p,), 7, opts)
-        if again is None or not np.array_equal(np.asarray(again, dtype=np.int64), arr):
-            out.append(f"{label}: not reproducible: the same problem and seed gave another plan ({where})")
+        cf.reproduces(spec, (p,), 7, opts, arr, lambda a, b: np.array_equal(np.asarray(b, dtype=np.int64), a),
+                      "problem", label, where, out)
     _, run = cf.run_layer(layer_cls, {"policies": [spec.name], "request_rate_per_s": 2.0}, worlds, label)
     return cf.first(out) + run
 

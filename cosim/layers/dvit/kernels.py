@@ -2,7 +2,10 @@
 exact DP's layered shortest path, the same floating-point operations as the numpy code of
 :mod:`cosim.layers.dvit.schedulers` they stand for (a sum of two numbers, a product, a sum, and
 minima, whose order does not matter): bit-identical results, tested. Imported only where numba
-is installed."""
+is installed. The entry points the schedulers call (each loaded at its first call): VIDI's
+:func:`mdp_build` (its state space and hand-off times), :func:`mdp_solve` (rewards, successors,
+value iteration, Q) and :func:`vidi_plan` (line 9's roll-out); ``optimal``'s :func:`optimal_plan`
+(step matrix, prefix DP, pick and traceback)."""
 
 from __future__ import annotations
 
@@ -59,6 +62,34 @@ def layered_dp(pre, parent, step_mat, n_prefix):  # noqa: ANN001, ANN201
                     arg = i
             pre[k, j] = best
             parent[k, j] = arg
+
+
+@njit
+def optimal_plan(comm_s, cost, allowed, K, n_prefix, U, tmax, upload, dwell_tol):  # noqa: ANN001, ANN201
+    """schedulers.optimal from its step costs on, for ``n_prefix`` >= 1 and a user step within
+    ``tmax``: the first prefix step's times (eq. 4, k = 1: from device 0), the step matrix i -> j
+    (0 on the diagonal, else the hand-off, + the step's cost; inf where C1/C2 forbid it, into the
+    user, or over ``tmax``), the prefix DP (:func:`layered_dp`), everything on the user (s = 1) and
+    the pick (:func:`optimal_pick`): the numpy code's elementwise sums and comparisons, so the
+    same plan. Returns (switch step, plan); switch step -1: no plan."""
+    V = cost.shape[0]
+    user_step = cost[U]
+    pre = np.full((n_prefix + 1, V), np.inf)
+    parent = np.full((n_prefix + 1, V), -1, dtype=np.int64)
+    for j in range(V):
+        f = (0.0 if j == 0 else comm_s[0, j]) + cost[j]
+        pre[1, j] = np.inf if (j == U or f > tmax) else f
+    step_mat = np.empty((V, V))
+    for i in range(V):
+        for j in range(V):
+            f = (0.0 if i == j else comm_s[i, j]) + cost[j]
+            step_mat[i, j] = f if (allowed[i, j] and j != U and f <= tmax) else np.inf
+    layered_dp(pre, parent, step_mat, n_prefix)
+    best, best_s = np.inf, -1
+    first_user = comm_s[0, U] + user_step  # s = 1: everything on the user, the RSU hands it over first
+    if first_user <= tmax and upload <= dwell_tol:
+        best, best_s = upload + first_user + (K - 1) * user_step, 1
+    return optimal_pick(pre, parent, comm_s, user_step, upload, dwell_tol, K, n_prefix, U, tmax, best, best_s)
 
 
 @njit
@@ -198,6 +229,46 @@ def vidi_plan(s0, n_pre, U, upload, tmax, F, Q, recv, dev, cost, dwell, offset, 
 
 
 @njit
+def mdp_states(off, speed, cost, steps, g, M, origin_rsu, U):  # noqa: ANN001, ANN201
+    """vidi_mdp's state space: per device whether it is the RSU, its number of cells (H', at most
+    ``M``; one for the RSU, a parked vehicle and the user), its first state, its step's cell
+    advance q; per state its device, cell and the time the device enters that cell — the numpy
+    code's elementwise operations in its order, so the same numbers. Returns (ok, rsu, n_cells,
+    first, dev, cell, t, last, q); ok False (and empty arrays) where a floor does not convert to
+    an integer (inf, NaN, beyond 2^62) or a device would get no state: then the numpy code runs."""
+    V = off.shape[0]
+    rsu = np.zeros(V, dtype=np.bool_)
+    n_cells = np.empty(V, dtype=np.int64)
+    q = np.empty(V, dtype=np.int64)
+    for i in range(V):
+        rsu[i] = i == 0 and origin_rsu
+        x = np.floor((off[i] + speed[i] * cost[i] * steps) / g)
+        y = np.floor(speed[i] * cost[i] / g)
+        if not (abs(x) < 4.0e18 and abs(y) < 4.0e18):  # (NaN fails too)
+            return False, rsu[:0], q[:0], q[:0], q[:0], q[:0], off[:0], q[:0], q[:0]
+        reach = np.int64(x) + 2
+        n_cells[i] = min(M, reach) if (speed[i] > 0 and not rsu[i] and i != U) else 1
+        if n_cells[i] < 1:
+            return False, rsu[:0], q[:0], q[:0], q[:0], q[:0], off[:0], q[:0], q[:0]
+        q[i] = np.int64(y)
+    first = np.empty(V, dtype=np.int64)
+    S = 0
+    for i in range(V):
+        first[i] = S
+        S += n_cells[i]
+    dev = np.empty(S, dtype=np.int64)
+    cell = np.empty(S, dtype=np.int64)
+    t = np.empty(S)
+    for i in range(V):
+        for c in range(n_cells[i]):
+            s = first[i] + c
+            dev[s] = i
+            cell[s] = c
+            t[s] = (c * g - off[i]) / speed[i] if c > 0 else 0.0
+    return True, rsu, n_cells, first, dev, cell, t, n_cells - 1, q
+
+
+@njit
 def mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, rsu, v2i, v2v, bits, min_d, range_m,
               log2c, kind):  # noqa: ANN001, ANN201
     """vidi_mdp's c_recv (S, V) (the receiver's cell when the step starts) and the hand-off times
@@ -253,6 +324,20 @@ def mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, r
             c2 = comm0 * se0[k] / se[k] if (np.isfinite(comm0) and comm0 > 0) else comm0
             comm[s, a] = np.inf if (not rsu[h] and d[k] > range_m) else c2
     return c_recv, comm
+
+
+@njit
+def mdp_build(off, speed, cost, steps, g, M, origin_rsu, U, pos, comm_s, handoff, xy, bw, v2i, v2v, bits, min_d,
+              range_m, log2c, kind):  # noqa: ANN001, ANN201
+    """:func:`mdp_states`, then on its states :func:`mdp_links`: one call (and one kernel to load)
+    for what vidi_mdp builds before the rewards. Returns (ok, rsu, n_cells, first, dev, cell, t,
+    last, q, c_recv, comm); ok False: mdp_states' (then c_recv and comm are empty)."""
+    ok, rsu, n_cells, first, dev, cell, t, last, q = mdp_states(off, speed, cost, steps, g, M, origin_rsu, U)
+    if not ok:
+        return ok, rsu, n_cells, first, dev, cell, t, last, q, np.empty((0, 0), dtype=np.int64), np.empty((0, 0))
+    c_recv, comm = mdp_links(dev, cell, t, off, speed, last, pos, g, comm_s, handoff, xy, bw, rsu, v2i, v2v, bits, min_d,
+                             range_m, log2c, kind)
+    return ok, rsu, n_cells, first, dev, cell, t, last, q, c_recv, comm
 
 
 @njit

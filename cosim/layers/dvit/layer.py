@@ -439,7 +439,6 @@ class DViTLayer(Layer):
         operations as one vehicle at a time)."""
         g, M, s = world.cfg.world.grid_cell_m, self.ahead_cells, world.snap
         cells = np.arange(M) * g  # where each cell starts, from the start of the current one [m]
-        cells_m = cells.tolist()[1:]  # the same, in Python numbers for the walk (the same arithmetic)
         half = g / 2
         offs = [p % g for p in s.lane_pos[idx].tolist()]  # how far into its cell [m]
         at.offset[idx] = offs
@@ -449,15 +448,22 @@ class DViTLayer(Layer):
             straight = []
             xy = at.xy
             route_ahead = world.route_ahead
-            for i, off, x, y in zip(idx.tolist(), offs, s.x[idx].tolist(), s.y[idx].tolist()):
-                r = [0.0] + [max(m - off + half, 0.0) for m in cells_m]  # cell m's centre ahead [m]
+            # cell m's centre ahead [m], every vehicle's at once (the same subtraction, then addition,
+            # as one vehicle's in Python): m >= 1 starts past the vehicle (m g >= off), so the
+            # straight-ahead path's clip at 0 changes nothing here; cell 0 is where it is
+            ahead_m = np.empty((len(offs), M))
+            ahead_m[:, 0] = 0.0
+            np.subtract(cells[1:], at.offset[idx][:, None], out=ahead_m[:, 1:])
+            ahead_m[:, 1:] += half
+            for i, r, x, y in zip(idx.tolist(), ahead_m.tolist(), s.x[idx].tolist(), s.y[idx].tolist()):
                 pts, _ = route_ahead(i, r)
                 if pts is None:
                     straight.append(i)
                     continue
-                last = (x, y)
-                for j, pt in enumerate(pts):  # past the route's end: it stays at the end
-                    pts[j] = last = pt if pt is not None else last
+                if pts[-1] is None:  # past the route's end (a suffix of the points): it stays at the end
+                    last = (x, y)
+                    for j, pt in enumerate(pts):
+                        pts[j] = last = pt if pt is not None else last
                 xy[i] = pts
             if not straight:
                 return
@@ -586,9 +592,10 @@ class DViTLayer(Layer):
     def _cpu_key(policy: str, dev: str, rsu: int) -> tuple:
         return (policy, "cpu", f"{RSU_NAME}{rsu}" if dev == RSU_NAME else dev)
 
-    def _step_time(self, world: World, index: dict, task: Task, dev: str, rsu: int) -> tuple[float, float, float]:
+    def _step_time(self, world: World, index: dict, task: Task, dev: str, rsu: int,
+                   c: "_SlotCache") -> tuple[float, float, float]:
+        """(comm, comp, queue) of ``task``'s next step on ``dev``; ``c``: the slot's :meth:`_step_view`."""
         src = task.holder
-        c = self._step_view(world)
         if dev == src:
             comm = 0.0
         elif src == RSU_NAME:
@@ -623,7 +630,8 @@ class DViTLayer(Layer):
         the task's RSU reschedule."""
         cfg = self.cfg
         K = cfg.steps
-        serving = self._step_view(world).serving  # the RSU serving each vehicle, by snapshot index
+        view = self._step_view(world)  # (the world and so the slot's cache stay the same through this call)
+        serving = view.serving  # the RSU serving each vehicle, by snapshot index
         while True:
             if task.user not in index:
                 return self._finish(task, "failed", "user-vanished", world.time_s)
@@ -655,7 +663,7 @@ class DViTLayer(Layer):
                 dev in index and (dev == task.user or serving[index[dev]] == rsu))
             comm = comp = queue = 0.0
             if reachable:
-                comm, comp, queue = self._step_time(world, index, task, dev, rsu)
+                comm, comp, queue = self._step_time(world, index, task, dev, rsu, view)
             in_time = reachable and comm + comp + queue <= cfg.t_max_s
             if not in_time and dev != task.user:
                 # the paper: a step that cannot be done within T_max is rescheduled to another
@@ -670,7 +678,7 @@ class DViTLayer(Layer):
                 if not reachable:  # the new plan did not help either
                     if not (dev == RSU_NAME or dev in index):
                         return self._finish(task, "failed", "device-lost", world.time_s)
-                    comm, comp, queue = self._step_time(world, index, task, dev, rsu)
+                    comm, comp, queue = self._step_time(world, index, task, dev, rsu, view)
             break
         if dev == task.user and task.holder != task.user:
             if serving[index[task.user]] != rsu:  # C4: the user must still be in coverage

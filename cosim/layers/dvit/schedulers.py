@@ -31,7 +31,7 @@ no admissible plan. ``cosim check`` tests the contract (docs/plugins.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,12 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         return None
     inf = np.inf
     n_prefix = K - p.local_steps  # the prefix may be 0..n_prefix steps long
+    kernels = _kernels() if n_prefix >= 1 else None
+    if kernels:  # everything below, compiled (cosim.jit): the same sums and comparisons, the same plan
+        best_s, plan = kernels.optimal_plan(np.ascontiguousarray(p.comm_s, dtype=np.float64),
+                                            np.asarray(cost, dtype=np.float64), allowed, int(K), int(n_prefix),
+                                            int(U), float(tmax), float(p.upload_s), float(p.user_dwell_s + 1e-12))
+        return plan if best_s >= 0 else None
     pre = np.full((max(n_prefix, 0) + 1, V), inf)
     parent = np.full((max(n_prefix, 0) + 1, V), -1, dtype=np.int64)
     if n_prefix >= 1:
@@ -80,26 +86,16 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
         trans_ok[:, U] = False
         step_mat = np.where(np.eye(V, dtype=bool), 0.0, p.comm_s) + cost[None, :]  # i -> j
         step_mat = np.where(trans_ok & (step_mat <= tmax), step_mat, inf)
-        kernels = _kernels()
-        if kernels:  # the same minima, compiled (cosim.jit)
-            kernels.layered_dp(pre, parent, step_mat, n_prefix)
-        else:
-            tot = np.empty((V, V))
-            for k in range(2, n_prefix + 1):
-                np.add(pre[k - 1][:, None], step_mat, out=tot)
-                tot.argmin(axis=0, out=parent[k])
-                np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
+        tot = np.empty((V, V))
+        for k in range(2, n_prefix + 1):
+            np.add(pre[k - 1][:, None], step_mat, out=tot)
+            tot.argmin(axis=0, out=parent[k])
+            np.minimum.reduce(tot, axis=0, out=pre[k])  # = tot[parent[k], j]: the same value
     best, best_s, best_d = inf, -1, -1
     # s = 1: everything on the user, the RSU hands the task over first (eq. 4, k = 1)
     first_user = p.comm_s[0, U] + user_step
     if first_user <= tmax and p.upload_s <= p.user_dwell_s + 1e-12:
         best, best_s = p.upload_s + first_user + (K - 1) * user_step, 1
-    kernels = _kernels() if n_prefix >= 1 else None
-    if kernels:  # the pick and the traceback below, compiled (cosim.jit): the same sums, the same plan
-        best_s, plan = kernels.optimal_pick(pre, parent, np.ascontiguousarray(p.comm_s, dtype=np.float64),
-                                            float(user_step), float(p.upload_s), float(p.user_dwell_s + 1e-12),
-                                            int(K), int(n_prefix), int(U), float(tmax), float(best), int(best_s))
-        return plan if best_s >= 0 else None
     if n_prefix >= 1:  # switch steps s = 2 .. n_prefix + 1, all at once: rows of pre[1:]
         into_user = p.comm_s[:, U] + user_step
         P = pre[1:]
@@ -168,13 +164,15 @@ class VidiMDP:
     n_cells: np.ndarray  # (V,) states per device
     cell_m: float
 
-    def __post_init__(self) -> None:
-        # state_at's operands as Python numbers: the roll-out calls it in a loop (the same
-        # arithmetic as on numpy scalars, at a fraction of the cost)
-        self._at = (self.offset.tolist(), self.speed.tolist(), self.first.tolist(), (self.n_cells - 1).tolist())
+    _at: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def state_at(self, dev: int, when: float) -> int:
         """The state of device ``dev`` holding the result at time ``when`` [s from now]."""
+        if self._at is None:
+            # its operands as Python numbers, made at the first call (the compiled roll-out does
+            # not call it): the roll-out calls it in a loop (the same arithmetic as on numpy
+            # scalars, at a fraction of the cost)
+            self._at = (self.offset.tolist(), self.speed.tolist(), self.first.tolist(), (self.n_cells - 1).tolist())
         offset, speed, first, last = self._at
         c = int((offset[dev] + speed[dev] * when) // self.cell_m) if speed[dev] > 0 else 0
         return first[dev] + min(max(c, 0), last[dev])
@@ -211,6 +209,9 @@ def _kernels():  # noqa: ANN202 - the module, or None
     return kernels
 
 
+_LOG2 = float(np.log(2.0))  # what the numpy code multiplies by (np.log's, as it computes it)
+
+
 def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
     opts = opts if opts is not None else VidiOptions()
@@ -219,6 +220,23 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     allowed = p.allowed()
     M = int(opts.horizon_cells)
     pos, speed, off = _positions(p, M)
+    kernels = _kernels()
+    if kernels:  # the state space below, the links and the rewards on, compiled (cosim.jit): the same numbers
+        f64 = np.float64
+        off64, speed64, cost64 = np.asarray(off, dtype=f64), np.asarray(speed, dtype=f64), np.asarray(cost, dtype=f64)
+        handoff = bool(p.handoff_bits > 0 and len(p.xy) == V and len(p.bandwidth_hz) == V)
+        ok, rsu, n_cells, first, dev, cell, t, last, q, c_recv, comm = kernels.mdp_build(
+            off64, speed64, cost64, int(p.steps), float(g), M, bool(p.origin_rsu), int(U),
+            np.ascontiguousarray(pos, dtype=f64), np.ascontiguousarray(p.comm_s, dtype=f64), handoff,
+            np.ascontiguousarray(p.xy, dtype=f64).reshape(-1, 2), np.asarray(p.bandwidth_hz, dtype=f64),
+            float(p.v2i_pl_exponent), float(p.v2v_pl_exponent), float(p.handoff_bits), float(p.min_distance_m),
+            float(p.v2v_range_m), _LOG2, jit.exact_exp())
+        if ok:  # (else a floor beyond the integers: the numpy code below, as it always ran)
+            dwell = np.asarray(p.dwell_s, dtype=f64) if len(p.dwell_s) == V else np.full(V, np.inf)
+            F, succ, idx, sweeps, v, Q = kernels.mdp_solve(
+                comm, cost64, allowed, dev, t, dwell, cell, c_recv, q, speed64, last, first, 0.5 * opts.rho,
+                float(opts.phi), int(opts.max_iter))
+            return VidiMDP(dev, cell, t, first, F, succ, v, Q, idx, sweeps, speed, off, n_cells, g)
     devs = np.arange(V)
     rsu = (devs == 0) & bool(p.origin_rsu)
     # H' of a vehicle: the cells it passes while the rest of the task could run on it (at most
@@ -382,8 +400,8 @@ def vidi(p: Problem, rng: np.random.Generator | None = None, opts: VidiOptions |
     if kernels:  # line 9 below, compiled (cosim.jit): the same tests on the same numbers
         out = all_user.copy()
         kernels.vidi_plan(int(mdp.first[0]), n_pre, U, float(p.upload_s), tmax, F, Q, mdp.recv, mdp.dev, cost, dwell,
-                          mdp.offset.astype(float), mdp.speed.astype(float), mdp.first, mdp.n_cells - 1,
-                          float(mdp.cell_m), out)
+                          np.asarray(mdp.offset, dtype=float), np.asarray(mdp.speed, dtype=float), mdp.first,
+                          mdp.n_cells - 1, float(mdp.cell_m), out)
         return out
     ok = np.isfinite(F) & (F <= tmax)  # C1/C2, in reach, C3
     # the way out of each state: to the user directly (C3 of the hand-off step), else through one

@@ -364,26 +364,89 @@ def _causal_mask(n: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(n, n).masked_fill_(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf")).to(device)
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _split_rows(n: int, dim: int, device: torch.device, threads: int) -> int:
+    """:func:`masked_attention`'s ``split`` for ``n`` tokens of width ``dim`` on ``device`` with
+    ``threads`` threads: the first half of the rows (rounded down to a multiple of 16) where that
+    gives the whole square's bits, else 0 (the whole square). Once per process and shape.
+
+    Whether it does is the BLAS's business, not ours: the shorter weighted sum (inner length
+    ``split``) must add its terms as the full one (inner length ``n``, its other terms exactly 0)
+    adds its first ``split``. MKL 2024.2 on this machine's AMD EPYC (AVX-512) cuts an inner
+    dimension of 193..383 into two halves summed apart and one of up to 192 not at all, so
+    ``split`` <= the first cut gives the same bits and a longer one does not (measured: rows
+    128..191 against 192 keys differ from the 256-key sum in 1,709 of 4,096 values, up to 2.7e-5
+    relative; issue 32, fifth pass, docs/performance.md); another CPU or BLAS may cut elsewhere (MKL's
+    AVX2 path, seen under valgrind, which hides AVX-512: there 128 differs and 64 is taken). So
+    the split is checked here, on the caller's device and thread count, against the whole square on
+    four fixed pseudo-random inputs (q, k, v as the block's views of one (n, 3 dim) product, at
+    scales 0.3 to 30): any byte that differs and the next smaller candidate is tried (halved, down
+    to 64 rows; e.g. 512 tokens: 256 differs here, 128 does not), else the square is kept. Where
+    the cut lies depends on the shapes, not on the values, so a cut that differs shows on such
+    inputs (in ~40 % of the values above). Below 128 tokens the saving is smaller than the extra
+    calls cost: 0."""
+    split = n // 2 // 16 * 16
+    mask = _causal_mask(n, device) if n >= 128 else None
+    while split >= 64:
+        if _same_bits(n, dim, device, mask, split):
+            return split
+        split = split // 2 // 16 * 16
+    return 0
+
+
+def _same_bits(n: int, dim: int, device: torch.device, mask: torch.Tensor, split: int) -> bool:
+    """Whether :func:`masked_attention` with ``split`` gives the square's bytes on :func:`_split_rows`'
+    four inputs."""
+    gen = torch.Generator().manual_seed(n)
+    with torch.inference_mode():
+        for scale in (0.3, 1.0, 3.0, 30.0):
+            q, k, v = (torch.randn(n, 3 * dim, generator=gen) * scale).to(device).chunk(3, dim=-1)
+            a, b = masked_attention(q, k, v, mask), masked_attention(q, k, v, mask, split)
+            if not torch.equal(a.view(torch.int32), b.view(torch.int32)):
+                return False
+    return True
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, split: int = 0
+                     ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + mask) v, as torch's ``scaled_dot_product_attention`` computes it on
     CPU for (T, d) tensors and a causal mask (its math path: q and k^T each scaled by d^-1/4, the
     mask added in place, a softmax, the weighted sum) — the same operations in the same order, so
     the same bits (tested against it on real prompts) — without building the mask and checking for
     fully masked rows at every call (a causal row always keeps its diagonal): half the attention's
-    CPU (issue 32)."""
+    CPU (issue 32).
+
+    ``split`` > 0 (issue 32, fifth pass): rows ``0..split-1`` against keys ``0..split-1`` only (the
+    columns they can see; the others are masked: weight exactly 0), the other rows against all
+    keys — for T = 256, split 128, a quarter of the square's scores, softmax and weighted sum not
+    computed. Each value is the same dot product and the same softmax row as in the square (an
+    exact 0 more or less at a row's end changes no float sum), so the same bits wherever the BLAS
+    adds the shorter weighted sum (inner length ``split``) as it adds the first ``split`` terms of
+    the full one: :func:`_split_rows` picks a split only after checking that it does; 0: the square."""
     s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))
-    att = (q * s) @ (k.transpose(-2, -1) * s)
-    att.add_(mask)
-    return torch.softmax(att, dim=-1) @ v
+    if split <= 0:
+        att = (q * s) @ (k.transpose(-2, -1) * s)
+        att.add_(mask)
+        return torch.softmax(att, dim=-1) @ v
+    qs, kt = q * s, k.transpose(-2, -1) * s
+    out = q.new_empty([q.shape[0], v.shape[1]])
+    att = torch.mm(qs[:split], kt[:, :split])
+    att.add_(mask[:split, :split])
+    torch.mm(torch.softmax(att, dim=-1), v[:split], out=out[:split])
+    att = torch.mm(qs[split:], kt)
+    att.add_(mask[split:])
+    torch.mm(torch.softmax(att, dim=-1), v, out=out[split:])
+    return out
 
 
 def attend_block(x: torch.Tensor, norm1_w: torch.Tensor, norm1_b: torch.Tensor, norm2_w: torch.Tensor,
                  norm2_b: torch.Tensor, eps: float, qkv_w: torch.Tensor, out_w: torch.Tensor, gate_w: torch.Tensor,
-                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:meth:`Block.attend` on the block's weights: (x + attention, its norm, the gate's logits)."""
+                 mask: torch.Tensor, split: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Block.attend` on the block's weights: (x + attention, its norm, the gate's logits);
+    ``split``: :func:`masked_attention`'s (:func:`_split_rows`)."""
     h = torch.nn.functional.layer_norm(x, [x.shape[-1]], norm1_w, norm1_b, eps)
     qkv = torch.nn.functional.linear(h, qkv_w).chunk(3, dim=-1)
-    x = x + torch.nn.functional.linear(masked_attention(qkv[0], qkv[1], qkv[2], mask), out_w)
+    x = x + torch.nn.functional.linear(masked_attention(qkv[0], qkv[1], qkv[2], mask, split), out_w)
     h = torch.nn.functional.layer_norm(x, [x.shape[-1]], norm2_w, norm2_b, eps)
     return x, h, torch.nn.functional.linear(h, gate_w)
 
@@ -450,9 +513,10 @@ class Block(nn.Module):
         """The part of the block that depends on its input alone, not on the gate's quality:
         (x + attention, its norm (the experts' input), the gate's logits) (:func:`attend_block`,
         on the modules' weights: ``F.layer_norm``, ``F.linear`` — what their ``forward`` calls)."""
-        n1, n2 = self.norm1, self.norm2
+        n1, n2, n = self.norm1, self.norm2, x.shape[0]
         return _kernels(x.is_cpu).attend(x, n1.weight, n1.bias, n2.weight, n2.bias, n1.eps, self.qkv.weight,
-                                         self.out.weight, self.moe.gate.weight, _causal_mask(x.shape[0], x.device))
+                                         self.out.weight, self.moe.gate.weight, _causal_mask(n, x.device),
+                                         _split_rows(n, x.shape[1], x.device, torch.get_num_threads()))
 
     def finish(self, attended: tuple, quality: torch.Tensor | None, route_only: bool = False
                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
