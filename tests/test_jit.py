@@ -7,6 +7,7 @@ import pytest
 
 from cosim import jit, registry
 from cosim.errors import CosimError
+from cosim.layers.dvit.problem import evaluate
 from cosim.layers.dvit.schedulers import VidiOptions, optimal, vidi, vidi_mdp
 from cosim.layers.moe.game import Game, SolverConfig, gecpa_evals
 
@@ -198,6 +199,35 @@ def test_vidi_state_space_no_kernel_builds_runs_the_numpy_set_up(monkeypatch):
 
     kernels, numpy_ = both(monkeypatch, plan)
     assert kernels == numpy_ and len(calls) == 2 * len(problems) and "mdp_build" in both.used
+
+
+def test_vidi_with_a_device_whose_step_never_ends_returns_and_never_uses_it(monkeypatch):
+    """A device without compute (step time inf), parked or moving: its advance floor(v T / g')
+    was NaN or inf, cast to -2^63, and the numpy value iteration's wrapping gather never
+    returned (found in issue 32's fifth pass). Now the plan comes back, never on that device, the
+    same with the kernels and the numpy code, its latency finite (evaluate)."""
+    from tests.layers.test_dvit_schedulers import random_problem
+
+    problems = []
+    for seed in range(4):
+        rng = np.random.default_rng(950 + seed)
+        p = random_problem(rng, n_helpers=6, K=30, local=3)
+        p.comp_s[2] = np.inf
+        if seed % 2 == 0:
+            p.speed_xy[2] = 0.0  # parked (0 x inf); else moving (inf)
+        problems.append(p)
+
+    def plan():
+        with np.errstate(invalid="ignore"):
+            return [(m.sweeps, m.v.tobytes(), m.Q.tobytes(), vidi(p).tobytes()) for p in problems
+                    for m in [vidi_mdp(p)]]
+
+    kernels, numpy_ = both(monkeypatch, plan)
+    assert kernels == numpy_
+    for p, (_, _, _, raw) in zip(problems, numpy_):
+        chosen = np.frombuffer(raw, dtype=np.int64)
+        assert 2 not in chosen
+        assert np.isfinite(evaluate(p, chosen).total_s)  # (a deadline may still fail: C3)
 
 
 def test_switch(monkeypatch):

@@ -212,6 +212,17 @@ def _kernels():  # noqa: ANN202 - the module, or None
 _LOG2 = float(np.log(2.0))  # what the numpy code multiplies by (np.log's, as it computes it)
 
 
+def _advance(speed: np.ndarray, cost: np.ndarray, g: float, M: int) -> np.ndarray:
+    """Cells each device moves during one of its own steps, floor(v T_step / g'), as an index:
+    0 for a parked device (also where its step never ends: 0 x inf is NaN, whose int64 cast was
+    -2^63 and made the value iteration's gather wrap ~10^17 times) and at most ``M`` (a successor is
+    clipped to the device's last cell, < M, so a larger or infinite advance gives the same state).
+    For every finite advance the same integers as the plain floor."""
+    with np.errstate(invalid="ignore"):
+        y = np.floor(np.where(speed > 0, speed * cost, 0.0) / g)
+    return np.minimum(y, M).astype(np.int64)
+
+
 def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
     opts = opts if opts is not None else VidiOptions()
@@ -242,7 +253,8 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # H' of a vehicle: the cells it passes while the rest of the task could run on it (at most
     # horizon_cells; the last absorbs); one for the RSU, a parked vehicle and the user (C2: the
     # user keeps the task, so where it is matters only to the hand-off, priced from its position)
-    reach = np.floor((off + speed * cost * p.steps) / g).astype(np.int64) + 2
+    with np.errstate(invalid="ignore"):  # a NaN offset stays NaN (a parked device: one cell whatever it is)
+        reach = np.minimum(np.floor((off + speed * cost * p.steps) / g), M).astype(np.int64) + 2
     n_cells = np.where((speed > 0) & ~rsu & (devs != U), np.minimum(M, reach), 1)
     first = np.concatenate([[0], n_cells.cumsum()[:-1]]).astype(np.int64)
     dev = devs.repeat(n_cells)
@@ -289,7 +301,7 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
             comm = np.where(np.isfinite(comm0) & (comm0 > 0), comm0 * se0 / se, comm0)
         comm = np.where(~rsu_dev & (d > p.v2v_range_m), np.inf, comm)
     if kernels:
-        q = np.floor(speed * cost / g).astype(np.int64)
+        q = _advance(speed, cost, g, M)
         F, succ, idx, sweeps, v, Q = kernels.mdp_solve(
             np.ascontiguousarray(comm, dtype=float), cost, allowed, dev, t, dwell.astype(float), cell, c_recv, q,
             speed.astype(float), last, first, 0.5 * opts.rho, float(opts.phi), int(opts.max_iter))
@@ -299,7 +311,7 @@ def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     # eq. (17): w' = w_a and c' = c_a (one value each); p' uniform over the cells a can occupy
     # after one step of its own duration: from cell c, the vehicle moves d = v * T_step, and from
     # somewhere in c it ends in c + floor(d/g') or the next one
-    q = np.floor(speed * cost / g).astype(np.int64)
+    q = _advance(speed, cost, g, M)
     base = np.where(same, cell[:, None], c_recv) + q
     succ = np.empty((2, S, V), dtype=np.int64)
     np.minimum(base, last, out=succ[0])
