@@ -176,7 +176,7 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
 
     An existing one of these files (:func:`scenario_files`) is refused unless ``overwrite``,
     which replaces those files and no other (anything else in sumo_nets/NAME/ stays). Everything
-    is built in a scratch folder beside sumo_nets/NAME/ and moved into place only when all of it
+    is built in a scratch folder inside sumo_nets/NAME/ and moved into place only when all of it
     is built: a failure leaves the earlier files as they were, and no folder this call created."""
     from cosim.engine.folder import new_folders
 
@@ -199,7 +199,8 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
     new: list[Path] = []  # the files this call put where none was
     with new_folders(net_dir, scen_path.parent):
         try:
-            work = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=net_dir.parent))
+            # inside sumo_nets/NAME/ (which may be a link to another filesystem): the moves stay on one
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=net_dir))
             try:
                 net = net_builder(work / targets[0].name)
                 from cosim.world.network import read_net

@@ -115,7 +115,7 @@ def test_import_osm_refuses_to_replace_and_a_failed_overwrite_keeps_the_earlier_
 
 
 def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_path):
-    """The network is built in a scratch folder beside sumo_nets/NAME/: an error names the file it
+    """The network is built in a scratch folder inside sumo_nets/NAME/: an error names the file it
     was built for, and neither the scratch folder nor a folder this call made stays."""
     from cosim.errors import CosimError
     from cosim.netbuild import DemandSpec, build_scenario
@@ -132,3 +132,27 @@ def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_pat
     with pytest.raises(CosimError):
         build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["root", "root/sumo_nets"]
+
+
+def test_netgen_builds_into_a_net_folder_linked_to_another_filesystem(tmp_path):
+    """sumo_nets/NAME may be a link to a folder on another filesystem (a RAM disk, a data drive):
+    the scratch folder is made inside sumo_nets/NAME/, so moving the built files in never crosses
+    filesystems (os.replace cannot: EXDEV)."""
+    import os
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp folder")
+    elsewhere = Path(tempfile.mkdtemp(prefix="cosim-netdir-", dir=shm))
+    try:
+        (tmp_path / "sumo_nets").mkdir()
+        (tmp_path / "sumo_nets" / "g").symlink_to(elsewhere)
+        proc = run_cli("netgen", "grid", "--name", "g", "--size", "3", "--end", "100", "--root", str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(os.listdir(elsewhere)) == ["g.net.xml", "g.rou.xml", "g.sumocfg"]  # no scratch left
+        assert (tmp_path / "sumo_nets" / "g").is_symlink()
+        assert run_built(tmp_path, "g")["slots"] == 30
+    finally:
+        shutil.rmtree(elsewhere)
