@@ -156,3 +156,42 @@ def test_netgen_builds_into_a_net_folder_linked_to_another_filesystem(tmp_path):
         assert run_built(tmp_path, "g")["slots"] == 30
     finally:
         shutil.rmtree(elsewhere)
+
+
+def test_overwrite_replaces_a_broken_link_and_a_failed_move_puts_every_earlier_file_back(tmp_path, monkeypatch):
+    """--overwrite writes the .toml in a scratch folder and moves it in last; an earlier file (a
+    link too, even a broken one) is moved aside and put back when a later move fails: the earlier
+    build stays as it was, no scratch folder stays, and the error is one line naming the file."""
+    import errno
+    import os
+
+    from cosim.errors import CosimError
+    from cosim.netbuild import DemandSpec, build_scenario, netgenerate
+
+    args = ("netgen", "grid", "--name", "g", "--size", "3", "--end", "100", "--root", str(tmp_path))
+    assert run_cli(*args).returncode == 0
+    scen = tmp_path / "scenarios" / "g.toml"
+    scen.unlink()
+    scen.symlink_to(tmp_path / "missing" / "g.toml")  # the user's link, to a folder not there (now)
+    proc = run_cli(*args, "--seed", "7", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert not scen.is_symlink() and "seed = 7\n" in scen.read_text()  # --overwrite replaced the link
+
+    scen.unlink()
+    scen.symlink_to(tmp_path / "missing" / "g.toml")
+    before = tree(tmp_path)
+    real_replace = os.replace
+
+    def full_disk(src, dst):  # noqa: ANN001, ANN202
+        if Path(dst) == scen and Path(src).name == scen.name:  # the built .toml's move in (not putting back)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(CosimError) as exc:
+        build_scenario("g", tmp_path, lambda out: netgenerate("grid", out, size=3), DemandSpec(end_s=100, seed=9),
+                       overwrite=True)
+    monkeypatch.undo()
+    assert str(exc.value) == f"{scen}: cannot write (No space left on device)"
+    assert tree(tmp_path) == before  # the three network files as they were, no scratch folder anywhere
+    assert scen.is_symlink() and os.readlink(scen) == str(tmp_path / "missing" / "g.toml")
