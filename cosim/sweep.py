@@ -357,7 +357,7 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
     file, so that a moved checkout still matches; less :data:`_NOT_RESULTS`), every file SUMO
     reads (the sumocfg and the input files it names: net, routes, additionals, ...; by name
     relative to the sumocfg's folder; and those ``scenario.sumo_args`` names, as
-    ``--additional-files FILE``) and every plugin source file (``plugin:ENTRY:FILE``).
+    ``--additional-files FILE`` or ``--additional-files=FILE``) and every plugin source file (``plugin:ENTRY:FILE``).
     Written into ``cell.json`` when the cell runs and compared before a finished cell is reused
     (:func:`stale`). cosim's own code is not in it: a new cosim does not re-run a sweep."""
     from cosim.cluster import INPUT_OPTIONS
@@ -388,11 +388,13 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
                 f = _resolve(v, sumocfg.parent)
                 out[f"{name}:{v}"] = _file_sha(f, cache)
     args = list(cfg.scenario.sumo_args)  # input files named on SUMO's command line (relative to the working folder)
-    for i, a in enumerate(args[:-1]):
-        name = a.split("=", 1)[0].lstrip("-")
-        if a.startswith("-") and "=" not in a and name in INPUT_OPTIONS:
-            for v in _split_files(args[i + 1]):
-                out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
+    for i, a in enumerate(args):  # both forms SUMO takes: --opt FILE and --opt=FILE
+        opt, eq, val = a.partition("=")
+        name = opt.lstrip("-")
+        if not a.startswith("-") or name not in INPUT_OPTIONS or not (eq or i + 1 < len(args)):
+            continue
+        for v in _split_files(val if eq else args[i + 1]):
+            out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
     for entry in cfg.scenario.plugins:
         files = _plugin_files(entry, home)
         shown = os.path.relpath(entry, home) if entry.endswith(".py") and Path(entry).is_absolute() else entry

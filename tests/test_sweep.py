@@ -673,6 +673,14 @@ def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(t
     (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
     assert sweep.stale({"fingerprint": withadd}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))) \
         == [key.replace(":", " ", 1)]
+    # the one-word form --additional-files=FILE names the same file (SUMO takes both)
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
+    eq = {"scenario.sumo_args": [f"--additional-files={tmp_path / 'a' / 'extra.add.xml'}"]}
+    witheq = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), eq))
+    assert witheq[key] == hashlib.sha1(b"<additional/>\n").hexdigest()
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
+    assert sweep.stale({"fingerprint": witheq}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), eq))) \
+        == [key.replace(":", " ", 1)]
 
 
 @sumo
