@@ -330,25 +330,17 @@ def _file_sha(path: Path, cache: dict) -> str:
 
 def _plugin_files(entry: str, base: Path) -> list[Path]:
     """The source files of a ``scenario.plugins`` entry: a ``.py`` file; a module's file; a
-    package's every ``.py`` file (a module of a package may import its siblings)."""
-    from importlib.machinery import PathFinder
+    package's every ``.py`` file (a module of a package may import its siblings). A module is
+    looked up where the cell's run imports it (:func:`cosim.registry.find_plugin_module`)."""
+    from cosim.registry import find_plugin_module
 
     if entry.endswith(".py"):
         return [Path(entry) if Path(entry).is_absolute() else base / entry]
-    top = entry.split(".")[0]
-    mod = sys.modules.get(top)
-    if mod is None:  # not imported yet: where load_plugins would find it (the scenario's folder too)
-        try:
-            spec = PathFinder.find_spec(top, [str(base), *sys.path])
-        except (ImportError, ValueError):
-            spec = None
-        where = list(spec.submodule_search_locations or []) if spec else []
-        origin = spec.origin if spec else None
-    else:
-        where, origin = list(getattr(mod, "__path__", []) or []), getattr(mod, "__file__", None)
+    spec = find_plugin_module(entry, base)
+    where = list(spec.submodule_search_locations or []) if spec else []
     if where:
         return sorted(p for w in where for p in Path(w).rglob("*.py") if "__pycache__" not in p.parts)
-    return [Path(origin)] if origin else []
+    return [Path(spec.origin)] if spec and spec.origin and Path(spec.origin).is_file() else []
 
 
 def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
