@@ -329,13 +329,18 @@ def _file_sha(path: Path, cache: dict) -> str:
 
 
 def _plugin_files(entry: str, base: Path) -> list[Path]:
-    """The source files of a ``scenario.plugins`` entry: a ``.py`` file; a module's file; a
-    package's every ``.py`` file (a module of a package may import its siblings). A module is
-    looked up where the cell's run imports it (:func:`cosim.registry.find_plugin_module`)."""
+    """The source files of a ``scenario.plugins`` entry: a ``.py`` file and every ``.py`` file
+    beside it (the top level of its folder: what ``import helper`` in it most likely reads); a
+    module's file; a package's every ``.py`` file (a module of a package may import its siblings).
+    A module is looked up where the cell's run imports it (:func:`cosim.registry.find_plugin_module`).
+    Not covered (ours; docs/comparisons.md): what a plugin imports from elsewhere — a subfolder of
+    a ``.py`` plugin's folder, another folder on ``sys.path``, an installed package."""
     from cosim.registry import find_plugin_module
 
     if entry.endswith(".py"):
-        return [Path(entry) if Path(entry).is_absolute() else base / entry]
+        path = Path(entry) if Path(entry).is_absolute() else base / entry
+        beside = [p for p in path.parent.glob("*.py") if p.is_file() and p.name != path.name]
+        return [path, *sorted(beside)]
     spec = find_plugin_module(entry, base)
     where = list(spec.submodule_search_locations or []) if spec else []
     if where:
@@ -349,7 +354,8 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
     file, so that a moved checkout still matches; less :data:`_NOT_RESULTS`), every file SUMO
     reads (the sumocfg and the input files it names: net, routes, additionals, ...; by name
     relative to the sumocfg's folder; and those ``scenario.sumo_args`` names, as
-    ``--additional-files FILE`` or ``--additional-files=FILE``) and every plugin source file (``plugin:ENTRY:FILE``).
+    ``--additional-files FILE`` or ``--additional-files=FILE``) and every plugin source file
+    (``plugin:ENTRY:FILE``; a ``.py`` plugin's files beside it too, see :func:`_plugin_files`).
     Written into ``cell.json`` when the cell runs and compared before a finished cell is reused
     (:func:`stale`). cosim's own code is not in it: a new cosim does not re-run a sweep."""
     from cosim.cluster import INPUT_OPTIONS

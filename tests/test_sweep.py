@@ -664,6 +664,17 @@ def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(t
     assert sweep.stale({"fingerprint": fp}, now) == ["the configuration", "plugin plug.py:plug.py",
                                                       "route-files grid6.rou.xml"]
     assert sweep.stale({}, now) == ["no fingerprint in its cell.json (made by an older cosim)"]
+    # a .py plugin's helper beside it (`import helper` in plug.py): hashed too; one in a subfolder is not
+    (tmp_path / "a" / "helper.py").write_text("K = 1\n")
+    (tmp_path / "a" / "sub").mkdir()
+    (tmp_path / "a" / "sub" / "deep.py").write_text("D = 1\n")
+    withhelper = sweep.fingerprint(cfgmod.load(scen))
+    assert withhelper["plugin:plug.py:helper.py"] == hashlib.sha1(b"K = 1\n").hexdigest()
+    assert {k for k in withhelper if k.startswith("plugin:")} == {"plugin:plug.py:plug.py", "plugin:plug.py:helper.py"}
+    (tmp_path / "a" / "helper.py").write_text("K = 2\n")
+    assert sweep.stale({"fingerprint": withhelper}, sweep.fingerprint(cfgmod.load(scen))) == ["plugin plug.py:helper.py"]
+    (tmp_path / "a" / "helper.py").unlink()
+    shutil.rmtree(tmp_path / "a" / "sub")
     # an input file named in scenario.sumo_args (relative to the working folder, as SUMO takes it)
     (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
     args = {"scenario.sumo_args": ["--additional-files", str(tmp_path / "a" / "extra.add.xml")]}
