@@ -154,8 +154,10 @@ def polyconvert_osm(osm: Path, net: Path, out_poly: Path) -> Path:
 
 
 def write_scenario(path: Path, sumocfg: Path, *, seed: int, end_s: float, step_length_s: float = 0.25,
-                   comment: str = "") -> Path:
-    rel = Path(os.path.relpath(Path(sumocfg).resolve(), Path(path).parent.resolve())).as_posix()
+                   comment: str = "", at: Path | None = None) -> Path:
+    """The scenario .toml at ``path``; ``at``: where it will be read from (its sumocfg is named
+    relative to that), when it is written elsewhere first."""
+    rel = Path(os.path.relpath(Path(sumocfg).resolve(), Path(at or path).parent.resolve())).as_posix()
     head = "".join(f"# {line}\n" for line in comment.splitlines())
     path.write_text(f"{head}[scenario]\nsumocfg = \"{rel}\"\nseed = {seed}\nend_s = {end_s:g}\nslot_s = 1.0\n"
                     f"step_length_s = {step_length_s:g}\n\n[rsu]\nradius_m = 500.0\nplacement = \"lattice\"\n")
@@ -170,14 +172,54 @@ def scenario_files(name: str, root: Path, polygons: bool = False) -> list[Path]:
     return [net_dir / f"{name}{e}" for e in exts] + [Path(root) / "scenarios" / f"{name}.toml"]
 
 
+def _guard(path: Path, action):  # noqa: ANN001, ANN202
+    """``action()``, an OSError turned into one line naming ``path``."""
+    try:
+        return action()
+    except OSError as exc:
+        raise CosimError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _scratch(folder: Path, name: str) -> Path:
+    return _guard(folder, lambda: Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=folder)))
+
+
+def _install(moves: list[tuple[Path, Path, Path]]) -> None:
+    """Move each built file ``src`` to ``dst``; an earlier file at ``dst`` (a link too, even a broken
+    one) is first moved aside into ``scratch`` (the folder ``src`` is in: the same filesystem). When a
+    move fails, every file moved so far is taken out again and the earlier ones are put back — the
+    destination is as it was — and the error is one line naming the file."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for src, dst, scratch in moves:
+            aside = None
+            if os.path.lexists(dst):
+                aside = scratch / f"old-{dst.name}"
+                _guard(dst, lambda: os.replace(dst, aside))  # noqa: B023
+            done.append((dst, aside))
+            _guard(dst, lambda: os.replace(src, dst))  # noqa: B023
+    except BaseException:
+        for dst, aside in reversed(done):
+            try:
+                if os.path.lexists(dst):
+                    os.unlink(dst)  # the new file (the earlier one, if any, is aside)
+                if aside is not None:
+                    os.replace(aside, dst)
+            except OSError:
+                pass  # best effort: the first error is the one reported
+        raise
+
+
 def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, polygons: Path | None = None,
                    comment: str = "", overwrite: bool = False) -> tuple[Path, Path]:
     """sumo_nets/NAME/{NAME.net.xml, NAME.rou.xml, NAME.sumocfg} + scenarios/NAME.toml under ``root``.
 
     An existing one of these files (:func:`scenario_files`) is refused unless ``overwrite``,
     which replaces those files and no other (anything else in sumo_nets/NAME/ stays). Everything
-    is built in a scratch folder beside sumo_nets/NAME/ and moved into place only when all of it
-    is built: a failure leaves the earlier files as they were, and no folder this call created."""
+    is built in scratch folders inside sumo_nets/NAME/ and scenarios/ (the .toml), and moved into
+    place only when all of it is built, the .toml last; an earlier file is moved aside first and put
+    back when a later move fails: a failure leaves the earlier files (and links) as they were, no
+    folder this call created, and is one line naming the file."""
     from cosim.engine.folder import new_folders
 
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
@@ -196,34 +238,32 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
     for p in there:
         if p.is_dir():
             raise CosimError(f"{p}: is a folder; cosim writes a file there")
-    new: list[Path] = []  # the files this call put where none was
     with new_folders(net_dir, scen_path.parent):
+        # scratch folders on the filesystem of each destination: inside sumo_nets/NAME/ (which may be
+        # a link to another filesystem) and in scenarios/; the moves in are renames on one filesystem
+        work = _scratch(net_dir, name)
         try:
-            work = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=net_dir.parent))
+            swork = _scratch(scen_path.parent, name)
             try:
-                net = net_builder(work / targets[0].name)
-                from cosim.world.network import read_net
+                try:
+                    net = net_builder(work / targets[0].name)
+                    from cosim.world.network import read_net
 
-                read_net(net)  # fails clearly on a network without drivable edges
-                routes = random_trips(net, work / targets[1].name, demand)
-                extra = ()
-                if polygons is not None:
-                    extra = (polyconvert_osm(polygons, net, work / targets[3].name),)
-                write_sumocfg(work / targets[2].name, net, routes, end_s=demand.end_s, extra_inputs=extra)
-                for p in targets[:-1]:  # the sumocfg names its inputs relative to itself: they move together
-                    if not p.exists():
-                        new.append(p)
-                    os.replace(work / p.name, p)
-            except CosimError as exc:  # named as the file it was built for: the scratch folder goes now
-                raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
+                    read_net(net)  # fails clearly on a network without drivable edges
+                    routes = random_trips(net, work / targets[1].name, demand)
+                    extra = ()
+                    if polygons is not None:
+                        extra = (polyconvert_osm(polygons, net, work / targets[3].name),)
+                    write_sumocfg(work / targets[2].name, net, routes, end_s=demand.end_s, extra_inputs=extra)
+                except CosimError as exc:  # named as the file it was built for
+                    raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
+                _guard(scen_path, lambda: write_scenario(
+                    swork / scen_path.name, targets[2], seed=demand.seed, end_s=min(demand.end_s, 600.0),
+                    comment=comment, at=scen_path))
+                # the sumocfg names its inputs relative to itself: all move together, the .toml last
+                _install([(work / p.name, p, work) for p in targets[:-1]] + [(swork / scen_path.name, scen_path, swork)])
             finally:
-                shutil.rmtree(work, ignore_errors=True)
-            if not scen_path.exists():
-                new.append(scen_path)
-            scen = write_scenario(scen_path, targets[2], seed=demand.seed, end_s=min(demand.end_s, 600.0),
-                                  comment=comment)
-        except BaseException:
-            for p in new:
-                p.unlink(missing_ok=True)
-            raise
-    return targets[2], scen
+                shutil.rmtree(swork, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return targets[2], scen_path

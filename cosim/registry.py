@@ -36,6 +36,7 @@ import importlib.util
 import math
 import sys
 from dataclasses import dataclass, field
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -246,6 +247,7 @@ def load_plugins(modules: list[str], where: str, base_dir: str | Path | None = N
     base = Path(base_dir) if base_dir else None
     if base is not None and str(base) not in sys.path:
         sys.path.append(str(base))
+        _APPENDED.add(str(base))
     for entry in modules:
         if not isinstance(entry, str) or not entry:
             raise ConfigError(f"{where}: expected module names or .py files, got {entry!r}")
@@ -263,12 +265,48 @@ def load_plugins(modules: list[str], where: str, base_dir: str | Path | None = N
                 sys.modules[modname] = mod
                 spec.loader.exec_module(mod)
             else:
-                importlib.import_module(entry)
+                top = entry.split(".")[0]
+                spec = None if top in sys.modules else find_plugin_module(top, base)
+                if spec is not None:  # what the sweep's fingerprint hashes (find_plugin_module) is what runs
+                    mod = importlib.util.module_from_spec(spec)
+                    sys.modules[top] = mod
+                    try:
+                        spec.loader.exec_module(mod)
+                    except BaseException:
+                        sys.modules.pop(top, None)
+                        raise
+                importlib.import_module(entry)  # its submodule, if any, from the package found above
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of someone else's module is one line
             raise ConfigError(f"{where}: plugin '{entry}' failed to import: {type(exc).__name__}: {exc}") from None
         PLUGINS[entry] = where
+
+
+#: the scenario folders :func:`load_plugins` appended to ``sys.path`` (not there when a process starts)
+_APPENDED: set[str] = set()
+
+
+def find_plugin_module(name: str, base_dir: str | Path | None = None):  # noqa: ANN201
+    """The spec of the top-level module of plugin entry ``name`` where :func:`load_plugins` (in a
+    fresh process, as a sweep's cell runs) imports it from: the import system's finders in order,
+    over ``sys.path`` as the process started, then the scenario's folder ``base_dir`` (appended at
+    the end: a same-named module on ``sys.path`` wins). ``sys.modules`` is not consulted (another
+    scenario's same-named package may be imported there), nor the folders appended for other
+    scenarios. None: not found."""
+    top = name.split(".")[0]
+    path = [p for p in sys.path if p not in _APPENDED] + ([str(base_dir)] if base_dir else [])
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(top, path if finder is PathFinder else None)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            return spec
+    return None
 
 
 def load_entry_points() -> None:

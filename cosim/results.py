@@ -356,7 +356,8 @@ class Results(Mapping):
         """What ``cosim view`` and ``cosim report`` draw (:class:`Shown`); one line naming what is
         missing. A run that did not complete is shown as far as it was flushed: ``incomplete``
         says so. A killed run gets its summary rebuilt (:meth:`flushed_summary`). A completed run
-        with ``output.coverage = false`` is shown without its vehicle rows: ``no_coverage`` says so."""
+        with ``output.coverage = false`` is shown without its vehicle rows: ``no_coverage`` says so
+        (or, where the run wrote coverage.parquet and it was removed since, that it is missing)."""
         killed = self.killed
         summary = {} if killed else self.require_summary()
         self.settings  # noqa: B018 - a broken config.toml is one line before anything is drawn
@@ -367,7 +368,10 @@ class Results(Mapping):
             if killed or summary.get("status") != "completed":
                 raise CosimError(f"{self.path}: no coverage.parquet: the run stopped before its first flush "
                                  "(output.flush_slots), there is nothing to show")
-            return Shown(self, summary, net, None, f"no vehicle rows: the run had output.coverage = false "
+            if self.settings.get("output", {}).get("coverage", True) is not False:  # on, and the file since removed
+                return Shown(self, summary, net, None, f"no vehicle rows: {self.path / 'coverage.parquet'} is missing "
+                                                       "(the run had output.coverage = true)")
+            return Shown(self, summary, net, None, "no vehicle rows: the run had output.coverage = false "
                                                    "(no coverage.parquet)")
         status = summary.get("status")
         incomplete = None

@@ -329,26 +329,23 @@ def _file_sha(path: Path, cache: dict) -> str:
 
 
 def _plugin_files(entry: str, base: Path) -> list[Path]:
-    """The source files of a ``scenario.plugins`` entry: a ``.py`` file; a module's file; a
-    package's every ``.py`` file (a module of a package may import its siblings)."""
-    from importlib.machinery import PathFinder
+    """The source files of a ``scenario.plugins`` entry: a ``.py`` file and every ``.py`` file
+    beside it (the top level of its folder: what ``import helper`` in it most likely reads); a
+    module's file; a package's every ``.py`` file (a module of a package may import its siblings).
+    A module is looked up where the cell's run imports it (:func:`cosim.registry.find_plugin_module`).
+    Not covered (ours; docs/comparisons.md): what a plugin imports from elsewhere — a subfolder of
+    a ``.py`` plugin's folder, another folder on ``sys.path``, an installed package."""
+    from cosim.registry import find_plugin_module
 
     if entry.endswith(".py"):
-        return [Path(entry) if Path(entry).is_absolute() else base / entry]
-    top = entry.split(".")[0]
-    mod = sys.modules.get(top)
-    if mod is None:  # not imported yet: where load_plugins would find it (the scenario's folder too)
-        try:
-            spec = PathFinder.find_spec(top, [str(base), *sys.path])
-        except (ImportError, ValueError):
-            spec = None
-        where = list(spec.submodule_search_locations or []) if spec else []
-        origin = spec.origin if spec else None
-    else:
-        where, origin = list(getattr(mod, "__path__", []) or []), getattr(mod, "__file__", None)
+        path = Path(entry) if Path(entry).is_absolute() else base / entry
+        beside = [p for p in path.parent.glob("*.py") if p.is_file() and p.name != path.name]
+        return [path, *sorted(beside)]
+    spec = find_plugin_module(entry, base)
+    where = list(spec.submodule_search_locations or []) if spec else []
     if where:
         return sorted(p for w in where for p in Path(w).rglob("*.py") if "__pycache__" not in p.parts)
-    return [Path(origin)] if origin else []
+    return [Path(spec.origin)] if spec and spec.origin and Path(spec.origin).is_file() else []
 
 
 def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
@@ -357,7 +354,8 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
     file, so that a moved checkout still matches; less :data:`_NOT_RESULTS`), every file SUMO
     reads (the sumocfg and the input files it names: net, routes, additionals, ...; by name
     relative to the sumocfg's folder; and those ``scenario.sumo_args`` names, as
-    ``--additional-files FILE``) and every plugin source file (``plugin:ENTRY:FILE``).
+    ``--additional-files FILE`` or ``--additional-files=FILE``) and every plugin source file
+    (``plugin:ENTRY:FILE``; a ``.py`` plugin's files beside it too, see :func:`_plugin_files`).
     Written into ``cell.json`` when the cell runs and compared before a finished cell is reused
     (:func:`stale`). cosim's own code is not in it: a new cosim does not re-run a sweep."""
     from cosim.cluster import INPUT_OPTIONS
@@ -388,11 +386,13 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
                 f = _resolve(v, sumocfg.parent)
                 out[f"{name}:{v}"] = _file_sha(f, cache)
     args = list(cfg.scenario.sumo_args)  # input files named on SUMO's command line (relative to the working folder)
-    for i, a in enumerate(args[:-1]):
-        name = a.split("=", 1)[0].lstrip("-")
-        if a.startswith("-") and "=" not in a and name in INPUT_OPTIONS:
-            for v in _split_files(args[i + 1]):
-                out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
+    for i, a in enumerate(args):  # both forms SUMO takes: --opt FILE and --opt=FILE
+        opt, eq, val = a.partition("=")
+        name = opt.lstrip("-")
+        if not a.startswith("-") or name not in INPUT_OPTIONS or not (eq or i + 1 < len(args)):
+            continue
+        for v in _split_files(val if eq else args[i + 1]):
+            out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
     for entry in cfg.scenario.plugins:
         files = _plugin_files(entry, home)
         shown = os.path.relpath(entry, home) if entry.endswith(".py") and Path(entry).is_absolute() else entry

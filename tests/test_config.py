@@ -181,6 +181,9 @@ def test_options_of_a_policy_an_override_dropped_hint_how_to_drop_them(tmp_path)
     ('sumocfg = "nope/missing.sumocfg"', "{file}: scenario.sumocfg: {dir}/nope/missing.sumocfg: no such SUMO configuration"),
     ('sumocfg = "{cfg}"\nsumo_args = ["--no-such-opt"]',
      "{file}: scenario.sumo_args: SUMO failed to start: Error: On processing option '--no-such-opt'"),
+    # SUMO's error names a value, not the option: the sumocfg and the extra arguments it ran with
+    ('sumocfg = "{cfg}"\nsumo_args = ["--step-length", "abc"]',
+     '{file}: scenario.sumocfg {cfg} (with scenario.sumo_args ["--step-length", "abc"]): SUMO failed to start: '),
     ('sumocfg = "{cfg}"\nsumo_args = ["--time-to-teleport", "60"]\n[rsu]\nradius_m = 300',
      None),  # an option SUMO takes: the run starts (no blame)
 ])
@@ -195,5 +198,5 @@ def test_a_run_that_cannot_start_names_the_scenario_file_and_key(tmp_path, scena
         return
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1, p.stderr
-    assert lines[0].startswith("cosim: error: " + message.format(file=f, dir=tmp_path)), lines[0]
+    assert lines[0].startswith("cosim: error: " + message.format(file=f, dir=tmp_path, cfg=GRID6_CFG)), lines[0]
     assert not (tmp_path / "o").exists()

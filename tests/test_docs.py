@@ -192,6 +192,48 @@ def test_every_column_key_and_value_of_a_run_has_a_line(tmp_path):
         assert moved or final == rsu
 
 
+@pytest.mark.sumo
+def test_every_column_of_a_sweeps_tables_has_a_line(tmp_path):
+    """merge() of a small sweep (a [grid] axis, two seeds, a baseline): every column of
+    results.parquet, summary.csv, paired.csv and cells.csv is on the column page (SWEEP_TABLES),
+    by name or by its pattern: GRID.KEY (a [grid] key), KEY (a number of the core row or the
+    layer's block), KEY.SUFFIX (KEY: such a number), "A.*, B.*" (A or B with a KEY.* suffix)."""
+    import pandas as pd
+
+    from cosim import columns, sweep
+
+    from .conftest import GRID6_CFG, run_cli
+
+    (tmp_path / "scen.toml").write_text(f'[scenario]\nsumocfg = "{GRID6_CFG}"\n[layers.cache]\npolicies = ["lc", "lfu"]\n'
+                                        'catalog = "table1-variants"\n[output]\ncoverage = false\n')
+    f = tmp_path / "sw.toml"
+    f.write_text('[sweep]\nname = "cols"\nscenarios = ["scen.toml"]\nseeds = [1, 2]\nend_s = 20\n'
+                 'baseline = { cache = "lfu" }\n[grid]\n"layers.cache.aoc_tau_s" = [60.0]\n')
+    out = tmp_path / "out"
+    proc = run_cli("sweep", str(f), "--out", str(out), "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr
+    for table in columns.SWEEP_TABLES:
+        (out / table).unlink()
+    sw = sweep.load(f)
+    sweep.merge(sw, out)
+    grid = set(sw.grid)
+    keys = set(columns.CORE_ROW) | set(columns.layer_block("cache"))
+    have = {"results.parquet": list(pd.read_parquet(out / "results.parquet").columns),
+            **{t: list(pd.read_csv(out / t).columns) for t in ("summary.csv", "paired.csv", "cells.csv")}}
+    assert set(have) == set(columns.SWEEP_TABLES)
+    for table, (_, page) in columns.SWEEP_TABLES.items():
+        suffixes = {n.split(".", 1)[1] for n in page if n.startswith("KEY.")}
+        prefixes = {p.split(".*")[0] for n in page if ".*" in n for p in n.split(", ")}
+        allowed = {n for n in page if "KEY" not in n and ".*" not in n}
+        allowed |= grid if "GRID.KEY" in page else set()
+        allowed |= keys if "KEY" in page else set()
+        allowed |= {f"{k}.{x}" for k in keys | prefixes for x in suffixes}
+        assert [c for c in have[table] if c not in allowed] == [], table
+        assert len(have[table]) > len(grid) + 3 and grid <= set(have[table]), table  # the sweep made the table
+    assert set(pd.read_parquet(out / "results.parquet")["layer"]) == {"core", "cache"}
+    assert len(pd.read_csv(out / "paired.csv")) == 1  # lc vs lfu: paired.csv has its row
+
+
 def test_the_layer_pages_link_the_column_page_and_list_every_code():
     from cosim import columns
 

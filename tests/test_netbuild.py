@@ -115,7 +115,7 @@ def test_import_osm_refuses_to_replace_and_a_failed_overwrite_keeps_the_earlier_
 
 
 def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_path):
-    """The network is built in a scratch folder beside sumo_nets/NAME/: an error names the file it
+    """The network is built in a scratch folder inside sumo_nets/NAME/: an error names the file it
     was built for, and neither the scratch folder nor a folder this call made stays."""
     from cosim.errors import CosimError
     from cosim.netbuild import DemandSpec, build_scenario
@@ -132,3 +132,66 @@ def test_a_build_that_fails_names_the_file_it_was_for_and_leaves_nothing(tmp_pat
     with pytest.raises(CosimError):
         build_scenario("x", tmp_path / "root", no_roads, DemandSpec(end_s=60))
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["root", "root/sumo_nets"]
+
+
+def test_netgen_builds_into_a_net_folder_linked_to_another_filesystem(tmp_path):
+    """sumo_nets/NAME may be a link to a folder on another filesystem (a RAM disk, a data drive):
+    the scratch folder is made inside sumo_nets/NAME/, so moving the built files in never crosses
+    filesystems (os.replace cannot: EXDEV)."""
+    import os
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp folder")
+    elsewhere = Path(tempfile.mkdtemp(prefix="cosim-netdir-", dir=shm))
+    try:
+        (tmp_path / "sumo_nets").mkdir()
+        (tmp_path / "sumo_nets" / "g").symlink_to(elsewhere)
+        proc = run_cli("netgen", "grid", "--name", "g", "--size", "3", "--end", "100", "--root", str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(os.listdir(elsewhere)) == ["g.net.xml", "g.rou.xml", "g.sumocfg"]  # no scratch left
+        assert (tmp_path / "sumo_nets" / "g").is_symlink()
+        assert run_built(tmp_path, "g")["slots"] == 30
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_overwrite_replaces_a_broken_link_and_a_failed_move_puts_every_earlier_file_back(tmp_path, monkeypatch):
+    """--overwrite writes the .toml in a scratch folder and moves it in last; an earlier file (a
+    link too, even a broken one) is moved aside and put back when a later move fails: the earlier
+    build stays as it was, no scratch folder stays, and the error is one line naming the file."""
+    import errno
+    import os
+
+    from cosim.errors import CosimError
+    from cosim.netbuild import DemandSpec, build_scenario, netgenerate
+
+    args = ("netgen", "grid", "--name", "g", "--size", "3", "--end", "100", "--root", str(tmp_path))
+    assert run_cli(*args).returncode == 0
+    scen = tmp_path / "scenarios" / "g.toml"
+    scen.unlink()
+    scen.symlink_to(tmp_path / "missing" / "g.toml")  # the user's link, to a folder not there (now)
+    proc = run_cli(*args, "--seed", "7", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert not scen.is_symlink() and "seed = 7\n" in scen.read_text()  # --overwrite replaced the link
+
+    scen.unlink()
+    scen.symlink_to(tmp_path / "missing" / "g.toml")
+    before = tree(tmp_path)
+    real_replace = os.replace
+
+    def full_disk(src, dst):  # noqa: ANN001, ANN202
+        if Path(dst) == scen and Path(src).name == scen.name:  # the built .toml's move in (not putting back)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(CosimError) as exc:
+        build_scenario("g", tmp_path, lambda out: netgenerate("grid", out, size=3), DemandSpec(end_s=100, seed=9),
+                       overwrite=True)
+    monkeypatch.undo()
+    assert str(exc.value) == f"{scen}: cannot write (No space left on device)"
+    assert tree(tmp_path) == before  # the three network files as they were, no scratch folder anywhere
+    assert scen.is_symlink() and os.readlink(scen) == str(tmp_path / "missing" / "g.toml")

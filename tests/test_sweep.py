@@ -664,6 +664,17 @@ def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(t
     assert sweep.stale({"fingerprint": fp}, now) == ["the configuration", "plugin plug.py:plug.py",
                                                       "route-files grid6.rou.xml"]
     assert sweep.stale({}, now) == ["no fingerprint in its cell.json (made by an older cosim)"]
+    # a .py plugin's helper beside it (`import helper` in plug.py): hashed too; one in a subfolder is not
+    (tmp_path / "a" / "helper.py").write_text("K = 1\n")
+    (tmp_path / "a" / "sub").mkdir()
+    (tmp_path / "a" / "sub" / "deep.py").write_text("D = 1\n")
+    withhelper = sweep.fingerprint(cfgmod.load(scen))
+    assert withhelper["plugin:plug.py:helper.py"] == hashlib.sha1(b"K = 1\n").hexdigest()
+    assert {k for k in withhelper if k.startswith("plugin:")} == {"plugin:plug.py:plug.py", "plugin:plug.py:helper.py"}
+    (tmp_path / "a" / "helper.py").write_text("K = 2\n")
+    assert sweep.stale({"fingerprint": withhelper}, sweep.fingerprint(cfgmod.load(scen))) == ["plugin plug.py:helper.py"]
+    (tmp_path / "a" / "helper.py").unlink()
+    shutil.rmtree(tmp_path / "a" / "sub")
     # an input file named in scenario.sumo_args (relative to the working folder, as SUMO takes it)
     (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
     args = {"scenario.sumo_args": ["--additional-files", str(tmp_path / "a" / "extra.add.xml")]}
@@ -673,6 +684,64 @@ def test_fingerprint_covers_config_sumo_inputs_and_plugins_and_survives_a_move(t
     (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
     assert sweep.stale({"fingerprint": withadd}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), args))) \
         == [key.replace(":", " ", 1)]
+    # the one-word form --additional-files=FILE names the same file (SUMO takes both)
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional/>\n")
+    eq = {"scenario.sumo_args": [f"--additional-files={tmp_path / 'a' / 'extra.add.xml'}"]}
+    witheq = sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), eq))
+    assert witheq[key] == hashlib.sha1(b"<additional/>\n").hexdigest()
+    (tmp_path / "a" / "extra.add.xml").write_text("<additional></additional>\n")
+    assert sweep.stale({"fingerprint": witheq}, sweep.fingerprint(cfgmod.apply_overrides(cfgmod.load(scen), eq))) \
+        == [key.replace(":", " ", 1)]
+
+
+def test_fingerprint_hashes_the_plugin_package_the_cell_imports(tmp_path, monkeypatch):
+    """A module plugin is looked up as the cell's run imports it (cosim.registry.find_plugin_module,
+    which load_plugins imports from): sys.path as a process starts, then the scenario's folder —
+    not whatever sys.modules holds (another scenario's same-named package) and not the scenario's
+    folder first."""
+    import hashlib
+
+    from cosim import config as cfgmod
+    from cosim import registry
+
+    def lab(folder: Path, who: str) -> Path:
+        (folder / "fplab").mkdir(parents=True)
+        (folder / "fplab" / "__init__.py").write_text(f"WHO = {who!r}\nfrom . import helper\n")
+        (folder / "fplab" / "helper.py").write_text(f"H = {who!r}\n")
+        return write(folder, f'[scenario]\nsumocfg = "{ROOT / "sumo_nets" / "grid6" / "grid6.sumocfg"}"\n'
+                             'plugins = ["fplab"]\n', "q.toml")
+
+    def sha(f: Path) -> str:
+        return hashlib.sha1(f.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(registry, "_APPENDED", set())
+    monkeypatch.setattr(registry, "PLUGINS", {})
+    monkeypatch.delitem(sys.modules, "fplab", raising=False)
+    monkeypatch.delitem(sys.modules, "fplab.helper", raising=False)
+    qa, qb = lab(tmp_path / "a" / "scenarios", "a"), lab(tmp_path / "b" / "scenarios", "b")
+    registry.load_plugins(["fplab"], "test", qa.parent)  # as a driver that checked scenario A first
+    assert sys.modules["fplab"].WHO == "a"
+    fa, fb = sweep.fingerprint(cfgmod.load(qa)), sweep.fingerprint(cfgmod.load(qb))
+    assert fa["plugin:fplab:helper.py"] == sha(qa.parent / "fplab" / "helper.py")
+    assert fb["plugin:fplab:helper.py"] == sha(qb.parent / "fplab" / "helper.py") != fa["plugin:fplab:helper.py"]
+    (qb.parent / "fplab" / "helper.py").write_text("H = 'b, edited'\n")  # B's cell is stale, A's is not
+    assert sweep.stale({"fingerprint": fb}, sweep.fingerprint(cfgmod.load(qb))) == ["plugin fplab:helper.py"]
+    assert sweep.stale({"fingerprint": fa}, sweep.fingerprint(cfgmod.load(qa))) == []
+    # a same-named package on sys.path (the working folder of `python -m cosim`) comes before the
+    # scenario's folder (load_plugins appends that at the end): the run imports it, the fingerprint hashes it
+    for m in ("fplab", "fplab.helper"):
+        del sys.modules[m]
+    registry.PLUGINS.clear()
+    lab(tmp_path / "cwd", "cwd")
+    sys.path.insert(0, str(tmp_path / "cwd"))
+    fb = sweep.fingerprint(cfgmod.load(qb))
+    assert fb["plugin:fplab:helper.py"] == sha(tmp_path / "cwd" / "fplab" / "helper.py")
+    registry.load_plugins(["fplab"], "test", qb.parent)
+    assert sys.modules["fplab"].WHO == "cwd" and sys.modules["fplab"].__file__ == str(tmp_path / "cwd" / "fplab" /
+                                                                                       "__init__.py")
+    for m in ("fplab", "fplab.helper"):
+        del sys.modules[m]
 
 
 @sumo

@@ -1644,3 +1644,22 @@ def test_report_and_view_of_a_run_without_coverage_draw_what_needs_no_vehicle_ro
     with _page(page) as browser:
         assert "output.coverage = false" in browser.find_element(By.ID, "note").text
         assert browser.execute_script("return window.cosimView.state.rsus") == 4
+
+
+@pytest.mark.sumo
+def test_a_run_whose_coverage_parquet_was_removed_says_it_is_missing(tmp_path):
+    """output.coverage was on (config.toml says so) and coverage.parquet was removed since: the
+    note says the file is missing, not that the run had output.coverage = false."""
+    from .conftest import GRID6_TOML, run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("run", str(GRID6_TOML), "--end", "20", "--no-layers", "--out", str(run), "-q")
+    assert proc.returncode == 0, proc.stderr
+    cov = run / "coverage.parquet"
+    if cov.is_dir():  # a folder of parts
+        shutil.rmtree(cov)
+    else:
+        cov.unlink()
+    d = build_data(run)
+    assert d["no_coverage"] == f"no vehicle rows: {run / 'coverage.parquet'} is missing (the run had output.coverage = true)"
+    assert d["vehicles"]["all_slots"] == 0

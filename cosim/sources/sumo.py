@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import json
 import operator
 import os
 import socket
@@ -343,10 +344,14 @@ class SumoSource:
 
     def _failed(self, why: str) -> CosimError:
         """"SUMO failed to start", prefixed with what caused it: of :attr:`blame`, the first whose
-        arguments SUMO's error names (``FILE: scenario.sumo_args``, ``--sumo-args``), else the last
-        (the scenario's sumocfg)."""
-        where = next((w for w, args in self.blame if any(a.startswith("-") and a in why for a in args)),
-                     self.blame[-1][0] if self.blame else "")
+        options SUMO's error names (``FILE: scenario.sumo_args``, ``--sumo-args``), else the last
+        (the scenario's sumocfg) with the extra arguments SUMO also ran with — SUMO's error may be
+        about one of their values (``Invalid Number Format (double) abc``), which names no option:
+        ``FILE: scenario.sumocfg X (with scenario.sumo_args ["--step-length", "abc"])``."""
+        where = next((w for w, args in self.blame if any(a.startswith("-") and a in why for a in args)), None)
+        if where is None and self.blame:
+            extra = [f"{w.rsplit(': ', 1)[-1]} {json.dumps(args)}" for w, args in self.blame[:-1] if args]
+            where = self.blame[-1][0] + (f" (with {', '.join(extra)})" if extra else "")
         return CosimError(f"{where + ': ' if where else ''}SUMO failed to start: {why}")
 
     # -- lifecycle ---------------------------------------------------------------------------
