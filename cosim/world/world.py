@@ -23,8 +23,9 @@ numbers from :meth:`World.rng`, which is a pure function of (seed, slot, stream 
 from __future__ import annotations
 
 import math
-from typing import Callable
 import sys
+from itertools import repeat
+from typing import Callable
 
 import numpy as np
 
@@ -70,6 +71,8 @@ class World:
         # every slot a new one departs)
         self._uid_arr = np.zeros(0, dtype=np.uint64)
         self._n_uid = 0
+        # stream tag -> (per vehicle index: its fixed draw, how many vehicles are drawn)
+        self._draws: dict = {}
         self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
         self._prev_vidx = np.zeros(0, dtype=np.int64)
@@ -141,14 +144,8 @@ class World:
         self.time_s = snap.time_s
         self.snap = snap
         n, m = len(snap), len(self.rsus)
-        idxs = self._vidx_cache
-        for vid in snap.ids:
-            if vid not in idxs:
-                idxs[vid] = len(self.vehicle_names)
-                self.vehicle_names.append(vid)
-                self._uids.append(ch.stable_uid(vid))
         #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
-        self.vidx = np.fromiter(map(idxs.__getitem__, snap.ids), np.int64, n)
+        self.vidx = self._indices(snap.ids)
         have = self._n_uid
         if have < len(self._uids):  # only the new vehicles' uids converted; the array grown amortised
             self._uid_arr = grown(self._uid_arr, len(self._uids), 0)
@@ -177,6 +174,25 @@ class World:
         self._rates(has, srv, d_all)
         self._handovers()
         return self
+
+    def _indices(self, ids: np.ndarray) -> np.ndarray:
+        """Each vehicle's index in ``vehicle_names``; a vehicle seen for the first time is appended
+        (and its uid computed), in the order of ``ids``. One pass over the ids: the known ones
+        looked up (-1 for a new one), then the few new ones numbered in order."""
+        n, idxs = len(ids), self._vidx_cache
+        vidx = np.fromiter(map(idxs.get, ids, repeat(-1)), np.int64, n)
+        new = np.flatnonzero(vidx < 0)
+        if len(new):
+            names, uids = self.vehicle_names, self._uids
+            for i in new.tolist():
+                vid = ids[i]
+                k = idxs.get(vid)
+                if k is None:  # (a repeated id in one snapshot gets the index its first row got)
+                    k = idxs[vid] = len(names)
+                    names.append(vid)
+                    uids.append(ch.stable_uid(vid))
+                vidx[i] = k
+        return vidx
 
     def predict_dwell(self, model: str, only: np.ndarray | None = None) -> np.ndarray:
         """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
@@ -232,9 +248,9 @@ class World:
             self.interference_mw = rx_all.sum(axis=1) - rx_all[idx, srv]
         else:
             self.interference_mw = np.zeros(n)
-        if c.fading == "rayleigh":
-            h_up = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.V2I, self.uid, srv))
-            h_dn = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.I2V, self.uid, srv))
+        if c.fading == "rayleigh":  # (each row's fading from its own contiguous row, as one call each gave)
+            u = ch.hash_uniform_rows((self.seed, self.slot), (ch.V2I, ch.I2V), self.uid, srv)
+            h_up, h_dn = ch.rayleigh_power(u[0]), ch.rayleigh_power(u[1])
         else:
             h_up = h_dn = np.ones(n)
         up = ch.shannon_rate(self.bandwidth_hz, self.vehicle_p_mw, gain * h_up, self.noise_mw, self.interference_mw)
@@ -303,18 +319,30 @@ class World:
             self._index = {v: i for i, v in enumerate(self.snap.ids)}
         return self._index
 
+    def _kept_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
+        """:meth:`vehicle_draw` of this slot's vehicles, each vehicle's value drawn once (when first
+        asked for after it appeared) and kept by vehicle index: the same numbers, elementwise, as
+        drawing all of them again each slot."""
+        arr, have = self._draws.get(tag, (np.zeros(0), 0))
+        n = self._n_uid
+        if have < n:
+            arr = grown(arr, n, 0.0)
+            arr[have:n] = lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self._uid_arr[have:n])
+            self._draws[tag] = (arr, n)
+        return arr[self.vidx]
+
     @property
     def bandwidth_hz(self) -> np.ndarray:
         """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
         if self._bw is None:
-            self._bw = self.vehicle_draw(ch.VEH_BW, *self._veh_bw)
+            self._bw = self._kept_draw(ch.VEH_BW, *self._veh_bw)
         return self._bw
 
     @property
     def compute_flops(self) -> np.ndarray:
         """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
         if self._cpu is None:
-            self._cpu = self.vehicle_draw(ch.VEH_CPU, *self._veh_cpu)
+            self._cpu = self._kept_draw(ch.VEH_CPU, *self._veh_cpu)
         return self._cpu
 
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
