@@ -95,6 +95,7 @@ class World:
         #: print notes on stderr (a policy worker's copy of the world leaves them to the plugin's)
         self.say_notes = True
         self._bw = self._cpu = self._index = None
+        self._served = np.zeros(0, dtype=bool)  # serving >= 0, this slot's
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
@@ -165,14 +166,14 @@ class World:
             keep = np.where(self._last_slot[self.vidx] == self.slot - 1, self._last_srv[self.vidx], -1)
         d_all, self.serving = self.rsus.associate(snap.x, snap.y, keep)
         self.dist_all_m = d_all
-        has = self.serving >= 0
+        self._served = has = self.serving >= 0
         srv = np.where(has, self.serving, 0)
         self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
         if self.route_dwell is not None:
             self.route_dwell.learn(self.edge_row, snap.speed)
         self.dwell_s = self.predict_dwell(self.dwell_model)
         self._rates(has, srv, d_all)
-        self._handovers()
+        self._handovers(has)
         return self
 
     def _indices(self, ids: np.ndarray) -> np.ndarray:
@@ -204,10 +205,9 @@ class World:
         RSU's range (``nearest``). Where a vehicle's route is unknown, ``route`` gives the
         straight-line value (a replay of a trace without routes: all of them)."""
         wc, r, s = self.cfg.world, self.rsus, self.snap
-        out = np.full(len(s), np.nan)
-        has = self.serving >= 0 if only is None else (self.serving >= 0) & only
+        has = self._served if only is None else self._served & only
         if not has.any():
-            return out
+            return np.full(len(s), np.nan)
         if model == "route":
             if self.route_dwell is None:
                 raise ValueError("predict_dwell('route') needs a world whose dwell model is 'route' "
@@ -219,10 +219,12 @@ class World:
             out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
                                                s.speed, self.serving if only is None else np.where(has, self.serving, -1),
                                                self.route_of, self.time_s, len(self.vehicle_names))
-            rest = has & ~ok
-            if rest.any():
-                out[rest] = self.predict_dwell("straight", rest)[rest]
+            if not ok.all():
+                rest = has & ~ok
+                if rest.any():
+                    out[rest] = self.predict_dwell("straight", rest)[rest]
             return out
+        out = np.full(len(s), np.nan)
         srv = self.serving[has]
         cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
         rivals = (r.x, r.y, r.radius_m, srv, self._rivals) if wc.association == "nearest" else None
@@ -260,26 +262,28 @@ class World:
         self.rate_v2i_bps = np.where(has, up, 0.0)
         self.rate_i2v_bps = np.where(has, dn, 0.0)
 
-    def _handovers(self) -> None:
+    def _handovers(self, has: np.ndarray) -> None:
         """Per-RSU handover/join/leave counts against the previous slot (direct indexing by
-        vehicle index: no searches, which miss the cache after every SUMO step)."""
+        vehicle index: no searches, which miss the cache after every SUMO step); ``has``: served
+        now (``serving >= 0``)."""
         m, nv = len(self.rsus), len(self.vehicle_names)
         self._last_srv = grown(self._last_srv, nv, -1)
         self._last_slot = grown(self._last_slot, nv, -2)
         vidx, now = self.vidx, self.serving
         was_here = self._last_slot[vidx] == self.slot - 1
         before = np.where(was_here, self._last_srv[vidx], -1)
-        moved = (before >= 0) & (now >= 0) & (before != now)
+        had = before >= 0
+        moved = had & has & (before != now)
         self.handover_in = np.bincount(now[moved], minlength=m)
         self.handover_out = np.bincount(before[moved], minlength=m)
-        self.joined = np.bincount(now[(now >= 0) & (before < 0)], minlength=m)
+        self.joined = np.bincount(now[has & ~had], minlength=m)
         self._last_slot[vidx] = self.slot
         # lost coverage here, or left the simulation (seen last slot, not now)
         prev = self._prev_vidx
         gone_srv = self._last_srv[prev[self._last_slot[prev] == self.slot - 1]]
-        lost = np.concatenate([before[(before >= 0) & (now < 0)], gone_srv[gone_srv >= 0]])
+        lost = np.concatenate([before[had & ~has], gone_srv[gone_srv >= 0]])
         self.left = np.bincount(lost, minlength=m)
-        self.connected = np.bincount(now[now >= 0], minlength=m)
+        self.connected = np.bincount(now[has], minlength=m)
         self._last_srv[vidx] = now
         self._prev_vidx = vidx
 
