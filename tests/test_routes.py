@@ -167,6 +167,12 @@ def test_edge_speeds_accumulate_one_sample_per_vehicle_and_slot():
     sp.learn(np.array([0, 0, 1]), np.array([3.0, 5.0, 7.0]))
     sp.learn(np.array([0]), np.array([1.0]))
     assert sp.expected() == pytest.approx([3.0, 7.0])
+    # the mean learn keeps (the prior's share from a constant) is expected()'s, floored, bit for bit
+    rng = np.random.default_rng(5)
+    sp = EdgeSpeeds(rng.uniform(0.0, 0.3, 9), prior=3.7)  # limits and speeds about the 0.1 m/s floor
+    for _ in range(4):
+        sp.learn(rng.integers(0, 9, 40), rng.uniform(0.0, 0.2, 40) * rng.integers(0, 2, 40))
+        assert sp.mean.tobytes() == np.maximum(sp.expected(), 0.1).tobytes()
 
 
 def test_replay_without_routes_falls_back_to_straight_once(capsys):

@@ -223,13 +223,16 @@ class EdgeSpeeds:
         self.prior = float(prior)
         self.total = np.zeros(len(self.limit))
         self.count = np.zeros(len(self.limit))
+        self._prior_limit = self.prior * self.limit  # the prior's share of every edge's sum, a constant
         self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)  # kept up to date by learn
 
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
         m = len(self.limit)  # (bincount: a tenth of np.add.at's instructions on grid6)
         self.total += np.bincount(rows, weights=speed, minlength=m)
         self.count += np.bincount(rows, minlength=m)
-        self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)
+        # expected() of every row, the prior's share taken from the constant
+        self.mean = np.maximum((self.total + self._prior_limit) / np.maximum(self.count + self.prior, 1e-12),
+                               MIN_SPEED_MPS)
 
     def expected(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The expected speed [m/s] of edge rows ``rows`` (all rows when None)."""
