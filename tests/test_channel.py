@@ -91,3 +91,19 @@ def test_pair_rate_matches_the_array_path():
     pair = np.array([w.v2v_rate_pair(a, b) for a, b in zip(i.ravel(), j.ravel())])
     assert (arr > 0).sum() > 100 and ((arr == 0) == (pair == 0)).all()
     np.testing.assert_allclose(pair, arr, rtol=1e-12)
+
+
+def test_hash_uniform_rows_are_the_per_tag_draws_bit_for_bit():
+    """One (tags, N) call draws what one hash_uniform call per tag draws (the world's uplink and
+    downlink fading each slot), checked against the pure-Python hash too."""
+    rng = np.random.default_rng(3)
+    uid = rng.integers(0, 2**63, 257, dtype=np.uint64)
+    srv = rng.integers(-1, 40, 257)  # int64, with -1 (wraps to 2^64 - 1 as in hash_uniform)
+    got = ch.hash_uniform_rows((42, 17), (ch.V2I, ch.I2V, ch.V2V), uid, srv)
+    assert got.shape == (3, 257) and got.dtype == np.float64
+    for row, tag in zip(got, (ch.V2I, ch.I2V, ch.V2V)):
+        assert row.tobytes() == ch.hash_uniform(42, 17, tag, uid, srv).tobytes()
+    for i in (0, 5, 256):
+        want = ch.hash_uniform_int(42, 17, int(ch.I2V), int(uid[i]), int(srv[i]) & (2**64 - 1))
+        assert got[1, i] == want
+    assert ch.hash_uniform_rows((1, 2), (ch.V2I, ch.I2V), np.zeros(0, np.uint64), np.zeros(0, int)).shape == (2, 0)

@@ -167,6 +167,12 @@ def test_edge_speeds_accumulate_one_sample_per_vehicle_and_slot():
     sp.learn(np.array([0, 0, 1]), np.array([3.0, 5.0, 7.0]))
     sp.learn(np.array([0]), np.array([1.0]))
     assert sp.expected() == pytest.approx([3.0, 7.0])
+    # the mean learn keeps (the prior's share from a constant) is expected()'s, floored, bit for bit
+    rng = np.random.default_rng(5)
+    sp = EdgeSpeeds(rng.uniform(0.0, 0.3, 9), prior=3.7)  # limits and speeds about the 0.1 m/s floor
+    for _ in range(4):
+        sp.learn(rng.integers(0, 9, 40), rng.uniform(0.0, 0.2, 40) * rng.integers(0, 2, 40))
+        assert sp.mean.tobytes() == np.maximum(sp.expected(), 0.1).tobytes()
 
 
 def test_replay_without_routes_falls_back_to_straight_once(capsys):
@@ -317,3 +323,34 @@ def test_world_walks_from_a_vehicle_on_its_edge_or_inside_the_junction():
     pts, k = w.route_ahead(1, [0.0, 30.0])
     assert k == 0 and pts == [pytest.approx((35.0, 105.0)), pytest.approx((60.0, 110.0))]
     assert w.route_ahead(2, [0.0]) == (None, -1)  # an internal edge its route does not name
+
+
+@pytest.mark.parametrize("speed", ["learned", "limit", "current"])
+def test_every_vehicle_served_and_a_served_subset_predict_alike(speed):
+    """RouteDwell.predict takes a shortcut when every vehicle is served (no gather and scatter of
+    the served ones): the same vehicles with one unserved vehicle beside them (the general path)
+    get the same dwell bit for bit, on an edge, inside the junction and falling back to straight."""
+    def run(extra: bool) -> list:
+        cfg = from_dict({"scenario": {"sumocfg": "/dev/null", "seed": 1},
+                         "world": {"dwell_model": "route", "route_speed": speed},
+                         "rsu": {"placement": "sites", "radius_m": 500.0, "sites": [{"id": "r", "x": 0.0, "y": 0.0}]}},
+                        "t.toml")
+        w = World(cfg, bent_net())
+        w.route_of = {"on_a": ("a", "b"), "in_j": ("a", "b"), "lost": ("a", "b"), "on_b": ("a", "b")}
+        rows = [("on_a", "a", 30.0, 70.0, 80.0, 9.0), ("in_j", ":J_0", 35.0, 105.0, 10.0, 4.0),
+                ("lost", ":J_9", 0.0, 0.0, 1.0, 7.0), ("on_b", "b", 60.0, 110.0, 20.0, 11.0)]
+        if extra:  # 7 km away, on an edge the network does not know (its speed is learned nowhere)
+            rows.insert(2, ("far", "nowhere", 7000.0, 7000.0, 3.0, 12.0))
+        got = []
+        for t in (1.0, 2.0):
+            ids, edges, x, y, pos, v = (np.array(c, dtype=object if k < 2 else float) for k, c in enumerate(zip(*rows)))
+            w.update(Snapshot(t, ids, x, y, v, np.full(len(ids), 90.0), np.zeros(len(ids)), edges,
+                              np.array([e + "_0" for e in edges], dtype=object), pos + t, np.full(len(ids), 5.0)))
+            keep = ids != "far"
+            assert not extra or (np.isnan(w.dwell_s[~keep]).all() and (w.serving[~keep] == -1).all())
+            got.append(w.dwell_s[keep].tobytes())
+        return got
+
+    a = run(extra=False)
+    assert a == run(extra=True)
+    assert not np.isnan(np.frombuffer(a[1])).any()

@@ -140,3 +140,33 @@ def test_uids_of_many_arriving_vehicles_converted_once():
     assert w._n_uid == len(w.vehicle_names) == 44
     # doubling: the array was replaced a handful of times, not at each of the 40 slots with a new vehicle
     assert len({id(a) for a in arrays}) <= 8
+
+
+def test_vehicle_indices_in_order_of_first_appearance_and_repeated_ids():
+    """New vehicles are numbered in the order a snapshot lists them, known ones keep their index,
+    and an id listed twice in one snapshot (a foreign trace) gets one index for both rows."""
+    w = make_world()
+    w.update(snap(1.0, ["b", "a"], [10.0, 20.0]))
+    assert w.vidx.tolist() == [0, 1] and w.vehicle_names == ["b", "a"]
+    w.update(snap(2.0, ["c", "a", "d", "c", "b"], [10.0, 20.0, 30.0, 40.0, 50.0]))
+    assert w.vidx.tolist() == [2, 1, 3, 2, 0] and w.vehicle_names == ["b", "a", "c", "d"]
+    assert w.vidx.dtype == np.int64
+    from cosim.world import channel as ch
+
+    assert w.uid.tolist() == [ch.stable_uid(v) for v in ["c", "a", "d", "c", "b"]]
+
+
+def test_kept_vehicle_draws_are_the_fresh_draws_bit_for_bit():
+    """bandwidth_hz and compute_flops, drawn once per vehicle and kept, equal what drawing every
+    vehicle of the slot again gives (World.vehicle_draw), while vehicles come and go."""
+    from cosim.world import channel as ch
+
+    w = make_world(vehicle_bandwidth_hz=[50e6, 80e6], vehicle_compute_flops=[5e9, 10e9])
+    for t in range(1, 30):
+        ids = [f"v{k}" for k in range(max(0, t - 6), t, 1 + t % 2)] + ([f"x{t}", "v0"] if t % 7 == 0 else [])
+        w.update(snap(float(t), ids, np.linspace(0.0, 900.0, len(ids))))
+        assert w.bandwidth_hz.tobytes() == w.vehicle_draw(ch.VEH_BW, 50e6, 80e6).tobytes()
+        if t % 3:  # not asked every slot: the draws of vehicles that came meanwhile are made later
+            assert w.compute_flops.tobytes() == w.vehicle_draw(ch.VEH_CPU, 5e9, 10e9).tobytes()
+    w.update(Snapshot.empty(40.0))
+    assert w.bandwidth_hz.shape == (0,) and w.bandwidth_hz.dtype == np.float64

@@ -80,6 +80,22 @@ def hash_uniform(*keys) -> np.ndarray:
     return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+def hash_uniform_rows(keys: tuple, tags, *arrays) -> np.ndarray:
+    """:func:`hash_uniform` ``(*keys, tag, *arrays)`` for every stream tag in ``tags``, as the rows
+    of one ``(len(tags), N)`` array: the same numbers, with one set of array operations for all
+    the tags instead of one per tag (the world draws the uplink's and the downlink's fading of
+    every vehicle each slot). ``keys``: scalars; ``arrays``: 1-D, each of length N."""
+    heads = np.array([[_fold((*keys, t))] for t in tags], dtype=np.uint64)
+    arrays = [np.asarray(k).astype(np.uint64, copy=False) for k in arrays]
+    h = np.empty((len(heads), len(arrays[0]) if arrays else 1), dtype=np.uint64)
+    h[:] = heads
+    tmp = np.empty_like(h)
+    for k in arrays:
+        np.bitwise_xor(h, k, out=h)
+        _mix_into(h, tmp)
+    return (h >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
 def _fold(keys) -> int:
     """mix(... mix(mix(0 ^ k1) ^ k2) ... ^ kn) of scalar keys, on Python ints."""
     h = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -43,8 +44,7 @@ class RoadGrid:
         """Row of each edge in this grid's edge order (``index``); ``len(index)`` for an edge the
         network does not know."""
         n = len(edges)
-        unknown = len(self.index)
-        return np.fromiter(map(self.index.get, edges, [unknown] * n), np.int64, n)
+        return np.fromiter(map(self.index.get, edges, repeat(len(self.index))), np.int64, n)
 
     def cells(self, edges: np.ndarray, lane_pos: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
         """Cell id per vehicle; -1 for an edge the network does not know (``row``: :meth:`rows`

@@ -223,13 +223,16 @@ class EdgeSpeeds:
         self.prior = float(prior)
         self.total = np.zeros(len(self.limit))
         self.count = np.zeros(len(self.limit))
+        self._prior_limit = self.prior * self.limit  # the prior's share of every edge's sum, a constant
         self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)  # kept up to date by learn
 
     def learn(self, rows: np.ndarray, speed: np.ndarray) -> None:
         m = len(self.limit)  # (bincount: a tenth of np.add.at's instructions on grid6)
         self.total += np.bincount(rows, weights=speed, minlength=m)
         self.count += np.bincount(rows, minlength=m)
-        self.mean = np.maximum(self.expected(), MIN_SPEED_MPS)
+        # expected() of every row, the prior's share taken from the constant
+        self.mean = np.maximum((self.total + self._prior_limit) / np.maximum(self.count + self.prior, 1e-12),
+                               MIN_SPEED_MPS)
 
     def expected(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The expected speed [m/s] of edge rows ``rows`` (all rows when None)."""
@@ -295,36 +298,44 @@ class RouteDwell:
         """(dwell [s] per vehicle, True where the route gave it); NaN where not served.
         ``n_vehicles``: how many vehicle indices the world has handed out (else from ``vidx``)."""
         n = len(vidx)
-        out, ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
-        sel = np.flatnonzero(serving >= 0)
-        if not len(sel) or route_of is None:
-            return out, ok
+        served = serving >= 0
+        every = route_of is not None and n > 0 and served.all()
+        if every:  # every vehicle served (the usual slot): no selection to gather and scatter back
+            sel, vi, row, pos, srv, xs, ys = None, vidx, rows, lane_pos, serving, x, y
+        else:
+            out, ok = np.full(n, np.nan), np.zeros(n, dtype=bool)
+            sel = np.flatnonzero(served)
+            if not len(sel) or route_of is None:
+                return out, ok
+            vi, row, pos, srv, xs, ys = vidx[sel], rows[sel], lane_pos[sel], serving[sel], x[sel], y[sel]
         self._grow(n_vehicles if n_vehicles is not None else int(vidx.max()) + 1)
-        vi, row, pos = vidx[sel], rows[sel], lane_pos[sel]
         inside = self.internal[row]  # in a junction: the entry of the edge before it holds
         st = self._st[vi]
         # (compared as floats, the columns' type: no casting buffers)
-        same = (st[:, RSU] == serving[sel].astype(float)) & np.where(
+        same = (st[:, RSU] == srv.astype(float)) & np.where(
             inside, st[:, ON] > 0, (st[:, ROW] == row.astype(float)) & (pos <= st[:, END] + 1e-9))
         if not same.all():
             self._v.clear()  # learned speeds moved since the last slot
             miss = np.flatnonzero(~same)
-            m = sel[miss]
+            m = miss if every else sel[miss]
             for args in zip(vidx[m].tolist(), ids[m].tolist(), rows[m].tolist(), edge[m].tolist(),
                             lane_pos[m].tolist(), serving[m].tolist()):
                 self._enter(*args, route_of, time_s)
             st[miss] = self._st[vi[miss]]
         good = st[:, OK] > 0
-        ok[sel] = good
         here = np.maximum(st[:, END] - pos, 0.0)  # [m] to the exit or the edge's end
         if inside.any():  # to the next edge's start
             j = np.flatnonzero(inside)
-            here[j] = np.hypot(st[j, TX] - x[sel[j]], st[j, TY] - y[sel[j]])
+            here[j] = np.hypot(st[j, TX] - xs[j], st[j, TY] - ys[j])
         if self.mode == "current":
-            t = (here + np.where(inside, 0.0, st[:, GAP_M]) + st[:, TAIL_M]) / np.maximum(speed[sel], MIN_SPEED_MPS)
+            t = (here + np.where(inside, 0.0, st[:, GAP_M]) + st[:, TAIL_M]) / np.maximum(
+                speed if every else speed[sel], MIN_SPEED_MPS)
         else:
             t = here / self.speed_at(row) + np.where(inside, 0.0, st[:, GAP_S]) + st[:, TAIL_S]
-        out[sel] = np.where(good, np.minimum(t, self.cap_s), np.nan)
+        got = np.where(good, np.minimum(t, self.cap_s), np.nan)
+        if every:
+            return got, good
+        out[sel], ok[sel] = got, good
         return out, ok
 
     # -- entering an edge: a plan lookup, or a walk ---------------------------------------------

@@ -23,8 +23,9 @@ numbers from :meth:`World.rng`, which is a pure function of (seed, slot, stream 
 from __future__ import annotations
 
 import math
-from typing import Callable
 import sys
+from itertools import repeat
+from typing import Callable
 
 import numpy as np
 
@@ -70,6 +71,8 @@ class World:
         # every slot a new one departs)
         self._uid_arr = np.zeros(0, dtype=np.uint64)
         self._n_uid = 0
+        # stream tag -> (per vehicle index: its fixed draw, how many vehicles are drawn)
+        self._draws: dict = {}
         self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
         self._prev_vidx = np.zeros(0, dtype=np.int64)
@@ -92,6 +95,7 @@ class World:
         #: print notes on stderr (a policy worker's copy of the world leaves them to the plugin's)
         self.say_notes = True
         self._bw = self._cpu = self._index = None
+        self._served = np.zeros(0, dtype=bool)  # serving >= 0, this slot's
         self.slot = -1
         self.time_s = float("nan")
         self.snap = Snapshot.empty(0.0)
@@ -141,14 +145,8 @@ class World:
         self.time_s = snap.time_s
         self.snap = snap
         n, m = len(snap), len(self.rsus)
-        idxs = self._vidx_cache
-        for vid in snap.ids:
-            if vid not in idxs:
-                idxs[vid] = len(self.vehicle_names)
-                self.vehicle_names.append(vid)
-                self._uids.append(ch.stable_uid(vid))
         #: index of each vehicle in ``vehicle_names`` (order of first appearance in this run)
-        self.vidx = np.fromiter(map(idxs.__getitem__, snap.ids), np.int64, n)
+        self.vidx = self._indices(snap.ids)
         have = self._n_uid
         if have < len(self._uids):  # only the new vehicles' uids converted; the array grown amortised
             self._uid_arr = grown(self._uid_arr, len(self._uids), 0)
@@ -168,15 +166,34 @@ class World:
             keep = np.where(self._last_slot[self.vidx] == self.slot - 1, self._last_srv[self.vidx], -1)
         d_all, self.serving = self.rsus.associate(snap.x, snap.y, keep)
         self.dist_all_m = d_all
-        has = self.serving >= 0
+        self._served = has = self.serving >= 0
         srv = np.where(has, self.serving, 0)
         self.dist_m = np.where(has, d_all[np.arange(n), srv] if m else 0.0, np.nan)
         if self.route_dwell is not None:
             self.route_dwell.learn(self.edge_row, snap.speed)
         self.dwell_s = self.predict_dwell(self.dwell_model)
         self._rates(has, srv, d_all)
-        self._handovers()
+        self._handovers(has)
         return self
+
+    def _indices(self, ids: np.ndarray) -> np.ndarray:
+        """Each vehicle's index in ``vehicle_names``; a vehicle seen for the first time is appended
+        (and its uid computed), in the order of ``ids``. One pass over the ids: the known ones
+        looked up (-1 for a new one), then the few new ones numbered in order."""
+        n, idxs = len(ids), self._vidx_cache
+        vidx = np.fromiter(map(idxs.get, ids, repeat(-1)), np.int64, n)
+        new = np.flatnonzero(vidx < 0)
+        if len(new):
+            names, uids = self.vehicle_names, self._uids
+            for i in new.tolist():
+                vid = ids[i]
+                k = idxs.get(vid)
+                if k is None:  # (a repeated id in one snapshot gets the index its first row got)
+                    k = idxs[vid] = len(names)
+                    names.append(vid)
+                    uids.append(ch.stable_uid(vid))
+                vidx[i] = k
+        return vidx
 
     def predict_dwell(self, model: str, only: np.ndarray | None = None) -> np.ndarray:
         """This slot's predicted dwell [s] per vehicle (NaN where unserved) by ``model``
@@ -188,10 +205,9 @@ class World:
         RSU's range (``nearest``). Where a vehicle's route is unknown, ``route`` gives the
         straight-line value (a replay of a trace without routes: all of them)."""
         wc, r, s = self.cfg.world, self.rsus, self.snap
-        out = np.full(len(s), np.nan)
-        has = self.serving >= 0 if only is None else (self.serving >= 0) & only
+        has = self._served if only is None else self._served & only
         if not has.any():
-            return out
+            return np.full(len(s), np.nan)
         if model == "route":
             if self.route_dwell is None:
                 raise ValueError("predict_dwell('route') needs a world whose dwell model is 'route' "
@@ -203,10 +219,12 @@ class World:
             out, ok = self.route_dwell.predict(self.vidx, s.ids, self.edge_row, s.edge, s.lane_pos, s.x, s.y,
                                                s.speed, self.serving if only is None else np.where(has, self.serving, -1),
                                                self.route_of, self.time_s, len(self.vehicle_names))
-            rest = has & ~ok
-            if rest.any():
-                out[rest] = self.predict_dwell("straight", rest)[rest]
+            if not ok.all():
+                rest = has & ~ok
+                if rest.any():
+                    out[rest] = self.predict_dwell("straight", rest)[rest]
             return out
+        out = np.full(len(s), np.nan)
         srv = self.serving[has]
         cx, cy, rad = r.x[srv], r.y[srv], r.radius_m[srv]
         rivals = (r.x, r.y, r.radius_m, srv, self._rivals) if wc.association == "nearest" else None
@@ -232,9 +250,9 @@ class World:
             self.interference_mw = rx_all.sum(axis=1) - rx_all[idx, srv]
         else:
             self.interference_mw = np.zeros(n)
-        if c.fading == "rayleigh":
-            h_up = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.V2I, self.uid, srv))
-            h_dn = ch.rayleigh_power(ch.hash_uniform(self.seed, self.slot, ch.I2V, self.uid, srv))
+        if c.fading == "rayleigh":  # (each row's fading from its own contiguous row, as one call each gave)
+            u = ch.hash_uniform_rows((self.seed, self.slot), (ch.V2I, ch.I2V), self.uid, srv)
+            h_up, h_dn = ch.rayleigh_power(u[0]), ch.rayleigh_power(u[1])
         else:
             h_up = h_dn = np.ones(n)
         up = ch.shannon_rate(self.bandwidth_hz, self.vehicle_p_mw, gain * h_up, self.noise_mw, self.interference_mw)
@@ -244,26 +262,28 @@ class World:
         self.rate_v2i_bps = np.where(has, up, 0.0)
         self.rate_i2v_bps = np.where(has, dn, 0.0)
 
-    def _handovers(self) -> None:
+    def _handovers(self, has: np.ndarray) -> None:
         """Per-RSU handover/join/leave counts against the previous slot (direct indexing by
-        vehicle index: no searches, which miss the cache after every SUMO step)."""
+        vehicle index: no searches, which miss the cache after every SUMO step); ``has``: served
+        now (``serving >= 0``)."""
         m, nv = len(self.rsus), len(self.vehicle_names)
         self._last_srv = grown(self._last_srv, nv, -1)
         self._last_slot = grown(self._last_slot, nv, -2)
         vidx, now = self.vidx, self.serving
         was_here = self._last_slot[vidx] == self.slot - 1
         before = np.where(was_here, self._last_srv[vidx], -1)
-        moved = (before >= 0) & (now >= 0) & (before != now)
+        had = before >= 0
+        moved = had & has & (before != now)
         self.handover_in = np.bincount(now[moved], minlength=m)
         self.handover_out = np.bincount(before[moved], minlength=m)
-        self.joined = np.bincount(now[(now >= 0) & (before < 0)], minlength=m)
+        self.joined = np.bincount(now[has & ~had], minlength=m)
         self._last_slot[vidx] = self.slot
         # lost coverage here, or left the simulation (seen last slot, not now)
         prev = self._prev_vidx
         gone_srv = self._last_srv[prev[self._last_slot[prev] == self.slot - 1]]
-        lost = np.concatenate([before[(before >= 0) & (now < 0)], gone_srv[gone_srv >= 0]])
+        lost = np.concatenate([before[had & ~has], gone_srv[gone_srv >= 0]])
         self.left = np.bincount(lost, minlength=m)
-        self.connected = np.bincount(now[now >= 0], minlength=m)
+        self.connected = np.bincount(now[has], minlength=m)
         self._last_srv[vidx] = now
         self._prev_vidx = vidx
 
@@ -303,18 +323,30 @@ class World:
             self._index = {v: i for i, v in enumerate(self.snap.ids)}
         return self._index
 
+    def _kept_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
+        """:meth:`vehicle_draw` of this slot's vehicles, each vehicle's value drawn once (when first
+        asked for after it appeared) and kept by vehicle index: the same numbers, elementwise, as
+        drawing all of them again each slot."""
+        arr, have = self._draws.get(tag, (np.zeros(0), 0))
+        n = self._n_uid
+        if have < n:
+            arr = grown(arr, n, 0.0)
+            arr[have:n] = lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self._uid_arr[have:n])
+            self._draws[tag] = (arr, n)
+        return arr[self.vidx]
+
     @property
     def bandwidth_hz(self) -> np.ndarray:
         """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
         if self._bw is None:
-            self._bw = self.vehicle_draw(ch.VEH_BW, *self._veh_bw)
+            self._bw = self._kept_draw(ch.VEH_BW, *self._veh_bw)
         return self._bw
 
     @property
     def compute_flops(self) -> np.ndarray:
         """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
         if self._cpu is None:
-            self._cpu = self.vehicle_draw(ch.VEH_CPU, *self._veh_cpu)
+            self._cpu = self._kept_draw(ch.VEH_CPU, *self._veh_cpu)
         return self._cpu
 
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
