@@ -367,7 +367,8 @@ SWEEP_TABLES = {
                         "n": (NONE, "seeds (cells) in the group"),
                         "reruns": (NONE, "Ray engine: the group's cells that started more than once"),
                         "dropped": (NONE, "seeds where the policy was dropped mid-run (its numbers there are "
-                                          "NaN: left out of KEY.*)"),
+                                          "NaN: left out of every per-policy KEY.*; the task-level vs_baseline.* keep "
+                                          "them, already over the tasks both served)"),
                         "KEY.mean": (NONE, "mean over the seeds (unit of KEY)"),
                         "KEY.ci95": (NONE, "95 % confidence half-width over the seeds (Student t)"),
                         "KEY.n": (NONE, "seeds with a finite value"),
@@ -381,7 +382,8 @@ SWEEP_TABLES = {
                        "baseline": (NONE, "the policy it is compared with"),
                        "n": (NONE, "seeds both ran"),
                        "dropped": (NONE, "of those, seeds where the policy or the baseline was dropped mid-run "
-                                         "(left out of every KEY.*)"),
+                                         "(left out of every per-policy KEY.*; the task-level latency_diff_s.* "
+                                         "and success_diff.* keep them, already over the tasks both served)"),
                        "KEY.diff": (NONE, "mean over the seeds of policy - baseline (unit of KEY)"),
                        "KEY.ci95": (NONE, "its 95 % interval half-width"),
                        "KEY.n": (NONE, "seeds where the difference is finite"),

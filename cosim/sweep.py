@@ -50,7 +50,7 @@ import tomllib
 from cosim.cells import finished, read_json, run_cell, run_in_process
 from cosim.config import (TIME_MAX_S, ScenarioSection, build_section, describe_fields, field_docs, key_parts,
                           option)
-from cosim.errors import ConfigError, Terminated
+from cosim.errors import ConfigError, CosimError, Terminated
 from cosim.results import summary_of
 from cosim.stats import holm, mean_ci
 from cosim.status import write_status
@@ -637,6 +637,9 @@ def _dropped(own: dict) -> dict:
     raised: its per-policy metrics of that seed describe other tasks than its peers' and are blanked
     (None: NaN in the tables, so no mean or paired difference counts that seed) and ``dropped`` is 1;
     its task-level ``vs_baseline.*`` stay (already over the tasks both served). 0 for the others."""
+    if "dropped" in own:  # the merged tables' own column: a layer's block may not use the name
+        raise CosimError(f"a layer's summary block has a key 'dropped', which the sweep tables reserve "
+                         f"(policies dropped mid-run); rename it in the layer")
     if not isinstance(own.get("error"), str):
         return {**own, "dropped": 0}
     return {**{k: None if k not in ("error", "vs_baseline.baseline") and not k.startswith("vs_baseline.") else v
@@ -749,7 +752,7 @@ def paired_differences(res, grid_keys: list[str], baseline: dict[str, str] | Non
             p = gp.set_index("seed")
             seeds = p.index.intersection(b.index)
             row = {**row0, "policy": policy, "baseline": base, "n": len(seeds)}
-            if "dropped" in p:  # seeds where it or the baseline was dropped mid-run: no difference there
+            if "dropped" in p:  # seeds where it or the baseline was dropped mid-run: no per-policy difference there
                 row["dropped"] = int(((p.loc[seeds, "dropped"].fillna(0) > 0)
                                       | (b.loc[seeds, "dropped"].fillna(0) > 0)).sum())
             for m in metrics:

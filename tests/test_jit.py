@@ -230,6 +230,20 @@ def test_vidi_with_a_device_whose_step_never_ends_returns_and_never_uses_it(monk
         assert np.isfinite(evaluate(p, chosen).total_s)  # (a deadline may still fail: C3)
 
 
+@pytest.mark.parametrize("jit_mode", ["on", "off"])
+def test_an_inconsistent_hand_built_problem_is_refused_before_the_kernels(monkeypatch, jit_mode):
+    """comm_s trimmed to fewer devices than comp_s: the kernels (no bounds checks) made a plan out
+    of memory past the array; now optimal and vidi refuse it alike, naming the shapes."""
+    from tests.layers.test_dvit_schedulers import random_problem
+
+    monkeypatch.setenv("COSIM_JIT", jit_mode)
+    p = random_problem(np.random.default_rng(3), n_helpers=6, K=20, local=3)
+    p.comm_s = p.comm_s[:6, :6].copy()
+    for planner in (optimal, vidi):
+        with pytest.raises(ValueError, match=r"comp_s has 8 devices.*comm_s shape \(6, 6\)"):
+            planner(p)
+
+
 def test_switch(monkeypatch):
     monkeypatch.setenv("COSIM_JIT", "off")
     assert not jit.use()

@@ -840,3 +840,15 @@ def test_fingerprint_of_a_plugin_module_covers_its_whole_package(tmp_path):
     (tmp_path / "my_lab" / "sub" / "util.py").write_text("Y = 2\n")
     assert sweep.stale({"fingerprint": fp}, sweep.fingerprint(cfgmod.load(scen))) == [
         "plugin my_lab.schedulers:sub/util.py"]
+
+
+def test_a_layer_block_with_its_own_dropped_key_is_refused_not_overwritten():
+    """`dropped` is the sweep tables' column (policies dropped mid-run): a layer whose summary block
+    had a key of that name would have lost it silently; now the merge says so in one line."""
+    from cosim.errors import CosimError
+    from cosim.sweep import _dropped
+
+    assert _dropped({"tasks": 10})["dropped"] == 0
+    assert _dropped({"tasks": 10, "error": "it raised"}) == {"tasks": None, "error": "it raised", "dropped": 1}
+    with pytest.raises(CosimError, match="key 'dropped'.*reserve"):
+        _dropped({"tasks": 10, "dropped": 3})

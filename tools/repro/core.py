@@ -379,8 +379,8 @@ def point_label(point: dict) -> str:
 
 
 def claims_table(paper: Paper, exp: Experiment, res: pd.DataFrame) -> str:
-    """One row per claim and grid point: the verdict in each world (Holm over the experiment's
-    claims within a world and point) and our explanation."""
+    """One row per claim and grid point: the verdict in each world (Holm over every claim of the
+    experiment at every grid point, within a world) and our explanation."""
     worlds = [w for w in paper.worlds if w.name in set(res["world"])]
     cells: dict = {}
     for w in worlds:

@@ -48,6 +48,16 @@ def register(name: str, stochastic: bool = False, options: type | None = None, c
     return register_policy("dvit", name, stochastic=stochastic, options=options, cost=cost, **traits)
 
 
+def _shapes(p: Problem) -> None:
+    """A hand-built or trimmed problem whose arrays disagree on the number of devices is refused
+    here, before the compiled kernels (which do not check bounds) read past an array: ValueError
+    naming the shapes. The layer's own problems always agree."""
+    V = p.n_devices
+    if np.shape(p.comm_s) != (V, V) or np.shape(p.queue_s) != (V,):
+        raise ValueError(f"inconsistent Problem: comp_s has {V} devices, queue_s shape {np.shape(p.queue_s)}, "
+                         f"comm_s shape {np.shape(p.comm_s)} (expected ({V},) and ({V}, {V}))")
+
+
 @register("optimal", cost=0.38)
 def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None) -> np.ndarray | None:
     """Exact minimum of eq. (14) under C1-C4 and the local-step rule.
@@ -60,6 +70,7 @@ def optimal(p: Problem, rng: np.random.Generator | None = None, opts: Any = None
     upload + pre[s-1, d] <= the user's dwell. Minimising the prefix minimises both sides, so
     taking the best feasible (s, d) is exact. O(K |V'|^2) with numpy over devices.
     """
+    _shapes(p)
     K, V, U = p.steps, p.n_devices, p.user
     cost = p.step_cost()
     allowed = p.allowed()
@@ -226,6 +237,7 @@ def _advance(speed: np.ndarray, cost: np.ndarray, g: float, M: int) -> np.ndarra
 def vidi_mdp(p: Problem, opts: VidiOptions | None = None) -> VidiMDP:
     """Build the MDP of Algorithm 1 for ``p`` and run its value iteration (see :func:`vidi`)."""
     opts = opts if opts is not None else VidiOptions()
+    _shapes(p)
     V, U, g = p.n_devices, p.user, p.cell_m
     cost = p.step_cost()
     allowed = p.allowed()
