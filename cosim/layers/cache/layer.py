@@ -233,7 +233,7 @@ class CacheLayer(Layer):
     policy_kind = "eviction policy"
     shardable = True  # its policies share nothing but the world and the requests
     #: what a process holding any of its policies spends once (the requests): CPU s per 300 s of
-    #: grid6 (docs/performance.md, "Issue 32, fifth pass: dealing whole layers")
+    #: grid6 (docs/performance.md, "Issue 32, fourth pass: dealing whole layers")
     shared_cost = 0.06
     policy_protocol = contract.EvictionPolicy
     check_policy = classmethod(contract.check_eviction_policy)  # what `cosim check` runs on one of its policies

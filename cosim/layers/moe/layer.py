@@ -220,7 +220,7 @@ class MoELayer(Layer):
     shardable = True
     #: what a process holding any of its policies spends once (torch and the gate model, ~1.8 s;
     #: the requests, the candidates, the link-aware placement's gate pass and game, the batched
-    #: Nash gaps): CPU s per 300 s of grid6 (docs/performance.md, "Issue 32, fifth pass: dealing
+    #: Nash gaps): CPU s per 300 s of grid6 (docs/performance.md, "Issue 32, fourth pass: dealing
     #: whole layers")
     shared_cost = 2.78
     task_table = "moe_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
