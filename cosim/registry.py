@@ -287,15 +287,21 @@ def load_plugins(modules: list[str], where: str, base_dir: str | Path | None = N
 _APPENDED: set[str] = set()
 
 
-def find_plugin_module(name: str, base_dir: str | Path | None = None):  # noqa: ANN201
+def find_plugin_module(name: str, base_dir: str | Path | None = None, main_dir: str | None = None):  # noqa: ANN201
     """The spec of the top-level module of plugin entry ``name`` where :func:`load_plugins` (in a
     fresh process, as a sweep's cell runs) imports it from: the import system's finders in order,
     over ``sys.path`` as the process started, then the scenario's folder ``base_dir`` (appended at
     the end: a same-named module on ``sys.path`` wins). ``sys.modules`` is not consulted (another
-    scenario's same-named package may be imported there), nor the folders appended for other
-    scenarios. None: not found."""
+    scenarios. None: not found.
+
+    ``main_dir``: another process's first ``sys.path`` entry in place of this one's — a sweep's
+    cell runs as ``python -m cosim.sweep``, whose first entry is the working folder, while the
+    driver's is the ``cosim`` script's folder (or the working folder under ``python -m cosim``)."""
     top = name.split(".")[0]
-    path = [p for p in sys.path if p not in _APPENDED] + ([str(base_dir)] if base_dir else [])
+    path = [p for p in sys.path if p not in _APPENDED]
+    if main_dir is not None:
+        path = [main_dir, *path[1:]]
+    path += [str(base_dir)] if base_dir else []
     for finder in sys.meta_path:
         find = getattr(finder, "find_spec", None)
         if find is None:

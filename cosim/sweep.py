@@ -341,7 +341,7 @@ def _plugin_files(entry: str, base: Path) -> list[Path]:
         path = Path(entry) if Path(entry).is_absolute() else base / entry
         beside = [p for p in path.parent.glob("*.py") if p.is_file() and p.name != path.name]
         return [path, *sorted(beside)]
-    spec = find_plugin_module(entry, base)
+    spec = find_plugin_module(entry, base, main_dir=os.getcwd())  # the cell: python -m, cwd first
     where = list(spec.submodule_search_locations or []) if spec else []
     if where:
         return sorted(p for w in where for p in Path(w).rglob("*.py") if "__pycache__" not in p.parts)

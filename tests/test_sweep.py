@@ -728,15 +728,19 @@ def test_fingerprint_hashes_the_plugin_package_the_cell_imports(tmp_path, monkey
     (qb.parent / "fplab" / "helper.py").write_text("H = 'b, edited'\n")  # B's cell is stale, A's is not
     assert sweep.stale({"fingerprint": fb}, sweep.fingerprint(cfgmod.load(qb))) == ["plugin fplab:helper.py"]
     assert sweep.stale({"fingerprint": fa}, sweep.fingerprint(cfgmod.load(qa))) == []
-    # a same-named package on sys.path (the working folder of `python -m cosim`) comes before the
-    # scenario's folder (load_plugins appends that at the end): the run imports it, the fingerprint hashes it
+    # a same-named package in the working folder comes before the scenario's folder (load_plugins
+    # appends that at the end): the cell (`python -m cosim.sweep`: the working folder first on its
+    # sys.path) imports it, and the fingerprint hashes it even where the driver's own first entry is
+    # elsewhere (the `cosim` script's folder)
     for m in ("fplab", "fplab.helper"):
         del sys.modules[m]
     registry.PLUGINS.clear()
     lab(tmp_path / "cwd", "cwd")
-    sys.path.insert(0, str(tmp_path / "cwd"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    sys.path.insert(0, str(tmp_path / "bin"))  # the driver started as the `cosim` script
     fb = sweep.fingerprint(cfgmod.load(qb))
     assert fb["plugin:fplab:helper.py"] == sha(tmp_path / "cwd" / "fplab" / "helper.py")
+    sys.path[0] = str(tmp_path / "cwd")  # the cell, as python -m starts it
     registry.load_plugins(["fplab"], "test", qb.parent)
     assert sys.modules["fplab"].WHO == "cwd" and sys.modules["fplab"].__file__ == str(tmp_path / "cwd" / "fplab" /
                                                                                        "__init__.py")
