@@ -200,3 +200,18 @@ def test_a_run_that_cannot_start_names_the_scenario_file_and_key(tmp_path, scena
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     assert lines[0].startswith("cosim: error: " + message.format(file=f, dir=tmp_path, cfg=GRID6_CFG)), lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_an_option_counts_as_named_by_sumos_error_only_where_it_stands_alone():
+    """SUMO's error names a route file under '.../net-bad/...': the "-b" of sumo_args = ["-b", "0"]
+    is inside that path, not named by the error — the sumocfg is blamed, with the extra arguments;
+    an option SUMO's error quotes is blamed on the key that holds it."""
+    from cosim.sources.sumo import SumoSource
+
+    src = SumoSource(["sumo"], blame=[("s.toml: scenario.sumo_args", ["-b", "0"]), ("--sumo-args", []),
+                                      ("s.toml: scenario.sumocfg /x/a.sumocfg", [])])
+    why = "attribute value expected In file '/tmp/net-bad/grid6.rou.xml'"
+    assert str(src._failed(why)) == ('s.toml: scenario.sumocfg /x/a.sumocfg (with scenario.sumo_args ["-b", "0"]): '
+                                     f"SUMO failed to start: {why}")
+    why = "Error: On processing option '-b':"
+    assert str(src._failed(why)).startswith("s.toml: scenario.sumo_args: SUMO failed to start: ")

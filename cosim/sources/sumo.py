@@ -33,6 +33,7 @@ import itertools
 import json
 import operator
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -348,7 +349,9 @@ class SumoSource:
         (the scenario's sumocfg) with the extra arguments SUMO also ran with — SUMO's error may be
         about one of their values (``Invalid Number Format (double) abc``), which names no option:
         ``FILE: scenario.sumocfg X (with scenario.sumo_args ["--step-length", "abc"])``."""
-        where = next((w for w, args in self.blame if any(a.startswith("-") and a in why for a in args)), None)
+        named = lambda a: re.search(rf"(?<![\w./-]){re.escape(a)}(?![\w./-])", why)  # noqa: E731 - standing alone:
+        #   not "-b" inside a path such as ".../net-bad/grid6.rou.xml"
+        where = next((w for w, args in self.blame if any(a.startswith("-") and named(a) for a in args)), None)
         if where is None and self.blame:
             extra = [f"{w.rsplit(': ', 1)[-1]} {json.dumps(args)}" for w, args in self.blame[:-1] if args]
             where = self.blame[-1][0] + (f" (with {', '.join(extra)})" if extra else "")
