@@ -187,26 +187,34 @@ def _scratch(folder: Path, name: str) -> Path:
 def _install(moves: list[tuple[Path, Path, Path]]) -> None:
     """Move each built file ``src`` to ``dst``; an earlier file at ``dst`` (a link too, even a broken
     one) is first moved aside into ``scratch`` (the folder ``src`` is in: the same filesystem). When a
-    move fails, every file moved so far is taken out again and the earlier ones are put back — the
-    destination is as it was — and the error is one line naming the file."""
-    done: list[tuple[Path, Path | None]] = []
+    move fails (or the call is interrupted), every file moved so far is taken out again and the
+    earlier ones are put back — the destination is as it was — and the error is one line naming the
+    file. Each move is noted before it is made, so an interruption between two renames is undone
+    too; an earlier file that cannot be put back stays in its scratch folder, which the error names
+    (the caller keeps a scratch folder holding ``old-*`` files after a failure)."""
+    done: list[tuple[Path, Path, Path | None]] = []
     try:
         for src, dst, scratch in moves:
-            aside = None
-            if os.path.lexists(dst):
-                aside = scratch / f"old-{dst.name}"
+            aside = scratch / f"old-{dst.name}" if os.path.lexists(dst) else None
+            done.append((src, dst, aside))
+            if aside is not None:
                 _guard(dst, lambda: os.replace(dst, aside))  # noqa: B023
-            done.append((dst, aside))
             _guard(dst, lambda: os.replace(src, dst))  # noqa: B023
     except BaseException:
-        for dst, aside in reversed(done):
+        kept = []
+        for src, dst, aside in reversed(done):
             try:
-                if os.path.lexists(dst):
-                    os.unlink(dst)  # the new file (the earlier one, if any, is aside)
-                if aside is not None:
+                if not os.path.lexists(src) and os.path.lexists(dst):
+                    os.unlink(dst)  # the new file was moved in (the earlier one, if any, is aside)
+                if aside is not None and os.path.lexists(aside):
                     os.replace(aside, dst)
             except OSError:
-                pass  # best effort: the first error is the one reported
+                pass  # best effort: named below
+            if aside is not None and os.path.lexists(aside):
+                kept.append(aside)
+        if kept:
+            raise CosimError(f"{moves[0][1].parent}: the build failed and {len(kept)} earlier file(s) could not be "
+                             f"put back; they are kept as {', '.join(map(str, kept))}") from None
         raise
 
 
@@ -241,29 +249,29 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
     with new_folders(net_dir, scen_path.parent):
         # scratch folders on the filesystem of each destination: inside sumo_nets/NAME/ (which may be
         # a link to another filesystem) and in scenarios/; the moves in are renames on one filesystem
-        work = _scratch(net_dir, name)
+        work, swork, installed = _scratch(net_dir, name), None, False
         try:
-            swork = _scratch(scen_path.parent, name)
             try:
-                try:
-                    net = net_builder(work / targets[0].name)
-                    from cosim.world.network import read_net
+                net = net_builder(work / targets[0].name)
+                from cosim.world.network import read_net
 
-                    read_net(net)  # fails clearly on a network without drivable edges
-                    routes = random_trips(net, work / targets[1].name, demand)
-                    extra = ()
-                    if polygons is not None:
-                        extra = (polyconvert_osm(polygons, net, work / targets[3].name),)
-                    write_sumocfg(work / targets[2].name, net, routes, end_s=demand.end_s, extra_inputs=extra)
-                except CosimError as exc:  # named as the file it was built for
-                    raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
-                _guard(scen_path, lambda: write_scenario(
-                    swork / scen_path.name, targets[2], seed=demand.seed, end_s=min(demand.end_s, 600.0),
-                    comment=comment, at=scen_path))
-                # the sumocfg names its inputs relative to itself: all move together, the .toml last
-                _install([(work / p.name, p, work) for p in targets[:-1]] + [(swork / scen_path.name, scen_path, swork)])
-            finally:
-                shutil.rmtree(swork, ignore_errors=True)
+                read_net(net)  # fails clearly on a network without drivable edges
+                routes = random_trips(net, work / targets[1].name, demand)
+                extra = ()
+                if polygons is not None:
+                    extra = (polyconvert_osm(polygons, net, work / targets[3].name),)
+                write_sumocfg(work / targets[2].name, net, routes, end_s=demand.end_s, extra_inputs=extra)
+            except CosimError as exc:  # named as the file it was built for
+                raise CosimError(str(exc).replace(str(work), str(net_dir))) from None
+            swork = _scratch(scen_path.parent, name)  # made only now: a killed build leaves none in scenarios/
+            _guard(scen_path, lambda: write_scenario(
+                swork / scen_path.name, targets[2], seed=demand.seed, end_s=min(demand.end_s, 600.0),
+                comment=comment, at=scen_path))
+            # the sumocfg names its inputs relative to itself: all move together, the .toml last
+            _install([(work / p.name, p, work) for p in targets[:-1]] + [(swork / scen_path.name, scen_path, swork)])
+            installed = True
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            for folder in (swork, work):  # after a failure, one holding an earlier file (old-*) is kept
+                if folder is not None and (installed or not any(folder.glob("old-*"))):
+                    shutil.rmtree(folder, ignore_errors=True)
     return targets[2], scen_path

@@ -195,3 +195,41 @@ def test_overwrite_replaces_a_broken_link_and_a_failed_move_puts_every_earlier_f
     assert str(exc.value) == f"{scen}: cannot write (No space left on device)"
     assert tree(tmp_path) == before  # the three network files as they were, no scratch folder anywhere
     assert scen.is_symlink() and os.readlink(scen) == str(tmp_path / "missing" / "g.toml")
+
+    # interrupted right after any one rename (Ctrl-C between moving an earlier file aside and moving
+    # the new one in, or after it): every earlier file is put back, no scratch folder stays
+    for n in range(1, 9):
+        calls = [0]
+
+        def interrupted(src, dst, n=n):  # noqa: ANN001, ANN202
+            real_replace(src, dst)
+            calls[0] += 1
+            if calls[0] == n:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, "replace", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            build_scenario("g", tmp_path, lambda out: netgenerate("grid", out, size=3),
+                           DemandSpec(end_s=100, seed=9), overwrite=True)
+        monkeypatch.undo()
+        assert tree(tmp_path) == before, n
+
+    # every rename failing from the second on (the earlier net file aside, nothing can be put back):
+    # the earlier file is kept in the scratch folder, which the error names — never deleted
+    calls = [0]
+
+    def stuck(src, dst):  # noqa: ANN001, ANN202
+        calls[0] += 1
+        if calls[0] >= 2:
+            raise OSError(errno.EIO, "I/O error")
+        return real_replace(src, dst)
+
+    net = tmp_path / "sumo_nets" / "g" / "g.net.xml"
+    old = net.read_bytes()
+    monkeypatch.setattr(os, "replace", stuck)
+    with pytest.raises(CosimError, match="could not be put back; they are kept as ") as exc:
+        build_scenario("g", tmp_path, lambda out: netgenerate("grid", out, size=3), DemandSpec(end_s=100, seed=9),
+                       overwrite=True)
+    monkeypatch.undo()
+    kept = Path(str(exc.value).rsplit("kept as ", 1)[1])
+    assert kept.name == "old-g.net.xml" and kept.read_bytes() == old and not net.exists()
