@@ -30,7 +30,7 @@ FIXED_PANELS = ("map: vehicle density, RSU discs, handovers", "dwell: predicted 
 
 
 #: the map's title for a run without vehicle rows (output.coverage = false): its dwell panels are left out
-NO_COVERAGE_MAP = "map: RSU discs (no vehicle rows: output.coverage = false)"
+NO_COVERAGE_MAP = "map: RSU discs (no vehicle rows: no coverage.parquet)"  # why: the dwell panel's note
 
 #: the latency CDF's axis ends at this quantile of every completed task's latency (stated on it)
 CDF_CLIP = 0.99
