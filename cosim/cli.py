@@ -600,6 +600,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _kept(args: argparse.Namespace) -> str:
     """Where the interrupted command's results are: for a run, its folder if it holds any."""
+    if args.func in (cmd_netgen, cmd_import_osm):
+        return "nothing was built: earlier files as they were"
     if args.func not in (cmd_run, cmd_replay):
         return "results up to the last slot are on disk"
     from cosim.engine import folder
