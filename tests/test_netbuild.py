@@ -233,3 +233,16 @@ def test_overwrite_replaces_a_broken_link_and_a_failed_move_puts_every_earlier_f
     monkeypatch.undo()
     kept = Path(str(exc.value).rsplit("kept as ", 1)[1])
     assert kept.name == "old-g.net.xml" and kept.read_bytes() == old and not net.exists()
+
+
+def test_an_interrupted_build_says_nothing_was_built_not_a_runs_message():
+    """Ctrl-C/SIGTERM during netgen or import-osm ends with 'terminated (…)': what is true of a
+    build (its scratch folders removed, earlier files as they were), not a run's 'results up to the
+    last slot are on disk'."""
+    import argparse
+
+    from cosim import cli
+
+    for func in (cli.cmd_netgen, cli.cmd_import_osm):
+        assert cli._kept(argparse.Namespace(func=func)) == "nothing was built: earlier files as they were"
+    assert cli._kept(argparse.Namespace(func=cli.cmd_sweep)) == "results up to the last slot are on disk"
