@@ -227,7 +227,8 @@ def build_scenario(name: str, root: Path, net_builder, demand: DemandSpec, *, po
     is built in scratch folders inside sumo_nets/NAME/ and scenarios/ (the .toml), and moved into
     place only when all of it is built, the .toml last; an earlier file is moved aside first and put
     back when a later move fails: a failure leaves the earlier files (and links) as they were, no
-    folder this call created, and is one line naming the file."""
+    folder this call created, and is one line naming the file (an earlier file that cannot be put
+    back stays in its scratch folder, which the error names: :func:`_install`)."""
     from cosim.engine.folder import new_folders
 
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):

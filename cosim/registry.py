@@ -292,6 +292,7 @@ def find_plugin_module(name: str, base_dir: str | Path | None = None, main_dir: 
     fresh process, as a sweep's cell runs) imports it from: the import system's finders in order,
     over ``sys.path`` as the process started, then the scenario's folder ``base_dir`` (appended at
     the end: a same-named module on ``sys.path`` wins). ``sys.modules`` is not consulted (another
+    scenario's same-named package may be imported there), nor the folders appended for other
     scenarios. None: not found.
 
     ``main_dir``: another process's first ``sys.path`` entry in place of this one's — a sweep's

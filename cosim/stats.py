@@ -28,8 +28,8 @@ import numpy as np
 def t95(dof: float) -> float:
     """The two-sided 95 % quantile of Student's t with ``dof`` degrees of freedom: the ``t`` with
     ``t_two_sided_p(t, dof) = 0.05``, found by bisection on the tail below (~1e-14 relative up to
-    10^3 dof, ~1e-10 at 10^6, where the tail's lgamma prefactor cancels; checked against SciPy), so an interval excludes 0 exactly when ``p < 0.05``). It used to be a
-    3-decimal table up to 30 dof and the normal's 1.96 beyond — 1.2 % too narrow at 100 dof,
+    10^3 dof, ~1e-10 at 10^6, where the tail's lgamma prefactor cancels; checked against SciPy),
+    so an interval excludes 0 exactly when ``p < 0.05``. It used to be a 3-decimal table up to 30 dof and the normal's 1.96 beyond — 1.2 % too narrow at 100 dof,
     3.9 % at 31 (docs/comparisons.md, "changes this protocol made to the numbers")."""
     if not dof > 0:
         raise ValueError(f"t95: degrees of freedom must be > 0, got {dof!r}")

@@ -178,7 +178,7 @@ class DViTLayer(Layer):
     policy_kind = "scheduler"
     shardable = True  # its policies share nothing but the world and the requests
     #: what a process holding any of its policies spends once (the requests, each task's problems,
-    #: numba's start): CPU s per 300 s of grid6 (docs/performance.md, "Issue 32, fifth pass:
+    #: numba's start): CPU s per 300 s of grid6 (docs/performance.md, "Issue 32, fourth pass:
     #: dealing whole layers")
     shared_cost = 0.32
     task_table = "dvit_tasks"  # one row per task and policy: cosim.pairing compares the policies on it
