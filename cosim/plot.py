@@ -196,7 +196,8 @@ def _forest(folder: Path, plt, out_dir: Path, varying: list[str], metrics: list[
                                 + ("; hollow: n < 2, no interval)" if bare.any() else ")")), fontsize=8)
         axes[0][0].set_yticks(y, labels, fontsize=8)
         n = g["n"].dropna().astype(int) if "n" in g else pd.Series(dtype=int)
-        seeds = "no seeds" if n.empty else f"{n.min()}–{n.max()} seeds" if n.min() != n.max() else f"{n.max()} seed{'s' if n.max() != 1 else ''}"
+        seeds = ("no seeds" if n.empty else f"{n.min()}–{n.max()} seeds" if n.min() != n.max()
+                 else f"{n.max()} seed{'s' if n.max() != 1 else ''}")
         fig.suptitle(plain(f"{scenario}: {layer}, paired per seed ({seeds}), Holm-adjusted p"
                            + ("" if n.empty or n.min() >= 2 else "; with one seed neither interval nor p")),
                      fontsize=9)

@@ -4,8 +4,9 @@ Panels: the map (edges, RSU discs, vehicle density as a heat map of vehicle-seco
 handovers as red dots — where a vehicle's serving RSU changed between two of its slots);
 predicted against realised dwell (scatter) and the error's CDF (the rows ``summary.json``'s
 ``dwell_prediction`` summarises: served, uncapped, uncensored); then per layer with a task table
-the policies' latency CDFs (over the uncensored tasks, as the success rate; a task that finished past its deadline counts at its latency, so a curve may end above its rate) and success rates side by side,
-each rate with its paired difference to the layer's baseline (``vs_baseline``). Read from the results
+the policies' latency CDFs (over the uncensored tasks, as the success rate; a task that finished
+past its deadline counts at its latency, so a curve may end above its rate) and success rates side
+by side, each rate with its paired difference to the layer's baseline (``vs_baseline``). Read from the results
 folder and the network file alone, like ``cosim view``.
 """
 
@@ -128,10 +129,11 @@ def report(run_dir: str | Path, out: str | Path | None = None, net: str | Path |
         ax.legend(loc="lower left", fontsize=7)
     ax.set_aspect("equal")
     ax.autoscale_view()
-    ax.set_title(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP, fontsize=9)
+    t = FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP
+    ax.set_title(t, fontsize=9)
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")
-    titles.append(FIXED_PANELS[0] if not shown.no_coverage else NO_COVERAGE_MAP)
+    titles.append(t)
 
     # -- dwell ------------------------------------------------------------------------------
     if shown.no_coverage:  # the dwell comparison is made from the vehicle rows: said where it would be
@@ -203,16 +205,15 @@ def _layer_panels(fig, gs, layers, metric_rows, titles, summary) -> None:  # noq
         vals = rate.to_numpy(dtype=float)
         bars = ax.bar(range(len(rate)), vals, color="#4c72b0")
         block = (summary.get("layers") or {}).get(name, {})
-        ax.bar_label(bars, labels=[f"{v:.3f}" + _vs_baseline(p, block.get(p)) for p, v in zip(rate.index, vals)],
-                     fontsize=6, padding=1)
+        diffs = [_vs_baseline(p, block.get(p)) for p in rate.index]
+        ax.bar_label(bars, labels=[f"{v:.3f}" + d for v, d in zip(vals, diffs)], fontsize=6, padding=1)
         base = next((b["vs_baseline"].get("baseline") for b in block.values()
                      if isinstance(b, dict) and isinstance(b.get("vs_baseline"), dict)), None)
         if base:
             ax.set_xlabel(f"under each rate: − {plain(base)} over the tasks both were given, ± 95 %", fontsize=7)
         ax.set_xticks(range(len(rate)), [plain(p) for p in rate.index], rotation=45, ha="right", fontsize=8)
         low = success_origin(vals)
-        two_lines = any(_vs_baseline(p, block.get(p)) for p in rate.index)  # room for a second label line
-        ax.set_ylim(low, 1.0 + (0.3 if two_lines else 0.04) * (1.0 - low))
+        ax.set_ylim(low, 1.0 + (0.3 if any(diffs) else 0.04) * (1.0 - low))  # room for a second label line
         ax.set_ylabel("success rate" + (f" (axis from {low:g})" if low > 0 else ""))
         t = f"{name}: success rate per policy"
         ax.set_title(plain(t), fontsize=9)
