@@ -372,8 +372,10 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
         data[table].pop(key, None)
     sumocfg = Path(cfg.scenario.sumocfg)
     data["scenario"]["sumocfg"] = os.path.relpath(sumocfg, home)
-    data["scenario"]["plugins"] = [os.path.relpath(p, home) if p.endswith(".py") and Path(p).is_absolute() else p
-                                   for p in cfg.scenario.plugins]
+    # a .py plugin by its path relative to the scenario's folder (as a moved checkout still names it)
+    shown = {p: os.path.relpath(p, home) if p.endswith(".py") and Path(p).is_absolute() else p
+             for p in cfg.scenario.plugins}
+    data["scenario"]["plugins"] = [shown[p] for p in cfg.scenario.plugins]
     out = {"config": _sha(tomli_w.dumps(data).encode())}
     out["sumocfg"] = _file_sha(sumocfg, cache)
     try:
@@ -395,13 +397,12 @@ def fingerprint(cfg: Any, cache: dict | None = None) -> dict[str, str]:
             out[f"sumo_args {name}:{v}"] = _file_sha(_resolve(v, Path.cwd()), cache)
     for entry in cfg.scenario.plugins:
         files = _plugin_files(entry, home)
-        shown = os.path.relpath(entry, home) if entry.endswith(".py") and Path(entry).is_absolute() else entry
         root = os.path.commonpath([str(f.parent) for f in files]) if files else ""
         for f in files:
             rel = os.path.relpath(f, root)
-            out[f"plugin:{shown}:{rel}"] = _file_sha(f, cache)
+            out[f"plugin:{shown[entry]}:{rel}"] = _file_sha(f, cache)
         if not files:
-            out[f"plugin:{shown}"] = "not found"
+            out[f"plugin:{shown[entry]}"] = "not found"
     return out
 
 

@@ -312,6 +312,12 @@ def check_api_version(conn: Any, client: str) -> str:
 
 
 
+def _names(message: str, arg: str) -> bool:
+    """Whether SUMO's ``message`` names the option ``arg`` standing alone — not "-b" inside a path
+    such as ".../net-bad/grid6.rou.xml"."""
+    return arg.startswith("-") and re.search(rf"(?<![\w./-]){re.escape(arg)}(?![\w./-])", message) is not None
+
+
 class SumoSource:
     """A SUMO run driven by cosim. ``backend`` is ``"libsumo"`` (default) or ``"traci"``.
 
@@ -349,9 +355,7 @@ class SumoSource:
         (the scenario's sumocfg) with the extra arguments SUMO also ran with — SUMO's error may be
         about one of their values (``Invalid Number Format (double) abc``), which names no option:
         ``FILE: scenario.sumocfg X (with scenario.sumo_args ["--step-length", "abc"])``."""
-        named = lambda a: re.search(rf"(?<![\w./-]){re.escape(a)}(?![\w./-])", why)  # noqa: E731 - standing alone:
-        #   not "-b" inside a path such as ".../net-bad/grid6.rou.xml"
-        where = next((w for w, args in self.blame if any(a.startswith("-") and named(a) for a in args)), None)
+        where = next((w for w, args in self.blame if any(_names(why, a) for a in args)), None)
         if where is None and self.blame:
             extra = [f"{w.rsplit(': ', 1)[-1]} {json.dumps(args)}" for w, args in self.blame[:-1] if args]
             where = self.blame[-1][0] + (f" (with {', '.join(extra)})" if extra else "")
