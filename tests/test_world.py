@@ -157,16 +157,23 @@ def test_vehicle_indices_in_order_of_first_appearance_and_repeated_ids():
 
 
 def test_kept_vehicle_draws_are_the_fresh_draws_bit_for_bit():
-    """bandwidth_hz and compute_flops, drawn once per vehicle and kept, equal what drawing every
-    vehicle of the slot again gives (World.vehicle_draw), while vehicles come and go."""
+    """bandwidth_hz, compute_flops and World.vehicle_draw (any tag and range), drawn once per
+    vehicle and kept, equal drawing every vehicle of the slot again (lo + (hi - lo) x
+    hash_uniform(seed, tag, uid)), while vehicles come and go; one tag under two ranges is two
+    draws."""
     from cosim.world import channel as ch
+
+    def fresh(w, tag, lo, hi):  # noqa: ANN001, ANN202 - every vehicle of the slot drawn anew
+        return (lo + (hi - lo) * ch.hash_uniform(w.seed, tag, w.uid)).tobytes()
 
     w = make_world(vehicle_bandwidth_hz=[50e6, 80e6], vehicle_compute_flops=[5e9, 10e9])
     for t in range(1, 30):
         ids = [f"v{k}" for k in range(max(0, t - 6), t, 1 + t % 2)] + ([f"x{t}", "v0"] if t % 7 == 0 else [])
         w.update(snap(float(t), ids, np.linspace(0.0, 900.0, len(ids))))
-        assert w.bandwidth_hz.tobytes() == w.vehicle_draw(ch.VEH_BW, 50e6, 80e6).tobytes()
+        assert w.bandwidth_hz.tobytes() == fresh(w, ch.VEH_BW, 50e6, 80e6)
         if t % 3:  # not asked every slot: the draws of vehicles that came meanwhile are made later
-            assert w.compute_flops.tobytes() == w.vehicle_draw(ch.VEH_CPU, 5e9, 10e9).tobytes()
+            assert w.compute_flops.tobytes() == fresh(w, ch.VEH_CPU, 5e9, 10e9)
+        if t % 4 == 1:  # a layer's own range of the same stream
+            assert w.vehicle_draw(ch.VEH_CPU, 0.5e12, 1e12).tobytes() == fresh(w, ch.VEH_CPU, 0.5e12, 1e12)
     w.update(Snapshot.empty(40.0))
     assert w.bandwidth_hz.shape == (0,) and w.bandwidth_hz.dtype == np.float64

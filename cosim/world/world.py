@@ -71,7 +71,7 @@ class World:
         # every slot a new one departs)
         self._uid_arr = np.zeros(0, dtype=np.uint64)
         self._n_uid = 0
-        # stream tag -> (per vehicle index: its fixed draw, how many vehicles are drawn)
+        # (stream tag, lo, hi) -> (per vehicle index: its fixed draw, how many vehicles are drawn)
         self._draws: dict = {}
         self._last_srv = np.zeros(0, dtype=np.int64)  # per vehicle index: serving RSU in its last slot
         self._last_slot = np.zeros(0, dtype=np.int64)  # per vehicle index: the last slot it was seen
@@ -313,8 +313,18 @@ class World:
         return self.geometry.points_along(route, k, [pos + d for d in dists], inside), k
 
     def vehicle_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
-        """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value)."""
-        return lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self.uid)
+        """A fixed per-vehicle value in [lo, hi) for stream ``tag`` (same vehicle, same value), for
+        this slot's vehicles. Each vehicle's value is drawn once, when first asked for after it
+        appeared, and kept by vehicle index (per tag and range): the same numbers, elementwise, as
+        ``lo + (hi - lo) * hash_uniform(seed, tag, uid)`` of all of them again each slot."""
+        key = (int(tag), float(lo), float(hi))
+        arr, have = self._draws.get(key, (np.zeros(0), 0))
+        n = self._n_uid
+        if have < n:
+            arr = grown(arr, n, 0.0)
+            arr[have:n] = lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self._uid_arr[have:n])
+            self._draws[key] = (arr, n)
+        return arr[self.vidx]
 
     @property
     def index(self) -> dict[str, int]:
@@ -323,30 +333,18 @@ class World:
             self._index = {v: i for i, v in enumerate(self.snap.ids)}
         return self._index
 
-    def _kept_draw(self, tag: np.uint64, lo: float, hi: float) -> np.ndarray:
-        """:meth:`vehicle_draw` of this slot's vehicles, each vehicle's value drawn once (when first
-        asked for after it appeared) and kept by vehicle index: the same numbers, elementwise, as
-        drawing all of them again each slot."""
-        arr, have = self._draws.get(tag, (np.zeros(0), 0))
-        n = self._n_uid
-        if have < n:
-            arr = grown(arr, n, 0.0)
-            arr[have:n] = lo + (hi - lo) * ch.hash_uniform(self.seed, tag, self._uid_arr[have:n])
-            self._draws[tag] = (arr, n)
-        return arr[self.vidx]
-
     @property
     def bandwidth_hz(self) -> np.ndarray:
         """Vehicle bandwidth w_n [Hz], a fixed draw per vehicle from the configured range."""
         if self._bw is None:
-            self._bw = self._kept_draw(ch.VEH_BW, *self._veh_bw)
+            self._bw = self.vehicle_draw(ch.VEH_BW, *self._veh_bw)
         return self._bw
 
     @property
     def compute_flops(self) -> np.ndarray:
         """Vehicle compute c_n [FLOP/s], a fixed draw per vehicle from the configured range."""
         if self._cpu is None:
-            self._cpu = self._kept_draw(ch.VEH_CPU, *self._veh_cpu)
+            self._cpu = self.vehicle_draw(ch.VEH_CPU, *self._veh_cpu)
         return self._cpu
 
     def v2v_rate_bps(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
